@@ -1,0 +1,23 @@
+//! The rcpfed domain, with no I/O: statements and their validation, DSSE envelopes, Ed25519
+//! keys, the hub's receipts and the federation member file.
+//!
+//! API boundary: protobuf types (`rcpfed_proto`) appear only in the `wire` conversions
+//! (`to_proto`/`from_proto`/`encode`/`decode` and [`wire`]); the rest of the crate, and its
+//! callers, work with the domain types defined here.
+
+pub mod dates;
+pub mod digest;
+pub mod envelope;
+pub mod iso3166;
+pub mod keys;
+pub mod members;
+pub mod receipt;
+pub mod rejection;
+pub mod spiffe;
+pub mod statement;
+pub mod validate;
+pub mod wire;
+
+pub use digest::Digest;
+pub use envelope::SignedEnvelope;
+pub use rejection::{RejectClass, Rejection, Violation};

@@ -1,0 +1,149 @@
+//! The hub's signed receipt for an accepted statement.
+
+use crate::Digest;
+use crate::envelope::{RECEIPT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
+use crate::keys::{SecretKey, VerifyKey};
+use crate::rejection::{RejectClass, Rejection, reasons};
+use crate::wire::{timestamp_from_proto, timestamp_to_proto};
+use prost::Message as _;
+use rcpfed_proto::v1 as pb;
+use time::OffsetDateTime;
+
+/// What the hub signs when it accepts a statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// Federation id.
+    pub federation_id: String,
+    /// The hub's member id.
+    pub hub_id: String,
+    /// The issuing node.
+    pub node_id: String,
+    /// The statement's seq.
+    pub seq: u64,
+    /// SHA-256 of the statement's payload.
+    pub statement_digest: Digest,
+    /// Position in the hub's feed, from 1.
+    pub feed_index: u64,
+    /// When the hub stored it.
+    pub accepted_at: OffsetDateTime,
+}
+
+fn malformed(what: impl std::fmt::Display) -> Rejection {
+    Rejection::new(
+        RejectClass::Invalid,
+        reasons::PAYLOAD_MALFORMED,
+        format!("the receipt payload is not a valid rcpfed.v1.Receipt: {what}"),
+    )
+}
+
+impl Receipt {
+    /// The wire form.
+    pub fn to_proto(&self) -> pb::Receipt {
+        pb::Receipt {
+            federation_id: self.federation_id.clone(),
+            hub_id: self.hub_id.clone(),
+            node_id: self.node_id.clone(),
+            seq: self.seq,
+            statement_digest: self.statement_digest.0.to_vec(),
+            feed_index: self.feed_index,
+            accepted_at: Some(timestamp_to_proto(self.accepted_at)),
+        }
+    }
+
+    /// From the wire form; the digest must be 32 bytes and the time present.
+    pub fn from_proto(p: pb::Receipt) -> Result<Self, Rejection> {
+        let statement_digest = Digest::from_slice(&p.statement_digest)
+            .ok_or_else(|| malformed("statement_digest is not 32 bytes"))?;
+        let accepted_at = p
+            .accepted_at
+            .as_ref()
+            .and_then(timestamp_from_proto)
+            .ok_or_else(|| malformed("accepted_at is missing or invalid"))?;
+        Ok(Receipt {
+            federation_id: p.federation_id,
+            hub_id: p.hub_id,
+            node_id: p.node_id,
+            seq: p.seq,
+            statement_digest,
+            feed_index: p.feed_index,
+            accepted_at,
+        })
+    }
+
+    /// Signs the receipt: an envelope of [`RECEIPT_PAYLOAD_TYPE`] over the proto bytes.
+    pub fn sign(&self, key: &SecretKey) -> SignedEnvelope {
+        SignedEnvelope::sign(RECEIPT_PAYLOAD_TYPE, self.to_proto().encode_to_vec(), key)
+    }
+
+    /// Checks the payload type and a signature by one of `hub_keys`, then decodes.
+    pub fn verify(env: &SignedEnvelope, hub_keys: &[VerifyKey]) -> Result<Receipt, Rejection> {
+        if env.payload_type != RECEIPT_PAYLOAD_TYPE {
+            return Err(Rejection::new(
+                RejectClass::Invalid,
+                reasons::UNKNOWN_PAYLOAD_TYPE,
+                format!(
+                    "payload type {:?} is not a receipt ({RECEIPT_PAYLOAD_TYPE})",
+                    env.payload_type
+                ),
+            ));
+        }
+        verify_signatures(env, |id| hub_keys.iter().find(|k| k.key_id == id))?;
+        let p = pb::Receipt::decode(env.payload.as_slice()).map_err(malformed)?;
+        Self::from_proto(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn sample() -> Receipt {
+        Receipt {
+            federation_id: "rcp-federation".into(),
+            hub_id: "gfmd".into(),
+            node_id: "colombo".into(),
+            seq: 7,
+            statement_digest: Digest::of(b"statement"),
+            feed_index: 42,
+            accepted_at: datetime!(2024-05-17 10:00:00.5 UTC),
+        }
+    }
+
+    #[test]
+    fn sign_and_verify() {
+        let hub = SecretKey::from_seed(&[9; 32]);
+        let keys = [hub.verify_key().clone()];
+        let env = sample().sign(&hub);
+        assert_eq!(env.payload_type, RECEIPT_PAYLOAD_TYPE);
+        assert_eq!(Receipt::verify(&env, &keys), Ok(sample()));
+    }
+
+    #[test]
+    fn tampering_fails() {
+        let hub = SecretKey::from_seed(&[9; 32]);
+        let keys = [hub.verify_key().clone()];
+        let env = sample().sign(&hub);
+
+        let mut tampered = env.clone();
+        let mut r = sample();
+        r.feed_index = 43;
+        tampered.payload = r.to_proto().encode_to_vec();
+        let e = Receipt::verify(&tampered, &keys).err();
+        assert_eq!(e.map(|e| e.reason), Some(reasons::BAD_SIGNATURE));
+
+        let other = SecretKey::from_seed(&[8; 32]);
+        let e = Receipt::verify(&sample().sign(&other), &keys).err();
+        assert_eq!(e.map(|e| e.reason), Some(reasons::UNKNOWN_KEY_ID));
+
+        let mut retyped = env.clone();
+        retyped.payload_type = crate::envelope::STATEMENT_PAYLOAD_TYPE.into();
+        let e = Receipt::verify(&retyped, &keys).err();
+        assert_eq!(e.map(|e| e.reason), Some(reasons::UNKNOWN_PAYLOAD_TYPE));
+
+        // Signed but not a receipt: malformed after the signature check.
+        let junk = SignedEnvelope::sign(RECEIPT_PAYLOAD_TYPE, vec![0x2a, 0x01], &hub);
+        let e = Receipt::verify(&junk, &keys).err();
+        assert_eq!(e.map(|e| e.reason), Some(reasons::PAYLOAD_MALFORMED));
+    }
+}

@@ -1,0 +1,214 @@
+//! The one error type for refused input. The gRPC edge maps [`RejectClass`] to a status code,
+//! `reason` to `google.rpc.ErrorInfo` and the violations to `google.rpc.BadRequest`.
+
+/// What kind of refusal this is; decides the gRPC status code at the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectClass {
+    /// Malformed or invalid input (INVALID_ARGUMENT).
+    Invalid,
+    /// The caller or the signature could not be authenticated (UNAUTHENTICATED).
+    Unauthenticated,
+    /// Authenticated but not allowed (PERMISSION_DENIED).
+    Forbidden,
+    /// Conflicts with what is already stored, e.g. equivocation (ALREADY_EXISTS / ABORTED).
+    Conflict,
+    /// The system is not in the state the request needs, e.g. a seq gap (FAILED_PRECONDITION).
+    Precondition,
+    /// The resource does not exist (NOT_FOUND).
+    NotFound,
+    /// The input is larger than accepted (RESOURCE_EXHAUSTED).
+    TooLarge,
+}
+
+/// One field that broke one rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Field path, e.g. `indicator_snapshot.observations[2].ref_area`.
+    pub field: String,
+    /// Rule reason, one of [`reasons`].
+    pub reason: &'static str,
+    /// What is wrong and what to fix, in plain lowercase words.
+    pub description: String,
+}
+
+impl Violation {
+    /// A violation of `reason` on `field`.
+    pub fn new(
+        field: impl Into<String>,
+        reason: &'static str,
+        description: impl Into<String>,
+    ) -> Self {
+        Violation {
+            field: field.into(),
+            reason,
+            description: description.into(),
+        }
+    }
+}
+
+/// Refused input: a class, a machine-readable reason, a plain-words message, and details.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    /// Decides the gRPC status code.
+    pub class: RejectClass,
+    /// Machine-readable reason, one of [`reasons`].
+    pub reason: &'static str,
+    /// What is wrong and what to fix, lowercase plain words.
+    pub message: String,
+    /// Field violations, for `google.rpc.BadRequest`.
+    pub violations: Vec<Violation>,
+    /// Extra key/value context, for `google.rpc.ErrorInfo.metadata`.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Rejection {
+    /// A rejection without details.
+    pub fn new(class: RejectClass, reason: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            class,
+            reason,
+            message: message.into(),
+            violations: Vec::new(),
+            metadata: Vec::new(),
+        }
+    }
+
+    /// Attaches field violations.
+    pub fn with_violations(mut self, violations: Vec<Violation>) -> Self {
+        self.violations = violations;
+        self
+    }
+
+    /// Adds one metadata entry.
+    pub fn with_meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// An `Invalid` rejection with reason VALIDATION_FAILED carrying one field violation.
+    pub fn invalid_field(
+        field: impl Into<String>,
+        reason: &'static str,
+        description: impl Into<String>,
+    ) -> Self {
+        let v = Violation::new(field, reason, description);
+        Rejection::new(
+            RejectClass::Invalid,
+            reasons::VALIDATION_FAILED,
+            format!("{}: {}", v.field, v.description),
+        )
+        .with_violations(vec![v])
+    }
+}
+
+/// Reason codes: `ErrorInfo.reason` values and `BadRequest` violation reasons.
+pub mod reasons {
+    // Envelope, signature and statement-level reasons (ErrorInfo.reason).
+    /// The envelope bytes are not a valid `rcpfed.v1.Envelope`.
+    pub const ENVELOPE_MALFORMED: &str = "ENVELOPE_MALFORMED";
+    /// The envelope or payload is larger than the receiver accepts.
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    /// The envelope's payload type is not one the receiver expects.
+    pub const UNKNOWN_PAYLOAD_TYPE: &str = "UNKNOWN_PAYLOAD_TYPE";
+    /// The envelope carries no signature.
+    pub const MISSING_SIGNATURE: &str = "MISSING_SIGNATURE";
+    /// No signature's key id names a known key.
+    pub const UNKNOWN_KEY_ID: &str = "UNKNOWN_KEY_ID";
+    /// A signature does not verify over PAE(payload_type, payload).
+    pub const BAD_SIGNATURE: &str = "BAD_SIGNATURE";
+    /// The verifying key does not belong to the statement's issuer.
+    pub const KEY_NOT_OWNED: &str = "KEY_NOT_OWNED";
+    /// The payload bytes are not a valid message of the payload type.
+    pub const PAYLOAD_MALFORMED: &str = "PAYLOAD_MALFORMED";
+    /// The statement names another federation.
+    pub const WRONG_FEDERATION: &str = "WRONG_FEDERATION";
+    /// The statement's node id is not the submitting or signing member.
+    pub const NODE_MISMATCH: &str = "NODE_MISMATCH";
+    /// The header's kind does not match the body.
+    pub const KIND_MISMATCH: &str = "KIND_MISMATCH";
+    /// The header's schema version is not supported.
+    pub const UNSUPPORTED_SCHEMA_VERSION: &str = "UNSUPPORTED_SCHEMA_VERSION";
+    /// Several field rules failed (see the violations).
+    pub const VALIDATION_FAILED: &str = "VALIDATION_FAILED";
+    /// The statement's seq is not exactly one more than the node's last accepted seq.
+    pub const SEQ_GAP: &str = "SEQ_GAP";
+    /// The statement's seq was already used (alias kept for callers; see EQUIVOCATION).
+    pub const SEQ_REUSED: &str = "SEQ_REUSED";
+    /// A different statement with the same node and seq was already accepted.
+    pub const EQUIVOCATION: &str = "EQUIVOCATION";
+    /// The prev_digest is not the digest of the node's previous statement.
+    pub const PREV_DIGEST_MISMATCH: &str = "PREV_DIGEST_MISMATCH";
+    /// The caller presented no usable client certificate identity.
+    pub const PEER_UNAUTHENTICATED: &str = "PEER_UNAUTHENTICATED";
+    /// The caller's identity is not a member of the federation.
+    pub const PEER_NOT_A_MEMBER: &str = "PEER_NOT_A_MEMBER";
+    /// The caller lacks the role the call needs.
+    pub const ROLE_REQUIRED: &str = "ROLE_REQUIRED";
+    /// The requested resource does not exist.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// A request argument is invalid.
+    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+    /// The page token is malformed or belongs to other filters.
+    pub const INVALID_PAGE_TOKEN: &str = "INVALID_PAGE_TOKEN";
+
+    // Per-field rule reasons (BadRequest field violations).
+    /// A required field is empty or missing.
+    pub const FIELD_REQUIRED: &str = "FIELD_REQUIRED";
+    /// A title is missing, empty or only whitespace.
+    pub const EMPTY_TITLE: &str = "EMPTY_TITLE";
+    /// A language appears twice in one list of texts.
+    pub const DUPLICATE_LANGUAGE: &str = "DUPLICATE_LANGUAGE";
+    /// A language tag is not a BCP 47 tag.
+    pub const INVALID_LANGUAGE: &str = "INVALID_LANGUAGE";
+    /// A date is not a valid YYYY-MM-DD date.
+    pub const INVALID_DATE: &str = "INVALID_DATE";
+    /// A code is not an ISO 3166-1 alpha-3 code.
+    pub const INVALID_COUNTRY_CODE: &str = "INVALID_COUNTRY_CODE";
+    /// A ref_area is not a member state of the node for the whole period.
+    pub const NOT_A_MEMBER_STATE: &str = "NOT_A_MEMBER_STATE";
+    /// A GCM objective is outside 1 to 23 or repeated.
+    pub const INVALID_GCM_OBJECTIVE: &str = "INVALID_GCM_OBJECTIVE";
+    /// An SDG target is not of the form "10.7" or "10.c".
+    pub const INVALID_SDG_TARGET: &str = "INVALID_SDG_TARGET";
+    /// A URL is not an http or https URL.
+    pub const INVALID_URL: &str = "INVALID_URL";
+    /// An indicator code is not upper-case letters, digits and '_'.
+    pub const INVALID_INDICATOR_CODE: &str = "INVALID_INDICATOR_CODE";
+    /// A snapshot has no observations.
+    pub const NO_OBSERVATIONS: &str = "NO_OBSERVATIONS";
+    /// A time period is not an SDMX time period.
+    pub const INVALID_TIME_PERIOD: &str = "INVALID_TIME_PERIOD";
+    /// A dimension id or value is invalid, reserved or repeated.
+    pub const INVALID_DIMENSION: &str = "INVALID_DIMENSION";
+    /// An observation value is NaN or infinite.
+    pub const NON_FINITE_VALUE: &str = "NON_FINITE_VALUE";
+    /// An append or replace observation has no value.
+    pub const VALUE_REQUIRED: &str = "VALUE_REQUIRED";
+    /// A delete observation carries a value.
+    pub const VALUE_NOT_ALLOWED: &str = "VALUE_NOT_ALLOWED";
+    /// An OBS_STATUS code is not in SDMX CL_OBS_STATUS.
+    pub const INVALID_OBS_STATUS: &str = "INVALID_OBS_STATUS";
+    /// A CONF_STATUS code is not in SDMX CL_CONF_STATUS.
+    pub const INVALID_CONF_STATUS: &str = "INVALID_CONF_STATUS";
+    /// A UNIT_MULT is outside 0 to 12.
+    pub const INVALID_UNIT_MULT: &str = "INVALID_UNIT_MULT";
+    /// Two observations have the same key (REF_AREA, TIME_PERIOD, dimensions).
+    pub const DUPLICATE_KEY: &str = "DUPLICATE_KEY";
+    /// issued_at is too far in the future (or implausibly old).
+    pub const ISSUED_AT_IN_FUTURE: &str = "ISSUED_AT_IN_FUTURE";
+    /// The document name is not "regions/{node_id}/..." in lower case.
+    pub const INVALID_DOCUMENT_NAME: &str = "INVALID_DOCUMENT_NAME";
+    /// The revision is 0.
+    pub const INVALID_REVISION: &str = "INVALID_REVISION";
+    /// The seq is 0.
+    pub const INVALID_SEQ: &str = "INVALID_SEQ";
+    /// prev_digest is missing after seq 1, present at seq 1, or not 32 bytes.
+    pub const INVALID_PREV_DIGEST: &str = "INVALID_PREV_DIGEST";
+    /// A text is longer than allowed.
+    pub const TOO_LONG: &str = "TOO_LONG";
+    /// A digest field is neither empty nor 32 bytes.
+    pub const INVALID_DIGEST: &str = "INVALID_DIGEST";
+    /// An enum field is unspecified or has an unknown value.
+    pub const INVALID_ENUM: &str = "INVALID_ENUM";
+}

@@ -1,0 +1,1058 @@
+//! Field rules for statements. Header identity checks come first and stop at the first failure
+//! (they say the statement is in the wrong place); every other rule is checked and all
+//! violations are reported together, so a secretariat can fix a document in one go.
+
+use crate::dates::{parse_date, parse_time_period};
+use crate::iso3166::is_alpha3;
+use crate::members::Member;
+use crate::rejection::{RejectClass, Rejection, Violation, reasons};
+use crate::statement::{
+    Body, IndicatorSnapshot, LocalizedText, ObservationAction, PolicySummary, Statement,
+};
+use std::collections::{BTreeSet, HashSet};
+use time::OffsetDateTime;
+
+/// How far in the receiver's future `issued_at` may be (clock skew).
+pub const MAX_FUTURE_SKEW: time::Duration = time::Duration::minutes(5);
+/// The only body schema version this build understands.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Earliest plausible `issued_at` year.
+pub const MIN_ISSUED_YEAR: i32 = 2000;
+/// At most this many violations are reported.
+pub const MAX_VIOLATIONS: usize = 100;
+/// Longest document name, in bytes.
+pub const MAX_DOCUMENT_LEN: usize = 200;
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 500;
+/// Longest summary, in characters.
+pub const MAX_SUMMARY_CHARS: usize = 20_000;
+/// Longest meeting name, in characters.
+pub const MAX_MEETING_CHARS: usize = 500;
+/// Longest footnote or source, in characters.
+pub const MAX_NOTE_CHARS: usize = 1000;
+
+/// SDMX CL_OBS_STATUS codes.
+const OBS_STATUS: &[&str] = &[
+    "A", "B", "D", "E", "F", "G", "I", "K", "M", "N", "O", "P", "Q", "S", "T", "U", "V", "W",
+];
+/// SDMX CL_CONF_STATUS codes.
+const CONF_STATUS: &[&str] = &["F", "N", "C", "D", "S", "A", "O", "T", "G", "M", "E"];
+
+/// What a statement is checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct ValidationContext<'a> {
+    /// The receiver's federation id.
+    pub federation_id: &'a str,
+    /// The member the statement must come from (its id and member states).
+    pub member: &'a Member,
+    /// The receiver's current time.
+    pub now: OffsetDateTime,
+}
+
+/// Collects violations up to [`MAX_VIOLATIONS`].
+#[derive(Default)]
+struct Violations(Vec<Violation>, usize);
+
+impl Violations {
+    fn push(
+        &mut self,
+        field: impl Into<String>,
+        reason: &'static str,
+        description: impl Into<String>,
+    ) {
+        self.1 += 1;
+        if self.0.len() < MAX_VIOLATIONS {
+            self.0.push(Violation::new(field, reason, description));
+        }
+    }
+
+    fn too_long(&mut self, field: &str, text: &str, max: usize) {
+        let n = text.chars().count();
+        if n > max {
+            self.push(
+                field,
+                reasons::TOO_LONG,
+                format!("is {n} characters long; the limit is {max}"),
+            );
+        }
+    }
+}
+
+/// Checks `st` against every rule; see the module docs for the order.
+pub fn validate_statement(st: &Statement, ctx: &ValidationContext) -> Result<(), Rejection> {
+    let h = &st.header;
+    if h.federation_id != ctx.federation_id {
+        return Err(Rejection::new(
+            RejectClass::Forbidden,
+            reasons::WRONG_FEDERATION,
+            format!(
+                "the statement is for federation {:?}, but this is federation {:?}",
+                h.federation_id, ctx.federation_id
+            ),
+        ));
+    }
+    if h.node_id != ctx.member.id {
+        return Err(Rejection::new(
+            RejectClass::Forbidden,
+            reasons::NODE_MISMATCH,
+            format!(
+                "the statement is issued by node {:?}, but it comes from {:?}; a node publishes only as itself",
+                h.node_id, ctx.member.id
+            ),
+        ));
+    }
+    if h.schema_version != SCHEMA_VERSION {
+        return Err(Rejection::new(
+            RejectClass::Invalid,
+            reasons::UNSUPPORTED_SCHEMA_VERSION,
+            format!(
+                "schema_version {} is not supported; use {SCHEMA_VERSION}",
+                h.schema_version
+            ),
+        ));
+    }
+    let mut v = Violations::default();
+    check_header(st, ctx, &mut v);
+    match &st.body {
+        Body::Policy(p) => check_policy(p, &mut v),
+        Body::Indicators(s) => check_indicators(s, ctx, &mut v),
+    }
+    into_result(v)
+}
+
+/// Checks a policy summary body alone (the node checks a document before building a header).
+pub fn validate_policy(p: &PolicySummary) -> Result<(), Rejection> {
+    let mut v = Violations::default();
+    check_policy(p, &mut v);
+    into_result(v)
+}
+
+/// Checks an indicator snapshot body alone against `ctx.member`'s member states.
+pub fn validate_indicators(
+    s: &IndicatorSnapshot,
+    ctx: &ValidationContext,
+) -> Result<(), Rejection> {
+    let mut v = Violations::default();
+    check_indicators(s, ctx, &mut v);
+    into_result(v)
+}
+
+fn into_result(v: Violations) -> Result<(), Rejection> {
+    let Violations(list, total) = v;
+    let Some(first) = list.first() else {
+        return Ok(());
+    };
+    let rules: BTreeSet<&str> = list.iter().map(|v| v.reason).collect();
+    let reason = match rules.iter().next() {
+        Some(only) if rules.len() == 1 => *only,
+        _ => reasons::VALIDATION_FAILED,
+    };
+    let mut message = format!("{}: {}", first.field, first.description);
+    if total > 1 {
+        message.push_str(&format!(" (and {} more problems)", total - 1));
+    }
+    Err(Rejection::new(RejectClass::Invalid, reason, message).with_violations(list))
+}
+
+fn is_document_segment(seg: &str) -> bool {
+    !seg.is_empty()
+        && seg
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Whether `document` is "regions/{node_id}/" followed by one or more lowercase segments,
+/// at most [`MAX_DOCUMENT_LEN`] bytes.
+pub fn is_valid_document_name(document: &str, node_id: &str) -> bool {
+    let prefix = format!("regions/{node_id}/");
+    document.len() <= MAX_DOCUMENT_LEN
+        && document
+            .strip_prefix(&prefix)
+            .is_some_and(|rest| rest.split('/').all(is_document_segment))
+}
+
+fn check_header(st: &Statement, ctx: &ValidationContext, v: &mut Violations) {
+    let h = &st.header;
+    if h.seq == 0 {
+        v.push("header.seq", reasons::INVALID_SEQ, "must be 1 or more");
+    }
+    match (h.seq == 1, h.prev_digest.is_some()) {
+        (true, true) => v.push(
+            "header.prev_digest",
+            reasons::INVALID_PREV_DIGEST,
+            "must be empty for the first statement (seq 1)",
+        ),
+        (false, false) if h.seq > 1 => v.push(
+            "header.prev_digest",
+            reasons::INVALID_PREV_DIGEST,
+            format!(
+                "is required for seq {}: set it to the digest of statement {}",
+                h.seq,
+                h.seq - 1
+            ),
+        ),
+        _ => {}
+    }
+    if !is_valid_document_name(&h.document, &h.node_id) {
+        v.push(
+            "header.document",
+            reasons::INVALID_DOCUMENT_NAME,
+            format!(
+                "{:?} must start with \"regions/{}/\" followed by segments of a-z, 0-9, '.', '_', '-', at most {MAX_DOCUMENT_LEN} bytes",
+                h.document, h.node_id
+            ),
+        );
+    }
+    if h.revision == 0 {
+        v.push(
+            "header.revision",
+            reasons::INVALID_REVISION,
+            "must be 1 or more",
+        );
+    }
+    if h.issued_at > ctx.now + MAX_FUTURE_SKEW {
+        v.push(
+            "header.issued_at",
+            reasons::ISSUED_AT_IN_FUTURE,
+            format!(
+                "{} is more than {} minutes in the future; check the node's clock",
+                h.issued_at,
+                MAX_FUTURE_SKEW.whole_minutes()
+            ),
+        );
+    } else if h.issued_at.year() < MIN_ISSUED_YEAR {
+        v.push(
+            "header.issued_at",
+            reasons::ISSUED_AT_IN_FUTURE,
+            format!(
+                "{} is before {MIN_ISSUED_YEAR}; check the node's clock",
+                h.issued_at
+            ),
+        );
+    }
+}
+
+/// Whether `tag` looks like a BCP 47 tag: a 2-3 letter lowercase primary subtag, then
+/// optional `-` subtags of 1-8 ASCII letters or digits.
+pub fn is_language_tag(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let primary_ok = parts
+        .next()
+        .is_some_and(|p| (2..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_lowercase()));
+    primary_ok
+        && parts.all(|s| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+fn check_texts(
+    list: &[LocalizedText],
+    field: &str,
+    empty_rule: &'static str,
+    max: usize,
+    v: &mut Violations,
+) {
+    let mut seen = HashSet::new();
+    for (i, t) in list.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        if !is_language_tag(&t.language) {
+            v.push(
+                format!("{f}.language"),
+                reasons::INVALID_LANGUAGE,
+                format!(
+                    "{:?} is not a language tag such as \"en\", \"fr\" or \"pt-BR\"",
+                    t.language
+                ),
+            );
+        } else if !seen.insert(t.language.to_ascii_lowercase()) {
+            v.push(
+                format!("{f}.language"),
+                reasons::DUPLICATE_LANGUAGE,
+                format!(
+                    "{:?} appears more than once; give one text per language",
+                    t.language
+                ),
+            );
+        }
+        if t.text.trim().is_empty() {
+            v.push(format!("{f}.text"), empty_rule, "must not be empty");
+        }
+        v.too_long(&format!("{f}.text"), &t.text, max);
+    }
+}
+
+/// Whether `t` is an SDG target like "10.7" or "10.c".
+fn is_sdg_target(t: &str) -> bool {
+    let Some((goal, target)) = t.split_once('.') else {
+        return false;
+    };
+    (1..=2).contains(&goal.len())
+        && goal.bytes().all(|b| b.is_ascii_digit())
+        && (1..=2).contains(&target.len())
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
+fn is_url(u: &str) -> bool {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !u.chars().any(char::is_whitespace))
+}
+
+fn check_policy(p: &PolicySummary, v: &mut Violations) {
+    if !p.title.iter().any(|t| !t.text.trim().is_empty()) {
+        v.push(
+            "policy_summary.title",
+            reasons::EMPTY_TITLE,
+            "needs at least one non-empty title",
+        );
+    }
+    check_texts(
+        &p.title,
+        "policy_summary.title",
+        reasons::EMPTY_TITLE,
+        MAX_TITLE_CHARS,
+        v,
+    );
+    check_texts(
+        &p.summary,
+        "policy_summary.summary",
+        reasons::FIELD_REQUIRED,
+        MAX_SUMMARY_CHARS,
+        v,
+    );
+    v.too_long("policy_summary.meeting", &p.meeting, MAX_MEETING_CHARS);
+    if !p.meeting_date.is_empty() && parse_date(&p.meeting_date).is_none() {
+        v.push(
+            "policy_summary.meeting_date",
+            reasons::INVALID_DATE,
+            format!("{:?} is not a YYYY-MM-DD date", p.meeting_date),
+        );
+    }
+    for (i, c) in p.countries.iter().enumerate() {
+        if !is_alpha3(c) {
+            v.push(
+                format!("policy_summary.countries[{i}]"),
+                reasons::INVALID_COUNTRY_CODE,
+                format!("{c:?} is not an ISO 3166-1 alpha-3 code such as \"LKA\""),
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, g) in p.gcm_objectives.iter().enumerate() {
+        let f = format!("policy_summary.gcm_objectives[{i}]");
+        if !(1..=23).contains(g) {
+            v.push(
+                f,
+                reasons::INVALID_GCM_OBJECTIVE,
+                format!("{g} is not a GCM objective (1 to 23)"),
+            );
+        } else if !seen.insert(*g) {
+            v.push(
+                f,
+                reasons::INVALID_GCM_OBJECTIVE,
+                format!("objective {g} is listed twice"),
+            );
+        }
+    }
+    for (i, t) in p.sdg_targets.iter().enumerate() {
+        if !is_sdg_target(t) {
+            v.push(
+                format!("policy_summary.sdg_targets[{i}]"),
+                reasons::INVALID_SDG_TARGET,
+                format!("{t:?} is not an SDG target such as \"10.7\" or \"10.c\""),
+            );
+        }
+    }
+    for (i, r) in p.references.iter().enumerate() {
+        let f = format!("policy_summary.references[{i}]");
+        if !is_url(&r.url) {
+            v.push(
+                format!("{f}.url"),
+                reasons::INVALID_URL,
+                format!(
+                    "{:?} is not an http:// or https:// URL without spaces",
+                    r.url
+                ),
+            );
+        }
+        v.too_long(&format!("{f}.title"), &r.title, MAX_TITLE_CHARS);
+    }
+}
+
+/// Whether `code` is an indicator code: upper-case letter, then up to 63 of A-Z, 0-9, '_'.
+pub fn is_indicator_code(code: &str) -> bool {
+    code.len() <= 64
+        && code.starts_with(|c: char| c.is_ascii_uppercase())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn check_indicators(s: &IndicatorSnapshot, ctx: &ValidationContext, v: &mut Violations) {
+    if !is_indicator_code(&s.indicator) {
+        v.push(
+            "indicator_snapshot.indicator",
+            reasons::INVALID_INDICATOR_CODE,
+            format!(
+                "{:?} is not an indicator code such as \"SDG_10_7_3\" (upper-case letters, digits, '_')",
+                s.indicator
+            ),
+        );
+    }
+    if s.observations.is_empty() {
+        v.push(
+            "indicator_snapshot.observations",
+            reasons::NO_OBSERVATIONS,
+            "needs at least one observation",
+        );
+    }
+    let mut keys = HashSet::new();
+    for (i, o) in s.observations.iter().enumerate() {
+        let f = format!("indicator_snapshot.observations[{i}]");
+        let period = parse_time_period(&o.time_period);
+        if period.is_none() {
+            v.push(
+                format!("{f}.time_period"),
+                reasons::INVALID_TIME_PERIOD,
+                format!(
+                    "{:?} is not a time period such as \"2024\", \"2024-S1\", \"2024-Q3\", \"2024-05\" or \"2024-05-17\"",
+                    o.time_period
+                ),
+            );
+        }
+        if !is_alpha3(&o.ref_area) {
+            v.push(
+                format!("{f}.ref_area"),
+                reasons::INVALID_COUNTRY_CODE,
+                format!(
+                    "{:?} is not an ISO 3166-1 alpha-3 code such as \"LKA\"",
+                    o.ref_area
+                ),
+            );
+        } else if let Some(range) = period
+            && !ctx
+                .member
+                .has_state_during(&o.ref_area, range.start, range.end)
+        {
+            v.push(
+                format!("{f}.ref_area"),
+                reasons::NOT_A_MEMBER_STATE,
+                format!(
+                    "{:?} is not a member state of {} for the whole of {}",
+                    o.ref_area, ctx.member.id, o.time_period
+                ),
+            );
+        }
+        let mut dim_ids = HashSet::new();
+        for (j, (id, value)) in o.dimensions.iter().enumerate() {
+            let df = format!("{f}.dimensions[{j}]");
+            let id_ok = id.starts_with(|c: char| c.is_ascii_uppercase())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !id_ok {
+                v.push(
+                    format!("{df}.id"),
+                    reasons::INVALID_DIMENSION,
+                    format!("{id:?} is not a dimension id such as \"SEX\" (upper-case letters, digits, '_')"),
+                );
+            } else if id == "REF_AREA" || id == "TIME_PERIOD" {
+                v.push(
+                    format!("{df}.id"),
+                    reasons::INVALID_DIMENSION,
+                    format!("{id} is set by the observation's own field, not as a dimension"),
+                );
+            } else if !dim_ids.insert(id.as_str()) {
+                v.push(
+                    format!("{df}.id"),
+                    reasons::INVALID_DIMENSION,
+                    format!("{id} appears more than once"),
+                );
+            }
+            if value.is_empty() {
+                v.push(
+                    format!("{df}.value"),
+                    reasons::INVALID_DIMENSION,
+                    format!("dimension {id} needs a value"),
+                );
+            }
+        }
+        match (o.action, o.obs_value) {
+            (ObservationAction::Append | ObservationAction::Replace, None) => v.push(
+                format!("{f}.obs_value"),
+                reasons::VALUE_REQUIRED,
+                "is required to append or replace an observation",
+            ),
+            (ObservationAction::Append | ObservationAction::Replace, Some(x)) if !x.is_finite() => {
+                v.push(
+                    format!("{f}.obs_value"),
+                    reasons::NON_FINITE_VALUE,
+                    format!("{x} is not a finite number"),
+                )
+            }
+            (ObservationAction::Delete, Some(_)) => v.push(
+                format!("{f}.obs_value"),
+                reasons::VALUE_NOT_ALLOWED,
+                "must be absent when deleting an observation",
+            ),
+            _ => {}
+        }
+        if !o.obs_status.is_empty() && !OBS_STATUS.contains(&o.obs_status.as_str()) {
+            v.push(
+                format!("{f}.obs_status"),
+                reasons::INVALID_OBS_STATUS,
+                format!(
+                    "{:?} is not an SDMX OBS_STATUS code such as \"A\", \"E\" or \"P\"",
+                    o.obs_status
+                ),
+            );
+        }
+        if !o.conf_status.is_empty() && !CONF_STATUS.contains(&o.conf_status.as_str()) {
+            v.push(
+                format!("{f}.conf_status"),
+                reasons::INVALID_CONF_STATUS,
+                format!(
+                    "{:?} is not an SDMX CONF_STATUS code such as \"F\" or \"C\"",
+                    o.conf_status
+                ),
+            );
+        }
+        if !(0..=12).contains(&o.unit_mult) {
+            v.push(
+                format!("{f}.unit_mult"),
+                reasons::INVALID_UNIT_MULT,
+                format!("{} is not a power of ten from 0 to 12", o.unit_mult),
+            );
+        }
+        v.too_long(&format!("{f}.footnote"), &o.footnote, MAX_NOTE_CHARS);
+        v.too_long(&format!("{f}.source"), &o.source, MAX_NOTE_CHARS);
+        v.too_long(
+            &format!("{f}.unit_measure"),
+            &o.unit_measure,
+            MAX_NOTE_CHARS,
+        );
+        let mut dims: Vec<(&str, &str)> = o
+            .dimensions
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        dims.sort_unstable();
+        if !keys.insert((o.ref_area.as_str(), o.time_period.as_str(), dims)) {
+            v.push(
+                f,
+                reasons::DUPLICATE_KEY,
+                format!(
+                    "another observation has the same key ({}, {} and the same dimensions)",
+                    o.ref_area, o.time_period
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Digest;
+    use crate::members::{Membership, Role};
+    use crate::statement::{Observation, samples};
+    use time::macros::{date, datetime};
+
+    fn colombo() -> Member {
+        Member {
+            id: "colombo".into(),
+            name: "Colombo Process".into(),
+            kind: "RCP".into(),
+            roles: [Role::Publisher, Role::Reader].into_iter().collect(),
+            spiffe_id: "spiffe://rcp-federation/node/colombo".into(),
+            keys: Vec::new(),
+            states: vec![
+                Membership {
+                    iso3: "LKA".into(),
+                    since: None,
+                    until: None,
+                },
+                Membership {
+                    iso3: "BGD".into(),
+                    since: Some(date!(2003 - 04 - 01)),
+                    until: None,
+                },
+                // Left mid-2024 (synthetic, for the test).
+                Membership {
+                    iso3: "NPL".into(),
+                    since: None,
+                    until: Some(date!(2024 - 07 - 01)),
+                },
+            ],
+        }
+    }
+
+    fn check(st: &Statement) -> Result<(), Rejection> {
+        let member = colombo();
+        let ctx = ValidationContext {
+            federation_id: "rcp-federation",
+            member: &member,
+            now: datetime!(2024-05-17 10:00 UTC),
+        };
+        validate_statement(st, &ctx)
+    }
+
+    fn policy_of(st: &mut Statement) -> &mut PolicySummary {
+        match &mut st.body {
+            Body::Policy(p) => p,
+            Body::Indicators(_) => unreachable!("policy sample"),
+        }
+    }
+
+    fn obs_of(st: &mut Statement) -> &mut IndicatorSnapshot {
+        match &mut st.body {
+            Body::Indicators(s) => s,
+            Body::Policy(_) => unreachable!("indicator sample"),
+        }
+    }
+
+    fn first_obs(st: &mut Statement) -> &mut Observation {
+        &mut obs_of(st).observations[0]
+    }
+
+    #[test]
+    fn samples_are_valid() {
+        assert_eq!(check(&samples::policy()), Ok(()));
+        assert_eq!(check(&samples::indicators()), Ok(()));
+    }
+
+    #[test]
+    fn header_identity_checks_stop_first() {
+        let mut st = samples::policy();
+        st.header.federation_id = "other".into();
+        st.header.revision = 0;
+        let e = check(&st).err();
+        assert_eq!(
+            e.map(|e| (e.class, e.reason)),
+            Some((RejectClass::Forbidden, reasons::WRONG_FEDERATION))
+        );
+
+        let mut st = samples::policy();
+        st.header.node_id = "midwa".into();
+        let e = check(&st).err();
+        assert_eq!(
+            e.map(|e| (e.class, e.reason)),
+            Some((RejectClass::Forbidden, reasons::NODE_MISMATCH))
+        );
+
+        let mut st = samples::policy();
+        st.header.schema_version = 2;
+        let e = check(&st).err();
+        assert_eq!(
+            e.map(|e| (e.class, e.reason)),
+            Some((RejectClass::Invalid, reasons::UNSUPPORTED_SCHEMA_VERSION))
+        );
+    }
+
+    type Edit = fn(&mut Statement);
+
+    /// (name, sample, edit, expected field, expected rule)
+    fn cases() -> Vec<(&'static str, Statement, Edit, &'static str, &'static str)> {
+        let p = samples::policy();
+        let s = samples::indicators();
+        vec![
+            (
+                "seq 0",
+                p.clone(),
+                |st| st.header.seq = 0,
+                "header.seq",
+                reasons::INVALID_SEQ,
+            ),
+            (
+                "prev at seq 1",
+                p.clone(),
+                |st| st.header.prev_digest = Some(Digest::of(b"x")),
+                "header.prev_digest",
+                reasons::INVALID_PREV_DIGEST,
+            ),
+            (
+                "no prev at seq 2",
+                s.clone(),
+                |st| st.header.prev_digest = None,
+                "header.prev_digest",
+                reasons::INVALID_PREV_DIGEST,
+            ),
+            (
+                "document of another node",
+                p.clone(),
+                |st| st.header.document = "regions/midwa/policies/x".into(),
+                "header.document",
+                reasons::INVALID_DOCUMENT_NAME,
+            ),
+            (
+                "document without segment",
+                p.clone(),
+                |st| st.header.document = "regions/colombo/".into(),
+                "header.document",
+                reasons::INVALID_DOCUMENT_NAME,
+            ),
+            (
+                "document upper case",
+                p.clone(),
+                |st| st.header.document = "regions/colombo/Policies".into(),
+                "header.document",
+                reasons::INVALID_DOCUMENT_NAME,
+            ),
+            (
+                "document too long",
+                p.clone(),
+                |st| st.header.document = format!("regions/colombo/{}", "a".repeat(190)),
+                "header.document",
+                reasons::INVALID_DOCUMENT_NAME,
+            ),
+            (
+                "revision 0",
+                p.clone(),
+                |st| st.header.revision = 0,
+                "header.revision",
+                reasons::INVALID_REVISION,
+            ),
+            (
+                "issued in the future",
+                p.clone(),
+                |st| st.header.issued_at = datetime!(2024-05-17 10:05:01 UTC),
+                "header.issued_at",
+                reasons::ISSUED_AT_IN_FUTURE,
+            ),
+            (
+                "issued before 2000",
+                p.clone(),
+                |st| st.header.issued_at = datetime!(1999-12-31 23:59 UTC),
+                "header.issued_at",
+                reasons::ISSUED_AT_IN_FUTURE,
+            ),
+            (
+                "no titles",
+                p.clone(),
+                |st| policy_of(st).title.clear(),
+                "policy_summary.title",
+                reasons::EMPTY_TITLE,
+            ),
+            (
+                "blank title",
+                p.clone(),
+                |st| policy_of(st).title[1].text = "  ".into(),
+                "policy_summary.title[1].text",
+                reasons::EMPTY_TITLE,
+            ),
+            (
+                "blank summary",
+                p.clone(),
+                |st| policy_of(st).summary[0].text = String::new(),
+                "policy_summary.summary[0].text",
+                reasons::FIELD_REQUIRED,
+            ),
+            (
+                "bad language",
+                p.clone(),
+                |st| policy_of(st).title[1].language = "French".into(),
+                "policy_summary.title[1].language",
+                reasons::INVALID_LANGUAGE,
+            ),
+            (
+                "duplicate language",
+                p.clone(),
+                |st| policy_of(st).title[1].language = "en".into(),
+                "policy_summary.title[1].language",
+                reasons::DUPLICATE_LANGUAGE,
+            ),
+            (
+                "title too long",
+                p.clone(),
+                |st| policy_of(st).title[0].text = "é".repeat(501),
+                "policy_summary.title[0].text",
+                reasons::TOO_LONG,
+            ),
+            (
+                "meeting too long",
+                p.clone(),
+                |st| policy_of(st).meeting = "m".repeat(501),
+                "policy_summary.meeting",
+                reasons::TOO_LONG,
+            ),
+            (
+                "bad meeting date",
+                p.clone(),
+                |st| policy_of(st).meeting_date = "2011-02-30".into(),
+                "policy_summary.meeting_date",
+                reasons::INVALID_DATE,
+            ),
+            (
+                "bad country",
+                p.clone(),
+                |st| policy_of(st).countries.push("XKX".into()),
+                "policy_summary.countries[2]",
+                reasons::INVALID_COUNTRY_CODE,
+            ),
+            (
+                "gcm 24",
+                p.clone(),
+                |st| policy_of(st).gcm_objectives.push(24),
+                "policy_summary.gcm_objectives[2]",
+                reasons::INVALID_GCM_OBJECTIVE,
+            ),
+            (
+                "gcm repeated",
+                p.clone(),
+                |st| policy_of(st).gcm_objectives.push(6),
+                "policy_summary.gcm_objectives[2]",
+                reasons::INVALID_GCM_OBJECTIVE,
+            ),
+            (
+                "sdg target",
+                p.clone(),
+                |st| policy_of(st).sdg_targets.push("10.7.3".into()),
+                "policy_summary.sdg_targets[2]",
+                reasons::INVALID_SDG_TARGET,
+            ),
+            (
+                "url scheme",
+                p.clone(),
+                |st| policy_of(st).references[0].url = "ftp://x.org/".into(),
+                "policy_summary.references[0].url",
+                reasons::INVALID_URL,
+            ),
+            (
+                "url space",
+                p.clone(),
+                |st| policy_of(st).references[0].url = "https://x.org/a b".into(),
+                "policy_summary.references[0].url",
+                reasons::INVALID_URL,
+            ),
+            (
+                "indicator code",
+                s.clone(),
+                |st| obs_of(st).indicator = "remit".into(),
+                "indicator_snapshot.indicator",
+                reasons::INVALID_INDICATOR_CODE,
+            ),
+            (
+                "no observations",
+                s.clone(),
+                |st| obs_of(st).observations.clear(),
+                "indicator_snapshot.observations",
+                reasons::NO_OBSERVATIONS,
+            ),
+            (
+                "ref_area not iso",
+                s.clone(),
+                |st| first_obs(st).ref_area = "SRI".into(),
+                "indicator_snapshot.observations[0].ref_area",
+                reasons::INVALID_COUNTRY_CODE,
+            ),
+            (
+                "ref_area not a member",
+                s.clone(),
+                |st| first_obs(st).ref_area = "FRA".into(),
+                "indicator_snapshot.observations[0].ref_area",
+                reasons::NOT_A_MEMBER_STATE,
+            ),
+            (
+                "member joined later",
+                s.clone(),
+                |st| {
+                    first_obs(st).ref_area = "BGD".into();
+                    first_obs(st).time_period = "2003".into();
+                },
+                "indicator_snapshot.observations[0].ref_area",
+                reasons::NOT_A_MEMBER_STATE,
+            ),
+            (
+                "member left during the period",
+                s.clone(),
+                |st| {
+                    first_obs(st).ref_area = "NPL".into();
+                    first_obs(st).time_period = "2024-S2".into();
+                },
+                "indicator_snapshot.observations[0].ref_area",
+                reasons::NOT_A_MEMBER_STATE,
+            ),
+            (
+                "time period",
+                s.clone(),
+                |st| first_obs(st).time_period = "2024-Q5".into(),
+                "indicator_snapshot.observations[0].time_period",
+                reasons::INVALID_TIME_PERIOD,
+            ),
+            (
+                "dimension id",
+                s.clone(),
+                |st| first_obs(st).dimensions[0].0 = "sex".into(),
+                "indicator_snapshot.observations[0].dimensions[0].id",
+                reasons::INVALID_DIMENSION,
+            ),
+            (
+                "dimension reserved",
+                s.clone(),
+                |st| first_obs(st).dimensions[0].0 = "REF_AREA".into(),
+                "indicator_snapshot.observations[0].dimensions[0].id",
+                reasons::INVALID_DIMENSION,
+            ),
+            (
+                "dimension repeated",
+                s.clone(),
+                |st| first_obs(st).dimensions.push(("SEX".into(), "F".into())),
+                "indicator_snapshot.observations[0].dimensions[1].id",
+                reasons::INVALID_DIMENSION,
+            ),
+            (
+                "dimension value",
+                s.clone(),
+                |st| first_obs(st).dimensions[0].1 = String::new(),
+                "indicator_snapshot.observations[0].dimensions[0].value",
+                reasons::INVALID_DIMENSION,
+            ),
+            (
+                "value required",
+                s.clone(),
+                |st| first_obs(st).obs_value = None,
+                "indicator_snapshot.observations[0].obs_value",
+                reasons::VALUE_REQUIRED,
+            ),
+            (
+                "NaN",
+                s.clone(),
+                |st| first_obs(st).obs_value = Some(f64::NAN),
+                "indicator_snapshot.observations[0].obs_value",
+                reasons::NON_FINITE_VALUE,
+            ),
+            (
+                "infinity",
+                s.clone(),
+                |st| first_obs(st).obs_value = Some(f64::NEG_INFINITY),
+                "indicator_snapshot.observations[0].obs_value",
+                reasons::NON_FINITE_VALUE,
+            ),
+            (
+                "delete with value",
+                s.clone(),
+                |st| first_obs(st).action = ObservationAction::Delete,
+                "indicator_snapshot.observations[0].obs_value",
+                reasons::VALUE_NOT_ALLOWED,
+            ),
+            (
+                "obs status",
+                s.clone(),
+                |st| first_obs(st).obs_status = "Z".into(),
+                "indicator_snapshot.observations[0].obs_status",
+                reasons::INVALID_OBS_STATUS,
+            ),
+            (
+                "conf status",
+                s.clone(),
+                |st| first_obs(st).conf_status = "X".into(),
+                "indicator_snapshot.observations[0].conf_status",
+                reasons::INVALID_CONF_STATUS,
+            ),
+            (
+                "unit mult",
+                s.clone(),
+                |st| first_obs(st).unit_mult = 13,
+                "indicator_snapshot.observations[0].unit_mult",
+                reasons::INVALID_UNIT_MULT,
+            ),
+            (
+                "footnote too long",
+                s.clone(),
+                |st| first_obs(st).footnote = "f".repeat(1001),
+                "indicator_snapshot.observations[0].footnote",
+                reasons::TOO_LONG,
+            ),
+            (
+                "duplicate key",
+                s.clone(),
+                |st| {
+                    let mut o = first_obs(st).clone();
+                    o.action = ObservationAction::Replace;
+                    obs_of(st).observations.push(o);
+                },
+                "indicator_snapshot.observations[1]",
+                reasons::DUPLICATE_KEY,
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_rule() {
+        for (name, mut st, edit, field, rule) in cases() {
+            edit(&mut st);
+            let Err(e) = check(&st) else {
+                panic!("{name}: accepted");
+            };
+            assert_eq!(e.class, RejectClass::Invalid, "{name}");
+            assert_eq!(e.reason, rule, "{name}: {e:?}");
+            assert_eq!(e.violations.len(), 1, "{name}: {e:?}");
+            assert_eq!(e.violations[0].field, field, "{name}");
+            assert_eq!(e.violations[0].reason, rule, "{name}");
+            assert!(e.message.starts_with(field), "{name}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn edge_values_pass() {
+        let mut st = samples::indicators();
+        {
+            let o = first_obs(&mut st);
+            o.ref_area = "NPL".into();
+            o.time_period = "2024-S1".into(); // ends the day before NPL left
+            o.unit_mult = 12;
+            o.conf_status = "C".into();
+        }
+        let mut del = first_obs(&mut st).clone();
+        del.action = ObservationAction::Delete;
+        del.obs_value = None;
+        del.dimensions = vec![("SEX".into(), "F".into()), ("AGE".into(), "Y15T64".into())];
+        obs_of(&mut st).observations.push(del.clone());
+        // Same dimensions in another order is the same key.
+        del.dimensions.reverse();
+        obs_of(&mut st).observations.push(del);
+        let e = check(&st).err();
+        assert_eq!(e.map(|e| e.reason), Some(reasons::DUPLICATE_KEY));
+
+        let mut st = samples::policy();
+        st.header.issued_at = datetime!(2024-05-17 10:05 UTC);
+        st.header.document = "regions/colombo/policies/2024/dhaka_v1.2-final".into();
+        policy_of(&mut st).title[1].language = "pt-BR".into();
+        policy_of(&mut st).sdg_targets = vec!["17.3".into(), "8.8".into()];
+        policy_of(&mut st).meeting_date = String::new();
+        policy_of(&mut st).references[0].url = "http://x".into();
+        assert_eq!(check(&st), Ok(()));
+    }
+
+    #[test]
+    fn violations_are_collected_and_capped() {
+        let mut st = samples::indicators();
+        st.header.revision = 0;
+        first_obs(&mut st).obs_value = Some(f64::NAN);
+        let e = check(&st).err();
+        let e = e.as_ref();
+        assert_eq!(e.map(|e| e.reason), Some(reasons::VALIDATION_FAILED));
+        assert_eq!(e.map(|e| e.violations.len()), Some(2));
+        assert!(e.is_some_and(|e| e.message.contains("and 1 more")));
+
+        let mut st = samples::indicators();
+        let o = first_obs(&mut st).clone();
+        obs_of(&mut st).observations = (0..150)
+            .map(|i| {
+                let mut o = o.clone();
+                o.obs_value = Some(f64::INFINITY);
+                o.dimensions = vec![("AGE".into(), format!("Y{i}"))];
+                o
+            })
+            .collect();
+        let e = check(&st).err();
+        assert_eq!(e.as_ref().map(|e| e.violations.len()), Some(MAX_VIOLATIONS));
+        // One distinct rule: that rule is the reason.
+        assert_eq!(
+            e.as_ref().map(|e| e.reason),
+            Some(reasons::NON_FINITE_VALUE)
+        );
+        assert!(e.is_some_and(|e| e.message.contains("and 149 more")));
+    }
+}

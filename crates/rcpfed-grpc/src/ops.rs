@@ -1,0 +1,47 @@
+//! The plaintext ops port: `grpc.health.v1.Health` for probes (Kubernetes gRPC probes are
+//! plaintext) and Prometheus `/metrics`. No federation data is served here.
+
+use axum::response::IntoResponse as _;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+/// Serves health and metrics on `listener` until `shutdown` resolves.
+pub async fn serve_ops(
+    listener: TcpListener,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let metrics = move || {
+        let registry = Arc::clone(&registry);
+        async move {
+            let mut body = String::new();
+            match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                Ok(()) => (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    body,
+                )
+                    .into_response(),
+                Err(_) => (
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "metrics encoding failed",
+                )
+                    .into_response(),
+            }
+        }
+    };
+    let router = Routes::new(health)
+        .into_axum_router()
+        .route("/metrics", get(metrics));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

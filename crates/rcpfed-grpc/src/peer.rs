@@ -1,0 +1,92 @@
+//! Who is calling: the peer certificate's one URI SAN, looked up in the member file.
+//!
+//! TLS has already checked the chain to the federation CA. Here we only read the identity and
+//! decide per RPC whether that member has the role the RPC declares.
+
+use rcpfed_core::members::{Federation, Member, Role};
+use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
+use tonic::{Request, Status};
+use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
+
+use crate::status::rejection_status;
+
+fn unauthenticated(message: impl Into<String>) -> Status {
+    rejection_status(&Rejection::new(
+        RejectClass::Unauthenticated,
+        reasons::PEER_UNAUTHENTICATED,
+        message,
+    ))
+}
+
+/// The URI SAN of the peer's leaf certificate. Exactly one URI SAN is required.
+pub fn peer_spiffe_id<T>(request: &Request<T>) -> Result<String, Status> {
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| unauthenticated("no client certificate was presented"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| unauthenticated("no client certificate was presented"))?;
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+        .map_err(|_| unauthenticated("the client certificate could not be parsed"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|_| unauthenticated("the client certificate has a malformed subjectAltName"))?
+        .ok_or_else(|| unauthenticated("the client certificate has no subjectAltName"))?;
+    let uris: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [one] => Ok((*one).to_string()),
+        [] => Err(unauthenticated(
+            "the client certificate has no URI SAN; rcpfed certificates carry spiffe://<federation>/node/<id>",
+        )),
+        _ => Err(unauthenticated(
+            "the client certificate has more than one URI SAN; exactly one is allowed",
+        )),
+    }
+}
+
+/// The member calling `request`, if it has `role`. Refuses unknown identities and members
+/// without the role, naming both in the message.
+pub fn authorize<'f, T>(
+    request: &Request<T>,
+    federation: &'f Federation,
+    role: Role,
+) -> Result<&'f Member, Status> {
+    let spiffe_id = peer_spiffe_id(request)?;
+    let member = federation.member_by_spiffe(&spiffe_id).ok_or_else(|| {
+        rejection_status(
+            &Rejection::new(
+                RejectClass::Forbidden,
+                reasons::PEER_NOT_A_MEMBER,
+                format!(
+                    "{spiffe_id} is not a member of federation {}",
+                    federation.federation_id
+                ),
+            )
+            .with_meta("spiffe_id", spiffe_id.clone()),
+        )
+    })?;
+    if !member.has_role(role) {
+        return Err(rejection_status(
+            &Rejection::new(
+                RejectClass::Forbidden,
+                reasons::ROLE_REQUIRED,
+                format!(
+                    "member {} does not have the {} role this call requires",
+                    member.id,
+                    role.as_str()
+                ),
+            )
+            .with_meta("member", member.id.clone())
+            .with_meta("required_role", role.as_str()),
+        ));
+    }
+    Ok(member)
+}

@@ -1,0 +1,71 @@
+//! Mutual TLS with the federation CA. Every channel is authenticated both ways; the server
+//! refuses a client without a certificate signed by the federation CA.
+
+use std::path::{Path, PathBuf};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// Where a member's TLS material lives.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The federation CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This member's certificate (PEM).
+    pub cert: PathBuf,
+    /// This member's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// A TLS file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct TlsError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl TlsFiles {
+    /// Server side: present our certificate, require a client certificate from the CA.
+    pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
+        Ok(ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
+            .client_ca_root(Certificate::from_pem(read(&self.ca_cert)?))
+            .client_auth_optional(false))
+    }
+
+    /// Client side: trust only the federation CA, present our certificate, expect the server
+    /// to be `server_name` (a DNS name or IP in its certificate).
+    pub fn client_config(&self, server_name: &str) -> Result<ClientTlsConfig, TlsError> {
+        Ok(ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca_cert)?))
+            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
+            .domain_name(server_name))
+    }
+}
+
+/// Opens a channel to `endpoint` ("https://host:port") over mutual TLS. The connection is made
+/// lazily, so a node can start while the hub is down.
+pub fn lazy_channel(
+    endpoint: &str,
+    tls: &TlsFiles,
+) -> Result<tonic::transport::Channel, Box<dyn std::error::Error + Send + Sync>> {
+    let uri: http::Uri = endpoint.parse()?;
+    let host = uri.host().unwrap_or("localhost").to_string();
+    let channel = tonic::transport::Endpoint::from(uri)
+        .tls_config(tls.client_config(&host)?)?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_keepalive(Some(crate::limits::TCP_KEEPALIVE))
+        .http2_keep_alive_interval(crate::limits::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(crate::limits::KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .connect_lazy();
+    Ok(channel)
+}

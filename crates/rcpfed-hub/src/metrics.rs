@@ -1,0 +1,109 @@
+//! Prometheus metrics of the hub, served on the plaintext ops port.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+/// Counters and histograms the ingest pipeline updates.
+#[derive(Clone)]
+pub struct HubMetrics {
+    accepted: Family<NodeLabel, Counter>,
+    rejected: Family<ReasonLabel, Counter>,
+    duplicates: Counter,
+    equivocations: Family<NodeLabel, Counter>,
+    batch_size: Histogram,
+    commit_seconds: Histogram,
+}
+
+impl HubMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = HubMetrics {
+            accepted: Family::default(),
+            rejected: Family::default(),
+            duplicates: Counter::default(),
+            equivocations: Family::default(),
+            batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+            commit_seconds: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        };
+        registry.register(
+            "rcpfed_hub_statements_accepted",
+            "Statements accepted, by node",
+            m.accepted.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_statements_rejected",
+            "Statements refused, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_statements_duplicate",
+            "Resubmissions answered with the original receipt",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_equivocations",
+            "Equivocations detected, by node",
+            m.equivocations.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_commit_batch_size",
+            "Statements per group commit",
+            m.batch_size.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_commit_seconds",
+            "Duration of a group commit",
+            m.commit_seconds.clone(),
+        );
+        m
+    }
+
+    pub(crate) fn accepted(&self, node: &str) {
+        self.accepted
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn rejected(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn duplicate(&self) {
+        self.duplicates.inc();
+    }
+
+    pub(crate) fn equivocation(&self, node: &str) {
+        self.equivocations
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn observe_commit(&self, statements: usize, took: Duration) {
+        self.batch_size.observe(statements as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+}

@@ -1,0 +1,84 @@
+//! Human file formats to protobuf statement bodies.
+//!
+//! Secretariats write policy summaries as TOML ([`parse_policy_toml`]) and indicator
+//! observations as SDMX-CSV-like files ([`parse_indicator_csv`]). Both parsers are pure
+//! functions on `&str` (no I/O, no clock), so they can be fuzzed; errors name the line and, for
+//! CSV, the column ([`ImportError`]).
+//!
+//! API boundary: the importers check syntax and types (a value is a number, a status is one of
+//! the four words, a digest is hex). Federation rules (member states, catalogue codes, finite
+//! values, dates) are the validator's business on the receiving side; in particular `NaN` and
+//! `inf` parse here as numbers so that the receiver's validation can be exercised.
+//!
+//! [`sample`] embeds the demo's bundled data (`data/sample/`).
+
+mod csv_import;
+mod policy;
+pub mod sample;
+
+pub use csv_import::{IndicatorDoc, parse_indicator_csv};
+pub use policy::{PolicyDoc, parse_policy_toml};
+
+/// Why a file could not be imported: where (1-based line, CSV column) and what, in plain words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportError {
+    /// 1-based line of the file, when known.
+    pub line: Option<usize>,
+    /// The CSV column (as written in the header), when the error is about one cell.
+    pub column: Option<String>,
+    /// What is wrong, in plain words.
+    pub message: String,
+}
+
+impl ImportError {
+    /// An error about the whole file.
+    pub fn file(message: impl Into<String>) -> Self {
+        ImportError {
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error about one line.
+    pub fn at_line(line: usize, message: impl Into<String>) -> Self {
+        ImportError {
+            line: Some(line),
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error about one cell.
+    pub fn at_cell(line: usize, column: &str, message: impl Into<String>) -> Self {
+        ImportError {
+            line: Some(line),
+            column: Some(column.to_owned()),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, &self.column) {
+            (Some(line), Some(column)) => write!(f, "line {line}, column {column}: ")?,
+            (Some(line), None) => write!(f, "line {line}: ")?,
+            (None, Some(column)) => write!(f, "column {column}: ")?,
+            (None, None) => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+/// The 1-based line of byte offset `offset` in `text` (clamped to the text).
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}

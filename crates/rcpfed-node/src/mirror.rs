@@ -1,0 +1,169 @@
+//! The mirror: follows the hub's federation feed and keeps every statement whose signature,
+//! signer, and hub receipt verify. Resumes from the last mirrored feed index after any
+//! disconnect or restart, so it catches up in order, with no duplicates.
+
+use crate::NodeState;
+use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
+use rcpfed_core::members::Federation;
+use rcpfed_core::receipt::Receipt;
+use rcpfed_core::statement::{DocumentKind, Statement};
+use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use rcpfed_store::{MirroredStatement, NodeStore};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Checks one feed entry completely: statement signature by a key of its issuer, payload
+/// decodes, hub receipt signature, and receipt naming this statement at this feed index.
+pub fn verify_entry(
+    federation: &Federation,
+    entry: &v1::SubscribeFeedResponse,
+    now_ms: i64,
+) -> Result<MirroredStatement, String> {
+    let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
+    let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
+    let signed = SignedEnvelope::from_proto(envelope);
+    if signed.payload_type != STATEMENT_PAYLOAD_TYPE {
+        return Err(format!("unknown payload type {:?}", signed.payload_type));
+    }
+    let key = verify_signatures(&signed, |key_id| {
+        federation.key_owner(key_id).map(|(_, k)| k)
+    })
+    .map_err(|e| format!("statement signature: {e}"))?;
+    let statement = Statement::decode(&signed.payload).map_err(|e| format!("statement: {e}"))?;
+    let owner = federation
+        .key_owner(&key.key_id)
+        .map(|(m, _)| m.id.clone())
+        .unwrap_or_default();
+    if owner != statement.header.node_id {
+        return Err(format!(
+            "statement claims node {} but is signed by a key of {owner}",
+            statement.header.node_id
+        ));
+    }
+    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
+    let receipt_env = SignedEnvelope::from_proto(receipt.clone());
+    let r = Receipt::verify(&receipt_env, &hub_keys).map_err(|e| format!("receipt: {e}"))?;
+    let digest = signed.digest();
+    if r.statement_digest != digest
+        || r.feed_index != entry.feed_index
+        || r.node_id != statement.header.node_id
+        || r.seq != statement.header.seq
+    {
+        return Err("receipt does not match the statement it accompanies".into());
+    }
+    Ok(MirroredStatement {
+        feed_index: entry.feed_index,
+        node_id: statement.header.node_id.clone(),
+        seq: statement.header.seq,
+        digest,
+        kind: match statement.header.kind {
+            DocumentKind::PolicySummary => "policy_summary".into(),
+            DocumentKind::IndicatorSnapshot => "indicator_snapshot".into(),
+        },
+        document: statement.header.document.clone(),
+        revision: statement.header.revision,
+        envelope: signed.encode(),
+        receipt: receipt_env.encode(),
+        accepted_at_ms: (r.accepted_at.unix_timestamp_nanos() / 1_000_000) as i64,
+        mirrored_at_ms: now_ms,
+    })
+}
+
+/// Follows the feed until `shutdown`.
+pub async fn run(
+    federation: Arc<Federation>,
+    store: Arc<dyn NodeStore>,
+    channel: Channel,
+    state: Arc<NodeState>,
+    shutdown: CancellationToken,
+) {
+    let mut client = HubServiceClient::new(channel)
+        .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let cursor = {
+            let store = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || store.mirror_cursor()).await {
+                Ok(Ok(c)) => c,
+                _ => 0,
+            }
+        };
+        let stream = tokio::select! {
+            s = client.subscribe_feed(v1::SubscribeFeedRequest { after_index: cursor }) => s,
+            () = shutdown.cancelled() => return,
+        };
+        match stream {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                state
+                    .feed_connected
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                backoff = Duration::from_millis(200);
+                loop {
+                    let next = tokio::select! {
+                        m = stream.message() => m,
+                        () = shutdown.cancelled() => {
+                            state.feed_connected.store(false, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
+                    };
+                    match next {
+                        Ok(Some(entry)) => {
+                            let verified = verify_entry(&federation, &entry, crate::now_ms());
+                            match verified {
+                                Ok(mirrored) => {
+                                    let store = Arc::clone(&store);
+                                    let index = mirrored.feed_index;
+                                    match tokio::task::spawn_blocking(move || {
+                                        store.mirror_insert(&mirrored)
+                                    })
+                                    .await
+                                    {
+                                        Ok(Ok(())) => {
+                                            tracing::debug!(feed_index = index, "mirrored")
+                                        }
+                                        Ok(Err(e)) => {
+                                            tracing::error!(feed_index = index, error = %e, "mirror refused a feed entry");
+                                            state.set_error(format!("mirror: {e}"));
+                                            break;
+                                        }
+                                        Err(_) => break,
+                                    }
+                                }
+                                Err(problem) => {
+                                    // Never skip: the cursor stays put and we retry after a pause.
+                                    tracing::error!(feed_index = entry.feed_index, %problem, "feed entry failed verification");
+                                    state.set_error(format!(
+                                        "feed entry {} failed verification: {problem}",
+                                        entry.feed_index
+                                    ));
+                                    break;
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            state.set_error(format!("feed: {}", status.message()));
+                            break;
+                        }
+                    }
+                }
+                state
+                    .feed_connected
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(status) => {
+                tracing::debug!(code = ?status.code(), message = status.message(), "feed subscription failed; retrying");
+                state.set_error(format!("feed subscription: {}", status.message()));
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(crate::outbox::jitter(backoff)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}

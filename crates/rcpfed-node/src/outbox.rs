@@ -1,0 +1,221 @@
+//! The outbox: delivers this node's signed statements to the hub, in seq order, with retry and
+//! backoff, across restarts and hub downtime.
+//!
+//! A statement leaves the outbox only when the hub's receipt verifies against the hub's key and
+//! names exactly this statement. Transport errors and hub-side failures are retried; a refusal
+//! (the hub says the statement itself is wrong) stops delivery at that statement, because every
+//! later statement chains from it; the operator sees it in `GetNodeStatus` and `ListOutbox`.
+
+use crate::NodeState;
+use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::members::Federation;
+use rcpfed_core::receipt::Receipt;
+use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use rcpfed_store::{NodeStore, OwnStatement};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// First retry delay.
+const BACKOFF_START: Duration = Duration::from_millis(200);
+/// Longest retry delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Whether a failed call may succeed if repeated unchanged.
+pub fn is_transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::ResourceExhausted
+    )
+}
+
+/// Verifies that `receipt` is the hub's signed receipt for `own`.
+pub fn check_receipt(
+    federation: &Federation,
+    node_id: &str,
+    own: &OwnStatement,
+    receipt: &v1::Envelope,
+) -> Result<Receipt, String> {
+    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
+    let envelope = SignedEnvelope::from_proto(receipt.clone());
+    let r = Receipt::verify(&envelope, &hub_keys).map_err(|e| format!("receipt refused: {e}"))?;
+    if r.node_id != node_id || r.seq != own.seq || r.statement_digest != own.digest {
+        return Err(format!(
+            "receipt names {}#{} ({}) but statement {} was sent",
+            r.node_id, r.seq, r.statement_digest, own.seq
+        ));
+    }
+    if r.federation_id != federation.federation_id {
+        return Err(format!("receipt is for federation {}", r.federation_id));
+    }
+    Ok(r)
+}
+
+/// Runs delivery until `shutdown`.
+pub async fn run(
+    federation: Arc<Federation>,
+    node_id: String,
+    store: Arc<dyn NodeStore>,
+    channel: Channel,
+    wakeup: Arc<Notify>,
+    state: Arc<NodeState>,
+    shutdown: CancellationToken,
+) {
+    let mut client = HubServiceClient::new(channel)
+        .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
+    let mut backoff = BACKOFF_START;
+    loop {
+        let pending = {
+            let store = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || store.pending(64)).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    state.set_error(format!("outbox store: {e}"));
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            }
+        };
+        if pending.is_empty() {
+            tokio::select! {
+                () = wakeup.notified() => continue,
+                () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                () = shutdown.cancelled() => return,
+            }
+        }
+        let mut stalled = false;
+        for own in pending {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let envelope = match SignedEnvelope::decode(&own.envelope) {
+                Ok(e) => e.to_proto(),
+                Err(e) => {
+                    mark(
+                        &store,
+                        own.seq,
+                        Err(format!("stored envelope unreadable: {e}")),
+                        true,
+                    )
+                    .await;
+                    stalled = true;
+                    break;
+                }
+            };
+            let request = v1::SubmitStatementRequest {
+                envelope: Some(envelope),
+            };
+            match client.submit_statement(request).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    let checked = response
+                        .receipt
+                        .as_ref()
+                        .ok_or_else(|| "hub answered without a receipt".to_string())
+                        .and_then(|r| check_receipt(&federation, &node_id, &own, r));
+                    match checked {
+                        Ok(receipt) => {
+                            let bytes = response
+                                .receipt
+                                .map(|r| prost::Message::encode_to_vec(&r))
+                                .unwrap_or_default();
+                            let store2 = Arc::clone(&store);
+                            let seq = own.seq;
+                            let index = receipt.feed_index;
+                            match tokio::task::spawn_blocking(move || {
+                                store2.mark_delivered(seq, &bytes, index)
+                            })
+                            .await
+                            {
+                                Ok(Ok(())) => {
+                                    tracing::info!(
+                                        seq,
+                                        feed_index = index,
+                                        duplicate = response.duplicate,
+                                        "delivered; receipt verified"
+                                    );
+                                    backoff = BACKOFF_START;
+                                    state.clear_error();
+                                }
+                                _ => {
+                                    state.set_error("cannot record delivery".into());
+                                    stalled = true;
+                                    break;
+                                }
+                            }
+                        }
+                        Err(problem) => {
+                            // A bad receipt is not a delivery; try again later.
+                            tracing::warn!(seq = own.seq, %problem, "receipt did not verify");
+                            mark(&store, own.seq, Err(problem.clone()), false).await;
+                            state.set_error(problem);
+                            stalled = true;
+                            break;
+                        }
+                    }
+                }
+                Err(status) if is_transient(status.code()) => {
+                    let problem = format!(
+                        "hub unreachable or busy ({:?}): {}",
+                        status.code(),
+                        status.message()
+                    );
+                    tracing::debug!(seq = own.seq, %problem, "delivery will be retried");
+                    mark(&store, own.seq, Err(problem.clone()), false).await;
+                    state.set_error(problem);
+                    stalled = true;
+                    break;
+                }
+                Err(status) => {
+                    let problem = format!(
+                        "hub refused statement {} ({:?}): {}",
+                        own.seq,
+                        status.code(),
+                        status.message()
+                    );
+                    tracing::error!(seq = own.seq, %problem, "delivery stopped at a refused statement");
+                    mark(&store, own.seq, Err(problem.clone()), true).await;
+                    state.set_error(problem);
+                    // Nothing after a refused statement can be accepted: wait for an operator.
+                    shutdown.cancelled().await;
+                    return;
+                }
+            }
+        }
+        if stalled {
+            tokio::select! {
+                () = tokio::time::sleep(jitter(backoff)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+async fn mark(store: &Arc<dyn NodeStore>, seq: u64, outcome: Result<(), String>, refused: bool) {
+    let store = Arc::clone(store);
+    let _ = tokio::task::spawn_blocking(move || match outcome {
+        Ok(()) => Ok(()),
+        Err(e) if refused => store.mark_rejected(seq, &e),
+        Err(e) => store.record_attempt_failure(seq, &e),
+    })
+    .await;
+}
+
+/// Up to 25% random extra delay, so nodes that lost the hub together do not return together.
+pub fn jitter(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    base + base.mul_f64(f64::from(byte[0]) / 255.0 * 0.25)
+}

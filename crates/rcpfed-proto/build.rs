@@ -1,0 +1,26 @@
+//! Compiles `proto/rcpfed/v1` with protox (pure Rust, so a fresh machine needs no `protoc`)
+//! and writes the descriptor set that the servers publish through gRPC reflection.
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "rcpfed/v1/envelope.proto",
+        "rcpfed/v1/statement.proto",
+        "rcpfed/v1/hub_service.proto",
+        "rcpfed/v1/node_service.proto",
+    ];
+    let descriptors = protox::compile(files, [&proto_root])?;
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("rcpfed_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+    Ok(())
+}

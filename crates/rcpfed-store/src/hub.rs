@@ -1,0 +1,479 @@
+//! The hub's store: the append-only log of accepted statements (the feed) and the evidence of
+//! equivocations.
+
+use crate::StoreError;
+use crate::db::{self, Db, Schema, constraint_message, get_digest, get_u32, get_u64};
+use rcpfed_core::Digest;
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::path::Path;
+
+/// An accepted statement as the hub's log holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredStatement {
+    /// Position in the hub's feed, from 1, without gaps.
+    pub feed_index: u64,
+    /// The node that signed the statement.
+    pub node_id: String,
+    /// The node's sequence number (from 1).
+    pub seq: u64,
+    /// SHA-256 of the statement payload.
+    pub digest: Digest,
+    /// The DSSE payload type.
+    pub payload_type: String,
+    /// "policy_summary" or "indicator_snapshot".
+    pub kind: String,
+    /// The document the statement is a revision of.
+    pub document: String,
+    /// The document revision.
+    pub revision: u32,
+    /// The signed envelope, verbatim.
+    pub envelope: Vec<u8>,
+    /// The hub's signed receipt, verbatim.
+    pub receipt: Vec<u8>,
+    /// When the hub accepted it (unix ms, UTC).
+    pub accepted_at_ms: i64,
+}
+
+/// The latest accepted statement of one node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainHead {
+    /// The node.
+    pub node_id: String,
+    /// Its latest accepted seq.
+    pub seq: u64,
+    /// The digest of that statement.
+    pub digest: Digest,
+}
+
+/// Evidence of an equivocation to record: a second, different statement for an accepted (node, seq).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEquivocation {
+    /// The equivocating node.
+    pub node_id: String,
+    /// The seq used twice.
+    pub seq: u64,
+    /// Digest of the accepted statement (must be in the log).
+    pub accepted_digest: Digest,
+    /// Digest of the refused statement.
+    pub conflicting_digest: Digest,
+    /// The refused statement's envelope, verbatim.
+    pub conflicting_envelope: Vec<u8>,
+    /// When the hub detected it (unix ms, UTC).
+    pub detected_at_ms: i64,
+}
+
+/// Recorded equivocation evidence, with both envelopes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEquivocation {
+    /// Evidence id, ascending in detection order.
+    pub id: u64,
+    /// The equivocating node.
+    pub node_id: String,
+    /// The seq used twice.
+    pub seq: u64,
+    /// Digest of the accepted statement.
+    pub accepted_digest: Digest,
+    /// The accepted statement's envelope.
+    pub accepted_envelope: Vec<u8>,
+    /// Digest of the refused statement.
+    pub conflicting_digest: Digest,
+    /// The refused statement's envelope.
+    pub conflicting_envelope: Vec<u8>,
+    /// When the hub detected it (unix ms, UTC).
+    pub detected_at_ms: i64,
+}
+
+/// Which statements to list; `None` fields match everything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatementFilter {
+    /// Only this node's statements.
+    pub node_id: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only revisions of this document.
+    pub document: Option<String>,
+}
+
+/// The hub's storage.
+pub trait HubStore: Send + Sync + 'static {
+    /// The latest statement of every node (seq, digest): the chain heads the ingest pipeline checks against. Cheap at any log size; called at start-up.
+    fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError>;
+    /// Highest feed index stored (0 when empty). Cheap.
+    fn last_feed_index(&self) -> Result<u64, StoreError>;
+    /// The statement with this digest.
+    fn statement_by_digest(&self, digest: &Digest) -> Result<Option<StoredStatement>, StoreError>;
+    /// The statement at (node, seq).
+    fn statement_by_node_seq(
+        &self,
+        node_id: &str,
+        seq: u64,
+    ) -> Result<Option<StoredStatement>, StoreError>;
+    /// Appends accepted statements and equivocation evidence in ONE durable transaction (group commit). Feed indexes are assigned by the caller and must continue last_feed_index without gaps; (node_id, seq) and digest are unique — a violation is StoreError::Conflict and nothing is written. An evidence row duplicating an existing (node_id, seq, conflicting_digest) is ignored; evidence whose accepted_digest is not a stored statement of that (node_id, seq) is a Conflict.
+    fn append(
+        &self,
+        statements: &[StoredStatement],
+        evidence: &[NewEquivocation],
+    ) -> Result<(), StoreError>;
+    /// Statements with feed_index > after_index matching the filter, ascending, at most limit.
+    fn list_statements(
+        &self,
+        filter: &StatementFilter,
+        after_index: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredStatement>, StoreError>;
+    /// Evidence with id > after_id (optionally for one node), ascending, at most limit. accepted_envelope is joined from the statements table.
+    fn list_equivocations(
+        &self,
+        node_id: Option<&str>,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEquivocation>, StoreError>;
+    /// Number of statements in the log.
+    fn count_statements(&self) -> Result<u64, StoreError>;
+}
+
+/// Schema of the hub database. Append new migrations; never edit shipped ones.
+const HUB_SCHEMA: Schema = Schema {
+    name: "hub",
+    application_id: 0x5243_4648, // "RCFH"
+    migrations: &[r#"
+        -- feed_index is the rowid: MAX() is an O(log n) lookup and every secondary index
+        -- implicitly ends with it, so (col) indexes serve "col = ? AND feed_index > ?" pages.
+        CREATE TABLE statements (
+            feed_index     INTEGER PRIMARY KEY CHECK (feed_index >= 1),
+            node_id        TEXT    NOT NULL,
+            seq            INTEGER NOT NULL CHECK (seq >= 1),
+            digest         BLOB    NOT NULL CHECK (length(digest) = 32),
+            payload_type   TEXT    NOT NULL,
+            kind           TEXT    NOT NULL,
+            document       TEXT    NOT NULL,
+            revision       INTEGER NOT NULL CHECK (revision >= 0),
+            envelope       BLOB    NOT NULL,
+            receipt        BLOB    NOT NULL,
+            accepted_at_ms INTEGER NOT NULL
+        );
+        CREATE UNIQUE INDEX statements_node_seq ON statements (node_id, seq);
+        CREATE UNIQUE INDEX statements_digest ON statements (digest);
+        CREATE INDEX statements_node ON statements (node_id);
+        CREATE INDEX statements_kind ON statements (kind);
+        CREATE INDEX statements_document ON statements (document);
+
+        CREATE TABLE equivocations (
+            id                   INTEGER PRIMARY KEY,
+            node_id              TEXT    NOT NULL,
+            seq                  INTEGER NOT NULL,
+            accepted_digest      BLOB    NOT NULL REFERENCES statements (digest),
+            conflicting_digest   BLOB    NOT NULL CHECK (length(conflicting_digest) = 32),
+            conflicting_envelope BLOB    NOT NULL,
+            detected_at_ms       INTEGER NOT NULL,
+            UNIQUE (node_id, seq, conflicting_digest)
+        );
+        CREATE INDEX equivocations_node ON equivocations (node_id);
+    "#],
+};
+
+/// Column list matching [`statement_from_row`].
+macro_rules! statement_columns {
+    () => {
+        "feed_index, node_id, seq, digest, payload_type, kind, document, revision, envelope, \
+         receipt, accepted_at_ms"
+    };
+}
+
+fn statement_from_row(row: &Row<'_>) -> Result<StoredStatement, StoreError> {
+    Ok(StoredStatement {
+        feed_index: get_u64(row, 0)?,
+        node_id: row.get(1)?,
+        seq: get_u64(row, 2)?,
+        digest: get_digest(row, 3)?,
+        payload_type: row.get(4)?,
+        kind: row.get(5)?,
+        document: row.get(6)?,
+        revision: get_u32(row, 7)?,
+        envelope: row.get(8)?,
+        receipt: row.get(9)?,
+        accepted_at_ms: row.get(10)?,
+    })
+}
+
+/// The hub store on SQLite.
+#[derive(Debug)]
+pub struct SqliteHubStore {
+    pub(crate) db: Db,
+}
+
+impl SqliteHubStore {
+    /// Opens (creating and migrating as needed) the hub database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(SqliteHubStore {
+            db: Db::open(path, &HUB_SCHEMA)?,
+        })
+    }
+}
+
+fn query_statements(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<Vec<StoredStatement>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(statement_from_row(row)?);
+    }
+    Ok(out)
+}
+
+impl HubStore for SqliteHubStore {
+    fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
+        self.db.read(|conn| {
+            let mut stmt = conn.prepare_cached(CHAIN_HEADS_SQL)?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(ChainHead {
+                    node_id: row.get(0)?,
+                    seq: get_u64(row, 1)?,
+                    digest: get_digest(row, 2)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn last_feed_index(&self) -> Result<u64, StoreError> {
+        self.db.read(last_feed_index)
+    }
+
+    fn statement_by_digest(&self, digest: &Digest) -> Result<Option<StoredStatement>, StoreError> {
+        self.db.read(|conn| {
+            let sql = concat!(
+                "SELECT ",
+                statement_columns!(),
+                " FROM statements WHERE digest = ?1"
+            );
+            Ok(query_statements(conn, sql, &[&&digest.0[..]])?.pop())
+        })
+    }
+
+    fn statement_by_node_seq(
+        &self,
+        node_id: &str,
+        seq: u64,
+    ) -> Result<Option<StoredStatement>, StoreError> {
+        let seq = db::bound(seq);
+        self.db.read(|conn| {
+            let sql = concat!(
+                "SELECT ",
+                statement_columns!(),
+                " FROM statements WHERE node_id = ?1 AND seq = ?2"
+            );
+            Ok(query_statements(conn, sql, &[&node_id, &seq])?.pop())
+        })
+    }
+
+    fn append(
+        &self,
+        statements: &[StoredStatement],
+        evidence: &[NewEquivocation],
+    ) -> Result<(), StoreError> {
+        if statements.is_empty() && evidence.is_empty() {
+            return Ok(());
+        }
+        self.db.write(|tx| {
+            let mut expected = last_feed_index(tx)?;
+            let mut insert = tx.prepare_cached(concat!(
+                "INSERT INTO statements (",
+                statement_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))?;
+            for st in statements {
+                expected += 1;
+                if st.feed_index != expected {
+                    return Err(StoreError::Conflict(format!(
+                        "feed index {} does not continue the log (expected {expected})",
+                        st.feed_index
+                    )));
+                }
+                let res = insert.execute(params![
+                    db::int(st.feed_index, "feed index")?,
+                    st.node_id,
+                    db::int(st.seq, "seq")?,
+                    &st.digest.0[..],
+                    st.payload_type,
+                    st.kind,
+                    st.document,
+                    st.revision,
+                    st.envelope,
+                    st.receipt,
+                    st.accepted_at_ms,
+                ]);
+                if let Err(err) = res {
+                    return Err(statement_conflict(err, st));
+                }
+            }
+
+            let mut accepted =
+                tx.prepare_cached("SELECT node_id, seq FROM statements WHERE digest = ?1")?;
+            let mut insert_evidence = tx.prepare_cached(
+                "INSERT INTO equivocations (node_id, seq, accepted_digest, conflicting_digest,
+                     conflicting_envelope, detected_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (node_id, seq, conflicting_digest) DO NOTHING",
+            )?;
+            for ev in evidence {
+                let seq = db::int(ev.seq, "seq")?;
+                let owner: Option<(String, i64)> = accepted
+                    .query_row([&ev.accepted_digest.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                // Evidence must point at the statement it contradicts, or it proves nothing.
+                if owner.as_ref() != Some(&(ev.node_id.clone(), seq)) {
+                    return Err(StoreError::Conflict(format!(
+                        "equivocation evidence for node {} seq {} names accepted digest {}, \
+                         which is not that statement in the log",
+                        ev.node_id, ev.seq, ev.accepted_digest
+                    )));
+                }
+                if ev.conflicting_digest == ev.accepted_digest {
+                    return Err(StoreError::Conflict(format!(
+                        "equivocation evidence for node {} seq {} conflicts with itself",
+                        ev.node_id, ev.seq
+                    )));
+                }
+                insert_evidence.execute(params![
+                    ev.node_id,
+                    seq,
+                    &ev.accepted_digest.0[..],
+                    &ev.conflicting_digest.0[..],
+                    ev.conflicting_envelope,
+                    ev.detected_at_ms,
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn list_statements(
+        &self,
+        filter: &StatementFilter,
+        after_index: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredStatement>, StoreError> {
+        let after = db::bound(after_index);
+        let limit = db::limit(limit);
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            statement_columns!(),
+            " FROM statements WHERE feed_index > ?"
+        ));
+        let mut args: Vec<&dyn ToSql> = vec![&after];
+        // Built per filter combination (eight variants, each cached) rather than
+        // "(?1 IS NULL OR col = ?1)", which stops SQLite from using the indexes.
+        for (column, value) in [
+            ("node_id", &filter.node_id),
+            ("kind", &filter.kind),
+            ("document", &filter.document),
+        ] {
+            if let Some(value) = value {
+                sql.push_str(" AND ");
+                sql.push_str(column);
+                sql.push_str(" = ?");
+                args.push(value);
+            }
+        }
+        sql.push_str(" ORDER BY feed_index LIMIT ?");
+        args.push(&limit);
+        self.db.read(|conn| query_statements(conn, &sql, &args))
+    }
+
+    fn list_equivocations(
+        &self,
+        node_id: Option<&str>,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEquivocation>, StoreError> {
+        let after = db::bound(after_id);
+        let limit = db::limit(limit);
+        self.db.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT e.id, e.node_id, e.seq, e.accepted_digest, s.envelope,
+                        e.conflicting_digest, e.conflicting_envelope, e.detected_at_ms
+                 FROM equivocations e JOIN statements s ON s.digest = e.accepted_digest
+                 WHERE e.id > ?1 AND (?2 IS NULL OR e.node_id = ?2)
+                 ORDER BY e.id LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![after, node_id, limit])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(StoredEquivocation {
+                    id: get_u64(row, 0)?,
+                    node_id: row.get(1)?,
+                    seq: get_u64(row, 2)?,
+                    accepted_digest: get_digest(row, 3)?,
+                    accepted_envelope: row.get(4)?,
+                    conflicting_digest: get_digest(row, 5)?,
+                    conflicting_envelope: row.get(6)?,
+                    detected_at_ms: row.get(7)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn count_statements(&self) -> Result<u64, StoreError> {
+        self.db.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT count(*) FROM statements")?
+                .query_row([], |r| r.get(0))?;
+            u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+        })
+    }
+}
+
+/// Every node's latest statement. Walks the distinct node ids through the (node_id, seq) index
+/// (a "skip scan"), then looks up each node's highest seq: O(nodes · log n), never a log scan.
+pub(crate) const CHAIN_HEADS_SQL: &str = "
+    WITH RECURSIVE nodes(node_id) AS (
+        SELECT (SELECT min(node_id) FROM statements)
+        UNION ALL
+        SELECT (SELECT min(s.node_id) FROM statements s WHERE s.node_id > nodes.node_id)
+        FROM nodes WHERE nodes.node_id IS NOT NULL
+    )
+    SELECT n.node_id, s.seq, s.digest
+    FROM nodes n
+    JOIN statements s ON s.node_id = n.node_id
+        AND s.seq = (SELECT max(m.seq) FROM statements m WHERE m.node_id = n.node_id)
+    WHERE n.node_id IS NOT NULL
+    ORDER BY n.node_id";
+
+fn last_feed_index(conn: &Connection) -> Result<u64, StoreError> {
+    let max: i64 = conn
+        .prepare_cached("SELECT coalesce(max(feed_index), 0) FROM statements")?
+        .query_row([], |r| r.get(0))?;
+    u64::try_from(max).map_err(|_| StoreError::Corrupt(format!("negative feed index {max}")))
+}
+
+/// Explains a failed statement insert in plain words.
+fn statement_conflict(err: rusqlite::Error, st: &StoredStatement) -> StoreError {
+    let Some(msg) = constraint_message(&err) else {
+        return err.into();
+    };
+    let what = if msg.contains("statements.digest") {
+        format!("a statement with digest {} is already stored", st.digest)
+    } else if msg.contains("statements.node_id") {
+        format!(
+            "node {} already has a statement at seq {}",
+            st.node_id, st.seq
+        )
+    } else if msg.contains("statements.feed_index") {
+        format!("feed index {} is already used", st.feed_index)
+    } else {
+        format!(
+            "statement {} (node {} seq {}) violates a constraint: {msg}",
+            st.digest, st.node_id, st.seq
+        )
+    };
+    StoreError::Conflict(what)
+}

@@ -1,0 +1,24 @@
+//! rcpfed storage: the hub's statement log and the node's outbox and mirror.
+//!
+//! The API is synchronous; async callers run it on `spawn_blocking` or a dedicated thread.
+//! Timestamps are unix milliseconds (UTC); envelope and receipt bytes are kept verbatim.
+//! The SQLite implementation uses WAL with `synchronous=FULL` so an acknowledged write survives
+//! a crash, one writer connection (`BEGIN IMMEDIATE` transactions) and a small pool of read-only
+//! connections so reads never wait for the writer.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod db;
+mod error;
+pub mod hub;
+pub mod node;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use error::StoreError;
+pub use hub::*;
+pub use node::*;
+
+#[cfg(test)]
+mod sqlite_tests;

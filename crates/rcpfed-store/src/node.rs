@@ -1,0 +1,554 @@
+//! A node's store: its own signed statements with their delivery state (the outbox), and the
+//! verified mirror of the hub's feed.
+
+use crate::StoreError;
+use crate::db::{self, Db, Schema, constraint_message, get_digest, get_opt_u64, get_u32, get_u64};
+use rcpfed_core::Digest;
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// Where an own statement is in its delivery to the hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Not yet acknowledged by the hub; will be (re)sent.
+    Pending,
+    /// The hub accepted it and returned a receipt.
+    Delivered,
+    /// The hub refused it for good.
+    Rejected,
+}
+
+impl DeliveryState {
+    /// The stored text form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Rejected => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeliveryState {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(DeliveryState::Pending),
+            "delivered" => Ok(DeliveryState::Delivered),
+            "rejected" => Ok(DeliveryState::Rejected),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown delivery state {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A statement this node signed, with its delivery state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnStatement {
+    /// The node's sequence number (from 1).
+    pub seq: u64,
+    /// SHA-256 of the statement payload.
+    pub digest: Digest,
+    /// The document the statement is a revision of.
+    pub document: String,
+    /// The document revision.
+    pub revision: u32,
+    /// The signed envelope, verbatim.
+    pub envelope: Vec<u8>,
+    /// When it was signed (unix ms, UTC).
+    pub created_at_ms: i64,
+    /// The client's request id, for idempotent publishing.
+    pub request_id: Option<String>,
+    /// Delivery state.
+    pub state: DeliveryState,
+    /// Delivery attempts that failed.
+    pub attempts: u32,
+    /// The last delivery error ("" if none).
+    pub last_error: String,
+    /// The hub's receipt, once delivered.
+    pub receipt: Option<Vec<u8>>,
+    /// The hub feed index, once delivered.
+    pub feed_index: Option<u64>,
+}
+
+/// A verified statement copied from the hub's feed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MirroredStatement {
+    /// Position in the hub's feed.
+    pub feed_index: u64,
+    /// The node that signed it.
+    pub node_id: String,
+    /// That node's seq.
+    pub seq: u64,
+    /// SHA-256 of the statement payload.
+    pub digest: Digest,
+    /// "policy_summary" or "indicator_snapshot".
+    pub kind: String,
+    /// The document the statement is a revision of.
+    pub document: String,
+    /// The document revision.
+    pub revision: u32,
+    /// The signed envelope, verbatim.
+    pub envelope: Vec<u8>,
+    /// The hub's receipt, verbatim.
+    pub receipt: Vec<u8>,
+    /// When the hub accepted it (unix ms, UTC).
+    pub accepted_at_ms: i64,
+    /// When this node mirrored it (unix ms, UTC).
+    pub mirrored_at_ms: i64,
+}
+
+/// Own statements per delivery state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    /// Awaiting delivery.
+    pub pending: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Refused by the hub.
+    pub rejected: u64,
+}
+
+/// A node's storage.
+pub trait NodeStore: Send + Sync + 'static {
+    /// This node's latest own statement (seq, digest), None before the first.
+    fn head(&self) -> Result<Option<(u64, Digest)>, StoreError>;
+    /// Highest revision of `document` among own statements (0 if none).
+    fn latest_revision(&self, document: &str) -> Result<u32, StoreError>;
+    /// The own statement created for this request id, if any (idempotent publish).
+    fn own_by_request_id(&self, request_id: &str) -> Result<Option<OwnStatement>, StoreError>;
+    /// Appends a newly signed own statement as Pending (the state, attempts, last_error, receipt and feed_index of `st` are ignored), in a BEGIN IMMEDIATE transaction that first checks seq == head+1 (else StoreError::Conflict), so concurrent publishers never fork the chain. Request id and digest are unique (Conflict).
+    fn append_own(&self, st: &OwnStatement) -> Result<(), StoreError>;
+    /// Pending own statements in seq order, at most limit.
+    fn pending(&self, limit: usize) -> Result<Vec<OwnStatement>, StoreError>;
+    /// Records the hub's receipt and feed index; the statement becomes Delivered.
+    fn mark_delivered(&self, seq: u64, receipt: &[u8], feed_index: u64) -> Result<(), StoreError>;
+    /// Increments attempts and records the error (stays Pending).
+    fn record_attempt_failure(&self, seq: u64, error: &str) -> Result<(), StoreError>;
+    /// Records the hub's refusal; the statement becomes Rejected (attempts unchanged).
+    fn mark_rejected(&self, seq: u64, error: &str) -> Result<(), StoreError>;
+    /// Own statements with seq < before_seq (u64::MAX for the newest), newest first, at most limit.
+    fn list_own(&self, before_seq: u64, limit: usize) -> Result<Vec<OwnStatement>, StoreError>;
+    /// Own statements per delivery state.
+    fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
+    /// Inserts a verified mirrored statement. The mirror cursor is max(feed_index), so insert and cursor advance are one atomic write. Inserting an already present feed_index with the same digest is a no-op; with a different digest (or a digest or (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub showed two histories).
+    fn mirror_insert(&self, st: &MirroredStatement) -> Result<(), StoreError>;
+    /// Highest mirrored feed index (0 if none).
+    fn mirror_cursor(&self) -> Result<u64, StoreError>;
+    /// Mirrored statements with feed_index > after_index (optionally one node), ascending, at most limit.
+    fn mirror_list(
+        &self,
+        node_id: Option<&str>,
+        after_index: u64,
+        limit: usize,
+    ) -> Result<Vec<MirroredStatement>, StoreError>;
+    /// Number of mirrored statements.
+    fn mirror_count(&self) -> Result<u64, StoreError>;
+}
+
+/// Schema of the node database. Append new migrations; never edit shipped ones.
+const NODE_SCHEMA: Schema = Schema {
+    name: "node",
+    application_id: 0x5243_464E, // "RCFN"
+    migrations: &[r#"
+        CREATE TABLE own_statements (
+            seq           INTEGER PRIMARY KEY CHECK (seq >= 1),
+            digest        BLOB    NOT NULL UNIQUE CHECK (length(digest) = 32),
+            document      TEXT    NOT NULL,
+            revision      INTEGER NOT NULL CHECK (revision >= 0),
+            envelope      BLOB    NOT NULL,
+            created_at_ms INTEGER NOT NULL,
+            request_id    TEXT    UNIQUE,
+            state         TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'rejected')),
+            attempts      INTEGER NOT NULL DEFAULT 0,
+            last_error    TEXT    NOT NULL DEFAULT '',
+            receipt       BLOB,
+            feed_index    INTEGER
+        );
+        CREATE INDEX own_document ON own_statements (document, revision);
+        -- (state) implicitly ends with seq: serves pending() in seq order and the counts.
+        CREATE INDEX own_state ON own_statements (state);
+
+        -- A consistent hub never repeats a digest or (node, seq); if it does, refuse it.
+        CREATE TABLE mirror (
+            feed_index     INTEGER PRIMARY KEY CHECK (feed_index >= 1),
+            node_id        TEXT    NOT NULL,
+            seq            INTEGER NOT NULL,
+            digest         BLOB    NOT NULL UNIQUE CHECK (length(digest) = 32),
+            kind           TEXT    NOT NULL,
+            document       TEXT    NOT NULL,
+            revision       INTEGER NOT NULL CHECK (revision >= 0),
+            envelope       BLOB    NOT NULL,
+            receipt        BLOB    NOT NULL,
+            accepted_at_ms INTEGER NOT NULL,
+            mirrored_at_ms INTEGER NOT NULL,
+            UNIQUE (node_id, seq)
+        );
+        CREATE INDEX mirror_node ON mirror (node_id);
+    "#],
+};
+
+/// Column list matching [`own_from_row`].
+macro_rules! own_columns {
+    () => {
+        "seq, digest, document, revision, envelope, created_at_ms, request_id, state, attempts, \
+         last_error, receipt, feed_index"
+    };
+}
+
+fn own_from_row(row: &Row<'_>) -> Result<OwnStatement, StoreError> {
+    let state: String = row.get(7)?;
+    Ok(OwnStatement {
+        seq: get_u64(row, 0)?,
+        digest: get_digest(row, 1)?,
+        document: row.get(2)?,
+        revision: get_u32(row, 3)?,
+        envelope: row.get(4)?,
+        created_at_ms: row.get(5)?,
+        request_id: row.get(6)?,
+        state: state.parse()?,
+        attempts: get_u32(row, 8)?,
+        last_error: row.get(9)?,
+        receipt: row.get(10)?,
+        feed_index: get_opt_u64(row, 11)?,
+    })
+}
+
+/// Column list matching [`mirrored_from_row`].
+macro_rules! mirror_columns {
+    () => {
+        "feed_index, node_id, seq, digest, kind, document, revision, envelope, receipt, \
+         accepted_at_ms, mirrored_at_ms"
+    };
+}
+
+fn mirrored_from_row(row: &Row<'_>) -> Result<MirroredStatement, StoreError> {
+    Ok(MirroredStatement {
+        feed_index: get_u64(row, 0)?,
+        node_id: row.get(1)?,
+        seq: get_u64(row, 2)?,
+        digest: get_digest(row, 3)?,
+        kind: row.get(4)?,
+        document: row.get(5)?,
+        revision: get_u32(row, 6)?,
+        envelope: row.get(7)?,
+        receipt: row.get(8)?,
+        accepted_at_ms: row.get(9)?,
+        mirrored_at_ms: row.get(10)?,
+    })
+}
+
+fn query_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn ToSql],
+    map: fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+fn count(conn: &Connection, sql: &str) -> Result<u64, StoreError> {
+    let n: i64 = conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative value {n} from {sql}")))
+}
+
+/// The node store on SQLite.
+#[derive(Debug)]
+pub struct SqliteNodeStore {
+    db: Db,
+}
+
+impl SqliteNodeStore {
+    /// Opens (creating and migrating as needed) the node database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(SqliteNodeStore {
+            db: Db::open(path, &NODE_SCHEMA)?,
+        })
+    }
+
+    /// Runs an UPDATE on one own statement, failing if that seq does not exist.
+    fn update_own(&self, seq: u64, sql: &str, args: &[&dyn ToSql]) -> Result<(), StoreError> {
+        let seq_sql = db::int(seq, "seq")?;
+        self.db.write(|tx| {
+            let mut all: Vec<&dyn ToSql> = vec![&seq_sql];
+            all.extend_from_slice(args);
+            let changed = tx.prepare_cached(sql)?.execute(&*all)?;
+            if changed == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "no own statement with seq {seq}"
+                )));
+            }
+            Ok(())
+        })
+    }
+}
+
+impl NodeStore for SqliteNodeStore {
+    fn head(&self) -> Result<Option<(u64, Digest)>, StoreError> {
+        self.db.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, digest FROM own_statements ORDER BY seq DESC LIMIT 1",
+            )?;
+            let mut rows = stmt.query([])?;
+            match rows.next()? {
+                Some(row) => Ok(Some((get_u64(row, 0)?, get_digest(row, 1)?))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn latest_revision(&self, document: &str) -> Result<u32, StoreError> {
+        self.db.read(|conn| {
+            let v: i64 = conn
+                .prepare_cached(
+                    "SELECT coalesce(max(revision), 0) FROM own_statements WHERE document = ?1",
+                )?
+                .query_row([document], |r| r.get(0))?;
+            u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("revision {v} out of range")))
+        })
+    }
+
+    fn own_by_request_id(&self, request_id: &str) -> Result<Option<OwnStatement>, StoreError> {
+        self.db.read(|conn| {
+            let sql = concat!(
+                "SELECT ",
+                own_columns!(),
+                " FROM own_statements WHERE request_id = ?1"
+            );
+            Ok(query_rows(conn, sql, &[&request_id], own_from_row)?.pop())
+        })
+    }
+
+    fn append_own(&self, st: &OwnStatement) -> Result<(), StoreError> {
+        let seq = db::int(st.seq, "seq")?;
+        self.db.write(|tx| {
+            // Checked inside the write transaction: no other writer can move the head between
+            // this read and the insert.
+            let head: i64 = tx
+                .prepare_cached("SELECT coalesce(max(seq), 0) FROM own_statements")?
+                .query_row([], |r| r.get(0))?;
+            if seq != head + 1 {
+                return Err(StoreError::Conflict(format!(
+                    "seq {} does not follow the head seq {head}",
+                    st.seq
+                )));
+            }
+            let res = tx
+                .prepare_cached(
+                    "INSERT INTO own_statements (seq, digest, document, revision, envelope,
+                         created_at_ms, request_id, state, attempts, last_error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, '')",
+                )?
+                .execute(params![
+                    seq,
+                    &st.digest.0[..],
+                    st.document,
+                    st.revision,
+                    st.envelope,
+                    st.created_at_ms,
+                    st.request_id,
+                ]);
+            match res {
+                Ok(_) => Ok(()),
+                Err(err) => match constraint_message(&err) {
+                    Some(msg) if msg.contains("request_id") => Err(StoreError::Conflict(format!(
+                        "request id {:?} was already used",
+                        st.request_id.as_deref().unwrap_or_default()
+                    ))),
+                    Some(msg) if msg.contains("digest") => Err(StoreError::Conflict(format!(
+                        "an own statement with digest {} is already stored",
+                        st.digest
+                    ))),
+                    Some(msg) => Err(StoreError::Conflict(format!(
+                        "own statement seq {} violates a constraint: {msg}",
+                        st.seq
+                    ))),
+                    None => Err(err.into()),
+                },
+            }
+        })
+    }
+
+    fn pending(&self, limit: usize) -> Result<Vec<OwnStatement>, StoreError> {
+        let limit = db::limit(limit);
+        self.db.read(|conn| {
+            let sql = concat!(
+                "SELECT ",
+                own_columns!(),
+                " FROM own_statements WHERE state = 'pending' ORDER BY seq LIMIT ?1"
+            );
+            query_rows(conn, sql, &[&limit], own_from_row)
+        })
+    }
+
+    fn mark_delivered(&self, seq: u64, receipt: &[u8], feed_index: u64) -> Result<(), StoreError> {
+        let feed_index = db::int(feed_index, "feed index")?;
+        // Also from Rejected: a receipt is the hub's final word.
+        self.update_own(
+            seq,
+            "UPDATE own_statements SET state = 'delivered', receipt = ?2, feed_index = ?3
+             WHERE seq = ?1",
+            &[&receipt, &feed_index],
+        )
+    }
+
+    fn record_attempt_failure(&self, seq: u64, error: &str) -> Result<(), StoreError> {
+        self.update_own(
+            seq,
+            "UPDATE own_statements SET attempts = attempts + 1, last_error = ?2 WHERE seq = ?1",
+            &[&error],
+        )
+    }
+
+    fn mark_rejected(&self, seq: u64, error: &str) -> Result<(), StoreError> {
+        self.update_own(
+            seq,
+            "UPDATE own_statements SET state = 'rejected', last_error = ?2 WHERE seq = ?1",
+            &[&error],
+        )
+    }
+
+    fn list_own(&self, before_seq: u64, limit: usize) -> Result<Vec<OwnStatement>, StoreError> {
+        let before = db::bound(before_seq);
+        let limit = db::limit(limit);
+        self.db.read(|conn| {
+            let sql = concat!(
+                "SELECT ",
+                own_columns!(),
+                " FROM own_statements WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+            );
+            query_rows(conn, sql, &[&before, &limit], own_from_row)
+        })
+    }
+
+    fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.db.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT state, count(*) FROM own_statements GROUP BY state")?;
+            let mut rows = stmt.query([])?;
+            let mut counts = OutboxCounts::default();
+            while let Some(row) = rows.next()? {
+                let state: String = row.get(0)?;
+                let n = get_u64(row, 1)?;
+                match state.parse()? {
+                    DeliveryState::Pending => counts.pending = n,
+                    DeliveryState::Delivered => counts.delivered = n,
+                    DeliveryState::Rejected => counts.rejected = n,
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    fn mirror_insert(&self, st: &MirroredStatement) -> Result<(), StoreError> {
+        let feed_index = db::int(st.feed_index, "feed index")?;
+        let seq = db::int(st.seq, "seq")?;
+        self.db.write(|tx| {
+            let existing: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT digest FROM mirror WHERE feed_index = ?1")?
+                .query_row([feed_index], |r| r.get(0))
+                .optional()?;
+            if let Some(existing) = existing {
+                if existing == st.digest.0 {
+                    return Ok(());
+                }
+                return Err(StoreError::Conflict(format!(
+                    "feed index {} is already mirrored with a different digest \
+                     (the hub showed two histories)",
+                    st.feed_index
+                )));
+            }
+            let res = tx
+                .prepare_cached(concat!(
+                    "INSERT INTO mirror (",
+                    mirror_columns!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ))?
+                .execute(params![
+                    feed_index,
+                    st.node_id,
+                    seq,
+                    &st.digest.0[..],
+                    st.kind,
+                    st.document,
+                    st.revision,
+                    st.envelope,
+                    st.receipt,
+                    st.accepted_at_ms,
+                    st.mirrored_at_ms,
+                ]);
+            match res {
+                Ok(_) => Ok(()),
+                Err(err) => match constraint_message(&err) {
+                    Some(msg) => Err(StoreError::Conflict(format!(
+                        "mirrored statement at feed index {} (node {} seq {}, digest {}) \
+                         repeats one mirrored at another index ({msg}): the hub showed two \
+                         histories",
+                        st.feed_index, st.node_id, st.seq, st.digest
+                    ))),
+                    None => Err(err.into()),
+                },
+            }
+        })
+    }
+
+    fn mirror_cursor(&self) -> Result<u64, StoreError> {
+        self.db
+            .read(|conn| count(conn, "SELECT coalesce(max(feed_index), 0) FROM mirror"))
+    }
+
+    fn mirror_list(
+        &self,
+        node_id: Option<&str>,
+        after_index: u64,
+        limit: usize,
+    ) -> Result<Vec<MirroredStatement>, StoreError> {
+        let after = db::bound(after_index);
+        let limit = db::limit(limit);
+        self.db.read(|conn| match node_id {
+            Some(node_id) => query_rows(
+                conn,
+                concat!(
+                    "SELECT ",
+                    mirror_columns!(),
+                    " FROM mirror WHERE feed_index > ?1 AND node_id = ?2 \
+                     ORDER BY feed_index LIMIT ?3"
+                ),
+                &[&after, &node_id, &limit],
+                mirrored_from_row,
+            ),
+            None => query_rows(
+                conn,
+                concat!(
+                    "SELECT ",
+                    mirror_columns!(),
+                    " FROM mirror WHERE feed_index > ?1 ORDER BY feed_index LIMIT ?2"
+                ),
+                &[&after, &limit],
+                mirrored_from_row,
+            ),
+        })
+    }
+
+    fn mirror_count(&self) -> Result<u64, StoreError> {
+        self.db
+            .read(|conn| count(conn, "SELECT count(*) FROM mirror"))
+    }
+}

@@ -1,0 +1,464 @@
+//! Subcommands other than the demo.
+
+use crate::client;
+use crate::config::{HubConfig, ListenOverrides, NodeConfig, TlsConfig};
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use rcpfed_core::keys::SecretKey;
+use rcpfed_core::members::Federation;
+use rcpfed_grpc::tls::TlsFiles;
+use rcpfed_proto::v1;
+use rcpfed_store::{HubStore, NodeStore, SqliteHubStore, SqliteNodeStore};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `rcpfed hub` and `rcpfed node`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML), as written by `rcpfed pki init`.
+    #[arg(long, env = "RCPFED_CONFIG")]
+    pub config: PathBuf,
+    /// mTLS gRPC listen address (port 0 picks a free port).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Plaintext ops listen address for health and /metrics.
+    #[arg(long)]
+    pub ops_listen: Option<SocketAddr>,
+    /// Directory for the SQLite database.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The hub endpoint (nodes only), "https://host:port".
+    #[arg(long)]
+    pub hub_endpoint: Option<String>,
+    /// Write the bound addresses here as JSON once listening (for scripts and tests).
+    #[arg(long)]
+    pub addr_file: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> ListenOverrides {
+        ListenOverrides {
+            listen: self.listen,
+            ops_listen: self.ops_listen,
+            data_dir: self.data_dir.clone(),
+            hub_endpoint: self.hub_endpoint.clone(),
+        }
+    }
+}
+
+fn load_federation(path: &Path) -> Result<Arc<Federation>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading member file {}", path.display()))?;
+    Ok(Arc::new(Federation::from_toml(&text)?))
+}
+
+fn load_key(path: &Path) -> Result<SecretKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading signing key {}", path.display()))?;
+    SecretKey::from_file_text(&text).with_context(|| format!("signing key {}", path.display()))
+}
+
+fn tls_files(tls: &TlsConfig) -> TlsFiles {
+    TlsFiles {
+        ca_cert: tls.ca_cert.clone(),
+        cert: tls.cert.clone(),
+        key: tls.key.clone(),
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what}"))
+}
+
+fn write_addr_file(path: &Path, grpc: SocketAddr, ops: SocketAddr) -> Result<()> {
+    let text = serde_json::json!({ "grpc": grpc.to_string(), "ops": ops.to_string() }).to_string();
+    // Write then rename, so a reader never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received; shutting down");
+        token.cancel();
+    });
+}
+
+/// `rcpfed hub`.
+pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
+    let config = HubConfig::load(&args.config, &args.overrides())?;
+    let federation = load_federation(&config.federation_file)?;
+    let signing_key = load_key(&config.signing_key)?;
+    let grpc_listener = bind(config.listen, "gRPC").await?;
+    let ops_listener = bind(config.ops_listen, "ops").await?;
+    if let Some(path) = &args.addr_file {
+        write_addr_file(
+            path,
+            grpc_listener.local_addr()?,
+            ops_listener.local_addr()?,
+        )?;
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db = config.data_dir.join("hub.sqlite");
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    rcpfed_hub::run(
+        rcpfed_hub::HubSettings {
+            federation,
+            signing_key,
+            tls: tls_files(&config.tls),
+            grpc_listener,
+            ops_listener,
+            open_store: Box::new(move || {
+                Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn HubStore>)
+            }),
+        },
+        shutdown,
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rcpfed node`.
+pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
+    let config = NodeConfig::load(&args.config, &args.overrides())?;
+    let federation = load_federation(&config.federation_file)?;
+    let signing_key = load_key(&config.signing_key)?;
+    let grpc_listener = bind(config.listen, "gRPC").await?;
+    let ops_listener = bind(config.ops_listen, "ops").await?;
+    if let Some(path) = &args.addr_file {
+        write_addr_file(
+            path,
+            grpc_listener.local_addr()?,
+            ops_listener.local_addr()?,
+        )?;
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db = config.data_dir.join("node.sqlite");
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    rcpfed_node::run(
+        rcpfed_node::NodeSettings {
+            federation,
+            node_id: config.node_id.clone(),
+            signing_key,
+            tls: tls_files(&config.tls),
+            hub_endpoint: config.hub_endpoint.clone(),
+            grpc_listener,
+            ops_listener,
+            open_store: Box::new(move || {
+                Ok(Arc::new(SqliteNodeStore::open(&db)?) as Arc<dyn NodeStore>)
+            }),
+        },
+        shutdown,
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rcpfed pki …`.
+#[derive(Subcommand)]
+pub enum PkiCommand {
+    /// Create a federation CA, the hub's and nodes' certificates and signing keys, an operator
+    /// identity, the member file, and a configuration file for the hub and each node.
+    Init(PkiInitArgs),
+}
+
+/// Arguments of `rcpfed pki init`.
+#[derive(Args)]
+pub struct PkiInitArgs {
+    /// Directory to create the PKI in (must not already hold one).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Federation id (the SPIFFE trust domain).
+    #[arg(long, default_value = "rcp-federation")]
+    pub federation: String,
+    /// Regional processes to create nodes for (ids from the bundled rcps.csv).
+    #[arg(long, value_delimiter = ',', default_values_t = ["colombo".to_string(), "abu-dhabi".to_string(), "midwa".to_string()])]
+    pub nodes: Vec<String>,
+    /// Operator identities (admin role).
+    #[arg(long, value_delimiter = ',', default_values_t = ["operator".to_string()])]
+    pub operators: Vec<String>,
+    /// Host names and IPs for the server certificates.
+    #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    pub hosts: Vec<String>,
+    /// The hub's endpoint written into node configurations.
+    #[arg(long, default_value = "https://localhost:50051")]
+    pub hub_endpoint: String,
+}
+
+/// Ports written into generated configurations: the hub on 50051/9051, nodes from 50061/9061.
+const HUB_PORT: u16 = 50051;
+const HUB_OPS_PORT: u16 = 9051;
+const NODE_PORT: u16 = 50061;
+const NODE_OPS_PORT: u16 = 9061;
+
+/// Creates the PKI and configuration files. Returns the member file.
+pub fn pki_init(args: &PkiInitArgs) -> Result<Federation> {
+    let plan_for = |id: &str| -> Result<rcpfed_pki::MemberPlan> {
+        let (name, kind, states) = rcpfed_import::sample::member_plan(id)
+            .with_context(|| format!("{id} is not a process in the bundled rcps.csv"))?;
+        Ok(rcpfed_pki::MemberPlan {
+            id: id.to_string(),
+            name,
+            kind,
+            states,
+        })
+    };
+    let hub = rcpfed_pki::MemberPlan {
+        id: "gfmd".into(),
+        name: "Global Forum on Migration and Development".into(),
+        kind: "hub".into(),
+        states: Vec::new(),
+    };
+    let plan = rcpfed_pki::PkiPlan {
+        federation_id: args.federation.clone(),
+        hub,
+        nodes: args
+            .nodes
+            .iter()
+            .map(|id| plan_for(id))
+            .collect::<Result<_>>()?,
+        operators: args.operators.clone(),
+        server_hosts: args.hosts.clone(),
+        valid_days: 825,
+    };
+    let layout = rcpfed_pki::init(&args.dir, &plan)?;
+    let tls_for = |id: &str| {
+        format!(
+            "[tls]\nca_cert = \"ca.pem\"\ncert = \"members/{id}/tls.pem\"\nkey = \"members/{id}/tls.key\"\n"
+        )
+    };
+    let hub_toml = format!(
+        "# rcpfed hub configuration (paths are relative to this file)\nfederation_file = \"federation.toml\"\ndata_dir = \"data/gfmd\"\nlisten = \"127.0.0.1:{HUB_PORT}\"\nops_listen = \"127.0.0.1:{HUB_OPS_PORT}\"\nsigning_key = \"members/gfmd/signing.key\"\n\n{}",
+        tls_for("gfmd")
+    );
+    write_new(&args.dir.join("hub.toml"), &hub_toml)?;
+    for (i, id) in args.nodes.iter().enumerate() {
+        let offset = u16::try_from(i).unwrap_or(0);
+        let node_toml = format!(
+            "# rcpfed node configuration (paths are relative to this file)\nnode_id = \"{id}\"\nhub_endpoint = \"{}\"\nfederation_file = \"federation.toml\"\ndata_dir = \"data/{id}\"\nlisten = \"127.0.0.1:{}\"\nops_listen = \"127.0.0.1:{}\"\nsigning_key = \"members/{id}/signing.key\"\n\n{}",
+            args.hub_endpoint,
+            NODE_PORT + offset,
+            NODE_OPS_PORT + offset,
+            tls_for(id)
+        );
+        write_new(&args.dir.join(format!("{id}.toml")), &node_toml)?;
+    }
+    let text = std::fs::read_to_string(layout.federation_file())?;
+    Ok(Federation::from_toml(&text)?)
+}
+
+fn write_new(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// `rcpfed pki`.
+pub fn pki(command: PkiCommand) -> Result<ExitCode> {
+    match command {
+        PkiCommand::Init(args) => {
+            let federation = pki_init(&args)?;
+            println!(
+                "created federation {} in {}",
+                federation.federation_id,
+                args.dir.display()
+            );
+            for m in federation.members() {
+                let keys: Vec<&str> = m.keys.iter().map(|k| k.key_id.as_str()).collect();
+                println!(
+                    "  {:<10} {:<8} {:<48} {}",
+                    m.id,
+                    m.kind,
+                    m.spiffe_id,
+                    keys.join(" ")
+                );
+            }
+            println!("hub config: {}", args.dir.join("hub.toml").display());
+            for id in &args.nodes {
+                println!(
+                    "node config: {}",
+                    args.dir.join(format!("{id}.toml")).display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `rcpfed keygen`.
+pub fn keygen(out: &Path) -> Result<ExitCode> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = SecretKey::generate()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", out.display()))?;
+    f.write_all(key.to_file_text().as_bytes())?;
+    println!("key_id = \"{}\"", key.key_id());
+    println!("public_key = \"{}\"", key.verify_key().to_base64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `rcpfed publish`.
+#[derive(Args)]
+pub struct PublishArgs {
+    /// What to publish.
+    #[command(subcommand)]
+    pub what: PublishWhat,
+    /// The node's endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "RCPFED_NODE_ENDPOINT",
+        default_value = "https://localhost:50061"
+    )]
+    pub node: String,
+    /// PKI directory (from `rcpfed pki init`) holding ca.pem and members/<identity>/tls.*.
+    #[arg(long, global = true, env = "RCPFED_PKI_DIR")]
+    pub pki: Option<PathBuf>,
+    /// Identity to call the node as (needs the admin role).
+    #[arg(
+        long,
+        global = true,
+        env = "RCPFED_IDENTITY",
+        default_value = "operator"
+    )]
+    pub identity: String,
+    /// Validate and report, but sign and publish nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+}
+
+/// What `rcpfed publish` publishes.
+#[derive(Subcommand)]
+pub enum PublishWhat {
+    /// A policy summary (TOML, see data/sample/README.md).
+    Policy {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Indicator observations (SDMX-CSV-like columns), one snapshot per indicator.
+    Indicators {
+        /// The CSV file.
+        file: PathBuf,
+        /// Document name under regions/<node>/indicators/<indicator>/ (default: file stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+/// Builds the documents a publish command sends.
+pub fn documents_for(what: &PublishWhat, node_id: &str) -> Result<Vec<v1::PublishDocumentRequest>> {
+    match what {
+        PublishWhat::Policy { file } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let doc = rcpfed_import::parse_policy_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            Ok(vec![v1::PublishDocumentRequest {
+                document: doc.document,
+                body: Some(v1::publish_document_request::Body::PolicySummary(
+                    doc.summary,
+                )),
+                ..Default::default()
+            }])
+        }
+        PublishWhat::Indicators { file, name } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let name = match name {
+                Some(n) => n.clone(),
+                None => file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_lowercase())
+                    .unwrap_or_else(|| "snapshot".into()),
+            };
+            let docs = rcpfed_import::parse_indicator_csv(&text, node_id, &name)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            Ok(docs
+                .into_iter()
+                .map(|d| v1::PublishDocumentRequest {
+                    document: d.document,
+                    body: Some(v1::publish_document_request::Body::IndicatorSnapshot(
+                        d.snapshot,
+                    )),
+                    ..Default::default()
+                })
+                .collect())
+        }
+    }
+}
+
+/// `rcpfed publish`.
+pub async fn publish(args: PublishArgs) -> Result<ExitCode> {
+    let Some(pki) = &args.pki else {
+        bail!(
+            "--pki <dir> (or RCPFED_PKI_DIR) is required: the directory written by rcpfed pki init"
+        );
+    };
+    let tls = client::identity_in(pki, &args.identity);
+    let mut node = client::node_client(&args.node, &tls).await?;
+    let status = node
+        .get_node_status(v1::GetNodeStatusRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", client::describe_status(&s)))?
+        .into_inner();
+    let mut failed = false;
+    for mut doc in documents_for(&args.what, &status.node_id)? {
+        doc.validate_only = args.dry_run;
+        let name = doc.document.clone();
+        match node.publish_document(doc).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                if args.dry_run {
+                    println!("valid: {} (would be revision {})", r.document, r.revision);
+                } else {
+                    println!(
+                        "signed: {} revision {} as {}#{} digest {}",
+                        r.document,
+                        r.revision,
+                        status.node_id,
+                        r.seq,
+                        hex::encode(&r.digest)
+                    );
+                }
+            }
+            Err(s) => {
+                failed = true;
+                eprintln!("refused: {name}: {}", client::describe_status(&s));
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,215 @@
+//! Configuration, layered: built-in defaults → TOML file → `RCPFED_*` environment → command-line
+//! flags, then `validate()`. Relative paths in a file are relative to that file's directory.
+
+use anyhow::{Context as _, Result, bail};
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// TLS material paths.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TlsConfig {
+    /// Federation CA certificate.
+    pub ca_cert: PathBuf,
+    /// This member's certificate.
+    pub cert: PathBuf,
+    /// This member's private key.
+    pub key: PathBuf,
+}
+
+/// `rcpfed hub` configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HubConfig {
+    /// The federation member file.
+    pub federation_file: PathBuf,
+    /// Directory for the hub's SQLite database.
+    pub data_dir: PathBuf,
+    /// mTLS gRPC listen address.
+    pub listen: SocketAddr,
+    /// Plaintext ops (health, metrics) listen address.
+    pub ops_listen: SocketAddr,
+    /// The hub's statement/receipt signing key.
+    pub signing_key: PathBuf,
+    /// TLS files.
+    pub tls: TlsConfig,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            federation_file: "federation.toml".into(),
+            data_dir: "data/hub".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            ops_listen: SocketAddr::from(([127, 0, 0, 1], 9051)),
+            signing_key: "members/gfmd/signing.key".into(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// `rcpfed node` configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// This node's member id.
+    pub node_id: String,
+    /// The hub's endpoint, "https://host:port".
+    pub hub_endpoint: String,
+    /// The federation member file.
+    pub federation_file: PathBuf,
+    /// Directory for the node's SQLite database.
+    pub data_dir: PathBuf,
+    /// mTLS gRPC listen address.
+    pub listen: SocketAddr,
+    /// Plaintext ops listen address.
+    pub ops_listen: SocketAddr,
+    /// Statement signing key.
+    pub signing_key: PathBuf,
+    /// TLS files.
+    pub tls: TlsConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: String::new(),
+            hub_endpoint: "https://localhost:50051".into(),
+            federation_file: "federation.toml".into(),
+            data_dir: "data/node".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+            ops_listen: SocketAddr::from(([127, 0, 0, 1], 9061)),
+            signing_key: "signing.key".into(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// Overrides from the command line; only set fields override.
+#[derive(Debug, Default, Serialize)]
+pub struct ListenOverrides {
+    /// --listen
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// --ops-listen
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_listen: Option<SocketAddr>,
+    /// --data-dir
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// --hub-endpoint (node only)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub_endpoint: Option<String>,
+}
+
+fn layered<T: Serialize + for<'de> Deserialize<'de> + Default>(
+    file: &Path,
+    env_prefix: &str,
+    overrides: &ListenOverrides,
+) -> Result<T> {
+    if !file.exists() {
+        bail!(
+            "configuration file {} does not exist (rcpfed pki init writes one)",
+            file.display()
+        );
+    }
+    Figment::new()
+        .merge(Serialized::defaults(T::default()))
+        .merge(Toml::file(file))
+        .merge(Env::prefixed(env_prefix).split("__"))
+        .merge(Serialized::defaults(overrides))
+        .extract()
+        .with_context(|| format!("reading configuration {}", file.display()))
+}
+
+fn resolve(base: &Path, path: &mut PathBuf) {
+    if path.is_relative() {
+        *path = base.join(&*path);
+    }
+}
+
+fn base_dir(file: &Path) -> PathBuf {
+    file.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+impl HubConfig {
+    /// Loads and validates.
+    pub fn load(file: &Path, overrides: &ListenOverrides) -> Result<Self> {
+        let mut c: HubConfig = layered(file, "RCPFED_HUB_", overrides)?;
+        let base = base_dir(file);
+        for p in [
+            &mut c.federation_file,
+            &mut c.data_dir,
+            &mut c.signing_key,
+            &mut c.tls.ca_cert,
+            &mut c.tls.cert,
+            &mut c.tls.key,
+        ] {
+            resolve(&base, p);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (what, p) in [
+            ("federation_file", &self.federation_file),
+            ("signing_key", &self.signing_key),
+            ("tls.ca_cert", &self.tls.ca_cert),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
+            if !p.is_file() {
+                bail!("{what}: {} is not a readable file", p.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NodeConfig {
+    /// Loads and validates.
+    pub fn load(file: &Path, overrides: &ListenOverrides) -> Result<Self> {
+        let mut c: NodeConfig = layered(file, "RCPFED_NODE_", overrides)?;
+        let base = base_dir(file);
+        for p in [
+            &mut c.federation_file,
+            &mut c.data_dir,
+            &mut c.signing_key,
+            &mut c.tls.ca_cert,
+            &mut c.tls.cert,
+            &mut c.tls.key,
+        ] {
+            resolve(&base, p);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !rcpfed_core::members::is_valid_member_id(&self.node_id) {
+            bail!(
+                "node_id {:?} must be lowercase letters, digits and '-'",
+                self.node_id
+            );
+        }
+        if !self.hub_endpoint.starts_with("https://") {
+            bail!(
+                "hub_endpoint {:?} must start with https:// (mTLS is required)",
+                self.hub_endpoint
+            );
+        }
+        for (what, p) in [
+            ("federation_file", &self.federation_file),
+            ("signing_key", &self.signing_key),
+            ("tls.ca_cert", &self.tls.ca_cert),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
+            if !p.is_file() {
+                bail!("{what}: {} is not a readable file", p.display());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! `rcpfed`: one binary for the GFMD hub, regional nodes, PKI set-up, publishing and the demo.
+
+mod client;
+mod commands;
+mod config;
+mod demo;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "rcpfed",
+    version,
+    about = "Federation of the Regional Consultative Processes on migration and the GFMD: signed policy summaries and indicator snapshots over mTLS gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the GFMD hub.
+    Hub(commands::ServeArgs),
+    /// Run a regional node.
+    Node(commands::ServeArgs),
+    /// Create and manage the federation PKI.
+    Pki {
+        #[command(subcommand)]
+        command: commands::PkiCommand,
+    },
+    /// Write a new Ed25519 statement signing key.
+    Keygen {
+        /// Where to write the secret key (mode 0600; refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign and publish a document through a node.
+    Publish(commands::PublishArgs),
+    /// Start a hub and three regional nodes on loopback and exchange the bundled sample data.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    // One crypto provider for the whole process, installed before anything touches TLS.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        eprintln!("error: a rustls crypto provider was already installed");
+        return std::process::ExitCode::FAILURE;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RCPFED_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Hub(args) => commands::run_hub(args).await,
+        Command::Node(args) => commands::run_node(args).await,
+        Command::Pki { command } => commands::pki(command),
+        Command::Keygen { out } => commands::keygen(&out),
+        Command::Publish(args) => commands::publish(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
+}
