@@ -13,5 +13,7 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== buf lint"
 buf lint
+echo "== buf breaking (against the committed v1 baseline image)"
+buf breaking --against proto/baseline/rcpfed-v1.binpb
 echo "== cargo test"
 cargo test --workspace --locked

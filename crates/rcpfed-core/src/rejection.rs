@@ -151,6 +151,26 @@ pub mod reasons {
     pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
     /// The page token is malformed or belongs to other filters.
     pub const INVALID_PAGE_TOKEN: &str = "INVALID_PAGE_TOKEN";
+    /// An inclusion or consistency proof is malformed or does not verify.
+    pub const BAD_PROOF: &str = "BAD_PROOF";
+    /// A checkpoint's text is not in the C2SP tlog-checkpoint format.
+    pub const BAD_CHECKPOINT: &str = "BAD_CHECKPOINT";
+    /// A checkpoint's origin line is not the log's key name.
+    pub const WRONG_LOG_ORIGIN: &str = "WRONG_LOG_ORIGIN";
+    /// A signed note is not in the C2SP signed-note format (e.g. truncated).
+    pub const MALFORMED_NOTE: &str = "MALFORMED_NOTE";
+    /// A note signature by a known key (name and key hash) does not verify.
+    pub const BAD_NOTE_SIGNATURE: &str = "BAD_NOTE_SIGNATURE";
+    /// No signature on a note is by a trusted key.
+    pub const NO_TRUSTED_SIGNATURE: &str = "NO_TRUSTED_SIGNATURE";
+    /// A checkpoint carries no valid signature by the trusted log key.
+    pub const UNKNOWN_LOG_KEY: &str = "UNKNOWN_LOG_KEY";
+    /// A verifier key string is not in the C2SP vkey format or its key hash is wrong.
+    pub const BAD_VERIFIER_KEY: &str = "BAD_VERIFIER_KEY";
+    /// Two checkpoints of one log cannot both be true: the log forked.
+    pub const INCONSISTENT_CHECKPOINT: &str = "INCONSISTENT_CHECKPOINT";
+    /// A witness cosignature is malformed, not by that witness, or does not verify.
+    pub const BAD_COSIGNATURE: &str = "BAD_COSIGNATURE";
 
     // Per-field rule reasons (BadRequest field violations).
     /// A required field is empty or missing.

@@ -15,9 +15,10 @@ pub use status::{ERROR_DOMAIN, rejection_status};
 pub mod limits {
     use std::time::Duration;
 
-    /// Largest gRPC message a server accepts. Statements over [`MAX_PAYLOAD_BYTES`] are refused
-    /// with a specific reason before this transport limit is reached.
-    pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+    /// Largest gRPC message a server decodes. It is well above [`MAX_PAYLOAD_BYTES`] so that an
+    /// oversized statement is decoded and refused with the specific reason `PAYLOAD_TOO_LARGE`;
+    /// only beyond this does tonic refuse the message itself (`OUT_OF_RANGE`, no details).
+    pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
     /// Largest statement payload the hub accepts.
     pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
     /// Per-request timeout for unary calls.

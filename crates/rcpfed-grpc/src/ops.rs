@@ -1,5 +1,6 @@
 //! The plaintext ops port: `grpc.health.v1.Health` for probes (Kubernetes gRPC probes are
-//! plaintext) and Prometheus `/metrics`. No federation data is served here.
+//! plaintext), reflection for the health service only, and Prometheus `/metrics`. No federation
+//! data is served here.
 
 use axum::response::IntoResponse as _;
 use axum::routing::get;
@@ -38,7 +39,19 @@ pub async fn serve_ops(
             }
         }
     };
+    // Reflection describes only the health service here, so grpcurl works on this port
+    // without the rcpfed API being exposed in plaintext.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(std::io::Error::other)?;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(std::io::Error::other)?;
     let router = Routes::new(health)
+        .add_service(reflection_v1alpha)
+        .add_service(reflection_v1)
         .into_axum_router()
         .route("/metrics", get(metrics));
     axum::serve(listener, router)

@@ -51,6 +51,7 @@ pub fn verify_entry(
         || r.feed_index != entry.feed_index
         || r.node_id != statement.header.node_id
         || r.seq != statement.header.seq
+        || r.federation_id != federation.federation_id
     {
         return Err("receipt does not match the statement it accompanies".into());
     }

@@ -25,10 +25,20 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 /// Longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// Whether a failed call may succeed if repeated unchanged.
-pub fn is_transient(code: Code) -> bool {
+/// Whether a failed call may succeed if repeated unchanged: transport and server-side
+/// failures, but not a refusal of the statement itself, which the hub marks with an
+/// `ErrorInfo` reason other than `INTERNAL`.
+pub fn is_transient(status: &tonic::Status) -> bool {
+    use tonic_types::StatusExt as _;
+    let refused_by_rule = status
+        .get_error_details()
+        .error_info()
+        .is_some_and(|info| info.domain == rcpfed_grpc::ERROR_DOMAIN && info.reason != "INTERNAL");
+    if refused_by_rule {
+        return false;
+    }
     matches!(
-        code,
+        status.code(),
         Code::Unavailable
             | Code::DeadlineExceeded
             | Code::Internal
@@ -87,6 +97,22 @@ pub async fn run(
                 Err(_) => Vec::new(),
             }
         };
+        let refused = {
+            let store = Arc::clone(&store);
+            matches!(
+                tokio::task::spawn_blocking(move || store.outbox_counts()).await,
+                Ok(Ok(c)) if c.rejected > 0
+            )
+        };
+        if refused && !pending.is_empty() {
+            // Every later statement chains from the refused one: nothing after it can be
+            // accepted. Wait for an operator instead of sending statements the hub must refuse.
+            state.set_error(
+                "delivery stopped: the hub refused an earlier statement of this node (see ListOutbox); operator action is required".into(),
+            );
+            shutdown.cancelled().await;
+            return;
+        }
         if pending.is_empty() {
             tokio::select! {
                 () = wakeup.notified() => continue,
@@ -165,7 +191,7 @@ pub async fn run(
                         }
                     }
                 }
-                Err(status) if is_transient(status.code()) => {
+                Err(status) if is_transient(&status) => {
                     let problem = format!(
                         "hub unreachable or busy ({:?}): {}",
                         status.code(),

@@ -138,6 +138,20 @@ impl Publisher {
             },
         )
         .map_err(PublishError::Rejected)?;
+        let payload = statement.encode();
+        // The hub refuses payloads over the limit; refusing here keeps them out of the chain,
+        // where one would block every later statement.
+        if payload.len() > rcpfed_grpc::limits::MAX_PAYLOAD_BYTES {
+            return Err(PublishError::Rejected(Rejection::new(
+                RejectClass::TooLarge,
+                reasons::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the signed statement would be {} bytes; the hub accepts at most {} bytes per statement, so split the document",
+                    payload.len(),
+                    rcpfed_grpc::limits::MAX_PAYLOAD_BYTES
+                ),
+            )));
+        }
         if validate_only {
             return Ok(Published {
                 seq: 0,
@@ -146,7 +160,6 @@ impl Publisher {
                 document,
             });
         }
-        let payload = statement.encode();
         let envelope = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload, &self.key);
         let own = OwnStatement {
             seq: statement.header.seq,

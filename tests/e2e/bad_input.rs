@@ -1,0 +1,593 @@
+//! Bad input at the hub (and one at a node): each refusal has the intended gRPC code and
+//! `ErrorInfo` reason, and leaves the hub's store exactly as it was.
+//!
+//! Most tests act as node colombo directly (`RawNode`): its TLS identity and signing key, with
+//! statements built, signed and mutated here.
+
+use crate::harness::{
+    Cluster, RawNode, Snapshot, assert_refused, describe, field_violations, observation, pki_init,
+    reason,
+};
+use rcpfed_core::Digest;
+use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
+use rcpfed_core::keys::SecretKey;
+use rcpfed_core::statement::{Body, Statement};
+use rcpfed_grpc::tls::TlsFiles;
+use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use tonic::Code;
+
+/// A hub with one accepted colombo statement; the raw node; the hub's snapshot; the accepted
+/// envelope.
+async fn setup() -> (Cluster, RawNode, Snapshot, SignedEnvelope) {
+    let c = Cluster::start(&[]).await;
+    let mut raw = RawNode::connect(&c, "colombo").await;
+    let first = raw.policy("Accepted first");
+    let (env, _) = raw.accept(&first).await;
+    let snapshot = c.hub_snapshot().await;
+    assert_eq!(snapshot.statements.len(), 1);
+    (c, raw, snapshot, env)
+}
+
+async fn assert_unchanged(c: &Cluster, before: &Snapshot) {
+    assert_eq!(&c.hub_snapshot().await, before, "the hub's store changed");
+}
+
+fn policy_body(st: &mut Statement) -> &mut rcpfed_core::statement::PolicySummary {
+    match &mut st.body {
+        Body::Policy(p) => p,
+        Body::Indicators(_) => panic!("not a policy"),
+    }
+}
+
+/// Sends a valid next statement over a connection made with `tls`; returns the error text.
+async fn submit_with(c: &Cluster, raw: &RawNode, tls: tonic::transport::ClientTlsConfig) -> String {
+    let envelope = raw.sign(&raw.policy("Over a bad connection")).to_proto();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!(
+        "https://localhost:{}",
+        c.hub_addr().port()
+    ))
+    .expect("endpoint")
+    .connect_timeout(std::time::Duration::from_secs(5))
+    .timeout(std::time::Duration::from_secs(10));
+    let channel = match endpoint.tls_config(tls).expect("tls").connect().await {
+        Ok(ch) => ch,
+        Err(e) => return format!("connect failed: {e:?}"),
+    };
+    match HubServiceClient::new(channel)
+        .submit_statement(v1::SubmitStatementRequest {
+            envelope: Some(envelope),
+        })
+        .await
+    {
+        Ok(r) => panic!("accepted over a connection without a valid client certificate: {r:?}"),
+        Err(s) => {
+            assert!(
+                matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled
+                ),
+                "a TLS failure, not an application refusal: {}",
+                describe(&s)
+            );
+            format!("call failed: {s:?}")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_certificate_is_refused() {
+    let (c, raw, before, _) = setup().await;
+    let ca = std::fs::read(c.fed_dir().join("ca.pem")).expect("ca");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let error = submit_with(&c, &raw, tls).await;
+    eprintln!("without a client certificate: {error}");
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_from_another_ca_is_refused() {
+    let (c, raw, before, _) = setup().await;
+    let other = c.root().join("other-federation");
+    pki_init(&other);
+    // Same SPIFFE id (spiffe://rcp-federation/node/colombo), different CA.
+    let files = TlsFiles {
+        ca_cert: c.fed_dir().join("ca.pem"),
+        cert: other.join("members/colombo/tls.pem"),
+        key: other.join("members/colombo/tls.key"),
+    };
+    let error = submit_with(&c, &raw, files.client_config("localhost").expect("tls")).await;
+    eprintln!("with another CA's certificate: {error}");
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_signed_with_another_members_key_is_key_not_owned() {
+    let (c, mut raw, before, _) = setup().await;
+    let st = raw.policy("Signed by abu-dhabi");
+    let env = SignedEnvelope::sign(
+        STATEMENT_PAYLOAD_TYPE,
+        st.encode(),
+        &c.signing_key("abu-dhabi"),
+    );
+    assert_refused(
+        raw.submit(env.to_proto()).await,
+        Code::PermissionDenied,
+        "KEY_NOT_OWNED",
+    );
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_problems_are_unauthenticated() {
+    let (c, mut raw, before, _) = setup().await;
+    let st = raw.policy("Signature problems");
+    let good = raw.sign(&st);
+
+    let mut flipped = good.to_proto();
+    flipped.signatures[0].sig[10] ^= 0x01;
+    assert_refused(
+        raw.submit(flipped).await,
+        Code::Unauthenticated,
+        "BAD_SIGNATURE",
+    );
+
+    let mut none = good.to_proto();
+    none.signatures.clear();
+    assert_refused(
+        raw.submit(none).await,
+        Code::Unauthenticated,
+        "MISSING_SIGNATURE",
+    );
+
+    let stranger = SecretKey::generate().expect("key");
+    let unknown = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, st.encode(), &stranger);
+    assert_refused(
+        raw.submit(unknown.to_proto()).await,
+        Code::Unauthenticated,
+        "UNKNOWN_KEY_ID",
+    );
+    assert_unchanged(&c, &before).await;
+
+    // The untouched envelope is still accepted: the refusals changed nothing.
+    raw.submit(good.to_proto())
+        .await
+        .expect("the good envelope");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_payload_is_malformed_or_bad_signature() {
+    let (c, mut raw, before, _) = setup().await;
+    let st = raw.policy("Truncated");
+    let mut payload = st.encode();
+    payload.truncate(payload.len() - 1);
+    let resigned = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload.clone(), &raw.key);
+    assert_refused(
+        raw.submit(resigned.to_proto()).await,
+        Code::InvalidArgument,
+        "PAYLOAD_MALFORMED",
+    );
+    let mut not_resigned = raw.sign(&st).to_proto();
+    not_resigned.payload = payload;
+    assert_refused(
+        raw.submit(not_resigned).await,
+        Code::Unauthenticated,
+        "BAD_SIGNATURE",
+    );
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_over_one_mib_is_payload_too_large() {
+    let (c, mut raw, before, _) = setup().await;
+    let mut st = raw.policy("Oversized");
+    policy_body(&mut st).summary = vec![rcpfed_core::statement::LocalizedText {
+        language: "en".into(),
+        text: "a".repeat(1_200_000),
+    }];
+    let env = raw.sign(&st);
+    assert!(env.payload.len() > 1024 * 1024);
+    assert_refused(
+        raw.submit(env.to_proto()).await,
+        Code::ResourceExhausted,
+        "PAYLOAD_TOO_LARGE",
+    );
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_over_the_limits_are_refused_with_specific_codes() {
+    let (c, mut raw, before, _) = setup().await;
+    // Between the 1 MiB payload limit and the 16 MiB transport limit: decoded, then refused
+    // with the rcpfed reason.
+    let payload = vec![0x2a_u8; 5 * 1024 * 1024];
+    let env = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload, &raw.key);
+    assert_refused(
+        raw.submit(env.to_proto()).await,
+        Code::ResourceExhausted,
+        "PAYLOAD_TOO_LARGE",
+    );
+    assert_unchanged(&c, &before).await;
+    // Over the transport limit: tonic refuses it before decoding, with OUT_OF_RANGE.
+    let payload = vec![0x2a_u8; 16 * 1024 * 1024 + 100_000];
+    let env = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload, &raw.key);
+    let status = raw
+        .submit(env.to_proto())
+        .await
+        .expect_err("a message over the 16 MiB transport limit is refused");
+    assert_eq!(
+        status.code(),
+        Code::OutOfRange,
+        "transport limit: {}",
+        describe(&status)
+    );
+    assert_unchanged(&c, &before).await;
+    // The hub still works for this client afterwards.
+    let next = raw.policy("After the big one");
+    raw.accept(&next).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_payload_type_is_refused() {
+    let (c, mut raw, before, _) = setup().await;
+    let st = raw.policy("JSON?");
+    let env = SignedEnvelope::sign("application/json", st.encode(), &raw.key);
+    assert_refused(
+        raw.submit(env.to_proto()).await,
+        Code::InvalidArgument,
+        "UNKNOWN_PAYLOAD_TYPE",
+    );
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_seq_is_seq_gap() {
+    let (c, mut raw, before, _) = setup().await;
+    let mut st = raw.policy("Skips ahead");
+    st.header.seq = 3;
+    let status = assert_refused(
+        raw.submit(raw.sign(&st).to_proto()).await,
+        Code::FailedPrecondition,
+        "SEQ_GAP",
+    );
+    assert!(
+        status.message().contains("must have seq 2"),
+        "{}",
+        status.message()
+    );
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_prev_digest_is_prev_digest_mismatch() {
+    let (c, mut raw, before, _) = setup().await;
+    let mut st = raw.policy("Wrong link");
+    st.header.prev_digest = Some(Digest::of(b"not the previous statement"));
+    assert_refused(
+        raw.submit(raw.sign(&st).to_proto()).await,
+        Code::FailedPrecondition,
+        "PREV_DIGEST_MISMATCH",
+    );
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_seq_with_other_content_is_equivocation_with_evidence() {
+    let (c, mut raw, before, accepted) = setup().await;
+    // Back to seq 1 with a different document.
+    raw.seq = 0;
+    raw.head = None;
+    let conflicting = raw.sign(&raw.policy("A different first statement"));
+    assert_ne!(conflicting.digest(), accepted.digest());
+    assert_refused(
+        raw.submit(conflicting.to_proto()).await,
+        Code::AlreadyExists,
+        "EQUIVOCATION",
+    );
+    let after = c.hub_snapshot().await;
+    assert_eq!(after.statements, before.statements, "no statement stored");
+    let evidence = c.equivocations().await;
+    assert_eq!(evidence.len(), 1, "one piece of evidence");
+    let e = &evidence[0];
+    assert_eq!((e.node_id.as_str(), e.seq), ("colombo", 1));
+    assert_eq!(e.accepted_digest, accepted.digest().0.to_vec());
+    assert_eq!(e.conflicting_digest, conflicting.digest().0.to_vec());
+    assert_eq!(
+        e.accepted_envelope,
+        Some(accepted.to_proto()),
+        "accepted envelope kept"
+    );
+    assert_eq!(
+        e.conflicting_envelope,
+        Some(conflicting.to_proto()),
+        "conflicting envelope kept verbatim"
+    );
+    assert!(e.detected_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_finite_values_are_refused_with_the_field() {
+    let (c, mut raw, before, _) = setup().await;
+    for value in [f64::NAN, f64::INFINITY] {
+        let st = raw.indicators(vec![observation("IND", "2024", value)]);
+        let status = assert_refused(
+            raw.submit(raw.sign(&st).to_proto()).await,
+            Code::InvalidArgument,
+            "NON_FINITE_VALUE",
+        );
+        let fields: Vec<String> = field_violations(&status).into_iter().map(|f| f.0).collect();
+        assert_eq!(
+            fields,
+            vec!["indicator_snapshot.observations[0].obs_value".to_string()],
+            "value {value}"
+        );
+    }
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ref_area_must_be_a_member_state_for_the_period() {
+    let (c, mut raw, before, _) = setup().await;
+    let cases = [
+        ("XYZ", "INVALID_COUNTRY_CODE"),
+        ("FRA", "NOT_A_MEMBER_STATE"),
+    ];
+    for (area, want) in cases {
+        let st = raw.indicators(vec![observation(area, "2024", 100.0)]);
+        let status = assert_refused(
+            raw.submit(raw.sign(&st).to_proto()).await,
+            Code::InvalidArgument,
+            want,
+        );
+        assert_eq!(
+            field_violations(&status)[0].0,
+            "indicator_snapshot.observations[0].ref_area"
+        );
+    }
+    assert_unchanged(&c, &before).await;
+
+    // Mali left ECOWAS (MIDWA) on 2025-01-29: 2024 is fine, 2025 is not.
+    let mut midwa = RawNode::connect(&c, "midwa").await;
+    let st = midwa.indicators(vec![observation("MLI", "2025", 100.0)]);
+    assert_refused(
+        midwa.submit(midwa.sign(&st).to_proto()).await,
+        Code::InvalidArgument,
+        "NOT_A_MEMBER_STATE",
+    );
+    assert_unchanged(&c, &before).await;
+    let st = midwa.indicators(vec![observation("MLI", "2024", 100.0)]);
+    midwa.accept(&st).await;
+    assert_eq!(c.hub_snapshot().await.statements.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issued_at_in_the_future_is_refused() {
+    let (c, mut raw, before, _) = setup().await;
+    let mut st = raw.policy("From tomorrow");
+    st.header.issued_at = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let status = assert_refused(
+        raw.submit(raw.sign(&st).to_proto()).await,
+        Code::InvalidArgument,
+        "ISSUED_AT_IN_FUTURE",
+    );
+    assert_eq!(field_violations(&status)[0].0, "header.issued_at");
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_title_is_refused() {
+    let (c, mut raw, before, _) = setup().await;
+    let st = raw.policy("");
+    let status = assert_refused(
+        raw.submit(raw.sign(&st).to_proto()).await,
+        Code::InvalidArgument,
+        "EMPTY_TITLE",
+    );
+    assert!(
+        field_violations(&status)
+            .iter()
+            .any(|(f, _)| f.starts_with("policy_summary.title")),
+        "{}",
+        describe(&status)
+    );
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_for_another_node_is_node_mismatch() {
+    let (c, mut raw, before, _) = setup().await;
+    let mut st = raw.policy("Pretending to be Abu Dhabi");
+    st.header.node_id = "abu-dhabi".into();
+    st.header.document = "regions/abu-dhabi/policies/x".into();
+    st.header.seq = 1;
+    st.header.prev_digest = None;
+    assert_refused(
+        raw.submit(raw.sign(&st).to_proto()).await,
+        Code::PermissionDenied,
+        "NODE_MISMATCH",
+    );
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_rules_and_missing_envelope() {
+    let (c, mut raw, before, _) = setup().await;
+    let mut st = raw.policy("Other federation");
+    st.header.federation_id = "other-federation".into();
+    assert_refused(
+        raw.submit(raw.sign(&st).to_proto()).await,
+        Code::PermissionDenied,
+        "WRONG_FEDERATION",
+    );
+    let mut st = raw.policy("Schema two");
+    st.header.schema_version = 2;
+    assert_refused(
+        raw.submit(raw.sign(&st).to_proto()).await,
+        Code::InvalidArgument,
+        "UNSUPPORTED_SCHEMA_VERSION",
+    );
+    let missing = raw
+        .client
+        .submit_statement(v1::SubmitStatementRequest { envelope: None })
+        .await;
+    assert_refused(missing, Code::InvalidArgument, "ENVELOPE_MALFORMED");
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_without_the_role_are_role_required() {
+    let (c, _raw, before, _) = setup().await;
+    let mut as_node = c.hub_client("colombo").await;
+    let status = assert_refused(
+        as_node
+            .list_equivocations(v1::ListEquivocationsRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+    );
+    assert!(status.message().contains("admin"), "{}", status.message());
+
+    // The operator has no publisher role (and no signing key): any envelope is refused first
+    // for the role.
+    let mut as_operator = c.hub_client("operator").await;
+    let raw = RawNode::connect(&c, "colombo").await;
+    let envelope = raw.sign(&raw.policy("Operator submits")).to_proto();
+    assert_refused(
+        as_operator
+            .submit_statement(v1::SubmitStatementRequest {
+                envelope: Some(envelope),
+            })
+            .await,
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+    );
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_refuses_a_non_finite_value_before_signing() {
+    let c = Cluster::start(&["colombo"]).await;
+    let mut node = c.node_client("colombo", "operator").await;
+    let mut obs = observation("IND", "2024", 1.0).to_proto();
+    obs.obs_value = Some(f64::NAN);
+    let request = v1::PublishDocumentRequest {
+        document: "regions/colombo/indicators/remit-inflow".into(),
+        body: Some(v1::publish_document_request::Body::IndicatorSnapshot(
+            v1::IndicatorSnapshot {
+                indicator: "REMIT_INFLOW".into(),
+                observations: vec![obs],
+            },
+        )),
+        ..Default::default()
+    };
+    let status = assert_refused(
+        node.publish_document(request).await,
+        Code::InvalidArgument,
+        "NON_FINITE_VALUE",
+    );
+    assert_eq!(
+        field_violations(&status)[0].0,
+        "indicator_snapshot.observations[0].obs_value",
+        "{}",
+        reason(&status)
+    );
+    // The node itself (no admin role) may read its status but not publish.
+    let mut as_node = c.node_client("colombo", "colombo").await;
+    assert_refused(
+        as_node
+            .publish_document(crate::harness::publish_request("colombo", "Not an admin"))
+            .await,
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+    );
+    let s = c.node_status("colombo").await;
+    assert_eq!(s.head_seq, 0, "nothing signed");
+    assert!(c.outbox("colombo").await.is_empty(), "nothing queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_read_requests_name_the_field() {
+    let (c, _raw, before, _) = setup().await;
+    let mut hub = c.hub_client("operator").await;
+    let status = assert_refused(
+        hub.get_statement(v1::GetStatementRequest {
+            name: "statements/colombo/1".into(),
+        })
+        .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(field_violations(&status)[0].0, "name");
+    assert_refused(
+        hub.get_statement(v1::GetStatementRequest {
+            name: "nodes/colombo/statements/2".into(),
+        })
+        .await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    let status = assert_refused(
+        hub.list_statements(v1::ListStatementsRequest {
+            page_token: "not-a-token".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "INVALID_PAGE_TOKEN",
+    );
+    assert_eq!(field_violations(&status)[0].0, "page_token");
+    let status = assert_refused(
+        hub.list_statements(v1::ListStatementsRequest {
+            page_size: -1,
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(field_violations(&status)[0].0, "page_size");
+    let status = assert_refused(
+        hub.list_statements(v1::ListStatementsRequest {
+            kind: 99,
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(field_violations(&status)[0].0, "kind");
+    assert_unchanged(&c, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_refuses_a_document_over_the_hubs_payload_limit_before_signing() {
+    // Every field is within its own limit (20 000 characters per summary), but 30 languages of
+    // two-byte characters make a payload of about 1.2 MB: the hub can never accept it.
+    let c = Cluster::start(&["colombo"]).await;
+    let mut request = crate::harness::publish_request("colombo", "Too big to travel");
+    if let Some(v1::publish_document_request::Body::PolicySummary(p)) = &mut request.body {
+        p.summary = (0..30u8)
+            .map(|i| v1::LocalizedText {
+                language: format!("a{}", char::from(b'a' + i % 26))
+                    + if i >= 26 { "a" } else { "" },
+                text: "é".repeat(20_000),
+            })
+            .collect();
+    }
+    let mut node = c.node_client("colombo", "operator").await;
+    let result = node.publish_document(request).await;
+    if result.is_ok() {
+        // Show what the outbox does with it before failing.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let s = c.node_status("colombo").await;
+        panic!(
+            "the node signed a statement the hub must refuse (PAYLOAD_TOO_LARGE): head_seq {}, \
+             pending {}, rejected {}, last_error {:?}",
+            s.head_seq, s.outbox_pending, s.outbox_rejected, s.last_error
+        );
+    }
+    assert_refused(result, Code::ResourceExhausted, "PAYLOAD_TOO_LARGE");
+    assert_eq!(c.node_status("colombo").await.head_seq, 0, "nothing signed");
+}

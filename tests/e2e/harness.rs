@@ -1,0 +1,884 @@
+//! The end-to-end harness: a federation of real `rcpfed` processes in a temporary directory.
+//!
+//! [`Cluster::start`] runs `rcpfed pki init`, starts the hub and the requested nodes on ports the
+//! OS picks, and waits for their address files. Every process is killed (SIGKILL) when the
+//! cluster is dropped, so a failing test leaves nothing running. Restarts reuse the same ports.
+
+use rcpfed_core::Digest;
+use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
+use rcpfed_core::keys::SecretKey;
+use rcpfed_core::members::Federation;
+use rcpfed_core::statement::{
+    Body, DocumentKind, Header, IndicatorSnapshot, LocalizedText, Observation, ObservationAction,
+    PolicyStatus, PolicySummary, Statement,
+};
+use rcpfed_grpc::tls::TlsFiles;
+use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use rcpfed_proto::v1::node_service_client::NodeServiceClient;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tonic::Status;
+use tonic::transport::Channel;
+
+/// The `rcpfed` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_rcpfed");
+/// How long `assert_eventually!` waits by default.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+/// The three regional nodes `rcpfed pki init` creates here.
+pub const ALL_NODES: [&str; 3] = ["colombo", "abu-dhabi", "midwa"];
+/// Client-side message limit: larger than the server's, so the server's limits are what we test.
+const CLIENT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Installs rustls's ring provider for this test process (once; later calls are no-ops).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Polls `$cond` (which may contain `.await`) every 50 ms until it is true; on timeout panics
+/// with the message and the cluster's logs.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cluster:expr, $timeout:expr, $cond:expr, $($msg:tt)+) => {{
+        let timeout: ::std::time::Duration = $timeout;
+        let deadline = ::std::time::Instant::now() + timeout;
+        loop {
+            if $cond {
+                break;
+            }
+            if ::std::time::Instant::now() > deadline {
+                panic!(
+                    "not true within {:?}: {}\n{}",
+                    timeout,
+                    format!($($msg)+),
+                    $cluster.logs()
+                );
+            }
+            ::tokio::time::sleep(::std::time::Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+/// A child process, killed with SIGKILL when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (the graceful-shutdown signal).
+    fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A hub or node process and the addresses it listens on.
+struct Server {
+    role: &'static str,
+    name: String,
+    proc: Option<Proc>,
+    grpc: SocketAddr,
+    ops: SocketAddr,
+}
+
+/// A running federation.
+pub struct Cluster {
+    fed: PathBuf,
+    root: PathBuf,
+    hub: Server,
+    nodes: BTreeMap<String, Server>,
+    // Last, so the processes die before the directory goes.
+    _tmp: tempfile::TempDir,
+}
+
+/// What the hub stores, for "the store did not change" assertions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every accepted statement, in feed order, as (name, digest).
+    pub statements: Vec<(String, Vec<u8>)>,
+    /// Number of equivocation evidence entries.
+    pub equivocations: usize,
+}
+
+/// Runs `rcpfed pki init --dir <dir>` for all three nodes.
+pub fn pki_init(dir: &Path) {
+    let out = Command::new(BIN)
+        .args(["pki", "init", "--dir"])
+        .arg(dir)
+        .args(["--nodes", &ALL_NODES.join(",")])
+        .output()
+        .expect("running rcpfed pki init");
+    assert!(
+        out.status.success(),
+        "rcpfed pki init failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `rcpfed <role> --config <fed>/<name>.toml` and waits for its address file. Retries a
+/// few times if the (fixed) port is momentarily taken.
+async fn spawn(
+    fed: &Path,
+    root: &Path,
+    role: &'static str,
+    name: &str,
+    listen: &str,
+    ops_listen: &str,
+    extra: &[String],
+) -> Server {
+    let mut last_failure = String::new();
+    for _attempt in 0..5 {
+        let addr_file = root.join(format!("{name}.addr.json"));
+        let _ = std::fs::remove_file(&addr_file);
+        let log_path = root.join(format!("{name}.log"));
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("opening log");
+        let _ = writeln!(log, "===== starting {role} {name} on {listen} =====");
+        let config = if role == "hub" {
+            fed.join("hub.toml")
+        } else {
+            fed.join(format!("{name}.toml"))
+        };
+        let child = Command::new(BIN)
+            .arg(role)
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", listen, "--ops-listen", ops_listen])
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .args(extra)
+            .env("RCPFED_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting rcpfed");
+        let mut proc = Proc { child };
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                let v: serde_json::Value = serde_json::from_str(&text).expect("addr file JSON");
+                let grpc = v["grpc"]
+                    .as_str()
+                    .expect("grpc")
+                    .parse()
+                    .expect("grpc addr");
+                let ops = v["ops"].as_str().expect("ops").parse().expect("ops addr");
+                return Server {
+                    role,
+                    name: name.to_string(),
+                    proc: Some(proc),
+                    grpc,
+                    ops,
+                };
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                last_failure = format!(
+                    "{role} {name} exited with {status} before listening:\n{}",
+                    tail(&log_path, 30)
+                );
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                panic!(
+                    "{role} {name} did not write its address file within 20 s:\n{}",
+                    tail(&log_path, 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("{last_failure}");
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Connects over mutual TLS to `https://localhost:<port>`.
+pub async fn connect(port: u16, tls: &TlsFiles) -> Result<Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("https://localhost:{port}"))
+        .expect("endpoint")
+        .tls_config(tls.client_config("localhost").expect("tls files"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .connect()
+        .await
+}
+
+impl Cluster {
+    /// A new federation (PKI for all three nodes) with the hub and `nodes` running.
+    pub async fn start(nodes: &[&str]) -> Cluster {
+        install_crypto();
+        let tmp = tempfile::Builder::new()
+            .prefix("rcpfed-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        let fed = root.join("fed");
+        pki_init(&fed);
+        let hub = spawn(&fed, &root, "hub", "hub", "127.0.0.1:0", "127.0.0.1:0", &[]).await;
+        let mut cluster = Cluster {
+            fed,
+            root,
+            hub,
+            nodes: BTreeMap::new(),
+            _tmp: tmp,
+        };
+        for node in nodes {
+            let server = spawn(
+                &cluster.fed,
+                &cluster.root,
+                "node",
+                node,
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                &cluster.node_args(),
+            )
+            .await;
+            cluster.nodes.insert(node.to_string(), server);
+        }
+        cluster
+    }
+
+    fn node_args(&self) -> Vec<String> {
+        vec![
+            "--hub-endpoint".into(),
+            format!("https://localhost:{}", self.hub.grpc.port()),
+        ]
+    }
+
+    /// The PKI directory (`ca.pem`, `members/…`, `federation.toml`, configurations).
+    pub fn fed_dir(&self) -> &Path {
+        &self.fed
+    }
+
+    /// The temporary directory holding everything (logs, PKI, data).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The hub's mTLS gRPC address.
+    pub fn hub_addr(&self) -> SocketAddr {
+        self.hub.grpc
+    }
+
+    /// The hub's plaintext ops address.
+    pub fn hub_ops(&self) -> SocketAddr {
+        self.hub.ops
+    }
+
+    /// A node's mTLS gRPC address.
+    pub fn node_addr(&self, node: &str) -> SocketAddr {
+        self.server(node).grpc
+    }
+
+    fn server(&self, node: &str) -> &Server {
+        self.nodes
+            .get(node)
+            .unwrap_or_else(|| panic!("node {node} was not started"))
+    }
+
+    fn server_mut(&mut self, node: &str) -> &mut Server {
+        self.nodes
+            .get_mut(node)
+            .unwrap_or_else(|| panic!("node {node} was not started"))
+    }
+
+    /// The TLS files of `identity` ("operator", "colombo", …) in the PKI directory.
+    pub fn tls(&self, identity: &str) -> TlsFiles {
+        let dir = self.fed.join("members").join(identity);
+        TlsFiles {
+            ca_cert: self.fed.join("ca.pem"),
+            cert: dir.join("tls.pem"),
+            key: dir.join("tls.key"),
+        }
+    }
+
+    /// A HubService client authenticated as `identity`.
+    pub async fn hub_client(&self, identity: &str) -> HubServiceClient<Channel> {
+        let channel = connect(self.hub.grpc.port(), &self.tls(identity))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the hub as {identity}: {e:?}"));
+        HubServiceClient::new(channel)
+            .max_decoding_message_size(CLIENT_MAX_MESSAGE)
+            .max_encoding_message_size(CLIENT_MAX_MESSAGE)
+    }
+
+    /// A NodeService client for `node`, authenticated as `identity`.
+    pub async fn node_client(&self, node: &str, identity: &str) -> NodeServiceClient<Channel> {
+        let channel = connect(self.node_addr(node).port(), &self.tls(identity))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to node {node} as {identity}: {e:?}"));
+        NodeServiceClient::new(channel)
+            .max_decoding_message_size(CLIENT_MAX_MESSAGE)
+            .max_encoding_message_size(CLIENT_MAX_MESSAGE)
+    }
+
+    /// A member's statement signing key.
+    pub fn signing_key(&self, member: &str) -> SecretKey {
+        let path = self.fed.join("members").join(member).join("signing.key");
+        let text = std::fs::read_to_string(&path).expect("signing key");
+        SecretKey::from_file_text(&text).expect("signing key text")
+    }
+
+    /// The member file.
+    pub fn federation(&self) -> Federation {
+        let text = std::fs::read_to_string(self.fed.join("federation.toml")).expect("member file");
+        Federation::from_toml(&text).expect("member file parses")
+    }
+
+    // ----- process control -------------------------------------------------------------------
+
+    /// SIGTERM to the hub, then wait for it to exit; returns its exit status.
+    pub async fn stop_hub(&mut self) -> ExitStatus {
+        stop(&mut self.hub).await
+    }
+
+    /// SIGTERM to the hub without waiting.
+    pub fn term_hub(&self) {
+        if let Some(p) = &self.hub.proc {
+            p.sigterm();
+        }
+    }
+
+    /// Waits for the hub to exit (after [`Self::term_hub`]).
+    pub async fn wait_hub_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let proc = self.hub.proc.as_mut()?;
+        let status = proc.wait(timeout).await;
+        if status.is_some() {
+            self.hub.proc = None;
+        }
+        status
+    }
+
+    /// SIGKILL to the hub.
+    pub async fn kill_hub(&mut self) {
+        self.hub.proc = None;
+    }
+
+    /// Starts the hub again on the ports it had.
+    pub async fn start_hub(&mut self) {
+        assert!(self.hub.proc.is_none(), "the hub is still running");
+        self.hub = spawn(
+            &self.fed,
+            &self.root,
+            "hub",
+            "hub",
+            &self.hub.grpc.to_string(),
+            &self.hub.ops.to_string(),
+            &[],
+        )
+        .await;
+    }
+
+    /// SIGTERM to a node, then wait for it to exit.
+    pub async fn stop_node(&mut self, node: &str) -> ExitStatus {
+        stop(self.server_mut(node)).await
+    }
+
+    /// SIGKILL to a node.
+    pub async fn kill_node(&mut self, node: &str) {
+        self.server_mut(node).proc = None;
+    }
+
+    /// Starts a stopped node again on the ports it had.
+    pub async fn restart_node(&mut self, node: &str) {
+        let args = self.node_args();
+        let (grpc, ops) = {
+            let s = self.server(node);
+            assert!(s.proc.is_none(), "node {node} is still running");
+            (s.grpc.to_string(), s.ops.to_string())
+        };
+        let server = spawn(&self.fed, &self.root, "node", node, &grpc, &ops, &args).await;
+        self.nodes.insert(node.to_string(), server);
+    }
+
+    /// The last lines of every process log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for s in std::iter::once(&self.hub).chain(self.nodes.values()) {
+            out.push_str(&format!(
+                "----- {} {} log (last 40 lines) -----\n{}\n",
+                s.role,
+                s.name,
+                tail(&self.root.join(format!("{}.log", s.name)), 40)
+            ));
+        }
+        out
+    }
+
+    // ----- reading state ---------------------------------------------------------------------
+
+    /// Every statement the hub lists with `filter`, all pages, using `page_size`.
+    pub async fn hub_statements_paged(
+        &self,
+        filter: v1::ListStatementsRequest,
+        page_size: i32,
+    ) -> Vec<v1::StatementRecord> {
+        let mut client = self.hub_client("operator").await;
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = client
+                .list_statements(v1::ListStatementsRequest {
+                    page_size,
+                    page_token: token.clone(),
+                    ..filter.clone()
+                })
+                .await
+                .unwrap_or_else(|s| panic!("ListStatements: {s:?}\n{}", self.logs()))
+                .into_inner();
+            out.extend(page.statements);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// Every statement the hub has accepted, in feed order.
+    pub async fn hub_statements(&self) -> Vec<v1::StatementRecord> {
+        self.hub_statements_paged(v1::ListStatementsRequest::default(), 100)
+            .await
+    }
+
+    /// Every statement of `node` the hub has accepted, in feed order.
+    pub async fn hub_statements_of(&self, node: &str) -> Vec<v1::StatementRecord> {
+        self.hub_statements_paged(
+            v1::ListStatementsRequest {
+                node_id: node.into(),
+                ..Default::default()
+            },
+            100,
+        )
+        .await
+    }
+
+    /// All equivocation evidence (as the operator).
+    pub async fn equivocations(&self) -> Vec<v1::Equivocation> {
+        let mut client = self.hub_client("operator").await;
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = client
+                .list_equivocations(v1::ListEquivocationsRequest {
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|s| panic!("ListEquivocations: {s:?}"))
+                .into_inner();
+            out.extend(page.equivocations);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// The hub's statements (name, digest) and equivocation count.
+    pub async fn hub_snapshot(&self) -> Snapshot {
+        Snapshot {
+            statements: self
+                .hub_statements()
+                .await
+                .into_iter()
+                .map(|r| (r.name, r.digest))
+                .collect(),
+            equivocations: self.equivocations().await.len(),
+        }
+    }
+
+    /// A node's status (as the operator).
+    pub async fn node_status(&self, node: &str) -> v1::GetNodeStatusResponse {
+        self.node_client(node, "operator")
+            .await
+            .get_node_status(v1::GetNodeStatusRequest {})
+            .await
+            .unwrap_or_else(|s| panic!("GetNodeStatus on {node}: {s:?}"))
+            .into_inner()
+    }
+
+    /// Every statement in a node's mirror, in feed order (small pages, to exercise paging).
+    pub async fn mirror(&self, node: &str) -> Vec<v1::StatementRecord> {
+        let mut client = self.node_client(node, "operator").await;
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = client
+                .list_mirrored_statements(v1::ListMirroredStatementsRequest {
+                    page_size: 3,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|s| panic!("ListMirroredStatements on {node}: {s:?}"))
+                .into_inner();
+            out.extend(page.statements);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// A node's outbox, newest first.
+    pub async fn outbox(&self, node: &str) -> Vec<v1::OutboxEntry> {
+        let mut client = self.node_client(node, "operator").await;
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = client
+                .list_outbox(v1::ListOutboxRequest {
+                    page_size: 100,
+                    page_token: token.clone(),
+                })
+                .await
+                .unwrap_or_else(|s| panic!("ListOutbox on {node}: {s:?}"))
+                .into_inner();
+            out.extend(page.entries);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// Whether `node` has exactly `n` delivered statements and nothing pending or rejected.
+    pub async fn delivered(&self, node: &str, n: u64) -> bool {
+        let s = self.node_status(node).await;
+        assert_eq!(
+            s.outbox_rejected,
+            0,
+            "{node}: the hub refused a statement: {}\n{}",
+            s.last_error,
+            self.logs()
+        );
+        s.outbox_delivered == n && s.outbox_pending == 0
+    }
+
+    /// Whether every node in `nodes` mirrors exactly what the hub lists (names, digests, feed
+    /// indexes, order).
+    pub async fn mirrors_match_hub(&self, nodes: &[&str]) -> bool {
+        let hub = keyed(&self.hub_statements().await);
+        for node in nodes {
+            if keyed(&self.mirror(node).await) != hub {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Publishes a valid policy summary on `node` as the operator.
+    pub async fn publish_policy(&self, node: &str, title: &str) -> v1::PublishDocumentResponse {
+        self.node_client(node, "operator")
+            .await
+            .publish_document(publish_request(node, title))
+            .await
+            .unwrap_or_else(|s| {
+                panic!(
+                    "PublishDocument on {node}: {}\n{}",
+                    describe(&s),
+                    self.logs()
+                )
+            })
+            .into_inner()
+    }
+}
+
+async fn stop(server: &mut Server) -> ExitStatus {
+    let mut proc = server
+        .proc
+        .take()
+        .unwrap_or_else(|| panic!("{} is not running", server.name));
+    proc.sigterm();
+    match proc.wait(Duration::from_secs(15)).await {
+        Some(status) => status,
+        None => panic!(
+            "{} {} did not exit within 15 s of SIGTERM",
+            server.role, server.name
+        ),
+    }
+}
+
+/// (name, digest, feed_index) of each record, for order-sensitive comparison.
+pub fn keyed(records: &[v1::StatementRecord]) -> Vec<(String, Vec<u8>, u64)> {
+    records
+        .iter()
+        .map(|r| (r.name.clone(), r.digest.clone(), r.feed_index))
+        .collect()
+}
+
+/// A lowercase document-name segment from a title.
+pub fn slug(title: &str) -> String {
+    title
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// A valid policy summary: title in English, adopted, India, GCM objective 6.
+pub fn policy_summary(title: &str) -> v1::PolicySummary {
+    v1::PolicySummary {
+        title: vec![v1::LocalizedText {
+            language: "en".into(),
+            text: title.into(),
+        }],
+        status: v1::PolicyStatus::Adopted as i32,
+        countries: vec!["IND".into()],
+        gcm_objectives: vec![6],
+        ..Default::default()
+    }
+}
+
+/// A PublishDocument request for a valid policy summary.
+pub fn publish_request(node: &str, title: &str) -> v1::PublishDocumentRequest {
+    v1::PublishDocumentRequest {
+        document: format!("regions/{node}/policies/{}", slug(title)),
+        body: Some(v1::publish_document_request::Body::PolicySummary(
+            policy_summary(title),
+        )),
+        ..Default::default()
+    }
+}
+
+/// One REMIT_INFLOW observation.
+pub fn observation(ref_area: &str, time_period: &str, value: f64) -> Observation {
+    Observation {
+        action: ObservationAction::Append,
+        ref_area: ref_area.into(),
+        time_period: time_period.into(),
+        dimensions: Vec::new(),
+        obs_value: Some(value),
+        obs_status: "A".into(),
+        unit_measure: "current USD".into(),
+        unit_mult: 6,
+        conf_status: String::new(),
+        footnote: String::new(),
+        source: "World Bank/KNOMAD".into(),
+    }
+}
+
+/// The status in plain words with its reason and field violations.
+pub fn describe(status: &Status) -> String {
+    format!(
+        "{:?}: {} [reason {:?}] {:?}",
+        status.code(),
+        status.message(),
+        reason(status),
+        field_violations(status)
+    )
+}
+
+/// The `google.rpc.ErrorInfo` reason of a status ("" if none).
+pub fn reason(status: &Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The `google.rpc.BadRequest` field violations of a status as (field, description).
+pub fn field_violations(status: &Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| {
+            b.field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts that `result` is an error with `code` and ErrorInfo `reason`; returns the status.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: tonic::Code,
+    expected_reason: &str,
+) -> Status {
+    match result {
+        Ok(v) => panic!("expected {code:?} {expected_reason}, but the call succeeded: {v:?}"),
+        Err(s) => {
+            assert_eq!(
+                (s.code(), reason(&s).as_str()),
+                (code, expected_reason),
+                "unexpected refusal: {}",
+                describe(&s)
+            );
+            s
+        }
+    }
+}
+
+/// Acts as a node directly against the hub: its TLS identity and signing key from the PKI
+/// directory, statements built and signed here, sent with HubService.SubmitStatement.
+pub struct RawNode {
+    /// The hub client (mTLS as this node).
+    pub client: HubServiceClient<Channel>,
+    /// The node's signing key.
+    pub key: SecretKey,
+    /// Federation id.
+    pub federation_id: String,
+    /// Node id.
+    pub node_id: String,
+    /// Seq of the last accepted statement (0 if none).
+    pub seq: u64,
+    /// Digest of the last accepted statement.
+    pub head: Option<Digest>,
+}
+
+impl RawNode {
+    /// Connects as `node_id`, starting from the hub's current head for that node.
+    pub async fn connect(cluster: &Cluster, node_id: &str) -> RawNode {
+        let last = cluster.hub_statements_of(node_id).await.pop();
+        RawNode {
+            client: cluster.hub_client(node_id).await,
+            key: cluster.signing_key(node_id),
+            federation_id: cluster.federation().federation_id,
+            node_id: node_id.into(),
+            seq: last.as_ref().map(|r| r.seq).unwrap_or(0),
+            head: last.map(|r| Digest::from_slice(&r.digest).expect("32-byte digest")),
+        }
+    }
+
+    /// A correct header for the next statement.
+    pub fn header(&self, kind: DocumentKind) -> Header {
+        let document = match kind {
+            DocumentKind::PolicySummary => format!("regions/{}/policies/x", self.node_id),
+            DocumentKind::IndicatorSnapshot => {
+                format!("regions/{}/indicators/remit-inflow", self.node_id)
+            }
+        };
+        Header {
+            federation_id: self.federation_id.clone(),
+            node_id: self.node_id.clone(),
+            seq: self.seq + 1,
+            prev_digest: self.head,
+            issued_at: time::OffsetDateTime::now_utc(),
+            kind,
+            schema_version: 1,
+            document,
+            revision: 1,
+        }
+    }
+
+    /// The next statement: a valid policy summary titled `title`.
+    pub fn policy(&self, title: &str) -> Statement {
+        Statement {
+            header: self.header(DocumentKind::PolicySummary),
+            body: Body::Policy(PolicySummary {
+                title: vec![LocalizedText {
+                    language: "en".into(),
+                    text: title.into(),
+                }],
+                summary: Vec::new(),
+                meeting: String::new(),
+                meeting_date: String::new(),
+                status: PolicyStatus::Adopted,
+                countries: vec!["IND".into()],
+                gcm_objectives: vec![6],
+                sdg_targets: Vec::new(),
+                references: Vec::new(),
+            }),
+        }
+    }
+
+    /// The next statement: a REMIT_INFLOW snapshot with the given observations.
+    pub fn indicators(&self, observations: Vec<Observation>) -> Statement {
+        Statement {
+            header: self.header(DocumentKind::IndicatorSnapshot),
+            body: Body::Indicators(IndicatorSnapshot {
+                indicator: "REMIT_INFLOW".into(),
+                observations,
+            }),
+        }
+    }
+
+    /// Signs a statement with this node's key.
+    pub fn sign(&self, statement: &Statement) -> SignedEnvelope {
+        SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, statement.encode(), &self.key)
+    }
+
+    /// Sends an envelope as is.
+    pub async fn submit(
+        &mut self,
+        envelope: v1::Envelope,
+    ) -> Result<v1::SubmitStatementResponse, Status> {
+        self.client
+            .submit_statement(v1::SubmitStatementRequest {
+                envelope: Some(envelope),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Signs and sends `statement`; panics unless it is newly accepted; advances the head.
+    pub async fn accept(
+        &mut self,
+        statement: &Statement,
+    ) -> (SignedEnvelope, v1::SubmitStatementResponse) {
+        let env = self.sign(statement);
+        let response = self
+            .submit(env.to_proto())
+            .await
+            .unwrap_or_else(|s| panic!("statement refused: {}", describe(&s)));
+        assert!(
+            !response.duplicate,
+            "a new statement was answered as duplicate"
+        );
+        self.seq = statement.header.seq;
+        self.head = Some(env.digest());
+        (env, response)
+    }
+}

@@ -1,0 +1,88 @@
+//! What operators and probes see on the plaintext ops port.
+
+use crate::harness::Cluster;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// The health of `service` on the ops port: `Ok(status)`, or `Err` if the port does not answer.
+async fn health(ops: SocketAddr, service: &str) -> Result<i32, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{ops}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .map_err(|s| format!("{s:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_health_is_serving_then_stops_on_sigterm() {
+    let mut c = Cluster::start(&["colombo"]).await;
+    let ops = c.hub_ops();
+    for service in ["", "rcpfed.v1.HubService"] {
+        assert_eventually!(
+            c,
+            Duration::from_secs(10),
+            health(ops, service).await == Ok(ServingStatus::Serving as i32),
+            "hub ops health {service:?} is SERVING"
+        );
+    }
+    let node_ops = {
+        // The node's ops address is in its address file.
+        let text = std::fs::read_to_string(c.root().join("colombo.addr.json")).expect("addr");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        v["ops"]
+            .as_str()
+            .expect("ops")
+            .parse::<SocketAddr>()
+            .expect("addr")
+    };
+    assert_eventually!(
+        c,
+        Duration::from_secs(10),
+        health(node_ops, "rcpfed.v1.NodeService").await == Ok(ServingStatus::Serving as i32),
+        "node ops health is SERVING"
+    );
+
+    // SIGTERM: the probe stops seeing SERVING (NOT_SERVING while draining, then no answer), and
+    // the hub exits cleanly, even with a node's feed stream open.
+    c.term_hub();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match health(ops, "").await {
+            Ok(s) if s == ServingStatus::Serving as i32 => {}
+            _ => break,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hub still reports SERVING 15 s after SIGTERM\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = c
+        .wait_hub_exit(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("the hub did not exit within 15 s of SIGTERM\n{}", c.logs()));
+    assert!(status.success(), "clean exit: {status}\n{}", c.logs());
+    assert!(health(ops, "").await.is_err(), "nothing answers after exit");
+
+    // Back up on the same port: SERVING again.
+    c.start_hub().await;
+    assert_eventually!(
+        c,
+        Duration::from_secs(10),
+        health(ops, "").await == Ok(ServingStatus::Serving as i32),
+        "hub ops health is SERVING after restart"
+    );
+}
