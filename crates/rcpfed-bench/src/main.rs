@@ -429,6 +429,7 @@ impl HubService for BareAck {
         Ok(Response::new(v1::SubmitStatementResponse {
             receipt: None,
             duplicate: false,
+            log: None,
         }))
     }
     async fn get_statement(
@@ -460,6 +461,37 @@ impl HubService for BareAck {
         &self,
         _: Request<v1::ListMembersRequest>,
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        _: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
+    async fn get_inclusion_proof(
+        &self,
+        _: Request<v1::GetInclusionProofRequest>,
+    ) -> Result<Response<v1::GetInclusionProofResponse>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
+    async fn get_consistency_proof(
+        &self,
+        _: Request<v1::GetConsistencyProofRequest>,
+    ) -> Result<Response<v1::GetConsistencyProofResponse>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
+    async fn list_log_entries(
+        &self,
+        _: Request<v1::ListLogEntriesRequest>,
+    ) -> Result<Response<v1::ListLogEntriesResponse>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
+    async fn submit_cosignature(
+        &self,
+        _: Request<v1::SubmitCosignatureRequest>,
+    ) -> Result<Response<v1::SubmitCosignatureResponse>, Status> {
         Err(Status::unimplemented("baseline server"))
     }
 }

@@ -85,6 +85,7 @@ impl VerifyKey {
 }
 
 /// A secret signing key with its id.
+#[derive(Clone)]
 pub struct SecretKey {
     key: SigningKey,
     verify: VerifyKey,

@@ -5,12 +5,14 @@
 //! (`to_proto`/`from_proto`/`encode`/`decode` and [`wire`]); the rest of the crate, and its
 //! callers, work with the domain types defined here.
 
+pub mod bundle;
 pub mod checkpoint;
 pub mod dates;
 pub mod digest;
 pub mod envelope;
 pub mod iso3166;
 pub mod keys;
+pub mod logkeys;
 pub mod members;
 pub mod merkle;
 pub mod note;

@@ -54,5 +54,6 @@ pub fn statement_record(parts: RecordParts<'_>) -> v1::StatementRecord {
         envelope,
         receipt: v1::Envelope::decode(parts.receipt).ok(),
         statement,
+        log: None,
     }
 }

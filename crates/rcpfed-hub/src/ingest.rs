@@ -10,10 +10,14 @@
 //! equal the stored heads between batches (a failed commit reloads them from the store).
 
 use rcpfed_core::Digest;
+use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
 use rcpfed_core::keys::SecretKey;
+use rcpfed_core::merkle::{self, Frontier, Hash};
 use rcpfed_core::receipt::Receipt;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
-use rcpfed_store::{HubStore, NewEquivocation, StoreError, StoredStatement};
+use rcpfed_store::{
+    HubStore, NewCheckpoint, NewEquivocation, StoreError, StoredCheckpoint, StoredStatement,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
@@ -39,8 +43,10 @@ pub struct VerifiedStatement {
     pub document: String,
     /// Revision.
     pub revision: u32,
-    /// The envelope bytes exactly as received.
+    /// The envelope bytes as stored.
     pub envelope: Vec<u8>,
+    /// Its log leaf: SHA-256(0x00 || PAE(payload_type, payload)).
+    pub leaf_hash: Hash,
 }
 
 /// What the sequencer answers.
@@ -50,11 +56,17 @@ pub enum IngestOutcome {
     Accepted {
         /// Encoded signed receipt envelope.
         receipt: Vec<u8>,
+        /// The statement's leaf index in the log.
+        leaf_index: u64,
+        /// The checkpoint committed with it.
+        checkpoint: Arc<StoredCheckpoint>,
     },
     /// Already accepted earlier; the original receipt.
     Duplicate {
         /// Encoded signed receipt envelope.
         receipt: Vec<u8>,
+        /// The statement's leaf index in the log.
+        leaf_index: u64,
     },
 }
 
@@ -103,8 +115,21 @@ impl Ingest {
     ) -> Result<Self, StoreError> {
         let last_index = store.last_feed_index()?;
         let heads = load_heads(store.as_ref())?;
+        let (frontier, _) = crate::log::load_frontier(store.as_ref())?;
+        let frontier = if frontier.size() < last_index {
+            backfill_log(store.as_ref(), &signer, frontier, last_index)?
+        } else {
+            frontier
+        };
+        if frontier.size() != last_index {
+            return Err(StoreError::Corrupt(format!(
+                "the log has {} leaves but the feed has {last_index} statements",
+                frontier.size()
+            )));
+        }
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(4 * MAX_BATCH);
         let (feed_tx, feed_head) = watch::channel(last_index);
+        let origin = crate::log::origin(&signer.federation_id);
         let mut sequencer = Sequencer {
             store,
             signer,
@@ -112,6 +137,8 @@ impl Ingest {
             last_index,
             feed_tx,
             metrics,
+            frontier,
+            origin,
         };
         std::thread::Builder::new()
             .name("rcpfed-ingest".into())
@@ -152,12 +179,16 @@ struct Sequencer {
     last_index: u64,
     feed_tx: watch::Sender<u64>,
     metrics: crate::metrics::HubMetrics,
+    /// Right edge of the log, always equal to the committed log between batches.
+    frontier: Frontier,
+    /// Log origin and key name.
+    origin: String,
 }
 
 /// A decision about one job within a batch, applied after the commit.
 enum Decision {
-    Accept(Vec<u8>),
-    Duplicate(Vec<u8>),
+    Accept(Vec<u8>, u64),
+    Duplicate(Vec<u8>, u64),
     Refuse(Rejection),
     Fail(String),
 }
@@ -180,6 +211,7 @@ impl Sequencer {
     fn process(&mut self, jobs: Vec<Job>) {
         let mut accepted: Vec<StoredStatement> = Vec::new();
         let mut evidence: Vec<NewEquivocation> = Vec::new();
+        let mut log_nodes: Vec<(u8, u64, Hash)> = Vec::new();
         let mut decisions = Vec::with_capacity(jobs.len());
         // Statements accepted earlier in this batch, not yet in the store.
         let mut in_batch: HashMap<(String, u64), usize> = HashMap::new();
@@ -192,7 +224,8 @@ impl Sequencer {
                 &in_batch,
                 &mut evidence,
             );
-            if let Decision::Accept(_) = decision {
+            if let Decision::Accept(..) = decision {
+                log_nodes.extend(self.frontier.append(job.statement.leaf_hash));
                 in_batch.insert(
                     (job.statement.node_id.clone(), job.statement.seq),
                     accepted.len() - 1,
@@ -201,17 +234,28 @@ impl Sequencer {
             decisions.push(decision);
         }
         // The tentative statements were pushed by `decide`; commit them with the evidence.
+        let mut checkpoint = None;
+        if !accepted.is_empty() {
+            match self.checkpoint(&log_nodes, now_ms) {
+                Ok(cp) => checkpoint = Some(cp),
+                Err(e) => {
+                    tracing::error!(error = %e, "refusing to sign a checkpoint; nothing in this batch is acknowledged");
+                    self.reload();
+                    for job in jobs {
+                        let _ = job.reply.send(Err(IngestError::Store(e.to_string())));
+                    }
+                    return;
+                }
+            }
+        }
         if !accepted.is_empty() || !evidence.is_empty() {
             let started = std::time::Instant::now();
-            if let Err(e) = self.store.append(&accepted, &evidence) {
+            if let Err(e) = self
+                .store
+                .append(&accepted, &evidence, &log_nodes, checkpoint.as_ref())
+            {
                 tracing::error!(error = %e, batch = jobs.len(), "commit failed; nothing in this batch is acknowledged");
-                match load_heads(self.store.as_ref()) {
-                    Ok(heads) => self.heads = heads,
-                    Err(e) => tracing::error!(error = %e, "cannot reload chain heads"),
-                }
-                if let Ok(last) = self.store.last_feed_index() {
-                    self.last_index = last;
-                }
+                self.reload();
                 for job in jobs {
                     let _ = job.reply.send(Err(IngestError::Store(e.to_string())));
                 }
@@ -224,12 +268,31 @@ impl Sequencer {
             }
             let _ = self.feed_tx.send(self.last_index);
         }
+        let committed = checkpoint.map(|cp| {
+            Arc::new(StoredCheckpoint {
+                size: cp.size,
+                root: cp.root,
+                note: cp.note,
+                created_at_ms: cp.created_at_ms,
+                cosignature_count: 0,
+            })
+        });
         for (job, decision) in jobs.into_iter().zip(decisions) {
             let answer = match decision {
-                Decision::Accept(receipt) => Ok(IngestOutcome::Accepted { receipt }),
-                Decision::Duplicate(receipt) => {
+                Decision::Accept(receipt, leaf_index) => match &committed {
+                    Some(cp) => Ok(IngestOutcome::Accepted {
+                        receipt,
+                        leaf_index,
+                        checkpoint: Arc::clone(cp),
+                    }),
+                    None => Err(IngestError::Store("accepted without a checkpoint".into())),
+                },
+                Decision::Duplicate(receipt, leaf_index) => {
                     self.metrics.duplicate();
-                    Ok(IngestOutcome::Duplicate { receipt })
+                    Ok(IngestOutcome::Duplicate {
+                        receipt,
+                        leaf_index,
+                    })
                 }
                 Decision::Refuse(rejection) => {
                     self.metrics.rejected(rejection.reason);
@@ -238,6 +301,63 @@ impl Sequencer {
                 Decision::Fail(message) => Err(IngestError::Store(message)),
             };
             let _ = job.reply.send(answer);
+        }
+    }
+
+    /// Signs the checkpoint for the log after this batch, after recomputing the root from the
+    /// stored and new nodes and checking it against the frontier (a corrupted node must never
+    /// be signed into a checkpoint).
+    fn checkpoint(
+        &self,
+        log_nodes: &[(u8, u64, Hash)],
+        now_ms: i64,
+    ) -> Result<NewCheckpoint, StoreError> {
+        let size = self.frontier.size();
+        let root = self.frontier.root();
+        let pending: HashMap<(u8, u64), Hash> = log_nodes
+            .iter()
+            .map(|(level, index, hash)| ((*level, *index), *hash))
+            .collect();
+        let recomputed = merkle::root(
+            &crate::log::OverlaySource {
+                store: self.store.as_ref(),
+                pending: &pending,
+            },
+            size,
+        )?;
+        if recomputed != root {
+            return Err(StoreError::Corrupt(format!(
+                "recomputed root of size {size} differs from the in-memory root: the stored log is damaged"
+            )));
+        }
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root,
+            extensions: Vec::new(),
+        };
+        let note = sign_checkpoint(&cp, &self.origin, &self.signer.key)
+            .map_err(|e| StoreError::Corrupt(format!("cannot sign checkpoint: {e}")))?;
+        Ok(NewCheckpoint {
+            size,
+            root,
+            note,
+            created_at_ms: now_ms,
+        })
+    }
+
+    /// After a failed batch: in-memory state back to what is committed.
+    fn reload(&mut self) {
+        match load_heads(self.store.as_ref()) {
+            Ok(heads) => self.heads = heads,
+            Err(e) => tracing::error!(error = %e, "cannot reload chain heads"),
+        }
+        if let Ok(last) = self.store.last_feed_index() {
+            self.last_index = last;
+        }
+        match crate::log::load_frontier(self.store.as_ref()) {
+            Ok((frontier, _)) => self.frontier = frontier,
+            Err(e) => tracing::error!(error = %e, "cannot reload the log frontier"),
         }
     }
 
@@ -269,7 +389,7 @@ impl Sequencer {
                 ));
             };
             if existing.digest == st.digest {
-                return Decision::Duplicate(existing.receipt);
+                return Decision::Duplicate(existing.receipt, existing.feed_index - 1);
             }
             tracing::warn!(
                 node = %st.node_id,
@@ -365,11 +485,67 @@ impl Sequencer {
             accepted_at_ms: now_ms,
         };
         accepted.push(stored);
-        Decision::Accept(receipt)
+        Decision::Accept(receipt, self.last_index - 1)
     }
 }
 
 fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Builds the log for statements stored before the log existed (a one-time migration): each
+/// stored envelope becomes a leaf in feed order, then one checkpoint is signed.
+fn backfill_log(
+    store: &dyn HubStore,
+    signer: &ReceiptSigner,
+    mut frontier: Frontier,
+    last_index: u64,
+) -> Result<Frontier, StoreError> {
+    tracing::warn!(
+        from = frontier.size(),
+        to = last_index,
+        "building the transparency log for statements stored before it existed"
+    );
+    let mut after = frontier.size();
+    while after < last_index {
+        let rows =
+            store.list_statements(&rcpfed_store::StatementFilter::default(), after, 10_000)?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut nodes = Vec::new();
+        for st in &rows {
+            if st.feed_index != frontier.size() + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "feed index {} is out of order",
+                    st.feed_index
+                )));
+            }
+            nodes.extend(frontier.append(crate::log::leaf_of_envelope(&st.envelope)?));
+            after = st.feed_index;
+        }
+        let origin = crate::log::origin(&signer.federation_id);
+        let cp = Checkpoint {
+            origin: origin.clone(),
+            size: frontier.size(),
+            root: frontier.root(),
+            extensions: Vec::new(),
+        };
+        let note = sign_checkpoint(&cp, &origin, &signer.key)
+            .map_err(|e| StoreError::Corrupt(format!("cannot sign checkpoint: {e}")))?;
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        store.append(
+            &[],
+            &[],
+            &nodes,
+            Some(&NewCheckpoint {
+                size: cp.size,
+                root: cp.root,
+                note,
+                created_at_ms: now,
+            }),
+        )?;
+    }
+    Ok(frontier)
 }

@@ -7,6 +7,7 @@
 //! server drains.
 
 pub mod ingest;
+pub mod log;
 pub mod metrics;
 mod service;
 
@@ -36,6 +37,8 @@ pub struct HubSettings {
     pub grpc_listener: TcpListener,
     /// Listener for the plaintext ops port (health, metrics).
     pub ops_listener: TcpListener,
+    /// Witness cosignatures that make a checkpoint final.
+    pub witness_quorum: u32,
     /// Opens the store; called after the ops port is up so health can say NOT_SERVING meanwhile.
     pub open_store: Box<dyn FnOnce() -> Result<Arc<dyn HubStore>, rcpfed_store::StoreError> + Send>,
 }
@@ -71,6 +74,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         tls,
         grpc_listener,
         ops_listener,
+        witness_quorum,
         open_store,
     } = settings;
     let hub_member = federation
@@ -90,7 +94,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         .set_service_status("", ServingStatus::NotServing)
         .await;
     health.set_not_serving::<HubServiceServer<Hub>>().await;
-    let mut registry = prometheus_client::registry::Registry::with_prefix("");
+    let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::HubMetrics::register(&mut registry);
     let ops_addr = ops_listener.local_addr()?;
     let ops_shutdown = shutdown.clone();
@@ -119,6 +123,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         store,
         ingest,
         shutdown: shutdown.clone(),
+        quorum: witness_quorum,
     };
     let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services()?;
     let grpc_addr: SocketAddr = grpc_listener.local_addr()?;

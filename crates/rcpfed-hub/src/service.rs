@@ -26,6 +26,8 @@ pub struct Hub {
     pub(crate) store: Arc<dyn HubStore>,
     pub(crate) ingest: Ingest,
     pub(crate) shutdown: CancellationToken,
+    /// Cosignatures that make a checkpoint final.
+    pub(crate) quorum: u32,
 }
 
 fn reject(rejection: Rejection) -> Status {
@@ -156,6 +158,10 @@ impl Hub {
             document: statement.header.document.clone(),
             revision: statement.header.revision,
             envelope: envelope_bytes,
+            leaf_hash: rcpfed_core::merkle::leaf_hash(&rcpfed_core::envelope::pae(
+                &signed.payload_type,
+                &signed.payload,
+            )),
         })
     }
 }
@@ -183,29 +189,47 @@ impl HubService for Hub {
             reject(rejection)
         })?;
         let (node, seq) = (verified.node_id.clone(), verified.seq);
-        match self.ingest.submit(verified).await {
-            Ok(IngestOutcome::Accepted { receipt }) => {
-                tracing::debug!(%node, seq, "statement accepted");
-                Ok(Response::new(v1::SubmitStatementResponse {
-                    receipt: v1::Envelope::decode(receipt.as_slice()).ok(),
-                    duplicate: false,
-                }))
+        let outcome = self.ingest.submit(verified).await;
+        let (receipt, duplicate, leaf_index, checkpoint) = match outcome {
+            Ok(IngestOutcome::Accepted {
+                receipt,
+                leaf_index,
+                checkpoint,
+            }) => {
+                tracing::debug!(%node, seq, leaf_index, "statement accepted");
+                (receipt, false, leaf_index, Some(checkpoint))
             }
-            Ok(IngestOutcome::Duplicate { receipt }) => {
-                Ok(Response::new(v1::SubmitStatementResponse {
-                    receipt: v1::Envelope::decode(receipt.as_slice()).ok(),
-                    duplicate: true,
-                }))
-            }
+            Ok(IngestOutcome::Duplicate {
+                receipt,
+                leaf_index,
+            }) => (receipt, true, leaf_index, None),
             Err(IngestError::Rejected(rejection)) => {
                 tracing::info!(%node, seq, reason = rejection.reason, message = %rejection.message, "statement refused");
-                Err(reject(rejection))
+                return Err(reject(rejection));
             }
             Err(IngestError::Stopped) => {
-                Err(Status::unavailable("the hub is shutting down; retry later"))
+                return Err(Status::unavailable("the hub is shutting down; retry later"));
             }
-            Err(e @ IngestError::Store(_)) => Err(internal("storing the statement", &e)),
-        }
+            Err(e @ IngestError::Store(_)) => return Err(internal("storing the statement", &e)),
+        };
+        // The proof is built after the commit, off the sequencer, from committed nodes.
+        let store = Arc::clone(&self.store);
+        let log = blocking("building the inclusion proof", move || {
+            let checkpoint = match checkpoint {
+                Some(cp) => Some((*cp).clone()),
+                None => store.latest_checkpoint()?,
+            };
+            match checkpoint {
+                Some(cp) => crate::log::log_proof(store.as_ref(), leaf_index, &cp).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await?;
+        Ok(Response::new(v1::SubmitStatementResponse {
+            receipt: v1::Envelope::decode(receipt.as_slice()).ok(),
+            duplicate,
+            log,
+        }))
     }
 
     async fn get_statement(
@@ -227,8 +251,20 @@ impl HubService for Hub {
         })
         .await?;
         let st = found.ok_or_else(|| not_found(format!("statement {name} does not exist")))?;
+        let mut statement = record(&st);
+        let store = Arc::clone(&self.store);
+        let leaf_index = st.feed_index - 1;
+        statement.log = blocking("building the inclusion proof", move || {
+            match store.latest_checkpoint()? {
+                Some(cp) if leaf_index < cp.size => {
+                    crate::log::log_proof(store.as_ref(), leaf_index, &cp).map(Some)
+                }
+                _ => Ok(None),
+            }
+        })
+        .await?;
         Ok(Response::new(v1::GetStatementResponse {
-            statement: Some(record(&st)),
+            statement: Some(statement),
         }))
     }
 
@@ -304,12 +340,35 @@ impl HubService for Hub {
                     }
                     continue;
                 }
+                // Each entry carries its inclusion proof against the latest checkpoint, so
+                // the subscriber can check it against what it has witnessed.
+                let proof_store = Arc::clone(&store);
+                let indexes: Vec<u64> = rows.iter().map(|r| r.feed_index - 1).collect();
+                let proofs = match blocking("building inclusion proofs", move || {
+                    let Some(cp) = proof_store.latest_checkpoint()? else {
+                        return Ok(Vec::new());
+                    };
+                    indexes
+                        .iter()
+                        .map(|&i| crate::log::log_proof(proof_store.as_ref(), i, &cp).map(Some))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await
+                {
+                    Ok(p) => p,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let mut proofs = proofs.into_iter();
                 for st in rows {
                     cursor = st.feed_index;
                     let item = v1::SubscribeFeedResponse {
                         feed_index: st.feed_index,
                         envelope: v1::Envelope::decode(st.envelope.as_slice()).ok(),
                         receipt: v1::Envelope::decode(st.receipt.as_slice()).ok(),
+                        log: proofs.next().flatten(),
                     };
                     tokio::select! {
                         sent = tx.send(Ok(item)) => if sent.is_err() { return },
@@ -397,6 +456,261 @@ impl HubService for Hub {
         Ok(Response::new(v1::ListMembersResponse {
             federation_id: self.federation.federation_id.clone(),
             members,
+        }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
+        authorize(&request, &self.federation, Role::Reader)?;
+        let final_only = request.into_inner().final_only;
+        let store = Arc::clone(&self.store);
+        let quorum = self.quorum;
+        let found = blocking("reading the checkpoint", move || {
+            let cp = if final_only {
+                store.latest_final_checkpoint(quorum)?
+            } else {
+                store.latest_checkpoint()?
+            };
+            match cp {
+                Some(cp) => {
+                    let cosignatures = store.cosignatures(cp.size)?;
+                    Ok(Some((cp, cosignatures)))
+                }
+                None => Ok(None),
+            }
+        })
+        .await?;
+        let (cp, cosignatures) = found.ok_or_else(|| {
+            not_found(if final_only {
+                "no checkpoint has reached the witness quorum yet".to_string()
+            } else {
+                "the log is empty: no checkpoint has been issued yet".to_string()
+            })
+        })?;
+        Ok(Response::new(v1::GetCheckpointResponse {
+            checkpoint: crate::log::note_with_cosignatures(&cp.note, &cosignatures),
+            tree_size: cp.size,
+            root_hash: cp.root.to_vec(),
+            cosignature_count: cp.cosignature_count,
+            quorum: self.quorum,
+            r#final: cp.cosignature_count >= self.quorum,
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<v1::GetInclusionProofRequest>,
+    ) -> Result<Response<v1::GetInclusionProofResponse>, Status> {
+        authorize(&request, &self.federation, Role::Reader)?;
+        let req = request.into_inner();
+        let store = Arc::clone(&self.store);
+        let leaf = req.leaf.ok_or_else(|| {
+            invalid_field(
+                "leaf",
+                reasons::FIELD_REQUIRED,
+                "give a leaf_index or a statement_digest",
+            )
+        })?;
+        let digest = match &leaf {
+            v1::get_inclusion_proof_request::Leaf::StatementDigest(d) => {
+                Some(rcpfed_core::Digest::from_slice(d).ok_or_else(|| {
+                    invalid_field(
+                        "statement_digest",
+                        reasons::INVALID_ARGUMENT,
+                        "statement_digest must be 32 bytes",
+                    )
+                })?)
+            }
+            v1::get_inclusion_proof_request::Leaf::LeafIndex(_) => None,
+        };
+        let tree_size = req.tree_size;
+        let answer = blocking("building an inclusion proof", move || {
+            let statement = match (&leaf, digest) {
+                (_, Some(d)) => store.statement_by_digest(&d)?,
+                (v1::get_inclusion_proof_request::Leaf::LeafIndex(i), None) => {
+                    store.statement_by_feed_index(i + 1)?
+                }
+                _ => None,
+            };
+            let Some(statement) = statement else {
+                return Ok(Err("no such log entry".to_string()));
+            };
+            let checkpoint = if tree_size == 0 {
+                store.latest_checkpoint()?
+            } else {
+                store.checkpoint_at(tree_size)?
+            };
+            let Some(checkpoint) = checkpoint else {
+                return Ok(Err(format!(
+                    "the hub has no checkpoint for tree size {tree_size}"
+                )));
+            };
+            let leaf_index = statement.feed_index - 1;
+            if leaf_index >= checkpoint.size {
+                return Ok(Err(format!(
+                    "leaf {leaf_index} is not in the tree of size {}",
+                    checkpoint.size
+                )));
+            }
+            let proof = crate::log::log_proof(store.as_ref(), leaf_index, &checkpoint)?;
+            let leaf_hash = crate::log::leaf_of_envelope(&statement.envelope)?;
+            Ok(Ok((proof, leaf_hash)))
+        })
+        .await?;
+        let (proof, leaf_hash) = answer.map_err(not_found)?;
+        Ok(Response::new(v1::GetInclusionProofResponse {
+            proof: Some(proof),
+            leaf_hash: leaf_hash.to_vec(),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<v1::GetConsistencyProofRequest>,
+    ) -> Result<Response<v1::GetConsistencyProofResponse>, Status> {
+        authorize(&request, &self.federation, Role::Reader)?;
+        let req = request.into_inner();
+        let store = Arc::clone(&self.store);
+        let answer = blocking("building a consistency proof", move || {
+            let checkpoint = if req.new_size == 0 {
+                store.latest_checkpoint()?
+            } else {
+                store.checkpoint_at(req.new_size)?
+            };
+            let Some(checkpoint) = checkpoint else {
+                return Ok(Err(format!(
+                    "the hub has no checkpoint for tree size {}",
+                    req.new_size
+                )));
+            };
+            if req.old_size == 0 || req.old_size > checkpoint.size {
+                return Ok(Err(format!(
+                    "old_size must be between 1 and the new size {}, got {}",
+                    checkpoint.size, req.old_size
+                )));
+            }
+            let proof = match crate::log::consistency(store.as_ref(), req.old_size, checkpoint.size)
+            {
+                Ok(p) => p,
+                Err(rcpfed_core::merkle::ProofError::OutOfRange(m)) => return Ok(Err(m)),
+                Err(rcpfed_core::merkle::ProofError::Source(e)) => return Err(e),
+            };
+            let cosignatures = store.cosignatures(checkpoint.size)?;
+            Ok(Ok(v1::GetConsistencyProofResponse {
+                old_size: req.old_size,
+                new_size: checkpoint.size,
+                proof: proof.iter().map(|h| h.to_vec()).collect(),
+                checkpoint: crate::log::note_with_cosignatures(&checkpoint.note, &cosignatures),
+            }))
+        })
+        .await?;
+        answer
+            .map(Response::new)
+            .map_err(|m| invalid_field("old_size", reasons::INVALID_ARGUMENT, m))
+    }
+
+    async fn list_log_entries(
+        &self,
+        request: Request<v1::ListLogEntriesRequest>,
+    ) -> Result<Response<v1::ListLogEntriesResponse>, Status> {
+        authorize(&request, &self.federation, Role::Reader)?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size)?;
+        let store = Arc::clone(&self.store);
+        let start = req.start_index;
+        let rows = blocking("listing log entries", move || {
+            // Leaf i is feed entry i + 1, so entries from `start` follow feed index `start`.
+            store.list_statements(&StatementFilter::default(), start, limit)
+        })
+        .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for st in &rows {
+            let leaf_hash = crate::log::leaf_of_envelope(&st.envelope)
+                .map_err(|e| internal("hashing a log entry", &e))?;
+            entries.push(v1::LogEntry {
+                leaf_index: st.feed_index - 1,
+                leaf_hash: leaf_hash.to_vec(),
+                envelope: v1::Envelope::decode(st.envelope.as_slice()).ok(),
+            });
+        }
+        let next_start_index = rows.last().map(|r| r.feed_index).unwrap_or(start);
+        Ok(Response::new(v1::ListLogEntriesResponse {
+            entries,
+            next_start_index,
+        }))
+    }
+
+    async fn submit_cosignature(
+        &self,
+        request: Request<v1::SubmitCosignatureRequest>,
+    ) -> Result<Response<v1::SubmitCosignatureResponse>, Status> {
+        let witness = authorize(&request, &self.federation, Role::Witness)?
+            .id
+            .clone();
+        let req = request.into_inner();
+        let signature = rcpfed_core::note::parse_note(&format!(
+            "x\n\n{}",
+            req.cosignature.trim_end_matches('\n').to_string() + "\n"
+        ))
+        .ok()
+        .and_then(|n| n.signatures.into_iter().next())
+        .ok_or_else(|| {
+            invalid_field(
+                "cosignature",
+                reasons::BAD_COSIGNATURE,
+                "cosignature is not a signed-note signature line",
+            )
+        })?;
+        let verifiers: Vec<_> = rcpfed_core::logkeys::witness_verifiers(&self.federation)
+            .into_iter()
+            .filter(|(id, _)| *id == witness)
+            .map(|(_, v)| v)
+            .collect();
+        let store = Arc::clone(&self.store);
+        let size = req.tree_size;
+        let stored = blocking("reading the checkpoint", move || store.checkpoint_at(size)).await?;
+        let stored = stored
+            .ok_or_else(|| not_found(format!("the hub issued no checkpoint of size {size}")))?;
+        let checkpoint =
+            crate::log::checkpoint_of(&stored).map_err(|e| internal("reading a checkpoint", &e))?;
+        let mut timestamp = None;
+        let mut last_error = None;
+        for v in &verifiers {
+            match rcpfed_core::checkpoint::verify_cosignature(&checkpoint, &signature, v) {
+                Ok(ts) => {
+                    timestamp = Some(ts);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let Some(timestamp) = timestamp else {
+            return Err(reject(last_error.unwrap_or_else(|| {
+                Rejection::new(
+                    RejectClass::Forbidden,
+                    reasons::BAD_COSIGNATURE,
+                    format!("{witness} has no witness key in the member file"),
+                )
+            })));
+        };
+        let store = Arc::clone(&self.store);
+        let line = signature.to_line();
+        let cosignature = rcpfed_store::Cosignature {
+            size,
+            witness_id: witness.clone(),
+            line,
+            timestamp,
+        };
+        let count = blocking("storing a cosignature", move || {
+            store.add_cosignature(&cosignature)
+        })
+        .await?;
+        tracing::info!(%witness, size, count, quorum = self.quorum, "checkpoint cosigned");
+        Ok(Response::new(v1::SubmitCosignatureResponse {
+            cosignature_count: count,
+            r#final: count >= self.quorum,
         }))
     }
 }

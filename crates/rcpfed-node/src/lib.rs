@@ -5,6 +5,7 @@ pub mod mirror;
 pub mod outbox;
 pub mod publish;
 mod service;
+pub mod witness;
 
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
@@ -71,6 +72,8 @@ pub struct NodeSettings {
     pub grpc_listener: TcpListener,
     /// Listener for the plaintext ops port.
     pub ops_listener: TcpListener,
+    /// How often the witness polls the hub's latest checkpoint.
+    pub witness_interval: std::time::Duration,
     /// Opens the store.
     pub open_store:
         Box<dyn FnOnce() -> Result<Arc<dyn NodeStore>, rcpfed_store::StoreError> + Send>,
@@ -109,6 +112,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         hub_endpoint,
         grpc_listener,
         ops_listener,
+        witness_interval,
         open_store,
     } = settings;
     let member = federation
@@ -141,6 +145,22 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     let channel = rcpfed_grpc::tls::lazy_channel(&hub_endpoint, &tls)
         .map_err(|e| NodeError::Config(format!("hub endpoint {hub_endpoint}: {e}")))?;
     let state = Arc::new(NodeState::default());
+    let witness = Arc::new(
+        witness::Witness::new(
+            &federation,
+            &node_id,
+            signing_key.clone(),
+            Arc::clone(&store),
+            health.clone(),
+        )
+        .map_err(NodeError::Config)?,
+    );
+    witness.report_health().await;
+    if witness.is_forked() {
+        tracing::error!(
+            "this node has recorded a fork of the hub's log: the witness role stays NOT_SERVING"
+        );
+    }
     let wakeup = Arc::new(tokio::sync::Notify::new());
     let publisher = publish::Publisher::new(
         Arc::clone(&federation),
@@ -150,21 +170,35 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         Arc::clone(&wakeup),
     );
     let outbox_task = tokio::spawn(outbox::run(
-        Arc::clone(&federation),
-        node_id.clone(),
-        Arc::clone(&store),
+        outbox::Outbox {
+            federation: Arc::clone(&federation),
+            node_id: node_id.clone(),
+            store: Arc::clone(&store),
+            wakeup: Arc::clone(&wakeup),
+            state: Arc::clone(&state),
+            witness: Arc::clone(&witness),
+        },
         channel.clone(),
-        Arc::clone(&wakeup),
-        Arc::clone(&state),
         shutdown.clone(),
     ));
     let mirror_task = tokio::spawn(mirror::run(
         Arc::clone(&federation),
         Arc::clone(&store),
-        channel,
+        channel.clone(),
         Arc::clone(&state),
+        Arc::clone(&witness),
         shutdown.clone(),
     ));
+    let witness_task = tokio::spawn(witness::run(
+        Arc::clone(&witness),
+        channel,
+        witness_interval,
+        shutdown.clone(),
+    ));
+    let witness_rpc = service::WitnessRpc {
+        federation: Arc::clone(&federation),
+        witness: Arc::clone(&witness),
+    };
     let node = Node {
         federation: Arc::clone(&federation),
         node_id: node_id.clone(),
@@ -191,6 +225,9 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
+            rcpfed_proto::v1::witness_service_server::WitnessServiceServer::new(witness_rpc),
+        )
+        .add_service(
             NodeServiceServer::new(node)
                 .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
@@ -209,6 +246,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     shutdown.cancel();
     let _ = outbox_task.await;
     let _ = mirror_task.await;
+    let _ = witness_task.await;
     let _ = ops.await;
     served?;
     Ok(())

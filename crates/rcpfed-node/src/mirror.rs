@@ -79,6 +79,7 @@ pub async fn run(
     store: Arc<dyn NodeStore>,
     channel: Channel,
     state: Arc<NodeState>,
+    witness: Arc<crate::witness::Witness>,
     shutdown: CancellationToken,
 ) {
     let mut client = HubServiceClient::new(channel)
@@ -113,7 +114,14 @@ pub async fn run(
                     };
                     match next {
                         Ok(Some(entry)) => {
-                            let verified = verify_entry(&federation, &entry, crate::now_ms());
+                            let verified = match verify_entry(&federation, &entry, crate::now_ms())
+                            {
+                                Ok(m) => check_logged(&witness, &mut client, &entry)
+                                    .await
+                                    .map(|()| m)
+                                    .map_err(|e| format!("transparency log: {e}")),
+                                Err(e) => Err(e),
+                            };
                             match verified {
                                 Ok(mirrored) => {
                                     let store = Arc::clone(&store);
@@ -167,4 +175,53 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
+}
+
+/// Checks that a feed entry is in the hub's log, at a checkpoint consistent with everything
+/// this node has witnessed, and submits this node's cosignature when the checkpoint is new.
+pub async fn check_logged(
+    witness: &crate::witness::Witness,
+    hub: &mut HubServiceClient<Channel>,
+    entry: &v1::SubscribeFeedResponse,
+) -> Result<(), rcpfed_core::rejection::Rejection> {
+    use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
+    let log = entry.log.as_ref().ok_or_else(|| {
+        Rejection::new(
+            RejectClass::Invalid,
+            reasons::BAD_PROOF,
+            "feed entry carries no inclusion proof",
+        )
+    })?;
+    let envelope = entry
+        .envelope
+        .clone()
+        .map(SignedEnvelope::from_proto)
+        .ok_or_else(|| {
+            Rejection::new(
+                RejectClass::Invalid,
+                reasons::BAD_PROOF,
+                "feed entry has no envelope",
+            )
+        })?;
+    if log.leaf_index + 1 != entry.feed_index {
+        return Err(Rejection::new(
+            RejectClass::Invalid,
+            reasons::BAD_PROOF,
+            format!(
+                "leaf index {} does not match feed index {}",
+                log.leaf_index, entry.feed_index
+            ),
+        ));
+    }
+    let (cp, cosignature) = witness.observe(&log.checkpoint, hub).await?;
+    crate::witness::verify_inclusion(&cp, &envelope, log)?;
+    if let Some(sig) = cosignature
+        && let Err(status) = crate::witness::submit_cosignature(hub, cp.size, &sig).await
+    {
+        tracing::debug!(
+            message = status.message(),
+            "cosignature not delivered; the witness loop retries"
+        );
+    }
+    Ok(())
 }

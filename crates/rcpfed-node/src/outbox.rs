@@ -71,16 +71,32 @@ pub fn check_receipt(
     Ok(r)
 }
 
+/// What the delivery loop works with.
+pub struct Outbox {
+    /// The member file.
+    pub federation: Arc<Federation>,
+    /// This node.
+    pub node_id: String,
+    /// The node's store.
+    pub store: Arc<dyn NodeStore>,
+    /// Signalled when a statement is queued.
+    pub wakeup: Arc<Notify>,
+    /// Status shown to operators.
+    pub state: Arc<NodeState>,
+    /// Checks receipts' log proofs.
+    pub witness: Arc<crate::witness::Witness>,
+}
+
 /// Runs delivery until `shutdown`.
-pub async fn run(
-    federation: Arc<Federation>,
-    node_id: String,
-    store: Arc<dyn NodeStore>,
-    channel: Channel,
-    wakeup: Arc<Notify>,
-    state: Arc<NodeState>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) {
+    let Outbox {
+        federation,
+        node_id,
+        store,
+        wakeup,
+        state,
+        witness,
+    } = outbox;
     let mut client = HubServiceClient::new(channel)
         .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
@@ -139,17 +155,33 @@ pub async fn run(
                     break;
                 }
             };
+            let envelope_for_log = envelope.clone();
             let request = v1::SubmitStatementRequest {
                 envelope: Some(envelope),
             };
             match client.submit_statement(request).await {
                 Ok(response) => {
                     let response = response.into_inner();
-                    let checked = response
+                    let mut checked = response
                         .receipt
                         .as_ref()
                         .ok_or_else(|| "hub answered without a receipt".to_string())
                         .and_then(|r| check_receipt(&federation, &node_id, &own, r));
+                    if let Ok(receipt) = &checked {
+                        // The receipt counts only once its inclusion in the witnessed log
+                        // verifies.
+                        let entry = v1::SubscribeFeedResponse {
+                            feed_index: receipt.feed_index,
+                            envelope: Some(envelope_for_log.clone()),
+                            receipt: response.receipt.clone(),
+                            log: response.log.clone(),
+                        };
+                        if let Err(e) =
+                            crate::mirror::check_logged(&witness, &mut client, &entry).await
+                        {
+                            checked = Err(format!("receipt's log proof refused: {e}"));
+                        }
+                    }
                     match checked {
                         Ok(receipt) => {
                             let bytes = response

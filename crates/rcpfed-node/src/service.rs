@@ -207,3 +207,48 @@ impl NodeService for Node {
         }))
     }
 }
+
+/// `rcpfed.v1.WitnessService`.
+pub struct WitnessRpc {
+    pub(crate) federation: Arc<Federation>,
+    pub(crate) witness: Arc<crate::witness::Witness>,
+}
+
+#[tonic::async_trait]
+impl v1::witness_service_server::WitnessService for WitnessRpc {
+    async fn add_checkpoint(
+        &self,
+        request: Request<v1::AddCheckpointRequest>,
+    ) -> Result<Response<v1::AddCheckpointResponse>, Status> {
+        // The hub offers its checkpoints; an admin may too (for audits and tests).
+        let spiffe = rcpfed_grpc::peer_spiffe_id(&request)?;
+        let is_hub = self
+            .federation
+            .hub()
+            .is_some_and(|hub| hub.spiffe_id == spiffe);
+        if !is_hub {
+            authorize(&request, &self.federation, Role::Admin)?;
+        }
+        let req = request.into_inner();
+        let signature = self
+            .witness
+            .add_checkpoint(req.old_size, &req.consistency_proof, &req.checkpoint)
+            .await
+            .map_err(|r| rejection_status(&r))?;
+        Ok(Response::new(v1::AddCheckpointResponse {
+            cosignature: signature.to_line(),
+        }))
+    }
+
+    async fn get_witness_status(
+        &self,
+        request: Request<v1::GetWitnessStatusRequest>,
+    ) -> Result<Response<v1::GetWitnessStatusResponse>, Status> {
+        authorize(&request, &self.federation, Role::Reader)?;
+        self.witness
+            .status()
+            .await
+            .map(Response::new)
+            .map_err(|r| rejection_status(&r))
+    }
+}

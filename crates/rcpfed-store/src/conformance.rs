@@ -7,8 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::{
-    ChainHead, DeliveryState, HubStore, MirroredStatement, NewEquivocation, NodeStore,
-    OutboxCounts, OwnStatement, StatementFilter, StoreError, StoredStatement,
+    ChainHead, Cosignature, DeliveryState, Hash, HubStore, LogNode, MirroredStatement,
+    NewCheckpoint, NewEquivocation, NodeStore, OutboxCounts, OwnStatement, StatementFilter,
+    StoreError, StoredCheckpoint, StoredStatement, TrustedCheckpoint,
 };
 use rcpfed_core::Digest;
 use std::sync::{Arc, Barrier};
@@ -20,6 +21,12 @@ pub fn hub_suite(new_store: &dyn Fn() -> Arc<dyn HubStore>) {
     hub_chain_heads(&*new_store());
     hub_list_filters_and_paging(&*new_store());
     hub_equivocations(&*new_store());
+    hub_statement_by_feed_index(&*new_store());
+    hub_log_nodes(&*new_store());
+    hub_log_node_conflict_writes_nothing(&*new_store());
+    hub_checkpoint_cas(&*new_store());
+    hub_cosignatures(&*new_store());
+    hub_latest_final_checkpoint(&*new_store());
 }
 
 /// Runs every node check, each on a fresh store from `new_store`.
@@ -29,6 +36,9 @@ pub fn node_suite(new_store: &dyn Fn() -> Arc<dyn NodeStore>) {
     node_delivery_states(&*new_store());
     node_mirror(&*new_store());
     node_concurrent_append_never_forks(new_store());
+    node_mirror_by_node_seq(&*new_store());
+    node_trusted_checkpoint_cas(&*new_store());
+    node_forks_dedupe(&*new_store());
 }
 
 /// A test statement; its digest is derived from node, seq and `salt`.
@@ -89,6 +99,41 @@ pub fn mirrored(feed_index: u64, node_id: &str, seq: u64, salt: &str) -> Mirrore
     }
 }
 
+/// A test tree hash derived from `tag`.
+pub fn hash(tag: &str) -> Hash {
+    Digest::of(tag.as_bytes()).0
+}
+
+/// A test checkpoint of `size`; root and note are derived from size and `salt`.
+pub fn checkpoint(size: u64, salt: &str) -> NewCheckpoint {
+    NewCheckpoint {
+        size,
+        root: hash(&format!("root/{size}/{salt}")),
+        note: format!("example.org/log\n{size}\n{salt}\n\n— hub sig\n"),
+        created_at_ms: 1_700_000_000_000 + i64::try_from(size % 1_000_000).unwrap(),
+    }
+}
+
+/// A test cosignature of the checkpoint of `size` by `witness`.
+pub fn cosignature(size: u64, witness: &str, salt: &str) -> Cosignature {
+    Cosignature {
+        size,
+        witness_id: witness.to_string(),
+        line: format!("— {witness} {size} {salt}"),
+        timestamp: 1_700_000_000 + size % 1_000_000,
+    }
+}
+
+fn stored(cp: &NewCheckpoint, cosignature_count: u32) -> StoredCheckpoint {
+    StoredCheckpoint {
+        size: cp.size,
+        root: cp.root,
+        note: cp.note.clone(),
+        created_at_ms: cp.created_at_ms,
+        cosignature_count,
+    }
+}
+
 fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, context: &str) {
     match result {
         Err(StoreError::Conflict(_)) => {}
@@ -105,13 +150,13 @@ pub fn hub_append_and_lookup(store: &dyn HubStore) {
     assert_eq!(store.statement_by_digest(&a1.digest).unwrap(), None);
     assert_eq!(store.statement_by_node_seq("node-a", 1).unwrap(), None);
 
-    store.append(&[], &[]).unwrap();
+    store.append(&[], &[], &[], None).unwrap();
     let batch = vec![
         a1.clone(),
         statement(2, "node-b", 1, "x"),
         statement(3, "node-a", 2, "x"),
     ];
-    store.append(&batch, &[]).unwrap();
+    store.append(&batch, &[], &[], None).unwrap();
     for st in &batch {
         assert_eq!(
             store.statement_by_digest(&st.digest).unwrap().as_ref(),
@@ -131,15 +176,15 @@ pub fn hub_append_and_lookup(store: &dyn HubStore) {
     assert_eq!(store.count_statements().unwrap(), 3);
 
     assert_conflict(
-        store.append(&[statement(5, "node-a", 3, "x")], &[]),
+        store.append(&[statement(5, "node-a", 3, "x")], &[], &[], None),
         "feed index gap",
     );
     assert_conflict(
-        store.append(&[statement(3, "node-a", 3, "x")], &[]),
+        store.append(&[statement(3, "node-a", 3, "x")], &[], &[], None),
         "feed index reused",
     );
     store
-        .append(&[statement(4, "node-a", 3, "x")], &[])
+        .append(&[statement(4, "node-a", 3, "x")], &[], &[], None)
         .unwrap();
     assert_eq!(store.last_feed_index().unwrap(), 4);
 }
@@ -153,6 +198,8 @@ pub fn hub_conflicting_append_writes_nothing(store: &dyn HubStore) {
                 statement(2, "node-a", 2, "x"),
             ],
             &[],
+            &[],
+            None,
         )
         .unwrap();
     let fresh = statement(3, "node-b", 1, "x");
@@ -204,7 +251,7 @@ pub fn hub_conflicting_append_writes_nothing(store: &dyn HubStore) {
         ),
     ];
     for (context, statements, evidence) in cases {
-        assert_conflict(store.append(&statements, &evidence), context);
+        assert_conflict(store.append(&statements, &evidence, &[], None), context);
         assert_eq!(store.last_feed_index().unwrap(), 2, "{context}");
         assert_eq!(store.count_statements().unwrap(), 2, "{context}");
         assert_eq!(
@@ -218,7 +265,9 @@ pub fn hub_conflicting_append_writes_nothing(store: &dyn HubStore) {
         );
     }
     // The store is still writable after the refusals.
-    store.append(std::slice::from_ref(&fresh), &[]).unwrap();
+    store
+        .append(std::slice::from_ref(&fresh), &[], &[], None)
+        .unwrap();
     assert_eq!(store.last_feed_index().unwrap(), 3);
 }
 
@@ -237,8 +286,8 @@ pub fn hub_chain_heads(store: &dyn HubStore) {
         next("node-b", 3),
         next("node-a", 2),
     ];
-    store.append(&batch[..3], &[]).unwrap();
-    store.append(&batch[3..], &[]).unwrap();
+    store.append(&batch[..3], &[], &[], None).unwrap();
+    store.append(&batch[3..], &[], &[], None).unwrap();
     let mut heads = store.chain_heads().unwrap();
     heads.sort_by(|x, y| x.node_id.cmp(&y.node_id));
     let head = |node: &str, seq: u64| ChainHead {
@@ -262,7 +311,7 @@ pub fn hub_list_filters_and_paging(store: &dyn HubStore) {
         all.push(statement(feed_index, ["node-a", "node-b"][n], seqs[n], "l"));
     }
     for chunk in all.chunks(7) {
-        store.append(chunk, &[]).unwrap();
+        store.append(chunk, &[], &[], None).unwrap();
     }
     let nodes = [None, Some("node-a"), Some("node-b"), Some("node-x")];
     let kinds = [None, Some("policy_summary"), Some("indicator_snapshot")];
@@ -326,7 +375,12 @@ pub fn hub_equivocations(store: &dyn HubStore) {
     // Evidence may arrive in the same batch as the statement it contradicts.
     let ev_a = evidence(&a1, "evil", 10);
     store
-        .append(std::slice::from_ref(&a1), &[ev_a.clone(), ev_a.clone()])
+        .append(
+            std::slice::from_ref(&a1),
+            &[ev_a.clone(), ev_a.clone()],
+            &[],
+            None,
+        )
         .unwrap();
     let ev_b = evidence(&b1, "evil", 20);
     let ev_a2 = evidence(&a1, "evil2", 30);
@@ -334,6 +388,8 @@ pub fn hub_equivocations(store: &dyn HubStore) {
         .append(
             std::slice::from_ref(&b1),
             &[ev_a.clone(), ev_b.clone(), ev_a2.clone()],
+            &[],
+            None,
         )
         .unwrap();
     assert_eq!(store.last_feed_index().unwrap(), 2);
@@ -606,4 +662,497 @@ pub fn node_concurrent_append_never_forks(store: Arc<dyn NodeStore>) {
     let seqs: Vec<u64> = chain.iter().rev().map(|s| s.seq).collect();
     assert_eq!(seqs, (1..=1 + 2 * per_thread).collect::<Vec<u64>>());
     assert_eq!(store.head().unwrap().map(|h| h.0), Some(1 + 2 * per_thread));
+}
+
+/// statement_by_feed_index finds exactly the statement at that index.
+pub fn hub_statement_by_feed_index(store: &dyn HubStore) {
+    assert_eq!(store.statement_by_feed_index(1).unwrap(), None);
+    let batch = [
+        statement(1, "node-a", 1, "f"),
+        statement(2, "node-b", 1, "f"),
+    ];
+    store.append(&batch, &[], &[], None).unwrap();
+    assert_eq!(
+        store.statement_by_feed_index(1).unwrap().as_ref(),
+        Some(&batch[0])
+    );
+    assert_eq!(
+        store.statement_by_feed_index(2).unwrap().as_ref(),
+        Some(&batch[1])
+    );
+    assert_eq!(store.statement_by_feed_index(0).unwrap(), None);
+    assert_eq!(store.statement_by_feed_index(3).unwrap(), None);
+    assert_eq!(store.statement_by_feed_index(u64::MAX).unwrap(), None);
+}
+
+/// Log nodes round-trip, alone or batched, and re-storing the same hash is idempotent.
+pub fn hub_log_nodes(store: &dyn HubStore) {
+    assert_eq!(store.log_node(0, 0).unwrap(), None);
+    assert!(store.log_nodes(&[]).unwrap().is_empty());
+    let nodes = vec![
+        (0, 0, hash("l0/0")),
+        (0, 1, hash("l0/1")),
+        (1, 0, hash("l1/0")),
+        (0, 2, hash("l0/2")),
+        (63, 0, hash("l63/0")),
+        (0, i64::MAX as u64, hash("l0/max")),
+    ];
+    // Log nodes may be stored without statements, and with them.
+    store
+        .append(&[statement(1, "node-a", 1, "n")], &[], &nodes[..3], None)
+        .unwrap();
+    store.append(&[], &[], &nodes[3..], None).unwrap();
+    for &(level, index, h) in &nodes {
+        assert_eq!(
+            store.log_node(level, index).unwrap(),
+            Some(h),
+            "({level}, {index})"
+        );
+    }
+    assert_eq!(store.log_node(1, 1).unwrap(), None);
+    assert_eq!(store.log_node(2, 0).unwrap(), None);
+    assert_eq!(store.log_node(0, u64::MAX).unwrap(), None);
+    assert_eq!(
+        store
+            .log_nodes(&[(1, 0), (1, 1), (0, 2), (0, 0), (0, 0)])
+            .unwrap(),
+        vec![
+            Some(hash("l1/0")),
+            None,
+            Some(hash("l0/2")),
+            Some(hash("l0/0")),
+            Some(hash("l0/0"))
+        ]
+    );
+    // The same hash again (also twice in one batch) is ignored.
+    store
+        .append(&[], &[], &[nodes[0], nodes[0], (0, 3, hash("l0/3"))], None)
+        .unwrap();
+    assert_eq!(store.log_node(0, 0).unwrap(), Some(hash("l0/0")));
+    assert_eq!(store.log_node(0, 3).unwrap(), Some(hash("l0/3")));
+    assert_eq!(store.last_feed_index().unwrap(), 1);
+    // Out-of-range keys are refused, not truncated.
+    assert_conflict(
+        store.append(&[], &[], &[(64, 0, hash("x"))], None),
+        "level 64",
+    );
+    assert_conflict(
+        store.append(&[], &[], &[(0, u64::MAX, hash("x"))], None),
+        "index beyond i64",
+    );
+}
+
+/// A log node rewriting history refuses the whole batch: statements, evidence, other nodes
+/// and the checkpoint.
+pub fn hub_log_node_conflict_writes_nothing(store: &dyn HubStore) {
+    let a1 = statement(1, "node-a", 1, "c");
+    store
+        .append(
+            std::slice::from_ref(&a1),
+            &[],
+            &[(0, 0, hash("leaf0"))],
+            Some(&checkpoint(1, "c")),
+        )
+        .unwrap();
+    let a2 = statement(2, "node-a", 2, "c");
+    let ev = NewEquivocation {
+        node_id: "node-a".into(),
+        seq: 1,
+        accepted_digest: a1.digest,
+        conflicting_digest: Digest::of(b"evil"),
+        conflicting_envelope: b"evil".to_vec(),
+        detected_at_ms: 5,
+    };
+    let cases: Vec<(&str, Vec<LogNode>)> = vec![
+        (
+            "stored node, other hash",
+            vec![
+                (0, 1, hash("leaf1")),
+                (1, 0, hash("n10")),
+                (0, 0, hash("forged")),
+            ],
+        ),
+        (
+            "same key twice in the batch, other hash",
+            vec![
+                (0, 1, hash("leaf1")),
+                (1, 0, hash("n10")),
+                (0, 1, hash("forged")),
+            ],
+        ),
+    ];
+    for (context, nodes) in cases {
+        assert_conflict(
+            store.append(
+                std::slice::from_ref(&a2),
+                std::slice::from_ref(&ev),
+                &nodes,
+                Some(&checkpoint(2, "c")),
+            ),
+            context,
+        );
+        assert_eq!(store.last_feed_index().unwrap(), 1, "{context}");
+        assert!(
+            store.list_equivocations(None, 0, 10).unwrap().is_empty(),
+            "{context}"
+        );
+        assert_eq!(
+            store.log_nodes(&[(0, 0), (0, 1), (1, 0)]).unwrap(),
+            vec![Some(hash("leaf0")), None, None],
+            "{context}"
+        );
+        assert_eq!(
+            store.latest_checkpoint().unwrap(),
+            Some(stored(&checkpoint(1, "c"), 0)),
+            "{context}"
+        );
+        assert_eq!(store.checkpoint_at(2).unwrap(), None, "{context}");
+    }
+    // A statement conflict also drops the batch's nodes and checkpoint.
+    assert_conflict(
+        store.append(
+            &[statement(2, "node-a", 1, "other")],
+            &[],
+            &[(0, 1, hash("leaf1"))],
+            Some(&checkpoint(2, "c")),
+        ),
+        "statement conflict",
+    );
+    assert_eq!(store.log_node(0, 1).unwrap(), None);
+    assert_eq!(store.checkpoint_at(2).unwrap(), None);
+    // The corrected batch goes through.
+    store
+        .append(
+            &[a2],
+            &[ev],
+            &[(0, 1, hash("leaf1")), (1, 0, hash("n10"))],
+            Some(&checkpoint(2, "c")),
+        )
+        .unwrap();
+    assert_eq!(store.last_feed_index().unwrap(), 2);
+    assert_eq!(store.list_equivocations(None, 0, 10).unwrap().len(), 1);
+    assert_eq!(store.log_node(1, 0).unwrap(), Some(hash("n10")));
+    assert_eq!(
+        store.latest_checkpoint().unwrap(),
+        Some(stored(&checkpoint(2, "c"), 0))
+    );
+}
+
+/// Checkpoints only grow: a size not above the latest is refused with the whole batch.
+pub fn hub_checkpoint_cas(store: &dyn HubStore) {
+    assert_eq!(store.latest_checkpoint().unwrap(), None);
+    assert_eq!(store.checkpoint_at(0).unwrap(), None);
+    // The empty tree may be checkpointed first.
+    store
+        .append(&[], &[], &[], Some(&checkpoint(0, "a")))
+        .unwrap();
+    assert_eq!(
+        store.latest_checkpoint().unwrap(),
+        Some(stored(&checkpoint(0, "a"), 0))
+    );
+    store
+        .append(
+            &[
+                statement(1, "node-a", 1, "k"),
+                statement(2, "node-a", 2, "k"),
+            ],
+            &[],
+            &[],
+            Some(&checkpoint(2, "a")),
+        )
+        .unwrap();
+    let refused = [
+        ("same size, same checkpoint", checkpoint(2, "a")),
+        ("same size, other root", checkpoint(2, "b")),
+        ("smaller size", checkpoint(1, "b")),
+        ("empty tree again", checkpoint(0, "b")),
+    ];
+    for (context, cp) in &refused {
+        assert_conflict(
+            store.append(
+                &[statement(3, "node-a", 3, "k")],
+                &[],
+                &[(0, 2, hash("leaf2"))],
+                Some(cp),
+            ),
+            context,
+        );
+        assert_eq!(store.last_feed_index().unwrap(), 2, "{context}");
+        assert_eq!(store.log_node(0, 2).unwrap(), None, "{context}");
+        assert_eq!(
+            store.latest_checkpoint().unwrap(),
+            Some(stored(&checkpoint(2, "a"), 0)),
+            "{context}"
+        );
+    }
+    assert_eq!(store.checkpoint_at(1).unwrap(), None);
+    // Sizes may skip (the hub checkpoints per batch).
+    store
+        .append(&[], &[], &[], Some(&checkpoint(7, "a")))
+        .unwrap();
+    assert_eq!(
+        store.checkpoint_at(0).unwrap(),
+        Some(stored(&checkpoint(0, "a"), 0))
+    );
+    assert_eq!(
+        store.checkpoint_at(2).unwrap(),
+        Some(stored(&checkpoint(2, "a"), 0))
+    );
+    assert_eq!(
+        store.latest_checkpoint().unwrap(),
+        Some(stored(&checkpoint(7, "a"), 0))
+    );
+    assert_eq!(store.checkpoint_at(u64::MAX).unwrap(), None);
+    assert_conflict(
+        store.append(&[], &[], &[], Some(&checkpoint(u64::MAX, "a"))),
+        "size beyond i64",
+    );
+}
+
+/// Cosignatures are upserted per (size, witness) and counted per distinct witness.
+pub fn hub_cosignatures(store: &dyn HubStore) {
+    assert_conflict(
+        store.add_cosignature(&cosignature(1, "w1", "a")),
+        "no checkpoint",
+    );
+    assert!(store.cosignatures(1).unwrap().is_empty());
+    store
+        .append(&[], &[], &[], Some(&checkpoint(1, "c")))
+        .unwrap();
+    store
+        .append(&[], &[], &[], Some(&checkpoint(3, "c")))
+        .unwrap();
+    assert_conflict(
+        store.add_cosignature(&cosignature(2, "w1", "a")),
+        "no checkpoint of that size",
+    );
+    assert!(store.cosignatures(2).unwrap().is_empty());
+
+    assert_eq!(
+        store.add_cosignature(&cosignature(3, "w2", "a")).unwrap(),
+        1
+    );
+    assert_eq!(
+        store.add_cosignature(&cosignature(3, "w1", "a")).unwrap(),
+        2
+    );
+    // A witness re-cosigning replaces its line and timestamp without counting twice.
+    let newer = Cosignature {
+        timestamp: 1_800_000_000,
+        ..cosignature(3, "w1", "b")
+    };
+    assert_eq!(store.add_cosignature(&newer).unwrap(), 2);
+    assert_eq!(
+        store.add_cosignature(&cosignature(1, "w3", "a")).unwrap(),
+        1
+    );
+    assert_eq!(
+        store.cosignatures(3).unwrap(),
+        vec![newer.clone(), cosignature(3, "w2", "a")]
+    );
+    assert_eq!(
+        store.cosignatures(1).unwrap(),
+        vec![cosignature(1, "w3", "a")]
+    );
+    assert_eq!(
+        store.checkpoint_at(3).unwrap().unwrap().cosignature_count,
+        2
+    );
+    assert_eq!(
+        store.checkpoint_at(1).unwrap().unwrap().cosignature_count,
+        1
+    );
+    assert_eq!(
+        store
+            .latest_checkpoint()
+            .unwrap()
+            .unwrap()
+            .cosignature_count,
+        2
+    );
+    assert_eq!(
+        store.add_cosignature(&cosignature(3, "w3", "a")).unwrap(),
+        3
+    );
+    assert_eq!(
+        store.checkpoint_at(3).unwrap().unwrap().cosignature_count,
+        3
+    );
+    assert_conflict(
+        store.add_cosignature(&Cosignature {
+            timestamp: u64::MAX,
+            ..cosignature(3, "w4", "a")
+        }),
+        "timestamp beyond i64",
+    );
+    assert_eq!(
+        store.checkpoint_at(3).unwrap().unwrap().cosignature_count,
+        3
+    );
+}
+
+/// latest_final_checkpoint picks the largest checkpoint that reached the quorum.
+pub fn hub_latest_final_checkpoint(store: &dyn HubStore) {
+    for quorum in [0, 1, 2] {
+        assert_eq!(store.latest_final_checkpoint(quorum).unwrap(), None);
+    }
+    for size in [1, 2, 3, 4] {
+        store
+            .append(&[], &[], &[], Some(&checkpoint(size, "q")))
+            .unwrap();
+    }
+    // Counts by size: 1 → 2, 2 → 3, 3 → 1, 4 → 0.
+    for (size, witnesses) in [(1, 2), (2, 3), (3, 1)] {
+        for w in 0..witnesses {
+            store
+                .add_cosignature(&cosignature(size, &format!("w{w}"), "q"))
+                .unwrap();
+        }
+    }
+    let final_size = |quorum| {
+        store
+            .latest_final_checkpoint(quorum)
+            .unwrap()
+            .map(|c| c.size)
+    };
+    assert_eq!(final_size(0), Some(4));
+    assert_eq!(final_size(1), Some(3));
+    assert_eq!(final_size(2), Some(2));
+    assert_eq!(final_size(3), Some(2));
+    assert_eq!(final_size(4), None);
+    assert_eq!(final_size(u32::MAX), None);
+    assert_eq!(
+        store.latest_final_checkpoint(2).unwrap(),
+        Some(stored(&checkpoint(2, "q"), 3))
+    );
+    // More cosignatures make a newer checkpoint final.
+    store.add_cosignature(&cosignature(4, "w0", "q")).unwrap();
+    assert_eq!(final_size(2), Some(2));
+    store.add_cosignature(&cosignature(4, "w1", "q")).unwrap();
+    assert_eq!(final_size(2), Some(4));
+    assert_eq!(final_size(3), Some(2));
+}
+
+/// mirror_by_node_seq finds exactly the mirrored statement of that (node, seq).
+pub fn node_mirror_by_node_seq(store: &dyn NodeStore) {
+    assert_eq!(store.mirror_by_node_seq("node-a", 1).unwrap(), None);
+    let m1 = mirrored(1, "node-a", 1, "s");
+    let m2 = mirrored(4, "node-b", 1, "s");
+    store.mirror_insert(&m1).unwrap();
+    store.mirror_insert(&m2).unwrap();
+    assert_eq!(store.mirror_by_node_seq("node-a", 1).unwrap(), Some(m1));
+    assert_eq!(store.mirror_by_node_seq("node-b", 1).unwrap(), Some(m2));
+    assert_eq!(store.mirror_by_node_seq("node-a", 2).unwrap(), None);
+    assert_eq!(store.mirror_by_node_seq("node-c", 1).unwrap(), None);
+    assert_eq!(store.mirror_by_node_seq("node-a", u64::MAX).unwrap(), None);
+}
+
+/// A test trusted checkpoint of `size`, root derived from size and `salt`.
+pub fn trusted(size: u64, salt: &str) -> TrustedCheckpoint {
+    let cp = checkpoint(size, salt);
+    TrustedCheckpoint {
+        size,
+        root: cp.root,
+        note: cp.note,
+    }
+}
+
+/// advance_trusted is a compare-and-swap that never shrinks or forks; refusals write nothing.
+pub fn node_trusted_checkpoint_cas(store: &dyn NodeStore) {
+    assert_eq!(store.trusted_checkpoint().unwrap(), None);
+    assert_conflict(
+        store.advance_trusted(3, &trusted(5, "t")),
+        "nothing stored yet",
+    );
+    assert_eq!(store.trusted_checkpoint().unwrap(), None);
+    store.advance_trusted(0, &trusted(3, "t")).unwrap();
+    assert_eq!(store.trusted_checkpoint().unwrap(), Some(trusted(3, "t")));
+
+    let refused = [
+        ("stale expected size", 0, trusted(5, "t")),
+        ("wrong expected size", 4, trusted(5, "t")),
+        ("shrinks", 3, trusted(2, "t")),
+        ("same size, other root", 3, trusted(3, "forged")),
+    ];
+    for (context, expected, new) in &refused {
+        assert_conflict(store.advance_trusted(*expected, new), context);
+        assert_eq!(
+            store.trusted_checkpoint().unwrap(),
+            Some(trusted(3, "t")),
+            "{context}"
+        );
+    }
+    // The same checkpoint again is a no-op (even with another note, the stored one is kept).
+    store.advance_trusted(3, &trusted(3, "t")).unwrap();
+    store
+        .advance_trusted(
+            3,
+            &TrustedCheckpoint {
+                note: "other note".into(),
+                ..trusted(3, "t")
+            },
+        )
+        .unwrap();
+    assert_eq!(store.trusted_checkpoint().unwrap(), Some(trusted(3, "t")));
+    store.advance_trusted(3, &trusted(9, "t")).unwrap();
+    assert_eq!(store.trusted_checkpoint().unwrap(), Some(trusted(9, "t")));
+    assert_conflict(
+        store.advance_trusted(3, &trusted(12, "t")),
+        "old expected size",
+    );
+    assert_conflict(
+        store.advance_trusted(9, &trusted(u64::MAX, "t")),
+        "size beyond i64",
+    );
+    assert_eq!(store.trusted_checkpoint().unwrap(), Some(trusted(9, "t")));
+
+    // Two racers from the same trusted size: exactly one wins.
+    let results = std::thread::scope(|scope| {
+        let racers: Vec<_> = ["left", "right"]
+            .into_iter()
+            .map(|salt| scope.spawn(move || store.advance_trusted(9, &trusted(10, salt))))
+            .collect();
+        racers
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(store.trusted_checkpoint().unwrap().unwrap().size, 10);
+}
+
+/// Fork evidence is kept once per (trusted, conflicting) pair, in detection order.
+pub fn node_forks_dedupe(store: &dyn NodeStore) {
+    assert!(store.forks().unwrap().is_empty());
+    store
+        .record_fork("t1", "c1", "same size, other root", 10)
+        .unwrap();
+    store.record_fork("t1", "c1", "reported again", 20).unwrap();
+    store.record_fork("t1", "c2", "inconsistent", 30).unwrap();
+    store.record_fork("c1", "t1", "swapped", 40).unwrap();
+    let forks = store.forks().unwrap();
+    let summary: Vec<_> = forks
+        .iter()
+        .map(|f| {
+            (
+                f.trusted_note.as_str(),
+                f.conflicting_note.as_str(),
+                f.problem.as_str(),
+                f.detected_at_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("t1", "c1", "same size, other root", 10),
+            ("t1", "c2", "inconsistent", 30),
+            ("c1", "t1", "swapped", 40),
+        ]
+    );
+    assert!(forks.windows(2).all(|w| w[0].id < w[1].id));
 }

@@ -3,6 +3,7 @@
 
 use crate::StoreError;
 use rcpfed_core::Digest;
+use rcpfed_core::merkle::Hash;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -180,6 +181,12 @@ pub(crate) fn bound(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// A u64 key for an exact-match lookup: None if it exceeds i64::MAX, so nothing can match it
+/// (clamping would wrongly find the row at i64::MAX).
+pub(crate) fn key(value: u64) -> Option<i64> {
+    i64::try_from(value).ok()
+}
+
 /// A LIMIT value, clamped.
 pub(crate) fn limit(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -213,6 +220,18 @@ pub(crate) fn get_digest(row: &Row<'_>, idx: usize) -> Result<Digest, StoreError
     Digest::from_slice(bytes).ok_or_else(|| {
         StoreError::Corrupt(format!(
             "column {} holds a {}-byte digest",
+            row.as_ref().column_name(idx).unwrap_or("?"),
+            bytes.len()
+        ))
+    })
+}
+
+/// Reads a 32-byte BLOB column as a Merkle tree hash.
+pub(crate) fn get_hash(row: &Row<'_>, idx: usize) -> Result<Hash, StoreError> {
+    let bytes = row.get_ref(idx)?.as_blob().map_err(rusqlite::Error::from)?;
+    Hash::try_from(bytes).map_err(|_| {
+        StoreError::Corrupt(format!(
+            "column {} holds a {}-byte hash",
             row.as_ref().column_name(idx).unwrap_or("?"),
             bytes.len()
         ))

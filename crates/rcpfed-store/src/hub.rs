@@ -1,9 +1,11 @@
-//! The hub's store: the append-only log of accepted statements (the feed) and the evidence of
-//! equivocations.
+//! The hub's store: the append-only log of accepted statements (the feed), the evidence of
+//! equivocations, and the transparency log over the feed: complete Merkle subtree hashes,
+//! signed checkpoints and the witnesses' cosignatures.
 
 use crate::StoreError;
-use crate::db::{self, Db, Schema, constraint_message, get_digest, get_u32, get_u64};
+use crate::db::{self, Db, Schema, constraint_message, get_digest, get_hash, get_u32, get_u64};
 use rcpfed_core::Digest;
+use rcpfed_core::merkle::Hash;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -95,6 +97,51 @@ pub struct StatementFilter {
     pub document: Option<String>,
 }
 
+/// A complete Merkle subtree hash keyed by (level, index): the node at level `l`, index `i`
+/// covers leaves `[i << l, (i + 1) << l)`; level 0 holds the leaf hashes.
+pub type LogNode = (u8, u64, Hash);
+
+/// A checkpoint the hub signed, to store with the entries it covers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewCheckpoint {
+    /// Tree size (number of log entries) the checkpoint commits to.
+    pub size: u64,
+    /// Root hash of the tree of that size.
+    pub root: Hash,
+    /// The C2SP signed note text, verbatim.
+    pub note: String,
+    /// When the hub signed it (unix ms, UTC).
+    pub created_at_ms: i64,
+}
+
+/// A stored checkpoint with the number of witnesses that cosigned it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredCheckpoint {
+    /// Tree size.
+    pub size: u64,
+    /// Root hash.
+    pub root: Hash,
+    /// The C2SP signed note text, verbatim.
+    pub note: String,
+    /// When the hub signed it (unix ms, UTC).
+    pub created_at_ms: i64,
+    /// Distinct witnesses whose cosignature is stored for this size.
+    pub cosignature_count: u32,
+}
+
+/// A witness's cosignature of the checkpoint of one size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cosignature {
+    /// Size of the cosigned checkpoint.
+    pub size: u64,
+    /// The witness (its key name).
+    pub witness_id: String,
+    /// The tlog-cosignature signature line, verbatim.
+    pub line: String,
+    /// The cosignature's timestamp (unix seconds, as signed).
+    pub timestamp: u64,
+}
+
 /// The hub's storage.
 pub trait HubStore: Send + Sync + 'static {
     /// The latest statement of every node (seq, digest): the chain heads the ingest pipeline checks against. Cheap at any log size; called at start-up.
@@ -109,12 +156,50 @@ pub trait HubStore: Send + Sync + 'static {
         node_id: &str,
         seq: u64,
     ) -> Result<Option<StoredStatement>, StoreError>;
-    /// Appends accepted statements and equivocation evidence in ONE durable transaction (group commit). Feed indexes are assigned by the caller and must continue last_feed_index without gaps; (node_id, seq) and digest are unique — a violation is StoreError::Conflict and nothing is written. An evidence row duplicating an existing (node_id, seq, conflicting_digest) is ignored; evidence whose accepted_digest is not a stored statement of that (node_id, seq) is a Conflict.
+    /// The statement at this feed index.
+    fn statement_by_feed_index(
+        &self,
+        feed_index: u64,
+    ) -> Result<Option<StoredStatement>, StoreError>;
+    /// Appends accepted statements, equivocation evidence, Merkle log nodes and a checkpoint in
+    /// ONE durable `BEGIN IMMEDIATE` transaction (group commit); any violation below is
+    /// StoreError::Conflict and nothing at all is written.
+    ///
+    /// - Statements: feed indexes are assigned by the caller and must continue last_feed_index
+    ///   without gaps; (node_id, seq) and digest are unique.
+    /// - Evidence: a row duplicating an existing (node_id, seq, conflicting_digest) is ignored;
+    ///   evidence whose accepted_digest is not a stored statement of that (node_id, seq) is a
+    ///   Conflict.
+    /// - Log nodes: complete subtree hashes keyed (level, index), level 0 being the leaves. A
+    ///   key already stored with the same hash is ignored; with a different hash it is a
+    ///   Conflict (history is never rewritten).
+    /// - Checkpoint: compare-and-swap; its size must be strictly greater than the largest
+    ///   stored checkpoint size (the hub never signs two checkpoints for one size).
     fn append(
         &self,
         statements: &[StoredStatement],
         evidence: &[NewEquivocation],
+        log_nodes: &[LogNode],
+        checkpoint: Option<&NewCheckpoint>,
     ) -> Result<(), StoreError>;
+    /// The hash of the complete subtree at (level, index), if stored. One B-tree probe.
+    fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError>;
+    /// Several log nodes, in the order of `keys`, read in one read transaction (one consistent
+    /// snapshot; proof generation reads O(log n) of them).
+    fn log_nodes(&self, keys: &[(u8, u64)]) -> Result<Vec<Option<Hash>>, StoreError>;
+    /// The checkpoint of the largest size, None before the first. Cheap.
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// The checkpoint of this size.
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// The checkpoint of the largest size with cosignature_count >= quorum (a final one).
+    /// Cheap at any log size: O(distinct counts · log n).
+    fn latest_final_checkpoint(&self, quorum: u32) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// Stores (upserts) a witness's cosignature of the checkpoint of `c.size`, updating that
+    /// checkpoint's cosignature_count in the same transaction; returns the number of distinct
+    /// witnesses that cosigned that size. Conflict if no checkpoint of that size is stored.
+    fn add_cosignature(&self, c: &Cosignature) -> Result<u32, StoreError>;
+    /// The cosignatures of the checkpoint of this size, ordered by witness_id.
+    fn cosignatures(&self, size: u64) -> Result<Vec<Cosignature>, StoreError>;
     /// Statements with feed_index > after_index matching the filter, ascending, at most limit.
     fn list_statements(
         &self,
@@ -134,10 +219,11 @@ pub trait HubStore: Send + Sync + 'static {
 }
 
 /// Schema of the hub database. Append new migrations; never edit shipped ones.
-const HUB_SCHEMA: Schema = Schema {
+pub(crate) const HUB_SCHEMA: Schema = Schema {
     name: "hub",
     application_id: 0x5243_4648, // "RCFH"
-    migrations: &[r#"
+    migrations: &[
+        r#"
         -- feed_index is the rowid: MAX() is an O(log n) lookup and every secondary index
         -- implicitly ends with it, so (col) indexes serve "col = ? AND feed_index > ?" pages.
         CREATE TABLE statements (
@@ -170,7 +256,39 @@ const HUB_SCHEMA: Schema = Schema {
             UNIQUE (node_id, seq, conflicting_digest)
         );
         CREATE INDEX equivocations_node ON equivocations (node_id);
-    "#],
+    "#,
+        r#"
+        -- Transparency log (issue 3). Complete Merkle subtree hashes: the node at (level, idx)
+        -- covers leaves [idx << level, (idx + 1) << level). WITHOUT ROWID: one B-tree probe
+        -- per lookup and the key is stored once.
+        CREATE TABLE log_nodes (
+            level INTEGER NOT NULL CHECK (level BETWEEN 0 AND 63),
+            idx   INTEGER NOT NULL CHECK (idx >= 0),
+            hash  BLOB    NOT NULL CHECK (length(hash) = 32),
+            PRIMARY KEY (level, idx)
+        ) WITHOUT ROWID;
+
+        -- size is the rowid: the latest checkpoint is an O(log n) max(). cosignature_count is
+        -- maintained with the cosignatures; its index (implicitly ending with size) answers
+        -- "latest with count = c" in one probe per distinct count.
+        CREATE TABLE checkpoints (
+            size              INTEGER PRIMARY KEY CHECK (size >= 0),
+            root              BLOB    NOT NULL CHECK (length(root) = 32),
+            note              TEXT    NOT NULL,
+            created_at_ms     INTEGER NOT NULL,
+            cosignature_count INTEGER NOT NULL DEFAULT 0 CHECK (cosignature_count >= 0)
+        );
+        CREATE INDEX checkpoints_cosignature_count ON checkpoints (cosignature_count);
+
+        CREATE TABLE cosignatures (
+            size       INTEGER NOT NULL REFERENCES checkpoints (size),
+            witness_id TEXT    NOT NULL,
+            line       TEXT    NOT NULL,
+            timestamp  INTEGER NOT NULL CHECK (timestamp >= 0),
+            PRIMARY KEY (size, witness_id)
+        ) WITHOUT ROWID;
+    "#,
+    ],
 };
 
 /// Column list matching [`statement_from_row`].
@@ -179,6 +297,36 @@ macro_rules! statement_columns {
         "feed_index, node_id, seq, digest, payload_type, kind, document, revision, envelope, \
          receipt, accepted_at_ms"
     };
+}
+
+/// Column list matching [`checkpoint_from_row`].
+macro_rules! checkpoint_columns {
+    () => {
+        "size, root, note, created_at_ms, cosignature_count"
+    };
+}
+
+fn checkpoint_from_row(row: &Row<'_>) -> Result<StoredCheckpoint, StoreError> {
+    Ok(StoredCheckpoint {
+        size: get_u64(row, 0)?,
+        root: get_hash(row, 1)?,
+        note: row.get(2)?,
+        created_at_ms: row.get(3)?,
+        cosignature_count: get_u32(row, 4)?,
+    })
+}
+
+fn query_checkpoint(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<Option<StoredCheckpoint>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    match rows.next()? {
+        Some(row) => Ok(Some(checkpoint_from_row(row)?)),
+        None => Ok(None),
+    }
 }
 
 fn statement_from_row(row: &Row<'_>) -> Result<StoredStatement, StoreError> {
@@ -263,7 +411,9 @@ impl HubStore for SqliteHubStore {
         node_id: &str,
         seq: u64,
     ) -> Result<Option<StoredStatement>, StoreError> {
-        let seq = db::bound(seq);
+        let Some(seq) = db::key(seq) else {
+            return Ok(None);
+        };
         self.db.read(|conn| {
             let sql = concat!(
                 "SELECT ",
@@ -274,84 +424,157 @@ impl HubStore for SqliteHubStore {
         })
     }
 
+    fn statement_by_feed_index(
+        &self,
+        feed_index: u64,
+    ) -> Result<Option<StoredStatement>, StoreError> {
+        let Some(feed_index) = db::key(feed_index) else {
+            return Ok(None);
+        };
+        self.db.read(|conn| {
+            let sql = concat!(
+                "SELECT ",
+                statement_columns!(),
+                " FROM statements WHERE feed_index = ?1"
+            );
+            Ok(query_statements(conn, sql, &[&feed_index])?.pop())
+        })
+    }
+
     fn append(
         &self,
         statements: &[StoredStatement],
         evidence: &[NewEquivocation],
+        log_nodes: &[LogNode],
+        checkpoint: Option<&NewCheckpoint>,
     ) -> Result<(), StoreError> {
-        if statements.is_empty() && evidence.is_empty() {
+        if statements.is_empty()
+            && evidence.is_empty()
+            && log_nodes.is_empty()
+            && checkpoint.is_none()
+        {
             return Ok(());
         }
+        // Any error returns before commit; the dropped transaction rolls everything back.
         self.db.write(|tx| {
-            let mut expected = last_feed_index(tx)?;
-            let mut insert = tx.prepare_cached(concat!(
-                "INSERT INTO statements (",
-                statement_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-            ))?;
-            for st in statements {
-                expected += 1;
-                if st.feed_index != expected {
-                    return Err(StoreError::Conflict(format!(
-                        "feed index {} does not continue the log (expected {expected})",
-                        st.feed_index
-                    )));
-                }
-                let res = insert.execute(params![
-                    db::int(st.feed_index, "feed index")?,
-                    st.node_id,
-                    db::int(st.seq, "seq")?,
-                    &st.digest.0[..],
-                    st.payload_type,
-                    st.kind,
-                    st.document,
-                    st.revision,
-                    st.envelope,
-                    st.receipt,
-                    st.accepted_at_ms,
-                ]);
-                if let Err(err) = res {
-                    return Err(statement_conflict(err, st));
-                }
-            }
-
-            let mut accepted =
-                tx.prepare_cached("SELECT node_id, seq FROM statements WHERE digest = ?1")?;
-            let mut insert_evidence = tx.prepare_cached(
-                "INSERT INTO equivocations (node_id, seq, accepted_digest, conflicting_digest,
-                     conflicting_envelope, detected_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (node_id, seq, conflicting_digest) DO NOTHING",
-            )?;
-            for ev in evidence {
-                let seq = db::int(ev.seq, "seq")?;
-                let owner: Option<(String, i64)> = accepted
-                    .query_row([&ev.accepted_digest.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                // Evidence must point at the statement it contradicts, or it proves nothing.
-                if owner.as_ref() != Some(&(ev.node_id.clone(), seq)) {
-                    return Err(StoreError::Conflict(format!(
-                        "equivocation evidence for node {} seq {} names accepted digest {}, \
-                         which is not that statement in the log",
-                        ev.node_id, ev.seq, ev.accepted_digest
-                    )));
-                }
-                if ev.conflicting_digest == ev.accepted_digest {
-                    return Err(StoreError::Conflict(format!(
-                        "equivocation evidence for node {} seq {} conflicts with itself",
-                        ev.node_id, ev.seq
-                    )));
-                }
-                insert_evidence.execute(params![
-                    ev.node_id,
-                    seq,
-                    &ev.accepted_digest.0[..],
-                    &ev.conflicting_digest.0[..],
-                    ev.conflicting_envelope,
-                    ev.detected_at_ms,
-                ])?;
+            insert_statements(tx, statements)?;
+            insert_evidence(tx, evidence)?;
+            insert_log_nodes(tx, log_nodes)?;
+            if let Some(checkpoint) = checkpoint {
+                insert_checkpoint(tx, checkpoint)?;
             }
             Ok(())
+        })
+    }
+
+    fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError> {
+        let Some(index) = db::key(index) else {
+            return Ok(None);
+        };
+        self.db.read(|conn| read_log_node(conn, level, index))
+    }
+
+    fn log_nodes(&self, keys: &[(u8, u64)]) -> Result<Vec<Option<Hash>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.db.read(|conn| {
+            // One snapshot for all reads: a proof is never assembled from two tree states.
+            let tx = conn.unchecked_transaction()?;
+            let out = keys
+                .iter()
+                .map(|&(level, index)| match db::key(index) {
+                    Some(index) => read_log_node(&tx, level, index),
+                    None => Ok(None),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.db.read(|conn| {
+            let sql = concat!(
+                "SELECT ",
+                checkpoint_columns!(),
+                " FROM checkpoints ORDER BY size DESC LIMIT 1"
+            );
+            query_checkpoint(conn, sql, &[])
+        })
+    }
+
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let Some(size) = db::key(size) else {
+            return Ok(None);
+        };
+        self.db.read(|conn| {
+            let sql = concat!(
+                "SELECT ",
+                checkpoint_columns!(),
+                " FROM checkpoints WHERE size = ?1"
+            );
+            query_checkpoint(conn, sql, &[&size])
+        })
+    }
+
+    fn latest_final_checkpoint(&self, quorum: u32) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.db
+            .read(|conn| query_checkpoint(conn, LATEST_FINAL_SQL, &[&quorum]))
+    }
+
+    fn add_cosignature(&self, c: &Cosignature) -> Result<u32, StoreError> {
+        let size = db::int(c.size, "checkpoint size")?;
+        let timestamp = db::int(c.timestamp, "cosignature timestamp")?;
+        self.db.write(|tx| {
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM checkpoints WHERE size = ?1")?
+                .exists([size])?;
+            if !exists {
+                return Err(StoreError::Conflict(format!(
+                    "no checkpoint of size {} to cosign (witness {})",
+                    c.size, c.witness_id
+                )));
+            }
+            tx.prepare_cached(
+                "INSERT INTO cosignatures (size, witness_id, line, timestamp)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (size, witness_id)
+                 DO UPDATE SET line = excluded.line, timestamp = excluded.timestamp",
+            )?
+            .execute(params![size, c.witness_id, c.line, timestamp])?;
+            // Counted, not incremented: an upsert of a known witness leaves the count as is.
+            // O(witnesses of this size) through the primary key.
+            let count: i64 = tx
+                .prepare_cached("SELECT count(*) FROM cosignatures WHERE size = ?1")?
+                .query_row([size], |r| r.get(0))?;
+            tx.prepare_cached("UPDATE checkpoints SET cosignature_count = ?2 WHERE size = ?1")?
+                .execute([size, count])?;
+            u32::try_from(count)
+                .map_err(|_| StoreError::Corrupt(format!("cosignature count {count} out of range")))
+        })
+    }
+
+    fn cosignatures(&self, size: u64) -> Result<Vec<Cosignature>, StoreError> {
+        let Some(size) = db::key(size) else {
+            return Ok(Vec::new());
+        };
+        self.db.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT size, witness_id, line, timestamp FROM cosignatures
+                 WHERE size = ?1 ORDER BY witness_id",
+            )?;
+            let mut rows = stmt.query([size])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(Cosignature {
+                    size: get_u64(row, 0)?,
+                    witness_id: row.get(1)?,
+                    line: row.get(2)?,
+                    timestamp: get_u64(row, 3)?,
+                });
+            }
+            Ok(out)
         })
     }
 
@@ -447,6 +670,171 @@ pub(crate) const CHAIN_HEADS_SQL: &str = "
         AND s.seq = (SELECT max(m.seq) FROM statements m WHERE m.node_id = n.node_id)
     WHERE n.node_id IS NOT NULL
     ORDER BY n.node_id";
+
+/// The latest checkpoint with cosignature_count >= ?1. Walks the distinct counts >= quorum
+/// through the cosignature_count index (a skip scan over a handful of values: counts never
+/// exceed the number of witnesses) and takes each count's largest size with one probe, so the
+/// cost never grows with the number of checkpoints, final or not.
+pub(crate) const LATEST_FINAL_SQL: &str = concat!(
+    "WITH RECURSIVE counts(c) AS (
+        SELECT (SELECT min(cosignature_count) FROM checkpoints WHERE cosignature_count >= ?1)
+        UNION ALL
+        SELECT (SELECT min(k.cosignature_count) FROM checkpoints k
+                WHERE k.cosignature_count > counts.c)
+        FROM counts WHERE counts.c IS NOT NULL
+    )
+    SELECT ",
+    checkpoint_columns!(),
+    " FROM checkpoints WHERE size = (
+        SELECT max((SELECT max(m.size) FROM checkpoints m WHERE m.cosignature_count = counts.c))
+        FROM counts WHERE counts.c IS NOT NULL
+    )"
+);
+
+fn read_log_node(conn: &Connection, level: u8, index: i64) -> Result<Option<Hash>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT hash FROM log_nodes WHERE level = ?1 AND idx = ?2")?;
+    let mut rows = stmt.query(params![level, index])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(get_hash(row, 0)?)),
+        None => Ok(None),
+    }
+}
+
+fn insert_statements(tx: &Connection, statements: &[StoredStatement]) -> Result<(), StoreError> {
+    if statements.is_empty() {
+        return Ok(());
+    }
+    let mut expected = last_feed_index(tx)?;
+    let mut insert = tx.prepare_cached(concat!(
+        "INSERT INTO statements (",
+        statement_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))?;
+    for st in statements {
+        expected += 1;
+        if st.feed_index != expected {
+            return Err(StoreError::Conflict(format!(
+                "feed index {} does not continue the log (expected {expected})",
+                st.feed_index
+            )));
+        }
+        let res = insert.execute(params![
+            db::int(st.feed_index, "feed index")?,
+            st.node_id,
+            db::int(st.seq, "seq")?,
+            &st.digest.0[..],
+            st.payload_type,
+            st.kind,
+            st.document,
+            st.revision,
+            st.envelope,
+            st.receipt,
+            st.accepted_at_ms,
+        ]);
+        if let Err(err) = res {
+            return Err(statement_conflict(err, st));
+        }
+    }
+    Ok(())
+}
+
+fn insert_evidence(tx: &Connection, evidence: &[NewEquivocation]) -> Result<(), StoreError> {
+    if evidence.is_empty() {
+        return Ok(());
+    }
+    let mut accepted =
+        tx.prepare_cached("SELECT node_id, seq FROM statements WHERE digest = ?1")?;
+    let mut insert_evidence = tx.prepare_cached(
+        "INSERT INTO equivocations (node_id, seq, accepted_digest, conflicting_digest,
+             conflicting_envelope, detected_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (node_id, seq, conflicting_digest) DO NOTHING",
+    )?;
+    for ev in evidence {
+        let seq = db::int(ev.seq, "seq")?;
+        let owner: Option<(String, i64)> = accepted
+            .query_row([&ev.accepted_digest.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        // Evidence must point at the statement it contradicts, or it proves nothing.
+        if owner.as_ref() != Some(&(ev.node_id.clone(), seq)) {
+            return Err(StoreError::Conflict(format!(
+                "equivocation evidence for node {} seq {} names accepted digest {}, \
+                 which is not that statement in the log",
+                ev.node_id, ev.seq, ev.accepted_digest
+            )));
+        }
+        if ev.conflicting_digest == ev.accepted_digest {
+            return Err(StoreError::Conflict(format!(
+                "equivocation evidence for node {} seq {} conflicts with itself",
+                ev.node_id, ev.seq
+            )));
+        }
+        insert_evidence.execute(params![
+            ev.node_id,
+            seq,
+            &ev.accepted_digest.0[..],
+            &ev.conflicting_digest.0[..],
+            ev.conflicting_envelope,
+            ev.detected_at_ms,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Inserts log nodes; a key already stored is read back only then (no per-row SELECT on the
+/// common path) and must hold the same hash.
+fn insert_log_nodes(tx: &Connection, nodes: &[LogNode]) -> Result<(), StoreError> {
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3)
+         ON CONFLICT (level, idx) DO NOTHING",
+    )?;
+    for (level, index, hash) in nodes {
+        if *level > 63 {
+            return Err(StoreError::Conflict(format!(
+                "log node level {level} is beyond a 64-bit tree"
+            )));
+        }
+        let idx = db::int(*index, "log node index")?;
+        if insert.execute(params![level, idx, &hash[..]])? == 0 {
+            match read_log_node(tx, *level, idx)? {
+                Some(stored) if stored == *hash => {}
+                _ => {
+                    return Err(StoreError::Conflict(format!(
+                        "log node (level {level}, index {index}) is already stored with a \
+                         different hash; the log's history is never rewritten"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores a checkpoint only if it is larger than every stored one (compare-and-swap).
+fn insert_checkpoint(tx: &Connection, cp: &NewCheckpoint) -> Result<(), StoreError> {
+    let size = db::int(cp.size, "checkpoint size")?;
+    let latest: Option<i64> = tx
+        .prepare_cached("SELECT max(size) FROM checkpoints")?
+        .query_row([], |r| r.get(0))?;
+    if let Some(latest) = latest
+        && size <= latest
+    {
+        return Err(StoreError::Conflict(format!(
+            "checkpoint size {} does not exceed the latest stored checkpoint size {latest}",
+            cp.size
+        )));
+    }
+    tx.prepare_cached(
+        "INSERT INTO checkpoints (size, root, note, created_at_ms, cosignature_count)
+         VALUES (?1, ?2, ?3, ?4, 0)",
+    )?
+    .execute(params![size, &cp.root[..], cp.note, cp.created_at_ms])?;
+    Ok(())
+}
 
 fn last_feed_index(conn: &Connection) -> Result<u64, StoreError> {
     let max: i64 = conn

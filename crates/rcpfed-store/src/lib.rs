@@ -19,6 +19,8 @@ pub mod conformance;
 pub use error::StoreError;
 pub use hub::*;
 pub use node::*;
+/// A SHA-256 Merkle tree hash (log nodes, checkpoint roots).
+pub use rcpfed_core::merkle::Hash;
 
 #[cfg(test)]
 mod sqlite_tests;

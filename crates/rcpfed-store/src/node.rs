@@ -2,8 +2,11 @@
 //! verified mirror of the hub's feed.
 
 use crate::StoreError;
-use crate::db::{self, Db, Schema, constraint_message, get_digest, get_opt_u64, get_u32, get_u64};
+use crate::db::{
+    self, Db, Schema, constraint_message, get_digest, get_hash, get_opt_u64, get_u32, get_u64,
+};
 use rcpfed_core::Digest;
+use rcpfed_core::merkle::Hash;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::fmt;
@@ -120,6 +123,32 @@ pub struct OutboxCounts {
     pub rejected: u64,
 }
 
+/// The hub checkpoint a node currently trusts (the last one it verified consistent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrustedCheckpoint {
+    /// Tree size.
+    pub size: u64,
+    /// Root hash.
+    pub root: Hash,
+    /// The C2SP signed note text, verbatim.
+    pub note: String,
+}
+
+/// Evidence of a forked or inconsistent hub log: two checkpoints that cannot both be honest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForkRecord {
+    /// Record id, ascending in detection order.
+    pub id: u64,
+    /// The trusted checkpoint's note.
+    pub trusted_note: String,
+    /// The conflicting checkpoint's note.
+    pub conflicting_note: String,
+    /// What is wrong, in plain words.
+    pub problem: String,
+    /// When it was first detected (unix ms, UTC).
+    pub detected_at_ms: i64,
+}
+
 /// A node's storage.
 pub trait NodeStore: Send + Sync + 'static {
     /// This node's latest own statement (seq, digest), None before the first.
@@ -155,13 +184,42 @@ pub trait NodeStore: Send + Sync + 'static {
     ) -> Result<Vec<MirroredStatement>, StoreError>;
     /// Number of mirrored statements.
     fn mirror_count(&self) -> Result<u64, StoreError>;
+    /// The mirrored statement at (node, seq).
+    fn mirror_by_node_seq(
+        &self,
+        node_id: &str,
+        seq: u64,
+    ) -> Result<Option<MirroredStatement>, StoreError>;
+    /// The hub checkpoint this node trusts, None before the first.
+    fn trusted_checkpoint(&self) -> Result<Option<TrustedCheckpoint>, StoreError>;
+    /// Compare-and-swap: replaces the trusted checkpoint only if the stored one's size is still
+    /// `expected_old_size` (0 = none stored yet); otherwise Conflict. Also Conflict if
+    /// new.size < expected_old_size. Equal size with the same root is a no-op success (the
+    /// stored note is kept); equal size with a different root is a Conflict.
+    fn advance_trusted(
+        &self,
+        expected_old_size: u64,
+        new: &TrustedCheckpoint,
+    ) -> Result<(), StoreError>;
+    /// Records fork evidence; an identical (trusted_note, conflicting_note) pair is stored once
+    /// (the first problem and detection time are kept).
+    fn record_fork(
+        &self,
+        trusted_note: &str,
+        conflicting_note: &str,
+        problem: &str,
+        detected_at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// All fork records, in detection order.
+    fn forks(&self) -> Result<Vec<ForkRecord>, StoreError>;
 }
 
 /// Schema of the node database. Append new migrations; never edit shipped ones.
-const NODE_SCHEMA: Schema = Schema {
+pub(crate) const NODE_SCHEMA: Schema = Schema {
     name: "node",
     application_id: 0x5243_464E, // "RCFN"
-    migrations: &[r#"
+    migrations: &[
+        r#"
         CREATE TABLE own_statements (
             seq           INTEGER PRIMARY KEY CHECK (seq >= 1),
             digest        BLOB    NOT NULL UNIQUE CHECK (length(digest) = 32),
@@ -196,7 +254,26 @@ const NODE_SCHEMA: Schema = Schema {
             UNIQUE (node_id, seq)
         );
         CREATE INDEX mirror_node ON mirror (node_id);
-    "#],
+    "#,
+        r#"
+        -- Transparency log (issue 3). At most one trusted checkpoint: the row with id 1.
+        CREATE TABLE trusted_checkpoint (
+            id   INTEGER PRIMARY KEY CHECK (id = 1),
+            size INTEGER NOT NULL CHECK (size >= 0),
+            root BLOB    NOT NULL CHECK (length(root) = 32),
+            note TEXT    NOT NULL
+        );
+
+        CREATE TABLE forks (
+            id               INTEGER PRIMARY KEY,
+            trusted_note     TEXT    NOT NULL,
+            conflicting_note TEXT    NOT NULL,
+            problem          TEXT    NOT NULL,
+            detected_at_ms   INTEGER NOT NULL,
+            UNIQUE (trusted_note, conflicting_note)
+        );
+    "#,
+    ],
 };
 
 /// Column list matching [`own_from_row`].
@@ -262,6 +339,20 @@ fn query_rows<T>(
         out.push(map(row)?);
     }
     Ok(out)
+}
+
+fn read_trusted(conn: &Connection) -> Result<Option<TrustedCheckpoint>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT size, root, note FROM trusted_checkpoint WHERE id = 1")?;
+    let mut rows = stmt.query([])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(TrustedCheckpoint {
+            size: get_u64(row, 0)?,
+            root: get_hash(row, 1)?,
+            note: row.get(2)?,
+        })),
+        None => Ok(None),
+    }
 }
 
 fn count(conn: &Connection, sql: &str) -> Result<u64, StoreError> {
@@ -550,5 +641,114 @@ impl NodeStore for SqliteNodeStore {
     fn mirror_count(&self) -> Result<u64, StoreError> {
         self.db
             .read(|conn| count(conn, "SELECT count(*) FROM mirror"))
+    }
+
+    fn mirror_by_node_seq(
+        &self,
+        node_id: &str,
+        seq: u64,
+    ) -> Result<Option<MirroredStatement>, StoreError> {
+        let Some(seq) = db::key(seq) else {
+            return Ok(None);
+        };
+        self.db.read(|conn| {
+            let sql = concat!(
+                "SELECT ",
+                mirror_columns!(),
+                " FROM mirror WHERE node_id = ?1 AND seq = ?2"
+            );
+            Ok(query_rows(conn, sql, &[&node_id, &seq], mirrored_from_row)?.pop())
+        })
+    }
+
+    fn trusted_checkpoint(&self) -> Result<Option<TrustedCheckpoint>, StoreError> {
+        self.db.read(read_trusted)
+    }
+
+    fn advance_trusted(
+        &self,
+        expected_old_size: u64,
+        new: &TrustedCheckpoint,
+    ) -> Result<(), StoreError> {
+        let size = db::int(new.size, "checkpoint size")?;
+        self.db.write(|tx| {
+            // Read inside the write transaction: nobody can advance it between check and swap.
+            let current = read_trusted(tx)?;
+            let current_size = current.as_ref().map_or(0, |c| c.size);
+            if current_size != expected_old_size {
+                return Err(StoreError::Conflict(format!(
+                    "the trusted checkpoint has size {current_size}, not the expected \
+                     {expected_old_size}"
+                )));
+            }
+            if new.size < expected_old_size {
+                return Err(StoreError::Conflict(format!(
+                    "checkpoint size {} is smaller than the trusted size {expected_old_size}; \
+                     a log never shrinks",
+                    new.size
+                )));
+            }
+            if let Some(current) = &current
+                && current.size == new.size
+            {
+                if current.root == new.root {
+                    return Ok(());
+                }
+                return Err(StoreError::Conflict(format!(
+                    "checkpoint of size {} has a different root than the trusted one of that size",
+                    new.size
+                )));
+            }
+            tx.prepare_cached(
+                "INSERT INTO trusted_checkpoint (id, size, root, note) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET
+                     size = excluded.size, root = excluded.root, note = excluded.note",
+            )?
+            .execute(params![size, &new.root[..], new.note])?;
+            Ok(())
+        })
+    }
+
+    fn record_fork(
+        &self,
+        trusted_note: &str,
+        conflicting_note: &str,
+        problem: &str,
+        detected_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.db.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO forks (trusted_note, conflicting_note, problem, detected_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (trusted_note, conflicting_note) DO NOTHING",
+            )?
+            .execute(params![
+                trusted_note,
+                conflicting_note,
+                problem,
+                detected_at_ms
+            ])?;
+            Ok(())
+        })
+    }
+
+    fn forks(&self) -> Result<Vec<ForkRecord>, StoreError> {
+        self.db.read(|conn| {
+            query_rows(
+                conn,
+                "SELECT id, trusted_note, conflicting_note, problem, detected_at_ms
+                 FROM forks ORDER BY id",
+                &[],
+                |row| {
+                    Ok(ForkRecord {
+                        id: get_u64(row, 0)?,
+                        trusted_note: row.get(1)?,
+                        conflicting_note: row.get(2)?,
+                        problem: row.get(3)?,
+                        detected_at_ms: row.get(4)?,
+                    })
+                },
+            )
+        })
     }
 }

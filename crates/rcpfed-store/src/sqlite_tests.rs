@@ -2,7 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::conformance::{self, mirrored, own, statement};
+use crate::conformance::{self, checkpoint, cosignature, hash, mirrored, own, statement, trusted};
+use crate::db::{Db, Schema};
 use crate::{HubStore, NodeStore, SqliteHubStore, SqliteNodeStore, StoreError};
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -50,7 +51,12 @@ fn hub_reopen_persists() {
     {
         let store = SqliteHubStore::open(&path).unwrap();
         store
-            .append(&[a1.clone(), statement(2, "node-a", 2, "p")], &[])
+            .append(
+                &[a1.clone(), statement(2, "node-a", 2, "p")],
+                &[],
+                &[],
+                None,
+            )
             .unwrap();
     }
     let store = SqliteHubStore::open(&path).unwrap();
@@ -88,16 +94,19 @@ fn newer_schema_is_refused() {
     match SqliteHubStore::open(&hub) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 1,
+            supported: 2,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     let node = paths.fresh();
     drop(SqliteNodeStore::open(&node).unwrap());
-    set_user_version(&node, 2);
+    set_user_version(&node, 3);
     assert!(matches!(
         SqliteNodeStore::open(&node),
-        Err(StoreError::SchemaTooNew { found: 2, .. })
+        Err(StoreError::SchemaTooNew {
+            found: 3,
+            supported: 2
+        })
     ));
 }
 
@@ -186,7 +195,7 @@ fn chain_heads_uses_indexes() {
     let batch: Vec<_> = (1..=200u64)
         .map(|i| statement(i, &format!("node-{}", i % 7), i.div_ceil(7), "q"))
         .collect();
-    store.append(&batch, &[]).unwrap();
+    store.append(&batch, &[], &[], None).unwrap();
     let plan: Vec<String> = store
         .db
         .read(|conn| {
@@ -206,4 +215,181 @@ fn chain_heads_uses_indexes() {
     }
     let heads = store.chain_heads().unwrap();
     assert_eq!(heads.len(), 7);
+}
+
+#[test]
+fn hub_log_reopen_persists() {
+    let paths = Paths::new();
+    let path = paths.fresh();
+    let nodes = [(0, 0, hash("a")), (0, 1, hash("b")), (1, 0, hash("ab"))];
+    {
+        let store = SqliteHubStore::open(&path).unwrap();
+        store
+            .append(
+                &[
+                    statement(1, "node-a", 1, "r"),
+                    statement(2, "node-a", 2, "r"),
+                ],
+                &[],
+                &nodes,
+                Some(&checkpoint(2, "r")),
+            )
+            .unwrap();
+        store.add_cosignature(&cosignature(2, "w1", "r")).unwrap();
+        store.add_cosignature(&cosignature(2, "w2", "r")).unwrap();
+    }
+    let store = SqliteHubStore::open(&path).unwrap();
+    assert_eq!(
+        store.log_nodes(&[(0, 0), (0, 1), (1, 0)]).unwrap(),
+        nodes.iter().map(|n| Some(n.2)).collect::<Vec<_>>()
+    );
+    let latest = store.latest_checkpoint().unwrap().unwrap();
+    assert_eq!(
+        (latest.size, latest.root, latest.cosignature_count),
+        (2, checkpoint(2, "r").root, 2)
+    );
+    assert_eq!(store.latest_final_checkpoint(2).unwrap(), Some(latest));
+    assert_eq!(store.cosignatures(2).unwrap().len(), 2);
+    assert_eq!(
+        store.statement_by_feed_index(2).unwrap().map(|s| s.seq),
+        Some(2)
+    );
+    // The CAS still holds after a restart.
+    assert!(matches!(
+        store.append(&[], &[], &[], Some(&checkpoint(2, "other"))),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.append(&[], &[], &[(0, 1, hash("forged"))], None),
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+#[test]
+fn node_log_reopen_persists() {
+    let paths = Paths::new();
+    let path = paths.fresh();
+    {
+        let store = SqliteNodeStore::open(&path).unwrap();
+        store.advance_trusted(0, &trusted(4, "r")).unwrap();
+        store.record_fork("t", "c", "forked", 7).unwrap();
+    }
+    let store = SqliteNodeStore::open(&path).unwrap();
+    assert_eq!(store.trusted_checkpoint().unwrap(), Some(trusted(4, "r")));
+    assert_eq!(store.forks().unwrap().len(), 1);
+    store.record_fork("t", "c", "again", 8).unwrap();
+    assert_eq!(store.forks().unwrap().len(), 1);
+}
+
+/// Opens `path` with only the first migration of `schema`, as the previous release did.
+fn open_v1(path: &std::path::Path, schema: &Schema) -> Db {
+    let v1 = Schema {
+        name: schema.name,
+        application_id: schema.application_id,
+        migrations: &schema.migrations[..1],
+    };
+    Db::open(path, &v1).unwrap()
+}
+
+#[test]
+fn version_1_files_are_migrated_in_place() {
+    let paths = Paths::new();
+    let hub = paths.fresh();
+    drop(open_v1(&hub, &crate::hub::HUB_SCHEMA));
+    {
+        let store = SqliteHubStore::open(&hub).unwrap();
+        store
+            .append(&[statement(1, "node-a", 1, "v")], &[], &[], None)
+            .unwrap();
+    }
+    // Write a statement with the old layout, then upgrade.
+    let old = paths.fresh();
+    {
+        let db = open_v1(&old, &crate::hub::HUB_SCHEMA);
+        db.write(|tx| {
+            tx.execute(
+                "INSERT INTO statements VALUES (1, 'node-a', 1, zeroblob(32), 't', 'k', 'd', 1,
+                     x'00', x'00', 5)",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    let store = SqliteHubStore::open(&old).unwrap();
+    assert_eq!(store.last_feed_index().unwrap(), 1);
+    assert_eq!(store.latest_checkpoint().unwrap(), None);
+    store
+        .append(&[], &[], &[(0, 0, hash("x"))], Some(&checkpoint(1, "v")))
+        .unwrap();
+
+    let node = paths.fresh();
+    drop(open_v1(&node, &crate::node::NODE_SCHEMA));
+    let store = SqliteNodeStore::open(&node).unwrap();
+    assert_eq!(store.trusted_checkpoint().unwrap(), None);
+    store.advance_trusted(0, &trusted(1, "v")).unwrap();
+}
+
+/// EXPLAIN QUERY PLAN detail lines of `sql` on the hub store.
+fn hub_plan(store: &SqliteHubStore, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Vec<String> {
+    store
+        .db
+        .read(|conn| {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let rows = stmt.query_map(params, |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .unwrap()
+}
+
+#[test]
+fn log_queries_use_indexes() {
+    let paths = Paths::new();
+    let store = SqliteHubStore::open(&paths.fresh()).unwrap();
+    for size in 1..=50u64 {
+        store
+            .append(
+                &[],
+                &[],
+                &[(0, size - 1, hash(&size.to_string()))],
+                Some(&checkpoint(size, "p")),
+            )
+            .unwrap();
+        for w in 0..size % 4 {
+            store
+                .add_cosignature(&cosignature(size, &format!("w{w}"), "p"))
+                .unwrap();
+        }
+    }
+    store
+        .db
+        .write(|tx| Ok(tx.execute_batch("ANALYZE")?))
+        .unwrap();
+    let plan = hub_plan(&store, crate::hub::LATEST_FINAL_SQL, &[&2]);
+    for step in &plan {
+        assert!(
+            !step.contains("SCAN checkpoints")
+                && !step.contains("SCAN k")
+                && !step.contains("SCAN m"),
+            "{plan:#?}"
+        );
+    }
+    assert_eq!(
+        store.latest_final_checkpoint(3).unwrap().map(|c| c.size),
+        Some(47)
+    );
+    assert_eq!(
+        store.latest_final_checkpoint(2).unwrap().map(|c| c.size),
+        Some(50)
+    );
+    let plan = hub_plan(
+        &store,
+        "SELECT hash FROM log_nodes WHERE level = 0 AND idx = 3",
+        &[],
+    );
+    assert!(
+        plan.iter()
+            .any(|s| s.contains("SEARCH log_nodes USING PRIMARY KEY")),
+        "{plan:#?}"
+    );
 }

@@ -126,6 +126,7 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
             tls: tls_files(&config.tls),
             grpc_listener,
             ops_listener,
+            witness_quorum: config.witness_quorum,
             open_store: Box::new(move || {
                 Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn HubStore>)
             }),
@@ -163,6 +164,7 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             hub_endpoint: config.hub_endpoint.clone(),
             grpc_listener,
             ops_listener,
+            witness_interval: std::time::Duration::from_millis(config.witness_interval_ms),
             open_store: Box::new(move || {
                 Ok(Arc::new(SqliteNodeStore::open(&db)?) as Arc<dyn NodeStore>)
             }),

@@ -32,6 +32,8 @@ pub struct HubConfig {
     pub ops_listen: SocketAddr,
     /// The hub's statement/receipt signing key.
     pub signing_key: PathBuf,
+    /// Witness cosignatures that make a checkpoint final.
+    pub witness_quorum: u32,
     /// TLS files.
     pub tls: TlsConfig,
 }
@@ -44,6 +46,7 @@ impl Default for HubConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9051)),
             signing_key: "members/gfmd/signing.key".into(),
+            witness_quorum: 2,
             tls: TlsConfig::default(),
         }
     }
@@ -64,8 +67,10 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Plaintext ops listen address.
     pub ops_listen: SocketAddr,
-    /// Statement signing key.
+    /// Statement signing key (also cosigns log checkpoints as a witness).
     pub signing_key: PathBuf,
+    /// How often the witness polls the hub's latest checkpoint, in milliseconds.
+    pub witness_interval_ms: u64,
     /// TLS files.
     pub tls: TlsConfig,
 }
@@ -80,6 +85,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9061)),
             signing_key: "signing.key".into(),
+            witness_interval_ms: 1000,
             tls: TlsConfig::default(),
         }
     }

@@ -307,6 +307,7 @@ async fn exchange(
             feed_index: record.feed_index,
             envelope: record.envelope.clone(),
             receipt: record.receipt.clone(),
+            log: record.log.clone(),
         };
         rcpfed_node::mirror::verify_entry(federation, &entry, 0)
             .map_err(|e| anyhow::anyhow!("hub statement {} does not verify: {e}", record.name))?;

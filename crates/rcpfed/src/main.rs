@@ -4,6 +4,7 @@ mod client;
 mod commands;
 mod config;
 mod demo;
+mod verify;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,13 @@ enum Command {
     Publish(commands::PublishArgs),
     /// Start a hub and three regional nodes on loopback and exchange the bundled sample data.
     Demo(demo::DemoArgs),
+    /// Verify a statement bundle offline: signature, receipt, checkpoint, inclusion, witnesses.
+    Verify(verify::VerifyArgs),
+    /// Export verifiable data from the hub.
+    Export {
+        #[command(subcommand)]
+        command: verify::ExportCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -87,5 +95,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Keygen { out } => commands::keygen(&out),
         Command::Publish(args) => commands::publish(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Verify(args) => verify::verify(args),
+        Command::Export { command } => verify::export(command).await,
     }
 }

@@ -1,0 +1,430 @@
+//! The node as a witness of the hub's transparency log (C2SP tlog-witness in spirit).
+//!
+//! The witness keeps the latest checkpoint it has verified ("trusted") and moves it forward
+//! only along a verified consistency proof, with a compare-and-swap in the store. It cosigns
+//! only checkpoints it has moved to. Two hub-signed checkpoints that cannot both be true (same
+//! size with different roots, or no valid consistency proof between them) are a fork: the
+//! witness keeps both as evidence, refuses to cosign anything more, turns its health entry
+//! `rcpfed.v1.WitnessService` NOT_SERVING, and logs loudly.
+//!
+//! Every checkpoint the node meets (receipts, feed entries, the periodic poll) goes through
+//! [`Witness::observe`], so a hub that shows this node a different history is caught whichever
+//! way the checkpoint arrives.
+
+use rcpfed_core::checkpoint::{Checkpoint, cosign, open_checkpoint};
+use rcpfed_core::keys::SecretKey;
+use rcpfed_core::members::Federation;
+use rcpfed_core::merkle::{self, Hash};
+use rcpfed_core::note::{NoteSignature, NoteVerifier};
+use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
+use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use rcpfed_store::{NodeStore, StoreError, TrustedCheckpoint};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tonic::transport::Channel;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Health service name of the witness role.
+pub const WITNESS_SERVICE: &str = "rcpfed.v1.WitnessService";
+
+/// This node's witness.
+pub struct Witness {
+    store: Arc<dyn NodeStore>,
+    log: NoteVerifier,
+    name: String,
+    key: SecretKey,
+    forked: AtomicBool,
+    health: HealthReporter,
+    lock: tokio::sync::Mutex<()>,
+}
+
+fn store_error(e: StoreError) -> Rejection {
+    Rejection::new(
+        RejectClass::Precondition,
+        "WITNESS_STORE",
+        format!("witness store: {e}"),
+    )
+}
+
+fn hashes(proof: &[Vec<u8>]) -> Result<Vec<Hash>, Rejection> {
+    proof
+        .iter()
+        .map(|h| {
+            <[u8; 32]>::try_from(h.as_slice()).map_err(|_| {
+                Rejection::new(
+                    RejectClass::Invalid,
+                    reasons::BAD_PROOF,
+                    "a proof hash is not 32 bytes",
+                )
+            })
+        })
+        .collect()
+}
+
+impl Witness {
+    /// A witness for `node_id`, cosigning with `key`. Restores the forked state from the store.
+    pub fn new(
+        federation: &Federation,
+        node_id: &str,
+        key: SecretKey,
+        store: Arc<dyn NodeStore>,
+        health: HealthReporter,
+    ) -> Result<Self, String> {
+        let log = rcpfed_core::logkeys::log_verifier(federation)
+            .ok_or("the member file gives no hub key to verify checkpoints with")?;
+        let forked = !store.forks().map_err(|e| e.to_string())?.is_empty();
+        Ok(Witness {
+            store,
+            log,
+            name: rcpfed_core::logkeys::witness_name(&federation.federation_id, node_id),
+            key,
+            forked: AtomicBool::new(forked),
+            health,
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The witness name used in cosignatures.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether a fork has been seen.
+    pub fn is_forked(&self) -> bool {
+        self.forked.load(Ordering::Relaxed)
+    }
+
+    /// Sets the health entry from the forked state (called at start-up).
+    pub async fn report_health(&self) {
+        let status = if self.is_forked() {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        self.health
+            .set_service_status(WITNESS_SERVICE, status)
+            .await;
+    }
+
+    async fn trusted(&self) -> Result<Option<TrustedCheckpoint>, Rejection> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.trusted_checkpoint())
+            .await
+            .map_err(|e| store_error(StoreError::Corrupt(e.to_string())))?
+            .map_err(store_error)
+    }
+
+    async fn fork(&self, trusted: &str, conflicting: &str, problem: String) -> Rejection {
+        tracing::error!(
+            witness = %self.name,
+            %problem,
+            "LOG FORK: the hub signed checkpoints that cannot both be true; evidence kept, no more cosignatures"
+        );
+        let store = Arc::clone(&self.store);
+        let (t, c, p) = (
+            trusted.to_string(),
+            conflicting.to_string(),
+            problem.clone(),
+        );
+        let now = crate::now_ms();
+        let _ = tokio::task::spawn_blocking(move || store.record_fork(&t, &c, &p, now)).await;
+        self.forked.store(true, Ordering::Relaxed);
+        self.health
+            .set_service_status(WITNESS_SERVICE, ServingStatus::NotServing)
+            .await;
+        Rejection::new(
+            RejectClass::Precondition,
+            reasons::INCONSISTENT_CHECKPOINT,
+            problem,
+        )
+    }
+
+    /// tlog-witness add-checkpoint: `note` must be signed by the hub's log key, `old_size` must
+    /// be the trusted size, and `proof` must prove `old_size` → the new size. Moves the trusted
+    /// checkpoint forward and returns this witness's cosignature.
+    pub async fn add_checkpoint(
+        &self,
+        old_size: u64,
+        proof: &[Vec<u8>],
+        note: &str,
+    ) -> Result<NoteSignature, Rejection> {
+        let _guard = self.lock.lock().await;
+        if self.is_forked() {
+            return Err(Rejection::new(
+                RejectClass::Precondition,
+                reasons::INCONSISTENT_CHECKPOINT,
+                "this witness has seen a fork of the log and cosigns nothing more; see GetWitnessStatus",
+            ));
+        }
+        let (cp, _) = open_checkpoint(note, &self.log)?;
+        let proof = hashes(proof)?;
+        let trusted = self.trusted().await?;
+        let trusted_size = trusted.as_ref().map(|t| t.size).unwrap_or(0);
+        if old_size != trusted_size {
+            return Err(Rejection::new(
+                RejectClass::Precondition,
+                "OLD_SIZE_MISMATCH",
+                format!("this witness trusts tree size {trusted_size}, not {old_size}; send a proof from {trusted_size}"),
+            )
+            .with_meta("known_size", trusted_size.to_string()));
+        }
+        if cp.size < trusted_size {
+            return Err(Rejection::new(
+                RejectClass::Invalid,
+                reasons::BAD_PROOF,
+                format!(
+                    "the checkpoint's tree size {} is smaller than the trusted size {trusted_size}: a log never shrinks",
+                    cp.size
+                ),
+            ));
+        }
+        if let Some(t) = &trusted {
+            if cp.size == t.size {
+                if cp.root != t.root {
+                    return Err(self
+                        .fork(
+                            &t.note,
+                            note,
+                            format!("two checkpoints of size {} with different roots", cp.size),
+                        )
+                        .await);
+                }
+            } else if let Err(e) =
+                merkle::verify_consistency(t.size, cp.size, &t.root, &cp.root, &proof)
+            {
+                return Err(self
+                    .fork(
+                        &t.note,
+                        note,
+                        format!("checkpoint {} is not provably consistent with trusted checkpoint {}: {}", cp.size, t.size, e.message),
+                    )
+                    .await);
+            }
+        }
+        let new = TrustedCheckpoint {
+            size: cp.size,
+            root: cp.root,
+            note: note.to_string(),
+        };
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.advance_trusted(trusted_size, &new))
+            .await
+            .map_err(|e| store_error(StoreError::Corrupt(e.to_string())))?
+            .map_err(store_error)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+        Ok(cosign(&cp, &self.name, &self.key, now))
+    }
+
+    /// Checks a hub checkpoint met anywhere (receipt, feed, poll) against the trusted one,
+    /// fetching consistency proofs from the hub as needed. When it is newer, the witness moves
+    /// to it and returns its cosignature for the caller to submit to the hub.
+    pub async fn observe(
+        &self,
+        note: &str,
+        hub: &mut HubServiceClient<Channel>,
+    ) -> Result<(Checkpoint, Option<NoteSignature>), Rejection> {
+        // Another path may move the trusted checkpoint between our read and our write; the
+        // compare-and-swap then refuses and we look again.
+        let mut attempts = 0;
+        loop {
+            match self.observe_once(note, hub).await {
+                Err(e) if e.reason == "OLD_SIZE_MISMATCH" && attempts < 3 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn observe_once(
+        &self,
+        note: &str,
+        hub: &mut HubServiceClient<Channel>,
+    ) -> Result<(Checkpoint, Option<NoteSignature>), Rejection> {
+        let (cp, _) = open_checkpoint(note, &self.log)?;
+        let trusted = self.trusted().await?;
+        let Some(t) = trusted else {
+            // First checkpoint this node sees: trust on first use, then every later one must
+            // extend it.
+            let sig = self.add_checkpoint(0, &[], note).await?;
+            return Ok((cp, Some(sig)));
+        };
+        if cp.size > t.size {
+            let proof = hub
+                .get_consistency_proof(v1::GetConsistencyProofRequest {
+                    old_size: t.size,
+                    new_size: cp.size,
+                })
+                .await
+                .map_err(|s| {
+                    Rejection::new(
+                        RejectClass::Precondition,
+                        "HUB_UNAVAILABLE",
+                        format!("consistency proof: {}", s.message()),
+                    )
+                })?
+                .into_inner();
+            let sig = self.add_checkpoint(t.size, &proof.proof, note).await?;
+            return Ok((cp, Some(sig)));
+        }
+        if cp.size == t.size {
+            if cp.root != t.root {
+                return Err(self
+                    .fork(
+                        &t.note,
+                        note,
+                        format!("two checkpoints of size {} with different roots", cp.size),
+                    )
+                    .await);
+            }
+            return Ok((cp, None));
+        }
+        // An older checkpoint: it must be a prefix of the trusted tree.
+        let proof = hub
+            .get_consistency_proof(v1::GetConsistencyProofRequest {
+                old_size: cp.size,
+                new_size: t.size,
+            })
+            .await
+            .map_err(|s| {
+                Rejection::new(
+                    RejectClass::Precondition,
+                    "HUB_UNAVAILABLE",
+                    format!("consistency proof: {}", s.message()),
+                )
+            })?
+            .into_inner();
+        let proof = hashes(&proof.proof)?;
+        if let Err(e) = merkle::verify_consistency(cp.size, t.size, &cp.root, &t.root, &proof) {
+            return Err(self
+                .fork(
+                    &t.note,
+                    note,
+                    format!(
+                        "older checkpoint {} is not a prefix of trusted checkpoint {}: {}",
+                        cp.size, t.size, e.message
+                    ),
+                )
+                .await);
+        }
+        Ok((cp, None))
+    }
+
+    /// The witness status for `GetWitnessStatus`.
+    pub async fn status(&self) -> Result<v1::GetWitnessStatusResponse, Rejection> {
+        let trusted = self.trusted().await?;
+        let store = Arc::clone(&self.store);
+        let forks = tokio::task::spawn_blocking(move || store.forks())
+            .await
+            .map_err(|e| store_error(StoreError::Corrupt(e.to_string())))?
+            .map_err(store_error)?;
+        Ok(v1::GetWitnessStatusResponse {
+            trusted_checkpoint: trusted.as_ref().map(|t| t.note.clone()).unwrap_or_default(),
+            trusted_size: trusted.as_ref().map(|t| t.size).unwrap_or(0),
+            forked: self.is_forked(),
+            evidence: forks
+                .into_iter()
+                .map(|f| v1::ForkEvidence {
+                    trusted_checkpoint: f.trusted_note,
+                    conflicting_checkpoint: f.conflicting_note,
+                    problem: f.problem,
+                    detected_at: Some(rcpfed_grpc::timestamp_from_ms(f.detected_at_ms)),
+                })
+                .collect(),
+            witness_name: self.name.clone(),
+        })
+    }
+}
+
+/// Verifies that `proof` places the statement `envelope` in the checkpoint `cp`.
+pub fn verify_inclusion(
+    cp: &Checkpoint,
+    envelope: &rcpfed_core::envelope::SignedEnvelope,
+    proof: &v1::LogProof,
+) -> Result<(), Rejection> {
+    if proof.tree_size != cp.size {
+        return Err(Rejection::new(
+            RejectClass::Invalid,
+            reasons::BAD_PROOF,
+            format!(
+                "the proof is for tree size {} but the checkpoint has size {}",
+                proof.tree_size, cp.size
+            ),
+        ));
+    }
+    let leaf = merkle::leaf_hash(&rcpfed_core::envelope::pae(
+        &envelope.payload_type,
+        &envelope.payload,
+    ));
+    merkle::verify_inclusion(
+        &leaf,
+        proof.leaf_index,
+        proof.tree_size,
+        &hashes(&proof.inclusion_proof)?,
+        &cp.root,
+    )
+}
+
+/// Submits a cosignature to the hub.
+pub async fn submit_cosignature(
+    hub: &mut HubServiceClient<Channel>,
+    size: u64,
+    sig: &NoteSignature,
+) -> Result<(), tonic::Status> {
+    hub.submit_cosignature(v1::SubmitCosignatureRequest {
+        tree_size: size,
+        cosignature: sig.to_line(),
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Polls the hub's latest checkpoint every `interval`, witnesses it and submits the
+/// cosignature, until `shutdown`.
+pub async fn run(
+    witness: Arc<Witness>,
+    channel: Channel,
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut hub = HubServiceClient::new(channel);
+    let mut submitted: u64 = 0;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if witness.is_forked() {
+            continue;
+        }
+        let Ok(latest) = hub
+            .get_checkpoint(v1::GetCheckpointRequest { final_only: false })
+            .await
+        else {
+            continue;
+        };
+        let latest = latest.into_inner();
+        match witness.observe(&latest.checkpoint, &mut hub).await {
+            Ok((cp, Some(sig))) => {
+                if submit_cosignature(&mut hub, cp.size, &sig).await.is_ok() {
+                    submitted = cp.size;
+                }
+            }
+            Ok((cp, None)) if cp.size != submitted => {
+                // Trusted already (e.g. via a receipt) but our cosignature may not have
+                // reached the hub: cosign the trusted checkpoint again.
+                if let Ok(sig) = witness
+                    .add_checkpoint(cp.size, &[], &latest.checkpoint)
+                    .await
+                    && submit_cosignature(&mut hub, cp.size, &sig).await.is_ok()
+                {
+                    submitted = cp.size;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(reason = e.reason, message = %e.message, "checkpoint not witnessed")
+            }
+        }
+    }
+}
