@@ -26,6 +26,24 @@ async fn demo_once_exchanges_everything() {
         stdout.contains("mirrored on all 3 nodes"),
         "demo output:\n{stdout}\n{stderr}"
     );
+    // The final checkpoint and the offline verification of one bundle, every step passing.
+    assert!(
+        stdout.contains("final checkpoint: tree size 5"),
+        "demo output:\n{stdout}"
+    );
+    for step in [
+        "✓ statement signature",
+        "✓ receipt",
+        "✓ checkpoint signature",
+        "✓ inclusion",
+        "✓ witness cosignatures",
+    ] {
+        assert!(
+            stdout.contains(step),
+            "missing {step:?} in demo output:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("✗"), "demo output:\n{stdout}");
     assert!(
         stdout.contains("grpcurl"),
         "the demo prints grpcurl commands"

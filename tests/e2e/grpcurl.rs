@@ -207,6 +207,19 @@ async fn readme_grpcurl_commands_work() {
         .await;
     assert!(outbox.contains("DELIVERY_STATE_DELIVERED"), "{outbox}");
 
+    // The transparency log: the latest checkpoint (a C2SP signed note) and a witness's view.
+    let checkpoint = g
+        .ok(true, &[&hub, "rcpfed.v1.HubService/GetCheckpoint"])
+        .await;
+    assert!(checkpoint.contains("rcpfed/"), "{checkpoint}");
+    let witness = g
+        .ok(
+            true,
+            &[&node_addr, "rcpfed.v1.WitnessService/GetWitnessStatus"],
+        )
+        .await;
+    assert!(witness.contains("witnessName"), "{witness}");
+
     // An error prints its code and ErrorInfo reason.
     let missing = g
         .run(

@@ -317,10 +317,73 @@ async fn exchange(
         bail!("hub lists {verified} statements, expected {expected_total}");
     }
     println!(
-        "5. done in {:.2} s: {expected_total} statements signed by {} nodes, accepted by the hub, each signature and receipt verified, mirrored on all {} nodes",
+        "5. done in {:.2} s: {expected_total} statements signed by {} nodes, accepted by the hub, each signature, receipt and log inclusion proof verified, mirrored on all {} nodes",
         took.as_secs_f64(),
         nodes.len(),
         nodes.len()
+    );
+
+    // The regional nodes witness the hub's log: wait until a checkpoint covering everything
+    // has the quorum of cosignatures.
+    println!(
+        "6. waiting for the witnesses (the regional nodes) to cosign a checkpoint of the whole log…"
+    );
+    let final_cp = loop {
+        let cp = hub_client
+            .get_checkpoint(v1::GetCheckpointRequest { final_only: true })
+            .await
+            .ok()
+            .map(|r| r.into_inner());
+        if let Some(cp) = cp.filter(|cp| cp.tree_size >= expected_total) {
+            break cp;
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "no checkpoint of the whole log reached the witness quorum within {} s",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "   final checkpoint: tree size {}, {} witness cosignatures (quorum {}):",
+        final_cp.tree_size, final_cp.cosignature_count, final_cp.quorum
+    );
+    for line in final_cp.checkpoint.lines() {
+        println!("   │ {line}");
+    }
+
+    // One statement bundle, verified the way a third party would: offline, from the member
+    // file alone.
+    let statement = "nodes/colombo/statements/2";
+    let (bundle, _, _) = crate::verify::fetch_bundle(&mut hub_client, statement, true).await?;
+    let bundle_path = dir.join("colombo-2.bundle.json");
+    std::fs::write(&bundle_path, bundle.to_json() + "\n")?;
+    let anchors = rcpfed_core::bundle::TrustAnchors::from_federation(
+        federation.clone(),
+        final_cp.quorum as usize,
+    )
+    .ok_or_else(|| anyhow::anyhow!("the member file has no hub key"))?;
+    let steps = rcpfed_core::bundle::verify_bundle(&bundle, &anchors);
+    println!(
+        "7. offline verification of {statement} ({}):",
+        bundle_path.display()
+    );
+    for step in &steps {
+        println!(
+            "   {} {}: {}",
+            if step.ok { "✓" } else { "✗" },
+            step.name,
+            step.detail
+        );
+    }
+    if !rcpfed_core::bundle::all_ok(&steps) || steps.len() < 6 {
+        bail!("the exported bundle did not verify");
+    }
+    println!(
+        "   anyone can repeat this with: rcpfed verify {} --federation {}",
+        bundle_path.display(),
+        dir.join("federation.toml").display()
     );
     Ok(())
 }
@@ -340,9 +403,14 @@ fn print_grpcurl(dir: &Path, hub: &Proc, nodes: &[Proc]) {
     );
     println!("  grpcurl {tls} {h} rcpfed.v1.HubService/ListEquivocations");
     println!("  grpcurl {tls} {h} rcpfed.v1.HubService/ListMembers");
+    println!("  grpcurl {tls} {h} rcpfed.v1.HubService/GetCheckpoint");
     if let Some(n) = nodes.first() {
         println!(
             "  grpcurl {tls} localhost:{} rcpfed.v1.NodeService/GetNodeStatus",
+            port(&n.grpc)
+        );
+        println!(
+            "  grpcurl {tls} localhost:{} rcpfed.v1.WitnessService/GetWitnessStatus",
             port(&n.grpc)
         );
     }

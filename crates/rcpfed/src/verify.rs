@@ -16,9 +16,11 @@ use rcpfed_core::merkle::Hash;
 use rcpfed_core::note::{ALG_COSIGNATURE_V1, ALG_ED25519, parse_note, parse_verifier_key};
 use rcpfed_core::statement::Statement;
 use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tonic::transport::Channel;
 
 /// Largest bundle file read, in bytes (a statement payload is at most 1 MiB).
 const MAX_BUNDLE_BYTES: u64 = 16 << 20;
@@ -217,19 +219,20 @@ fn fuller_checkpoint(a: String, b: String) -> String {
     }
 }
 
-/// `rcpfed export bundle`.
-pub async fn export(command: ExportCommand) -> Result<ExitCode> {
-    let ExportCommand::Bundle(args) = command;
-    let tls = client::identity_in(&args.pki, &args.identity);
-    let mut hub = client::hub_client(&args.hub, &tls).await?;
-
+/// Fetches a statement, the latest (or latest final) checkpoint and the statement's inclusion
+/// proof against it, as a bundle that verifies offline.
+pub async fn fetch_bundle(
+    hub: &mut HubServiceClient<Channel>,
+    statement: &str,
+    final_only: bool,
+) -> Result<(Bundle, v1::GetCheckpointResponse, &'static str)> {
     let record = hub
         .get_statement(v1::GetStatementRequest {
-            name: args.statement.clone(),
+            name: statement.to_string(),
         })
         .await
         .map_err(status)
-        .with_context(|| format!("GetStatement {}", args.statement))?
+        .with_context(|| format!("GetStatement {}", statement))?
         .into_inner()
         .statement
         .context("the hub answered GetStatement without a statement")?;
@@ -249,14 +252,12 @@ pub async fn export(command: ExportCommand) -> Result<ExitCode> {
     };
 
     let cp = hub
-        .get_checkpoint(v1::GetCheckpointRequest {
-            final_only: args.final_only,
-        })
+        .get_checkpoint(v1::GetCheckpointRequest { final_only })
         .await
         .map_err(status)
         .context("GetCheckpoint")?
         .into_inner();
-    let which = if args.final_only {
+    let which = if final_only {
         "latest final checkpoint"
     } else {
         "latest checkpoint"
@@ -265,7 +266,7 @@ pub async fn export(command: ExportCommand) -> Result<ExitCode> {
         bail!(
             "the {which} has tree size {}, which does not yet include this statement (leaf {leaf_index}){}",
             cp.tree_size,
-            if args.final_only {
+            if final_only {
                 "; wait until the witnesses cosign a newer checkpoint, or export without --final"
             } else {
                 "; try again shortly"
@@ -308,9 +309,9 @@ pub async fn export(command: ExportCommand) -> Result<ExitCode> {
         })
         .collect::<Result<Vec<Hash>>>()?;
     let checkpoint = if proof.checkpoint.is_empty() {
-        cp.checkpoint
+        cp.checkpoint.clone()
     } else {
-        fuller_checkpoint(cp.checkpoint, proof.checkpoint)
+        fuller_checkpoint(cp.checkpoint.clone(), proof.checkpoint)
     };
 
     let bundle = Bundle {
@@ -324,6 +325,16 @@ pub async fn export(command: ExportCommand) -> Result<ExitCode> {
             checkpoint,
         },
     };
+    Ok((bundle, cp, which))
+}
+
+/// `rcpfed export bundle`.
+pub async fn export(command: ExportCommand) -> Result<ExitCode> {
+    let ExportCommand::Bundle(args) = command;
+    let tls = client::identity_in(&args.pki, &args.identity);
+    let mut hub = client::hub_client(&args.hub, &tls).await?;
+
+    let (bundle, cp, which) = fetch_bundle(&mut hub, &args.statement, args.final_only).await?;
     let json = bundle.to_json() + "\n";
     match &args.out {
         Some(path) => {
@@ -332,8 +343,9 @@ pub async fn export(command: ExportCommand) -> Result<ExitCode> {
         None => print!("{json}"),
     }
     eprintln!(
-        "exported {}: leaf {leaf_index} in the {which} (tree size {}, {} cosignatures, quorum {}{}){}",
+        "exported {}: leaf {} in the {which} (tree size {}, {} cosignatures, quorum {}{}){}",
         args.statement,
+        bundle.log.leaf_index,
         cp.tree_size,
         cp.cosignature_count,
         cp.quorum,
