@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = [
         "rcpfed/v1/envelope.proto",
+        "rcpfed/v1/registry.proto",
         "rcpfed/v1/statement.proto",
         "rcpfed/v1/hub_service.proto",
         "rcpfed/v1/node_service.proto",

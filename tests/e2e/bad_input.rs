@@ -25,7 +25,12 @@ async fn setup() -> (Cluster, RawNode, Snapshot, SignedEnvelope) {
     let first = raw.policy("Accepted first");
     let (env, _) = raw.accept(&first).await;
     let snapshot = c.hub_snapshot().await;
-    assert_eq!(snapshot.statements.len(), 1);
+    // Registry version 1 (the hub's first feed entry), then the accepted statement.
+    let names: Vec<&str> = snapshot.statements.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["nodes/gfmd/statements/1", "nodes/colombo/statements/1"]
+    );
     (c, raw, snapshot, env)
 }
 
@@ -359,7 +364,15 @@ async fn ref_area_must_be_a_member_state_for_the_period() {
     assert_unchanged(&c, &before).await;
     let st = midwa.indicators(vec![observation("MLI", "2024", 100.0)]);
     midwa.accept(&st).await;
-    assert_eq!(c.hub_snapshot().await.statements.len(), 2);
+    // The registry version, colombo#1 and now midwa#1.
+    let after = c.hub_snapshot().await;
+    assert_eq!(after.statements.len(), before.statements.len() + 1);
+    assert_eq!(
+        after.statements[..before.statements.len()],
+        before.statements[..]
+    );
+    assert_eq!(after.statements.len(), 3);
+    assert_eq!(after.statements[2].0, "nodes/midwa/statements/1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

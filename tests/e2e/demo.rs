@@ -28,7 +28,7 @@ async fn demo_once_exchanges_everything() {
     );
     // The final checkpoint and the offline verification of one bundle, every step passing.
     assert!(
-        stdout.contains("final checkpoint: tree size 5"),
+        stdout.contains("final checkpoint: tree size 6"),
         "demo output:\n{stdout}"
     );
     for step in [

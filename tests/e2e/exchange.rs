@@ -1,11 +1,50 @@
 //! The normal exchange: publish on nodes, delivery with verified receipts, the feed mirrored on
 //! every node in the hub's order; retries are idempotent.
 
-use crate::harness::{ALL_NODES, Cluster, RawNode, TIMEOUT, keyed, publish_request};
+use crate::harness::{
+    ALL_NODES, Cluster, HUB_ID, RawNode, TIMEOUT, is_registry, keyed, node_statements,
+    publish_request,
+};
 use rcpfed_core::SignedEnvelope;
 use rcpfed_core::receipt::Receipt;
+use rcpfed_core::registry::{REGISTRY_PAYLOAD_TYPE, RootTrustFile, verify_first};
 use rcpfed_proto::v1;
 use std::collections::BTreeMap;
+
+/// Asserts `record` is registry version 1 as a new hub logs it: the hub's own statement, seq 1,
+/// feed index 1, the registry payload type, signed by a threshold of the GFMD root keys in
+/// `root-trust.toml`, for this federation and hub.
+fn assert_registry_v1(c: &Cluster, record: &v1::StatementRecord) {
+    assert!(is_registry(record), "not a registry version: {record:?}");
+    assert_eq!(record.name, format!("nodes/{HUB_ID}/statements/1"));
+    assert_eq!((record.node_id.as_str(), record.seq), (HUB_ID, 1));
+    assert_eq!(
+        record.feed_index, 1,
+        "the registry version is the first feed entry"
+    );
+    let env = SignedEnvelope::from_proto(record.envelope.clone().expect("envelope"));
+    assert_eq!(env.payload_type, REGISTRY_PAYLOAD_TYPE);
+    assert_eq!(
+        env.digest().0.to_vec(),
+        record.digest,
+        "digest of the payload"
+    );
+    let trust = std::fs::read_to_string(c.fed_dir().join("root-trust.toml")).expect("root trust");
+    let trust = RootTrustFile::from_toml(&trust).expect("root trust file");
+    let root = trust.to_root_set().expect("root set");
+    let registry = verify_first(
+        &env,
+        &root,
+        &trust.federation_id,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap_or_else(|e| panic!("registry version 1 does not verify from the root keys: {e}"));
+    let federation = c.federation();
+    assert_eq!(registry.version, 1);
+    assert_eq!(registry.federation_id, federation.federation_id);
+    assert_eq!(registry.hub_id, federation.hub_id);
+    assert_eq!(registry.hub_id, HUB_ID);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_publish_and_every_mirror_matches_the_hub() {
@@ -37,15 +76,44 @@ async fn three_nodes_publish_and_every_mirror_matches_the_hub() {
         );
     }
 
-    // The hub: 4 statements, feed indexes 1..=4; the same list with page size 1.
+    // The hub: registry version 1 at feed index 1, then the 4 statements at 2..=5; the same
+    // list with page size 1.
     let hub = c.hub_statements().await;
-    assert_eq!(hub.len(), 4, "hub lists every statement");
+    assert_eq!(
+        hub.len(),
+        5,
+        "hub lists the registry version and every statement"
+    );
     let indexes: Vec<u64> = hub.iter().map(|r| r.feed_index).collect();
-    assert_eq!(indexes, vec![1, 2, 3, 4]);
+    assert_eq!(indexes, vec![1, 2, 3, 4, 5]);
+    assert_registry_v1(&c, &hub[0]);
+    let statements = node_statements(&hub);
+    assert_eq!(statements.len(), 4, "every node statement");
+    assert!(
+        statements.iter().all(|r| r.node_id != HUB_ID),
+        "only one registry version"
+    );
     let paged = c
         .hub_statements_paged(v1::ListStatementsRequest::default(), 1)
         .await;
     assert_eq!(keyed(&paged), keyed(&hub), "paging with page_size 1");
+    // In the log, the registry version is leaf 0, under every checkpoint that covers the feed.
+    let mut hub_client = c.hub_client("operator").await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        hub_client
+            .get_statement(v1::GetStatementRequest {
+                name: hub[0].name.clone(),
+            })
+            .await
+            .expect("GetStatement of the registry version")
+            .into_inner()
+            .statement
+            .and_then(|s| s.log)
+            .is_some_and(|log| log.leaf_index == 0 && log.tree_size >= 5),
+        "the registry version is leaf 0 of a checkpoint covering all 5 entries"
+    );
 
     // Every node mirrors everything, in the hub's order, with the same digests.
     assert_eventually!(
@@ -56,11 +124,14 @@ async fn three_nodes_publish_and_every_mirror_matches_the_hub() {
     );
     for node in ALL_NODES {
         let status = c.node_status(node).await;
-        assert_eq!(status.mirror_count, 4, "{node} mirror_count");
-        assert_eq!(status.feed_cursor, 4, "{node} feed_cursor");
+        assert_eq!(status.mirror_count, 5, "{node} mirror_count");
+        assert_eq!(status.feed_cursor, 5, "{node} feed_cursor");
         assert_eq!(status.head_seq, expected[node].len() as u64);
-        // Envelopes in the mirror are byte-identical to the hub's.
+        // Envelopes in the mirror are byte-identical to the hub's; the first is the registry
+        // version 1.
         let mirror = c.mirror(node).await;
+        assert_eq!(mirror.len(), hub.len(), "{node}: mirror size");
+        assert_registry_v1(&c, &mirror[0]);
         for (m, h) in mirror.iter().zip(&hub) {
             assert_eq!(m.envelope, h.envelope, "{node}: envelope of {}", h.name);
             assert_eq!(m.receipt, h.receipt, "{node}: receipt of {}", h.name);
@@ -101,7 +172,11 @@ async fn resubmitting_the_same_envelope_returns_the_original_receipt() {
     let statement = raw.policy("Dhaka Declaration");
     let (env, first) = raw.accept(&statement).await;
     let before = c.hub_snapshot().await;
-    assert_eq!(before.statements.len(), 1);
+    assert_eq!(
+        before.statements.len(),
+        2,
+        "the registry version and the statement"
+    );
 
     let second = raw.submit(env.to_proto()).await.expect("resubmission");
     assert!(second.duplicate, "the resubmission is marked duplicate");
@@ -137,8 +212,14 @@ async fn publish_with_the_same_request_id_signs_once() {
     assert_eq!(c.node_status("colombo").await.head_seq, 1);
     assert_eventually!(c, TIMEOUT, c.delivered("colombo", 1).await, "delivered");
     let hub = c.hub_statements().await;
-    assert_eq!(hub.len(), 1, "one statement at the hub");
-    assert_eq!(hub[0].digest, first.digest);
+    assert_eq!(
+        hub.len(),
+        2,
+        "the registry version and one statement at the hub"
+    );
+    assert_registry_v1(&c, &hub[0]);
+    assert_eq!(hub[1].name, "nodes/colombo/statements/1");
+    assert_eq!(hub[1].digest, first.digest);
     assert_eq!(c.outbox("colombo").await.len(), 1);
 }
 
@@ -165,7 +246,11 @@ async fn validate_only_signs_nothing() {
     assert_eq!(status.head_digest, published.digest);
     assert_eventually!(c, TIMEOUT, c.delivered("colombo", 1).await, "delivered");
     assert_eq!(c.outbox("colombo").await.len(), 1, "nothing queued");
-    assert_eq!(c.hub_statements().await.len(), 1, "nothing sent");
+    assert_eq!(
+        node_statements(&c.hub_statements().await).len(),
+        1,
+        "nothing sent"
+    );
     // The next real publish is seq 2, revision 2.
     let next = c.publish_policy("colombo", "Signed").await;
     assert_eq!((next.seq, next.revision), (2, 2));
@@ -213,13 +298,16 @@ async fn concurrent_publishing_on_three_nodes_keeps_every_chain() {
             "{node} at the hub"
         );
     }
+    // Registry version 1 at feed index 1, then every statement: a dense feed.
     let hub = c.hub_statements().await;
     let indexes: Vec<u64> = hub.iter().map(|r| r.feed_index).collect();
     assert_eq!(
         indexes,
-        (1..=3 * PER_NODE).collect::<Vec<_>>(),
+        (1..=3 * PER_NODE + 1).collect::<Vec<_>>(),
         "dense feed"
     );
+    assert_registry_v1(&c, &hub[0]);
+    assert_eq!(node_statements(&hub).len() as u64, 3 * PER_NODE);
     assert_eventually!(
         c,
         TIMEOUT,

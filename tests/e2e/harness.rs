@@ -16,6 +16,7 @@ use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_proto::v1::node_service_client::NodeServiceClient;
+use rcpfed_proto::v1::witness_service_client::WitnessServiceClient;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -118,6 +119,8 @@ pub struct Cluster {
     root: PathBuf,
     hub: Server,
     nodes: BTreeMap<String, Server>,
+    /// Extra environment variables for every process started (see [`Cluster::start_with_env`]).
+    env: Vec<(String, String)>,
     // Last, so the processes die before the directory goes.
     _tmp: tempfile::TempDir,
 }
@@ -149,6 +152,7 @@ pub fn pki_init(dir: &Path) {
 
 /// Starts `rcpfed <role> --config <fed>/<name>.toml` and waits for its address file. Retries a
 /// few times if the (fixed) port is momentarily taken.
+#[allow(clippy::too_many_arguments)]
 async fn spawn(
     fed: &Path,
     root: &Path,
@@ -157,6 +161,7 @@ async fn spawn(
     listen: &str,
     ops_listen: &str,
     extra: &[String],
+    env: &[(String, String)],
 ) -> Server {
     let mut last_failure = String::new();
     for _attempt in 0..5 {
@@ -182,6 +187,7 @@ async fn spawn(
             .arg("--addr-file")
             .arg(&addr_file)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RCPFED_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -247,7 +253,17 @@ pub async fn connect(port: u16, tls: &TlsFiles) -> Result<Channel, tonic::transp
 impl Cluster {
     /// A new federation (PKI for all three nodes) with the hub and `nodes` running.
     pub async fn start(nodes: &[&str]) -> Cluster {
+        Cluster::start_with_env(nodes, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with extra environment variables for every hub and node
+    /// process, now and on restarts (e.g. `RCPFED_NODE_WITNESS_INTERVAL_MS`).
+    pub async fn start_with_env(nodes: &[&str], env: &[(&str, &str)]) -> Cluster {
         install_crypto();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let tmp = tempfile::Builder::new()
             .prefix("rcpfed-e2e-")
             .tempdir()
@@ -255,12 +271,23 @@ impl Cluster {
         let root = tmp.path().to_path_buf();
         let fed = root.join("fed");
         pki_init(&fed);
-        let hub = spawn(&fed, &root, "hub", "hub", "127.0.0.1:0", "127.0.0.1:0", &[]).await;
+        let hub = spawn(
+            &fed,
+            &root,
+            "hub",
+            "hub",
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            &[],
+            &env,
+        )
+        .await;
         let mut cluster = Cluster {
             fed,
             root,
             hub,
             nodes: BTreeMap::new(),
+            env,
             _tmp: tmp,
         };
         for node in nodes {
@@ -272,6 +299,7 @@ impl Cluster {
                 "127.0.0.1:0",
                 "127.0.0.1:0",
                 &cluster.node_args(),
+                &cluster.env,
             )
             .await;
             cluster.nodes.insert(node.to_string(), server);
@@ -304,6 +332,38 @@ impl Cluster {
     /// The hub's plaintext ops address.
     pub fn hub_ops(&self) -> SocketAddr {
         self.hub.ops
+    }
+
+    /// A node's plaintext ops address (health and metrics).
+    pub fn node_ops(&self, node: &str) -> SocketAddr {
+        self.server(node).ops
+    }
+
+    /// The hub's SQLite database (`<fed>/data/gfmd/hub.sqlite`, from `hub.toml`'s data_dir).
+    pub fn hub_db(&self) -> PathBuf {
+        self.fed.join("data").join("gfmd").join("hub.sqlite")
+    }
+
+    /// A WitnessService client for `node`, authenticated as `identity`.
+    pub async fn witness_client(
+        &self,
+        node: &str,
+        identity: &str,
+    ) -> WitnessServiceClient<Channel> {
+        let channel = connect(self.node_addr(node).port(), &self.tls(identity))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to node {node} as {identity}: {e:?}"));
+        WitnessServiceClient::new(channel)
+    }
+
+    /// A node's witness status (as the operator).
+    pub async fn witness_status(&self, node: &str) -> v1::GetWitnessStatusResponse {
+        self.witness_client(node, "operator")
+            .await
+            .get_witness_status(v1::GetWitnessStatusRequest {})
+            .await
+            .unwrap_or_else(|s| panic!("GetWitnessStatus on {node}: {s:?}"))
+            .into_inner()
     }
 
     /// A node's mTLS gRPC address.
@@ -406,6 +466,7 @@ impl Cluster {
             &self.hub.grpc.to_string(),
             &self.hub.ops.to_string(),
             &[],
+            &self.env,
         )
         .await;
     }
@@ -428,7 +489,10 @@ impl Cluster {
             assert!(s.proc.is_none(), "node {node} is still running");
             (s.grpc.to_string(), s.ops.to_string())
         };
-        let server = spawn(&self.fed, &self.root, "node", node, &grpc, &ops, &args).await;
+        let server = spawn(
+            &self.fed, &self.root, "node", node, &grpc, &ops, &args, &self.env,
+        )
+        .await;
         self.nodes.insert(node.to_string(), server);
     }
 
@@ -881,4 +945,108 @@ impl RawNode {
         self.head = Some(env.digest());
         (env, response)
     }
+}
+
+/// Runs `rcpfed pki revoke-cert --dir <fed> --member <member>`; panics unless it succeeds;
+/// returns its standard output.
+pub fn revoke_cert(fed: &Path, member: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["pki", "revoke-cert", "--dir"])
+        .arg(fed)
+        .args(["--member", member, "--reason", "key-compromise"])
+        .output()
+        .expect("running rcpfed pki revoke-cert");
+    assert!(
+        out.status.success(),
+        "rcpfed pki revoke-cert failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The hub's member id. Registry versions are the hub's own statements: version 1 is the first
+/// entry of every new hub's feed and log (`nodes/gfmd/statements/1`, feed index 1, leaf 0).
+pub const HUB_ID: &str = "gfmd";
+
+/// Whether `record` is a registry version (the hub's own statement), not a node's statement.
+pub fn is_registry(record: &v1::StatementRecord) -> bool {
+    record.node_id == HUB_ID
+        && record
+            .envelope
+            .as_ref()
+            .is_some_and(|e| e.payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE)
+}
+
+/// The node statements among `records` (registry versions left out), in the same order.
+pub fn node_statements(records: &[v1::StatementRecord]) -> Vec<&v1::StatementRecord> {
+    records.iter().filter(|r| !is_registry(r)).collect()
+}
+
+// ----- registry and authorization tests (registry.rs, authz.rs) ------------------------------
+
+impl Cluster {
+    /// Starts `node`, which was not started with the cluster, from its configuration as it now
+    /// is in `<fed>/<node>.toml`, with `extra_env` added to the cluster's environment, on ports
+    /// the OS picks.
+    pub async fn start_node_with_env(&mut self, node: &str, extra_env: &[(&str, &str)]) {
+        assert!(
+            !self.nodes.contains_key(node),
+            "node {node} was already started; use restart_node"
+        );
+        let mut env = self.env.clone();
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let server = spawn(
+            &self.fed,
+            &self.root,
+            "node",
+            node,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            &self.node_args(),
+            &env,
+        )
+        .await;
+        self.nodes.insert(node.to_string(), server);
+    }
+
+    /// The hub's endpoint as the CLI takes it, `https://localhost:<port>`.
+    pub fn hub_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.hub.grpc.port())
+    }
+
+    /// The command line that starts `node` against this hub, for tests that run a node process
+    /// themselves: `rcpfed node --config <fed>/<node>.toml --listen … --hub-endpoint …`.
+    pub fn node_command(&self, node: &str) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("node")
+            .arg("--config")
+            .arg(self.fed.join(format!("{node}.toml")))
+            .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+            .args(self.node_args())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RCPFED_LOG", "info")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// Runs `rcpfed <args>` to completion; returns (exit code, stdout, stderr).
+pub fn run_rcpfed(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("RCPFED_HUB_ENDPOINT")
+        .env_remove("RCPFED_PKI_DIR")
+        .env_remove("RCPFED_IDENTITY")
+        .output()
+        .expect("running rcpfed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

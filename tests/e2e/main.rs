@@ -7,9 +7,13 @@
 #[macro_use]
 mod harness;
 
+mod authz;
 mod bad_input;
 mod demo;
 mod exchange;
 mod grpcurl;
+mod log;
 mod operators;
+mod registry;
 mod resilience;
+mod revocation;

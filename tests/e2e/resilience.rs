@@ -1,7 +1,7 @@
 //! Failures: the hub down while nodes publish, nodes restarting with undelivered statements, the
 //! hub killed with SIGKILL, a node offline while the feed moves on.
 
-use crate::harness::{Cluster, TIMEOUT, keyed};
+use crate::harness::{Cluster, TIMEOUT, is_registry, keyed, node_statements};
 use rcpfed_core::statement::Statement;
 use rcpfed_proto::v1;
 
@@ -61,7 +61,11 @@ async fn hub_down_while_a_node_publishes_then_everything_is_delivered_once() {
         "colombo delivers all five after the hub returns"
     );
     assert_chain_at_hub(&c, "colombo", 5).await;
-    assert_eq!(c.hub_statements().await.len(), 6);
+    // Registry version 1, midwa#1 and colombo#1..=5: the restart logged no second registry.
+    let hub = c.hub_statements().await;
+    assert_eq!(hub.len(), 7);
+    assert_eq!(hub.iter().filter(|r| is_registry(r)).count(), 1);
+    assert_eq!(node_statements(&hub).len(), 6);
     assert_eventually!(
         c,
         TIMEOUT,
@@ -113,7 +117,8 @@ async fn hub_sigkill_after_acknowledgement_loses_nothing() {
         "abu-dhabi acked"
     );
     let before = c.hub_statements().await;
-    assert_eq!(before.len(), 3);
+    assert_eq!(before.len(), 4, "the registry version and three statements");
+    assert!(is_registry(&before[0]), "the registry version comes first");
 
     c.kill_hub().await;
     c.start_hub().await;
@@ -151,8 +156,9 @@ async fn hub_sigkill_after_acknowledgement_loses_nothing() {
     );
     assert_chain_at_hub(&c, "colombo", 3).await;
     let all = c.hub_statements().await;
-    assert_eq!(all.len(), 4);
-    assert_eq!(all[3].feed_index, 4, "the feed continues at 4");
+    assert_eq!(all.len(), 5, "no second registry version after the restart");
+    assert_eq!(all[4].feed_index, 5, "the feed continues at 5");
+    assert_eq!(all[4].name, "nodes/colombo/statements/3");
     assert_eventually!(
         c,
         TIMEOUT,
@@ -168,7 +174,8 @@ async fn an_offline_node_catches_up_with_the_feed() {
     assert_eventually!(
         c,
         TIMEOUT,
-        c.mirrors_match_hub(&["colombo", "midwa"]).await && c.hub_statements().await.len() == 1,
+        c.mirrors_match_hub(&["colombo", "midwa"]).await
+            && node_statements(&c.hub_statements().await).len() == 1,
         "midwa mirrors the first statement"
     );
     let exit = c.stop_node("midwa").await;
@@ -184,11 +191,13 @@ async fn an_offline_node_catches_up_with_the_feed() {
         c.mirrors_match_hub(&["midwa"]).await,
         "midwa catches up"
     );
+    // The registry version and colombo#1..=3.
     let mirror = c.mirror("midwa").await;
-    assert_eq!(mirror.len(), 3, "no duplicates");
+    assert_eq!(mirror.len(), 4, "no duplicates");
+    assert!(is_registry(&mirror[0]), "the registry version comes first");
     let mut names: Vec<&str> = mirror.iter().map(|r| r.name.as_str()).collect();
     names.dedup();
-    assert_eq!(names.len(), 3, "no duplicates");
+    assert_eq!(names.len(), 4, "no duplicates");
     let s = c.node_status("midwa").await;
-    assert_eq!((s.mirror_count, s.feed_cursor), (3, 3));
+    assert_eq!((s.mirror_count, s.feed_cursor), (4, 4));
 }

@@ -7,6 +7,11 @@
 //! payload over the same TLS and (b) the single-core `verify_strict` rate of the same statements.
 //! The hub (or the bare server) is pinned to core 0 and the load generator to core 1 with
 //! `taskset` when available. All data is synthetic and labelled so.
+//!
+//! `log`: grows one hub database through the real store API to each requested size (10 k, 1 M,
+//! 10 M entries by default) and at each size reports inclusion and consistency proof latency
+//! (read from the store, never loading the tree) and the real hub's start-up time, as a ratio
+//! to the start-up time on an empty database measured in the same run.
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -52,6 +57,31 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         inflight: usize,
     },
+    /// Transparency log at scale: proof latency and hub start-up time at growing log sizes.
+    Log {
+        /// Path to the rcpfed binary (build with `cargo build --release -p rcpfed`).
+        #[arg(long, default_value = "target/release/rcpfed")]
+        rcpfed: PathBuf,
+        /// Log sizes to measure at, ascending; one database grows through them.
+        #[arg(long, value_delimiter = ',', default_value = "10000,1000000,10000000")]
+        sizes: Vec<u64>,
+        /// Working directory (PKI, configs, databases). Kept afterwards, and a database already
+        /// in it is grown further rather than rebuilt. Default: a temporary directory, removed.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Statements per store transaction while building.
+        #[arg(long, default_value_t = 50_000)]
+        batch: usize,
+        /// Proofs of each kind timed at each size.
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        /// Hub start-ups timed at each size (and as many on the empty database).
+        #[arg(long, default_value_t = 5)]
+        startups: usize,
+        /// Synthetic nodes whose statements are interleaved in the log.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+    },
     /// Internal: the bare ack server used as the baseline.
     BareServer {
         /// PKI directory.
@@ -84,6 +114,23 @@ fn main() -> Result<()> {
             }
             rt.block_on(ingest(&rcpfed, clients, per_client, payload_bytes))
         }
+        Cmd::Log {
+            rcpfed,
+            sizes,
+            dir,
+            batch,
+            samples,
+            startups,
+            nodes,
+        } => rt.block_on(log_bench::run(log_bench::Options {
+            rcpfed,
+            sizes,
+            dir,
+            batch,
+            samples,
+            startups,
+            nodes,
+        })),
         Cmd::BareServer { pki, addr_file } => rt.block_on(bare_server(&pki, &addr_file)),
     }
 }
@@ -494,6 +541,30 @@ impl HubService for BareAck {
     ) -> Result<Response<v1::SubmitCosignatureResponse>, Status> {
         Err(Status::unimplemented("baseline server"))
     }
+    async fn publish_registry(
+        &self,
+        _: Request<v1::PublishRegistryRequest>,
+    ) -> Result<Response<v1::PublishRegistryResponse>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
+    async fn get_registry(
+        &self,
+        _: Request<v1::GetRegistryRequest>,
+    ) -> Result<Response<v1::GetRegistryResponse>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
+    async fn list_registry_versions(
+        &self,
+        _: Request<v1::ListRegistryVersionsRequest>,
+    ) -> Result<Response<v1::ListRegistryVersionsResponse>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
+    async fn list_flagged_statements(
+        &self,
+        _: Request<v1::ListFlaggedStatementsRequest>,
+    ) -> Result<Response<v1::ListFlaggedStatementsResponse>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
 }
 
 async fn bare_server(pki: &Path, addr_file: &Path) -> Result<()> {
@@ -513,4 +584,824 @@ async fn bare_server(pki: &Path, addr_file: &Path) -> Result<()> {
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await?;
     Ok(())
+}
+
+/// The `log` benchmark: the transparency log at 10 k, 1 M and 10 M entries.
+///
+/// One hub database grows through the requested sizes via the real store API
+/// (`SqliteHubStore::append`, the hub's own data layout: statements, every complete Merkle
+/// subtree hash, one signed checkpoint per batch). At each size it times inclusion and
+/// consistency proofs read from the store exactly as the hub serves them
+/// (`merkle::*_proof(&StoreSource(store), ..)`), verifies every proof (untimed), and times the
+/// real hub process from spawn until its ops port reports SERVING, against the same on an empty
+/// database in the same run.
+///
+/// The statements are SYNTHETIC: the payload is a short labelled byte string, not an encoded
+/// statement; the envelope signature is 64 zero bytes and the receipt is empty (neither is read
+/// at start-up or by proofs). Leaf hashes are the real `leaf_hash(PAE(type, payload))` of the
+/// stored envelopes, so the hub's start-up check against the latest checkpoint passes.
+mod log_bench {
+    use super::pinned_command;
+    use anyhow::{Context as _, Result, anyhow, bail};
+    use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
+    use rcpfed_core::envelope::{EnvelopeSignature, STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae};
+    use rcpfed_core::keys::SecretKey;
+    use rcpfed_core::merkle::{self, Frontier, Hash, HashSource};
+    use rcpfed_hub::log::{StoreSource, leaf_of_envelope, load_frontier};
+    use rcpfed_store::{
+        HubStore, LogNode, NewCheckpoint, SqliteHubStore, StoreError, StoredStatement,
+    };
+    use std::cell::Cell;
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    /// Command-line options of `rcpfed-bench log`.
+    pub struct Options {
+        pub rcpfed: PathBuf,
+        pub sizes: Vec<u64>,
+        pub dir: Option<PathBuf>,
+        pub batch: usize,
+        pub samples: usize,
+        pub startups: usize,
+        pub nodes: usize,
+    }
+
+    const FEDERATION: &str = "bench-log-federation";
+    const HUB: &str = "gfmd";
+    /// Longest a hub start-up may take before the benchmark gives up.
+    const STARTUP_LIMIT: Duration = Duration::from_secs(300);
+    /// Health polling interval.
+    const POLL: Duration = Duration::from_millis(5);
+
+    fn node_id(i: usize) -> String {
+        format!("synthetic-{i:02}")
+    }
+
+    /// A synthetic node: member id and signing key id (from the generated PKI).
+    struct Node {
+        id: String,
+        key_id: String,
+    }
+
+    /// Latency summary in microseconds.
+    #[derive(Clone, Copy, Default)]
+    struct Stats {
+        median: f64,
+        p99: f64,
+        max: f64,
+    }
+
+    fn stats(mut v: Vec<Duration>) -> Stats {
+        if v.is_empty() {
+            return Stats::default();
+        }
+        v.sort_unstable();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let p99 = (v.len() * 99 / 100).min(v.len() - 1);
+        Stats {
+            median: us(v[v.len() / 2]),
+            p99: us(v[p99]),
+            max: us(v[v.len() - 1]),
+        }
+    }
+
+    /// (median, min) of start-up times.
+    fn median_min(mut v: Vec<Duration>) -> (Duration, Duration) {
+        v.sort_unstable();
+        (
+            v.get(v.len() / 2).copied().unwrap_or_default(),
+            v.first().copied().unwrap_or_default(),
+        )
+    }
+
+    /// xorshift64*: reproducible sample indexes without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+        }
+    }
+
+    /// Counts the node reads a proof makes.
+    struct Counting<'a> {
+        inner: StoreSource<'a>,
+        reads: Cell<u64>,
+    }
+
+    impl HashSource for Counting<'_> {
+        type Error = StoreError;
+        fn node(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
+            self.reads.set(self.reads.get() + 1);
+            self.inner.node(level, index)
+        }
+    }
+
+    /// Proof latencies at one size.
+    struct ProofStats {
+        /// Wall time.
+        inclusion: Stats,
+        /// Wall time minus run-queue wait.
+        inclusion_own: Stats,
+        /// Store reads (B-tree probes) per proof.
+        inclusion_reads: f64,
+        consistency: Stats,
+        consistency_own: Stats,
+        consistency_reads: f64,
+    }
+
+    /// One row of the results table.
+    struct Measured {
+        size: u64,
+        build: Option<(u64, Duration)>,
+        proofs: ProofStats,
+        /// (median, min) from spawn to SERVING on the log of `size` entries.
+        startup: (Duration, Duration),
+        /// (median, min) on the empty database, measured interleaved with `startup`.
+        startup_empty: (Duration, Duration),
+        db_bytes: u64,
+        steps: String,
+    }
+
+    pub async fn run(o: Options) -> Result<()> {
+        if !o.rcpfed.is_file() {
+            bail!(
+                "{} not found; build it first: cargo build --release -p rcpfed",
+                o.rcpfed.display()
+            );
+        }
+        if o.sizes.is_empty()
+            || o.sizes.first() == Some(&0)
+            || o.sizes.windows(2).any(|w| w[0] >= w[1])
+        {
+            bail!("--sizes must be positive and strictly ascending, e.g. 10000,1000000,10000000");
+        }
+        if o.batch == 0 || o.samples == 0 || o.startups == 0 || o.nodes == 0 {
+            bail!("--batch, --samples, --startups and --nodes must be at least 1");
+        }
+        let (dir, temporary) = match &o.dir {
+            Some(d) => (d.clone(), false),
+            None => (
+                std::env::temp_dir().join(format!("rcpfed-bench-log-{}", std::process::id())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&dir)?;
+        let result = run_in(&o, &dir).await;
+        if temporary {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        result
+    }
+
+    async fn run_in(o: &Options, dir: &Path) -> Result<()> {
+        let pki = dir.join("fed");
+        if !pki.join("federation.toml").is_file() {
+            rcpfed_pki::init(&pki, &pki_plan(o.nodes))?;
+        }
+        let read_key = |id: &str| -> Result<SecretKey> {
+            let path = pki.join("members").join(id).join("signing.key");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok(SecretKey::from_file_text(&text)?)
+        };
+        let hub_key = read_key(HUB)?;
+        let nodes = (0..o.nodes)
+            .map(|i| {
+                let id = node_id(i);
+                let key_id = read_key(&id)?.key_id().to_string();
+                Ok(Node { id, key_id })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let origin = rcpfed_core::logkeys::log_origin(FEDERATION);
+
+        let config = write_config(dir, "hub.toml", "data")?;
+        let config_empty = write_config(dir, "hub-empty.toml", "empty")?;
+        let db = dir.join("data").join("hub.sqlite");
+        let db_empty = dir.join("empty").join("hub.sqlite");
+        std::fs::create_dir_all(dir.join("data"))?;
+        std::fs::create_dir_all(dir.join("empty"))?;
+        if SqliteHubStore::open(&db_empty)?.last_feed_index()? != 0 {
+            bail!("{} is not empty", db_empty.display());
+        }
+
+        let affinity = current_affinity();
+        println!(
+            "rcpfed-bench log: sizes {:?}, {} synthetic nodes, batches of {}, {} proofs of each kind, {} start-ups per size (hub pinned to core 0: {}), {}",
+            o.sizes,
+            o.nodes,
+            o.batch,
+            o.samples,
+            o.startups,
+            affinity.is_some(),
+            dir.display()
+        );
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rows = Vec::new();
+        for &size in &o.sizes {
+            let build = grow(&db, size, o.batch, &nodes, &hub_key, &origin)?;
+            if let Some((rows, took)) = build {
+                println!(
+                    "  built {size} entries: +{rows} in {:.1} s = {:.0} rows/s",
+                    took.as_secs_f64(),
+                    rows as f64 / took.as_secs_f64()
+                );
+            }
+            // Measure on core 1 while the hub runs on core 0; the build uses both.
+            if affinity.is_some() {
+                set_affinity("1");
+            }
+            println!("  load average before measuring at {size}: {}", loadavg());
+            let steps = startup_steps(&db, size, &nodes)?;
+            println!("  in-process start-up reads at {size}: {steps}");
+            let proofs = proofs(&db, size, o.samples, &mut rng)?;
+            let mut full = Vec::new();
+            let mut empty = Vec::new();
+            for k in 0..o.startups {
+                // Interleaved so drift on a shared machine hits both alike.
+                empty
+                    .push(hub_startup(&o.rcpfed, &config_empty, dir, &format!("empty-{k}")).await?);
+                full.push(hub_startup(&o.rcpfed, &config, dir, &format!("{size}-{k}")).await?);
+            }
+            if let Some(all) = &affinity {
+                set_affinity(all);
+            }
+            let list = |v: &[Duration]| {
+                v.iter()
+                    .map(|d| format!("{:.1}", ms(*d)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            println!(
+                "  hub start-up samples (ms) at {size}: {}; empty: {}",
+                list(&full),
+                list(&empty)
+            );
+            let m = Measured {
+                size,
+                build,
+                proofs,
+                startup: median_min(full),
+                startup_empty: median_min(empty),
+                db_bytes: db_bytes(&db),
+                steps,
+            };
+            println!("  load average after measuring at {size}: {}", loadavg());
+            print_row(&m);
+            rows.push(m);
+        }
+        print_table(&rows);
+        Ok(())
+    }
+
+    fn pki_plan(nodes: usize) -> rcpfed_pki::PkiPlan {
+        rcpfed_pki::PkiPlan {
+            federation_id: FEDERATION.into(),
+            hub: rcpfed_pki::MemberPlan {
+                id: HUB.into(),
+                name: "GFMD (benchmark)".into(),
+                kind: "hub".into(),
+                states: vec![],
+            },
+            nodes: (0..nodes)
+                .map(|i| rcpfed_pki::MemberPlan {
+                    id: node_id(i),
+                    name: format!("Synthetic process {i} (benchmark)"),
+                    kind: "RCP".into(),
+                    states: vec![rcpfed_core::members::MemberStateFile {
+                        iso3: "IND".into(),
+                        since: String::new(),
+                        until: String::new(),
+                    }],
+                })
+                .collect(),
+            operators: vec!["operator".into()],
+            server_hosts: rcpfed_pki::default_server_hosts(),
+            valid_days: 30,
+        }
+    }
+
+    fn write_config(dir: &Path, name: &str, data_dir: &str) -> Result<PathBuf> {
+        let text = format!(
+            "# rcpfed-bench log: synthetic hub configuration\nfederation_file = \"fed/federation.toml\"\ndata_dir = \"{data_dir}\"\nsigning_key = \"fed/members/{HUB}/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/{HUB}/tls.pem\"\nkey = \"fed/members/{HUB}/tls.key\"\n"
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// Entry `f` (feed index, from 1) of the synthetic log, and its leaf hash. Nodes take turns,
+    /// so node `n` holds seq 1, 2, … at feed indexes n + 1, n + 1 + k, …
+    fn synthetic(f: u64, nodes: &[Node], now_ms: i64) -> (StoredStatement, Hash) {
+        let k = nodes.len() as u64;
+        let node = &nodes[((f - 1) % k) as usize];
+        let seq = (f - 1) / k + 1;
+        let payload = format!(
+            "SYNTHETIC rcpfed-bench log entry {f} (node {}, seq {seq}); not a real statement",
+            node.id
+        )
+        .into_bytes();
+        let env = SignedEnvelope {
+            payload_type: STATEMENT_PAYLOAD_TYPE.to_string(),
+            payload,
+            signatures: vec![EnvelopeSignature {
+                key_id: node.key_id.clone(),
+                sig: vec![0; 64],
+            }],
+        };
+        let leaf = merkle::leaf_hash(&pae(&env.payload_type, &env.payload));
+        let st = StoredStatement {
+            feed_index: f,
+            node_id: node.id.clone(),
+            seq,
+            digest: env.digest(),
+            payload_type: env.payload_type.clone(),
+            kind: "policy_summary".into(),
+            document: format!(
+                "regions/{}/policies/synthetic-{:010}",
+                node.id,
+                (seq - 1) / 4
+            ),
+            revision: ((seq - 1) % 4) as u32 + 1,
+            envelope: env.encode(),
+            receipt: Vec::new(),
+            accepted_at_ms: now_ms,
+        };
+        (st, leaf)
+    }
+
+    /// The highest seq of node `n` in a synthetic log of `size` entries (0: none yet).
+    fn expected_seq(n: usize, k: usize, size: u64) -> u64 {
+        let (n, k) = (n as u64, k as u64);
+        if size <= n { 0 } else { (size - n - 1) / k + 1 }
+    }
+
+    struct Batch {
+        statements: Vec<StoredStatement>,
+        nodes: Vec<LogNode>,
+        checkpoint: NewCheckpoint,
+    }
+
+    fn now_ms() -> i64 {
+        (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    }
+
+    /// Grows the log to `target` entries; returns (rows added, time) or None if already there.
+    /// A producer thread builds and signs the next batch while this thread commits the last.
+    fn grow(
+        db: &Path,
+        target: u64,
+        batch: usize,
+        nodes: &[Node],
+        hub_key: &SecretKey,
+        origin: &str,
+    ) -> Result<Option<(u64, Duration)>> {
+        let store = SqliteHubStore::open(db)?;
+        let have = store.last_feed_index()?;
+        if have > target {
+            bail!(
+                "{} already holds {have} entries, more than {target}; use another --dir",
+                db.display()
+            );
+        }
+        if have == target {
+            return Ok(None);
+        }
+        let (frontier, _) = load_frontier(&store)?;
+        if frontier.size() != have {
+            bail!(
+                "{}: the log has {} leaves but the feed {have} statements",
+                db.display(),
+                frontier.size()
+            );
+        }
+        let start = Instant::now();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(1);
+        let batch = batch as u64;
+        let done = std::thread::scope(|s| -> Result<u64> {
+            let producer = s.spawn(move || -> Result<()> {
+                let mut frontier: Frontier = frontier;
+                let mut next = have + 1;
+                while next <= target {
+                    let end = (next + batch - 1).min(target);
+                    let now = now_ms();
+                    let mut statements = Vec::with_capacity((end - next + 1) as usize);
+                    let mut log_nodes = Vec::with_capacity(2 * (end - next + 1) as usize);
+                    for f in next..=end {
+                        let (st, leaf) = synthetic(f, nodes, now);
+                        statements.push(st);
+                        log_nodes.extend(frontier.append(leaf));
+                    }
+                    let cp = Checkpoint {
+                        origin: origin.to_string(),
+                        size: frontier.size(),
+                        root: frontier.root(),
+                        extensions: Vec::new(),
+                    };
+                    let note = sign_checkpoint(&cp, origin, hub_key)
+                        .map_err(|e| anyhow!("cannot sign checkpoint: {e}"))?;
+                    let b = Batch {
+                        statements,
+                        nodes: log_nodes,
+                        checkpoint: NewCheckpoint {
+                            size: cp.size,
+                            root: cp.root,
+                            note,
+                            created_at_ms: now,
+                        },
+                    };
+                    if tx.send(b).is_err() {
+                        break; // the committer stopped on an error
+                    }
+                    next = end + 1;
+                }
+                Ok(())
+            });
+            let committed = (move || -> Result<u64> {
+                let mut done = have;
+                let mut reported = Instant::now();
+                for b in rx {
+                    store.append(&b.statements, &[], &b.nodes, Some(&b.checkpoint))?;
+                    done = b.checkpoint.size;
+                    if reported.elapsed() > Duration::from_secs(15) {
+                        reported = Instant::now();
+                        let secs = start.elapsed().as_secs_f64();
+                        eprintln!(
+                            "  … {done} entries, {:.0} rows/s so far",
+                            (done - have) as f64 / secs
+                        );
+                    }
+                }
+                Ok(done)
+            })();
+            producer
+                .join()
+                .map_err(|_| anyhow!("the batch producer panicked"))??;
+            committed
+        })?;
+        if done != target {
+            bail!("the build stopped at {done} of {target} entries");
+        }
+        Ok(Some((target - have, start.elapsed())))
+    }
+
+    /// Times, in this process, the store reads the hub makes at start-up
+    /// (`SqliteHubStore::open`, then `rcpfed_hub::ingest::Ingest::start`: `last_feed_index`,
+    /// `chain_heads`, `load_frontier`), and checks what they return.
+    fn startup_steps(db: &Path, size: u64, nodes: &[Node]) -> Result<String> {
+        let t = Instant::now();
+        let store = SqliteHubStore::open(db)?;
+        let open = t.elapsed();
+        let t = Instant::now();
+        let last = store.last_feed_index()?;
+        let last_t = t.elapsed();
+        let t = Instant::now();
+        let heads = store.chain_heads()?;
+        let heads_t = t.elapsed();
+        let t = Instant::now();
+        let (frontier, cp) = load_frontier(&store)?;
+        let frontier_t = t.elapsed();
+        if last != size || frontier.size() != size || cp.map(|c| c.size) != Some(size) {
+            bail!(
+                "at {size}: feed {last}, log {} entries: not the size built",
+                frontier.size()
+            );
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let want = expected_seq(i, nodes.len(), size);
+            let got = heads
+                .iter()
+                .find(|h| h.node_id == n.id)
+                .map(|h| h.seq)
+                .unwrap_or(0);
+            if got != want {
+                bail!("chain head of {} is seq {got}, expected {want}", n.id);
+            }
+        }
+        Ok(format!(
+            "open {:.2} ms, last_feed_index {:.2} ms, chain_heads {:.2} ms ({} heads), load_frontier {:.2} ms",
+            ms(open),
+            ms(last_t),
+            ms(heads_t),
+            heads.len(),
+            ms(frontier_t)
+        ))
+    }
+
+    /// Times `samples` inclusion proofs of random leaves and `samples` consistency proofs
+    /// from random old sizes to `size`, each read from a freshly opened store; then verifies
+    /// every proof (untimed) against the stored checkpoint root.
+    fn proofs(db: &Path, size: u64, samples: usize, rng: &mut Rng) -> Result<ProofStats> {
+        let store = SqliteHubStore::open(db)?;
+        let cp = store
+            .latest_checkpoint()?
+            .context("the log has no checkpoint")?;
+        if cp.size != size {
+            bail!("latest checkpoint is of size {}, not {size}", cp.size);
+        }
+        let src = Counting {
+            inner: StoreSource(&store),
+            reads: Cell::new(0),
+        };
+
+        let (mut wall, mut own) = (Vec::new(), Vec::new());
+        let mut inclusion = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let i = rng.below(size);
+            let (proof, w, o) = timed(|| merkle::inclusion_proof(&src, i, size))?;
+            wall.push(w);
+            own.push(o);
+            inclusion.push((i, proof));
+        }
+        let inclusion_reads = src.reads.replace(0) as f64 / samples as f64;
+        let (inclusion_wall, inclusion_own) = (stats(wall), stats(own));
+
+        let (mut wall, mut own) = (Vec::new(), Vec::new());
+        let mut consistency = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let old = 1 + rng.below(size);
+            let (proof, w, o) = timed(|| merkle::consistency_proof(&src, old, size))?;
+            wall.push(w);
+            own.push(o);
+            consistency.push((old, proof));
+        }
+        let consistency_reads = src.reads.get() as f64 / samples as f64;
+        let (consistency_wall, consistency_own) = (stats(wall), stats(own));
+
+        for (i, proof) in &inclusion {
+            let st = store
+                .statement_by_feed_index(i + 1)?
+                .with_context(|| format!("statement {} is missing", i + 1))?;
+            let leaf = leaf_of_envelope(&st.envelope)?;
+            merkle::verify_inclusion(&leaf, *i, size, proof, &cp.root).map_err(|e| {
+                anyhow!("inclusion proof of leaf {i} at size {size} does not verify: {e}")
+            })?;
+        }
+        for (old, proof) in &consistency {
+            let old_root = merkle::root(&StoreSource(&store), *old)?;
+            merkle::verify_consistency(*old, size, &old_root, &cp.root, proof)
+                .map_err(|e| anyhow!("consistency proof {old} → {size} does not verify: {e}"))?;
+        }
+        Ok(ProofStats {
+            inclusion: inclusion_wall,
+            inclusion_own,
+            inclusion_reads,
+            consistency: consistency_wall,
+            consistency_own,
+            consistency_reads,
+        })
+    }
+
+    /// Nanoseconds this thread has spent runnable but waiting for a CPU (Linux schedstat).
+    fn runqueue_wait() -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        text.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Runs `f`; returns its result, its wall time, and its wall time minus the time this
+    /// thread waited for a CPU meanwhile (other processes' share of a loaded machine; I/O
+    /// waits stay in). Without schedstat both times are the wall time.
+    fn timed<T, E>(f: impl FnOnce() -> Result<T, E>) -> Result<(T, Duration, Duration), E> {
+        let before = runqueue_wait();
+        let t = Instant::now();
+        let out = f()?;
+        let wall = t.elapsed();
+        let waited = match (before, runqueue_wait()) {
+            (Some(a), Some(b)) => Duration::from_nanos(b.saturating_sub(a)),
+            _ => Duration::ZERO,
+        };
+        Ok((out, wall, wall.saturating_sub(waited)))
+    }
+
+    /// Spawns the real hub on `config` and returns the time from spawn until its ops port
+    /// answers SERVING for the whole server; stops it with SIGTERM afterwards.
+    async fn hub_startup(rcpfed: &Path, config: &Path, dir: &Path, tag: &str) -> Result<Duration> {
+        let addr_file = dir.join(format!("hub-{tag}.addr.json"));
+        let log = dir.join(format!("hub-{tag}.log"));
+        let _ = std::fs::remove_file(&addr_file);
+        let stderr = std::fs::File::create(&log)?;
+        let mut cmd = pinned_command(0, rcpfed);
+        cmd.arg("hub")
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .env("RCPFED_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr));
+        let start = Instant::now();
+        let mut child = cmd.spawn()?;
+        let serving = wait_serving(&mut child, &addr_file, start).await;
+        stop(&mut child).await;
+        let took = serving.with_context(|| format!("hub start-up; see {}", log.display()))?;
+        let _ = std::fs::remove_file(&addr_file);
+        let _ = std::fs::remove_file(&log);
+        Ok(took)
+    }
+
+    /// Polls the ops port's health every [`POLL`] until it reports SERVING.
+    ///
+    /// Checks are fired every 5 ms without waiting for the previous answer (they multiplex on
+    /// one HTTP/2 connection). Waiting instead would add a ~40 ms stall to about half of the
+    /// start-ups: the ops port does not set TCP_NODELAY, so the server holds the rest of its
+    /// first answer until the client's delayed ACK (Nagle), whereas the next request frame
+    /// carries that ACK within 5 ms.
+    async fn wait_serving(
+        child: &mut tokio::process::Child,
+        addr_file: &Path,
+        start: Instant,
+    ) -> Result<Duration> {
+        const MAX_IN_FLIGHT: usize = 64;
+        let mut client: Option<HealthClient<tonic::transport::Channel>> = None;
+        let mut checks = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Some(status) = child.try_wait()? {
+                        bail!("the hub exited with {status} before serving");
+                    }
+                    if start.elapsed() > STARTUP_LIMIT {
+                        bail!("the hub was not serving after {STARTUP_LIMIT:?}");
+                    }
+                    if client.is_none()
+                        && let Ok(text) = std::fs::read_to_string(addr_file)
+                        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                        && let Some(ops) = v["ops"].as_str()
+                        && let Ok(channel) =
+                            tonic::transport::Endpoint::from_shared(format!("http://{ops}"))?
+                                .connect()
+                                .await
+                    {
+                        client = Some(HealthClient::new(channel));
+                    }
+                    if let Some(c) = &client
+                        && checks.len() < MAX_IN_FLIGHT
+                    {
+                        let mut c = c.clone();
+                        checks.spawn(async move {
+                            c.check(HealthCheckRequest {
+                                service: String::new(),
+                            })
+                            .await
+                            .map(|r| r.into_inner().status)
+                        });
+                    }
+                }
+                Some(done) = checks.join_next(), if !checks.is_empty() => {
+                    if let Ok(Ok(status)) = done
+                        && status == ServingStatus::Serving as i32
+                    {
+                        return Ok(start.elapsed());
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGTERM (graceful: the store closes cleanly), then SIGKILL after 10 s.
+    async fn stop(child: &mut tokio::process::Child) {
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// This process's CPU affinity list (e.g. "0,1"), if `taskset` works here.
+    fn current_affinity() -> Option<String> {
+        let out = std::process::Command::new("taskset")
+            .args(["-c", "-p", &std::process::id().to_string()])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let list = text.rsplit(':').next()?.trim().to_string();
+        (!list.is_empty()).then_some(list)
+    }
+
+    /// Sets the affinity of every thread of this process.
+    fn set_affinity(list: &str) {
+        let _ = std::process::Command::new("taskset")
+            .args(["-a", "-c", "-p", list, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// The 1, 5 and 15 minute load averages (the machine is shared).
+    fn loadavg() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into())
+    }
+
+    fn db_bytes(db: &Path) -> u64 {
+        let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        len(db) + len(Path::new(&wal))
+    }
+
+    fn human_bytes(b: u64) -> String {
+        let b = b as f64;
+        if b >= 1e9 {
+            format!("{:.2} GB", b / 1e9)
+        } else {
+            format!("{:.1} MB", b / 1e6)
+        }
+    }
+
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1e3
+    }
+
+    /// Start-up ratios to the empty database: (of the medians, of the minimums).
+    fn ratio(m: &Measured) -> (f64, f64) {
+        let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+        (
+            r(m.startup.0, m.startup_empty.0),
+            r(m.startup.1, m.startup_empty.1),
+        )
+    }
+
+    fn triple(s: &Stats) -> String {
+        format!("{:.0} / {:.0} / {:.0}", s.median, s.p99, s.max)
+    }
+
+    fn print_row(m: &Measured) {
+        let p = &m.proofs;
+        println!(
+            "  at {}: inclusion {} µs (median / p99 / max; {} without run-queue wait; {:.1} node reads), consistency {} µs ({} without run-queue wait; {:.1} node reads), hub start-up median {:.1} ms vs {:.1} ms empty (×{:.2}), min {:.1} vs {:.1} ms (×{:.2}), database {}",
+            m.size,
+            triple(&p.inclusion),
+            triple(&p.inclusion_own),
+            p.inclusion_reads,
+            triple(&p.consistency),
+            triple(&p.consistency_own),
+            p.consistency_reads,
+            ms(m.startup.0),
+            ms(m.startup_empty.0),
+            ratio(m).0,
+            ms(m.startup.1),
+            ms(m.startup_empty.1),
+            ratio(m).1,
+            human_bytes(m.db_bytes)
+        );
+    }
+
+    fn print_table(rows: &[Measured]) {
+        println!();
+        println!(
+            "| entries | build rows/s | inclusion µs median / p99 / max | same, minus run-queue wait | consistency µs median / p99 / max | same, minus run-queue wait | hub start-up ms, median (empty, ratio) | min (empty, ratio) | database |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for m in rows {
+            let build = match m.build {
+                Some((n, took)) => format!("{:.0}", n as f64 / took.as_secs_f64()),
+                None => "(existing)".into(),
+            };
+            let p = &m.proofs;
+            println!(
+                "| {} | {build} | {} | {} | {} | {} | {:.1} ({:.1}, ×{:.2}) | {:.1} ({:.1}, ×{:.2}) | {} |",
+                m.size,
+                triple(&p.inclusion),
+                triple(&p.inclusion_own),
+                triple(&p.consistency),
+                triple(&p.consistency_own),
+                ms(m.startup.0),
+                ms(m.startup_empty.0),
+                ratio(m).0,
+                ms(m.startup.1),
+                ms(m.startup_empty.1),
+                ratio(m).1,
+                human_bytes(m.db_bytes)
+            );
+        }
+        println!();
+        println!("targets: proofs under 1000 µs at 10 M entries; start-up ratio ≈ 1 at every size");
+        for m in rows {
+            println!("start-up reads at {}: {}", m.size, m.steps);
+        }
+    }
 }

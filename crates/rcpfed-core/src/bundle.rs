@@ -466,6 +466,20 @@ fn step_receipt(
         .accepted_at
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| r.accepted_at.unix_timestamp().to_string());
+    // A key revoked before the hub accepted the statement does not vouch for it (the hub's
+    // clock decides, never the signer's issued_at): whoever stole the key could have signed it.
+    // Retirement is not compromise: the hub refuses retired keys itself, so anything it
+    // accepted was signed while the key was in force under the registry of that moment.
+    for sig in &b.envelope.signatures {
+        if let crate::members::KeyState::Revoked { at } =
+            t.federation.key_state(&sig.key_id, r.accepted_at)
+        {
+            return Err(format!(
+                "the statement is signed with key {}, revoked at {at}, before the hub accepted it at {accepted}",
+                sig.key_id
+            ));
+        }
+    }
     Ok(format!(
         "signed by the hub {}; accepted at {accepted} as feed index {}",
         describe_member(hub),

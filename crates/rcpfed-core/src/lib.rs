@@ -17,6 +17,7 @@ pub mod members;
 pub mod merkle;
 pub mod note;
 pub mod receipt;
+pub mod registry;
 pub mod rejection;
 pub mod spiffe;
 pub mod statement;

@@ -39,6 +39,14 @@ pub fn witness_verifiers(federation: &Federation) -> Vec<(String, NoteVerifier)>
     for m in federation.members().filter(|m| m.has_role(Role::Witness)) {
         let name = witness_name(&federation.federation_id, &m.id);
         for key in &m.keys {
+            // A revoked key vouches for nothing, not even an old cosignature: whoever stole it
+            // could have made that too. (Retired keys keep verifying what they signed.)
+            if federation
+                .key_lifecycle(&key.key_id)
+                .is_some_and(|l| matches!(l.status, crate::members::KeyLifecycle::Revoked(_)))
+            {
+                continue;
+            }
             if let Ok(v) = NoteVerifier::new(&name, ALG_COSIGNATURE_V1, key.clone()) {
                 out.push((m.id.clone(), v));
             }

@@ -6,7 +6,8 @@
 use crate::keys::{KeyError, VerifyKey};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use time::Date;
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime};
 
 /// What a member may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -167,6 +168,179 @@ pub struct Federation {
     by_spiffe: BTreeMap<String, String>,
     key_owner: BTreeMap<String, String>,
     file: FederationFile,
+    lifecycle: FederationLifecycle,
+}
+
+/// A signing key's lifecycle status, as the registry states it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyLifecycle {
+    /// Signs new statements.
+    Active,
+    /// Retired at this moment: what it signed before still verifies; nothing signed from this
+    /// moment on is accepted.
+    Retired(OffsetDateTime),
+    /// Revoked at this moment: statements signed from this moment on are refused, and
+    /// accepted ones are flagged.
+    Revoked(OffsetDateTime),
+}
+
+impl KeyLifecycle {
+    /// "active", "retired" or "revoked", as written in member files.
+    pub fn status_str(&self) -> &'static str {
+        match self {
+            KeyLifecycle::Active => "active",
+            KeyLifecycle::Retired(_) => "retired",
+            KeyLifecycle::Revoked(_) => "revoked",
+        }
+    }
+
+    /// The retirement or revocation moment; `None` while active.
+    pub fn status_at(&self) -> Option<OffsetDateTime> {
+        match self {
+            KeyLifecycle::Active => None,
+            KeyLifecycle::Retired(at) | KeyLifecycle::Revoked(at) => Some(*at),
+        }
+    }
+}
+
+/// One key's lifecycle: from when it may sign, and its status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyLifecycleInfo {
+    /// First moment the key may sign; `None` when unknown (plain member files): always valid.
+    pub valid_from: Option<OffsetDateTime>,
+    /// Status.
+    pub status: KeyLifecycle,
+}
+
+impl Default for KeyLifecycleInfo {
+    fn default() -> Self {
+        KeyLifecycleInfo {
+            valid_from: None,
+            status: KeyLifecycle::Active,
+        }
+    }
+}
+
+/// What the registry adds to a member file: its version and each key's lifecycle. A plain
+/// member file has version 0 and every key active, always.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FederationLifecycle {
+    /// The registry version the federation was built from; 0 for a plain member file.
+    pub registry_version: u64,
+    /// Lifecycle by key id; a key not listed is active and always valid.
+    pub keys: BTreeMap<String, KeyLifecycleInfo>,
+}
+
+/// A key's state at one moment (see [`Federation::key_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// No member has this key.
+    Unknown,
+    /// The moment is before the key's `valid_from`.
+    NotYetValid,
+    /// The key may sign at this moment.
+    Active,
+    /// The key was retired at `at`, on or before the moment.
+    Retired {
+        /// The retirement moment.
+        at: OffsetDateTime,
+    },
+    /// The key was revoked at `at`, on or before the moment.
+    Revoked {
+        /// The revocation moment.
+        at: OffsetDateTime,
+    },
+}
+
+/// The lifecycle fields a member file may carry next to each key (`valid_from`, `status`,
+/// `status_at`) and at the top (`registry_version`). Read in a second pass so that
+/// [`KeyFile`] and [`FederationFile`] keep their shape; all are optional.
+#[derive(Deserialize)]
+struct LifecycleOverlay {
+    #[serde(default)]
+    registry_version: u64,
+    #[serde(default)]
+    members: Vec<MemberOverlay>,
+}
+
+#[derive(Deserialize)]
+struct MemberOverlay {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    keys: Vec<KeyOverlay>,
+}
+
+#[derive(Deserialize)]
+struct KeyOverlay {
+    #[serde(default)]
+    key_id: String,
+    #[serde(default)]
+    valid_from: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    status_at: String,
+}
+
+fn parse_instant(text: &str, what: &str) -> Result<Option<OffsetDateTime>, FederationError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(Some)
+        .map_err(|_| {
+            FederationError::Invalid(format!("{what} {text:?} is not an RFC 3339 date and time"))
+        })
+}
+
+fn format_instant(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+impl LifecycleOverlay {
+    fn into_lifecycle(self) -> Result<FederationLifecycle, FederationError> {
+        let mut keys = BTreeMap::new();
+        for m in self.members {
+            for k in m.keys {
+                let what = |field: &str| format!("member {}: key {}: {field}", m.id, k.key_id);
+                let valid_from = parse_instant(&k.valid_from, &what("valid_from"))?;
+                let status_at = parse_instant(&k.status_at, &what("status_at"))?;
+                let status = match (k.status.as_str(), status_at) {
+                    ("" | "active", None) => KeyLifecycle::Active,
+                    ("retired", Some(at)) => KeyLifecycle::Retired(at),
+                    ("revoked", Some(at)) => KeyLifecycle::Revoked(at),
+                    ("" | "active", Some(_)) => {
+                        return Err(FederationError::Invalid(format!(
+                            "{}: an active key has no status_at",
+                            what("status")
+                        )));
+                    }
+                    ("retired" | "revoked", None) => {
+                        return Err(FederationError::Invalid(format!(
+                            "{}: a {} key needs status_at",
+                            what("status"),
+                            k.status
+                        )));
+                    }
+                    (other, _) => {
+                        return Err(FederationError::Invalid(format!(
+                            "{}: {other:?} is not \"active\", \"retired\" or \"revoked\"",
+                            what("status")
+                        )));
+                    }
+                };
+                let info = KeyLifecycleInfo { valid_from, status };
+                if info != KeyLifecycleInfo::default() {
+                    keys.insert(k.key_id, info);
+                }
+            }
+        }
+        Ok(FederationLifecycle {
+            registry_version: self.registry_version,
+            keys,
+        })
+    }
 }
 
 /// Whether `id` is a valid member id (lowercase ASCII letters, digits and '-', 1 to 63 chars,
@@ -194,12 +368,24 @@ impl Federation {
     pub fn from_toml(text: &str) -> Result<Self, FederationError> {
         let file: FederationFile =
             toml::from_str(text).map_err(|e| FederationError::Syntax(e.to_string()))?;
-        Self::from_file(file)
+        let overlay: LifecycleOverlay =
+            toml::from_str(text).map_err(|e| FederationError::Syntax(e.to_string()))?;
+        Self::from_file_with_lifecycle(file, overlay.into_lifecycle()?)
     }
 
     /// Checks a member file: ids valid and unique, SPIFFE ids unique and in this federation,
     /// keys valid, not weak, with matching ids and never shared, ISO codes real, dates valid.
     pub fn from_file(file: FederationFile) -> Result<Self, FederationError> {
+        Self::from_file_with_lifecycle(file, FederationLifecycle::default())
+    }
+
+    /// [`Self::from_file`], plus a registry version and key lifecycles (the registry's
+    /// [`crate::registry::Registry::to_federation`] builds these). Every key in `lifecycle`
+    /// must be a key of the file; a key retired or revoked before its `valid_from` is refused.
+    pub fn from_file_with_lifecycle(
+        file: FederationFile,
+        lifecycle: FederationLifecycle,
+    ) -> Result<Self, FederationError> {
         let invalid = |m: String| FederationError::Invalid(m);
         if !is_valid_member_id(&file.federation_id) {
             return Err(invalid(format!(
@@ -285,6 +471,20 @@ impl Federation {
         if !members.contains_key(&file.hub_id) {
             return Err(invalid(format!("hub_id {} is not a member", file.hub_id)));
         }
+        for (key_id, info) in &lifecycle.keys {
+            if !key_owner.contains_key(key_id) {
+                return Err(invalid(format!(
+                    "key {key_id} has a lifecycle but no member lists it"
+                )));
+            }
+            if let (Some(from), Some(at)) = (info.valid_from, info.status.status_at())
+                && at < from
+            {
+                return Err(invalid(format!(
+                    "key {key_id}: status_at is before valid_from"
+                )));
+            }
+        }
         Ok(Federation {
             federation_id: file.federation_id.clone(),
             hub_id: file.hub_id.clone(),
@@ -292,12 +492,78 @@ impl Federation {
             by_spiffe,
             key_owner,
             file,
+            lifecycle,
         })
     }
 
-    /// The file form, for writing.
+    /// The file form, for writing; key lifecycles and the registry version are written as the
+    /// optional `valid_from`/`status`/`status_at` fields of each key and `registry_version`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(&self.file).unwrap_or_default()
+        if self.lifecycle == FederationLifecycle::default() {
+            return toml::to_string_pretty(&self.file).unwrap_or_default();
+        }
+        let Ok(mut table) = toml::Table::try_from(&self.file) else {
+            return String::new();
+        };
+        if self.lifecycle.registry_version > 0 {
+            let version = i64::try_from(self.lifecycle.registry_version).unwrap_or(i64::MAX);
+            table.insert("registry_version".into(), toml::Value::Integer(version));
+        }
+        let members = table.get_mut("members").and_then(toml::Value::as_array_mut);
+        for member in members.into_iter().flatten() {
+            let keys = member.get_mut("keys").and_then(toml::Value::as_array_mut);
+            for key in keys.into_iter().flatten() {
+                let Some(key) = key.as_table_mut() else {
+                    continue;
+                };
+                let Some(info) = key
+                    .get("key_id")
+                    .and_then(toml::Value::as_str)
+                    .and_then(|id| self.lifecycle.keys.get(id))
+                    .copied()
+                else {
+                    continue;
+                };
+                if let Some(from) = info.valid_from {
+                    key.insert("valid_from".into(), format_instant(from).into());
+                }
+                key.insert("status".into(), info.status.status_str().into());
+                if let Some(at) = info.status.status_at() {
+                    key.insert("status_at".into(), format_instant(at).into());
+                }
+            }
+        }
+        toml::to_string_pretty(&table).unwrap_or_default()
+    }
+
+    /// The registry version this federation was built from; 0 for a plain member file.
+    pub fn registry_version(&self) -> u64 {
+        self.lifecycle.registry_version
+    }
+
+    /// The lifecycle of `key_id` as stated (active and always valid for plain member files);
+    /// `None` if no member has the key.
+    pub fn key_lifecycle(&self, key_id: &str) -> Option<KeyLifecycleInfo> {
+        if !self.key_owner.contains_key(key_id) {
+            return None;
+        }
+        Some(self.lifecycle.keys.get(key_id).copied().unwrap_or_default())
+    }
+
+    /// The state of `key_id` at the moment `at`: before `valid_from` not yet valid; retired or
+    /// revoked only from `status_at` on (before that the key counts as active).
+    pub fn key_state(&self, key_id: &str, at: OffsetDateTime) -> KeyState {
+        let Some(info) = self.key_lifecycle(key_id) else {
+            return KeyState::Unknown;
+        };
+        if info.valid_from.is_some_and(|from| at < from) {
+            return KeyState::NotYetValid;
+        }
+        match info.status {
+            KeyLifecycle::Retired(t) if at >= t => KeyState::Retired { at: t },
+            KeyLifecycle::Revoked(t) if at >= t => KeyState::Revoked { at: t },
+            _ => KeyState::Active,
+        }
     }
 
     /// The member with `id`.

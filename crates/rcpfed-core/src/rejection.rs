@@ -117,6 +117,12 @@ pub mod reasons {
     pub const UNKNOWN_KEY_ID: &str = "UNKNOWN_KEY_ID";
     /// A signature does not verify over PAE(payload_type, payload).
     pub const BAD_SIGNATURE: &str = "BAD_SIGNATURE";
+    /// The signing key was retired (registry) before the hub received the statement.
+    pub const KEY_RETIRED: &str = "KEY_RETIRED";
+    /// The signing key was revoked (registry) before the hub received the statement.
+    pub const KEY_REVOKED: &str = "KEY_REVOKED";
+    /// The signing key's validity starts after the moment the hub received the statement.
+    pub const KEY_NOT_YET_VALID: &str = "KEY_NOT_YET_VALID";
     /// The verifying key does not belong to the statement's issuer.
     pub const KEY_NOT_OWNED: &str = "KEY_NOT_OWNED";
     /// The payload bytes are not a valid message of the payload type.
@@ -171,6 +177,34 @@ pub mod reasons {
     pub const INCONSISTENT_CHECKPOINT: &str = "INCONSISTENT_CHECKPOINT";
     /// A witness cosignature is malformed, not by that witness, or does not verify.
     pub const BAD_COSIGNATURE: &str = "BAD_COSIGNATURE";
+
+    // Membership registry reasons (ErrorInfo.reason and BadRequest violations).
+    /// A registry version breaks a rule with no more specific reason (see the violations).
+    pub const REGISTRY_INVALID: &str = "REGISTRY_INVALID";
+    /// A registry version lacks the threshold of valid signatures by distinct root keys.
+    pub const REGISTRY_THRESHOLD_NOT_MET: &str = "REGISTRY_THRESHOLD_NOT_MET";
+    /// A registry version is not newer than the trusted one (rollback).
+    pub const REGISTRY_ROLLBACK: &str = "REGISTRY_ROLLBACK";
+    /// A registry version skips versions (must be exactly the trusted version + 1).
+    pub const REGISTRY_VERSION_GAP: &str = "REGISTRY_VERSION_GAP";
+    /// A registry version's previous_digest is not the digest of the trusted version (fork or
+    /// mix-and-match).
+    pub const REGISTRY_CHAIN_MISMATCH: &str = "REGISTRY_CHAIN_MISMATCH";
+    /// The latest registry version is expired (freeze).
+    pub const REGISTRY_EXPIRED: &str = "REGISTRY_EXPIRED";
+    /// The root keys or threshold are invalid: threshold 0 or above the key count, a key
+    /// listed twice, an invalid or weak key, or a key id that does not match its key.
+    pub const INVALID_ROOT: &str = "INVALID_ROOT";
+    /// A key is listed twice in a registry (within or across members, or as a root key).
+    pub const DUPLICATE_KEY_ID: &str = "DUPLICATE_KEY_ID";
+    /// Two keys of one member have overlapping validity windows.
+    pub const OVERLAPPING_KEY_WINDOWS: &str = "OVERLAPPING_KEY_WINDOWS";
+    /// A member with the publisher or witness role has no signing key.
+    pub const MEMBER_WITHOUT_KEY: &str = "MEMBER_WITHOUT_KEY";
+    /// A role is not publisher, reader, witness or admin.
+    pub const UNKNOWN_ROLE: &str = "UNKNOWN_ROLE";
+    /// A member's public key is not a valid, strong Ed25519 key or its key id does not match.
+    pub const INVALID_PUBLIC_KEY: &str = "INVALID_PUBLIC_KEY";
 
     // Per-field rule reasons (BadRequest field violations).
     /// A required field is empty or missing.

@@ -2,9 +2,11 @@
 //! federation member, turning domain rejections into `google.rpc.Status` with `ErrorInfo` and
 //! `BadRequest` details, reflection (v1 and v1alpha), health, and the plaintext ops port.
 
+pub mod acceptor;
 pub mod ops;
 pub mod peer;
 pub mod records;
+pub mod shared;
 pub mod status;
 pub mod tls;
 

@@ -54,6 +54,10 @@ pub async fn serve_ops(
         .add_service(reflection_v1)
         .into_axum_router()
         .route("/metrics", get(metrics));
+    // Without TCP_NODELAY a probe's first answer can wait ~40 ms for delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

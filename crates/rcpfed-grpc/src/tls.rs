@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
+/// Servers: mutual TLS built on rustls with a CRL, reloaded without restart (see
+/// [`crate::acceptor`]).
+pub use crate::acceptor::{MtlsIncoming, ReloadingTlsAcceptor, load_server_config, mtls_incoming};
+
 /// Where a member's TLS material lives.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -33,7 +37,8 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 impl TlsFiles {
-    /// Server side: present our certificate, require a client certificate from the CA.
+    /// Server side with tonic's own TLS: present our certificate, require a client certificate
+    /// from the CA. It cannot check a CRL; the hub and the nodes use [`mtls_incoming`] instead.
     pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
         Ok(ServerTlsConfig::new()
             .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))

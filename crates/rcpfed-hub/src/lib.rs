@@ -9,10 +9,10 @@
 pub mod ingest;
 pub mod log;
 pub mod metrics;
+pub mod registry;
 mod service;
 
 use rcpfed_core::keys::SecretKey;
-use rcpfed_core::members::Federation;
 use rcpfed_grpc::limits;
 use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_proto::v1::hub_service_server::HubServiceServer;
@@ -27,12 +27,19 @@ pub use service::Hub;
 
 /// Everything the hub needs to run.
 pub struct HubSettings {
-    /// The loaded member file.
-    pub federation: Arc<Federation>,
+    /// The GFMD root keys and threshold: the trust anchor of the registry.
+    pub trust: rcpfed_core::registry::RootSet,
+    /// The federation id the root keys are for.
+    pub federation_id: String,
+    /// Registry version 1, used when the log holds no registry yet.
+    pub initial_registry: rcpfed_core::envelope::SignedEnvelope,
     /// The hub's statement/receipt signing key.
     pub signing_key: SecretKey,
     /// TLS material.
     pub tls: TlsFiles,
+    /// The federation CA's CRL (PEM). Client certificates it lists are refused; the file is
+    /// watched and reloaded without a restart. None: no revocation check.
+    pub crl_file: Option<std::path::PathBuf>,
     /// Listener for the mTLS gRPC port.
     pub grpc_listener: TcpListener,
     /// Listener for the plaintext ops port (health, metrics).
@@ -69,23 +76,21 @@ pub enum HubError {
 /// Runs the hub until `shutdown` is cancelled.
 pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(), HubError> {
     let HubSettings {
-        federation,
+        trust,
+        federation_id,
+        initial_registry,
         signing_key,
         tls,
+        crl_file,
         grpc_listener,
         ops_listener,
         witness_quorum,
         open_store,
     } = settings;
-    let hub_member = federation
-        .hub()
-        .ok_or_else(|| HubError::Config("the member file names no hub".into()))?;
-    if hub_member.key(signing_key.key_id()).is_none() {
-        return Err(HubError::Config(format!(
-            "signing key {} is not a key of hub member {} in the member file",
-            signing_key.key_id(),
-            hub_member.id
-        )));
+    if witness_quorum == 0 {
+        return Err(HubError::Config(
+            "witness_quorum must be at least 1: a checkpoint nobody cosigned is not final".into(),
+        ));
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -109,6 +114,37 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     let store = tokio::task::spawn_blocking(open_store)
         .await
         .map_err(|e| HubError::Config(format!("store opener panicked: {e}")))??;
+    // The registry in force: versions in the log verified from the root keys, or version 1.
+    let loaded = {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || {
+            registry::load(store.as_ref(), &trust, &federation_id, &initial_registry)
+        })
+        .await
+        .map_err(|e| HubError::Config(format!("registry loader panicked: {e}")))?
+        .map_err(HubError::Config)?
+    };
+    let federation = Arc::new(
+        loaded
+            .state
+            .registry
+            .to_federation()
+            .map_err(|e| HubError::Config(e.to_string()))?,
+    );
+    tracing::info!(version = loaded.state.registry.version, "registry in force");
+    let hub_member = federation
+        .hub()
+        .ok_or_else(|| HubError::Config("the member file names no hub".into()))?;
+    // Witnesses verify checkpoints with the hub member's first key (logkeys::log_verifier), so
+    // that is the only key the hub may sign with.
+    if hub_member.keys.first().map(|k| k.key_id.as_str()) != Some(signing_key.key_id()) {
+        return Err(HubError::Config(format!(
+            "signing key {} is not the first key of hub member {} in the member file; witnesses would refuse every checkpoint",
+            signing_key.key_id(),
+            hub_member.id
+        )));
+    }
+
     let ingest = ingest::Ingest::start(
         Arc::clone(&store),
         ingest::ReceiptSigner {
@@ -118,16 +154,32 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         },
         metrics,
     )?;
+    if loaded.needs_logging {
+        // A new hub: registry version 1 becomes the first entry of the log and the feed.
+        match ingest
+            .submit(registry::as_statement(&loaded.state, None))
+            .await
+        {
+            Ok(_) => tracing::info!("registry version 1 logged"),
+            Err(e) => {
+                return Err(HubError::Config(format!(
+                    "cannot log registry version 1: {e}"
+                )));
+            }
+        }
+    }
     let hub = Hub {
-        federation: Arc::clone(&federation),
+        federation: rcpfed_grpc::shared::SharedFederation::new((*federation).clone()),
         store,
         ingest,
         shutdown: shutdown.clone(),
         quorum: witness_quorum,
+        registry: Arc::new(tokio::sync::Mutex::new(loaded.state)),
     };
     let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services()?;
     let grpc_addr: SocketAddr = grpc_listener.local_addr()?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    // mTLS on rustls with the CRL, reloaded when it changes (tonic's TLS has no CRL hook).
+    let incoming = rcpfed_grpc::tls::mtls_incoming(grpc_listener, &tls, crl_file.as_deref())?;
 
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<HubServiceServer<Hub>>().await;
@@ -136,7 +188,6 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
     let served = tonic::transport::Server::builder()
-        .tls_config(tls.server_config()?)?
         .timeout(limits::REQUEST_TIMEOUT)
         .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))

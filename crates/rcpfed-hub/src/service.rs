@@ -4,7 +4,7 @@
 use crate::ingest::{Ingest, IngestError, IngestOutcome, VerifiedStatement};
 use prost::Message as _;
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
-use rcpfed_core::members::{Federation, Role};
+use rcpfed_core::members::Role;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::statement::{DocumentKind, Statement};
 use rcpfed_core::validate::{ValidationContext, validate_statement};
@@ -22,12 +22,14 @@ use tonic::{Request, Response, Status};
 
 /// The hub's gRPC service.
 pub struct Hub {
-    pub(crate) federation: Arc<Federation>,
+    pub(crate) federation: rcpfed_grpc::shared::SharedFederation,
     pub(crate) store: Arc<dyn HubStore>,
     pub(crate) ingest: Ingest,
     pub(crate) shutdown: CancellationToken,
     /// Cosignatures that make a checkpoint final.
     pub(crate) quorum: u32,
+    /// The registry version in force; the mutex serializes publishing.
+    pub(crate) registry: Arc<tokio::sync::Mutex<crate::registry::RegistryState>>,
 }
 
 fn reject(rejection: Rejection) -> Status {
@@ -87,6 +89,7 @@ impl Hub {
     /// decoding and validation. Pure CPU; runs concurrently across requests.
     fn verify(
         &self,
+        federation: &rcpfed_core::members::Federation,
         member_id: &str,
         envelope: v1::Envelope,
     ) -> Result<VerifiedStatement, Rejection> {
@@ -113,7 +116,6 @@ impl Hub {
             ));
         }
         let signed = SignedEnvelope::from_proto(envelope);
-        let federation = &self.federation;
         let key = verify_signatures(&signed, |key_id| {
             federation.key_owner(key_id).map(|(_, k)| k)
         })?;
@@ -131,6 +133,42 @@ impl Hub {
                 ),
             )
             .with_meta("key_id", key.key_id.clone()));
+        }
+        // The key's lifecycle in the registry, judged at the hub's clock (the signer controls
+        // issued_at, so it cannot date a statement back before a retirement).
+        match federation.key_state(&key.key_id, time::OffsetDateTime::now_utc()) {
+            rcpfed_core::members::KeyState::Active => {}
+            rcpfed_core::members::KeyState::Retired { at } => {
+                return Err(Rejection::new(
+                    RejectClass::Forbidden,
+                    reasons::KEY_RETIRED,
+                    format!("key {} of {member_id} was retired at {at}; sign with the member's current key", key.key_id),
+                )
+                .with_meta("key_id", key.key_id.clone()));
+            }
+            rcpfed_core::members::KeyState::Revoked { at } => {
+                return Err(Rejection::new(
+                    RejectClass::Forbidden,
+                    reasons::KEY_REVOKED,
+                    format!("key {} of {member_id} was revoked at {at}", key.key_id),
+                )
+                .with_meta("key_id", key.key_id.clone()));
+            }
+            rcpfed_core::members::KeyState::NotYetValid => {
+                return Err(Rejection::new(
+                    RejectClass::Forbidden,
+                    reasons::KEY_NOT_YET_VALID,
+                    format!("key {} of {member_id} is not valid yet", key.key_id),
+                )
+                .with_meta("key_id", key.key_id.clone()));
+            }
+            rcpfed_core::members::KeyState::Unknown => {
+                return Err(Rejection::new(
+                    RejectClass::Unauthenticated,
+                    reasons::UNKNOWN_KEY_ID,
+                    format!("key {} is not in the registry", key.key_id),
+                ));
+            }
         }
         let statement = Statement::decode(&signed.payload)?;
         let member = federation.member(member_id).ok_or_else(|| {
@@ -174,7 +212,9 @@ impl HubService for Hub {
         &self,
         request: Request<v1::SubmitStatementRequest>,
     ) -> Result<Response<v1::SubmitStatementResponse>, Status> {
-        let member_id = authorize(&request, &self.federation, Role::Publisher)?
+        // One registry version decides the whole request.
+        let federation = self.federation.get();
+        let member_id = authorize(&request, &federation, Role::Publisher)?
             .id
             .clone();
         let envelope = request.into_inner().envelope.ok_or_else(|| {
@@ -184,7 +224,7 @@ impl HubService for Hub {
                 "envelope is required",
             )
         })?;
-        let verified = self.verify(&member_id, envelope).map_err(|rejection| {
+        let verified = self.verify(&federation, &member_id, envelope).map_err(|rejection| {
             tracing::info!(member = %member_id, reason = rejection.reason, message = %rejection.message, "statement refused");
             reject(rejection)
         })?;
@@ -236,7 +276,7 @@ impl HubService for Hub {
         &self,
         request: Request<v1::GetStatementRequest>,
     ) -> Result<Response<v1::GetStatementResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
+        authorize(&request, &self.federation.get(), Role::Reader)?;
         let name = request.into_inner().name;
         let (node, seq) = parse_statement_name(&name).ok_or_else(|| {
             invalid_field(
@@ -272,7 +312,7 @@ impl HubService for Hub {
         &self,
         request: Request<v1::ListStatementsRequest>,
     ) -> Result<Response<v1::ListStatementsResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
+        authorize(&request, &self.federation.get(), Role::Reader)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
         let after = parse_page_token(&req.page_token)?;
@@ -307,7 +347,7 @@ impl HubService for Hub {
         &self,
         request: Request<v1::SubscribeFeedRequest>,
     ) -> Result<Response<Self::SubscribeFeedStream>, Status> {
-        let member = authorize(&request, &self.federation, Role::Reader)?
+        let member = authorize(&request, &self.federation.get(), Role::Reader)?
             .id
             .clone();
         let mut cursor = request.into_inner().after_index;
@@ -386,7 +426,7 @@ impl HubService for Hub {
         &self,
         request: Request<v1::ListEquivocationsRequest>,
     ) -> Result<Response<v1::ListEquivocationsResponse>, Status> {
-        authorize(&request, &self.federation, Role::Admin)?;
+        authorize(&request, &self.federation.get(), Role::Admin)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
         let after = parse_page_token(&req.page_token)?;
@@ -424,9 +464,9 @@ impl HubService for Hub {
         &self,
         request: Request<v1::ListMembersRequest>,
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
-        let members = self
-            .federation
+        authorize(&request, &self.federation.get(), Role::Reader)?;
+        let federation = self.federation.get();
+        let members = federation
             .members()
             .map(|m| v1::Member {
                 id: m.id.clone(),
@@ -454,7 +494,7 @@ impl HubService for Hub {
             })
             .collect();
         Ok(Response::new(v1::ListMembersResponse {
-            federation_id: self.federation.federation_id.clone(),
+            federation_id: self.federation.get().federation_id.clone(),
             members,
         }))
     }
@@ -463,7 +503,7 @@ impl HubService for Hub {
         &self,
         request: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
+        authorize(&request, &self.federation.get(), Role::Reader)?;
         let final_only = request.into_inner().final_only;
         let store = Arc::clone(&self.store);
         let quorum = self.quorum;
@@ -503,7 +543,7 @@ impl HubService for Hub {
         &self,
         request: Request<v1::GetInclusionProofRequest>,
     ) -> Result<Response<v1::GetInclusionProofResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
+        authorize(&request, &self.federation.get(), Role::Reader)?;
         let req = request.into_inner();
         let store = Arc::clone(&self.store);
         let leaf = req.leaf.ok_or_else(|| {
@@ -570,7 +610,7 @@ impl HubService for Hub {
         &self,
         request: Request<v1::GetConsistencyProofRequest>,
     ) -> Result<Response<v1::GetConsistencyProofResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
+        authorize(&request, &self.federation.get(), Role::Reader)?;
         let req = request.into_inner();
         let store = Arc::clone(&self.store);
         let answer = blocking("building a consistency proof", move || {
@@ -580,21 +620,27 @@ impl HubService for Hub {
                 store.checkpoint_at(req.new_size)?
             };
             let Some(checkpoint) = checkpoint else {
-                return Ok(Err(format!(
+                return Ok(Err(not_found(format!(
                     "the hub has no checkpoint for tree size {}",
                     req.new_size
-                )));
+                ))));
             };
             if req.old_size == 0 || req.old_size > checkpoint.size {
-                return Ok(Err(format!(
-                    "old_size must be between 1 and the new size {}, got {}",
-                    checkpoint.size, req.old_size
+                return Ok(Err(invalid_field(
+                    "old_size",
+                    reasons::INVALID_ARGUMENT,
+                    format!(
+                        "old_size must be between 1 and the new size {}, got {}",
+                        checkpoint.size, req.old_size
+                    ),
                 )));
             }
             let proof = match crate::log::consistency(store.as_ref(), req.old_size, checkpoint.size)
             {
                 Ok(p) => p,
-                Err(rcpfed_core::merkle::ProofError::OutOfRange(m)) => return Ok(Err(m)),
+                Err(rcpfed_core::merkle::ProofError::OutOfRange(m)) => {
+                    return Ok(Err(invalid_field("old_size", reasons::INVALID_ARGUMENT, m)));
+                }
                 Err(rcpfed_core::merkle::ProofError::Source(e)) => return Err(e),
             };
             let cosignatures = store.cosignatures(checkpoint.size)?;
@@ -606,16 +652,14 @@ impl HubService for Hub {
             }))
         })
         .await?;
-        answer
-            .map(Response::new)
-            .map_err(|m| invalid_field("old_size", reasons::INVALID_ARGUMENT, m))
+        answer.map(Response::new)
     }
 
     async fn list_log_entries(
         &self,
         request: Request<v1::ListLogEntriesRequest>,
     ) -> Result<Response<v1::ListLogEntriesResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
+        authorize(&request, &self.federation.get(), Role::Reader)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
         let store = Arc::clone(&self.store);
@@ -646,7 +690,7 @@ impl HubService for Hub {
         &self,
         request: Request<v1::SubmitCosignatureRequest>,
     ) -> Result<Response<v1::SubmitCosignatureResponse>, Status> {
-        let witness = authorize(&request, &self.federation, Role::Witness)?
+        let witness = authorize(&request, &self.federation.get(), Role::Witness)?
             .id
             .clone();
         let req = request.into_inner();
@@ -663,7 +707,7 @@ impl HubService for Hub {
                 "cosignature is not a signed-note signature line",
             )
         })?;
-        let verifiers: Vec<_> = rcpfed_core::logkeys::witness_verifiers(&self.federation)
+        let verifiers: Vec<_> = rcpfed_core::logkeys::witness_verifiers(&self.federation.get())
             .into_iter()
             .filter(|(id, _)| *id == witness)
             .map(|(_, v)| v)
@@ -711,6 +755,193 @@ impl HubService for Hub {
         Ok(Response::new(v1::SubmitCosignatureResponse {
             cosignature_count: count,
             r#final: count >= self.quorum,
+        }))
+    }
+
+    async fn publish_registry(
+        &self,
+        request: Request<v1::PublishRegistryRequest>,
+    ) -> Result<Response<v1::PublishRegistryResponse>, Status> {
+        let admin = authorize(&request, &self.federation.get(), Role::Admin)?
+            .id
+            .clone();
+        let envelope = request.into_inner().registry.ok_or_else(|| {
+            invalid_field("registry", reasons::FIELD_REQUIRED, "registry is required")
+        })?;
+        let envelope = SignedEnvelope::from_proto(envelope);
+        let mut current = self.registry.lock().await;
+        if envelope.digest() == current.digest {
+            // A retry of the version in force: answer as the first time.
+            let version = current.registry.version;
+            let store = Arc::clone(&self.store);
+            let hub_id = current.registry.hub_id.clone();
+            let log = blocking("building the inclusion proof", move || {
+                let Some(st) = store.statement_by_node_seq(&hub_id, version)? else {
+                    return Ok(None);
+                };
+                match store.latest_checkpoint()? {
+                    Some(cp) => {
+                        crate::log::log_proof(store.as_ref(), st.feed_index - 1, &cp).map(Some)
+                    }
+                    None => Ok(None),
+                }
+            })
+            .await?;
+            return Ok(Response::new(v1::PublishRegistryResponse {
+                version,
+                log,
+                newly_flagged: 0,
+            }));
+        }
+        let next = rcpfed_core::registry::verify_next(
+            &current.registry,
+            &current.digest,
+            &envelope,
+            time::OffsetDateTime::now_utc(),
+        )
+        .map_err(|r| {
+            tracing::warn!(%admin, reason = r.reason, message = %r.message, "registry version refused");
+            reject(r)
+        })?;
+        let federation = next.to_federation().map_err(reject)?;
+        let state = crate::registry::RegistryState {
+            registry: next,
+            digest: envelope.digest(),
+            envelope,
+        };
+        let statement = crate::registry::as_statement(&state, Some(current.digest));
+        let (leaf_index, checkpoint) = match self.ingest.submit(statement).await {
+            Ok(IngestOutcome::Accepted {
+                leaf_index,
+                checkpoint,
+                ..
+            }) => (leaf_index, checkpoint),
+            Ok(IngestOutcome::Duplicate { .. }) => {
+                return Err(internal(
+                    "logging the registry version",
+                    &"it was already logged",
+                ));
+            }
+            Err(IngestError::Rejected(r)) => return Err(reject(r)),
+            Err(IngestError::Stopped) => {
+                return Err(Status::unavailable("the hub is shutting down; retry later"));
+            }
+            Err(e @ IngestError::Store(_)) => {
+                return Err(internal("logging the registry version", &e));
+            }
+        };
+        // Logged and durable: put it in force, then flag what its revocations reach.
+        self.federation.set(federation);
+        let previous = std::mem::replace(&mut *current, state);
+        let version = current.registry.version;
+        tracing::info!(%admin, version, "registry version in force");
+        let store = Arc::clone(&self.store);
+        let next_registry = current.registry.clone();
+        let (log, newly_flagged) = blocking("flagging statements of revoked keys", move || {
+            let flagged =
+                crate::registry::flag_revoked(store.as_ref(), &previous.registry, &next_registry)?;
+            let log = crate::log::log_proof(store.as_ref(), leaf_index, &checkpoint)?;
+            Ok((Some(log), flagged))
+        })
+        .await?;
+        if newly_flagged > 0 {
+            tracing::warn!(
+                version,
+                newly_flagged,
+                "statements flagged: signed with keys revoked before their acceptance"
+            );
+        }
+        Ok(Response::new(v1::PublishRegistryResponse {
+            version,
+            log,
+            newly_flagged,
+        }))
+    }
+
+    async fn get_registry(
+        &self,
+        request: Request<v1::GetRegistryRequest>,
+    ) -> Result<Response<v1::GetRegistryResponse>, Status> {
+        authorize(&request, &self.federation.get(), Role::Reader)?;
+        let version = request.into_inner().version;
+        let current = self.registry.lock().await.clone();
+        let envelope = if version == 0 || version == current.registry.version {
+            current.envelope
+        } else {
+            let store = Arc::clone(&self.store);
+            let hub_id = current.registry.hub_id.clone();
+            let row = blocking("reading a registry version", move || {
+                store.statement_by_node_seq(&hub_id, version)
+            })
+            .await?
+            .filter(|r| r.kind == crate::registry::REGISTRY_KIND)
+            .ok_or_else(|| not_found(format!("registry version {version} does not exist")))?;
+            SignedEnvelope::decode(&row.envelope)
+                .map_err(|r| internal("reading a registry version", &r))?
+        };
+        let document = rcpfed_core::registry::decode_and_check(&envelope.payload)
+            .map(|r| r.to_proto())
+            .ok();
+        Ok(Response::new(v1::GetRegistryResponse {
+            registry: Some(envelope.to_proto()),
+            document,
+        }))
+    }
+
+    async fn list_registry_versions(
+        &self,
+        request: Request<v1::ListRegistryVersionsRequest>,
+    ) -> Result<Response<v1::ListRegistryVersionsResponse>, Status> {
+        authorize(&request, &self.federation.get(), Role::Reader)?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size)?;
+        let hub_id = self.registry.lock().await.registry.hub_id.clone();
+        let store = Arc::clone(&self.store);
+        let versions = blocking("listing registry versions", move || {
+            crate::registry::stored_versions(store.as_ref(), &hub_id)
+        })
+        .await?;
+        let versions = versions
+            .into_iter()
+            .skip(usize::try_from(req.after_version).unwrap_or(usize::MAX))
+            .take(limit)
+            .map(|e| e.to_proto())
+            .collect();
+        Ok(Response::new(v1::ListRegistryVersionsResponse { versions }))
+    }
+
+    async fn list_flagged_statements(
+        &self,
+        request: Request<v1::ListFlaggedStatementsRequest>,
+    ) -> Result<Response<v1::ListFlaggedStatementsResponse>, Status> {
+        authorize(&request, &self.federation.get(), Role::Reader)?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size)?;
+        let after = parse_page_token(&req.page_token)?;
+        let store = Arc::clone(&self.store);
+        let mut rows = blocking("listing flagged statements", move || {
+            store.list_flags(after, limit + 1)
+        })
+        .await?;
+        let next_page_token = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let statements = rows
+            .into_iter()
+            .map(|f| v1::FlaggedStatement {
+                name: rcpfed_grpc::records::statement_name(&f.node_id, f.seq),
+                reason: f.reason,
+                key_id: f.key_id,
+                registry_version: f.registry_version,
+                flagged_at: Some(rcpfed_grpc::timestamp_from_ms(f.flagged_at_ms)),
+            })
+            .collect();
+        Ok(Response::new(v1::ListFlaggedStatementsResponse {
+            statements,
+            next_page_token,
         }))
     }
 }

@@ -4,11 +4,11 @@
 pub mod mirror;
 pub mod outbox;
 pub mod publish;
+pub mod registry;
 mod service;
 pub mod witness;
 
 use rcpfed_core::keys::SecretKey;
-use rcpfed_core::members::Federation;
 use rcpfed_grpc::limits;
 use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_proto::v1::node_service_server::NodeServiceServer;
@@ -58,14 +58,23 @@ pub(crate) fn now_ms() -> i64 {
 
 /// Everything a node needs to run.
 pub struct NodeSettings {
-    /// The loaded member file.
-    pub federation: Arc<Federation>,
+    /// The GFMD root keys and threshold: the trust anchor of the registry.
+    pub trust: rcpfed_core::registry::RootSet,
+    /// The federation id the root keys are for.
+    pub federation_id: String,
+    /// Registry version 1, if configured; without it the node fetches the registry from the hub.
+    pub initial_registry: Option<rcpfed_core::envelope::SignedEnvelope>,
+    /// Where the node keeps the last registry version it trusted.
+    pub registry_cache: std::path::PathBuf,
     /// This node's member id.
     pub node_id: String,
     /// This node's statement signing key.
     pub signing_key: SecretKey,
     /// TLS material (client to the hub and server for operators).
     pub tls: TlsFiles,
+    /// The federation CA's CRL (PEM). Client certificates it lists are refused; the file is
+    /// watched and reloaded without a restart. None: no revocation check.
+    pub crl_file: Option<std::path::PathBuf>,
     /// The hub's gRPC endpoint, "https://host:port".
     pub hub_endpoint: String,
     /// Listener for the node's mTLS gRPC port.
@@ -105,26 +114,20 @@ pub enum NodeError {
 /// Runs the node until `shutdown` is cancelled.
 pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<(), NodeError> {
     let NodeSettings {
-        federation,
+        trust,
+        federation_id,
+        initial_registry,
+        registry_cache,
         node_id,
         signing_key,
         tls,
+        crl_file,
         hub_endpoint,
         grpc_listener,
         ops_listener,
         witness_interval,
         open_store,
     } = settings;
-    let member = federation
-        .member(&node_id)
-        .ok_or_else(|| NodeError::Config(format!("node {node_id} is not in the member file")))?;
-    if member.key(signing_key.key_id()).is_none() {
-        return Err(NodeError::Config(format!(
-            "signing key {} is not a key of {node_id} in the member file",
-            signing_key.key_id()
-        )));
-    }
-
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", ServingStatus::NotServing)
@@ -145,6 +148,30 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     let channel = rcpfed_grpc::tls::lazy_channel(&hub_endpoint, &tls)
         .map_err(|e| NodeError::Config(format!("hub endpoint {hub_endpoint}: {e}")))?;
     let state = Arc::new(NodeState::default());
+    let (node_registry, in_force) = registry::NodeRegistry::bootstrap(
+        &trust,
+        &federation_id,
+        initial_registry.as_ref(),
+        registry_cache,
+        channel.clone(),
+        &shutdown,
+    )
+    .await
+    .map_err(NodeError::Config)?;
+    let node_registry = Arc::new(node_registry);
+    tracing::info!(version = in_force.version, "registry in force");
+    let shared = node_registry.shared();
+    let federation = shared.get();
+    let member = federation
+        .member(&node_id)
+        .ok_or_else(|| NodeError::Config(format!("node {node_id} is not in the member file")))?;
+    if member.key(signing_key.key_id()).is_none() {
+        return Err(NodeError::Config(format!(
+            "signing key {} is not a key of {node_id} in the member file",
+            signing_key.key_id()
+        )));
+    }
+
     let witness = Arc::new(
         witness::Witness::new(
             &federation,
@@ -163,7 +190,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     }
     let wakeup = Arc::new(tokio::sync::Notify::new());
     let publisher = publish::Publisher::new(
-        Arc::clone(&federation),
+        shared.clone(),
         node_id.clone(),
         signing_key,
         Arc::clone(&store),
@@ -171,7 +198,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     );
     let outbox_task = tokio::spawn(outbox::run(
         outbox::Outbox {
-            federation: Arc::clone(&federation),
+            federation: shared.clone(),
             node_id: node_id.clone(),
             store: Arc::clone(&store),
             wakeup: Arc::clone(&wakeup),
@@ -182,11 +209,12 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         shutdown.clone(),
     ));
     let mirror_task = tokio::spawn(mirror::run(
-        Arc::clone(&federation),
+        shared.clone(),
         Arc::clone(&store),
         channel.clone(),
         Arc::clone(&state),
         Arc::clone(&witness),
+        Arc::clone(&node_registry),
         shutdown.clone(),
     ));
     let witness_task = tokio::spawn(witness::run(
@@ -196,11 +224,11 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         shutdown.clone(),
     ));
     let witness_rpc = service::WitnessRpc {
-        federation: Arc::clone(&federation),
+        federation: shared.clone(),
         witness: Arc::clone(&witness),
     };
     let node = Node {
-        federation: Arc::clone(&federation),
+        federation: shared.clone(),
         node_id: node_id.clone(),
         store,
         publisher,
@@ -208,7 +236,8 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     };
     let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services()?;
     let addr = grpc_listener.local_addr()?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    // mTLS on rustls with the CRL, reloaded when it changes (tonic's TLS has no CRL hook).
+    let incoming = rcpfed_grpc::tls::mtls_incoming(grpc_listener, &tls, crl_file.as_deref())?;
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<NodeServiceServer<Node>>().await;
     tracing::info!(%addr, node = %node_id, hub = %hub_endpoint, "node serving (mTLS)");
@@ -216,7 +245,6 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
     let served = tonic::transport::Server::builder()
-        .tls_config(tls.server_config()?)?
         .timeout(limits::REQUEST_TIMEOUT)
         .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
@@ -225,7 +253,9 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            rcpfed_proto::v1::witness_service_server::WitnessServiceServer::new(witness_rpc),
+            rcpfed_proto::v1::witness_service_server::WitnessServiceServer::new(witness_rpc)
+                .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
         )
         .add_service(
             NodeServiceServer::new(node)
@@ -239,6 +269,9 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
                 .await;
             health_on_shutdown
                 .set_not_serving::<NodeServiceServer<Node>>()
+                .await;
+            health_on_shutdown
+                .set_service_status(witness::WITNESS_SERVICE, ServingStatus::NotServing)
                 .await;
             tracing::info!("node shutting down");
         })

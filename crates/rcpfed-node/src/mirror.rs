@@ -75,11 +75,12 @@ pub fn verify_entry(
 
 /// Follows the feed until `shutdown`.
 pub async fn run(
-    federation: Arc<Federation>,
+    federation: rcpfed_grpc::shared::SharedFederation,
     store: Arc<dyn NodeStore>,
     channel: Channel,
     state: Arc<NodeState>,
     witness: Arc<crate::witness::Witness>,
+    registry: Arc<crate::registry::NodeRegistry>,
     shutdown: CancellationToken,
 ) {
     let mut client = HubServiceClient::new(channel)
@@ -114,14 +115,35 @@ pub async fn run(
                     };
                     match next {
                         Ok(Some(entry)) => {
-                            let verified = match verify_entry(&federation, &entry, crate::now_ms())
-                            {
+                            let is_registry = entry.envelope.as_ref().is_some_and(|e| {
+                                e.payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE
+                            });
+                            let checked = if is_registry {
+                                check_registry_entry(&federation.get(), &entry, crate::now_ms())
+                            } else {
+                                verify_entry(&federation.get(), &entry, crate::now_ms())
+                            };
+                            let mut verified = match checked {
                                 Ok(m) => check_logged(&witness, &mut client, &entry)
                                     .await
                                     .map(|()| m)
                                     .map_err(|e| format!("transparency log: {e}")),
                                 Err(e) => Err(e),
                             };
+                            // A registry version is put in force only once its receipt and its
+                            // place in the witnessed log have verified.
+                            if is_registry && let Ok(m) = &verified {
+                                let logged_at = time::OffsetDateTime::from_unix_timestamp_nanos(
+                                    i128::from(m.accepted_at_ms) * 1_000_000,
+                                )
+                                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                                let envelope = SignedEnvelope::from_proto(
+                                    entry.envelope.clone().unwrap_or_default(),
+                                );
+                                if let Err(e) = registry.observe(&envelope, logged_at).await {
+                                    verified = Err(format!("registry version: {e}"));
+                                }
+                            }
                             match verified {
                                 Ok(mirrored) => {
                                     let store = Arc::clone(&store);
@@ -224,4 +246,43 @@ pub async fn check_logged(
         );
     }
     Ok(())
+}
+
+/// Checks a registry version met in the feed: it decodes, and the hub's receipt names it at
+/// this feed index. Whether it may be put in force is decided afterwards, by
+/// [`crate::registry::NodeRegistry::observe`], once its log inclusion has verified.
+pub fn check_registry_entry(
+    federation: &Federation,
+    entry: &v1::SubscribeFeedResponse,
+    now_ms: i64,
+) -> Result<MirroredStatement, String> {
+    let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
+    let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
+    let signed = SignedEnvelope::from_proto(envelope);
+    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
+    let receipt_env = SignedEnvelope::from_proto(receipt);
+    let r = Receipt::verify(&receipt_env, &hub_keys).map_err(|e| format!("receipt: {e}"))?;
+    let version = rcpfed_core::registry::decode_and_check(&signed.payload)
+        .map_err(|e| format!("registry version: {e}"))?;
+    if r.statement_digest != signed.digest()
+        || r.feed_index != entry.feed_index
+        || r.node_id != version.hub_id
+        || r.seq != version.version
+        || r.federation_id != federation.federation_id
+    {
+        return Err("receipt does not match the registry version it accompanies".into());
+    }
+    Ok(MirroredStatement {
+        feed_index: entry.feed_index,
+        node_id: version.hub_id.clone(),
+        seq: version.version,
+        digest: signed.digest(),
+        kind: "registry".into(),
+        document: "registry".into(),
+        revision: u32::try_from(version.version).unwrap_or(u32::MAX),
+        envelope: signed.encode(),
+        receipt: receipt_env.encode(),
+        accepted_at_ms: (r.accepted_at.unix_timestamp_nanos() / 1_000_000) as i64,
+        mirrored_at_ms: now_ms,
+    })
 }

@@ -74,7 +74,7 @@ pub fn check_receipt(
 /// What the delivery loop works with.
 pub struct Outbox {
     /// The member file.
-    pub federation: Arc<Federation>,
+    pub federation: rcpfed_grpc::shared::SharedFederation,
     /// This node.
     pub node_id: String,
     /// The node's store.
@@ -166,7 +166,7 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                         .receipt
                         .as_ref()
                         .ok_or_else(|| "hub answered without a receipt".to_string())
-                        .and_then(|r| check_receipt(&federation, &node_id, &own, r));
+                        .and_then(|r| check_receipt(&federation.get(), &node_id, &own, r));
                     if let Ok(receipt) = &checked {
                         // The receipt counts only once its inclusion in the witnessed log
                         // verifies.

@@ -6,7 +6,6 @@
 use rcpfed_core::Digest;
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
 use rcpfed_core::keys::SecretKey;
-use rcpfed_core::members::Federation;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::statement::{Body, DocumentKind, Header, Statement};
 use rcpfed_core::validate::{ValidationContext, validate_statement};
@@ -39,7 +38,7 @@ pub enum PublishError {
 
 /// Signs and records this node's statements.
 pub struct Publisher {
-    federation: Arc<Federation>,
+    federation: rcpfed_grpc::shared::SharedFederation,
     node_id: String,
     key: SecretKey,
     store: Arc<dyn NodeStore>,
@@ -50,7 +49,7 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher for `node_id` signing with `key`.
     pub fn new(
-        federation: Arc<Federation>,
+        federation: rcpfed_grpc::shared::SharedFederation,
         node_id: String,
         key: SecretKey,
         store: Arc<dyn NodeStore>,
@@ -107,9 +106,10 @@ impl Publisher {
             Body::Policy(_) => DocumentKind::PolicySummary,
             Body::Indicators(_) => DocumentKind::IndicatorSnapshot,
         };
+        let federation = self.federation.get();
         let statement = Statement {
             header: Header {
-                federation_id: self.federation.federation_id.clone(),
+                federation_id: federation.federation_id.clone(),
                 node_id: self.node_id.clone(),
                 seq: head_seq + 1,
                 prev_digest,
@@ -121,7 +121,7 @@ impl Publisher {
             },
             body,
         };
-        let member = self.federation.member(&self.node_id).ok_or_else(|| {
+        let member = federation.member(&self.node_id).ok_or_else(|| {
             PublishError::Rejected(Rejection::new(
                 RejectClass::Forbidden,
                 reasons::PEER_NOT_A_MEMBER,
@@ -132,7 +132,7 @@ impl Publisher {
         validate_statement(
             &statement,
             &ValidationContext {
-                federation_id: &self.federation.federation_id,
+                federation_id: &federation.federation_id,
                 member,
                 now: time::OffsetDateTime::now_utc(),
             },

@@ -2,7 +2,7 @@
 
 use crate::NodeState;
 use crate::publish::{PublishError, Publisher};
-use rcpfed_core::members::{Federation, Role};
+use rcpfed_core::members::Role;
 use rcpfed_core::rejection::reasons;
 use rcpfed_core::statement::{Body, IndicatorSnapshot, PolicySummary};
 use rcpfed_grpc::records::{RecordParts, statement_record};
@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 /// The node's gRPC service.
 pub struct Node {
-    pub(crate) federation: Arc<Federation>,
+    pub(crate) federation: rcpfed_grpc::shared::SharedFederation,
     pub(crate) node_id: String,
     pub(crate) store: Arc<dyn NodeStore>,
     pub(crate) publisher: Publisher,
@@ -40,7 +40,7 @@ impl NodeService for Node {
         &self,
         request: Request<v1::GetNodeStatusRequest>,
     ) -> Result<Response<v1::GetNodeStatusResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
+        authorize(&request, &self.federation.get(), Role::Reader)?;
         let store = Arc::clone(&self.store);
         let (head, counts, mirror_count, cursor) = blocking("reading node status", move || {
             Ok((
@@ -53,7 +53,7 @@ impl NodeService for Node {
         .await?;
         Ok(Response::new(v1::GetNodeStatusResponse {
             node_id: self.node_id.clone(),
-            federation_id: self.federation.federation_id.clone(),
+            federation_id: self.federation.get().federation_id.clone(),
             head_seq: head.map(|h| h.0).unwrap_or(0),
             head_digest: head.map(|h| h.1.0.to_vec()).unwrap_or_default(),
             outbox_pending: counts.pending,
@@ -73,7 +73,7 @@ impl NodeService for Node {
         &self,
         request: Request<v1::PublishDocumentRequest>,
     ) -> Result<Response<v1::PublishDocumentResponse>, Status> {
-        authorize(&request, &self.federation, Role::Admin)?;
+        authorize(&request, &self.federation.get(), Role::Admin)?;
         let req = request.into_inner();
         let body = match req.body {
             Some(v1::publish_document_request::Body::PolicySummary(p)) => {
@@ -117,7 +117,7 @@ impl NodeService for Node {
         &self,
         request: Request<v1::ListOutboxRequest>,
     ) -> Result<Response<v1::ListOutboxResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
+        authorize(&request, &self.federation.get(), Role::Reader)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
         let before = match parse_page_token(&req.page_token)? {
@@ -165,7 +165,7 @@ impl NodeService for Node {
         &self,
         request: Request<v1::ListMirroredStatementsRequest>,
     ) -> Result<Response<v1::ListMirroredStatementsResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
+        authorize(&request, &self.federation.get(), Role::Reader)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
         let after = parse_page_token(&req.page_token)?;
@@ -210,7 +210,7 @@ impl NodeService for Node {
 
 /// `rcpfed.v1.WitnessService`.
 pub struct WitnessRpc {
-    pub(crate) federation: Arc<Federation>,
+    pub(crate) federation: rcpfed_grpc::shared::SharedFederation,
     pub(crate) witness: Arc<crate::witness::Witness>,
 }
 
@@ -224,17 +224,23 @@ impl v1::witness_service_server::WitnessService for WitnessRpc {
         let spiffe = rcpfed_grpc::peer_spiffe_id(&request)?;
         let is_hub = self
             .federation
+            .get()
             .hub()
             .is_some_and(|hub| hub.spiffe_id == spiffe);
         if !is_hub {
-            authorize(&request, &self.federation, Role::Admin)?;
+            authorize(&request, &self.federation.get(), Role::Admin)?;
         }
         let req = request.into_inner();
-        let signature = self
-            .witness
-            .add_checkpoint(req.old_size, &req.consistency_proof, &req.checkpoint)
-            .await
-            .map_err(|r| rejection_status(&r))?;
+        let offered = if is_hub {
+            self.witness
+                .add_checkpoint(req.old_size, &req.consistency_proof, &req.checkpoint)
+                .await
+        } else {
+            self.witness
+                .add_checkpoint_offered(req.old_size, &req.consistency_proof, &req.checkpoint)
+                .await
+        };
+        let signature = offered.map_err(|r| rejection_status(&r))?;
         Ok(Response::new(v1::AddCheckpointResponse {
             cosignature: signature.to_line(),
         }))
@@ -244,7 +250,7 @@ impl v1::witness_service_server::WitnessService for WitnessRpc {
         &self,
         request: Request<v1::GetWitnessStatusRequest>,
     ) -> Result<Response<v1::GetWitnessStatusResponse>, Status> {
-        authorize(&request, &self.federation, Role::Reader)?;
+        authorize(&request, &self.federation.get(), Role::Reader)?;
         self.witness
             .status()
             .await

@@ -150,6 +150,27 @@ impl Witness {
         proof: &[Vec<u8>],
         note: &str,
     ) -> Result<NoteSignature, Rejection> {
+        self.add_checkpoint_from(old_size, proof, note, true).await
+    }
+
+    /// [`Self::add_checkpoint`] for a caller that is not the hub (an admin): a proof that does
+    /// not verify is refused but is not evidence against the hub, since the hub did not send it.
+    pub async fn add_checkpoint_offered(
+        &self,
+        old_size: u64,
+        proof: &[Vec<u8>],
+        note: &str,
+    ) -> Result<NoteSignature, Rejection> {
+        self.add_checkpoint_from(old_size, proof, note, false).await
+    }
+
+    async fn add_checkpoint_from(
+        &self,
+        old_size: u64,
+        proof: &[Vec<u8>],
+        note: &str,
+        from_hub: bool,
+    ) -> Result<NoteSignature, Rejection> {
         let _guard = self.lock.lock().await;
         if self.is_forked() {
             return Err(Rejection::new(
@@ -194,6 +215,16 @@ impl Witness {
             } else if let Err(e) =
                 merkle::verify_consistency(t.size, cp.size, &t.root, &cp.root, &proof)
             {
+                if !from_hub {
+                    return Err(Rejection::new(
+                        RejectClass::Invalid,
+                        reasons::BAD_PROOF,
+                        format!(
+                            "the consistency proof from {} to {} does not verify: {}",
+                            t.size, cp.size, e.message
+                        ),
+                    ));
+                }
                 return Err(self
                     .fork(
                         &t.note,

@@ -8,6 +8,8 @@
 //! {dir}/ca.pem                      federation CA certificate (trust anchor for mTLS)
 //! {dir}/ca.key                      federation CA private key (0600; keep offline)
 //! {dir}/federation.toml             member file: ids, roles, SPIFFE ids, public signing keys, states
+//! {dir}/crl.pem                     CRL signed by the CA (empty at first; see [`revoke`])
+//! {dir}/revoked.toml                the revoked certificate serials the CRL is made from
 //! {dir}/members/{id}/tls.pem        member TLS certificate
 //! {dir}/members/{id}/tls.key        member TLS private key (0600)
 //! {dir}/members/{id}/signing.key    member Ed25519 statement signing key (0600; hub and nodes only)
@@ -21,7 +23,8 @@
 //! directories are created with mode 0700.
 //!
 //! Architecture invariant: this crate writes files only under the directory it is given, and
-//! never overwrites an existing file.
+//! never overwrites an existing file, except `crl.pem` and `revoked.toml`, which [`revoke`]
+//! replaces atomically.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -38,6 +41,12 @@ use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
+
+mod crl;
+pub use crl::{
+    CRL_VALIDITY, Revocation, RevocationReason, RevokeTarget, RevokedCert, RevokedFile,
+    cert_serial, read_revoked, revoke, serial_hex,
+};
 
 /// Mode of private key files.
 const PRIVATE_FILE_MODE: u32 = 0o600;
@@ -423,6 +432,7 @@ pub fn init(dir: &Path, plan: &PkiPlan) -> Result<PkiLayout, PkiError> {
         PUBLIC_FILE_MODE,
     )?;
     let issuer = Issuer::new(params, ca_key);
+    crl::write_initial_crl(&layout)?;
 
     let mut members = Vec::new();
     let regional = std::iter::once((&plan.hub, vec![Role::Reader])).chain(

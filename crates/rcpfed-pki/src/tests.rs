@@ -254,3 +254,108 @@ fn issues_a_later_member_cert() {
         issue_member_cert(&layout, "other-fed", "bob", IdentityKind::Operator, &[], 1).unwrap_err();
     assert!(matches!(err, PkiError::Ca(_)), "{err}");
 }
+
+/// The CRL in `crl.pem`, checked: issued by the CA, signed by it. Returns (CRL number, serials).
+fn read_crl(layout: &PkiLayout) -> (u64, Vec<String>) {
+    let ca_der = pem_der(&layout.ca_cert());
+    let ca = parse(&ca_der);
+    let text = std::fs::read(layout.crl()).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&text).unwrap();
+    assert_eq!(pem.label, "X509 CRL");
+    let (_, crl) = x509_parser::parse_x509_crl(&pem.contents).unwrap();
+    assert_eq!(crl.issuer(), ca.subject());
+    crl.verify_signature(ca.public_key()).unwrap();
+    let next = crl.next_update().unwrap().timestamp();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    assert!(next > now + 29 * 86_400 && next <= now + 31 * 86_400);
+    let number: u64 = crl.crl_number().unwrap().try_into().unwrap();
+    let serials = crl
+        .iter_revoked_certificates()
+        .map(|r| serial_hex(r.raw_serial()))
+        .collect();
+    (number, serials)
+}
+
+#[test]
+fn init_writes_an_empty_crl_and_revoke_adds_member_serials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = init(&tmp.path().join("pki"), &plan()).unwrap();
+    assert_eq!(read_crl(&layout), (1, Vec::new()));
+    assert_eq!(read_revoked(&layout).unwrap().crl_number, 1);
+    assert_eq!(mode(&layout.crl()), 0o644);
+
+    // rcgen derives serials from the key; they can be read back from the certificate.
+    let colombo = cert_serial(&layout.tls_cert("colombo")).unwrap();
+    let midwa = cert_serial(&layout.tls_cert("midwa")).unwrap();
+    assert_ne!(colombo, midwa);
+    assert!(colombo.len() >= 2 && colombo.len() <= 42, "{colombo}");
+
+    let r = revoke(
+        &layout,
+        &RevokeTarget::Member("colombo".into()),
+        RevocationReason::KeyCompromise,
+    )
+    .unwrap();
+    assert_eq!(r.crl, layout.crl());
+    assert_eq!(
+        (r.crl_number, r.revoked_count, r.newly_revoked),
+        (2, 1, true)
+    );
+    assert_eq!(r.serial, colombo);
+    assert_eq!(read_crl(&layout), (2, vec![colombo.clone()]));
+    let list = read_revoked(&layout).unwrap();
+    assert_eq!(list.revoked[0].member, "colombo");
+    assert_eq!(list.revoked[0].reason, RevocationReason::KeyCompromise);
+
+    // Again: nothing new, but a fresh CRL with the next number.
+    let again = revoke(
+        &layout,
+        &RevokeTarget::Member("colombo".into()),
+        RevocationReason::Unspecified,
+    )
+    .unwrap();
+    assert_eq!(
+        (again.crl_number, again.revoked_count, again.newly_revoked),
+        (3, 1, false)
+    );
+
+    // By serial, with colons and upper case.
+    let spaced: String = midwa
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let by_serial = revoke(
+        &layout,
+        &RevokeTarget::Serial(spaced),
+        RevocationReason::Superseded,
+    )
+    .unwrap();
+    assert_eq!(by_serial.serial, midwa);
+    assert_eq!(read_crl(&layout), (4, vec![colombo, midwa]));
+
+    assert!(matches!(
+        revoke(
+            &layout,
+            &RevokeTarget::Member("nobody".into()),
+            RevocationReason::Unspecified
+        ),
+        Err(PkiError::InvalidPlan(_))
+    ));
+    assert!(matches!(
+        revoke(
+            &layout,
+            &RevokeTarget::Serial("xyz".into()),
+            RevocationReason::Unspecified
+        ),
+        Err(PkiError::InvalidPlan(_))
+    ));
+    assert_eq!(read_crl(&layout).0, 4, "refused revocations write nothing");
+    assert_eq!(
+        "key-compromise".parse::<RevocationReason>().unwrap(),
+        RevocationReason::KeyCompromise
+    );
+    assert!("bogus".parse::<RevocationReason>().is_err());
+}

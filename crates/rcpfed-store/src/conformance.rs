@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::{
-    ChainHead, Cosignature, DeliveryState, Hash, HubStore, LogNode, MirroredStatement,
+    ChainHead, Cosignature, DeliveryState, FlagRecord, Hash, HubStore, LogNode, MirroredStatement,
     NewCheckpoint, NewEquivocation, NodeStore, OutboxCounts, OwnStatement, StatementFilter,
-    StoreError, StoredCheckpoint, StoredStatement, TrustedCheckpoint,
+    StoreError, StoredCheckpoint, StoredFlag, StoredStatement, TrustedCheckpoint,
 };
 use rcpfed_core::Digest;
 use std::sync::{Arc, Barrier};
@@ -27,6 +27,19 @@ pub fn hub_suite(new_store: &dyn Fn() -> Arc<dyn HubStore>) {
     hub_checkpoint_cas(&*new_store());
     hub_cosignatures(&*new_store());
     hub_latest_final_checkpoint(&*new_store());
+    hub_flags(&*new_store());
+}
+
+/// A test flag of (node, seq) for `key_id` revoked by `registry_version`.
+pub fn flag(node_id: &str, seq: u64, key_id: &str, registry_version: u64) -> FlagRecord {
+    FlagRecord {
+        node_id: node_id.to_string(),
+        seq,
+        reason: format!("key {key_id} revoked by registry version {registry_version}"),
+        key_id: key_id.to_string(),
+        registry_version,
+        flagged_at_ms: 1_700_000_000_000 + i64::try_from(registry_version % 1_000_000).unwrap(),
+    }
 }
 
 /// Runs every node check, each on a fresh store from `new_store`.
@@ -1155,4 +1168,97 @@ pub fn node_forks_dedupe(store: &dyn NodeStore) {
         ]
     );
     assert!(forks.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+/// Flags after acceptance (issue 4): only for stored statements, deduped on
+/// (node, seq, key, registry version), all-or-nothing per batch, paged by id.
+pub fn hub_flags(store: &dyn HubStore) {
+    assert_conflict(
+        store.flag_statements(&[flag("node-a", 1, "k1", 2)]),
+        "flag before any statement",
+    );
+    assert_eq!(store.flag_statements(&[]).unwrap(), 0);
+    let a1 = statement(1, "node-a", 1, "f");
+    store
+        .append(
+            &[
+                a1.clone(),
+                statement(2, "node-a", 2, "f"),
+                statement(3, "node-b", 1, "f"),
+            ],
+            &[],
+            &[],
+            None,
+        )
+        .unwrap();
+
+    // A duplicate within one batch counts once.
+    let first = [
+        flag("node-a", 1, "k1", 2),
+        flag("node-a", 1, "k1", 2),
+        flag("node-b", 1, "k1", 2),
+    ];
+    assert_eq!(store.flag_statements(&first).unwrap(), 2);
+    // Re-flagging keeps the first record; another key or registry version is a new flag.
+    let again = FlagRecord {
+        reason: "other words".to_string(),
+        flagged_at_ms: 9,
+        ..flag("node-a", 1, "k1", 2)
+    };
+    let second = [
+        again,
+        flag("node-a", 1, "k2", 2),
+        flag("node-a", 1, "k1", 3),
+    ];
+    assert_eq!(store.flag_statements(&second).unwrap(), 2);
+    assert_eq!(store.flag_statements(&first).unwrap(), 0);
+
+    let listed = store.list_flags(0, 100).unwrap();
+    assert!(listed.windows(2).all(|w| w[0].id < w[1].id));
+    let as_record = |f: &StoredFlag| FlagRecord {
+        node_id: f.node_id.clone(),
+        seq: f.seq,
+        reason: f.reason.clone(),
+        key_id: f.key_id.clone(),
+        registry_version: f.registry_version,
+        flagged_at_ms: f.flagged_at_ms,
+    };
+    assert_eq!(
+        listed.iter().map(as_record).collect::<Vec<_>>(),
+        vec![
+            first[0].clone(),
+            first[2].clone(),
+            second[1].clone(),
+            second[2].clone()
+        ]
+    );
+
+    // Any flag of a statement not stored fails the whole batch.
+    for bad in [
+        flag("node-a", 9, "k1", 2),
+        flag("node-x", 1, "k1", 2),
+        flag("node-a", 0, "k1", 2),
+        flag("node-a", u64::MAX, "k1", 2),
+        flag("node-a", 2, "k1", u64::MAX),
+    ] {
+        assert_conflict(
+            store.flag_statements(&[flag("node-a", 2, "k9", 4), bad.clone()]),
+            &format!("flag of {bad:?}"),
+        );
+    }
+    assert_eq!(store.list_flags(0, 100).unwrap(), listed);
+
+    // Paging.
+    assert_eq!(store.list_flags(0, 2).unwrap(), listed[..2].to_vec());
+    assert_eq!(
+        store.list_flags(listed[1].id, 2).unwrap(),
+        listed[2..].to_vec()
+    );
+    assert!(store.list_flags(listed[3].id, 100).unwrap().is_empty());
+    assert!(store.list_flags(u64::MAX, 100).unwrap().is_empty());
+    assert!(store.list_flags(0, 0).unwrap().is_empty());
+
+    // Flagged statements stay stored.
+    assert_eq!(store.statement_by_node_seq("node-a", 1).unwrap(), Some(a1));
+    assert_eq!(store.count_statements().unwrap(), 3);
 }

@@ -142,6 +142,44 @@ pub struct Cosignature {
     pub timestamp: u64,
 }
 
+/// A flag to record against an accepted statement (issue 4): a registry version revoked the
+/// signing key `key_id` from a moment before the hub accepted the statement. The statement
+/// stays stored and provable; readers are warned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlagRecord {
+    /// The node whose statement is flagged.
+    pub node_id: String,
+    /// The flagged statement's seq (it must be stored).
+    pub seq: u64,
+    /// Why, in words for readers.
+    pub reason: String,
+    /// The revoked signing key.
+    pub key_id: String,
+    /// The registry version that revoked it.
+    pub registry_version: u64,
+    /// When the hub flagged it (unix ms, UTC).
+    pub flagged_at_ms: i64,
+}
+
+/// A stored flag.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredFlag {
+    /// Flag id, ascending in flagging order.
+    pub id: u64,
+    /// The node whose statement is flagged.
+    pub node_id: String,
+    /// The flagged statement's seq.
+    pub seq: u64,
+    /// Why, in words for readers.
+    pub reason: String,
+    /// The revoked signing key.
+    pub key_id: String,
+    /// The registry version that revoked it.
+    pub registry_version: u64,
+    /// When the hub flagged it (unix ms, UTC).
+    pub flagged_at_ms: i64,
+}
+
 /// The hub's storage.
 pub trait HubStore: Send + Sync + 'static {
     /// The latest statement of every node (seq, digest): the chain heads the ingest pipeline checks against. Cheap at any log size; called at start-up.
@@ -216,6 +254,13 @@ pub trait HubStore: Send + Sync + 'static {
     ) -> Result<Vec<StoredEquivocation>, StoreError>;
     /// Number of statements in the log.
     fn count_statements(&self) -> Result<u64, StoreError>;
+    /// Inserts flags in one transaction; a flag for the same (node_id, seq, key_id,
+    /// registry_version) is stored once (the first one's reason and time are kept, also within
+    /// one batch). Returns how many were new. The (node_id, seq) must be a stored statement,
+    /// else Conflict and nothing written.
+    fn flag_statements(&self, flags: &[FlagRecord]) -> Result<u32, StoreError>;
+    /// Flags with id > after_id, ascending, at most limit.
+    fn list_flags(&self, after_id: u64, limit: usize) -> Result<Vec<StoredFlag>, StoreError>;
 }
 
 /// Schema of the hub database. Append new migrations; never edit shipped ones.
@@ -287,6 +332,23 @@ pub(crate) const HUB_SCHEMA: Schema = Schema {
             timestamp  INTEGER NOT NULL CHECK (timestamp >= 0),
             PRIMARY KEY (size, witness_id)
         ) WITHOUT ROWID;
+    "#,
+        r#"
+        -- Statements flagged after acceptance (issue 4): a registry version revoked the signing
+        -- key from a moment before the hub accepted them. They stay in the log; readers are
+        -- warned. id is the rowid (paging order); the unique key dedupes re-flagging and, led
+        -- by (node_id, seq), answers "flags of this statement".
+        CREATE TABLE statement_flags (
+            id               INTEGER PRIMARY KEY,
+            node_id          TEXT    NOT NULL,
+            seq              INTEGER NOT NULL CHECK (seq >= 1),
+            reason           TEXT    NOT NULL,
+            key_id           TEXT    NOT NULL,
+            registry_version INTEGER NOT NULL CHECK (registry_version >= 0),
+            flagged_at_ms    INTEGER NOT NULL,
+            UNIQUE (node_id, seq, key_id, registry_version),
+            FOREIGN KEY (node_id, seq) REFERENCES statements (node_id, seq)
+        );
     "#,
     ],
 };
@@ -651,6 +713,75 @@ impl HubStore for SqliteHubStore {
                 .prepare_cached("SELECT count(*) FROM statements")?
                 .query_row([], |r| r.get(0))?;
             u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+        })
+    }
+
+    fn flag_statements(&self, flags: &[FlagRecord]) -> Result<u32, StoreError> {
+        if flags.is_empty() {
+            return Ok(0);
+        }
+        // Any error returns before commit; the dropped transaction rolls everything back.
+        self.db.write(|tx| {
+            let mut exists =
+                tx.prepare_cached("SELECT 1 FROM statements WHERE node_id = ?1 AND seq = ?2")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO statement_flags (node_id, seq, reason, key_id, registry_version,
+                     flagged_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (node_id, seq, key_id, registry_version) DO NOTHING",
+            )?;
+            let mut new = 0u32;
+            for f in flags {
+                let stored = match db::key(f.seq) {
+                    Some(seq) => exists.exists(params![f.node_id, seq])?,
+                    None => false,
+                };
+                if !stored {
+                    return Err(StoreError::Conflict(format!(
+                        "cannot flag node {} seq {}: no such statement is stored",
+                        f.node_id, f.seq
+                    )));
+                }
+                let inserted = insert.execute(params![
+                    f.node_id,
+                    db::int(f.seq, "seq")?,
+                    f.reason,
+                    f.key_id,
+                    db::int(f.registry_version, "registry version")?,
+                    f.flagged_at_ms,
+                ])?;
+                if inserted > 0 {
+                    new = new.checked_add(1).ok_or_else(|| {
+                        StoreError::Conflict("more than u32::MAX flags in one batch".into())
+                    })?;
+                }
+            }
+            Ok(new)
+        })
+    }
+
+    fn list_flags(&self, after_id: u64, limit: usize) -> Result<Vec<StoredFlag>, StoreError> {
+        let after = db::bound(after_id);
+        let limit = db::limit(limit);
+        self.db.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, node_id, seq, reason, key_id, registry_version, flagged_at_ms
+                 FROM statement_flags WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let mut rows = stmt.query(params![after, limit])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(StoredFlag {
+                    id: get_u64(row, 0)?,
+                    node_id: row.get(1)?,
+                    seq: get_u64(row, 2)?,
+                    reason: row.get(3)?,
+                    key_id: row.get(4)?,
+                    registry_version: get_u64(row, 5)?,
+                    flagged_at_ms: row.get(6)?,
+                });
+            }
+            Ok(out)
         })
     }
 }

@@ -94,7 +94,7 @@ fn newer_schema_is_refused() {
     match SqliteHubStore::open(&hub) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 2,
+            supported: 3,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -237,6 +237,9 @@ fn hub_log_reopen_persists() {
             .unwrap();
         store.add_cosignature(&cosignature(2, "w1", "r")).unwrap();
         store.add_cosignature(&cosignature(2, "w2", "r")).unwrap();
+        store
+            .flag_statements(&[conformance::flag("node-a", 2, "k", 5)])
+            .unwrap();
     }
     let store = SqliteHubStore::open(&path).unwrap();
     assert_eq!(
@@ -253,6 +256,20 @@ fn hub_log_reopen_persists() {
     assert_eq!(
         store.statement_by_feed_index(2).unwrap().map(|s| s.seq),
         Some(2)
+    );
+    let flags = store.list_flags(0, 10).unwrap();
+    assert_eq!(
+        flags
+            .iter()
+            .map(|f| (f.seq, f.registry_version))
+            .collect::<Vec<_>>(),
+        vec![(2, 5)]
+    );
+    assert_eq!(
+        store
+            .flag_statements(&[conformance::flag("node-a", 2, "k", 5)])
+            .unwrap(),
+        0
     );
     // The CAS still holds after a restart.
     assert!(matches!(
@@ -322,6 +339,13 @@ fn version_1_files_are_migrated_in_place() {
     store
         .append(&[], &[], &[(0, 0, hash("x"))], Some(&checkpoint(1, "v")))
         .unwrap();
+    // Statements from before the flags table can be flagged.
+    assert_eq!(
+        store
+            .flag_statements(&[conformance::flag("node-a", 1, "k", 1)])
+            .unwrap(),
+        1
+    );
 
     let node = paths.fresh();
     drop(open_v1(&node, &crate::node::NODE_SCHEMA));

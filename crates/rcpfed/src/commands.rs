@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// The hub endpoint (nodes only), "https://host:port".
     #[arg(long)]
     pub hub_endpoint: Option<String>,
+    /// The federation CA's CRL (PEM); overrides `crl_file` in the configuration.
+    #[arg(long)]
+    pub crl_file: Option<PathBuf>,
     /// Write the bound addresses here as JSON once listening (for scripts and tests).
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
@@ -45,14 +48,33 @@ impl ServeArgs {
             ops_listen: self.ops_listen,
             data_dir: self.data_dir.clone(),
             hub_endpoint: self.hub_endpoint.clone(),
+            // Relative to the working directory, not to the configuration file.
+            crl_file: self
+                .crl_file
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         }
     }
 }
 
-fn load_federation(path: &Path) -> Result<Arc<Federation>> {
+/// The GFMD root keys: the trust anchor every registry version is verified from.
+fn load_trust(path: &Path) -> Result<(rcpfed_core::registry::RootSet, String)> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading member file {}", path.display()))?;
-    Ok(Arc::new(Federation::from_toml(&text)?))
+        .with_context(|| format!("reading root trust file {}", path.display()))?;
+    let file = rcpfed_core::registry::RootTrustFile::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let root = file
+        .to_root_set()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((root, file.federation_id))
+}
+
+/// A signed registry version (DSSE JSON, as `rcpfed registry` writes it).
+fn load_registry_file(path: &Path) -> Result<rcpfed_core::envelope::SignedEnvelope> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading registry {}", path.display()))?;
+    crate::registry_cmd::envelope_from_json(&text)
+        .with_context(|| format!("registry {}", path.display()))
 }
 
 fn load_key(path: &Path) -> Result<SecretKey> {
@@ -104,7 +126,8 @@ pub fn cancel_on_signal(token: CancellationToken) {
 /// `rcpfed hub`.
 pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
     let config = HubConfig::load(&args.config, &args.overrides())?;
-    let federation = load_federation(&config.federation_file)?;
+    let (trust, federation_id) = load_trust(&config.root_trust_file)?;
+    let initial_registry = load_registry_file(&config.registry_file)?;
     let signing_key = load_key(&config.signing_key)?;
     let grpc_listener = bind(config.listen, "gRPC").await?;
     let ops_listener = bind(config.ops_listen, "ops").await?;
@@ -121,9 +144,12 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
     cancel_on_signal(shutdown.clone());
     rcpfed_hub::run(
         rcpfed_hub::HubSettings {
-            federation,
+            trust,
+            federation_id,
+            initial_registry,
             signing_key,
             tls: tls_files(&config.tls),
+            crl_file: config.crl_file.clone(),
             grpc_listener,
             ops_listener,
             witness_quorum: config.witness_quorum,
@@ -140,7 +166,11 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
 /// `rcpfed node`.
 pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
     let config = NodeConfig::load(&args.config, &args.overrides())?;
-    let federation = load_federation(&config.federation_file)?;
+    let (trust, federation_id) = load_trust(&config.root_trust_file)?;
+    let initial_registry = match &config.registry_file {
+        Some(path) => Some(load_registry_file(path)?),
+        None => None,
+    };
     let signing_key = load_key(&config.signing_key)?;
     let grpc_listener = bind(config.listen, "gRPC").await?;
     let ops_listener = bind(config.ops_listen, "ops").await?;
@@ -157,10 +187,14 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
     cancel_on_signal(shutdown.clone());
     rcpfed_node::run(
         rcpfed_node::NodeSettings {
-            federation,
+            trust,
+            federation_id,
+            initial_registry,
+            registry_cache: config.data_dir.join("registry-trusted.bin"),
             node_id: config.node_id.clone(),
             signing_key,
             tls: tls_files(&config.tls),
+            crl_file: config.crl_file.clone(),
             hub_endpoint: config.hub_endpoint.clone(),
             grpc_listener,
             ops_listener,
@@ -181,6 +215,28 @@ pub enum PkiCommand {
     /// Create a federation CA, the hub's and nodes' certificates and signing keys, an operator
     /// identity, the member file, and a configuration file for the hub and each node.
     Init(PkiInitArgs),
+    /// Revoke a member's TLS certificate: add it to revoked.toml and re-issue crl.pem (signed
+    /// by the CA, so run this where ca.key is). Running hubs and nodes whose crl_file is that
+    /// file refuse the certificate within seconds, without a restart.
+    RevokeCert(PkiRevokeArgs),
+}
+
+/// Arguments of `rcpfed pki revoke-cert`.
+#[derive(Args)]
+pub struct PkiRevokeArgs {
+    /// The PKI directory (ca.pem, ca.key, crl.pem, members/).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Revoke this member's current certificate (members/<id>/tls.pem).
+    #[arg(long, conflicts_with = "serial", required_unless_present = "serial")]
+    pub member: Option<String>,
+    /// Revoke the certificate with this serial number (hex).
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// Why: unspecified, key-compromise, affiliation-changed, superseded or
+    /// cessation-of-operation.
+    #[arg(long, default_value = "unspecified")]
+    pub reason: rcpfed_pki::RevocationReason,
 }
 
 /// Arguments of `rcpfed pki init`.
@@ -245,18 +301,18 @@ pub fn pki_init(args: &PkiInitArgs) -> Result<Federation> {
     let layout = rcpfed_pki::init(&args.dir, &plan)?;
     let tls_for = |id: &str| {
         format!(
-            "[tls]\nca_cert = \"ca.pem\"\ncert = \"members/{id}/tls.pem\"\nkey = \"members/{id}/tls.key\"\n"
+            "crl_file = \"crl.pem\"\n\n[tls]\nca_cert = \"ca.pem\"\ncert = \"members/{id}/tls.pem\"\nkey = \"members/{id}/tls.key\"\n"
         )
     };
     let hub_toml = format!(
-        "# rcpfed hub configuration (paths are relative to this file)\nfederation_file = \"federation.toml\"\ndata_dir = \"data/gfmd\"\nlisten = \"127.0.0.1:{HUB_PORT}\"\nops_listen = \"127.0.0.1:{HUB_OPS_PORT}\"\nsigning_key = \"members/gfmd/signing.key\"\n\n{}",
+        "# rcpfed hub configuration (paths are relative to this file)\nroot_trust_file = \"root-trust.toml\"\nregistry_file = \"registry/registry.v1.json\"\ndata_dir = \"data/gfmd\"\nlisten = \"127.0.0.1:{HUB_PORT}\"\nops_listen = \"127.0.0.1:{HUB_OPS_PORT}\"\nsigning_key = \"members/gfmd/signing.key\"\n\n{}",
         tls_for("gfmd")
     );
     write_new(&args.dir.join("hub.toml"), &hub_toml)?;
     for (i, id) in args.nodes.iter().enumerate() {
         let offset = u16::try_from(i).unwrap_or(0);
         let node_toml = format!(
-            "# rcpfed node configuration (paths are relative to this file)\nnode_id = \"{id}\"\nhub_endpoint = \"{}\"\nfederation_file = \"federation.toml\"\ndata_dir = \"data/{id}\"\nlisten = \"127.0.0.1:{}\"\nops_listen = \"127.0.0.1:{}\"\nsigning_key = \"members/{id}/signing.key\"\n\n{}",
+            "# rcpfed node configuration (paths are relative to this file)\nnode_id = \"{id}\"\nhub_endpoint = \"{}\"\nroot_trust_file = \"root-trust.toml\"\nregistry_file = \"registry/registry.v1.json\"\ndata_dir = \"data/{id}\"\nlisten = \"127.0.0.1:{}\"\nops_listen = \"127.0.0.1:{}\"\nsigning_key = \"members/{id}/signing.key\"\n\n{}",
             args.hub_endpoint,
             NODE_PORT + offset,
             NODE_OPS_PORT + offset,
@@ -265,6 +321,12 @@ pub fn pki_init(args: &PkiInitArgs) -> Result<Federation> {
         write_new(&args.dir.join(format!("{id}.toml")), &node_toml)?;
     }
     let text = std::fs::read_to_string(layout.federation_file())?;
+    let file: rcpfed_core::members::FederationFile =
+        toml::from_str(&text).context("reading the member file pki init wrote")?;
+    // The GFMD root keys (3, threshold 2) and registry version 1 signed by two of them: from
+    // here on the threshold-signed registry, not the member file, is what hub and nodes trust.
+    let (root, signers) = crate::registry_cmd::create_root_keys(&args.dir, &args.federation, 3, 2)?;
+    crate::registry_cmd::create_first_version(&args.dir, &file, &root, &signers[..2], 365)?;
     Ok(Federation::from_toml(&text)?)
 }
 
@@ -282,6 +344,7 @@ fn write_new(path: &Path, text: &str) -> Result<()> {
 /// `rcpfed pki`.
 pub fn pki(command: PkiCommand) -> Result<ExitCode> {
     match command {
+        PkiCommand::RevokeCert(args) => pki_revoke(&args),
         PkiCommand::Init(args) => {
             let federation = pki_init(&args)?;
             println!(
@@ -309,6 +372,37 @@ pub fn pki(command: PkiCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `rcpfed pki revoke-cert`.
+fn pki_revoke(args: &PkiRevokeArgs) -> Result<ExitCode> {
+    let target = match (&args.member, &args.serial) {
+        (Some(member), _) => rcpfed_pki::RevokeTarget::Member(member.clone()),
+        (None, Some(serial)) => rcpfed_pki::RevokeTarget::Serial(serial.clone()),
+        (None, None) => bail!("--member <id> or --serial <hex> is required"),
+    };
+    let layout = rcpfed_pki::PkiLayout::new(&args.dir);
+    let r = rcpfed_pki::revoke(&layout, &target, args.reason)?;
+    let who = args
+        .member
+        .as_deref()
+        .map(|m| format!(" of {m}"))
+        .unwrap_or_default();
+    if r.newly_revoked {
+        println!(
+            "revoked certificate {}{who} (reason {})",
+            r.serial, args.reason
+        );
+    } else {
+        println!("certificate {}{who} was already revoked", r.serial);
+    }
+    println!(
+        "wrote {} (CRL number {}, {} revoked certificates); servers using it reload it within seconds",
+        r.crl.display(),
+        r.crl_number,
+        r.revoked_count
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `rcpfed keygen`.

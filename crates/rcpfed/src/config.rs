@@ -22,8 +22,10 @@ pub struct TlsConfig {
 /// `rcpfed hub` configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HubConfig {
-    /// The federation member file.
-    pub federation_file: PathBuf,
+    /// The GFMD root keys and threshold (trust anchor of the registry).
+    pub root_trust_file: PathBuf,
+    /// Registry version 1, signed by the root keys (used when the log has no registry yet).
+    pub registry_file: PathBuf,
     /// Directory for the hub's SQLite database.
     pub data_dir: PathBuf,
     /// mTLS gRPC listen address.
@@ -36,18 +38,25 @@ pub struct HubConfig {
     pub witness_quorum: u32,
     /// TLS files.
     pub tls: TlsConfig,
+    /// The federation CA's CRL: client certificates it lists are refused, and the file is
+    /// reloaded when it changes. Default: `crl.pem` next to this file if it exists; "" turns
+    /// revocation checking off.
+    #[serde(default)]
+    pub crl_file: Option<PathBuf>,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            federation_file: "federation.toml".into(),
+            root_trust_file: "root-trust.toml".into(),
+            registry_file: "registry/registry.v1.json".into(),
             data_dir: "data/hub".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9051)),
             signing_key: "members/gfmd/signing.key".into(),
             witness_quorum: 2,
             tls: TlsConfig::default(),
+            crl_file: None,
         }
     }
 }
@@ -59,8 +68,11 @@ pub struct NodeConfig {
     pub node_id: String,
     /// The hub's endpoint, "https://host:port".
     pub hub_endpoint: String,
-    /// The federation member file.
-    pub federation_file: PathBuf,
+    /// The GFMD root keys and threshold (trust anchor of the registry).
+    pub root_trust_file: PathBuf,
+    /// A registry version 1 file; optional: without it the node fetches every version from the
+    /// hub and verifies them from the root keys.
+    pub registry_file: Option<PathBuf>,
     /// Directory for the node's SQLite database.
     pub data_dir: PathBuf,
     /// mTLS gRPC listen address.
@@ -73,6 +85,11 @@ pub struct NodeConfig {
     pub witness_interval_ms: u64,
     /// TLS files.
     pub tls: TlsConfig,
+    /// The federation CA's CRL: client certificates it lists are refused, and the file is
+    /// reloaded when it changes. Default: `crl.pem` next to this file if it exists; "" turns
+    /// revocation checking off.
+    #[serde(default)]
+    pub crl_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -80,13 +97,15 @@ impl Default for NodeConfig {
         NodeConfig {
             node_id: String::new(),
             hub_endpoint: "https://localhost:50051".into(),
-            federation_file: "federation.toml".into(),
+            root_trust_file: "root-trust.toml".into(),
+            registry_file: None,
             data_dir: "data/node".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9061)),
             signing_key: "signing.key".into(),
             witness_interval_ms: 1000,
             tls: TlsConfig::default(),
+            crl_file: None,
         }
     }
 }
@@ -103,6 +122,9 @@ pub struct ListenOverrides {
     /// --data-dir
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// --crl-file
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crl_file: Option<PathBuf>,
     /// --hub-endpoint (node only)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hub_endpoint: Option<String>,
@@ -134,6 +156,19 @@ fn resolve(base: &Path, path: &mut PathBuf) {
     }
 }
 
+/// The CRL path: as configured (relative to the configuration file; "" means none), else
+/// `crl.pem` next to the configuration file if it exists.
+fn resolve_crl(base: &Path, configured: Option<PathBuf>) -> Option<PathBuf> {
+    match configured {
+        Some(p) if p.as_os_str().is_empty() => None,
+        Some(mut p) => {
+            resolve(base, &mut p);
+            Some(p)
+        }
+        None => Some(base.join("crl.pem")).filter(|p| p.is_file()),
+    }
+}
+
 fn base_dir(file: &Path) -> PathBuf {
     file.parent().map(Path::to_path_buf).unwrap_or_default()
 }
@@ -144,7 +179,8 @@ impl HubConfig {
         let mut c: HubConfig = layered(file, "RCPFED_HUB_", overrides)?;
         let base = base_dir(file);
         for p in [
-            &mut c.federation_file,
+            &mut c.root_trust_file,
+            &mut c.registry_file,
             &mut c.data_dir,
             &mut c.signing_key,
             &mut c.tls.ca_cert,
@@ -153,13 +189,15 @@ impl HubConfig {
         ] {
             resolve(&base, p);
         }
+        c.crl_file = resolve_crl(&base, c.crl_file.take());
         c.validate()?;
         Ok(c)
     }
 
     fn validate(&self) -> Result<()> {
         for (what, p) in [
-            ("federation_file", &self.federation_file),
+            ("root_trust_file", &self.root_trust_file),
+            ("registry_file", &self.registry_file),
             ("signing_key", &self.signing_key),
             ("tls.ca_cert", &self.tls.ca_cert),
             ("tls.cert", &self.tls.cert),
@@ -168,6 +206,11 @@ impl HubConfig {
             if !p.is_file() {
                 bail!("{what}: {} is not a readable file", p.display());
             }
+        }
+        if let Some(p) = &self.crl_file
+            && !p.is_file()
+        {
+            bail!("crl_file: {} is not a readable file", p.display());
         }
         Ok(())
     }
@@ -178,8 +221,11 @@ impl NodeConfig {
     pub fn load(file: &Path, overrides: &ListenOverrides) -> Result<Self> {
         let mut c: NodeConfig = layered(file, "RCPFED_NODE_", overrides)?;
         let base = base_dir(file);
+        if let Some(p) = &mut c.registry_file {
+            resolve(&base, p);
+        }
         for p in [
-            &mut c.federation_file,
+            &mut c.root_trust_file,
             &mut c.data_dir,
             &mut c.signing_key,
             &mut c.tls.ca_cert,
@@ -188,6 +234,7 @@ impl NodeConfig {
         ] {
             resolve(&base, p);
         }
+        c.crl_file = resolve_crl(&base, c.crl_file.take());
         c.validate()?;
         Ok(c)
     }
@@ -199,6 +246,12 @@ impl NodeConfig {
                 self.node_id
             );
         }
+        if self.witness_interval_ms < 50 {
+            bail!(
+                "witness_interval_ms must be at least 50, got {}",
+                self.witness_interval_ms
+            );
+        }
         if !self.hub_endpoint.starts_with("https://") {
             bail!(
                 "hub_endpoint {:?} must start with https:// (mTLS is required)",
@@ -206,7 +259,7 @@ impl NodeConfig {
             );
         }
         for (what, p) in [
-            ("federation_file", &self.federation_file),
+            ("root_trust_file", &self.root_trust_file),
             ("signing_key", &self.signing_key),
             ("tls.ca_cert", &self.tls.ca_cert),
             ("tls.cert", &self.tls.cert),
@@ -215,6 +268,11 @@ impl NodeConfig {
             if !p.is_file() {
                 bail!("{what}: {} is not a readable file", p.display());
             }
+        }
+        if let Some(p) = &self.crl_file
+            && !p.is_file()
+        {
+            bail!("crl_file: {} is not a readable file", p.display());
         }
         Ok(())
     }

@@ -255,7 +255,8 @@ async fn exchange(
             if s.outbox_rejected > 0 {
                 bail!("{}: the hub refused a statement: {}", p.name, s.last_error);
             }
-            if s.outbox_delivered < *expected || s.mirror_count < expected_total {
+            // The feed also carries registry version 1, the log's first entry.
+            if s.outbox_delivered < *expected || s.mirror_count < expected_total + 1 {
                 done = false;
             }
             lines.push(format!(
@@ -264,7 +265,7 @@ async fn exchange(
                 s.outbox_delivered,
                 expected,
                 s.mirror_count,
-                expected_total,
+                expected_total + 1,
                 if s.feed_connected {
                     "connected"
                 } else {
@@ -302,7 +303,21 @@ async fn exchange(
         .await?
         .into_inner();
     let mut verified = 0u64;
+    let mut registry_versions = Vec::new();
     for record in &listed.statements {
+        let is_registry = record
+            .envelope
+            .as_ref()
+            .is_some_and(|e| e.payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE);
+        if is_registry {
+            registry_versions.extend(
+                record
+                    .envelope
+                    .clone()
+                    .map(rcpfed_core::envelope::SignedEnvelope::from_proto),
+            );
+            continue;
+        }
         let entry = v1::SubscribeFeedResponse {
             feed_index: record.feed_index,
             envelope: record.envelope.clone(),
@@ -313,6 +328,15 @@ async fn exchange(
             .map_err(|e| anyhow::anyhow!("hub statement {} does not verify: {e}", record.name))?;
         verified += 1;
     }
+    // The registry versions in the log verify from the GFMD root keys alone.
+    let trust_text = std::fs::read_to_string(dir.join("root-trust.toml"))?;
+    let trust_file = rcpfed_core::registry::RootTrustFile::from_toml(&trust_text)?;
+    let registry = rcpfed_core::registry::verify_chain(
+        &trust_file.to_root_set()?,
+        &trust_file.federation_id,
+        &registry_versions,
+        time::OffsetDateTime::now_utc(),
+    )?;
     if verified != expected_total {
         bail!("hub lists {verified} statements, expected {expected_total}");
     }
@@ -321,6 +345,12 @@ async fn exchange(
         took.as_secs_f64(),
         nodes.len(),
         nodes.len()
+    );
+    println!(
+        "   registry version {} (threshold {} of {} GFMD root keys) verified from the root keys; it is the log's first entry",
+        registry.version,
+        registry.root.threshold,
+        registry.root.keys.len()
     );
 
     // The regional nodes witness the hub's log: wait until a checkpoint covering everything

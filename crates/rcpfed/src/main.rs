@@ -4,6 +4,7 @@ mod client;
 mod commands;
 mod config;
 mod demo;
+mod registry_cmd;
 mod verify;
 
 use anyhow::Result;
@@ -48,6 +49,11 @@ enum Command {
     Export {
         #[command(subcommand)]
         command: verify::ExportCommand,
+    },
+    /// Draft, build, sign (offline), inspect, publish and fetch threshold-signed registry versions.
+    Registry {
+        #[command(subcommand)]
+        command: registry_cmd::RegistryCommand,
     },
 }
 
@@ -97,5 +103,6 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Verify(args) => verify::verify(args),
         Command::Export { command } => verify::export(command).await,
+        Command::Registry { command } => registry_cmd::run(command).await,
     }
 }

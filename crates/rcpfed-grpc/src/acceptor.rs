@@ -1,0 +1,627 @@
+//! Server-side mutual TLS with certificate revocation, built on rustls directly (tonic's own TLS
+//! configuration has no CRL hook).
+//!
+//! * [`load_server_config`] builds a rustls `ServerConfig` (ring provider, ALPN `h2`) that
+//!   requires a client certificate chaining to the federation CA and, when a CRL file is
+//!   configured, refuses certificates that CRL lists. The CRL is checked before use: it must
+//!   parse, be issued by the CA and carry a valid CA signature.
+//! * [`ReloadingTlsAcceptor`] holds the current configuration. A watcher task looks at the CA,
+//!   certificate, key and CRL files every second (modification time, length, inode) and
+//!   rebuilds the configuration when one changed, logging `CRL reloaded: N revoked
+//!   certificates`. A file that does not load keeps the previous configuration and logs an
+//!   error. Connections already open with a certificate the new CRL revokes are closed.
+//! * [`mtls_incoming`] turns a listener into the connection stream for tonic's
+//!   `serve_with_incoming_shutdown`: each connection gets the configuration current when it was
+//!   accepted, handshakes run concurrently with a [`HANDSHAKE_TIMEOUT`], and the streams are
+//!   `tokio_rustls::server::TlsStream`s, for which tonic provides `TlsConnectInfo`, so
+//!   `Request::peer_certs()` keeps working.
+
+use crate::tls::{TlsError, TlsFiles};
+use rustls::RootCertStore;
+use rustls::server::{ServerConfig, WebPkiClientVerifier};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use std::collections::HashSet;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use x509_parser::prelude::FromDer as _;
+use x509_parser::revocation_list::CertificateRevocationList;
+
+/// How long a client has to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the watcher looks at the TLS and CRL files.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Handshakes in progress at once; beyond this, accepting waits.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
+    TlsError {
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidData, message.into()),
+    }
+}
+
+fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
+    match e {
+        rustls_pki_types::pem::Error::Io(source) => TlsError {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => invalid(path, format!("not usable PEM: {other:?}")),
+    }
+}
+
+/// A certificate serial number as unsigned big-endian bytes without leading zeros.
+fn normalized_serial(raw: &[u8]) -> Vec<u8> {
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    raw[start..].to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A server configuration and what its CRL revokes.
+pub struct LoadedServerConfig {
+    /// The rustls configuration.
+    pub config: Arc<ServerConfig>,
+    /// The CRL file in force, if any.
+    pub crl_file: Option<PathBuf>,
+    /// Normalized serial numbers of the certificates the CRL revokes.
+    pub revoked: HashSet<Vec<u8>>,
+}
+
+impl LoadedServerConfig {
+    /// Whether the certificate with this (raw) serial number is revoked.
+    pub fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.revoked.contains(&normalized_serial(serial))
+    }
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(invalid(path, "contains no certificate"));
+    }
+    Ok(certs)
+}
+
+/// Reads and checks the CRLs in `path` against the CA certificates: each must parse, name a
+/// CA as issuer and be signed by it. Returns the CRLs and the revoked serials.
+fn load_crls(
+    path: &Path,
+    ca_certs: &[CertificateDer<'static>],
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, HashSet<Vec<u8>>), TlsError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if crls.is_empty() {
+        return Err(invalid(
+            path,
+            "contains no CRL (no \"X509 CRL\" PEM section)",
+        ));
+    }
+    let cas = ca_certs
+        .iter()
+        .map(|der| {
+            x509_parser::parse_x509_certificate(der.as_ref())
+                .map(|(_, c)| c)
+                .map_err(|e| invalid(path, format!("the CA certificate does not parse: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut revoked = HashSet::new();
+    let now = time_now();
+    for der in &crls {
+        let (_, crl) = CertificateRevocationList::from_der(der.as_ref())
+            .map_err(|e| invalid(path, format!("not a valid CRL: {e}")))?;
+        let ca = cas
+            .iter()
+            .find(|ca| ca.subject().as_raw() == crl.issuer().as_raw())
+            .ok_or_else(|| {
+                invalid(
+                    path,
+                    format!(
+                        "the CRL is issued by {}, which is not the federation CA",
+                        crl.issuer()
+                    ),
+                )
+            })?;
+        crl.verify_signature(ca.public_key()).map_err(|e| {
+            invalid(
+                path,
+                format!("the CRL signature does not verify with the CA key: {e}"),
+            )
+        })?;
+        if let Some(next) = crl.next_update()
+            && next.timestamp() < now
+        {
+            tracing::warn!(
+                crl = %path.display(),
+                next_update = %next,
+                "the CRL is past its nextUpdate; it is still applied, but re-issue it (rcpfed pki revoke-cert re-signs it)"
+            );
+        }
+        for entry in crl.iter_revoked_certificates() {
+            revoked.insert(normalized_serial(entry.raw_serial()));
+        }
+    }
+    Ok((crls, revoked))
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Builds the server configuration: our certificate and key, a client certificate required
+/// and verified against the CA, revocation checked against `crl` (if given), ALPN `h2`, the
+/// ring crypto provider.
+pub fn load_server_config(
+    files: &TlsFiles,
+    crl: Option<&Path>,
+) -> Result<LoadedServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca_certs = load_certs(&files.ca_cert)?;
+    let mut roots = RootCertStore::empty();
+    for cert in &ca_certs {
+        roots
+            .add(cert.clone())
+            .map_err(|e| invalid(&files.ca_cert, format!("not a usable CA certificate: {e}")))?;
+    }
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+    let mut revoked = HashSet::new();
+    if let Some(crl_path) = crl {
+        let (crls, serials) = load_crls(crl_path, &ca_certs)?;
+        revoked = serials;
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
+    }
+    let verifier = builder.build().map_err(|e| {
+        invalid(
+            crl.unwrap_or(&files.ca_cert),
+            format!("cannot build the client certificate verifier: {e}"),
+        )
+    })?;
+    let certs = load_certs(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| pem_error(&files.key, e))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&files.cert, format!("TLS protocol versions: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(&files.key, format!("certificate and key do not fit: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(LoadedServerConfig {
+        config: Arc::new(config),
+        crl_file: crl.map(Path::to_path_buf),
+        revoked,
+    })
+}
+
+/// What identifies a file version: (length, modification time, inode), or None if absent.
+type FileStamp = Option<(u64, std::time::SystemTime, u64)>;
+
+fn stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?, meta.ino()))
+}
+
+/// One open connection, for closing it if its certificate is revoked later.
+struct TrackedConnection {
+    serial: Vec<u8>,
+    peer: SocketAddr,
+    close: CancellationToken,
+}
+
+struct Shared {
+    files: TlsFiles,
+    crl: Option<PathBuf>,
+    current: RwLock<Arc<LoadedServerConfig>>,
+    /// The file versions last looked at (loaded or refused).
+    seen: Mutex<Vec<FileStamp>>,
+    connections: Mutex<Connections>,
+}
+
+#[derive(Default)]
+struct Connections {
+    open: Vec<Weak<TrackedConnection>>,
+    prune_at: usize,
+}
+
+/// The outcome of one look at the files.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// No file changed.
+    Unchanged,
+    /// The configuration was rebuilt; the CRL (if any) lists this many certificates, and this
+    /// many open connections were closed because their certificate is now revoked.
+    Reloaded {
+        /// Certificates the CRL revokes.
+        revoked: usize,
+        /// Open connections closed.
+        closed: usize,
+    },
+    /// A file changed but does not load; the previous configuration stays.
+    Failed(String),
+}
+
+/// The current server TLS configuration, rebuilt when its files change.
+#[derive(Clone)]
+pub struct ReloadingTlsAcceptor {
+    shared: Arc<Shared>,
+}
+
+impl ReloadingTlsAcceptor {
+    /// Loads the configuration (an error here is fatal: the server must not start without it).
+    pub fn new(files: TlsFiles, crl: Option<PathBuf>) -> Result<Self, TlsError> {
+        let seen = Self::stamps(&files, crl.as_deref());
+        let loaded = load_server_config(&files, crl.as_deref())?;
+        match &loaded.crl_file {
+            Some(path) => tracing::info!(
+                crl = %path.display(),
+                "CRL loaded: {} revoked certificates",
+                loaded.revoked.len()
+            ),
+            None => tracing::warn!(
+                "no CRL configured: revoked client certificates are not refused (set crl_file)"
+            ),
+        }
+        Ok(ReloadingTlsAcceptor {
+            shared: Arc::new(Shared {
+                files,
+                crl,
+                current: RwLock::new(Arc::new(loaded)),
+                seen: Mutex::new(seen),
+                connections: Mutex::new(Connections::default()),
+            }),
+        })
+    }
+
+    fn stamps(files: &TlsFiles, crl: Option<&Path>) -> Vec<FileStamp> {
+        [
+            Some(files.ca_cert.as_path()),
+            Some(files.cert.as_path()),
+            Some(files.key.as_path()),
+            crl,
+        ]
+        .into_iter()
+        .flatten()
+        .map(stamp)
+        .collect()
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<LoadedServerConfig> {
+        match self.shared.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Looks at the files once and rebuilds the configuration if one changed.
+    pub fn reload_if_changed(&self) -> ReloadOutcome {
+        let shared = &self.shared;
+        let now = Self::stamps(&shared.files, shared.crl.as_deref());
+        {
+            let mut seen = match shared.seen.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if *seen == now {
+                return ReloadOutcome::Unchanged;
+            }
+            *seen = now;
+        }
+        match load_server_config(&shared.files, shared.crl.as_deref()) {
+            Ok(loaded) => {
+                let loaded = Arc::new(loaded);
+                match shared.current.write() {
+                    Ok(mut g) => *g = Arc::clone(&loaded),
+                    Err(p) => *p.into_inner() = Arc::clone(&loaded),
+                }
+                let closed = self.close_revoked(&loaded);
+                match &loaded.crl_file {
+                    Some(path) => tracing::info!(
+                        crl = %path.display(),
+                        closed_connections = closed,
+                        "CRL reloaded: {} revoked certificates",
+                        loaded.revoked.len()
+                    ),
+                    None => tracing::info!("TLS certificate and key reloaded"),
+                }
+                ReloadOutcome::Reloaded {
+                    revoked: loaded.revoked.len(),
+                    closed,
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "TLS/CRL files changed but do not load: KEEPING THE PREVIOUS CONFIGURATION \
+                     (and its CRL); fix the file to apply revocations"
+                );
+                ReloadOutcome::Failed(e.to_string())
+            }
+        }
+    }
+
+    /// Closes open connections whose certificate `loaded` revokes; returns how many.
+    fn close_revoked(&self, loaded: &LoadedServerConfig) -> usize {
+        let mut connections = match self.shared.connections.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut closed = 0;
+        connections.open.retain(|weak| {
+            let Some(conn) = weak.upgrade() else {
+                return false;
+            };
+            if loaded.revoked.contains(&conn.serial) {
+                tracing::warn!(
+                    peer = %conn.peer,
+                    serial = %hex(&conn.serial),
+                    "closing a connection: its client certificate has been revoked"
+                );
+                conn.close.cancel();
+                closed += 1;
+                return false;
+            }
+            true
+        });
+        closed
+    }
+
+    /// Remembers an established connection; closes it at once if its certificate was revoked
+    /// while it was handshaking. Returns the handle that keeps it tracked.
+    fn track(
+        &self,
+        leaf: &[u8],
+        peer: SocketAddr,
+        close: CancellationToken,
+    ) -> Option<Arc<TrackedConnection>> {
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+        let conn = Arc::new(TrackedConnection {
+            serial: normalized_serial(cert.raw_serial()),
+            peer,
+            close,
+        });
+        {
+            let mut connections = match self.shared.connections.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if connections.open.len() >= connections.prune_at {
+                connections.open.retain(|w| w.strong_count() > 0);
+                connections.prune_at = (connections.open.len() * 2).max(64);
+            }
+            connections.open.push(Arc::downgrade(&conn));
+        }
+        if self.current().revoked.contains(&conn.serial) {
+            conn.close.cancel();
+        }
+        Some(conn)
+    }
+
+    /// Runs the watcher: every [`RELOAD_INTERVAL`] until every clone of this acceptor is gone.
+    pub fn spawn_watcher(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RELOAD_INTERVAL).await;
+                let Some(shared) = weak.upgrade() else {
+                    break;
+                };
+                let acceptor = ReloadingTlsAcceptor { shared };
+                // File reads and certificate parsing: keep them off the async workers.
+                let _ = tokio::task::spawn_blocking(move || acceptor.reload_if_changed()).await;
+            }
+        })
+    }
+}
+
+/// A TCP connection that can be closed from outside (when its certificate is revoked): reads
+/// and writes fail once the close token is cancelled, which makes the HTTP/2 server drop it.
+pub struct RevocableTcp {
+    inner: TcpStream,
+    close: CancellationToken,
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    _tracked: Option<Arc<TrackedConnection>>,
+}
+
+impl RevocableTcp {
+    fn new(inner: TcpStream) -> Self {
+        let close = CancellationToken::new();
+        RevocableTcp {
+            inner,
+            closed: Box::pin(close.clone().cancelled_owned()),
+            close,
+            _tracked: None,
+        }
+    }
+
+    /// Ready(error) once closed from outside; otherwise registers the waker and is Pending.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if self.close.is_cancelled() || self.closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client certificate has been revoked",
+            ));
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncRead for RevocableTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Poll::Ready(e) = this.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for RevocableTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Poll::Ready(e) = this.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Poll::Ready(e) = this.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Same connection info as a plain `TcpStream`, so tonic's `TlsStream` impl yields
+/// `TlsConnectInfo<TcpConnectInfo>`, which is what `Request::peer_certs()` reads.
+impl Connected for RevocableTcp {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// The connection stream [`mtls_incoming`] returns.
+pub type MtlsIncoming = ReceiverStream<Result<TlsStream<RevocableTcp>, io::Error>>;
+
+fn log_handshake_failure(peer: SocketAddr, error: &io::Error) {
+    let revoked = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
+            )
+        });
+    if revoked {
+        tracing::warn!(%peer, "TLS handshake refused: the client certificate is revoked");
+    } else {
+        tracing::info!(%peer, %error, "TLS handshake failed");
+    }
+}
+
+/// Accepts connections on `listener` and completes the TLS handshake of each with the
+/// acceptor's current configuration, concurrently and within [`HANDSHAKE_TIMEOUT`]; yields the
+/// established streams. Accepting stops when the returned stream is dropped.
+pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> MtlsIncoming {
+    let (tx, rx) = mpsc::channel(128);
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                _ = tx.closed() => break,
+                p = Arc::clone(&pending).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                _ = tx.closed() => break,
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let tx = tx.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let config = Arc::clone(&acceptor.current().config);
+                let tls = tokio_rustls::TlsAcceptor::from(config);
+                let handshake =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(RevocableTcp::new(tcp)))
+                        .await;
+                drop(permit);
+                let mut stream = match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        log_handshake_failure(peer, &e);
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let (io, session) = stream.get_mut();
+                if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
+                    io._tracked = acceptor.track(leaf.as_ref(), peer, io.close.clone());
+                }
+                let _ = tx.send(Ok(stream)).await;
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Server-side mutual TLS for tonic with revocation: loads the configuration (failing if it
+/// does not load), starts the watcher that reloads it when the files change, and returns the
+/// connection stream to pass to `serve_with_incoming_shutdown` (without `.tls_config`).
+pub fn mtls_incoming(
+    listener: TcpListener,
+    files: &TlsFiles,
+    crl: Option<&Path>,
+) -> Result<MtlsIncoming, TlsError> {
+    let acceptor = ReloadingTlsAcceptor::new(files.clone(), crl.map(Path::to_path_buf))?;
+    acceptor.spawn_watcher();
+    Ok(incoming_with(listener, acceptor))
+}

@@ -1,0 +1,202 @@
+//! The registry version this node trusts.
+//!
+//! At start-up the node takes, in order: the last version it trusted (its cache), the
+//! configured version 1 verified from the root keys, or every version fetched from the hub and
+//! verified as a chain from the root keys (a node that has only the root keys can bootstrap).
+//! After that, new versions arrive through the feed like statements and are put in force only
+//! if they verify against the version in force (threshold, version + 1, chained digest, not
+//! expired). Each accepted version is written to the cache before it is used.
+
+use rcpfed_core::Digest;
+use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::registry::{
+    REGISTRY_PAYLOAD_TYPE, Registry, RootSet, decode_and_check, verify_chain, verify_first,
+    verify_next, verify_root_signatures,
+};
+use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
+use rcpfed_grpc::shared::SharedFederation;
+use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+use tonic::transport::Channel;
+
+struct InForce {
+    registry: Registry,
+    digest: Digest,
+}
+
+/// The registry in force at this node.
+pub struct NodeRegistry {
+    in_force: tokio::sync::Mutex<InForce>,
+    shared: SharedFederation,
+    cache: PathBuf,
+}
+
+fn write_cache(path: &Path, envelope: &SignedEnvelope) -> std::io::Result<()> {
+    // Write then rename: a crash never leaves half a registry behind.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, envelope.encode())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The cached version, if any: it was verified when it was put in force; here we check that
+/// it is intact (its own root threshold, this federation).
+fn read_cache(
+    path: &Path,
+    federation_id: &str,
+) -> Result<Option<(Registry, SignedEnvelope)>, String> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(None);
+    };
+    let envelope = SignedEnvelope::decode(&bytes)
+        .map_err(|e| format!("registry cache {}: {e}", path.display()))?;
+    let registry = decode_and_check(&envelope.payload)
+        .map_err(|e| format!("registry cache {}: {e}", path.display()))?;
+    if registry.federation_id != federation_id {
+        return Err(format!(
+            "registry cache {} is for federation {}",
+            path.display(),
+            registry.federation_id
+        ));
+    }
+    let valid = verify_root_signatures(&envelope, &registry.root).map_err(|e| e.to_string())?;
+    if valid < registry.root.threshold as usize {
+        return Err(format!(
+            "registry cache {} is not signed by its root threshold",
+            path.display()
+        ));
+    }
+    Ok(Some((registry, envelope)))
+}
+
+async fn fetch_all(hub: &mut HubServiceClient<Channel>) -> Result<Vec<SignedEnvelope>, String> {
+    let mut out = Vec::new();
+    loop {
+        let page = hub
+            .list_registry_versions(v1::ListRegistryVersionsRequest {
+                after_version: out.len() as u64,
+                page_size: 1000,
+            })
+            .await
+            .map_err(|s| format!("ListRegistryVersions: {}", s.message()))?
+            .into_inner();
+        if page.versions.is_empty() {
+            return Ok(out);
+        }
+        out.extend(page.versions.into_iter().map(SignedEnvelope::from_proto));
+    }
+}
+
+impl NodeRegistry {
+    /// Determines the version in force at start-up (see the module documentation). Fetching
+    /// from the hub retries until it succeeds or `shutdown` is cancelled.
+    pub async fn bootstrap(
+        trust: &RootSet,
+        federation_id: &str,
+        initial: Option<&SignedEnvelope>,
+        cache: PathBuf,
+        channel: Channel,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<(Self, Registry), String> {
+        let now = OffsetDateTime::now_utc();
+        let (registry, envelope) = if let Some(found) = read_cache(&cache, federation_id)? {
+            found
+        } else if let Some(initial) = initial {
+            let registry = verify_first(initial, trust, federation_id, now).map_err(|e| {
+                format!("the configured registry version 1 does not verify from the root keys: {e}")
+            })?;
+            (registry, initial.clone())
+        } else {
+            let mut hub = HubServiceClient::new(channel);
+            let mut delay = std::time::Duration::from_millis(200);
+            loop {
+                match fetch_all(&mut hub).await {
+                    Ok(versions) if !versions.is_empty() => {
+                        let registry = verify_chain(trust, federation_id, &versions, now)
+                            .map_err(|e| format!("the hub's registry versions do not verify from the root keys: {e}"))?;
+                        let last = versions.last().cloned().ok_or("no registry version")?;
+                        break (registry, last);
+                    }
+                    Ok(_) => tracing::warn!("the hub has no registry version yet; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot fetch the registry from the hub yet; retrying")
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Err("shut down before the registry was fetched".into()),
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+        };
+        write_cache(&cache, &envelope)
+            .map_err(|e| format!("writing registry cache {}: {e}", cache.display()))?;
+        let federation = registry.to_federation().map_err(|e| e.to_string())?;
+        let this = NodeRegistry {
+            in_force: tokio::sync::Mutex::new(InForce {
+                registry: registry.clone(),
+                digest: envelope.digest(),
+            }),
+            shared: SharedFederation::new(federation),
+            cache,
+        };
+        Ok((this, registry))
+    }
+
+    /// The federation derived from the version in force, shared with every task.
+    pub fn shared(&self) -> SharedFederation {
+        self.shared.clone()
+    }
+
+    /// A registry version met in the feed, logged by the hub at `logged_at`. Versions up to
+    /// the one in force are history; the next one is verified against the one in force and put
+    /// in force. Expiry is judged at the moment the hub logged it, so a node that was offline
+    /// can catch up through versions that have expired since (the log proves when each was
+    /// current). Returns the decoded version.
+    pub async fn observe(
+        &self,
+        envelope: &SignedEnvelope,
+        logged_at: OffsetDateTime,
+    ) -> Result<Registry, Rejection> {
+        if envelope.payload_type != REGISTRY_PAYLOAD_TYPE {
+            return Err(Rejection::new(
+                RejectClass::Invalid,
+                reasons::UNKNOWN_PAYLOAD_TYPE,
+                "not a registry version",
+            ));
+        }
+        let mut in_force = self.in_force.lock().await;
+        if envelope.digest() == in_force.digest {
+            return Ok(in_force.registry.clone());
+        }
+        let decoded = decode_and_check(&envelope.payload)?;
+        if decoded.version <= in_force.registry.version {
+            // History from before this node's version in force; it was logged and witnessed
+            // like every entry.
+            return Ok(decoded);
+        }
+        let next = verify_next(&in_force.registry, &in_force.digest, envelope, logged_at)?;
+        if next.expires_at <= OffsetDateTime::now_utc() {
+            tracing::warn!(
+                version = next.version,
+                "the registry version in force has expired; waiting for a newer one from the feed"
+            );
+        }
+        let federation = next.to_federation()?;
+        write_cache(&self.cache, envelope).map_err(|e| {
+            Rejection::new(
+                RejectClass::Precondition,
+                reasons::REGISTRY_INVALID,
+                format!("writing registry cache: {e}"),
+            )
+        })?;
+        self.shared.set(federation);
+        tracing::info!(version = next.version, "registry version in force");
+        *in_force = InForce {
+            registry: next.clone(),
+            digest: envelope.digest(),
+        };
+        Ok(next)
+    }
+}

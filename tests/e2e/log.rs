@@ -1,0 +1,1667 @@
+//! The transparency log end to end (issue 3): receipts and statements carry inclusion proofs
+//! that verify against hub-signed C2SP checkpoints; the nodes witness and cosign them until a
+//! quorum makes them final; consistency proofs between every pair of sizes; a dishonest hub
+//! (forked checkpoints, a rewritten entry) is caught; `kill -9` during ingest leaves every
+//! receipt provable; and a bundle exported with `rcpfed export bundle` verifies offline with
+//! `rcpfed verify`, and fails when tampered with.
+//!
+//! Every proof here is checked with `rcpfed_core`'s own verifier against checkpoints opened
+//! with the hub's log key from the member file, never by trusting what the hub says.
+//!
+//! A new hub logs registry version 1 (its own statement, node `HUB_ID`, seq 1) as the first
+//! entry of the log and the feed: feed index 1, leaf 0. Every node statement comes after it,
+//! so a log holding `n` node statements has `n + 1` leaves, and leaf index = feed index - 1
+//! holds for every entry, the registry version included.
+
+use crate::harness::{
+    ALL_NODES, BIN, Cluster, HUB_ID, RawNode, TIMEOUT, assert_refused, describe, field_violations,
+    is_registry, node_statements,
+};
+use prost::Message as _;
+use rcpfed_core::bundle::Bundle;
+use rcpfed_core::checkpoint::{
+    Checkpoint, cosignature_quorum, open_checkpoint, sign_checkpoint, verify_cosignature,
+};
+use rcpfed_core::envelope::{SignedEnvelope, pae, verify_signatures};
+use rcpfed_core::logkeys;
+use rcpfed_core::members::Federation;
+use rcpfed_core::merkle::{self, Hash};
+use rcpfed_core::note::{NoteVerifier, parse_note};
+use rcpfed_core::receipt::Receipt;
+use rcpfed_proto::v1;
+use rcpfed_proto::v1::get_inclusion_proof_request::Leaf;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Nodes poll the hub's checkpoint every 100 ms instead of every second.
+const FAST_WITNESS: [(&str, &str); 1] = [("RCPFED_NODE_WITNESS_INTERVAL_MS", "100")];
+/// The health service name of the witness role.
+const WITNESS_HEALTH: &str = "rcpfed.v1.WitnessService";
+
+// ----- helpers ---------------------------------------------------------------------------------
+
+fn hashes(proof: &[Vec<u8>]) -> Vec<Hash> {
+    proof
+        .iter()
+        .map(|h| Hash::try_from(h.as_slice()).expect("a proof hash is 32 bytes"))
+        .collect()
+}
+
+fn log_key(fed: &Federation) -> NoteVerifier {
+    logkeys::log_verifier(fed).expect("the member file gives the hub's log key")
+}
+
+fn witness_keys(fed: &Federation) -> Vec<NoteVerifier> {
+    logkeys::witness_verifiers(fed)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// Opens a signed checkpoint with the hub's log key from the member file.
+fn open(fed: &Federation, note: &str) -> Checkpoint {
+    open_checkpoint(note, &log_key(fed))
+        .unwrap_or_else(|e| panic!("the checkpoint does not open with the log key: {e}\n{note}"))
+        .0
+}
+
+/// Distinct witnesses (by key) with a valid cosignature line on `note`.
+fn cosigners(fed: &Federation, note: &str) -> usize {
+    let (cp, parsed) = open_checkpoint(note, &log_key(fed)).expect("checkpoint opens");
+    cosignature_quorum(&cp, &parsed.signatures, &witness_keys(fed))
+}
+
+/// The log leaf of an envelope: SHA-256(0x00 || PAE(type, payload)).
+fn leaf_of(env: &v1::Envelope) -> Hash {
+    merkle::leaf_hash(&pae(&env.payload_type, &env.payload))
+}
+
+/// Checks that `log` proves `envelope` is leaf `leaf_index` of the tree of the checkpoint it
+/// carries (opened with the log key); returns that checkpoint.
+#[track_caller]
+fn check_proof(
+    fed: &Federation,
+    envelope: &v1::Envelope,
+    log: &v1::LogProof,
+    leaf_index: u64,
+) -> Checkpoint {
+    assert_eq!(log.leaf_index, leaf_index, "leaf index = feed index - 1");
+    let cp = open(fed, &log.checkpoint);
+    assert_eq!(
+        log.tree_size, cp.size,
+        "the proof is for its checkpoint's size"
+    );
+    assert!(
+        leaf_index < cp.size,
+        "leaf {leaf_index} in size {}",
+        cp.size
+    );
+    merkle::verify_inclusion(
+        &leaf_of(envelope),
+        leaf_index,
+        cp.size,
+        &hashes(&log.inclusion_proof),
+        &cp.root,
+    )
+    .unwrap_or_else(|e| panic!("inclusion proof of leaf {leaf_index} does not verify: {e}"));
+    cp
+}
+
+/// The hub's checkpoint (latest, or latest final); None while there is none.
+async fn hub_checkpoint(c: &Cluster, final_only: bool) -> Option<v1::GetCheckpointResponse> {
+    match c
+        .hub_client("operator")
+        .await
+        .get_checkpoint(v1::GetCheckpointRequest { final_only })
+        .await
+    {
+        Ok(r) => Some(r.into_inner()),
+        Err(s) if s.code() == Code::NotFound => None,
+        Err(s) => panic!("GetCheckpoint: {}", describe(&s)),
+    }
+}
+
+/// Whether the latest final checkpoint has exactly `size` leaves.
+async fn final_at(c: &Cluster, size: u64) -> bool {
+    hub_checkpoint(c, true)
+        .await
+        .is_some_and(|cp| cp.tree_size == size && cp.r#final)
+}
+
+/// Whether every node in `nodes` trusts a checkpoint of exactly `size`.
+async fn witnesses_at(c: &Cluster, nodes: &[&str], size: u64) -> bool {
+    for node in nodes {
+        if c.witness_status(node).await.trusted_size != size {
+            return false;
+        }
+    }
+    true
+}
+
+/// A value from the `google.rpc.ErrorInfo` metadata of a status.
+fn error_meta(status: &tonic::Status, key: &str) -> Option<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
+}
+
+/// The health of `service` on a plaintext ops port.
+async fn health(ops: SocketAddr, service: &str) -> Result<i32, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{ops}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .map_err(|s| format!("{s:?}"))
+}
+
+fn add_request(old_size: u64, proof: Vec<Vec<u8>>, note: &str) -> v1::AddCheckpointRequest {
+    v1::AddCheckpointRequest {
+        old_size,
+        consistency_proof: proof,
+        checkpoint: note.to_string(),
+    }
+}
+
+/// Every log entry, through ListLogEntries pages of 3.
+async fn all_log_entries(c: &Cluster) -> Vec<v1::LogEntry> {
+    let mut hub = c.hub_client("operator").await;
+    let mut out: Vec<v1::LogEntry> = Vec::new();
+    let mut start = 0;
+    loop {
+        let page = hub
+            .list_log_entries(v1::ListLogEntriesRequest {
+                start_index: start,
+                page_size: 3,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("ListLogEntries: {}", describe(&s)))
+            .into_inner();
+        if page.entries.is_empty() {
+            assert_eq!(page.next_start_index, start, "the end of the log");
+            return out;
+        }
+        for (i, e) in page.entries.iter().enumerate() {
+            assert_eq!(e.leaf_index, start + i as u64, "entries in leaf order");
+        }
+        start = page.next_start_index;
+        assert_eq!(start, out.len() as u64 + page.entries.len() as u64);
+        out.extend(page.entries);
+    }
+}
+
+/// An auditor's check of the whole log against a witnessed checkpoint: for every entry, the
+/// leaf hash recomputed from its envelope must be what ListLogEntries says, and its inclusion
+/// proof (fetched for the checkpoint's size) must lead to the witnessed root. Returns the leaf
+/// indexes whose proofs fail.
+async fn audit(c: &Cluster, witnessed: &Checkpoint) -> Vec<u64> {
+    let entries = all_log_entries(c).await;
+    assert_eq!(entries.len() as u64, witnessed.size, "one entry per leaf");
+    let mut hub = c.hub_client("operator").await;
+    let mut failing = Vec::new();
+    for e in &entries {
+        let leaf = leaf_of(e.envelope.as_ref().expect("entry envelope"));
+        assert_eq!(
+            e.leaf_hash,
+            leaf.to_vec(),
+            "leaf_hash is the envelope's leaf"
+        );
+        let proof = hub
+            .get_inclusion_proof(v1::GetInclusionProofRequest {
+                leaf: Some(Leaf::LeafIndex(e.leaf_index)),
+                tree_size: witnessed.size,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("GetInclusionProof {}: {}", e.leaf_index, describe(&s)))
+            .into_inner();
+        let log = proof.proof.expect("proof");
+        if merkle::verify_inclusion(
+            &leaf,
+            e.leaf_index,
+            witnessed.size,
+            &hashes(&log.inclusion_proof),
+            &witnessed.root,
+        )
+        .is_err()
+        {
+            failing.push(e.leaf_index);
+        }
+    }
+    failing
+}
+
+/// Runs `rcpfed <args>`; returns (exit code, stdout, stderr).
+fn rcpfed(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("running rcpfed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+// ----- 1. receipts and mirrors -----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_and_mirrors_carry_verified_inclusion_proofs() {
+    let c = Cluster::start_with_env(&ALL_NODES, &FAST_WITNESS).await;
+    let fed = c.federation();
+    for round in 1..=2 {
+        for node in ALL_NODES {
+            c.publish_policy(node, &format!("Logged {node} {round}"))
+                .await;
+        }
+    }
+    for node in ALL_NODES {
+        assert_eventually!(c, TIMEOUT, c.delivered(node, 2).await, "{node} delivered");
+    }
+    let records = c.hub_statements().await;
+    assert_eq!(records.len(), 7, "registry version 1 and 6 node statements");
+    assert!(
+        is_registry(&records[0]),
+        "the registry version is feed entry 1"
+    );
+    assert_eq!(records[0].feed_index, 1);
+    assert_eq!(node_statements(&records).len(), 6);
+    let hub_keys = fed.hub().expect("hub member").keys.clone();
+    let mut hub = c.hub_client("operator").await;
+
+    // Each node's receipts (the node counted them delivered only after verifying their log
+    // proofs): the receipt names a feed index, and the hub proves that leaf.
+    for node in ALL_NODES {
+        let outbox = c.outbox(node).await;
+        assert_eq!(outbox.len(), 2, "{node}'s outbox");
+        for entry in &outbox {
+            assert_eq!(entry.state, v1::DeliveryState::Delivered as i32);
+            let receipt = SignedEnvelope::from_proto(entry.receipt.clone().expect("receipt"));
+            let r = Receipt::verify(&receipt, &hub_keys).expect("the hub's receipt verifies");
+            assert_eq!(r.statement_digest.0.to_vec(), entry.digest);
+            assert_eq!((r.node_id.as_str(), r.seq), (node, entry.seq));
+            let record = records
+                .iter()
+                .find(|rec| rec.digest == entry.digest)
+                .expect("the hub lists the statement");
+            assert_eq!(record.feed_index, r.feed_index);
+            let envelope = record.envelope.as_ref().expect("envelope");
+            let answer = hub
+                .get_inclusion_proof(v1::GetInclusionProofRequest {
+                    leaf: Some(Leaf::StatementDigest(entry.digest.clone())),
+                    tree_size: 0,
+                })
+                .await
+                .unwrap_or_else(|s| panic!("GetInclusionProof: {}", describe(&s)))
+                .into_inner();
+            assert_eq!(answer.leaf_hash, leaf_of(envelope).to_vec());
+            let cp = check_proof(
+                &fed,
+                envelope,
+                &answer.proof.expect("proof"),
+                r.feed_index - 1,
+            );
+            assert_eq!(cp.size, 7, "proved against the latest checkpoint");
+        }
+    }
+
+    // Every statement the hub serves (registry version 1, leaf 0, included) carries its proof
+    // against the latest checkpoint.
+    for (i, rec) in records.iter().enumerate() {
+        assert_eq!(rec.feed_index, i as u64 + 1);
+        let got = hub
+            .get_statement(v1::GetStatementRequest {
+                name: rec.name.clone(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("GetStatement {}: {}", rec.name, describe(&s)))
+            .into_inner()
+            .statement
+            .expect("statement");
+        let log = got.log.as_ref().expect("GetStatement carries a log proof");
+        let cp = check_proof(
+            &fed,
+            got.envelope.as_ref().expect("envelope"),
+            log,
+            rec.feed_index - 1,
+        );
+        assert_eq!(cp.size, 7);
+        // A proof for another leaf's envelope does not verify.
+        let other = &records[(i + 1) % records.len()];
+        assert!(
+            merkle::verify_inclusion(
+                &leaf_of(other.envelope.as_ref().expect("envelope")),
+                log.leaf_index,
+                cp.size,
+                &hashes(&log.inclusion_proof),
+                &cp.root,
+            )
+            .is_err(),
+            "a proof binds its leaf"
+        );
+    }
+
+    // The mirrors: each feed entry's proof was checked before mirroring, and every witness
+    // has reached the latest checkpoint.
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.mirrors_match_hub(&ALL_NODES).await,
+        "every mirror matches the hub"
+    );
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        witnesses_at(&c, &ALL_NODES, 7).await,
+        "every witness trusts size 7"
+    );
+    for node in ALL_NODES {
+        let s = c.node_status(node).await;
+        assert_eq!(
+            s.mirror_count, 7,
+            "{node}: the registry version and 6 statements"
+        );
+        assert!(s.last_error.is_empty(), "{node}: {}", s.last_error);
+    }
+}
+
+// ----- 2. quorum -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_become_final_with_quorum() {
+    let c = Cluster::start_with_env(&ALL_NODES, &FAST_WITNESS).await;
+    let fed = c.federation();
+    for node in ALL_NODES {
+        c.publish_policy(node, &format!("Quorum {node}")).await;
+    }
+    c.publish_policy("colombo", "Quorum colombo again").await;
+    assert_eventually!(c, TIMEOUT, c.delivered("colombo", 2).await, "colombo");
+    assert_eventually!(c, TIMEOUT, c.delivered("abu-dhabi", 1).await, "abu-dhabi");
+    assert_eventually!(c, TIMEOUT, c.delivered("midwa", 1).await, "midwa");
+    // Registry version 1 and 4 node statements.
+    let total = 5;
+
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        final_at(&c, total).await,
+        "the checkpoint of size {total} becomes final"
+    );
+    let cp = hub_checkpoint(&c, true).await.expect("final checkpoint");
+    assert_eq!(cp.quorum, 2, "the default quorum");
+    assert!(cp.r#final);
+    assert!(cp.cosignature_count >= 2, "{}", cp.cosignature_count);
+    let opened = open(&fed, &cp.checkpoint);
+    assert_eq!(opened.size, total);
+    assert_eq!(opened.root.to_vec(), cp.root_hash);
+    assert_eq!(opened.origin, logkeys::log_origin(&fed.federation_id));
+    let valid = cosigners(&fed, &cp.checkpoint);
+    assert!(valid >= 2, "cosignatures verify for {valid} witnesses");
+    assert_eq!(
+        valid as u32, cp.cosignature_count,
+        "every cosignature the hub counts verifies"
+    );
+
+    // With every witness polling, all three end up cosigning the latest checkpoint.
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        hub_checkpoint(&c, false)
+            .await
+            .is_some_and(|cp| cp.tree_size == total && cp.cosignature_count == 3),
+        "all three witnesses cosign"
+    );
+    let latest = hub_checkpoint(&c, false).await.expect("latest");
+    assert_eq!(cosigners(&fed, &latest.checkpoint), 3);
+    let parsed = parse_note(&latest.checkpoint).expect("note");
+    let mut names: Vec<String> = parsed
+        .signatures
+        .iter()
+        .map(|s| s.name.clone())
+        .filter(|n| n.contains("/witness/"))
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = ALL_NODES
+        .iter()
+        .map(|n| logkeys::witness_name(&fed.federation_id, n))
+        .collect();
+    want.sort();
+    assert_eq!(names, want, "one cosignature line per witness");
+
+    // Fewer cosignatures than the quorum is not final: the hub's note without one witness
+    // line would have count 2, without two lines only 1.
+    let one_line = {
+        let mut n = parsed.clone();
+        n.signatures
+            .retain(|s| !s.name.contains("/witness/") || s.name.ends_with("/colombo"));
+        n.to_note_string()
+    };
+    assert_eq!(cosigners(&fed, &one_line), 1);
+
+    for node in ALL_NODES {
+        let s = c.witness_status(node).await;
+        assert_eq!(s.trusted_size, total, "{node}");
+        assert!(!s.forked, "{node}");
+        assert!(s.evidence.is_empty(), "{node}");
+        assert_eq!(
+            s.witness_name,
+            logkeys::witness_name(&fed.federation_id, node)
+        );
+        let trusted = open(&fed, &s.trusted_checkpoint);
+        assert_eq!((trusted.size, trusted.root), (opened.size, opened.root));
+        assert_eq!(
+            health(c.node_ops(node), WITNESS_HEALTH).await,
+            Ok(ServingStatus::Serving as i32),
+            "{node}'s witness role is SERVING"
+        );
+    }
+}
+
+// ----- 3. consistency --------------------------------------------------------------------------
+
+/// A hub with registry version 1 (leaf 0, logged alone at start-up: the checkpoint of size 1)
+/// and then `n` colombo statements submitted one at a time, so it signed a checkpoint at every
+/// size 1..=n+1; returns the roots by size (size 1 from the registry version's proof, the
+/// others from the receipts) and the envelopes of all n+1 leaves, in leaf order.
+async fn one_by_one(n: u64) -> (Cluster, BTreeMap<u64, Hash>, Vec<v1::Envelope>) {
+    let c = Cluster::start(&[]).await;
+    let fed = c.federation();
+    let records = c.hub_statements().await;
+    assert_eq!(records.len(), 1, "a new hub holds registry version 1 only");
+    assert!(is_registry(&records[0]), "{:?}", records[0]);
+    assert_eq!(
+        (
+            records[0].node_id.as_str(),
+            records[0].seq,
+            records[0].feed_index
+        ),
+        (HUB_ID, 1, 1)
+    );
+    let registry = records[0].envelope.clone().expect("envelope");
+    let log = c
+        .hub_client("operator")
+        .await
+        .get_inclusion_proof(v1::GetInclusionProofRequest {
+            leaf: Some(Leaf::LeafIndex(0)),
+            tree_size: 1,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("GetInclusionProof 0@1: {}", describe(&s)))
+        .into_inner()
+        .proof
+        .expect("proof");
+    let cp = check_proof(&fed, &registry, &log, 0);
+    assert_eq!(
+        cp.size, 1,
+        "the registry version alone: the checkpoint of size 1"
+    );
+    assert_eq!(
+        cp.root,
+        leaf_of(&registry),
+        "a one-leaf tree's root is its leaf"
+    );
+    let mut roots = BTreeMap::from([(1, cp.root)]);
+    let mut envelopes = vec![registry];
+    let mut raw = RawNode::connect(&c, "colombo").await;
+    for i in 1..=n {
+        let (env, response) = raw.accept(&raw.policy(&format!("Entry {i}"))).await;
+        let env = env.to_proto();
+        let log = response.log.expect("a receipt carries a log proof");
+        // Statement i is leaf i: the registry version is leaf 0.
+        let cp = check_proof(&fed, &env, &log, i);
+        assert_eq!(
+            cp.size,
+            i + 1,
+            "one statement per batch: one checkpoint per size"
+        );
+        roots.insert(i + 1, cp.root);
+        envelopes.push(env);
+    }
+    (c, roots, envelopes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_proofs_between_all_checkpoint_sizes() {
+    // N leaves: registry version 1 and N - 1 colombo statements.
+    const N: u64 = 7;
+    let (c, roots, envelopes) = one_by_one(N - 1).await;
+    assert_eq!(
+        roots.keys().copied().collect::<Vec<_>>(),
+        (1..=N).collect::<Vec<_>>()
+    );
+    assert_eq!(envelopes.len() as u64, N);
+    let fed = c.federation();
+    let mut hub = c.hub_client("operator").await;
+
+    // The stored entries (the registry version first) recompute every checkpoint's root.
+    let entries = all_log_entries(&c).await;
+    let leaves: Vec<Hash> = entries
+        .iter()
+        .map(|e| leaf_of(e.envelope.as_ref().expect("envelope")))
+        .collect();
+    assert_eq!(leaves, envelopes.iter().map(leaf_of).collect::<Vec<_>>());
+    for (&size, root) in &roots {
+        assert_eq!(
+            &merkle::root_from_leaves(&leaves[..size as usize]),
+            root,
+            "root of size {size}"
+        );
+    }
+
+    // Every leaf against every size.
+    for size in 1..=N {
+        for leaf in 0..size {
+            let log = hub
+                .get_inclusion_proof(v1::GetInclusionProofRequest {
+                    leaf: Some(Leaf::LeafIndex(leaf)),
+                    tree_size: size,
+                })
+                .await
+                .unwrap_or_else(|s| panic!("GetInclusionProof {leaf}@{size}: {}", describe(&s)))
+                .into_inner()
+                .proof
+                .expect("proof");
+            let cp = check_proof(&fed, &envelopes[leaf as usize], &log, leaf);
+            assert_eq!((cp.size, cp.root), (size, roots[&size]));
+        }
+    }
+
+    // Every pair of sizes; flipping any bit of any proof hash breaks it.
+    for old in 1..=N {
+        for new in old..=N {
+            let r = hub
+                .get_consistency_proof(v1::GetConsistencyProofRequest {
+                    old_size: old,
+                    new_size: new,
+                })
+                .await
+                .unwrap_or_else(|s| panic!("GetConsistencyProof {old}->{new}: {}", describe(&s)))
+                .into_inner();
+            assert_eq!((r.old_size, r.new_size), (old, new));
+            let cp = open(&fed, &r.checkpoint);
+            assert_eq!((cp.size, cp.root), (new, roots[&new]), "the new checkpoint");
+            let proof = hashes(&r.proof);
+            merkle::verify_consistency(old, new, &roots[&old], &roots[&new], &proof)
+                .unwrap_or_else(|e| panic!("consistency {old}->{new} does not verify: {e}"));
+            for i in 0..proof.len() {
+                let mut bad = proof.clone();
+                bad[i][31] ^= 0x80;
+                assert!(
+                    merkle::verify_consistency(old, new, &roots[&old], &roots[&new], &bad).is_err(),
+                    "a flipped bit in hash {i} of {old}->{new} must fail"
+                );
+            }
+            if old < new {
+                // The proof does not prove another old root.
+                assert!(
+                    merkle::verify_consistency(old, new, &roots[&new], &roots[&new], &proof)
+                        .is_err()
+                );
+            }
+        }
+    }
+    // new_size 0: the latest checkpoint.
+    let r = hub
+        .get_consistency_proof(v1::GetConsistencyProofRequest {
+            old_size: 3,
+            new_size: 0,
+        })
+        .await
+        .expect("to the latest")
+        .into_inner();
+    assert_eq!((r.old_size, r.new_size), (3, N));
+    merkle::verify_consistency(3, N, &roots[&3], &roots[&N], &hashes(&r.proof))
+        .expect("3 -> latest");
+
+    // Bad input.
+    for (old, new) in [(5, 3), (0, 3), (N + 1, 0), (0, 0)] {
+        let s = assert_refused(
+            hub.get_consistency_proof(v1::GetConsistencyProofRequest {
+                old_size: old,
+                new_size: new,
+            })
+            .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert_eq!(
+            field_violations(&s).first().map(|v| v.0.as_str()),
+            Some("old_size"),
+            "{old}->{new}: {}",
+            describe(&s)
+        );
+    }
+    assert_refused(
+        hub.get_inclusion_proof(v1::GetInclusionProofRequest {
+            leaf: Some(Leaf::StatementDigest(vec![7; 32])),
+            tree_size: 0,
+        })
+        .await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    assert_refused(
+        hub.get_inclusion_proof(v1::GetInclusionProofRequest {
+            leaf: Some(Leaf::LeafIndex(N)),
+            tree_size: 0,
+        })
+        .await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    assert_refused(
+        hub.get_inclusion_proof(v1::GetInclusionProofRequest {
+            leaf: Some(Leaf::LeafIndex(0)),
+            tree_size: N + 5,
+        })
+        .await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    // Leaf 5 is not in the tree of size 3.
+    assert_refused(
+        hub.get_inclusion_proof(v1::GetInclusionProofRequest {
+            leaf: Some(Leaf::LeafIndex(5)),
+            tree_size: 3,
+        })
+        .await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    assert_refused(
+        hub.get_inclusion_proof(v1::GetInclusionProofRequest {
+            leaf: Some(Leaf::StatementDigest(vec![7; 31])),
+            tree_size: 0,
+        })
+        .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_refused(
+        hub.get_inclusion_proof(v1::GetInclusionProofRequest {
+            leaf: None,
+            tree_size: 0,
+        })
+        .await,
+        Code::InvalidArgument,
+        "FIELD_REQUIRED",
+    );
+    // A verifier refuses a consistency proof from a larger to a smaller tree.
+    let r = hub
+        .get_consistency_proof(v1::GetConsistencyProofRequest {
+            old_size: 2,
+            new_size: 5,
+        })
+        .await
+        .expect("2 -> 5")
+        .into_inner();
+    assert!(merkle::verify_consistency(5, 2, &roots[&5], &roots[&2], &hashes(&r.proof)).is_err());
+}
+
+/// GetConsistencyProof to a size the hub has no checkpoint for: the refusal must name the
+/// field that is wrong (`new_size`), as GetInclusionProof does for the same condition (it
+/// answers NOT_FOUND).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_proof_to_a_size_without_checkpoint_blames_new_size() {
+    let (c, _, _) = one_by_one(2).await;
+    let mut hub = c.hub_client("operator").await;
+    let s = hub
+        .get_consistency_proof(v1::GetConsistencyProofRequest {
+            old_size: 1,
+            new_size: 99,
+        })
+        .await
+        .expect_err("no checkpoint of size 99");
+    assert!(
+        matches!(s.code(), Code::NotFound | Code::InvalidArgument),
+        "{}",
+        describe(&s)
+    );
+    if s.code() == Code::InvalidArgument {
+        let fields: Vec<String> = field_violations(&s).into_iter().map(|v| v.0).collect();
+        assert_eq!(
+            fields,
+            vec!["new_size".to_string()],
+            "the bad field is new_size: {}",
+            describe(&s)
+        );
+    }
+}
+
+// ----- 4. dishonest hub: forked checkpoints ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dishonest_hub_forked_checkpoint_is_caught() {
+    let mut c = Cluster::start_with_env(&["colombo", "midwa"], &FAST_WITNESS).await;
+    let fed = c.federation();
+    c.publish_policy("colombo", "Honest entry").await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        witnesses_at(&c, &["colombo", "midwa"], 2).await,
+        "both witnesses trust size 2"
+    );
+    let honest = c.witness_status("colombo").await;
+    let trusted_note = honest.trusted_checkpoint.clone();
+    let trusted = open(&fed, &trusted_note);
+    assert_eq!(trusted.size, 2, "registry version 1 and colombo#1");
+    let origin = logkeys::log_origin(&fed.federation_id);
+    let hub_key = c.signing_key(HUB_ID);
+    let forge = |size: u64, root: Hash| {
+        sign_checkpoint(
+            &Checkpoint {
+                origin: origin.clone(),
+                size,
+                root,
+                extensions: Vec::new(),
+            },
+            &origin,
+            &hub_key,
+        )
+        .expect("signing a checkpoint")
+    };
+    let mut as_hub = c.witness_client("colombo", HUB_ID).await;
+    let colombo_ops = c.node_ops("colombo");
+
+    // --- Refusals that are not forks: the witness keeps serving. ---
+    // Not the hub, not an admin.
+    let mut as_node = c.witness_client("colombo", "abu-dhabi").await;
+    assert_refused(
+        as_node
+            .add_checkpoint(add_request(2, Vec::new(), &trusted_note))
+            .await,
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+    );
+    // Signed by another key (colombo's signing key used as a log key, with the right origin).
+    let other_key = sign_checkpoint(
+        &Checkpoint {
+            origin: origin.clone(),
+            size: 2,
+            root: [0x42; 32],
+            extensions: Vec::new(),
+        },
+        &origin,
+        &c.signing_key("colombo"),
+    )
+    .expect("sign");
+    assert_refused(
+        as_hub
+            .add_checkpoint(add_request(2, Vec::new(), &other_key))
+            .await,
+        Code::Unauthenticated,
+        "UNKNOWN_LOG_KEY",
+    );
+    // The hub's signature line altered.
+    let bad_sig = {
+        let mut n = parse_note(&trusted_note).expect("note");
+        n.signatures[0].sig[0] ^= 1;
+        n.to_note_string()
+    };
+    assert_refused(
+        as_hub
+            .add_checkpoint(add_request(2, Vec::new(), &bad_sig))
+            .await,
+        Code::Unauthenticated,
+        "BAD_NOTE_SIGNATURE",
+    );
+    // Truncated notes: cut inside the signature line, and without any signature line.
+    let cut = &trusted_note[..trusted_note.len() - 10];
+    assert_refused(
+        as_hub.add_checkpoint(add_request(2, Vec::new(), cut)).await,
+        Code::InvalidArgument,
+        "MALFORMED_NOTE",
+    );
+    let text_only = format!("{}\n", parse_note(&trusted_note).expect("note").text);
+    assert_refused(
+        as_hub
+            .add_checkpoint(add_request(2, Vec::new(), &text_only))
+            .await,
+        Code::InvalidArgument,
+        "MALFORMED_NOTE",
+    );
+    // old_size is not the trusted size.
+    let s = assert_refused(
+        as_hub
+            .add_checkpoint(add_request(5, Vec::new(), &trusted_note))
+            .await,
+        Code::FailedPrecondition,
+        "OLD_SIZE_MISMATCH",
+    );
+    assert_eq!(error_meta(&s, "known_size").as_deref(), Some("2"));
+    // A proof hash that is not 32 bytes.
+    assert_refused(
+        as_hub
+            .add_checkpoint(add_request(2, vec![vec![1, 2, 3]], &forge(3, [1; 32])))
+            .await,
+        Code::InvalidArgument,
+        "BAD_PROOF",
+    );
+    // A smaller (older) checkpoint: a log never shrinks, but an older head is no fork.
+    assert_refused(
+        as_hub
+            .add_checkpoint(add_request(2, Vec::new(), &forge(0, merkle::empty_root())))
+            .await,
+        Code::InvalidArgument,
+        "BAD_PROOF",
+    );
+    // The honest checkpoint again is cosigned, as the hub and as an admin.
+    for identity in [HUB_ID, "operator"] {
+        let line = c
+            .witness_client("colombo", identity)
+            .await
+            .add_checkpoint(add_request(2, Vec::new(), &trusted_note))
+            .await
+            .unwrap_or_else(|s| panic!("honest AddCheckpoint as {identity}: {}", describe(&s)))
+            .into_inner()
+            .cosignature;
+        let sig = parse_note(&format!("x\n\n{line}"))
+            .expect("a signature line")
+            .signatures
+            .remove(0);
+        let colombo = logkeys::witness_verifiers(&fed)
+            .into_iter()
+            .find(|(id, _)| id == "colombo")
+            .expect("colombo's witness key")
+            .1;
+        verify_cosignature(&trusted, &sig, &colombo).expect("the cosignature verifies");
+    }
+    let s = c.witness_status("colombo").await;
+    assert!(!s.forked, "no fork yet: {:?}", s.evidence);
+    assert!(s.evidence.is_empty());
+    assert_eq!(s.trusted_size, 2);
+    assert_eq!(
+        health(colombo_ops, WITNESS_HEALTH).await,
+        Ok(ServingStatus::Serving as i32)
+    );
+
+    // --- The fork: a second checkpoint of the trusted size with another root. ---
+    let forked_note = forge(2, [0x42; 32]);
+    let s = assert_refused(
+        as_hub
+            .add_checkpoint(add_request(2, Vec::new(), &forked_note))
+            .await,
+        Code::FailedPrecondition,
+        "INCONSISTENT_CHECKPOINT",
+    );
+    eprintln!("fork refused: {}", describe(&s));
+    let status = c.witness_status("colombo").await;
+    assert!(status.forked);
+    assert_eq!(status.evidence.len(), 1, "{:?}", status.evidence);
+    let ev = &status.evidence[0];
+    assert_eq!(ev.trusted_checkpoint, trusted_note);
+    assert_eq!(ev.conflicting_checkpoint, forked_note);
+    assert!(!ev.problem.is_empty());
+    assert!(ev.detected_at.is_some());
+    // Both pieces of evidence are hub-signed checkpoints of size 2 with different roots:
+    // anyone can check them with the log key alone.
+    let (a, b) = (
+        open(&fed, &ev.trusted_checkpoint),
+        open(&fed, &ev.conflicting_checkpoint),
+    );
+    assert_eq!((a.size, b.size), (2, 2));
+    assert_ne!(a.root, b.root);
+    assert_eq!(
+        status.trusted_size, 2,
+        "the trusted checkpoint did not move"
+    );
+    assert_eq!(status.trusted_checkpoint, trusted_note);
+    assert_eq!(
+        health(colombo_ops, WITNESS_HEALTH).await,
+        Ok(ServingStatus::NotServing as i32),
+        "the witness role is NOT_SERVING after a fork"
+    );
+    // Nothing more is cosigned, not even the honest checkpoint.
+    assert_refused(
+        as_hub
+            .add_checkpoint(add_request(2, Vec::new(), &trusted_note))
+            .await,
+        Code::FailedPrecondition,
+        "INCONSISTENT_CHECKPOINT",
+    );
+    // The node's other functions keep working.
+    assert_eq!(
+        health(colombo_ops, "rcpfed.v1.NodeService").await,
+        Ok(ServingStatus::Serving as i32)
+    );
+    let node_status = c.node_status("colombo").await;
+    assert_eq!(node_status.head_seq, 1);
+    let published = c.publish_policy("colombo", "After the fork").await;
+    assert_eq!(
+        published.seq, 2,
+        "the node still signs and queues statements"
+    );
+    // The fork survives a restart.
+    c.stop_node("colombo").await;
+    c.restart_node("colombo").await;
+    let after = c.witness_status("colombo").await;
+    assert!(after.forked, "the fork is remembered");
+    assert_eq!(after.evidence.len(), 1);
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        health(c.node_ops("colombo"), WITNESS_HEALTH).await == Ok(ServingStatus::NotServing as i32),
+        "still NOT_SERVING after a restart"
+    );
+
+    // --- A larger forged checkpoint with a garbage consistency proof, offered to midwa. ---
+    // (The hub is honest and moved on to size 3 with colombo's statement above; midwa, not
+    // forked, follows it.)
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.witness_status("midwa").await.trusted_size == 3,
+        "midwa trusts size 3"
+    );
+    let midwa_trusted = c.witness_status("midwa").await.trusted_checkpoint;
+    let bigger = forge(5, [0x17; 32]);
+    let mut midwa_as_hub = c.witness_client("midwa", HUB_ID).await;
+    assert_refused(
+        midwa_as_hub
+            .add_checkpoint(add_request(
+                3,
+                vec![vec![0xab; 32], vec![0xcd; 32]],
+                &bigger,
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "INCONSISTENT_CHECKPOINT",
+    );
+    let midwa = c.witness_status("midwa").await;
+    assert!(midwa.forked);
+    assert_eq!(midwa.evidence.len(), 1);
+    assert_eq!(midwa.evidence[0].conflicting_checkpoint, bigger);
+    assert_eq!(midwa.evidence[0].trusted_checkpoint, midwa_trusted);
+    assert_eq!(midwa.trusted_size, 3);
+    assert_eq!(
+        health(c.node_ops("midwa"), WITNESS_HEALTH).await,
+        Ok(ServingStatus::NotServing as i32)
+    );
+}
+
+/// A genuine, consistent hub checkpoint offered by an admin with a garbage consistency proof
+/// proves nothing against the hub (the hub did not send that proof): the witness should refuse
+/// the proof (BAD_PROOF) and stay serving, not record "fork evidence" that no third party could
+/// check (two honest checkpoints of different sizes) and stop witnessing for good. (The hub
+/// itself sending a proof that does not verify is recorded as a fork: see
+/// `dishonest_hub_forked_checkpoint_is_caught`.) The witness is kept from learning the new checkpoint by stopping the hub before
+/// it restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_proof_for_a_genuine_checkpoint_is_not_a_fork() {
+    let mut c = Cluster::start_with_env(&["colombo", "midwa"], &FAST_WITNESS).await;
+    c.publish_policy("colombo", "First").await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        witnesses_at(&c, &["colombo", "midwa"], 2).await,
+        "both witnesses trust size 2"
+    );
+    c.stop_node("midwa").await;
+    c.publish_policy("colombo", "Second").await;
+    assert_eventually!(c, TIMEOUT, c.delivered("colombo", 2).await, "delivered");
+    let genuine = hub_checkpoint(&c, false).await.expect("latest").checkpoint;
+    assert_eq!(open(&c.federation(), &genuine).size, 3);
+    assert!(c.stop_hub().await.success());
+    c.restart_node("midwa").await;
+    assert_eq!(c.witness_status("midwa").await.trusted_size, 2);
+
+    let refused = c
+        .witness_client("midwa", "operator")
+        .await
+        .add_checkpoint(add_request(2, vec![vec![0xab; 32]], &genuine))
+        .await
+        .expect_err("a garbage proof is refused");
+    let status = c.witness_status("midwa").await;
+    assert!(
+        !status.forked,
+        "a bad proof for a genuine checkpoint was recorded as a fork ({}); evidence: {:?}",
+        describe(&refused),
+        status.evidence
+    );
+    assert_eq!(
+        (refused.code(), crate::harness::reason(&refused).as_str()),
+        (Code::InvalidArgument, "BAD_PROOF"),
+        "{}",
+        describe(&refused)
+    );
+    // With the hub back, the witness moves on to the genuine checkpoint.
+    c.start_hub().await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.witness_status("midwa").await.trusted_size == 3,
+        "midwa witnesses size 3"
+    );
+}
+
+// ----- 5. dishonest hub: a rewritten entry -----------------------------------------------------
+
+fn db_read_node(db: &Path, level: u8, idx: u64) -> Vec<u8> {
+    let conn = rusqlite::Connection::open(db).expect("open hub.sqlite");
+    conn.query_row(
+        "SELECT hash FROM log_nodes WHERE level = ?1 AND idx = ?2",
+        rusqlite::params![level, idx as i64],
+        |r| r.get(0),
+    )
+    .expect("log node")
+}
+
+fn db_write_node(db: &Path, level: u8, idx: u64, hash: &[u8]) {
+    let conn = rusqlite::Connection::open(db).expect("open hub.sqlite");
+    let n = conn
+        .execute(
+            "UPDATE log_nodes SET hash = ?3 WHERE level = ?1 AND idx = ?2",
+            rusqlite::params![level, idx as i64, hash],
+        )
+        .expect("update log node");
+    assert_eq!(n, 1, "one log node ({level}, {idx}) rewritten");
+}
+
+/// Starts the hub directly (not through the harness, which returns as soon as the address
+/// file exists) and expects it to exit with an error; returns its output.
+async fn hub_refuses_to_start(c: &Cluster) -> String {
+    let mut child = Command::new(BIN)
+        .arg("hub")
+        .arg("--config")
+        .arg(c.fed_dir().join("hub.toml"))
+        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+        .env("RCPFED_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the hub");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            let out = child.wait_with_output().expect("output");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!status.success(), "the hub must not start: {text}");
+            return text;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the hub started on a log whose right edge was rewritten");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_entry_is_detected() {
+    let mut c = Cluster::start_with_env(&["colombo", "midwa"], &FAST_WITNESS).await;
+    let fed = c.federation();
+    for (node, title) in [
+        ("colombo", "Rewrite one"),
+        ("midwa", "Rewrite two"),
+        ("colombo", "Rewrite me"),
+        ("midwa", "Rewrite four"),
+        ("colombo", "Rewrite five"),
+    ] {
+        // One at a time, so the statement order (and so the leaf order) is known.
+        let n = c.hub_statements().await.len();
+        c.publish_policy(node, title).await;
+        assert_eventually!(
+            c,
+            TIMEOUT,
+            c.hub_statements().await.len() == n + 1,
+            "{title} reaches the hub"
+        );
+    }
+    // Registry version 1 is leaf 0; the five statements are leaves 1-5.
+    let records = c.hub_statements().await;
+    assert_eq!(records.len(), 6);
+    assert!(is_registry(&records[0]), "the registry version is leaf 0");
+    assert_eq!(node_statements(&records).len(), 5);
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        final_at(&c, 6).await,
+        "the size-6 checkpoint is final"
+    );
+    let witnessed_note = hub_checkpoint(&c, true).await.expect("final").checkpoint;
+    assert!(cosigners(&fed, &witnessed_note) >= 2);
+    let witnessed = open(&fed, &witnessed_note);
+    assert_eq!(audit(&c, &witnessed).await, Vec::<u64>::new(), "honest log");
+    let honest_leaves: Vec<Vec<u8>> = all_log_entries(&c)
+        .await
+        .into_iter()
+        .map(|e| e.leaf_hash)
+        .collect();
+    let db = c.hub_db();
+
+    // (a) Rewrite leaf 1's stored hash (the first statement, "Rewrite one"). For size 6 the
+    // right edge is the nodes (2, 0) (leaves 0-3) and (1, 2) (leaves 4-5): leaf 1's own node
+    // is not on it, so the hub's start-up check (which reads only the right edge: start-up
+    // must not grow with the log) cannot see it, and the hub starts and serves. The damage
+    // shows in the proofs it now serves: leaf 0's proof (the registry version's) uses the
+    // stored leaf-1 hash as its sibling, so it no longer leads to the root the witnesses
+    // cosigned. (Leaf 1's own proof does not contain its own hash, and leaves 2-5 use the
+    // stored (1, 0) and (2, 0) nodes, which still hold the honest hashes.)
+    assert!(c.stop_hub().await.success());
+    let original_leaf1 = db_read_node(&db, 0, 1);
+    assert_eq!(
+        original_leaf1, honest_leaves[1],
+        "the stored leaf is the entry's"
+    );
+    db_write_node(&db, 0, 1, &[0x66; 32]);
+    c.start_hub().await;
+    assert_eq!(
+        audit(&c, &witnessed).await,
+        vec![0],
+        "the auditor catches the rewritten leaf through the registry version's proof"
+    );
+    // The hub still presents the old checkpoint, and the witnesses never saw a different
+    // one (what was rewritten is the storage behind it).
+    let latest = hub_checkpoint(&c, false).await.expect("latest");
+    assert_eq!(open(&fed, &latest.checkpoint), witnessed);
+    for node in ["colombo", "midwa"] {
+        assert!(!c.witness_status(node).await.forked);
+    }
+
+    // (b) Rewrite a node on the right edge: the hub checks the right edge against its latest
+    // checkpoint at start-up and refuses to continue a rewritten log. Here the node (1, 2),
+    // the hash of leaves 4-5.
+    assert!(c.stop_hub().await.success());
+    db_write_node(&db, 0, 1, &original_leaf1);
+    let original_edge = db_read_node(&db, 1, 2);
+    db_write_node(&db, 1, 2, &[0x77; 32]);
+    let output = hub_refuses_to_start(&c).await;
+    assert!(
+        output.contains("does not match its latest checkpoint"),
+        "the hub says why: {output}"
+    );
+    db_write_node(&db, 1, 2, &original_edge);
+
+    // (c) Rewrite a statement's envelope (leaf 3, feed index 4, "Rewrite me" -> "Rewrote me"):
+    // the leaf recomputed from the envelope the hub now serves no longer matches its inclusion
+    // proof against the witnessed checkpoint, and the member's signature no longer verifies.
+    {
+        let conn = rusqlite::Connection::open(&db).expect("open hub.sqlite");
+        let bytes: Vec<u8> = conn
+            .query_row(
+                "SELECT envelope FROM statements WHERE feed_index = 4",
+                [],
+                |r| r.get(0),
+            )
+            .expect("statement 4");
+        let mut env = v1::Envelope::decode(bytes.as_slice()).expect("stored envelope");
+        let at = env
+            .payload
+            .windows(10)
+            .position(|w| w == b"Rewrite me")
+            .expect("the title is in the payload");
+        env.payload[at..at + 10].copy_from_slice(b"Rewrote me");
+        let n = conn
+            .execute(
+                "UPDATE statements SET envelope = ?1 WHERE feed_index = 4",
+                rusqlite::params![env.encode_to_vec()],
+            )
+            .expect("update");
+        assert_eq!(n, 1);
+    }
+    c.start_hub().await;
+    assert_eq!(
+        audit(&c, &witnessed).await,
+        vec![3],
+        "the auditor catches the rewritten envelope"
+    );
+    let entries = all_log_entries(&c).await;
+    assert_ne!(entries[3].leaf_hash, honest_leaves[3]);
+    let served = SignedEnvelope::from_proto(entries[3].envelope.clone().expect("envelope"));
+    assert!(
+        verify_signatures(&served, |id| fed.key_owner(id).map(|(_, k)| k)).is_err(),
+        "the rewritten statement's signature fails too"
+    );
+}
+
+// ----- 6. kill -9 during ingest ----------------------------------------------------------------
+
+/// One client's load: `n` statements submitted one after another; an error that is not a
+/// refusal (the hub died or is restarting) is retried with the same signed envelope, so a
+/// statement committed just before a kill comes back as a duplicate with its original receipt.
+async fn load(
+    mut raw: RawNode,
+    n: u64,
+    progress: Arc<AtomicU64>,
+) -> Vec<(String, v1::Envelope, v1::SubmitStatementResponse)> {
+    let mut out = Vec::new();
+    for i in 1..=n {
+        let st = raw.policy(&format!("Load {} {i}", raw.node_id));
+        let env = raw.sign(&st);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let response = loop {
+            match raw.submit(env.to_proto()).await {
+                Ok(r) => break r,
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        Code::InvalidArgument
+                            | Code::PermissionDenied
+                            | Code::AlreadyExists
+                            | Code::FailedPrecondition
+                            | Code::Unauthenticated
+                    ) =>
+                {
+                    panic!("{} #{i} refused: {}", raw.node_id, describe(&s))
+                }
+                Err(s) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{} #{i} not accepted within 60 s: {}",
+                        raw.node_id,
+                        describe(&s)
+                    );
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            }
+        };
+        raw.seq = st.header.seq;
+        raw.head = Some(env.digest());
+        progress.fetch_add(1, Ordering::SeqCst);
+        out.push((
+            format!("nodes/{}/statements/{}", raw.node_id, st.header.seq),
+            env.to_proto(),
+            response,
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_minus_9_during_ingest_keeps_every_receipt_provable() {
+    const PER_CLIENT: u64 = 67;
+    let total = PER_CLIENT * 3;
+    // The log: registry version 1 (leaf 0, logged when the hub first started) and every
+    // statement.
+    let log_size = total + 1;
+    let mut c = Cluster::start_with_env(&ALL_NODES, &FAST_WITNESS).await;
+    let fed = c.federation();
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for node in ALL_NODES {
+        let raw = RawNode::connect(&c, node).await;
+        clients.push(tokio::spawn(load(raw, PER_CLIENT, Arc::clone(&progress))));
+    }
+    // SIGKILL the hub three times at moments picked at random within the load.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+        | 1;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..3u64 {
+        let at = 20 + round * 55 + next() % 30;
+        let started = Instant::now();
+        while progress.load(Ordering::SeqCst) < at {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the load stalled at {} statements\n{}",
+                progress.load(Ordering::SeqCst),
+                c.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(next() % 25)).await;
+        let done = progress.load(Ordering::SeqCst);
+        c.kill_hub().await;
+        eprintln!("SIGKILL {} after {done} acknowledged statements", round + 1);
+        tokio::time::sleep(Duration::from_millis(next() % 200)).await;
+        c.start_hub().await;
+    }
+    let mut receipts = Vec::new();
+    for client in clients {
+        receipts.extend(client.await.expect("client task"));
+    }
+    assert_eq!(receipts.len() as u64, total);
+
+    // Quiescence: the hub holds every statement once and the witnesses caught up.
+    assert_eventually!(
+        c,
+        Duration::from_secs(30),
+        witnesses_at(&c, &ALL_NODES, log_size).await,
+        "every witness reaches size {log_size}"
+    );
+    assert_eventually!(
+        c,
+        Duration::from_secs(30),
+        final_at(&c, log_size).await,
+        "the size-{log_size} checkpoint becomes final"
+    );
+    let records = c.hub_statements().await;
+    assert_eq!(records.len() as u64, log_size, "each entry exactly once");
+    assert!(
+        is_registry(&records[0]),
+        "registry version 1 is still first"
+    );
+    assert_eq!(
+        (records[0].seq, records[0].feed_index),
+        (1, 1),
+        "registry version 1 at feed index 1"
+    );
+    assert_eq!(
+        records.iter().filter(|r| is_registry(r)).count(),
+        1,
+        "the restarts logged no second registry version"
+    );
+    assert_eq!(
+        node_statements(&records).len() as u64,
+        total,
+        "each statement exactly once"
+    );
+    let dense: Vec<u64> = records.iter().map(|r| r.feed_index).collect();
+    assert_eq!(dense, (1..=log_size).collect::<Vec<_>>(), "a dense feed");
+    for node in ALL_NODES {
+        let seqs: Vec<u64> = records
+            .iter()
+            .filter(|r| r.node_id == node)
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, (1..=PER_CLIENT).collect::<Vec<_>>(), "{node}");
+    }
+    let latest = hub_checkpoint(&c, false).await.expect("latest");
+    let latest_cp = open(&fed, &latest.checkpoint);
+    assert_eq!(latest_cp.size, log_size);
+
+    // The stored entries, registry version 1 first, recompute the latest root (and, below,
+    // every root a receipt named).
+    let entries = all_log_entries(&c).await;
+    let leaves: Vec<Hash> = entries
+        .iter()
+        .map(|e| leaf_of(e.envelope.as_ref().expect("envelope")))
+        .collect();
+    assert_eq!(leaves.len() as u64, log_size);
+    for (e, record) in entries.iter().zip(&records) {
+        assert_eq!(
+            e.envelope, record.envelope,
+            "leaf {} is feed entry {}",
+            e.leaf_index, record.feed_index
+        );
+        assert_eq!(e.leaf_index + 1, record.feed_index);
+    }
+    assert_eq!(merkle::root_from_leaves(&leaves), latest_cp.root);
+
+    // Every receipt: its inclusion proof verifies against its own checkpoint (each distinct
+    // checkpoint text opened once with the log key: signatures are slow in a debug build),
+    // and the hub still lists the statement with that very receipt.
+    let by_name: BTreeMap<&str, &v1::StatementRecord> =
+        records.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut opened: BTreeMap<String, Checkpoint> = BTreeMap::new();
+    let mut sizes: BTreeMap<u64, (Hash, String)> = BTreeMap::new();
+    let mut duplicates = 0;
+    for (name, envelope, response) in &receipts {
+        duplicates += usize::from(response.duplicate);
+        let receipt = response.receipt.as_ref().expect("receipt");
+        let r = v1::Receipt::decode(receipt.payload.as_slice()).expect("receipt payload");
+        let log = response
+            .log
+            .as_ref()
+            .expect("every receipt has a log proof");
+        assert_eq!(log.leaf_index + 1, r.feed_index, "{name}");
+        let text = parse_note(&log.checkpoint).expect("note").text;
+        let cp = opened
+            .entry(text.clone())
+            .or_insert_with(|| open(&fed, &log.checkpoint))
+            .clone();
+        assert_eq!(log.tree_size, cp.size);
+        merkle::verify_inclusion(
+            &leaf_of(envelope),
+            log.leaf_index,
+            cp.size,
+            &hashes(&log.inclusion_proof),
+            &cp.root,
+        )
+        .unwrap_or_else(|e| panic!("{name}: its receipt's proof fails: {e}"));
+        if let Some((root, _)) = sizes.insert(cp.size, (cp.root, text)) {
+            assert_eq!(
+                root, cp.root,
+                "two receipts name different roots for size {}",
+                cp.size
+            );
+        }
+        let record = by_name
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("{name} is no longer listed"));
+        assert_eq!(record.envelope.as_ref(), Some(envelope), "{name}");
+        assert_eq!(record.feed_index, r.feed_index, "{name}");
+        assert_eq!(
+            record.receipt.as_ref(),
+            Some(receipt),
+            "{name}: the same receipt"
+        );
+    }
+    eprintln!(
+        "{} receipts, {duplicates} answered as duplicates after a retry, {} distinct checkpoint sizes",
+        receipts.len(),
+        sizes.len()
+    );
+    let hub = c.hub_client("operator").await;
+    // GetStatement still answers for every one of them.
+    let names: Vec<String> = receipts.iter().map(|(n, _, _)| n.clone()).collect();
+    let got = in_parallel(names, |name| {
+        let mut hub = hub.clone();
+        async move {
+            hub.get_statement(v1::GetStatementRequest { name })
+                .await
+                .map(|r| r.into_inner().statement)
+        }
+    })
+    .await;
+    for ((name, envelope, _), got) in receipts.iter().zip(got) {
+        let got = got
+            .unwrap_or_else(|s| panic!("GetStatement {name} after the kills: {}", describe(&s)))
+            .expect("statement");
+        assert_eq!(got.envelope.as_ref(), Some(envelope), "{name}");
+    }
+    // Every checkpoint a receipt named agrees with the stored entries, is still stored as it
+    // was signed, and is consistent with the latest one.
+    for (&size, (root, _)) in &sizes {
+        assert_eq!(
+            &merkle::root_from_leaves(&leaves[..size as usize]),
+            root,
+            "the checkpoint of size {size} agrees with the stored entries"
+        );
+    }
+    let checked = in_parallel(sizes.keys().copied().collect(), |size| {
+        let mut hub = hub.clone();
+        async move {
+            let consistency = hub
+                .get_consistency_proof(v1::GetConsistencyProofRequest {
+                    old_size: size,
+                    new_size: 0,
+                })
+                .await
+                .map(tonic::Response::into_inner);
+            let stored = hub
+                .get_inclusion_proof(v1::GetInclusionProofRequest {
+                    leaf: Some(Leaf::LeafIndex(0)),
+                    tree_size: size,
+                })
+                .await
+                .map(tonic::Response::into_inner);
+            (size, consistency, stored)
+        }
+    })
+    .await;
+    for (size, consistency, stored) in checked {
+        let (root, text) = &sizes[&size];
+        let r =
+            consistency.unwrap_or_else(|s| panic!("GetConsistencyProof {size}: {}", describe(&s)));
+        assert_eq!(r.new_size, log_size);
+        assert_eq!(
+            parse_note(&r.checkpoint).expect("note").text,
+            latest_cp.to_text()
+        );
+        merkle::verify_consistency(size, log_size, root, &latest_cp.root, &hashes(&r.proof))
+            .unwrap_or_else(|e| panic!("checkpoint {size} is not consistent with {log_size}: {e}"));
+        let stored = stored
+            .unwrap_or_else(|s| panic!("the checkpoint of size {size} is gone: {}", describe(&s)))
+            .proof
+            .expect("proof");
+        assert_eq!(
+            &parse_note(&stored.checkpoint).expect("note").text,
+            text,
+            "the hub stores the checkpoint of size {size} the receipt carried"
+        );
+    }
+    for node in ALL_NODES {
+        let s = c.witness_status(node).await;
+        assert!(!s.forked, "{node} recorded a fork: {:?}", s.evidence);
+        assert!(s.evidence.is_empty());
+    }
+}
+
+/// Runs `f` on every item, at most 32 at a time; results in item order.
+async fn in_parallel<I, R, F, Fut>(items: Vec<I>, f: F) -> Vec<R>
+where
+    R: Send + 'static,
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+{
+    let mut out = Vec::with_capacity(items.len());
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let batch: Vec<_> = items
+            .by_ref()
+            .take(32)
+            .map(|i| tokio::spawn(f(i)))
+            .collect();
+        for handle in batch {
+            out.push(handle.await.expect("task"));
+        }
+    }
+    out
+}
+
+// ----- 7. bundles ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_offline_verify_bundle() {
+    let c = Cluster::start_with_env(&ALL_NODES, &FAST_WITNESS).await;
+    for node in ALL_NODES {
+        c.publish_policy(node, &format!("Bundled {node}")).await;
+        assert_eventually!(c, TIMEOUT, c.delivered(node, 1).await, "{node} delivered");
+    }
+    // Registry version 1 and the three statements.
+    assert_eventually!(c, TIMEOUT, final_at(&c, 4).await, "final at size 4");
+    let fed_dir = c.fed_dir();
+    let federation = fed_dir.join("federation.toml");
+    let bundle_path = c.root().join("b.json");
+    let hub = format!("https://localhost:{}", c.hub_addr().port());
+    let (code, stdout, stderr) = rcpfed(&[
+        "export",
+        "bundle",
+        "--hub",
+        &hub,
+        "--pki",
+        path_str(fed_dir),
+        "--statement",
+        "nodes/colombo/statements/1",
+        "--final",
+        "--out",
+        path_str(&bundle_path),
+    ]);
+    assert_eq!(code, 0, "export bundle:\n{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&bundle_path).expect("bundle written");
+    let bundle = Bundle::from_json(&text).expect("the bundle parses");
+    assert_eq!(bundle.log.tree_size, 4);
+    let colombo_1 = c
+        .hub_statements_of("colombo")
+        .await
+        .into_iter()
+        .next()
+        .expect("colombo#1");
+    assert!(colombo_1.feed_index >= 2, "after registry version 1");
+    assert_eq!(bundle.log.leaf_index, colombo_1.feed_index - 1);
+    assert_eq!(
+        bundle.log.inclusion_proof.len(),
+        2,
+        "a leaf of a 4-leaf tree"
+    );
+    assert!(bundle.receipt.is_some());
+
+    let verify = |path: &Path, quorum: &str| {
+        rcpfed(&[
+            "verify",
+            path_str(path),
+            "--federation",
+            path_str(&federation),
+            "--quorum",
+            quorum,
+        ])
+    };
+    let (code, stdout, stderr) = verify(&bundle_path, "2");
+    assert_eq!(code, 0, "verify:\n{stdout}\n{stderr}");
+    let ticks = stdout.lines().filter(|l| l.starts_with('✓')).count();
+    assert_eq!(ticks, 6, "six steps pass:\n{stdout}");
+    assert!(!stdout.contains('✗'), "{stdout}");
+
+    let tampered = |name: &str, change: &dyn Fn(&mut Bundle)| {
+        let mut b = bundle.clone();
+        change(&mut b);
+        let path = c.root().join(format!("{name}.json"));
+        std::fs::write(&path, b.to_json()).expect("write");
+        path
+    };
+    let expect_failure = |path: &Path, quorum: &str, step: &str| {
+        let (code, stdout, stderr) = verify(path, quorum);
+        assert_eq!(
+            code,
+            1,
+            "{}: must fail:\n{stdout}\n{stderr}",
+            path.display()
+        );
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("✗ {step}"))),
+            "{}: expected ✗ {step}:\n{stdout}",
+            path.display()
+        );
+    };
+    let payload = tampered("payload", &|b| {
+        let last = b.envelope.payload.len() - 1;
+        b.envelope.payload[last] ^= 1;
+    });
+    expect_failure(&payload, "2", "statement signature");
+    let proof = tampered("proof", &|b| b.log.inclusion_proof[1] = [0x5a; 32]);
+    expect_failure(&proof, "2", "inclusion");
+    let no_cosignatures = tampered("no-cosignatures", &|b| {
+        let mut note = parse_note(&b.log.checkpoint).expect("note");
+        note.signatures.retain(|s| !s.name.contains("/witness/"));
+        b.log.checkpoint = note.to_note_string();
+    });
+    expect_failure(&no_cosignatures, "2", "witness cosignatures");
+    expect_failure(&bundle_path, "4", "witness cosignatures");
+}
