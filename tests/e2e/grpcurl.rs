@@ -220,6 +220,34 @@ async fn readme_grpcurl_commands_work() {
         .await;
     assert!(witness.contains("witnessName"), "{witness}");
 
+    // The registry in force, its history and the flagged statements.
+    let registry = g
+        .ok(true, &[&hub, "rcpfed.v1.HubService/GetRegistry"])
+        .await;
+    assert!(registry.contains("Colombo Process"), "{registry}");
+    assert!(registry.contains("KEY_STATUS_ACTIVE"), "{registry}");
+    let first = g
+        .ok(
+            true,
+            &[
+                "-d",
+                r#"{"version": 1}"#,
+                &hub,
+                "rcpfed.v1.HubService/GetRegistry",
+            ],
+        )
+        .await;
+    assert!(first.contains("\"version\": \"1\""), "{first}");
+    let versions = g
+        .ok(true, &[&hub, "rcpfed.v1.HubService/ListRegistryVersions"])
+        .await;
+    assert!(
+        versions.contains("application/vnd.rcpfed.registry.v1+protobuf"),
+        "{versions}"
+    );
+    g.ok(true, &[&hub, "rcpfed.v1.HubService/ListFlaggedStatements"])
+        .await;
+
     // An error prints its code and ErrorInfo reason.
     let missing = g
         .run(

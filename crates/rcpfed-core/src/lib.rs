@@ -6,6 +6,7 @@
 //! callers, work with the domain types defined here.
 
 pub mod bundle;
+pub mod catalogue;
 pub mod checkpoint;
 pub mod dates;
 pub mod digest;

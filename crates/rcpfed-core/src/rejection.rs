@@ -265,4 +265,22 @@ pub mod reasons {
     pub const INVALID_DIGEST: &str = "INVALID_DIGEST";
     /// An enum field is unspecified or has an unknown value.
     pub const INVALID_ENUM: &str = "INVALID_ENUM";
+
+    // Indicator catalogue reasons (BadRequest field violations; see `crate::catalogue`).
+    /// The snapshot's indicator is not in the catalogue.
+    pub const UNKNOWN_INDICATOR: &str = "UNKNOWN_INDICATOR";
+    /// A dimension is not one of the indicator's dimensions in the catalogue.
+    pub const UNKNOWN_DIMENSION: &str = "UNKNOWN_DIMENSION";
+    /// A dimension value or attribute code is not in its catalogue codelist.
+    pub const CODE_NOT_IN_CODELIST: &str = "CODE_NOT_IN_CODELIST";
+    /// A value is outside the catalogue's plausible range (an error, or a warning).
+    pub const VALUE_OUT_OF_RANGE: &str = "VALUE_OUT_OF_RANGE";
+    /// A UNIT_MEASURE or UNIT_MULT is not one the catalogue allows for the indicator.
+    pub const UNIT_MISMATCH: &str = "UNIT_MISMATCH";
+    /// TIME_PERIOD values of different frequencies within one snapshot.
+    pub const MIXED_FREQUENCIES: &str = "MIXED_FREQUENCIES";
+    /// A TIME_PERIOD's frequency is not one the catalogue allows for the indicator.
+    pub const FREQUENCY_NOT_ALLOWED: &str = "FREQUENCY_NOT_ALLOWED";
+    /// A dimension the catalogue requires is absent.
+    pub const MISSING_DIMENSION: &str = "MISSING_DIMENSION";
 }
