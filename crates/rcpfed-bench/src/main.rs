@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae};
 use rcpfed_core::keys::SecretKey;
-use rcpfed_core::members::{Federation, MemberStateFile};
+use rcpfed_core::members::Federation;
 use rcpfed_core::statement::{
     Body, DocumentKind, Header, LocalizedText, PolicyStatus, PolicySummary, Statement,
 };
@@ -133,6 +133,30 @@ fn main() -> Result<()> {
         })),
         Cmd::BareServer { pki, addr_file } => rt.block_on(bare_server(&pki, &addr_file)),
     }
+}
+
+/// Runs `rcpfed pki init` with `nodes` synthetic nodes (synthetic-00, …) and no real ones.
+fn pki_init(rcpfed: &Path, dir: &Path, federation: &str, nodes: usize) -> Result<()> {
+    let out = std::process::Command::new(rcpfed)
+        .args(["pki", "init", "--dir"])
+        .arg(dir)
+        .args([
+            "--federation",
+            federation,
+            "--nodes",
+            "",
+            "--synthetic-nodes",
+        ])
+        .arg(nodes.to_string())
+        .output()
+        .with_context(|| format!("running {} pki init", rcpfed.display()))?;
+    if !out.status.success() {
+        bail!(
+            "rcpfed pki init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 fn member_id(i: usize) -> String {
@@ -342,31 +366,9 @@ async fn ingest(rcpfed: &Path, clients: usize, per_client: usize, size: usize) -
     }
     let dir = std::env::temp_dir().join(format!("rcpfed-bench-{}", std::process::id()));
     let pki = dir.join("fed");
-    let plan = rcpfed_pki::PkiPlan {
-        federation_id: "bench-federation".into(),
-        hub: rcpfed_pki::MemberPlan {
-            id: "gfmd".into(),
-            name: "GFMD (benchmark)".into(),
-            kind: "hub".into(),
-            states: vec![],
-        },
-        nodes: (0..clients)
-            .map(|i| rcpfed_pki::MemberPlan {
-                id: member_id(i),
-                name: format!("Synthetic process {i} (benchmark)"),
-                kind: "RCP".into(),
-                states: vec![MemberStateFile {
-                    iso3: "IND".into(),
-                    since: String::new(),
-                    until: String::new(),
-                }],
-            })
-            .collect(),
-        operators: vec!["operator".into()],
-        server_hosts: rcpfed_pki::default_server_hosts(),
-        valid_days: 30,
-    };
-    rcpfed_pki::init(&pki, &plan)?;
+    // The real `rcpfed pki init`, so the hub runs on a threshold-signed registry as in
+    // production; the synthetic nodes are labelled synthetic.
+    pki_init(rcpfed, &pki, "bench-federation", clients)?;
     let fed = Federation::from_toml(&std::fs::read_to_string(pki.join("federation.toml"))?)?;
     let keys: Vec<SecretKey> = (0..clients)
         .map(|i| {
@@ -420,7 +422,7 @@ async fn ingest(rcpfed: &Path, clients: usize, per_client: usize, size: usize) -
     bare.kill().await?;
 
     // The real hub, durable before each receipt.
-    let hub_toml = "federation_file = \"fed/federation.toml\"\ndata_dir = \"data\"\nsigning_key = \"fed/members/gfmd/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/gfmd/tls.pem\"\nkey = \"fed/members/gfmd/tls.key\"\n";
+    let hub_toml = "root_trust_file = \"fed/root-trust.toml\"\nregistry_file = \"fed/registry/registry.v1.json\"\ncrl_file = \"\"\ndata_dir = \"data\"\nsigning_key = \"fed/members/gfmd/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/gfmd/tls.pem\"\nkey = \"fed/members/gfmd/tls.key\"\n";
     std::fs::write(dir.join("hub.toml"), hub_toml)?;
     let hub_addr_file = dir.join("hub.addr.json");
     let mut hub = pinned_command(0, rcpfed);
@@ -764,7 +766,7 @@ mod log_bench {
     async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         let pki = dir.join("fed");
         if !pki.join("federation.toml").is_file() {
-            rcpfed_pki::init(&pki, &pki_plan(o.nodes))?;
+            super::pki_init(&o.rcpfed, &pki, FEDERATION, o.nodes)?;
         }
         let read_key = |id: &str| -> Result<SecretKey> {
             let path = pki.join("members").join(id).join("signing.key");
@@ -861,36 +863,9 @@ mod log_bench {
         Ok(())
     }
 
-    fn pki_plan(nodes: usize) -> rcpfed_pki::PkiPlan {
-        rcpfed_pki::PkiPlan {
-            federation_id: FEDERATION.into(),
-            hub: rcpfed_pki::MemberPlan {
-                id: HUB.into(),
-                name: "GFMD (benchmark)".into(),
-                kind: "hub".into(),
-                states: vec![],
-            },
-            nodes: (0..nodes)
-                .map(|i| rcpfed_pki::MemberPlan {
-                    id: node_id(i),
-                    name: format!("Synthetic process {i} (benchmark)"),
-                    kind: "RCP".into(),
-                    states: vec![rcpfed_core::members::MemberStateFile {
-                        iso3: "IND".into(),
-                        since: String::new(),
-                        until: String::new(),
-                    }],
-                })
-                .collect(),
-            operators: vec!["operator".into()],
-            server_hosts: rcpfed_pki::default_server_hosts(),
-            valid_days: 30,
-        }
-    }
-
     fn write_config(dir: &Path, name: &str, data_dir: &str) -> Result<PathBuf> {
         let text = format!(
-            "# rcpfed-bench log: synthetic hub configuration\nfederation_file = \"fed/federation.toml\"\ndata_dir = \"{data_dir}\"\nsigning_key = \"fed/members/{HUB}/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/{HUB}/tls.pem\"\nkey = \"fed/members/{HUB}/tls.key\"\n"
+            "# rcpfed-bench log: synthetic hub configuration\nroot_trust_file = \"fed/root-trust.toml\"\nregistry_file = \"fed/registry/registry.v1.json\"\ncrl_file = \"\"\ndata_dir = \"{data_dir}\"\nsigning_key = \"fed/members/{HUB}/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/{HUB}/tls.pem\"\nkey = \"fed/members/{HUB}/tls.key\"\n"
         );
         let path = dir.join(name);
         std::fs::write(&path, text)?;

@@ -260,6 +260,10 @@ pub struct PkiInitArgs {
     /// The hub's endpoint written into node configurations.
     #[arg(long, default_value = "https://localhost:50051")]
     pub hub_endpoint: String,
+    /// Also create this many SYNTHETIC nodes (synthetic-00, synthetic-01, …; member state IND)
+    /// for load tests and benchmarks. Their names say they are synthetic.
+    #[arg(long, default_value_t = 0)]
+    pub synthetic_nodes: usize,
 }
 
 /// Ports written into generated configurations: the hub on 50051/9051, nodes from 50061/9061.
@@ -267,6 +271,11 @@ const HUB_PORT: u16 = 50051;
 const HUB_OPS_PORT: u16 = 9051;
 const NODE_PORT: u16 = 50061;
 const NODE_OPS_PORT: u16 = 9061;
+
+/// Id of the i-th synthetic node.
+pub fn synthetic_id(i: usize) -> String {
+    format!("synthetic-{i:02}")
+}
 
 /// Creates the PKI and configuration files. Returns the member file.
 pub fn pki_init(args: &PkiInitArgs) -> Result<Federation> {
@@ -292,7 +301,20 @@ pub fn pki_init(args: &PkiInitArgs) -> Result<Federation> {
         nodes: args
             .nodes
             .iter()
+            .filter(|id| !id.is_empty())
             .map(|id| plan_for(id))
+            .chain((0..args.synthetic_nodes).map(|i| {
+                Ok(rcpfed_pki::MemberPlan {
+                    id: synthetic_id(i),
+                    name: format!("Synthetic load-test process {i} (synthetic, not a real RCP)"),
+                    kind: "RCP".into(),
+                    states: vec![rcpfed_core::members::MemberStateFile {
+                        iso3: "IND".into(),
+                        since: String::new(),
+                        until: String::new(),
+                    }],
+                })
+            }))
             .collect::<Result<_>>()?,
         operators: args.operators.clone(),
         server_hosts: args.hosts.clone(),
@@ -309,7 +331,14 @@ pub fn pki_init(args: &PkiInitArgs) -> Result<Federation> {
         tls_for("gfmd")
     );
     write_new(&args.dir.join("hub.toml"), &hub_toml)?;
-    for (i, id) in args.nodes.iter().enumerate() {
+    let all_nodes: Vec<String> = args
+        .nodes
+        .iter()
+        .filter(|id| !id.is_empty())
+        .cloned()
+        .chain((0..args.synthetic_nodes).map(synthetic_id))
+        .collect();
+    for (i, id) in all_nodes.iter().enumerate() {
         let offset = u16::try_from(i).unwrap_or(0);
         let node_toml = format!(
             "# rcpfed node configuration (paths are relative to this file)\nnode_id = \"{id}\"\nhub_endpoint = \"{}\"\nroot_trust_file = \"root-trust.toml\"\nregistry_file = \"registry/registry.v1.json\"\ndata_dir = \"data/{id}\"\nlisten = \"127.0.0.1:{}\"\nops_listen = \"127.0.0.1:{}\"\nsigning_key = \"members/{id}/signing.key\"\n\n{}",

@@ -102,6 +102,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         operators: vec!["operator".into()],
         hosts: vec!["localhost".into(), "127.0.0.1".into()],
         hub_endpoint: "https://localhost:50051".into(),
+        synthetic_nodes: 0,
     })?;
     println!(
         "1. PKI: federation CA, mTLS certificates (spiffe://{}/node/<id>), Ed25519 signing keys, member file",
