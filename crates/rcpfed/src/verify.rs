@@ -419,6 +419,7 @@ mod tests {
             operators: vec!["operator".into()],
             hosts: vec!["localhost".into()],
             hub_endpoint: "https://localhost:50051".into(),
+            synthetic_nodes: 0,
         })
         .expect("pki init");
         let fed = "rcp-federation";
