@@ -1629,6 +1629,23 @@ async fn export_and_offline_verify_bundle() {
     assert_eq!(ticks, 6, "six steps pass:\n{stdout}");
     assert!(!stdout.contains('✗'), "{stdout}");
 
+    // The same bundle against the registry itself, verified from the root keys alone.
+    let (code, stdout, stderr) = rcpfed(&[
+        "verify",
+        path_str(&bundle_path),
+        "--root-trust",
+        path_str(&fed_dir.join("root-trust.toml")),
+        "--registry",
+        path_str(&fed_dir.join("registry").join("registry.v1.json")),
+    ]);
+    assert_eq!(code, 0, "verify from the root keys:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("trusting registry version 1"), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with('✓')).count(),
+        6,
+        "{stdout}"
+    );
+
     let tampered = |name: &str, change: &dyn Fn(&mut Bundle)| {
         let mut b = bundle.clone();
         change(&mut b);

@@ -130,6 +130,16 @@ impl NodeRegistry {
                 delay = (delay * 2).min(std::time::Duration::from_secs(10));
             }
         };
+        if registry.expires_at <= now {
+            // Freeze defence: an expired version is not trusted as current. The node still
+            // starts (it must reach the hub to receive the next version through the feed),
+            // but says so loudly.
+            tracing::error!(
+                version = registry.version,
+                expired_at = %registry.expires_at,
+                "REGISTRY EXPIRED: the registry version this node trusts has expired; waiting for a newer one from the hub"
+            );
+        }
         write_cache(&cache, &envelope)
             .map_err(|e| format!("writing registry cache {}: {e}", cache.display()))?;
         let federation = registry.to_federation().map_err(|e| e.to_string())?;

@@ -8,7 +8,6 @@ use crate::client;
 use crate::commands::{PkiInitArgs, PublishWhat, cancel_on_signal, documents_for, pki_init};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use rcpfed_core::members::Federation;
 use rcpfed_proto::v1;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -128,14 +127,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         nodes.push(p);
     }
 
-    let outcome = exchange(
-        &dir,
-        &federation,
-        &hub,
-        &nodes,
-        Duration::from_secs(args.timeout_secs),
-    )
-    .await;
+    let outcome = exchange(&dir, &hub, &nodes, Duration::from_secs(args.timeout_secs)).await;
     let ok = match &outcome {
         Ok(()) => true,
         Err(e) => {
@@ -173,13 +165,7 @@ async fn stop_all(hub: &mut Proc, nodes: &mut [Proc]) {
     }
 }
 
-async fn exchange(
-    dir: &Path,
-    federation: &Federation,
-    hub: &Proc,
-    nodes: &[Proc],
-    timeout: Duration,
-) -> Result<()> {
+async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> Result<()> {
     let operator = client::identity_in(dir, "operator");
     let started = Instant::now();
     let mut expected_total = 0u64;
@@ -303,33 +289,15 @@ async fn exchange(
         })
         .await?
         .into_inner();
-    let mut verified = 0u64;
-    let mut registry_versions = Vec::new();
-    for record in &listed.statements {
-        let is_registry = record
-            .envelope
-            .as_ref()
-            .is_some_and(|e| e.payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE);
-        if is_registry {
-            registry_versions.extend(
-                record
-                    .envelope
-                    .clone()
-                    .map(rcpfed_core::envelope::SignedEnvelope::from_proto),
-            );
-            continue;
-        }
-        let entry = v1::SubscribeFeedResponse {
-            feed_index: record.feed_index,
-            envelope: record.envelope.clone(),
-            receipt: record.receipt.clone(),
-            log: record.log.clone(),
-        };
-        rcpfed_node::mirror::verify_entry(federation, &entry, 0)
-            .map_err(|e| anyhow::anyhow!("hub statement {} does not verify: {e}", record.name))?;
-        verified += 1;
-    }
-    // The registry versions in the log verify from the GFMD root keys alone.
+    // First the registry versions in the log, verified from the GFMD root keys alone; then
+    // every statement against the federation they define (not the readable member file).
+    let registry_versions: Vec<rcpfed_core::envelope::SignedEnvelope> = listed
+        .statements
+        .iter()
+        .filter_map(|r| r.envelope.clone())
+        .filter(|e| e.payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE)
+        .map(rcpfed_core::envelope::SignedEnvelope::from_proto)
+        .collect();
     let trust_text = std::fs::read_to_string(dir.join("root-trust.toml"))?;
     let trust_file = rcpfed_core::registry::RootTrustFile::from_toml(&trust_text)?;
     let registry = rcpfed_core::registry::verify_chain(
@@ -338,11 +306,31 @@ async fn exchange(
         &registry_versions,
         time::OffsetDateTime::now_utc(),
     )?;
+    let trusted = registry.to_federation()?;
+    let mut verified = 0u64;
+    for record in &listed.statements {
+        let is_registry = record
+            .envelope
+            .as_ref()
+            .is_some_and(|e| e.payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE);
+        if is_registry {
+            continue;
+        }
+        let entry = v1::SubscribeFeedResponse {
+            feed_index: record.feed_index,
+            envelope: record.envelope.clone(),
+            receipt: record.receipt.clone(),
+            log: record.log.clone(),
+        };
+        rcpfed_node::mirror::verify_entry(&trusted, &entry, 0)
+            .map_err(|e| anyhow::anyhow!("hub statement {} does not verify: {e}", record.name))?;
+        verified += 1;
+    }
     if verified != expected_total {
         bail!("hub lists {verified} statements, expected {expected_total}");
     }
     println!(
-        "5. done in {:.2} s: {expected_total} statements signed by {} nodes, accepted by the hub, each signature, receipt and log inclusion proof verified, mirrored on all {} nodes",
+        "5. done in {:.2} s: {expected_total} statements signed by {} nodes, accepted by the hub, each signature and receipt verified here, each log inclusion proof verified by the nodes, mirrored on all {} nodes",
         took.as_secs_f64(),
         nodes.len(),
         nodes.len()
@@ -391,7 +379,7 @@ async fn exchange(
     let bundle_path = dir.join("colombo-2.bundle.json");
     std::fs::write(&bundle_path, bundle.to_json() + "\n")?;
     let anchors = rcpfed_core::bundle::TrustAnchors::from_federation(
-        federation.clone(),
+        trusted.clone(),
         final_cp.quorum as usize,
     )
     .ok_or_else(|| anyhow::anyhow!("the member file has no hub key"))?;
@@ -412,9 +400,10 @@ async fn exchange(
         bail!("the exported bundle did not verify");
     }
     println!(
-        "   anyone can repeat this with: rcpfed verify {} --federation {}",
+        "   anyone can repeat this with: rcpfed verify {} --root-trust {} --registry {}",
         bundle_path.display(),
-        dir.join("federation.toml").display()
+        dir.join("root-trust.toml").display(),
+        dir.join("registry").join("registry.v1.json").display()
     );
     Ok(())
 }

@@ -30,9 +30,17 @@ const MAX_BUNDLE_BYTES: u64 = 16 << 20;
 pub struct VerifyArgs {
     /// The statement bundle (JSON, as written by `rcpfed export bundle`).
     pub bundle: PathBuf,
-    /// The member file (federation.toml) that holds the signing keys you trust.
-    #[arg(long)]
-    pub federation: PathBuf,
+    /// The member file (federation.toml) that holds the signing keys you trust. Alternatively
+    /// give --root-trust and --registry.
+    #[arg(long, required_unless_present = "root_trust")]
+    pub federation: Option<PathBuf>,
+    /// The GFMD root trust file (root-trust.toml): trust the registry versions given with
+    /// --registry, verified as a chain from these root keys, instead of a member file.
+    #[arg(long, requires = "registry")]
+    pub root_trust: Option<PathBuf>,
+    /// Registry versions 1, 2, … (DSSE JSON, as `rcpfed registry fetch` writes them), in order.
+    #[arg(long, num_args = 1..)]
+    pub registry: Vec<PathBuf>,
     /// How many distinct witnesses must have cosigned the checkpoint.
     #[arg(long, default_value_t = 2)]
     pub quorum: usize,
@@ -98,6 +106,43 @@ fn read_bundle(path: &Path) -> Result<Bundle> {
     Bundle::from_json(&text).with_context(|| format!("{}", path.display()))
 }
 
+/// The federation of the latest registry version, verified as a chain from the root keys.
+/// Expiry is not held against it: an offline check of an old statement may well use an old
+/// registry.
+fn federation_from_registry(trust: &Path, versions: &[PathBuf]) -> Result<Federation> {
+    let text = std::fs::read_to_string(trust)
+        .with_context(|| format!("reading root trust file {}", trust.display()))?;
+    let file = rcpfed_core::registry::RootTrustFile::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", trust.display()))?;
+    let root = file
+        .to_root_set()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", trust.display()))?;
+    let envelopes = versions
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading registry version {}", p.display()))?;
+            crate::registry_cmd::envelope_from_json(&text)
+                .with_context(|| format!("registry version {}", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let registry = rcpfed_core::registry::verify_chain(
+        &root,
+        &file.federation_id,
+        &envelopes,
+        time::OffsetDateTime::UNIX_EPOCH,
+    )
+    .map_err(|e| anyhow::anyhow!("the registry versions do not verify from the root keys: {e}"))?;
+    println!(
+        "trusting registry version {} of {}, verified from {} root keys (threshold {})",
+        registry.version,
+        registry.federation_id,
+        registry.root.keys.len(),
+        registry.root.threshold
+    );
+    registry.to_federation().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 fn load_federation(path: &Path) -> Result<Federation> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading member file {}", path.display()))?;
@@ -156,7 +201,11 @@ fn anchors(args: &VerifyArgs, federation: Federation) -> Result<TrustAnchors> {
 
 /// `rcpfed verify`: no network; exit status 0 only if every step passes.
 pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
-    let federation = load_federation(&args.federation)?;
+    let federation = match (&args.federation, &args.root_trust) {
+        (Some(path), _) => load_federation(path)?,
+        (None, Some(trust)) => federation_from_registry(trust, &args.registry)?,
+        (None, None) => bail!("give --federation, or --root-trust with --registry"),
+    };
     let bundle = read_bundle(&args.bundle)?;
     let t = anchors(&args, federation)?;
     let mut witness_ids: Vec<&str> = t.witnesses.iter().map(|(id, _)| id.as_str()).collect();
@@ -501,7 +550,9 @@ mod tests {
         std::fs::write(&path, bundle.to_json()).expect("write");
         let mut args = VerifyArgs {
             bundle: path,
-            federation: pki.join("federation.toml"),
+            federation: Some(pki.join("federation.toml")),
+            root_trust: None,
+            registry: vec![],
             quorum: 2,
             log_key: None,
             witness_keys: vec![],
@@ -573,7 +624,9 @@ mod tests {
         let path = dir.join("bundle.json");
         let args = VerifyArgs {
             bundle: path.clone(),
-            federation: pki.join("federation.toml"),
+            federation: Some(pki.join("federation.toml")),
+            root_trust: None,
+            registry: vec![],
             quorum: 2,
             log_key: Some(colombo.clone()),
             witness_keys: vec![],
@@ -583,7 +636,9 @@ mod tests {
         std::fs::write(&path, "{}").expect("write");
         let args = VerifyArgs {
             bundle: path,
-            federation: pki.join("federation.toml"),
+            federation: Some(pki.join("federation.toml")),
+            root_trust: None,
+            registry: vec![],
             quorum: 2,
             log_key: None,
             witness_keys: vec![],
