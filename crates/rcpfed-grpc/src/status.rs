@@ -98,3 +98,33 @@ pub fn page_size(requested: i32) -> Result<usize, Status> {
         )),
     }
 }
+
+/// Runs blocking store work off the async runtime; a failure becomes `INTERNAL` with the
+/// details in the server log.
+pub async fn blocking<T, E>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Status>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(internal(what, &e)),
+        Err(e) => Err(internal(what, &e)),
+    }
+}
+
+/// AIP-158 paging over rows fetched with one extra: keeps `limit` rows and returns the next
+/// page token (the position of the last row kept), or "" on the last page.
+pub fn next_page<T>(rows: &mut Vec<T>, limit: usize, position: impl Fn(&T) -> u64) -> String {
+    if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last()
+            .map(|r| position(r).to_string())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    }
+}

@@ -9,7 +9,9 @@ use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::statement::{DocumentKind, Statement};
 use rcpfed_core::validate::{ValidationContext, validate_statement};
 use rcpfed_grpc::records::{RecordParts, parse_statement_name, statement_record};
-use rcpfed_grpc::status::{internal, invalid_field, not_found, page_size, parse_page_token};
+use rcpfed_grpc::status::{
+    internal, invalid_field, next_page, not_found, page_size, parse_page_token,
+};
 use rcpfed_grpc::{authorize, limits, rejection_status};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_server::HubService;
@@ -19,6 +21,14 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+
+/// Store work off the async runtime (store errors become INTERNAL).
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, rcpfed_store::StoreError> + Send + 'static,
+) -> Result<T, Status> {
+    rcpfed_grpc::status::blocking(what, f).await
+}
 
 /// The hub's gRPC service.
 pub struct Hub {
@@ -34,18 +44,6 @@ pub struct Hub {
 
 fn reject(rejection: Rejection) -> Status {
     rejection_status(&rejection)
-}
-
-/// Runs a store read off the async runtime.
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> Result<T, rcpfed_store::StoreError> + Send + 'static,
-) -> Result<T, Status> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(internal(what, &e)),
-        Err(e) => Err(internal(what, &e)),
-    }
 }
 
 fn record(st: &StoredStatement) -> v1::StatementRecord {
@@ -327,14 +325,7 @@ impl HubService for Hub {
             store.list_statements(&filter, after, limit + 1)
         })
         .await?;
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last()
-                .map(|r| r.feed_index.to_string())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut rows, limit, |r| r.feed_index);
         Ok(Response::new(v1::ListStatementsResponse {
             statements: rows.iter().map(record).collect(),
             next_page_token,
@@ -436,12 +427,7 @@ impl HubService for Hub {
             store.list_equivocations(node.as_deref(), after, limit + 1)
         })
         .await?;
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut rows, limit, |r| r.id);
         let equivocations = rows
             .into_iter()
             .map(|e| v1::Equivocation {
@@ -923,12 +909,7 @@ impl HubService for Hub {
             store.list_flags(after, limit + 1)
         })
         .await?;
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut rows, limit, |r| r.id);
         let statements = rows
             .into_iter()
             .map(|f| v1::FlaggedStatement {

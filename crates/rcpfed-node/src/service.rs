@@ -6,13 +6,21 @@ use rcpfed_core::members::Role;
 use rcpfed_core::rejection::reasons;
 use rcpfed_core::statement::{Body, IndicatorSnapshot, PolicySummary};
 use rcpfed_grpc::records::{RecordParts, statement_record};
-use rcpfed_grpc::status::{internal, invalid_field, page_size, parse_page_token};
+use rcpfed_grpc::status::{internal, invalid_field, next_page, page_size, parse_page_token};
 use rcpfed_grpc::{authorize, rejection_status};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::node_service_server::NodeService;
 use rcpfed_store::{DeliveryState, NodeStore};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+
+/// Store work off the async runtime (store errors become INTERNAL).
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, rcpfed_store::StoreError> + Send + 'static,
+) -> Result<T, Status> {
+    rcpfed_grpc::status::blocking(what, f).await
+}
 
 /// The node's gRPC service.
 pub struct Node {
@@ -21,17 +29,6 @@ pub struct Node {
     pub(crate) store: Arc<dyn NodeStore>,
     pub(crate) publisher: Publisher,
     pub(crate) state: Arc<NodeState>,
-}
-
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> Result<T, rcpfed_store::StoreError> + Send + 'static,
-) -> Result<T, Status> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(internal(what, &e)),
-        Err(e) => Err(internal(what, &e)),
-    }
 }
 
 #[tonic::async_trait]
@@ -129,12 +126,7 @@ impl NodeService for Node {
             store.list_own(before, limit + 1)
         })
         .await?;
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|r| r.seq.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut rows, limit, |r| r.seq);
         let entries = rows
             .into_iter()
             .map(|o| v1::OutboxEntry {
@@ -179,14 +171,7 @@ impl NodeService for Node {
             store.mirror_list(node.as_deref(), after, limit + 1)
         })
         .await?;
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last()
-                .map(|r| r.feed_index.to_string())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = next_page(&mut rows, limit, |r| r.feed_index);
         let statements = rows
             .iter()
             .map(|m| {
