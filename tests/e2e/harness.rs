@@ -782,11 +782,13 @@ pub fn describe(status: &Status) -> String {
 /// The `google.rpc.ErrorInfo` reason of a status ("" if none).
 pub fn reason(status: &Status) -> String {
     use tonic_types::StatusExt as _;
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
+    let details = status.get_error_details();
+    let Some(info) = details.error_info() else {
+        return String::new();
+    };
+    // Every rcpfed error names its domain; a reason from anywhere else would be a bug.
+    assert_eq!(info.domain, "rcpfed.v1", "ErrorInfo domain of {status:?}");
+    info.reason.clone()
 }
 
 /// The `google.rpc.BadRequest` field violations of a status as (field, description).
