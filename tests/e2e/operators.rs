@@ -86,3 +86,90 @@ async fn ops_health_is_serving_then_stops_on_sigterm() {
         "hub ops health is SERVING after restart"
     );
 }
+
+/// The services a reflection endpoint lists, asked over the given protocol version.
+async fn reflected_services(c: &Cluster, v1: bool) -> Vec<String> {
+    let channel = crate::harness::connect(c.hub_addr().port(), &c.tls("operator"))
+        .await
+        .expect("connect to the hub");
+    if v1 {
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection v1")
+            .into_inner();
+        match stream
+            .message()
+            .await
+            .expect("answer")
+            .and_then(|r| r.message_response)
+        {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("unexpected reflection v1 answer: {other:?}"),
+        }
+    } else {
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner();
+        match stream
+            .message()
+            .await
+            .expect("answer")
+            .and_then(|r| r.message_response)
+        {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("unexpected reflection v1alpha answer: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1_and_v1alpha_both_describe_the_hub() {
+    let c = Cluster::start(&[]).await;
+    let v1 = reflected_services(&c, true).await;
+    let v1alpha = reflected_services(&c, false).await;
+    for service in ["rcpfed.v1.HubService", "grpc.health.v1.Health"] {
+        assert!(
+            v1.iter().any(|s| s == service),
+            "v1 lacks {service}: {v1:?}"
+        );
+        assert!(
+            v1alpha.iter().any(|s| s == service),
+            "v1alpha lacks {service}: {v1alpha:?}"
+        );
+    }
+    // Each reflection service describes itself.
+    assert!(
+        v1.iter()
+            .any(|s| s == "grpc.reflection.v1.ServerReflection"),
+        "{v1:?}"
+    );
+    assert!(
+        v1alpha
+            .iter()
+            .any(|s| s == "grpc.reflection.v1alpha.ServerReflection"),
+        "{v1alpha:?}"
+    );
+}
