@@ -266,39 +266,50 @@ pub fn parse_note(note: &str) -> Result<SignedNote, Rejection> {
                 "the note has more than {MAX_SIGNATURES} signatures"
             )));
         }
-        let n = i + 1;
-        let Some(rest) = line.strip_prefix(SIG_PREFIX) else {
-            return Err(malformed(format!(
-                "signature line {n} does not start with an em dash (U+2014) and a space"
-            )));
-        };
-        let Some((name, b64)) = rest.split_once(' ') else {
-            return Err(malformed(format!(
-                "signature line {n} is not \"<name> <base64 signature>\""
-            )));
-        };
-        check_key_name(name)
-            .map_err(|m| malformed(format!("signature line {n}: key name {name:?} {m}")))?;
-        let raw = B64.decode(b64).map_err(|_| {
-            malformed(format!(
-                "signature line {n}: the signature is not standard base64"
-            ))
-        })?;
-        if raw.len() < 5 {
-            return Err(malformed(format!(
-                "signature line {n}: the signature is shorter than a key hash and one byte"
-            )));
-        }
-        signatures.push(NoteSignature {
-            name: name.to_owned(),
-            key_hash: [raw[0], raw[1], raw[2], raw[3]],
-            sig: raw[4..].to_vec(),
-        });
+        signatures.push(parse_line(line, i + 1)?);
     }
     Ok(SignedNote {
         text: text.to_owned(),
         signatures,
     })
+}
+
+/// One signature line (`— <name> <base64(key hash || signature)>`), the `n`-th of its note.
+fn parse_line(line: &str, n: usize) -> Result<NoteSignature, Rejection> {
+    let Some(rest) = line.strip_prefix(SIG_PREFIX) else {
+        return Err(malformed(format!(
+            "signature line {n} does not start with an em dash (U+2014) and a space"
+        )));
+    };
+    let Some((name, b64)) = rest.split_once(' ') else {
+        return Err(malformed(format!(
+            "signature line {n} is not \"<name> <base64 signature>\""
+        )));
+    };
+    check_key_name(name)
+        .map_err(|m| malformed(format!("signature line {n}: key name {name:?} {m}")))?;
+    let raw = B64.decode(b64).map_err(|_| {
+        malformed(format!(
+            "signature line {n}: the signature is not standard base64"
+        ))
+    })?;
+    if raw.len() < 5 {
+        return Err(malformed(format!(
+            "signature line {n}: the signature is shorter than a key hash and one byte"
+        )));
+    }
+    Ok(NoteSignature {
+        name: name.to_owned(),
+        key_hash: [raw[0], raw[1], raw[2], raw[3]],
+        sig: raw[4..].to_vec(),
+    })
+}
+
+/// Parses a single signature line, as a witness sends a cosignature on its own (a trailing
+/// newline is allowed).
+pub fn parse_signature_line(line: &str) -> Result<NoteSignature, Rejection> {
+    check_note_chars(line, "the signature line")?;
+    parse_line(line.strip_suffix('\n').unwrap_or(line), 1)
 }
 
 /// The message a tlog-cosignature/v1 signs: `cosignature/v1\ntime <timestamp>\n` followed by

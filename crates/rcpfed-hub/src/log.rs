@@ -102,20 +102,36 @@ pub fn log_proof(
     leaf_index: u64,
     checkpoint: &StoredCheckpoint,
 ) -> Result<v1::LogProof, StoreError> {
-    let proof =
-        merkle::inclusion_proof(&StoreSource(store), leaf_index, checkpoint.size).map_err(|e| {
-            match e {
+    let mut proofs = log_proofs(store, &[leaf_index], checkpoint)?;
+    proofs
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("no proof built".into()))
+}
+
+/// Inclusion proofs of several leaves against one checkpoint; its note and cosignatures are
+/// read once, not once per leaf (the feed sends a batch of entries at a time).
+pub fn log_proofs(
+    store: &dyn HubStore,
+    leaf_indexes: &[u64],
+    checkpoint: &StoredCheckpoint,
+) -> Result<Vec<v1::LogProof>, StoreError> {
+    let note = note_with_cosignatures(&checkpoint.note, &store.cosignatures(checkpoint.size)?);
+    leaf_indexes
+        .iter()
+        .map(|&leaf_index| {
+            let proof = merkle::inclusion_proof(&StoreSource(store), leaf_index, checkpoint.size)
+                .map_err(|e| match e {
                 merkle::ProofError::OutOfRange(m) => StoreError::Corrupt(m),
                 merkle::ProofError::Source(e) => e,
-            }
-        })?;
-    let cosignatures = store.cosignatures(checkpoint.size)?;
-    Ok(v1::LogProof {
-        leaf_index,
-        tree_size: checkpoint.size,
-        checkpoint: note_with_cosignatures(&checkpoint.note, &cosignatures),
-        inclusion_proof: proof.iter().map(|h| h.to_vec()).collect(),
-    })
+            })?;
+            Ok(v1::LogProof {
+                leaf_index,
+                tree_size: checkpoint.size,
+                checkpoint: note.clone(),
+                inclusion_proof: proof.iter().map(|h| h.to_vec()).collect(),
+            })
+        })
+        .collect()
 }
 
 /// Consistency proof between two sizes.

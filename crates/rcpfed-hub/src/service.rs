@@ -134,39 +134,27 @@ impl Hub {
         }
         // The key's lifecycle in the registry, judged at the hub's clock (the signer controls
         // issued_at, so it cannot date a statement back before a retirement).
-        match federation.key_state(&key.key_id, time::OffsetDateTime::now_utc()) {
-            rcpfed_core::members::KeyState::Active => {}
-            rcpfed_core::members::KeyState::Retired { at } => {
-                return Err(Rejection::new(
-                    RejectClass::Forbidden,
-                    reasons::KEY_RETIRED,
-                    format!("key {} of {member_id} was retired at {at}; sign with the member's current key", key.key_id),
-                )
-                .with_meta("key_id", key.key_id.clone()));
+        use rcpfed_core::members::KeyState;
+        let refusal = match federation.key_state(&key.key_id, time::OffsetDateTime::now_utc()) {
+            KeyState::Active => None,
+            KeyState::Retired { at } => Some((
+                reasons::KEY_RETIRED,
+                format!("was retired at {at}; sign with the member's current key"),
+            )),
+            KeyState::Revoked { at } => {
+                Some((reasons::KEY_REVOKED, format!("was revoked at {at}")))
             }
-            rcpfed_core::members::KeyState::Revoked { at } => {
-                return Err(Rejection::new(
-                    RejectClass::Forbidden,
-                    reasons::KEY_REVOKED,
-                    format!("key {} of {member_id} was revoked at {at}", key.key_id),
-                )
-                .with_meta("key_id", key.key_id.clone()));
-            }
-            rcpfed_core::members::KeyState::NotYetValid => {
-                return Err(Rejection::new(
-                    RejectClass::Forbidden,
-                    reasons::KEY_NOT_YET_VALID,
-                    format!("key {} of {member_id} is not valid yet", key.key_id),
-                )
-                .with_meta("key_id", key.key_id.clone()));
-            }
-            rcpfed_core::members::KeyState::Unknown => {
-                return Err(Rejection::new(
-                    RejectClass::Unauthenticated,
-                    reasons::UNKNOWN_KEY_ID,
-                    format!("key {} is not in the registry", key.key_id),
-                ));
-            }
+            KeyState::NotYetValid => Some((reasons::KEY_NOT_YET_VALID, "is not valid yet".into())),
+            // verify_signatures found the key in this registry; kept for completeness.
+            KeyState::Unknown => Some((reasons::UNKNOWN_KEY_ID, "is not in the registry".into())),
+        };
+        if let Some((reason, what)) = refusal {
+            return Err(Rejection::new(
+                RejectClass::Forbidden,
+                reason,
+                format!("key {} of {member_id} {what}", key.key_id),
+            )
+            .with_meta("key_id", key.key_id.clone()));
         }
         let statement = Statement::decode(&signed.payload)?;
         let member = federation.member(member_id).ok_or_else(|| {
@@ -379,10 +367,7 @@ impl HubService for Hub {
                     let Some(cp) = proof_store.latest_checkpoint()? else {
                         return Ok(Vec::new());
                     };
-                    indexes
-                        .iter()
-                        .map(|&i| crate::log::log_proof(proof_store.as_ref(), i, &cp).map(Some))
-                        .collect::<Result<Vec<_>, _>>()
+                    crate::log::log_proofs(proof_store.as_ref(), &indexes, &cp)
                 })
                 .await
                 {
@@ -399,7 +384,7 @@ impl HubService for Hub {
                         feed_index: st.feed_index,
                         envelope: v1::Envelope::decode(st.envelope.as_slice()).ok(),
                         receipt: v1::Envelope::decode(st.receipt.as_slice()).ok(),
-                        log: proofs.next().flatten(),
+                        log: proofs.next(),
                     };
                     tokio::select! {
                         sent = tx.send(Ok(item)) => if sent.is_err() { return },
@@ -680,19 +665,14 @@ impl HubService for Hub {
             .id
             .clone();
         let req = request.into_inner();
-        let signature = rcpfed_core::note::parse_note(&format!(
-            "x\n\n{}",
-            req.cosignature.trim_end_matches('\n').to_string() + "\n"
-        ))
-        .ok()
-        .and_then(|n| n.signatures.into_iter().next())
-        .ok_or_else(|| {
-            invalid_field(
-                "cosignature",
-                reasons::BAD_COSIGNATURE,
-                "cosignature is not a signed-note signature line",
-            )
-        })?;
+        let signature =
+            rcpfed_core::note::parse_signature_line(&req.cosignature).map_err(|_| {
+                invalid_field(
+                    "cosignature",
+                    reasons::BAD_COSIGNATURE,
+                    "cosignature is not a signed-note signature line",
+                )
+            })?;
         let verifiers: Vec<_> = rcpfed_core::logkeys::witness_verifiers(&self.federation.get())
             .into_iter()
             .filter(|(id, _)| *id == witness)

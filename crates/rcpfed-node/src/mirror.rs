@@ -43,18 +43,16 @@ pub fn verify_entry(
             statement.header.node_id
         ));
     }
-    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
     let receipt_env = SignedEnvelope::from_proto(receipt.clone());
-    let r = Receipt::verify(&receipt_env, &hub_keys).map_err(|e| format!("receipt: {e}"))?;
     let digest = signed.digest();
-    if r.statement_digest != digest
-        || r.feed_index != entry.feed_index
-        || r.node_id != statement.header.node_id
-        || r.seq != statement.header.seq
-        || r.federation_id != federation.federation_id
-    {
-        return Err("receipt does not match the statement it accompanies".into());
-    }
+    let r = entry_receipt(
+        federation,
+        &receipt_env,
+        entry.feed_index,
+        &digest,
+        &statement.header.node_id,
+        statement.header.seq,
+    )?;
     Ok(MirroredStatement {
         feed_index: entry.feed_index,
         node_id: statement.header.node_id.clone(),
@@ -259,19 +257,17 @@ pub fn check_registry_entry(
     let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
     let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
     let signed = SignedEnvelope::from_proto(envelope);
-    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
     let receipt_env = SignedEnvelope::from_proto(receipt);
-    let r = Receipt::verify(&receipt_env, &hub_keys).map_err(|e| format!("receipt: {e}"))?;
     let version = rcpfed_core::registry::decode_and_check(&signed.payload)
         .map_err(|e| format!("registry version: {e}"))?;
-    if r.statement_digest != signed.digest()
-        || r.feed_index != entry.feed_index
-        || r.node_id != version.hub_id
-        || r.seq != version.version
-        || r.federation_id != federation.federation_id
-    {
-        return Err("receipt does not match the registry version it accompanies".into());
-    }
+    let r = entry_receipt(
+        federation,
+        &receipt_env,
+        entry.feed_index,
+        &signed.digest(),
+        &version.hub_id,
+        version.version,
+    )?;
     Ok(MirroredStatement {
         feed_index: entry.feed_index,
         node_id: version.hub_id.clone(),
@@ -285,4 +281,29 @@ pub fn check_registry_entry(
         accepted_at_ms: (r.accepted_at.unix_timestamp_nanos() / 1_000_000) as i64,
         mirrored_at_ms: now_ms,
     })
+}
+
+/// The hub's receipt for a feed entry: signed by a hub key, for this federation, and naming
+/// exactly this entry (digest, feed index, issuer and seq).
+fn entry_receipt(
+    federation: &Federation,
+    receipt: &SignedEnvelope,
+    feed_index: u64,
+    digest: &rcpfed_core::Digest,
+    node_id: &str,
+    seq: u64,
+) -> Result<Receipt, String> {
+    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
+    let r = Receipt::verify(receipt, &hub_keys).map_err(|e| format!("receipt: {e}"))?;
+    if r.statement_digest != *digest
+        || r.feed_index != feed_index
+        || r.node_id != node_id
+        || r.seq != seq
+        || r.federation_id != federation.federation_id
+    {
+        return Err(format!(
+            "receipt does not match the entry it accompanies ({node_id}#{seq} at feed index {feed_index})"
+        ));
+    }
+    Ok(r)
 }
