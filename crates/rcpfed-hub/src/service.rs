@@ -15,7 +15,7 @@ use rcpfed_grpc::status::{
 use rcpfed_grpc::{authorize, limits, rejection_status};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_server::HubService;
-use rcpfed_store::{HubStore, StatementFilter, StoredStatement};
+use rcpfed_store::{HubStore, StatementFilter, StoredFlag, StoredStatement};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -892,7 +892,7 @@ impl HubService for Hub {
         let next_page_token = next_page(&mut rows, limit, |r| r.id);
         let statements = rows
             .into_iter()
-            .map(|f| v1::FlaggedStatement {
+            .map(|StoredFlag { flag: f, .. }| v1::FlaggedStatement {
                 name: rcpfed_grpc::records::statement_name(&f.node_id, f.seq),
                 reason: f.reason,
                 key_id: f.key_id,

@@ -1215,14 +1215,7 @@ pub fn hub_flags(store: &dyn HubStore) {
 
     let listed = store.list_flags(0, 100).unwrap();
     assert!(listed.windows(2).all(|w| w[0].id < w[1].id));
-    let as_record = |f: &StoredFlag| FlagRecord {
-        node_id: f.node_id.clone(),
-        seq: f.seq,
-        reason: f.reason.clone(),
-        key_id: f.key_id.clone(),
-        registry_version: f.registry_version,
-        flagged_at_ms: f.flagged_at_ms,
-    };
+    let as_record = |f: &StoredFlag| f.flag.clone();
     assert_eq!(
         listed.iter().map(as_record).collect::<Vec<_>>(),
         vec![

@@ -166,18 +166,8 @@ pub struct FlagRecord {
 pub struct StoredFlag {
     /// Flag id, ascending in flagging order.
     pub id: u64,
-    /// The node whose statement is flagged.
-    pub node_id: String,
-    /// The flagged statement's seq.
-    pub seq: u64,
-    /// Why, in words for readers.
-    pub reason: String,
-    /// The revoked signing key.
-    pub key_id: String,
-    /// The registry version that revoked it.
-    pub registry_version: u64,
-    /// When the hub flagged it (unix ms, UTC).
-    pub flagged_at_ms: i64,
+    /// The flag as recorded.
+    pub flag: FlagRecord,
 }
 
 /// The hub's storage.
@@ -773,12 +763,14 @@ impl HubStore for SqliteHubStore {
             while let Some(row) = rows.next()? {
                 out.push(StoredFlag {
                     id: get_u64(row, 0)?,
-                    node_id: row.get(1)?,
-                    seq: get_u64(row, 2)?,
-                    reason: row.get(3)?,
-                    key_id: row.get(4)?,
-                    registry_version: get_u64(row, 5)?,
-                    flagged_at_ms: row.get(6)?,
+                    flag: FlagRecord {
+                        node_id: row.get(1)?,
+                        seq: get_u64(row, 2)?,
+                        reason: row.get(3)?,
+                        key_id: row.get(4)?,
+                        registry_version: get_u64(row, 5)?,
+                        flagged_at_ms: row.get(6)?,
+                    },
                 });
             }
             Ok(out)

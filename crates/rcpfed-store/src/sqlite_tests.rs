@@ -261,7 +261,7 @@ fn hub_log_reopen_persists() {
     assert_eq!(
         flags
             .iter()
-            .map(|f| (f.seq, f.registry_version))
+            .map(|f| (f.flag.seq, f.flag.registry_version))
             .collect::<Vec<_>>(),
         vec![(2, 5)]
     );
