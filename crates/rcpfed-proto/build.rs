@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rcpfed/v1/hub_service.proto",
         "rcpfed/v1/node_service.proto",
         "rcpfed/v1/witness_service.proto",
+        "rcpfed/v1/catalogue.proto",
+        "rcpfed/v1/indicator_service.proto",
     ];
     let descriptors = protox::compile(files, [&proto_root])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -491,6 +491,7 @@ async fn node_refuses_a_non_finite_value_before_signing() {
             v1::IndicatorSnapshot {
                 indicator: "REMIT_INFLOW".into(),
                 observations: vec![obs],
+                chunks: None,
             },
         )),
         ..Default::default()

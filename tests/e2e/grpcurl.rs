@@ -104,6 +104,7 @@ async fn readme_grpcurl_commands_work() {
             v1::IndicatorSnapshot {
                 indicator: "REMIT_INFLOW".into(),
                 observations: vec![crate::harness::observation("LKA", "2023", 6.5).to_proto()],
+                chunks: None,
             },
         )),
         ..Default::default()

@@ -907,6 +907,7 @@ impl RawNode {
             body: Body::Indicators(IndicatorSnapshot {
                 indicator: "REMIT_INFLOW".into(),
                 observations,
+                chunks: None,
             }),
         }
     }

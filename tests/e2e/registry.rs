@@ -341,6 +341,7 @@ async fn node_validates(
                 v1::IndicatorSnapshot {
                     indicator: "REMIT_INFLOW".into(),
                     observations: vec![obs],
+                    chunks: None,
                 },
             )),
             validate_only: true,

@@ -567,6 +567,23 @@ impl HubService for BareAck {
     ) -> Result<Response<v1::ListFlaggedStatementsResponse>, Status> {
         Err(Status::unimplemented("baseline server"))
     }
+
+    async fn submit_snapshot(
+        &self,
+        _: Request<tonic::Streaming<v1::SubmitSnapshotRequest>>,
+    ) -> Result<Response<v1::SubmitSnapshotResponse>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
+
+    type GetSnapshotChunksStream =
+        tokio_stream::Empty<Result<v1::GetSnapshotChunksResponse, Status>>;
+
+    async fn get_snapshot_chunks(
+        &self,
+        _: Request<v1::GetSnapshotChunksRequest>,
+    ) -> Result<Response<Self::GetSnapshotChunksStream>, Status> {
+        Err(Status::unimplemented("baseline server"))
+    }
 }
 
 async fn bare_server(pki: &Path, addr_file: &Path) -> Result<()> {

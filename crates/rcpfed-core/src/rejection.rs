@@ -86,7 +86,12 @@ impl Rejection {
         self
     }
 
-    /// An `Invalid` rejection with reason VALIDATION_FAILED carrying one field violation.
+    /// An `Invalid` rejection without a field.
+    pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
+        Rejection::new(RejectClass::Invalid, reason, message)
+    }
+
+    /// An `Invalid` rejection carrying one field violation.
     pub fn invalid_field(
         field: impl Into<String>,
         reason: &'static str,
@@ -283,4 +288,22 @@ pub mod reasons {
     pub const FREQUENCY_NOT_ALLOWED: &str = "FREQUENCY_NOT_ALLOWED";
     /// A dimension the catalogue requires is absent.
     pub const MISSING_DIMENSION: &str = "MISSING_DIMENSION";
+
+    // Revisions and large snapshots.
+    /// An APPEND for a key the node already has a value for (use REPLACE).
+    pub const OBSERVATION_EXISTS: &str = "OBSERVATION_EXISTS";
+    /// A REPLACE or DELETE of a key the node has no value for.
+    pub const OBSERVATION_NOT_FOUND: &str = "OBSERVATION_NOT_FOUND";
+    /// A chunk manifest is malformed (no chunks, counts that do not add up, oversized chunk).
+    pub const INVALID_CHUNK_MANIFEST: &str = "INVALID_CHUNK_MANIFEST";
+    /// Chunk bytes do not match the signed manifest (length, SHA-256, count, order).
+    pub const CHUNK_MISMATCH: &str = "CHUNK_MISMATCH";
+    /// A snapshot with a chunk manifest was sent where chunks cannot follow, or without them.
+    pub const CHUNKS_REQUIRED: &str = "CHUNKS_REQUIRED";
+    /// No indicator catalogue has been issued yet.
+    pub const NO_CATALOGUE: &str = "NO_CATALOGUE";
+    /// A catalogue document is malformed or breaks the catalogue chain.
+    pub const CATALOGUE_INVALID: &str = "CATALOGUE_INVALID";
+    /// A query is malformed (missing indicator, bad period, bad page token).
+    pub const INVALID_QUERY: &str = "INVALID_QUERY";
 }

@@ -195,8 +195,31 @@ pub struct Observation {
 pub struct IndicatorSnapshot {
     /// Indicator code from the catalogue.
     pub indicator: String,
-    /// The observations.
+    /// The observations (empty when `chunks` is set).
     pub observations: Vec<Observation>,
+    /// For a large snapshot: the signed manifest of its observation chunks (see
+    /// [`crate::chunks`]); the observations travel separately.
+    pub chunks: Option<ChunkManifest>,
+}
+
+/// The signed description of a large snapshot's observation chunks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChunkManifest {
+    /// Observations over all chunks.
+    pub observation_count: u64,
+    /// The chunks, in order.
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// One chunk: the SHA-256 and size of its exact bytes (a serialized `ObservationChunk`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChunkRef {
+    /// SHA-256 of the chunk bytes.
+    pub sha256: Digest,
+    /// Observations in the chunk.
+    pub observation_count: u32,
+    /// Length of the chunk bytes.
+    pub byte_length: u32,
 }
 
 /// Resolves a proto3 enum field: 0 is "required", unknown values are "invalid".
@@ -354,7 +377,7 @@ impl PolicySummary {
 
 impl Observation {
     /// From the wire form; `index` names it in errors.
-    fn from_proto(index: usize, o: pb::Observation) -> Result<Self, Rejection> {
+    pub fn from_proto(index: usize, o: pb::Observation) -> Result<Self, Rejection> {
         let action = enum_field(
             &format!("indicator_snapshot.observations[{index}].action"),
             o.action,
@@ -409,9 +432,39 @@ impl IndicatorSnapshot {
             .enumerate()
             .map(|(i, o)| Observation::from_proto(i, o))
             .collect::<Result<_, _>>()?;
+        let chunks = p
+            .chunks
+            .map(|m| {
+                let chunks = m
+                    .chunks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let sha256 =
+                            optional_digest(&c.sha256).ok().flatten().ok_or_else(|| {
+                                Rejection::invalid_field(
+                                    format!("indicator_snapshot.chunks.chunks[{i}].sha256"),
+                                    reasons::INVALID_DIGEST,
+                                    format!("must be 32 bytes, got {} bytes", c.sha256.len()),
+                                )
+                            })?;
+                        Ok(ChunkRef {
+                            sha256,
+                            observation_count: c.observation_count,
+                            byte_length: c.byte_length,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, Rejection>>()?;
+                Ok::<_, Rejection>(ChunkManifest {
+                    observation_count: m.observation_count,
+                    chunks,
+                })
+            })
+            .transpose()?;
         Ok(IndicatorSnapshot {
             indicator: p.indicator,
             observations,
+            chunks,
         })
     }
 
@@ -424,6 +477,18 @@ impl IndicatorSnapshot {
                 .iter()
                 .map(Observation::to_proto)
                 .collect(),
+            chunks: self.chunks.as_ref().map(|m| pb::ChunkManifest {
+                observation_count: m.observation_count,
+                chunks: m
+                    .chunks
+                    .iter()
+                    .map(|c| pb::ChunkDigest {
+                        sha256: c.sha256.as_bytes().to_vec(),
+                        observation_count: c.observation_count,
+                        byte_length: c.byte_length,
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -635,6 +700,7 @@ pub(crate) mod samples {
                     footnote: String::new(),
                     source: "World Bank/KNOMAD".into(),
                 }],
+                chunks: None,
             }),
         }
     }

@@ -73,6 +73,7 @@ fn snap(indicator: &str, observations: Vec<Observation>) -> IndicatorSnapshot {
     IndicatorSnapshot {
         indicator: indicator.into(),
         observations,
+        chunks: None,
     }
 }
 

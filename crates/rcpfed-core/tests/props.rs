@@ -150,6 +150,7 @@ fn statement() -> impl Strategy<Value = Statement> {
                 |(indicator, observations)| Body::Indicators(IndicatorSnapshot {
                     indicator,
                     observations,
+                    chunks: None,
                 })
             ),
     ];

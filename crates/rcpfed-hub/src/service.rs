@@ -876,6 +876,27 @@ impl HubService for Hub {
         Ok(Response::new(v1::ListRegistryVersionsResponse { versions }))
     }
 
+    // Large snapshots: implemented in the next commits of issue 5 (chunked transfer).
+    async fn submit_snapshot(
+        &self,
+        _request: Request<tonic::Streaming<v1::SubmitSnapshotRequest>>,
+    ) -> Result<Response<v1::SubmitSnapshotResponse>, Status> {
+        Err(Status::unimplemented(
+            "large snapshots are not accepted yet",
+        ))
+    }
+
+    type GetSnapshotChunksStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<v1::GetSnapshotChunksResponse, Status>> + Send>,
+    >;
+
+    async fn get_snapshot_chunks(
+        &self,
+        _request: Request<v1::GetSnapshotChunksRequest>,
+    ) -> Result<Response<Self::GetSnapshotChunksStream>, Status> {
+        Err(Status::unimplemented("large snapshots are not served yet"))
+    }
+
     async fn list_flagged_statements(
         &self,
         request: Request<v1::ListFlaggedStatementsRequest>,

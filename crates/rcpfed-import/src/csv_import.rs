@@ -278,6 +278,7 @@ pub fn parse_indicator_csv(
             snapshot: IndicatorSnapshot {
                 indicator,
                 observations,
+                chunks: None,
             },
         })
         .collect())

@@ -101,6 +101,7 @@ impl NodeService for Node {
                 seq: p.seq,
                 digest: p.digest.map(|d| d.0.to_vec()).unwrap_or_default(),
                 revision: p.revision,
+                warnings: Vec::new(),
                 document: p.document,
             })),
             Err(PublishError::Rejected(r)) => Err(rejection_status(&r)),
@@ -151,6 +152,16 @@ impl NodeService for Node {
             entries,
             next_page_token,
         }))
+    }
+
+    // Large snapshots: implemented in the next commits of issue 5 (chunked transfer).
+    async fn publish_snapshot(
+        &self,
+        _request: Request<tonic::Streaming<v1::PublishSnapshotRequest>>,
+    ) -> Result<Response<v1::PublishSnapshotResponse>, Status> {
+        Err(Status::unimplemented(
+            "large snapshots are not accepted yet",
+        ))
     }
 
     async fn list_mirrored_statements(

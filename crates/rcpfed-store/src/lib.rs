@@ -11,6 +11,7 @@
 mod db;
 mod error;
 pub mod hub;
+pub mod indicators;
 pub mod node;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -18,6 +19,7 @@ pub mod conformance;
 
 pub use error::StoreError;
 pub use hub::*;
+pub use indicators::*;
 pub use node::*;
 /// A SHA-256 Merkle tree hash (log nodes, checkpoint roots).
 pub use rcpfed_core::merkle::Hash;

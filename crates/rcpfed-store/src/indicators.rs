@@ -1,0 +1,240 @@
+//! The indicator view shared by the hub and every node: observations with their provenance and
+//! validity intervals, policy objectives, staged snapshot chunks and the hub-issued documents.
+//!
+//! Architecture invariant: the hub store and the node store fill these tables with the SAME
+//! code (`apply` below), inside the same transaction that stores the statement (the hub's
+//! `append`, the node's `mirror_insert`), in feed order. Given the same feed, hub and nodes
+//! therefore answer every query identically, and a view never lags the statements it is built
+//! from.
+//!
+//! Observation identity: (publishing node, indicator, REF_AREA, TIME_PERIOD, dimensions). The
+//! dimensions are kept in canonical form: `ID=VALUE` pairs sorted by id, joined by `;` (empty
+//! when none). Each accepted snapshot applies its observations in position order:
+//! APPEND needs no value in force for the key (a tombstone counts as none), REPLACE and DELETE
+//! need one. The new version is inserted with `superseded_at_ms` NULL and the one it replaces
+//! gets `superseded_at_ms` = the new version's acceptance time.
+
+use crate::StoreError;
+use rcpfed_core::Digest;
+use rcpfed_core::rejection::Violation;
+use rcpfed_core::statement::{Observation, ObservationAction};
+
+/// Which observation versions to read (the store-level form of the `ObservationQuery` message).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservationFilter {
+    /// Indicator code (required).
+    pub indicator: String,
+    /// Only these reference areas; empty for all.
+    pub ref_areas: Vec<String>,
+    /// Only periods starting on or after this date (`YYYY-MM-DD`, from the query's
+    /// start_period); None for no lower bound.
+    pub start_date: Option<String>,
+    /// Only periods ending on or before this date (`YYYY-MM-DD`); None for no upper bound.
+    pub end_date: Option<String>,
+    /// Only observations with exactly these (id, value) dimension pairs.
+    pub dimensions: Vec<(String, String)>,
+    /// Only these publishing nodes; empty for all.
+    pub node_ids: Vec<String>,
+    /// The view at this moment (unix ms): versions accepted at or before it and not superseded
+    /// by then (`superseded_at_ms` NULL or > as_of). Tombstones are not returned.
+    pub as_of_ms: Option<i64>,
+    /// Only versions accepted after this moment (unix ms), tombstones included, superseded or
+    /// not only when `include_history`.
+    pub updated_after_ms: Option<i64>,
+    /// Every version, superseded ones and tombstones included.
+    pub include_history: bool,
+}
+
+/// Where an observation version comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservationProvenance {
+    /// The publishing node.
+    pub node_id: String,
+    /// SHA-256 of the statement payload.
+    pub digest: Digest,
+    /// The statement's document.
+    pub document: String,
+    /// The document revision.
+    pub revision: u32,
+    /// The statement's feed index (its log leaf index is feed_index - 1).
+    pub feed_index: u64,
+    /// Position of the observation in the snapshot (0-based, across chunks).
+    pub position: u64,
+    /// When the hub accepted the statement (unix ms).
+    pub accepted_at_ms: i64,
+}
+
+/// One stored observation version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservationRow {
+    /// The indicator.
+    pub indicator: String,
+    /// The observation as signed (dimensions sorted by id).
+    pub observation: Observation,
+    /// Its source.
+    pub provenance: ObservationProvenance,
+    /// When a later version superseded it (unix ms); None while in force.
+    pub superseded_at_ms: Option<i64>,
+}
+
+/// Paging position: the (feed_index, position) of the last row returned.
+pub type ObservationCursor = (u64, u64);
+
+/// A key reported with different values (OBS_VALUE × 10^UNIT_MULT, compared exactly) by
+/// different nodes, among the versions in force (tombstones excluded).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConflictRows {
+    /// The versions in force of every node that reports the key, sorted by node id.
+    pub values: Vec<ObservationRow>,
+}
+
+/// What one node reports for one indicator, among the versions in force.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoverageData {
+    /// The node.
+    pub node_id: String,
+    /// The indicator.
+    pub indicator: String,
+    /// Distinct reference areas, sorted.
+    pub ref_areas: Vec<String>,
+    /// Smallest TIME_PERIOD (string order).
+    pub first_period: String,
+    /// Largest TIME_PERIOD (string order).
+    pub last_period: String,
+    /// Observations in force (tombstones excluded).
+    pub observation_count: u64,
+}
+
+/// The GCM objectives one node's policy summaries address (latest revision of each document).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyCoverageData {
+    /// The node.
+    pub node_id: String,
+    /// Objectives, sorted and distinct.
+    pub gcm_objectives: Vec<u32>,
+    /// Number of policy documents considered.
+    pub policy_documents: u64,
+}
+
+/// A REPLACE or DELETE accepted after some feed index, with the version it superseded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RevisionRows {
+    /// The superseded version.
+    pub old: ObservationRow,
+    /// The new version (action REPLACE or DELETE).
+    pub new: ObservationRow,
+}
+
+/// A hub-issued document as logged: a catalogue version or a coherence report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HubDocument {
+    /// Feed index.
+    pub feed_index: u64,
+    /// Version (catalogue) or number (report): the seq of its log chain.
+    pub seq: u64,
+    /// SHA-256 of the payload.
+    pub digest: Digest,
+    /// The signed envelope, verbatim.
+    pub envelope: Vec<u8>,
+    /// When the hub accepted (logged) it (unix ms).
+    pub accepted_at_ms: i64,
+}
+
+/// Chain ids (the `node_id` column) of hub-issued documents: `{hub_id}/catalogue` and
+/// `{hub_id}/coherence`. They cannot collide with member ids, which have no '/'.
+pub fn catalogue_chain(hub_id: &str) -> String {
+    format!("{hub_id}/catalogue")
+}
+
+/// See [`catalogue_chain`].
+pub fn coherence_chain(hub_id: &str) -> String {
+    format!("{hub_id}/coherence")
+}
+
+/// Statement kind (the `kind` column) of catalogue versions.
+pub const CATALOGUE_KIND: &str = "catalogue";
+/// Statement kind of coherence reports.
+pub const COHERENCE_KIND: &str = "coherence_report";
+
+/// Canonical dimension key: `ID=VALUE` pairs sorted by id, joined by `;`.
+pub fn dimension_key(dimensions: &[(String, String)]) -> String {
+    let mut pairs: Vec<&(String, String)> = dimensions.iter().collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(id, value)| format!("{id}={value}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Whether an action needs a value in force for its key (REPLACE, DELETE) or none (APPEND).
+pub fn needs_existing(action: ObservationAction) -> bool {
+    !matches!(action, ObservationAction::Append)
+}
+
+/// The indicator view, implemented by the hub store and the node store with the same code.
+pub trait IndicatorStore: Send + Sync + 'static {
+    /// Checks a snapshot's actions against the versions in force for `node_id` (read only):
+    /// APPEND of a key with a value in force → OBSERVATION_EXISTS, REPLACE/DELETE of a key
+    /// without one → OBSERVATION_NOT_FOUND. Violations name
+    /// `indicator_snapshot.observations[{position}]` and say the key in words. At most
+    /// `limit` violations are returned.
+    fn check_observation_actions(
+        &self,
+        node_id: &str,
+        indicator: &str,
+        observations: &[Observation],
+        limit: usize,
+    ) -> Result<Vec<Violation>, StoreError>;
+
+    /// Observation versions matching `filter`, ordered by (feed_index, position), after
+    /// `after` (exclusive), at most `limit`.
+    fn query_observations(
+        &self,
+        filter: &ObservationFilter,
+        after: Option<ObservationCursor>,
+        limit: usize,
+    ) -> Result<Vec<ObservationRow>, StoreError>;
+
+    /// Highest feed index whose entry has been stored and applied (0 when empty).
+    fn applied_feed_size(&self) -> Result<u64, StoreError>;
+
+    /// Conflicts among the versions in force, ordered by (indicator, ref_area, time_period,
+    /// dims), at most `limit`; and the total number of conflicting keys.
+    fn conflicts(&self, limit: usize) -> Result<(Vec<ConflictRows>, u64), StoreError>;
+
+    /// Coverage per (node, indicator), ordered by node then indicator.
+    fn coverage(&self) -> Result<Vec<CoverageData>, StoreError>;
+
+    /// Policy coverage per node, ordered by node.
+    fn policy_coverage(&self) -> Result<Vec<PolicyCoverageData>, StoreError>;
+
+    /// REPLACE and DELETE versions accepted in feed entries after `after_feed_index`, ordered
+    /// by (feed_index, position), at most `limit`; and their total number.
+    fn revisions_since(
+        &self,
+        after_feed_index: u64,
+        limit: usize,
+    ) -> Result<(Vec<RevisionRows>, u64), StoreError>;
+
+    /// Highest feed index of an indicator snapshot or policy summary statement (0 if none):
+    /// the coherence report is regenerated when this moves.
+    fn last_content_feed_index(&self) -> Result<u64, StoreError>;
+
+    /// Stores chunk bytes under their SHA-256 (content-addressed; storing the same chunk twice
+    /// is a no-op). The caller has checked the hash. Chunks are staged before the statement
+    /// that lists them is stored; storing a snapshot statement whose chunks are not all staged
+    /// is a Conflict.
+    fn stage_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), StoreError>;
+
+    /// The bytes of a staged chunk.
+    fn chunk(&self, sha256: &Digest) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The hub document of chain `chain` (see [`catalogue_chain`]) with this seq, or the
+    /// latest when `seq` is None.
+    fn hub_document(
+        &self,
+        chain: &str,
+        seq: Option<u64>,
+    ) -> Result<Option<HubDocument>, StoreError>;
+}
