@@ -7,7 +7,7 @@
 //! signature. A receiver checks a chunk's length and hash BEFORE decoding it.
 
 use crate::Digest;
-use crate::rejection::{Rejection, reasons};
+use crate::rejection::{Rejection, Violation, reasons};
 use crate::statement::{ChunkManifest, ChunkRef, Observation};
 use prost::Message;
 use rcpfed_proto::v1 as pb;
@@ -51,12 +51,18 @@ pub fn encode_chunks(
     )
 }
 
+/// A manifest rejection whose reason and field violation are both INVALID_CHUNK_MANIFEST.
+fn manifest_error(field: String, reason: &'static str, description: String) -> Rejection {
+    Rejection::invalid(reason, format!("{field}: {description}"))
+        .with_violations(vec![Violation::new(field, reason, description)])
+}
+
 /// Checks that a manifest is well formed: at least one chunk, at most [`MAX_CHUNKS`], every
 /// chunk non-empty and within [`MAX_CHUNK_BYTES`], counts adding up.
 pub fn check_manifest(m: &ChunkManifest) -> Result<(), Rejection> {
     let field = "indicator_snapshot.chunks";
     if m.chunks.is_empty() || m.chunks.len() > MAX_CHUNKS {
-        return Err(Rejection::invalid_field(
+        return Err(manifest_error(
             format!("{field}.chunks"),
             reasons::INVALID_CHUNK_MANIFEST,
             format!(
@@ -68,7 +74,7 @@ pub fn check_manifest(m: &ChunkManifest) -> Result<(), Rejection> {
     let mut total: u64 = 0;
     for (i, c) in m.chunks.iter().enumerate() {
         if c.observation_count == 0 || c.byte_length == 0 || c.byte_length > MAX_CHUNK_BYTES {
-            return Err(Rejection::invalid_field(
+            return Err(manifest_error(
                 format!("{field}.chunks[{i}]"),
                 reasons::INVALID_CHUNK_MANIFEST,
                 format!(
@@ -81,7 +87,7 @@ pub fn check_manifest(m: &ChunkManifest) -> Result<(), Rejection> {
         total += u64::from(c.observation_count);
     }
     if total != m.observation_count {
-        return Err(Rejection::invalid_field(
+        return Err(manifest_error(
             format!("{field}.observation_count"),
             reasons::INVALID_CHUNK_MANIFEST,
             format!(
