@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The whole gate: format, clippy (warnings denied), buf lint, unit and end-to-end tests.
-# Installs what it needs (buf, grpcurl) into .tools/ first.
+# Installs what it needs (buf, grpcurl, pysdmx and sdmx1) into .tools/ first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-tools.sh
+# A real SDMX library for the export tests (tests/e2e/indicators.rs), in the same venv as grpcurl.
+if ! .tools/venv/bin/python -c "import pysdmx, sdmx, jsonschema, pandas" >/dev/null 2>&1; then
+  echo "installing pysdmx 1.21.0 and sdmx1 2.28.0 (PyPI) into .tools/venv"
+  .tools/venv/bin/pip install --quiet --disable-pip-version-check \
+    "pysdmx[data,json]==1.21.0" "sdmx1==2.28.0"
+fi
 export PATH="$PWD/.tools/node_modules/.bin:$PWD/.tools/venv/bin:$PATH"
 export RCPFED_GRPCURL="$PWD/.tools/venv/bin/grpcurl"
+export RCPFED_PYTHON="$PWD/.tools/venv/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

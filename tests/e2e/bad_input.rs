@@ -5,8 +5,8 @@
 //! statements built, signed and mutated here.
 
 use crate::harness::{
-    Cluster, RawNode, Snapshot, assert_refused, describe, field_violations, observation, pki_init,
-    reason,
+    Cluster, HUB_ID, HUB_PRELUDE, RawNode, Snapshot, assert_refused, describe, field_violations,
+    observation, pki_init, reason,
 };
 use rcpfed_core::Digest;
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
@@ -25,12 +25,20 @@ async fn setup() -> (Cluster, RawNode, Snapshot, SignedEnvelope) {
     let first = raw.policy("Accepted first");
     let (env, _) = raw.accept(&first).await;
     let snapshot = c.hub_snapshot().await;
-    // Registry version 1 (the hub's first feed entry), then the accepted statement.
+    // The hub prelude (registry version 1, catalogue version 1), then the accepted statement.
     let names: Vec<&str> = snapshot.statements.iter().map(|s| s.0.as_str()).collect();
     assert_eq!(
         names,
-        ["nodes/gfmd/statements/1", "nodes/colombo/statements/1"]
+        [
+            format!("nodes/{HUB_ID}/statements/1"),
+            format!(
+                "nodes/{}/statements/1",
+                rcpfed_store::catalogue_chain(HUB_ID)
+            ),
+            "nodes/colombo/statements/1".to_string(),
+        ]
     );
+    assert_eq!(names.len() as u64, HUB_PRELUDE + 1);
     (c, raw, snapshot, env)
 }
 
@@ -364,15 +372,18 @@ async fn ref_area_must_be_a_member_state_for_the_period() {
     assert_unchanged(&c, &before).await;
     let st = midwa.indicators(vec![observation("MLI", "2024", 100.0)]);
     midwa.accept(&st).await;
-    // The registry version, colombo#1 and now midwa#1.
+    // The hub prelude, colombo#1 and now midwa#1.
     let after = c.hub_snapshot().await;
     assert_eq!(after.statements.len(), before.statements.len() + 1);
     assert_eq!(
         after.statements[..before.statements.len()],
         before.statements[..]
     );
-    assert_eq!(after.statements.len(), 3);
-    assert_eq!(after.statements[2].0, "nodes/midwa/statements/1");
+    assert_eq!(after.statements.len() as u64, HUB_PRELUDE + 2);
+    assert_eq!(
+        after.statements[HUB_PRELUDE as usize + 1].0,
+        "nodes/midwa/statements/1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

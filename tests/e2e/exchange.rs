@@ -2,8 +2,8 @@
 //! every node in the hub's order; retries are idempotent.
 
 use crate::harness::{
-    ALL_NODES, Cluster, HUB_ID, RawNode, TIMEOUT, is_registry, keyed, node_statements,
-    publish_request,
+    ALL_NODES, Cluster, HUB_ID, HUB_PRELUDE, RawNode, TIMEOUT, assert_catalogue_v1, is_registry,
+    keyed, node_statements, publish_request,
 };
 use rcpfed_core::SignedEnvelope;
 use rcpfed_core::receipt::Receipt;
@@ -76,19 +76,22 @@ async fn three_nodes_publish_and_every_mirror_matches_the_hub() {
         );
     }
 
-    // The hub: registry version 1 at feed index 1, then the 4 statements at 2..=5; the same
-    // list with page size 1.
+    // The hub: registry version 1 at feed index 1 and catalogue version 1 at 2 (the hub
+    // prelude), then the 4 statements; the same list with page size 1.
+    let published: u64 = expected.values().map(|v| v.len() as u64).sum();
+    let total = HUB_PRELUDE + published;
     let hub = c.hub_statements().await;
     assert_eq!(
-        hub.len(),
-        5,
-        "hub lists the registry version and every statement"
+        hub.len() as u64,
+        total,
+        "hub lists the registry version, the catalogue and every statement"
     );
     let indexes: Vec<u64> = hub.iter().map(|r| r.feed_index).collect();
-    assert_eq!(indexes, vec![1, 2, 3, 4, 5]);
+    assert_eq!(indexes, (1..=total).collect::<Vec<_>>(), "dense feed");
     assert_registry_v1(&c, &hub[0]);
+    assert_catalogue_v1(&c, &hub[1]);
     let statements = node_statements(&hub);
-    assert_eq!(statements.len(), 4, "every node statement");
+    assert_eq!(statements.len() as u64, published, "every node statement");
     assert!(
         statements.iter().all(|r| r.node_id != HUB_ID),
         "only one registry version"
@@ -111,8 +114,8 @@ async fn three_nodes_publish_and_every_mirror_matches_the_hub() {
             .into_inner()
             .statement
             .and_then(|s| s.log)
-            .is_some_and(|log| log.leaf_index == 0 && log.tree_size >= 5),
-        "the registry version is leaf 0 of a checkpoint covering all 5 entries"
+            .is_some_and(|log| log.leaf_index == 0 && log.tree_size >= total),
+        "the registry version is leaf 0 of a checkpoint covering all {total} entries"
     );
 
     // Every node mirrors everything, in the hub's order, with the same digests.
@@ -124,14 +127,15 @@ async fn three_nodes_publish_and_every_mirror_matches_the_hub() {
     );
     for node in ALL_NODES {
         let status = c.node_status(node).await;
-        assert_eq!(status.mirror_count, 5, "{node} mirror_count");
-        assert_eq!(status.feed_cursor, 5, "{node} feed_cursor");
+        assert_eq!(status.mirror_count, total, "{node} mirror_count");
+        assert_eq!(status.feed_cursor, total, "{node} feed_cursor");
         assert_eq!(status.head_seq, expected[node].len() as u64);
-        // Envelopes in the mirror are byte-identical to the hub's; the first is the registry
-        // version 1.
+        // Envelopes in the mirror are byte-identical to the hub's; the first are registry
+        // version 1 and catalogue version 1.
         let mirror = c.mirror(node).await;
         assert_eq!(mirror.len(), hub.len(), "{node}: mirror size");
         assert_registry_v1(&c, &mirror[0]);
+        assert_catalogue_v1(&c, &mirror[1]);
         for (m, h) in mirror.iter().zip(&hub) {
             assert_eq!(m.envelope, h.envelope, "{node}: envelope of {}", h.name);
             assert_eq!(m.receipt, h.receipt, "{node}: receipt of {}", h.name);
@@ -173,9 +177,9 @@ async fn resubmitting_the_same_envelope_returns_the_original_receipt() {
     let (env, first) = raw.accept(&statement).await;
     let before = c.hub_snapshot().await;
     assert_eq!(
-        before.statements.len(),
-        2,
-        "the registry version and the statement"
+        before.statements.len() as u64,
+        HUB_PRELUDE + 1,
+        "the registry version, the catalogue and the statement"
     );
 
     let second = raw.submit(env.to_proto()).await.expect("resubmission");
@@ -213,13 +217,15 @@ async fn publish_with_the_same_request_id_signs_once() {
     assert_eventually!(c, TIMEOUT, c.delivered("colombo", 1).await, "delivered");
     let hub = c.hub_statements().await;
     assert_eq!(
-        hub.len(),
-        2,
-        "the registry version and one statement at the hub"
+        hub.len() as u64,
+        HUB_PRELUDE + 1,
+        "the registry version, the catalogue and one statement at the hub"
     );
     assert_registry_v1(&c, &hub[0]);
-    assert_eq!(hub[1].name, "nodes/colombo/statements/1");
-    assert_eq!(hub[1].digest, first.digest);
+    assert_catalogue_v1(&c, &hub[1]);
+    let statement = &hub[HUB_PRELUDE as usize];
+    assert_eq!(statement.name, "nodes/colombo/statements/1");
+    assert_eq!(statement.digest, first.digest);
     assert_eq!(c.outbox("colombo").await.len(), 1);
 }
 
@@ -298,15 +304,17 @@ async fn concurrent_publishing_on_three_nodes_keeps_every_chain() {
             "{node} at the hub"
         );
     }
-    // Registry version 1 at feed index 1, then every statement: a dense feed.
+    // Registry version 1 at feed index 1 and catalogue version 1 at 2, then every statement:
+    // a dense feed.
     let hub = c.hub_statements().await;
     let indexes: Vec<u64> = hub.iter().map(|r| r.feed_index).collect();
     assert_eq!(
         indexes,
-        (1..=3 * PER_NODE + 1).collect::<Vec<_>>(),
+        (1..=HUB_PRELUDE + 3 * PER_NODE).collect::<Vec<_>>(),
         "dense feed"
     );
     assert_registry_v1(&c, &hub[0]);
+    assert_catalogue_v1(&c, &hub[1]);
     assert_eq!(node_statements(&hub).len() as u64, 3 * PER_NODE);
     assert_eventually!(
         c,

@@ -1,7 +1,7 @@
 //! The README's grpcurl commands, run with the real grpcurl against a real hub and node, and the
 //! ops port's /metrics over plain HTTP/1.1.
 
-use crate::harness::{Cluster, TIMEOUT, publish_request};
+use crate::harness::{Cluster, FAST_COHERENCE, TIMEOUT, publish_request};
 use rcpfed_proto::v1;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -93,7 +93,8 @@ impl Grpcurl {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_grpcurl_commands_work() {
     let g_bin = grpcurl_binary(); // fail fast, before starting anything
-    let c = Cluster::start(&["colombo"]).await;
+    // Coherence reports on: the README reads one.
+    let c = Cluster::start_with_env(&["colombo"], &[FAST_COHERENCE]).await;
     let g = Grpcurl::new(&c);
     assert_eq!(g.bin, g_bin);
     c.publish_policy("colombo", "Dhaka Declaration").await;
@@ -248,6 +249,120 @@ async fn readme_grpcurl_commands_work() {
     );
     g.ok(true, &[&hub, "rcpfed.v1.HubService/ListFlaggedStatements"])
         .await;
+
+    // Indicators: the README's IndicatorService commands, on the hub and on a node's mirror.
+    let catalogue = g
+        .ok(true, &[&hub, "rcpfed.v1.IndicatorService/GetCatalogue"])
+        .await;
+    assert!(catalogue.contains("REMIT_INFLOW"), "{catalogue}");
+    assert!(
+        catalogue.contains("application/vnd.rcpfed.catalogue.v1+protobuf"),
+        "{catalogue}"
+    );
+    let first = g
+        .ok(
+            true,
+            &[
+                "-d",
+                r#"{"version": 1}"#,
+                &hub,
+                "rcpfed.v1.IndicatorService/GetCatalogue",
+            ],
+        )
+        .await;
+    assert!(first.contains("\"version\": \"1\""), "{first}");
+    let query = |body: &'static str, at: String| {
+        let g = &g;
+        async move {
+            let text = g
+                .ok(
+                    true,
+                    &[
+                        "-d",
+                        body,
+                        &at,
+                        "rcpfed.v1.IndicatorService/QueryObservations",
+                    ],
+                )
+                .await;
+            let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            json["observations"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    // LKA is the one published area; IND and PHL select nothing here.
+    let none = query(
+        r#"{"query": {"indicator": "REMIT_INFLOW", "ref_areas": ["IND", "PHL"], "start_period": "2015"}, "page_size": 100}"#,
+        hub.clone(),
+    )
+    .await;
+    assert!(none.is_empty(), "{none:?}");
+    let as_of = query(
+        r#"{"query": {"indicator": "REMIT_INFLOW", "as_of": "2030-01-01T00:00:00Z"}}"#,
+        hub.clone(),
+    )
+    .await;
+    assert_eq!(as_of.len(), 1, "{as_of:?}");
+    assert_eq!(as_of[0]["observation"]["refArea"], "LKA", "{as_of:?}");
+    assert_eq!(as_of[0]["provenance"]["nodeId"], "colombo", "{as_of:?}");
+    let changes = query(
+        r#"{"query": {"indicator": "REMIT_INFLOW", "updated_after": "2020-01-01T00:00:00Z", "include_history": true}}"#,
+        hub.clone(),
+    )
+    .await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let from_node = query(
+        r#"{"query": {"indicator": "REMIT_INFLOW"}}"#,
+        node_addr.clone(),
+    )
+    .await;
+    assert_eq!(from_node, as_of, "the node's mirror answers like the hub");
+
+    // The first coherence report follows the published content within a few intervals.
+    let mut report = g
+        .run(
+            true,
+            &[&hub, "rcpfed.v1.IndicatorService/GetCoherenceReport"],
+        )
+        .await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !report.ok && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        report = g
+            .run(
+                true,
+                &[&hub, "rcpfed.v1.IndicatorService/GetCoherenceReport"],
+            )
+            .await;
+    }
+    assert!(report.ok, "no coherence report: {}", report.text);
+    assert!(report.text.contains("coverage"), "{}", report.text);
+    let numbered = g
+        .ok(
+            true,
+            &[
+                "-d",
+                r#"{"number": 1}"#,
+                &hub,
+                "rcpfed.v1.IndicatorService/GetCoherenceReport",
+            ],
+        )
+        .await;
+    assert!(numbered.contains("\"number\": \"1\""), "{numbered}");
+    let export = g
+        .ok(
+            true,
+            &[
+                "-d",
+                r#"{"query": {"indicator": "REMIT_INFLOW"}, "format": "SDMX_FORMAT_CSV"}"#,
+                &hub,
+                "rcpfed.v1.IndicatorService/ExportSdmx",
+            ],
+        )
+        .await;
+    assert!(
+        export.contains("application/vnd.sdmx.data+csv;version=2.0.0"),
+        "{export}"
+    );
 
     // An error prints its code and ErrorInfo reason.
     let missing = g

@@ -257,13 +257,21 @@ impl Cluster {
     }
 
     /// Like [`Cluster::start`], with extra environment variables for every hub and node
-    /// process, now and on restarts (e.g. `RCPFED_NODE_WITNESS_INTERVAL_MS`).
+    /// process, now and on restarts (e.g. `RCPFED_NODE_WITNESS_INTERVAL_MS`). The hub's
+    /// coherence interval is [`QUIET_COHERENCE`] unless `env` sets
+    /// `RCPFED_HUB_COHERENCE_INTERVAL_MS` (e.g. [`FAST_COHERENCE`]).
+    ///
+    /// Returns once the hub and every node serve the hub's indicator catalogue, so the feed
+    /// holds the [`HUB_PRELUDE`] and nodes may publish indicator snapshots.
     pub async fn start_with_env(nodes: &[&str], env: &[(&str, &str)]) -> Cluster {
         install_crypto();
-        let env: Vec<(String, String)> = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if !env.iter().any(|(k, _)| k == QUIET_COHERENCE.0) {
+            env.push((QUIET_COHERENCE.0.into(), QUIET_COHERENCE.1.into()));
+        }
         let tmp = tempfile::Builder::new()
             .prefix("rcpfed-e2e-")
             .tempdir()
@@ -304,7 +312,29 @@ impl Cluster {
             .await;
             cluster.nodes.insert(node.to_string(), server);
         }
+        cluster.wait_for_catalogue("hub").await;
+        for node in nodes {
+            cluster.wait_for_catalogue(node).await;
+        }
         cluster
+    }
+
+    /// Waits until `at` ("hub" or a node) serves the hub's indicator catalogue (for a node: it
+    /// has reached the node through the feed); panics with the logs after [`TIMEOUT`].
+    pub async fn wait_for_catalogue(&self, at: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let last = match self.catalogue_at(at).await {
+                Ok(_) => return,
+                Err(s) => describe(&s),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "{at} serves no indicator catalogue within {TIMEOUT:?}: {last}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn node_args(&self) -> Vec<String> {
@@ -981,9 +1011,71 @@ pub fn is_registry(record: &v1::StatementRecord) -> bool {
             .is_some_and(|e| e.payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE)
 }
 
-/// The node statements among `records` (registry versions left out), in the same order.
+/// Whether `record` is a hub-issued document: a registry version (node id `gfmd`) or, since
+/// issue 5, a catalogue version or coherence report (node ids `gfmd/catalogue`,
+/// `gfmd/coherence`).
+pub fn is_hub_document(record: &v1::StatementRecord) -> bool {
+    is_registry(record)
+        || record
+            .node_id
+            .strip_prefix(HUB_ID)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The node statements among `records` (hub-issued documents left out: registry versions,
+/// catalogue versions, coherence reports), in the same order.
 pub fn node_statements(records: &[v1::StatementRecord]) -> Vec<&v1::StatementRecord> {
-    records.iter().filter(|r| !is_registry(r)).collect()
+    records.iter().filter(|r| !is_hub_document(r)).collect()
+}
+
+/// The hub-issued entries every new hub's feed and log start with, before any node statement:
+/// registry version 1 (feed index 1, leaf 0) and indicator catalogue version 1 (feed index
+/// [`CATALOGUE_V1_FEED_INDEX`], chain `gfmd/catalogue`, seq 1). Coherence reports come later
+/// and only when a test asks for them (see [`QUIET_COHERENCE`]).
+pub const HUB_PRELUDE: u64 = 2;
+
+/// Feed index of indicator catalogue version 1 in a new hub's feed: right after registry
+/// version 1.
+pub const CATALOGUE_V1_FEED_INDEX: u64 = 2;
+
+/// The hub's coherence interval in the tests unless a test sets another (e.g.
+/// [`FAST_COHERENCE`]): an hour, so no coherence report enters the feed during a test that does
+/// not ask for one and feed sizes stay what the test publishes plus [`HUB_PRELUDE`].
+pub const QUIET_COHERENCE: (&str, &str) = ("RCPFED_HUB_COHERENCE_INTERVAL_MS", "3600000");
+
+/// Whether `record` is an indicator catalogue version (chain `gfmd/catalogue`).
+pub fn is_catalogue(record: &v1::StatementRecord) -> bool {
+    record.node_id == rcpfed_store::catalogue_chain(HUB_ID)
+        && record
+            .envelope
+            .as_ref()
+            .is_some_and(|e| e.payload_type == rcpfed_core::catalogue::CATALOGUE_PAYLOAD_TYPE)
+}
+
+/// Asserts `record` is indicator catalogue version 1 as a new hub logs it: chain
+/// `gfmd/catalogue`, seq 1, feed index [`CATALOGUE_V1_FEED_INDEX`], the catalogue payload type,
+/// signed by the hub member's key for this federation.
+#[track_caller]
+pub fn assert_catalogue_v1(c: &Cluster, record: &v1::StatementRecord) {
+    assert!(is_catalogue(record), "not a catalogue version: {record:?}");
+    let chain = rcpfed_store::catalogue_chain(HUB_ID);
+    assert_eq!(record.name, format!("nodes/{chain}/statements/1"));
+    assert_eq!((record.node_id.as_str(), record.seq), (chain.as_str(), 1));
+    assert_eq!(record.feed_index, CATALOGUE_V1_FEED_INDEX);
+    let env = SignedEnvelope::from_proto(record.envelope.clone().expect("envelope"));
+    assert_eq!(
+        env.digest().0.to_vec(),
+        record.digest,
+        "digest of the payload"
+    );
+    let federation = c.federation();
+    let hub_keys = federation.hub().expect("hub member").keys.clone();
+    let catalogue =
+        rcpfed_core::catalogue::verify_catalogue(&env, &hub_keys, &federation.federation_id, None)
+            .unwrap_or_else(|e| {
+                panic!("catalogue version 1 does not verify with the hub's keys: {e}")
+            });
+    assert_eq!(catalogue.version, 1);
 }
 
 // ----- registry and authorization tests (registry.rs, authz.rs) ------------------------------
@@ -1052,4 +1144,99 @@ pub fn run_rcpfed(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+// ----- indicator tests (indicators.rs) -------------------------------------------------------
+
+/// The environment of the indicator tests: the hub looks for new content to report on every
+/// 200 ms (the hub's default is 2 s; the harness's, [`QUIET_COHERENCE`], an hour).
+pub const FAST_COHERENCE: (&str, &str) = ("RCPFED_HUB_COHERENCE_INTERVAL_MS", "200");
+
+impl Cluster {
+    /// Sets (or replaces) an environment variable for every hub and node process started from
+    /// now on, e.g. `RCPFED_HUB_CATALOGUE` before [`Cluster::start_hub`].
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// An IndicatorService client as the operator: the hub's when `at` is "hub", otherwise
+    /// node `at`'s (the same service over its mirror).
+    pub async fn indicators(
+        &self,
+        at: &str,
+    ) -> rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient<Channel> {
+        let port = if at == "hub" {
+            self.hub.grpc.port()
+        } else {
+            self.node_addr(at).port()
+        };
+        let channel = connect(port, &self.tls("operator"))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {at}'s IndicatorService: {e:?}"));
+        rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient::new(channel)
+            .max_decoding_message_size(CLIENT_MAX_MESSAGE)
+            .max_encoding_message_size(CLIENT_MAX_MESSAGE)
+    }
+
+    /// Every record `query` selects at `at` ("hub" or a node), all pages of `page_size`;
+    /// also the number of pages read.
+    pub async fn query_observations(
+        &self,
+        at: &str,
+        query: &v1::ObservationQuery,
+        page_size: i32,
+    ) -> Result<(Vec<v1::ObservationRecord>, usize), Status> {
+        let mut client = self.indicators(at).await;
+        let mut out = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = client
+                .query_observations(v1::QueryObservationsRequest {
+                    query: Some(query.clone()),
+                    page_size,
+                    page_token: token.clone(),
+                })
+                .await?
+                .into_inner();
+            pages += 1;
+            out.extend(page.observations);
+            if page.next_page_token.is_empty() {
+                return Ok((out, pages));
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// The latest catalogue at `at` ("hub" or a node), or the refusal.
+    pub async fn catalogue_at(&self, at: &str) -> Result<v1::GetCatalogueResponse, Status> {
+        self.indicators(at)
+            .await
+            .get_catalogue(v1::GetCatalogueRequest { version: 0 })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The latest coherence report at `at` ("hub" or a node), or the refusal.
+    pub async fn coherence_report_at(
+        &self,
+        at: &str,
+    ) -> Result<v1::GetCoherenceReportResponse, Status> {
+        self.indicators(at)
+            .await
+            .get_coherence_report(v1::GetCoherenceReportRequest { number: 0 })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// [`run_rcpfed`] on a blocking thread, so that a long CLI run does not hold a runtime worker.
+pub async fn run_rcpfed_async(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_rcpfed(&args)
+    })
+    .await
+    .expect("rcpfed CLI thread")
 }

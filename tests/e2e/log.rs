@@ -9,13 +9,14 @@
 //! with the hub's log key from the member file, never by trusting what the hub says.
 //!
 //! A new hub logs registry version 1 (its own statement, node `HUB_ID`, seq 1) as the first
-//! entry of the log and the feed: feed index 1, leaf 0. Every node statement comes after it,
-//! so a log holding `n` node statements has `n + 1` leaves, and leaf index = feed index - 1
-//! holds for every entry, the registry version included.
+//! entry of the log and the feed (feed index 1, leaf 0), then indicator catalogue version 1
+//! (chain `gfmd/catalogue`, feed index 2, leaf 1): the `HUB_PRELUDE`. Every node statement
+//! comes after them, so a log holding `n` node statements has `n + HUB_PRELUDE` leaves, and
+//! leaf index = feed index - 1 holds for every entry, the hub's documents included.
 
 use crate::harness::{
-    ALL_NODES, BIN, Cluster, HUB_ID, RawNode, TIMEOUT, assert_refused, describe, field_violations,
-    is_registry, node_statements,
+    ALL_NODES, BIN, Cluster, HUB_ID, HUB_PRELUDE, RawNode, TIMEOUT, assert_refused, describe,
+    field_violations, is_catalogue, is_registry, node_statements,
 };
 use prost::Message as _;
 use rcpfed_core::bundle::Bundle;
@@ -281,14 +282,23 @@ async fn receipts_and_mirrors_carry_verified_inclusion_proofs() {
     for node in ALL_NODES {
         assert_eventually!(c, TIMEOUT, c.delivered(node, 2).await, "{node} delivered");
     }
+    // Registry version 1, catalogue version 1 and 6 node statements.
+    let published = 2 * ALL_NODES.len() as u64;
+    let total = HUB_PRELUDE + published;
     let records = c.hub_statements().await;
-    assert_eq!(records.len(), 7, "registry version 1 and 6 node statements");
+    assert_eq!(
+        records.len() as u64,
+        total,
+        "the hub prelude and {published} node statements"
+    );
     assert!(
         is_registry(&records[0]),
         "the registry version is feed entry 1"
     );
     assert_eq!(records[0].feed_index, 1);
-    assert_eq!(node_statements(&records).len(), 6);
+    assert!(is_catalogue(&records[1]), "the catalogue is feed entry 2");
+    assert_eq!(records[1].feed_index, 2);
+    assert_eq!(node_statements(&records).len() as u64, published);
     let hub_keys = fed.hub().expect("hub member").keys.clone();
     let mut hub = c.hub_client("operator").await;
 
@@ -324,12 +334,12 @@ async fn receipts_and_mirrors_carry_verified_inclusion_proofs() {
                 &answer.proof.expect("proof"),
                 r.feed_index - 1,
             );
-            assert_eq!(cp.size, 7, "proved against the latest checkpoint");
+            assert_eq!(cp.size, total, "proved against the latest checkpoint");
         }
     }
 
-    // Every statement the hub serves (registry version 1, leaf 0, included) carries its proof
-    // against the latest checkpoint.
+    // Every statement the hub serves (registry version 1, leaf 0, and catalogue version 1,
+    // leaf 1, included) carries its proof against the latest checkpoint.
     for (i, rec) in records.iter().enumerate() {
         assert_eq!(rec.feed_index, i as u64 + 1);
         let got = hub
@@ -348,7 +358,7 @@ async fn receipts_and_mirrors_carry_verified_inclusion_proofs() {
             log,
             rec.feed_index - 1,
         );
-        assert_eq!(cp.size, 7);
+        assert_eq!(cp.size, total);
         // A proof for another leaf's envelope does not verify.
         let other = &records[(i + 1) % records.len()];
         assert!(
@@ -375,14 +385,14 @@ async fn receipts_and_mirrors_carry_verified_inclusion_proofs() {
     assert_eventually!(
         c,
         TIMEOUT,
-        witnesses_at(&c, &ALL_NODES, 7).await,
-        "every witness trusts size 7"
+        witnesses_at(&c, &ALL_NODES, total).await,
+        "every witness trusts size {total}"
     );
     for node in ALL_NODES {
         let s = c.node_status(node).await;
         assert_eq!(
-            s.mirror_count, 7,
-            "{node}: the registry version and 6 statements"
+            s.mirror_count, total,
+            "{node}: the hub prelude and {published} statements"
         );
         assert!(s.last_error.is_empty(), "{node}: {}", s.last_error);
     }
@@ -401,8 +411,8 @@ async fn checkpoints_become_final_with_quorum() {
     assert_eventually!(c, TIMEOUT, c.delivered("colombo", 2).await, "colombo");
     assert_eventually!(c, TIMEOUT, c.delivered("abu-dhabi", 1).await, "abu-dhabi");
     assert_eventually!(c, TIMEOUT, c.delivered("midwa", 1).await, "midwa");
-    // Registry version 1 and 4 node statements.
-    let total = 5;
+    // The hub prelude (registry version 1, catalogue version 1) and 4 node statements.
+    let total = HUB_PRELUDE + 4;
 
     assert_eventually!(
         c,
@@ -482,15 +492,20 @@ async fn checkpoints_become_final_with_quorum() {
 
 // ----- 3. consistency --------------------------------------------------------------------------
 
-/// A hub with registry version 1 (leaf 0, logged alone at start-up: the checkpoint of size 1)
-/// and then `n` colombo statements submitted one at a time, so it signed a checkpoint at every
-/// size 1..=n+1; returns the roots by size (size 1 from the registry version's proof, the
-/// others from the receipts) and the envelopes of all n+1 leaves, in leaf order.
+/// A hub with its prelude (registry version 1, leaf 0, then catalogue version 1, leaf 1, each
+/// logged alone at start-up: the checkpoints of sizes 1 and 2) and then `n` colombo statements
+/// submitted one at a time, so it signed a checkpoint at every size 1..=n+HUB_PRELUDE; returns
+/// the roots by size (sizes 1 and 2 from the prelude entries' proofs, the others from the
+/// receipts) and the envelopes of all n+HUB_PRELUDE leaves, in leaf order.
 async fn one_by_one(n: u64) -> (Cluster, BTreeMap<u64, Hash>, Vec<v1::Envelope>) {
     let c = Cluster::start(&[]).await;
     let fed = c.federation();
     let records = c.hub_statements().await;
-    assert_eq!(records.len(), 1, "a new hub holds registry version 1 only");
+    assert_eq!(
+        records.len() as u64,
+        HUB_PRELUDE,
+        "a new hub holds registry version 1 and catalogue version 1 only"
+    );
     assert!(is_registry(&records[0]), "{:?}", records[0]);
     assert_eq!(
         (
@@ -500,44 +515,52 @@ async fn one_by_one(n: u64) -> (Cluster, BTreeMap<u64, Hash>, Vec<v1::Envelope>)
         ),
         (HUB_ID, 1, 1)
     );
-    let registry = records[0].envelope.clone().expect("envelope");
-    let log = c
-        .hub_client("operator")
-        .await
-        .get_inclusion_proof(v1::GetInclusionProofRequest {
-            leaf: Some(Leaf::LeafIndex(0)),
-            tree_size: 1,
-        })
-        .await
-        .unwrap_or_else(|s| panic!("GetInclusionProof 0@1: {}", describe(&s)))
-        .into_inner()
-        .proof
-        .expect("proof");
-    let cp = check_proof(&fed, &registry, &log, 0);
+    assert!(is_catalogue(&records[1]), "{:?}", records[1]);
+    assert_eq!((records[1].seq, records[1].feed_index), (1, 2));
+    let mut hub = c.hub_client("operator").await;
+    let mut roots = BTreeMap::new();
+    let mut envelopes = Vec::new();
+    for (leaf, record) in (0u64..).zip(&records) {
+        let size = leaf + 1;
+        let envelope = record.envelope.clone().expect("envelope");
+        let log = hub
+            .get_inclusion_proof(v1::GetInclusionProofRequest {
+                leaf: Some(Leaf::LeafIndex(leaf)),
+                tree_size: size,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("GetInclusionProof {leaf}@{size}: {}", describe(&s)))
+            .into_inner()
+            .proof
+            .expect("proof");
+        let cp = check_proof(&fed, &envelope, &log, leaf);
+        assert_eq!(
+            cp.size, size,
+            "{}: logged in a batch of its own, the checkpoint of size {size}",
+            record.name
+        );
+        roots.insert(size, cp.root);
+        envelopes.push(envelope);
+    }
     assert_eq!(
-        cp.size, 1,
-        "the registry version alone: the checkpoint of size 1"
-    );
-    assert_eq!(
-        cp.root,
-        leaf_of(&registry),
+        roots[&1],
+        leaf_of(&envelopes[0]),
         "a one-leaf tree's root is its leaf"
     );
-    let mut roots = BTreeMap::from([(1, cp.root)]);
-    let mut envelopes = vec![registry];
     let mut raw = RawNode::connect(&c, "colombo").await;
     for i in 1..=n {
         let (env, response) = raw.accept(&raw.policy(&format!("Entry {i}"))).await;
         let env = env.to_proto();
         let log = response.log.expect("a receipt carries a log proof");
-        // Statement i is leaf i: the registry version is leaf 0.
-        let cp = check_proof(&fed, &env, &log, i);
+        // Statement i is leaf i + HUB_PRELUDE - 1: the prelude is leaves 0 and 1.
+        let leaf = i + HUB_PRELUDE - 1;
+        let cp = check_proof(&fed, &env, &log, leaf);
         assert_eq!(
             cp.size,
-            i + 1,
+            leaf + 1,
             "one statement per batch: one checkpoint per size"
         );
-        roots.insert(i + 1, cp.root);
+        roots.insert(leaf + 1, cp.root);
         envelopes.push(env);
     }
     (c, roots, envelopes)
@@ -545,9 +568,9 @@ async fn one_by_one(n: u64) -> (Cluster, BTreeMap<u64, Hash>, Vec<v1::Envelope>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistency_proofs_between_all_checkpoint_sizes() {
-    // N leaves: registry version 1 and N - 1 colombo statements.
+    // N leaves: the hub prelude and N - HUB_PRELUDE colombo statements.
     const N: u64 = 7;
-    let (c, roots, envelopes) = one_by_one(N - 1).await;
+    let (c, roots, envelopes) = one_by_one(N - HUB_PRELUDE).await;
     assert_eq!(
         roots.keys().copied().collect::<Vec<_>>(),
         (1..=N).collect::<Vec<_>>()
@@ -556,7 +579,7 @@ async fn consistency_proofs_between_all_checkpoint_sizes() {
     let fed = c.federation();
     let mut hub = c.hub_client("operator").await;
 
-    // The stored entries (the registry version first) recompute every checkpoint's root.
+    // The stored entries (the hub prelude first) recompute every checkpoint's root.
     let entries = all_log_entries(&c).await;
     let leaves: Vec<Hash> = entries
         .iter()
@@ -758,16 +781,18 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     let mut c = Cluster::start_with_env(&["colombo", "midwa"], &FAST_WITNESS).await;
     let fed = c.federation();
     c.publish_policy("colombo", "Honest entry").await;
+    // The hub prelude (registry version 1, catalogue version 1) and colombo#1.
+    let trusted_size = HUB_PRELUDE + 1;
     assert_eventually!(
         c,
         TIMEOUT,
-        witnesses_at(&c, &["colombo", "midwa"], 2).await,
-        "both witnesses trust size 2"
+        witnesses_at(&c, &["colombo", "midwa"], trusted_size).await,
+        "both witnesses trust size {trusted_size}"
     );
     let honest = c.witness_status("colombo").await;
     let trusted_note = honest.trusted_checkpoint.clone();
     let trusted = open(&fed, &trusted_note);
-    assert_eq!(trusted.size, 2, "registry version 1 and colombo#1");
+    assert_eq!(trusted.size, trusted_size, "the hub prelude and colombo#1");
     let origin = logkeys::log_origin(&fed.federation_id);
     let hub_key = c.signing_key(HUB_ID);
     let forge = |size: u64, root: Hash| {
@@ -791,7 +816,7 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     let mut as_node = c.witness_client("colombo", "abu-dhabi").await;
     assert_refused(
         as_node
-            .add_checkpoint(add_request(2, Vec::new(), &trusted_note))
+            .add_checkpoint(add_request(trusted_size, Vec::new(), &trusted_note))
             .await,
         Code::PermissionDenied,
         "ROLE_REQUIRED",
@@ -800,7 +825,7 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     let other_key = sign_checkpoint(
         &Checkpoint {
             origin: origin.clone(),
-            size: 2,
+            size: trusted_size,
             root: [0x42; 32],
             extensions: Vec::new(),
         },
@@ -810,7 +835,7 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     .expect("sign");
     assert_refused(
         as_hub
-            .add_checkpoint(add_request(2, Vec::new(), &other_key))
+            .add_checkpoint(add_request(trusted_size, Vec::new(), &other_key))
             .await,
         Code::Unauthenticated,
         "UNKNOWN_LOG_KEY",
@@ -823,7 +848,7 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     };
     assert_refused(
         as_hub
-            .add_checkpoint(add_request(2, Vec::new(), &bad_sig))
+            .add_checkpoint(add_request(trusted_size, Vec::new(), &bad_sig))
             .await,
         Code::Unauthenticated,
         "BAD_NOTE_SIGNATURE",
@@ -831,14 +856,16 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     // Truncated notes: cut inside the signature line, and without any signature line.
     let cut = &trusted_note[..trusted_note.len() - 10];
     assert_refused(
-        as_hub.add_checkpoint(add_request(2, Vec::new(), cut)).await,
+        as_hub
+            .add_checkpoint(add_request(trusted_size, Vec::new(), cut))
+            .await,
         Code::InvalidArgument,
         "MALFORMED_NOTE",
     );
     let text_only = format!("{}\n", parse_note(&trusted_note).expect("note").text);
     assert_refused(
         as_hub
-            .add_checkpoint(add_request(2, Vec::new(), &text_only))
+            .add_checkpoint(add_request(trusted_size, Vec::new(), &text_only))
             .await,
         Code::InvalidArgument,
         "MALFORMED_NOTE",
@@ -846,16 +873,20 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     // old_size is not the trusted size.
     let s = assert_refused(
         as_hub
-            .add_checkpoint(add_request(5, Vec::new(), &trusted_note))
+            .add_checkpoint(add_request(trusted_size + 3, Vec::new(), &trusted_note))
             .await,
         Code::FailedPrecondition,
         "OLD_SIZE_MISMATCH",
     );
-    assert_eq!(error_meta(&s, "known_size").as_deref(), Some("2"));
+    assert_eq!(error_meta(&s, "known_size"), Some(trusted_size.to_string()));
     // A proof hash that is not 32 bytes.
     assert_refused(
         as_hub
-            .add_checkpoint(add_request(2, vec![vec![1, 2, 3]], &forge(3, [1; 32])))
+            .add_checkpoint(add_request(
+                trusted_size,
+                vec![vec![1, 2, 3]],
+                &forge(trusted_size + 1, [1; 32]),
+            ))
             .await,
         Code::InvalidArgument,
         "BAD_PROOF",
@@ -863,7 +894,11 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     // A smaller (older) checkpoint: a log never shrinks, but an older head is no fork.
     assert_refused(
         as_hub
-            .add_checkpoint(add_request(2, Vec::new(), &forge(0, merkle::empty_root())))
+            .add_checkpoint(add_request(
+                trusted_size,
+                Vec::new(),
+                &forge(0, merkle::empty_root()),
+            ))
             .await,
         Code::InvalidArgument,
         "BAD_PROOF",
@@ -873,7 +908,7 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
         let line = c
             .witness_client("colombo", identity)
             .await
-            .add_checkpoint(add_request(2, Vec::new(), &trusted_note))
+            .add_checkpoint(add_request(trusted_size, Vec::new(), &trusted_note))
             .await
             .unwrap_or_else(|s| panic!("honest AddCheckpoint as {identity}: {}", describe(&s)))
             .into_inner()
@@ -892,17 +927,17 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     let s = c.witness_status("colombo").await;
     assert!(!s.forked, "no fork yet: {:?}", s.evidence);
     assert!(s.evidence.is_empty());
-    assert_eq!(s.trusted_size, 2);
+    assert_eq!(s.trusted_size, trusted_size);
     assert_eq!(
         health(colombo_ops, WITNESS_HEALTH).await,
         Ok(ServingStatus::Serving as i32)
     );
 
     // --- The fork: a second checkpoint of the trusted size with another root. ---
-    let forked_note = forge(2, [0x42; 32]);
+    let forked_note = forge(trusted_size, [0x42; 32]);
     let s = assert_refused(
         as_hub
-            .add_checkpoint(add_request(2, Vec::new(), &forked_note))
+            .add_checkpoint(add_request(trusted_size, Vec::new(), &forked_note))
             .await,
         Code::FailedPrecondition,
         "INCONSISTENT_CHECKPOINT",
@@ -916,16 +951,16 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     assert_eq!(ev.conflicting_checkpoint, forked_note);
     assert!(!ev.problem.is_empty());
     assert!(ev.detected_at.is_some());
-    // Both pieces of evidence are hub-signed checkpoints of size 2 with different roots:
+    // Both pieces of evidence are hub-signed checkpoints of the trusted size with different roots:
     // anyone can check them with the log key alone.
     let (a, b) = (
         open(&fed, &ev.trusted_checkpoint),
         open(&fed, &ev.conflicting_checkpoint),
     );
-    assert_eq!((a.size, b.size), (2, 2));
+    assert_eq!((a.size, b.size), (trusted_size, trusted_size));
     assert_ne!(a.root, b.root);
     assert_eq!(
-        status.trusted_size, 2,
+        status.trusted_size, trusted_size,
         "the trusted checkpoint did not move"
     );
     assert_eq!(status.trusted_checkpoint, trusted_note);
@@ -937,7 +972,7 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     // Nothing more is cosigned, not even the honest checkpoint.
     assert_refused(
         as_hub
-            .add_checkpoint(add_request(2, Vec::new(), &trusted_note))
+            .add_checkpoint(add_request(trusted_size, Vec::new(), &trusted_note))
             .await,
         Code::FailedPrecondition,
         "INCONSISTENT_CHECKPOINT",
@@ -968,21 +1003,22 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     );
 
     // --- A larger forged checkpoint with a garbage consistency proof, offered to midwa. ---
-    // (The hub is honest and moved on to size 3 with colombo's statement above; midwa, not
+    // (The hub is honest and moved on one leaf with colombo's statement above; midwa, not
     // forked, follows it.)
+    let moved_on = trusted_size + 1;
     assert_eventually!(
         c,
         TIMEOUT,
-        c.witness_status("midwa").await.trusted_size == 3,
-        "midwa trusts size 3"
+        c.witness_status("midwa").await.trusted_size == moved_on,
+        "midwa trusts size {moved_on}"
     );
     let midwa_trusted = c.witness_status("midwa").await.trusted_checkpoint;
-    let bigger = forge(5, [0x17; 32]);
+    let bigger = forge(moved_on + 2, [0x17; 32]);
     let mut midwa_as_hub = c.witness_client("midwa", HUB_ID).await;
     assert_refused(
         midwa_as_hub
             .add_checkpoint(add_request(
-                3,
+                moved_on,
                 vec![vec![0xab; 32], vec![0xcd; 32]],
                 &bigger,
             ))
@@ -995,7 +1031,7 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     assert_eq!(midwa.evidence.len(), 1);
     assert_eq!(midwa.evidence[0].conflicting_checkpoint, bigger);
     assert_eq!(midwa.evidence[0].trusted_checkpoint, midwa_trusted);
-    assert_eq!(midwa.trusted_size, 3);
+    assert_eq!(midwa.trusted_size, moved_on);
     assert_eq!(
         health(c.node_ops("midwa"), WITNESS_HEALTH).await,
         Ok(ServingStatus::NotServing as i32)
@@ -1013,25 +1049,28 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
 async fn garbage_proof_for_a_genuine_checkpoint_is_not_a_fork() {
     let mut c = Cluster::start_with_env(&["colombo", "midwa"], &FAST_WITNESS).await;
     c.publish_policy("colombo", "First").await;
+    // The hub prelude and colombo#1; then colombo#2 makes the genuine checkpoint.
+    let trusted_size = HUB_PRELUDE + 1;
+    let genuine_size = trusted_size + 1;
     assert_eventually!(
         c,
         TIMEOUT,
-        witnesses_at(&c, &["colombo", "midwa"], 2).await,
-        "both witnesses trust size 2"
+        witnesses_at(&c, &["colombo", "midwa"], trusted_size).await,
+        "both witnesses trust size {trusted_size}"
     );
     c.stop_node("midwa").await;
     c.publish_policy("colombo", "Second").await;
     assert_eventually!(c, TIMEOUT, c.delivered("colombo", 2).await, "delivered");
     let genuine = hub_checkpoint(&c, false).await.expect("latest").checkpoint;
-    assert_eq!(open(&c.federation(), &genuine).size, 3);
+    assert_eq!(open(&c.federation(), &genuine).size, genuine_size);
     assert!(c.stop_hub().await.success());
     c.restart_node("midwa").await;
-    assert_eq!(c.witness_status("midwa").await.trusted_size, 2);
+    assert_eq!(c.witness_status("midwa").await.trusted_size, trusted_size);
 
     let refused = c
         .witness_client("midwa", "operator")
         .await
-        .add_checkpoint(add_request(2, vec![vec![0xab; 32]], &genuine))
+        .add_checkpoint(add_request(trusted_size, vec![vec![0xab; 32]], &genuine))
         .await
         .expect_err("a garbage proof is refused");
     let status = c.witness_status("midwa").await;
@@ -1052,8 +1091,8 @@ async fn garbage_proof_for_a_genuine_checkpoint_is_not_a_fork() {
     assert_eventually!(
         c,
         TIMEOUT,
-        c.witness_status("midwa").await.trusted_size == 3,
-        "midwa witnesses size 3"
+        c.witness_status("midwa").await.trusted_size == genuine_size,
+        "midwa witnesses size {genuine_size}"
     );
 }
 
@@ -1136,16 +1175,30 @@ async fn rewritten_entry_is_detected() {
             "{title} reaches the hub"
         );
     }
-    // Registry version 1 is leaf 0; the five statements are leaves 1-5.
+    // Registry version 1 is leaf 0 and catalogue version 1 leaf 1 (the hub prelude); the
+    // five statements are leaves 2-6, in publishing order.
+    let size = HUB_PRELUDE + 5;
+    let rewrite_one = HUB_PRELUDE; // leaf of "Rewrite one"
+    let rewrite_me = HUB_PRELUDE + 2; // leaf of "Rewrite me"
+    assert_eq!(size, 7, "the tree shape the comments below describe");
     let records = c.hub_statements().await;
-    assert_eq!(records.len(), 6);
+    assert_eq!(records.len() as u64, size);
     assert!(is_registry(&records[0]), "the registry version is leaf 0");
+    assert!(is_catalogue(&records[1]), "the catalogue is leaf 1");
     assert_eq!(node_statements(&records).len(), 5);
+    assert_eq!(
+        records[rewrite_one as usize].name,
+        "nodes/colombo/statements/1"
+    );
+    assert_eq!(
+        records[rewrite_me as usize].name,
+        "nodes/colombo/statements/2"
+    );
     assert_eventually!(
         c,
         TIMEOUT,
-        final_at(&c, 6).await,
-        "the size-6 checkpoint is final"
+        final_at(&c, size).await,
+        "the size-{size} checkpoint is final"
     );
     let witnessed_note = hub_checkpoint(&c, true).await.expect("final").checkpoint;
     assert!(cosigners(&fed, &witnessed_note) >= 2);
@@ -1158,26 +1211,29 @@ async fn rewritten_entry_is_detected() {
         .collect();
     let db = c.hub_db();
 
-    // (a) Rewrite leaf 1's stored hash (the first statement, "Rewrite one"). For size 6 the
-    // right edge is the nodes (2, 0) (leaves 0-3) and (1, 2) (leaves 4-5): leaf 1's own node
-    // is not on it, so the hub's start-up check (which reads only the right edge: start-up
-    // must not grow with the log) cannot see it, and the hub starts and serves. The damage
-    // shows in the proofs it now serves: leaf 0's proof (the registry version's) uses the
-    // stored leaf-1 hash as its sibling, so it no longer leads to the root the witnesses
-    // cosigned. (Leaf 1's own proof does not contain its own hash, and leaves 2-5 use the
-    // stored (1, 0) and (2, 0) nodes, which still hold the honest hashes.)
+    // (a) Rewrite leaf 2's stored hash (the first statement, "Rewrite one"). For size 7 the
+    // right edge is the nodes (2, 0) (leaves 0-3), (1, 2) (leaves 4-5) and (0, 6) (leaf 6):
+    // leaf 2's own node is not on it, so the hub's start-up check (which reads only the right
+    // edge: start-up must not grow with the log) cannot see it, and the hub starts and
+    // serves. The damage shows in the proofs it now serves: leaf 3's proof ("Rewrite two")
+    // uses the stored leaf-2 hash as its sibling, so it no longer leads to the root the
+    // witnesses cosigned. (Leaf 2's own proof does not contain its own hash, leaves 0-1 use
+    // the stored (1, 1) node and leaves 4-6 the stored (2, 0) node, which still hold the
+    // honest hashes.)
+    assert_eq!(rewrite_one % 2, 0, "leaf {rewrite_one} is a left child");
+    let sibling = rewrite_one + 1;
     assert!(c.stop_hub().await.success());
-    let original_leaf1 = db_read_node(&db, 0, 1);
+    let original_leaf = db_read_node(&db, 0, rewrite_one);
     assert_eq!(
-        original_leaf1, honest_leaves[1],
+        original_leaf, honest_leaves[rewrite_one as usize],
         "the stored leaf is the entry's"
     );
-    db_write_node(&db, 0, 1, &[0x66; 32]);
+    db_write_node(&db, 0, rewrite_one, &[0x66; 32]);
     c.start_hub().await;
     assert_eq!(
         audit(&c, &witnessed).await,
-        vec![0],
-        "the auditor catches the rewritten leaf through the registry version's proof"
+        vec![sibling],
+        "the auditor catches the rewritten leaf through its sibling's proof"
     );
     // The hub still presents the old checkpoint, and the witnesses never saw a different
     // one (what was rewritten is the storage behind it).
@@ -1191,7 +1247,7 @@ async fn rewritten_entry_is_detected() {
     // checkpoint at start-up and refuses to continue a rewritten log. Here the node (1, 2),
     // the hash of leaves 4-5.
     assert!(c.stop_hub().await.success());
-    db_write_node(&db, 0, 1, &original_leaf1);
+    db_write_node(&db, 0, rewrite_one, &original_leaf);
     let original_edge = db_read_node(&db, 1, 2);
     db_write_node(&db, 1, 2, &[0x77; 32]);
     let output = hub_refuses_to_start(&c).await;
@@ -1201,18 +1257,19 @@ async fn rewritten_entry_is_detected() {
     );
     db_write_node(&db, 1, 2, &original_edge);
 
-    // (c) Rewrite a statement's envelope (leaf 3, feed index 4, "Rewrite me" -> "Rewrote me"):
+    // (c) Rewrite a statement's envelope (leaf 4, feed index 5, "Rewrite me" -> "Rewrote me"):
     // the leaf recomputed from the envelope the hub now serves no longer matches its inclusion
     // proof against the witnessed checkpoint, and the member's signature no longer verifies.
+    let feed_index = rewrite_me + 1;
     {
         let conn = rusqlite::Connection::open(&db).expect("open hub.sqlite");
         let bytes: Vec<u8> = conn
             .query_row(
-                "SELECT envelope FROM statements WHERE feed_index = 4",
-                [],
+                "SELECT envelope FROM statements WHERE feed_index = ?1",
+                rusqlite::params![feed_index as i64],
                 |r| r.get(0),
             )
-            .expect("statement 4");
+            .expect("the statement at that feed index");
         let mut env = v1::Envelope::decode(bytes.as_slice()).expect("stored envelope");
         let at = env
             .payload
@@ -1222,8 +1279,8 @@ async fn rewritten_entry_is_detected() {
         env.payload[at..at + 10].copy_from_slice(b"Rewrote me");
         let n = conn
             .execute(
-                "UPDATE statements SET envelope = ?1 WHERE feed_index = 4",
-                rusqlite::params![env.encode_to_vec()],
+                "UPDATE statements SET envelope = ?1 WHERE feed_index = ?2",
+                rusqlite::params![env.encode_to_vec(), feed_index as i64],
             )
             .expect("update");
         assert_eq!(n, 1);
@@ -1231,12 +1288,13 @@ async fn rewritten_entry_is_detected() {
     c.start_hub().await;
     assert_eq!(
         audit(&c, &witnessed).await,
-        vec![3],
+        vec![rewrite_me],
         "the auditor catches the rewritten envelope"
     );
     let entries = all_log_entries(&c).await;
-    assert_ne!(entries[3].leaf_hash, honest_leaves[3]);
-    let served = SignedEnvelope::from_proto(entries[3].envelope.clone().expect("envelope"));
+    let rewritten = &entries[rewrite_me as usize];
+    assert_ne!(rewritten.leaf_hash, honest_leaves[rewrite_me as usize]);
+    let served = SignedEnvelope::from_proto(rewritten.envelope.clone().expect("envelope"));
     assert!(
         verify_signatures(&served, |id| fed.key_owner(id).map(|(_, k)| k)).is_err(),
         "the rewritten statement's signature fails too"
@@ -1300,9 +1358,9 @@ async fn load(
 async fn kill_minus_9_during_ingest_keeps_every_receipt_provable() {
     const PER_CLIENT: u64 = 67;
     let total = PER_CLIENT * 3;
-    // The log: registry version 1 (leaf 0, logged when the hub first started) and every
-    // statement.
-    let log_size = total + 1;
+    // The log: the hub prelude (registry version 1 and catalogue version 1, leaves 0 and 1,
+    // logged when the hub first started) and every statement.
+    let log_size = total + HUB_PRELUDE;
     let mut c = Cluster::start_with_env(&ALL_NODES, &FAST_WITNESS).await;
     let fed = c.federation();
     let progress = Arc::new(AtomicU64::new(0));
@@ -1377,6 +1435,15 @@ async fn kill_minus_9_during_ingest_keeps_every_receipt_provable() {
         1,
         "the restarts logged no second registry version"
     );
+    assert!(
+        is_catalogue(&records[1]),
+        "catalogue version 1 is still second"
+    );
+    assert_eq!(
+        records.iter().filter(|r| is_catalogue(r)).count(),
+        1,
+        "the restarts logged no second catalogue version"
+    );
     assert_eq!(
         node_statements(&records).len() as u64,
         total,
@@ -1396,7 +1463,7 @@ async fn kill_minus_9_during_ingest_keeps_every_receipt_provable() {
     let latest_cp = open(&fed, &latest.checkpoint);
     assert_eq!(latest_cp.size, log_size);
 
-    // The stored entries, registry version 1 first, recompute the latest root (and, below,
+    // The stored entries, the hub prelude first, recompute the latest root (and, below,
     // every root a receipt named).
     let entries = all_log_entries(&c).await;
     let leaves: Vec<Hash> = entries
@@ -1544,6 +1611,20 @@ async fn kill_minus_9_during_ingest_keeps_every_receipt_provable() {
     }
 }
 
+/// The number of hashes in the RFC 6962 audit path of leaf `leaf` in a tree of `size` leaves.
+fn audit_path_len(leaf: u64, size: u64) -> usize {
+    if size <= 1 {
+        return 0;
+    }
+    // The largest power of two smaller than `size` splits the tree.
+    let k = 1u64 << (63 - (size - 1).leading_zeros());
+    if leaf < k {
+        1 + audit_path_len(leaf, k)
+    } else {
+        1 + audit_path_len(leaf - k, size - k)
+    }
+}
+
 /// Runs `f` on every item, at most 32 at a time; results in item order.
 async fn in_parallel<I, R, F, Fut>(items: Vec<I>, f: F) -> Vec<R>
 where
@@ -1575,8 +1656,9 @@ async fn export_and_offline_verify_bundle() {
         c.publish_policy(node, &format!("Bundled {node}")).await;
         assert_eventually!(c, TIMEOUT, c.delivered(node, 1).await, "{node} delivered");
     }
-    // Registry version 1 and the three statements.
-    assert_eventually!(c, TIMEOUT, final_at(&c, 4).await, "final at size 4");
+    // The hub prelude (registry version 1, catalogue version 1) and the three statements.
+    let size = HUB_PRELUDE + ALL_NODES.len() as u64;
+    assert_eventually!(c, TIMEOUT, final_at(&c, size).await, "final at size {size}");
     let fed_dir = c.fed_dir();
     let federation = fed_dir.join("federation.toml");
     let bundle_path = c.root().join("b.json");
@@ -1597,19 +1679,19 @@ async fn export_and_offline_verify_bundle() {
     assert_eq!(code, 0, "export bundle:\n{stdout}\n{stderr}");
     let text = std::fs::read_to_string(&bundle_path).expect("bundle written");
     let bundle = Bundle::from_json(&text).expect("the bundle parses");
-    assert_eq!(bundle.log.tree_size, 4);
+    assert_eq!(bundle.log.tree_size, size);
     let colombo_1 = c
         .hub_statements_of("colombo")
         .await
         .into_iter()
         .next()
         .expect("colombo#1");
-    assert!(colombo_1.feed_index >= 2, "after registry version 1");
+    assert!(colombo_1.feed_index > HUB_PRELUDE, "after the hub prelude");
     assert_eq!(bundle.log.leaf_index, colombo_1.feed_index - 1);
     assert_eq!(
         bundle.log.inclusion_proof.len(),
-        2,
-        "a leaf of a 4-leaf tree"
+        audit_path_len(bundle.log.leaf_index, size),
+        "a leaf of a {size}-leaf tree: one hash per level of its audit path"
     );
     assert!(bundle.receipt.is_some());
 

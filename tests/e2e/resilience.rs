@@ -1,7 +1,9 @@
 //! Failures: the hub down while nodes publish, nodes restarting with undelivered statements, the
 //! hub killed with SIGKILL, a node offline while the feed moves on.
 
-use crate::harness::{Cluster, TIMEOUT, is_registry, keyed, node_statements};
+use crate::harness::{
+    Cluster, HUB_PRELUDE, TIMEOUT, is_catalogue, is_registry, keyed, node_statements,
+};
 use rcpfed_core::statement::Statement;
 use rcpfed_proto::v1;
 
@@ -61,10 +63,12 @@ async fn hub_down_while_a_node_publishes_then_everything_is_delivered_once() {
         "colombo delivers all five after the hub returns"
     );
     assert_chain_at_hub(&c, "colombo", 5).await;
-    // Registry version 1, midwa#1 and colombo#1..=5: the restart logged no second registry.
+    // The hub prelude (registry version 1, catalogue version 1), midwa#1 and colombo#1..=5:
+    // the restart logged no second registry or catalogue version.
     let hub = c.hub_statements().await;
-    assert_eq!(hub.len(), 7);
+    assert_eq!(hub.len() as u64, HUB_PRELUDE + 6);
     assert_eq!(hub.iter().filter(|r| is_registry(r)).count(), 1);
+    assert_eq!(hub.iter().filter(|r| is_catalogue(r)).count(), 1);
     assert_eq!(node_statements(&hub).len(), 6);
     assert_eventually!(
         c,
@@ -117,8 +121,13 @@ async fn hub_sigkill_after_acknowledgement_loses_nothing() {
         "abu-dhabi acked"
     );
     let before = c.hub_statements().await;
-    assert_eq!(before.len(), 4, "the registry version and three statements");
+    assert_eq!(
+        before.len() as u64,
+        HUB_PRELUDE + 3,
+        "the registry version, the catalogue and three statements"
+    );
     assert!(is_registry(&before[0]), "the registry version comes first");
+    assert!(is_catalogue(&before[1]), "then the catalogue");
 
     c.kill_hub().await;
     c.start_hub().await;
@@ -156,9 +165,18 @@ async fn hub_sigkill_after_acknowledgement_loses_nothing() {
     );
     assert_chain_at_hub(&c, "colombo", 3).await;
     let all = c.hub_statements().await;
-    assert_eq!(all.len(), 5, "no second registry version after the restart");
-    assert_eq!(all[4].feed_index, 5, "the feed continues at 5");
-    assert_eq!(all[4].name, "nodes/colombo/statements/3");
+    assert_eq!(
+        all.len(),
+        before.len() + 1,
+        "no second registry or catalogue version after the restart"
+    );
+    let last = all.last().expect("colombo#3");
+    let next_index = before.len() as u64 + 1;
+    assert_eq!(
+        last.feed_index, next_index,
+        "the feed continues at {next_index}"
+    );
+    assert_eq!(last.name, "nodes/colombo/statements/3");
     assert_eventually!(
         c,
         TIMEOUT,
@@ -191,13 +209,15 @@ async fn an_offline_node_catches_up_with_the_feed() {
         c.mirrors_match_hub(&["midwa"]).await,
         "midwa catches up"
     );
-    // The registry version and colombo#1..=3.
+    // The hub prelude (registry version 1, catalogue version 1) and colombo#1..=3.
+    let size = HUB_PRELUDE + 3;
     let mirror = c.mirror("midwa").await;
-    assert_eq!(mirror.len(), 4, "no duplicates");
+    assert_eq!(mirror.len() as u64, size, "no duplicates");
     assert!(is_registry(&mirror[0]), "the registry version comes first");
+    assert!(is_catalogue(&mirror[1]), "then the catalogue");
     let mut names: Vec<&str> = mirror.iter().map(|r| r.name.as_str()).collect();
     names.dedup();
-    assert_eq!(names.len(), 4, "no duplicates");
+    assert_eq!(names.len() as u64, size, "no duplicates");
     let s = c.node_status("midwa").await;
-    assert_eq!((s.mirror_count, s.feed_cursor), (4, 4));
+    assert_eq!((s.mirror_count, s.feed_cursor), (size, size));
 }

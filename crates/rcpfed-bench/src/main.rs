@@ -12,6 +12,11 @@
 //! 10 M entries by default) and at each size reports inclusion and consistency proof latency
 //! (read from the store, never loading the tree) and the real hub's start-up time, as a ratio
 //! to the start-up time on an empty database measured in the same run.
+//!
+//! `snapshot`: a synthetic one-million-observation indicator snapshot read, parsed, streamed to
+//! a real node (validated, chunked, manifest signed, stored), delivered to the real hub and
+//! stored and applied there, against `sqlite3 .import` of the same CSV in the same run; then
+//! the hub's query latency for one indicator across all regions (see [`snapshot`]).
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -29,6 +34,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
+
+mod snapshot;
 
 #[derive(Parser)]
 #[command(about = "rcpfed benchmarks (ratios against same-run baselines)")]
@@ -82,6 +89,34 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         nodes: usize,
     },
+    /// A 1-million-observation snapshot through node and hub vs `sqlite3 .import`, and hub
+    /// query latency.
+    Snapshot {
+        /// Path to the rcpfed binary (build with `cargo build --release -p rcpfed`).
+        #[arg(long, default_value = "target/release/rcpfed")]
+        rcpfed: PathBuf,
+        /// The sqlite3 command-line shell (the baseline).
+        #[arg(long, default_value = "sqlite3")]
+        sqlite3: PathBuf,
+        /// Observations in the large snapshot.
+        #[arg(long, default_value_t = 1_000_000)]
+        observations: usize,
+        /// Observations in each of the two small snapshots (abu-dhabi, midwa).
+        #[arg(long, default_value_t = 10_000)]
+        small: usize,
+        /// Observations per PublishSnapshot message.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        /// Runs of the sqlite3 baseline (the median is used).
+        #[arg(long, default_value_t = 3)]
+        sqlite_runs: usize,
+        /// Timed calls of each query kind.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Working directory, kept afterwards (default: a temporary directory, removed).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Internal: the bare ack server used as the baseline.
     BareServer {
         /// PKI directory.
@@ -130,6 +165,25 @@ fn main() -> Result<()> {
             samples,
             startups,
             nodes,
+        })),
+        Cmd::Snapshot {
+            rcpfed,
+            sqlite3,
+            observations,
+            small,
+            batch,
+            sqlite_runs,
+            queries,
+            dir,
+        } => rt.block_on(snapshot::run(snapshot::Options {
+            rcpfed,
+            sqlite3,
+            observations,
+            small,
+            batch,
+            sqlite_runs,
+            queries,
+            dir,
         })),
         Cmd::BareServer { pki, addr_file } => rt.block_on(bare_server(&pki, &addr_file)),
     }

@@ -1,23 +1,23 @@
 //! The indicator catalogue, modelled on SDMX data structure definitions, and the check of an
 //! indicator snapshot against it.
 //!
-//! **Not yet wired:** nothing in the hub or the node calls this module yet. The catalogue is
-//! not signed or distributed, and [`validate_snapshot`] runs only in tests. Wiring it into the
-//! node (before signing, and `--dry-run`) and the hub (on receipt) is later work (issue 5).
+//! The shipped catalogue is `data/catalogue/catalogue.toml` ([`embedded_catalogue_toml`]); its
+//! format is described in `data/catalogue/README.md`. [`Catalogue::from_toml`] parses it and
+//! checks that it is consistent (every codelist it names exists, defaults are codes of their
+//! codelist, ranges are ordered and name units of their indicator, …).
 //!
-//! The shipped catalogue is `data/catalogue/catalogue.toml`; its format is described in
-//! `data/catalogue/README.md`. [`Catalogue::from_toml`] parses it and checks that it is
-//! consistent (every codelist it names exists, defaults are codes of their codelist, ranges
-//! are ordered and name units of their indicator, …).
+//! The hub issues the catalogue as a chain of versions, like the registry: each version is a
+//! `rcpfed.v1.CatalogueDocument` ([`Catalogue::to_document`]) signed by the hub member's
+//! statement signing key ([`sign_catalogue`]) and logged in the feed. [`verify_catalogue`]
+//! checks a version against the previous one (signature first, then federation, version + 1,
+//! previous digest, content), so a node cannot be given an older, forked or forged catalogue.
 //!
-//! What [`validate_snapshot`] checks, per observation, naming the row and the column
-//! (`indicator_snapshot.observations[i].<column>`):
+//! What [`validate_snapshot`] and [`validate_observations_against`] check, per observation,
+//! naming the row and the column (`indicator_snapshot.observations[i].<column>`):
 //! - the indicator is in the catalogue (otherwise nothing else is checked);
 //! - REF_AREA and TIME_PERIOD are present; REF_AREA is in the area codelist (ISO 3166-1
-//!   alpha-3 or a named aggregate such as `WLD`);
-//! - **aggregates are the hub's:** a code listed under `aggregates` (e.g. `WLD`, `LMC_AGG`) is
-//!   accepted only from a member whose kind is `"hub"` (the GFMD). A regional process reports
-//!   its member states; the world and income-group totals are the hub's to publish;
+//!   alpha-3 or a named aggregate such as `WLD`). Any publisher may report an aggregate
+//!   (`WLD`, `LMC_AGG`): they are custodian figures the processes cite, not member states;
 //! - TIME_PERIOD's frequency (from its format) is allowed for the indicator, and all
 //!   observations of one snapshot have the same frequency;
 //! - every disaggregation is one of the indicator's dimensions with a code from its codelist,
@@ -29,19 +29,27 @@
 //!   Deletes (tombstones) name a key only, so units and ranges are not checked for them.
 //!
 //! It does not repeat [`crate::validate`]'s rules (membership of a state in the publishing
-//! RCP over the period, duplicate keys, finite values, …); both run on a snapshot.
+//! RCP over the period, duplicate keys, finite values, …); both run on a snapshot. Give
+//! [`crate::validate::ValidationContext::aggregates`] the catalogue's
+//! [`Catalogue::area_aggregates`] so that those rules accept the aggregates too.
 
+use crate::Digest;
 use crate::dates::parse_time_period;
+use crate::envelope::{SignedEnvelope, verify_signatures};
 use crate::iso3166::is_alpha3;
+use crate::keys::{SecretKey, VerifyKey};
 use crate::members::Member;
 use crate::rejection::{RejectClass, Rejection, Violation, reasons};
-use crate::statement::{IndicatorSnapshot, ObservationAction};
+use crate::statement::{IndicatorSnapshot, Observation, ObservationAction};
 use crate::validate::{MAX_VIOLATIONS, is_indicator_code};
+use crate::wire::{timestamp_from_proto, timestamp_to_proto};
+use prost::Message as _;
+use rcpfed_proto::v1 as pb;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use time::OffsetDateTime;
 
-/// The member kind that may report aggregates such as `WLD`.
-pub const HUB_KIND: &str = "hub";
 /// The dimension every indicator has, with the area codelist.
 pub const REF_AREA: &str = "REF_AREA";
 /// The time dimension every indicator has (no codelist; its format gives the frequency).
@@ -167,7 +175,7 @@ pub struct Codelist {
     /// Code → name (a name may be empty).
     #[serde(default)]
     pub codes: BTreeMap<String, String>,
-    /// Codes that are aggregates (reported by the hub only); each also in `codes`.
+    /// Codes that are aggregates (e.g. `WLD`), not ISO 3166-1 codes; each also in `codes`.
     #[serde(default)]
     pub aggregates: Vec<String>,
 }
@@ -333,16 +341,21 @@ impl CatalogueCheck {
         Err(Rejection::new(RejectClass::Invalid, reason, message).with_violations(self.errors))
     }
 
-    fn error(&mut self, field: String, reason: &'static str, description: String) {
+    /// Counts an error; `make` builds its (field, description) only while the list has
+    /// room, so a million bad rows do not build a million messages.
+    fn error(&mut self, reason: &'static str, make: impl FnOnce() -> (String, String)) {
         self.total_errors += 1;
         if self.errors.len() < MAX_VIOLATIONS {
+            let (field, description) = make();
             self.errors.push(Violation::new(field, reason, description));
         }
     }
 
-    fn warning(&mut self, field: String, reason: &'static str, description: String) {
+    /// Counts a warning, like [`CatalogueCheck::error`].
+    fn warning(&mut self, reason: &'static str, make: impl FnOnce() -> (String, String)) {
         self.total_warnings += 1;
         if self.warnings.len() < MAX_VIOLATIONS {
+            let (field, description) = make();
             self.warnings
                 .push(Violation::new(field, reason, description));
         }
@@ -368,7 +381,7 @@ fn is_concept_id(id: &str) -> bool {
 impl Catalogue {
     /// Parses a catalogue from TOML and checks that it is consistent. Unknown keys are
     /// refused (PAYLOAD_MALFORMED, with the line); inconsistencies are refused together
-    /// (VALIDATION_FAILED with one violation each).
+    /// (CATALOGUE_INVALID with one violation each, as [`Catalogue::from_document`] does).
     pub fn from_toml(text: &str) -> Result<Catalogue, Rejection> {
         let cat: Catalogue = toml::from_str(text).map_err(|e| {
             Rejection::new(
@@ -378,27 +391,23 @@ impl Catalogue {
             )
         })?;
         let v = cat.consistency();
-        match v.first() {
-            None => Ok(cat),
-            Some(first) => {
-                let mut message = format!(
-                    "the catalogue is not consistent: {}: {}",
-                    first.field, first.description
-                );
-                if v.len() > 1 {
-                    message.push_str(&format!(" (and {} more problems)", v.len() - 1));
-                }
-                Err(
-                    Rejection::new(RejectClass::Invalid, reasons::VALIDATION_FAILED, message)
-                        .with_violations(v),
-                )
-            }
+        if v.is_empty() {
+            Ok(cat)
+        } else {
+            Err(inconsistent(v))
         }
     }
 
     /// The indicator with `code`.
     pub fn indicator(&self, code: &str) -> Option<&Indicator> {
         self.indicators.iter().find(|i| i.code == code)
+    }
+
+    /// The REF_AREA codes that are aggregates (e.g. `WLD`): what
+    /// [`ValidationContext::aggregates`](crate::validate::ValidationContext::aggregates) takes.
+    pub fn area_aggregates(&self) -> &[String] {
+        self.dimension_codelist(REF_AREA)
+            .map_or(&[], |cl| cl.aggregates.as_slice())
     }
 
     /// The codelist of dimension `id`.
@@ -704,6 +713,440 @@ impl Catalogue {
     }
 }
 
+/// Payload type of an envelope carrying a `rcpfed.v1.CatalogueDocument`.
+pub const CATALOGUE_PAYLOAD_TYPE: &str = "application/vnd.rcpfed.catalogue.v1+protobuf";
+
+/// The shipped catalogue, `data/catalogue/catalogue.toml`: what the hub issues as version 1
+/// when its operator gives no other file.
+pub fn embedded_catalogue_toml() -> &'static str {
+    include_str!("../../../data/catalogue/catalogue.toml")
+}
+
+/// A catalogue version whose hub signature, place in the chain and content have been checked
+/// by [`verify_catalogue`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignedCatalogue {
+    /// Feed version: 1, 2, …
+    pub version: u64,
+    /// SHA-256 of the envelope's payload bytes: the next version's `previous_digest`.
+    pub digest: Digest,
+    /// When the hub issued it.
+    pub issued_at: OffsetDateTime,
+    /// The decoded document, as signed.
+    pub document: pb::CatalogueDocument,
+    /// The catalogue it carries, shared by the validators without copying.
+    pub catalogue: Arc<Catalogue>,
+    /// The envelope, for mirroring and re-serving.
+    pub envelope: SignedEnvelope,
+}
+
+/// Field problems of a document, before any consistency rule can run.
+#[derive(Default)]
+struct Problems(Vec<Violation>);
+
+impl Problems {
+    fn add(&mut self, field: String, reason: &'static str, description: impl Into<String>) {
+        self.0.push(Violation::new(field, reason, description));
+    }
+}
+
+/// Refuses a catalogue with its violations (reason CATALOGUE_INVALID), the first in the
+/// message; at most [`MAX_VIOLATIONS`] are attached.
+fn inconsistent(mut v: Vec<Violation>) -> Rejection {
+    let total = v.len();
+    let mut message = match v.first() {
+        Some(first) => format!(
+            "the catalogue is not consistent: {}: {}",
+            first.field, first.description
+        ),
+        None => "the catalogue is not consistent".to_string(),
+    };
+    if total > 1 {
+        message.push_str(&format!(" (and {} more problems)", total - 1));
+    }
+    v.truncate(MAX_VIOLATIONS);
+    Rejection::new(RejectClass::Invalid, reasons::CATALOGUE_INVALID, message).with_violations(v)
+}
+
+/// An id that repeats an earlier one in its list: the second definition would be lost.
+fn repeated(p: &mut Problems, field: String, id: &str) {
+    p.add(
+        field,
+        reasons::DUPLICATE_KEY,
+        format!("{id:?} is defined more than once"),
+    );
+}
+
+impl Catalogue {
+    /// The document the hub signs for feed version `version`. Maps, codelists and codes come
+    /// out sorted by id (as the protocol says), so equal catalogues give equal bytes.
+    pub fn to_document(
+        &self,
+        federation_id: &str,
+        version: u64,
+        issued_at: OffsetDateTime,
+        previous_digest: Option<Digest>,
+    ) -> pb::CatalogueDocument {
+        let concept = |id: &str, c: &Concept| pb::ConceptDefinition {
+            id: id.to_owned(),
+            name: c.name.clone(),
+            codelist: c.codelist.clone(),
+        };
+        pb::CatalogueDocument {
+            federation_id: federation_id.to_owned(),
+            version,
+            issued_at: Some(timestamp_to_proto(issued_at)),
+            previous_digest: previous_digest.map(|d| d.0.to_vec()).unwrap_or_default(),
+            id: self.catalogue.id.clone(),
+            agency: self.catalogue.agency.clone(),
+            catalogue_version: self.catalogue.version.clone(),
+            name: self.catalogue.name.clone(),
+            dimensions: self
+                .dimensions
+                .iter()
+                .map(|(id, c)| concept(id, c))
+                .collect(),
+            // Sorted by id, like every other list.
+            attributes: vec![
+                concept("CONF_STATUS", &self.attributes.conf_status),
+                concept("OBS_STATUS", &self.attributes.obs_status),
+            ],
+            codelists: self
+                .codelists
+                .iter()
+                .map(|(id, cl)| pb::CodelistDefinition {
+                    id: id.clone(),
+                    name: cl.name.clone(),
+                    official: cl.official,
+                    iso3166_alpha3: cl.iso3166_alpha3,
+                    codes: cl
+                        .codes
+                        .iter()
+                        .map(|(code, name)| pb::CodeDefinition {
+                            id: code.clone(),
+                            name: name.clone(),
+                        })
+                        .collect(),
+                    aggregates: cl.aggregates.clone(),
+                })
+                .collect(),
+            indicators: self
+                .indicators
+                .iter()
+                .map(|ind| pb::IndicatorDefinition {
+                    code: ind.code.clone(),
+                    sdg_series: ind.sdg_series.clone(),
+                    name: ind.name.clone(),
+                    custodian: ind.custodian.clone(),
+                    units: ind.units.clone(),
+                    unit_mults: ind.unit_mults.clone(),
+                    frequencies: ind.frequencies.clone(),
+                    dimensions: ind
+                        .dimensions
+                        .iter()
+                        .map(|d| pb::IndicatorDimension {
+                            id: d.id.clone(),
+                            required: d.required,
+                            default_code: d.default.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                    ranges: ind
+                        .ranges
+                        .iter()
+                        .map(|r| pb::PlausibleRange {
+                            unit: r.unit.clone().unwrap_or_default(),
+                            min: r.min,
+                            max: r.max,
+                            severity: match r.severity {
+                                Severity::Error => pb::RangeSeverity::Error,
+                                Severity::Warning => pb::RangeSeverity::Warning,
+                            } as i32,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The catalogue a document carries (its feed fields, federation, version, issued_at and
+    /// previous_digest, are [`verify_catalogue`]'s business). Refused with CATALOGUE_INVALID and
+    /// one violation per problem: repeated ids, codes not sorted by id, an attribute other than
+    /// OBS_STATUS and CONF_STATUS, a range without severity, then every rule of
+    /// [`Catalogue::from_toml`]. The inverse of [`Catalogue::to_document`].
+    pub fn from_document(doc: &pb::CatalogueDocument) -> Result<Catalogue, Rejection> {
+        let mut p = Problems::default();
+        let mut dimensions = BTreeMap::new();
+        for (k, c) in doc.dimensions.iter().enumerate() {
+            let concept = Concept {
+                name: c.name.clone(),
+                codelist: c.codelist.clone(),
+            };
+            if dimensions.insert(c.id.clone(), concept).is_some() {
+                repeated(&mut p, format!("dimensions[{k}].id"), &c.id);
+            }
+        }
+        let (mut obs_status, mut conf_status) = (None, None);
+        for (k, c) in doc.attributes.iter().enumerate() {
+            let slot = match c.id.as_str() {
+                "OBS_STATUS" => &mut obs_status,
+                "CONF_STATUS" => &mut conf_status,
+                other => {
+                    p.add(
+                        format!("attributes[{k}].id"),
+                        reasons::INVALID_DIMENSION,
+                        format!(
+                            "{other:?} is not a coded attribute: use OBS_STATUS or CONF_STATUS"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let concept = Concept {
+                name: c.name.clone(),
+                codelist: c.codelist.clone(),
+            };
+            if slot.replace(concept).is_some() {
+                repeated(&mut p, format!("attributes[{k}].id"), &c.id);
+            }
+        }
+        for (id, slot) in [("OBS_STATUS", &obs_status), ("CONF_STATUS", &conf_status)] {
+            if slot.is_none() {
+                p.add(
+                    "attributes".into(),
+                    reasons::FIELD_REQUIRED,
+                    format!("{id} and its codelist are required"),
+                );
+            }
+        }
+        let mut codelists = BTreeMap::new();
+        for (k, cl) in doc.codelists.iter().enumerate() {
+            let mut codes = BTreeMap::new();
+            let mut last: Option<&str> = None;
+            for (m, code) in cl.codes.iter().enumerate() {
+                let field = format!("codelists[{k}].codes[{m}].id");
+                if last.is_some_and(|l| l >= code.id.as_str()) {
+                    if codes.contains_key(&code.id) {
+                        repeated(&mut p, field, &code.id);
+                    } else {
+                        p.add(
+                            field,
+                            reasons::CATALOGUE_INVALID,
+                            format!("{:?} is out of order: codes are sorted by id", code.id),
+                        );
+                    }
+                }
+                last = Some(&code.id);
+                codes.insert(code.id.clone(), code.name.clone());
+            }
+            let list = Codelist {
+                name: cl.name.clone(),
+                official: cl.official,
+                iso3166_alpha3: cl.iso3166_alpha3,
+                codes,
+                aggregates: cl.aggregates.clone(),
+            };
+            if codelists.insert(cl.id.clone(), list).is_some() {
+                repeated(&mut p, format!("codelists[{k}].id"), &cl.id);
+            }
+        }
+        let mut indicators = Vec::with_capacity(doc.indicators.len());
+        for (i, ind) in doc.indicators.iter().enumerate() {
+            let mut ranges = Vec::with_capacity(ind.ranges.len());
+            for (k, r) in ind.ranges.iter().enumerate() {
+                let severity = match pb::RangeSeverity::try_from(r.severity) {
+                    Ok(pb::RangeSeverity::Error) => Severity::Error,
+                    Ok(pb::RangeSeverity::Warning) => Severity::Warning,
+                    _ => {
+                        p.add(
+                            format!("indicators[{i}].ranges[{k}].severity"),
+                            reasons::FIELD_REQUIRED,
+                            format!(
+                                "{} is not a severity: use RANGE_SEVERITY_ERROR or RANGE_SEVERITY_WARNING",
+                                r.severity
+                            ),
+                        );
+                        Severity::Error
+                    }
+                };
+                ranges.push(Range {
+                    unit: (!r.unit.is_empty()).then(|| r.unit.clone()),
+                    min: r.min,
+                    max: r.max,
+                    severity,
+                });
+            }
+            indicators.push(Indicator {
+                code: ind.code.clone(),
+                sdg_series: ind.sdg_series.clone(),
+                name: ind.name.clone(),
+                custodian: ind.custodian.clone(),
+                units: ind.units.clone(),
+                unit_mults: ind.unit_mults.clone(),
+                frequencies: ind.frequencies.clone(),
+                dimensions: ind
+                    .dimensions
+                    .iter()
+                    .map(|d| IndicatorDimension {
+                        id: d.id.clone(),
+                        required: d.required,
+                        default: (!d.default_code.is_empty()).then(|| d.default_code.clone()),
+                    })
+                    .collect(),
+                ranges,
+            });
+        }
+        let (Some(obs_status), Some(conf_status), true) = (obs_status, conf_status, p.0.is_empty())
+        else {
+            return Err(inconsistent(p.0));
+        };
+        let cat = Catalogue {
+            catalogue: CatalogueInfo {
+                id: doc.id.clone(),
+                agency: doc.agency.clone(),
+                version: doc.catalogue_version.clone(),
+                name: doc.name.clone(),
+            },
+            dimensions,
+            attributes: Attributes {
+                obs_status,
+                conf_status,
+            },
+            codelists,
+            indicators,
+        };
+        let v = cat.consistency();
+        if v.is_empty() {
+            Ok(cat)
+        } else {
+            Err(inconsistent(v))
+        }
+    }
+}
+
+/// The envelope the hub logs for `doc`: the exact encoding signed with `key` (the hub
+/// member's statement signing key).
+pub fn sign_catalogue(doc: &pb::CatalogueDocument, key: &SecretKey) -> SignedEnvelope {
+    SignedEnvelope::sign(CATALOGUE_PAYLOAD_TYPE, doc.encode_to_vec(), key)
+}
+
+/// A CATALOGUE_INVALID refusal of class `class`.
+fn chain_error(class: RejectClass, message: String) -> Rejection {
+    Rejection::new(class, reasons::CATALOGUE_INVALID, message)
+}
+
+/// Verifies one catalogue version. The signature comes first, over the raw bytes: the payload
+/// type must be [`CATALOGUE_PAYLOAD_TYPE`] (UNKNOWN_PAYLOAD_TYPE) and a signature must verify
+/// with one of `hub_keys` (MISSING_SIGNATURE, UNKNOWN_KEY_ID, BAD_SIGNATURE). Only then is the
+/// payload decoded and checked, every refusal CATALOGUE_INVALID: the federation, the version
+/// (exactly one more than `previous`'s, or 1 when there is none), `previous_digest` (the
+/// previous payload's SHA-256, empty for version 1), `issued_at`, and the content
+/// ([`Catalogue::from_document`]). The chain rule stops rollback, replay and forks.
+pub fn verify_catalogue(
+    envelope: &SignedEnvelope,
+    hub_keys: &[VerifyKey],
+    federation_id: &str,
+    previous: Option<(u64, Digest)>,
+) -> Result<SignedCatalogue, Rejection> {
+    if envelope.payload_type != CATALOGUE_PAYLOAD_TYPE {
+        return Err(Rejection::new(
+            RejectClass::Invalid,
+            reasons::UNKNOWN_PAYLOAD_TYPE,
+            format!(
+                "payload type {:?} is not {CATALOGUE_PAYLOAD_TYPE:?}",
+                envelope.payload_type
+            ),
+        ));
+    }
+    verify_signatures(envelope, |id| hub_keys.iter().find(|k| k.key_id == id)).map_err(|e| {
+        Rejection {
+            message: format!("the catalogue is not signed by the hub: {}", e.message),
+            ..e
+        }
+    })?;
+    let document = pb::CatalogueDocument::decode(envelope.payload.as_slice()).map_err(|e| {
+        chain_error(
+            RejectClass::Invalid,
+            format!("the payload is not a valid rcpfed.v1.CatalogueDocument: {e}"),
+        )
+    })?;
+    let version = document.version;
+    if document.federation_id != federation_id {
+        return Err(chain_error(
+            RejectClass::Forbidden,
+            format!(
+                "catalogue version {version} is for federation {:?}, not {federation_id:?}",
+                document.federation_id
+            ),
+        ));
+    }
+    let expected = previous.map_or(1, |(v, _)| v.saturating_add(1));
+    if version != expected {
+        let (class, words) = match previous {
+            Some((v, _)) if version <= v => (
+                RejectClass::Conflict,
+                format!("is not newer than the trusted version {v}"),
+            ),
+            Some((v, _)) => (
+                RejectClass::Precondition,
+                format!("skips versions: the next version after {v} is {expected}"),
+            ),
+            None => (
+                RejectClass::Precondition,
+                "is not the first: the chain starts at version 1".to_string(),
+            ),
+        };
+        return Err(
+            chain_error(class, format!("catalogue version {version} {words}"))
+                .with_meta("expected_version", expected.to_string()),
+        );
+    }
+    let linked = match &previous {
+        None => document.previous_digest.is_empty(),
+        Some((_, d)) => Digest::from_slice(&document.previous_digest).as_ref() == Some(d),
+    };
+    if !linked {
+        let expected_words = match &previous {
+            None => "empty, as version 1 has no predecessor".to_string(),
+            Some((v, d)) => format!("{d}, the digest of version {v}"),
+        };
+        return Err(chain_error(
+            RejectClass::Conflict,
+            format!(
+                "catalogue version {version} does not follow the trusted chain: its previous_digest is {:?}; it must be {expected_words}",
+                hex::encode(&document.previous_digest)
+            ),
+        ));
+    }
+    let issued_at = document
+        .issued_at
+        .as_ref()
+        .and_then(timestamp_from_proto)
+        .ok_or_else(|| {
+            chain_error(
+                RejectClass::Invalid,
+                format!("catalogue version {version} has no valid issued_at time"),
+            )
+        })?;
+    let catalogue = Catalogue::from_document(&document).map_err(|e| Rejection {
+        message: format!("catalogue version {version}: {}", e.message),
+        ..e
+    })?;
+    Ok(SignedCatalogue {
+        version,
+        digest: envelope.digest(),
+        issued_at,
+        document,
+        catalogue: Arc::new(catalogue),
+        envelope: envelope.clone(),
+    })
+}
+
+/// Whether two catalogues say the same thing: exactly `a == b` (derived [`PartialEq`]); named
+/// so the hub can skip issuing a version that changes nothing.
+pub fn same_content(a: &Catalogue, b: &Catalogue) -> bool {
+    a == b
+}
+
 /// `value × 10^mult` in words, for messages.
 fn scaled_words(value: f64, mult: i32, scaled: f64) -> String {
     if mult == 0 {
@@ -713,117 +1156,165 @@ fn scaled_words(value: f64, mult: i32, scaled: f64) -> String {
     }
 }
 
-/// Checks `snap` against the catalogue as published by `member`; see the module docs for the
-/// rules. Errors refuse the snapshot; warnings are reported only.
+/// Checks `snap` against the catalogue; see the module docs for the rules. Errors refuse the
+/// snapshot; warnings are reported only. A chunked snapshot carries no observations here:
+/// only its indicator is checked, and its observations go through
+/// [`validate_observations_against`] when the chunks arrive.
+///
+/// `member` is no longer used (any publisher may report aggregates); it stays so that callers
+/// need not change.
 pub fn validate_snapshot(
     cat: &Catalogue,
     snap: &IndicatorSnapshot,
     member: &Member,
 ) -> CatalogueCheck {
+    let _ = member;
+    validate_observations_against(cat, &snap.indicator, &snap.observations)
+}
+
+/// What one indicator's observations are checked against, looked up once per snapshot so the
+/// loop over (up to millions of) observations does no map lookups and allocates nothing
+/// unless a rule is broken.
+struct Plan<'c> {
+    ind: &'c Indicator,
+    areas: Option<&'c Codelist>,
+    obs_status: Option<&'c Codelist>,
+    conf_status: Option<&'c Codelist>,
+    /// The indicator's dimensions with their codelists.
+    dims: Vec<(&'c IndicatorDimension, Option<&'c Codelist>)>,
+}
+
+/// The field of column `column` of observation `i`; built only for a violation.
+fn obs_field(i: usize, column: &str) -> String {
+    format!("indicator_snapshot.observations[{i}]{column}")
+}
+
+/// Checks observations against the catalogue's indicator `indicator`, naming
+/// `observations[i]` `indicator_snapshot.observations[i]`: the check of a chunked snapshot,
+/// whose observations travel outside the [`IndicatorSnapshot`]. Pass the whole snapshot (all
+/// chunks, in order) so the one-frequency rule sees every observation.
+pub fn validate_observations_against(
+    cat: &Catalogue,
+    indicator: &str,
+    observations: &[Observation],
+) -> CatalogueCheck {
     let mut out = CatalogueCheck::default();
-    let Some(ind) = cat.indicator(&snap.indicator) else {
+    let Some(ind) = cat.indicator(indicator) else {
         let known: Vec<&str> = cat.indicators.iter().map(|i| i.code.as_str()).collect();
-        out.error(
-            "indicator_snapshot.indicator".into(),
-            reasons::UNKNOWN_INDICATOR,
-            format!(
-                "{:?} is not in catalogue {} {}; known indicators: {}",
-                snap.indicator,
-                cat.catalogue.id,
-                cat.catalogue.version,
-                known.join(", ")
-            ),
-        );
+        out.error(reasons::UNKNOWN_INDICATOR, || {
+            (
+                "indicator_snapshot.indicator".into(),
+                format!(
+                    "{indicator:?} is not in catalogue {} {}; known indicators: {}",
+                    cat.catalogue.id,
+                    cat.catalogue.version,
+                    known.join(", ")
+                ),
+            )
+        });
         return out;
     };
-    let areas = cat.dimension_codelist(REF_AREA);
-    let obs_status = cat.codelists.get(&cat.attributes.obs_status.codelist);
-    let conf_status = cat.codelists.get(&cat.attributes.conf_status.codelist);
-    let allowed_freqs: Vec<&str> = ind.frequencies.iter().map(String::as_str).collect();
-    let dim_ids: Vec<&str> = ind.dimensions.iter().map(|d| d.id.as_str()).collect();
-    let dim_words = if dim_ids.is_empty() {
-        "it has no disaggregations".to_string()
-    } else {
-        format!("its disaggregations are {}", dim_ids.join(", "))
+    let plan = Plan {
+        ind,
+        areas: cat.dimension_codelist(REF_AREA),
+        obs_status: cat.codelists.get(&cat.attributes.obs_status.codelist),
+        conf_status: cat.codelists.get(&cat.attributes.conf_status.codelist),
+        dims: ind
+            .dimensions
+            .iter()
+            .map(|d| (d, cat.dimension_codelist(&d.id)))
+            .collect(),
     };
     // The snapshot's frequency: that of its first observation with an allowed frequency.
     let mut first_freq: Option<(usize, Frequency)> = None;
+    for (i, o) in observations.iter().enumerate() {
+        plan.check(i, o, &mut first_freq, &mut out);
+    }
+    out
+}
 
-    for (i, o) in snap.observations.iter().enumerate() {
-        let f = format!("indicator_snapshot.observations[{i}]");
+impl Plan<'_> {
+    fn dim_words(&self) -> String {
+        if self.dims.is_empty() {
+            "it has no disaggregations".to_string()
+        } else {
+            let ids: Vec<&str> = self.dims.iter().map(|(d, _)| d.id.as_str()).collect();
+            format!("its disaggregations are {}", ids.join(", "))
+        }
+    }
 
-        // REF_AREA.
+    fn check(
+        &self,
+        i: usize,
+        o: &Observation,
+        first_freq: &mut Option<(usize, Frequency)>,
+        out: &mut CatalogueCheck,
+    ) {
+        let ind = self.ind;
+
+        // REF_AREA: a code of the area codelist (ISO 3166-1 or an aggregate; any publisher
+        // may report aggregates, membership of states is crate::validate's rule).
         if o.ref_area.is_empty() {
-            out.error(
-                format!("{f}.ref_area"),
-                reasons::MISSING_DIMENSION,
-                "REF_AREA is required".into(),
-            );
-        } else if let Some(cl) = areas {
-            if !cl.contains(&o.ref_area) {
-                out.error(
-                    format!("{f}.ref_area"),
-                    reasons::CODE_NOT_IN_CODELIST,
+            out.error(reasons::MISSING_DIMENSION, || {
+                (obs_field(i, ".ref_area"), "REF_AREA is required".into())
+            });
+        } else if let Some(cl) = self.areas
+            && !cl.contains(&o.ref_area)
+        {
+            out.error(reasons::CODE_NOT_IN_CODELIST, || {
+                (
+                    obs_field(i, ".ref_area"),
                     format!(
                         "{:?} is not in REF_AREA's codelist: use {}",
                         o.ref_area,
                         cl.examples()
                     ),
-                );
-            } else if cl.is_aggregate(&o.ref_area) && member.kind != HUB_KIND {
-                let name = cl.codes.get(&o.ref_area).map_or("", String::as_str);
-                out.error(
-                    format!("{f}.ref_area"),
-                    reasons::NOT_A_MEMBER_STATE,
-                    format!(
-                        "{:?} ({name}) is an aggregate; only the hub reports aggregates, and {} reports its member states",
-                        o.ref_area, member.id
-                    ),
-                );
-            }
+                )
+            });
         }
 
         // TIME_PERIOD and frequency.
         if o.time_period.is_empty() {
-            out.error(
-                format!("{f}.time_period"),
-                reasons::MISSING_DIMENSION,
-                "TIME_PERIOD is required".into(),
-            );
+            out.error(reasons::MISSING_DIMENSION, || {
+                (
+                    obs_field(i, ".time_period"),
+                    "TIME_PERIOD is required".into(),
+                )
+            });
         } else {
+            let field = || obs_field(i, ".time_period");
             match Frequency::of_time_period(&o.time_period) {
-                None => out.error(
-                    format!("{f}.time_period"),
-                    reasons::INVALID_TIME_PERIOD,
-                    format!(
+                None => out.error(reasons::INVALID_TIME_PERIOD, || {
+                    let description = format!(
                         "{:?} is not a time period such as \"2024\", \"2024-S1\", \"2024-Q3\", \"2024-05\" or \"2024-05-17\"",
                         o.time_period
-                    ),
-                ),
-                Some(freq) if !ind.allows(freq) => out.error(
-                    format!("{f}.time_period"),
-                    reasons::FREQUENCY_NOT_ALLOWED,
-                    format!(
+                    );
+                    (field(), description)
+                }),
+                Some(freq) if !ind.allows(freq) => out.error(reasons::FREQUENCY_NOT_ALLOWED, || {
+                    let description = format!(
                         "{:?} is {} ({}); {} allows {}",
                         o.time_period,
                         freq.word(),
                         freq.code(),
                         ind.code,
-                        allowed_freqs.join(", ")
-                    ),
-                ),
-                Some(freq) => match first_freq {
-                    None => first_freq = Some((i, freq)),
-                    Some((j, first)) if first != freq => out.error(
-                        format!("{f}.time_period"),
-                        reasons::MIXED_FREQUENCIES,
-                        format!(
-                            "{:?} is {}, but observation {j} is {}; one snapshot has one frequency",
-                            o.time_period,
-                            freq.word(),
-                            first.word()
-                        ),
-                    ),
+                        ind.frequencies.join(", ")
+                    );
+                    (field(), description)
+                }),
+                Some(freq) => match *first_freq {
+                    None => *first_freq = Some((i, freq)),
+                    Some((j, first)) if first != freq => {
+                        out.error(reasons::MIXED_FREQUENCIES, || {
+                            let description = format!(
+                                "{:?} is {}, but observation {j} is {}; one snapshot has one frequency",
+                                o.time_period,
+                                freq.word(),
+                                first.word()
+                            );
+                            (field(), description)
+                        })
+                    }
                     Some(_) => {}
                 },
             }
@@ -831,152 +1322,160 @@ pub fn validate_snapshot(
 
         // Disaggregations.
         for (j, (id, value)) in o.dimensions.iter().enumerate() {
-            let df = format!("{f}.dimensions[{j}]");
-            if ind.dimension(id).is_none() {
-                out.error(
-                    format!("{df}.id"),
-                    reasons::UNKNOWN_DIMENSION,
-                    format!("{id:?} is not a dimension of {}; {dim_words}", ind.code),
-                );
-            } else if let Some(cl) = cat.dimension_codelist(id)
-                && !cl.contains(value)
-            {
-                out.error(
-                    format!("{df}.value"),
-                    reasons::CODE_NOT_IN_CODELIST,
-                    format!(
-                        "{value:?} is not a code of {id}'s codelist: use {}",
-                        cl.examples()
-                    ),
-                );
+            match self.dims.iter().find(|(d, _)| d.id == *id) {
+                None => out.error(reasons::UNKNOWN_DIMENSION, || {
+                    (
+                        obs_field(i, &format!(".dimensions[{j}].id")),
+                        format!(
+                            "{id:?} is not a dimension of {}; {}",
+                            ind.code,
+                            self.dim_words()
+                        ),
+                    )
+                }),
+                Some((_, Some(cl))) if !cl.contains(value) => {
+                    out.error(reasons::CODE_NOT_IN_CODELIST, || {
+                        (
+                            obs_field(i, &format!(".dimensions[{j}].value")),
+                            format!(
+                                "{value:?} is not a code of {id}'s codelist: use {}",
+                                cl.examples()
+                            ),
+                        )
+                    })
+                }
+                Some(_) => {}
             }
         }
-        for d in ind.dimensions.iter().filter(|d| d.required) {
+        for (d, cl) in self.dims.iter().filter(|(d, _)| d.required) {
             if !o.dimensions.iter().any(|(id, _)| *id == d.id) {
-                let codes = cat
-                    .dimension_codelist(&d.id)
-                    .map(Codelist::examples)
-                    .unwrap_or_default();
-                out.error(
-                    format!("{f}.dimensions"),
-                    reasons::MISSING_DIMENSION,
-                    format!("{} is required for {} ({codes})", d.id, ind.code),
-                );
+                out.error(reasons::MISSING_DIMENSION, || {
+                    let codes = cl.map(Codelist::examples).unwrap_or_default();
+                    (
+                        obs_field(i, ".dimensions"),
+                        format!("{} is required for {} ({codes})", d.id, ind.code),
+                    )
+                });
             }
         }
 
         // Coded attributes.
         for (column, code, cl, concept) in [
-            ("obs_status", &o.obs_status, obs_status, "OBS_STATUS"),
-            ("conf_status", &o.conf_status, conf_status, "CONF_STATUS"),
+            (".obs_status", &o.obs_status, self.obs_status, "OBS_STATUS"),
+            (
+                ".conf_status",
+                &o.conf_status,
+                self.conf_status,
+                "CONF_STATUS",
+            ),
         ] {
             if let Some(cl) = cl
                 && !code.is_empty()
                 && !cl.contains(code)
             {
-                out.error(
-                    format!("{f}.{column}"),
-                    reasons::CODE_NOT_IN_CODELIST,
-                    format!(
-                        "{code:?} is not a code of {concept}'s codelist: use {}",
-                        cl.examples()
-                    ),
-                );
+                out.error(reasons::CODE_NOT_IN_CODELIST, || {
+                    (
+                        obs_field(i, column),
+                        format!(
+                            "{code:?} is not a code of {concept}'s codelist: use {}",
+                            cl.examples()
+                        ),
+                    )
+                });
             }
         }
 
         // Units and ranges: appends and replaces only (a delete names a key).
         if o.action == ObservationAction::Delete {
-            continue;
+            return;
         }
         if o.unit_measure.is_empty() {
-            out.error(
-                format!("{f}.unit_measure"),
-                reasons::FIELD_REQUIRED,
-                format!(
-                    "is required: {} is measured in {}",
-                    ind.code,
-                    quoted(&ind.units)
-                ),
-            );
+            out.error(reasons::FIELD_REQUIRED, || {
+                (
+                    obs_field(i, ".unit_measure"),
+                    format!(
+                        "is required: {} is measured in {}",
+                        ind.code,
+                        quoted(&ind.units)
+                    ),
+                )
+            });
         } else if !ind.units.contains(&o.unit_measure) {
-            out.error(
-                format!("{f}.unit_measure"),
-                reasons::UNIT_MISMATCH,
-                format!(
-                    "{:?} is not a unit of {}: use {}",
-                    o.unit_measure,
-                    ind.code,
-                    quoted(&ind.units)
-                ),
-            );
+            out.error(reasons::UNIT_MISMATCH, || {
+                (
+                    obs_field(i, ".unit_measure"),
+                    format!(
+                        "{:?} is not a unit of {}: use {}",
+                        o.unit_measure,
+                        ind.code,
+                        quoted(&ind.units)
+                    ),
+                )
+            });
         }
         if !ind.unit_mults.contains(&o.unit_mult) {
-            let mults: Vec<String> = ind.unit_mults.iter().map(i32::to_string).collect();
-            out.error(
-                format!("{f}.unit_mult"),
-                reasons::UNIT_MISMATCH,
-                format!(
-                    "UNIT_MULT {} is not allowed for {}: use {}",
-                    o.unit_mult,
-                    ind.code,
-                    mults.join(", ")
-                ),
-            );
+            out.error(reasons::UNIT_MISMATCH, || {
+                let mults: Vec<String> = ind.unit_mults.iter().map(i32::to_string).collect();
+                (
+                    obs_field(i, ".unit_mult"),
+                    format!(
+                        "UNIT_MULT {} is not allowed for {}: use {}",
+                        o.unit_mult,
+                        ind.code,
+                        mults.join(", ")
+                    ),
+                )
+            });
         }
         let Some(value) = o.obs_value.filter(|x| x.is_finite()) else {
-            continue;
+            return;
         };
         if !(0..=12).contains(&o.unit_mult) {
-            continue;
+            return;
         }
         let scaled = value * 10f64.powi(o.unit_mult);
-        let applicable = ind
+        let broken = |r: &&Range| {
+            r.unit.as_ref().is_none_or(|u| *u == o.unit_measure)
+                && (r.min.is_some_and(|lo| scaled < lo) || r.max.is_some_and(|hi| scaled > hi))
+        };
+        if !ind.ranges.iter().any(|r| broken(&r)) {
+            return;
+        }
+        // Something is out of range: only now are messages built.
+        let any_error = ind
             .ranges
             .iter()
-            .filter(|r| r.unit.as_ref().is_none_or(|u| *u == o.unit_measure));
-        let broken: Vec<(&Range, String)> = applicable
-            .filter_map(|r| {
-                let words = scaled_words(value, o.unit_mult, scaled);
-                match (r.min, r.max) {
-                    (Some(lo), _) if scaled < lo => {
-                        Some((r, format!("{words} is below the plausible minimum {lo}")))
-                    }
-                    (_, Some(hi)) if scaled > hi => {
-                        Some((r, format!("{words} is above the plausible maximum {hi}")))
-                    }
-                    _ => None,
-                }
-            })
-            .collect();
-        let any_error = broken.iter().any(|(r, _)| r.severity == Severity::Error);
-        for (r, words) in broken {
-            let description = format!(
-                "{words} for {} ({}); the catalogue treats this as {}",
-                ind.code,
-                o.unit_measure,
-                match r.severity {
+            .filter(broken)
+            .any(|r| r.severity == Severity::Error);
+        for r in ind.ranges.iter().filter(broken) {
+            let make = || {
+                let bound = match r.min {
+                    Some(lo) if scaled < lo => format!("is below the plausible minimum {lo}"),
+                    _ => format!(
+                        "is above the plausible maximum {}",
+                        r.max.unwrap_or(f64::INFINITY)
+                    ),
+                };
+                let severity = match r.severity {
                     Severity::Error => "an error",
                     Severity::Warning => "a warning",
-                }
-            );
+                };
+                let description = format!(
+                    "{} {bound} for {} ({}); the catalogue treats this as {severity}",
+                    scaled_words(value, o.unit_mult, scaled),
+                    ind.code,
+                    o.unit_measure,
+                );
+                (obs_field(i, ".obs_value"), description)
+            };
             match r.severity {
-                Severity::Error => out.error(
-                    format!("{f}.obs_value"),
-                    reasons::VALUE_OUT_OF_RANGE,
-                    description,
-                ),
+                Severity::Error => out.error(reasons::VALUE_OUT_OF_RANGE, make),
                 // A value already refused is not also warned about.
-                Severity::Warning if !any_error => out.warning(
-                    format!("{f}.obs_value"),
-                    reasons::VALUE_OUT_OF_RANGE,
-                    description,
-                ),
+                Severity::Warning if !any_error => out.warning(reasons::VALUE_OUT_OF_RANGE, make),
                 Severity::Warning => {}
             }
         }
     }
-    out
 }
 
 fn quoted(list: &[String]) -> String {

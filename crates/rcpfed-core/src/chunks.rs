@@ -100,8 +100,8 @@ pub fn check_manifest(m: &ChunkManifest) -> Result<(), Rejection> {
 }
 
 /// Checks chunk `index`'s bytes against the manifest (length, then SHA-256) and only then
-/// decodes them. `first_position` is the snapshot position of the chunk's first observation,
-/// used to name observations in errors.
+/// decodes them. Observations are named in errors by their position in the whole snapshot
+/// (the observations of the chunks before `index` come first).
 pub fn decode_chunk(
     m: &ChunkManifest,
     index: usize,

@@ -1,15 +1,29 @@
 //! Field rules for statements. Header identity checks come first and stop at the first failure
 //! (they say the statement is in the wrong place); every other rule is checked and all
 //! violations are reported together, so a secretariat can fix a document in one go.
+//!
+//! Indicator snapshots: an inline snapshot's observations are checked here. A chunked snapshot
+//! (`chunks` set) is checked in two steps: [`validate_statement`] checks its manifest (and
+//! that it carries no inline observations); [`validate_observations`] checks the observations
+//! when the chunks arrive, with the same code as the inline path.
+//!
+//! REF_AREA is an ISO 3166-1 alpha-3 code of a state that belongs to the publishing member over
+//! the whole period, or one of [`ValidationContext::aggregates`] (such as `WLD`): aggregates
+//! are custodian figures the processes cite, so any publisher may report them, and the
+//! membership rule applies to states only.
 
+use crate::chunks::check_manifest;
 use crate::dates::{parse_date, parse_time_period};
 use crate::iso3166::is_alpha3;
 use crate::members::Member;
 use crate::rejection::{RejectClass, Rejection, Violation, reasons};
 use crate::statement::{
-    Body, IndicatorSnapshot, LocalizedText, ObservationAction, PolicySummary, Statement,
+    Body, IndicatorSnapshot, LocalizedText, Observation, ObservationAction, PolicySummary,
+    Statement,
 };
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashSet};
+use std::hash::BuildHasher;
 use time::OffsetDateTime;
 
 /// How far in the receiver's future `issued_at` may be (clock skew).
@@ -47,6 +61,9 @@ pub struct ValidationContext<'a> {
     pub member: &'a Member,
     /// The receiver's current time.
     pub now: OffsetDateTime,
+    /// REF_AREA codes accepted as aggregates (e.g. `WLD`), exempt from the membership rule;
+    /// usually the catalogue's [`crate::catalogue::Catalogue::area_aggregates`], `&[]` for none.
+    pub aggregates: &'a [String],
 }
 
 /// Collects violations up to [`MAX_VIOLATIONS`].
@@ -62,6 +79,20 @@ impl Violations {
     ) {
         self.1 += 1;
         if self.0.len() < MAX_VIOLATIONS {
+            self.0.push(Violation::new(field, reason, description));
+        }
+    }
+
+    /// Counts a violation; `make` builds its (field, description) only while the list has
+    /// room, so a million bad rows do not build a million messages.
+    fn push_with<F: Into<String>, D: Into<String>>(
+        &mut self,
+        reason: &'static str,
+        make: impl FnOnce() -> (F, D),
+    ) {
+        self.1 += 1;
+        if self.0.len() < MAX_VIOLATIONS {
+            let (field, description) = make();
             self.0.push(Violation::new(field, reason, description));
         }
     }
@@ -134,6 +165,20 @@ pub fn validate_indicators(
 ) -> Result<(), Rejection> {
     let mut v = Violations::default();
     check_indicators(s, ctx, &mut v);
+    into_result(v)
+}
+
+/// Checks a snapshot's observations passed apart from the snapshot (a chunked snapshot's, once
+/// its chunks have arrived, in order) with the same rules as an inline snapshot's, duplicate
+/// keys included across the whole list. `observations[i]` is named
+/// `indicator_snapshot.observations[i]`, so pass the whole snapshot.
+pub fn validate_observations(
+    indicator: &str,
+    observations: &[Observation],
+    ctx: &ValidationContext,
+) -> Result<(), Rejection> {
+    let mut v = Violations::default();
+    check_observations(indicator, observations, ctx, &mut v);
     into_result(v)
 }
 
@@ -390,163 +435,272 @@ pub fn is_indicator_code(code: &str) -> bool {
 }
 
 fn check_indicators(s: &IndicatorSnapshot, ctx: &ValidationContext, v: &mut Violations) {
-    if !is_indicator_code(&s.indicator) {
+    let Some(manifest) = &s.chunks else {
+        check_observations(&s.indicator, &s.observations, ctx, v);
+        return;
+    };
+    // A chunked snapshot: the header carries only the manifest; its observations are checked
+    // with [`validate_observations`] when the chunks arrive.
+    check_indicator_code(&s.indicator, v);
+    if !s.observations.is_empty() {
+        v.push(
+            "indicator_snapshot.observations",
+            reasons::INVALID_CHUNK_MANIFEST,
+            format!(
+                "must be empty when chunks are set: the {} observations travel in the chunks",
+                manifest.observation_count
+            ),
+        );
+    }
+    if let Err(e) = check_manifest(manifest) {
+        if e.violations.is_empty() {
+            v.push("indicator_snapshot.chunks", e.reason, e.message);
+        }
+        for x in e.violations {
+            v.push(x.field, x.reason, x.description);
+        }
+    }
+}
+
+fn check_indicator_code(indicator: &str, v: &mut Violations) {
+    if !is_indicator_code(indicator) {
         v.push(
             "indicator_snapshot.indicator",
             reasons::INVALID_INDICATOR_CODE,
             format!(
-                "{:?} is not an indicator code such as \"SDG_10_7_3\" (upper-case letters, digits, '_')",
-                s.indicator
+                "{indicator:?} is not an indicator code such as \"SDG_10_7_3\" (upper-case letters, digits, '_')"
             ),
         );
     }
-    if s.observations.is_empty() {
+}
+
+/// The field of column `column` (".ref_area", "" for the row) of observation `i`; built only
+/// when a rule is broken, so a million clean rows allocate no messages.
+fn obs_field(i: usize, column: &str) -> String {
+    format!("indicator_snapshot.observations[{i}]{column}")
+}
+
+/// Whether `id` is a dimension id: upper-case letter, then A-Z, 0-9, '_'.
+fn is_dimension_id(id: &str) -> bool {
+    id.starts_with(|c: char| c.is_ascii_uppercase())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// An observation's key in canonical form: REF_AREA, TIME_PERIOD, dimensions in id order.
+fn canonical_key(o: &Observation) -> (&str, &str, Vec<(&str, &str)>) {
+    let mut dims: Vec<(&str, &str)> = o
+        .dimensions
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    dims.sort_unstable();
+    (&o.ref_area, &o.time_period, dims)
+}
+
+/// The positions of the observations whose key (REF_AREA, TIME_PERIOD and the dimensions in
+/// any order) repeats an earlier observation's, ascending. Keys are sorted by a 64-bit
+/// fingerprint and compared in full only where fingerprints meet: a million keys cost one
+/// sort, no allocation each, and the per-process random hash keys mean a publisher cannot
+/// craft colliding keys to slow the check down.
+fn repeated_keys(observations: &[Observation]) -> Vec<usize> {
+    let hasher = RandomState::new();
+    // Order-independent in the dimensions: the pair hashes are added.
+    let fingerprint = |o: &Observation| {
+        o.dimensions.iter().fold(
+            hasher.hash_one((&o.ref_area, &o.time_period)),
+            |acc, pair| acc.wrapping_add(hasher.hash_one(pair)),
+        )
+    };
+    let mut order: Vec<(u64, usize)> = observations
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (fingerprint(o), i))
+        .collect();
+    order.sort_unstable();
+    let mut repeats = Vec::new();
+    for run in order
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+    {
+        // Within a run positions ascend, so the first of each key is the one kept.
+        let mut seen = HashSet::new();
+        for &(_, i) in run {
+            if let Some(o) = observations.get(i)
+                && !seen.insert(canonical_key(o))
+            {
+                repeats.push(i);
+            }
+        }
+    }
+    repeats.sort_unstable();
+    repeats
+}
+
+/// The rules of an inline snapshot's observations, also run on a chunked snapshot's
+/// observations once they have arrived: one code path for both.
+fn check_observations(
+    indicator: &str,
+    observations: &[Observation],
+    ctx: &ValidationContext,
+    v: &mut Violations,
+) {
+    check_indicator_code(indicator, v);
+    if observations.is_empty() {
         v.push(
             "indicator_snapshot.observations",
             reasons::NO_OBSERVATIONS,
             "needs at least one observation",
         );
     }
-    let mut keys = HashSet::new();
-    for (i, o) in s.observations.iter().enumerate() {
-        let f = format!("indicator_snapshot.observations[{i}]");
+    let mut repeats = repeated_keys(observations).into_iter().peekable();
+    for (i, o) in observations.iter().enumerate() {
         let period = parse_time_period(&o.time_period);
         if period.is_none() {
-            v.push(
-                format!("{f}.time_period"),
-                reasons::INVALID_TIME_PERIOD,
-                format!(
+            v.push_with(reasons::INVALID_TIME_PERIOD, || {
+                let description = format!(
                     "{:?} is not a time period such as \"2024\", \"2024-S1\", \"2024-Q3\", \"2024-05\" or \"2024-05-17\"",
                     o.time_period
-                ),
-            );
+                );
+                (obs_field(i, ".time_period"), description)
+            });
         }
-        if !is_alpha3(&o.ref_area) {
-            v.push(
-                format!("{f}.ref_area"),
-                reasons::INVALID_COUNTRY_CODE,
-                format!(
-                    "{:?} is not an ISO 3166-1 alpha-3 code such as \"LKA\"",
-                    o.ref_area
-                ),
-            );
-        } else if let Some(range) = period
-            && !ctx
-                .member
-                .has_state_during(&o.ref_area, range.start, range.end)
-        {
-            v.push(
-                format!("{f}.ref_area"),
-                reasons::NOT_A_MEMBER_STATE,
-                format!(
-                    "{:?} is not a member state of {} for the whole of {}",
-                    o.ref_area, ctx.member.id, o.time_period
-                ),
-            );
+        if is_alpha3(&o.ref_area) {
+            if let Some(range) = period
+                && !ctx
+                    .member
+                    .has_state_during(&o.ref_area, range.start, range.end)
+            {
+                v.push_with(reasons::NOT_A_MEMBER_STATE, || {
+                    (
+                        obs_field(i, ".ref_area"),
+                        format!(
+                            "{:?} is not a member state of {} for the whole of {}",
+                            o.ref_area, ctx.member.id, o.time_period
+                        ),
+                    )
+                });
+            }
+        } else if !ctx.aggregates.contains(&o.ref_area) {
+            v.push_with(reasons::INVALID_COUNTRY_CODE, || {
+                let description = if ctx.aggregates.is_empty() {
+                    format!(
+                        "{:?} is not an ISO 3166-1 alpha-3 code such as \"LKA\"",
+                        o.ref_area
+                    )
+                } else {
+                    format!(
+                        "{:?} is neither an ISO 3166-1 alpha-3 code such as \"LKA\" nor an aggregate ({})",
+                        o.ref_area,
+                        ctx.aggregates.join(", ")
+                    )
+                };
+                (obs_field(i, ".ref_area"), description)
+            });
         }
-        let mut dim_ids = HashSet::new();
         for (j, (id, value)) in o.dimensions.iter().enumerate() {
-            let df = format!("{f}.dimensions[{j}]");
-            let id_ok = id.starts_with(|c: char| c.is_ascii_uppercase())
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-            if !id_ok {
-                v.push(
-                    format!("{df}.id"),
-                    reasons::INVALID_DIMENSION,
-                    format!("{id:?} is not a dimension id such as \"SEX\" (upper-case letters, digits, '_')"),
-                );
+            let df = |what: &str| obs_field(i, &format!(".dimensions[{j}].{what}"));
+            if !is_dimension_id(id) {
+                v.push_with(reasons::INVALID_DIMENSION, || {
+                    let description = format!(
+                        "{id:?} is not a dimension id such as \"SEX\" (upper-case letters, digits, '_')"
+                    );
+                    (df("id"), description)
+                });
             } else if id == "REF_AREA" || id == "TIME_PERIOD" {
-                v.push(
-                    format!("{df}.id"),
-                    reasons::INVALID_DIMENSION,
-                    format!("{id} is set by the observation's own field, not as a dimension"),
-                );
-            } else if !dim_ids.insert(id.as_str()) {
-                v.push(
-                    format!("{df}.id"),
-                    reasons::INVALID_DIMENSION,
-                    format!("{id} appears more than once"),
-                );
+                v.push_with(reasons::INVALID_DIMENSION, || {
+                    (
+                        df("id"),
+                        format!("{id} is set by the observation's own field, not as a dimension"),
+                    )
+                });
+            } else if o.dimensions[..j].iter().any(|(earlier, _)| earlier == id) {
+                v.push_with(reasons::INVALID_DIMENSION, || {
+                    (df("id"), format!("{id} appears more than once"))
+                });
             }
             if value.is_empty() {
-                v.push(
-                    format!("{df}.value"),
-                    reasons::INVALID_DIMENSION,
-                    format!("dimension {id} needs a value"),
-                );
+                v.push_with(reasons::INVALID_DIMENSION, || {
+                    (df("value"), format!("dimension {id} needs a value"))
+                });
             }
         }
         match (o.action, o.obs_value) {
-            (ObservationAction::Append | ObservationAction::Replace, None) => v.push(
-                format!("{f}.obs_value"),
-                reasons::VALUE_REQUIRED,
-                "is required to append or replace an observation",
-            ),
-            (ObservationAction::Append | ObservationAction::Replace, Some(x)) if !x.is_finite() => {
-                v.push(
-                    format!("{f}.obs_value"),
-                    reasons::NON_FINITE_VALUE,
-                    format!("{x} is not a finite number"),
-                )
+            (ObservationAction::Append | ObservationAction::Replace, None) => {
+                v.push_with(reasons::VALUE_REQUIRED, || {
+                    (
+                        obs_field(i, ".obs_value"),
+                        "is required to append or replace an observation",
+                    )
+                })
             }
-            (ObservationAction::Delete, Some(_)) => v.push(
-                format!("{f}.obs_value"),
-                reasons::VALUE_NOT_ALLOWED,
-                "must be absent when deleting an observation",
-            ),
+            (ObservationAction::Append | ObservationAction::Replace, Some(x)) if !x.is_finite() => {
+                v.push_with(reasons::NON_FINITE_VALUE, || {
+                    (
+                        obs_field(i, ".obs_value"),
+                        format!("{x} is not a finite number"),
+                    )
+                })
+            }
+            (ObservationAction::Delete, Some(_)) => v.push_with(reasons::VALUE_NOT_ALLOWED, || {
+                (
+                    obs_field(i, ".obs_value"),
+                    "must be absent when deleting an observation",
+                )
+            }),
             _ => {}
         }
         if !o.obs_status.is_empty() && !OBS_STATUS.contains(&o.obs_status.as_str()) {
-            v.push(
-                format!("{f}.obs_status"),
-                reasons::INVALID_OBS_STATUS,
-                format!(
-                    "{:?} is not an SDMX OBS_STATUS code such as \"A\", \"E\" or \"P\"",
-                    o.obs_status
-                ),
-            );
+            v.push_with(reasons::INVALID_OBS_STATUS, || {
+                (
+                    obs_field(i, ".obs_status"),
+                    format!(
+                        "{:?} is not an SDMX OBS_STATUS code such as \"A\", \"E\" or \"P\"",
+                        o.obs_status
+                    ),
+                )
+            });
         }
         if !o.conf_status.is_empty() && !CONF_STATUS.contains(&o.conf_status.as_str()) {
-            v.push(
-                format!("{f}.conf_status"),
-                reasons::INVALID_CONF_STATUS,
-                format!(
-                    "{:?} is not an SDMX CONF_STATUS code such as \"F\" or \"C\"",
-                    o.conf_status
-                ),
-            );
+            v.push_with(reasons::INVALID_CONF_STATUS, || {
+                (
+                    obs_field(i, ".conf_status"),
+                    format!(
+                        "{:?} is not an SDMX CONF_STATUS code such as \"F\" or \"C\"",
+                        o.conf_status
+                    ),
+                )
+            });
         }
         if !(0..=12).contains(&o.unit_mult) {
-            v.push(
-                format!("{f}.unit_mult"),
-                reasons::INVALID_UNIT_MULT,
-                format!("{} is not a power of ten from 0 to 12", o.unit_mult),
-            );
+            v.push_with(reasons::INVALID_UNIT_MULT, || {
+                (
+                    obs_field(i, ".unit_mult"),
+                    format!("{} is not a power of ten from 0 to 12", o.unit_mult),
+                )
+            });
         }
-        v.too_long(&format!("{f}.footnote"), &o.footnote, MAX_NOTE_CHARS);
-        v.too_long(&format!("{f}.source"), &o.source, MAX_NOTE_CHARS);
-        v.too_long(
-            &format!("{f}.unit_measure"),
-            &o.unit_measure,
-            MAX_NOTE_CHARS,
-        );
-        let mut dims: Vec<(&str, &str)> = o
-            .dimensions
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect();
-        dims.sort_unstable();
-        if !keys.insert((o.ref_area.as_str(), o.time_period.as_str(), dims)) {
-            v.push(
-                f,
-                reasons::DUPLICATE_KEY,
-                format!(
-                    "another observation has the same key ({}, {} and the same dimensions)",
-                    o.ref_area, o.time_period
-                ),
-            );
+        for (column, text) in [
+            (".footnote", &o.footnote),
+            (".source", &o.source),
+            (".unit_measure", &o.unit_measure),
+        ] {
+            // A string of at most MAX_NOTE_CHARS bytes has at most as many characters.
+            if text.len() > MAX_NOTE_CHARS {
+                v.too_long(&obs_field(i, column), text, MAX_NOTE_CHARS);
+            }
+        }
+        if repeats.next_if_eq(&i).is_some() {
+            v.push_with(reasons::DUPLICATE_KEY, || {
+                (
+                    obs_field(i, ""),
+                    format!(
+                        "another observation has the same key ({}, {} and the same dimensions)",
+                        o.ref_area, o.time_period
+                    ),
+                )
+            });
         }
     }
 }
@@ -594,6 +748,7 @@ mod tests {
             federation_id: "rcp-federation",
             member: &member,
             now: datetime!(2024-05-17 10:00 UTC),
+            aggregates: &[],
         };
         validate_statement(st, &ctx)
     }
@@ -1054,5 +1209,159 @@ mod tests {
             Some(reasons::NON_FINITE_VALUE)
         );
         assert!(e.is_some_and(|e| e.message.contains("and 149 more")));
+    }
+
+    fn check_with(st: &Statement, aggregates: &[String]) -> Result<(), Rejection> {
+        let member = colombo();
+        let ctx = ValidationContext {
+            federation_id: "rcp-federation",
+            member: &member,
+            now: datetime!(2024-05-17 10:00 UTC),
+            aggregates,
+        };
+        validate_statement(st, &ctx)
+    }
+
+    #[test]
+    fn aggregates_pass_only_when_the_caller_names_them() {
+        let aggregates = ["WLD".to_string(), "LMC_AGG".to_string()];
+        let mut st = samples::indicators();
+        first_obs(&mut st).ref_area = "WLD".into();
+        let mut lmc = first_obs(&mut st).clone();
+        lmc.ref_area = "LMC_AGG".into();
+        obs_of(&mut st).observations.push(lmc);
+        assert_eq!(check_with(&st, &aggregates), Ok(()));
+
+        // Without the catalogue's aggregates they are not ISO codes.
+        let e = check(&st).err();
+        assert_eq!(
+            e.as_ref().map(|e| e.reason),
+            Some(reasons::INVALID_COUNTRY_CODE)
+        );
+        assert_eq!(e.map(|e| e.violations.len()), Some(2));
+
+        // Any other code is still refused, naming the aggregates.
+        first_obs(&mut st).ref_area = "EUU".into();
+        let e = check_with(&st, &aggregates).err();
+        assert!(
+            e.as_ref()
+                .is_some_and(|e| e.message.contains("WLD, LMC_AGG"))
+        );
+        assert_eq!(e.map(|e| e.reason), Some(reasons::INVALID_COUNTRY_CODE));
+
+        // An ISO code listed as an aggregate by mistake still needs membership.
+        first_obs(&mut st).ref_area = "FRA".into();
+        obs_of(&mut st).observations.truncate(1);
+        let e = check_with(&st, &["FRA".to_string()]).err();
+        assert_eq!(e.map(|e| e.reason), Some(reasons::NOT_A_MEMBER_STATE));
+    }
+
+    fn chunked(n: usize) -> (Statement, Vec<Observation>) {
+        let mut st = samples::indicators();
+        let o = first_obs(&mut st).clone();
+        let all: Vec<Observation> = (0..n)
+            .map(|i| {
+                let mut o = o.clone();
+                o.time_period = format!("{}", 1990 + i % 30);
+                o.dimensions = vec![("AGE".into(), format!("Y{}", i / 30))];
+                o
+            })
+            .collect();
+        let (manifest, _) = crate::chunks::encode_chunks(&all, 100);
+        let s = obs_of(&mut st);
+        s.observations.clear();
+        s.chunks = Some(manifest);
+        (st, all)
+    }
+
+    #[test]
+    fn chunked_snapshot_header_is_checked_without_observations() {
+        let (st, all) = chunked(250);
+        assert_eq!(check(&st), Ok(()));
+
+        // Inline observations alongside chunks.
+        let mut both = st.clone();
+        obs_of(&mut both).observations.push(all[0].clone());
+        let e = check(&both).err();
+        assert_eq!(
+            e.as_ref().map(|e| e.reason),
+            Some(reasons::INVALID_CHUNK_MANIFEST)
+        );
+        assert_eq!(
+            e.map(|e| e.violations[0].field.clone()).as_deref(),
+            Some("indicator_snapshot.observations")
+        );
+
+        // A manifest whose counts do not add up.
+        let mut bad = st.clone();
+        if let Some(m) = obs_of(&mut bad).chunks.as_mut() {
+            m.observation_count += 1;
+        }
+        let e = check(&bad).err();
+        assert_eq!(
+            e.as_ref().map(|e| e.reason),
+            Some(reasons::INVALID_CHUNK_MANIFEST)
+        );
+        assert_eq!(
+            e.map(|e| e.violations[0].field.clone()).as_deref(),
+            Some("indicator_snapshot.chunks.observation_count")
+        );
+
+        // The indicator code is still checked in the header.
+        let mut code = st.clone();
+        obs_of(&mut code).indicator = "remit".into();
+        let e = check(&code).err();
+        assert_eq!(e.map(|e| e.reason), Some(reasons::INVALID_INDICATOR_CODE));
+    }
+
+    #[test]
+    fn separate_observations_follow_the_inline_rules() {
+        let member = colombo();
+        let ctx = ValidationContext {
+            federation_id: "rcp-federation",
+            member: &member,
+            now: datetime!(2024-05-17 10:00 UTC),
+            aggregates: &[],
+        };
+        let (_, mut all) = chunked(250);
+        assert_eq!(validate_observations("REMIT_INFLOW", &all, &ctx), Ok(()));
+        assert_eq!(
+            validate_observations("REMIT_INFLOW", &[], &ctx)
+                .err()
+                .map(|e| e.reason),
+            Some(reasons::NO_OBSERVATIONS)
+        );
+
+        // A duplicate key across chunks, and a non-member, named by snapshot position.
+        all[230] = all[5].clone();
+        all[120].ref_area = "FRA".into();
+        let e = validate_observations("REMIT_INFLOW", &all, &ctx).err();
+        let fields: Vec<(&str, &str)> = e
+            .as_ref()
+            .map(|e| {
+                e.violations
+                    .iter()
+                    .map(|v| (v.field.as_str(), v.reason))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            fields,
+            [
+                (
+                    "indicator_snapshot.observations[120].ref_area",
+                    reasons::NOT_A_MEMBER_STATE
+                ),
+                (
+                    "indicator_snapshot.observations[230]",
+                    reasons::DUPLICATE_KEY
+                ),
+            ]
+        );
+
+        // The inline path gives the same answer for the same observations.
+        let mut st = samples::indicators();
+        obs_of(&mut st).observations = all;
+        assert_eq!(check(&st).err(), e);
     }
 }

@@ -1,12 +1,21 @@
 //! The shipped indicator catalogue parses, accepts every real figure in the sample data, and
-//! refuses bad input with specific, row-level reasons. (The catalogue is not yet wired into
-//! the hub or the node; these tests exercise `rcpfed_core::catalogue` alone.)
+//! refuses bad input with specific, row-level reasons; it survives the trip through a signed
+//! catalogue document, and the chain of signed versions refuses forgeries and gaps.
 
+use prost::Message as _;
 use rcpfed_core::Violation;
-use rcpfed_core::catalogue::{Catalogue, CatalogueCheck, Frequency, validate_snapshot};
+use rcpfed_core::catalogue::{
+    CATALOGUE_PAYLOAD_TYPE, Catalogue, CatalogueCheck, Frequency, SignedCatalogue,
+    embedded_catalogue_toml, same_content, sign_catalogue, validate_observations_against,
+    validate_snapshot, verify_catalogue,
+};
+use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::{Member, Membership};
 use rcpfed_core::rejection::reasons;
 use rcpfed_core::statement::{IndicatorSnapshot, Observation, ObservationAction};
+use rcpfed_core::validate::{ValidationContext, validate_observations};
+use rcpfed_core::{Digest, Rejection, SignedEnvelope};
+use rcpfed_proto::v1 as pb;
 use std::collections::BTreeSet;
 
 const CATALOGUE: &str = include_str!("../../../data/catalogue/catalogue.toml");
@@ -36,6 +45,15 @@ fn member(id: &str, kind: &str, states: &[&str]) -> Member {
                 until: None,
             })
             .collect(),
+    }
+}
+
+fn context<'a>(member: &'a Member, aggregates: &'a [String]) -> ValidationContext<'a> {
+    ValidationContext {
+        federation_id: "rcp-federation",
+        member,
+        now: time::OffsetDateTime::now_utc(),
+        aggregates,
     }
 }
 
@@ -206,6 +224,7 @@ fn every_sample_figure_passes_as_the_hub_and_as_its_rcp() {
     let areas = cat.dimension_codelist("REF_AREA");
     let rcps = rcps();
     let mut by_rcp = 0;
+    let mut aggregates = 0;
     for (n, fig) in figures.iter().enumerate() {
         let s = snap(&fig.indicator, vec![fig.observation.clone()]);
         let what = format!("figures.csv row {}", n + 2);
@@ -213,14 +232,23 @@ fn every_sample_figure_passes_as_the_hub_and_as_its_rcp() {
         assert_clean(&validate_snapshot(&cat, &s, &hub()), &what);
         let area = fig.observation.ref_area.as_str();
         if areas.is_some_and(|cl| cl.is_aggregate(area)) {
-            // Aggregates are the hub's only.
-            let check = validate_snapshot(&cat, &s, &colombo());
+            // Aggregates are custodian figures any publisher may report: both checks accept
+            // them from a regional process once the context names the catalogue's aggregates.
+            aggregates += 1;
+            let rcp = colombo();
+            assert_clean(&validate_snapshot(&cat, &s, &rcp), &what);
+            let ctx = context(&rcp, cat.area_aggregates());
+            let obs = std::slice::from_ref(&fig.observation);
             assert_eq!(
-                reasons_of(&check.errors),
-                [(
-                    "indicator_snapshot.observations[0].ref_area",
-                    reasons::NOT_A_MEMBER_STATE
-                )],
+                validate_observations(&fig.indicator, obs, &ctx),
+                Ok(()),
+                "{what}"
+            );
+            let without = context(&rcp, &[]);
+            let e = validate_observations(&fig.indicator, obs, &without).err();
+            assert_eq!(
+                e.map(|e| e.reason),
+                Some(reasons::INVALID_COUNTRY_CODE),
                 "{what}"
             );
             continue;
@@ -250,6 +278,7 @@ fn every_sample_figure_passes_as_the_hub_and_as_its_rcp() {
     }
     // USA, NIC, MEX (rcm) and IND, CHN, PHL, PAK (colombo; all but CHN also abu-dhabi).
     assert_eq!(by_rcp, 7);
+    assert!(aggregates > 0, "figures.csv has aggregate rows");
 
     // Each indicator's figures together, as one hub snapshot.
     let indicators: BTreeSet<&str> = figures.iter().map(|f| f.indicator.as_str()).collect();
@@ -603,10 +632,10 @@ fn deletes_name_a_key_only() {
         "delete",
     );
     // The key itself is still checked.
-    o.ref_area = "WLD".into();
+    o.ref_area = "XKX".into();
     let c = check(&cat, &snap("REMIT_INFLOW", vec![o]));
     assert_eq!(c.errors.len(), 1);
-    assert_eq!(c.errors[0].reason, reasons::NOT_A_MEMBER_STATE);
+    assert_eq!(c.errors[0].reason, reasons::CODE_NOT_IN_CODELIST);
 }
 
 #[test]
@@ -718,5 +747,317 @@ fn inconsistent_catalogues_are_refused() {
             "dimensions.AGE.codelist".to_string(),
             reasons::INVALID_DIMENSION
         )]
+    );
+}
+
+// ----- The catalogue as a signed document -----
+
+const FED: &str = "rcp-federation";
+
+fn issued() -> time::OffsetDateTime {
+    time::macros::datetime!(2025-01-02 03:04:05.678 UTC)
+}
+
+#[test]
+fn toml_document_catalogue_round_trip() {
+    let cat = catalogue();
+    assert_eq!(embedded_catalogue_toml(), CATALOGUE);
+    let doc = cat.to_document(FED, 1, issued(), None);
+    assert_eq!(doc.version, 1);
+    assert!(doc.previous_digest.is_empty());
+    // Codes come out sorted by id, as the protocol says.
+    for cl in &doc.codelists {
+        let ids: Vec<&str> = cl.codes.iter().map(|c| c.id.as_str()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(ids, sorted, "{}", cl.id);
+    }
+    let back = Catalogue::from_document(&doc);
+    assert_eq!(back.as_ref(), Ok(&cat));
+    assert!(back.is_ok_and(|b| same_content(&b, &cat)));
+
+    // Through the bytes, and back to the same document.
+    let bytes = doc.encode_to_vec();
+    let decoded = pb::CatalogueDocument::decode(bytes.as_slice()).ok();
+    assert_eq!(decoded.as_ref(), Some(&doc));
+    let again = Catalogue::from_document(&doc).map(|c| c.to_document(FED, 1, issued(), None));
+    assert_eq!(again, Ok(doc));
+
+    // A changed catalogue is not the same content.
+    let mut other = cat.clone();
+    other.catalogue.version = "1.0.1".into();
+    assert!(!same_content(&cat, &other));
+}
+
+fn doc_refused(doc: &pb::CatalogueDocument) -> Vec<(String, &'static str)> {
+    match Catalogue::from_document(doc) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => {
+            assert_eq!(e.reason, reasons::CATALOGUE_INVALID, "{e:?}");
+            e.violations
+                .into_iter()
+                .map(|v| (v.field, v.reason))
+                .collect()
+        }
+    }
+}
+
+#[test]
+fn inconsistent_documents_are_refused() {
+    let doc = catalogue().to_document(FED, 1, issued(), None);
+
+    // The same consistency rules as the TOML.
+    let mut d = doc.clone();
+    d.indicators[3].units.clear();
+    assert_eq!(
+        doc_refused(&d),
+        [("indicators[3].units".to_string(), reasons::FIELD_REQUIRED)]
+    );
+    let mut d = doc.clone();
+    d.indicators[7].code = d.indicators[6].code.clone();
+    assert_eq!(
+        doc_refused(&d),
+        [("indicators[7].code".to_string(), reasons::DUPLICATE_KEY)]
+    );
+
+    // What TOML cannot express: repeats, order, attributes, severities.
+    let mut d = doc.clone();
+    let first = d.codelists[0].codes[0].clone();
+    d.codelists[0].codes.push(first);
+    let fields = doc_refused(&d);
+    assert_eq!(fields.len(), 1);
+    assert!(fields[0].0.starts_with("codelists[0].codes["), "{fields:?}");
+    assert_eq!(fields[0].1, reasons::DUPLICATE_KEY);
+
+    let mut d = doc.clone();
+    d.codelists[1].codes.reverse();
+    assert!(
+        doc_refused(&d)
+            .iter()
+            .all(|(f, r)| f.starts_with("codelists[1].codes[") && *r == reasons::CATALOGUE_INVALID)
+    );
+
+    let mut d = doc.clone();
+    let dim = d.dimensions[0].clone();
+    d.dimensions.push(dim);
+    let n = d.dimensions.len() - 1;
+    assert_eq!(
+        doc_refused(&d),
+        [(format!("dimensions[{n}].id"), reasons::DUPLICATE_KEY)]
+    );
+
+    let mut d = doc.clone();
+    d.attributes.retain(|a| a.id != "OBS_STATUS");
+    assert_eq!(
+        doc_refused(&d),
+        [("attributes".to_string(), reasons::FIELD_REQUIRED)]
+    );
+
+    let mut d = doc.clone();
+    d.indicators[0].ranges[0].severity = pb::RangeSeverity::Unspecified as i32;
+    assert_eq!(
+        doc_refused(&d),
+        [(
+            "indicators[0].ranges[0].severity".to_string(),
+            reasons::FIELD_REQUIRED
+        )]
+    );
+
+    // The TOML path reports inconsistencies with the same reason.
+    let e = Catalogue::from_toml(&edit("codelist = \"CL_AGE\"", "codelist = \"CL_AGES\"")).err();
+    assert_eq!(e.map(|e| e.reason), Some(reasons::CATALOGUE_INVALID));
+}
+
+fn hub_key() -> SecretKey {
+    SecretKey::from_seed(&[7; 32])
+}
+
+fn reason(r: Result<SignedCatalogue, Rejection>) -> Option<&'static str> {
+    r.err().map(|e| e.reason)
+}
+
+#[test]
+fn signed_versions_chain_and_refuse_forgeries() {
+    let cat = catalogue();
+    let key = hub_key();
+    let keys = [key.verify_key().clone()];
+
+    let doc1 = cat.to_document(FED, 1, issued(), None);
+    let env1 = sign_catalogue(&doc1, &key);
+    assert_eq!(env1.payload_type, CATALOGUE_PAYLOAD_TYPE);
+    let v1 = match verify_catalogue(&env1, &keys, FED, None) {
+        Ok(v) => v,
+        Err(e) => panic!("version 1 refused: {e:?}"),
+    };
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.digest, env1.digest());
+    assert_eq!(v1.issued_at, issued());
+    assert_eq!(v1.document, doc1);
+    assert_eq!(*v1.catalogue, cat);
+    assert_eq!(v1.envelope, env1);
+
+    let mut changed = cat.clone();
+    changed.catalogue.version = "1.1.0".into();
+    let doc2 = changed.to_document(FED, 2, issued(), Some(v1.digest));
+    let env2 = sign_catalogue(&doc2, &key);
+    let v2 = verify_catalogue(&env2, &keys, FED, Some((1, v1.digest)));
+    assert_eq!(v2.as_ref().map(|v| v.version), Ok(2));
+    assert!(v2.is_ok_and(|v| *v.catalogue == changed));
+
+    // Tampered payload: the signature no longer verifies (checked before decoding).
+    let mut tampered = env1.clone();
+    let last = tampered.payload.len() - 1;
+    tampered.payload[last] ^= 1;
+    assert_eq!(
+        reason(verify_catalogue(&tampered, &keys, FED, None)),
+        Some(reasons::BAD_SIGNATURE)
+    );
+    // Garbage signed by the hub still fails, after the signature, as an invalid catalogue.
+    let garbage = SignedEnvelope::sign(CATALOGUE_PAYLOAD_TYPE, vec![0xff; 8], &key);
+    assert_eq!(
+        reason(verify_catalogue(&garbage, &keys, FED, None)),
+        Some(reasons::CATALOGUE_INVALID)
+    );
+
+    // Signed by a key that is not the hub's.
+    let stranger = sign_catalogue(&doc1, &SecretKey::from_seed(&[8; 32]));
+    assert_eq!(
+        reason(verify_catalogue(&stranger, &keys, FED, None)),
+        Some(reasons::UNKNOWN_KEY_ID)
+    );
+    let mut unsigned = env1.clone();
+    unsigned.signatures.clear();
+    assert_eq!(
+        reason(verify_catalogue(&unsigned, &keys, FED, None)),
+        Some(reasons::MISSING_SIGNATURE)
+    );
+
+    // Another payload type, even correctly signed.
+    let retyped = SignedEnvelope::sign(
+        rcpfed_core::envelope::STATEMENT_PAYLOAD_TYPE,
+        env1.payload.clone(),
+        &key,
+    );
+    assert_eq!(
+        reason(verify_catalogue(&retyped, &keys, FED, None)),
+        Some(reasons::UNKNOWN_PAYLOAD_TYPE)
+    );
+
+    // Wrong federation.
+    let e = verify_catalogue(&env1, &keys, "other-federation", None).err();
+    assert!(
+        e.as_ref()
+            .is_some_and(|e| e.message.contains("other-federation"))
+    );
+    assert_eq!(e.map(|e| e.reason), Some(reasons::CATALOGUE_INVALID));
+
+    // Version gap, rollback, and a chain that does not start at 1.
+    let doc3 = changed.to_document(FED, 3, issued(), Some(v1.digest));
+    let env3 = sign_catalogue(&doc3, &key);
+    let e = verify_catalogue(&env3, &keys, FED, Some((1, v1.digest))).err();
+    assert!(e.as_ref().is_some_and(|e| e.message.contains("skips")));
+    assert_eq!(e.map(|e| e.reason), Some(reasons::CATALOGUE_INVALID));
+    assert_eq!(
+        reason(verify_catalogue(&env1, &keys, FED, Some((1, v1.digest)))),
+        Some(reasons::CATALOGUE_INVALID)
+    );
+    assert_eq!(
+        reason(verify_catalogue(&env2, &keys, FED, None)),
+        Some(reasons::CATALOGUE_INVALID)
+    );
+
+    // Wrong previous digest: a fork, or version 1 claiming a predecessor.
+    let fork = changed.to_document(FED, 2, issued(), Some(Digest::of(b"another version 1")));
+    let fork = sign_catalogue(&fork, &key);
+    let e = verify_catalogue(&fork, &keys, FED, Some((1, v1.digest))).err();
+    assert!(
+        e.as_ref()
+            .is_some_and(|e| e.message.contains("previous_digest"))
+    );
+    assert_eq!(e.map(|e| e.reason), Some(reasons::CATALOGUE_INVALID));
+    let claims = sign_catalogue(&cat.to_document(FED, 1, issued(), Some(v1.digest)), &key);
+    assert_eq!(
+        reason(verify_catalogue(&claims, &keys, FED, None)),
+        Some(reasons::CATALOGUE_INVALID)
+    );
+
+    // issued_at is required.
+    let mut no_time = doc1.clone();
+    no_time.issued_at = None;
+    let no_time = sign_catalogue(&no_time, &key);
+    assert_eq!(
+        reason(verify_catalogue(&no_time, &keys, FED, None)),
+        Some(reasons::CATALOGUE_INVALID)
+    );
+
+    // Inconsistent content, properly signed, is refused with its field.
+    let mut bad = doc1.clone();
+    bad.indicators[3].units.clear();
+    let e = verify_catalogue(&sign_catalogue(&bad, &key), &keys, FED, None).err();
+    assert_eq!(
+        e.as_ref().map(|e| e.reason),
+        Some(reasons::CATALOGUE_INVALID)
+    );
+    assert!(e.is_some_and(|e| {
+        e.violations
+            .iter()
+            .any(|v| v.field == "indicators[3].units")
+    }));
+}
+
+#[test]
+fn many_observations_are_checked_row_by_row() {
+    let cat = catalogue();
+    let n = 100_000;
+    let mut list: Vec<Observation> = (0..n)
+        .map(|i| {
+            let mut o = obs("IND", "2024", (i % 1000) as f64, "persons", 0);
+            o.dimensions = vec![("SEX".into(), ["F", "M", "_T"][i % 3].into())];
+            o
+        })
+        .collect();
+    let c = validate_observations_against(&cat, "MIG_STOCK", &list);
+    assert_clean(&c, "100k clean rows");
+
+    // Problems far into the list are named by their position.
+    list[54_321].unit_measure = "people".into();
+    list[99_999].dimensions[0].1 = "X".into();
+    list[70_000].obs_value = Some(2.0e9); // above the warning bound
+    let c = validate_observations_against(&cat, "MIG_STOCK", &list);
+    assert_eq!(
+        reasons_of(&c.errors),
+        [
+            (
+                "indicator_snapshot.observations[54321].unit_measure",
+                reasons::UNIT_MISMATCH
+            ),
+            (
+                "indicator_snapshot.observations[99999].dimensions[0].value",
+                reasons::CODE_NOT_IN_CODELIST
+            ),
+        ]
+    );
+    assert_eq!(
+        reasons_of(&c.warnings),
+        [(
+            "indicator_snapshot.observations[70000].obs_value",
+            reasons::VALUE_OUT_OF_RANGE
+        )]
+    );
+    assert_eq!((c.total_errors, c.total_warnings), (2, 1));
+
+    // The snapshot form gives the same answer for the same observations.
+    let s = snap("MIG_STOCK", list);
+    assert_eq!(validate_snapshot(&cat, &s, &colombo()), c);
+
+    // Aggregates pass for any publisher, states and aggregates mixed.
+    let mixed = vec![
+        obs("WLD", "2024", 304.0, "persons", 6),
+        obs("LKA", "2024", 1.0, "persons", 6),
+        obs("LMC_AGG", "2024", 200.0, "persons", 6),
+    ];
+    assert_clean(
+        &validate_observations_against(&cat, "MIG_STOCK", &mixed),
+        "mixed",
     );
 }

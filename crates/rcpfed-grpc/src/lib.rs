@@ -3,9 +3,12 @@
 //! `BadRequest` details, reflection (v1 and v1alpha), health, and the plaintext ops port.
 
 pub mod acceptor;
+pub mod deadline;
+pub mod indicators;
 pub mod ops;
 pub mod peer;
 pub mod records;
+pub mod sdmx;
 pub mod shared;
 pub mod status;
 pub mod tls;

@@ -27,11 +27,22 @@ pub fn statement_name(node_id: &str, seq: u64) -> String {
     format!("nodes/{node_id}/statements/{seq}")
 }
 
-/// Parses "nodes/{node_id}/statements/{seq}".
+/// Parses "nodes/{node_id}/statements/{seq}". `node_id` is a member id or one of the hub's
+/// document chains, "{hub_id}/catalogue" and "{hub_id}/coherence"; these contain a '/', so the
+/// name is split at its last "/statements/".
 pub fn parse_statement_name(name: &str) -> Option<(String, u64)> {
+    use rcpfed_core::members::is_valid_member_id;
     let rest = name.strip_prefix("nodes/")?;
-    let (node, seq) = rest.split_once("/statements/")?;
-    if !rcpfed_core::members::is_valid_member_id(node) {
+    let (node, seq) = rest.rsplit_once("/statements/")?;
+    let valid = match node.split_once('/') {
+        None => is_valid_member_id(node),
+        Some((hub, _)) => {
+            is_valid_member_id(hub)
+                && (node == rcpfed_store::catalogue_chain(hub)
+                    || node == rcpfed_store::coherence_chain(hub))
+        }
+    };
+    if !valid {
         return None;
     }
     Some((node.to_string(), seq.parse().ok()?))
@@ -55,5 +66,45 @@ pub fn statement_record(parts: RecordParts<'_>) -> v1::StatementRecord {
         receipt: v1::Envelope::decode(parts.receipt).ok(),
         statement,
         log: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_names_parse_for_members_and_hub_chains() {
+        for (node, seq) in [
+            ("colombo", 1),
+            ("gfmd", 2),
+            ("gfmd/catalogue", 1),
+            ("gfmd/coherence", 17),
+        ] {
+            assert_eq!(
+                parse_statement_name(&statement_name(node, seq)),
+                Some((node.to_string(), seq)),
+                "{node}#{seq}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_statement_names_are_refused() {
+        for name in [
+            "",
+            "nodes/colombo",
+            "nodes/colombo/statements/",
+            "nodes/colombo/statements/x",
+            "statements/colombo/1",
+            "nodes//statements/1",
+            "nodes/Colombo/statements/1",
+            "nodes/gfmd/other/statements/1",
+            "nodes/gfmd/catalogue/extra/statements/1",
+            "nodes/colombo/statements/1/statements/2",
+            "nodes//catalogue/statements/1",
+        ] {
+            assert_eq!(parse_statement_name(name), None, "{name:?}");
+        }
     }
 }

@@ -8,22 +8,42 @@
 //!
 //! Invariant: nothing is acknowledged before it is durable, and the in-memory heads always
 //! equal the stored heads between batches (a failed commit reloads them from the store).
+//!
+//! Indicator snapshots also get their revision check here (APPEND needs no value in force,
+//! REPLACE and DELETE need one), after the chain rules so that a resubmitted accepted
+//! snapshot still gets its original receipt. The check reads the committed view, which
+//! does not yet hold this batch's statements: a second snapshot of the same node and
+//! indicator in one batch is therefore deferred to the next batch, together with every later
+//! statement of that node (its chain order must not change).
 
 use rcpfed_core::Digest;
 use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::merkle::{self, Frontier, Hash};
 use rcpfed_core::receipt::Receipt;
-use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
+use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
+use rcpfed_core::statement::Observation;
 use rcpfed_store::{
     HubStore, NewCheckpoint, NewEquivocation, StoreError, StoredCheckpoint, StoredStatement,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
 /// Most statements committed in one transaction.
 pub const MAX_BATCH: usize = 512;
+
+/// Most revision-check violations reported for one snapshot.
+pub const MAX_ACTION_VIOLATIONS: usize = 100;
+
+/// A snapshot's observations (inline, or every chunk's in order), for the revision check.
+#[derive(Debug)]
+pub struct SnapshotPayload {
+    /// The indicator.
+    pub indicator: String,
+    /// The observations, in snapshot order.
+    pub observations: Vec<Observation>,
+}
 
 /// A statement whose signature and content have been checked.
 pub struct VerifiedStatement {
@@ -47,6 +67,8 @@ pub struct VerifiedStatement {
     pub envelope: Vec<u8>,
     /// Its log leaf: SHA-256(0x00 || PAE(payload_type, payload)).
     pub leaf_hash: Hash,
+    /// For an indicator snapshot: its observations, checked against the committed view.
+    pub snapshot: Option<Arc<SnapshotPayload>>,
 }
 
 /// What the sequencer answers.
@@ -109,37 +131,12 @@ pub struct ReceiptSigner {
 impl Ingest {
     /// Loads the chain heads (cheap at any log size) and starts the sequencer thread.
     pub fn start(
-        store: Arc<dyn HubStore>,
+        store: Arc<dyn crate::HubBackend>,
         signer: ReceiptSigner,
         metrics: crate::metrics::HubMetrics,
     ) -> Result<Self, StoreError> {
-        let last_index = store.last_feed_index()?;
-        let heads = load_heads(store.as_ref())?;
-        let (frontier, _) = crate::log::load_frontier(store.as_ref())?;
-        let frontier = if frontier.size() < last_index {
-            backfill_log(store.as_ref(), &signer, frontier, last_index)?
-        } else {
-            frontier
-        };
-        if frontier.size() != last_index {
-            return Err(StoreError::Corrupt(format!(
-                "the log has {} leaves but the feed has {last_index} statements",
-                frontier.size()
-            )));
-        }
+        let (mut sequencer, feed_head) = Sequencer::load(store, signer, metrics)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(4 * MAX_BATCH);
-        let (feed_tx, feed_head) = watch::channel(last_index);
-        let origin = crate::log::origin(&signer.federation_id);
-        let mut sequencer = Sequencer {
-            store,
-            signer,
-            heads,
-            last_index,
-            feed_tx,
-            metrics,
-            frontier,
-            origin,
-        };
         std::thread::Builder::new()
             .name("rcpfed-ingest".into())
             .spawn(move || sequencer.run(rx))
@@ -173,7 +170,7 @@ fn load_heads(store: &dyn HubStore) -> Result<HashMap<String, (u64, Digest)>, St
 }
 
 struct Sequencer {
-    store: Arc<dyn HubStore>,
+    store: Arc<dyn crate::HubBackend>,
     signer: ReceiptSigner,
     heads: HashMap<String, (u64, Digest)>,
     last_index: u64,
@@ -183,6 +180,44 @@ struct Sequencer {
     frontier: Frontier,
     /// Log origin and key name.
     origin: String,
+}
+
+impl Sequencer {
+    /// Loads the chain heads and the log's right edge (building the log for statements
+    /// stored before it existed).
+    fn load(
+        store: Arc<dyn crate::HubBackend>,
+        signer: ReceiptSigner,
+        metrics: crate::metrics::HubMetrics,
+    ) -> Result<(Self, watch::Receiver<u64>), StoreError> {
+        let last_index = store.last_feed_index()?;
+        let heads = load_heads(store.as_ref())?;
+        let (frontier, _) = crate::log::load_frontier(store.as_ref())?;
+        let frontier = if frontier.size() < last_index {
+            backfill_log(store.as_ref(), &signer, frontier, last_index)?
+        } else {
+            frontier
+        };
+        if frontier.size() != last_index {
+            return Err(StoreError::Corrupt(format!(
+                "the log has {} leaves but the feed has {last_index} statements",
+                frontier.size()
+            )));
+        }
+        let (feed_tx, feed_head) = watch::channel(last_index);
+        let origin = crate::log::origin(&signer.federation_id);
+        let sequencer = Sequencer {
+            store,
+            signer,
+            heads,
+            last_index,
+            feed_tx,
+            metrics,
+            frontier,
+            origin,
+        };
+        Ok((sequencer, feed_head))
+    }
 }
 
 /// A decision about one job within a batch, applied after the commit.
@@ -195,43 +230,63 @@ enum Decision {
 
 impl Sequencer {
     fn run(&mut self, mut rx: tokio::sync::mpsc::Receiver<Job>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut jobs = vec![first];
+        // Jobs deferred by the previous batch go first, in their arrival order.
+        let mut deferred: Vec<Job> = Vec::new();
+        loop {
+            let mut jobs = std::mem::take(&mut deferred);
+            if jobs.is_empty() {
+                match rx.blocking_recv() {
+                    Some(first) => jobs.push(first),
+                    None => break,
+                }
+            }
             while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
             }
-            self.process(jobs);
+            deferred = self.process(jobs);
         }
         tracing::info!("ingest sequencer stopped");
     }
 
-    fn process(&mut self, jobs: Vec<Job>) {
+    /// Decides and commits one batch; returns the jobs deferred to the next batch.
+    fn process(&mut self, jobs: Vec<Job>) -> Vec<Job> {
         let mut accepted: Vec<StoredStatement> = Vec::new();
         let mut evidence: Vec<NewEquivocation> = Vec::new();
         let mut log_nodes: Vec<(u8, u64, Hash)> = Vec::new();
-        let mut decisions = Vec::with_capacity(jobs.len());
+        let mut decided: Vec<(Job, Decision)> = Vec::with_capacity(jobs.len());
+        let mut deferred: Vec<Job> = Vec::new();
         // Statements accepted earlier in this batch, not yet in the store.
         let mut in_batch: HashMap<(String, u64), usize> = HashMap::new();
+        // (node, indicator) of snapshots accepted in this batch: the committed view the
+        // revision check reads does not show them yet.
+        let mut snapshots: HashSet<(String, String)> = HashSet::new();
+        // Nodes with a deferred job: their later jobs wait too, to keep chain order.
+        let mut held: HashSet<String> = HashSet::new();
         let now_ms = now_ms();
-        for job in &jobs {
-            let decision = self.decide(
-                &job.statement,
-                now_ms,
-                &mut accepted,
-                &in_batch,
-                &mut evidence,
-            );
-            if let Decision::Accept(..) = decision {
-                log_nodes.extend(self.frontier.append(job.statement.leaf_hash));
-                in_batch.insert(
-                    (job.statement.node_id.clone(), job.statement.seq),
-                    accepted.len() - 1,
-                );
+        for job in jobs {
+            let st = &job.statement;
+            let wait = held.contains(&st.node_id)
+                || st.snapshot.as_ref().is_some_and(|s| {
+                    snapshots.contains(&(st.node_id.clone(), s.indicator.clone()))
+                });
+            if wait {
+                held.insert(st.node_id.clone());
+                self.metrics.deferred();
+                deferred.push(job);
+                continue;
             }
-            decisions.push(decision);
+            let decision = self.decide(st, now_ms, &mut accepted, &in_batch, &mut evidence);
+            if let Decision::Accept(..) = decision {
+                log_nodes.extend(self.frontier.append(st.leaf_hash));
+                in_batch.insert((st.node_id.clone(), st.seq), accepted.len() - 1);
+                if let Some(s) = &st.snapshot {
+                    snapshots.insert((st.node_id.clone(), s.indicator.clone()));
+                }
+            }
+            decided.push((job, decision));
         }
         // The tentative statements were pushed by `decide`; commit them with the evidence.
         let mut checkpoint = None;
@@ -241,10 +296,10 @@ impl Sequencer {
                 Err(e) => {
                     tracing::error!(error = %e, "refusing to sign a checkpoint; nothing in this batch is acknowledged");
                     self.reload();
-                    for job in jobs {
+                    for (job, _) in decided {
                         let _ = job.reply.send(Err(IngestError::Store(e.to_string())));
                     }
-                    return;
+                    return deferred;
                 }
             }
         }
@@ -254,12 +309,12 @@ impl Sequencer {
                 .store
                 .append(&accepted, &evidence, &log_nodes, checkpoint.as_ref())
             {
-                tracing::error!(error = %e, batch = jobs.len(), "commit failed; nothing in this batch is acknowledged");
+                tracing::error!(error = %e, batch = decided.len(), "commit failed; nothing in this batch is acknowledged");
                 self.reload();
-                for job in jobs {
+                for (job, _) in decided {
                     let _ = job.reply.send(Err(IngestError::Store(e.to_string())));
                 }
-                return;
+                return deferred;
             }
             self.metrics
                 .observe_commit(accepted.len(), started.elapsed());
@@ -277,7 +332,7 @@ impl Sequencer {
                 cosignature_count: 0,
             })
         });
-        for (job, decision) in jobs.into_iter().zip(decisions) {
+        for (job, decision) in decided {
             let answer = match decision {
                 Decision::Accept(receipt, leaf_index) => match &committed {
                     Some(cp) => Ok(IngestOutcome::Accepted {
@@ -302,6 +357,7 @@ impl Sequencer {
             };
             let _ = job.reply.send(answer);
         }
+        deferred
     }
 
     /// Signs the checkpoint for the log after this batch, after recomputing the root from the
@@ -455,6 +511,18 @@ impl Sequencer {
                 .with_meta("expected_prev_digest", expected_text),
             );
         }
+        if let Some(snapshot) = &st.snapshot {
+            match self.store.check_observation_actions(
+                &st.node_id,
+                &snapshot.indicator,
+                &snapshot.observations,
+                MAX_ACTION_VIOLATIONS,
+            ) {
+                Ok(violations) if violations.is_empty() => {}
+                Ok(violations) => return Decision::Refuse(action_rejection(violations)),
+                Err(e) => return Decision::Fail(e.to_string()),
+            }
+        }
         self.last_index += 1;
         let receipt = Receipt {
             federation_id: self.signer.federation_id.clone(),
@@ -487,6 +555,30 @@ impl Sequencer {
         accepted.push(stored);
         Decision::Accept(receipt, self.last_index - 1)
     }
+}
+
+/// The refusal of a snapshot whose actions do not fit the committed view: the one reason
+/// when every violation has it, VALIDATION_FAILED when they are mixed.
+fn action_rejection(violations: Vec<Violation>) -> Rejection {
+    let first_reason = violations.first().map(|v| v.reason);
+    let reason = match first_reason {
+        Some(r) if violations.iter().all(|v| v.reason == r) => r,
+        _ => reasons::VALIDATION_FAILED,
+    };
+    let mut message = violations
+        .first()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .unwrap_or_default();
+    if violations.len() > 1 {
+        let more = violations.len() - 1;
+        let at_least = if violations.len() >= MAX_ACTION_VIOLATIONS {
+            "at least "
+        } else {
+            ""
+        };
+        message.push_str(&format!(" (and {at_least}{more} more problems)"));
+    }
+    Rejection::new(RejectClass::Invalid, reason, message).with_violations(violations)
 }
 
 fn now_ms() -> i64 {
@@ -548,4 +640,288 @@ fn backfill_log(
         )?;
     }
     Ok(frontier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::obs;
+    use rcpfed_core::statement::ObservationAction;
+    use rcpfed_store::{IndicatorStore, ObservationFilter, SqliteHubStore};
+    use tokio::sync::oneshot::Receiver;
+
+    type Reply = Receiver<Result<IngestOutcome, IngestError>>;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<SqliteHubStore>,
+        sequencer: Sequencer,
+        key: SecretKey,
+        /// Last (seq, digest) built per node, to chain the next statement.
+        built: HashMap<String, (u64, Digest)>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SqliteHubStore::open(&dir.path().join("hub.sqlite")).expect("store"));
+        let key = SecretKey::from_seed(&[3; 32]);
+        let metrics = crate::metrics::HubMetrics::register(
+            &mut prometheus_client::registry::Registry::default(),
+        );
+        let (sequencer, _) = Sequencer::load(
+            Arc::clone(&store) as Arc<dyn crate::HubBackend>,
+            ReceiptSigner {
+                federation_id: crate::testkit::FEDERATION.into(),
+                hub_id: "gfmd".into(),
+                key: key.clone(),
+            },
+            metrics,
+        )
+        .expect("sequencer");
+        Fixture {
+            _dir: dir,
+            store,
+            sequencer,
+            key,
+            built: HashMap::new(),
+        }
+    }
+
+    impl Fixture {
+        /// The next snapshot statement of `node`, chained after the last one built.
+        fn snapshot(
+            &mut self,
+            node: &str,
+            indicator: &str,
+            observations: Vec<Observation>,
+        ) -> VerifiedStatement {
+            let (seq, prev) = match self.built.get(node) {
+                Some((seq, digest)) => (seq + 1, Some(*digest)),
+                None => (1, None),
+            };
+            let st = crate::testkit::snapshot(&self.key, node, seq, prev, indicator, observations);
+            self.built.insert(node.to_string(), (seq, st.digest));
+            st
+        }
+
+        /// Processes one batch; returns the replies and the deferred jobs.
+        fn batch(&mut self, statements: Vec<VerifiedStatement>) -> (Vec<Reply>, Vec<Job>) {
+            let mut replies = Vec::new();
+            let mut jobs = Vec::new();
+            for statement in statements {
+                let (reply, answer) = oneshot::channel();
+                jobs.push(Job { statement, reply });
+                replies.push(answer);
+            }
+            let deferred = self.sequencer.process(jobs);
+            (replies, deferred)
+        }
+
+        fn values(&self, node: &str) -> Vec<Option<f64>> {
+            self.store
+                .query_observations(
+                    &ObservationFilter {
+                        indicator: "MIGRANT_STOCK".into(),
+                        node_ids: vec![node.into()],
+                        ..ObservationFilter::default()
+                    },
+                    None,
+                    100,
+                )
+                .expect("query")
+                .into_iter()
+                .map(|r| r.observation.obs_value)
+                .collect()
+        }
+    }
+
+    fn answered(reply: &mut Reply) -> Result<IngestOutcome, IngestError> {
+        reply.try_recv().expect("answered in this batch")
+    }
+
+    fn reason(outcome: Result<IngestOutcome, IngestError>) -> &'static str {
+        match outcome {
+            Err(IngestError::Rejected(r)) => r.reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn second_snapshot_of_a_node_waits_for_the_first_to_commit() {
+        let mut f = fixture();
+        let first = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
+        );
+        let revision = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Replace, "BGD", Some(2.0))],
+        );
+        // A later statement of the same node (another indicator) must keep its chain order.
+        let other_indicator = f.snapshot(
+            "colombo",
+            "REMITTANCES",
+            vec![obs(ObservationAction::Append, "BGD", Some(9.0))],
+        );
+        // Another node is not held back.
+        let other_node = f.snapshot(
+            "midwa",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "BGD", Some(3.0))],
+        );
+        let (mut replies, deferred) = f.batch(vec![first, revision, other_indicator, other_node]);
+        assert!(matches!(
+            answered(&mut replies[0]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        assert!(matches!(
+            answered(&mut replies[3]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        assert_eq!(
+            deferred.len(),
+            2,
+            "the revision and the node's later statement wait"
+        );
+        assert!(replies[1].try_recv().is_err() && replies[2].try_recv().is_err());
+        assert_eq!(f.values("colombo"), [Some(1.0)]);
+
+        // The next batch sees the first snapshot committed: the REPLACE finds its value.
+        let again = f.sequencer.process(deferred);
+        assert!(again.is_empty());
+        assert!(matches!(
+            answered(&mut replies[1]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        assert!(matches!(
+            answered(&mut replies[2]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        let history = f
+            .store
+            .query_observations(
+                &ObservationFilter {
+                    indicator: "MIGRANT_STOCK".into(),
+                    node_ids: vec!["colombo".into()],
+                    include_history: true,
+                    ..ObservationFilter::default()
+                },
+                None,
+                100,
+            )
+            .expect("query");
+        assert_eq!(
+            history.len(),
+            2,
+            "the first value is superseded, not overwritten"
+        );
+        assert_eq!(f.values("colombo"), [Some(2.0)]);
+    }
+
+    #[test]
+    fn actions_that_do_not_fit_the_committed_view_are_refused_alone() {
+        let mut f = fixture();
+        let first = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
+        );
+        let (mut replies, _) = f.batch(vec![first]);
+        let accepted = answered(&mut replies[0]);
+        assert!(matches!(accepted, Ok(IngestOutcome::Accepted { .. })));
+
+        // APPEND of a key in force, then (same batch, deferred) a valid REPLACE is not
+        // blocked: the refused statement does not advance the chain, so it is rebuilt.
+        let exists = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "BGD", Some(5.0))],
+        );
+        let unrelated = f.snapshot(
+            "midwa",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Delete, "NPL", None)],
+        );
+        let (mut replies, deferred) = f.batch(vec![exists, unrelated]);
+        assert!(deferred.is_empty());
+        let refused = answered(&mut replies[0]);
+        match &refused {
+            Err(IngestError::Rejected(r)) => {
+                assert_eq!(r.reason, reasons::OBSERVATION_EXISTS);
+                assert_eq!(r.class, RejectClass::Invalid);
+                assert_eq!(
+                    r.violations.first().map(|v| v.field.as_str()),
+                    Some("indicator_snapshot.observations[0]")
+                );
+            }
+            other => panic!("expected OBSERVATION_EXISTS, got {other:?}"),
+        }
+        assert_eq!(
+            reason(answered(&mut replies[1])),
+            reasons::OBSERVATION_NOT_FOUND
+        );
+        assert_eq!(f.values("colombo"), [Some(1.0)]);
+        assert!(f.values("midwa").is_empty());
+
+        // Mixed reasons: VALIDATION_FAILED with both violations.
+        f.built.insert(
+            "colombo".into(),
+            (1, f.sequencer.heads.get("colombo").expect("head").1),
+        );
+        let mixed = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![
+                obs(ObservationAction::Append, "BGD", Some(5.0)),
+                obs(ObservationAction::Replace, "LKA", Some(5.0)),
+            ],
+        );
+        let (mut replies, _) = f.batch(vec![mixed]);
+        match answered(&mut replies[0]) {
+            Err(IngestError::Rejected(r)) => {
+                assert_eq!(r.reason, reasons::VALIDATION_FAILED);
+                assert_eq!(r.violations.len(), 2);
+            }
+            other => panic!("expected VALIDATION_FAILED, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_accepted_snapshot_resubmitted_gets_its_receipt_not_an_action_refusal() {
+        let mut f = fixture();
+        let first = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
+        );
+        let (original_digest, envelope) = (first.digest, first.envelope.clone());
+        let (mut replies, _) = f.batch(vec![first]);
+        let receipt = match answered(&mut replies[0]) {
+            Ok(IngestOutcome::Accepted { receipt, .. }) => receipt,
+            other => panic!("expected acceptance, got {other:?}"),
+        };
+        // The same envelope again: its APPEND now meets its own value, yet it is a retry.
+        let mut retry = f.snapshot("colombo", "MIGRANT_STOCK", Vec::new());
+        retry.seq = 1;
+        retry.prev_digest = None;
+        retry.digest = original_digest;
+        retry.envelope = envelope;
+        retry.snapshot = Some(Arc::new(SnapshotPayload {
+            indicator: "MIGRANT_STOCK".into(),
+            observations: vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
+        }));
+        let (mut replies, _) = f.batch(vec![retry]);
+        match answered(&mut replies[0]) {
+            Ok(IngestOutcome::Duplicate {
+                receipt: again,
+                leaf_index,
+            }) => {
+                assert_eq!(again, receipt);
+                assert_eq!(leaf_index, 0);
+            }
+            other => panic!("expected the original receipt, got {other:?}"),
+        }
+    }
 }

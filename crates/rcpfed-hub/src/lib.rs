@@ -2,28 +2,44 @@
 //! and the federation feed.
 //!
 //! Start-up order matters: the ops port (health NOT_SERVING) comes up first, then the store
-//! opens and the ingest sequencer loads the chain heads, then the gRPC port starts and health
-//! turns SERVING. On shutdown health turns NOT_SERVING first, then feed streams end and the
-//! server drains.
+//! opens and the ingest sequencer loads the chain heads, the registry is verified (or version
+//! 1 logged), the catalogue chain is verified and the configured catalogue logged as its next
+//! version if its content changed, then the gRPC port starts (HubService and the shared
+//! IndicatorService) and health turns SERVING; the coherence reporter runs from then on. On
+//! shutdown health turns NOT_SERVING first, then feed and chunk streams end, the reporter
+//! stops and the server drains.
 
+pub mod catalogue;
+pub mod coherence;
 pub mod ingest;
 pub mod log;
 pub mod metrics;
 pub mod registry;
 mod service;
+#[cfg(test)]
+mod testkit;
 
 use rcpfed_core::keys::SecretKey;
+use rcpfed_grpc::indicators::IndicatorRpc;
 use rcpfed_grpc::limits;
 use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_proto::v1::hub_service_server::HubServiceServer;
-use rcpfed_store::HubStore;
+use rcpfed_proto::v1::indicator_service_server::IndicatorServiceServer;
+use rcpfed_store::{HubStore, IndicatorStore};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
-pub use service::Hub;
+pub use service::{Hub, NOT_A_CHUNKED_SNAPSHOT};
+
+/// What the hub stores in: its log and feed ([`HubStore`]) and the indicator view the store
+/// fills in the same transactions ([`IndicatorStore`]). One object, so the sequencer's action
+/// checks and the IndicatorService read exactly what the log committed.
+pub trait HubBackend: HubStore + IndicatorStore {}
+
+impl<T: HubStore + IndicatorStore + ?Sized> HubBackend for T {}
 
 /// Everything the hub needs to run.
 pub struct HubSettings {
@@ -46,9 +62,19 @@ pub struct HubSettings {
     pub ops_listener: TcpListener,
     /// Witness cosignatures that make a checkpoint final.
     pub witness_quorum: u32,
+    /// The indicator catalogue to issue, as TOML; None for the shipped one
+    /// ([`rcpfed_core::catalogue::embedded_catalogue_toml`]). A new version is logged at
+    /// start-up only when its content differs from the latest logged version.
+    pub catalogue_toml: Option<String>,
+    /// How often the coherence report task looks for new content.
+    pub coherence_interval: std::time::Duration,
     /// Opens the store; called after the ops port is up so health can say NOT_SERVING meanwhile.
-    pub open_store: Box<dyn FnOnce() -> Result<Arc<dyn HubStore>, rcpfed_store::StoreError> + Send>,
+    pub open_store:
+        Box<dyn FnOnce() -> Result<Arc<dyn HubBackend>, rcpfed_store::StoreError> + Send>,
 }
+
+/// Default of [`HubSettings::coherence_interval`].
+pub const DEFAULT_COHERENCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why the hub stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +111,8 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         grpc_listener,
         ops_listener,
         witness_quorum,
+        catalogue_toml,
+        coherence_interval,
         open_store,
     } = settings;
     if witness_quorum == 0 {
@@ -92,6 +120,13 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
             "witness_quorum must be at least 1: a checkpoint nobody cosigned is not final".into(),
         ));
     }
+    // A catalogue that does not parse stops the hub before anything is opened or logged.
+    let catalogue_text = match &catalogue_toml {
+        Some(text) => text.as_str(),
+        None => rcpfed_core::catalogue::embedded_catalogue_toml(),
+    };
+    let configured_catalogue = rcpfed_core::catalogue::Catalogue::from_toml(catalogue_text)
+        .map_err(|e| HubError::Config(format!("the configured catalogue is not valid: {e}")))?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     // tonic-health starts "" as SERVING; we are not serving until the store is open.
@@ -99,6 +134,9 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         .set_service_status("", ServingStatus::NotServing)
         .await;
     health.set_not_serving::<HubServiceServer<Hub>>().await;
+    health
+        .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
+        .await;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::HubMetrics::register(&mut registry);
     let ops_addr = ops_listener.local_addr()?;
@@ -150,9 +188,9 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         ingest::ReceiptSigner {
             federation_id: federation.federation_id.clone(),
             hub_id: hub_member.id.clone(),
-            key: signing_key,
+            key: signing_key.clone(),
         },
-        metrics,
+        metrics.clone(),
     )?;
     if loaded.needs_logging {
         // A new hub: registry version 1 becomes the first entry of the log and the feed.
@@ -168,13 +206,57 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
             }
         }
     }
+    // The catalogue in force: the logged chain verified with the hub's keys, and the configured
+    // catalogue logged as the next version when its content differs.
+    let hub_id = hub_member.id.clone();
+    let in_force = catalogue::establish(
+        Arc::clone(&store),
+        &ingest,
+        catalogue::Issuer {
+            federation_id: federation.federation_id.clone(),
+            hub_id: hub_id.clone(),
+            hub_keys: hub_member.keys.clone(),
+            key: signing_key.clone(),
+        },
+        configured_catalogue,
+    )
+    .await
+    .map_err(HubError::Config)?;
+    tracing::info!(
+        version = in_force.version,
+        catalogue = %in_force.catalogue.catalogue.id,
+        content_version = %in_force.catalogue.catalogue.version,
+        "catalogue in force"
+    );
+    let catalogue = catalogue::SharedCatalogue::new(in_force);
+    let shared_federation = rcpfed_grpc::shared::SharedFederation::new((*federation).clone());
+    let indicators = IndicatorRpc::new(
+        Arc::clone(&store) as Arc<dyn IndicatorStore>,
+        hub_id.clone(),
+        rcpfed_grpc::indicators::reader_role(shared_federation.clone()),
+    );
+    let coherence = tokio::spawn(coherence::run(
+        coherence::Reporter {
+            store: Arc::clone(&store),
+            ingest: ingest.clone(),
+            federation: shared_federation.clone(),
+            catalogue: catalogue.clone(),
+            hub_id,
+            key: signing_key,
+            metrics: metrics.clone(),
+        },
+        coherence_interval,
+        shutdown.clone(),
+    ));
     let hub = Hub {
-        federation: rcpfed_grpc::shared::SharedFederation::new((*federation).clone()),
+        federation: shared_federation,
         store,
         ingest,
         shutdown: shutdown.clone(),
         quorum: witness_quorum,
         registry: Arc::new(tokio::sync::Mutex::new(loaded.state)),
+        catalogue,
+        metrics,
     };
     let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services()?;
     let grpc_addr: SocketAddr = grpc_listener.local_addr()?;
@@ -183,12 +265,18 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
 
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<HubServiceServer<Hub>>().await;
+    health
+        .set_serving::<IndicatorServiceServer<IndicatorRpc>>()
+        .await;
     tracing::info!(%grpc_addr, federation = %federation.federation_id, "hub serving (mTLS)");
 
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
     let served = tonic::transport::Server::builder()
-        .timeout(limits::REQUEST_TIMEOUT)
+        .layer(rcpfed_grpc::deadline::DeadlineLayer {
+            timeout: limits::REQUEST_TIMEOUT,
+            self_bounded: rcpfed_grpc::deadline::HUB_SELF_BOUNDED,
+        })
         .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
@@ -201,6 +289,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
                 .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
         )
+        .add_service(indicators.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             server_shutdown.cancelled().await;
             // Probes must see NOT_SERVING as soon as shutdown starts.
@@ -210,10 +299,14 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
             health_on_shutdown
                 .set_not_serving::<HubServiceServer<Hub>>()
                 .await;
+            health_on_shutdown
+                .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
+                .await;
             tracing::info!("hub shutting down");
         })
         .await;
     shutdown.cancel();
+    let _ = coherence.await;
     let _ = ops.await;
     served?;
     Ok(())

@@ -26,6 +26,9 @@ pub struct HubMetrics {
     equivocations: Family<NodeLabel, Counter>,
     batch_size: Histogram,
     commit_seconds: Histogram,
+    deferred: Counter,
+    catalogue_warnings: Counter,
+    coherence_reports: Counter,
 }
 
 impl HubMetrics {
@@ -40,6 +43,9 @@ impl HubMetrics {
             commit_seconds: Histogram::new([
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
             ]),
+            deferred: Counter::default(),
+            catalogue_warnings: Counter::default(),
+            coherence_reports: Counter::default(),
         };
         registry.register(
             "rcpfed_hub_statements_accepted",
@@ -71,7 +77,34 @@ impl HubMetrics {
             "Duration of a group commit",
             m.commit_seconds.clone(),
         );
+        registry.register(
+            "rcpfed_hub_statements_deferred",
+            "Statements deferred to the next batch so their revision check sees an earlier snapshot of the same node committed",
+            m.deferred.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_catalogue_warnings",
+            "Catalogue warnings (values outside a warning-severity plausible range) in submissions that passed the catalogue check",
+            m.catalogue_warnings.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_coherence_reports",
+            "Coherence reports issued and logged",
+            m.coherence_reports.clone(),
+        );
         m
+    }
+
+    pub(crate) fn deferred(&self) {
+        self.deferred.inc();
+    }
+
+    pub(crate) fn catalogue_warnings(&self, count: usize) {
+        self.catalogue_warnings.inc_by(count as u64);
+    }
+
+    pub(crate) fn coherence_report(&self) {
+        self.coherence_reports.inc();
     }
 
     pub(crate) fn accepted(&self, node: &str) {

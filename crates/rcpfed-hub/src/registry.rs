@@ -147,6 +147,7 @@ pub fn as_statement(state: &RegistryState, previous: Option<Digest>) -> Verified
         revision: u32::try_from(state.registry.version).unwrap_or(u32::MAX),
         envelope: state.envelope.encode(),
         leaf_hash: merkle::leaf_hash(&pae(&state.envelope.payload_type, &state.envelope.payload)),
+        snapshot: None,
     }
 }
 

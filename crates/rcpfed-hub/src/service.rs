@@ -1,13 +1,25 @@
 //! `rcpfed.v1.HubService`: authorization per RPC, then the ingest checks in the order
 //! PROTOCOL.md specifies.
+//!
+//! Indicator snapshots are checked against the catalogue in force after the statement rules
+//! (errors refuse, warnings are logged and counted); their revision actions are checked by
+//! the sequencer. A large snapshot arrives through `SubmitSnapshot`: the envelope first, then
+//! exactly the chunks its signed manifest lists, each checked (length and SHA-256) before it
+//! is decoded; the chunks are staged only when every check has passed.
 
-use crate::ingest::{Ingest, IngestError, IngestOutcome, VerifiedStatement};
+use crate::HubBackend;
+use crate::catalogue::SharedCatalogue;
+use crate::ingest::{Ingest, IngestError, IngestOutcome, SnapshotPayload, VerifiedStatement};
+use crate::metrics::HubMetrics;
 use prost::Message as _;
+use rcpfed_core::Digest;
+use rcpfed_core::catalogue::{SignedCatalogue, validate_observations_against};
+use rcpfed_core::chunks::decode_chunk;
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
-use rcpfed_core::members::Role;
-use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
-use rcpfed_core::statement::{DocumentKind, Statement};
-use rcpfed_core::validate::{ValidationContext, validate_statement};
+use rcpfed_core::members::{Federation, Role};
+use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
+use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Observation, Statement};
+use rcpfed_core::validate::{ValidationContext, validate_observations, validate_statement};
 use rcpfed_grpc::records::{RecordParts, parse_statement_name, statement_record};
 use rcpfed_grpc::status::{
     internal, invalid_field, next_page, not_found, page_size, parse_page_token,
@@ -15,12 +27,17 @@ use rcpfed_grpc::status::{
 use rcpfed_grpc::{authorize, limits, rejection_status};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_server::HubService;
-use rcpfed_store::{HubStore, StatementFilter, StoredFlag, StoredStatement};
+use rcpfed_proto::v1::submit_snapshot_request::Part;
+use rcpfed_store::{StatementFilter, StoredCheckpoint, StoredFlag, StoredStatement};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+
+/// `ErrorInfo.reason` (FAILED_PRECONDITION) of `GetSnapshotChunks` for a statement that has
+/// no chunks: a policy summary, an inline snapshot or a hub document.
+pub const NOT_A_CHUNKED_SNAPSHOT: &str = "NOT_A_CHUNKED_SNAPSHOT";
 
 /// Store work off the async runtime (store errors become INTERNAL).
 async fn blocking<T: Send + 'static>(
@@ -33,13 +50,103 @@ async fn blocking<T: Send + 'static>(
 /// The hub's gRPC service.
 pub struct Hub {
     pub(crate) federation: rcpfed_grpc::shared::SharedFederation,
-    pub(crate) store: Arc<dyn HubStore>,
+    pub(crate) store: Arc<dyn HubBackend>,
     pub(crate) ingest: Ingest,
     pub(crate) shutdown: CancellationToken,
     /// Cosignatures that make a checkpoint final.
     pub(crate) quorum: u32,
     /// The registry version in force; the mutex serializes publishing.
     pub(crate) registry: Arc<tokio::sync::Mutex<crate::registry::RegistryState>>,
+    /// The indicator catalogue in force: snapshots are checked against it.
+    pub(crate) catalogue: SharedCatalogue,
+    /// Counts catalogue warnings.
+    pub(crate) metrics: HubMetrics,
+}
+
+/// What a submission gets back: the receipt, whether it was a resubmission, the log proof.
+struct Answer {
+    receipt: Vec<u8>,
+    duplicate: bool,
+    log: Option<v1::LogProof>,
+}
+
+/// Catalogue warnings of a snapshot that passed the catalogue check.
+struct Warnings {
+    total: usize,
+    first: Option<Violation>,
+}
+
+/// Checks observations against the catalogue: errors refuse, warnings come back.
+fn catalogue_check(
+    catalogue: &SignedCatalogue,
+    indicator: &str,
+    observations: &[Observation],
+) -> Result<Warnings, Rejection> {
+    let check = validate_observations_against(&catalogue.catalogue, indicator, observations);
+    let total = check.total_warnings;
+    let warnings = check.into_result()?;
+    Ok(Warnings {
+        total,
+        first: warnings.into_iter().next(),
+    })
+}
+
+/// A chunked snapshot sent where its chunks cannot follow, or a statement without chunks
+/// sent where they must.
+fn chunks_required(message: &str) -> Rejection {
+    Rejection::invalid(reasons::CHUNKS_REQUIRED, message).with_violations(vec![Violation::new(
+        "indicator_snapshot.chunks",
+        reasons::CHUNKS_REQUIRED,
+        message,
+    )])
+}
+
+/// A CHUNK_MISMATCH refusal naming message `index` of the chunks.
+fn chunk_mismatch(index: usize, description: String) -> Status {
+    rejection_status(&chunk_violation(
+        index,
+        Rejection::invalid(reasons::CHUNK_MISMATCH, description),
+    ))
+}
+
+/// Adds the chunk as the field of a chunk refusal that names none.
+fn chunk_violation(index: usize, mut rejection: Rejection) -> Rejection {
+    if rejection.violations.is_empty() {
+        rejection.violations.push(Violation::new(
+            format!("chunk[{index}]"),
+            rejection.reason,
+            rejection.message.clone(),
+        ));
+    }
+    rejection.with_meta("chunk_index", index.to_string())
+}
+
+/// The manifest of a stored chunked snapshot; FAILED_PRECONDITION for any other statement.
+fn stored_manifest(st: &StoredStatement) -> Result<ChunkManifest, Status> {
+    let not_chunked = || {
+        rejection_status(
+            &Rejection::new(
+                RejectClass::Precondition,
+                NOT_A_CHUNKED_SNAPSHOT,
+                format!(
+                    "statement {} is not a chunked indicator snapshot; read it with GetStatement",
+                    rcpfed_grpc::records::statement_name(&st.node_id, st.seq)
+                ),
+            )
+            .with_meta("digest", st.digest.to_hex()),
+        )
+    };
+    if st.kind != kind_name(DocumentKind::IndicatorSnapshot) {
+        return Err(not_chunked());
+    }
+    let envelope =
+        SignedEnvelope::decode(&st.envelope).map_err(|e| internal("reading a snapshot", &e))?;
+    let statement =
+        Statement::decode(&envelope.payload).map_err(|e| internal("reading a snapshot", &e))?;
+    match statement.body {
+        Body::Indicators(snapshot) => snapshot.chunks.ok_or_else(not_chunked),
+        Body::Policy(_) => Err(not_chunked()),
+    }
 }
 
 fn reject(rejection: Rejection) -> Status {
@@ -78,6 +185,35 @@ fn kind_filter(kind: i32) -> Result<Option<String>, Status> {
     }
 }
 
+/// Every check of a large snapshot's observations once all chunks are in: the statement
+/// rules an inline snapshot meets (membership, duplicate keys, values) and the catalogue.
+fn check_all(
+    federation: &Federation,
+    member_id: &str,
+    catalogue: &SignedCatalogue,
+    indicator: &str,
+    observations: &[Observation],
+) -> Result<Warnings, Rejection> {
+    let member = federation.member(member_id).ok_or_else(|| {
+        Rejection::new(
+            RejectClass::Forbidden,
+            reasons::PEER_NOT_A_MEMBER,
+            "caller is not a member",
+        )
+    })?;
+    validate_observations(
+        indicator,
+        observations,
+        &ValidationContext {
+            federation_id: &federation.federation_id,
+            member,
+            now: time::OffsetDateTime::now_utc(),
+            aggregates: catalogue.catalogue.area_aggregates(),
+        },
+    )?;
+    catalogue_check(catalogue, indicator, observations)
+}
+
 fn non_empty(text: String) -> Option<String> {
     if text.is_empty() { None } else { Some(text) }
 }
@@ -87,10 +223,10 @@ impl Hub {
     /// decoding and validation. Pure CPU; runs concurrently across requests.
     fn verify(
         &self,
-        federation: &rcpfed_core::members::Federation,
+        federation: &Federation,
         member_id: &str,
         envelope: v1::Envelope,
-    ) -> Result<VerifiedStatement, Rejection> {
+    ) -> Result<(VerifiedStatement, Statement), Rejection> {
         let envelope_bytes = envelope.encode_to_vec();
         if envelope.payload.len() > limits::MAX_PAYLOAD_BYTES {
             return Err(Rejection::new(
@@ -164,15 +300,17 @@ impl Hub {
                 "caller is not a member",
             )
         })?;
+        let catalogue = self.catalogue.get();
         validate_statement(
             &statement,
             &ValidationContext {
                 federation_id: &federation.federation_id,
                 member,
                 now: time::OffsetDateTime::now_utc(),
+                aggregates: catalogue.catalogue.area_aggregates(),
             },
         )?;
-        Ok(VerifiedStatement {
+        let verified = VerifiedStatement {
             node_id: statement.header.node_id.clone(),
             seq: statement.header.seq,
             prev_digest: statement.header.prev_digest,
@@ -186,7 +324,180 @@ impl Hub {
                 &signed.payload_type,
                 &signed.payload,
             )),
+            snapshot: None,
+        };
+        Ok((verified, statement))
+    }
+
+    /// Logs and counts the warnings of a snapshot that passed the catalogue check.
+    fn note_warnings(&self, member_id: &str, indicator: &str, warnings: Warnings) {
+        if warnings.total == 0 {
+            return;
+        }
+        self.metrics.catalogue_warnings(warnings.total);
+        let first = warnings
+            .first
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .unwrap_or_default();
+        tracing::info!(
+            member = %member_id,
+            indicator,
+            warnings = warnings.total,
+            first = %first,
+            "snapshot passes the catalogue check with warnings"
+        );
+    }
+
+    /// The stored statement with this digest, if any.
+    async fn stored(&self, digest: Digest) -> Result<Option<StoredStatement>, Status> {
+        let store = Arc::clone(&self.store);
+        blocking("looking up a statement", move || {
+            store.statement_by_digest(&digest)
         })
+        .await
+    }
+
+    /// The inclusion proof of `leaf_index` against `checkpoint`, or the latest one.
+    async fn proof(
+        &self,
+        leaf_index: u64,
+        checkpoint: Option<Arc<StoredCheckpoint>>,
+    ) -> Result<Option<v1::LogProof>, Status> {
+        // Built after the commit, off the sequencer, from committed nodes.
+        let store = Arc::clone(&self.store);
+        blocking("building the inclusion proof", move || {
+            let checkpoint = match checkpoint {
+                Some(cp) => Some((*cp).clone()),
+                None => store.latest_checkpoint()?,
+            };
+            match checkpoint {
+                Some(cp) => crate::log::log_proof(store.as_ref(), leaf_index, &cp).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Hands a verified statement to the sequencer and waits for its receipt.
+    async fn sequence(&self, verified: VerifiedStatement) -> Result<Answer, Status> {
+        let (node, seq) = (verified.node_id.clone(), verified.seq);
+        let (receipt, duplicate, leaf_index, checkpoint) = match self.ingest.submit(verified).await
+        {
+            Ok(IngestOutcome::Accepted {
+                receipt,
+                leaf_index,
+                checkpoint,
+            }) => {
+                tracing::debug!(%node, seq, leaf_index, "statement accepted");
+                (receipt, false, leaf_index, Some(checkpoint))
+            }
+            Ok(IngestOutcome::Duplicate {
+                receipt,
+                leaf_index,
+            }) => (receipt, true, leaf_index, None),
+            Err(IngestError::Rejected(rejection)) => {
+                tracing::info!(%node, seq, reason = rejection.reason, message = %rejection.message, "statement refused");
+                return Err(reject(rejection));
+            }
+            Err(IngestError::Stopped) => {
+                return Err(Status::unavailable("the hub is shutting down; retry later"));
+            }
+            Err(e @ IngestError::Store(_)) => return Err(internal("storing the statement", &e)),
+        };
+        let log = self.proof(leaf_index, checkpoint).await?;
+        Ok(Answer {
+            receipt,
+            duplicate,
+            log,
+        })
+    }
+
+    /// The next message of a SubmitSnapshot stream, or None at its end; UNAVAILABLE as soon
+    /// as the hub shuts down, DEADLINE_EXCEEDED when the client stalls (this call is exempt
+    /// from the unary deadline, see [`crate::deadline`]).
+    async fn next_part(
+        &self,
+        parts: &mut tonic::Streaming<v1::SubmitSnapshotRequest>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Part>, Status> {
+        let wait = deadline
+            .min(tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_IDLE_TIMEOUT);
+        let message = tokio::select! {
+            () = self.shutdown.cancelled() => {
+                return Err(Status::unavailable(
+                    "the hub is shutting down; send the snapshot again later",
+                ));
+            }
+            () = tokio::time::sleep_until(wait) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "the snapshot did not arrive in time: at most {} s between messages and {} s in all",
+                    rcpfed_grpc::deadline::SNAPSHOT_IDLE_TIMEOUT.as_secs(),
+                    rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT.as_secs()
+                )));
+            }
+            message = parts.message() => message?,
+        };
+        match message {
+            None => Ok(None),
+            Some(v1::SubmitSnapshotRequest { part: Some(part) }) => Ok(Some(part)),
+            Some(v1::SubmitSnapshotRequest { part: None }) => Err(invalid_field(
+                "part",
+                reasons::FIELD_REQUIRED,
+                "a message carries neither the envelope nor a chunk",
+            )),
+        }
+    }
+
+    /// Reads and checks exactly the chunks `manifest` lists, in order, and the end of the
+    /// stream after them. Each chunk's length and SHA-256 are checked before it is decoded.
+    async fn receive_chunks(
+        &self,
+        parts: &mut tonic::Streaming<v1::SubmitSnapshotRequest>,
+        manifest: Arc<ChunkManifest>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Vec<(Digest, Vec<u8>)>, Vec<Observation>), Status> {
+        let n = manifest.chunks.len();
+        let mut staged = Vec::with_capacity(n);
+        let mut observations = Vec::new();
+        for (index, chunk) in manifest.chunks.iter().enumerate() {
+            let bytes = match self.next_part(parts, deadline).await? {
+                Some(Part::Chunk(bytes)) => bytes,
+                Some(Part::Envelope(_)) => {
+                    return Err(chunk_mismatch(
+                        index,
+                        format!(
+                            "a second envelope arrived where chunk {index} was expected; only the {n} chunks of the manifest follow the envelope"
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(chunk_mismatch(
+                        index,
+                        format!(
+                            "the stream ended after {index} chunks; the signed manifest lists {n}"
+                        ),
+                    ));
+                }
+            };
+            let m = Arc::clone(&manifest);
+            // Hashing and decoding up to 4 MiB is CPU work: off the async workers.
+            let (bytes, decoded) = tokio::task::spawn_blocking(move || {
+                let decoded = decode_chunk(&m, index, &bytes);
+                (bytes, decoded)
+            })
+            .await
+            .map_err(|e| internal("checking a chunk", &e))?;
+            let decoded = decoded.map_err(|r| rejection_status(&chunk_violation(index, r)))?;
+            observations.extend(decoded);
+            staged.push((chunk.sha256, bytes));
+        }
+        if self.next_part(parts, deadline).await?.is_some() {
+            return Err(chunk_mismatch(
+                n,
+                format!("more messages followed the {n} chunks the signed manifest lists"),
+            ));
+        }
+        Ok((staged, observations))
     }
 }
 
@@ -210,51 +521,40 @@ impl HubService for Hub {
                 "envelope is required",
             )
         })?;
-        let verified = self.verify(&federation, &member_id, envelope).map_err(|rejection| {
+        let refused = |rejection: Rejection| {
             tracing::info!(member = %member_id, reason = rejection.reason, message = %rejection.message, "statement refused");
             reject(rejection)
-        })?;
-        let (node, seq) = (verified.node_id.clone(), verified.seq);
-        let outcome = self.ingest.submit(verified).await;
-        let (receipt, duplicate, leaf_index, checkpoint) = match outcome {
-            Ok(IngestOutcome::Accepted {
-                receipt,
-                leaf_index,
-                checkpoint,
-            }) => {
-                tracing::debug!(%node, seq, leaf_index, "statement accepted");
-                (receipt, false, leaf_index, Some(checkpoint))
-            }
-            Ok(IngestOutcome::Duplicate {
-                receipt,
-                leaf_index,
-            }) => (receipt, true, leaf_index, None),
-            Err(IngestError::Rejected(rejection)) => {
-                tracing::info!(%node, seq, reason = rejection.reason, message = %rejection.message, "statement refused");
-                return Err(reject(rejection));
-            }
-            Err(IngestError::Stopped) => {
-                return Err(Status::unavailable("the hub is shutting down; retry later"));
-            }
-            Err(e @ IngestError::Store(_)) => return Err(internal("storing the statement", &e)),
         };
-        // The proof is built after the commit, off the sequencer, from committed nodes.
-        let store = Arc::clone(&self.store);
-        let log = blocking("building the inclusion proof", move || {
-            let checkpoint = match checkpoint {
-                Some(cp) => Some((*cp).clone()),
-                None => store.latest_checkpoint()?,
-            };
-            match checkpoint {
-                Some(cp) => crate::log::log_proof(store.as_ref(), leaf_index, &cp).map(Some),
-                None => Ok(None),
+        let (mut verified, statement) = self
+            .verify(&federation, &member_id, envelope)
+            .map_err(refused)?;
+        if let Body::Indicators(snapshot) = statement.body {
+            if snapshot.chunks.is_some() {
+                return Err(refused(chunks_required(
+                    "this snapshot lists chunks in a manifest; send it with SubmitSnapshot, followed by its chunks",
+                )));
             }
-        })
-        .await?;
+            let catalogue = self.catalogue.get();
+            match catalogue_check(&catalogue, &snapshot.indicator, &snapshot.observations) {
+                Ok(warnings) => self.note_warnings(&member_id, &snapshot.indicator, warnings),
+                // An envelope accepted earlier still gets its original receipt (from the
+                // sequencer) even if it no longer passes: nothing new is stored.
+                Err(rejection) => {
+                    if self.stored(verified.digest).await?.is_none() {
+                        return Err(refused(rejection));
+                    }
+                }
+            }
+            verified.snapshot = Some(Arc::new(SnapshotPayload {
+                indicator: snapshot.indicator,
+                observations: snapshot.observations,
+            }));
+        }
+        let answer = self.sequence(verified).await?;
         Ok(Response::new(v1::SubmitStatementResponse {
-            receipt: v1::Envelope::decode(receipt.as_slice()).ok(),
-            duplicate,
-            log,
+            receipt: v1::Envelope::decode(answer.receipt.as_slice()).ok(),
+            duplicate: answer.duplicate,
+            log: answer.log,
         }))
     }
 
@@ -876,25 +1176,192 @@ impl HubService for Hub {
         Ok(Response::new(v1::ListRegistryVersionsResponse { versions }))
     }
 
-    // Large snapshots: implemented in the next commits of issue 5 (chunked transfer).
     async fn submit_snapshot(
         &self,
-        _request: Request<tonic::Streaming<v1::SubmitSnapshotRequest>>,
+        request: Request<tonic::Streaming<v1::SubmitSnapshotRequest>>,
     ) -> Result<Response<v1::SubmitSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "large snapshots are not accepted yet",
-        ))
+        // One registry version decides the whole request.
+        let federation = self.federation.get();
+        let member_id = authorize(&request, &federation, Role::Publisher)?
+            .id
+            .clone();
+        let refused = |rejection: Rejection| {
+            tracing::info!(member = %member_id, reason = rejection.reason, message = %rejection.message, "snapshot refused");
+            reject(rejection)
+        };
+        let deadline = tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT;
+        let mut parts = request.into_inner();
+        let envelope = match self.next_part(&mut parts, deadline).await? {
+            Some(Part::Envelope(envelope)) => envelope,
+            Some(Part::Chunk(_)) => {
+                return Err(invalid_field(
+                    "envelope",
+                    reasons::ENVELOPE_MALFORMED,
+                    "the first message must carry the signed envelope; the chunks follow it",
+                ));
+            }
+            None => {
+                return Err(invalid_field(
+                    "envelope",
+                    reasons::ENVELOPE_MALFORMED,
+                    "the stream ended before the envelope",
+                ));
+            }
+        };
+        // Signature, decoding and the statement rules (the manifest among them).
+        let (mut verified, statement) = self
+            .verify(&federation, &member_id, envelope)
+            .map_err(refused)?;
+        let snapshot = match statement.body {
+            Body::Indicators(snapshot) => snapshot,
+            Body::Policy(_) => {
+                return Err(refused(chunks_required(
+                    "a policy summary has no chunks; send it with SubmitStatement",
+                )));
+            }
+        };
+        let Some(manifest) = snapshot.chunks else {
+            return Err(refused(chunks_required(
+                "this snapshot carries its observations inline; send it with SubmitStatement",
+            )));
+        };
+        // A resubmission of an accepted snapshot: its original receipt, without the chunks.
+        if let Some(stored) = self.stored(verified.digest).await? {
+            let log = self.proof(stored.feed_index - 1, None).await?;
+            return Ok(Response::new(v1::SubmitSnapshotResponse {
+                receipt: v1::Envelope::decode(stored.receipt.as_slice()).ok(),
+                duplicate: true,
+                log,
+            }));
+        }
+        let catalogue = self.catalogue.get();
+        // An unknown indicator is refused before any chunk is read.
+        catalogue_check(&catalogue, &snapshot.indicator, &[]).map_err(refused)?;
+        let (staged, observations) = self
+            .receive_chunks(&mut parts, Arc::new(manifest), deadline)
+            .await
+            .inspect_err(|status| {
+                tracing::info!(member = %member_id, code = ?status.code(), message = status.message(), "snapshot chunks refused");
+            })?;
+        // The whole snapshot, with the rules an inline one meets.
+        let indicator = snapshot.indicator;
+        let checked = {
+            let (federation, member_id, catalogue) = (
+                Arc::clone(&federation),
+                member_id.clone(),
+                Arc::clone(&catalogue),
+            );
+            let indicator = indicator.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = check_all(
+                    &federation,
+                    &member_id,
+                    &catalogue,
+                    &indicator,
+                    &observations,
+                );
+                (observations, result)
+            })
+            .await
+            .map_err(|e| internal("validating a snapshot", &e))?
+        };
+        let (observations, result) = checked;
+        let warnings = result.map_err(refused)?;
+        self.note_warnings(&member_id, &indicator, warnings);
+        // Staged before the statement that lists them; the store refuses the statement
+        // otherwise. Content-addressed: a retry stages nothing new.
+        let store = Arc::clone(&self.store);
+        blocking("staging snapshot chunks", move || {
+            store.stage_chunks(&staged)
+        })
+        .await?;
+        verified.snapshot = Some(Arc::new(SnapshotPayload {
+            indicator,
+            observations,
+        }));
+        let answer = self.sequence(verified).await?;
+        Ok(Response::new(v1::SubmitSnapshotResponse {
+            receipt: v1::Envelope::decode(answer.receipt.as_slice()).ok(),
+            duplicate: answer.duplicate,
+            log: answer.log,
+        }))
     }
 
-    type GetSnapshotChunksStream = std::pin::Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<v1::GetSnapshotChunksResponse, Status>> + Send>,
-    >;
+    type GetSnapshotChunksStream =
+        Pin<Box<dyn Stream<Item = Result<v1::GetSnapshotChunksResponse, Status>> + Send>>;
 
     async fn get_snapshot_chunks(
         &self,
-        _request: Request<v1::GetSnapshotChunksRequest>,
+        request: Request<v1::GetSnapshotChunksRequest>,
     ) -> Result<Response<Self::GetSnapshotChunksStream>, Status> {
-        Err(Status::unimplemented("large snapshots are not served yet"))
+        authorize(&request, &self.federation.get(), Role::Reader)?;
+        let req = request.into_inner();
+        let digest = Digest::from_slice(&req.digest).ok_or_else(|| {
+            invalid_field(
+                "digest",
+                reasons::INVALID_DIGEST,
+                format!(
+                    "must be the 32-byte SHA-256 of a snapshot statement's payload, got {} bytes",
+                    req.digest.len()
+                ),
+            )
+        })?;
+        let stored = self.stored(digest).await?.ok_or_else(|| {
+            not_found(format!(
+                "no accepted statement has digest {}",
+                digest.to_hex()
+            ))
+        })?;
+        let manifest = stored_manifest(&stored)?;
+        let n = manifest.chunks.len();
+        let first = usize::try_from(req.first_chunk).unwrap_or(usize::MAX);
+        if first >= n {
+            return Err(invalid_field(
+                "first_chunk",
+                reasons::INVALID_ARGUMENT,
+                format!(
+                    "must be below {n}, the number of chunks of this snapshot, got {}",
+                    req.first_chunk
+                ),
+            ));
+        }
+        // Two chunks in flight at most (each up to 4 MiB): memory stays bounded per reader.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let store = Arc::clone(&self.store);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            for (index, chunk) in manifest.chunks.into_iter().enumerate().skip(first) {
+                let chunk_store = Arc::clone(&store);
+                let sha256 = chunk.sha256;
+                let read = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tx.closed() => return,
+                    read = blocking("reading a chunk", move || chunk_store.chunk(&sha256)) => read,
+                };
+                let item = match read {
+                    Ok(Some(bytes)) => Ok(v1::GetSnapshotChunksResponse {
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        chunk: bytes,
+                    }),
+                    Ok(None) => Err(internal(
+                        "reading a chunk",
+                        &format!("chunk {index} ({sha256}) of snapshot {digest} is not stored"),
+                    )),
+                    Err(status) => Err(status),
+                };
+                let failed = item.is_err();
+                tokio::select! {
+                    sent = tx.send(item) => if sent.is_err() { return },
+                    () = shutdown.cancelled() => return,
+                }
+                if failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn list_flagged_statements(

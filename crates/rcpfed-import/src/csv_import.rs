@@ -1,22 +1,157 @@
-//! Indicator observations written as SDMX-CSV-like files.
+//! Indicator observations written as CSV: the project's simple SDMX-CSV-like format and
+//! SDMX-CSV 2.0 data messages (see [`crate::sdmx`] for what is specific to the latter).
 
-use crate::{ImportError, line_of};
+use crate::reader::{CsvFormat, Engine, Mode};
+use crate::{ImportError, sdmx};
+use rcpfed_core::catalogue::Frequency;
 use rcpfed_proto::v1::{Dimension, IndicatorSnapshot, Observation, ObservationAction};
+use std::collections::BTreeMap;
 
-/// One indicator snapshot read from CSV, with the logical document it is a revision of.
+/// One indicator snapshot read from CSV, with the logical document it is a revision of and
+/// where each observation was in the file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IndicatorDoc {
     /// Logical document name: "regions/{node_id}/indicators/{indicator lowercased}/{name}".
     pub document: String,
     /// The body.
     pub snapshot: IndicatorSnapshot,
+    /// The 1-based line of the file each observation was read from, parallel to
+    /// `snapshot.observations`.
+    pub lines: Vec<usize>,
+    /// The header cell as written (for example `ref_area`, `REF_AREA: Reference area` or
+    /// `COMMENT`) for each canonical column id (`REF_AREA`, `FOOTNOTE`, `SEX`, …; the
+    /// indicator column is `INDICATOR`, `DATAFLOW` or `STRUCTURE_ID`). Used by
+    /// [`IndicatorDoc::locate`] to name columns as the author wrote them.
+    pub columns: BTreeMap<String, String>,
+}
+
+/// Where a validation violation is in the CSV file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellRef {
+    /// 1-based line.
+    pub line: usize,
+    /// The column (as written in the header), when the violation is about one cell.
+    pub column: Option<String>,
+}
+
+impl IndicatorDoc {
+    /// The 1-based line observation `i` was read from.
+    pub fn line_of(&self, i: usize) -> Option<usize> {
+        self.lines.get(i).copied()
+    }
+
+    /// Where the field of a validation violation is in the file: `field` is a path such as
+    /// `indicator_snapshot.observations[3].ref_area` or `observations[3].dimensions[1].value`
+    /// (as in [`rcpfed_core::Violation::field`]). A disaggregation is named by its own column
+    /// (`SEX`); a path that names a whole observation (a duplicate key) or its `dimensions`
+    /// list (a missing required dimension) gives the line only. `None` when the path names no
+    /// observation of this document.
+    pub fn locate(&self, field: &str) -> Option<CellRef> {
+        let path = field.strip_prefix("indicator_snapshot.").unwrap_or(field);
+        if path == "indicator" {
+            return Some(CellRef {
+                line: *self.lines.first()?,
+                column: self.written("INDICATOR"),
+            });
+        }
+        let rest = path.strip_prefix("observations[")?;
+        let (index, rest) = rest.split_once(']')?;
+        let i: usize = index.parse().ok()?;
+        let line = self.line_of(i)?;
+        let rest = rest.strip_prefix('.').unwrap_or(rest);
+        let column = if let Some(dims) = rest.strip_prefix("dimensions[") {
+            let j: usize = dims.split_once(']')?.0.parse().ok()?;
+            let id = &self.snapshot.observations.get(i)?.dimensions.get(j)?.id;
+            Some(self.columns.get(id).cloned().unwrap_or_else(|| id.clone()))
+        } else {
+            column_for_field(rest).and_then(|c| self.written(c))
+        };
+        Some(CellRef { line, column })
+    }
+
+    /// An [`ImportError`] at the cell of a validation violation's `field` (see
+    /// [`IndicatorDoc::locate`]), or about the whole file when the field names no cell.
+    pub fn error_at(&self, field: &str, message: impl Into<String>) -> ImportError {
+        match self.locate(field) {
+            Some(CellRef {
+                line,
+                column: Some(column),
+            }) => ImportError::at_cell(line, &column, message),
+            Some(CellRef { line, column: None }) => ImportError::at_line(line, message),
+            None => ImportError::file(message),
+        }
+    }
+
+    /// The header cell as written for canonical column `canonical`; the canonical name when
+    /// the file has no such column (a required value the file does not give at all).
+    fn written(&self, canonical: &str) -> Option<String> {
+        let keys: &[&str] = if canonical == "INDICATOR" {
+            &["INDICATOR", "DATAFLOW", "STRUCTURE_ID"]
+        } else {
+            &[canonical]
+        };
+        Some(
+            keys.iter()
+                .find_map(|k| self.columns.get(*k))
+                .cloned()
+                .unwrap_or_else(|| canonical.to_owned()),
+        )
+    }
+}
+
+/// The CSV column of an observation field, by its canonical name (the same for both
+/// formats): `ref_area` → `REF_AREA`, `time_period` → `TIME_PERIOD`, `obs_value` →
+/// `OBS_VALUE`, `unit_measure` → `UNIT_MEASURE`, `unit_mult` → `UNIT_MULT`, `obs_status` →
+/// `OBS_STATUS`, `conf_status` → `CONF_STATUS`, `action` → `ACTION`, `footnote` →
+/// `FOOTNOTE` (also written `COMMENT`), `source` → `SOURCE`, `indicator` → `INDICATOR`
+/// (written `DATAFLOW` or `STRUCTURE_ID` in some files).
+///
+/// `field` may be the bare name or a whole violation path
+/// (`indicator_snapshot.observations[3].ref_area`). A disaggregation
+/// (`dimensions[j].value`) has no fixed column: its column is the dimension's own id, which
+/// only the observation knows; use [`IndicatorDoc::locate`], which also gives the header cell
+/// as the author wrote it.
+pub fn column_for_field(field: &str) -> Option<&'static str> {
+    if field.contains("dimensions") {
+        return None;
+    }
+    let last = field.rsplit('.').next().unwrap_or(field);
+    Some(match last {
+        "ref_area" => "REF_AREA",
+        "time_period" => "TIME_PERIOD",
+        "obs_value" => "OBS_VALUE",
+        "unit_measure" => "UNIT_MEASURE",
+        "unit_mult" => "UNIT_MULT",
+        "obs_status" => "OBS_STATUS",
+        "conf_status" => "CONF_STATUS",
+        "action" => "ACTION",
+        "footnote" => "FOOTNOTE",
+        "source" => "SOURCE",
+        "indicator" => "INDICATOR",
+        _ => return None,
+    })
+}
+
+/// The logical document of an indicator snapshot:
+/// `regions/{node_id}/indicators/{indicator lowercased}/{name}`.
+pub fn indicator_document(node_id: &str, indicator: &str, name: &str) -> String {
+    format!(
+        "regions/{node_id}/indicators/{}/{name}",
+        indicator.to_ascii_lowercase()
+    )
 }
 
 /// What a header cell means.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Col {
+pub(crate) enum Col {
+    /// Simple format: `INDICATOR`.
     Indicator,
+    /// Simple format: `DATAFLOW` (or `STRUCTURE_ID`), whose code is taken leniently.
     Dataflow,
+    /// SDMX-CSV: `STRUCTURE`, checked on every row.
+    Structure,
+    /// SDMX-CSV: `STRUCTURE_ID`, an `AGENCY:ID(VERSION)` reference.
+    StructureId,
     RefArea,
     TimePeriod,
     ObsValue,
@@ -27,16 +162,20 @@ enum Col {
     ConfStatus,
     Footnote,
     Source,
+    /// SDMX-CSV: `FREQ`, checked against the TIME_PERIOD's format and not kept.
+    Freq,
     Ignored,
     Dimension(String),
 }
 
 impl Col {
     /// The canonical name, used to detect the same column given twice.
-    fn canonical(&self) -> &str {
+    pub(crate) fn canonical(&self) -> &str {
         match self {
             Col::Indicator => "INDICATOR",
             Col::Dataflow => "DATAFLOW",
+            Col::Structure => "STRUCTURE",
+            Col::StructureId => "STRUCTURE_ID",
             Col::RefArea => "REF_AREA",
             Col::TimePeriod => "TIME_PERIOD",
             Col::ObsValue => "OBS_VALUE",
@@ -47,37 +186,48 @@ impl Col {
             Col::ConfStatus => "CONF_STATUS",
             Col::Footnote => "FOOTNOTE",
             Col::Source => "SOURCE",
+            Col::Freq => "FREQ",
             Col::Ignored => "",
             Col::Dimension(id) => id,
         }
     }
 }
 
-fn is_dimension_id(s: &str) -> bool {
+/// Whether `s` is written like a dimension id: an upper-case letter, then A-Z, 0-9 or '_'.
+pub(crate) fn is_dimension_id(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_uppercase())
         && s.bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
-fn classify(cell: &str) -> Option<Col> {
-    let upper = cell.to_ascii_uppercase();
-    Some(match upper.as_str() {
-        "INDICATOR" => Col::Indicator,
-        "DATAFLOW" | "STRUCTURE_ID" => Col::Dataflow,
-        "REF_AREA" => Col::RefArea,
-        "TIME_PERIOD" => Col::TimePeriod,
-        "OBS_VALUE" | "VALUE" => Col::ObsValue,
-        "UNIT_MEASURE" | "UNIT" => Col::UnitMeasure,
-        "UNIT_MULT" => Col::UnitMult,
-        "OBS_STATUS" => Col::ObsStatus,
-        "ACTION" => Col::Action,
-        "CONF_STATUS" => Col::ConfStatus,
-        "FOOTNOTE" | "COMMENT" => Col::Footnote,
-        "SOURCE" => Col::Source,
-        "PUBLISHED" | "STRUCTURE" => Col::Ignored,
-        _ if is_dimension_id(cell) => Col::Dimension(cell.to_owned()),
-        _ => return None,
-    })
+fn classify_simple(cell: &str) -> Option<Col> {
+    let known = [
+        ("INDICATOR", Col::Indicator),
+        ("DATAFLOW", Col::Dataflow),
+        ("STRUCTURE_ID", Col::Dataflow),
+        ("REF_AREA", Col::RefArea),
+        ("TIME_PERIOD", Col::TimePeriod),
+        ("OBS_VALUE", Col::ObsValue),
+        ("VALUE", Col::ObsValue),
+        ("UNIT_MEASURE", Col::UnitMeasure),
+        ("UNIT", Col::UnitMeasure),
+        ("UNIT_MULT", Col::UnitMult),
+        ("OBS_STATUS", Col::ObsStatus),
+        ("ACTION", Col::Action),
+        ("CONF_STATUS", Col::ConfStatus),
+        ("FOOTNOTE", Col::Footnote),
+        ("COMMENT", Col::Footnote),
+        ("SOURCE", Col::Source),
+        ("PUBLISHED", Col::Ignored),
+        ("STRUCTURE", Col::Ignored),
+    ];
+    if let Some((_, col)) = known
+        .into_iter()
+        .find(|(name, _)| cell.eq_ignore_ascii_case(name))
+    {
+        return Some(col);
+    }
+    is_dimension_id(cell).then(|| Col::Dimension(cell.to_owned()))
 }
 
 /// The indicator code inside an SDMX dataflow reference such as "RCPFED:REMIT_INFLOW(1.0)".
@@ -87,40 +237,134 @@ fn dataflow_code(cell: &str) -> &str {
 }
 
 fn action_of(cell: &str) -> Option<ObservationAction> {
-    match cell.to_ascii_lowercase().as_str() {
-        "" | "append" | "a" => Some(ObservationAction::Append),
-        "replace" | "r" => Some(ObservationAction::Replace),
-        "delete" | "d" => Some(ObservationAction::Delete),
-        _ => None,
+    let is = |names: &[&str]| names.iter().any(|n| cell.eq_ignore_ascii_case(n));
+    if cell.is_empty() || is(&["append", "a"]) {
+        Some(ObservationAction::Append)
+    } else if is(&["replace", "r"]) {
+        Some(ObservationAction::Replace)
+    } else if is(&["delete", "d"]) {
+        Some(ObservationAction::Delete)
+    } else {
+        None
     }
 }
 
-/// Positions of each meaningful column in the header.
-struct Header {
-    names: Vec<String>,
-    cols: Vec<Col>,
+/// The header: what each column means.
+pub(crate) struct Header {
+    pub(crate) format: CsvFormat,
+    /// The field separator (SDMX-CSV may use another than ',').
+    pub(crate) delimiter: u8,
+    /// Header cells as written (trimmed).
+    pub(crate) names: Vec<String>,
+    pub(crate) cols: Vec<Col>,
+    /// Canonical column id → header cell as written.
+    pub(crate) columns: BTreeMap<String, String>,
 }
 
 impl Header {
+    /// A header with no columns, replaced before any row is read.
+    pub(crate) fn placeholder() -> Header {
+        Header {
+            format: CsvFormat::Simple,
+            delimiter: b',',
+            names: Vec::new(),
+            cols: Vec::new(),
+            columns: BTreeMap::new(),
+        }
+    }
+
     fn position(&self, col: &Col) -> Option<usize> {
         self.cols.iter().position(|c| c == col)
     }
+
+    /// The indicator column as written.
+    pub(crate) fn indicator_column(&self) -> &str {
+        [Col::Indicator, Col::Dataflow, Col::StructureId]
+            .iter()
+            .find_map(|c| self.position(c))
+            .and_then(|i| self.names.get(i))
+            .map_or("INDICATOR", String::as_str)
+    }
 }
 
-fn parse_header(record: &csv::StringRecord, line: usize) -> Result<Header, ImportError> {
+/// Parses the header row of either format.
+pub(crate) fn parse_header(
+    record: &csv::ByteRecord,
+    line: usize,
+    format: CsvFormat,
+    delimiter: u8,
+) -> Result<Header, ImportError> {
     let mut names = Vec::with_capacity(record.len());
-    let mut cols: Vec<Col> = Vec::with_capacity(record.len());
-    for cell in record {
+    for (i, raw) in record.iter().enumerate() {
+        let cell = std::str::from_utf8(raw).map_err(|_| {
+            ImportError::at_line(
+                line,
+                format!("header column {} is not valid UTF-8 text", i + 1),
+            )
+        })?;
+        let cell = cell.trim();
         if cell.is_empty() {
             return Err(ImportError::at_line(
                 line,
                 format!(
                     "header column {} is empty; every column needs a name",
-                    names.len() + 1
+                    i + 1
                 ),
             ));
         }
-        let Some(col) = classify(cell) else {
+        names.push(cell.to_owned());
+    }
+    let cols = match format {
+        CsvFormat::Simple => simple_columns(&names, line)?,
+        CsvFormat::SdmxCsv => sdmx::header_columns(&names, line)?,
+    };
+    let columns = cols
+        .iter()
+        .zip(&names)
+        .filter(|(c, _)| **c != Col::Ignored)
+        .map(|(c, n)| (c.canonical().to_owned(), n.clone()))
+        .collect();
+    Ok(Header {
+        format,
+        delimiter,
+        names,
+        cols,
+        columns,
+    })
+}
+
+/// Refuses a column given twice (`cols` so far, `col` at index `cols.len()`).
+pub(crate) fn check_duplicate(
+    cols: &[Col],
+    names: &[String],
+    col: &Col,
+    line: usize,
+) -> Result<(), ImportError> {
+    if *col == Col::Ignored {
+        return Ok(());
+    }
+    match cols.iter().position(|c| c == col) {
+        Some(first) => {
+            let name = names.get(cols.len()).map_or("", String::as_str);
+            Err(ImportError::at_cell(
+                line,
+                name,
+                format!(
+                    "column {} is given twice (columns {} and {})",
+                    col.canonical(),
+                    first + 1,
+                    cols.len() + 1
+                ),
+            ))
+        }
+        None => Ok(()),
+    }
+}
+
+fn simple_columns(names: &[String], line: usize) -> Result<Vec<Col>, ImportError> {
+    let mut cols: Vec<Col> = Vec::with_capacity(names.len());
+    for cell in names {
+        let Some(col) = classify_simple(cell) else {
             return Err(ImportError::at_cell(
                 line,
                 cell,
@@ -131,24 +375,18 @@ fn parse_header(record: &csv::StringRecord, line: usize) -> Result<Header, Impor
                 ),
             ));
         };
-        if col != Col::Ignored && cols.contains(&col) {
-            return Err(ImportError::at_cell(
-                line,
-                cell,
-                format!("column {} is given twice", col.canonical()),
-            ));
-        }
-        names.push(cell.to_owned());
+        check_duplicate(&cols, names, &col, line)?;
         cols.push(col);
     }
-    let header = Header { names, cols };
-    let has_indicator =
-        header.position(&Col::Indicator).is_some() || header.position(&Col::Dataflow).is_some();
+    let has = |c: &Col| cols.contains(c);
     let missing: Vec<&str> = [
-        ("INDICATOR (or DATAFLOW)", has_indicator),
-        ("REF_AREA", header.position(&Col::RefArea).is_some()),
-        ("TIME_PERIOD", header.position(&Col::TimePeriod).is_some()),
-        ("OBS_VALUE", header.position(&Col::ObsValue).is_some()),
+        (
+            "INDICATOR (or DATAFLOW)",
+            has(&Col::Indicator) || has(&Col::Dataflow),
+        ),
+        ("REF_AREA", has(&Col::RefArea)),
+        ("TIME_PERIOD", has(&Col::TimePeriod)),
+        ("OBS_VALUE", has(&Col::ObsValue)),
     ]
     .into_iter()
     .filter(|(_, present)| !present)
@@ -163,31 +401,321 @@ fn parse_header(record: &csv::StringRecord, line: usize) -> Result<Header, Impor
             ),
         ));
     }
-    Ok(header)
+    Ok(cols)
 }
 
-/// The 1-based line where a record starts. csv's own line counter and byte offset both count
-/// from before the blank lines it skips, so skip them here.
-fn line_at(text: &str, pos: &csv::Position) -> usize {
-    let start = usize::try_from(pos.byte())
-        .unwrap_or(usize::MAX)
-        .min(text.len());
-    let blanks = text.as_bytes()[start..]
-        .iter()
-        .take_while(|&&b| b == b'\n' || b == b'\r')
-        .count();
-    line_of(text, start + blanks)
-}
-
-fn csv_error(text: &str, e: &csv::Error) -> ImportError {
-    match e.position() {
-        Some(pos) => ImportError::at_line(line_at(text, pos), format!("not readable as CSV: {e}")),
-        None => ImportError::file(format!("not readable as CSV: {e}")),
+/// Clears every field of `obs`, keeping the strings' capacity; `dimensions` is left to the
+/// caller, which reuses its entries.
+fn reset(obs: &mut Observation) {
+    // Exhaustive on purpose: a new field must be reset here too.
+    let Observation {
+        action,
+        ref_area,
+        time_period,
+        dimensions: _,
+        obs_value,
+        obs_status,
+        unit_measure,
+        unit_mult,
+        conf_status,
+        footnote,
+        source,
+    } = obs;
+    *action = 0;
+    *obs_value = None;
+    *unit_mult = 0;
+    for s in [
+        ref_area,
+        time_period,
+        obs_status,
+        unit_measure,
+        conf_status,
+        footnote,
+        source,
+    ] {
+        s.clear();
     }
 }
 
-/// Parses indicator observations written as CSV into one snapshot per indicator code, in order
-/// of first appearance; observations keep the file's order.
+fn set(field: &mut String, value: &str) {
+    field.clear();
+    field.push_str(value);
+}
+
+/// Parses one data row (with as many fields as the header) into `obs` (whose strings are
+/// reused) and returns its indicator code; errors name the line and the column as written.
+pub(crate) fn parse_row<'r>(
+    header: &Header,
+    record: &'r csv::ByteRecord,
+    line: usize,
+    obs: &mut Observation,
+) -> Result<&'r str, ImportError> {
+    if record.len() != header.cols.len() {
+        return Err(ImportError::at_line(
+            line,
+            format!(
+                "the row has {} fields but the header has {}",
+                record.len(),
+                header.cols.len()
+            ),
+        ));
+    }
+    let sdmx = header.format == CsvFormat::SdmxCsv;
+    let mut indicator: Option<(&'r str, &str)> = None;
+    let mut dataflow: Option<(&'r str, &str)> = None;
+    let mut value_cell = None;
+    let mut mult_cell = None;
+    let mut freq_cell = None;
+    let mut action = ObservationAction::Append;
+    // One UTF-8 check of the whole record; a field boundary inside a character (or invalid
+    // text) falls back to checking the field alone, which names the column.
+    let all = std::str::from_utf8(record.as_slice()).ok();
+    reset(obs);
+    let mut dims = 0;
+    let columns = header.cols.iter().zip(&header.names).zip(record.iter());
+    for (i, ((col, name), raw)) in columns.enumerate() {
+        let err = |message: String| ImportError::at_cell(line, name, message);
+        let cell = match all.and_then(|a| a.get(record.range(i)?)) {
+            Some(cell) => cell,
+            None => {
+                std::str::from_utf8(raw).map_err(|_| err("is not valid UTF-8 text".to_owned()))?
+            }
+        }
+        .trim();
+        // SDMX-CSV `labels=both` writes coded values as "CODE: Name".
+        let code = if sdmx { sdmx::strip_label(cell) } else { cell };
+        match col {
+            Col::Indicator => indicator = Some((cell, name)),
+            Col::Dataflow => dataflow = Some((dataflow_code(cell), name)),
+            Col::StructureId => {
+                dataflow = Some((sdmx::structure_id_code(cell).map_err(err)?, name))
+            }
+            Col::Structure => sdmx::check_structure(cell).map_err(err)?,
+            Col::RefArea => {
+                if code.is_empty() {
+                    return Err(err(format!(
+                        "is empty; give an ISO 3166-1 alpha-3 code such as \"LKA\"{}",
+                        if sdmx { sdmx::NO_WILDCARDS } else { "" }
+                    )));
+                }
+                set(&mut obs.ref_area, code);
+            }
+            Col::TimePeriod => {
+                if code.is_empty() {
+                    return Err(err(format!(
+                        "is empty; give a period such as \"2024\" or \"2024-Q3\"{}",
+                        if sdmx { sdmx::NO_WILDCARDS } else { "" }
+                    )));
+                }
+                set(&mut obs.time_period, code);
+            }
+            Col::ObsValue => value_cell = Some((cell, name)),
+            Col::UnitMeasure => set(&mut obs.unit_measure, code),
+            Col::UnitMult => mult_cell = Some((code, name)),
+            Col::ObsStatus => set(&mut obs.obs_status, code),
+            Col::Action => {
+                action = if sdmx {
+                    sdmx::action_of(code).ok_or_else(|| {
+                        err(format!(
+                            "{cell:?} is not an SDMX-CSV action; use I (information, read as \
+                             append), A (append), R (replace) or D (delete)"
+                        ))
+                    })?
+                } else {
+                    action_of(cell).ok_or_else(|| {
+                        err(format!(
+                            "{cell:?} is not an action; use append, replace or delete"
+                        ))
+                    })?
+                };
+            }
+            Col::ConfStatus => set(&mut obs.conf_status, code),
+            Col::Footnote => set(&mut obs.footnote, cell),
+            Col::Source => set(&mut obs.source, cell),
+            Col::Freq => freq_cell = Some((code, name)),
+            Col::Ignored => {}
+            Col::Dimension(id) => {
+                if !code.is_empty() {
+                    match obs.dimensions.get_mut(dims) {
+                        Some(d) => {
+                            set(&mut d.id, id);
+                            set(&mut d.value, code);
+                        }
+                        None => obs.dimensions.push(Dimension {
+                            id: id.clone(),
+                            value: code.to_owned(),
+                        }),
+                    }
+                    dims += 1;
+                }
+            }
+        }
+    }
+    obs.dimensions.truncate(dims);
+    obs.action = action as i32;
+    let delete = action == ObservationAction::Delete;
+    if sdmx && delete {
+        // On a delete row SDMX-CSV marks values to delete with "-"; rcpfed deletes the whole
+        // observation, so the marks carry nothing.
+        for s in [
+            &mut obs.unit_measure,
+            &mut obs.obs_status,
+            &mut obs.conf_status,
+            &mut obs.footnote,
+            &mut obs.source,
+        ] {
+            if s == "-" {
+                s.clear();
+            }
+        }
+    }
+    let Some((code, code_column)) = indicator.or(dataflow) else {
+        return Err(ImportError::at_line(
+            line,
+            "the row has no indicator column",
+        ));
+    };
+    if code.is_empty() {
+        return Err(ImportError::at_cell(
+            line,
+            code_column,
+            "is empty; give an indicator code such as \"REMIT_INFLOW\"",
+        ));
+    }
+    if let Some((cell, column)) = mult_cell
+        && !cell.is_empty()
+        && !(sdmx && delete && cell == "-")
+    {
+        obs.unit_mult = cell.parse::<i32>().map_err(|_| {
+            ImportError::at_cell(line, column, format!("{cell:?} is not a whole number"))
+        })?;
+    }
+    if let Some((cell, column)) = value_cell {
+        obs.obs_value = parse_value(header, cell, delete)
+            .map_err(|message| ImportError::at_cell(line, column, message))?;
+    }
+    if let Some((freq, column)) = freq_cell
+        && !freq.is_empty()
+        && let Some(f) = Frequency::of_time_period(&obs.time_period)
+        && f.code() != freq
+    {
+        return Err(ImportError::at_cell(
+            line,
+            column,
+            format!(
+                "{freq:?} does not match TIME_PERIOD {:?}, which is {} ({}); export the \
+                 periods as recorded (SDMX timeFormat=original)",
+                obs.time_period,
+                f.word(),
+                f.code()
+            ),
+        ));
+    }
+    Ok(code)
+}
+
+/// OBS_VALUE: required on append and replace rows, empty on delete rows (SDMX-CSV also
+/// allows its "-" mark there). `NaN` and `inf` are numbers here on purpose.
+fn parse_value(header: &Header, cell: &str, delete: bool) -> Result<Option<f64>, String> {
+    let sdmx = header.format == CsvFormat::SdmxCsv;
+    match (cell.is_empty(), delete) {
+        (true, true) => Ok(None),
+        (false, true) if sdmx && cell == "-" => Ok(None),
+        (true, false) if sdmx => Err(
+            "is empty; append and replace rows need a value (only D rows leave it empty; rows \
+             that set attributes of partial keys are not supported)"
+                .to_owned(),
+        ),
+        (true, false) => Err(
+            "is empty; append and replace rows need a value (only delete rows leave it empty)"
+                .to_owned(),
+        ),
+        (false, true) if sdmx => Err(format!(
+            "{cell:?} is given on a D (delete) row; leave it empty or \"-\": the whole \
+             observation is deleted"
+        )),
+        (false, true) => Err(format!(
+            "{cell:?} is given on a delete row; leave the value empty"
+        )),
+        (false, false) => match cell.parse::<f64>() {
+            Ok(v) => Ok(Some(v)),
+            // A semicolon- or tab-separated SDMX-CSV file may use the decimal comma.
+            Err(_)
+                if sdmx
+                    && header.delimiter != b','
+                    && cell.bytes().filter(|&b| b == b',').count() == 1
+                    && !cell.contains('.') =>
+            {
+                cell.replace(',', ".")
+                    .parse::<f64>()
+                    .map(Some)
+                    .map_err(|_| format!("{cell:?} is not a number"))
+            }
+            Err(_) => Err(format!("{cell:?} is not a number")),
+        },
+    }
+}
+
+/// Observations of one indicator, in file order.
+struct Group {
+    indicator: String,
+    observations: Vec<Observation>,
+    lines: Vec<usize>,
+}
+
+fn parse_text(
+    text: &str,
+    node_id: &str,
+    name: &str,
+    mode: Mode,
+) -> Result<Vec<IndicatorDoc>, ImportError> {
+    let mut engine = Engine::new(text.as_bytes(), mode)?;
+    let mut groups: Vec<Group> = Vec::new();
+    let mut last = 0;
+    while let Some(row) = engine.next_row()? {
+        let i = if groups
+            .get(last)
+            .is_some_and(|g| g.indicator == row.indicator)
+        {
+            last
+        } else if let Some(i) = groups.iter().position(|g| g.indicator == row.indicator) {
+            i
+        } else {
+            groups.push(Group {
+                indicator: row.indicator.to_owned(),
+                observations: Vec::new(),
+                lines: Vec::new(),
+            });
+            groups.len() - 1
+        };
+        last = i;
+        let group = &mut groups[i];
+        group.observations.push(row.observation);
+        group.lines.push(row.line);
+    }
+    if groups.is_empty() {
+        return Err(ImportError::file(
+            "the file has a header but no observations",
+        ));
+    }
+    let columns = engine.header.columns.clone();
+    Ok(groups
+        .into_iter()
+        .map(|g| IndicatorDoc {
+            document: indicator_document(node_id, &g.indicator, name),
+            snapshot: IndicatorSnapshot {
+                indicator: g.indicator,
+                observations: g.observations,
+                chunks: None,
+            },
+            lines: g.lines,
+            columns: columns.clone(),
+        })
+        .collect())
+}
+
+/// Parses indicator observations written in the project's simple CSV format into one snapshot
+/// per indicator code, in order of first appearance; observations keep the file's order.
 ///
 /// The first row must be a header. Column names are case-insensitive:
 ///
@@ -210,182 +738,45 @@ fn csv_error(text: &str, e: &csv::Error) -> ImportError {
 /// `NaN` and `inf` are accepted as numbers on purpose: refusing non-finite values is the
 /// receiver's validation. Text that is not a number at all is refused here, naming the line and
 /// column. The document of each snapshot is
-/// `regions/{node_id}/indicators/{indicator lowercased}/{name}`.
+/// `regions/{node_id}/indicators/{indicator lowercased}/{name}`. Each observation's line is
+/// kept in [`IndicatorDoc::lines`].
+///
+/// This parser reads the simple format even when the first column is `STRUCTURE` (which it
+/// ignores); [`parse_any_indicator_csv`] reads such a file as SDMX-CSV instead.
 pub fn parse_indicator_csv(
     text: &str,
     node_id: &str,
     name: &str,
 ) -> Result<Vec<IndicatorDoc>, ImportError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let mut records = reader.records();
-    let (header_record, header_line) = loop {
-        match records.next() {
-            None => {
-                return Err(ImportError::file(
-                    "the file is empty; a header row naming the columns is required",
-                ));
-            }
-            Some(Err(e)) => return Err(csv_error(text, &e)),
-            Some(Ok(r)) if r.iter().all(str::is_empty) => continue,
-            Some(Ok(r)) => {
-                let line = r.position().map_or(1, |p| line_at(text, p));
-                break (r, line);
-            }
-        }
-    };
-    let header = parse_header(&header_record, header_line)?;
-
-    let mut docs: Vec<(String, Vec<Observation>)> = Vec::new();
-    for record in records {
-        let record = record.map_err(|e| csv_error(text, &e))?;
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        let line = record.position().map_or(0, |p| line_at(text, p));
-        if record.len() != header.cols.len() {
-            return Err(ImportError::at_line(
-                line,
-                format!(
-                    "the row has {} fields but the header has {}",
-                    record.len(),
-                    header.cols.len()
-                ),
-            ));
-        }
-        let (indicator, obs) = parse_row(&header, &record, line)?;
-        match docs.iter_mut().find(|(code, _)| *code == indicator) {
-            Some((_, list)) => list.push(obs),
-            None => docs.push((indicator, vec![obs])),
-        }
-    }
-    if docs.is_empty() {
-        return Err(ImportError::file(
-            "the file has a header but no observations",
-        ));
-    }
-    Ok(docs
-        .into_iter()
-        .map(|(indicator, observations)| IndicatorDoc {
-            document: format!(
-                "regions/{node_id}/indicators/{}/{name}",
-                indicator.to_ascii_lowercase()
-            ),
-            snapshot: IndicatorSnapshot {
-                indicator,
-                observations,
-                chunks: None,
-            },
-        })
-        .collect())
+    parse_text(text, node_id, name, Mode::Simple)
 }
 
-fn parse_row(
-    header: &Header,
-    record: &csv::StringRecord,
-    line: usize,
-) -> Result<(String, Observation), ImportError> {
-    let mut indicator = None;
-    let mut dataflow = None;
-    let mut value_cell = None;
-    let mut mult_cell = None;
-    let mut action = ObservationAction::Append;
-    let mut obs = Observation::default();
-    for ((col, name), cell) in header.cols.iter().zip(&header.names).zip(record) {
-        let err = |message: String| ImportError::at_cell(line, name, message);
-        match col {
-            Col::Indicator => indicator = Some((cell, name)),
-            Col::Dataflow => dataflow = Some((dataflow_code(cell), name)),
-            Col::RefArea => {
-                if cell.is_empty() {
-                    return Err(err(
-                        "is empty; give an ISO 3166-1 alpha-3 code such as \"LKA\"".to_owned(),
-                    ));
-                }
-                obs.ref_area = cell.to_owned();
-            }
-            Col::TimePeriod => {
-                if cell.is_empty() {
-                    return Err(err(
-                        "is empty; give a period such as \"2024\" or \"2024-Q3\"".to_owned(),
-                    ));
-                }
-                obs.time_period = cell.to_owned();
-            }
-            Col::ObsValue => value_cell = Some((cell, name)),
-            Col::UnitMeasure => obs.unit_measure = cell.to_owned(),
-            Col::UnitMult => mult_cell = Some((cell, name)),
-            Col::ObsStatus => obs.obs_status = cell.to_owned(),
-            Col::Action => {
-                action = action_of(cell).ok_or_else(|| {
-                    err(format!(
-                        "{cell:?} is not an action; use append, replace or delete"
-                    ))
-                })?;
-            }
-            Col::ConfStatus => obs.conf_status = cell.to_owned(),
-            Col::Footnote => obs.footnote = cell.to_owned(),
-            Col::Source => obs.source = cell.to_owned(),
-            Col::Ignored => {}
-            Col::Dimension(id) => {
-                if !cell.is_empty() {
-                    obs.dimensions.push(Dimension {
-                        id: id.clone(),
-                        value: cell.to_owned(),
-                    });
-                }
-            }
-        }
-    }
-    obs.action = action as i32;
-    let Some((code, code_column)) = indicator.or(dataflow) else {
-        return Err(ImportError::at_line(
-            line,
-            "the row has no indicator column",
-        ));
-    };
-    if code.is_empty() {
-        return Err(ImportError::at_cell(
-            line,
-            code_column,
-            "is empty; give an indicator code such as \"REMIT_INFLOW\"",
-        ));
-    }
-    if let Some((cell, column)) = mult_cell
-        && !cell.is_empty()
-    {
-        obs.unit_mult = cell.parse::<i32>().map_err(|_| {
-            ImportError::at_cell(line, column, format!("{cell:?} is not a whole number"))
-        })?;
-    }
-    if let Some((cell, column)) = value_cell {
-        let delete = action == ObservationAction::Delete;
-        obs.obs_value = match (cell.is_empty(), delete) {
-            (true, true) => None,
-            (true, false) => {
-                return Err(ImportError::at_cell(
-                    line,
-                    column,
-                    "is empty; append and replace rows need a value (only delete rows leave it empty)",
-                ));
-            }
-            (false, true) => {
-                return Err(ImportError::at_cell(
-                    line,
-                    column,
-                    format!("{cell:?} is given on a delete row; leave the value empty"),
-                ));
-            }
-            (false, false) => Some(cell.parse::<f64>().map_err(|_| {
-                ImportError::at_cell(line, column, format!("{cell:?} is not a number"))
-            })?),
-        };
-    }
-    Ok((code.to_owned(), obs))
+/// Parses an SDMX-CSV 2.0 data message into one snapshot per `STRUCTURE_ID` (one dataflow
+/// per indicator), in order of first appearance; observations keep the file's order. See
+/// [`crate::sdmx`] for the columns and how SDMX actions and conventions are read. The result
+/// is the same as [`parse_indicator_csv`]'s; documents are named the same way.
+pub fn parse_sdmx_csv(
+    text: &str,
+    node_id: &str,
+    name: &str,
+) -> Result<Vec<IndicatorDoc>, ImportError> {
+    parse_text(text, node_id, name, Mode::Sdmx)
+}
+
+/// Parses either format: SDMX-CSV 2.0 when the header starts with `STRUCTURE`
+/// ([`is_sdmx_csv`]), the simple format otherwise.
+pub fn parse_any_indicator_csv(
+    text: &str,
+    node_id: &str,
+    name: &str,
+) -> Result<Vec<IndicatorDoc>, ImportError> {
+    parse_text(text, node_id, name, Mode::Auto)
+}
+
+/// Whether `text` is an SDMX-CSV data message: its header's first column is `STRUCTURE`
+/// (optionally `STRUCTURE[;]`), followed by the field separator (`,`, `;`, tab or `|`).
+pub fn is_sdmx_csv(text: &str) -> bool {
+    sdmx::detect(text.as_bytes()).is_some()
 }
 
 #[cfg(test)]
@@ -425,6 +816,8 @@ REMIT_INFLOW,PHL,2024,40,9,current USD,E,World Bank,2024
         assert_eq!(o.source, "World Bank");
         assert_eq!(o.action, ObservationAction::Append as i32);
         assert!(o.dimensions.is_empty());
+        assert_eq!(docs[0].lines, [2, 4]);
+        assert_eq!(docs[1].lines, [3]);
     }
 
     #[test]
@@ -515,5 +908,117 @@ X,IND,2023,abc
         assert_eq!(err.line, Some(3));
         assert_eq!(err.column, None);
         assert!(err.message.contains("3 fields"), "{err}");
+    }
+
+    #[test]
+    fn lines_survive_blank_lines_crlf_bom_and_quoted_line_breaks() {
+        let text = "\u{feff}\r\n\r\nindicator,ref_area,time_period,value,footnote\r\n\
+X,IND,2024,1,\"two\r\nlines\"\r\n\r\n\n X ,PHL,2024,2,\n,,,,\nX,PAK,2024,3,\"a \"\"quote\"\"\"";
+        let docs = parse_indicator_csv(text, "c", "n").unwrap();
+        assert_eq!(docs[0].lines, [4, 8, 10]);
+        assert_eq!(docs[0].snapshot.observations[0].footnote, "two\r\nlines");
+        assert_eq!(docs[0].snapshot.observations[1].ref_area, "PHL");
+        assert_eq!(docs[0].snapshot.observations[2].footnote, "a \"quote\"");
+        let err = parse_indicator_csv(
+            "\n\nINDICATOR,REF_AREA,TIME_PERIOD,OBS_VALUE\r\n\r\nX,IND,\"2024\n\",1\r\n\nX,IND,2024,z",
+            "c",
+            "n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.line, err.column.as_deref()),
+            (Some(8), Some("OBS_VALUE"))
+        );
+    }
+
+    #[test]
+    fn locate_maps_violation_fields_to_line_and_column() {
+        let text = "\
+indicator,ref_area,time_period,SEX,AGE,value,unit,comment
+
+X,IND,2024,F,Y15T24,1,persons,
+X,PHL,2024,,_T,2,persons,
+";
+        let docs = parse_indicator_csv(text, "c", "n").unwrap();
+        let doc = &docs[0];
+        assert_eq!(doc.line_of(1), Some(4));
+        assert_eq!(doc.line_of(2), None);
+        let cell = |f: &str| doc.locate(f).map(|c| (c.line, c.column));
+        assert_eq!(
+            cell("indicator_snapshot.observations[1].ref_area"),
+            Some((4, Some("ref_area".into())))
+        );
+        assert_eq!(
+            cell("indicator_snapshot.observations[0].dimensions[1].value"),
+            Some((3, Some("AGE".into())))
+        );
+        // The second row has no SEX: its first dimension is AGE.
+        assert_eq!(
+            cell("observations[1].dimensions[0].id"),
+            Some((4, Some("AGE".into())))
+        );
+        assert_eq!(cell("indicator_snapshot.observations[1]"), Some((4, None)));
+        assert_eq!(
+            cell("indicator_snapshot.observations[1].dimensions"),
+            Some((4, None))
+        );
+        assert_eq!(
+            cell("indicator_snapshot.observations[0].obs_value"),
+            Some((3, Some("value".into())))
+        );
+        assert_eq!(
+            cell("indicator_snapshot.observations[0].footnote"),
+            Some((3, Some("comment".into())))
+        );
+        // Not in the file at all: the canonical name.
+        assert_eq!(
+            cell("indicator_snapshot.observations[0].unit_mult"),
+            Some((3, Some("UNIT_MULT".into())))
+        );
+        assert_eq!(
+            cell("indicator_snapshot.indicator"),
+            Some((3, Some("indicator".into())))
+        );
+        assert_eq!(cell("indicator_snapshot.observations[9].ref_area"), None);
+        assert_eq!(cell("indicator_snapshot.observations[x]"), None);
+        assert_eq!(cell("policy_summary.title"), None);
+        let err = doc.error_at(
+            "indicator_snapshot.observations[1].ref_area",
+            "\"PHL\" is not a member state of c",
+        );
+        assert_eq!(
+            err.to_string(),
+            "line 4, column ref_area: \"PHL\" is not a member state of c"
+        );
+        assert_eq!(doc.error_at("nowhere", "m").to_string(), "m");
+    }
+
+    #[test]
+    fn column_for_field_names_canonical_columns() {
+        for (field, column) in [
+            ("ref_area", Some("REF_AREA")),
+            (
+                "indicator_snapshot.observations[3].time_period",
+                Some("TIME_PERIOD"),
+            ),
+            ("observations[0].obs_value", Some("OBS_VALUE")),
+            ("unit_measure", Some("UNIT_MEASURE")),
+            ("unit_mult", Some("UNIT_MULT")),
+            ("obs_status", Some("OBS_STATUS")),
+            ("conf_status", Some("CONF_STATUS")),
+            ("action", Some("ACTION")),
+            ("footnote", Some("FOOTNOTE")),
+            ("source", Some("SOURCE")),
+            ("indicator_snapshot.indicator", Some("INDICATOR")),
+            (
+                "indicator_snapshot.observations[3].dimensions[0].value",
+                None,
+            ),
+            ("indicator_snapshot.observations[3].dimensions", None),
+            ("indicator_snapshot.observations[3]", None),
+            ("", None),
+        ] {
+            assert_eq!(column_for_field(field), column, "{field}");
+        }
     }
 }

@@ -1,9 +1,17 @@
 //! Human file formats to protobuf statement bodies.
 //!
 //! Secretariats write policy summaries as TOML ([`parse_policy_toml`]) and indicator
-//! observations as SDMX-CSV-like files ([`parse_indicator_csv`]). Both parsers are pure
-//! functions on `&str` (no I/O, no clock), so they can be fuzzed; errors name the line and, for
-//! CSV, the column ([`ImportError`]).
+//! observations as CSV: the project's simple SDMX-CSV-like format ([`parse_indicator_csv`]) or
+//! SDMX-CSV 2.0 data messages as statistical systems export them ([`parse_sdmx_csv`], see
+//! [`sdmx`]); [`parse_any_indicator_csv`] reads either. The parsers are pure functions on
+//! `&str` (no I/O, no clock), so they can be fuzzed; errors name the line and, for CSV, the
+//! column ([`ImportError`]). Every observation keeps its line ([`IndicatorDoc::lines`]), so a
+//! receiver's violation on `indicator_snapshot.observations[i].ref_area` can be reported as
+//! "line N, column REF_AREA" ([`IndicatorDoc::locate`], [`IndicatorDoc::error_at`]).
+//!
+//! Large files are read in batches without holding them in memory
+//! ([`IndicatorCsvBatches`], [`read_indicator_csv_streaming`]), and [`synthetic_indicator_csv`]
+//! writes clearly synthetic load-test files that pass the catalogue's validation.
 //!
 //! API boundary: the importers check syntax and types (a value is a number, a status is one of
 //! the four words, a digest is hex). Federation rules (member states, catalogue codes, finite
@@ -14,10 +22,22 @@
 
 mod csv_import;
 mod policy;
+mod reader;
 pub mod sample;
+pub mod sdmx;
+mod synthetic;
 
-pub use csv_import::{IndicatorDoc, parse_indicator_csv};
+pub use csv_import::{
+    CellRef, IndicatorDoc, column_for_field, indicator_document, is_sdmx_csv,
+    parse_any_indicator_csv, parse_indicator_csv, parse_sdmx_csv,
+};
 pub use policy::{PolicyDoc, parse_policy_toml};
+pub use reader::{
+    CsvFormat, IndicatorCsvBatches, ObservationBatch, StreamSummary, read_indicator_csv_streaming,
+};
+pub use synthetic::{
+    SYNTHETIC_NODE, SYNTHETIC_SOURCE, SyntheticPlan, synthetic_indicator_csv, synthetic_plan,
+};
 
 /// Why a file could not be imported: where (1-based line, CSV column) and what, in plain words.
 #[derive(Clone, Debug, PartialEq, Eq)]

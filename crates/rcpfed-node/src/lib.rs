@@ -1,6 +1,9 @@
-//! A regional node: `rcpfed.v1.NodeService` over mutual TLS, the signing publisher, the outbox
-//! that delivers to the hub, and the verified mirror of the federation feed.
+//! A regional node: `rcpfed.v1.NodeService` over mutual TLS, the signing publisher (validating
+//! against the hub's indicator catalogue in force), the outbox that delivers to the hub, the
+//! verified mirror of the federation feed, and `rcpfed.v1.IndicatorService` over that mirror
+//! (the same code as the hub's, so both answer alike).
 
+pub mod catalogue;
 pub mod mirror;
 pub mod outbox;
 pub mod publish;
@@ -9,10 +12,12 @@ mod service;
 pub mod witness;
 
 use rcpfed_core::keys::SecretKey;
+use rcpfed_grpc::indicators::{IndicatorRpc, reader_role};
 use rcpfed_grpc::limits;
 use rcpfed_grpc::tls::TlsFiles;
+use rcpfed_proto::v1::indicator_service_server::IndicatorServiceServer;
 use rcpfed_proto::v1::node_service_server::NodeServiceServer;
-use rcpfed_store::NodeStore;
+use rcpfed_store::{IndicatorStore, NodeStore};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
@@ -20,7 +25,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
-pub use service::Node;
+pub use service::{MAX_STREAMED_OBSERVATIONS, Node};
+
+/// A node's storage: the outbox and mirror, and the indicator view the mirror fills (one
+/// SQLite file, one transaction per mirrored entry).
+pub trait NodeStorage: NodeStore + IndicatorStore {}
+
+impl<T: NodeStore + IndicatorStore> NodeStorage for T {}
 
 /// Live state shown by `GetNodeStatus`.
 #[derive(Default)]
@@ -85,7 +96,7 @@ pub struct NodeSettings {
     pub witness_interval: std::time::Duration,
     /// Opens the store.
     pub open_store:
-        Box<dyn FnOnce() -> Result<Arc<dyn NodeStore>, rcpfed_store::StoreError> + Send>,
+        Box<dyn FnOnce() -> Result<Arc<dyn NodeStorage>, rcpfed_store::StoreError> + Send>,
 }
 
 /// Why the node stopped with an error.
@@ -133,6 +144,9 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         .set_service_status("", ServingStatus::NotServing)
         .await;
     health.set_not_serving::<NodeServiceServer<Node>>().await;
+    health
+        .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
+        .await;
     let registry = prometheus_client::registry::Registry::default();
     let ops_shutdown = shutdown.clone();
     let ops = tokio::spawn(rcpfed_grpc::ops::serve_ops(
@@ -172,12 +186,35 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         )));
     }
 
+    // The catalogue this node last mirrored, checked again: its signature by the hub and its
+    // link to the version before it.
+    let catalogue_in_force = catalogue::CatalogueInForce::empty();
+    {
+        let store = Arc::clone(&store);
+        let federation = Arc::clone(&federation);
+        let loaded = tokio::task::spawn_blocking(move || {
+            catalogue::CatalogueInForce::load(&*store, &federation)
+        })
+        .await
+        .map_err(|e| NodeError::Config(format!("catalogue loader panicked: {e}")))?
+        .map_err(NodeError::Config)?;
+        match loaded {
+            Some(c) => {
+                tracing::info!(version = c.version, "indicator catalogue in force");
+                catalogue_in_force.set(c);
+            }
+            None => tracing::info!(
+                "no indicator catalogue mirrored yet; indicator snapshots wait for the hub's"
+            ),
+        }
+    }
+
     let witness = Arc::new(
         witness::Witness::new(
             &federation,
             &node_id,
             signing_key.clone(),
-            Arc::clone(&store),
+            Arc::clone(&store) as Arc<dyn NodeStore>,
             health.clone(),
         )
         .map_err(NodeError::Config)?,
@@ -191,6 +228,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     let wakeup = Arc::new(tokio::sync::Notify::new());
     let publisher = publish::Publisher::new(
         shared.clone(),
+        catalogue_in_force.clone(),
         node_id.clone(),
         signing_key,
         Arc::clone(&store),
@@ -209,12 +247,15 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         shutdown.clone(),
     ));
     let mirror_task = tokio::spawn(mirror::run(
-        shared.clone(),
-        Arc::clone(&store),
+        mirror::Mirror {
+            federation: shared.clone(),
+            store: Arc::clone(&store),
+            state: Arc::clone(&state),
+            witness: Arc::clone(&witness),
+            registry: Arc::clone(&node_registry),
+            catalogue: catalogue_in_force,
+        },
         channel.clone(),
-        Arc::clone(&state),
-        Arc::clone(&witness),
-        Arc::clone(&node_registry),
         shutdown.clone(),
     ));
     let witness_task = tokio::spawn(witness::run(
@@ -227,10 +268,17 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         federation: shared.clone(),
         witness: Arc::clone(&witness),
     };
+    // The same IndicatorService as the hub's, over this node's mirror, with the reader role
+    // check of the node's other read RPCs.
+    let indicators = IndicatorRpc::new(
+        Arc::clone(&store) as Arc<dyn IndicatorStore>,
+        federation.hub_id.clone(),
+        reader_role(shared.clone()),
+    );
     let node = Node {
         federation: shared.clone(),
         node_id: node_id.clone(),
-        store,
+        store: store as Arc<dyn NodeStore>,
         publisher,
         state,
     };
@@ -240,12 +288,18 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     let incoming = rcpfed_grpc::tls::mtls_incoming(grpc_listener, &tls, crl_file.as_deref())?;
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<NodeServiceServer<Node>>().await;
+    health
+        .set_serving::<IndicatorServiceServer<IndicatorRpc>>()
+        .await;
     tracing::info!(%addr, node = %node_id, hub = %hub_endpoint, "node serving (mTLS)");
 
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
     let served = tonic::transport::Server::builder()
-        .timeout(limits::REQUEST_TIMEOUT)
+        .layer(rcpfed_grpc::deadline::DeadlineLayer {
+            timeout: limits::REQUEST_TIMEOUT,
+            self_bounded: rcpfed_grpc::deadline::NODE_SELF_BOUNDED,
+        })
         .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
@@ -262,6 +316,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
                 .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
         )
+        .add_service(indicators.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             server_shutdown.cancelled().await;
             health_on_shutdown
@@ -269,6 +324,9 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
                 .await;
             health_on_shutdown
                 .set_not_serving::<NodeServiceServer<Node>>()
+                .await;
+            health_on_shutdown
+                .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
                 .await;
             health_on_shutdown
                 .set_service_status(witness::WITNESS_SERVICE, ServingStatus::NotServing)
@@ -284,3 +342,6 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     served?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

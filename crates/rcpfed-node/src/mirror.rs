@@ -1,19 +1,37 @@
-//! The mirror: follows the hub's federation feed and keeps every statement whose signature,
+//! The mirror: follows the hub's federation feed and keeps every entry whose signature,
 //! signer, and hub receipt verify. Resumes from the last mirrored feed index after any
 //! disconnect or restart, so it catches up in order, with no duplicates.
+//!
+//! Entries are node statements, registry versions (handed to [`crate::registry`]), and the
+//! hub's own documents: catalogue versions (verified against the catalogue in force, then put
+//! in force once stored) and coherence reports. A large snapshot's chunks are fetched from
+//! the hub and checked against its signed manifest before the snapshot is stored, because the
+//! store applies its observations in the same transaction.
 
-use crate::NodeState;
+use crate::catalogue::CatalogueInForce;
+use crate::{NodeState, NodeStorage};
+use prost::Message as _;
+use rcpfed_core::Digest;
+use rcpfed_core::catalogue::{CATALOGUE_PAYLOAD_TYPE, SignedCatalogue, verify_catalogue};
+use rcpfed_core::chunks::{check_manifest, decode_chunk};
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
 use rcpfed_core::members::Federation;
 use rcpfed_core::receipt::Receipt;
-use rcpfed_core::statement::{DocumentKind, Statement};
+use rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE;
+use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Statement};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
-use rcpfed_store::{MirroredStatement, NodeStore};
+use rcpfed_store::{
+    CATALOGUE_KIND, COHERENCE_KIND, MirroredStatement, catalogue_chain, coherence_chain,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+
+/// Payload type of an envelope carrying a `rcpfed.v1.CoherenceReport` (indicator_service.proto).
+pub const COHERENCE_REPORT_PAYLOAD_TYPE: &str =
+    "application/vnd.rcpfed.coherence-report.v1+protobuf";
 
 /// Checks one feed entry completely: statement signature by a key of its issuer, payload
 /// decodes, hub receipt signature, and receipt naming this statement at this feed index.
@@ -22,6 +40,15 @@ pub fn verify_entry(
     entry: &v1::SubscribeFeedResponse,
     now_ms: i64,
 ) -> Result<MirroredStatement, String> {
+    verify_statement_entry(federation, entry, now_ms).map(|(m, _)| m)
+}
+
+/// [`verify_entry`], also returning the decoded statement (the mirror needs its manifest).
+fn verify_statement_entry(
+    federation: &Federation,
+    entry: &v1::SubscribeFeedResponse,
+    now_ms: i64,
+) -> Result<(MirroredStatement, Statement), String> {
     let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
     let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
     let signed = SignedEnvelope::from_proto(envelope);
@@ -53,7 +80,7 @@ pub fn verify_entry(
         &statement.header.node_id,
         statement.header.seq,
     )?;
-    Ok(MirroredStatement {
+    let mirrored = MirroredStatement {
         feed_index: entry.feed_index,
         node_id: statement.header.node_id.clone(),
         seq: statement.header.seq,
@@ -66,27 +93,175 @@ pub fn verify_entry(
         revision: statement.header.revision,
         envelope: signed.encode(),
         receipt: receipt_env.encode(),
-        accepted_at_ms: (r.accepted_at.unix_timestamp_nanos() / 1_000_000) as i64,
+        accepted_at_ms: ms(r.accepted_at),
+        mirrored_at_ms: now_ms,
+    };
+    Ok((mirrored, statement))
+}
+
+fn ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Checks a catalogue version met in the feed: signed by the hub member's key, the next
+/// version after `in_force` (version + 1, previous digest, consistent content; see
+/// [`verify_catalogue`]), and the hub's receipt names it (`{hub_id}/catalogue`, version) at
+/// this feed index. The caller puts it in force only after it is stored.
+pub fn check_catalogue_entry(
+    federation: &Federation,
+    entry: &v1::SubscribeFeedResponse,
+    in_force: Option<(u64, Digest)>,
+    now_ms: i64,
+) -> Result<(MirroredStatement, SignedCatalogue), String> {
+    let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
+    let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
+    let signed = SignedEnvelope::from_proto(envelope);
+    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
+    let catalogue = verify_catalogue(&signed, &hub_keys, &federation.federation_id, in_force)
+        .map_err(|e| format!("catalogue: {e}"))?;
+    let receipt_env = SignedEnvelope::from_proto(receipt);
+    let chain = catalogue_chain(&federation.hub_id);
+    let r = entry_receipt(
+        federation,
+        &receipt_env,
+        entry.feed_index,
+        &catalogue.digest,
+        &chain,
+        catalogue.version,
+    )?;
+    let mirrored = MirroredStatement {
+        feed_index: entry.feed_index,
+        node_id: chain,
+        seq: catalogue.version,
+        digest: catalogue.digest,
+        kind: CATALOGUE_KIND.into(),
+        document: "catalogue".into(),
+        revision: u32::try_from(catalogue.version).unwrap_or(u32::MAX),
+        envelope: signed.encode(),
+        receipt: receipt_env.encode(),
+        accepted_at_ms: ms(r.accepted_at),
+        mirrored_at_ms: now_ms,
+    };
+    Ok((mirrored, catalogue))
+}
+
+/// Checks a coherence report met in the feed: signed by the hub member's key, for this
+/// federation, the next report after `previous` (the latest mirrored one: number + 1 and its
+/// digest as `previous_digest`), and the hub's receipt names it (`{hub_id}/coherence`,
+/// number) at this feed index.
+pub fn check_coherence_entry(
+    federation: &Federation,
+    entry: &v1::SubscribeFeedResponse,
+    previous: Option<(u64, Digest)>,
+    now_ms: i64,
+) -> Result<MirroredStatement, String> {
+    let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
+    let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
+    let signed = SignedEnvelope::from_proto(envelope);
+    if signed.payload_type != COHERENCE_REPORT_PAYLOAD_TYPE {
+        return Err(format!("unknown payload type {:?}", signed.payload_type));
+    }
+    let hub = federation
+        .hub()
+        .ok_or("the registry in force names no hub member")?;
+    verify_signatures(&signed, |id| hub.key(id))
+        .map_err(|e| format!("coherence report is not signed by the hub: {e}"))?;
+    let report = v1::CoherenceReport::decode(signed.payload.as_slice())
+        .map_err(|e| format!("coherence report: not a valid rcpfed.v1.CoherenceReport: {e}"))?;
+    if report.federation_id != federation.federation_id {
+        return Err(format!(
+            "coherence report {} is for federation {:?}",
+            report.number, report.federation_id
+        ));
+    }
+    let expected = previous.map_or(1, |(n, _)| n.saturating_add(1));
+    if report.number != expected {
+        return Err(format!(
+            "coherence report {} does not follow the mirrored reports: the next is {expected}",
+            report.number
+        ));
+    }
+    let linked = match &previous {
+        None => report.previous_digest.is_empty(),
+        Some((_, d)) => Digest::from_slice(&report.previous_digest).as_ref() == Some(d),
+    };
+    if !linked {
+        return Err(format!(
+            "coherence report {}'s previous_digest does not name the mirrored report before it",
+            report.number
+        ));
+    }
+    let receipt_env = SignedEnvelope::from_proto(receipt);
+    let chain = coherence_chain(&federation.hub_id);
+    let digest = signed.digest();
+    let r = entry_receipt(
+        federation,
+        &receipt_env,
+        entry.feed_index,
+        &digest,
+        &chain,
+        report.number,
+    )?;
+    Ok(MirroredStatement {
+        feed_index: entry.feed_index,
+        node_id: chain,
+        seq: report.number,
+        digest,
+        kind: COHERENCE_KIND.into(),
+        document: "coherence".into(),
+        revision: u32::try_from(report.number).unwrap_or(u32::MAX),
+        envelope: signed.encode(),
+        receipt: receipt_env.encode(),
+        accepted_at_ms: ms(r.accepted_at),
         mirrored_at_ms: now_ms,
     })
 }
 
+/// What the mirror works with.
+pub struct Mirror {
+    /// The registry in force.
+    pub federation: rcpfed_grpc::shared::SharedFederation,
+    /// The node's store (mirror, chunks, indicator view).
+    pub store: Arc<dyn NodeStorage>,
+    /// Status shown to operators.
+    pub state: Arc<NodeState>,
+    /// Checks entries' log proofs.
+    pub witness: Arc<crate::witness::Witness>,
+    /// Takes registry versions from the feed.
+    pub registry: Arc<crate::registry::NodeRegistry>,
+    /// Takes catalogue versions from the feed.
+    pub catalogue: CatalogueInForce,
+}
+
+/// Why an entry was not mirrored; the stream stops and the entry is retried, never skipped.
+pub(crate) enum Failure {
+    /// The entry (or the hub's chunks for it) did not verify.
+    Verify(String),
+    /// The hub could not be read (transport or server error); retried like a dropped feed.
+    Hub(String),
+    /// The store refused or failed.
+    Store(String),
+    /// Shutting down.
+    Shutdown,
+}
+
+/// A verified entry, before it is stored.
+enum Checked {
+    Statement(MirroredStatement, Option<ChunkManifest>),
+    Registry(MirroredStatement),
+    Catalogue(MirroredStatement, Box<SignedCatalogue>),
+    Coherence(MirroredStatement),
+}
+
 /// Follows the feed until `shutdown`.
-pub async fn run(
-    federation: rcpfed_grpc::shared::SharedFederation,
-    store: Arc<dyn NodeStore>,
-    channel: Channel,
-    state: Arc<NodeState>,
-    witness: Arc<crate::witness::Witness>,
-    registry: Arc<crate::registry::NodeRegistry>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) {
     let mut client = HubServiceClient::new(channel)
         .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
+    let state = Arc::clone(&mirror.state);
     let mut backoff = Duration::from_millis(200);
     loop {
         let cursor = {
-            let store = Arc::clone(&store);
+            let store = Arc::clone(&mirror.store);
             match tokio::task::spawn_blocking(move || store.mirror_cursor()).await {
                 Ok(Ok(c)) => c,
                 _ => 0,
@@ -113,56 +288,11 @@ pub async fn run(
                     };
                     match next {
                         Ok(Some(entry)) => {
-                            let is_registry = entry.envelope.as_ref().is_some_and(|e| {
-                                e.payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE
-                            });
-                            let checked = if is_registry {
-                                check_registry_entry(&federation.get(), &entry, crate::now_ms())
-                            } else {
-                                verify_entry(&federation.get(), &entry, crate::now_ms())
-                            };
-                            let mut verified = match checked {
-                                Ok(m) => check_logged(&witness, &mut client, &entry)
-                                    .await
-                                    .map(|()| m)
-                                    .map_err(|e| format!("transparency log: {e}")),
-                                Err(e) => Err(e),
-                            };
-                            // A registry version is put in force only once its receipt and its
-                            // place in the witnessed log have verified.
-                            if is_registry && let Ok(m) = &verified {
-                                let logged_at = time::OffsetDateTime::from_unix_timestamp_nanos(
-                                    i128::from(m.accepted_at_ms) * 1_000_000,
-                                )
-                                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-                                let envelope = SignedEnvelope::from_proto(
-                                    entry.envelope.clone().unwrap_or_default(),
-                                );
-                                if let Err(e) = registry.observe(&envelope, logged_at).await {
-                                    verified = Err(format!("registry version: {e}"));
+                            match mirror.handle(&mut client, &entry, &shutdown).await {
+                                Ok(()) => {
+                                    tracing::debug!(feed_index = entry.feed_index, "mirrored")
                                 }
-                            }
-                            match verified {
-                                Ok(mirrored) => {
-                                    let store = Arc::clone(&store);
-                                    let index = mirrored.feed_index;
-                                    match tokio::task::spawn_blocking(move || {
-                                        store.mirror_insert(&mirrored)
-                                    })
-                                    .await
-                                    {
-                                        Ok(Ok(())) => {
-                                            tracing::debug!(feed_index = index, "mirrored")
-                                        }
-                                        Ok(Err(e)) => {
-                                            tracing::error!(feed_index = index, error = %e, "mirror refused a feed entry");
-                                            state.set_error(format!("mirror: {e}"));
-                                            break;
-                                        }
-                                        Err(_) => break,
-                                    }
-                                }
-                                Err(problem) => {
+                                Err(Failure::Verify(problem)) => {
                                     // Never skip: the cursor stays put and we retry after a pause.
                                     tracing::error!(feed_index = entry.feed_index, %problem, "feed entry failed verification");
                                     state.set_error(format!(
@@ -171,6 +301,20 @@ pub async fn run(
                                     ));
                                     break;
                                 }
+                                Err(Failure::Hub(problem)) => {
+                                    tracing::warn!(feed_index = entry.feed_index, %problem, "cannot fetch what a feed entry needs; retrying");
+                                    state.set_error(format!(
+                                        "feed entry {}: {problem}",
+                                        entry.feed_index
+                                    ));
+                                    break;
+                                }
+                                Err(Failure::Store(e)) => {
+                                    tracing::error!(feed_index = entry.feed_index, error = %e, "mirror refused a feed entry");
+                                    state.set_error(format!("mirror: {e}"));
+                                    break;
+                                }
+                                Err(Failure::Shutdown) => break,
                             }
                         }
                         Ok(None) => break,
@@ -195,6 +339,213 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
+}
+
+impl Mirror {
+    /// Verifies one entry, checks its place in the witnessed log, and stores it.
+    async fn handle(
+        &self,
+        client: &mut HubServiceClient<Channel>,
+        entry: &v1::SubscribeFeedResponse,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Failure> {
+        let federation = self.federation.get();
+        let now = crate::now_ms();
+        let payload_type = entry
+            .envelope
+            .as_ref()
+            .map(|e| e.payload_type.as_str())
+            .unwrap_or_default();
+        let checked = match payload_type {
+            REGISTRY_PAYLOAD_TYPE => {
+                check_registry_entry(&federation, entry, now).map(Checked::Registry)
+            }
+            CATALOGUE_PAYLOAD_TYPE => {
+                check_catalogue_entry(&federation, entry, self.catalogue.chain_position(), now)
+                    .map(|(m, c)| Checked::Catalogue(m, Box::new(c)))
+            }
+            COHERENCE_REPORT_PAYLOAD_TYPE => {
+                let store = Arc::clone(&self.store);
+                let chain = coherence_chain(&federation.hub_id);
+                let previous =
+                    tokio::task::spawn_blocking(move || store.hub_document(&chain, None))
+                        .await
+                        .map_err(|e| {
+                            Failure::Store(format!("reading the last coherence report: {e}"))
+                        })?
+                        .map_err(|e| {
+                            Failure::Store(format!("reading the last coherence report: {e}"))
+                        })?
+                        .map(|d| (d.seq, d.digest));
+                check_coherence_entry(&federation, entry, previous, now).map(Checked::Coherence)
+            }
+            _ => verify_statement_entry(&federation, entry, now).map(|(m, st)| {
+                let manifest = match st.body {
+                    Body::Indicators(s) => s.chunks,
+                    Body::Policy(_) => None,
+                };
+                Checked::Statement(m, manifest)
+            }),
+        }
+        .map_err(Failure::Verify)?;
+        check_logged(&self.witness, client, entry)
+            .await
+            .map_err(|e| Failure::Verify(format!("transparency log: {e}")))?;
+        match checked {
+            Checked::Registry(m) => {
+                // A registry version is put in force only once its receipt and its place in
+                // the witnessed log have verified.
+                let logged_at = time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(m.accepted_at_ms) * 1_000_000,
+                )
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                let envelope =
+                    SignedEnvelope::from_proto(entry.envelope.clone().unwrap_or_default());
+                self.registry
+                    .observe(&envelope, logged_at)
+                    .await
+                    .map_err(|e| Failure::Verify(format!("registry version: {e}")))?;
+                self.insert(m).await
+            }
+            Checked::Statement(m, manifest) => {
+                if let Some(manifest) = manifest {
+                    stage_chunks(client, &self.store, &m.digest, &manifest, shutdown).await?;
+                }
+                self.insert(m).await
+            }
+            Checked::Catalogue(m, catalogue) => {
+                self.insert(m).await?;
+                // Only now: the catalogue in force is always one the mirror holds.
+                tracing::info!(
+                    version = catalogue.version,
+                    "indicator catalogue version in force"
+                );
+                self.catalogue.set(*catalogue);
+                Ok(())
+            }
+            Checked::Coherence(m) => self.insert(m).await,
+        }
+    }
+
+    async fn insert(&self, m: MirroredStatement) -> Result<(), Failure> {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || store.mirror_insert(&m)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure::Store(e.to_string())),
+            Err(e) => Err(Failure::Store(format!("mirror task failed: {e}"))),
+        }
+    }
+}
+
+/// Makes sure every chunk of a large snapshot is staged locally: the missing ones are
+/// fetched from the hub (resuming at the first missing chunk) and each is checked against
+/// the signed manifest (length, SHA-256, count) before it is staged. A chunk that does not
+/// match is hub misbehaviour like a bad receipt: the entry is not mirrored.
+pub(crate) async fn stage_chunks(
+    client: &mut HubServiceClient<Channel>,
+    store: &Arc<dyn NodeStorage>,
+    digest: &Digest,
+    manifest: &ChunkManifest,
+    shutdown: &CancellationToken,
+) -> Result<(), Failure> {
+    check_manifest(manifest).map_err(|e| Failure::Verify(format!("chunk manifest: {e}")))?;
+    let manifest = Arc::new(manifest.clone());
+    loop {
+        let first = first_missing(store, &manifest).await?;
+        let Some(first) = first else {
+            return Ok(());
+        };
+        let request = v1::GetSnapshotChunksRequest {
+            digest: digest.0.to_vec(),
+            first_chunk: first,
+        };
+        let mut stream = tokio::select! {
+            s = client.get_snapshot_chunks(request) => s,
+            () = shutdown.cancelled() => return Err(Failure::Shutdown),
+        }
+        .map_err(|s| {
+            Failure::Hub(format!(
+                "fetching the chunks of snapshot {digest}: {:?}: {}",
+                s.code(),
+                s.message()
+            ))
+        })?
+        .into_inner();
+        let mut expected = first;
+        loop {
+            let next = tokio::select! {
+                m = stream.message() => m,
+                () = shutdown.cancelled() => return Err(Failure::Shutdown),
+            };
+            let chunk = match next {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(s) => {
+                    return Err(Failure::Hub(format!(
+                        "fetching chunk {expected} of snapshot {digest}: {:?}: {}",
+                        s.code(),
+                        s.message()
+                    )));
+                }
+            };
+            if chunk.index != expected {
+                return Err(Failure::Verify(format!(
+                    "the hub sent chunk {} of snapshot {digest} where chunk {expected} was due",
+                    chunk.index
+                )));
+            }
+            let store = Arc::clone(store);
+            let shared = Arc::clone(&manifest);
+            let index = expected as usize;
+            let digest = *digest;
+            tokio::task::spawn_blocking(move || {
+                let manifest = shared;
+                decode_chunk(&manifest, index, &chunk.chunk).map_err(|e| {
+                    Failure::Verify(format!("chunk {index} of snapshot {digest}: {e}"))
+                })?;
+                // decode_chunk checked that the manifest lists chunk `index`.
+                let Some(sha) = manifest.chunks.get(index).map(|c| c.sha256) else {
+                    return Err(Failure::Verify(format!(
+                        "chunk {index} is not in the manifest"
+                    )));
+                };
+                store
+                    .stage_chunks(&[(sha, chunk.chunk)])
+                    .map_err(|e| Failure::Store(format!("staging a chunk: {e}")))
+            })
+            .await
+            .map_err(|e| Failure::Store(format!("chunk task failed: {e}")))??;
+            expected += 1;
+            if expected as usize == manifest.chunks.len() {
+                break;
+            }
+        }
+        if expected == first {
+            return Err(Failure::Verify(format!(
+                "the hub's stream of snapshot {digest}'s chunks ended before chunk {first}"
+            )));
+        }
+    }
+}
+
+/// Index of the first chunk of `manifest` not staged locally, if any.
+async fn first_missing(
+    store: &Arc<dyn NodeStorage>,
+    manifest: &Arc<ChunkManifest>,
+) -> Result<Option<u32>, Failure> {
+    let store = Arc::clone(store);
+    let manifest = Arc::clone(manifest);
+    tokio::task::spawn_blocking(move || {
+        for (i, c) in manifest.chunks.iter().enumerate() {
+            if store.chunk(&c.sha256)?.is_none() {
+                return Ok(Some(i as u32));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(|e| Failure::Store(format!("chunk task failed: {e}")))?
+    .map_err(|e: rcpfed_store::StoreError| Failure::Store(format!("reading chunks: {e}")))
 }
 
 /// Checks that a feed entry is in the hub's log, at a checkpoint consistent with everything

@@ -5,14 +5,19 @@
 //! names exactly this statement. Transport errors and hub-side failures are retried; a refusal
 //! (the hub says the statement itself is wrong) stops delivery at that statement, because every
 //! later statement chains from it; the operator sees it in `GetNodeStatus` and `ListOutbox`.
+//!
+//! A large snapshot (its statement signs a chunk manifest) goes with `SubmitSnapshot`: the
+//! envelope, then every chunk read from the store in manifest order. Everything else goes with
+//! `SubmitStatement`. Both answers are checked the same way.
 
-use crate::NodeState;
+use crate::{NodeState, NodeStorage};
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
 use rcpfed_core::receipt::Receipt;
+use rcpfed_core::statement::{Body, ChunkManifest, Statement};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
-use rcpfed_store::{NodeStore, OwnStatement};
+use rcpfed_store::OwnStatement;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -77,8 +82,8 @@ pub struct Outbox {
     pub federation: rcpfed_grpc::shared::SharedFederation,
     /// This node.
     pub node_id: String,
-    /// The node's store.
-    pub store: Arc<dyn NodeStore>,
+    /// The node's store (outbox and staged chunks).
+    pub store: Arc<dyn NodeStorage>,
     /// Signalled when a statement is queued.
     pub wakeup: Arc<Notify>,
     /// Status shown to operators.
@@ -141,8 +146,8 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
             if shutdown.is_cancelled() {
                 return;
             }
-            let envelope = match SignedEnvelope::decode(&own.envelope) {
-                Ok(e) => e.to_proto(),
+            let (envelope, manifest) = match decode_own(&own) {
+                Ok(decoded) => decoded,
                 Err(e) => {
                     mark(
                         &store,
@@ -156,12 +161,27 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                 }
             };
             let envelope_for_log = envelope.clone();
-            let request = v1::SubmitStatementRequest {
-                envelope: Some(envelope),
+            let sent = match manifest {
+                Some(manifest) => {
+                    submit_snapshot(&mut client, &store, own.seq, envelope, manifest).await
+                }
+                None => client
+                    .submit_statement(v1::SubmitStatementRequest {
+                        envelope: Some(envelope),
+                    })
+                    .await
+                    .map(|r| {
+                        let r = r.into_inner();
+                        Answer {
+                            receipt: r.receipt,
+                            duplicate: r.duplicate,
+                            log: r.log,
+                        }
+                    })
+                    .map_err(Failed::Hub),
             };
-            match client.submit_statement(request).await {
+            match sent {
                 Ok(response) => {
-                    let response = response.into_inner();
                     let mut checked = response
                         .receipt
                         .as_ref()
@@ -223,7 +243,16 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                         }
                     }
                 }
-                Err(status) if is_transient(&status) => {
+                Err(Failed::Local(problem)) => {
+                    // This node could not send what it signed (a chunk missing from its
+                    // store): not the hub's judgement, so not a refusal.
+                    tracing::error!(seq = own.seq, %problem, "cannot send statement");
+                    mark(&store, own.seq, Err(problem.clone()), false).await;
+                    state.set_error(problem);
+                    stalled = true;
+                    break;
+                }
+                Err(Failed::Hub(status)) if is_transient(&status) => {
                     let problem = format!(
                         "hub unreachable or busy ({:?}): {}",
                         status.code(),
@@ -235,7 +264,7 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                     stalled = true;
                     break;
                 }
-                Err(status) => {
+                Err(Failed::Hub(status)) => {
                     let problem = format!(
                         "hub refused statement {} ({:?}): {}",
                         own.seq,
@@ -261,7 +290,98 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
     }
 }
 
-async fn mark(store: &Arc<dyn NodeStore>, seq: u64, outcome: Result<(), String>, refused: bool) {
+/// The hub's answer to SubmitStatement or SubmitSnapshot (the same fields).
+pub(crate) struct Answer {
+    pub(crate) receipt: Option<v1::Envelope>,
+    pub(crate) duplicate: bool,
+    pub(crate) log: Option<v1::LogProof>,
+}
+
+/// Why a delivery attempt failed.
+pub(crate) enum Failed {
+    /// The hub answered with an error (classified by [`is_transient`]).
+    Hub(tonic::Status),
+    /// This node could not send the statement; retried later.
+    Local(String),
+}
+
+/// The stored envelope in wire form, and its chunk manifest when it is a large snapshot.
+fn decode_own(own: &OwnStatement) -> Result<(v1::Envelope, Option<ChunkManifest>), String> {
+    let envelope = SignedEnvelope::decode(&own.envelope).map_err(|e| e.to_string())?;
+    let statement = Statement::decode(&envelope.payload).map_err(|e| e.to_string())?;
+    let manifest = match statement.body {
+        Body::Indicators(s) => s.chunks,
+        Body::Policy(_) => None,
+    };
+    Ok((envelope.to_proto(), manifest))
+}
+
+/// Chunks in flight between the store reader and the gRPC stream: bounded memory however
+/// large the snapshot.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Sends a large snapshot with `SubmitSnapshot`: the envelope, then every chunk read from the
+/// store in manifest order, while the stream is being sent.
+pub(crate) async fn submit_snapshot(
+    client: &mut HubServiceClient<Channel>,
+    store: &Arc<dyn NodeStorage>,
+    seq: u64,
+    envelope: v1::Envelope,
+    manifest: ChunkManifest,
+) -> Result<Answer, Failed> {
+    use v1::submit_snapshot_request::Part;
+    let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+    let store = Arc::clone(store);
+    let reader = tokio::spawn(async move {
+        let first = v1::SubmitSnapshotRequest {
+            part: Some(Part::Envelope(envelope)),
+        };
+        if tx.send(first).await.is_err() {
+            return Ok(()); // the call ended; its answer says why
+        }
+        for (index, chunk) in manifest.chunks.into_iter().enumerate() {
+            let store = Arc::clone(&store);
+            let bytes = tokio::task::spawn_blocking(move || store.chunk(&chunk.sha256))
+                .await
+                .map_err(|e| format!("reading chunk {index} of statement {seq}: {e}"))?
+                .map_err(|e| format!("reading chunk {index} of statement {seq}: {e}"))?
+                .ok_or_else(|| {
+                    format!(
+                        "chunk {index} ({}) of statement {seq} is missing from this node's store",
+                        chunk.sha256
+                    )
+                })?;
+            let next = v1::SubmitSnapshotRequest {
+                part: Some(Part::Chunk(bytes)),
+            };
+            if tx.send(next).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok::<(), String>(())
+    });
+    let answer = client
+        .submit_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    // A local failure explains whatever the hub said about the cut-short stream.
+    match reader.await {
+        Ok(Ok(())) => {}
+        Ok(Err(problem)) => return Err(Failed::Local(problem)),
+        Err(e) => return Err(Failed::Local(format!("chunk reader failed: {e}"))),
+    }
+    answer
+        .map(|r| {
+            let r = r.into_inner();
+            Answer {
+                receipt: r.receipt,
+                duplicate: r.duplicate,
+                log: r.log,
+            }
+        })
+        .map_err(Failed::Hub)
+}
+
+async fn mark(store: &Arc<dyn NodeStorage>, seq: u64, outcome: Result<(), String>, refused: bool) {
     let store = Arc::clone(store);
     let _ = tokio::task::spawn_blocking(move || match outcome {
         Ok(()) => Ok(()),

@@ -1,16 +1,40 @@
 //! Signing: turns a document body into the next statement of this node's chain.
 //!
+//! `PublishDocument` and `PublishSnapshot` share this one path: idempotency by request id,
+//! the hub's own validation rules, the indicator catalogue in force, the actions against this
+//! node's mirrored observations, chunking of large snapshots, signing, and the outbox.
+//!
 //! Invariant: the chain never forks. One async mutex serializes publishing, and the store
 //! refuses an own statement whose seq is not head + 1 in the same transaction that inserts it.
+//! Invariant: nothing unchecked is signed; every refusal happens before the signature.
 
+use crate::NodeStorage;
+use crate::catalogue::CatalogueInForce;
 use rcpfed_core::Digest;
+use rcpfed_core::catalogue::{SignedCatalogue, validate_observations_against};
+use rcpfed_core::chunks::{MAX_CHUNK_BYTES, MAX_CHUNKS, OBSERVATIONS_PER_CHUNK, encode_chunks};
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
 use rcpfed_core::keys::SecretKey;
-use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
-use rcpfed_core::statement::{Body, DocumentKind, Header, Statement};
-use rcpfed_core::validate::{ValidationContext, validate_statement};
-use rcpfed_store::{DeliveryState, NodeStore, OwnStatement, StoreError};
+use rcpfed_core::members::Federation;
+use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
+use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Header, Observation, Statement};
+use rcpfed_core::validate::{MAX_VIOLATIONS, ValidationContext, validate_statement};
+use rcpfed_store::{DeliveryState, OwnStatement, StoreError};
 use std::sync::Arc;
+
+/// What to publish.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    /// Logical document name.
+    pub document: String,
+    /// The body; an indicator snapshot carries its observations inline (never a manifest:
+    /// the node cuts chunks itself).
+    pub body: Body,
+    /// Check everything, sign and store nothing.
+    pub validate_only: bool,
+    /// Makes retries safe: a repeated id answers with the first result.
+    pub request_id: Option<String>,
+}
 
 /// What publishing produced.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +47,12 @@ pub struct Published {
     pub revision: u32,
     /// Document name.
     pub document: String,
+    /// Catalogue warnings and notes, in plain words with the field, at most 100.
+    pub warnings: Vec<String>,
+    /// Observations of an indicator snapshot (0 for a policy summary).
+    pub observation_count: u64,
+    /// Chunks of a large snapshot (0 when the observations are inline).
+    pub chunk_count: u32,
 }
 
 /// Why publishing failed.
@@ -36,27 +66,45 @@ pub enum PublishError {
     Store(#[from] StoreError),
 }
 
+impl From<Rejection> for PublishError {
+    fn from(r: Rejection) -> Self {
+        PublishError::Rejected(r)
+    }
+}
+
 /// Signs and records this node's statements.
 pub struct Publisher {
     federation: rcpfed_grpc::shared::SharedFederation,
+    catalogue: CatalogueInForce,
     node_id: String,
     key: SecretKey,
-    store: Arc<dyn NodeStore>,
+    store: Arc<dyn NodeStorage>,
     lock: tokio::sync::Mutex<()>,
     outbox_wakeup: Arc<tokio::sync::Notify>,
+}
+
+/// Everything one publication is decided with: one registry version, one catalogue version.
+struct Context {
+    federation: Arc<Federation>,
+    catalogue: Option<Arc<SignedCatalogue>>,
+    node_id: String,
+    key: SecretKey,
+    store: Arc<dyn NodeStorage>,
 }
 
 impl Publisher {
     /// A publisher for `node_id` signing with `key`.
     pub fn new(
         federation: rcpfed_grpc::shared::SharedFederation,
+        catalogue: CatalogueInForce,
         node_id: String,
         key: SecretKey,
-        store: Arc<dyn NodeStore>,
+        store: Arc<dyn NodeStorage>,
         outbox_wakeup: Arc<tokio::sync::Notify>,
     ) -> Self {
         Publisher {
             federation,
+            catalogue,
             node_id,
             key,
             store,
@@ -65,128 +113,391 @@ impl Publisher {
         }
     }
 
-    /// Validates `body` as the next revision of `document`; unless `validate_only`, signs it as
-    /// the next statement and queues it in the outbox. A repeated `request_id` answers with the
-    /// first result.
-    pub async fn publish(
-        &self,
-        document: String,
-        body: Body,
-        validate_only: bool,
-        request_id: Option<String>,
-    ) -> Result<Published, PublishError> {
+    /// Validates `draft` as the next revision of its document; unless `validate_only`, signs
+    /// it as the next statement and queues it (with its chunks) in the outbox. A repeated
+    /// `request_id` answers with the first result.
+    pub async fn publish(&self, draft: Draft) -> Result<Published, PublishError> {
         let _guard = self.lock.lock().await;
-        let store = Arc::clone(&self.store);
-        let request = request_id.clone();
-        let (existing, head, revision) = tokio::task::spawn_blocking(move || {
-            let existing = match &request {
-                Some(id) => store.own_by_request_id(id)?,
-                None => None,
-            };
-            let head = store.head()?;
-            let revision = store.latest_revision(&document)? + 1;
-            Ok::<_, StoreError>((existing, head, (revision, document)))
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("publish task failed: {e}")))??;
-        if let Some(own) = existing {
-            return Ok(Published {
-                seq: own.seq,
-                digest: Some(own.digest),
-                revision: own.revision,
-                document: own.document,
-            });
+        let cx = Context {
+            federation: self.federation.get(),
+            catalogue: self.catalogue.get(),
+            node_id: self.node_id.clone(),
+            key: self.key.clone(),
+            store: Arc::clone(&self.store),
+        };
+        // Validation of a million observations and chunk encoding are CPU work, and the store
+        // calls block: all of it runs off the async runtime.
+        let (published, signed) = tokio::task::spawn_blocking(move || publish_blocking(&cx, draft))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("publish task failed: {e}")))??;
+        if signed {
+            self.outbox_wakeup.notify_one();
         }
-        let (revision, document) = revision;
-        let (head_seq, prev_digest) = match head {
-            Some((seq, digest)) => (seq, Some(digest)),
-            None => (0, None),
-        };
-        let kind = match &body {
-            Body::Policy(_) => DocumentKind::PolicySummary,
-            Body::Indicators(_) => DocumentKind::IndicatorSnapshot,
-        };
-        let federation = self.federation.get();
-        let statement = Statement {
-            header: Header {
-                federation_id: federation.federation_id.clone(),
-                node_id: self.node_id.clone(),
-                seq: head_seq + 1,
-                prev_digest,
-                issued_at: time::OffsetDateTime::now_utc(),
-                kind,
-                schema_version: 1,
-                document: document.clone(),
-                revision,
-            },
-            body,
-        };
-        let member = federation.member(&self.node_id).ok_or_else(|| {
-            PublishError::Rejected(Rejection::new(
-                RejectClass::Forbidden,
-                reasons::PEER_NOT_A_MEMBER,
-                format!("node {} is not in the member file", self.node_id),
-            ))
-        })?;
-        // The same validation the hub runs, so problems are reported here, before signing.
-        validate_statement(
-            &statement,
-            &ValidationContext {
-                federation_id: &federation.federation_id,
-                member,
-                now: time::OffsetDateTime::now_utc(),
-            },
+        Ok(published)
+    }
+}
+
+/// The whole publication; returns whether a new statement was signed.
+fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), PublishError> {
+    let Draft {
+        document,
+        body,
+        validate_only,
+        request_id,
+    } = draft;
+    if let Some(id) = &request_id
+        && let Some(own) = cx.store.own_by_request_id(id)?
+    {
+        return Ok((published_from_own(&own)?, false));
+    }
+    let head = cx.store.head()?;
+    let revision = cx.store.latest_revision(&document)? + 1;
+    let member = cx.federation.member(&cx.node_id).ok_or_else(|| {
+        Rejection::new(
+            RejectClass::Forbidden,
+            reasons::PEER_NOT_A_MEMBER,
+            format!("node {} is not in the member file", cx.node_id),
         )
-        .map_err(PublishError::Rejected)?;
-        let payload = statement.encode();
-        // The hub refuses payloads over the limit; refusing here keeps them out of the chain,
-        // where one would block every later statement.
-        if payload.len() > rcpfed_grpc::limits::MAX_PAYLOAD_BYTES {
-            return Err(PublishError::Rejected(Rejection::new(
-                RejectClass::TooLarge,
-                reasons::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the signed statement would be {} bytes; the hub accepts at most {} bytes per statement, so split the document",
-                    payload.len(),
-                    rcpfed_grpc::limits::MAX_PAYLOAD_BYTES
-                ),
-            )));
+    })?;
+    let catalogue = match &body {
+        Body::Indicators(snapshot) => {
+            if snapshot.chunks.is_some() {
+                let field = "indicator_snapshot.chunks";
+                let description = "must be empty: send the observations themselves (NodeService.PublishSnapshot for large snapshots); the node cuts the chunks and signs their manifest";
+                return Err(Rejection::invalid(
+                    reasons::CHUNKS_REQUIRED,
+                    format!("{field}: {description}"),
+                )
+                .with_violations(vec![Violation::new(
+                    field,
+                    reasons::CHUNKS_REQUIRED,
+                    description,
+                )])
+                .into());
+            }
+            // Without the catalogue the node cannot check codes, units or ranges, nor tell
+            // aggregates from states, so it refuses rather than sign unchecked data.
+            Some(cx.catalogue.clone().ok_or_else(|| {
+                Rejection::new(
+                    RejectClass::Precondition,
+                    reasons::NO_CATALOGUE,
+                    "the hub's indicator catalogue has not reached this node yet; try again once the node's feed has caught up (see GetNodeStatus)",
+                )
+            })?)
         }
-        if validate_only {
-            return Ok(Published {
+        Body::Policy(_) => None,
+    };
+    let aggregates: &[String] = catalogue
+        .as_ref()
+        .map(|c| c.catalogue.area_aggregates())
+        .unwrap_or(&[]);
+    let (head_seq, prev_digest) = match head {
+        Some((seq, digest)) => (seq, Some(digest)),
+        None => (0, None),
+    };
+    let kind = match &body {
+        Body::Policy(_) => DocumentKind::PolicySummary,
+        Body::Indicators(_) => DocumentKind::IndicatorSnapshot,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let mut statement = Statement {
+        header: Header {
+            federation_id: cx.federation.federation_id.clone(),
+            node_id: cx.node_id.clone(),
+            seq: head_seq + 1,
+            prev_digest,
+            issued_at: now,
+            kind,
+            schema_version: 1,
+            document: document.clone(),
+            revision,
+        },
+        body,
+    };
+    let ctx = ValidationContext {
+        federation_id: &cx.federation.federation_id,
+        member,
+        now,
+        aggregates,
+    };
+    // The same validation the hub runs, so problems are reported here, before signing.
+    validate_statement(&statement, &ctx)?;
+    let mut warnings = Vec::new();
+    if let (Body::Indicators(snapshot), Some(catalogue)) = (&statement.body, &catalogue) {
+        let check = validate_observations_against(
+            &catalogue.catalogue,
+            &snapshot.indicator,
+            &snapshot.observations,
+        );
+        let total = check.total_warnings;
+        warnings = warning_lines(check.into_result()?, total);
+        check_actions(
+            cx,
+            head_seq,
+            &snapshot.indicator,
+            &snapshot.observations,
+            &mut warnings,
+        )?;
+    }
+    let (payload, chunks) = seal(&mut statement, &ctx)?;
+    let (observation_count, chunk_count) = counts(&statement);
+    if validate_only {
+        return Ok((
+            Published {
                 seq: 0,
                 digest: None,
                 revision,
                 document,
-            });
-        }
-        let envelope = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload, &self.key);
-        let own = OwnStatement {
-            seq: statement.header.seq,
-            digest: envelope.digest(),
-            document: document.clone(),
-            revision,
-            envelope: envelope.encode(),
-            created_at_ms: crate::now_ms(),
-            request_id,
-            state: DeliveryState::Pending,
-            attempts: 0,
-            last_error: String::new(),
-            receipt: None,
-            feed_index: None,
-        };
-        let store = Arc::clone(&self.store);
-        let stored = own.clone();
-        tokio::task::spawn_blocking(move || store.append_own(&stored))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("publish task failed: {e}")))??;
-        tracing::info!(seq = own.seq, %document, revision, digest = %own.digest, "statement signed and queued");
-        self.outbox_wakeup.notify_one();
-        Ok(Published {
+                warnings,
+                observation_count,
+                chunk_count,
+            },
+            false,
+        ));
+    }
+    let envelope = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload, &cx.key);
+    let own = OwnStatement {
+        seq: statement.header.seq,
+        digest: envelope.digest(),
+        document: document.clone(),
+        revision,
+        envelope: envelope.encode(),
+        created_at_ms: crate::now_ms(),
+        request_id,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        last_error: String::new(),
+        receipt: None,
+        feed_index: None,
+    };
+    // Chunks first: the outbox sends an own statement's chunks from the store, and the
+    // mirror's apply step reads them there; a crash in between leaves only unused chunks.
+    if !chunks.is_empty() {
+        cx.store.stage_chunks(&chunks)?;
+    }
+    cx.store.append_own(&own)?;
+    tracing::info!(
+        seq = own.seq,
+        %document,
+        revision,
+        digest = %own.digest,
+        observations = observation_count,
+        chunks = chunk_count,
+        "statement signed and queued"
+    );
+    Ok((
+        Published {
             seq: own.seq,
             digest: Some(own.digest),
             revision,
             document,
-        })
+            warnings,
+            observation_count,
+            chunk_count,
+        },
+        true,
+    ))
+}
+
+/// Checks the snapshot's actions (APPEND of a new key, REPLACE/DELETE of one in force)
+/// against this node's observations in its mirror. The hub's check is authoritative: the
+/// mirror knows this node's statements only once they come back through the feed, so while
+/// one of them has not, the check would judge against an old state and is skipped with a note.
+fn check_actions(
+    cx: &Context,
+    head_seq: u64,
+    indicator: &str,
+    observations: &[Observation],
+    warnings: &mut Vec<String>,
+) -> Result<(), PublishError> {
+    let mirrored = head_seq == 0
+        || cx
+            .store
+            .mirror_by_node_seq(&cx.node_id, head_seq)?
+            .is_some();
+    if !mirrored {
+        if warnings.len() < MAX_VIOLATIONS {
+            warnings.push(format!(
+                "indicator_snapshot.observations: the actions (append, replace, delete) were not checked against earlier revisions, because statement {head_seq} of this node has not come back through the hub's feed yet; the hub checks them on delivery"
+            ));
+        }
+        return Ok(());
     }
+    let violations =
+        cx.store
+            .check_observation_actions(&cx.node_id, indicator, observations, MAX_VIOLATIONS)?;
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(action_rejection(violations).into())
+    }
+}
+
+/// The refusal of actions that do not fit the observations in force, like the hub's: the one
+/// reason when every violation has it, VALIDATION_FAILED when they are mixed.
+fn action_rejection(violations: Vec<Violation>) -> Rejection {
+    let first = violations.first().map(|v| v.reason);
+    let reason = match first {
+        Some(r) if violations.iter().all(|v| v.reason == r) => r,
+        _ => reasons::VALIDATION_FAILED,
+    };
+    let mut message = violations
+        .first()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .unwrap_or_default();
+    if violations.len() > 1 {
+        let at_least = if violations.len() >= MAX_VIOLATIONS {
+            "at least "
+        } else {
+            ""
+        };
+        message.push_str(&format!(
+            " (and {at_least}{} more problems)",
+            violations.len() - 1
+        ));
+    }
+    Rejection::new(RejectClass::Invalid, reason, message).with_violations(violations)
+}
+
+/// Catalogue warnings as plain lines "field: description", at most [`MAX_VIOLATIONS`]; the
+/// last line says how many more there were.
+fn warning_lines(listed: Vec<Violation>, total: usize) -> Vec<String> {
+    let mut lines: Vec<String> = listed
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect();
+    if total > lines.len() {
+        lines.truncate(MAX_VIOLATIONS - 1);
+        let more = total - lines.len();
+        lines.push(format!(
+            "and {more} more observations outside a plausible range (warnings)"
+        ));
+    }
+    lines
+}
+
+/// The payload to sign and the chunks to stage (SHA-256, bytes) before it is stored.
+type Sealed = (Vec<u8>, Vec<(Digest, Vec<u8>)>);
+
+/// Puts the statement in its signed form and returns the payload and the chunks to stage. A
+/// snapshot with more than [`OBSERVATIONS_PER_CHUNK`] observations, or whose inline form would
+/// exceed the hub's payload limit, is signed as a chunk manifest: the signature stays cheap and
+/// no message nears a size limit.
+fn seal(statement: &mut Statement, ctx: &ValidationContext) -> Result<Sealed, Rejection> {
+    let max = rcpfed_grpc::limits::MAX_PAYLOAD_BYTES;
+    let inline_fits = match &statement.body {
+        Body::Indicators(s) => s.observations.len() <= OBSERVATIONS_PER_CHUNK,
+        Body::Policy(_) => true,
+    };
+    if inline_fits {
+        let payload = statement.encode();
+        if payload.len() <= max {
+            return Ok((payload, Vec::new()));
+        }
+        if matches!(statement.body, Body::Policy(_)) {
+            // The hub refuses payloads over the limit; refusing here keeps them out of the
+            // chain, where one would block every later statement.
+            return Err(Rejection::new(
+                RejectClass::TooLarge,
+                reasons::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the signed statement would be {} bytes; the hub accepts at most {max} bytes per statement, so split the document",
+                    payload.len()
+                ),
+            ));
+        }
+    }
+    let Body::Indicators(snapshot) = &mut statement.body else {
+        return Err(Rejection::invalid(
+            reasons::VALIDATION_FAILED,
+            "only indicator snapshots can be cut into chunks",
+        ));
+    };
+    let observations = std::mem::take(&mut snapshot.observations);
+    let (manifest, bytes) = cut(&observations)?;
+    drop(observations);
+    let chunks = manifest
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .zip(bytes)
+        .collect();
+    snapshot.chunks = Some(manifest);
+    // The manifest form is what the hub checks first: run the same rules on it.
+    validate_statement(statement, ctx)?;
+    let payload = statement.encode();
+    if payload.len() > max {
+        return Err(Rejection::new(
+            RejectClass::TooLarge,
+            reasons::PAYLOAD_TOO_LARGE,
+            format!(
+                "the chunk manifest would be {} bytes; the hub accepts at most {max} bytes per statement",
+                payload.len()
+            ),
+        ));
+    }
+    Ok((payload, chunks))
+}
+
+/// Chunks of at most [`OBSERVATIONS_PER_CHUNK`] observations, fewer per chunk when long texts
+/// would make a chunk larger than [`MAX_CHUNK_BYTES`].
+fn cut(observations: &[Observation]) -> Result<(ChunkManifest, Vec<Vec<u8>>), Rejection> {
+    let mut per_chunk = OBSERVATIONS_PER_CHUNK;
+    loop {
+        let (manifest, bytes) = encode_chunks(observations, per_chunk);
+        if manifest.chunks.len() > MAX_CHUNKS {
+            return Err(Rejection::new(
+                RejectClass::TooLarge,
+                reasons::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{} observations need {} chunks; a snapshot has at most {MAX_CHUNKS} chunks of at most {MAX_CHUNK_BYTES} bytes, so split it into several documents",
+                    observations.len(),
+                    manifest.chunks.len()
+                ),
+            ));
+        }
+        if manifest
+            .chunks
+            .iter()
+            .all(|c| c.byte_length <= MAX_CHUNK_BYTES)
+        {
+            return Ok((manifest, bytes));
+        }
+        if per_chunk == 1 {
+            return Err(Rejection::new(
+                RejectClass::TooLarge,
+                reasons::PAYLOAD_TOO_LARGE,
+                format!("an observation is larger than {MAX_CHUNK_BYTES} bytes"),
+            ));
+        }
+        per_chunk /= 2;
+    }
+}
+
+/// Observation and chunk counts of a statement in its signed form.
+fn counts(statement: &Statement) -> (u64, u32) {
+    match &statement.body {
+        Body::Indicators(s) => match &s.chunks {
+            Some(m) => (m.observation_count, m.chunks.len() as u32),
+            None => (s.observations.len() as u64, 0),
+        },
+        Body::Policy(_) => (0, 0),
+    }
+}
+
+/// The answer to a repeated request id: the first publication, read back from the outbox.
+fn published_from_own(own: &OwnStatement) -> Result<Published, StoreError> {
+    let statement = SignedEnvelope::decode(&own.envelope)
+        .and_then(|e| Statement::decode(&e.payload))
+        .map_err(|e| StoreError::Corrupt(format!("own statement {}: {e}", own.seq)))?;
+    let (observation_count, chunk_count) = counts(&statement);
+    Ok(Published {
+        seq: own.seq,
+        digest: Some(own.digest),
+        revision: own.revision,
+        document: own.document.clone(),
+        warnings: Vec::new(),
+        observation_count,
+        chunk_count,
+    })
 }

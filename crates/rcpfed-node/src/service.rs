@@ -1,15 +1,16 @@
 //! `rcpfed.v1.NodeService`.
 
 use crate::NodeState;
-use crate::publish::{PublishError, Publisher};
+use crate::publish::{Draft, PublishError, Published, Publisher};
 use rcpfed_core::members::Role;
-use rcpfed_core::rejection::reasons;
-use rcpfed_core::statement::{Body, IndicatorSnapshot, PolicySummary};
+use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
+use rcpfed_core::statement::{Body, IndicatorSnapshot, Observation, PolicySummary};
 use rcpfed_grpc::records::{RecordParts, statement_record};
 use rcpfed_grpc::status::{internal, invalid_field, next_page, page_size, parse_page_token};
 use rcpfed_grpc::{authorize, rejection_status};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::node_service_server::NodeService;
+use rcpfed_proto::v1::publish_snapshot_request::Part;
 use rcpfed_store::{DeliveryState, NodeStore};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -29,6 +30,32 @@ pub struct Node {
     pub(crate) store: Arc<dyn NodeStore>,
     pub(crate) publisher: Publisher,
     pub(crate) state: Arc<NodeState>,
+}
+
+/// Most observations `PublishSnapshot` accepts: bounds the node's memory (the chunk manifest
+/// holds at most 1000 chunks of 10,000 observations).
+pub const MAX_STREAMED_OBSERVATIONS: usize = 10_000_000;
+
+/// An empty request id means none.
+fn request_id(id: String) -> Option<String> {
+    (!id.is_empty()).then_some(id)
+}
+
+fn digest_bytes(p: &Published) -> Vec<u8> {
+    p.digest.map(|d| d.0.to_vec()).unwrap_or_default()
+}
+
+impl Node {
+    /// The one publish path of PublishDocument and PublishSnapshot.
+    async fn publish(&self, draft: Draft) -> Result<Published, Status> {
+        match self.publisher.publish(draft).await {
+            Ok(p) => Ok(p),
+            Err(PublishError::Rejected(r)) => Err(rejection_status(&r)),
+            Err(e @ PublishError::Store(_)) => {
+                Err(internal("signing and queueing the statement", &e))
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -87,28 +114,21 @@ impl NodeService for Node {
                 ));
             }
         };
-        let request_id = if req.request_id.is_empty() {
-            None
-        } else {
-            Some(req.request_id)
-        };
-        match self
-            .publisher
-            .publish(req.document, body, req.validate_only, request_id)
-            .await
-        {
-            Ok(p) => Ok(Response::new(v1::PublishDocumentResponse {
-                seq: p.seq,
-                digest: p.digest.map(|d| d.0.to_vec()).unwrap_or_default(),
-                revision: p.revision,
-                warnings: Vec::new(),
-                document: p.document,
-            })),
-            Err(PublishError::Rejected(r)) => Err(rejection_status(&r)),
-            Err(e @ PublishError::Store(_)) => {
-                Err(internal("signing and queueing the statement", &e))
-            }
-        }
+        let published = self
+            .publish(Draft {
+                document: req.document,
+                body,
+                validate_only: req.validate_only,
+                request_id: request_id(req.request_id),
+            })
+            .await?;
+        Ok(Response::new(v1::PublishDocumentResponse {
+            seq: published.seq,
+            digest: digest_bytes(&published),
+            revision: published.revision,
+            warnings: published.warnings,
+            document: published.document,
+        }))
     }
 
     async fn list_outbox(
@@ -154,14 +174,104 @@ impl NodeService for Node {
         }))
     }
 
-    // Large snapshots: implemented in the next commits of issue 5 (chunked transfer).
     async fn publish_snapshot(
         &self,
-        _request: Request<tonic::Streaming<v1::PublishSnapshotRequest>>,
+        request: Request<tonic::Streaming<v1::PublishSnapshotRequest>>,
     ) -> Result<Response<v1::PublishSnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "large snapshots are not accepted yet",
-        ))
+        authorize(&request, &self.federation.get(), Role::Admin)?;
+        let mut stream = request.into_inner();
+        // The server's per-call deadline exempts this stream (see rcpfed_grpc::deadline), so it
+        // bounds itself: an idle limit between messages and an overall limit.
+        let deadline = tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT;
+        let mut next_message = async || {
+            let idle = tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_IDLE_TIMEOUT;
+            match tokio::time::timeout_at(deadline.min(idle), stream.message()).await {
+                Ok(message) => message,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "the snapshot stream sent nothing for {} s or took longer than {} s in all",
+                    rcpfed_grpc::deadline::SNAPSHOT_IDLE_TIMEOUT.as_secs(),
+                    rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT.as_secs()
+                ))),
+            }
+        };
+        let header = match next_message().await?.and_then(|m| m.part) {
+            Some(Part::Header(h)) => h,
+            Some(Part::Batch(_)) => {
+                return Err(invalid_field(
+                    "header",
+                    reasons::FIELD_REQUIRED,
+                    "the first message must carry the header (document and indicator); the observation batches follow it",
+                ));
+            }
+            None => {
+                return Err(invalid_field(
+                    "header",
+                    reasons::FIELD_REQUIRED,
+                    "the first message must carry the header (document and indicator)",
+                ));
+            }
+        };
+        let mut observations: Vec<Observation> = Vec::new();
+        // Messages are counted from 1, the header.
+        let mut message = 1usize;
+        while let Some(next) = next_message().await? {
+            message += 1;
+            let batch = match next.part {
+                Some(Part::Batch(b)) => b,
+                Some(Part::Header(_)) => {
+                    return Err(invalid_field(
+                        "header",
+                        reasons::INVALID_ARGUMENT,
+                        format!(
+                            "message {message} carries a second header; only the first message may"
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(invalid_field(
+                        "batch",
+                        reasons::FIELD_REQUIRED,
+                        format!("message {message} carries neither a header nor a batch"),
+                    ));
+                }
+            };
+            if observations.len() + batch.observations.len() > MAX_STREAMED_OBSERVATIONS {
+                return Err(rejection_status(&Rejection::new(
+                    RejectClass::TooLarge,
+                    reasons::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "a snapshot holds at most {MAX_STREAMED_OBSERVATIONS} observations; split it into several documents"
+                    ),
+                )));
+            }
+            observations.reserve(batch.observations.len());
+            for o in batch.observations {
+                let position = observations.len();
+                observations
+                    .push(Observation::from_proto(position, o).map_err(|r| rejection_status(&r))?);
+            }
+        }
+        let published = self
+            .publish(Draft {
+                document: header.document,
+                body: Body::Indicators(IndicatorSnapshot {
+                    indicator: header.indicator,
+                    observations,
+                    chunks: None,
+                }),
+                validate_only: header.validate_only,
+                request_id: request_id(header.request_id),
+            })
+            .await?;
+        Ok(Response::new(v1::PublishSnapshotResponse {
+            seq: published.seq,
+            digest: digest_bytes(&published),
+            revision: published.revision,
+            document: published.document.clone(),
+            observation_count: published.observation_count,
+            chunk_count: published.chunk_count,
+            warnings: published.warnings,
+        }))
     }
 
     async fn list_mirrored_statements(

@@ -14,6 +14,8 @@ use crate::{
 use rcpfed_core::Digest;
 use std::sync::{Arc, Barrier};
 
+pub mod indicators;
+
 /// Runs every hub check, each on a fresh store from `new_store`.
 pub fn hub_suite(new_store: &dyn Fn() -> Arc<dyn HubStore>) {
     hub_append_and_lookup(&*new_store());
@@ -54,12 +56,14 @@ pub fn node_suite(new_store: &dyn Fn() -> Arc<dyn NodeStore>) {
     node_forks_dedupe(&*new_store());
 }
 
-/// A test statement; its digest is derived from node, seq and `salt`.
+/// A test statement; its digest is derived from node, seq and `salt`. Its envelope is not a
+/// real one, so its kind is one the indicator view does not apply (see [`indicators`] for
+/// real statements).
 pub fn statement(feed_index: u64, node_id: &str, seq: u64, salt: &str) -> StoredStatement {
     let kind = if seq.is_multiple_of(2) {
-        "indicator_snapshot"
+        "test_even"
     } else {
-        "policy_summary"
+        "test_odd"
     };
     StoredStatement {
         feed_index,
@@ -327,7 +331,7 @@ pub fn hub_list_filters_and_paging(store: &dyn HubStore) {
         store.append(chunk, &[], &[], None).unwrap();
     }
     let nodes = [None, Some("node-a"), Some("node-b"), Some("node-x")];
-    let kinds = [None, Some("policy_summary"), Some("indicator_snapshot")];
+    let kinds = [None, Some("test_odd"), Some("test_even")];
     let docs = [None, Some("doc-0"), Some("doc-2")];
     for node in nodes {
         for kind in kinds {

@@ -4,10 +4,11 @@
 
 use crate::StoreError;
 use crate::db::{self, Db, Schema, constraint_message, get_digest, get_hash, get_u32, get_u64};
+use crate::indicators_sql::{self, Entry, Log, indicator_tables_sql};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use std::path::Path;
 
 /// An accepted statement as the hub's log holds it.
@@ -23,7 +24,8 @@ pub struct StoredStatement {
     pub digest: Digest,
     /// The DSSE payload type.
     pub payload_type: String,
-    /// "policy_summary" or "indicator_snapshot".
+    /// "policy_summary", "indicator_snapshot" (both applied to the indicator view when
+    /// stored), or a hub document kind ("registry", "catalogue", "coherence_report").
     pub kind: String,
     /// The document the statement is a revision of.
     pub document: String,
@@ -194,7 +196,9 @@ pub trait HubStore: Send + Sync + 'static {
     /// StoreError::Conflict and nothing at all is written.
     ///
     /// - Statements: feed indexes are assigned by the caller and must continue last_feed_index
-    ///   without gaps; (node_id, seq) and digest are unique.
+    ///   without gaps; (node_id, seq) and digest are unique. Each is applied to the indicator
+    ///   view in feed order (see [`crate::IndicatorStore`]); a snapshot breaking an action
+    ///   rule or missing a staged chunk is a Conflict.
     /// - Evidence: a row duplicating an existing (node_id, seq, conflicting_digest) is ignored;
     ///   evidence whose accepted_digest is not a stored statement of that (node_id, seq) is a
     ///   Conflict.
@@ -340,8 +344,19 @@ pub(crate) const HUB_SCHEMA: Schema = Schema {
             FOREIGN KEY (node_id, seq) REFERENCES statements (node_id, seq)
         );
     "#,
+        indicator_tables_sql!(),
     ],
+    upgrade: Some(upgrade_hub),
 };
+
+/// Version 4 added the indicator view: a file from before it gets the view rebuilt from its
+/// log.
+fn upgrade_hub(tx: &Transaction<'_>, from_version: i64) -> Result<(), StoreError> {
+    if (1..4).contains(&from_version) {
+        indicators_sql::backfill(tx, Log::Hub)?;
+    }
+    Ok(())
+}
 
 /// Column list matching [`statement_from_row`].
 macro_rules! statement_columns {
@@ -858,6 +873,20 @@ fn insert_statements(tx: &Connection, statements: &[StoredStatement]) -> Result<
         if let Err(err) = res {
             return Err(statement_conflict(err, st));
         }
+        // In feed order, in this transaction: the view never lags the log.
+        indicators_sql::apply_entry(
+            tx,
+            &Entry {
+                node_id: &st.node_id,
+                kind: &st.kind,
+                digest: &st.digest,
+                document: &st.document,
+                revision: st.revision,
+                feed_index: st.feed_index,
+                accepted_at_ms: st.accepted_at_ms,
+                envelope: &st.envelope,
+            },
+        )?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! validity intervals, policy objectives, staged snapshot chunks and the hub-issued documents.
 //!
 //! Architecture invariant: the hub store and the node store fill these tables with the SAME
-//! code (`apply` below), inside the same transaction that stores the statement (the hub's
+//! code (the private `indicators_sql` module), inside the same transaction that stores the statement (the hub's
 //! `append`, the node's `mirror_insert`), in feed order. Given the same feed, hub and nodes
 //! therefore answer every query identically, and a view never lags the statements it is built
 //! from.
@@ -20,6 +20,20 @@ use rcpfed_core::rejection::Violation;
 use rcpfed_core::statement::{Observation, ObservationAction};
 
 /// Which observation versions to read (the store-level form of the `ObservationQuery` message).
+///
+/// The time fields combine by three independent rules:
+/// - acceptance window: `updated_after_ms < accepted_at_ms <= as_of_ms`, each bound only when
+///   set;
+/// - validity: without `include_history` a version must be in force at the reference moment,
+///   `as_of_ms` when set (`superseded_at_ms` NULL or > as_of), otherwise now
+///   (`superseded_at_ms` NULL); with it, superseded versions are returned too, with their
+///   stored `superseded_at_ms` (which may be later than `as_of_ms`);
+/// - tombstones (DELETE versions) are returned when `include_history` or `updated_after_ms`
+///   is set (a deletion is a change), never in a plain or `as_of_ms` view.
+///
+/// So: nothing set = the current values; `as_of_ms` = the values as they were then;
+/// `updated_after_ms` = what changed since and is still in force (deletions included);
+/// `include_history` = every version; with `as_of_ms` every version accepted by then.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ObservationFilter {
     /// Indicator code (required).
@@ -31,17 +45,18 @@ pub struct ObservationFilter {
     pub start_date: Option<String>,
     /// Only periods ending on or before this date (`YYYY-MM-DD`); None for no upper bound.
     pub end_date: Option<String>,
-    /// Only observations with exactly these (id, value) dimension pairs.
+    /// Only observations having every one of these (id, value) dimension pairs; a dimension
+    /// not listed is not filtered.
     pub dimensions: Vec<(String, String)>,
     /// Only these publishing nodes; empty for all.
     pub node_ids: Vec<String>,
-    /// The view at this moment (unix ms): versions accepted at or before it and not superseded
-    /// by then (`superseded_at_ms` NULL or > as_of). Tombstones are not returned.
+    /// The view at this moment (unix ms): versions accepted at or before it and, unless
+    /// `include_history`, not superseded by then. Tombstones only as the type doc says.
     pub as_of_ms: Option<i64>,
-    /// Only versions accepted after this moment (unix ms), tombstones included, superseded or
-    /// not only when `include_history`.
+    /// Only versions accepted after this moment (unix ms), tombstones included; superseded
+    /// ones only with `include_history`.
     pub updated_after_ms: Option<i64>,
-    /// Every version, superseded ones and tombstones included.
+    /// Superseded versions too (and tombstones): the history, not only what is in force.
     pub include_history: bool,
 }
 
@@ -80,8 +95,8 @@ pub struct ObservationRow {
 /// Paging position: the (feed_index, position) of the last row returned.
 pub type ObservationCursor = (u64, u64);
 
-/// A key reported with different values (OBS_VALUE × 10^UNIT_MULT, compared exactly) by
-/// different nodes, among the versions in force (tombstones excluded).
+/// A key reported with different values (OBS_VALUE × 10^UNIT_MULT, compared exactly) or in
+/// different units by different nodes, among the versions in force (tombstones excluded).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConflictRows {
     /// The versions in force of every node that reports the key, sorted by node id.
@@ -158,13 +173,23 @@ pub const COHERENCE_KIND: &str = "coherence_report";
 
 /// Canonical dimension key: `ID=VALUE` pairs sorted by id, joined by `;`.
 pub fn dimension_key(dimensions: &[(String, String)]) -> String {
+    // Called once per observation when a snapshot is applied: no per-pair allocations.
     let mut pairs: Vec<&(String, String)> = dimensions.iter().collect();
-    pairs.sort();
-    pairs
+    pairs.sort_unstable();
+    let len = pairs
         .iter()
-        .map(|(id, value)| format!("{id}={value}"))
-        .collect::<Vec<_>>()
-        .join(";")
+        .map(|(id, value)| id.len() + value.len() + 2)
+        .sum();
+    let mut key = String::with_capacity(len);
+    for (id, value) in pairs {
+        if !key.is_empty() {
+            key.push(';');
+        }
+        key.push_str(id);
+        key.push('=');
+        key.push_str(value);
+    }
+    key
 }
 
 /// Whether an action needs a value in force for its key (REPLACE, DELETE) or none (APPEND).
@@ -176,9 +201,11 @@ pub fn needs_existing(action: ObservationAction) -> bool {
 pub trait IndicatorStore: Send + Sync + 'static {
     /// Checks a snapshot's actions against the versions in force for `node_id` (read only):
     /// APPEND of a key with a value in force → OBSERVATION_EXISTS, REPLACE/DELETE of a key
-    /// without one → OBSERVATION_NOT_FOUND. Violations name
-    /// `indicator_snapshot.observations[{position}]` and say the key in words. At most
-    /// `limit` violations are returned.
+    /// without one → OBSERVATION_NOT_FOUND. Keys are checked in position order, as the apply
+    /// step applies them: a key touched earlier in the same snapshot is checked against that
+    /// touch. Violations name `indicator_snapshot.observations[{position}]` and say the key
+    /// in words. At most `limit` violations are returned. A snapshot that passes applies
+    /// without a Conflict if nothing of that node is stored in between.
     fn check_observation_actions(
         &self,
         node_id: &str,
@@ -187,8 +214,9 @@ pub trait IndicatorStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Violation>, StoreError>;
 
-    /// Observation versions matching `filter`, ordered by (feed_index, position), after
-    /// `after` (exclusive), at most `limit`.
+    /// Observation versions matching `filter` (see [`ObservationFilter`] for how its fields
+    /// combine), ordered by (feed_index, position), after `after` (exclusive), at most
+    /// `limit`.
     fn query_observations(
         &self,
         filter: &ObservationFilter,
@@ -200,7 +228,10 @@ pub trait IndicatorStore: Send + Sync + 'static {
     fn applied_feed_size(&self) -> Result<u64, StoreError>;
 
     /// Conflicts among the versions in force, ordered by (indicator, ref_area, time_period,
-    /// dims), at most `limit`; and the total number of conflicting keys.
+    /// dims), at most `limit`; and the total number of conflicting keys. Values are compared
+    /// as exact decimals: the shortest decimal form of OBS_VALUE with its point shifted by
+    /// UNIT_MULT, so 5.9 × 10^9 equals 5900000000 × 10^0. A different UNIT_MEASURE is a
+    /// conflict too.
     fn conflicts(&self, limit: usize) -> Result<(Vec<ConflictRows>, u64), StoreError>;
 
     /// Coverage per (node, indicator), ordered by node then indicator.
@@ -222,9 +253,11 @@ pub trait IndicatorStore: Send + Sync + 'static {
     fn last_content_feed_index(&self) -> Result<u64, StoreError>;
 
     /// Stores chunk bytes under their SHA-256 (content-addressed; storing the same chunk twice
-    /// is a no-op). The caller has checked the hash. Chunks are staged before the statement
-    /// that lists them is stored; storing a snapshot statement whose chunks are not all staged
-    /// is a Conflict.
+    /// is a no-op, the first bytes stay). The caller has checked the hash; the apply step
+    /// checks every chunk against the signed manifest again. Chunks are staged before the
+    /// statement that lists them is stored; storing a snapshot statement whose chunks are not
+    /// all staged, or do not match, is a Conflict. Chunks are kept afterwards: mirrors fetch
+    /// them from the hub.
     fn stage_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), StoreError>;
 
     /// The bytes of a staged chunk.

@@ -12,6 +12,7 @@ mod db;
 mod error;
 pub mod hub;
 pub mod indicators;
+mod indicators_sql;
 pub mod node;
 
 #[cfg(any(test, feature = "conformance"))]

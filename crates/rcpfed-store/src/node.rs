@@ -5,10 +5,11 @@ use crate::StoreError;
 use crate::db::{
     self, Db, Schema, constraint_message, get_digest, get_hash, get_opt_u64, get_u32, get_u64,
 };
+use crate::indicators_sql::{self, Entry, Log, indicator_tables_sql};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -96,7 +97,8 @@ pub struct MirroredStatement {
     pub seq: u64,
     /// SHA-256 of the statement payload.
     pub digest: Digest,
-    /// "policy_summary" or "indicator_snapshot".
+    /// "policy_summary", "indicator_snapshot" (both applied to the indicator view when
+    /// stored), or a hub document kind ("registry", "catalogue", "coherence_report").
     pub kind: String,
     /// The document the statement is a revision of.
     pub document: String,
@@ -171,7 +173,7 @@ pub trait NodeStore: Send + Sync + 'static {
     fn list_own(&self, before_seq: u64, limit: usize) -> Result<Vec<OwnStatement>, StoreError>;
     /// Own statements per delivery state.
     fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
-    /// Inserts a verified mirrored statement. The mirror cursor is max(feed_index), so insert and cursor advance are one atomic write. Inserting an already present feed_index with the same digest is a no-op; with a different digest (or a digest or (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub showed two histories).
+    /// Inserts a verified mirrored statement and applies it to the indicator view in the same transaction (a snapshot breaking an action rule or missing a staged chunk → StoreError::Conflict, nothing written). The mirror cursor is max(feed_index), so insert and cursor advance are one atomic write. Inserting an already present feed_index with the same digest is a no-op; with a different digest (or a digest or (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub showed two histories).
     fn mirror_insert(&self, st: &MirroredStatement) -> Result<(), StoreError>;
     /// Highest mirrored feed index (0 if none).
     fn mirror_cursor(&self) -> Result<u64, StoreError>;
@@ -273,8 +275,22 @@ pub(crate) const NODE_SCHEMA: Schema = Schema {
             UNIQUE (trusted_note, conflicting_note)
         );
     "#,
+        concat!(
+            indicator_tables_sql!(),
+            "CREATE INDEX mirror_kind ON mirror (kind);"
+        ),
     ],
+    upgrade: Some(upgrade_node),
 };
+
+/// Version 3 added the indicator view: a file from before it gets the view rebuilt from its
+/// mirror.
+fn upgrade_node(tx: &Transaction<'_>, from_version: i64) -> Result<(), StoreError> {
+    if (1..3).contains(&from_version) {
+        indicators_sql::backfill(tx, Log::Node)?;
+    }
+    Ok(())
+}
 
 /// Column list matching [`own_from_row`].
 macro_rules! own_columns {
@@ -363,7 +379,7 @@ fn count(conn: &Connection, sql: &str) -> Result<u64, StoreError> {
 /// The node store on SQLite.
 #[derive(Debug)]
 pub struct SqliteNodeStore {
-    db: Db,
+    pub(crate) db: Db,
 }
 
 impl SqliteNodeStore {
@@ -586,7 +602,20 @@ impl NodeStore for SqliteNodeStore {
                     st.mirrored_at_ms,
                 ]);
             match res {
-                Ok(_) => Ok(()),
+                // In this transaction: the view never lags the mirror.
+                Ok(_) => indicators_sql::apply_entry(
+                    tx,
+                    &Entry {
+                        node_id: &st.node_id,
+                        kind: &st.kind,
+                        digest: &st.digest,
+                        document: &st.document,
+                        revision: st.revision,
+                        feed_index: st.feed_index,
+                        accepted_at_ms: st.accepted_at_ms,
+                        envelope: &st.envelope,
+                    },
+                ),
                 Err(err) => match constraint_message(&err) {
                     Some(msg) => Err(StoreError::Conflict(format!(
                         "mirrored statement at feed index {} (node {} seq {}, digest {}) \

@@ -2,9 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::conformance::{self, checkpoint, cosignature, hash, mirrored, own, statement, trusted};
+use crate::conformance::{
+    self, checkpoint, cosignature, hash, indicators, mirrored, own, statement, trusted,
+};
 use crate::db::{Db, Schema};
-use crate::{HubStore, NodeStore, SqliteHubStore, SqliteNodeStore, StoreError};
+use crate::{
+    HubStore, IndicatorStore, NodeStore, ObservationFilter, SqliteHubStore, SqliteNodeStore,
+    StoreError,
+};
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +46,31 @@ fn hub_conformance() {
 fn node_conformance() {
     let paths = Paths::new();
     conformance::node_suite(&|| Arc::new(SqliteNodeStore::open(&paths.fresh()).unwrap()));
+}
+
+#[test]
+fn hub_indicator_conformance() {
+    let paths = Paths::new();
+    indicators::indicator_suite(&|| {
+        indicators::hub_target(Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap()))
+    });
+}
+
+#[test]
+fn node_indicator_conformance() {
+    let paths = Paths::new();
+    indicators::indicator_suite(&|| {
+        indicators::node_target(Arc::new(SqliteNodeStore::open(&paths.fresh()).unwrap()))
+    });
+}
+
+/// The architecture invariant: the same feed gives the hub and a node the same answers.
+#[test]
+fn hub_and_node_answer_identically() {
+    let paths = Paths::new();
+    let hub = indicators::hub_target(Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap()));
+    let node = indicators::node_target(Arc::new(SqliteNodeStore::open(&paths.fresh()).unwrap()));
+    indicators::same_answers(&hub, &node);
 }
 
 #[test]
@@ -94,18 +124,18 @@ fn newer_schema_is_refused() {
     match SqliteHubStore::open(&hub) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 3,
+            supported: 4,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     let node = paths.fresh();
     drop(SqliteNodeStore::open(&node).unwrap());
-    set_user_version(&node, 3);
+    set_user_version(&node, 4);
     assert!(matches!(
         SqliteNodeStore::open(&node),
         Err(StoreError::SchemaTooNew {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         })
     ));
 }
@@ -304,6 +334,7 @@ fn open_v1(path: &std::path::Path, schema: &Schema) -> Db {
         name: schema.name,
         application_id: schema.application_id,
         migrations: &schema.migrations[..1],
+        upgrade: None,
     };
     Db::open(path, &v1).unwrap()
 }
@@ -415,5 +446,257 @@ fn log_queries_use_indexes() {
         plan.iter()
             .any(|s| s.contains("SEARCH log_nodes USING PRIMARY KEY")),
         "{plan:#?}"
+    );
+}
+
+/// Files from before the indicator view get it rebuilt from their log when they are upgraded.
+#[test]
+fn indicator_view_is_rebuilt_on_upgrade() {
+    let paths = Paths::new();
+    let (entries, _) = indicators::mixed_feed();
+    // The chunked snapshot and what follows it need staged chunks, which old files never had.
+    let old_entries = &entries[..10];
+    let fresh = indicators::hub_target(Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap()));
+    for e in old_entries {
+        (fresh.add)(e).unwrap();
+    }
+
+    let hub = paths.fresh();
+    let node = paths.fresh();
+    for (path, schema, versions) in [
+        (&hub, &crate::hub::HUB_SCHEMA, 3),
+        (&node, &crate::node::NODE_SCHEMA, 2),
+    ] {
+        let old = Schema {
+            name: schema.name,
+            application_id: schema.application_id,
+            migrations: &schema.migrations[..versions],
+            upgrade: None,
+        };
+        let db = Db::open(path, &old).unwrap();
+        db.write(|tx| {
+            for e in old_entries {
+                if schema.name == "hub" {
+                    let st = e.stored();
+                    tx.execute(
+                        "INSERT INTO statements VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        rusqlite::params![
+                            st.feed_index as i64, st.node_id, st.seq as i64, &st.digest.0[..],
+                            st.payload_type, st.kind, st.document, st.revision, st.envelope,
+                            st.receipt, st.accepted_at_ms
+                        ],
+                    )?;
+                } else {
+                    let m = e.mirrored();
+                    tx.execute(
+                        "INSERT INTO mirror VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        rusqlite::params![
+                            m.feed_index as i64, m.node_id, m.seq as i64, &m.digest.0[..],
+                            m.kind, m.document, m.revision, m.envelope, m.receipt,
+                            m.accepted_at_ms, m.mirrored_at_ms
+                        ],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    let hub: Arc<dyn IndicatorStore> = Arc::new(SqliteHubStore::open(&hub).unwrap());
+    let node: Arc<dyn IndicatorStore> = Arc::new(SqliteNodeStore::open(&node).unwrap());
+    let history = ObservationFilter {
+        include_history: true,
+        ..indicators::filter("IND")
+    };
+    let expected = fresh.view.query_observations(&history, None, 1000).unwrap();
+    assert_eq!(expected.len(), 16);
+    for store in [&hub, &node] {
+        assert_eq!(
+            store.query_observations(&history, None, 1000).unwrap(),
+            expected
+        );
+        assert_eq!(
+            store.policy_coverage().unwrap(),
+            fresh.view.policy_coverage().unwrap()
+        );
+        assert_eq!(store.applied_feed_size().unwrap(), 10);
+    }
+}
+
+/// Time this thread spent on a CPU (Linux; zero elsewhere): the machine may be shared.
+fn thread_cpu() -> std::time::Duration {
+    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    std::time::Duration::from_nanos(ns)
+}
+
+/// The apply rate of a large chunked snapshot (and of the reads over it). Run with
+/// `cargo test -p rcpfed-store --release -- --ignored --nocapture apply_rate`;
+/// RCPFED_APPLY_N sets the number of observations (default a million).
+#[test]
+#[ignore = "performance measurement"]
+fn apply_rate() {
+    use std::time::Instant;
+    let paths = Paths::new();
+    let n: usize = std::env::var("RCPFED_APPLY_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let hub = Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap());
+    let observations = indicators::chunked_observations(n);
+    let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(
+        &observations,
+        rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK,
+    );
+    let staged: Vec<_> = manifest
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .zip(chunks)
+        .collect();
+    let entry =
+        indicators::snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
+    let start = Instant::now();
+    hub.stage_chunks(&staged).unwrap();
+    let staged_in = start.elapsed();
+    let start = Instant::now();
+    let cpu_start = thread_cpu();
+    hub.append(&[entry.stored()], &[], &[], None).unwrap();
+    let applied_in = start.elapsed();
+    let applied_cpu = thread_cpu() - cpu_start;
+    // The hub's pre-check of a snapshot that breaks no rule probes every key.
+    let start = Instant::now();
+    let violations = hub
+        .check_observation_actions("node-b", "IND", &observations, 10)
+        .unwrap();
+    let checked_in = start.elapsed();
+    assert!(violations.is_empty());
+    assert_eq!(
+        hub.check_observation_actions("node-a", "IND", &observations, 10)
+            .unwrap()
+            .len(),
+        10
+    );
+    let start = Instant::now();
+    let mut after = None;
+    let mut rows = 0;
+    loop {
+        let page = hub
+            .query_observations(&indicators::filter("IND"), after, 1_000)
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.provenance.feed_index, last.provenance.position));
+        rows += page.len();
+    }
+    let paged_in = start.elapsed();
+    assert_eq!(rows, n);
+    let start = Instant::now();
+    let coverage = hub.coverage().unwrap();
+    let covered_in = start.elapsed();
+    assert_eq!(coverage[0].observation_count, n as u64);
+    let start = Instant::now();
+    assert_eq!(hub.conflicts(10).unwrap().1, 0);
+    let conflicts_in = start.elapsed();
+    let rate = n as f64 / applied_in.as_secs_f64();
+    println!(
+        "{n} observations: staged in {staged_in:?}, applied in {applied_in:?} \
+         ({rate:.0}/s, {applied_cpu:?} on cpu), checked in {checked_in:?}, paged (1000/page) \
+         in {paged_in:?}, coverage in {covered_in:?}, conflicts in {conflicts_in:?}"
+    );
+}
+
+#[test]
+fn indicator_queries_use_indexes() {
+    let paths = Paths::new();
+    let store = Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap());
+    let (entries, staged) = indicators::mixed_feed();
+    let target = indicators::hub_target(Arc::clone(&store));
+    target.view.stage_chunks(&staged).unwrap();
+    for e in &entries {
+        (target.add)(e).unwrap();
+    }
+    let plan = |sql: &str, args: &[rusqlite::types::Value]| {
+        let args: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as _).collect();
+        hub_plan(&store, sql, &args)
+    };
+    let text = |s: &str| rusqlite::types::Value::Text(s.to_string());
+    let find = plan(
+        crate::indicators_sql::FIND_IN_FORCE_SQL,
+        &[
+            text("node-a"),
+            text("IND"),
+            text("LKA"),
+            text("2020"),
+            text(""),
+        ],
+    );
+    assert_eq!(
+        find,
+        vec![
+            "SEARCH observations USING INDEX observations_in_force (node_id=? AND indicator=? \
+             AND ref_area=? AND time_period=? AND dims=?)"
+        ]
+    );
+    // Pages come from the indicator's index in paging order: never a sort of the series.
+    for (f, after) in [
+        (indicators::filter("IND"), Some((11, 3))),
+        (
+            ObservationFilter {
+                include_history: true,
+                as_of_ms: Some(5_000),
+                ..indicators::filter("IND")
+            },
+            None,
+        ),
+        (
+            ObservationFilter {
+                node_ids: vec!["node-a".into()],
+                updated_after_ms: Some(3),
+                ..indicators::filter("IND")
+            },
+            Some((2, 0)),
+        ),
+    ] {
+        let (sql, args) = crate::indicators_sql::observation_query(&f, after, 100);
+        let steps = plan(&sql, &args);
+        assert!(
+            steps[0].starts_with("SEARCH observations USING INDEX observations_indicator")
+                && !steps.iter().any(|s| s.contains("TEMP B-TREE")),
+            "{f:?}: {steps:#?}"
+        );
+    }
+    // Areas are selective: their index, then a sort of the (few) matches.
+    let (sql, args) = crate::indicators_sql::observation_query(
+        &ObservationFilter {
+            ref_areas: vec!["LKA".into()],
+            ..indicators::filter("IND")
+        },
+        None,
+        100,
+    );
+    let steps = plan(&sql, &args);
+    assert!(
+        steps[0].contains("USING INDEX observations_key (indicator=? AND ref_area=?)"),
+        "{steps:#?}"
+    );
+    let int = rusqlite::types::Value::Integer;
+    let steps = plan(
+        crate::indicators_sql::PREDECESSOR_SQL,
+        &[
+            text("IND"),
+            text("LKA"),
+            text("2020"),
+            text("node-a"),
+            text(""),
+            int(4),
+            int(0),
+        ],
+    );
+    assert!(
+        steps[0]
+            .contains("USING INDEX observations_key (indicator=? AND ref_area=? AND time_period=?"),
+        "{steps:#?}"
     );
 }

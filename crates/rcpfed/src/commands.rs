@@ -8,7 +8,7 @@ use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
 use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_proto::v1;
-use rcpfed_store::{HubStore, NodeStore, SqliteHubStore, SqliteNodeStore};
+use rcpfed_store::{SqliteHubStore, SqliteNodeStore};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -153,8 +153,10 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
             grpc_listener,
             ops_listener,
             witness_quorum: config.witness_quorum,
+            catalogue_toml: config.catalogue_toml()?,
+            coherence_interval: std::time::Duration::from_millis(config.coherence_interval_ms),
             open_store: Box::new(move || {
-                Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn HubStore>)
+                Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn rcpfed_hub::HubBackend>)
             }),
         },
         shutdown,
@@ -200,7 +202,7 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             ops_listener,
             witness_interval: std::time::Duration::from_millis(config.witness_interval_ms),
             open_store: Box::new(move || {
-                Ok(Arc::new(SqliteNodeStore::open(&db)?) as Arc<dyn NodeStore>)
+                Ok(Arc::new(SqliteNodeStore::open(&db)?) as Arc<dyn rcpfed_node::NodeStorage>)
             }),
         },
         shutdown,
@@ -489,17 +491,23 @@ pub enum PublishWhat {
         /// The file.
         file: PathBuf,
     },
-    /// Indicator observations (SDMX-CSV-like columns), one snapshot per indicator.
+    /// Indicator observations: the project's CSV or an SDMX-CSV 2.0 data message, one
+    /// snapshot per indicator. More than 10,000 observations are streamed from the file
+    /// (NodeService.PublishSnapshot; one indicator per file), with a progress bar.
     Indicators {
         /// The CSV file.
         file: PathBuf,
         /// Document name under regions/<node>/indicators/<indicator>/ (default: file stem).
         #[arg(long)]
         name: Option<String>,
+        /// Stream even a small snapshot (NodeService.PublishSnapshot).
+        #[arg(long)]
+        stream: bool,
     },
 }
 
-/// Builds the documents a publish command sends.
+/// Builds the documents a publish command sends (whole files, read into memory: the demo's
+/// and small files; `rcpfed publish` streams large indicator files instead).
 pub fn documents_for(what: &PublishWhat, node_id: &str) -> Result<Vec<v1::PublishDocumentRequest>> {
     match what {
         PublishWhat::Policy { file } => {
@@ -515,17 +523,11 @@ pub fn documents_for(what: &PublishWhat, node_id: &str) -> Result<Vec<v1::Publis
                 ..Default::default()
             }])
         }
-        PublishWhat::Indicators { file, name } => {
+        PublishWhat::Indicators { file, name, .. } => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let name = match name {
-                Some(n) => n.clone(),
-                None => file
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().to_lowercase())
-                    .unwrap_or_else(|| "snapshot".into()),
-            };
-            let docs = rcpfed_import::parse_indicator_csv(&text, node_id, &name)
+            let name = crate::publish::document_name(file, name.as_deref());
+            let docs = rcpfed_import::parse_any_indicator_csv(&text, node_id, &name)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             Ok(docs
                 .into_iter()
@@ -550,13 +552,28 @@ pub async fn publish(args: PublishArgs) -> Result<ExitCode> {
     };
     let tls = client::identity_in(pki, &args.identity);
     let mut node = client::node_client(&args.node, &tls).await?;
-    let status = node
-        .get_node_status(v1::GetNodeStatusRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", client::describe_status(&s)))?
-        .into_inner();
+    let node_id = crate::publish::node_id_of(&mut node).await?;
+    if let PublishWhat::Indicators { file, name, stream } = &args.what {
+        let options = crate::publish::Options {
+            dry_run: args.dry_run,
+            stream: *stream,
+        };
+        let ok = crate::publish::publish_indicators(
+            &mut node,
+            &node_id,
+            file,
+            name.as_deref(),
+            &options,
+        )
+        .await?;
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let mut failed = false;
-    for mut doc in documents_for(&args.what, &status.node_id)? {
+    for mut doc in documents_for(&args.what, &node_id)? {
         doc.validate_only = args.dry_run;
         let name = doc.document.clone();
         match node.publish_document(doc).await {
@@ -569,7 +586,7 @@ pub async fn publish(args: PublishArgs) -> Result<ExitCode> {
                         "signed: {} revision {} as {}#{} digest {}",
                         r.document,
                         r.revision,
-                        status.node_id,
+                        node_id,
                         r.seq,
                         hex::encode(&r.digest)
                     );

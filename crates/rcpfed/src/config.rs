@@ -43,6 +43,13 @@ pub struct HubConfig {
     /// revocation checking off.
     #[serde(default)]
     pub crl_file: Option<PathBuf>,
+    /// The indicator catalogue (TOML) the hub issues; unset for the shipped one. A new
+    /// catalogue version is logged at start-up when its content differs from the latest.
+    #[serde(default)]
+    pub catalogue: Option<PathBuf>,
+    /// How often the hub looks for new content to regenerate the coherence report, in
+    /// milliseconds.
+    pub coherence_interval_ms: u64,
 }
 
 impl Default for HubConfig {
@@ -57,6 +64,8 @@ impl Default for HubConfig {
             witness_quorum: 2,
             tls: TlsConfig::default(),
             crl_file: None,
+            catalogue: None,
+            coherence_interval_ms: 2000,
         }
     }
 }
@@ -190,11 +199,46 @@ impl HubConfig {
             resolve(&base, p);
         }
         c.crl_file = resolve_crl(&base, c.crl_file.take());
+        if let Some(p) = &mut c.catalogue {
+            resolve(&base, p);
+        }
         c.validate()?;
         Ok(c)
     }
 
+    /// The configured catalogue's text, checked to parse so that a bad file stops the hub
+    /// with its name; None for the shipped catalogue.
+    pub fn catalogue_toml(&self) -> Result<Option<String>> {
+        let Some(path) = &self.catalogue else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("catalogue: cannot read {}", path.display()))?;
+        if let Err(e) = rcpfed_core::catalogue::Catalogue::from_toml(&text) {
+            let mut message = format!("catalogue {}: {e}", path.display());
+            for v in e.violations.iter().take(20) {
+                message.push_str(&format!(
+                    "\n  {}: {} ({})",
+                    v.field, v.description, v.reason
+                ));
+            }
+            bail!(message);
+        }
+        Ok(Some(text))
+    }
+
     fn validate(&self) -> Result<()> {
+        if self.coherence_interval_ms < 50 {
+            bail!(
+                "coherence_interval_ms must be at least 50, got {}",
+                self.coherence_interval_ms
+            );
+        }
+        if let Some(p) = &self.catalogue
+            && !p.is_file()
+        {
+            bail!("catalogue: {} is not a readable file", p.display());
+        }
         for (what, p) in [
             ("root_trust_file", &self.root_trust_file),
             ("registry_file", &self.registry_file),

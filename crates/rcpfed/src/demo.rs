@@ -31,6 +31,10 @@ pub struct DemoArgs {
 
 const NODES: [&str; 3] = ["colombo", "abu-dhabi", "midwa"];
 
+/// The hub-issued entries a new hub's feed starts with, before any node statement: registry
+/// version 1 and indicator catalogue version 1.
+const HUB_PRELUDE: u64 = 2;
+
 /// A child process started by the demo; killed when dropped.
 struct Proc {
     name: String,
@@ -192,6 +196,7 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
             what.push(PublishWhat::Indicators {
                 file,
                 name: Some(rcpfed_import::sample::INDICATOR_DOCUMENT_NAME.into()),
+                stream: false,
             });
         }
         let mut count = 0u64;
@@ -242,8 +247,9 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
             if s.outbox_rejected > 0 {
                 bail!("{}: the hub refused a statement: {}", p.name, s.last_error);
             }
-            // The feed also carries registry version 1, the log's first entry.
-            if s.outbox_delivered < *expected || s.mirror_count < expected_total + 1 {
+            // The feed also carries the hub's first documents: registry version 1 and
+            // catalogue version 1, the log's first entries.
+            if s.outbox_delivered < *expected || s.mirror_count < expected_total + HUB_PRELUDE {
                 done = false;
             }
             lines.push(format!(
@@ -252,7 +258,7 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
                 s.outbox_delivered,
                 expected,
                 s.mirror_count,
-                expected_total + 1,
+                expected_total + HUB_PRELUDE,
                 if s.feed_connected {
                     "connected"
                 } else {
@@ -307,13 +313,31 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
         time::OffsetDateTime::now_utc(),
     )?;
     let trusted = registry.to_federation()?;
+    let hub_member = trusted
+        .hub()
+        .ok_or_else(|| anyhow::anyhow!("the registry names no hub member"))?;
     let mut verified = 0u64;
+    let mut hub_documents = 0u64;
     for record in &listed.statements {
-        let is_registry = record
+        let payload_type = record
             .envelope
             .as_ref()
-            .is_some_and(|e| e.payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE);
-        if is_registry {
+            .map(|e| e.payload_type.as_str())
+            .unwrap_or_default();
+        if payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE {
+            continue;
+        }
+        // Hub-issued documents (catalogue versions, coherence reports): signed by the hub.
+        if payload_type == rcpfed_core::catalogue::CATALOGUE_PAYLOAD_TYPE
+            || payload_type == crate::report::COHERENCE_REPORT_PAYLOAD_TYPE
+        {
+            let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(
+                record.envelope.clone().unwrap_or_default(),
+            );
+            rcpfed_core::envelope::verify_signatures(&envelope, |id| hub_member.key(id)).map_err(
+                |e| anyhow::anyhow!("hub document {} is not signed by the hub: {e}", record.name),
+            )?;
+            hub_documents += 1;
             continue;
         }
         let entry = v1::SubscribeFeedResponse {
@@ -335,6 +359,11 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
         nodes.len(),
         nodes.len()
     );
+    if hub_documents > 0 {
+        println!(
+            "   and {hub_documents} hub-issued document(s) (indicator catalogue, coherence reports) in the log, each verified against the hub's key"
+        );
+    }
     println!(
         "   registry version {} (threshold {} of {} GFMD root keys) verified from the root keys; it is the log's first entry",
         registry.version,
@@ -353,7 +382,7 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
             .await
             .ok()
             .map(|r| r.into_inner());
-        if let Some(cp) = cp.filter(|cp| cp.tree_size >= expected_total) {
+        if let Some(cp) = cp.filter(|cp| cp.tree_size >= listed.statements.len() as u64) {
             break cp;
         }
         if started.elapsed() > timeout {
@@ -405,6 +434,261 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
         dir.join("root-trust.toml").display(),
         dir.join("registry").join("registry.v1.json").display()
     );
+
+    conflict_and_revision(dir, hub, nodes, &trusted, timeout).await
+}
+
+/// The observation of `data/sample/figures.csv` for this key.
+fn figure(indicator: &str, ref_area: &str, time_period: &str) -> Result<v1::Observation> {
+    rcpfed_import::parse_indicator_csv(rcpfed_import::sample::FIGURES_CSV, "demo", "figures")?
+        .into_iter()
+        .filter(|d| d.snapshot.indicator == indicator)
+        .flat_map(|d| d.snapshot.observations)
+        .find(|o| o.ref_area == ref_area && o.time_period == time_period)
+        .with_context(|| {
+            format!("data/sample/figures.csv has no {indicator} {ref_area} {time_period}")
+        })
+}
+
+/// Signs one observation as a one-observation snapshot; returns the digest.
+async fn publish_figure(
+    dir: &Path,
+    node: &Proc,
+    name: &str,
+    indicator: &str,
+    observation: v1::Observation,
+) -> Result<Vec<u8>> {
+    let operator = client::identity_in(dir, "operator");
+    let mut client = client::node_client(
+        &format!("https://localhost:{}", port(&node.grpc)),
+        &operator,
+    )
+    .await?;
+    let document = rcpfed_import::indicator_document(&node.name, indicator, name);
+    let shown = crate::view::value_with_unit(&observation);
+    let action = crate::view::action(observation.action);
+    let key = format!(
+        "{indicator} {} {}",
+        observation.ref_area, observation.time_period
+    );
+    let source = observation.source.clone();
+    let r = client
+        .publish_document(v1::PublishDocumentRequest {
+            document: document.clone(),
+            body: Some(v1::publish_document_request::Body::IndicatorSnapshot(
+                v1::IndicatorSnapshot {
+                    indicator: indicator.to_string(),
+                    observations: vec![observation],
+                    chunks: None,
+                },
+            )),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "{} refused {document}: {}",
+                node.name,
+                client::describe_status(&s)
+            )
+        })?
+        .into_inner();
+    println!(
+        "   {:<9} #{} {key} = {shown} ({action}, revision {}) — {source}",
+        node.name, r.seq, r.revision
+    );
+    Ok(r.digest)
+}
+
+/// Step 8: two overlapping processes report different figures for the same key (the UN DESA
+/// 2024 revision of the 2020 world migrant stock against the 2020 edition), and Colombo
+/// revises a remittance figure (the World Bank/KNOMAD June 2024 brief, then its December
+/// 2024 revision), as recorded in data/sample/figures.csv. The hub's next coherence report,
+/// verified here against the hub's key, names both sides of the conflict and the revision.
+async fn conflict_and_revision(
+    dir: &Path,
+    hub: &Proc,
+    nodes: &[Proc],
+    trusted: &rcpfed_core::members::Federation,
+    timeout: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    let node = |id: &str| {
+        nodes
+            .iter()
+            .find(|p| p.name == id)
+            .with_context(|| format!("the demo runs no node {id}"))
+    };
+    let (colombo, abu_dhabi) = (node("colombo")?, node("abu-dhabi")?);
+    println!(
+        "8. a real conflict and a real revision, from data/sample/figures.csv (Colombo Process and Abu Dhabi Dialogue overlap):"
+    );
+    // The 2024 revision of the 2020 world migrant stock, as figures.csv records it, and the
+    // 2020 edition's figure that the same row says it revised.
+    let revised_stock = figure("MIG_STOCK", "WLD", "2020")?;
+    let mut first_edition = revised_stock.clone();
+    first_edition.obs_value = Some(281.0);
+    first_edition.source = "UN DESA International Migrant Stock 2020".into();
+    publish_figure(dir, colombo, "world-stock", "MIG_STOCK", revised_stock).await?;
+    publish_figure(dir, abu_dhabi, "world-stock", "MIG_STOCK", first_edition).await?;
+    // Remittances to low- and middle-income countries in 2023: the June 2024 brief's figure,
+    // then the December 2024 revision (figures.csv), replacing it.
+    let revised_flow = figure("REMIT_INFLOW", "LMC_AGG", "2023")?;
+    let mut june = revised_flow.clone();
+    june.obs_value = Some(669.0);
+    june.source = "World Bank/KNOMAD June 2024 brief".into();
+    publish_figure(dir, colombo, "lmc-aggregate", "REMIT_INFLOW", june).await?;
+    let mut december = revised_flow;
+    december.action = v1::ObservationAction::Replace as i32;
+    let replace_digest =
+        publish_figure(dir, colombo, "lmc-aggregate", "REMIT_INFLOW", december).await?;
+
+    let operator = client::identity_in(dir, "operator");
+    let hub_endpoint = format!("https://localhost:{}", port(&hub.grpc));
+    let mut hub_client = client::hub_client(&hub_endpoint, &operator).await?;
+    let deadline = |what: &str| -> Result<()> {
+        if started.elapsed() > timeout {
+            bail!("{what} within {} s", timeout.as_secs());
+        }
+        Ok(())
+    };
+    // The feed index of the revision, once the hub has accepted it.
+    let revision_index = loop {
+        let listed = hub_client
+            .list_statements(v1::ListStatementsRequest {
+                node_id: "colombo".into(),
+                document: rcpfed_import::indicator_document(
+                    "colombo",
+                    "REMIT_INFLOW",
+                    "lmc-aggregate",
+                ),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", client::describe_status(&s)))?
+            .into_inner();
+        if let Some(r) = listed
+            .statements
+            .iter()
+            .find(|r| r.digest == replace_digest)
+        {
+            break r.feed_index;
+        }
+        deadline("the hub did not accept the revision")?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The first report that covers it lists the revision; the conflict stays in every report
+    // until one side changes.
+    let tls = operator.clone();
+    let mut rpc = rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient::new(
+        client::connect(&hub_endpoint, &tls).await?,
+    );
+    let mut get = async |number: u64| -> Result<Option<(v1::CoherenceReport, u64)>> {
+        match rpc
+            .get_coherence_report(v1::GetCoherenceReportRequest { number })
+            .await
+        {
+            Ok(r) => {
+                let r = r.into_inner();
+                let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(
+                    r.envelope
+                        .context("the hub answered without the signed report")?,
+                );
+                let (report, _) = crate::report::verify_report(
+                    &envelope,
+                    trusted,
+                    (number > 0).then_some(number),
+                )?;
+                Ok(Some((report, r.feed_index)))
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => bail!("{}", client::describe_status(&s)),
+        }
+    };
+    let (latest, latest_index) = loop {
+        if let Some((r, i)) = get(0).await?
+            && r.feed_size >= revision_index
+        {
+            break (r, i);
+        }
+        deadline("no coherence report covered the new figures")?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut with_revision = latest.clone();
+    while with_revision.previous_feed_size >= revision_index && with_revision.number > 1 {
+        match get(with_revision.number - 1).await? {
+            Some((r, _)) => with_revision = r,
+            None => break,
+        }
+    }
+    println!(
+        "9. coherence report {} (feed index {latest_index}), its signature verified against the hub's key:",
+        latest.number
+    );
+    let is_key = |k: Option<&v1::ObservationKey>, indicator: &str, area: &str, period: &str| {
+        k.is_some_and(|k| k.indicator == indicator && k.ref_area == area && k.time_period == period)
+    };
+    let conflict = latest
+        .conflicts
+        .iter()
+        .find(|c| is_key(c.key.as_ref(), "MIG_STOCK", "WLD", "2020"))
+        .context("the coherence report does not list the MIG_STOCK WLD 2020 conflict")?;
+    println!(
+        "   conflict {} (relative difference {:.1}%):",
+        conflict
+            .key
+            .as_ref()
+            .map(crate::view::key)
+            .unwrap_or_default(),
+        conflict.relative_difference * 100.0
+    );
+    for v in &conflict.values {
+        let o = v.observation.clone().unwrap_or_default();
+        println!(
+            "     {:<9} {:<18} signed statement {} — {}",
+            v.provenance
+                .as_ref()
+                .map(|p| p.node_id.as_str())
+                .unwrap_or_default(),
+            crate::view::value_with_unit(&o),
+            crate::view::source(v.provenance.as_ref()),
+            o.source
+        );
+    }
+    let revision = with_revision
+        .revisions
+        .iter()
+        .find(|e| is_key(e.key.as_ref(), "REMIT_INFLOW", "LMC_AGG", "2023"))
+        .context("no coherence report lists the REMIT_INFLOW LMC_AGG 2023 revision")?;
+    let value = |v: Option<&v1::ReportedValue>| {
+        v.and_then(|v| v.observation.as_ref())
+            .map(crate::view::value_with_unit)
+            .unwrap_or_default()
+    };
+    println!(
+        "   revision (report {}): {} {}: {} → {} ({})",
+        with_revision.number,
+        revision.node_id,
+        revision
+            .key
+            .as_ref()
+            .map(crate::view::key)
+            .unwrap_or_default(),
+        value(revision.old_value.as_ref()),
+        value(revision.new_value.as_ref()),
+        crate::view::action(
+            revision
+                .new_value
+                .as_ref()
+                .and_then(|v| v.observation.as_ref())
+                .map_or(0, |o| o.action)
+        )
+    );
+    println!(
+        "   the whole report: rcpfed report coherence --pki {} --hub {hub_endpoint}",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -424,6 +708,10 @@ fn print_grpcurl(dir: &Path, hub: &Proc, nodes: &[Proc]) {
     println!("  grpcurl {tls} {h} rcpfed.v1.HubService/ListEquivocations");
     println!("  grpcurl {tls} {h} rcpfed.v1.HubService/ListMembers");
     println!("  grpcurl {tls} {h} rcpfed.v1.HubService/GetCheckpoint");
+    println!("  grpcurl {tls} {h} rcpfed.v1.IndicatorService/GetCoherenceReport");
+    println!(
+        "  grpcurl {tls} -d '{{\"query\": {{\"indicator\": \"MIG_STOCK\"}}}}' {h} rcpfed.v1.IndicatorService/QueryObservations"
+    );
     if let Some(n) = nodes.first() {
         println!(
             "  grpcurl {tls} localhost:{} rcpfed.v1.NodeService/GetNodeStatus",

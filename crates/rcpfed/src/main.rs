@@ -4,8 +4,14 @@ mod client;
 mod commands;
 mod config;
 mod demo;
+mod pbjson;
+mod publish;
+mod query;
 mod registry_cmd;
+mod report;
+mod table;
 mod verify;
+mod view;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -45,7 +51,17 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Verify a statement bundle offline: signature, receipt, checkpoint, inclusion, witnesses.
     Verify(verify::VerifyArgs),
-    /// Export verifiable data from the hub.
+    /// Query indicator observations across all regions (hub or a node's mirror).
+    Query {
+        #[command(subcommand)]
+        command: query::QueryCommand,
+    },
+    /// Read the hub's signed reports (verified before printing).
+    Report {
+        #[command(subcommand)]
+        command: report::ReportCommand,
+    },
+    /// Export verifiable data (statement bundles) and SDMX data messages from the hub.
     Export {
         #[command(subcommand)]
         command: verify::ExportCommand,
@@ -102,6 +118,8 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Publish(args) => commands::publish(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Verify(args) => verify::verify(args),
+        Command::Query { command } => query::run(command).await,
+        Command::Report { command } => report::run(command).await,
         Command::Export { command } => verify::export(command).await,
         Command::Registry { command } => registry_cmd::run(command).await,
     }

@@ -1489,9 +1489,11 @@ fn write_or_match(path: &Path, text: &str) -> Result<bool> {
     }
 }
 
-async fn fetch(args: &FetchArgs, now: OffsetDateTime) -> Result<ExitCode> {
+/// Every registry version the hub serves, in order, each checked to be the next number.
+pub async fn fetch_versions(
+    hub: &mut pb::hub_service_client::HubServiceClient<tonic::transport::Channel>,
+) -> Result<Vec<(u64, SignedEnvelope)>> {
     use prost::Message as _;
-    let mut hub = hub_client(&args.hub).await?;
     let mut versions: Vec<(u64, SignedEnvelope)> = Vec::new();
     loop {
         let after = versions.last().map_or(0, |(v, _)| *v);
@@ -1523,6 +1525,12 @@ async fn fetch(args: &FetchArgs, now: OffsetDateTime) -> Result<ExitCode> {
             versions.push((version, env));
         }
     }
+    Ok(versions)
+}
+
+async fn fetch(args: &FetchArgs, now: OffsetDateTime) -> Result<ExitCode> {
+    let mut hub = hub_client(&args.hub).await?;
+    let versions = fetch_versions(&mut hub).await?;
     if versions.is_empty() {
         bail!("the hub has no registry version");
     }

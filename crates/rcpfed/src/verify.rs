@@ -60,6 +60,9 @@ pub enum ExportCommand {
     /// Fetch a statement with its receipt, a checkpoint and the inclusion proof, and write a
     /// statement bundle that `rcpfed verify` checks offline.
     Bundle(ExportBundleArgs),
+    /// Export the observations a query selects as an SDMX 2.0 data message (SDMX-CSV 2.0 or
+    /// SDMX-JSON 2.0), streamed to a file (IndicatorService.ExportSdmx).
+    Sdmx(crate::query::ExportSdmxArgs),
 }
 
 /// Arguments of `rcpfed export bundle`.
@@ -379,7 +382,10 @@ pub async fn fetch_bundle(
 
 /// `rcpfed export bundle`.
 pub async fn export(command: ExportCommand) -> Result<ExitCode> {
-    let ExportCommand::Bundle(args) = command;
+    let args = match command {
+        ExportCommand::Bundle(args) => args,
+        ExportCommand::Sdmx(args) => return crate::query::export_sdmx(&args).await,
+    };
     let tls = client::identity_in(&args.pki, &args.identity);
     let mut hub = client::hub_client(&args.hub, &tls).await?;
 

@@ -1,0 +1,1193 @@
+//! The `snapshot` benchmark: a one-million-observation indicator snapshot imported, validated,
+//! signed, sent and stored, against `sqlite3 .import` of the same CSV in the same run, then
+//! the hub's query latency for one indicator across all regions.
+//!
+//! All data is SYNTHETIC: the CSV comes from `rcpfed_import::synthetic_indicator_csv` (every
+//! row's SOURCE says "SYNTHETIC load-test data, not real"; the keys are enumerated from the
+//! shipped catalogue for the sample node `colombo`, the values drawn inside its plausible
+//! ranges), and the two small snapshots of `abu-dhabi` and `midwa` come from the same
+//! `SyntheticPlan` for their own member states.
+//!
+//! What is timed for rcpfed, wall-clock from the first byte read to the hub having stored and
+//! applied the snapshot:
+//!
+//! 1. this process reads and parses the CSV (`IndicatorCsvBatches`) and streams the
+//!    observations to the real `colombo` node with `NodeService.PublishSnapshot`;
+//! 2. the node validates them against the catalogue it received through the feed, cuts them
+//!    into chunks, signs the manifest, stores statement and chunks, and answers;
+//! 3. its outbox streams the envelope and chunks to the real hub with
+//!    `HubService.SubmitSnapshot`; the hub checks each chunk against the manifest, validates
+//!    the whole snapshot again, stores it and applies its observations (one transaction);
+//! 4. this process polls the hub (`GetStatement`, then `IndicatorService.QueryObservations`'s
+//!    `feed_size`) every 25 ms until the statement is stored and applied.
+//!
+//! The hub runs on core 0 and this process and the nodes on core 1 (`taskset`, when
+//! available); the `sqlite3` baseline runs on core 0, alone.
+
+use super::{pinned_command, tls_of};
+use anyhow::{Context as _, Result, anyhow, bail};
+use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient;
+use rcpfed_proto::v1::node_service_client::NodeServiceClient;
+use std::io::{BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// Command-line options of `rcpfed-bench snapshot`.
+pub struct Options {
+    pub rcpfed: PathBuf,
+    pub sqlite3: PathBuf,
+    pub observations: usize,
+    pub small: usize,
+    pub batch: usize,
+    pub sqlite_runs: usize,
+    pub queries: usize,
+    pub dir: Option<PathBuf>,
+}
+
+const FEDERATION: &str = "bench-snapshot-federation";
+const BIG_NODE: &str = rcpfed_import::SYNTHETIC_NODE;
+const SMALL_NODES: [&str; 2] = ["abu-dhabi", "midwa"];
+const OPERATOR: &str = "operator";
+/// How often the hub and nodes are polled.
+const POLL: Duration = Duration::from_millis(25);
+/// Longest wait for any one step (start-up, catalogue, delivery, catch-up).
+const STEP_LIMIT: Duration = Duration::from_secs(900);
+
+/// A running hub or node.
+struct Proc {
+    child: tokio::process::Child,
+    grpc: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    fn endpoint(&self) -> String {
+        let port = self.grpc.rsplit(':').next().unwrap_or_default();
+        format!("https://localhost:{port}")
+    }
+}
+
+/// SIGTERM (graceful), then SIGKILL after 10 s.
+async fn stop(p: &mut Proc) {
+    if let Some(pid) = p.child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    if tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+        .await
+        .is_err()
+    {
+        let _ = p.child.kill().await;
+    }
+}
+
+/// Starts `rcpfed hub` or `rcpfed node` pinned to `cpu` and waits for its address file.
+async fn spawn(
+    rcpfed: &Path,
+    cpu: usize,
+    dir: &Path,
+    role: &str,
+    config: &Path,
+    hub_endpoint: Option<&str>,
+) -> Result<Proc> {
+    let tag = config
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(role)
+        .to_string();
+    let addr_file = dir.join(format!("{tag}.addr.json"));
+    let log = dir.join(format!("{tag}.log"));
+    let mut cmd = pinned_command(cpu, rcpfed);
+    cmd.arg(role)
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .env("RCPFED_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log)?));
+    if let Some(hub) = hub_endpoint {
+        cmd.arg("--hub-endpoint").arg(hub);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {role} {tag}"))?;
+    let start = Instant::now();
+    let grpc = loop {
+        if let Ok(text) = std::fs::read_to_string(&addr_file)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(g) = v["grpc"].as_str()
+        {
+            break g.to_string();
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "{role} {tag} exited with {status} before listening; see {}",
+                log.display()
+            );
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("{role} {tag} did not start; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    Ok(Proc { child, grpc, log })
+}
+
+async fn connect(endpoint: &str, pki: &Path) -> Result<Channel> {
+    let tls = tls_of(pki, OPERATOR);
+    let start = Instant::now();
+    loop {
+        let attempt = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+            .tls_config(tls.client_config("localhost")?)?
+            .tcp_nodelay(true)
+            .connect()
+            .await;
+        match attempt {
+            Ok(c) => return Ok(c),
+            Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                return Err(anyhow!(e).context(format!("connecting to {endpoint}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Polls `probe` every [`POLL`] until it returns `Some`; fails after [`STEP_LIMIT`] or when
+/// one of `procs` has exited.
+async fn poll_until<T, F, Fut>(what: &str, procs: &mut [&mut Proc], mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        for p in procs.iter_mut() {
+            if let Some(status) = p.child.try_wait()? {
+                bail!(
+                    "waiting for {what}: a process exited with {status}; see {}",
+                    p.log.display()
+                );
+            }
+        }
+        if start.elapsed() > STEP_LIMIT {
+            bail!("waiting for {what}: gave up after {STEP_LIMIT:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `VmHWM` and `VmRSS` of a process, in MB.
+fn rss_mb(pid: Option<u32>) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+fn file_mb(paths: &[PathBuf]) -> f64 {
+    paths
+        .iter()
+        .flat_map(|p| {
+            let mut wal = p.as_os_str().to_owned();
+            wal.push("-wal");
+            [p.clone(), PathBuf::from(wal)]
+        })
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum::<u64>() as f64
+        / 1e6
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Pins every thread of this process to `cpu`; returns whether it worked.
+fn pin_all_threads(cpu: usize) -> bool {
+    std::process::Command::new("taskset")
+        .args([
+            "-a",
+            "-c",
+            "-p",
+            &cpu.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The sqlite3 baseline: a fresh database file, default rollback journal (DELETE,
+/// synchronous=FULL), one table with the CSV's columns (OBS_VALUE REAL, UNIT_MULT INTEGER,
+/// the rest TEXT; no key, no index), then `.import --csv --skip 1`. Timed wall-clock around
+/// the whole `sqlite3` process; the row count is checked afterwards, untimed.
+async fn sqlite_import(sqlite3: &Path, csv: &Path, db: &Path, rows: usize) -> Result<Duration> {
+    let _ = std::fs::remove_file(db);
+    let header = {
+        let mut line = String::new();
+        std::io::BufReader::new(std::fs::File::open(csv)?).read_line(&mut line)?;
+        line.trim_end().to_string()
+    };
+    let columns: Vec<String> = header
+        .split(',')
+        .map(|c| {
+            let ty = match c {
+                "OBS_VALUE" => "REAL",
+                "UNIT_MULT" => "INTEGER",
+                _ => "TEXT",
+            };
+            format!("\"{c}\" {ty}")
+        })
+        .collect();
+    let csv_path = csv
+        .to_str()
+        .context("the CSV path is not UTF-8")?
+        .replace('\'', "''");
+    let script = format!(
+        "CREATE TABLE observations ({});\n.import --csv --skip 1 '{csv_path}' observations\n",
+        columns.join(", ")
+    );
+    let mut cmd = pinned_command(0, sqlite3);
+    cmd.arg("-bail")
+        .arg(db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().context("starting sqlite3")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt as _;
+        stdin.write_all(script.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    let took = start.elapsed();
+    if !out.status.success() || !out.stderr.is_empty() {
+        bail!(
+            "sqlite3 .import failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let count = std::process::Command::new(sqlite3)
+        .arg(db)
+        .arg("SELECT count(*) FROM observations")
+        .output()?;
+    let n: usize = String::from_utf8_lossy(&count.stdout)
+        .trim()
+        .parse()
+        .context("reading the sqlite3 row count")?;
+    if n != rows {
+        bail!("sqlite3 imported {n} rows, expected {rows}");
+    }
+    Ok(took)
+}
+
+/// What streaming one CSV to a node's `PublishSnapshot` gave.
+struct Published {
+    seq: u64,
+    chunks: u32,
+    observations: u64,
+    /// When the reader had parsed the last row (from the start).
+    parsed: Duration,
+    /// When the node answered (from the start).
+    answered: Duration,
+}
+
+/// Reads `csv` in batches of `batch` and streams it to the node with `PublishSnapshot`;
+/// `start` is the benchmark's clock origin.
+async fn publish_csv(
+    node: &mut NodeServiceClient<Channel>,
+    csv: PathBuf,
+    node_id: &str,
+    batch: usize,
+    start: Instant,
+) -> Result<Published> {
+    let node_id = node_id.to_string();
+    use v1::publish_snapshot_request::Part;
+    let (tx, rx) = tokio::sync::mpsc::channel::<v1::PublishSnapshotRequest>(4);
+    let reader = tokio::task::spawn_blocking(move || -> Result<(String, Duration)> {
+        let file = std::fs::File::open(&csv)?;
+        let mut batches = rcpfed_import::IndicatorCsvBatches::new(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            batch,
+        )
+        .map_err(|e| anyhow!("{}: {e:?}", csv.display()))?;
+        let mut header_sent = false;
+        let mut indicator = String::new();
+        for b in &mut batches {
+            let b = b.map_err(|e| anyhow!("{}: {e:?}", csv.display()))?;
+            if !header_sent {
+                indicator.clone_from(&b.indicator);
+                let header = v1::PublishSnapshotRequest {
+                    part: Some(Part::Header(v1::PublishSnapshotHeader {
+                        document: rcpfed_import::indicator_document(
+                            &node_id,
+                            &b.indicator,
+                            "synthetic-benchmark",
+                        ),
+                        indicator: b.indicator.clone(),
+                        validate_only: false,
+                        request_id: format!("bench-{node_id}-{}", std::process::id()),
+                    })),
+                };
+                if tx.blocking_send(header).is_err() {
+                    bail!("the PublishSnapshot call ended early");
+                }
+                header_sent = true;
+            }
+            let msg = v1::PublishSnapshotRequest {
+                part: Some(Part::Batch(v1::ObservationBatch {
+                    observations: b.observations,
+                })),
+            };
+            if tx.blocking_send(msg).is_err() {
+                bail!("the PublishSnapshot call ended early");
+            }
+        }
+        Ok((indicator, start.elapsed()))
+    });
+    let answer = node
+        .publish_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    let answered = start.elapsed();
+    let (_, parsed) = reader.await??;
+    let r = answer
+        .map_err(|s| anyhow!("PublishSnapshot refused: {:?} {}", s.code(), s.message()))?
+        .into_inner();
+    Ok(Published {
+        seq: r.seq,
+        chunks: r.chunk_count,
+        observations: r.observation_count,
+        parsed,
+        answered,
+    })
+}
+
+/// The hub's feed index of `node`'s statement `seq`, once stored.
+async fn hub_feed_index(hub: &mut HubServiceClient<Channel>, node: &str, seq: u64) -> Option<u64> {
+    hub.get_statement(v1::GetStatementRequest {
+        name: format!("nodes/{node}/statements/{seq}"),
+    })
+    .await
+    .ok()
+    .and_then(|r| r.into_inner().statement)
+    .map(|s| s.feed_index)
+}
+
+/// The number of feed entries the store behind `ix` has applied.
+async fn applied_feed_size(
+    ix: &mut IndicatorServiceClient<Channel>,
+    indicator: &str,
+) -> Option<u64> {
+    ix.query_observations(v1::QueryObservationsRequest {
+        query: Some(v1::ObservationQuery {
+            indicator: indicator.to_string(),
+            ..Default::default()
+        }),
+        page_size: 1,
+        page_token: String::new(),
+    })
+    .await
+    .ok()
+    .map(|r| r.into_inner().feed_size)
+}
+
+/// Latency summary in milliseconds.
+struct Lat {
+    median: f64,
+    p99: f64,
+}
+
+fn lat(mut v: Vec<Duration>) -> Lat {
+    if v.is_empty() {
+        return Lat {
+            median: 0.0,
+            p99: 0.0,
+        };
+    }
+    v.sort_unstable();
+    let p99 = (v.len() * 99 / 100).min(v.len() - 1);
+    Lat {
+        median: ms(v[v.len() / 2]),
+        p99: ms(v[p99]),
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+pub async fn run(o: Options) -> Result<()> {
+    if !o.rcpfed.is_file() {
+        bail!(
+            "{} not found; build it first: cargo build --release -p rcpfed -p rcpfed-bench",
+            o.rcpfed.display()
+        );
+    }
+    let sqlite_ok = std::process::Command::new(&o.sqlite3)
+        .arg("-version")
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false);
+    if !sqlite_ok {
+        bail!(
+            "the sqlite3 command-line shell ({}) was not found or does not run; it is the baseline of this benchmark (Debian/Ubuntu: apt-get install sqlite3), or pass --sqlite3 PATH",
+            o.sqlite3.display()
+        );
+    }
+    let sqlite_version = String::from_utf8_lossy(
+        &std::process::Command::new(&o.sqlite3)
+            .arg("-version")
+            .output()?
+            .stdout,
+    )
+    .split_whitespace()
+    .next()
+    .unwrap_or_default()
+    .to_string();
+    let (dir, keep) = match &o.dir {
+        Some(d) => (d.clone(), true),
+        None => (
+            std::env::temp_dir().join(format!("rcpfed-bench-snapshot-{}", std::process::id())),
+            false,
+        ),
+    };
+    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        bail!("{} is not empty", dir.display());
+    }
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(&o, &dir, &sqlite_version).await;
+    if keep || result.is_err() {
+        println!("working directory kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
+    let pinned = pin_all_threads(1);
+    println!(
+        "rcpfed-bench snapshot: {} synthetic observations; hub on core 0, this process and the nodes on core 1: {pinned}; load average {}",
+        o.observations,
+        loadavg()
+    );
+
+    // 1. The synthetic CSV.
+    let csv = dir.join("synthetic-snapshot.csv");
+    let plan = rcpfed_import::synthetic_plan()?;
+    let t = Instant::now();
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&csv)?);
+        rcpfed_import::synthetic_indicator_csv(o.observations, 20_261_128, &mut f)?;
+        f.flush()?;
+    }
+    let csv_mb = std::fs::metadata(&csv)?.len() as f64 / 1e6;
+    println!(
+        "  generated {} ({csv_mb:.1} MB; {} for node {BIG_NODE}, {} member states, SOURCE \"{}\") in {:.1} s",
+        csv.display(),
+        plan.indicator,
+        plan.areas.len(),
+        rcpfed_import::SYNTHETIC_SOURCE,
+        secs(t.elapsed())
+    );
+
+    // 2. The sqlite3 baseline, on core 0 alone.
+    let mut sqlite_times = Vec::new();
+    for i in 0..o.sqlite_runs.max(1) {
+        let took = sqlite_import(
+            &o.sqlite3,
+            &csv,
+            &dir.join(format!("baseline-{i}.sqlite")),
+            o.observations,
+        )
+        .await?;
+        println!("  sqlite3 .import run {}: {:.2} s", i + 1, secs(took));
+        sqlite_times.push(took);
+        let _ = std::fs::remove_file(dir.join(format!("baseline-{i}.sqlite")));
+    }
+    let sqlite_median = median(sqlite_times.clone());
+
+    // Read + parse alone (information: the rcpfed path's first stage, in this process).
+    let t = Instant::now();
+    let mut parsed = 0usize;
+    for b in rcpfed_import::IndicatorCsvBatches::new(
+        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&csv)?),
+        o.batch,
+    )
+    .map_err(|e| anyhow!("{e:?}"))?
+    {
+        parsed += b.map_err(|e| anyhow!("{e:?}"))?.observations.len();
+    }
+    let parse_only = t.elapsed();
+    if parsed != o.observations {
+        bail!(
+            "the reader found {parsed} observations, expected {}",
+            o.observations
+        );
+    }
+    println!(
+        "  read + parse only (IndicatorCsvBatches, core 1): {:.2} s",
+        secs(parse_only)
+    );
+
+    // 3. The federation: fresh PKI, the real hub and the colombo node.
+    let pki = dir.join("fed");
+    let out = std::process::Command::new(&o.rcpfed)
+        .args(["pki", "init", "--dir"])
+        .arg(&pki)
+        .args(["--federation", FEDERATION, "--nodes"])
+        .arg(
+            std::iter::once(BIG_NODE)
+                .chain(SMALL_NODES)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .args(["--operators", OPERATOR])
+        .output()
+        .context("running rcpfed pki init")?;
+    if !out.status.success() {
+        bail!(
+            "rcpfed pki init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut hub = spawn(&o.rcpfed, 0, dir, "hub", &pki.join("hub.toml"), None).await?;
+    let hub_endpoint = hub.endpoint();
+    let mut big = spawn(
+        &o.rcpfed,
+        1,
+        dir,
+        "node",
+        &pki.join(format!("{BIG_NODE}.toml")),
+        Some(&hub_endpoint),
+    )
+    .await?;
+    let hub_channel = connect(&hub_endpoint, &pki).await?;
+    let mut hub_rpc = HubServiceClient::new(hub_channel.clone());
+    let mut hub_ix = IndicatorServiceClient::new(hub_channel.clone());
+    let big_channel = connect(&big.endpoint(), &pki).await?;
+    let mut big_node = NodeServiceClient::new(big_channel.clone())
+        .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
+    let big_ix = IndicatorServiceClient::new(big_channel.clone());
+
+    // The node takes snapshots only once the hub's catalogue has reached it through the feed.
+    let t = Instant::now();
+    let catalogue = poll_until(
+        "the catalogue at the colombo node",
+        &mut [&mut hub, &mut big],
+        || {
+            let mut c = big_ix.clone();
+            async move {
+                c.get_catalogue(v1::GetCatalogueRequest { version: 0 })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().catalogue)
+            }
+        },
+    )
+    .await?;
+    println!(
+        "  catalogue {} version {} reached {BIG_NODE} {:.2} s after it connected",
+        catalogue.id,
+        catalogue.version,
+        secs(t.elapsed())
+    );
+
+    // The timed rcpfed path.
+    let commits_before = hub_commits(dir);
+    println!(
+        "  publishing {} observations to {BIG_NODE} …",
+        o.observations
+    );
+    let start = Instant::now();
+    let published = publish_csv(&mut big_node, csv.clone(), BIG_NODE, o.batch, start).await?;
+    if published.observations != o.observations as u64 {
+        bail!(
+            "the node published {} observations, expected {}",
+            published.observations,
+            o.observations
+        );
+    }
+    // Three pollers, each on its own: the hub storing the statement (GetStatement), the node
+    // holding the hub's receipt (GetNodeStatus), and the hub's indicator view answering with
+    // a feed size that includes it (QueryObservations).
+    let stored_task = {
+        let mut hub_rpc = hub_rpc.clone();
+        let seq = published.seq;
+        tokio::spawn(async move {
+            loop {
+                if let Some(fi) = hub_feed_index(&mut hub_rpc, BIG_NODE, seq).await {
+                    return (fi, start.elapsed());
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        })
+    };
+    let delivered_task = {
+        let mut node = big_node.clone();
+        let seq = published.seq;
+        tokio::spawn(async move {
+            loop {
+                if let Ok(s) = node
+                    .get_node_status(v1::GetNodeStatusRequest {})
+                    .await
+                    .map(|r| r.into_inner())
+                {
+                    if s.outbox_rejected > 0 {
+                        return Err(anyhow!("the hub refused the snapshot: {}", s.last_error));
+                    }
+                    if s.outbox_delivered >= seq {
+                        return Ok(start.elapsed());
+                    }
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        })
+    };
+    let (feed_index, stored_at) = poll_until(
+        "the hub storing the snapshot",
+        &mut [&mut hub, &mut big],
+        || {
+            let done = stored_task.is_finished();
+            async move { done.then_some(()) }
+        },
+    )
+    .await
+    .map(|()| stored_task)?
+    .await?;
+    let total = stored_at;
+    let indicator = plan.indicator.clone();
+    // The hub applies a snapshot's observations in the transaction that stores it, so `total`
+    // is also when it is applied; this confirms that the indicator view answers with it.
+    let visible_task = {
+        let (mut ix, ind) = (hub_ix.clone(), indicator.clone());
+        tokio::spawn(async move {
+            loop {
+                if applied_feed_size(&mut ix, &ind)
+                    .await
+                    .is_some_and(|n| n >= feed_index)
+                {
+                    return start.elapsed();
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        })
+    };
+    let delivered = poll_until(
+        "the node holding the receipt",
+        &mut [&mut hub, &mut big],
+        || {
+            let done = delivered_task.is_finished();
+            async move { done.then_some(()) }
+        },
+    )
+    .await
+    .map(|()| delivered_task)?
+    .await??;
+    let visible_at = poll_until(
+        "the hub's view answering",
+        &mut [&mut hub, &mut big],
+        || {
+            let done = visible_task.is_finished();
+            async move { done.then_some(()) }
+        },
+    )
+    .await
+    .map(|()| visible_task)?
+    .await?;
+    let commits_after = hub_commits(dir);
+    let hub_rss = rss_mb(hub.pid());
+    let node_rss = rss_mb(big.pid());
+    let hub_db = pki.join("data/gfmd/hub.sqlite");
+    let hub_db_mb = file_mb(std::slice::from_ref(&hub_db));
+    let node_db_mb = file_mb(&[pki.join(format!("data/{BIG_NODE}/node.sqlite"))]);
+
+    // After the timed part: the node's mirror and the coherence report catch up.
+    let t = Instant::now();
+    poll_until(
+        "the colombo node's mirror applying the snapshot",
+        &mut [&mut hub, &mut big],
+        || {
+            let (mut ix, ind) = (big_ix.clone(), indicator.clone());
+            async move {
+                applied_feed_size(&mut ix, &ind)
+                    .await
+                    .filter(|n| *n >= feed_index)
+            }
+        },
+    )
+    .await?;
+    let mirror_catch_up = t.elapsed();
+    let t = Instant::now();
+    poll_until(
+        "the coherence report covering the snapshot",
+        &mut [&mut hub],
+        || {
+            let mut ix = hub_ix.clone();
+            async move {
+                ix.get_coherence_report(v1::GetCoherenceReportRequest { number: 0 })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().report)
+                    .filter(|r| r.feed_size >= feed_index)
+            }
+        },
+    )
+    .await?;
+    let report_catch_up = t.elapsed();
+    let hub_rss_after_report = rss_mb(hub.pid());
+
+    // 4. Two small snapshots of the same indicator from two more regions.
+    let cat = rcpfed_core::catalogue::Catalogue::from_toml(
+        rcpfed_core::catalogue::embedded_catalogue_toml(),
+    )
+    .map_err(|e| anyhow!("the shipped catalogue: {e:?}"))?;
+    let mut small_procs = Vec::new();
+    let mut last_feed_index = feed_index;
+    let mut small_summary = Vec::new();
+    for node_id in SMALL_NODES {
+        let (_, _, states) = rcpfed_import::sample::member_plan(node_id)
+            .with_context(|| format!("no member plan for {node_id}"))?;
+        let areas: Vec<String> = states
+            .into_iter()
+            .filter(|s| s.since.is_empty() && s.until.is_empty())
+            .map(|s| s.iso3)
+            .collect();
+        let small_plan =
+            rcpfed_import::SyntheticPlan::for_indicator(&cat, &indicator, node_id, &areas)
+                .map_err(|e| anyhow!("{node_id}: {e}"))?;
+        let path = dir.join(format!("synthetic-{node_id}.csv"));
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            small_plan.write_csv(o.small, 7, v1::ObservationAction::Append, &mut f)?;
+            f.flush()?;
+        }
+        let mut p = spawn(
+            &o.rcpfed,
+            1,
+            dir,
+            "node",
+            &pki.join(format!("{node_id}.toml")),
+            Some(&hub_endpoint),
+        )
+        .await?;
+        let ch = connect(&p.endpoint(), &pki).await?;
+        let mut node = NodeServiceClient::new(ch.clone())
+            .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
+        let ix = IndicatorServiceClient::new(ch);
+        poll_until(
+            &format!("the catalogue at {node_id}"),
+            &mut [&mut hub, &mut p],
+            || {
+                let mut c = ix.clone();
+                async move {
+                    c.get_catalogue(v1::GetCatalogueRequest { version: 0 })
+                        .await
+                        .ok()
+                        .and_then(|r| r.into_inner().catalogue)
+                }
+            },
+        )
+        .await?;
+        let t = Instant::now();
+        let pubd = publish_csv(&mut node, path, node_id, o.batch, t).await?;
+        let fi = poll_until(
+            &format!("{node_id}'s snapshot at the hub"),
+            &mut [&mut hub, &mut p],
+            || {
+                let mut h = hub_rpc.clone();
+                async move { hub_feed_index(&mut h, node_id, pubd.seq).await }
+            },
+        )
+        .await?;
+        last_feed_index = last_feed_index.max(fi);
+        small_summary.push(format!(
+            "{node_id}: {} observations ({} member states) stored by the hub in {:.2} s",
+            pubd.observations,
+            small_plan.areas.len(),
+            secs(t.elapsed())
+        ));
+        small_procs.push((node_id, p, ix));
+    }
+    // Quiet before the queries: the hub has applied everything, every node's mirror has caught
+    // up (they fetch the large snapshot's chunks from the hub), and the coherence report
+    // covers the last snapshot.
+    let t = Instant::now();
+    poll_until(
+        "the hub applying the small snapshots",
+        &mut [&mut hub],
+        || {
+            let (mut ix, ind) = (hub_ix.clone(), indicator.clone());
+            async move {
+                applied_feed_size(&mut ix, &ind)
+                    .await
+                    .filter(|n| *n >= last_feed_index)
+            }
+        },
+    )
+    .await?;
+    let mut quiet_steps = vec![format!("hub applied both {:.2} s", secs(t.elapsed()))];
+    for (node_id, p, ix) in &mut small_procs {
+        poll_until(
+            &format!("{node_id}'s mirror catching up"),
+            &mut [&mut hub, p],
+            || {
+                let (mut ix, ind) = (ix.clone(), indicator.clone());
+                async move {
+                    applied_feed_size(&mut ix, &ind)
+                        .await
+                        .filter(|n| *n >= last_feed_index)
+                }
+            },
+        )
+        .await?;
+        quiet_steps.push(format!(
+            "{node_id}'s mirror applied everything (1 large + 2 small snapshots) {:.2} s",
+            secs(t.elapsed())
+        ));
+    }
+    let report = poll_until(
+        "the coherence report covering every snapshot",
+        &mut [&mut hub],
+        || {
+            let mut ix = hub_ix.clone();
+            async move {
+                ix.get_coherence_report(v1::GetCoherenceReportRequest { number: 0 })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().report)
+                    .filter(|r| r.feed_size >= last_feed_index)
+            }
+        },
+    )
+    .await?;
+    let quiet_after = t.elapsed();
+    quiet_steps.push(format!(
+        "coherence report {} {:.2} s",
+        report.number,
+        secs(quiet_after)
+    ));
+
+    // 5. Query latency on the hub, one connection, the kinds interleaved so that the machine's
+    // noise falls on all of them alike.
+    let query = |ref_areas: Vec<String>, start_period: &str, end_period: &str| {
+        v1::QueryObservationsRequest {
+            query: Some(v1::ObservationQuery {
+                indicator: indicator.clone(),
+                ref_areas,
+                start_period: start_period.into(),
+                end_period: end_period.into(),
+                ..Default::default()
+            }),
+            page_size: 1000,
+            page_token: String::new(),
+        }
+    };
+    let all_regions = query(Vec::new(), "", "");
+    let one_area = query(vec!["IND".into()], "", "");
+    let filtered = hub_ix
+        .query_observations(one_area.clone())
+        .await?
+        .into_inner();
+    // One series: IND, the first row's period and counterpart area (every SEX and AGE).
+    let series = {
+        let o = filtered
+            .observations
+            .first()
+            .and_then(|r| r.observation.clone())
+            .context("the hub has no IND observation")?;
+        let mut q = query(vec!["IND".into()], &o.time_period, &o.time_period);
+        if let Some(q) = q.query.as_mut() {
+            q.dimensions = o
+                .dimensions
+                .into_iter()
+                .filter(|d| d.id == "COUNTERPART_AREA")
+                .collect();
+        }
+        q
+    };
+    // Sanity, untimed: every region is in the view, and the first page is full.
+    let mut regions = Vec::new();
+    for n in std::iter::once(BIG_NODE).chain(SMALL_NODES) {
+        let mut q = all_regions.clone();
+        if let Some(q) = q.query.as_mut() {
+            q.node_ids = vec![n.to_string()];
+        }
+        q.page_size = 1;
+        let got = hub_ix.query_observations(q).await?.into_inner();
+        if got.observations.is_empty() {
+            bail!("the hub's view has no {indicator} observation of {n}");
+        }
+        regions.push(n);
+    }
+    let first = hub_ix
+        .query_observations(all_regions.clone())
+        .await?
+        .into_inner();
+    let small_page = hub_ix
+        .query_observations(series.clone())
+        .await?
+        .into_inner();
+    let series_name = series
+        .query
+        .as_ref()
+        .map(|q| {
+            let dims: Vec<String> = q
+                .dimensions
+                .iter()
+                .map(|d| format!("{}={}", d.id, d.value))
+                .collect();
+            format!("REF_AREA=IND, {}, {}", q.start_period, dims.join(", "))
+        })
+        .unwrap_or_default();
+    let page_bytes = |r: &v1::QueryObservationsResponse| prost::Message::encoded_len(r);
+    println!(
+        "  query check: all regions page {} rows ({} KB, next page: {}), REF_AREA=IND page {} rows ({} KB), {series_name}: {} rows",
+        first.observations.len(),
+        page_bytes(&first) / 1024,
+        !first.next_page_token.is_empty(),
+        filtered.observations.len(),
+        page_bytes(&filtered) / 1024,
+        small_page.observations.len()
+    );
+    if first.observations.len() != 1000 || first.next_page_token.is_empty() {
+        bail!("the first page across all regions is not a full page of 1000");
+    }
+    let kinds = 5;
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds];
+    for round in 0..(o.queries + 10) {
+        for (k, slot) in times.iter_mut().enumerate() {
+            let t = Instant::now();
+            match k {
+                0 => {
+                    hub_rpc
+                        .get_checkpoint(v1::GetCheckpointRequest { final_only: false })
+                        .await?;
+                }
+                1 => {
+                    hub_rpc
+                        .list_statements(v1::ListStatementsRequest {
+                            node_id: BIG_NODE.into(),
+                            page_size: 1,
+                            ..Default::default()
+                        })
+                        .await?;
+                }
+                2 => {
+                    hub_ix.query_observations(all_regions.clone()).await?;
+                }
+                3 => {
+                    hub_ix.query_observations(one_area.clone()).await?;
+                }
+                _ => {
+                    hub_ix.query_observations(series.clone()).await?;
+                }
+            }
+            // The first ten rounds warm up connections and caches.
+            if round >= 10 {
+                slot.push(t.elapsed());
+            }
+        }
+    }
+    let [checkpoint, list, q_all, q_area, q_series]: [Lat; 5] = times
+        .into_iter()
+        .map(lat)
+        .collect::<Vec<_>>()
+        .try_into()
+        .map_err(|_| anyhow!("five kinds"))?;
+
+    let hub_rss_end = rss_mb(hub.pid());
+    for (_, p, _) in &mut small_procs {
+        stop(p).await;
+    }
+    stop(&mut big).await;
+    stop(&mut hub).await;
+
+    // Summary.
+    let ratio = secs(total) / secs(sqlite_median);
+    let rss = |r: Option<(f64, f64)>| match r {
+        Some((hwm, now)) => format!("peak {hwm:.0} MB, now {now:.0} MB"),
+        None => "unknown".into(),
+    };
+    println!();
+    println!(
+        "snapshot of {} synthetic observations ({} {}, {csv_mb:.1} MB CSV), load average {}",
+        o.observations,
+        plan.indicator,
+        plan.frequency.word(),
+        loadavg()
+    );
+    println!(
+        "sqlite3 {sqlite_version} .import --csv (fresh file, rollback journal, core 0): median {:.2} s of {} runs ({})",
+        secs(sqlite_median),
+        sqlite_times.len(),
+        sqlite_times
+            .iter()
+            .map(|d| format!("{:.2}", secs(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("rcpfed, from the first byte read:");
+    println!(
+        "  CSV read and parsed, streamed to the node : {:>7.2} s   (read + parse alone: {:.2} s)",
+        secs(published.parsed),
+        secs(parse_only)
+    );
+    println!(
+        "  node answered PublishSnapshot             : {:>7.2} s   (validated, {} chunks, manifest signed, stored; seq {})",
+        secs(published.answered),
+        published.chunks,
+        published.seq
+    );
+    println!(
+        "  hub stored it (GetStatement finds it)     : {:>7.2} s   (feed index {feed_index})",
+        secs(stored_at)
+    );
+    println!(
+        "  node holds the hub's receipt              : {:>7.2} s",
+        secs(delivered)
+    );
+    println!(
+        "  total: stored and applied (one transaction): {:>6.2} s   (QueryObservations answered with it at {:.2} s)",
+        secs(total),
+        secs(visible_at)
+    );
+    if let (Some(a), Some(b)) = (commits_before, commits_after) {
+        println!(
+            "  of which the hub's commit of the snapshot : {:>7.2} s   ({} group commit(s) meanwhile: statement, log entry and the observations applied)",
+            b.seconds - a.seconds,
+            b.batches - a.batches
+        );
+    }
+    println!(
+        "ratio rcpfed / sqlite3 .import              : {ratio:>7.2}     (target ≤ 2: {})",
+        if ratio <= 2.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "throughput                                  : {:>7.0} observations/s (sqlite3 {:.0}/s)",
+        o.observations as f64 / secs(total),
+        o.observations as f64 / secs(sqlite_median)
+    );
+    println!(
+        "hub RSS after the import: {}; after the coherence report: {}; at the end: {}",
+        rss(hub_rss),
+        rss(hub_rss_after_report),
+        rss(hub_rss_end)
+    );
+    println!("node RSS after the import: {}", rss(node_rss));
+    println!("hub database {hub_db_mb:.0} MB, node database {node_db_mb:.0} MB (with WAL)");
+    println!(
+        "after the timed part: the {BIG_NODE} mirror applied it {:.2} s later, the coherence report covered it {:.2} s after that",
+        secs(mirror_catch_up),
+        secs(report_catch_up)
+    );
+    for s in &small_summary {
+        println!("{s}");
+    }
+    println!(
+        "quiet before the queries (coherence report {} over feed {}: {} conflicts), after the small snapshots: {}",
+        report.number,
+        report.feed_size,
+        report.total_conflicts,
+        quiet_steps.join("; ")
+    );
+    println!(
+        "hub query latency, {} calls each, interleaved, one mTLS connection (ms, median / p99; ratio of medians to GetCheckpoint):",
+        o.queries
+    );
+    let row = |name: &str, l: &Lat| {
+        println!(
+            "  {name:<58} {:>7.2} / {:>7.2}   ×{:.1}",
+            l.median,
+            l.p99,
+            l.median / checkpoint.median.max(1e-9)
+        );
+    };
+    row("GetCheckpoint (baseline)", &checkpoint);
+    row(
+        &format!("ListStatements of {BIG_NODE}, page of 1 (the snapshot's manifest)"),
+        &list,
+    );
+    row(
+        &format!("QueryObservations {indicator}, all regions, page of 1000"),
+        &q_all,
+    );
+    row("  … REF_AREA=IND, page of 1000", &q_area);
+    row(
+        &format!(
+            "  … one series: {series_name} ({} rows)",
+            small_page.observations.len()
+        ),
+        &q_series,
+    );
+    println!("regions in the view: {}", regions.join(", "));
+    Ok(())
+}
+
+/// The hub's group-commit counters.
+#[derive(Clone, Copy)]
+struct Commits {
+    batches: f64,
+    seconds: f64,
+}
+
+/// Reads the hub's group-commit counters from its ops port's `/metrics`.
+fn hub_commits(dir: &Path) -> Option<Commits> {
+    use std::io::Read as _;
+    let ops = std::fs::read_to_string(dir.join("hub.addr.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["ops"].as_str().map(str::to_string))?;
+    let mut s = std::net::TcpStream::connect(ops).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let value = |name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some(Commits {
+        batches: value("rcpfed_hub_commit_batch_size_count")?,
+        seconds: value("rcpfed_hub_commit_seconds_sum")?,
+    })
+}

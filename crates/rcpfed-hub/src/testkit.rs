@@ -1,0 +1,85 @@
+//! Builders shared by the crate's unit tests: real signed statements, so the store's apply
+//! step (which decodes the envelope) sees what a node would send.
+
+use crate::ingest::{SnapshotPayload, VerifiedStatement};
+use prost::Message as _;
+use rcpfed_core::Digest;
+use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae};
+use rcpfed_core::keys::SecretKey;
+use rcpfed_core::merkle;
+use rcpfed_core::statement::{
+    Body, DocumentKind, Header, IndicatorSnapshot, Observation, ObservationAction, Statement,
+};
+use std::sync::Arc;
+
+/// Federation id of the test statements.
+pub const FEDERATION: &str = "fed-test";
+
+/// An observation of 2020 in persons.
+pub fn obs(action: ObservationAction, area: &str, value: Option<f64>) -> Observation {
+    Observation {
+        action,
+        ref_area: area.into(),
+        time_period: "2020".into(),
+        dimensions: Vec::new(),
+        obs_value: value,
+        obs_status: "A".into(),
+        unit_measure: "persons".into(),
+        unit_mult: 0,
+        conf_status: String::new(),
+        footnote: String::new(),
+        source: String::new(),
+    }
+}
+
+/// A signed snapshot statement of `node` at (seq, prev), as the hub verified it.
+pub fn snapshot(
+    key: &SecretKey,
+    node: &str,
+    seq: u64,
+    prev: Option<Digest>,
+    indicator: &str,
+    observations: Vec<Observation>,
+) -> VerifiedStatement {
+    let document = format!("regions/{node}/{}", indicator.to_lowercase());
+    let revision = u32::try_from(seq).unwrap_or(u32::MAX);
+    let statement = Statement {
+        header: Header {
+            federation_id: FEDERATION.into(),
+            node_id: node.into(),
+            seq,
+            prev_digest: prev,
+            issued_at: time::OffsetDateTime::now_utc(),
+            kind: DocumentKind::IndicatorSnapshot,
+            schema_version: 1,
+            document: document.clone(),
+            revision,
+        },
+        body: Body::Indicators(IndicatorSnapshot {
+            indicator: indicator.into(),
+            observations: observations.clone(),
+            chunks: None,
+        }),
+    };
+    let envelope = SignedEnvelope::sign(
+        STATEMENT_PAYLOAD_TYPE,
+        statement.to_proto().encode_to_vec(),
+        key,
+    );
+    VerifiedStatement {
+        node_id: node.into(),
+        seq,
+        prev_digest: prev,
+        digest: envelope.digest(),
+        payload_type: STATEMENT_PAYLOAD_TYPE.into(),
+        kind: "indicator_snapshot",
+        document,
+        revision,
+        envelope: envelope.encode(),
+        leaf_hash: merkle::leaf_hash(&pae(&envelope.payload_type, &envelope.payload)),
+        snapshot: Some(Arc::new(SnapshotPayload {
+            indicator: indicator.into(),
+            observations,
+        })),
+    }
+}

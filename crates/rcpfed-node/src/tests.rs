@@ -1,0 +1,840 @@
+//! Unit tests of the node's publish path, the checks of hub documents in the feed, and the
+//! chunk transfers (outbox and mirror) against a fake hub on a plaintext loopback port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::NodeStorage;
+use crate::catalogue::CatalogueInForce;
+use crate::mirror::{
+    COHERENCE_REPORT_PAYLOAD_TYPE, Failure, check_catalogue_entry, check_coherence_entry,
+    stage_chunks,
+};
+use crate::publish::{Draft, PublishError, Published, Publisher};
+use prost::Message as _;
+use rcpfed_core::Digest;
+use rcpfed_core::catalogue::{
+    Catalogue, SignedCatalogue, embedded_catalogue_toml, sign_catalogue, verify_catalogue,
+};
+use rcpfed_core::chunks::{OBSERVATIONS_PER_CHUNK, decode_chunk, encode_chunks};
+use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::keys::SecretKey;
+use rcpfed_core::members::Federation;
+use rcpfed_core::receipt::Receipt;
+use rcpfed_core::rejection::{Rejection, reasons};
+use rcpfed_core::statement::{
+    Body, ChunkManifest, IndicatorSnapshot, Observation, ObservationAction, Statement,
+};
+use rcpfed_grpc::shared::SharedFederation;
+use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use rcpfed_proto::v1::hub_service_server::{HubService, HubServiceServer};
+use rcpfed_store::{MirroredStatement, SqliteNodeStore, catalogue_chain};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+const FED: &str = "test-fed";
+
+fn hub_key() -> SecretKey {
+    SecretKey::from_seed(&[1; 32])
+}
+
+fn colombo_key() -> SecretKey {
+    SecretKey::from_seed(&[2; 32])
+}
+
+fn federation() -> Federation {
+    let member = |id: &str, kind: &str, roles: &str, k: &SecretKey, states: &[&str]| {
+        let mut text = format!(
+            "[[members]]\nid = \"{id}\"\nname = \"{id}\"\nkind = \"{kind}\"\nroles = [{roles}]\n\
+             spiffe_id = \"spiffe://{FED}/node/{id}\"\n\
+             [[members.keys]]\nkey_id = \"{}\"\npublic_key = \"{}\"\n",
+            k.key_id(),
+            k.verify_key().to_base64()
+        );
+        for s in states {
+            text.push_str(&format!("[[members.states]]\niso3 = \"{s}\"\n"));
+        }
+        text
+    };
+    let text = format!(
+        "federation_id = \"{FED}\"\nhub_id = \"gfmd\"\n{}{}",
+        member("gfmd", "hub", "\"reader\"", &hub_key(), &[]),
+        member(
+            "colombo",
+            "RCP",
+            "\"publisher\", \"reader\", \"admin\"",
+            &colombo_key(),
+            &["LKA", "BGD", "NPL", "IND"]
+        ),
+    );
+    Federation::from_toml(&text).unwrap()
+}
+
+/// Catalogue version 1 signed by the hub, and its envelope.
+fn catalogue_v1() -> SignedCatalogue {
+    let cat = Catalogue::from_toml(embedded_catalogue_toml()).unwrap();
+    let doc = cat.to_document(FED, 1, time::OffsetDateTime::now_utc(), None);
+    let env = sign_catalogue(&doc, &hub_key());
+    verify_catalogue(&env, &[hub_key().verify_key().clone()], FED, None).unwrap()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn NodeStorage>,
+    catalogue: CatalogueInForce,
+    publisher: Publisher,
+}
+
+fn fixture(with_catalogue: bool) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn NodeStorage> =
+        Arc::new(SqliteNodeStore::open(&dir.path().join("node.db")).unwrap());
+    let catalogue = CatalogueInForce::empty();
+    if with_catalogue {
+        catalogue.set(catalogue_v1());
+    }
+    let publisher = Publisher::new(
+        SharedFederation::new(federation()),
+        catalogue.clone(),
+        "colombo".into(),
+        colombo_key(),
+        Arc::clone(&store),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    Fixture {
+        _dir: dir,
+        store,
+        catalogue,
+        publisher,
+    }
+}
+
+fn obs(action: ObservationAction, area: &str, year: u32, value: Option<f64>) -> Observation {
+    Observation {
+        action,
+        ref_area: area.into(),
+        time_period: year.to_string(),
+        dimensions: Vec::new(),
+        obs_value: value,
+        obs_status: String::new(),
+        unit_measure: if value.is_some() {
+            "persons".into()
+        } else {
+            String::new()
+        },
+        unit_mult: 0,
+        conf_status: String::new(),
+        footnote: String::new(),
+        source: String::new(),
+    }
+}
+
+fn snapshot_draft(indicator: &str, observations: Vec<Observation>) -> Draft {
+    Draft {
+        document: "regions/colombo/indicators/stock".into(),
+        body: Body::Indicators(IndicatorSnapshot {
+            indicator: indicator.into(),
+            observations,
+            chunks: None,
+        }),
+        validate_only: false,
+        request_id: None,
+    }
+}
+
+fn rejected(result: Result<Published, PublishError>) -> Rejection {
+    match result {
+        Err(PublishError::Rejected(r)) => r,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+/// Every ISO 3166-1 alpha-3 code, for many distinct keys.
+fn iso_codes() -> Vec<String> {
+    let mut out = Vec::new();
+    for a in b'A'..=b'Z' {
+        for b in b'A'..=b'Z' {
+            for c in b'A'..=b'Z' {
+                let code = String::from_utf8(vec![a, b, c]).unwrap();
+                if rcpfed_core::iso3166::is_alpha3(&code) {
+                    out.push(code);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `n` distinct MIG_STOCK appends (area × year × counterpart area).
+fn many_appends(n: usize) -> Vec<Observation> {
+    let codes = iso_codes();
+    let mut out = Vec::with_capacity(n);
+    'outer: for area in ["LKA", "BGD", "NPL", "IND"] {
+        for year in 1990..2025 {
+            for origin in &codes {
+                if out.len() == n {
+                    break 'outer;
+                }
+                let mut o = obs(ObservationAction::Append, area, year, Some(1000.0));
+                o.dimensions = vec![("COUNTERPART_AREA".into(), origin.clone())];
+                out.push(o);
+            }
+        }
+    }
+    assert_eq!(out.len(), n, "not enough distinct keys");
+    out
+}
+
+/// Mirrors the node's own statement `seq` as the hub would feed it back at `feed_index`.
+fn mirror_own(store: &Arc<dyn NodeStorage>, seq: u64, feed_index: u64) {
+    let own = store
+        .list_own(u64::MAX, 1000)
+        .unwrap()
+        .into_iter()
+        .find(|o| o.seq == seq)
+        .unwrap();
+    store
+        .mirror_insert(&MirroredStatement {
+            feed_index,
+            node_id: "colombo".into(),
+            seq,
+            digest: own.digest,
+            kind: "indicator_snapshot".into(),
+            document: own.document,
+            revision: own.revision,
+            envelope: own.envelope,
+            receipt: vec![1],
+            accepted_at_ms: 1_000 * feed_index as i64,
+            mirrored_at_ms: 0,
+        })
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_snapshot_waits_for_the_catalogue() {
+    let f = fixture(false);
+    let r = rejected(
+        f.publisher
+            .publish(snapshot_draft(
+                "MIG_STOCK",
+                vec![obs(ObservationAction::Append, "LKA", 2020, Some(5.0))],
+            ))
+            .await,
+    );
+    assert_eq!(r.reason, reasons::NO_CATALOGUE);
+    assert_eq!(
+        rcpfed_grpc::status::code_for(r.class),
+        tonic::Code::FailedPrecondition
+    );
+    assert!(r.message.contains("catalogue has not reached this node"));
+    assert!(f.store.head().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn catalogue_errors_name_the_row_and_nothing_is_signed() {
+    let f = fixture(true);
+    let mut bad_unit = obs(ObservationAction::Append, "BGD", 2020, Some(5.0));
+    bad_unit.unit_measure = "tonnes".into();
+    let r = rejected(
+        f.publisher
+            .publish(snapshot_draft(
+                "MIG_STOCK",
+                vec![
+                    obs(ObservationAction::Append, "LKA", 2020, Some(5.0)),
+                    bad_unit,
+                ],
+            ))
+            .await,
+    );
+    assert_eq!(r.reason, reasons::UNIT_MISMATCH);
+    assert_eq!(
+        rcpfed_grpc::status::code_for(r.class),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(
+        r.violations[0].field,
+        "indicator_snapshot.observations[1].unit_measure"
+    );
+    let unknown = rejected(
+        f.publisher
+            .publish(snapshot_draft(
+                "NOT_AN_INDICATOR",
+                vec![obs(ObservationAction::Append, "LKA", 2020, Some(5.0))],
+            ))
+            .await,
+    );
+    assert_eq!(unknown.reason, reasons::UNKNOWN_INDICATOR);
+    assert!(f.store.head().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn warnings_come_back_and_validate_only_signs_nothing() {
+    let f = fixture(true);
+    let mut draft = snapshot_draft(
+        "SDG_10_7_3",
+        vec![obs(ObservationAction::Append, "NPL", 2021, Some(25_000.0))],
+    );
+    draft.validate_only = true;
+    let p = f.publisher.publish(draft.clone()).await.unwrap();
+    assert_eq!((p.seq, p.digest), (0, None));
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(
+        p.warnings[0].starts_with("indicator_snapshot.observations[0]"),
+        "{:?}",
+        p.warnings
+    );
+    assert!(f.store.head().unwrap().is_none());
+    draft.validate_only = false;
+    let signed = f.publisher.publish(draft).await.unwrap();
+    assert_eq!(signed.seq, 1);
+    assert_eq!(signed.warnings, p.warnings);
+}
+
+#[tokio::test]
+async fn aggregates_of_the_catalogue_are_accepted() {
+    let f = fixture(true);
+    let p = f
+        .publisher
+        .publish(snapshot_draft(
+            "MIG_STOCK",
+            vec![obs(ObservationAction::Append, "WLD", 2024, Some(304.0))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(p.seq, 1);
+    // A state that is not a member of this RCP is still refused.
+    let r = rejected(
+        f.publisher
+            .publish(snapshot_draft(
+                "MIG_STOCK",
+                vec![obs(ObservationAction::Append, "FRA", 2024, Some(3.0))],
+            ))
+            .await,
+    );
+    assert_eq!(r.reason, reasons::NOT_A_MEMBER_STATE);
+}
+
+#[tokio::test]
+async fn a_client_manifest_is_refused() {
+    let f = fixture(true);
+    let (manifest, _) = encode_chunks(
+        &[obs(ObservationAction::Append, "LKA", 2020, Some(5.0))],
+        10,
+    );
+    let draft = Draft {
+        body: Body::Indicators(IndicatorSnapshot {
+            indicator: "MIG_STOCK".into(),
+            observations: Vec::new(),
+            chunks: Some(manifest),
+        }),
+        ..snapshot_draft("MIG_STOCK", Vec::new())
+    };
+    let r = rejected(f.publisher.publish(draft).await);
+    assert_eq!(r.reason, reasons::CHUNKS_REQUIRED);
+    assert_eq!(r.violations[0].field, "indicator_snapshot.chunks");
+}
+
+#[tokio::test]
+async fn a_large_snapshot_is_signed_as_a_manifest_with_staged_chunks() {
+    let f = fixture(true);
+    let n = 2 * OBSERVATIONS_PER_CHUNK + 1;
+    let observations = many_appends(n);
+    let mut draft = snapshot_draft("MIG_STOCK", observations.clone());
+    draft.request_id = Some("big-1".into());
+    let p = f.publisher.publish(draft.clone()).await.unwrap();
+    assert_eq!(p.observation_count, n as u64);
+    assert_eq!(p.chunk_count, 3);
+    let own = f.store.pending(10).unwrap().remove(0);
+    let env = SignedEnvelope::decode(&own.envelope).unwrap();
+    assert!(env.payload.len() < 10_000, "only the manifest is signed");
+    let st = Statement::decode(&env.payload).unwrap();
+    let Body::Indicators(s) = st.body else {
+        panic!("not a snapshot")
+    };
+    assert!(s.observations.is_empty());
+    let manifest = s.chunks.unwrap();
+    let mut decoded = Vec::new();
+    for (i, c) in manifest.chunks.iter().enumerate() {
+        let bytes = f.store.chunk(&c.sha256).unwrap().expect("chunk staged");
+        decoded.extend(decode_chunk(&manifest, i, &bytes).unwrap());
+    }
+    assert_eq!(decoded, observations);
+    // A retry with the same request id answers with the first result and signs nothing.
+    let again = f.publisher.publish(draft).await.unwrap();
+    assert_eq!((again.seq, again.chunk_count), (p.seq, 3));
+    assert_eq!(f.store.head().unwrap().map(|h| h.0), Some(1));
+    // Once mirrored, its observations are in the node's view.
+    mirror_own(&f.store, 1, 1);
+    let r = rejected(
+        f.publisher
+            .publish(snapshot_draft(
+                "MIG_STOCK",
+                vec![observations[n - 1].clone()],
+            ))
+            .await,
+    );
+    assert_eq!(r.reason, reasons::OBSERVATION_EXISTS);
+}
+
+#[tokio::test]
+async fn actions_are_checked_against_the_mirror_once_it_has_caught_up() {
+    let f = fixture(true);
+    // Nothing published yet: a replace has nothing to revise.
+    let r = rejected(
+        f.publisher
+            .publish(snapshot_draft(
+                "MIG_STOCK",
+                vec![obs(ObservationAction::Replace, "LKA", 2020, Some(6.0))],
+            ))
+            .await,
+    );
+    assert_eq!(r.reason, reasons::OBSERVATION_NOT_FOUND);
+    assert_eq!(r.violations[0].field, "indicator_snapshot.observations[0]");
+    f.publisher
+        .publish(snapshot_draft(
+            "MIG_STOCK",
+            vec![obs(ObservationAction::Append, "LKA", 2020, Some(5.0))],
+        ))
+        .await
+        .unwrap();
+    // Statement 1 has not come back through the feed: the check is skipped, with a note.
+    let p = f
+        .publisher
+        .publish(snapshot_draft(
+            "MIG_STOCK",
+            vec![obs(ObservationAction::Replace, "LKA", 2020, Some(6.0))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(p.seq, 2);
+    assert!(
+        p.warnings.iter().any(|w| w.contains("not checked")),
+        "{:?}",
+        p.warnings
+    );
+    mirror_own(&f.store, 1, 1);
+    mirror_own(&f.store, 2, 2);
+    // Deleting twice: the second delete finds no value in force.
+    f.publisher
+        .publish(snapshot_draft(
+            "MIG_STOCK",
+            vec![obs(ObservationAction::Delete, "LKA", 2020, None)],
+        ))
+        .await
+        .unwrap();
+    mirror_own(&f.store, 3, 3);
+    let r = rejected(
+        f.publisher
+            .publish(snapshot_draft(
+                "MIG_STOCK",
+                vec![obs(ObservationAction::Delete, "LKA", 2020, None)],
+            ))
+            .await,
+    );
+    assert_eq!(r.reason, reasons::OBSERVATION_NOT_FOUND);
+}
+
+// ---- hub documents in the feed ----
+
+/// A feed entry for `envelope`, with the hub's receipt naming (`node_id`, `seq`).
+fn feed_entry(
+    envelope: &SignedEnvelope,
+    feed_index: u64,
+    node_id: &str,
+    seq: u64,
+) -> v1::SubscribeFeedResponse {
+    let receipt = Receipt {
+        federation_id: FED.into(),
+        hub_id: "gfmd".into(),
+        node_id: node_id.into(),
+        seq,
+        statement_digest: envelope.digest(),
+        feed_index,
+        accepted_at: time::OffsetDateTime::now_utc(),
+    }
+    .sign(&hub_key());
+    v1::SubscribeFeedResponse {
+        feed_index,
+        envelope: Some(envelope.to_proto()),
+        receipt: Some(receipt.to_proto()),
+        log: None,
+    }
+}
+
+fn catalogue_envelope(version: u64, previous: Option<Digest>, key: &SecretKey) -> SignedEnvelope {
+    let cat = Catalogue::from_toml(embedded_catalogue_toml()).unwrap();
+    let doc = cat.to_document(FED, version, time::OffsetDateTime::now_utc(), previous);
+    sign_catalogue(&doc, key)
+}
+
+#[test]
+fn catalogue_entries_follow_the_chain_in_force() {
+    let fed = federation();
+    let v1 = catalogue_envelope(1, None, &hub_key());
+    let entry = feed_entry(&v1, 3, "gfmd/catalogue", 1);
+    let (m, c) = check_catalogue_entry(&fed, &entry, None, 0).unwrap();
+    assert_eq!(
+        (m.node_id.as_str(), m.seq, m.kind.as_str()),
+        ("gfmd/catalogue", 1, "catalogue")
+    );
+    assert_eq!(c.version, 1);
+    // Replayed once in force: refused.
+    let err = check_catalogue_entry(&fed, &entry, Some((1, c.digest)), 0).unwrap_err();
+    assert!(err.contains("not newer"), "{err}");
+    // Version 2 must name version 1's digest.
+    let forked = catalogue_envelope(2, Some(Digest::of(b"other")), &hub_key());
+    let err = check_catalogue_entry(
+        &fed,
+        &feed_entry(&forked, 4, "gfmd/catalogue", 2),
+        Some((1, c.digest)),
+        0,
+    )
+    .unwrap_err();
+    assert!(err.contains("previous_digest"), "{err}");
+    let v2 = catalogue_envelope(2, Some(c.digest), &hub_key());
+    assert!(
+        check_catalogue_entry(
+            &fed,
+            &feed_entry(&v2, 4, "gfmd/catalogue", 2),
+            Some((1, c.digest)),
+            0
+        )
+        .is_ok()
+    );
+    // Signed by a node, not the hub.
+    let forged = catalogue_envelope(1, None, &colombo_key());
+    assert!(
+        check_catalogue_entry(&fed, &feed_entry(&forged, 3, "gfmd/catalogue", 1), None, 0).is_err()
+    );
+    // A receipt that names another chain.
+    let err = check_catalogue_entry(&fed, &feed_entry(&v1, 3, "gfmd", 1), None, 0).unwrap_err();
+    assert!(err.contains("receipt"), "{err}");
+}
+
+fn report_envelope(number: u64, previous: Option<Digest>, key: &SecretKey) -> SignedEnvelope {
+    let report = v1::CoherenceReport {
+        federation_id: FED.into(),
+        number,
+        previous_digest: previous.map(|d| d.0.to_vec()).unwrap_or_default(),
+        ..Default::default()
+    };
+    SignedEnvelope::sign(COHERENCE_REPORT_PAYLOAD_TYPE, report.encode_to_vec(), key)
+}
+
+#[test]
+fn coherence_reports_are_hub_signed_and_chained() {
+    let fed = federation();
+    let r1 = report_envelope(1, None, &hub_key());
+    let m = check_coherence_entry(&fed, &feed_entry(&r1, 5, "gfmd/coherence", 1), None, 0).unwrap();
+    assert_eq!(
+        (m.node_id.as_str(), m.kind.as_str()),
+        ("gfmd/coherence", "coherence_report")
+    );
+    let r2 = report_envelope(2, Some(r1.digest()), &hub_key());
+    let entry2 = feed_entry(&r2, 6, "gfmd/coherence", 2);
+    assert!(check_coherence_entry(&fed, &entry2, Some((1, r1.digest())), 0).is_ok());
+    assert!(check_coherence_entry(&fed, &entry2, None, 0).is_err());
+    assert!(check_coherence_entry(&fed, &entry2, Some((1, Digest::of(b"x"))), 0).is_err());
+    let forged = report_envelope(1, None, &colombo_key());
+    let err = check_coherence_entry(&fed, &feed_entry(&forged, 5, "gfmd/coherence", 1), None, 0)
+        .unwrap_err();
+    assert!(err.contains("not signed by the hub"), "{err}");
+}
+
+#[test]
+fn the_mirrored_catalogue_is_loaded_and_checked_at_start_up() {
+    let f = fixture(false);
+    let fed = federation();
+    assert!(CatalogueInForce::load(&*f.store, &fed).unwrap().is_none());
+    let v1 = catalogue_envelope(1, None, &hub_key());
+    let (m1, c1) =
+        check_catalogue_entry(&fed, &feed_entry(&v1, 1, "gfmd/catalogue", 1), None, 0).unwrap();
+    f.store.mirror_insert(&m1).unwrap();
+    let v2 = catalogue_envelope(2, Some(c1.digest), &hub_key());
+    let (m2, _) = check_catalogue_entry(
+        &fed,
+        &feed_entry(&v2, 2, "gfmd/catalogue", 2),
+        Some((1, c1.digest)),
+        0,
+    )
+    .unwrap();
+    f.store.mirror_insert(&m2).unwrap();
+    let loaded = CatalogueInForce::load(&*f.store, &fed).unwrap().unwrap();
+    assert_eq!(loaded.version, 2);
+    assert_eq!(
+        f.store
+            .hub_document(&catalogue_chain("gfmd"), None)
+            .unwrap()
+            .map(|d| d.seq),
+        Some(2)
+    );
+    assert!(f.catalogue.get().is_none());
+}
+
+// ---- chunk transfers against a fake hub ----
+
+/// A hub that serves chunks (optionally cut short per call, or tampered) and records what
+/// SubmitSnapshot receives; every other RPC is unimplemented.
+#[derive(Clone, Default)]
+struct FakeHub {
+    chunks: Arc<Vec<Vec<u8>>>,
+    per_call: Option<usize>,
+    requests: Arc<Mutex<Vec<u32>>>,
+    submitted: Arc<Mutex<Vec<v1::SubmitSnapshotRequest>>>,
+}
+
+type Unary<T> = Result<Response<T>, Status>;
+
+fn nope<T>() -> Unary<T> {
+    Err(Status::unimplemented("fake hub"))
+}
+
+#[tonic::async_trait]
+impl HubService for FakeHub {
+    async fn submit_statement(
+        &self,
+        _: Request<v1::SubmitStatementRequest>,
+    ) -> Unary<v1::SubmitStatementResponse> {
+        nope()
+    }
+    async fn get_statement(
+        &self,
+        _: Request<v1::GetStatementRequest>,
+    ) -> Unary<v1::GetStatementResponse> {
+        nope()
+    }
+    async fn list_statements(
+        &self,
+        _: Request<v1::ListStatementsRequest>,
+    ) -> Unary<v1::ListStatementsResponse> {
+        nope()
+    }
+    type SubscribeFeedStream = tokio_stream::Empty<Result<v1::SubscribeFeedResponse, Status>>;
+    async fn subscribe_feed(
+        &self,
+        _: Request<v1::SubscribeFeedRequest>,
+    ) -> Unary<Self::SubscribeFeedStream> {
+        nope()
+    }
+    async fn list_equivocations(
+        &self,
+        _: Request<v1::ListEquivocationsRequest>,
+    ) -> Unary<v1::ListEquivocationsResponse> {
+        nope()
+    }
+    async fn list_members(
+        &self,
+        _: Request<v1::ListMembersRequest>,
+    ) -> Unary<v1::ListMembersResponse> {
+        nope()
+    }
+    async fn get_checkpoint(
+        &self,
+        _: Request<v1::GetCheckpointRequest>,
+    ) -> Unary<v1::GetCheckpointResponse> {
+        nope()
+    }
+    async fn get_inclusion_proof(
+        &self,
+        _: Request<v1::GetInclusionProofRequest>,
+    ) -> Unary<v1::GetInclusionProofResponse> {
+        nope()
+    }
+    async fn get_consistency_proof(
+        &self,
+        _: Request<v1::GetConsistencyProofRequest>,
+    ) -> Unary<v1::GetConsistencyProofResponse> {
+        nope()
+    }
+    async fn list_log_entries(
+        &self,
+        _: Request<v1::ListLogEntriesRequest>,
+    ) -> Unary<v1::ListLogEntriesResponse> {
+        nope()
+    }
+    async fn submit_cosignature(
+        &self,
+        _: Request<v1::SubmitCosignatureRequest>,
+    ) -> Unary<v1::SubmitCosignatureResponse> {
+        nope()
+    }
+    async fn publish_registry(
+        &self,
+        _: Request<v1::PublishRegistryRequest>,
+    ) -> Unary<v1::PublishRegistryResponse> {
+        nope()
+    }
+    async fn get_registry(
+        &self,
+        _: Request<v1::GetRegistryRequest>,
+    ) -> Unary<v1::GetRegistryResponse> {
+        nope()
+    }
+    async fn list_registry_versions(
+        &self,
+        _: Request<v1::ListRegistryVersionsRequest>,
+    ) -> Unary<v1::ListRegistryVersionsResponse> {
+        nope()
+    }
+    async fn list_flagged_statements(
+        &self,
+        _: Request<v1::ListFlaggedStatementsRequest>,
+    ) -> Unary<v1::ListFlaggedStatementsResponse> {
+        nope()
+    }
+    async fn submit_snapshot(
+        &self,
+        request: Request<tonic::Streaming<v1::SubmitSnapshotRequest>>,
+    ) -> Unary<v1::SubmitSnapshotResponse> {
+        let mut stream = request.into_inner();
+        while let Some(m) = stream.message().await? {
+            self.submitted.lock().unwrap().push(m);
+        }
+        Ok(Response::new(v1::SubmitSnapshotResponse {
+            receipt: None,
+            duplicate: true,
+            log: None,
+        }))
+    }
+    type GetSnapshotChunksStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<v1::GetSnapshotChunksResponse, Status>>>;
+    async fn get_snapshot_chunks(
+        &self,
+        request: Request<v1::GetSnapshotChunksRequest>,
+    ) -> Unary<Self::GetSnapshotChunksStream> {
+        let first = request.into_inner().first_chunk;
+        self.requests.lock().unwrap().push(first);
+        let items: Vec<_> = self
+            .chunks
+            .iter()
+            .enumerate()
+            .skip(first as usize)
+            .take(self.per_call.unwrap_or(usize::MAX))
+            .map(|(i, c)| {
+                Ok(v1::GetSnapshotChunksResponse {
+                    index: i as u32,
+                    chunk: c.clone(),
+                })
+            })
+            .collect();
+        Ok(Response::new(tokio_stream::iter(items)))
+    }
+}
+
+async fn serve(hub: FakeHub) -> HubServiceClient<tonic::transport::Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(HubServiceServer::new(hub))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HubServiceClient::new(channel)
+}
+
+fn chunked(n: usize, per_chunk: usize) -> (ChunkManifest, Vec<Vec<u8>>) {
+    encode_chunks(&many_appends(n), per_chunk)
+}
+
+#[tokio::test]
+async fn the_mirror_fetches_missing_chunks_and_resumes() {
+    let f = fixture(false);
+    let (manifest, bytes) = chunked(50, 10);
+    // Chunk 0 is already here (for instance from an earlier, interrupted fetch).
+    f.store
+        .stage_chunks(&[(manifest.chunks[0].sha256, bytes[0].clone())])
+        .unwrap();
+    let hub = FakeHub {
+        chunks: Arc::new(bytes),
+        per_call: Some(2),
+        ..FakeHub::default()
+    };
+    let mut client = serve(hub.clone()).await;
+    let digest = Digest::of(b"snapshot");
+    stage_chunks(
+        &mut client,
+        &f.store,
+        &digest,
+        &manifest,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("staging failed"));
+    for c in &manifest.chunks {
+        assert!(f.store.chunk(&c.sha256).unwrap().is_some());
+    }
+    assert_eq!(*hub.requests.lock().unwrap(), vec![1, 3]);
+}
+
+#[tokio::test]
+async fn a_chunk_that_does_not_match_the_manifest_is_not_staged() {
+    let f = fixture(false);
+    let (manifest, mut bytes) = chunked(30, 10);
+    let last = bytes[1].len() - 1;
+    bytes[1][last] ^= 1;
+    let mut client = serve(FakeHub {
+        chunks: Arc::new(bytes),
+        ..FakeHub::default()
+    })
+    .await;
+    let result = stage_chunks(
+        &mut client,
+        &f.store,
+        &Digest::of(b"snapshot"),
+        &manifest,
+        &CancellationToken::new(),
+    )
+    .await;
+    match result {
+        Err(Failure::Verify(problem)) => assert!(problem.contains("chunk 1"), "{problem}"),
+        _ => panic!("a tampered chunk must fail verification"),
+    }
+    assert!(f.store.chunk(&manifest.chunks[0].sha256).unwrap().is_some());
+    assert!(f.store.chunk(&manifest.chunks[1].sha256).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_outbox_sends_the_envelope_then_every_chunk_in_order() {
+    let f = fixture(true);
+    f.publisher
+        .publish(snapshot_draft(
+            "MIG_STOCK",
+            many_appends(OBSERVATIONS_PER_CHUNK + 5),
+        ))
+        .await
+        .unwrap();
+    let own = f.store.pending(1).unwrap().remove(0);
+    let env = SignedEnvelope::decode(&own.envelope).unwrap();
+    let Body::Indicators(s) = Statement::decode(&env.payload).unwrap().body else {
+        panic!("not a snapshot")
+    };
+    let manifest = s.chunks.unwrap();
+    let hub = FakeHub::default();
+    let mut client = serve(hub.clone()).await;
+    let answer = crate::outbox::submit_snapshot(
+        &mut client,
+        &f.store,
+        own.seq,
+        env.to_proto(),
+        manifest.clone(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("submit failed"));
+    assert!(answer.duplicate);
+    use v1::submit_snapshot_request::Part;
+    let got = hub.submitted.lock().unwrap().clone();
+    assert_eq!(got.len(), 1 + manifest.chunks.len());
+    assert!(matches!(&got[0].part, Some(Part::Envelope(e)) if *e == env.to_proto()));
+    for (i, c) in manifest.chunks.iter().enumerate() {
+        let Some(Part::Chunk(bytes)) = &got[i + 1].part else {
+            panic!("message {} is not a chunk", i + 1)
+        };
+        assert_eq!(Digest::of(bytes), c.sha256);
+    }
+}

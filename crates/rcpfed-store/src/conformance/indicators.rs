@@ -1,0 +1,1417 @@
+//! Backend-neutral checks of [`IndicatorStore`]. The same suite runs against a hub store (feed
+//! entries arrive through [`HubStore::append`]) and a node store (through
+//! [`NodeStore::mirror_insert`]): the view must not depend on which one fills it.
+//!
+//! Entries are real statements signed with test keys, so the stores decode them exactly as
+//! they decode production ones.
+
+use crate::{
+    ConflictRows, CoverageData, HubDocument, HubStore, IndicatorStore, MirroredStatement,
+    NodeStore, ObservationCursor, ObservationFilter, ObservationProvenance, ObservationRow,
+    PolicyCoverageData, StoreError, StoredStatement,
+};
+use rcpfed_core::Digest;
+use rcpfed_core::chunks::encode_chunks;
+use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
+use rcpfed_core::keys::SecretKey;
+use rcpfed_core::rejection::reasons;
+use rcpfed_core::statement::{
+    Body, ChunkManifest, DocumentKind, Header, IndicatorSnapshot, LocalizedText, Observation,
+    ObservationAction, PolicyStatus, PolicySummary, Statement,
+};
+use std::sync::Arc;
+
+/// A feed entry to give a store under test, as the hub logged it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeedEntry {
+    /// Feed index.
+    pub feed_index: u64,
+    /// Signer, or hub document chain.
+    pub node_id: String,
+    /// Seq in that chain.
+    pub seq: u64,
+    /// Statement kind.
+    pub kind: String,
+    /// Document.
+    pub document: String,
+    /// Document revision.
+    pub revision: u32,
+    /// SHA-256 of the payload.
+    pub digest: Digest,
+    /// The encoded signed envelope.
+    pub envelope: Vec<u8>,
+    /// Acceptance time (unix ms).
+    pub accepted_at_ms: i64,
+}
+
+impl FeedEntry {
+    /// The entry as the hub stores it.
+    pub fn stored(&self) -> StoredStatement {
+        StoredStatement {
+            feed_index: self.feed_index,
+            node_id: self.node_id.clone(),
+            seq: self.seq,
+            digest: self.digest,
+            payload_type: STATEMENT_PAYLOAD_TYPE.to_string(),
+            kind: self.kind.clone(),
+            document: self.document.clone(),
+            revision: self.revision,
+            envelope: self.envelope.clone(),
+            receipt: format!("receipt {}", self.feed_index).into_bytes(),
+            accepted_at_ms: self.accepted_at_ms,
+        }
+    }
+
+    /// The entry as a node mirrors it.
+    pub fn mirrored(&self) -> MirroredStatement {
+        MirroredStatement {
+            feed_index: self.feed_index,
+            node_id: self.node_id.clone(),
+            seq: self.seq,
+            digest: self.digest,
+            kind: self.kind.clone(),
+            document: self.document.clone(),
+            revision: self.revision,
+            envelope: self.envelope.clone(),
+            receipt: format!("receipt {}", self.feed_index).into_bytes(),
+            accepted_at_ms: self.accepted_at_ms,
+            mirrored_at_ms: self.accepted_at_ms + 5,
+        }
+    }
+}
+
+/// Stores one feed entry in a store under test.
+pub type AddEntry = Box<dyn Fn(&FeedEntry) -> Result<(), StoreError>>;
+
+/// A store under test: how a feed entry reaches it, and its indicator view.
+pub struct Target {
+    /// Stores one feed entry (the hub's append or the node's mirror_insert).
+    pub add: AddEntry,
+    /// The view.
+    pub view: Arc<dyn IndicatorStore>,
+}
+
+/// A hub store as a target: entries go through `append`.
+pub fn hub_target<S: HubStore + IndicatorStore>(store: Arc<S>) -> Target {
+    let hub = Arc::clone(&store);
+    Target {
+        add: Box::new(move |e| hub.append(&[e.stored()], &[], &[], None)),
+        view: store,
+    }
+}
+
+/// A node store as a target: entries go through `mirror_insert`.
+pub fn node_target<S: NodeStore + IndicatorStore>(store: Arc<S>) -> Target {
+    let node = Arc::clone(&store);
+    Target {
+        add: Box::new(move |e| node.mirror_insert(&e.mirrored())),
+        view: store,
+    }
+}
+
+/// Runs every indicator check, each on a fresh target from `new_target`.
+pub fn indicator_suite(new_target: &dyn Fn() -> Target) {
+    history_as_of_updated_after(&new_target());
+    refused_entries_write_nothing(&new_target());
+    query_filters(&new_target());
+    check_actions(&new_target());
+    revisions(&new_target());
+    conflicts_between_nodes(&new_target());
+    coverage_in_force(&new_target());
+    policy_coverage_latest_revisions(&new_target());
+    chunked_snapshot(&new_target());
+    hub_documents(&new_target());
+}
+
+/// The test signing key of a node.
+pub fn node_key(node_id: &str) -> SecretKey {
+    SecretKey::from_seed(&Digest::of(node_id.as_bytes()).0)
+}
+
+/// An observation in persons (UNIT_MULT 0); `value` None for a DELETE.
+pub fn obs(
+    action: ObservationAction,
+    ref_area: &str,
+    time_period: &str,
+    dims: &[(&str, &str)],
+    value: Option<f64>,
+) -> Observation {
+    Observation {
+        action,
+        ref_area: ref_area.to_string(),
+        time_period: time_period.to_string(),
+        dimensions: dims
+            .iter()
+            .map(|(id, v)| (id.to_string(), v.to_string()))
+            .collect(),
+        obs_value: value,
+        obs_status: "A".to_string(),
+        unit_measure: "persons".to_string(),
+        unit_mult: 0,
+        conf_status: String::new(),
+        footnote: format!("{ref_area} {time_period}"),
+        source: "test".to_string(),
+    }
+}
+
+/// APPEND without dimensions.
+pub fn append(ref_area: &str, time_period: &str, value: f64) -> Observation {
+    obs(
+        ObservationAction::Append,
+        ref_area,
+        time_period,
+        &[],
+        Some(value),
+    )
+}
+
+/// REPLACE without dimensions.
+pub fn replace(ref_area: &str, time_period: &str, value: f64) -> Observation {
+    obs(
+        ObservationAction::Replace,
+        ref_area,
+        time_period,
+        &[],
+        Some(value),
+    )
+}
+
+/// DELETE without dimensions.
+pub fn delete(ref_area: &str, time_period: &str) -> Observation {
+    obs(ObservationAction::Delete, ref_area, time_period, &[], None)
+}
+
+/// `o` with another unit and multiplier.
+pub fn in_unit(mut o: Observation, unit_measure: &str, unit_mult: i32) -> Observation {
+    o.unit_measure = unit_measure.to_string();
+    o.unit_mult = unit_mult;
+    o
+}
+
+fn header(node_id: &str, seq: u64, kind: DocumentKind, document: &str, revision: u32) -> Header {
+    Header {
+        federation_id: "rcp-federation".to_string(),
+        node_id: node_id.to_string(),
+        seq,
+        prev_digest: None,
+        issued_at: time::OffsetDateTime::UNIX_EPOCH,
+        kind,
+        schema_version: 1,
+        document: document.to_string(),
+        revision,
+    }
+}
+
+/// `statement` signed by its node's test key, logged at `feed_index`.
+pub fn signed_entry(feed_index: u64, statement: &Statement, accepted_at_ms: i64) -> FeedEntry {
+    let h = &statement.header;
+    let env = SignedEnvelope::sign(
+        STATEMENT_PAYLOAD_TYPE,
+        statement.encode(),
+        &node_key(&h.node_id),
+    );
+    FeedEntry {
+        feed_index,
+        node_id: h.node_id.clone(),
+        seq: h.seq,
+        kind: h.kind.as_str().to_string(),
+        document: h.document.clone(),
+        revision: h.revision,
+        digest: env.digest(),
+        envelope: env.encode(),
+        accepted_at_ms,
+    }
+}
+
+/// An indicator snapshot entry; its document is "{node}/{indicator}".
+#[allow(clippy::too_many_arguments)]
+pub fn snapshot_entry(
+    feed_index: u64,
+    node_id: &str,
+    seq: u64,
+    revision: u32,
+    indicator: &str,
+    observations: Vec<Observation>,
+    chunks: Option<ChunkManifest>,
+    accepted_at_ms: i64,
+) -> FeedEntry {
+    let document = format!("{node_id}/{indicator}");
+    let statement = Statement {
+        header: header(
+            node_id,
+            seq,
+            DocumentKind::IndicatorSnapshot,
+            &document,
+            revision,
+        ),
+        body: Body::Indicators(IndicatorSnapshot {
+            indicator: indicator.to_string(),
+            observations,
+            chunks,
+        }),
+    };
+    signed_entry(feed_index, &statement, accepted_at_ms)
+}
+
+/// A policy summary entry addressing `objectives`.
+pub fn policy_entry(
+    feed_index: u64,
+    node_id: &str,
+    seq: u64,
+    document: &str,
+    revision: u32,
+    objectives: &[u32],
+    accepted_at_ms: i64,
+) -> FeedEntry {
+    let statement = Statement {
+        header: header(
+            node_id,
+            seq,
+            DocumentKind::PolicySummary,
+            document,
+            revision,
+        ),
+        body: Body::Policy(PolicySummary {
+            title: vec![LocalizedText {
+                language: "en".to_string(),
+                text: document.to_string(),
+            }],
+            summary: Vec::new(),
+            meeting: "Ministerial Consultation".to_string(),
+            meeting_date: "2024-05-17".to_string(),
+            status: PolicyStatus::Adopted,
+            countries: vec!["LKA".to_string()],
+            gcm_objectives: objectives.to_vec(),
+            sdg_targets: Vec::new(),
+            references: Vec::new(),
+        }),
+    };
+    signed_entry(feed_index, &statement, accepted_at_ms)
+}
+
+/// A hub-issued document entry (catalogue or coherence report) of chain `chain`; the view
+/// stores nothing for it, so its payload is opaque here.
+pub fn hub_document_entry(
+    feed_index: u64,
+    chain: &str,
+    seq: u64,
+    kind: &str,
+    accepted_at_ms: i64,
+) -> FeedEntry {
+    let env = SignedEnvelope::sign(
+        "application/vnd.rcpfed.catalogue.v1+protobuf",
+        format!("{chain} {seq}").into_bytes(),
+        &node_key("hub"),
+    );
+    FeedEntry {
+        feed_index,
+        node_id: chain.to_string(),
+        seq,
+        kind: kind.to_string(),
+        document: kind.to_string(),
+        revision: u32::try_from(seq).unwrap(),
+        digest: env.digest(),
+        envelope: env.encode(),
+        accepted_at_ms,
+    }
+}
+
+/// A filter on one indicator and nothing else.
+pub fn filter(indicator: &str) -> ObservationFilter {
+    ObservationFilter {
+        indicator: indicator.to_string(),
+        ..ObservationFilter::default()
+    }
+}
+
+/// (feed_index, position, superseded_at_ms) of each row: what the history checks compare.
+pub fn positions(rows: &[ObservationRow]) -> Vec<(u64, u64, Option<i64>)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r.provenance.feed_index,
+                r.provenance.position,
+                r.superseded_at_ms,
+            )
+        })
+        .collect()
+}
+
+fn query(t: &Target, f: &ObservationFilter) -> Vec<ObservationRow> {
+    t.view.query_observations(f, None, 1000).unwrap()
+}
+
+fn add_all(t: &Target, entries: &[FeedEntry]) {
+    for e in entries {
+        (t.add)(e).unwrap();
+    }
+}
+
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, context: &str) {
+    match result {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("{context}: expected Conflict, got {other:?}"),
+    }
+}
+
+/// LKA 2020 appended (t=1000), replaced (2000), deleted (3000) and appended again (4000) by
+/// node-a; BGD 2020 (SEX=F) appended once at 1000.
+pub fn history_feed() -> Vec<FeedEntry> {
+    vec![
+        snapshot_entry(
+            1,
+            "node-a",
+            1,
+            1,
+            "IND",
+            vec![
+                append("LKA", "2020", 1.0),
+                obs(
+                    ObservationAction::Append,
+                    "BGD",
+                    "2020",
+                    &[("SEX", "F")],
+                    Some(2.0),
+                ),
+            ],
+            None,
+            1_000,
+        ),
+        snapshot_entry(
+            2,
+            "node-a",
+            2,
+            2,
+            "IND",
+            vec![replace("LKA", "2020", 1.5)],
+            None,
+            2_000,
+        ),
+        snapshot_entry(
+            3,
+            "node-a",
+            3,
+            3,
+            "IND",
+            vec![delete("LKA", "2020")],
+            None,
+            3_000,
+        ),
+        snapshot_entry(
+            4,
+            "node-a",
+            4,
+            4,
+            "IND",
+            vec![append("LKA", "2020", 9.0)],
+            None,
+            4_000,
+        ),
+    ]
+}
+
+/// Current view, as_of, updated_after and include_history, alone and combined; paging.
+pub fn history_as_of_updated_after(t: &Target) {
+    let v = &*t.view;
+    assert_eq!(v.applied_feed_size().unwrap(), 0);
+    assert_eq!(v.last_content_feed_index().unwrap(), 0);
+    assert!(query(t, &filter("IND")).is_empty());
+    let feed = history_feed();
+    add_all(t, &feed);
+    assert_eq!(v.applied_feed_size().unwrap(), 4);
+    assert_eq!(v.last_content_feed_index().unwrap(), 4);
+
+    let at = |f: ObservationFilter| positions(&query(t, &f));
+    let base = filter("IND");
+    // Current view: versions in force, tombstones excluded; the re-append is in force.
+    assert_eq!(at(base.clone()), vec![(1, 1, None), (4, 0, None)]);
+    let as_of = |ms| ObservationFilter {
+        as_of_ms: Some(ms),
+        ..base.clone()
+    };
+    assert_eq!(at(as_of(999)), vec![]);
+    assert_eq!(at(as_of(1_000)), vec![(1, 0, Some(2_000)), (1, 1, None)]);
+    assert_eq!(at(as_of(1_999)), vec![(1, 0, Some(2_000)), (1, 1, None)]);
+    // Superseded at 2000: from that moment the replacement is in force.
+    assert_eq!(at(as_of(2_000)), vec![(1, 1, None), (2, 0, Some(3_000))]);
+    assert_eq!(at(as_of(2_500)), vec![(1, 1, None), (2, 0, Some(3_000))]);
+    // Deleted at 3000: the tombstone is not returned.
+    assert_eq!(at(as_of(3_500)), vec![(1, 1, None)]);
+    assert_eq!(at(as_of(4_000)), vec![(1, 1, None), (4, 0, None)]);
+
+    let all = vec![
+        (1, 0, Some(2_000)),
+        (1, 1, None),
+        (2, 0, Some(3_000)),
+        (3, 0, Some(4_000)),
+        (4, 0, None),
+    ];
+    let history = ObservationFilter {
+        include_history: true,
+        ..base.clone()
+    };
+    assert_eq!(at(history.clone()), all);
+    let rows = query(t, &history);
+    let actions: Vec<_> = rows.iter().map(|r| r.observation.action).collect();
+    use ObservationAction::*;
+    assert_eq!(actions, vec![Append, Append, Replace, Delete, Append]);
+    assert_eq!(rows[3].observation.obs_value, None);
+    // History as known at a moment: every version accepted by then.
+    assert_eq!(
+        at(ObservationFilter {
+            as_of_ms: Some(2_500),
+            ..history.clone()
+        }),
+        all[..3].to_vec()
+    );
+    assert_eq!(
+        at(ObservationFilter {
+            as_of_ms: Some(3_000),
+            ..history.clone()
+        }),
+        all[..4].to_vec()
+    );
+
+    let updated = ObservationFilter {
+        updated_after_ms: Some(1_000),
+        ..base.clone()
+    };
+    // Changes after 1000 still in force now.
+    assert_eq!(at(updated.clone()), vec![(4, 0, None)]);
+    // ...in force at 3500: the tombstone is a change and is returned.
+    assert_eq!(
+        at(ObservationFilter {
+            as_of_ms: Some(3_500),
+            ..updated.clone()
+        }),
+        vec![(3, 0, Some(4_000))]
+    );
+    assert_eq!(
+        at(ObservationFilter {
+            include_history: true,
+            ..updated.clone()
+        }),
+        all[2..].to_vec()
+    );
+    assert_eq!(
+        at(ObservationFilter {
+            include_history: true,
+            as_of_ms: Some(3_500),
+            ..updated.clone()
+        }),
+        all[2..4].to_vec()
+    );
+    assert_eq!(
+        at(ObservationFilter {
+            updated_after_ms: Some(4_000),
+            ..base.clone()
+        }),
+        vec![]
+    );
+
+    // Paging by (feed_index, position).
+    let mut paged = Vec::new();
+    let mut after: Option<ObservationCursor> = None;
+    loop {
+        let page = v.query_observations(&history, after, 2).unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some((last.provenance.feed_index, last.provenance.position));
+        paged.extend(page);
+    }
+    assert_eq!(positions(&paged), all);
+    assert!(v.query_observations(&history, None, 0).unwrap().is_empty());
+    assert!(
+        v.query_observations(&history, Some((u64::MAX, u64::MAX)), 10)
+            .unwrap()
+            .is_empty()
+    );
+
+    // Every field of a row, provenance included.
+    let e4 = &feed[3];
+    let current = query(t, &base);
+    assert_eq!(
+        current[1],
+        ObservationRow {
+            indicator: "IND".to_string(),
+            observation: append("LKA", "2020", 9.0),
+            provenance: ObservationProvenance {
+                node_id: "node-a".to_string(),
+                digest: e4.digest,
+                document: "node-a/IND".to_string(),
+                revision: 4,
+                feed_index: 4,
+                position: 0,
+                accepted_at_ms: 4_000,
+            },
+            superseded_at_ms: None,
+        }
+    );
+    assert_eq!(
+        current[0].observation.dimensions,
+        vec![("SEX".to_string(), "F".to_string())]
+    );
+}
+
+/// An entry breaking an action rule is refused as a Conflict and nothing of it is stored,
+/// not even the observations before the offending one.
+pub fn refused_entries_write_nothing(t: &Target) {
+    add_all(t, &history_feed());
+    let before = query(
+        t,
+        &ObservationFilter {
+            include_history: true,
+            ..filter("IND")
+        },
+    );
+    let refused = [
+        // PAK is fine, LKA 2020 already has a value in force.
+        vec![append("PAK", "2020", 1.0), append("LKA", "2020", 1.0)],
+        vec![replace("PAK", "2020", 1.0)],
+        vec![delete("NPL", "2020")],
+        // BGD 2020 exists only with SEX=F: this is another key.
+        vec![delete("BGD", "2020")],
+        // A key appended and appended again within one snapshot.
+        vec![append("IND", "2020", 1.0), append("IND", "2020", 2.0)],
+    ];
+    for (i, observations) in refused.into_iter().enumerate() {
+        let e = snapshot_entry(5, "node-a", 5, 5, "IND", observations, None, 5_000);
+        assert_conflict((t.add)(&e), &format!("refused snapshot {i}"));
+        assert_eq!(t.view.applied_feed_size().unwrap(), 4, "snapshot {i}");
+    }
+    assert_eq!(
+        query(
+            t,
+            &ObservationFilter {
+                include_history: true,
+                ..filter("IND")
+            }
+        ),
+        before
+    );
+    // A key touched twice in one snapshot follows the rules in position order.
+    let e = snapshot_entry(
+        5,
+        "node-a",
+        5,
+        5,
+        "IND",
+        vec![append("PAK", "2020", 1.0), replace("PAK", "2020", 2.0)],
+        None,
+        5_000,
+    );
+    (t.add)(&e).unwrap();
+    let pak = query(
+        t,
+        &ObservationFilter {
+            ref_areas: vec!["PAK".to_string()],
+            include_history: true,
+            ..filter("IND")
+        },
+    );
+    assert_eq!(positions(&pak), vec![(5, 0, Some(5_000)), (5, 1, None)]);
+    // Another node may append the same key: keys are per node.
+    let e = snapshot_entry(
+        6,
+        "node-b",
+        1,
+        1,
+        "IND",
+        vec![append("LKA", "2020", 9.0)],
+        None,
+        6_000,
+    );
+    (t.add)(&e).unwrap();
+}
+
+/// ref_areas, start/end dates, dimension pairs and node ids.
+pub fn query_filters(t: &Target) {
+    let a = vec![
+        obs(
+            ObservationAction::Append,
+            "LKA",
+            "2020",
+            &[("SEX", "F"), ("AGE", "Y15T24")],
+            Some(1.0),
+        ),
+        obs(
+            ObservationAction::Append,
+            "LKA",
+            "2020",
+            &[("SEX", "M")],
+            Some(2.0),
+        ),
+        append("LKA", "2021-Q3", 3.0),
+        append("BGD", "2019", 4.0),
+    ];
+    let b = vec![obs(
+        ObservationAction::Append,
+        "LKA",
+        "2020",
+        &[("AGE", "Y15T24"), ("SEX", "F")],
+        Some(1.0),
+    )];
+    add_all(
+        t,
+        &[
+            snapshot_entry(1, "node-a", 1, 1, "IND", a, None, 1_000),
+            snapshot_entry(2, "node-b", 1, 1, "IND", b, None, 2_000),
+            snapshot_entry(
+                3,
+                "node-a",
+                2,
+                1,
+                "OTHER",
+                vec![append("LKA", "2020", 5.0)],
+                None,
+                3_000,
+            ),
+        ],
+    );
+    let at = |f: ObservationFilter| -> Vec<(u64, u64)> {
+        query(t, &f)
+            .iter()
+            .map(|r| (r.provenance.feed_index, r.provenance.position))
+            .collect()
+    };
+    let base = filter("IND");
+    assert_eq!(
+        at(base.clone()),
+        vec![(1, 0), (1, 1), (1, 2), (1, 3), (2, 0)]
+    );
+    assert_eq!(at(filter("OTHER")), vec![(3, 0)]);
+    assert_eq!(at(filter("NONE")), vec![]);
+    let areas = |areas: &[&str]| ObservationFilter {
+        ref_areas: areas.iter().map(|a| a.to_string()).collect(),
+        ..base.clone()
+    };
+    assert_eq!(at(areas(&["LKA"])), vec![(1, 0), (1, 1), (1, 2), (2, 0)]);
+    assert_eq!(at(areas(&["BGD", "NPL"])), vec![(1, 3)]);
+    assert_eq!(at(areas(&["NPL"])), vec![]);
+    let dates = |start: Option<&str>, end: Option<&str>| ObservationFilter {
+        start_date: start.map(str::to_string),
+        end_date: end.map(str::to_string),
+        ..base.clone()
+    };
+    assert_eq!(
+        at(dates(Some("2020-01-01"), None)),
+        vec![(1, 0), (1, 1), (1, 2), (2, 0)]
+    );
+    // 2021-Q3 ends on 2021-09-30.
+    assert_eq!(
+        at(dates(None, Some("2020-12-31"))),
+        vec![(1, 0), (1, 1), (1, 3), (2, 0)]
+    );
+    assert_eq!(
+        at(dates(Some("2021-07-01"), Some("2021-09-30"))),
+        vec![(1, 2)]
+    );
+    assert_eq!(at(dates(Some("2021-07-02"), Some("2021-09-30"))), vec![]);
+    assert_eq!(at(dates(Some("2021-07-01"), Some("2021-09-29"))), vec![]);
+    let dims = |pairs: &[(&str, &str)]| ObservationFilter {
+        dimensions: pairs
+            .iter()
+            .map(|(i, v)| (i.to_string(), v.to_string()))
+            .collect(),
+        ..base.clone()
+    };
+    // A dimension not listed is not filtered.
+    assert_eq!(at(dims(&[("SEX", "F")])), vec![(1, 0), (2, 0)]);
+    assert_eq!(
+        at(dims(&[("SEX", "F"), ("AGE", "Y15T24")])),
+        vec![(1, 0), (2, 0)]
+    );
+    assert_eq!(at(dims(&[("SEX", "M")])), vec![(1, 1)]);
+    assert_eq!(at(dims(&[("SEX", "M"), ("AGE", "Y15T24")])), vec![]);
+    assert_eq!(at(dims(&[("SEX", "X")])), vec![]);
+    assert_eq!(at(dims(&[("AGE", "Y15")])), vec![]);
+    let nodes = |ids: &[&str]| ObservationFilter {
+        node_ids: ids.iter().map(|a| a.to_string()).collect(),
+        ..base.clone()
+    };
+    assert_eq!(at(nodes(&["node-b"])), vec![(2, 0)]);
+    assert_eq!(at(nodes(&["node-b", "node-a"])).len(), 5);
+    assert_eq!(at(nodes(&["node-c"])), vec![]);
+    // Combined.
+    assert_eq!(
+        at(ObservationFilter {
+            ref_areas: vec!["LKA".to_string()],
+            start_date: Some("2020-01-01".to_string()),
+            end_date: Some("2020-12-31".to_string()),
+            dimensions: vec![("SEX".to_string(), "F".to_string())],
+            node_ids: vec!["node-a".to_string()],
+            ..base.clone()
+        }),
+        vec![(1, 0)]
+    );
+    // Dimensions come back sorted by id, whatever order they were signed in.
+    let row = &query(t, &nodes(&["node-a"]))[0];
+    assert_eq!(
+        row.observation.dimensions,
+        vec![
+            ("AGE".to_string(), "Y15T24".to_string()),
+            ("SEX".to_string(), "F".to_string())
+        ]
+    );
+}
+
+/// check_observation_actions: reasons, fields, words, limit; read only.
+pub fn check_actions(t: &Target) {
+    add_all(t, &history_feed()[..3]);
+    let v = &*t.view;
+    let snapshot = vec![
+        append("BGD", "2020", 1.0), // BGD 2020 exists only with SEX=F: fine
+        obs(
+            ObservationAction::Append,
+            "BGD",
+            "2020",
+            &[("SEX", "F")],
+            Some(1.0),
+        ),
+        replace("PAK", "2020", 1.0),
+        delete("PAK", "2021"),
+        append("NPL", "2020", 1.0),
+        replace("NPL", "2020", 2.0),
+        replace("LKA", "2020", 2.0), // deleted at feed 3
+        append("LKA", "2020", 3.0),  // fine after the tombstone
+        delete("LKA", "2020"),       // and so is deleting it again
+        delete("LKA", "2020"),
+    ];
+    let violations = v
+        .check_observation_actions("node-a", "IND", &snapshot, 100)
+        .unwrap();
+    let summary: Vec<(&str, &str)> = violations
+        .iter()
+        .map(|v| (v.field.as_str(), v.reason))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "indicator_snapshot.observations[1]",
+                reasons::OBSERVATION_EXISTS
+            ),
+            (
+                "indicator_snapshot.observations[2]",
+                reasons::OBSERVATION_NOT_FOUND
+            ),
+            (
+                "indicator_snapshot.observations[3]",
+                reasons::OBSERVATION_NOT_FOUND
+            ),
+            (
+                "indicator_snapshot.observations[6]",
+                reasons::OBSERVATION_NOT_FOUND
+            ),
+            (
+                "indicator_snapshot.observations[9]",
+                reasons::OBSERVATION_NOT_FOUND
+            ),
+        ]
+    );
+    let words: Vec<&str> = violations.iter().map(|v| v.description.as_str()).collect();
+    assert!(
+        words[0].contains("IND BGD 2020 (SEX=F)")
+            && words[0].contains("node-a")
+            && words[0].contains("REPLACE"),
+        "{}",
+        words[0]
+    );
+    assert!(
+        words[1].contains("IND PAK 2020") && words[1].contains("APPEND"),
+        "{}",
+        words[1]
+    );
+    assert!(words[3].contains("deleted"), "{}", words[3]);
+    assert!(words[4].contains("already deleted"), "{}", words[4]);
+    assert_eq!(
+        v.check_observation_actions("node-a", "IND", &snapshot, 2)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        v.check_observation_actions("node-a", "IND", &snapshot, 0)
+            .unwrap()
+            .is_empty()
+    );
+    // Keys are per node and per indicator.
+    let again = vec![snapshot[1].clone(), replace("LKA", "2020", 1.0)];
+    assert_eq!(
+        v.check_observation_actions("node-a", "IND", &again, 10)
+            .unwrap()
+            .len(),
+        2
+    );
+    let again = vec![snapshot[1].clone(), append("LKA", "2020", 1.0)];
+    assert!(
+        v.check_observation_actions("node-b", "IND", &again, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        v.check_observation_actions("node-a", "OTHER", &again, 10)
+            .unwrap()
+            .is_empty()
+    );
+    // Read only.
+    assert_eq!(v.applied_feed_size().unwrap(), 3);
+    assert_eq!(
+        query(
+            t,
+            &ObservationFilter {
+                include_history: true,
+                ..filter("IND")
+            }
+        )
+        .len(),
+        4
+    );
+}
+
+/// revisions_since pairs every REPLACE and DELETE with the version it superseded.
+pub fn revisions(t: &Target) {
+    add_all(t, &history_feed());
+    let v = &*t.view;
+    let (rows, total) = v.revisions_since(0, 10).unwrap();
+    assert_eq!(total, 2);
+    let pairs: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                (r.old.provenance.feed_index, r.old.provenance.position),
+                (r.new.provenance.feed_index, r.new.provenance.position),
+                r.new.observation.action,
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ((1, 0), (2, 0), ObservationAction::Replace),
+            ((2, 0), (3, 0), ObservationAction::Delete),
+        ]
+    );
+    for r in &rows {
+        assert_eq!(
+            r.old.superseded_at_ms,
+            Some(r.new.provenance.accepted_at_ms)
+        );
+    }
+    assert_eq!(rows[0].old.observation.obs_value, Some(1.0));
+    assert_eq!(rows[0].new.observation.obs_value, Some(1.5));
+    let (page, total) = v.revisions_since(0, 1).unwrap();
+    assert_eq!(
+        (positions(&[page[0].new.clone()]), total),
+        (vec![(2, 0, Some(3_000))], 2)
+    );
+    let (rows, total) = v.revisions_since(2, 10).unwrap();
+    assert_eq!((rows.len(), total), (1, 1));
+    assert_eq!(rows[0].new.provenance.feed_index, 3);
+    assert_eq!(v.revisions_since(3, 10).unwrap(), (Vec::new(), 0));
+    assert_eq!(v.revisions_since(u64::MAX, 10).unwrap(), (Vec::new(), 0));
+}
+
+/// node-a and node-b report BGD 2020 differently and NPL 2020 in different
+/// units; LKA 2020 and LKA 2021 agree once scaled; PAK 2020 differs but node-b deleted it.
+pub fn conflict_feed() -> Vec<FeedEntry> {
+    let usd = |o, mult| in_unit(o, "USD", mult);
+    vec![
+        snapshot_entry(
+            1,
+            "node-a",
+            1,
+            1,
+            "IND",
+            vec![
+                usd(append("LKA", "2020", 5.9), 9),
+                usd(append("LKA", "2021", 0.3), 1),
+                append("BGD", "2020", 10.0),
+                append("NPL", "2020", 3.0),
+                append("PAK", "2020", 1.0),
+                append("IND", "2020", 1.0),
+            ],
+            None,
+            1_000,
+        ),
+        snapshot_entry(
+            2,
+            "node-b",
+            1,
+            1,
+            "IND",
+            vec![
+                usd(append("LKA", "2020", 5_900_000_000.0), 0),
+                usd(append("LKA", "2021", 3.0), 0),
+                append("BGD", "2020", 11.0),
+                in_unit(append("NPL", "2020", 3.0), "households", 0),
+                append("PAK", "2020", 2.0),
+            ],
+            None,
+            2_000,
+        ),
+        snapshot_entry(
+            3,
+            "node-b",
+            2,
+            2,
+            "IND",
+            vec![delete("PAK", "2020")],
+            None,
+            3_000,
+        ),
+    ]
+}
+
+/// Conflicts: keys in force at more than one node with different scaled values or units.
+pub fn conflicts_between_nodes(t: &Target) {
+    let v = &*t.view;
+    assert_eq!(v.conflicts(10).unwrap(), (Vec::new(), 0));
+    add_all(t, &conflict_feed());
+    let (rows, total) = v.conflicts(10).unwrap();
+    assert_eq!(total, 2);
+    let keys: Vec<_> = rows.iter().map(conflict_key).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (
+                "BGD".to_string(),
+                vec!["node-a".to_string(), "node-b".to_string()]
+            ),
+            (
+                "NPL".to_string(),
+                vec!["node-a".to_string(), "node-b".to_string()]
+            ),
+        ]
+    );
+    assert_eq!(rows[0].values[0].observation.obs_value, Some(10.0));
+    assert_eq!(rows[0].values[1].observation.obs_value, Some(11.0));
+    let (page, total) = v.conflicts(1).unwrap();
+    assert_eq!((page.len(), total), (1, 2));
+    assert_eq!(page[0], rows[0]);
+    assert_eq!(v.conflicts(0).unwrap(), (Vec::new(), 2));
+    // node-a revises BGD to node-b's figure: one conflict left.
+    (t.add)(&snapshot_entry(
+        4,
+        "node-a",
+        2,
+        2,
+        "IND",
+        vec![replace("BGD", "2020", 11.0)],
+        None,
+        4_000,
+    ))
+    .unwrap();
+    let (rows, total) = v.conflicts(10).unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(conflict_key(&rows[0]).0, "NPL");
+}
+
+fn conflict_key(c: &ConflictRows) -> (String, Vec<String>) {
+    (
+        c.values[0].observation.ref_area.clone(),
+        c.values
+            .iter()
+            .map(|r| r.provenance.node_id.clone())
+            .collect(),
+    )
+}
+
+/// Coverage counts the versions in force per (node, indicator), tombstones excluded.
+pub fn coverage_in_force(t: &Target) {
+    assert!(t.view.coverage().unwrap().is_empty());
+    add_all(t, &history_feed());
+    add_all(t, &conflict_feed_after(4));
+    (t.add)(&snapshot_entry(
+        8,
+        "node-a",
+        6,
+        1,
+        "OTHER",
+        vec![append("LKA", "2021-Q3", 1.0), append("LKA", "2019", 1.0)],
+        None,
+        8_000,
+    ))
+    .unwrap();
+    let cov = t.view.coverage().unwrap();
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        cov,
+        vec![
+            CoverageData {
+                node_id: "node-a".to_string(),
+                indicator: "IND".to_string(),
+                ref_areas: strings(&["BGD", "IND", "LKA", "NPL", "PAK"]),
+                first_period: "2020".to_string(),
+                last_period: "2021".to_string(),
+                // BGD 2020 (SEX=F) and LKA 2020 from the history, five keys from the
+                // conflict feed.
+                observation_count: 7,
+            },
+            CoverageData {
+                node_id: "node-a".to_string(),
+                indicator: "OTHER".to_string(),
+                ref_areas: strings(&["LKA"]),
+                first_period: "2019".to_string(),
+                last_period: "2021-Q3".to_string(),
+                observation_count: 2,
+            },
+            CoverageData {
+                node_id: "node-b".to_string(),
+                indicator: "IND".to_string(),
+                ref_areas: strings(&["BGD", "LKA", "NPL"]),
+                first_period: "2020".to_string(),
+                last_period: "2021".to_string(),
+                observation_count: 4,
+            },
+        ]
+    );
+}
+
+/// [`conflict_feed`] after [`history_feed`]: renumbered to follow `last_feed_index`, without
+/// node-a's LKA 2020, which the history feed holds (node-b's now conflicts with it).
+fn conflict_feed_after(last_feed_index: u64) -> Vec<FeedEntry> {
+    let usd = |o, mult| in_unit(o, "USD", mult);
+    vec![
+        snapshot_entry(
+            last_feed_index + 1,
+            "node-a",
+            5,
+            5,
+            "IND",
+            vec![
+                usd(append("LKA", "2021", 0.3), 1),
+                append("BGD", "2020", 10.0),
+                append("NPL", "2020", 3.0),
+                append("PAK", "2020", 1.0),
+                append("IND", "2020", 1.0),
+            ],
+            None,
+            5_000,
+        ),
+        snapshot_entry(
+            last_feed_index + 2,
+            "node-b",
+            1,
+            1,
+            "IND",
+            vec![
+                usd(append("LKA", "2020", 5_900_000_000.0), 0),
+                usd(append("LKA", "2021", 3.0), 0),
+                append("BGD", "2020", 11.0),
+                in_unit(append("NPL", "2020", 3.0), "households", 0),
+                append("PAK", "2020", 2.0),
+            ],
+            None,
+            6_000,
+        ),
+        snapshot_entry(
+            last_feed_index + 3,
+            "node-b",
+            2,
+            2,
+            "IND",
+            vec![delete("PAK", "2020")],
+            None,
+            7_000,
+        ),
+    ]
+}
+
+/// Policy coverage uses the latest revision of each document only.
+pub fn policy_coverage_latest_revisions(t: &Target) {
+    let v = &*t.view;
+    assert!(v.policy_coverage().unwrap().is_empty());
+    add_all(
+        t,
+        &[
+            policy_entry(1, "node-a", 1, "doc-1", 1, &[2, 1], 1_000),
+            policy_entry(2, "node-a", 2, "doc-2", 1, &[], 2_000),
+            policy_entry(3, "node-b", 1, "doc-1", 1, &[5, 2], 3_000),
+            hub_document_entry(4, "hub/catalogue", 1, "catalogue", 4_000),
+        ],
+    );
+    assert_eq!(v.last_content_feed_index().unwrap(), 3);
+    let coverage = |objectives_a: Vec<u32>| {
+        vec![
+            PolicyCoverageData {
+                node_id: "node-a".to_string(),
+                gcm_objectives: objectives_a,
+                policy_documents: 2,
+            },
+            PolicyCoverageData {
+                node_id: "node-b".to_string(),
+                gcm_objectives: vec![2, 5],
+                policy_documents: 1,
+            },
+        ]
+    };
+    assert_eq!(v.policy_coverage().unwrap(), coverage(vec![1, 2]));
+    // Revision 2 of doc-1 drops objective 1 and adds 3.
+    (t.add)(&policy_entry(5, "node-a", 3, "doc-1", 2, &[3, 2], 5_000)).unwrap();
+    assert_eq!(v.policy_coverage().unwrap(), coverage(vec![2, 3]));
+    assert_eq!(v.last_content_feed_index().unwrap(), 5);
+    // A new revision addressing nothing keeps the document counted.
+    (t.add)(&policy_entry(6, "node-a", 4, "doc-1", 3, &[], 6_000)).unwrap();
+    assert_eq!(v.policy_coverage().unwrap(), coverage(Vec::new()));
+}
+
+/// The observations of a chunked test snapshot: `n` APPENDs for LKA, one year each.
+pub fn chunked_observations(n: usize) -> Vec<Observation> {
+    (0..n)
+        .map(|i| {
+            obs(
+                ObservationAction::Append,
+                "LKA",
+                &format!("{}", 1900 + i % 200),
+                &[
+                    ("SEX", ["F", "M", "_T"][i / 200 % 3]),
+                    ("AGE", &format!("A{}", i / 600)),
+                ],
+                Some(i as f64),
+            )
+        })
+        .collect()
+}
+
+/// A chunked snapshot applies from the staged chunks; a missing or wrong chunk refuses it.
+pub fn chunked_snapshot(t: &Target) {
+    let v = &*t.view;
+    let all = chunked_observations(25);
+    let (manifest, bytes) = encode_chunks(&all, 10);
+    assert_eq!(bytes.len(), 3);
+    let staged: Vec<(Digest, Vec<u8>)> = manifest
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .zip(bytes.iter().cloned())
+        .collect();
+    let entry = snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
+
+    assert_eq!(v.chunk(&staged[0].0).unwrap(), None);
+    v.stage_chunks(&staged[..2]).unwrap();
+    v.stage_chunks(&[]).unwrap();
+    assert_conflict((t.add)(&entry), "chunk 2 is not staged");
+    assert_eq!(v.applied_feed_size().unwrap(), 0);
+    assert!(query(t, &filter("IND")).is_empty());
+
+    // A chunk staged under a digest its bytes do not have.
+    let wrong = vec![(staged[2].0, staged[1].1.clone())];
+    v.stage_chunks(&wrong).unwrap();
+    assert_conflict((t.add)(&entry), "chunk 2 does not match");
+    assert_eq!(v.applied_feed_size().unwrap(), 0);
+    assert!(query(t, &filter("IND")).is_empty());
+
+    // Staging is content-addressed: the wrong bytes stay, so stage the chunk for another
+    // snapshot that needs it under its true digest.
+    let (manifest, bytes) = encode_chunks(&all, 9);
+    let staged: Vec<(Digest, Vec<u8>)> = manifest
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .zip(bytes.iter().cloned())
+        .collect();
+    v.stage_chunks(&staged).unwrap();
+    v.stage_chunks(&staged[..1]).unwrap();
+    for (sha, b) in &staged {
+        assert_eq!(v.chunk(sha).unwrap().as_ref(), Some(b));
+    }
+    let entry = snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
+    (t.add)(&entry).unwrap();
+    assert_eq!(v.applied_feed_size().unwrap(), 1);
+    assert_eq!(v.last_content_feed_index().unwrap(), 1);
+    let rows = query(t, &filter("IND"));
+    assert_eq!(rows.len(), 25);
+    for (i, (row, o)) in rows.iter().zip(&all).enumerate() {
+        assert_eq!(row.provenance.position, i as u64);
+        assert_eq!(row.provenance.digest, entry.digest);
+        assert_eq!(row.observation.obs_value, o.obs_value);
+        assert_eq!(row.observation.time_period, o.time_period);
+    }
+}
+
+/// hub_document finds a chain's latest document or the one of a seq.
+pub fn hub_documents(t: &Target) {
+    let v = &*t.view;
+    assert_eq!(v.hub_document("hub/catalogue", None).unwrap(), None);
+    let entries = [
+        hub_document_entry(1, "hub/catalogue", 1, "catalogue", 1_000),
+        hub_document_entry(2, "hub/coherence", 1, "coherence_report", 2_000),
+        hub_document_entry(3, "hub/catalogue", 2, "catalogue", 3_000),
+    ];
+    add_all(t, &entries);
+    let doc = |e: &FeedEntry| HubDocument {
+        feed_index: e.feed_index,
+        seq: e.seq,
+        digest: e.digest,
+        envelope: e.envelope.clone(),
+        accepted_at_ms: e.accepted_at_ms,
+    };
+    assert_eq!(
+        v.hub_document("hub/catalogue", None).unwrap(),
+        Some(doc(&entries[2]))
+    );
+    assert_eq!(
+        v.hub_document("hub/catalogue", Some(1)).unwrap(),
+        Some(doc(&entries[0]))
+    );
+    assert_eq!(
+        v.hub_document("hub/coherence", None).unwrap(),
+        Some(doc(&entries[1]))
+    );
+    assert_eq!(v.hub_document("hub/catalogue", Some(3)).unwrap(), None);
+    assert_eq!(
+        v.hub_document("hub/catalogue", Some(u64::MAX)).unwrap(),
+        None
+    );
+    assert_eq!(v.hub_document("hub/other", None).unwrap(), None);
+    // Hub documents are not content: they neither move the content index nor fill the view.
+    assert_eq!(v.applied_feed_size().unwrap(), 3);
+    assert_eq!(v.last_content_feed_index().unwrap(), 0);
+    assert!(v.coverage().unwrap().is_empty());
+}
+
+/// A feed mixing everything: history, conflicts, policies, a chunked snapshot and hub
+/// documents. Returns the entries and the chunks to stage first.
+pub fn mixed_feed() -> (Vec<FeedEntry>, Vec<(Digest, Vec<u8>)>) {
+    let mut entries = history_feed();
+    entries.extend(conflict_feed_after(4));
+    entries.push(policy_entry(8, "node-a", 6, "doc-1", 1, &[2, 1], 8_000));
+    entries.push(hub_document_entry(
+        9,
+        "hub/catalogue",
+        1,
+        "catalogue",
+        9_000,
+    ));
+    entries.push(policy_entry(10, "node-a", 7, "doc-1", 2, &[3], 10_000));
+    let all = chunked_observations(1_234);
+    let (manifest, bytes) = encode_chunks(&all, 100);
+    let staged = manifest
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .zip(bytes)
+        .collect();
+    entries.push(snapshot_entry(
+        11,
+        "node-c",
+        1,
+        1,
+        "IND",
+        Vec::new(),
+        Some(manifest),
+        11_000,
+    ));
+    entries.push(snapshot_entry(
+        12,
+        "node-c",
+        2,
+        2,
+        "IND",
+        vec![
+            obs(
+                ObservationAction::Replace,
+                "LKA",
+                "1900",
+                &[("SEX", "F"), ("AGE", "A0")],
+                Some(-1.0),
+            ),
+            obs(
+                ObservationAction::Delete,
+                "LKA",
+                "1901",
+                &[("AGE", "A0"), ("SEX", "F")],
+                None,
+            ),
+        ],
+        None,
+        12_000,
+    ));
+    entries.push(hub_document_entry(
+        13,
+        "hub/coherence",
+        1,
+        "coherence_report",
+        13_000,
+    ));
+    (entries, staged)
+}
+
+/// Feeds [`mixed_feed`] to both targets and checks that every read answers identically.
+pub fn same_answers(a: &Target, b: &Target) {
+    let (entries, staged) = mixed_feed();
+    for t in [a, b] {
+        t.view.stage_chunks(&staged).unwrap();
+        add_all(t, &entries);
+    }
+    let (va, vb) = (&*a.view, &*b.view);
+    let mut filters = Vec::new();
+    for indicator in ["IND", "OTHER"] {
+        for as_of_ms in [None, Some(2_500), Some(6_500), Some(11_000)] {
+            for updated_after_ms in [None, Some(1_000), Some(5_000)] {
+                for include_history in [false, true] {
+                    filters.push(ObservationFilter {
+                        as_of_ms,
+                        updated_after_ms,
+                        include_history,
+                        ..filter(indicator)
+                    });
+                }
+            }
+        }
+    }
+    filters.push(ObservationFilter {
+        ref_areas: vec!["LKA".to_string(), "BGD".to_string()],
+        start_date: Some("1950-01-01".to_string()),
+        end_date: Some("2020-12-31".to_string()),
+        dimensions: vec![("SEX".to_string(), "F".to_string())],
+        node_ids: vec!["node-c".to_string(), "node-a".to_string()],
+        ..filter("IND")
+    });
+    let mut compared = 0;
+    for f in &filters {
+        for (after, limit) in [(None, 10_000), (None, 7), (Some((11, 500)), 50)] {
+            let rows = va.query_observations(f, after, limit).unwrap();
+            assert_eq!(
+                rows,
+                vb.query_observations(f, after, limit).unwrap(),
+                "{f:?}"
+            );
+            compared += rows.len();
+        }
+    }
+    assert!(
+        compared > 10_000,
+        "the filters returned only {compared} rows"
+    );
+    assert_eq!(va.applied_feed_size().unwrap(), 13);
+    assert_eq!(vb.applied_feed_size().unwrap(), 13);
+    assert_eq!(va.last_content_feed_index().unwrap(), 12);
+    assert_eq!(vb.last_content_feed_index().unwrap(), 12);
+    let conflicts = va.conflicts(100).unwrap();
+    assert!(conflicts.1 > 0);
+    assert_eq!(conflicts, vb.conflicts(100).unwrap());
+    assert_eq!(va.coverage().unwrap(), vb.coverage().unwrap());
+    assert_eq!(va.policy_coverage().unwrap(), vb.policy_coverage().unwrap());
+    for after in [0, 2, 11] {
+        let revisions = va.revisions_since(after, 100).unwrap();
+        assert!(revisions.1 > 0);
+        assert_eq!(revisions, vb.revisions_since(after, 100).unwrap());
+    }
+    for (chain, seq) in [("hub/catalogue", None), ("hub/coherence", Some(1))] {
+        let doc = va.hub_document(chain, seq).unwrap();
+        assert!(doc.is_some());
+        assert_eq!(doc, vb.hub_document(chain, seq).unwrap());
+    }
+    let probe = chunked_observations(1_300);
+    let violations = va
+        .check_observation_actions("node-c", "IND", &probe, 10_000)
+        .unwrap();
+    assert_eq!(violations.len(), 1_233, "all but the deleted key exist");
+    assert_eq!(
+        violations,
+        vb.check_observation_actions("node-c", "IND", &probe, 10_000)
+            .unwrap()
+    );
+}

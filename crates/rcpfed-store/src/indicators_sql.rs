@@ -1,0 +1,1177 @@
+//! The one SQLite implementation of [`IndicatorStore`], shared by the hub store and the node
+//! store: the schema of the view, the apply step both stores run inside the transaction that
+//! stores a feed entry, and every query. Only the log table differs (the hub's `statements`,
+//! the node's `mirror`); both have the columns used here.
+
+use crate::StoreError;
+use crate::db::{self, get_digest, get_u32, get_u64};
+use crate::indicators::{
+    ConflictRows, CoverageData, HubDocument, ObservationCursor, ObservationFilter,
+    ObservationProvenance, ObservationRow, PolicyCoverageData, RevisionRows, dimension_key,
+};
+use rcpfed_core::Digest;
+use rcpfed_core::chunks;
+use rcpfed_core::dates::{PeriodRange, parse_time_period};
+use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::rejection::{Violation, reasons};
+use rcpfed_core::statement::{
+    Body, DocumentKind, IndicatorSnapshot, Observation, ObservationAction, Statement,
+};
+use rusqlite::types::{ToSql, Value};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, Transaction, params};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The indicator view's tables, created identically in the hub and the node database (one
+/// migration each; the text is shared so the two can never drift).
+macro_rules! indicator_tables_sql {
+    () => {
+        r#"
+        -- Indicator view (issue 5), filled by the store in the transaction that stores each
+        -- feed entry. Every version is kept; superseded_at_ms is set when a later version of
+        -- the same key is accepted. WITHOUT ROWID: rows cluster in feed order (the apply and
+        -- the paging order) and every secondary index ends with (feed_index, position).
+        CREATE TABLE observations (
+            feed_index       INTEGER NOT NULL CHECK (feed_index >= 1),
+            position         INTEGER NOT NULL CHECK (position >= 0),
+            node_id          TEXT    NOT NULL,
+            indicator        TEXT    NOT NULL,
+            ref_area         TEXT    NOT NULL,
+            time_period      TEXT    NOT NULL,
+            dims             TEXT    NOT NULL,
+            period_start     TEXT    NOT NULL,
+            period_end       TEXT    NOT NULL,
+            action           INTEGER NOT NULL CHECK (action IN (1, 2, 3)),
+            obs_value        REAL,
+            obs_status       TEXT    NOT NULL,
+            unit_measure     TEXT    NOT NULL,
+            unit_mult        INTEGER NOT NULL,
+            conf_status      TEXT    NOT NULL,
+            footnote         TEXT    NOT NULL,
+            source           TEXT    NOT NULL,
+            digest           BLOB    NOT NULL,
+            document         TEXT    NOT NULL,
+            revision         INTEGER NOT NULL,
+            accepted_at_ms   INTEGER NOT NULL,
+            superseded_at_ms INTEGER,
+            PRIMARY KEY (feed_index, position)
+        ) WITHOUT ROWID;
+        -- The version in force of each key, tombstones included: at most one, and the probe
+        -- the apply step and the action checks make per observation.
+        CREATE UNIQUE INDEX observations_in_force
+            ON observations (node_id, indicator, ref_area, time_period, dims)
+            WHERE superseded_at_ms IS NULL;
+        -- Queries by area and period, conflict grouping, a version's predecessor.
+        CREATE INDEX observations_key ON observations (indicator, ref_area, time_period);
+        -- (indicator, feed_index, position): one indicator's versions in paging order.
+        CREATE INDEX observations_indicator ON observations (indicator);
+
+        -- GCM objectives of the latest revision of each policy document. A document that
+        -- addresses none has one row with objective NULL, so it is still counted.
+        CREATE TABLE policy_objectives (
+            node_id    TEXT    NOT NULL,
+            document   TEXT    NOT NULL,
+            revision   INTEGER NOT NULL,
+            feed_index INTEGER NOT NULL,
+            objective  INTEGER
+        );
+        CREATE INDEX policy_objectives_document ON policy_objectives (node_id, document);
+
+        -- Chunks of large snapshots, content-addressed, staged before their statement.
+        CREATE TABLE chunks (
+            sha256 BLOB PRIMARY KEY CHECK (length(sha256) = 32),
+            bytes  BLOB NOT NULL
+        ) WITHOUT ROWID;
+        "#
+    };
+}
+pub(crate) use indicator_tables_sql;
+
+/// Which log table holds the feed entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Log {
+    /// The hub's `statements`.
+    Hub,
+    /// The node's `mirror`.
+    Node,
+}
+
+impl Log {
+    fn pick(self, hub: &'static str, node: &'static str) -> &'static str {
+        match self {
+            Log::Hub => hub,
+            Log::Node => node,
+        }
+    }
+}
+
+const ACTION_APPEND: i64 = 1;
+const ACTION_REPLACE: i64 = 2;
+const ACTION_DELETE: i64 = 3;
+
+fn action_code(action: ObservationAction) -> i64 {
+    match action {
+        ObservationAction::Append => ACTION_APPEND,
+        ObservationAction::Replace => ACTION_REPLACE,
+        ObservationAction::Delete => ACTION_DELETE,
+    }
+}
+
+fn action_from_code(code: i64) -> Result<ObservationAction, StoreError> {
+    match code {
+        ACTION_APPEND => Ok(ObservationAction::Append),
+        ACTION_REPLACE => Ok(ObservationAction::Replace),
+        ACTION_DELETE => Ok(ObservationAction::Delete),
+        other => Err(StoreError::Corrupt(format!(
+            "observation action {other} is not 1, 2 or 3"
+        ))),
+    }
+}
+
+/// What a key has in force for one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InForce {
+    /// Never published.
+    Nothing,
+    /// Deleted: a tombstone is in force.
+    Tombstone,
+    /// A value is in force.
+    Value,
+}
+
+impl InForce {
+    fn from_action(code: Option<i64>) -> Self {
+        match code {
+            None => InForce::Nothing,
+            Some(ACTION_DELETE) => InForce::Tombstone,
+            Some(_) => InForce::Value,
+        }
+    }
+}
+
+/// The action rule: the state after `action`, or the reason it is refused. The apply step and
+/// the read-only check share it, so a check that passes predicts an apply that succeeds.
+fn step(state: InForce, action: ObservationAction) -> Result<InForce, &'static str> {
+    match (action, state) {
+        (ObservationAction::Append, InForce::Nothing | InForce::Tombstone) => Ok(InForce::Value),
+        (ObservationAction::Append, InForce::Value) => Err(reasons::OBSERVATION_EXISTS),
+        (ObservationAction::Replace, InForce::Value) => Ok(InForce::Value),
+        (ObservationAction::Delete, InForce::Value) => Ok(InForce::Tombstone),
+        (ObservationAction::Replace | ObservationAction::Delete, _) => {
+            Err(reasons::OBSERVATION_NOT_FOUND)
+        }
+    }
+}
+
+/// The key in words, e.g. `REMIT_INFLOW LKA 2023 (SEX=_T)`.
+fn key_words(indicator: &str, o: &Observation, dims: &str) -> String {
+    if dims.is_empty() {
+        format!("{indicator} {} {}", o.ref_area, o.time_period)
+    } else {
+        format!(
+            "{indicator} {} {} ({})",
+            o.ref_area,
+            o.time_period,
+            dims.replace(';', ", ")
+        )
+    }
+}
+
+/// Why `o` is refused when the key has `state`, in plain words.
+fn refusal(node_id: &str, indicator: &str, o: &Observation, dims: &str, state: InForce) -> String {
+    let key = key_words(indicator, o, dims);
+    match (o.action, state) {
+        (ObservationAction::Append, _) => format!(
+            "appends {key}, but node {node_id} already has a value in force for it; use \
+             REPLACE to revise it or DELETE to withdraw it"
+        ),
+        (ObservationAction::Replace, InForce::Tombstone) => {
+            format!("replaces {key}, but node {node_id} deleted it; use APPEND to publish it again")
+        }
+        (ObservationAction::Replace, _) => {
+            format!("replaces {key}, but node {node_id} has no value for it; use APPEND to add it")
+        }
+        (ObservationAction::Delete, InForce::Tombstone) => {
+            format!("deletes {key}, but node {node_id} already deleted it")
+        }
+        (ObservationAction::Delete, _) => {
+            format!("deletes {key}, but node {node_id} has no value for it")
+        }
+    }
+}
+
+/// The version in force of a key: (feed_index, position, action).
+pub(crate) const FIND_IN_FORCE_SQL: &str = "SELECT feed_index, position, action FROM observations
+     WHERE node_id = ?1 AND indicator = ?2 AND ref_area = ?3 AND time_period = ?4 AND dims = ?5
+       AND superseded_at_ms IS NULL";
+
+type InForceRow = (i64, i64, i64);
+
+fn find_in_force(
+    find: &mut CachedStatement<'_>,
+    node_id: &str,
+    indicator: &str,
+    o: &Observation,
+    dims: &str,
+) -> Result<Option<InForceRow>, StoreError> {
+    Ok(find
+        .query_row(
+            params![node_id, indicator, o.ref_area, o.time_period, dims],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?)
+}
+
+/// Checks `observations` against what `node_id` has in force, in position order (a key
+/// touched twice in one snapshot is checked against its state after the first touch).
+pub(crate) fn check_observation_actions(
+    conn: &Connection,
+    node_id: &str,
+    indicator: &str,
+    observations: &[Observation],
+    limit: usize,
+) -> Result<Vec<Violation>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 || observations.is_empty() {
+        return Ok(out);
+    }
+    // One read transaction: every probe sees the same committed state.
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut find = tx.prepare_cached(FIND_IN_FORCE_SQL)?;
+        let mut touched: HashMap<(&str, &str, String), InForce> = HashMap::new();
+        for (position, o) in observations.iter().enumerate() {
+            let dims = dimension_key(&o.dimensions);
+            let key = (o.ref_area.as_str(), o.time_period.as_str(), dims);
+            let state = match touched.get(&key) {
+                Some(state) => *state,
+                None => InForce::from_action(
+                    find_in_force(&mut find, node_id, indicator, o, &key.2)?.map(|r| r.2),
+                ),
+            };
+            match step(state, o.action) {
+                Ok(next) => {
+                    touched.insert(key, next);
+                }
+                Err(reason) => {
+                    out.push(Violation::new(
+                        format!("indicator_snapshot.observations[{position}]"),
+                        reason,
+                        refusal(node_id, indicator, o, &key.2, state),
+                    ));
+                    if out.len() >= limit {
+                        break;
+                    }
+                    touched.insert(key, state);
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// A feed entry as the apply step needs it.
+pub(crate) struct Entry<'a> {
+    /// The signer (or hub document chain).
+    pub node_id: &'a str,
+    /// The statement kind.
+    pub kind: &'a str,
+    /// SHA-256 of the payload.
+    pub digest: &'a Digest,
+    /// The document.
+    pub document: &'a str,
+    /// The document revision.
+    pub revision: u32,
+    /// The feed index.
+    pub feed_index: u64,
+    /// When the hub accepted it.
+    pub accepted_at_ms: i64,
+    /// The signed envelope.
+    pub envelope: &'a [u8],
+}
+
+impl Entry<'_> {
+    fn conflict(&self, what: impl std::fmt::Display) -> StoreError {
+        StoreError::Conflict(format!(
+            "feed entry {} (node {}, {} {} revision {}) cannot be applied: {what}",
+            self.feed_index, self.node_id, self.kind, self.document, self.revision
+        ))
+    }
+}
+
+/// Applies one stored feed entry to the view, inside the transaction that stores it: an
+/// indicator snapshot's observations (inline or from the staged chunks) or a policy summary's
+/// objectives; other kinds change nothing. Any error leaves the caller's transaction to roll
+/// back, so the entry and its view are stored together or not at all.
+pub(crate) fn apply_entry(tx: &Connection, entry: &Entry<'_>) -> Result<(), StoreError> {
+    let indicator_kind = DocumentKind::IndicatorSnapshot.as_str();
+    let policy_kind = DocumentKind::PolicySummary.as_str();
+    if entry.kind != indicator_kind && entry.kind != policy_kind {
+        return Ok(());
+    }
+    let envelope = SignedEnvelope::decode(entry.envelope).map_err(|e| entry.conflict(e))?;
+    // The view's provenance names this digest; it must be the envelope's.
+    if Digest::of(&envelope.payload) != *entry.digest {
+        return Err(entry.conflict("the envelope's payload does not hash to the entry's digest"));
+    }
+    let statement = Statement::decode(&envelope.payload).map_err(|e| entry.conflict(e))?;
+    if statement.header.node_id != entry.node_id {
+        return Err(entry.conflict(format!(
+            "the statement is signed as node {}",
+            statement.header.node_id
+        )));
+    }
+    match statement.body {
+        Body::Indicators(snapshot) if entry.kind == indicator_kind => {
+            apply_snapshot(tx, entry, snapshot)
+        }
+        Body::Policy(policy) if entry.kind == policy_kind => {
+            apply_policy(tx, entry, &policy.gcm_objectives)
+        }
+        other => Err(entry.conflict(format!(
+            "its body is a {}, not a {}",
+            other.kind().as_str(),
+            entry.kind
+        ))),
+    }
+}
+
+fn apply_snapshot(
+    tx: &Connection,
+    entry: &Entry<'_>,
+    snapshot: IndicatorSnapshot,
+) -> Result<(), StoreError> {
+    let mut applier = Applier::new(tx, entry, &snapshot.indicator)?;
+    let Some(manifest) = &snapshot.chunks else {
+        return snapshot
+            .observations
+            .iter()
+            .try_for_each(|o| applier.apply(o));
+    };
+    if !snapshot.observations.is_empty() {
+        return Err(entry.conflict("it carries both inline observations and chunks"));
+    }
+    chunks::check_manifest(manifest).map_err(|e| entry.conflict(e))?;
+    let mut read = tx.prepare_cached("SELECT bytes FROM chunks WHERE sha256 = ?1")?;
+    for (index, chunk) in manifest.chunks.iter().enumerate() {
+        let bytes: Option<Vec<u8>> = read
+            .query_row([&chunk.sha256.0[..]], |r| r.get(0))
+            .optional()?;
+        let Some(bytes) = bytes else {
+            return Err(entry.conflict(format!("chunk {index} ({}) is not staged", chunk.sha256)));
+        };
+        let observations =
+            chunks::decode_chunk(manifest, index, &bytes).map_err(|e| entry.conflict(e))?;
+        observations.iter().try_for_each(|o| applier.apply(o))?;
+    }
+    Ok(())
+}
+
+/// Applies a snapshot's observations one by one with three cached statements.
+struct Applier<'c, 'e> {
+    entry: &'e Entry<'e>,
+    indicator: &'e str,
+    feed_index: i64,
+    position: i64,
+    /// `YYYY-MM-DD` bounds per TIME_PERIOD: a snapshot repeats few periods many times.
+    periods: HashMap<String, (String, String)>,
+    find: CachedStatement<'c>,
+    supersede: CachedStatement<'c>,
+    insert: CachedStatement<'c>,
+}
+
+impl<'c, 'e> Applier<'c, 'e> {
+    fn new(
+        tx: &'c Connection,
+        entry: &'e Entry<'e>,
+        indicator: &'e str,
+    ) -> Result<Self, StoreError> {
+        Ok(Applier {
+            entry,
+            indicator,
+            feed_index: db::int(entry.feed_index, "feed index")?,
+            position: 0,
+            periods: HashMap::new(),
+            find: tx.prepare_cached(FIND_IN_FORCE_SQL)?,
+            supersede: tx.prepare_cached(
+                "UPDATE observations SET superseded_at_ms = ?3
+                 WHERE feed_index = ?1 AND position = ?2",
+            )?,
+            insert: tx.prepare_cached(
+                "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
+                     time_period, dims, period_start, period_end, action, obs_value, obs_status,
+                     unit_measure, unit_mult, conf_status, footnote, source, digest, document,
+                     revision, accepted_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17, ?18, ?19, ?20, ?21)",
+            )?,
+        })
+    }
+
+    fn apply(&mut self, o: &Observation) -> Result<(), StoreError> {
+        let e = self.entry;
+        let dims = dimension_key(&o.dimensions);
+        if !self.periods.contains_key(&o.time_period) {
+            let Some(period) = parse_time_period(&o.time_period) else {
+                return Err(e.conflict(format!(
+                    "observation {} has time period {:?}, which is not an SDMX period",
+                    self.position, o.time_period
+                )));
+            };
+            self.periods
+                .insert(o.time_period.clone(), period_dates(&period));
+        }
+        // The common case, an APPEND of a new key, is one INSERT: the unique index of the
+        // versions in force refuses it if the key has one, and only then do we look.
+        if o.action == ObservationAction::Append {
+            match self.insert(o, &dims) {
+                Err(err) if db::constraint_message(&err).is_some() => {}
+                other => return other.map_err(StoreError::from),
+            }
+        }
+        let current = find_in_force(&mut self.find, e.node_id, self.indicator, o, &dims)?;
+        let state = InForce::from_action(current.map(|r| r.2));
+        if step(state, o.action).is_err() {
+            return Err(e.conflict(format!(
+                "observation {} {}",
+                self.position,
+                refusal(e.node_id, self.indicator, o, &dims, state)
+            )));
+        }
+        let Some((feed_index, position, _)) = current else {
+            if o.action == ObservationAction::Append {
+                // Refused by another constraint: say which.
+                return self.insert(o, &dims).map_err(|err| {
+                    e.conflict(format!("observation {} is refused: {err}", self.position))
+                });
+            }
+            return Ok(self.insert(o, &dims)?);
+        };
+        self.supersede
+            .execute(params![feed_index, position, e.accepted_at_ms])?;
+        Ok(self.insert(o, &dims)?)
+    }
+
+    /// Inserts `o` at the next position.
+    fn insert(&mut self, o: &Observation, dims: &str) -> Result<(), rusqlite::Error> {
+        let e = self.entry;
+        let (period_start, period_end) = self
+            .periods
+            .get(&o.time_period)
+            .map_or(("", ""), |(s, e)| (s.as_str(), e.as_str()));
+        self.insert.execute(params![
+            self.feed_index,
+            self.position,
+            e.node_id,
+            self.indicator,
+            o.ref_area,
+            o.time_period,
+            dims,
+            period_start,
+            period_end,
+            action_code(o.action),
+            o.obs_value,
+            o.obs_status,
+            o.unit_measure,
+            o.unit_mult,
+            o.conf_status,
+            o.footnote,
+            o.source,
+            &e.digest.0[..],
+            e.document,
+            e.revision,
+            e.accepted_at_ms,
+        ])?;
+        self.position += 1;
+        Ok(())
+    }
+}
+
+/// The period's first and last day as `YYYY-MM-DD`, which sorts as text in date order.
+fn period_dates(p: &PeriodRange) -> (String, String) {
+    let (s, e) = (p.start, p.end);
+    (
+        format!("{:04}-{:02}-{:02}", s.year(), u8::from(s.month()), s.day()),
+        format!("{:04}-{:02}-{:02}", e.year(), u8::from(e.month()), e.day()),
+    )
+}
+
+/// Records the objectives of a policy document revision, replacing older revisions' rows; a
+/// revision older than the one recorded changes nothing.
+fn apply_policy(tx: &Connection, entry: &Entry<'_>, objectives: &[u32]) -> Result<(), StoreError> {
+    let latest: Option<i64> = tx
+        .prepare_cached(
+            "SELECT max(revision) FROM policy_objectives WHERE node_id = ?1 AND document = ?2",
+        )?
+        .query_row(params![entry.node_id, entry.document], |r| r.get(0))?;
+    if latest.is_some_and(|latest| latest > i64::from(entry.revision)) {
+        return Ok(());
+    }
+    tx.prepare_cached("DELETE FROM policy_objectives WHERE node_id = ?1 AND document = ?2")?
+        .execute(params![entry.node_id, entry.document])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO policy_objectives (node_id, document, revision, feed_index, objective)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let feed_index = db::int(entry.feed_index, "feed index")?;
+    let distinct: BTreeSet<u32> = objectives.iter().copied().collect();
+    if distinct.is_empty() {
+        insert.execute(params![
+            entry.node_id,
+            entry.document,
+            entry.revision,
+            feed_index,
+            None::<u32>
+        ])?;
+    }
+    for objective in distinct {
+        insert.execute(params![
+            entry.node_id,
+            entry.document,
+            entry.revision,
+            feed_index,
+            objective
+        ])?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the view from the log when a file from before the view is upgraded: every entry
+/// is applied in feed order with the same code as a new one.
+pub(crate) fn backfill(tx: &Transaction<'_>, log: Log) -> Result<(), StoreError> {
+    let sql = log.pick(
+        "SELECT node_id, kind, digest, document, revision, feed_index, accepted_at_ms, envelope
+         FROM statements WHERE kind IN ('indicator_snapshot', 'policy_summary')
+         ORDER BY feed_index",
+        "SELECT node_id, kind, digest, document, revision, feed_index, accepted_at_ms, envelope
+         FROM mirror WHERE kind IN ('indicator_snapshot', 'policy_summary')
+         ORDER BY feed_index",
+    );
+    let mut stmt = tx.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    let mut applied = 0u64;
+    while let Some(row) = rows.next()? {
+        let node_id: String = row.get(0)?;
+        let kind: String = row.get(1)?;
+        let digest = get_digest(row, 2)?;
+        let document: String = row.get(3)?;
+        let envelope = row.get_ref(7)?.as_blob().map_err(rusqlite::Error::from)?;
+        apply_entry(
+            tx,
+            &Entry {
+                node_id: &node_id,
+                kind: &kind,
+                digest: &digest,
+                document: &document,
+                revision: get_u32(row, 4)?,
+                feed_index: get_u64(row, 5)?,
+                accepted_at_ms: row.get(6)?,
+                envelope,
+            },
+        )?;
+        applied += 1;
+    }
+    tracing::info!(entries = applied, "indicator view rebuilt from the log");
+    Ok(())
+}
+
+/// Column list matching [`observation_from_row`].
+macro_rules! observation_columns {
+    () => {
+        "indicator, ref_area, time_period, dims, action, obs_value, obs_status, unit_measure, \
+         unit_mult, conf_status, footnote, source, node_id, digest, document, revision, \
+         feed_index, position, accepted_at_ms, superseded_at_ms"
+    };
+}
+
+fn observation_from_row(row: &Row<'_>) -> Result<ObservationRow, StoreError> {
+    let dims: String = row.get(3)?;
+    Ok(ObservationRow {
+        indicator: row.get(0)?,
+        observation: Observation {
+            action: action_from_code(row.get(4)?)?,
+            ref_area: row.get(1)?,
+            time_period: row.get(2)?,
+            dimensions: parse_dims(&dims)?,
+            obs_value: row.get(5)?,
+            obs_status: row.get(6)?,
+            unit_measure: row.get(7)?,
+            unit_mult: row.get(8)?,
+            conf_status: row.get(9)?,
+            footnote: row.get(10)?,
+            source: row.get(11)?,
+        },
+        provenance: ObservationProvenance {
+            node_id: row.get(12)?,
+            digest: get_digest(row, 13)?,
+            document: row.get(14)?,
+            revision: get_u32(row, 15)?,
+            feed_index: get_u64(row, 16)?,
+            position: get_u64(row, 17)?,
+            accepted_at_ms: row.get(18)?,
+        },
+        superseded_at_ms: row.get(19)?,
+    })
+}
+
+/// The inverse of [`dimension_key`].
+fn parse_dims(dims: &str) -> Result<Vec<(String, String)>, StoreError> {
+    if dims.is_empty() {
+        return Ok(Vec::new());
+    }
+    dims.split(';')
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(id, value)| (id.to_string(), value.to_string()))
+                .ok_or_else(|| StoreError::Corrupt(format!("dimension key {dims:?} is malformed")))
+        })
+        .collect()
+}
+
+fn collect_rows(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn ToSql],
+) -> Result<Vec<ObservationRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(observation_from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// A JSON array of strings, for `json_each(?)`: one cached statement serves any list length.
+fn json_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push(']');
+    out
+}
+
+/// See [`ObservationFilter`] for the rules.
+pub(crate) fn query_observations(
+    conn: &Connection,
+    filter: &ObservationFilter,
+    after: Option<ObservationCursor>,
+    limit: usize,
+) -> Result<Vec<ObservationRow>, StoreError> {
+    let (sql, args) = observation_query(filter, after, limit);
+    let args: Vec<&dyn ToSql> = args.iter().map(|a| a as &dyn ToSql).collect();
+    collect_rows(conn, &sql, &args)
+}
+
+/// The SQL and arguments of a query. Built per combination of filters (each variant cached)
+/// rather than with "(? IS NULL OR ...)" terms, which stop SQLite from using the indexes;
+/// lists travel as one JSON argument so any length shares a statement.
+pub(crate) fn observation_query(
+    filter: &ObservationFilter,
+    after: Option<ObservationCursor>,
+    limit: usize,
+) -> (String, Vec<Value>) {
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        observation_columns!(),
+        " FROM observations WHERE indicator = ?"
+    ));
+    let mut args = vec![Value::Text(filter.indicator.clone())];
+    if !filter.ref_areas.is_empty() {
+        sql.push_str(" AND ref_area IN (SELECT value FROM json_each(?))");
+        args.push(Value::Text(json_array(
+            filter.ref_areas.iter().map(String::as_str),
+        )));
+    }
+    if let Some(start) = &filter.start_date {
+        sql.push_str(" AND period_start >= ?");
+        args.push(Value::Text(start.clone()));
+    }
+    if let Some(end) = &filter.end_date {
+        sql.push_str(" AND period_end <= ?");
+        args.push(Value::Text(end.clone()));
+    }
+    if !filter.dimensions.is_empty() {
+        // Each listed pair must be one of the `;`-separated pairs of the canonical key.
+        sql.push_str(
+            " AND NOT EXISTS (SELECT 1 FROM json_each(?) j
+                  WHERE instr(';' || dims || ';', ';' || j.value || ';') = 0)",
+        );
+        let pairs: Vec<String> = filter
+            .dimensions
+            .iter()
+            .map(|(id, value)| format!("{id}={value}"))
+            .collect();
+        args.push(Value::Text(json_array(pairs.iter().map(String::as_str))));
+    }
+    if !filter.node_ids.is_empty() {
+        // "+": not through the index of the versions in force, which would sort a node's
+        // whole series for every page; a node filter is rarely selective, so the scan of the
+        // indicator in paging order fills a page quickly.
+        sql.push_str(" AND +node_id IN (SELECT value FROM json_each(?))");
+        args.push(Value::Text(json_array(
+            filter.node_ids.iter().map(String::as_str),
+        )));
+    }
+    if let Some(updated_after) = filter.updated_after_ms {
+        sql.push_str(" AND accepted_at_ms > ?");
+        args.push(Value::Integer(updated_after));
+    }
+    if let Some(as_of) = filter.as_of_ms {
+        sql.push_str(" AND accepted_at_ms <= ?");
+        args.push(Value::Integer(as_of));
+    }
+    if !filter.include_history {
+        match filter.as_of_ms {
+            Some(as_of) => {
+                sql.push_str(" AND (superseded_at_ms IS NULL OR superseded_at_ms > ?)");
+                args.push(Value::Integer(as_of));
+            }
+            None => sql.push_str(" AND superseded_at_ms IS NULL"),
+        }
+        if filter.updated_after_ms.is_none() {
+            sql.push_str(" AND action != 3");
+        }
+    }
+    if let Some((feed_index, position)) = after {
+        sql.push_str(" AND (feed_index, position) > (?, ?)");
+        args.push(Value::Integer(db::bound(feed_index)));
+        args.push(Value::Integer(db::bound(position)));
+    }
+    sql.push_str(" ORDER BY feed_index, position LIMIT ?");
+    args.push(Value::Integer(db::limit(limit)));
+    (sql, args)
+}
+
+/// Highest feed index stored (and therefore applied).
+pub(crate) fn applied_feed_size(conn: &Connection, log: Log) -> Result<u64, StoreError> {
+    let sql = log.pick(
+        "SELECT coalesce(max(feed_index), 0) FROM statements",
+        "SELECT coalesce(max(feed_index), 0) FROM mirror",
+    );
+    let max: i64 = conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
+    u64::try_from(max).map_err(|_| StoreError::Corrupt(format!("negative feed index {max}")))
+}
+
+/// `OBS_VALUE × 10^UNIT_MULT` as an exact decimal: the shortest decimal that round-trips the
+/// stored double, its point shifted by UNIT_MULT, as `[-]DIGITSeEXP` with no trailing zeros.
+/// So 5.9 at UNIT_MULT 9 and 5900000000 at 0 compare equal, which a float product may not.
+fn scaled_value(value: Option<f64>, unit_mult: i32) -> String {
+    let Some(v) = value else {
+        return "none".into();
+    };
+    if v == 0.0 || !v.is_finite() {
+        return format!("{}", v.abs());
+    }
+    let text = format!("{v:e}"); // e.g. "-5.9e9", "1e0", "1.25e-3"
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits = format!("{int}{frac}");
+    let frac_len = i64::try_from(frac.len()).unwrap_or(0);
+    let mut exponent = exponent.parse::<i64>().unwrap_or(0) - frac_len + i64::from(unit_mult);
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+        exponent += 1;
+    }
+    format!("{sign}{digits}e{exponent}")
+}
+
+/// Candidate conflicts: keys reported by more than one node among the versions in force
+/// (tombstones excluded) whose raw values, multipliers or units are not all equal. The exact
+/// comparison of the scaled values happens in Rust ([`scaled_value`]).
+pub(crate) const CONFLICT_CANDIDATES_SQL: &str = concat!(
+    "SELECT ",
+    observation_columns!(),
+    " FROM observations o
+     JOIN (SELECT indicator, ref_area, time_period, dims FROM observations
+           WHERE superseded_at_ms IS NULL AND action != 3
+           GROUP BY indicator, ref_area, time_period, dims
+           HAVING count(DISTINCT node_id) > 1
+              AND (min(obs_value) IS NOT max(obs_value) OR min(unit_mult) != max(unit_mult)
+                   OR min(unit_measure) != max(unit_measure)
+                   OR count(obs_value) NOT IN (0, count(*)))) k
+     USING (indicator, ref_area, time_period, dims)
+     WHERE o.superseded_at_ms IS NULL AND o.action != 3
+     ORDER BY o.indicator, o.ref_area, o.time_period, o.dims, o.node_id"
+);
+
+pub(crate) fn conflicts(
+    conn: &Connection,
+    limit: usize,
+) -> Result<(Vec<ConflictRows>, u64), StoreError> {
+    let mut stmt = conn.prepare_cached(CONFLICT_CANDIDATES_SQL)?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    let mut group: Vec<ObservationRow> = Vec::new();
+    let mut finish = |group: &mut Vec<ObservationRow>| {
+        let first = group.first().map(|r| {
+            (
+                scaled_value(r.observation.obs_value, r.observation.unit_mult),
+                r.observation.unit_measure.clone(),
+            )
+        });
+        let differ = group.iter().any(|r| {
+            first.as_ref().is_some_and(|(value, unit)| {
+                scaled_value(r.observation.obs_value, r.observation.unit_mult) != *value
+                    || r.observation.unit_measure != *unit
+            })
+        });
+        if differ {
+            total += 1;
+            if out.len() < limit {
+                out.push(ConflictRows {
+                    values: std::mem::take(group),
+                });
+            }
+        }
+        group.clear();
+    };
+    while let Some(row) = rows.next()? {
+        let row = observation_from_row(row)?;
+        let same_key = group.first().is_some_and(|g| {
+            g.indicator == row.indicator
+                && g.observation.ref_area == row.observation.ref_area
+                && g.observation.time_period == row.observation.time_period
+                && g.observation.dimensions == row.observation.dimensions
+        });
+        if !same_key {
+            finish(&mut group);
+        }
+        group.push(row);
+    }
+    finish(&mut group);
+    Ok((out, total))
+}
+
+pub(crate) fn coverage(conn: &Connection) -> Result<Vec<CoverageData>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT node_id, indicator, ref_area, min(time_period), max(time_period), count(*)
+         FROM observations WHERE superseded_at_ms IS NULL AND action != 3
+         GROUP BY node_id, indicator, ref_area
+         ORDER BY node_id, indicator, ref_area",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out: Vec<CoverageData> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let node_id: String = row.get(0)?;
+        let indicator: String = row.get(1)?;
+        let ref_area: String = row.get(2)?;
+        let first: String = row.get(3)?;
+        let last: String = row.get(4)?;
+        let count = get_u64(row, 5)?;
+        match out.last_mut() {
+            Some(c) if c.node_id == node_id && c.indicator == indicator => {
+                c.ref_areas.push(ref_area);
+                if first < c.first_period {
+                    c.first_period = first;
+                }
+                if last > c.last_period {
+                    c.last_period = last;
+                }
+                c.observation_count += count;
+            }
+            _ => out.push(CoverageData {
+                node_id,
+                indicator,
+                ref_areas: vec![ref_area],
+                first_period: first,
+                last_period: last,
+                observation_count: count,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn policy_coverage(conn: &Connection) -> Result<Vec<PolicyCoverageData>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT node_id, document, objective FROM policy_objectives ORDER BY node_id",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut nodes: BTreeMap<String, (BTreeSet<u32>, BTreeSet<String>)> = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let node_id: String = row.get(0)?;
+        let document: String = row.get(1)?;
+        let objective: Option<u32> = row.get(2)?;
+        let (objectives, documents) = nodes.entry(node_id).or_default();
+        objectives.extend(objective);
+        documents.insert(document);
+    }
+    Ok(nodes
+        .into_iter()
+        .map(|(node_id, (objectives, documents))| PolicyCoverageData {
+            node_id,
+            gcm_objectives: objectives.into_iter().collect(),
+            policy_documents: documents.len() as u64,
+        })
+        .collect())
+}
+
+/// The version a REPLACE or DELETE superseded: its key's latest earlier version.
+pub(crate) const PREDECESSOR_SQL: &str = concat!(
+    "SELECT ",
+    observation_columns!(),
+    " FROM observations
+      WHERE indicator = ?1 AND ref_area = ?2 AND time_period = ?3
+        AND node_id = ?4 AND dims = ?5 AND (feed_index, position) < (?6, ?7)
+      ORDER BY feed_index DESC, position DESC LIMIT 1"
+);
+
+pub(crate) fn revisions_since(
+    conn: &Connection,
+    after_feed_index: u64,
+    limit: usize,
+) -> Result<(Vec<RevisionRows>, u64), StoreError> {
+    let after = db::bound(after_feed_index);
+    // One snapshot for the page, the predecessors and the count.
+    let tx = conn.unchecked_transaction()?;
+    let new_rows = collect_rows(
+        &tx,
+        concat!(
+            "SELECT ",
+            observation_columns!(),
+            " FROM observations WHERE feed_index > ?1 AND action IN (2, 3)
+              ORDER BY feed_index, position LIMIT ?2"
+        ),
+        &[&after, &db::limit(limit)],
+    )?;
+    let mut out = Vec::with_capacity(new_rows.len());
+    for new in new_rows {
+        let o = &new.observation;
+        let p = &new.provenance;
+        let dims = dimension_key(&o.dimensions);
+        let old = collect_rows(
+            &tx,
+            PREDECESSOR_SQL,
+            &[
+                &new.indicator,
+                &o.ref_area,
+                &o.time_period,
+                &p.node_id,
+                &dims,
+                &db::bound(p.feed_index),
+                &db::bound(p.position),
+            ],
+        )?
+        .pop()
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the revision at feed index {} position {} supersedes no stored version",
+                p.feed_index, p.position
+            ))
+        })?;
+        out.push(RevisionRows { old, new });
+    }
+    let total: i64 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM observations WHERE feed_index > ?1 AND action IN (2, 3)",
+        )?
+        .query_row([after], |r| r.get(0))?;
+    tx.commit()?;
+    let total =
+        u64::try_from(total).map_err(|_| StoreError::Corrupt(format!("negative count {total}")))?;
+    Ok((out, total))
+}
+
+/// Highest feed index of an indicator snapshot or policy summary: two index probes (one per
+/// kind) on the log's kind index.
+pub(crate) fn last_content_feed_index(conn: &Connection, log: Log) -> Result<u64, StoreError> {
+    let sql = log.pick(
+        "SELECT coalesce(max(m), 0) FROM (
+             SELECT max(feed_index) AS m FROM statements WHERE kind = 'indicator_snapshot'
+             UNION ALL
+             SELECT max(feed_index) FROM statements WHERE kind = 'policy_summary')",
+        "SELECT coalesce(max(m), 0) FROM (
+             SELECT max(feed_index) AS m FROM mirror WHERE kind = 'indicator_snapshot'
+             UNION ALL
+             SELECT max(feed_index) FROM mirror WHERE kind = 'policy_summary')",
+    );
+    let max: i64 = conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
+    u64::try_from(max).map_err(|_| StoreError::Corrupt(format!("negative feed index {max}")))
+}
+
+pub(crate) fn stage_chunks(
+    tx: &Connection,
+    chunks: &[(Digest, Vec<u8>)],
+) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO chunks (sha256, bytes) VALUES (?1, ?2) ON CONFLICT (sha256) DO NOTHING",
+    )?;
+    for (sha256, bytes) in chunks {
+        insert.execute(params![&sha256.0[..], bytes])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn chunk(conn: &Connection, sha256: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT bytes FROM chunks WHERE sha256 = ?1")?
+        .query_row([&sha256.0[..]], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn hub_document(
+    conn: &Connection,
+    log: Log,
+    chain: &str,
+    seq: Option<u64>,
+) -> Result<Option<HubDocument>, StoreError> {
+    let sql = match seq {
+        Some(_) => log.pick(
+            "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM statements
+             WHERE node_id = ?1 AND seq = ?2",
+            "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM mirror
+             WHERE node_id = ?1 AND seq = ?2",
+        ),
+        None => log.pick(
+            "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM statements
+             WHERE node_id = ?1 AND ?2 IS NULL ORDER BY seq DESC LIMIT 1",
+            "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM mirror
+             WHERE node_id = ?1 AND ?2 IS NULL ORDER BY seq DESC LIMIT 1",
+        ),
+    };
+    let seq = match seq {
+        Some(seq) => match db::key(seq) {
+            Some(seq) => Some(seq),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![chain, seq])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(HubDocument {
+            feed_index: get_u64(row, 0)?,
+            seq: get_u64(row, 1)?,
+            digest: get_digest(row, 2)?,
+            envelope: row.get(3)?,
+            accepted_at_ms: row.get(4)?,
+        })),
+        None => Ok(None),
+    }
+}
+
+/// Implements [`crate::IndicatorStore`] for a store with a `db: Db` field over `$log`.
+macro_rules! impl_indicator_store {
+    ($store:ty, $log:expr) => {
+        impl $crate::indicators::IndicatorStore for $store {
+            fn check_observation_actions(
+                &self,
+                node_id: &str,
+                indicator: &str,
+                observations: &[rcpfed_core::statement::Observation],
+                limit: usize,
+            ) -> Result<Vec<rcpfed_core::rejection::Violation>, $crate::StoreError> {
+                self.db.read(|conn| {
+                    $crate::indicators_sql::check_observation_actions(
+                        conn,
+                        node_id,
+                        indicator,
+                        observations,
+                        limit,
+                    )
+                })
+            }
+
+            fn query_observations(
+                &self,
+                filter: &$crate::indicators::ObservationFilter,
+                after: Option<$crate::indicators::ObservationCursor>,
+                limit: usize,
+            ) -> Result<Vec<$crate::indicators::ObservationRow>, $crate::StoreError> {
+                self.db.read(|conn| {
+                    $crate::indicators_sql::query_observations(conn, filter, after, limit)
+                })
+            }
+
+            fn applied_feed_size(&self) -> Result<u64, $crate::StoreError> {
+                self.db
+                    .read(|conn| $crate::indicators_sql::applied_feed_size(conn, $log))
+            }
+
+            fn conflicts(
+                &self,
+                limit: usize,
+            ) -> Result<(Vec<$crate::indicators::ConflictRows>, u64), $crate::StoreError> {
+                self.db
+                    .read(|conn| $crate::indicators_sql::conflicts(conn, limit))
+            }
+
+            fn coverage(
+                &self,
+            ) -> Result<Vec<$crate::indicators::CoverageData>, $crate::StoreError> {
+                self.db.read($crate::indicators_sql::coverage)
+            }
+
+            fn policy_coverage(
+                &self,
+            ) -> Result<Vec<$crate::indicators::PolicyCoverageData>, $crate::StoreError> {
+                self.db.read($crate::indicators_sql::policy_coverage)
+            }
+
+            fn revisions_since(
+                &self,
+                after_feed_index: u64,
+                limit: usize,
+            ) -> Result<(Vec<$crate::indicators::RevisionRows>, u64), $crate::StoreError> {
+                self.db.read(|conn| {
+                    $crate::indicators_sql::revisions_since(conn, after_feed_index, limit)
+                })
+            }
+
+            fn last_content_feed_index(&self) -> Result<u64, $crate::StoreError> {
+                self.db
+                    .read(|conn| $crate::indicators_sql::last_content_feed_index(conn, $log))
+            }
+
+            fn stage_chunks(
+                &self,
+                chunks: &[(rcpfed_core::Digest, Vec<u8>)],
+            ) -> Result<(), $crate::StoreError> {
+                if chunks.is_empty() {
+                    return Ok(());
+                }
+                self.db
+                    .write(|tx| $crate::indicators_sql::stage_chunks(tx, chunks))
+            }
+
+            fn chunk(
+                &self,
+                sha256: &rcpfed_core::Digest,
+            ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
+                self.db
+                    .read(|conn| $crate::indicators_sql::chunk(conn, sha256))
+            }
+
+            fn hub_document(
+                &self,
+                chain: &str,
+                seq: Option<u64>,
+            ) -> Result<Option<$crate::indicators::HubDocument>, $crate::StoreError> {
+                self.db
+                    .read(|conn| $crate::indicators_sql::hub_document(conn, $log, chain, seq))
+            }
+        }
+    };
+}
+
+impl_indicator_store!(crate::SqliteHubStore, Log::Hub);
+impl_indicator_store!(crate::SqliteNodeStore, Log::Node);
