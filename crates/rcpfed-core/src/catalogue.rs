@@ -39,9 +39,9 @@ use crate::envelope::{SignedEnvelope, verify_signatures};
 use crate::iso3166::is_alpha3;
 use crate::keys::{SecretKey, VerifyKey};
 use crate::members::Member;
-use crate::rejection::{RejectClass, Rejection, Violation, reasons};
+use crate::rejection::{ProblemCount, RejectClass, Rejection, Violation, reasons};
 use crate::statement::{IndicatorSnapshot, Observation, ObservationAction};
-use crate::validate::{MAX_VIOLATIONS, is_indicator_code};
+use crate::validate::{MAX_VIOLATIONS, is_indicator_code, obs_field};
 use crate::wire::{timestamp_from_proto, timestamp_to_proto};
 use prost::Message as _;
 use rcpfed_proto::v1 as pb;
@@ -326,19 +326,10 @@ impl CatalogueCheck {
 
     /// The warnings if there is no error; otherwise a rejection carrying the errors.
     pub fn into_result(self) -> Result<Vec<Violation>, Rejection> {
-        let Some(first) = self.errors.first() else {
-            return Ok(self.warnings);
-        };
-        let rules: BTreeSet<&str> = self.errors.iter().map(|v| v.reason).collect();
-        let reason = match rules.iter().next() {
-            Some(only) if rules.len() == 1 => *only,
-            _ => reasons::VALIDATION_FAILED,
-        };
-        let mut message = format!("{}: {}", first.field, first.description);
-        if self.total_errors > 1 {
-            message.push_str(&format!(" (and {} more problems)", self.total_errors - 1));
+        match Rejection::from_violations(self.errors, ProblemCount::Exactly(self.total_errors)) {
+            Some(rejection) => Err(rejection),
+            None => Ok(self.warnings),
         }
-        Err(Rejection::new(RejectClass::Invalid, reason, message).with_violations(self.errors))
     }
 
     /// Counts an error; `make` builds its (field, description) only while the list has
@@ -1182,11 +1173,6 @@ struct Plan<'c> {
     conf_status: Option<&'c Codelist>,
     /// The indicator's dimensions with their codelists.
     dims: Vec<(&'c IndicatorDimension, Option<&'c Codelist>)>,
-}
-
-/// The field of column `column` of observation `i`; built only for a violation.
-fn obs_field(i: usize, column: &str) -> String {
-    format!("indicator_snapshot.observations[{i}]{column}")
 }
 
 /// Checks observations against the catalogue's indicator `indicator`, naming

@@ -21,6 +21,11 @@ pub const MAX_CHUNK_BYTES: u32 = 4 * 1024 * 1024;
 /// Largest number of chunks in one manifest (10 million observations at the default size).
 pub const MAX_CHUNKS: usize = 1_000;
 
+/// Most observations in one snapshot. A receiver holds them all while it checks the snapshot
+/// (the duplicate-key rule spans every chunk), so this bounds its memory: without it, 4 MiB
+/// chunks of near-empty observations would decode to hundreds of millions of them.
+pub const MAX_SNAPSHOT_OBSERVATIONS: u64 = 10_000_000;
+
 /// Encodes `observations` as chunks of at most `per_chunk` observations; returns the manifest
 /// and the chunk bytes in order. `per_chunk` of 0 is taken as 1.
 pub fn encode_chunks(
@@ -58,9 +63,20 @@ fn manifest_error(field: String, reason: &'static str, description: String) -> R
 }
 
 /// Checks that a manifest is well formed: at least one chunk, at most [`MAX_CHUNKS`], every
-/// chunk non-empty and within [`MAX_CHUNK_BYTES`], counts adding up.
+/// chunk non-empty and within [`MAX_CHUNK_BYTES`], counts adding up to at most
+/// [`MAX_SNAPSHOT_OBSERVATIONS`].
 pub fn check_manifest(m: &ChunkManifest) -> Result<(), Rejection> {
     let field = "indicator_snapshot.chunks";
+    if m.observation_count > MAX_SNAPSHOT_OBSERVATIONS {
+        return Err(manifest_error(
+            format!("{field}.observation_count"),
+            reasons::INVALID_CHUNK_MANIFEST,
+            format!(
+                "says {} observations; a snapshot holds at most {MAX_SNAPSHOT_OBSERVATIONS}, so split it into several documents",
+                m.observation_count
+            ),
+        ));
+    }
     if m.chunks.is_empty() || m.chunks.len() > MAX_CHUNKS {
         return Err(manifest_error(
             format!("{field}.chunks"),
@@ -220,5 +236,28 @@ mod tests {
             check_manifest(&m).expect_err("empty").reason,
             reasons::INVALID_CHUNK_MANIFEST
         );
+    }
+
+    #[test]
+    fn manifest_holds_at_most_the_snapshot_limit() {
+        // Two chunks whose counts add up, but to more than a receiver may hold.
+        let all: Vec<Observation> = (0..2).map(obs).collect();
+        let (mut m, _) = encode_chunks(&all, 1);
+        let half = u32::try_from(MAX_SNAPSHOT_OBSERVATIONS / 2).expect("fits");
+        for c in &mut m.chunks {
+            c.observation_count = half + 1;
+        }
+        m.observation_count = 2 * u64::from(half + 1);
+        let err = check_manifest(&m).expect_err("over the limit");
+        assert_eq!(err.reason, reasons::INVALID_CHUNK_MANIFEST);
+        assert_eq!(
+            err.violations.first().map(|v| v.field.as_str()),
+            Some("indicator_snapshot.chunks.observation_count")
+        );
+        for c in &mut m.chunks {
+            c.observation_count = half;
+        }
+        m.observation_count = MAX_SNAPSHOT_OBSERVATIONS;
+        check_manifest(&m).expect("exactly at the limit");
     }
 }

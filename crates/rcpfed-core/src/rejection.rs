@@ -46,6 +46,16 @@ impl Violation {
     }
 }
 
+/// How many problems a refusal found, for its message: all of them were counted, or the
+/// search stopped at a limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemCount {
+    /// Every problem was counted.
+    Exactly(usize),
+    /// The search stopped after this many.
+    AtLeast(usize),
+}
+
 /// Refused input: a class, a machine-readable reason, a plain-words message, and details.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -89,6 +99,30 @@ impl Rejection {
     /// An `Invalid` rejection without a field.
     pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
         Rejection::new(RejectClass::Invalid, reason, message)
+    }
+
+    /// The `Invalid` refusal of input whose fields break rules, or None when `violations` is
+    /// empty: reason the one rule every violation names, VALIDATION_FAILED when they differ;
+    /// message the first violation and how many more problems there are (`count`, which
+    /// includes the ones not listed).
+    pub fn from_violations(violations: Vec<Violation>, count: ProblemCount) -> Option<Self> {
+        let first = violations.first()?;
+        let reason = if violations.iter().all(|v| v.reason == first.reason) {
+            first.reason
+        } else {
+            reasons::VALIDATION_FAILED
+        };
+        let mut message = format!("{}: {}", first.field, first.description);
+        match count {
+            ProblemCount::Exactly(total) if total > 1 => {
+                message.push_str(&format!(" (and {} more problems)", total - 1));
+            }
+            ProblemCount::AtLeast(total) if total > 1 => {
+                message.push_str(&format!(" (and at least {} more problems)", total - 1));
+            }
+            _ => {}
+        }
+        Some(Rejection::new(RejectClass::Invalid, reason, message).with_violations(violations))
     }
 
     /// An `Invalid` rejection carrying one field violation.
@@ -306,4 +340,47 @@ pub mod reasons {
     pub const CATALOGUE_INVALID: &str = "CATALOGUE_INVALID";
     /// A query is malformed (missing indicator, bad period, bad page token).
     pub const INVALID_QUERY: &str = "INVALID_QUERY";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_refused_name_one_rule_or_validation_failed() {
+        assert_eq!(
+            Rejection::from_violations(Vec::new(), ProblemCount::Exactly(0)),
+            None
+        );
+        let exists = |i: usize| {
+            Violation::new(
+                format!("indicator_snapshot.observations[{i}]"),
+                reasons::OBSERVATION_EXISTS,
+                "appends a key in force",
+            )
+        };
+        let one_rule =
+            Rejection::from_violations(vec![exists(0), exists(3)], ProblemCount::Exactly(2))
+                .expect("refused");
+        assert_eq!(one_rule.class, RejectClass::Invalid);
+        assert_eq!(one_rule.reason, reasons::OBSERVATION_EXISTS);
+        assert_eq!(
+            one_rule.message,
+            "indicator_snapshot.observations[0]: appends a key in force (and 1 more problems)"
+        );
+        let mut mixed = vec![exists(0)];
+        mixed.push(Violation::new(
+            "indicator_snapshot.observations[1]",
+            reasons::OBSERVATION_NOT_FOUND,
+            "replaces a key not in force",
+        ));
+        let mixed = Rejection::from_violations(mixed, ProblemCount::AtLeast(2)).expect("refused");
+        assert_eq!(mixed.reason, reasons::VALIDATION_FAILED);
+        assert_eq!(mixed.violations.len(), 2);
+        assert!(
+            mixed.message.ends_with("(and at least 1 more problems)"),
+            "{}",
+            mixed.message
+        );
+    }
 }

@@ -16,13 +16,13 @@ use crate::chunks::check_manifest;
 use crate::dates::{parse_date, parse_time_period};
 use crate::iso3166::is_alpha3;
 use crate::members::Member;
-use crate::rejection::{RejectClass, Rejection, Violation, reasons};
+use crate::rejection::{ProblemCount, RejectClass, Rejection, Violation, reasons};
 use crate::statement::{
     Body, IndicatorSnapshot, LocalizedText, Observation, ObservationAction, PolicySummary,
     Statement,
 };
+use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashSet};
 use std::hash::BuildHasher;
 use time::OffsetDateTime;
 
@@ -184,19 +184,10 @@ pub fn validate_observations(
 
 fn into_result(v: Violations) -> Result<(), Rejection> {
     let Violations(list, total) = v;
-    let Some(first) = list.first() else {
-        return Ok(());
-    };
-    let rules: BTreeSet<&str> = list.iter().map(|v| v.reason).collect();
-    let reason = match rules.iter().next() {
-        Some(only) if rules.len() == 1 => *only,
-        _ => reasons::VALIDATION_FAILED,
-    };
-    let mut message = format!("{}: {}", first.field, first.description);
-    if total > 1 {
-        message.push_str(&format!(" (and {} more problems)", total - 1));
+    match Rejection::from_violations(list, ProblemCount::Exactly(total)) {
+        Some(rejection) => Err(rejection),
+        None => Ok(()),
     }
-    Err(Rejection::new(RejectClass::Invalid, reason, message).with_violations(list))
 }
 
 fn is_document_segment(seg: &str) -> bool {
@@ -476,12 +467,12 @@ fn check_indicator_code(indicator: &str, v: &mut Violations) {
 
 /// The field of column `column` (".ref_area", "" for the row) of observation `i`; built only
 /// when a rule is broken, so a million clean rows allocate no messages.
-fn obs_field(i: usize, column: &str) -> String {
+pub(crate) fn obs_field(i: usize, column: &str) -> String {
     format!("indicator_snapshot.observations[{i}]{column}")
 }
 
 /// Whether `id` is a dimension id: upper-case letter, then A-Z, 0-9, '_'.
-fn is_dimension_id(id: &str) -> bool {
+pub fn is_dimension_id(id: &str) -> bool {
     id.starts_with(|c: char| c.is_ascii_uppercase())
         && id
             .bytes()

@@ -685,7 +685,9 @@ mod tests {
     use rcpfed_core::Digest;
     use rcpfed_core::rejection::Violation;
     use rcpfed_core::statement::{Observation, ObservationAction};
-    use rcpfed_store::{ConflictRows, CoverageData, PolicyCoverageData, RevisionRows};
+    use rcpfed_store::{
+        CoherenceRows, ConflictRows, CoverageData, PolicyCoverageData, RevisionRows,
+    };
     use std::sync::Mutex;
     use tokio_stream::StreamExt as _;
 
@@ -770,6 +772,16 @@ mod tests {
             _: usize,
         ) -> Result<(Vec<RevisionRows>, u64), StoreError> {
             Ok((Vec::new(), 0))
+        }
+
+        fn coherence_rows(&self, _: u64, _: usize) -> Result<CoherenceRows, StoreError> {
+            Ok(CoherenceRows {
+                feed_size: self.feed_size,
+                conflicts: (Vec::new(), 0),
+                coverage: Vec::new(),
+                policy_coverage: Vec::new(),
+                revisions: (Vec::new(), 0),
+            })
         }
 
         fn last_content_feed_index(&self) -> Result<u64, StoreError> {

@@ -18,38 +18,26 @@ use rcpfed_core::envelope::{SignedEnvelope, pae};
 use rcpfed_core::keys::{SecretKey, VerifyKey};
 use rcpfed_core::merkle;
 use rcpfed_store::{CATALOGUE_KIND, StatementFilter, catalogue_chain};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// Document name of catalogue versions in the log.
 pub const CATALOGUE_DOCUMENT: &str = "catalogue";
 
-/// The catalogue in force, shared by the request handlers and the coherence task; replaced
-/// as a whole (a check never mixes two versions).
+/// The catalogue in force, shared by the request handlers and the coherence task. It is
+/// fixed while the hub runs: a new version is only logged at start-up ([`establish`]).
 #[derive(Clone)]
-pub struct SharedCatalogue(Arc<RwLock<Arc<SignedCatalogue>>>);
+pub struct SharedCatalogue(Arc<SignedCatalogue>);
 
 impl SharedCatalogue {
-    /// Starts with `catalogue`.
+    /// Puts `catalogue` in force (only once it is logged).
     pub fn new(catalogue: SignedCatalogue) -> Self {
-        SharedCatalogue(Arc::new(RwLock::new(Arc::new(catalogue))))
+        SharedCatalogue(Arc::new(catalogue))
     }
 
-    /// The version in force now; keep the `Arc` for the whole check.
+    /// The version in force; keep the `Arc` for the whole check.
     pub fn get(&self) -> Arc<SignedCatalogue> {
-        match self.0.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-
-    /// Puts `catalogue` in force (only after it is logged).
-    pub fn set(&self, catalogue: SignedCatalogue) {
-        let new = Arc::new(catalogue);
-        match self.0.write() {
-            Ok(mut guard) => *guard = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
-        }
+        Arc::clone(&self.0)
     }
 }
 

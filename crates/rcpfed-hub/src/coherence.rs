@@ -284,14 +284,10 @@ impl Reporter {
         if last_content <= previous_feed_size {
             return Ok(None);
         }
-        // Read first: the report covers at least this much, and content arriving during the
-        // queries makes the next tick issue another report.
-        let feed_size = store.applied_feed_size().map_err(|e| e.to_string())?;
-        let conflicts = store.conflicts(MAX_LISTED).map_err(|e| e.to_string())?;
-        let coverage = store.coverage().map_err(|e| e.to_string())?;
-        let policy_coverage = store.policy_coverage().map_err(|e| e.to_string())?;
-        let revisions = store
-            .revisions_since(previous_feed_size, MAX_LISTED)
+        // One read snapshot: the report describes exactly feed entries 1 to feed_size, and
+        // content arriving meanwhile makes the next tick issue another report.
+        let rows = store
+            .coherence_rows(previous_feed_size, MAX_LISTED)
             .map_err(|e| e.to_string())?;
         let federation = self.federation.get();
         let number = previous.map_or(1, |p| p.0 + 1);
@@ -300,15 +296,15 @@ impl Reporter {
             federation_id: federation.federation_id.clone(),
             number,
             generated_at_ms: now_ms(),
-            feed_size,
+            feed_size: rows.feed_size,
             previous_feed_size,
             previous_digest,
             catalogue_version: self.catalogue.get().version,
-            conflicts,
-            coverage,
+            conflicts: rows.conflicts,
+            coverage: rows.coverage,
             member_states: member_states_now(&federation, time::OffsetDateTime::now_utc().date()),
-            policy_coverage,
-            revisions,
+            policy_coverage: rows.policy_coverage,
+            revisions: rows.revisions,
         });
         let envelope =
             SignedEnvelope::sign(COHERENCE_PAYLOAD_TYPE, report.encode_to_vec(), &self.key);

@@ -21,10 +21,11 @@ use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::merkle::{self, Frontier, Hash};
 use rcpfed_core::receipt::Receipt;
-use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
+use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::statement::Observation;
 use rcpfed_store::{
     HubStore, NewCheckpoint, NewEquivocation, StoreError, StoredCheckpoint, StoredStatement,
+    action_refusal,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -518,8 +519,11 @@ impl Sequencer {
                 &snapshot.observations,
                 MAX_ACTION_VIOLATIONS,
             ) {
-                Ok(violations) if violations.is_empty() => {}
-                Ok(violations) => return Decision::Refuse(action_rejection(violations)),
+                Ok(violations) => {
+                    if let Some(refusal) = action_refusal(violations, MAX_ACTION_VIOLATIONS) {
+                        return Decision::Refuse(refusal);
+                    }
+                }
                 Err(e) => return Decision::Fail(e.to_string()),
             }
         }
@@ -555,30 +559,6 @@ impl Sequencer {
         accepted.push(stored);
         Decision::Accept(receipt, self.last_index - 1)
     }
-}
-
-/// The refusal of a snapshot whose actions do not fit the committed view: the one reason
-/// when every violation has it, VALIDATION_FAILED when they are mixed.
-fn action_rejection(violations: Vec<Violation>) -> Rejection {
-    let first_reason = violations.first().map(|v| v.reason);
-    let reason = match first_reason {
-        Some(r) if violations.iter().all(|v| v.reason == r) => r,
-        _ => reasons::VALIDATION_FAILED,
-    };
-    let mut message = violations
-        .first()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .unwrap_or_default();
-    if violations.len() > 1 {
-        let more = violations.len() - 1;
-        let at_least = if violations.len() >= MAX_ACTION_VIOLATIONS {
-            "at least "
-        } else {
-            ""
-        };
-        message.push_str(&format!(" (and {at_least}{more} more problems)"));
-    }
-    Rejection::new(RejectClass::Invalid, reason, message).with_violations(violations)
 }
 
 fn now_ms() -> i64 {

@@ -681,5 +681,8 @@ async fn large_snapshot_timing() {
             .map_err(|s| (s.code(), s.message().to_string())),
         started.elapsed()
     );
+    // A timing of a refusal would measure the wrong thing.
+    let accepted = outcome.expect("the snapshot is accepted");
+    assert!(!accepted.duplicate, "a new snapshot, not a resubmission");
     hub.stop().await;
 }

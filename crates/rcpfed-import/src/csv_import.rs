@@ -193,12 +193,8 @@ impl Col {
     }
 }
 
-/// Whether `s` is written like a dimension id: an upper-case letter, then A-Z, 0-9 or '_'.
-pub(crate) fn is_dimension_id(s: &str) -> bool {
-    s.starts_with(|c: char| c.is_ascii_uppercase())
-        && s.bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}
+/// The one rule for how a dimension id is written, shared with the node's and the hub's checks.
+pub(crate) use rcpfed_core::validate::is_dimension_id;
 
 fn classify_simple(cell: &str) -> Option<Col> {
     let known = [

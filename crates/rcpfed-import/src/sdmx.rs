@@ -14,8 +14,9 @@
 //! | `FREQ` (optional) | checked against the TIME_PERIOD's format (`A` for `2024`, `M` for `2024-05`, …) and not kept: the catalogue derives the frequency from the period |
 //! | `OBS_VALUE` | the measure; required column; empty or `-` on `D` rows |
 //! | `OBS_STATUS`, `UNIT_MEASURE`, `UNIT_MULT`, `CONF_STATUS` | attributes |
-//! | `COMMENT` or `FOOTNOTE` | footnote (free text, kept as written) |
-//! | `SOURCE` | source (free text) |
+//! | `COMMENT`, `COMMENT_OBS` or `FOOTNOTE` | footnote (free text, kept as written) |
+//! | `SOURCE` or `SOURCE_DETAIL` | source (free text) |
+//! | `PROVIDER`, `STATEMENT_DIGEST`, `FEED_INDEX`, `POSITION`, `ACCEPTED_AT`, `SUPERSEDED_AT` | ignored: the provenance columns of rcpfed's own export, so an exported file imports again |
 //! | any other upper-case id, e.g. `SEX`, `AGE`, `MIGRANT_STATUS` | a disaggregation dimension; an empty cell means the dimension is absent |
 //!
 //! Conventions of the format that are understood:
@@ -198,8 +199,18 @@ fn classify(id: &str) -> Option<Col> {
         ("OBS_STATUS", Col::ObsStatus),
         ("CONF_STATUS", Col::ConfStatus),
         ("COMMENT", Col::Footnote),
+        ("COMMENT_OBS", Col::Footnote),
         ("FOOTNOTE", Col::Footnote),
         ("SOURCE", Col::Source),
+        ("SOURCE_DETAIL", Col::Source),
+        // Provenance columns of rcpfed's own SDMX-CSV export: where a figure was logged, not
+        // part of it, so an exported file can be imported again.
+        ("PROVIDER", Col::Ignored),
+        ("STATEMENT_DIGEST", Col::Ignored),
+        ("FEED_INDEX", Col::Ignored),
+        ("POSITION", Col::Ignored),
+        ("ACCEPTED_AT", Col::Ignored),
+        ("SUPERSEDED_AT", Col::Ignored),
     ];
     if let Some((_, col)) = known
         .into_iter()
@@ -346,6 +357,24 @@ dataflow,GFMD:MIG_STOCK(1.0.0),R,LKA,2021,M,,2.5,persons,6,E,,,UN DESA
 dataflow,GFMD:MIG_STOCK(1.0.0),D,LKA,2019,M,Y_GE65,,,,,,,
 dataflow,GFMD:MIG_STOCK,D,LKA,2018,M,,-,-,-,-,,removed,
 ";
+
+    /// The shape of rcpfed's own SDMX-CSV export (rcpfed-grpc `sdmx.rs`): attribute ids
+    /// COMMENT_OBS and SOURCE_DETAIL, then provenance columns.
+    const EXPORTED: &str = "\
+STRUCTURE,STRUCTURE_ID,ACTION,REF_AREA,SEX,TIME_PERIOD,OBS_VALUE,OBS_STATUS,CONF_STATUS,UNIT_MEASURE,UNIT_MULT,COMMENT_OBS,SOURCE_DETAIL,PROVIDER,STATEMENT_DIGEST,FEED_INDEX,POSITION,ACCEPTED_AT,SUPERSEDED_AT\r
+dataflow,GFMD:MIG_STOCK(1.0.0),I,LKA,F,2023,12.5,A,,persons,0,\"first, estimate\",UN DESA,colombo,9f86d081884c7d65,5,0,2024-05-01T12:00:05Z,\r
+";
+
+    #[test]
+    fn an_exported_file_imports_again() {
+        let docs = parse_sdmx_csv(EXPORTED, "colombo", "again").unwrap();
+        let o = &docs[0].snapshot.observations;
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].footnote, "first, estimate");
+        assert_eq!(o[0].source, "UN DESA");
+        let dims: Vec<&str> = o[0].dimensions.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(dims, ["SEX"], "provenance columns are not dimensions");
+    }
 
     #[test]
     fn good_file_one_snapshot_per_structure_id() {

@@ -19,7 +19,7 @@ use rcpfed_core::members::Federation;
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Header, Observation, Statement};
 use rcpfed_core::validate::{MAX_VIOLATIONS, ValidationContext, validate_statement};
-use rcpfed_store::{DeliveryState, OwnStatement, StoreError};
+use rcpfed_store::{DeliveryState, OwnStatement, StoreError, action_refusal};
 use std::sync::Arc;
 
 /// What to publish.
@@ -326,37 +326,10 @@ fn check_actions(
     let violations =
         cx.store
             .check_observation_actions(&cx.node_id, indicator, observations, MAX_VIOLATIONS)?;
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(action_rejection(violations).into())
+    match action_refusal(violations, MAX_VIOLATIONS) {
+        Some(refusal) => Err(refusal.into()),
+        None => Ok(()),
     }
-}
-
-/// The refusal of actions that do not fit the observations in force, like the hub's: the one
-/// reason when every violation has it, VALIDATION_FAILED when they are mixed.
-fn action_rejection(violations: Vec<Violation>) -> Rejection {
-    let first = violations.first().map(|v| v.reason);
-    let reason = match first {
-        Some(r) if violations.iter().all(|v| v.reason == r) => r,
-        _ => reasons::VALIDATION_FAILED,
-    };
-    let mut message = violations
-        .first()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .unwrap_or_default();
-    if violations.len() > 1 {
-        let at_least = if violations.len() >= MAX_VIOLATIONS {
-            "at least "
-        } else {
-            ""
-        };
-        message.push_str(&format!(
-            " (and {at_least}{} more problems)",
-            violations.len() - 1
-        ));
-    }
-    Rejection::new(RejectClass::Invalid, reason, message).with_violations(violations)
 }
 
 /// Catalogue warnings as plain lines "field: description", at most [`MAX_VIOLATIONS`]; the

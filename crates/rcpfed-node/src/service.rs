@@ -32,9 +32,10 @@ pub struct Node {
     pub(crate) state: Arc<NodeState>,
 }
 
-/// Most observations `PublishSnapshot` accepts: bounds the node's memory (the chunk manifest
-/// holds at most 1000 chunks of 10,000 observations).
-pub const MAX_STREAMED_OBSERVATIONS: usize = 10_000_000;
+/// Most observations `PublishSnapshot` accepts: bounds the node's memory, and is what the
+/// signed chunk manifest may list ([`rcpfed_core::chunks::MAX_SNAPSHOT_OBSERVATIONS`]).
+pub const MAX_STREAMED_OBSERVATIONS: usize =
+    rcpfed_core::chunks::MAX_SNAPSHOT_OBSERVATIONS as usize;
 
 /// An empty request id means none.
 fn request_id(id: String) -> Option<String> {

@@ -4,7 +4,7 @@
 
 use crate::StoreError;
 use crate::db::{self, Db, Schema, constraint_message, get_digest, get_hash, get_u32, get_u64};
-use crate::indicators_sql::{self, Entry, Log, indicator_tables_sql};
+use crate::indicators_sql::{self, Entry, Log, indicator_indexes_v2_sql, indicator_tables_sql};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use rusqlite::types::ToSql;
@@ -345,6 +345,7 @@ pub(crate) const HUB_SCHEMA: Schema = Schema {
         );
     "#,
         indicator_tables_sql!(),
+        indicator_indexes_v2_sql!(),
     ],
     upgrade: Some(upgrade_hub),
 };

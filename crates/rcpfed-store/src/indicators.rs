@@ -16,7 +16,7 @@
 
 use crate::StoreError;
 use rcpfed_core::Digest;
-use rcpfed_core::rejection::Violation;
+use rcpfed_core::rejection::{ProblemCount, Rejection, Violation};
 use rcpfed_core::statement::{Observation, ObservationAction};
 
 /// Which observation versions to read (the store-level form of the `ObservationQuery` message).
@@ -140,6 +140,22 @@ pub struct RevisionRows {
     pub new: ObservationRow,
 }
 
+/// Everything a coherence report is built from, read in one snapshot of the store, so that
+/// the report's feed size, conflicts, coverage and revisions describe the same state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoherenceRows {
+    /// Feed entries applied in this snapshot: every row below is within it.
+    pub feed_size: u64,
+    /// As [`IndicatorStore::conflicts`].
+    pub conflicts: (Vec<ConflictRows>, u64),
+    /// As [`IndicatorStore::coverage`].
+    pub coverage: Vec<CoverageData>,
+    /// As [`IndicatorStore::policy_coverage`].
+    pub policy_coverage: Vec<PolicyCoverageData>,
+    /// As [`IndicatorStore::revisions_since`].
+    pub revisions: (Vec<RevisionRows>, u64),
+}
+
 /// A hub-issued document as logged: a catalogue version or a coherence report.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HubDocument {
@@ -197,6 +213,18 @@ pub fn needs_existing(action: ObservationAction) -> bool {
     !matches!(action, ObservationAction::Append)
 }
 
+/// The refusal of a snapshot whose actions do not fit the observations in force, from what
+/// [`IndicatorStore::check_observation_actions`] found with `limit`; None when it found
+/// nothing. The hub and the node refuse with the same words.
+pub fn action_refusal(violations: Vec<Violation>, limit: usize) -> Option<Rejection> {
+    let count = if violations.len() >= limit {
+        ProblemCount::AtLeast(violations.len())
+    } else {
+        ProblemCount::Exactly(violations.len())
+    };
+    Rejection::from_violations(violations, count)
+}
+
 /// The indicator view, implemented by the hub store and the node store with the same code.
 pub trait IndicatorStore: Send + Sync + 'static {
     /// Checks a snapshot's actions against the versions in force for `node_id` (read only):
@@ -247,6 +275,15 @@ pub trait IndicatorStore: Send + Sync + 'static {
         after_feed_index: u64,
         limit: usize,
     ) -> Result<(Vec<RevisionRows>, u64), StoreError>;
+
+    /// The feed size, conflicts (at most `limit`), coverage, policy coverage and revisions
+    /// after `revisions_after` (at most `limit`), all read in ONE read transaction: separate
+    /// calls may each see a different feed size while entries are being stored.
+    fn coherence_rows(
+        &self,
+        revisions_after: u64,
+        limit: usize,
+    ) -> Result<CoherenceRows, StoreError>;
 
     /// Highest feed index of an indicator snapshot or policy summary statement (0 if none):
     /// the coherence report is regenerated when this moves.

@@ -6,7 +6,7 @@
 use crate::StoreError;
 use crate::db::{self, get_digest, get_u32, get_u64};
 use crate::indicators::{
-    ConflictRows, CoverageData, HubDocument, ObservationCursor, ObservationFilter,
+    CoherenceRows, ConflictRows, CoverageData, HubDocument, ObservationCursor, ObservationFilter,
     ObservationProvenance, ObservationRow, PolicyCoverageData, RevisionRows, dimension_key,
 };
 use rcpfed_core::Digest;
@@ -85,6 +85,29 @@ macro_rules! indicator_tables_sql {
     };
 }
 pub(crate) use indicator_tables_sql;
+
+/// The view's indexes as of the second indicator migration (hub version 5, node version 4),
+/// shared like [`indicator_tables_sql`]:
+/// - the index of the versions in force is rebuilt key first, node last. It still makes at
+///   most one version in force per (node, key) and serves the per-observation probe (every
+///   column is compared for equality), and it now lists the versions in force of each key
+///   side by side, so the conflicts are found in one scan of it instead of one search of
+///   `observations_key` per candidate key;
+/// - `observations_area` is (indicator, ref_area, feed_index, position): one area's versions
+///   in paging order, so a page filtered by area reads about a page of rows instead of
+///   sorting every row of the area.
+macro_rules! indicator_indexes_v2_sql {
+    () => {
+        r#"
+        DROP INDEX observations_in_force;
+        CREATE UNIQUE INDEX observations_in_force
+            ON observations (indicator, ref_area, time_period, dims, node_id)
+            WHERE superseded_at_ms IS NULL;
+        CREATE INDEX observations_area ON observations (indicator, ref_area);
+        "#
+    };
+}
+pub(crate) use indicator_indexes_v2_sql;
 
 /// Which log table holds the feed entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -690,19 +713,44 @@ pub(crate) fn observation_query(
         " FROM observations WHERE indicator = ?"
     ));
     let mut args = vec![Value::Text(filter.indicator.clone())];
-    if !filter.ref_areas.is_empty() {
-        sql.push_str(" AND ref_area IN (SELECT value FROM json_each(?))");
-        args.push(Value::Text(json_array(
-            filter.ref_areas.iter().map(String::as_str),
-        )));
+    match filter.ref_areas.as_slice() {
+        [] => {}
+        // One area (the common case) reads `observations_area` in paging order: a page costs
+        // about a page of rows. A list is a set of ranges of it, merged by a sort.
+        [area] => {
+            sql.push_str(" AND ref_area = ?");
+            args.push(Value::Text(area.clone()));
+        }
+        areas => {
+            sql.push_str(" AND ref_area IN (SELECT value FROM json_each(?))");
+            args.push(Value::Text(json_array(areas.iter().map(String::as_str))));
+        }
     }
+    // Every TIME_PERIOD starts with the 4-digit year of its first day, and its last day falls
+    // in the same year. So the date bounds imply bounds on TIME_PERIOD as text, which are
+    // stated too: they change no answer, and let a query by area and period read the area's
+    // periods through `observations_key` when the planner finds that cheaper.
+    let year = |date: &str| {
+        date.get(..4)
+            .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_string)
+    };
     if let Some(start) = &filter.start_date {
         sql.push_str(" AND period_start >= ?");
         args.push(Value::Text(start.clone()));
+        if let Some(first_year) = year(start) {
+            sql.push_str(" AND time_period >= ?");
+            args.push(Value::Text(first_year));
+        }
     }
     if let Some(end) = &filter.end_date {
         sql.push_str(" AND period_end <= ?");
         args.push(Value::Text(end.clone()));
+        if let Some(last_year) = year(end) {
+            // ':' sorts after every character that follows the year ('-', digits).
+            sql.push_str(" AND time_period < ?");
+            args.push(Value::Text(format!("{last_year}:")));
+        }
     }
     if !filter.dimensions.is_empty() {
         // Each listed pair must be one of the `;`-separated pairs of the canonical key.
@@ -794,23 +842,52 @@ fn scaled_value(value: Option<f64>, unit_mult: i32) -> String {
 }
 
 /// Candidate conflicts: keys reported by more than one node among the versions in force
-/// (tombstones excluded) whose raw values, multipliers or units are not all equal. The exact
-/// comparison of the scaled values happens in Rust ([`scaled_value`]).
+/// (tombstones excluded) whose raw values, multipliers or units are not all equal, with the
+/// versions in force of each, ordered by key then node. The exact comparison of the scaled
+/// values happens in Rust ([`scaled_value`]).
+///
+/// Every step reads the index of the versions in force, which is in (key, node) order: `c`,
+/// the keys in force at more than one node (tombstones included), is one scan of the index
+/// alone; `k` and the outer query search it by key. (Grouping the whole table and joining
+/// back on `observations_key` read every version of an area and period per candidate: minutes
+/// at a million observations.) A key has at most one version in force per node, so count(*)
+/// counts nodes.
 pub(crate) const CONFLICT_CANDIDATES_SQL: &str = concat!(
     "SELECT ",
     observation_columns!(),
-    " FROM observations o
-     JOIN (SELECT indicator, ref_area, time_period, dims FROM observations
-           WHERE superseded_at_ms IS NULL AND action != 3
-           GROUP BY indicator, ref_area, time_period, dims
-           HAVING count(DISTINCT node_id) > 1
-              AND (min(obs_value) IS NOT max(obs_value) OR min(unit_mult) != max(unit_mult)
-                   OR min(unit_measure) != max(unit_measure)
-                   OR count(obs_value) NOT IN (0, count(*)))) k
-     USING (indicator, ref_area, time_period, dims)
+    " FROM (SELECT v.indicator, v.ref_area, v.time_period, v.dims
+           FROM (SELECT indicator, ref_area, time_period, dims FROM observations
+                 WHERE superseded_at_ms IS NULL
+                 GROUP BY indicator, ref_area, time_period, dims
+                 HAVING count(*) > 1) c
+           JOIN observations v
+             ON v.indicator = c.indicator AND v.ref_area = c.ref_area
+            AND v.time_period = c.time_period AND v.dims = c.dims
+           WHERE v.superseded_at_ms IS NULL AND v.action != 3
+           GROUP BY v.indicator, v.ref_area, v.time_period, v.dims
+           HAVING count(*) > 1
+              AND (min(v.obs_value) IS NOT max(v.obs_value)
+                   OR min(v.unit_mult) != max(v.unit_mult)
+                   OR min(v.unit_measure) != max(v.unit_measure)
+                   OR count(v.obs_value) NOT IN (0, count(*)))) k
+     JOIN observations o USING (indicator, ref_area, time_period, dims)
      WHERE o.superseded_at_ms IS NULL AND o.action != 3
      ORDER BY o.indicator, o.ref_area, o.time_period, o.dims, o.node_id"
 );
+
+/// One candidate key while [`conflicts`] reads its versions.
+struct ConflictGroup {
+    /// (indicator, ref_area, time_period, dims).
+    key: [String; 4],
+    /// The first version's (OBS_VALUE, UNIT_MULT, UNIT_MEASURE).
+    first: (Option<f64>, i32, String),
+    /// The first version's scaled value, computed when a version's raw value differs.
+    first_scaled: Option<String>,
+    /// Whether some version differs from the first.
+    differ: bool,
+    /// The versions, kept only while the group may still be listed.
+    rows: Vec<ObservationRow>,
+}
 
 pub(crate) fn conflicts(
     conn: &Connection,
@@ -820,44 +897,51 @@ pub(crate) fn conflicts(
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
     let mut total = 0u64;
-    let mut group: Vec<ObservationRow> = Vec::new();
-    let mut finish = |group: &mut Vec<ObservationRow>| {
-        let first = group.first().map(|r| {
-            (
-                scaled_value(r.observation.obs_value, r.observation.unit_mult),
-                r.observation.unit_measure.clone(),
-            )
-        });
-        let differ = group.iter().any(|r| {
-            first.as_ref().is_some_and(|(value, unit)| {
-                scaled_value(r.observation.obs_value, r.observation.unit_mult) != *value
-                    || r.observation.unit_measure != *unit
-            })
-        });
-        if differ {
+    let mut group: Option<ConflictGroup> = None;
+    let mut finish = |group: Option<ConflictGroup>, out: &mut Vec<ConflictRows>| {
+        if let Some(g) = group.filter(|g| g.differ) {
             total += 1;
             if out.len() < limit {
-                out.push(ConflictRows {
-                    values: std::mem::take(group),
-                });
+                out.push(ConflictRows { values: g.rows });
             }
         }
-        group.clear();
     };
     while let Some(row) = rows.next()? {
-        let row = observation_from_row(row)?;
-        let same_key = group.first().is_some_and(|g| {
-            g.indicator == row.indicator
-                && g.observation.ref_area == row.observation.ref_area
-                && g.observation.time_period == row.observation.time_period
-                && g.observation.dimensions == row.observation.dimensions
-        });
+        // Columns as observation_columns!() lists them; read without copying until needed.
+        let text = |i: usize| -> Result<&str, rusqlite::Error> { Ok(row.get_ref(i)?.as_str()?) };
+        let key = [text(0)?, text(1)?, text(2)?, text(3)?];
+        let value: Option<f64> = row.get(5)?;
+        let unit_measure = text(7)?;
+        let unit_mult: i32 = row.get(8)?;
+        let same_key = group
+            .as_ref()
+            .is_some_and(|g| g.key.iter().zip(key).all(|(a, b)| a == b));
         if !same_key {
-            finish(&mut group);
+            finish(group.take(), &mut out);
+            group = Some(ConflictGroup {
+                key: key.map(str::to_string),
+                first: (value, unit_mult, unit_measure.to_string()),
+                first_scaled: None,
+                differ: false,
+                rows: Vec::new(),
+            });
         }
-        group.push(row);
+        let Some(g) = group.as_mut() else { continue };
+        if !g.differ {
+            // Equal raw (value, multiplier) pairs scale equally: format only when they differ.
+            g.differ = unit_measure != g.first.2
+                || ((value, unit_mult) != (g.first.0, g.first.1) && {
+                    let first = g
+                        .first_scaled
+                        .get_or_insert_with(|| scaled_value(g.first.0, g.first.1));
+                    scaled_value(value, unit_mult) != *first
+                });
+        }
+        if out.len() < limit {
+            g.rows.push(observation_from_row(row)?);
+        }
     }
-    finish(&mut group);
+    finish(group, &mut out);
     Ok((out, total))
 }
 
@@ -940,11 +1024,22 @@ pub(crate) fn revisions_since(
     after_feed_index: u64,
     limit: usize,
 ) -> Result<(Vec<RevisionRows>, u64), StoreError> {
-    let after = db::bound(after_feed_index);
     // One snapshot for the page, the predecessors and the count.
     let tx = conn.unchecked_transaction()?;
+    let out = revisions_in(&tx, after_feed_index, limit)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// [`revisions_since`] inside the caller's read transaction.
+fn revisions_in(
+    tx: &Connection,
+    after_feed_index: u64,
+    limit: usize,
+) -> Result<(Vec<RevisionRows>, u64), StoreError> {
+    let after = db::bound(after_feed_index);
     let new_rows = collect_rows(
-        &tx,
+        tx,
         concat!(
             "SELECT ",
             observation_columns!(),
@@ -959,7 +1054,7 @@ pub(crate) fn revisions_since(
         let p = &new.provenance;
         let dims = dimension_key(&o.dimensions);
         let old = collect_rows(
-            &tx,
+            tx,
             PREDECESSOR_SQL,
             &[
                 &new.indicator,
@@ -985,10 +1080,30 @@ pub(crate) fn revisions_since(
             "SELECT count(*) FROM observations WHERE feed_index > ?1 AND action IN (2, 3)",
         )?
         .query_row([after], |r| r.get(0))?;
-    tx.commit()?;
     let total =
         u64::try_from(total).map_err(|_| StoreError::Corrupt(format!("negative count {total}")))?;
     Ok((out, total))
+}
+
+/// Everything a coherence report reads, in one read transaction (one WAL snapshot): the
+/// report's feed size then bounds every row it lists, and the next report's revisions start
+/// exactly where this one's end.
+pub(crate) fn coherence_rows(
+    conn: &Connection,
+    log: Log,
+    revisions_after: u64,
+    limit: usize,
+) -> Result<CoherenceRows, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let rows = CoherenceRows {
+        feed_size: applied_feed_size(&tx, log)?,
+        conflicts: conflicts(&tx, limit)?,
+        coverage: coverage(&tx)?,
+        policy_coverage: policy_coverage(&tx)?,
+        revisions: revisions_in(&tx, revisions_after, limit)?,
+    };
+    tx.commit()?;
+    Ok(rows)
 }
 
 /// Highest feed index of an indicator snapshot or policy summary: two index probes (one per
@@ -1134,6 +1249,16 @@ macro_rules! impl_indicator_store {
             ) -> Result<(Vec<$crate::indicators::RevisionRows>, u64), $crate::StoreError> {
                 self.db.read(|conn| {
                     $crate::indicators_sql::revisions_since(conn, after_feed_index, limit)
+                })
+            }
+
+            fn coherence_rows(
+                &self,
+                revisions_after: u64,
+                limit: usize,
+            ) -> Result<$crate::indicators::CoherenceRows, $crate::StoreError> {
+                self.db.read(|conn| {
+                    $crate::indicators_sql::coherence_rows(conn, $log, revisions_after, limit)
                 })
             }
 

@@ -73,6 +73,58 @@ fn hub_and_node_answer_identically() {
     indicators::same_answers(&hub, &node);
 }
 
+/// While the hub stores revisions, every coherence read describes one feed size: with one
+/// REPLACE per entry after the first, the revisions it counts are exactly feed_size - 1.
+#[test]
+fn coherence_rows_never_mix_two_feed_sizes() {
+    const ENTRIES: u64 = 300;
+    let paths = Paths::new();
+    let store = Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap());
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for i in 1..=ENTRIES {
+                let o = if i == 1 {
+                    indicators::append("LKA", "2020", 1.0)
+                } else {
+                    indicators::replace("LKA", "2020", i as f64)
+                };
+                let e = indicators::snapshot_entry(
+                    i,
+                    "node-a",
+                    i,
+                    u32::try_from(i).unwrap(),
+                    "IND",
+                    vec![o],
+                    None,
+                    i64::try_from(i).unwrap() * 1_000,
+                );
+                store.append(&[e.stored()], &[], &[], None).unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    loop {
+        let done = writer.is_finished();
+        let rows = store.coherence_rows(0, 10_000).unwrap();
+        let (listed, total) = &rows.revisions;
+        assert_eq!(*total, rows.feed_size.saturating_sub(1), "read {reads}");
+        assert!(
+            listed
+                .iter()
+                .all(|r| r.new.provenance.feed_index <= rows.feed_size),
+            "read {reads}: a revision beyond feed size {}",
+            rows.feed_size
+        );
+        reads += 1;
+        if done {
+            assert_eq!(rows.feed_size, ENTRIES);
+            break;
+        }
+    }
+    writer.join().unwrap();
+}
+
 #[test]
 fn hub_reopen_persists() {
     let paths = Paths::new();
@@ -124,18 +176,18 @@ fn newer_schema_is_refused() {
     match SqliteHubStore::open(&hub) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 4,
+            supported: 5,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     let node = paths.fresh();
     drop(SqliteNodeStore::open(&node).unwrap());
-    set_user_version(&node, 4);
+    set_user_version(&node, 5);
     assert!(matches!(
         SqliteNodeStore::open(&node),
         Err(StoreError::SchemaTooNew {
-            found: 4,
-            supported: 3
+            found: 5,
+            supported: 4
         })
     ));
 }
@@ -635,8 +687,8 @@ fn indicator_queries_use_indexes() {
     assert_eq!(
         find,
         vec![
-            "SEARCH observations USING INDEX observations_in_force (node_id=? AND indicator=? \
-             AND ref_area=? AND time_period=? AND dims=?)"
+            "SEARCH observations USING INDEX observations_in_force (indicator=? AND ref_area=? \
+             AND time_period=? AND dims=? AND node_id=?)"
         ]
     );
     // Pages come from the indicator's index in paging order: never a sort of the series.
@@ -667,20 +719,79 @@ fn indicator_queries_use_indexes() {
             "{f:?}: {steps:#?}"
         );
     }
-    // Areas are selective: their index, then a sort of the (few) matches.
+    // One area: its index in paging order, never a sort of the area's rows.
+    let area = ObservationFilter {
+        ref_areas: vec!["LKA".into()],
+        ..indicators::filter("IND")
+    };
+    for (f, after) in [
+        (area.clone(), None),
+        (area.clone(), Some((11, 3))),
+        (
+            ObservationFilter {
+                include_history: true,
+                as_of_ms: Some(5_000),
+                ..area.clone()
+            },
+            Some((2, 0)),
+        ),
+        (
+            ObservationFilter {
+                dimensions: vec![("SEX".into(), "F".into())],
+                updated_after_ms: Some(3),
+                ..area.clone()
+            },
+            None,
+        ),
+    ] {
+        let (sql, args) = crate::indicators_sql::observation_query(&f, after, 100);
+        let steps = plan(&sql, &args);
+        assert!(
+            steps[0].starts_with(
+                "SEARCH observations USING INDEX observations_area (indicator=? AND ref_area=?"
+            ) && !steps.iter().any(|s| s.contains("TEMP B-TREE")),
+            "{f:?}: {steps:#?}"
+        );
+    }
+    // One area and a period: the period bounds TIME_PERIOD too, so an index reads only that
+    // area's periods (or the area in paging order); never the whole indicator.
     let (sql, args) = crate::indicators_sql::observation_query(
         &ObservationFilter {
-            ref_areas: vec!["LKA".into()],
-            ..indicators::filter("IND")
+            start_date: Some("2020-01-01".into()),
+            end_date: Some("2020-12-31".into()),
+            dimensions: vec![("SEX".into(), "F".into())],
+            ..area.clone()
         },
         None,
         100,
     );
+    assert!(sql.contains("time_period >= ?") && sql.contains("time_period < ?"));
     let steps = plan(&sql, &args);
     assert!(
-        steps[0].contains("USING INDEX observations_key (indicator=? AND ref_area=?)"),
+        steps[0].contains("(indicator=? AND ref_area=? AND time_period>? AND time_period<?)")
+            || steps[0].contains("USING INDEX observations_area (indicator=? AND ref_area=?)"),
         "{steps:#?}"
     );
+    // Conflicts: one scan of the index of the versions in force (in key order), then searches
+    // of it by key; never a search of observations_key per candidate.
+    let steps = plan(crate::indicators_sql::CONFLICT_CANDIDATES_SQL, &[]);
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.starts_with("SCAN observations USING ")
+                && s.contains("INDEX observations_in_force")),
+        "{steps:#?}"
+    );
+    for step in &steps {
+        let reads_table = step.contains("observations");
+        let uses_in_force = step.contains("observations_in_force");
+        let by_key = step.contains(
+            "USING INDEX observations_in_force (indicator=? AND ref_area=? AND time_period=? \
+             AND dims=?)",
+        );
+        assert!(!reads_table || uses_in_force, "{steps:#?}");
+        assert!(!step.starts_with("SEARCH ") || by_key, "{steps:#?}");
+    }
     let int = rusqlite::types::Value::Integer;
     let steps = plan(
         crate::indicators_sql::PREDECESSOR_SQL,
@@ -699,4 +810,154 @@ fn indicator_queries_use_indexes() {
             .contains("USING INDEX observations_key (indicator=? AND ref_area=? AND time_period=?"),
         "{steps:#?}"
     );
+}
+
+/// The coherence report's store calls at the size of the `snapshot` benchmark: a large
+/// snapshot of one node (`RCPFED_COHERENCE_N`, default a million) keyed like the synthetic
+/// one (years × 12 areas × SEX × AGE × COUNTERPART_AREA), then 10 000 observations from each
+/// of two more nodes, the first overlapping the large one on every key with other values.
+/// Run with `cargo test -p rcpfed-store --release -- --ignored --nocapture coherence_rate`.
+#[test]
+#[ignore = "performance measurement"]
+fn coherence_rate() {
+    use rcpfed_core::statement::{Observation, ObservationAction};
+    use std::time::Instant;
+    let n: usize = std::env::var("RCPFED_COHERENCE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let small = 10_000;
+    let paths = Paths::new();
+    let hub = Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap());
+    let areas = [
+        "AFG", "BGD", "BTN", "IND", "IDN", "LKA", "MDV", "NPL", "PAK", "PHL", "THA", "VNM",
+    ];
+    let sexes = ["F", "M", "_T"];
+    let ages = [
+        "_T", "Y_LT15", "Y_LT18", "Y_GE18", "Y15T24", "Y15T64", "Y_GE15", "Y_GE65",
+    ];
+    let counterparts: Vec<String> = (0..249)
+        .map(|i| {
+            let b = |k: usize| char::from(b'A' + u8::try_from(k % 26).unwrap());
+            format!("{}{}{}", b(i / 676), b(i / 26), b(i))
+        })
+        .collect();
+    // Key i of `areas`, period-major like the synthetic plan.
+    let key = |i: usize, areas: &[&str]| {
+        let per_area = sexes.len() * ages.len() * counterparts.len();
+        let per_year = per_area * areas.len();
+        let rest = i % per_area;
+        (
+            areas[i % per_year / per_area].to_string(),
+            format!("{}", 1900 + i / per_year),
+            vec![
+                (
+                    "SEX".to_string(),
+                    sexes[rest / (ages.len() * 249)].to_string(),
+                ),
+                ("AGE".to_string(), ages[rest / 249 % ages.len()].to_string()),
+                (
+                    "COUNTERPART_AREA".to_string(),
+                    counterparts[rest % 249].clone(),
+                ),
+            ],
+        )
+    };
+    let observations = |count: usize, areas: &[&str], salt: f64| -> Vec<Observation> {
+        (0..count)
+            .map(|i| {
+                let (ref_area, time_period, dimensions) = key(i, areas);
+                Observation {
+                    action: ObservationAction::Append,
+                    ref_area,
+                    time_period,
+                    dimensions,
+                    obs_value: Some(i as f64 + salt),
+                    obs_status: "A".into(),
+                    unit_measure: "persons".into(),
+                    unit_mult: 0,
+                    conf_status: String::new(),
+                    footnote: String::new(),
+                    source: "SYNTHETIC".into(),
+                }
+            })
+            .collect()
+    };
+    let mut feed_index = 0;
+    let mut add = |node: &str, obs: Vec<Observation>| {
+        feed_index += 1;
+        let (manifest, chunks) =
+            rcpfed_core::chunks::encode_chunks(&obs, rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK);
+        let staged: Vec<_> = manifest
+            .chunks
+            .iter()
+            .map(|c| c.sha256)
+            .zip(chunks)
+            .collect();
+        hub.stage_chunks(&staged).unwrap();
+        let entry = indicators::snapshot_entry(
+            feed_index,
+            node,
+            1,
+            1,
+            "MIG_STOCK",
+            Vec::new(),
+            Some(manifest),
+            1_000 * i64::try_from(feed_index).unwrap(),
+        );
+        let start = Instant::now();
+        hub.append(&[entry.stored()], &[], &[], None).unwrap();
+        let took = start.elapsed();
+        println!(
+            "{node}: {} observations applied in {took:?} ({:.0}/s)",
+            obs.len(),
+            obs.len() as f64 / took.as_secs_f64()
+        );
+    };
+    add("colombo", observations(n, &areas, 0.0));
+    add("abu-dhabi", observations(small, &areas[1..], 0.5));
+    add("midwa", observations(small, &["GHA", "NGA", "SEN"], 0.0));
+    let time = |what: &str, f: &mut dyn FnMut() -> String| {
+        let start = Instant::now();
+        let said = f();
+        println!("{what}: {:?} ({said})", start.elapsed());
+    };
+    time("conflicts", &mut || {
+        let (rows, total) = hub.conflicts(1000).unwrap();
+        format!("{} listed, {total} in all", rows.len())
+    });
+    time("coverage", &mut || {
+        format!("{} rows", hub.coverage().unwrap().len())
+    });
+    time("policy_coverage", &mut || {
+        format!("{} rows", hub.policy_coverage().unwrap().len())
+    });
+    time("revisions_since", &mut || {
+        format!("{} in all", hub.revisions_since(0, 1000).unwrap().1)
+    });
+    let area = ObservationFilter {
+        ref_areas: vec!["IND".into()],
+        ..indicators::filter("MIG_STOCK")
+    };
+    let series = ObservationFilter {
+        start_date: Some("1900-01-01".into()),
+        end_date: Some("1900-12-31".into()),
+        dimensions: vec![("COUNTERPART_AREA".into(), "ABW".into())],
+        ..area.clone()
+    };
+    for (what, f) in [
+        ("all areas", indicators::filter("MIG_STOCK")),
+        ("IND", area),
+        ("one series", series),
+    ] {
+        let start = Instant::now();
+        let mut rows = 0;
+        for _ in 0..20 {
+            rows = hub.query_observations(&f, None, 1000).unwrap().len();
+        }
+        println!(
+            "query {what}: {:?} per page of {rows}",
+            start.elapsed() / 20
+        );
+    }
 }

@@ -117,10 +117,12 @@ pub fn indicator_suite(new_target: &dyn Fn() -> Target) {
     check_actions(&new_target());
     revisions(&new_target());
     conflicts_between_nodes(&new_target());
+    conflicts_among_three_nodes(&new_target());
     coverage_in_force(&new_target());
     policy_coverage_latest_revisions(&new_target());
     chunked_snapshot(&new_target());
     hub_documents(&new_target());
+    coherence_rows_in_one_read(&new_target());
 }
 
 /// The test signing key of a node.
@@ -1005,6 +1007,147 @@ pub fn conflicts_between_nodes(t: &Target) {
     let (rows, total) = v.conflicts(10).unwrap();
     assert_eq!(total, 1);
     assert_eq!(conflict_key(&rows[0]).0, "NPL");
+}
+
+/// coherence_rows answers what the separate reads answer on a store at rest, and every row it
+/// lists lies within its feed size.
+pub fn coherence_rows_in_one_read(t: &Target) {
+    let v = &*t.view;
+    let empty = v.coherence_rows(0, 10).unwrap();
+    assert_eq!(empty.feed_size, 0);
+    assert_eq!(empty.conflicts, (Vec::new(), 0));
+    assert_eq!(empty.revisions, (Vec::new(), 0));
+    assert!(empty.coverage.is_empty() && empty.policy_coverage.is_empty());
+    add_all(t, &conflict_feed());
+    (t.add)(&policy_entry(
+        4,
+        "node-a",
+        3,
+        "node-a/plan",
+        1,
+        &[2, 5],
+        4_000,
+    ))
+    .unwrap();
+    let rows = v.coherence_rows(1, 10).unwrap();
+    assert_eq!(rows.feed_size, 4);
+    assert_eq!(rows.conflicts, v.conflicts(10).unwrap());
+    assert_eq!(rows.coverage, v.coverage().unwrap());
+    assert_eq!(rows.policy_coverage, v.policy_coverage().unwrap());
+    assert_eq!(rows.revisions, v.revisions_since(1, 10).unwrap());
+    assert_eq!(rows.revisions.1, 1, "node-b's delete at feed index 3");
+    let limited = v.coherence_rows(0, 1).unwrap();
+    assert_eq!((limited.conflicts.0.len(), limited.conflicts.1), (1, 2));
+}
+
+/// Conflicts among three nodes, each key's versions read side by side: agreement once scaled
+/// is no conflict however many nodes agree; one node differing lists every node's version;
+/// a key only one node still has in force (the other deleted it) is none; the total counts
+/// keys beyond the listing limit.
+pub fn conflicts_among_three_nodes(t: &Target) {
+    let v = &*t.view;
+    let usd = |o, mult| in_unit(o, "USD", mult);
+    add_all(
+        t,
+        &[
+            snapshot_entry(
+                1,
+                "node-a",
+                1,
+                1,
+                "IND",
+                vec![
+                    usd(append("LKA", "2020", 5.9), 9),
+                    append("BGD", "2019", 1.0),
+                    append("BGD", "2020", 1.0),
+                    append("NPL", "2020", 1.0),
+                ],
+                None,
+                1_000,
+            ),
+            snapshot_entry(
+                2,
+                "node-b",
+                1,
+                1,
+                "IND",
+                vec![
+                    usd(append("LKA", "2020", 5_900_000_000.0), 0),
+                    append("BGD", "2019", 2.0),
+                    append("BGD", "2020", 2.0),
+                    append("NPL", "2020", 2.0),
+                ],
+                None,
+                2_000,
+            ),
+            snapshot_entry(
+                3,
+                "node-c",
+                1,
+                1,
+                "IND",
+                vec![
+                    usd(append("LKA", "2020", 5_900_000.0), 3),
+                    append("BGD", "2020", 1.0),
+                ],
+                None,
+                3_000,
+            ),
+            snapshot_entry(
+                4,
+                "node-b",
+                2,
+                2,
+                "IND",
+                vec![delete("NPL", "2020")],
+                None,
+                4_000,
+            ),
+        ],
+    );
+    // BGD 2019 (a, b) and BGD 2020 (a, b, c); LKA agrees once scaled; NPL only at node-a.
+    let (rows, total) = v.conflicts(10).unwrap();
+    assert_eq!(total, 2);
+    let listed: Vec<_> = rows
+        .iter()
+        .map(|c| (c.values[0].observation.time_period.clone(), conflict_key(c)))
+        .collect();
+    let nodes = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        listed,
+        vec![
+            (
+                "2019".to_string(),
+                ("BGD".to_string(), nodes(&["node-a", "node-b"]))
+            ),
+            (
+                "2020".to_string(),
+                ("BGD".to_string(), nodes(&["node-a", "node-b", "node-c"]))
+            ),
+        ]
+    );
+    assert_eq!(rows[1].values[2].observation.obs_value, Some(1.0));
+    let (page, total) = v.conflicts(1).unwrap();
+    assert_eq!((page.len(), total), (1, 2));
+    assert_eq!(page[0], rows[0]);
+    // node-c's LKA moves off the others' figure by one unit: a conflict of all three.
+    (t.add)(&snapshot_entry(
+        5,
+        "node-c",
+        2,
+        2,
+        "IND",
+        vec![usd(replace("LKA", "2020", 5_900_001.0), 3)],
+        None,
+        5_000,
+    ))
+    .unwrap();
+    let (rows, total) = v.conflicts(10).unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(
+        conflict_key(&rows[2]),
+        ("LKA".to_string(), nodes(&["node-a", "node-b", "node-c"]))
+    );
 }
 
 fn conflict_key(c: &ConflictRows) -> (String, Vec<String>) {
