@@ -1074,7 +1074,7 @@ mod log_bench {
                 let mut done = have;
                 let mut reported = Instant::now();
                 for b in rx {
-                    store.append(&b.statements, &[], &b.nodes, Some(&b.checkpoint))?;
+                    store.append(&b.statements, &[], &[], &b.nodes, Some(&b.checkpoint))?;
                     done = b.checkpoint.size;
                     if reported.elapsed() > Duration::from_secs(15) {
                         reported = Instant::now();

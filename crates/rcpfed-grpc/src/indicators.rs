@@ -22,7 +22,7 @@ use rcpfed_proto::v1;
 use rcpfed_proto::v1::indicator_service_server::{IndicatorService, IndicatorServiceServer};
 use rcpfed_store::{
     HubDocument, IndicatorStore, ObservationCursor, ObservationFilter, ObservationProvenance,
-    ObservationRow, StoreError, catalogue_chain, coherence_chain,
+    ObservationRow, catalogue_chain, coherence_chain,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
@@ -397,11 +397,10 @@ impl IndicatorService for IndicatorRpc {
         let limit = observation_page_size(req.page_size)?;
         let after = parse_cursor_token(&req.page_token)?;
         let store = Arc::clone(&self.store);
-        // The feed size is read after the rows, so every row returned is within it.
+        // Rows and feed size from one read transaction: the page reflects exactly the first
+        // `feed_size` feed entries.
         let (rows, feed_size) = blocking("querying observations", move || {
-            let rows = store.query_observations(&filter, after, limit + 1)?;
-            let feed_size = store.applied_feed_size()?;
-            Ok::<_, StoreError>((rows, feed_size))
+            store.query_observations_at(&filter, after, limit + 1)
         })
         .await?;
         let (observations, next_page_token) = page(&rows, limit);
@@ -686,7 +685,7 @@ mod tests {
     use rcpfed_core::rejection::Violation;
     use rcpfed_core::statement::{Observation, ObservationAction};
     use rcpfed_store::{
-        CoherenceRows, ConflictRows, CoverageData, PolicyCoverageData, RevisionRows,
+        CoherenceRows, ConflictRows, CoverageData, PolicyCoverageData, RevisionRows, StoreError,
     };
     use std::sync::Mutex;
     use tokio_stream::StreamExt as _;
@@ -750,6 +749,18 @@ mod tests {
                 .collect())
         }
 
+        fn query_observations_at(
+            &self,
+            filter: &ObservationFilter,
+            after: Option<ObservationCursor>,
+            limit: usize,
+        ) -> Result<(Vec<ObservationRow>, u64), StoreError> {
+            Ok((
+                self.query_observations(filter, after, limit)?,
+                self.feed_size,
+            ))
+        }
+
         fn applied_feed_size(&self) -> Result<u64, StoreError> {
             Ok(self.feed_size)
         }
@@ -790,6 +801,10 @@ mod tests {
 
         fn stage_chunks(&self, _: &[(Digest, Vec<u8>)]) -> Result<(), StoreError> {
             Ok(())
+        }
+
+        fn has_chunks(&self, sha256s: &[Digest]) -> Result<Vec<bool>, StoreError> {
+            Ok(vec![false; sha256s.len()])
         }
 
         fn chunk(&self, _: &Digest) -> Result<Option<Vec<u8>>, StoreError> {

@@ -30,6 +30,11 @@ pub mod limits {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     /// Concurrent streams per connection.
     pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+    /// `SubmitSnapshot` calls the hub processes at once (each may hold a large snapshot's
+    /// chunks and decoded observations in memory, up to a few GiB at the protocol limits). A
+    /// call over the limit waits for a turn, within its own `SNAPSHOT_TIMEOUT`, before it
+    /// reads any chunk; the waiting stream costs only its HTTP/2 flow-control window.
+    pub const MAX_CONCURRENT_SNAPSHOTS: usize = 2;
     /// HTTP/2 keepalive ping interval and timeout.
     pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
     /// How long to wait for a keepalive ping answer.

@@ -21,16 +21,33 @@ pub fn code_for(class: RejectClass) -> Code {
     }
 }
 
+/// Most bytes of field violations put in one status. The details travel base64-encoded in the
+/// `grpc-status-details-bin` trailer, and HTTP/2 peers refuse header blocks over 16 KiB by
+/// default (the client then sees a protocol error instead of the rejection), so a long list
+/// is cut and its last entry says how many problems are not listed.
+pub const MAX_VIOLATION_BYTES: usize = 6 * 1024;
+
 /// A status carrying the rejection's reason, metadata and field violations.
 pub fn rejection_status(rejection: &Rejection) -> Status {
     let metadata: HashMap<String, String> = rejection.metadata.iter().cloned().collect();
     let mut details = ErrorDetails::new();
     details.set_error_info(rejection.reason, ERROR_DOMAIN, metadata);
-    for v in &rejection.violations {
-        details.add_bad_request_violation(
-            v.field.clone(),
-            format!("{} ({})", v.description, v.reason),
-        );
+    let mut used = 0;
+    for (i, v) in rejection.violations.iter().enumerate() {
+        let description = format!("{} ({})", v.description, v.reason);
+        used += v.field.len() + description.len();
+        if used > MAX_VIOLATION_BYTES {
+            let left = rejection.violations.len() - i;
+            details.add_bad_request_violation(
+                "",
+                format!(
+                    "{left} more problems are not listed here, to keep the error small enough \
+                     to deliver; fix the ones above and try again"
+                ),
+            );
+            break;
+        }
+        details.add_bad_request_violation(v.field.clone(), description);
     }
     Status::with_error_details(
         code_for(rejection.class),
@@ -126,5 +143,69 @@ pub fn next_page<T>(rows: &mut Vec<T>, limit: usize, position: impl Fn(&T) -> u6
             .unwrap_or_default()
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcpfed_core::rejection::Violation;
+
+    #[test]
+    fn a_long_violation_list_is_cut_to_fit_the_trailers() {
+        let violations: Vec<Violation> = (0..100)
+            .map(|i| {
+                Violation::new(
+                    format!("indicator_snapshot.observations[{i}].ref_area"),
+                    reasons::NOT_A_MEMBER_STATE,
+                    format!(
+                        "\"ARE\" is not a member state of colombo for the whole of period {i}; \
+                         its member states are AFG, BGD, KHM, CHN, IND, IDN, NPL, PAK, PHL, \
+                         LKA, THA, VNM"
+                    ),
+                )
+            })
+            .collect();
+        let rejection =
+            Rejection::invalid(reasons::NOT_A_MEMBER_STATE, "observations[0]: not a member")
+                .with_violations(violations);
+        let status = rejection_status(&rejection);
+        // Base64 in the trailer: 4/3 of the bytes, well under HTTP/2's default 16 KiB.
+        assert!(
+            status.details().len() * 4 / 3 < 12 * 1024,
+            "{} bytes",
+            status.details().len()
+        );
+        let listed = status
+            .get_details_bad_request()
+            .map(|b| b.field_violations)
+            .unwrap_or_default();
+        assert!(listed.len() > 10 && listed.len() < 100, "{}", listed.len());
+        let last = listed
+            .last()
+            .map(|v| v.description.clone())
+            .unwrap_or_default();
+        assert!(last.contains("more problems are not listed"), "{last}");
+        assert_eq!(
+            status.get_details_error_info().map(|e| e.reason),
+            Some(reasons::NOT_A_MEMBER_STATE.to_string())
+        );
+    }
+
+    #[test]
+    fn a_short_violation_list_is_kept_whole() {
+        let rejection =
+            Rejection::invalid(reasons::UNIT_MISMATCH, "bad unit").with_violations(vec![
+                Violation::new(
+                    "indicator_snapshot.observations[1].unit_measure",
+                    reasons::UNIT_MISMATCH,
+                    "\"USD\" is not a unit of REMIT_INFLOW",
+                ),
+            ]);
+        let listed = rejection_status(&rejection)
+            .get_details_bad_request()
+            .map(|b| b.field_violations)
+            .unwrap_or_default();
+        assert_eq!(listed.len(), 1);
     }
 }

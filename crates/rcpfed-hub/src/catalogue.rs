@@ -126,6 +126,7 @@ pub fn next_version(
         envelope: envelope.encode(),
         leaf_hash: merkle::leaf_hash(&pae(&envelope.payload_type, &envelope.payload)),
         snapshot: None,
+        chunks: Vec::new(),
     };
     Ok(Some((signed, statement)))
 }

@@ -320,6 +320,7 @@ impl Reporter {
             envelope: envelope.encode(),
             leaf_hash: merkle::leaf_hash(&pae(&envelope.payload_type, &envelope.payload)),
             snapshot: None,
+            chunks: Vec::new(),
         }))
     }
 

@@ -70,6 +70,10 @@ pub struct VerifiedStatement {
     pub leaf_hash: Hash,
     /// For an indicator snapshot: its observations, checked against the committed view.
     pub snapshot: Option<Arc<SnapshotPayload>>,
+    /// For a chunked snapshot: its chunks (SHA-256, bytes), checked against the signed
+    /// manifest. They are stored in the transaction that stores the statement, and only if
+    /// it is accepted: a refused snapshot leaves no chunk behind.
+    pub chunks: Vec<(Digest, Vec<u8>)>,
 }
 
 /// What the sequencer answers.
@@ -255,6 +259,8 @@ impl Sequencer {
     /// Decides and commits one batch; returns the jobs deferred to the next batch.
     fn process(&mut self, jobs: Vec<Job>) -> Vec<Job> {
         let mut accepted: Vec<StoredStatement> = Vec::new();
+        // The chunks of the accepted chunked snapshots, stored with them.
+        let mut chunks: Vec<(Digest, Vec<u8>)> = Vec::new();
         let mut evidence: Vec<NewEquivocation> = Vec::new();
         let mut log_nodes: Vec<(u8, u64, Hash)> = Vec::new();
         let mut decided: Vec<(Job, Decision)> = Vec::with_capacity(jobs.len());
@@ -267,7 +273,7 @@ impl Sequencer {
         // Nodes with a deferred job: their later jobs wait too, to keep chain order.
         let mut held: HashSet<String> = HashSet::new();
         let now_ms = now_ms();
-        for job in jobs {
+        for mut job in jobs {
             let st = &job.statement;
             let wait = held.contains(&st.node_id)
                 || st.snapshot.as_ref().is_some_and(|s| {
@@ -286,7 +292,14 @@ impl Sequencer {
                 if let Some(s) = &st.snapshot {
                     snapshots.insert((st.node_id.clone(), s.indicator.clone()));
                 }
+                chunks.append(&mut job.statement.chunks);
+            } else {
+                // Refused, a duplicate or failed: its chunks are never stored.
+                job.statement.chunks = Vec::new();
             }
+            // The observations were needed only for the action check: not held through the
+            // commit (the apply step decodes the chunks again, one at a time).
+            job.statement.snapshot = None;
             decided.push((job, decision));
         }
         // The tentative statements were pushed by `decide`; commit them with the evidence.
@@ -306,10 +319,13 @@ impl Sequencer {
         }
         if !accepted.is_empty() || !evidence.is_empty() {
             let started = std::time::Instant::now();
-            if let Err(e) = self
-                .store
-                .append(&accepted, &evidence, &log_nodes, checkpoint.as_ref())
-            {
+            if let Err(e) = self.store.append(
+                &accepted,
+                &chunks,
+                &evidence,
+                &log_nodes,
+                checkpoint.as_ref(),
+            ) {
                 tracing::error!(error = %e, batch = decided.len(), "commit failed; nothing in this batch is acknowledged");
                 self.reload();
                 for (job, _) in decided {
@@ -317,6 +333,7 @@ impl Sequencer {
                 }
                 return deferred;
             }
+            drop(chunks);
             self.metrics
                 .observe_commit(accepted.len(), started.elapsed());
             for st in &accepted {
@@ -610,6 +627,7 @@ fn backfill_log(
         store.append(
             &[],
             &[],
+            &[],
             &nodes,
             Some(&NewCheckpoint {
                 size: cp.size,
@@ -866,6 +884,87 @@ mod tests {
             }
             other => panic!("expected VALIDATION_FAILED, got {other:?}"),
         }
+    }
+
+    /// A chunked snapshot's chunks are stored with it when it is accepted, and not at all
+    /// when the sequencer refuses it (actions, equivocation).
+    #[test]
+    fn chunks_are_stored_only_with_an_accepted_snapshot() {
+        let mut f = fixture();
+        let chunked = |f: &Fixture, seq: u64, observations: Vec<Observation>| {
+            let prev = f.sequencer.heads.get("colombo").map(|(_, d)| *d);
+            crate::testkit::snapshot_cut(
+                &f.key,
+                "colombo",
+                seq,
+                prev,
+                "MIGRANT_STOCK",
+                observations,
+                Some(1),
+            )
+        };
+        let digests = |st: &VerifiedStatement| -> Vec<Digest> {
+            st.chunks.iter().map(|(sha, _)| *sha).collect()
+        };
+        let first = chunked(
+            &f,
+            1,
+            vec![
+                obs(ObservationAction::Append, "BGD", Some(1.0)),
+                obs(ObservationAction::Append, "LKA", Some(2.0)),
+            ],
+        );
+        let first_chunks = digests(&first);
+        assert_eq!(first_chunks.len(), 2);
+        let (mut replies, _) = f.batch(vec![first]);
+        assert!(matches!(
+            answered(&mut replies[0]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        assert_eq!(
+            f.store.has_chunks(&first_chunks).expect("has_chunks"),
+            [true, true]
+        );
+        assert_eq!(f.values("colombo"), [Some(1.0), Some(2.0)]);
+
+        // Refused by the action check: its chunks are not stored.
+        let not_found = chunked(
+            &f,
+            2,
+            vec![
+                obs(ObservationAction::Replace, "NPL", Some(3.0)),
+                obs(ObservationAction::Append, "PAK", Some(4.0)),
+            ],
+        );
+        let refused_chunks = digests(&not_found);
+        let (mut replies, _) = f.batch(vec![not_found]);
+        assert_eq!(
+            reason(answered(&mut replies[0])),
+            reasons::OBSERVATION_NOT_FOUND
+        );
+        assert_eq!(
+            f.store.has_chunks(&refused_chunks).expect("has_chunks"),
+            [false, false]
+        );
+
+        // An equivocation at seq 1: evidence is kept, its chunks are not.
+        let other = crate::testkit::snapshot_cut(
+            &f.key,
+            "colombo",
+            1,
+            None,
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "IND", Some(9.0))],
+            Some(1),
+        );
+        let other_chunks = digests(&other);
+        let (mut replies, _) = f.batch(vec![other]);
+        assert_eq!(reason(answered(&mut replies[0])), reasons::EQUIVOCATION);
+        assert_eq!(
+            f.store.has_chunks(&other_chunks).expect("has_chunks"),
+            [false]
+        );
+        assert_eq!(f.values("colombo"), [Some(1.0), Some(2.0)]);
     }
 
     #[test]

@@ -257,6 +257,9 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         registry: Arc::new(tokio::sync::Mutex::new(loaded.state)),
         catalogue,
         metrics,
+        snapshot_permits: Arc::new(tokio::sync::Semaphore::new(
+            limits::MAX_CONCURRENT_SNAPSHOTS,
+        )),
     };
     let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services()?;
     let grpc_addr: SocketAddr = grpc_listener.local_addr()?;

@@ -148,6 +148,7 @@ pub fn as_statement(state: &RegistryState, previous: Option<Digest>) -> Verified
         envelope: state.envelope.encode(),
         leaf_hash: merkle::leaf_hash(&pae(&state.envelope.payload_type, &state.envelope.payload)),
         snapshot: None,
+        chunks: Vec::new(),
     }
 }
 

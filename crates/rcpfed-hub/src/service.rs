@@ -5,7 +5,10 @@
 //! (errors refuse, warnings are logged and counted); their revision actions are checked by
 //! the sequencer. A large snapshot arrives through `SubmitSnapshot`: the envelope first, then
 //! exactly the chunks its signed manifest lists, each checked (length and SHA-256) before it
-//! is decoded; the chunks are staged only when every check has passed.
+//! is decoded. The chunks travel with the statement to the sequencer and are stored in the
+//! transaction that stores it, only if it is accepted. At most
+//! [`limits::MAX_CONCURRENT_SNAPSHOTS`] snapshots are received and checked at once; a call
+//! over the limit waits for a turn before its chunks are read.
 
 use crate::HubBackend;
 use crate::catalogue::SharedCatalogue;
@@ -61,6 +64,9 @@ pub struct Hub {
     pub(crate) catalogue: SharedCatalogue,
     /// Counts catalogue warnings.
     pub(crate) metrics: HubMetrics,
+    /// Turns for `SubmitSnapshot` ([`limits::MAX_CONCURRENT_SNAPSHOTS`]): each call holds one
+    /// from before its first chunk is read until its statement is committed or refused.
+    pub(crate) snapshot_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a submission gets back: the receipt, whether it was a resubmission, the log proof.
@@ -325,6 +331,7 @@ impl Hub {
                 &signed.payload,
             )),
             snapshot: None,
+            chunks: Vec::new(),
         };
         Ok((verified, statement))
     }
@@ -410,6 +417,29 @@ impl Hub {
             duplicate,
             log,
         })
+    }
+
+    /// A turn to receive a snapshot's chunks: waits while [`limits::MAX_CONCURRENT_SNAPSHOTS`]
+    /// others are in progress, at most until the call's `deadline` (DEADLINE_EXCEEDED, which
+    /// the outbox retries) or shutdown (UNAVAILABLE).
+    async fn snapshot_turn(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        let permits = Arc::clone(&self.snapshot_permits);
+        tokio::select! {
+            permit = permits.acquire_owned() => {
+                permit.map_err(|e| internal("waiting for a snapshot turn", &e))
+            }
+            () = self.shutdown.cancelled() => Err(Status::unavailable(
+                "the hub is shutting down; send the snapshot again later",
+            )),
+            () = tokio::time::sleep_until(deadline) => Err(Status::deadline_exceeded(format!(
+                "the hub was receiving {} other snapshots for the whole {} s this call may last; send it again later",
+                limits::MAX_CONCURRENT_SNAPSHOTS,
+                rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// The next message of a SubmitSnapshot stream, or None at its end; UNAVAILABLE as soon
@@ -1237,7 +1267,10 @@ impl HubService for Hub {
         let catalogue = self.catalogue.get();
         // An unknown indicator is refused before any chunk is read.
         catalogue_check(&catalogue, &snapshot.indicator, &[]).map_err(refused)?;
-        let (staged, observations) = self
+        // Memory: only a few snapshots in flight. Held until the statement is committed or
+        // refused; waiting counts against the call's own deadline.
+        let _permit = self.snapshot_turn(deadline).await?;
+        let (chunks, observations) = self
             .receive_chunks(&mut parts, Arc::new(manifest), deadline)
             .await
             .inspect_err(|status| {
@@ -1268,13 +1301,9 @@ impl HubService for Hub {
         let (observations, result) = checked;
         let warnings = result.map_err(refused)?;
         self.note_warnings(&member_id, &indicator, warnings);
-        // Staged before the statement that lists them; the store refuses the statement
-        // otherwise. Content-addressed: a retry stages nothing new.
-        let store = Arc::clone(&self.store);
-        blocking("staging snapshot chunks", move || {
-            store.stage_chunks(&staged)
-        })
-        .await?;
+        // The chunks go to the sequencer with the statement: they are stored in the same
+        // transaction, only if it is accepted, so a refusal leaves nothing behind.
+        verified.chunks = chunks;
         verified.snapshot = Some(Arc::new(SnapshotPayload {
             indicator,
             observations,

@@ -41,6 +41,38 @@ pub fn snapshot(
     indicator: &str,
     observations: Vec<Observation>,
 ) -> VerifiedStatement {
+    snapshot_cut(key, node, seq, prev, indicator, observations, None)
+}
+
+/// [`snapshot`], signed as a chunk manifest when `per_chunk` is set (the verified statement
+/// then carries the chunks, as `SubmitSnapshot` hands them to the sequencer).
+pub fn snapshot_cut(
+    key: &SecretKey,
+    node: &str,
+    seq: u64,
+    prev: Option<Digest>,
+    indicator: &str,
+    observations: Vec<Observation>,
+    per_chunk: Option<usize>,
+) -> VerifiedStatement {
+    let (manifest, chunks) = match per_chunk {
+        Some(per_chunk) => {
+            let (manifest, bytes) = rcpfed_core::chunks::encode_chunks(&observations, per_chunk);
+            let chunks = manifest
+                .chunks
+                .iter()
+                .map(|c| c.sha256)
+                .zip(bytes)
+                .collect();
+            (Some(manifest), chunks)
+        }
+        None => (None, Vec::new()),
+    };
+    let inline = if manifest.is_some() {
+        Vec::new()
+    } else {
+        observations.clone()
+    };
     let document = format!("regions/{node}/{}", indicator.to_lowercase());
     let revision = u32::try_from(seq).unwrap_or(u32::MAX);
     let statement = Statement {
@@ -57,8 +89,8 @@ pub fn snapshot(
         },
         body: Body::Indicators(IndicatorSnapshot {
             indicator: indicator.into(),
-            observations: observations.clone(),
-            chunks: None,
+            observations: inline,
+            chunks: manifest,
         }),
     };
     let envelope = SignedEnvelope::sign(
@@ -81,5 +113,6 @@ pub fn snapshot(
             indicator: indicator.into(),
             observations,
         })),
+        chunks,
     }
 }

@@ -19,7 +19,7 @@ use rcpfed_pki::{MemberPlan, PkiLayout, PkiPlan};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient;
-use rcpfed_store::SqliteHubStore;
+use rcpfed_store::{IndicatorStore, SqliteHubStore};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -418,6 +418,14 @@ async fn catalogue_checks_large_snapshots_and_the_report() {
     }
 
     // The whole snapshot: accepted, its chunks served back verbatim, a retry is a duplicate.
+    let accepted_digests: Vec<Digest> = chunked
+        .chunks
+        .as_ref()
+        .unwrap()
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .collect();
     let accepted = submit_snapshot(&mut client, envelope.clone(), chunks.clone())
         .await
         .unwrap();
@@ -556,7 +564,30 @@ async fn catalogue_checks_large_snapshots_and_the_report() {
     }
     assert_eq!(revisions, 1, "one REPLACE in all");
 
-    hub.stop().await;
+    // A chunked snapshot the sequencer refuses (its APPENDs are in force) leaves no chunk.
+    // (Three of them: a hundred violations would not fit the response headers.)
+    let (manifest, refused_chunks) = encode_chunks(&all[..3], 1);
+    let refused_digests: Vec<Digest> = manifest.chunks.iter().map(|c| c.sha256).collect();
+    let envelope = colombo.snapshot(
+        IndicatorSnapshot {
+            indicator: INDICATOR.into(),
+            observations: Vec::new(),
+            chunks: Some(manifest),
+        },
+        false,
+    );
+    let err = submit_snapshot(&mut client, envelope, refused_chunks)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "OBSERVATION_EXISTS", "{err:?}");
+
+    let (dir, _) = hub.stop().await;
+    let store = SqliteHubStore::open(&dir.path().join("hub.sqlite")).unwrap();
+    assert_eq!(
+        store.has_chunks(&refused_digests).unwrap(),
+        vec![false; refused_digests.len()]
+    );
+    assert_eq!(store.has_chunks(&accepted_digests).unwrap(), [true; 3]);
 }
 
 async fn latest_catalogue(hub: &Hub) -> (u64, u64) {

@@ -49,9 +49,7 @@ fn verify_statement_entry(
     entry: &v1::SubscribeFeedResponse,
     now_ms: i64,
 ) -> Result<(MirroredStatement, Statement), String> {
-    let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
-    let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
-    let signed = SignedEnvelope::from_proto(envelope);
+    let (signed, receipt_env) = entry_envelopes(entry)?;
     if signed.payload_type != STATEMENT_PAYLOAD_TYPE {
         return Err(format!("unknown payload type {:?}", signed.payload_type));
     }
@@ -70,7 +68,6 @@ fn verify_statement_entry(
             statement.header.node_id
         ));
     }
-    let receipt_env = SignedEnvelope::from_proto(receipt.clone());
     let digest = signed.digest();
     let r = entry_receipt(
         federation,
@@ -113,35 +110,23 @@ pub fn check_catalogue_entry(
     in_force: Option<(u64, Digest)>,
     now_ms: i64,
 ) -> Result<(MirroredStatement, SignedCatalogue), String> {
-    let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
-    let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
-    let signed = SignedEnvelope::from_proto(envelope);
+    let (signed, receipt) = entry_envelopes(entry)?;
     let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
     let catalogue = verify_catalogue(&signed, &hub_keys, &federation.federation_id, in_force)
         .map_err(|e| format!("catalogue: {e}"))?;
-    let receipt_env = SignedEnvelope::from_proto(receipt);
-    let chain = catalogue_chain(&federation.hub_id);
-    let r = entry_receipt(
+    let mirrored = hub_document_record(
         federation,
-        &receipt_env,
         entry.feed_index,
-        &catalogue.digest,
-        &chain,
-        catalogue.version,
+        &signed,
+        &receipt,
+        HubDoc {
+            chain: catalogue_chain(&federation.hub_id),
+            seq: catalogue.version,
+            kind: CATALOGUE_KIND,
+            document: "catalogue",
+        },
+        now_ms,
     )?;
-    let mirrored = MirroredStatement {
-        feed_index: entry.feed_index,
-        node_id: chain,
-        seq: catalogue.version,
-        digest: catalogue.digest,
-        kind: CATALOGUE_KIND.into(),
-        document: "catalogue".into(),
-        revision: u32::try_from(catalogue.version).unwrap_or(u32::MAX),
-        envelope: signed.encode(),
-        receipt: receipt_env.encode(),
-        accepted_at_ms: ms(r.accepted_at),
-        mirrored_at_ms: now_ms,
-    };
     Ok((mirrored, catalogue))
 }
 
@@ -155,9 +140,7 @@ pub fn check_coherence_entry(
     previous: Option<(u64, Digest)>,
     now_ms: i64,
 ) -> Result<MirroredStatement, String> {
-    let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
-    let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
-    let signed = SignedEnvelope::from_proto(envelope);
+    let (signed, receipt) = entry_envelopes(entry)?;
     if signed.payload_type != COHERENCE_REPORT_PAYLOAD_TYPE {
         return Err(format!("unknown payload type {:?}", signed.payload_type));
     }
@@ -191,30 +174,19 @@ pub fn check_coherence_entry(
             report.number
         ));
     }
-    let receipt_env = SignedEnvelope::from_proto(receipt);
-    let chain = coherence_chain(&federation.hub_id);
-    let digest = signed.digest();
-    let r = entry_receipt(
+    hub_document_record(
         federation,
-        &receipt_env,
         entry.feed_index,
-        &digest,
-        &chain,
-        report.number,
-    )?;
-    Ok(MirroredStatement {
-        feed_index: entry.feed_index,
-        node_id: chain,
-        seq: report.number,
-        digest,
-        kind: COHERENCE_KIND.into(),
-        document: "coherence".into(),
-        revision: u32::try_from(report.number).unwrap_or(u32::MAX),
-        envelope: signed.encode(),
-        receipt: receipt_env.encode(),
-        accepted_at_ms: ms(r.accepted_at),
-        mirrored_at_ms: now_ms,
-    })
+        &signed,
+        &receipt,
+        HubDoc {
+            chain: coherence_chain(&federation.hub_id),
+            seq: report.number,
+            kind: COHERENCE_KIND,
+            document: "coherence",
+        },
+        now_ms,
+    )
 }
 
 /// What the mirror works with.
@@ -536,12 +508,9 @@ async fn first_missing(
     let store = Arc::clone(store);
     let manifest = Arc::clone(manifest);
     tokio::task::spawn_blocking(move || {
-        for (i, c) in manifest.chunks.iter().enumerate() {
-            if store.chunk(&c.sha256)?.is_none() {
-                return Ok(Some(i as u32));
-            }
-        }
-        Ok(None)
+        let sha256s: Vec<Digest> = manifest.chunks.iter().map(|c| c.sha256).collect();
+        let held = store.has_chunks(&sha256s)?;
+        Ok(held.iter().position(|&held| !held).map(|i| i as u32))
     })
     .await
     .map_err(|e| Failure::Store(format!("chunk task failed: {e}")))?
@@ -605,31 +574,70 @@ pub fn check_registry_entry(
     entry: &v1::SubscribeFeedResponse,
     now_ms: i64,
 ) -> Result<MirroredStatement, String> {
-    let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
-    let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
-    let signed = SignedEnvelope::from_proto(envelope);
-    let receipt_env = SignedEnvelope::from_proto(receipt);
+    let (signed, receipt) = entry_envelopes(entry)?;
     let version = rcpfed_core::registry::decode_and_check(&signed.payload)
         .map_err(|e| format!("registry version: {e}"))?;
-    let r = entry_receipt(
+    hub_document_record(
         federation,
-        &receipt_env,
         entry.feed_index,
-        &signed.digest(),
-        &version.hub_id,
-        version.version,
+        &signed,
+        &receipt,
+        HubDoc {
+            chain: version.hub_id.clone(),
+            seq: version.version,
+            kind: "registry",
+            document: "registry",
+        },
+        now_ms,
+    )
+}
+
+/// A feed entry's envelope and receipt (both required).
+fn entry_envelopes(
+    entry: &v1::SubscribeFeedResponse,
+) -> Result<(SignedEnvelope, SignedEnvelope), String> {
+    let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
+    let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
+    Ok((
+        SignedEnvelope::from_proto(envelope),
+        SignedEnvelope::from_proto(receipt),
+    ))
+}
+
+/// Which hub-issued document a feed entry is: its chain (`node_id`), seq, kind and document.
+struct HubDoc {
+    chain: String,
+    seq: u64,
+    kind: &'static str,
+    document: &'static str,
+}
+
+/// The mirrored record of a hub-issued document (registry version, catalogue version,
+/// coherence report) whose content the caller has checked, once the hub's receipt names it
+/// (chain, seq, SHA-256 of the payload) at this feed index.
+fn hub_document_record(
+    federation: &Federation,
+    feed_index: u64,
+    signed: &SignedEnvelope,
+    receipt: &SignedEnvelope,
+    doc: HubDoc,
+    now_ms: i64,
+) -> Result<MirroredStatement, String> {
+    let digest = signed.digest();
+    let r = entry_receipt(
+        federation, receipt, feed_index, &digest, &doc.chain, doc.seq,
     )?;
     Ok(MirroredStatement {
-        feed_index: entry.feed_index,
-        node_id: version.hub_id.clone(),
-        seq: version.version,
-        digest: signed.digest(),
-        kind: "registry".into(),
-        document: "registry".into(),
-        revision: u32::try_from(version.version).unwrap_or(u32::MAX),
+        feed_index,
+        node_id: doc.chain,
+        seq: doc.seq,
+        digest,
+        kind: doc.kind.into(),
+        document: doc.document.into(),
+        revision: u32::try_from(doc.seq).unwrap_or(u32::MAX),
         envelope: signed.encode(),
-        receipt: receipt_env.encode(),
-        accepted_at_ms: (r.accepted_at.unix_timestamp_nanos() / 1_000_000) as i64,
+        receipt: receipt.encode(),
+        accepted_at_ms: ms(r.accepted_at),
         mirrored_at_ms: now_ms,
     })
 }

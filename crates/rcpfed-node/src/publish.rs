@@ -270,12 +270,10 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         receipt: None,
         feed_index: None,
     };
-    // Chunks first: the outbox sends an own statement's chunks from the store, and the
-    // mirror's apply step reads them there; a crash in between leaves only unused chunks.
-    if !chunks.is_empty() {
-        cx.store.stage_chunks(&chunks)?;
-    }
-    cx.store.append_own(&own)?;
+    // The chunks are stored in the statement's transaction: the outbox sends them from the
+    // store and the mirror's apply step reads them there; a refused append (a concurrent
+    // publish took the seq) stores none.
+    cx.store.append_own(&own, &chunks)?;
     tracing::info!(
         seq = own.seq,
         %document,

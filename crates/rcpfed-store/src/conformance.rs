@@ -167,13 +167,13 @@ pub fn hub_append_and_lookup(store: &dyn HubStore) {
     assert_eq!(store.statement_by_digest(&a1.digest).unwrap(), None);
     assert_eq!(store.statement_by_node_seq("node-a", 1).unwrap(), None);
 
-    store.append(&[], &[], &[], None).unwrap();
+    store.append(&[], &[], &[], &[], None).unwrap();
     let batch = vec![
         a1.clone(),
         statement(2, "node-b", 1, "x"),
         statement(3, "node-a", 2, "x"),
     ];
-    store.append(&batch, &[], &[], None).unwrap();
+    store.append(&batch, &[], &[], &[], None).unwrap();
     for st in &batch {
         assert_eq!(
             store.statement_by_digest(&st.digest).unwrap().as_ref(),
@@ -193,15 +193,15 @@ pub fn hub_append_and_lookup(store: &dyn HubStore) {
     assert_eq!(store.count_statements().unwrap(), 3);
 
     assert_conflict(
-        store.append(&[statement(5, "node-a", 3, "x")], &[], &[], None),
+        store.append(&[statement(5, "node-a", 3, "x")], &[], &[], &[], None),
         "feed index gap",
     );
     assert_conflict(
-        store.append(&[statement(3, "node-a", 3, "x")], &[], &[], None),
+        store.append(&[statement(3, "node-a", 3, "x")], &[], &[], &[], None),
         "feed index reused",
     );
     store
-        .append(&[statement(4, "node-a", 3, "x")], &[], &[], None)
+        .append(&[statement(4, "node-a", 3, "x")], &[], &[], &[], None)
         .unwrap();
     assert_eq!(store.last_feed_index().unwrap(), 4);
 }
@@ -214,6 +214,7 @@ pub fn hub_conflicting_append_writes_nothing(store: &dyn HubStore) {
                 statement(1, "node-a", 1, "x"),
                 statement(2, "node-a", 2, "x"),
             ],
+            &[],
             &[],
             &[],
             None,
@@ -268,7 +269,10 @@ pub fn hub_conflicting_append_writes_nothing(store: &dyn HubStore) {
         ),
     ];
     for (context, statements, evidence) in cases {
-        assert_conflict(store.append(&statements, &evidence, &[], None), context);
+        assert_conflict(
+            store.append(&statements, &[], &evidence, &[], None),
+            context,
+        );
         assert_eq!(store.last_feed_index().unwrap(), 2, "{context}");
         assert_eq!(store.count_statements().unwrap(), 2, "{context}");
         assert_eq!(
@@ -283,7 +287,7 @@ pub fn hub_conflicting_append_writes_nothing(store: &dyn HubStore) {
     }
     // The store is still writable after the refusals.
     store
-        .append(std::slice::from_ref(&fresh), &[], &[], None)
+        .append(std::slice::from_ref(&fresh), &[], &[], &[], None)
         .unwrap();
     assert_eq!(store.last_feed_index().unwrap(), 3);
 }
@@ -303,8 +307,8 @@ pub fn hub_chain_heads(store: &dyn HubStore) {
         next("node-b", 3),
         next("node-a", 2),
     ];
-    store.append(&batch[..3], &[], &[], None).unwrap();
-    store.append(&batch[3..], &[], &[], None).unwrap();
+    store.append(&batch[..3], &[], &[], &[], None).unwrap();
+    store.append(&batch[3..], &[], &[], &[], None).unwrap();
     let mut heads = store.chain_heads().unwrap();
     heads.sort_by(|x, y| x.node_id.cmp(&y.node_id));
     let head = |node: &str, seq: u64| ChainHead {
@@ -328,7 +332,7 @@ pub fn hub_list_filters_and_paging(store: &dyn HubStore) {
         all.push(statement(feed_index, ["node-a", "node-b"][n], seqs[n], "l"));
     }
     for chunk in all.chunks(7) {
-        store.append(chunk, &[], &[], None).unwrap();
+        store.append(chunk, &[], &[], &[], None).unwrap();
     }
     let nodes = [None, Some("node-a"), Some("node-b"), Some("node-x")];
     let kinds = [None, Some("test_odd"), Some("test_even")];
@@ -394,6 +398,7 @@ pub fn hub_equivocations(store: &dyn HubStore) {
     store
         .append(
             std::slice::from_ref(&a1),
+            &[],
             &[ev_a.clone(), ev_a.clone()],
             &[],
             None,
@@ -404,6 +409,7 @@ pub fn hub_equivocations(store: &dyn HubStore) {
     store
         .append(
             std::slice::from_ref(&b1),
+            &[],
             &[ev_a.clone(), ev_b.clone(), ev_a2.clone()],
             &[],
             None,
@@ -461,8 +467,8 @@ pub fn hub_equivocations(store: &dyn HubStore) {
 pub fn node_append_own_checks_seq(store: &dyn NodeStore) {
     assert_eq!(store.head().unwrap(), None);
     assert_eq!(store.latest_revision("policy").unwrap(), 0);
-    assert_conflict(store.append_own(&own(2, "s", None)), "first seq 2");
-    assert_conflict(store.append_own(&own(0, "s", None)), "seq 0");
+    assert_conflict(store.append_own(&own(2, "s", None), &[]), "first seq 2");
+    assert_conflict(store.append_own(&own(0, "s", None), &[]), "seq 0");
     // Delivery fields of the input are ignored: a new statement is Pending.
     let delivered_input = OwnStatement {
         state: DeliveryState::Delivered,
@@ -472,22 +478,25 @@ pub fn node_append_own_checks_seq(store: &dyn NodeStore) {
         feed_index: Some(9),
         ..own(1, "s", None)
     };
-    store.append_own(&delivered_input).unwrap();
+    store.append_own(&delivered_input, &[]).unwrap();
     assert_eq!(store.head().unwrap(), Some((1, own(1, "s", None).digest)));
     assert_eq!(
         store.list_own(u64::MAX, 10).unwrap(),
         vec![own(1, "s", None)]
     );
-    assert_conflict(store.append_own(&own(1, "t", None)), "seq reused");
-    assert_conflict(store.append_own(&own(3, "s", None)), "seq skipped");
+    assert_conflict(store.append_own(&own(1, "t", None), &[]), "seq reused");
+    assert_conflict(store.append_own(&own(3, "s", None), &[]), "seq skipped");
     assert_conflict(
-        store.append_own(&OwnStatement {
-            digest: own(1, "s", None).digest,
-            ..own(2, "s", None)
-        }),
+        store.append_own(
+            &OwnStatement {
+                digest: own(1, "s", None).digest,
+                ..own(2, "s", None)
+            },
+            &[],
+        ),
         "digest reused",
     );
-    store.append_own(&own(2, "s", None)).unwrap();
+    store.append_own(&own(2, "s", None), &[]).unwrap();
     assert_eq!(store.head().unwrap(), Some((2, own(2, "s", None).digest)));
     assert_eq!(store.latest_revision("policy").unwrap(), 2);
     assert_eq!(store.latest_revision("other").unwrap(), 0);
@@ -497,17 +506,17 @@ pub fn node_append_own_checks_seq(store: &dyn NodeStore) {
 pub fn node_request_id_dedupe(store: &dyn NodeStore) {
     assert_eq!(store.own_by_request_id("r1").unwrap(), None);
     let first = own(1, "s", Some("r1"));
-    store.append_own(&first).unwrap();
+    store.append_own(&first, &[]).unwrap();
     assert_eq!(store.own_by_request_id("r1").unwrap(), Some(first.clone()));
     assert_conflict(
-        store.append_own(&own(2, "s", Some("r1"))),
+        store.append_own(&own(2, "s", Some("r1")), &[]),
         "request id reused",
     );
     assert_eq!(store.head().unwrap(), Some((1, first.digest)));
     // Statements without a request id never collide.
-    store.append_own(&own(2, "s", None)).unwrap();
-    store.append_own(&own(3, "s", None)).unwrap();
-    store.append_own(&own(4, "s", Some("r2"))).unwrap();
+    store.append_own(&own(2, "s", None), &[]).unwrap();
+    store.append_own(&own(3, "s", None), &[]).unwrap();
+    store.append_own(&own(4, "s", Some("r2")), &[]).unwrap();
     assert_eq!(
         store.own_by_request_id("r2").unwrap().map(|s| s.seq),
         Some(4)
@@ -517,7 +526,7 @@ pub fn node_request_id_dedupe(store: &dyn NodeStore) {
 /// Pending → Delivered / Rejected, attempts, counts and listing.
 pub fn node_delivery_states(store: &dyn NodeStore) {
     for seq in 1..=4 {
-        store.append_own(&own(seq, "d", None)).unwrap();
+        store.append_own(&own(seq, "d", None), &[]).unwrap();
     }
     assert_eq!(
         store.outbox_counts().unwrap(),
@@ -636,7 +645,7 @@ pub fn node_concurrent_append_never_forks(store: Arc<dyn NodeStore>) {
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
                 barrier.wait();
-                store.append_own(&own(1, salt, None))
+                store.append_own(&own(1, salt, None), &[])
             })
         })
         .collect();
@@ -663,7 +672,7 @@ pub fn node_concurrent_append_never_forks(store: Arc<dyn NodeStore>) {
                 let mut done = 0;
                 while done < per_thread {
                     let seq = store.head().unwrap().map_or(1, |(seq, _)| seq + 1);
-                    match store.append_own(&own(seq, salt, None)) {
+                    match store.append_own(&own(seq, salt, None), &[]) {
                         Ok(()) => done += 1,
                         Err(StoreError::Conflict(_)) => {}
                         Err(err) => panic!("append_own: {err}"),
@@ -688,7 +697,7 @@ pub fn hub_statement_by_feed_index(store: &dyn HubStore) {
         statement(1, "node-a", 1, "f"),
         statement(2, "node-b", 1, "f"),
     ];
-    store.append(&batch, &[], &[], None).unwrap();
+    store.append(&batch, &[], &[], &[], None).unwrap();
     assert_eq!(
         store.statement_by_feed_index(1).unwrap().as_ref(),
         Some(&batch[0])
@@ -716,9 +725,15 @@ pub fn hub_log_nodes(store: &dyn HubStore) {
     ];
     // Log nodes may be stored without statements, and with them.
     store
-        .append(&[statement(1, "node-a", 1, "n")], &[], &nodes[..3], None)
+        .append(
+            &[statement(1, "node-a", 1, "n")],
+            &[],
+            &[],
+            &nodes[..3],
+            None,
+        )
         .unwrap();
-    store.append(&[], &[], &nodes[3..], None).unwrap();
+    store.append(&[], &[], &[], &nodes[3..], None).unwrap();
     for &(level, index, h) in &nodes {
         assert_eq!(
             store.log_node(level, index).unwrap(),
@@ -743,18 +758,24 @@ pub fn hub_log_nodes(store: &dyn HubStore) {
     );
     // The same hash again (also twice in one batch) is ignored.
     store
-        .append(&[], &[], &[nodes[0], nodes[0], (0, 3, hash("l0/3"))], None)
+        .append(
+            &[],
+            &[],
+            &[],
+            &[nodes[0], nodes[0], (0, 3, hash("l0/3"))],
+            None,
+        )
         .unwrap();
     assert_eq!(store.log_node(0, 0).unwrap(), Some(hash("l0/0")));
     assert_eq!(store.log_node(0, 3).unwrap(), Some(hash("l0/3")));
     assert_eq!(store.last_feed_index().unwrap(), 1);
     // Out-of-range keys are refused, not truncated.
     assert_conflict(
-        store.append(&[], &[], &[(64, 0, hash("x"))], None),
+        store.append(&[], &[], &[], &[(64, 0, hash("x"))], None),
         "level 64",
     );
     assert_conflict(
-        store.append(&[], &[], &[(0, u64::MAX, hash("x"))], None),
+        store.append(&[], &[], &[], &[(0, u64::MAX, hash("x"))], None),
         "index beyond i64",
     );
 }
@@ -766,6 +787,7 @@ pub fn hub_log_node_conflict_writes_nothing(store: &dyn HubStore) {
     store
         .append(
             std::slice::from_ref(&a1),
+            &[],
             &[],
             &[(0, 0, hash("leaf0"))],
             Some(&checkpoint(1, "c")),
@@ -802,6 +824,7 @@ pub fn hub_log_node_conflict_writes_nothing(store: &dyn HubStore) {
         assert_conflict(
             store.append(
                 std::slice::from_ref(&a2),
+                &[],
                 std::slice::from_ref(&ev),
                 &nodes,
                 Some(&checkpoint(2, "c")),
@@ -830,6 +853,7 @@ pub fn hub_log_node_conflict_writes_nothing(store: &dyn HubStore) {
         store.append(
             &[statement(2, "node-a", 1, "other")],
             &[],
+            &[],
             &[(0, 1, hash("leaf1"))],
             Some(&checkpoint(2, "c")),
         ),
@@ -841,6 +865,7 @@ pub fn hub_log_node_conflict_writes_nothing(store: &dyn HubStore) {
     store
         .append(
             &[a2],
+            &[],
             &[ev],
             &[(0, 1, hash("leaf1")), (1, 0, hash("n10"))],
             Some(&checkpoint(2, "c")),
@@ -861,7 +886,7 @@ pub fn hub_checkpoint_cas(store: &dyn HubStore) {
     assert_eq!(store.checkpoint_at(0).unwrap(), None);
     // The empty tree may be checkpointed first.
     store
-        .append(&[], &[], &[], Some(&checkpoint(0, "a")))
+        .append(&[], &[], &[], &[], Some(&checkpoint(0, "a")))
         .unwrap();
     assert_eq!(
         store.latest_checkpoint().unwrap(),
@@ -873,6 +898,7 @@ pub fn hub_checkpoint_cas(store: &dyn HubStore) {
                 statement(1, "node-a", 1, "k"),
                 statement(2, "node-a", 2, "k"),
             ],
+            &[],
             &[],
             &[],
             Some(&checkpoint(2, "a")),
@@ -888,6 +914,7 @@ pub fn hub_checkpoint_cas(store: &dyn HubStore) {
         assert_conflict(
             store.append(
                 &[statement(3, "node-a", 3, "k")],
+                &[],
                 &[],
                 &[(0, 2, hash("leaf2"))],
                 Some(cp),
@@ -905,7 +932,7 @@ pub fn hub_checkpoint_cas(store: &dyn HubStore) {
     assert_eq!(store.checkpoint_at(1).unwrap(), None);
     // Sizes may skip (the hub checkpoints per batch).
     store
-        .append(&[], &[], &[], Some(&checkpoint(7, "a")))
+        .append(&[], &[], &[], &[], Some(&checkpoint(7, "a")))
         .unwrap();
     assert_eq!(
         store.checkpoint_at(0).unwrap(),
@@ -921,7 +948,7 @@ pub fn hub_checkpoint_cas(store: &dyn HubStore) {
     );
     assert_eq!(store.checkpoint_at(u64::MAX).unwrap(), None);
     assert_conflict(
-        store.append(&[], &[], &[], Some(&checkpoint(u64::MAX, "a"))),
+        store.append(&[], &[], &[], &[], Some(&checkpoint(u64::MAX, "a"))),
         "size beyond i64",
     );
 }
@@ -934,10 +961,10 @@ pub fn hub_cosignatures(store: &dyn HubStore) {
     );
     assert!(store.cosignatures(1).unwrap().is_empty());
     store
-        .append(&[], &[], &[], Some(&checkpoint(1, "c")))
+        .append(&[], &[], &[], &[], Some(&checkpoint(1, "c")))
         .unwrap();
     store
-        .append(&[], &[], &[], Some(&checkpoint(3, "c")))
+        .append(&[], &[], &[], &[], Some(&checkpoint(3, "c")))
         .unwrap();
     assert_conflict(
         store.add_cosignature(&cosignature(2, "w1", "a")),
@@ -1015,7 +1042,7 @@ pub fn hub_latest_final_checkpoint(store: &dyn HubStore) {
     }
     for size in [1, 2, 3, 4] {
         store
-            .append(&[], &[], &[], Some(&checkpoint(size, "q")))
+            .append(&[], &[], &[], &[], Some(&checkpoint(size, "q")))
             .unwrap();
     }
     // Counts by size: 1 → 2, 2 → 3, 3 → 1, 4 → 0.
@@ -1190,6 +1217,7 @@ pub fn hub_flags(store: &dyn HubStore) {
                 statement(2, "node-a", 2, "f"),
                 statement(3, "node-b", 1, "f"),
             ],
+            &[],
             &[],
             &[],
             None,

@@ -198,7 +198,13 @@ pub trait HubStore: Send + Sync + 'static {
     /// - Statements: feed indexes are assigned by the caller and must continue last_feed_index
     ///   without gaps; (node_id, seq) and digest are unique. Each is applied to the indicator
     ///   view in feed order (see [`crate::IndicatorStore`]); a snapshot breaking an action
-    ///   rule or missing a staged chunk is a Conflict.
+    ///   rule or missing a chunk is a Conflict.
+    /// - Chunks: the bytes of the chunked snapshots among `statements`, keyed by SHA-256 (the
+    ///   caller has checked each against the signed manifest; the apply step checks again).
+    ///   They are stored content-addressed (a chunk already stored is a no-op) in this same
+    ///   transaction, before the statements are applied: a refused snapshot is never passed
+    ///   here, and a failed append rolls its chunks back, so no chunk is ever stored without
+    ///   an accepted statement listing it (or one stored by [`crate::IndicatorStore::stage_chunks`]).
     /// - Evidence: a row duplicating an existing (node_id, seq, conflicting_digest) is ignored;
     ///   evidence whose accepted_digest is not a stored statement of that (node_id, seq) is a
     ///   Conflict.
@@ -210,6 +216,7 @@ pub trait HubStore: Send + Sync + 'static {
     fn append(
         &self,
         statements: &[StoredStatement],
+        chunks: &[(Digest, Vec<u8>)],
         evidence: &[NewEquivocation],
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,
@@ -512,11 +519,13 @@ impl HubStore for SqliteHubStore {
     fn append(
         &self,
         statements: &[StoredStatement],
+        chunks: &[(Digest, Vec<u8>)],
         evidence: &[NewEquivocation],
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,
     ) -> Result<(), StoreError> {
         if statements.is_empty()
+            && chunks.is_empty()
             && evidence.is_empty()
             && log_nodes.is_empty()
             && checkpoint.is_none()
@@ -525,6 +534,8 @@ impl HubStore for SqliteHubStore {
         }
         // Any error returns before commit; the dropped transaction rolls everything back.
         self.db.write(|tx| {
+            // Before the statements: their apply step reads the chunks from the table.
+            indicators_sql::stage_chunks(tx, chunks)?;
             insert_statements(tx, statements)?;
             insert_evidence(tx, evidence)?;
             insert_log_nodes(tx, log_nodes)?;

@@ -252,6 +252,16 @@ pub trait IndicatorStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ObservationRow>, StoreError>;
 
+    /// As [`Self::query_observations`], together with [`Self::applied_feed_size`], both read
+    /// in ONE read transaction: the feed size then bounds every row returned (separate calls
+    /// may see an entry stored in between).
+    fn query_observations_at(
+        &self,
+        filter: &ObservationFilter,
+        after: Option<ObservationCursor>,
+        limit: usize,
+    ) -> Result<(Vec<ObservationRow>, u64), StoreError>;
+
     /// Highest feed index whose entry has been stored and applied (0 when empty).
     fn applied_feed_size(&self) -> Result<u64, StoreError>;
 
@@ -291,11 +301,19 @@ pub trait IndicatorStore: Send + Sync + 'static {
 
     /// Stores chunk bytes under their SHA-256 (content-addressed; storing the same chunk twice
     /// is a no-op, the first bytes stay). The caller has checked the hash; the apply step
-    /// checks every chunk against the signed manifest again. Chunks are staged before the
-    /// statement that lists them is stored; storing a snapshot statement whose chunks are not
-    /// all staged, or do not match, is a Conflict. Chunks are kept afterwards: mirrors fetch
-    /// them from the hub.
+    /// checks every chunk against the signed manifest again. Storing a snapshot statement
+    /// whose chunks are not all stored, or do not match, is a Conflict. Chunks are kept
+    /// afterwards: mirrors fetch them from the hub.
+    ///
+    /// Only the node's mirror stages chunks ahead of their statement, one at a time as it
+    /// fetches them (the entry is already accepted by the hub). The hub's `append` and the
+    /// node's `append_own` take a new statement's chunks and store them in the statement's
+    /// own transaction, so a refused statement leaves no chunk behind.
     fn stage_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), StoreError>;
+
+    /// Whether each chunk is stored, in the order of `sha256s` (an existence probe per chunk,
+    /// in one read transaction; the bytes are not read).
+    fn has_chunks(&self, sha256s: &[Digest]) -> Result<Vec<bool>, StoreError>;
 
     /// The bytes of a staged chunk.
     fn chunk(&self, sha256: &Digest) -> Result<Option<Vec<u8>>, StoreError>;

@@ -1136,6 +1136,35 @@ pub(crate) fn stage_chunks(
     Ok(())
 }
 
+/// Whether each chunk is stored, in one read transaction.
+pub(crate) fn has_chunks(conn: &Connection, sha256s: &[Digest]) -> Result<Vec<bool>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let out = {
+        let mut probe = tx.prepare_cached("SELECT 1 FROM chunks WHERE sha256 = ?1")?;
+        sha256s
+            .iter()
+            .map(|sha256| Ok(probe.exists([&sha256.0[..]])?))
+            .collect::<Result<Vec<_>, StoreError>>()?
+    };
+    tx.commit()?;
+    Ok(out)
+}
+
+/// A page of observations and the applied feed size, in one read transaction.
+pub(crate) fn query_observations_at(
+    conn: &Connection,
+    log: Log,
+    filter: &ObservationFilter,
+    after: Option<ObservationCursor>,
+    limit: usize,
+) -> Result<(Vec<ObservationRow>, u64), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let rows = query_observations(&tx, filter, after, limit)?;
+    let feed_size = applied_feed_size(&tx, log)?;
+    tx.commit()?;
+    Ok((rows, feed_size))
+}
+
 pub(crate) fn chunk(conn: &Connection, sha256: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT bytes FROM chunks WHERE sha256 = ?1")?
@@ -1217,6 +1246,17 @@ macro_rules! impl_indicator_store {
                 })
             }
 
+            fn query_observations_at(
+                &self,
+                filter: &$crate::indicators::ObservationFilter,
+                after: Option<$crate::indicators::ObservationCursor>,
+                limit: usize,
+            ) -> Result<(Vec<$crate::indicators::ObservationRow>, u64), $crate::StoreError> {
+                self.db.read(|conn| {
+                    $crate::indicators_sql::query_observations_at(conn, $log, filter, after, limit)
+                })
+            }
+
             fn applied_feed_size(&self) -> Result<u64, $crate::StoreError> {
                 self.db
                     .read(|conn| $crate::indicators_sql::applied_feed_size(conn, $log))
@@ -1276,6 +1316,17 @@ macro_rules! impl_indicator_store {
                 }
                 self.db
                     .write(|tx| $crate::indicators_sql::stage_chunks(tx, chunks))
+            }
+
+            fn has_chunks(
+                &self,
+                sha256s: &[rcpfed_core::Digest],
+            ) -> Result<Vec<bool>, $crate::StoreError> {
+                if sha256s.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.db
+                    .read(|conn| $crate::indicators_sql::has_chunks(conn, sha256s))
             }
 
             fn chunk(

@@ -159,8 +159,9 @@ pub trait NodeStore: Send + Sync + 'static {
     fn latest_revision(&self, document: &str) -> Result<u32, StoreError>;
     /// The own statement created for this request id, if any (idempotent publish).
     fn own_by_request_id(&self, request_id: &str) -> Result<Option<OwnStatement>, StoreError>;
-    /// Appends a newly signed own statement as Pending (the state, attempts, last_error, receipt and feed_index of `st` are ignored), in a BEGIN IMMEDIATE transaction that first checks seq == head+1 (else StoreError::Conflict), so concurrent publishers never fork the chain. Request id and digest are unique (Conflict).
-    fn append_own(&self, st: &OwnStatement) -> Result<(), StoreError>;
+    /// Appends a newly signed own statement as Pending (the state, attempts, last_error, receipt and feed_index of `st` are ignored), in a BEGIN IMMEDIATE transaction that first checks seq == head+1 (else StoreError::Conflict), so concurrent publishers never fork the chain. Request id and digest are unique (Conflict). `chunks` are the bytes of a chunked snapshot's chunks, keyed by SHA-256 (the outbox sends them from the store); they are stored content-addressed in the same transaction, so a refused append stores none.
+    fn append_own(&self, st: &OwnStatement, chunks: &[(Digest, Vec<u8>)])
+    -> Result<(), StoreError>;
     /// Pending own statements in seq order, at most limit.
     fn pending(&self, limit: usize) -> Result<Vec<OwnStatement>, StoreError>;
     /// Records the hub's receipt and feed index; the statement becomes Delivered.
@@ -173,7 +174,7 @@ pub trait NodeStore: Send + Sync + 'static {
     fn list_own(&self, before_seq: u64, limit: usize) -> Result<Vec<OwnStatement>, StoreError>;
     /// Own statements per delivery state.
     fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
-    /// Inserts a verified mirrored statement and applies it to the indicator view in the same transaction (a snapshot breaking an action rule or missing a staged chunk → StoreError::Conflict, nothing written). The mirror cursor is max(feed_index), so insert and cursor advance are one atomic write. Inserting an already present feed_index with the same digest is a no-op; with a different digest (or a digest or (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub showed two histories).
+    /// Inserts a verified mirrored statement and applies it to the indicator view in the same transaction (a snapshot breaking an action rule or missing a staged chunk → StoreError::Conflict, nothing written). Its chunks are staged first with [`crate::IndicatorStore::stage_chunks`], one at a time as they are fetched (bounded memory): the entry is already accepted by the hub, so they are never orphaned for long (a mirror that fails to insert retries the same entry). The mirror cursor is max(feed_index), so insert and cursor advance are one atomic write. Inserting an already present feed_index with the same digest is a no-op; with a different digest (or a digest or (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub showed two histories).
     fn mirror_insert(&self, st: &MirroredStatement) -> Result<(), StoreError>;
     /// Highest mirrored feed index (0 if none).
     fn mirror_cursor(&self) -> Result<u64, StoreError>;
@@ -444,9 +445,15 @@ impl NodeStore for SqliteNodeStore {
         })
     }
 
-    fn append_own(&self, st: &OwnStatement) -> Result<(), StoreError> {
+    fn append_own(
+        &self,
+        st: &OwnStatement,
+        chunks: &[(Digest, Vec<u8>)],
+    ) -> Result<(), StoreError> {
         let seq = db::int(st.seq, "seq")?;
         self.db.write(|tx| {
+            // Rolled back with the statement when the append is refused.
+            crate::indicators_sql::stage_chunks(tx, chunks)?;
             // Checked inside the write transaction: no other writer can move the head between
             // this read and the insert.
             let head: i64 = tx

@@ -64,6 +64,68 @@ fn node_indicator_conformance() {
     });
 }
 
+#[test]
+fn hub_chunks_stored_with_statement() {
+    let paths = Paths::new();
+    indicators::hub_chunks_stored_with_statement(&SqliteHubStore::open(&paths.fresh()).unwrap());
+}
+
+#[test]
+fn node_chunks_stored_with_own_statement() {
+    let paths = Paths::new();
+    indicators::node_chunks_stored_with_own_statement(
+        &SqliteNodeStore::open(&paths.fresh()).unwrap(),
+    );
+}
+
+/// While the hub stores revisions, a page of observations and its feed size come from one
+/// read: with one version per entry, the history holds exactly feed_size rows.
+#[test]
+fn observation_pages_never_mix_two_feed_sizes() {
+    const ENTRIES: u64 = 300;
+    let paths = Paths::new();
+    let store = Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap());
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for i in 1..=ENTRIES {
+                let o = if i == 1 {
+                    indicators::append("LKA", "2020", 1.0)
+                } else {
+                    indicators::replace("LKA", "2020", i as f64)
+                };
+                let e = indicators::snapshot_entry(
+                    i,
+                    "node-a",
+                    i,
+                    u32::try_from(i).unwrap(),
+                    "IND",
+                    vec![o],
+                    None,
+                    i64::try_from(i).unwrap() * 1_000,
+                );
+                store.append(&[e.stored()], &[], &[], &[], None).unwrap();
+            }
+        })
+    };
+    let history = ObservationFilter {
+        include_history: true,
+        ..indicators::filter("IND")
+    };
+    let mut reads = 0;
+    loop {
+        let done = writer.is_finished();
+        let (rows, feed_size) = store.query_observations_at(&history, None, 10_000).unwrap();
+        assert_eq!(rows.len() as u64, feed_size, "read {reads}");
+        reads += 1;
+        if done {
+            assert_eq!(feed_size, ENTRIES);
+            break;
+        }
+    }
+    writer.join().unwrap();
+}
+
 /// The architecture invariant: the same feed gives the hub and a node the same answers.
 #[test]
 fn hub_and_node_answer_identically() {
@@ -99,7 +161,7 @@ fn coherence_rows_never_mix_two_feed_sizes() {
                     None,
                     i64::try_from(i).unwrap() * 1_000,
                 );
-                store.append(&[e.stored()], &[], &[], None).unwrap();
+                store.append(&[e.stored()], &[], &[], &[], None).unwrap();
             }
         })
     };
@@ -137,6 +199,7 @@ fn hub_reopen_persists() {
                 &[a1.clone(), statement(2, "node-a", 2, "p")],
                 &[],
                 &[],
+                &[],
                 None,
             )
             .unwrap();
@@ -153,7 +216,7 @@ fn node_reopen_persists() {
     let path = paths.fresh();
     {
         let store = SqliteNodeStore::open(&path).unwrap();
-        store.append_own(&own(1, "p", Some("r"))).unwrap();
+        store.append_own(&own(1, "p", Some("r")), &[]).unwrap();
         store.mirror_insert(&mirrored(3, "node-b", 1, "p")).unwrap();
     }
     let store = SqliteNodeStore::open(&path).unwrap();
@@ -248,7 +311,7 @@ fn two_store_handles_on_one_file_never_fork() {
                 let mut done = 0;
                 while done < 15 {
                     let seq = store.head().unwrap().map_or(1, |(seq, _)| seq + 1);
-                    match store.append_own(&own(seq, &format!("h{i}"), None)) {
+                    match store.append_own(&own(seq, &format!("h{i}"), None), &[]) {
                         Ok(()) => done += 1,
                         Err(StoreError::Conflict(_)) => {}
                         Err(err) => panic!("append_own: {err}"),
@@ -277,7 +340,7 @@ fn chain_heads_uses_indexes() {
     let batch: Vec<_> = (1..=200u64)
         .map(|i| statement(i, &format!("node-{}", i % 7), i.div_ceil(7), "q"))
         .collect();
-    store.append(&batch, &[], &[], None).unwrap();
+    store.append(&batch, &[], &[], &[], None).unwrap();
     let plan: Vec<String> = store
         .db
         .read(|conn| {
@@ -312,6 +375,7 @@ fn hub_log_reopen_persists() {
                     statement(1, "node-a", 1, "r"),
                     statement(2, "node-a", 2, "r"),
                 ],
+                &[],
                 &[],
                 &nodes,
                 Some(&checkpoint(2, "r")),
@@ -355,11 +419,11 @@ fn hub_log_reopen_persists() {
     );
     // The CAS still holds after a restart.
     assert!(matches!(
-        store.append(&[], &[], &[], Some(&checkpoint(2, "other"))),
+        store.append(&[], &[], &[], &[], Some(&checkpoint(2, "other"))),
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.append(&[], &[], &[(0, 1, hash("forged"))], None),
+        store.append(&[], &[], &[], &[(0, 1, hash("forged"))], None),
         Err(StoreError::Conflict(_))
     ));
 }
@@ -399,7 +463,7 @@ fn version_1_files_are_migrated_in_place() {
     {
         let store = SqliteHubStore::open(&hub).unwrap();
         store
-            .append(&[statement(1, "node-a", 1, "v")], &[], &[], None)
+            .append(&[statement(1, "node-a", 1, "v")], &[], &[], &[], None)
             .unwrap();
     }
     // Write a statement with the old layout, then upgrade.
@@ -420,7 +484,13 @@ fn version_1_files_are_migrated_in_place() {
     assert_eq!(store.last_feed_index().unwrap(), 1);
     assert_eq!(store.latest_checkpoint().unwrap(), None);
     store
-        .append(&[], &[], &[(0, 0, hash("x"))], Some(&checkpoint(1, "v")))
+        .append(
+            &[],
+            &[],
+            &[],
+            &[(0, 0, hash("x"))],
+            Some(&checkpoint(1, "v")),
+        )
         .unwrap();
     // Statements from before the flags table can be flagged.
     assert_eq!(
@@ -456,6 +526,7 @@ fn log_queries_use_indexes() {
     for size in 1..=50u64 {
         store
             .append(
+                &[],
                 &[],
                 &[],
                 &[(0, size - 1, hash(&size.to_string()))],
@@ -615,7 +686,7 @@ fn apply_rate() {
     let staged_in = start.elapsed();
     let start = Instant::now();
     let cpu_start = thread_cpu();
-    hub.append(&[entry.stored()], &[], &[], None).unwrap();
+    hub.append(&[entry.stored()], &[], &[], &[], None).unwrap();
     let applied_in = start.elapsed();
     let applied_cpu = thread_cpu() - cpu_start;
     // The hub's pre-check of a snapshot that breaks no rule probes every key.
@@ -906,7 +977,7 @@ fn coherence_rate() {
             1_000 * i64::try_from(feed_index).unwrap(),
         );
         let start = Instant::now();
-        hub.append(&[entry.stored()], &[], &[], None).unwrap();
+        hub.append(&[entry.stored()], &[], &[], &[], None).unwrap();
         let took = start.elapsed();
         println!(
             "{node}: {} observations applied in {took:?} ({:.0}/s)",

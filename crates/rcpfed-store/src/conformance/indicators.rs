@@ -95,7 +95,7 @@ pub struct Target {
 pub fn hub_target<S: HubStore + IndicatorStore>(store: Arc<S>) -> Target {
     let hub = Arc::clone(&store);
     Target {
-        add: Box::new(move |e| hub.append(&[e.stored()], &[], &[], None)),
+        add: Box::new(move |e| hub.append(&[e.stored()], &[], &[], &[], None)),
         view: store,
     }
 }
@@ -422,6 +422,10 @@ pub fn history_as_of_updated_after(t: &Target) {
     add_all(t, &feed);
     assert_eq!(v.applied_feed_size().unwrap(), 4);
     assert_eq!(v.last_content_feed_index().unwrap(), 4);
+    // Rows and feed size from one read.
+    let (rows, feed_size) = v.query_observations_at(&filter("IND"), None, 1000).unwrap();
+    assert_eq!(feed_size, 4);
+    assert_eq!(rows, query(t, &filter("IND")));
 
     let at = |f: ObservationFilter| positions(&query(t, &f));
     let base = filter("IND");
@@ -1332,8 +1336,17 @@ pub fn chunked_snapshot(t: &Target) {
     let entry = snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
 
     assert_eq!(v.chunk(&staged[0].0).unwrap(), None);
+    let shas: Vec<Digest> = staged.iter().map(|(sha, _)| *sha).collect();
+    assert_eq!(v.has_chunks(&shas).unwrap(), vec![false; 3]);
+    assert!(v.has_chunks(&[]).unwrap().is_empty());
     v.stage_chunks(&staged[..2]).unwrap();
     v.stage_chunks(&[]).unwrap();
+    // In the order asked, an unknown digest false.
+    assert_eq!(
+        v.has_chunks(&[shas[2], shas[1], Digest::of(b"unknown"), shas[0]])
+            .unwrap(),
+        vec![false, true, false, true]
+    );
     assert_conflict((t.add)(&entry), "chunk 2 is not staged");
     assert_eq!(v.applied_feed_size().unwrap(), 0);
     assert!(query(t, &filter("IND")).is_empty());
@@ -1370,6 +1383,123 @@ pub fn chunked_snapshot(t: &Target) {
         assert_eq!(row.provenance.digest, entry.digest);
         assert_eq!(row.observation.obs_value, o.obs_value);
         assert_eq!(row.observation.time_period, o.time_period);
+    }
+}
+
+/// Chunks (SHA-256, bytes) of `observations` cut `per_chunk` at a time, and the manifest.
+fn chunks_of(
+    observations: &[Observation],
+    per_chunk: usize,
+) -> (ChunkManifest, Vec<(Digest, Vec<u8>)>) {
+    let (manifest, bytes) = encode_chunks(observations, per_chunk);
+    let chunks = manifest
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .zip(bytes)
+        .collect();
+    (manifest, chunks)
+}
+
+fn digests(chunks: &[(Digest, Vec<u8>)]) -> Vec<Digest> {
+    chunks.iter().map(|(sha, _)| *sha).collect()
+}
+
+/// The hub's `append` stores a chunked snapshot's chunks in the statement's own transaction:
+/// an aborted or refused append leaves no chunk behind, an accepted one leaves them all.
+pub fn hub_chunks_stored_with_statement<S: HubStore + IndicatorStore>(store: &S) {
+    let all = chunked_observations(25);
+    let (manifest, chunks) = chunks_of(&all, 10);
+    let shas = digests(&chunks);
+    let none = vec![false; shas.len()];
+
+    // Aborted: the feed index does not continue the log.
+    let gap = snapshot_entry(
+        2,
+        "node-a",
+        1,
+        1,
+        "IND",
+        Vec::new(),
+        Some(manifest.clone()),
+        1_000,
+    );
+    assert_conflict(
+        store.append(&[gap.stored()], &chunks, &[], &[], None),
+        "feed index gap",
+    );
+    assert_eq!(store.has_chunks(&shas).unwrap(), none);
+
+    // Refused by the apply step: REPLACE of keys without a value in force.
+    let replaced: Vec<Observation> = all
+        .iter()
+        .map(|o| Observation {
+            action: ObservationAction::Replace,
+            ..o.clone()
+        })
+        .collect();
+    let (replace_manifest, replace_chunks) = chunks_of(&replaced, 10);
+    let refused = snapshot_entry(
+        1,
+        "node-a",
+        1,
+        1,
+        "IND",
+        Vec::new(),
+        Some(replace_manifest),
+        1_000,
+    );
+    assert_conflict(
+        store.append(&[refused.stored()], &replace_chunks, &[], &[], None),
+        "REPLACE without a value in force",
+    );
+    assert_eq!(
+        store.has_chunks(&digests(&replace_chunks)).unwrap(),
+        vec![false; replace_chunks.len()]
+    );
+
+    // A chunk neither passed nor stored: refused, and the others are not kept either.
+    let entry = snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
+    assert_conflict(
+        store.append(&[entry.stored()], &chunks[..2], &[], &[], None),
+        "chunk 2 missing",
+    );
+    assert_eq!(store.has_chunks(&shas).unwrap(), none);
+    assert_eq!(store.applied_feed_size().unwrap(), 0);
+
+    // Accepted: the chunks are stored and the snapshot applied from them.
+    store
+        .append(&[entry.stored()], &chunks, &[], &[], None)
+        .unwrap();
+    assert_eq!(store.has_chunks(&shas).unwrap(), vec![true; shas.len()]);
+    for (sha, bytes) in &chunks {
+        assert_eq!(store.chunk(sha).unwrap().as_ref(), Some(bytes));
+    }
+    assert_eq!(
+        store
+            .query_observations(&filter("IND"), None, 1000)
+            .unwrap()
+            .len(),
+        25
+    );
+}
+
+/// The node's `append_own` stores its chunks in the statement's own transaction: a refused
+/// append leaves no chunk behind.
+pub fn node_chunks_stored_with_own_statement<S: NodeStore + IndicatorStore>(store: &S) {
+    let (_, chunks) = chunks_of(&chunked_observations(25), 10);
+    let shas = digests(&chunks);
+    assert_conflict(
+        store.append_own(&crate::conformance::own(2, "c", None), &chunks),
+        "seq 2 does not follow the head",
+    );
+    assert_eq!(store.has_chunks(&shas).unwrap(), vec![false; shas.len()]);
+    store
+        .append_own(&crate::conformance::own(1, "c", None), &chunks)
+        .unwrap();
+    assert_eq!(store.has_chunks(&shas).unwrap(), vec![true; shas.len()]);
+    for (sha, bytes) in &chunks {
+        assert_eq!(store.chunk(sha).unwrap().as_ref(), Some(bytes));
     }
 }
 
