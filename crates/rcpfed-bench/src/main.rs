@@ -226,9 +226,15 @@ fn tls_of(pki: &Path, id: &str) -> TlsFiles {
     }
 }
 
-/// Pins this process to `cpu` if `taskset` exists; returns whether it did.
-fn pin_self(cpu: usize) -> bool {
-    std::process::Command::new("taskset")
+/// Pins this process to `cpu` if `taskset` exists (every thread with `all_threads`, else the
+/// main thread, whose later threads inherit it); returns whether it did. Shared by the
+/// benchmarks so they pin alike.
+fn pin_self(cpu: usize, all_threads: bool) -> bool {
+    let mut taskset = std::process::Command::new("taskset");
+    if all_threads {
+        taskset.arg("-a");
+    }
+    taskset
         .args([
             "-p",
             "-c",
@@ -438,7 +444,7 @@ async fn ingest(rcpfed: &Path, clients: usize, per_client: usize, size: usize) -
         .and_then(|c| c.first())
         .map(|e| e.payload.len())
         .unwrap_or(0);
-    let pinned = pin_self(1);
+    let pinned = pin_self(1, false);
     println!(
         "rcpfed-bench ingest: {clients} clients × {per_client} statements, payload {payload_len} bytes (synthetic), load pinned to core 1: {pinned}"
     );

@@ -27,7 +27,7 @@
 //! The hub runs on core 0 and this process and the nodes on core 1 (`taskset`, when
 //! available); the `sqlite3` baseline runs on core 0, alone.
 
-use super::{pinned_command, tls_of};
+use super::{pin_self, pinned_command, tls_of};
 use anyhow::{Context as _, Result, anyhow, bail};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
@@ -195,6 +195,81 @@ where
     }
 }
 
+/// Waits, as [`poll_until`] does, for `task` (a poller of its own) to finish, and gives its
+/// result: the processes are watched while it runs.
+async fn join_watched<T>(
+    what: &str,
+    procs: &mut [&mut Proc],
+    task: tokio::task::JoinHandle<T>,
+) -> Result<T> {
+    poll_until(what, procs, || {
+        let done = task.is_finished();
+        async move { done.then_some(()) }
+    })
+    .await?;
+    Ok(task.await?)
+}
+
+/// Waits, as [`poll_until`] does, until the store behind `ix` has the catalogue (a node takes
+/// snapshots only once it has).
+async fn wait_catalogue(
+    what: &str,
+    procs: &mut [&mut Proc],
+    ix: &IndicatorServiceClient<Channel>,
+) -> Result<v1::CatalogueDocument> {
+    poll_until(what, procs, || {
+        let mut c = ix.clone();
+        async move {
+            c.get_catalogue(v1::GetCatalogueRequest { version: 0 })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().catalogue)
+        }
+    })
+    .await
+}
+
+/// Waits, as [`poll_until`] does, until the store behind `ix` has applied the feed up to
+/// `feed_index` (seen through a query of `indicator`).
+async fn wait_applied(
+    what: &str,
+    procs: &mut [&mut Proc],
+    ix: &IndicatorServiceClient<Channel>,
+    indicator: &str,
+    feed_index: u64,
+) -> Result<u64> {
+    poll_until(what, procs, || {
+        let (mut ix, ind) = (ix.clone(), indicator.to_string());
+        async move {
+            applied_feed_size(&mut ix, &ind)
+                .await
+                .filter(|n| *n >= feed_index)
+        }
+    })
+    .await
+}
+
+/// Waits, as [`poll_until`] does, until the hub's latest coherence report covers the feed up
+/// to `feed_index`, and gives it.
+async fn wait_report(
+    what: &str,
+    procs: &mut [&mut Proc],
+    hub_ix: &IndicatorServiceClient<Channel>,
+    feed_index: u64,
+) -> Result<v1::CoherenceReport> {
+    poll_until(what, procs, || {
+        let mut ix = hub_ix.clone();
+        async move {
+            ix.get_coherence_report(v1::GetCoherenceReportRequest { number: 0 })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().report)
+                .filter(|r| r.feed_size >= feed_index)
+        }
+    })
+    .await
+}
+
 /// `VmHWM` and `VmRSS` of a process, in MB.
 fn rss_mb(pid: Option<u32>) -> Option<(f64, f64)> {
     let text = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
@@ -233,23 +308,6 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
-}
-
-/// Pins every thread of this process to `cpu`; returns whether it worked.
-fn pin_all_threads(cpu: usize) -> bool {
-    std::process::Command::new("taskset")
-        .args([
-            "-a",
-            "-c",
-            "-p",
-            &cpu.to_string(),
-            &std::process::id().to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }
 
 /// The sqlite3 baseline: a fresh database file, default rollback journal (DELETE,
@@ -502,7 +560,7 @@ pub async fn run(o: Options) -> Result<()> {
 }
 
 async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
-    let pinned = pin_all_threads(1);
+    let pinned = pin_self(1, true);
     println!(
         "rcpfed-bench snapshot: {} synthetic observations; hub on core 0, this process and the nodes on core 1: {pinned}; load average {}",
         o.observations,
@@ -609,18 +667,10 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
 
     // The node takes snapshots only once the hub's catalogue has reached it through the feed.
     let t = Instant::now();
-    let catalogue = poll_until(
+    let catalogue = wait_catalogue(
         "the catalogue at the colombo node",
         &mut [&mut hub, &mut big],
-        || {
-            let mut c = big_ix.clone();
-            async move {
-                c.get_catalogue(v1::GetCatalogueRequest { version: 0 })
-                    .await
-                    .ok()
-                    .and_then(|r| r.into_inner().catalogue)
-            }
-        },
+        &big_ix,
     )
     .await?;
     println!(
@@ -681,16 +731,11 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
             }
         })
     };
-    let (feed_index, stored_at) = poll_until(
+    let (feed_index, stored_at) = join_watched(
         "the hub storing the snapshot",
         &mut [&mut hub, &mut big],
-        || {
-            let done = stored_task.is_finished();
-            async move { done.then_some(()) }
-        },
+        stored_task,
     )
-    .await
-    .map(|()| stored_task)?
     .await?;
     let total = stored_at;
     let indicator = plan.indicator.clone();
@@ -710,27 +755,17 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
             }
         })
     };
-    let delivered = poll_until(
+    let delivered = join_watched(
         "the node holding the receipt",
         &mut [&mut hub, &mut big],
-        || {
-            let done = delivered_task.is_finished();
-            async move { done.then_some(()) }
-        },
+        delivered_task,
     )
-    .await
-    .map(|()| delivered_task)?
     .await??;
-    let visible_at = poll_until(
+    let visible_at = join_watched(
         "the hub's view answering",
         &mut [&mut hub, &mut big],
-        || {
-            let done = visible_task.is_finished();
-            async move { done.then_some(()) }
-        },
+        visible_task,
     )
-    .await
-    .map(|()| visible_task)?
     .await?;
     let commits_after = hub_commits(dir);
     let hub_rss = rss_mb(hub.pid());
@@ -741,34 +776,21 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
 
     // After the timed part: the node's mirror and the coherence report catch up.
     let t = Instant::now();
-    poll_until(
+    wait_applied(
         "the colombo node's mirror applying the snapshot",
         &mut [&mut hub, &mut big],
-        || {
-            let (mut ix, ind) = (big_ix.clone(), indicator.clone());
-            async move {
-                applied_feed_size(&mut ix, &ind)
-                    .await
-                    .filter(|n| *n >= feed_index)
-            }
-        },
+        &big_ix,
+        &indicator,
+        feed_index,
     )
     .await?;
     let mirror_catch_up = t.elapsed();
     let t = Instant::now();
-    poll_until(
+    wait_report(
         "the coherence report covering the snapshot",
         &mut [&mut hub],
-        || {
-            let mut ix = hub_ix.clone();
-            async move {
-                ix.get_coherence_report(v1::GetCoherenceReportRequest { number: 0 })
-                    .await
-                    .ok()
-                    .and_then(|r| r.into_inner().report)
-                    .filter(|r| r.feed_size >= feed_index)
-            }
-        },
+        &hub_ix,
+        feed_index,
     )
     .await?;
     let report_catch_up = t.elapsed();
@@ -812,18 +834,10 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         let mut node = NodeServiceClient::new(ch.clone())
             .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
         let ix = IndicatorServiceClient::new(ch);
-        poll_until(
+        wait_catalogue(
             &format!("the catalogue at {node_id}"),
             &mut [&mut hub, &mut p],
-            || {
-                let mut c = ix.clone();
-                async move {
-                    c.get_catalogue(v1::GetCatalogueRequest { version: 0 })
-                        .await
-                        .ok()
-                        .and_then(|r| r.into_inner().catalogue)
-                }
-            },
+            &ix,
         )
         .await?;
         let t = Instant::now();
@@ -850,32 +864,22 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
     // up (they fetch the large snapshot's chunks from the hub), and the coherence report
     // covers the last snapshot.
     let t = Instant::now();
-    poll_until(
+    wait_applied(
         "the hub applying the small snapshots",
         &mut [&mut hub],
-        || {
-            let (mut ix, ind) = (hub_ix.clone(), indicator.clone());
-            async move {
-                applied_feed_size(&mut ix, &ind)
-                    .await
-                    .filter(|n| *n >= last_feed_index)
-            }
-        },
+        &hub_ix,
+        &indicator,
+        last_feed_index,
     )
     .await?;
     let mut quiet_steps = vec![format!("hub applied both {:.2} s", secs(t.elapsed()))];
     for (node_id, p, ix) in &mut small_procs {
-        poll_until(
+        wait_applied(
             &format!("{node_id}'s mirror catching up"),
             &mut [&mut hub, p],
-            || {
-                let (mut ix, ind) = (ix.clone(), indicator.clone());
-                async move {
-                    applied_feed_size(&mut ix, &ind)
-                        .await
-                        .filter(|n| *n >= last_feed_index)
-                }
-            },
+            ix,
+            &indicator,
+            last_feed_index,
         )
         .await?;
         quiet_steps.push(format!(
@@ -883,19 +887,11 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
             secs(t.elapsed())
         ));
     }
-    let report = poll_until(
+    let report = wait_report(
         "the coherence report covering every snapshot",
         &mut [&mut hub],
-        || {
-            let mut ix = hub_ix.clone();
-            async move {
-                ix.get_coherence_report(v1::GetCoherenceReportRequest { number: 0 })
-                    .await
-                    .ok()
-                    .and_then(|r| r.into_inner().report)
-                    .filter(|r| r.feed_size >= last_feed_index)
-            }
-        },
+        &hub_ix,
+        last_feed_index,
     )
     .await?;
     let quiet_after = t.elapsed();

@@ -191,6 +191,30 @@ fn kind_filter(kind: i32) -> Result<Option<String>, Status> {
     }
 }
 
+/// What the hub validates `member_id`'s statements against: its federation, its clock now and
+/// the catalogue's aggregate areas; refused with PEER_NOT_A_MEMBER for a non-member. One place,
+/// so inline statements and large snapshots (checked once their chunks are in) meet the same
+/// rules.
+fn hub_validation_context<'a>(
+    federation: &'a Federation,
+    member_id: &str,
+    catalogue: &'a SignedCatalogue,
+) -> Result<ValidationContext<'a>, Rejection> {
+    let member = federation.member(member_id).ok_or_else(|| {
+        Rejection::new(
+            RejectClass::Forbidden,
+            reasons::PEER_NOT_A_MEMBER,
+            "caller is not a member",
+        )
+    })?;
+    Ok(ValidationContext {
+        federation_id: &federation.federation_id,
+        member,
+        now: time::OffsetDateTime::now_utc(),
+        aggregates: catalogue.catalogue.area_aggregates(),
+    })
+}
+
 /// Every check of a large snapshot's observations once all chunks are in: the statement
 /// rules an inline snapshot meets (membership, duplicate keys, values) and the catalogue.
 fn check_all(
@@ -200,23 +224,8 @@ fn check_all(
     indicator: &str,
     observations: &[Observation],
 ) -> Result<Warnings, Rejection> {
-    let member = federation.member(member_id).ok_or_else(|| {
-        Rejection::new(
-            RejectClass::Forbidden,
-            reasons::PEER_NOT_A_MEMBER,
-            "caller is not a member",
-        )
-    })?;
-    validate_observations(
-        indicator,
-        observations,
-        &ValidationContext {
-            federation_id: &federation.federation_id,
-            member,
-            now: time::OffsetDateTime::now_utc(),
-            aggregates: catalogue.catalogue.area_aggregates(),
-        },
-    )?;
+    let ctx = hub_validation_context(federation, member_id, catalogue)?;
+    validate_observations(indicator, observations, &ctx)?;
     catalogue_check(catalogue, indicator, observations)
 }
 
@@ -299,22 +308,10 @@ impl Hub {
             .with_meta("key_id", key.key_id.clone()));
         }
         let statement = Statement::decode(&signed.payload)?;
-        let member = federation.member(member_id).ok_or_else(|| {
-            Rejection::new(
-                RejectClass::Forbidden,
-                reasons::PEER_NOT_A_MEMBER,
-                "caller is not a member",
-            )
-        })?;
         let catalogue = self.catalogue.get();
         validate_statement(
             &statement,
-            &ValidationContext {
-                federation_id: &federation.federation_id,
-                member,
-                now: time::OffsetDateTime::now_utc(),
-                aggregates: catalogue.catalogue.area_aggregates(),
-            },
+            &hub_validation_context(federation, member_id, &catalogue)?,
         )?;
         let verified = VerifiedStatement {
             node_id: statement.header.node_id.clone(),

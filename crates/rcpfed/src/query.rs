@@ -292,11 +292,7 @@ pub fn csv_row(r: &v1::ObservationRecord) -> Vec<String> {
         r.indicator.clone(),
         o.ref_area.clone(),
         o.time_period.clone(),
-        o.dimensions
-            .iter()
-            .map(|d| format!("{}={}", d.id, d.value))
-            .collect::<Vec<_>>()
-            .join(";"),
+        view::csv_dimensions(&o.dimensions),
         view::raw(&o),
         o.unit_mult.to_string(),
         o.unit_measure.clone(),

@@ -347,16 +347,7 @@ pub fn render_table(r: &v1::CoherenceReport) -> String {
     out.push('\n');
     let mut t = Table::new(["NODE", "KEY", "OLD", "NEW", "ACTION", "SOURCE"]);
     for e in &r.revisions {
-        let old = e
-            .old_value
-            .as_ref()
-            .and_then(|v| v.observation.clone())
-            .unwrap_or_default();
-        let new = e
-            .new_value
-            .as_ref()
-            .and_then(|v| v.observation.clone())
-            .unwrap_or_default();
+        let (old, new) = revision_observations(e);
         t.push([
             e.node_id.clone(),
             e.key.as_ref().map(view::key).unwrap_or_default(),
@@ -368,6 +359,18 @@ pub fn render_table(r: &v1::CoherenceReport) -> String {
     }
     push_section(&mut out, &t, "no revisions");
     out
+}
+
+/// The observation a revision replaced and the one that replaced it, each empty when the
+/// report leaves it out; the table and the CSV show the same pair.
+fn revision_observations(e: &v1::RevisionEntry) -> (v1::Observation, v1::Observation) {
+    let observation = |value: &Option<v1::ReportedValue>| {
+        value
+            .as_ref()
+            .and_then(|v| v.observation.clone())
+            .unwrap_or_default()
+    };
+    (observation(&e.old_value), observation(&e.new_value))
 }
 
 fn push_section(out: &mut String, t: &Table, empty: &str) {
@@ -432,14 +435,7 @@ impl Row {
         self.set("indicator", k.indicator)
             .set("ref_area", k.ref_area)
             .set("time_period", k.time_period)
-            .set(
-                "dimensions",
-                k.dimensions
-                    .iter()
-                    .map(|d| format!("{}={}", d.id, d.value))
-                    .collect::<Vec<_>>()
-                    .join(";"),
-            )
+            .set("dimensions", view::csv_dimensions(&k.dimensions))
     }
 }
 
@@ -492,16 +488,7 @@ pub fn report_csv(r: &v1::CoherenceReport) -> Table {
         );
     }
     for e in &r.revisions {
-        let old = e
-            .old_value
-            .as_ref()
-            .and_then(|v| v.observation.clone())
-            .unwrap_or_default();
-        let new = e
-            .new_value
-            .as_ref()
-            .and_then(|v| v.observation.clone())
-            .unwrap_or_default();
+        let (old, new) = revision_observations(e);
         let p = e
             .new_value
             .as_ref()

@@ -53,6 +53,15 @@ pub fn dimensions(dims: &[v1::Dimension]) -> String {
         .join(" ")
 }
 
+/// Dimensions as one CSV cell, `SEX=F;AGE=Y15T64`: the form of the `dimensions` column in
+/// every CSV the indicator commands write, so query and report files read alike.
+pub fn csv_dimensions(dims: &[v1::Dimension]) -> String {
+    dims.iter()
+        .map(|d| format!("{}={}", d.id, d.value))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 /// A key as `MIG_STOCK WLD 2020` (with dimensions after the period).
 pub fn key(k: &v1::ObservationKey) -> String {
     let mut text = format!("{} {} {}", k.indicator, k.ref_area, k.time_period);
