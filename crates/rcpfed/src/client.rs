@@ -45,6 +45,11 @@ pub async fn hub_client(endpoint: &str, tls: &TlsFiles) -> Result<HubServiceClie
         .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES))
 }
 
+/// A failed call as an error for the CLI's output, in the words of [`describe_status`].
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", describe_status(&status))
+}
+
 /// A status in plain words, with its ErrorInfo reason and field violations.
 pub fn describe_status(status: &tonic::Status) -> String {
     use tonic_types::StatusExt as _;

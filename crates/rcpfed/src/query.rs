@@ -218,10 +218,6 @@ pub async fn run(command: QueryCommand) -> Result<ExitCode> {
     query_observations(&args).await
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", client::describe_status(&s))
-}
-
 /// The column titles of the observation table.
 pub const TABLE_HEADER: [&str; 12] = [
     "NODE",
@@ -414,7 +410,7 @@ pub async fn query_observations(args: &QueryArgs) -> Result<ExitCode> {
                 page_token: page_token.clone(),
             })
             .await
-            .map_err(status)
+            .map_err(client::status_error)
             .with_context(|| format!("QueryObservations at {}", args.endpoint.endpoint))?
             .into_inner();
         pages += 1;
@@ -456,7 +452,7 @@ pub async fn export_sdmx(args: &ExportSdmxArgs) -> Result<ExitCode> {
             format: format as i32,
         })
         .await
-        .map_err(status)
+        .map_err(client::status_error)
         .with_context(|| format!("ExportSdmx at {}", args.endpoint.endpoint))?
         .into_inner();
     let tmp = crate::table::partial_path(&args.out);
@@ -467,7 +463,7 @@ pub async fn export_sdmx(args: &ExportSdmxArgs) -> Result<ExitCode> {
     let mut media_type = String::new();
     let mut bytes = 0u64;
     let result: Result<()> = async {
-        while let Some(piece) = stream.message().await.map_err(status)? {
+        while let Some(piece) = stream.message().await.map_err(client::status_error)? {
             if media_type.is_empty() && !piece.media_type.is_empty() {
                 media_type = piece.media_type;
             }

@@ -55,10 +55,6 @@ pub async fn run(command: ReportCommand) -> Result<ExitCode> {
     coherence(&args).await
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", client::describe_status(&s))
-}
-
 /// The federation of the latest registry version the hub serves, verified as a chain from
 /// the root keys in `root_trust`; and that version's number.
 async fn trusted_federation(
@@ -167,7 +163,7 @@ pub async fn coherence(args: &CoherenceArgs) -> Result<ExitCode> {
             number: args.number.unwrap_or(0),
         })
         .await
-        .map_err(status)
+        .map_err(client::status_error)
         .with_context(|| format!("GetCoherenceReport at {}", args.endpoint.endpoint))?
         .into_inner();
     let envelope = SignedEnvelope::from_proto(

@@ -258,10 +258,6 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     }
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", client::describe_status(&s))
-}
-
 /// The note with the same checkpoint text and the most signature lines: the hub may have
 /// gathered more cosignatures between the two calls.
 fn fuller_checkpoint(a: String, b: String) -> String {
@@ -283,7 +279,7 @@ pub async fn fetch_bundle(
             name: statement.to_string(),
         })
         .await
-        .map_err(status)
+        .map_err(client::status_error)
         .with_context(|| format!("GetStatement {}", statement))?
         .into_inner()
         .statement
@@ -306,7 +302,7 @@ pub async fn fetch_bundle(
     let cp = hub
         .get_checkpoint(v1::GetCheckpointRequest { final_only })
         .await
-        .map_err(status)
+        .map_err(client::status_error)
         .context("GetCheckpoint")?
         .into_inner();
     let which = if final_only {
@@ -334,7 +330,7 @@ pub async fn fetch_bundle(
             tree_size: cp.tree_size,
         })
         .await
-        .map_err(status)
+        .map_err(client::status_error)
         .context("GetInclusionProof")?
         .into_inner()
         .proof
