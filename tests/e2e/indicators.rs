@@ -251,6 +251,51 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_string()).collect()
 }
 
+/// LKA, BGD and IND remittances for 2023, appended.
+fn three_remittances() -> Vec<v1::Observation> {
+    vec![
+        append("LKA", "2023", 6.5),
+        append("BGD", "2023", 21.5),
+        append("IND", "2023", 120.0),
+    ]
+}
+
+/// Runs `rcpfed publish indicators <file> --dry-run` against `node`.
+async fn dry_run(c: &Cluster, node: &str, file: &Path) -> (i32, String, String) {
+    let mut args = strings(&["publish"]);
+    args.extend(node_cli(c, node));
+    args.extend(strings(&[
+        "indicators",
+        &file.to_string_lossy(),
+        "--dry-run",
+    ]));
+    run_rcpfed_async(args).await
+}
+
+/// Runs `rcpfed <command> <hub connection> <extra>`.
+async fn run_at_hub(c: &Cluster, command: &[&str], extra: &[&str]) -> (i32, String, String) {
+    let mut args = strings(command);
+    args.extend(hub_cli(c));
+    args.extend(strings(extra));
+    run_rcpfed_async(args).await
+}
+
+/// How many MIG_STOCK observations of midwa the hub stores.
+async fn midwa_stored_at_hub(c: &Cluster) -> usize {
+    c.query_observations(
+        "hub",
+        &v1::ObservationQuery {
+            node_ids: vec!["midwa".into()],
+            ..query("MIG_STOCK")
+        },
+        10_000,
+    )
+    .await
+    .expect("midwa query")
+    .0
+    .len()
+}
+
 /// The venv Python with pysdmx: $RCPFED_PYTHON (scripts/test.sh sets it), else the copy in
 /// .tools/venv. Never skipped: without it the test fails.
 fn python() -> PathBuf {
@@ -788,14 +833,7 @@ async fn cli_dry_run_names_line_and_column_and_malformed_sdmx_headers_are_refuse
          REMIT_INFLOW,BGD,2023,21.0,persons,9,A\n",
     )
     .expect("bad.csv");
-    let mut args = strings(&["publish"]);
-    args.extend(node_cli(&c, "colombo"));
-    args.extend(strings(&[
-        "indicators",
-        &bad.to_string_lossy(),
-        "--dry-run",
-    ]));
-    let (code, stdout, stderr) = run_rcpfed_async(args).await;
+    let (code, stdout, stderr) = dry_run(&c, "colombo", &bad).await;
     let text = format!("{stdout}{stderr}");
     assert_ne!(code, 0, "a bad row fails the dry run: {text}");
     assert!(
@@ -811,14 +849,7 @@ async fn cli_dry_run_names_line_and_column_and_malformed_sdmx_headers_are_refuse
          REMIT_INFLOW,LKA,2023,7.0,current USD,9,A\n",
     )
     .expect("good.csv");
-    let mut args = strings(&["publish"]);
-    args.extend(node_cli(&c, "colombo"));
-    args.extend(strings(&[
-        "indicators",
-        &good.to_string_lossy(),
-        "--dry-run",
-    ]));
-    let (code, stdout, stderr) = run_rcpfed_async(args).await;
+    let (code, stdout, stderr) = dry_run(&c, "colombo", &good).await;
     assert_eq!(code, 0, "a good file passes the dry run: {stdout}{stderr}");
 
     // SDMX-CSV 2.0 whose header has a malformed column name.
@@ -829,14 +860,7 @@ async fn cli_dry_run_names_line_and_column_and_malformed_sdmx_headers_are_refuse
          dataflow,GFMD:REMIT_INFLOW(1.0.0),I,LKA,2023,7.0,current USD,9,\n",
     )
     .expect("malformed.csv");
-    let mut args = strings(&["publish"]);
-    args.extend(node_cli(&c, "colombo"));
-    args.extend(strings(&[
-        "indicators",
-        &sdmx.to_string_lossy(),
-        "--dry-run",
-    ]));
-    let (code, stdout, stderr) = run_rcpfed_async(args).await;
+    let (code, stdout, stderr) = dry_run(&c, "colombo", &sdmx).await;
     let text = format!("{stdout}{stderr}");
     assert_ne!(code, 0, "a malformed header is refused: {text}");
     assert!(text.contains("SEX[]"), "names the column: {text}");
@@ -849,14 +873,7 @@ async fn cli_dry_run_names_line_and_column_and_malformed_sdmx_headers_are_refuse
          dataflow,GFMD:REMIT_INFLOW(1.0.0),I,LKA,2023,current USD\n",
     )
     .expect("missing.csv");
-    let mut args = strings(&["publish"]);
-    args.extend(node_cli(&c, "colombo"));
-    args.extend(strings(&[
-        "indicators",
-        &missing.to_string_lossy(),
-        "--dry-run",
-    ]));
-    let (code, stdout, stderr) = run_rcpfed_async(args).await;
+    let (code, stdout, stderr) = dry_run(&c, "colombo", &missing).await;
     let text = format!("{stdout}{stderr}");
     assert_ne!(code, 0, "a header without OBS_VALUE is refused: {text}");
     assert!(text.contains("OBS_VALUE"), "names the column: {text}");
@@ -977,18 +994,7 @@ async fn revisions_are_queryable_as_of_and_updated_after_identically_on_hub_and_
     let c = start(&["colombo", "abu-dhabi"]).await;
     wait_for_catalogue(&c, "colombo").await;
 
-    let s1 = publish(
-        &c,
-        "colombo",
-        "rev",
-        "REMIT_INFLOW",
-        vec![
-            append("LKA", "2023", 6.5),
-            append("BGD", "2023", 21.5),
-            append("IND", "2023", 120.0),
-        ],
-    )
-    .await;
+    let s1 = publish(&c, "colombo", "rev", "REMIT_INFLOW", three_remittances()).await;
     let r1 = delivered_record(&c, "colombo", 1, &s1.digest).await;
     // The node checks actions against its mirror: wait until its own statement is back.
     assert_eventually!(
@@ -1523,15 +1529,12 @@ async fn coherence_report_names_conflicts_coverage_and_revisions() {
 
     // The CLI writes the report as JSON.
     let out = c.root().join("coherence.json");
-    let mut args = strings(&["report", "coherence"]);
-    args.extend(hub_cli(&c));
-    args.extend(strings(&[
-        "--format",
-        "json",
-        "--out",
-        &out.to_string_lossy(),
-    ]));
-    let (code, stdout, stderr) = run_rcpfed_async(args).await;
+    let (code, stdout, stderr) = run_at_hub(
+        &c,
+        &["report", "coherence"],
+        &["--format", "json", "--out", &out.to_string_lossy()],
+    )
+    .await;
     assert_eq!(code, 0, "rcpfed report coherence: {stdout}{stderr}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).expect("report file"))
@@ -1587,15 +1590,12 @@ async fn coherence_report_names_conflicts_coverage_and_revisions() {
 
     // CSV to a file.
     let out_csv = c.root().join("coherence.csv");
-    let mut args = strings(&["report", "coherence"]);
-    args.extend(hub_cli(&c));
-    args.extend(strings(&[
-        "--format",
-        "csv",
-        "--out",
-        &out_csv.to_string_lossy(),
-    ]));
-    let (code, stdout, stderr) = run_rcpfed_async(args).await;
+    let (code, stdout, stderr) = run_at_hub(
+        &c,
+        &["report", "coherence"],
+        &["--format", "csv", "--out", &out_csv.to_string_lossy()],
+    )
+    .await;
     assert_eq!(
         code, 0,
         "rcpfed report coherence --format csv: {stdout}{stderr}"
@@ -1618,9 +1618,7 @@ async fn coherence_report_names_conflicts_coverage_and_revisions() {
     assert!(line("coverage,colombo,REMIT_INFLOW,").contains("BGD LKA"));
 
     // The terminal table names the conflict too.
-    let mut args = strings(&["report", "coherence"]);
-    args.extend(hub_cli(&c));
-    let (code, stdout, stderr) = run_rcpfed_async(args).await;
+    let (code, stdout, stderr) = run_at_hub(&c, &["report", "coherence"], &[]).await;
     assert_eq!(code, 0, "rcpfed report coherence (table): {stdout}{stderr}");
     assert!(
         stdout.contains("BGD") && stdout.contains("abu-dhabi") && stdout.contains("colombo"),
@@ -1760,17 +1758,19 @@ async fn sdmx_exports_are_read_by_pysdmx() {
 
     // The CLI writes the same SDMX-CSV.
     let cli_csv = dir.join("cli.csv");
-    let mut args = strings(&["export", "sdmx"]);
-    args.extend(hub_cli(&c));
-    args.extend(strings(&[
-        "--indicator",
-        "REMIT_INFLOW",
-        "--format",
-        "csv",
-        "--out",
-        &cli_csv.to_string_lossy(),
-    ]));
-    let (code, stdout, stderr) = run_rcpfed_async(args).await;
+    let (code, stdout, stderr) = run_at_hub(
+        &c,
+        &["export", "sdmx"],
+        &[
+            "--indicator",
+            "REMIT_INFLOW",
+            "--format",
+            "csv",
+            "--out",
+            &cli_csv.to_string_lossy(),
+        ],
+    )
+    .await;
     assert_eq!(code, 0, "rcpfed export sdmx: {stdout}{stderr}");
     csv_files.push(cli_csv);
 
@@ -1974,42 +1974,13 @@ async fn large_snapshot_travels_in_chunks_and_a_tampered_chunk_is_refused() {
         before,
         "the feed did not move"
     );
-    assert_eq!(
-        c.query_observations(
-            "hub",
-            &v1::ObservationQuery {
-                node_ids: vec!["midwa".into()],
-                ..query("MIG_STOCK")
-            },
-            10_000
-        )
-        .await
-        .expect("midwa query")
-        .0
-        .len(),
-        0,
-        "no observation stored"
-    );
+    assert_eq!(midwa_stored_at_hub(&c).await, 0, "no observation stored");
     // The untampered chunks are accepted.
     let accepted = submit(chunk_bytes)
         .await
         .unwrap_or_else(|s| panic!("the untampered snapshot was refused: {}", describe(&s)));
     assert!(!accepted.duplicate);
-    assert_eq!(
-        c.query_observations(
-            "hub",
-            &v1::ObservationQuery {
-                node_ids: vec!["midwa".into()],
-                ..query("MIG_STOCK")
-            },
-            10_000
-        )
-        .await
-        .expect("midwa query")
-        .0
-        .len(),
-        OBSERVATIONS_PER_CHUNK + 50
-    );
+    assert_eq!(midwa_stored_at_hub(&c).await, OBSERVATIONS_PER_CHUNK + 50);
 }
 
 // ----- 8. a hub crash loses nothing acknowledged -----------------------------------------------
@@ -2023,11 +1994,7 @@ async fn acknowledged_observations_survive_a_hub_kill() {
         "colombo",
         "remittances",
         "REMIT_INFLOW",
-        vec![
-            append("LKA", "2023", 6.5),
-            append("BGD", "2023", 21.5),
-            append("IND", "2023", 120.0),
-        ],
+        three_remittances(),
     )
     .await;
     // Acknowledged: the node holds a verified receipt.

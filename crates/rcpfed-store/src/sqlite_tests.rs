@@ -78,6 +78,32 @@ fn node_chunks_stored_with_own_statement() {
     );
 }
 
+/// A thread that appends `entries` snapshots of node-a to `store`, one a feed entry: LKA 2020
+/// appended, then replaced by each later entry.
+fn spawn_lka_writer(store: &Arc<SqliteHubStore>, entries: u64) -> std::thread::JoinHandle<()> {
+    let store = Arc::clone(store);
+    std::thread::spawn(move || {
+        for i in 1..=entries {
+            let o = if i == 1 {
+                indicators::append("LKA", "2020", 1.0)
+            } else {
+                indicators::replace("LKA", "2020", i as f64)
+            };
+            let e = indicators::snapshot_entry(
+                i,
+                "node-a",
+                i,
+                u32::try_from(i).unwrap(),
+                "IND",
+                vec![o],
+                None,
+                i64::try_from(i).unwrap() * 1_000,
+            );
+            store.append(&[e.stored()], &[], &[], &[], None).unwrap();
+        }
+    })
+}
+
 /// While the hub stores revisions, a page of observations and its feed size come from one
 /// read: with one version per entry, the history holds exactly feed_size rows.
 #[test]
@@ -85,29 +111,7 @@ fn observation_pages_never_mix_two_feed_sizes() {
     const ENTRIES: u64 = 300;
     let paths = Paths::new();
     let store = Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap());
-    let writer = {
-        let store = Arc::clone(&store);
-        std::thread::spawn(move || {
-            for i in 1..=ENTRIES {
-                let o = if i == 1 {
-                    indicators::append("LKA", "2020", 1.0)
-                } else {
-                    indicators::replace("LKA", "2020", i as f64)
-                };
-                let e = indicators::snapshot_entry(
-                    i,
-                    "node-a",
-                    i,
-                    u32::try_from(i).unwrap(),
-                    "IND",
-                    vec![o],
-                    None,
-                    i64::try_from(i).unwrap() * 1_000,
-                );
-                store.append(&[e.stored()], &[], &[], &[], None).unwrap();
-            }
-        })
-    };
+    let writer = spawn_lka_writer(&store, ENTRIES);
     let history = ObservationFilter {
         include_history: true,
         ..indicators::filter("IND")
@@ -142,29 +146,7 @@ fn coherence_rows_never_mix_two_feed_sizes() {
     const ENTRIES: u64 = 300;
     let paths = Paths::new();
     let store = Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap());
-    let writer = {
-        let store = Arc::clone(&store);
-        std::thread::spawn(move || {
-            for i in 1..=ENTRIES {
-                let o = if i == 1 {
-                    indicators::append("LKA", "2020", 1.0)
-                } else {
-                    indicators::replace("LKA", "2020", i as f64)
-                };
-                let e = indicators::snapshot_entry(
-                    i,
-                    "node-a",
-                    i,
-                    u32::try_from(i).unwrap(),
-                    "IND",
-                    vec![o],
-                    None,
-                    i64::try_from(i).unwrap() * 1_000,
-                );
-                store.append(&[e.stored()], &[], &[], &[], None).unwrap();
-            }
-        })
-    };
+    let writer = spawn_lka_writer(&store, ENTRIES);
     let mut reads = 0;
     loop {
         let done = writer.is_finished();

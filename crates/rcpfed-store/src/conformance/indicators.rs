@@ -356,16 +356,35 @@ fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, context: &
     }
 }
 
+/// An IND snapshot of `node_id` with revision = `seq` and no chunks.
+fn ind_entry(
+    feed_index: u64,
+    node_id: &str,
+    seq: u64,
+    observations: Vec<Observation>,
+    accepted_at_ms: i64,
+) -> FeedEntry {
+    let revision = u32::try_from(seq).expect("revision");
+    snapshot_entry(
+        feed_index,
+        node_id,
+        seq,
+        revision,
+        "IND",
+        observations,
+        None,
+        accepted_at_ms,
+    )
+}
+
 /// LKA 2020 appended (t=1000), replaced (2000), deleted (3000) and appended again (4000) by
 /// node-a; BGD 2020 (SEX=F) appended once at 1000.
 pub fn history_feed() -> Vec<FeedEntry> {
     vec![
-        snapshot_entry(
+        ind_entry(
             1,
             "node-a",
             1,
-            1,
-            "IND",
             vec![
                 append("LKA", "2020", 1.0),
                 obs(
@@ -376,39 +395,11 @@ pub fn history_feed() -> Vec<FeedEntry> {
                     Some(2.0),
                 ),
             ],
-            None,
             1_000,
         ),
-        snapshot_entry(
-            2,
-            "node-a",
-            2,
-            2,
-            "IND",
-            vec![replace("LKA", "2020", 1.5)],
-            None,
-            2_000,
-        ),
-        snapshot_entry(
-            3,
-            "node-a",
-            3,
-            3,
-            "IND",
-            vec![delete("LKA", "2020")],
-            None,
-            3_000,
-        ),
-        snapshot_entry(
-            4,
-            "node-a",
-            4,
-            4,
-            "IND",
-            vec![append("LKA", "2020", 9.0)],
-            None,
-            4_000,
-        ),
+        ind_entry(2, "node-a", 2, vec![replace("LKA", "2020", 1.5)], 2_000),
+        ind_entry(3, "node-a", 3, vec![delete("LKA", "2020")], 3_000),
+        ind_entry(4, "node-a", 4, vec![append("LKA", "2020", 9.0)], 4_000),
     ]
 }
 
@@ -581,7 +572,7 @@ pub fn refused_entries_write_nothing(t: &Target) {
         vec![append("IND", "2020", 1.0), append("IND", "2020", 2.0)],
     ];
     for (i, observations) in refused.into_iter().enumerate() {
-        let e = snapshot_entry(5, "node-a", 5, 5, "IND", observations, None, 5_000);
+        let e = ind_entry(5, "node-a", 5, observations, 5_000);
         assert_conflict((t.add)(&e), &format!("refused snapshot {i}"));
         assert_eq!(t.view.applied_feed_size().unwrap(), 4, "snapshot {i}");
     }
@@ -596,14 +587,11 @@ pub fn refused_entries_write_nothing(t: &Target) {
         before
     );
     // A key touched twice in one snapshot follows the rules in position order.
-    let e = snapshot_entry(
+    let e = ind_entry(
         5,
         "node-a",
         5,
-        5,
-        "IND",
         vec![append("PAK", "2020", 1.0), replace("PAK", "2020", 2.0)],
-        None,
         5_000,
     );
     (t.add)(&e).unwrap();
@@ -617,16 +605,7 @@ pub fn refused_entries_write_nothing(t: &Target) {
     );
     assert_eq!(positions(&pak), vec![(5, 0, Some(5_000)), (5, 1, None)]);
     // Another node may append the same key: keys are per node.
-    let e = snapshot_entry(
-        6,
-        "node-b",
-        1,
-        1,
-        "IND",
-        vec![append("LKA", "2020", 9.0)],
-        None,
-        6_000,
-    );
+    let e = ind_entry(6, "node-b", 1, vec![append("LKA", "2020", 9.0)], 6_000);
     (t.add)(&e).unwrap();
 }
 
@@ -660,8 +639,8 @@ pub fn query_filters(t: &Target) {
     add_all(
         t,
         &[
-            snapshot_entry(1, "node-a", 1, 1, "IND", a, None, 1_000),
-            snapshot_entry(2, "node-b", 1, 1, "IND", b, None, 2_000),
+            ind_entry(1, "node-a", 1, a, 1_000),
+            ind_entry(2, "node-b", 1, b, 2_000),
             snapshot_entry(
                 3,
                 "node-a",
@@ -923,12 +902,10 @@ pub fn revisions(t: &Target) {
 pub fn conflict_feed() -> Vec<FeedEntry> {
     let usd = |o, mult| in_unit(o, "USD", mult);
     vec![
-        snapshot_entry(
+        ind_entry(
             1,
             "node-a",
             1,
-            1,
-            "IND",
             vec![
                 usd(append("LKA", "2020", 5.9), 9),
                 usd(append("LKA", "2021", 0.3), 1),
@@ -937,15 +914,12 @@ pub fn conflict_feed() -> Vec<FeedEntry> {
                 append("PAK", "2020", 1.0),
                 append("IND", "2020", 1.0),
             ],
-            None,
             1_000,
         ),
-        snapshot_entry(
+        ind_entry(
             2,
             "node-b",
             1,
-            1,
-            "IND",
             vec![
                 usd(append("LKA", "2020", 5_900_000_000.0), 0),
                 usd(append("LKA", "2021", 3.0), 0),
@@ -953,19 +927,9 @@ pub fn conflict_feed() -> Vec<FeedEntry> {
                 in_unit(append("NPL", "2020", 3.0), "households", 0),
                 append("PAK", "2020", 2.0),
             ],
-            None,
             2_000,
         ),
-        snapshot_entry(
-            3,
-            "node-b",
-            2,
-            2,
-            "IND",
-            vec![delete("PAK", "2020")],
-            None,
-            3_000,
-        ),
+        ind_entry(3, "node-b", 2, vec![delete("PAK", "2020")], 3_000),
     ]
 }
 
@@ -997,14 +961,11 @@ pub fn conflicts_between_nodes(t: &Target) {
     assert_eq!(page[0], rows[0]);
     assert_eq!(v.conflicts(0).unwrap(), (Vec::new(), 2));
     // node-a revises BGD to node-b's figure: one conflict left.
-    (t.add)(&snapshot_entry(
+    (t.add)(&ind_entry(
         4,
         "node-a",
         2,
-        2,
-        "IND",
         vec![replace("BGD", "2020", 11.0)],
-        None,
         4_000,
     ))
     .unwrap();
@@ -1054,59 +1015,41 @@ pub fn conflicts_among_three_nodes(t: &Target) {
     add_all(
         t,
         &[
-            snapshot_entry(
+            ind_entry(
                 1,
                 "node-a",
                 1,
-                1,
-                "IND",
                 vec![
                     usd(append("LKA", "2020", 5.9), 9),
                     append("BGD", "2019", 1.0),
                     append("BGD", "2020", 1.0),
                     append("NPL", "2020", 1.0),
                 ],
-                None,
                 1_000,
             ),
-            snapshot_entry(
+            ind_entry(
                 2,
                 "node-b",
                 1,
-                1,
-                "IND",
                 vec![
                     usd(append("LKA", "2020", 5_900_000_000.0), 0),
                     append("BGD", "2019", 2.0),
                     append("BGD", "2020", 2.0),
                     append("NPL", "2020", 2.0),
                 ],
-                None,
                 2_000,
             ),
-            snapshot_entry(
+            ind_entry(
                 3,
                 "node-c",
                 1,
-                1,
-                "IND",
                 vec![
                     usd(append("LKA", "2020", 5_900_000.0), 3),
                     append("BGD", "2020", 1.0),
                 ],
-                None,
                 3_000,
             ),
-            snapshot_entry(
-                4,
-                "node-b",
-                2,
-                2,
-                "IND",
-                vec![delete("NPL", "2020")],
-                None,
-                4_000,
-            ),
+            ind_entry(4, "node-b", 2, vec![delete("NPL", "2020")], 4_000),
         ],
     );
     // BGD 2019 (a, b) and BGD 2020 (a, b, c); LKA agrees once scaled; NPL only at node-a.
@@ -1135,14 +1078,11 @@ pub fn conflicts_among_three_nodes(t: &Target) {
     assert_eq!((page.len(), total), (1, 2));
     assert_eq!(page[0], rows[0]);
     // node-c's LKA moves off the others' figure by one unit: a conflict of all three.
-    (t.add)(&snapshot_entry(
+    (t.add)(&ind_entry(
         5,
         "node-c",
         2,
-        2,
-        "IND",
         vec![usd(replace("LKA", "2020", 5_900_001.0), 3)],
-        None,
         5_000,
     ))
     .unwrap();
@@ -1220,12 +1160,10 @@ pub fn coverage_in_force(t: &Target) {
 fn conflict_feed_after(last_feed_index: u64) -> Vec<FeedEntry> {
     let usd = |o, mult| in_unit(o, "USD", mult);
     vec![
-        snapshot_entry(
+        ind_entry(
             last_feed_index + 1,
             "node-a",
             5,
-            5,
-            "IND",
             vec![
                 usd(append("LKA", "2021", 0.3), 1),
                 append("BGD", "2020", 10.0),
@@ -1233,15 +1171,12 @@ fn conflict_feed_after(last_feed_index: u64) -> Vec<FeedEntry> {
                 append("PAK", "2020", 1.0),
                 append("IND", "2020", 1.0),
             ],
-            None,
             5_000,
         ),
-        snapshot_entry(
+        ind_entry(
             last_feed_index + 2,
             "node-b",
             1,
-            1,
-            "IND",
             vec![
                 usd(append("LKA", "2020", 5_900_000_000.0), 0),
                 usd(append("LKA", "2021", 3.0), 0),
@@ -1249,17 +1184,13 @@ fn conflict_feed_after(last_feed_index: u64) -> Vec<FeedEntry> {
                 in_unit(append("NPL", "2020", 3.0), "households", 0),
                 append("PAK", "2020", 2.0),
             ],
-            None,
             6_000,
         ),
-        snapshot_entry(
+        ind_entry(
             last_feed_index + 3,
             "node-b",
             2,
-            2,
-            "IND",
             vec![delete("PAK", "2020")],
-            None,
             7_000,
         ),
     ]
@@ -1576,12 +1507,10 @@ pub fn mixed_feed() -> (Vec<FeedEntry>, Vec<(Digest, Vec<u8>)>) {
         Some(manifest),
         11_000,
     ));
-    entries.push(snapshot_entry(
+    entries.push(ind_entry(
         12,
         "node-c",
         2,
-        2,
-        "IND",
         vec![
             obs(
                 ObservationAction::Replace,
@@ -1598,7 +1527,6 @@ pub fn mixed_feed() -> (Vec<FeedEntry>, Vec<(Digest, Vec<u8>)>) {
                 None,
             ),
         ],
-        None,
         12_000,
     ));
     entries.push(hub_document_entry(
