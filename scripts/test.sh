@@ -22,5 +22,8 @@ echo "== buf lint"
 buf lint
 echo "== buf breaking (against the committed v1 baseline image)"
 buf breaking --against proto/baseline/rcpfed-v1.binpb
+echo "== deploy kit (systemd-analyze, kubernetes-validate)"
+cargo build --locked -p rcpfed --bin rcpfed
+scripts/check-deploy.sh
 echo "== cargo test"
 cargo test --workspace --locked

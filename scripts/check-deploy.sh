@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Checks the deploy kit (deploy/): the systemd units with `systemd-analyze verify` and
+# `systemd-analyze security` (overall exposure at most 2.0) where systemd-analyze is present,
+# and the Kubernetes manifests against the Kubernetes API schemas with kubernetes-validate
+# (PyPI), strictly (unknown fields refused). Called by scripts/test.sh; needs the built binary
+# (ExecStart is pointed at it, since verify checks that the command exists).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN="${RCPFED_BIN:-$PWD/target/debug/rcpfed}"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+if command -v systemd-analyze >/dev/null 2>&1; then
+  for unit in deploy/systemd/*.service; do
+    name="$(basename "$unit")"
+    sed "s#/usr/local/bin/rcpfed#$BIN#" "$unit" > "$tmp/$name"
+    systemd-analyze verify "$tmp/$name"
+    # --threshold is on the tool's 0–100 scale: 20 = exposure 2.0.
+    if ! systemd-analyze security --offline=yes --threshold=20 "$tmp/$name" > "$tmp/security.txt" 2>&1; then
+      cat "$tmp/security.txt"
+      echo "deploy: $name is rated above exposure 2.0" >&2
+      exit 1
+    fi
+    echo "deploy: $name verified; $(tail -n 1 "$tmp/security.txt")"
+  done
+else
+  echo "deploy: systemd-analyze not found; systemd units not checked"
+fi
+
+if [ ! -x .tools/venv/bin/kubernetes-validate ]; then
+  echo "installing kubernetes-validate (PyPI) into .tools/venv"
+  .tools/venv/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0"
+fi
+.tools/venv/bin/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+echo "deploy: Kubernetes manifests valid (kubernetes-validate --strict, Kubernetes 1.37)"
