@@ -14,6 +14,7 @@ mod exchange;
 mod grpcurl;
 mod indicators;
 mod log;
+mod logging;
 mod operators;
 mod registry;
 mod resilience;

@@ -4,6 +4,7 @@ mod client;
 mod commands;
 mod config;
 mod demo;
+mod logging;
 mod pbjson;
 mod publish;
 mod query;
@@ -24,6 +25,16 @@ use std::path::PathBuf;
     about = "Federation of the Regional Consultative Processes on migration and the GFMD: signed policy summaries and indicator snapshots over mTLS gRPC"
 )]
 struct Cli {
+    /// Log line format on stderr: text (colour only on a terminal) or json (one object per
+    /// line). The filter comes from RCPFED_LOG (default info); an invalid filter is an error.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "RCPFED_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,14 +93,11 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: a rustls crypto provider was already installed");
         return std::process::ExitCode::FAILURE;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RCPFED_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format) {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
