@@ -16,6 +16,7 @@ mod indicators;
 mod log;
 mod logging;
 mod operators;
+mod publish_cli;
 mod registry;
 mod resilience;
 mod revocation;

@@ -481,6 +481,10 @@ pub struct PublishArgs {
     /// Validate and report, but sign and publish nothing.
     #[arg(long, global = true)]
     pub dry_run: bool,
+    /// Seconds to wait for the hub's receipt after signing; then the statement is reported as
+    /// delivered, or as queued (the node keeps retrying). 0: do not wait.
+    #[arg(long, global = true, default_value_t = 10)]
+    pub wait_delivery: u64,
 }
 
 /// What `rcpfed publish` publishes.
@@ -557,6 +561,7 @@ pub async fn publish(args: PublishArgs) -> Result<ExitCode> {
         let options = crate::publish::Options {
             dry_run: args.dry_run,
             stream: *stream,
+            wait_delivery: std::time::Duration::from_secs(args.wait_delivery),
         };
         let ok = crate::publish::publish_indicators(
             &mut node,
@@ -590,6 +595,10 @@ pub async fn publish(args: PublishArgs) -> Result<ExitCode> {
                         r.seq,
                         hex::encode(&r.digest)
                     );
+                    let wait = std::time::Duration::from_secs(args.wait_delivery);
+                    if !crate::delivery::report(&mut node, &node_id, r.seq, wait).await? {
+                        failed = true;
+                    }
                 }
             }
             Err(s) => {

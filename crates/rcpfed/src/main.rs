@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod config;
+mod delivery;
 mod demo;
 mod logging;
 mod pbjson;

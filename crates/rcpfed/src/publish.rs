@@ -37,6 +37,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Stream with PublishSnapshot even a small snapshot.
     pub stream: bool,
+    /// How long to wait for the hub's receipt after signing (zero: do not wait).
+    pub wait_delivery: std::time::Duration,
 }
 
 /// The document name part: `--name`, or the file's stem in lower case.
@@ -402,6 +404,7 @@ async fn publish_doc(
                     r.seq,
                     hex::encode(&r.digest)
                 );
+                return crate::delivery::report(node, node_id, r.seq, options.wait_delivery).await;
             }
             Ok(true)
         }
@@ -610,6 +613,8 @@ where
             let _ = done_tx.send(result);
         });
     }
+    // A second handle for the delivery check: the streaming call borrows `node` to the end.
+    let mut status_client = node.clone();
     let call = node.publish_snapshot(RequestStream { rx, ended: false });
     tokio::pin!(call);
     let mut done_rx = done_rx;
@@ -669,6 +674,13 @@ where
                     r.observation_count,
                     r.chunk_count
                 );
+                return crate::delivery::report(
+                    &mut status_client,
+                    node_id,
+                    r.seq,
+                    options.wait_delivery,
+                )
+                .await;
             }
             Ok(true)
         }
