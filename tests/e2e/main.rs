@@ -15,6 +15,7 @@ mod grpcurl;
 mod indicators;
 mod log;
 mod logging;
+mod operator_errors;
 mod operators;
 mod publish_cli;
 mod registry;

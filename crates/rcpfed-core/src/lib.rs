@@ -23,6 +23,7 @@ pub mod registry;
 pub mod rejection;
 pub mod spiffe;
 pub mod statement;
+pub mod suggest;
 pub mod validate;
 pub mod wire;
 

@@ -353,6 +353,50 @@ fn no_hub_document(what: &str, number: u64, none_reason: &'static str) -> Status
     }
 }
 
+/// Refuses a query for an indicator that the catalogue in force does not define, with
+/// `NOT_FOUND` / `UNKNOWN_INDICATOR` and the valid codes, so a typo is not answered with an
+/// empty result (or a header-only export). Without a catalogue nothing can be checked.
+async fn known_indicator(
+    store: &Arc<dyn IndicatorStore>,
+    hub_id: &str,
+    indicator: &str,
+) -> Result<(), Status> {
+    let store = Arc::clone(store);
+    let hub_id = hub_id.to_string();
+    let Some(catalogue) = blocking("reading the catalogue", move || {
+        latest_catalogue(store.as_ref(), &hub_id)
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let codes: Vec<&str> = catalogue
+        .indicators
+        .iter()
+        .map(|i| i.code.as_str())
+        .collect();
+    if codes.contains(&indicator) {
+        return Ok(());
+    }
+    let closest = rcpfed_core::suggest::closest(indicator, codes.iter().copied())
+        .map(|code| format!(" (did you mean {code}?)"))
+        .unwrap_or_default();
+    // observation_filter has checked the code's grammar; cut it anyway to keep errors small.
+    let shown: String = indicator.chars().take(64).collect();
+    Err(rejection_status(
+        &Rejection::new(
+            RejectClass::NotFound,
+            reasons::UNKNOWN_INDICATOR,
+            format!(
+                "indicator {shown:?} is not in catalogue version {}{closest}; the catalogue defines: {}",
+                catalogue.version,
+                codes.join(", ")
+            ),
+        )
+        .with_meta("valid_indicators", codes.join(",")),
+    ))
+}
+
 /// The latest catalogue, decoded, if one has been issued.
 fn latest_catalogue(
     store: &dyn IndicatorStore,
@@ -394,6 +438,7 @@ impl IndicatorService for IndicatorRpc {
     ) -> Result<Response<v1::QueryObservationsResponse>, Status> {
         let req = self.admit(request)?;
         let filter = observation_filter(req.query)?;
+        known_indicator(&self.store, &self.hub_id, &filter.indicator).await?;
         let limit = observation_page_size(req.page_size)?;
         let after = parse_cursor_token(&req.page_token)?;
         let store = Arc::clone(&self.store);
@@ -452,6 +497,7 @@ impl IndicatorService for IndicatorRpc {
             }
         };
         let filter = observation_filter(req.query)?;
+        known_indicator(&self.store, &self.hub_id, &filter.indicator).await?;
         let (tx, rx) = mpsc::channel(4);
         let store = Arc::clone(&self.store);
         let hub_id = self.hub_id.clone();

@@ -29,7 +29,9 @@ pub fn check_filter(filter: &str) -> Result<()> {
         if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
             let closest = LEVELS
                 .iter()
-                .min_by_key(|known| edit_distance(known, &level.to_ascii_lowercase()))
+                .min_by_key(|known| {
+                    rcpfed_core::suggest::edit_distance(known, &level.to_ascii_lowercase())
+                })
                 .copied()
                 .unwrap_or("info");
             bail!(
@@ -40,22 +42,6 @@ pub fn check_filter(filter: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Levenshtein distance, for "did you mean" hints on short names.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous + usize::from(ca != *cb);
-            previous = row[j + 1];
-            row[j + 1] = substitution.min(previous + 1).min(row[j] + 1);
-        }
-    }
-    row[b.len()]
 }
 
 /// Installs the global subscriber. `RCPFED_LOG` (default `info`) is checked first.
@@ -103,12 +89,5 @@ mod tests {
         );
         assert!(check_filter("rcpfed_hub=verbose").is_err());
         assert!(check_filter("info,tonic=lots").is_err());
-    }
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("debug", "degub"), 2);
-        assert_eq!(edit_distance("listen", "listn"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
     }
 }
