@@ -381,7 +381,7 @@ async fn readme_grpcurl_commands_work() {
     assert!(missing.text.contains("NOT_FOUND"), "{}", missing.text);
 
     // curl http://<ops>/metrics
-    let metrics = http_get(&ops, "/metrics").await;
+    let metrics = crate::harness::http_get(&ops, "/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(
         metrics.contains("rcpfed_hub_statements_accepted"),
@@ -396,24 +396,4 @@ async fn readme_grpcurl_commands_work() {
         probe.contains("SERVING") && !probe.contains("NOT_SERVING"),
         "{probe}"
     );
-}
-
-/// A minimal HTTP/1.1 GET; returns the whole response.
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect ops");
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .expect("write");
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .expect("metrics within 10 s")
-        .expect("read");
-    String::from_utf8_lossy(&response).into_owned()
 }

@@ -89,9 +89,14 @@ async fn ops_health_is_serving_then_stops_on_sigterm() {
 
 /// The services a reflection endpoint lists, asked over the given protocol version.
 async fn reflected_services(c: &Cluster, v1: bool) -> Vec<String> {
-    let channel = crate::harness::connect(c.hub_addr().port(), &c.tls("operator"))
+    reflected_services_at(c, c.hub_addr().port(), v1).await
+}
+
+/// The services the reflection endpoint on `port` lists.
+async fn reflected_services_at(c: &Cluster, port: u16, v1: bool) -> Vec<String> {
+    let channel = crate::harness::connect(port, &c.tls("operator"))
         .await
-        .expect("connect to the hub");
+        .expect("connect");
     if v1 {
         use tonic_reflection::pb::v1::{
             ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -160,6 +165,14 @@ async fn reflection_v1_and_v1alpha_both_describe_the_hub() {
             "v1alpha lacks {service}: {v1alpha:?}"
         );
     }
+    // The hub lists only what it serves.
+    for absent in ["rcpfed.v1.NodeService", "rcpfed.v1.WitnessService"] {
+        assert!(
+            !v1.iter().any(|s| s == absent),
+            "hub lists {absent}: {v1:?}"
+        );
+        assert!(!v1alpha.iter().any(|s| s == absent), "{v1alpha:?}");
+    }
     // Each reflection service describes itself.
     assert!(
         v1.iter()
@@ -172,4 +185,43 @@ async fn reflection_v1_and_v1alpha_both_describe_the_hub() {
             .any(|s| s == "grpc.reflection.v1alpha.ServerReflection"),
         "{v1alpha:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_port_serves_http_health_for_http_probes_and_404_elsewhere() {
+    let c = Cluster::start(&["colombo"]).await;
+    for ops in [c.hub_ops(), c.node_ops("colombo")] {
+        let ops = ops.to_string();
+        let live = crate::harness::http_get(&ops, "/livez").await;
+        assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+        let ready = crate::harness::http_get(&ops, "/readyz").await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        assert!(ready.contains("SERVING"), "{ready}");
+        for path in ["/", "/statements", "/metricsx"] {
+            let answer = crate::harness::http_get(&ops, path).await;
+            assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+            assert!(answer.contains("/readyz"), "{path}: {answer}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_reflection_lists_exactly_the_node_services() {
+    let c = Cluster::start(&["colombo"]).await;
+    let port = c.node_addr("colombo").port();
+    for v1 in [true, false] {
+        let mut listed = reflected_services_at(&c, port, v1).await;
+        listed.sort();
+        // Both reflection versions are served on the port, so both are listed.
+        let mut expected = vec![
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "rcpfed.v1.IndicatorService",
+            "rcpfed.v1.NodeService",
+            "rcpfed.v1.WitnessService",
+        ];
+        expected.sort();
+        assert_eq!(listed, expected, "v1 = {v1}");
+    }
 }

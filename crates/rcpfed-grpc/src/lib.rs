@@ -43,9 +43,13 @@ pub mod limits {
     pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 }
 
-/// Reflection services (v1 and v1alpha; grpcurl 1.8.6 speaks only v1alpha) describing the
-/// rcpfed protocol, `grpc.health.v1` and `google.rpc` error details (so grpcurl can print them).
-pub fn reflection_services() -> Result<
+/// Reflection services (v1 and v1alpha; grpcurl 1.8.6 speaks only v1alpha) listing exactly
+/// `services` (the rcpfed services this process serves) plus `grpc.health.v1.Health` and
+/// reflection itself, with the descriptors of the rcpfed protocol, health and the
+/// `google.rpc` error details (so grpcurl can print them).
+pub fn reflection_services(
+    services: &[&str],
+) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
@@ -56,17 +60,22 @@ pub fn reflection_services() -> Result<
     ),
     tonic_reflection::server::Error,
 > {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(rcpfed_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(rcpfed_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    Ok((v1, v1alpha))
+    let configure = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(rcpfed_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET);
+        let always = [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ];
+        for name in services.iter().chain(always.iter()) {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    Ok((configure().build_v1()?, configure().build_v1alpha()?))
 }
 
 /// Unix milliseconds → protobuf timestamp.

@@ -151,7 +151,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     let ops_shutdown = shutdown.clone();
     let ops = tokio::spawn(rcpfed_grpc::ops::serve_ops(
         ops_listener,
-        health_service.clone(),
+        health.clone(),
         Arc::new(registry),
         async move { ops_shutdown.cancelled().await },
     ));
@@ -282,7 +282,11 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         publisher,
         state,
     };
-    let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services()?;
+    let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services(&[
+        rcpfed_proto::v1::node_service_server::SERVICE_NAME,
+        rcpfed_proto::v1::witness_service_server::SERVICE_NAME,
+        rcpfed_proto::v1::indicator_service_server::SERVICE_NAME,
+    ])?;
     let addr = grpc_listener.local_addr()?;
     // mTLS on rustls with the CRL, reloaded when it changes (tonic's TLS has no CRL hook).
     let incoming = rcpfed_grpc::tls::mtls_incoming(grpc_listener, &tls, crl_file.as_deref())?;
