@@ -1253,7 +1253,10 @@ impl Cluster {
         hub_endpoint: &str,
         extra_env: &[(&str, &str)],
     ) {
-        assert!(!self.nodes.contains_key(node), "node {node} already started");
+        assert!(
+            !self.nodes.contains_key(node),
+            "node {node} already started"
+        );
         let mut env = self.env.clone();
         env.extend(
             extra_env

@@ -8,9 +8,7 @@ use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::logkeys;
-use rcpfed_core::registry::{
-    REGISTRY_PAYLOAD_TYPE, RootSet, add_root_signature, decode_and_check,
-};
+use rcpfed_core::registry::{REGISTRY_PAYLOAD_TYPE, RootSet, add_root_signature, decode_and_check};
 use rcpfed_proto::v1;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -137,7 +135,8 @@ fn proof_failures(c: &Cluster, node: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_altered_consistency_proof_is_a_failed_proof_not_a_fork() {
     let c = Cluster::start(&["colombo"]).await;
-    c.publish_policy("colombo", "Before the altered proof").await;
+    c.publish_policy("colombo", "Before the altered proof")
+        .await;
     assert_eventually!(
         c,
         Duration::from_secs(20),
@@ -176,7 +175,10 @@ async fn an_altered_consistency_proof_is_a_failed_proof_not_a_fork() {
         "an unsigned proof that does not verify is no evidence of a fork: {:?}",
         after.evidence
     );
-    assert_eq!(after.trusted_size, trusted.trusted_size, "the witness did not move");
+    assert_eq!(
+        after.trusted_size, trusted.trusted_size,
+        "the witness did not move"
+    );
     assert_eq!(
         proof_failures(&c, "colombo"),
         Some(1),
@@ -226,9 +228,7 @@ async fn a_tampered_registry_cache_is_refused_at_start_up() {
     std::fs::write(&cache, forged.encode()).expect("write the forged cache");
 
     c.restart_node("colombo").await;
-    let exit = c
-        .node_exit("colombo", false, Duration::from_secs(20))
-        .await;
+    let exit = c.node_exit("colombo", false, Duration::from_secs(20)).await;
     let log = std::fs::read_to_string(c.root().join("colombo.log")).unwrap_or_default();
     assert!(
         exit.is_some_and(|s| !s.success()),

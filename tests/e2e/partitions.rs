@@ -154,7 +154,8 @@ async fn sigterm_stops_the_node_within_10_s_while_the_hub_is_blackholed() {
     // Production timings: the node must not wait for a 30 s call timeout to stop.
     let mut c = Cluster::start(&[]).await;
     let proxy = FaultProxy::start(c.hub_addr(), Fault::Pass).await;
-    c.start_node_towards("colombo", &proxy.endpoint(), &[]).await;
+    c.start_node_towards("colombo", &proxy.endpoint(), &[])
+        .await;
     c.wait_for_catalogue("colombo").await;
     publish(&c, 1, 1).await;
     wait_converged(&c, 1, "start-up").await;

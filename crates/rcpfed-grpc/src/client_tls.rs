@@ -239,7 +239,12 @@ impl ServerIdentityCheck {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_auth_cert(chain, key)
-            .map_err(|e| invalid(&self.files.key, format!("certificate and key do not fit: {e}")))?;
+            .map_err(|e| {
+                invalid(
+                    &self.files.key,
+                    format!("certificate and key do not fit: {e}"),
+                )
+            })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }

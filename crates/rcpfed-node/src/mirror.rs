@@ -569,7 +569,8 @@ pub async fn check_logged(
     let (cp, cosignature) = witness.observe(&log.checkpoint, hub).await?;
     crate::witness::verify_inclusion(&cp, &envelope, log)?;
     if let Some(sig) = cosignature
-        && let Err(status) = crate::witness::submit_cosignature(hub, cp.size, &sig, call_timeout).await
+        && let Err(status) =
+            crate::witness::submit_cosignature(hub, cp.size, &sig, call_timeout).await
     {
         tracing::debug!(
             message = status.message(),

@@ -189,15 +189,15 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                     }),
                 )
                 .await
-                    .map(|r| {
-                        let r = r.into_inner();
-                        Answer {
-                            receipt: r.receipt,
-                            duplicate: r.duplicate,
-                            log: r.log,
-                        }
-                    })
-                    .map_err(Failed::Hub),
+                .map(|r| {
+                    let r = r.into_inner();
+                    Answer {
+                        receipt: r.receipt,
+                        duplicate: r.duplicate,
+                        log: r.log,
+                    }
+                })
+                .map_err(Failed::Hub),
             };
             match sent {
                 Ok(response) => {

@@ -102,8 +102,11 @@ fn read_cache(
     // Expiry is reported by the caller, not refused: judge each version within its validity.
     let within = |r: &Registry| r.expires_at - time::Duration::seconds(1);
     let mut registry = if first_version.version == 1 {
-        verify_first(first, trust, federation_id, within(&first_version))
-            .map_err(|e| refused(format!("it does not verify from the trusted root keys: {e}")))?
+        verify_first(first, trust, federation_id, within(&first_version)).map_err(|e| {
+            refused(format!(
+                "it does not verify from the trusted root keys: {e}"
+            ))
+        })?
     } else {
         // A chain cached by an older node starts at the version it then trusted: accepted
         // only if the root keys of root-trust.toml sign it by their threshold.

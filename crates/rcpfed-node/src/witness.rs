@@ -329,14 +329,14 @@ impl Witness {
                 }),
             )
             .await
-                .map_err(|s| {
-                    Rejection::new(
-                        RejectClass::Precondition,
-                        "HUB_UNAVAILABLE",
-                        format!("consistency proof: {}", s.message()),
-                    )
-                })?
-                .into_inner();
+            .map_err(|s| {
+                Rejection::new(
+                    RejectClass::Precondition,
+                    "HUB_UNAVAILABLE",
+                    format!("consistency proof: {}", s.message()),
+                )
+            })?
+            .into_inner();
             let sig = self.add_checkpoint(t.size, &proof.proof, note).await?;
             return Ok((cp, Some(sig)));
         }
@@ -361,14 +361,14 @@ impl Witness {
             }),
         )
         .await
-            .map_err(|s| {
-                Rejection::new(
-                    RejectClass::Precondition,
-                    "HUB_UNAVAILABLE",
-                    format!("consistency proof: {}", s.message()),
-                )
-            })?
-            .into_inner();
+        .map_err(|s| {
+            Rejection::new(
+                RejectClass::Precondition,
+                "HUB_UNAVAILABLE",
+                format!("consistency proof: {}", s.message()),
+            )
+        })?
+        .into_inner();
         let proof = hashes(&proof.proof).map_err(|e| self.proof_failed(e.message))?;
         if let Err(e) = merkle::verify_consistency(cp.size, t.size, &cp.root, &t.root, &proof) {
             return Err(self.proof_failed(format!(
@@ -482,7 +482,10 @@ pub async fn run(
         let latest = latest.into_inner();
         match witness.observe(&latest.checkpoint, &mut hub).await {
             Ok((cp, Some(sig))) => {
-                if submit_cosignature(&mut hub, cp.size, &sig, call_timeout).await.is_ok() {
+                if submit_cosignature(&mut hub, cp.size, &sig, call_timeout)
+                    .await
+                    .is_ok()
+                {
                     submitted = cp.size;
                 }
             }
@@ -492,7 +495,9 @@ pub async fn run(
                 if let Ok(sig) = witness
                     .add_checkpoint(cp.size, &[], &latest.checkpoint)
                     .await
-                    && submit_cosignature(&mut hub, cp.size, &sig, call_timeout).await.is_ok()
+                    && submit_cosignature(&mut hub, cp.size, &sig, call_timeout)
+                        .await
+                        .is_ok()
                 {
                     submitted = cp.size;
                 }
