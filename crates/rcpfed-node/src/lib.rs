@@ -425,18 +425,20 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     shutdown.cancel();
     // Each task stops at its next await on `shutdown`; one stuck in a call to a hub that does
     // not answer is aborted after a short grace (its work is in the store, resumed at start-up).
+    // One grace period for all of them, not one each.
+    let stop_by = tokio::time::Instant::now() + TASK_STOP_GRACE;
     for (name, task) in [
         ("outbox", outbox_task),
         ("mirror", mirror_task),
         ("witness", witness_task),
     ] {
         let abort = task.abort_handle();
-        if tokio::time::timeout(TASK_STOP_GRACE, task).await.is_err() {
+        if tokio::time::timeout_at(stop_by, task).await.is_err() {
             tracing::warn!(task = name, "task did not stop in time; aborted");
             abort.abort();
         }
     }
-    if tokio::time::timeout(TASK_STOP_GRACE, ops).await.is_err() {
+    if tokio::time::timeout_at(stop_by, ops).await.is_err() {
         tracing::warn!("ops server did not stop in time");
     }
     served?;
