@@ -3,7 +3,7 @@
 //! failed proof (counted, retried), not a fork; a registry cache that vouches for itself is
 //! refused at start-up.
 
-use crate::harness::{Cluster, HUB_ID, assert_refused};
+use crate::harness::{Cluster, HUB_ID, assert_refused, revoke_cert, run_rcpfed_async};
 use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::keys::SecretKey;
@@ -108,6 +108,76 @@ async fn a_member_certificate_presented_as_the_hub_is_refused() {
         0,
         "midwa completed a TLS handshake with colombo posing as the hub\n{}",
         c.logs()
+    );
+}
+
+/// The CLI, given a PKI directory whose member file names the hub, checks the hub's identity:
+/// it does not complete a handshake with another member posing as the hub, and still works
+/// with the real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refuses_a_member_posing_as_the_hub() {
+    let c = Cluster::start(&[]).await;
+    let (port, dialled, accepted) = impostor(&c, "colombo");
+    let fetch = |hub: String, out: &str| {
+        vec![
+            "registry".to_string(),
+            "fetch".into(),
+            "--hub".into(),
+            hub,
+            "--pki".into(),
+            c.fed_dir().display().to_string(),
+            "--out-dir".into(),
+            c.root().join(out).display().to_string(),
+        ]
+    };
+    let (code, stdout, stderr) = run_rcpfed_async(fetch(
+        format!("https://localhost:{port}"),
+        "fetched-impostor",
+    ))
+    .await;
+    assert_ne!(
+        code, 0,
+        "the CLI fetched from an impostor:\n{stdout}{stderr}"
+    );
+    assert!(
+        dialled.load(Ordering::SeqCst) >= 1,
+        "the CLI dialled the impostor"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "the CLI completed a TLS handshake with colombo posing as the hub:\n{stderr}"
+    );
+    let (code, stdout, stderr) = run_rcpfed_async(fetch(c.hub_endpoint(), "fetched-hub")).await;
+    assert_eq!(
+        code, 0,
+        "the CLI works with the real hub:\n{stdout}{stderr}"
+    );
+}
+
+/// The node checks the hub's certificate against its CRL at every dial: once the hub's
+/// certificate is revoked, the node refuses to talk to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_hub_certificate_is_refused_by_the_node() {
+    let mut c = Cluster::start(&["colombo"]).await;
+    assert!(c.stop_node("colombo").await.success());
+    let out = revoke_cert(c.fed_dir(), HUB_ID);
+    assert!(out.contains("revoked certificate"), "{out}");
+    // The node restarts (a fresh dial) with the new crl.pem next to its configuration.
+    c.restart_node("colombo").await;
+    let log = c.root().join("colombo.log");
+    assert_eventually!(
+        c,
+        Duration::from_secs(20),
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("SERVER IDENTITY REFUSED") && l.contains("Revoked")),
+        "colombo refuses the hub's revoked certificate"
+    );
+    assert!(
+        !c.node_status("colombo").await.feed_connected,
+        "colombo does not follow a hub whose certificate is revoked"
     );
 }
 
