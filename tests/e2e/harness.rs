@@ -1260,3 +1260,61 @@ pub async fn http_get(addr: &str, path: &str) -> String {
         .expect("read");
     String::from_utf8_lossy(&response).into_owned()
 }
+
+// ----- partition and hub-identity tests (partitions.rs, hostile_identity.rs) ------------------
+
+impl Cluster {
+    /// Starts `node`, which was not started with the cluster, dialling `hub_endpoint` (a fault
+    /// proxy, an impostor) instead of the hub, with `extra_env` added to the cluster's
+    /// environment. Returns once its address file is written (before it reaches any hub).
+    pub async fn start_node_towards(
+        &mut self,
+        node: &str,
+        hub_endpoint: &str,
+        extra_env: &[(&str, &str)],
+    ) {
+        assert!(
+            !self.nodes.contains_key(node),
+            "node {node} already started"
+        );
+        let mut env = self.env.clone();
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let args = vec!["--hub-endpoint".to_string(), hub_endpoint.to_string()];
+        let server = spawn(
+            &self.fed,
+            &self.root,
+            "node",
+            node,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            &args,
+            &env,
+        )
+        .await;
+        self.nodes.insert(node.to_string(), server);
+    }
+
+    /// SIGTERM to `node` (if `term`), then waits up to `timeout` for it to exit. `None` if it
+    /// is still running (it is killed when the cluster is dropped).
+    pub async fn node_exit(
+        &mut self,
+        node: &str,
+        term: bool,
+        timeout: Duration,
+    ) -> Option<ExitStatus> {
+        let server = self.server_mut(node);
+        let proc = server.proc.as_mut()?;
+        if term {
+            proc.sigterm();
+        }
+        let status = proc.wait(timeout).await;
+        if status.is_some() {
+            server.proc = None;
+        }
+        status
+    }
+}

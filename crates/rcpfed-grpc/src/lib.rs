@@ -3,6 +3,7 @@
 //! `BadRequest` details, reflection (v1 and v1alpha), health, and the plaintext ops port.
 
 pub mod acceptor;
+pub mod client_tls;
 pub mod deadline;
 pub mod indicators;
 pub mod ops;

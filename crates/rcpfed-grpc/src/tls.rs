@@ -46,31 +46,14 @@ impl TlsFiles {
             .client_auth_optional(false))
     }
 
-    /// Client side: trust only the federation CA, present our certificate, expect the server
-    /// to be `server_name` (a DNS name or IP in its certificate).
+    /// Client side with tonic's own TLS: trust only the federation CA, present our certificate,
+    /// expect the server to be `server_name` (a DNS name or IP in its certificate). It cannot
+    /// check the server's SPIFFE id or a CRL; a node's channel to its hub, and the CLI's when
+    /// it knows the hub, use [`crate::client_tls`] instead.
     pub fn client_config(&self, server_name: &str) -> Result<ClientTlsConfig, TlsError> {
         Ok(ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(&self.ca_cert)?))
             .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
             .domain_name(server_name))
     }
-}
-
-/// Opens a channel to `endpoint` ("https://host:port") over mutual TLS. The connection is made
-/// lazily, so a node can start while the hub is down.
-pub fn lazy_channel(
-    endpoint: &str,
-    tls: &TlsFiles,
-) -> Result<tonic::transport::Channel, Box<dyn std::error::Error + Send + Sync>> {
-    let uri: http::Uri = endpoint.parse()?;
-    let host = uri.host().unwrap_or("localhost").to_string();
-    let channel = tonic::transport::Endpoint::from(uri)
-        .tls_config(tls.client_config(&host)?)?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_keepalive(Some(crate::limits::TCP_KEEPALIVE))
-        .http2_keep_alive_interval(crate::limits::KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(crate::limits::KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect_lazy();
-    Ok(channel)
 }

@@ -67,6 +67,51 @@ pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// Timeouts and keepalives of the node's link to the hub (node configuration keys
+/// `hub_connect_timeout_ms`, `hub_call_timeout_ms`, `hub_keepalive_interval_ms`,
+/// `hub_keepalive_timeout_ms`): with them a blackholed or half-open connection is noticed and
+/// redialled, and no task waits on the hub forever.
+#[derive(Clone, Copy, Debug)]
+pub struct HubLink {
+    /// TCP connect plus TLS handshake.
+    pub connect_timeout: std::time::Duration,
+    /// Every unary call, and the opening of every stream.
+    pub call_timeout: std::time::Duration,
+    /// HTTP/2 keepalive ping interval (also while idle).
+    pub keepalive_interval: std::time::Duration,
+    /// How long a ping may stay unanswered.
+    pub keepalive_timeout: std::time::Duration,
+}
+
+impl Default for HubLink {
+    fn default() -> Self {
+        HubLink {
+            connect_timeout: std::time::Duration::from_secs(5),
+            call_timeout: limits::REQUEST_TIMEOUT,
+            keepalive_interval: limits::KEEPALIVE_INTERVAL,
+            keepalive_timeout: limits::KEEPALIVE_TIMEOUT,
+        }
+    }
+}
+
+/// How long the node waits for its background tasks (outbox, mirror, witness) after shutdown
+/// is requested before it aborts them, so SIGTERM stops the node whatever the hub does.
+const TASK_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Awaits `call`, giving up after `timeout` with DEADLINE_EXCEEDED (a transient failure).
+pub(crate) async fn bounded<T>(
+    timeout: std::time::Duration,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "the hub did not answer within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
 /// Everything a node needs to run.
 pub struct NodeSettings {
     /// The GFMD root keys and threshold: the trust anchor of the registry.
@@ -88,6 +133,8 @@ pub struct NodeSettings {
     pub crl_file: Option<std::path::PathBuf>,
     /// The hub's gRPC endpoint, "https://host:port".
     pub hub_endpoint: String,
+    /// Timeouts and keepalives of the link to the hub.
+    pub hub_link: HubLink,
     /// Listener for the node's mTLS gRPC port.
     pub grpc_listener: TcpListener,
     /// Listener for the plaintext ops port.
@@ -134,6 +181,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         tls,
         crl_file,
         hub_endpoint,
+        hub_link,
         grpc_listener,
         ops_listener,
         witness_interval,
@@ -147,20 +195,52 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     health
         .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
         .await;
-    let registry = prometheus_client::registry::Registry::default();
+    let mut metrics = prometheus_client::registry::Registry::default();
+    let proof_failures = prometheus_client::metrics::counter::Counter::<u64>::default();
+    metrics.register(
+        "rcpfed_witness_proof_failures",
+        "Consistency proofs from the hub that did not verify (retried; not a fork)",
+        proof_failures.clone(),
+    );
     let ops_shutdown = shutdown.clone();
     let ops = tokio::spawn(rcpfed_grpc::ops::serve_ops(
         ops_listener,
         health.clone(),
-        Arc::new(registry),
+        Arc::new(metrics),
         async move { ops_shutdown.cancelled().await },
     ));
 
     let store = tokio::task::spawn_blocking(open_store)
         .await
         .map_err(|e| NodeError::Config(format!("store opener panicked: {e}")))??;
-    let channel = rcpfed_grpc::tls::lazy_channel(&hub_endpoint, &tls)
-        .map_err(|e| NodeError::Config(format!("hub endpoint {hub_endpoint}: {e}")))?;
+    // The hub must present the SPIFFE id of the hub member in the registry in force (read at
+    // every dial, so a registry change of hub takes effect); before the registry is known, any
+    // node identity of this federation, whose answers are verified from the root keys anyway.
+    let registry_in_force: Arc<std::sync::OnceLock<rcpfed_grpc::shared::SharedFederation>> =
+        Arc::default();
+    let expected_hub = {
+        let registry_in_force = Arc::clone(&registry_in_force);
+        Arc::new(move || {
+            registry_in_force
+                .get()
+                .and_then(|shared| shared.get().hub().map(|hub| hub.spiffe_id.clone()))
+        })
+    };
+    let channel = rcpfed_grpc::client_tls::checked_channel(
+        &hub_endpoint,
+        rcpfed_grpc::client_tls::ServerIdentityCheck {
+            files: tls.clone(),
+            crl: crl_file.clone(),
+            federation_id: federation_id.clone(),
+            expected: expected_hub,
+        },
+        rcpfed_grpc::client_tls::ChannelTiming {
+            connect_timeout: hub_link.connect_timeout,
+            keepalive_interval: hub_link.keepalive_interval,
+            keepalive_timeout: hub_link.keepalive_timeout,
+        },
+    )
+    .map_err(|e| NodeError::Config(format!("hub endpoint {hub_endpoint}: {e}")))?;
     let state = Arc::new(NodeState::default());
     let (node_registry, in_force) = registry::NodeRegistry::bootstrap(
         &trust,
@@ -168,11 +248,13 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         initial_registry.as_ref(),
         registry_cache,
         channel.clone(),
+        hub_link.call_timeout,
         &shutdown,
     )
     .await
     .map_err(NodeError::Config)?;
     let node_registry = Arc::new(node_registry);
+    let _ = registry_in_force.set(node_registry.shared());
     tracing::info!(version = in_force.version, "registry in force");
     let shared = node_registry.shared();
     let federation = shared.get();
@@ -217,9 +299,12 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
             Arc::clone(&store) as Arc<dyn NodeStore>,
             health.clone(),
         )
-        .map_err(NodeError::Config)?,
+        .map_err(NodeError::Config)?
+        .with_proof_counter(proof_failures)
+        .with_call_timeout(hub_link.call_timeout),
     );
     witness.report_health().await;
+
     if witness.is_forked() {
         tracing::error!(
             "this node has recorded a fork of the hub's log: the witness role stays NOT_SERVING"
@@ -242,6 +327,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
             wakeup: Arc::clone(&wakeup),
             state: Arc::clone(&state),
             witness: Arc::clone(&witness),
+            call_timeout: hub_link.call_timeout,
         },
         channel.clone(),
         shutdown.clone(),
@@ -254,6 +340,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
             witness: Arc::clone(&witness),
             registry: Arc::clone(&node_registry),
             catalogue: catalogue_in_force,
+            call_timeout: hub_link.call_timeout,
         },
         channel.clone(),
         shutdown.clone(),
@@ -262,6 +349,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         Arc::clone(&witness),
         channel,
         witness_interval,
+        hub_link.call_timeout,
         shutdown.clone(),
     ));
     let witness_rpc = service::WitnessRpc {
@@ -339,10 +427,24 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         })
         .await;
     shutdown.cancel();
-    let _ = outbox_task.await;
-    let _ = mirror_task.await;
-    let _ = witness_task.await;
-    let _ = ops.await;
+    // Each task stops at its next await on `shutdown`; one stuck in a call to a hub that does
+    // not answer is aborted after a short grace (its work is in the store, resumed at start-up).
+    // One grace period for all of them, not one each.
+    let stop_by = tokio::time::Instant::now() + TASK_STOP_GRACE;
+    for (name, task) in [
+        ("outbox", outbox_task),
+        ("mirror", mirror_task),
+        ("witness", witness_task),
+    ] {
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(stop_by, task).await.is_err() {
+            tracing::warn!(task = name, "task did not stop in time; aborted");
+            abort.abort();
+        }
+    }
+    if tokio::time::timeout_at(stop_by, ops).await.is_err() {
+        tracing::warn!("ops server did not stop in time");
+    }
     served?;
     Ok(())
 }

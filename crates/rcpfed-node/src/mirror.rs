@@ -203,6 +203,9 @@ pub struct Mirror {
     pub registry: Arc<crate::registry::NodeRegistry>,
     /// Takes catalogue versions from the feed.
     pub catalogue: CatalogueInForce,
+    /// Bound on each call to the hub and on opening each stream (a stream that then goes
+    /// silent is caught by the channel's keepalive pings).
+    pub call_timeout: Duration,
 }
 
 /// Why an entry was not mirrored; the stream stops and the entry is retried, never skipped.
@@ -240,7 +243,7 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
             }
         };
         let stream = tokio::select! {
-            s = client.subscribe_feed(v1::SubscribeFeedRequest { after_index: cursor }) => s,
+            s = crate::bounded(mirror.call_timeout, client.subscribe_feed(v1::SubscribeFeedRequest { after_index: cursor })) => s,
             () = shutdown.cancelled() => return,
         };
         match stream {
@@ -360,7 +363,7 @@ impl Mirror {
             }),
         }
         .map_err(Failure::Verify)?;
-        check_logged(&self.witness, client, entry)
+        check_logged(&self.witness, client, entry, self.call_timeout)
             .await
             .map_err(|e| Failure::Verify(format!("transparency log: {e}")))?;
         match checked {
@@ -381,7 +384,15 @@ impl Mirror {
             }
             Checked::Statement(m, manifest) => {
                 if let Some(manifest) = manifest {
-                    stage_chunks(client, &self.store, &m.digest, &manifest, shutdown).await?;
+                    stage_chunks(
+                        client,
+                        &self.store,
+                        &m.digest,
+                        &manifest,
+                        self.call_timeout,
+                        shutdown,
+                    )
+                    .await?;
                 }
                 self.insert(m).await
             }
@@ -418,6 +429,7 @@ pub(crate) async fn stage_chunks(
     store: &Arc<dyn NodeStorage>,
     digest: &Digest,
     manifest: &ChunkManifest,
+    call_timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), Failure> {
     check_manifest(manifest).map_err(|e| Failure::Verify(format!("chunk manifest: {e}")))?;
@@ -432,7 +444,7 @@ pub(crate) async fn stage_chunks(
             first_chunk: first,
         };
         let mut stream = tokio::select! {
-            s = client.get_snapshot_chunks(request) => s,
+            s = crate::bounded(call_timeout, client.get_snapshot_chunks(request)) => s,
             () = shutdown.cancelled() => return Err(Failure::Shutdown),
         }
         .map_err(|s| {
@@ -523,6 +535,7 @@ pub async fn check_logged(
     witness: &crate::witness::Witness,
     hub: &mut HubServiceClient<Channel>,
     entry: &v1::SubscribeFeedResponse,
+    call_timeout: Duration,
 ) -> Result<(), rcpfed_core::rejection::Rejection> {
     use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
     let log = entry.log.as_ref().ok_or_else(|| {
@@ -556,7 +569,8 @@ pub async fn check_logged(
     let (cp, cosignature) = witness.observe(&log.checkpoint, hub).await?;
     crate::witness::verify_inclusion(&cp, &envelope, log)?;
     if let Some(sig) = cosignature
-        && let Err(status) = crate::witness::submit_cosignature(hub, cp.size, &sig).await
+        && let Err(status) =
+            crate::witness::submit_cosignature(hub, cp.size, &sig, call_timeout).await
     {
         tracing::debug!(
             message = status.message(),

@@ -29,6 +29,8 @@ use tonic::transport::Channel;
 const BACKOFF_START: Duration = Duration::from_millis(200);
 /// Longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Bound on one `SubmitSnapshot` upload (the hub's own bound on a snapshot call).
+const SNAPSHOT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Whether a failed call may succeed if repeated unchanged: transport and server-side
 /// failures, but not a refusal of the statement itself, which the hub marks with an
@@ -90,6 +92,8 @@ pub struct Outbox {
     pub state: Arc<NodeState>,
     /// Checks receipts' log proofs.
     pub witness: Arc<crate::witness::Witness>,
+    /// Bound on each unary call to the hub.
+    pub call_timeout: Duration,
 }
 
 /// Runs delivery until `shutdown`.
@@ -101,6 +105,7 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
         wakeup,
         state,
         witness,
+        call_timeout,
     } = outbox;
     let mut client = HubServiceClient::new(channel)
         .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES)
@@ -163,22 +168,36 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
             let envelope_for_log = envelope.clone();
             let sent = match manifest {
                 Some(manifest) => {
-                    submit_snapshot(&mut client, &store, own.seq, envelope, manifest).await
-                }
-                None => client
-                    .submit_statement(v1::SubmitStatementRequest {
-                        envelope: Some(envelope),
-                    })
+                    // An upload of up to a thousand chunks: its own, longer bound (a dead link
+                    // is caught sooner by the keepalive pings).
+                    match tokio::time::timeout(
+                        SNAPSHOT_UPLOAD_TIMEOUT,
+                        submit_snapshot(&mut client, &store, own.seq, envelope, manifest),
+                    )
                     .await
-                    .map(|r| {
-                        let r = r.into_inner();
-                        Answer {
-                            receipt: r.receipt,
-                            duplicate: r.duplicate,
-                            log: r.log,
-                        }
-                    })
-                    .map_err(Failed::Hub),
+                    {
+                        Ok(answer) => answer,
+                        Err(_) => Err(Failed::Hub(tonic::Status::deadline_exceeded(
+                            "the snapshot upload did not finish in time",
+                        ))),
+                    }
+                }
+                None => crate::bounded(
+                    call_timeout,
+                    client.submit_statement(v1::SubmitStatementRequest {
+                        envelope: Some(envelope),
+                    }),
+                )
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    Answer {
+                        receipt: r.receipt,
+                        duplicate: r.duplicate,
+                        log: r.log,
+                    }
+                })
+                .map_err(Failed::Hub),
             };
             match sent {
                 Ok(response) => {
@@ -197,7 +216,8 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                             log: response.log.clone(),
                         };
                         if let Err(e) =
-                            crate::mirror::check_logged(&witness, &mut client, &entry).await
+                            crate::mirror::check_logged(&witness, &mut client, &entry, call_timeout)
+                                .await
                         {
                             checked = Err(format!("receipt's log proof refused: {e}"));
                         }

@@ -1,6 +1,7 @@
 //! The registry version this node trusts.
 //!
-//! At start-up the node takes, in order: the last version it trusted (its cache), the
+//! At start-up the node takes, in order: the last version it trusted (its cache, which holds
+//! the chain of versions 1 … current and is verified again from `root-trust.toml`), the
 //! configured version 1 verified from the root keys, or every version fetched from the hub and
 //! verified as a chain from the root keys (a node that has only the root keys can bootstrap).
 //! After that, new versions arrive through the feed like statements and are put in force only
@@ -24,6 +25,8 @@ use tonic::transport::Channel;
 struct InForce {
     registry: Registry,
     digest: Digest,
+    /// Versions 1 … current, cached so the cache can be verified from the root keys.
+    chain: Vec<SignedEnvelope>,
 }
 
 /// The registry in force at this node.
@@ -33,41 +36,104 @@ pub struct NodeRegistry {
     cache: PathBuf,
 }
 
-fn write_cache(path: &Path, envelope: &SignedEnvelope) -> std::io::Result<()> {
-    // Write then rename: a crash never leaves half a registry behind.
+/// First bytes of a cache file that holds the whole chain of registry versions.
+const CHAIN_MAGIC: &[u8] = b"rcpfed-registry-chain-v1\n";
+
+/// Writes the chain of versions in force (1 … current): write then rename, so a crash never
+/// leaves half a registry behind.
+fn write_cache(path: &Path, chain: &[SignedEnvelope]) -> std::io::Result<()> {
+    let mut bytes = CHAIN_MAGIC.to_vec();
+    for envelope in chain {
+        let encoded = envelope.encode();
+        let len = u32::try_from(encoded.len()).map_err(std::io::Error::other)?;
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(&encoded);
+    }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, envelope.encode())?;
+    std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 
-/// The cached version, if any: it was verified when it was put in force; here we check that
-/// it is intact (its own root threshold, this federation).
+fn split_chain(bytes: &[u8]) -> Option<Vec<SignedEnvelope>> {
+    let mut rest = bytes.strip_prefix(CHAIN_MAGIC)?;
+    let mut chain = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        if tail.len() < len {
+            return None;
+        }
+        let (encoded, tail) = tail.split_at(len);
+        chain.push(SignedEnvelope::decode(encoded).ok()?);
+        rest = tail;
+    }
+    Some(chain)
+}
+
+/// The cached chain, if any, verified again from the root keys of `root-trust.toml` (never
+/// from the roots the cache itself names: a cache that vouches for itself proves nothing). The
+/// last version may have expired since; [`NodeRegistry::bootstrap`] says so loudly.
 fn read_cache(
     path: &Path,
+    trust: &RootSet,
     federation_id: &str,
-) -> Result<Option<(Registry, SignedEnvelope)>, String> {
+) -> Result<Option<(Registry, Vec<SignedEnvelope>)>, String> {
     let Ok(bytes) = std::fs::read(path) else {
         return Ok(None);
     };
-    let envelope = SignedEnvelope::decode(&bytes)
-        .map_err(|e| format!("registry cache {}: {e}", path.display()))?;
-    let registry = decode_and_check(&envelope.payload)
-        .map_err(|e| format!("registry cache {}: {e}", path.display()))?;
-    if registry.federation_id != federation_id {
-        return Err(format!(
-            "registry cache {} is for federation {}",
-            path.display(),
-            registry.federation_id
-        ));
-    }
-    let valid = verify_root_signatures(&envelope, &registry.root).map_err(|e| e.to_string())?;
-    if valid < registry.root.threshold as usize {
-        return Err(format!(
-            "registry cache {} is not signed by its root threshold",
+    let refused = |why: String| {
+        format!(
+            "registry cache {} refused: {why}; remove it to fetch the registry from the hub again",
             path.display()
-        ));
+        )
+    };
+    let chain = match split_chain(&bytes) {
+        Some(chain) => chain,
+        // A cache from before chains were kept: one envelope.
+        None => vec![
+            SignedEnvelope::decode(&bytes)
+                .map_err(|e| refused(format!("not a registry chain or envelope: {e}")))?,
+        ],
+    };
+    let (first, rest) = chain
+        .split_first()
+        .ok_or_else(|| refused("it holds no registry version".into()))?;
+    let first_version = decode_and_check(&first.payload).map_err(|e| refused(e.to_string()))?;
+    // Expiry is reported by the caller, not refused: judge each version within its validity.
+    let within = |r: &Registry| r.expires_at - time::Duration::seconds(1);
+    let mut registry = if first_version.version == 1 {
+        verify_first(first, trust, federation_id, within(&first_version)).map_err(|e| {
+            refused(format!(
+                "it does not verify from the trusted root keys: {e}"
+            ))
+        })?
+    } else {
+        // A chain cached by an older node starts at the version it then trusted: accepted
+        // only if the root keys of root-trust.toml sign it by their threshold.
+        if first_version.federation_id != federation_id {
+            return Err(refused(format!(
+                "it is for federation {}",
+                first_version.federation_id
+            )));
+        }
+        let valid = verify_root_signatures(first, trust)
+            .map_err(|e| refused(format!("not signed by the trusted root keys: {e}")))?;
+        if valid < trust.threshold as usize {
+            return Err(refused(format!(
+                "{valid} valid signature(s) by the trusted root keys, {} needed",
+                trust.threshold
+            )));
+        }
+        first_version
+    };
+    let mut digest = first.digest();
+    for envelope in rest {
+        let next = decode_and_check(&envelope.payload).map_err(|e| refused(e.to_string()))?;
+        registry = verify_next(&registry, &digest, envelope, within(&next))
+            .map_err(|e| refused(format!("version {} does not follow: {e}", next.version)))?;
+        digest = envelope.digest();
     }
-    Ok(Some((registry, envelope)))
+    Ok(Some((registry, chain)))
 }
 
 async fn fetch_all(hub: &mut HubServiceClient<Channel>) -> Result<Vec<SignedEnvelope>, String> {
@@ -97,26 +163,32 @@ impl NodeRegistry {
         initial: Option<&SignedEnvelope>,
         cache: PathBuf,
         channel: Channel,
+        call_timeout: std::time::Duration,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<(Self, Registry), String> {
         let now = OffsetDateTime::now_utc();
-        let (registry, envelope) = if let Some(found) = read_cache(&cache, federation_id)? {
+        let (registry, chain) = if let Some(found) = read_cache(&cache, trust, federation_id)? {
             found
         } else if let Some(initial) = initial {
             let registry = verify_first(initial, trust, federation_id, now).map_err(|e| {
                 format!("the configured registry version 1 does not verify from the root keys: {e}")
             })?;
-            (registry, initial.clone())
+            (registry, vec![initial.clone()])
         } else {
             let mut hub = HubServiceClient::new(channel);
             let mut delay = std::time::Duration::from_millis(200);
             loop {
-                match fetch_all(&mut hub).await {
+                let fetched = tokio::select! {
+                    f = tokio::time::timeout(call_timeout, fetch_all(&mut hub)) => {
+                        f.unwrap_or_else(|_| Err("the hub did not answer in time".into()))
+                    }
+                    () = shutdown.cancelled() => return Err("shut down before the registry was fetched".into()),
+                };
+                match fetched {
                     Ok(versions) if !versions.is_empty() => {
                         let registry = verify_chain(trust, federation_id, &versions, now)
                             .map_err(|e| format!("the hub's registry versions do not verify from the root keys: {e}"))?;
-                        let last = versions.last().cloned().ok_or("no registry version")?;
-                        break (registry, last);
+                        break (registry, versions);
                     }
                     Ok(_) => tracing::warn!("the hub has no registry version yet; retrying"),
                     Err(e) => {
@@ -140,13 +212,18 @@ impl NodeRegistry {
                 "REGISTRY EXPIRED: the registry version this node trusts has expired; waiting for a newer one from the hub"
             );
         }
-        write_cache(&cache, &envelope)
+        write_cache(&cache, &chain)
             .map_err(|e| format!("writing registry cache {}: {e}", cache.display()))?;
         let federation = registry.to_federation().map_err(|e| e.to_string())?;
+        let digest = chain
+            .last()
+            .map(SignedEnvelope::digest)
+            .ok_or("no registry version")?;
         let this = NodeRegistry {
             in_force: tokio::sync::Mutex::new(InForce {
                 registry: registry.clone(),
-                digest: envelope.digest(),
+                digest,
+                chain,
             }),
             shared: SharedFederation::new(federation),
             cache,
@@ -194,7 +271,9 @@ impl NodeRegistry {
             );
         }
         let federation = next.to_federation()?;
-        write_cache(&self.cache, envelope).map_err(|e| {
+        let mut chain = in_force.chain.clone();
+        chain.push(envelope.clone());
+        write_cache(&self.cache, &chain).map_err(|e| {
             Rejection::new(
                 RejectClass::Precondition,
                 reasons::REGISTRY_INVALID,
@@ -206,6 +285,7 @@ impl NodeRegistry {
         *in_force = InForce {
             registry: next.clone(),
             digest: envelope.digest(),
+            chain,
         };
         Ok(next)
     }

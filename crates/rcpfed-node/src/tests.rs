@@ -762,6 +762,7 @@ async fn the_mirror_fetches_missing_chunks_and_resumes() {
         &f.store,
         &digest,
         &manifest,
+        std::time::Duration::from_secs(30),
         &CancellationToken::new(),
     )
     .await
@@ -788,6 +789,7 @@ async fn a_chunk_that_does_not_match_the_manifest_is_not_staged() {
         &f.store,
         &Digest::of(b"snapshot"),
         &manifest,
+        std::time::Duration::from_secs(30),
         &CancellationToken::new(),
     )
     .await;

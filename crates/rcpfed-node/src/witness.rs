@@ -3,9 +3,10 @@
 //! The witness keeps the latest checkpoint it has verified ("trusted") and moves it forward
 //! only along a verified consistency proof, with a compare-and-swap in the store. It cosigns
 //! only checkpoints it has moved to. Two hub-signed checkpoints that cannot both be true (same
-//! size with different roots, or no valid consistency proof between them) are a fork: the
-//! witness keeps both as evidence, refuses to cosign anything more, turns its health entry
-//! `rcpfed.v1.WitnessService` NOT_SERVING, and logs loudly.
+//! size with different roots) are a fork: the witness keeps both as evidence, refuses to cosign anything more, turns its health entry
+//! `rcpfed.v1.WitnessService` NOT_SERVING, and logs loudly. A consistency proof that does not
+//! verify is not evidence (proofs are unsigned and the network may alter them): it is counted
+//! (`rcpfed_witness_proof_failures_total`), logged, and retried, and the witness does not move.
 //!
 //! Every checkpoint the node meets (receipts, feed entries, the periodic poll) goes through
 //! [`Witness::observe`], so a hub that shows this node a different history is caught whichever
@@ -36,6 +37,10 @@ pub struct Witness {
     name: String,
     key: SecretKey,
     forked: AtomicBool,
+    /// Consistency proofs from the hub that did not verify (exported as a metric).
+    proof_failures: prometheus_client::metrics::counter::Counter,
+    /// Bound on each call to the hub (consistency proofs).
+    call_timeout: std::time::Duration,
     health: HealthReporter,
     lock: tokio::sync::Mutex<()>,
 }
@@ -81,6 +86,8 @@ impl Witness {
             name: rcpfed_core::logkeys::witness_name(&federation.federation_id, node_id),
             key,
             forked: AtomicBool::new(forked),
+            proof_failures: prometheus_client::metrics::counter::Counter::default(),
+            call_timeout: rcpfed_grpc::limits::REQUEST_TIMEOUT,
             health,
             lock: tokio::sync::Mutex::new(()),
         })
@@ -89,6 +96,40 @@ impl Witness {
     /// The witness name used in cosignatures.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Counts failed proofs in `counter` (registered with the ops port's metrics).
+    pub fn with_proof_counter(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        self.proof_failures = counter;
+        self
+    }
+
+    /// Bounds each call the witness makes to the hub by `timeout`.
+    pub fn with_call_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Consistency proofs from the hub that did not verify since start-up.
+    pub fn proof_failures(&self) -> u64 {
+        self.proof_failures.get()
+    }
+
+    /// A proof that did not verify: retried later, counted and logged, never a fork. The proof
+    /// carries no signature, so it may have been altered on the way (a man in the middle, a
+    /// bug); only two conflicting checkpoints signed by the log are evidence against the hub.
+    fn proof_failed(&self, problem: String) -> Rejection {
+        self.proof_failures.inc();
+        tracing::error!(
+            witness = %self.name,
+            %problem,
+            failures = self.proof_failures.get(),
+            "consistency proof from the hub did not verify; not cosigning, will retry"
+        );
+        Rejection::new(RejectClass::Invalid, reasons::BAD_PROOF, problem)
     }
 
     /// Whether a fork has been seen.
@@ -180,7 +221,11 @@ impl Witness {
             ));
         }
         let (cp, _) = open_checkpoint(note, &self.log)?;
-        let proof = hashes(proof)?;
+        let proof = match hashes(proof) {
+            Ok(p) => p,
+            Err(e) if from_hub => return Err(self.proof_failed(e.message)),
+            Err(e) => return Err(e),
+        };
         let trusted = self.trusted().await?;
         let trusted_size = trusted.as_ref().map(|t| t.size).unwrap_or(0);
         if old_size != trusted_size {
@@ -215,23 +260,18 @@ impl Witness {
             } else if let Err(e) =
                 merkle::verify_consistency(t.size, cp.size, &t.root, &cp.root, &proof)
             {
+                let problem = format!(
+                    "the consistency proof from {} to {} does not verify: {}",
+                    t.size, cp.size, e.message
+                );
                 if !from_hub {
                     return Err(Rejection::new(
                         RejectClass::Invalid,
                         reasons::BAD_PROOF,
-                        format!(
-                            "the consistency proof from {} to {} does not verify: {}",
-                            t.size, cp.size, e.message
-                        ),
+                        problem,
                     ));
                 }
-                return Err(self
-                    .fork(
-                        &t.note,
-                        note,
-                        format!("checkpoint {} is not provably consistent with trusted checkpoint {}: {}", cp.size, t.size, e.message),
-                    )
-                    .await);
+                return Err(self.proof_failed(problem));
             }
         }
         let new = TrustedCheckpoint {
@@ -281,20 +321,22 @@ impl Witness {
             return Ok((cp, Some(sig)));
         };
         if cp.size > t.size {
-            let proof = hub
-                .get_consistency_proof(v1::GetConsistencyProofRequest {
+            let proof = crate::bounded(
+                self.call_timeout,
+                hub.get_consistency_proof(v1::GetConsistencyProofRequest {
                     old_size: t.size,
                     new_size: cp.size,
-                })
-                .await
-                .map_err(|s| {
-                    Rejection::new(
-                        RejectClass::Precondition,
-                        "HUB_UNAVAILABLE",
-                        format!("consistency proof: {}", s.message()),
-                    )
-                })?
-                .into_inner();
+                }),
+            )
+            .await
+            .map_err(|s| {
+                Rejection::new(
+                    RejectClass::Precondition,
+                    "HUB_UNAVAILABLE",
+                    format!("consistency proof: {}", s.message()),
+                )
+            })?
+            .into_inner();
             let sig = self.add_checkpoint(t.size, &proof.proof, note).await?;
             return Ok((cp, Some(sig)));
         }
@@ -311,32 +353,28 @@ impl Witness {
             return Ok((cp, None));
         }
         // An older checkpoint: it must be a prefix of the trusted tree.
-        let proof = hub
-            .get_consistency_proof(v1::GetConsistencyProofRequest {
+        let proof = crate::bounded(
+            self.call_timeout,
+            hub.get_consistency_proof(v1::GetConsistencyProofRequest {
                 old_size: cp.size,
                 new_size: t.size,
-            })
-            .await
-            .map_err(|s| {
-                Rejection::new(
-                    RejectClass::Precondition,
-                    "HUB_UNAVAILABLE",
-                    format!("consistency proof: {}", s.message()),
-                )
-            })?
-            .into_inner();
-        let proof = hashes(&proof.proof)?;
+            }),
+        )
+        .await
+        .map_err(|s| {
+            Rejection::new(
+                RejectClass::Precondition,
+                "HUB_UNAVAILABLE",
+                format!("consistency proof: {}", s.message()),
+            )
+        })?
+        .into_inner();
+        let proof = hashes(&proof.proof).map_err(|e| self.proof_failed(e.message))?;
         if let Err(e) = merkle::verify_consistency(cp.size, t.size, &cp.root, &t.root, &proof) {
-            return Err(self
-                .fork(
-                    &t.note,
-                    note,
-                    format!(
-                        "older checkpoint {} is not a prefix of trusted checkpoint {}: {}",
-                        cp.size, t.size, e.message
-                    ),
-                )
-                .await);
+            return Err(self.proof_failed(format!(
+                "the proof that older checkpoint {} is a prefix of trusted checkpoint {} does not verify: {}",
+                cp.size, t.size, e.message
+            )));
         }
         Ok((cp, None))
     }
@@ -396,16 +434,20 @@ pub fn verify_inclusion(
     )
 }
 
-/// Submits a cosignature to the hub.
+/// Submits a cosignature to the hub, giving up after `timeout`.
 pub async fn submit_cosignature(
     hub: &mut HubServiceClient<Channel>,
     size: u64,
     sig: &NoteSignature,
+    timeout: std::time::Duration,
 ) -> Result<(), tonic::Status> {
-    hub.submit_cosignature(v1::SubmitCosignatureRequest {
-        tree_size: size,
-        cosignature: sig.to_line(),
-    })
+    crate::bounded(
+        timeout,
+        hub.submit_cosignature(v1::SubmitCosignatureRequest {
+            tree_size: size,
+            cosignature: sig.to_line(),
+        }),
+    )
     .await
     .map(|_| ())
 }
@@ -416,6 +458,7 @@ pub async fn run(
     witness: Arc<Witness>,
     channel: Channel,
     interval: std::time::Duration,
+    call_timeout: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut hub = HubServiceClient::new(channel);
@@ -428,16 +471,21 @@ pub async fn run(
         if witness.is_forked() {
             continue;
         }
-        let Ok(latest) = hub
-            .get_checkpoint(v1::GetCheckpointRequest { final_only: false })
-            .await
+        let Ok(latest) = crate::bounded(
+            call_timeout,
+            hub.get_checkpoint(v1::GetCheckpointRequest { final_only: false }),
+        )
+        .await
         else {
             continue;
         };
         let latest = latest.into_inner();
         match witness.observe(&latest.checkpoint, &mut hub).await {
             Ok((cp, Some(sig))) => {
-                if submit_cosignature(&mut hub, cp.size, &sig).await.is_ok() {
+                if submit_cosignature(&mut hub, cp.size, &sig, call_timeout)
+                    .await
+                    .is_ok()
+                {
                     submitted = cp.size;
                 }
             }
@@ -447,7 +495,9 @@ pub async fn run(
                 if let Ok(sig) = witness
                     .add_checkpoint(cp.size, &[], &latest.checkpoint)
                     .await
-                    && submit_cosignature(&mut hub, cp.size, &sig).await.is_ok()
+                    && submit_cosignature(&mut hub, cp.size, &sig, call_timeout)
+                        .await
+                        .is_ok()
                 {
                     submitted = cp.size;
                 }

@@ -38,9 +38,45 @@ pub async fn node_client(endpoint: &str, tls: &TlsFiles) -> Result<NodeServiceCl
         .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES))
 }
 
-/// A HubService client.
+/// The federation id and the hub's SPIFFE id from the member file next to the CA certificate
+/// (the layout of `rcpfed pki init`), if there is one.
+fn expected_hub(tls: &TlsFiles) -> Option<(String, String)> {
+    let dir = tls.ca_cert.parent()?;
+    let text = std::fs::read_to_string(dir.join("federation.toml")).ok()?;
+    let federation = rcpfed_core::members::Federation::from_toml(&text).ok()?;
+    let hub = federation.hub()?.spiffe_id.clone();
+    Some((federation.federation_id.clone(), hub))
+}
+
+/// A channel to the hub. When the member file of the PKI directory names the hub, the server
+/// must present that hub's SPIFFE id and not be revoked by the directory's `crl.pem` (another
+/// member's certificate is refused); otherwise only the host name is checked.
+pub async fn connect_hub(endpoint: &str, tls: &TlsFiles) -> Result<Channel> {
+    let Some((federation_id, hub)) = expected_hub(tls) else {
+        return connect(endpoint, tls).await;
+    };
+    let crl = tls
+        .ca_cert
+        .parent()
+        .map(|dir| dir.join("crl.pem"))
+        .filter(|path| path.is_file());
+    let expected = Some(hub);
+    rcpfed_grpc::client_tls::checked_channel(
+        endpoint,
+        rcpfed_grpc::client_tls::ServerIdentityCheck {
+            files: tls.clone(),
+            crl,
+            federation_id,
+            expected: std::sync::Arc::new(move || expected.clone()),
+        },
+        rcpfed_grpc::client_tls::ChannelTiming::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot connect to {endpoint}: {e}"))
+}
+
+/// A HubService client; the hub's identity is checked as in [`connect_hub`].
 pub async fn hub_client(endpoint: &str, tls: &TlsFiles) -> Result<HubServiceClient<Channel>> {
-    Ok(HubServiceClient::new(connect(endpoint, tls).await?)
+    Ok(HubServiceClient::new(connect_hub(endpoint, tls).await?)
         .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES))
 }

@@ -198,6 +198,7 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             tls: tls_files(&config.tls),
             crl_file: config.crl_file.clone(),
             hub_endpoint: config.hub_endpoint.clone(),
+            hub_link: config.hub_link(),
             grpc_listener,
             ops_listener,
             witness_interval: std::time::Duration::from_millis(config.witness_interval_ms),

@@ -99,6 +99,17 @@ pub struct NodeConfig {
     /// revocation checking off.
     #[serde(default)]
     pub crl_file: Option<PathBuf>,
+    /// Dialling the hub (TCP connect and TLS handshake together) gives up after this long, in
+    /// milliseconds, and is retried.
+    pub hub_connect_timeout_ms: u64,
+    /// Every unary call to the hub, and the opening of every stream, gives up after this long,
+    /// in milliseconds (a large snapshot upload gets its own, longer bound).
+    pub hub_call_timeout_ms: u64,
+    /// HTTP/2 keepalive ping interval on the channel to the hub, in milliseconds (also while
+    /// idle, so a link that silently drops packets is noticed and redialled).
+    pub hub_keepalive_interval_ms: u64,
+    /// How long a keepalive ping may stay unanswered before the connection is dropped, in ms.
+    pub hub_keepalive_timeout_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -115,6 +126,23 @@ impl Default for NodeConfig {
             witness_interval_ms: 1000,
             tls: TlsConfig::default(),
             crl_file: None,
+            hub_connect_timeout_ms: 5_000,
+            hub_call_timeout_ms: 30_000,
+            hub_keepalive_interval_ms: 20_000,
+            hub_keepalive_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The timeouts and keepalives of the node's link to the hub.
+    pub fn hub_link(&self) -> rcpfed_node::HubLink {
+        use std::time::Duration;
+        rcpfed_node::HubLink {
+            connect_timeout: Duration::from_millis(self.hub_connect_timeout_ms),
+            call_timeout: Duration::from_millis(self.hub_call_timeout_ms),
+            keepalive_interval: Duration::from_millis(self.hub_keepalive_interval_ms),
+            keepalive_timeout: Duration::from_millis(self.hub_keepalive_timeout_ms),
         }
     }
 }
@@ -289,6 +317,16 @@ impl NodeConfig {
                 "node_id {:?} must be lowercase letters, digits and '-'",
                 self.node_id
             );
+        }
+        for (key, value) in [
+            ("hub_connect_timeout_ms", self.hub_connect_timeout_ms),
+            ("hub_call_timeout_ms", self.hub_call_timeout_ms),
+            ("hub_keepalive_interval_ms", self.hub_keepalive_interval_ms),
+            ("hub_keepalive_timeout_ms", self.hub_keepalive_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&value) {
+                bail!("{key} must be between 100 and 3600000 milliseconds, got {value}");
+            }
         }
         if self.witness_interval_ms < 50 {
             bail!(
