@@ -81,6 +81,23 @@ fn main() {
         }
     }
 
+    // feed_entry mode 3: the real catalogue (data/catalogue) as version 1 and version 2.
+    let text = String::from_utf8_lossy(&read("data/catalogue/catalogue.toml")).into_owned();
+    match rcpfed_core::catalogue::Catalogue::from_toml(&text) {
+        Ok(cat) => {
+            let v1 = cat.to_document(fx::FED, 1, fx::NOW, None);
+            write(&feed, "catalogue-v1", &moded(3, &v1.encode_to_vec()));
+            let v2 = cat.to_document(
+                fx::FED,
+                2,
+                fx::NOW,
+                Some(rcpfed_core::Digest::of(b"catalogue version 1")),
+            );
+            write(&feed, "catalogue-v2", &moded(3, &v2.encode_to_vec()));
+        }
+        Err(e) => panic!("data/catalogue/catalogue.toml does not load: {e}"),
+    }
+
     // import_csv: the real sample and catalogue files, and an SDMX-CSV rendering.
     let dir = root.join("import_csv");
     for path in [

@@ -5,12 +5,14 @@
 //! snapshot, the manifest and each chunk; a hub catalogue entry through `verify_catalogue`.
 //! Mode 0 takes the whole entry from the input; mode 1 takes a statement payload and wraps it
 //! in a correctly signed envelope and receipt, so the checks behind the signatures are reached;
-//! mode 2 takes a chunk for the manifest of the statement in the rest of the input.
+//! mode 2 takes a chunk for the manifest of the statement in the rest of the input; mode 3
+//! takes a `CatalogueDocument` payload, signed with the hub's key, through `verify_catalogue`
+//! as version 1 and as the version after a real version 1.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use rcpfed_core::catalogue::verify_catalogue;
+use rcpfed_core::catalogue::{CATALOGUE_PAYLOAD_TYPE, verify_catalogue};
 use rcpfed_core::chunks::{check_manifest, decode_chunk};
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
 use rcpfed_core::members::Federation;
@@ -71,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 3 {
+    match mode % 4 {
         0 => {
             if let Ok(entry) = pb::SubscribeFeedResponse::decode(rest)
                 && let Some(st) = verify_entry(fed, &entry)
@@ -92,6 +94,13 @@ fuzz_target!(|data: &[u8]| {
                 assert!(accepted.is_some(), "a correctly signed entry of a member is refused");
             }
             check_chunks(&st, None);
+        }
+        3 => {
+            let env = SignedEnvelope::sign(CATALOGUE_PAYLOAD_TYPE, rest.to_vec(), &fx::hub_key());
+            let hub_keys = fed.hub().map(|h| h.keys.clone()).unwrap_or_default();
+            let _ = verify_catalogue(&env, &hub_keys, fx::FED, None);
+            let previous = (1, rcpfed_core::Digest::of(b"catalogue version 1"));
+            let _ = verify_catalogue(&env, &hub_keys, fx::FED, Some(previous));
         }
         _ => {
             // [len: u16 BE][statement payload][chunk bytes]
