@@ -1486,10 +1486,11 @@ pub const PENDING_CSV_CASES: &[(&str, &str, &str)] = &[
 ];
 
 /// Hostile CSV and SDMX-CSV through `rcpfed publish indicators --dry-run` (the node's
-/// validate-only PublishSnapshot) and, for those that parse, a real publish: refused, nothing
-/// signed or queued at the node, nothing stored at the hub, the hub still SERVING.
+/// validate-only PublishSnapshot) and, for those that parse, a real publish; then hostile
+/// documents through the node's PublishDocument: refused, nothing signed or queued at the node,
+/// nothing stored at the hub, the hub still SERVING.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_and_node_refuse_every_hostile_csv() {
+async fn cli_and_node_refuse_every_hostile_csv_and_document() {
     let c = Cluster::start(&["colombo"]).await;
     let mut probe = Probe::new(&c).await;
     let before = probe.state().await;
@@ -1540,7 +1541,142 @@ async fn cli_and_node_refuse_every_hostile_csv() {
             findings.fail(name.as_str(), e);
         }
     }
-    findings.finish("hostile CSV", 40);
+    // Hostile documents through the node's PublishDocument (as its operator): refused before
+    // signing, with the same reasons as at the hub.
+    type DocumentEdit = Box<dyn Fn(&mut v1::PublishDocumentRequest)>;
+    fn doc_policy(r: &mut v1::PublishDocumentRequest) -> &mut v1::PolicySummary {
+        match &mut r.body {
+            Some(v1::publish_document_request::Body::PolicySummary(p)) => p,
+            _ => panic!("not a policy request"),
+        }
+    }
+    let documents: Vec<(&str, DocumentEdit, Code, &str)> = vec![
+        (
+            "empty title",
+            Box::new(|r| doc_policy(r).title.clear()),
+            INVALID,
+            "EMPTY_TITLE",
+        ),
+        (
+            "title language \"english\"",
+            Box::new(|r| doc_policy(r).title[0].language = "english".into()),
+            INVALID,
+            "INVALID_LANGUAGE",
+        ),
+        (
+            "country XYZ",
+            Box::new(|r| doc_policy(r).countries = vec!["XYZ".into()]),
+            INVALID,
+            "INVALID_COUNTRY_CODE",
+        ),
+        (
+            "gcm objective 0",
+            Box::new(|r| doc_policy(r).gcm_objectives = vec![0]),
+            INVALID,
+            "INVALID_GCM_OBJECTIVE",
+        ),
+        (
+            "meeting_date 2024-02-30",
+            Box::new(|r| doc_policy(r).meeting_date = "2024-02-30".into()),
+            INVALID,
+            "INVALID_DATE",
+        ),
+        (
+            "title of 501 characters",
+            Box::new(|r| doc_policy(r).title[0].text = "t".repeat(501)),
+            INVALID,
+            "TOO_LONG",
+        ),
+        (
+            "document of another member",
+            Box::new(|r| r.document = "regions/abu-dhabi/policies/x".into()),
+            INVALID,
+            "INVALID_DOCUMENT_NAME",
+        ),
+        (
+            "document with upper case",
+            Box::new(|r| r.document = "regions/colombo/Policies".into()),
+            INVALID,
+            "INVALID_DOCUMENT_NAME",
+        ),
+        (
+            "no body",
+            Box::new(|r| r.body = None),
+            INVALID,
+            "FIELD_REQUIRED",
+        ),
+        (
+            "NaN observation",
+            Box::new(|r| {
+                let mut o = lka_2023();
+                o.obs_value = Some(f64::NAN);
+                r.document = "regions/colombo/indicators/remit-inflow".into();
+                r.body = Some(v1::publish_document_request::Body::IndicatorSnapshot(
+                    v1::IndicatorSnapshot {
+                        indicator: "REMIT_INFLOW".into(),
+                        observations: vec![o],
+                        chunks: None,
+                    },
+                ));
+            }),
+            INVALID,
+            "NON_FINITE_VALUE",
+        ),
+        (
+            "observation of a non-member state",
+            Box::new(|r| {
+                let mut o = lka_2023();
+                o.ref_area = "FRA".into();
+                r.document = "regions/colombo/indicators/remit-inflow".into();
+                r.body = Some(v1::publish_document_request::Body::IndicatorSnapshot(
+                    v1::IndicatorSnapshot {
+                        indicator: "REMIT_INFLOW".into(),
+                        observations: vec![o],
+                        chunks: None,
+                    },
+                ));
+            }),
+            INVALID,
+            "NOT_A_MEMBER_STATE",
+        ),
+    ];
+    let mut node = c.node_client("colombo", "operator").await;
+    for (name, edit, code, why) in documents {
+        for validate_only in [true, false] {
+            let mut request = crate::harness::publish_request("colombo", "A hostile document");
+            request.validate_only = validate_only;
+            edit(&mut request);
+            let result = node.publish_document(request).await;
+            let case = format!(
+                "PublishDocument {name}{}",
+                if validate_only {
+                    " (validate only)"
+                } else {
+                    ""
+                }
+            );
+            check_refusal(
+                &mut probe,
+                &mut findings,
+                &case,
+                &before,
+                result,
+                (code, why),
+            )
+            .await;
+        }
+        let status = c.node_status("colombo").await;
+        if status.head_seq != 0 || status.outbox_pending != 0 {
+            findings.fail(
+                name,
+                format!(
+                    "the node signed or queued something: head_seq {}",
+                    status.head_seq
+                ),
+            );
+        }
+    }
+    findings.finish("hostile CSV and documents at the node", 60);
 }
 
 // ----- wrong identities, malformed protobuf on the wire, TLS and HTTP/2 abuse --------------------
