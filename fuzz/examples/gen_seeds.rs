@@ -51,7 +51,11 @@ fn main() {
         write(&dir, &format!("payload-{n}"), &moded(1, &payload));
         let receipt = fx::receipt_for(&env, &st.header.node_id, st.header.seq, n as u64 + 1);
         let entry = fx::feed_entry(&env, &receipt, n as u64 + 1);
-        write(&feed, &format!("entry-{n}"), &moded(0, &entry.encode_to_vec()));
+        write(
+            &feed,
+            &format!("entry-{n}"),
+            &moded(0, &entry.encode_to_vec()),
+        );
         write(&feed, &format!("payload-{n}"), &moded(1, &payload));
     }
     // A chunked snapshot: manifest statement plus its first chunk.
@@ -145,11 +149,23 @@ fn main() {
     if let Some(log) = log_verifier(&fx::federation()) {
         write(&root.join("note"), "vkey", log.to_vkey().as_bytes());
     }
-    write(&root.join("checkpoint"), "signed", &moded(0, note.as_bytes()));
-    write(&root.join("checkpoint"), "text", &moded(1, cp.to_text().as_bytes()));
+    write(
+        &root.join("checkpoint"),
+        "signed",
+        &moded(0, note.as_bytes()),
+    );
+    write(
+        &root.join("checkpoint"),
+        "text",
+        &moded(1, cp.to_text().as_bytes()),
+    );
 
     // bundle: a complete, valid bundle.
-    write(&root.join("bundle"), "valid.json", fx::bundle().to_json().as_bytes());
+    write(
+        &root.join("bundle"),
+        "valid.json",
+        fx::bundle().to_json().as_bytes(),
+    );
 
     // Sanity: every envelope seed decodes.
     let _ = SignedEnvelope::decode(&env.encode());

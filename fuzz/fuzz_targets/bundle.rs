@@ -18,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
         let steps = verify_bundle(&bundle, anchors());
         let _ = all_ok(&steps);
         let again = Bundle::from_json(&bundle.to_json());
-        assert_eq!(again.as_ref().ok(), Some(&bundle), "bundle JSON does not round-trip");
+        assert_eq!(
+            again.as_ref().ok(),
+            Some(&bundle),
+            "bundle JSON does not round-trip"
+        );
     }
 });

@@ -17,7 +17,10 @@ fn keys() -> &'static (NoteVerifier, Vec<NoteVerifier>) {
             Some(l) => l,
             None => panic!("the fixture has no log key"),
         };
-        let witnesses = witness_verifiers(&fed).into_iter().map(|(_, w)| w).collect();
+        let witnesses = witness_verifiers(&fed)
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
         (log, witnesses)
     })
 }
@@ -31,14 +34,18 @@ fuzz_target!(|data: &[u8]| {
     if mode % 2 == 0 {
         if let Ok(cp) = Checkpoint::parse(&text) {
             let again = Checkpoint::parse(&cp.to_text());
-            assert_eq!(again.as_ref().ok(), Some(&cp), "checkpoint text does not round-trip");
+            assert_eq!(
+                again.as_ref().ok(),
+                Some(&cp),
+                "checkpoint text does not round-trip"
+            );
         }
         if let Ok((cp, note)) = open_checkpoint(&text, log) {
             let _ = cosignature_quorum(&cp, &note.signatures, witnesses);
         }
-    } else if let Ok(note) = sign_note(&text, &log_origin(fx::FED), &fx::hub_key()) {
-        if let Ok((cp, signed)) = open_checkpoint(&note, log) {
-            let _ = cosignature_quorum(&cp, &signed.signatures, witnesses);
-        }
+    } else if let Ok(note) = sign_note(&text, &log_origin(fx::FED), &fx::hub_key())
+        && let Ok((cp, signed)) = open_checkpoint(&note, log)
+    {
+        let _ = cosignature_quorum(&cp, &signed.signatures, witnesses);
     }
 });

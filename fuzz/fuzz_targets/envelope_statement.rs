@@ -8,9 +8,9 @@
 use libfuzzer_sys::fuzz_target;
 use rcpfed_core::catalogue::{Catalogue, embedded_catalogue_toml, validate_snapshot};
 use rcpfed_core::envelope::{SignedEnvelope, verify_signatures};
+use rcpfed_core::members::Federation;
 use rcpfed_core::statement::{Body, Statement};
 use rcpfed_core::validate::{ValidationContext, validate_statement};
-use rcpfed_core::members::Federation;
 use rcpfed_fuzz as fx;
 use std::sync::OnceLock;
 
@@ -30,7 +30,10 @@ fn fixture() -> &'static Fixture {
 fn check_statement(f: &Fixture, st: &Statement) {
     // Whatever decodes must encode and decode again.
     let again = Statement::decode(&st.encode());
-    assert!(again.is_ok(), "a decoded statement does not decode after re-encoding: {again:?}");
+    assert!(
+        again.is_ok(),
+        "a decoded statement does not decode after re-encoding: {again:?}"
+    );
     let Some(member) = f.federation.member(&st.header.node_id) else {
         return;
     };
@@ -72,7 +75,10 @@ fuzz_target!(|data: &[u8]| {
         let i = fx::node_index(&st.header.node_id).unwrap_or(0);
         let env = fx::sign_statement_payload(i, rest.to_vec());
         let verified = verify_signatures(&env, |id| f.federation.key_owner(id).map(|(_, k)| k));
-        assert!(verified.is_ok(), "a freshly signed envelope does not verify");
+        assert!(
+            verified.is_ok(),
+            "a freshly signed envelope does not verify"
+        );
         check_statement(f, &st);
     }
 });

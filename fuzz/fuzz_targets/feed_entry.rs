@@ -91,7 +91,10 @@ fuzz_target!(|data: &[u8]| {
             let entry = fx::feed_entry(&env, &receipt, 7);
             let accepted = verify_entry(fed, &entry);
             if fx::node_index(&st.header.node_id).is_some() {
-                assert!(accepted.is_some(), "a correctly signed entry of a member is refused");
+                assert!(
+                    accepted.is_some(),
+                    "a correctly signed entry of a member is refused"
+                );
             }
             check_chunks(&st, None);
         }

@@ -49,7 +49,10 @@ fn validate(f: &Fixture, st: &Statement) {
         let _ = validate_snapshot(cat, snap, member).into_result();
     }
     let again = Statement::decode(&st.encode());
-    assert!(again.is_ok(), "an imported statement does not decode after encoding: {again:?}");
+    assert!(
+        again.is_ok(),
+        "an imported statement does not decode after encoding: {again:?}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use rcpfed_core::logkeys::{log_verifier, witness_verifiers};
-use rcpfed_core::note::{NoteVerifier, parse_note, parse_signature_line, parse_verifier_key, verify_note};
+use rcpfed_core::note::{
+    NoteVerifier, parse_note, parse_signature_line, parse_verifier_key, verify_note,
+};
 use rcpfed_fuzz as fx;
 use std::sync::OnceLock;
 
@@ -24,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = verify_note(&note, verifiers());
         // What parses must parse again from its own rendering.
         let again = parse_note(&note.to_note_string());
-        assert!(again.is_ok(), "a parsed note does not parse after rendering: {again:?}");
+        assert!(
+            again.is_ok(),
+            "a parsed note does not parse after rendering: {again:?}"
+        );
     }
     for line in text.lines().take(64) {
         let _ = parse_signature_line(line);

@@ -7,8 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::registry::{
-    Registry, RootTrustFile, decode_and_check, verify_first, verify_next,
-    verify_root_signatures,
+    Registry, RootTrustFile, decode_and_check, verify_first, verify_next, verify_root_signatures,
 };
 use rcpfed_fuzz as fx;
 use std::sync::OnceLock;
@@ -31,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             if let Ok(r) = decode_and_check(rest) {
                 let again = decode_and_check(&r.encode());
-                assert!(again.is_ok(), "a checked registry does not check after re-encoding: {again:?}");
+                assert!(
+                    again.is_ok(),
+                    "a checked registry does not check after re-encoding: {again:?}"
+                );
                 let _ = r.to_federation();
             }
         }

@@ -11,15 +11,13 @@ use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae};
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::logkeys::{log_origin, witness_name};
 use rcpfed_core::members::{Federation, FederationFile, KeyFile, MemberFile, Role};
+use rcpfed_core::members::{KeyLifecycle, Membership};
 use rcpfed_core::merkle::{MemorySource, inclusion_proof, leaf_hash, root_from_leaves};
 use rcpfed_core::receipt::Receipt;
-use rcpfed_core::registry::{
-    KeyEntry, Registry, RegistryMemberEntry, RootSet, add_root_signature,
-};
+use rcpfed_core::registry::{KeyEntry, Registry, RegistryMemberEntry, RootSet, add_root_signature};
 use rcpfed_core::statement::{
     Body, DocumentKind, Header, IndicatorSnapshot, PolicySummary, Statement,
 };
-use rcpfed_core::members::{KeyLifecycle, Membership};
 use rcpfed_proto::v1 as pb;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -122,7 +120,8 @@ pub fn header(node: &str, seq: u64, kind: DocumentKind, document: &str) -> Heade
 pub fn sample_statements(node: &str) -> Vec<Statement> {
     let mut out = Vec::new();
     let mut seq = 1;
-    if let Some(Ok(doc)) = rcpfed_import::sample::policy_toml(node).map(rcpfed_import::parse_policy_toml)
+    if let Some(Ok(doc)) =
+        rcpfed_import::sample::policy_toml(node).map(rcpfed_import::parse_policy_toml)
         && let Ok(summary) = PolicySummary::from_proto(doc.summary)
     {
         out.push(Statement {
@@ -173,7 +172,11 @@ pub fn receipt_for(env: &SignedEnvelope, node: &str, seq: u64, feed_index: u64) 
 }
 
 /// A feed entry as the hub sends it: envelope, receipt, no proof.
-pub fn feed_entry(env: &SignedEnvelope, receipt: &SignedEnvelope, feed_index: u64) -> pb::SubscribeFeedResponse {
+pub fn feed_entry(
+    env: &SignedEnvelope,
+    receipt: &SignedEnvelope,
+    feed_index: u64,
+) -> pb::SubscribeFeedResponse {
     pb::SubscribeFeedResponse {
         feed_index,
         envelope: Some(env.to_proto()),
@@ -252,7 +255,9 @@ pub fn sign_registry_payload(payload: Vec<u8>) -> SignedEnvelope {
 
 /// A checkpoint of a 5-leaf log whose leaf 2 is `env`, signed by the hub's log key and
 /// cosigned by colombo and abu-dhabi; with the leaves, for proofs.
-pub fn signed_checkpoint(env: &SignedEnvelope) -> (Checkpoint, String, Vec<rcpfed_core::merkle::Hash>) {
+pub fn signed_checkpoint(
+    env: &SignedEnvelope,
+) -> (Checkpoint, String, Vec<rcpfed_core::merkle::Hash>) {
     let mut leaves: Vec<_> = (0..5u8)
         .map(|i| leaf_hash(format!("other entry {i}").as_bytes()))
         .collect();
@@ -267,10 +272,10 @@ pub fn signed_checkpoint(env: &SignedEnvelope) -> (Checkpoint, String, Vec<rcpfe
         Ok(n) => n,
         Err(e) => panic!("cannot sign the fixture checkpoint: {e}"),
     };
-    for i in 0..2 {
+    for (i, node) in NODES.iter().enumerate().take(2) {
         note.push_str(&cosignature_line(&cosign(
             &cp,
-            &witness_name(FED, NODES[i]),
+            &witness_name(FED, node),
             &node_key(i),
             1_748_772_000,
         )));
