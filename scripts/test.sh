@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole gate: format, clippy (warnings denied), buf lint, unit and end-to-end tests.
-# Installs what it needs (buf, grpcurl, pysdmx and sdmx1) into .tools/ first.
+# Installs what it needs (buf, grpcurl, pysdmx and sdmx1) into .tools/ first; then runs every
+# fuzz target for a bounded time (scripts/fuzz.sh; RCPFED_FUZZ_SECONDS per target, default 20,
+# 0 skips the fuzz step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-tools.sh
@@ -27,3 +29,8 @@ cargo build --locked -p rcpfed --bin rcpfed
 scripts/check-deploy.sh
 echo "== cargo test"
 cargo test --workspace --locked
+fuzz_seconds="${RCPFED_FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" != "0" ]; then
+  echo "== fuzz (cargo-fuzz on nightly, ${fuzz_seconds} s per target)"
+  scripts/fuzz.sh "$fuzz_seconds"
+fi
