@@ -35,8 +35,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// `ErrorInfo` reason other than `INTERNAL`.
 pub fn is_transient(status: &tonic::Status) -> bool {
     use tonic_types::StatusExt as _;
-    let refused_by_rule = status
-        .get_error_details()
+    let details = status.get_error_details();
+    // A hub quota (RESOURCE_EXHAUSTED with RetryInfo) refuses for now, not for good.
+    if details.retry_info().is_some() {
+        return true;
+    }
+    let refused_by_rule = details
         .error_info()
         .is_some_and(|info| info.domain == rcpfed_grpc::ERROR_DOMAIN && info.reason != "INTERNAL");
     if refused_by_rule {

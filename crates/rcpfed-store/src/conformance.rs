@@ -420,8 +420,14 @@ pub fn hub_feed_paged_by_bytes(store: &dyn HubStore) {
     let one = all[0].envelope.len() + all[0].receipt.len();
     assert_eq!(store.list_feed(0, 100, 0).unwrap(), all[..1].to_vec());
     assert_eq!(store.list_feed(0, 100, 2 * one).unwrap(), all[..2].to_vec());
-    assert_eq!(store.list_feed(2, 100, usize::MAX).unwrap(), all[2..].to_vec());
-    assert_eq!(store.list_feed(0, 3, usize::MAX).unwrap(), all[..3].to_vec());
+    assert_eq!(
+        store.list_feed(2, 100, usize::MAX).unwrap(),
+        all[2..].to_vec()
+    );
+    assert_eq!(
+        store.list_feed(0, 3, usize::MAX).unwrap(),
+        all[..3].to_vec()
+    );
     assert!(store.list_feed(5, 100, usize::MAX).unwrap().is_empty());
 }
 
@@ -494,9 +500,7 @@ pub fn hub_equivocations(store: &dyn HubStore) {
         listed[1..].to_vec()
     );
     // Paged by bytes: a budget below one entry still gives one entry, and says more follow.
-    let (first, more) = store
-        .list_equivocations_within(None, 0, 100, 1)
-        .unwrap();
+    let (first, more) = store.list_equivocations_within(None, 0, 100, 1).unwrap();
     assert_eq!((first, more), (listed[..1].to_vec(), true));
     let (all, more) = store
         .list_equivocations_within(None, 0, 100, usize::MAX)
