@@ -41,9 +41,9 @@ pub const FEED_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const FEED_BATCH_ROWS: usize = 256;
 /// Feed entries queued per subscriber between the reader and the connection.
 pub const FEED_QUEUE: usize = 4;
-/// Most bytes of evidence one `ListEquivocations` page carries (at least one entry), well
-/// under the message limit.
-pub const EQUIVOCATION_PAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Most bytes of envelopes one `ListEquivocations` page carries (at least one entry): like a
+/// `QueryObservations` page, under the 4 MiB a default gRPC client accepts.
+pub const EQUIVOCATION_PAGE_BYTES: usize = 3 * 1024 * 1024;
 /// What `RetryInfo` suggests when a member is over a quota.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
