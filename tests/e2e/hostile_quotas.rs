@@ -225,8 +225,7 @@ async fn feed_subscriptions_are_capped_per_member() {
     let over = colombo
         .subscribe_feed(v1::SubscribeFeedRequest { after_index: 0 })
         .await
-        .err()
-        .expect("a fifth subscription of one member is refused");
+        .expect_err("a fifth subscription of one member is refused");
     assert_quota(&over, "TOO_MANY_FEED_SUBSCRIPTIONS");
     eprintln!("fifth subscription: {}", describe(&over));
 
@@ -296,8 +295,7 @@ async fn equivocation_evidence_is_bounded_per_member() {
         let refused = raw
             .submit(envelope.to_proto())
             .await
-            .err()
-            .expect("an equivocation is refused");
+            .expect_err("an equivocation is refused");
         assert_eq!(
             refused.code(),
             Code::AlreadyExists,
@@ -326,11 +324,7 @@ async fn equivocation_evidence_is_bounded_per_member() {
         let seq = raw.seq + 1;
         raw.accept(&raw.policy(&format!("statement {seq}"))).await;
         let envelope = raw.sign(&conflicting(&raw, seq, prev, &format!("double {seq}")));
-        let refused = raw
-            .submit(envelope.to_proto())
-            .await
-            .err()
-            .expect("refused");
+        let refused = raw.submit(envelope.to_proto()).await.expect_err("refused");
         assert_eq!(reason(&refused), "EQUIVOCATION", "{}", describe(&refused));
     }
     let kept = c
@@ -348,8 +342,7 @@ async fn equivocation_evidence_is_bounded_per_member() {
     let refused = midwa
         .submit(envelope.to_proto())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(reason(&refused), "EQUIVOCATION");
     assert!(
         c.equivocations()
@@ -394,8 +387,7 @@ async fn list_equivocations_pages_large_evidence_by_bytes() {
         let refused = raw
             .submit(raw.sign(&double).to_proto())
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(reason(&refused), "EQUIVOCATION", "{}", describe(&refused));
     }
     // As an operator with a default client (4 MiB messages): every page fits.
@@ -569,8 +561,7 @@ async fn a_trickling_publisher_cannot_hold_the_snapshot_slots() {
     let (second, second_chunks) = chunked(&c, &colombo, "second", 2);
     let busy = send_snapshot(&colombo, second, second_chunks)
         .await
-        .err()
-        .expect("a second snapshot of the same member while one is in progress is refused");
+        .expect_err("a second snapshot of the same member while one is in progress is refused");
     assert_quota(&busy, "SNAPSHOT_SLOT_BUSY");
 
     // Another member's snapshot goes through meanwhile.
@@ -596,7 +587,7 @@ async fn a_trickling_publisher_cannot_hold_the_snapshot_slots() {
         .expect("the trickling call ends")
         .expect("task");
     trickle.abort();
-    let refused = answer.err().expect("a trickling snapshot is refused");
+    let refused = answer.expect_err("a trickling snapshot is refused");
     eprintln!("trickler cut after {took:?}: {}", describe(&refused));
     assert_quota(&refused, "SNAPSHOT_TOO_SLOW");
     assert!(

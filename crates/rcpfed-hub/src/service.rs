@@ -360,7 +360,7 @@ impl Hub {
             .ok_or_else(|| Status::unavailable("the hub is shutting down; retry later"))?;
         let (federation, member) = (Arc::clone(federation), member_id.to_string());
         self.pool
-            .run(&member_id, "verifying a statement", move || {
+            .run(member_id, "verifying a statement", move || {
                 me.verify(&federation, &member, envelope)
             })
             .await
