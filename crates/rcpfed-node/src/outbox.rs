@@ -31,8 +31,8 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Whether a failed call may succeed if repeated unchanged: transport and server-side
-/// failures, but not a refusal of the statement itself, which the hub marks with an
-/// `ErrorInfo` reason other than `INTERNAL`.
+/// failures and refusals that carry `RetryInfo` (a quota), but not a refusal of the statement
+/// itself, which the hub marks with an `ErrorInfo` reason other than `INTERNAL`.
 pub fn is_transient(status: &tonic::Status) -> bool {
     use tonic_types::StatusExt as _;
     let details = status.get_error_details();
