@@ -15,6 +15,7 @@ mod faultproxy;
 mod grpcurl;
 mod hostile_corpus;
 mod hostile_identity;
+mod hostile_quotas;
 mod indicators;
 mod log;
 mod logging;

@@ -470,7 +470,7 @@ impl Sequencer {
                 seq = st.seq,
                 accepted = %existing.digest,
                 conflicting = %st.digest,
-                "EQUIVOCATION: node signed two different statements with the same seq; evidence kept"
+                "EQUIVOCATION: node signed two different statements with the same seq"
             );
             self.metrics.equivocation(&st.node_id);
             evidence.push(NewEquivocation {
@@ -486,7 +486,7 @@ impl Sequencer {
                     RejectClass::Conflict,
                     reasons::EQUIVOCATION,
                     format!(
-                        "{} already has a different statement with seq {} (digest {}); both are kept as equivocation evidence",
+                        "{} already has a different statement with seq {} (digest {}); the first conflicting statement of a seq is kept as equivocation evidence",
                         st.node_id, st.seq, existing.digest
                     ),
                 )

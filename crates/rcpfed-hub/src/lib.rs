@@ -14,6 +14,7 @@ pub mod coherence;
 pub mod ingest;
 pub mod log;
 pub mod metrics;
+pub mod quotas;
 pub mod registry;
 mod service;
 #[cfg(test)]
@@ -68,6 +69,8 @@ pub struct HubSettings {
     pub catalogue_toml: Option<String>,
     /// How often the coherence report task looks for new content.
     pub coherence_interval: std::time::Duration,
+    /// Per-member quotas and the size of the CPU pool.
+    pub quotas: quotas::Quotas,
     /// Opens the store; called after the ops port is up so health can say NOT_SERVING meanwhile.
     pub open_store:
         Box<dyn FnOnce() -> Result<Arc<dyn HubBackend>, rcpfed_store::StoreError> + Send>,
@@ -113,6 +116,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         witness_quorum,
         catalogue_toml,
         coherence_interval,
+        quotas,
         open_store,
     } = settings;
     if witness_quorum == 0 {
@@ -248,7 +252,21 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         coherence_interval,
         shutdown.clone(),
     ));
-    let hub = Hub {
+    tracing::info!(
+        cpu_threads = quotas.pool_size(),
+        submissions_in_flight = quotas.submissions_in_flight,
+        feed_subscriptions = quotas.feed_subscriptions,
+        snapshot_chunk_idle_ms = quotas.snapshot_chunk_idle.as_millis(),
+        snapshot_min_rate = quotas.snapshot_min_rate,
+        "per-member quotas"
+    );
+    let hub = Arc::new_cyclic(|me| Hub {
+        me: me.clone(),
+        pool: quotas::CpuPool::new(quotas.pool_size()),
+        quotas,
+        submissions: quotas::PerMember::default(),
+        subscriptions: quotas::PerMember::default(),
+        snapshot_slots: quotas::PerMember::default(),
         federation: shared_federation,
         store,
         ingest,
@@ -260,7 +278,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         snapshot_permits: Arc::new(tokio::sync::Semaphore::new(
             limits::MAX_CONCURRENT_SNAPSHOTS,
         )),
-    };
+    });
     let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services(&[
         rcpfed_proto::v1::hub_service_server::SERVICE_NAME,
         rcpfed_proto::v1::indicator_service_server::SERVICE_NAME,
@@ -291,7 +309,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            HubServiceServer::new(hub)
+            HubServiceServer::from_arc(hub)
                 .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
         )

@@ -29,6 +29,7 @@ pub struct HubMetrics {
     deferred: Counter,
     catalogue_warnings: Counter,
     coherence_reports: Counter,
+    quota_refusals: Family<ReasonLabel, Counter>,
 }
 
 impl HubMetrics {
@@ -46,6 +47,7 @@ impl HubMetrics {
             deferred: Counter::default(),
             catalogue_warnings: Counter::default(),
             coherence_reports: Counter::default(),
+            quota_refusals: Family::default(),
         };
         registry.register(
             "rcpfed_hub_statements_accepted",
@@ -92,7 +94,20 @@ impl HubMetrics {
             "Coherence reports issued and logged",
             m.coherence_reports.clone(),
         );
+        registry.register(
+            "rcpfed_hub_quota_refusals",
+            "Calls refused because a member was over a quota (RESOURCE_EXHAUSTED), by reason",
+            m.quota_refusals.clone(),
+        );
         m
+    }
+
+    pub(crate) fn quota_refused(&self, reason: &str) {
+        self.quota_refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub(crate) fn deferred(&self) {

@@ -14,6 +14,7 @@ use crate::HubBackend;
 use crate::catalogue::SharedCatalogue;
 use crate::ingest::{Ingest, IngestError, IngestOutcome, SnapshotPayload, VerifiedStatement};
 use crate::metrics::HubMetrics;
+use crate::quotas::{self, CpuPool, PerMember, Quotas, quota_status};
 use prost::Message as _;
 use rcpfed_core::Digest;
 use rcpfed_core::catalogue::{SignedCatalogue, validate_observations_against};
@@ -67,6 +68,18 @@ pub struct Hub {
     /// Turns for `SubmitSnapshot` ([`limits::MAX_CONCURRENT_SNAPSHOTS`]): each call holds one
     /// from before its first chunk is read until its statement is committed or refused.
     pub(crate) snapshot_permits: Arc<tokio::sync::Semaphore>,
+    /// This service itself, so CPU work that needs `&self` can move onto the pool.
+    pub(crate) me: std::sync::Weak<Hub>,
+    /// Threads for signatures, decoding and validation, off the async workers.
+    pub(crate) pool: CpuPool,
+    /// Per-member limits.
+    pub(crate) quotas: Quotas,
+    /// Statements each member has being checked or sequenced.
+    pub(crate) submissions: PerMember,
+    /// Feed streams each member holds.
+    pub(crate) subscriptions: PerMember,
+    /// Large snapshots each member is sending (at most one).
+    pub(crate) snapshot_slots: PerMember,
 }
 
 /// What a submission gets back: the receipt, whether it was a resubmission, the log proof.
@@ -333,6 +346,42 @@ impl Hub {
         Ok((verified, statement))
     }
 
+    /// [`Hub::verify`] on the CPU pool: signatures over up to a whole payload each, decoding
+    /// and validation never run on the async workers.
+    async fn verify_on_pool(
+        &self,
+        federation: &Arc<Federation>,
+        member_id: &str,
+        envelope: v1::Envelope,
+    ) -> Result<Result<(VerifiedStatement, Statement), Rejection>, Status> {
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("the hub is shutting down; retry later"))?;
+        let (federation, member) = (Arc::clone(federation), member_id.to_string());
+        self.pool
+            .run(member_id, "verifying a statement", move || {
+                me.verify(&federation, &member, envelope)
+            })
+            .await
+    }
+
+    /// One of `member_id`'s [`Quotas::submissions_in_flight`], or RESOURCE_EXHAUSTED.
+    fn submission_turn(&self, member_id: &str) -> Result<quotas::Held, Status> {
+        let limit = self.quotas.submissions_in_flight;
+        self.submissions.try_take(member_id, limit).ok_or_else(|| {
+            self.metrics.quota_refused(quotas::TOO_MANY_SUBMISSIONS_IN_FLIGHT);
+            tracing::info!(member = %member_id, limit, "submission refused: too many in flight");
+            quota_status(
+                quotas::TOO_MANY_SUBMISSIONS_IN_FLIGHT,
+                limit,
+                format!(
+                    "{member_id} already has {limit} statements being checked at the hub; wait for their answers and send this one again"
+                ),
+            )
+        })
+    }
+
     /// Logs and counts the warnings of a snapshot that passed the catalogue check.
     fn note_warnings(&self, member_id: &str, indicator: &str, warnings: Warnings) {
         if warnings.total == 0 {
@@ -447,8 +496,8 @@ impl Hub {
         parts: &mut tonic::Streaming<v1::SubmitSnapshotRequest>,
         deadline: tokio::time::Instant,
     ) -> Result<Option<Part>, Status> {
-        let wait = deadline
-            .min(tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_IDLE_TIMEOUT);
+        let idle = self.quotas.snapshot_chunk_idle;
+        let wait = deadline.min(tokio::time::Instant::now() + idle);
         let message = tokio::select! {
             () = self.shutdown.cancelled() => {
                 return Err(Status::unavailable(
@@ -456,11 +505,18 @@ impl Hub {
                 ));
             }
             () = tokio::time::sleep_until(wait) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "the snapshot did not arrive in time: at most {} s between messages and {} s in all",
-                    rcpfed_grpc::deadline::SNAPSHOT_IDLE_TIMEOUT.as_secs(),
-                    rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT.as_secs()
-                )));
+                self.metrics.quota_refused(quotas::SNAPSHOT_TOO_SLOW);
+                return Err(quota_status(
+                    quotas::SNAPSHOT_TOO_SLOW,
+                    usize::try_from(idle.as_millis()).unwrap_or(usize::MAX),
+                    format!(
+                        "the snapshot arrived too slowly: at most {} ms between messages, and all chunks within {} ms plus their size at {} bytes/s (at most {} s in all); its slot is given back, send it again",
+                        idle.as_millis(),
+                        idle.as_millis(),
+                        self.quotas.snapshot_min_rate,
+                        rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT.as_secs()
+                    ),
+                ));
             }
             message = parts.message() => message?,
         };
@@ -482,6 +538,7 @@ impl Hub {
         parts: &mut tonic::Streaming<v1::SubmitSnapshotRequest>,
         manifest: Arc<ChunkManifest>,
         deadline: tokio::time::Instant,
+        member_id: &str,
     ) -> Result<(Vec<(Digest, Vec<u8>)>, Vec<Observation>), Status> {
         let n = manifest.chunks.len();
         let mut staged = Vec::with_capacity(n);
@@ -507,13 +564,14 @@ impl Hub {
                 }
             };
             let m = Arc::clone(&manifest);
-            // Hashing and decoding up to 4 MiB is CPU work: off the async workers.
-            let (bytes, decoded) = tokio::task::spawn_blocking(move || {
-                let decoded = decode_chunk(&m, index, &bytes);
-                (bytes, decoded)
-            })
-            .await
-            .map_err(|e| internal("checking a chunk", &e))?;
+            // Hashing and decoding up to 4 MiB is CPU work: on the pool.
+            let (bytes, decoded) = self
+                .pool
+                .run(member_id, "checking a chunk", move || {
+                    let decoded = decode_chunk(&m, index, &bytes);
+                    (bytes, decoded)
+                })
+                .await?;
             let decoded = decoded.map_err(|r| rejection_status(&chunk_violation(index, r)))?;
             observations.extend(decoded);
             staged.push((chunk.sha256, bytes));
@@ -552,8 +610,11 @@ impl HubService for Hub {
             tracing::info!(member = %member_id, reason = rejection.reason, message = %rejection.message, "statement refused");
             reject(rejection)
         };
+        // Held until the answer: one member cannot queue unbounded work on the pool.
+        let _turn = self.submission_turn(&member_id)?;
         let (mut verified, statement) = self
-            .verify(&federation, &member_id, envelope)
+            .verify_on_pool(&federation, &member_id, envelope)
+            .await?
             .map_err(refused)?;
         if let Body::Indicators(snapshot) = statement.body {
             if snapshot.chunks.is_some() {
@@ -562,7 +623,15 @@ impl HubService for Hub {
                 )));
             }
             let catalogue = self.catalogue.get();
-            match catalogue_check(&catalogue, &snapshot.indicator, &snapshot.observations) {
+            let (snapshot, checked) = self
+                .pool
+                .run(&member_id, "checking a snapshot", move || {
+                    let checked =
+                        catalogue_check(&catalogue, &snapshot.indicator, &snapshot.observations);
+                    (snapshot, checked)
+                })
+                .await?;
+            match checked {
                 Ok(warnings) => self.note_warnings(&member_id, &snapshot.indicator, warnings),
                 // An envelope accepted earlier still gets its original receipt (from the
                 // sequencer) even if it no longer passes: nothing new is stored.
@@ -656,18 +725,33 @@ impl HubService for Hub {
         let member = authorize(&request, &self.federation.get(), Role::Reader)?
             .id
             .clone();
+        let limit = self.quotas.feed_subscriptions;
+        // Held by the stream's task: given back when the subscriber goes away.
+        let subscription = self.subscriptions.try_take(&member, limit).ok_or_else(|| {
+            self.metrics.quota_refused(quotas::TOO_MANY_FEED_SUBSCRIPTIONS);
+            tracing::info!(%member, limit, "feed subscription refused: too many open");
+            quota_status(
+                quotas::TOO_MANY_FEED_SUBSCRIPTIONS,
+                limit,
+                format!(
+                    "{member} already has {limit} feed subscriptions open; close one (or wait until a dropped one is noticed) and subscribe again"
+                ),
+            )
+        })?;
         let mut cursor = request.into_inner().after_index;
         let store = Arc::clone(&self.store);
         let mut head = self.ingest.feed_head();
         let shutdown = self.shutdown.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        // Memory per subscriber: one batch (bounded by bytes) plus a few queued entries.
+        let (tx, rx) = tokio::sync::mpsc::channel(quotas::FEED_QUEUE);
         tracing::info!(%member, after = cursor, "feed subscriber connected");
         tokio::spawn(async move {
+            let _subscription = subscription;
             loop {
                 let batch_store = Arc::clone(&store);
                 let after = cursor;
                 let rows = match blocking("reading the feed", move || {
-                    batch_store.list_statements(&StatementFilter::default(), after, 256)
+                    batch_store.list_feed(after, quotas::FEED_BATCH_ROWS, quotas::FEED_BATCH_BYTES)
                 })
                 .await
                 {
@@ -735,11 +819,21 @@ impl HubService for Hub {
         let after = parse_page_token(&req.page_token)?;
         let node = non_empty(req.node_id);
         let store = Arc::clone(&self.store);
-        let mut rows = blocking("listing equivocations", move || {
-            store.list_equivocations(node.as_deref(), after, limit + 1)
+        // Paged by bytes too: each entry carries two envelopes, so a page of full-size ones
+        // would not fit in a response.
+        let (rows, more) = blocking("listing equivocations", move || {
+            store.list_equivocations_within(
+                node.as_deref(),
+                after,
+                limit,
+                quotas::EQUIVOCATION_PAGE_BYTES,
+            )
         })
         .await?;
-        let next_page_token = next_page(&mut rows, limit, |r| r.id);
+        let next_page_token = match rows.last() {
+            Some(last) if more => last.id.to_string(),
+            _ => String::new(),
+        };
         let equivocations = rows
             .into_iter()
             .map(|e| v1::Equivocation {
@@ -1216,6 +1310,18 @@ impl HubService for Hub {
             tracing::info!(member = %member_id, reason = rejection.reason, message = %rejection.message, "snapshot refused");
             reject(rejection)
         };
+        // One large snapshot per member at a time, so one member cannot hold every turn.
+        let _slot = self.snapshot_slots.try_take(&member_id, 1).ok_or_else(|| {
+            self.metrics.quota_refused(quotas::SNAPSHOT_SLOT_BUSY);
+            tracing::info!(member = %member_id, "snapshot refused: the member is already sending one");
+            quota_status(
+                quotas::SNAPSHOT_SLOT_BUSY,
+                1,
+                format!(
+                    "{member_id} is already sending a snapshot; send one at a time, this one when the other is answered"
+                ),
+            )
+        })?;
         let deadline = tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT;
         let mut parts = request.into_inner();
         let envelope = match self.next_part(&mut parts, deadline).await? {
@@ -1237,7 +1343,8 @@ impl HubService for Hub {
         };
         // Signature, decoding and the statement rules (the manifest among them).
         let (mut verified, statement) = self
-            .verify(&federation, &member_id, envelope)
+            .verify_on_pool(&federation, &member_id, envelope)
+            .await?
             .map_err(refused)?;
         let snapshot = match statement.body {
             Body::Indicators(snapshot) => snapshot,
@@ -1267,8 +1374,17 @@ impl HubService for Hub {
         // Memory: only a few snapshots in flight. Held until the statement is committed or
         // refused; waiting counts against the call's own deadline.
         let _permit = self.snapshot_turn(deadline).await?;
+        // From the turn on, the chunks must keep a minimum average rate: a publisher sending
+        // just inside the idle limit cannot hold the turn for the whole call.
+        let total_bytes: u64 = manifest
+            .chunks
+            .iter()
+            .map(|c| u64::from(c.byte_length))
+            .sum();
+        let transfer_deadline = deadline
+            .min(tokio::time::Instant::now() + self.quotas.snapshot_transfer_limit(total_bytes));
         let (chunks, observations) = self
-            .receive_chunks(&mut parts, Arc::new(manifest), deadline)
+            .receive_chunks(&mut parts, Arc::new(manifest), transfer_deadline, &member_id)
             .await
             .inspect_err(|status| {
                 tracing::info!(member = %member_id, code = ?status.code(), message = status.message(), "snapshot chunks refused");
@@ -1276,24 +1392,25 @@ impl HubService for Hub {
         // The whole snapshot, with the rules an inline one meets.
         let indicator = snapshot.indicator;
         let checked = {
+            let lane = member_id.clone();
             let (federation, member_id, catalogue) = (
                 Arc::clone(&federation),
                 member_id.clone(),
                 Arc::clone(&catalogue),
             );
             let indicator = indicator.clone();
-            tokio::task::spawn_blocking(move || {
-                let result = check_all(
-                    &federation,
-                    &member_id,
-                    &catalogue,
-                    &indicator,
-                    &observations,
-                );
-                (observations, result)
-            })
-            .await
-            .map_err(|e| internal("validating a snapshot", &e))?
+            self.pool
+                .run(&lane, "validating a snapshot", move || {
+                    let result = check_all(
+                        &federation,
+                        &member_id,
+                        &catalogue,
+                        &indicator,
+                        &observations,
+                    );
+                    (observations, result)
+                })
+                .await?
         };
         let (observations, result) = checked;
         let warnings = result.map_err(refused)?;

@@ -164,6 +164,7 @@ async fn start_hub_in(dir: tempfile::TempDir, layout: PkiLayout, catalogue: Opti
         witness_quorum: 1,
         catalogue_toml: catalogue,
         coherence_interval: Duration::from_millis(100),
+        quotas: rcpfed_hub::quotas::Quotas::default(),
         open_store: Box::new(move || {
             Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn rcpfed_hub::HubBackend>)
         }),
@@ -636,6 +637,7 @@ async fn a_new_catalogue_version_is_issued_only_when_the_content_changes() {
             witness_quorum: 1,
             catalogue_toml: Some("indicators = 3".into()),
             coherence_interval: Duration::from_millis(100),
+            quotas: rcpfed_hub::quotas::Quotas::default(),
             open_store: Box::new(move || {
                 Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn rcpfed_hub::HubBackend>)
             }),

@@ -33,12 +33,16 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const SNAPSHOT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Whether a failed call may succeed if repeated unchanged: transport and server-side
-/// failures, but not a refusal of the statement itself, which the hub marks with an
-/// `ErrorInfo` reason other than `INTERNAL`.
+/// failures and refusals that carry `RetryInfo` (a quota), but not a refusal of the statement
+/// itself, which the hub marks with an `ErrorInfo` reason other than `INTERNAL`.
 pub fn is_transient(status: &tonic::Status) -> bool {
     use tonic_types::StatusExt as _;
-    let refused_by_rule = status
-        .get_error_details()
+    let details = status.get_error_details();
+    // A hub quota (RESOURCE_EXHAUSTED with RetryInfo) refuses for now, not for good.
+    if details.retry_info().is_some() {
+        return true;
+    }
+    let refused_by_rule = details
         .error_info()
         .is_some_and(|info| info.domain == rcpfed_grpc::ERROR_DOMAIN && info.reason != "INTERNAL");
     if refused_by_rule {

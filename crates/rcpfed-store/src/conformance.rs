@@ -23,6 +23,8 @@ pub fn hub_suite(new_store: &dyn Fn() -> Arc<dyn HubStore>) {
     hub_chain_heads(&*new_store());
     hub_list_filters_and_paging(&*new_store());
     hub_equivocations(&*new_store());
+    hub_equivocations_capped_per_member(&*new_store());
+    hub_feed_paged_by_bytes(&*new_store());
     hub_statement_by_feed_index(&*new_store());
     hub_log_nodes(&*new_store());
     hub_log_node_conflict_writes_nothing(&*new_store());
@@ -382,6 +384,53 @@ pub fn hub_list_filters_and_paging(store: &dyn HubStore) {
 }
 
 /// Evidence is stored once, listed with both envelopes, filtered and paged.
+/// Evidence is kept for at most [`crate::MAX_EQUIVOCATIONS_PER_MEMBER`] seqs of a member;
+/// other members are not affected.
+pub fn hub_equivocations_capped_per_member(store: &dyn HubStore) {
+    let cap = crate::MAX_EQUIVOCATIONS_PER_MEMBER as u64;
+    let accepted: Vec<StoredStatement> = (1..=cap + 2)
+        .map(|seq| statement(seq, "node-a", seq, "c"))
+        .chain([statement(cap + 3, "node-b", 1, "c")])
+        .collect();
+    let evidence: Vec<NewEquivocation> = accepted
+        .iter()
+        .map(|st| NewEquivocation {
+            node_id: st.node_id.clone(),
+            seq: st.seq,
+            accepted_digest: st.digest,
+            conflicting_digest: statement(0, &st.node_id, st.seq, "evil").digest,
+            conflicting_envelope: b"conflicting".to_vec(),
+            detected_at_ms: 1,
+        })
+        .collect();
+    store.append(&accepted, &[], &[], &[], None).unwrap();
+    store.append(&[], &[], &evidence, &[], None).unwrap();
+    let kept = |node: &str| store.list_equivocations(Some(node), 0, 1000).unwrap();
+    let a = kept("node-a");
+    assert_eq!(a.len() as u64, cap);
+    // The first ones are kept.
+    assert!(a.iter().zip(1..).all(|(e, seq)| e.seq == seq));
+    assert_eq!(kept("node-b").len(), 1);
+}
+
+/// The feed is read in pieces bounded by bytes (at least one entry each).
+pub fn hub_feed_paged_by_bytes(store: &dyn HubStore) {
+    let all: Vec<StoredStatement> = (1..=5).map(|i| statement(i, "node-a", i, "f")).collect();
+    store.append(&all, &[], &[], &[], None).unwrap();
+    let one = all[0].envelope.len() + all[0].receipt.len();
+    assert_eq!(store.list_feed(0, 100, 0).unwrap(), all[..1].to_vec());
+    assert_eq!(store.list_feed(0, 100, 2 * one).unwrap(), all[..2].to_vec());
+    assert_eq!(
+        store.list_feed(2, 100, usize::MAX).unwrap(),
+        all[2..].to_vec()
+    );
+    assert_eq!(
+        store.list_feed(0, 3, usize::MAX).unwrap(),
+        all[..3].to_vec()
+    );
+    assert!(store.list_feed(5, 100, usize::MAX).unwrap().is_empty());
+}
+
 pub fn hub_equivocations(store: &dyn HubStore) {
     let a1 = statement(1, "node-a", 1, "e");
     let b1 = statement(2, "node-b", 1, "e");
@@ -417,8 +466,9 @@ pub fn hub_equivocations(store: &dyn HubStore) {
         .unwrap();
     assert_eq!(store.last_feed_index().unwrap(), 2);
 
+    // Only the first conflicting statement of a seq is kept: ev_a2 adds nothing.
     let listed = store.list_equivocations(None, 0, 100).unwrap();
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 2);
     assert!(listed.windows(2).all(|w| w[0].id < w[1].id));
     let check = |got: &crate::StoredEquivocation, ev: &NewEquivocation, st: &StoredStatement| {
         assert_eq!(got.node_id, ev.node_id);
@@ -431,24 +481,35 @@ pub fn hub_equivocations(store: &dyn HubStore) {
     };
     check(&listed[0], &ev_a, &a1);
     check(&listed[1], &ev_b, &b1);
-    check(&listed[2], &ev_a2, &a1);
+    assert_ne!(listed[0].conflicting_digest, ev_a2.conflicting_digest);
 
     let only_a = store.list_equivocations(Some("node-a"), 0, 100).unwrap();
-    assert_eq!(only_a, vec![listed[0].clone(), listed[2].clone()]);
-    assert_eq!(
+    assert_eq!(only_a, vec![listed[0].clone()]);
+    assert!(
         store
             .list_equivocations(Some("node-a"), listed[0].id, 100)
-            .unwrap(),
-        vec![listed[2].clone()]
+            .unwrap()
+            .is_empty()
     );
     assert_eq!(
-        store.list_equivocations(None, 0, 2).unwrap(),
-        listed[..2].to_vec()
+        store.list_equivocations(None, 0, 1).unwrap(),
+        listed[..1].to_vec()
     );
     assert_eq!(
-        store.list_equivocations(None, listed[1].id, 2).unwrap(),
-        listed[2..].to_vec()
+        store.list_equivocations(None, listed[0].id, 1).unwrap(),
+        listed[1..].to_vec()
     );
+    // Paged by bytes: a budget below one entry still gives one entry, and says more follow.
+    let (first, more) = store.list_equivocations_within(None, 0, 100, 1).unwrap();
+    assert_eq!((first, more), (listed[..1].to_vec(), true));
+    let (all, more) = store
+        .list_equivocations_within(None, 0, 100, usize::MAX)
+        .unwrap();
+    assert_eq!((all, more), (listed.clone(), false));
+    let (by_count, more) = store
+        .list_equivocations_within(None, 0, 1, usize::MAX)
+        .unwrap();
+    assert_eq!((by_count, more), (listed[..1].to_vec(), true));
     assert!(
         store
             .list_equivocations(Some("node-x"), 0, 100)

@@ -50,6 +50,10 @@ pub struct ChainHead {
     pub digest: Digest,
 }
 
+/// Most equivocation evidence entries kept per member (the first conflicting statement of a
+/// seq only): enough to prove any misbehaviour, bounded on disk.
+pub const MAX_EQUIVOCATIONS_PER_MEMBER: usize = 16;
+
 /// Evidence of an equivocation to record: a second, different statement for an accepted (node, seq).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEquivocation {
@@ -205,8 +209,8 @@ pub trait HubStore: Send + Sync + 'static {
     ///   transaction, before the statements are applied: a refused snapshot is never passed
     ///   here, and a failed append rolls its chunks back, so no chunk is ever stored without
     ///   an accepted statement listing it (or one stored by [`crate::IndicatorStore::stage_chunks`]).
-    /// - Evidence: a row duplicating an existing (node_id, seq, conflicting_digest) is ignored;
-    ///   evidence whose accepted_digest is not a stored statement of that (node_id, seq) is a
+    /// - Evidence: only the first conflicting statement of a (node_id, seq) is kept, and at
+    ///   most [`MAX_EQUIVOCATIONS_PER_MEMBER`] per node; later evidence is ignored. Evidence whose accepted_digest is not a stored statement of that (node_id, seq) is a
     ///   Conflict.
     /// - Log nodes: complete subtree hashes keyed (level, index), level 0 being the leaves. A
     ///   key already stored with the same hash is ignored; with a different hash it is a
@@ -253,6 +257,24 @@ pub trait HubStore: Send + Sync + 'static {
         after_id: u64,
         limit: usize,
     ) -> Result<Vec<StoredEquivocation>, StoreError>;
+    /// Feed entries with feed_index > after_index, ascending: at most `max_rows`, and no more
+    /// once their envelopes and receipts reach `max_bytes` (at least one), so a reader's memory
+    /// is bounded by bytes, not by a row count whatever the entries' size.
+    fn list_feed(
+        &self,
+        after_index: u64,
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredStatement>, StoreError>;
+    /// Like [`HubStore::list_equivocations`], but at most `limit` entries whose envelopes add up
+    /// to at most `max_bytes` (at least one entry); also says whether more entries follow.
+    fn list_equivocations_within(
+        &self,
+        node_id: Option<&str>,
+        after_id: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredEquivocation>, bool), StoreError>;
     /// Number of statements in the log.
     fn count_statements(&self) -> Result<u64, StoreError>;
     /// Inserts flags in one transaction; a flag for the same (node_id, seq, key_id,
@@ -724,6 +746,91 @@ impl HubStore for SqliteHubStore {
         })
     }
 
+    fn list_feed(
+        &self,
+        after_index: u64,
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredStatement>, StoreError> {
+        let after = db::bound(after_index);
+        let limit = db::limit(max_rows);
+        self.db.read(|conn| {
+            // The size comes first, so a row past the budget is never loaded.
+            let mut stmt = conn.prepare_cached(concat!(
+                "SELECT length(envelope) + length(receipt), ",
+                statement_columns!(),
+                " FROM statements WHERE feed_index > ?1 ORDER BY feed_index LIMIT ?2"
+            ))?;
+            let mut rows = stmt.query(params![after, limit])?;
+            let mut out = Vec::new();
+            let mut used = 0usize;
+            while let Some(row) = rows.next()? {
+                let size = usize::try_from(row.get::<_, i64>(0)?).unwrap_or(usize::MAX);
+                if !out.is_empty() && used.saturating_add(size) > max_bytes {
+                    break;
+                }
+                used = used.saturating_add(size);
+                out.push(StoredStatement {
+                    feed_index: get_u64(row, 1)?,
+                    node_id: row.get(2)?,
+                    seq: get_u64(row, 3)?,
+                    digest: get_digest(row, 4)?,
+                    payload_type: row.get(5)?,
+                    kind: row.get(6)?,
+                    document: row.get(7)?,
+                    revision: get_u32(row, 8)?,
+                    envelope: row.get(9)?,
+                    receipt: row.get(10)?,
+                    accepted_at_ms: row.get(11)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn list_equivocations_within(
+        &self,
+        node_id: Option<&str>,
+        after_id: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredEquivocation>, bool), StoreError> {
+        let after = db::bound(after_id);
+        let fetch = db::limit(limit.saturating_add(1));
+        self.db.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT length(s.envelope) + length(e.conflicting_envelope), e.id, e.node_id,
+                        e.seq, e.accepted_digest, s.envelope, e.conflicting_digest,
+                        e.conflicting_envelope, e.detected_at_ms
+                 FROM equivocations e JOIN statements s ON s.digest = e.accepted_digest
+                 WHERE e.id > ?1 AND (?2 IS NULL OR e.node_id = ?2)
+                 ORDER BY e.id LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![after, node_id, fetch])?;
+            let mut out = Vec::new();
+            let mut used = 0usize;
+            while let Some(row) = rows.next()? {
+                let size = usize::try_from(row.get::<_, i64>(0)?).unwrap_or(usize::MAX);
+                if out.len() >= limit || (!out.is_empty() && used.saturating_add(size) > max_bytes)
+                {
+                    return Ok((out, true));
+                }
+                used = used.saturating_add(size);
+                out.push(StoredEquivocation {
+                    id: get_u64(row, 1)?,
+                    node_id: row.get(2)?,
+                    seq: get_u64(row, 3)?,
+                    accepted_digest: get_digest(row, 4)?,
+                    accepted_envelope: row.get(5)?,
+                    conflicting_digest: get_digest(row, 6)?,
+                    conflicting_envelope: row.get(7)?,
+                    detected_at_ms: row.get(8)?,
+                });
+            }
+            Ok((out, false))
+        })
+    }
+
     fn count_statements(&self) -> Result<u64, StoreError> {
         self.db.read(|conn| {
             let n: i64 = conn
@@ -915,6 +1022,12 @@ fn insert_evidence(tx: &Connection, evidence: &[NewEquivocation]) -> Result<(), 
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (node_id, seq, conflicting_digest) DO NOTHING",
     )?;
+    // Evidence is bounded per member: the first conflicting statement of a seq proves the
+    // equivocation, later ones add nothing but bytes (up to a whole envelope each).
+    let mut kept_for_seq =
+        tx.prepare_cached("SELECT 1 FROM equivocations WHERE node_id = ?1 AND seq = ?2 LIMIT 1")?;
+    let mut kept_for_node =
+        tx.prepare_cached("SELECT count(*) FROM equivocations WHERE node_id = ?1")?;
     for ev in evidence {
         let seq = db::int(ev.seq, "seq")?;
         let owner: Option<(String, i64)> = accepted
@@ -933,6 +1046,22 @@ fn insert_evidence(tx: &Connection, evidence: &[NewEquivocation]) -> Result<(), 
                 "equivocation evidence for node {} seq {} conflicts with itself",
                 ev.node_id, ev.seq
             )));
+        }
+        if kept_for_seq
+            .query_row(params![ev.node_id, seq], |_| Ok(()))
+            .optional()?
+            .is_some()
+        {
+            continue;
+        }
+        let kept: i64 = kept_for_node.query_row([&ev.node_id], |r| r.get(0))?;
+        if usize::try_from(kept).unwrap_or(usize::MAX) >= MAX_EQUIVOCATIONS_PER_MEMBER {
+            tracing::warn!(
+                node = %ev.node_id,
+                seq = ev.seq,
+                "equivocation evidence not stored: the member already has the most kept"
+            );
+            continue;
         }
         insert_evidence.execute(params![
             ev.node_id,

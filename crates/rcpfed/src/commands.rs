@@ -155,6 +155,7 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
             witness_quorum: config.witness_quorum,
             catalogue_toml: config.catalogue_toml()?,
             coherence_interval: std::time::Duration::from_millis(config.coherence_interval_ms),
+            quotas: config.quotas(),
             open_store: Box::new(move || {
                 Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn rcpfed_hub::HubBackend>)
             }),

@@ -50,6 +50,29 @@ pub struct HubConfig {
     /// How often the hub looks for new content to regenerate the coherence report, in
     /// milliseconds.
     pub coherence_interval_ms: u64,
+    /// Threads for signature checks, decoding and validation; 0: one per core.
+    pub cpu_threads: usize,
+    /// Statements of one member being checked at once; more are refused (RESOURCE_EXHAUSTED).
+    pub max_submissions_in_flight: usize,
+    /// Open feed subscriptions per member; more are refused (RESOURCE_EXHAUSTED).
+    pub max_feed_subscriptions: usize,
+    /// Longest gap between two messages of a SubmitSnapshot stream, in milliseconds.
+    pub snapshot_chunk_idle_ms: u64,
+    /// Lowest average rate of a snapshot's chunks, in bytes per second.
+    pub snapshot_min_rate_bytes: u64,
+}
+
+impl HubConfig {
+    /// The per-member quotas these settings ask for.
+    pub fn quotas(&self) -> rcpfed_hub::quotas::Quotas {
+        rcpfed_hub::quotas::Quotas {
+            cpu_threads: self.cpu_threads,
+            submissions_in_flight: self.max_submissions_in_flight,
+            feed_subscriptions: self.max_feed_subscriptions,
+            snapshot_chunk_idle: std::time::Duration::from_millis(self.snapshot_chunk_idle_ms),
+            snapshot_min_rate: self.snapshot_min_rate_bytes,
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -66,6 +89,14 @@ impl Default for HubConfig {
             crl_file: None,
             catalogue: None,
             coherence_interval_ms: 2000,
+            cpu_threads: 0,
+            max_submissions_in_flight: rcpfed_hub::quotas::DEFAULT_SUBMISSIONS_IN_FLIGHT,
+            max_feed_subscriptions: rcpfed_hub::quotas::DEFAULT_FEED_SUBSCRIPTIONS,
+            snapshot_chunk_idle_ms: u64::try_from(
+                rcpfed_hub::quotas::DEFAULT_SNAPSHOT_CHUNK_IDLE.as_millis(),
+            )
+            .unwrap_or(u64::MAX),
+            snapshot_min_rate_bytes: rcpfed_hub::quotas::DEFAULT_SNAPSHOT_MIN_RATE,
         }
     }
 }
@@ -260,6 +291,20 @@ impl HubConfig {
             bail!(
                 "coherence_interval_ms must be at least 50, got {}",
                 self.coherence_interval_ms
+            );
+        }
+        if self.max_submissions_in_flight == 0 || self.max_feed_subscriptions == 0 {
+            bail!(
+                "max_submissions_in_flight and max_feed_subscriptions must be at least 1, got {} and {}",
+                self.max_submissions_in_flight,
+                self.max_feed_subscriptions
+            );
+        }
+        if self.snapshot_chunk_idle_ms < 100 || self.snapshot_min_rate_bytes == 0 {
+            bail!(
+                "snapshot_chunk_idle_ms must be at least 100 and snapshot_min_rate_bytes at least 1, got {} and {}",
+                self.snapshot_chunk_idle_ms,
+                self.snapshot_min_rate_bytes
             );
         }
         if let Some(p) = &self.catalogue
