@@ -21,12 +21,15 @@ use rustls::RootCertStore;
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,12 +43,13 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use x509_parser::prelude::FromDer as _;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-/// How long a client has to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::limits::{
+    HANDSHAKE_TIMEOUT, MAX_CONNECTIONS_PER_IDENTITY, MAX_PENDING_HANDSHAKES,
+    MAX_PENDING_HANDSHAKES_PER_ADDRESS,
+};
+use crate::limits::{IDLE_TIMEOUT, PREFACE_TIMEOUT};
 /// How often the watcher looks at the TLS and CRL files.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
-/// Handshakes in progress at once; beyond this, accepting waits.
-pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
     TlsError {
@@ -229,6 +233,9 @@ fn stamp(path: &Path) -> FileStamp {
 /// One open connection, for closing it if its certificate is revoked later.
 struct TrackedConnection {
     serial: Vec<u8>,
+    /// The certificate's SPIFFE id (its serial in hex if it has none): what the
+    /// per-identity connection cap counts.
+    identity: String,
     peer: SocketAddr,
     close: CancellationToken,
 }
@@ -392,7 +399,8 @@ impl ReloadingTlsAcceptor {
     }
 
     /// Remembers an established connection; closes it at once if its certificate was revoked
-    /// while it was handshaking. Returns the handle that keeps it tracked.
+    /// while it was handshaking, or if its identity already holds
+    /// [`MAX_CONNECTIONS_PER_IDENTITY`] connections. Returns the handle that keeps it tracked.
     fn track(
         &self,
         leaf: &[u8],
@@ -400,12 +408,15 @@ impl ReloadingTlsAcceptor {
         close: CancellationToken,
     ) -> Option<Arc<TrackedConnection>> {
         let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+        let serial = normalized_serial(cert.raw_serial());
+        let identity = crate::peer::spiffe_id_of(leaf).unwrap_or_else(|_| hex(&serial));
         let conn = Arc::new(TrackedConnection {
-            serial: normalized_serial(cert.raw_serial()),
+            serial,
+            identity,
             peer,
             close,
         });
-        {
+        let over_cap = {
             let mut connections = match self.shared.connections.lock() {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
@@ -414,12 +425,48 @@ impl ReloadingTlsAcceptor {
                 connections.open.retain(|w| w.strong_count() > 0);
                 connections.prune_at = (connections.open.len() * 2).max(64);
             }
-            connections.open.push(Arc::downgrade(&conn));
+            let same_identity = connections
+                .open
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|c| c.identity == conn.identity && !c.close.is_cancelled())
+                .count();
+            if same_identity >= MAX_CONNECTIONS_PER_IDENTITY {
+                true
+            } else {
+                connections.open.push(Arc::downgrade(&conn));
+                false
+            }
+        };
+        if over_cap {
+            tracing::warn!(
+                %peer,
+                identity = %conn.identity,
+                limit = MAX_CONNECTIONS_PER_IDENTITY,
+                "closing a new connection: this identity already holds the most connections allowed"
+            );
+            conn.close.cancel();
         }
         if self.current().revoked.contains(&conn.serial) {
             conn.close.cancel();
         }
         Some(conn)
+    }
+
+    /// Closes every open connection (the end of a bounded shutdown drain); returns how many.
+    pub fn close_all(&self) -> usize {
+        let mut connections = match self.shared.connections.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut closed = 0;
+        for conn in connections.open.drain(..).filter_map(|w| w.upgrade()) {
+            if !conn.close.is_cancelled() {
+                conn.close.cancel();
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Runs the watcher: every [`RELOAD_INTERVAL`] until every clone of this acceptor is gone.
@@ -439,22 +486,29 @@ impl ReloadingTlsAcceptor {
     }
 }
 
-/// A TCP connection that can be closed from outside (when its certificate is revoked): reads
-/// and writes fail once the close token is cancelled, which makes the HTTP/2 server drop it.
+/// A TCP connection that can be closed from outside (when its certificate is revoked, when it
+/// stays silent, at the end of a shutdown drain): reads and writes fail once the close token
+/// is cancelled, which makes the HTTP/2 server drop it.
 pub struct RevocableTcp {
     inner: TcpStream,
     close: CancellationToken,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Bytes received so far, for the silence watchdog.
+    received: Arc<AtomicU64>,
+    /// Cancelled when this connection is dropped, which ends its watchdog.
+    _gone: tokio_util::sync::DropGuard,
     _tracked: Option<Arc<TrackedConnection>>,
 }
 
 impl RevocableTcp {
-    fn new(inner: TcpStream) -> Self {
+    fn new(inner: TcpStream, gone: CancellationToken) -> Self {
         let close = CancellationToken::new();
         RevocableTcp {
             inner,
             closed: Box::pin(close.clone().cancelled_owned()),
             close,
+            received: Arc::new(AtomicU64::new(0)),
+            _gone: gone.drop_guard(),
             _tracked: None,
         }
     }
@@ -464,7 +518,7 @@ impl RevocableTcp {
         if self.close.is_cancelled() || self.closed.as_mut().poll(cx).is_ready() {
             return Poll::Ready(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "the client certificate has been revoked",
+                "the server closed the connection",
             ));
         }
         Poll::Pending
@@ -481,7 +535,49 @@ impl AsyncRead for RevocableTcp {
         if let Poll::Ready(e) = this.poll_closed(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let got = buf.filled().len().saturating_sub(before);
+        if got > 0 {
+            this.received.fetch_add(got as u64, Ordering::Relaxed);
+        }
+        read
+    }
+}
+
+/// Closes a connection that says nothing: no byte within [`PREFACE_TIMEOUT`] after its
+/// handshake (an HTTP/2 client sends its preface at once), or none for [`IDLE_TIMEOUT`] later
+/// (the server's keepalive pings are answered by any live client). Ends when the connection
+/// is dropped.
+async fn watch_silence(
+    peer: SocketAddr,
+    received: Arc<AtomicU64>,
+    close: CancellationToken,
+    gone: CancellationToken,
+) {
+    let mut seen = received.load(Ordering::Relaxed);
+    let mut limit = PREFACE_TIMEOUT;
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = gone.cancelled() => return,
+            _ = close.cancelled() => return,
+            _ = tokio::time::sleep(limit) => {}
+        }
+        let now = received.load(Ordering::Relaxed);
+        if now == seen {
+            let what = if first {
+                "sent nothing after its TLS handshake"
+            } else {
+                "went silent"
+            };
+            tracing::info!(%peer, silent_for = ?limit, "closing a connection that {what}");
+            close.cancel();
+            return;
+        }
+        seen = now;
+        limit = IDLE_TIMEOUT;
+        first = false;
     }
 }
 
@@ -559,6 +655,7 @@ fn log_handshake_failure(peer: SocketAddr, error: &io::Error) {
 pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> MtlsIncoming {
     let (tx, rx) = mpsc::channel(128);
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let per_address = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -581,16 +678,30 @@ pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> M
                     continue;
                 }
             };
+            // One address may not take every handshake slot: over its share, the connection
+            // is closed at once (dropped) and the slot goes to the next caller.
+            let Some(address_slot) = AddressSlot::take(&per_address, peer.ip()) else {
+                tracing::info!(
+                    %peer,
+                    limit = MAX_PENDING_HANDSHAKES_PER_ADDRESS,
+                    "closing a connection: too many TLS handshakes in progress from this address"
+                );
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let tx = tx.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let config = Arc::clone(&acceptor.current().config);
                 let tls = tokio_rustls::TlsAcceptor::from(config);
-                let handshake =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(RevocableTcp::new(tcp)))
-                        .await;
+                let gone = CancellationToken::new();
+                let handshake = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    tls.accept(RevocableTcp::new(tcp, gone.clone())),
+                )
+                .await;
                 drop(permit);
+                drop(address_slot);
                 let mut stream = match handshake {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
@@ -606,11 +717,88 @@ pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> M
                 if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
                     io._tracked = acceptor.track(leaf.as_ref(), peer, io.close.clone());
                 }
+                tokio::spawn(watch_silence(
+                    peer,
+                    Arc::clone(&io.received),
+                    io.close.clone(),
+                    gone,
+                ));
                 let _ = tx.send(Ok(stream)).await;
             });
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// One handshake in progress from one address, counted in the per-address table until dropped.
+struct AddressSlot {
+    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    fn take(table: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut map = match table.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let count = map.entry(ip).or_insert(0);
+        if *count >= MAX_PENDING_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: Arc::clone(table),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = match self.table.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Runs the gRPC server future `serve` until it ends. Once `shutdown` is cancelled, open calls
+/// get [`crate::limits::SHUTDOWN_DRAIN`] to finish; then every connection is closed (silent
+/// or stuck peers cannot hold the process), and after one more second the server is left
+/// behind. Returns None when it had to be left behind.
+pub async fn serve_with_bounded_drain<F: Future>(
+    serve: F,
+    shutdown: CancellationToken,
+    acceptor: ReloadingTlsAcceptor,
+) -> Option<F::Output> {
+    tokio::pin!(serve);
+    tokio::select! {
+        out = &mut serve => return Some(out),
+        _ = shutdown.cancelled() => {}
+    }
+    if let Ok(out) = tokio::time::timeout(crate::limits::SHUTDOWN_DRAIN, &mut serve).await {
+        return Some(out);
+    }
+    let closed = acceptor.close_all();
+    tracing::warn!(
+        closed,
+        drain = ?crate::limits::SHUTDOWN_DRAIN,
+        "shutdown: connections still open after the drain are closed"
+    );
+    match tokio::time::timeout(Duration::from_secs(1), &mut serve).await {
+        Ok(out) => Some(out),
+        Err(_) => {
+            tracing::warn!("shutdown: the gRPC server did not stop; leaving it behind");
+            None
+        }
+    }
 }
 
 /// Server-side mutual TLS for tonic with revocation: loads the configuration (failing if it
@@ -621,7 +809,16 @@ pub fn mtls_incoming(
     files: &TlsFiles,
     crl: Option<&Path>,
 ) -> Result<MtlsIncoming, TlsError> {
+    mtls_incoming_with_acceptor(listener, files, crl).map(|(incoming, _)| incoming)
+}
+
+/// [`mtls_incoming`], also returning the acceptor (for [`serve_with_bounded_drain`]).
+pub fn mtls_incoming_with_acceptor(
+    listener: TcpListener,
+    files: &TlsFiles,
+    crl: Option<&Path>,
+) -> Result<(MtlsIncoming, ReloadingTlsAcceptor), TlsError> {
     let acceptor = ReloadingTlsAcceptor::new(files.clone(), crl.map(Path::to_path_buf))?;
     acceptor.spawn_watcher();
-    Ok(incoming_with(listener, acceptor))
+    Ok((incoming_with(listener, acceptor.clone()), acceptor))
 }
