@@ -40,6 +40,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
+use x509_parser::num_bigint::BigUint;
 use x509_parser::prelude::FromDer as _;
 use x509_parser::revocation_list::CertificateRevocationList;
 
@@ -86,12 +87,39 @@ pub struct LoadedServerConfig {
     pub crl_file: Option<PathBuf>,
     /// Normalized serial numbers of the certificates the CRL revokes.
     pub revoked: HashSet<Vec<u8>>,
+    /// The CRL Number of the CRL in force (the highest, if the file holds several).
+    pub crl_number: Option<BigUint>,
+    /// The earliest nextUpdate of the CRLs in force (Unix seconds).
+    pub next_update: Option<i64>,
 }
 
 impl LoadedServerConfig {
     /// Whether the certificate with this (raw) serial number is revoked.
     pub fn is_revoked(&self, serial: &[u8]) -> bool {
         self.revoked.contains(&normalized_serial(serial))
+    }
+
+    /// The nextUpdate that has passed at `now` (Unix seconds), if the CRL in force is stale.
+    /// While it is, the server refuses every new connection: a stale CRL may miss revocations.
+    pub fn stale_since(&self, now: i64) -> Option<i64> {
+        self.next_update.filter(|next| *next < now)
+    }
+
+    /// Whether `self` may replace `previous`: revocation never goes backwards, so the CRL
+    /// Number must grow (or stay, for the very same list of revoked certificates).
+    pub fn may_replace(&self, previous: &LoadedServerConfig) -> Result<(), String> {
+        match (&previous.crl_number, &self.crl_number) {
+            (Some(old), Some(new)) if new < old => Err(format!(
+                "the CRL's number {new} is lower than that of the CRL in force ({old}): an older CRL cannot replace a newer one"
+            )),
+            (Some(old), Some(new)) if new == old && self.revoked != previous.revoked => {
+                Err(format!(
+                    "the CRL's number {new} is that of the CRL in force but it lists other certificates; a new CRL needs a higher number"
+                ))
+            }
+            (Some(_), None) => Err("the new configuration has no CRL, but one is in force".into()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -108,10 +136,15 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// Reads and checks the CRLs in `path` against the CA certificates: each must parse, name a
 /// CA as issuer and be signed by it. Returns the CRLs and the revoked serials.
-fn load_crls(
-    path: &Path,
-    ca_certs: &[CertificateDer<'static>],
-) -> Result<(Vec<CertificateRevocationListDer<'static>>, HashSet<Vec<u8>>), TlsError> {
+/// What [`load_crls`] found.
+struct LoadedCrls {
+    ders: Vec<CertificateRevocationListDer<'static>>,
+    revoked: HashSet<Vec<u8>>,
+    number: Option<BigUint>,
+    next_update: Option<i64>,
+}
+
+fn load_crls(path: &Path, ca_certs: &[CertificateDer<'static>]) -> Result<LoadedCrls, TlsError> {
     let crls = CertificateRevocationListDer::pem_file_iter(path)
         .map_err(|e| pem_error(path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -131,6 +164,8 @@ fn load_crls(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut revoked = HashSet::new();
+    let mut number: Option<BigUint> = None;
+    let mut next_update: Option<i64> = None;
     let now = time_now();
     for der in &crls {
         let (_, crl) = CertificateRevocationList::from_der(der.as_ref())
@@ -153,20 +188,37 @@ fn load_crls(
                 format!("the CRL signature does not verify with the CA key: {e}"),
             )
         })?;
-        if let Some(next) = crl.next_update()
-            && next.timestamp() < now
-        {
-            tracing::warn!(
-                crl = %path.display(),
-                next_update = %next,
-                "the CRL is past its nextUpdate; it is still applied, but re-issue it (rcpfed pki revoke-cert re-signs it)"
-            );
+        // Without a CRL Number an older CRL could not be told from a newer one.
+        let this_number = crl.crl_number().cloned().ok_or_else(|| {
+            invalid(
+                path,
+                "the CRL has no CRL Number extension; without it revocation could go backwards \
+                 (rcpfed pki revoke-cert issues numbered CRLs)",
+            )
+        })?;
+        number = Some(number.map_or(this_number.clone(), |n| n.max(this_number)));
+        if let Some(next) = crl.next_update() {
+            let next = next.timestamp();
+            next_update = Some(next_update.map_or(next, |n| n.min(next)));
+            if next < now {
+                tracing::error!(
+                    crl = %path.display(),
+                    next_update = next,
+                    "the CRL is past its nextUpdate: NEW CONNECTIONS ARE REFUSED until a fresh \
+                     CRL is installed (rcpfed pki revoke-cert re-signs it)"
+                );
+            }
         }
         for entry in crl.iter_revoked_certificates() {
             revoked.insert(normalized_serial(entry.raw_serial()));
         }
     }
-    Ok((crls, revoked))
+    Ok(LoadedCrls {
+        ders: crls,
+        revoked,
+        number,
+        next_update,
+    })
 }
 
 fn time_now() -> i64 {
@@ -194,10 +246,16 @@ pub fn load_server_config(
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
     let mut revoked = HashSet::new();
+    let mut crl_number = None;
+    let mut next_update = None;
     if let Some(crl_path) = crl {
-        let (crls, serials) = load_crls(crl_path, &ca_certs)?;
-        revoked = serials;
-        builder = builder.with_crls(crls).only_check_end_entity_revocation();
+        let loaded = load_crls(crl_path, &ca_certs)?;
+        revoked = loaded.revoked;
+        crl_number = loaded.number;
+        next_update = loaded.next_update;
+        builder = builder
+            .with_crls(loaded.ders)
+            .only_check_end_entity_revocation();
     }
     let verifier = builder.build().map_err(|e| {
         invalid(
@@ -218,6 +276,8 @@ pub fn load_server_config(
         config: Arc::new(config),
         crl_file: crl.map(Path::to_path_buf),
         revoked,
+        crl_number,
+        next_update,
     })
 }
 
@@ -290,7 +350,7 @@ impl ReloadingTlsAcceptor {
                 loaded.revoked.len()
             ),
             None => tracing::warn!(
-                "no CRL configured: revoked client certificates are not refused (set crl_file)"
+                "revocation disabled by configuration: client certificates are not checked against a CRL"
             ),
         }
         Ok(ReloadingTlsAcceptor {
@@ -339,7 +399,13 @@ impl ReloadingTlsAcceptor {
             }
             *seen = now;
         }
-        match load_server_config(&shared.files, shared.crl.as_deref()) {
+        let loaded = load_server_config(&shared.files, shared.crl.as_deref()).and_then(|loaded| {
+            loaded
+                .may_replace(&self.current())
+                .map(|()| loaded)
+                .map_err(|why| invalid(shared.crl.as_deref().unwrap_or(&shared.files.ca_cert), why))
+        });
+        match loaded {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
                 match shared.current.write() {
@@ -688,6 +754,15 @@ pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> M
                 );
                 continue;
             };
+            if let Some(next_update) = acceptor.current().stale_since(time_now()) {
+                tracing::error!(
+                    %peer,
+                    next_update,
+                    "refusing a connection: the CRL in force is past its nextUpdate; install a \
+                     fresh CRL (rcpfed pki revoke-cert re-signs it)"
+                );
+                continue;
+            }
             let _ = tcp.set_nodelay(true);
             let tx = tx.clone();
             let acceptor = acceptor.clone();
