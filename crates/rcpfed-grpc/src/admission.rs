@@ -32,9 +32,12 @@ pub mod message_limits {
     /// document to publish (`PublishDocument`): a payload of up to 1 MiB plus its bounded
     /// signatures and framing.
     pub const ENVELOPE: usize = 2 * 1024 * 1024;
-    /// One `SubmitSnapshot` / `PublishSnapshot` message: a chunk of up to
-    /// `rcpfed_core::chunks::MAX_CHUNK_BYTES` (4 MiB) plus its framing.
+    /// One `SubmitSnapshot` message: a chunk of up to `rcpfed_core::chunks::MAX_CHUNK_BYTES`
+    /// (4 MiB) plus its framing.
     pub const CHUNK: usize = 4 * 1024 * 1024 + 64 * 1024;
+    /// One `PublishSnapshot` batch to a node (admin only): the CLI sends 5,000 observations a
+    /// message, whose texts may be long.
+    pub const BATCH: usize = 16 * 1024 * 1024;
     /// A registry version (`PublishRegistry`) or a checkpoint note with its consistency proof
     /// (`AddCheckpoint`, `SubmitCosignature`; a note is at most 1 MiB).
     pub const DOCUMENT: usize = 1024 * 1024 + 64 * 1024;
@@ -60,7 +63,7 @@ const fn rule(path: &'static str, access: Access, max_message_bytes: usize) -> M
 }
 
 use Access::{HubOrRole, Member, Role as R};
-use message_limits::{CHUNK, DOCUMENT, ENVELOPE, SMALL};
+use message_limits::{BATCH, CHUNK, DOCUMENT, ENVELOPE, SMALL};
 
 /// Paths not listed (health, reflection, unknown methods): any member, small messages.
 pub const DEFAULT_RULE: MethodRule = rule("", Member, SMALL);
@@ -190,7 +193,7 @@ pub const NODE_RULES: &[MethodRule] = &[
     rule(
         "/rcpfed.v1.NodeService/PublishSnapshot",
         R(Role::Admin),
-        CHUNK,
+        BATCH,
     ),
     rule(
         "/rcpfed.v1.WitnessService/AddCheckpoint",
@@ -463,6 +466,7 @@ mod tests {
         assert!(message_limits::DOCUMENT > rcpfed_core::note::MAX_NOTE_BYTES);
         assert!(message_limits::ENVELOPE > crate::limits::MAX_PAYLOAD_BYTES);
         assert_eq!(max_message_bytes(HUB_RULES), message_limits::CHUNK);
+        assert_eq!(max_message_bytes(NODE_RULES), message_limits::BATCH);
         assert_eq!(
             rule_for(HUB_RULES, "/grpc.health.v1.Health/Check").max_message_bytes,
             message_limits::SMALL
