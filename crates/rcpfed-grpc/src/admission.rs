@@ -463,8 +463,8 @@ mod tests {
             rule_for(NODE_RULES, "/rcpfed.v1.NodeService/PublishSnapshot").max_message_bytes
                 > chunk
         );
-        assert!(message_limits::DOCUMENT > rcpfed_core::note::MAX_NOTE_BYTES);
-        assert!(message_limits::ENVELOPE > crate::limits::MAX_PAYLOAD_BYTES);
+        const { assert!(message_limits::DOCUMENT > rcpfed_core::note::MAX_NOTE_BYTES) };
+        const { assert!(message_limits::ENVELOPE > crate::limits::MAX_PAYLOAD_BYTES) };
         assert_eq!(max_message_bytes(HUB_RULES), message_limits::CHUNK);
         assert_eq!(max_message_bytes(NODE_RULES), message_limits::BATCH);
         assert_eq!(
