@@ -230,6 +230,7 @@ async fn idle_connections_from_one_address_leave_handshakes_to_everyone_else() {
 /// nothing (not even the HTTP/2 preface).
 async fn silent_tls(
     c: &Cluster,
+    to: std::net::SocketAddr,
     identity: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let files = c.tls(identity);
@@ -254,9 +255,7 @@ async fn silent_tls(
     .with_client_auth_cert(certs, key)
     .expect("client config");
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(c.hub_addr())
-        .await
-        .expect("tcp");
+    let tcp = tokio::net::TcpStream::connect(to).await.expect("tcp");
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(
             rustls_pki_types::ServerName::try_from("localhost").expect("name"),
@@ -274,7 +273,7 @@ async fn silent_connections_are_closed_and_sigterm_stops_the_hub_within_10_s() {
 
     // A member that completes TLS and then says nothing is closed after the preface timeout
     // (10 s), not kept for minutes.
-    let mut silent = silent_tls(&c, "abu-dhabi").await;
+    let mut silent = silent_tls(&c, c.hub_addr(), "abu-dhabi").await;
     let started = Instant::now();
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(25), async {
@@ -301,9 +300,20 @@ async fn silent_connections_are_closed_and_sigterm_stops_the_hub_within_10_s() {
     colombo.accept(&colombo.policy("Before SIGTERM")).await;
     assert!(c.node_status("colombo").await.feed_connected);
 
-    // SIGTERM while silent TLS connections are open (and a node's feed stream): the hub stops
-    // within 10 s.
-    let _silent = silent_connections(&c, 3).await;
+    // The node too: SIGTERM while silent TLS connections to it are open stops it within 10 s.
+    let _silent_to_node = silent_connections(&c, c.node_addr("colombo"), 3).await;
+    let started = Instant::now();
+    c.stop_node("colombo").await;
+    let took = started.elapsed();
+    println!("node colombo stopped {took:?} after SIGTERM");
+    assert!(
+        took < Duration::from_secs(10),
+        "node colombo took {took:?} to stop after SIGTERM with silent peers"
+    );
+
+    // SIGTERM while silent TLS connections are open (and a member's open connection): the hub
+    // stops within 10 s.
+    let _silent = silent_connections(&c, c.hub_addr(), 3).await;
     let started = Instant::now();
     c.term_hub();
     let exit = c.wait_hub_exit(Duration::from_secs(10)).await;
@@ -317,11 +327,12 @@ async fn silent_connections_are_closed_and_sigterm_stops_the_hub_within_10_s() {
 
 async fn silent_connections(
     c: &Cluster,
+    to: std::net::SocketAddr,
     n: usize,
 ) -> Vec<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(silent_tls(c, "operator").await);
+        out.push(silent_tls(c, to, "operator").await);
     }
     out
 }
