@@ -618,10 +618,13 @@ impl AsyncRead for RevocableTcp {
 async fn watch_silence(
     peer: SocketAddr,
     received: Arc<AtomicU64>,
+    at_handshake: u64,
     close: CancellationToken,
     gone: CancellationToken,
 ) {
-    let mut seen = received.load(Ordering::Relaxed);
+    // Counted from the end of the handshake, before the server sends its SETTINGS: an HTTP/2
+    // client always answers those, so a live client is never taken for a silent one.
+    let mut seen = at_handshake;
     let mut limit = PREFACE_TIMEOUT;
     let mut first = true;
     loop {
@@ -795,6 +798,7 @@ pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> M
                 tokio::spawn(watch_silence(
                     peer,
                     Arc::clone(&io.received),
+                    io.received.load(Ordering::Relaxed),
                     io.close.clone(),
                     gone,
                 ));
