@@ -213,9 +213,9 @@ async fn payload_over_one_mib_is_payload_too_large() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_over_the_limits_are_refused_with_specific_codes() {
     let (c, mut raw, before, _) = setup().await;
-    // Between the 1 MiB payload limit and the 16 MiB transport limit: decoded, then refused
-    // with the rcpfed reason.
-    let payload = vec![0x2a_u8; 5 * 1024 * 1024];
+    // Between the 1 MiB payload limit and SubmitStatement's 2 MiB message limit: decoded,
+    // then refused with the rcpfed reason.
+    let payload = vec![0x2a_u8; 1536 * 1024];
     let env = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload, &raw.key);
     assert_refused(
         raw.submit(env.to_proto()).await,
@@ -223,20 +223,18 @@ async fn messages_over_the_limits_are_refused_with_specific_codes() {
         "PAYLOAD_TOO_LARGE",
     );
     assert_unchanged(&c, &before).await;
-    // Over the transport limit: tonic refuses it before decoding, with OUT_OF_RANGE.
-    let payload = vec![0x2a_u8; 16 * 1024 * 1024 + 100_000];
-    let env = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload, &raw.key);
-    let status = raw
-        .submit(env.to_proto())
-        .await
-        .expect_err("a message over the 16 MiB transport limit is refused");
-    assert_eq!(
-        status.code(),
-        Code::OutOfRange,
-        "transport limit: {}",
-        describe(&status)
-    );
-    assert_unchanged(&c, &before).await;
+    // Over the method's message limit (and over the old 16 MiB transport limit): refused on
+    // the message's length prefix, before it is read (issue 9, finding 4).
+    for size in [5 * 1024 * 1024, 16 * 1024 * 1024 + 100_000] {
+        let payload = vec![0x2a_u8; size];
+        let env = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload, &raw.key);
+        assert_refused(
+            raw.submit(env.to_proto()).await,
+            Code::ResourceExhausted,
+            "MESSAGE_TOO_LARGE",
+        );
+        assert_unchanged(&c, &before).await;
+    }
     // The hub still works for this client afterwards.
     let next = raw.policy("After the big one");
     raw.accept(&next).await;

@@ -16,6 +16,7 @@ mod grpcurl;
 mod hostile_corpus;
 mod hostile_identity;
 mod hostile_quotas;
+mod hostile_transport;
 mod indicators;
 mod log;
 mod logging;

@@ -482,7 +482,7 @@ async fn ingest(rcpfed: &Path, clients: usize, per_client: usize, size: usize) -
     bare.kill().await?;
 
     // The real hub, durable before each receipt.
-    let hub_toml = "root_trust_file = \"fed/root-trust.toml\"\nregistry_file = \"fed/registry/registry.v1.json\"\ncrl_file = \"\"\ndata_dir = \"data\"\nsigning_key = \"fed/members/gfmd/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/gfmd/tls.pem\"\nkey = \"fed/members/gfmd/tls.key\"\n";
+    let hub_toml = "root_trust_file = \"fed/root-trust.toml\"\nregistry_file = \"fed/registry/registry.v1.json\"\nrevocation = \"disabled\"\ndata_dir = \"data\"\nsigning_key = \"fed/members/gfmd/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/gfmd/tls.pem\"\nkey = \"fed/members/gfmd/tls.key\"\n";
     std::fs::write(dir.join("hub.toml"), hub_toml)?;
     let hub_addr_file = dir.join("hub.addr.json");
     let mut hub = pinned_command(0, rcpfed);
@@ -942,7 +942,7 @@ mod log_bench {
 
     fn write_config(dir: &Path, name: &str, data_dir: &str) -> Result<PathBuf> {
         let text = format!(
-            "# rcpfed-bench log: synthetic hub configuration\nroot_trust_file = \"fed/root-trust.toml\"\nregistry_file = \"fed/registry/registry.v1.json\"\ncrl_file = \"\"\ndata_dir = \"{data_dir}\"\nsigning_key = \"fed/members/{HUB}/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/{HUB}/tls.pem\"\nkey = \"fed/members/{HUB}/tls.key\"\n"
+            "# rcpfed-bench log: synthetic hub configuration\nroot_trust_file = \"fed/root-trust.toml\"\nregistry_file = \"fed/registry/registry.v1.json\"\nrevocation = \"disabled\"\ndata_dir = \"{data_dir}\"\nsigning_key = \"fed/members/{HUB}/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/{HUB}/tls.pem\"\nkey = \"fed/members/{HUB}/tls.key\"\n"
         );
         let path = dir.join(name);
         std::fs::write(&path, text)?;

@@ -21,12 +21,15 @@ use rustls::RootCertStore;
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,15 +40,17 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
+use x509_parser::num_bigint::BigUint;
 use x509_parser::prelude::FromDer as _;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-/// How long a client has to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::limits::{
+    HANDSHAKE_TIMEOUT, MAX_CONNECTIONS_PER_IDENTITY, MAX_PENDING_HANDSHAKES,
+    MAX_PENDING_HANDSHAKES_PER_ADDRESS,
+};
+use crate::limits::{IDLE_TIMEOUT, PREFACE_TIMEOUT};
 /// How often the watcher looks at the TLS and CRL files.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
-/// Handshakes in progress at once; beyond this, accepting waits.
-pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
     TlsError {
@@ -82,12 +87,39 @@ pub struct LoadedServerConfig {
     pub crl_file: Option<PathBuf>,
     /// Normalized serial numbers of the certificates the CRL revokes.
     pub revoked: HashSet<Vec<u8>>,
+    /// The CRL Number of the CRL in force (the highest, if the file holds several).
+    pub crl_number: Option<BigUint>,
+    /// The earliest nextUpdate of the CRLs in force (Unix seconds).
+    pub next_update: Option<i64>,
 }
 
 impl LoadedServerConfig {
     /// Whether the certificate with this (raw) serial number is revoked.
     pub fn is_revoked(&self, serial: &[u8]) -> bool {
         self.revoked.contains(&normalized_serial(serial))
+    }
+
+    /// The nextUpdate that has passed at `now` (Unix seconds), if the CRL in force is stale.
+    /// While it is, the server refuses every new connection: a stale CRL may miss revocations.
+    pub fn stale_since(&self, now: i64) -> Option<i64> {
+        self.next_update.filter(|next| *next < now)
+    }
+
+    /// Whether `self` may replace `previous`: revocation never goes backwards, so the CRL
+    /// Number must grow (or stay, for the very same list of revoked certificates).
+    pub fn may_replace(&self, previous: &LoadedServerConfig) -> Result<(), String> {
+        match (&previous.crl_number, &self.crl_number) {
+            (Some(old), Some(new)) if new < old => Err(format!(
+                "the CRL's number {new} is lower than that of the CRL in force ({old}): an older CRL cannot replace a newer one"
+            )),
+            (Some(old), Some(new)) if new == old && self.revoked != previous.revoked => {
+                Err(format!(
+                    "the CRL's number {new} is that of the CRL in force but it lists other certificates; a new CRL needs a higher number"
+                ))
+            }
+            (Some(_), None) => Err("the new configuration has no CRL, but one is in force".into()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -104,10 +136,15 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// Reads and checks the CRLs in `path` against the CA certificates: each must parse, name a
 /// CA as issuer and be signed by it. Returns the CRLs and the revoked serials.
-fn load_crls(
-    path: &Path,
-    ca_certs: &[CertificateDer<'static>],
-) -> Result<(Vec<CertificateRevocationListDer<'static>>, HashSet<Vec<u8>>), TlsError> {
+/// What [`load_crls`] found.
+struct LoadedCrls {
+    ders: Vec<CertificateRevocationListDer<'static>>,
+    revoked: HashSet<Vec<u8>>,
+    number: Option<BigUint>,
+    next_update: Option<i64>,
+}
+
+fn load_crls(path: &Path, ca_certs: &[CertificateDer<'static>]) -> Result<LoadedCrls, TlsError> {
     let crls = CertificateRevocationListDer::pem_file_iter(path)
         .map_err(|e| pem_error(path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -127,6 +164,8 @@ fn load_crls(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut revoked = HashSet::new();
+    let mut number: Option<BigUint> = None;
+    let mut next_update: Option<i64> = None;
     let now = time_now();
     for der in &crls {
         let (_, crl) = CertificateRevocationList::from_der(der.as_ref())
@@ -149,20 +188,37 @@ fn load_crls(
                 format!("the CRL signature does not verify with the CA key: {e}"),
             )
         })?;
-        if let Some(next) = crl.next_update()
-            && next.timestamp() < now
-        {
-            tracing::warn!(
-                crl = %path.display(),
-                next_update = %next,
-                "the CRL is past its nextUpdate; it is still applied, but re-issue it (rcpfed pki revoke-cert re-signs it)"
-            );
+        // Without a CRL Number an older CRL could not be told from a newer one.
+        let this_number = crl.crl_number().cloned().ok_or_else(|| {
+            invalid(
+                path,
+                "the CRL has no CRL Number extension; without it revocation could go backwards \
+                 (rcpfed pki revoke-cert issues numbered CRLs)",
+            )
+        })?;
+        number = Some(number.map_or(this_number.clone(), |n| n.max(this_number)));
+        if let Some(next) = crl.next_update() {
+            let next = next.timestamp();
+            next_update = Some(next_update.map_or(next, |n| n.min(next)));
+            if next < now {
+                tracing::error!(
+                    crl = %path.display(),
+                    next_update = next,
+                    "the CRL is past its nextUpdate: NEW CONNECTIONS ARE REFUSED until a fresh \
+                     CRL is installed (rcpfed pki revoke-cert re-signs it)"
+                );
+            }
         }
         for entry in crl.iter_revoked_certificates() {
             revoked.insert(normalized_serial(entry.raw_serial()));
         }
     }
-    Ok((crls, revoked))
+    Ok(LoadedCrls {
+        ders: crls,
+        revoked,
+        number,
+        next_update,
+    })
 }
 
 fn time_now() -> i64 {
@@ -190,10 +246,16 @@ pub fn load_server_config(
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
     let mut revoked = HashSet::new();
+    let mut crl_number = None;
+    let mut next_update = None;
     if let Some(crl_path) = crl {
-        let (crls, serials) = load_crls(crl_path, &ca_certs)?;
-        revoked = serials;
-        builder = builder.with_crls(crls).only_check_end_entity_revocation();
+        let loaded = load_crls(crl_path, &ca_certs)?;
+        revoked = loaded.revoked;
+        crl_number = loaded.number;
+        next_update = loaded.next_update;
+        builder = builder
+            .with_crls(loaded.ders)
+            .only_check_end_entity_revocation();
     }
     let verifier = builder.build().map_err(|e| {
         invalid(
@@ -214,6 +276,8 @@ pub fn load_server_config(
         config: Arc::new(config),
         crl_file: crl.map(Path::to_path_buf),
         revoked,
+        crl_number,
+        next_update,
     })
 }
 
@@ -229,6 +293,9 @@ fn stamp(path: &Path) -> FileStamp {
 /// One open connection, for closing it if its certificate is revoked later.
 struct TrackedConnection {
     serial: Vec<u8>,
+    /// The certificate's SPIFFE id (its serial in hex if it has none): what the
+    /// per-identity connection cap counts.
+    identity: String,
     peer: SocketAddr,
     close: CancellationToken,
 }
@@ -283,7 +350,7 @@ impl ReloadingTlsAcceptor {
                 loaded.revoked.len()
             ),
             None => tracing::warn!(
-                "no CRL configured: revoked client certificates are not refused (set crl_file)"
+                "revocation disabled by configuration: client certificates are not checked against a CRL"
             ),
         }
         Ok(ReloadingTlsAcceptor {
@@ -332,7 +399,13 @@ impl ReloadingTlsAcceptor {
             }
             *seen = now;
         }
-        match load_server_config(&shared.files, shared.crl.as_deref()) {
+        let loaded = load_server_config(&shared.files, shared.crl.as_deref()).and_then(|loaded| {
+            loaded
+                .may_replace(&self.current())
+                .map(|()| loaded)
+                .map_err(|why| invalid(shared.crl.as_deref().unwrap_or(&shared.files.ca_cert), why))
+        });
+        match loaded {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
                 match shared.current.write() {
@@ -392,7 +465,8 @@ impl ReloadingTlsAcceptor {
     }
 
     /// Remembers an established connection; closes it at once if its certificate was revoked
-    /// while it was handshaking. Returns the handle that keeps it tracked.
+    /// while it was handshaking, or if its identity already holds
+    /// [`MAX_CONNECTIONS_PER_IDENTITY`] connections. Returns the handle that keeps it tracked.
     fn track(
         &self,
         leaf: &[u8],
@@ -400,12 +474,15 @@ impl ReloadingTlsAcceptor {
         close: CancellationToken,
     ) -> Option<Arc<TrackedConnection>> {
         let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+        let serial = normalized_serial(cert.raw_serial());
+        let identity = crate::peer::spiffe_id_of(leaf).unwrap_or_else(|_| hex(&serial));
         let conn = Arc::new(TrackedConnection {
-            serial: normalized_serial(cert.raw_serial()),
+            serial,
+            identity,
             peer,
             close,
         });
-        {
+        let over_cap = {
             let mut connections = match self.shared.connections.lock() {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
@@ -414,12 +491,48 @@ impl ReloadingTlsAcceptor {
                 connections.open.retain(|w| w.strong_count() > 0);
                 connections.prune_at = (connections.open.len() * 2).max(64);
             }
-            connections.open.push(Arc::downgrade(&conn));
+            let same_identity = connections
+                .open
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|c| c.identity == conn.identity && !c.close.is_cancelled())
+                .count();
+            if same_identity >= MAX_CONNECTIONS_PER_IDENTITY {
+                true
+            } else {
+                connections.open.push(Arc::downgrade(&conn));
+                false
+            }
+        };
+        if over_cap {
+            tracing::warn!(
+                %peer,
+                identity = %conn.identity,
+                limit = MAX_CONNECTIONS_PER_IDENTITY,
+                "closing a new connection: this identity already holds the most connections allowed"
+            );
+            conn.close.cancel();
         }
         if self.current().revoked.contains(&conn.serial) {
             conn.close.cancel();
         }
         Some(conn)
+    }
+
+    /// Closes every open connection (the end of a bounded shutdown drain); returns how many.
+    pub fn close_all(&self) -> usize {
+        let mut connections = match self.shared.connections.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut closed = 0;
+        for conn in connections.open.drain(..).filter_map(|w| w.upgrade()) {
+            if !conn.close.is_cancelled() {
+                conn.close.cancel();
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Runs the watcher: every [`RELOAD_INTERVAL`] until every clone of this acceptor is gone.
@@ -439,22 +552,29 @@ impl ReloadingTlsAcceptor {
     }
 }
 
-/// A TCP connection that can be closed from outside (when its certificate is revoked): reads
-/// and writes fail once the close token is cancelled, which makes the HTTP/2 server drop it.
+/// A TCP connection that can be closed from outside (when its certificate is revoked, when it
+/// stays silent, at the end of a shutdown drain): reads and writes fail once the close token
+/// is cancelled, which makes the HTTP/2 server drop it.
 pub struct RevocableTcp {
     inner: TcpStream,
     close: CancellationToken,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Bytes received so far, for the silence watchdog.
+    received: Arc<AtomicU64>,
+    /// Cancelled when this connection is dropped, which ends its watchdog.
+    _gone: tokio_util::sync::DropGuard,
     _tracked: Option<Arc<TrackedConnection>>,
 }
 
 impl RevocableTcp {
-    fn new(inner: TcpStream) -> Self {
+    fn new(inner: TcpStream, gone: CancellationToken) -> Self {
         let close = CancellationToken::new();
         RevocableTcp {
             inner,
             closed: Box::pin(close.clone().cancelled_owned()),
             close,
+            received: Arc::new(AtomicU64::new(0)),
+            _gone: gone.drop_guard(),
             _tracked: None,
         }
     }
@@ -464,7 +584,7 @@ impl RevocableTcp {
         if self.close.is_cancelled() || self.closed.as_mut().poll(cx).is_ready() {
             return Poll::Ready(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "the client certificate has been revoked",
+                "the server closed the connection",
             ));
         }
         Poll::Pending
@@ -481,7 +601,52 @@ impl AsyncRead for RevocableTcp {
         if let Poll::Ready(e) = this.poll_closed(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let got = buf.filled().len().saturating_sub(before);
+        if got > 0 {
+            this.received.fetch_add(got as u64, Ordering::Relaxed);
+        }
+        read
+    }
+}
+
+/// Closes a connection that says nothing: no byte within [`PREFACE_TIMEOUT`] after its
+/// handshake (an HTTP/2 client sends its preface at once), or none for [`IDLE_TIMEOUT`] later
+/// (the server's keepalive pings are answered by any live client). Ends when the connection
+/// is dropped.
+async fn watch_silence(
+    peer: SocketAddr,
+    received: Arc<AtomicU64>,
+    at_handshake: u64,
+    close: CancellationToken,
+    gone: CancellationToken,
+) {
+    // Counted from the end of the handshake, before the server sends its SETTINGS: an HTTP/2
+    // client always answers those, so a live client is never taken for a silent one.
+    let mut seen = at_handshake;
+    let mut limit = PREFACE_TIMEOUT;
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = gone.cancelled() => return,
+            _ = close.cancelled() => return,
+            _ = tokio::time::sleep(limit) => {}
+        }
+        let now = received.load(Ordering::Relaxed);
+        if now == seen {
+            let what = if first {
+                "sent nothing after its TLS handshake"
+            } else {
+                "went silent"
+            };
+            tracing::info!(%peer, silent_for = ?limit, "closing a connection that {what}");
+            close.cancel();
+            return;
+        }
+        seen = now;
+        limit = IDLE_TIMEOUT;
+        first = false;
     }
 }
 
@@ -559,6 +724,7 @@ fn log_handshake_failure(peer: SocketAddr, error: &io::Error) {
 pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> MtlsIncoming {
     let (tx, rx) = mpsc::channel(128);
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let per_address = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -581,16 +747,39 @@ pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> M
                     continue;
                 }
             };
+            // One address may not take every handshake slot: over its share, the connection
+            // is closed at once (dropped) and the slot goes to the next caller.
+            let Some(address_slot) = AddressSlot::take(&per_address, peer.ip()) else {
+                tracing::info!(
+                    %peer,
+                    limit = MAX_PENDING_HANDSHAKES_PER_ADDRESS,
+                    "closing a connection: too many TLS handshakes in progress from this address"
+                );
+                continue;
+            };
+            if let Some(next_update) = acceptor.current().stale_since(time_now()) {
+                tracing::error!(
+                    %peer,
+                    next_update,
+                    "refusing a connection: the CRL in force is past its nextUpdate; install a \
+                     fresh CRL (rcpfed pki revoke-cert re-signs it)"
+                );
+                continue;
+            }
             let _ = tcp.set_nodelay(true);
             let tx = tx.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let config = Arc::clone(&acceptor.current().config);
                 let tls = tokio_rustls::TlsAcceptor::from(config);
-                let handshake =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(RevocableTcp::new(tcp)))
-                        .await;
+                let gone = CancellationToken::new();
+                let handshake = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    tls.accept(RevocableTcp::new(tcp, gone.clone())),
+                )
+                .await;
                 drop(permit);
+                drop(address_slot);
                 let mut stream = match handshake {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
@@ -606,11 +795,89 @@ pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> M
                 if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
                     io._tracked = acceptor.track(leaf.as_ref(), peer, io.close.clone());
                 }
+                tokio::spawn(watch_silence(
+                    peer,
+                    Arc::clone(&io.received),
+                    io.received.load(Ordering::Relaxed),
+                    io.close.clone(),
+                    gone,
+                ));
                 let _ = tx.send(Ok(stream)).await;
             });
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// One handshake in progress from one address, counted in the per-address table until dropped.
+struct AddressSlot {
+    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    fn take(table: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut map = match table.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let count = map.entry(ip).or_insert(0);
+        if *count >= MAX_PENDING_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: Arc::clone(table),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = match self.table.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Runs the gRPC server future `serve` until it ends. Once `shutdown` is cancelled, open calls
+/// get [`crate::limits::SHUTDOWN_DRAIN`] to finish; then every connection is closed (silent
+/// or stuck peers cannot hold the process), and after one more second the server is left
+/// behind. Returns None when it had to be left behind.
+pub async fn serve_with_bounded_drain<F: Future>(
+    serve: F,
+    shutdown: CancellationToken,
+    acceptor: ReloadingTlsAcceptor,
+) -> Option<F::Output> {
+    tokio::pin!(serve);
+    tokio::select! {
+        out = &mut serve => return Some(out),
+        _ = shutdown.cancelled() => {}
+    }
+    if let Ok(out) = tokio::time::timeout(crate::limits::SHUTDOWN_DRAIN, &mut serve).await {
+        return Some(out);
+    }
+    let closed = acceptor.close_all();
+    tracing::warn!(
+        closed,
+        drain = ?crate::limits::SHUTDOWN_DRAIN,
+        "shutdown: connections still open after the drain are closed"
+    );
+    match tokio::time::timeout(Duration::from_secs(1), &mut serve).await {
+        Ok(out) => Some(out),
+        Err(_) => {
+            tracing::warn!("shutdown: the gRPC server did not stop; leaving it behind");
+            None
+        }
+    }
 }
 
 /// Server-side mutual TLS for tonic with revocation: loads the configuration (failing if it
@@ -621,7 +888,16 @@ pub fn mtls_incoming(
     files: &TlsFiles,
     crl: Option<&Path>,
 ) -> Result<MtlsIncoming, TlsError> {
+    mtls_incoming_with_acceptor(listener, files, crl).map(|(incoming, _)| incoming)
+}
+
+/// [`mtls_incoming`], also returning the acceptor (for [`serve_with_bounded_drain`]).
+pub fn mtls_incoming_with_acceptor(
+    listener: TcpListener,
+    files: &TlsFiles,
+    crl: Option<&Path>,
+) -> Result<(MtlsIncoming, ReloadingTlsAcceptor), TlsError> {
     let acceptor = ReloadingTlsAcceptor::new(files.clone(), crl.map(Path::to_path_buf))?;
     acceptor.spawn_watcher();
-    Ok(incoming_with(listener, acceptor))
+    Ok((incoming_with(listener, acceptor.clone()), acceptor))
 }

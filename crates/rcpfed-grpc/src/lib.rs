@@ -3,6 +3,7 @@
 //! `BadRequest` details, reflection (v1 and v1alpha), health, and the plaintext ops port.
 
 pub mod acceptor;
+pub mod admission;
 pub mod client_tls;
 pub mod deadline;
 pub mod indicators;
@@ -21,16 +22,35 @@ pub use status::{ERROR_DOMAIN, rejection_status};
 pub mod limits {
     use std::time::Duration;
 
-    /// Largest gRPC message a server decodes. It is well above [`MAX_PAYLOAD_BYTES`] so that an
-    /// oversized statement is decoded and refused with the specific reason `PAYLOAD_TOO_LARGE`;
-    /// only beyond this does tonic refuse the message itself (`OUT_OF_RANGE`, no details).
+    /// Largest gRPC message a server encodes (responses, feed entries). Requests are bounded
+    /// per method, far lower, by [`crate::admission::message_limits`].
     pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
     /// Largest statement payload the hub accepts.
     pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
     /// Per-request timeout for unary calls.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-    /// Concurrent streams per connection.
-    pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+    /// Concurrent streams per connection: a node needs a handful (feed, outbox, witness,
+    /// snapshot chunks); each stream may hold up to one message of its method's limit.
+    pub const MAX_CONCURRENT_STREAMS: u32 = 64;
+    /// Established connections one client certificate may hold open at once; the oldest is
+    /// kept and a new one over the limit is closed right after its handshake.
+    pub const MAX_CONNECTIONS_PER_IDENTITY: usize = 32;
+    /// How long a client has to complete the TLS handshake.
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// TLS handshakes in progress at once, over all clients.
+    pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+    /// TLS handshakes in progress at once from one source IP address; a connection over the
+    /// limit is closed at once, so one address cannot take the slots of everyone else.
+    pub const MAX_PENDING_HANDSHAKES_PER_ADDRESS: usize = 32;
+    /// How long an established connection may stay without sending anything after its
+    /// handshake (an HTTP/2 client sends its preface at once) before it is closed.
+    pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long an established connection may go without receiving any byte (a client with an
+    /// open stream answers the server's keepalive pings, so only a dead peer reaches this).
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    /// After SIGTERM, how long open calls get to finish before every connection is closed.
+    /// Together with the store's own shutdown this keeps a stop within 10 s.
+    pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
     /// `SubmitSnapshot` calls the hub processes at once (each may hold a large snapshot's
     /// chunks and decoded observations in memory, up to a few GiB at the protocol limits). A
     /// call over the limit waits for a turn, within its own `SNAPSHOT_TIMEOUT`, before it

@@ -26,7 +26,12 @@ pub fn peer_spiffe_id<T>(request: &Request<T>) -> Result<String, Status> {
     let leaf = certs
         .first()
         .ok_or_else(|| unauthenticated("no client certificate was presented"))?;
-    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+    spiffe_id_of(leaf.as_ref())
+}
+
+/// The one URI SAN of a DER leaf certificate.
+pub fn spiffe_id_of(leaf: &[u8]) -> Result<String, Status> {
+    let (_, cert) = X509Certificate::from_der(leaf)
         .map_err(|_| unauthenticated("the client certificate could not be parsed"))?;
     let san = cert
         .subject_alternative_name()
@@ -52,15 +57,33 @@ pub fn peer_spiffe_id<T>(request: &Request<T>) -> Result<String, Status> {
     }
 }
 
-/// The member calling `request`, if it has `role`. Refuses unknown identities and members
-/// without the role, naming both in the message.
-pub fn authorize<'f, T>(
-    request: &Request<T>,
-    federation: &'f Federation,
-    role: Role,
-) -> Result<&'f Member, Status> {
-    let spiffe_id = peer_spiffe_id(request)?;
-    let member = federation.member_by_spiffe(&spiffe_id).ok_or_else(|| {
+/// Who may call a method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Any member of the federation in force.
+    Member,
+    /// Members with this role.
+    Role(Role),
+    /// The hub member by identity, or members with this role.
+    HubOrRole(Role),
+}
+
+/// Decides `access` for the peer whose DER leaf certificate is `leaf`, before anything of the
+/// request is read: UNAUTHENTICATED without a usable certificate, PERMISSION_DENIED for
+/// non-members and members without the role (the same reasons as [`authorize`]).
+pub fn admit(leaf: Option<&[u8]>, federation: &Federation, access: Access) -> Result<(), Status> {
+    let leaf = leaf.ok_or_else(|| unauthenticated("no client certificate was presented"))?;
+    let spiffe_id = spiffe_id_of(leaf)?;
+    let member = member_of(federation, &spiffe_id)?;
+    match access {
+        Access::Member => Ok(()),
+        Access::HubOrRole(_) if federation.hub().is_some_and(|hub| hub.id == member.id) => Ok(()),
+        Access::Role(role) | Access::HubOrRole(role) => require_role(member, role).map(|_| ()),
+    }
+}
+
+fn member_of<'f>(federation: &'f Federation, spiffe_id: &str) -> Result<&'f Member, Status> {
+    federation.member_by_spiffe(spiffe_id).ok_or_else(|| {
         rejection_status(
             &Rejection::new(
                 RejectClass::Forbidden,
@@ -70,9 +93,12 @@ pub fn authorize<'f, T>(
                     federation.federation_id
                 ),
             )
-            .with_meta("spiffe_id", spiffe_id.clone()),
+            .with_meta("spiffe_id", spiffe_id.to_string()),
         )
-    })?;
+    })
+}
+
+fn require_role(member: &Member, role: Role) -> Result<&Member, Status> {
     if !member.has_role(role) {
         return Err(rejection_status(
             &Rejection::new(
@@ -89,4 +115,15 @@ pub fn authorize<'f, T>(
         ));
     }
     Ok(member)
+}
+
+/// The member calling `request`, if it has `role`. Refuses unknown identities and members
+/// without the role, naming both in the message.
+pub fn authorize<'f, T>(
+    request: &Request<T>,
+    federation: &'f Federation,
+    role: Role,
+) -> Result<&'f Member, Status> {
+    let spiffe_id = peer_spiffe_id(request)?;
+    require_role(member_of(federation, &spiffe_id)?, role)
 }

@@ -267,7 +267,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         submissions: quotas::PerMember::default(),
         subscriptions: quotas::PerMember::default(),
         snapshot_slots: quotas::PerMember::default(),
-        federation: shared_federation,
+        federation: shared_federation.clone(),
         store,
         ingest,
         shutdown: shutdown.clone(),
@@ -285,7 +285,11 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     ])?;
     let grpc_addr: SocketAddr = grpc_listener.local_addr()?;
     // mTLS on rustls with the CRL, reloaded when it changes (tonic's TLS has no CRL hook).
-    let incoming = rcpfed_grpc::tls::mtls_incoming(grpc_listener, &tls, crl_file.as_deref())?;
+    let (incoming, acceptor) = rcpfed_grpc::acceptor::mtls_incoming_with_acceptor(
+        grpc_listener,
+        &tls,
+        crl_file.as_deref(),
+    )?;
 
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<HubServiceServer<Hub>>().await;
@@ -296,7 +300,12 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
 
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
-    let served = tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
+        // Who may call what, and how large each message may be, before any body is read.
+        .layer(rcpfed_grpc::admission::AdmissionLayer::new(
+            shared_federation.clone(),
+            rcpfed_grpc::admission::HUB_RULES,
+        ))
         .layer(rcpfed_grpc::deadline::DeadlineLayer {
             timeout: limits::REQUEST_TIMEOUT,
             self_bounded: rcpfed_grpc::deadline::HUB_SELF_BOUNDED,
@@ -310,7 +319,9 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         .add_service(reflection_v1alpha)
         .add_service(
             HubServiceServer::from_arc(hub)
-                .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(rcpfed_grpc::admission::max_message_bytes(
+                    rcpfed_grpc::admission::HUB_RULES,
+                ))
                 .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
         )
         .add_service(indicators.into_server())
@@ -327,8 +338,11 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
                 .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
                 .await;
             tracing::info!("hub shutting down");
-        })
-        .await;
+        });
+    // A bounded drain: silent or stuck peers cannot keep the process from stopping.
+    let served = rcpfed_grpc::acceptor::serve_with_bounded_drain(serve, shutdown.clone(), acceptor)
+        .await
+        .unwrap_or(Ok(()));
     shutdown.cancel();
     let _ = coherence.await;
     let _ = ops.await;

@@ -377,7 +377,11 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     ])?;
     let addr = grpc_listener.local_addr()?;
     // mTLS on rustls with the CRL, reloaded when it changes (tonic's TLS has no CRL hook).
-    let incoming = rcpfed_grpc::tls::mtls_incoming(grpc_listener, &tls, crl_file.as_deref())?;
+    let (incoming, acceptor) = rcpfed_grpc::acceptor::mtls_incoming_with_acceptor(
+        grpc_listener,
+        &tls,
+        crl_file.as_deref(),
+    )?;
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<NodeServiceServer<Node>>().await;
     health
@@ -387,7 +391,12 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
 
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
-    let served = tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
+        // Who may call what, and how large each message may be, before any body is read.
+        .layer(rcpfed_grpc::admission::AdmissionLayer::new(
+            shared.clone(),
+            rcpfed_grpc::admission::NODE_RULES,
+        ))
         .layer(rcpfed_grpc::deadline::DeadlineLayer {
             timeout: limits::REQUEST_TIMEOUT,
             self_bounded: rcpfed_grpc::deadline::NODE_SELF_BOUNDED,
@@ -400,12 +409,16 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         .add_service(reflection_v1alpha)
         .add_service(
             rcpfed_proto::v1::witness_service_server::WitnessServiceServer::new(witness_rpc)
-                .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(rcpfed_grpc::admission::max_message_bytes(
+                    rcpfed_grpc::admission::NODE_RULES,
+                ))
                 .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
         )
         .add_service(
             NodeServiceServer::new(node)
-                .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(rcpfed_grpc::admission::max_message_bytes(
+                    rcpfed_grpc::admission::NODE_RULES,
+                ))
                 .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
         )
         .add_service(indicators.into_server())
@@ -424,8 +437,11 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
                 .set_service_status(witness::WITNESS_SERVICE, ServingStatus::NotServing)
                 .await;
             tracing::info!("node shutting down");
-        })
-        .await;
+        });
+    // A bounded drain: silent or stuck peers cannot keep the process from stopping.
+    let served = rcpfed_grpc::acceptor::serve_with_bounded_drain(serve, shutdown.clone(), acceptor)
+        .await
+        .unwrap_or(Ok(()));
     shutdown.cancel();
     // Each task stops at its next await on `shutdown`; one stuck in a call to a hub that does
     // not answer is aborted after a short grace (its work is in the store, resumed at start-up).

@@ -19,6 +19,37 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// Whether client certificates are checked against a CRL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Revocation {
+    /// A CRL must be configured and load (the default).
+    #[default]
+    Required,
+    /// No revocation check (only when said explicitly).
+    Disabled,
+}
+
+/// The CRL to use under `revocation`: an error when it is required and missing.
+fn check_revocation(revocation: Revocation, crl_file: &Option<PathBuf>) -> Result<()> {
+    match (revocation, crl_file) {
+        (Revocation::Required, None) => bail!(
+            "no CRL: revocation is required, but crl_file is empty and there is no crl.pem next \
+             to the configuration file; point crl_file at the federation CA's CRL \
+             (rcpfed pki init writes crl.pem), or set revocation = \"disabled\" to run \
+             without revocation checks"
+        ),
+        (Revocation::Required, Some(p)) if !p.is_file() => {
+            bail!("crl_file: {} is not a readable file", p.display())
+        }
+        (Revocation::Disabled, Some(p)) => bail!(
+            "crl_file {} is set but revocation = \"disabled\"; remove one of the two",
+            p.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// `rcpfed hub` configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HubConfig {
@@ -39,10 +70,14 @@ pub struct HubConfig {
     /// TLS files.
     pub tls: TlsConfig,
     /// The federation CA's CRL: client certificates it lists are refused, and the file is
-    /// reloaded when it changes. Default: `crl.pem` next to this file if it exists; "" turns
-    /// revocation checking off.
+    /// reloaded when it changes. Default: `crl.pem` next to this file. Required unless
+    /// `revocation = "disabled"`.
     #[serde(default)]
     pub crl_file: Option<PathBuf>,
+    /// "required" (default): the server does not start without a CRL that loads.
+    /// "disabled": no revocation check at all, said explicitly (tests and benchmarks only).
+    #[serde(default)]
+    pub revocation: Revocation,
     /// The indicator catalogue (TOML) the hub issues; unset for the shipped one. A new
     /// catalogue version is logged at start-up when its content differs from the latest.
     #[serde(default)]
@@ -87,6 +122,7 @@ impl Default for HubConfig {
             witness_quorum: 2,
             tls: TlsConfig::default(),
             crl_file: None,
+            revocation: Revocation::Required,
             catalogue: None,
             coherence_interval_ms: 2000,
             cpu_threads: 0,
@@ -126,8 +162,8 @@ pub struct NodeConfig {
     /// TLS files.
     pub tls: TlsConfig,
     /// The federation CA's CRL: client certificates it lists are refused, and the file is
-    /// reloaded when it changes. Default: `crl.pem` next to this file if it exists; "" turns
-    /// revocation checking off.
+    /// reloaded when it changes. Default: `crl.pem` next to this file. Required unless
+    /// `revocation = "disabled"`.
     #[serde(default)]
     pub crl_file: Option<PathBuf>,
     /// Dialling the hub (TCP connect and TLS handshake together) gives up after this long, in
@@ -141,6 +177,10 @@ pub struct NodeConfig {
     pub hub_keepalive_interval_ms: u64,
     /// How long a keepalive ping may stay unanswered before the connection is dropped, in ms.
     pub hub_keepalive_timeout_ms: u64,
+    /// "required" (default): the server does not start without a CRL that loads.
+    /// "disabled": no revocation check at all, said explicitly (tests and benchmarks only).
+    #[serde(default)]
+    pub revocation: Revocation,
 }
 
 impl Default for NodeConfig {
@@ -161,6 +201,7 @@ impl Default for NodeConfig {
             hub_call_timeout_ms: 30_000,
             hub_keepalive_interval_ms: 20_000,
             hub_keepalive_timeout_ms: 10_000,
+            revocation: Revocation::Required,
         }
     }
 }
@@ -225,7 +266,8 @@ fn resolve(base: &Path, path: &mut PathBuf) {
 }
 
 /// The CRL path: as configured (relative to the configuration file; "" means none), else
-/// `crl.pem` next to the configuration file if it exists.
+/// `crl.pem` next to the configuration file if it exists. Whether none is acceptable is
+/// decided by `revocation` ([`check_revocation`]).
 fn resolve_crl(base: &Path, configured: Option<PathBuf>) -> Option<PathBuf> {
     match configured {
         Some(p) if p.as_os_str().is_empty() => None,
@@ -257,7 +299,11 @@ impl HubConfig {
         ] {
             resolve(&base, p);
         }
-        c.crl_file = resolve_crl(&base, c.crl_file.take());
+        c.crl_file = match (c.revocation, c.crl_file.take()) {
+            // Disabled on purpose: no default crl.pem is picked up either.
+            (Revocation::Disabled, None) => None,
+            (_, configured) => resolve_crl(&base, configured),
+        };
         if let Some(p) = &mut c.catalogue {
             resolve(&base, p);
         }
@@ -324,12 +370,7 @@ impl HubConfig {
                 bail!("{what}: {} is not a readable file", p.display());
             }
         }
-        if let Some(p) = &self.crl_file
-            && !p.is_file()
-        {
-            bail!("crl_file: {} is not a readable file", p.display());
-        }
-        Ok(())
+        check_revocation(self.revocation, &self.crl_file)
     }
 }
 
@@ -351,7 +392,11 @@ impl NodeConfig {
         ] {
             resolve(&base, p);
         }
-        c.crl_file = resolve_crl(&base, c.crl_file.take());
+        c.crl_file = match (c.revocation, c.crl_file.take()) {
+            // Disabled on purpose: no default crl.pem is picked up either.
+            (Revocation::Disabled, None) => None,
+            (_, configured) => resolve_crl(&base, configured),
+        };
         c.validate()?;
         Ok(c)
     }
@@ -396,11 +441,6 @@ impl NodeConfig {
                 bail!("{what}: {} is not a readable file", p.display());
             }
         }
-        if let Some(p) = &self.crl_file
-            && !p.is_file()
-        {
-            bail!("crl_file: {} is not a readable file", p.display());
-        }
-        Ok(())
+        check_revocation(self.revocation, &self.crl_file)
     }
 }
