@@ -24,8 +24,8 @@ pub mod limits {
     /// oversized statement is decoded and refused with the specific reason `PAYLOAD_TOO_LARGE`;
     /// only beyond this does tonic refuse the message itself (`OUT_OF_RANGE`, no details).
     pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-    /// Largest statement payload the hub accepts.
-    pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+    /// Largest statement payload the hub accepts (a protocol limit, see `rcpfed_core::limits`).
+    pub use rcpfed_core::limits::MAX_PAYLOAD_BYTES;
     /// Per-request timeout for unary calls.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     /// Concurrent streams per connection.

@@ -242,29 +242,21 @@ impl Hub {
         member_id: &str,
         envelope: v1::Envelope,
     ) -> Result<(VerifiedStatement, Statement), Rejection> {
-        let envelope_bytes = envelope.encode_to_vec();
-        if envelope.payload.len() > limits::MAX_PAYLOAD_BYTES {
-            return Err(Rejection::new(
-                RejectClass::TooLarge,
-                reasons::PAYLOAD_TOO_LARGE,
-                format!(
-                    "payload is {} bytes; the hub accepts at most {} bytes per statement",
-                    envelope.payload.len(),
-                    limits::MAX_PAYLOAD_BYTES
-                ),
-            ));
-        }
-        if envelope.payload_type != STATEMENT_PAYLOAD_TYPE {
+        let signed = SignedEnvelope::from_proto(envelope);
+        // Every bound of the whole envelope, before any hashing or signature work: what is
+        // accepted must fit every feed entry and response (PROTOCOL.md §10).
+        rcpfed_core::limits::check_envelope(&signed, rcpfed_core::limits::MAX_PAYLOAD_BYTES)?;
+        if signed.payload_type != STATEMENT_PAYLOAD_TYPE {
             return Err(Rejection::new(
                 RejectClass::Invalid,
                 reasons::UNKNOWN_PAYLOAD_TYPE,
                 format!(
-                    "payload type {:?} is not one the hub accepts; use {STATEMENT_PAYLOAD_TYPE:?}",
-                    envelope.payload_type
+                    "payload type {} is not one the hub accepts; use {STATEMENT_PAYLOAD_TYPE:?}",
+                    rcpfed_core::rejection::quote(&signed.payload_type)
                 ),
             ));
         }
-        let signed = SignedEnvelope::from_proto(envelope);
+        let envelope_bytes = signed.encode();
         let key = verify_signatures(&signed, |key_id| {
             federation.key_owner(key_id).map(|(_, k)| k)
         })?;
@@ -640,6 +632,17 @@ impl HubService for Hub {
             store.list_statements(&filter, after, limit + 1)
         })
         .await?;
+        // A page stops before MAX_PAGE_BYTES (always at least one record), so a page of the
+        // largest statements still fits a client's message limit.
+        let mut bytes = 0;
+        let fits = rows
+            .iter()
+            .position(|r| {
+                bytes += r.envelope.len() + r.receipt.len();
+                bytes > rcpfed_core::limits::MAX_PAGE_BYTES
+            })
+            .map_or(rows.len(), |over| over.max(1));
+        let limit = limit.min(fits);
         let next_page_token = next_page(&mut rows, limit, |r| r.feed_index);
         Ok(Response::new(v1::ListStatementsResponse {
             statements: rows.iter().map(record).collect(),
@@ -918,10 +921,16 @@ impl HubService for Hub {
                 store.checkpoint_at(req.new_size)?
             };
             let Some(checkpoint) = checkpoint else {
-                return Ok(Err(not_found(format!(
-                    "the hub has no checkpoint for tree size {}",
-                    req.new_size
-                ))));
+                // PROTOCOL.md §11.4: every error of this call is INVALID_ARGUMENT on old_size.
+                return Ok(Err(invalid_field(
+                    "old_size",
+                    reasons::INVALID_ARGUMENT,
+                    if req.new_size == 0 {
+                        "the log is empty: there is no tree to prove consistency with".to_string()
+                    } else {
+                        format!("the hub has no checkpoint for tree size {}", req.new_size)
+                    },
+                )));
             };
             if req.old_size == 0 || req.old_size > checkpoint.size {
                 return Ok(Err(invalid_field(
@@ -968,7 +977,16 @@ impl HubService for Hub {
         })
         .await?;
         let mut entries = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        let mut next_start_index = start;
         for st in &rows {
+            // A page stops before MAX_PAGE_BYTES (always at least one entry), so a page of
+            // the largest envelopes still fits a client's message limit.
+            if !entries.is_empty() && bytes + st.envelope.len() > rcpfed_core::limits::MAX_PAGE_BYTES
+            {
+                break;
+            }
+            bytes += st.envelope.len();
             let leaf_hash = crate::log::leaf_of_envelope(&st.envelope)
                 .map_err(|e| internal("hashing a log entry", &e))?;
             entries.push(v1::LogEntry {
@@ -976,8 +994,8 @@ impl HubService for Hub {
                 leaf_hash: leaf_hash.to_vec(),
                 envelope: v1::Envelope::decode(st.envelope.as_slice()).ok(),
             });
+            next_start_index = st.feed_index;
         }
-        let next_start_index = rows.last().map(|r| r.feed_index).unwrap_or(start);
         Ok(Response::new(v1::ListLogEntriesResponse {
             entries,
             next_start_index,
@@ -1062,6 +1080,10 @@ impl HubService for Hub {
             invalid_field("registry", reasons::FIELD_REQUIRED, "registry is required")
         })?;
         let envelope = SignedEnvelope::from_proto(envelope);
+        // A registry version is logged and fed to every node like a statement: bounded the
+        // same way, before its signatures are checked.
+        rcpfed_core::limits::check_envelope(&envelope, rcpfed_core::limits::MAX_HUB_DOCUMENT_BYTES)
+            .map_err(reject)?;
         let mut current = self.registry.lock().await;
         if envelope.digest() == current.digest {
             // A retry of the version in force: answer as the first time.

@@ -99,6 +99,41 @@ impl<R: Read> Source<R> {
             .saturating_add(skipped)
     }
 
+    /// Whether the record in bytes `start..end` ends inside a quoted field (RFC 4180: a field
+    /// opened by '"' ends at a '"' not followed by another '"').
+    fn ends_inside_quotes(&self, start: u64, end: u64, delimiter: u8) -> bool {
+        let range = |b: u64| {
+            b.checked_sub(self.window_start)
+                .and_then(|off| usize::try_from(off).ok())
+        };
+        let (Some(from), Some(to)) = (range(start), range(end)) else {
+            return false;
+        };
+        let Some(bytes) = self.window.get(from..to.min(self.window.len())) else {
+            return false;
+        };
+        let mut quoted = false;
+        let mut field_start = true;
+        let mut iter = bytes.iter().peekable();
+        while let Some(&b) = iter.next() {
+            if quoted {
+                if b == b'"' {
+                    if iter.peek() == Some(&&b'"') {
+                        iter.next();
+                    } else {
+                        quoted = false;
+                    }
+                }
+                continue;
+            }
+            if field_start && b == b'"' {
+                quoted = true;
+            }
+            field_start = b == delimiter || b == b'\n' || b == b'\r';
+        }
+        quoted
+    }
+
     /// Forgets the bytes before `byte` (amortised: only once enough of them piled up).
     fn discard_before(&mut self, byte: u64) {
         let Some(behind) = byte
@@ -159,6 +194,7 @@ pub(crate) struct Row<'a> {
 pub(crate) struct Engine<R: Read> {
     csv: csv::Reader<Source<R>>,
     record: csv::ByteRecord,
+    delimiter: u8,
     pub(crate) header: Header,
 }
 
@@ -202,6 +238,7 @@ impl<R: Read> Engine<R> {
         let mut engine = Engine {
             csv,
             record: csv::ByteRecord::new(),
+            delimiter,
             header: Header::placeholder(),
         };
         loop {
@@ -231,6 +268,17 @@ impl<R: Read> Engine<R> {
             .position()
             .map_or(0, |p| self.csv.get_ref().line_at(p.byte(), p.line()));
         let end = self.csv.position().byte();
+        // The `csv` crate ends a quoted field left open at the end of the file silently,
+        // taking the rest of the file as its value; refuse it instead.
+        if self.csv.is_done() {
+            let start = self.record.position().map_or(end, |p| p.byte());
+            if self.csv.get_ref().ends_inside_quotes(start, end, self.delimiter) {
+                return Err(ImportError::at_line(
+                    line,
+                    "a quoted field is never closed: the quote opened on this line runs to the end of the file; add the closing '\"'",
+                ));
+            }
+        }
         self.csv.get_mut().discard_before(end);
         Ok(Some(line))
     }
