@@ -15,8 +15,9 @@ pub use crate::chunks::{MAX_CHUNK_BYTES, MAX_CHUNKS, MAX_SNAPSHOT_OBSERVATIONS};
 /// Largest statement payload, in bytes (inclusive).
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// Largest payload of a hub-issued document (registry version, catalogue version, coherence
-/// report), in bytes (inclusive).
-pub const MAX_HUB_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
+/// report), in bytes (inclusive). The same as a statement's, so every record fits the bounds
+/// below.
+pub const MAX_HUB_DOCUMENT_BYTES: usize = MAX_PAYLOAD_BYTES;
 /// Longest `payload_type`, in bytes.
 pub const MAX_PAYLOAD_TYPE_BYTES: usize = 128;
 /// Most signatures on one envelope. Statements need one; registry versions need a threshold
@@ -41,16 +42,22 @@ pub const MAX_RECEIPT_BYTES: usize = 4 * 1024;
 /// Largest encoded `LogProof`: the cosigned checkpoint note (at most
 /// [`crate::note::MAX_NOTE_BYTES`]) and an inclusion proof of at most 64 hashes.
 pub const MAX_LOG_PROOF_BYTES: usize = crate::note::MAX_NOTE_BYTES + 64 * (32 + 2) + 64;
-/// Largest encoded feed entry (`SubscribeFeedResponse`) or statement record: the largest
-/// envelope (a hub document's), its receipt and its log proof, with framing.
+/// Largest encoded feed entry (`SubscribeFeedResponse`) or statement record
+/// (`StatementRecord`, which repeats the payload decoded next to the envelope): twice the
+/// largest envelope, its receipt and its log proof, with framing. Below 4 MiB, so any one entry
+/// fits a client with gRPC's default 4 MiB message limit.
 pub const MAX_FEED_ENTRY_BYTES: usize =
-    MAX_HUB_ENVELOPE_BYTES + MAX_RECEIPT_BYTES + MAX_LOG_PROOF_BYTES + 1024;
+    2 * MAX_HUB_ENVELOPE_BYTES + MAX_RECEIPT_BYTES + MAX_LOG_PROOF_BYTES + 1024;
 /// A page of `ListStatements` or `ListLogEntries` stops before its entries pass this many
-/// bytes (it always holds at least one entry, which is at most [`MAX_FEED_ENTRY_BYTES`]).
-pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
-/// Largest response a client must accept from the hub: one page over the limit by at most
+/// bytes; it always holds at least one entry (at most [`MAX_FEED_ENTRY_BYTES`]).
+pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+/// Largest response a client must accept from the hub's statement and log RPCs: one page or
 /// one entry.
-pub const MAX_RESPONSE_BYTES: usize = MAX_PAGE_BYTES + MAX_FEED_ENTRY_BYTES;
+pub const MAX_RESPONSE_BYTES: usize = if MAX_PAGE_BYTES > MAX_FEED_ENTRY_BYTES {
+    MAX_PAGE_BYTES
+} else {
+    MAX_FEED_ENTRY_BYTES
+};
 /// Largest request the hub needs to decode for `SubmitStatement` (and for the envelope message
 /// of `SubmitSnapshot`): a statement envelope with framing. Anything above cannot be accepted.
 pub const MAX_SUBMIT_REQUEST_BYTES: usize = MAX_ENVELOPE_BYTES + 64;
@@ -166,8 +173,7 @@ mod tests {
         assert!(env.encode().len() <= MAX_ENVELOPE_BYTES, "{}", env.encode().len());
         // The feed bound leaves room for the largest hub document and its proofs, and the
         // whole chain stays well under the 16 MiB transport limit.
-        const { assert!(MAX_FEED_ENTRY_BYTES < 8 * 1024 * 1024) };
-        const { assert!(MAX_RESPONSE_BYTES < 16 * 1024 * 1024) };
+        const { assert!(MAX_RESPONSE_BYTES < 4 * 1024 * 1024) };
         const { assert!(MAX_SUBMIT_REQUEST_BYTES < MAX_FEED_ENTRY_BYTES) };
         let framed = rcpfed_proto::v1::SubmitStatementRequest {
             envelope: Some(env.to_proto()),

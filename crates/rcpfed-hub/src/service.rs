@@ -633,19 +633,20 @@ impl HubService for Hub {
         })
         .await?;
         // A page stops before MAX_PAGE_BYTES (always at least one record), so a page of the
-        // largest statements still fits a client's message limit.
+        // largest statements still fits a default 4 MiB client.
+        let mut statements = Vec::with_capacity(rows.len().min(limit));
         let mut bytes = 0;
-        let fits = rows
-            .iter()
-            .position(|r| {
-                bytes += r.envelope.len() + r.receipt.len();
-                bytes > rcpfed_core::limits::MAX_PAGE_BYTES
-            })
-            .map_or(rows.len(), |over| over.max(1));
-        let limit = limit.min(fits);
-        let next_page_token = next_page(&mut rows, limit, |r| r.feed_index);
+        for row in rows.iter().take(limit) {
+            let r = record(row);
+            bytes += r.encoded_len() + 8;
+            if !statements.is_empty() && bytes > rcpfed_core::limits::MAX_PAGE_BYTES {
+                break;
+            }
+            statements.push(r);
+        }
+        let next_page_token = next_page(&mut rows, statements.len(), |r| r.feed_index);
         Ok(Response::new(v1::ListStatementsResponse {
-            statements: rows.iter().map(record).collect(),
+            statements,
             next_page_token,
         }))
     }
@@ -982,11 +983,10 @@ impl HubService for Hub {
         for st in &rows {
             // A page stops before MAX_PAGE_BYTES (always at least one entry), so a page of
             // the largest envelopes still fits a client's message limit.
-            if !entries.is_empty() && bytes + st.envelope.len() > rcpfed_core::limits::MAX_PAGE_BYTES
-            {
+            bytes += st.envelope.len() + 64;
+            if !entries.is_empty() && bytes > rcpfed_core::limits::MAX_PAGE_BYTES {
                 break;
             }
-            bytes += st.envelope.len();
             let leaf_hash = crate::log::leaf_of_envelope(&st.envelope)
                 .map_err(|e| internal("hashing a log entry", &e))?;
             entries.push(v1::LogEntry {

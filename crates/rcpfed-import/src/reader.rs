@@ -48,6 +48,8 @@ pub(crate) struct Source<R> {
     /// Bytes handed to the parser from offset `window_start` on.
     window: Vec<u8>,
     window_start: u64,
+    /// The input has ended (a read returned nothing).
+    exhausted: bool,
 }
 
 impl<R: Read> Source<R> {
@@ -73,6 +75,7 @@ impl<R: Read> Source<R> {
             pending_pos,
             window: Vec::new(),
             window_start: 0,
+            exhausted: false,
         })
     }
 
@@ -168,6 +171,9 @@ impl<R: Read> Read for Source<R> {
         } else {
             self.inner.read(buf)?
         };
+        if n == 0 && !buf.is_empty() {
+            self.exhausted = true;
+        }
         self.window.extend_from_slice(&buf[..n]);
         Ok(n)
     }
@@ -269,10 +275,12 @@ impl<R: Read> Engine<R> {
             .map_or(0, |p| self.csv.get_ref().line_at(p.byte(), p.line()));
         let end = self.csv.position().byte();
         // The `csv` crate ends a quoted field left open at the end of the file silently,
-        // taking the rest of the file as its value; refuse it instead.
-        if self.csv.is_done() {
+        // taking the rest of the file as its value; refuse it instead. Only the record that
+        // reaches the end of the input can be cut off that way, so only it is scanned.
+        let source = self.csv.get_ref();
+        if source.exhausted && end >= source.window_start + source.window.len() as u64 {
             let start = self.record.position().map_or(end, |p| p.byte());
-            if self.csv.get_ref().ends_inside_quotes(start, end, self.delimiter) {
+            if source.ends_inside_quotes(start, end, self.delimiter) {
                 return Err(ImportError::at_line(
                     line,
                     "a quoted field is never closed: the quote opened on this line runs to the end of the file; add the closing '\"'",
