@@ -5,9 +5,7 @@
 //! Most tests act as colombo directly (`RawNode`: its TLS identity and signing key) next to a
 //! real node (midwa) whose mirror must keep up.
 
-use crate::harness::{
-    Cluster, RawNode, assert_refused, connect, describe, run_rcpfed_async,
-};
+use crate::harness::{Cluster, RawNode, assert_refused, connect, describe, run_rcpfed_async};
 use rcpfed_core::envelope::{EnvelopeSignature, SignedEnvelope};
 use rcpfed_core::limits::{MAX_PAGE_BYTES, MAX_PAYLOAD_BYTES, MAX_SIGNATURES};
 use rcpfed_core::statement::{Body, LocalizedText, Statement};
@@ -102,7 +100,10 @@ async fn whole_envelope_is_bounded_and_the_federation_keeps_working() {
         key_id: "k".repeat(15 * 1024 * 1024),
         sig: vec![0; 64],
     });
-    let status = raw.submit(huge_key_id.to_proto()).await.expect_err("refused");
+    let status = raw
+        .submit(huge_key_id.to_proto())
+        .await
+        .expect_err("refused");
     // The transport may refuse a request this large before the service reads it; if it
     // reaches the service, the bound names it.
     if !matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted) {
@@ -180,7 +181,11 @@ async fn the_largest_statements_travel_everywhere() {
         let env = with_all_signatures(raw.sign(&st));
         assert_eq!(env.payload.len(), MAX_PAYLOAD_BYTES);
         let accepted = raw.submit(env.to_proto()).await;
-        assert!(accepted.is_ok(), "{:?}", accepted.err().map(|s| describe(&s)));
+        assert!(
+            accepted.is_ok(),
+            "{:?}",
+            accepted.err().map(|s| describe(&s))
+        );
         raw.seq = st.header.seq;
         raw.head = Some(env.digest());
         envelopes.push(env);
@@ -262,7 +267,10 @@ async fn the_largest_statements_travel_everywhere() {
     .await;
     assert_eq!(code, 0, "export bundle:\n{stdout}\n{stderr}");
     let size = std::fs::metadata(&bundle).map(|m| m.len()).unwrap_or(0);
-    assert!(size as usize > MAX_PAYLOAD_BYTES, "the bundle holds the payload");
+    assert!(
+        size as usize > MAX_PAYLOAD_BYTES,
+        "the bundle holds the payload"
+    );
 }
 
 /// Finding 15: a 5000-byte and a 100 KB document name are refused with INVALID_DOCUMENT_NAME in
@@ -305,7 +313,7 @@ async fn refusals_stay_small_and_codes_match_the_documentation() {
         crate::harness::field_violations(&status)
             .first()
             .map(|v| v.0.clone()),
-        Some("old_size".to_string())
+        Some("new_size".to_string())
     );
     raw.accept(&raw.policy("Still working")).await;
 }
@@ -395,7 +403,10 @@ async fn inputs_out_of_range_are_refused() {
         }
         let (code, stdout, stderr) = run_rcpfed_async(args).await;
         let text = format!("{stdout}{stderr}");
-        assert_ne!(code, 0, "dry run {dry}: an unterminated quote passed: {text}");
+        assert_ne!(
+            code, 0,
+            "dry run {dry}: an unterminated quote passed: {text}"
+        );
         assert!(
             text.contains("line 3") && text.contains("never closed"),
             "names the line: {text}"
@@ -407,5 +418,10 @@ async fn inputs_out_of_range_are_refused() {
 
     // Still working: colombo's node publishes and delivers.
     c.publish_policy("colombo", "After the bad inputs").await;
-    assert_eventually!(c, TIMEOUT, c.delivered("colombo", 1).await, "colombo delivered");
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.delivered("colombo", 1).await,
+        "colombo delivered"
+    );
 }

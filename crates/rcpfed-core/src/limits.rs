@@ -138,9 +138,8 @@ pub fn check_envelope(env: &SignedEnvelope, max_payload: usize) -> Result<(), Re
 
 /// An INVALID_ARGUMENT refusal with `reason` as ErrorInfo reason and one field violation.
 fn field_refusal(field: impl Into<String>, reason: &'static str, message: String) -> Rejection {
-    Rejection::invalid(reason, message.clone()).with_violations(vec![Violation::new(
-        field, reason, message,
-    )])
+    Rejection::invalid(reason, message.clone())
+        .with_violations(vec![Violation::new(field, reason, message)])
 }
 
 #[cfg(test)]
@@ -159,7 +158,9 @@ mod tests {
     }
 
     fn reason(env: &SignedEnvelope) -> Option<&'static str> {
-        check_envelope(env, MAX_PAYLOAD_BYTES).err().map(|r| r.reason)
+        check_envelope(env, MAX_PAYLOAD_BYTES)
+            .err()
+            .map(|r| r.reason)
     }
 
     #[test]
@@ -170,10 +171,18 @@ mod tests {
         assert_eq!(check_envelope(&env, MAX_PAYLOAD_BYTES), Ok(()));
         env.payload_type = "x".repeat(MAX_PAYLOAD_TYPE_BYTES);
         assert_eq!(check_envelope(&env, MAX_PAYLOAD_BYTES), Ok(()));
-        assert!(env.encode().len() <= MAX_ENVELOPE_BYTES, "{}", env.encode().len());
+        assert!(
+            env.encode().len() <= MAX_ENVELOPE_BYTES,
+            "{}",
+            env.encode().len()
+        );
         // The feed bound leaves room for the largest hub document and its proofs, and the
         // whole chain stays well under the 16 MiB transport limit.
         const { assert!(MAX_RESPONSE_BYTES < 4 * 1024 * 1024) };
+        // The values PROTOCOL.md §4.1 and §10 state.
+        assert_eq!(MAX_ENVELOPE_BYTES, 1_051_808);
+        assert_eq!(MAX_FEED_ENTRY_BYTES, 3_159_552);
+        assert_eq!(MAX_SUBMIT_REQUEST_BYTES, 1_051_872);
         const { assert!(MAX_SUBMIT_REQUEST_BYTES < MAX_FEED_ENTRY_BYTES) };
         let framed = rcpfed_proto::v1::SubmitStatementRequest {
             envelope: Some(env.to_proto()),

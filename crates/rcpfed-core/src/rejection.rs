@@ -150,7 +150,11 @@ pub fn quote(value: &str) -> String {
     if value.len() <= MAX_QUOTED_BYTES {
         return format!("{value:?}");
     }
-    format!("{:?}…({} bytes)", truncate_str(value, MAX_QUOTED_BYTES), value.len())
+    format!(
+        "{:?}…({} bytes)",
+        truncate_str(value, MAX_QUOTED_BYTES),
+        value.len()
+    )
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.

@@ -50,7 +50,7 @@ pub const MAX_TRAILER_BYTES: usize = 3 * MAX_MESSAGE_BYTES
         + 512)
         * 4
         / 3
-        + 256;
+    + 256;
 
 /// `text` cut to at most `max` bytes (at a character boundary), saying how long it was.
 fn bounded(text: &str, max: usize) -> String {
@@ -257,7 +257,11 @@ mod tests {
         let trailers = status.message().len() * 3 + status.details().len() * 4 / 3 + 64;
         assert!(trailers <= MAX_TRAILER_BYTES, "{trailers}");
         const { assert!(MAX_TRAILER_BYTES < 8 * 1024) };
-        assert!(status.message().ends_with("(100000 bytes)"), "{}", status.message());
+        assert!(
+            status.message().ends_with("(100000 bytes)"),
+            "{}",
+            status.message()
+        );
         assert_eq!(
             status.get_details_error_info().map(|e| e.reason),
             Some(reasons::INVALID_DOCUMENT_NAME.to_string())

@@ -922,9 +922,10 @@ impl HubService for Hub {
                 store.checkpoint_at(req.new_size)?
             };
             let Some(checkpoint) = checkpoint else {
-                // PROTOCOL.md §11.4: every error of this call is INVALID_ARGUMENT on old_size.
+                // PROTOCOL.md §11.4: every error of this call is INVALID_ARGUMENT, naming the
+                // size at fault.
                 return Ok(Err(invalid_field(
-                    "old_size",
+                    "new_size",
                     reasons::INVALID_ARGUMENT,
                     if req.new_size == 0 {
                         "the log is empty: there is no tree to prove consistency with".to_string()

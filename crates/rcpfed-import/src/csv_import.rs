@@ -797,7 +797,9 @@ REMIT_INFLOW,PHL,2024,40,9,current USD,E,World Bank,2024
                     dataflow,RCPFED:REMIT_INFLOW(1.0),I,LKA,2023,7.0,\"open,\n\
                     dataflow,RCPFED:REMIT_INFLOW(1.0),I,BGD,2023,21.0,x\n";
         for (text, line) in [(simple, 3), (sdmx, 2)] {
-            let err = parse_any_indicator_csv(text, "colombo", "x").map(|_| ()).unwrap_err();
+            let err = parse_any_indicator_csv(text, "colombo", "x")
+                .map(|_| ())
+                .unwrap_err();
             let shown = err.to_string();
             assert!(shown.contains(&format!("line {line}")), "{shown}");
             assert!(shown.contains("never closed"), "{shown}");
