@@ -26,19 +26,19 @@ pub fn code_for(class: RejectClass) -> Code {
 /// (grpc-core, grpcio) or 16 KiB (HTTP/2 default); the client then sees a protocol error
 /// instead of the rejection. So a long list is cut and its last entry says how many problems
 /// are not listed.
-pub const MAX_VIOLATION_BYTES: usize = 3 * 1024;
+pub const MAX_VIOLATION_BYTES: usize = 2 * 1024;
 /// Most field violations in one status (the last one may say how many are not listed).
 pub const MAX_VIOLATIONS: usize = 100;
-/// Longest field path and longest description of one violation, in bytes.
+/// Longest field path of one violation, in bytes.
 pub const MAX_VIOLATION_FIELD_BYTES: usize = 256;
 /// Longest description of one violation, in bytes.
 pub const MAX_VIOLATION_DESCRIPTION_BYTES: usize = 512;
 /// Longest status message (`grpc-message`, percent-encoded in the trailers), in bytes.
-pub const MAX_MESSAGE_BYTES: usize = 1024;
-/// Most `ErrorInfo` metadata entries, and the longest key and value, in bytes.
-pub const MAX_METADATA_ENTRIES: usize = 8;
-/// Longest `ErrorInfo` metadata value, in bytes.
-pub const MAX_METADATA_VALUE_BYTES: usize = 128;
+pub const MAX_MESSAGE_BYTES: usize = 512;
+/// Most `ErrorInfo` metadata entries.
+pub const MAX_METADATA_ENTRIES: usize = 6;
+/// Longest `ErrorInfo` metadata key and value, in bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 96;
 /// Upper bound of the trailers of any refusal made here: message (up to 3 bytes each when
 /// percent-encoded) and details (4/3 in base64), with room for the code and framing. It is
 /// below the 8 KiB header limit of common clients.
@@ -85,7 +85,8 @@ pub fn rejection_status(rejection: &Rejection) -> Status {
             &format!("{} ({})", v.description, v.reason),
             MAX_VIOLATION_DESCRIPTION_BYTES,
         );
-        used += field.len() + description.len();
+        // The bytes and their protobuf framing.
+        used += field.len() + description.len() + 8;
         if used > MAX_VIOLATION_BYTES || i + 1 >= MAX_VIOLATIONS {
             let left = rejection.violations.len() - i;
             if left > 1 || used > MAX_VIOLATION_BYTES {
@@ -232,7 +233,7 @@ mod tests {
             .get_details_bad_request()
             .map(|b| b.field_violations)
             .unwrap_or_default();
-        assert!(listed.len() > 10 && listed.len() < 100, "{}", listed.len());
+        assert!(listed.len() > 5 && listed.len() < 100, "{}", listed.len());
         let last = listed
             .last()
             .map(|v| v.description.clone())
