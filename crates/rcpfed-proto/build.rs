@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // prost's codec, but an undecodable message is INVALID_ARGUMENT with a reason.
+        .codec_path("crate::codec::ProtoCodec")
         .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed={}", proto_root.display());
     Ok(())

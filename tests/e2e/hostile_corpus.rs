@@ -6,12 +6,11 @@
 //! statements, equivocation evidence and log size unchanged), and that the hub still answers
 //! its health check with SERVING. All mismatches are collected and reported together.
 //!
-//! PENDING CASES: [`pending_cases`] (envelopes and statements; a function because its entries
+//! LATER CASES: [`pending_cases`] (envelopes and statements; a function because its entries
 //! are closures), [`PENDING_WIRE_CASES`] (read requests and raw wire messages) and
-//! [`PENDING_CSV_CASES`] list inputs that today are wrongly accepted (or refused with the wrong
-//! code or without a reason) and that other issue-9 work fixes; the default run does NOT assert
-//! them. After those fixes are merged, [`pending_cases_once_fixed`] (ignored for now) asserts
-//! them: remove its `#[ignore]`. On today's code it fails on every one of them.
+//! [`PENDING_CSV_CASES`] list inputs that the first version of this corpus found wrongly
+//! accepted (or refused with the wrong code or without a reason); they were fixed by the rest
+//! of issue 9 and are asserted by [`pending_cases_once_fixed`].
 
 use crate::harness::{
     Cluster, HUB_ID, RawNode, describe, field_violations, reason, run_rcpfed_async,
@@ -789,16 +788,16 @@ fn envelope_cases() -> Vec<(String, EnvelopeEdit, Code, &'static str)> {
         e(
             &format!("signature truncated to {len} bytes"),
             Box::new(move |env, _, _| env.signatures[0].sig.truncate(len)),
-            UNAUTH,
-            "BAD_SIGNATURE",
+            INVALID,
+            "INVALID_SIGNATURE_LENGTH",
         );
     }
     for extra in [1usize, 64] {
         e(
             &format!("signature with {extra} extra bytes"),
             Box::new(move |env, _, _| env.signatures[0].sig.extend(vec![0; extra])),
-            UNAUTH,
-            "BAD_SIGNATURE",
+            INVALID,
+            "INVALID_SIGNATURE_LENGTH",
         );
     }
     for byte in [0x00u8, 0xff] {
@@ -851,12 +850,18 @@ fn envelope_cases() -> Vec<(String, EnvelopeEdit, Code, &'static str)> {
         UNAUTH,
         "BAD_SIGNATURE",
     );
+    e(
+        "key_id of the right form that no member has",
+        Box::new(|env, _, _| env.signatures[0].key_id = "ed25519:0123456789abcdef".into()),
+        UNAUTH,
+        "UNKNOWN_KEY_ID",
+    );
     for id in ["", "unknown", "ed25519:AAAA", "../../etc/passwd"] {
         e(
             &format!("key_id {id:?}"),
             Box::new(move |env, _, _| env.signatures[0].key_id = id.into()),
-            UNAUTH,
-            "UNKNOWN_KEY_ID",
+            INVALID,
+            "INVALID_KEY_ID",
         );
     }
     for n in 0..3 {
@@ -1049,7 +1054,7 @@ fn pending_cases() -> Vec<(String, EnvelopeEdit, Code, &'static str)> {
         "key_id of 1 MiB".into(),
         Box::new(|env, _, _| env.signatures[0].key_id = "k".repeat(1 << 20)),
         INVALID,
-        "ENVELOPE_TOO_LARGE",
+        "INVALID_KEY_ID",
     ));
     cases.push((
         "5000 signatures".into(),
@@ -1057,23 +1062,24 @@ fn pending_cases() -> Vec<(String, EnvelopeEdit, Code, &'static str)> {
             let s = env.signatures[0].clone();
             env.signatures = vec![s; 5000];
         }),
-        INVALID,
+        Code::ResourceExhausted,
         "TOO_MANY_SIGNATURES",
     ));
     cases.push((
         "signature of 1 MiB".into(),
         Box::new(|env, _, _| env.signatures[0].sig = vec![0; 1 << 20]),
         INVALID,
-        "ENVELOPE_TOO_LARGE",
+        "INVALID_SIGNATURE_LENGTH",
     ));
     cases
 }
 
-/// Read requests and wire messages refused today with the wrong code or without an
-/// `ErrorInfo` reason; not asserted by the default run. The proof-size cases are issue 9
-/// finding 15 (codes that match the documentation). The last is a finding of this corpus, not
-/// in the issue and not assigned to anyone yet: a request message that is not valid protobuf
-/// gets tonic's own INTERNAL with no reason. (case, what today's hub answers, what it should).
+/// Read requests and wire messages the first version of the hub refused with the wrong code or
+/// without an `ErrorInfo` reason. The proof-size cases are issue 9 finding 15 (codes that match
+/// the documentation). The last two were findings of this corpus: an index past the log
+/// overflowed, and a request message that is not valid protobuf got tonic's own INTERNAL with
+/// no reason (now `MALFORMED_MESSAGE`, `rcpfed-proto` `codec.rs`). (case, what the hub
+/// answered then, what it answers now).
 pub const PENDING_WIRE_CASES: &[(&str, &str, (Code, &str))] = &[
     (
         "GetConsistencyProof(u64::MAX, u64::MAX)",
@@ -1095,10 +1101,7 @@ pub const PENDING_WIRE_CASES: &[(&str, &str, (Code, &str))] = &[
          wire types, invalid UTF-8, field number 0) to SubmitStatement, GetStatement, \
          ListStatements",
         "INTERNAL \"failed to decode Protobuf message: …\" with no ErrorInfo",
-        (
-            Code::InvalidArgument,
-            "ENVELOPE_MALFORMED / INVALID_ARGUMENT",
-        ),
+        (Code::InvalidArgument, "MALFORMED_MESSAGE"),
     ),
 ];
 
@@ -1180,7 +1183,6 @@ async fn hub_refuses_every_hostile_statement_and_envelope() {
 /// (remove `#[ignore]`) once the envelope bounds, the document-name grammar, the CSV quote
 /// check and the error-code fixes of issue 9 are merged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pending: fixed by other issue-9 work (envelope bounds, `.`/`..` segments, CSV quotes, error codes)"]
 async fn pending_cases_once_fixed() {
     let c = Cluster::start(&["colombo"]).await;
     let mut raw = RawNode::connect(&c, "colombo").await;

@@ -13,6 +13,7 @@ mod demo;
 mod exchange;
 mod faultproxy;
 mod grpcurl;
+mod hostile_bounds;
 mod hostile_corpus;
 mod hostile_identity;
 mod hostile_quotas;

@@ -14,6 +14,7 @@ pub mod digest;
 pub mod envelope;
 pub mod iso3166;
 pub mod keys;
+pub mod limits;
 pub mod logkeys;
 pub mod members;
 pub mod merkle;

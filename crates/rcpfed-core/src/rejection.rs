@@ -141,6 +141,34 @@ impl Rejection {
     }
 }
 
+/// Most bytes of a bad value an error message quotes.
+pub const MAX_QUOTED_BYTES: usize = 96;
+
+/// `value` quoted (Debug form) for an error message, cut to at most [`MAX_QUOTED_BYTES`] at a
+/// character boundary with "…(N bytes)" when longer, so a refusal never echoes a huge value.
+pub fn quote(value: &str) -> String {
+    if value.len() <= MAX_QUOTED_BYTES {
+        return format!("{value:?}");
+    }
+    format!(
+        "{:?}…({} bytes)",
+        truncate_str(value, MAX_QUOTED_BYTES),
+        value.len()
+    )
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn truncate_str(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Reason codes: `ErrorInfo.reason` values and `BadRequest` violation reasons.
 pub mod reasons {
     // Envelope, signature and statement-level reasons (ErrorInfo.reason).
@@ -148,6 +176,12 @@ pub mod reasons {
     pub const ENVELOPE_MALFORMED: &str = "ENVELOPE_MALFORMED";
     /// The envelope or payload is larger than the receiver accepts.
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    /// The envelope carries more signatures than the protocol allows.
+    pub const TOO_MANY_SIGNATURES: &str = "TOO_MANY_SIGNATURES";
+    /// A signature's key id is not of the form `ed25519:` and 16 lowercase hex digits.
+    pub const INVALID_KEY_ID: &str = "INVALID_KEY_ID";
+    /// A signature is not exactly 64 bytes long.
+    pub const INVALID_SIGNATURE_LENGTH: &str = "INVALID_SIGNATURE_LENGTH";
     /// The envelope's payload type is not one the receiver expects.
     pub const UNKNOWN_PAYLOAD_TYPE: &str = "UNKNOWN_PAYLOAD_TYPE";
     /// The envelope carries no signature.
@@ -345,6 +379,16 @@ pub mod reasons {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotes_are_bounded() {
+        assert_eq!(quote("abc"), "\"abc\"");
+        let long = "é".repeat(5000);
+        let q = quote(&long);
+        assert!(q.len() < MAX_QUOTED_BYTES + 40, "{q}");
+        assert!(q.ends_with("…(10000 bytes)"), "{q}");
+        assert_eq!(truncate_str("aé", 2), "a");
+    }
 
     #[test]
     fn rows_refused_name_one_rule_or_validation_failed() {

@@ -191,7 +191,11 @@ fn into_result(v: Violations) -> Result<(), Rejection> {
 }
 
 fn is_document_segment(seg: &str) -> bool {
+    // "." and ".." would let anything that normalises paths place a document under another
+    // member's name (regions/x/../colombo/y).
     !seg.is_empty()
+        && seg != "."
+        && seg != ".."
         && seg
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
@@ -234,8 +238,9 @@ fn check_header(st: &Statement, ctx: &ValidationContext, v: &mut Violations) {
             "header.document",
             reasons::INVALID_DOCUMENT_NAME,
             format!(
-                "{:?} must start with \"regions/{}/\" followed by segments of a-z, 0-9, '.', '_', '-', at most {MAX_DOCUMENT_LEN} bytes",
-                h.document, h.node_id
+                "{} must start with \"regions/{}/\" followed by segments of a-z, 0-9, '.', '_', '-' (not \".\" or \"..\"), at most {MAX_DOCUMENT_LEN} bytes",
+                crate::rejection::quote(&h.document),
+                h.node_id
             ),
         );
     }
@@ -842,6 +847,34 @@ mod tests {
                 "document upper case",
                 p.clone(),
                 |st| st.header.document = "regions/colombo/Policies".into(),
+                "header.document",
+                reasons::INVALID_DOCUMENT_NAME,
+            ),
+            (
+                "document with a .. segment",
+                p.clone(),
+                |st| st.header.document = "regions/colombo/../midwa/policies/x".into(),
+                "header.document",
+                reasons::INVALID_DOCUMENT_NAME,
+            ),
+            (
+                "document with a . segment",
+                p.clone(),
+                |st| st.header.document = "regions/colombo/./policies".into(),
+                "header.document",
+                reasons::INVALID_DOCUMENT_NAME,
+            ),
+            (
+                "document ending in ..",
+                p.clone(),
+                |st| st.header.document = "regions/colombo/policies/..".into(),
+                "header.document",
+                reasons::INVALID_DOCUMENT_NAME,
+            ),
+            (
+                "document with an empty segment",
+                p.clone(),
+                |st| st.header.document = "regions/colombo/policies//x".into(),
                 "header.document",
                 reasons::INVALID_DOCUMENT_NAME,
             ),

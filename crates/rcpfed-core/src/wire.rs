@@ -2,6 +2,19 @@
 
 use time::OffsetDateTime;
 
+/// Earliest instant a timestamp may name: 0001-01-01T00:00:00Z, the start of the range
+/// `google.protobuf.Timestamp` documents.
+pub const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
+/// Latest second a timestamp may name: 9999-12-31T23:59:59Z, the end of that range.
+pub const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+/// Whether `ts` is in the range `google.protobuf.Timestamp` documents (years 1 to 9999, nanos
+/// in 0..1e9): every timestamp in a request must be.
+pub fn timestamp_in_range(ts: &prost_types::Timestamp) -> bool {
+    (MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&ts.seconds)
+        && (0..1_000_000_000).contains(&ts.nanos)
+}
+
 /// A protobuf timestamp for `t` (UTC seconds and nanoseconds).
 pub fn timestamp_to_proto(t: OffsetDateTime) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -40,5 +53,17 @@ mod tests {
             nanos: 0,
         };
         assert_eq!(timestamp_from_proto(&huge), None);
+        let at = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        assert!(timestamp_in_range(&at(MIN_TIMESTAMP_SECONDS, 0)));
+        assert!(timestamp_in_range(&at(MAX_TIMESTAMP_SECONDS, 999_999_999)));
+        assert!(!timestamp_in_range(&at(MAX_TIMESTAMP_SECONDS + 1, 0)));
+        assert!(!timestamp_in_range(&at(MIN_TIMESTAMP_SECONDS - 1, 0)));
+        // Year -29700 and year 10000, as found by the issue.
+        assert!(!timestamp_in_range(&at(-999_367_286_400, 0)));
+        assert!(!timestamp_in_range(&at(253_402_300_800, 0)));
+        assert_eq!(
+            timestamp_from_proto(&at(MAX_TIMESTAMP_SECONDS, 0)).map(|t| t.year()),
+            Some(9999)
+        );
     }
 }

@@ -125,10 +125,13 @@ fn timestamp_ms(field: &str, ts: &prost_types::Timestamp) -> Result<i64, Status>
         .checked_mul(1000)
         .and_then(|ms| ms.checked_add(i64::from(ts.nanos) / 1_000_000));
     match ms {
-        Some(ms) if (0..1_000_000_000).contains(&ts.nanos) => Ok(ms),
+        Some(ms) if rcpfed_core::wire::timestamp_in_range(ts) => Ok(ms),
         _ => Err(invalid_query(
             field,
-            format!("{field} is not a valid timestamp"),
+            format!(
+                "{field} is not a valid timestamp in years 1 to 9999 (seconds {}, nanos {})",
+                ts.seconds, ts.nanos
+            ),
         )),
     }
 }
@@ -1025,6 +1028,28 @@ mod tests {
                     ..Default::default()
                 },
                 "query.updated_after",
+            ),
+            (
+                v1::ObservationQuery {
+                    indicator: "X".into(),
+                    updated_after: Some(prost_types::Timestamp {
+                        seconds: rcpfed_core::wire::MAX_TIMESTAMP_SECONDS + 1,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                },
+                "query.updated_after",
+            ),
+            (
+                v1::ObservationQuery {
+                    indicator: "X".into(),
+                    as_of: Some(prost_types::Timestamp {
+                        seconds: -999_367_286_400,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                },
+                "query.as_of",
             ),
         ];
         for (q, field) in cases {

@@ -25,8 +25,8 @@ pub mod limits {
     /// Largest gRPC message a server encodes (responses, feed entries). Requests are bounded
     /// per method, far lower, by [`crate::admission::message_limits`].
     pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-    /// Largest statement payload the hub accepts.
-    pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+    /// Largest statement payload the hub accepts (a protocol limit, see `rcpfed_core::limits`).
+    pub use rcpfed_core::limits::MAX_PAYLOAD_BYTES;
     /// Per-request timeout for unary calls.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     /// Concurrent streams per connection: a node needs a handful (feed, outbox, witness,

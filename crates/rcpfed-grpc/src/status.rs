@@ -22,36 +22,89 @@ pub fn code_for(class: RejectClass) -> Code {
 }
 
 /// Most bytes of field violations put in one status. The details travel base64-encoded in the
-/// `grpc-status-details-bin` trailer, and HTTP/2 peers refuse header blocks over 16 KiB by
-/// default (the client then sees a protocol error instead of the rejection), so a long list
-/// is cut and its last entry says how many problems are not listed.
-pub const MAX_VIOLATION_BYTES: usize = 6 * 1024;
+/// `grpc-status-details-bin` trailer, and common clients refuse header blocks over 8 KiB
+/// (grpc-core, grpcio) or 16 KiB (HTTP/2 default); the client then sees a protocol error
+/// instead of the rejection. So a long list is cut and its last entry says how many problems
+/// are not listed.
+pub const MAX_VIOLATION_BYTES: usize = 2 * 1024;
+/// Most field violations in one status (the last one may say how many are not listed).
+pub const MAX_VIOLATIONS: usize = 100;
+/// Longest field path of one violation, in bytes.
+pub const MAX_VIOLATION_FIELD_BYTES: usize = 256;
+/// Longest description of one violation, in bytes.
+pub const MAX_VIOLATION_DESCRIPTION_BYTES: usize = 512;
+/// Longest status message (`grpc-message`, percent-encoded in the trailers), in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+/// Most `ErrorInfo` metadata entries.
+pub const MAX_METADATA_ENTRIES: usize = 6;
+/// Longest `ErrorInfo` metadata key and value, in bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 96;
+/// Upper bound of the trailers of any refusal made here: message (up to 3 bytes each when
+/// percent-encoded) and details (4/3 in base64), with room for the code and framing. It is
+/// below the 8 KiB header limit of common clients.
+pub const MAX_TRAILER_BYTES: usize = 3 * MAX_MESSAGE_BYTES
+    + (MAX_VIOLATION_BYTES
+        + MAX_VIOLATION_FIELD_BYTES
+        + MAX_VIOLATION_DESCRIPTION_BYTES
+        + MAX_METADATA_ENTRIES * (MAX_METADATA_VALUE_BYTES + 64)
+        + 512)
+        * 4
+        / 3
+    + 256;
 
-/// A status carrying the rejection's reason, metadata and field violations.
+/// `text` cut to at most `max` bytes (at a character boundary), saying how long it was.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    // Room for the suffix, so the result stays within `max`.
+    let keep = rcpfed_core::rejection::truncate_str(text, max.saturating_sub(24));
+    format!("{keep}…({} bytes)", text.len())
+}
+
+/// A status carrying the rejection's reason, metadata and field violations. Every part is
+/// bounded (see [`MAX_TRAILER_BYTES`]): a refusal never echoes a whole hostile value.
 pub fn rejection_status(rejection: &Rejection) -> Status {
-    let metadata: HashMap<String, String> = rejection.metadata.iter().cloned().collect();
+    let metadata: HashMap<String, String> = rejection
+        .metadata
+        .iter()
+        .take(MAX_METADATA_ENTRIES)
+        .map(|(k, v)| {
+            (
+                bounded(k, MAX_METADATA_VALUE_BYTES),
+                bounded(v, MAX_METADATA_VALUE_BYTES),
+            )
+        })
+        .collect();
     let mut details = ErrorDetails::new();
     details.set_error_info(rejection.reason, ERROR_DOMAIN, metadata);
     let mut used = 0;
     for (i, v) in rejection.violations.iter().enumerate() {
-        let description = format!("{} ({})", v.description, v.reason);
-        used += v.field.len() + description.len();
-        if used > MAX_VIOLATION_BYTES {
+        let field = bounded(&v.field, MAX_VIOLATION_FIELD_BYTES);
+        let description = bounded(
+            &format!("{} ({})", v.description, v.reason),
+            MAX_VIOLATION_DESCRIPTION_BYTES,
+        );
+        // The bytes and their protobuf framing.
+        used += field.len() + description.len() + 8;
+        if used > MAX_VIOLATION_BYTES || i + 1 >= MAX_VIOLATIONS {
             let left = rejection.violations.len() - i;
-            details.add_bad_request_violation(
-                "",
-                format!(
-                    "{left} more problems are not listed here, to keep the error small enough \
-                     to deliver; fix the ones above and try again"
-                ),
-            );
-            break;
+            if left > 1 || used > MAX_VIOLATION_BYTES {
+                details.add_bad_request_violation(
+                    "",
+                    format!(
+                        "{left} more problems are not listed here, to keep the error small enough \
+                         to deliver; fix the ones above and try again"
+                    ),
+                );
+                break;
+            }
         }
-        details.add_bad_request_violation(v.field.clone(), description);
+        details.add_bad_request_violation(field, description);
     }
     Status::with_error_details(
         code_for(rejection.class),
-        rejection.message.clone(),
+        bounded(&rejection.message, MAX_MESSAGE_BYTES),
         details,
     )
 }
@@ -180,7 +233,7 @@ mod tests {
             .get_details_bad_request()
             .map(|b| b.field_violations)
             .unwrap_or_default();
-        assert!(listed.len() > 10 && listed.len() < 100, "{}", listed.len());
+        assert!(listed.len() > 5 && listed.len() < 100, "{}", listed.len());
         let last = listed
             .last()
             .map(|v| v.description.clone())
@@ -190,6 +243,35 @@ mod tests {
             status.get_details_error_info().map(|e| e.reason),
             Some(reasons::NOT_A_MEMBER_STATE.to_string())
         );
+    }
+
+    #[test]
+    fn huge_values_are_cut_everywhere() {
+        let huge = "x".repeat(100_000);
+        let violations = (0..1000)
+            .map(|i| Violation::new(format!("{huge}{i}"), reasons::TOO_LONG, huge.clone()))
+            .collect();
+        let rejection = Rejection::invalid(reasons::INVALID_DOCUMENT_NAME, huge.clone())
+            .with_violations(violations)
+            .with_meta(huge.clone(), huge.clone());
+        let status = rejection_status(&rejection);
+        let trailers = status.message().len() * 3 + status.details().len() * 4 / 3 + 64;
+        assert!(trailers <= MAX_TRAILER_BYTES, "{trailers}");
+        const { assert!(MAX_TRAILER_BYTES < 8 * 1024) };
+        assert!(
+            status.message().ends_with("(100000 bytes)"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(
+            status.get_details_error_info().map(|e| e.reason),
+            Some(reasons::INVALID_DOCUMENT_NAME.to_string())
+        );
+        let listed = status
+            .get_details_bad_request()
+            .map(|b| b.field_violations)
+            .unwrap_or_default();
+        assert!(!listed.is_empty() && listed.len() <= MAX_VIOLATIONS);
     }
 
     #[test]

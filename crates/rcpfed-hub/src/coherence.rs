@@ -308,6 +308,14 @@ impl Reporter {
         });
         let envelope =
             SignedEnvelope::sign(COHERENCE_PAYLOAD_TYPE, report.encode_to_vec(), &self.key);
+        // A report the feed could not hand on whole is not logged (PROTOCOL.md §10).
+        if let Err(r) = rcpfed_core::limits::check_envelope(
+            &envelope,
+            rcpfed_core::limits::MAX_HUB_DOCUMENT_BYTES,
+        ) {
+            tracing::error!(number, reason = r.reason, message = %r.message, "coherence report over the protocol limits; not issued");
+            return Ok(None);
+        }
         Ok(Some(VerifiedStatement {
             node_id: chain,
             seq: number,

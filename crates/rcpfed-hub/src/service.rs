@@ -255,29 +255,21 @@ impl Hub {
         member_id: &str,
         envelope: v1::Envelope,
     ) -> Result<(VerifiedStatement, Statement), Rejection> {
-        let envelope_bytes = envelope.encode_to_vec();
-        if envelope.payload.len() > limits::MAX_PAYLOAD_BYTES {
-            return Err(Rejection::new(
-                RejectClass::TooLarge,
-                reasons::PAYLOAD_TOO_LARGE,
-                format!(
-                    "payload is {} bytes; the hub accepts at most {} bytes per statement",
-                    envelope.payload.len(),
-                    limits::MAX_PAYLOAD_BYTES
-                ),
-            ));
-        }
-        if envelope.payload_type != STATEMENT_PAYLOAD_TYPE {
+        let signed = SignedEnvelope::from_proto(envelope);
+        // Every bound of the whole envelope, before any hashing or signature work: what is
+        // accepted must fit every feed entry and response (PROTOCOL.md §10).
+        rcpfed_core::limits::check_envelope(&signed, rcpfed_core::limits::MAX_PAYLOAD_BYTES)?;
+        if signed.payload_type != STATEMENT_PAYLOAD_TYPE {
             return Err(Rejection::new(
                 RejectClass::Invalid,
                 reasons::UNKNOWN_PAYLOAD_TYPE,
                 format!(
-                    "payload type {:?} is not one the hub accepts; use {STATEMENT_PAYLOAD_TYPE:?}",
-                    envelope.payload_type
+                    "payload type {} is not one the hub accepts; use {STATEMENT_PAYLOAD_TYPE:?}",
+                    rcpfed_core::rejection::quote(&signed.payload_type)
                 ),
             ));
         }
-        let signed = SignedEnvelope::from_proto(envelope);
+        let envelope_bytes = signed.encode();
         let key = verify_signatures(&signed, |key_id| {
             federation.key_owner(key_id).map(|(_, k)| k)
         })?;
@@ -709,9 +701,21 @@ impl HubService for Hub {
             store.list_statements(&filter, after, limit + 1)
         })
         .await?;
-        let next_page_token = next_page(&mut rows, limit, |r| r.feed_index);
+        // A page stops before MAX_PAGE_BYTES (always at least one record), so a page of the
+        // largest statements still fits a default 4 MiB client.
+        let mut statements = Vec::with_capacity(rows.len().min(limit));
+        let mut bytes = 0;
+        for row in rows.iter().take(limit) {
+            let r = record(row);
+            bytes += r.encoded_len() + 8;
+            if !statements.is_empty() && bytes > rcpfed_core::limits::MAX_PAGE_BYTES {
+                break;
+            }
+            statements.push(r);
+        }
+        let next_page_token = next_page(&mut rows, statements.len(), |r| r.feed_index);
         Ok(Response::new(v1::ListStatementsResponse {
-            statements: rows.iter().map(record).collect(),
+            statements,
             next_page_token,
         }))
     }
@@ -961,8 +965,13 @@ impl HubService for Hub {
         let answer = blocking("building an inclusion proof", move || {
             let statement = match (&leaf, digest) {
                 (_, Some(d)) => store.statement_by_digest(&d)?,
+                // Feed indexes are 1-based and stored as SQL integers: an index past them
+                // names no entry (not an overflow).
                 (v1::get_inclusion_proof_request::Leaf::LeafIndex(i), None) => {
-                    store.statement_by_feed_index(i + 1)?
+                    match i.checked_add(1).filter(|n| i64::try_from(*n).is_ok()) {
+                        Some(n) => store.statement_by_feed_index(n)?,
+                        None => None,
+                    }
                 }
                 _ => None,
             };
@@ -1012,10 +1021,17 @@ impl HubService for Hub {
                 store.checkpoint_at(req.new_size)?
             };
             let Some(checkpoint) = checkpoint else {
-                return Ok(Err(not_found(format!(
-                    "the hub has no checkpoint for tree size {}",
-                    req.new_size
-                ))));
+                // PROTOCOL.md §11.4: every error of this call is INVALID_ARGUMENT, naming the
+                // size at fault.
+                return Ok(Err(invalid_field(
+                    "new_size",
+                    reasons::INVALID_ARGUMENT,
+                    if req.new_size == 0 {
+                        "the log is empty: there is no tree to prove consistency with".to_string()
+                    } else {
+                        format!("the hub has no checkpoint for tree size {}", req.new_size)
+                    },
+                )));
             };
             if req.old_size == 0 || req.old_size > checkpoint.size {
                 return Ok(Err(invalid_field(
@@ -1062,7 +1078,15 @@ impl HubService for Hub {
         })
         .await?;
         let mut entries = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        let mut next_start_index = start;
         for st in &rows {
+            // A page stops before MAX_PAGE_BYTES (always at least one entry), so a page of
+            // the largest envelopes still fits a client's message limit.
+            bytes += st.envelope.len() + 64;
+            if !entries.is_empty() && bytes > rcpfed_core::limits::MAX_PAGE_BYTES {
+                break;
+            }
             let leaf_hash = crate::log::leaf_of_envelope(&st.envelope)
                 .map_err(|e| internal("hashing a log entry", &e))?;
             entries.push(v1::LogEntry {
@@ -1070,8 +1094,8 @@ impl HubService for Hub {
                 leaf_hash: leaf_hash.to_vec(),
                 envelope: v1::Envelope::decode(st.envelope.as_slice()).ok(),
             });
+            next_start_index = st.feed_index;
         }
-        let next_start_index = rows.last().map(|r| r.feed_index).unwrap_or(start);
         Ok(Response::new(v1::ListLogEntriesResponse {
             entries,
             next_start_index,
@@ -1156,6 +1180,10 @@ impl HubService for Hub {
             invalid_field("registry", reasons::FIELD_REQUIRED, "registry is required")
         })?;
         let envelope = SignedEnvelope::from_proto(envelope);
+        // A registry version is logged and fed to every node like a statement: bounded the
+        // same way, before its signatures are checked.
+        rcpfed_core::limits::check_envelope(&envelope, rcpfed_core::limits::MAX_HUB_DOCUMENT_BYTES)
+            .map_err(reject)?;
         let mut current = self.registry.lock().await;
         if envelope.digest() == current.digest {
             // A retry of the version in force: answer as the first time.

@@ -789,6 +789,28 @@ REMIT_INFLOW,PHL,2024,40,9,current USD,E,World Bank,2024
 ";
 
     #[test]
+    fn an_unterminated_quote_is_refused_with_its_line() {
+        let simple = "INDICATOR,REF_AREA,TIME_PERIOD,OBS_VALUE,SOURCE\n\
+                      REMIT_INFLOW,LKA,2023,7.0,World Bank\n\
+                      REMIT_INFLOW,BGD,2023,21.0,\"open\n";
+        let sdmx = "STRUCTURE,STRUCTURE_ID,ACTION,REF_AREA,TIME_PERIOD,OBS_VALUE,SOURCE\n\
+                    dataflow,RCPFED:REMIT_INFLOW(1.0),I,LKA,2023,7.0,\"open,\n\
+                    dataflow,RCPFED:REMIT_INFLOW(1.0),I,BGD,2023,21.0,x\n";
+        for (text, line) in [(simple, 3), (sdmx, 2)] {
+            let err = parse_any_indicator_csv(text, "colombo", "x")
+                .map(|_| ())
+                .unwrap_err();
+            let shown = err.to_string();
+            assert!(shown.contains(&format!("line {line}")), "{shown}");
+            assert!(shown.contains("never closed"), "{shown}");
+        }
+        // Quotes that close, escaped quotes and a last line without a newline still pass.
+        let fine = "INDICATOR,REF_AREA,TIME_PERIOD,OBS_VALUE,SOURCE\n\
+                    REMIT_INFLOW,LKA,2023,7.0,\"a \"\"b\"\", c\"";
+        assert!(parse_any_indicator_csv(fine, "colombo", "x").is_ok());
+    }
+
+    #[test]
     fn groups_by_indicator_in_file_order() {
         let docs = parse_indicator_csv(FIGURES_STYLE, "colombo", "figures").unwrap();
         assert_eq!(docs.len(), 2);

@@ -48,6 +48,8 @@ pub(crate) struct Source<R> {
     /// Bytes handed to the parser from offset `window_start` on.
     window: Vec<u8>,
     window_start: u64,
+    /// The input has ended (a read returned nothing).
+    exhausted: bool,
 }
 
 impl<R: Read> Source<R> {
@@ -73,6 +75,7 @@ impl<R: Read> Source<R> {
             pending_pos,
             window: Vec::new(),
             window_start: 0,
+            exhausted: false,
         })
     }
 
@@ -97,6 +100,41 @@ impl<R: Read> Source<R> {
         usize::try_from(line)
             .unwrap_or(usize::MAX)
             .saturating_add(skipped)
+    }
+
+    /// Whether the record in bytes `start..end` ends inside a quoted field (RFC 4180: a field
+    /// opened by '"' ends at a '"' not followed by another '"').
+    fn ends_inside_quotes(&self, start: u64, end: u64, delimiter: u8) -> bool {
+        let range = |b: u64| {
+            b.checked_sub(self.window_start)
+                .and_then(|off| usize::try_from(off).ok())
+        };
+        let (Some(from), Some(to)) = (range(start), range(end)) else {
+            return false;
+        };
+        let Some(bytes) = self.window.get(from..to.min(self.window.len())) else {
+            return false;
+        };
+        let mut quoted = false;
+        let mut field_start = true;
+        let mut iter = bytes.iter().peekable();
+        while let Some(&b) = iter.next() {
+            if quoted {
+                if b == b'"' {
+                    if iter.peek() == Some(&&b'"') {
+                        iter.next();
+                    } else {
+                        quoted = false;
+                    }
+                }
+                continue;
+            }
+            if field_start && b == b'"' {
+                quoted = true;
+            }
+            field_start = b == delimiter || b == b'\n' || b == b'\r';
+        }
+        quoted
     }
 
     /// Forgets the bytes before `byte` (amortised: only once enough of them piled up).
@@ -133,6 +171,9 @@ impl<R: Read> Read for Source<R> {
         } else {
             self.inner.read(buf)?
         };
+        if n == 0 && !buf.is_empty() {
+            self.exhausted = true;
+        }
         self.window.extend_from_slice(&buf[..n]);
         Ok(n)
     }
@@ -159,6 +200,7 @@ pub(crate) struct Row<'a> {
 pub(crate) struct Engine<R: Read> {
     csv: csv::Reader<Source<R>>,
     record: csv::ByteRecord,
+    delimiter: u8,
     pub(crate) header: Header,
 }
 
@@ -202,6 +244,7 @@ impl<R: Read> Engine<R> {
         let mut engine = Engine {
             csv,
             record: csv::ByteRecord::new(),
+            delimiter,
             header: Header::placeholder(),
         };
         loop {
@@ -231,6 +274,19 @@ impl<R: Read> Engine<R> {
             .position()
             .map_or(0, |p| self.csv.get_ref().line_at(p.byte(), p.line()));
         let end = self.csv.position().byte();
+        // The `csv` crate ends a quoted field left open at the end of the file silently,
+        // taking the rest of the file as its value; refuse it instead. Only the record that
+        // reaches the end of the input can be cut off that way, so only it is scanned.
+        let source = self.csv.get_ref();
+        if source.exhausted && end >= source.window_start + source.window.len() as u64 {
+            let start = self.record.position().map_or(end, |p| p.byte());
+            if source.ends_inside_quotes(start, end, self.delimiter) {
+                return Err(ImportError::at_line(
+                    line,
+                    "a quoted field is never closed: the quote opened on this line runs to the end of the file; add the closing '\"'",
+                ));
+            }
+        }
         self.csv.get_mut().discard_before(end);
         Ok(Some(line))
     }

@@ -256,6 +256,9 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         ));
     }
     let envelope = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload, &cx.key);
+    // Nothing the hub would refuse for its shape enters the chain, where it would block every
+    // later statement (seal already kept the payload within the limit).
+    rcpfed_core::limits::check_envelope(&envelope, rcpfed_core::limits::MAX_PAYLOAD_BYTES)?;
     let own = OwnStatement {
         seq: statement.header.seq,
         digest: envelope.digest(),
@@ -355,7 +358,7 @@ type Sealed = (Vec<u8>, Vec<(Digest, Vec<u8>)>);
 /// exceed the hub's payload limit, is signed as a chunk manifest: the signature stays cheap and
 /// no message nears a size limit.
 fn seal(statement: &mut Statement, ctx: &ValidationContext) -> Result<Sealed, Rejection> {
-    let max = rcpfed_grpc::limits::MAX_PAYLOAD_BYTES;
+    let max = rcpfed_core::limits::MAX_PAYLOAD_BYTES;
     let inline_fits = match &statement.body {
         Body::Indicators(s) => s.observations.len() <= OBSERVATIONS_PER_CHUNK,
         Body::Policy(_) => true,

@@ -3,6 +3,8 @@
 
 #![allow(clippy::all, missing_docs)]
 
+pub mod codec;
+
 /// The `rcpfed.v1` package.
 pub mod v1 {
     tonic::include_proto!("rcpfed.v1");
