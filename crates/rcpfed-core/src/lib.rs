@@ -8,6 +8,7 @@
 pub mod bundle;
 pub mod catalogue;
 pub mod checkpoint;
+pub mod clock;
 pub mod chunks;
 pub mod dates;
 pub mod digest;

@@ -70,11 +70,14 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let bounded = !self.self_bounded.contains(&request.uri().path());
         let timeout = self.timeout;
+        // The client's own deadline, when shorter, bounds the store work too (see `call_deadline`).
+        let store_budget = client_timeout(request.headers()).map_or(timeout, |t| t.min(timeout));
         let call = self.inner.call(request);
         Box::pin(async move {
             if !bounded {
                 return call.await;
             }
+            let call = CALL_DEADLINE.scope(tokio::time::Instant::now() + store_budget, call);
             match tokio::time::timeout(timeout, call).await {
                 Ok(answer) => answer,
                 // What tonic's own timeout answers, so clients see no change.
@@ -82,6 +85,36 @@ where
             }
         })
     }
+}
+
+tokio::task_local! {
+    static CALL_DEADLINE: tokio::time::Instant;
+}
+
+/// When the current call's deadline passes (the server's, or the client's `grpc-timeout` when
+/// shorter), for work that must stop then: store reads are interrupted at it. None outside a
+/// deadline-bound call.
+pub fn call_deadline() -> Option<tokio::time::Instant> {
+    CALL_DEADLINE.try_with(|d| *d).ok()
+}
+
+/// The client's `grpc-timeout` header: up to 8 digits and a unit (H, M, S, m, u, n).
+fn client_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
