@@ -35,6 +35,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// `ErrorInfo` reason other than `INTERNAL`.
 pub fn is_transient(status: &tonic::Status) -> bool {
     use tonic_types::StatusExt as _;
+    // The server could not take it now (its store full, a deadline): retry, whatever the reason.
+    if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
+        return true;
+    }
     let refused_by_rule = status
         .get_error_details()
         .error_info()

@@ -50,6 +50,11 @@ pub struct HubConfig {
     /// How often the hub looks for new content to regenerate the coherence report, in
     /// milliseconds.
     pub coherence_interval_ms: u64,
+    /// Quota on the hub's database file, in bytes; unset: none (the disk is the limit). When
+    /// full, submissions are refused with UNAVAILABLE (STORE_FULL) and reads go on. Re-read
+    /// from this file every few seconds, so raising it takes effect without a restart.
+    #[serde(default)]
+    pub max_db_bytes: Option<u64>,
 }
 
 impl Default for HubConfig {
@@ -66,6 +71,7 @@ impl Default for HubConfig {
             crl_file: None,
             catalogue: None,
             coherence_interval_ms: 2000,
+            max_db_bytes: None,
         }
     }
 }
@@ -99,6 +105,11 @@ pub struct NodeConfig {
     /// revocation checking off.
     #[serde(default)]
     pub crl_file: Option<PathBuf>,
+    /// Quota on the node's database file, in bytes; unset: none (the disk is the limit). When
+    /// full, PublishDocument is refused with UNAVAILABLE (STORE_FULL) and the mirror retries.
+    /// Re-read from this file every few seconds, so raising it takes effect without a restart.
+    #[serde(default)]
+    pub max_db_bytes: Option<u64>,
 }
 
 impl Default for NodeConfig {
@@ -115,6 +126,7 @@ impl Default for NodeConfig {
             witness_interval_ms: 1000,
             tls: TlsConfig::default(),
             crl_file: None,
+            max_db_bytes: None,
         }
     }
 }
