@@ -12,6 +12,7 @@ mod bad_input;
 mod demo;
 mod exchange;
 mod grpcurl;
+mod hostile_store;
 mod indicators;
 mod log;
 mod operators;
