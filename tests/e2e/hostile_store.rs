@@ -48,7 +48,9 @@ async fn a_full_hub_refuses_with_unavailable_keeps_serving_reads_and_resumes_whe
     let mut raw = RawNode::connect(&c, "colombo").await;
     let mut acknowledged = Vec::new();
     for i in 0..3 {
-        let (env, _) = raw.accept(&raw.policy(&format!("Before the quota {i}"))).await;
+        let (env, _) = raw
+            .accept(&raw.policy(&format!("Before the quota {i}")))
+            .await;
         acknowledged.push(env.digest().0.to_vec());
     }
     // A quota a little above what the hub holds now: a few more statements fit, then none.
@@ -94,17 +96,27 @@ async fn a_full_hub_refuses_with_unavailable_keeps_serving_reads_and_resumes_whe
     let before = c.hub_snapshot().await;
     let stored: Vec<Vec<u8>> = before.statements.iter().map(|s| s.1.clone()).collect();
     for digest in &acknowledged {
-        assert!(stored.contains(digest), "an acknowledged statement is missing");
+        assert!(
+            stored.contains(digest),
+            "an acknowledged statement is missing"
+        );
     }
     let refused_digest = raw.sign(&statement).digest().0.to_vec();
-    assert!(!stored.contains(&refused_digest), "the refused statement was stored");
+    assert!(
+        !stored.contains(&refused_digest),
+        "the refused statement was stored"
+    );
     // Asking again while still full: refused the same way, the hub unchanged and serving.
     assert_refused(
         raw.submit(raw.sign(&statement).to_proto()).await,
         Code::Unavailable,
         "STORE_FULL",
     );
-    assert_eq!(c.hub_snapshot().await, before, "a refusal changed the store");
+    assert_eq!(
+        c.hub_snapshot().await,
+        before,
+        "a refusal changed the store"
+    );
     let mut client = c.hub_client("colombo").await;
     let got = client
         .get_statement(v1::GetStatementRequest {
@@ -146,7 +158,11 @@ async fn a_full_hub_refuses_with_unavailable_keeps_serving_reads_and_resumes_whe
         .iter()
         .map(|r| r.seq)
         .collect();
-    assert_eq!(seqs, (1..=raw.seq).collect::<Vec<_>>(), "no gap, no duplicate");
+    assert_eq!(
+        seqs,
+        (1..=raw.seq).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

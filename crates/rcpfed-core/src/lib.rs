@@ -8,8 +8,8 @@
 pub mod bundle;
 pub mod catalogue;
 pub mod checkpoint;
-pub mod clock;
 pub mod chunks;
+pub mod clock;
 pub mod dates;
 pub mod digest;
 pub mod envelope;

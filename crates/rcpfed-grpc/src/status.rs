@@ -136,7 +136,7 @@ where
                 None => internal(what, &e),
             },
         ),
-        Err(e) => Err(internal(what, &e),),
+        Err(e) => Err(internal(what, &e)),
     }
 }
 
@@ -181,9 +181,7 @@ pub fn store_status(what: &str, error: &rcpfed_store::StoreError) -> Status {
         (
             Code::Unavailable,
             reasons::STORE_UNAVAILABLE,
-            format!(
-                "the server's storage failed while {what}; nothing was changed; retry later"
-            ),
+            format!("the server's storage failed while {what}; nothing was changed; retry later"),
         )
     } else {
         return internal(what, error);

@@ -408,7 +408,10 @@ impl Hub {
             }
             Err(e @ IngestError::Store(_)) => return Err(internal("storing the statement", &e)),
             Err(IngestError::Unavailable(e)) => {
-                return Err(rcpfed_grpc::status::store_status("storing the statement", &e));
+                return Err(rcpfed_grpc::status::store_status(
+                    "storing the statement",
+                    &e,
+                ));
             }
         };
         let log = self.proof(leaf_index, checkpoint).await?;

@@ -490,7 +490,9 @@ mod tests {
         let waiter = {
             let db = Arc::clone(&db);
             std::thread::spawn(move || {
-                with_deadline(Some(Instant::now() + Duration::from_secs(30)), || count(&db))
+                with_deadline(Some(Instant::now() + Duration::from_secs(30)), || {
+                    count(&db)
+                })
             })
         };
         release.wait();
