@@ -88,7 +88,7 @@ where
 }
 
 tokio::task_local! {
-    static CALL_DEADLINE: tokio::time::Instant;
+    pub(crate) static CALL_DEADLINE: tokio::time::Instant;
 }
 
 /// When the current call's deadline passes (the server's, or the client's `grpc-timeout` when
@@ -142,6 +142,68 @@ mod tests {
                 Ok(http::Response::new(tonic::body::Body::empty()))
             })
         }
+    }
+
+    /// Answers OK and records the call deadline it ran under.
+    #[derive(Clone)]
+    struct Observe(std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
+
+    impl tower::Service<http::Request<()>> for Observe {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            let seen = self.0.clone();
+            Box::pin(async move {
+                if let Ok(mut slot) = seen.lock() {
+                    *slot = call_deadline();
+                }
+                Ok(http::Response::new(tonic::body::Body::empty()))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_call_deadline_is_the_clients_when_shorter() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let mut service = DeadlineLayer {
+            timeout: Duration::from_secs(30),
+            self_bounded: HUB_SELF_BOUNDED,
+        }
+        .layer(Observe(seen.clone()));
+        let call = |timeout: Option<&str>| {
+            let mut request =
+                http::Request::builder().uri("http://hub/rcpfed.v1.HubService/ListStatements");
+            if let Some(t) = timeout {
+                request = request.header("grpc-timeout", t);
+            }
+            request.body(()).unwrap_or_default()
+        };
+        let deadline = |seen: &std::sync::Mutex<Option<tokio::time::Instant>>| {
+            seen.lock().ok().and_then(|s| *s)
+        };
+        let start = tokio::time::Instant::now();
+        let _ = service.call(call(Some("200m"))).await;
+        let short = deadline(&seen).map(|d| d - start);
+        assert!(
+            // 200 ms from when the layer saw the call, well short of the server's 30 s.
+            short.is_some_and(|d| d >= Duration::from_millis(200) && d < Duration::from_secs(5)),
+            "{short:?}"
+        );
+        let _ = service.call(call(Some("5H"))).await;
+        let long = deadline(&seen).map(|d| d - start);
+        assert!(
+            long.is_some_and(|d| d <= Duration::from_secs(31)),
+            "{long:?}"
+        );
+        assert_eq!(client_timeout(call(Some("123456789S")).headers()), None);
+        assert_eq!(client_timeout(call(Some("7x")).headers()), None);
+        assert_eq!(call_deadline(), None, "none outside a call");
     }
 
     fn grpc_status(response: &http::Response<tonic::body::Body>) -> Option<&str> {

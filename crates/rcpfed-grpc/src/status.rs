@@ -253,6 +253,51 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn store_work_runs_under_the_call_deadline_and_a_stopped_query_says_so() {
+        let call_deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let seen = crate::deadline::CALL_DEADLINE
+            .scope(
+                call_deadline,
+                blocking("reading", || {
+                    Ok::<_, rcpfed_store::StoreError>(rcpfed_store::current_deadline())
+                }),
+            )
+            .await
+            .ok()
+            .flatten();
+        // A little before the call's own deadline, so the handler answers first.
+        let margin = seen.map(|d| call_deadline.into_std().saturating_duration_since(d));
+        assert!(
+            margin.is_some_and(
+                |m| m > std::time::Duration::ZERO && m <= std::time::Duration::from_millis(500)
+            ),
+            "{margin:?}"
+        );
+        let stopped = blocking("listing statements", || {
+            Err::<(), _>(rcpfed_store::StoreError::DeadlineExceeded(
+                "the query ran past the call's deadline and was stopped".into(),
+            ))
+        })
+        .await;
+        let Err(status) = stopped else {
+            panic!("a stopped query succeeded")
+        };
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            status
+                .get_error_details()
+                .error_info()
+                .map(|e| e.reason.clone()),
+            Some(reasons::STORE_DEADLINE_EXCEEDED.to_string())
+        );
+        assert!(
+            status
+                .message()
+                .starts_with("listing statements did not finish")
+        );
+    }
+
     #[test]
     fn a_short_violation_list_is_kept_whole() {
         let rejection =

@@ -66,6 +66,11 @@ pub fn with_deadline<T>(deadline: Option<Instant>, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// The deadline reads on this thread run under (see [`with_deadline`]), if any.
+pub fn current_deadline() -> Option<Instant> {
+    READ_DEADLINE.with(Cell::get)
+}
+
 /// The read connections: idle ones, and how many exist in all (idle plus lent out).
 struct Readers {
     idle: Vec<Connection>,

@@ -21,7 +21,7 @@ pub mod node;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use db::{MAX_READERS, READER_WAIT, with_deadline};
+pub use db::{MAX_READERS, READER_WAIT, current_deadline, with_deadline};
 pub use error::StoreError;
 pub use hub::*;
 pub use indicators::*;
