@@ -58,7 +58,7 @@ async fn a_full_hub_refuses_with_unavailable_keeps_serving_reads_and_resumes_whe
     // The hub re-reads its quota every 2 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut refused = None;
-    for i in 0..2000 {
+    for i in 0..300 {
         let mut statement = raw.policy(&format!("Filling the disk {i}"));
         if let rcpfed_core::statement::Body::Policy(p) = &mut statement.body {
             p.summary = vec![rcpfed_core::statement::LocalizedText {
@@ -227,4 +227,94 @@ async fn the_hub_clock_stepping_back_never_stamps_receipts_out_of_order() {
         stamps.windows(2).all(|w| w[0] <= w[1]),
         "acceptance times out of order: {stamps:?}"
     );
+}
+
+/// Writes `max_db_bytes` into `<node>.toml` (a top-level key, so first), or removes it.
+fn set_node_quota(c: &Cluster, node: &str, bytes: Option<u64>) {
+    let path = c.fed_dir().join(format!("{node}.toml"));
+    let text = std::fs::read_to_string(&path).expect("node toml");
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("max_db_bytes"))
+        .collect();
+    let mut out = String::new();
+    if let Some(b) = bytes {
+        out.push_str(&format!("max_db_bytes = {b}\n"));
+    }
+    out.push_str(&kept.join("\n"));
+    out.push('\n');
+    std::fs::write(&path, out).expect("writing node toml");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_refuses_publishing_with_unavailable_and_resumes_when_space_returns() {
+    let c = Cluster::start(&["colombo"]).await;
+    c.publish_policy("colombo", "Before the quota").await;
+    assert_eventually!(c, TIMEOUT, c.delivered("colombo", 1).await, "delivered");
+    // The node's database: `data_dir` of colombo.toml, relative to the file.
+    let db = c.fed_dir().join("data").join("colombo").join("node.sqlite");
+    let size = std::fs::metadata(&db)
+        .map(|m| m.len())
+        .expect("node database")
+        + std::fs::metadata(db.with_extension("sqlite-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    set_node_quota(&c, "colombo", Some(size + 64 * 1024));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut client = c.node_client("colombo", "operator").await;
+    let mut published = 1;
+    let mut refused = None;
+    for i in 0..300 {
+        let mut request = crate::harness::publish_request("colombo", &format!("Filling {i}"));
+        if let Some(v1::publish_document_request::Body::PolicySummary(p)) = &mut request.body {
+            p.summary = vec![v1::LocalizedText {
+                language: "en".into(),
+                text: "x".repeat(4000),
+            }];
+        }
+        match client.publish_document(request.clone()).await {
+            Ok(_) => published += 1,
+            Err(status) => {
+                refused = Some((request, status));
+                break;
+            }
+        }
+    }
+    let (request, status) = refused.expect("the node's quota never filled");
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::Unavailable, "STORE_FULL"),
+        "{}",
+        describe(&status)
+    );
+    // Reads are still served, and nothing acknowledged is lost.
+    let s = c.node_status("colombo").await;
+    assert_eq!(s.head_seq, published, "the refused document was not signed");
+    // Space returns: the same request succeeds without a restart; everything reaches the hub.
+    set_node_quota(&c, "colombo", None);
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        {
+            match client.publish_document(request.clone()).await {
+                Ok(_) => true,
+                Err(s) if s.code() == Code::Unavailable => false,
+                Err(s) => panic!("refused otherwise after space returned: {}", describe(&s)),
+            }
+        },
+        "the node resumes once space returns"
+    );
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.delivered("colombo", published + 1).await,
+        "every acknowledged document delivered"
+    );
+    let seqs: Vec<u64> = c
+        .hub_statements_of("colombo")
+        .await
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, (1..=published + 1).collect::<Vec<_>>());
 }
