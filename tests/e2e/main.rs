@@ -17,6 +17,7 @@ mod hostile_bounds;
 mod hostile_corpus;
 mod hostile_identity;
 mod hostile_quotas;
+mod hostile_store;
 mod hostile_transport;
 mod indicators;
 mod log;

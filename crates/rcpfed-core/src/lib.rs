@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod catalogue;
 pub mod checkpoint;
 pub mod chunks;
+pub mod clock;
 pub mod dates;
 pub mod digest;
 pub mod envelope;

@@ -374,6 +374,15 @@ pub mod reasons {
     pub const CATALOGUE_INVALID: &str = "CATALOGUE_INVALID";
     /// A query is malformed (missing indicator, bad period, bad page token).
     pub const INVALID_QUERY: &str = "INVALID_QUERY";
+    /// The server's disk, or its store quota (`max_db_bytes`), is full: the write was refused
+    /// whole (UNAVAILABLE; retry later, reads still work).
+    pub const STORE_FULL: &str = "STORE_FULL";
+    /// The server's store could not be written or read (I/O error, locked or read-only file):
+    /// nothing was changed (UNAVAILABLE; retry later).
+    pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
+    /// A store query ran past the call's deadline and was stopped, or no read connection came
+    /// free before it (DEADLINE_EXCEEDED).
+    pub const STORE_DEADLINE_EXCEEDED: &str = "STORE_DEADLINE_EXCEEDED";
 }
 
 #[cfg(test)]

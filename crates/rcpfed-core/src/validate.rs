@@ -256,9 +256,11 @@ fn check_header(st: &Statement, ctx: &ValidationContext, v: &mut Violations) {
             "header.issued_at",
             reasons::ISSUED_AT_IN_FUTURE,
             format!(
-                "{} is more than {} minutes in the future; check the node's clock",
+                "issued_at {} is {} ahead of the receiving server's clock (limit {}); check \
+                 the node's clock (NTP)",
                 h.issued_at,
-                MAX_FUTURE_SKEW.whole_minutes()
+                crate::clock::describe(h.issued_at - ctx.now),
+                crate::clock::describe(MAX_FUTURE_SKEW)
             ),
         );
     } else if h.issued_at.year() < MIN_ISSUED_YEAR {

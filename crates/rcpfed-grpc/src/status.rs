@@ -169,8 +169,9 @@ pub fn page_size(requested: i32) -> Result<usize, Status> {
     }
 }
 
-/// Runs blocking store work off the async runtime; a failure becomes `INTERNAL` with the
-/// details in the server log.
+/// Runs blocking store work off the async runtime, its reads bound by the call's deadline
+/// (see [`store_deadline`]). A store failure becomes [`store_status`]; any other failure
+/// `INTERNAL` with the details in the server log.
 pub async fn blocking<T, E>(
     what: &'static str,
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
@@ -179,11 +180,71 @@ where
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
+    let deadline = crate::deadline::call_deadline().map(store_deadline);
+    match tokio::task::spawn_blocking(move || rcpfed_store::with_deadline(deadline, f)).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(internal(what, &e)),
+        Ok(Err(e)) => Err(
+            match (&e as &dyn std::any::Any).downcast_ref::<rcpfed_store::StoreError>() {
+                Some(store_error) => store_status(what, store_error),
+                None => internal(what, &e),
+            },
+        ),
         Err(e) => Err(internal(what, &e)),
     }
+}
+
+/// The store's deadline for a call ending at `call_deadline`: a little earlier (a tenth of
+/// the time left, at most half a second), so the handler answers with its reason before the
+/// transport cuts the call without one.
+pub fn store_deadline(call_deadline: tokio::time::Instant) -> std::time::Instant {
+    let left = call_deadline.saturating_duration_since(tokio::time::Instant::now());
+    let margin = (left / 10).min(std::time::Duration::from_millis(500));
+    call_deadline.into_std() - margin
+}
+
+/// How long a client should wait before retrying after the store refused for lack of space.
+pub const STORE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The status for a store failure: UNAVAILABLE (STORE_FULL, STORE_UNAVAILABLE, with retry
+/// information) when the disk or the storage is at fault, DEADLINE_EXCEEDED
+/// (STORE_DEADLINE_EXCEEDED) for a read stopped at its deadline, else INTERNAL.
+pub fn store_status(what: &str, error: &rcpfed_store::StoreError) -> Status {
+    let (code, reason, message) = if let rcpfed_store::StoreError::DeadlineExceeded(why) = error {
+        (
+            Code::DeadlineExceeded,
+            reasons::STORE_DEADLINE_EXCEEDED,
+            format!(
+                "{what} did not finish before the call's deadline: {why}; nothing was changed; \
+                 retry with a narrower request or a longer deadline"
+            ),
+        )
+    } else if error.is_full() {
+        tracing::error!(context = what, %error, "store full: refusing new work until space returns");
+        (
+            Code::Unavailable,
+            reasons::STORE_FULL,
+            format!(
+                "the server's storage is full, so {what} was refused and nothing of it was \
+                 stored; reads still work; retry later (the operator must free disk space or \
+                 raise max_db_bytes)"
+            ),
+        )
+    } else if error.is_unavailable() {
+        tracing::error!(context = what, %error, "store unavailable");
+        (
+            Code::Unavailable,
+            reasons::STORE_UNAVAILABLE,
+            format!("the server's storage failed while {what}; nothing was changed; retry later"),
+        )
+    } else {
+        return internal(what, error);
+    };
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    if code == Code::Unavailable {
+        details.set_retry_info(Some(STORE_RETRY_DELAY));
+    }
+    Status::with_error_details(code, message, details)
 }
 
 /// AIP-158 paging over rows fetched with one extra: keeps `limit` rows and returns the next
@@ -242,6 +303,51 @@ mod tests {
         assert_eq!(
             status.get_details_error_info().map(|e| e.reason),
             Some(reasons::NOT_A_MEMBER_STATE.to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn store_work_runs_under_the_call_deadline_and_a_stopped_query_says_so() {
+        let call_deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let seen = crate::deadline::CALL_DEADLINE
+            .scope(
+                call_deadline,
+                blocking("reading", || {
+                    Ok::<_, rcpfed_store::StoreError>(rcpfed_store::current_deadline())
+                }),
+            )
+            .await
+            .ok()
+            .flatten();
+        // A little before the call's own deadline, so the handler answers first.
+        let margin = seen.map(|d| call_deadline.into_std().saturating_duration_since(d));
+        assert!(
+            margin.is_some_and(
+                |m| m > std::time::Duration::ZERO && m <= std::time::Duration::from_millis(500)
+            ),
+            "{margin:?}"
+        );
+        let stopped = blocking("listing statements", || {
+            Err::<(), _>(rcpfed_store::StoreError::DeadlineExceeded(
+                "the query ran past the call's deadline and was stopped".into(),
+            ))
+        })
+        .await;
+        let Err(status) = stopped else {
+            panic!("a stopped query succeeded")
+        };
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            status
+                .get_error_details()
+                .error_info()
+                .map(|e| e.reason.clone()),
+            Some(reasons::STORE_DEADLINE_EXCEEDED.to_string())
+        );
+        assert!(
+            status
+                .message()
+                .starts_with("listing statements did not finish")
         );
     }
 

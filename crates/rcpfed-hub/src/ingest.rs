@@ -106,6 +106,11 @@ pub enum IngestError {
     /// The store failed; nothing was acknowledged.
     #[error("store failure: {0}")]
     Store(String),
+    /// The store could not take the batch (full disk or quota, I/O error): nothing of it was
+    /// acknowledged, the sequencer is back at the committed state and tries the next batch
+    /// afresh. Answered with UNAVAILABLE, see `rcpfed_grpc::status::store_status`.
+    #[error("store unavailable: {0}")]
+    Unavailable(Arc<StoreError>),
     /// The sequencer has stopped (shutdown).
     #[error("the hub is shutting down")]
     Stopped,
@@ -185,6 +190,9 @@ struct Sequencer {
     frontier: Frontier,
     /// Log origin and key name.
     origin: String,
+    /// The latest time stamped on a receipt or checkpoint (unix ms): stamps never go below it,
+    /// so a clock stepping backwards cannot put receipts or checkpoints out of order.
+    last_stamp_ms: i64,
 }
 
 impl Sequencer {
@@ -211,6 +219,10 @@ impl Sequencer {
         }
         let (feed_tx, feed_head) = watch::channel(last_index);
         let origin = crate::log::origin(&signer.federation_id);
+        // Every accepted batch stores a checkpoint stamped like its receipts.
+        let last_stamp_ms = store
+            .latest_checkpoint()?
+            .map_or(i64::MIN, |cp| cp.created_at_ms);
         let sequencer = Sequencer {
             store,
             signer,
@@ -220,6 +232,7 @@ impl Sequencer {
             metrics,
             frontier,
             origin,
+            last_stamp_ms,
         };
         Ok((sequencer, feed_head))
     }
@@ -272,7 +285,7 @@ impl Sequencer {
         let mut snapshots: HashSet<(String, String)> = HashSet::new();
         // Nodes with a deferred job: their later jobs wait too, to keep chain order.
         let mut held: HashSet<String> = HashSet::new();
-        let now_ms = now_ms();
+        let now_ms = self.stamp();
         for mut job in jobs {
             let st = &job.statement;
             let wait = held.contains(&st.node_id)
@@ -310,9 +323,7 @@ impl Sequencer {
                 Err(e) => {
                     tracing::error!(error = %e, "refusing to sign a checkpoint; nothing in this batch is acknowledged");
                     self.reload();
-                    for (job, _) in decided {
-                        let _ = job.reply.send(Err(IngestError::Store(e.to_string())));
-                    }
+                    refuse_batch(decided, e);
                     return deferred;
                 }
             }
@@ -328,9 +339,7 @@ impl Sequencer {
             ) {
                 tracing::error!(error = %e, batch = decided.len(), "commit failed; nothing in this batch is acknowledged");
                 self.reload();
-                for (job, _) in decided {
-                    let _ = job.reply.send(Err(IngestError::Store(e.to_string())));
-                }
+                refuse_batch(decided, e);
                 return deferred;
             }
             drop(chunks);
@@ -418,6 +427,20 @@ impl Sequencer {
             note,
             created_at_ms: now_ms,
         })
+    }
+
+    /// The time to stamp this batch's receipts and checkpoint with: the clock, but never
+    /// before the last stamp issued (the clock may step back, e.g. an NTP correction).
+    fn stamp(&mut self) -> i64 {
+        let clock = rcpfed_core::clock::now_ms();
+        if clock < self.last_stamp_ms.saturating_sub(1000) {
+            tracing::warn!(
+                behind_ms = self.last_stamp_ms - clock,
+                "the clock is behind the last receipt or checkpoint issued; stamping with that one instead"
+            );
+        }
+        self.last_stamp_ms = self.last_stamp_ms.max(clock);
+        self.last_stamp_ms
     }
 
     /// After a failed batch: in-memory state back to what is committed.
@@ -578,9 +601,17 @@ impl Sequencer {
     }
 }
 
-fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    (now.unix_timestamp_nanos() / 1_000_000) as i64
+/// Answers every job of a batch that could not be committed: none of it is acknowledged.
+fn refuse_batch(decided: Vec<(Job, Decision)>, error: StoreError) {
+    let message = error.to_string();
+    let unavailable = error.is_unavailable().then(|| Arc::new(error));
+    for (job, _) in decided {
+        let answer = match &unavailable {
+            Some(e) => IngestError::Unavailable(Arc::clone(e)),
+            None => IngestError::Store(message.clone()),
+        };
+        let _ = job.reply.send(Err(answer));
+    }
 }
 
 /// Builds the log for statements stored before the log existed (a one-time migration): each

@@ -223,7 +223,7 @@ fn hub_validation_context<'a>(
     Ok(ValidationContext {
         federation_id: &federation.federation_id,
         member,
-        now: time::OffsetDateTime::now_utc(),
+        now: rcpfed_core::clock::now_utc(),
         aggregates: catalogue.catalogue.area_aggregates(),
     })
 }
@@ -448,6 +448,12 @@ impl Hub {
                 return Err(Status::unavailable("the hub is shutting down; retry later"));
             }
             Err(e @ IngestError::Store(_)) => return Err(internal("storing the statement", &e)),
+            Err(IngestError::Unavailable(e)) => {
+                return Err(rcpfed_grpc::status::store_status(
+                    "storing the statement",
+                    &e,
+                ));
+            }
         };
         let log = self.proof(leaf_index, checkpoint).await?;
         Ok(Answer {
@@ -1243,6 +1249,12 @@ impl HubService for Hub {
             }
             Err(e @ IngestError::Store(_)) => {
                 return Err(internal("logging the registry version", &e));
+            }
+            Err(IngestError::Unavailable(e)) => {
+                return Err(rcpfed_grpc::status::store_status(
+                    "logging the registry version",
+                    &e,
+                ));
             }
         };
         // Logged and durable: put it in force, then flag what its revocations reach.

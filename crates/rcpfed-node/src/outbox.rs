@@ -37,6 +37,10 @@ const SNAPSHOT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// itself, which the hub marks with an `ErrorInfo` reason other than `INTERNAL`.
 pub fn is_transient(status: &tonic::Status) -> bool {
     use tonic_types::StatusExt as _;
+    // The server could not take it now (its store full, a deadline): retry, whatever the reason.
+    if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
+        return true;
+    }
     let details = status.get_error_details();
     // A hub quota (RESOURCE_EXHAUSTED with RetryInfo) refuses for now, not for good.
     if details.retry_info().is_some() {

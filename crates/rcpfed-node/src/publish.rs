@@ -199,7 +199,7 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         Body::Policy(_) => DocumentKind::PolicySummary,
         Body::Indicators(_) => DocumentKind::IndicatorSnapshot,
     };
-    let now = time::OffsetDateTime::now_utc();
+    let now = rcpfed_core::clock::now_utc();
     let mut statement = Statement {
         header: Header {
             federation_id: cx.federation.federation_id.clone(),

@@ -6,7 +6,7 @@ use rcpfed_core::members::Role;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::statement::{Body, IndicatorSnapshot, Observation, PolicySummary};
 use rcpfed_grpc::records::{RecordParts, statement_record};
-use rcpfed_grpc::status::{internal, invalid_field, next_page, page_size, parse_page_token};
+use rcpfed_grpc::status::{invalid_field, next_page, page_size, parse_page_token};
 use rcpfed_grpc::{authorize, rejection_status};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::node_service_server::NodeService;
@@ -52,9 +52,10 @@ impl Node {
         match self.publisher.publish(draft).await {
             Ok(p) => Ok(p),
             Err(PublishError::Rejected(r)) => Err(rejection_status(&r)),
-            Err(e @ PublishError::Store(_)) => {
-                Err(internal("signing and queueing the statement", &e))
-            }
+            Err(PublishError::Store(e)) => Err(rcpfed_grpc::status::store_status(
+                "signing and queueing the statement",
+                &e,
+            )),
         }
     }
 }

@@ -5,14 +5,24 @@ use crate::StoreError;
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// How long a connection waits for another process's lock before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
-/// Idle read connections kept open; more are opened on demand under load.
+/// Idle read connections kept open at start; more are opened on demand up to [`MAX_READERS`].
 const READER_POOL: usize = 4;
+/// Most read connections open at once: each holds a page cache and a WAL snapshot, so an
+/// unbounded number under load would exhaust memory and file handles. A caller finding all of
+/// them busy waits, at most until its deadline (or [`READER_WAIT`] without one).
+pub const MAX_READERS: usize = 16;
+/// Longest wait for a free read connection when the caller has no deadline of its own.
+pub const READER_WAIT: Duration = Duration::from_secs(30);
+/// SQLite virtual-machine steps between two deadline checks of a running query (a check is
+/// one clock read; 10,000 steps take well under a millisecond).
+const DEADLINE_CHECK_STEPS: i32 = 10_000;
 /// Prepared statements cached per connection (the hub's filter variants alone are eight).
 const STATEMENT_CACHE: usize = 64;
 /// The writer's page cache, in KiB. The default 2 MiB makes a large snapshot's index inserts
@@ -36,11 +46,45 @@ pub(crate) struct Schema {
     pub upgrade: Option<Upgrade>,
 }
 
-/// One SQLite database: a single writer plus a pool of read-only connections.
+thread_local! {
+    /// The deadline of the read work running on this thread (see [`with_deadline`]).
+    static READ_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with reads bound by `deadline`: a store query still running at the deadline is
+/// interrupted and fails with [`StoreError::DeadlineExceeded`], and waiting for a free read
+/// connection ends there too. The store API is synchronous, so the deadline travels with the
+/// thread rather than through every method.
+pub fn with_deadline<T>(deadline: Option<Instant>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            READ_DEADLINE.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(READ_DEADLINE.with(|d| d.replace(deadline)));
+    f()
+}
+
+/// The deadline reads on this thread run under (see [`with_deadline`]), if any.
+pub fn current_deadline() -> Option<Instant> {
+    READ_DEADLINE.with(Cell::get)
+}
+
+/// The read connections: idle ones, and how many exist in all (idle plus lent out).
+struct Readers {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// One SQLite database: a single writer plus a bounded pool of read-only connections.
 pub(crate) struct Db {
     path: PathBuf,
     // Readers drop first so the writer closes last and checkpoints and removes the WAL file.
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Readers>,
+    /// Signalled when a read connection goes back to the pool.
+    reader_returned: Condvar,
+    max_readers: usize,
     writer: Mutex<Connection>,
 }
 
@@ -84,9 +128,33 @@ impl Db {
         }
         Ok(Db {
             path: path.to_path_buf(),
-            readers: Mutex::new(readers),
+            readers: Mutex::new(Readers {
+                open: readers.len(),
+                idle: readers,
+            }),
+            reader_returned: Condvar::new(),
+            max_readers: MAX_READERS,
             writer: Mutex::new(writer),
         })
+    }
+
+    /// Caps the database file at about `bytes` (`PRAGMA max_page_count`; None lifts the cap).
+    /// A write that would grow the file past it fails as if the disk were full, and the
+    /// callers refuse new work with UNAVAILABLE until space returns, which a later call
+    /// with a larger cap provides (an operator quota, and the way the tests fill a "disk").
+    /// Returns the cap in effect, in bytes.
+    pub fn set_max_bytes(&self, bytes: Option<u64>) -> Result<u64, StoreError> {
+        let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let page_size = u64::try_from(page_size.max(1)).unwrap_or(4096);
+        // SQLite's own maximum (and default) page count.
+        let pages: i64 = bytes.map_or(4_294_967_294, |b| {
+            i64::try_from((b / page_size).clamp(1, 4_294_967_294)).unwrap_or(4_294_967_294)
+        });
+        // SQLite never sets the cap below the current size; it answers the value kept.
+        let kept: i64 =
+            conn.pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))?;
+        Ok(u64::try_from(kept).unwrap_or(0).saturating_mul(page_size))
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction and commits; any error rolls back.
@@ -106,26 +174,88 @@ impl Db {
         Ok(out)
     }
 
-    /// Runs `f` on a read-only connection from the pool.
+    /// Runs `f` on a read-only connection from the pool, bound by the thread's deadline
+    /// ([`with_deadline`]): waiting for a connection and the query itself end there.
     pub fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let pooled = self
-            .readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => open_reader(&self.path)?,
+        let deadline = READ_DEADLINE.with(Cell::get);
+        let mut conn = self.take_reader(deadline)?;
+        let out = match deadline {
+            Some(deadline) => {
+                let installed = conn.progress_handler(
+                    DEADLINE_CHECK_STEPS,
+                    Some(move || Instant::now() >= deadline),
+                );
+                let out = installed.map_err(StoreError::from).and_then(|()| f(&conn));
+                // The next borrower may have no deadline, or a later one.
+                let removed = conn.progress_handler(DEADLINE_CHECK_STEPS, None::<fn() -> bool>);
+                match (out, removed) {
+                    (Err(e), _) if e.is_interrupted() => Err(StoreError::DeadlineExceeded(
+                        "the query ran past the call's deadline and was stopped".into(),
+                    )),
+                    (out, Ok(())) => out,
+                    (_, Err(e)) => {
+                        // A connection whose handler could not be reset is not put back.
+                        self.forget_reader();
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => f(&conn),
         };
-        let out = f(&conn);
-        let mut pool = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if pool.len() < READER_POOL {
-            pool.push(conn);
-        }
+        self.give_back(conn);
         out
+    }
+
+    /// A free read connection: an idle one, a new one while fewer than `max_readers` are
+    /// open, or else the next one returned, waiting at most until `deadline`.
+    fn take_reader(&self, deadline: Option<Instant>) -> Result<Connection, StoreError> {
+        let until = deadline.unwrap_or_else(|| Instant::now() + READER_WAIT);
+        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(conn) = readers.idle.pop() {
+                return Ok(conn);
+            }
+            if readers.open < self.max_readers {
+                readers.open += 1;
+                drop(readers);
+                return open_reader(&self.path).inspect_err(|_| self.forget_reader());
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(StoreError::DeadlineExceeded(format!(
+                    "all {} read connections stayed busy until the call's deadline",
+                    self.max_readers
+                )));
+            }
+            readers = self
+                .reader_returned
+                .wait_timeout(readers, until - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if readers.idle.len() < READER_POOL {
+            readers.idle.push(conn);
+        } else {
+            // Closed, not kept: the pool shrinks back to its idle size after a burst.
+            readers.open = readers.open.saturating_sub(1);
+        }
+        drop(readers);
+        self.reader_returned.notify_one();
+    }
+
+    /// Accounts for a read connection that failed to open or was dropped.
+    fn forget_reader(&self) {
+        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        readers.open = readers.open.saturating_sub(1);
+        drop(readers);
+        self.reader_returned.notify_one();
     }
 }
 
@@ -266,5 +396,146 @@ pub(crate) fn constraint_message(err: &rusqlite::Error) -> Option<String> {
             Some(msg.clone().unwrap_or_else(|| e.to_string()))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    const TEST_SCHEMA: Schema = Schema {
+        name: "test",
+        application_id: 0x7465_7374,
+        migrations: &["CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL);"],
+        upgrade: None,
+    };
+
+    /// A query that runs for minutes: counts to ten billion.
+    const SLOW_QUERY: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+                              WHERE i < 10000000000) SELECT count(*) FROM n";
+
+    fn open() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), &TEST_SCHEMA).unwrap();
+        (dir, db)
+    }
+
+    fn count(db: &Db) -> Result<i64, StoreError> {
+        db.read(|c| Ok(c.query_row("SELECT count(*) FROM blob", [], |r| r.get(0))?))
+    }
+
+    #[test]
+    fn a_slow_read_is_stopped_at_its_deadline_and_the_pool_stays_usable() {
+        let (_dir, db) = open();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(300);
+        let out = with_deadline(Some(deadline), || {
+            db.read(|c| Ok(c.query_row(SLOW_QUERY, [], |r| r.get::<_, i64>(0))?))
+        });
+        let took = started.elapsed();
+        assert!(
+            matches!(out, Err(StoreError::DeadlineExceeded(_))),
+            "{out:?}"
+        );
+        // Stopped near the deadline, not minutes later; generous for a loaded 2-core machine.
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        // Every pooled connection is usable afterwards, and a read without a deadline is not
+        // cut by the handler left from the previous one.
+        for _ in 0..READER_POOL + 1 {
+            assert_eq!(count(&db).unwrap(), 0);
+        }
+        let fast = with_deadline(Some(Instant::now() + Duration::from_secs(30)), || {
+            db.read(|c| {
+                Ok(c.query_row(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+                     WHERE i < 100000) SELECT count(*) FROM n",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+        });
+        assert_eq!(fast.unwrap(), 100_000);
+    }
+
+    #[test]
+    fn readers_are_bounded_and_a_caller_waits_at_most_until_its_deadline() {
+        let (_dir, db) = open();
+        let db = Arc::new(db);
+        // Every connection the pool allows is lent out and held.
+        let holding = Arc::new(Barrier::new(MAX_READERS + 1));
+        let release = Arc::new(Barrier::new(MAX_READERS + 1));
+        let holders: Vec<_> = (0..MAX_READERS)
+            .map(|_| {
+                let (db, holding, release) =
+                    (Arc::clone(&db), Arc::clone(&holding), Arc::clone(&release));
+                std::thread::spawn(move || {
+                    db.read(|_| {
+                        holding.wait();
+                        release.wait();
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        holding.wait();
+        assert_eq!(db.readers.lock().unwrap().open, MAX_READERS);
+        let started = Instant::now();
+        let out = with_deadline(Some(started + Duration::from_millis(200)), || count(&db));
+        assert!(
+            matches!(&out, Err(StoreError::DeadlineExceeded(m)) if m.contains("busy")),
+            "{out:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        // No connection beyond the bound was opened for the waiting caller.
+        assert_eq!(db.readers.lock().unwrap().open, MAX_READERS);
+        // A waiting caller gets the first connection given back.
+        let waiter = {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                with_deadline(Some(Instant::now() + Duration::from_secs(30)), || {
+                    count(&db)
+                })
+            })
+        };
+        release.wait();
+        for h in holders {
+            h.join().unwrap().unwrap();
+        }
+        assert_eq!(waiter.join().unwrap().unwrap(), 0);
+        // The pool shrinks back to its idle size.
+        assert!(db.readers.lock().unwrap().open <= READER_POOL);
+    }
+
+    #[test]
+    fn a_full_store_refuses_the_whole_write_keeps_reading_and_resumes_when_space_returns() {
+        let (_dir, db) = open();
+        let cap = db.set_max_bytes(Some(256 * 1024)).unwrap();
+        assert!(cap <= 256 * 1024, "{cap}");
+        let write = |rows: usize| {
+            db.write(|tx| {
+                for _ in 0..rows {
+                    tx.execute("INSERT INTO blob (data) VALUES (zeroblob(8192))", [])?;
+                }
+                Ok(())
+            })
+        };
+        let mut stored = 0;
+        let refused = loop {
+            match write(4) {
+                Ok(()) => stored += 4,
+                Err(e) => break e,
+            }
+            assert!(stored < 1000, "the cap never bit");
+        };
+        assert!(refused.is_full() && refused.is_unavailable(), "{refused:?}");
+        // The refused transaction left nothing; what was committed is all there and readable.
+        assert_eq!(count(&db).unwrap(), stored);
+        // The writer is not wedged: once space returns the same write succeeds.
+        db.set_max_bytes(None).unwrap();
+        write(4).unwrap();
+        assert_eq!(count(&db).unwrap(), stored + 4);
     }
 }

@@ -20,4 +20,42 @@ pub enum StoreError {
     /// The stored data is not what this code expects.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A read ran past its caller's deadline and was stopped, or no read connection came
+    /// free before it; nothing was changed.
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
+}
+
+impl StoreError {
+    /// The disk (or the store's `max_db_bytes` quota) is full: a write was refused whole and
+    /// nothing of it is stored. Space returning makes the same write succeed.
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    }
+
+    /// The storage could not be written or read (full disk, I/O error, read-only or locked
+    /// file): a condition of the machine, not of the request, that may pass by itself.
+    pub fn is_unavailable(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(
+                    C::DiskFull
+                        | C::SystemIoFailure
+                        | C::ReadOnly
+                        | C::CannotOpen
+                        | C::DatabaseBusy
+                        | C::DatabaseLocked
+                        | C::OutOfMemory
+                )
+            ),
+            _ => false,
+        }
+    }
+
+    /// SQLite stopped a statement on request (the deadline check of a read).
+    pub(crate) fn is_interrupted(&self) -> bool {
+        matches!(self, StoreError::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted))
+    }
 }

@@ -455,6 +455,12 @@ impl SqliteHubStore {
             db: Db::open(path, &HUB_SCHEMA)?,
         })
     }
+
+    /// Caps the database file at about `bytes` (the `max_db_bytes` setting; None lifts the
+    /// cap); returns the cap in effect. See the store's crate documentation.
+    pub fn set_max_db_bytes(&self, bytes: Option<u64>) -> Result<u64, StoreError> {
+        self.db.set_max_bytes(bytes)
+    }
 }
 
 fn query_statements(

@@ -4,7 +4,10 @@
 //! Timestamps are unix milliseconds (UTC); envelope and receipt bytes are kept verbatim.
 //! The SQLite implementation uses WAL with `synchronous=FULL` so an acknowledged write survives
 //! a crash, one writer connection (`BEGIN IMMEDIATE` transactions) and a small pool of read-only
-//! connections so reads never wait for the writer.
+//! connections so reads never wait for the writer. The pool is bounded ([`MAX_READERS`]), and
+//! reads honour the caller's deadline ([`with_deadline`]): a query still running at the
+//! deadline is interrupted. The file can be capped (`set_max_db_bytes`); a full disk or cap
+//! refuses the write whole ([`StoreError::is_full`]).
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +21,7 @@ pub mod node;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use db::{MAX_READERS, READER_WAIT, current_deadline, with_deadline};
 pub use error::StoreError;
 pub use hub::*;
 pub use indicators::*;

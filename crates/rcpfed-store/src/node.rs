@@ -392,6 +392,12 @@ impl SqliteNodeStore {
         })
     }
 
+    /// Caps the database file at about `bytes` (the `max_db_bytes` setting; None lifts the
+    /// cap); returns the cap in effect. See the store's crate documentation.
+    pub fn set_max_db_bytes(&self, bytes: Option<u64>) -> Result<u64, StoreError> {
+        self.db.set_max_bytes(bytes)
+    }
+
     /// Runs an UPDATE on one own statement, failing if that seq does not exist.
     fn update_own(&self, seq: u64, sql: &str, args: &[&dyn ToSql]) -> Result<(), StoreError> {
         let seq_sql = db::int(seq, "seq")?;

@@ -140,6 +140,7 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let db = config.data_dir.join("hub.sqlite");
+    let max_db_bytes = config.max_db_bytes;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     rcpfed_hub::run(
@@ -157,13 +158,62 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
             coherence_interval: std::time::Duration::from_millis(config.coherence_interval_ms),
             quotas: config.quotas(),
             open_store: Box::new(move || {
-                Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn rcpfed_hub::HubBackend>)
+                let store = Arc::new(SqliteHubStore::open(&db)?);
+                let (file, overrides) = (args.config.clone(), args.overrides());
+                let weak = Arc::downgrade(&store);
+                watch_db_quota(
+                    max_db_bytes,
+                    move || Ok(HubConfig::load(&file, &overrides)?.max_db_bytes),
+                    move |bytes| weak.upgrade().map(|s| s.set_max_db_bytes(bytes)),
+                )?;
+                Ok(store as Arc<dyn rcpfed_hub::HubBackend>)
             }),
         },
         shutdown,
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often `max_db_bytes` is re-read from the configuration file.
+const DB_QUOTA_RELOAD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Applies the `max_db_bytes` quota now, then re-reads it every [`DB_QUOTA_RELOAD`] so an
+/// operator raising it (or lifting it) lets a full store take writes again without a restart.
+/// The watcher ends when the store is dropped (`apply` answers None).
+fn watch_db_quota(
+    initial: Option<u64>,
+    read: impl Fn() -> Result<Option<u64>> + Send + 'static,
+    apply: impl Fn(Option<u64>) -> Option<Result<u64, rcpfed_store::StoreError>> + Send + 'static,
+) -> Result<(), rcpfed_store::StoreError> {
+    let mut current = initial;
+    if let Some(Err(e)) = apply(current) {
+        return Err(e);
+    }
+    std::thread::Builder::new()
+        .name("rcpfed-db-quota".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(DB_QUOTA_RELOAD);
+                // An unreadable file keeps the quota in force; the next read may succeed.
+                let Ok(wanted) = read() else { continue };
+                if wanted == current {
+                    continue;
+                }
+                match apply(wanted) {
+                    None => return,
+                    Some(Ok(bytes)) => {
+                        tracing::info!(max_db_bytes = ?wanted, in_effect = bytes, "database quota changed");
+                        current = wanted;
+                    }
+                    Some(Err(e)) => tracing::error!(error = %e, "cannot change the database quota"),
+                }
+            }
+        })
+        .map_err(|e| {
+            rcpfed_store::StoreError::Corrupt(format!("cannot start the quota watcher: {e}"))
+        })?;
+    Ok(())
 }
 
 /// `rcpfed node`.
@@ -186,6 +236,7 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let db = config.data_dir.join("node.sqlite");
+    let max_db_bytes = config.max_db_bytes;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     rcpfed_node::run(
@@ -204,7 +255,15 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             ops_listener,
             witness_interval: std::time::Duration::from_millis(config.witness_interval_ms),
             open_store: Box::new(move || {
-                Ok(Arc::new(SqliteNodeStore::open(&db)?) as Arc<dyn rcpfed_node::NodeStorage>)
+                let store = Arc::new(SqliteNodeStore::open(&db)?);
+                let (file, overrides) = (args.config.clone(), args.overrides());
+                let weak = Arc::downgrade(&store);
+                watch_db_quota(
+                    max_db_bytes,
+                    move || Ok(NodeConfig::load(&file, &overrides)?.max_db_bytes),
+                    move |bytes| weak.upgrade().map(|s| s.set_max_db_bytes(bytes)),
+                )?;
+                Ok(store as Arc<dyn rcpfed_node::NodeStorage>)
             }),
         },
         shutdown,

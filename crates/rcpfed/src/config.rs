@@ -95,6 +95,11 @@ pub struct HubConfig {
     pub snapshot_chunk_idle_ms: u64,
     /// Lowest average rate of a snapshot's chunks, in bytes per second.
     pub snapshot_min_rate_bytes: u64,
+    /// Quota on the hub's database file, in bytes; unset: none (the disk is the limit). When
+    /// full, submissions are refused with UNAVAILABLE (STORE_FULL) and reads go on. Re-read
+    /// from this file every few seconds, so raising it takes effect without a restart.
+    #[serde(default)]
+    pub max_db_bytes: Option<u64>,
 }
 
 impl HubConfig {
@@ -133,6 +138,7 @@ impl Default for HubConfig {
             )
             .unwrap_or(u64::MAX),
             snapshot_min_rate_bytes: rcpfed_hub::quotas::DEFAULT_SNAPSHOT_MIN_RATE,
+            max_db_bytes: None,
         }
     }
 }
@@ -181,6 +187,11 @@ pub struct NodeConfig {
     /// "disabled": no revocation check at all, said explicitly (tests and benchmarks only).
     #[serde(default)]
     pub revocation: Revocation,
+    /// Quota on the node's database file, in bytes; unset: none (the disk is the limit). When
+    /// full, PublishDocument is refused with UNAVAILABLE (STORE_FULL) and the mirror retries.
+    /// Re-read from this file every few seconds, so raising it takes effect without a restart.
+    #[serde(default)]
+    pub max_db_bytes: Option<u64>,
 }
 
 impl Default for NodeConfig {
@@ -202,6 +213,7 @@ impl Default for NodeConfig {
             hub_keepalive_interval_ms: 20_000,
             hub_keepalive_timeout_ms: 10_000,
             revocation: Revocation::Required,
+            max_db_bytes: None,
         }
     }
 }
