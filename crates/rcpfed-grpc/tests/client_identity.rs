@@ -80,6 +80,7 @@ async fn only_the_expected_unrevoked_hub_is_talked_to() {
             nodes: vec![member("colombo", "RCP"), member("midwa", "RCP")],
             operators: vec!["operator".into()],
             server_hosts: rcpfed_pki::default_server_hosts(),
+            member_hosts: Default::default(),
             valid_days: 2,
         },
     )

@@ -30,6 +30,7 @@ fn pki(dir: &std::path::Path) -> rcpfed_pki::PkiLayout {
             nodes: vec![member("colombo", "RCP")],
             operators: vec!["operator".into()],
             server_hosts: rcpfed_pki::default_server_hosts(),
+            member_hosts: Default::default(),
             valid_days: 2,
         },
     )
@@ -118,6 +119,7 @@ fn an_older_crl_does_not_replace_a_newer_one() {
             nodes: vec![member("colombo", "RCP")],
             operators: vec!["operator".into()],
             server_hosts: rcpfed_pki::default_server_hosts(),
+            member_hosts: Default::default(),
             valid_days: 2,
         },
     )

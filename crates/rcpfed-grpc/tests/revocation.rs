@@ -31,6 +31,7 @@ fn pki(dir: &Path, federation: &str) -> PkiLayout {
             nodes: vec![member("colombo", "RCP"), member("midwa", "RCP")],
             operators: vec!["operator".into()],
             server_hosts: rcpfed_pki::default_server_hosts(),
+            member_hosts: Default::default(),
             valid_days: 2,
         },
     )

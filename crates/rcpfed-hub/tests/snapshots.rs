@@ -131,6 +131,7 @@ fn pki(dir: &tempfile::TempDir) -> PkiLayout {
             ],
             operators: vec!["operator".into()],
             server_hosts: rcpfed_pki::default_server_hosts(),
+            member_hosts: Default::default(),
             valid_days: 2,
         },
     )

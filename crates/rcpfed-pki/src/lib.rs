@@ -17,9 +17,11 @@
 //!
 //! Every member certificate carries exactly one URI SAN: `spiffe://{federation}/node/{id}` for
 //! the hub and the nodes, `spiffe://{federation}/operator/{name}` for operators. The hub and the
-//! nodes also serve, so their certificates carry the DNS and IP SANs of
-//! [`PkiPlan::server_hosts`] and both serverAuth and clientAuth; operator certificates are
-//! clientAuth only. Private key files are created with mode 0600 and never overwritten;
+//! nodes also serve, so their certificates carry serverAuth and clientAuth and the DNS and IP
+//! SANs of their own names ([`PkiPlan::member_hosts`]) plus the loopback names of
+//! [`PkiPlan::server_hosts`] (for a federation on one machine); a name that is not loopback
+//! may be in one member's certificate only, so no member's certificate answers for another's
+//! name. Operator certificates are clientAuth only. Private key files are created with mode 0600 and never overwritten;
 //! directories are created with mode 0700.
 //!
 //! Architecture invariant: this crate writes files only under the directory it is given, and
@@ -118,10 +120,25 @@ pub struct PkiPlan {
     pub nodes: Vec<MemberPlan>,
     /// Operator names; each becomes a member with the admin and reader roles.
     pub operators: Vec<String>,
-    /// DNS names or IP addresses put in the server certificates of the hub and nodes.
+    /// Loopback names (`localhost`, `*.localhost`, loopback IPs) put in the server certificate
+    /// of every hub and node, for a federation on one machine. Anything else is refused: a
+    /// name in every certificate would let any member answer for it.
     pub server_hosts: Vec<String>,
+    /// Each member's own DNS names or IP addresses (member id → names), put in that member's
+    /// server certificate only. A name may belong to one member.
+    pub member_hosts: std::collections::BTreeMap<String, Vec<String>>,
     /// Validity of the CA and member certificates, in days.
     pub valid_days: u32,
+}
+
+/// Whether `host` names this machine only (`localhost`, `*.localhost`, a loopback address),
+/// so that sharing it between members' certificates lets no member answer for another.
+pub fn is_loopback_host(host: &str) -> bool {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return ip.is_loopback();
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
 }
 
 /// The default [`PkiPlan::server_hosts`]: `localhost` and `127.0.0.1`.
@@ -398,6 +415,31 @@ fn check_plan(plan: &PkiPlan) -> Result<(), PkiError> {
     }
     for host in &plan.server_hosts {
         server_san(host)?;
+        if !is_loopback_host(host) {
+            return invalid(format!(
+                "{host:?} would go in every member's certificate, so any member could answer \
+                 for it; give it to one member (for example --member-host gfmd={host})"
+            ));
+        }
+    }
+    let mut owner_of: std::collections::BTreeMap<String, &str> = Default::default();
+    for (id, hosts) in &plan.member_hosts {
+        if plan.hub.id != *id && !plan.nodes.iter().any(|n| n.id == *id) {
+            return invalid(format!(
+                "host names are given for {id:?}, which is not the hub or a node of this plan"
+            ));
+        }
+        for host in hosts {
+            server_san(host)?;
+            let key = host.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(other) = owner_of.insert(key, id)
+                && other != id
+            {
+                return invalid(format!(
+                    "{host:?} is given to both {other:?} and {id:?}; a name may belong to one member"
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -441,13 +483,15 @@ pub fn init(dir: &Path, plan: &PkiPlan) -> Result<PkiLayout, PkiError> {
             .map(|n| (n, vec![Role::Publisher, Role::Reader, Role::Witness])),
     );
     for (member, roles) in regional {
+        let own = plan.member_hosts.get(&member.id).into_iter().flatten();
+        let hosts: Vec<String> = plan.server_hosts.iter().chain(own).cloned().collect();
         let spiffe = write_member_cert(
             &layout,
             &issuer,
             &plan.federation_id,
             &member.id,
             IdentityKind::Node,
-            &plan.server_hosts,
+            &hosts,
             not_after,
         )?;
         let key = write_signing_key(&layout, &member.id)?;

@@ -38,6 +38,7 @@ fn plan() -> PkiPlan {
         ],
         operators: vec!["alice".to_owned()],
         server_hosts: default_server_hosts(),
+        member_hosts: Default::default(),
         valid_days: 30,
     }
 }
@@ -358,4 +359,60 @@ fn init_writes_an_empty_crl_and_revoke_adds_member_serials() {
         RevocationReason::KeyCompromise
     );
     assert!("bogus".parse::<RevocationReason>().is_err());
+}
+
+/// Each member's own names go in its certificate only; a non-loopback name for everyone, or
+/// one name for two members, is refused (issue 9 finding 3: a member posing as the hub).
+#[test]
+fn each_member_certificate_carries_its_own_names_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = plan();
+    p.member_hosts
+        .insert(p.hub.id.clone(), vec!["hub.gfmd.example".to_owned()]);
+    p.member_hosts.insert(
+        p.nodes[0].id.clone(),
+        vec!["node.one.example".to_owned(), "10.0.0.7".to_owned()],
+    );
+    let layout = init(tmp.path(), &p).unwrap();
+    let names = |id: &str| -> Vec<String> {
+        let der = pem_der(&layout.member_dir(id).join("tls.pem"));
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        san.value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => d.to_string(),
+                GeneralName::IPAddress(ip) => format!("{ip:?}"),
+                other => format!("{other}"),
+            })
+            .collect()
+    };
+    let hub = names(&p.hub.id);
+    assert!(hub.contains(&"hub.gfmd.example".to_owned()), "{hub:?}");
+    assert!(!hub.contains(&"node.one.example".to_owned()), "{hub:?}");
+    let node = names(&p.nodes[0].id);
+    assert!(node.contains(&"node.one.example".to_owned()), "{node:?}");
+    assert!(!node.contains(&"hub.gfmd.example".to_owned()), "{node:?}");
+    let other = names(&p.nodes[1].id);
+    assert!(!other.iter().any(|n| n.ends_with(".example")), "{other:?}");
+
+    let mut p = plan();
+    p.server_hosts.push("hub.gfmd.example".to_owned());
+    let err = init(tempfile::tempdir().unwrap().path(), &p).unwrap_err();
+    assert!(err.to_string().contains("every member"), "{err}");
+    let mut p = plan();
+    p.member_hosts
+        .insert(p.hub.id.clone(), vec!["x.example".to_owned()]);
+    p.member_hosts
+        .insert(p.nodes[0].id.clone(), vec!["X.example".to_owned()]);
+    let err = init(tempfile::tempdir().unwrap().path(), &p).unwrap_err();
+    assert!(err.to_string().contains("one member"), "{err}");
+    let mut p = plan();
+    p.member_hosts
+        .insert("alice".to_owned(), vec!["a.example".to_owned()]);
+    assert!(init(tempfile::tempdir().unwrap().path(), &p).is_err());
+    assert!(is_loopback_host("localhost") && is_loopback_host("a.localhost"));
+    assert!(is_loopback_host("127.0.0.1") && is_loopback_host("::1"));
+    assert!(!is_loopback_host("10.0.0.7") && !is_loopback_host("localhost.example"));
 }

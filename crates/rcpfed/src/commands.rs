@@ -317,9 +317,16 @@ pub struct PkiInitArgs {
     /// Operator identities (admin role).
     #[arg(long, value_delimiter = ',', default_values_t = ["operator".to_string()])]
     pub operators: Vec<String>,
-    /// Host names and IPs for the server certificates.
+    /// Loopback names put in every hub and node certificate, for a federation on one machine
+    /// (`localhost`, `*.localhost`, loopback IPs; anything else is refused: give real names
+    /// to one member each with --member-host).
     #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
     pub hosts: Vec<String>,
+    /// A member's own host name or IP, as ID=NAME (repeatable), for example
+    /// `--member-host gfmd=hub.gfmd.example --member-host colombo=rcpfed.colombo.example`:
+    /// it goes in that member's certificate only.
+    #[arg(long = "member-host", value_parser = parse_member_host)]
+    pub member_hosts: Vec<(String, String)>,
     /// The hub's endpoint written into node configurations.
     #[arg(long, default_value = "https://localhost:50051")]
     pub hub_endpoint: String,
@@ -334,6 +341,18 @@ const HUB_PORT: u16 = 50051;
 const HUB_OPS_PORT: u16 = 9051;
 const NODE_PORT: u16 = 50061;
 const NODE_OPS_PORT: u16 = 9061;
+
+/// `ID=NAME` of `--member-host`.
+fn parse_member_host(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((id, host)) if !id.is_empty() && !host.is_empty() => {
+            Ok((id.to_string(), host.to_string()))
+        }
+        _ => Err(format!(
+            "{text:?} is not ID=NAME (for example gfmd=hub.gfmd.example)"
+        )),
+    }
+}
 
 /// Id of the i-th synthetic node.
 pub fn synthetic_id(i: usize) -> String {
@@ -381,6 +400,13 @@ pub fn pki_init(args: &PkiInitArgs) -> Result<Federation> {
             .collect::<Result<_>>()?,
         operators: args.operators.clone(),
         server_hosts: args.hosts.clone(),
+        member_hosts: args.member_hosts.iter().fold(
+            std::collections::BTreeMap::<String, Vec<String>>::new(),
+            |mut map, (id, host)| {
+                map.entry(id.clone()).or_default().push(host.clone());
+                map
+            },
+        ),
         valid_days: 825,
     };
     let layout = rcpfed_pki::init(&args.dir, &plan)?;

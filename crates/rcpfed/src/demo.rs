@@ -104,6 +104,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         nodes: NODES.iter().map(|s| s.to_string()).collect(),
         operators: vec!["operator".into()],
         hosts: vec!["localhost".into(), "127.0.0.1".into()],
+        member_hosts: Vec::new(),
         hub_endpoint: "https://localhost:50051".into(),
         synthetic_nodes: 0,
     })?;

@@ -469,6 +469,7 @@ mod tests {
             nodes: vec!["colombo".into(), "abu-dhabi".into(), "midwa".into()],
             operators: vec!["operator".into()],
             hosts: vec!["localhost".into()],
+            member_hosts: Vec::new(),
             hub_endpoint: "https://localhost:50051".into(),
             synthetic_nodes: 0,
         })
