@@ -307,6 +307,21 @@ struct Shared {
     /// The file versions last looked at (loaded or refused).
     seen: Mutex<Vec<FileStamp>>,
     connections: Mutex<Connections>,
+    /// What to do while the CRL is past its nextUpdate.
+    stale_crl: Mutex<StaleCrl>,
+}
+
+/// What a server does while its CRL is past nextUpdate (a stale CRL may miss revocations).
+/// Either way the state is explicit: health turns `NOT_SERVING` and an error is logged
+/// ([`watch_crl_freshness`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StaleCrl {
+    /// Refuse every new connection until a fresh CRL is installed (the default).
+    #[default]
+    Refuse,
+    /// Keep accepting connections (with the stale CRL's revocations still applied), but
+    /// report `NOT_SERVING` so that probes and operators see it.
+    NotServing,
 }
 
 #[derive(Default)]
@@ -360,6 +375,7 @@ impl ReloadingTlsAcceptor {
                 current: RwLock::new(Arc::new(loaded)),
                 seen: Mutex::new(seen),
                 connections: Mutex::new(Connections::default()),
+                stale_crl: Mutex::new(StaleCrl::default()),
             }),
         })
     }
@@ -375,6 +391,18 @@ impl ReloadingTlsAcceptor {
         .flatten()
         .map(stamp)
         .collect()
+    }
+
+    /// Sets what the server does while its CRL is past nextUpdate.
+    pub fn set_stale_crl(&self, policy: StaleCrl) {
+        if let Ok(mut p) = self.shared.stale_crl.lock() {
+            *p = policy;
+        }
+    }
+
+    /// What the server does while its CRL is past nextUpdate.
+    pub fn stale_crl(&self) -> StaleCrl {
+        self.shared.stale_crl.lock().map(|p| *p).unwrap_or_default()
     }
 
     /// The configuration in force.
@@ -757,7 +785,9 @@ pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> M
                 );
                 continue;
             };
-            if let Some(next_update) = acceptor.current().stale_since(time_now()) {
+            if let Some(next_update) = acceptor.current().stale_since(time_now())
+                && acceptor.stale_crl() == StaleCrl::Refuse
+            {
                 tracing::error!(
                     %peer,
                     next_update,
@@ -878,6 +908,57 @@ pub async fn serve_with_bounded_drain<F: Future>(
             None
         }
     }
+}
+
+/// How often [`watch_crl_freshness`] looks at the CRL's nextUpdate.
+const CRL_FRESHNESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps the overall health status (`""`) in step with the CRL: `NOT_SERVING` (and an error
+/// logged, again every 10 minutes) while the CRL in force is past nextUpdate, `SERVING` again
+/// once a fresh one is installed. Stops at `shutdown` (whose own `NOT_SERVING` it never undoes).
+pub fn watch_crl_freshness(
+    acceptor: ReloadingTlsAcceptor,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    use tonic_health::ServingStatus;
+    tokio::spawn(async move {
+        let mut stale_logged_at: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(CRL_FRESHNESS_INTERVAL) => {}
+            }
+            let stale = acceptor.current().stale_since(time_now());
+            match (stale, stale_logged_at) {
+                (Some(next_update), last) => {
+                    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+                        let refusing = acceptor.stale_crl() == StaleCrl::Refuse;
+                        tracing::error!(
+                            next_update,
+                            refusing_connections = refusing,
+                            "the CRL in force is past its nextUpdate: health is NOT_SERVING \
+                             until a fresh CRL is installed (rcpfed pki revoke-cert re-signs it)"
+                        );
+                        stale_logged_at = Some(tokio::time::Instant::now());
+                    }
+                    if last.is_none() && !shutdown.is_cancelled() {
+                        health
+                            .set_service_status("", ServingStatus::NotServing)
+                            .await;
+                    }
+                }
+                (None, Some(_)) => {
+                    tracing::info!("a fresh CRL is in force: health is SERVING again");
+                    stale_logged_at = None;
+                    if !shutdown.is_cancelled() {
+                        health.set_service_status("", ServingStatus::Serving).await;
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    })
 }
 
 /// Server-side mutual TLS for tonic with revocation: loads the configuration (failing if it

@@ -47,6 +47,11 @@ fn tls(layout: &rcpfed_pki::PkiLayout, id: &str) -> TlsFiles {
 
 /// Replaces the CRL with one signed by the CA, numbered 7, whose nextUpdate passed an hour ago.
 fn write_stale_crl(layout: &rcpfed_pki::PkiLayout) {
+    write_crl(layout, 7, true);
+}
+
+/// Replaces the CRL with an empty one signed by the CA, numbered `number`, stale or fresh.
+fn write_crl(layout: &rcpfed_pki::PkiLayout, number: u8, stale: bool) {
     let ca_pem = std::fs::read_to_string(layout.ca_cert()).unwrap();
     let ca_key =
         rcgen::KeyPair::from_pem(&std::fs::read_to_string(layout.ca_key()).unwrap()).unwrap();
@@ -54,8 +59,12 @@ fn write_stale_crl(layout: &rcpfed_pki::PkiLayout) {
     let now = time::OffsetDateTime::now_utc();
     let crl = rcgen::CertificateRevocationListParams {
         this_update: now - Duration::from_secs(2 * 3600),
-        next_update: now - Duration::from_secs(3600),
-        crl_number: rcgen::SerialNumber::from_slice(&[7]),
+        next_update: if stale {
+            now - Duration::from_secs(3600)
+        } else {
+            now + Duration::from_secs(3600)
+        },
+        crl_number: rcgen::SerialNumber::from_slice(&[number]),
         issuing_distribution_point: None,
         revoked_certs: Vec::new(),
         key_identifier_method: rcgen::KeyIdMethod::Sha256,
@@ -170,4 +179,71 @@ fn an_older_crl_does_not_replace_a_newer_one() {
     ));
     assert_eq!(acceptor.current().crl_number, Some(3u32.into()));
     assert_eq!(acceptor.current().stale_since(0), None);
+}
+
+/// With `stale_crl = "not_serving"` the server keeps accepting connections while its CRL is
+/// past nextUpdate, but says so: health `NOT_SERVING` until a fresh CRL is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_crl_can_mean_not_serving_instead() {
+    use rcpfed_grpc::acceptor::{StaleCrl, mtls_incoming_with_acceptor, watch_crl_freshness};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = pki(&tmp.path().join("pki"));
+    write_stale_crl(&layout);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (incoming, acceptor) =
+        mtls_incoming_with_acceptor(listener, &tls(&layout, "gfmd"), Some(&layout.crl())).unwrap();
+    acceptor.set_stale_crl(StaleCrl::NotServing);
+    let reporter = tonic_health::server::HealthReporter::new();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _watch = watch_crl_freshness(acceptor.clone(), reporter.clone(), shutdown.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tonic_health::pb::health_server::HealthServer::new(
+                tonic_health::server::HealthService::from_health_reporter(reporter),
+            ))
+            .serve_with_incoming(incoming),
+    );
+    let status = || async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://localhost:{port}"))
+            .unwrap()
+            .tls_config(tls(&layout, "colombo").client_config("localhost").unwrap())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("a stale CRL under not_serving still accepts connections");
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health answers")
+            .into_inner()
+            .status
+    };
+    let until = |want: ServingStatus| {
+        let status = &status;
+        async move {
+            for _ in 0..50 {
+                if status().await == want as i32 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("health never became {want:?}");
+        }
+    };
+    until(ServingStatus::NotServing).await;
+    // A fresh CRL (higher number) is installed: serving again.
+    write_crl(&layout, 8, false);
+    acceptor.reload_if_changed();
+    until(ServingStatus::Serving).await;
+    shutdown.cancel();
 }

@@ -57,6 +57,8 @@ pub struct HubSettings {
     /// The federation CA's CRL (PEM). Client certificates it lists are refused; the file is
     /// watched and reloaded without a restart. None: no revocation check.
     pub crl_file: Option<std::path::PathBuf>,
+    /// What the server does while the CRL is past its nextUpdate.
+    pub stale_crl: rcpfed_grpc::acceptor::StaleCrl,
     /// Listener for the mTLS gRPC port.
     pub grpc_listener: TcpListener,
     /// Listener for the plaintext ops port (health, metrics).
@@ -111,6 +113,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         signing_key,
         tls,
         crl_file,
+        stale_crl,
         grpc_listener,
         ops_listener,
         witness_quorum,
@@ -290,6 +293,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         &tls,
         crl_file.as_deref(),
     )?;
+    acceptor.set_stale_crl(stale_crl);
 
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<HubServiceServer<Hub>>().await;
@@ -298,6 +302,12 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         .await;
     tracing::info!(%grpc_addr, federation = %federation.federation_id, "hub serving (mTLS)");
 
+    // Started after the start-up SERVING, which would otherwise hide a stale CRL.
+    let crl_watch = rcpfed_grpc::acceptor::watch_crl_freshness(
+        acceptor.clone(),
+        health.clone(),
+        shutdown.clone(),
+    );
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
     let serve = tonic::transport::Server::builder()
@@ -344,6 +354,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         .await
         .unwrap_or(Ok(()));
     shutdown.cancel();
+    let _ = crl_watch.await;
     let _ = coherence.await;
     let _ = ops.await;
     served?;

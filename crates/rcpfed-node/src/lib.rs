@@ -131,6 +131,8 @@ pub struct NodeSettings {
     /// The federation CA's CRL (PEM). Client certificates it lists are refused; the file is
     /// watched and reloaded without a restart. None: no revocation check.
     pub crl_file: Option<std::path::PathBuf>,
+    /// What the server does while the CRL is past its nextUpdate.
+    pub stale_crl: rcpfed_grpc::acceptor::StaleCrl,
     /// The hub's gRPC endpoint, "https://host:port".
     pub hub_endpoint: String,
     /// Timeouts and keepalives of the link to the hub.
@@ -180,6 +182,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         signing_key,
         tls,
         crl_file,
+        stale_crl,
         hub_endpoint,
         hub_link,
         grpc_listener,
@@ -382,6 +385,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         &tls,
         crl_file.as_deref(),
     )?;
+    acceptor.set_stale_crl(stale_crl);
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<NodeServiceServer<Node>>().await;
     health
@@ -389,6 +393,12 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         .await;
     tracing::info!(%addr, node = %node_id, hub = %hub_endpoint, "node serving (mTLS)");
 
+    // Started after the start-up SERVING, which would otherwise hide a stale CRL.
+    let crl_watch = rcpfed_grpc::acceptor::watch_crl_freshness(
+        acceptor.clone(),
+        health.clone(),
+        shutdown.clone(),
+    );
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
     let serve = tonic::transport::Server::builder()
@@ -443,6 +453,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         .await
         .unwrap_or(Ok(()));
     shutdown.cancel();
+    let _ = crl_watch.await;
     // Each task stops at its next await on `shutdown`; one stuck in a call to a hub that does
     // not answer is aborted after a short grace (its work is in the store, resumed at start-up).
     // One grace period for all of them, not one each.

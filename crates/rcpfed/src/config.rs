@@ -30,6 +30,26 @@ pub enum Revocation {
     Disabled,
 }
 
+/// What a server does while its CRL is past nextUpdate (`stale_crl`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaleCrl {
+    /// Refuse every new connection until a fresh CRL is installed (the default).
+    #[default]
+    Refuse,
+    /// Keep serving with the stale CRL's revocations, health NOT_SERVING and an error logged.
+    NotServing,
+}
+
+impl From<StaleCrl> for rcpfed_grpc::acceptor::StaleCrl {
+    fn from(policy: StaleCrl) -> Self {
+        match policy {
+            StaleCrl::Refuse => Self::Refuse,
+            StaleCrl::NotServing => Self::NotServing,
+        }
+    }
+}
+
 /// The CRL to use under `revocation`: an error when it is required and missing.
 fn check_revocation(revocation: Revocation, crl_file: &Option<PathBuf>) -> Result<()> {
     match (revocation, crl_file) {
@@ -78,6 +98,10 @@ pub struct HubConfig {
     /// "disabled": no revocation check at all, said explicitly (tests and benchmarks only).
     #[serde(default)]
     pub revocation: Revocation,
+    /// While the CRL is past its nextUpdate (health is NOT_SERVING either way): "refuse"
+    /// (default) refuses every new connection; "not_serving" keeps accepting them.
+    #[serde(default)]
+    pub stale_crl: StaleCrl,
     /// The indicator catalogue (TOML) the hub issues; unset for the shipped one. A new
     /// catalogue version is logged at start-up when its content differs from the latest.
     #[serde(default)]
@@ -128,6 +152,7 @@ impl Default for HubConfig {
             tls: TlsConfig::default(),
             crl_file: None,
             revocation: Revocation::Required,
+            stale_crl: StaleCrl::Refuse,
             catalogue: None,
             coherence_interval_ms: 2000,
             cpu_threads: 0,
@@ -187,6 +212,10 @@ pub struct NodeConfig {
     /// "disabled": no revocation check at all, said explicitly (tests and benchmarks only).
     #[serde(default)]
     pub revocation: Revocation,
+    /// While the CRL is past its nextUpdate (health is NOT_SERVING either way): "refuse"
+    /// (default) refuses every new connection; "not_serving" keeps accepting them.
+    #[serde(default)]
+    pub stale_crl: StaleCrl,
     /// Quota on the node's database file, in bytes; unset: none (the disk is the limit). When
     /// full, PublishDocument is refused with UNAVAILABLE (STORE_FULL) and the mirror retries.
     /// Re-read from this file every few seconds, so raising it takes effect without a restart.
@@ -213,6 +242,7 @@ impl Default for NodeConfig {
             hub_keepalive_interval_ms: 20_000,
             hub_keepalive_timeout_ms: 10_000,
             revocation: Revocation::Required,
+            stale_crl: StaleCrl::Refuse,
             max_db_bytes: None,
         }
     }
@@ -454,5 +484,32 @@ impl NodeConfig {
             }
         }
         check_revocation(self.revocation, &self.crl_file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Only {
+        #[serde(default)]
+        stale_crl: StaleCrl,
+    }
+
+    #[test]
+    fn stale_crl_reads_both_words_and_defaults_to_refuse() {
+        let read = |text: &str| toml::from_str::<Only>(text).map(|o| o.stale_crl);
+        assert_eq!(read("").ok(), Some(StaleCrl::Refuse));
+        assert_eq!(read("stale_crl = \"refuse\"").ok(), Some(StaleCrl::Refuse));
+        assert_eq!(
+            read("stale_crl = \"not_serving\"").ok(),
+            Some(StaleCrl::NotServing)
+        );
+        assert!(read("stale_crl = \"ignore\"").is_err());
+        assert_eq!(
+            rcpfed_grpc::acceptor::StaleCrl::from(StaleCrl::NotServing),
+            rcpfed_grpc::acceptor::StaleCrl::NotServing
+        );
     }
 }
