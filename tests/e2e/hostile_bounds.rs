@@ -1,16 +1,22 @@
 //! Issue 9, findings 1, 13 and 15, as a hostile member would try them over real processes and
 //! real mTLS: whole-envelope bounds (and that the largest acceptable statement still travels
-//! everywhere), inputs out of range, and refusals small enough for any client to read.
+//! everywhere, and so does the largest snapshot chunk), inputs out of range, and refusals small enough for any client to read.
 //!
 //! Most tests act as colombo directly (`RawNode`: its TLS identity and signing key) next to a
 //! real node (midwa) whose mirror must keep up.
 
 use crate::harness::{Cluster, RawNode, assert_refused, connect, describe, run_rcpfed_async};
+use rcpfed_core::chunks::{MAX_CHUNK_BYTES, OBSERVATIONS_PER_CHUNK, encode_chunks};
 use rcpfed_core::envelope::{EnvelopeSignature, SignedEnvelope};
 use rcpfed_core::limits::{MAX_PAGE_BYTES, MAX_PAYLOAD_BYTES, MAX_SIGNATURES};
-use rcpfed_core::statement::{Body, LocalizedText, Statement};
+use rcpfed_core::statement::{
+    Body, DocumentKind, Header, IndicatorSnapshot, LocalizedText, Observation, ObservationAction,
+    Statement,
+};
+use rcpfed_core::validate::MAX_NOTE_CHARS;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use rcpfed_proto::v1::submit_snapshot_request::Part;
 use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -424,4 +430,172 @@ async fn inputs_out_of_range_are_refused() {
         c.delivered("colombo", 1).await,
         "colombo delivered"
     );
+}
+
+/// Observations of colombo's undated member states with the longest footnote and source the
+/// rules allow, `n` distinct keys (years 2019 and 2020).
+fn longest_observations(c: &Cluster, n: usize) -> Vec<Observation> {
+    let areas: Vec<String> = c
+        .federation()
+        .members()
+        .find(|m| m.id == "colombo")
+        .expect("colombo")
+        .states
+        .iter()
+        .filter(|s| s.since.is_none() && s.until.is_none())
+        .map(|s| s.iso3.clone())
+        .collect();
+    let origins = [
+        "AFG", "BGD", "CHN", "DEU", "EGY", "FRA", "GHA", "IND", "JPN", "KEN",
+    ];
+    let mut out = Vec::with_capacity(n);
+    for year in ["2019", "2020"] {
+        for area in &areas {
+            for origin in origins {
+                for sex in ["_T", "F", "M"] {
+                    for age in ["_T", "Y_LT15", "Y15T64", "Y_GE65"] {
+                        if out.len() == n {
+                            return out;
+                        }
+                        out.push(Observation {
+                            action: ObservationAction::Append,
+                            ref_area: area.clone(),
+                            time_period: year.into(),
+                            dimensions: vec![
+                                ("AGE".into(), age.into()),
+                                ("COUNTERPART_AREA".into(), origin.into()),
+                                ("SEX".into(), sex.into()),
+                            ],
+                            obs_value: Some(out.len() as f64),
+                            obs_status: "A".into(),
+                            unit_measure: "persons".into(),
+                            unit_mult: 0,
+                            conf_status: String::new(),
+                            footnote: "f".repeat(MAX_NOTE_CHARS),
+                            source: "SYNTHETIC e2e test data, not real. ".repeat(30)
+                                [..MAX_NOTE_CHARS]
+                                .to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    panic!("only {} distinct keys, {n} wanted", out.len());
+}
+
+/// The largest acceptable snapshot chunk (cut as close to the 4 MiB chunk limit as the node's
+/// cutter goes) passes through SubmitSnapshot, GetSnapshotChunks, midwa's mirror (which
+/// fetches the chunks), GetStatement and `rcpfed export bundle`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_snapshot_chunk_travels_everywhere() {
+    let c = Cluster::start(&["midwa"]).await;
+    let raw = RawNode::connect(&c, "colombo").await;
+    // As many of the longest observations as one chunk can hold.
+    let mut observations = longest_observations(&c, 2600);
+    let limit = MAX_CHUNK_BYTES as usize;
+    let per_hundred = encode_chunks(&observations[..100], 100).1[0].len();
+    observations.truncate(limit * 100 / per_hundred + 2);
+    while encode_chunks(&observations, OBSERVATIONS_PER_CHUNK).1[0].len() > limit {
+        observations.pop();
+    }
+    let (manifest, chunks) = encode_chunks(&observations, OBSERVATIONS_PER_CHUNK);
+    assert_eq!(chunks.len(), 1);
+    let largest = chunks[0].len();
+    assert!(
+        largest > limit - 4 * 1024,
+        "the chunk ({largest} bytes) is not as large as a chunk may be"
+    );
+    eprintln!(
+        "{} observations in one chunk of {largest} bytes",
+        observations.len()
+    );
+    let statement = Statement {
+        header: Header {
+            document: "regions/colombo/indicators/mig_stock/largest".into(),
+            ..raw.header(DocumentKind::IndicatorSnapshot)
+        },
+        body: Body::Indicators(IndicatorSnapshot {
+            indicator: "MIG_STOCK".into(),
+            observations: Vec::new(),
+            chunks: Some(manifest.clone()),
+        }),
+    };
+    let envelope = raw.sign(&statement);
+    let mut parts = vec![v1::SubmitSnapshotRequest {
+        part: Some(Part::Envelope(envelope.to_proto())),
+    }];
+    parts.extend(chunks.iter().map(|b| v1::SubmitSnapshotRequest {
+        part: Some(Part::Chunk(b.clone())),
+    }));
+    raw.client
+        .clone()
+        .submit_snapshot(tokio_stream::iter(parts))
+        .await
+        .unwrap_or_else(|s| panic!("SubmitSnapshot: {}", describe(&s)));
+
+    // The hub serves every chunk as signed.
+    let mut hub = c.hub_client("operator").await;
+    let mut stream = hub
+        .get_snapshot_chunks(v1::GetSnapshotChunksRequest {
+            digest: envelope.digest().as_bytes().to_vec(),
+            first_chunk: 0,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("GetSnapshotChunks: {}", describe(&s)))
+        .into_inner();
+    let mut served = Vec::new();
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .unwrap_or_else(|s| panic!("a chunk: {}", describe(&s)))
+    {
+        served.push(chunk.chunk);
+    }
+    assert_eq!(served, chunks, "the hub serves the chunks as signed");
+
+    // midwa's mirror fetched and applied them: the same observations at the node.
+    let query = v1::ObservationQuery {
+        indicator: "MIG_STOCK".into(),
+        ..Default::default()
+    };
+    assert_eventually!(
+        c,
+        Duration::from_secs(60),
+        c.mirrors_match_hub(&["midwa"]).await
+            && c.query_observations("midwa", &query, 10_000)
+                .await
+                .map(|(records, _)| records.len())
+                .unwrap_or(0)
+                == observations.len(),
+        "midwa mirrors the largest chunk"
+    );
+
+    // A third party with default client limits reads the statement, and the bundle exports.
+    let record = default_client(&c)
+        .await
+        .get_statement(v1::GetStatementRequest {
+            name: "nodes/colombo/statements/1".into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("GetStatement: {}", describe(&s)))
+        .into_inner()
+        .statement
+        .expect("a record");
+    assert_eq!(record.digest, envelope.digest().as_bytes().to_vec());
+    let bundle = c.root().join("largest-chunk.json");
+    let (code, stdout, stderr) = run_rcpfed_async(vec![
+        "export".into(),
+        "bundle".into(),
+        "--hub".into(),
+        c.hub_endpoint(),
+        "--pki".into(),
+        c.fed_dir().to_string_lossy().into_owned(),
+        "--statement".into(),
+        "nodes/colombo/statements/1".into(),
+        "--out".into(),
+        bundle.to_string_lossy().into_owned(),
+    ])
+    .await;
+    assert_eq!(code, 0, "export bundle:\n{stdout}\n{stderr}");
 }
