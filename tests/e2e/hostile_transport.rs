@@ -410,3 +410,71 @@ async fn revocation_cannot_go_backwards() {
     );
     assert!(stderr.contains("no CRL"), "{stderr}");
 }
+
+/// Finding 4: one identity holds at most 32 connections (a further one is closed right after
+/// its handshake, while other members are served), and the server allows 64 concurrent
+/// streams per connection (its HTTP/2 SETTINGS say so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_identity_and_streams_per_connection_are_capped() {
+    use rcpfed_grpc::limits::{MAX_CONCURRENT_STREAMS, MAX_CONNECTIONS_PER_IDENTITY};
+    use tokio::io::AsyncWriteExt as _;
+    let c = Cluster::start(&[]).await;
+
+    // The server's SETTINGS frame, after the client preface and an empty SETTINGS.
+    let mut one = silent_tls(&c, c.hub_addr(), "abu-dhabi").await;
+    one.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let mut header = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), one.read_exact(&mut header))
+        .await
+        .expect("the server's first frame in time")
+        .expect("a frame header");
+    assert_eq!(header[3], 0x4, "the server's first frame is SETTINGS");
+    let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let mut settings = vec![0u8; len];
+    one.read_exact(&mut settings).await.expect("the settings");
+    let streams = settings
+        .chunks_exact(6)
+        .find(|s| s[..2] == [0x00, 0x03])
+        .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+    assert_eq!(
+        streams,
+        Some(MAX_CONCURRENT_STREAMS),
+        "SETTINGS_MAX_CONCURRENT_STREAMS"
+    );
+
+    // abu-dhabi fills its connections (this one counts too)...
+    let mut held = vec![one];
+    for _ in 1..MAX_CONNECTIONS_PER_IDENTITY {
+        held.push(silent_tls(&c, c.hub_addr(), "abu-dhabi").await);
+    }
+    // ...so its next one is closed at once, not held until the preface timeout.
+    let mut extra = silent_tls(&c, c.hub_addr(), "abu-dhabi").await;
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match extra.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "connection {} of one identity was kept open",
+        MAX_CONNECTIONS_PER_IDENTITY + 1
+    );
+    println!(
+        "connection {} of abu-dhabi closed after {:?}",
+        MAX_CONNECTIONS_PER_IDENTITY + 1,
+        started.elapsed()
+    );
+    // Another member is served meanwhile.
+    fresh_hub_call(&c, "colombo")
+        .await
+        .unwrap_or_else(|s| panic!("colombo: {}\n{}", describe(&s), c.logs()));
+    drop(held);
+}
