@@ -88,7 +88,10 @@ impl Probe {
             .len();
         let log_size = self
             .hub
-            .get_checkpoint(v1::GetCheckpointRequest { final_only: false })
+            .get_checkpoint(v1::GetCheckpointRequest {
+                final_only: false,
+                ..Default::default()
+            })
             .await
             .unwrap_or_else(|s| panic!("GetCheckpoint: {}", describe(&s)))
             .into_inner()

@@ -122,7 +122,10 @@ async fn hub_checkpoint(c: &Cluster, final_only: bool) -> Option<v1::GetCheckpoi
     match c
         .hub_client("operator")
         .await
-        .get_checkpoint(v1::GetCheckpointRequest { final_only })
+        .get_checkpoint(v1::GetCheckpointRequest {
+            final_only,
+            ..Default::default()
+        })
         .await
     {
         Ok(r) => Some(r.into_inner()),
@@ -1761,4 +1764,106 @@ async fn export_and_offline_verify_bundle() {
     });
     expect_failure(&no_cosignatures, "2", "witness cosignatures");
     expect_failure(&bundle_path, "4", "witness cosignatures");
+}
+
+/// The cosigned checkpoint of an older size is readable (`GetCheckpoint` with `tree_size`), a
+/// size without one is NOT_FOUND, and asking for both forms is INVALID_ARGUMENT; a feed
+/// subscription says in its headers where the backlog ends (`rcpfed-backlog-end`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_checkpoints_and_the_end_of_the_feed_backlog() {
+    let c = Cluster::start_with_env(&ALL_NODES, &FAST_WITNESS).await;
+    let fed = c.federation();
+    let mut raw = RawNode::connect(&c, "colombo").await;
+    // One at a time, so the hub signs a checkpoint at each size.
+    let (_, first) = raw.accept(&raw.policy("Older checkpoint 1")).await;
+    let older = first.log.expect("a log proof").tree_size;
+    raw.accept(&raw.policy("Older checkpoint 2")).await;
+    let total = HUB_PRELUDE + 2;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        hub_checkpoint(&c, false)
+            .await
+            .is_some_and(|cp| cp.tree_size == total),
+        "the latest checkpoint covers both statements"
+    );
+
+    let mut hub = c.hub_client("operator").await;
+    let at = |tree_size: u64, final_only: bool| v1::GetCheckpointRequest {
+        final_only,
+        tree_size,
+    };
+    // The older checkpoint gathers its own cosignatures: witnesses that saw it cosign it.
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        hub.clone()
+            .get_checkpoint(at(older, false))
+            .await
+            .is_ok_and(|r| r.into_inner().cosignature_count >= 1),
+        "the checkpoint of size {older} is cosigned"
+    );
+    let cp = hub
+        .get_checkpoint(at(older, false))
+        .await
+        .unwrap_or_else(|s| panic!("GetCheckpoint({older}): {}", describe(&s)))
+        .into_inner();
+    assert_eq!(cp.tree_size, older);
+    let opened = open(&fed, &cp.checkpoint);
+    assert_eq!(opened.size, older, "the note is of the size asked for");
+    assert_eq!(opened.root.to_vec(), cp.root_hash);
+    assert_eq!(
+        cosigners(&fed, &cp.checkpoint) as u32,
+        cp.cosignature_count,
+        "every cosignature of the older checkpoint verifies"
+    );
+
+    let missing = hub.get_checkpoint(at(total + 1000, false)).await;
+    let status = missing.expect_err("a size the hub never signed");
+    assert_eq!(status.code(), Code::NotFound, "{}", describe(&status));
+    let both = hub.get_checkpoint(at(older, true)).await;
+    let refused = assert_refused(both, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(
+        field_violations(&refused)
+            .iter()
+            .map(|(f, _)| f.as_str())
+            .collect::<Vec<_>>(),
+        ["final_only"]
+    );
+
+    // The feed: the headers name the backlog's last entry, and the stream delivers up to it.
+    let response = hub
+        .subscribe_feed(v1::SubscribeFeedRequest { after_index: 1 })
+        .await
+        .unwrap_or_else(|s| panic!("SubscribeFeed: {}", describe(&s)));
+    let end: u64 = response
+        .metadata()
+        .get("rcpfed-backlog-end")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("rcpfed-backlog-end header");
+    assert_eq!(end, total, "the backlog ends at the feed size");
+    let mut stream = response.into_inner();
+    let mut seen = Vec::new();
+    while seen.last() != Some(&end) {
+        let entry = tokio::time::timeout(TIMEOUT, stream.message())
+            .await
+            .expect("the backlog in time")
+            .expect("an entry")
+            .expect("the stream stays open");
+        seen.push(entry.feed_index);
+    }
+    assert_eq!(seen, (2..=total).collect::<Vec<_>>());
+    // Subscribing from the head: no backlog.
+    let caught_up = hub
+        .subscribe_feed(v1::SubscribeFeedRequest { after_index: total })
+        .await
+        .expect("SubscribeFeed at the head");
+    assert_eq!(
+        caught_up
+            .metadata()
+            .get("rcpfed-backlog-end")
+            .and_then(|v| v.to_str().ok()),
+        Some(total.to_string().as_str())
+    );
 }

@@ -1024,7 +1024,10 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
             match k {
                 0 => {
                     hub_rpc
-                        .get_checkpoint(v1::GetCheckpointRequest { final_only: false })
+                        .get_checkpoint(v1::GetCheckpointRequest {
+                            final_only: false,
+                            ..Default::default()
+                        })
                         .await?;
                 }
                 1 => {

@@ -43,6 +43,10 @@ use tonic::{Request, Response, Status};
 /// no chunks: a policy summary, an inline snapshot or a hub document.
 pub const NOT_A_CHUNKED_SNAPSHOT: &str = "NOT_A_CHUNKED_SNAPSHOT";
 
+/// Response header of `SubscribeFeed`: the feed size when the subscription started, so the
+/// subscriber knows which entry ends the backlog (PROTOCOL.md §7.1).
+pub const BACKLOG_END_HEADER: &str = "rcpfed-backlog-end";
+
 /// Store work off the async runtime (store errors become INTERNAL).
 async fn blocking<T: Send + 'static>(
     what: &'static str,
@@ -751,6 +755,8 @@ impl HubService for Hub {
         let mut cursor = request.into_inner().after_index;
         let store = Arc::clone(&self.store);
         let mut head = self.ingest.feed_head();
+        // The end of the backlog, told to the subscriber in the response headers.
+        let backlog_end = *head.borrow_and_update();
         let shutdown = self.shutdown.clone();
         // Memory per subscriber: one batch (bounded by bytes) plus a few queued entries.
         let (tx, rx) = tokio::sync::mpsc::channel(quotas::FEED_QUEUE);
@@ -814,9 +820,13 @@ impl HubService for Hub {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        let mut response =
+            Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+                as Self::SubscribeFeedStream);
+        response
+            .metadata_mut()
+            .insert(BACKLOG_END_HEADER, backlog_end.into());
+        Ok(response)
     }
 
     async fn list_equivocations(
@@ -906,11 +916,23 @@ impl HubService for Hub {
         request: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
         authorize(&request, &self.federation.get(), Role::Reader)?;
-        let final_only = request.into_inner().final_only;
+        let v1::GetCheckpointRequest {
+            final_only,
+            tree_size,
+        } = request.into_inner();
+        if final_only && tree_size != 0 {
+            return Err(invalid_field(
+                "final_only",
+                reasons::INVALID_ARGUMENT,
+                "give final_only or tree_size, not both: the answer says whether the checkpoint of a given size is final",
+            ));
+        }
         let store = Arc::clone(&self.store);
         let quorum = self.quorum;
         let found = blocking("reading the checkpoint", move || {
-            let cp = if final_only {
+            let cp = if tree_size != 0 {
+                store.checkpoint_at(tree_size)?
+            } else if final_only {
                 store.latest_final_checkpoint(quorum)?
             } else {
                 store.latest_checkpoint()?
@@ -925,7 +947,11 @@ impl HubService for Hub {
         })
         .await?;
         let (cp, cosignatures) = found.ok_or_else(|| {
-            not_found(if final_only {
+            not_found(if tree_size != 0 {
+                format!(
+                    "the hub issued no checkpoint of tree size {tree_size} (one is issued per committed batch; receipts and feed entries name the sizes that have one)"
+                )
+            } else if final_only {
                 "no checkpoint has reached the witness quorum yet".to_string()
             } else {
                 "the log is empty: no checkpoint has been issued yet".to_string()

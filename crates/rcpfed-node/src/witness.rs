@@ -473,7 +473,10 @@ pub async fn run(
         }
         let Ok(latest) = crate::bounded(
             call_timeout,
-            hub.get_checkpoint(v1::GetCheckpointRequest { final_only: false }),
+            hub.get_checkpoint(v1::GetCheckpointRequest {
+                final_only: false,
+                ..Default::default()
+            }),
         )
         .await
         else {

@@ -379,7 +379,10 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
     );
     let final_cp = loop {
         let cp = hub_client
-            .get_checkpoint(v1::GetCheckpointRequest { final_only: true })
+            .get_checkpoint(v1::GetCheckpointRequest {
+                final_only: true,
+                ..Default::default()
+            })
             .await
             .ok()
             .map(|r| r.into_inner());

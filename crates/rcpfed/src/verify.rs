@@ -300,7 +300,10 @@ pub async fn fetch_bundle(
     };
 
     let cp = hub
-        .get_checkpoint(v1::GetCheckpointRequest { final_only })
+        .get_checkpoint(v1::GetCheckpointRequest {
+            final_only,
+            ..Default::default()
+        })
         .await
         .map_err(client::status_error)
         .context("GetCheckpoint")?
