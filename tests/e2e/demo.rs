@@ -7,7 +7,7 @@ use std::time::Duration;
 async fn demo_once_exchanges_everything() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("demo");
-    let mut cmd = tokio::process::Command::new(BIN);
+    let mut cmd = tokio::process::Command::new(BIN.as_str());
     cmd.args(["demo", "--once", "--timeout-secs", "30", "--dir"])
         .arg(&dir)
         .kill_on_drop(true);

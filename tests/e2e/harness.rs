@@ -26,8 +26,27 @@ use std::time::{Duration, Instant};
 use tonic::Status;
 use tonic::transport::Channel;
 
-/// The `rcpfed` binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_rcpfed");
+/// The `rcpfed` binary under test: `RCPFED_BIN` if set, else `rcpfed` in the target directory
+/// this test executable was built into (target/<profile>/deps/e2e-… → target/<profile>/rcpfed).
+/// `cargo test --workspace` builds it first; so does `cargo build -p rcpfed`.
+pub static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    if let Some(bin) = std::env::var_os("RCPFED_BIN") {
+        return bin.to_string_lossy().into_owned();
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable is in target/<profile>/deps");
+    let bin = profile_dir.join("rcpfed");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p rcpfed` (cargo test --workspace does), \
+         or set RCPFED_BIN",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
+});
 /// How long `assert_eventually!` waits by default.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 /// The three regional nodes `rcpfed pki init` creates here.
@@ -136,7 +155,7 @@ pub struct Snapshot {
 
 /// Runs `rcpfed pki init --dir <dir>` for all three nodes.
 pub fn pki_init(dir: &Path) {
-    let out = Command::new(BIN)
+    let out = Command::new(BIN.as_str())
         .args(["pki", "init", "--dir"])
         .arg(dir)
         .args(["--nodes", &ALL_NODES.join(",")])
@@ -179,7 +198,7 @@ async fn spawn(
         } else {
             fed.join(format!("{name}.toml"))
         };
-        let child = Command::new(BIN)
+        let child = Command::new(BIN.as_str())
             .arg(role)
             .arg("--config")
             .arg(&config)
@@ -983,7 +1002,7 @@ impl RawNode {
 /// Runs `rcpfed pki revoke-cert --dir <fed> --member <member>`; panics unless it succeeds;
 /// returns its standard output.
 pub fn revoke_cert(fed: &Path, member: &str) -> String {
-    let out = Command::new(BIN)
+    let out = Command::new(BIN.as_str())
         .args(["pki", "revoke-cert", "--dir"])
         .arg(fed)
         .args(["--member", member, "--reason", "key-compromise"])
@@ -1117,7 +1136,7 @@ impl Cluster {
     /// The command line that starts `node` against this hub, for tests that run a node process
     /// themselves: `rcpfed node --config <fed>/<node>.toml --listen … --hub-endpoint …`.
     pub fn node_command(&self, node: &str) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(BIN.as_str());
         cmd.arg("node")
             .arg("--config")
             .arg(self.fed.join(format!("{node}.toml")))
@@ -1132,7 +1151,7 @@ impl Cluster {
 
 /// Runs `rcpfed <args>` to completion; returns (exit code, stdout, stderr).
 pub fn run_rcpfed(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(BIN.as_str())
         .args(args)
         .env_remove("RCPFED_HUB_ENDPOINT")
         .env_remove("RCPFED_PKI_DIR")

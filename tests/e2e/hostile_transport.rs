@@ -391,7 +391,7 @@ async fn revocation_cannot_go_backwards() {
     let config = c.fed_dir().join("hub.toml");
     let out = tokio::time::timeout(
         Duration::from_secs(20),
-        tokio::process::Command::new(BIN)
+        tokio::process::Command::new(BIN.as_str())
             .args(["hub", "--config"])
             .arg(&config)
             .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])

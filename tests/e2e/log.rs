@@ -255,7 +255,7 @@ async fn audit(c: &Cluster, witnessed: &Checkpoint) -> Vec<u64> {
 
 /// Runs `rcpfed <args>`; returns (exit code, stdout, stderr).
 fn rcpfed(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(BIN.as_str())
         .args(args)
         .output()
         .expect("running rcpfed");
@@ -1123,7 +1123,7 @@ fn db_write_node(db: &Path, level: u8, idx: u64, hash: &[u8]) {
 /// Starts the hub directly (not through the harness, which returns as soon as the address
 /// file exists) and expects it to exit with an error; returns its output.
 async fn hub_refuses_to_start(c: &Cluster) -> String {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(BIN.as_str())
         .arg("hub")
         .arg("--config")
         .arg(c.fed_dir().join("hub.toml"))

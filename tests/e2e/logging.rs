@@ -10,7 +10,7 @@ fn an_invalid_log_filter_stops_the_hub_at_start_up_with_the_closest_level() {
     let dir = tempfile::tempdir().unwrap();
     let fed = dir.path().join("fed");
     crate::harness::pki_init(&fed);
-    let out = Command::new(BIN)
+    let out = Command::new(BIN.as_str())
         .args(["hub", "--config"])
         .arg(fed.join("hub.toml"))
         .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])

@@ -57,7 +57,7 @@ async fn an_unknown_indicator_is_not_found_with_the_valid_codes_at_hub_node_and_
             out_file.to_str().unwrap(),
         ],
     ] {
-        let out = tokio::process::Command::new(BIN)
+        let out = tokio::process::Command::new(BIN.as_str())
             .args(&args)
             .args(["--hub", &c.hub_endpoint(), "--pki"])
             .arg(c.fed_dir())

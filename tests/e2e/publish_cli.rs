@@ -19,7 +19,7 @@ fn policy_file(dir: &Path, slug: &str, title: &str) -> std::path::PathBuf {
 }
 
 async fn publish(c: &Cluster, file: &Path, extra: &[&str]) -> (bool, String, String) {
-    let out = tokio::process::Command::new(BIN)
+    let out = tokio::process::Command::new(BIN.as_str())
         .arg("publish")
         .args([
             "--node",
