@@ -170,6 +170,15 @@ async fn stop_all(hub: &mut Proc, nodes: &mut [Proc]) {
     }
 }
 
+/// The `ErrorInfo` reason of a refusal, or "".
+fn reason_of(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
 async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> Result<()> {
     let operator = client::identity_in(dir, "operator");
     let started = Instant::now();
@@ -204,17 +213,26 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
         for w in &what {
             for doc in documents_for(w, &p.name)? {
                 let name = doc.document.clone();
-                let r = node
-                    .publish_document(doc)
-                    .await
-                    .map_err(|s| {
-                        anyhow::anyhow!(
-                            "{} refused {name}: {}",
-                            p.name,
-                            client::describe_status(&s)
-                        )
-                    })?
-                    .into_inner();
+                // A node checks indicators against the catalogue it mirrors from the hub; just
+                // after start-up the catalogue may not have reached it yet (NO_CATALOGUE, a
+                // state that passes): wait for it, within the demo's timeout.
+                let r = loop {
+                    match node.publish_document(doc.clone()).await {
+                        Ok(r) => break r.into_inner(),
+                        Err(s)
+                            if reason_of(&s) == "NO_CATALOGUE" && started.elapsed() < timeout =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(s) => {
+                            return Err(anyhow::anyhow!(
+                                "{} refused {name}: {}",
+                                p.name,
+                                client::describe_status(&s)
+                            ));
+                        }
+                    }
+                };
                 println!(
                     "   {:<9} #{} {} (revision {}) digest {}…",
                     p.name,
