@@ -396,4 +396,22 @@ async fn readme_grpcurl_commands_work() {
         probe.contains("SERVING") && !probe.contains("NOT_SERVING"),
         "{probe}"
     );
+    // A node's link to the hub, as the README asks its ops port.
+    let node_ops = c.node_ops("colombo").to_string();
+    let link = g
+        .ok(
+            false,
+            &[
+                "-plaintext",
+                "-d",
+                r#"{"service": "rcpfed.hub-link"}"#,
+                &node_ops,
+                "grpc.health.v1.Health/Check",
+            ],
+        )
+        .await;
+    assert!(
+        link.contains("SERVING") && !link.contains("NOT_SERVING"),
+        "{link}"
+    );
 }

@@ -225,3 +225,92 @@ async fn node_reflection_lists_exactly_the_node_services() {
         assert_eq!(listed, expected, "v1 = {v1}");
     }
 }
+
+/// A node that cannot reach the hub says so: a warning with the reason and the backoff in its
+/// log, `hub_reachable` false in GetNodeStatus, its `rcpfed.hub-link` health entry NOT_SERVING
+/// (while the node itself stays SERVING and queues what it signs), and metrics; all of it
+/// turns back when the hub returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_reach_the_hub_says_so() {
+    use crate::harness::http_get;
+    let mut c = Cluster::start(&["colombo"]).await;
+    let ops = c.node_ops("colombo");
+    let health = |service: &'static str| async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{ops}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("ops port");
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .unwrap_or(-1)
+    };
+    assert!(c.node_status("colombo").await.hub_reachable);
+    assert_eq!(
+        health("rcpfed.hub-link").await,
+        ServingStatus::Serving as i32
+    );
+
+    c.stop_hub().await;
+    // Something to deliver while the hub is away.
+    c.publish_policy("colombo", "Signed while the hub is down")
+        .await;
+    assert_eventually!(
+        c,
+        Duration::from_secs(20),
+        !c.node_status("colombo").await.hub_reachable,
+        "the node reports the hub unreachable"
+    );
+    assert_eventually!(
+        c,
+        Duration::from_secs(5),
+        health("rcpfed.hub-link").await == ServingStatus::NotServing as i32,
+        "the hub-link health entry turns NOT_SERVING"
+    );
+    assert_eq!(
+        health("").await,
+        ServingStatus::Serving as i32,
+        "the node itself still serves"
+    );
+    let metrics = http_get(&ops.to_string(), "/metrics").await;
+    assert!(metrics.contains("rcpfed_node_hub_reachable 0"), "{metrics}");
+    assert_eventually!(
+        c,
+        Duration::from_secs(5),
+        http_get(&ops.to_string(), "/metrics")
+            .await
+            .contains("rcpfed_node_outbox_pending 1"),
+        "the queued statement is in the metrics"
+    );
+    let log = std::fs::read_to_string(c.root().join("colombo.log")).expect("node log");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("cannot reach the hub"))
+        .unwrap_or_else(|| panic!("no warning in the node's log:\n{log}"));
+    assert!(
+        warning.contains("WARN") && warning.contains("retry_in_ms"),
+        "{warning}"
+    );
+
+    c.start_hub().await;
+    assert_eventually!(
+        c,
+        Duration::from_secs(30),
+        c.delivered("colombo", 1).await && c.node_status("colombo").await.hub_reachable,
+        "delivered and reachable once the hub is back"
+    );
+    assert_eventually!(
+        c,
+        Duration::from_secs(5),
+        health("rcpfed.hub-link").await == ServingStatus::Serving as i32,
+        "the hub-link health entry is SERVING again"
+    );
+    let log = std::fs::read_to_string(c.root().join("colombo.log")).expect("node log");
+    assert!(log.contains("the hub is reachable again"), "{log}");
+    let status = c.node_status("colombo").await;
+    assert!(status.last_hub_answer.is_some());
+}

@@ -20,7 +20,7 @@ use rcpfed_proto::v1::node_service_server::NodeServiceServer;
 use rcpfed_store::{IndicatorStore, NodeStore};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -39,9 +39,99 @@ pub struct NodeState {
     /// Whether the feed stream is connected.
     pub feed_connected: AtomicBool,
     last_error: Mutex<String>,
+    /// The link to the hub as the outbox and the mirror find it.
+    hub: HubContact,
+}
+
+/// What the node knows about reaching the hub, for health, metrics, status and logs.
+#[derive(Default)]
+struct HubContact {
+    /// When a call last got an answer from the hub (ms since the epoch; 0: never).
+    last_answer_ms: std::sync::atomic::AtomicI64,
+    /// Since when calls fail without reaching the hub (0: they do not).
+    failing_since_ms: std::sync::atomic::AtomicI64,
+    /// When the last warning about it was logged.
+    warned_at_ms: std::sync::atomic::AtomicI64,
+}
+
+/// How often an ongoing outage is logged again at warning level.
+const HUB_WARNING_EVERY_MS: i64 = 60_000;
+
+/// Whether a failed call never reached the hub (transport, timeout), as opposed to an answer
+/// from the hub (a refusal or one of its own errors, which carry an rcpfed `ErrorInfo`).
+pub fn hub_not_reached(status: &tonic::Status) -> bool {
+    use tonic_types::StatusExt as _;
+    let answered = status
+        .get_details_error_info()
+        .is_some_and(|info| info.domain == rcpfed_grpc::ERROR_DOMAIN);
+    !answered
+        && matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+        )
 }
 
 impl NodeState {
+    /// A call got an answer from the hub (whatever it said).
+    pub(crate) fn hub_answered(&self) {
+        let now = now_ms();
+        self.hub.last_answer_ms.store(now, Ordering::Relaxed);
+        let since = self.hub.failing_since_ms.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            self.hub.warned_at_ms.store(0, Ordering::Relaxed);
+            tracing::info!(
+                unreachable_for_ms = now - since,
+                "the hub is reachable again"
+            );
+        }
+    }
+
+    /// A call by `task` did not reach the hub; it is retried in `retry_in`. Logged at warning
+    /// level when the outage starts and then once a minute while it lasts.
+    pub(crate) fn hub_unreachable(
+        &self,
+        task: &'static str,
+        status: &tonic::Status,
+        retry_in: std::time::Duration,
+    ) {
+        let now = now_ms();
+        let _ = self.hub.failing_since_ms.compare_exchange(
+            0,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        let warned = self.hub.warned_at_ms.load(Ordering::Relaxed);
+        if now - warned >= HUB_WARNING_EVERY_MS
+            && self
+                .hub
+                .warned_at_ms
+                .compare_exchange(warned, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                task,
+                code = ?status.code(),
+                reason = %rcpfed_core::rejection::truncate_str(status.message(), 200),
+                retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+                "cannot reach the hub; retrying with backoff"
+            );
+        }
+    }
+
+    /// Whether the hub is reachable: no call has failed to reach it since the last answer.
+    pub fn hub_reachable(&self) -> bool {
+        self.hub.failing_since_ms.load(Ordering::Relaxed) == 0
+    }
+
+    /// When a call last got an answer from the hub (ms since the epoch), if ever.
+    pub fn last_hub_answer_ms(&self) -> Option<i64> {
+        Some(self.hub.last_answer_ms.load(Ordering::Relaxed)).filter(|ms| *ms != 0)
+    }
+
     pub(crate) fn set_error(&self, error: String) {
         if let Ok(mut e) = self.last_error.lock() {
             *e = error;
@@ -65,6 +155,92 @@ impl NodeState {
 
 pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Health entry of the node's link to the hub: `SERVING` while calls reach the hub,
+/// `NOT_SERVING` while they do not (the node still serves reads and queues what it signs).
+pub const HUB_LINK_HEALTH: &str = "rcpfed.hub-link";
+
+/// The metrics of the link to the hub and of the outbox.
+struct HubLinkGauges {
+    reachable: prometheus_client::metrics::gauge::Gauge,
+    last_answer: prometheus_client::metrics::gauge::Gauge,
+    outbox_pending: prometheus_client::metrics::gauge::Gauge,
+    outbox_rejected: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl HubLinkGauges {
+    fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let gauges = HubLinkGauges {
+            reachable: Default::default(),
+            last_answer: Default::default(),
+            outbox_pending: Default::default(),
+            outbox_rejected: Default::default(),
+        };
+        registry.register(
+            "rcpfed_node_hub_reachable",
+            "1 while calls to the hub reach it, 0 while they fail to (transport errors, timeouts)",
+            gauges.reachable.clone(),
+        );
+        registry.register(
+            "rcpfed_node_hub_last_answer_timestamp_seconds",
+            "When a call last got an answer from the hub (Unix time; 0: never)",
+            gauges.last_answer.clone(),
+        );
+        registry.register(
+            "rcpfed_node_outbox_pending",
+            "Statements signed but not yet acknowledged by the hub",
+            gauges.outbox_pending.clone(),
+        );
+        registry.register(
+            "rcpfed_node_outbox_rejected",
+            "Statements the hub refused (delivery stops at the first one)",
+            gauges.outbox_rejected.clone(),
+        );
+        gauges
+    }
+}
+
+/// Every second: the hub link's health entry ([`HUB_LINK_HEALTH`]) and the gauges.
+async fn report_hub_link(
+    state: Arc<NodeState>,
+    store: Arc<dyn NodeStorage>,
+    health: tonic_health::server::HealthReporter,
+    gauges: HubLinkGauges,
+    shutdown: CancellationToken,
+) {
+    let mut reported: Option<bool> = None;
+    loop {
+        let reachable = state.hub_reachable();
+        if reported != Some(reachable) && !shutdown.is_cancelled() {
+            let status = if reachable {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status(HUB_LINK_HEALTH, status).await;
+            reported = Some(reachable);
+        }
+        gauges.reachable.set(i64::from(reachable));
+        gauges
+            .last_answer
+            .set(state.last_hub_answer_ms().unwrap_or(0) / 1000);
+        let counts_store = Arc::clone(&store);
+        if let Ok(Ok(counts)) =
+            tokio::task::spawn_blocking(move || counts_store.outbox_counts()).await
+        {
+            gauges
+                .outbox_pending
+                .set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
+            gauges
+                .outbox_rejected
+                .set(i64::try_from(counts.rejected).unwrap_or(i64::MAX));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Timeouts and keepalives of the node's link to the hub (node configuration keys
@@ -205,6 +381,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         "Consistency proofs from the hub that did not verify (retried; not a fork)",
         proof_failures.clone(),
     );
+    let link_gauges = HubLinkGauges::register(&mut metrics);
     let ops_shutdown = shutdown.clone();
     let ops = tokio::spawn(rcpfed_grpc::ops::serve_ops(
         ops_listener,
@@ -322,6 +499,13 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         Arc::clone(&store),
         Arc::clone(&wakeup),
     );
+    let link_task = tokio::spawn(report_hub_link(
+        Arc::clone(&state),
+        Arc::clone(&store),
+        health.clone(),
+        link_gauges,
+        shutdown.clone(),
+    ));
     let outbox_task = tokio::spawn(outbox::run(
         outbox::Outbox {
             federation: shared.clone(),
@@ -462,6 +646,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         ("outbox", outbox_task),
         ("mirror", mirror_task),
         ("witness", witness_task),
+        ("hub link", link_task),
     ] {
         let abort = task.abort_handle();
         if tokio::time::timeout_at(stop_by, task).await.is_err() {

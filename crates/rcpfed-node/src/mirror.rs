@@ -235,12 +235,30 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
     let state = Arc::clone(&mirror.state);
     let mut backoff = Duration::from_millis(200);
     loop {
+        // Where to resume. A store that cannot say is an error to retry, never a reason to
+        // start the feed over from the beginning.
         let cursor = {
             let store = Arc::clone(&mirror.store);
             match tokio::task::spawn_blocking(move || store.mirror_cursor()).await {
-                Ok(Ok(c)) => c,
-                _ => 0,
+                Ok(Ok(c)) => Some(c),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read the mirror's cursor; retrying");
+                    state.set_error(format!("mirror cursor: {e}"));
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the mirror's cursor failed; retrying");
+                    None
+                }
             }
+        };
+        let Some(cursor) = cursor else {
+            tokio::select! {
+                () = tokio::time::sleep(crate::outbox::jitter(backoff)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+            continue;
         };
         let stream = tokio::select! {
             s = crate::bounded(mirror.call_timeout, client.subscribe_feed(v1::SubscribeFeedRequest { after_index: cursor })) => s,
@@ -248,6 +266,7 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
         };
         match stream {
             Ok(response) => {
+                state.hub_answered();
                 let mut stream = response.into_inner();
                 state
                     .feed_connected
@@ -294,6 +313,9 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
                         }
                         Ok(None) => break,
                         Err(status) => {
+                            if crate::hub_not_reached(&status) {
+                                state.hub_unreachable("mirror", &status, backoff);
+                            }
                             state.set_error(format!("feed: {}", status.message()));
                             break;
                         }
@@ -304,7 +326,12 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
                     .store(false, std::sync::atomic::Ordering::Relaxed);
             }
             Err(status) => {
-                tracing::debug!(code = ?status.code(), message = status.message(), "feed subscription failed; retrying");
+                if crate::hub_not_reached(&status) {
+                    state.hub_unreachable("mirror", &status, backoff);
+                } else {
+                    state.hub_answered();
+                    tracing::warn!(code = ?status.code(), message = status.message(), "the hub refused the feed subscription; retrying");
+                }
                 state.set_error(format!("feed subscription: {}", status.message()));
             }
         }

@@ -207,6 +207,13 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                 })
                 .map_err(Failed::Hub),
             };
+            match &sent {
+                Err(Failed::Hub(status)) if crate::hub_not_reached(status) => {
+                    state.hub_unreachable("outbox", status, backoff);
+                }
+                Err(Failed::Local(_)) => {}
+                Ok(_) | Err(Failed::Hub(_)) => state.hub_answered(),
+            }
             match sent {
                 Ok(response) => {
                     let mut checked = response

@@ -92,6 +92,14 @@ impl NodeService for Node {
                 .feed_connected
                 .load(std::sync::atomic::Ordering::Relaxed),
             last_error: self.state.last_error(),
+            hub_reachable: self.state.hub_reachable(),
+            last_hub_answer: self
+                .state
+                .last_hub_answer_ms()
+                .map(|ms| prost_types::Timestamp {
+                    seconds: ms.div_euclid(1000),
+                    nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+                }),
         }))
     }
 
