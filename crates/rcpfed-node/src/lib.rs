@@ -153,6 +153,13 @@ impl NodeState {
     }
 }
 
+/// Up to 25% random extra delay, so nodes that lost the hub together do not return together.
+pub fn jitter(base: std::time::Duration) -> std::time::Duration {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    base + base.mul_f64(f64::from(byte[0]) / 255.0 * 0.25)
+}
+
 pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }

@@ -254,7 +254,7 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
         };
         let Some(cursor) = cursor else {
             tokio::select! {
-                () = tokio::time::sleep(crate::outbox::jitter(backoff)) => {}
+                () = tokio::time::sleep(crate::jitter(backoff)) => {}
                 () = shutdown.cancelled() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -336,7 +336,7 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(crate::outbox::jitter(backoff)) => {}
+            () = tokio::time::sleep(crate::jitter(backoff)) => {}
             () = shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -390,9 +390,21 @@ impl Mirror {
             }),
         }
         .map_err(Failure::Verify)?;
-        check_logged(&self.witness, client, entry, self.call_timeout)
-            .await
-            .map_err(|e| Failure::Verify(format!("transparency log: {e}")))?;
+        let envelope = entry
+            .envelope
+            .clone()
+            .map(SignedEnvelope::from_proto)
+            .ok_or_else(|| Failure::Verify("feed entry has no envelope".into()))?;
+        crate::witness::check_logged(
+            &self.witness,
+            client,
+            entry.feed_index,
+            &envelope,
+            entry.log.as_ref(),
+            self.call_timeout,
+        )
+        .await
+        .map_err(|e| Failure::Verify(format!("transparency log: {e}")))?;
         match checked {
             Checked::Registry(m) => {
                 // A registry version is put in force only once its receipt and its place in
@@ -554,57 +566,6 @@ async fn first_missing(
     .await
     .map_err(|e| Failure::Store(format!("chunk task failed: {e}")))?
     .map_err(|e: rcpfed_store::StoreError| Failure::Store(format!("reading chunks: {e}")))
-}
-
-/// Checks that a feed entry is in the hub's log, at a checkpoint consistent with everything
-/// this node has witnessed, and submits this node's cosignature when the checkpoint is new.
-pub async fn check_logged(
-    witness: &crate::witness::Witness,
-    hub: &mut HubServiceClient<Channel>,
-    entry: &v1::SubscribeFeedResponse,
-    call_timeout: Duration,
-) -> Result<(), rcpfed_core::rejection::Rejection> {
-    use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
-    let log = entry.log.as_ref().ok_or_else(|| {
-        Rejection::new(
-            RejectClass::Invalid,
-            reasons::BAD_PROOF,
-            "feed entry carries no inclusion proof",
-        )
-    })?;
-    let envelope = entry
-        .envelope
-        .clone()
-        .map(SignedEnvelope::from_proto)
-        .ok_or_else(|| {
-            Rejection::new(
-                RejectClass::Invalid,
-                reasons::BAD_PROOF,
-                "feed entry has no envelope",
-            )
-        })?;
-    if log.leaf_index + 1 != entry.feed_index {
-        return Err(Rejection::new(
-            RejectClass::Invalid,
-            reasons::BAD_PROOF,
-            format!(
-                "leaf index {} does not match feed index {}",
-                log.leaf_index, entry.feed_index
-            ),
-        ));
-    }
-    let (cp, cosignature) = witness.observe(&log.checkpoint, hub).await?;
-    crate::witness::verify_inclusion(&cp, &envelope, log)?;
-    if let Some(sig) = cosignature
-        && let Err(status) =
-            crate::witness::submit_cosignature(hub, cp.size, &sig, call_timeout).await
-    {
-        tracing::debug!(
-            message = status.message(),
-            "cosignature not delivered; the witness loop retries"
-        );
-    }
-    Ok(())
 }
 
 /// Checks a registry version met in the feed: it decodes, and the hub's receipt names it at

@@ -173,7 +173,7 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                     break;
                 }
             };
-            let envelope_for_log = envelope.clone();
+            let envelope_for_log = SignedEnvelope::from_proto(envelope.clone());
             let sent = match manifest {
                 Some(manifest) => {
                     // An upload of up to a thousand chunks: its own, longer bound (a dead link
@@ -224,15 +224,15 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                     if let Ok(receipt) = &checked {
                         // The receipt counts only once its inclusion in the witnessed log
                         // verifies.
-                        let entry = v1::SubscribeFeedResponse {
-                            feed_index: receipt.feed_index,
-                            envelope: Some(envelope_for_log.clone()),
-                            receipt: response.receipt.clone(),
-                            log: response.log.clone(),
-                        };
-                        if let Err(e) =
-                            crate::mirror::check_logged(&witness, &mut client, &entry, call_timeout)
-                                .await
+                        if let Err(e) = crate::witness::check_logged(
+                            &witness,
+                            &mut client,
+                            receipt.feed_index,
+                            &envelope_for_log,
+                            response.log.as_ref(),
+                            call_timeout,
+                        )
+                        .await
                         {
                             checked = Err(format!("receipt's log proof refused: {e}"));
                         }
@@ -317,7 +317,7 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
         }
         if stalled {
             tokio::select! {
-                () = tokio::time::sleep(jitter(backoff)) => {}
+                () = tokio::time::sleep(crate::jitter(backoff)) => {}
                 () = shutdown.cancelled() => return,
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -424,11 +424,4 @@ async fn mark(store: &Arc<dyn NodeStorage>, seq: u64, outcome: Result<(), String
         Err(e) => store.record_attempt_failure(seq, &e),
     })
     .await;
-}
-
-/// Up to 25% random extra delay, so nodes that lost the hub together do not return together.
-pub fn jitter(base: Duration) -> Duration {
-    let mut byte = [0u8; 1];
-    let _ = getrandom::fill(&mut byte);
-    base + base.mul_f64(f64::from(byte[0]) / 255.0 * 0.25)
 }

@@ -13,6 +13,7 @@
 //! way the checkpoint arrives.
 
 use rcpfed_core::checkpoint::{Checkpoint, cosign, open_checkpoint};
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
 use rcpfed_core::merkle::{self, Hash};
@@ -23,6 +24,7 @@ use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_store::{NodeStore, StoreError, TrustedCheckpoint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tonic::transport::Channel;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -511,4 +513,46 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Checks that the statement at `feed_index` (its `envelope`, as stored by the hub) is in the
+/// hub's log by the proof `log`, at a checkpoint consistent with everything this node has
+/// witnessed, and submits this node's cosignature when the checkpoint is new. Used by the
+/// mirror for feed entries and by the outbox for receipts.
+pub async fn check_logged(
+    witness: &Witness,
+    hub: &mut HubServiceClient<Channel>,
+    feed_index: u64,
+    envelope: &SignedEnvelope,
+    log: Option<&v1::LogProof>,
+    call_timeout: Duration,
+) -> Result<(), Rejection> {
+    let log = log.ok_or_else(|| {
+        Rejection::new(
+            RejectClass::Invalid,
+            reasons::BAD_PROOF,
+            "no inclusion proof came with the entry",
+        )
+    })?;
+    if log.leaf_index + 1 != feed_index {
+        return Err(Rejection::new(
+            RejectClass::Invalid,
+            reasons::BAD_PROOF,
+            format!(
+                "leaf index {} does not match feed index {feed_index}",
+                log.leaf_index
+            ),
+        ));
+    }
+    let (cp, cosignature) = witness.observe(&log.checkpoint, hub).await?;
+    verify_inclusion(&cp, envelope, log)?;
+    if let Some(sig) = cosignature
+        && let Err(status) = submit_cosignature(hub, cp.size, &sig, call_timeout).await
+    {
+        tracing::debug!(
+            message = status.message(),
+            "cosignature not delivered; the witness loop retries"
+        );
+    }
+    Ok(())
 }
