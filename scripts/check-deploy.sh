@@ -33,3 +33,25 @@ if [ ! -x .tools/venv/bin/kubernetes-validate ]; then
 fi
 .tools/venv/bin/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 echo "deploy: Kubernetes manifests valid (kubernetes-validate --strict, Kubernetes 1.37)"
+
+# Prometheus alert rules: valid YAML of the rules format, and every rcpfed metric they use is
+# registered somewhere in the code (promtool is not installed here; the expressions are not
+# evaluated).
+.tools/venv/bin/python - <<'PY'
+import pathlib, re, sys, yaml
+rules = yaml.safe_load(pathlib.Path("deploy/prometheus/alerts.yml").read_text())
+code = "".join(p.read_text() for p in pathlib.Path("crates").rglob("*.rs"))
+problems = []
+for group in rules["groups"]:
+    for rule in group["rules"]:
+        for key in ("alert", "expr", "labels", "annotations"):
+            if key not in rule:
+                problems.append(f"{rule.get('alert')}: no {key}")
+        for name in set(re.findall(r"\brcpfed_[a-z_]+", rule["expr"])):
+            base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+            if f'"{base}"' not in code:
+                problems.append(f"{rule['alert']}: {name} is not a metric rcpfed registers")
+if problems:
+    sys.exit("deploy/prometheus/alerts.yml:\n  " + "\n  ".join(problems))
+print(f"deploy: {sum(len(g['rules']) for g in rules['groups'])} Prometheus alert rules parse and name only metrics rcpfed exports")
+PY

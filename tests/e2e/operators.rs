@@ -1,6 +1,6 @@
 //! What operators and probes see on the plaintext ops port.
 
-use crate::harness::Cluster;
+use crate::harness::{Cluster, TIMEOUT};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tonic_health::pb::HealthCheckRequest;
@@ -313,4 +313,59 @@ async fn a_node_that_cannot_reach_the_hub_says_so() {
     assert!(log.contains("the hub is reachable again"), "{log}");
     let status = c.node_status("colombo").await;
     assert!(status.last_hub_answer.is_some());
+}
+
+/// Per-RPC metrics on hub and node: calls by method and status code (refusals by admission
+/// included) and latency histograms, plus build info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_metrics_count_calls_by_method_and_code() {
+    use crate::harness::http_get;
+    use rcpfed_proto::v1;
+    let c = Cluster::start(&["colombo"]).await;
+    c.publish_policy("colombo", "Counted").await;
+    assert_eventually!(c, TIMEOUT, c.delivered("colombo", 1).await, "delivered");
+    let mut hub = c.hub_client("operator").await;
+    let missing = hub
+        .get_statement(v1::GetStatementRequest {
+            name: "nodes/colombo/statements/99".into(),
+        })
+        .await;
+    assert_eq!(
+        missing.expect_err("no such statement").code(),
+        tonic::Code::NotFound
+    );
+    // A role refusal, answered by admission before the handler.
+    let mut as_operator = c.hub_client("operator").await;
+    let refused = as_operator
+        .submit_statement(v1::SubmitStatementRequest { envelope: None })
+        .await;
+    assert_eq!(
+        refused.expect_err("operators do not publish").code(),
+        tonic::Code::PermissionDenied
+    );
+
+    let hub_metrics = http_get(&c.hub_ops().to_string(), "/metrics").await;
+    for line in [
+        r#"rcpfed_rpc_requests_total{method="/rcpfed.v1.HubService/SubmitStatement",code="OK"}"#,
+        r#"rcpfed_rpc_requests_total{method="/rcpfed.v1.HubService/GetStatement",code="NOT_FOUND"} 1"#,
+        r#"rcpfed_rpc_requests_total{method="/rcpfed.v1.HubService/SubmitStatement",code="PERMISSION_DENIED"} 1"#,
+        r#"rcpfed_rpc_duration_seconds_bucket{le="#,
+        "rcpfed_build_info{version=",
+    ] {
+        assert!(
+            hub_metrics.contains(line),
+            "hub /metrics lacks {line}:\n{hub_metrics}"
+        );
+    }
+    let node_metrics = http_get(&c.node_ops("colombo").to_string(), "/metrics").await;
+    for line in [
+        r#"rcpfed_rpc_requests_total{method="/rcpfed.v1.NodeService/PublishDocument",code="OK"} 1"#,
+        "rcpfed_node_hub_reachable 1",
+        "rcpfed_node_outbox_pending 0",
+    ] {
+        assert!(
+            node_metrics.contains(line),
+            "node /metrics lacks {line}:\n{node_metrics}"
+        );
+    }
 }

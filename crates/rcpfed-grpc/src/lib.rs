@@ -10,6 +10,7 @@ pub mod indicators;
 pub mod ops;
 pub mod peer;
 pub mod records;
+pub mod rpc_metrics;
 pub mod sdmx;
 pub mod shared;
 pub mod status;

@@ -13,6 +13,23 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health as _, HealthServer};
 use tonic_health::server::{HealthReporter, HealthService};
 
+/// Registers `rcpfed_build_info{version}` (always 1), so dashboards can tell versions apart.
+pub fn register_build_info(registry: &mut Registry) {
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+    struct Build {
+        version: String,
+    }
+    let info = prometheus_client::metrics::family::Family::<
+        Build,
+        prometheus_client::metrics::gauge::Gauge,
+    >::default();
+    info.get_or_create(&Build {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+    .set(1);
+    registry.register("rcpfed_build_info", "The running rcpfed version", info);
+}
+
 /// The overall health ("" entry) as the gRPC health service reports it.
 async fn overall(health: &HealthService) -> ServingStatus {
     let request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {

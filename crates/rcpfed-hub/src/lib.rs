@@ -146,6 +146,8 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         .await;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::HubMetrics::register(&mut registry);
+    let rpc_metrics = rcpfed_grpc::rpc_metrics::RpcMetrics::register(&mut registry);
+    rcpfed_grpc::ops::register_build_info(&mut registry);
     let ops_addr = ops_listener.local_addr()?;
     let ops_shutdown = shutdown.clone();
     let ops = tokio::spawn(rcpfed_grpc::ops::serve_ops(
@@ -311,6 +313,8 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
     let serve = tonic::transport::Server::builder()
+        // Outermost, so every answer is counted, refusals by the layers below included.
+        .layer(rcpfed_grpc::rpc_metrics::RpcMetricsLayer::new(rpc_metrics))
         // Who may call what, and how large each message may be, before any body is read.
         .layer(rcpfed_grpc::admission::AdmissionLayer::new(
             shared_federation.clone(),

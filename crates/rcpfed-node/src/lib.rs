@@ -389,6 +389,8 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         proof_failures.clone(),
     );
     let link_gauges = HubLinkGauges::register(&mut metrics);
+    let rpc_metrics = rcpfed_grpc::rpc_metrics::RpcMetrics::register(&mut metrics);
+    rcpfed_grpc::ops::register_build_info(&mut metrics);
     let ops_shutdown = shutdown.clone();
     let ops = tokio::spawn(rcpfed_grpc::ops::serve_ops(
         ops_listener,
@@ -593,6 +595,8 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
     let serve = tonic::transport::Server::builder()
+        // Outermost, so every answer is counted, refusals by the layers below included.
+        .layer(rcpfed_grpc::rpc_metrics::RpcMetricsLayer::new(rpc_metrics))
         // Who may call what, and how large each message may be, before any body is read.
         .layer(rcpfed_grpc::admission::AdmissionLayer::new(
             shared.clone(),
