@@ -5,6 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::IsIdentity as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
@@ -84,10 +85,9 @@ pub enum SignatureRefusal {
     /// R has small order (the identity included).
     #[error("R has small order")]
     RSmallOrder,
-    /// R has a small-order component (it is not in the prime-order subgroup).
-    #[error("R has a small-order component")]
-    RMixedOrder,
-    /// Every encoding check passes but [S]B != R + [k]A.
+    /// Every encoding check passes but [S]B != R + [k]A. This includes an R with a small-order
+    /// component, which can never satisfy the equation under a prime-order key; it is not told
+    /// apart, because that would cost a refused signature a second scalar multiplication.
     #[error("[S]B does not equal R + [k]A")]
     Equation,
 }
@@ -101,14 +101,14 @@ impl SignatureRefusal {
             SignatureRefusal::RNotAPoint => "R_NOT_A_POINT",
             SignatureRefusal::RNonCanonical => "R_NON_CANONICAL",
             SignatureRefusal::RSmallOrder => "R_SMALL_ORDER",
-            SignatureRefusal::RMixedOrder => "R_MIXED_ORDER",
             SignatureRefusal::Equation => "EQUATION",
         }
     }
 
     /// Which check refuses a 64-byte signature that failed verification under a key that
     /// passed [`VerifyKey::from_bytes`]: the encoding checks of S and R in order, and otherwise
-    /// the equation. Only called after a refusal, so an honest verification pays nothing.
+    /// the equation. Only called after a refusal, so an honest verification pays nothing, and a
+    /// refused one pays a decoding and three doublings on top of the verification.
     fn classify(sig: &[u8; 64]) -> Self {
         let (r, s) = sig.split_at(32);
         let mut r_bytes = [0u8; 32];
@@ -122,7 +122,6 @@ impl SignatureRefusal {
             Err(PointProblem::NotAPoint) => SignatureRefusal::RNotAPoint,
             Err(PointProblem::NonCanonical) => SignatureRefusal::RNonCanonical,
             Err(PointProblem::SmallOrder) => SignatureRefusal::RSmallOrder,
-            Err(PointProblem::MixedOrder) => SignatureRefusal::RMixedOrder,
             Ok(_) => SignatureRefusal::Equation,
         }
     }
@@ -133,14 +132,13 @@ enum PointProblem {
     NotAPoint,
     NonCanonical,
     SmallOrder,
-    MixedOrder,
 }
 
-/// Decodes a point and accepts it only if it is canonically encoded, not of small order and in
-/// the prime-order subgroup (PROTOCOL.md §3). Decoding (curve25519-dalek) takes the low 255 bits
-/// as y, reduced mod p, and the top bit as the sign of x; it refuses a y with no x. The
-/// canonical check re-encodes the point and compares the bytes, which refuses exactly y >= p and
-/// x = 0 with the sign bit set.
+/// Decodes a point and accepts it only if it is canonically encoded and not of small order
+/// (PROTOCOL.md §3). Decoding (curve25519-dalek) takes the low 255 bits as y, reduced mod p, and
+/// the top bit as the sign of x; it refuses a y with no x. The canonical check re-encodes the
+/// point and compares the bytes, which refuses exactly y >= p and x = 0 with the sign bit set.
+/// A key is further checked with [`in_prime_order_subgroup`].
 fn decode_point(bytes: &[u8; 32]) -> Result<EdwardsPoint, PointProblem> {
     let point = CompressedEdwardsY(*bytes)
         .decompress()
@@ -151,10 +149,16 @@ fn decode_point(bytes: &[u8; 32]) -> Result<EdwardsPoint, PointProblem> {
     if point.is_small_order() {
         return Err(PointProblem::SmallOrder);
     }
-    if !point.is_torsion_free() {
-        return Err(PointProblem::MixedOrder);
-    }
     Ok(point)
+}
+
+/// Whether [L]P is the identity, computed as [L - 1]P + P in variable time (a scalar cannot hold
+/// L itself). Points here are public (keys, signature R values), so variable time leaks
+/// nothing, and it costs about half of curve25519-dalek's constant-time `is_torsion_free`.
+fn in_prime_order_subgroup(point: &EdwardsPoint) -> bool {
+    let l_minus_one = -Scalar::ONE;
+    (EdwardsPoint::vartime_double_scalar_mul_basepoint(&l_minus_one, point, &Scalar::ZERO) + point)
+        .is_identity()
 }
 
 /// The key id of a public key: "ed25519:" + hex of the first 8 bytes of SHA-256(public key).
@@ -183,8 +187,10 @@ impl VerifyKey {
             PointProblem::NotAPoint => KeyError::InvalidPublicKey,
             PointProblem::NonCanonical => KeyError::NonCanonicalPublicKey,
             PointProblem::SmallOrder => KeyError::WeakPublicKey,
-            PointProblem::MixedOrder => KeyError::MixedOrderPublicKey,
         })?;
+        if !in_prime_order_subgroup(&point) {
+            return Err(KeyError::MixedOrderPublicKey);
+        }
         // The point is canonically encoded, so this key's bytes are `raw`.
         let key = VerifyingKey::from(point);
         Ok(VerifyKey {
@@ -307,5 +313,36 @@ impl SecretKey {
             .try_into()
             .map_err(|_| KeyError::MalformedSecretKey("key is not 32 bytes"))?;
         Ok(Self::from_seed(&seed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The variable-time subgroup check agrees with curve25519-dalek's constant-time one on
+    /// prime-order points, small-order points and their sums.
+    #[test]
+    fn subgroup_check_agrees_with_is_torsion_free() {
+        // Some point with a torsion component of order 8: [L]P for a point P of small y.
+        let mut torsion = Vec::new();
+        for y in 2u8..=40 {
+            let mut enc = [0u8; 32];
+            enc[0] = y;
+            if let Some(p) = CompressedEdwardsY(enc).decompress() {
+                torsion.push(p * -Scalar::ONE + p);
+                assert_eq!(in_prime_order_subgroup(&p), p.is_torsion_free(), "y = {y}");
+            }
+        }
+        assert!(torsion.iter().any(|t| !t.is_identity()));
+        for i in 1u8..=20 {
+            let q = EdwardsPoint::mul_base(&Scalar::from(i));
+            assert!(in_prime_order_subgroup(&q));
+            for t in &torsion {
+                let mixed = q + t;
+                assert_eq!(in_prime_order_subgroup(&mixed), mixed.is_torsion_free());
+                assert_eq!(in_prime_order_subgroup(t), t.is_torsion_free());
+            }
+        }
     }
 }
