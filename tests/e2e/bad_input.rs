@@ -170,6 +170,78 @@ async fn signature_problems_are_unauthenticated() {
         .expect("the good envelope");
 }
 
+/// The `google.rpc.ErrorInfo` metadata value `key` of a status.
+fn error_meta(status: &tonic::Status, key: &str) -> Option<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
+}
+
+/// Signatures that break the exact Ed25519 rule of PROTOCOL.md §3 in their encoding (S >= L, a
+/// non-canonical or small-order R) are BAD_SIGNATURE, and the ErrorInfo names the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signatures_name_the_ed25519_check_that_refused_them() {
+    let (c, mut raw, before, _) = setup().await;
+    let st = raw.policy("Signature encodings");
+    let good = raw.sign(&st);
+    // The group order L, little-endian.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let s_plus_l = |sig: &mut Vec<u8>| {
+        let mut carry = 0u16;
+        for (b, l) in sig[32..].iter_mut().zip(L) {
+            let v = u16::from(*b) + u16::from(l) + carry;
+            *b = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+    };
+    let identity_r = |sig: &mut Vec<u8>| {
+        sig[..32].fill(0);
+        sig[0] = 1;
+    };
+    // The identity again, encoded with y = p + 1.
+    let non_canonical_r = |sig: &mut Vec<u8>| {
+        sig[..32].fill(0xff);
+        sig[0] = 0xee;
+        sig[31] = 0x7f;
+    };
+    let other_s = |sig: &mut Vec<u8>| sig[32] ^= 0x01;
+    type Edit = fn(&mut Vec<u8>);
+    let cases: [(Edit, &str); 4] = [
+        (s_plus_l, "S_OUT_OF_RANGE"),
+        (identity_r, "R_SMALL_ORDER"),
+        (non_canonical_r, "R_NON_CANONICAL"),
+        (other_s, "EQUATION"),
+    ];
+    for (edit, check) in cases {
+        let mut env = good.to_proto();
+        edit(&mut env.signatures[0].sig);
+        let status = assert_refused(
+            raw.submit(env).await,
+            Code::Unauthenticated,
+            "BAD_SIGNATURE",
+        );
+        assert_eq!(
+            error_meta(&status, "signature_check").as_deref(),
+            Some(check),
+            "{}",
+            describe(&status)
+        );
+        assert_eq!(
+            error_meta(&status, "key_id").as_deref(),
+            Some(raw.key.key_id())
+        );
+    }
+    assert_unchanged(&c, &before).await;
+    raw.submit(good.to_proto())
+        .await
+        .expect("the good envelope");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_payload_is_malformed_or_bad_signature() {
     let (c, mut raw, before, _) = setup().await;

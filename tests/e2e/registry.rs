@@ -7,8 +7,8 @@
 //! status and the reason it prints) and for leaving the hub's registry and store unchanged.
 
 use crate::harness::{
-    ALL_NODES, Cluster, RawNode, Snapshot, TIMEOUT, assert_refused, describe, observation,
-    run_rcpfed,
+    ALL_NODES, Cluster, RawNode, Snapshot, TIMEOUT, assert_refused, describe, field_violations,
+    observation, run_rcpfed,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -715,6 +715,81 @@ async fn registry_update_needs_the_root_threshold() {
 }
 
 // ----- 2. rotation -------------------------------------------------------------------------------
+
+/// The public key of vector `name` in `proto/vectors/ed25519.json` (PROTOCOL.md §3).
+fn ed25519_vector_key(name: &str) -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../proto/vectors/ed25519.json"
+    );
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors file")).expect("JSON");
+    let vector = file["vectors"]
+        .as_array()
+        .expect("vectors")
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no vector {name}"));
+    hex::decode(vector["public_key"].as_str().expect("public_key")).expect("hex")
+}
+
+/// A registry version, correctly signed by the root threshold, that gives colombo a key the
+/// exact Ed25519 key rule (PROTOCOL.md §3) refuses is refused whole, naming the key's field and
+/// why. The non-canonical and mixed-order keys were accepted before the rule was made exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_version_with_a_key_the_ed25519_rule_refuses_is_refused() {
+    let c = Cluster::start(&[]).await;
+    let w = Work::new(&c);
+    let v1_env = read_dsse(&w.v1());
+    let before = registry_view(&c).await;
+    let roots = [w.key(&w.root_key(1)), w.key(&w.root_key(2))];
+    let cases = [
+        ("a-mixed-order", "small-order component"),
+        ("a-non-canonical-large-order-0", "non-canonical encoding"),
+        ("identity-key-forgery", "weak (small order)"),
+    ];
+    for (vector, why) in cases {
+        let public = ed25519_vector_key(vector);
+        let raw: [u8; 32] = public.as_slice().try_into().expect("32 bytes");
+        let mut doc = v1::RegistryDocument::decode(v1_env.payload.as_slice()).expect("v1");
+        doc.version = 2;
+        doc.previous_digest = v1_env.digest().0.to_vec();
+        let i = doc
+            .members
+            .iter()
+            .position(|m| m.id == "colombo")
+            .expect("colombo");
+        doc.members[i].keys[0].public_key = public;
+        doc.members[i].keys[0].key_id = rcpfed_core::keys::key_id_of(&raw);
+        let mut env = SignedEnvelope {
+            payload_type: REGISTRY_PAYLOAD_TYPE.into(),
+            payload: doc.encode_to_vec(),
+            signatures: Vec::new(),
+        };
+        for root in &roots {
+            add_root_signature(&mut env, root);
+        }
+        let status = assert_refused(
+            publish_grpc(&c, "operator", &env).await,
+            Code::InvalidArgument,
+            "VALIDATION_FAILED",
+        );
+        let violations = field_violations(&status);
+        let field = format!("members[{i}].keys[0].public_key");
+        assert!(
+            violations
+                .iter()
+                .any(|(f, d)| *f == field && d.contains(why)),
+            "{vector}: {}",
+            describe(&status)
+        );
+    }
+    assert_eq!(
+        registry_view(&c).await,
+        before,
+        "a refused version changed the hub"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_keeps_old_statements_verifiable() {

@@ -139,15 +139,18 @@ pub fn verify_signatures<'a>(
     let mut first_failure = None;
     for (i, s) in env.signatures.iter().enumerate() {
         let failure = match lookup(&s.key_id) {
-            Some(key) if key.verify_strict(&message, &s.sig) => return Ok(key),
-            Some(_) => Rejection::new(
-                RejectClass::Unauthenticated,
-                reasons::BAD_SIGNATURE,
-                format!(
-                    "signature {i} by key {:?} does not verify over the payload",
-                    s.key_id
-                ),
-            ),
+            Some(key) => match key.verify(&message, &s.sig) {
+                Ok(()) => return Ok(key),
+                Err(refusal) => Rejection::new(
+                    RejectClass::Unauthenticated,
+                    reasons::BAD_SIGNATURE,
+                    format!(
+                        "signature {i} by key {:?} does not verify over the payload: {refusal}",
+                        s.key_id
+                    ),
+                )
+                .with_meta("signature_check", refusal.code()),
+            },
             None => Rejection::new(
                 RejectClass::Unauthenticated,
                 reasons::UNKNOWN_KEY_ID,
@@ -231,6 +234,64 @@ mod tests {
         short.signatures[0].sig.truncate(10);
         let err = verify_signatures(&short, lookup).err().map(|e| e.reason);
         assert_eq!(err, Some(reasons::BAD_SIGNATURE));
+    }
+
+    #[test]
+    fn bad_signature_names_the_check_that_refused_it() {
+        let k1 = key(1);
+        let keys = [k1.verify_key().clone()];
+        let lookup = |id: &str| keys.iter().find(|k| k.key_id == id);
+        let env = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, b"hello".to_vec(), &k1);
+        let check = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut bad = env.clone();
+            edit(&mut bad.signatures[0].sig);
+            let e = verify_signatures(&bad, lookup).err();
+            e.map(|e| {
+                assert!(e.message.contains("does not verify over the payload: "));
+                (e.reason, e.metadata)
+            })
+        };
+        let meta = |code: &str| {
+            Some((
+                reasons::BAD_SIGNATURE,
+                vec![
+                    ("signature_check".to_string(), code.to_string()),
+                    ("key_id".to_string(), k1.key_id().to_string()),
+                ],
+            ))
+        };
+        assert_eq!(check(&|s| s.truncate(63)), meta("SIG_LENGTH"));
+        // S + L (little-endian addition): the same point equation, but S >= L.
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        assert_eq!(
+            check(&|s| {
+                let mut carry = 0u16;
+                for (b, l) in s[32..].iter_mut().zip(L) {
+                    let v = u16::from(*b) + u16::from(l) + carry;
+                    *b = (v & 0xff) as u8;
+                    carry = v >> 8;
+                }
+            }),
+            meta("S_OUT_OF_RANGE")
+        );
+        // R = the identity, canonical and with y = p + 1.
+        let identity = |s: &mut Vec<u8>| {
+            s[..32].fill(0);
+            s[0] = 1;
+        };
+        assert_eq!(check(&identity), meta("R_SMALL_ORDER"));
+        assert_eq!(
+            check(&|s| {
+                s[..32].fill(0xff);
+                s[0] = 0xee;
+                s[31] = 0x7f;
+            }),
+            meta("R_NON_CANONICAL")
+        );
+        assert_eq!(check(&|s| s[40] ^= 1), meta("EQUATION"));
     }
 
     #[test]
