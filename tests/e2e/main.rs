@@ -9,6 +9,7 @@ mod harness;
 
 mod authz;
 mod bad_input;
+mod connection_errors;
 mod demo;
 mod exchange;
 mod faultproxy;
@@ -29,3 +30,4 @@ mod publish_cli;
 mod registry;
 mod resilience;
 mod revocation;
+mod strict_config;

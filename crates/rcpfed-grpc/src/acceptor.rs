@@ -55,15 +55,15 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
     TlsError {
         path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidData, message.into()),
+        error: io::Error::new(io::ErrorKind::InvalidData, message.into()),
     }
 }
 
 fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
     match e {
-        rustls_pki_types::pem::Error::Io(source) => TlsError {
+        rustls_pki_types::pem::Error::Io(error) => TlsError {
             path: path.to_path_buf(),
-            source,
+            error,
         },
         other => invalid(path, format!("not usable PEM: {other:?}")),
     }

@@ -64,15 +64,15 @@ pub struct ServerIdentityCheck {
 fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
     TlsError {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, message.into()),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, message.into()),
     }
 }
 
 fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
     match e {
-        rustls_pki_types::pem::Error::Io(source) => TlsError {
+        rustls_pki_types::pem::Error::Io(error) => TlsError {
             path: path.to_path_buf(),
-            source,
+            error,
         },
         other => invalid(path, other.to_string()),
     }
@@ -111,10 +111,92 @@ fn uri_sans(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
         .unwrap_or_default())
 }
 
-fn refuse(message: String) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-        std::io::Error::other(message),
-    ))))
+/// The server's certificate chains to the federation CA but does not carry the SPIFFE id we
+/// expect: another member (a node) where the hub was expected. It travels inside
+/// `rustls::Error::InvalidCertificate(CertificateError::Other(..))`, so a caller can tell it
+/// from other handshake failures and say what to do.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdentityRefused {
+    /// The SPIFFE ids the server presented (empty: none).
+    pub presented: Vec<String>,
+    /// The SPIFFE id expected; None when any `spiffe://<federation>/node/…` would do.
+    pub expected: Option<String>,
+    /// The federation id (SPIFFE trust domain) we dialled in.
+    pub federation_id: String,
+}
+
+impl std::fmt::Display for IdentityRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let presented = if self.presented.is_empty() {
+            "no SPIFFE id".to_string()
+        } else {
+            self.presented.join(", ")
+        };
+        match &self.expected {
+            Some(expected) => write!(
+                f,
+                "the server presented {presented} but {expected} was expected: it is not the hub of the registry in force"
+            ),
+            None => write!(
+                f,
+                "the server presented {presented}, not a spiffe://{}/node/… identity",
+                self.federation_id
+            ),
+        }
+    }
+}
+
+// Debug as Display: rustls prints the inner error of `CertificateError::Other` with `{:?}`,
+// and that is what lands in the logs.
+impl std::fmt::Debug for IdentityRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for IdentityRefused {}
+
+impl IdentityRefused {
+    /// The refusal in an error's source chain (see [`error_chain`]), if that is what failed.
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a IdentityRefused> {
+        error_chain(error)
+            .into_iter()
+            .find_map(|e| match e.downcast_ref() {
+                Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) => {
+                    other.0.downcast_ref::<IdentityRefused>()
+                }
+                _ => None,
+            })
+    }
+}
+
+/// An error and its causes, outermost first. An `io::Error` wrapping another error (as
+/// tokio-rustls wraps a `rustls::Error`) is followed into what it wraps, which
+/// `io::Error::source` skips.
+pub fn error_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut chain = Vec::new();
+    let mut next = Some(error);
+    // Bounded: a source chain is short, and a cyclic one must not hang the caller.
+    while let Some(e) = next.take() {
+        chain.push(e);
+        if chain.len() >= 32 {
+            break;
+        }
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    chain
+}
+
+fn refuse(error: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(error))))
 }
 
 /// WebPKI (chain to the CA, validity, serverAuth, host name, CRL) plus the SPIFFE id.
@@ -126,29 +208,23 @@ struct SpiffeServerVerifier {
 }
 
 impl SpiffeServerVerifier {
-    fn check_identity(&self, end_entity: &CertificateDer<'_>) -> Result<(), String> {
-        let ids = uri_sans(end_entity)?;
-        match &self.expected {
-            Some(expected) if ids.iter().any(|id| id == expected) => Ok(()),
-            Some(expected) => Err(format!(
-                "the server presented {} but {expected} was expected: it is not the hub of the registry in force",
-                if ids.is_empty() {
-                    "no SPIFFE id".to_string()
-                } else {
-                    ids.join(", ")
-                }
-            )),
+    fn check_identity(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let ids = uri_sans(end_entity).map_err(|e| refuse(std::io::Error::other(e)))?;
+        let accepted = match &self.expected {
+            Some(expected) => ids.iter().any(|id| id == expected),
             None => {
                 let prefix = format!("spiffe://{}/node/", self.federation_id);
-                if ids.iter().any(|id| id.starts_with(&prefix)) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "the server presented {ids:?}, not a {prefix}… identity"
-                    ))
-                }
+                ids.iter().any(|id| id.starts_with(&prefix))
             }
+        };
+        if accepted {
+            return Ok(());
         }
+        Err(refuse(IdentityRefused {
+            presented: ids,
+            expected: self.expected.clone(),
+            federation_id: self.federation_id.clone(),
+        }))
     }
 }
 
@@ -168,7 +244,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             ocsp_response,
             now,
         )?;
-        self.check_identity(end_entity).map_err(refuse)?;
+        self.check_identity(end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -195,70 +271,129 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
+/// Chain to the federation CA, validity, serverAuth, host name and (when given) the CRL.
+fn webpki_verifier(
+    files: &TlsFiles,
+    crl: Option<&Path>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
+    let ca = certs(&files.ca_cert)?;
+    let mut roots = RootCertStore::empty();
+    for cert in ca {
+        roots
+            .add(cert)
+            .map_err(|e| invalid(&files.ca_cert, format!("not a usable CA certificate: {e}")))?;
+    }
+    let mut builder =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
+    if let Some(crl) = crl {
+        let crls = CertificateRevocationListDer::pem_file_iter(crl)
+            .map_err(|e| pem_error(crl, e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_error(crl, e))?;
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
+    }
+    builder.build().map_err(|e| {
+        invalid(
+            crl.unwrap_or(&files.ca_cert),
+            format!("cannot build the server certificate verifier: {e}"),
+        )
+    })
+}
+
+/// A client configuration presenting our certificate, checking the server with `verifier`.
+/// ALPN `h2`.
+fn with_client_auth(
+    files: &TlsFiles,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let chain = certs(&files.cert)?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| pem_error(&files.key, e))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&files.cert, format!("TLS protocol versions: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| invalid(&files.key, format!("certificate and key do not fit: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
 impl ServerIdentityCheck {
     /// A rustls client configuration for one dial: our certificate, the CA, the CRL as it is on
     /// disk now, and the SPIFFE id expected now. ALPN `h2`, ring provider.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let ca = certs(&self.files.ca_cert)?;
-        let mut roots = RootCertStore::empty();
-        for cert in ca {
-            roots.add(cert).map_err(|e| {
-                invalid(
-                    &self.files.ca_cert,
-                    format!("not a usable CA certificate: {e}"),
-                )
-            })?;
-        }
-        let mut builder =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
-        if let Some(crl) = &self.crl {
-            let crls = CertificateRevocationListDer::pem_file_iter(crl)
-                .map_err(|e| pem_error(crl, e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| pem_error(crl, e))?;
-            builder = builder.with_crls(crls).only_check_end_entity_revocation();
-        }
-        let webpki = builder.build().map_err(|e| {
-            invalid(
-                self.crl.as_deref().unwrap_or(&self.files.ca_cert),
-                format!("cannot build the server certificate verifier: {e}"),
-            )
-        })?;
+        let webpki = webpki_verifier(&self.files, self.crl.as_deref(), &provider)?;
         let verifier = SpiffeServerVerifier {
             webpki,
             expected: (self.expected)(),
             federation_id: self.federation_id.clone(),
         };
-        let chain = certs(&self.files.cert)?;
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&self.files.key)
-            .map_err(|e| pem_error(&self.files.key, e))?;
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(&self.files.cert, format!("TLS protocol versions: {e}")))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| {
-                invalid(
-                    &self.files.key,
-                    format!("certificate and key do not fit: {e}"),
-                )
-            })?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(config)
+        with_client_auth(&self.files, provider, Arc::new(verifier))
+    }
+}
+
+/// The client configuration of tonic's own TLS ([`TlsFiles::client_config`]) as a rustls
+/// configuration: the server must chain to the CA and name the host; no SPIFFE id, no CRL.
+pub fn webpki_client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = webpki_verifier(files, None, &provider)?;
+    with_client_auth(files, provider, webpki)
+}
+
+/// Whether a server takes us once the TLS handshake is over: dials `host:port`, runs the
+/// handshake with `config`, and waits (at most `wait`) for the server's first bytes (an HTTP/2
+/// server sends its SETTINGS at once). A TLS 1.3 server judges our certificate only after our
+/// side of the handshake is done, so its refusal (a TLS alert such as `CertificateRevoked`)
+/// shows up here, as the error of that first read, while a gRPC call on the same connection
+/// may only see "connection closed". For wording a failure, not for talking to the server.
+pub async fn first_answer(
+    host: &str,
+    port: u16,
+    config: rustls::ClientConfig,
+    wait: Duration,
+) -> Result<(), BoxError> {
+    use tokio::io::AsyncReadExt as _;
+    let server_name = ServerName::try_from(host.to_string())?;
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(server_name, tcp)
+            .await?;
+        let mut first = [0u8; 16];
+        match tls.read(&mut first).await? {
+            0 => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection right after the TLS handshake",
+            )),
+            _ => Ok(()),
+        }
+    };
+    match tokio::time::timeout(wait, attempt).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(format!(
+            "the server sent nothing within {} ms of the TLS handshake",
+            wait.as_millis()
+        )
+        .into()),
     }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Dials `host:port` over TCP and runs the TLS handshake with [`ServerIdentityCheck`]. A refused
-/// server is logged with the reason, so an operator sees why the node does not talk to it.
+/// server is logged with the reason, so an operator sees why the node does not talk to it
+/// (unless the caller reports the error itself: [`connect_checked`]).
 #[derive(Clone)]
 pub struct CheckedConnector {
     check: Arc<ServerIdentityCheck>,
     host: String,
     port: u16,
+    log_failures: bool,
 }
 
 impl tower::Service<http::Uri> for CheckedConnector {
@@ -274,7 +409,9 @@ impl tower::Service<http::Uri> for CheckedConnector {
         let this = self.clone();
         Box::pin(async move {
             let config = this.check.client_config().map_err(|e| {
-                tracing::error!(error = %e, "cannot build the TLS client configuration");
+                if this.log_failures {
+                    tracing::error!(error = %e, "cannot build the TLS client configuration");
+                }
                 e
             })?;
             let server_name = ServerName::try_from(this.host.clone())?;
@@ -284,6 +421,9 @@ impl tower::Service<http::Uri> for CheckedConnector {
                 .connect(server_name, tcp)
                 .await
                 .map_err(|e| {
+                    if !this.log_failures {
+                        return e;
+                    }
                     if e.get_ref()
                         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
                         .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)))
@@ -303,14 +443,14 @@ impl tower::Service<http::Uri> for CheckedConnector {
     }
 }
 
-/// A lazily connected channel to `endpoint` ("https://host:port") whose server must pass
-/// `check`, with the connect timeout covering TCP and TLS and HTTP/2 keepalive pings (also while
-/// idle) so that a silent peer is noticed and redialled.
-pub fn checked_channel(
+/// The endpoint and connector of a channel to `endpoint` ("https://host:port") whose server
+/// must pass `check`.
+fn checked_endpoint(
     endpoint: &str,
     check: ServerIdentityCheck,
     timing: ChannelTiming,
-) -> Result<tonic::transport::Channel, BoxError> {
+    log_failures: bool,
+) -> Result<(tonic::transport::Endpoint, CheckedConnector), BoxError> {
     let uri: http::Uri = endpoint.parse()?;
     if uri.scheme_str() != Some("https") {
         return Err(format!("{endpoint:?} must start with https:// (mTLS is required)").into());
@@ -328,11 +468,37 @@ pub fn checked_channel(
         check: Arc::new(check),
         host,
         port,
+        log_failures,
     };
-    Ok(tonic::transport::Endpoint::from(plain)
+    let endpoint = tonic::transport::Endpoint::from(plain)
         .connect_timeout(timing.connect_timeout)
         .http2_keep_alive_interval(timing.keepalive_interval)
         .keep_alive_timeout(timing.keepalive_timeout)
-        .keep_alive_while_idle(true)
-        .connect_with_connector_lazy(connector))
+        .keep_alive_while_idle(true);
+    Ok((endpoint, connector))
+}
+
+/// A lazily connected channel to `endpoint` ("https://host:port") whose server must pass
+/// `check`, with the connect timeout covering TCP and TLS and HTTP/2 keepalive pings (also while
+/// idle) so that a silent peer is noticed and redialled. A refused server is logged at every
+/// dial (the node's link to its hub).
+pub fn checked_channel(
+    endpoint: &str,
+    check: ServerIdentityCheck,
+    timing: ChannelTiming,
+) -> Result<tonic::transport::Channel, BoxError> {
+    let (endpoint, connector) = checked_endpoint(endpoint, check, timing, true)?;
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// Like [`checked_channel`], but dials now and returns the failure instead of logging it: for
+/// a command that reports the error to the person who ran it (the CLI). A refused identity is
+/// an [`IdentityRefused`] inside the error's source chain.
+pub async fn connect_checked(
+    endpoint: &str,
+    check: ServerIdentityCheck,
+    timing: ChannelTiming,
+) -> Result<tonic::transport::Channel, BoxError> {
+    let (endpoint, connector) = checked_endpoint(endpoint, check, timing, false)?;
+    Ok(endpoint.connect_with_connector(connector).await?)
 }

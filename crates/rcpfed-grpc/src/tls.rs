@@ -19,20 +19,21 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// A TLS file could not be read.
+/// A TLS file could not be read. The reason is part of the message and not a separate
+/// `source`, so a chain printed with `{:#}` names it once.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read {path}: {source}")]
+#[error("cannot read {path}: {error}")]
 pub struct TlsError {
     /// The file.
     pub path: PathBuf,
     /// Why.
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError {
+    std::fs::read(path).map_err(|error| TlsError {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 

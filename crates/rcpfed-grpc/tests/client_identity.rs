@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rcpfed_grpc::client_tls::{ChannelTiming, ServerIdentityCheck, checked_channel};
+use rcpfed_grpc::client_tls::{
+    ChannelTiming, IdentityRefused, ServerIdentityCheck, checked_channel, connect_checked,
+};
 use rcpfed_grpc::tls::{TlsFiles, mtls_incoming};
 use rcpfed_pki::{MemberPlan, PkiLayout, PkiPlan, RevocationReason, RevokeTarget};
 use std::sync::Arc;
@@ -46,17 +48,22 @@ async fn serve_as(layout: &PkiLayout, id: &str) -> u16 {
     port
 }
 
+/// The check of a client that expects the hub `gfmd`.
+fn expecting_hub(layout: &PkiLayout) -> ServerIdentityCheck {
+    let expected = format!("spiffe://{FEDERATION}/node/gfmd");
+    ServerIdentityCheck {
+        files: tls(layout, "midwa"),
+        crl: Some(layout.crl()),
+        federation_id: FEDERATION.into(),
+        expected: Arc::new(move || Some(expected.clone())),
+    }
+}
+
 /// One call through a checked channel that expects the hub `gfmd`.
 async fn call_expecting_hub(layout: &PkiLayout, port: u16) -> Result<(), tonic::Status> {
-    let expected = format!("spiffe://{FEDERATION}/node/gfmd");
     let channel = checked_channel(
         &format!("https://localhost:{port}"),
-        ServerIdentityCheck {
-            files: tls(layout, "midwa"),
-            crl: Some(layout.crl()),
-            federation_id: FEDERATION.into(),
-            expected: Arc::new(move || Some(expected.clone())),
-        },
+        expecting_hub(layout),
         ChannelTiming::default(),
     )
     .unwrap();
@@ -99,6 +106,31 @@ async fn only_the_expected_unrevoked_hub_is_talked_to() {
         format!("{refused:?}").contains("/node/colombo"),
         "the refusal names the identity presented: {refused:?}"
     );
+
+    // Dialled at once, the refusal comes back typed, for the CLI to word.
+    let error = connect_checked(
+        &format!("https://localhost:{impostor}"),
+        expecting_hub(&layout),
+        ChannelTiming::default(),
+    )
+    .await
+    .expect_err("colombo's certificate must not pass as the hub's");
+    let refusal = IdentityRefused::find(error.as_ref()).expect("an IdentityRefused in the chain");
+    assert_eq!(
+        refusal.presented,
+        [format!("spiffe://{FEDERATION}/node/colombo")]
+    );
+    assert_eq!(
+        refusal.expected.as_deref(),
+        Some(format!("spiffe://{FEDERATION}/node/gfmd").as_str())
+    );
+    connect_checked(
+        &format!("https://localhost:{hub}"),
+        expecting_hub(&layout),
+        ChannelTiming::default(),
+    )
+    .await
+    .expect("the real hub is dialled at once");
 
     rcpfed_pki::revoke(
         &layout,

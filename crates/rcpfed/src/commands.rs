@@ -125,6 +125,9 @@ pub fn cancel_on_signal(token: CancellationToken) {
 
 /// `rcpfed hub`.
 pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
+    if args.hub_endpoint.is_some() {
+        bail!("--hub-endpoint is a node's setting (the hub it delivers to); the hub has none");
+    }
     let config = HubConfig::load(&args.config, &args.overrides())?;
     let (trust, federation_id) = load_trust(&config.root_trust_file)?;
     let initial_registry = load_registry_file(&config.registry_file)?;
@@ -643,8 +646,8 @@ pub async fn publish(args: PublishArgs) -> Result<ExitCode> {
             "--pki <dir> (or RCPFED_PKI_DIR) is required: the directory written by rcpfed pki init"
         );
     };
-    let tls = client::identity_in(pki, &args.identity);
-    let mut node = client::node_client(&args.node, &tls).await?;
+    let tls = client::identity_files(pki, &args.identity)?;
+    let mut node = client::node_client(&args.node, "--node", &tls).await?;
     let node_id = crate::publish::node_id_of(&mut node).await?;
     if let PublishWhat::Indicators { file, name, stream } = &args.what {
         let options = crate::publish::Options {

@@ -1,5 +1,8 @@
 //! Configuration, layered: built-in defaults → TOML file → `RCPFED_*` environment → command-line
 //! flags, then `validate()`. Relative paths in a file are relative to that file's directory.
+//! Strict: an unknown key, section or environment variable stops the process ([`keys`]).
+
+mod keys;
 
 use anyhow::{Context as _, Result, bail};
 use figment::Figment;
@@ -281,9 +284,18 @@ pub struct ListenOverrides {
     pub hub_endpoint: Option<String>,
 }
 
+/// Variables with the hub's prefix that are not hub settings: `RCPFED_HUB_ENDPOINT` is the
+/// `--hub`/`--endpoint` of the client commands (query, report, export, registry). As keys
+/// after the prefix, lowercase.
+const HUB_ENV_NOT_SETTINGS: &[&str] = &["endpoint"];
+/// Variables with the node's prefix that are not node settings: `RCPFED_NODE_ENDPOINT` is the
+/// `--node` of `rcpfed publish`.
+const NODE_ENV_NOT_SETTINGS: &[&str] = &["endpoint"];
+
 fn layered<T: Serialize + for<'de> Deserialize<'de> + Default>(
     file: &Path,
     env_prefix: &str,
+    env_not_settings: &[&str],
     overrides: &ListenOverrides,
 ) -> Result<T> {
     if !file.exists() {
@@ -292,13 +304,42 @@ fn layered<T: Serialize + for<'de> Deserialize<'de> + Default>(
             file.display()
         );
     }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the configuration file {}", file.display()))?;
+    let table: toml::Table = text.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "configuration file {} is not valid TOML: {e}",
+            file.display()
+        )
+    })?;
+    let schema = keys::Schema::of(&T::default()).map_err(|e| anyhow::anyhow!(e))?;
+    let mut problems = keys::file_problems(&table, &schema, &file.display().to_string());
+    problems.extend(keys::env_problems(
+        std::env::vars_os(),
+        env_prefix,
+        env_not_settings,
+        &schema,
+    ));
+    match problems.as_slice() {
+        [] => {}
+        [one] => bail!("{one}"),
+        many => bail!(
+            "{} problems in the configuration:\n  - {}",
+            many.len(),
+            many.join("\n  - ")
+        ),
+    }
     Figment::new()
         .merge(Serialized::defaults(T::default()))
         .merge(Toml::file(file))
-        .merge(Env::prefixed(env_prefix).split("__"))
+        .merge(
+            Env::prefixed(env_prefix)
+                .split("__")
+                .ignore(env_not_settings),
+        )
         .merge(Serialized::defaults(overrides))
         .extract()
-        .with_context(|| format!("reading configuration {}", file.display()))
+        .map_err(|e| anyhow::anyhow!(keys::describe_extract_error(e, env_prefix)))
 }
 
 fn resolve(base: &Path, path: &mut PathBuf) {
@@ -321,6 +362,26 @@ fn resolve_crl(base: &Path, configured: Option<PathBuf>) -> Option<PathBuf> {
     }
 }
 
+/// Paths that have no default must be set: an empty one would otherwise be read as the
+/// configuration file's directory.
+fn require_set(file: &Path, settings: &[(&str, &Path)]) -> Result<()> {
+    let unset: Vec<&str> = settings
+        .iter()
+        .filter(|(_, path)| path.as_os_str().is_empty())
+        .map(|(key, _)| *key)
+        .collect();
+    if unset.is_empty() {
+        return Ok(());
+    }
+    let hint = if unset.iter().any(|k| k.starts_with("tls.")) {
+        " (the [tls] section names the federation CA certificate, this member's certificate \
+         and its key: ca_cert, cert, key; rcpfed pki init writes them)"
+    } else {
+        ""
+    };
+    bail!("not set in {}: {}{hint}", file.display(), unset.join(", "))
+}
+
 fn base_dir(file: &Path) -> PathBuf {
     file.parent().map(Path::to_path_buf).unwrap_or_default()
 }
@@ -328,7 +389,19 @@ fn base_dir(file: &Path) -> PathBuf {
 impl HubConfig {
     /// Loads and validates.
     pub fn load(file: &Path, overrides: &ListenOverrides) -> Result<Self> {
-        let mut c: HubConfig = layered(file, "RCPFED_HUB_", overrides)?;
+        let mut c: HubConfig = layered(file, "RCPFED_HUB_", HUB_ENV_NOT_SETTINGS, overrides)?;
+        require_set(
+            file,
+            &[
+                ("root_trust_file", &c.root_trust_file),
+                ("registry_file", &c.registry_file),
+                ("data_dir", &c.data_dir),
+                ("signing_key", &c.signing_key),
+                ("tls.ca_cert", &c.tls.ca_cert),
+                ("tls.cert", &c.tls.cert),
+                ("tls.key", &c.tls.key),
+            ],
+        )?;
         let base = base_dir(file);
         for p in [
             &mut c.root_trust_file,
@@ -419,7 +492,18 @@ impl HubConfig {
 impl NodeConfig {
     /// Loads and validates.
     pub fn load(file: &Path, overrides: &ListenOverrides) -> Result<Self> {
-        let mut c: NodeConfig = layered(file, "RCPFED_NODE_", overrides)?;
+        let mut c: NodeConfig = layered(file, "RCPFED_NODE_", NODE_ENV_NOT_SETTINGS, overrides)?;
+        require_set(
+            file,
+            &[
+                ("root_trust_file", &c.root_trust_file),
+                ("data_dir", &c.data_dir),
+                ("signing_key", &c.signing_key),
+                ("tls.ca_cert", &c.tls.ca_cert),
+                ("tls.cert", &c.tls.cert),
+                ("tls.key", &c.tls.key),
+            ],
+        )?;
         let base = base_dir(file);
         if let Some(p) = &mut c.registry_file {
             resolve(&base, p);
@@ -511,5 +595,118 @@ mod tests {
             rcpfed_grpc::acceptor::StaleCrl::from(StaleCrl::NotServing),
             rcpfed_grpc::acceptor::StaleCrl::NotServing
         );
+    }
+
+    /// A configuration file with `text` in a fresh directory.
+    fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, text).expect("writing the configuration");
+        (dir, file)
+    }
+
+    fn hub_error(text: &str) -> String {
+        let (_dir, file) = config_file(text);
+        match HubConfig::load(&file, &ListenOverrides::default()) {
+            Ok(_) => panic!("{text:?} was accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    const TLS: &str = "[tls]\nca_cert = \"ca.pem\"\ncert = \"tls.pem\"\nkey = \"tls.key\"\n";
+
+    #[test]
+    fn a_hub_refuses_an_unknown_key_with_the_closest() {
+        let error = hub_error(&format!("listn = \"0.0.0.0:50051\"\n{TLS}"));
+        assert!(
+            error.starts_with("unknown key listn in ") && error.ends_with("(did you mean listen?)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_hub_refuses_an_unknown_section_instead_of_missing_tls_files() {
+        let error = hub_error("[tsl]\nca_cert = \"ca.pem\"\n");
+        assert!(
+            error.starts_with("unknown section [tsl] in ") && error.contains("did you mean [tls]?"),
+            "{error}"
+        );
+        assert!(!error.contains("ca_cert:"), "{error}");
+    }
+
+    #[test]
+    fn several_problems_are_listed_together() {
+        let error = hub_error(&format!("listn = 1\nops_lisen = 2\n{TLS}crt = 3\n"));
+        assert!(
+            error.starts_with("3 problems in the configuration:"),
+            "{error}"
+        );
+        for part in [
+            "did you mean listen?",
+            "did you mean ops_listen?",
+            "did you mean tls.cert?",
+        ] {
+            assert!(error.contains(part), "{part}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_bad_value_names_the_real_key_and_the_file() {
+        let error = hub_error(&format!("ops_listen = \"nowhere\"\n{TLS}"));
+        assert!(error.starts_with("ops_listen: "), "{error}");
+        assert!(error.contains("config.toml"), "{error}");
+        assert!(!error.contains("default."), "{error}");
+        let error = hub_error("witness_quorum = \"two\"\n[tls]\ncert = 5\n");
+        assert!(
+            error.starts_with("tls.cert: ") || error.starts_with("witness_quorum: "),
+            "{error}"
+        );
+        assert!(!error.contains("default."), "{error}");
+    }
+
+    #[test]
+    fn unset_tls_paths_are_named() {
+        let error = hub_error("listen = \"127.0.0.1:1\"\n");
+        assert!(
+            error.starts_with("not set in ") && error.contains("tls.ca_cert, tls.cert, tls.key"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn invalid_toml_names_the_file() {
+        let error = hub_error("listen = \n");
+        assert!(
+            error.starts_with("configuration file ") && error.contains("is not valid TOML"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_node_refuses_an_unknown_key_with_the_closest() {
+        let (_dir, file) = config_file(&format!(
+            "node_id = \"colombo\"\nhub_endpont = \"https://hub:50051\"\n{TLS}"
+        ));
+        let error = NodeConfig::load(&file, &ListenOverrides::default())
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("unknown key hub_endpont in ")
+                && error.ends_with("(did you mean hub_endpoint?)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_variables_of_other_commands_are_not_settings() {
+        let hub = keys::Schema::of(&HubConfig::default()).expect("hub schema");
+        let node = keys::Schema::of(&NodeConfig::default()).expect("node schema");
+        for key in HUB_ENV_NOT_SETTINGS {
+            assert!(!hub.is_leaf(key) && !hub.is_section(key), "{key}");
+        }
+        for key in NODE_ENV_NOT_SETTINGS {
+            assert!(!node.is_leaf(key) && !node.is_section(key), "{key}");
+        }
     }
 }

@@ -188,8 +188,12 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
     let samples = std::env::temp_dir().join(format!("rcpfed-demo-samples-{}", std::process::id()));
     std::fs::create_dir_all(&samples)?;
     for p in nodes {
-        let mut node =
-            client::node_client(&format!("https://localhost:{}", port(&p.grpc)), &operator).await?;
+        let mut node = client::node_client(
+            &format!("https://localhost:{}", port(&p.grpc)),
+            "--node",
+            &operator,
+        )
+        .await?;
         let mut what = Vec::new();
         if let Some(policy) = rcpfed_import::sample::policy_toml(&p.name) {
             let file = samples.join(format!("{}-policy.toml", p.name));
@@ -256,9 +260,12 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
         let mut done = true;
         let mut lines = Vec::new();
         for (p, expected) in nodes.iter().zip(&expected_per_node) {
-            let mut node =
-                client::node_client(&format!("https://localhost:{}", port(&p.grpc)), &operator)
-                    .await?;
+            let mut node = client::node_client(
+                &format!("https://localhost:{}", port(&p.grpc)),
+                "--node",
+                &operator,
+            )
+            .await?;
             let s = node
                 .get_node_status(v1::GetNodeStatusRequest {})
                 .await?
@@ -305,8 +312,12 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
     let took = started.elapsed();
 
     // Independent check from the hub's own listing: every statement and receipt verifies.
-    let mut hub_client =
-        client::hub_client(&format!("https://localhost:{}", port(&hub.grpc)), &operator).await?;
+    let mut hub_client = client::hub_client(
+        &format!("https://localhost:{}", port(&hub.grpc)),
+        "--hub",
+        &operator,
+    )
+    .await?;
     let listed = hub_client
         .list_statements(v1::ListStatementsRequest {
             page_size: 1000,
@@ -483,6 +494,7 @@ async fn publish_figure(
     let operator = client::identity_in(dir, "operator");
     let mut client = client::node_client(
         &format!("https://localhost:{}", port(&node.grpc)),
+        "--node",
         &operator,
     )
     .await?;
@@ -567,7 +579,7 @@ async fn conflict_and_revision(
 
     let operator = client::identity_in(dir, "operator");
     let hub_endpoint = format!("https://localhost:{}", port(&hub.grpc));
-    let mut hub_client = client::hub_client(&hub_endpoint, &operator).await?;
+    let mut hub_client = client::hub_client(&hub_endpoint, "--hub", &operator).await?;
     let deadline = |what: &str| -> Result<()> {
         if started.elapsed() > timeout {
             bail!("{what} within {} s", timeout.as_secs());
@@ -604,7 +616,7 @@ async fn conflict_and_revision(
     // until one side changes.
     let tls = operator.clone();
     let mut rpc = rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient::new(
-        client::connect(&hub_endpoint, &tls).await?,
+        client::connect(&hub_endpoint, "--hub", &tls).await?,
     );
     let mut get = async |number: u64| -> Result<Option<(v1::CoherenceReport, u64)>> {
         match rpc

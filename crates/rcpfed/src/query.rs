@@ -35,9 +35,9 @@ pub struct EndpointArgs {
 impl EndpointArgs {
     /// An IndicatorService client.
     pub async fn indicator_client(&self) -> Result<IndicatorServiceClient<Channel>> {
-        let tls = client::identity_in(&self.pki, &self.identity);
+        let tls = client::identity_files(&self.pki, &self.identity)?;
         Ok(
-            IndicatorServiceClient::new(client::connect(&self.endpoint, &tls).await?)
+            IndicatorServiceClient::new(client::connect(&self.endpoint, "--endpoint", &tls).await?)
                 .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES),
         )

@@ -1433,8 +1433,8 @@ fn show(args: &ShowArgs, now: OffsetDateTime) -> Result<(Vec<String>, bool)> {
 async fn hub_client(
     args: &HubArgs,
 ) -> Result<pb::hub_service_client::HubServiceClient<tonic::transport::Channel>> {
-    let tls = client::identity_in(&args.pki, &args.identity);
-    client::hub_client(&args.hub, &tls).await
+    let tls = client::identity_files(&args.pki, &args.identity)?;
+    client::hub_client(&args.hub, "--hub", &tls).await
 }
 
 async fn publish(args: &PublishArgs) -> Result<ExitCode> {

@@ -31,7 +31,8 @@ pub enum ReportCommand {
 /// Arguments of `rcpfed report coherence`.
 #[derive(Args)]
 pub struct CoherenceArgs {
-    /// The hub (the report and the registry that holds the hub's key are read from it).
+    /// The hub or a node (a node answers from its verified mirror): the report, and the
+    /// registry versions that hold the hub's key, are read from it.
     #[command(flatten)]
     pub endpoint: EndpointArgs,
     /// Report number; the latest when not given.
@@ -55,12 +56,16 @@ pub async fn run(command: ReportCommand) -> Result<ExitCode> {
     coherence(&args).await
 }
 
-/// The federation of the latest registry version the hub serves, verified as a chain from
-/// the root keys in `root_trust`; and that version's number.
+/// The federation of the latest registry version the server holds, verified as a chain from
+/// the root keys in `root_trust`; and that version's number. The hub serves its registry
+/// versions (HubService, its identity checked); a node holds them in its verified mirror,
+/// under the hub's member id (NodeService.ListMirroredStatements).
 async fn trusted_federation(
     endpoint: &EndpointArgs,
+    tls: &rcpfed_grpc::tls::TlsFiles,
+    channel: &tonic::transport::Channel,
     root_trust: &Path,
-) -> Result<(Federation, u64)> {
+) -> Result<(Federation, u64, &'static str)> {
     let text = std::fs::read_to_string(root_trust).with_context(|| {
         format!(
             "reading the root trust file {} (pass --root-trust)",
@@ -72,17 +77,30 @@ async fn trusted_federation(
     let root = file
         .to_root_set()
         .map_err(|e| anyhow::anyhow!("{}: {e}", root_trust.display()))?;
-    let tls = client::identity_in(&endpoint.pki, &endpoint.identity);
-    let mut hub = client::hub_client(&endpoint.endpoint, &tls).await?;
-    let versions = crate::registry_cmd::fetch_versions(&mut hub)
+    let kind = client::server_kind(channel, false)
         .await
-        .with_context(|| {
-            format!(
-                "reading the registry from {} (the report is verified with the hub's key, so --hub must be the hub)",
-                endpoint.endpoint
+        .map_err(client::status_error)?;
+    let (envelopes, source): (Vec<SignedEnvelope>, &'static str) = match kind {
+        client::ServerKind::Hub => {
+            let mut hub = client::hub_client(&endpoint.endpoint, "--endpoint", tls).await?;
+            let versions = crate::registry_cmd::fetch_versions(&mut hub)
+                .await
+                .with_context(|| format!("reading the registry from {}", endpoint.endpoint))?;
+            (versions.into_iter().map(|(_, e)| e).collect(), "the hub")
+        }
+        client::ServerKind::Node => {
+            let hub_id = hub_id_hint(&endpoint.pki)?;
+            let node = client::node_service(channel.clone());
+            (
+                mirrored_registry(node, &hub_id, &endpoint.endpoint).await?,
+                "the node's mirror",
             )
-        })?;
-    let envelopes: Vec<SignedEnvelope> = versions.into_iter().map(|(_, e)| e).collect();
+        }
+        client::ServerKind::Other => bail!(
+            "{} is neither an rcpfed hub nor a node; give --endpoint the gRPC address of the hub or of a node",
+            endpoint.endpoint
+        ),
+    };
     // Expiry is not held against the registry: the report's signature does not depend on it.
     let registry = rcpfed_core::registry::verify_chain(
         &root,
@@ -92,7 +110,7 @@ async fn trusted_federation(
     )
     .map_err(|e| {
         anyhow::anyhow!(
-            "the hub's registry does not verify from the root keys in {}: {}",
+            "the registry in {source} does not verify from the root keys in {}: {}",
             root_trust.display(),
             crate::registry_cmd::describe(&e)
         )
@@ -103,7 +121,90 @@ async fn trusted_federation(
             .to_federation()
             .map_err(|e| anyhow::anyhow!("{e}"))?,
         version,
+        source,
     ))
+}
+
+/// The hub's member id, under which a node mirrors the registry versions: from the member file
+/// of the PKI directory, else from its registry version 1. Only a hint: what is found under it
+/// is verified from the root keys.
+fn hub_id_hint(pki: &Path) -> Result<String> {
+    if let Ok(text) = std::fs::read_to_string(pki.join("federation.toml"))
+        && let Ok(federation) = Federation::from_toml(&text)
+    {
+        return Ok(federation.hub_id);
+    }
+    let v1 = pki.join("registry").join("registry.v1.json");
+    if let Ok(text) = std::fs::read_to_string(&v1)
+        && let Ok(envelope) = crate::registry_cmd::envelope_from_json(&text)
+        && let Ok(document) = v1::RegistryDocument::decode(envelope.payload.as_slice())
+    {
+        return Ok(document.hub_id);
+    }
+    bail!(
+        "a node holds the registry under the hub's member id, and neither {} nor {} names it; \
+         ask the hub instead (--endpoint <the hub's address>)",
+        pki.join("federation.toml").display(),
+        v1.display()
+    )
+}
+
+/// Every registry version in a node's verified mirror (the chain `hub_id`), in order, checked
+/// to run 1, 2, … without a gap.
+async fn mirrored_registry(
+    mut node: v1::node_service_client::NodeServiceClient<tonic::transport::Channel>,
+    hub_id: &str,
+    endpoint: &str,
+) -> Result<Vec<SignedEnvelope>> {
+    let mut versions: Vec<(u64, SignedEnvelope)> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = node
+            .list_mirrored_statements(v1::ListMirroredStatementsRequest {
+                node_id: hub_id.to_string(),
+                page_size: 1000,
+                page_token,
+            })
+            .await
+            .map_err(client::status_error)
+            .with_context(|| format!("reading the registry from the mirror of {endpoint}"))?
+            .into_inner();
+        for record in page.statements {
+            let Some(envelope) = record.envelope else {
+                continue;
+            };
+            let envelope = SignedEnvelope::from_proto(envelope);
+            if envelope.payload_type != rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE {
+                continue;
+            }
+            let version = v1::RegistryDocument::decode(envelope.payload.as_slice())
+                .with_context(|| {
+                    format!(
+                        "the mirror of {endpoint} holds a registry version that does not decode"
+                    )
+                })?
+                .version;
+            versions.push((version, envelope));
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    versions.sort_by_key(|(version, _)| *version);
+    for (expected, (version, _)) in (1u64..).zip(&versions) {
+        if *version != expected {
+            bail!(
+                "the mirror of {endpoint} holds registry version {version} where {expected} was expected"
+            );
+        }
+    }
+    if versions.is_empty() {
+        bail!(
+            "the mirror of {endpoint} holds no registry version under the hub's id {hub_id:?} (the node has not caught up with the feed yet?)"
+        );
+    }
+    Ok(versions.into_iter().map(|(_, e)| e).collect())
 }
 
 /// Checks a report envelope: its payload type, the hub member's signature, the federation
@@ -156,8 +257,13 @@ pub async fn coherence(args: &CoherenceArgs) -> Result<ExitCode> {
         .root_trust
         .clone()
         .unwrap_or_else(|| args.endpoint.pki.join("root-trust.toml"));
-    let (federation, registry_version) = trusted_federation(&args.endpoint, &root_trust).await?;
-    let mut rpc = args.endpoint.indicator_client().await?;
+    let tls = client::identity_files(&args.endpoint.pki, &args.endpoint.identity)?;
+    let channel = client::connect(&args.endpoint.endpoint, "--endpoint", &tls).await?;
+    let (federation, registry_version, registry_source) =
+        trusted_federation(&args.endpoint, &tls, &channel, &root_trust).await?;
+    let mut rpc = v1::indicator_service_client::IndicatorServiceClient::new(channel)
+        .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
     let response = rpc
         .get_coherence_report(v1::GetCoherenceReportRequest {
             number: args.number.unwrap_or(0),
@@ -176,7 +282,7 @@ pub async fn coherence(args: &CoherenceArgs) -> Result<ExitCode> {
         bail!("the hub's decoded report differs from the one it signed; not printing it");
     }
     let verified = format!(
-        "verified: coherence report {} (feed index {}) is signed by the hub {} with key {}, from registry version {} verified from the root keys in {}",
+        "verified: coherence report {} (feed index {}) is signed by the hub {} with key {}, from registry version {} (read from {registry_source}) verified from the root keys in {}",
         report.number,
         response.feed_index,
         federation.hub_id,

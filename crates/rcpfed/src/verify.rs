@@ -385,8 +385,8 @@ pub async fn export(command: ExportCommand) -> Result<ExitCode> {
         ExportCommand::Bundle(args) => args,
         ExportCommand::Sdmx(args) => return crate::query::export_sdmx(&args).await,
     };
-    let tls = client::identity_in(&args.pki, &args.identity);
-    let mut hub = client::hub_client(&args.hub, &tls).await?;
+    let tls = client::identity_files(&args.pki, &args.identity)?;
+    let mut hub = client::hub_client(&args.hub, "--hub", &tls).await?;
 
     let (bundle, cp, which) = fetch_bundle(&mut hub, &args.statement, args.final_only).await?;
     let json = bundle.to_json() + "\n";
