@@ -33,9 +33,14 @@ pub async fn connect(endpoint: &str, tls: &TlsFiles) -> Result<Channel> {
 
 /// A NodeService client.
 pub async fn node_client(endpoint: &str, tls: &TlsFiles) -> Result<NodeServiceClient<Channel>> {
-    Ok(NodeServiceClient::new(connect(endpoint, tls).await?)
+    Ok(node_client_on(connect(endpoint, tls).await?))
+}
+
+/// A NodeService client on a connected channel.
+pub fn node_client_on(channel: Channel) -> NodeServiceClient<Channel> {
+    NodeServiceClient::new(channel)
         .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES))
+        .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES)
 }
 
 /// The federation id and the hub's SPIFFE id from the member file next to the CA certificate
