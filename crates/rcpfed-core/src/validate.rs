@@ -12,7 +12,7 @@
 //! are custodian figures the processes cite, so any publisher may report them, and the
 //! membership rule applies to states only.
 
-use crate::catalogue::{Catalogue, CatalogueCheck, validate_observations_against};
+use crate::catalogue::{Catalogue, CatalogueCheck, CatalogueRows, RowFaults};
 use crate::chunks::check_manifest;
 use crate::dates::{parse_date, parse_time_period};
 use crate::iso3166::is_alpha3;
@@ -118,7 +118,7 @@ pub fn validate_statement(st: &Statement, ctx: &ValidationContext) -> Result<(),
     check_header(st, ctx, &mut v);
     match &st.body {
         Body::Policy(p) => check_policy(p, &mut v),
-        Body::Indicators(s) => check_indicators(s, ctx, &[], &mut v),
+        Body::Indicators(s) => check_indicators(s, ctx, &[], &mut v, None),
     }
     into_result(v)
 }
@@ -172,7 +172,7 @@ pub fn validate_indicators(
     ctx: &ValidationContext,
 ) -> Result<(), Rejection> {
     let mut v = Violations::default();
-    check_indicators(s, ctx, &[], &mut v);
+    check_indicators(s, ctx, &[], &mut v, None);
     into_result(v)
 }
 
@@ -186,7 +186,7 @@ pub fn validate_observations(
     ctx: &ValidationContext,
 ) -> Result<(), Rejection> {
     let mut v = Violations::default();
-    check_observations(indicator, observations, ctx, &[], &mut v);
+    check_observations(indicator, observations, ctx, &[], &mut v, None);
     into_result(v)
 }
 
@@ -252,6 +252,19 @@ impl Findings {
         self.warnings.extend(check.warnings.into_iter().take(room));
     }
 
+    fn add_catalogue_rows(
+        &mut self,
+        rows: Option<CatalogueRows<'_>>,
+        unknown: Option<CatalogueCheck>,
+    ) {
+        if let Some(check) = unknown {
+            self.add_catalogue(check);
+        }
+        if let Some(rows) = rows {
+            self.add_catalogue(rows.finish());
+        }
+    }
+
     fn add_rules(&mut self, v: Violations) {
         let Violations(list, total) = v;
         self.rule_errors += total;
@@ -282,7 +295,9 @@ impl Findings {
 /// Checks `st` in one pass: the header identity checks first (they stop at the first failure:
 /// the statement is in the wrong place), then every field rule of [`validate_statement`] and,
 /// for an indicator snapshot when `catalogue` is given, the catalogue rules
-/// ([`validate_observations_against`]), all collected in [`Findings`]. With a catalogue,
+/// ([`crate::catalogue::validate_observations_against`]), row by row after the statement
+/// rules, which leave out the fields the statement rules refused already (one problem, one
+/// violation), all collected in [`Findings`]. With a catalogue,
 /// duplicate keys are judged by its key rule ([`crate::obskey`]): an observation that leaves
 /// out a dimension with a default repeats one that gives the default explicitly. A chunked
 /// snapshot's observations are not here: [`check_observations_all`] checks them.
@@ -302,16 +317,10 @@ pub fn check_statement(
         }
         Body::Indicators(s) => {
             let defaults = key_defaults(catalogue, &s.indicator);
-            check_indicators(s, ctx, &defaults, &mut v);
+            let (mut rows, unknown) = catalogue_rows(catalogue, &s.indicator);
+            check_indicators(s, ctx, &defaults, &mut v, rows.as_mut());
             findings.add_rules(v);
-            if let Some(cat) = catalogue {
-                // A chunked snapshot has no observations here: only its indicator is checked.
-                findings.add_catalogue(validate_observations_against(
-                    cat,
-                    &s.indicator,
-                    &s.observations,
-                ));
-            }
+            findings.add_catalogue_rows(rows, unknown);
         }
     }
     Ok(findings)
@@ -327,14 +336,36 @@ pub fn check_observations_all(
     catalogue: Option<&Catalogue>,
 ) -> Findings {
     let defaults = key_defaults(catalogue, indicator);
+    let (mut rows, unknown) = catalogue_rows(catalogue, indicator);
     let mut v = Violations::default();
-    check_observations(indicator, observations, ctx, &defaults, &mut v);
+    check_observations(
+        indicator,
+        observations,
+        ctx,
+        &defaults,
+        &mut v,
+        rows.as_mut(),
+    );
     let mut findings = Findings::default();
     findings.add_rules(v);
-    if let Some(cat) = catalogue {
-        findings.add_catalogue(validate_observations_against(cat, indicator, observations));
-    }
+    findings.add_catalogue_rows(rows, unknown);
     findings
+}
+
+/// The catalogue's row checks for `indicator`, or its `UNKNOWN_INDICATOR` refusal; neither
+/// without a catalogue, nor for a code that is not an indicator code at all (the statement
+/// rules refuse it).
+fn catalogue_rows<'c>(
+    catalogue: Option<&'c Catalogue>,
+    indicator: &str,
+) -> (Option<CatalogueRows<'c>>, Option<CatalogueCheck>) {
+    match catalogue {
+        Some(cat) if is_indicator_code(indicator) => match CatalogueRows::new(cat, indicator) {
+            Ok(rows) => (Some(rows), None),
+            Err(unknown) => (None, Some(unknown)),
+        },
+        _ => (None, None),
+    }
 }
 
 /// The key defaults of `indicator` in `catalogue` (none without one).
@@ -600,9 +631,10 @@ fn check_indicators(
     ctx: &ValidationContext,
     defaults: &[(String, String)],
     v: &mut Violations,
+    catalogue: Option<&mut CatalogueRows<'_>>,
 ) {
     let Some(manifest) = &s.chunks else {
-        check_observations(&s.indicator, &s.observations, ctx, defaults, v);
+        check_observations(&s.indicator, &s.observations, ctx, defaults, v, catalogue);
         return;
     };
     // A chunked snapshot: the header carries only the manifest; its observations are checked
@@ -728,6 +760,7 @@ fn check_observations(
     ctx: &ValidationContext,
     defaults: &[(String, String)],
     v: &mut Violations,
+    mut catalogue: Option<&mut CatalogueRows<'_>>,
 ) {
     check_indicator_code(indicator, v);
     if observations.is_empty() {
@@ -739,8 +772,11 @@ fn check_observations(
     }
     let mut repeats = repeated_keys(observations, defaults).into_iter().peekable();
     for (i, o) in observations.iter().enumerate() {
+        // What this row's rules refuse; the catalogue leaves those fields alone.
+        let mut faults = RowFaults::default();
         let period = parse_time_period(&o.time_period);
         if period.is_none() {
+            faults.time_period = true;
             v.push_with(reasons::INVALID_TIME_PERIOD, || {
                 let description = format!(
                     "{:?} is not a time period such as \"2024\", \"2024-S1\", \"2024-Q3\", \"2024-05\" or \"2024-05-17\"",
@@ -755,6 +791,7 @@ fn check_observations(
                     .member
                     .has_state_during(&o.ref_area, range.start, range.end)
             {
+                faults.ref_area = true;
                 v.push_with(reasons::NOT_A_MEMBER_STATE, || {
                     (
                         obs_field(i, ".ref_area"),
@@ -766,6 +803,7 @@ fn check_observations(
                 });
             }
         } else if !ctx.aggregates.contains(&o.ref_area) {
+            faults.ref_area = true;
             v.push_with(reasons::INVALID_COUNTRY_CODE, || {
                 let description = if ctx.aggregates.is_empty() {
                     format!(
@@ -784,6 +822,14 @@ fn check_observations(
         }
         for (j, (id, value)) in o.dimensions.iter().enumerate() {
             let df = |what: &str| obs_field(i, &format!(".dimensions[{j}].{what}"));
+            let dimension_ok = is_dimension_id(id)
+                && id != "REF_AREA"
+                && id != "TIME_PERIOD"
+                && !o.dimensions[..j].iter().any(|(earlier, _)| earlier == id)
+                && !value.is_empty();
+            if !dimension_ok {
+                faults.dimensions.push(j);
+            }
             if !is_dimension_id(id) {
                 v.push_with(reasons::INVALID_DIMENSION, || {
                     let description = format!(
@@ -835,6 +881,7 @@ fn check_observations(
             _ => {}
         }
         if !o.obs_status.is_empty() && !OBS_STATUS.contains(&o.obs_status.as_str()) {
+            faults.obs_status = true;
             v.push_with(reasons::INVALID_OBS_STATUS, || {
                 (
                     obs_field(i, ".obs_status"),
@@ -846,6 +893,7 @@ fn check_observations(
             });
         }
         if !o.conf_status.is_empty() && !CONF_STATUS.contains(&o.conf_status.as_str()) {
+            faults.conf_status = true;
             v.push_with(reasons::INVALID_CONF_STATUS, || {
                 (
                     obs_field(i, ".conf_status"),
@@ -857,6 +905,7 @@ fn check_observations(
             });
         }
         if !(0..=12).contains(&o.unit_mult) {
+            faults.unit_mult = true;
             v.push_with(reasons::INVALID_UNIT_MULT, || {
                 (
                     obs_field(i, ".unit_mult"),
@@ -871,7 +920,9 @@ fn check_observations(
         ] {
             // A string of at most MAX_NOTE_CHARS bytes has at most as many characters.
             if text.len() > MAX_NOTE_CHARS {
+                let before = v.1;
                 v.too_long(&obs_field(i, column), text, MAX_NOTE_CHARS);
+                faults.unit_measure |= column == ".unit_measure" && v.1 > before;
             }
         }
         if let Some((_, first)) = repeats.next_if(|(r, _)| *r == i) {
@@ -896,6 +947,9 @@ fn check_observations(
                     ),
                 )
             });
+        }
+        if let Some(rows) = catalogue.as_deref_mut() {
+            rows.check(i, o, &faults);
         }
     }
 }
@@ -1801,5 +1855,122 @@ mod tests {
         );
         // Nothing found: the warnings (none here).
         assert_eq!(Findings::default().into_result(), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_problem_is_refused_once_not_by_both_checks() {
+        let cat = shipped();
+        let member = colombo();
+        let ctx = ValidationContext {
+            federation_id: "rcp-federation",
+            member: &member,
+            now: datetime!(2024-05-17 10:00 UTC),
+            aggregates: cat.area_aggregates(),
+        };
+        type Edit = fn(&mut Observation);
+        let cases: [(&str, Edit, &str, &str); 9] = [
+            (
+                "not a code",
+                |o| o.ref_area = "XYZ".into(),
+                ".ref_area",
+                reasons::INVALID_COUNTRY_CODE,
+            ),
+            (
+                "empty area",
+                |o| o.ref_area = String::new(),
+                ".ref_area",
+                reasons::INVALID_COUNTRY_CODE,
+            ),
+            (
+                "period",
+                |o| o.time_period = "2020-13".into(),
+                ".time_period",
+                reasons::INVALID_TIME_PERIOD,
+            ),
+            (
+                "dimension id",
+                |o| o.dimensions = vec![("sex".into(), "F".into())],
+                ".dimensions[0].id",
+                reasons::INVALID_DIMENSION,
+            ),
+            (
+                "dimension value",
+                |o| o.dimensions = vec![("SEX".into(), String::new())],
+                ".dimensions[0].value",
+                reasons::INVALID_DIMENSION,
+            ),
+            (
+                "status",
+                |o| o.obs_status = "Z".into(),
+                ".obs_status",
+                reasons::INVALID_OBS_STATUS,
+            ),
+            (
+                "confidentiality",
+                |o| o.conf_status = "X".into(),
+                ".conf_status",
+                reasons::INVALID_CONF_STATUS,
+            ),
+            (
+                "multiplier",
+                |o| o.unit_mult = 13,
+                ".unit_mult",
+                reasons::INVALID_UNIT_MULT,
+            ),
+            (
+                "unit",
+                |o| o.unit_measure = "u".repeat(1001),
+                ".unit_measure",
+                reasons::TOO_LONG,
+            ),
+        ];
+        for (what, edit, column, reason) in cases {
+            let mut o = stock("LKA", "2020", &[], 1.0);
+            edit(&mut o);
+            let e = check_statement(&stock_statement(vec![o]), &ctx, Some(&cat))
+                .expect("identity")
+                .into_result()
+                .expect_err(what);
+            assert_eq!(
+                fields(&e),
+                [(
+                    format!("indicator_snapshot.observations[0]{column}").as_str(),
+                    reason
+                )],
+                "{what}"
+            );
+        }
+        // An indicator code that is not one: the statement rule alone.
+        let mut st = stock_statement(vec![stock("LKA", "2020", &[], 1.0)]);
+        obs_of(&mut st).indicator = "mig stock".into();
+        let e = check_statement(&st, &ctx, Some(&cat))
+            .expect("identity")
+            .into_result()
+            .expect_err("code");
+        assert_eq!(
+            fields(&e),
+            [(
+                "indicator_snapshot.indicator",
+                reasons::INVALID_INDICATOR_CODE
+            )]
+        );
+        // A valid code the catalogue does not define: the catalogue says so, and the rows'
+        // statement rules still run.
+        let mut st = stock_statement(vec![stock("FRA", "2020", &[], 1.0)]);
+        obs_of(&mut st).indicator = "NO_SUCH".into();
+        let e = check_statement(&st, &ctx, Some(&cat))
+            .expect("identity")
+            .into_result()
+            .expect_err("unknown");
+        assert_eq!(
+            fields(&e),
+            [
+                ("indicator_snapshot.indicator", reasons::UNKNOWN_INDICATOR),
+                (
+                    "indicator_snapshot.observations[0].ref_area",
+                    reasons::NOT_A_MEMBER_STATE
+                ),
+            ]
+        );
     }
 }
