@@ -39,20 +39,23 @@ impl KeyRule {
 
     /// The rule of `catalogue`.
     pub fn of(catalogue: &Catalogue) -> KeyRule {
-        KeyRule {
-            defaults: catalogue
-                .indicators
-                .iter()
-                .map(|i| (i.code.clone(), i.key_defaults()))
-                .filter(|(_, d)| !d.is_empty())
-                .collect(),
+        let mut defaults = BTreeMap::new();
+        for indicator in &catalogue.indicators {
+            let pairs = indicator.key_defaults();
+            // The first definition of a code counts, as `Catalogue::indicator` finds it.
+            if !pairs.is_empty() && !defaults.contains_key(&indicator.code) {
+                defaults.insert(indicator.code.clone(), pairs);
+            }
         }
+        KeyRule { defaults }
     }
 
     /// The rule of a logged catalogue version, from its payload (a serialized
-    /// `rcpfed.v1.CatalogueDocument`, already verified when it was logged or mirrored). The
-    /// content is read with [`Catalogue::from_document`], so a document that is not a
-    /// consistent catalogue is refused (`CATALOGUE_INVALID`).
+    /// `rcpfed.v1.CatalogueDocument`, verified when it was logged or mirrored). Only what the
+    /// rule needs is read (each indicator's dimensions: id, `required`, `default_code`), the
+    /// same fields [`Catalogue::from_document`] reads them from, so a version logged under
+    /// other consistency rules still keys its entries; a payload that does not decode is
+    /// refused (`CATALOGUE_INVALID`).
     pub fn from_catalogue_payload(payload: &[u8]) -> Result<KeyRule, Rejection> {
         let document = pb::CatalogueDocument::decode(payload).map_err(|e| {
             Rejection::new(
@@ -61,7 +64,21 @@ impl KeyRule {
                 format!("the payload is not a valid rcpfed.v1.CatalogueDocument: {e}"),
             )
         })?;
-        Ok(KeyRule::of(&Catalogue::from_document(&document)?))
+        let mut defaults: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for indicator in &document.indicators {
+            let mut pairs: Vec<(String, String)> = indicator
+                .dimensions
+                .iter()
+                .filter(|d| !d.required && !d.default_code.is_empty())
+                .map(|d| (d.id.clone(), d.default_code.clone()))
+                .collect();
+            pairs.sort();
+            // The first definition of a code counts, as `Catalogue::indicator` finds it.
+            if !pairs.is_empty() && !defaults.contains_key(&indicator.code) {
+                defaults.insert(indicator.code.clone(), pairs);
+            }
+        }
+        Ok(KeyRule { defaults })
     }
 
     /// The (id, default) pairs of `indicator`, sorted by id; empty for an indicator without

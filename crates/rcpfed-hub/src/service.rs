@@ -23,8 +23,7 @@ use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signa
 use rcpfed_core::members::{Federation, Role};
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Observation, Statement};
-use rcpfed_core::validate::ValidationContext;
-use rcpfed_core::validate::{Findings, check_observations_all, check_statement};
+use rcpfed_core::validate::{Findings, ValidationContext, check_observations_all, check_statement};
 use rcpfed_grpc::records::{RecordParts, parse_statement_name, statement_record};
 use rcpfed_grpc::status::{
     internal, invalid_field, next_page, not_found, page_size, parse_page_token,

@@ -811,6 +811,107 @@ fn blank_keys_are_migrated_to_their_defaults() {
     );
 }
 
+/// What the observation key rule costs: the apply rate of a chunked MIG_STOCK snapshot whose
+/// totals leave SEX out (keyed with the shipped catalogue's defaults) against the same
+/// observations as IND (no defaults), and the time the key-rule migration takes to rebuild the
+/// view of such a file. Run with
+/// `cargo test -p rcpfed-store --release -- --ignored --nocapture key_rule_rates`;
+/// RCPFED_APPLY_N sets the number of observations (default 200 000).
+#[test]
+#[ignore = "performance measurement"]
+fn key_rule_rates() {
+    use std::time::Instant;
+    let paths = Paths::new();
+    let n: usize = std::env::var("RCPFED_APPLY_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let mut timings = Vec::new();
+    let mut rebuilt = None;
+    for indicator in ["IND", "MIG_STOCK"] {
+        let path = paths.fresh();
+        let hub = SqliteHubStore::open(&path).unwrap();
+        // A third of the rows are totals that leave SEX out.
+        let observations: Vec<_> = indicators::chunked_observations(n)
+            .into_iter()
+            .map(|mut o| {
+                o.dimensions
+                    .retain(|(id, value)| !(id == "SEX" && value == "_T"));
+                o
+            })
+            .collect();
+        let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(
+            &observations,
+            rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK,
+        );
+        let staged: Vec<_> = manifest
+            .chunks
+            .iter()
+            .map(|c| c.sha256)
+            .zip(chunks)
+            .collect();
+        let catalogue =
+            indicators::hub_document_entry(1, "hub/catalogue", 1, crate::CATALOGUE_KIND, 500);
+        hub.append(&[catalogue.stored()], &[], &[], &[], None)
+            .unwrap();
+        let entry = indicators::snapshot_entry(
+            2,
+            "node-a",
+            1,
+            1,
+            indicator,
+            Vec::new(),
+            Some(manifest),
+            1_000,
+        );
+        hub.stage_chunks(&staged).unwrap();
+        let start = Instant::now();
+        hub.append(&[entry.stored()], &[], &[], &[], None).unwrap();
+        timings.push((indicator, start.elapsed()));
+        let defaulted: i64 = hub
+            .db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM observations WHERE defaulted = 1",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(defaulted > 0, indicator == "MIG_STOCK");
+        if indicator == "MIG_STOCK" {
+            // As a file from before the key rule: version 5, without the column.
+            hub.db
+                .write(|tx| {
+                    tx.execute_batch(
+                        "ALTER TABLE observations DROP COLUMN defaulted;
+                         PRAGMA user_version = 5;",
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
+            drop(hub);
+            let start = Instant::now();
+            let hub = SqliteHubStore::open(&path).unwrap();
+            rebuilt = Some(start.elapsed());
+            assert_eq!(hub.applied_feed_size().unwrap(), 2);
+        }
+    }
+    let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64();
+    let rebuilt = rebuilt.unwrap_or_default();
+    println!(
+        "{n} observations: applied as IND (no defaults) in {:?} ({:.0}/s), as MIG_STOCK \
+         (defaults filled for {} totals) in {:?} ({:.0}/s); key-rule migration of that file \
+         (open, empty the view, rebuild) in {rebuilt:?} ({:.0}/s)",
+        timings[0].1,
+        rate(timings[0].1),
+        n / 3,
+        timings[1].1,
+        rate(timings[1].1),
+        rate(rebuilt),
+    );
+}
+
 /// Time this thread spent on a CPU (Linux; zero elsewhere): the machine may be shared.
 fn thread_cpu() -> std::time::Duration {
     let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
