@@ -364,11 +364,13 @@ fn check_actions(
     // As action_refusal counts them: a full list means the check stopped there.
     let at_least = violations.len() >= MAX_VIOLATIONS;
     // A repeated key is refused as DUPLICATE_KEY already; its second touch says nothing more.
-    let repeats: HashSet<String> = repeated_keys(observations, &[])
-        .into_iter()
-        .map(|(i, _)| format!("indicator_snapshot.observations[{i}]"))
-        .collect();
-    violations.retain(|v| !repeats.contains(&v.field));
+    if !violations.is_empty() {
+        let repeats: HashSet<String> = repeated_keys(observations, &[])
+            .into_iter()
+            .map(|(i, _)| format!("indicator_snapshot.observations[{i}]"))
+            .collect();
+        violations.retain(|v| !repeats.contains(&v.field));
+    }
     let found = violations.len();
     findings.add_errors(violations, found, at_least);
     Ok(())
