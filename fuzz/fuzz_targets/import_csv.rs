@@ -12,7 +12,7 @@ use rcpfed_core::validate::{ValidationContext, validate_statement};
 use rcpfed_fuzz as fx;
 use rcpfed_import::{
     IndicatorCsvBatches, is_sdmx_csv, parse_any_indicator_csv, parse_indicator_csv,
-    parse_policy_toml, parse_sdmx_csv,
+    parse_policy_toml, parse_sdmx_csv, read_any_indicator_csv,
 };
 use std::sync::OnceLock;
 
@@ -75,6 +75,13 @@ fuzz_target!(|data: &[u8]| {
             };
             validate(f, &st);
         }
+    }
+    // The one-pass reader: the first-error reader's error is its first problem.
+    match (&whole, read_any_indicator_csv(&text, node, "fuzz")) {
+        (Ok(_), Ok(report)) => assert_eq!(report.total_problems, 0),
+        (Ok(_), Err(e)) => panic!("the one-pass reader refuses what the other reads: {e}"),
+        (Err(first), Ok(report)) => assert_eq!(report.problems.first(), Some(first)),
+        (Err(first), Err(e)) => assert_eq!(first, &e),
     }
     // Streamed in small batches: must not panic, and must not accept what the whole-file
     // reader refuses.

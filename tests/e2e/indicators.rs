@@ -2047,3 +2047,263 @@ async fn acknowledged_observations_survive_a_hub_kill() {
     delivered_record(&c, "colombo", 2, &next.digest).await;
     assert_eq!(query_at(&c, "hub", &q).await.len(), 4);
 }
+
+// ----- one key per observation (issue 10) -------------------------------------------------------
+
+/// A MIG_STOCK observation in millions of persons with the given dimensions.
+fn stock(action: ObservationAction, area: &str, dims: &[(&str, &str)], value: f64) -> Observation {
+    Observation {
+        action,
+        dimensions: dims
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+        unit_measure: "persons".into(),
+        unit_mult: 6,
+        source: "UN DESA (e2e test figure)".into(),
+        ..observation(area, "2020", value)
+    }
+}
+
+/// `raw`'s next statement: a MIG_STOCK snapshot.
+fn stock_statement(raw: &RawNode, observations: Vec<Observation>) -> Statement {
+    let mut st = raw.indicators(observations);
+    if let Body::Indicators(s) = &mut st.body {
+        s.indicator = "MIG_STOCK".into();
+    }
+    st
+}
+
+/// (node, dimensions as `ID=VALUE` sorted, value) of each record.
+fn keyed_values(records: &[v1::ObservationRecord]) -> Vec<(String, String, Option<f64>)> {
+    records
+        .iter()
+        .map(|r| {
+            let o = r.observation.as_ref().expect("observation");
+            let mut dims: Vec<String> = o
+                .dimensions
+                .iter()
+                .map(|d| format!("{}={}", d.id, d.value))
+                .collect();
+            dims.sort();
+            (
+                r.provenance.as_ref().expect("provenance").node_id.clone(),
+                dims.join(";"),
+                o.obs_value,
+            )
+        })
+        .collect()
+}
+
+/// The issue's `MIG_STOCK,BGD,2020,_T,_T,40.5` and `MIG_STOCK,BGD,2020,,,41.0`, signed by a
+/// node that does not fill defaults (RawNode): the hub refuses both in one snapshot as one key,
+/// takes the blank one alone, refuses the explicit total as an APPEND of a key in force and
+/// accepts it as a REPLACE (a revision); the hub, a mirror, the SDMX export and the coherence
+/// report all see one key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blank_dimension_and_its_default_are_one_key_everywhere() {
+    use ObservationAction::{Append, Replace};
+    let c = start(&["abu-dhabi"]).await;
+    wait_for_catalogue(&c, "hub").await;
+    wait_for_catalogue(&c, "abu-dhabi").await;
+    let mut raw = RawNode::connect(&c, "colombo").await;
+    let total = [("SEX", "_T"), ("AGE", "_T")];
+
+    // Both forms in one signed snapshot: a duplicate key.
+    let both = stock_statement(
+        &raw,
+        vec![
+            stock(Append, "BGD", &total, 40.5),
+            stock(Append, "BGD", &[], 41.0),
+        ],
+    );
+    let s = assert_refused(
+        raw.submit(raw.sign(&both).to_proto()).await,
+        Code::InvalidArgument,
+        "DUPLICATE_KEY",
+    );
+    assert_names_field(&s, "indicator_snapshot.observations[1]", "both forms");
+    assert!(
+        s.message().contains("catalogue default"),
+        "says why: {}",
+        s.message()
+    );
+
+    // The blank form alone is accepted as signed (the hub cannot change a signed statement)
+    // and keyed as the default.
+    let blank = stock_statement(&raw, vec![stock(Append, "BGD", &[], 41.0)]);
+    raw.accept(&blank).await;
+    let q = v1::ObservationQuery {
+        ref_areas: vec!["BGD".into()],
+        ..query("MIG_STOCK")
+    };
+    let total_key = "AGE=_T;SEX=_T".to_string();
+    assert_eq!(
+        keyed_values(&query_at(&c, "hub", &q).await),
+        [("colombo".to_string(), total_key.clone(), Some(41.0))]
+    );
+
+    // The explicit total appended again: the key has a value in force.
+    let again = stock_statement(&raw, vec![stock(Append, "BGD", &total, 40.5)]);
+    let s = assert_refused(
+        raw.submit(raw.sign(&again).to_proto()).await,
+        Code::InvalidArgument,
+        "OBSERVATION_EXISTS",
+    );
+    assert_names_field(&s, "indicator_snapshot.observations[0]", "append again");
+    // As a replace (SEX given, AGE left out): a revision of the same key.
+    let revision = stock_statement(&raw, vec![stock(Replace, "BGD", &[("SEX", "_T")], 40.5)]);
+    raw.accept(&revision).await;
+
+    // abu-dhabi publishes the same total through its node, which signs the defaults.
+    let theirs = publish(
+        &c,
+        "abu-dhabi",
+        "stock",
+        "MIG_STOCK",
+        vec![v1::Observation {
+            dimensions: Vec::new(),
+            unit_measure: "persons".into(),
+            unit_mult: 6,
+            ..remit(v1::ObservationAction::Append, "BGD", "2020", Some(44.0))
+        }],
+    )
+    .await;
+    let theirs_rec = delivered_record(&c, "abu-dhabi", 1, &theirs.digest).await;
+
+    // The hub: one version in force per node, both under the one key; the history of
+    // colombo's key is its two versions.
+    let expected = vec![
+        ("colombo".to_string(), total_key.clone(), Some(40.5)),
+        ("abu-dhabi".to_string(), total_key.clone(), Some(44.0)),
+    ];
+    assert_eq!(keyed_values(&query_at(&c, "hub", &q).await), expected);
+    let history = v1::ObservationQuery {
+        include_history: true,
+        node_ids: vec!["colombo".into()],
+        ..q.clone()
+    };
+    let at_hub = query_at(&c, "hub", &history).await;
+    assert_eq!(
+        keyed_values(&at_hub),
+        [
+            ("colombo".to_string(), total_key.clone(), Some(41.0)),
+            ("colombo".to_string(), total_key.clone(), Some(40.5)),
+        ]
+    );
+    assert!(at_hub[0].superseded_at.is_some() && at_hub[1].superseded_at.is_none());
+
+    // The mirror answers the same.
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.mirrors_match_hub(&["abu-dhabi"]).await,
+        "abu-dhabi mirrors the hub"
+    );
+    assert_eq!(
+        query_at(&c, "abu-dhabi", &q).await,
+        query_at(&c, "hub", &q).await
+    );
+    assert_eq!(query_at(&c, "abu-dhabi", &history).await, at_hub);
+
+    // The export lists colombo's total once.
+    let colombo_only = v1::ObservationQuery {
+        node_ids: vec!["colombo".into()],
+        ..q.clone()
+    };
+    let (csv, _) = export(&c, "hub", &colombo_only, v1::SdmxFormat::Csv).await;
+    let rows: Vec<&str> = csv.lines().skip(1).filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 1, "one row for the one key: {csv}");
+    assert!(rows[0].contains(",BGD,_T,_T,"), "{csv}");
+
+    // The coherence report: one conflict between the two nodes on that key, and colombo's
+    // revision paired with the version it superseded.
+    let report = verify_report(&c, &report_covering(&c, theirs_rec.feed_index).await);
+    let conflict = report
+        .conflicts
+        .iter()
+        .find(|k| {
+            k.key
+                .as_ref()
+                .is_some_and(|k| k.indicator == "MIG_STOCK" && k.ref_area == "BGD")
+        })
+        .unwrap_or_else(|| panic!("no MIG_STOCK BGD conflict in {report:?}"));
+    let sides: Vec<(String, Option<f64>)> = conflict
+        .values
+        .iter()
+        .map(|v| {
+            (
+                v.provenance.as_ref().expect("provenance").node_id.clone(),
+                v.observation.as_ref().and_then(|o| o.obs_value),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sides,
+        [
+            ("abu-dhabi".to_string(), Some(44.0)),
+            ("colombo".to_string(), Some(40.5))
+        ]
+    );
+    let revised = report
+        .revisions
+        .iter()
+        .find(|r| r.key.as_ref().is_some_and(|k| k.indicator == "MIG_STOCK"))
+        .unwrap_or_else(|| panic!("no MIG_STOCK revision in {report:?}"));
+    assert_eq!(
+        revised
+            .old_value
+            .as_ref()
+            .and_then(|o| o.observation.as_ref())
+            .and_then(|o| o.obs_value),
+        Some(41.0)
+    );
+}
+
+/// `rcpfed publish --dry-run` reports every problem of a file in one run: a cell that is not
+/// a number (the importer), a duplicate key once the blank dimensions are the catalogue's
+/// defaults and a state that is not a member (the statement rules), a code not in its
+/// codelist (the catalogue), and a replace of nothing (the actions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_dry_run_reports_every_kind_of_problem_in_one_pass() {
+    let c = start(&["colombo"]).await;
+    wait_for_catalogue(&c, "colombo").await;
+    let file = c.root().join("stock.csv");
+    std::fs::write(
+        &file,
+        "INDICATOR,REF_AREA,TIME_PERIOD,SEX,AGE,OBS_VALUE,UNIT_MEASURE,UNIT_MULT,ACTION\n\
+         MIG_STOCK,LKA,2020,_T,_T,40.5,persons,6,append\n\
+         MIG_STOCK,LKA,2020,,,41.0,persons,6,append\n\
+         MIG_STOCK,FRA,2020,,,1.0,persons,6,append\n\
+         MIG_STOCK,LKA,2021,X,,1.0,persons,6,append\n\
+         MIG_STOCK,LKA,2019,,,1.0,persons,6,replace\n\
+         MIG_STOCK,LKA,2022,,,abc,persons,6,append\n",
+    )
+    .expect("stock.csv");
+    let (code, stdout, stderr) = dry_run(&c, "colombo", &file).await;
+    let text = format!("{stdout}{stderr}");
+    assert_ne!(code, 0, "the file has problems: {text}");
+    for expected in [
+        "line 7, column OBS_VALUE: \"abc\" is not a number",
+        "line 3: has the same key as observation 0",
+        "(DUPLICATE_KEY)",
+        "line 4, column REF_AREA:",
+        "(NOT_A_MEMBER_STATE)",
+        "line 5, column SEX:",
+        "(CODE_NOT_IN_CODELIST)",
+        "line 6:",
+        "(OBSERVATION_NOT_FOUND)",
+        "[reason VALIDATION_FAILED]",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("valid:"), "not reported valid: {text}");
+    assert!(c.outbox("colombo").await.is_empty(), "nothing was signed");
+    // Without --dry-run it is the same: nothing is signed while the file has problems.
+    let mut args = strings(&["publish"]);
+    args.extend(node_cli(&c, "colombo"));
+    args.extend(strings(&["indicators", &file.to_string_lossy()]));
+    let (code, stdout, stderr) = run_rcpfed_async(args).await;
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    assert!(c.outbox("colombo").await.is_empty(), "nothing was signed");
+}

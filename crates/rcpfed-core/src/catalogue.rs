@@ -1163,6 +1163,101 @@ pub fn validate_snapshot(
     validate_observations_against(cat, &snap.indicator, &snap.observations)
 }
 
+/// Checks observations against the catalogue's indicator `indicator`, naming
+/// `observations[i]` `indicator_snapshot.observations[i]`: the check of a chunked snapshot,
+/// whose observations travel outside the [`IndicatorSnapshot`]. Pass the whole snapshot (all
+/// chunks, in order) so the one-frequency rule sees every observation.
+pub fn validate_observations_against(
+    cat: &Catalogue,
+    indicator: &str,
+    observations: &[Observation],
+) -> CatalogueCheck {
+    match CatalogueRows::new(cat, indicator) {
+        Err(unknown) => unknown,
+        Ok(mut rows) => {
+            for (i, o) in observations.iter().enumerate() {
+                rows.check(i, o, &RowFaults::default());
+            }
+            rows.finish()
+        }
+    }
+}
+
+/// The catalogue rules row by row, for the one pass that runs them with the statement rules
+/// (`crate::validate::check_statement`): each row is checked after the statement rules, which
+/// say in [`RowFaults`] which of its fields they refused already, so no field is refused
+/// twice for one problem.
+pub(crate) struct CatalogueRows<'c> {
+    plan: Plan<'c>,
+    /// The snapshot's frequency: that of its first observation with an allowed frequency.
+    first_freq: Option<(usize, Frequency)>,
+    out: CatalogueCheck,
+}
+
+impl<'c> CatalogueRows<'c> {
+    /// The rules of `indicator`; `Err` with the `UNKNOWN_INDICATOR` refusal when the catalogue
+    /// does not define it (then nothing else is checked).
+    pub(crate) fn new(cat: &'c Catalogue, indicator: &str) -> Result<Self, CatalogueCheck> {
+        let Some(ind) = cat.indicator(indicator) else {
+            let mut out = CatalogueCheck::default();
+            let known: Vec<&str> = cat.indicators.iter().map(|i| i.code.as_str()).collect();
+            out.error(reasons::UNKNOWN_INDICATOR, || {
+                (
+                    "indicator_snapshot.indicator".into(),
+                    format!(
+                        "{indicator:?} is not in catalogue {} {}; known indicators: {}",
+                        cat.catalogue.id,
+                        cat.catalogue.version,
+                        known.join(", ")
+                    ),
+                )
+            });
+            return Err(out);
+        };
+        Ok(CatalogueRows {
+            plan: Plan {
+                ind,
+                areas: cat.dimension_codelist(REF_AREA),
+                obs_status: cat.codelists.get(&cat.attributes.obs_status.codelist),
+                conf_status: cat.codelists.get(&cat.attributes.conf_status.codelist),
+                dims: ind
+                    .dimensions
+                    .iter()
+                    .map(|d| (d, cat.dimension_codelist(&d.id)))
+                    .collect(),
+            },
+            first_freq: None,
+            out: CatalogueCheck::default(),
+        })
+    }
+
+    /// Checks observation `i`, leaving out the fields in `faults`.
+    pub(crate) fn check(&mut self, i: usize, o: &Observation, faults: &RowFaults) {
+        self.plan
+            .check(i, o, faults, &mut self.first_freq, &mut self.out);
+    }
+
+    /// What the rows gave.
+    pub(crate) fn finish(self) -> CatalogueCheck {
+        self.out
+    }
+}
+
+/// The fields of one observation that the statement rules refused: the catalogue rules leave
+/// them alone (a REF_AREA that is not a code at all is `INVALID_COUNTRY_CODE`, not also
+/// `CODE_NOT_IN_CODELIST`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RowFaults {
+    pub(crate) ref_area: bool,
+    pub(crate) time_period: bool,
+    pub(crate) obs_status: bool,
+    pub(crate) conf_status: bool,
+    pub(crate) unit_measure: bool,
+    pub(crate) unit_mult: bool,
+    /// Positions `j` of `dimensions[j]` refused (its id or its value).
+    pub(crate) dimensions: Vec<usize>,
+}
+
 /// What one indicator's observations are checked against, looked up once per snapshot so the
 /// loop over (up to millions of) observations does no map lookups and allocates nothing
 /// unless a rule is broken.
@@ -1173,50 +1268,6 @@ struct Plan<'c> {
     conf_status: Option<&'c Codelist>,
     /// The indicator's dimensions with their codelists.
     dims: Vec<(&'c IndicatorDimension, Option<&'c Codelist>)>,
-}
-
-/// Checks observations against the catalogue's indicator `indicator`, naming
-/// `observations[i]` `indicator_snapshot.observations[i]`: the check of a chunked snapshot,
-/// whose observations travel outside the [`IndicatorSnapshot`]. Pass the whole snapshot (all
-/// chunks, in order) so the one-frequency rule sees every observation.
-pub fn validate_observations_against(
-    cat: &Catalogue,
-    indicator: &str,
-    observations: &[Observation],
-) -> CatalogueCheck {
-    let mut out = CatalogueCheck::default();
-    let Some(ind) = cat.indicator(indicator) else {
-        let known: Vec<&str> = cat.indicators.iter().map(|i| i.code.as_str()).collect();
-        out.error(reasons::UNKNOWN_INDICATOR, || {
-            (
-                "indicator_snapshot.indicator".into(),
-                format!(
-                    "{indicator:?} is not in catalogue {} {}; known indicators: {}",
-                    cat.catalogue.id,
-                    cat.catalogue.version,
-                    known.join(", ")
-                ),
-            )
-        });
-        return out;
-    };
-    let plan = Plan {
-        ind,
-        areas: cat.dimension_codelist(REF_AREA),
-        obs_status: cat.codelists.get(&cat.attributes.obs_status.codelist),
-        conf_status: cat.codelists.get(&cat.attributes.conf_status.codelist),
-        dims: ind
-            .dimensions
-            .iter()
-            .map(|d| (d, cat.dimension_codelist(&d.id)))
-            .collect(),
-    };
-    // The snapshot's frequency: that of its first observation with an allowed frequency.
-    let mut first_freq: Option<(usize, Frequency)> = None;
-    for (i, o) in observations.iter().enumerate() {
-        plan.check(i, o, &mut first_freq, &mut out);
-    }
-    out
 }
 
 impl Plan<'_> {
@@ -1233,6 +1284,7 @@ impl Plan<'_> {
         &self,
         i: usize,
         o: &Observation,
+        faults: &RowFaults,
         first_freq: &mut Option<(usize, Frequency)>,
         out: &mut CatalogueCheck,
     ) {
@@ -1240,7 +1292,9 @@ impl Plan<'_> {
 
         // REF_AREA: a code of the area codelist (ISO 3166-1 or an aggregate; any publisher
         // may report aggregates, membership of states is crate::validate's rule).
-        if o.ref_area.is_empty() {
+        if faults.ref_area {
+            // Refused by the statement rules already.
+        } else if o.ref_area.is_empty() {
             out.error(reasons::MISSING_DIMENSION, || {
                 (obs_field(i, ".ref_area"), "REF_AREA is required".into())
             });
@@ -1260,7 +1314,9 @@ impl Plan<'_> {
         }
 
         // TIME_PERIOD and frequency.
-        if o.time_period.is_empty() {
+        if faults.time_period {
+            // Refused by the statement rules already.
+        } else if o.time_period.is_empty() {
             out.error(reasons::MISSING_DIMENSION, || {
                 (
                     obs_field(i, ".time_period"),
@@ -1308,6 +1364,9 @@ impl Plan<'_> {
 
         // Disaggregations.
         for (j, (id, value)) in o.dimensions.iter().enumerate() {
+            if faults.dimensions.contains(&j) {
+                continue;
+            }
             match self.dims.iter().find(|(d, _)| d.id == *id) {
                 None => out.error(reasons::UNKNOWN_DIMENSION, || {
                     (
@@ -1355,7 +1414,12 @@ impl Plan<'_> {
                 "CONF_STATUS",
             ),
         ] {
+            let refused = match column {
+                ".obs_status" => faults.obs_status,
+                _ => faults.conf_status,
+            };
             if let Some(cl) = cl
+                && !refused
                 && !code.is_empty()
                 && !cl.contains(code)
             {
@@ -1375,7 +1439,9 @@ impl Plan<'_> {
         if o.action == ObservationAction::Delete {
             return;
         }
-        if o.unit_measure.is_empty() {
+        if faults.unit_measure {
+            // Refused by the statement rules already (too long).
+        } else if o.unit_measure.is_empty() {
             out.error(reasons::FIELD_REQUIRED, || {
                 (
                     obs_field(i, ".unit_measure"),
@@ -1399,7 +1465,7 @@ impl Plan<'_> {
                 )
             });
         }
-        if !ind.unit_mults.contains(&o.unit_mult) {
+        if !faults.unit_mult && !ind.unit_mults.contains(&o.unit_mult) {
             out.error(reasons::UNIT_MISMATCH, || {
                 let mults: Vec<String> = ind.unit_mults.iter().map(i32::to_string).collect();
                 (

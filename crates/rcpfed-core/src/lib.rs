@@ -20,6 +20,7 @@ pub mod logkeys;
 pub mod members;
 pub mod merkle;
 pub mod note;
+pub mod obskey;
 pub mod receipt;
 pub mod registry;
 pub mod rejection;

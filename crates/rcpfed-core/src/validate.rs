@@ -12,17 +12,19 @@
 //! are custodian figures the processes cite, so any publisher may report them, and the
 //! membership rule applies to states only.
 
+use crate::catalogue::{Catalogue, CatalogueCheck, CatalogueRows, RowFaults};
 use crate::chunks::check_manifest;
 use crate::dates::{parse_date, parse_time_period};
 use crate::iso3166::is_alpha3;
 use crate::members::Member;
+use crate::obskey::key_pairs;
 use crate::rejection::{ProblemCount, RejectClass, Rejection, Violation, reasons};
 use crate::statement::{
     Body, IndicatorSnapshot, LocalizedText, Observation, ObservationAction, PolicySummary,
     Statement,
 };
-use std::collections::HashSet;
-use std::collections::hash_map::RandomState;
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use time::OffsetDateTime;
 
@@ -111,6 +113,18 @@ impl Violations {
 
 /// Checks `st` against every rule; see the module docs for the order.
 pub fn validate_statement(st: &Statement, ctx: &ValidationContext) -> Result<(), Rejection> {
+    check_identity(st, ctx)?;
+    let mut v = Violations::default();
+    check_header(st, ctx, &mut v);
+    match &st.body {
+        Body::Policy(p) => check_policy(p, &mut v),
+        Body::Indicators(s) => check_indicators(s, ctx, &[], &mut v, None),
+    }
+    into_result(v)
+}
+
+/// The header identity checks, which stop at the first failure.
+fn check_identity(st: &Statement, ctx: &ValidationContext) -> Result<(), Rejection> {
     let h = &st.header;
     if h.federation_id != ctx.federation_id {
         return Err(Rejection::new(
@@ -142,13 +156,7 @@ pub fn validate_statement(st: &Statement, ctx: &ValidationContext) -> Result<(),
             ),
         ));
     }
-    let mut v = Violations::default();
-    check_header(st, ctx, &mut v);
-    match &st.body {
-        Body::Policy(p) => check_policy(p, &mut v),
-        Body::Indicators(s) => check_indicators(s, ctx, &mut v),
-    }
-    into_result(v)
+    Ok(())
 }
 
 /// Checks a policy summary body alone (the node checks a document before building a header).
@@ -164,7 +172,7 @@ pub fn validate_indicators(
     ctx: &ValidationContext,
 ) -> Result<(), Rejection> {
     let mut v = Violations::default();
-    check_indicators(s, ctx, &mut v);
+    check_indicators(s, ctx, &[], &mut v, None);
     into_result(v)
 }
 
@@ -178,8 +186,194 @@ pub fn validate_observations(
     ctx: &ValidationContext,
 ) -> Result<(), Rejection> {
     let mut v = Violations::default();
-    check_observations(indicator, observations, ctx, &mut v);
+    check_observations(indicator, observations, ctx, &[], &mut v, None);
     into_result(v)
+}
+
+/// Everything found wrong with one document by separate checks (the statement rules, the
+/// catalogue rules, the actions), kept together so that one refusal reports all of it: the
+/// errors merged in **document order** (the header, then the snapshot's own fields, then each
+/// observation by position; for one observation, in the order the checks were added), at
+/// most [`MAX_VIOLATIONS`] listed, every one counted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Findings {
+    /// The first errors in document order, at most [`MAX_VIOLATIONS`].
+    pub errors: Vec<Violation>,
+    /// Errors found (may exceed `errors.len()`).
+    pub total_errors: usize,
+    /// Whether `total_errors` is a lower bound: a check stopped at its limit.
+    pub errors_at_least: bool,
+    /// Errors of the statement rules (`validate.rs`) among `total_errors`; the rest come from
+    /// the catalogue and the actions.
+    pub rule_errors: usize,
+    /// Warnings (values outside a warning range), at most [`MAX_VIOLATIONS`].
+    pub warnings: Vec<Violation>,
+    /// Warnings found (may exceed `warnings.len()`).
+    pub total_warnings: usize,
+}
+
+/// Where a violation's field is in the document: the header first, then the body's own fields,
+/// then observation `i` by position.
+fn document_position(field: &str) -> (u8, usize) {
+    if field.starts_with("header.") {
+        return (0, 0);
+    }
+    let index = field
+        .strip_prefix("indicator_snapshot.observations[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(i, _)| i.parse::<usize>().ok());
+    match index {
+        Some(i) => (2, i),
+        None => (1, 0),
+    }
+}
+
+impl Findings {
+    /// Adds the errors of one check: `list` (its first errors in document order), `total`
+    /// found, `at_least` when the check stopped at its limit.
+    pub fn add_errors(&mut self, list: Vec<Violation>, total: usize, at_least: bool) {
+        self.total_errors += total.max(list.len());
+        self.errors_at_least |= at_least;
+        if list.is_empty() {
+            return;
+        }
+        // Both lists are in document order, so a stable sort of the two is their merge; the
+        // first MAX_VIOLATIONS of the union are among the first MAX_VIOLATIONS of each.
+        self.errors.extend(list);
+        self.errors.sort_by_key(|v| document_position(&v.field));
+        self.errors.truncate(MAX_VIOLATIONS);
+    }
+
+    /// Adds the catalogue check's errors and warnings.
+    pub fn add_catalogue(&mut self, check: CatalogueCheck) {
+        self.add_errors(check.errors, check.total_errors, false);
+        self.total_warnings += check.total_warnings;
+        let room = MAX_VIOLATIONS.saturating_sub(self.warnings.len());
+        self.warnings.extend(check.warnings.into_iter().take(room));
+    }
+
+    fn add_catalogue_rows(
+        &mut self,
+        rows: Option<CatalogueRows<'_>>,
+        unknown: Option<CatalogueCheck>,
+    ) {
+        if let Some(check) = unknown {
+            self.add_catalogue(check);
+        }
+        if let Some(rows) = rows {
+            self.add_catalogue(rows.finish());
+        }
+    }
+
+    fn add_rules(&mut self, v: Violations) {
+        let Violations(list, total) = v;
+        self.rule_errors += total;
+        self.add_errors(list, total, false);
+    }
+
+    /// Whether nothing refuses the document (warnings allowed).
+    pub fn is_ok(&self) -> bool {
+        self.total_errors == 0
+    }
+
+    /// The warnings when there is no error; otherwise one refusal listing the errors (§5.6 of
+    /// PROTOCOL.md: the reason they share or `VALIDATION_FAILED`, the first in the message
+    /// with the count of the others).
+    pub fn into_result(self) -> Result<Vec<Violation>, Rejection> {
+        let count = if self.errors_at_least {
+            ProblemCount::AtLeast(self.total_errors)
+        } else {
+            ProblemCount::Exactly(self.total_errors)
+        };
+        match Rejection::from_violations(self.errors, count) {
+            Some(rejection) => Err(rejection),
+            None => Ok(self.warnings),
+        }
+    }
+}
+
+/// Checks `st` in one pass: the header identity checks first (they stop at the first failure:
+/// the statement is in the wrong place), then every field rule of [`validate_statement`] and,
+/// for an indicator snapshot when `catalogue` is given, the catalogue rules
+/// ([`crate::catalogue::validate_observations_against`]), row by row after the statement
+/// rules, which leave out the fields the statement rules refused already (one problem, one
+/// violation), all collected in [`Findings`]. With a catalogue,
+/// duplicate keys are judged by its key rule ([`crate::obskey`]): an observation that leaves
+/// out a dimension with a default repeats one that gives the default explicitly. A chunked
+/// snapshot's observations are not here: [`check_observations_all`] checks them.
+pub fn check_statement(
+    st: &Statement,
+    ctx: &ValidationContext,
+    catalogue: Option<&Catalogue>,
+) -> Result<Findings, Rejection> {
+    check_identity(st, ctx)?;
+    let mut v = Violations::default();
+    check_header(st, ctx, &mut v);
+    let mut findings = Findings::default();
+    match &st.body {
+        Body::Policy(p) => {
+            check_policy(p, &mut v);
+            findings.add_rules(v);
+        }
+        Body::Indicators(s) => {
+            let defaults = key_defaults(catalogue, &s.indicator);
+            let (mut rows, unknown) = catalogue_rows(catalogue, &s.indicator);
+            check_indicators(s, ctx, &defaults, &mut v, rows.as_mut());
+            findings.add_rules(v);
+            findings.add_catalogue_rows(rows, unknown);
+        }
+    }
+    Ok(findings)
+}
+
+/// A chunked snapshot's observations once its chunks are in (or any observations passed apart
+/// from their snapshot), in one pass: the statement rules of [`validate_observations`] and,
+/// when `catalogue` is given, the catalogue rules, with duplicate keys judged by its key rule.
+pub fn check_observations_all(
+    indicator: &str,
+    observations: &[Observation],
+    ctx: &ValidationContext,
+    catalogue: Option<&Catalogue>,
+) -> Findings {
+    let defaults = key_defaults(catalogue, indicator);
+    let (mut rows, unknown) = catalogue_rows(catalogue, indicator);
+    let mut v = Violations::default();
+    check_observations(
+        indicator,
+        observations,
+        ctx,
+        &defaults,
+        &mut v,
+        rows.as_mut(),
+    );
+    let mut findings = Findings::default();
+    findings.add_rules(v);
+    findings.add_catalogue_rows(rows, unknown);
+    findings
+}
+
+/// The catalogue's row checks for `indicator`, or its `UNKNOWN_INDICATOR` refusal; neither
+/// without a catalogue, nor for a code that is not an indicator code at all (the statement
+/// rules refuse it).
+fn catalogue_rows<'c>(
+    catalogue: Option<&'c Catalogue>,
+    indicator: &str,
+) -> (Option<CatalogueRows<'c>>, Option<CatalogueCheck>) {
+    match catalogue {
+        Some(cat) if is_indicator_code(indicator) => match CatalogueRows::new(cat, indicator) {
+            Ok(rows) => (Some(rows), None),
+            Err(unknown) => (None, Some(unknown)),
+        },
+        _ => (None, None),
+    }
+}
+
+/// The key defaults of `indicator` in `catalogue` (none without one).
+fn key_defaults(catalogue: Option<&Catalogue>, indicator: &str) -> Vec<(String, String)> {
+    catalogue
+        .and_then(|c| c.indicator(indicator))
+        .map(|i| i.key_defaults())
+        .unwrap_or_default()
 }
 
 fn into_result(v: Violations) -> Result<(), Rejection> {
@@ -432,9 +626,15 @@ pub fn is_indicator_code(code: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
-fn check_indicators(s: &IndicatorSnapshot, ctx: &ValidationContext, v: &mut Violations) {
+fn check_indicators(
+    s: &IndicatorSnapshot,
+    ctx: &ValidationContext,
+    defaults: &[(String, String)],
+    v: &mut Violations,
+    catalogue: Option<&mut CatalogueRows<'_>>,
+) {
     let Some(manifest) = &s.chunks else {
-        check_observations(&s.indicator, &s.observations, ctx, v);
+        check_observations(&s.indicator, &s.observations, ctx, defaults, v, catalogue);
         return;
     };
     // A chunked snapshot: the header carries only the manifest; its observations are checked
@@ -486,30 +686,43 @@ pub fn is_dimension_id(id: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
-/// An observation's key in canonical form: REF_AREA, TIME_PERIOD, dimensions in id order.
-fn canonical_key(o: &Observation) -> (&str, &str, Vec<(&str, &str)>) {
-    let mut dims: Vec<(&str, &str)> = o
-        .dimensions
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    dims.sort_unstable();
-    (&o.ref_area, &o.time_period, dims)
+/// An observation's key in canonical form: REF_AREA, TIME_PERIOD, and the dimensions with the
+/// absent defaults filled in, in id order ([`crate::obskey`]).
+fn canonical_key<'a>(
+    o: &'a Observation,
+    defaults: &'a [(String, String)],
+) -> (&'a str, &'a str, Vec<(&'a str, &'a str)>) {
+    (
+        &o.ref_area,
+        &o.time_period,
+        key_pairs(&o.dimensions, defaults).0,
+    )
 }
 
-/// The positions of the observations whose key (REF_AREA, TIME_PERIOD and the dimensions in
-/// any order) repeats an earlier observation's, ascending. Keys are sorted by a 64-bit
-/// fingerprint and compared in full only where fingerprints meet: a million keys cost one
-/// sort, no allocation each, and the per-process random hash keys mean a publisher cannot
-/// craft colliding keys to slow the check down.
-fn repeated_keys(observations: &[Observation]) -> Vec<usize> {
+/// The observations whose key (REF_AREA, TIME_PERIOD and the dimensions in any order, an
+/// absent dimension with a default counting as that default; `defaults` from
+/// [`crate::catalogue::Indicator::key_defaults`], empty for none) repeats an earlier
+/// observation's, ascending, each with the position of the first observation with that key:
+/// the `DUPLICATE_KEY` violations.
+/// Keys are sorted by a 64-bit fingerprint and compared in full only where fingerprints meet:
+/// a million keys cost one sort, no allocation each, and the per-process random hash keys
+/// mean a publisher cannot craft colliding keys to slow the check down.
+pub fn repeated_keys(
+    observations: &[Observation],
+    defaults: &[(String, String)],
+) -> Vec<(usize, usize)> {
     let hasher = RandomState::new();
-    // Order-independent in the dimensions: the pair hashes are added.
+    // Order-independent in the dimensions: the pair hashes are added; an absent default adds
+    // the hash of its pair, as if it were given.
     let fingerprint = |o: &Observation| {
-        o.dimensions.iter().fold(
+        let given = o.dimensions.iter().fold(
             hasher.hash_one((&o.ref_area, &o.time_period)),
             |acc, pair| acc.wrapping_add(hasher.hash_one(pair)),
-        )
+        );
+        defaults
+            .iter()
+            .filter(|(id, _)| !o.dimensions.iter().any(|(d, _)| d == id))
+            .fold(given, |acc, pair| acc.wrapping_add(hasher.hash_one(pair)))
     };
     let mut order: Vec<(u64, usize)> = observations
         .iter()
@@ -523,12 +736,15 @@ fn repeated_keys(observations: &[Observation]) -> Vec<usize> {
         .filter(|run| run.len() > 1)
     {
         // Within a run positions ascend, so the first of each key is the one kept.
-        let mut seen = HashSet::new();
+        let mut seen = HashMap::new();
         for &(_, i) in run {
-            if let Some(o) = observations.get(i)
-                && !seen.insert(canonical_key(o))
-            {
-                repeats.push(i);
+            if let Some(o) = observations.get(i) {
+                match seen.entry(canonical_key(o, defaults)) {
+                    Entry::Occupied(first) => repeats.push((i, *first.get())),
+                    Entry::Vacant(slot) => {
+                        slot.insert(i);
+                    }
+                }
             }
         }
     }
@@ -542,7 +758,9 @@ fn check_observations(
     indicator: &str,
     observations: &[Observation],
     ctx: &ValidationContext,
+    defaults: &[(String, String)],
     v: &mut Violations,
+    mut catalogue: Option<&mut CatalogueRows<'_>>,
 ) {
     check_indicator_code(indicator, v);
     if observations.is_empty() {
@@ -552,10 +770,13 @@ fn check_observations(
             "needs at least one observation",
         );
     }
-    let mut repeats = repeated_keys(observations).into_iter().peekable();
+    let mut repeats = repeated_keys(observations, defaults).into_iter().peekable();
     for (i, o) in observations.iter().enumerate() {
+        // What this row's rules refuse; the catalogue leaves those fields alone.
+        let mut faults = RowFaults::default();
         let period = parse_time_period(&o.time_period);
         if period.is_none() {
+            faults.time_period = true;
             v.push_with(reasons::INVALID_TIME_PERIOD, || {
                 let description = format!(
                     "{:?} is not a time period such as \"2024\", \"2024-S1\", \"2024-Q3\", \"2024-05\" or \"2024-05-17\"",
@@ -570,6 +791,7 @@ fn check_observations(
                     .member
                     .has_state_during(&o.ref_area, range.start, range.end)
             {
+                faults.ref_area = true;
                 v.push_with(reasons::NOT_A_MEMBER_STATE, || {
                     (
                         obs_field(i, ".ref_area"),
@@ -581,6 +803,7 @@ fn check_observations(
                 });
             }
         } else if !ctx.aggregates.contains(&o.ref_area) {
+            faults.ref_area = true;
             v.push_with(reasons::INVALID_COUNTRY_CODE, || {
                 let description = if ctx.aggregates.is_empty() {
                     format!(
@@ -599,6 +822,14 @@ fn check_observations(
         }
         for (j, (id, value)) in o.dimensions.iter().enumerate() {
             let df = |what: &str| obs_field(i, &format!(".dimensions[{j}].{what}"));
+            let dimension_ok = is_dimension_id(id)
+                && id != "REF_AREA"
+                && id != "TIME_PERIOD"
+                && !o.dimensions[..j].iter().any(|(earlier, _)| earlier == id)
+                && !value.is_empty();
+            if !dimension_ok {
+                faults.dimensions.push(j);
+            }
             if !is_dimension_id(id) {
                 v.push_with(reasons::INVALID_DIMENSION, || {
                     let description = format!(
@@ -650,6 +881,7 @@ fn check_observations(
             _ => {}
         }
         if !o.obs_status.is_empty() && !OBS_STATUS.contains(&o.obs_status.as_str()) {
+            faults.obs_status = true;
             v.push_with(reasons::INVALID_OBS_STATUS, || {
                 (
                     obs_field(i, ".obs_status"),
@@ -661,6 +893,7 @@ fn check_observations(
             });
         }
         if !o.conf_status.is_empty() && !CONF_STATUS.contains(&o.conf_status.as_str()) {
+            faults.conf_status = true;
             v.push_with(reasons::INVALID_CONF_STATUS, || {
                 (
                     obs_field(i, ".conf_status"),
@@ -672,6 +905,7 @@ fn check_observations(
             });
         }
         if !(0..=12).contains(&o.unit_mult) {
+            faults.unit_mult = true;
             v.push_with(reasons::INVALID_UNIT_MULT, || {
                 (
                     obs_field(i, ".unit_mult"),
@@ -686,19 +920,36 @@ fn check_observations(
         ] {
             // A string of at most MAX_NOTE_CHARS bytes has at most as many characters.
             if text.len() > MAX_NOTE_CHARS {
+                let before = v.1;
                 v.too_long(&obs_field(i, column), text, MAX_NOTE_CHARS);
+                faults.unit_measure |= column == ".unit_measure" && v.1 > before;
             }
         }
-        if repeats.next_if_eq(&i).is_some() {
+        if let Some((_, first)) = repeats.next_if(|(r, _)| *r == i) {
             v.push_with(reasons::DUPLICATE_KEY, || {
+                let (pairs, filled) = key_pairs(&o.dimensions, defaults);
+                let dims: Vec<String> = pairs.iter().map(|(id, c)| format!("{id}={c}")).collect();
+                let dims = if dims.is_empty() {
+                    "no dimensions".to_string()
+                } else {
+                    dims.join(", ")
+                };
+                let note = if filled {
+                    "; a dimension left out counts as its catalogue default"
+                } else {
+                    ""
+                };
                 (
                     obs_field(i, ""),
                     format!(
-                        "another observation has the same key ({}, {} and the same dimensions)",
+                        "has the same key as observation {first} ({}, {}, {dims}){note}",
                         o.ref_area, o.time_period
                     ),
                 )
             });
+        }
+        if let Some(rows) = catalogue.as_deref_mut() {
+            rows.check(i, o, &faults);
         }
     }
 }
@@ -1389,5 +1640,337 @@ mod tests {
         let mut st = samples::indicators();
         obs_of(&mut st).observations = all;
         assert_eq!(check(&st).err(), e);
+    }
+
+    fn shipped() -> Catalogue {
+        Catalogue::from_toml(crate::catalogue::embedded_catalogue_toml()).expect("catalogue")
+    }
+
+    /// A MIG_STOCK observation of colombo in persons.
+    fn stock(area: &str, period: &str, dims: &[(&str, &str)], value: f64) -> Observation {
+        Observation {
+            action: ObservationAction::Append,
+            ref_area: area.into(),
+            time_period: period.into(),
+            dimensions: dims
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            obs_value: Some(value),
+            obs_status: "A".into(),
+            unit_measure: "persons".into(),
+            unit_mult: 6,
+            conf_status: String::new(),
+            footnote: String::new(),
+            source: String::new(),
+        }
+    }
+
+    fn stock_statement(observations: Vec<Observation>) -> Statement {
+        let mut st = samples::indicators();
+        let s = obs_of(&mut st);
+        s.indicator = "MIG_STOCK".into();
+        s.observations = observations;
+        st
+    }
+
+    fn fields(e: &Rejection) -> Vec<(&str, &str)> {
+        e.violations
+            .iter()
+            .map(|v| (v.field.as_str(), v.reason))
+            .collect()
+    }
+
+    #[test]
+    fn a_blank_default_and_its_explicit_form_are_one_key() {
+        let cat = shipped();
+        let member = colombo();
+        let ctx = ValidationContext {
+            federation_id: "rcp-federation",
+            member: &member,
+            now: datetime!(2024-05-17 10:00 UTC),
+            aggregates: cat.area_aggregates(),
+        };
+        // The two lines: MIG_STOCK,LKA,2020,_T,_T,40.5 and MIG_STOCK,LKA,2020,,,41.0.
+        let st = stock_statement(vec![
+            stock("LKA", "2020", &[("SEX", "_T"), ("AGE", "_T")], 40.5),
+            stock("LKA", "2020", &[], 41.0),
+            // Only AGE left out, SEX given in another order: the same key again.
+            stock("LKA", "2020", &[("SEX", "_T")], 42.0),
+            // SEX=F is another key; so is a period.
+            stock("LKA", "2020", &[("SEX", "F")], 20.0),
+            stock("LKA", "2021", &[], 43.0),
+        ]);
+        let e = check_statement(&st, &ctx, Some(&cat))
+            .expect("identity passes")
+            .into_result()
+            .expect_err("duplicates");
+        assert_eq!(e.reason, reasons::DUPLICATE_KEY);
+        assert_eq!(
+            fields(&e),
+            [
+                ("indicator_snapshot.observations[1]", reasons::DUPLICATE_KEY),
+                ("indicator_snapshot.observations[2]", reasons::DUPLICATE_KEY),
+            ]
+        );
+        assert!(
+            e.violations[0].description.contains(
+                "same key as observation 0 (LKA, 2020, AGE=_T, SEX=_T); a dimension left out counts as its catalogue default"
+            ),
+            "{}",
+            e.violations[0].description
+        );
+        // Without a catalogue the dimensions are compared as given: no duplicate.
+        assert_eq!(validate_statement(&st, &ctx), Ok(()));
+        assert!(check_statement(&st, &ctx, None).expect("identity").is_ok());
+        // The chunked path judges the same way.
+        let Body::Indicators(s) = &st.body else {
+            unreachable!("indicators")
+        };
+        let all = check_observations_all("MIG_STOCK", &s.observations, &ctx, Some(&cat));
+        assert_eq!(all.into_result().err(), Some(e));
+    }
+
+    #[test]
+    fn one_pass_reports_every_kind_of_error_in_document_order() {
+        let cat = shipped();
+        let member = colombo();
+        let ctx = ValidationContext {
+            federation_id: "rcp-federation",
+            member: &member,
+            now: datetime!(2024-05-17 10:00 UTC),
+            aggregates: cat.area_aggregates(),
+        };
+        let mut unit = stock("LKA", "2021", &[], 1.0);
+        unit.unit_measure = "current USD".into();
+        let mut st = stock_statement(vec![
+            stock("LKA", "2020", &[("SEX", "_T"), ("AGE", "_T")], 40.5),
+            stock("LKA", "2020", &[], 41.0), // duplicate key (statement rules)
+            stock("FRA", "2020", &[], 1.0),  // not a member state (statement rules)
+            unit,                            // unit of another indicator (catalogue)
+            stock("LKA", "2022", &[("SEX", "X")], 1.0), // not a code (catalogue)
+        ]);
+        st.header.revision = 0; // a header rule
+        let findings = check_statement(&st, &ctx, Some(&cat)).expect("identity passes");
+        assert_eq!(findings.total_errors, 5);
+        assert_eq!(findings.rule_errors, 3);
+        let e = findings.into_result().expect_err("refused");
+        assert_eq!(e.reason, reasons::VALIDATION_FAILED);
+        assert_eq!(
+            fields(&e),
+            [
+                ("header.revision", reasons::INVALID_REVISION),
+                ("indicator_snapshot.observations[1]", reasons::DUPLICATE_KEY),
+                (
+                    "indicator_snapshot.observations[2].ref_area",
+                    reasons::NOT_A_MEMBER_STATE
+                ),
+                (
+                    "indicator_snapshot.observations[3].unit_measure",
+                    reasons::UNIT_MISMATCH
+                ),
+                (
+                    "indicator_snapshot.observations[4].dimensions[0].value",
+                    reasons::CODE_NOT_IN_CODELIST
+                ),
+            ]
+        );
+        assert!(
+            e.message.ends_with("(and 4 more problems)"),
+            "{}",
+            e.message
+        );
+
+        // The identity checks still stop first.
+        let mut other = st.clone();
+        other.header.federation_id = "elsewhere".into();
+        assert_eq!(
+            check_statement(&other, &ctx, Some(&cat))
+                .err()
+                .map(|e| e.reason),
+            Some(reasons::WRONG_FEDERATION)
+        );
+        // A policy summary has rule errors only.
+        let mut policy = samples::policy();
+        policy.header.revision = 0;
+        let e = check_statement(&policy, &ctx, Some(&cat))
+            .expect("identity")
+            .into_result()
+            .expect_err("refused");
+        assert_eq!(fields(&e), [("header.revision", reasons::INVALID_REVISION)]);
+    }
+
+    #[test]
+    fn findings_are_bounded_and_keep_the_count_of_the_rest() {
+        let cat = shipped();
+        let member = colombo();
+        let ctx = ValidationContext {
+            federation_id: "rcp-federation",
+            member: &member,
+            now: datetime!(2024-05-17 10:00 UTC),
+            aggregates: cat.area_aggregates(),
+        };
+        // 150 rows from a non-member, then one unit error: 100 listed, 151 counted.
+        let mut rows: Vec<Observation> = (0..150)
+            .map(|i| stock("FRA", &format!("{}", 1900 + i), &[], 1.0))
+            .collect();
+        let mut unit = stock("LKA", "2021", &[], 1.0);
+        unit.unit_measure = "current USD".into();
+        rows.push(unit);
+        let findings = check_statement(&stock_statement(rows), &ctx, Some(&cat)).expect("identity");
+        assert_eq!(findings.total_errors, 151);
+        let e = findings.clone().into_result().expect_err("refused");
+        assert_eq!(e.violations.len(), MAX_VIOLATIONS);
+        assert!(
+            e.message.ends_with("(and 150 more problems)"),
+            "{}",
+            e.message
+        );
+
+        // A check that stopped at its limit makes the count a lower bound, and its errors
+        // are merged by position.
+        let mut findings = findings;
+        let action = |i: usize| {
+            Violation::new(
+                format!("indicator_snapshot.observations[{i}]"),
+                reasons::OBSERVATION_EXISTS,
+                "appends a key in force",
+            )
+        };
+        findings.add_errors(vec![action(0)], 1, true);
+        assert_eq!(
+            findings.errors[0].field,
+            "indicator_snapshot.observations[0].ref_area"
+        );
+        assert_eq!(
+            findings.errors[1].field,
+            "indicator_snapshot.observations[0]"
+        );
+        assert_eq!(findings.errors.len(), MAX_VIOLATIONS);
+        let e = findings.into_result().expect_err("refused");
+        assert!(
+            e.message.ends_with("(and at least 151 more problems)"),
+            "{}",
+            e.message
+        );
+        // Nothing found: the warnings (none here).
+        assert_eq!(Findings::default().into_result(), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_problem_is_refused_once_not_by_both_checks() {
+        let cat = shipped();
+        let member = colombo();
+        let ctx = ValidationContext {
+            federation_id: "rcp-federation",
+            member: &member,
+            now: datetime!(2024-05-17 10:00 UTC),
+            aggregates: cat.area_aggregates(),
+        };
+        type Edit = fn(&mut Observation);
+        let cases: [(&str, Edit, &str, &str); 9] = [
+            (
+                "not a code",
+                |o| o.ref_area = "XYZ".into(),
+                ".ref_area",
+                reasons::INVALID_COUNTRY_CODE,
+            ),
+            (
+                "empty area",
+                |o| o.ref_area = String::new(),
+                ".ref_area",
+                reasons::INVALID_COUNTRY_CODE,
+            ),
+            (
+                "period",
+                |o| o.time_period = "2020-13".into(),
+                ".time_period",
+                reasons::INVALID_TIME_PERIOD,
+            ),
+            (
+                "dimension id",
+                |o| o.dimensions = vec![("sex".into(), "F".into())],
+                ".dimensions[0].id",
+                reasons::INVALID_DIMENSION,
+            ),
+            (
+                "dimension value",
+                |o| o.dimensions = vec![("SEX".into(), String::new())],
+                ".dimensions[0].value",
+                reasons::INVALID_DIMENSION,
+            ),
+            (
+                "status",
+                |o| o.obs_status = "Z".into(),
+                ".obs_status",
+                reasons::INVALID_OBS_STATUS,
+            ),
+            (
+                "confidentiality",
+                |o| o.conf_status = "X".into(),
+                ".conf_status",
+                reasons::INVALID_CONF_STATUS,
+            ),
+            (
+                "multiplier",
+                |o| o.unit_mult = 13,
+                ".unit_mult",
+                reasons::INVALID_UNIT_MULT,
+            ),
+            (
+                "unit",
+                |o| o.unit_measure = "u".repeat(1001),
+                ".unit_measure",
+                reasons::TOO_LONG,
+            ),
+        ];
+        for (what, edit, column, reason) in cases {
+            let mut o = stock("LKA", "2020", &[], 1.0);
+            edit(&mut o);
+            let e = check_statement(&stock_statement(vec![o]), &ctx, Some(&cat))
+                .expect("identity")
+                .into_result()
+                .expect_err(what);
+            assert_eq!(
+                fields(&e),
+                [(
+                    format!("indicator_snapshot.observations[0]{column}").as_str(),
+                    reason
+                )],
+                "{what}"
+            );
+        }
+        // An indicator code that is not one: the statement rule alone.
+        let mut st = stock_statement(vec![stock("LKA", "2020", &[], 1.0)]);
+        obs_of(&mut st).indicator = "mig stock".into();
+        let e = check_statement(&st, &ctx, Some(&cat))
+            .expect("identity")
+            .into_result()
+            .expect_err("code");
+        assert_eq!(
+            fields(&e),
+            [(
+                "indicator_snapshot.indicator",
+                reasons::INVALID_INDICATOR_CODE
+            )]
+        );
+        // A valid code the catalogue does not define: the catalogue says so, and the rows'
+        // statement rules still run.
+        let mut st = stock_statement(vec![stock("FRA", "2020", &[], 1.0)]);
+        obs_of(&mut st).indicator = "NO_SUCH".into();
+        let e = check_statement(&st, &ctx, Some(&cat))
+            .expect("identity")
+            .into_result()
+            .expect_err("unknown");
+        assert_eq!(
+            fields(&e),
+            [
+                ("indicator_snapshot.indicator", reasons::UNKNOWN_INDICATOR),
+                (
+                    "indicator_snapshot.observations[0].ref_area",
+                    reasons::NOT_A_MEMBER_STATE
+                ),
+            ]
+        );
     }
 }

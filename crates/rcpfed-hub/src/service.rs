@@ -23,7 +23,7 @@ use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signa
 use rcpfed_core::members::{Federation, Role};
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Observation, Statement};
-use rcpfed_core::validate::{ValidationContext, validate_observations, validate_statement};
+use rcpfed_core::validate::{Findings, ValidationContext, check_observations_all, check_statement};
 use rcpfed_grpc::records::{RecordParts, parse_statement_name, statement_record};
 use rcpfed_grpc::status::{
     internal, invalid_field, next_page, not_found, page_size, parse_page_token,
@@ -232,8 +232,9 @@ fn hub_validation_context<'a>(
     })
 }
 
-/// Every check of a large snapshot's observations once all chunks are in: the statement
-/// rules an inline snapshot meets (membership, duplicate keys, values) and the catalogue.
+/// Every check of a large snapshot's observations once all chunks are in, in one pass: the
+/// statement rules an inline snapshot meets (membership, duplicate keys under the catalogue's
+/// key rule, values) and the catalogue.
 fn check_all(
     federation: &Federation,
     member_id: &str,
@@ -242,9 +243,31 @@ fn check_all(
     observations: &[Observation],
 ) -> Result<Warnings, Rejection> {
     let ctx = hub_validation_context(federation, member_id, catalogue)?;
-    validate_observations(indicator, observations, &ctx)?;
-    catalogue_check(catalogue, indicator, observations)
+    checked_warnings(check_observations_all(
+        indicator,
+        observations,
+        &ctx,
+        Some(&catalogue.catalogue),
+    ))
 }
+
+/// The warnings of findings without errors; otherwise the one refusal of all of them.
+fn checked_warnings(findings: Findings) -> Result<Warnings, Rejection> {
+    let total = findings.total_warnings;
+    let warnings = findings.into_result()?;
+    Ok(Warnings {
+        total,
+        first: warnings.into_iter().next(),
+    })
+}
+
+/// What [`Hub::verify`] found: the statement, and for an inline indicator snapshot the outcome
+/// of its catalogue rules (step 9e), which refuse only if the statement is not stored already.
+type Verified = (
+    VerifiedStatement,
+    Statement,
+    Option<Result<Warnings, Rejection>>,
+);
 
 fn non_empty(text: String) -> Option<String> {
     if text.is_empty() { None } else { Some(text) }
@@ -258,7 +281,7 @@ impl Hub {
         federation: &Federation,
         member_id: &str,
         envelope: v1::Envelope,
-    ) -> Result<(VerifiedStatement, Statement), Rejection> {
+    ) -> Result<Verified, Rejection> {
         let signed = SignedEnvelope::from_proto(envelope);
         // Every bound of the whole envelope, before any hashing or signature work: what is
         // accepted must fit every feed entry and response (PROTOCOL.md §10).
@@ -318,10 +341,22 @@ impl Hub {
         }
         let statement = Statement::decode(&signed.payload)?;
         let catalogue = self.catalogue.get();
-        validate_statement(
+        // Steps 9c and 9e in one pass, so one refusal lists every problem: the field rules
+        // and, for an inline snapshot, the catalogue rules (duplicate keys under its key
+        // rule). A chunked snapshot's observations are checked once its chunks are in.
+        let inline = matches!(&statement.body, Body::Indicators(s) if s.chunks.is_none());
+        let findings = check_statement(
             &statement,
             &hub_validation_context(federation, member_id, &catalogue)?,
+            inline.then_some(catalogue.catalogue.as_ref()),
         )?;
+        // The field rules refuse whether or not the statement is stored (§6.1 notes); the
+        // refusal lists the catalogue's errors too. Catalogue errors alone are step 9e's.
+        let rule_errors = findings.rule_errors;
+        let catalogue_outcome = match checked_warnings(findings) {
+            Err(rejection) if rule_errors > 0 || !inline => return Err(rejection),
+            outcome => inline.then_some(outcome),
+        };
         let verified = VerifiedStatement {
             node_id: statement.header.node_id.clone(),
             seq: statement.header.seq,
@@ -339,7 +374,7 @@ impl Hub {
             snapshot: None,
             chunks: Vec::new(),
         };
-        Ok((verified, statement))
+        Ok((verified, statement, catalogue_outcome))
     }
 
     /// [`Hub::verify`] on the CPU pool: signatures over up to a whole payload each, decoding
@@ -349,7 +384,7 @@ impl Hub {
         federation: &Arc<Federation>,
         member_id: &str,
         envelope: v1::Envelope,
-    ) -> Result<Result<(VerifiedStatement, Statement), Rejection>, Status> {
+    ) -> Result<Result<Verified, Rejection>, Status> {
         let me = self
             .me
             .upgrade()
@@ -614,7 +649,7 @@ impl HubService for Hub {
         };
         // Held until the answer: one member cannot queue unbounded work on the pool.
         let _turn = self.submission_turn(&member_id)?;
-        let (mut verified, statement) = self
+        let (mut verified, statement, catalogue_outcome) = self
             .verify_on_pool(&federation, &member_id, envelope)
             .await?
             .map_err(refused)?;
@@ -624,24 +659,16 @@ impl HubService for Hub {
                     "this snapshot lists chunks in a manifest; send it with SubmitSnapshot, followed by its chunks",
                 )));
             }
-            let catalogue = self.catalogue.get();
-            let (snapshot, checked) = self
-                .pool
-                .run(&member_id, "checking a snapshot", move || {
-                    let checked =
-                        catalogue_check(&catalogue, &snapshot.indicator, &snapshot.observations);
-                    (snapshot, checked)
-                })
-                .await?;
-            match checked {
-                Ok(warnings) => self.note_warnings(&member_id, &snapshot.indicator, warnings),
+            match catalogue_outcome {
+                Some(Ok(warnings)) => {
+                    self.note_warnings(&member_id, &snapshot.indicator, warnings);
+                }
                 // An envelope accepted earlier still gets its original receipt (from the
                 // sequencer) even if it no longer passes: nothing new is stored.
-                Err(rejection) => {
-                    if self.stored(verified.digest).await?.is_none() {
-                        return Err(refused(rejection));
-                    }
+                Some(Err(rejection)) if self.stored(verified.digest).await?.is_none() => {
+                    return Err(refused(rejection));
                 }
+                Some(Err(_)) | None => {}
             }
             verified.snapshot = Some(Arc::new(SnapshotPayload {
                 indicator: snapshot.indicator,
@@ -1408,7 +1435,7 @@ impl HubService for Hub {
             }
         };
         // Signature, decoding and the statement rules (the manifest among them).
-        let (mut verified, statement) = self
+        let (mut verified, statement, _) = self
             .verify_on_pool(&federation, &member_id, envelope)
             .await?
             .map_err(refused)?;

@@ -3,7 +3,8 @@
 
 use crate::reader::{CsvFormat, Engine, Mode};
 use crate::{ImportError, sdmx};
-use rcpfed_core::catalogue::Frequency;
+use rcpfed_core::catalogue::{Catalogue, Frequency};
+use rcpfed_core::obskey;
 use rcpfed_proto::v1::{Dimension, IndicatorSnapshot, Observation, ObservationAction};
 use std::collections::BTreeMap;
 
@@ -96,6 +97,47 @@ impl IndicatorDoc {
                 .cloned()
                 .unwrap_or_else(|| canonical.to_owned()),
         )
+    }
+}
+
+/// Fills in, in each of `observations` (all of `indicator`), every optional dimension that
+/// `catalogue` defaults and the row leaves blank, after the dimensions the row gives
+/// ([`rcpfed_core::obskey`]): what the node signs, so a blank cell and the explicit default
+/// are one key. An indicator the catalogue does not define is left as read (the node refuses
+/// it). Returns how many observations got a default.
+pub fn fill_defaults(
+    catalogue: &Catalogue,
+    indicator: &str,
+    observations: &mut [Observation],
+) -> usize {
+    let Some(defaults) = catalogue.indicator(indicator).map(|i| i.key_defaults()) else {
+        return 0;
+    };
+    if defaults.is_empty() {
+        return 0;
+    }
+    let mut changed = 0;
+    for o in observations {
+        let missing: Vec<Dimension> =
+            obskey::missing_defaults(&defaults, o.dimensions.iter().map(|d| d.id.as_str()))
+                .map(|(id, value)| Dimension {
+                    id: id.clone(),
+                    value: value.clone(),
+                })
+                .collect();
+        if !missing.is_empty() {
+            o.dimensions.extend(missing);
+            changed += 1;
+        }
+    }
+    changed
+}
+
+impl IndicatorDoc {
+    /// [`fill_defaults`] on this snapshot's observations; returns how many got a default.
+    pub fn fill_defaults(&mut self, catalogue: &Catalogue) -> usize {
+        let snapshot = &mut self.snapshot;
+        fill_defaults(catalogue, &snapshot.indicator, &mut snapshot.observations)
     }
 }
 
@@ -439,15 +481,37 @@ fn set(field: &mut String, value: &str) {
 }
 
 /// Parses one data row (with as many fields as the header) into `obs` (whose strings are
-/// reused) and returns its indicator code; errors name the line and the column as written.
+/// reused) and returns its indicator code; the error is the row's first problem, naming the
+/// line and the column as written (see [`parse_row_all`] for all of them).
 pub(crate) fn parse_row<'r>(
     header: &Header,
     record: &'r csv::ByteRecord,
     line: usize,
     obs: &mut Observation,
 ) -> Result<&'r str, ImportError> {
+    let mut problems = Vec::new();
+    match parse_row_all(header, record, line, obs, &mut problems) {
+        Some(code) if problems.is_empty() => Ok(code),
+        _ => Err(problems
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| ImportError::at_line(line, "the row cannot be read"))),
+    }
+}
+
+/// Parses one data row into `obs` like [`parse_row`], adding every problem of the row to
+/// `problems` (in column order, then the checks across columns) instead of stopping at the
+/// first; returns the indicator code when the row has one. The row is usable only if nothing
+/// was added.
+pub(crate) fn parse_row_all<'r>(
+    header: &Header,
+    record: &'r csv::ByteRecord,
+    line: usize,
+    obs: &mut Observation,
+    problems: &mut Vec<ImportError>,
+) -> Option<&'r str> {
     if record.len() != header.cols.len() {
-        return Err(ImportError::at_line(
+        problems.push(ImportError::at_line(
             line,
             format!(
                 "the row has {} fields but the header has {}",
@@ -455,7 +519,9 @@ pub(crate) fn parse_row<'r>(
                 header.cols.len()
             ),
         ));
+        return None;
     }
+    let before = problems.len();
     let sdmx = header.format == CsvFormat::SdmxCsv;
     let mut indicator: Option<(&'r str, &str)> = None;
     let mut dataflow: Option<(&'r str, &str)> = None;
@@ -463,6 +529,7 @@ pub(crate) fn parse_row<'r>(
     let mut mult_cell = None;
     let mut freq_cell = None;
     let mut action = ObservationAction::Append;
+    let mut action_read = true;
     // One UTF-8 check of the whole record; a field boundary inside a character (or invalid
     // text) falls back to checking the field alone, which names the column.
     let all = std::str::from_utf8(record.as_slice()).ok();
@@ -473,9 +540,16 @@ pub(crate) fn parse_row<'r>(
         let err = |message: String| ImportError::at_cell(line, name, message);
         let cell = match all.and_then(|a| a.get(record.range(i)?)) {
             Some(cell) => cell,
-            None => {
-                std::str::from_utf8(raw).map_err(|_| err("is not valid UTF-8 text".to_owned()))?
-            }
+            None => match std::str::from_utf8(raw) {
+                Ok(cell) => cell,
+                Err(_) => {
+                    problems.push(err("is not valid UTF-8 text".to_owned()));
+                    if *col == Col::Action {
+                        action_read = false;
+                    }
+                    continue;
+                }
+            },
         }
         .trim();
         // SDMX-CSV `labels=both` writes coded values as "CODE: Name".
@@ -483,13 +557,18 @@ pub(crate) fn parse_row<'r>(
         match col {
             Col::Indicator => indicator = Some((cell, name)),
             Col::Dataflow => dataflow = Some((dataflow_code(cell), name)),
-            Col::StructureId => {
-                dataflow = Some((sdmx::structure_id_code(cell).map_err(err)?, name))
+            Col::StructureId => match sdmx::structure_id_code(cell) {
+                Ok(id) => dataflow = Some((id, name)),
+                Err(message) => problems.push(err(message)),
+            },
+            Col::Structure => {
+                if let Err(message) = sdmx::check_structure(cell) {
+                    problems.push(err(message));
+                }
             }
-            Col::Structure => sdmx::check_structure(cell).map_err(err)?,
             Col::RefArea => {
                 if code.is_empty() {
-                    return Err(err(format!(
+                    problems.push(err(format!(
                         "is empty; give an ISO 3166-1 alpha-3 code such as \"LKA\"{}",
                         if sdmx { sdmx::NO_WILDCARDS } else { "" }
                     )));
@@ -498,7 +577,7 @@ pub(crate) fn parse_row<'r>(
             }
             Col::TimePeriod => {
                 if code.is_empty() {
-                    return Err(err(format!(
+                    problems.push(err(format!(
                         "is empty; give a period such as \"2024\" or \"2024-Q3\"{}",
                         if sdmx { sdmx::NO_WILDCARDS } else { "" }
                     )));
@@ -510,20 +589,27 @@ pub(crate) fn parse_row<'r>(
             Col::UnitMult => mult_cell = Some((code, name)),
             Col::ObsStatus => set(&mut obs.obs_status, code),
             Col::Action => {
-                action = if sdmx {
+                let read = if sdmx {
                     sdmx::action_of(code).ok_or_else(|| {
                         err(format!(
                             "{cell:?} is not an SDMX-CSV action; use I (information, read as \
                              append), A (append), R (replace) or D (delete)"
                         ))
-                    })?
+                    })
                 } else {
                     action_of(cell).ok_or_else(|| {
                         err(format!(
                             "{cell:?} is not an action; use append, replace or delete"
                         ))
-                    })?
+                    })
                 };
+                match read {
+                    Ok(a) => action = a,
+                    Err(e) => {
+                        problems.push(e);
+                        action_read = false;
+                    }
+                }
             }
             Col::ConfStatus => set(&mut obs.conf_status, code),
             Col::Footnote => set(&mut obs.footnote, cell),
@@ -565,37 +651,55 @@ pub(crate) fn parse_row<'r>(
             }
         }
     }
-    let Some((code, code_column)) = indicator.or(dataflow) else {
-        return Err(ImportError::at_line(
-            line,
-            "the row has no indicator column",
-        ));
+    let code = match indicator.or(dataflow) {
+        Some((code, code_column)) => {
+            if code.is_empty() {
+                problems.push(ImportError::at_cell(
+                    line,
+                    code_column,
+                    "is empty; give an indicator code such as \"REMIT_INFLOW\"",
+                ));
+            }
+            Some(code)
+        }
+        // A STRUCTURE_ID cell that could not be read has said so already.
+        None if problems.len() > before => None,
+        None => {
+            problems.push(ImportError::at_line(
+                line,
+                "the row has no indicator column",
+            ));
+            None
+        }
     };
-    if code.is_empty() {
-        return Err(ImportError::at_cell(
-            line,
-            code_column,
-            "is empty; give an indicator code such as \"REMIT_INFLOW\"",
-        ));
-    }
     if let Some((cell, column)) = mult_cell
         && !cell.is_empty()
         && !(sdmx && delete && cell == "-")
     {
-        obs.unit_mult = cell.parse::<i32>().map_err(|_| {
-            ImportError::at_cell(line, column, format!("{cell:?} is not a whole number"))
-        })?;
+        match cell.parse::<i32>() {
+            Ok(mult) => obs.unit_mult = mult,
+            Err(_) => problems.push(ImportError::at_cell(
+                line,
+                column,
+                format!("{cell:?} is not a whole number"),
+            )),
+        }
     }
-    if let Some((cell, column)) = value_cell {
-        obs.obs_value = parse_value(header, cell, delete)
-            .map_err(|message| ImportError::at_cell(line, column, message))?;
+    // Whether a value belongs here depends on the action: not judged when it is unreadable.
+    if let Some((cell, column)) = value_cell
+        && action_read
+    {
+        match parse_value(header, cell, delete) {
+            Ok(value) => obs.obs_value = value,
+            Err(message) => problems.push(ImportError::at_cell(line, column, message)),
+        }
     }
     if let Some((freq, column)) = freq_cell
         && !freq.is_empty()
         && let Some(f) = Frequency::of_time_period(&obs.time_period)
         && f.code() != freq
     {
-        return Err(ImportError::at_cell(
+        problems.push(ImportError::at_cell(
             line,
             column,
             format!(
@@ -607,7 +711,7 @@ pub(crate) fn parse_row<'r>(
             ),
         ));
     }
-    Ok(code)
+    code
 }
 
 /// OBS_VALUE: required on append and replace rows, empty on delete rows (SDMX-CSV also
@@ -659,6 +763,59 @@ struct Group {
     lines: Vec<usize>,
 }
 
+/// Observations sorted into one group per indicator, in order of first appearance.
+#[derive(Default)]
+struct Groups {
+    groups: Vec<Group>,
+    last: usize,
+}
+
+impl Groups {
+    fn add(&mut self, indicator: &str, observation: Observation, line: usize) {
+        let groups = &mut self.groups;
+        let i = if groups
+            .get(self.last)
+            .is_some_and(|g| g.indicator == indicator)
+        {
+            self.last
+        } else if let Some(i) = groups.iter().position(|g| g.indicator == indicator) {
+            i
+        } else {
+            groups.push(Group {
+                indicator: indicator.to_owned(),
+                observations: Vec::new(),
+                lines: Vec::new(),
+            });
+            groups.len() - 1
+        };
+        self.last = i;
+        let group = &mut groups[i];
+        group.observations.push(observation);
+        group.lines.push(line);
+    }
+
+    fn into_docs(
+        self,
+        node_id: &str,
+        name: &str,
+        columns: &BTreeMap<String, String>,
+    ) -> Vec<IndicatorDoc> {
+        self.groups
+            .into_iter()
+            .map(|g| IndicatorDoc {
+                document: indicator_document(node_id, &g.indicator, name),
+                snapshot: IndicatorSnapshot {
+                    indicator: g.indicator,
+                    observations: g.observations,
+                    chunks: None,
+                },
+                lines: g.lines,
+                columns: columns.clone(),
+            })
+            .collect()
+    }
+}
+
 fn parse_text(
     text: &str,
     node_id: &str,
@@ -666,48 +823,79 @@ fn parse_text(
     mode: Mode,
 ) -> Result<Vec<IndicatorDoc>, ImportError> {
     let mut engine = Engine::new(text.as_bytes(), mode)?;
-    let mut groups: Vec<Group> = Vec::new();
-    let mut last = 0;
+    let mut groups = Groups::default();
     while let Some(row) = engine.next_row()? {
-        let i = if groups
-            .get(last)
-            .is_some_and(|g| g.indicator == row.indicator)
-        {
-            last
-        } else if let Some(i) = groups.iter().position(|g| g.indicator == row.indicator) {
-            i
-        } else {
-            groups.push(Group {
-                indicator: row.indicator.to_owned(),
-                observations: Vec::new(),
-                lines: Vec::new(),
-            });
-            groups.len() - 1
-        };
-        last = i;
-        let group = &mut groups[i];
-        group.observations.push(row.observation);
-        group.lines.push(row.line);
+        groups.add(row.indicator, row.observation, row.line);
     }
-    if groups.is_empty() {
+    if groups.groups.is_empty() {
         return Err(ImportError::file(
             "the file has a header but no observations",
         ));
     }
-    let columns = engine.header.columns.clone();
-    Ok(groups
-        .into_iter()
-        .map(|g| IndicatorDoc {
-            document: indicator_document(node_id, &g.indicator, name),
-            snapshot: IndicatorSnapshot {
-                indicator: g.indicator,
-                observations: g.observations,
-                chunks: None,
-            },
-            lines: g.lines,
-            columns: columns.clone(),
-        })
-        .collect())
+    Ok(groups.into_docs(node_id, name, &engine.header.columns))
+}
+
+/// Most problems an [`ImportReport`] lists (all are counted).
+pub const MAX_IMPORT_PROBLEMS: usize = 100;
+
+/// A whole file read in one pass ([`read_any_indicator_csv`]): the snapshots of the rows that
+/// could be read, and the problems of those that could not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImportReport {
+    /// One snapshot per indicator of the rows read without a problem (as
+    /// [`parse_any_indicator_csv`] gives them), empty when no row could be read.
+    pub docs: Vec<IndicatorDoc>,
+    /// Every problem of the rows, in file order (several per row when several cells are
+    /// wrong), at most [`MAX_IMPORT_PROBLEMS`]. A problem that stops the reading (the file is
+    /// not CSV past some line) comes last.
+    pub problems: Vec<ImportError>,
+    /// Problems found (may exceed `problems.len()`).
+    pub total_problems: usize,
+}
+
+/// Reads a file of either format ([`parse_any_indicator_csv`]'s rules) in one pass without
+/// stopping at a bad row: each row with a problem is left out and every problem it has is
+/// reported, so a file's errors can all be fixed at once; the other rows still form the
+/// snapshots, which the receiver can check in the same run. `Err` only when the file cannot be
+/// read at all (no header, a malformed header, an empty file, no row at all).
+pub fn read_any_indicator_csv(
+    text: &str,
+    node_id: &str,
+    name: &str,
+) -> Result<ImportReport, ImportError> {
+    let mut engine = Engine::new(text.as_bytes(), Mode::Auto)?;
+    let mut groups = Groups::default();
+    let mut problems = Vec::new();
+    let mut total_problems = 0;
+    let mut row_problems = Vec::new();
+    loop {
+        let mut observation = Observation::default();
+        match engine.next_row_checked(&mut observation, &mut row_problems) {
+            Ok(Some((line, Some(indicator)))) => groups.add(indicator, observation, line),
+            Ok(Some((_, None))) => {}
+            Ok(None) => break,
+            Err(fatal) => {
+                row_problems.push(fatal);
+                total_problems += row_problems.len();
+                let room = MAX_IMPORT_PROBLEMS.saturating_sub(problems.len());
+                problems.extend(row_problems.drain(..).take(room));
+                break;
+            }
+        }
+        total_problems += row_problems.len();
+        let room = MAX_IMPORT_PROBLEMS.saturating_sub(problems.len());
+        problems.extend(row_problems.drain(..).take(room));
+    }
+    if groups.groups.is_empty() && total_problems == 0 {
+        return Err(ImportError::file(
+            "the file has a header but no observations",
+        ));
+    }
+    Ok(ImportReport {
+        docs: groups.into_docs(node_id, name, &engine.header.columns),
+        problems,
+        total_problems,
+    })
 }
 
 /// Parses indicator observations written in the project's simple CSV format into one snapshot
@@ -1038,5 +1226,164 @@ X,PHL,2024,,_T,2,persons,
         ] {
             assert_eq!(column_for_field(field), column, "{field}");
         }
+    }
+
+    fn shipped() -> Catalogue {
+        Catalogue::from_toml(rcpfed_core::catalogue::embedded_catalogue_toml()).unwrap()
+    }
+
+    /// The observation's key as the view keys it (defaults filled, id order).
+    fn key(o: &Observation) -> String {
+        let dims: Vec<(String, String)> = o
+            .dimensions
+            .iter()
+            .map(|d| (d.id.clone(), d.value.clone()))
+            .collect();
+        format!(
+            "{} {} {}",
+            o.ref_area,
+            o.time_period,
+            obskey::dimension_key(&dims, &[]).0
+        )
+    }
+
+    #[test]
+    fn blank_optional_dimensions_are_filled_with_their_defaults_in_both_formats() {
+        let simple = "\
+INDICATOR,REF_AREA,TIME_PERIOD,SEX,AGE,COUNTERPART_AREA,OBS_VALUE,UNIT_MEASURE,UNIT_MULT
+MIG_STOCK,LKA,2020,_T,_T,,40.5,persons,6
+MIG_STOCK,LKA,2020,,,,41.0,persons,6
+MIG_STOCK,LKA,2020,F,,,20.0,persons,6
+MIG_STOCK,LKA,2020,,,IND,3.0,persons,6
+REMIT_INFLOW,LKA,2020,,,,7.0,current USD,9
+";
+        let sdmx = "\
+STRUCTURE,STRUCTURE_ID,ACTION,REF_AREA,TIME_PERIOD,SEX,AGE,COUNTERPART_AREA,OBS_VALUE,UNIT_MEASURE,UNIT_MULT
+dataflow,GFMD:MIG_STOCK(1.0.0),I,LKA,2020,_T,_T,,40.5,persons,6
+dataflow,GFMD:MIG_STOCK(1.0.0),I,LKA,2020,,,,41.0,persons,6
+dataflow,GFMD:MIG_STOCK(1.0.0),I,LKA,2020,F,,,20.0,persons,6
+dataflow,GFMD:MIG_STOCK(1.0.0),I,LKA,2020,,,IND,3.0,persons,6
+dataflow,GFMD:REMIT_INFLOW(1.0.0),I,LKA,2020,,,,7.0,current USD,9
+";
+        let cat = shipped();
+        for (text, parse) in [
+            (simple, parse_indicator_csv as fn(&str, &str, &str) -> _),
+            (sdmx, parse_sdmx_csv),
+        ] {
+            let mut docs = parse(text, "colombo", "stock").unwrap();
+            // As read, the blank row has no dimensions: another key than the explicit total.
+            let stock = &docs[0].snapshot.observations;
+            assert_ne!(key(&stock[0]), key(&stock[1]));
+            assert_eq!(docs[0].fill_defaults(&cat), 3);
+            assert_eq!(
+                docs[1].fill_defaults(&cat),
+                0,
+                "REMIT_INFLOW has no defaults"
+            );
+            let stock = &docs[0].snapshot.observations;
+            let keys: Vec<String> = stock.iter().map(key).collect();
+            assert_eq!(
+                keys,
+                [
+                    "LKA 2020 AGE=_T;SEX=_T",
+                    "LKA 2020 AGE=_T;SEX=_T",
+                    "LKA 2020 AGE=_T;SEX=F",
+                    // COUNTERPART_AREA has no default: it stays as given.
+                    "LKA 2020 AGE=_T;COUNTERPART_AREA=IND;SEX=_T",
+                ]
+            );
+            // The cells the file gives keep their positions; the defaults come after them.
+            assert_eq!(stock[2].dimensions[0].id, "SEX");
+            assert_eq!(stock[2].dimensions[1].id, "AGE");
+            assert_eq!(
+                docs[0].locate("indicator_snapshot.observations[2].dimensions[0].value"),
+                Some(CellRef {
+                    line: 4,
+                    column: Some("SEX".into())
+                })
+            );
+            // Filling again changes nothing.
+            assert_eq!(docs[0].fill_defaults(&cat), 0);
+        }
+        // The streaming reader's batches fill the same way.
+        for text in [simple, sdmx] {
+            let only_stock: String = text
+                .lines()
+                .filter(|l| !l.contains("REMIT_INFLOW"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let mut batches = crate::IndicatorCsvBatches::new(only_stock.as_bytes(), 3).unwrap();
+            let mut first = batches.next().unwrap().unwrap();
+            assert_eq!(first.fill_defaults(&cat), 2);
+            assert_eq!(key(&first.observations[0]), key(&first.observations[1]));
+        }
+        // An indicator the catalogue does not define is left as read.
+        let mut unknown = parse_indicator_csv(
+            "INDICATOR,REF_AREA,TIME_PERIOD,OBS_VALUE\nNO_SUCH,LKA,2020,1\n",
+            "c",
+            "n",
+        )
+        .unwrap();
+        assert_eq!(unknown[0].fill_defaults(&cat), 0);
+        assert!(unknown[0].snapshot.observations[0].dimensions.is_empty());
+    }
+
+    #[test]
+    fn one_pass_reports_every_problem_of_every_row() {
+        let text = "\
+INDICATOR,REF_AREA,TIME_PERIOD,OBS_VALUE,UNIT_MULT,ACTION
+MIG_STOCK,LKA,2020,1,6,append
+MIG_STOCK,LKA,2021,abc,6,append
+MIG_STOCK,,2022,1,x,append
+MIG_STOCK,LKA,2023,1,6,upsert
+MIG_STOCK,LKA,2024,2,6,
+MIG_STOCK,LKA,2025
+REMIT_INFLOW,LKA,2020,3,9,
+";
+        let report = read_any_indicator_csv(text, "colombo", "n").unwrap();
+        let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "line 3, column OBS_VALUE: \"abc\" is not a number",
+                "line 4, column REF_AREA: is empty; give an ISO 3166-1 alpha-3 code such as \"LKA\"",
+                "line 4, column UNIT_MULT: \"x\" is not a whole number",
+                "line 5, column ACTION: \"upsert\" is not an action; use append, replace or delete",
+                "line 7: the row has 3 fields but the header has 6",
+            ]
+        );
+        assert_eq!(report.total_problems, 5);
+        // The rows without a problem, with their lines.
+        assert_eq!(report.docs.len(), 2);
+        assert_eq!(report.docs[0].lines, [2, 6]);
+        assert_eq!(report.docs[1].lines, [8]);
+        // The first-error parser stops at the first of them, as before.
+        let first = parse_any_indicator_csv(text, "colombo", "n").unwrap_err();
+        assert_eq!(first, report.problems[0]);
+
+        // Bounded: at most MAX_IMPORT_PROBLEMS listed, every one counted.
+        let mut many = String::from("INDICATOR,REF_AREA,TIME_PERIOD,OBS_VALUE\n");
+        for i in 0..150 {
+            many.push_str(&format!("MIG_STOCK,LKA,{},bad\n", 1900 + i));
+        }
+        let report = read_any_indicator_csv(&many, "c", "n").unwrap();
+        assert_eq!(report.problems.len(), MAX_IMPORT_PROBLEMS);
+        assert_eq!(report.total_problems, 150);
+        assert!(report.docs.is_empty());
+        // A file that stops being CSV: what was read, then that problem last.
+        let cut = "INDICATOR,REF_AREA,TIME_PERIOD,OBS_VALUE,SOURCE\n\
+                   REMIT_INFLOW,LKA,2023,zz,x\n\
+                   REMIT_INFLOW,BGD,2023,21.0,\"open\n";
+        let report = read_any_indicator_csv(cut, "c", "n").unwrap();
+        assert_eq!(report.total_problems, 2);
+        assert!(
+            report.problems[1].message.contains("never closed"),
+            "{report:?}"
+        );
+        // No header, or nothing at all: the file cannot be read.
+        assert!(read_any_indicator_csv("", "c", "n").is_err());
+        assert!(
+            read_any_indicator_csv("INDICATOR,REF_AREA,TIME_PERIOD,OBS_VALUE\n", "c", "n").is_err()
+        );
     }
 }

@@ -28,8 +28,9 @@ pub mod sdmx;
 mod synthetic;
 
 pub use csv_import::{
-    CellRef, IndicatorDoc, column_for_field, indicator_document, is_sdmx_csv,
-    parse_any_indicator_csv, parse_indicator_csv, parse_sdmx_csv,
+    CellRef, ImportReport, IndicatorDoc, MAX_IMPORT_PROBLEMS, column_for_field, fill_defaults,
+    indicator_document, is_sdmx_csv, parse_any_indicator_csv, parse_indicator_csv, parse_sdmx_csv,
+    read_any_indicator_csv,
 };
 pub use policy::{PolicyDoc, parse_policy_toml};
 pub use reader::{

@@ -6,7 +6,7 @@
 //! traced back to its line.
 
 use crate::ImportError;
-use crate::csv_import::{Header, parse_header, parse_row};
+use crate::csv_import::{Header, parse_header, parse_row, parse_row_all};
 use crate::sdmx;
 use rcpfed_proto::v1::Observation;
 use std::collections::BTreeMap;
@@ -319,6 +319,27 @@ impl<R: Read> Engine<R> {
         }
     }
 
+    /// The next row into `obs`, like [`Engine::next_row_into`], except that a row with
+    /// problems does not end the reading: they are added to `problems` and the row comes back
+    /// without its indicator. `Err` only when the file cannot be read on (not CSV there).
+    pub(crate) fn next_row_checked(
+        &mut self,
+        obs: &mut Observation,
+        problems: &mut Vec<ImportError>,
+    ) -> Result<Option<(usize, Option<&str>)>, ImportError> {
+        loop {
+            let Some(line) = self.read_record()? else {
+                return Ok(None);
+            };
+            if is_blank(&self.record) {
+                continue;
+            }
+            let before = problems.len();
+            let indicator = parse_row_all(&self.header, &self.record, line, obs, problems);
+            return Ok(Some((line, indicator.filter(|_| problems.len() == before))));
+        }
+    }
+
     /// The next observation; `None` at the end of the file. Blank rows are skipped.
     pub(crate) fn next_row(&mut self) -> Result<Option<Row<'_>>, ImportError> {
         let mut observation = Observation::default();
@@ -344,6 +365,13 @@ pub struct ObservationBatch {
     pub observations: Vec<Observation>,
     /// The 1-based line of each observation (parallel to `observations`).
     pub lines: Vec<usize>,
+}
+
+impl ObservationBatch {
+    /// [`crate::fill_defaults`] on this batch's observations; returns how many got a default.
+    pub fn fill_defaults(&mut self, catalogue: &rcpfed_core::catalogue::Catalogue) -> usize {
+        crate::fill_defaults(catalogue, &self.indicator, &mut self.observations)
+    }
 }
 
 /// What [`read_indicator_csv_streaming`] read.

@@ -2,8 +2,9 @@
 
 use proptest::prelude::*;
 use rcpfed_import::{
-    IndicatorCsvBatches, parse_any_indicator_csv, parse_indicator_csv, parse_policy_toml,
-    parse_sdmx_csv, read_indicator_csv_streaming, sample,
+    IndicatorCsvBatches, MAX_IMPORT_PROBLEMS, parse_any_indicator_csv, parse_indicator_csv,
+    parse_policy_toml, parse_sdmx_csv, read_any_indicator_csv, read_indicator_csv_streaming,
+    sample,
 };
 
 /// Every CSV entry point on `text`; where the whole-file reader accepts one indicator, the
@@ -33,6 +34,24 @@ fn all_csv(text: &str) {
             assert_same(&observations, &doc.snapshot.observations);
             assert_eq!(lines, doc.lines);
         }
+    }
+    // The one-pass reader agrees with the first-error reader: the same snapshots when the file
+    // reads, and that reader's error as its first problem when it does not.
+    match (&any, read_any_indicator_csv(text, "colombo", "x")) {
+        (Ok(docs), Ok(report)) => {
+            assert_eq!(report.total_problems, 0, "{:?}", report.problems);
+            assert_same(&report.docs, docs);
+        }
+        (Ok(_), Err(e)) => panic!("the one-pass reader refuses what the other reads: {e}"),
+        (Err(first), Ok(report)) => {
+            assert_eq!(report.problems.first(), Some(first));
+            assert!(report.problems.len() <= MAX_IMPORT_PROBLEMS);
+            assert!(report.total_problems >= report.problems.len());
+            for doc in &report.docs {
+                assert_eq!(doc.lines.len(), doc.snapshot.observations.len());
+            }
+        }
+        (Err(first), Err(e)) => assert_eq!(first, &e),
     }
     // The callback reuses one batch's observations: the result must be the same.
     let mut observations = Vec::new();

@@ -11,15 +11,21 @@
 use crate::NodeStorage;
 use crate::catalogue::CatalogueInForce;
 use rcpfed_core::Digest;
-use rcpfed_core::catalogue::{SignedCatalogue, validate_observations_against};
+use rcpfed_core::catalogue::{Catalogue, SignedCatalogue};
 use rcpfed_core::chunks::{MAX_CHUNK_BYTES, MAX_CHUNKS, OBSERVATIONS_PER_CHUNK, encode_chunks};
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
+use rcpfed_core::obskey;
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
-use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Header, Observation, Statement};
-use rcpfed_core::validate::{MAX_VIOLATIONS, ValidationContext, validate_statement};
-use rcpfed_store::{DeliveryState, OwnStatement, StoreError, action_refusal};
+use rcpfed_core::statement::{
+    Body, ChunkManifest, DocumentKind, Header, IndicatorSnapshot, Observation, Statement,
+};
+use rcpfed_core::validate::{
+    Findings, MAX_VIOLATIONS, ValidationContext, check_statement, repeated_keys, validate_statement,
+};
+use rcpfed_store::{DeliveryState, OwnStatement, StoreError};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// What to publish.
@@ -141,7 +147,7 @@ impl Publisher {
 fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), PublishError> {
     let Draft {
         document,
-        body,
+        mut body,
         validate_only,
         request_id,
     } = draft;
@@ -187,6 +193,10 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         }
         Body::Policy(_) => None,
     };
+    // One key per observation: a dimension left out is signed as its catalogue default.
+    if let (Body::Indicators(snapshot), Some(catalogue)) = (&mut body, &catalogue) {
+        fill_defaults(&catalogue.catalogue, snapshot);
+    }
     let aggregates: &[String] = catalogue
         .as_ref()
         .map(|c| c.catalogue.area_aggregates())
@@ -220,24 +230,32 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         now,
         aggregates,
     };
-    // The same validation the hub runs, so problems are reported here, before signing.
-    validate_statement(&statement, &ctx)?;
-    let mut warnings = Vec::new();
-    if let (Body::Indicators(snapshot), Some(catalogue)) = (&statement.body, &catalogue) {
-        let check = validate_observations_against(
-            &catalogue.catalogue,
-            &snapshot.indicator,
-            &snapshot.observations,
-        );
-        let total = check.total_warnings;
-        warnings = warning_lines(check.into_result()?, total);
+    // The same validation the hub runs, so problems are reported here, before signing, all in
+    // one pass: the statement rules, the catalogue and the actions against the mirror.
+    let mut findings = check_statement(
+        &statement,
+        &ctx,
+        catalogue.as_ref().map(|c| c.catalogue.as_ref()),
+    )?;
+    let mut notes = Vec::new();
+    if let (Body::Indicators(snapshot), Some(catalogue)) = (&statement.body, &catalogue)
+        && catalogue.catalogue.indicator(&snapshot.indicator).is_some()
+    {
         check_actions(
             cx,
             head_seq,
             &snapshot.indicator,
             &snapshot.observations,
-            &mut warnings,
+            &mut findings,
+            &mut notes,
         )?;
+    }
+    let total_warnings = findings.total_warnings;
+    let mut warnings = warning_lines(findings.into_result()?, total_warnings);
+    for note in notes {
+        if warnings.len() < MAX_VIOLATIONS {
+            warnings.push(note);
+        }
     }
     let (payload, chunks) = seal(&mut statement, &ctx)?;
     let (observation_count, chunk_count) = counts(&statement);
@@ -300,16 +318,34 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
     ))
 }
 
+/// Fills in every optional dimension that the catalogue defaults and an observation leaves
+/// out ([`rcpfed_core::obskey::fill_defaults`]), so the signed statement carries one key per
+/// observation; an indicator the catalogue does not know is left as it is (and refused).
+fn fill_defaults(catalogue: &Catalogue, snapshot: &mut IndicatorSnapshot) {
+    let Some(indicator) = catalogue.indicator(&snapshot.indicator) else {
+        return;
+    };
+    let defaults = indicator.key_defaults();
+    if defaults.is_empty() {
+        return;
+    }
+    for o in &mut snapshot.observations {
+        obskey::fill_defaults(&defaults, &mut o.dimensions);
+    }
+}
+
 /// Checks the snapshot's actions (APPEND of a new key, REPLACE/DELETE of one in force)
-/// against this node's observations in its mirror. The hub's check is authoritative: the
-/// mirror knows this node's statements only once they come back through the feed, so while
-/// one of them has not, the check would judge against an old state and is skipped with a note.
+/// against this node's observations in its mirror, adding what it finds to `findings`. The
+/// hub's check is authoritative: the mirror knows this node's statements only once they come
+/// back through the feed, so while one of them has not, the check would judge against an old
+/// state and is skipped with a note.
 fn check_actions(
     cx: &Context,
     head_seq: u64,
     indicator: &str,
     observations: &[Observation],
-    warnings: &mut Vec<String>,
+    findings: &mut Findings,
+    notes: &mut Vec<String>,
 ) -> Result<(), PublishError> {
     let mirrored = head_seq == 0
         || cx
@@ -317,20 +353,27 @@ fn check_actions(
             .mirror_by_node_seq(&cx.node_id, head_seq)?
             .is_some();
     if !mirrored {
-        if warnings.len() < MAX_VIOLATIONS {
-            warnings.push(format!(
-                "indicator_snapshot.observations: the actions (append, replace, delete) were not checked against earlier revisions, because statement {head_seq} of this node has not come back through the hub's feed yet; the hub checks them on delivery"
-            ));
-        }
+        notes.push(format!(
+            "indicator_snapshot.observations: the actions (append, replace, delete) were not checked against earlier revisions, because statement {head_seq} of this node has not come back through the hub's feed yet; the hub checks them on delivery"
+        ));
         return Ok(());
     }
-    let violations =
+    let mut violations =
         cx.store
             .check_observation_actions(&cx.node_id, indicator, observations, MAX_VIOLATIONS)?;
-    match action_refusal(violations, MAX_VIOLATIONS) {
-        Some(refusal) => Err(refusal.into()),
-        None => Ok(()),
+    // As action_refusal counts them: a full list means the check stopped there.
+    let at_least = violations.len() >= MAX_VIOLATIONS;
+    // A repeated key is refused as DUPLICATE_KEY already; its second touch says nothing more.
+    if !violations.is_empty() {
+        let repeats: HashSet<String> = repeated_keys(observations, &[])
+            .into_iter()
+            .map(|(i, _)| format!("indicator_snapshot.observations[{i}]"))
+            .collect();
+        violations.retain(|v| !repeats.contains(&v.field));
     }
+    let found = violations.len();
+    findings.add_errors(violations, found, at_least);
+    Ok(())
 }
 
 /// Catalogue warnings as plain lines "field: description", at most [`MAX_VIOLATIONS`]; the

@@ -359,7 +359,21 @@ async fn a_large_snapshot_is_signed_as_a_manifest_with_staged_chunks() {
         let bytes = f.store.chunk(&c.sha256).unwrap().expect("chunk staged");
         decoded.extend(decode_chunk(&manifest, i, &bytes).unwrap());
     }
-    assert_eq!(decoded, observations);
+    // Signed with the catalogue's defaults filled in (SEX and AGE are `_T`).
+    let defaults = catalogue_v1()
+        .catalogue
+        .indicator("MIG_STOCK")
+        .unwrap()
+        .key_defaults();
+    let signed: Vec<Observation> = observations
+        .iter()
+        .cloned()
+        .map(|mut o| {
+            rcpfed_core::obskey::fill_defaults(&defaults, &mut o.dimensions);
+            o
+        })
+        .collect();
+    assert_eq!(decoded, signed);
     // A retry with the same request id answers with the first result and signs nothing.
     let again = f.publisher.publish(draft).await.unwrap();
     assert_eq!((again.seq, again.chunk_count), (p.seq, 3));
@@ -839,4 +853,181 @@ async fn the_outbox_sends_the_envelope_then_every_chunk_in_order() {
         };
         assert_eq!(Digest::of(bytes), c.sha256);
     }
+}
+
+fn with_dims(mut o: Observation, dims: &[(&str, &str)]) -> Observation {
+    o.dimensions = dims
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    o
+}
+
+/// The observations of own statement `seq` as signed (inline).
+fn signed_observations(store: &Arc<dyn NodeStorage>, seq: u64) -> Vec<Observation> {
+    let own = store
+        .list_own(u64::MAX, 1000)
+        .unwrap()
+        .into_iter()
+        .find(|o| o.seq == seq)
+        .unwrap();
+    let st = Statement::decode(&SignedEnvelope::decode(&own.envelope).unwrap().payload).unwrap();
+    match st.body {
+        Body::Indicators(s) => s.observations,
+        Body::Policy(_) => panic!("not a snapshot"),
+    }
+}
+
+#[tokio::test]
+async fn a_blank_optional_dimension_is_signed_as_its_default_and_is_one_key() {
+    let f = fixture(true);
+    let total = [("SEX", "_T"), ("AGE", "_T")];
+    let stock = |a, year, value| obs(a, "LKA", year, value);
+    // The two lines in one snapshot: one key, so the second is a duplicate.
+    let r = rejected(
+        f.publisher
+            .publish(snapshot_draft(
+                "MIG_STOCK",
+                vec![
+                    with_dims(stock(ObservationAction::Append, 2020, Some(40.5)), &total),
+                    stock(ObservationAction::Append, 2020, Some(41.0)),
+                ],
+            ))
+            .await,
+    );
+    assert_eq!(r.reason, reasons::DUPLICATE_KEY);
+    assert_eq!(r.violations.len(), 1);
+    assert_eq!(r.violations[0].field, "indicator_snapshot.observations[1]");
+    assert!(f.store.head().unwrap().is_none(), "nothing signed");
+
+    // Alone, the blank row is signed with its defaults named, after the dimensions given.
+    let p = f
+        .publisher
+        .publish(snapshot_draft(
+            "MIG_STOCK",
+            vec![
+                stock(ObservationAction::Append, 2020, Some(41.0)),
+                with_dims(
+                    stock(ObservationAction::Append, 2021, Some(1.0)),
+                    &[("SEX", "F")],
+                ),
+            ],
+        ))
+        .await
+        .unwrap();
+    let signed = signed_observations(&f.store, p.seq);
+    let dims = |o: &Observation| -> Vec<(String, String)> { o.dimensions.clone() };
+    assert_eq!(
+        dims(&signed[0]),
+        [
+            ("AGE".to_string(), "_T".to_string()),
+            ("SEX".into(), "_T".into())
+        ]
+    );
+    assert_eq!(
+        dims(&signed[1]),
+        [
+            ("SEX".to_string(), "F".to_string()),
+            ("AGE".into(), "_T".into())
+        ]
+    );
+    mirror_own(&f.store, 1, 1);
+    // Across snapshots: appending the explicit total again is refused; revising it in
+    // either form is a revision of the same key.
+    let r = rejected(
+        f.publisher
+            .publish(snapshot_draft(
+                "MIG_STOCK",
+                vec![with_dims(
+                    stock(ObservationAction::Append, 2020, Some(40.5)),
+                    &total,
+                )],
+            ))
+            .await,
+    );
+    assert_eq!(r.reason, reasons::OBSERVATION_EXISTS);
+    assert!(
+        r.violations[0]
+            .description
+            .contains("MIG_STOCK LKA 2020 (AGE=_T, SEX=_T)"),
+        "{}",
+        r.violations[0].description
+    );
+    let p = f
+        .publisher
+        .publish(snapshot_draft(
+            "MIG_STOCK",
+            vec![with_dims(
+                stock(ObservationAction::Replace, 2020, Some(40.5)),
+                &[("SEX", "_T")],
+            )],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(p.seq, 2);
+}
+
+#[tokio::test]
+async fn every_kind_of_problem_is_refused_in_one_pass() {
+    let f = fixture(true);
+    let mut usd = obs(ObservationAction::Append, "LKA", 2021, Some(1.0));
+    usd.unit_measure = "current USD".into();
+    let draft = snapshot_draft(
+        "MIG_STOCK",
+        vec![
+            obs(ObservationAction::Append, "LKA", 2020, Some(40.5)),
+            with_dims(
+                obs(ObservationAction::Append, "LKA", 2020, Some(41.0)),
+                &[("SEX", "_T"), ("AGE", "_T")],
+            ),
+            obs(ObservationAction::Append, "FRA", 2020, Some(1.0)),
+            usd,
+            with_dims(
+                obs(ObservationAction::Append, "LKA", 2022, Some(1.0)),
+                &[("SEX", "X")],
+            ),
+            obs(ObservationAction::Replace, "LKA", 2019, Some(1.0)),
+        ],
+    );
+    for validate_only in [true, false] {
+        let draft = Draft {
+            validate_only,
+            ..draft.clone()
+        };
+        let r = rejected(f.publisher.publish(draft).await);
+        assert_eq!(r.reason, reasons::VALIDATION_FAILED);
+        let fields: Vec<(&str, &str)> = r
+            .violations
+            .iter()
+            .map(|v| (v.field.as_str(), v.reason))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("indicator_snapshot.observations[1]", reasons::DUPLICATE_KEY),
+                (
+                    "indicator_snapshot.observations[2].ref_area",
+                    reasons::NOT_A_MEMBER_STATE
+                ),
+                (
+                    "indicator_snapshot.observations[3].unit_measure",
+                    reasons::UNIT_MISMATCH
+                ),
+                (
+                    "indicator_snapshot.observations[4].dimensions[0].value",
+                    reasons::CODE_NOT_IN_CODELIST
+                ),
+                (
+                    "indicator_snapshot.observations[5]",
+                    reasons::OBSERVATION_NOT_FOUND
+                ),
+            ]
+        );
+        assert!(
+            r.message.ends_with("(and 4 more problems)"),
+            "{}",
+            r.message
+        );
+    }
+    assert!(f.store.head().unwrap().is_none(), "nothing signed");
 }

@@ -4,7 +4,9 @@
 
 use crate::StoreError;
 use crate::db::{self, Db, Schema, constraint_message, get_digest, get_hash, get_u32, get_u64};
-use crate::indicators_sql::{self, Entry, Log, indicator_indexes_v2_sql, indicator_tables_sql};
+use crate::indicators_sql::{
+    self, Entry, Log, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_tables_sql,
+};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use rusqlite::types::ToSql;
@@ -375,14 +377,15 @@ pub(crate) const HUB_SCHEMA: Schema = Schema {
     "#,
         indicator_tables_sql!(),
         indicator_indexes_v2_sql!(),
+        indicator_key_rule_sql!(),
     ],
     upgrade: Some(upgrade_hub),
 };
 
-/// Version 4 added the indicator view: a file from before it gets the view rebuilt from its
-/// log.
+/// Version 4 added the indicator view and version 6 the observation key rule, which empties
+/// the view: a file from before version 6 gets the view rebuilt from its log.
 fn upgrade_hub(tx: &Transaction<'_>, from_version: i64) -> Result<(), StoreError> {
-    if (1..4).contains(&from_version) {
+    if (1..6).contains(&from_version) {
         indicators_sql::backfill(tx, Log::Hub)?;
     }
     Ok(())
@@ -1001,6 +1004,7 @@ fn insert_statements(tx: &Connection, statements: &[StoredStatement]) -> Result<
         // In feed order, in this transaction: the view never lags the log.
         indicators_sql::apply_entry(
             tx,
+            Log::Hub,
             &Entry {
                 node_id: &st.node_id,
                 kind: &st.kind,

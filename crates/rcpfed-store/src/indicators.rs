@@ -187,25 +187,11 @@ pub const CATALOGUE_KIND: &str = "catalogue";
 /// Statement kind of coherence reports.
 pub const COHERENCE_KIND: &str = "coherence_report";
 
-/// Canonical dimension key: `ID=VALUE` pairs sorted by id, joined by `;`.
+/// The dimension key of dimensions as they are (no catalogue defaults): `ID=VALUE` pairs
+/// sorted by id, joined by `;`. The view's keys fill in the catalogue's defaults first
+/// ([`rcpfed_core::obskey::dimension_key`]); a stored row's dimensions already have them.
 pub fn dimension_key(dimensions: &[(String, String)]) -> String {
-    // Called once per observation when a snapshot is applied: no per-pair allocations.
-    let mut pairs: Vec<&(String, String)> = dimensions.iter().collect();
-    pairs.sort_unstable();
-    let len = pairs
-        .iter()
-        .map(|(id, value)| id.len() + value.len() + 2)
-        .sum();
-    let mut key = String::with_capacity(len);
-    for (id, value) in pairs {
-        if !key.is_empty() {
-            key.push(';');
-        }
-        key.push_str(id);
-        key.push('=');
-        key.push_str(value);
-    }
-    key
+    rcpfed_core::obskey::dimension_key(dimensions, &[]).0
 }
 
 /// Whether an action needs a value in force for its key (REPLACE, DELETE) or none (APPEND).

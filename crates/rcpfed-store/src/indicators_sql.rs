@@ -6,13 +6,15 @@
 use crate::StoreError;
 use crate::db::{self, get_digest, get_u32, get_u64};
 use crate::indicators::{
-    CoherenceRows, ConflictRows, CoverageData, HubDocument, ObservationCursor, ObservationFilter,
-    ObservationProvenance, ObservationRow, PolicyCoverageData, RevisionRows, dimension_key,
+    CATALOGUE_KIND, CoherenceRows, ConflictRows, CoverageData, HubDocument, ObservationCursor,
+    ObservationFilter, ObservationProvenance, ObservationRow, PolicyCoverageData, RevisionRows,
+    dimension_key,
 };
 use rcpfed_core::Digest;
 use rcpfed_core::chunks;
 use rcpfed_core::dates::{PeriodRange, parse_time_period};
 use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::obskey::{self, KeyRule};
 use rcpfed_core::rejection::{Violation, reasons};
 use rcpfed_core::statement::{
     Body, DocumentKind, IndicatorSnapshot, Observation, ObservationAction, Statement,
@@ -20,6 +22,7 @@ use rcpfed_core::statement::{
 use rusqlite::types::{ToSql, Value};
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, Transaction, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The indicator view's tables, created identically in the hub and the node database (one
 /// migration each; the text is shared so the two can never drift).
@@ -108,6 +111,25 @@ macro_rules! indicator_indexes_v2_sql {
     };
 }
 pub(crate) use indicator_indexes_v2_sql;
+
+/// The observation key rule (issue 10; hub version 6, node version 5), shared like
+/// [`indicator_tables_sql`]: `dims` becomes the canonical key, with every optional dimension
+/// that has a catalogue default and that the observation leaves out filled in with the
+/// default (`rcpfed_core::obskey`), and `defaulted` says that a default was filled in. The
+/// view is emptied here and rebuilt from the log by the upgrade step, with the same apply
+/// function as new entries, so an upgraded hub and a node that mirrors the same log from
+/// scratch hold the same rows.
+macro_rules! indicator_key_rule_sql {
+    () => {
+        r#"
+        ALTER TABLE observations
+            ADD COLUMN defaulted INTEGER NOT NULL DEFAULT 0 CHECK (defaulted IN (0, 1));
+        DELETE FROM observations;
+        DELETE FROM policy_objectives;
+        "#
+    };
+}
+pub(crate) use indicator_key_rule_sql;
 
 /// Which log table holds the feed entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,12 +244,13 @@ fn refusal(node_id: &str, indicator: &str, o: &Observation, dims: &str, state: I
     }
 }
 
-/// The version in force of a key: (feed_index, position, action).
-pub(crate) const FIND_IN_FORCE_SQL: &str = "SELECT feed_index, position, action FROM observations
+/// The version in force of a key: (feed_index, position, action, defaulted).
+pub(crate) const FIND_IN_FORCE_SQL: &str = "SELECT feed_index, position, action, defaulted
+     FROM observations
      WHERE node_id = ?1 AND indicator = ?2 AND ref_area = ?3 AND time_period = ?4 AND dims = ?5
        AND superseded_at_ms IS NULL";
 
-type InForceRow = (i64, i64, i64);
+type InForceRow = (i64, i64, i64, bool);
 
 fn find_in_force(
     find: &mut CachedStatement<'_>,
@@ -239,15 +262,85 @@ fn find_in_force(
     Ok(find
         .query_row(
             params![node_id, indicator, o.ref_area, o.time_period, dims],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?)
+}
+
+/// Key rules of the catalogue versions seen lately, by the payload digest of the version: a
+/// rule is read from its document once per process, not once per snapshot.
+static KEY_RULES: Mutex<Vec<(Digest, Arc<KeyRule>)>> = Mutex::new(Vec::new());
+/// Catalogue versions whose rules are kept.
+const KEY_RULES_KEPT: usize = 8;
+
+/// The key rule for an entry at `before` (exclusive; None: after every entry): that of the
+/// latest catalogue version logged before it, which is the catalogue the hub had in force
+/// when it accepted the entry; no defaults when none was logged yet. Hub and nodes read it
+/// from the same feed, so they key every entry alike.
+pub(crate) fn key_rule_before(
+    conn: &Connection,
+    log: Log,
+    before: Option<u64>,
+) -> Result<Arc<KeyRule>, StoreError> {
+    let sql = log.pick(
+        "SELECT feed_index, digest FROM statements WHERE kind = ?1 AND feed_index < ?2
+         ORDER BY feed_index DESC LIMIT 1",
+        "SELECT feed_index, digest FROM mirror WHERE kind = ?1 AND feed_index < ?2
+         ORDER BY feed_index DESC LIMIT 1",
+    );
+    let before = before.map_or(i64::MAX, db::bound);
+    let latest = conn
+        .prepare_cached(sql)?
+        .query_row(params![CATALOGUE_KIND, before], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get_ref(1)?.as_blob()?.to_vec()))
+        })
+        .optional()?;
+    let Some((feed_index, digest)) = latest else {
+        return Ok(Arc::new(KeyRule::none()));
+    };
+    let digest = Digest::from_slice(&digest).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the digest at feed index {feed_index} is not 32 bytes"
+        ))
+    })?;
+    let cached = KEY_RULES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(d, _)| *d == digest)
+        .map(|(_, rule)| Arc::clone(rule));
+    if let Some(rule) = cached {
+        return Ok(rule);
+    }
+    let sql = log.pick(
+        "SELECT envelope FROM statements WHERE feed_index = ?1",
+        "SELECT envelope FROM mirror WHERE feed_index = ?1",
+    );
+    let envelope: Vec<u8> = conn
+        .prepare_cached(sql)?
+        .query_row([feed_index], |r| r.get(0))?;
+    let unreadable = |what: String| {
+        StoreError::Corrupt(format!(
+            "the catalogue version at feed index {feed_index} cannot be read: {what}"
+        ))
+    };
+    let envelope = SignedEnvelope::decode(&envelope).map_err(|e| unreadable(e.to_string()))?;
+    let rule = Arc::new(
+        KeyRule::from_catalogue_payload(&envelope.payload).map_err(|e| unreadable(e.message))?,
+    );
+    let mut kept = KEY_RULES.lock().unwrap_or_else(PoisonError::into_inner);
+    if kept.len() >= KEY_RULES_KEPT {
+        kept.remove(0);
+    }
+    kept.push((digest, Arc::clone(&rule)));
+    Ok(rule)
 }
 
 /// Checks `observations` against what `node_id` has in force, in position order (a key
 /// touched twice in one snapshot is checked against its state after the first touch).
 pub(crate) fn check_observation_actions(
     conn: &Connection,
+    log: Log,
     node_id: &str,
     indicator: &str,
     observations: &[Observation],
@@ -260,10 +353,13 @@ pub(crate) fn check_observation_actions(
     // One read transaction: every probe sees the same committed state.
     let tx = conn.unchecked_transaction()?;
     {
+        // The catalogue in force now is the one the entry will be applied with.
+        let rule = key_rule_before(&tx, log, None)?;
+        let defaults = rule.defaults(indicator);
         let mut find = tx.prepare_cached(FIND_IN_FORCE_SQL)?;
         let mut touched: HashMap<(&str, &str, String), InForce> = HashMap::new();
         for (position, o) in observations.iter().enumerate() {
-            let dims = dimension_key(&o.dimensions);
+            let dims = obskey::dimension_key(&o.dimensions, defaults).0;
             let key = (o.ref_area.as_str(), o.time_period.as_str(), dims);
             let state = match touched.get(&key) {
                 Some(state) => *state,
@@ -326,7 +422,7 @@ impl Entry<'_> {
 /// indicator snapshot's observations (inline or from the staged chunks) or a policy summary's
 /// objectives; other kinds change nothing. Any error leaves the caller's transaction to roll
 /// back, so the entry and its view are stored together or not at all.
-pub(crate) fn apply_entry(tx: &Connection, entry: &Entry<'_>) -> Result<(), StoreError> {
+pub(crate) fn apply_entry(tx: &Connection, log: Log, entry: &Entry<'_>) -> Result<(), StoreError> {
     let indicator_kind = DocumentKind::IndicatorSnapshot.as_str();
     let policy_kind = DocumentKind::PolicySummary.as_str();
     if entry.kind != indicator_kind && entry.kind != policy_kind {
@@ -346,7 +442,9 @@ pub(crate) fn apply_entry(tx: &Connection, entry: &Entry<'_>) -> Result<(), Stor
     }
     match statement.body {
         Body::Indicators(snapshot) if entry.kind == indicator_kind => {
-            apply_snapshot(tx, entry, snapshot)
+            let rule = key_rule_before(tx, log, Some(entry.feed_index))?;
+            let defaults = rule.defaults(&snapshot.indicator).to_vec();
+            apply_snapshot(tx, entry, snapshot, &defaults)
         }
         Body::Policy(policy) if entry.kind == policy_kind => {
             apply_policy(tx, entry, &policy.gcm_objectives)
@@ -363,13 +461,16 @@ fn apply_snapshot(
     tx: &Connection,
     entry: &Entry<'_>,
     snapshot: IndicatorSnapshot,
+    defaults: &[(String, String)],
 ) -> Result<(), StoreError> {
-    let mut applier = Applier::new(tx, entry, &snapshot.indicator)?;
+    let mut applier = Applier::new(tx, entry, &snapshot.indicator, defaults)?;
     let Some(manifest) = &snapshot.chunks else {
-        return snapshot
+        snapshot
             .observations
             .iter()
-            .try_for_each(|o| applier.apply(o));
+            .try_for_each(|o| applier.apply(o))?;
+        applier.note_tolerated();
+        return Ok(());
     };
     if !snapshot.observations.is_empty() {
         return Err(entry.conflict("it carries both inline observations and chunks"));
@@ -387,6 +488,7 @@ fn apply_snapshot(
             chunks::decode_chunk(manifest, index, &bytes).map_err(|e| entry.conflict(e))?;
         observations.iter().try_for_each(|o| applier.apply(o))?;
     }
+    applier.note_tolerated();
     Ok(())
 }
 
@@ -394,8 +496,13 @@ fn apply_snapshot(
 struct Applier<'c, 'e> {
     entry: &'e Entry<'e>,
     indicator: &'e str,
+    /// The key rule's defaults for the indicator.
+    defaults: &'e [(String, String)],
     feed_index: i64,
     position: i64,
+    /// Observations applied as revisions although the action rule refused them, because a
+    /// default merged two keys the entry was accepted under (see [`Applier::apply`]).
+    tolerated: u64,
     /// `YYYY-MM-DD` bounds per TIME_PERIOD: a snapshot repeats few periods many times.
     periods: HashMap<String, (String, String)>,
     find: CachedStatement<'c>,
@@ -408,12 +515,15 @@ impl<'c, 'e> Applier<'c, 'e> {
         tx: &'c Connection,
         entry: &'e Entry<'e>,
         indicator: &'e str,
+        defaults: &'e [(String, String)],
     ) -> Result<Self, StoreError> {
         Ok(Applier {
             entry,
             indicator,
+            defaults,
             feed_index: db::int(entry.feed_index, "feed index")?,
             position: 0,
+            tolerated: 0,
             periods: HashMap::new(),
             find: tx.prepare_cached(FIND_IN_FORCE_SQL)?,
             supersede: tx.prepare_cached(
@@ -424,16 +534,22 @@ impl<'c, 'e> Applier<'c, 'e> {
                 "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
                      time_period, dims, period_start, period_end, action, obs_value, obs_status,
                      unit_measure, unit_mult, conf_status, footnote, source, digest, document,
-                     revision, accepted_at_ms)
+                     revision, accepted_at_ms, defaulted)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19, ?20, ?21)",
+                     ?17, ?18, ?19, ?20, ?21, ?22)",
             )?,
         })
     }
 
+    /// Applies one observation under its canonical key. The action rule is the check's, with
+    /// one exception for entries accepted before the key rule existed: when the rule refuses
+    /// an observation and the observation or the version in force was keyed with a default
+    /// filled in, the two were different keys when the entry was accepted, so the observation
+    /// is applied as the key's next version (the later one wins). An entry accepted under the
+    /// key rule never needs this: its actions were checked against the same keys.
     fn apply(&mut self, o: &Observation) -> Result<(), StoreError> {
         let e = self.entry;
-        let dims = dimension_key(&o.dimensions);
+        let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
         if !self.periods.contains_key(&o.time_period) {
             let Some(period) = parse_time_period(&o.time_period) else {
                 return Err(e.conflict(format!(
@@ -447,7 +563,7 @@ impl<'c, 'e> Applier<'c, 'e> {
         // The common case, an APPEND of a new key, is one INSERT: the unique index of the
         // versions in force refuses it if the key has one, and only then do we look.
         if o.action == ObservationAction::Append {
-            match self.insert(o, &dims) {
+            match self.insert(o, &dims, defaulted) {
                 Err(err) if db::constraint_message(&err).is_some() => {}
                 other => return other.map_err(StoreError::from),
             }
@@ -455,28 +571,53 @@ impl<'c, 'e> Applier<'c, 'e> {
         let current = find_in_force(&mut self.find, e.node_id, self.indicator, o, &dims)?;
         let state = InForce::from_action(current.map(|r| r.2));
         if step(state, o.action).is_err() {
-            return Err(e.conflict(format!(
-                "observation {} {}",
-                self.position,
-                refusal(e.node_id, self.indicator, o, &dims, state)
-            )));
+            let merged = defaulted || current.is_some_and(|r| r.3);
+            if !merged {
+                return Err(e.conflict(format!(
+                    "observation {} {}",
+                    self.position,
+                    refusal(e.node_id, self.indicator, o, &dims, state)
+                )));
+            }
+            self.tolerated += 1;
         }
-        let Some((feed_index, position, _)) = current else {
+        let Some((feed_index, position, _, _)) = current else {
             if o.action == ObservationAction::Append {
                 // Refused by another constraint: say which.
-                return self.insert(o, &dims).map_err(|err| {
+                return self.insert(o, &dims, defaulted).map_err(|err| {
                     e.conflict(format!("observation {} is refused: {err}", self.position))
                 });
             }
-            return Ok(self.insert(o, &dims)?);
+            return Ok(self.insert(o, &dims, defaulted)?);
         };
         self.supersede
             .execute(params![feed_index, position, e.accepted_at_ms])?;
-        Ok(self.insert(o, &dims)?)
+        Ok(self.insert(o, &dims, defaulted)?)
+    }
+
+    /// Logs how many observations of the entry were applied under the exception of
+    /// [`Applier::apply`].
+    fn note_tolerated(&self) {
+        if self.tolerated > 0 {
+            let e = self.entry;
+            tracing::info!(
+                feed_index = e.feed_index,
+                node = e.node_id,
+                document = e.document,
+                observations = self.tolerated,
+                "observations accepted before the key rule applied as revisions: a dimension \
+                 left out and its catalogue default are one key"
+            );
+        }
     }
 
     /// Inserts `o` at the next position.
-    fn insert(&mut self, o: &Observation, dims: &str) -> Result<(), rusqlite::Error> {
+    fn insert(
+        &mut self,
+        o: &Observation,
+        dims: &str,
+        defaulted: bool,
+    ) -> Result<(), rusqlite::Error> {
         let e = self.entry;
         let (period_start, period_end) = self
             .periods
@@ -504,6 +645,7 @@ impl<'c, 'e> Applier<'c, 'e> {
             e.document,
             e.revision,
             e.accepted_at_ms,
+            defaulted,
         ])?;
         self.position += 1;
         Ok(())
@@ -581,6 +723,7 @@ pub(crate) fn backfill(tx: &Transaction<'_>, log: Log) -> Result<(), StoreError>
         let envelope = row.get_ref(7)?.as_blob().map_err(rusqlite::Error::from)?;
         apply_entry(
             tx,
+            log,
             &Entry {
                 node_id: &node_id,
                 kind: &kind,
@@ -1227,6 +1370,7 @@ macro_rules! impl_indicator_store {
                 self.db.read(|conn| {
                     $crate::indicators_sql::check_observation_actions(
                         conn,
+                        $log,
                         node_id,
                         indicator,
                         observations,

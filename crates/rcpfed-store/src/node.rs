@@ -5,7 +5,9 @@ use crate::StoreError;
 use crate::db::{
     self, Db, Schema, constraint_message, get_digest, get_hash, get_opt_u64, get_u32, get_u64,
 };
-use crate::indicators_sql::{self, Entry, Log, indicator_indexes_v2_sql, indicator_tables_sql};
+use crate::indicators_sql::{
+    self, Entry, Log, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_tables_sql,
+};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use rusqlite::types::ToSql;
@@ -281,14 +283,15 @@ pub(crate) const NODE_SCHEMA: Schema = Schema {
             "CREATE INDEX mirror_kind ON mirror (kind);"
         ),
         indicator_indexes_v2_sql!(),
+        indicator_key_rule_sql!(),
     ],
     upgrade: Some(upgrade_node),
 };
 
-/// Version 3 added the indicator view: a file from before it gets the view rebuilt from its
-/// mirror.
+/// Version 3 added the indicator view and version 5 the observation key rule, which empties
+/// the view: a file from before version 5 gets the view rebuilt from its mirror.
 fn upgrade_node(tx: &Transaction<'_>, from_version: i64) -> Result<(), StoreError> {
-    if (1..3).contains(&from_version) {
+    if (1..5).contains(&from_version) {
         indicators_sql::backfill(tx, Log::Node)?;
     }
     Ok(())
@@ -619,6 +622,7 @@ impl NodeStore for SqliteNodeStore {
                 // In this transaction: the view never lags the mirror.
                 Ok(_) => indicators_sql::apply_entry(
                     tx,
+                    Log::Node,
                     &Entry {
                         node_id: &st.node_id,
                         kind: &st.kind,

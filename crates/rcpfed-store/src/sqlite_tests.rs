@@ -221,18 +221,18 @@ fn newer_schema_is_refused() {
     match SqliteHubStore::open(&hub) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 5,
+            supported: 6,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     let node = paths.fresh();
     drop(SqliteNodeStore::open(&node).unwrap());
-    set_user_version(&node, 5);
+    set_user_version(&node, 6);
     assert!(matches!(
         SqliteNodeStore::open(&node),
         Err(StoreError::SchemaTooNew {
-            found: 5,
-            supported: 4
+            found: 6,
+            supported: 5
         })
     ));
 }
@@ -626,6 +626,290 @@ fn indicator_view_is_rebuilt_on_upgrade() {
         );
         assert_eq!(store.applied_feed_size().unwrap(), 10);
     }
+}
+
+/// Files from before the observation key rule (hub version 5, node version 4) hold the view
+/// keyed as signed: `MIG_STOCK,LKA,2020,_T,_T,40.5` and `MIG_STOCK,LKA,2020,,,41.0` are two
+/// totals in force. Opening them rebuilds the view with one key per observation.
+#[test]
+fn blank_keys_are_migrated_to_their_defaults() {
+    use rcpfed_core::statement::ObservationAction::{Append, Replace};
+    let paths = Paths::new();
+    let total = [("SEX", "_T"), ("AGE", "_T")];
+    // Valid under the old rule: blank and _T were different keys.
+    let feed = vec![
+        indicators::hub_document_entry(1, "hub/catalogue", 1, crate::CATALOGUE_KIND, 1_000),
+        indicators::stock_entry(
+            2,
+            "node-a",
+            1,
+            vec![
+                indicators::stock(Append, "LKA", "2020", &total, Some(40.5)),
+                indicators::stock(Append, "LKA", "2020", &[], Some(41.0)),
+            ],
+            2_000,
+        ),
+        indicators::stock_entry(
+            3,
+            "node-a",
+            2,
+            vec![indicators::stock(Replace, "LKA", "2020", &[], Some(41.5))],
+            3_000,
+        ),
+        indicators::stock_entry(
+            4,
+            "node-b",
+            1,
+            vec![indicators::stock(
+                Append,
+                "LKA",
+                "2020",
+                &[("SEX", "_T")],
+                Some(50.0),
+            )],
+            4_000,
+        ),
+    ];
+    // The rows the previous release's apply step wrote: (feed index, position, node, dims,
+    // action, value, accepted at, superseded at).
+    type OldRow = (
+        i64,
+        i64,
+        &'static str,
+        &'static str,
+        i64,
+        f64,
+        i64,
+        Option<i64>,
+    );
+    let old_rows: [OldRow; 4] = [
+        (2, 0, "node-a", "AGE=_T;SEX=_T", 1, 40.5, 2_000, None),
+        (2, 1, "node-a", "", 1, 41.0, 2_000, Some(3_000)),
+        (3, 0, "node-a", "", 2, 41.5, 3_000, None),
+        (4, 0, "node-b", "SEX=_T", 1, 50.0, 4_000, None),
+    ];
+    let hub = paths.fresh();
+    let node = paths.fresh();
+    for (path, schema, versions) in [
+        (&hub, &crate::hub::HUB_SCHEMA, 5),
+        (&node, &crate::node::NODE_SCHEMA, 4),
+    ] {
+        let old = Schema {
+            name: schema.name,
+            application_id: schema.application_id,
+            migrations: &schema.migrations[..versions],
+            upgrade: None,
+        };
+        let db = Db::open(path, &old).unwrap();
+        db.write(|tx| {
+            for e in &feed {
+                if schema.name == "hub" {
+                    let st = e.stored();
+                    tx.execute(
+                        "INSERT INTO statements VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        rusqlite::params![
+                            st.feed_index as i64, st.node_id, st.seq as i64, &st.digest.0[..],
+                            st.payload_type, st.kind, st.document, st.revision, st.envelope,
+                            st.receipt, st.accepted_at_ms
+                        ],
+                    )?;
+                } else {
+                    let m = e.mirrored();
+                    tx.execute(
+                        "INSERT INTO mirror VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        rusqlite::params![
+                            m.feed_index as i64, m.node_id, m.seq as i64, &m.digest.0[..],
+                            m.kind, m.document, m.revision, m.envelope, m.receipt,
+                            m.accepted_at_ms, m.mirrored_at_ms
+                        ],
+                    )?;
+                }
+            }
+            for (feed_index, position, node_id, dims, action, value, at, superseded) in old_rows {
+                let e = &feed[usize::try_from(feed_index - 1).unwrap()];
+                tx.execute(
+                    "INSERT INTO observations (feed_index, position, node_id, indicator,
+                         ref_area, time_period, dims, period_start, period_end, action, obs_value,
+                         obs_status, unit_measure, unit_mult, conf_status, footnote, source,
+                         digest, document, revision, accepted_at_ms, superseded_at_ms)
+                     VALUES (?1, ?2, ?3, 'MIG_STOCK', 'LKA', '2020', ?4, '2020-01-01',
+                         '2020-12-31', ?5, ?6, 'A', 'persons', 6, '', 'LKA 2020', 'test', ?7,
+                         ?8, ?9, ?10, ?11)",
+                    rusqlite::params![
+                        feed_index, position, node_id, dims, action, value, &e.digest.0[..],
+                        e.document, e.revision, at, superseded
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        // As the issue found it: two totals of node-a in force.
+        let in_force: i64 = db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM observations
+                     WHERE node_id = 'node-a' AND superseded_at_ms IS NULL",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(in_force, 2);
+    }
+    let hub: Arc<dyn IndicatorStore> = Arc::new(SqliteHubStore::open(&hub).unwrap());
+    let node: Arc<dyn IndicatorStore> = Arc::new(SqliteNodeStore::open(&node).unwrap());
+    let history = ObservationFilter {
+        include_history: true,
+        ..indicators::filter("MIG_STOCK")
+    };
+    for store in [&hub, &node] {
+        let rows = store.query_observations(&history, None, 100).unwrap();
+        assert_eq!(
+            indicators::positions(&rows),
+            vec![
+                (2, 0, Some(2_000)),
+                (2, 1, Some(3_000)),
+                (3, 0, None),
+                (4, 0, None)
+            ]
+        );
+        // One key: every version names the defaults.
+        assert!(
+            rows.iter()
+                .all(|r| crate::dimension_key(&r.observation.dimensions) == "AGE=_T;SEX=_T"),
+            "{rows:#?}"
+        );
+        let now = store
+            .query_observations(&indicators::filter("MIG_STOCK"), None, 100)
+            .unwrap();
+        let values: Vec<(&str, Option<f64>)> = now
+            .iter()
+            .map(|r| (r.provenance.node_id.as_str(), r.observation.obs_value))
+            .collect();
+        assert_eq!(values, [("node-a", Some(41.5)), ("node-b", Some(50.0))]);
+        // node-a's and node-b's totals are now the same key, and disagree.
+        assert_eq!(store.conflicts(10).unwrap().1, 1);
+        // The revision (feed 3) names its predecessor under the one key.
+        let (revisions, count) = store.revisions_since(0, 10).unwrap();
+        assert_eq!(count, 1);
+        assert_eq!(revisions[0].old.provenance.position, 1);
+    }
+    // Hub and node answer alike; a fresh node that mirrors the same log agrees.
+    let fresh = indicators::node_target(Arc::new(SqliteNodeStore::open(&paths.fresh()).unwrap()));
+    for e in &feed {
+        (fresh.add)(e).unwrap();
+    }
+    let expected = fresh.view.query_observations(&history, None, 100).unwrap();
+    assert_eq!(
+        hub.query_observations(&history, None, 100).unwrap(),
+        expected
+    );
+    assert_eq!(
+        node.query_observations(&history, None, 100).unwrap(),
+        expected
+    );
+}
+
+/// What the observation key rule costs: the apply rate of a chunked MIG_STOCK snapshot whose
+/// totals leave SEX out (keyed with the shipped catalogue's defaults) against the same
+/// observations as IND (no defaults), and the time the key-rule migration takes to rebuild the
+/// view of such a file. Run with
+/// `cargo test -p rcpfed-store --release -- --ignored --nocapture key_rule_rates`;
+/// RCPFED_APPLY_N sets the number of observations (default 200 000).
+#[test]
+#[ignore = "performance measurement"]
+fn key_rule_rates() {
+    use std::time::Instant;
+    let paths = Paths::new();
+    let n: usize = std::env::var("RCPFED_APPLY_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let mut timings = Vec::new();
+    let mut rebuilt = None;
+    for indicator in ["IND", "MIG_STOCK"] {
+        let path = paths.fresh();
+        let hub = SqliteHubStore::open(&path).unwrap();
+        // A third of the rows are totals that leave SEX out.
+        let observations: Vec<_> = indicators::chunked_observations(n)
+            .into_iter()
+            .map(|mut o| {
+                o.dimensions
+                    .retain(|(id, value)| !(id == "SEX" && value == "_T"));
+                o
+            })
+            .collect();
+        let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(
+            &observations,
+            rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK,
+        );
+        let staged: Vec<_> = manifest
+            .chunks
+            .iter()
+            .map(|c| c.sha256)
+            .zip(chunks)
+            .collect();
+        let catalogue =
+            indicators::hub_document_entry(1, "hub/catalogue", 1, crate::CATALOGUE_KIND, 500);
+        hub.append(&[catalogue.stored()], &[], &[], &[], None)
+            .unwrap();
+        let entry = indicators::snapshot_entry(
+            2,
+            "node-a",
+            1,
+            1,
+            indicator,
+            Vec::new(),
+            Some(manifest),
+            1_000,
+        );
+        hub.stage_chunks(&staged).unwrap();
+        let start = Instant::now();
+        hub.append(&[entry.stored()], &[], &[], &[], None).unwrap();
+        timings.push((indicator, start.elapsed()));
+        let defaulted: i64 = hub
+            .db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM observations WHERE defaulted = 1",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(defaulted > 0, indicator == "MIG_STOCK");
+        if indicator == "MIG_STOCK" {
+            // As a file from before the key rule: version 5, without the column.
+            hub.db
+                .write(|tx| {
+                    tx.execute_batch(
+                        "ALTER TABLE observations DROP COLUMN defaulted;
+                         PRAGMA user_version = 5;",
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
+            drop(hub);
+            let start = Instant::now();
+            let hub = SqliteHubStore::open(&path).unwrap();
+            rebuilt = Some(start.elapsed());
+            assert_eq!(hub.applied_feed_size().unwrap(), 2);
+        }
+    }
+    let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64();
+    let rebuilt = rebuilt.unwrap_or_default();
+    println!(
+        "{n} observations: applied as IND (no defaults) in {:?} ({:.0}/s), as MIG_STOCK \
+         (defaults filled for {} totals) in {:?} ({:.0}/s); key-rule migration of that file \
+         (open, empty the view, rebuild) in {rebuilt:?} ({:.0}/s)",
+        timings[0].1,
+        rate(timings[0].1),
+        n / 3,
+        timings[1].1,
+        rate(timings[1].1),
+        rate(rebuilt),
+    );
 }
 
 /// Time this thread spent on a CPU (Linux; zero elsewhere): the machine may be shared.

@@ -524,12 +524,18 @@ pub async fn node_client(
     flag: &'static str,
     tls: &TlsFiles,
 ) -> Result<NodeServiceClient<Channel>> {
+    Ok(node_service(node_channel(endpoint, flag, tls).await?))
+}
+
+/// A connected channel to a node (checked to be one), for its NodeService and
+/// IndicatorService.
+pub async fn node_channel(endpoint: &str, flag: &'static str, tls: &TlsFiles) -> Result<Channel> {
     let target = Target {
         endpoint,
         flag,
         role: Role::Node,
     };
-    Ok(node_service(open(&target, tls).await?))
+    open(&target, tls).await
 }
 
 /// A NodeService client on `channel`, with the federation's message limits.

@@ -647,20 +647,26 @@ pub async fn publish(args: PublishArgs) -> Result<ExitCode> {
         );
     };
     let tls = client::identity_files(pki, &args.identity)?;
-    let mut node = client::node_client(&args.node, "--node", &tls).await?;
+    let channel = client::node_channel(&args.node, "--node", &tls).await?;
+    let mut node = client::node_service(channel.clone());
     let node_id = crate::publish::node_id_of(&mut node).await?;
     if let PublishWhat::Indicators { file, name, stream } = &args.what {
         let options = crate::publish::Options {
             dry_run: args.dry_run,
             stream: *stream,
             wait_delivery: std::time::Duration::from_secs(args.wait_delivery),
+            rows_left_out: false,
         };
+        // Blank optional dimensions are filled with the node's catalogue in force, as the
+        // node itself does before signing.
+        let catalogue = crate::publish::node_catalogue(channel).await;
         let ok = crate::publish::publish_indicators(
             &mut node,
             &node_id,
             file,
             name.as_deref(),
             &options,
+            catalogue.as_ref(),
         )
         .await?;
         return Ok(if ok {

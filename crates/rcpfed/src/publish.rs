@@ -13,8 +13,12 @@
 
 use crate::client;
 use anyhow::{Context as _, Result};
-use rcpfed_import::{CellRef, ImportError, IndicatorCsvBatches, IndicatorDoc, ObservationBatch};
+use rcpfed_core::catalogue::Catalogue;
+use rcpfed_import::{
+    CellRef, ImportError, ImportReport, IndicatorCsvBatches, IndicatorDoc, ObservationBatch,
+};
 use rcpfed_proto::v1;
+use rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient;
 use rcpfed_proto::v1::node_service_client::NodeServiceClient;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufReader;
@@ -32,6 +36,7 @@ pub const STREAM_ABOVE: usize = rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK;
 pub const BATCH: usize = 5_000;
 
 /// How to publish.
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Validate only (`validate_only`): sign and store nothing.
     pub dry_run: bool,
@@ -39,6 +44,9 @@ pub struct Options {
     pub stream: bool,
     /// How long to wait for the hub's receipt after signing (zero: do not wait).
     pub wait_delivery: std::time::Duration,
+    /// Some rows of the file could not be read: the others are only checked (never signed),
+    /// so that every problem of the file is reported in one run.
+    pub rows_left_out: bool,
 }
 
 /// The document name part: `--name`, or the file's stem in lower case.
@@ -275,14 +283,35 @@ pub fn refusal_lines(
 // ------------------------------------------------------------------------------------------
 // Publishing
 
+/// The node's catalogue in force (IndicatorService.GetCatalogue), to fill blank optional
+/// dimensions with their defaults as the node does before signing; None when the node has
+/// none yet or does not answer (the node fills them itself).
+pub async fn node_catalogue(channel: Channel) -> Option<Catalogue> {
+    let mut client = IndicatorServiceClient::new(channel)
+        .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
+    let response = client
+        .get_catalogue(v1::GetCatalogueRequest { version: 0 })
+        .await
+        .ok()?
+        .into_inner();
+    Catalogue::from_document(&response.catalogue?).ok()
+}
+
 /// Publishes every snapshot of `file`. Returns whether all were accepted (or valid, for a dry
 /// run); what went wrong has been printed.
+///
+/// Every problem of the file is reported in one run: the rows that cannot be read are listed
+/// (line and column, at most [`rcpfed_import::MAX_IMPORT_PROBLEMS`]), and the other rows are
+/// still sent to the node, for checking only, so that its refusal lists the problems of those
+/// rows (statement rules, catalogue and actions together). Nothing is signed then. With
+/// `catalogue`, blank optional dimensions are filled with their defaults before sending.
 pub async fn publish_indicators(
     node: &mut NodeServiceClient<Channel>,
     node_id: &str,
     file: &Path,
     name: Option<&str>,
     options: &Options,
+    catalogue: Option<&Catalogue>,
 ) -> Result<bool> {
     let name = document_name(file, name);
     let handle =
@@ -327,10 +356,18 @@ pub async fn publish_indicators(
         };
         let document = rcpfed_import::indicator_document(node_id, &indicator, &name);
         let at = batches.bytes_read();
+        let catalogue = catalogue.cloned().map(Arc::new);
+        let fill = move |mut batch: ObservationBatch| {
+            if let Some(c) = &catalogue {
+                batch.fill_defaults(c);
+            }
+            batch
+        };
+        let fill_too = fill.clone();
         let source = head
             .into_iter()
-            .map(move |b| Ok((b, at)))
-            .chain(FileBatches(batches));
+            .map(move |b| Ok((fill(b), at)))
+            .chain(FileBatches(batches).map(move |b| b.map(|(b, at)| (fill_too(b), at))));
         return stream_snapshot(
             node,
             node_id,
@@ -345,27 +382,67 @@ pub async fn publish_indicators(
     }
     drop(head);
     drop(batches);
-    // Small, or several indicators, or a problem the whole-file parser names best.
+    // Small, or several indicators, or rows the whole-file reader names best.
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let docs = match rcpfed_import::parse_any_indicator_csv(&text, node_id, &name) {
-        Ok(docs) => docs,
+    let report = match rcpfed_import::read_any_indicator_csv(&text, node_id, &name) {
+        Ok(report) => report,
         Err(e) => {
             eprintln!("error: {}: {e}", file.display());
             return Ok(false);
         }
     };
     drop(text);
-    let mut ok = true;
-    for doc in docs {
+    let ImportReport {
+        docs,
+        problems,
+        total_problems,
+    } = report;
+    if total_problems > 0 {
+        eprintln!(
+            "error: {}: {total_problems} problem{} in rows that cannot be read:",
+            file.display(),
+            if total_problems == 1 { "" } else { "s" }
+        );
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        if total_problems > problems.len() {
+            eprintln!("  and {} more", total_problems - problems.len());
+        }
+        if docs.is_empty() {
+            return Ok(false);
+        }
+        eprintln!("the other rows are checked by the node; nothing is signed:");
+    }
+    let options = Options {
+        dry_run: options.dry_run || total_problems > 0,
+        rows_left_out: total_problems > 0,
+        ..options.clone()
+    };
+    let mut ok = total_problems == 0;
+    for mut doc in docs {
+        if let Some(c) = catalogue {
+            doc.fill_defaults(c);
+        }
         let accepted = if options.stream || doc.snapshot.observations.len() > STREAM_ABOVE {
-            stream_doc(node, node_id, file, doc, options).await?
+            stream_doc(node, node_id, file, doc, &options).await?
         } else {
-            publish_doc(node, node_id, file, &doc, options).await?
+            publish_doc(node, node_id, file, &doc, &options).await?
         };
         ok &= accepted;
     }
     Ok(ok)
+}
+
+/// What a dry run that passed says: "valid", or, when rows of the file were left out, that the
+/// rest passes.
+fn dry_run_line(document: &str, what: &str, options: &Options) -> String {
+    if options.rows_left_out {
+        format!("checked: {document} passes the node's checks without the rows above ({what})")
+    } else {
+        format!("valid: {document} ({what})")
+    }
 }
 
 /// One snapshot in one PublishDocument request.
@@ -393,8 +470,12 @@ async fn publish_doc(
             }
             if options.dry_run {
                 println!(
-                    "valid: {} (would be revision {}; {n} observations)",
-                    r.document, r.revision
+                    "{}",
+                    dry_run_line(
+                        &r.document,
+                        &format!("would be revision {}; {n} observations", r.revision),
+                        options
+                    )
                 );
             } else {
                 println!(
@@ -661,8 +742,15 @@ where
             }
             if options.dry_run {
                 println!(
-                    "valid: {} (would be revision {}; {} observations in {} chunks)",
-                    r.document, r.revision, r.observation_count, r.chunk_count
+                    "{}",
+                    dry_run_line(
+                        &r.document,
+                        &format!(
+                            "would be revision {}; {} observations in {} chunks",
+                            r.revision, r.observation_count, r.chunk_count
+                        ),
+                        options
+                    )
                 );
             } else {
                 println!(

@@ -11,6 +11,7 @@ use crate::{
     PolicyCoverageData, StoreError, StoredStatement,
 };
 use rcpfed_core::Digest;
+use rcpfed_core::catalogue::{Catalogue, sign_catalogue};
 use rcpfed_core::chunks::encode_chunks;
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
 use rcpfed_core::keys::SecretKey;
@@ -123,6 +124,7 @@ pub fn indicator_suite(new_target: &dyn Fn() -> Target) {
     chunked_snapshot(&new_target());
     hub_documents(&new_target());
     coherence_rows_in_one_read(&new_target());
+    key_rule(&new_target());
 }
 
 /// The test signing key of a node.
@@ -291,8 +293,10 @@ pub fn policy_entry(
     signed_entry(feed_index, &statement, accepted_at_ms)
 }
 
-/// A hub-issued document entry (catalogue or coherence report) of chain `chain`; the view
-/// stores nothing for it, so its payload is opaque here.
+/// A hub-issued document entry (catalogue or coherence report) of chain `chain`. A catalogue
+/// version carries the shipped catalogue (`data/catalogue/catalogue.toml`) as version `seq`:
+/// the view keys later snapshots with its defaults. A coherence report's payload is opaque
+/// here (the view stores nothing for it).
 pub fn hub_document_entry(
     feed_index: u64,
     chain: &str,
@@ -300,11 +304,21 @@ pub fn hub_document_entry(
     kind: &str,
     accepted_at_ms: i64,
 ) -> FeedEntry {
-    let env = SignedEnvelope::sign(
-        "application/vnd.rcpfed.catalogue.v1+protobuf",
-        format!("{chain} {seq}").into_bytes(),
-        &node_key("hub"),
-    );
+    let env = if kind == crate::CATALOGUE_KIND {
+        let document = shipped_catalogue().to_document(
+            "rcp-federation",
+            seq,
+            time::OffsetDateTime::UNIX_EPOCH,
+            None,
+        );
+        sign_catalogue(&document, &node_key("hub"))
+    } else {
+        SignedEnvelope::sign(
+            "application/vnd.rcpfed.catalogue.v1+protobuf",
+            format!("{chain} {seq}").into_bytes(),
+            &node_key("hub"),
+        )
+    };
     FeedEntry {
         feed_index,
         node_id: chain.to_string(),
@@ -316,6 +330,11 @@ pub fn hub_document_entry(
         envelope: env.encode(),
         accepted_at_ms,
     }
+}
+
+/// The shipped catalogue.
+pub fn shipped_catalogue() -> Catalogue {
+    Catalogue::from_toml(rcpfed_core::catalogue::embedded_catalogue_toml()).unwrap()
 }
 
 /// A filter on one indicator and nothing else.
@@ -1615,4 +1634,225 @@ pub fn same_answers(a: &Target, b: &Target) {
         vb.check_observation_actions("node-c", "IND", &probe, 10_000)
             .unwrap()
     );
+}
+
+/// A MIG_STOCK observation in persons (millions): the shipped catalogue defaults its SEX and
+/// AGE to `_T`.
+pub fn stock(
+    action: ObservationAction,
+    area: &str,
+    period: &str,
+    dims: &[(&str, &str)],
+    value: Option<f64>,
+) -> Observation {
+    in_unit(obs(action, area, period, dims, value), "persons", 6)
+}
+
+/// A MIG_STOCK snapshot entry of `node_id` with revision = `seq`.
+pub fn stock_entry(
+    feed_index: u64,
+    node_id: &str,
+    seq: u64,
+    observations: Vec<Observation>,
+    accepted_at_ms: i64,
+) -> FeedEntry {
+    let revision = u32::try_from(seq).expect("revision");
+    snapshot_entry(
+        feed_index,
+        node_id,
+        seq,
+        revision,
+        "MIG_STOCK",
+        observations,
+        None,
+        accepted_at_ms,
+    )
+}
+
+/// The two lines, `MIG_STOCK,LKA,2020,_T,_T,40.5` and `MIG_STOCK,LKA,2020,,,41.0`, as
+/// legacy statements accepted before the key rule (both forms in one snapshot at feed 3, and
+/// a later snapshot leaving the dimensions out at feed 4), after the shipped catalogue (feed
+/// 2); node-b's snapshot at feed 1, before any catalogue, is keyed as given.
+pub fn key_rule_feed() -> Vec<FeedEntry> {
+    use ObservationAction::{Append, Replace};
+    let total = [("SEX", "_T"), ("AGE", "_T")];
+    vec![
+        stock_entry(
+            1,
+            "node-b",
+            1,
+            vec![stock(Append, "LKA", "2019", &[], Some(1.0))],
+            1_000,
+        ),
+        hub_document_entry(2, "hub/catalogue", 1, crate::CATALOGUE_KIND, 2_000),
+        stock_entry(
+            3,
+            "node-a",
+            1,
+            vec![
+                stock(Append, "LKA", "2020", &total, Some(40.5)),
+                stock(Append, "LKA", "2020", &[], Some(41.0)),
+                stock(Append, "LKA", "2021", &[("AGE", "_T")], Some(7.0)),
+            ],
+            3_000,
+        ),
+        stock_entry(
+            4,
+            "node-a",
+            2,
+            vec![
+                stock(Append, "LKA", "2021", &total, Some(7.5)),
+                stock(Replace, "LKA", "2020", &[("SEX", "_T")], Some(42.0)),
+            ],
+            4_000,
+        ),
+        stock_entry(
+            5,
+            "node-c",
+            1,
+            vec![stock(Append, "LKA", "2020", &[], Some(50.0))],
+            5_000,
+        ),
+    ]
+}
+
+/// One key per observation: a dimension left out and its catalogue default are one key, in
+/// the view, the action check, the revisions and the conflicts; entries accepted before the
+/// rule apply as revisions of the same key (the later wins), and the action rule still holds
+/// between keys no default merged.
+pub fn key_rule(t: &Target) {
+    use ObservationAction::{Append, Replace};
+    let v = &*t.view;
+    let feed = key_rule_feed();
+    add_all(t, &feed);
+    let stock_filter = |areas: &[&str]| ObservationFilter {
+        ref_areas: areas.iter().map(|a| a.to_string()).collect(),
+        ..filter("MIG_STOCK")
+    };
+    let dims = |r: &ObservationRow| crate::dimension_key(&r.observation.dimensions);
+    // In force: one version per (node, key), the defaults named.
+    let now = query(t, &stock_filter(&["LKA"]));
+    let summary: Vec<(String, String, String, Option<f64>)> = now
+        .iter()
+        .map(|r| {
+            (
+                r.provenance.node_id.clone(),
+                r.observation.time_period.clone(),
+                dims(r),
+                r.observation.obs_value,
+            )
+        })
+        .collect();
+    let total = "AGE=_T;SEX=_T".to_string();
+    assert_eq!(
+        summary,
+        vec![
+            // Before the first catalogue: keyed as given.
+            ("node-b".into(), "2019".into(), String::new(), Some(1.0)),
+            ("node-a".into(), "2021".into(), total.clone(), Some(7.5)),
+            ("node-a".into(), "2020".into(), total.clone(), Some(42.0)),
+            ("node-c".into(), "2020".into(), total.clone(), Some(50.0)),
+        ]
+    );
+    // The history of node-a's LKA 2020 total: three versions, each superseded by the next.
+    let history = query(
+        t,
+        &ObservationFilter {
+            include_history: true,
+            node_ids: vec!["node-a".into()],
+            ref_areas: vec!["LKA".into()],
+            start_date: Some("2020-01-01".into()),
+            end_date: Some("2020-12-31".into()),
+            ..filter("MIG_STOCK")
+        },
+    );
+    assert_eq!(
+        positions(&history),
+        vec![(3, 0, Some(3_000)), (3, 1, Some(4_000)), (4, 1, None)]
+    );
+    assert!(history.iter().all(|r| dims(r) == total));
+    // A query for SEX=_T selects the observations that left SEX out.
+    let by_default = query(
+        t,
+        &ObservationFilter {
+            dimensions: vec![("SEX".into(), "_T".into())],
+            ..stock_filter(&[])
+        },
+    );
+    assert_eq!(by_default.len(), 3);
+
+    // The action check keys alike: appending the total again is refused in either form.
+    let probe = vec![
+        stock(Append, "LKA", "2020", &[], Some(1.0)),
+        stock(
+            Append,
+            "LKA",
+            "2021",
+            &[("SEX", "_T"), ("AGE", "_T")],
+            Some(1.0),
+        ),
+        stock(Replace, "LKA", "2021", &[], Some(1.0)),
+        stock(Append, "LKA", "2020", &[("SEX", "F")], Some(1.0)),
+    ];
+    let found = v
+        .check_observation_actions("node-a", "MIG_STOCK", &probe, 100)
+        .unwrap();
+    let summary: Vec<(&str, &str)> = found.iter().map(|x| (x.field.as_str(), x.reason)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "indicator_snapshot.observations[0]",
+                reasons::OBSERVATION_EXISTS
+            ),
+            (
+                "indicator_snapshot.observations[1]",
+                reasons::OBSERVATION_EXISTS
+            ),
+        ]
+    );
+    assert!(
+        found[0]
+            .description
+            .contains("MIG_STOCK LKA 2020 (AGE=_T, SEX=_T)"),
+        "{}",
+        found[0].description
+    );
+
+    // The revisions pair each version with its predecessor under the one key.
+    let (revisions, count) = v.revisions_since(3, 10).unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(revisions[0].old.provenance.position, 1);
+    assert_eq!(revisions[0].new.observation.obs_value, Some(42.0));
+    // node-a and node-c disagree on the same total: one conflict, whatever form each used.
+    let (conflicts, count) = v.conflicts(10).unwrap();
+    assert_eq!(count, 1);
+    let nodes: Vec<&str> = conflicts[0]
+        .values
+        .iter()
+        .map(|r| r.provenance.node_id.as_str())
+        .collect();
+    assert_eq!(nodes, ["node-a", "node-c"]);
+
+    // Between keys no default merged, the apply step still refuses a broken action.
+    let explicit = [("SEX", "F"), ("AGE", "_T")];
+    (t.add)(&stock_entry(
+        6,
+        "node-a",
+        3,
+        vec![stock(Append, "LKA", "2022", &explicit, Some(3.0))],
+        6_000,
+    ))
+    .unwrap();
+    assert_conflict(
+        (t.add)(&stock_entry(
+            7,
+            "node-a",
+            4,
+            vec![stock(Append, "LKA", "2022", &explicit, Some(3.5))],
+            7_000,
+        )),
+        "an APPEND of an explicit key in force",
+    );
+    assert_eq!(v.applied_feed_size().unwrap(), 6);
 }
