@@ -351,6 +351,8 @@ async fn rpc_metrics_count_calls_by_method_and_code() {
         r#"rcpfed_rpc_requests_total{method="/rcpfed.v1.HubService/SubmitStatement",code="PERMISSION_DENIED"} 1"#,
         r#"rcpfed_rpc_duration_seconds_bucket{le="#,
         "rcpfed_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
     ] {
         assert!(
             hub_metrics.contains(line),
