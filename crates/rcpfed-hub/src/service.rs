@@ -783,7 +783,7 @@ impl HubService for Hub {
         let store = Arc::clone(&self.store);
         let mut head = self.ingest.feed_head();
         // The end of the backlog, told to the subscriber in the response headers.
-        let backlog_end = *head.borrow_and_update();
+        let backlog_end = *head.borrow();
         let shutdown = self.shutdown.clone();
         // Memory per subscriber: one batch (bounded by bytes) plus a few queued entries.
         let (tx, rx) = tokio::sync::mpsc::channel(quotas::FEED_QUEUE);
