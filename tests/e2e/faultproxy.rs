@@ -2,12 +2,14 @@
 //! on command, passes, drops, delays, resets, blackholes, half-opens or trickles byte by byte
 //! the traffic. A mode change applies at once to the connections already open and to new ones.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What the proxy does to the traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,7 +18,8 @@ pub enum Fault {
     Pass,
     /// Close every connection (FIN), and accept then close new ones at once.
     Drop,
-    /// Forward, each read held back this long.
+    /// Forward with this much latency each way: every read is delivered this long after it
+    /// arrived, in order, without holding back the reads behind it (a long link, not a slow one).
     Delay(Duration),
     /// Abort every connection with a TCP reset, new ones too.
     Reset,
@@ -82,13 +85,35 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// Bytes read from one side and waiting to be written to the other, with when each is due.
+type DelayLine = VecDeque<(Instant, Vec<u8>, Fault)>;
+
+/// Queues a read for the other side: due after the fault's latency, never before a read that
+/// arrived earlier (order is kept when the fault changes).
+fn enqueue(line: &mut DelayLine, bytes: &[u8], mode: Fault) {
+    let latency = match mode {
+        Fault::Delay(d) => d,
+        _ => Duration::ZERO,
+    };
+    let due = line
+        .back()
+        .map_or(Instant::now() + latency, |(last, _, _)| {
+            (*last).max(Instant::now() + latency)
+        });
+    line.push_back((due, bytes.to_vec(), mode));
+}
+
+/// Resolves when the first queued read is due (never if nothing is queued).
+async fn next_due(line: &DelayLine) {
+    match line.front() {
+        Some((due, _, _)) => tokio::time::sleep_until(*due).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn forward(to: &mut TcpStream, bytes: &[u8], mode: Fault) -> std::io::Result<()> {
     match mode {
-        Fault::Pass => to.write_all(bytes).await,
-        Fault::Delay(d) => {
-            tokio::time::sleep(d).await;
-            to.write_all(bytes).await
-        }
+        Fault::Pass | Fault::Delay(_) => to.write_all(bytes).await,
         Fault::ByteByByte => {
             for b in bytes {
                 to.write_all(std::slice::from_ref(b)).await?;
@@ -123,6 +148,8 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, mut mode: watch::Rec
     };
     let mut up = vec![0u8; 16 * 1024];
     let mut down = vec![0u8; 16 * 1024];
+    let mut to_server = DelayLine::new();
+    let mut to_client = DelayLine::new();
     loop {
         let current = *mode.borrow();
         tokio::select! {
@@ -130,7 +157,8 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, mut mode: watch::Rec
                 if changed.is_err() {
                     return;
                 }
-                match *mode.borrow_and_update() {
+                let next = *mode.borrow_and_update();
+                match next {
                     Fault::Drop => return,
                     Fault::Reset => {
                         if let Some(s) = server.take() {
@@ -138,9 +166,14 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, mut mode: watch::Rec
                         }
                         return reset(client);
                     }
-                    Fault::HalfOpen => {
-                        // The hub side goes away; the node's side is left open and silent.
-                        server = None;
+                    Fault::HalfOpen | Fault::Blackhole => {
+                        if next == Fault::HalfOpen {
+                            // The hub side goes away; the node's side is left open and silent.
+                            server = None;
+                        }
+                        // What was in flight is lost.
+                        to_server.clear();
+                        to_client.clear();
                     }
                     _ => {}
                 }
@@ -150,8 +183,21 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, mut mode: watch::Rec
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                if let Some(s) = server.as_mut()
-                    && forward(s, &up[..n], current).await.is_err()
+                if server.is_some() {
+                    enqueue(&mut to_server, &up[..n], current);
+                }
+            }
+            () = next_due(&to_server) => {
+                if let Some((_, bytes, at_read)) = to_server.pop_front()
+                    && let Some(s) = server.as_mut()
+                    && forward(s, &bytes, at_read).await.is_err()
+                {
+                    return;
+                }
+            }
+            () = next_due(&to_client) => {
+                if let Some((_, bytes, at_read)) = to_client.pop_front()
+                    && forward(&mut client, &bytes, at_read).await.is_err()
                 {
                     return;
                 }
@@ -171,11 +217,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, mut mode: watch::Rec
                         }
                         return;
                     }
-                    Ok(n) => {
-                        if forward(&mut client, &down[..n], current).await.is_err() {
-                            return;
-                        }
-                    }
+                    Ok(n) => enqueue(&mut to_client, &down[..n], current),
                 }
             }
         }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 /// Short timings for the node's link to the hub (production: 5 s, 30 s, 20 s, 10 s).
 const SHORT_LINK: [(&str, &str); 4] = [
-    ("RCPFED_NODE_HUB_CONNECT_TIMEOUT_MS", "1000"),
+    ("RCPFED_NODE_HUB_CONNECT_TIMEOUT_MS", "2000"),
     ("RCPFED_NODE_HUB_CALL_TIMEOUT_MS", "3000"),
     ("RCPFED_NODE_HUB_KEEPALIVE_INTERVAL_MS", "1000"),
-    ("RCPFED_NODE_HUB_KEEPALIVE_TIMEOUT_MS", "1000"),
+    ("RCPFED_NODE_HUB_KEEPALIVE_TIMEOUT_MS", "2000"),
 ];
 
 /// How long convergence may take after a fault heals: a generous bound for a loaded 2-core
