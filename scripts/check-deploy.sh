@@ -34,24 +34,42 @@ fi
 .tools/venv/bin/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 echo "deploy: Kubernetes manifests valid (kubernetes-validate --strict, Kubernetes 1.37)"
 
-# Prometheus alert rules: valid YAML of the rules format, and every rcpfed metric they use is
-# registered somewhere in the code (promtool is not installed here; the expressions are not
-# evaluated).
+# Prometheus alert rules and the Grafana dashboard: valid YAML/JSON of their formats, and every
+# rcpfed and process metric they use is registered somewhere in the code (promtool and Grafana
+# are not installed here; the expressions are not evaluated).
 .tools/venv/bin/python - <<'PY'
-import pathlib, re, sys, yaml
-rules = yaml.safe_load(pathlib.Path("deploy/prometheus/alerts.yml").read_text())
+import json, pathlib, re, sys, yaml
 code = "".join(p.read_text() for p in pathlib.Path("crates").rglob("*.rs"))
 problems = []
+
+def unknown_metrics(where, expr):
+    for name in set(re.findall(r"\b(?:rcpfed|process)_[a-z_]+", expr)):
+        base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+        if f'"{base}"' not in code:
+            problems.append(f"{where}: {name} is not a metric rcpfed registers")
+
+rules = yaml.safe_load(pathlib.Path("deploy/prometheus/alerts.yml").read_text())
 for group in rules["groups"]:
     for rule in group["rules"]:
         for key in ("alert", "expr", "labels", "annotations"):
             if key not in rule:
-                problems.append(f"{rule.get('alert')}: no {key}")
-        for name in set(re.findall(r"\brcpfed_[a-z_]+", rule["expr"])):
-            base = re.sub(r"_(total|bucket|sum|count)$", "", name)
-            if f'"{base}"' not in code:
-                problems.append(f"{rule['alert']}: {name} is not a metric rcpfed registers")
+                problems.append(f"alerts.yml {rule.get('alert')}: no {key}")
+        unknown_metrics(f"alerts.yml {rule.get('alert')}", rule.get("expr", ""))
+dashboard = json.loads(pathlib.Path("deploy/grafana/rcpfed-dashboard.json").read_text())
+exprs = 0
+for panel in dashboard["panels"]:
+    if panel["type"] == "row":
+        continue
+    for key in ("title", "gridPos", "datasource", "targets"):
+        if key not in panel:
+            problems.append(f"dashboard panel {panel.get('title')}: no {key}")
+    for target in panel.get("targets", []):
+        exprs += 1
+        unknown_metrics(f"dashboard panel {panel.get('title')!r}", target["expr"])
+for variable in dashboard["templating"]["list"]:
+    unknown_metrics(f"dashboard variable {variable['name']}", variable.get("definition", ""))
 if problems:
-    sys.exit("deploy/prometheus/alerts.yml:\n  " + "\n  ".join(problems))
-print(f"deploy: {sum(len(g['rules']) for g in rules['groups'])} Prometheus alert rules parse and name only metrics rcpfed exports")
+    sys.exit("deploy kit:\n  " + "\n  ".join(problems))
+print(f"deploy: {sum(len(g['rules']) for g in rules['groups'])} Prometheus alert rules and "
+      f"{exprs} Grafana dashboard queries parse and name only metrics rcpfed exports")
 PY

@@ -452,6 +452,18 @@ impl Cluster {
             .max_encoding_message_size(CLIENT_MAX_MESSAGE)
     }
 
+    /// The size of the hub's latest checkpoint (asked as an operator).
+    pub async fn hub_checkpoint_size(&self) -> u64 {
+        let latest = self
+            .hub_client("operator")
+            .await
+            .get_checkpoint(rcpfed_proto::v1::GetCheckpointRequest::default())
+            .await
+            .unwrap_or_else(|s| panic!("GetCheckpoint: {s:?}"))
+            .into_inner();
+        latest.tree_size
+    }
+
     /// A NodeService client for `node`, authenticated as `identity`.
     pub async fn node_client(&self, node: &str, identity: &str) -> NodeServiceClient<Channel> {
         let channel = connect(self.node_addr(node).port(), &self.tls(identity))

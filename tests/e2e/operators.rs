@@ -371,3 +371,106 @@ async fn rpc_metrics_count_calls_by_method_and_code() {
         );
     }
 }
+
+/// The value of the sample `series` (a metric name with its labels, exactly as exposed) in a
+/// Prometheus text exposition, if present.
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// Log metrics: the hub's log size, checkpoint time, final size and cosignatures per witness;
+/// each node's view of the hub's log, its mirror and witness progress (and so their lag), and
+/// the age of its oldest undelivered statement. The hub's gauges start from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_metrics_show_size_age_cosignatures_and_lags() {
+    use crate::harness::http_get;
+    let mut c = Cluster::start(&["colombo", "midwa"]).await;
+    c.publish_policy("colombo", "Counted in the log").await;
+    assert_eventually!(c, TIMEOUT, c.delivered("colombo", 1).await, "delivered");
+    let size = c.hub_checkpoint_size().await;
+    assert!(size >= 1, "the log holds the statement");
+
+    let hub = c.hub_ops().to_string();
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        {
+            let m = http_get(&hub, "/metrics").await;
+            sample(&m, "rcpfed_hub_final_log_size") == Some(size as f64)
+        },
+        "the latest checkpoint becomes final in the metrics"
+    );
+    let m = http_get(&hub, "/metrics").await;
+    assert_eq!(sample(&m, "rcpfed_hub_log_size"), Some(size as f64), "{m}");
+    let signed_at = sample(&m, "rcpfed_hub_checkpoint_timestamp_seconds").unwrap_or(0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        (now - signed_at).abs() < 600.0,
+        "checkpoint time {signed_at} is not about now ({now}):\n{m}"
+    );
+    for node in ["colombo", "midwa"] {
+        let series = format!("rcpfed_hub_cosignatures_total{{witness=\"{node}\"}}");
+        assert!(
+            sample(&m, &series).is_some_and(|n| n >= 1.0),
+            "no cosignature of {node} counted ({series}):\n{m}"
+        );
+        let series = format!("rcpfed_hub_witnessed_log_size{{witness=\"{node}\"}}");
+        assert_eq!(sample(&m, &series), Some(size as f64), "{m}");
+        let node_ops = c.node_ops(node).to_string();
+        assert_eventually!(
+            c,
+            TIMEOUT,
+            {
+                let m = http_get(&node_ops, "/metrics").await;
+                [
+                    "rcpfed_node_hub_log_size",
+                    "rcpfed_node_mirror_entries",
+                    "rcpfed_node_witnessed_log_size",
+                ]
+                .iter()
+                .all(|series| sample(&m, series) == Some(size as f64))
+                    && sample(&m, "rcpfed_node_mirror_lag_seconds") == Some(0.0)
+            },
+            "{node} reports the hub's log size, its mirror and its witness caught up"
+        );
+        let m = http_get(&node_ops, "/metrics").await;
+        assert_eq!(sample(&m, "rcpfed_node_witness_forked"), Some(0.0), "{m}");
+        assert_eq!(
+            sample(&m, "rcpfed_node_outbox_oldest_pending_timestamp_seconds"),
+            Some(0.0),
+            "nothing pending: {m}"
+        );
+    }
+
+    // A statement that cannot be delivered: the age of the oldest pending one shows.
+    c.stop_hub().await;
+    c.publish_policy("colombo", "Waiting for the hub").await;
+    let colombo = c.node_ops("colombo").to_string();
+    assert_eventually!(
+        c,
+        Duration::from_secs(10),
+        sample(
+            &http_get(&colombo, "/metrics").await,
+            "rcpfed_node_outbox_oldest_pending_timestamp_seconds"
+        )
+        .is_some_and(|t| (now - t).abs() < 600.0),
+        "the oldest pending statement's time is exported"
+    );
+    // After a restart the hub's gauges come from the store.
+    c.start_hub().await;
+    let m = http_get(&c.hub_ops().to_string(), "/metrics").await;
+    assert!(
+        sample(&m, "rcpfed_hub_log_size").is_some_and(|n| n >= size as f64),
+        "log size after restart:\n{m}"
+    );
+    assert!(
+        sample(&m, "rcpfed_hub_final_log_size").is_some_and(|n| n >= size as f64),
+        "final size after restart:\n{m}"
+    );
+}

@@ -345,6 +345,9 @@ impl Sequencer {
             drop(chunks);
             self.metrics
                 .observe_commit(accepted.len(), started.elapsed());
+            if let Some(cp) = &checkpoint {
+                self.metrics.checkpoint_issued(cp.size, cp.created_at_ms);
+            }
             for st in &accepted {
                 self.metrics.accepted(&st.node_id);
             }

@@ -179,6 +179,25 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
             .map_err(|e| HubError::Config(e.to_string()))?,
     );
     tracing::info!(version = loaded.state.registry.version, "registry in force");
+    {
+        // The log gauges start from what is stored, not from zero.
+        let store = Arc::clone(&store);
+        let (latest, final_cp) = tokio::task::spawn_blocking(move || {
+            Ok::<_, rcpfed_store::StoreError>((
+                store.latest_checkpoint()?,
+                store.latest_final_checkpoint(witness_quorum)?,
+            ))
+        })
+        .await
+        .map_err(|e| HubError::Config(format!("checkpoint reader panicked: {e}")))?
+        .map_err(|e| HubError::Config(format!("cannot read the latest checkpoint: {e}")))?;
+        if let Some(cp) = latest {
+            metrics.checkpoint_issued(cp.size, cp.created_at_ms);
+        }
+        if let Some(cp) = final_cp {
+            metrics.final_checkpoint(cp.size);
+        }
+    }
     let hub_member = federation
         .hub()
         .ok_or_else(|| HubError::Config("the member file names no hub".into()))?;

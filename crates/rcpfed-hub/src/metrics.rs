@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -10,6 +11,11 @@ use std::time::Duration;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabel {
     node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WitnessLabel {
+    witness: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +36,11 @@ pub struct HubMetrics {
     catalogue_warnings: Counter,
     coherence_reports: Counter,
     quota_refusals: Family<ReasonLabel, Counter>,
+    log_size: Gauge,
+    checkpoint_time: Gauge,
+    final_size: Gauge,
+    cosignatures: Family<WitnessLabel, Counter>,
+    witnessed_size: Family<WitnessLabel, Gauge>,
 }
 
 impl HubMetrics {
@@ -48,6 +59,11 @@ impl HubMetrics {
             catalogue_warnings: Counter::default(),
             coherence_reports: Counter::default(),
             quota_refusals: Family::default(),
+            log_size: Gauge::default(),
+            checkpoint_time: Gauge::default(),
+            final_size: Gauge::default(),
+            cosignatures: Family::default(),
+            witnessed_size: Family::default(),
         };
         registry.register(
             "rcpfed_hub_statements_accepted",
@@ -99,7 +115,56 @@ impl HubMetrics {
             "Calls refused because a member was over a quota (RESOURCE_EXHAUSTED), by reason",
             m.quota_refusals.clone(),
         );
+        registry.register(
+            "rcpfed_hub_log_size",
+            "Entries in the transparency log (size of the latest checkpoint)",
+            m.log_size.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_checkpoint_timestamp_seconds",
+            "When the latest checkpoint was signed (Unix time; its age is time() minus this)",
+            m.checkpoint_time.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_final_log_size",
+            "Size of the largest checkpoint cosigned by the witness quorum (final)",
+            m.final_size.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_cosignatures",
+            "Witness cosignatures accepted, by witness",
+            m.cosignatures.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_witnessed_log_size",
+            "Size of the largest checkpoint each witness has cosigned since start-up (its lag is rcpfed_hub_log_size minus this)",
+            m.witnessed_size.clone(),
+        );
         m
+    }
+
+    /// A checkpoint of `size` entries signed at `at_ms` is durable (also at start-up: the
+    /// latest stored one).
+    pub(crate) fn checkpoint_issued(&self, size: u64, at_ms: i64) {
+        self.log_size.set(gauge_value(size));
+        self.checkpoint_time.set(at_ms / 1000);
+    }
+
+    /// The largest final checkpoint (at start-up).
+    pub(crate) fn final_checkpoint(&self, size: u64) {
+        raise(&self.final_size, size);
+    }
+
+    /// `witness` cosigned the checkpoint of `size`, which is now final or not.
+    pub(crate) fn cosigned(&self, witness: &str, size: u64, is_final: bool) {
+        let label = WitnessLabel {
+            witness: witness.to_string(),
+        };
+        self.cosignatures.get_or_create(&label).inc();
+        raise(&self.witnessed_size.get_or_create(&label), size);
+        if is_final {
+            raise(&self.final_size, size);
+        }
     }
 
     pub(crate) fn quota_refused(&self, reason: &str) {
@@ -153,5 +218,28 @@ impl HubMetrics {
     pub(crate) fn observe_commit(&self, statements: usize, took: Duration) {
         self.batch_size.observe(statements as f64);
         self.commit_seconds.observe(took.as_secs_f64());
+    }
+}
+
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Sets `gauge` to `size` unless it already holds more (a witness may cosign an older
+/// checkpoint again).
+fn raise(gauge: &Gauge, size: u64) {
+    let value = gauge_value(size);
+    let mut current = gauge.get();
+    while current < value {
+        // Another cosignature may raise it meanwhile: only a compare-and-swap may lower nothing.
+        match gauge.inner().compare_exchange(
+            current,
+            value,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(now) => current = now,
+        }
     }
 }

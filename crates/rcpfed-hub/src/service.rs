@@ -1222,6 +1222,7 @@ impl HubService for Hub {
         })
         .await?;
         tracing::info!(%witness, size, count, quorum = self.quorum, "checkpoint cosigned");
+        self.metrics.cosigned(&witness, size, count >= self.quorum);
         Ok(Response::new(v1::SubmitCosignatureResponse {
             cosignature_count: count,
             r#final: count >= self.quorum,

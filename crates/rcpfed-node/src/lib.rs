@@ -174,6 +174,12 @@ struct HubLinkGauges {
     last_answer: prometheus_client::metrics::gauge::Gauge,
     outbox_pending: prometheus_client::metrics::gauge::Gauge,
     outbox_rejected: prometheus_client::metrics::gauge::Gauge,
+    outbox_oldest: prometheus_client::metrics::gauge::Gauge,
+    mirror_lag_seconds: prometheus_client::metrics::gauge::Gauge,
+    hub_log_size: prometheus_client::metrics::gauge::Gauge,
+    mirror_entries: prometheus_client::metrics::gauge::Gauge,
+    witnessed_size: prometheus_client::metrics::gauge::Gauge,
+    forked: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl HubLinkGauges {
@@ -183,6 +189,12 @@ impl HubLinkGauges {
             last_answer: Default::default(),
             outbox_pending: Default::default(),
             outbox_rejected: Default::default(),
+            outbox_oldest: Default::default(),
+            mirror_lag_seconds: Default::default(),
+            hub_log_size: Default::default(),
+            mirror_entries: Default::default(),
+            witnessed_size: Default::default(),
+            forked: Default::default(),
         };
         registry.register(
             "rcpfed_node_hub_reachable",
@@ -204,7 +216,59 @@ impl HubLinkGauges {
             "Statements the hub refused (delivery stops at the first one)",
             gauges.outbox_rejected.clone(),
         );
+        registry.register(
+            "rcpfed_node_outbox_oldest_pending_timestamp_seconds",
+            "When the oldest statement awaiting delivery was signed (Unix time; 0: nothing pending)",
+            gauges.outbox_oldest.clone(),
+        );
+        registry.register(
+            "rcpfed_node_mirror_lag_seconds",
+            "Seconds since the mirror last held every log entry the node knows the hub has (0: caught up)",
+            gauges.mirror_lag_seconds.clone(),
+        );
+        registry.register(
+            "rcpfed_node_hub_log_size",
+            "The largest log size of a hub-signed checkpoint this node has met since start-up (0: none yet)",
+            gauges.hub_log_size.clone(),
+        );
+        registry.register(
+            "rcpfed_node_mirror_entries",
+            "Feed entries verified and applied to this node's mirror (the mirror lags the hub by rcpfed_node_hub_log_size minus this)",
+            gauges.mirror_entries.clone(),
+        );
+        registry.register(
+            "rcpfed_node_witnessed_log_size",
+            "Size of the latest checkpoint this node has verified as consistent and cosigned (the witness lags by rcpfed_node_hub_log_size minus this)",
+            gauges.witnessed_size.clone(),
+        );
+        registry.register(
+            "rcpfed_node_witness_forked",
+            "1 when this node holds evidence of a fork of the hub's log (it cosigns nothing more), else 0",
+            gauges.forked.clone(),
+        );
         gauges
+    }
+
+    /// Sets the log gauges from the witness and the store; `caught_up_at` is when the mirror
+    /// last held every entry the hub is known to have.
+    fn report_log(
+        &self,
+        witness: &witness::Witness,
+        mirror_entries: u64,
+        witnessed: u64,
+        caught_up_at: &mut std::time::Instant,
+    ) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let hub_size = witness.hub_log_size_seen();
+        if mirror_entries >= hub_size {
+            *caught_up_at = std::time::Instant::now();
+        }
+        self.mirror_lag_seconds
+            .set(gauge(caught_up_at.elapsed().as_secs()));
+        self.hub_log_size.set(gauge(hub_size));
+        self.mirror_entries.set(gauge(mirror_entries));
+        self.witnessed_size.set(gauge(witnessed));
+        self.forked.set(i64::from(witness.is_forked()));
     }
 }
 
@@ -214,9 +278,11 @@ async fn report_hub_link(
     store: Arc<dyn NodeStorage>,
     health: tonic_health::server::HealthReporter,
     gauges: HubLinkGauges,
+    witness: Arc<witness::Witness>,
     shutdown: CancellationToken,
 ) {
     let mut reported: Option<bool> = None;
+    let mut mirror_caught_up_at = std::time::Instant::now();
     loop {
         let reachable = state.hub_reachable();
         if reported != Some(reachable) && !shutdown.is_cancelled() {
@@ -233,15 +299,24 @@ async fn report_hub_link(
             .last_answer
             .set(state.last_hub_answer_ms().unwrap_or(0) / 1000);
         let counts_store = Arc::clone(&store);
-        if let Ok(Ok(counts)) =
-            tokio::task::spawn_blocking(move || counts_store.outbox_counts()).await
-        {
+        let read = tokio::task::spawn_blocking(move || {
+            let counts = counts_store.outbox_counts()?;
+            let mirrored = counts_store.mirror_cursor()?;
+            let witnessed = counts_store.trusted_checkpoint()?.map_or(0, |t| t.size);
+            Ok::<_, rcpfed_store::StoreError>((counts, mirrored, witnessed))
+        })
+        .await;
+        if let Ok(Ok((counts, mirrored, witnessed))) = read {
             gauges
                 .outbox_pending
                 .set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
             gauges
                 .outbox_rejected
                 .set(i64::try_from(counts.rejected).unwrap_or(i64::MAX));
+            gauges
+                .outbox_oldest
+                .set(counts.oldest_pending_ms.map_or(0, |ms| ms / 1000));
+            gauges.report_log(&witness, mirrored, witnessed, &mut mirror_caught_up_at);
         }
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
@@ -513,6 +588,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         Arc::clone(&store),
         health.clone(),
         link_gauges,
+        Arc::clone(&witness),
         shutdown.clone(),
     ));
     let outbox_task = tokio::spawn(outbox::run(

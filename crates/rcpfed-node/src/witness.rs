@@ -23,7 +23,7 @@ use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_store::{NodeStore, StoreError, TrustedCheckpoint};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic_health::ServingStatus;
@@ -39,6 +39,9 @@ pub struct Witness {
     name: String,
     key: SecretKey,
     forked: AtomicBool,
+    /// The largest log size of a hub-signed checkpoint met so far (exported as a metric: the
+    /// mirror's and the witness's lag are measured against it).
+    hub_size_seen: AtomicU64,
     /// Consistency proofs from the hub that did not verify (exported as a metric).
     proof_failures: prometheus_client::metrics::counter::Counter,
     /// Bound on each call to the hub (consistency proofs).
@@ -88,6 +91,7 @@ impl Witness {
             name: rcpfed_core::logkeys::witness_name(&federation.federation_id, node_id),
             key,
             forked: AtomicBool::new(forked),
+            hub_size_seen: AtomicU64::new(0),
             proof_failures: prometheus_client::metrics::counter::Counter::default(),
             call_timeout: rcpfed_grpc::limits::REQUEST_TIMEOUT,
             health,
@@ -113,6 +117,12 @@ impl Witness {
     pub fn with_call_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.call_timeout = timeout;
         self
+    }
+
+    /// The largest log size of a checkpoint signed by the hub that this node has met since
+    /// start-up (0: none yet), verified or not against the trusted one.
+    pub fn hub_log_size_seen(&self) -> u64 {
+        self.hub_size_seen.load(Ordering::Relaxed)
     }
 
     /// Consistency proofs from the hub that did not verify since start-up.
@@ -315,6 +325,7 @@ impl Witness {
         hub: &mut HubServiceClient<Channel>,
     ) -> Result<(Checkpoint, Option<NoteSignature>), Rejection> {
         let (cp, _) = open_checkpoint(note, &self.log)?;
+        self.hub_size_seen.fetch_max(cp.size, Ordering::Relaxed);
         let trusted = self.trusted().await?;
         let Some(t) = trusted else {
             // First checkpoint this node sees: trust on first use, then every later one must

@@ -594,7 +594,8 @@ pub fn node_delivery_states(store: &dyn NodeStore) {
         OutboxCounts {
             pending: 4,
             delivered: 0,
-            rejected: 0
+            rejected: 0,
+            oldest_pending_ms: Some(own(1, "d", None).created_at_ms),
         }
     );
     let seqs = |v: Vec<OwnStatement>| v.into_iter().map(|s| s.seq).collect::<Vec<_>>();
@@ -619,7 +620,8 @@ pub fn node_delivery_states(store: &dyn NodeStore) {
         OutboxCounts {
             pending: 2,
             delivered: 1,
-            rejected: 1
+            rejected: 1,
+            oldest_pending_ms: Some(own(3, "d", None).created_at_ms),
         }
     );
     assert_eq!(seqs(store.pending(10).unwrap()), vec![3, 4]);
@@ -645,6 +647,14 @@ pub fn node_delivery_states(store: &dyn NodeStore) {
     assert_conflict(store.mark_delivered(99, b"r", 1), "unknown seq delivered");
     assert_conflict(store.mark_rejected(99, "x"), "unknown seq rejected");
     assert_conflict(store.record_attempt_failure(99, "x"), "unknown seq attempt");
+
+    store.mark_delivered(3, b"receipt-3", 8).unwrap();
+    store.mark_delivered(4, b"receipt-4", 9).unwrap();
+    assert_eq!(
+        store.outbox_counts().unwrap().oldest_pending_ms,
+        None,
+        "nothing pending: no oldest"
+    );
 }
 
 /// Mirror inserts are idempotent and refuse a second history.

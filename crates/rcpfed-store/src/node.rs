@@ -125,6 +125,8 @@ pub struct OutboxCounts {
     pub delivered: u64,
     /// Refused by the hub.
     pub rejected: u64,
+    /// When the oldest statement still awaiting delivery was signed (ms since the epoch).
+    pub oldest_pending_ms: Option<i64>,
 }
 
 /// The hub checkpoint a node currently trusts (the last one it verified consistent).
@@ -577,6 +579,11 @@ impl NodeStore for SqliteNodeStore {
                     DeliveryState::Rejected => counts.rejected = n,
                 }
             }
+            counts.oldest_pending_ms = conn
+                .prepare_cached(
+                    "SELECT min(created_at_ms) FROM own_statements WHERE state = 'pending'",
+                )?
+                .query_row([], |r| r.get(0))?;
             Ok(counts)
         })
     }
