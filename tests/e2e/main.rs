@@ -8,6 +8,7 @@
 mod harness;
 
 mod authz;
+mod backup;
 mod bad_input;
 mod connection_errors;
 mod demo;

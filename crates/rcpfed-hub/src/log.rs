@@ -158,3 +158,98 @@ pub fn checkpoint_of(stored: &StoredCheckpoint) -> Result<Checkpoint, StoreError
         ))
     })
 }
+
+/// What a full check of a stored log found ([`verify_stored_log`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogCheck {
+    /// Entries in the log, and the size of the latest checkpoint.
+    pub size: u64,
+    /// The root of the log, equal to the latest checkpoint's.
+    pub root: Hash,
+    /// Witness cosignatures stored for the latest checkpoint.
+    pub cosignatures: usize,
+}
+
+/// Rows and bytes per page read while checking a whole log.
+const CHECK_PAGE_ROWS: usize = 1024;
+const CHECK_PAGE_BYTES: usize = 32 << 20;
+
+/// Checks a whole stored log, as after a restore: every entry, in feed order with no gap, is
+/// hashed again from its stored envelope; every stored subtree hash equals the one recomputed;
+/// the entries are exactly those of the latest checkpoint, whose root they reproduce and whose
+/// signature verifies with `log` (the hub's log key). Reads the log once, page by page, in
+/// bounded memory.
+pub fn verify_stored_log(
+    store: &dyn HubStore,
+    log: &rcpfed_core::note::NoteVerifier,
+) -> Result<LogCheck, StoreError> {
+    let corrupt = StoreError::Corrupt;
+    let latest = store.latest_checkpoint()?;
+    let mut frontier = Frontier::new();
+    loop {
+        let page = store.list_feed(frontier.size(), CHECK_PAGE_ROWS, CHECK_PAGE_BYTES)?;
+        if page.is_empty() {
+            break;
+        }
+        let mut created = Vec::new();
+        for st in &page {
+            if st.feed_index != frontier.size() + 1 {
+                return Err(corrupt(format!(
+                    "the log jumps from entry {} to entry {}",
+                    frontier.size(),
+                    st.feed_index
+                )));
+            }
+            created.extend(frontier.append(leaf_of_envelope(&st.envelope)?));
+        }
+        let keys: Vec<(u8, u64)> = created.iter().map(|(l, i, _)| (*l, *i)).collect();
+        for ((level, index, want), stored) in created.iter().zip(store.log_nodes(&keys)?) {
+            if stored.as_ref() != Some(want) {
+                return Err(corrupt(format!(
+                    "stored log node ({level}, {index}) is {} but the entries give another hash",
+                    if stored.is_some() {
+                        "different"
+                    } else {
+                        "missing"
+                    }
+                )));
+            }
+        }
+    }
+    let Some(latest) = latest else {
+        if frontier.size() == 0 {
+            return Ok(LogCheck {
+                size: 0,
+                root: frontier.root(),
+                cosignatures: 0,
+            });
+        }
+        return Err(corrupt(format!(
+            "{} log entries but no checkpoint",
+            frontier.size()
+        )));
+    };
+    if latest.size != frontier.size() || latest.root != frontier.root() {
+        return Err(corrupt(format!(
+            "the latest checkpoint (size {}) does not match the {} stored entries",
+            latest.size,
+            frontier.size()
+        )));
+    }
+    let (signed, _) = rcpfed_core::checkpoint::open_checkpoint(&latest.note, log).map_err(|e| {
+        corrupt(format!(
+            "the latest checkpoint's signature does not verify with the hub's log key: {e}"
+        ))
+    })?;
+    if signed.size != latest.size || signed.root != latest.root {
+        return Err(corrupt(
+            "the latest checkpoint's signed note names another size or root than the stored one"
+                .into(),
+        ));
+    }
+    Ok(LogCheck {
+        size: latest.size,
+        root: latest.root,
+        cosignatures: store.cosignatures(latest.size)?.len(),
+    })
+}

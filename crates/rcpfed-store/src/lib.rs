@@ -11,6 +11,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod backup;
 mod db;
 mod error;
 pub mod hub;

@@ -58,7 +58,7 @@ impl ServeArgs {
 }
 
 /// The GFMD root keys: the trust anchor every registry version is verified from.
-fn load_trust(path: &Path) -> Result<(rcpfed_core::registry::RootSet, String)> {
+pub(crate) fn load_trust(path: &Path) -> Result<(rcpfed_core::registry::RootSet, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading root trust file {}", path.display()))?;
     let file = rcpfed_core::registry::RootTrustFile::from_toml(&text)
@@ -70,7 +70,7 @@ fn load_trust(path: &Path) -> Result<(rcpfed_core::registry::RootSet, String)> {
 }
 
 /// A signed registry version (DSSE JSON, as `rcpfed registry` writes it).
-fn load_registry_file(path: &Path) -> Result<rcpfed_core::envelope::SignedEnvelope> {
+pub(crate) fn load_registry_file(path: &Path) -> Result<rcpfed_core::envelope::SignedEnvelope> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading registry {}", path.display()))?;
     crate::registry_cmd::envelope_from_json(&text)
@@ -141,8 +141,8 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
             ops_listener.local_addr()?,
         )?;
     }
-    std::fs::create_dir_all(&config.data_dir)?;
-    let db = config.data_dir.join("hub.sqlite");
+    let _data_dir_lock = crate::backup::lock_data_dir(&config.data_dir, "hub")?;
+    let db = crate::backup::hub_db(&config.data_dir);
     let max_db_bytes = config.max_db_bytes;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -238,8 +238,8 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             ops_listener.local_addr()?,
         )?;
     }
-    std::fs::create_dir_all(&config.data_dir)?;
-    let db = config.data_dir.join("node.sqlite");
+    let _data_dir_lock = crate::backup::lock_data_dir(&config.data_dir, "node")?;
+    let db = crate::backup::node_db(&config.data_dir);
     let max_db_bytes = config.max_db_bytes;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());

@@ -1,5 +1,6 @@
 //! `rcpfed`: one binary for the GFMD hub, regional nodes, PKI set-up, publishing and the demo.
 
+mod backup;
 mod client;
 mod commands;
 mod config;
@@ -78,6 +79,17 @@ enum Command {
         #[command(subcommand)]
         command: verify::ExportCommand,
     },
+    /// Back up a hub's or node's database while it serves (checked before it is reported written).
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
+    },
+    /// Put a backup in place of a stopped hub's or node's database (checked first; the
+    /// database it replaces is kept).
+    Restore {
+        #[command(subcommand)]
+        command: backup::RestoreCommand,
+    },
     /// Draft, build, sign (offline), inspect, publish and fetch threshold-signed registry versions.
     Registry {
         #[command(subcommand)]
@@ -131,5 +143,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Report { command } => report::run(command).await,
         Command::Export { command } => verify::export(command).await,
         Command::Registry { command } => registry_cmd::run(command).await,
+        Command::Backup { command } => backup::backup(command).await,
+        Command::Restore { command } => backup::restore(command).await,
     }
 }

@@ -1,0 +1,231 @@
+//! `rcpfed backup` and `rcpfed restore`: a consistent copy of a hub's or node's database taken
+//! while it serves, checked before it is reported written; and its return into place, checked
+//! again, with the database it replaces kept aside.
+
+use crate::config::{HubConfig, ListenOverrides, NodeConfig};
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use rcpfed_store::backup::{sqlite_backup, sqlite_integrity, sqlite_restore};
+use rcpfed_store::{NodeStore as _, SqliteHubStore, SqliteNodeStore};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Which process's database.
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Back up the hub's database (online: the hub keeps serving).
+    Hub(BackupArgs),
+    /// Back up a node's database (online: the node keeps serving).
+    Node(BackupArgs),
+}
+
+/// Which process's database.
+#[derive(Subcommand, Debug)]
+pub enum RestoreCommand {
+    /// Restore the hub's database (the hub must be stopped).
+    Hub(RestoreArgs),
+    /// Restore a node's database (the node must be stopped).
+    Node(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// The hub's or node's configuration file (where its database is: `data_dir`).
+    #[arg(long, env = "RCPFED_CONFIG")]
+    pub config: PathBuf,
+    /// Overrides `data_dir` of the configuration.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The backup file to write (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The hub's or node's configuration file (where its database goes: `data_dir`).
+    #[arg(long, env = "RCPFED_CONFIG")]
+    pub config: PathBuf,
+    /// Overrides `data_dir` of the configuration.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The backup file to restore.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Restore even though a database is in place (it is kept, renamed, never deleted).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The database file of a hub data directory.
+pub fn hub_db(data_dir: &Path) -> PathBuf {
+    data_dir.join("hub.sqlite")
+}
+
+/// The database file of a node data directory.
+pub fn node_db(data_dir: &Path) -> PathBuf {
+    data_dir.join("node.sqlite")
+}
+
+/// Holds the data directory's lock for as long as it lives: a hub or node serving from the
+/// directory, or a restore into it. Two holders never run at once.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the lock of `data_dir` for `role` ("hub" or "node"), or says who holds it.
+pub fn lock_data_dir(data_dir: &Path, role: &str) -> Result<DataDirLock> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let path = data_dir.join(format!("{role}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another rcpfed {role} is using {} (its lock {} is held); stop it first",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+fn overrides(data_dir: &Option<PathBuf>) -> ListenOverrides {
+    ListenOverrides {
+        data_dir: data_dir.clone(),
+        ..ListenOverrides::default()
+    }
+}
+
+/// `rcpfed backup`.
+pub async fn backup(command: BackupCommand) -> Result<ExitCode> {
+    tokio::task::spawn_blocking(move || match command {
+        BackupCommand::Hub(args) => {
+            let config = HubConfig::load(&args.config, &overrides(&args.data_dir))?;
+            let db = hub_db(&config.data_dir);
+            let bytes = sqlite_backup(&db, &args.out)
+                .with_context(|| format!("backing up {}", db.display()))?;
+            let summary = check_hub_file(&config, &args.out)
+                .with_context(|| format!("the backup {} does not check", args.out.display()))?;
+            println!(
+                "hub backup written: {} ({bytes} bytes); {summary}",
+                args.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Node(args) => {
+            let config = NodeConfig::load(&args.config, &overrides(&args.data_dir))?;
+            let db = node_db(&config.data_dir);
+            let bytes = sqlite_backup(&db, &args.out)
+                .with_context(|| format!("backing up {}", db.display()))?;
+            let summary = check_node_file(&args.out)
+                .with_context(|| format!("the backup {} does not check", args.out.display()))?;
+            println!(
+                "node backup written: {} ({bytes} bytes); {summary}",
+                args.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    })
+    .await
+    .context("backup task panicked")?
+}
+
+/// `rcpfed restore`.
+pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
+    tokio::task::spawn_blocking(move || {
+        let (role, args, data_dir) = match &command {
+            RestoreCommand::Hub(args) => (
+                "hub",
+                args,
+                HubConfig::load(&args.config, &overrides(&args.data_dir))?.data_dir,
+            ),
+            RestoreCommand::Node(args) => (
+                "node",
+                args,
+                NodeConfig::load(&args.config, &overrides(&args.data_dir))?.data_dir,
+            ),
+        };
+        let _lock = lock_data_dir(&data_dir, role)?;
+        // Checked before anything in the data directory changes.
+        let summary = match &command {
+            RestoreCommand::Hub(args) => {
+                let config = HubConfig::load(&args.config, &overrides(&args.data_dir))?;
+                check_hub_file(&config, &args.from)
+            }
+            RestoreCommand::Node(args) => check_node_file(&args.from),
+        }
+        .with_context(|| format!("the backup {} does not check", args.from.display()))?;
+        let db = if role == "hub" {
+            hub_db(&data_dir)
+        } else {
+            node_db(&data_dir)
+        };
+        if db.exists() && !args.force {
+            bail!(
+                "a database is already at {}; nothing changed. Give --force to restore anyway \
+                 (the database in place is kept, renamed with the suffix .before-restore-<time>)",
+                db.display()
+            );
+        }
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let aside = sqlite_restore(&args.from, &db, &format!(".before-restore-{stamp}"))
+            .with_context(|| format!("restoring into {}", db.display()))?;
+        if let Some(aside) = aside {
+            println!("kept the previous database as {}", aside.display());
+        }
+        println!("{role} database restored to {}; {summary}", db.display());
+        if role == "hub" {
+            println!(
+                "note: the hub's log now ends where the backup does. Witnesses that cosigned a \
+                 larger checkpoint will refuse a different continuation, so restore the latest \
+                 backup, and only when the hub's own database is lost (deploy/README.md, Backups)."
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+    .context("restore task panicked")?
+}
+
+/// Checks a hub database file: SQLite's integrity check, then the whole log against its latest
+/// checkpoint and the hub's log key from the registry in force (verified from the root keys).
+fn check_hub_file(config: &HubConfig, file: &Path) -> Result<String> {
+    sqlite_integrity(file)?;
+    let store = SqliteHubStore::open(file)?;
+    let (trust, federation_id) = crate::commands::load_trust(&config.root_trust_file)?;
+    let initial = crate::commands::load_registry_file(&config.registry_file)?;
+    let loaded = rcpfed_hub::registry::load(&store, &trust, &federation_id, &initial)
+        .map_err(anyhow::Error::msg)?;
+    let federation = loaded.state.registry.to_federation()?;
+    let log = rcpfed_core::logkeys::log_verifier(&federation)
+        .context("the registry names no hub key to verify checkpoints with")?;
+    let check = rcpfed_hub::log::verify_stored_log(&store, &log)?;
+    Ok(format!(
+        "integrity ok; log of {} entries reproduces the latest checkpoint's root {} and its signature verifies ({} witness cosignatures); registry version {}",
+        check.size,
+        hex::encode(check.root),
+        check.cosignatures,
+        loaded.state.registry.version
+    ))
+}
+
+/// Checks a node database file: SQLite's integrity check, then it opens as a node store.
+fn check_node_file(file: &Path) -> Result<String> {
+    sqlite_integrity(file)?;
+    let store = SqliteNodeStore::open(file)?;
+    let counts = store.outbox_counts()?;
+    let mirrored = store.mirror_cursor()?;
+    let witnessed = store.trusted_checkpoint()?.map_or(0, |t| t.size);
+    Ok(format!(
+        "integrity ok; outbox {} pending, {} delivered, {} refused; mirror {} entries; witnessed log size {}",
+        counts.pending, counts.delivered, counts.rejected, mirrored, witnessed
+    ))
+}

@@ -1,0 +1,158 @@
+//! `rcpfed backup` and `rcpfed restore` on real hub and node processes: the backup is taken
+//! while they serve, checked, and restored in place of a lost database; the restored hub's log
+//! is the one every witness holds, and the federation carries on from it.
+
+use crate::harness::{Cluster, TIMEOUT, run_rcpfed};
+use std::path::Path;
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs rcpfed; panics with its output unless it exits 0; returns its standard output.
+fn succeeds(args: &[&str]) -> String {
+    let (code, out, err) = run_rcpfed(args);
+    assert_eq!(code, 0, "rcpfed {args:?} failed:\n{out}{err}");
+    out
+}
+
+/// Runs rcpfed; panics unless it fails; returns its standard error.
+fn fails(args: &[&str]) -> String {
+    let (code, out, err) = run_rcpfed(args);
+    assert_ne!(code, 0, "rcpfed {args:?} should have failed:\n{out}{err}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_backup_then_restore_of_a_lost_hub_database() {
+    let mut c = Cluster::start(&["colombo", "midwa"]).await;
+    for i in 1..=3 {
+        c.publish_policy("colombo", &format!("Before the backup {i}"))
+            .await;
+    }
+    assert_eventually!(c, TIMEOUT, c.delivered("colombo", 3).await, "delivered");
+    let hub_config = c.fed_dir().join("hub.toml");
+    let node_config = c.fed_dir().join("colombo.toml");
+    let backups = c.root().join("backups");
+    std::fs::create_dir_all(&backups).expect("backup dir");
+    let hub_backup = backups.join("hub.sqlite");
+    let node_backup = backups.join("colombo.sqlite");
+
+    // Online: the hub and the node keep serving while the copies are taken.
+    let out = succeeds(&[
+        "backup",
+        "hub",
+        "--config",
+        path(&hub_config),
+        "--out",
+        path(&hub_backup),
+    ]);
+    eprintln!("{out}");
+    let size = c.hub_checkpoint_size().await;
+    assert!(
+        out.contains(&format!(
+            "log of {size} entries reproduces the latest checkpoint"
+        )),
+        "{out}"
+    );
+    let out = succeeds(&[
+        "backup",
+        "node",
+        "--config",
+        path(&node_config),
+        "--out",
+        path(&node_backup),
+    ]);
+    assert!(out.contains("3 delivered"), "{out}");
+    let again = fails(&[
+        "backup",
+        "hub",
+        "--config",
+        path(&hub_config),
+        "--out",
+        path(&hub_backup),
+    ]);
+    assert!(again.contains("already exists"), "{again}");
+
+    // Never into a running hub's directory.
+    let restore = [
+        "restore",
+        "hub",
+        "--config",
+        path(&hub_config),
+        "--from",
+        path(&hub_backup),
+    ];
+    let refused = fails(&restore);
+    assert!(refused.contains("another rcpfed hub is using"), "{refused}");
+
+    // A damaged backup is refused before anything changes.
+    let damaged = backups.join("damaged.sqlite");
+    std::fs::copy(&hub_backup, &damaged).expect("copy");
+    {
+        let conn = rusqlite::Connection::open(&damaged).expect("open copy");
+        conn.execute(
+            "UPDATE log_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 1",
+            [],
+        )
+        .expect("damage a leaf");
+    }
+    c.stop_hub().await;
+    let refused = fails(&[
+        "restore",
+        "hub",
+        "--config",
+        path(&hub_config),
+        "--from",
+        path(&damaged),
+        "--force",
+    ]);
+    assert!(refused.contains("stored log node (0, 1)"), "{refused}");
+    // The hub's own database is in place: no --force, no change.
+    let refused = fails(&restore);
+    assert!(refused.contains("a database is already at"), "{refused}");
+
+    // The machine is lost: the database is gone; restore the backup and start again.
+    let db = c.hub_db();
+    std::fs::remove_file(&db).expect("remove the hub database");
+    for wal in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{wal}", db.display()));
+    }
+    let out = succeeds(&restore);
+    eprintln!("{out}");
+    assert!(out.contains("hub database restored"), "{out}");
+    c.start_hub().await;
+    assert_eq!(
+        c.hub_checkpoint_size().await,
+        size,
+        "the log the witnesses hold"
+    );
+    c.publish_policy("colombo", "After the restore").await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.delivered("colombo", 4).await && c.mirrors_match_hub(&["colombo", "midwa"]).await,
+        "the federation carries on from the restored hub"
+    );
+    for node in ["colombo", "midwa"] {
+        let witness = c.witness_status(node).await;
+        assert!(
+            !witness.forked,
+            "{node}'s witness saw a fork after the restore"
+        );
+    }
+
+    // A node restore keeps the database it replaces.
+    c.stop_node("colombo").await;
+    let out = succeeds(&[
+        "restore",
+        "node",
+        "--config",
+        path(&node_config),
+        "--from",
+        path(&node_backup),
+        "--force",
+    ]);
+    assert!(out.contains("kept the previous database as"), "{out}");
+    assert!(out.contains("node database restored"), "{out}");
+}
