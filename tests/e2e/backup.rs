@@ -2,7 +2,7 @@
 //! while they serve, checked, and restored in place of a lost database; the restored hub's log
 //! is the one every witness holds, and the federation carries on from it.
 
-use crate::harness::{Cluster, TIMEOUT, run_rcpfed};
+use crate::harness::{Cluster, TIMEOUT, publish_request, run_rcpfed};
 use std::path::Path;
 
 fn path(p: &Path) -> &str {
@@ -142,7 +142,9 @@ async fn online_backup_then_restore_of_a_lost_hub_database() {
         );
     }
 
-    // A node restore keeps the database it replaces.
+    // A node restored from a backup older than its last statement: it keeps the database it
+    // replaces, takes back from the hub's feed what it signed after the backup, and signs
+    // nothing new before that (else it would reuse seq 4: equivocation).
     c.stop_node("colombo").await;
     let out = succeeds(&[
         "restore",
@@ -155,4 +157,51 @@ async fn online_backup_then_restore_of_a_lost_hub_database() {
     ]);
     assert!(out.contains("kept the previous database as"), "{out}");
     assert!(out.contains("node database restored"), "{out}");
+    let marker = c
+        .fed_dir()
+        .join("data")
+        .join("colombo")
+        .join("restored-from-backup");
+    assert!(marker.exists(), "no restore marker at {}", marker.display());
+    c.restart_node("colombo").await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        match c
+            .node_client("colombo", "operator")
+            .await
+            .publish_document(publish_request("colombo", "After the node restore"))
+            .await
+        {
+            Ok(published) => {
+                assert_eq!(
+                    published.into_inner().seq,
+                    5,
+                    "the chain continues after seq 4"
+                );
+                true
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+                false
+            }
+        },
+        "the restored node signs again once its mirror has caught up"
+    );
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.delivered("colombo", 5).await && c.mirrors_match_hub(&["colombo", "midwa"]).await,
+        "the restored node's new statement is delivered"
+    );
+    assert!(c.equivocations().await.is_empty(), "no equivocation");
+    assert!(
+        !marker.exists(),
+        "the restore marker is removed once caught up"
+    );
+    let log = std::fs::read_to_string(c.root().join("colombo.log")).expect("node log");
+    assert!(
+        log.contains("adopted as delivered") && log.contains("seq=4"),
+        "colombo did not take seq 4 back from the feed:\n{log}"
+    );
 }

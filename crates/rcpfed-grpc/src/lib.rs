@@ -19,6 +19,10 @@ pub mod tls;
 pub use peer::{authorize, peer_spiffe_id};
 pub use status::{ERROR_DOMAIN, rejection_status};
 
+/// Response header of `SubscribeFeed`: the feed size when the subscription started, so the
+/// subscriber knows which entry ends the backlog (PROTOCOL.md §7.1).
+pub const BACKLOG_END_HEADER: &str = "rcpfed-backlog-end";
+
 /// Server-side limits, chosen deliberately (see ARCHITECTURE.md).
 pub mod limits {
     use std::time::Duration;

@@ -43,9 +43,7 @@ use tonic::{Request, Response, Status};
 /// no chunks: a policy summary, an inline snapshot or a hub document.
 pub const NOT_A_CHUNKED_SNAPSHOT: &str = "NOT_A_CHUNKED_SNAPSHOT";
 
-/// Response header of `SubscribeFeed`: the feed size when the subscription started, so the
-/// subscriber knows which entry ends the backlog (PROTOCOL.md §7.1).
-pub const BACKLOG_END_HEADER: &str = "rcpfed-backlog-end";
+pub use rcpfed_grpc::BACKLOG_END_HEADER;
 
 /// Store work off the async runtime (store errors become INTERNAL).
 async fn blocking<T: Send + 'static>(

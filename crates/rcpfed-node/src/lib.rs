@@ -6,6 +6,7 @@
 pub mod catalogue;
 pub mod mirror;
 pub mod outbox;
+pub mod own_chain;
 pub mod publish;
 pub mod registry;
 mod service;
@@ -380,6 +381,9 @@ pub struct NodeSettings {
     pub initial_registry: Option<rcpfed_core::envelope::SignedEnvelope>,
     /// Where the node keeps the last registry version it trusted.
     pub registry_cache: std::path::PathBuf,
+    /// The marker `rcpfed restore node` leaves: while it exists the node signs nothing new
+    /// until its mirror has caught up with the hub's feed ([`own_chain`]).
+    pub restore_marker: Option<std::path::PathBuf>,
     /// This node's member id.
     pub node_id: String,
     /// This node's statement signing key.
@@ -436,6 +440,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         federation_id,
         initial_registry,
         registry_cache,
+        restore_marker,
         node_id,
         signing_key,
         tls,
@@ -575,6 +580,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         );
     }
     let wakeup = Arc::new(tokio::sync::Notify::new());
+    let own_chain = Arc::new(own_chain::OwnChainGate::new(restore_marker));
     let publisher = publish::Publisher::new(
         shared.clone(),
         catalogue_in_force.clone(),
@@ -582,7 +588,8 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         signing_key,
         Arc::clone(&store),
         Arc::clone(&wakeup),
-    );
+    )
+    .with_own_chain_gate(Arc::clone(&own_chain));
     let link_task = tokio::spawn(report_hub_link(
         Arc::clone(&state),
         Arc::clone(&store),
@@ -606,6 +613,8 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     ));
     let mirror_task = tokio::spawn(mirror::run(
         mirror::Mirror {
+            node_id: node_id.clone(),
+            own_chain,
             federation: shared.clone(),
             store: Arc::clone(&store),
             state: Arc::clone(&state),

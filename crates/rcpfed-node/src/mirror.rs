@@ -19,6 +19,7 @@ use rcpfed_core::members::Federation;
 use rcpfed_core::receipt::Receipt;
 use rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE;
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Statement};
+use rcpfed_grpc::BACKLOG_END_HEADER;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_store::{
@@ -191,6 +192,10 @@ pub fn check_coherence_entry(
 
 /// What the mirror works with.
 pub struct Mirror {
+    /// This node's member id: its own statements met in the feed go to [`crate::own_chain`].
+    pub node_id: String,
+    /// Opened once the mirror has caught up with the feed.
+    pub own_chain: Arc<crate::own_chain::OwnChainGate>,
     /// The registry in force.
     pub federation: rcpfed_grpc::shared::SharedFederation,
     /// The node's store (mirror, chunks, indicator view).
@@ -267,6 +272,15 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
         match stream {
             Ok(response) => {
                 state.hub_answered();
+                // The feed's end when the hub opened it; reaching it means caught up.
+                let backlog_end = response
+                    .metadata()
+                    .get(BACKLOG_END_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if backlog_end.is_some_and(|end| cursor >= end) {
+                    mirror.own_chain.caught_up();
+                }
                 let mut stream = response.into_inner();
                 state
                     .feed_connected
@@ -284,7 +298,10 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
                         Ok(Some(entry)) => {
                             match mirror.handle(&mut client, &entry, &shutdown).await {
                                 Ok(()) => {
-                                    tracing::debug!(feed_index = entry.feed_index, "mirrored")
+                                    tracing::debug!(feed_index = entry.feed_index, "mirrored");
+                                    if backlog_end.is_some_and(|end| entry.feed_index >= end) {
+                                        mirror.own_chain.caught_up();
+                                    }
                                 }
                                 Err(Failure::Verify(problem)) => {
                                     // Never skip: the cursor stays put and we retry after a pause.
@@ -433,6 +450,9 @@ impl Mirror {
                     )
                     .await?;
                 }
+                if m.node_id == self.node_id {
+                    self.adopt_own(&m).await?;
+                }
                 self.insert(m).await
             }
             Checked::Catalogue(m, catalogue) => {
@@ -446,6 +466,39 @@ impl Mirror {
                 Ok(())
             }
             Checked::Coherence(m) => self.insert(m).await,
+        }
+    }
+
+    /// One of this node's statements in the feed: adopted if the outbox lacks it (a restored
+    /// database). Before the insert, so a retried entry adopts again rather than never.
+    async fn adopt_own(&self, m: &MirroredStatement) -> Result<(), Failure> {
+        let store = Arc::clone(&self.store);
+        let own = m.clone();
+        let adopted = tokio::task::spawn_blocking(move || {
+            crate::own_chain::adopt(store.as_ref() as &dyn rcpfed_store::NodeStore, &own)
+        })
+        .await
+        .map_err(|e| Failure::Store(format!("adopting an own statement failed: {e}")))?;
+        match adopted {
+            Ok(crate::own_chain::Adoption::Known) => Ok(()),
+            Ok(crate::own_chain::Adoption::Adopted) => {
+                tracing::warn!(
+                    seq = m.seq,
+                    feed_index = m.feed_index,
+                    "the hub's feed holds a statement this node signed that its database lacked (restored from an older backup?): adopted as delivered"
+                );
+                Ok(())
+            }
+            // This node's own two histories: loud, but the federation's feed goes on.
+            Err(rcpfed_store::StoreError::Conflict(problem)) => {
+                tracing::error!(seq = m.seq, %problem, "this node's outbox contradicts the hub's log");
+                self.state.set_error(format!("own chain: {problem}"));
+                Ok(())
+            }
+            Err(e) => Err(Failure::Store(format!(
+                "adopting own statement {}: {e}",
+                m.seq
+            ))),
         }
     }
 

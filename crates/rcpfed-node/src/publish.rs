@@ -87,6 +87,7 @@ pub struct Publisher {
     store: Arc<dyn NodeStorage>,
     lock: tokio::sync::Mutex<()>,
     outbox_wakeup: Arc<tokio::sync::Notify>,
+    own_chain: Arc<crate::own_chain::OwnChainGate>,
 }
 
 /// Everything one publication is decided with: one registry version, one catalogue version.
@@ -116,7 +117,14 @@ impl Publisher {
             store,
             lock: tokio::sync::Mutex::new(()),
             outbox_wakeup,
+            own_chain: Arc::new(crate::own_chain::OwnChainGate::new(None)),
         }
+    }
+
+    /// Signs nothing new while `gate` is closed (a database restored from a backup).
+    pub fn with_own_chain_gate(mut self, gate: Arc<crate::own_chain::OwnChainGate>) -> Self {
+        self.own_chain = gate;
+        self
     }
 
     /// Validates `draft` as the next revision of its document; unless `validate_only`, signs
@@ -124,6 +132,9 @@ impl Publisher {
     /// `request_id` answers with the first result.
     pub async fn publish(&self, draft: Draft) -> Result<Published, PublishError> {
         let _guard = self.lock.lock().await;
+        if !draft.validate_only {
+            self.own_chain.check()?;
+        }
         let cx = Context {
             federation: self.federation.get(),
             catalogue: self.catalogue.get(),

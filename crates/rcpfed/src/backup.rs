@@ -67,6 +67,12 @@ pub fn node_db(data_dir: &Path) -> PathBuf {
     data_dir.join("node.sqlite")
 }
 
+/// The marker a node restore leaves in the data directory: the node signs nothing new until
+/// its mirror has caught up with the hub's feed (rcpfed_node::own_chain).
+pub fn restore_marker(data_dir: &Path) -> PathBuf {
+    data_dir.join("restored-from-backup")
+}
+
 /// Holds the data directory's lock for as long as it lives: a hub or node serving from the
 /// directory, or a restore into it. Two holders never run at once.
 pub struct DataDirLock {
@@ -175,6 +181,16 @@ pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
                 db.display()
             );
         }
+        if role == "node" {
+            // Before the database: a crash in between leaves a marker with the old database,
+            // which costs one wait for the feed, never a reused sequence number.
+            let marker = restore_marker(&data_dir);
+            std::fs::write(
+                &marker,
+                "restored from a backup; removed once the mirror caught up\n",
+            )
+            .with_context(|| format!("writing {}", marker.display()))?;
+        }
         let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let aside = sqlite_restore(&args.from, &db, &format!(".before-restore-{stamp}"))
             .with_context(|| format!("restoring into {}", db.display()))?;
@@ -182,6 +198,12 @@ pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
             println!("kept the previous database as {}", aside.display());
         }
         println!("{role} database restored to {}; {summary}", db.display());
+        if role == "node" {
+            println!(
+                "note: the node signs nothing new until its mirror has caught up with the hub's \
+                 feed; statements it signed after the backup are taken back from the feed."
+            );
+        }
         if role == "hub" {
             println!(
                 "note: the hub's log now ends where the backup does. Witnesses that cosigned a \

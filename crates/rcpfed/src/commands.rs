@@ -249,6 +249,7 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             federation_id,
             initial_registry,
             registry_cache: config.data_dir.join("registry-trusted.bin"),
+            restore_marker: Some(crate::backup::restore_marker(&config.data_dir)),
             node_id: config.node_id.clone(),
             signing_key,
             tls: tls_files(&config.tls),
