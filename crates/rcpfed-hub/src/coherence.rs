@@ -14,10 +14,9 @@ use crate::ingest::{Ingest, IngestError, IngestOutcome, VerifiedStatement};
 use crate::metrics::HubMetrics;
 use prost::Message as _;
 use rcpfed_core::Digest;
-use rcpfed_core::envelope::{SignedEnvelope, pae};
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
-use rcpfed_core::merkle;
 use rcpfed_grpc::indicators::provenance_proto;
 use rcpfed_grpc::shared::SharedFederation;
 use rcpfed_proto::v1;
@@ -326,7 +325,7 @@ impl Reporter {
             document: COHERENCE_DOCUMENT.to_string(),
             revision: u32::try_from(number).unwrap_or(u32::MAX),
             envelope: envelope.encode(),
-            leaf_hash: merkle::leaf_hash(&pae(&envelope.payload_type, &envelope.payload)),
+            leaf_hash: envelope.leaf_hash(),
             snapshot: None,
             chunks: Vec::new(),
         }))

@@ -16,7 +16,7 @@ use rcpfed_core::catalogue::{CATALOGUE_PAYLOAD_TYPE, SignedCatalogue, verify_cat
 use rcpfed_core::chunks::{check_manifest, decode_chunk};
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
 use rcpfed_core::members::Federation;
-use rcpfed_core::receipt::Receipt;
+use rcpfed_core::receipt::{Acknowledged, Receipt};
 use rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE;
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Statement};
 use rcpfed_grpc::BACKLOG_END_HEADER;
@@ -707,17 +707,15 @@ fn entry_receipt(
     node_id: &str,
     seq: u64,
 ) -> Result<Receipt, String> {
-    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
-    let r = Receipt::verify(receipt, &hub_keys).map_err(|e| format!("receipt: {e}"))?;
-    if r.statement_digest != *digest
-        || r.feed_index != feed_index
-        || r.node_id != node_id
-        || r.seq != seq
-        || r.federation_id != federation.federation_id
-    {
-        return Err(format!(
-            "receipt does not match the entry it accompanies ({node_id}#{seq} at feed index {feed_index})"
-        ));
-    }
-    Ok(r)
+    Receipt::verify_for(
+        receipt,
+        federation,
+        Acknowledged {
+            node_id,
+            seq,
+            digest,
+            feed_index: Some(feed_index),
+        },
+    )
+    .map_err(|e| format!("receipt of {node_id}#{seq} at feed index {feed_index}: {e}"))
 }
