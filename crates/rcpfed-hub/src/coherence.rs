@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Payload type of an envelope carrying a `rcpfed.v1.CoherenceReport`. (Defined here because
 /// only the hub issues reports; readers match the string in the protocol.)
-pub const COHERENCE_PAYLOAD_TYPE: &str = "application/vnd.rcpfed.coherence-report.v1+protobuf";
+use rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE;
 
 /// Document name of coherence reports in the log.
 pub const COHERENCE_DOCUMENT: &str = "coherence";
@@ -305,8 +305,11 @@ impl Reporter {
             policy_coverage: rows.policy_coverage,
             revisions: rows.revisions,
         });
-        let envelope =
-            SignedEnvelope::sign(COHERENCE_PAYLOAD_TYPE, report.encode_to_vec(), &self.key);
+        let envelope = SignedEnvelope::sign(
+            COHERENCE_REPORT_PAYLOAD_TYPE,
+            report.encode_to_vec(),
+            &self.key,
+        );
         // A report the feed could not hand on whole is not logged (PROTOCOL.md §10).
         if let Err(r) = rcpfed_core::limits::check_envelope(
             &envelope,
@@ -320,7 +323,7 @@ impl Reporter {
             seq: number,
             prev_digest: previous_digest,
             digest: envelope.digest(),
-            payload_type: COHERENCE_PAYLOAD_TYPE.to_string(),
+            payload_type: COHERENCE_REPORT_PAYLOAD_TYPE.to_string(),
             kind: COHERENCE_KIND,
             document: COHERENCE_DOCUMENT.to_string(),
             revision: u32::try_from(number).unwrap_or(u32::MAX),
@@ -700,7 +703,7 @@ mod tests {
                 .expect("read")
                 .expect("report logged");
             let envelope = SignedEnvelope::decode(&doc.envelope).expect("envelope");
-            assert_eq!(envelope.payload_type, COHERENCE_PAYLOAD_TYPE);
+            assert_eq!(envelope.payload_type, COHERENCE_REPORT_PAYLOAD_TYPE);
             assert!(
                 rcpfed_core::envelope::verify_signatures(&envelope, |id| {
                     (id == key.key_id()).then(|| key.verify_key())
