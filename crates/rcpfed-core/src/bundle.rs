@@ -9,9 +9,7 @@
 
 use crate::Digest;
 use crate::checkpoint::{Checkpoint, cosignature_quorum, open_checkpoint, verify_cosignature};
-use crate::envelope::{
-    EnvelopeSignature, STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures,
-};
+use crate::envelope::{EnvelopeSignature, SignedEnvelope};
 use crate::logkeys;
 use crate::members::{Federation, Member};
 use crate::merkle::{Hash, verify_inclusion};
@@ -342,21 +340,9 @@ fn describe_member(m: &Member) -> String {
 }
 
 fn step_signature<'a>(b: &Bundle, t: &'a TrustAnchors) -> Result<(String, &'a Member), String> {
-    let env = &b.envelope;
-    if env.payload_type != STATEMENT_PAYLOAD_TYPE {
-        return Err(format!(
-            "the envelope's payload type is {:?}, not a statement ({STATEMENT_PAYLOAD_TYPE})",
-            env.payload_type
-        ));
-    }
-    let key = verify_signatures(env, |id| t.federation.key_owner(id).map(|(_, k)| k))
-        .map_err(|e| format!("{} [{}]", e.message, e.reason))?;
-    let Some((member, _)) = t.federation.key_owner(&key.key_id) else {
-        return Err(format!(
-            "key {} has no owner in the member file",
-            key.key_id
-        ));
-    };
+    let crate::statement::SignedBy { member, key } =
+        crate::statement::verify_statement_signature(&b.envelope, &t.federation)
+            .map_err(|e| format!("{} [{}]", e.message, e.reason))?;
     Ok((
         format!(
             "signed by key {} of {}",
@@ -592,6 +578,7 @@ fn step_witnesses(
 mod tests {
     use super::*;
     use crate::checkpoint::{cosign, cosignature_line, sign_checkpoint};
+    use crate::envelope::STATEMENT_PAYLOAD_TYPE;
     use crate::keys::SecretKey;
     use crate::logkeys::{log_origin, witness_name};
     use crate::merkle::leaf_hash;

@@ -706,6 +706,66 @@ pub(crate) mod samples {
     }
 }
 
+/// The member and key a statement envelope is signed by ([`verify_statement_signature`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SignedBy<'f> {
+    /// The member that owns the key.
+    pub member: &'f crate::members::Member,
+    /// The key whose signature verified.
+    pub key: &'f crate::keys::VerifyKey,
+}
+
+impl SignedBy<'_> {
+    /// Refuses (`PERMISSION_DENIED` / `KEY_NOT_OWNED`) unless the key belongs to `member_id`:
+    /// the member a statement claims to be from, or the peer that sent it.
+    pub fn owned_by(&self, member_id: &str) -> Result<(), Rejection> {
+        if self.member.id == member_id {
+            return Ok(());
+        }
+        Err(Rejection::new(
+            RejectClass::Forbidden,
+            reasons::KEY_NOT_OWNED,
+            format!(
+                "the envelope is signed with key {} of {}, not with a key of {member_id}",
+                self.key.key_id, self.member.id
+            ),
+        )
+        .with_meta("key_id", self.key.key_id.clone()))
+    }
+}
+
+/// The one check of a statement envelope's signature: the payload type is a statement's,
+/// and a signature verifies with a key some member of `federation` owns. Returns that member
+/// and key; whose statement it may be is [`SignedBy::owned_by`], and whether the key was in
+/// force at a given time is [`crate::members::Federation::key_state`].
+pub fn verify_statement_signature<'f>(
+    envelope: &crate::envelope::SignedEnvelope,
+    federation: &'f crate::members::Federation,
+) -> Result<SignedBy<'f>, Rejection> {
+    use crate::envelope::STATEMENT_PAYLOAD_TYPE;
+    if envelope.payload_type != STATEMENT_PAYLOAD_TYPE {
+        return Err(Rejection::new(
+            RejectClass::Invalid,
+            reasons::UNKNOWN_PAYLOAD_TYPE,
+            format!(
+                "payload type {} is not a statement's; use {STATEMENT_PAYLOAD_TYPE:?}",
+                crate::rejection::quote(&envelope.payload_type)
+            ),
+        ));
+    }
+    let key = crate::envelope::verify_signatures(envelope, |key_id| {
+        federation.key_owner(key_id).map(|(_, k)| k)
+    })?;
+    let (member, key) = federation.key_owner(&key.key_id).ok_or_else(|| {
+        Rejection::new(
+            RejectClass::Unauthenticated,
+            reasons::UNKNOWN_KEY_ID,
+            format!("key {} has no owner in the member file", key.key_id),
+        )
+    })?;
+    Ok(SignedBy { member, key })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

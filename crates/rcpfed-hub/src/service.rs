@@ -19,7 +19,7 @@ use prost::Message as _;
 use rcpfed_core::Digest;
 use rcpfed_core::catalogue::{SignedCatalogue, validate_observations_against};
 use rcpfed_core::chunks::decode_chunk;
-use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::{Federation, Role};
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Observation, Statement};
@@ -284,35 +284,10 @@ impl Hub {
         // Every bound of the whole envelope, before any hashing or signature work: what is
         // accepted must fit every feed entry and response (PROTOCOL.md §10).
         rcpfed_core::limits::check_envelope(&signed, rcpfed_core::limits::MAX_PAYLOAD_BYTES)?;
-        if signed.payload_type != STATEMENT_PAYLOAD_TYPE {
-            return Err(Rejection::new(
-                RejectClass::Invalid,
-                reasons::UNKNOWN_PAYLOAD_TYPE,
-                format!(
-                    "payload type {} is not one the hub accepts; use {STATEMENT_PAYLOAD_TYPE:?}",
-                    rcpfed_core::rejection::quote(&signed.payload_type)
-                ),
-            ));
-        }
+        let signed_by = rcpfed_core::statement::verify_statement_signature(&signed, federation)?;
+        signed_by.owned_by(member_id)?;
+        let key = signed_by.key;
         let envelope_bytes = signed.encode();
-        let key = verify_signatures(&signed, |key_id| {
-            federation.key_owner(key_id).map(|(_, k)| k)
-        })?;
-        let owner = federation
-            .key_owner(&key.key_id)
-            .map(|(m, _)| m.id.as_str())
-            .unwrap_or_default();
-        if owner != member_id {
-            return Err(Rejection::new(
-                RejectClass::Forbidden,
-                reasons::KEY_NOT_OWNED,
-                format!(
-                    "the envelope is signed with key {} of {owner}, not with a key of {member_id}",
-                    key.key_id
-                ),
-            )
-            .with_meta("key_id", key.key_id.clone()));
-        }
         // The key's lifecycle in the registry, judged at the hub's clock (the signer controls
         // issued_at, so it cannot date a statement back before a retirement).
         use rcpfed_core::members::KeyState;

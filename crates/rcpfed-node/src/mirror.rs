@@ -14,7 +14,7 @@ use rcpfed_core::Digest;
 use rcpfed_core::catalogue::{CATALOGUE_PAYLOAD_TYPE, SignedCatalogue, verify_catalogue};
 use rcpfed_core::chunks::{check_manifest, decode_chunk};
 use rcpfed_core::coherence::{COHERENCE_REPORT_PAYLOAD_TYPE, verify_report};
-use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
 use rcpfed_core::receipt::{Acknowledged, Receipt};
 use rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE;
@@ -47,24 +47,12 @@ fn verify_statement_entry(
     now_ms: i64,
 ) -> Result<(MirroredStatement, Statement), String> {
     let (signed, receipt_env) = entry_envelopes(entry)?;
-    if signed.payload_type != STATEMENT_PAYLOAD_TYPE {
-        return Err(format!("unknown payload type {:?}", signed.payload_type));
-    }
-    let key = verify_signatures(&signed, |key_id| {
-        federation.key_owner(key_id).map(|(_, k)| k)
-    })
-    .map_err(|e| format!("statement signature: {e}"))?;
+    let signed_by = rcpfed_core::statement::verify_statement_signature(&signed, federation)
+        .map_err(|e| format!("statement signature: {e}"))?;
     let statement = Statement::decode(&signed.payload).map_err(|e| format!("statement: {e}"))?;
-    let owner = federation
-        .key_owner(&key.key_id)
-        .map(|(m, _)| m.id.clone())
-        .unwrap_or_default();
-    if owner != statement.header.node_id {
-        return Err(format!(
-            "statement claims node {} but is signed by a key of {owner}",
-            statement.header.node_id
-        ));
-    }
+    signed_by
+        .owned_by(&statement.header.node_id)
+        .map_err(|e| format!("statement of {}: {e}", statement.header.node_id))?;
     let digest = signed.digest();
     let r = entry_receipt(
         federation,
