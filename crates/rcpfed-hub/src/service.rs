@@ -157,7 +157,7 @@ fn stored_manifest(st: &StoredStatement) -> Result<ChunkManifest, Status> {
             .with_meta("digest", st.digest.to_hex()),
         )
     };
-    if st.kind != kind_name(DocumentKind::IndicatorSnapshot) {
+    if st.kind != DocumentKind::IndicatorSnapshot.as_str() {
         return Err(not_chunked());
     }
     let envelope =
@@ -186,18 +186,15 @@ fn record(st: &StoredStatement) -> v1::StatementRecord {
     })
 }
 
-fn kind_name(kind: DocumentKind) -> &'static str {
-    match kind {
-        DocumentKind::PolicySummary => "policy_summary",
-        DocumentKind::IndicatorSnapshot => "indicator_snapshot",
-    }
-}
-
 fn kind_filter(kind: i32) -> Result<Option<String>, Status> {
     match v1::DocumentKind::try_from(kind) {
         Ok(v1::DocumentKind::Unspecified) => Ok(None),
-        Ok(v1::DocumentKind::PolicySummary) => Ok(Some("policy_summary".into())),
-        Ok(v1::DocumentKind::IndicatorSnapshot) => Ok(Some("indicator_snapshot".into())),
+        Ok(v1::DocumentKind::PolicySummary) => {
+            Ok(Some(DocumentKind::PolicySummary.as_str().into()))
+        }
+        Ok(v1::DocumentKind::IndicatorSnapshot) => {
+            Ok(Some(DocumentKind::IndicatorSnapshot.as_str().into()))
+        }
         Err(_) => Err(invalid_field(
             "kind",
             reasons::INVALID_ARGUMENT,
@@ -336,7 +333,7 @@ impl Hub {
             prev_digest: statement.header.prev_digest,
             digest: signed.digest(),
             payload_type: signed.payload_type.clone(),
-            kind: kind_name(statement.header.kind),
+            kind: statement.header.kind.as_str(),
             document: statement.header.document.clone(),
             revision: statement.header.revision,
             envelope: envelope_bytes,

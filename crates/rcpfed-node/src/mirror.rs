@@ -18,7 +18,7 @@ use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
 use rcpfed_core::receipt::{Acknowledged, Receipt};
 use rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE;
-use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Statement};
+use rcpfed_core::statement::{Body, ChunkManifest, Statement};
 use rcpfed_grpc::BACKLOG_END_HEADER;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
@@ -67,10 +67,7 @@ fn verify_statement_entry(
         node_id: statement.header.node_id.clone(),
         seq: statement.header.seq,
         digest,
-        kind: match statement.header.kind {
-            DocumentKind::PolicySummary => "policy_summary".into(),
-            DocumentKind::IndicatorSnapshot => "indicator_snapshot".into(),
-        },
+        kind: statement.header.kind.as_str().into(),
         document: statement.header.document.clone(),
         revision: statement.header.revision,
         envelope: signed.encode(),
