@@ -1,5 +1,5 @@
 //! `rcpfed.v1.HubService`: authorization per RPC, then the ingest checks in the order
-//! PROTOCOL.md specifies.
+//! docs/spec/ingest.md §1 specifies.
 //!
 //! Indicator snapshots are checked against the catalogue in force after the statement rules
 //! (errors refuse, warnings are logged and counted); their revision actions are checked by
@@ -282,7 +282,7 @@ impl Hub {
     ) -> Result<Verified, Rejection> {
         let signed = SignedEnvelope::from_proto(envelope);
         // Every bound of the whole envelope, before any hashing or signature work: what is
-        // accepted must fit every feed entry and response (PROTOCOL.md §10).
+        // accepted must fit every feed entry and response (docs/spec/limits.md).
         rcpfed_core::limits::check_envelope(&signed, rcpfed_core::limits::MAX_PAYLOAD_BYTES)?;
         if signed.payload_type != STATEMENT_PAYLOAD_TYPE {
             return Err(Rejection::new(
@@ -1078,7 +1078,7 @@ impl HubService for Hub {
                 store.checkpoint_at(req.new_size)?
             };
             let Some(checkpoint) = checkpoint else {
-                // PROTOCOL.md §11.4: every error of this call is INVALID_ARGUMENT, naming the
+                // docs/spec/log.md §4: every error of this call is INVALID_ARGUMENT, naming the
                 // size at fault.
                 return Ok(Err(invalid_field(
                     "new_size",
