@@ -348,8 +348,9 @@ impl Hub {
             &hub_validation_context(federation, member_id, &catalogue)?,
             inline.then_some(catalogue.catalogue.as_ref()),
         )?;
-        // The field rules refuse whether or not the statement is stored (§6.1 notes); the
-        // refusal lists the catalogue's errors too. Catalogue errors alone are step 9e's.
+        // The field rules refuse whether or not the statement is stored (docs/spec/ingest.md §1,
+        // notes); the refusal lists the catalogue's errors too. Catalogue errors alone are step
+        // 9e's.
         let rule_errors = findings.rule_errors;
         let catalogue_outcome = match checked_warnings(findings) {
             Err(rejection) if rule_errors > 0 || !inline => return Err(rejection),
