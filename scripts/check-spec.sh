@@ -33,7 +33,8 @@ fi
 
 # 3. Every reason the code can return is in errors.md.
 # Reasons are self-named constants (`pub const X: &str = "X";`, the `reasons` module and a few
-# crates' own) or literals given with a class (`RejectClass::Precondition, "WITNESS_STORE"`).
+# crates' own), literals given with a class (`RejectClass::Precondition, "WITNESS_STORE"`), or
+# literals set on a status directly (`set_error_info("INTERNAL", …)`).
 # REF_AREA and TIME_PERIOD are self-named SDMX concept ids, not reasons.
 not_reasons='^(REF_AREA|TIME_PERIOD)$'
 reasons="$(
@@ -42,8 +43,8 @@ reasons="$(
       sed -E 's/.*"([A-Z0-9_]+)".*/\1/'
     grep -rhoE 'RejectClass::[A-Za-z]+,[[:space:]]*"[A-Z][A-Z0-9_]+"' crates/*/src --include='*.rs' |
       sed -E 's/.*"([A-Z0-9_]+)"/\1/'
-    # Server failures carry reason INTERNAL (set on the status directly).
-    echo INTERNAL
+    grep -rhoE 'set_error_info\("[A-Z][A-Z0-9_]+"' crates/*/src --include='*.rs' |
+      sed -E 's/.*"([A-Z0-9_]+)"/\1/'
   } | grep -vE "$not_reasons" | sort -u
 )"
 count=0
