@@ -2,7 +2,8 @@
 # Keeps the wire specification (docs/spec/) honest. Fails when a file there names a source file
 # (`*.rs`) or one of our crates (the spec describes the wire and what a peer observes, not our
 # code), when an ErrorInfo reason the code can return is missing from docs/spec/errors.md, or
-# when a signature or key refusal code is missing from docs/spec/keys.md. Called by
+# when a signature or key refusal code is missing from docs/spec/keys.md, or when a relative link
+# there points at no file. Called by
 # scripts/test.sh; needs only grep and sed, and takes well under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +71,15 @@ for code in $codes; do
   if ! grep -q "\`$code\`" "$spec/keys.md"; then
     fail "key refusal code $code is missing from $spec/keys.md"
   fi
+done
+
+# 5. Every relative link in docs/spec points at a file that exists.
+for file in "$spec"/*.md; do
+  for target in $(grep -oE '\]\([^)#[:space:]]+' "$file" | sed -E 's/^\]\(//' | grep -v '^https\?:' | sort -u); do
+    if [ ! -e "$spec/$target" ]; then
+      fail "$file links to $target, which does not exist"
+    fi
+  done
 done
 
 if [ "$failed" -ne 0 ]; then
