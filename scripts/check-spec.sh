@@ -3,8 +3,8 @@
 # (`*.rs`) or one of our crates (the spec describes the wire and what a peer observes, not our
 # code), when an ErrorInfo reason the code can return is missing from docs/spec/errors.md, or
 # when a signature or key refusal code is missing from docs/spec/keys.md, or when a relative link
-# there points at no file. Called by
-# scripts/test.sh; needs only grep and sed, and takes well under a second.
+# there points at no file. Called by scripts/test.sh; needs only grep and sed, and takes about a
+# second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 spec=docs/spec
