@@ -359,7 +359,8 @@ fn statement_cases() -> Vec<(String, Base, StatementEdit, Code, &'static str)> {
             "ISSUED_AT_IN_FUTURE",
         );
     }
-    // Before 2000: the same reason as the future (docs/spec/statement.md §1, "used for both cases").
+    // Before 2000: the same reason as the future (docs/spec/statement.md §1, "used for both
+    // cases").
     for (label, secs) in [
         ("issued_at in 1999", 946_684_799),
         ("issued_at at the epoch", 0),
@@ -544,7 +545,8 @@ fn statement_cases() -> Vec<(String, Base, StatementEdit, Code, &'static str)> {
             "INVALID_GCM_OBJECTIVE",
         );
     }
-    // The rule is syntactic (docs/spec/statement.md §3: goal of 1-2 digits "." target): "99.9" passes.
+    // The rule is syntactic (docs/spec/statement.md §3: goal of 1-2 digits "." target): "99.9"
+    // passes.
     for sdg in ["abc", "", "10.c.1", "100.1", "10.", ".7", "10.ABC"] {
         p(
             &format!("sdg target {sdg:?}"),

@@ -733,8 +733,8 @@ fn ed25519_vector_key(name: &str) -> Vec<u8> {
     hex::decode(vector["public_key"].as_str().expect("public_key")).expect("hex")
 }
 
-/// A registry version, correctly signed by the root threshold, that gives colombo a key the
-/// exact Ed25519 key rule (docs/spec/keys.md §2) refuses is refused whole, naming the key's field and
+/// A registry version, correctly signed by the root threshold, that gives colombo a key the exact
+/// Ed25519 key rule (docs/spec/keys.md §2) refuses is refused whole, naming the key's field and
 /// why. The non-canonical and mixed-order keys were accepted before the rule was made exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_version_with_a_key_the_ed25519_rule_refuses_is_refused() {

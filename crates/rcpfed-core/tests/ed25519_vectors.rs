@@ -1,7 +1,7 @@
-//! The Ed25519 acceptance vectors `proto/vectors/ed25519.json` (docs/spec/keys.md §3): the committed
-//! file is exactly the generator's output, every vector gets its expected outcome and reason
-//! from the real key check (`VerifyKey::from_bytes`, behind every registry, member file, root
-//! trust file and note verifier key) and the real signature check (`VerifyKey::verify`), an
+//! The Ed25519 acceptance vectors `proto/vectors/ed25519.json` (docs/spec/keys.md §3): the
+//! committed file is exactly the generator's output, every vector gets its expected outcome and
+//! reason from the real key check (`VerifyKey::from_bytes`, behind every registry, member file,
+//! root trust file and note verifier key) and the real signature check (`VerifyKey::verify`), an
 //! independent reference implementation of the written rule agrees on the vectors and on
 //! combinations of their parts, and equation-only verifiers accept what the rule refuses.
 

@@ -1,5 +1,5 @@
-//! The generator of `proto/vectors/ed25519.json`: accept/refuse vectors for the exact Ed25519
-//! key and signature rule of docs/spec/keys.md §2. Deterministic: every seed, nonce and message comes
+//! The generator of `proto/vectors/ed25519.json`: accept/refuse vectors for the exact Ed25519 key
+//! and signature rule of docs/spec/keys.md §2. Deterministic: every seed, nonce and message comes
 //! from a fixed label, so the output is the same on every run. Shared by the example
 //! `ed25519_vectors` (which prints the file) and `tests/ed25519_vectors.rs` (which checks that
 //! the committed file is exactly this output, then runs every vector through the real key and
