@@ -9,13 +9,13 @@
 use crate::Digest;
 use crate::checkpoint::{Checkpoint, cosignature_quorum, open_checkpoint, verify_cosignature};
 use crate::envelope::{
-    EnvelopeSignature, STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae, verify_signatures,
+    EnvelopeSignature, STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures,
 };
 use crate::logkeys;
 use crate::members::{Federation, Member};
-use crate::merkle::{Hash, leaf_hash, verify_inclusion};
+use crate::merkle::{Hash, verify_inclusion};
 use crate::note::{NoteSignature, NoteVerifier};
-use crate::receipt::Receipt;
+use crate::receipt::{Acknowledged, Receipt};
 use crate::statement::Statement;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -198,7 +198,7 @@ impl Bundle {
 
     /// The log leaf of the statement: `SHA-256(0x00 || PAE(payload_type, payload))`.
     pub fn leaf_hash(&self) -> Hash {
-        leaf_hash(&pae(&self.envelope.payload_type, &self.envelope.payload))
+        self.envelope.leaf_hash()
     }
 }
 
@@ -420,39 +420,17 @@ fn step_receipt(
     receipt: &SignedEnvelope,
     st: &Statement,
 ) -> Result<String, String> {
-    let Some(hub) = t.federation.hub() else {
-        return Err(format!(
-            "the member file has no hub member {}",
-            t.federation.hub_id
-        ));
-    };
-    let r = Receipt::verify(receipt, &hub.keys).map_err(|e| {
-        format!(
-            "not a receipt signed by the hub {}: {} [{}]",
-            describe_member(hub),
-            e.message,
-            e.reason
-        )
-    })?;
     let digest: Digest = b.envelope.digest();
-    if r.statement_digest != digest {
-        return Err(format!(
-            "the receipt is for the statement with digest {}, not this one ({digest})",
-            r.statement_digest
-        ));
-    }
-    if r.node_id != st.header.node_id || r.seq != st.header.seq {
-        return Err(format!(
-            "the receipt names {}#{}, but the statement is {}#{}",
-            r.node_id, r.seq, st.header.node_id, st.header.seq
-        ));
-    }
-    if r.federation_id != t.federation.federation_id || r.hub_id != hub.id {
-        return Err(format!(
-            "the receipt is by hub {:?} of federation {:?}, not {} of {:?}",
-            r.hub_id, r.federation_id, hub.id, t.federation.federation_id
-        ));
-    }
+    let r = Receipt::verify_for(
+        receipt,
+        &t.federation,
+        Acknowledged {
+            node_id: &st.header.node_id,
+            seq: st.header.seq,
+            digest: &digest,
+            feed_index: None,
+        },
+    )?;
     if r.feed_index.checked_sub(1) != Some(b.log.leaf_index) {
         return Err(format!(
             "the receipt puts the statement at feed index {}, so leaf index {}, but the log proof is for leaf {}",
@@ -479,9 +457,12 @@ fn step_receipt(
             ));
         }
     }
+    let hub = t
+        .federation
+        .hub()
+        .map_or_else(|| r.hub_id.clone(), describe_member);
     Ok(format!(
-        "signed by the hub {}; accepted at {accepted} as feed index {}",
-        describe_member(hub),
+        "signed by the hub {hub}; accepted at {accepted} as feed index {}",
         r.feed_index
     ))
 }
@@ -612,6 +593,7 @@ mod tests {
     use crate::checkpoint::{cosign, cosignature_line, sign_checkpoint};
     use crate::keys::SecretKey;
     use crate::logkeys::{log_origin, witness_name};
+    use crate::merkle::leaf_hash;
     use crate::merkle::{MemorySource, inclusion_proof, root_from_leaves};
     use time::macros::datetime;
 
@@ -684,7 +666,7 @@ mod tests {
         let mut leaves: Vec<Hash> = (0..SIZE)
             .map(|i| leaf_hash(format!("other entry {i}").as_bytes()))
             .collect();
-        leaves[INDEX as usize] = leaf_hash(&pae(&envelope.payload_type, &envelope.payload));
+        leaves[INDEX as usize] = envelope.leaf_hash();
         let src = MemorySource::from_leaves(&leaves);
         let proof = inclusion_proof(&src, INDEX, SIZE).expect("proof");
         let cp = Checkpoint {

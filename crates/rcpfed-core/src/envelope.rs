@@ -52,6 +52,12 @@ pub struct SignedEnvelope {
 }
 
 impl SignedEnvelope {
+    /// The envelope's leaf in the transparency log: `SHA-256(0x00 || PAE(payload_type,
+    /// payload))`, the signed bytes, so the signatures themselves are not logged.
+    pub fn leaf_hash(&self) -> crate::merkle::Hash {
+        crate::merkle::leaf_hash(&pae(&self.payload_type, &self.payload))
+    }
+
     /// Signs `payload` as `payload_type` with `key`.
     pub fn sign(payload_type: &str, payload: Vec<u8>, key: &SecretKey) -> Self {
         let sig = key.sign(&pae(payload_type, &payload)).to_vec();

@@ -10,6 +10,7 @@ pub mod catalogue;
 pub mod checkpoint;
 pub mod chunks;
 pub mod clock;
+pub mod coherence;
 pub mod dates;
 pub mod digest;
 pub mod envelope;

@@ -93,6 +93,68 @@ impl Receipt {
     }
 }
 
+/// The statement a receipt must acknowledge.
+#[derive(Clone, Copy, Debug)]
+pub struct Acknowledged<'a> {
+    /// The member that signed the statement.
+    pub node_id: &'a str,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its digest.
+    pub digest: &'a Digest,
+    /// The feed index the receipt must give, when the verifier knows it.
+    pub feed_index: Option<u64>,
+}
+
+impl Receipt {
+    /// Verifies `env` as the receipt the hub of `federation` signed for `statement`: signed
+    /// with a key of the hub member, by that hub for that federation, naming that statement
+    /// (and that feed index when given). The one check of a receipt against what it
+    /// acknowledges; the error says what differs, in plain words.
+    pub fn verify_for(
+        env: &SignedEnvelope,
+        federation: &crate::members::Federation,
+        statement: Acknowledged<'_>,
+    ) -> Result<Receipt, String> {
+        let hub = federation
+            .hub()
+            .ok_or_else(|| format!("the member file has no hub member {}", federation.hub_id))?;
+        let r = Receipt::verify(env, &hub.keys).map_err(|e| {
+            format!(
+                "not a receipt signed by the hub {}: {} [{}]",
+                hub.id, e.message, e.reason
+            )
+        })?;
+        if r.statement_digest != *statement.digest {
+            return Err(format!(
+                "the receipt is for the statement with digest {}, not this one ({})",
+                r.statement_digest, statement.digest
+            ));
+        }
+        if r.node_id != statement.node_id || r.seq != statement.seq {
+            return Err(format!(
+                "the receipt names {}#{}, but the statement is {}#{}",
+                r.node_id, r.seq, statement.node_id, statement.seq
+            ));
+        }
+        if r.federation_id != federation.federation_id || r.hub_id != hub.id {
+            return Err(format!(
+                "the receipt is by hub {:?} of federation {:?}, not {} of {:?}",
+                r.hub_id, r.federation_id, hub.id, federation.federation_id
+            ));
+        }
+        if let Some(index) = statement.feed_index
+            && r.feed_index != index
+        {
+            return Err(format!(
+                "the receipt puts the statement at feed index {}, not {index}",
+                r.feed_index
+            ));
+        }
+        Ok(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +207,50 @@ mod tests {
         let junk = SignedEnvelope::sign(RECEIPT_PAYLOAD_TYPE, vec![0x2a, 0x01], &hub);
         let e = Receipt::verify(&junk, &keys).err();
         assert_eq!(e.map(|e| e.reason), Some(reasons::PAYLOAD_MALFORMED));
+    }
+
+    #[test]
+    fn a_receipt_is_checked_against_the_statement_it_acknowledges() {
+        let hub = SecretKey::from_seed(&[9; 32]);
+        let text = format!(
+            "federation_id = \"rcp-federation\"\nhub_id = \"gfmd\"\n\
+             [[members]]\nid = \"gfmd\"\nname = \"GFMD\"\nkind = \"hub\"\nroles = [\"reader\"]\n\
+             spiffe_id = \"spiffe://rcp-federation/node/gfmd\"\n\
+             [[members.keys]]\nkey_id = \"{}\"\npublic_key = \"{}\"\n",
+            hub.key_id(),
+            hub.verify_key().to_base64()
+        );
+        let federation = crate::members::Federation::from_toml(&text).expect("member file");
+        let digest = sample().statement_digest;
+        let expected = |feed_index| Acknowledged {
+            node_id: "colombo",
+            seq: 7,
+            digest: &digest,
+            feed_index,
+        };
+        let check = |r: Receipt, feed_index| {
+            Receipt::verify_for(&r.sign(&hub), &federation, expected(feed_index))
+        };
+        assert_eq!(check(sample(), Some(42)), Ok(sample()));
+        assert_eq!(check(sample(), None), Ok(sample()));
+        let differs = |edit: &dyn Fn(&mut Receipt), feed_index, words: &str| {
+            let mut r = sample();
+            edit(&mut r);
+            let e = check(r, feed_index).expect_err("refused");
+            assert!(e.contains(words), "{e}");
+        };
+        differs(&|_| {}, Some(41), "feed index 42, not 41");
+        differs(&|r| r.seq = 8, None, "names colombo#8");
+        differs(&|r| r.node_id = "midwa".into(), None, "names midwa#7");
+        differs(&|r| r.statement_digest = Digest::of(b"x"), None, "digest");
+        differs(&|r| r.hub_id = "other".into(), None, "by hub \"other\"");
+        differs(
+            &|r| r.federation_id = "other".into(),
+            None,
+            "of federation \"other\"",
+        );
+        let stranger = SecretKey::from_seed(&[8; 32]);
+        let e = Receipt::verify_for(&sample().sign(&stranger), &federation, expected(None));
+        assert!(e.is_err_and(|e| e.contains("not a receipt signed by the hub gfmd")));
     }
 }

@@ -14,9 +14,8 @@ use rcpfed_core::catalogue::{
     CATALOGUE_PAYLOAD_TYPE, Catalogue, SignedCatalogue, same_content, sign_catalogue,
     verify_catalogue,
 };
-use rcpfed_core::envelope::{SignedEnvelope, pae};
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::keys::{SecretKey, VerifyKey};
-use rcpfed_core::merkle;
 use rcpfed_store::{CATALOGUE_KIND, StatementFilter, catalogue_chain};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -124,7 +123,7 @@ pub fn next_version(
         document: CATALOGUE_DOCUMENT.to_string(),
         revision: u32::try_from(version).unwrap_or(u32::MAX),
         envelope: envelope.encode(),
-        leaf_hash: merkle::leaf_hash(&pae(&envelope.payload_type, &envelope.payload)),
+        leaf_hash: envelope.leaf_hash(),
         snapshot: None,
         chunks: Vec::new(),
     };

@@ -14,10 +14,9 @@ use crate::ingest::{Ingest, IngestError, IngestOutcome, VerifiedStatement};
 use crate::metrics::HubMetrics;
 use prost::Message as _;
 use rcpfed_core::Digest;
-use rcpfed_core::envelope::{SignedEnvelope, pae};
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
-use rcpfed_core::merkle;
 use rcpfed_grpc::indicators::provenance_proto;
 use rcpfed_grpc::shared::SharedFederation;
 use rcpfed_proto::v1;
@@ -32,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Payload type of an envelope carrying a `rcpfed.v1.CoherenceReport`. (Defined here because
 /// only the hub issues reports; readers match the string in the protocol.)
-pub const COHERENCE_PAYLOAD_TYPE: &str = "application/vnd.rcpfed.coherence-report.v1+protobuf";
+use rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE;
 
 /// Document name of coherence reports in the log.
 pub const COHERENCE_DOCUMENT: &str = "coherence";
@@ -306,8 +305,11 @@ impl Reporter {
             policy_coverage: rows.policy_coverage,
             revisions: rows.revisions,
         });
-        let envelope =
-            SignedEnvelope::sign(COHERENCE_PAYLOAD_TYPE, report.encode_to_vec(), &self.key);
+        let envelope = SignedEnvelope::sign(
+            COHERENCE_REPORT_PAYLOAD_TYPE,
+            report.encode_to_vec(),
+            &self.key,
+        );
         // A report the feed could not hand on whole is not logged (docs/spec/limits.md).
         if let Err(r) = rcpfed_core::limits::check_envelope(
             &envelope,
@@ -321,12 +323,12 @@ impl Reporter {
             seq: number,
             prev_digest: previous_digest,
             digest: envelope.digest(),
-            payload_type: COHERENCE_PAYLOAD_TYPE.to_string(),
+            payload_type: COHERENCE_REPORT_PAYLOAD_TYPE.to_string(),
             kind: COHERENCE_KIND,
             document: COHERENCE_DOCUMENT.to_string(),
             revision: u32::try_from(number).unwrap_or(u32::MAX),
             envelope: envelope.encode(),
-            leaf_hash: merkle::leaf_hash(&pae(&envelope.payload_type, &envelope.payload)),
+            leaf_hash: envelope.leaf_hash(),
             snapshot: None,
             chunks: Vec::new(),
         }))
@@ -701,7 +703,7 @@ mod tests {
                 .expect("read")
                 .expect("report logged");
             let envelope = SignedEnvelope::decode(&doc.envelope).expect("envelope");
-            assert_eq!(envelope.payload_type, COHERENCE_PAYLOAD_TYPE);
+            assert_eq!(envelope.payload_type, COHERENCE_REPORT_PAYLOAD_TYPE);
             assert!(
                 rcpfed_core::envelope::verify_signatures(&envelope, |id| {
                     (id == key.key_id()).then(|| key.verify_key())

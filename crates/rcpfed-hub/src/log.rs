@@ -4,7 +4,7 @@
 //! only the O(log n) nodes of the right edge.
 
 use rcpfed_core::checkpoint::Checkpoint;
-use rcpfed_core::envelope::{SignedEnvelope, pae};
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::merkle::{self, Frontier, Hash, HashSource};
 use rcpfed_proto::v1;
 use rcpfed_store::{Cosignature, HubStore, StoreError, StoredCheckpoint};
@@ -19,7 +19,7 @@ pub fn origin(federation_id: &str) -> String {
 pub fn leaf_of_envelope(envelope_bytes: &[u8]) -> Result<Hash, StoreError> {
     let env = SignedEnvelope::decode(envelope_bytes)
         .map_err(|e| StoreError::Corrupt(format!("stored envelope does not decode: {e}")))?;
-    Ok(merkle::leaf_hash(&pae(&env.payload_type, &env.payload)))
+    Ok(env.leaf_hash())
 }
 
 /// Complete-subtree hashes read from the store.

@@ -8,9 +8,8 @@
 
 use crate::ingest::VerifiedStatement;
 use rcpfed_core::Digest;
-use rcpfed_core::envelope::{SignedEnvelope, pae};
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::KeyLifecycle;
-use rcpfed_core::merkle;
 use rcpfed_core::registry::{REGISTRY_PAYLOAD_TYPE, Registry, RootSet, verify_chain, verify_first};
 use rcpfed_core::rejection::{Rejection, reasons};
 use rcpfed_store::{FlagRecord, HubStore, StatementFilter, StoreError};
@@ -146,7 +145,7 @@ pub fn as_statement(state: &RegistryState, previous: Option<Digest>) -> Verified
         document: REGISTRY_DOCUMENT.to_string(),
         revision: u32::try_from(state.registry.version).unwrap_or(u32::MAX),
         envelope: state.envelope.encode(),
-        leaf_hash: merkle::leaf_hash(&pae(&state.envelope.payload_type, &state.envelope.payload)),
+        leaf_hash: state.envelope.leaf_hash(),
         snapshot: None,
         chunks: Vec::new(),
     }

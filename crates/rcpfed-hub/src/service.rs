@@ -366,10 +366,7 @@ impl Hub {
             document: statement.header.document.clone(),
             revision: statement.header.revision,
             envelope: envelope_bytes,
-            leaf_hash: rcpfed_core::merkle::leaf_hash(&rcpfed_core::envelope::pae(
-                &signed.payload_type,
-                &signed.payload,
-            )),
+            leaf_hash: signed.leaf_hash(),
             snapshot: None,
             chunks: Vec::new(),
         };

@@ -4,9 +4,8 @@
 use crate::ingest::{SnapshotPayload, VerifiedStatement};
 use prost::Message as _;
 use rcpfed_core::Digest;
-use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae};
+use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
 use rcpfed_core::keys::SecretKey;
-use rcpfed_core::merkle;
 use rcpfed_core::statement::{
     Body, DocumentKind, Header, IndicatorSnapshot, Observation, ObservationAction, Statement,
 };
@@ -108,7 +107,7 @@ pub fn snapshot_cut(
         document,
         revision,
         envelope: envelope.encode(),
-        leaf_hash: merkle::leaf_hash(&pae(&envelope.payload_type, &envelope.payload)),
+        leaf_hash: envelope.leaf_hash(),
         snapshot: Some(Arc::new(SnapshotPayload {
             indicator: indicator.into(),
             observations,

@@ -20,22 +20,26 @@
 //!
 //! [`sample`] embeds the demo's bundled data (`data/sample/`).
 
+mod columns;
 mod csv_import;
 mod policy;
 mod reader;
+mod row;
 pub mod sample;
 pub mod sdmx;
 mod synthetic;
 
+pub use columns::CsvFormat;
 pub use csv_import::{
-    CellRef, ImportReport, IndicatorDoc, MAX_IMPORT_PROBLEMS, column_for_field, fill_defaults,
-    indicator_document, is_sdmx_csv, parse_any_indicator_csv, parse_indicator_csv, parse_sdmx_csv,
+    CellRef, ImportReport, IndicatorDoc, MAX_IMPORT_PROBLEMS, column_for_field, indicator_document,
+    is_sdmx_csv, parse_any_indicator_csv, parse_indicator_csv, parse_sdmx_csv,
     read_any_indicator_csv,
 };
 pub use policy::{PolicyDoc, parse_policy_toml};
 pub use reader::{
-    CsvFormat, IndicatorCsvBatches, ObservationBatch, StreamSummary, read_indicator_csv_streaming,
+    IndicatorCsvBatches, ObservationBatch, StreamSummary, read_indicator_csv_streaming,
 };
+pub use row::fill_defaults;
 pub use synthetic::{
     SYNTHETIC_NODE, SYNTHETIC_SOURCE, SyntheticPlan, synthetic_indicator_csv, synthetic_plan,
 };

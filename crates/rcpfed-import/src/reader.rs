@@ -6,7 +6,8 @@
 //! traced back to its line.
 
 use crate::ImportError;
-use crate::csv_import::{Header, parse_header, parse_row, parse_row_all};
+use crate::columns::CsvFormat;
+use crate::row::{Header, fill_defaults, parse_header, parse_row, parse_row_all};
 use crate::sdmx;
 use rcpfed_proto::v1::Observation;
 use std::collections::BTreeMap;
@@ -17,15 +18,6 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 const MAX_PEEK: usize = 1 << 20;
 /// The window of bytes kept for line numbers is compacted once this much of it is behind.
 const COMPACT_AT: usize = 1 << 16;
-
-/// The two indicator CSV formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CsvFormat {
-    /// The project's simple format ([`crate::parse_indicator_csv`]): `INDICATOR,REF_AREA,…`.
-    Simple,
-    /// SDMX-CSV 2.0 data messages ([`crate::parse_sdmx_csv`]): `STRUCTURE,STRUCTURE_ID,…`.
-    SdmxCsv,
-}
 
 /// Which format to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,9 +360,9 @@ pub struct ObservationBatch {
 }
 
 impl ObservationBatch {
-    /// [`crate::fill_defaults`] on this batch's observations; returns how many got a default.
+    /// [`fill_defaults`] on this batch's observations; returns how many got a default.
     pub fn fill_defaults(&mut self, catalogue: &rcpfed_core::catalogue::Catalogue) -> usize {
-        crate::fill_defaults(catalogue, &self.indicator, &mut self.observations)
+        fill_defaults(catalogue, &self.indicator, &mut self.observations)
     }
 }
 

@@ -42,7 +42,7 @@
 //! for a key that already has a value (`OBSERVATION_EXISTS`), so send revisions as `R`.
 
 use crate::ImportError;
-use crate::csv_import::{Col, check_duplicate, is_dimension_id};
+use crate::columns::{Col, check_duplicate, is_dimension_id};
 use rcpfed_proto::v1::ObservationAction;
 
 /// Appended to the messages about an empty REF_AREA or TIME_PERIOD.
@@ -342,7 +342,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::reader::CsvFormat;
+    use crate::columns::CsvFormat;
     use crate::{
         IndicatorCsvBatches, is_sdmx_csv, parse_any_indicator_csv, parse_indicator_csv,
         parse_sdmx_csv,

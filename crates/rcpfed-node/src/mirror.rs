@@ -10,13 +10,13 @@
 
 use crate::catalogue::CatalogueInForce;
 use crate::{NodeState, NodeStorage};
-use prost::Message as _;
 use rcpfed_core::Digest;
 use rcpfed_core::catalogue::{CATALOGUE_PAYLOAD_TYPE, SignedCatalogue, verify_catalogue};
 use rcpfed_core::chunks::{check_manifest, decode_chunk};
+use rcpfed_core::coherence::{COHERENCE_REPORT_PAYLOAD_TYPE, verify_report};
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
 use rcpfed_core::members::Federation;
-use rcpfed_core::receipt::Receipt;
+use rcpfed_core::receipt::{Acknowledged, Receipt};
 use rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE;
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Statement};
 use rcpfed_grpc::BACKLOG_END_HEADER;
@@ -29,10 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-
-/// Payload type of an envelope carrying a `rcpfed.v1.CoherenceReport` (indicator_service.proto).
-pub const COHERENCE_REPORT_PAYLOAD_TYPE: &str =
-    "application/vnd.rcpfed.coherence-report.v1+protobuf";
 
 /// Checks one feed entry completely: statement signature by a key of its issuer, payload
 /// decodes, hub receipt signature, and receipt naming this statement at this feed index.
@@ -142,22 +138,7 @@ pub fn check_coherence_entry(
     now_ms: i64,
 ) -> Result<MirroredStatement, String> {
     let (signed, receipt) = entry_envelopes(entry)?;
-    if signed.payload_type != COHERENCE_REPORT_PAYLOAD_TYPE {
-        return Err(format!("unknown payload type {:?}", signed.payload_type));
-    }
-    let hub = federation
-        .hub()
-        .ok_or("the registry in force names no hub member")?;
-    verify_signatures(&signed, |id| hub.key(id))
-        .map_err(|e| format!("coherence report is not signed by the hub: {e}"))?;
-    let report = v1::CoherenceReport::decode(signed.payload.as_slice())
-        .map_err(|e| format!("coherence report: not a valid rcpfed.v1.CoherenceReport: {e}"))?;
-    if report.federation_id != federation.federation_id {
-        return Err(format!(
-            "coherence report {} is for federation {:?}",
-            report.number, report.federation_id
-        ));
-    }
+    let report = verify_report(&signed, federation)?.report;
     let expected = previous.map_or(1, |(n, _)| n.saturating_add(1));
     if report.number != expected {
         return Err(format!(
@@ -707,17 +688,15 @@ fn entry_receipt(
     node_id: &str,
     seq: u64,
 ) -> Result<Receipt, String> {
-    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
-    let r = Receipt::verify(receipt, &hub_keys).map_err(|e| format!("receipt: {e}"))?;
-    if r.statement_digest != *digest
-        || r.feed_index != feed_index
-        || r.node_id != node_id
-        || r.seq != seq
-        || r.federation_id != federation.federation_id
-    {
-        return Err(format!(
-            "receipt does not match the entry it accompanies ({node_id}#{seq} at feed index {feed_index})"
-        ));
-    }
-    Ok(r)
+    Receipt::verify_for(
+        receipt,
+        federation,
+        Acknowledged {
+            node_id,
+            seq,
+            digest,
+            feed_index: Some(feed_index),
+        },
+    )
+    .map_err(|e| format!("receipt of {node_id}#{seq} at feed index {feed_index}: {e}"))
 }

@@ -13,7 +13,7 @@
 use crate::{NodeState, NodeStorage};
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
-use rcpfed_core::receipt::Receipt;
+use rcpfed_core::receipt::{Acknowledged, Receipt};
 use rcpfed_core::statement::{Body, ChunkManifest, Statement};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
@@ -71,19 +71,18 @@ pub fn check_receipt(
     own: &OwnStatement,
     receipt: &v1::Envelope,
 ) -> Result<Receipt, String> {
-    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
     let envelope = SignedEnvelope::from_proto(receipt.clone());
-    let r = Receipt::verify(&envelope, &hub_keys).map_err(|e| format!("receipt refused: {e}"))?;
-    if r.node_id != node_id || r.seq != own.seq || r.statement_digest != own.digest {
-        return Err(format!(
-            "receipt names {}#{} ({}) but statement {} was sent",
-            r.node_id, r.seq, r.statement_digest, own.seq
-        ));
-    }
-    if r.federation_id != federation.federation_id {
-        return Err(format!("receipt is for federation {}", r.federation_id));
-    }
-    Ok(r)
+    Receipt::verify_for(
+        &envelope,
+        federation,
+        Acknowledged {
+            node_id,
+            seq: own.seq,
+            digest: &own.digest,
+            feed_index: None,
+        },
+    )
+    .map_err(|e| format!("receipt refused: {e}"))
 }
 
 /// What the delivery loop works with.

@@ -5,10 +5,7 @@
 
 use crate::NodeStorage;
 use crate::catalogue::CatalogueInForce;
-use crate::mirror::{
-    COHERENCE_REPORT_PAYLOAD_TYPE, Failure, check_catalogue_entry, check_coherence_entry,
-    stage_chunks,
-};
+use crate::mirror::{Failure, check_catalogue_entry, check_coherence_entry, stage_chunks};
 use crate::publish::{Draft, PublishError, Published, Publisher};
 use prost::Message as _;
 use rcpfed_core::Digest;
@@ -16,6 +13,7 @@ use rcpfed_core::catalogue::{
     Catalogue, SignedCatalogue, embedded_catalogue_toml, sign_catalogue, verify_catalogue,
 };
 use rcpfed_core::chunks::{OBSERVATIONS_PER_CHUNK, decode_chunk, encode_chunks};
+use rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE;
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;

@@ -434,10 +434,7 @@ pub fn verify_inclusion(
             ),
         ));
     }
-    let leaf = merkle::leaf_hash(&rcpfed_core::envelope::pae(
-        &envelope.payload_type,
-        &envelope.payload,
-    ));
+    let leaf = envelope.leaf_hash();
     merkle::verify_inclusion(
         &leaf,
         proof.leaf_index,

@@ -29,6 +29,12 @@ const STATEMENT_CACHE: usize = 64;
 /// spill to and re-read from the WAL mid-transaction (twice the apply time at a million
 /// observations); pages are only allocated when used.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// The WAL file is cut back to this size when it is reset after a complete checkpoint, so a
+/// burst does not leave a large file behind.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+/// Longest pause between two checkpoints while commits keep coming; an idle store is
+/// checkpointed once after its last commit.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Data work run after the SQL migrations, given the version the file had (0 when new).
 pub(crate) type Upgrade = fn(&Transaction<'_>, i64) -> Result<(), StoreError>;
@@ -79,6 +85,8 @@ struct Readers {
 
 /// One SQLite database: a single writer plus a bounded pool of read-only connections.
 pub(crate) struct Db {
+    // First to drop: its connection must close before the writer's, which is the last.
+    checkpointer: Checkpointer,
     path: PathBuf,
     // Readers drop first so the writer closes last and checkpoints and removes the WAL file.
     readers: Mutex<Readers>,
@@ -120,13 +128,20 @@ impl Db {
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+        // Checkpoints run on their own connection and thread, never inside a commit: SQLite's
+        // automatic checkpoint would copy the WAL into the database on the committing thread
+        // (the hub's sequencer), holding up every receipt behind it.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         migrate(&mut writer, schema)?;
+        let checkpointer = Checkpointer::start(path)?;
 
         let mut readers = Vec::with_capacity(READER_POOL);
         for _ in 0..READER_POOL {
             readers.push(open_reader(path)?);
         }
         Ok(Db {
+            checkpointer,
             path: path.to_path_buf(),
             readers: Mutex::new(Readers {
                 open: readers.len(),
@@ -171,6 +186,7 @@ impl Db {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        self.checkpointer.committed();
         Ok(out)
     }
 
@@ -256,6 +272,72 @@ impl Db {
         readers.open = readers.open.saturating_sub(1);
         drop(readers);
         self.reader_returned.notify_one();
+    }
+}
+
+/// Copies committed WAL frames into the database file on a thread of its own, after commits
+/// (at most every [`CHECKPOINT_EVERY`]). PASSIVE: it never waits for, nor blocks, the writer
+/// or a reader; what a long reader still needs is copied by a later round.
+struct Checkpointer {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let name = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                // Ends when the store is dropped (the sender goes away); the writer's close
+                // then checkpoints what is left.
+                let mut due = woken.recv().is_ok();
+                while due {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(db = %name, error = %e, "WAL checkpoint failed; retried after the next commit");
+                    }
+                    // A pause between rounds; commits during it make the next round due.
+                    let until = Instant::now() + CHECKPOINT_EVERY;
+                    let mut again = false;
+                    loop {
+                        let left = until.saturating_duration_since(Instant::now());
+                        match woken.recv_timeout(left) {
+                            Ok(()) => again = true,
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    due = again || woken.recv().is_ok();
+                }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            wake: Some(wake),
+            thread: Some(thread),
+        })
+    }
+
+    /// A commit happened: a checkpoint round is due (one queued wake-up is enough).
+    fn committed(&self) {
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.wake = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -425,6 +507,31 @@ mod tests {
 
     fn count(db: &Db) -> Result<i64, StoreError> {
         db.read(|c| Ok(c.query_row("SELECT count(*) FROM blob", [], |r| r.get(0))?))
+    }
+
+    #[test]
+    fn commits_are_checkpointed_into_the_database_file_off_the_writer() {
+        let (dir, db) = open();
+        let file = dir.path().join("t.db");
+        let before = std::fs::metadata(&file).unwrap().len();
+        db.write(|tx| {
+            for _ in 0..200 {
+                tx.execute("INSERT INTO blob (data) VALUES (zeroblob(4096))", [])?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        // The writer never checkpoints (wal_autocheckpoint = 0): only the checkpoint thread
+        // can move the pages from the WAL into the file.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&file).unwrap().len() < before + 200 * 4096 {
+            assert!(
+                Instant::now() < deadline,
+                "the committed pages never reached the database file"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(count(&db).unwrap(), 200);
     }
 
     #[test]

@@ -359,7 +359,7 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
         }
         // Hub-issued documents (catalogue versions, coherence reports): signed by the hub.
         if payload_type == rcpfed_core::catalogue::CATALOGUE_PAYLOAD_TYPE
-            || payload_type == crate::report::COHERENCE_REPORT_PAYLOAD_TYPE
+            || payload_type == rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE
         {
             let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(
                 record.envelope.clone().unwrap_or_default(),

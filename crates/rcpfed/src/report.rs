@@ -9,16 +9,12 @@ use crate::view;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use prost::Message as _;
-use rcpfed_core::envelope::{SignedEnvelope, verify_signatures};
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
 use rcpfed_proto::v1;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// Payload type of a signed coherence report (indicator_service.proto).
-pub const COHERENCE_REPORT_PAYLOAD_TYPE: &str =
-    "application/vnd.rcpfed.coherence-report.v1+protobuf";
 
 /// `rcpfed report …`.
 #[derive(Subcommand)]
@@ -215,40 +211,17 @@ pub fn verify_report(
     federation: &Federation,
     number: Option<u64>,
 ) -> Result<(v1::CoherenceReport, String)> {
-    if envelope.payload_type != COHERENCE_REPORT_PAYLOAD_TYPE {
-        bail!(
-            "the report's envelope has payload type {:?}, not {COHERENCE_REPORT_PAYLOAD_TYPE:?}",
-            envelope.payload_type
-        );
-    }
-    let hub = federation
-        .hub()
-        .with_context(|| format!("the registry names no hub member {}", federation.hub_id))?;
-    let key = verify_signatures(envelope, |id| hub.key(id)).map_err(|e| {
-        anyhow::anyhow!(
-            "the coherence report is NOT signed by the hub {}: {}",
-            hub.id,
-            crate::registry_cmd::describe(&e)
-        )
-    })?;
-    let report = v1::CoherenceReport::decode(envelope.payload.as_slice())
-        .context("the signed report is not a rcpfed.v1.CoherenceReport")?;
-    if report.federation_id != federation.federation_id {
-        bail!(
-            "the report is for federation {:?}, not {:?}",
-            report.federation_id,
-            federation.federation_id
-        );
-    }
+    let verified =
+        rcpfed_core::coherence::verify_report(envelope, federation).map_err(anyhow::Error::msg)?;
     if let Some(n) = number
-        && report.number != n
+        && verified.report.number != n
     {
         bail!(
             "report {n} was asked for, but the hub sent report {}",
-            report.number
+            verified.report.number
         );
     }
-    Ok((report, key.key_id.clone()))
+    Ok((verified.report, verified.key_id))
 }
 
 /// `rcpfed report coherence`.
@@ -619,6 +592,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE;
 
     fn obs(action: v1::ObservationAction, v: f64, mult: i32, unit: &str) -> v1::Observation {
         v1::Observation {
@@ -815,7 +789,7 @@ mod tests {
         // A member's key is not the hub's.
         let forged = SignedEnvelope::sign(COHERENCE_REPORT_PAYLOAD_TYPE, payload.clone(), &other);
         let err = verify_report(&forged, &federation, None).unwrap_err();
-        assert!(err.to_string().contains("NOT signed by the hub"), "{err}");
+        assert!(err.to_string().contains("not signed by the hub"), "{err}");
         // Another payload type is refused.
         let wrong = SignedEnvelope::sign("application/octet-stream", payload, &hub_key);
         assert!(verify_report(&wrong, &federation, None).is_err());

@@ -449,7 +449,7 @@ mod tests {
     use super::*;
     use prost::Message as _;
     use rcpfed_core::checkpoint::{Checkpoint, cosign, cosignature_line, sign_checkpoint};
-    use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, pae};
+    use rcpfed_core::envelope::STATEMENT_PAYLOAD_TYPE;
     use rcpfed_core::keys::SecretKey;
     use rcpfed_core::merkle::{MemorySource, inclusion_proof, leaf_hash, root_from_leaves};
     use rcpfed_core::note::{ALG_COSIGNATURE_V1, NoteVerifier};
@@ -506,7 +506,7 @@ mod tests {
         let envelope = SignedEnvelope::sign(STATEMENT_PAYLOAD_TYPE, payload, &key(&pki, "colombo"));
         let leaves = vec![
             leaf_hash(b"first"),
-            leaf_hash(&pae(&envelope.payload_type, &envelope.payload)),
+            envelope.leaf_hash(),
             leaf_hash(b"third"),
         ];
         let src = MemorySource::from_leaves(&leaves);
