@@ -24,6 +24,8 @@ echo "== buf lint"
 buf lint
 echo "== buf breaking (against the committed v1 baseline image)"
 buf breaking --against proto/baseline/rcpfed-v1.binpb
+echo "== spec (docs/spec names no source file or crate; every reason code in errors.md)"
+scripts/check-spec.sh
 echo "== deploy kit (systemd-analyze, kubernetes-validate)"
 cargo build --locked -p rcpfed --bin rcpfed
 scripts/check-deploy.sh

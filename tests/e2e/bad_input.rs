@@ -179,8 +179,8 @@ fn error_meta(status: &tonic::Status, key: &str) -> Option<String> {
         .and_then(|i| i.metadata.get(key).cloned())
 }
 
-/// Signatures that break the exact Ed25519 rule of PROTOCOL.md §3 in their encoding (S >= L, a
-/// non-canonical or small-order R) are BAD_SIGNATURE, and the ErrorInfo names the check.
+/// Signatures that break the exact Ed25519 rule of docs/spec/keys.md §2 in their encoding (S >= L,
+/// a non-canonical or small-order R) are BAD_SIGNATURE, and the ErrorInfo names the check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signatures_name_the_ed25519_check_that_refused_them() {
     let (c, mut raw, before, _) = setup().await;

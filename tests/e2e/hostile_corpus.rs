@@ -359,7 +359,8 @@ fn statement_cases() -> Vec<(String, Base, StatementEdit, Code, &'static str)> {
             "ISSUED_AT_IN_FUTURE",
         );
     }
-    // Before 2000: the same reason as the future (PROTOCOL.md §8, "used for both cases").
+    // Before 2000: the same reason as the future (docs/spec/statement.md §1, "used for both
+    // cases").
     for (label, secs) in [
         ("issued_at in 1999", 946_684_799),
         ("issued_at at the epoch", 0),
@@ -544,7 +545,8 @@ fn statement_cases() -> Vec<(String, Base, StatementEdit, Code, &'static str)> {
             "INVALID_GCM_OBJECTIVE",
         );
     }
-    // The rule is syntactic (PROTOCOL.md: goal of 1-2 digits "." target): "99.9" passes.
+    // The rule is syntactic (docs/spec/statement.md §3: goal of 1-2 digits "." target): "99.9"
+    // passes.
     for sdg in ["abc", "", "10.c.1", "100.1", "10.", ".7", "10.ABC"] {
         p(
             &format!("sdg target {sdg:?}"),
@@ -1015,7 +1017,7 @@ fn envelope_cases() -> Vec<(String, EnvelopeEdit, Code, &'static str)> {
 }
 
 /// Inputs that are wrongly accepted (or refused with the wrong reason) today and that other
-/// issue-9 work fixes (PROTOCOL.md §8.2 reasons as the issue describes them). Not asserted
+/// issue-9 work fixes (docs/spec/errors.md §2 reasons as the issue describes them). Not asserted
 /// until [`pending_cases_once_fixed`] loses its `#[ignore]`. Each: (name, edit of colombo's
 /// next signed policy envelope, expected code, expected reason).
 #[allow(clippy::type_complexity)]
@@ -1051,7 +1053,7 @@ fn pending_cases() -> Vec<(String, EnvelopeEdit, Code, &'static str)> {
             "INVALID_DOCUMENT_NAME",
         ));
     }
-    // Issue 9 finding 1: the whole envelope bounded (reasons as PROTOCOL.md §8.2 will name
+    // Issue 9 finding 1: the whole envelope bounded (reasons as docs/spec/errors.md §2 will name
     // them; the bound-setting helper may choose the exact reason words).
     cases.push((
         "key_id of 1 MiB".into(),

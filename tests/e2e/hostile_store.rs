@@ -186,7 +186,8 @@ async fn a_node_clock_minutes_ahead_is_told_the_skew() {
         status.message()
     );
     assert_eq!(c.hub_snapshot().await, before);
-    // A clock far behind is accepted (see PROTOCOL.md §6.4): the receipt carries the hub's time.
+    // A clock far behind is accepted (see docs/spec/ingest.md §4): the receipt carries the hub's
+    // time.
     let mut behind = raw.policy("From a clock an hour slow");
     behind.header.issued_at -= time::Duration::hours(1);
     raw.accept(&behind).await;

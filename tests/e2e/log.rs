@@ -1008,7 +1008,8 @@ async fn dishonest_hub_forked_checkpoint_is_caught() {
     // --- A larger checkpoint with a consistency proof that does not verify, from the hub. ---
     // (The hub is honest and moved on one leaf with colombo's statement above; midwa, not
     // forked, follows it.) A proof carries no signature, so one that does not verify (altered
-    // by a man in the middle, or a bug) is a failed proof, retried, never a fork (§11.6).
+    // by a man in the middle, or a bug) is a failed proof, retried, never a fork
+    // (docs/spec/log.md §6).
     let moved_on = trusted_size + 1;
     assert_eventually!(
         c,

@@ -716,7 +716,7 @@ async fn registry_update_needs_the_root_threshold() {
 
 // ----- 2. rotation -------------------------------------------------------------------------------
 
-/// The public key of vector `name` in `proto/vectors/ed25519.json` (PROTOCOL.md §3).
+/// The public key of vector `name` in `proto/vectors/ed25519.json` (docs/spec/keys.md §3).
 fn ed25519_vector_key(name: &str) -> Vec<u8> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -733,8 +733,8 @@ fn ed25519_vector_key(name: &str) -> Vec<u8> {
     hex::decode(vector["public_key"].as_str().expect("public_key")).expect("hex")
 }
 
-/// A registry version, correctly signed by the root threshold, that gives colombo a key the
-/// exact Ed25519 key rule (PROTOCOL.md §3) refuses is refused whole, naming the key's field and
+/// A registry version, correctly signed by the root threshold, that gives colombo a key the exact
+/// Ed25519 key rule (docs/spec/keys.md §2) refuses is refused whole, naming the key's field and
 /// why. The non-canonical and mixed-order keys were accepted before the rule was made exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_version_with_a_key_the_ed25519_rule_refuses_is_refused() {

@@ -1,6 +1,5 @@
 //! Statement bundles: one signed statement with everything needed to check, offline, that the
-//! hub logged it in a checkpoint the witnesses cosigned (PROTOCOL.md, "Statement bundles and
-//! offline verification").
+//! hub logged it in a checkpoint the witnesses cosigned (docs/spec/bundles.md).
 //!
 //! A bundle is JSON (`format` = [`BUNDLE_FORMAT`]): the statement envelope, optionally the
 //! hub's receipt, and the log proof (leaf index, tree size, inclusion proof, cosigned

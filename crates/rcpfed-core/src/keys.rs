@@ -12,8 +12,8 @@ use sha2::{Digest as _, Sha256};
 /// First line of a secret key file.
 const SECRET_KEY_HEADER: &str = "rcpfed-ed25519-secret-key-v1";
 
-/// Errors about keys and signatures. The public-key variants are the refusals of the key rule
-/// of PROTOCOL.md §3, checked in the order listed there; [`KeyError::code`] names each one as in
+/// Errors about keys and signatures. The public-key variants are the refusals of the key rule of
+/// docs/spec/keys.md §2, checked in the order listed there; [`KeyError::code`] names each one as in
 /// `proto/vectors/ed25519.json`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
@@ -50,7 +50,7 @@ pub enum KeyError {
 
 impl KeyError {
     /// A stable code for the refusal, as in `proto/vectors/ed25519.json` (`A_…` for a public
-    /// key, PROTOCOL.md §3).
+    /// key, docs/spec/keys.md §2).
     pub fn code(&self) -> &'static str {
         match self {
             KeyError::BadEncoding => "A_ENCODING",
@@ -64,7 +64,7 @@ impl KeyError {
     }
 }
 
-/// Why a signature is refused under a valid key (PROTOCOL.md §3), in the order the checks
+/// Why a signature is refused under a valid key (docs/spec/keys.md §2), in the order the checks
 /// apply: the first that fails is reported. Only the accept/refuse outcome is normative; the
 /// variant says which rule refused it.
 #[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
@@ -135,10 +135,10 @@ enum PointProblem {
 }
 
 /// Decodes a point and accepts it only if it is canonically encoded and not of small order
-/// (PROTOCOL.md §3). Decoding (curve25519-dalek) takes the low 255 bits as y, reduced mod p, and
-/// the top bit as the sign of x; it refuses a y with no x. The canonical check re-encodes the
-/// point and compares the bytes, which refuses exactly y >= p and x = 0 with the sign bit set.
-/// A key is further checked with [`in_prime_order_subgroup`].
+/// (docs/spec/keys.md §2). Decoding (curve25519-dalek) takes the low 255 bits as y, reduced mod p,
+/// and the top bit as the sign of x; it refuses a y with no x. The canonical check re-encodes the
+/// point and compares the bytes, which refuses exactly y >= p and x = 0 with the sign bit set. A
+/// key is further checked with [`in_prime_order_subgroup`].
 fn decode_point(bytes: &[u8; 32]) -> Result<EdwardsPoint, PointProblem> {
     let point = CompressedEdwardsY(*bytes)
         .decompress()
@@ -176,11 +176,11 @@ pub struct VerifyKey {
 }
 
 impl VerifyKey {
-    /// Parses a raw 32-byte key with the exact key rule of PROTOCOL.md §3: it must decode to a
-    /// curve point, be that point's canonical encoding, not be of small order and lie in the
-    /// prime-order subgroup. Every key the federation accepts (registry, member file, root
-    /// trust, note verifier keys) passes here, so no later check meets a key that verifies
-    /// forgeries, and cofactored and cofactorless verifiers agree on its signatures.
+    /// Parses a raw 32-byte key with the exact key rule of docs/spec/keys.md §2: it must decode to
+    /// a curve point, be that point's canonical encoding, not be of small order and lie in the
+    /// prime-order subgroup. Every key the federation accepts (registry, member file, root trust,
+    /// note verifier keys) passes here, so no later check meets a key that verifies forgeries, and
+    /// cofactored and cofactorless verifiers agree on its signatures.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         let raw: [u8; 32] = bytes.try_into().map_err(|_| KeyError::BadEncoding)?;
         let point = decode_point(&raw).map_err(|p| match p {
@@ -215,14 +215,14 @@ impl VerifyKey {
         B64.encode(self.key.to_bytes())
     }
 
-    /// Verifies `sig` over `message` with the exact rule of PROTOCOL.md §3 and says which check
-    /// refused it. The key already passed [`Self::from_bytes`] (canonical, prime order, not the
-    /// identity). The signature is accepted exactly when it is 64 bytes, S < L, R decodes to a
-    /// point not of small order, and the encoding of [S]B - [k]A equals the 32 bytes of R, with
-    /// k = SHA-512(R || A || M) mod L: ed25519-dalek's `verify_strict`. As A and B lie in the
+    /// Verifies `sig` over `message` with the exact rule of docs/spec/keys.md §2 and says which
+    /// check refused it. The key already passed [`Self::from_bytes`] (canonical, prime order, not
+    /// the identity). The signature is accepted exactly when it is 64 bytes, S < L, R decodes to a
+    /// point not of small order, and the encoding of [S]B - [k]A equals the 32 bytes of R, with k =
+    /// SHA-512(R || A || M) mod L: ed25519-dalek's `verify_strict`. As A and B lie in the
     /// prime-order subgroup, so does [S]B - [k]A, and the byte equality also refuses a
-    /// non-canonical or mixed-order R; the checks of [`SignatureRefusal::classify`] only name
-    /// the reason, after a refusal.
+    /// non-canonical or mixed-order R; the checks of [`SignatureRefusal::classify`] only name the
+    /// reason, after a refusal.
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> Result<(), SignatureRefusal> {
         let bytes: &[u8; 64] = sig.try_into().map_err(|_| SignatureRefusal::Length)?;
         if self

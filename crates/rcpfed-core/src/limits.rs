@@ -1,4 +1,4 @@
-//! Protocol limits on everything that is signed, logged and redistributed (PROTOCOL.md §10).
+//! Protocol limits on everything that is signed, logged and redistributed (docs/spec/limits.md).
 //!
 //! Why: whatever the hub accepts it must be able to hand on, whole, through the feed,
 //! `GetStatement`, `ListLogEntries`, the mirrors and bundles. So the whole envelope is
@@ -179,7 +179,7 @@ mod tests {
         // The feed bound leaves room for the largest hub document and its proofs, and the
         // whole chain stays well under the 16 MiB transport limit.
         const { assert!(MAX_RESPONSE_BYTES < 4 * 1024 * 1024) };
-        // The values PROTOCOL.md §4.1 and §10 state.
+        // The values docs/spec/envelope.md §1 and docs/spec/limits.md state.
         assert_eq!(MAX_ENVELOPE_BYTES, 1_051_808);
         assert_eq!(MAX_FEED_ENTRY_BYTES, 3_159_552);
         assert_eq!(MAX_SUBMIT_REQUEST_BYTES, 1_051_872);

@@ -276,9 +276,9 @@ impl Findings {
         self.total_errors == 0
     }
 
-    /// The warnings when there is no error; otherwise one refusal listing the errors (§5.6 of
-    /// PROTOCOL.md: the reason they share or `VALIDATION_FAILED`, the first in the message
-    /// with the count of the others).
+    /// The warnings when there is no error; otherwise one refusal listing the errors
+    /// (docs/spec/statement.md §6: the reason they share or `VALIDATION_FAILED`, the first in the
+    /// message with the count of the others).
     pub fn into_result(self) -> Result<Vec<Violation>, Rejection> {
         let count = if self.errors_at_least {
             ProblemCount::AtLeast(self.total_errors)

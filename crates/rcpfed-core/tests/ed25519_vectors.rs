@@ -1,7 +1,7 @@
-//! The Ed25519 acceptance vectors `proto/vectors/ed25519.json` (PROTOCOL.md §3): the committed
-//! file is exactly the generator's output, every vector gets its expected outcome and reason
-//! from the real key check (`VerifyKey::from_bytes`, behind every registry, member file, root
-//! trust file and note verifier key) and the real signature check (`VerifyKey::verify`), an
+//! The Ed25519 acceptance vectors `proto/vectors/ed25519.json` (docs/spec/keys.md §3): the
+//! committed file is exactly the generator's output, every vector gets its expected outcome and
+//! reason from the real key check (`VerifyKey::from_bytes`, behind every registry, member file,
+//! root trust file and note verifier key) and the real signature check (`VerifyKey::verify`), an
 //! independent reference implementation of the written rule agrees on the vectors and on
 //! combinations of their parts, and equation-only verifiers accept what the rule refuses.
 
@@ -300,7 +300,7 @@ fn refused_keys_are_refused_wherever_keys_enter_with_the_specific_reason() {
     assert!(checked >= 5 * 20, "{checked}");
 }
 
-/// The rule of PROTOCOL.md §3, written again from the text with independent formulations: the
+/// The rule of docs/spec/keys.md §2, written again from the text with independent formulations: the
 /// canonical check compares integers (y < p, and no sign bit when y = ±1, the only points with
 /// x = 0), S < L compares bytes, the subgroup check computes [L]P as [L - 1]P + P, and the
 /// equation compares points.
@@ -488,7 +488,7 @@ fn equation_only_verifiers_accept_vectors_the_rule_refuses() {
             lax_accepts.push(v.name.as_str());
             assert_eq!(v.cofactorless, Some(true), "{}", v.name);
         }
-        // The rule before PROTOCOL.md §3 was made exact: dalek's key decoding, a small-order
+        // The rule before docs/spec/keys.md §2 was made exact: dalek's key decoding, a small-order
         // check, `verify_strict`.
         if !key.is_weak() && key.verify_strict(&v.message, &sig).is_ok() {
             old_accepts.push(v.name.as_str());

@@ -20,7 +20,7 @@ pub use peer::{authorize, peer_spiffe_id};
 pub use status::{ERROR_DOMAIN, rejection_status};
 
 /// Response header of `SubscribeFeed`: the feed size when the subscription started, so the
-/// subscriber knows which entry ends the backlog (PROTOCOL.md §7.1).
+/// subscriber knows which entry ends the backlog (docs/spec/feed-and-nodes.md §1).
 pub const BACKLOG_END_HEADER: &str = "rcpfed-backlog-end";
 
 /// Server-side limits, chosen deliberately (see ARCHITECTURE.md).

@@ -310,7 +310,7 @@ impl Reporter {
             report.encode_to_vec(),
             &self.key,
         );
-        // A report the feed could not hand on whole is not logged (PROTOCOL.md §10).
+        // A report the feed could not hand on whole is not logged (docs/spec/limits.md).
         if let Err(r) = rcpfed_core::limits::check_envelope(
             &envelope,
             rcpfed_core::limits::MAX_HUB_DOCUMENT_BYTES,

@@ -2,7 +2,7 @@
 //!
 //! Every quota refusal is `RESOURCE_EXHAUSTED` with an `ErrorInfo` reason from this module and
 //! a `RetryInfo` saying when to try again: the limit is on what the member holds now, so the
-//! same call succeeds once an earlier one finishes. Values are in PROTOCOL.md §10.
+//! same call succeeds once an earlier one finishes. Values are in docs/spec/limits.md.
 
 use rcpfed_grpc::status::{ERROR_DOMAIN, internal};
 use std::collections::HashMap;

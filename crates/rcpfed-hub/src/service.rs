@@ -1,5 +1,5 @@
 //! `rcpfed.v1.HubService`: authorization per RPC, then the ingest checks in the order
-//! PROTOCOL.md specifies.
+//! docs/spec/ingest.md §1 specifies.
 //!
 //! Indicator snapshots are checked against the catalogue in force after the statement rules
 //! (errors refuse, warnings are logged and counted); their revision actions are checked by
@@ -279,7 +279,7 @@ impl Hub {
     ) -> Result<Verified, Rejection> {
         let signed = SignedEnvelope::from_proto(envelope);
         // Every bound of the whole envelope, before any hashing or signature work: what is
-        // accepted must fit every feed entry and response (PROTOCOL.md §10).
+        // accepted must fit every feed entry and response (docs/spec/limits.md).
         rcpfed_core::limits::check_envelope(&signed, rcpfed_core::limits::MAX_PAYLOAD_BYTES)?;
         let signed_by = rcpfed_core::statement::verify_statement_signature(&signed, federation)?;
         signed_by.owned_by(member_id)?;
@@ -320,8 +320,9 @@ impl Hub {
             &hub_validation_context(federation, member_id, &catalogue)?,
             inline.then_some(catalogue.catalogue.as_ref()),
         )?;
-        // The field rules refuse whether or not the statement is stored (§6.1 notes); the
-        // refusal lists the catalogue's errors too. Catalogue errors alone are step 9e's.
+        // The field rules refuse whether or not the statement is stored (docs/spec/ingest.md §1,
+        // notes); the refusal lists the catalogue's errors too. Catalogue errors alone are step
+        // 9e's.
         let rule_errors = findings.rule_errors;
         let catalogue_outcome = match checked_warnings(findings) {
             Err(rejection) if rule_errors > 0 || !inline => return Err(rejection),
@@ -1047,7 +1048,7 @@ impl HubService for Hub {
                 store.checkpoint_at(req.new_size)?
             };
             let Some(checkpoint) = checkpoint else {
-                // PROTOCOL.md §11.4: every error of this call is INVALID_ARGUMENT, naming the
+                // docs/spec/log.md §4: every error of this call is INVALID_ARGUMENT, naming the
                 // size at fault.
                 return Ok(Err(invalid_field(
                     "new_size",

@@ -1,7 +1,7 @@
 //! The protobuf codec of every generated client and server: prost's, except that a message
 //! that does not parse is the sender's fault. tonic's codec answers `INTERNAL` with no
 //! details; a peer sending bytes that are not the message gets `INVALID_ARGUMENT` with an
-//! `ErrorInfo` (reason `MALFORMED_MESSAGE`, domain `rcpfed.v1`) instead (PROTOCOL.md §8.2).
+//! `ErrorInfo` (reason `MALFORMED_MESSAGE`, domain `rcpfed.v1`) instead (docs/spec/errors.md §2).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;

@@ -1,6 +1,6 @@
 //! `rcpfed verify` (offline check of a statement bundle) and `rcpfed export bundle` (fetch one
-//! from the hub). The bundle format and the checks are in PROTOCOL.md, "Statement bundles and
-//! offline verification", and in `rcpfed_core::bundle`.
+//! from the hub). The bundle format and the checks are in docs/spec/bundles.md and in
+//! `rcpfed_core::bundle`.
 
 use crate::client;
 use anyhow::{Context as _, Result, bail};

@@ -1,5 +1,5 @@
-//! The generator of `proto/vectors/ed25519.json`: accept/refuse vectors for the exact Ed25519
-//! key and signature rule of PROTOCOL.md §3. Deterministic: every seed, nonce and message comes
+//! The generator of `proto/vectors/ed25519.json`: accept/refuse vectors for the exact Ed25519 key
+//! and signature rule of docs/spec/keys.md §2. Deterministic: every seed, nonce and message comes
 //! from a fixed label, so the output is the same on every run. Shared by the example
 //! `ed25519_vectors` (which prints the file) and `tests/ed25519_vectors.rs` (which checks that
 //! the committed file is exactly this output, then runs every vector through the real key and
@@ -74,10 +74,10 @@ pub struct Vector {
 }
 
 const DESCRIPTION: &[&str] = &[
-    "Ed25519 acceptance vectors of rcpfed (PROTOCOL.md section 3). Every implementation MUST give exactly the outcome in `expected` for every vector: accepting a vector marked refuse, or refusing one marked accept, makes it disagree with the hub and the other nodes.",
+    "Ed25519 acceptance vectors of rcpfed (docs/spec/keys.md). Every implementation MUST give exactly the outcome in `expected` for every vector: accepting a vector marked refuse, or refusing one marked accept, makes it disagree with the hub and the other nodes.",
     "A vector whose reason starts with A_ is refused when its public key is accepted: a registry version, a member file, a root trust file or a note verifier key naming that key is refused as a whole. The other refusals are of the signature, under a key that is accepted.",
-    "`reason` names the first check that refuses, in the order of `reasons`. Only `expected` is normative; the reason is what rcpfed reports (PROTOCOL.md section 3).",
-    "`cofactorless_equation` and `cofactored_equation` are informative: whether [S mod L]B = R + [k]A, respectively [8][S mod L]B = [8]R + [8][k]A, holds for the decoded points, with k = SHA-512(R || A || M) mod L over the bytes as given, and with lenient decoding: y reduced mod p, a sign bit on x = 0 ignored (null when A or R does not decode or a length is wrong). A verifier that only checks an equation accepts every vector where its equation is true; the vectors marked refuse among those are what the extra checks of section 3 exist for.",
+    "`reason` names the first check that refuses, in the order of `reasons`. Only `expected` is normative; the reason is what rcpfed reports (docs/spec/keys.md).",
+    "`cofactorless_equation` and `cofactored_equation` are informative: whether [S mod L]B = R + [k]A, respectively [8][S mod L]B = [8]R + [8][k]A, holds for the decoded points, with k = SHA-512(R || A || M) mod L over the bytes as given, and with lenient decoding: y reduced mod p, a sign bit on x = 0 ignored (null when A or R does not decode or a length is wrong). A verifier that only checks an equation accepts every vector where its equation is true; the vectors marked refuse among those are what the extra checks of docs/spec/keys.md §2 exist for.",
 ];
 
 const GENERATOR: &str = "cargo run -p rcpfed-core --example ed25519_vectors > proto/vectors/ed25519.json (crates/rcpfed-core/examples/ed25519_vectors/); crates/rcpfed-core/tests/ed25519_vectors.rs checks this file is its exact output and runs every vector through rcpfed's key and signature checks";

@@ -1,4 +1,4 @@
-//! Prints the Ed25519 acceptance vectors of PROTOCOL.md §3:
+//! Prints the Ed25519 acceptance vectors of docs/spec/keys.md §3:
 //!
 //! ```sh
 //! cargo run -p rcpfed-core --example ed25519_vectors > proto/vectors/ed25519.json
