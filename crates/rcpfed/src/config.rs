@@ -86,6 +86,11 @@ pub struct HubConfig {
     pub listen: SocketAddr,
     /// Plaintext ops (health, metrics) listen address.
     pub ops_listen: SocketAddr,
+    /// Public read-only HTTP listen address: the log as C2SP tlog-tiles under `/tlog/`,
+    /// served to anyone who can reach it (published, signed data only). Unset (the default):
+    /// not served.
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
     /// The hub's statement/receipt signing key.
     pub signing_key: PathBuf,
     /// Witness cosignatures that make a checkpoint final.
@@ -150,6 +155,7 @@ impl Default for HubConfig {
             data_dir: "data/hub".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9051)),
+            http_listen: None,
             signing_key: "members/gfmd/signing.key".into(),
             witness_quorum: 2,
             tls: TlsConfig::default(),
@@ -273,6 +279,9 @@ pub struct ListenOverrides {
     /// --ops-listen
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ops_listen: Option<SocketAddr>,
+    /// --http-listen (hub only)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
     /// --data-dir
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,

@@ -12,6 +12,7 @@ mod query;
 mod registry_cmd;
 mod report;
 mod table;
+mod tiles_cmd;
 mod verify;
 mod view;
 
@@ -78,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: verify::ExportCommand,
     },
+    /// Publish the hub's log as C2SP tlog-tiles files for a static web server or CDN.
+    Tiles {
+        #[command(subcommand)]
+        command: tiles_cmd::TilesCommand,
+    },
     /// Draft, build, sign (offline), inspect, publish and fetch threshold-signed registry versions.
     Registry {
         #[command(subcommand)]
@@ -131,5 +137,6 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Report { command } => report::run(command).await,
         Command::Export { command } => verify::export(command).await,
         Command::Registry { command } => registry_cmd::run(command).await,
+        Command::Tiles { command } => tiles_cmd::run(command),
     }
 }
