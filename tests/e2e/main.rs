@@ -31,3 +31,4 @@ mod registry;
 mod resilience;
 mod revocation;
 mod strict_config;
+mod tiles;
