@@ -332,3 +332,161 @@ pub fn write_dir(store: &dyn HubStore, dir: &Path) -> Result<WriteSummary, Write
     write_atomically(&checkpoint_file, text.as_bytes())?;
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{Ingest, ReceiptSigner};
+    use crate::testkit::{FEDERATION, obs, snapshot};
+    use rcpfed_core::keys::SecretKey;
+    use rcpfed_core::merkle::{leaf_hash, root_from_leaves};
+    use rcpfed_core::statement::ObservationAction;
+    use rcpfed_store::SqliteHubStore;
+
+    /// The chain head of each test node: (node, last seq, last digest).
+    type Heads = Vec<(&'static str, u64, Option<rcpfed_core::Digest>)>;
+
+    /// `per_node` real signed snapshots from each node, continuing its chain; the nodes submit
+    /// concurrently so the sequencer commits them in batches.
+    async fn log_statements(
+        ingest: &Arc<Ingest>,
+        key: &SecretKey,
+        heads: &mut Heads,
+        per_node: u64,
+    ) {
+        let mut tasks = Vec::new();
+        for &(node, last, prev) in heads.iter() {
+            let (ingest, key) = (Arc::clone(ingest), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut prev = prev;
+                for seq in last + 1..=last + per_node {
+                    let statement = snapshot(
+                        &key,
+                        node,
+                        seq,
+                        prev,
+                        &format!("IND_{seq}"),
+                        vec![obs(ObservationAction::Append, "BGD", Some(seq as f64))],
+                    );
+                    prev = Some(statement.digest);
+                    ingest.submit(statement).await.expect("logged");
+                }
+                (node, last + per_node, prev)
+            }));
+        }
+        let mut next = Vec::new();
+        for task in tasks {
+            next.push(task.await.expect("submitter"));
+        }
+        *heads = next;
+    }
+
+    /// The files `dir` holds for `tiles`, checked to be what the routes serve, and the leaves
+    /// recomputed from the entry bundles.
+    fn check_copy(store: &dyn HubStore, dir: &Path, size: u64) {
+        let mut leaves = Vec::new();
+        for tile in tiles::new_tiles(0, size) {
+            let file = std::fs::read(dir.join(tile.path()))
+                .unwrap_or_else(|e| panic!("{}: {e}", tile.path()));
+            assert_eq!(
+                file,
+                read_tile(store, tile, size).expect("served"),
+                "{}",
+                tile.path()
+            );
+            if tile.kind == TileKind::Entries {
+                let entries = tiles::decode_entry_bundle(&file).expect("a bundle");
+                leaves.extend(entries.into_iter().map(leaf_hash));
+            }
+        }
+        let text = std::fs::read_to_string(dir.join("checkpoint")).expect("checkpoint");
+        let note = rcpfed_core::note::parse_note(&text).expect("a note");
+        let checkpoint = Checkpoint::parse(&note.text).expect("a checkpoint");
+        assert_eq!(checkpoint.size, size);
+        assert_eq!(root_from_leaves(&leaves), checkpoint.root);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn directory_copy_is_incremental_verifiable_and_refuses_another_log() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SqliteHubStore::open(&tmp.path().join("hub.sqlite")).expect("store"));
+        let key = SecretKey::from_seed(&[7; 32]);
+        let ingest = Arc::new(
+            Ingest::start(
+                Arc::clone(&store) as Arc<dyn crate::HubBackend>,
+                ReceiptSigner {
+                    federation_id: FEDERATION.into(),
+                    hub_id: "gfmd".into(),
+                    key: key.clone(),
+                },
+                crate::metrics::HubMetrics::register(
+                    &mut prometheus_client::registry::Registry::default(),
+                ),
+            )
+            .expect("sequencer"),
+        );
+        let out = tmp.path().join("tiles");
+        assert!(matches!(
+            write_dir(store.as_ref(), &out),
+            Err(WriteError::EmptyLog)
+        ));
+
+        let mut heads: Heads = vec![
+            ("colombo", 0, None),
+            ("abu-dhabi", 0, None),
+            ("midwa", 0, None),
+        ];
+        log_statements(&ingest, &key, &mut heads, 100).await;
+        let first = write_dir(store.as_ref(), &out).expect("written");
+        assert_eq!((first.old_size, first.tree_size), (0, 300));
+        assert_eq!(first.tiles_written, tiles::new_tiles(0, 300).len());
+        assert!(first.skipped.is_empty());
+        check_copy(store.as_ref(), &out, 300);
+
+        log_statements(&ingest, &key, &mut heads, 100).await;
+        let second = write_dir(store.as_ref(), &out).expect("written");
+        assert_eq!((second.old_size, second.tree_size), (300, 600));
+        // Only what 600 has and 300 had not: tiles 0/001, 0/002.p/88, 1/000.p/2, and bundles.
+        assert_eq!(second.tiles_written, tiles::new_tiles(300, 600).len());
+        assert_eq!(second.tiles_written, 5);
+        check_copy(store.as_ref(), &out, 600);
+        let again = write_dir(store.as_ref(), &out).expect("written");
+        assert_eq!((again.old_size, again.tiles_written), (600, 0));
+
+        // A directory holding a checkpoint this log never had is left alone.
+        let text = std::fs::read_to_string(out.join("checkpoint")).expect("checkpoint");
+        let root_line = text.lines().nth(2).expect("root line").to_string();
+        for (forged, why) in [
+            (
+                text.replacen("\n600\n", "\n601\n", 1),
+                "larger than this log's latest checkpoint",
+            ),
+            (
+                text.replacen(
+                    &root_line,
+                    "q1h8a4ekJ8ZnRvlEW/TJ/IjDbeR6Vef3C+kaWCedK7Q=",
+                    1,
+                ),
+                "that this log does not have",
+            ),
+            (
+                text.replacen("fed-test", "another", 1),
+                "is a checkpoint of log",
+            ),
+            ("not a note\n".to_string(), "is not a signed note"),
+        ] {
+            std::fs::write(out.join("checkpoint"), &forged).expect("forge");
+            match write_dir(store.as_ref(), &out) {
+                Err(WriteError::NotThisLog(message)) => {
+                    assert!(message.contains(why), "{message}")
+                }
+                other => panic!("{forged:?} was not refused: {other:?}"),
+            }
+            assert_eq!(
+                std::fs::read_to_string(out.join("checkpoint")).expect("checkpoint"),
+                forged,
+                "left alone"
+            );
+        }
+    }
+}
