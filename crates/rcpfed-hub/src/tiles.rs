@@ -406,10 +406,9 @@ mod tests {
         assert_eq!(root_from_leaves(&leaves), checkpoint.root);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn directory_copy_is_incremental_verifiable_and_refuses_another_log() {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let store = Arc::new(SqliteHubStore::open(&tmp.path().join("hub.sqlite")).expect("store"));
+    /// A store in `tmp` fed by a real sequencer, and the key its test statements are signed with.
+    fn logging_store(tmp: &Path) -> (Arc<SqliteHubStore>, Arc<Ingest>, SecretKey) {
+        let store = Arc::new(SqliteHubStore::open(&tmp.join("hub.sqlite")).expect("store"));
         let key = SecretKey::from_seed(&[7; 32]);
         let ingest = Arc::new(
             Ingest::start(
@@ -425,6 +424,13 @@ mod tests {
             )
             .expect("sequencer"),
         );
+        (store, ingest, key)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn directory_copy_is_incremental_verifiable_and_refuses_another_log() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let (store, ingest, key) = logging_store(tmp.path());
         let out = tmp.path().join("tiles");
         assert!(matches!(
             write_dir(store.as_ref(), &out),
@@ -488,5 +494,53 @@ mod tests {
                 "left alone"
             );
         }
+    }
+
+    /// A measurement, not run by default: the time `write_dir` takes for a log of
+    /// `RCPFED_TILES_MEASURE_STATEMENTS` statements (default 30 000), checked like the copy
+    /// above. `cargo test -p rcpfed-hub --lib tiles::tests::directory_write_time -- --ignored
+    /// --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement; minutes to build the log"]
+    async fn directory_write_time() {
+        let statements: u64 = std::env::var("RCPFED_TILES_MEASURE_STATEMENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30_000);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let (store, ingest, key) = logging_store(tmp.path());
+        let mut heads: Heads = vec![
+            ("colombo", 0, None),
+            ("abu-dhabi", 0, None),
+            ("midwa", 0, None),
+        ];
+        let started = std::time::Instant::now();
+        log_statements(&ingest, &key, &mut heads, statements.div_ceil(3)).await;
+        let size = store
+            .latest_checkpoint()
+            .expect("read")
+            .map_or(0, |c| c.size);
+        eprintln!(
+            "logged {size} statements in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let out = tmp.path().join("tiles");
+        let started = std::time::Instant::now();
+        let full = write_dir(store.as_ref(), &out).expect("written");
+        let full_time = started.elapsed();
+        log_statements(&ingest, &key, &mut heads, 1).await;
+        let started = std::time::Instant::now();
+        let update = write_dir(store.as_ref(), &out).expect("written");
+        let update_time = started.elapsed();
+        eprintln!(
+            "tiles write of {size} entries: {} files, {} bytes in {:.3} s; then 3 more entries: {} files in {:.4} s",
+            full.tiles_written,
+            full.bytes_written,
+            full_time.as_secs_f64(),
+            update.tiles_written,
+            update_time.as_secs_f64()
+        );
+        assert_eq!((full.old_size, update.old_size), (0, size));
+        check_copy(store.as_ref(), &out, size + 3);
     }
 }
