@@ -533,3 +533,26 @@ async fn tlog_tiles_http_answers_follow_the_spec() {
     .await
     .expect("checks");
 }
+
+#[test]
+fn tiles_write_names_a_missing_database_and_writes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("tiles");
+    let missing = tmp.path().join("no-such-hub.sqlite");
+    let (code, _, stderr) = crate::harness::run_rcpfed(&[
+        "tiles",
+        "write",
+        "--db",
+        &missing.to_string_lossy(),
+        "--dir",
+        &out.to_string_lossy(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(!missing.exists(), "no empty database was created");
+    assert!(!out.exists(), "nothing was written");
+    let (code, _, stderr) =
+        crate::harness::run_rcpfed(&["tiles", "write", "--dir", &out.to_string_lossy()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--config hub.toml or --db"), "{stderr}");
+}
