@@ -67,4 +67,12 @@ async fn demo_once_exchanges_everything() {
         stdout.contains("grpcurl"),
         "the demo prints grpcurl commands"
     );
+    // The log over plain HTTP, on loopback, with its URL.
+    assert!(
+        stdout.lines().any(|l| l
+            .trim()
+            .strip_prefix("the log as C2SP tlog-tiles (public, read-only): http://127.0.0.1:")
+            .is_some_and(|rest| rest.ends_with("/tlog/checkpoint"))),
+        "the demo prints the tlog-tiles URL:\n{stdout}"
+    );
 }

@@ -130,6 +130,8 @@ struct Server {
     proc: Option<Proc>,
     grpc: SocketAddr,
     ops: SocketAddr,
+    /// The public HTTP listener, when the process runs one (`http_listen`).
+    http: Option<SocketAddr>,
 }
 
 /// A running federation.
@@ -224,12 +226,14 @@ async fn spawn(
                     .parse()
                     .expect("grpc addr");
                 let ops = v["ops"].as_str().expect("ops").parse().expect("ops addr");
+                let http = v["http"].as_str().map(|a| a.parse().expect("http addr"));
                 return Server {
                     role,
                     name: name.to_string(),
                     proc: Some(proc),
                     grpc,
                     ops,
+                    http,
                 };
             }
             if let Ok(Some(status)) = proc.child.try_wait() {
@@ -376,6 +380,13 @@ impl Cluster {
     /// The hub's mTLS gRPC address.
     pub fn hub_addr(&self) -> SocketAddr {
         self.hub.grpc
+    }
+
+    /// The hub's public HTTP address (started with `RCPFED_HUB_HTTP_LISTEN`).
+    pub fn hub_http(&self) -> SocketAddr {
+        self.hub
+            .http
+            .expect("the hub runs no public HTTP listener (set RCPFED_HUB_HTTP_LISTEN)")
     }
 
     /// The hub's plaintext ops address.

@@ -32,3 +32,4 @@ mod registry;
 mod resilience;
 mod revocation;
 mod strict_config;
+mod tiles;

@@ -28,6 +28,7 @@ pub mod rejection;
 pub mod spiffe;
 pub mod statement;
 pub mod suggest;
+pub mod tiles;
 pub mod validate;
 pub mod wire;
 

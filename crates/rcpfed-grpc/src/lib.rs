@@ -9,6 +9,7 @@ pub mod deadline;
 pub mod indicators;
 pub mod ops;
 pub mod peer;
+pub mod public_http;
 pub mod records;
 pub mod rpc_metrics;
 pub mod sdmx;

@@ -19,6 +19,7 @@ pub mod registry;
 mod service;
 #[cfg(test)]
 mod testkit;
+pub mod tiles;
 
 use rcpfed_core::keys::SecretKey;
 use rcpfed_grpc::indicators::IndicatorRpc;
@@ -63,6 +64,9 @@ pub struct HubSettings {
     pub grpc_listener: TcpListener,
     /// Listener for the plaintext ops port (health, metrics).
     pub ops_listener: TcpListener,
+    /// Listener for the public read-only HTTP port (the log as C2SP tlog-tiles under
+    /// `/tlog`); None: not served.
+    pub http_listener: Option<TcpListener>,
     /// Witness cosignatures that make a checkpoint final.
     pub witness_quorum: u32,
     /// The indicator catalogue to issue, as TOML; None for the shipped one
@@ -116,6 +120,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         stale_crl,
         grpc_listener,
         ops_listener,
+        http_listener,
         witness_quorum,
         catalogue_toml,
         coherence_interval,
@@ -284,6 +289,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         snapshot_min_rate = quotas.snapshot_min_rate,
         "per-member quotas"
     );
+    let log_store: Arc<dyn HubStore> = Arc::clone(&store) as Arc<dyn HubStore>;
     let hub = Arc::new_cyclic(|me| Hub {
         me: me.clone(),
         pool: quotas::CpuPool::new(quotas.pool_size()),
@@ -329,6 +335,21 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         health.clone(),
         shutdown.clone(),
     );
+    // Started once the log is loaded, so its first answer is the log in force.
+    let public_http = match http_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let http_shutdown = shutdown.clone();
+            tracing::info!(%addr, "public HTTP listening: the log as C2SP tlog-tiles under /tlog/");
+            Some(tokio::spawn(rcpfed_grpc::public_http::serve(
+                listener,
+                axum::Router::new().nest("/tlog", tiles::router(log_store)),
+                "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles)",
+                async move { http_shutdown.cancelled().await },
+            )))
+        }
+        None => None,
+    };
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
     let serve = tonic::transport::Server::builder()
@@ -379,6 +400,9 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     shutdown.cancel();
     let _ = crl_watch.await;
     let _ = coherence.await;
+    if let Some(public_http) = public_http {
+        let _ = public_http.await;
+    }
     let _ = ops.await;
     served?;
     Ok(())

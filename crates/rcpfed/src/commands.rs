@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Plaintext ops listen address for health and /metrics.
     #[arg(long)]
     pub ops_listen: Option<SocketAddr>,
+    /// Public read-only HTTP listen address (hub only): the log as C2SP tlog-tiles under
+    /// /tlog/ (port 0 picks a free port).
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
     /// Directory for the SQLite database.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -46,6 +50,7 @@ impl ServeArgs {
         ListenOverrides {
             listen: self.listen,
             ops_listen: self.ops_listen,
+            http_listen: self.http_listen,
             data_dir: self.data_dir.clone(),
             hub_endpoint: self.hub_endpoint.clone(),
             // Relative to the working directory, not to the configuration file.
@@ -97,8 +102,17 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for {what}"))
 }
 
-fn write_addr_file(path: &Path, grpc: SocketAddr, ops: SocketAddr) -> Result<()> {
-    let text = serde_json::json!({ "grpc": grpc.to_string(), "ops": ops.to_string() }).to_string();
+fn write_addr_file(
+    path: &Path,
+    grpc: SocketAddr,
+    ops: SocketAddr,
+    http: Option<SocketAddr>,
+) -> Result<()> {
+    let mut addrs = serde_json::json!({ "grpc": grpc.to_string(), "ops": ops.to_string() });
+    if let Some(http) = http {
+        addrs["http"] = serde_json::Value::String(http.to_string());
+    }
+    let text = addrs.to_string();
     // Write then rename, so a reader never sees half a file.
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
@@ -134,11 +148,16 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
     let signing_key = load_key(&config.signing_key)?;
     let grpc_listener = bind(config.listen, "gRPC").await?;
     let ops_listener = bind(config.ops_listen, "ops").await?;
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(bind(addr, "public HTTP").await?),
+        None => None,
+    };
     if let Some(path) = &args.addr_file {
         write_addr_file(
             path,
             grpc_listener.local_addr()?,
             ops_listener.local_addr()?,
+            http_listener.as_ref().map(|l| l.local_addr()).transpose()?,
         )?;
     }
     let _data_dir_lock = crate::backup::lock_data_dir(&config.data_dir, "hub")?;
@@ -157,6 +176,7 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
             stale_crl: config.stale_crl.into(),
             grpc_listener,
             ops_listener,
+            http_listener,
             witness_quorum: config.witness_quorum,
             catalogue_toml: config.catalogue_toml()?,
             coherence_interval: std::time::Duration::from_millis(config.coherence_interval_ms),
@@ -222,6 +242,11 @@ fn watch_db_quota(
 
 /// `rcpfed node`.
 pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
+    if args.http_listen.is_some() {
+        bail!(
+            "--http-listen is the hub's setting (the public tlog-tiles listener); a node has none yet"
+        );
+    }
     let config = NodeConfig::load(&args.config, &args.overrides())?;
     let (trust, federation_id) = load_trust(&config.root_trust_file)?;
     let initial_registry = match &config.registry_file {
@@ -236,6 +261,7 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             path,
             grpc_listener.local_addr()?,
             ops_listener.local_addr()?,
+            None,
         )?;
     }
     let _data_dir_lock = crate::backup::lock_data_dir(&config.data_dir, "node")?;

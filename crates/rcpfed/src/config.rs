@@ -86,6 +86,11 @@ pub struct HubConfig {
     pub listen: SocketAddr,
     /// Plaintext ops (health, metrics) listen address.
     pub ops_listen: SocketAddr,
+    /// Public read-only HTTP listen address: the log as C2SP tlog-tiles under `/tlog/`,
+    /// served to anyone who can reach it (published, signed data only). Unset (the default):
+    /// not served.
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
     /// The hub's statement/receipt signing key.
     pub signing_key: PathBuf,
     /// Witness cosignatures that make a checkpoint final.
@@ -150,6 +155,7 @@ impl Default for HubConfig {
             data_dir: "data/hub".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9051)),
+            http_listen: None,
             signing_key: "members/gfmd/signing.key".into(),
             witness_quorum: 2,
             tls: TlsConfig::default(),
@@ -273,6 +279,9 @@ pub struct ListenOverrides {
     /// --ops-listen
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ops_listen: Option<SocketAddr>,
+    /// --http-listen (hub only)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
     /// --data-dir
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
@@ -614,6 +623,46 @@ mod tests {
     }
 
     const TLS: &str = "[tls]\nca_cert = \"ca.pem\"\ncert = \"tls.pem\"\nkey = \"tls.key\"\n";
+
+    #[test]
+    fn the_public_http_listener_is_off_unless_set() {
+        let load = |text: &str, overrides: &ListenOverrides| {
+            let (dir, file) = config_file(&format!("revocation = \"disabled\"\n{text}{TLS}"));
+            // The files the defaults name must exist; their content is not read here.
+            for name in [
+                "root-trust.toml",
+                "registry/registry.v1.json",
+                "members/gfmd/signing.key",
+                "ca.pem",
+                "tls.pem",
+                "tls.key",
+            ] {
+                let path = dir.path().join(name);
+                std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+                std::fs::write(path, "").expect("touch");
+            }
+            HubConfig::load(&file, overrides)
+                .unwrap_or_else(|e| panic!("{text:?}: {e:#}"))
+                .http_listen
+        };
+        let none = ListenOverrides::default();
+        assert_eq!(load("", &none), None);
+        let file_addr = SocketAddr::from(([127, 0, 0, 1], 8080));
+        assert_eq!(
+            load("http_listen = \"127.0.0.1:8080\"\n", &none),
+            Some(file_addr)
+        );
+        let flag = ListenOverrides {
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..ListenOverrides::default()
+        };
+        assert_eq!(
+            load("http_listen = \"127.0.0.1:8080\"\n", &flag),
+            flag.http_listen
+        );
+        let error = hub_error(&format!("http_listn = \"127.0.0.1:8080\"\n{TLS}"));
+        assert!(error.contains("did you mean http_listen?"), "{error}");
+    }
 
     #[test]
     fn a_hub_refuses_an_unknown_key_with_the_closest() {

@@ -41,6 +41,8 @@ struct Proc {
     child: Child,
     grpc: String,
     ops: String,
+    /// The public HTTP listener (the hub's tlog-tiles), when started with one.
+    http: Option<String>,
 }
 
 async fn spawn(dir: &Path, role: &str, name: &str, extra: &[String]) -> Result<Proc> {
@@ -67,11 +69,13 @@ async fn spawn(dir: &Path, role: &str, name: &str, extra: &[String]) -> Result<P
             let v: serde_json::Value = serde_json::from_str(&text)?;
             let grpc = v["grpc"].as_str().unwrap_or_default().to_string();
             let ops = v["ops"].as_str().unwrap_or_default().to_string();
+            let http = v["http"].as_str().map(str::to_string);
             return Ok(Proc {
                 name: name.to_string(),
                 child,
                 grpc,
                 ops,
+                http,
             });
         }
         if let Some(status) = child.try_wait()? {
@@ -113,11 +117,23 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         federation.federation_id
     );
 
-    let mut hub = spawn(&dir, "hub", "hub", &[]).await?;
+    // The public read-only HTTP side, on loopback like everything in the demo.
+    let mut hub = spawn(
+        &dir,
+        "hub",
+        "hub",
+        &["--http-listen".to_string(), "127.0.0.1:0".to_string()],
+    )
+    .await?;
     println!(
         "2. hub gfmd listening on {} (mTLS), ops {} (health, /metrics)",
         hub.grpc, hub.ops
     );
+    if let Some(http) = &hub.http {
+        println!(
+            "   the log as C2SP tlog-tiles (public, read-only): http://{http}/tlog/checkpoint"
+        );
+    }
     let hub_endpoint = format!("https://localhost:{}", port(&hub.grpc));
     let mut nodes = Vec::new();
     for id in NODES {
@@ -732,6 +748,14 @@ fn print_grpcurl(dir: &Path, hub: &Proc, nodes: &[Proc]) {
         "-cacert {d}/ca.pem -cert {d}/members/operator/tls.pem -key {d}/members/operator/tls.key"
     );
     let h = format!("localhost:{}", port(&hub.grpc));
+    if let Some(http) = &hub.http {
+        println!("\nThe log over plain HTTP (C2SP tlog-tiles, any tlog client or curl):");
+        println!("  curl http://{http}/tlog/checkpoint");
+        println!("  curl -s http://{http}/tlog/tile/0/000.p/1 | xxd | head");
+        println!(
+            "  rcpfed tiles write --config {d}/hub.toml --dir {d}/tiles   # the same as static files"
+        );
+    }
     println!("\nExplore with grpcurl (mTLS as the operator identity):");
     println!("  grpcurl {tls} {h} list");
     println!("  grpcurl {tls} {h} grpc.health.v1.Health/Check");

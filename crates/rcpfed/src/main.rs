@@ -13,6 +13,7 @@ mod query;
 mod registry_cmd;
 mod report;
 mod table;
+mod tiles_cmd;
 mod verify;
 mod view;
 
@@ -90,6 +91,11 @@ enum Command {
         #[command(subcommand)]
         command: backup::RestoreCommand,
     },
+    /// Publish the hub's log as C2SP tlog-tiles files for a static web server or CDN.
+    Tiles {
+        #[command(subcommand)]
+        command: tiles_cmd::TilesCommand,
+    },
     /// Draft, build, sign (offline), inspect, publish and fetch threshold-signed registry versions.
     Registry {
         #[command(subcommand)]
@@ -145,5 +151,6 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Registry { command } => registry_cmd::run(command).await,
         Command::Backup { command } => backup::backup(command).await,
         Command::Restore { command } => backup::restore(command).await,
+        Command::Tiles { command } => tiles_cmd::run(command),
     }
 }
