@@ -675,17 +675,23 @@ async fn bare_server(pki: &Path, addr_file: &Path) -> Result<()> {
 /// real hub process from spawn until its ops port reports SERVING, against the same on an empty
 /// database in the same run.
 ///
-/// The statements are SYNTHETIC: the payload is a short labelled byte string, not an encoded
-/// statement; the envelope signature is 64 zero bytes and the receipt is empty (neither is read
-/// at start-up or by proofs). Leaf hashes are the real `leaf_hash(PAE(type, payload))` of the
-/// stored envelopes, so the hub's start-up check against the latest checkpoint passes.
+/// The statements are SYNTHETIC: each payload is a real encoded statement, a short policy
+/// summary labelled synthetic, chained per node (the store applies it to its view as it does
+/// the hub's); the envelope signature is 64 zero bytes and the receipt is empty (neither is
+/// read by the store, at start-up or by proofs). Leaf hashes are the real
+/// `leaf_hash(PAE(type, payload))` of the stored envelopes, so the hub's start-up check against
+/// the latest checkpoint passes.
 mod log_bench {
     use super::pinned_command;
     use anyhow::{Context as _, Result, anyhow, bail};
+    use rcpfed_core::Digest;
     use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
     use rcpfed_core::envelope::{EnvelopeSignature, STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae};
     use rcpfed_core::keys::SecretKey;
     use rcpfed_core::merkle::{self, Frontier, Hash, HashSource};
+    use rcpfed_core::statement::{
+        Body, DocumentKind, Header, LocalizedText, PolicyStatus, PolicySummary, Statement,
+    };
     use rcpfed_hub::log::{StoreSource, leaf_of_envelope, load_frontier};
     use rcpfed_store::{
         HubStore, LogNode, NewCheckpoint, SqliteHubStore, StoreError, StoredStatement,
@@ -867,8 +873,27 @@ mod log_bench {
         let db_empty = dir.join("empty").join("hub.sqlite");
         std::fs::create_dir_all(dir.join("data"))?;
         std::fs::create_dir_all(dir.join("empty"))?;
-        if SqliteHubStore::open(&db_empty)?.last_feed_index()? != 0 {
-            bail!("{} is not empty", db_empty.display());
+        // A new hub logs its registry and catalogue at its first start. Let it, on both
+        // databases, before any synthetic entry: the synthetic entries then follow the hub's
+        // own, and no later start-up writes anything (checked after each size).
+        let base = first_start(&o.rcpfed, &config, dir, &db, &nodes, "first").await?;
+        let base_empty = first_start(
+            &o.rcpfed,
+            &config_empty,
+            dir,
+            &db_empty,
+            &nodes,
+            "empty-first",
+        )
+        .await?;
+        if SqliteHubStore::open(&db_empty)?.last_feed_index()? != base_empty {
+            bail!(
+                "{} holds more than the hub's own {base_empty} entries",
+                db_empty.display()
+            );
+        }
+        if let Some(&small) = o.sizes.iter().find(|&&s| s <= base) {
+            bail!("--sizes: {small} entries is not more than the hub's own {base} entries");
         }
 
         let affinity = current_affinity();
@@ -885,7 +910,7 @@ mod log_bench {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut rows = Vec::new();
         for &size in &o.sizes {
-            let build = grow(&db, size, o.batch, &nodes, &hub_key, &origin)?;
+            let build = grow(&db, size, base, o.batch, &nodes, &hub_key, &origin)?;
             if let Some((rows, took)) = build {
                 println!(
                     "  built {size} entries: +{rows} in {:.1} s = {:.0} rows/s",
@@ -898,7 +923,7 @@ mod log_bench {
                 set_affinity("1");
             }
             println!("  load average before measuring at {size}: {}", loadavg());
-            let steps = startup_steps(&db, size, &nodes)?;
+            let steps = startup_steps(&db, size, base, &nodes)?;
             println!("  in-process start-up reads at {size}: {steps}");
             let proofs = proofs(&db, size, o.samples, &mut rng)?;
             let mut full = Vec::new();
@@ -911,6 +936,10 @@ mod log_bench {
             }
             if let Some(all) = &affinity {
                 set_affinity(all);
+            }
+            let after = SqliteHubStore::open(&db)?.last_feed_index()?;
+            if after != size {
+                bail!("the hub's start-ups changed the log from {size} to {after} entries");
             }
             let list = |v: &[Duration]| {
                 v.iter()
@@ -940,6 +969,37 @@ mod log_bench {
         Ok(())
     }
 
+    /// Starts the real hub once on `db` if it is new (it logs its registry and catalogue), and
+    /// returns the number of the hub's own entries at the head of the log: the synthetic
+    /// entries come after them.
+    async fn first_start(
+        rcpfed: &Path,
+        config: &Path,
+        dir: &Path,
+        db: &Path,
+        nodes: &[Node],
+        tag: &str,
+    ) -> Result<u64> {
+        if SqliteHubStore::open(db)?.last_feed_index()? == 0 {
+            hub_startup(rcpfed, config, dir, tag).await?;
+        }
+        let store = SqliteHubStore::open(db)?;
+        let mut base = 0;
+        while let Some(st) = store.statement_by_feed_index(base + 1)? {
+            if nodes.iter().any(|n| n.id == st.node_id) {
+                break;
+            }
+            base += 1;
+        }
+        if base == 0 {
+            bail!(
+                "{}: the hub logged nothing at its first start (expected its registry and catalogue)",
+                db.display()
+            );
+        }
+        Ok(base)
+    }
+
     fn write_config(dir: &Path, name: &str, data_dir: &str) -> Result<PathBuf> {
         let text = format!(
             "# rcpfed-bench log: synthetic hub configuration\nroot_trust_file = \"fed/root-trust.toml\"\nregistry_file = \"fed/registry/registry.v1.json\"\nrevocation = \"disabled\"\ndata_dir = \"{data_dir}\"\nsigning_key = \"fed/members/{HUB}/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/{HUB}/tls.pem\"\nkey = \"fed/members/{HUB}/tls.key\"\n"
@@ -949,20 +1009,71 @@ mod log_bench {
         Ok(path)
     }
 
-    /// Entry `f` (feed index, from 1) of the synthetic log, and its leaf hash. Nodes take turns,
-    /// so node `n` holds seq 1, 2, … at feed indexes n + 1, n + 1 + k, …
-    fn synthetic(f: u64, nodes: &[Node], now_ms: i64) -> (StoredStatement, Hash) {
+    /// Entry `f` (feed index, from 1) of the log, the synthetic entry `f - base` (the first `base`
+    /// entries are the hub's own), and its leaf hash. Nodes take turns, so node `n` holds seq
+    /// 1, 2, … at feed indexes base + n + 1, base + n + 1 + k, … `prev` is the digest
+    /// of that node's previous statement (its chain); `now_ms` its issue and acceptance time.
+    ///
+    /// The payload is a real encoded statement (a short synthetic policy summary, labelled so)
+    /// because the store applies every policy summary to its view as the hub's does; the
+    /// envelope signature is 64 zero bytes and the receipt is empty (never read by the store,
+    /// start-up or proofs).
+    fn synthetic(
+        f: u64,
+        base: u64,
+        nodes: &[Node],
+        prev: Option<Digest>,
+        now_ms: i64,
+    ) -> Result<(StoredStatement, Hash)> {
         let k = nodes.len() as u64;
-        let node = &nodes[((f - 1) % k) as usize];
-        let seq = (f - 1) / k + 1;
-        let payload = format!(
-            "SYNTHETIC rcpfed-bench log entry {f} (node {}, seq {seq}); not a real statement",
-            node.id
-        )
-        .into_bytes();
+        let j = f - base;
+        let node = &nodes[((j - 1) % k) as usize];
+        let seq = (j - 1) / k + 1;
+        let document = format!(
+            "regions/{}/policies/synthetic-{:010}",
+            node.id,
+            (seq - 1) / 4
+        );
+        let revision = ((seq - 1) % 4) as u32 + 1;
+        let issued_at =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+                .map_err(|e| anyhow!("issue time {now_ms} ms: {e}"))?;
+        let statement = Statement {
+            header: Header {
+                federation_id: FEDERATION.to_string(),
+                node_id: node.id.clone(),
+                seq,
+                prev_digest: prev,
+                issued_at,
+                kind: DocumentKind::PolicySummary,
+                schema_version: 1,
+                document: document.clone(),
+                revision,
+            },
+            body: Body::Policy(PolicySummary {
+                title: vec![LocalizedText {
+                    language: "en".into(),
+                    text: format!("SYNTHETIC rcpfed-bench log entry {f}"),
+                }],
+                summary: vec![LocalizedText {
+                    language: "en".into(),
+                    text: format!(
+                        "Synthetic benchmark statement of node {}, seq {seq}; not a real policy.",
+                        node.id
+                    ),
+                }],
+                meeting: String::new(),
+                meeting_date: String::new(),
+                status: PolicyStatus::Draft,
+                countries: Vec::new(),
+                gcm_objectives: vec![(f % 23) as u32 + 1],
+                sdg_targets: Vec::new(),
+                references: Vec::new(),
+            }),
+        };
         let env = SignedEnvelope {
             payload_type: STATEMENT_PAYLOAD_TYPE.to_string(),
-            payload,
+            payload: statement.encode(),
             signatures: vec![EnvelopeSignature {
                 key_id: node.key_id.clone(),
                 sig: vec![0; 64],
@@ -975,18 +1086,14 @@ mod log_bench {
             seq,
             digest: env.digest(),
             payload_type: env.payload_type.clone(),
-            kind: "policy_summary".into(),
-            document: format!(
-                "regions/{}/policies/synthetic-{:010}",
-                node.id,
-                (seq - 1) / 4
-            ),
-            revision: ((seq - 1) % 4) as u32 + 1,
+            kind: DocumentKind::PolicySummary.as_str().to_string(),
+            document,
+            revision,
             envelope: env.encode(),
             receipt: Vec::new(),
             accepted_at_ms: now_ms,
         };
-        (st, leaf)
+        Ok((st, leaf))
     }
 
     /// The highest seq of node `n` in a synthetic log of `size` entries (0: none yet).
@@ -1010,6 +1117,7 @@ mod log_bench {
     fn grow(
         db: &Path,
         target: u64,
+        base: u64,
         batch: usize,
         nodes: &[Node],
         hub_key: &SecretKey,
@@ -1034,12 +1142,24 @@ mod log_bench {
                 frontier.size()
             );
         }
+        // Each node's chain continues from its stored head (a resumed build).
+        let stored_heads = store.chain_heads()?;
+        let heads: Vec<Option<Digest>> = nodes
+            .iter()
+            .map(|n| {
+                stored_heads
+                    .iter()
+                    .find(|h| h.node_id == n.id)
+                    .map(|h| h.digest)
+            })
+            .collect();
         let start = Instant::now();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(1);
         let batch = batch as u64;
         let done = std::thread::scope(|s| -> Result<u64> {
             let producer = s.spawn(move || -> Result<()> {
                 let mut frontier: Frontier = frontier;
+                let mut heads = heads;
                 let mut next = have + 1;
                 while next <= target {
                     let end = (next + batch - 1).min(target);
@@ -1047,7 +1167,9 @@ mod log_bench {
                     let mut statements = Vec::with_capacity((end - next + 1) as usize);
                     let mut log_nodes = Vec::with_capacity(2 * (end - next + 1) as usize);
                     for f in next..=end {
-                        let (st, leaf) = synthetic(f, nodes, now);
+                        let slot = ((f - base - 1) % nodes.len() as u64) as usize;
+                        let (st, leaf) = synthetic(f, base, nodes, heads[slot], now)?;
+                        heads[slot] = Some(st.digest);
                         statements.push(st);
                         log_nodes.extend(frontier.append(leaf));
                     }
@@ -1107,7 +1229,7 @@ mod log_bench {
     /// Times, in this process, the store reads the hub makes at start-up
     /// (`SqliteHubStore::open`, then `rcpfed_hub::ingest::Ingest::start`: `last_feed_index`,
     /// `chain_heads`, `load_frontier`), and checks what they return.
-    fn startup_steps(db: &Path, size: u64, nodes: &[Node]) -> Result<String> {
+    fn startup_steps(db: &Path, size: u64, base: u64, nodes: &[Node]) -> Result<String> {
         let t = Instant::now();
         let store = SqliteHubStore::open(db)?;
         let open = t.elapsed();
@@ -1127,7 +1249,7 @@ mod log_bench {
             );
         }
         for (i, n) in nodes.iter().enumerate() {
-            let want = expected_seq(i, nodes.len(), size);
+            let want = expected_seq(i, nodes.len(), size - base);
             let got = heads
                 .iter()
                 .find(|h| h.node_id == n.id)
