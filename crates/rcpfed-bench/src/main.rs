@@ -3,10 +3,12 @@
 //! hold better).
 //!
 //! `ingest`: hub ingest of signed ~2 KB statements from N concurrent node clients over mTLS,
-//! durable before the receipt, compared with (a) a bare tonic service that only acks the same
-//! payload over the same TLS and (b) the single-core `verify_strict` rate of the same statements.
-//! The hub (or the bare server) is pinned to core 0 and the load generator to core 1 with
-//! `taskset` when available. All data is synthetic and labelled so.
+//! durable before the receipt, with three real mirror nodes following the feed, compared with
+//! (a) a bare tonic service that only acks the same payload over the same TLS (also driven hard,
+//! its server CPU reported) and (b) the single-core `verify_strict` rate of the same statements;
+//! receipt and feed latency percentiles (see [`ingest`]). The hub (or the bare server) is pinned
+//! to core 0 and the load generator and mirrors to core 1 with `taskset` when available. All
+//! data is synthetic and labelled so.
 //!
 //! `log`: grows one hub database through the real store API to each requested size (10 k, 1 M,
 //! 10 M entries by default) and at each size reports inclusion and consistency proof latency
@@ -20,7 +22,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae};
+use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
 use rcpfed_core::statement::{
@@ -28,13 +30,13 @@ use rcpfed_core::statement::{
 };
 use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_proto::v1;
-use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_proto::v1::hub_service_server::{HubService, HubServiceServer};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
+mod ingest;
 mod snapshot;
 
 #[derive(Parser)]
@@ -63,6 +65,16 @@ enum Cmd {
         /// In-flight requests per client. Must be 1: a node's chain is sequential.
         #[arg(long, default_value_t = 1)]
         inflight: usize,
+        /// Real nodes (colombo, abu-dhabi, midwa; 0 to 3) whose mirrors follow the hub's feed
+        /// during the run; their feed latency is reported.
+        #[arg(long, default_value_t = 3)]
+        mirrors: usize,
+        /// Connections of the bare-ack baseline when driven hard.
+        #[arg(long, default_value_t = 40)]
+        bare_connections: usize,
+        /// Requests in flight on each of those connections.
+        #[arg(long, default_value_t = 8)]
+        bare_inflight: usize,
     },
     /// Transparency log at scale: proof latency and hub start-up time at growing log sizes.
     Log {
@@ -141,13 +153,24 @@ fn main() -> Result<()> {
             per_client,
             payload_bytes,
             inflight,
+            mirrors,
+            bare_connections,
+            bare_inflight,
         } => {
             if inflight != 1 {
                 bail!(
                     "--inflight must be 1: statements of one node are chained and must arrive in order"
                 );
             }
-            rt.block_on(ingest(&rcpfed, clients, per_client, payload_bytes))
+            rt.block_on(ingest::run(ingest::Options {
+                rcpfed,
+                clients,
+                per_client,
+                payload_bytes,
+                mirrors,
+                bare_connections,
+                bare_inflight,
+            }))
         }
         Cmd::Log {
             rcpfed,
@@ -189,18 +212,20 @@ fn main() -> Result<()> {
     }
 }
 
-/// Runs `rcpfed pki init` with `nodes` synthetic nodes (synthetic-00, …) and no real ones.
-fn pki_init(rcpfed: &Path, dir: &Path, federation: &str, nodes: usize) -> Result<()> {
+/// Runs `rcpfed pki init` with `nodes` synthetic nodes (synthetic-00, …), the regional nodes
+/// `real` (ids from the bundled list, with their configuration files) and the operator.
+fn pki_init(
+    rcpfed: &Path,
+    dir: &Path,
+    federation: &str,
+    nodes: usize,
+    real: &[&str],
+) -> Result<()> {
     let out = std::process::Command::new(rcpfed)
         .args(["pki", "init", "--dir"])
         .arg(dir)
-        .args([
-            "--federation",
-            federation,
-            "--nodes",
-            "",
-            "--synthetic-nodes",
-        ])
+        .args(["--federation", federation, "--nodes", &real.join(",")])
+        .arg("--synthetic-nodes")
         .arg(nodes.to_string())
         .output()
         .with_context(|| format!("running {} pki init", rcpfed.display()))?;
@@ -367,162 +392,6 @@ fn make_chains(
                 .collect()
         })
         .collect()
-}
-
-/// Sends every chain over its own mTLS connection, one request in flight per chain.
-async fn load(
-    endpoint: &str,
-    pki: &Path,
-    chains: &[Vec<v1::Envelope>],
-) -> Result<(usize, Duration)> {
-    let mut clients = Vec::new();
-    for i in 0..chains.len() {
-        let tls = tls_of(pki, &member_id(i));
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
-            .tls_config(tls.client_config("localhost")?)?
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {endpoint}"))?;
-        clients.push(HubServiceClient::new(channel));
-    }
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (mut client, chain) in clients.into_iter().zip(chains.iter().cloned()) {
-        tasks.push(tokio::spawn(async move {
-            let mut ok = 0usize;
-            for env in chain {
-                let r = client
-                    .submit_statement(v1::SubmitStatementRequest {
-                        envelope: Some(env),
-                    })
-                    .await;
-                match r {
-                    Ok(_) => ok += 1,
-                    Err(s) => {
-                        return Err(anyhow::anyhow!(
-                            "submit failed: {:?} {}",
-                            s.code(),
-                            s.message()
-                        ));
-                    }
-                }
-            }
-            Ok(ok)
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await??;
-    }
-    Ok((total, start.elapsed()))
-}
-
-async fn ingest(rcpfed: &Path, clients: usize, per_client: usize, size: usize) -> Result<()> {
-    if !rcpfed.is_file() {
-        bail!(
-            "{} not found; build it first: cargo build --release -p rcpfed",
-            rcpfed.display()
-        );
-    }
-    let dir = std::env::temp_dir().join(format!("rcpfed-bench-{}", std::process::id()));
-    let pki = dir.join("fed");
-    // The real `rcpfed pki init`, so the hub runs on a threshold-signed registry as in
-    // production; the synthetic nodes are labelled synthetic.
-    pki_init(rcpfed, &pki, "bench-federation", clients)?;
-    let fed = Federation::from_toml(&std::fs::read_to_string(pki.join("federation.toml"))?)?;
-    let keys: Vec<SecretKey> = (0..clients)
-        .map(|i| {
-            Ok(SecretKey::from_file_text(&std::fs::read_to_string(
-                pki.join("members").join(member_id(i)).join("signing.key"),
-            )?)?)
-        })
-        .collect::<Result<_>>()?;
-    let chains = make_chains(&fed, &keys, per_client, size);
-    let total = clients * per_client;
-    let payload_len = chains
-        .first()
-        .and_then(|c| c.first())
-        .map(|e| e.payload.len())
-        .unwrap_or(0);
-    let pinned = pin_self(1, false);
-    println!(
-        "rcpfed-bench ingest: {clients} clients × {per_client} statements, payload {payload_len} bytes (synthetic), load pinned to core 1: {pinned}"
-    );
-
-    // (b) single-core verify_strict of the same statements, in this process.
-    let start = Instant::now();
-    let mut verified = 0usize;
-    for chain in &chains {
-        for env in chain {
-            let (_, key) = fed.key_owner(&env.signatures[0].key_id).context("key")?;
-            if key.verify_strict(
-                &pae(&env.payload_type, &env.payload),
-                &env.signatures[0].sig,
-            ) {
-                verified += 1;
-            }
-        }
-    }
-    let verify_rate = verified as f64 / start.elapsed().as_secs_f64();
-
-    // (a) the bare ack service over the same TLS.
-    let exe = std::env::current_exe()?;
-    let bare_addr_file = dir.join("bare.addr.json");
-    let mut bare = pinned_command(0, &exe);
-    bare.arg("bare-server")
-        .arg("--pki")
-        .arg(&pki)
-        .arg("--addr-file")
-        .arg(&bare_addr_file);
-    let mut bare = bare.spawn()?;
-    let addr = wait_addr(&bare_addr_file, &mut bare).await?;
-    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
-    let (n, took) = load(&format!("https://localhost:{port}"), &pki, &chains).await?;
-    let bare_rate = n as f64 / took.as_secs_f64();
-    bare.kill().await?;
-
-    // The real hub, durable before each receipt.
-    let hub_toml = "root_trust_file = \"fed/root-trust.toml\"\nregistry_file = \"fed/registry/registry.v1.json\"\nrevocation = \"disabled\"\ndata_dir = \"data\"\nsigning_key = \"fed/members/gfmd/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/gfmd/tls.pem\"\nkey = \"fed/members/gfmd/tls.key\"\n";
-    std::fs::write(dir.join("hub.toml"), hub_toml)?;
-    let hub_addr_file = dir.join("hub.addr.json");
-    let mut hub = pinned_command(0, rcpfed);
-    hub.arg("hub")
-        .arg("--config")
-        .arg(dir.join("hub.toml"))
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .arg("--addr-file")
-        .arg(&hub_addr_file)
-        .env("RCPFED_LOG", "warn");
-    let mut hub = hub.spawn()?;
-    let addr = wait_addr(&hub_addr_file, &mut hub).await?;
-    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
-    let (n, took) = load(&format!("https://localhost:{port}"), &pki, &chains).await?;
-    let hub_rate = n as f64 / took.as_secs_f64();
-    let ops = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&hub_addr_file)?)?
-        ["ops"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let commits = commit_metrics(&ops);
-    hub.kill().await?;
-
-    println!("verify_strict, 1 core, same statements : {verify_rate:>9.0} statements/s");
-    println!("bare tonic ack over the same mTLS       : {bare_rate:>9.0} statements/s");
-    println!(
-        "rcpfed hub (verify, validate, chain,    : {hub_rate:>9.0} statements/s  ({total} durable)"
-    );
-    println!("            group commit, signed receipt)");
-    println!("hub commits                             : {commits}");
-    println!(
-        "ratio hub / bare ack                    : {:>9.2}   (target ≥ 0.50)",
-        hub_rate / bare_rate
-    );
-    println!(
-        "ratio hub / single-core verify_strict   : {:>9.2}   (target ≥ 0.50)",
-        hub_rate / verify_rate
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }
 
 /// Acknowledges every submission without looking at it: the transport baseline.
@@ -849,7 +718,7 @@ mod log_bench {
     async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         let pki = dir.join("fed");
         if !pki.join("federation.toml").is_file() {
-            super::pki_init(&o.rcpfed, &pki, FEDERATION, o.nodes)?;
+            super::pki_init(&o.rcpfed, &pki, FEDERATION, o.nodes, &[])?;
         }
         let read_key = |id: &str| -> Result<SecretKey> {
             let path = pki.join("members").join(id).join("signing.key");
