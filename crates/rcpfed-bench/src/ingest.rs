@@ -272,11 +272,29 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         );
     }
     let busy = bare_hard.server_busy().unwrap_or(0.0);
+    let load_busy = bare_hard.load_busy().unwrap_or(0.0);
     if busy < 0.9 {
+        let why = if load_busy >= 0.9 {
+            "the load generator's core was saturated first"
+        } else {
+            "neither process used its whole core: other processes on this machine took the rest"
+        };
         println!(
-            "NOTE: the bare server's core was {:.0} % busy when driven hard: the baseline is limited by the load generator (core 1 {:.0} % busy), so the ratio below flatters the hub",
+            "NOTE: the bare server's core was {:.0} % busy when driven hard (load generator {:.0} %): {why}, so the throughput ratio below flatters the hub; the CPU ratio does not depend on it",
             busy * 100.0,
-            bare_hard.load_busy().unwrap_or(0.0) * 100.0
+            load_busy * 100.0
+        );
+    }
+    if let (Some(hub_cpu), Some(bare_cpu)) =
+        (hub_run.cpu_per_statement(), bare_hard.cpu_per_statement())
+    {
+        println!(
+            "CPU per statement, bare ack / hub          : {:>9.2}   ({:.1} µs / {:.1} µs; one core's capacity: bare {:.0}/s, hub {:.0}/s)",
+            bare_cpu / hub_cpu,
+            bare_cpu * 1e6,
+            hub_cpu * 1e6,
+            1.0 / bare_cpu,
+            1.0 / hub_cpu
         );
     }
     println!(
@@ -323,6 +341,12 @@ impl LoadRun {
     /// Share of one core the server used.
     fn server_busy(&self) -> Option<f64> {
         Some(self.server_cpu? / self.took.as_secs_f64())
+    }
+
+    /// Server CPU seconds per statement.
+    fn cpu_per_statement(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (cpu > 0.0 && self.sent > 0).then(|| cpu / self.sent as f64)
     }
 
     fn load_busy(&self) -> Option<f64> {
