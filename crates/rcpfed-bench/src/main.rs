@@ -3,10 +3,12 @@
 //! hold better).
 //!
 //! `ingest`: hub ingest of signed ~2 KB statements from N concurrent node clients over mTLS,
-//! durable before the receipt, compared with (a) a bare tonic service that only acks the same
-//! payload over the same TLS and (b) the single-core `verify_strict` rate of the same statements.
-//! The hub (or the bare server) is pinned to core 0 and the load generator to core 1 with
-//! `taskset` when available. All data is synthetic and labelled so.
+//! durable before the receipt, with three real mirror nodes following the feed, compared with
+//! (a) a bare tonic service that only acks the same payload over the same TLS (also driven hard,
+//! its server CPU reported) and (b) the single-core `verify_strict` rate of the same statements;
+//! receipt and feed latency percentiles (see [`ingest`]). The hub (or the bare server) is pinned
+//! to core 0 and the load generator and mirrors to core 1 with `taskset` when available. All
+//! data is synthetic and labelled so.
 //!
 //! `log`: grows one hub database through the real store API to each requested size (10 k, 1 M,
 //! 10 M entries by default) and at each size reports inclusion and consistency proof latency
@@ -20,7 +22,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae};
+use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
 use rcpfed_core::statement::{
@@ -28,13 +30,13 @@ use rcpfed_core::statement::{
 };
 use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_proto::v1;
-use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_proto::v1::hub_service_server::{HubService, HubServiceServer};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
+mod ingest;
 mod snapshot;
 
 #[derive(Parser)]
@@ -63,6 +65,16 @@ enum Cmd {
         /// In-flight requests per client. Must be 1: a node's chain is sequential.
         #[arg(long, default_value_t = 1)]
         inflight: usize,
+        /// Real nodes (colombo, abu-dhabi, midwa; 0 to 3) whose mirrors follow the hub's feed
+        /// during the run; their feed latency is reported.
+        #[arg(long, default_value_t = 3)]
+        mirrors: usize,
+        /// Connections of the bare-ack baseline when driven hard.
+        #[arg(long, default_value_t = 40)]
+        bare_connections: usize,
+        /// Requests in flight on each of those connections.
+        #[arg(long, default_value_t = 8)]
+        bare_inflight: usize,
     },
     /// Transparency log at scale: proof latency and hub start-up time at growing log sizes.
     Log {
@@ -141,13 +153,24 @@ fn main() -> Result<()> {
             per_client,
             payload_bytes,
             inflight,
+            mirrors,
+            bare_connections,
+            bare_inflight,
         } => {
             if inflight != 1 {
                 bail!(
                     "--inflight must be 1: statements of one node are chained and must arrive in order"
                 );
             }
-            rt.block_on(ingest(&rcpfed, clients, per_client, payload_bytes))
+            rt.block_on(ingest::run(ingest::Options {
+                rcpfed,
+                clients,
+                per_client,
+                payload_bytes,
+                mirrors,
+                bare_connections,
+                bare_inflight,
+            }))
         }
         Cmd::Log {
             rcpfed,
@@ -189,18 +212,20 @@ fn main() -> Result<()> {
     }
 }
 
-/// Runs `rcpfed pki init` with `nodes` synthetic nodes (synthetic-00, …) and no real ones.
-fn pki_init(rcpfed: &Path, dir: &Path, federation: &str, nodes: usize) -> Result<()> {
+/// Runs `rcpfed pki init` with `nodes` synthetic nodes (synthetic-00, …), the regional nodes
+/// `real` (ids from the bundled list, with their configuration files) and the operator.
+fn pki_init(
+    rcpfed: &Path,
+    dir: &Path,
+    federation: &str,
+    nodes: usize,
+    real: &[&str],
+) -> Result<()> {
     let out = std::process::Command::new(rcpfed)
         .args(["pki", "init", "--dir"])
         .arg(dir)
-        .args([
-            "--federation",
-            federation,
-            "--nodes",
-            "",
-            "--synthetic-nodes",
-        ])
+        .args(["--federation", federation, "--nodes", &real.join(",")])
+        .arg("--synthetic-nodes")
         .arg(nodes.to_string())
         .output()
         .with_context(|| format!("running {} pki init", rcpfed.display()))?;
@@ -369,162 +394,6 @@ fn make_chains(
         .collect()
 }
 
-/// Sends every chain over its own mTLS connection, one request in flight per chain.
-async fn load(
-    endpoint: &str,
-    pki: &Path,
-    chains: &[Vec<v1::Envelope>],
-) -> Result<(usize, Duration)> {
-    let mut clients = Vec::new();
-    for i in 0..chains.len() {
-        let tls = tls_of(pki, &member_id(i));
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
-            .tls_config(tls.client_config("localhost")?)?
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {endpoint}"))?;
-        clients.push(HubServiceClient::new(channel));
-    }
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (mut client, chain) in clients.into_iter().zip(chains.iter().cloned()) {
-        tasks.push(tokio::spawn(async move {
-            let mut ok = 0usize;
-            for env in chain {
-                let r = client
-                    .submit_statement(v1::SubmitStatementRequest {
-                        envelope: Some(env),
-                    })
-                    .await;
-                match r {
-                    Ok(_) => ok += 1,
-                    Err(s) => {
-                        return Err(anyhow::anyhow!(
-                            "submit failed: {:?} {}",
-                            s.code(),
-                            s.message()
-                        ));
-                    }
-                }
-            }
-            Ok(ok)
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await??;
-    }
-    Ok((total, start.elapsed()))
-}
-
-async fn ingest(rcpfed: &Path, clients: usize, per_client: usize, size: usize) -> Result<()> {
-    if !rcpfed.is_file() {
-        bail!(
-            "{} not found; build it first: cargo build --release -p rcpfed",
-            rcpfed.display()
-        );
-    }
-    let dir = std::env::temp_dir().join(format!("rcpfed-bench-{}", std::process::id()));
-    let pki = dir.join("fed");
-    // The real `rcpfed pki init`, so the hub runs on a threshold-signed registry as in
-    // production; the synthetic nodes are labelled synthetic.
-    pki_init(rcpfed, &pki, "bench-federation", clients)?;
-    let fed = Federation::from_toml(&std::fs::read_to_string(pki.join("federation.toml"))?)?;
-    let keys: Vec<SecretKey> = (0..clients)
-        .map(|i| {
-            Ok(SecretKey::from_file_text(&std::fs::read_to_string(
-                pki.join("members").join(member_id(i)).join("signing.key"),
-            )?)?)
-        })
-        .collect::<Result<_>>()?;
-    let chains = make_chains(&fed, &keys, per_client, size);
-    let total = clients * per_client;
-    let payload_len = chains
-        .first()
-        .and_then(|c| c.first())
-        .map(|e| e.payload.len())
-        .unwrap_or(0);
-    let pinned = pin_self(1, false);
-    println!(
-        "rcpfed-bench ingest: {clients} clients × {per_client} statements, payload {payload_len} bytes (synthetic), load pinned to core 1: {pinned}"
-    );
-
-    // (b) single-core verify_strict of the same statements, in this process.
-    let start = Instant::now();
-    let mut verified = 0usize;
-    for chain in &chains {
-        for env in chain {
-            let (_, key) = fed.key_owner(&env.signatures[0].key_id).context("key")?;
-            if key.verify_strict(
-                &pae(&env.payload_type, &env.payload),
-                &env.signatures[0].sig,
-            ) {
-                verified += 1;
-            }
-        }
-    }
-    let verify_rate = verified as f64 / start.elapsed().as_secs_f64();
-
-    // (a) the bare ack service over the same TLS.
-    let exe = std::env::current_exe()?;
-    let bare_addr_file = dir.join("bare.addr.json");
-    let mut bare = pinned_command(0, &exe);
-    bare.arg("bare-server")
-        .arg("--pki")
-        .arg(&pki)
-        .arg("--addr-file")
-        .arg(&bare_addr_file);
-    let mut bare = bare.spawn()?;
-    let addr = wait_addr(&bare_addr_file, &mut bare).await?;
-    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
-    let (n, took) = load(&format!("https://localhost:{port}"), &pki, &chains).await?;
-    let bare_rate = n as f64 / took.as_secs_f64();
-    bare.kill().await?;
-
-    // The real hub, durable before each receipt.
-    let hub_toml = "root_trust_file = \"fed/root-trust.toml\"\nregistry_file = \"fed/registry/registry.v1.json\"\nrevocation = \"disabled\"\ndata_dir = \"data\"\nsigning_key = \"fed/members/gfmd/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/gfmd/tls.pem\"\nkey = \"fed/members/gfmd/tls.key\"\n";
-    std::fs::write(dir.join("hub.toml"), hub_toml)?;
-    let hub_addr_file = dir.join("hub.addr.json");
-    let mut hub = pinned_command(0, rcpfed);
-    hub.arg("hub")
-        .arg("--config")
-        .arg(dir.join("hub.toml"))
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .arg("--addr-file")
-        .arg(&hub_addr_file)
-        .env("RCPFED_LOG", "warn");
-    let mut hub = hub.spawn()?;
-    let addr = wait_addr(&hub_addr_file, &mut hub).await?;
-    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
-    let (n, took) = load(&format!("https://localhost:{port}"), &pki, &chains).await?;
-    let hub_rate = n as f64 / took.as_secs_f64();
-    let ops = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&hub_addr_file)?)?
-        ["ops"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let commits = commit_metrics(&ops);
-    hub.kill().await?;
-
-    println!("verify_strict, 1 core, same statements : {verify_rate:>9.0} statements/s");
-    println!("bare tonic ack over the same mTLS       : {bare_rate:>9.0} statements/s");
-    println!(
-        "rcpfed hub (verify, validate, chain,    : {hub_rate:>9.0} statements/s  ({total} durable)"
-    );
-    println!("            group commit, signed receipt)");
-    println!("hub commits                             : {commits}");
-    println!(
-        "ratio hub / bare ack                    : {:>9.2}   (target ≥ 0.50)",
-        hub_rate / bare_rate
-    );
-    println!(
-        "ratio hub / single-core verify_strict   : {:>9.2}   (target ≥ 0.50)",
-        hub_rate / verify_rate
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
-}
-
 /// Acknowledges every submission without looking at it: the transport baseline.
 struct BareAck;
 
@@ -675,17 +544,23 @@ async fn bare_server(pki: &Path, addr_file: &Path) -> Result<()> {
 /// real hub process from spawn until its ops port reports SERVING, against the same on an empty
 /// database in the same run.
 ///
-/// The statements are SYNTHETIC: the payload is a short labelled byte string, not an encoded
-/// statement; the envelope signature is 64 zero bytes and the receipt is empty (neither is read
-/// at start-up or by proofs). Leaf hashes are the real `leaf_hash(PAE(type, payload))` of the
-/// stored envelopes, so the hub's start-up check against the latest checkpoint passes.
+/// The statements are SYNTHETIC: each payload is a real encoded statement, a short policy
+/// summary labelled synthetic, chained per node (the store applies it to its view as it does
+/// the hub's); the envelope signature is 64 zero bytes and the receipt is empty (neither is
+/// read by the store, at start-up or by proofs). Leaf hashes are the real
+/// `leaf_hash(PAE(type, payload))` of the stored envelopes, so the hub's start-up check against
+/// the latest checkpoint passes.
 mod log_bench {
     use super::pinned_command;
     use anyhow::{Context as _, Result, anyhow, bail};
+    use rcpfed_core::Digest;
     use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
     use rcpfed_core::envelope::{EnvelopeSignature, STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae};
     use rcpfed_core::keys::SecretKey;
     use rcpfed_core::merkle::{self, Frontier, Hash, HashSource};
+    use rcpfed_core::statement::{
+        Body, DocumentKind, Header, LocalizedText, PolicyStatus, PolicySummary, Statement,
+    };
     use rcpfed_hub::log::{StoreSource, leaf_of_envelope, load_frontier};
     use rcpfed_store::{
         HubStore, LogNode, NewCheckpoint, SqliteHubStore, StoreError, StoredStatement,
@@ -843,7 +718,7 @@ mod log_bench {
     async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         let pki = dir.join("fed");
         if !pki.join("federation.toml").is_file() {
-            super::pki_init(&o.rcpfed, &pki, FEDERATION, o.nodes)?;
+            super::pki_init(&o.rcpfed, &pki, FEDERATION, o.nodes, &[])?;
         }
         let read_key = |id: &str| -> Result<SecretKey> {
             let path = pki.join("members").join(id).join("signing.key");
@@ -867,8 +742,27 @@ mod log_bench {
         let db_empty = dir.join("empty").join("hub.sqlite");
         std::fs::create_dir_all(dir.join("data"))?;
         std::fs::create_dir_all(dir.join("empty"))?;
-        if SqliteHubStore::open(&db_empty)?.last_feed_index()? != 0 {
-            bail!("{} is not empty", db_empty.display());
+        // A new hub logs its registry and catalogue at its first start. Let it, on both
+        // databases, before any synthetic entry: the synthetic entries then follow the hub's
+        // own, and no later start-up writes anything (checked after each size).
+        let base = first_start(&o.rcpfed, &config, dir, &db, &nodes, "first").await?;
+        let base_empty = first_start(
+            &o.rcpfed,
+            &config_empty,
+            dir,
+            &db_empty,
+            &nodes,
+            "empty-first",
+        )
+        .await?;
+        if SqliteHubStore::open(&db_empty)?.last_feed_index()? != base_empty {
+            bail!(
+                "{} holds more than the hub's own {base_empty} entries",
+                db_empty.display()
+            );
+        }
+        if let Some(&small) = o.sizes.iter().find(|&&s| s <= base) {
+            bail!("--sizes: {small} entries is not more than the hub's own {base} entries");
         }
 
         let affinity = current_affinity();
@@ -885,7 +779,7 @@ mod log_bench {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut rows = Vec::new();
         for &size in &o.sizes {
-            let build = grow(&db, size, o.batch, &nodes, &hub_key, &origin)?;
+            let build = grow(&db, size, base, o.batch, &nodes, &hub_key, &origin)?;
             if let Some((rows, took)) = build {
                 println!(
                     "  built {size} entries: +{rows} in {:.1} s = {:.0} rows/s",
@@ -898,7 +792,7 @@ mod log_bench {
                 set_affinity("1");
             }
             println!("  load average before measuring at {size}: {}", loadavg());
-            let steps = startup_steps(&db, size, &nodes)?;
+            let steps = startup_steps(&db, size, base, &nodes)?;
             println!("  in-process start-up reads at {size}: {steps}");
             let proofs = proofs(&db, size, o.samples, &mut rng)?;
             let mut full = Vec::new();
@@ -911,6 +805,10 @@ mod log_bench {
             }
             if let Some(all) = &affinity {
                 set_affinity(all);
+            }
+            let after = SqliteHubStore::open(&db)?.last_feed_index()?;
+            if after != size {
+                bail!("the hub's start-ups changed the log from {size} to {after} entries");
             }
             let list = |v: &[Duration]| {
                 v.iter()
@@ -940,6 +838,37 @@ mod log_bench {
         Ok(())
     }
 
+    /// Starts the real hub once on `db` if it is new (it logs its registry and catalogue), and
+    /// returns the number of the hub's own entries at the head of the log: the synthetic
+    /// entries come after them.
+    async fn first_start(
+        rcpfed: &Path,
+        config: &Path,
+        dir: &Path,
+        db: &Path,
+        nodes: &[Node],
+        tag: &str,
+    ) -> Result<u64> {
+        if SqliteHubStore::open(db)?.last_feed_index()? == 0 {
+            hub_startup(rcpfed, config, dir, tag).await?;
+        }
+        let store = SqliteHubStore::open(db)?;
+        let mut base = 0;
+        while let Some(st) = store.statement_by_feed_index(base + 1)? {
+            if nodes.iter().any(|n| n.id == st.node_id) {
+                break;
+            }
+            base += 1;
+        }
+        if base == 0 {
+            bail!(
+                "{}: the hub logged nothing at its first start (expected its registry and catalogue)",
+                db.display()
+            );
+        }
+        Ok(base)
+    }
+
     fn write_config(dir: &Path, name: &str, data_dir: &str) -> Result<PathBuf> {
         let text = format!(
             "# rcpfed-bench log: synthetic hub configuration\nroot_trust_file = \"fed/root-trust.toml\"\nregistry_file = \"fed/registry/registry.v1.json\"\nrevocation = \"disabled\"\ndata_dir = \"{data_dir}\"\nsigning_key = \"fed/members/{HUB}/signing.key\"\n[tls]\nca_cert = \"fed/ca.pem\"\ncert = \"fed/members/{HUB}/tls.pem\"\nkey = \"fed/members/{HUB}/tls.key\"\n"
@@ -949,20 +878,71 @@ mod log_bench {
         Ok(path)
     }
 
-    /// Entry `f` (feed index, from 1) of the synthetic log, and its leaf hash. Nodes take turns,
-    /// so node `n` holds seq 1, 2, … at feed indexes n + 1, n + 1 + k, …
-    fn synthetic(f: u64, nodes: &[Node], now_ms: i64) -> (StoredStatement, Hash) {
+    /// Entry `f` (feed index, from 1) of the log, the synthetic entry `f - base` (the first `base`
+    /// entries are the hub's own), and its leaf hash. Nodes take turns, so node `n` holds seq
+    /// 1, 2, … at feed indexes base + n + 1, base + n + 1 + k, … `prev` is the digest
+    /// of that node's previous statement (its chain); `now_ms` its issue and acceptance time.
+    ///
+    /// The payload is a real encoded statement (a short synthetic policy summary, labelled so)
+    /// because the store applies every policy summary to its view as the hub's does; the
+    /// envelope signature is 64 zero bytes and the receipt is empty (never read by the store,
+    /// start-up or proofs).
+    fn synthetic(
+        f: u64,
+        base: u64,
+        nodes: &[Node],
+        prev: Option<Digest>,
+        now_ms: i64,
+    ) -> Result<(StoredStatement, Hash)> {
         let k = nodes.len() as u64;
-        let node = &nodes[((f - 1) % k) as usize];
-        let seq = (f - 1) / k + 1;
-        let payload = format!(
-            "SYNTHETIC rcpfed-bench log entry {f} (node {}, seq {seq}); not a real statement",
-            node.id
-        )
-        .into_bytes();
+        let j = f - base;
+        let node = &nodes[((j - 1) % k) as usize];
+        let seq = (j - 1) / k + 1;
+        let document = format!(
+            "regions/{}/policies/synthetic-{:010}",
+            node.id,
+            (seq - 1) / 4
+        );
+        let revision = ((seq - 1) % 4) as u32 + 1;
+        let issued_at =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+                .map_err(|e| anyhow!("issue time {now_ms} ms: {e}"))?;
+        let statement = Statement {
+            header: Header {
+                federation_id: FEDERATION.to_string(),
+                node_id: node.id.clone(),
+                seq,
+                prev_digest: prev,
+                issued_at,
+                kind: DocumentKind::PolicySummary,
+                schema_version: 1,
+                document: document.clone(),
+                revision,
+            },
+            body: Body::Policy(PolicySummary {
+                title: vec![LocalizedText {
+                    language: "en".into(),
+                    text: format!("SYNTHETIC rcpfed-bench log entry {f}"),
+                }],
+                summary: vec![LocalizedText {
+                    language: "en".into(),
+                    text: format!(
+                        "Synthetic benchmark statement of node {}, seq {seq}; not a real policy.",
+                        node.id
+                    ),
+                }],
+                meeting: String::new(),
+                meeting_date: String::new(),
+                status: PolicyStatus::Draft,
+                countries: Vec::new(),
+                gcm_objectives: vec![(f % 23) as u32 + 1],
+                sdg_targets: Vec::new(),
+                references: Vec::new(),
+            }),
+        };
         let env = SignedEnvelope {
             payload_type: STATEMENT_PAYLOAD_TYPE.to_string(),
-            payload,
+            payload: statement.encode(),
             signatures: vec![EnvelopeSignature {
                 key_id: node.key_id.clone(),
                 sig: vec![0; 64],
@@ -975,18 +955,14 @@ mod log_bench {
             seq,
             digest: env.digest(),
             payload_type: env.payload_type.clone(),
-            kind: "policy_summary".into(),
-            document: format!(
-                "regions/{}/policies/synthetic-{:010}",
-                node.id,
-                (seq - 1) / 4
-            ),
-            revision: ((seq - 1) % 4) as u32 + 1,
+            kind: DocumentKind::PolicySummary.as_str().to_string(),
+            document,
+            revision,
             envelope: env.encode(),
             receipt: Vec::new(),
             accepted_at_ms: now_ms,
         };
-        (st, leaf)
+        Ok((st, leaf))
     }
 
     /// The highest seq of node `n` in a synthetic log of `size` entries (0: none yet).
@@ -1010,6 +986,7 @@ mod log_bench {
     fn grow(
         db: &Path,
         target: u64,
+        base: u64,
         batch: usize,
         nodes: &[Node],
         hub_key: &SecretKey,
@@ -1034,12 +1011,24 @@ mod log_bench {
                 frontier.size()
             );
         }
+        // Each node's chain continues from its stored head (a resumed build).
+        let stored_heads = store.chain_heads()?;
+        let heads: Vec<Option<Digest>> = nodes
+            .iter()
+            .map(|n| {
+                stored_heads
+                    .iter()
+                    .find(|h| h.node_id == n.id)
+                    .map(|h| h.digest)
+            })
+            .collect();
         let start = Instant::now();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(1);
         let batch = batch as u64;
         let done = std::thread::scope(|s| -> Result<u64> {
             let producer = s.spawn(move || -> Result<()> {
                 let mut frontier: Frontier = frontier;
+                let mut heads = heads;
                 let mut next = have + 1;
                 while next <= target {
                     let end = (next + batch - 1).min(target);
@@ -1047,7 +1036,9 @@ mod log_bench {
                     let mut statements = Vec::with_capacity((end - next + 1) as usize);
                     let mut log_nodes = Vec::with_capacity(2 * (end - next + 1) as usize);
                     for f in next..=end {
-                        let (st, leaf) = synthetic(f, nodes, now);
+                        let slot = ((f - base - 1) % nodes.len() as u64) as usize;
+                        let (st, leaf) = synthetic(f, base, nodes, heads[slot], now)?;
+                        heads[slot] = Some(st.digest);
                         statements.push(st);
                         log_nodes.extend(frontier.append(leaf));
                     }
@@ -1107,7 +1098,7 @@ mod log_bench {
     /// Times, in this process, the store reads the hub makes at start-up
     /// (`SqliteHubStore::open`, then `rcpfed_hub::ingest::Ingest::start`: `last_feed_index`,
     /// `chain_heads`, `load_frontier`), and checks what they return.
-    fn startup_steps(db: &Path, size: u64, nodes: &[Node]) -> Result<String> {
+    fn startup_steps(db: &Path, size: u64, base: u64, nodes: &[Node]) -> Result<String> {
         let t = Instant::now();
         let store = SqliteHubStore::open(db)?;
         let open = t.elapsed();
@@ -1127,7 +1118,7 @@ mod log_bench {
             );
         }
         for (i, n) in nodes.iter().enumerate() {
-            let want = expected_seq(i, nodes.len(), size);
+            let want = expected_seq(i, nodes.len(), size - base);
             let got = heads
                 .iter()
                 .find(|h| h.node_id == n.id)

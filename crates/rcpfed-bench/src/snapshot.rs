@@ -54,32 +54,32 @@ pub struct Options {
 const FEDERATION: &str = "bench-snapshot-federation";
 const BIG_NODE: &str = rcpfed_import::SYNTHETIC_NODE;
 const SMALL_NODES: [&str; 2] = ["abu-dhabi", "midwa"];
-const OPERATOR: &str = "operator";
+pub(crate) const OPERATOR: &str = "operator";
 /// How often the hub and nodes are polled.
 const POLL: Duration = Duration::from_millis(25);
 /// Longest wait for any one step (start-up, catalogue, delivery, catch-up).
 const STEP_LIMIT: Duration = Duration::from_secs(900);
 
 /// A running hub or node.
-struct Proc {
+pub(crate) struct Proc {
     child: tokio::process::Child,
     grpc: String,
     log: PathBuf,
 }
 
 impl Proc {
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         let port = self.grpc.rsplit(':').next().unwrap_or_default();
         format!("https://localhost:{port}")
     }
 }
 
 /// SIGTERM (graceful), then SIGKILL after 10 s.
-async fn stop(p: &mut Proc) {
+pub(crate) async fn stop(p: &mut Proc) {
     if let Some(pid) = p.child.id() {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -96,7 +96,7 @@ async fn stop(p: &mut Proc) {
 }
 
 /// Starts `rcpfed hub` or `rcpfed node` pinned to `cpu` and waits for its address file.
-async fn spawn(
+pub(crate) async fn spawn(
     rcpfed: &Path,
     cpu: usize,
     dir: &Path,
@@ -149,7 +149,7 @@ async fn spawn(
     Ok(Proc { child, grpc, log })
 }
 
-async fn connect(endpoint: &str, pki: &Path) -> Result<Channel> {
+pub(crate) async fn connect(endpoint: &str, pki: &Path) -> Result<Channel> {
     let tls = tls_of(pki, OPERATOR);
     let start = Instant::now();
     loop {
@@ -170,7 +170,11 @@ async fn connect(endpoint: &str, pki: &Path) -> Result<Channel> {
 
 /// Polls `probe` every [`POLL`] until it returns `Some`; fails after [`STEP_LIMIT`] or when
 /// one of `procs` has exited.
-async fn poll_until<T, F, Fut>(what: &str, procs: &mut [&mut Proc], mut probe: F) -> Result<T>
+pub(crate) async fn poll_until<T, F, Fut>(
+    what: &str,
+    procs: &mut [&mut Proc],
+    mut probe: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -304,7 +308,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())

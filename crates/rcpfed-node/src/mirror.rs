@@ -6,7 +6,9 @@
 //! hub's own documents: catalogue versions (verified against the catalogue in force, then put
 //! in force once stored) and coherence reports. A large snapshot's chunks are fetched from
 //! the hub and checked against its signed manifest before the snapshot is stored, because the
-//! store applies its observations in the same transaction.
+//! store applies its observations in the same transaction. Verified node statements are stored
+//! in batches, one transaction each, as the stream delivers them (at most [`MAX_BATCH`], and
+//! never ahead of a registry, catalogue or coherence entry, which are stored one at a time).
 
 use crate::catalogue::CatalogueInForce;
 use crate::{NodeState, NodeStorage};
@@ -252,50 +254,77 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
                     .feed_connected
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 backoff = Duration::from_millis(200);
+                // Verified statements not yet stored: written in one transaction when the
+                // stream has nothing more ready, when the batch is full, or before an entry
+                // that must see everything before it stored.
+                let mut pending: Vec<MirroredStatement> = Vec::new();
                 loop {
-                    let next = tokio::select! {
-                        m = stream.message() => m,
-                        () = shutdown.cancelled() => {
-                            state.feed_connected.store(false, std::sync::atomic::Ordering::Relaxed);
-                            return;
+                    let next = if pending.is_empty() {
+                        tokio::select! {
+                            m = stream.message() => m,
+                            () = shutdown.cancelled() => {
+                                state.feed_connected.store(false, std::sync::atomic::Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    } else {
+                        // `message` is cancel-safe: a message not ready yet stays in the stream.
+                        match ready_now(stream.message()) {
+                            Some(m) => m,
+                            None => match mirror.flush(&mut pending).await {
+                                Ok(()) => continue,
+                                Err((index, failure)) => {
+                                    report(&state, index, failure);
+                                    break;
+                                }
+                            },
                         }
                     };
                     match next {
                         Ok(Some(entry)) => {
+                            if (pending.len() >= MAX_BATCH || stored_in_order(&entry))
+                                && let Err((index, failure)) = mirror.flush(&mut pending).await
+                            {
+                                report(&state, index, failure);
+                                break;
+                            }
                             match mirror.handle(&mut client, &entry, &shutdown).await {
-                                Ok(()) => {
-                                    tracing::debug!(feed_index = entry.feed_index, "mirrored");
+                                Ok(verified) => {
+                                    match verified {
+                                        Some(m) => pending.push(m),
+                                        None => tracing::debug!(
+                                            feed_index = entry.feed_index,
+                                            "mirrored"
+                                        ),
+                                    }
+                                    // Own statements are adopted as they are verified, so the
+                                    // own chain is whole once the backlog's end is, stored or
+                                    // still in the batch.
                                     if backlog_end.is_some_and(|end| entry.feed_index >= end) {
                                         mirror.own_chain.caught_up();
                                     }
                                 }
-                                Err(Failure::Verify(problem)) => {
-                                    // Never skip: the cursor stays put and we retry after a pause.
-                                    tracing::error!(feed_index = entry.feed_index, %problem, "feed entry failed verification");
-                                    state.set_error(format!(
-                                        "feed entry {} failed verification: {problem}",
-                                        entry.feed_index
-                                    ));
+                                Err(failure) => {
+                                    // What verified before it is kept; this entry is retried.
+                                    if let Err((index, failure)) = mirror.flush(&mut pending).await
+                                    {
+                                        report(&state, index, failure);
+                                    }
+                                    report(&state, entry.feed_index, failure);
                                     break;
                                 }
-                                Err(Failure::Hub(problem)) => {
-                                    tracing::warn!(feed_index = entry.feed_index, %problem, "cannot fetch what a feed entry needs; retrying");
-                                    state.set_error(format!(
-                                        "feed entry {}: {problem}",
-                                        entry.feed_index
-                                    ));
-                                    break;
-                                }
-                                Err(Failure::Store(e)) => {
-                                    tracing::error!(feed_index = entry.feed_index, error = %e, "mirror refused a feed entry");
-                                    state.set_error(format!("mirror: {e}"));
-                                    break;
-                                }
-                                Err(Failure::Shutdown) => break,
                             }
                         }
-                        Ok(None) => break,
+                        Ok(None) => {
+                            if let Err((index, failure)) = mirror.flush(&mut pending).await {
+                                report(&state, index, failure);
+                            }
+                            break;
+                        }
                         Err(status) => {
+                            if let Err((index, failure)) = mirror.flush(&mut pending).await {
+                                report(&state, index, failure);
+                            }
                             if crate::hub_not_reached(&status) {
                                 state.hub_unreachable("mirror", &status, backoff);
                             }
@@ -326,14 +355,80 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
     }
 }
 
+/// Most verified statements written in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Whether an entry must be handled with everything before it stored: registry and catalogue
+/// versions take effect once stored, and a coherence report is checked against the last one
+/// stored.
+fn stored_in_order(entry: &v1::SubscribeFeedResponse) -> bool {
+    matches!(
+        entry.envelope.as_ref().map(|e| e.payload_type.as_str()),
+        Some(REGISTRY_PAYLOAD_TYPE | CATALOGUE_PAYLOAD_TYPE | COHERENCE_REPORT_PAYLOAD_TYPE)
+    )
+}
+
+/// The output of `fut` if it is ready at once, without waiting.
+fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Logs and shows why the entry at `feed_index` was not mirrored (the stream then stops and
+/// the entry is retried, never skipped).
+fn report(state: &NodeState, feed_index: u64, failure: Failure) {
+    match failure {
+        Failure::Verify(problem) => {
+            tracing::error!(feed_index, %problem, "feed entry failed verification");
+            state.set_error(format!(
+                "feed entry {feed_index} failed verification: {problem}"
+            ));
+        }
+        Failure::Hub(problem) => {
+            tracing::warn!(feed_index, %problem, "cannot fetch what a feed entry needs; retrying");
+            state.set_error(format!("feed entry {feed_index}: {problem}"));
+        }
+        Failure::Store(e) => {
+            tracing::error!(feed_index, error = %e, "mirror refused a feed entry");
+            state.set_error(format!("mirror: {e}"));
+        }
+        Failure::Shutdown => {}
+    }
+}
+
 impl Mirror {
-    /// Verifies one entry, checks its place in the witnessed log, and stores it.
+    /// Stores the verified statements of `pending` in one transaction, and empties it; on
+    /// failure gives the first feed index of the batch.
+    async fn flush(&self, pending: &mut Vec<MirroredStatement>) -> Result<(), (u64, Failure)> {
+        let Some(first) = pending.first().map(|m| m.feed_index) else {
+            return Ok(());
+        };
+        let last = pending.last().map_or(first, |m| m.feed_index);
+        let batch = std::mem::take(pending);
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || store.mirror_insert_batch(&batch)).await {
+            Ok(Ok(())) => {
+                tracing::debug!(first, last, "mirrored");
+                Ok(())
+            }
+            Ok(Err(e)) => Err((first, Failure::Store(e.to_string()))),
+            Err(e) => Err((first, Failure::Store(format!("mirror task failed: {e}")))),
+        }
+    }
+
+    /// Verifies one entry and checks its place in the witnessed log. A node statement is
+    /// given back to be stored in the caller's next batch (its chunks, if any, are staged
+    /// already); any other entry is stored here.
     async fn handle(
         &self,
         client: &mut HubServiceClient<Channel>,
         entry: &v1::SubscribeFeedResponse,
         shutdown: &CancellationToken,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<MirroredStatement>, Failure> {
         let federation = self.federation.get();
         let now = crate::now_ms();
         let payload_type = entry
@@ -402,7 +497,7 @@ impl Mirror {
                     .observe(&envelope, logged_at)
                     .await
                     .map_err(|e| Failure::Verify(format!("registry version: {e}")))?;
-                self.insert(m).await
+                self.insert(m).await.map(|()| None)
             }
             Checked::Statement(m, manifest) => {
                 if let Some(manifest) = manifest {
@@ -419,7 +514,7 @@ impl Mirror {
                 if m.node_id == self.node_id {
                     self.adopt_own(&m).await?;
                 }
-                self.insert(m).await
+                Ok(Some(m))
             }
             Checked::Catalogue(m, catalogue) => {
                 self.insert(m).await?;
@@ -429,9 +524,9 @@ impl Mirror {
                     "indicator catalogue version in force"
                 );
                 self.catalogue.set(*catalogue);
-                Ok(())
+                Ok(None)
             }
-            Checked::Coherence(m) => self.insert(m).await,
+            Checked::Coherence(m) => self.insert(m).await.map(|()| None),
         }
     }
 

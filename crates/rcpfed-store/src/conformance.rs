@@ -52,6 +52,7 @@ pub fn node_suite(new_store: &dyn Fn() -> Arc<dyn NodeStore>) {
     node_request_id_dedupe(&*new_store());
     node_delivery_states(&*new_store());
     node_mirror(&*new_store());
+    node_mirror_batch(&*new_store());
     node_concurrent_append_never_forks(new_store());
     node_mirror_by_node_seq(&*new_store());
     node_trusted_checkpoint_cas(&*new_store());
@@ -655,6 +656,45 @@ pub fn node_delivery_states(store: &dyn NodeStore) {
         None,
         "nothing pending: no oldest"
     );
+}
+
+/// A batch of mirror inserts stores every entry as one-by-one inserts do; an entry refused
+/// in a batch leaves it and every later entry unstored.
+pub fn node_mirror_batch(store: &dyn NodeStore) {
+    store.mirror_insert_batch(&[]).unwrap();
+    assert_eq!(store.mirror_cursor().unwrap(), 0);
+    let m1 = mirrored(1, "node-a", 1, "b");
+    let m2 = mirrored(2, "node-b", 1, "b");
+    let m3 = mirrored(3, "node-a", 2, "b");
+    store
+        .mirror_insert_batch(&[m1.clone(), m2.clone(), m3.clone()])
+        .unwrap();
+    assert_eq!(store.mirror_cursor().unwrap(), 3);
+    assert_eq!(
+        store.mirror_list(None, 0, 10).unwrap(),
+        vec![m1.clone(), m2.clone(), m3.clone()]
+    );
+    // Entries already mirrored are no-ops in a batch too.
+    let m4 = mirrored(4, "node-b", 2, "b");
+    store
+        .mirror_insert_batch(&[m3.clone(), m4.clone()])
+        .unwrap();
+    assert_eq!(store.mirror_cursor().unwrap(), 4);
+
+    let m5 = mirrored(5, "node-a", 3, "b");
+    let forged = mirrored(6, "node-a", 1, "forged");
+    let m7 = mirrored(7, "node-b", 3, "b");
+    assert_conflict(
+        store.mirror_insert_batch(&[m5, forged, m7]),
+        "a batch repeating a (node, seq) at another index",
+    );
+    let cursor = store.mirror_cursor().unwrap();
+    assert!(
+        cursor == 4 || cursor == 5,
+        "after a refused batch the cursor is {cursor}: only entries before the refused one may be stored"
+    );
+    assert_eq!(store.mirror_count().unwrap(), cursor);
+    assert!(store.mirror_by_node_seq("node-b", 3).unwrap().is_none());
 }
 
 /// Mirror inserts are idempotent and refuse a second history.

@@ -180,6 +180,14 @@ pub trait NodeStore: Send + Sync + 'static {
     fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
     /// Inserts a verified mirrored statement and applies it to the indicator view in the same transaction (a snapshot breaking an action rule or missing a staged chunk → StoreError::Conflict, nothing written). Its chunks are staged first with [`crate::IndicatorStore::stage_chunks`], one at a time as they are fetched (bounded memory): the entry is already accepted by the hub, so they are never orphaned for long (a mirror that fails to insert retries the same entry). The mirror cursor is max(feed_index), so insert and cursor advance are one atomic write. Inserting an already present feed_index with the same digest is a no-op; with a different digest (or a digest or (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub showed two histories).
     fn mirror_insert(&self, st: &MirroredStatement) -> Result<(), StoreError>;
+    /// Inserts verified mirrored statements in order, each exactly as [`Self::mirror_insert`]
+    /// does, stopping at the first error. A store that can should write them in one
+    /// transaction (one durable commit for a whole feed batch: all or nothing); this default
+    /// commits them one by one, so after an error the entries before the failing one may be
+    /// stored (the cursor tells). Either way the entries from the failing one on are not.
+    fn mirror_insert_batch(&self, batch: &[MirroredStatement]) -> Result<(), StoreError> {
+        batch.iter().try_for_each(|st| self.mirror_insert(st))
+    }
     /// Highest mirrored feed index (0 if none).
     fn mirror_cursor(&self) -> Result<u64, StoreError>;
     /// Mirrored statements with feed_index > after_index (optionally one node), ascending, at most limit.
@@ -589,69 +597,16 @@ impl NodeStore for SqliteNodeStore {
     }
 
     fn mirror_insert(&self, st: &MirroredStatement) -> Result<(), StoreError> {
-        let feed_index = db::int(st.feed_index, "feed index")?;
-        let seq = db::int(st.seq, "seq")?;
-        self.db.write(|tx| {
-            let existing: Option<Vec<u8>> = tx
-                .prepare_cached("SELECT digest FROM mirror WHERE feed_index = ?1")?
-                .query_row([feed_index], |r| r.get(0))
-                .optional()?;
-            if let Some(existing) = existing {
-                if existing == st.digest.0 {
-                    return Ok(());
-                }
-                return Err(StoreError::Conflict(format!(
-                    "feed index {} is already mirrored with a different digest \
-                     (the hub showed two histories)",
-                    st.feed_index
-                )));
-            }
-            let res = tx
-                .prepare_cached(concat!(
-                    "INSERT INTO mirror (",
-                    mirror_columns!(),
-                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                ))?
-                .execute(params![
-                    feed_index,
-                    st.node_id,
-                    seq,
-                    &st.digest.0[..],
-                    st.kind,
-                    st.document,
-                    st.revision,
-                    st.envelope,
-                    st.receipt,
-                    st.accepted_at_ms,
-                    st.mirrored_at_ms,
-                ]);
-            match res {
-                // In this transaction: the view never lags the mirror.
-                Ok(_) => indicators_sql::apply_entry(
-                    tx,
-                    Log::Node,
-                    &Entry {
-                        node_id: &st.node_id,
-                        kind: &st.kind,
-                        digest: &st.digest,
-                        document: &st.document,
-                        revision: st.revision,
-                        feed_index: st.feed_index,
-                        accepted_at_ms: st.accepted_at_ms,
-                        envelope: &st.envelope,
-                    },
-                ),
-                Err(err) => match constraint_message(&err) {
-                    Some(msg) => Err(StoreError::Conflict(format!(
-                        "mirrored statement at feed index {} (node {} seq {}, digest {}) \
-                         repeats one mirrored at another index ({msg}): the hub showed two \
-                         histories",
-                        st.feed_index, st.node_id, st.seq, st.digest
-                    ))),
-                    None => Err(err.into()),
-                },
-            }
-        })
+        self.db.write(|tx| insert_mirrored(tx, st))
+    }
+
+    fn mirror_insert_batch(&self, batch: &[MirroredStatement]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // One transaction, one durable commit: any error rolls the whole batch back.
+        self.db
+            .write(|tx| batch.iter().try_for_each(|st| insert_mirrored(tx, st)))
     }
 
     fn mirror_cursor(&self) -> Result<u64, StoreError> {
@@ -804,5 +759,71 @@ impl NodeStore for SqliteNodeStore {
                 },
             )
         })
+    }
+}
+
+/// Inserts one verified mirrored statement and applies it to the view, in the caller's
+/// transaction (see [`NodeStore::mirror_insert`]).
+fn insert_mirrored(tx: &Connection, st: &MirroredStatement) -> Result<(), StoreError> {
+    let feed_index = db::int(st.feed_index, "feed index")?;
+    let seq = db::int(st.seq, "seq")?;
+    let existing: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT digest FROM mirror WHERE feed_index = ?1")?
+        .query_row([feed_index], |r| r.get(0))
+        .optional()?;
+    if let Some(existing) = existing {
+        if existing == st.digest.0 {
+            return Ok(());
+        }
+        return Err(StoreError::Conflict(format!(
+            "feed index {} is already mirrored with a different digest \
+             (the hub showed two histories)",
+            st.feed_index
+        )));
+    }
+    let res = tx
+        .prepare_cached(concat!(
+            "INSERT INTO mirror (",
+            mirror_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ))?
+        .execute(params![
+            feed_index,
+            st.node_id,
+            seq,
+            &st.digest.0[..],
+            st.kind,
+            st.document,
+            st.revision,
+            st.envelope,
+            st.receipt,
+            st.accepted_at_ms,
+            st.mirrored_at_ms,
+        ]);
+    match res {
+        // In this transaction: the view never lags the mirror.
+        Ok(_) => indicators_sql::apply_entry(
+            tx,
+            Log::Node,
+            &Entry {
+                node_id: &st.node_id,
+                kind: &st.kind,
+                digest: &st.digest,
+                document: &st.document,
+                revision: st.revision,
+                feed_index: st.feed_index,
+                accepted_at_ms: st.accepted_at_ms,
+                envelope: &st.envelope,
+            },
+        ),
+        Err(err) => match constraint_message(&err) {
+            Some(msg) => Err(StoreError::Conflict(format!(
+                "mirrored statement at feed index {} (node {} seq {}, digest {}) \
+                 repeats one mirrored at another index ({msg}): the hub showed two \
+                 histories",
+                st.feed_index, st.node_id, st.seq, st.digest
+            ))),
+            None => Err(err.into()),
+        },
     }
 }

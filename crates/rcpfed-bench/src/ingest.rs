@@ -1,0 +1,600 @@
+//! The `ingest` benchmark: hub ingest of signed ~2 KB statements from N concurrent node clients
+//! over mTLS, durable before the receipt, with real mirror nodes subscribed to the feed,
+//! against two baselines measured in the same run:
+//!
+//! - a bare tonic service that only acknowledges the same payload over the same mTLS, once at
+//!   the hub's concurrency and once driven hard (more connections, several requests in flight
+//!   on each) so that its server core is busy; its CPU use is reported;
+//! - the single-core `verify_strict` rate of the same statements.
+//!
+//! The hub and the bare server run on core 0; every thread of this process (the load
+//! generator) and the mirror nodes run on core 1 (`taskset`; checked per thread at the end).
+//! It prints p50 / p99 receipt latency and the feed latency, from the receipt reaching the
+//! client to every mirror having applied the entry (seen by polling each node's
+//! `GetNodeStatus.feed_cursor` every [`POLL`]; the poll's answer time is used, so each figure
+//! can be late by up to one poll and one call). All data is synthetic and labelled so.
+
+use super::snapshot::{self as snap, Proc};
+use super::{commit_metrics, make_chains, member_id, pin_self, pinned_command, tls_of, wait_addr};
+use anyhow::{Context as _, Result, anyhow, bail};
+use rcpfed_core::envelope::pae;
+use rcpfed_core::keys::SecretKey;
+use rcpfed_core::members::Federation;
+use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use rcpfed_proto::v1::node_service_client::NodeServiceClient;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Command-line options of `rcpfed-bench ingest`.
+pub struct Options {
+    pub rcpfed: PathBuf,
+    pub clients: usize,
+    pub per_client: usize,
+    pub payload_bytes: usize,
+    pub mirrors: usize,
+    pub bare_connections: usize,
+    pub bare_inflight: usize,
+}
+
+const FEDERATION: &str = "bench-federation";
+/// The regional nodes `rcpfed pki init` knows; the first `--mirrors` of them follow the feed.
+const MIRROR_NODES: [&str; 3] = ["colombo", "abu-dhabi", "midwa"];
+/// How often each mirror's feed cursor is read.
+const POLL: Duration = Duration::from_millis(5);
+
+pub async fn run(o: Options) -> Result<()> {
+    if !o.rcpfed.is_file() {
+        bail!(
+            "{} not found; build it first: cargo build --release -p rcpfed",
+            o.rcpfed.display()
+        );
+    }
+    if o.clients == 0 || o.per_client == 0 || o.bare_connections == 0 || o.bare_inflight == 0 {
+        bail!("--clients, --per-client, --bare-connections and --bare-inflight must be at least 1");
+    }
+    if o.mirrors > MIRROR_NODES.len() {
+        bail!(
+            "--mirrors: at most {} (the nodes {})",
+            MIRROR_NODES.len(),
+            MIRROR_NODES.join(", ")
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("rcpfed-bench-ingest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(&o, &dir).await;
+    if result.is_err() {
+        println!("working directory kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run_in(o: &Options, dir: &Path) -> Result<()> {
+    let pki = dir.join("fed");
+    // The real `rcpfed pki init`, so the hub runs on a threshold-signed registry as in
+    // production; the synthetic client nodes are labelled synthetic.
+    super::pki_init(
+        &o.rcpfed,
+        &pki,
+        FEDERATION,
+        o.clients,
+        &MIRROR_NODES[..o.mirrors],
+    )?;
+    let fed = Federation::from_toml(&std::fs::read_to_string(pki.join("federation.toml"))?)?;
+    let keys: Vec<SecretKey> = (0..o.clients)
+        .map(|i| {
+            Ok(SecretKey::from_file_text(&std::fs::read_to_string(
+                pki.join("members").join(member_id(i)).join("signing.key"),
+            )?)?)
+        })
+        .collect::<Result<_>>()?;
+    let chains = make_chains(&fed, &keys, o.per_client, o.payload_bytes);
+    let total = o.clients * o.per_client;
+    let payload_len = chains
+        .first()
+        .and_then(|c| c.first())
+        .map(|e| e.payload.len())
+        .unwrap_or(0);
+    // Every thread of this process, the runtime's workers included; threads started later
+    // inherit it.
+    let pinned = pin_self(1, true);
+    println!(
+        "rcpfed-bench ingest: {} clients × {} statements, payload {payload_len} bytes (synthetic), {} mirror node(s), hub and bare server on core 0, load and mirrors on core 1: {pinned}; load average {}",
+        o.clients,
+        o.per_client,
+        o.mirrors,
+        snap::loadavg()
+    );
+
+    // (b) single-core verify_strict of the same statements, in this process.
+    let start = Instant::now();
+    let mut verified = 0usize;
+    for chain in &chains {
+        for env in chain {
+            let (_, key) = fed.key_owner(&env.signatures[0].key_id).context("key")?;
+            if key.verify_strict(
+                &pae(&env.payload_type, &env.payload),
+                &env.signatures[0].sig,
+            ) {
+                verified += 1;
+            }
+        }
+    }
+    if verified != total {
+        bail!("only {verified} of {total} synthetic statements verify");
+    }
+    let verify_rate = verified as f64 / start.elapsed().as_secs_f64();
+
+    // (a) the bare ack service over the same mTLS: at the hub's concurrency, then driven hard.
+    let exe = std::env::current_exe()?;
+    let bare_addr_file = dir.join("bare.addr.json");
+    let mut bare = pinned_command(0, &exe);
+    bare.arg("bare-server")
+        .arg("--pki")
+        .arg(&pki)
+        .arg("--addr-file")
+        .arg(&bare_addr_file);
+    let mut bare = bare.spawn()?;
+    let addr = wait_addr(&bare_addr_file, &mut bare).await?;
+    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+    let bare_endpoint = format!("https://localhost:{port}");
+    let bare_same = load(
+        &bare_endpoint,
+        &pki,
+        o.clients,
+        o.clients,
+        chains.clone(),
+        bare.id(),
+    )
+    .await?;
+    let lanes = o.bare_connections * o.bare_inflight;
+    let mut hard: Vec<Vec<v1::Envelope>> = vec![Vec::new(); lanes];
+    for (i, env) in chains.iter().flatten().enumerate() {
+        hard[i % lanes].push(env.clone());
+    }
+    let bare_hard = load(
+        &bare_endpoint,
+        &pki,
+        o.clients,
+        o.bare_connections,
+        hard,
+        bare.id(),
+    )
+    .await?;
+    bare.kill().await?;
+
+    // The real hub, durable before each receipt, with the mirrors following its feed.
+    let mut hub = snap::spawn(&o.rcpfed, 0, dir, "hub", &pki.join("hub.toml"), None).await?;
+    let hub_endpoint = hub.endpoint();
+    let mut mirrors = Vec::new();
+    for id in &MIRROR_NODES[..o.mirrors] {
+        mirrors.push(
+            snap::spawn(
+                &o.rcpfed,
+                1,
+                dir,
+                "node",
+                &pki.join(format!("{id}.toml")),
+                Some(&hub_endpoint),
+            )
+            .await?,
+        );
+    }
+    let feed = Feed::watch(&pki, &mirrors).await?;
+    // The mirrors first catch up with the hub's own entries (registry, catalogue).
+    let mut hub_rpc = HubServiceClient::new(snap::connect(&hub_endpoint, &pki).await?);
+    let before = hub_rpc
+        .get_checkpoint(v1::GetCheckpointRequest::default())
+        .await?
+        .into_inner()
+        .tree_size;
+    feed.wait_all(before, &mut hub, &mut mirrors).await?;
+    let hub_run = load(&hub_endpoint, &pki, o.clients, o.clients, chains, hub.pid()).await?;
+    let load_end = Instant::now();
+    let last = hub_run.receipts.iter().map(|r| r.0).max().unwrap_or(before);
+    if hub_run.receipts.len() != total {
+        bail!(
+            "{} of {total} receipts carried a log entry",
+            hub_run.receipts.len()
+        );
+    }
+    feed.wait_all(last, &mut hub, &mut mirrors).await?;
+    let caught_up = load_end.elapsed();
+    let samples = feed.stop().await?;
+    let ops = std::fs::read_to_string(dir.join("hub.addr.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["ops"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let commits = commit_metrics(&ops);
+    for m in &mut mirrors {
+        snap::stop(m).await;
+    }
+    snap::stop(&mut hub).await;
+    let (threads_pinned, threads) = threads_on(1);
+
+    // Feed latency of each entry: receipt at the client → the last mirror to apply it.
+    let mut feed_latency = Vec::new();
+    if !samples.is_empty() {
+        for &(index, receipt) in &hub_run.receipts {
+            let mut latest = receipt;
+            for s in &samples {
+                let k = s.partition_point(|&(_, cursor)| cursor < index);
+                let at = s
+                    .get(k)
+                    .map(|&(t, _)| t)
+                    .with_context(|| format!("no mirror sample reached feed index {index}"))?;
+                latest = latest.max(at);
+            }
+            feed_latency.push(latest.saturating_duration_since(receipt));
+        }
+    }
+
+    let hub_rate = hub_run.rate();
+    println!();
+    println!("verify_strict, 1 core, same statements     : {verify_rate:>9.0} statements/s");
+    println!(
+        "bare tonic ack, same mTLS, {:>3} conn × 1    : {:>9.0} statements/s   {}",
+        o.clients,
+        bare_same.rate(),
+        bare_same.describe()
+    );
+    println!(
+        "bare tonic ack, {:>3} conn × {:>2} in flight    : {:>9.0} statements/s   {}",
+        o.bare_connections,
+        o.bare_inflight,
+        bare_hard.rate(),
+        bare_hard.describe()
+    );
+    println!(
+        "rcpfed hub, durable before each receipt    : {hub_rate:>9.0} statements/s   {}",
+        hub_run.describe()
+    );
+    println!(
+        "  ({total} statements from {} clients × 1 in flight; {} mirror(s) subscribed)",
+        o.clients, o.mirrors
+    );
+    println!("hub commits                                : {commits}");
+    if o.mirrors > 0 {
+        let l = Percentiles::of(feed_latency);
+        println!(
+            "feed latency, receipt → all {} mirrors      : p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (poll every {} ms); all caught up {:.2} s after the last receipt",
+            o.mirrors,
+            l.p50,
+            l.p99,
+            l.max,
+            POLL.as_millis(),
+            caught_up.as_secs_f64()
+        );
+    }
+    let busy = bare_hard.server_busy().unwrap_or(0.0);
+    let load_busy = bare_hard.load_busy().unwrap_or(0.0);
+    if busy < 0.9 {
+        let why = if load_busy >= 0.9 {
+            "the load generator's core was saturated first"
+        } else {
+            "neither process used its whole core: other processes on this machine took the rest"
+        };
+        println!(
+            "NOTE: the bare server's core was {:.0} % busy when driven hard (load generator {:.0} %): {why}, so the throughput ratio below flatters the hub; the CPU ratio does not depend on it",
+            busy * 100.0,
+            load_busy * 100.0
+        );
+    }
+    if let (Some(hub_cpu), Some(bare_cpu)) =
+        (hub_run.cpu_per_statement(), bare_hard.cpu_per_statement())
+    {
+        println!(
+            "CPU per statement, bare ack / hub          : {:>9.2}   ({:.1} µs / {:.1} µs; one core's capacity: bare {:.0}/s, hub {:.0}/s)",
+            bare_cpu / hub_cpu,
+            bare_cpu * 1e6,
+            hub_cpu * 1e6,
+            1.0 / bare_cpu,
+            1.0 / hub_cpu
+        );
+    }
+    println!(
+        "ratio hub / bare ack driven hard           : {:>9.2}   (target ≥ 0.50)",
+        hub_rate / bare_hard.rate()
+    );
+    println!(
+        "ratio hub / bare ack at the same concurrency: {:>8.2}",
+        hub_rate / bare_same.rate()
+    );
+    println!(
+        "ratio hub / single-core verify_strict      : {:>9.2}   (target ≥ 0.50)",
+        hub_rate / verify_rate
+    );
+    println!(
+        "load generator threads pinned to core 1    : {threads_pinned} of {threads}; load average {}",
+        snap::loadavg()
+    );
+    if pinned && threads_pinned != threads {
+        bail!("{threads_pinned} of this process's {threads} threads are pinned to core 1");
+    }
+    Ok(())
+}
+
+/// What one load run gave.
+struct LoadRun {
+    sent: usize,
+    took: Duration,
+    /// Each request, submit to answer.
+    latencies: Vec<Duration>,
+    /// (feed index, when the receipt arrived) of every answer carrying a log entry.
+    receipts: Vec<(u64, Instant)>,
+    /// CPU seconds of the server process during the run.
+    server_cpu: Option<f64>,
+    /// CPU seconds of this process (the load generator) during the run.
+    load_cpu: Option<f64>,
+}
+
+impl LoadRun {
+    fn rate(&self) -> f64 {
+        self.sent as f64 / self.took.as_secs_f64()
+    }
+
+    /// Share of one core the server used.
+    fn server_busy(&self) -> Option<f64> {
+        Some(self.server_cpu? / self.took.as_secs_f64())
+    }
+
+    /// Server CPU seconds per statement.
+    fn cpu_per_statement(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (cpu > 0.0 && self.sent > 0).then(|| cpu / self.sent as f64)
+    }
+
+    fn load_busy(&self) -> Option<f64> {
+        Some(self.load_cpu? / self.took.as_secs_f64())
+    }
+
+    fn describe(&self) -> String {
+        let l = Percentiles::of(self.latencies.clone());
+        let cpu = match (self.server_busy(), self.server_cpu) {
+            (Some(busy), Some(cpu)) => format!(
+                "server core {:.0} % busy, {:.1} µs CPU per statement",
+                busy * 100.0,
+                cpu * 1e6 / self.sent as f64
+            ),
+            _ => "server CPU unknown".into(),
+        };
+        let load = self
+            .load_busy()
+            .map(|b| format!("load core {:.0} % busy", b * 100.0))
+            .unwrap_or_default();
+        format!(
+            "(receipt latency p50 {:.2} ms, p99 {:.2} ms; {cpu}; {load})",
+            l.p50, l.p99
+        )
+    }
+}
+
+/// Sends `lanes`, each a sequence of envelopes with one request in flight, over `connections`
+/// mTLS connections (lane i on connection i mod connections; connection c authenticated as
+/// synthetic member c mod identities). Connections are made before the clock starts.
+async fn load(
+    endpoint: &str,
+    pki: &Path,
+    identities: usize,
+    connections: usize,
+    lanes: Vec<Vec<v1::Envelope>>,
+    server_pid: Option<u32>,
+) -> Result<LoadRun> {
+    let mut clients = Vec::with_capacity(connections);
+    for c in 0..connections {
+        let tls = tls_of(pki, &member_id(c % identities));
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+            .tls_config(tls.client_config("localhost")?)?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {endpoint}"))?;
+        clients.push(
+            HubServiceClient::new(channel)
+                .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES),
+        );
+    }
+    let sent: usize = lanes.iter().map(Vec::len).sum();
+    let server_before = server_pid.and_then(cpu_seconds);
+    let load_before = cpu_seconds(std::process::id());
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(lanes.len());
+    for (i, lane) in lanes.into_iter().enumerate() {
+        let mut client = clients[i % connections].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(lane.len());
+            let mut receipts = Vec::with_capacity(lane.len());
+            for env in lane {
+                let t = Instant::now();
+                let answer = client
+                    .submit_statement(v1::SubmitStatementRequest {
+                        envelope: Some(env),
+                    })
+                    .await
+                    .map_err(|s| anyhow!("submit failed: {:?} {}", s.code(), s.message()))?;
+                let now = Instant::now();
+                latencies.push(now - t);
+                if let Some(log) = answer.into_inner().log {
+                    receipts.push((log.leaf_index + 1, now));
+                }
+            }
+            Ok::<_, anyhow::Error>((latencies, receipts))
+        }));
+    }
+    let mut latencies = Vec::with_capacity(sent);
+    let mut receipts = Vec::with_capacity(sent);
+    for t in tasks {
+        let (l, r) = t.await??;
+        latencies.extend(l);
+        receipts.extend(r);
+    }
+    let took = start.elapsed();
+    let server_cpu = match (server_before, server_pid.and_then(cpu_seconds)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let load_cpu = match (load_before, cpu_seconds(std::process::id())) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    Ok(LoadRun {
+        sent,
+        took,
+        latencies,
+        receipts,
+        server_cpu,
+        load_cpu,
+    })
+}
+
+/// One mirror's feed cursor at each change: (when the poll answered, cursor).
+type CursorSamples = Vec<(Instant, u64)>;
+
+/// Pollers of every mirror's feed cursor.
+struct Feed {
+    stop: Arc<AtomicBool>,
+    latest: Vec<Arc<AtomicU64>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<CursorSamples>>>,
+}
+
+impl Feed {
+    async fn watch(pki: &Path, mirrors: &[Proc]) -> Result<Feed> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut latest = Vec::new();
+        let mut tasks = Vec::new();
+        for m in mirrors {
+            let mut client = NodeServiceClient::new(snap::connect(&m.endpoint(), pki).await?);
+            let (stop, cursor) = (Arc::clone(&stop), Arc::new(AtomicU64::new(0)));
+            latest.push(Arc::clone(&cursor));
+            tasks.push(tokio::spawn(async move {
+                let mut samples = CursorSamples::new();
+                let mut tick = tokio::time::interval(POLL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let status = client
+                        .get_node_status(v1::GetNodeStatusRequest::default())
+                        .await
+                        .map_err(|s| anyhow!("GetNodeStatus: {:?} {}", s.code(), s.message()))?
+                        .into_inner();
+                    let at = Instant::now();
+                    if samples.last().is_none_or(|&(_, c)| c != status.feed_cursor) {
+                        samples.push((at, status.feed_cursor));
+                        cursor.store(status.feed_cursor, Ordering::Relaxed);
+                    }
+                }
+                Ok(samples)
+            }));
+        }
+        Ok(Feed {
+            stop,
+            latest,
+            tasks,
+        })
+    }
+
+    /// Waits until every mirror has applied the feed up to `index`.
+    async fn wait_all(&self, index: u64, hub: &mut Proc, mirrors: &mut [Proc]) -> Result<()> {
+        let mut procs: Vec<&mut Proc> = std::iter::once(hub).chain(mirrors.iter_mut()).collect();
+        snap::poll_until(
+            &format!("every mirror applying the feed up to {index}"),
+            &mut procs,
+            || {
+                let done = self
+                    .latest
+                    .iter()
+                    .all(|c| c.load(Ordering::Relaxed) >= index);
+                async move { done.then_some(()) }
+            },
+        )
+        .await
+    }
+
+    async fn stop(self) -> Result<Vec<CursorSamples>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut out = Vec::new();
+        for t in self.tasks {
+            out.push(t.await??);
+        }
+        Ok(out)
+    }
+}
+
+/// Latency percentiles in milliseconds.
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of(mut v: Vec<Duration>) -> Percentiles {
+        if v.is_empty() {
+            return Percentiles {
+                p50: 0.0,
+                p99: 0.0,
+                max: 0.0,
+            };
+        }
+        v.sort_unstable();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let p99 = (v.len() * 99 / 100).min(v.len() - 1);
+        Percentiles {
+            p50: ms(v[v.len() / 2]),
+            p99: ms(v[p99]),
+            max: ms(v[v.len() - 1]),
+        }
+    }
+}
+
+/// User + system CPU seconds of a process so far (`/proc/<pid>/stat`).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // state is the first of them, utime the 12th and stime the 13th.
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be read).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// (threads of this process allowed only on `cpu`, all threads).
+fn threads_on(cpu: usize) -> (usize, usize) {
+    let want = cpu.to_string();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (0, 0);
+    };
+    let mut on = 0;
+    let mut all = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        all += 1;
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(str::trim);
+        if allowed == Some(want.as_str()) {
+            on += 1;
+        }
+    }
+    (on, all)
+}
