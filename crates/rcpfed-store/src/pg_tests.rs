@@ -292,3 +292,102 @@ fn a_conflict_leaves_the_writer_usable() {
         .unwrap();
     assert_eq!(store.applied_feed_size().unwrap(), 2);
 }
+
+/// The same store workload on SQLite and on PostgreSQL: single-statement commits (each with its
+/// leaf and a checkpoint, as the hub's group commit writes at low load), a chunked snapshot
+/// applied to the view, the action pre-check of the same snapshot, and paging through it. Run
+/// with `cargo test -p rcpfed-store --features postgres --release -- --ignored --nocapture
+/// backend_rates`; RCPFED_APPLY_N sets the snapshot's observations (default 20,000).
+#[test]
+#[ignore = "performance measurement"]
+fn backend_rates() {
+    let Some(schemas) = Schemas::new() else {
+        return;
+    };
+    let n: usize = std::env::var("RCPFED_APPLY_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(SqliteHubStore::open(&dir.path().join("hub.db")).unwrap());
+    let pg = schemas.hub();
+    measure("sqlite", &*sqlite, n);
+    measure("postgres", &*pg, n);
+}
+
+fn measure<S: HubStore + IndicatorStore>(name: &str, store: &S, n: usize) {
+    const COMMITS: u64 = 500;
+    let started = Instant::now();
+    for i in 1..=COMMITS {
+        store
+            .append(
+                &[statement(i, "colombo", i, "rate")],
+                &[],
+                &[],
+                &[(0, i - 1, hash(&format!("leaf{i}")))],
+                Some(&checkpoint(i, "rate")),
+            )
+            .unwrap();
+    }
+    let commits = started.elapsed();
+    let started = Instant::now();
+    for i in 1..=COMMITS {
+        assert!(store.statement_by_feed_index(i).unwrap().is_some());
+    }
+    let lookups = started.elapsed();
+    println!(
+        "{name}: {COMMITS} single-statement commits in {commits:?} ({:.0}/s), \
+         {COMMITS} lookups by feed index in {lookups:?}",
+        COMMITS as f64 / commits.as_secs_f64(),
+    );
+    let observations = indicators::chunked_observations(n);
+    let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(
+        &observations,
+        rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK,
+    );
+    let staged: Vec<_> = manifest
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .zip(chunks)
+        .collect();
+    let entry = indicators::snapshot_entry(
+        COMMITS + 1,
+        "node-a",
+        1,
+        1,
+        "IND",
+        Vec::new(),
+        Some(manifest),
+        1_000,
+    );
+    let started = Instant::now();
+    store
+        .append(&[entry.stored()], &staged, &[], &[], None)
+        .unwrap();
+    let applied = started.elapsed();
+    let started = Instant::now();
+    let violations = store
+        .check_observation_actions("node-b", "IND", &observations, 10)
+        .unwrap();
+    let checked = started.elapsed();
+    assert!(violations.is_empty());
+    let started = Instant::now();
+    let mut after = None;
+    let mut rows = 0;
+    loop {
+        let page = store
+            .query_observations(&indicators::filter("IND"), after, 1_000)
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.provenance.feed_index, last.provenance.position));
+        rows += page.len();
+    }
+    let paged = started.elapsed();
+    assert_eq!(rows, n);
+    println!(
+        "{name}: {n} observations applied in {applied:?} ({:.0}/s), action check in \
+         {checked:?}, paged (1000/page) in {paged:?}",
+        n as f64 / applied.as_secs_f64()
+    );
+}

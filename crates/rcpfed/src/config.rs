@@ -80,8 +80,13 @@ pub struct HubConfig {
     pub root_trust_file: PathBuf,
     /// Registry version 1, signed by the root keys (used when the log has no registry yet).
     pub registry_file: PathBuf,
-    /// Directory for the hub's SQLite database.
+    /// Directory for the hub's SQLite database (unused with `database_url`).
     pub data_dir: PathBuf,
+    /// PostgreSQL connection URL for the hub's store (`postgres://user@host:port/dbname`; a
+    /// schema other than `public` with `?options=-csearch_path%3Dname`). Unset: SQLite in
+    /// `data_dir`. Environment: `RCPFED_HUB_DATABASE_URL`.
+    #[serde(default)]
+    pub database_url: Option<String>,
     /// mTLS gRPC listen address.
     pub listen: SocketAddr,
     /// Plaintext ops (health, metrics) listen address.
@@ -148,6 +153,7 @@ impl Default for HubConfig {
             root_trust_file: "root-trust.toml".into(),
             registry_file: "registry/registry.v1.json".into(),
             data_dir: "data/hub".into(),
+            database_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9051)),
             signing_key: "members/gfmd/signing.key".into(),
@@ -472,6 +478,21 @@ impl HubConfig {
             && !p.is_file()
         {
             bail!("catalogue: {} is not a readable file", p.display());
+        }
+        if let Some(url) = &self.database_url {
+            if !rcpfed_store::is_postgres_url(url) {
+                bail!(
+                    "database_url must be a PostgreSQL URL (postgres://user@host:port/dbname), \
+                     got one starting {:?}; leave it unset to use SQLite in data_dir",
+                    url.split("://").next().unwrap_or_default()
+                );
+            }
+            if self.max_db_bytes.is_some() {
+                bail!(
+                    "max_db_bytes caps the SQLite file and does not apply with database_url; \
+                     use PostgreSQL's own limits (a tablespace on its own volume, monitoring)"
+                );
+            }
         }
         for (what, p) in [
             ("root_trust_file", &self.root_trust_file),

@@ -446,7 +446,7 @@ fn collect_rows(
 }
 
 /// A query argument of any of the types the filters use.
-type Arg = Box<dyn ToSql + Sync>;
+type Arg = Box<dyn ToSql + Sync + Send>;
 
 /// The SQL and arguments of a query, built per combination of filters like the SQLite one;
 /// lists travel as one array argument.
@@ -596,7 +596,10 @@ fn query_observations(
     max: usize,
 ) -> Result<Vec<ObservationRow>, StoreError> {
     let (sql, args) = observation_query(filter, after, max);
-    let args: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+    let args: Vec<&(dyn ToSql + Sync)> = args
+        .iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect();
     collect_rows(tx, &sql, &args)
 }
 

@@ -202,8 +202,11 @@ impl PgDb {
             reader_returned: Condvar::new(),
             max_readers: MAX_READERS,
         };
-        let mut writer = db.connect()?;
-        migrate(&mut writer, schema)?;
+        let writer = off_async(|| {
+            let mut writer = db.connect()?;
+            migrate(&mut writer, schema)?;
+            Ok::<_, StoreError>(writer)
+        })?;
         *db.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(writer);
         Ok(db)
     }
@@ -220,7 +223,14 @@ impl PgDb {
 
     /// Runs `f` in a write transaction holding the store's write lock and commits; any error
     /// rolls back, so nothing of a failed call is stored.
-    pub fn write<T>(
+    pub fn write<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        off_async(|| self.write_here(f))
+    }
+
+    fn write_here<T>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -241,11 +251,20 @@ impl PgDb {
 
     /// Runs `f` in a read-only snapshot transaction on a pooled connection, bound by the
     /// thread's deadline: waiting for a connection and each statement end there.
-    pub fn read<T>(
+    pub fn read<T: Send>(
         &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        // Read here: the deadline is a thread-local of the caller's thread.
+        let deadline = current_deadline();
+        off_async(|| self.read_here(deadline, f))
+    }
+
+    fn read_here<T>(
+        &self,
+        deadline: Option<Instant>,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let deadline = current_deadline();
         let mut conn = self.take_reader(deadline)?;
         let out = run_read(&mut conn, deadline, f);
         if conn.client.is_closed() {
@@ -304,6 +323,39 @@ impl PgDb {
         drop(readers);
         self.reader_returned.notify_one();
     }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        // Closing a connection blocks too (it says goodbye to the server).
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let readers = std::mem::take(
+            &mut self
+                .readers
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .idle,
+        );
+        off_async(move || drop((writer, readers)));
+    }
+}
+
+/// Runs `f` where the synchronous client may block. The client drives its connection with a
+/// runtime of its own, which cannot start on a thread that drives an async runtime (the hub
+/// calls its store from async code in places, as it may with SQLite): there `f` runs on a
+/// scoped thread of its own (tens of microseconds, small beside a round trip to the server).
+fn off_async<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 fn run_write<T>(
