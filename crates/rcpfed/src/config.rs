@@ -686,6 +686,23 @@ mod tests {
     }
 
     #[test]
+    fn database_url_must_be_postgres_and_excludes_the_sqlite_quota() {
+        let error = hub_error(&format!("database_url = \"mysql://db/hub\"\n{TLS}"));
+        assert!(
+            error.starts_with("database_url must be a PostgreSQL URL")
+                && error.contains("\"mysql\""),
+            "{error}"
+        );
+        let error = hub_error(&format!(
+            "database_url = \"postgres://hub@db/rcpfed\"\nmax_db_bytes = 1000000\n{TLS}"
+        ));
+        assert!(
+            error.starts_with("max_db_bytes caps the SQLite file"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn unset_tls_paths_are_named() {
         let error = hub_error("listen = \"127.0.0.1:1\"\n");
         assert!(
