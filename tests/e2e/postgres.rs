@@ -122,7 +122,8 @@ async fn hub_on_postgres_exchanges_logs_and_answers_indicator_queries() {
     assert_eq!((hub[0].node_id.as_str(), hub[0].seq), (HUB_ID, 1));
     let indexes: Vec<u64> = hub.iter().map(|r| r.feed_index).collect();
     assert_eq!(indexes, (1..=hub.len() as u64).collect::<Vec<_>>());
-    assert_eq!(count(&c, "statements"), hub.len() as i64);
+    // At least: the coherence reporter may log a report after the listing.
+    assert!(count(&c, "statements") >= hub.len() as i64);
     assert!(
         !c.hub_db().exists(),
         "the hub made a SQLite file ({}) although it stores on PostgreSQL",
@@ -208,7 +209,7 @@ async fn hub_on_postgres_exchanges_logs_and_answers_indicator_queries() {
         (1..=after.len() as u64).collect::<Vec<_>>(),
         "still dense"
     );
-    assert_eq!(count(&c, "statements"), after.len() as i64);
+    assert!(count(&c, "statements") >= after.len() as i64);
     let (again, _) = c.query_observations("hub", &q, 100).await.expect("query");
     assert_eq!(rows(&again), want, "the view survived the restart");
 }

@@ -25,36 +25,12 @@ use rcpfed_core::dates::parse_time_period;
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::obskey::{self, KeyRule};
 use rcpfed_core::rejection::Violation;
-use rcpfed_core::statement::{
-    Body, DocumentKind, IndicatorSnapshot, Observation, ObservationAction, Statement,
-};
+use rcpfed_core::statement::{Body, DocumentKind, IndicatorSnapshot, Observation, Statement};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-/// The version in force of a key: (feed_index, position, action, defaulted).
-const FIND_IN_FORCE_SQL: &str = "SELECT feed_index, position, action, defaulted
-     FROM observations
-     WHERE indicator = $1 AND ref_area = $2 AND time_period = $3 AND dims = $4 AND node_id = $5
-       AND superseded_at_ms IS NULL";
-
+/// A version in force: (feed_index, position, action, defaulted).
 type InForceRow = (i64, i64, i64, bool);
-
-fn find_in_force(
-    tx: &mut Tx<'_>,
-    node_id: &str,
-    indicator: &str,
-    o: &Observation,
-    dims: &str,
-) -> Result<Option<InForceRow>, StoreError> {
-    tx.query_opt(
-        FIND_IN_FORCE_SQL,
-        &[&indicator, &o.ref_area, &o.time_period, &dims, &node_id],
-    )?
-    .map(|r| -> Result<InForceRow, StoreError> {
-        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
-    })
-    .transpose()
-}
 
 /// The key rule for an entry at `before` (exclusive; None: after every entry): the latest
 /// catalogue version logged before it, as on SQLite.
@@ -94,30 +70,44 @@ fn check_observation_actions(
     // The catalogue in force now is the one the entry will be applied with.
     let rule = key_rule_before(tx, None)?;
     let defaults = rule.defaults(indicator);
-    let mut touched: HashMap<(&str, &str, String), InForce> = HashMap::new();
-    for (position, o) in observations.iter().enumerate() {
-        let dims = obskey::dimension_key(&o.dimensions, defaults).0;
-        let key = (o.ref_area.as_str(), o.time_period.as_str(), dims);
-        let state = match touched.get(&key) {
-            Some(state) => *state,
-            None => {
-                InForce::from_action(find_in_force(tx, node_id, indicator, o, &key.2)?.map(|r| r.2))
-            }
+    let mut touched: HashMap<Key, InForce> = HashMap::new();
+    for (batch_no, batch) in observations.chunks(APPLY_BATCH).enumerate() {
+        let keys: Vec<Key> = batch
+            .iter()
+            .map(|o| {
+                let dims = obskey::dimension_key(&o.dimensions, defaults).0;
+                (o.ref_area.clone(), o.time_period.clone(), dims)
+            })
+            .collect();
+        // One query for the batch's keys not touched yet.
+        let unseen: Vec<&Key> = {
+            let mut seen = BTreeSet::new();
+            keys.iter()
+                .filter(|k| !touched.contains_key(*k) && seen.insert(*k))
+                .collect()
         };
-        match step(state, o.action) {
-            Ok(next) => {
-                touched.insert(key, next);
-            }
-            Err(reason) => {
-                out.push(Violation::new(
-                    format!("indicator_snapshot.observations[{position}]"),
-                    reason,
-                    refusal(node_id, indicator, o, &key.2, state),
-                ));
-                if out.len() >= max {
-                    break;
+        let stored = load_in_force(tx, node_id, indicator, &unseen)?;
+        for (i, (o, key)) in batch.iter().zip(keys).enumerate() {
+            let position = batch_no * APPLY_BATCH + i;
+            let state = match touched.get(&key) {
+                Some(state) => *state,
+                None => InForce::from_action(stored.get(&key).map(|r| r.2)),
+            };
+            match step(state, o.action) {
+                Ok(next) => {
+                    touched.insert(key, next);
                 }
-                touched.insert(key, state);
+                Err(reason) => {
+                    out.push(Violation::new(
+                        format!("indicator_snapshot.observations[{position}]"),
+                        reason,
+                        refusal(node_id, indicator, o, &key.2, state),
+                    ));
+                    if out.len() >= max {
+                        return Ok(out);
+                    }
+                    touched.insert(key, state);
+                }
             }
         }
     }
@@ -174,10 +164,12 @@ fn apply_snapshot(
         position: 0,
         tolerated: 0,
         periods: HashMap::new(),
+        state: HashMap::new(),
+        batch: Batch::default(),
     };
     let Some(manifest) = &snapshot.chunks else {
-        for o in &snapshot.observations {
-            applier.apply(tx, o)?;
+        for batch in snapshot.observations.chunks(APPLY_BATCH) {
+            applier.apply(tx, batch)?;
         }
         applier.note_tolerated();
         return Ok(());
@@ -199,14 +191,92 @@ fn apply_snapshot(
         };
         let observations =
             chunks::decode_chunk(manifest, index, &bytes).map_err(|e| entry.conflict(e))?;
-        for o in &observations {
-            applier.apply(tx, o)?;
+        for batch in observations.chunks(APPLY_BATCH) {
+            applier.apply(tx, batch)?;
         }
     }
     applier.note_tolerated();
     Ok(())
 }
 
+/// Observations probed, superseded and inserted per round trip: each is one statement per
+/// batch instead of one or two per observation.
+const APPLY_BATCH: usize = 2_000;
+
+/// An observation key within one (node, indicator): (REF_AREA, TIME_PERIOD, dims).
+type Key = (String, String, String);
+
+/// The versions in force of `keys` for `node_id` (those that have one), in one query.
+fn load_in_force(
+    tx: &mut Tx<'_>,
+    node_id: &str,
+    indicator: &str,
+    keys: &[&Key],
+) -> Result<HashMap<Key, InForceRow>, StoreError> {
+    let mut out = HashMap::new();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let areas: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let periods: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let dims: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+    let rows = tx.query(
+        "SELECT o.ref_area, o.time_period, o.dims, o.feed_index, o.position, o.action,
+                o.defaulted
+         FROM unnest($3::text[], $4::text[], $5::text[]) AS k(ref_area, time_period, dims)
+         JOIN observations o
+           ON o.indicator = $1 AND o.ref_area = k.ref_area AND o.time_period = k.time_period
+          AND o.dims = k.dims AND o.node_id = $2 AND o.superseded_at_ms IS NULL",
+        &[&indicator, &node_id, &areas, &periods, &dims],
+    )?;
+    for r in &rows {
+        out.insert(
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+            (r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?),
+        );
+    }
+    Ok(out)
+}
+
+/// Where a key's version in force is, while a snapshot is applied.
+#[derive(Clone, Copy)]
+enum Current {
+    /// Nothing in force.
+    None,
+    /// A stored row: (feed_index, position, action, defaulted).
+    Stored(InForceRow),
+    /// A row of the batch being built: (index in the batch, action, defaulted).
+    Pending(usize, i64, bool),
+}
+
+/// Rows of the batch being built, column by column (they travel as arrays).
+#[derive(Default)]
+struct Batch {
+    position: Vec<i64>,
+    ref_area: Vec<String>,
+    time_period: Vec<String>,
+    dims: Vec<String>,
+    period_start: Vec<String>,
+    period_end: Vec<String>,
+    action: Vec<i64>,
+    obs_value: Vec<Option<f64>>,
+    obs_status: Vec<String>,
+    unit_measure: Vec<String>,
+    unit_mult: Vec<i64>,
+    conf_status: Vec<String>,
+    footnote: Vec<String>,
+    source: Vec<String>,
+    defaulted: Vec<bool>,
+    superseded_at_ms: Vec<Option<i64>>,
+    /// Stored rows these observations supersede: (feed_index, position).
+    supersede: Vec<(i64, i64)>,
+}
+
+/// Applies a snapshot's observations with the same rules, in the same order and with the same
+/// results as the SQLite applier, a batch at a time: the versions in force of a batch's keys
+/// are read in one query, the rules run in memory (a key touched twice in a snapshot sees its
+/// first touch), then the superseded rows are marked and the new rows inserted with one
+/// statement each.
 struct Applier<'e> {
     entry: &'e Entry<'e>,
     indicator: &'e str,
@@ -215,67 +285,207 @@ struct Applier<'e> {
     position: i64,
     tolerated: u64,
     periods: HashMap<String, (String, String)>,
-}
-
-/// The observation insert (see [`Applier::insert`]).
-macro_rules! insert_observation_sql {
-    () => {
-        "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
-             time_period, dims, period_start, period_end, action, obs_value, obs_status,
-             unit_measure, unit_mult, conf_status, footnote, source, digest, document,
-             revision, accepted_at_ms, defaulted)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-             $18, $19, $20, $21, $22)"
-    };
+    /// Keys touched by this snapshot so far, and where their version in force is.
+    state: HashMap<Key, Current>,
+    batch: Batch,
 }
 
 impl Applier<'_> {
-    /// As the SQLite applier: an APPEND of a new key is one INSERT (here with ON CONFLICT on
-    /// the index of the versions in force, since a failed statement would abort the whole
-    /// PostgreSQL transaction), otherwise probe, check, supersede, insert.
-    fn apply(&mut self, tx: &mut Tx<'_>, o: &Observation) -> Result<(), StoreError> {
+    fn apply(&mut self, tx: &mut Tx<'_>, observations: &[Observation]) -> Result<(), StoreError> {
         let e = self.entry;
-        let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
-        if !self.periods.contains_key(&o.time_period) {
-            let Some(period) = parse_time_period(&o.time_period) else {
-                return Err(e.conflict(format!(
-                    "observation {} has time period {:?}, which is not an SDMX period",
-                    self.position, o.time_period
-                )));
-            };
-            self.periods
-                .insert(o.time_period.clone(), period_dates(&period));
-        }
-        if o.action == ObservationAction::Append && self.insert(tx, o, &dims, defaulted, true)? {
-            return Ok(());
-        }
-        let current = find_in_force(tx, e.node_id, self.indicator, o, &dims)?;
-        let state = InForce::from_action(current.map(|r| r.2));
-        if step(state, o.action).is_err() {
-            let merged = defaulted || current.is_some_and(|r| r.3);
-            if !merged {
-                return Err(e.conflict(format!(
-                    "observation {} {}",
-                    self.position,
-                    refusal(e.node_id, self.indicator, o, &dims, state)
-                )));
-            }
-            self.tolerated += 1;
-        }
-        if let Some((feed_index, position, _, _)) = current {
-            tx.execute(
-                "UPDATE observations SET superseded_at_ms = $3
-                 WHERE feed_index = $1 AND position = $2",
-                &[&feed_index, &position, &e.accepted_at_ms],
+        let keyed: Vec<(Key, bool)> = observations
+            .iter()
+            .map(|o| {
+                let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
+                ((o.ref_area.clone(), o.time_period.clone(), dims), defaulted)
+            })
+            .collect();
+        let unseen: Vec<&Key> = {
+            let mut seen = BTreeSet::new();
+            keyed
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| !self.state.contains_key(*k) && seen.insert(*k))
+                .collect()
+        };
+        // One exact probe of the index of the versions in force per key: within the
+        // transaction that applies a snapshot, the planner does not know the rows it added and
+        // plans the batched form of the probe (load_in_force) as a scan per key.
+        let mut stored = HashMap::new();
+        for key in unseen {
+            let row = tx.query_opt(
+                "SELECT feed_index, position, action, defaulted FROM observations
+                 WHERE indicator = $1 AND ref_area = $2 AND time_period = $3 AND dims = $4
+                   AND node_id = $5 AND superseded_at_ms IS NULL",
+                &[&self.indicator, &key.0, &key.1, &key.2, &e.node_id],
             )?;
+            if let Some(r) = row {
+                let found: InForceRow =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+                stored.insert(key.clone(), found);
+            }
         }
-        self.insert(tx, o, &dims, defaulted, false)
-            .map_err(|err| match err {
-                StoreError::Postgres(_) if super::violated_constraint(&err).is_some() => {
-                    e.conflict(format!("observation {} is refused: {err}", self.position))
+        for (o, (key, defaulted)) in observations.iter().zip(keyed) {
+            if !self.periods.contains_key(&o.time_period) {
+                let Some(period) = parse_time_period(&o.time_period) else {
+                    return Err(e.conflict(format!(
+                        "observation {} has time period {:?}, which is not an SDMX period",
+                        self.position, o.time_period
+                    )));
+                };
+                self.periods
+                    .insert(o.time_period.clone(), period_dates(&period));
+            }
+            let current = match self.state.get(&key) {
+                Some(current) => *current,
+                None => stored
+                    .get(&key)
+                    .map_or(Current::None, |r| Current::Stored(*r)),
+            };
+            let (action, was_defaulted) = match current {
+                Current::None => (None, false),
+                Current::Stored((_, _, action, d)) | Current::Pending(_, action, d) => {
+                    (Some(action), d)
                 }
-                other => other,
+            };
+            let state = InForce::from_action(action);
+            if step(state, o.action).is_err() {
+                // Entries accepted before the key rule (see the SQLite applier).
+                if !(defaulted || was_defaulted) {
+                    return Err(e.conflict(format!(
+                        "observation {} {}",
+                        self.position,
+                        refusal(e.node_id, self.indicator, o, &key.2, state)
+                    )));
+                }
+                self.tolerated += 1;
+            }
+            match current {
+                Current::None => {}
+                Current::Stored((feed_index, position, _, _)) => {
+                    self.batch.supersede.push((feed_index, position));
+                }
+                Current::Pending(index, _, _) => {
+                    self.batch.superseded_at_ms[index] = Some(e.accepted_at_ms);
+                }
+            }
+            let index = self.push(o, &key, defaulted);
+            self.state.insert(
+                key,
+                Current::Pending(index, action_code(o.action), defaulted),
+            );
+        }
+        self.flush(tx)
+    }
+
+    /// Adds `o` to the batch at the next position; returns its index in the batch.
+    fn push(&mut self, o: &Observation, key: &Key, defaulted: bool) -> usize {
+        let (period_start, period_end) = self
+            .periods
+            .get(&o.time_period)
+            .cloned()
+            .unwrap_or_default();
+        let b = &mut self.batch;
+        b.position.push(self.position);
+        b.ref_area.push(key.0.clone());
+        b.time_period.push(key.1.clone());
+        b.dims.push(key.2.clone());
+        b.period_start.push(period_start);
+        b.period_end.push(period_end);
+        b.action.push(action_code(o.action));
+        b.obs_value.push(o.obs_value);
+        b.obs_status.push(o.obs_status.clone());
+        b.unit_measure.push(o.unit_measure.clone());
+        b.unit_mult.push(i64::from(o.unit_mult));
+        b.conf_status.push(o.conf_status.clone());
+        b.footnote.push(o.footnote.clone());
+        b.source.push(o.source.clone());
+        b.defaulted.push(defaulted);
+        b.superseded_at_ms.push(None);
+        self.position += 1;
+        b.position.len() - 1
+    }
+
+    /// Writes the batch: first the stored versions it supersedes (so the index of the versions
+    /// in force never sees two), then its rows. Its keys then point at stored rows.
+    fn flush(&mut self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let e = self.entry;
+        let b = std::mem::take(&mut self.batch);
+        if !b.supersede.is_empty() {
+            let (feed_indexes, positions): (Vec<i64>, Vec<i64>) =
+                b.supersede.iter().copied().unzip();
+            // One primary-key probe per superseded row (see load_in_force).
+            tx.batch("SET LOCAL enable_seqscan = off")?;
+            tx.execute(
+                "UPDATE observations o SET superseded_at_ms = $1
+                 FROM unnest($2::bigint[], $3::bigint[]) AS s(feed_index, position)
+                 WHERE o.feed_index = s.feed_index AND o.position = s.position",
+                &[&e.accepted_at_ms, &feed_indexes, &positions],
+            )?;
+            tx.batch("SET LOCAL enable_seqscan = on")?;
+        }
+        if !b.position.is_empty() {
+            let first = b.position[0];
+            tx.execute(
+                "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
+                     time_period, dims, period_start, period_end, action, obs_value, obs_status,
+                     unit_measure, unit_mult, conf_status, footnote, source, digest, document,
+                     revision, accepted_at_ms, defaulted, superseded_at_ms)
+                 SELECT $1, r.position, $2, $3, r.ref_area, r.time_period, r.dims,
+                     r.period_start, r.period_end, r.action, r.obs_value, r.obs_status,
+                     r.unit_measure, r.unit_mult, r.conf_status, r.footnote, r.source, $4, $5,
+                     $6, $7, r.defaulted, r.superseded_at_ms
+                 FROM unnest($8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[],
+                     $13::text[], $14::bigint[], $15::float8[], $16::text[], $17::text[],
+                     $18::bigint[], $19::text[], $20::text[], $21::text[], $22::bool[],
+                     $23::bigint[])
+                   AS r(position, ref_area, time_period, dims, period_start, period_end, action,
+                     obs_value, obs_status, unit_measure, unit_mult, conf_status, footnote,
+                     source, defaulted, superseded_at_ms)",
+                &[
+                    &self.feed_index,
+                    &e.node_id,
+                    &self.indicator,
+                    &&e.digest.0[..],
+                    &e.document,
+                    &i64::from(e.revision),
+                    &e.accepted_at_ms,
+                    &b.position,
+                    &b.ref_area,
+                    &b.time_period,
+                    &b.dims,
+                    &b.period_start,
+                    &b.period_end,
+                    &b.action,
+                    &b.obs_value,
+                    &b.obs_status,
+                    &b.unit_measure,
+                    &b.unit_mult,
+                    &b.conf_status,
+                    &b.footnote,
+                    &b.source,
+                    &b.defaulted,
+                    &b.superseded_at_ms,
+                ],
+            )
+            .map_err(|err| match super::violated_constraint(&err) {
+                Some(_) => e.conflict(format!(
+                    "observations from position {first} are refused: {err}"
+                )),
+                None => err,
             })?;
+        }
+        // What was pending is stored now, in force or not.
+        for current in self.state.values_mut() {
+            if let Current::Pending(index, action, defaulted) = *current {
+                let position = b.position[index];
+                *current = match b.superseded_at_ms[index] {
+                    None => Current::Stored((self.feed_index, position, action, defaulted)),
+                    // Superseded within the batch: the key's current is a later row.
+                    Some(_) => *current,
+                };
+            }
+        }
         Ok(())
     }
 
@@ -291,63 +501,6 @@ impl Applier<'_> {
                  left out and its catalogue default are one key"
             );
         }
-    }
-
-    /// Inserts `o` at the next position; with `if_new`, only when the key has no version in
-    /// force (returns whether a row was inserted).
-    fn insert(
-        &mut self,
-        tx: &mut Tx<'_>,
-        o: &Observation,
-        dims: &str,
-        defaulted: bool,
-        if_new: bool,
-    ) -> Result<bool, StoreError> {
-        let e = self.entry;
-        let (period_start, period_end) = self
-            .periods
-            .get(&o.time_period)
-            .map_or(("", ""), |(s, e)| (s.as_str(), e.as_str()));
-        let sql = if if_new {
-            concat!(
-                insert_observation_sql!(),
-                " ON CONFLICT (indicator, ref_area, time_period, dims, node_id)
-                  WHERE superseded_at_ms IS NULL DO NOTHING"
-            )
-        } else {
-            insert_observation_sql!()
-        };
-        let inserted = tx.execute(
-            sql,
-            &[
-                &self.feed_index,
-                &self.position,
-                &e.node_id,
-                &self.indicator,
-                &o.ref_area,
-                &o.time_period,
-                &dims,
-                &period_start,
-                &period_end,
-                &action_code(o.action),
-                &o.obs_value,
-                &o.obs_status,
-                &o.unit_measure,
-                &i64::from(o.unit_mult),
-                &o.conf_status,
-                &o.footnote,
-                &o.source,
-                &&e.digest.0[..],
-                &e.document,
-                &i64::from(e.revision),
-                &e.accepted_at_ms,
-                &defaulted,
-            ],
-        )?;
-        if inserted > 0 {
-            self.position += 1;
-        }
-        Ok(inserted > 0)
     }
 }
 

@@ -345,9 +345,11 @@ impl Drop for PgDb {
 }
 
 /// Runs `f` where the synchronous client may block. The client drives its connection with a
-/// runtime of its own, which cannot start on a thread that drives an async runtime (the hub
-/// calls its store from async code in places, as it may with SQLite): there `f` runs on a
-/// scoped thread of its own (tens of microseconds, small beside a round trip to the server).
+/// runtime of its own, which cannot start on a thread that is inside an async runtime (the hub
+/// calls its store from async code in places, as it may with SQLite, and from the blocking
+/// pool, which tokio cannot tell apart from here): there `f` runs on a scoped thread of its
+/// own, which costs a thread start (tens of microseconds) per call. (`block_in_place` instead
+/// stalled the hub's snapshot ingest in the end-to-end tests.)
 fn off_async<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     if tokio::runtime::Handle::try_current().is_err() {
         return f();
