@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The whole gate: format, clippy (warnings denied), buf lint, unit and end-to-end tests.
+# The whole gate: format, clippy (warnings denied), buf lint, unit and end-to-end tests (with a
+# throwaway PostgreSQL server from the installed binaries for the PostgreSQL store and a second
+# pass of the exchange, log, registry and indicator scenarios with the hub on it).
 # Installs what it needs (buf, grpcurl, pysdmx and sdmx1) into .tools/ first; then runs every
 # fuzz target for a bounded time (scripts/fuzz.sh; RCPFED_FUZZ_SECONDS per target, default 20,
 # 0 skips the fuzz step).
@@ -29,8 +31,16 @@ scripts/check-spec.sh
 echo "== deploy kit (systemd-analyze, kubernetes-validate)"
 cargo build --locked -p rcpfed --bin rcpfed
 scripts/check-deploy.sh
+echo "== throwaway PostgreSQL server (scripts/pg-test-cluster.sh), removed on exit"
+eval "$(scripts/pg-test-cluster.sh start)"
+trap 'scripts/pg-test-cluster.sh stop "$RCPFED_TEST_POSTGRES_DIR"' EXIT
+# The store's PostgreSQL conformance tests and the e2e tests on PostgreSQL fail, not skip,
+# when the server is missing.
+export RCPFED_REQUIRE_POSTGRES=1
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== end-to-end scenarios again with the hub on PostgreSQL (exchange, log, registry, indicators)"
+RCPFED_E2E_HUB_POSTGRES=1 cargo test --locked -p rcpfed-e2e -- exchange:: log:: registry:: indicators::
 fuzz_seconds="${RCPFED_FUZZ_SECONDS:-20}"
 if [ "$fuzz_seconds" != "0" ]; then
   echo "== fuzz (cargo-fuzz on nightly, ${fuzz_seconds} s per target)"

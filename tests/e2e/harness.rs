@@ -142,8 +142,105 @@ pub struct Cluster {
     nodes: BTreeMap<String, Server>,
     /// Extra environment variables for every process started (see [`Cluster::start_with_env`]).
     env: Vec<(String, String)>,
+    /// The hub's PostgreSQL schema when it stores there (see [`HubDatabase`]); dropped after
+    /// the processes.
+    pg: Option<PgSchema>,
     // Last, so the processes die before the directory goes.
     _tmp: tempfile::TempDir,
+}
+
+/// Where a test federation's hub keeps its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HubDatabase {
+    /// SQLite in the hub's data_dir, unless `RCPFED_E2E_HUB_POSTGRES=1` asks for PostgreSQL (so
+    /// any scenario can be run on PostgreSQL: `RCPFED_E2E_HUB_POSTGRES=1 cargo test -p
+    /// rcpfed-e2e -- exchange::`).
+    Default,
+    /// A fresh schema on the server at `RCPFED_TEST_POSTGRES_URL` (scripts/pg-test-cluster.sh),
+    /// given to the hub as `RCPFED_HUB_DATABASE_URL`.
+    Postgres,
+}
+
+/// The test PostgreSQL server's URL, or None when it may be skipped (after saying so): it must
+/// be there when `RCPFED_REQUIRE_POSTGRES=1`.
+pub fn postgres_server() -> Option<String> {
+    match std::env::var("RCPFED_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("RCPFED_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "RCPFED_REQUIRE_POSTGRES=1 but RCPFED_TEST_POSTGRES_URL is not set; start a \
+                 server with `eval \"$(scripts/pg-test-cluster.sh start)\"`"
+            );
+            eprintln!("skipped: RCPFED_TEST_POSTGRES_URL is not set (no PostgreSQL server)");
+            None
+        }
+    }
+}
+
+/// A schema made for one federation's hub, dropped with it.
+pub struct PgSchema {
+    server: String,
+    name: String,
+    /// The URL the hub stores through (its search_path is the schema).
+    pub url: String,
+}
+
+static NEXT_PG_SCHEMA: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Runs `f` on a thread of its own: the synchronous PostgreSQL client runs a runtime of its
+/// own, which must not be started from a thread driving the test's async runtime.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+impl PgSchema {
+    /// A new, empty schema on `server`.
+    pub fn create(server: &str) -> PgSchema {
+        let n = NEXT_PG_SCHEMA.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("rcpfed_e2e_{}_{n}", std::process::id());
+        off_runtime(|| {
+            let mut admin =
+                postgres::Client::connect(server, postgres::NoTls).unwrap_or_else(|e| {
+                    panic!("connecting to the test PostgreSQL server {server}: {e}")
+                });
+            admin
+                .batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+                ))
+                .expect("creating a schema");
+        });
+        let sep = if server.contains('?') { '&' } else { '?' };
+        PgSchema {
+            server: server.to_string(),
+            url: format!("{server}{sep}options=-csearch_path%3D{name}"),
+            name,
+        }
+    }
+
+    /// Runs `f` with a client on the schema (on a thread of its own, see [`off_runtime`]), to
+    /// look at or tamper with what the hub stored.
+    pub fn with_client<T: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> T + Send) -> T {
+        off_runtime(|| {
+            let mut client = postgres::Client::connect(&self.url, postgres::NoTls)
+                .expect("connecting to the schema");
+            f(&mut client)
+        })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        off_runtime(|| {
+            if let Ok(mut admin) = postgres::Client::connect(&self.server, postgres::NoTls) {
+                let _ =
+                    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+            }
+        });
+    }
 }
 
 /// What the hub stores, for "the store did not change" assertions.
@@ -287,11 +384,33 @@ impl Cluster {
     /// Returns once the hub and every node serve the hub's indicator catalogue, so the feed
     /// holds the [`HUB_PRELUDE`] and nodes may publish indicator snapshots.
     pub async fn start_with_env(nodes: &[&str], env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_on(HubDatabase::Default, nodes, env).await
+    }
+
+    /// Like [`Cluster::start_with_env`], with the hub's store on `database`. With
+    /// [`HubDatabase::Postgres`] and no test server, None (the test is skipped) unless
+    /// `RCPFED_REQUIRE_POSTGRES=1`, which makes it fail.
+    pub async fn start_on_postgres(nodes: &[&str], env: &[(&str, &str)]) -> Option<Cluster> {
+        postgres_server()?;
+        Some(Cluster::start_on(HubDatabase::Postgres, nodes, env).await)
+    }
+
+    async fn start_on(database: HubDatabase, nodes: &[&str], env: &[(&str, &str)]) -> Cluster {
         install_crypto();
         let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let on_postgres = database == HubDatabase::Postgres
+            || std::env::var("RCPFED_E2E_HUB_POSTGRES").as_deref() == Ok("1");
+        let pg = match on_postgres.then(postgres_server) {
+            Some(Some(server)) => Some(PgSchema::create(&server)),
+            Some(None) => panic!("the hub is to store on PostgreSQL, but there is no server"),
+            None => None,
+        };
+        if let Some(pg) = &pg {
+            env.push(("RCPFED_HUB_DATABASE_URL".into(), pg.url.clone()));
+        }
         if !env.iter().any(|(k, _)| k == QUIET_COHERENCE.0) {
             env.push((QUIET_COHERENCE.0.into(), QUIET_COHERENCE.1.into()));
         }
@@ -319,6 +438,7 @@ impl Cluster {
             hub,
             nodes: BTreeMap::new(),
             env,
+            pg,
             _tmp: tmp,
         };
         for node in nodes {
@@ -397,6 +517,11 @@ impl Cluster {
     /// A node's plaintext ops address (health and metrics).
     pub fn node_ops(&self, node: &str) -> SocketAddr {
         self.server(node).ops
+    }
+
+    /// The hub's PostgreSQL schema, when it stores there.
+    pub fn hub_postgres(&self) -> Option<&PgSchema> {
+        self.pg.as_ref()
     }
 
     /// The hub's SQLite database (`<fed>/data/gfmd/hub.sqlite`, from `hub.toml`'s data_dir).

@@ -16,7 +16,7 @@
 
 use crate::harness::{
     ALL_NODES, BIN, Cluster, HUB_ID, HUB_PRELUDE, RawNode, TIMEOUT, assert_refused, describe,
-    field_violations, is_catalogue, is_registry, node_statements,
+    field_violations, is_catalogue, is_registry, node_statements, off_runtime,
 };
 use prost::Message as _;
 use rcpfed_core::bundle::Bundle;
@@ -33,7 +33,7 @@ use rcpfed_proto::v1;
 use rcpfed_proto::v1::get_inclusion_proof_request::Leaf;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1100,25 +1100,108 @@ async fn garbage_proof_for_a_genuine_checkpoint_is_not_a_fork() {
 
 // ----- 5. dishonest hub: a rewritten entry -----------------------------------------------------
 
-fn db_read_node(db: &Path, level: u8, idx: u64) -> Vec<u8> {
-    let conn = rusqlite::Connection::open(db).expect("open hub.sqlite");
-    conn.query_row(
-        "SELECT hash FROM log_nodes WHERE level = ?1 AND idx = ?2",
-        rusqlite::params![level, idx as i64],
-        |r| r.get(0),
-    )
-    .expect("log node")
+/// The hub's store opened directly, behind the hub's back (it is stopped), to rewrite history:
+/// the SQLite file, or the PostgreSQL schema when the hub stores there.
+enum StoredLog {
+    Sqlite(PathBuf),
+    /// The URL of the hub's schema.
+    Postgres(String),
 }
 
-fn db_write_node(db: &Path, level: u8, idx: u64, hash: &[u8]) {
-    let conn = rusqlite::Connection::open(db).expect("open hub.sqlite");
-    let n = conn
-        .execute(
-            "UPDATE log_nodes SET hash = ?3 WHERE level = ?1 AND idx = ?2",
-            rusqlite::params![level, idx as i64, hash],
-        )
-        .expect("update log node");
-    assert_eq!(n, 1, "one log node ({level}, {idx}) rewritten");
+/// Runs `f` with a client on the schema at `url` (see [`off_runtime`]).
+fn with_pg<T: Send>(url: &str, f: impl FnOnce(&mut postgres::Client) -> T + Send) -> T {
+    off_runtime(|| {
+        let mut client =
+            postgres::Client::connect(url, postgres::NoTls).expect("connect to the hub's schema");
+        f(&mut client)
+    })
+}
+
+impl StoredLog {
+    fn of(c: &Cluster) -> StoredLog {
+        match c.hub_postgres() {
+            Some(pg) => StoredLog::Postgres(pg.url.clone()),
+            None => StoredLog::Sqlite(c.hub_db()),
+        }
+    }
+
+    fn read_node(&self, level: u8, idx: u64) -> Vec<u8> {
+        let sql = "SELECT hash FROM log_nodes WHERE level = $1 AND idx = $2";
+        match self {
+            StoredLog::Sqlite(db) => rusqlite::Connection::open(db)
+                .expect("open hub.sqlite")
+                .query_row(
+                    &sql.replace('$', "?"),
+                    rusqlite::params![level, idx as i64],
+                    |r| r.get(0),
+                )
+                .expect("log node"),
+            StoredLog::Postgres(url) => with_pg(url, |client| {
+                client
+                    .query_one(sql, &[&i64::from(level), &(idx as i64)])
+                    .expect("log node")
+                    .get(0)
+            }),
+        }
+    }
+
+    fn write_node(&self, level: u8, idx: u64, hash: &[u8]) {
+        let sql = "UPDATE log_nodes SET hash = $3 WHERE level = $1 AND idx = $2";
+        let n = match self {
+            StoredLog::Sqlite(db) => rusqlite::Connection::open(db)
+                .expect("open hub.sqlite")
+                .execute(
+                    &sql.replace('$', "?"),
+                    rusqlite::params![level, idx as i64, hash],
+                )
+                .expect("update log node") as u64,
+            StoredLog::Postgres(url) => with_pg(url, |client| {
+                client
+                    .execute(sql, &[&i64::from(level), &(idx as i64), &hash])
+                    .expect("update log node")
+            }),
+        };
+        assert_eq!(n, 1, "one log node ({level}, {idx}) rewritten");
+    }
+
+    fn envelope(&self, feed_index: u64) -> Vec<u8> {
+        let sql = "SELECT envelope FROM statements WHERE feed_index = $1";
+        match self {
+            StoredLog::Sqlite(db) => rusqlite::Connection::open(db)
+                .expect("open hub.sqlite")
+                .query_row(
+                    &sql.replace('$', "?"),
+                    rusqlite::params![feed_index as i64],
+                    |r| r.get(0),
+                )
+                .expect("the statement at that feed index"),
+            StoredLog::Postgres(url) => with_pg(url, |client| {
+                client
+                    .query_one(sql, &[&(feed_index as i64)])
+                    .expect("the statement at that feed index")
+                    .get(0)
+            }),
+        }
+    }
+
+    fn set_envelope(&self, feed_index: u64, envelope: &[u8]) {
+        let sql = "UPDATE statements SET envelope = $1 WHERE feed_index = $2";
+        let n = match self {
+            StoredLog::Sqlite(db) => rusqlite::Connection::open(db)
+                .expect("open hub.sqlite")
+                .execute(
+                    &sql.replace('$', "?"),
+                    rusqlite::params![envelope, feed_index as i64],
+                )
+                .expect("update") as u64,
+            StoredLog::Postgres(url) => with_pg(url, |client| {
+                client
+                    .execute(sql, &[&envelope, &(feed_index as i64)])
+                    .expect("update")
+            }),
+        };
+        assert_eq!(n, 1);
+    }
 }
 
 /// Starts the hub directly (not through the harness, which returns as soon as the address
@@ -1129,6 +1212,10 @@ async fn hub_refuses_to_start(c: &Cluster) -> String {
         .arg("--config")
         .arg(c.fed_dir().join("hub.toml"))
         .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+        .envs(
+            c.hub_postgres()
+                .map(|pg| ("RCPFED_HUB_DATABASE_URL", pg.url.as_str())),
+        )
         .env("RCPFED_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -1211,7 +1298,7 @@ async fn rewritten_entry_is_detected() {
         .into_iter()
         .map(|e| e.leaf_hash)
         .collect();
-    let db = c.hub_db();
+    let db = StoredLog::of(&c);
 
     // (a) Rewrite leaf 2's stored hash (the first statement, "Rewrite one"). For size 7 the
     // right edge is the nodes (2, 0) (leaves 0-3), (1, 2) (leaves 4-5) and (0, 6) (leaf 6):
@@ -1225,12 +1312,12 @@ async fn rewritten_entry_is_detected() {
     assert_eq!(rewrite_one % 2, 0, "leaf {rewrite_one} is a left child");
     let sibling = rewrite_one + 1;
     assert!(c.stop_hub().await.success());
-    let original_leaf = db_read_node(&db, 0, rewrite_one);
+    let original_leaf = db.read_node(0, rewrite_one);
     assert_eq!(
         original_leaf, honest_leaves[rewrite_one as usize],
         "the stored leaf is the entry's"
     );
-    db_write_node(&db, 0, rewrite_one, &[0x66; 32]);
+    db.write_node(0, rewrite_one, &[0x66; 32]);
     c.start_hub().await;
     assert_eq!(
         audit(&c, &witnessed).await,
@@ -1249,29 +1336,22 @@ async fn rewritten_entry_is_detected() {
     // checkpoint at start-up and refuses to continue a rewritten log. Here the node (1, 2),
     // the hash of leaves 4-5.
     assert!(c.stop_hub().await.success());
-    db_write_node(&db, 0, rewrite_one, &original_leaf);
-    let original_edge = db_read_node(&db, 1, 2);
-    db_write_node(&db, 1, 2, &[0x77; 32]);
+    db.write_node(0, rewrite_one, &original_leaf);
+    let original_edge = db.read_node(1, 2);
+    db.write_node(1, 2, &[0x77; 32]);
     let output = hub_refuses_to_start(&c).await;
     assert!(
         output.contains("does not match its latest checkpoint"),
         "the hub says why: {output}"
     );
-    db_write_node(&db, 1, 2, &original_edge);
+    db.write_node(1, 2, &original_edge);
 
     // (c) Rewrite a statement's envelope (leaf 4, feed index 5, "Rewrite me" -> "Rewrote me"):
     // the leaf recomputed from the envelope the hub now serves no longer matches its inclusion
     // proof against the witnessed checkpoint, and the member's signature no longer verifies.
     let feed_index = rewrite_me + 1;
     {
-        let conn = rusqlite::Connection::open(&db).expect("open hub.sqlite");
-        let bytes: Vec<u8> = conn
-            .query_row(
-                "SELECT envelope FROM statements WHERE feed_index = ?1",
-                rusqlite::params![feed_index as i64],
-                |r| r.get(0),
-            )
-            .expect("the statement at that feed index");
+        let bytes = db.envelope(feed_index);
         let mut env = v1::Envelope::decode(bytes.as_slice()).expect("stored envelope");
         let at = env
             .payload
@@ -1279,13 +1359,7 @@ async fn rewritten_entry_is_detected() {
             .position(|w| w == b"Rewrite me")
             .expect("the title is in the payload");
         env.payload[at..at + 10].copy_from_slice(b"Rewrote me");
-        let n = conn
-            .execute(
-                "UPDATE statements SET envelope = ?1 WHERE feed_index = ?2",
-                rusqlite::params![env.encode_to_vec(), feed_index as i64],
-            )
-            .expect("update");
-        assert_eq!(n, 1);
+        db.set_envelope(feed_index, &env.encode_to_vec());
     }
     c.start_hub().await;
     assert_eq!(

@@ -1,5 +1,5 @@
 //! End-to-end tests: real `rcpfed` processes (a hub and regional nodes) on loopback, real mutual
-//! TLS, real SQLite, real grpcurl. Every test starts its own federation in a temporary directory
+//! TLS, real SQLite (and PostgreSQL, see postgres.rs), real grpcurl. Every test starts its own federation in a temporary directory
 //! on ports the OS picks, so tests run in parallel; every process is killed when its test ends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -27,6 +27,7 @@ mod logging;
 mod operator_errors;
 mod operators;
 mod partitions;
+mod postgres;
 mod publish_cli;
 mod registry;
 mod resilience;

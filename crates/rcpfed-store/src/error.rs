@@ -6,6 +6,10 @@ pub enum StoreError {
     /// The database engine failed (I/O, locking, a malformed file, ...).
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL server or the connection to it failed.
+    #[cfg(feature = "postgres")]
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::Error),
     /// The database was written by a newer rcpfed; opening it could damage it.
     #[error("database schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew {
@@ -30,7 +34,12 @@ impl StoreError {
     /// The disk (or the store's `max_db_bytes` quota) is full: a write was refused whole and
     /// nothing of it is stored. Space returning makes the same write succeed.
     pub fn is_full(&self) -> bool {
-        matches!(self, StoreError::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+        match self {
+            StoreError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            #[cfg(feature = "postgres")]
+            StoreError::Postgres(e) => crate::pg::is_full(e),
+            _ => false,
+        }
     }
 
     /// The storage could not be written or read (full disk, I/O error, read-only or locked
@@ -50,6 +59,8 @@ impl StoreError {
                         | C::OutOfMemory
                 )
             ),
+            #[cfg(feature = "postgres")]
+            StoreError::Postgres(e) => crate::pg::is_unavailable(e),
             _ => false,
         }
     }

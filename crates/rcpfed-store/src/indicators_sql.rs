@@ -153,7 +153,7 @@ const ACTION_APPEND: i64 = 1;
 const ACTION_REPLACE: i64 = 2;
 const ACTION_DELETE: i64 = 3;
 
-fn action_code(action: ObservationAction) -> i64 {
+pub(crate) fn action_code(action: ObservationAction) -> i64 {
     match action {
         ObservationAction::Append => ACTION_APPEND,
         ObservationAction::Replace => ACTION_REPLACE,
@@ -161,7 +161,7 @@ fn action_code(action: ObservationAction) -> i64 {
     }
 }
 
-fn action_from_code(code: i64) -> Result<ObservationAction, StoreError> {
+pub(crate) fn action_from_code(code: i64) -> Result<ObservationAction, StoreError> {
     match code {
         ACTION_APPEND => Ok(ObservationAction::Append),
         ACTION_REPLACE => Ok(ObservationAction::Replace),
@@ -174,7 +174,7 @@ fn action_from_code(code: i64) -> Result<ObservationAction, StoreError> {
 
 /// What a key has in force for one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum InForce {
+pub(crate) enum InForce {
     /// Never published.
     Nothing,
     /// Deleted: a tombstone is in force.
@@ -184,7 +184,7 @@ enum InForce {
 }
 
 impl InForce {
-    fn from_action(code: Option<i64>) -> Self {
+    pub(crate) fn from_action(code: Option<i64>) -> Self {
         match code {
             None => InForce::Nothing,
             Some(ACTION_DELETE) => InForce::Tombstone,
@@ -195,7 +195,7 @@ impl InForce {
 
 /// The action rule: the state after `action`, or the reason it is refused. The apply step and
 /// the read-only check share it, so a check that passes predicts an apply that succeeds.
-fn step(state: InForce, action: ObservationAction) -> Result<InForce, &'static str> {
+pub(crate) fn step(state: InForce, action: ObservationAction) -> Result<InForce, &'static str> {
     match (action, state) {
         (ObservationAction::Append, InForce::Nothing | InForce::Tombstone) => Ok(InForce::Value),
         (ObservationAction::Append, InForce::Value) => Err(reasons::OBSERVATION_EXISTS),
@@ -222,7 +222,13 @@ fn key_words(indicator: &str, o: &Observation, dims: &str) -> String {
 }
 
 /// Why `o` is refused when the key has `state`, in plain words.
-fn refusal(node_id: &str, indicator: &str, o: &Observation, dims: &str, state: InForce) -> String {
+pub(crate) fn refusal(
+    node_id: &str,
+    indicator: &str,
+    o: &Observation,
+    dims: &str,
+    state: InForce,
+) -> String {
     let key = key_words(indicator, o, dims);
     match (o.action, state) {
         (ObservationAction::Append, _) => format!(
@@ -298,7 +304,25 @@ pub(crate) fn key_rule_before(
     let Some((feed_index, digest)) = latest else {
         return Ok(Arc::new(KeyRule::none()));
     };
-    let digest = Digest::from_slice(&digest).ok_or_else(|| {
+    let sql = log.pick(
+        "SELECT envelope FROM statements WHERE feed_index = ?1",
+        "SELECT envelope FROM mirror WHERE feed_index = ?1",
+    );
+    cached_key_rule(feed_index, &digest, || {
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_row([feed_index], |r| r.get(0))?)
+    })
+}
+
+/// The key rule of the catalogue version logged at `feed_index` with payload digest `digest`:
+/// from the cache, or read from its envelope (`load`) and kept.
+pub(crate) fn cached_key_rule(
+    feed_index: i64,
+    digest: &[u8],
+    load: impl FnOnce() -> Result<Vec<u8>, StoreError>,
+) -> Result<Arc<KeyRule>, StoreError> {
+    let digest = Digest::from_slice(digest).ok_or_else(|| {
         StoreError::Corrupt(format!(
             "the digest at feed index {feed_index} is not 32 bytes"
         ))
@@ -312,13 +336,7 @@ pub(crate) fn key_rule_before(
     if let Some(rule) = cached {
         return Ok(rule);
     }
-    let sql = log.pick(
-        "SELECT envelope FROM statements WHERE feed_index = ?1",
-        "SELECT envelope FROM mirror WHERE feed_index = ?1",
-    );
-    let envelope: Vec<u8> = conn
-        .prepare_cached(sql)?
-        .query_row([feed_index], |r| r.get(0))?;
+    let envelope = load()?;
     let unreadable = |what: String| {
         StoreError::Corrupt(format!(
             "the catalogue version at feed index {feed_index} cannot be read: {what}"
@@ -410,7 +428,7 @@ pub(crate) struct Entry<'a> {
 }
 
 impl Entry<'_> {
-    fn conflict(&self, what: impl std::fmt::Display) -> StoreError {
+    pub(crate) fn conflict(&self, what: impl std::fmt::Display) -> StoreError {
         StoreError::Conflict(format!(
             "feed entry {} (node {}, {} {} revision {}) cannot be applied: {what}",
             self.feed_index, self.node_id, self.kind, self.document, self.revision
@@ -653,7 +671,7 @@ impl<'c, 'e> Applier<'c, 'e> {
 }
 
 /// The period's first and last day as `YYYY-MM-DD`, which sorts as text in date order.
-fn period_dates(p: &PeriodRange) -> (String, String) {
+pub(crate) fn period_dates(p: &PeriodRange) -> (String, String) {
     let (s, e) = (p.start, p.end);
     (
         format!("{:04}-{:02}-{:02}", s.year(), u8::from(s.month()), s.day()),
@@ -749,6 +767,8 @@ macro_rules! observation_columns {
          feed_index, position, accepted_at_ms, superseded_at_ms"
     };
 }
+#[cfg(feature = "postgres")]
+pub(crate) use observation_columns;
 
 fn observation_from_row(row: &Row<'_>) -> Result<ObservationRow, StoreError> {
     let dims: String = row.get(3)?;
@@ -781,7 +801,7 @@ fn observation_from_row(row: &Row<'_>) -> Result<ObservationRow, StoreError> {
 }
 
 /// The inverse of [`dimension_key`].
-fn parse_dims(dims: &str) -> Result<Vec<(String, String)>, StoreError> {
+pub(crate) fn parse_dims(dims: &str) -> Result<Vec<(String, String)>, StoreError> {
     if dims.is_empty() {
         return Ok(Vec::new());
     }
@@ -960,7 +980,7 @@ pub(crate) fn applied_feed_size(conn: &Connection, log: Log) -> Result<u64, Stor
 /// `OBS_VALUE × 10^UNIT_MULT` as an exact decimal: the shortest decimal that round-trips the
 /// stored double, its point shifted by UNIT_MULT, as `[-]DIGITSeEXP` with no trailing zeros.
 /// So 5.9 at UNIT_MULT 9 and 5900000000 at 0 compare equal, which a float product may not.
-fn scaled_value(value: Option<f64>, unit_mult: i32) -> String {
+pub(crate) fn scaled_value(value: Option<f64>, unit_mult: i32) -> String {
     let Some(v) = value else {
         return "none".into();
     };
@@ -1032,36 +1052,42 @@ struct ConflictGroup {
     rows: Vec<ObservationRow>,
 }
 
-pub(crate) fn conflicts(
-    conn: &Connection,
+/// Groups the candidate rows (in key order, as [`CONFLICT_CANDIDATES_SQL`] lists them) into
+/// the keys whose scaled values or units really differ; both backends feed it their rows.
+pub(crate) struct ConflictCollector {
     limit: usize,
-) -> Result<(Vec<ConflictRows>, u64), StoreError> {
-    let mut stmt = conn.prepare_cached(CONFLICT_CANDIDATES_SQL)?;
-    let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
-    let mut total = 0u64;
-    let mut group: Option<ConflictGroup> = None;
-    let mut finish = |group: Option<ConflictGroup>, out: &mut Vec<ConflictRows>| {
-        if let Some(g) = group.filter(|g| g.differ) {
-            total += 1;
-            if out.len() < limit {
-                out.push(ConflictRows { values: g.rows });
-            }
+    out: Vec<ConflictRows>,
+    total: u64,
+    group: Option<ConflictGroup>,
+}
+
+impl ConflictCollector {
+    pub(crate) fn new(limit: usize) -> Self {
+        ConflictCollector {
+            limit,
+            out: Vec::new(),
+            total: 0,
+            group: None,
         }
-    };
-    while let Some(row) = rows.next()? {
-        // Columns as observation_columns!() lists them; read without copying until needed.
-        let text = |i: usize| -> Result<&str, rusqlite::Error> { Ok(row.get_ref(i)?.as_str()?) };
-        let key = [text(0)?, text(1)?, text(2)?, text(3)?];
-        let value: Option<f64> = row.get(5)?;
-        let unit_measure = text(7)?;
-        let unit_mult: i32 = row.get(8)?;
-        let same_key = group
+    }
+
+    /// Takes the next candidate row; `row` builds the full version, called only while the
+    /// group may still be listed.
+    pub(crate) fn push(
+        &mut self,
+        key: [&str; 4],
+        value: Option<f64>,
+        unit_measure: &str,
+        unit_mult: i32,
+        row: impl FnOnce() -> Result<ObservationRow, StoreError>,
+    ) -> Result<(), StoreError> {
+        let same_key = self
+            .group
             .as_ref()
             .is_some_and(|g| g.key.iter().zip(key).all(|(a, b)| a == b));
         if !same_key {
-            finish(group.take(), &mut out);
-            group = Some(ConflictGroup {
+            self.finish_group();
+            self.group = Some(ConflictGroup {
                 key: key.map(str::to_string),
                 first: (value, unit_mult, unit_measure.to_string()),
                 first_scaled: None,
@@ -1069,7 +1095,10 @@ pub(crate) fn conflicts(
                 rows: Vec::new(),
             });
         }
-        let Some(g) = group.as_mut() else { continue };
+        let listing = self.out.len() < self.limit;
+        let Some(g) = self.group.as_mut() else {
+            return Ok(());
+        };
         if !g.differ {
             // Equal raw (value, multiplier) pairs scale equally: format only when they differ.
             g.differ = unit_measure != g.first.2
@@ -1080,12 +1109,47 @@ pub(crate) fn conflicts(
                     scaled_value(value, unit_mult) != *first
                 });
         }
-        if out.len() < limit {
-            g.rows.push(observation_from_row(row)?);
+        if listing {
+            g.rows.push(row()?);
+        }
+        Ok(())
+    }
+
+    fn finish_group(&mut self) {
+        if let Some(g) = self.group.take().filter(|g| g.differ) {
+            self.total += 1;
+            if self.out.len() < self.limit {
+                self.out.push(ConflictRows { values: g.rows });
+            }
         }
     }
-    finish(group, &mut out);
-    Ok((out, total))
+
+    /// The conflicts listed (at most `limit`) and how many there are in all.
+    pub(crate) fn finish(mut self) -> (Vec<ConflictRows>, u64) {
+        self.finish_group();
+        (self.out, self.total)
+    }
+}
+
+pub(crate) fn conflicts(
+    conn: &Connection,
+    limit: usize,
+) -> Result<(Vec<ConflictRows>, u64), StoreError> {
+    let mut stmt = conn.prepare_cached(CONFLICT_CANDIDATES_SQL)?;
+    let mut rows = stmt.query([])?;
+    let mut collector = ConflictCollector::new(limit);
+    while let Some(row) = rows.next()? {
+        // Columns as observation_columns!() lists them; read without copying until needed.
+        let text = |i: usize| -> Result<&str, rusqlite::Error> { Ok(row.get_ref(i)?.as_str()?) };
+        collector.push(
+            [text(0)?, text(1)?, text(2)?, text(3)?],
+            row.get(5)?,
+            text(7)?,
+            row.get(8)?,
+            || observation_from_row(row),
+        )?;
+    }
+    Ok(collector.finish())
 }
 
 pub(crate) fn coverage(conn: &Connection) -> Result<Vec<CoverageData>, StoreError> {

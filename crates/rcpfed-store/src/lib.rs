@@ -8,6 +8,10 @@
 //! reads honour the caller's deadline ([`with_deadline`]): a query still running at the
 //! deadline is interrupted. The file can be capped (`set_max_db_bytes`); a full disk or cap
 //! refuses the write whole ([`StoreError::is_full`]).
+//!
+//! With the `postgres` feature, [`PgHubStore`] implements the hub's traits on a PostgreSQL
+//! database given by a connection URL, for a hub that outgrows one machine; the same
+//! conformance suite runs against both backends.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +22,8 @@ pub mod hub;
 pub mod indicators;
 mod indicators_sql;
 pub mod node;
+#[cfg(feature = "postgres")]
+mod pg;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -27,8 +33,12 @@ pub use error::StoreError;
 pub use hub::*;
 pub use indicators::*;
 pub use node::*;
+#[cfg(feature = "postgres")]
+pub use pg::{PgHubStore, is_postgres_url};
 /// A SHA-256 Merkle tree hash (log nodes, checkpoint roots).
 pub use rcpfed_core::merkle::Hash;
 
+#[cfg(all(test, feature = "postgres"))]
+mod pg_tests;
 #[cfg(test)]
 mod sqlite_tests;

@@ -110,11 +110,25 @@ fn overrides(data_dir: &Option<PathBuf>) -> ListenOverrides {
     }
 }
 
+/// Backups here are of the SQLite store; a hub on PostgreSQL is backed up by the database's
+/// own tools.
+fn refuse_postgres(config: &HubConfig) -> Result<()> {
+    if config.database_url.is_some() {
+        bail!(
+            "this hub's store is PostgreSQL (database_url): back it up with PostgreSQL's own tools \
+             (pg_dump, or base backups with WAL archiving); rcpfed backup and restore handle the \
+             SQLite store"
+        );
+    }
+    Ok(())
+}
+
 /// `rcpfed backup`.
 pub async fn backup(command: BackupCommand) -> Result<ExitCode> {
     tokio::task::spawn_blocking(move || match command {
         BackupCommand::Hub(args) => {
             let config = HubConfig::load(&args.config, &overrides(&args.data_dir))?;
+            refuse_postgres(&config)?;
             let db = hub_db(&config.data_dir);
             let bytes = sqlite_backup(&db, &args.out)
                 .with_context(|| format!("backing up {}", db.display()))?;
@@ -148,11 +162,11 @@ pub async fn backup(command: BackupCommand) -> Result<ExitCode> {
 pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
     tokio::task::spawn_blocking(move || {
         let (role, args, data_dir) = match &command {
-            RestoreCommand::Hub(args) => (
-                "hub",
-                args,
-                HubConfig::load(&args.config, &overrides(&args.data_dir))?.data_dir,
-            ),
+            RestoreCommand::Hub(args) => {
+                let config = HubConfig::load(&args.config, &overrides(&args.data_dir))?;
+                refuse_postgres(&config)?;
+                ("hub", args, config.data_dir)
+            }
             RestoreCommand::Node(args) => (
                 "node",
                 args,

@@ -8,7 +8,7 @@ use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
 use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_proto::v1;
-use rcpfed_store::{SqliteHubStore, SqliteNodeStore};
+use rcpfed_store::{PgHubStore, SqliteHubStore, SqliteNodeStore};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -160,7 +160,13 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
             http_listener.as_ref().map(|l| l.local_addr()).transpose()?,
         )?;
     }
-    let _data_dir_lock = crate::backup::lock_data_dir(&config.data_dir, "hub")?;
+    let database_url = config.database_url.clone();
+    // The SQLite file is the data directory's: one process at a time (PostgreSQL serialises
+    // writers itself).
+    let _data_dir_lock = match database_url {
+        None => Some(crate::backup::lock_data_dir(&config.data_dir, "hub")?),
+        Some(_) => None,
+    };
     let db = crate::backup::hub_db(&config.data_dir);
     let max_db_bytes = config.max_db_bytes;
     let shutdown = CancellationToken::new();
@@ -182,6 +188,11 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
             coherence_interval: std::time::Duration::from_millis(config.coherence_interval_ms),
             quotas: config.quotas(),
             open_store: Box::new(move || {
+                if let Some(url) = &database_url {
+                    tracing::info!(database = %redact_password(url), "hub store on PostgreSQL");
+                    let store = Arc::new(PgHubStore::open(url)?);
+                    return Ok(store as Arc<dyn rcpfed_hub::HubBackend>);
+                }
                 let store = Arc::new(SqliteHubStore::open(&db)?);
                 let (file, overrides) = (args.config.clone(), args.overrides());
                 let weak = Arc::downgrade(&store);
@@ -197,6 +208,20 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A connection URL fit for a log line: a password in it is replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
 }
 
 /// How often `max_db_bytes` is re-read from the configuration file.

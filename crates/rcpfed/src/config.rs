@@ -80,8 +80,13 @@ pub struct HubConfig {
     pub root_trust_file: PathBuf,
     /// Registry version 1, signed by the root keys (used when the log has no registry yet).
     pub registry_file: PathBuf,
-    /// Directory for the hub's SQLite database.
+    /// Directory for the hub's SQLite database (unused with `database_url`).
     pub data_dir: PathBuf,
+    /// PostgreSQL connection URL for the hub's store (`postgres://user@host:port/dbname`; a
+    /// schema other than `public` with `?options=-csearch_path%3Dname`). Unset: SQLite in
+    /// `data_dir`. Environment: `RCPFED_HUB_DATABASE_URL`.
+    #[serde(default)]
+    pub database_url: Option<String>,
     /// mTLS gRPC listen address.
     pub listen: SocketAddr,
     /// Plaintext ops (health, metrics) listen address.
@@ -153,6 +158,7 @@ impl Default for HubConfig {
             root_trust_file: "root-trust.toml".into(),
             registry_file: "registry/registry.v1.json".into(),
             data_dir: "data/hub".into(),
+            database_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9051)),
             http_listen: None,
@@ -482,6 +488,21 @@ impl HubConfig {
         {
             bail!("catalogue: {} is not a readable file", p.display());
         }
+        if let Some(url) = &self.database_url {
+            if !rcpfed_store::is_postgres_url(url) {
+                bail!(
+                    "database_url must be a PostgreSQL URL (postgres://user@host:port/dbname), \
+                     got one starting {:?}; leave it unset to use SQLite in data_dir",
+                    url.split("://").next().unwrap_or_default()
+                );
+            }
+            if self.max_db_bytes.is_some() {
+                bail!(
+                    "max_db_bytes caps the SQLite file and does not apply with database_url; \
+                     use PostgreSQL's own limits (a tablespace on its own volume, monitoring)"
+                );
+            }
+        }
         for (what, p) in [
             ("root_trust_file", &self.root_trust_file),
             ("registry_file", &self.registry_file),
@@ -711,6 +732,23 @@ mod tests {
             "{error}"
         );
         assert!(!error.contains("default."), "{error}");
+    }
+
+    #[test]
+    fn database_url_must_be_postgres_and_excludes_the_sqlite_quota() {
+        let error = hub_error(&format!("database_url = \"mysql://db/hub\"\n{TLS}"));
+        assert!(
+            error.starts_with("database_url must be a PostgreSQL URL")
+                && error.contains("\"mysql\""),
+            "{error}"
+        );
+        let error = hub_error(&format!(
+            "database_url = \"postgres://hub@db/rcpfed\"\nmax_db_bytes = 1000000\n{TLS}"
+        ));
+        assert!(
+            error.starts_with("max_db_bytes caps the SQLite file"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,0 +1,1106 @@
+//! The indicator view on PostgreSQL: the apply step the hub's `append` runs for each stored
+//! statement, and the [`IndicatorStore`] queries. The rules (action checks, key rule,
+//! refusal words, exact-decimal conflict comparison) are the SQLite module's own functions;
+//! only the SQL differs, so both backends answer alike.
+
+use super::hub::PgHubStore;
+use super::{Tx, get_digest, get_i32, get_u32, get_u64, int};
+use crate::StoreError;
+use crate::db::{bound, key, limit};
+use crate::indicators::{
+    CATALOGUE_KIND, CoherenceRows, ConflictRows, CoverageData, HubDocument, IndicatorStore,
+    ObservationCursor, ObservationFilter, ObservationProvenance, ObservationRow,
+    PolicyCoverageData, RevisionRows, dimension_key,
+};
+pub(crate) use crate::indicators_sql::Entry;
+use crate::indicators_sql::{
+    ConflictCollector, InForce, action_code, action_from_code, cached_key_rule,
+    observation_columns, parse_dims, period_dates, refusal, step,
+};
+use postgres::Row;
+use postgres::types::ToSql;
+use rcpfed_core::Digest;
+use rcpfed_core::chunks;
+use rcpfed_core::dates::parse_time_period;
+use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::obskey::{self, KeyRule};
+use rcpfed_core::rejection::Violation;
+use rcpfed_core::statement::{Body, DocumentKind, IndicatorSnapshot, Observation, Statement};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// A version in force: (feed_index, position, action, defaulted).
+type InForceRow = (i64, i64, i64, bool);
+
+/// The key rule for an entry at `before` (exclusive; None: after every entry): the latest
+/// catalogue version logged before it, as on SQLite.
+fn key_rule_before(tx: &mut Tx<'_>, before: Option<u64>) -> Result<Arc<KeyRule>, StoreError> {
+    let before = before.map_or(i64::MAX, bound);
+    let latest = tx.query_opt(
+        "SELECT feed_index, digest FROM statements WHERE kind = $1 AND feed_index < $2
+         ORDER BY feed_index DESC LIMIT 1",
+        &[&CATALOGUE_KIND, &before],
+    )?;
+    let Some(latest) = latest else {
+        return Ok(Arc::new(KeyRule::none()));
+    };
+    let feed_index: i64 = latest.try_get(0)?;
+    let digest: &[u8] = latest.try_get(1)?;
+    cached_key_rule(feed_index, digest, || {
+        Ok(tx
+            .query_one(
+                "SELECT envelope FROM statements WHERE feed_index = $1",
+                &[&feed_index],
+            )?
+            .try_get(0)?)
+    })
+}
+
+fn check_observation_actions(
+    tx: &mut Tx<'_>,
+    node_id: &str,
+    indicator: &str,
+    observations: &[Observation],
+    max: usize,
+) -> Result<Vec<Violation>, StoreError> {
+    let mut out = Vec::new();
+    if max == 0 || observations.is_empty() {
+        return Ok(out);
+    }
+    // The catalogue in force now is the one the entry will be applied with.
+    let rule = key_rule_before(tx, None)?;
+    let defaults = rule.defaults(indicator);
+    let mut touched: HashMap<Key, InForce> = HashMap::new();
+    for (batch_no, batch) in observations.chunks(APPLY_BATCH).enumerate() {
+        let keys: Vec<Key> = batch
+            .iter()
+            .map(|o| {
+                let dims = obskey::dimension_key(&o.dimensions, defaults).0;
+                (o.ref_area.clone(), o.time_period.clone(), dims)
+            })
+            .collect();
+        // One query for the batch's keys not touched yet.
+        let unseen: Vec<&Key> = {
+            let mut seen = BTreeSet::new();
+            keys.iter()
+                .filter(|k| !touched.contains_key(*k) && seen.insert(*k))
+                .collect()
+        };
+        let stored = load_in_force(tx, node_id, indicator, &unseen)?;
+        for (i, (o, key)) in batch.iter().zip(keys).enumerate() {
+            let position = batch_no * APPLY_BATCH + i;
+            let state = match touched.get(&key) {
+                Some(state) => *state,
+                None => InForce::from_action(stored.get(&key).map(|r| r.2)),
+            };
+            match step(state, o.action) {
+                Ok(next) => {
+                    touched.insert(key, next);
+                }
+                Err(reason) => {
+                    out.push(Violation::new(
+                        format!("indicator_snapshot.observations[{position}]"),
+                        reason,
+                        refusal(node_id, indicator, o, &key.2, state),
+                    ));
+                    if out.len() >= max {
+                        return Ok(out);
+                    }
+                    touched.insert(key, state);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Applies one stored feed entry to the view inside the transaction that stores it (see the
+/// SQLite `apply_entry`, whose rules this follows step by step).
+pub(crate) fn apply_entry(tx: &mut Tx<'_>, entry: &Entry<'_>) -> Result<(), StoreError> {
+    let indicator_kind = DocumentKind::IndicatorSnapshot.as_str();
+    let policy_kind = DocumentKind::PolicySummary.as_str();
+    if entry.kind != indicator_kind && entry.kind != policy_kind {
+        return Ok(());
+    }
+    let envelope = SignedEnvelope::decode(entry.envelope).map_err(|e| entry.conflict(e))?;
+    if Digest::of(&envelope.payload) != *entry.digest {
+        return Err(entry.conflict("the envelope's payload does not hash to the entry's digest"));
+    }
+    let statement = Statement::decode(&envelope.payload).map_err(|e| entry.conflict(e))?;
+    if statement.header.node_id != entry.node_id {
+        return Err(entry.conflict(format!(
+            "the statement is signed as node {}",
+            statement.header.node_id
+        )));
+    }
+    match statement.body {
+        Body::Indicators(snapshot) if entry.kind == indicator_kind => {
+            let rule = key_rule_before(tx, Some(entry.feed_index))?;
+            let defaults = rule.defaults(&snapshot.indicator).to_vec();
+            apply_snapshot(tx, entry, snapshot, &defaults)
+        }
+        Body::Policy(policy) if entry.kind == policy_kind => {
+            apply_policy(tx, entry, &policy.gcm_objectives)
+        }
+        other => Err(entry.conflict(format!(
+            "its body is a {}, not a {}",
+            other.kind().as_str(),
+            entry.kind
+        ))),
+    }
+}
+
+fn apply_snapshot(
+    tx: &mut Tx<'_>,
+    entry: &Entry<'_>,
+    snapshot: IndicatorSnapshot,
+    defaults: &[(String, String)],
+) -> Result<(), StoreError> {
+    let mut applier = Applier {
+        entry,
+        indicator: &snapshot.indicator,
+        defaults,
+        feed_index: int(entry.feed_index, "feed index")?,
+        position: 0,
+        tolerated: 0,
+        periods: HashMap::new(),
+        state: HashMap::new(),
+        batch: Batch::default(),
+    };
+    let Some(manifest) = &snapshot.chunks else {
+        for batch in snapshot.observations.chunks(APPLY_BATCH) {
+            applier.apply(tx, batch)?;
+        }
+        applier.note_tolerated();
+        return Ok(());
+    };
+    if !snapshot.observations.is_empty() {
+        return Err(entry.conflict("it carries both inline observations and chunks"));
+    }
+    chunks::check_manifest(manifest).map_err(|e| entry.conflict(e))?;
+    for (index, chunk) in manifest.chunks.iter().enumerate() {
+        let bytes: Option<Vec<u8>> = tx
+            .query_opt(
+                "SELECT bytes FROM chunks WHERE sha256 = $1",
+                &[&&chunk.sha256.0[..]],
+            )?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        let Some(bytes) = bytes else {
+            return Err(entry.conflict(format!("chunk {index} ({}) is not staged", chunk.sha256)));
+        };
+        let observations =
+            chunks::decode_chunk(manifest, index, &bytes).map_err(|e| entry.conflict(e))?;
+        for batch in observations.chunks(APPLY_BATCH) {
+            applier.apply(tx, batch)?;
+        }
+    }
+    applier.note_tolerated();
+    Ok(())
+}
+
+/// Observations probed, superseded and inserted per round trip: each is one statement per
+/// batch instead of one or two per observation.
+const APPLY_BATCH: usize = 2_000;
+
+/// An observation key within one (node, indicator): (REF_AREA, TIME_PERIOD, dims).
+type Key = (String, String, String);
+
+/// The versions in force of `keys` for `node_id` (those that have one), in one query.
+fn load_in_force(
+    tx: &mut Tx<'_>,
+    node_id: &str,
+    indicator: &str,
+    keys: &[&Key],
+) -> Result<HashMap<Key, InForceRow>, StoreError> {
+    let mut out = HashMap::new();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let areas: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let periods: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let dims: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+    let rows = tx.query(
+        "SELECT o.ref_area, o.time_period, o.dims, o.feed_index, o.position, o.action,
+                o.defaulted
+         FROM unnest($3::text[], $4::text[], $5::text[]) AS k(ref_area, time_period, dims)
+         JOIN observations o
+           ON o.indicator = $1 AND o.ref_area = k.ref_area AND o.time_period = k.time_period
+          AND o.dims = k.dims AND o.node_id = $2 AND o.superseded_at_ms IS NULL",
+        &[&indicator, &node_id, &areas, &periods, &dims],
+    )?;
+    for r in &rows {
+        out.insert(
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+            (r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?),
+        );
+    }
+    Ok(out)
+}
+
+/// Where a key's version in force is, while a snapshot is applied.
+#[derive(Clone, Copy)]
+enum Current {
+    /// Nothing in force.
+    None,
+    /// A stored row: (feed_index, position, action, defaulted).
+    Stored(InForceRow),
+    /// A row of the batch being built: (index in the batch, action, defaulted).
+    Pending(usize, i64, bool),
+}
+
+/// Rows of the batch being built, column by column (they travel as arrays).
+#[derive(Default)]
+struct Batch {
+    position: Vec<i64>,
+    ref_area: Vec<String>,
+    time_period: Vec<String>,
+    dims: Vec<String>,
+    period_start: Vec<String>,
+    period_end: Vec<String>,
+    action: Vec<i64>,
+    obs_value: Vec<Option<f64>>,
+    obs_status: Vec<String>,
+    unit_measure: Vec<String>,
+    unit_mult: Vec<i64>,
+    conf_status: Vec<String>,
+    footnote: Vec<String>,
+    source: Vec<String>,
+    defaulted: Vec<bool>,
+    superseded_at_ms: Vec<Option<i64>>,
+    /// Stored rows these observations supersede: (feed_index, position).
+    supersede: Vec<(i64, i64)>,
+}
+
+/// Applies a snapshot's observations with the same rules, in the same order and with the same
+/// results as the SQLite applier, a batch at a time: the versions in force of a batch's keys
+/// are read in one query, the rules run in memory (a key touched twice in a snapshot sees its
+/// first touch), then the superseded rows are marked and the new rows inserted with one
+/// statement each.
+struct Applier<'e> {
+    entry: &'e Entry<'e>,
+    indicator: &'e str,
+    defaults: &'e [(String, String)],
+    feed_index: i64,
+    position: i64,
+    tolerated: u64,
+    periods: HashMap<String, (String, String)>,
+    /// Keys touched by this snapshot so far, and where their version in force is.
+    state: HashMap<Key, Current>,
+    batch: Batch,
+}
+
+impl Applier<'_> {
+    fn apply(&mut self, tx: &mut Tx<'_>, observations: &[Observation]) -> Result<(), StoreError> {
+        let e = self.entry;
+        let keyed: Vec<(Key, bool)> = observations
+            .iter()
+            .map(|o| {
+                let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
+                ((o.ref_area.clone(), o.time_period.clone(), dims), defaulted)
+            })
+            .collect();
+        let unseen: Vec<&Key> = {
+            let mut seen = BTreeSet::new();
+            keyed
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| !self.state.contains_key(*k) && seen.insert(*k))
+                .collect()
+        };
+        // One exact probe of the index of the versions in force per key: within the
+        // transaction that applies a snapshot, the planner does not know the rows it added and
+        // plans the batched form of the probe (load_in_force) as a scan per key.
+        let mut stored = HashMap::new();
+        for key in unseen {
+            let row = tx.query_opt(
+                "SELECT feed_index, position, action, defaulted FROM observations
+                 WHERE indicator = $1 AND ref_area = $2 AND time_period = $3 AND dims = $4
+                   AND node_id = $5 AND superseded_at_ms IS NULL",
+                &[&self.indicator, &key.0, &key.1, &key.2, &e.node_id],
+            )?;
+            if let Some(r) = row {
+                let found: InForceRow =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+                stored.insert(key.clone(), found);
+            }
+        }
+        for (o, (key, defaulted)) in observations.iter().zip(keyed) {
+            if !self.periods.contains_key(&o.time_period) {
+                let Some(period) = parse_time_period(&o.time_period) else {
+                    return Err(e.conflict(format!(
+                        "observation {} has time period {:?}, which is not an SDMX period",
+                        self.position, o.time_period
+                    )));
+                };
+                self.periods
+                    .insert(o.time_period.clone(), period_dates(&period));
+            }
+            let current = match self.state.get(&key) {
+                Some(current) => *current,
+                None => stored
+                    .get(&key)
+                    .map_or(Current::None, |r| Current::Stored(*r)),
+            };
+            let (action, was_defaulted) = match current {
+                Current::None => (None, false),
+                Current::Stored((_, _, action, d)) | Current::Pending(_, action, d) => {
+                    (Some(action), d)
+                }
+            };
+            let state = InForce::from_action(action);
+            if step(state, o.action).is_err() {
+                // Entries accepted before the key rule (see the SQLite applier).
+                if !(defaulted || was_defaulted) {
+                    return Err(e.conflict(format!(
+                        "observation {} {}",
+                        self.position,
+                        refusal(e.node_id, self.indicator, o, &key.2, state)
+                    )));
+                }
+                self.tolerated += 1;
+            }
+            match current {
+                Current::None => {}
+                Current::Stored((feed_index, position, _, _)) => {
+                    self.batch.supersede.push((feed_index, position));
+                }
+                Current::Pending(index, _, _) => {
+                    self.batch.superseded_at_ms[index] = Some(e.accepted_at_ms);
+                }
+            }
+            let index = self.push(o, &key, defaulted);
+            self.state.insert(
+                key,
+                Current::Pending(index, action_code(o.action), defaulted),
+            );
+        }
+        self.flush(tx)
+    }
+
+    /// Adds `o` to the batch at the next position; returns its index in the batch.
+    fn push(&mut self, o: &Observation, key: &Key, defaulted: bool) -> usize {
+        let (period_start, period_end) = self
+            .periods
+            .get(&o.time_period)
+            .cloned()
+            .unwrap_or_default();
+        let b = &mut self.batch;
+        b.position.push(self.position);
+        b.ref_area.push(key.0.clone());
+        b.time_period.push(key.1.clone());
+        b.dims.push(key.2.clone());
+        b.period_start.push(period_start);
+        b.period_end.push(period_end);
+        b.action.push(action_code(o.action));
+        b.obs_value.push(o.obs_value);
+        b.obs_status.push(o.obs_status.clone());
+        b.unit_measure.push(o.unit_measure.clone());
+        b.unit_mult.push(i64::from(o.unit_mult));
+        b.conf_status.push(o.conf_status.clone());
+        b.footnote.push(o.footnote.clone());
+        b.source.push(o.source.clone());
+        b.defaulted.push(defaulted);
+        b.superseded_at_ms.push(None);
+        self.position += 1;
+        b.position.len() - 1
+    }
+
+    /// Writes the batch: first the stored versions it supersedes (so the index of the versions
+    /// in force never sees two), then its rows. Its keys then point at stored rows.
+    fn flush(&mut self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let e = self.entry;
+        let b = std::mem::take(&mut self.batch);
+        if !b.supersede.is_empty() {
+            let (feed_indexes, positions): (Vec<i64>, Vec<i64>) =
+                b.supersede.iter().copied().unzip();
+            // One primary-key probe per superseded row (see load_in_force).
+            tx.batch("SET LOCAL enable_seqscan = off")?;
+            tx.execute(
+                "UPDATE observations o SET superseded_at_ms = $1
+                 FROM unnest($2::bigint[], $3::bigint[]) AS s(feed_index, position)
+                 WHERE o.feed_index = s.feed_index AND o.position = s.position",
+                &[&e.accepted_at_ms, &feed_indexes, &positions],
+            )?;
+            tx.batch("SET LOCAL enable_seqscan = on")?;
+        }
+        if !b.position.is_empty() {
+            let first = b.position[0];
+            tx.execute(
+                "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
+                     time_period, dims, period_start, period_end, action, obs_value, obs_status,
+                     unit_measure, unit_mult, conf_status, footnote, source, digest, document,
+                     revision, accepted_at_ms, defaulted, superseded_at_ms)
+                 SELECT $1, r.position, $2, $3, r.ref_area, r.time_period, r.dims,
+                     r.period_start, r.period_end, r.action, r.obs_value, r.obs_status,
+                     r.unit_measure, r.unit_mult, r.conf_status, r.footnote, r.source, $4, $5,
+                     $6, $7, r.defaulted, r.superseded_at_ms
+                 FROM unnest($8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[],
+                     $13::text[], $14::bigint[], $15::float8[], $16::text[], $17::text[],
+                     $18::bigint[], $19::text[], $20::text[], $21::text[], $22::bool[],
+                     $23::bigint[])
+                   AS r(position, ref_area, time_period, dims, period_start, period_end, action,
+                     obs_value, obs_status, unit_measure, unit_mult, conf_status, footnote,
+                     source, defaulted, superseded_at_ms)",
+                &[
+                    &self.feed_index,
+                    &e.node_id,
+                    &self.indicator,
+                    &&e.digest.0[..],
+                    &e.document,
+                    &i64::from(e.revision),
+                    &e.accepted_at_ms,
+                    &b.position,
+                    &b.ref_area,
+                    &b.time_period,
+                    &b.dims,
+                    &b.period_start,
+                    &b.period_end,
+                    &b.action,
+                    &b.obs_value,
+                    &b.obs_status,
+                    &b.unit_measure,
+                    &b.unit_mult,
+                    &b.conf_status,
+                    &b.footnote,
+                    &b.source,
+                    &b.defaulted,
+                    &b.superseded_at_ms,
+                ],
+            )
+            .map_err(|err| match super::violated_constraint(&err) {
+                Some(_) => e.conflict(format!(
+                    "observations from position {first} are refused: {err}"
+                )),
+                None => err,
+            })?;
+        }
+        // What was pending is stored now, in force or not.
+        for current in self.state.values_mut() {
+            if let Current::Pending(index, action, defaulted) = *current {
+                let position = b.position[index];
+                *current = match b.superseded_at_ms[index] {
+                    None => Current::Stored((self.feed_index, position, action, defaulted)),
+                    // Superseded within the batch: the key's current is a later row.
+                    Some(_) => *current,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn note_tolerated(&self) {
+        if self.tolerated > 0 {
+            let e = self.entry;
+            tracing::info!(
+                feed_index = e.feed_index,
+                node = e.node_id,
+                document = e.document,
+                observations = self.tolerated,
+                "observations accepted before the key rule applied as revisions: a dimension \
+                 left out and its catalogue default are one key"
+            );
+        }
+    }
+}
+
+/// Records the objectives of a policy document revision, replacing older revisions' rows.
+fn apply_policy(tx: &mut Tx<'_>, entry: &Entry<'_>, objectives: &[u32]) -> Result<(), StoreError> {
+    let latest: Option<i64> = tx
+        .query_one(
+            "SELECT max(revision) FROM policy_objectives WHERE node_id = $1 AND document = $2",
+            &[&entry.node_id, &entry.document],
+        )?
+        .try_get(0)?;
+    if latest.is_some_and(|latest| latest > i64::from(entry.revision)) {
+        return Ok(());
+    }
+    tx.execute(
+        "DELETE FROM policy_objectives WHERE node_id = $1 AND document = $2",
+        &[&entry.node_id, &entry.document],
+    )?;
+    let feed_index = int(entry.feed_index, "feed index")?;
+    let revision = i64::from(entry.revision);
+    let distinct: BTreeSet<u32> = objectives.iter().copied().collect();
+    let rows: Vec<Option<i64>> = if distinct.is_empty() {
+        // A document addressing none still counts: one row with objective NULL.
+        vec![None]
+    } else {
+        distinct.into_iter().map(|o| Some(i64::from(o))).collect()
+    };
+    for objective in rows {
+        tx.execute(
+            "INSERT INTO policy_objectives (node_id, document, revision, feed_index, objective)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &entry.node_id,
+                &entry.document,
+                &revision,
+                &feed_index,
+                &objective,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn stage_chunks(
+    tx: &mut Tx<'_>,
+    chunks: &[(Digest, Vec<u8>)],
+) -> Result<(), StoreError> {
+    for (sha256, bytes) in chunks {
+        tx.execute(
+            "INSERT INTO chunks (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+            &[&&sha256.0[..], bytes],
+        )?;
+    }
+    Ok(())
+}
+
+fn observation_from_row(row: &Row) -> Result<ObservationRow, StoreError> {
+    let dims: &str = row.try_get(3)?;
+    Ok(ObservationRow {
+        indicator: row.try_get(0)?,
+        observation: Observation {
+            action: action_from_code(row.try_get(4)?)?,
+            ref_area: row.try_get(1)?,
+            time_period: row.try_get(2)?,
+            dimensions: parse_dims(dims)?,
+            obs_value: row.try_get(5)?,
+            obs_status: row.try_get(6)?,
+            unit_measure: row.try_get(7)?,
+            unit_mult: get_i32(row, 8)?,
+            conf_status: row.try_get(9)?,
+            footnote: row.try_get(10)?,
+            source: row.try_get(11)?,
+        },
+        provenance: ObservationProvenance {
+            node_id: row.try_get(12)?,
+            digest: get_digest(row, 13)?,
+            document: row.try_get(14)?,
+            revision: get_u32(row, 15)?,
+            feed_index: get_u64(row, 16)?,
+            position: get_u64(row, 17)?,
+            accepted_at_ms: row.try_get(18)?,
+        },
+        superseded_at_ms: row.try_get(19)?,
+    })
+}
+
+fn collect_rows(
+    tx: &mut Tx<'_>,
+    sql: &str,
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<ObservationRow>, StoreError> {
+    tx.query(sql, args)?
+        .iter()
+        .map(observation_from_row)
+        .collect()
+}
+
+/// A query argument of any of the types the filters use.
+type Arg = Box<dyn ToSql + Sync + Send>;
+
+/// The SQL and arguments of a query, built per combination of filters like the SQLite one;
+/// lists travel as one array argument.
+fn observation_query(
+    filter: &ObservationFilter,
+    after: Option<ObservationCursor>,
+    max: usize,
+) -> (String, Vec<Arg>) {
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        observation_columns!(),
+        " FROM observations WHERE indicator = $1"
+    ));
+    let mut args: Vec<Arg> = vec![Box::new(filter.indicator.clone())];
+    let term = |sql: &mut String, args: &mut Vec<Arg>, text: &str, arg: Arg| {
+        args.push(arg);
+        sql.push_str(&text.replace('?', &format!("${}", args.len())));
+    };
+    match filter.ref_areas.as_slice() {
+        [] => {}
+        [area] => term(
+            &mut sql,
+            &mut args,
+            " AND ref_area = ?",
+            Box::new(area.clone()),
+        ),
+        areas => term(
+            &mut sql,
+            &mut args,
+            " AND ref_area = ANY(?)",
+            Box::new(areas.to_vec()),
+        ),
+    }
+    // The year bounds on TIME_PERIOD change no answer and let an index on it be used (see
+    // the SQLite query).
+    let year = |date: &str| {
+        date.get(..4)
+            .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_string)
+    };
+    if let Some(start) = &filter.start_date {
+        term(
+            &mut sql,
+            &mut args,
+            " AND period_start >= ?",
+            Box::new(start.clone()),
+        );
+        if let Some(first_year) = year(start) {
+            term(
+                &mut sql,
+                &mut args,
+                " AND time_period >= ?",
+                Box::new(first_year),
+            );
+        }
+    }
+    if let Some(end) = &filter.end_date {
+        term(
+            &mut sql,
+            &mut args,
+            " AND period_end <= ?",
+            Box::new(end.clone()),
+        );
+        if let Some(last_year) = year(end) {
+            term(
+                &mut sql,
+                &mut args,
+                " AND time_period < ?",
+                Box::new(format!("{last_year}:")),
+            );
+        }
+    }
+    if !filter.dimensions.is_empty() {
+        let pairs: Vec<String> = filter
+            .dimensions
+            .iter()
+            .map(|(id, value)| format!("{id}={value}"))
+            .collect();
+        term(
+            &mut sql,
+            &mut args,
+            " AND NOT EXISTS (SELECT 1 FROM unnest(?::text[]) AS j(pair)
+                  WHERE strpos(';' || dims || ';', ';' || j.pair || ';') = 0)",
+            Box::new(pairs),
+        );
+    }
+    if !filter.node_ids.is_empty() {
+        term(
+            &mut sql,
+            &mut args,
+            " AND node_id = ANY(?)",
+            Box::new(filter.node_ids.clone()),
+        );
+    }
+    if let Some(updated_after) = filter.updated_after_ms {
+        term(
+            &mut sql,
+            &mut args,
+            " AND accepted_at_ms > ?",
+            Box::new(updated_after),
+        );
+    }
+    if let Some(as_of) = filter.as_of_ms {
+        term(
+            &mut sql,
+            &mut args,
+            " AND accepted_at_ms <= ?",
+            Box::new(as_of),
+        );
+    }
+    if !filter.include_history {
+        match filter.as_of_ms {
+            Some(as_of) => term(
+                &mut sql,
+                &mut args,
+                " AND (superseded_at_ms IS NULL OR superseded_at_ms > ?)",
+                Box::new(as_of),
+            ),
+            None => sql.push_str(" AND superseded_at_ms IS NULL"),
+        }
+        if filter.updated_after_ms.is_none() {
+            sql.push_str(" AND action != 3");
+        }
+    }
+    if let Some((feed_index, position)) = after {
+        args.push(Box::new(bound(feed_index)));
+        args.push(Box::new(bound(position)));
+        sql.push_str(&format!(
+            " AND (feed_index, position) > (${}, ${})",
+            args.len() - 1,
+            args.len()
+        ));
+    }
+    term(
+        &mut sql,
+        &mut args,
+        " ORDER BY feed_index, position LIMIT ?",
+        Box::new(limit(max)),
+    );
+    (sql, args)
+}
+
+fn query_observations(
+    tx: &mut Tx<'_>,
+    filter: &ObservationFilter,
+    after: Option<ObservationCursor>,
+    max: usize,
+) -> Result<Vec<ObservationRow>, StoreError> {
+    let (sql, args) = observation_query(filter, after, max);
+    let args: Vec<&(dyn ToSql + Sync)> = args
+        .iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    collect_rows(tx, &sql, &args)
+}
+
+fn applied_feed_size(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
+    super::hub::last_feed_index(tx)
+}
+
+/// Candidate conflicts, as the SQLite query finds them (see `CONFLICT_CANDIDATES_SQL`).
+const CONFLICT_CANDIDATES_SQL: &str = concat!(
+    "SELECT ",
+    observation_columns!(),
+    " FROM (SELECT v.indicator, v.ref_area, v.time_period, v.dims
+           FROM (SELECT indicator, ref_area, time_period, dims FROM observations
+                 WHERE superseded_at_ms IS NULL
+                 GROUP BY indicator, ref_area, time_period, dims
+                 HAVING count(*) > 1) c
+           JOIN observations v
+             ON v.indicator = c.indicator AND v.ref_area = c.ref_area
+            AND v.time_period = c.time_period AND v.dims = c.dims
+           WHERE v.superseded_at_ms IS NULL AND v.action != 3
+           GROUP BY v.indicator, v.ref_area, v.time_period, v.dims
+           HAVING count(*) > 1
+              AND (min(v.obs_value) IS DISTINCT FROM max(v.obs_value)
+                   OR min(v.unit_mult) != max(v.unit_mult)
+                   OR min(v.unit_measure) != max(v.unit_measure)
+                   OR count(v.obs_value) NOT IN (0, count(*)))) k
+     JOIN observations o USING (indicator, ref_area, time_period, dims)
+     WHERE o.superseded_at_ms IS NULL AND o.action != 3
+     ORDER BY indicator, ref_area, time_period, dims, o.node_id"
+);
+
+fn conflicts(tx: &mut Tx<'_>, max: usize) -> Result<(Vec<ConflictRows>, u64), StoreError> {
+    let mut collector = ConflictCollector::new(max);
+    tx.for_each_row(CONFLICT_CANDIDATES_SQL, &[], 512, |row| {
+        let key: [&str; 4] = [
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        ];
+        collector.push(
+            key,
+            row.try_get(5)?,
+            row.try_get(7)?,
+            get_i32(row, 8)?,
+            || observation_from_row(row),
+        )?;
+        Ok(true)
+    })?;
+    Ok(collector.finish())
+}
+
+fn coverage(tx: &mut Tx<'_>) -> Result<Vec<CoverageData>, StoreError> {
+    let rows = tx.query(
+        "SELECT node_id, indicator, ref_area, min(time_period), max(time_period), count(*)
+         FROM observations WHERE superseded_at_ms IS NULL AND action != 3
+         GROUP BY node_id, indicator, ref_area
+         ORDER BY node_id, indicator, ref_area",
+        &[],
+    )?;
+    let mut out: Vec<CoverageData> = Vec::new();
+    for row in &rows {
+        let node_id: String = row.try_get(0)?;
+        let indicator: String = row.try_get(1)?;
+        let ref_area: String = row.try_get(2)?;
+        let first: String = row.try_get(3)?;
+        let last: String = row.try_get(4)?;
+        let count = get_u64(row, 5)?;
+        match out.last_mut() {
+            Some(c) if c.node_id == node_id && c.indicator == indicator => {
+                c.ref_areas.push(ref_area);
+                if first < c.first_period {
+                    c.first_period = first;
+                }
+                if last > c.last_period {
+                    c.last_period = last;
+                }
+                c.observation_count += count;
+            }
+            _ => out.push(CoverageData {
+                node_id,
+                indicator,
+                ref_areas: vec![ref_area],
+                first_period: first,
+                last_period: last,
+                observation_count: count,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn policy_coverage(tx: &mut Tx<'_>) -> Result<Vec<PolicyCoverageData>, StoreError> {
+    let rows = tx.query(
+        "SELECT node_id, document, objective FROM policy_objectives ORDER BY node_id",
+        &[],
+    )?;
+    let mut nodes: BTreeMap<String, (BTreeSet<u32>, BTreeSet<String>)> = BTreeMap::new();
+    for row in &rows {
+        let node_id: String = row.try_get(0)?;
+        let document: String = row.try_get(1)?;
+        let objective: Option<i64> = row.try_get(2)?;
+        let objective = objective
+            .map(|o| {
+                u32::try_from(o)
+                    .map_err(|_| StoreError::Corrupt(format!("GCM objective {o} out of range")))
+            })
+            .transpose()?;
+        let (objectives, documents) = nodes.entry(node_id).or_default();
+        objectives.extend(objective);
+        documents.insert(document);
+    }
+    Ok(nodes
+        .into_iter()
+        .map(|(node_id, (objectives, documents))| PolicyCoverageData {
+            node_id,
+            gcm_objectives: objectives.into_iter().collect(),
+            policy_documents: documents.len() as u64,
+        })
+        .collect())
+}
+
+const PREDECESSOR_SQL: &str = concat!(
+    "SELECT ",
+    observation_columns!(),
+    " FROM observations
+      WHERE indicator = $1 AND ref_area = $2 AND time_period = $3
+        AND node_id = $4 AND dims = $5 AND (feed_index, position) < ($6, $7)
+      ORDER BY feed_index DESC, position DESC LIMIT 1"
+);
+
+fn revisions_in(
+    tx: &mut Tx<'_>,
+    after_feed_index: u64,
+    max: usize,
+) -> Result<(Vec<RevisionRows>, u64), StoreError> {
+    let after = bound(after_feed_index);
+    let new_rows = collect_rows(
+        tx,
+        concat!(
+            "SELECT ",
+            observation_columns!(),
+            " FROM observations WHERE feed_index > $1 AND action IN (2, 3)
+              ORDER BY feed_index, position LIMIT $2"
+        ),
+        &[&after, &limit(max)],
+    )?;
+    let mut out = Vec::with_capacity(new_rows.len());
+    for new in new_rows {
+        let o = &new.observation;
+        let p = &new.provenance;
+        let dims = dimension_key(&o.dimensions);
+        let old = collect_rows(
+            tx,
+            PREDECESSOR_SQL,
+            &[
+                &new.indicator,
+                &o.ref_area,
+                &o.time_period,
+                &p.node_id,
+                &dims,
+                &bound(p.feed_index),
+                &bound(p.position),
+            ],
+        )?
+        .pop()
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the revision at feed index {} position {} supersedes no stored version",
+                p.feed_index, p.position
+            ))
+        })?;
+        out.push(RevisionRows { old, new });
+    }
+    let total = get_u64(
+        &tx.query_one(
+            "SELECT count(*) FROM observations WHERE feed_index > $1 AND action IN (2, 3)",
+            &[&after],
+        )?,
+        0,
+    )?;
+    Ok((out, total))
+}
+
+fn last_content_feed_index(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
+    let row = tx.query_one(
+        "SELECT coalesce(max(m), 0) FROM (
+             SELECT max(feed_index) AS m FROM statements WHERE kind = 'indicator_snapshot'
+             UNION ALL
+             SELECT max(feed_index) FROM statements WHERE kind = 'policy_summary') AS k",
+        &[],
+    )?;
+    get_u64(&row, 0)
+}
+
+fn hub_document(
+    tx: &mut Tx<'_>,
+    chain: &str,
+    seq: Option<u64>,
+) -> Result<Option<HubDocument>, StoreError> {
+    let row = match seq {
+        Some(seq) => {
+            let Some(seq) = key(seq) else {
+                return Ok(None);
+            };
+            tx.query_opt(
+                "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM statements
+                 WHERE node_id = $1 AND seq = $2",
+                &[&chain, &seq],
+            )?
+        }
+        None => tx.query_opt(
+            "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM statements
+             WHERE node_id = $1 ORDER BY seq DESC LIMIT 1",
+            &[&chain],
+        )?,
+    };
+    row.map(|row| {
+        Ok(HubDocument {
+            feed_index: get_u64(&row, 0)?,
+            seq: get_u64(&row, 1)?,
+            digest: get_digest(&row, 2)?,
+            envelope: row.try_get(3)?,
+            accepted_at_ms: row.try_get(4)?,
+        })
+    })
+    .transpose()
+}
+
+impl IndicatorStore for PgHubStore {
+    fn check_observation_actions(
+        &self,
+        node_id: &str,
+        indicator: &str,
+        observations: &[Observation],
+        max: usize,
+    ) -> Result<Vec<Violation>, StoreError> {
+        self.db
+            .read(|tx| check_observation_actions(tx, node_id, indicator, observations, max))
+    }
+
+    fn query_observations(
+        &self,
+        filter: &ObservationFilter,
+        after: Option<ObservationCursor>,
+        max: usize,
+    ) -> Result<Vec<ObservationRow>, StoreError> {
+        self.db
+            .read(|tx| query_observations(tx, filter, after, max))
+    }
+
+    fn query_observations_at(
+        &self,
+        filter: &ObservationFilter,
+        after: Option<ObservationCursor>,
+        max: usize,
+    ) -> Result<(Vec<ObservationRow>, u64), StoreError> {
+        // One snapshot: the feed size bounds every row returned.
+        self.db.read(|tx| {
+            let rows = query_observations(tx, filter, after, max)?;
+            Ok((rows, applied_feed_size(tx)?))
+        })
+    }
+
+    fn applied_feed_size(&self) -> Result<u64, StoreError> {
+        self.db.read(applied_feed_size)
+    }
+
+    fn conflicts(&self, max: usize) -> Result<(Vec<ConflictRows>, u64), StoreError> {
+        self.db.read(|tx| conflicts(tx, max))
+    }
+
+    fn coverage(&self) -> Result<Vec<CoverageData>, StoreError> {
+        self.db.read(coverage)
+    }
+
+    fn policy_coverage(&self) -> Result<Vec<PolicyCoverageData>, StoreError> {
+        self.db.read(policy_coverage)
+    }
+
+    fn revisions_since(
+        &self,
+        after_feed_index: u64,
+        max: usize,
+    ) -> Result<(Vec<RevisionRows>, u64), StoreError> {
+        self.db.read(|tx| revisions_in(tx, after_feed_index, max))
+    }
+
+    fn coherence_rows(
+        &self,
+        revisions_after: u64,
+        max: usize,
+    ) -> Result<CoherenceRows, StoreError> {
+        // One snapshot for the whole report.
+        self.db.read(|tx| {
+            Ok(CoherenceRows {
+                feed_size: applied_feed_size(tx)?,
+                conflicts: conflicts(tx, max)?,
+                coverage: coverage(tx)?,
+                policy_coverage: policy_coverage(tx)?,
+                revisions: revisions_in(tx, revisions_after, max)?,
+            })
+        })
+    }
+
+    fn last_content_feed_index(&self) -> Result<u64, StoreError> {
+        self.db.read(last_content_feed_index)
+    }
+
+    fn stage_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), StoreError> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        self.db.write(|tx| stage_chunks(tx, chunks))
+    }
+
+    fn has_chunks(&self, sha256s: &[Digest]) -> Result<Vec<bool>, StoreError> {
+        if sha256s.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.db.read(|tx| {
+            sha256s
+                .iter()
+                .map(|sha256| {
+                    Ok(tx
+                        .query_opt("SELECT 1 FROM chunks WHERE sha256 = $1", &[&&sha256.0[..]])?
+                        .is_some())
+                })
+                .collect()
+        })
+    }
+
+    fn chunk(&self, sha256: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.read(|tx| {
+            tx.query_opt(
+                "SELECT bytes FROM chunks WHERE sha256 = $1",
+                &[&&sha256.0[..]],
+            )?
+            .map(|r| Ok(r.try_get(0)?))
+            .transpose()
+        })
+    }
+
+    fn hub_document(
+        &self,
+        chain: &str,
+        seq: Option<u64>,
+    ) -> Result<Option<HubDocument>, StoreError> {
+        self.db.read(|tx| hub_document(tx, chain, seq))
+    }
+}
