@@ -2245,11 +2245,32 @@ async fn a_blank_dimension_and_its_default_are_one_key_everywhere() {
             ("colombo".to_string(), Some(40.5))
         ]
     );
-    let revised = report
-        .revisions
-        .iter()
-        .find(|r| r.key.as_ref().is_some_and(|k| k.indicator == "MIG_STOCK"))
-        .unwrap_or_else(|| panic!("no MIG_STOCK revision in {report:?}"));
+    // A report lists the revisions of its own window: a report issued between colombo's
+    // revision and abu-dhabi's statement holds the revision, so look back through the reports.
+    let mut listing = report.clone();
+    let revised = loop {
+        if let Some(r) = listing
+            .revisions
+            .iter()
+            .find(|r| r.key.as_ref().is_some_and(|k| k.indicator == "MIG_STOCK"))
+        {
+            break r.clone();
+        }
+        assert!(
+            listing.number > 1,
+            "no MIG_STOCK revision in any report up to {report:?}"
+        );
+        let earlier = c
+            .indicators("hub")
+            .await
+            .get_coherence_report(v1::GetCoherenceReportRequest {
+                number: listing.number - 1,
+            })
+            .await
+            .expect("an earlier coherence report")
+            .into_inner();
+        listing = verify_report(&c, &earlier);
+    };
     assert_eq!(
         revised
             .old_value
