@@ -452,10 +452,16 @@ async fn connections_per_identity_and_streams_per_connection_are_capped() {
         "SETTINGS_MAX_CONCURRENT_STREAMS"
     );
 
-    // abu-dhabi fills its connections (this one counts too)...
+    // abu-dhabi fills its connections (this one counts too)... Each sends the HTTP/2 preface,
+    // so that on a loaded machine, where opening them all may take longer than the preface
+    // timeout, the first ones are not closed for silence before the last one is open.
     let mut held = vec![one];
     for _ in 1..MAX_CONNECTIONS_PER_IDENTITY {
-        held.push(silent_tls(&c, c.hub_addr(), "abu-dhabi").await);
+        let mut conn = silent_tls(&c, c.hub_addr(), "abu-dhabi").await;
+        conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .expect("preface");
+        held.push(conn);
     }
     // ...so its next one is closed at once, not held until the preface timeout.
     let extra = silent_tls(&c, c.hub_addr(), "abu-dhabi").await;
