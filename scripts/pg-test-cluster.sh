@@ -25,10 +25,16 @@ if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
   exit 2
 fi
 
+# The cluster's owner when run as root: RCPFED_PG_USER, else the `postgres` user Debian's
+# packages create, else `nobody` (any unprivileged account will do).
+if [ -z "${RCPFED_PG_USER:-}" ]; then
+  if id -u postgres >/dev/null 2>&1; then RCPFED_PG_USER=postgres; else RCPFED_PG_USER=nobody; fi
+fi
+
 # Runs a PostgreSQL binary as the cluster's owner.
 as_owner() {
   if [ "$(id -u)" = 0 ]; then
-    runuser -u "${RCPFED_PG_USER:-postgres}" -- "$@"
+    runuser -u "$RCPFED_PG_USER" -- "$@"
   else
     "$@"
   fi
@@ -57,7 +63,7 @@ start() {
   mkdir -p "$dir"
   chmod 700 "$dir"
   if [ "$(id -u)" = 0 ]; then
-    chown "${RCPFED_PG_USER:-postgres}" "$dir"
+    chown "$RCPFED_PG_USER" "$dir"
   fi
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     as_owner "$pg_bin/initdb" -D "$dir/data" -U rcpfed -A trust -E UTF8 --locale=C.UTF-8 \
@@ -87,6 +93,8 @@ start() {
 stop() {
   local dir="${1:?usage: pg-test-cluster.sh stop DIR}"
   if [ -f "$dir/data/PG_VERSION" ]; then
+    # As whoever owns the cluster (it may have been started with another RCPFED_PG_USER).
+    RCPFED_PG_USER="$(stat -c %U "$dir/data")"
     as_owner "$pg_bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
   # Only a directory this script made (it has the data dir or is empty) is removed.
