@@ -2,18 +2,17 @@
 //! writer and the reader pool, and column conversions.
 
 use crate::StoreError;
+use crate::pool::{IDLE_READERS, ReaderPool};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a connection waits for another process's lock before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
-/// Idle read connections kept open at start; more are opened on demand up to [`MAX_READERS`].
-const READER_POOL: usize = 4;
 /// Most read connections open at once: each holds a page cache and a WAL snapshot, so an
 /// unbounded number under load would exhaust memory and file handles. A caller finding all of
 /// them busy waits, at most until its deadline (or [`READER_WAIT`] without one).
@@ -77,22 +76,13 @@ pub fn current_deadline() -> Option<Instant> {
     READ_DEADLINE.with(Cell::get)
 }
 
-/// The read connections: idle ones, and how many exist in all (idle plus lent out).
-struct Readers {
-    idle: Vec<Connection>,
-    open: usize,
-}
-
 /// One SQLite database: a single writer plus a bounded pool of read-only connections.
 pub(crate) struct Db {
     // First to drop: its connection must close before the writer's, which is the last.
     checkpointer: Checkpointer,
     path: PathBuf,
     // Readers drop first so the writer closes last and checkpoints and removes the WAL file.
-    readers: Mutex<Readers>,
-    /// Signalled when a read connection goes back to the pool.
-    reader_returned: Condvar,
-    max_readers: usize,
+    readers: ReaderPool<Connection>,
     writer: Mutex<Connection>,
 }
 
@@ -136,19 +126,14 @@ impl Db {
         migrate(&mut writer, schema)?;
         let checkpointer = Checkpointer::start(path)?;
 
-        let mut readers = Vec::with_capacity(READER_POOL);
-        for _ in 0..READER_POOL {
+        let mut readers = Vec::with_capacity(IDLE_READERS);
+        for _ in 0..IDLE_READERS {
             readers.push(open_reader(path)?);
         }
         Ok(Db {
             checkpointer,
             path: path.to_path_buf(),
-            readers: Mutex::new(Readers {
-                open: readers.len(),
-                idle: readers,
-            }),
-            reader_returned: Condvar::new(),
-            max_readers: MAX_READERS,
+            readers: ReaderPool::new(readers),
             writer: Mutex::new(writer),
         })
     }
@@ -197,7 +182,9 @@ impl Db {
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let deadline = READ_DEADLINE.with(Cell::get);
-        let mut conn = self.take_reader(deadline)?;
+        let mut conn = self
+            .readers
+            .take(deadline, |_| true, || open_reader(&self.path))?;
         let out = match deadline {
             Some(deadline) => {
                 let installed = conn.progress_handler(
@@ -214,64 +201,15 @@ impl Db {
                     (out, Ok(())) => out,
                     (_, Err(e)) => {
                         // A connection whose handler could not be reset is not put back.
-                        self.forget_reader();
+                        self.readers.forget();
                         return Err(e.into());
                     }
                 }
             }
             None => f(&conn),
         };
-        self.give_back(conn);
+        self.readers.give_back(conn);
         out
-    }
-
-    /// A free read connection: an idle one, a new one while fewer than `max_readers` are
-    /// open, or else the next one returned, waiting at most until `deadline`.
-    fn take_reader(&self, deadline: Option<Instant>) -> Result<Connection, StoreError> {
-        let until = deadline.unwrap_or_else(|| Instant::now() + READER_WAIT);
-        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(conn) = readers.idle.pop() {
-                return Ok(conn);
-            }
-            if readers.open < self.max_readers {
-                readers.open += 1;
-                drop(readers);
-                return open_reader(&self.path).inspect_err(|_| self.forget_reader());
-            }
-            let now = Instant::now();
-            if now >= until {
-                return Err(StoreError::DeadlineExceeded(format!(
-                    "all {} read connections stayed busy until the call's deadline",
-                    self.max_readers
-                )));
-            }
-            readers = self
-                .reader_returned
-                .wait_timeout(readers, until - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    fn give_back(&self, conn: Connection) {
-        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if readers.idle.len() < READER_POOL {
-            readers.idle.push(conn);
-        } else {
-            // Closed, not kept: the pool shrinks back to its idle size after a burst.
-            readers.open = readers.open.saturating_sub(1);
-        }
-        drop(readers);
-        self.reader_returned.notify_one();
-    }
-
-    /// Accounts for a read connection that failed to open or was dropped.
-    fn forget_reader(&self) {
-        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        readers.open = readers.open.saturating_sub(1);
-        drop(readers);
-        self.reader_returned.notify_one();
     }
 }
 
@@ -551,7 +489,7 @@ mod tests {
         assert!(took < Duration::from_secs(5), "took {took:?}");
         // Every pooled connection is usable afterwards, and a read without a deadline is not
         // cut by the handler left from the previous one.
-        for _ in 0..READER_POOL + 1 {
+        for _ in 0..IDLE_READERS + 1 {
             assert_eq!(count(&db).unwrap(), 0);
         }
         let fast = with_deadline(Some(Instant::now() + Duration::from_secs(30)), || {
@@ -588,7 +526,7 @@ mod tests {
             })
             .collect();
         holding.wait();
-        assert_eq!(db.readers.lock().unwrap().open, MAX_READERS);
+        assert_eq!(db.readers.open_count(), MAX_READERS);
         let started = Instant::now();
         let out = with_deadline(Some(started + Duration::from_millis(200)), || count(&db));
         assert!(
@@ -597,7 +535,7 @@ mod tests {
         );
         assert!(started.elapsed() >= Duration::from_millis(200));
         // No connection beyond the bound was opened for the waiting caller.
-        assert_eq!(db.readers.lock().unwrap().open, MAX_READERS);
+        assert_eq!(db.readers.open_count(), MAX_READERS);
         // A waiting caller gets the first connection given back.
         let waiter = {
             let db = Arc::clone(&db);
@@ -613,7 +551,7 @@ mod tests {
         }
         assert_eq!(waiter.join().unwrap().unwrap(), 0);
         // The pool shrinks back to its idle size.
-        assert!(db.readers.lock().unwrap().open <= READER_POOL);
+        assert!(db.readers.open_count() <= IDLE_READERS);
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod indicators_sql;
 pub mod node;
 #[cfg(feature = "postgres")]
 mod pg;
+mod pool;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

@@ -16,18 +16,17 @@ mod indicators;
 pub use hub::PgHubStore;
 
 use crate::StoreError;
-use crate::db::{MAX_READERS, READER_WAIT, current_deadline};
+use crate::db::current_deadline;
+use crate::pool::ReaderPool;
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, IsolationLevel, NoTls, Row, Statement, Transaction};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Idle read connections kept; more are opened on demand up to [`MAX_READERS`].
-const READER_POOL: usize = 4;
 /// Prepared statements kept per connection (each is a server-side object).
 const STATEMENT_CACHE: usize = 128;
 /// How long opening a connection may take when the URL does not say.
@@ -158,19 +157,12 @@ pub(crate) struct PgSchema {
     pub migrations: &'static [&'static str],
 }
 
-struct Readers {
-    idle: Vec<Conn>,
-    open: usize,
-}
-
 /// One PostgreSQL database (and schema): a writer connection and a bounded reader pool.
 pub(crate) struct PgDb {
     config: Config,
     /// None after the connection broke: the next write reconnects.
     writer: Mutex<Option<Conn>>,
-    readers: Mutex<Readers>,
-    reader_returned: Condvar,
-    max_readers: usize,
+    readers: ReaderPool<Conn>,
 }
 
 impl std::fmt::Debug for PgDb {
@@ -195,12 +187,7 @@ impl PgDb {
         let db = PgDb {
             config,
             writer: Mutex::new(None),
-            readers: Mutex::new(Readers {
-                idle: Vec::new(),
-                open: 0,
-            }),
-            reader_returned: Condvar::new(),
-            max_readers: MAX_READERS,
+            readers: ReaderPool::new(Vec::new()),
         };
         let writer = off_async(|| {
             let mut writer = db.connect()?;
@@ -265,63 +252,18 @@ impl PgDb {
         deadline: Option<Instant>,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.take_reader(deadline)?;
+        let mut conn = self.readers.take(
+            deadline,
+            |conn: &Conn| !conn.client.is_closed(),
+            || self.connect(),
+        )?;
         let out = run_read(&mut conn, deadline, f);
         if conn.client.is_closed() {
-            self.forget_reader();
+            self.readers.forget();
         } else {
-            self.give_back(conn);
+            self.readers.give_back(conn);
         }
         out
-    }
-
-    fn take_reader(&self, deadline: Option<Instant>) -> Result<Conn, StoreError> {
-        let until = deadline.unwrap_or_else(|| Instant::now() + READER_WAIT);
-        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(conn) = readers.idle.pop() {
-                if conn.client.is_closed() {
-                    readers.open = readers.open.saturating_sub(1);
-                    continue;
-                }
-                return Ok(conn);
-            }
-            if readers.open < self.max_readers {
-                readers.open += 1;
-                drop(readers);
-                return self.connect().inspect_err(|_| self.forget_reader());
-            }
-            let now = Instant::now();
-            if now >= until {
-                return Err(StoreError::DeadlineExceeded(format!(
-                    "all {} read connections stayed busy until the call's deadline",
-                    self.max_readers
-                )));
-            }
-            readers = self
-                .reader_returned
-                .wait_timeout(readers, until - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    fn give_back(&self, conn: Conn) {
-        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if readers.idle.len() < READER_POOL {
-            readers.idle.push(conn);
-        } else {
-            readers.open = readers.open.saturating_sub(1);
-        }
-        drop(readers);
-        self.reader_returned.notify_one();
-    }
-
-    fn forget_reader(&self) {
-        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        readers.open = readers.open.saturating_sub(1);
-        drop(readers);
-        self.reader_returned.notify_one();
     }
 }
 
@@ -333,13 +275,7 @@ impl Drop for PgDb {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let readers = std::mem::take(
-            &mut self
-                .readers
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner)
-                .idle,
-        );
+        let readers = self.readers.take_idle();
         off_async(move || drop((writer, readers)));
     }
 }
