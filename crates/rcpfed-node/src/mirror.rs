@@ -511,7 +511,9 @@ impl Mirror {
                     )
                     .await?;
                 }
-                if m.node_id == self.node_id {
+                // Only while recovering from a restore: otherwise this node signed it from
+                // its own outbox, which holds it already.
+                if m.node_id == self.node_id && !self.own_chain.is_open() {
                     self.adopt_own(&m).await?;
                 }
                 Ok(Some(m))

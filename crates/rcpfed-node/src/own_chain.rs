@@ -1,8 +1,8 @@
 //! This node's own chain after its database was restored from a backup.
 //!
 //! A backup is a point in time: the node may have signed and delivered statements after it.
-//! The hub's feed holds them, signed by this node, so the mirror adopts each one it meets that
-//! the outbox lacks (as delivered, with the hub's receipt), and the chain continues after it
+//! The hub's feed holds them, signed by this node, so while recovering the mirror adopts each
+//! one it meets that the outbox lacks (as delivered, with the hub's receipt), and the chain continues after it
 //! instead of reusing its sequence number (which the hub would refuse as equivocation). Until
 //! the mirror has caught up with the feed once, the publisher signs nothing new; `rcpfed
 //! restore node` leaves a marker file in the data directory that turns this wait on.
@@ -38,9 +38,15 @@ impl OwnChainGate {
         }
     }
 
+    /// Whether the own chain is known whole (no restore pending): every own statement the feed
+    /// shows from now on was signed from this outbox.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// Refuses to sign while the own chain may lack statements the hub holds.
     pub fn check(&self) -> Result<(), Rejection> {
-        if self.open.load(Ordering::Acquire) {
+        if self.is_open() {
             return Ok(());
         }
         Err(Rejection::new(
