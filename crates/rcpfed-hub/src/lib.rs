@@ -11,6 +11,7 @@
 
 pub mod catalogue;
 pub mod coherence;
+pub mod dashboard;
 pub mod ingest;
 pub mod log;
 pub mod metrics;
@@ -65,7 +66,7 @@ pub struct HubSettings {
     /// Listener for the plaintext ops port (health, metrics).
     pub ops_listener: TcpListener,
     /// Listener for the public read-only HTTP port (the log as C2SP tlog-tiles under
-    /// `/tlog`); None: not served.
+    /// `/tlog`, the dashboard under `/dashboard/`); None: not served.
     pub http_listener: Option<TcpListener>,
     /// Witness cosignatures that make a checkpoint final.
     pub witness_quorum: u32,
@@ -242,6 +243,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     // The catalogue in force: the logged chain verified with the hub's keys, and the configured
     // catalogue logged as the next version when its content differs.
     let hub_id = hub_member.id.clone();
+    let hub_member_id = hub_id.clone();
     let in_force = catalogue::establish(
         Arc::clone(&store),
         &ingest,
@@ -290,6 +292,8 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         "per-member quotas"
     );
     let log_store: Arc<dyn HubStore> = Arc::clone(&store) as Arc<dyn HubStore>;
+    let dashboard_indicators: Arc<dyn IndicatorStore> =
+        Arc::clone(&store) as Arc<dyn IndicatorStore>;
     let hub = Arc::new_cyclic(|me| Hub {
         me: me.clone(),
         pool: quotas::CpuPool::new(quotas.pool_size()),
@@ -340,11 +344,22 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         Some(listener) => {
             let addr = listener.local_addr()?;
             let http_shutdown = shutdown.clone();
-            tracing::info!(%addr, "public HTTP listening: the log as C2SP tlog-tiles under /tlog/");
+            tracing::info!(%addr, "public HTTP listening: the log as C2SP tlog-tiles under /tlog/, the dashboard under /dashboard/");
+            let dashboard = rcpfed_grpc::dashboard::router(
+                Arc::new(dashboard::HubDashboard::new(
+                    Arc::clone(&log_store),
+                    witness_quorum,
+                )),
+                dashboard_indicators,
+                shared_federation.clone(),
+                hub_member_id.clone(),
+            );
             Some(tokio::spawn(rcpfed_grpc::public_http::serve(
                 listener,
-                axum::Router::new().nest("/tlog", tiles::router(log_store)),
-                "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles)",
+                axum::Router::new()
+                    .nest("/tlog", tiles::router(log_store))
+                    .merge(dashboard),
+                "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles), and the dashboard at /dashboard/",
                 async move { http_shutdown.cancelled().await },
             )))
         }

@@ -133,6 +133,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         println!(
             "   the log as C2SP tlog-tiles (public, read-only): http://{http}/tlog/checkpoint"
         );
+        println!("   the dashboard (public, read-only): http://{http}/dashboard/");
     }
     let hub_endpoint = format!("https://localhost:{}", port(&hub.grpc));
     let mut nodes = Vec::new();
@@ -749,6 +750,7 @@ fn print_grpcurl(dir: &Path, hub: &Proc, nodes: &[Proc]) {
     );
     let h = format!("localhost:{}", port(&hub.grpc));
     if let Some(http) = &hub.http {
+        println!("\nThe dashboard, in a browser: http://{http}/dashboard/");
         println!("\nThe log over plain HTTP (C2SP tlog-tiles, any tlog client or curl):");
         println!("  curl http://{http}/tlog/checkpoint");
         println!("  curl -s http://{http}/tlog/tile/0/000.p/1 | xxd | head");
