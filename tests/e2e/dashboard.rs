@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's chromium; `RCPFED_CHROMIUM` names another executable.
+fn chromium() -> PathBuf {
+    std::env::var_os("RCPFED_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -27,9 +31,11 @@ fn browser_tools() -> Result<PathBuf, String> {
             playwright.display()
         ));
     }
-    if !Path::new(CHROMIUM).is_file() {
+    let browser = chromium();
+    if !browser.is_file() {
         return Err(format!(
-            "{CHROMIUM} is missing; run scripts/install-tools.sh (Debian package chromium)"
+            "{} is missing; run scripts/install-tools.sh (Debian package chromium)",
+            browser.display()
         ));
     }
     match std::process::Command::new("node").arg("--version").output() {
@@ -115,7 +121,7 @@ async fn the_dashboard_shows_the_demo_federation_in_a_browser() {
         .env("DASHBOARD_URL", &url)
         .env("ARTIFACTS_DIR", &artifacts)
         .env("PLAYWRIGHT_CORE", &playwright)
-        .env("CHROMIUM", CHROMIUM)
+        .env("CHROMIUM", chromium())
         .env("PROFILE_ROOT", &profiles)
         .kill_on_drop(true)
         .output();
