@@ -1399,8 +1399,14 @@ impl Cluster {
 
 /// Runs `rcpfed <args>` to completion; returns (exit code, stdout, stderr).
 pub fn run_rcpfed(args: &[&str]) -> (i32, String, String) {
+    run_rcpfed_env(args, &[])
+}
+
+/// [`run_rcpfed`] with `env` added to the environment.
+pub fn run_rcpfed_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN.as_str())
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("RCPFED_HUB_ENDPOINT")
         .env_remove("RCPFED_PKI_DIR")
         .env_remove("RCPFED_IDENTITY")
