@@ -78,10 +78,7 @@ fn same_columns(
     pg: &[(String, Type)],
 ) -> Result<(), StoreError> {
     let statement = sqlite.prepare(&format!("SELECT * FROM {table} LIMIT 0"))?;
-    let mut theirs: Vec<String> = statement
-        .column_names()
-        .map(str::to_string)
-        .collect();
+    let mut theirs: Vec<String> = statement.column_names().map(str::to_string).collect();
     let mut ours: Vec<String> = pg.iter().map(|(n, _)| n.clone()).collect();
     theirs.sort();
     ours.sort();
