@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: `rcpfed demo` runs the whole federation (hub, three nodes,
 //! the sample data, the conflict and the revision), and headless Chromium driven by Playwright
-//! (tests/e2e/dashboard.cjs) loads the hub's dashboard and checks what a person would see.
+//! (tests/e2e/dashboard.cjs) loads the hub's dashboard, and a node's from its mirror, and
+//! checks what a person would see.
 //! Screenshots go to `target/e2e-artifacts/`.
 //!
 //! Needs node, playwright-core in `.tools/` and Chromium (`scripts/install-tools.sh` installs
@@ -80,6 +81,7 @@ async fn the_dashboard_shows_the_demo_federation_in_a_browser() {
     let mut lines = BufReader::new(demo.stdout.take().expect("piped stdout")).lines();
     let mut seen = String::new();
     let mut url = None;
+    let mut node_url = None;
     // The demo prints the dashboard URL early and "running" once the exchange, the conflict,
     // the revision and the coherence report that lists them are all verified.
     let ready = tokio::time::timeout(Duration::from_secs(120), async {
@@ -91,6 +93,12 @@ async fn the_dashboard_shows_the_demo_federation_in_a_browser() {
                 .strip_prefix("the dashboard (public, read-only): ")
             {
                 url = Some(u.to_string());
+            }
+            // "node colombo   listening on … (mTLS), public HTTPS https://localhost:<port>/"
+            if let Some(rest) = line.trim().strip_prefix("node colombo")
+                && let Some((_, u)) = rest.split_once("public HTTPS ")
+            {
+                node_url = Some(format!("{}dashboard/", u.trim()));
             }
             if line.starts_with("running; press Ctrl-C") {
                 return true;
@@ -107,10 +115,12 @@ async fn the_dashboard_shows_the_demo_federation_in_a_browser() {
     );
     let url = url.unwrap_or_else(|| panic!("the demo printed no dashboard URL:\n{seen}"));
     assert!(
-        url.starts_with("http://127.0.0.1:") && url.ends_with("/dashboard/"),
+        url.starts_with("https://localhost:") && url.ends_with("/dashboard/"),
         "{url}"
     );
 
+    let node_url =
+        node_url.unwrap_or_else(|| panic!("the demo printed no public URL for colombo:\n{seen}"));
     let artifacts = target_dir().join("e2e-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifacts directory");
     let profiles = tmp.path().join("browser-profiles");
@@ -119,6 +129,7 @@ async fn the_dashboard_shows_the_demo_federation_in_a_browser() {
     let run = tokio::process::Command::new("node")
         .arg(&script)
         .env("DASHBOARD_URL", &url)
+        .env("NODE_DASHBOARD_URL", &node_url)
         .env("ARTIFACTS_DIR", &artifacts)
         .env("PLAYWRIGHT_CORE", &playwright)
         .env("CHROMIUM", chromium())

@@ -75,10 +75,11 @@ impl DashboardSource for HubDashboard {
             })
             .collect();
         Ok(LogView {
+            viewpoint: "the hub's log: its latest checkpoint and the cosignatures it holds".into(),
             checkpoint: latest.map(|c| CheckpointView {
                 size: c.size,
                 root: c.root,
-                created_at_ms: c.created_at_ms,
+                created_at_ms: Some(c.created_at_ms),
                 note: c.note,
             }),
             cosignatures: latest_cosignatures

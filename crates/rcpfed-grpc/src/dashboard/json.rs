@@ -95,6 +95,7 @@ pub fn members(federation: &Federation) -> Value {
 
 pub fn log(view: &LogView) -> Value {
     json!({
+        "viewpoint": view.viewpoint,
         "checkpoint": view.checkpoint.as_ref().map(|c| json!({
             "size": c.size,
             "root": hex::encode(c.root),

@@ -41,8 +41,8 @@ pub struct CheckpointView {
     pub size: u64,
     /// Root hash.
     pub root: Hash,
-    /// When the hub signed it (unix ms).
-    pub created_at_ms: i64,
+    /// When the hub signed it (unix ms), where known (a node keeps only the note).
+    pub created_at_ms: Option<i64>,
     /// The signed note, verbatim.
     pub note: String,
 }
@@ -70,6 +70,9 @@ pub struct WitnessView {
 /// The log as the dashboard shows it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogView {
+    /// Whose view this is, in plain words ("the hub's log", "the checkpoint this node
+    /// trusts").
+    pub viewpoint: String,
     /// The latest checkpoint; None while the log is empty.
     pub checkpoint: Option<CheckpointView>,
     /// Cosignatures of the latest checkpoint, by witness id.

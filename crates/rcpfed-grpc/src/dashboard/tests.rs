@@ -29,10 +29,11 @@ impl DashboardSource for FixedSource {
 
     fn log_view(&self, federation: &Federation) -> Result<LogView, StoreError> {
         Ok(LogView {
+            viewpoint: "the hub's log".into(),
             checkpoint: Some(CheckpointView {
                 size: 7,
                 root: [0xab; 32],
-                created_at_ms: 1_700_000_000_000,
+                created_at_ms: Some(1_700_000_000_000),
                 note: "rcpfed/test\n7\nq6urq6s=\n\n— gfmd sig\n".into(),
             }),
             cosignatures: vec![CosignatureView {
@@ -112,8 +113,14 @@ async fn serve(source: FixedSource, key: &SecretKey) -> (std::net::SocketAddr, t
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(crate::public_http::serve(
+    // Plain HTTP on loopback: the transport is tested with the listener.
+    let http = crate::public_http::PublicHttp {
         listener,
+        transport: crate::public_http::HttpTransport::Plain,
+        access: crate::public_http::HttpAccess::Public,
+    };
+    tokio::spawn(crate::public_http::serve(
+        http,
         routes,
         SERVED,
         std::future::pending(),

@@ -132,6 +132,7 @@ async function loadMembers() {
 
 async function loadLog() {
   const l = await api('log');
+  byId('log-viewpoint').textContent = 'Shown: ' + l.viewpoint + '.';
   const facts = clear(byId('log-summary'));
   const fact = (name, value) => append(facts, [el('dt', {}, name), el('dd', {}, value)]);
   if (!l.checkpoint) {
@@ -139,11 +140,11 @@ async function loadLog() {
   } else {
     fact('Tree size', String(l.checkpoint.size));
     fact('Root hash', el('code', { class: 'hash' }, l.checkpoint.root));
-    fact('Signed at', time(l.checkpoint.created_at_ms));
-    fact('Cosignatures', l.cosignatures.length + ' (final at ' + l.quorum + ')');
+    if (l.checkpoint.created_at_ms !== null) fact('Signed at', time(l.checkpoint.created_at_ms));
+    if (l.quorum) fact('Cosignatures', l.cosignatures.length + ' (final at ' + l.quorum + ')');
     byId('log-note').textContent = l.checkpoint.note;
   }
-  fact('Latest final checkpoint', l.final_size === null ? 'none yet' : 'tree size ' + l.final_size);
+  if (l.quorum) fact('Latest final checkpoint', l.final_size === null ? 'none yet' : 'tree size ' + l.final_size);
   table(byId('log-cosignatures'), ['Witness', 'Cosigned at'],
     l.cosignatures.map((c) => [c.witness_id, time(c.timestamp_ms)]));
   table(byId('log-witnesses'), ['Witness', 'State', 'Largest size cosigned'],
