@@ -140,11 +140,13 @@ fn status_word(status: i32) -> String {
 }
 
 /// The latest revision of each policy document, grouped by the publishing member (its
-/// region), at most `max_documents`.
+/// region), at most `max_documents` and no more once their signed payloads reach
+/// `max_bytes` (at least one).
 pub fn policies(
     statements: &[PolicyStatement],
     more_statements: bool,
     max_documents: usize,
+    max_bytes: usize,
 ) -> Result<Value, String> {
     // Feed order: a later revision of a document replaces the earlier one.
     let mut latest: BTreeMap<(&str, &str), &PolicyStatement> = BTreeMap::new();
@@ -153,7 +155,12 @@ pub fn policies(
     }
     let total = latest.len();
     let mut out = Vec::new();
+    let mut bytes = 0;
     for s in latest.values().take(max_documents) {
+        if !out.is_empty() && bytes + s.envelope.len() > max_bytes {
+            break;
+        }
+        bytes += s.envelope.len();
         let envelope = SignedEnvelope::decode(&s.envelope).map_err(|e| e.to_string())?;
         let statement =
             v1::Statement::decode(envelope.payload.as_slice()).map_err(|e| e.to_string())?;
@@ -188,7 +195,7 @@ pub fn policies(
     Ok(json!({
         "documents": out,
         "total_documents": total,
-        "truncated": more_statements || total > max_documents,
+        "truncated": more_statements || total > out.len(),
     }))
 }
 
@@ -255,25 +262,37 @@ fn reported(v: Option<&v1::ReportedValue>) -> Value {
     })
 }
 
-/// The versions in force of one indicator (`rows` read with one extra to tell a cut).
-pub fn series(rows: &[ObservationRow], feed_size: u64, name: &str, max_points: usize) -> Value {
-    let points: Vec<Value> = rows
-        .iter()
-        .take(max_points)
-        .map(|row| {
-            let record = crate::indicators::observation_record(row);
-            json!({
-                "observation": record.observation.as_ref().map(observation),
-                "provenance": record.provenance.as_ref().map(provenance),
-            })
-        })
-        .collect();
+/// The versions in force of one indicator (`rows` read with one extra to tell a cut): at most
+/// `max_points`, and no more once their JSON reaches `max_bytes` (at least one).
+pub fn series(
+    rows: &[ObservationRow],
+    feed_size: u64,
+    name: &str,
+    max_points: usize,
+    max_bytes: usize,
+) -> Value {
+    let mut points = Vec::new();
+    let mut bytes = 0;
+    for row in rows.iter().take(max_points) {
+        let record = crate::indicators::observation_record(row);
+        let point = json!({
+            "observation": record.observation.as_ref().map(observation),
+            "provenance": record.provenance.as_ref().map(provenance),
+        });
+        // Footnotes and sources make points differ in size; count what is sent.
+        let size = point.to_string().len();
+        if !points.is_empty() && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        points.push(point);
+    }
     json!({
         "indicator": rows.first().map(|r| r.indicator.as_str()),
         "name": name,
         "feed_size": feed_size,
+        "truncated": rows.len() > points.len(),
         "points": points,
-        "truncated": rows.len() > max_points,
     })
 }
 

@@ -31,6 +31,9 @@ pub const MAX_SERIES_POINTS: usize = 5000;
 pub const MAX_POLICY_STATEMENTS: usize = 2000;
 /// Most policy documents listed.
 pub const MAX_POLICY_DOCUMENTS: usize = 200;
+/// Most bytes of observations (as JSON) in one series answer, and of signed policy payloads
+/// in one policy list: a phone on a slow link still gets an answer.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 /// Longest query string accepted.
 pub const MAX_QUERY_BYTES: usize = 256;
 
@@ -386,7 +389,7 @@ async fn policies(State(r): State<Arc<Reader>>, RawQuery(q): RawQuery) -> Respon
                 .map_err(|e| ApiError::unavailable("the policy summaries", e))
         })
         .await?;
-        json::policies(&statements, more, MAX_POLICY_DOCUMENTS)
+        json::policies(&statements, more, MAX_POLICY_DOCUMENTS, MAX_ANSWER_BYTES)
             .map_err(|e| ApiError::unavailable("a stored policy summary", e))
     };
     json_answer(answer.await)
@@ -464,7 +467,13 @@ async fn series(State(r): State<Arc<Reader>>, RawQuery(q): RawQuery) -> Response
             Ok((rows, feed_size, name))
         })
         .await?;
-        Ok(json::series(&rows, feed_size, &name, MAX_SERIES_POINTS))
+        Ok(json::series(
+            &rows,
+            feed_size,
+            &name,
+            MAX_SERIES_POINTS,
+            MAX_ANSWER_BYTES,
+        ))
     };
     json_answer(answer.await)
 }

@@ -265,3 +265,36 @@ async fn the_json_says_what_the_store_and_the_source_hold() {
     let series = get_json(addr, "/dashboard/api/series?indicator=MIG_STOCK").await;
     assert_eq!(series["points"].as_array().map(Vec::len), Some(0));
 }
+
+#[test]
+fn policy_lists_stop_at_their_byte_budget() {
+    let key = SecretKey::from_seed(&[3; 32]);
+    let mut first = policy(&key, 1, 3, "First document.");
+    let mut second = policy(&key, 1, 4, "Second document.");
+    first.document = "regions/gfmd/policies/a".into();
+    second.document = "regions/gfmd/policies/b".into();
+    let one = first.envelope.len();
+    let listed = |max_documents, max_bytes| {
+        json::policies(
+            &[first.clone(), second.clone()],
+            false,
+            max_documents,
+            max_bytes,
+        )
+        .unwrap()
+    };
+    let both = listed(10, 2 * one + 100);
+    assert_eq!(both["documents"].as_array().map(Vec::len), Some(2));
+    assert_eq!(both["truncated"], false);
+    // Over the budget, or over the count: the first only, and the list says it is cut.
+    for cut in [listed(10, one + 1), listed(1, usize::MAX)] {
+        assert_eq!(cut["documents"].as_array().map(Vec::len), Some(1));
+        assert_eq!(cut["documents"][0]["document"], "regions/gfmd/policies/a");
+        assert_eq!(
+            (cut["total_documents"].as_u64(), &cut["truncated"]),
+            (Some(2), &serde_json::Value::Bool(true))
+        );
+    }
+    // At least one, whatever its size.
+    assert_eq!(listed(10, 1)["documents"].as_array().map(Vec::len), Some(1));
+}
