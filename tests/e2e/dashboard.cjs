@@ -64,6 +64,9 @@ async function laptop() {
   check(/Tree size\s+\d+/.test(log), 'the latest checkpoint\'s tree size is shown', log.slice(0, 200));
   check(await page.locator('#log-witnesses tbody tr').count() === 3, 'the three witnesses are listed');
 
+  check((await page.locator('#coherence-note').innerText()).startsWith('Latest report: number '), 'the latest coherence report is shown');
+  check(await page.locator('#report-next').isDisabled(), 'there is no report after the latest');
+
   // The conflict, both sides with their sources.
   const conflict = page.locator('.conflict', { hasText: 'MIG_STOCK · WLD · 2020' });
   check(await conflict.count() === 1, 'the MIG_STOCK WLD 2020 conflict is shown');

@@ -365,16 +365,26 @@ function side(v) {
     el('div', { class: 'muted' }, p ? provenanceLine(p) : '—'));
 }
 
-async function loadCoherence() {
-  const data = await api('coherence');
+// The number of the latest report (set on the first load) and of the one shown.
+const reports = { latest: 0, shown: 0 };
+
+async function loadCoherence(number) {
+  const data = await api(number ? 'coherence?number=' + number : 'coherence');
   const r = data.report;
+  if (r) {
+    if (!number) reports.latest = r.number;
+    reports.shown = r.number;
+  }
+  byId('report-previous').disabled = !r || reports.shown <= 1;
+  byId('report-next').disabled = !r || reports.shown >= reports.latest;
   const conflicts = clear(byId('conflicts'));
   const revisions = clear(byId('revisions'));
   if (!r) {
     byId('coherence-note').textContent = 'No coherence report issued yet.';
     return;
   }
-  byId('coherence-note').textContent = 'Report ' + r.number + ', signed by the hub at ' + time(r.generated_at_ms) +
+  byId('coherence-note').textContent = (r.number === reports.latest ? 'Latest report: ' : 'Earlier report: ') +
+    'number ' + r.number + ', signed by the hub at ' + time(r.generated_at_ms) +
     ', covers feed entries 1–' + r.feed_size + '; logged at index ' + r.log_index + ' (digest ' + shortHex(r.digest) + ').';
   for (const c of r.conflicts) {
     append(conflicts, el('article', { class: 'card conflict' },
@@ -408,7 +418,14 @@ async function loadCoherence() {
   else if (r.total_revisions > r.revisions.length) append(revisions, el('p', { class: 'muted' }, r.total_revisions + ' revisions in all; the report lists the first ' + r.revisions.length + '.'));
 }
 
+function navigateReports() {
+  const go = (step) => loadCoherence(reports.shown + step).catch((e) => showError(byId('conflicts'), 'The coherence report', e));
+  byId('report-previous').addEventListener('click', () => go(-1));
+  byId('report-next').addEventListener('click', () => go(1));
+}
+
 async function main() {
+  navigateReports();
   const sections = [
     [loadOverview, 'overview', 'The overview'],
     [loadLog, 'log-summary', 'The log'],
@@ -419,7 +436,7 @@ async function main() {
   await Promise.all([
     ...sections.map(([load, id, what]) => load().catch((e) => showError(byId(id), what, e))),
     loadPolicies().catch((e) => showError(byId('policy-list'), 'The policy summaries', e)),
-    loadCoherence().catch((e) => showError(byId('conflicts'), 'The coherence report', e)),
+    loadCoherence(0).catch((e) => showError(byId('conflicts'), 'The coherence report', e)),
   ]);
   document.body.setAttribute('data-loaded', 'true');
 }
