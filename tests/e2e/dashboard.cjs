@@ -144,7 +144,7 @@ async function phone() {
 async function node() {
   const { context, page, problems } = await open('node', { viewport: { width: 1024, height: 800 } },
     process.env.NODE_DASHBOARD_URL);
-  check((await page.locator('#overview').innerText()).includes('Served by the node'), 'the node says it serves the page');
+  check((await page.locator('#overview').innerText()).includes('Served by the node colombo'), 'the node says it serves the page');
   const sides = await page.locator('.conflict', { hasText: 'MIG_STOCK · WLD · 2020' }).locator('.side').allInnerTexts();
   check(sides.some((t) => t.includes('275 million')) && sides.some((t) => t.includes('281 million')),
     'the node shows the same conflict from its mirror', sides);

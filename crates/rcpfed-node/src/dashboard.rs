@@ -35,6 +35,10 @@ impl DashboardSource for NodeDashboard {
         "node"
     }
 
+    fn server_id(&self) -> Option<&str> {
+        Some(&self.node_id)
+    }
+
     fn log_view(&self, federation: &Federation) -> Result<LogView, StoreError> {
         let trusted = self.store.trusted_checkpoint()?;
         let forks = self.store.forks()?;

@@ -111,6 +111,10 @@ pub struct PolicyStatement {
 pub trait DashboardSource: Send + Sync + 'static {
     /// "hub" or "node", shown on the page.
     fn server_role(&self) -> &'static str;
+    /// The serving member's id; None: the hub (named by the federation in force).
+    fn server_id(&self) -> Option<&str> {
+        None
+    }
     /// The latest checkpoint, its cosignatures and each witness's state, for the witnesses of
     /// `federation`.
     fn log_view(
@@ -350,6 +354,7 @@ async fn overview(State(r): State<Arc<Reader>>, RawQuery(q): RawQuery) -> Respon
         .await?;
         Ok(serde_json::json!({
             "server": r.source.server_role(),
+            "server_id": r.source.server_id().unwrap_or(&federation.hub_id),
             "federation_id": federation.federation_id,
             "hub_id": federation.hub_id,
             "registry_version": federation.registry_version(),

@@ -256,6 +256,7 @@ async fn the_json_says_what_the_store_and_the_source_hold() {
     // An empty store: no catalogue, no report, no observation.
     let overview = get_json(addr, "/dashboard/api/overview").await;
     assert_eq!(overview["server"], "hub");
+    assert_eq!(overview["server_id"], "gfmd");
     assert_eq!(overview["feed_size"], 0);
     assert_eq!(
         get_json(addr, "/dashboard/api/catalogue").await["version"],

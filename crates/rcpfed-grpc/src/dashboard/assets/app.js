@@ -108,7 +108,7 @@ const memberNames = new Map();
 
 async function loadOverview() {
   const o = await api('overview');
-  byId('overview').textContent = 'Served by the ' + o.server + ' of federation ' + o.federation_id +
+  byId('overview').textContent = 'Served by the ' + o.server + ' ' + o.server_id + ' of federation ' + o.federation_id +
     ' · registry version ' + o.registry_version + ' · feed size ' + o.feed_size;
 }
 
