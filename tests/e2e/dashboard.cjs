@@ -158,7 +158,26 @@ async function node() {
   await context.close();
 }
 
+// After the test published a policy summary whose texts are markup: shown as text, not run.
+async function markup() {
+  const { context, page, problems } = await open('markup', { viewport: { width: 1366, height: 900 } });
+  const card = page.locator('.policy[data-document="regions/colombo/policies/markup-is-text"]');
+  check(await card.count() === 1, 'the markup policy summary is listed');
+  const title = await card.locator('.policy-title').innerText();
+  check(title.startsWith('<img src=x onerror=') && title.includes('<script>') && title.endsWith(' & co'), 'its title is shown as the text it is', title);
+  check((await card.locator('.policy-summary').innerText()).startsWith('<b>not bold</b>'), 'its summary is shown as text');
+  check(await card.locator('img, script, b, a[href^="javascript"]').count() === 0, 'no element was made from the text');
+  check(await page.evaluate(() => document.body.dataset.injected) === undefined, 'no script from the text ran');
+  check(problems.length === 0, 'no script error, no failed or foreign request', problems);
+  await context.close();
+}
+
 (async () => {
+  if (process.env.CHECKS === 'markup') {
+    await markup();
+    console.log('dashboard markup checks passed');
+    return;
+  }
   await laptop();
   await phone();
   await node();
