@@ -128,3 +128,98 @@ impl DashboardSource for HubDashboard {
         Ok((out, more))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use rcpfed_core::keys::SecretKey;
+    use rcpfed_store::conformance::{checkpoint, cosignature};
+
+    /// Three witnesses and the hub (a reader only).
+    fn federation() -> Federation {
+        let mut text = String::from("federation_id = \"f\"\nhub_id = \"gfmd\"\n");
+        for (i, (id, roles)) in [
+            ("gfmd", "\"reader\""),
+            ("abu-dhabi", "\"witness\""),
+            ("colombo", "\"witness\""),
+            ("midwa", "\"witness\""),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let key = SecretKey::from_seed(&[u8::try_from(i).unwrap() + 1; 32]);
+            text.push_str(&format!(
+                "[[members]]\nid = \"{id}\"\nname = \"{id}\"\nkind = \"x\"\nroles = [{roles}]\n\
+                 spiffe_id = \"spiffe://f/node/{id}\"\n\
+                 [[members.keys]]\nkey_id = \"{}\"\npublic_key = \"{}\"\n",
+                key.key_id(),
+                key.verify_key().to_base64()
+            ));
+        }
+        Federation::from_toml(&text).expect("member file")
+    }
+
+    #[test]
+    fn each_witness_is_shown_with_what_it_cosigned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn HubStore> =
+            Arc::new(rcpfed_store::SqliteHubStore::open(&dir.path().join("hub.db")).unwrap());
+        let dashboard = HubDashboard::new(Arc::clone(&store), 2);
+        let empty = dashboard.log_view(&federation()).unwrap();
+        assert!(empty.checkpoint.is_none() && empty.final_size.is_none());
+        assert!(
+            empty
+                .witnesses
+                .iter()
+                .all(|w| w.state.contains("log is empty"))
+        );
+
+        // Size 1 cosigned by two witnesses (final at quorum 2); size 2 by one so far.
+        for size in [1, 2] {
+            store
+                .append(&[], &[], &[], &[], Some(&checkpoint(size, "c")))
+                .unwrap();
+        }
+        for (size, witness) in [(1, "abu-dhabi"), (1, "colombo"), (2, "abu-dhabi")] {
+            store
+                .add_cosignature(&cosignature(size, witness, "s"))
+                .unwrap();
+        }
+        let view = dashboard.log_view(&federation()).unwrap();
+        assert_eq!(view.checkpoint.as_ref().map(|c| c.size), Some(2));
+        assert_eq!(view.final_size, Some(1));
+        assert_eq!(view.quorum, 2);
+        let cosigned: Vec<_> = view
+            .cosignatures
+            .iter()
+            .map(|c| c.witness_id.as_str())
+            .collect();
+        assert_eq!(cosigned, ["abu-dhabi"]);
+        let states: Vec<_> = view
+            .witnesses
+            .iter()
+            .map(|w| (w.id.as_str(), w.cosigned_size, w.state.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (
+                    "abu-dhabi",
+                    Some(2),
+                    "cosigned the latest checkpoint (tree size 2)"
+                ),
+                (
+                    "colombo",
+                    Some(1),
+                    "cosigned the latest final checkpoint (tree size 1), not yet the latest (2)"
+                ),
+                (
+                    "midwa",
+                    None,
+                    "has cosigned neither the latest checkpoint nor the latest final one"
+                ),
+            ]
+        );
+    }
+}

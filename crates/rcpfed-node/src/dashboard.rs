@@ -118,3 +118,70 @@ impl DashboardSource for NodeDashboard {
         Ok((out, more))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use rcpfed_core::keys::SecretKey;
+    use rcpfed_store::TrustedCheckpoint;
+
+    fn federation() -> Federation {
+        let key = SecretKey::from_seed(&[4; 32]);
+        let text = format!(
+            "federation_id = \"f\"\nhub_id = \"colombo\"\n\
+             [[members]]\nid = \"colombo\"\nname = \"Colombo Process\"\nkind = \"RCP\"\n\
+             roles = [\"witness\"]\nspiffe_id = \"spiffe://f/node/colombo\"\n\
+             [[members.keys]]\nkey_id = \"{}\"\npublic_key = \"{}\"\n",
+            key.key_id(),
+            key.verify_key().to_base64()
+        );
+        Federation::from_toml(&text).expect("member file")
+    }
+
+    #[test]
+    fn the_node_shows_the_checkpoint_it_trusts_and_a_fork_it_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn NodeStore> =
+            Arc::new(rcpfed_store::SqliteNodeStore::open(&dir.path().join("node.db")).unwrap());
+        let dashboard = NodeDashboard::new(Arc::clone(&store), "colombo");
+        let before = dashboard.log_view(&federation()).unwrap();
+        assert!(before.checkpoint.is_none());
+        assert_eq!(before.witnesses[0].state, "has verified no checkpoint yet");
+
+        let note = "f/log\n4\nroot\n\n— hub sig\n";
+        store
+            .advance_trusted(
+                0,
+                &TrustedCheckpoint {
+                    size: 4,
+                    root: [7; 32],
+                    note: note.into(),
+                },
+            )
+            .unwrap();
+        let trusting = dashboard.log_view(&federation()).unwrap();
+        assert_eq!(trusting.checkpoint.as_ref().map(|c| c.size), Some(4));
+        assert_eq!(
+            trusting.checkpoint.as_ref().and_then(|c| c.created_at_ms),
+            None
+        );
+        assert_eq!(trusting.witnesses[0].cosigned_size, Some(4));
+        assert!(trusting.viewpoint.contains("colombo"));
+        assert!(trusting.cosignatures.is_empty() && trusting.quorum == 0);
+
+        store
+            .record_fork(note, "f/log\n4\nother root\n", "two roots for size 4", 1)
+            .unwrap();
+        let forked = dashboard.log_view(&federation()).unwrap();
+        assert_eq!(forked.witnesses[0].cosigned_size, None);
+        assert_eq!(
+            forked.witnesses[0].state,
+            "recorded 1 fork(s) of the hub's log and stopped cosigning; the first: two roots for size 4"
+        );
+        assert_eq!(
+            dashboard.policy_statements(10).unwrap(),
+            (Vec::new(), false)
+        );
+    }
+}
