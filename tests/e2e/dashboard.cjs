@@ -87,7 +87,13 @@ async function laptop() {
   check(after.includes('647 bn') && /World Bank\/KNOMAD.*Dec/.test(after), 'the revision ends at 647 bn, December 2024 brief', after);
 
   // Coverage matrix and GCM objectives.
-  check(await page.locator('#coverage-matrix tbody tr').count() >= 2, 'the coverage matrix has a row per reporting member');
+  const matrix = page.locator('#coverage-matrix');
+  check(await matrix.locator('tbody tr').count() === 3, 'the coverage matrix has a row per publishing member');
+  check(await matrix.locator('thead th').count() === 11, 'and a column per catalogue indicator');
+  const midwa = await matrix.locator('tbody tr', { hasText: 'midwa' }).innerText();
+  check(!/\d+ obs/.test(midwa), 'midwa, which reports no figure, shows only gaps', midwa);
+  const colombo = await matrix.locator('tbody tr', { hasText: 'colombo' }).innerText();
+  check(/\d+ obs/.test(colombo), 'colombo shows what it reports', colombo);
   check((await page.locator('#gcm-table').innerText()).includes('6, 18, 20'), 'GCM objectives addressed are shown');
 
   // The Arabic summary, right to left.

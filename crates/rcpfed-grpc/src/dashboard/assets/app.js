@@ -103,6 +103,8 @@ function provenanceLine(p) {
 // --- state shared between sections ----------------------------------------------------------
 
 const memberNames = new Map();
+// Members that publish: the rows of the coverage matrix, reporting or not.
+const publishers = [];
 
 // --- sections --------------------------------------------------------------------------------
 
@@ -114,7 +116,10 @@ async function loadOverview() {
 
 async function loadMembers() {
   const m = await api('members');
-  for (const member of m.members) memberNames.set(member.id, member.name);
+  for (const member of m.members) {
+    memberNames.set(member.id, member.name);
+    if (member.roles.includes('publisher')) publishers.push(member.id);
+  }
   byId('members-note').textContent = m.members.length + ' members in registry version ' +
     m.registry_version + ' (hub: ' + m.hub_id + ')';
   table(byId('members-table'), ['Member', 'Name', 'Kind', 'Roles', 'Signing keys', 'Member states'],
@@ -394,11 +399,14 @@ async function loadCoherence(number) {
   if (!r.conflicts.length) append(conflicts, el('p', { class: 'muted' }, 'No conflict between regions.'));
   else if (r.total_conflicts > r.conflicts.length) append(conflicts, el('p', { class: 'muted' }, r.total_conflicts + ' conflicts in all; the report lists the first ' + r.conflicts.length + '.'));
 
-  const members = [...new Set(r.coverage.map((c) => c.node_id))].sort();
-  const indicators = [...new Set(r.coverage.map((c) => c.indicator))].sort();
+  // Every publishing member × every indicator of the catalogue: an empty cell is a gap.
+  let catalogued = [];
+  try { catalogued = (await api('catalogue')).indicators.map((i) => i.code); } catch (e) { catalogued = []; }
+  const members = [...new Set(publishers.concat(r.coverage.map((c) => c.node_id)))].sort();
+  const indicators = [...new Set(catalogued.concat(r.coverage.map((c) => c.indicator)))].sort();
   table(byId('coverage-matrix'), ['Member'].concat(indicators), members.map((m) => [m].concat(indicators.map((i) => {
     const c = r.coverage.find((x) => x.node_id === m && x.indicator === i);
-    if (!c) return el('span', { class: 'muted' }, '—');
+    if (!c) return el('span', { class: 'muted', title: 'no observation' }, '—');
     return el('span', { title: c.missing_member_states.length ? 'member states without data: ' + c.missing_member_states.join(' ') : 'every member state covered' },
       c.observation_count + ' obs · ' + c.ref_areas.length + ' areas · ' + c.first_period + (c.last_period !== c.first_period ? '–' + c.last_period : ''));
   }))));
