@@ -168,6 +168,8 @@ async function node() {
 async function markup() {
   const { context, page, problems } = await open('markup', { viewport: { width: 1366, height: 900 } });
   const card = page.locator('.policy[data-document="regions/colombo/policies/markup-is-text"]');
+  // The list is filled by a request after the page loads.
+  await card.first().waitFor({ state: 'attached', timeout: 20000 }).catch(() => {});
   check(await card.count() === 1, 'the markup policy summary is listed');
   const title = await card.locator('.policy-title').innerText();
   check(title.startsWith('<img src=x onerror=') && title.includes('<script>') && title.endsWith(' & co'), 'its title is shown as the text it is', title);

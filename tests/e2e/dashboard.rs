@@ -90,6 +90,9 @@ async fn the_dashboard_shows_the_demo_federation_in_a_browser() {
         .kill_on_drop(true)
         .spawn()
         .expect("starting rcpfed demo");
+    // If a check below panics, the demo still gets SIGTERM (which stops its hub and nodes; the
+    // SIGKILL of kill_on_drop would leave them running).
+    let _stop_demo = SigtermOnDrop(demo.id());
     let mut lines = BufReader::new(demo.stdout.take().expect("piped stdout")).lines();
     let mut seen = String::new();
     let mut url = None;
@@ -178,13 +181,16 @@ async fn the_dashboard_shows_the_demo_federation_in_a_browser() {
         let published = tokio::process::Command::new(BIN.as_str())
             .args(["publish", "--pki"])
             .arg(&dir)
-            .args(["--node", &format!("https://localhost:{port}"), "policy"])
+            .args(["--node", &format!("https://localhost:{port}")])
+            .args(["--wait-delivery", "60", "policy"])
             .arg(&policy)
             .output()
             .await
             .expect("running rcpfed publish");
+        // Delivered, so the hub serves it when the page loads (not only queued at the node).
         assert!(
-            published.status.success(),
+            published.status.success()
+                && String::from_utf8_lossy(&published.stdout).contains("delivered: "),
             "publishing the markup policy: {}{}",
             String::from_utf8_lossy(&published.stdout),
             String::from_utf8_lossy(&published.stderr)
@@ -222,4 +228,17 @@ async fn the_dashboard_shows_the_demo_federation_in_a_browser() {
         "{demo_checks}"
     );
     println!("{demo_checks}{stdout}");
+}
+
+/// Sends SIGTERM to a process when dropped.
+struct SigtermOnDrop(Option<u32>);
+
+impl Drop for SigtermOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
 }

@@ -10,7 +10,6 @@ use rcpfed_store::{HubStore, StatementFilter, StoreError};
 use std::sync::Arc;
 
 /// Statements read per store call while listing policy summaries.
-const PAGE: usize = 200;
 
 /// The hub's [`DashboardSource`].
 pub struct HubDashboard {
@@ -95,37 +94,25 @@ impl DashboardSource for HubDashboard {
         })
     }
 
-    fn policy_statements(&self, limit: usize) -> Result<(Vec<PolicyStatement>, bool), StoreError> {
+    fn policy_page(&self, after: u64, limit: usize) -> Result<Vec<PolicyStatement>, StoreError> {
         let filter = StatementFilter {
             kind: Some(DocumentKind::PolicySummary.as_str().to_string()),
             ..StatementFilter::default()
         };
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            // One more than wanted tells whether the list is cut.
-            let want = (limit + 1 - out.len()).min(PAGE);
-            let page = self.store.list_statements(&filter, after, want)?;
-            let done = page.len() < want;
-            for s in page {
-                after = s.feed_index;
-                out.push(PolicyStatement {
-                    node_id: s.node_id,
-                    document: s.document,
-                    revision: s.revision,
-                    feed_index: s.feed_index,
-                    digest: s.digest,
-                    accepted_at_ms: s.accepted_at_ms,
-                    envelope: s.envelope,
-                });
-            }
-            if done || out.len() > limit {
-                break;
-            }
-        }
-        let more = out.len() > limit;
-        out.truncate(limit);
-        Ok((out, more))
+        Ok(self
+            .store
+            .list_statements(&filter, after, limit)?
+            .into_iter()
+            .map(|s| PolicyStatement {
+                node_id: s.node_id,
+                document: s.document,
+                revision: s.revision,
+                feed_index: s.feed_index,
+                digest: s.digest,
+                accepted_at_ms: s.accepted_at_ms,
+                envelope: s.envelope,
+            })
+            .collect())
     }
 }
 

@@ -12,7 +12,6 @@ use rcpfed_store::{NodeStore, StoreError};
 use std::sync::Arc;
 
 /// Statements read per store call while listing policy summaries.
-const PAGE: usize = 200;
 
 /// A node's [`DashboardSource`].
 pub struct NodeDashboard {
@@ -88,34 +87,21 @@ impl DashboardSource for NodeDashboard {
         })
     }
 
-    fn policy_statements(&self, limit: usize) -> Result<(Vec<PolicyStatement>, bool), StoreError> {
-        let kind = DocumentKind::PolicySummary.as_str();
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            // One more than wanted tells whether the list is cut.
-            let want = (limit + 1 - out.len()).min(PAGE);
-            let page = self.store.mirror_list_kind(kind, after, want)?;
-            let done = page.len() < want;
-            for s in page {
-                after = s.feed_index;
-                out.push(PolicyStatement {
-                    node_id: s.node_id,
-                    document: s.document,
-                    revision: s.revision,
-                    feed_index: s.feed_index,
-                    digest: s.digest,
-                    accepted_at_ms: s.accepted_at_ms,
-                    envelope: s.envelope,
-                });
-            }
-            if done || out.len() > limit {
-                break;
-            }
-        }
-        let more = out.len() > limit;
-        out.truncate(limit);
-        Ok((out, more))
+    fn policy_page(&self, after: u64, limit: usize) -> Result<Vec<PolicyStatement>, StoreError> {
+        Ok(self
+            .store
+            .mirror_list_kind(DocumentKind::PolicySummary.as_str(), after, limit)?
+            .into_iter()
+            .map(|s| PolicyStatement {
+                node_id: s.node_id,
+                document: s.document,
+                revision: s.revision,
+                feed_index: s.feed_index,
+                digest: s.digest,
+                accepted_at_ms: s.accepted_at_ms,
+                envelope: s.envelope,
+            })
+            .collect())
     }
 }
 
@@ -179,9 +165,6 @@ mod tests {
             forked.witnesses[0].state,
             "recorded 1 fork(s) of the hub's log and stopped cosigning; the first: two roots for size 4"
         );
-        assert_eq!(
-            dashboard.policy_statements(10).unwrap(),
-            (Vec::new(), false)
-        );
+        assert_eq!(dashboard.policy_page(0, 10).unwrap(), Vec::new());
     }
 }

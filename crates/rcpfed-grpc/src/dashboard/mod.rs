@@ -27,8 +27,6 @@ pub use json::language_direction;
 
 /// Most observations one chart reads; a series beyond it is cut and says so.
 pub const MAX_SERIES_POINTS: usize = 5000;
-/// Most policy statements read to find the latest revision of each document.
-pub const MAX_POLICY_STATEMENTS: usize = 2000;
 /// Most policy documents listed.
 pub const MAX_POLICY_DOCUMENTS: usize = 200;
 /// Most bytes of observations (as JSON) in one series answer, and of signed policy payloads
@@ -121,8 +119,71 @@ pub trait DashboardSource: Send + Sync + 'static {
         &self,
         federation: &rcpfed_core::members::Federation,
     ) -> Result<LogView, StoreError>;
-    /// Policy summary statements in feed order, at most `limit`; and whether more exist.
-    fn policy_statements(&self, limit: usize) -> Result<(Vec<PolicyStatement>, bool), StoreError>;
+    /// Policy summary statements after feed index `after`, in feed order, at most `limit`.
+    fn policy_page(&self, after: u64, limit: usize) -> Result<Vec<PolicyStatement>, StoreError>;
+}
+
+/// Policy statements read per page while looking for the latest revisions.
+const POLICY_PAGE: usize = 200;
+
+/// The latest revision of each policy document, the most recently accepted first chosen: at
+/// most `max_documents`, and no more once their envelopes reach `max_bytes` (at least one).
+/// Two passes over the policy statements: the first keeps only each document's latest feed
+/// index and size, the second reads just the chosen ones, so memory stays within one page
+/// and the answer. Also returns whether documents were left out.
+pub fn latest_policies(
+    source: &dyn DashboardSource,
+    max_documents: usize,
+    max_bytes: usize,
+) -> Result<(Vec<PolicyStatement>, bool), StoreError> {
+    let mut latest: std::collections::HashMap<(String, String), (u64, usize)> =
+        std::collections::HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = source.policy_page(after, POLICY_PAGE)?;
+        let done = page.len() < POLICY_PAGE;
+        for s in page {
+            after = s.feed_index;
+            latest.insert((s.node_id, s.document), (s.feed_index, s.envelope.len()));
+        }
+        if done {
+            break;
+        }
+    }
+    let mut newest: Vec<(u64, usize)> = latest.into_values().collect();
+    newest.sort_unstable_by_key(|n| std::cmp::Reverse(n.0));
+    let mut chosen = std::collections::HashSet::new();
+    let mut bytes = 0;
+    for &(feed_index, len) in &newest {
+        if chosen.len() == max_documents || (!chosen.is_empty() && bytes + len > max_bytes) {
+            break;
+        }
+        bytes += len;
+        chosen.insert(feed_index);
+    }
+    let left_out = chosen.len() < newest.len();
+    let first = newest
+        .iter()
+        .map(|n| n.0)
+        .filter(|f| chosen.contains(f))
+        .min();
+    let mut out = Vec::with_capacity(chosen.len());
+    // Only from just before the oldest chosen one: nothing earlier is wanted.
+    let mut after = first.map_or(u64::MAX, |f| f.saturating_sub(1));
+    while out.len() < chosen.len() {
+        let page = source.policy_page(after, POLICY_PAGE)?;
+        let done = page.len() < POLICY_PAGE;
+        for s in page {
+            after = s.feed_index;
+            if chosen.contains(&s.feed_index) {
+                out.push(s);
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    Ok((out, left_out))
 }
 
 /// Everything the dashboard's JSON is read from.
@@ -389,8 +450,7 @@ async fn policies(State(r): State<Arc<Reader>>, RawQuery(q): RawQuery) -> Respon
         no_parameters(&q)?;
         let source = Arc::clone(&r.source);
         let (statements, more) = read("the policy summaries", move || {
-            source
-                .policy_statements(MAX_POLICY_STATEMENTS)
+            latest_policies(source.as_ref(), MAX_POLICY_DOCUMENTS, MAX_ANSWER_BYTES)
                 .map_err(|e| ApiError::unavailable("the policy summaries", e))
         })
         .await?;

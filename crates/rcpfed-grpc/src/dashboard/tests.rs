@@ -53,11 +53,14 @@ impl DashboardSource for FixedSource {
         })
     }
 
-    fn policy_statements(&self, limit: usize) -> Result<(Vec<PolicyStatement>, bool), StoreError> {
-        Ok((
-            self.policies.iter().take(limit).cloned().collect(),
-            self.policies.len() > limit,
-        ))
+    fn policy_page(&self, after: u64, limit: usize) -> Result<Vec<PolicyStatement>, StoreError> {
+        Ok(self
+            .policies
+            .iter()
+            .filter(|p| p.feed_index > after)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }
 
@@ -298,4 +301,53 @@ fn policy_lists_stop_at_their_byte_budget() {
     }
     // At least one, whatever its size.
     assert_eq!(listed(10, 1)["documents"].as_array().map(Vec::len), Some(1));
+}
+
+/// Past hundreds of revisions the list still shows each document's latest revision, the most
+/// recently accepted documents chosen first, within the count and the byte budget, and
+/// without holding more than a page of earlier revisions.
+#[test]
+fn latest_policies_are_the_newest_revision_of_the_newest_documents() {
+    let key = SecretKey::from_seed(&[4; 32]);
+    let mut policies = Vec::new();
+    let mut feed_index = 0;
+    // Document a: 450 revisions (more than two pages), then b and c: one each.
+    for (document, revisions) in [("a", 450u32), ("b", 1), ("c", 1)] {
+        for revision in 1..=revisions {
+            feed_index += 1;
+            let mut p = policy(&key, revision, feed_index, "text");
+            p.document = format!("regions/gfmd/policies/{document}");
+            policies.push(p);
+        }
+    }
+    let source = FixedSource { policies };
+    let (all, left_out) = latest_policies(&source, 10, usize::MAX).unwrap();
+    let mut seen: Vec<(String, u32)> = all
+        .iter()
+        .map(|p| (p.document.clone(), p.revision))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("regions/gfmd/policies/a".to_string(), 450),
+            ("regions/gfmd/policies/b".to_string(), 1),
+            ("regions/gfmd/policies/c".to_string(), 1),
+        ]
+    );
+    assert!(!left_out);
+    // Two documents at most: the two most recently accepted (c, then b).
+    let (two, left_out) = latest_policies(&source, 2, usize::MAX).unwrap();
+    let mut documents: Vec<&str> = two.iter().map(|p| p.document.as_str()).collect();
+    documents.sort_unstable();
+    assert_eq!(
+        documents,
+        ["regions/gfmd/policies/b", "regions/gfmd/policies/c"]
+    );
+    assert!(left_out);
+    // A budget of one envelope: the newest document only (always at least one).
+    let (one, left_out) = latest_policies(&source, 10, 1).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].document, "regions/gfmd/policies/c");
+    assert!(left_out);
 }
