@@ -9,8 +9,6 @@ use rcpfed_grpc::dashboard::{
 use rcpfed_store::{HubStore, StatementFilter, StoreError};
 use std::sync::Arc;
 
-/// Statements read per store call while listing policy summaries.
-
 /// The hub's [`DashboardSource`].
 pub struct HubDashboard {
     store: Arc<dyn HubStore>,

@@ -11,8 +11,6 @@ use rcpfed_grpc::dashboard::{
 use rcpfed_store::{NodeStore, StoreError};
 use std::sync::Arc;
 
-/// Statements read per store call while listing policy summaries.
-
 /// A node's [`DashboardSource`].
 pub struct NodeDashboard {
     store: Arc<dyn NodeStore>,
