@@ -119,6 +119,29 @@ impl HttpSettings {
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
     }
+
+    /// Prepares the listener ([`Self::prepare`]) and serves `routes` on it in a task of its
+    /// own until `shutdown`, after logging its URL and `served`.
+    pub fn spawn(
+        self,
+        crl: Option<PathBuf>,
+        federation: SharedFederation,
+        routes: axum::Router,
+        served: &'static str,
+        shutdown: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, TlsError> {
+        let url = self
+            .listener
+            .local_addr()
+            .map(|addr| format!("{}://{addr}/", self.scheme()))
+            .unwrap_or_default();
+        let readers_only = self.readers_only;
+        let http = self.prepare(crl, federation)?;
+        tracing::info!(%url, readers_only, "public HTTP listening: {served}");
+        Ok(tokio::spawn(serve(http, routes, served, async move {
+            shutdown.cancelled().await
+        })))
+    }
 }
 
 /// The TLS acceptor for the listener: `cert`/`key` (a publicly trusted pair, or the

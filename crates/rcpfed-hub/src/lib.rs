@@ -342,16 +342,6 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     // Started once the log is loaded, so its first answer is the log in force.
     let public_http = match http {
         Some(http) => {
-            let addr = http.listener.local_addr()?;
-            let scheme = http.scheme();
-            let readers_only = http.readers_only;
-            let http = http.prepare(crl_file.clone(), shared_federation.clone())?;
-            let http_shutdown = shutdown.clone();
-            tracing::info!(
-                url = %format!("{scheme}://{addr}/"),
-                readers_only,
-                "public HTTP listening: the log as C2SP tlog-tiles under /tlog/, the dashboard under /dashboard/"
-            );
             let dashboard = rcpfed_grpc::dashboard::router(
                 Arc::new(dashboard::HubDashboard::new(
                     Arc::clone(&log_store),
@@ -361,14 +351,15 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
                 shared_federation.clone(),
                 hub_member_id.clone(),
             );
-            Some(tokio::spawn(rcpfed_grpc::public_http::serve(
-                http,
+            Some(http.spawn(
+                crl_file.clone(),
+                shared_federation.clone(),
                 axum::Router::new()
                     .nest("/tlog", tiles::router(log_store))
                     .merge(dashboard),
                 "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles), and the dashboard at /dashboard/",
-                async move { http_shutdown.cancelled().await },
-            )))
+                shutdown.clone(),
+            )?)
         }
         None => None,
     };

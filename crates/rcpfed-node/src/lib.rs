@@ -693,24 +693,13 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         shutdown.clone(),
     );
     let public_http = match http {
-        Some(http) => {
-            let addr = http.listener.local_addr()?;
-            let scheme = http.scheme();
-            let readers_only = http.readers_only;
-            let http = http.prepare(crl_file.clone(), shared.clone())?;
-            let http_shutdown = shutdown.clone();
-            tracing::info!(
-                url = %format!("{scheme}://{addr}/"),
-                readers_only,
-                "public HTTP listening: the dashboard under /dashboard/"
-            );
-            Some(tokio::spawn(rcpfed_grpc::public_http::serve(
-                http,
-                public_routes(dashboard),
-                rcpfed_grpc::dashboard::SERVED,
-                async move { http_shutdown.cancelled().await },
-            )))
-        }
+        Some(http) => Some(http.spawn(
+            crl_file.clone(),
+            shared.clone(),
+            public_routes(dashboard),
+            rcpfed_grpc::dashboard::SERVED,
+            shutdown.clone(),
+        )?),
         None => None,
     };
     let health_on_shutdown = health.clone();
