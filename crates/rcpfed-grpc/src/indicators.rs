@@ -401,7 +401,7 @@ async fn known_indicator(
 }
 
 /// The latest catalogue, decoded, if one has been issued.
-fn latest_catalogue(
+pub(crate) fn latest_catalogue(
     store: &dyn IndicatorStore,
     hub_id: &str,
 ) -> Result<Option<v1::CatalogueDocument>, Status> {

@@ -324,7 +324,7 @@ impl SdmxStructure {
     }
 
     /// Refuses a row with a dimension the structure does not list.
-    fn check_dimensions(
+    pub(crate) fn check_dimensions(
         &self,
         obs: &Observation,
         provenance: &ObservationProvenance,

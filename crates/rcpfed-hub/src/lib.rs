@@ -268,6 +268,12 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         hub_id.clone(),
         rcpfed_grpc::indicators::reader_role(shared_federation.clone()),
     );
+    // The SDMX REST API reads the same store as the IndicatorService.
+    let sdmx_source = rcpfed_grpc::sdmx_rest::SdmxSource::new(
+        Arc::clone(&store) as Arc<dyn IndicatorStore>,
+        hub_id.clone(),
+        shared_federation.clone(),
+    );
     let coherence = tokio::spawn(coherence::run(
         coherence::Reporter {
             store: Arc::clone(&store),
@@ -340,11 +346,13 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         Some(listener) => {
             let addr = listener.local_addr()?;
             let http_shutdown = shutdown.clone();
-            tracing::info!(%addr, "public HTTP listening: the log as C2SP tlog-tiles under /tlog/");
+            tracing::info!(%addr, "public HTTP listening: the log as C2SP tlog-tiles under /tlog/, SDMX REST under /sdmx/");
             Some(tokio::spawn(rcpfed_grpc::public_http::serve(
                 listener,
-                axum::Router::new().nest("/tlog", tiles::router(log_store)),
-                "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles)",
+                axum::Router::new()
+                    .nest("/tlog", tiles::router(log_store))
+                    .nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx_source)),
+                "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles), /sdmx/ (SDMX REST 1.5.0)",
                 async move { http_shutdown.cancelled().await },
             )))
         }

@@ -1,0 +1,365 @@
+//! SDMX data messages of the REST API, written row by row so a response is streamed: SDMX-ML
+//! 2.1 structure-specific and generic data (every dimension at observation level), and the
+//! SDMX-CSV 2.0 and SDMX-JSON 2.0 writers of the export.
+//!
+//! Data sets: rows arrive provider by provider. Each data provider's observations form one
+//! data set, so a key has at most one value per data set (the conflicts between regional
+//! processes stay side by side). For a history (`includeHistory`) or a change query
+//! (`updatedAfter`) a provider's data set is cut at each statement and each change of action,
+//! as SDMX REST describes for `includeHistory`: replaying the data sets of one provider in
+//! order gives its values in force.
+
+use super::structure::{PROVIDER_SCHEME_ID, PROVIDER_SCHEME_VERSION};
+use super::xml::{self, NS_COMMON, NS_GENERIC, NS_MESSAGE, NS_STRUCTURE_SPECIFIC, NS_XSI, attr};
+use crate::sdmx::{
+    JsonMeta, SdmxAction, SdmxError, SdmxJsonWriter, SdmxStructure, csv_header, csv_row,
+    rfc3339_ms, sdmx_id,
+};
+use rcpfed_core::statement::Observation;
+use rcpfed_store::ObservationRow;
+use std::collections::HashSet;
+
+/// The data formats of the REST API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataFormat {
+    /// SDMX-ML 2.1 generic data (the SDMX REST default for data).
+    Generic,
+    /// SDMX-ML 2.1 structure-specific data.
+    StructureSpecific,
+    /// SDMX-JSON 2.0.0 data.
+    Json,
+    /// SDMX-CSV 2.0.0.
+    Csv,
+}
+
+impl DataFormat {
+    /// The media type of the answer.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            DataFormat::Generic => "application/vnd.sdmx.genericdata+xml;version=2.1",
+            DataFormat::StructureSpecific => {
+                "application/vnd.sdmx.structurespecificdata+xml;version=2.1"
+            }
+            DataFormat::Json => crate::sdmx::JSON_MEDIA_TYPE,
+            DataFormat::Csv => crate::sdmx::CSV_MEDIA_TYPE,
+        }
+    }
+}
+
+/// The value of one of an observation's components, with the structure's defaults.
+fn component_values(structure: &SdmxStructure, obs: &Observation) -> Vec<(String, String)> {
+    let mut values = Vec::with_capacity(structure.disaggregations.len() + 2);
+    values.push(("REF_AREA".to_string(), obs.ref_area.clone()));
+    for d in &structure.disaggregations {
+        let value = obs
+            .dimensions
+            .iter()
+            .find(|(id, _)| id == &d.id)
+            .map(|(_, v)| v.clone())
+            .or_else(|| d.default_code.clone())
+            .unwrap_or_else(|| crate::sdmx::NOT_APPLICABLE.to_string());
+        values.push((d.id.clone(), value));
+    }
+    values.push(("TIME_PERIOD".to_string(), obs.time_period.clone()));
+    values
+}
+
+/// The attribute values an observation gives (absent ones left out).
+fn attribute_values(obs: &Observation) -> Vec<(&'static str, String)> {
+    [
+        ("OBS_STATUS", obs.obs_status.clone()),
+        ("CONF_STATUS", obs.conf_status.clone()),
+        ("UNIT_MEASURE", obs.unit_measure.clone()),
+        ("UNIT_MULT", obs.unit_mult.to_string()),
+        ("COMMENT_OBS", obs.footnote.clone()),
+        ("SOURCE_DETAIL", obs.source.clone()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .collect()
+}
+
+fn value_text(value: Option<f64>) -> Option<String> {
+    value.filter(|v| v.is_finite()).map(|v| format!("{v}"))
+}
+
+/// Where a data set ends: the provider, the statement and the action of the open one, and
+/// the keys it holds.
+struct OpenSet {
+    provider: String,
+    feed_index: u64,
+    action: SdmxAction,
+    keys: HashSet<Vec<(String, String)>>,
+}
+
+/// Decides when a new data set starts (see the module documentation).
+#[derive(Default)]
+struct DataSets {
+    open: Option<OpenSet>,
+    count: usize,
+}
+
+impl DataSets {
+    /// True when `row` needs a new data set; then it is recorded as the open one.
+    fn starts_new(
+        &mut self,
+        row: &ObservationRow,
+        action: SdmxAction,
+        key: &[(String, String)],
+        per_statement: bool,
+    ) -> bool {
+        let p = &row.provenance;
+        let same = self.open.as_ref().is_some_and(|o| {
+            o.provider == p.node_id
+                && (!per_statement || (o.feed_index == p.feed_index && o.action == action))
+                && !o.keys.contains(key)
+        });
+        if !same {
+            self.open = Some(OpenSet {
+                provider: p.node_id.clone(),
+                feed_index: p.feed_index,
+                action,
+                keys: HashSet::new(),
+            });
+            self.count += 1;
+        }
+        if let Some(open) = self.open.as_mut() {
+            open.keys.insert(key.to_vec());
+        }
+        !same
+    }
+}
+
+/// Streams an SDMX-ML 2.1 data message (generic or structure-specific).
+pub struct XmlDataWriter {
+    generic: bool,
+    structure: SdmxStructure,
+    sets: DataSets,
+}
+
+impl XmlDataWriter {
+    /// A writer for `structure`; `generic` chooses the generic format.
+    pub fn new(structure: SdmxStructure, generic: bool) -> Self {
+        XmlDataWriter {
+            generic,
+            structure,
+            sets: DataSets::default(),
+        }
+    }
+
+    fn structure_ref(&self) -> String {
+        let s = &self.structure;
+        sdmx_id(&format!("{}_{}_{}", s.agency, s.indicator, s.version))
+    }
+
+    fn dsd_namespace(&self) -> String {
+        let s = &self.structure;
+        format!(
+            "urn:sdmx:org.sdmx.infomodel.datastructure.DataStructure={}:{}({}):ObsLevelDim:AllDimensions",
+            s.agency, s.indicator, s.version
+        )
+    }
+
+    /// Writes the message start: root element and header.
+    pub fn begin(&self, message_id: &str, prepared_ms: i64, out: &mut String) {
+        out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        if self.generic {
+            out.push_str("<message:GenericData");
+            attr("xmlns:generic", NS_GENERIC, out);
+        } else {
+            out.push_str("<message:StructureSpecificData");
+            attr("xmlns:ss", NS_STRUCTURE_SPECIFIC, out);
+            attr("xmlns:ns1", &self.dsd_namespace(), out);
+        }
+        attr("xmlns:message", NS_MESSAGE, out);
+        attr("xmlns:common", NS_COMMON, out);
+        attr("xmlns:xsi", NS_XSI, out);
+        out.push('>');
+        xml::header_start(message_id, prepared_ms, &self.structure.agency, out);
+        out.push_str("<message:Structure");
+        attr("structureID", &self.structure_ref(), out);
+        if !self.generic {
+            attr("namespace", &self.dsd_namespace(), out);
+        }
+        attr("dimensionAtObservation", "AllDimensions", out);
+        out.push_str("><common:Structure><Ref");
+        attr("agencyID", &self.structure.agency, out);
+        attr("id", &self.structure.indicator, out);
+        attr("version", &self.structure.version, out);
+        out.push_str("/></common:Structure></message:Structure></message:Header>");
+    }
+
+    fn open_data_set(&self, row: &ObservationRow, action: SdmxAction, out: &mut String) {
+        let p = &row.provenance;
+        let (prefix, provider) = if self.generic {
+            ("", "generic:DataProvider")
+        } else {
+            ("ss:", "DataProvider")
+        };
+        out.push_str("<message:DataSet");
+        attr(&format!("{prefix}structureRef"), &self.structure_ref(), out);
+        if !self.generic {
+            attr("ss:dataScope", "DataStructure", out);
+            attr("xsi:type", "ns1:DataSetType", out);
+        }
+        attr(&format!("{prefix}action"), action.json_name(), out);
+        let moment = rfc3339_ms(p.accepted_at_ms);
+        if !moment.is_empty() {
+            // A deletion's data set says until when the values were valid; others from when.
+            let bound = if action == SdmxAction::Delete {
+                "validToDate"
+            } else {
+                "validFromDate"
+            };
+            attr(&format!("{prefix}{bound}"), &moment, out);
+        }
+        out.push_str("><");
+        out.push_str(provider);
+        out.push_str("><Ref");
+        attr("agencyID", &self.structure.agency, out);
+        attr("maintainableParentID", PROVIDER_SCHEME_ID, out);
+        attr("maintainableParentVersion", PROVIDER_SCHEME_VERSION, out);
+        attr("id", &sdmx_id(&p.node_id), out);
+        out.push_str("/></");
+        out.push_str(provider);
+        out.push('>');
+    }
+
+    /// Writes one stored version.
+    pub fn row(&mut self, row: &ObservationRow, out: &mut String) -> Result<(), SdmxError> {
+        let obs = &row.observation;
+        self.structure.check_dimensions(obs, &row.provenance)?;
+        let action = SdmxAction::of(obs.action, self.structure.history);
+        let key = component_values(&self.structure, obs);
+        let was_open = self.sets.open.is_some();
+        if self
+            .sets
+            .starts_new(row, action, &key, self.structure.history)
+        {
+            if was_open {
+                out.push_str("</message:DataSet>");
+            }
+            self.open_data_set(row, action, out);
+        }
+        let value = (action != SdmxAction::Delete)
+            .then(|| value_text(obs.obs_value))
+            .flatten();
+        let attributes = if action == SdmxAction::Delete {
+            Vec::new()
+        } else {
+            attribute_values(obs)
+        };
+        if self.generic {
+            out.push_str("<generic:Obs><generic:ObsKey>");
+            for (id, v) in &key {
+                out.push_str("<generic:Value");
+                attr("id", id, out);
+                attr("value", v, out);
+                out.push_str("/>");
+            }
+            out.push_str("</generic:ObsKey>");
+            if let Some(value) = value {
+                out.push_str("<generic:ObsValue");
+                attr("value", &value, out);
+                out.push_str("/>");
+            }
+            if !attributes.is_empty() {
+                out.push_str("<generic:Attributes>");
+                for (id, v) in &attributes {
+                    out.push_str("<generic:Value");
+                    attr("id", id, out);
+                    attr("value", v, out);
+                    out.push_str("/>");
+                }
+                out.push_str("</generic:Attributes>");
+            }
+            out.push_str("</generic:Obs>");
+        } else {
+            out.push_str("<Obs");
+            for (id, v) in &key {
+                attr(id, v, out);
+            }
+            if let Some(value) = value {
+                attr("OBS_VALUE", &value, out);
+            }
+            for (id, v) in &attributes {
+                attr(id, v, out);
+            }
+            out.push_str("/>");
+        }
+        Ok(())
+    }
+
+    /// Writes the message end.
+    pub fn finish(self, out: &mut String) {
+        if self.sets.open.is_some() {
+            out.push_str("</message:DataSet>");
+        }
+        out.push_str(if self.generic {
+            "</message:GenericData>\n"
+        } else {
+            "</message:StructureSpecificData>\n"
+        });
+    }
+}
+
+/// Any of the data writers.
+pub enum DataWriter {
+    /// SDMX-ML 2.1.
+    Xml(XmlDataWriter),
+    /// SDMX-JSON 2.0.0.
+    Json(SdmxJsonWriter),
+    /// SDMX-CSV 2.0.0.
+    Csv(SdmxStructure),
+}
+
+impl DataWriter {
+    /// A writer of `format` for `structure`, with the message start written to `out`.
+    pub fn begin(
+        format: DataFormat,
+        structure: SdmxStructure,
+        message_id: &str,
+        prepared_ms: i64,
+        out: &mut String,
+    ) -> Self {
+        match format {
+            DataFormat::Generic | DataFormat::StructureSpecific => {
+                let w = XmlDataWriter::new(structure, format == DataFormat::Generic);
+                w.begin(message_id, prepared_ms, out);
+                DataWriter::Xml(w)
+            }
+            DataFormat::Json => {
+                let meta = JsonMeta {
+                    id: message_id.to_string(),
+                    prepared_ms,
+                    sender: structure.agency.clone(),
+                };
+                let w = SdmxJsonWriter::new(structure);
+                w.begin(&meta, out);
+                DataWriter::Json(w)
+            }
+            DataFormat::Csv => {
+                csv_header(&structure, out);
+                DataWriter::Csv(structure)
+            }
+        }
+    }
+
+    /// Writes one stored version.
+    pub fn row(&mut self, row: &ObservationRow, out: &mut String) -> Result<(), SdmxError> {
+        match self {
+            DataWriter::Xml(w) => w.row(row, out),
+            DataWriter::Json(w) => w.row(row, out),
+            DataWriter::Csv(s) => csv_row(s, row, out),
+        }
+    }
+
+    /// Writes the message end.
+    pub fn finish(self, out: &mut String) {
+        match self {
+            DataWriter::Xml(w) => w.finish(out),
+            DataWriter::Json(w) => w.finish(out),
+            DataWriter::Csv(_) => {}
+        }
+    }
+}
