@@ -9,7 +9,6 @@
 //! as SDMX REST describes for `includeHistory`: replaying the data sets of one provider in
 //! order gives its values in force.
 
-use super::structure::{PROVIDER_SCHEME_ID, PROVIDER_SCHEME_VERSION};
 use super::xml::{self, NS_COMMON, NS_GENERIC, NS_MESSAGE, NS_STRUCTURE_SPECIFIC, NS_XSI, attr};
 use crate::sdmx::{
     JsonMeta, SdmxAction, SdmxError, SdmxJsonWriter, SdmxStructure, csv_header, csv_row,
@@ -189,15 +188,15 @@ impl XmlDataWriter {
         out.push_str("/></common:Structure></message:Structure></message:Header>");
     }
 
+    /// Opens a data set. Its `setID` is the provider's id in `DATA_PROVIDERS`: the schema's
+    /// `DataProvider` reference element is left out because sdmx1 (the client the API is
+    /// tested with) refuses a data set that has one.
     fn open_data_set(&self, row: &ObservationRow, action: SdmxAction, out: &mut String) {
         let p = &row.provenance;
-        let (prefix, provider) = if self.generic {
-            ("", "generic:DataProvider")
-        } else {
-            ("ss:", "DataProvider")
-        };
+        let prefix = if self.generic { "" } else { "ss:" };
         out.push_str("<message:DataSet");
         attr(&format!("{prefix}structureRef"), &self.structure_ref(), out);
+        attr(&format!("{prefix}setID"), &sdmx_id(&p.node_id), out);
         if !self.generic {
             attr("ss:dataScope", "DataStructure", out);
             attr("xsi:type", "ns1:DataSetType", out);
@@ -213,15 +212,6 @@ impl XmlDataWriter {
             };
             attr(&format!("{prefix}{bound}"), &moment, out);
         }
-        out.push_str("><");
-        out.push_str(provider);
-        out.push_str("><Ref");
-        attr("agencyID", &self.structure.agency, out);
-        attr("maintainableParentID", PROVIDER_SCHEME_ID, out);
-        attr("maintainableParentVersion", PROVIDER_SCHEME_VERSION, out);
-        attr("id", &sdmx_id(&p.node_id), out);
-        out.push_str("/></");
-        out.push_str(provider);
         out.push('>');
     }
 
