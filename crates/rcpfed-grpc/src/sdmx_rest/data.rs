@@ -298,7 +298,7 @@ pub enum DataWriter {
     /// SDMX-ML 2.1.
     Xml(XmlDataWriter),
     /// SDMX-JSON 2.0.0.
-    Json(SdmxJsonWriter),
+    Json(Box<SdmxJsonWriter>),
     /// SDMX-CSV 2.0.0.
     Csv(SdmxStructure),
 }
@@ -326,7 +326,7 @@ impl DataWriter {
                 };
                 let w = SdmxJsonWriter::new(structure);
                 w.begin(&meta, out);
-                DataWriter::Json(w)
+                DataWriter::Json(Box::new(w))
             }
             DataFormat::Csv => {
                 csv_header(&structure, out);
@@ -348,7 +348,7 @@ impl DataWriter {
     pub fn finish(self, out: &mut String) {
         match self {
             DataWriter::Xml(w) => w.finish(out),
-            DataWriter::Json(w) => w.finish(out),
+            DataWriter::Json(w) => (*w).finish(out),
             DataWriter::Csv(_) => {}
         }
     }
