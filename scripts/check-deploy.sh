@@ -34,6 +34,15 @@ fi
 .tools/venv/bin/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 echo "deploy: Kubernetes manifests valid (kubernetes-validate --strict, Kubernetes 1.37)"
 
+# The compose file against the compose specification's JSON schema (vendored by
+# check-jsonschema, PyPI); no Docker engine runs here, so it is not started.
+if [ ! -x .tools/venv/bin/check-jsonschema ]; then
+  echo "installing check-jsonschema (PyPI) into .tools/venv"
+  .tools/venv/bin/pip install --quiet --disable-pip-version-check "check-jsonschema==0.39.0"
+fi
+.tools/venv/bin/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose/compose.yaml
+echo "deploy: compose file valid (compose-spec schema, check-jsonschema 0.39.0)"
+
 # Prometheus alert rules and the Grafana dashboard: valid YAML/JSON of their formats, and every
 # rcpfed and process metric they use is registered somewhere in the code (promtool and Grafana
 # are not installed here; the expressions are not evaluated).

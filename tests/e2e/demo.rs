@@ -67,12 +67,20 @@ async fn demo_once_exchanges_everything() {
         stdout.contains("grpcurl"),
         "the demo prints grpcurl commands"
     );
-    // The log over plain HTTP, on loopback, with its URL.
+    // The public HTTPS listeners, on loopback, with their URLs: the hub's serves the log.
     assert!(
         stdout.lines().any(|l| l
             .trim()
-            .strip_prefix("the log as C2SP tlog-tiles (public, read-only): http://127.0.0.1:")
-            .is_some_and(|rest| rest.ends_with("/tlog/checkpoint"))),
-        "the demo prints the tlog-tiles URL:\n{stdout}"
+            .strip_prefix("public read-only HTTPS https://localhost:")
+            .is_some_and(|rest| rest.contains("C2SP tlog-tiles under /tlog/"))),
+        "the demo prints the hub's public URL:\n{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("public HTTPS https://localhost:"))
+            .count(),
+        3,
+        "the demo prints each node's public URL:\n{stdout}"
     );
 }

@@ -123,6 +123,88 @@ impl Drop for Proc {
     }
 }
 
+/// A public HTTPS listener (hub or node) as an outside client reaches it: the federation CA
+/// trusted, the server named `localhost` (as its certificate says), and optionally a member's
+/// client certificate.
+#[derive(Clone, Debug)]
+pub struct PublicHttp {
+    /// The listener's address.
+    pub addr: SocketAddr,
+    /// The federation CA (PEM).
+    pub ca: PathBuf,
+    /// The client certificate and key to present (PEM), if any.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl PublicHttp {
+    /// The base URL, ending in `/`.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}/", self.addr.port())
+    }
+
+    /// The same listener, presenting `member`'s certificate from the PKI directory `fed`.
+    pub fn as_member(&self, fed: &Path, member: &str) -> PublicHttp {
+        let dir = fed.join("members").join(member);
+        PublicHttp {
+            client: Some((dir.join("tls.pem"), dir.join("tls.key"))),
+            ..self.clone()
+        }
+    }
+
+    /// Sends `request` (a whole HTTP/1.1 request with `Connection: close`) over HTTPS and
+    /// returns everything the server sent back before closing.
+    pub fn exchange(&self, request: &[u8]) -> std::io::Result<Vec<u8>> {
+        use rustls_pki_types::pem::PemObject as _;
+        use std::io::Read as _;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(&self.ca)
+            .map_err(std::io::Error::other)?
+        {
+            roots
+                .add(cert.map_err(std::io::Error::other)?)
+                .map_err(std::io::Error::other)?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots);
+        let mut config = match &self.client {
+            Some((cert, key)) => {
+                let certs = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+                    .map_err(std::io::Error::other)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(std::io::Error::other)?;
+                let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+                    .map_err(std::io::Error::other)?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(std::io::Error::other)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name =
+            rustls_pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+        let session = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+            .map_err(std::io::Error::other)?;
+        let tcp = std::net::TcpStream::connect(self.addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut tls = rustls::StreamOwned::new(session, tcp);
+        tls.write_all(request)?;
+        let mut answer = Vec::new();
+        match tls.read_to_end(&mut answer) {
+            Ok(_) => Ok(answer),
+            // A close without close_notify after a complete answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {
+                Ok(answer)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// A hub or node process and the addresses it listens on.
 struct Server {
     role: &'static str,
@@ -502,11 +584,29 @@ impl Cluster {
         self.hub.grpc
     }
 
-    /// The hub's public HTTP address (started with `RCPFED_HUB_HTTP_LISTEN`).
-    pub fn hub_http(&self) -> SocketAddr {
-        self.hub
-            .http
-            .expect("the hub runs no public HTTP listener (set RCPFED_HUB_HTTP_LISTEN)")
+    /// The hub's public HTTPS listener (started with `RCPFED_HUB_HTTP_LISTEN`).
+    pub fn hub_http(&self) -> PublicHttp {
+        PublicHttp {
+            addr: self
+                .hub
+                .http
+                .expect("the hub runs no public HTTP listener (set RCPFED_HUB_HTTP_LISTEN)"),
+            ca: self.fed.join("ca.pem"),
+            client: None,
+        }
+    }
+
+    /// `node`'s public HTTPS listener (started with `RCPFED_NODE_HTTP_LISTEN`).
+    pub fn node_http(&self, node: &str) -> PublicHttp {
+        PublicHttp {
+            addr: self
+                .nodes
+                .get(node)
+                .and_then(|n| n.http)
+                .expect("the node runs no public HTTP listener (set RCPFED_NODE_HTTP_LISTEN)"),
+            ca: self.fed.join("ca.pem"),
+            client: None,
+        }
     }
 
     /// The hub's plaintext ops address.
@@ -1299,8 +1399,14 @@ impl Cluster {
 
 /// Runs `rcpfed <args>` to completion; returns (exit code, stdout, stderr).
 pub fn run_rcpfed(args: &[&str]) -> (i32, String, String) {
+    run_rcpfed_env(args, &[])
+}
+
+/// [`run_rcpfed`] with `env` added to the environment.
+pub fn run_rcpfed_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN.as_str())
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("RCPFED_HUB_ENDPOINT")
         .env_remove("RCPFED_PKI_DIR")
         .env_remove("RCPFED_IDENTITY")

@@ -1184,9 +1184,9 @@ async fn hub_refuses_every_hostile_statement_and_envelope() {
     raw.accept(&next).await;
 }
 
-/// [`pending_cases`], [`PENDING_WIRE_CASES`] and [`PENDING_CSV_CASES`], asserted. Enable
-/// (remove `#[ignore]`) once the envelope bounds, the document-name grammar, the CSV quote
-/// check and the error-code fixes of issue 9 are merged.
+/// [`pending_cases`], [`PENDING_WIRE_CASES`] and [`PENDING_CSV_CASES`], asserted: the inputs
+/// the first version of this corpus found wrongly accepted, refused since the envelope bounds,
+/// the document-name grammar, the CSV quote check and the error-code fixes of issue 9.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_cases_once_fixed() {
     let c = Cluster::start(&["colombo"]).await;

@@ -28,6 +28,7 @@ mod operator_errors;
 mod operators;
 mod partitions;
 mod postgres;
+mod public_http;
 mod publish_cli;
 mod registry;
 mod resilience;

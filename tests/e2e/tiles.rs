@@ -9,13 +9,11 @@
 //! The load: 3 × 90 statements after the hub's prelude, so the log passes 256 leaves (one full
 //! level-0 tile, a partial one, and a partial level-1 tile).
 
-use crate::harness::{ALL_NODES, BIN, Cluster, HUB_PRELUDE, RawNode};
+use crate::harness::{ALL_NODES, BIN, Cluster, HUB_PRELUDE, PublicHttp, RawNode};
 use rcpfed_core::envelope::pae;
 use rcpfed_core::logkeys;
 use rcpfed_core::members::Federation;
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -31,19 +29,17 @@ struct Answer {
     body: Vec<u8>,
 }
 
-/// A plain HTTP/1.1 request on a fresh connection (`Connection: close`, so the body is
+/// An HTTP/1.1 request over HTTPS on a fresh connection (`Connection: close`, so the body is
 /// everything after the head).
-fn http(addr: SocketAddr, method: &str, path: &str) -> Answer {
-    let mut tcp = TcpStream::connect(addr).expect("connect to the public HTTP port");
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        tcp,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept-Encoding: identity\r\n\r\n"
-    )
-    .expect("send");
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).expect("read the answer");
+fn http(public: &PublicHttp, method: &str, path: &str) -> Answer {
+    let raw = public
+        .exchange(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept-Encoding: identity\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .expect("an answer from the public HTTPS port");
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -78,11 +74,11 @@ trait Source: Sync {
     fn get(&self, path: &str) -> Option<Vec<u8>>;
 }
 
-struct OverHttp(SocketAddr);
+struct OverHttp(PublicHttp);
 
 impl Source for OverHttp {
     fn get(&self, path: &str) -> Option<Vec<u8>> {
-        let answer = http(self.0, "GET", &format!("/tlog/{path}"));
+        let answer = http(&self.0, "GET", &format!("/tlog/{path}"));
         match answer.status {
             200 => Some(answer.body),
             404 => None,
@@ -319,7 +315,8 @@ async fn wait_for_cosigned(c: &Cluster, size: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let addr = c.hub_http();
     loop {
-        let answer = tokio::task::spawn_blocking(move || http(addr, "GET", "/tlog/checkpoint"))
+        let public = addr.clone();
+        let answer = tokio::task::spawn_blocking(move || http(&public, "GET", "/tlog/checkpoint"))
             .await
             .expect("request");
         let text = String::from_utf8_lossy(&answer.body).into_owned();
@@ -394,7 +391,8 @@ async fn log_as_tlog_tiles_verifies_with_independent_clients_over_http_and_from_
     wait_for_cosigned(&c, first_size).await;
     let (first, _) = {
         let fed = fed.clone();
-        tokio::task::spawn_blocking(move || read_and_verify(&OverHttp(addr), &fed, 2, &[]))
+        let source = OverHttp(addr.clone());
+        tokio::task::spawn_blocking(move || read_and_verify(&source, &fed, 2, &[]))
             .await
             .expect("verify")
     };
@@ -415,7 +413,8 @@ async fn log_as_tlog_tiles_verifies_with_independent_clients_over_http_and_from_
     let earlier = [first, first_in_dir];
     let (last, entries) = {
         let fed = fed.clone();
-        tokio::task::spawn_blocking(move || read_and_verify(&OverHttp(addr), &fed, 2, &earlier))
+        let source = OverHttp(addr.clone());
+        tokio::task::spawn_blocking(move || read_and_verify(&source, &fed, 2, &earlier))
             .await
             .expect("verify")
     };
@@ -467,7 +466,7 @@ async fn tlog_tiles_http_answers_follow_the_spec() {
     let addr = c.hub_http();
     let size = HUB_PRELUDE;
     tokio::task::spawn_blocking(move || {
-        let checkpoint = http(addr, "GET", "/tlog/checkpoint");
+        let checkpoint = http(&addr, "GET", "/tlog/checkpoint");
         assert_eq!(checkpoint.status, 200);
         assert_eq!(
             checkpoint.headers["content-type"],
@@ -476,17 +475,17 @@ async fn tlog_tiles_http_answers_follow_the_spec() {
         assert_eq!(checkpoint.headers["cache-control"], "no-cache");
         assert!(String::from_utf8_lossy(&checkpoint.body).contains(&format!("\n{size}\n")));
 
-        let tile = http(addr, "GET", &format!("/tlog/tile/0/000.p/{size}"));
+        let tile = http(&addr, "GET", &format!("/tlog/tile/0/000.p/{size}"));
         assert_eq!(tile.status, 200);
         assert_eq!(tile.body.len(), 32 * size as usize);
         assert_eq!(tile.headers["content-type"], "application/octet-stream");
         assert!(tile.headers["cache-control"].contains("immutable"));
-        let bundle = http(addr, "GET", &format!("/tlog/tile/entries/000.p/{size}"));
+        let bundle = http(&addr, "GET", &format!("/tlog/tile/entries/000.p/{size}"));
         assert_eq!(bundle.status, 200);
         assert_eq!(split_bundle(&bundle.body).len(), size as usize);
         assert_eq!(bundle.headers["content-type"], "application/octet-stream");
         // HEAD answers like GET, without the body.
-        let head = http(addr, "HEAD", "/tlog/tile/0/000.p/1");
+        let head = http(&addr, "HEAD", "/tlog/tile/0/000.p/1");
         assert_eq!((head.status, head.body.len()), (200, 0));
 
         // Beyond the tree: 404, with what the tree has.
@@ -499,7 +498,7 @@ async fn tlog_tiles_http_answers_follow_the_spec() {
             "/tlog/tile/9/000.p/1",
             "/tlog/tile/63/x018/x446/x744/x073/x709/x551/615.p/255",
         ] {
-            let answer = http(addr, "GET", path);
+            let answer = http(&addr, "GET", path);
             let text = String::from_utf8_lossy(&answer.body).into_owned();
             assert_eq!(answer.status, 404, "{path}: {text}");
             assert!(
@@ -519,16 +518,16 @@ async fn tlog_tiles_http_answers_follow_the_spec() {
             "/tlog/tile/entries",
             "/tlog/tile/data/000",
         ] {
-            let answer = http(addr, "GET", path);
+            let answer = http(&addr, "GET", path);
             let text = String::from_utf8_lossy(&answer.body).into_owned();
             assert_eq!(answer.status, 400, "{path}: {text}");
             assert!(text.contains("is not a tlog-tiles path"), "{path}: {text}");
         }
         // Anything else is not here; nothing can be written.
-        let other = http(addr, "GET", "/tlog/tiles/0/000");
+        let other = http(&addr, "GET", "/tlog/tiles/0/000");
         assert_eq!(other.status, 404);
         assert!(String::from_utf8_lossy(&other.body).contains("/tlog/checkpoint"));
-        assert_eq!(http(addr, "POST", "/tlog/checkpoint").status, 405);
+        assert_eq!(http(&addr, "POST", "/tlog/checkpoint").status, 405);
     })
     .await
     .expect("checks");

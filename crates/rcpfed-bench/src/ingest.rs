@@ -13,6 +13,12 @@
 //! client to every mirror having applied the entry (seen by polling each node's
 //! `GetNodeStatus.feed_cursor` every [`POLL`]; the poll's answer time is used, so each figure
 //! can be late by up to one poll and one call). All data is synthetic and labelled so.
+//!
+//! With `--rate R` the hub run is paced instead of as fast as possible: each client sends on a
+//! fixed schedule so that the clients together offer R statements a second (open loop; a
+//! request that starts late because the previous one was slow is timed from its scheduled
+//! start, so queueing shows in the latency). Run once without it to find the maximum rate,
+//! then with half of it for "p99 feed latency at half the maximum ingest rate".
 
 use super::snapshot::{self as snap, Proc};
 use super::{commit_metrics, make_chains, member_id, pin_self, pinned_command, tls_of, wait_addr};
@@ -37,6 +43,8 @@ pub struct Options {
     pub mirrors: usize,
     pub bare_connections: usize,
     pub bare_inflight: usize,
+    /// Statements per second offered to the hub in all; None: as fast as possible.
+    pub rate: Option<f64>,
 }
 
 const FEDERATION: &str = "bench-federation";
@@ -54,6 +62,9 @@ pub async fn run(o: Options) -> Result<()> {
     }
     if o.clients == 0 || o.per_client == 0 || o.bare_connections == 0 || o.bare_inflight == 0 {
         bail!("--clients, --per-client, --bare-connections and --bare-inflight must be at least 1");
+    }
+    if o.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--rate must be a positive number of statements per second");
     }
     if o.mirrors > MIRROR_NODES.len() {
         bail!(
@@ -149,6 +160,7 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         o.clients,
         chains.clone(),
         bare.id(),
+        None,
     )
     .await?;
     let lanes = o.bare_connections * o.bare_inflight;
@@ -163,6 +175,7 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         o.bare_connections,
         hard,
         bare.id(),
+        None,
     )
     .await?;
     bare.kill().await?;
@@ -193,7 +206,20 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         .into_inner()
         .tree_size;
     feed.wait_all(before, &mut hub, &mut mirrors).await?;
-    let hub_run = load(&hub_endpoint, &pki, o.clients, o.clients, chains, hub.pid()).await?;
+    // Each client's interval between scheduled sends, when paced.
+    let pace = o
+        .rate
+        .map(|r| Duration::from_secs_f64(o.clients as f64 / r));
+    let hub_run = load(
+        &hub_endpoint,
+        &pki,
+        o.clients,
+        o.clients,
+        chains,
+        hub.pid(),
+        pace,
+    )
+    .await?;
     let load_end = Instant::now();
     let last = hub_run.receipts.iter().map(|r| r.0).max().unwrap_or(before);
     if hub_run.receipts.len() != total {
@@ -250,10 +276,17 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         bare_hard.rate(),
         bare_hard.describe()
     );
-    println!(
-        "rcpfed hub, durable before each receipt    : {hub_rate:>9.0} statements/s   {}",
-        hub_run.describe()
-    );
+    if let Some(rate) = o.rate {
+        println!(
+            "rcpfed hub, PACED at {rate:.0} statements/s offered: {hub_rate:>9.0} statements/s achieved   {}",
+            hub_run.describe()
+        );
+    } else {
+        println!(
+            "rcpfed hub, durable before each receipt    : {hub_rate:>9.0} statements/s   {}",
+            hub_run.describe()
+        );
+    }
     println!(
         "  ({total} statements from {} clients × 1 in flight; {} mirror(s) subscribed)",
         o.clients, o.mirrors
@@ -376,7 +409,9 @@ impl LoadRun {
 
 /// Sends `lanes`, each a sequence of envelopes with one request in flight, over `connections`
 /// mTLS connections (lane i on connection i mod connections; connection c authenticated as
-/// synthetic member c mod identities). Connections are made before the clock starts.
+/// synthetic member c mod identities). Connections are made before the clock starts. With
+/// `pace`, lane i sends its k-th envelope at `start + (k + i / lanes) × pace` (or as soon as the
+/// previous answer came, if later), and its latency counts from that scheduled time.
 async fn load(
     endpoint: &str,
     pki: &Path,
@@ -384,6 +419,7 @@ async fn load(
     connections: usize,
     lanes: Vec<Vec<v1::Envelope>>,
     server_pid: Option<u32>,
+    pace: Option<Duration>,
 ) -> Result<LoadRun> {
     let mut clients = Vec::with_capacity(connections);
     for c in 0..connections {
@@ -402,14 +438,24 @@ async fn load(
     let server_before = server_pid.and_then(cpu_seconds);
     let load_before = cpu_seconds(std::process::id());
     let start = Instant::now();
+    let lane_count = lanes.len().max(1);
     let mut tasks = Vec::with_capacity(lanes.len());
     for (i, lane) in lanes.into_iter().enumerate() {
         let mut client = clients[i % connections].clone();
+        // Lanes are spread over the interval, so the offered load is even.
+        let offset = pace.map(|p| p.mul_f64(i as f64 / lane_count as f64));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(lane.len());
             let mut receipts = Vec::with_capacity(lane.len());
-            for env in lane {
-                let t = Instant::now();
+            for (k, env) in lane.into_iter().enumerate() {
+                let t = match (pace, offset) {
+                    (Some(pace), Some(offset)) => {
+                        let scheduled = start + offset + pace.mul_f64(k as f64);
+                        tokio::time::sleep_until(scheduled.into()).await;
+                        scheduled
+                    }
+                    _ => Instant::now(),
+                };
                 let answer = client
                     .submit_statement(v1::SubmitStatementRequest {
                         envelope: Some(env),

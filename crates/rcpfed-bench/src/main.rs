@@ -75,6 +75,10 @@ enum Cmd {
         /// Requests in flight on each of those connections.
         #[arg(long, default_value_t = 8)]
         bare_inflight: usize,
+        /// Pace the hub run: statements per second offered by all clients together (open
+        /// loop, latency from each scheduled send). Unset: as fast as possible.
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Transparency log at scale: proof latency and hub start-up time at growing log sizes.
     Log {
@@ -156,6 +160,7 @@ fn main() -> Result<()> {
             mirrors,
             bare_connections,
             bare_inflight,
+            rate,
         } => {
             if inflight != 1 {
                 bail!(
@@ -170,6 +175,7 @@ fn main() -> Result<()> {
                 mirrors,
                 bare_connections,
                 bare_inflight,
+                rate,
             }))
         }
         Cmd::Log {

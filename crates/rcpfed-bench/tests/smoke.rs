@@ -82,6 +82,31 @@ fn ingest_runs_with_mirrors() {
 }
 
 #[test]
+fn ingest_runs_paced() {
+    let out = bench(&[
+        "ingest",
+        "--clients",
+        "2",
+        "--per-client",
+        "10",
+        "--mirrors",
+        "1",
+        "--bare-connections",
+        "2",
+        "--bare-inflight",
+        "2",
+        "--rate",
+        "40",
+    ]);
+    for line in [
+        "rcpfed hub, PACED at 40 statements/s offered",
+        "feed latency, receipt → all 1 mirrors",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn log_grows_measures_and_resumes() {
     let dir = std::env::temp_dir().join(format!("rcpfed-bench-smoke-log-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

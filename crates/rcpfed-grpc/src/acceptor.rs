@@ -79,6 +79,40 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether a client must present a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCertificate {
+    /// Required and verified (the gRPC servers; the HTTP listener in reader mode).
+    Required,
+    /// Verified when presented; a client without one is let in (the public HTTP listener).
+    Optional,
+}
+
+/// What kind of server an acceptor is for.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// ALPN protocols offered, most preferred first.
+    pub alpn: Vec<Vec<u8>>,
+    /// Whether a client certificate is required.
+    pub client_certificate: ClientCertificate,
+    /// How long an established connection may say nothing after its handshake.
+    pub first_byte_timeout: Duration,
+    /// How long it may go without receiving a byte later on.
+    pub idle_timeout: Duration,
+}
+
+impl ServerOptions {
+    /// The gRPC servers: HTTP/2 only, mutual TLS.
+    pub fn grpc() -> Self {
+        ServerOptions {
+            alpn: vec![b"h2".to_vec()],
+            client_certificate: ClientCertificate::Required,
+            first_byte_timeout: PREFACE_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
+
 /// A server configuration and what its CRL revokes.
 pub struct LoadedServerConfig {
     /// The rustls configuration.
@@ -228,12 +262,21 @@ fn time_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Builds the server configuration: our certificate and key, a client certificate required
-/// and verified against the CA, revocation checked against `crl` (if given), ALPN `h2`, the
-/// ring crypto provider.
+/// Builds the gRPC server configuration: our certificate and key, a client certificate
+/// required and verified against the CA, revocation checked against `crl` (if given), ALPN
+/// `h2`, the ring crypto provider.
 pub fn load_server_config(
     files: &TlsFiles,
     crl: Option<&Path>,
+) -> Result<LoadedServerConfig, TlsError> {
+    load_server_config_with(files, crl, &ServerOptions::grpc())
+}
+
+/// [`load_server_config`] for the kind of server `options` describes.
+pub fn load_server_config_with(
+    files: &TlsFiles,
+    crl: Option<&Path>,
+    options: &ServerOptions,
 ) -> Result<LoadedServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca_certs = load_certs(&files.ca_cert)?;
@@ -257,6 +300,9 @@ pub fn load_server_config(
             .with_crls(loaded.ders)
             .only_check_end_entity_revocation();
     }
+    if options.client_certificate == ClientCertificate::Optional {
+        builder = builder.allow_unauthenticated();
+    }
     let verifier = builder.build().map_err(|e| {
         invalid(
             crl.unwrap_or(&files.ca_cert),
@@ -271,7 +317,7 @@ pub fn load_server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(|e| invalid(&files.key, format!("certificate and key do not fit: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = options.alpn.clone();
     Ok(LoadedServerConfig {
         config: Arc::new(config),
         crl_file: crl.map(Path::to_path_buf),
@@ -302,6 +348,7 @@ struct TrackedConnection {
 
 struct Shared {
     files: TlsFiles,
+    options: ServerOptions,
     crl: Option<PathBuf>,
     current: RwLock<Arc<LoadedServerConfig>>,
     /// The file versions last looked at (loaded or refused).
@@ -354,10 +401,20 @@ pub struct ReloadingTlsAcceptor {
 }
 
 impl ReloadingTlsAcceptor {
-    /// Loads the configuration (an error here is fatal: the server must not start without it).
+    /// Loads the gRPC server configuration (an error here is fatal: the server must not start
+    /// without it).
     pub fn new(files: TlsFiles, crl: Option<PathBuf>) -> Result<Self, TlsError> {
+        Self::with_options(files, crl, ServerOptions::grpc())
+    }
+
+    /// [`ReloadingTlsAcceptor::new`] for the kind of server `options` describes.
+    pub fn with_options(
+        files: TlsFiles,
+        crl: Option<PathBuf>,
+        options: ServerOptions,
+    ) -> Result<Self, TlsError> {
         let seen = Self::stamps(&files, crl.as_deref());
-        let loaded = load_server_config(&files, crl.as_deref())?;
+        let loaded = load_server_config_with(&files, crl.as_deref(), &options)?;
         match &loaded.crl_file {
             Some(path) => tracing::info!(
                 crl = %path.display(),
@@ -371,6 +428,7 @@ impl ReloadingTlsAcceptor {
         Ok(ReloadingTlsAcceptor {
             shared: Arc::new(Shared {
                 files,
+                options,
                 crl,
                 current: RwLock::new(Arc::new(loaded)),
                 seen: Mutex::new(seen),
@@ -427,12 +485,15 @@ impl ReloadingTlsAcceptor {
             }
             *seen = now;
         }
-        let loaded = load_server_config(&shared.files, shared.crl.as_deref()).and_then(|loaded| {
-            loaded
-                .may_replace(&self.current())
-                .map(|()| loaded)
-                .map_err(|why| invalid(shared.crl.as_deref().unwrap_or(&shared.files.ca_cert), why))
-        });
+        let loaded = load_server_config_with(&shared.files, shared.crl.as_deref(), &shared.options)
+            .and_then(|loaded| {
+                loaded
+                    .may_replace(&self.current())
+                    .map(|()| loaded)
+                    .map_err(|why| {
+                        invalid(shared.crl.as_deref().unwrap_or(&shared.files.ca_cert), why)
+                    })
+            });
         match loaded {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
@@ -607,6 +668,37 @@ impl RevocableTcp {
         }
     }
 
+    /// A plain (no TLS) connection, closed when silent for the given limits (see
+    /// [`watch_silence`]), and when `close_token()` is cancelled.
+    pub fn watched(
+        inner: TcpStream,
+        peer: SocketAddr,
+        first_byte_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        let gone = CancellationToken::new();
+        let io = RevocableTcp::new(inner, gone.clone());
+        tokio::spawn(watch_silence(
+            peer,
+            Arc::clone(&io.received),
+            0,
+            (first_byte_timeout, idle_timeout),
+            io.close.clone(),
+            gone,
+        ));
+        io
+    }
+
+    /// Cancelling this closes the connection.
+    pub fn close_token(&self) -> CancellationToken {
+        self.close.clone()
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
+
     /// Ready(error) once closed from outside; otherwise registers the waker and is Pending.
     fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         if self.close.is_cancelled() || self.closed.as_mut().poll(cx).is_ready() {
@@ -639,21 +731,22 @@ impl AsyncRead for RevocableTcp {
     }
 }
 
-/// Closes a connection that says nothing: no byte within [`PREFACE_TIMEOUT`] after its
-/// handshake (an HTTP/2 client sends its preface at once), or none for [`IDLE_TIMEOUT`] later
-/// (the server's keepalive pings are answered by any live client). Ends when the connection
-/// is dropped.
+/// Closes a connection that says nothing: no byte within `first` after its handshake (an
+/// HTTP/2 client sends its preface at once, an HTTP/1.1 client its request), or none for
+/// `idle` later (the server's keepalive pings are answered by any live client). Ends when the
+/// connection is dropped.
 async fn watch_silence(
     peer: SocketAddr,
     received: Arc<AtomicU64>,
     at_handshake: u64,
+    (first_limit, idle): (Duration, Duration),
     close: CancellationToken,
     gone: CancellationToken,
 ) {
     // Counted from the end of the handshake, before the server sends its SETTINGS: an HTTP/2
     // client always answers those, so a live client is never taken for a silent one.
     let mut seen = at_handshake;
-    let mut limit = PREFACE_TIMEOUT;
+    let mut limit = first_limit;
     let mut first = true;
     loop {
         tokio::select! {
@@ -673,7 +766,7 @@ async fn watch_silence(
             return;
         }
         seen = now;
-        limit = IDLE_TIMEOUT;
+        limit = idle;
         first = false;
     }
 }
@@ -825,10 +918,12 @@ pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> M
                 if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
                     io._tracked = acceptor.track(leaf.as_ref(), peer, io.close.clone());
                 }
+                let options = &acceptor.shared.options;
                 tokio::spawn(watch_silence(
                     peer,
                     Arc::clone(&io.received),
                     io.received.load(Ordering::Relaxed),
+                    (options.first_byte_timeout, options.idle_timeout),
                     io.close.clone(),
                     gone,
                 ));

@@ -64,9 +64,9 @@ pub struct HubSettings {
     pub grpc_listener: TcpListener,
     /// Listener for the plaintext ops port (health, metrics).
     pub ops_listener: TcpListener,
-    /// Listener for the public read-only HTTP port (the log as C2SP tlog-tiles under
-    /// `/tlog`); None: not served.
-    pub http_listener: Option<TcpListener>,
+    /// The public read-only HTTP listener (the log as C2SP tlog-tiles under `/tlog`); None:
+    /// not served.
+    pub http: Option<rcpfed_grpc::public_http::HttpSettings>,
     /// Witness cosignatures that make a checkpoint final.
     pub witness_quorum: u32,
     /// The indicator catalogue to issue, as TOML; None for the shipped one
@@ -120,7 +120,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         stale_crl,
         grpc_listener,
         ops_listener,
-        http_listener,
+        http,
         witness_quorum,
         catalogue_toml,
         coherence_interval,
@@ -342,13 +342,20 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         shutdown.clone(),
     );
     // Started once the log is loaded, so its first answer is the log in force.
-    let public_http = match http_listener {
-        Some(listener) => {
-            let addr = listener.local_addr()?;
+    let public_http = match http {
+        Some(http) => {
+            let addr = http.listener.local_addr()?;
+            let scheme = http.scheme();
+            let readers_only = http.readers_only;
+            let http = http.prepare(crl_file.clone(), shared_federation.clone())?;
             let http_shutdown = shutdown.clone();
-            tracing::info!(%addr, "public HTTP listening: the log as C2SP tlog-tiles under /tlog/, SDMX REST under /sdmx/");
+            tracing::info!(
+                url = %format!("{scheme}://{addr}/"),
+                readers_only,
+                "public HTTP listening: the log as C2SP tlog-tiles under /tlog/, SDMX REST under /sdmx/"
+            );
             Some(tokio::spawn(rcpfed_grpc::public_http::serve(
-                listener,
+                http,
                 axum::Router::new()
                     .nest("/tlog", tiles::router(log_store))
                     .nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx_source)),

@@ -403,6 +403,9 @@ pub struct NodeSettings {
     pub grpc_listener: TcpListener,
     /// Listener for the plaintext ops port.
     pub ops_listener: TcpListener,
+    /// The public read-only HTTP listener, answering from the verified mirror; None: not
+    /// served.
+    pub http: Option<rcpfed_grpc::public_http::HttpSettings>,
     /// How often the witness polls the hub's latest checkpoint.
     pub witness_interval: std::time::Duration,
     /// Opens the store.
@@ -450,6 +453,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         hub_link,
         grpc_listener,
         ops_listener,
+        http,
         witness_interval,
         open_store,
     } = settings;
@@ -644,6 +648,12 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         federation.hub_id.clone(),
         reader_role(shared.clone()),
     );
+    // The hub's SDMX REST API, answered from this node's mirror.
+    let sdmx_source = rcpfed_grpc::sdmx_rest::SdmxSource::new(
+        Arc::clone(&store) as Arc<dyn IndicatorStore>,
+        federation.hub_id.clone(),
+        shared.clone(),
+    );
     let node = Node {
         federation: shared.clone(),
         node_id: node_id.clone(),
@@ -677,6 +687,27 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         health.clone(),
         shutdown.clone(),
     );
+    let public_http = match http {
+        Some(http) => {
+            let addr = http.listener.local_addr()?;
+            let scheme = http.scheme();
+            let readers_only = http.readers_only;
+            let http = http.prepare(crl_file.clone(), shared.clone())?;
+            let http_shutdown = shutdown.clone();
+            tracing::info!(
+                url = %format!("{scheme}://{addr}/"),
+                readers_only,
+                "public HTTP listening: SDMX REST under /sdmx/"
+            );
+            Some(tokio::spawn(rcpfed_grpc::public_http::serve(
+                http,
+                public_routes(sdmx_source),
+                "/sdmx/ (SDMX REST 1.5.0)",
+                async move { http_shutdown.cancelled().await },
+            )))
+        }
+        None => None,
+    };
     let health_on_shutdown = health.clone();
     let server_shutdown = shutdown.clone();
     let serve = tonic::transport::Server::builder()
@@ -753,8 +784,18 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     if tokio::time::timeout_at(stop_by, ops).await.is_err() {
         tracing::warn!("ops server did not stop in time");
     }
+    if let Some(public_http) = public_http
+        && tokio::time::timeout_at(stop_by, public_http).await.is_err()
+    {
+        tracing::warn!("public HTTP server did not stop in time");
+    }
     served?;
     Ok(())
+}
+
+/// What the node's public HTTP listener serves, from the verified mirror.
+fn public_routes(sdmx: rcpfed_grpc::sdmx_rest::SdmxSource) -> axum::Router {
+    axum::Router::new().nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx))
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub use hub::*;
 pub use indicators::*;
 pub use node::*;
 #[cfg(feature = "postgres")]
-pub use pg::{PgHubStore, is_postgres_url};
+pub use pg::{PgHubStore, copy as pg_copy, is_postgres_url};
 /// A SHA-256 Merkle tree hash (log nodes, checkpoint roots).
 pub use rcpfed_core::merkle::Hash;
 

@@ -127,6 +127,55 @@ fn sqlite_and_postgres_answer_identically() {
     indicators::same_answers(&sqlite, &pg);
 }
 
+/// A backup of a hub on PostgreSQL is a SQLite hub database holding the same data, and it
+/// restores into an empty PostgreSQL database with the same data again: every query answers
+/// alike on the three (the indicator view's floats, booleans and blobs included).
+#[test]
+fn backup_to_sqlite_and_restore_to_postgres_keep_everything() {
+    let Some(schemas) = Schemas::new() else {
+        return;
+    };
+    let source_url = schemas.fresh();
+    let source = Arc::new(PgHubStore::open(&source_url).unwrap());
+    indicators::fill_mixed(&indicators::hub_target(Arc::clone(&source)));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.sqlite");
+    let copied = crate::pg::copy::pg_hub_to_sqlite(&source_url, &file).unwrap();
+    assert!(copied.rows() > 1_000, "{copied:?}");
+    assert!(
+        crate::pg::copy::pg_hub_to_sqlite(&source_url, &file).is_err(),
+        "never over an existing file"
+    );
+    let backup = SqliteHubStore::open(&file).unwrap();
+    indicators::answer_alike(&*source, &backup);
+    let target_url = schemas.fresh();
+    let restored = crate::pg::copy::sqlite_hub_to_pg(&file, &target_url).unwrap();
+    assert_eq!(restored, copied, "every row of every table");
+    let target = PgHubStore::open(&target_url).unwrap();
+    indicators::answer_alike(&*source, &target);
+    // Not into a database that holds a hub: nothing changes.
+    let error = crate::pg::copy::sqlite_hub_to_pg(&file, &target_url).unwrap_err();
+    assert!(
+        error.to_string().contains("already holds hub data"),
+        "{error}"
+    );
+    // Rows added after the restore get new identities, not the restored ones.
+    let mut client = postgres::Client::connect(&target_url, postgres::NoTls).unwrap();
+    for table in ["equivocations", "statement_flags"] {
+        let next_is_new: bool = client
+            .query_one(
+                &format!(
+                    "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) > \
+                     COALESCE((SELECT MAX(id) FROM {table}), 0)"
+                ),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(next_is_new, "{table}");
+    }
+}
+
 #[test]
 fn reopen_persists_and_versions_are_checked() {
     let Some(schemas) = Schemas::new() else {
@@ -310,9 +359,33 @@ fn backend_rates() {
         .unwrap_or(20_000);
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Arc::new(SqliteHubStore::open(&dir.path().join("hub.db")).unwrap());
-    let pg = schemas.hub();
+    let pg_url = schemas.fresh();
+    let pg = Arc::new(PgHubStore::open(&pg_url).unwrap());
     measure("sqlite", &*sqlite, n);
     measure("postgres", &*pg, n);
+    // Backups of the same content: SQLite's online copy (the baseline), the logical copy of the
+    // PostgreSQL store into a SQLite file, and its restore into an empty PostgreSQL schema.
+    let started = Instant::now();
+    crate::backup::sqlite_backup(
+        &dir.path().join("hub.db"),
+        &dir.path().join("sqlite-copy.db"),
+    )
+    .unwrap();
+    let baseline = started.elapsed();
+    let started = Instant::now();
+    let copied =
+        crate::pg::copy::pg_hub_to_sqlite(&pg_url, &dir.path().join("pg-copy.db")).unwrap();
+    let backup = started.elapsed();
+    let started = Instant::now();
+    crate::pg::copy::sqlite_hub_to_pg(&dir.path().join("pg-copy.db"), &schemas.fresh()).unwrap();
+    let restore = started.elapsed();
+    println!(
+        "backup of {} rows: sqlite online copy {baseline:?}; postgres -> sqlite file {backup:?} \
+         ({:.1}x); sqlite file -> postgres {restore:?} ({:.1}x)",
+        copied.rows(),
+        backup.as_secs_f64() / baseline.as_secs_f64(),
+        restore.as_secs_f64() / baseline.as_secs_f64()
+    );
 }
 
 fn measure<S: HubStore + IndicatorStore>(name: &str, store: &S, n: usize) {

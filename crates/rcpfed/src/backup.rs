@@ -1,6 +1,9 @@
 //! `rcpfed backup` and `rcpfed restore`: a consistent copy of a hub's or node's database taken
 //! while it serves, checked before it is reported written; and its return into place, checked
-//! again, with the database it replaces kept aside.
+//! again, with the database it replaces kept aside. A hub on PostgreSQL is backed up into the
+//! same SQLite file format (a logical copy from one snapshot of the database), and restored
+//! from such a file into an empty PostgreSQL database; so a backup also moves a hub between
+//! the two stores.
 
 use crate::config::{HubConfig, ListenOverrides, NodeConfig};
 use anyhow::{Context as _, Result, bail};
@@ -110,28 +113,33 @@ fn overrides(data_dir: &Option<PathBuf>) -> ListenOverrides {
     }
 }
 
-/// Backups here are of the SQLite store; a hub on PostgreSQL is backed up by the database's
-/// own tools.
-fn refuse_postgres(config: &HubConfig) -> Result<()> {
-    if config.database_url.is_some() {
-        bail!(
-            "this hub's store is PostgreSQL (database_url): back it up with PostgreSQL's own tools \
-             (pg_dump, or base backups with WAL archiving); rcpfed backup and restore handle the \
-             SQLite store"
-        );
-    }
-    Ok(())
-}
-
 /// `rcpfed backup`.
 pub async fn backup(command: BackupCommand) -> Result<ExitCode> {
     tokio::task::spawn_blocking(move || match command {
         BackupCommand::Hub(args) => {
             let config = HubConfig::load(&args.config, &overrides(&args.data_dir))?;
-            refuse_postgres(&config)?;
-            let db = hub_db(&config.data_dir);
-            let bytes = sqlite_backup(&db, &args.out)
-                .with_context(|| format!("backing up {}", db.display()))?;
+            let bytes = match &config.database_url {
+                Some(url) => {
+                    let report = rcpfed_store::pg_copy::pg_hub_to_sqlite(url, &args.out)
+                        .context("backing up the hub's PostgreSQL database")?;
+                    println!(
+                        "copied {} rows from PostgreSQL ({})",
+                        report.rows(),
+                        report
+                            .tables
+                            .iter()
+                            .map(|(t, n)| format!("{t} {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    std::fs::metadata(&args.out)?.len()
+                }
+                None => {
+                    let db = hub_db(&config.data_dir);
+                    sqlite_backup(&db, &args.out)
+                        .with_context(|| format!("backing up {}", db.display()))?
+                }
+            };
             let summary = check_hub_file(&config, &args.out)
                 .with_context(|| format!("the backup {} does not check", args.out.display()))?;
             println!(
@@ -164,7 +172,9 @@ pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
         let (role, args, data_dir) = match &command {
             RestoreCommand::Hub(args) => {
                 let config = HubConfig::load(&args.config, &overrides(&args.data_dir))?;
-                refuse_postgres(&config)?;
+                if let Some(url) = &config.database_url {
+                    return restore_hub_to_postgres(&config, url, &args.from);
+                }
                 ("hub", args, config.data_dir)
             }
             RestoreCommand::Node(args) => (
@@ -231,21 +241,52 @@ pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
     .context("restore task panicked")?
 }
 
-/// Checks a hub database file: SQLite's integrity check, then the whole log against its latest
-/// checkpoint and the hub's log key from the registry in force (verified from the root keys).
+/// `rcpfed restore hub` for a hub on PostgreSQL: the file is checked, copied into the (empty)
+/// database in one transaction, and the database checked again.
+fn restore_hub_to_postgres(config: &HubConfig, url: &str, from: &Path) -> Result<ExitCode> {
+    let summary = check_hub_file(config, from)
+        .with_context(|| format!("the backup {} does not check", from.display()))?;
+    println!("backup checked: {summary}");
+    let report = rcpfed_store::pg_copy::sqlite_hub_to_pg(from, url)
+        .context("restoring into the hub's PostgreSQL database")?;
+    let store = rcpfed_store::PgHubStore::open(url)?;
+    let summary = check_hub_store(config, &store)
+        .context("the restored PostgreSQL database does not check")?;
+    println!(
+        "hub database restored into PostgreSQL ({} rows); {summary}",
+        report.rows()
+    );
+    println!(
+        "note: the hub's log now ends where the backup does. Witnesses that cosigned a larger \
+         checkpoint will refuse a different continuation, so restore the latest backup, and \
+         only when the hub's own database is lost (deploy/README.md, Backups)."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks a hub database file: SQLite's integrity check, then [`check_hub_store`].
 fn check_hub_file(config: &HubConfig, file: &Path) -> Result<String> {
     sqlite_integrity(file)?;
     let store = SqliteHubStore::open(file)?;
+    Ok(format!(
+        "integrity ok; {}",
+        check_hub_store(config, &store)?
+    ))
+}
+
+/// Checks a hub store: the whole log against its latest checkpoint and the hub's log key from
+/// the registry in force (verified from the root keys).
+fn check_hub_store(config: &HubConfig, store: &dyn rcpfed_store::HubStore) -> Result<String> {
     let (trust, federation_id) = crate::commands::load_trust(&config.root_trust_file)?;
     let initial = crate::commands::load_registry_file(&config.registry_file)?;
-    let loaded = rcpfed_hub::registry::load(&store, &trust, &federation_id, &initial)
+    let loaded = rcpfed_hub::registry::load(store, &trust, &federation_id, &initial)
         .map_err(anyhow::Error::msg)?;
     let federation = loaded.state.registry.to_federation()?;
     let log = rcpfed_core::logkeys::log_verifier(&federation)
         .context("the registry names no hub key to verify checkpoints with")?;
-    let check = rcpfed_hub::log::verify_stored_log(&store, &log)?;
+    let check = rcpfed_hub::log::verify_stored_log(store, &log)?;
     Ok(format!(
-        "integrity ok; log of {} entries reproduces the latest checkpoint's root {} and its signature verifies ({} witness cosignatures); registry version {}",
+        "log of {} entries reproduces the latest checkpoint's root {} and its signature verifies ({} witness cosignatures); registry version {}",
         check.size,
         hex::encode(check.root),
         check.cosignatures,

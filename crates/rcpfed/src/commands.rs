@@ -27,8 +27,8 @@ pub struct ServeArgs {
     /// Plaintext ops listen address for health and /metrics.
     #[arg(long)]
     pub ops_listen: Option<SocketAddr>,
-    /// Public read-only HTTP listen address (hub only): the log as C2SP tlog-tiles under
-    /// /tlog/ (port 0 picks a free port).
+    /// Public read-only HTTP listen address (HTTPS unless http_tls = false): on the hub the
+    /// log as C2SP tlog-tiles under /tlog/ (port 0 picks a free port).
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
     /// Directory for the SQLite database.
@@ -96,6 +96,21 @@ fn tls_files(tls: &TlsConfig) -> TlsFiles {
     }
 }
 
+/// The public HTTP listener, bound, if configured.
+async fn public_http(
+    http: &crate::config::PublicHttpConfig,
+    tls: &TlsConfig,
+) -> Result<Option<rcpfed_grpc::public_http::HttpSettings>> {
+    let Some(addr) = http.listen else {
+        return Ok(None);
+    };
+    Ok(Some(rcpfed_grpc::public_http::HttpSettings {
+        listener: bind(addr, "public HTTP").await?,
+        tls: http.tls_files(tls),
+        readers_only: http.access == crate::config::HttpAccess::Readers,
+    }))
+}
+
 async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
@@ -148,16 +163,13 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
     let signing_key = load_key(&config.signing_key)?;
     let grpc_listener = bind(config.listen, "gRPC").await?;
     let ops_listener = bind(config.ops_listen, "ops").await?;
-    let http_listener = match config.http_listen {
-        Some(addr) => Some(bind(addr, "public HTTP").await?),
-        None => None,
-    };
+    let http = public_http(&config.public_http(), &config.tls).await?;
     if let Some(path) = &args.addr_file {
         write_addr_file(
             path,
             grpc_listener.local_addr()?,
             ops_listener.local_addr()?,
-            http_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+            http.as_ref().map(|h| h.listener.local_addr()).transpose()?,
         )?;
     }
     let database_url = config.database_url.clone();
@@ -182,7 +194,7 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
             stale_crl: config.stale_crl.into(),
             grpc_listener,
             ops_listener,
-            http_listener,
+            http,
             witness_quorum: config.witness_quorum,
             catalogue_toml: config.catalogue_toml()?,
             coherence_interval: std::time::Duration::from_millis(config.coherence_interval_ms),
@@ -267,11 +279,6 @@ fn watch_db_quota(
 
 /// `rcpfed node`.
 pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
-    if args.http_listen.is_some() {
-        bail!(
-            "--http-listen is the hub's setting (the public tlog-tiles listener); a node has none yet"
-        );
-    }
     let config = NodeConfig::load(&args.config, &args.overrides())?;
     let (trust, federation_id) = load_trust(&config.root_trust_file)?;
     let initial_registry = match &config.registry_file {
@@ -281,12 +288,13 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
     let signing_key = load_key(&config.signing_key)?;
     let grpc_listener = bind(config.listen, "gRPC").await?;
     let ops_listener = bind(config.ops_listen, "ops").await?;
+    let http = public_http(&config.public_http(), &config.tls).await?;
     if let Some(path) = &args.addr_file {
         write_addr_file(
             path,
             grpc_listener.local_addr()?,
             ops_listener.local_addr()?,
-            None,
+            http.as_ref().map(|h| h.listener.local_addr()).transpose()?,
         )?;
     }
     let _data_dir_lock = crate::backup::lock_data_dir(&config.data_dir, "node")?;
@@ -310,6 +318,7 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             hub_link: config.hub_link(),
             grpc_listener,
             ops_listener,
+            http,
             witness_interval: std::time::Duration::from_millis(config.witness_interval_ms),
             open_store: Box::new(move || {
                 let store = Arc::new(SqliteNodeStore::open(&db)?);

@@ -73,7 +73,135 @@ fn check_revocation(revocation: Revocation, crl_file: &Option<PathBuf>) -> Resul
     }
 }
 
-/// `rcpfed hub` configuration.
+/// Who may read from the public HTTP listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAccess {
+    /// Anyone who can reach it: published, signed data only (the default).
+    #[default]
+    Public,
+    /// Only holders of a federation certificate whose member has the reader role.
+    Readers,
+}
+
+/// The public read-only HTTP listener of a hub or a node (tlog-tiles, SDMX REST, dashboard):
+/// the `http_*` settings of [`HubConfig`] and [`NodeConfig`] (kept as their own keys, so that
+/// a value error names the key).
+#[derive(Clone, Debug)]
+pub struct PublicHttpConfig {
+    /// `http_listen`.
+    pub listen: Option<SocketAddr>,
+    /// `http_access`.
+    pub access: HttpAccess,
+    /// `http_tls`.
+    pub tls: bool,
+    /// `http_tls_cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `http_tls_key`.
+    pub tls_key: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The `http_*` settings, documented once for hub and node.
+macro_rules! public_http_fields {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($body:tt)* }) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($body)*
+            /// Public read-only HTTP listen address. Unset (the default): not served.
+            #[serde(default)]
+            pub http_listen: Option<SocketAddr>,
+            /// "public" (default) or "readers" (federation client certificate with the reader
+            /// role; needs `http_tls`).
+            #[serde(default)]
+            pub http_access: HttpAccess,
+            /// HTTPS (default). `false`: plain HTTP, only behind a proxy that terminates TLS or
+            /// on loopback.
+            #[serde(default = "default_true")]
+            pub http_tls: bool,
+            /// The certificate (PEM chain) HTTPS presents, e.g. one browsers trust; unset: this
+            /// member's federation certificate (`tls.cert`). Set together with `http_tls_key`.
+            #[serde(default)]
+            pub http_tls_cert: Option<PathBuf>,
+            /// The private key of `http_tls_cert`.
+            #[serde(default)]
+            pub http_tls_key: Option<PathBuf>,
+        }
+
+        impl $name {
+            /// The public HTTP listener's settings.
+            pub fn public_http(&self) -> PublicHttpConfig {
+                PublicHttpConfig {
+                    listen: self.http_listen,
+                    access: self.http_access,
+                    tls: self.http_tls,
+                    tls_cert: self.http_tls_cert.clone(),
+                    tls_key: self.http_tls_key.clone(),
+                }
+            }
+
+            fn resolve_http_paths(&mut self, base: &Path) {
+                for p in [&mut self.http_tls_cert, &mut self.http_tls_key]
+                    .into_iter()
+                    .flatten()
+                {
+                    resolve(base, p);
+                }
+            }
+        }
+    };
+}
+
+impl PublicHttpConfig {
+    fn validate(&self) -> Result<()> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("http_tls_cert and http_tls_key go together: set both or neither")
+            }
+            (Some(cert), Some(key)) => {
+                if !self.tls {
+                    bail!("http_tls_cert is set but http_tls = false; remove one of the two");
+                }
+                for (what, p) in [("http_tls_cert", cert), ("http_tls_key", key)] {
+                    if !p.is_file() {
+                        bail!("{what}: {} is not a readable file", p.display());
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        if self.access == HttpAccess::Readers && !self.tls {
+            bail!(
+                "http_access = \"readers\" checks client certificates, which needs http_tls = true"
+            );
+        }
+        Ok(())
+    }
+
+    /// The TLS files HTTPS uses (None for plain HTTP): the configured pair or the member's
+    /// own, with the federation CA for client certificates.
+    pub fn tls_files(&self, tls: &TlsConfig) -> Option<rcpfed_grpc::tls::TlsFiles> {
+        if !self.tls {
+            return None;
+        }
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            _ => (tls.cert.clone(), tls.key.clone()),
+        };
+        Some(rcpfed_grpc::tls::TlsFiles {
+            ca_cert: tls.ca_cert.clone(),
+            cert,
+            key,
+        })
+    }
+}
+
+public_http_fields! {
+/// `rcpfed hub` configuration (and the `http_*` settings; on the hub the public listener
+/// serves the log as C2SP tlog-tiles under `/tlog/`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HubConfig {
     /// The GFMD root keys and threshold (trust anchor of the registry).
@@ -91,11 +219,6 @@ pub struct HubConfig {
     pub listen: SocketAddr,
     /// Plaintext ops (health, metrics) listen address.
     pub ops_listen: SocketAddr,
-    /// Public read-only HTTP listen address: the log as C2SP tlog-tiles under `/tlog/`,
-    /// served to anyone who can reach it (published, signed data only). Unset (the default):
-    /// not served.
-    #[serde(default)]
-    pub http_listen: Option<SocketAddr>,
     /// The hub's statement/receipt signing key.
     pub signing_key: PathBuf,
     /// Witness cosignatures that make a checkpoint final.
@@ -138,6 +261,7 @@ pub struct HubConfig {
     #[serde(default)]
     pub max_db_bytes: Option<u64>,
 }
+}
 
 impl HubConfig {
     /// The per-member quotas these settings ask for.
@@ -162,6 +286,10 @@ impl Default for HubConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9051)),
             http_listen: None,
+            http_access: HttpAccess::Public,
+            http_tls: true,
+            http_tls_cert: None,
+            http_tls_key: None,
             signing_key: "members/gfmd/signing.key".into(),
             witness_quorum: 2,
             tls: TlsConfig::default(),
@@ -183,7 +311,9 @@ impl Default for HubConfig {
     }
 }
 
-/// `rcpfed node` configuration.
+public_http_fields! {
+/// `rcpfed node` configuration (and the `http_*` settings; a node's public listener answers
+/// from its verified mirror).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeConfig {
     /// This node's member id.
@@ -237,6 +367,7 @@ pub struct NodeConfig {
     #[serde(default)]
     pub max_db_bytes: Option<u64>,
 }
+}
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -248,6 +379,11 @@ impl Default for NodeConfig {
             data_dir: "data/node".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9061)),
+            http_listen: None,
+            http_access: HttpAccess::Public,
+            http_tls: true,
+            http_tls_cert: None,
+            http_tls_key: None,
             signing_key: "signing.key".into(),
             witness_interval_ms: 1000,
             tls: TlsConfig::default(),
@@ -285,7 +421,7 @@ pub struct ListenOverrides {
     /// --ops-listen
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ops_listen: Option<SocketAddr>,
-    /// --http-listen (hub only)
+    /// --http-listen
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<SocketAddr>,
     /// --data-dir
@@ -437,6 +573,7 @@ impl HubConfig {
         if let Some(p) = &mut c.catalogue {
             resolve(&base, p);
         }
+        c.resolve_http_paths(&base);
         c.validate()?;
         Ok(c)
     }
@@ -463,6 +600,7 @@ impl HubConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        self.public_http().validate()?;
         if self.coherence_interval_ms < 50 {
             bail!(
                 "coherence_interval_ms must be at least 50, got {}",
@@ -553,11 +691,13 @@ impl NodeConfig {
             (Revocation::Disabled, None) => None,
             (_, configured) => resolve_crl(&base, configured),
         };
+        c.resolve_http_paths(&base);
         c.validate()?;
         Ok(c)
     }
 
     fn validate(&self) -> Result<()> {
+        self.public_http().validate()?;
         if !rcpfed_core::members::is_valid_member_id(&self.node_id) {
             bail!(
                 "node_id {:?} must be lowercase letters, digits and '-'",
@@ -683,6 +823,23 @@ mod tests {
         );
         let error = hub_error(&format!("http_listn = \"127.0.0.1:8080\"\n{TLS}"));
         assert!(error.contains("did you mean http_listen?"), "{error}");
+    }
+
+    #[test]
+    fn public_http_settings_that_cannot_work_are_refused() {
+        for (text, expected) in [
+            (
+                "http_access = \"readers\"\nhttp_tls = false\n",
+                "needs http_tls = true",
+            ),
+            ("http_tls_cert = \"web.pem\"\n", "set both or neither"),
+            ("http_access = \"everyone\"\n", "http_access"),
+            ("http_listen = \"nowhere\"\n", "http_listen"),
+            ("http_tls = \"yes\"\n", "http_tls"),
+        ] {
+            let error = hub_error(&format!("{text}{TLS}"));
+            assert!(error.contains(expected), "{text:?}: {error}");
+        }
     }
 
     #[test]

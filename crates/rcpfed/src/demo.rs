@@ -131,7 +131,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     );
     if let Some(http) = &hub.http {
         println!(
-            "   the log as C2SP tlog-tiles (public, read-only): http://{http}/tlog/checkpoint"
+            "   public read-only HTTPS {} : the log as C2SP tlog-tiles under /tlog/",
+            public_url(http)
         );
     }
     let hub_endpoint = format!("https://localhost:{}", port(&hub.grpc));
@@ -141,10 +142,23 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             &dir,
             "node",
             id,
-            &["--hub-endpoint".to_string(), hub_endpoint.clone()],
+            &[
+                "--hub-endpoint".to_string(),
+                hub_endpoint.clone(),
+                "--http-listen".to_string(),
+                "127.0.0.1:0".to_string(),
+            ],
         )
         .await?;
-        println!("   node {:<9} listening on {}", id, p.grpc);
+        match &p.http {
+            Some(http) => println!(
+                "   node {:<9} listening on {} (mTLS), public HTTPS {}",
+                id,
+                p.grpc,
+                public_url(http)
+            ),
+            None => println!("   node {:<9} listening on {}", id, p.grpc),
+        }
         nodes.push(p);
     }
 
@@ -742,6 +756,11 @@ async fn conflict_and_revision(
     Ok(())
 }
 
+/// The public listener's base URL, by the host name its certificate carries.
+fn public_url(addr: &str) -> String {
+    format!("https://localhost:{}/", port(addr))
+}
+
 fn print_grpcurl(dir: &Path, hub: &Proc, nodes: &[Proc]) {
     let d = dir.display();
     let tls = format!(
@@ -749,9 +768,13 @@ fn print_grpcurl(dir: &Path, hub: &Proc, nodes: &[Proc]) {
     );
     let h = format!("localhost:{}", port(&hub.grpc));
     if let Some(http) = &hub.http {
-        println!("\nThe log over plain HTTP (C2SP tlog-tiles, any tlog client or curl):");
-        println!("  curl http://{http}/tlog/checkpoint");
-        println!("  curl -s http://{http}/tlog/tile/0/000.p/1 | xxd | head");
+        let url = public_url(http);
+        println!(
+            "\nThe log over HTTPS (C2SP tlog-tiles, any tlog client or curl; the demo's \
+             certificates come from its own CA, {d}/ca.pem):"
+        );
+        println!("  curl --cacert {d}/ca.pem {url}tlog/checkpoint");
+        println!("  curl -s --cacert {d}/ca.pem {url}tlog/tile/0/000.p/1 | xxd | head");
         println!(
             "  rcpfed tiles write --config {d}/hub.toml --dir {d}/tiles   # the same as static files"
         );

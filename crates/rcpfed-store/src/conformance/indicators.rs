@@ -1560,12 +1560,22 @@ pub fn mixed_feed() -> (Vec<FeedEntry>, Vec<(Digest, Vec<u8>)>) {
 
 /// Feeds [`mixed_feed`] to both targets and checks that every read answers identically.
 pub fn same_answers(a: &Target, b: &Target) {
-    let (entries, staged) = mixed_feed();
     for t in [a, b] {
-        t.view.stage_chunks(&staged).unwrap();
-        add_all(t, &entries);
+        fill_mixed(t);
     }
-    let (va, vb) = (&*a.view, &*b.view);
+    answer_alike(&*a.view, &*b.view);
+}
+
+/// Gives `t` the feed of [`mixed_feed`] (chunks staged first).
+pub fn fill_mixed(t: &Target) {
+    let (entries, staged) = mixed_feed();
+    t.view.stage_chunks(&staged).unwrap();
+    add_all(t, &entries);
+}
+
+/// Asserts that two views holding [`mixed_feed`] give the same answer to every query (many
+/// filters and pages, the coherence reads, hub documents and action checks).
+pub fn answer_alike(va: &dyn IndicatorStore, vb: &dyn IndicatorStore) {
     let mut filters = Vec::new();
     for indicator in ["IND", "OTHER"] {
         for as_of_ms in [None, Some(2_500), Some(6_500), Some(11_000)] {

@@ -10,6 +10,7 @@
 //! - reads run in `REPEATABLE READ READ ONLY` transactions (one snapshot per call) and honour
 //!   the caller's deadline ([`crate::with_deadline`]) through `statement_timeout`.
 
+pub mod copy;
 pub(crate) mod hub;
 mod indicators;
 
