@@ -267,10 +267,11 @@ impl Ids {
     }
 }
 
-/// The media types a client accepts, best first (by `q`, then by order).
-fn accepted(headers: &HeaderMap) -> Result<Vec<(String, Option<String>)>, RestError> {
+/// The media types a client accepts, best first (by `q`, then by order); None without an
+/// `Accept` header (anything goes). Entries with `q=0` are left out.
+fn accepted(headers: &HeaderMap) -> Result<Option<Vec<(String, Option<String>)>>, RestError> {
     let Some(value) = headers.get(header::ACCEPT) else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let text = value
         .to_str()
@@ -312,16 +313,17 @@ fn accepted(headers: &HeaderMap) -> Result<Vec<(String, Option<String>)>, RestEr
         }
     }
     entries.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    Ok(entries.into_iter().map(|(_, _, m, v)| (m, v)).collect())
+    Ok(Some(
+        entries.into_iter().map(|(_, _, m, v)| (m, v)).collect(),
+    ))
 }
 
 /// Data media types: SDMX-ML 2.1 generic (the default) and structure-specific, SDMX-JSON
 /// 2.0.0 and SDMX-CSV 2.0.0.
 fn data_format(headers: &HeaderMap) -> Result<DataFormat, RestError> {
-    let wanted = accepted(headers)?;
-    if wanted.is_empty() {
+    let Some(wanted) = accepted(headers)? else {
         return Ok(DataFormat::Generic);
-    }
+    };
     for (media, version) in &wanted {
         let v = version.as_deref();
         let format = match (media.as_str(), v) {
@@ -374,9 +376,8 @@ fn data_format(headers: &HeaderMap) -> Result<DataFormat, RestError> {
 pub const STRUCTURE_MEDIA_TYPE: &str = "application/vnd.sdmx.structure+xml;version=2.1";
 
 fn structure_format(headers: &HeaderMap) -> Result<(), RestError> {
-    let wanted = accepted(headers)?;
-    let acceptable = wanted.is_empty()
-        || wanted.iter().any(|(media, version)| {
+    let acceptable = accepted(headers)?.is_none_or(|wanted| {
+        wanted.iter().any(|(media, version)| {
             matches!(
                 media.as_str(),
                 "application/vnd.sdmx.structure+xml"
@@ -385,7 +386,8 @@ fn structure_format(headers: &HeaderMap) -> Result<(), RestError> {
                     | "*/*"
                     | "application/*"
             ) && matches!(version.as_deref(), None | Some("2.1"))
-        });
+        })
+    });
     if acceptable {
         Ok(())
     } else {
@@ -592,6 +594,7 @@ async fn structure_query(
 }
 
 /// A data query, parsed and checked against the dataflow's structure.
+#[derive(Debug)]
 struct DataQuery {
     structure: SdmxStructure,
     /// The store filter (what it can select by itself).
@@ -1004,4 +1007,282 @@ async fn data_query(
         body,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            http::HeaderValue::from_str(value).expect("header"),
+        );
+        headers
+    }
+
+    fn catalogue() -> Structures {
+        let catalogue = rcpfed_core::catalogue::Catalogue::from_toml(
+            rcpfed_core::catalogue::embedded_catalogue_toml(),
+        )
+        .expect("the embedded catalogue")
+        .to_document("fed", 1, time::OffsetDateTime::UNIX_EPOCH, None);
+        Structures::new(
+            catalogue,
+            "hub",
+            vec![structure::Provider {
+                id: "colombo".into(),
+                name: "Colombo Process".into(),
+            }],
+        )
+    }
+
+    #[test]
+    fn data_formats_follow_the_accept_header() {
+        assert_eq!(
+            data_format(&HeaderMap::new()).ok(),
+            Some(DataFormat::Generic)
+        );
+        for (value, format) in [
+            ("application/xml", DataFormat::Generic),
+            (
+                "application/vnd.sdmx.structurespecificdata+xml;version=2.1",
+                DataFormat::StructureSpecific,
+            ),
+            (
+                "application/vnd.sdmx.data+json;version=2.0.0",
+                DataFormat::Json,
+            ),
+            ("text/csv", DataFormat::Csv),
+            // q values decide, then order.
+            (
+                "application/xml;q=0.5, application/vnd.sdmx.data+csv;version=2.0.0",
+                DataFormat::Csv,
+            ),
+            ("application/pdf, */*;q=0.1", DataFormat::Generic),
+        ] {
+            assert_eq!(data_format(&accept(value)).ok(), Some(format), "{value}");
+        }
+        for value in [
+            "application/pdf",
+            "application/vnd.sdmx.data+csv;version=1.0.0",
+            "application/vnd.sdmx.genericdata+xml;version=3.0.0",
+            "application/xml;q=0",
+        ] {
+            let refused = data_format(&accept(value)).expect_err(value);
+            assert_eq!(refused.status, StatusCode::NOT_ACCEPTABLE, "{value}");
+            assert!(refused.message.contains("available"), "{}", refused.message);
+        }
+        assert!(
+            structure_format(&accept("application/vnd.sdmx.structure+json;version=1.0.0")).is_err()
+        );
+        assert!(structure_format(&accept("text/xml")).is_ok());
+    }
+
+    #[test]
+    fn keys_are_checked_against_the_structure() {
+        let dims = vec!["REF_AREA".to_string(), "SEX".to_string()];
+        assert_eq!(parse_key(None, &dims).ok(), Some(vec![None, None]));
+        assert_eq!(parse_key(Some("all"), &dims).ok(), Some(vec![None, None]));
+        assert_eq!(
+            parse_key(Some("LKA+IND."), &dims).ok(),
+            Some(vec![Some(vec!["LKA".into(), "IND".into()]), None])
+        );
+        for (key, says) in [
+            (
+                "LKA",
+                "the key has 1 parts; this dataflow's key has 2: REF_AREA.SEX",
+            ),
+            ("LKA.F.X", "has 3 parts"),
+            ("LKA.F G", "key part SEX"),
+            ("LK*A.F", "key part REF_AREA"),
+        ] {
+            let e = parse_key(Some(key), &dims).expect_err(key);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(says), "{key}: {}", e.message);
+        }
+        let long = "A".repeat(limits::MAX_KEY_BYTES + 1);
+        assert!(parse_key(Some(&long), &dims).is_err());
+        let many = vec!["A"; limits::MAX_VALUES + 1].join("+");
+        let e = parse_key(Some(&format!("{many}.F")), &dims).expect_err("too many values");
+        assert!(e.message.contains("at most"), "{}", e.message);
+    }
+
+    #[test]
+    fn ids_flow_refs_and_parameters() {
+        assert!(
+            Ids::parse(Some("all"), "agency id", false)
+                .expect("all")
+                .matches("GFMD")
+        );
+        let two = Ids::parse(Some("A+B"), "resource id", false).expect("list");
+        assert!(two.matches("B") && !two.matches("C"));
+        assert!(
+            Ids::parse(Some("1.0.0"), "version", true)
+                .expect("version")
+                .matches("1.0.0")
+        );
+        assert!(
+            Ids::parse(Some("latest"), "version", true)
+                .expect("latest")
+                .matches("9")
+        );
+        assert!(Ids::parse(Some("a b"), "agency id", false).is_err());
+
+        let (agency, id, version) = flow_ref("GFMD,REMIT_INFLOW,1.0.0").expect("full");
+        assert!(agency.matches("GFMD") && version.matches("1.0.0") && id == "REMIT_INFLOW");
+        assert!(flow_ref("A,B,C,D").is_err());
+        assert!(flow_ref("all").is_err());
+
+        let uri: Uri = "/data/X?startPeriod=2020&includeHistory=true"
+            .parse()
+            .expect("uri");
+        let params = query_parameters(&uri, &["startPeriod", "includeHistory"]).expect("params");
+        assert_eq!(params.get("startPeriod").map(String::as_str), Some("2020"));
+        let twice: Uri = "/data/X?startPeriod=2020&startPeriod=2021"
+            .parse()
+            .expect("uri");
+        assert!(query_parameters(&twice, &["startPeriod"]).is_err());
+        let unknown: Uri = "/data/X?colour=blue".parse().expect("uri");
+        let e = query_parameters(&unknown, &["startPeriod"]).expect_err("unknown");
+        assert!(e.message.contains("colour"), "{}", e.message);
+        let long: Uri = format!("/data/X?startPeriod={}", "9".repeat(100))
+            .parse()
+            .expect("uri");
+        assert!(query_parameters(&long, &["startPeriod"]).is_err());
+        assert_eq!(percent_decode("a%2Bb").ok().as_deref(), Some("a+b"));
+        assert!(percent_decode("%zz").is_err());
+        assert!(percent_decode("%ff").is_err());
+
+        assert_eq!(date_time_ms("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(date_time_ms("1970-01-01T00:00:01"), Some(1000));
+        assert_eq!(date_time_ms("1970-01-01T01:00:01+01:00"), Some(1000));
+        assert_eq!(date_time_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn data_queries_become_store_filters() {
+        let s = catalogue();
+        let params = BTreeMap::from([
+            ("startPeriod".to_string(), "2020".to_string()),
+            (
+                "updatedAfter".to_string(),
+                "2024-01-01T00:00:00Z".to_string(),
+            ),
+        ]);
+        let dims = s.key_dimensions("SDG_10_7_3");
+        assert_eq!(dims[0], "REF_AREA");
+        let key = std::iter::once("LKA+IND")
+            .chain(dims.iter().skip(1).map(|_| ""))
+            .collect::<Vec<_>>()
+            .join(".");
+        let q = parse_data_query(
+            &s,
+            &[
+                "GFMD,SDG_10_7_3,latest".to_string(),
+                key,
+                "colombo".to_string(),
+            ],
+            &params,
+        )
+        .expect("a valid query");
+        assert_eq!(q.filter.ref_areas, ["LKA", "IND"]);
+        assert_eq!(q.filter.node_ids, ["colombo"]);
+        assert_eq!(q.filter.start_date.as_deref(), Some("2020-01-01"));
+        assert_eq!(q.filter.updated_after_ms, Some(1_704_067_200_000));
+        assert!(
+            q.structure.history,
+            "a change query writes Replace/Delete data sets"
+        );
+
+        let nothing = BTreeMap::new();
+        let e = parse_data_query(&s, &["NO_SUCH".to_string()], &nothing).expect_err("unknown");
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert!(
+            e.message.contains("REMIT_INFLOW"),
+            "lists the dataflows: {}",
+            e.message
+        );
+        let e = parse_data_query(&s, &["OTHER,REMIT_INFLOW".to_string()], &nothing)
+            .expect_err("other agency");
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        for (name, value, status) in [
+            ("lastNObservations", "1", StatusCode::NOT_IMPLEMENTED),
+            ("detail", "serieskeysonly", StatusCode::NOT_IMPLEMENTED),
+            (
+                "dimensionAtObservation",
+                "TIME_PERIOD",
+                StatusCode::NOT_IMPLEMENTED,
+            ),
+            ("includeHistory", "maybe", StatusCode::BAD_REQUEST),
+            ("updatedAfter", "soon", StatusCode::BAD_REQUEST),
+            ("startPeriod", "2020-13", StatusCode::BAD_REQUEST),
+        ] {
+            let params = BTreeMap::from([(name.to_string(), value.to_string())]);
+            let e = parse_data_query(&s, &["REMIT_INFLOW".to_string()], &params).expect_err(name);
+            assert_eq!(e.status, status, "{name}={value}: {}", e.message);
+        }
+        let e = parse_data_query(
+            &s,
+            &[
+                "REMIT_INFLOW".to_string(),
+                "all".to_string(),
+                "OTHER,colombo".to_string(),
+            ],
+            &nothing,
+        )
+        .expect_err("provider of another agency");
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn references_follow_the_structure_graph() {
+        let s = catalogue();
+        let flow = BTreeSet::from([Artefact::Dataflow("REMIT_INFLOW".into())]);
+        let children = s.with_references(&flow, References::Children);
+        assert!(children.contains(&Artefact::DataStructure("REMIT_INFLOW".into())));
+        assert!(!children.contains(&Artefact::ConceptScheme));
+        let descendants = s.with_references(&flow, References::Descendants);
+        assert!(descendants.contains(&Artefact::ConceptScheme));
+        assert!(descendants.contains(&Artefact::Codelist("CL_AREA".into())));
+        assert!(
+            !descendants.contains(&Artefact::Codelist("CL_SEX".into())),
+            "REMIT_INFLOW has no SEX"
+        );
+        let sex = BTreeSet::from([Artefact::Codelist("CL_SEX".into())]);
+        let parents = s.with_references(&sex, References::Parents);
+        assert!(parents.contains(&Artefact::DataStructure("SDG_10_7_3".into())));
+        assert!(!parents.contains(&Artefact::DataStructure("REMIT_INFLOW".into())));
+        let only = s.with_references(&sex, References::Only(Resource::Dataflow));
+        assert!(
+            only.iter()
+                .all(|a| matches!(a, Artefact::Dataflow(_) | Artefact::Codelist(_)))
+        );
+        assert_eq!(
+            References::parse("codelist"),
+            Some(References::Only(Resource::Codelist))
+        );
+        assert_eq!(References::parse("everything"), None);
+
+        let mut out = String::new();
+        let all = |_: &str| true;
+        s.write_message(&descendants, &flow, &all, "ID", 0, &mut out);
+        assert!(
+            out.contains(
+                "<structure:Dataflow id=\"REMIT_INFLOW\" agencyID=\"GFMD\" version=\"1.0.0\""
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("<structure:Code id=\"LKA\">"),
+            "ISO codes are in CL_AREA"
+        );
+        assert!(out.contains("<structure:TimeDimension id=\"TIME_PERIOD\" position=\"2\">"));
+        let providers = BTreeSet::from([Artefact::DataProviderScheme]);
+        let mut out = String::new();
+        s.write_message(&providers, &providers, &all, "ID", 0, &mut out);
+        assert!(out.contains("<structure:DataProviderScheme id=\"DATA_PROVIDERS\" agencyID=\"GFMD\" version=\"1.0\""), "{out}");
+        assert!(out.contains("<structure:DataProvider id=\"colombo\"><common:Name xml:lang=\"en\">Colombo Process</common:Name>"), "{out}");
+    }
 }
