@@ -267,9 +267,12 @@ impl Ids {
     }
 }
 
+/// A media type a client accepts, with its `version` parameter if any.
+type Accepted = (String, Option<String>);
+
 /// The media types a client accepts, best first (by `q`, then by order); None without an
 /// `Accept` header (anything goes). Entries with `q=0` are left out.
-fn accepted(headers: &HeaderMap) -> Result<Option<Vec<(String, Option<String>)>>, RestError> {
+fn accepted(headers: &HeaderMap) -> Result<Option<Vec<Accepted>>, RestError> {
     let Some(value) = headers.get(header::ACCEPT) else {
         return Ok(None);
     };
