@@ -233,6 +233,14 @@ out["errors"] = {
     "unknown_codelist": get("/codelist/all/CL_NOTHING").status_code,
 }
 out["error_body"] = get(f"/data/{flow}/LKA.F").text
+
+# The structure message ExportSdmx wrote.
+exported_text = open(sys.argv[5], "rb").read()
+exported = sdmx.read_sdmx(sys.argv[5])
+out["export_valid"] = valid(exported_text)
+out["export_dataflows"] = sorted(exported.dataflow.keys())
+out["export_dimensions"] = [d.id for d in exported.structure[flow].dimensions.components]
+out["export_providers"] = sorted(p.id for s in exported.organisation_scheme.values() for p in s)
 print(json.dumps(out))
 "#;
 
@@ -315,6 +323,29 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
         ) == current,
         "colombo's mirror has the hub's view"
     );
+    // ExportSdmx exports the structures too, here from a node's mirror.
+    let mut pieces = c
+        .indicators("colombo")
+        .await
+        .export_sdmx(v1::ExportSdmxRequest {
+            query: Some(all.clone()),
+            format: v1::SdmxFormat::Structure as i32,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("ExportSdmx structure: {}", describe(&s)))
+        .into_inner();
+    let mut exported = Vec::new();
+    let mut media_type = String::new();
+    while let Some(piece) = pieces.message().await.expect("export piece") {
+        if media_type.is_empty() {
+            media_type = piece.media_type;
+        }
+        exported.extend_from_slice(&piece.data);
+    }
+    assert_eq!(media_type, "application/vnd.sdmx.structure+xml;version=2.1");
+    let structure_file = c.root().join("structure.xml");
+    std::fs::write(&structure_file, &exported).expect("write the structure export");
+
     let hub = c.hub_http();
     let base = format!("{}sdmx", hub.url());
     let node_base = format!("{}sdmx", c.node_http("colombo").url());
@@ -323,6 +354,7 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
     cmd.arg("-c")
         .arg(CLIENT)
         .args([&base, agency, INDICATOR, &node_base])
+        .arg(&structure_file)
         // The listeners' certificates are issued by the federation CA.
         .env("REQUESTS_CA_BUNDLE", &hub.ca)
         .kill_on_drop(true);
@@ -487,6 +519,15 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
     ] {
         assert_eq!(errors[case], status, "{case}: {errors}");
     }
+    // The exported structure message.
+    assert_eq!(
+        read["export_valid"], true,
+        "exported structures against SDMXMessage.xsd"
+    );
+    assert_eq!(read["export_dataflows"], serde_json::json!([INDICATOR]));
+    assert_eq!(read["export_dimensions"], read["dimensions"]);
+    assert_eq!(read["export_providers"], read["providers"]);
+
     let body = read["error_body"].as_str().expect("body");
     assert!(
         body.contains("the key has 2 parts") && body.contains("REF_AREA"),

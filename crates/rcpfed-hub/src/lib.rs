@@ -267,7 +267,8 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         Arc::clone(&store) as Arc<dyn IndicatorStore>,
         hub_id.clone(),
         rcpfed_grpc::indicators::reader_role(shared_federation.clone()),
-    );
+    )
+    .with_data_providers(shared_federation.clone());
     // The SDMX REST API reads the same store as the IndicatorService.
     let sdmx_source = rcpfed_grpc::sdmx_rest::SdmxSource::new(
         Arc::clone(&store) as Arc<dyn IndicatorStore>,

@@ -647,7 +647,8 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         Arc::clone(&store) as Arc<dyn IndicatorStore>,
         federation.hub_id.clone(),
         reader_role(shared.clone()),
-    );
+    )
+    .with_data_providers(shared.clone());
     // The hub's SDMX REST API, answered from this node's mirror.
     let sdmx_source = rcpfed_grpc::sdmx_rest::SdmxSource::new(
         Arc::clone(&store) as Arc<dyn IndicatorStore>,
