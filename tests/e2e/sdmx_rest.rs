@@ -231,6 +231,9 @@ out["errors"] = {
     "not_implemented_resource": get("/categoryscheme").status_code,
     "unknown_resource": get("/nonsense").status_code,
     "unknown_codelist": get("/codelist/all/CL_NOTHING").status_code,
+    "long_path": get("/data/" + "A" * 2100).status_code,
+    "long_accept": get(f"/data/{flow}", "text/csv;q=0.5, " * 100 + "text/csv").status_code,
+    "accepts_nothing": get(f"/data/{flow}", "text/csv;q=0").status_code,
 }
 out["error_body"] = get(f"/data/{flow}/LKA.F").text
 
@@ -516,6 +519,9 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
         ("not_implemented_resource", 501),
         ("unknown_resource", 404),
         ("unknown_codelist", 404),
+        ("long_path", 414),
+        ("long_accept", 400),
+        ("accepts_nothing", 406),
     ] {
         assert_eq!(errors[case], status, "{case}: {errors}");
     }
