@@ -353,3 +353,114 @@ impl DataWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcpfed_core::Digest;
+    use rcpfed_core::statement::ObservationAction;
+    use rcpfed_store::ObservationProvenance;
+    use std::collections::BTreeSet;
+
+    fn row(node: &str, feed_index: u64, action: ObservationAction, area: &str) -> ObservationRow {
+        ObservationRow {
+            indicator: "REMIT_INFLOW".into(),
+            observation: Observation {
+                action,
+                ref_area: area.into(),
+                time_period: "2023".into(),
+                dimensions: Vec::new(),
+                obs_value: (action != ObservationAction::Delete).then_some(6.5),
+                obs_status: "A".into(),
+                unit_measure: "current USD".into(),
+                unit_mult: 9,
+                conf_status: String::new(),
+                footnote: "a <note> & more".into(),
+                source: String::new(),
+            },
+            provenance: ObservationProvenance {
+                node_id: node.into(),
+                digest: Digest::of(&feed_index.to_be_bytes()),
+                document: "remittances".into(),
+                revision: 1,
+                feed_index,
+                position: 0,
+                accepted_at_ms: 1_700_000_000_000,
+            },
+            superseded_at_ms: None,
+        }
+    }
+
+    fn write(generic: bool, history: bool, rows: &[ObservationRow]) -> String {
+        let structure = SdmxStructure::new("REMIT_INFLOW", None, "GFMD", &BTreeSet::new(), history);
+        let mut out = String::new();
+        let mut w = XmlDataWriter::new(structure, generic);
+        w.begin("MSG", 0, &mut out);
+        for r in rows {
+            w.row(r, &mut out).expect("known dimensions");
+        }
+        w.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn one_data_set_per_provider_in_the_view_in_force() {
+        use ObservationAction::{Append, Replace};
+        let rows = [
+            row("colombo", 3, Append, "LKA"),
+            row("colombo", 5, Replace, "IND"),
+            row("abu-dhabi", 4, Append, "LKA"),
+        ];
+        let ss = write(false, false, &rows);
+        assert_eq!(ss.matches("<message:DataSet ").count(), 2, "{ss}");
+        assert!(ss.contains("ss:setID=\"colombo\""), "{ss}");
+        assert!(ss.contains("ss:setID=\"abu-dhabi\""), "{ss}");
+        assert!(ss.contains("ss:action=\"Information\""), "{ss}");
+        assert!(
+            ss.contains(
+                "<Obs REF_AREA=\"LKA\" TIME_PERIOD=\"2023\" OBS_VALUE=\"6.5\" OBS_STATUS=\"A\""
+            ),
+            "{ss}"
+        );
+        assert!(
+            ss.contains("COMMENT_OBS=\"a &lt;note&gt; &amp; more\""),
+            "{ss}"
+        );
+        assert!(ss.ends_with("</message:DataSet></message:StructureSpecificData>\n"));
+        let generic = write(true, false, &rows);
+        assert_eq!(generic.matches("<message:DataSet ").count(), 2);
+        assert!(generic.contains(
+            "<generic:Obs><generic:ObsKey><generic:Value id=\"REF_AREA\" value=\"LKA\"/><generic:Value id=\"TIME_PERIOD\" value=\"2023\"/></generic:ObsKey><generic:ObsValue value=\"6.5\"/>"
+        ), "{generic}");
+    }
+
+    #[test]
+    fn history_data_sets_are_cut_per_statement_and_action() {
+        use ObservationAction::{Append, Delete, Replace};
+        let rows = [
+            row("colombo", 3, Append, "LKA"),
+            row("colombo", 3, Append, "IND"),
+            row("colombo", 5, Replace, "LKA"),
+            row("colombo", 5, Delete, "IND"),
+            // The same key twice in one statement: a data set never holds a key twice.
+            row("colombo", 5, Delete, "IND"),
+        ];
+        let ss = write(false, true, &rows);
+        let actions: Vec<&str> = ss
+            .match_indices("ss:action=\"")
+            .map(|(i, m)| {
+                let rest = &ss[i + m.len()..];
+                &rest[..rest.find('"').unwrap_or(0)]
+            })
+            .collect();
+        assert_eq!(actions, ["Replace", "Replace", "Delete", "Delete"], "{ss}");
+        assert!(
+            ss.contains("ss:validToDate=\"2023-11-14T22:13:20Z\""),
+            "{ss}"
+        );
+        assert!(
+            ss.contains("<Obs REF_AREA=\"IND\" TIME_PERIOD=\"2023\"/>"),
+            "a deletion is its key only: {ss}"
+        );
+    }
+}
