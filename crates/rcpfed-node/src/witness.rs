@@ -48,7 +48,18 @@ pub struct Witness {
     call_timeout: std::time::Duration,
     health: HealthReporter,
     lock: tokio::sync::Mutex<()>,
+    /// The last checkpoint note [`Self::observe`] accepted: feed entries of one batch carry
+    /// the same note, which is then neither verified nor looked up again. (Safe: the trusted
+    /// checkpoint only moves to consistent extensions, so a note once consistent with it stays
+    /// so.)
+    last_observed: std::sync::Mutex<Option<(String, Checkpoint)>>,
+    /// Cosignatures being submitted in the background by the mirror and the outbox; over this
+    /// many, a new one is left to the witness loop, which cosigns the latest checkpoint anyway.
+    cosign_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Cosignatures submitted in the background at once (see `Witness::cosign_slots`).
+const COSIGNATURES_IN_FLIGHT: usize = 4;
 
 fn store_error(e: StoreError) -> Rejection {
     Rejection::new(
@@ -96,6 +107,8 @@ impl Witness {
             call_timeout: rcpfed_grpc::limits::REQUEST_TIMEOUT,
             health,
             lock: tokio::sync::Mutex::new(()),
+            last_observed: std::sync::Mutex::new(None),
+            cosign_slots: Arc::new(tokio::sync::Semaphore::new(COSIGNATURES_IN_FLIGHT)),
         })
     }
 
@@ -308,15 +321,70 @@ impl Witness {
         note: &str,
         hub: &mut HubServiceClient<Channel>,
     ) -> Result<(Checkpoint, Option<NoteSignature>), Rejection> {
+        if let Some(cp) = self.seen_before(note) {
+            return Ok((cp, None));
+        }
         // Another path may move the trusted checkpoint between our read and our write; the
         // compare-and-swap then refuses and we look again.
         let mut attempts = 0;
-        loop {
+        let observed = loop {
             match self.observe_once(note, hub).await {
                 Err(e) if e.reason == "OLD_SIZE_MISMATCH" && attempts < 3 => attempts += 1,
-                other => return other,
+                other => break other,
             }
+        };
+        if let Ok((cp, _)) = &observed {
+            *self
+                .last_observed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((note.to_string(), cp.clone()));
         }
+        observed
+    }
+
+    /// The checkpoint of `note` if it is the note last accepted (and no fork was seen since).
+    fn seen_before(&self, note: &str) -> Option<Checkpoint> {
+        if self.is_forked() {
+            return None;
+        }
+        let last = self
+            .last_observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*last {
+            Some((seen, cp)) if seen == note => Some(cp.clone()),
+            _ => None,
+        }
+    }
+
+    /// Submits `sig` (this witness's cosignature of the checkpoint of `size`) without making the
+    /// caller wait: the mirror and the outbox go on with the next entry. When
+    /// [`COSIGNATURES_IN_FLIGHT`] are already on their way it is left out; the witness loop
+    /// cosigns the latest checkpoint at its next round.
+    pub fn submit_in_background(
+        &self,
+        mut hub: HubServiceClient<Channel>,
+        size: u64,
+        sig: NoteSignature,
+        timeout: std::time::Duration,
+    ) {
+        let Ok(slot) = Arc::clone(&self.cosign_slots).try_acquire_owned() else {
+            tracing::debug!(
+                size,
+                "cosignature left to the witness loop (others in flight)"
+            );
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(status) = submit_cosignature(&mut hub, size, &sig, timeout).await {
+                tracing::debug!(
+                    message = status.message(),
+                    "cosignature not delivered; the witness loop retries"
+                );
+            }
+            drop(slot);
+        });
     }
 
     async fn observe_once(
@@ -554,13 +622,8 @@ pub async fn check_logged(
     }
     let (cp, cosignature) = witness.observe(&log.checkpoint, hub).await?;
     verify_inclusion(&cp, envelope, log)?;
-    if let Some(sig) = cosignature
-        && let Err(status) = submit_cosignature(hub, cp.size, &sig, call_timeout).await
-    {
-        tracing::debug!(
-            message = status.message(),
-            "cosignature not delivered; the witness loop retries"
-        );
+    if let Some(sig) = cosignature {
+        witness.submit_in_background(hub.clone(), cp.size, sig, call_timeout);
     }
     Ok(())
 }
