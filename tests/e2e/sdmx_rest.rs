@@ -171,6 +171,20 @@ ss = client.data(flow, key="LKA+IND+BGD", params={"startPeriod": "2023", "endPer
 raw_ss = get(path, "application/vnd.sdmx.structurespecificdata+xml;version=2.1")
 out["ss_content_type"] = raw_ss.headers["content-type"]
 out["ss"] = rows(ss, provider_refs(raw_ss.content))
+# SDMX-JSON 1.0.0 (the version SDMX REST 1.5.0 lists), read by sdmx1; each data set's provider
+# is its PROVIDER annotation.
+j1 = get(path, "application/vnd.sdmx.data+json;version=1.0.0")
+out["json1_content_type"] = j1.headers["content-type"]
+j1_msg = sdmx.read_sdmx(io.BytesIO(j1.content))
+j1_doc = j1.json()
+j1_notes = j1_doc["structure"].get("annotations", [])
+j1_rows = []
+for ds, raw in zip(j1_msg.data, j1_doc["dataSets"]):
+    provider = [j1_notes[i]["value"] for i in raw["annotations"] if j1_notes[i]["type"] == "PROVIDER"][0]
+    for o in ds.obs:
+        key = {k: str(v.value) for k, v in o.dimension.values.items()}
+        j1_rows.append([provider, key["REF_AREA"], key["TIME_PERIOD"], float(o.value)])
+out["json1"] = sorted(j1_rows, key=repr)
 # A node answers the same from its mirror (sdmx1, a source for the node's URL).
 sdmx.add_source({"id": "NODE", "url": node_base, "name": "rcpfed node"}, override=True)
 node = sdmx.Client("NODE", verify=ca)
@@ -454,6 +468,19 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
     assert_eq!(
         read["ss_content_type"],
         "application/vnd.sdmx.structurespecificdata+xml;version=2.1"
+    );
+    let expected_2023_values: Vec<serde_json::Value> = expected_sorted
+        .iter()
+        .map(|r| serde_json::json!([r[0], r[1], r[2], r[3]]))
+        .collect();
+    assert_eq!(
+        sorted(&read["json1"]),
+        expected_2023_values,
+        "SDMX-JSON 1.0.0 (sdmx1) = QueryObservations"
+    );
+    assert_eq!(
+        read["json1_content_type"],
+        "application/vnd.sdmx.data+json;version=1.0.0"
     );
     assert_eq!(
         sorted(&read["node_generic"]),

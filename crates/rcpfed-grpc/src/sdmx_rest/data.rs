@@ -1,6 +1,6 @@
 //! SDMX data messages of the REST API, written row by row so a response is streamed: SDMX-ML
 //! 2.1 structure-specific and generic data (every dimension at observation level), and the
-//! SDMX-CSV 2.0 and SDMX-JSON 2.0 writers of the export.
+//! SDMX-CSV 2.0 and SDMX-JSON 2.0 / 1.0 writers of the export.
 //!
 //! Data sets: rows arrive provider by provider. Each data provider's observations form one
 //! data set, so a key has at most one value per data set (the conflicts between regional
@@ -27,6 +27,8 @@ pub enum DataFormat {
     StructureSpecific,
     /// SDMX-JSON 2.0.0 data.
     Json,
+    /// SDMX-JSON 1.0.0 data (the version SDMX REST 1.5.0 lists).
+    Json1,
     /// SDMX-CSV 2.0.0.
     Csv,
 }
@@ -40,6 +42,7 @@ impl DataFormat {
                 "application/vnd.sdmx.structurespecificdata+xml;version=2.1"
             }
             DataFormat::Json => crate::sdmx::JSON_MEDIA_TYPE,
+            DataFormat::Json1 => crate::sdmx::JSON_1_MEDIA_TYPE,
             DataFormat::Csv => crate::sdmx::CSV_MEDIA_TYPE,
         }
     }
@@ -318,13 +321,16 @@ impl DataWriter {
                 w.begin(message_id, prepared_ms, out);
                 DataWriter::Xml(w)
             }
-            DataFormat::Json => {
+            DataFormat::Json | DataFormat::Json1 => {
                 let meta = JsonMeta {
                     id: message_id.to_string(),
                     prepared_ms,
                     sender: structure.agency.clone(),
                 };
-                let w = SdmxJsonWriter::new(structure);
+                let mut w = SdmxJsonWriter::new(structure);
+                if format == DataFormat::Json1 {
+                    w = w.version_1();
+                }
                 w.begin(&meta, out);
                 DataWriter::Json(Box::new(w))
             }

@@ -322,7 +322,7 @@ fn accepted(headers: &HeaderMap) -> Result<Option<Vec<Accepted>>, RestError> {
 }
 
 /// Data media types: SDMX-ML 2.1 generic (the default) and structure-specific, SDMX-JSON
-/// 2.0.0 and SDMX-CSV 2.0.0.
+/// 2.0.0 and 1.0.0, SDMX-CSV 2.0.0.
 fn data_format(headers: &HeaderMap) -> Result<DataFormat, RestError> {
     let Some(wanted) = accepted(headers)? else {
         return Ok(DataFormat::Generic);
@@ -344,6 +344,7 @@ fn data_format(headers: &HeaderMap) -> Result<DataFormat, RestError> {
             ("application/vnd.sdmx.data+json" | "application/json", None | Some("2.0.0")) => {
                 Some(DataFormat::Json)
             }
+            ("application/vnd.sdmx.data+json", Some("1.0.0")) => Some(DataFormat::Json1),
             ("application/vnd.sdmx.data+csv" | "text/csv", None | Some("2.0.0")) => {
                 Some(DataFormat::Csv)
             }
@@ -356,7 +357,7 @@ fn data_format(headers: &HeaderMap) -> Result<DataFormat, RestError> {
     Err(RestError::new(
         StatusCode::NOT_ACCEPTABLE,
         format!(
-            "none of the accepted media types ({}) is served for data; available: {}, {}, {} and {}",
+            "none of the accepted media types ({}) is served for data; available: {}, {}, {}, {} and {}",
             shown(
                 &wanted
                     .iter()
@@ -370,6 +371,7 @@ fn data_format(headers: &HeaderMap) -> Result<DataFormat, RestError> {
             DataFormat::Generic.media_type(),
             DataFormat::StructureSpecific.media_type(),
             DataFormat::Json.media_type(),
+            DataFormat::Json1.media_type(),
             DataFormat::Csv.media_type(),
         ),
     ))
