@@ -961,8 +961,10 @@ async fn data_query(
     let task = tokio::task::spawn_blocking(move || {
         let send = |text: &mut String| {
             let piece = Bytes::from(std::mem::take(text));
+            // The body's receiver is gone with the client: stop reading. (The status is never
+            // sent; nobody is left to receive it.)
             tx.blocking_send(Ok(piece))
-                .map_err(|_| RestError::new(StatusCode::OK, "the client went away"))
+                .map_err(|_| RestError::new(StatusCode::REQUEST_TIMEOUT, "the client went away"))
         };
         let mut out = String::new();
         let mut writer = DataWriter::begin(
