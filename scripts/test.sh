@@ -37,6 +37,8 @@ trap 'scripts/pg-test-cluster.sh stop "$RCPFED_TEST_POSTGRES_DIR"' EXIT
 # The store's PostgreSQL conformance tests and the e2e tests on PostgreSQL fail, not skip,
 # when the server is missing.
 export RCPFED_REQUIRE_POSTGRES=1
+# The dashboard's browser test (tests/e2e/dashboard.rs) fails, not skips, without Chromium.
+export RCPFED_REQUIRE_BROWSER=1
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== end-to-end scenarios again with the hub on PostgreSQL (exchange, log, registry, indicators)"

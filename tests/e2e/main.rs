@@ -11,6 +11,7 @@ mod authz;
 mod backup;
 mod bad_input;
 mod connection_errors;
+mod dashboard;
 mod demo;
 mod exchange;
 mod faultproxy;

@@ -274,23 +274,6 @@ async fn a_hub_on_postgresql_is_backed_up_online_and_restored_into_a_new_databas
     );
     c.set_env("RCPFED_HUB_DATABASE_URL", &fresh.url);
     c.start_hub().await;
-    assert_eq!(
-        c.hub_checkpoint_size().await,
-        size,
-        "the log the witnesses hold"
-    );
-    c.publish_policy("colombo", "After the restore").await;
-    assert_eventually!(
-        c,
-        TIMEOUT,
-        c.delivered("colombo", 4).await && c.mirrors_match_hub(&["colombo", "midwa"]).await,
-        "the federation carries on from the restored hub"
-    );
-    for node in ["colombo", "midwa"] {
-        assert!(
-            !c.witness_status(node).await.forked,
-            "{node}'s witness saw a fork after the restore"
-        );
-    }
+    crate::backup::carries_on_after_restore(&c, size, 3).await;
     assert!(c.equivocations().await.is_empty(), "no equivocation");
 }

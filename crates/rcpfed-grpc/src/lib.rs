@@ -5,6 +5,7 @@
 pub mod acceptor;
 pub mod admission;
 pub mod client_tls;
+pub mod dashboard;
 pub mod deadline;
 pub mod indicators;
 pub mod ops;

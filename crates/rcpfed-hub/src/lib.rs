@@ -11,6 +11,7 @@
 
 pub mod catalogue;
 pub mod coherence;
+pub mod dashboard;
 pub mod ingest;
 pub mod log;
 pub mod metrics;
@@ -64,8 +65,8 @@ pub struct HubSettings {
     pub grpc_listener: TcpListener,
     /// Listener for the plaintext ops port (health, metrics).
     pub ops_listener: TcpListener,
-    /// The public read-only HTTP listener (the log as C2SP tlog-tiles under `/tlog`); None:
-    /// not served.
+    /// The public read-only HTTP listener (the log as C2SP tlog-tiles under `/tlog`, the
+    /// dashboard under `/dashboard/`); None: not served.
     pub http: Option<rcpfed_grpc::public_http::HttpSettings>,
     /// Witness cosignatures that make a checkpoint final.
     pub witness_quorum: u32,
@@ -242,6 +243,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     // The catalogue in force: the logged chain verified with the hub's keys, and the configured
     // catalogue logged as the next version when its content differs.
     let hub_id = hub_member.id.clone();
+    let hub_member_id = hub_id.clone();
     let in_force = catalogue::establish(
         Arc::clone(&store),
         &ingest,
@@ -297,6 +299,8 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         "per-member quotas"
     );
     let log_store: Arc<dyn HubStore> = Arc::clone(&store) as Arc<dyn HubStore>;
+    let dashboard_indicators: Arc<dyn IndicatorStore> =
+        Arc::clone(&store) as Arc<dyn IndicatorStore>;
     let hub = Arc::new_cyclic(|me| Hub {
         me: me.clone(),
         pool: quotas::CpuPool::new(quotas.pool_size()),
@@ -353,14 +357,24 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
             tracing::info!(
                 url = %format!("{scheme}://{addr}/"),
                 readers_only,
-                "public HTTP listening: the log as C2SP tlog-tiles under /tlog/, SDMX REST under /sdmx/"
+                "public HTTP listening: the log as C2SP tlog-tiles under /tlog/, SDMX REST under /sdmx/, the dashboard under /dashboard/"
+            );
+            let dashboard = rcpfed_grpc::dashboard::router(
+                Arc::new(dashboard::HubDashboard::new(
+                    Arc::clone(&log_store),
+                    witness_quorum,
+                )),
+                dashboard_indicators,
+                shared_federation.clone(),
+                hub_member_id.clone(),
             );
             Some(tokio::spawn(rcpfed_grpc::public_http::serve(
                 http,
                 axum::Router::new()
                     .nest("/tlog", tiles::router(log_store))
-                    .nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx_source)),
-                "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles), /sdmx/ (SDMX REST 1.5.0)",
+                    .nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx_source))
+                    .merge(dashboard),
+                "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles), /sdmx/ (SDMX REST 1.5.0), and the dashboard at /dashboard/",
                 async move { http_shutdown.cancelled().await },
             )))
         }

@@ -4,6 +4,7 @@
 //! (the same code as the hub's, so both answer alike).
 
 pub mod catalogue;
+pub mod dashboard;
 pub mod mirror;
 pub mod outbox;
 pub mod own_chain;
@@ -655,6 +656,16 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         federation.hub_id.clone(),
         shared.clone(),
     );
+    // The dashboard reads the verified mirror, like the IndicatorService above.
+    let dashboard = rcpfed_grpc::dashboard::router(
+        Arc::new(dashboard::NodeDashboard::new(
+            Arc::clone(&store) as Arc<dyn NodeStore>,
+            node_id.clone(),
+        )),
+        Arc::clone(&store) as Arc<dyn IndicatorStore>,
+        shared.clone(),
+        federation.hub_id.clone(),
+    );
     let node = Node {
         federation: shared.clone(),
         node_id: node_id.clone(),
@@ -698,12 +709,12 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
             tracing::info!(
                 url = %format!("{scheme}://{addr}/"),
                 readers_only,
-                "public HTTP listening: SDMX REST under /sdmx/"
+                "public HTTP listening: SDMX REST under /sdmx/, the dashboard under /dashboard/"
             );
             Some(tokio::spawn(rcpfed_grpc::public_http::serve(
                 http,
-                public_routes(sdmx_source),
-                "/sdmx/ (SDMX REST 1.5.0)",
+                public_routes(sdmx_source, dashboard),
+                "/sdmx/ (SDMX REST 1.5.0) and the dashboard at /dashboard/ (JSON under /dashboard/api/)",
                 async move { http_shutdown.cancelled().await },
             )))
         }
@@ -794,9 +805,15 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     Ok(())
 }
 
-/// What the node's public HTTP listener serves, from the verified mirror.
-fn public_routes(sdmx: rcpfed_grpc::sdmx_rest::SdmxSource) -> axum::Router {
-    axum::Router::new().nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx))
+/// What the node's public HTTP listener serves, from the verified mirror: the SDMX REST API
+/// and the dashboard.
+fn public_routes(
+    sdmx: rcpfed_grpc::sdmx_rest::SdmxSource,
+    dashboard: axum::Router,
+) -> axum::Router {
+    axum::Router::new()
+        .nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx))
+        .merge(dashboard)
 }
 
 #[cfg(test)]

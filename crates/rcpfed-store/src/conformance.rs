@@ -743,6 +743,25 @@ pub fn node_mirror(store: &dyn NodeStore) {
         vec![m5.clone()]
     );
     assert!(store.mirror_list(None, 5, 10).unwrap().is_empty());
+
+    // By kind: the test kind follows the seq (odd: m1, m2; even: m5).
+    assert_ne!(m1.kind, m5.kind);
+    assert_eq!(
+        store.mirror_list_kind(&m1.kind, 0, 10).unwrap(),
+        vec![m1.clone(), m2.clone()]
+    );
+    assert_eq!(store.mirror_list_kind(&m1.kind, 1, 1).unwrap(), vec![m2]);
+    assert_eq!(
+        store.mirror_list_kind(&m5.kind, 0, 10).unwrap(),
+        vec![m5.clone()]
+    );
+    assert!(store.mirror_list_kind(&m5.kind, 5, 10).unwrap().is_empty());
+    assert!(
+        store
+            .mirror_list_kind("coherence_report", 0, 10)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Two threads publishing at once never fork the chain.

@@ -197,6 +197,14 @@ pub trait NodeStore: Send + Sync + 'static {
         after_index: u64,
         limit: usize,
     ) -> Result<Vec<MirroredStatement>, StoreError>;
+    /// Mirrored statements of this `kind` ("policy_summary", ...) with feed_index >
+    /// after_index, ascending, at most limit (an index on kind serves it).
+    fn mirror_list_kind(
+        &self,
+        kind: &str,
+        after_index: u64,
+        limit: usize,
+    ) -> Result<Vec<MirroredStatement>, StoreError>;
     /// Number of mirrored statements.
     fn mirror_count(&self) -> Result<u64, StoreError>;
     /// The mirrored statement at (node, seq).
@@ -612,6 +620,29 @@ impl NodeStore for SqliteNodeStore {
     fn mirror_cursor(&self) -> Result<u64, StoreError> {
         self.db
             .read(|conn| count(conn, "SELECT coalesce(max(feed_index), 0) FROM mirror"))
+    }
+
+    fn mirror_list_kind(
+        &self,
+        kind: &str,
+        after_index: u64,
+        limit: usize,
+    ) -> Result<Vec<MirroredStatement>, StoreError> {
+        let after = db::bound(after_index);
+        let limit = db::limit(limit);
+        self.db.read(|conn| {
+            query_rows(
+                conn,
+                concat!(
+                    "SELECT ",
+                    mirror_columns!(),
+                    " FROM mirror WHERE kind = ?1 AND feed_index > ?2 \
+                     ORDER BY feed_index LIMIT ?3"
+                ),
+                &[&kind, &after, &limit],
+                mirrored_from_row,
+            )
+        })
     }
 
     fn mirror_list(

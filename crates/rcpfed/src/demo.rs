@@ -134,6 +134,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             "   public read-only HTTPS {} : the log as C2SP tlog-tiles under /tlog/, SDMX REST under /sdmx/",
             public_url(http)
         );
+        println!(
+            "   the dashboard (public, read-only): {}dashboard/",
+            public_url(http)
+        );
     }
     let hub_endpoint = format!("https://localhost:{}", port(&hub.grpc));
     let mut nodes = Vec::new();
@@ -769,6 +773,9 @@ fn print_grpcurl(dir: &Path, hub: &Proc, nodes: &[Proc]) {
     let h = format!("localhost:{}", port(&hub.grpc));
     if let Some(http) = &hub.http {
         let url = public_url(http);
+        println!(
+            "\nThe dashboard, in a browser: {url}dashboard/ (the demo's own CA, {d}/ca.pem, signed its certificate)"
+        );
         println!(
             "\nThe log over HTTPS (C2SP tlog-tiles, any tlog client or curl; the demo's \
              certificates come from its own CA, {d}/ca.pem):"

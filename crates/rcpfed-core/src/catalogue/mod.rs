@@ -413,6 +413,15 @@ impl Catalogue {
     /// Every rule the catalogue itself must satisfy.
     fn consistency(&self) -> Vec<Violation> {
         let mut v = Vec::new();
+        self.header_problems(&mut v);
+        self.codelist_problems(&mut v);
+        self.concept_problems(&mut v);
+        self.indicator_problems(&mut v);
+        v
+    }
+
+    /// The catalogue's own id, agency and version.
+    fn header_problems(&self, v: &mut Vec<Violation>) {
         let mut push = |field: String, reason: &'static str, description: String| {
             v.push(Violation::new(field, reason, description));
         };
@@ -430,8 +439,13 @@ impl Catalogue {
                 );
             }
         }
+    }
 
-        // Codelists.
+    /// Codelists: ids, codes, aggregates, and the frequency codelist.
+    fn codelist_problems(&self, v: &mut Vec<Violation>) {
+        let mut push = |field: String, reason: &'static str, description: String| {
+            v.push(Violation::new(field, reason, description));
+        };
         for (id, cl) in &self.codelists {
             let f = format!("codelists.{id}");
             if !is_concept_id(id) {
@@ -495,8 +509,13 @@ impl Catalogue {
                 }
             }
         }
+    }
 
-        // Dimension and attribute concepts.
+    /// Dimension and attribute concepts: REF_AREA present, TIME_PERIOD absent, ids and codelists.
+    fn concept_problems(&self, v: &mut Vec<Violation>) {
+        let mut push = |field: String, reason: &'static str, description: String| {
+            v.push(Violation::new(field, reason, description));
+        };
         if !self.dimensions.contains_key(REF_AREA) {
             push(
                 format!("dimensions.{REF_AREA}"),
@@ -543,8 +562,13 @@ impl Catalogue {
                 );
             }
         }
+    }
 
-        // Indicators.
+    /// Indicators: codes, dimensions, frequencies, units and ranges.
+    fn indicator_problems(&self, v: &mut Vec<Violation>) {
+        let mut push = |field: String, reason: &'static str, description: String| {
+            v.push(Violation::new(field, reason, description));
+        };
         let mut codes = BTreeSet::new();
         for (i, ind) in self.indicators.iter().enumerate() {
             let f = format!("indicators[{i}]");
@@ -704,6 +728,5 @@ impl Catalogue {
                 }
             }
         }
-        v
     }
 }
