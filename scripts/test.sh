@@ -8,11 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-tools.sh
-# A real SDMX library for the export tests (tests/e2e/indicators.rs), in the same venv as grpcurl.
-if ! .tools/venv/bin/python -c "import pysdmx, sdmx, jsonschema, pandas" >/dev/null 2>&1; then
+# Real SDMX libraries for the export and SDMX REST tests (tests/e2e/indicators.rs, sdmx_rest.rs), in the same venv as grpcurl.
+if ! .tools/venv/bin/python -c "import pysdmx, sdmx, jsonschema, pandas, xmltodict" >/dev/null 2>&1; then
   echo "installing pysdmx 1.21.0 and sdmx1 2.28.0 (PyPI) into .tools/venv"
   .tools/venv/bin/pip install --quiet --disable-pip-version-check \
-    "pysdmx[data,json]==1.21.0" "sdmx1==2.28.0"
+    "pysdmx[data,json,xml]==1.21.0" "sdmx1==2.28.0"
 fi
 export PATH="$PWD/.tools/node_modules/.bin:$PWD/.tools/venv/bin:$PATH"
 export RCPFED_GRPCURL="$PWD/.tools/venv/bin/grpcurl"

@@ -34,5 +34,6 @@ mod publish_cli;
 mod registry;
 mod resilience;
 mod revocation;
+mod sdmx_rest;
 mod strict_config;
 mod tiles;

@@ -25,6 +25,11 @@ const ALPHA3: [&str; 249] = [
     "ZMB", "ZWE",
 ];
 
+/// Every officially assigned ISO 3166-1 alpha-3 code, sorted.
+pub fn all_alpha3() -> &'static [&'static str] {
+    &ALPHA3
+}
+
 /// Whether `code` is an officially assigned ISO 3166-1 alpha-3 code (upper case only).
 pub fn is_alpha3(code: &str) -> bool {
     ALPHA3.binary_search(&code).is_ok()

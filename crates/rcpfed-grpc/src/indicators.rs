@@ -73,6 +73,9 @@ pub struct IndicatorRpc {
     store: Arc<dyn IndicatorStore>,
     hub_id: String,
     authorize: ReaderCheck,
+    /// The federation in force, whose publishers are the SDMX data providers of a structure
+    /// export; None: the export has no data provider scheme.
+    providers: Option<SharedFederation>,
 }
 
 impl IndicatorRpc {
@@ -91,7 +94,14 @@ impl IndicatorRpc {
             store,
             hub_id: hub_id.into(),
             authorize,
+            providers: None,
         }
+    }
+
+    /// Names the data providers (the publishers of `federation`) in structure exports.
+    pub fn with_data_providers(mut self, federation: SharedFederation) -> Self {
+        self.providers = Some(federation);
+        self
     }
 
     /// The tonic service, with the message limits the other rcpfed services use.
@@ -401,7 +411,7 @@ async fn known_indicator(
 }
 
 /// The latest catalogue, decoded, if one has been issued.
-fn latest_catalogue(
+pub(crate) fn latest_catalogue(
     store: &dyn IndicatorStore,
     hub_id: &str,
 ) -> Result<Option<v1::CatalogueDocument>, Status> {
@@ -491,16 +501,28 @@ impl IndicatorService for IndicatorRpc {
         let format = match v1::SdmxFormat::try_from(req.format) {
             Ok(v1::SdmxFormat::Csv) => ExportFormat::Csv,
             Ok(v1::SdmxFormat::Json) => ExportFormat::Json,
+            Ok(v1::SdmxFormat::Structure) => ExportFormat::Structure,
             _ => {
                 return Err(invalid_field(
                     "format",
                     reasons::INVALID_ARGUMENT,
-                    "format must be SDMX_FORMAT_CSV or SDMX_FORMAT_JSON",
+                    "format must be SDMX_FORMAT_CSV, SDMX_FORMAT_JSON or SDMX_FORMAT_STRUCTURE",
                 ));
             }
         };
         let filter = observation_filter(req.query)?;
         known_indicator(&self.store, &self.hub_id, &filter.indicator).await?;
+        if format == ExportFormat::Structure {
+            let providers = self
+                .providers
+                .as_ref()
+                .map(|f| crate::sdmx_rest::structure::providers(&f.get()));
+            let pieces =
+                structure_export(&self.store, &self.hub_id, &filter.indicator, providers).await?;
+            return Ok(Response::new(Box::pin(tokio_stream::iter(
+                pieces.into_iter().map(Ok),
+            ))));
+        }
         let (tx, rx) = mpsc::channel(4);
         let store = Arc::clone(&self.store);
         let hub_id = self.hub_id.clone();
@@ -544,11 +566,12 @@ impl IndicatorService for IndicatorRpc {
     }
 }
 
-/// The two SDMX formats.
+/// The SDMX export formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ExportFormat {
     Csv,
     Json,
+    Structure,
 }
 
 impl ExportFormat {
@@ -556,8 +579,73 @@ impl ExportFormat {
         match self {
             ExportFormat::Csv => CSV_MEDIA_TYPE,
             ExportFormat::Json => JSON_MEDIA_TYPE,
+            ExportFormat::Structure => crate::sdmx_rest::STRUCTURE_MEDIA_TYPE,
         }
     }
+}
+
+/// The SDMX-ML 2.1 structure message of `indicator` (its dataflow and everything it uses,
+/// and the data provider scheme when the providers are known), in export pieces.
+async fn structure_export(
+    store: &Arc<dyn IndicatorStore>,
+    hub_id: &str,
+    indicator: &str,
+    providers: Option<Vec<crate::sdmx_rest::structure::Provider>>,
+) -> Result<Vec<v1::ExportSdmxResponse>, Status> {
+    use crate::sdmx_rest::structure::{Artefact, References, Structures};
+    let reader = Arc::clone(store);
+    let hub = hub_id.to_string();
+    let catalogue = blocking("reading the catalogue", move || {
+        latest_catalogue(reader.as_ref(), &hub)
+    })
+    .await?
+    .ok_or_else(|| {
+        rejection_status(&Rejection::new(
+            RejectClass::NotFound,
+            reasons::NO_CATALOGUE,
+            "no catalogue has been issued yet, so there are no structures to export",
+        ))
+    })?;
+    let with_providers = providers.is_some();
+    let structures = Structures::new(catalogue, hub_id, providers.unwrap_or_default());
+    let flow = BTreeSet::from([Artefact::Dataflow(indicator.to_string())]);
+    let mut artefacts = structures.with_references(&flow, References::Descendants);
+    if with_providers {
+        artefacts.insert(Artefact::DataProviderScheme);
+    }
+    let prepared_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let mut text = String::new();
+    structures.write_message(
+        &artefacts,
+        &BTreeSet::new(),
+        &|_: &str| true,
+        &format!("RCPFED-STRUCTURE-{indicator}-{prepared_ms}"),
+        prepared_ms,
+        &mut text,
+    );
+    // Pieces of whole characters, the first with the media type.
+    let mut pieces = Vec::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let mut end = rest.len().min(EXPORT_PIECE_BYTES);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        pieces.push(v1::ExportSdmxResponse {
+            data: piece.as_bytes().to_vec(),
+            media_type: if pieces.is_empty() {
+                ExportFormat::Structure.media_type().to_string()
+            } else {
+                String::new()
+            },
+        });
+        rest = tail;
+    }
+    Ok(pieces)
 }
 
 /// Why an export stopped early.
@@ -689,6 +777,8 @@ fn run_export(
     let mut written = 0u64;
     let mut pass = batches(store);
     match format {
+        // Answered before any data pass (structure_export).
+        ExportFormat::Structure => {}
         ExportFormat::Csv => {
             csv_header(&structure, &mut sink.buf);
             while let Some(rows) = pass.next_batch()? {

@@ -14,6 +14,7 @@ pub mod public_http;
 pub mod records;
 pub mod rpc_metrics;
 pub mod sdmx;
+pub mod sdmx_rest;
 pub mod shared;
 pub mod status;
 pub mod tls;

@@ -1,4 +1,5 @@
-//! SDMX 2.0 data messages written from observation rows: SDMX-CSV 2.0 and SDMX-JSON 2.0.
+//! SDMX data messages written from observation rows: SDMX-CSV 2.0 and SDMX-JSON 2.0 (and 1.0,
+//! the SDMX 2.1 version the REST API also serves).
 //!
 //! The writers are pure (no store, no I/O) so the exact bytes are unit-tested here; the
 //! service only pages through the store and forwards the text in pieces.
@@ -32,6 +33,8 @@ use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 pub const CSV_MEDIA_TYPE: &str = "application/vnd.sdmx.data+csv;version=2.0.0";
 /// Media type of SDMX-JSON 2.0 data messages.
 pub const JSON_MEDIA_TYPE: &str = "application/vnd.sdmx.data+json;version=2.0.0";
+/// Media type of SDMX-JSON 1.0 data messages (the SDMX-JSON of SDMX 2.1 and SDMX REST 1.5.0).
+pub const JSON_1_MEDIA_TYPE: &str = "application/vnd.sdmx.data+json;version=1.0.0";
 /// The SDMX-JSON 2.0.0 data message schema, named in `meta.schema` so readers can validate.
 pub const JSON_SCHEMA_URL: &str = "https://raw.githubusercontent.com/sdmx-twg/sdmx-json/master/data-message/tools/schemas/2.0.0/sdmx-json-data-schema.json";
 /// Code written for an absent dimension the catalogue gives no default for.
@@ -324,7 +327,7 @@ impl SdmxStructure {
     }
 
     /// Refuses a row with a dimension the structure does not list.
-    fn check_dimensions(
+    pub(crate) fn check_dimensions(
         &self,
         obs: &Observation,
         provenance: &ObservationProvenance,
@@ -522,6 +525,8 @@ struct OpenDataSet {
 /// (`STATEMENT_DIGEST`) and its feed index (`FEED_INDEX`).
 pub struct SdmxJsonWriter {
     structure: SdmxStructure,
+    /// SDMX-JSON 1.0.0 instead of 2.0.0 (see [`SdmxJsonWriter::version_1`]).
+    version_1: bool,
     /// REF_AREA, the disaggregations, TIME_PERIOD.
     dims: Vec<ValueList>,
     attrs: [ValueList; 6],
@@ -541,6 +546,7 @@ impl SdmxJsonWriter {
             .collect();
         SdmxJsonWriter {
             structure,
+            version_1: false,
             dims,
             attrs: Default::default(),
             annotations: Vec::new(),
@@ -550,8 +556,26 @@ impl SdmxJsonWriter {
         }
     }
 
+    /// The same message in SDMX-JSON 1.0.0 (SDMX 2.1): `header` for `meta`, `dataSets` and
+    /// one `structure` at the top level, dimensions and attributes by level (all at
+    /// observation level), free-text attribute values as `{"name"}`, no `measures`.
+    pub fn version_1(mut self) -> Self {
+        self.version_1 = true;
+        self
+    }
+
     /// Writes the message start: `meta` and the opening of `data.dataSets`.
     pub fn begin(&self, meta: &JsonMeta, out: &mut String) {
+        if self.version_1 {
+            out.push_str("{\"header\":{\"id\":");
+            json_string(&sdmx_id(&meta.id), out);
+            out.push_str(",\"test\":false,\"prepared\":");
+            json_string(&rfc3339_ms(meta.prepared_ms), out);
+            out.push_str(",\"sender\":{\"id\":");
+            json_string(&sdmx_id(&meta.sender), out);
+            out.push_str("}},\"dataSets\":[");
+            return;
+        }
         out.push_str("{\"meta\":{\"schema\":");
         json_string(JSON_SCHEMA_URL, out);
         out.push_str(",\"id\":");
@@ -644,7 +668,11 @@ impl SdmxJsonWriter {
                 first
             }
         };
-        out.push_str("{\"structure\":0,\"action\":");
+        out.push_str(if self.version_1 {
+            "{\"action\":"
+        } else {
+            "{\"structure\":0,\"action\":"
+        });
         json_string(action.json_name(), out);
         let valid_from = rfc3339_ms(p.accepted_at_ms);
         if !valid_from.is_empty() {
@@ -674,9 +702,13 @@ impl SdmxJsonWriter {
             out.push_str("}}");
         }
         let s = &self.structure;
-        out.push_str("],\"structures\":[{\"name\":");
+        out.push_str(if self.version_1 {
+            "],\"structure\":{\"name\":"
+        } else {
+            "],\"structures\":[{\"name\":"
+        });
         json_string(&s.name, out);
-        if self.datasets > 0 {
+        if self.datasets > 0 && !self.version_1 {
             out.push_str(",\"dataSets\":[");
             let indices: Vec<String> = (0..self.datasets).map(|i| i.to_string()).collect();
             out.push_str(&indices.join(","));
@@ -684,7 +716,11 @@ impl SdmxJsonWriter {
         }
         out.push_str(",\"links\":[{\"rel\":\"dataflow\",\"urn\":");
         json_string(&s.dataflow_urn(), out);
-        out.push_str("}],\"dimensions\":{\"observation\":[");
+        out.push_str(if self.version_1 {
+            "}],\"dimensions\":{\"dataSet\":[],\"series\":[],\"observation\":["
+        } else {
+            "}],\"dimensions\":{\"observation\":["
+        });
 
         // Dimensions in key order; one without values (no rows at all) is left out, since
         // SDMX-JSON requires at least one value per dimension.
@@ -735,9 +771,12 @@ impl SdmxJsonWriter {
             }
             out.push_str("]}");
         }
-        out.push_str("]},\"measures\":{\"observation\":[{\"id\":\"OBS_VALUE\",\"name\":\"Observation value\",\"roles\":[\"OBS_VALUE\"]}]}");
-
-        out.push_str(",\"attributes\":{\"observation\":[");
+        if self.version_1 {
+            out.push_str("]},\"attributes\":{\"dataSet\":[],\"series\":[],\"observation\":[");
+        } else {
+            out.push_str("]},\"measures\":{\"observation\":[{\"id\":\"OBS_VALUE\",\"name\":\"Observation value\",\"roles\":[\"OBS_VALUE\"]}]}");
+            out.push_str(",\"attributes\":{\"observation\":[");
+        }
         for (i, ((id, name), list)) in ATTRIBUTES.iter().zip(&self.attrs).enumerate() {
             if i > 0 {
                 out.push(',');
@@ -764,7 +803,12 @@ impl SdmxJsonWriter {
                     if ATTRIBUTE_CODED[i] {
                         coded_value(value, code_name, out);
                     } else {
-                        out.push_str("{\"value\":");
+                        // Free text: SDMX-JSON 2.0 gives it as `value`, 1.0 as `name`.
+                        out.push_str(if self.version_1 {
+                            "{\"name\":"
+                        } else {
+                            "{\"value\":"
+                        });
                         json_string(value, out);
                         out.push('}');
                     }
@@ -789,7 +833,7 @@ impl SdmxJsonWriter {
             }
             out.push(']');
         }
-        out.push_str("}]}}");
+        out.push_str(if self.version_1 { "}}" } else { "}]}}" });
     }
 }
 
@@ -1207,6 +1251,44 @@ mod tests {
         assert_eq!(
             ann[5],
             serde_json::json!({"type": "FEED_INDEX", "value": "3"})
+        );
+    }
+
+    #[test]
+    fn json_version_1_layout() {
+        let r = row(
+            "node-a",
+            2,
+            0,
+            obs(ObservationAction::Append, "FRA", "2023", &[("SEX", "F")]),
+        );
+        let mut out = String::new();
+        let mut w = SdmxJsonWriter::new(structure(false, &["SEX"])).version_1();
+        let meta = JsonMeta {
+            id: "M".into(),
+            prepared_ms: 0,
+            sender: "GFMD".into(),
+        };
+        w.begin(&meta, &mut out);
+        w.row(&r, &mut out).expect("row");
+        w.finish(&mut out);
+        let m: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(m["header"]["sender"]["id"], "GFMD");
+        assert!(m.get("meta").is_none() && m.get("data").is_none(), "{m}");
+        assert_eq!(m["dataSets"][0]["action"], "Information");
+        assert!(m["dataSets"][0].get("structure").is_none());
+        assert_eq!(
+            m["structure"]["dimensions"]["series"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            m["structure"]["dimensions"]["observation"][0]["id"],
+            "REF_AREA"
+        );
+        assert!(m["structure"].get("measures").is_none());
+        assert_eq!(
+            m["structure"]["attributes"]["observation"][2]["values"][0],
+            serde_json::json!({"name": "persons"})
         );
     }
 

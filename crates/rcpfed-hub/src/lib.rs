@@ -269,6 +269,13 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         Arc::clone(&store) as Arc<dyn IndicatorStore>,
         hub_id.clone(),
         rcpfed_grpc::indicators::reader_role(shared_federation.clone()),
+    )
+    .with_data_providers(shared_federation.clone());
+    // The SDMX REST API reads the same store as the IndicatorService.
+    let sdmx_source = rcpfed_grpc::sdmx_rest::SdmxSource::new(
+        Arc::clone(&store) as Arc<dyn IndicatorStore>,
+        hub_id.clone(),
+        shared_federation.clone(),
     );
     let coherence = tokio::spawn(coherence::run(
         coherence::Reporter {
@@ -356,8 +363,9 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
                 shared_federation.clone(),
                 axum::Router::new()
                     .nest("/tlog", tiles::router(log_store))
+                    .nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx_source))
                     .merge(dashboard),
-                "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles), and the dashboard at /dashboard/",
+                "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles), /sdmx/ (SDMX REST 1.5.0), and the dashboard at /dashboard/",
                 shutdown.clone(),
             )?)
         }

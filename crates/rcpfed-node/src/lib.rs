@@ -648,6 +648,13 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         Arc::clone(&store) as Arc<dyn IndicatorStore>,
         federation.hub_id.clone(),
         reader_role(shared.clone()),
+    )
+    .with_data_providers(shared.clone());
+    // The hub's SDMX REST API, answered from this node's mirror.
+    let sdmx_source = rcpfed_grpc::sdmx_rest::SdmxSource::new(
+        Arc::clone(&store) as Arc<dyn IndicatorStore>,
+        federation.hub_id.clone(),
+        shared.clone(),
     );
     // The dashboard reads the verified mirror, like the IndicatorService above.
     let dashboard = rcpfed_grpc::dashboard::router(
@@ -696,8 +703,8 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         Some(http) => Some(http.spawn(
             crl_file.clone(),
             shared.clone(),
-            public_routes(dashboard),
-            rcpfed_grpc::dashboard::SERVED,
+            public_routes(sdmx_source, dashboard),
+            "/sdmx/ (SDMX REST 1.5.0) and the dashboard at /dashboard/ (JSON under /dashboard/api/)",
             shutdown.clone(),
         )?),
         None => None,
@@ -787,9 +794,15 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     Ok(())
 }
 
-/// What the node's public HTTP listener serves, from the verified mirror: the dashboard.
-fn public_routes(dashboard: axum::Router) -> axum::Router {
-    axum::Router::new().merge(dashboard)
+/// What the node's public HTTP listener serves, from the verified mirror: the SDMX REST API
+/// and the dashboard.
+fn public_routes(
+    sdmx: rcpfed_grpc::sdmx_rest::SdmxSource,
+    dashboard: axum::Router,
+) -> axum::Router {
+    axum::Router::new()
+        .nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx))
+        .merge(dashboard)
 }
 
 #[cfg(test)]

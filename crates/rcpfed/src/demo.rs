@@ -131,7 +131,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     );
     if let Some(http) = &hub.http {
         println!(
-            "   public read-only HTTPS {} : the log as C2SP tlog-tiles under /tlog/",
+            "   public read-only HTTPS {} : the log as C2SP tlog-tiles under /tlog/, SDMX REST under /sdmx/",
             public_url(http)
         );
         println!(
@@ -784,6 +784,13 @@ fn print_grpcurl(dir: &Path, hub: &Proc, nodes: &[Proc]) {
         println!("  curl -s --cacert {d}/ca.pem {url}tlog/tile/0/000.p/1 | xxd | head");
         println!(
             "  rcpfed tiles write --config {d}/hub.toml --dir {d}/tiles   # the same as static files"
+        );
+        println!(
+            "\nThe indicators over SDMX REST 1.5.0 (sdmx1, pysdmx, .Stat, curl; also on each node):"
+        );
+        println!("  curl --cacert {d}/ca.pem {url}sdmx/dataflow/GFMD");
+        println!(
+            "  curl --cacert {d}/ca.pem -H 'Accept: application/vnd.sdmx.data+csv;version=2.0.0' {url}sdmx/data/REMIT_INFLOW"
         );
     }
     println!("\nExplore with grpcurl (mTLS as the operator identity):");

@@ -195,7 +195,7 @@ pub struct ExportSdmxArgs {
     /// What to export.
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// SDMX-CSV 2.0 or SDMX-JSON 2.0.
+    /// SDMX-CSV 2.0 or SDMX-JSON 2.0 data, or the SDMX-ML 2.1 structures of the indicator.
     #[arg(long, value_enum)]
     pub format: SdmxFormat,
     /// The file to write.
@@ -203,13 +203,16 @@ pub struct ExportSdmxArgs {
     pub out: PathBuf,
 }
 
-/// SDMX data message formats.
+/// SDMX message formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SdmxFormat {
     /// SDMX-CSV 2.0.
     Csv,
     /// SDMX-JSON 2.0 data message.
     Json,
+    /// SDMX-ML 2.1 structure message: the indicator's dataflow, data structure, codelists,
+    /// concept scheme and the data providers (for reading the CSV with sdmx1 or pysdmx).
+    Structure,
 }
 
 /// Runs `rcpfed query …`.
@@ -445,6 +448,7 @@ pub async fn export_sdmx(args: &ExportSdmxArgs) -> Result<ExitCode> {
     let format = match args.format {
         SdmxFormat::Csv => v1::SdmxFormat::Csv,
         SdmxFormat::Json => v1::SdmxFormat::Json,
+        SdmxFormat::Structure => v1::SdmxFormat::Structure,
     };
     let mut stream = rpc
         .export_sdmx(v1::ExportSdmxRequest {
