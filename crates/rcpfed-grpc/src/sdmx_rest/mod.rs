@@ -53,6 +53,12 @@ pub mod limits {
     pub const BATCH: usize = 5000;
     /// A data answer is sent in pieces of about this size.
     pub const PIECE_BYTES: usize = 64 * 1024;
+    /// Data answers streamed at once (each holds a blocking thread while it is read); one more
+    /// is answered 503 at once.
+    pub const MAX_STREAMS: usize = 4;
+    /// How long a client may leave a piece of a data answer unread before the answer is
+    /// abandoned.
+    pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 }
 
 /// What the API reads: the store (the hub's, or a node's mirror), the hub's member id (its
@@ -62,6 +68,8 @@ pub struct SdmxSource {
     store: Arc<dyn IndicatorStore>,
     hub_id: String,
     federation: SharedFederation,
+    /// Slots for data answers being streamed ([`limits::MAX_STREAMS`]).
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl SdmxSource {
@@ -75,6 +83,7 @@ impl SdmxSource {
             store,
             hub_id: hub_id.into(),
             federation,
+            streams: Arc::new(tokio::sync::Semaphore::new(limits::MAX_STREAMS)),
         }
     }
 }
@@ -432,10 +441,7 @@ const NOT_IMPLEMENTED: [&str; 22] = [
 ];
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    rcpfed_core::clock::now_ms()
 }
 
 async fn handle(State(source): State<Arc<SdmxSource>>, uri: Uri, headers: HeaderMap) -> Response {
@@ -726,6 +732,12 @@ fn parse_data_query(
             "a data query names a dataflow: /sdmx/data/{flowRef}[/{key}[/{providerRef}]]",
         ));
     };
+    if segments.len() > 3 {
+        return Err(RestError::bad(format!(
+            "a data query has at most 3 path parts after /data/ (flowRef, key, providerRef), got {}",
+            segments.len()
+        )));
+    }
     let (agencies, id, versions) = flow_ref(flow)?;
     let known = structures.catalogue.indicators.iter().any(|i| i.code == id);
     if !known || !agencies.matches(&structures.agency) || !versions.matches(&structures.version) {
@@ -807,17 +819,34 @@ fn parse_data_query(
         ("dimensionAtObservation", Some("AllDimensions")),
         ("detail", Some("full")),
     ] {
-        if let Some(value) = params.get(name)
-            && Some(value.as_str()) != supported
-        {
-            return Err(RestError::not_implemented(format!(
-                "{name}={} is not implemented{}",
-                shown(value),
-                supported
-                    .map(|s| format!("; only {name}={s} is (every dimension at observation level, all attributes)"))
-                    .unwrap_or_default()
+        let Some(value) = params.get(name) else {
+            continue;
+        };
+        if Some(value.as_str()) == supported {
+            continue;
+        }
+        // A value the specification defines but this server does not serve is 501; anything
+        // else is a syntax error (400).
+        let defined = match name {
+            "firstNObservations" | "lastNObservations" => value.parse::<u32>().is_ok_and(|n| n > 0),
+            "detail" => ["dataonly", "serieskeysonly", "nodata"].contains(&value.as_str()),
+            _ => value == "TIME_PERIOD" || dims.iter().any(|d| d == value),
+        };
+        if !defined {
+            return Err(RestError::bad(format!(
+                "{name}={} is not a value SDMX REST defines for it",
+                shown(value)
             )));
         }
+        return Err(RestError::not_implemented(format!(
+            "{name}={} is not implemented{}",
+            shown(value),
+            supported
+                .map(|s| format!(
+                    "; only {name}={s} is (every dimension at observation level, all attributes)"
+                ))
+                .unwrap_or_default()
+        )));
     }
 
     // Single codes other than the default one are selected by the store; the rest (several
@@ -914,14 +943,32 @@ async fn data_query(
     let format = data_format(headers)?;
     let structures = structures(&source).await?;
     let query = parse_data_query(&structures, segments, &params)?;
+    // The second pass reads the store as of the first one (the later of this server's clock
+    // when it started and the latest acceptance it saw, since a node's clock may lag the
+    // hub's), so a revision accepted in between cannot make it write a key twice.
+    let started_ms = now_ms();
+    // Streaming answers at once: each holds a blocking thread while its client reads.
+    let stream_slot = Arc::clone(&source.streams)
+        .try_acquire_owned()
+        .map_err(|_| {
+            RestError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} data answers are being sent; try again in a moment",
+                    limits::MAX_STREAMS
+                ),
+            )
+        })?;
 
     // First pass: which providers have matching rows, and how many rows there are.
     let store = Arc::clone(&source.store);
-    let (query, providers) = tokio::task::spawn_blocking(move || {
+    let (mut query, providers, latest_accepted) = tokio::task::spawn_blocking(move || {
         let mut providers = BTreeSet::new();
         let mut count = 0u64;
+        let mut latest_accepted = i64::MIN;
         scan(store.as_ref(), &query, &query.filter, |row| {
             count += 1;
+            latest_accepted = latest_accepted.max(row.provenance.accepted_at_ms);
             if count > limits::MAX_OBSERVATIONS {
                 return Err(RestError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -940,7 +987,7 @@ async fn data_query(
             }
             Ok(())
         })?;
-        Ok::<_, RestError>((query, providers))
+        Ok::<_, RestError>((query, providers, latest_accepted))
     })
     .await
     .map_err(|e| RestError::internal("reading observations", &e))??;
@@ -952,6 +999,10 @@ async fn data_query(
         )));
     }
 
+    if query.filter.as_of_ms.is_none() {
+        query.filter.as_of_ms = Some(started_ms.max(latest_accepted));
+    }
+
     // Second pass, streamed: provider by provider, so each provider's rows form its data set.
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let store = Arc::clone(&source.store);
@@ -959,12 +1010,27 @@ async fn data_query(
     let message_id = format!("RCPFED-{}-{prepared_ms}", query.filter.indicator);
     let failed = tx.clone();
     let task = tokio::task::spawn_blocking(move || {
+        let _stream_slot = stream_slot;
+        let runtime = tokio::runtime::Handle::current();
         let send = |text: &mut String| {
             let piece = Bytes::from(std::mem::take(text));
-            // The body's receiver is gone with the client: stop reading. (The status is never
-            // sent; nobody is left to receive it.)
-            tx.blocking_send(Ok(piece))
-                .map_err(|_| RestError::new(StatusCode::REQUEST_TIMEOUT, "the client went away"))
+            // The body's receiver is gone with the client, or the client stopped reading: stop
+            // (this thread is the blocking pool's, shared with the store's other readers).
+            // The status is never sent; nobody is left to receive it.
+            match runtime.block_on(tokio::time::timeout(
+                limits::SEND_TIMEOUT,
+                tx.send(Ok(piece)),
+            )) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(RestError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the client went away",
+                )),
+                Err(_) => Err(RestError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the client read nothing for too long",
+                )),
+            }
         };
         let mut out = String::new();
         let mut writer = DataWriter::begin(
@@ -1204,6 +1270,9 @@ mod tests {
         );
 
         let nothing = BTreeMap::new();
+        let extra = ["REMIT_INFLOW", "all", "all", "junk"].map(String::from);
+        let e = parse_data_query(&s, &extra, &nothing).expect_err("a fourth part");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.message);
         let e = parse_data_query(&s, &["NO_SUCH".to_string()], &nothing).expect_err("unknown");
         assert_eq!(e.status, StatusCode::NOT_FOUND);
         assert!(
@@ -1221,6 +1290,13 @@ mod tests {
                 "dimensionAtObservation",
                 "TIME_PERIOD",
                 StatusCode::NOT_IMPLEMENTED,
+            ),
+            ("detail", "everything", StatusCode::BAD_REQUEST),
+            ("firstNObservations", "abc", StatusCode::BAD_REQUEST),
+            (
+                "dimensionAtObservation",
+                "NOT_A_DIM",
+                StatusCode::BAD_REQUEST,
             ),
             ("includeHistory", "maybe", StatusCode::BAD_REQUEST),
             ("updatedAfter", "soon", StatusCode::BAD_REQUEST),
