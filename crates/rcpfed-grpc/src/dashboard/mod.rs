@@ -295,11 +295,23 @@ impl ApiError {
         }
     }
 
+    /// The store could not be read (busy, full, restarting): worth a retry. The detail goes
+    /// to the log, not to the public client.
     fn unavailable(what: &str, e: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %e, what, "dashboard read failed");
         ApiError {
             status: http::StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("{what} could not be read now, try again: {e}"),
+            message: format!("{what} could not be read now, try again"),
+        }
+    }
+
+    /// Something stored does not decode: a fault of this server, not worth a retry. The
+    /// detail goes to the log, not to the public client.
+    fn internal(what: &str, e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, what, "dashboard: stored data does not decode");
+        ApiError {
+            status: http::StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("{what} could not be decoded; the server's log says why"),
         }
     }
 
@@ -328,7 +340,7 @@ fn json_answer(result: Result<serde_json::Value, ApiError>) -> Response {
                 bytes,
             )
                 .into_response(),
-            Err(e) => ApiError::unavailable("the answer", e).into_response(),
+            Err(e) => ApiError::internal("the answer", e).into_response(),
         },
         Err(e) => e.into_response(),
     }
@@ -455,7 +467,7 @@ async fn policies(State(r): State<Arc<Reader>>, RawQuery(q): RawQuery) -> Respon
         })
         .await?;
         json::policies(&statements, more, MAX_POLICY_DOCUMENTS, MAX_ANSWER_BYTES)
-            .map_err(|e| ApiError::unavailable("a stored policy summary", e))
+            .map_err(|e| ApiError::internal("a stored policy summary", e))
     };
     json_answer(answer.await)
 }
@@ -472,7 +484,7 @@ fn latest_catalogue(
         return Ok(None);
     };
     let catalogue = json::decode_hub_payload(&doc.envelope)
-        .map_err(|e| ApiError::unavailable("the stored catalogue", e))?;
+        .map_err(|e| ApiError::internal("the stored catalogue", e))?;
     Ok(Some((catalogue, doc.feed_index)))
 }
 
@@ -576,7 +588,7 @@ async fn coherence(State(r): State<Arc<Reader>>, RawQuery(q): RawQuery) -> Respo
             });
         };
         let report = json::decode_hub_payload(&doc.envelope)
-            .map_err(|e| ApiError::unavailable("the stored coherence report", e))?;
+            .map_err(|e| ApiError::internal("the stored coherence report", e))?;
         Ok(json::coherence(&report, doc.feed_index, &doc.digest))
     };
     json_answer(answer.await)
