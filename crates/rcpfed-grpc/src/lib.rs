@@ -6,6 +6,7 @@ pub mod acceptor;
 pub mod admission;
 pub mod client_tls;
 pub mod deadline;
+pub mod failover;
 pub mod indicators;
 pub mod ops;
 pub mod peer;
