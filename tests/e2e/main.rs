@@ -32,5 +32,6 @@ mod publish_cli;
 mod registry;
 mod resilience;
 mod revocation;
+mod standby;
 mod strict_config;
 mod tiles;

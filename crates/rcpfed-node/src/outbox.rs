@@ -293,6 +293,10 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                         status.message()
                     );
                     tracing::debug!(seq = own.seq, %problem, "delivery will be retried");
+                    if rcpfed_grpc::status::is_not_leader(&status) {
+                        // The next try goes to the next hub endpoint, which may lead: soon.
+                        backoff = BACKOFF_START / 2;
+                    }
                     mark(&store, own.seq, Err(problem.clone()), false).await;
                     state.set_error(problem);
                     stalled = true;

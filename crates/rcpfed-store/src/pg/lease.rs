@@ -33,7 +33,7 @@ impl HubLease for PgHubStore {
         let taken = self.db.lease_tx(LEASE_LOCK_WAIT, |tx| {
             tx.query_opt(
                 "UPDATE hub_lease SET holder = $1, endpoint = $2, epoch = epoch + 1,
-                     expires_at = now() + $3 * interval '1 millisecond'
+                     expires_at = now() + $3::bigint * interval '1 millisecond'
                  WHERE expires_at < now() RETURNING epoch",
                 &[&holder, &endpoint, &ms],
             )?
@@ -61,7 +61,7 @@ impl HubLease for PgHubStore {
         let term = int(epoch, "lease epoch")?;
         let renewed = self.db.lease_tx(LEASE_LOCK_WAIT, |tx| {
             Ok(tx.execute(
-                "UPDATE hub_lease SET expires_at = now() + $2 * interval '1 millisecond'
+                "UPDATE hub_lease SET expires_at = now() + $2::bigint * interval '1 millisecond'
                  WHERE epoch = $1",
                 &[&term, &ms],
             )? == 1)
