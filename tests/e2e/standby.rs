@@ -353,6 +353,7 @@ async fn a_paused_leader_cannot_write_after_the_standby_took_over() {
         .expect("the old leader answers once continued")
         .expect("the submitting task");
     let refused = answer.expect_err("the old leader receipted a statement after losing its term");
+    println!("the old leader's answer: {}", describe(&refused));
     assert_eq!(
         refused.code(),
         tonic::Code::Unavailable,
