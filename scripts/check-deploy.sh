@@ -2,7 +2,8 @@
 # Checks the deploy kit (deploy/): the systemd units with `systemd-analyze verify` and
 # `systemd-analyze security` (overall exposure at most 2.0) where systemd-analyze is present,
 # and the Kubernetes manifests against the Kubernetes API schemas with kubernetes-validate
-# (PyPI), strictly (unknown fields refused). Called by scripts/test.sh; needs the built binary
+# (PyPI), strictly (unknown fields refused), and deploy/compose/compose.yaml against the Compose
+# Specification schema (check-jsonschema, PyPI). Called by scripts/test.sh; needs the built binary
 # (ExecStart is pointed at it, since verify checks that the command exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,15 @@ if [ ! -x .tools/venv/bin/kubernetes-validate ]; then
 fi
 .tools/venv/bin/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 echo "deploy: Kubernetes manifests valid (kubernetes-validate --strict, Kubernetes 1.37)"
+
+# The compose file against the Compose Specification's JSON schema (vendored by check-jsonschema,
+# PyPI); no docker engine or `docker compose` is needed for that.
+if [ ! -x .tools/venv/bin/check-jsonschema ]; then
+  echo "installing check-jsonschema (PyPI) into .tools/venv"
+  .tools/venv/bin/pip install --quiet --disable-pip-version-check "check-jsonschema==0.39.0"
+fi
+.tools/venv/bin/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose/compose.yaml
+echo "deploy: compose file valid (Compose Specification schema)"
 
 # Prometheus alert rules and the Grafana dashboard: valid YAML/JSON of their formats, and every
 # rcpfed and process metric they use is registered somewhere in the code (promtool and Grafana
