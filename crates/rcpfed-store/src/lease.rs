@@ -3,7 +3,7 @@
 //! Only a store that several processes can share (PostgreSQL) implements [`HubLease`]. The
 //! lease is one row in the database, timed by the database's clock, with an epoch that grows by
 //! one at every change of holder. Once fencing is on, every write transaction of the store first
-//! checks, under a share lock on that row, that the row still holds this process's epoch: a
+//! checks, under a lock on that row that a takeover waits for, that the row still holds this process's epoch: a
 //! leader that was paused past its lease and lost it cannot write anything afterwards, whatever
 //! its own clock or memory say, and a takeover waits for a write already in progress to end.
 

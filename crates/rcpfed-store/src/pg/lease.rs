@@ -1,5 +1,7 @@
-//! [`HubLease`] on PostgreSQL: the `hub_lease` row, taken with a conditional UPDATE when it has
-//! expired by the server's clock (`now()`), and the fence every write checks ([`super::Fence`]).
+//! [`HubLease`] on PostgreSQL: the `hub_lease` row, taken (locked `FOR UPDATE`, then a
+//! conditional UPDATE) when it has expired by the server's clock (`now()`), renewed by a plain
+//! UPDATE of its expiry, and the fence every write checks under `FOR KEY SHARE`
+//! ([`super::Fence`]): a takeover waits for a write in progress, a renewal does not.
 
 use super::hub::PgHubStore;
 use super::{get_u64, int};
@@ -31,6 +33,16 @@ impl HubLease for PgHubStore {
     ) -> Result<Option<u64>, StoreError> {
         let ms = ttl_ms(ttl);
         let taken = self.db.lease_tx(LEASE_LOCK_WAIT, |tx| {
+            // Unlocked first: while the holder's lease is live, a standby's try never queues
+            // for the row (which would hold up the holder's writes behind it).
+            let expired: bool = tx
+                .query_one("SELECT expires_at < now() FROM hub_lease", &[])?
+                .try_get(0)?;
+            if !expired {
+                return Ok(None);
+            }
+            // Waits for the holder's write in progress (it holds the row key-shared).
+            tx.query("SELECT 1 FROM hub_lease FOR UPDATE", &[])?;
             tx.query_opt(
                 "UPDATE hub_lease SET holder = $1, endpoint = $2, epoch = epoch + 1,
                      expires_at = now() + $3::bigint * interval '1 millisecond'
@@ -46,7 +58,7 @@ impl HubLease for PgHubStore {
                 Ok(Some(epoch))
             }
             Ok(None) => Ok(None),
-            // A write of the holder holds the row: its lease is live, try again later.
+            // A write of the holder still holds the row: try again later.
             Err(StoreError::Postgres(e))
                 if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
             {

@@ -7,7 +7,7 @@
 //! - one writer at a time: each write transaction first takes a transaction-scoped advisory
 //!   lock, the counterpart of `BEGIN IMMEDIATE`, so read-then-write rules (feed continuity,
 //!   the checkpoint compare-and-swap) hold even with several processes on one database;
-//! - with a standby hub, fencing: each write transaction also checks, under a share lock, that
+//! - with a standby hub, fencing: each write transaction also checks, under a key-share lock, that
 //!   the hub lease row still holds this process's term (see [`crate::HubLease`]);
 //! - reads run in `REPEATABLE READ READ ONLY` transactions (one snapshot per call) and honour
 //!   the caller's deadline ([`crate::with_deadline`]) through `statement_timeout`.
@@ -193,14 +193,15 @@ impl Fence {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Checks, inside a write transaction, that the lease row holds this process's term; the
-    /// share lock on the row makes a takeover wait until this transaction ends.
+    /// Checks, inside a write transaction, that the lease row holds this process's term. The
+    /// key-share lock on the row makes a takeover (which locks it `FOR UPDATE`) wait until this
+    /// transaction ends, while a renewal (an update of non-key columns) never waits for it.
     fn check(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         if !self.enabled.load(Ordering::SeqCst) {
             return Ok(());
         }
         let held = self.epoch();
-        let row = tx.query_opt("SELECT epoch, holder FROM hub_lease FOR SHARE", &[])?;
+        let row = tx.query_opt("SELECT epoch, holder FROM hub_lease FOR KEY SHARE", &[])?;
         let Some(row) = row else {
             return Err(StoreError::Corrupt("the hub lease row is missing".into()));
         };
