@@ -709,6 +709,29 @@ impl Cluster {
         self.standby = Some(std::mem::replace(&mut self.hub, standby));
     }
 
+    /// Starts the standby hub process again (after it was killed), on the ports it had.
+    pub async fn restart_standby(&mut self) {
+        let standby = self.standby.as_ref().expect("no standby hub was started");
+        assert!(standby.proc.is_none(), "the standby hub is still running");
+        let (name, grpc, ops) = (
+            standby.name.clone(),
+            standby.grpc.to_string(),
+            standby.ops.to_string(),
+        );
+        let server = spawn(
+            &self.fed,
+            &self.root,
+            "hub",
+            &name,
+            &grpc,
+            &ops,
+            &[],
+            &self.env,
+        )
+        .await;
+        self.standby = Some(server);
+    }
+
     /// SIGKILL to the hub.
     pub async fn kill_hub(&mut self) {
         self.hub.proc = None;

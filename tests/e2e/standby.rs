@@ -298,6 +298,23 @@ async fn standby_takes_over_from_a_killed_leader_under_load() {
         assert!(!witness.forked, "{node} saw a fork: {witness:?}");
     }
     assert_eq!(keyed(&c.hub_statements().await), keyed(&all));
+
+    // The killed hub, started again, stands by: it serves the new leader's log and takes
+    // nothing over while the lease is live.
+    c.restart_standby().await;
+    let (old_grpc, old_ops) = c.standby_addrs();
+    let mut at_old = hub_at(&c, old_grpc, "operator").await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        at_old
+            .get_checkpoint(v1::GetCheckpointRequest::default())
+            .await
+            .is_ok_and(|r| r.into_inner().tree_size == cp.size),
+        "the restarted hub serves the new leader's latest checkpoint"
+    );
+    assert!(!leads(old_ops).await, "the restarted hub stands by");
+    assert!(leads(c.hub_ops()).await, "the new leader still leads");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

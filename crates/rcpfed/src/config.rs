@@ -799,6 +799,49 @@ mod tests {
     }
 
     #[test]
+    fn a_standby_needs_a_shared_database_a_sane_lease_and_an_https_endpoint() {
+        let error = hub_error(&format!("standby = true\n{TLS}"));
+        assert!(
+            error.starts_with("standby = true needs database_url"),
+            "{error}"
+        );
+        let error = hub_error(&format!(
+            "database_url = \"postgres://hub@db/rcpfed\"\nstandby = true\nlease_ms = 100\n{TLS}"
+        ));
+        assert!(
+            error.starts_with("lease_ms must be at least 300"),
+            "{error}"
+        );
+        let error = hub_error(&format!(
+            "database_url = \"postgres://hub@db/rcpfed\"\nstandby = true\n\
+             advertise_endpoint = \"hub-a:50051\"\n{TLS}"
+        ));
+        assert!(
+            error.starts_with("advertise_endpoint must start with https://"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_node_takes_several_hub_endpoints_all_over_https() {
+        let (_dir, file) = config_file(&format!(
+            "node_id = \"colombo\"\nhub_endpoints = [\"https://a:1\", \"http://b:2\"]\n{TLS}"
+        ));
+        let error = NodeConfig::load(&file, &ListenOverrides::default())
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("hub_endpoints: \"http://b:2\" must start with https://"),
+            "{error}"
+        );
+        let mut config = NodeConfig::default();
+        assert_eq!(config.hub_endpoints(), vec![config.hub_endpoint.clone()]);
+        config.hub_endpoints = vec!["https://a:1".into(), "https://b:2".into()];
+        assert_eq!(config.hub_endpoints(), ["https://a:1", "https://b:2"]);
+    }
+
+    #[test]
     fn database_url_must_be_postgres_and_excludes_the_sqlite_quota() {
         let error = hub_error(&format!("database_url = \"mysql://db/hub\"\n{TLS}"));
         assert!(
