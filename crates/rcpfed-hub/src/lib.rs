@@ -379,6 +379,9 @@ async fn stand_by(
     let (feed_tx, feed_rx) = tokio::sync::watch::channel(0u64);
     let phase = ctx.shutdown.child_token();
     let mut server: Option<tokio::task::JoinHandle<Result<(), HubError>>> = None;
+    // The read service being served, to put later registry versions in force.
+    let mut serving: Option<(Arc<Hub>, rcpfed_grpc::shared::SharedFederation)> = None;
+    let mut registry_checked = tokio::time::Instant::now();
     let mut said_waiting = false;
     let stop = |server: Option<tokio::task::JoinHandle<_>>| {
         // The read server drains in the background: the leader's server takes new connections
@@ -409,13 +412,22 @@ async fn stand_by(
         }
         let store = Arc::clone(&ctx.store);
         if let Ok(Ok(size)) = tokio::task::spawn_blocking(move || store.last_feed_index()).await {
-            feed_tx.send_if_modified(|head| {
+            let grew = feed_tx.send_if_modified(|head| {
                 let grew = size > *head;
                 if grew {
                     *head = size;
                 }
                 grew
             });
+            // A registry version the leader logged is put in force here too (admission and
+            // reads follow it), looked for at most once a second.
+            if grew
+                && registry_checked.elapsed() >= REGISTRY_RECHECK
+                && let Some((hub, federation)) = &serving
+            {
+                registry_checked = tokio::time::Instant::now();
+                follow_registry(ctx, hub, federation).await;
+            }
         }
         if let Some(running) = server.take_if(|running| running.is_finished())
             && let Ok(Err(e)) = running.await
@@ -427,6 +439,7 @@ async fn stand_by(
             match standby_hub(ctx, leader_rx.clone(), feed_rx.clone(), phase.clone()).await {
                 Ok(Some((hub, indicators, federation))) => {
                     tracing::info!("standby serving reads from the shared database");
+                    serving = Some((Arc::clone(&hub), federation.clone()));
                     server = Some(tokio::spawn(serve(
                         Arc::clone(ctx),
                         hub,
@@ -454,6 +467,56 @@ async fn stand_by(
             }
             _ = tokio::time::sleep(poll) => {}
         }
+    }
+}
+
+/// How often at most a standby looks for a registry version logged by the leader.
+const REGISTRY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Puts the latest logged registry version in force on a standby's read service, when it is
+/// newer than the one in force there (verified from the root keys, as at start-up).
+async fn follow_registry(
+    ctx: &Arc<Ctx>,
+    hub: &Arc<Hub>,
+    federation: &rcpfed_grpc::shared::SharedFederation,
+) {
+    let loaded = {
+        let ctx = Arc::clone(ctx);
+        tokio::task::spawn_blocking(move || {
+            registry::load(
+                ctx.store.as_ref(),
+                &ctx.trust,
+                &ctx.federation_id,
+                &ctx.initial_registry,
+            )
+        })
+        .await
+    };
+    let loaded = match loaded {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "standby cannot verify the logged registry versions");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "standby registry loader panicked");
+            return;
+        }
+    };
+    let mut current = hub.registry.lock().await;
+    if loaded.state.registry.version <= current.registry.version {
+        return;
+    }
+    match loaded.state.registry.to_federation() {
+        Ok(next) => {
+            tracing::info!(
+                version = loaded.state.registry.version,
+                "standby: registry version in force"
+            );
+            federation.set(next);
+            *current = loaded.state;
+        }
+        Err(e) => tracing::warn!(error = %e, "standby cannot use the logged registry version"),
     }
 }
 
