@@ -383,6 +383,7 @@ async fn stand_by(
     let mut serving: Option<(Arc<Hub>, rcpfed_grpc::shared::SharedFederation)> = None;
     let mut registry_checked = tokio::time::Instant::now();
     let mut said_waiting = false;
+    let mut known_epoch = u64::MAX;
     let stop = |server: Option<tokio::task::JoinHandle<_>>| {
         // The read server drains in the background: the leader's server takes new connections
         // on the same socket meanwhile.
@@ -401,10 +402,13 @@ async fn stand_by(
         }
         if let Ok(current) = with_lease(&ctx.store, |l| l.current()).await {
             ctx.metrics.role(false, current.epoch);
+            if current.epoch != known_epoch {
+                known_epoch = current.epoch;
+                tracing::info!(leader = %current.holder, endpoint = %current.endpoint, epoch = current.epoch, live = current.live, "standing by; the lease is held by");
+            }
             leader_tx.send_if_modified(|known| {
                 let changed = *known != current.endpoint;
                 if changed {
-                    tracing::info!(leader = %current.holder, endpoint = %current.endpoint, epoch = current.epoch, "standing by; the leader is");
                     known.clone_from(&current.endpoint);
                 }
                 changed
