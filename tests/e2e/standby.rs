@@ -425,3 +425,45 @@ async fn a_paused_leader_cannot_write_after_the_standby_took_over() {
     let indexes: Vec<u64> = all.iter().map(|r| r.feed_index).collect();
     assert_eq!(indexes, (1..=all.len() as u64).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_reaches_the_standby_first_moves_to_the_leader() {
+    let Some(mut c) = Cluster::start_with_standby(&["colombo"], STANDBY_ENV).await else {
+        return;
+    };
+    let (standby_grpc, _) = c.standby_addrs();
+    // The standby first in colombo's list: its writes there are answered NOT_LEADER.
+    c.set_env(
+        "RCPFED_NODE_HUB_ENDPOINTS",
+        &format!(
+            "[\"https://localhost:{}\", \"https://localhost:{}\"]",
+            standby_grpc.port(),
+            c.hub_addr().port()
+        ),
+    );
+    c.stop_node("colombo").await;
+    c.restart_node("colombo").await;
+    let delivered = c.node_status("colombo").await.outbox_delivered;
+    c.publish_policy("colombo", "first to the standby").await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.delivered("colombo", delivered + 1).await,
+        "delivered through the leader"
+    );
+    let log = std::fs::read_to_string(c.root().join("colombo.log")).expect("colombo's log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("switching to the next hub endpoint")
+                && l.contains("NOT_LEADER")
+                && l.contains(&format!("localhost:{}", standby_grpc.port()))),
+        "colombo did not move on from the standby's NOT_LEADER\n{}",
+        c.logs()
+    );
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.mirrors_match_hub(&["colombo"]).await,
+        "the mirror matches the log"
+    );
+}
