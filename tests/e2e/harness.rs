@@ -221,6 +221,8 @@ pub struct Cluster {
     fed: PathBuf,
     root: PathBuf,
     hub: Server,
+    /// A second hub process on the same database (see [`Cluster::start_with_standby`]).
+    standby: Option<Server>,
     nodes: BTreeMap<String, Server>,
     /// Extra environment variables for every process started (see [`Cluster::start_with_env`]).
     env: Vec<(String, String)>,
@@ -466,7 +468,7 @@ impl Cluster {
     /// Returns once the hub and every node serve the hub's indicator catalogue, so the feed
     /// holds the [`HUB_PRELUDE`] and nodes may publish indicator snapshots.
     pub async fn start_with_env(nodes: &[&str], env: &[(&str, &str)]) -> Cluster {
-        Cluster::start_on(HubDatabase::Default, nodes, env).await
+        Cluster::start_on(HubDatabase::Default, nodes, env, false).await
     }
 
     /// Like [`Cluster::start_with_env`], with the hub's store on `database`. With
@@ -474,10 +476,23 @@ impl Cluster {
     /// `RCPFED_REQUIRE_POSTGRES=1`, which makes it fail.
     pub async fn start_on_postgres(nodes: &[&str], env: &[(&str, &str)]) -> Option<Cluster> {
         postgres_server()?;
-        Some(Cluster::start_on(HubDatabase::Postgres, nodes, env).await)
+        Some(Cluster::start_on(HubDatabase::Postgres, nodes, env, false).await)
     }
 
-    async fn start_on(database: HubDatabase, nodes: &[&str], env: &[(&str, &str)]) -> Cluster {
+    /// Like [`Cluster::start_on_postgres`], with two hub processes on the hub's schema (`hub`,
+    /// which takes the lease first, and `hub-b`, its standby; `env` must turn `standby` on) and
+    /// every node configured with both endpoints (`hub_endpoints`).
+    pub async fn start_with_standby(nodes: &[&str], env: &[(&str, &str)]) -> Option<Cluster> {
+        postgres_server()?;
+        Some(Cluster::start_on(HubDatabase::Postgres, nodes, env, true).await)
+    }
+
+    async fn start_on(
+        database: HubDatabase,
+        nodes: &[&str],
+        env: &[(&str, &str)],
+        with_standby: bool,
+    ) -> Cluster {
         install_crypto();
         let mut env: Vec<(String, String)> = env
             .iter()
@@ -518,11 +533,36 @@ impl Cluster {
             fed,
             root,
             hub,
+            standby: None,
             nodes: BTreeMap::new(),
             env,
             pg,
             _tmp: tmp,
         };
+        if with_standby {
+            // The first hub leads once it has logged the prelude; the second stands by.
+            cluster.wait_for_catalogue("hub").await;
+            let standby = spawn(
+                &cluster.fed,
+                &cluster.root,
+                "hub",
+                "hub-b",
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                &[],
+                &cluster.env,
+            )
+            .await;
+            let endpoints = format!(
+                "[\"https://localhost:{}\", \"https://localhost:{}\"]",
+                cluster.hub.grpc.port(),
+                standby.grpc.port()
+            );
+            cluster
+                .env
+                .push(("RCPFED_NODE_HUB_ENDPOINTS".into(), endpoints));
+            cluster.standby = Some(standby);
+        }
         for node in nodes {
             let server = spawn(
                 &cluster.fed,
@@ -747,6 +787,51 @@ impl Cluster {
         status
     }
 
+    /// The standby hub's gRPC and ops addresses (see [`Cluster::start_with_standby`]).
+    pub fn standby_addrs(&self) -> (SocketAddr, SocketAddr) {
+        let standby = self.standby.as_ref().expect("no standby hub was started");
+        (standby.grpc, standby.ops)
+    }
+
+    /// The hub process's id (to stop and continue it).
+    pub fn hub_pid(&self) -> u32 {
+        self.hub
+            .proc
+            .as_ref()
+            .expect("the hub is not running")
+            .pid()
+    }
+
+    /// Makes the standby hub "the hub" of every helper (after the first one died or stepped
+    /// down), and the first one the standby.
+    pub fn swap_hubs(&mut self) {
+        let standby = self.standby.take().expect("no standby hub was started");
+        self.standby = Some(std::mem::replace(&mut self.hub, standby));
+    }
+
+    /// Starts the standby hub process again (after it was killed), on the ports it had.
+    pub async fn restart_standby(&mut self) {
+        let standby = self.standby.as_ref().expect("no standby hub was started");
+        assert!(standby.proc.is_none(), "the standby hub is still running");
+        let (name, grpc, ops) = (
+            standby.name.clone(),
+            standby.grpc.to_string(),
+            standby.ops.to_string(),
+        );
+        let server = spawn(
+            &self.fed,
+            &self.root,
+            "hub",
+            &name,
+            &grpc,
+            &ops,
+            &[],
+            &self.env,
+        )
+        .await;
+        self.standby = Some(server);
+    }
+
     /// SIGKILL to the hub.
     pub async fn kill_hub(&mut self) {
         self.hub.proc = None;
@@ -796,7 +881,10 @@ impl Cluster {
     /// The last lines of every process log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for s in std::iter::once(&self.hub).chain(self.nodes.values()) {
+        for s in std::iter::once(&self.hub)
+            .chain(self.standby.as_ref())
+            .chain(self.nodes.values())
+        {
             out.push_str(&format!(
                 "----- {} {} log (last 40 lines) -----\n{}\n",
                 s.role,

@@ -35,5 +35,6 @@ mod registry;
 mod resilience;
 mod revocation;
 mod sdmx_rest;
+mod standby;
 mod strict_config;
 mod tiles;

@@ -383,6 +383,10 @@ pub mod reasons {
     /// A store query ran past the call's deadline and was stopped, or no read connection came
     /// free before it (DEADLINE_EXCEEDED).
     pub const STORE_DEADLINE_EXCEEDED: &str = "STORE_DEADLINE_EXCEEDED";
+    /// This hub process does not hold the hub lease (a standby, or a leader whose term is
+    /// over): writes go to the leader (UNAVAILABLE; metadata `leader` names its endpoint when
+    /// known). Reads are answered.
+    pub const NOT_LEADER: &str = "NOT_LEADER";
 }
 
 #[cfg(test)]

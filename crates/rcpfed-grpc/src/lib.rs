@@ -7,6 +7,7 @@ pub mod admission;
 pub mod client_tls;
 pub mod dashboard;
 pub mod deadline;
+pub mod failover;
 pub mod indicators;
 pub mod ops;
 pub mod peer;

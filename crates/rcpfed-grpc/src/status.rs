@@ -209,6 +209,9 @@ pub const STORE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_sec
 /// information) when the disk or the storage is at fault, DEADLINE_EXCEEDED
 /// (STORE_DEADLINE_EXCEEDED) for a read stopped at its deadline, else INTERNAL.
 pub fn store_status(what: &str, error: &rcpfed_store::StoreError) -> Status {
+    if let rcpfed_store::StoreError::NotLeader(why) = error {
+        return not_leader(&format!("{what} was refused: {why}"), None);
+    }
     let (code, reason, message) = if let rcpfed_store::StoreError::DeadlineExceeded(why) = error {
         (
             Code::DeadlineExceeded,
@@ -245,6 +248,36 @@ pub fn store_status(what: &str, error: &rcpfed_store::StoreError) -> Status {
         details.set_retry_info(Some(STORE_RETRY_DELAY));
     }
     Status::with_error_details(code, message, details)
+}
+
+/// How long a client should wait before retrying a write a standby hub refused (the time a
+/// standby needs to notice a dead leader and take over is a few seconds).
+pub const NOT_LEADER_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// UNAVAILABLE with reason NOT_LEADER: this hub process does not sequence now; `leader` is the
+/// endpoint the lease holder advertises, when known. Nothing was changed.
+pub fn not_leader(why: &str, leader: Option<&str>) -> Status {
+    let mut metadata = HashMap::new();
+    if let Some(leader) = leader.filter(|l| !l.is_empty()) {
+        metadata.insert("leader".to_string(), leader.to_string());
+    }
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reasons::NOT_LEADER, ERROR_DOMAIN, metadata);
+    details.set_retry_info(Some(NOT_LEADER_RETRY_DELAY));
+    Status::with_error_details(
+        Code::Unavailable,
+        format!("{why}; nothing was changed; send writes to the leading hub (or retry)"),
+        details,
+    )
+}
+
+/// Whether `status` is a hub's NOT_LEADER refusal.
+pub fn is_not_leader(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && status
+            .get_error_details()
+            .error_info()
+            .is_some_and(|info| info.reason == reasons::NOT_LEADER)
 }
 
 /// AIP-158 paging over rows fetched with one extra: keeps `limit` rows and returns the next

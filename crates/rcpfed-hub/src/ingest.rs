@@ -114,6 +114,9 @@ pub enum IngestError {
     /// The sequencer has stopped (shutdown).
     #[error("the hub is shutting down")]
     Stopped,
+    /// This hub process stands by: another one holds the hub lease and sequences.
+    #[error("this hub is a standby and does not sequence")]
+    NotLeader,
 }
 
 struct Job {
@@ -124,7 +127,8 @@ struct Job {
 /// Handle to the sequencer thread.
 #[derive(Clone)]
 pub struct Ingest {
-    tx: tokio::sync::mpsc::Sender<Job>,
+    /// None on a standby hub, which sequences nothing.
+    tx: Option<tokio::sync::mpsc::Sender<Job>>,
     feed_head: watch::Receiver<u64>,
 }
 
@@ -151,15 +155,29 @@ impl Ingest {
             .name("rcpfed-ingest".into())
             .spawn(move || sequencer.run(rx))
             .map_err(|e| StoreError::Corrupt(format!("cannot start ingest thread: {e}")))?;
-        Ok(Ingest { tx, feed_head })
+        Ok(Ingest {
+            tx: Some(tx),
+            feed_head,
+        })
+    }
+
+    /// The handle of a standby hub: nothing is sequenced ([`IngestError::NotLeader`]), and the
+    /// feed head is what the leader committed, as `feed_head` (polled from the store) says.
+    pub fn standby(feed_head: watch::Receiver<u64>) -> Self {
+        Ingest {
+            tx: None,
+            feed_head,
+        }
     }
 
     /// Submits a verified statement and waits until it is durably stored (or refused).
     pub async fn submit(&self, statement: VerifiedStatement) -> Result<IngestOutcome, IngestError> {
         let (reply, answer) = oneshot::channel();
+        let Some(tx) = &self.tx else {
+            return Err(IngestError::NotLeader);
+        };
         // The channel is bounded: a full queue pushes back on the caller instead of growing.
-        self.tx
-            .send(Job { statement, reply })
+        tx.send(Job { statement, reply })
             .await
             .map_err(|_| IngestError::Stopped)?;
         answer.await.map_err(|_| IngestError::Stopped)?

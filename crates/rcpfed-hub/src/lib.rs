@@ -31,6 +31,7 @@ use rcpfed_proto::v1::indicator_service_server::IndicatorServiceServer;
 use rcpfed_store::{HubStore, IndicatorStore};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -65,8 +66,8 @@ pub struct HubSettings {
     pub grpc_listener: TcpListener,
     /// Listener for the plaintext ops port (health, metrics).
     pub ops_listener: TcpListener,
-    /// The public read-only HTTP listener (the log as C2SP tlog-tiles under `/tlog`, the
-    /// dashboard under `/dashboard/`); None: not served.
+    /// The public read-only HTTP listener (the log as C2SP tlog-tiles under `/tlog`, SDMX REST
+    /// under `/sdmx`, the dashboard under `/dashboard/`); None: not served.
     pub http: Option<rcpfed_grpc::public_http::HttpSettings>,
     /// Witness cosignatures that make a checkpoint final.
     pub witness_quorum: u32,
@@ -81,6 +82,22 @@ pub struct HubSettings {
     /// Opens the store; called after the ops port is up so health can say NOT_SERVING meanwhile.
     pub open_store:
         Box<dyn FnOnce() -> Result<Arc<dyn HubBackend>, rcpfed_store::StoreError> + Send>,
+    /// Run as one of several hub processes on one shared database; None: the only one.
+    pub standby: Option<Standby>,
+}
+
+/// How a hub shares its database with standbys: whoever holds the lease (a row in the
+/// database, timed by its clock, fenced: see [`rcpfed_store::HubLease`]) sequences and signs;
+/// the others serve reads and answer writes with NOT_LEADER, and take the lease over when it
+/// expires. All of them are the same logical hub (certificate, signing key, SPIFFE id).
+#[derive(Clone, Debug)]
+pub struct Standby {
+    /// How long the lease lasts unrenewed; the leader renews it every third of this, and a
+    /// standby takes over at most this long after the leader stopped renewing.
+    pub lease: Duration,
+    /// The gRPC endpoint this process advertises while it leads ("https://host:port"), named
+    /// in the standbys' NOT_LEADER answers; may be empty.
+    pub advertise: String,
 }
 
 /// Default of [`HubSettings::coherence_interval`].
@@ -127,6 +144,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         coherence_interval,
         quotas,
         open_store,
+        standby,
     } = settings;
     if witness_quorum == 0 {
         return Err(HubError::Config(
@@ -141,15 +159,9 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     let configured_catalogue = rcpfed_core::catalogue::Catalogue::from_toml(catalogue_text)
         .map_err(|e| HubError::Config(format!("the configured catalogue is not valid: {e}")))?;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (health, _) = tonic_health::server::health_reporter();
     // tonic-health starts "" as SERVING; we are not serving until the store is open.
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health.set_not_serving::<HubServiceServer<Hub>>().await;
-    health
-        .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
-        .await;
+    not_serving(&health).await;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::HubMetrics::register(&mut registry);
     let rpc_metrics = rcpfed_grpc::rpc_metrics::RpcMetrics::register(&mut registry);
@@ -167,11 +179,591 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     let store = tokio::task::spawn_blocking(open_store)
         .await
         .map_err(|e| HubError::Config(format!("store opener panicked: {e}")))??;
+    let ctx = Arc::new(Ctx {
+        trust,
+        federation_id,
+        initial_registry,
+        signing_key,
+        tls,
+        crl_file,
+        stale_crl,
+        grpc_listener: grpc_listener.into_std()?,
+        witness_quorum,
+        configured_catalogue,
+        coherence_interval,
+        quotas,
+        store,
+        health,
+        metrics,
+        rpc_metrics,
+        shutdown: shutdown.clone(),
+    });
+    let ran = match standby {
+        None => {
+            ctx.metrics.role(true, 0);
+            let public_http = PublicHttp::Later(http);
+            lead(&ctx, public_http, shutdown.clone()).await
+        }
+        Some(standby) => run_with_standby(&ctx, http, &standby).await,
+    };
+    shutdown.cancel();
+    let _ = ops.await;
+    ran
+}
+
+/// Running as one of several hub processes on one database (see [`Standby`]): stand by until
+/// the lease is free, lead while it is held, stand by again after losing it.
+async fn run_with_standby(
+    ctx: &Arc<Ctx>,
+    http: Option<rcpfed_grpc::public_http::HttpSettings>,
+    standby: &Standby,
+) -> Result<(), HubError> {
+    if ctx.store.lease().is_none() {
+        return Err(HubError::Config(
+            "a hub with standbys needs a store several processes share: set database_url \
+             (PostgreSQL)"
+                .into(),
+        ));
+    }
+    let ttl = standby.lease;
+    with_lease(&ctx.store, move |lease| lease.enable_fencing(ttl)).await?;
+    let holder = format!(
+        "{}/{}/{:08x}",
+        hostname(),
+        std::process::id(),
+        // Tells two processes of one host and pid (a restart in a container) apart.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    tracing::info!(%holder, lease_ms = ttl.as_millis(), advertise = %standby.advertise, "hub with standbys: taking the lease or standing by");
+    // The public side is read from the shared database, whoever leads. Its federation (the
+    // reader check, the data providers, the dashboard's members) is the registry in force at
+    // start-up.
+    let public_http = match http {
+        Some(http) => {
+            let (federation, hub_id) = registry_in_force(ctx).await?;
+            Some(start_public_http(ctx, http, federation, hub_id)?)
+        }
+        None => None,
+    };
+    let mut result = Ok(());
+    while !ctx.shutdown.is_cancelled() {
+        let Some(epoch) = stand_by(ctx, &holder, standby).await? else {
+            break;
+        };
+        tracing::info!(epoch, "HUB LEASE TAKEN: this process leads from now on");
+        ctx.metrics.role(true, epoch);
+        let term = ctx.shutdown.child_token();
+        let keeper = tokio::spawn(keep_lease(Arc::clone(&ctx.store), epoch, ttl, term.clone()));
+        let led = lead(ctx, PublicHttp::None, term.clone()).await;
+        term.cancel();
+        let _ = keeper.await;
+        ctx.metrics.role(false, epoch);
+        // Released in every case: nothing of this process is written from here on, and a
+        // standby takes over without waiting for the lease to expire.
+        if let Err(e) = with_lease(&ctx.store, move |lease| lease.release(epoch)).await {
+            tracing::warn!(error = %e, epoch, "cannot release the hub lease; it expires by itself");
+        }
+        match led {
+            Ok(()) if ctx.shutdown.is_cancelled() => break,
+            Ok(()) => tracing::warn!(epoch, "STEPPED DOWN: the hub lease was lost; standing by"),
+            Err(e) if !ctx.shutdown.is_cancelled() && !term_held(&ctx.store, epoch) => {
+                tracing::warn!(error = %e, epoch, "STEPPED DOWN: the hub lease was lost while starting to lead; standing by");
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if let Some(public_http) = public_http {
+        let _ = public_http.await;
+    }
+    result
+}
+
+/// Whether this process still holds term `epoch`.
+fn term_held(store: &Arc<dyn HubBackend>, epoch: u64) -> bool {
+    store.lease().and_then(|l| l.held_epoch()) == Some(epoch)
+}
+
+/// The machine's name, for the lease holder's name (which says who leads).
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "hub".into())
+}
+
+/// Runs a lease operation off the async runtime.
+async fn with_lease<T: Send + 'static>(
+    store: &Arc<dyn HubBackend>,
+    f: impl FnOnce(&dyn rcpfed_store::HubLease) -> Result<T, rcpfed_store::StoreError> + Send + 'static,
+) -> Result<T, HubError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || match store.lease() {
+        Some(lease) => f(lease),
+        None => Err(rcpfed_store::StoreError::Corrupt(
+            "this store has no hub lease".into(),
+        )),
+    })
+    .await
+    .map_err(|e| HubError::Config(format!("lease task panicked: {e}")))?
+    .map_err(HubError::Store)
+}
+
+/// Renews the lease of term `epoch` every third of `ttl` and ends `term` as soon as the term
+/// is over: another process took the lease, a write found it taken (the fence), or no renewal
+/// succeeded for a whole `ttl` (the database unreachable: the standbys may take over).
+async fn keep_lease(
+    store: Arc<dyn HubBackend>,
+    epoch: u64,
+    ttl: Duration,
+    term: CancellationToken,
+) {
+    let renew_every = ttl / 3;
+    let mut last_renewed = tokio::time::Instant::now();
+    let mut next_renewal = last_renewed + renew_every;
+    loop {
+        tokio::select! {
+            _ = term.cancelled() => return,
+            _ = tokio::time::sleep(LEASE_CHECK) => {}
+        }
+        if !term_held(&store, epoch) {
+            tracing::error!(
+                epoch,
+                "HUB LEASE LOST: a write found another process's term; stepping down"
+            );
+            term.cancel();
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if now < next_renewal {
+            continue;
+        }
+        next_renewal = now + renew_every;
+        match with_lease(&store, move |lease| lease.renew(epoch, ttl)).await {
+            Ok(true) => last_renewed = now,
+            Ok(false) => {
+                tracing::error!(
+                    epoch,
+                    "HUB LEASE LOST: another process took the lease; stepping down"
+                );
+                term.cancel();
+                return;
+            }
+            Err(e) if last_renewed.elapsed() >= ttl => {
+                tracing::error!(error = %e, epoch, "HUB LEASE LOST: no renewal succeeded for a whole lease; stepping down");
+                term.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, epoch, "cannot renew the hub lease; retrying"),
+        }
+    }
+}
+
+/// How often the leader looks whether a write found its term over.
+const LEASE_CHECK: Duration = Duration::from_millis(100);
+
+/// Stands by until this process takes the lease (Some(epoch)) or `shutdown` (None). Meanwhile,
+/// once the shared log holds a registry and a catalogue, it serves reads from the database and
+/// refuses writes with NOT_LEADER, naming the leader's advertised endpoint.
+async fn stand_by(
+    ctx: &Arc<Ctx>,
+    holder: &str,
+    standby: &Standby,
+) -> Result<Option<u64>, HubError> {
+    let ttl = standby.lease;
+    let poll = (ttl / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(String::new());
+    let (feed_tx, feed_rx) = tokio::sync::watch::channel(0u64);
+    let phase = ctx.shutdown.child_token();
+    let mut server: Option<tokio::task::JoinHandle<Result<(), HubError>>> = None;
+    // The read service being served, to put later registry versions in force.
+    let mut serving: Option<(Arc<Hub>, rcpfed_grpc::shared::SharedFederation)> = None;
+    let mut registry_checked = tokio::time::Instant::now();
+    let mut said_waiting = false;
+    let mut known_epoch = u64::MAX;
+    let stop = |server: Option<tokio::task::JoinHandle<_>>| {
+        // The read server drains in the background: the leader's server takes new connections
+        // on the same socket meanwhile.
+        phase.cancel();
+        drop(server);
+    };
+    loop {
+        let (name, endpoint) = (holder.to_string(), standby.advertise.clone());
+        match with_lease(&ctx.store, move |l| l.try_acquire(&name, &endpoint, ttl)).await {
+            Ok(Some(epoch)) => {
+                stop(server);
+                return Ok(Some(epoch));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot reach the hub lease; retrying"),
+        }
+        if let Ok(current) = with_lease(&ctx.store, |l| l.current()).await {
+            ctx.metrics.role(false, current.epoch);
+            if current.epoch != known_epoch {
+                known_epoch = current.epoch;
+                tracing::info!(leader = %current.holder, endpoint = %current.endpoint, epoch = current.epoch, live = current.live, "standing by; the lease is held by");
+            }
+            leader_tx.send_if_modified(|known| {
+                let changed = *known != current.endpoint;
+                if changed {
+                    known.clone_from(&current.endpoint);
+                }
+                changed
+            });
+        }
+        let store = Arc::clone(&ctx.store);
+        if let Ok(Ok(size)) = tokio::task::spawn_blocking(move || store.last_feed_index()).await {
+            let grew = feed_tx.send_if_modified(|head| {
+                let grew = size > *head;
+                if grew {
+                    *head = size;
+                }
+                grew
+            });
+            // A registry version the leader logged is put in force here too (admission and
+            // reads follow it), looked for at most once a second.
+            if grew
+                && registry_checked.elapsed() >= REGISTRY_RECHECK
+                && let Some((hub, federation)) = &serving
+            {
+                registry_checked = tokio::time::Instant::now();
+                follow_registry(ctx, hub, federation).await;
+            }
+        }
+        if let Some(running) = server.take_if(|running| running.is_finished())
+            && let Ok(Err(e)) = running.await
+        {
+            phase.cancel();
+            return Err(e);
+        }
+        if server.is_none() {
+            match standby_hub(ctx, leader_rx.clone(), feed_rx.clone(), phase.clone()).await {
+                Ok(Some((hub, indicators, federation))) => {
+                    tracing::info!("standby serving reads from the shared database");
+                    serving = Some((Arc::clone(&hub), federation.clone()));
+                    server = Some(tokio::spawn(serve(
+                        Arc::clone(ctx),
+                        hub,
+                        indicators,
+                        federation,
+                        phase.clone(),
+                    )));
+                }
+                Ok(None) if !said_waiting => {
+                    said_waiting = true;
+                    tracing::info!(
+                        "standing by: no leader has logged the registry and catalogue yet"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "standby cannot load the log state yet; retrying")
+                }
+            }
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => {
+                stop(server);
+                return Ok(None);
+            }
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// How often at most a standby looks for a registry version logged by the leader.
+const REGISTRY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Puts the latest logged registry version in force on a standby's read service, when it is
+/// newer than the one in force there (verified from the root keys, as at start-up).
+async fn follow_registry(
+    ctx: &Arc<Ctx>,
+    hub: &Arc<Hub>,
+    federation: &rcpfed_grpc::shared::SharedFederation,
+) {
+    let loaded = {
+        let ctx = Arc::clone(ctx);
+        tokio::task::spawn_blocking(move || {
+            registry::load(
+                ctx.store.as_ref(),
+                &ctx.trust,
+                &ctx.federation_id,
+                &ctx.initial_registry,
+            )
+        })
+        .await
+    };
+    let loaded = match loaded {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "standby cannot verify the logged registry versions");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "standby registry loader panicked");
+            return;
+        }
+    };
+    let mut current = hub.registry.lock().await;
+    if loaded.state.registry.version <= current.registry.version {
+        return;
+    }
+    match loaded.state.registry.to_federation() {
+        Ok(next) => {
+            tracing::info!(
+                version = loaded.state.registry.version,
+                "standby: registry version in force"
+            );
+            federation.set(next);
+            *current = loaded.state;
+        }
+        Err(e) => tracing::warn!(error = %e, "standby cannot use the logged registry version"),
+    }
+}
+
+/// The read-only service of a standby: the registry and catalogue in force as logged, no
+/// sequencer. None while the log holds no registry or catalogue yet.
+async fn standby_hub(
+    ctx: &Arc<Ctx>,
+    leader: tokio::sync::watch::Receiver<String>,
+    feed_head: tokio::sync::watch::Receiver<u64>,
+    phase: CancellationToken,
+) -> Result<
+    Option<(
+        Arc<Hub>,
+        IndicatorRpc,
+        rcpfed_grpc::shared::SharedFederation,
+    )>,
+    HubError,
+> {
+    let loaded = {
+        let ctx = Arc::clone(ctx);
+        tokio::task::spawn_blocking(move || {
+            registry::load(
+                ctx.store.as_ref(),
+                &ctx.trust,
+                &ctx.federation_id,
+                &ctx.initial_registry,
+            )
+        })
+        .await
+        .map_err(|e| HubError::Config(format!("registry loader panicked: {e}")))?
+        .map_err(HubError::Config)?
+    };
+    if loaded.needs_logging {
+        return Ok(None);
+    }
+    let federation = loaded
+        .state
+        .registry
+        .to_federation()
+        .map_err(|e| HubError::Config(e.to_string()))?;
+    let hub_member = federation
+        .hub()
+        .ok_or_else(|| HubError::Config("the member file names no hub".into()))?
+        .clone();
+    let issuer = catalogue::Issuer {
+        federation_id: federation.federation_id.clone(),
+        hub_id: hub_member.id.clone(),
+        hub_keys: hub_member.keys.clone(),
+        key: ctx.signing_key.clone(),
+    };
+    let latest = {
+        let store = Arc::clone(&ctx.store);
+        tokio::task::spawn_blocking(move || catalogue::load_chain(store.as_ref(), &issuer))
+            .await
+            .map_err(|e| HubError::Config(format!("catalogue loader panicked: {e}")))?
+            .map_err(HubError::Config)?
+    };
+    let Some(latest) = latest else {
+        return Ok(None);
+    };
+    let shared_federation = rcpfed_grpc::shared::SharedFederation::new(federation);
+    let indicators = IndicatorRpc::new(
+        Arc::clone(&ctx.store) as Arc<dyn IndicatorStore>,
+        hub_member.id.clone(),
+        rcpfed_grpc::indicators::reader_role(shared_federation.clone()),
+    )
+    .with_data_providers(shared_federation.clone());
+    let hub = new_hub(
+        ctx,
+        shared_federation.clone(),
+        ingest::Ingest::standby(feed_head),
+        loaded.state,
+        catalogue::SharedCatalogue::new(latest),
+        phase,
+        Some(leader),
+    );
+    Ok(Some((hub, indicators, shared_federation)))
+}
+
+/// Everything a leading or standing-by phase needs, fixed for the process's life.
+struct Ctx {
+    trust: rcpfed_core::registry::RootSet,
+    federation_id: String,
+    initial_registry: rcpfed_core::envelope::SignedEnvelope,
+    signing_key: SecretKey,
+    tls: TlsFiles,
+    crl_file: Option<std::path::PathBuf>,
+    stale_crl: rcpfed_grpc::acceptor::StaleCrl,
+    /// The gRPC socket; each phase serves a duplicate of it, so connections queue in its
+    /// backlog while one phase's server ends and the next one's starts.
+    grpc_listener: std::net::TcpListener,
+    witness_quorum: u32,
+    configured_catalogue: rcpfed_core::catalogue::Catalogue,
+    coherence_interval: Duration,
+    quotas: quotas::Quotas,
+    store: Arc<dyn HubBackend>,
+    health: tonic_health::server::HealthReporter,
+    metrics: metrics::HubMetrics,
+    rpc_metrics: rcpfed_grpc::rpc_metrics::RpcMetrics,
+    shutdown: CancellationToken,
+}
+
+/// When the public HTTP port starts.
+enum PublicHttp {
+    /// Once the log is loaded, so its first answer is the log in force (a single hub).
+    Later(Option<rcpfed_grpc::public_http::HttpSettings>),
+    /// Already started (a hub with standbys), or not configured.
+    None,
+}
+
+fn start_public_http(
+    ctx: &Ctx,
+    http: rcpfed_grpc::public_http::HttpSettings,
+    federation: rcpfed_grpc::shared::SharedFederation,
+    hub_id: String,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, HubError> {
+    let log_store: Arc<dyn HubStore> = Arc::clone(&ctx.store) as Arc<dyn HubStore>;
+    let indicators: Arc<dyn IndicatorStore> = Arc::clone(&ctx.store) as Arc<dyn IndicatorStore>;
+    let sdmx_source = rcpfed_grpc::sdmx_rest::SdmxSource::new(
+        Arc::clone(&indicators),
+        hub_id.clone(),
+        federation.clone(),
+    );
+    let dashboard = rcpfed_grpc::dashboard::router(
+        Arc::new(dashboard::HubDashboard::new(
+            Arc::clone(&log_store),
+            ctx.witness_quorum,
+        )),
+        indicators,
+        federation.clone(),
+        hub_id,
+    );
+    Ok(http.spawn(
+        ctx.crl_file.clone(),
+        federation,
+        axum::Router::new()
+            .nest("/tlog", tiles::router(log_store))
+            .nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx_source))
+            .merge(dashboard),
+        "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles), /sdmx/ (SDMX REST 1.5.0), and the dashboard at /dashboard/",
+        ctx.shutdown.clone(),
+    )?)
+}
+
+/// The federation of the registry in force in the store (or of registry version 1 before any
+/// is logged), and the hub's member id.
+async fn registry_in_force(
+    ctx: &Arc<Ctx>,
+) -> Result<(rcpfed_grpc::shared::SharedFederation, String), HubError> {
+    let loaded = {
+        let ctx = Arc::clone(ctx);
+        tokio::task::spawn_blocking(move || {
+            registry::load(
+                ctx.store.as_ref(),
+                &ctx.trust,
+                &ctx.federation_id,
+                &ctx.initial_registry,
+            )
+        })
+        .await
+        .map_err(|e| HubError::Config(format!("registry loader panicked: {e}")))?
+        .map_err(HubError::Config)?
+    };
+    let federation = loaded
+        .state
+        .registry
+        .to_federation()
+        .map_err(|e| HubError::Config(e.to_string()))?;
+    let hub_id = federation
+        .hub()
+        .ok_or_else(|| HubError::Config("the member file names no hub".into()))?
+        .id
+        .clone();
+    Ok((rcpfed_grpc::shared::SharedFederation::new(federation), hub_id))
+}
+
+async fn not_serving(health: &tonic_health::server::HealthReporter) {
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health.set_not_serving::<HubServiceServer<Hub>>().await;
+    health
+        .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
+        .await;
+}
+
+fn new_hub(
+    ctx: &Ctx,
+    federation: rcpfed_grpc::shared::SharedFederation,
+    ingest: ingest::Ingest,
+    registry: registry::RegistryState,
+    catalogue: catalogue::SharedCatalogue,
+    phase: CancellationToken,
+    standby: Option<tokio::sync::watch::Receiver<String>>,
+) -> Arc<Hub> {
+    let quotas = ctx.quotas.clone();
+    Arc::new_cyclic(|me| Hub {
+        me: me.clone(),
+        pool: quotas::CpuPool::new(quotas.pool_size()),
+        quotas,
+        submissions: quotas::PerMember::default(),
+        subscriptions: quotas::PerMember::default(),
+        snapshot_slots: quotas::PerMember::default(),
+        federation,
+        store: Arc::clone(&ctx.store),
+        ingest,
+        shutdown: phase,
+        quorum: ctx.witness_quorum,
+        registry: Arc::new(tokio::sync::Mutex::new(registry)),
+        catalogue,
+        metrics: ctx.metrics.clone(),
+        snapshot_permits: Arc::new(tokio::sync::Semaphore::new(
+            limits::MAX_CONCURRENT_SNAPSHOTS,
+        )),
+        standby,
+    })
+}
+
+/// Leads until `term` ends: loads the log state as a restart does (chain heads, log, registry,
+/// catalogue), starts the sequencer and the coherence reporter, and serves everything.
+async fn lead(
+    ctx: &Arc<Ctx>,
+    public_http: PublicHttp,
+    term: CancellationToken,
+) -> Result<(), HubError> {
+    let store = Arc::clone(&ctx.store);
+    let witness_quorum = ctx.witness_quorum;
     // The registry in force: versions in the log verified from the root keys, or version 1.
     let loaded = {
-        let store = Arc::clone(&store);
+        let ctx = Arc::clone(ctx);
         tokio::task::spawn_blocking(move || {
-            registry::load(store.as_ref(), &trust, &federation_id, &initial_registry)
+            registry::load(
+                ctx.store.as_ref(),
+                &ctx.trust,
+                &ctx.federation_id,
+                &ctx.initial_registry,
+            )
         })
         .await
         .map_err(|e| HubError::Config(format!("registry loader panicked: {e}")))?
@@ -198,15 +790,16 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         .map_err(|e| HubError::Config(format!("checkpoint reader panicked: {e}")))?
         .map_err(|e| HubError::Config(format!("cannot read the latest checkpoint: {e}")))?;
         if let Some(cp) = latest {
-            metrics.checkpoint_issued(cp.size, cp.created_at_ms);
+            ctx.metrics.checkpoint_issued(cp.size, cp.created_at_ms);
         }
         if let Some(cp) = final_cp {
-            metrics.final_checkpoint(cp.size);
+            ctx.metrics.final_checkpoint(cp.size);
         }
     }
     let hub_member = federation
         .hub()
         .ok_or_else(|| HubError::Config("the member file names no hub".into()))?;
+    let signing_key = ctx.signing_key.clone();
     // Witnesses verify checkpoints with the hub member's first key (logkeys::log_verifier), so
     // that is the only key the hub may sign with.
     if hub_member.keys.first().map(|k| k.key_id.as_str()) != Some(signing_key.key_id()) {
@@ -217,15 +810,19 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         )));
     }
 
-    let ingest = ingest::Ingest::start(
-        Arc::clone(&store),
-        ingest::ReceiptSigner {
+    let ingest = {
+        let store = Arc::clone(&store);
+        let signer = ingest::ReceiptSigner {
             federation_id: federation.federation_id.clone(),
             hub_id: hub_member.id.clone(),
             key: signing_key.clone(),
-        },
-        metrics.clone(),
-    )?;
+        };
+        let metrics = ctx.metrics.clone();
+        // Loading reads the database (the chain heads and the log's right edge).
+        tokio::task::spawn_blocking(move || ingest::Ingest::start(store, signer, metrics))
+            .await
+            .map_err(|e| HubError::Config(format!("sequencer loader panicked: {e}")))??
+    };
     if loaded.needs_logging {
         // A new hub: registry version 1 becomes the first entry of the log and the feed.
         match ingest
@@ -243,7 +840,6 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     // The catalogue in force: the logged chain verified with the hub's keys, and the configured
     // catalogue logged as the next version when its content differs.
     let hub_id = hub_member.id.clone();
-    let hub_member_id = hub_id.clone();
     let in_force = catalogue::establish(
         Arc::clone(&store),
         &ingest,
@@ -253,7 +849,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
             hub_keys: hub_member.keys.clone(),
             key: signing_key.clone(),
         },
-        configured_catalogue,
+        ctx.configured_catalogue.clone(),
     )
     .await
     .map_err(HubError::Config)?;
@@ -271,12 +867,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         rcpfed_grpc::indicators::reader_role(shared_federation.clone()),
     )
     .with_data_providers(shared_federation.clone());
-    // The SDMX REST API reads the same store as the IndicatorService.
-    let sdmx_source = rcpfed_grpc::sdmx_rest::SdmxSource::new(
-        Arc::clone(&store) as Arc<dyn IndicatorStore>,
-        hub_id.clone(),
-        shared_federation.clone(),
-    );
+    let public_hub_id = hub_id.clone();
     let coherence = tokio::spawn(coherence::run(
         coherence::Reporter {
             store: Arc::clone(&store),
@@ -285,11 +876,12 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
             catalogue: catalogue.clone(),
             hub_id,
             key: signing_key,
-            metrics: metrics.clone(),
+            metrics: ctx.metrics.clone(),
         },
-        coherence_interval,
-        shutdown.clone(),
+        ctx.coherence_interval,
+        term.clone(),
     ));
+    let quotas = &ctx.quotas;
     tracing::info!(
         cpu_threads = quotas.pool_size(),
         submissions_in_flight = quotas.submissions_in_flight,
@@ -298,87 +890,91 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         snapshot_min_rate = quotas.snapshot_min_rate,
         "per-member quotas"
     );
-    let log_store: Arc<dyn HubStore> = Arc::clone(&store) as Arc<dyn HubStore>;
-    let dashboard_indicators: Arc<dyn IndicatorStore> =
-        Arc::clone(&store) as Arc<dyn IndicatorStore>;
-    let hub = Arc::new_cyclic(|me| Hub {
-        me: me.clone(),
-        pool: quotas::CpuPool::new(quotas.pool_size()),
-        quotas,
-        submissions: quotas::PerMember::default(),
-        subscriptions: quotas::PerMember::default(),
-        snapshot_slots: quotas::PerMember::default(),
-        federation: shared_federation.clone(),
-        store,
+    let hub = new_hub(
+        ctx,
+        shared_federation.clone(),
         ingest,
-        shutdown: shutdown.clone(),
-        quorum: witness_quorum,
-        registry: Arc::new(tokio::sync::Mutex::new(loaded.state)),
+        loaded.state,
         catalogue,
-        metrics,
-        snapshot_permits: Arc::new(tokio::sync::Semaphore::new(
-            limits::MAX_CONCURRENT_SNAPSHOTS,
-        )),
-    });
+        term.clone(),
+        None,
+    );
+    // Started once the log is loaded, so its first answer is the log in force.
+    let public_http = match public_http {
+        PublicHttp::Later(Some(http)) => Some(start_public_http(
+            ctx,
+            http,
+            shared_federation.clone(),
+            public_hub_id,
+        )?),
+        PublicHttp::Later(None) | PublicHttp::None => None,
+    };
+    let served = serve(
+        Arc::clone(ctx),
+        hub,
+        indicators,
+        shared_federation,
+        term.clone(),
+    )
+    .await;
+    term.cancel();
+    let _ = coherence.await;
+    if let Some(public_http) = public_http {
+        let _ = public_http.await;
+    }
+    served
+}
+
+/// Serves HubService, IndicatorService, health and reflection on a duplicate of the gRPC
+/// socket until `phase` ends, then drains (bounded).
+async fn serve(
+    ctx: Arc<Ctx>,
+    hub: Arc<Hub>,
+    indicators: IndicatorRpc,
+    federation: rcpfed_grpc::shared::SharedFederation,
+    phase: CancellationToken,
+) -> Result<(), HubError> {
+    let leading = hub.standby.is_none();
     let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services(&[
         rcpfed_proto::v1::hub_service_server::SERVICE_NAME,
         rcpfed_proto::v1::indicator_service_server::SERVICE_NAME,
     ])?;
+    let grpc_listener = TcpListener::from_std(ctx.grpc_listener.try_clone()?)?;
     let grpc_addr: SocketAddr = grpc_listener.local_addr()?;
     // mTLS on rustls with the CRL, reloaded when it changes (tonic's TLS has no CRL hook).
     let (incoming, acceptor) = rcpfed_grpc::acceptor::mtls_incoming_with_acceptor(
         grpc_listener,
-        &tls,
-        crl_file.as_deref(),
+        &ctx.tls,
+        ctx.crl_file.as_deref(),
     )?;
-    acceptor.set_stale_crl(stale_crl);
+    acceptor.set_stale_crl(ctx.stale_crl);
 
+    let health = ctx.health.clone();
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<HubServiceServer<Hub>>().await;
     health
         .set_serving::<IndicatorServiceServer<IndicatorRpc>>()
         .await;
-    tracing::info!(%grpc_addr, federation = %federation.federation_id, "hub serving (mTLS)");
+    if leading {
+        tracing::info!(%grpc_addr, federation = %ctx.federation_id, "hub serving (mTLS)");
+    } else {
+        tracing::info!(%grpc_addr, federation = %ctx.federation_id, "standby hub serving reads (mTLS); writes answer NOT_LEADER");
+    }
 
     // Started after the start-up SERVING, which would otherwise hide a stale CRL.
-    let crl_watch = rcpfed_grpc::acceptor::watch_crl_freshness(
-        acceptor.clone(),
-        health.clone(),
-        shutdown.clone(),
-    );
-    // Started once the log is loaded, so its first answer is the log in force.
-    let public_http = match http {
-        Some(http) => {
-            let dashboard = rcpfed_grpc::dashboard::router(
-                Arc::new(dashboard::HubDashboard::new(
-                    Arc::clone(&log_store),
-                    witness_quorum,
-                )),
-                dashboard_indicators,
-                shared_federation.clone(),
-                hub_member_id.clone(),
-            );
-            Some(http.spawn(
-                crl_file.clone(),
-                shared_federation.clone(),
-                axum::Router::new()
-                    .nest("/tlog", tiles::router(log_store))
-                    .nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx_source))
-                    .merge(dashboard),
-                "/tlog/checkpoint, /tlog/tile/<L>/<N>[.p/<W>] and /tlog/tile/entries/<N>[.p/<W>] (C2SP tlog-tiles), /sdmx/ (SDMX REST 1.5.0), and the dashboard at /dashboard/",
-                shutdown.clone(),
-            )?)
-        }
-        None => None,
-    };
+    let crl_watch =
+        rcpfed_grpc::acceptor::watch_crl_freshness(acceptor.clone(), health.clone(), phase.clone());
     let health_on_shutdown = health.clone();
-    let server_shutdown = shutdown.clone();
+    let process_shutdown = ctx.shutdown.clone();
+    let server_shutdown = phase.clone();
     let serve = tonic::transport::Server::builder()
         // Outermost, so every answer is counted, refusals by the layers below included.
-        .layer(rcpfed_grpc::rpc_metrics::RpcMetricsLayer::new(rpc_metrics))
+        .layer(rcpfed_grpc::rpc_metrics::RpcMetricsLayer::new(
+            ctx.rpc_metrics.clone(),
+        ))
         // Who may call what, and how large each message may be, before any body is read.
         .layer(rcpfed_grpc::admission::AdmissionLayer::new(
-            shared_federation.clone(),
+            federation,
             rcpfed_grpc::admission::HUB_RULES,
         ))
         .layer(rcpfed_grpc::deadline::DeadlineLayer {
@@ -389,7 +985,9 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
         .tcp_keepalive(Some(limits::TCP_KEEPALIVE))
-        .add_service(health_service)
+        .add_service(tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(ctx.health.clone()),
+        ))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
@@ -402,29 +1000,22 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         .add_service(indicators.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             server_shutdown.cancelled().await;
-            // Probes must see NOT_SERVING as soon as shutdown starts.
-            health_on_shutdown
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            health_on_shutdown
-                .set_not_serving::<HubServiceServer<Hub>>()
-                .await;
-            health_on_shutdown
-                .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
-                .await;
-            tracing::info!("hub shutting down");
+            if process_shutdown.is_cancelled() {
+                // Probes must see NOT_SERVING as soon as shutdown starts.
+                not_serving(&health_on_shutdown).await;
+                tracing::info!("hub shutting down");
+            } else if leading {
+                tracing::info!("leader's server ending: the term is over");
+            } else {
+                tracing::info!("standby's read server ending: this process leads now");
+            }
         });
     // A bounded drain: silent or stuck peers cannot keep the process from stopping.
-    let served = rcpfed_grpc::acceptor::serve_with_bounded_drain(serve, shutdown.clone(), acceptor)
+    let served = rcpfed_grpc::acceptor::serve_with_bounded_drain(serve, phase.clone(), acceptor)
         .await
         .unwrap_or(Ok(()));
-    shutdown.cancel();
+    phase.cancel();
     let _ = crl_watch.await;
-    let _ = coherence.await;
-    if let Some(public_http) = public_http {
-        let _ = public_http.await;
-    }
-    let _ = ops.await;
     served?;
     Ok(())
 }

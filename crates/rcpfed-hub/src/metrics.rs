@@ -41,9 +41,18 @@ pub struct HubMetrics {
     final_size: Gauge,
     cosignatures: Family<WitnessLabel, Counter>,
     witnessed_size: Family<WitnessLabel, Gauge>,
+    leader: Gauge,
+    lease_epoch: Gauge,
 }
 
 impl HubMetrics {
+    /// Records this process's role: leading (1) or standing by (0), and the lease term.
+    pub fn role(&self, leading: bool, epoch: u64) {
+        self.leader.set(i64::from(leading));
+        self.lease_epoch
+            .set(i64::try_from(epoch).unwrap_or(i64::MAX));
+    }
+
     /// Creates the metrics and registers them.
     pub fn register(registry: &mut Registry) -> Self {
         let m = HubMetrics {
@@ -64,7 +73,19 @@ impl HubMetrics {
             final_size: Gauge::default(),
             cosignatures: Family::default(),
             witnessed_size: Family::default(),
+            leader: Gauge::default(),
+            lease_epoch: Gauge::default(),
         };
+        registry.register(
+            "rcpfed_hub_leader",
+            "1 while this hub process sequences and signs (holds the hub lease, or runs without standbys), 0 while it stands by",
+            m.leader.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_lease_epoch",
+            "The hub lease term this process holds or last saw held (0: no lease in use)",
+            m.lease_epoch.clone(),
+        );
         registry.register(
             "rcpfed_hub_statements_accepted",
             "Statements accepted, by node",

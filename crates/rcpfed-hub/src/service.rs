@@ -82,6 +82,9 @@ pub struct Hub {
     pub(crate) subscriptions: PerMember,
     /// Large snapshots each member is sending (at most one).
     pub(crate) snapshot_slots: PerMember,
+    /// None while this process leads; on a standby, the endpoint the leader advertises ("" when
+    /// unknown), named in the NOT_LEADER answer to every write.
+    pub(crate) standby: Option<tokio::sync::watch::Receiver<String>>,
 }
 
 /// What a submission gets back: the receipt, whether it was a resubmission, the log proof.
@@ -269,6 +272,21 @@ fn non_empty(text: String) -> Option<String> {
 }
 
 impl Hub {
+    /// Refuses a write on a standby (UNAVAILABLE, NOT_LEADER, naming the leader when known),
+    /// before anything of it is read or checked.
+    fn writable(&self, what: &str) -> Result<(), Status> {
+        match &self.standby {
+            None => Ok(()),
+            Some(leader) => {
+                let leader = leader.borrow().clone();
+                Err(rcpfed_grpc::status::not_leader(
+                    &format!("{what} was refused: this hub is a standby"),
+                    Some(&leader),
+                ))
+            }
+        }
+    }
+
     /// Everything before the chain rules: envelope shape, payload type, signature, owner,
     /// decoding and validation. Pure CPU; runs concurrently across requests.
     fn verify(
@@ -454,6 +472,12 @@ impl Hub {
             Err(IngestError::Stopped) => {
                 return Err(Status::unavailable("the hub is shutting down; retry later"));
             }
+            Err(IngestError::NotLeader) => {
+                return Err(rcpfed_grpc::status::not_leader(
+                    "the statement was refused: this hub is a standby",
+                    None,
+                ));
+            }
             Err(e @ IngestError::Store(_)) => return Err(internal("storing the statement", &e)),
             Err(IngestError::Unavailable(e)) => {
                 return Err(rcpfed_grpc::status::store_status(
@@ -604,6 +628,7 @@ impl HubService for Hub {
         let member_id = authorize(&request, &federation, Role::Publisher)?
             .id
             .clone();
+        self.writable("the statement")?;
         let envelope = request.into_inner().envelope.ok_or_else(|| {
             invalid_field(
                 "envelope",
@@ -1136,6 +1161,7 @@ impl HubService for Hub {
         let witness = authorize(&request, &self.federation.get(), Role::Witness)?
             .id
             .clone();
+        self.writable("the cosignature")?;
         let req = request.into_inner();
         let signature =
             rcpfed_core::note::parse_signature_line(&req.cosignature).map_err(|_| {
@@ -1204,6 +1230,7 @@ impl HubService for Hub {
         let admin = authorize(&request, &self.federation.get(), Role::Admin)?
             .id
             .clone();
+        self.writable("the registry version")?;
         let envelope = request.into_inner().registry.ok_or_else(|| {
             invalid_field("registry", reasons::FIELD_REQUIRED, "registry is required")
         })?;
@@ -1268,6 +1295,12 @@ impl HubService for Hub {
             Err(IngestError::Rejected(r)) => return Err(reject(r)),
             Err(IngestError::Stopped) => {
                 return Err(Status::unavailable("the hub is shutting down; retry later"));
+            }
+            Err(IngestError::NotLeader) => {
+                return Err(rcpfed_grpc::status::not_leader(
+                    "the registry version was refused: this hub is a standby",
+                    None,
+                ));
             }
             Err(e @ IngestError::Store(_)) => {
                 return Err(internal("logging the registry version", &e));
@@ -1368,6 +1401,7 @@ impl HubService for Hub {
         let member_id = authorize(&request, &federation, Role::Publisher)?
             .id
             .clone();
+        self.writable("the snapshot")?;
         let refused = |rejection: Rejection| {
             tracing::info!(member = %member_id, reason = rejection.reason, message = %rejection.message, "snapshot refused");
             reject(rejection)

@@ -171,6 +171,7 @@ async fn start_hub_in(dir: tempfile::TempDir, layout: PkiLayout, catalogue: Opti
         open_store: Box::new(move || {
             Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn rcpfed_hub::HubBackend>)
         }),
+        standby: None,
     };
     let done = tokio::spawn(rcpfed_hub::run(settings, shutdown.clone()));
     Hub {
@@ -646,6 +647,7 @@ async fn a_new_catalogue_version_is_issued_only_when_the_content_changes() {
             open_store: Box::new(move || {
                 Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn rcpfed_hub::HubBackend>)
             }),
+            standby: None,
         },
         CancellationToken::new(),
     )

@@ -396,8 +396,9 @@ pub struct NodeSettings {
     pub crl_file: Option<std::path::PathBuf>,
     /// What the server does while the CRL is past its nextUpdate.
     pub stale_crl: rcpfed_grpc::acceptor::StaleCrl,
-    /// The hub's gRPC endpoint, "https://host:port".
-    pub hub_endpoint: String,
+    /// The hub's gRPC endpoints, "https://host:port": one, or a leader's and its standbys' (one
+    /// logical hub), tried in order and switched on failure or NOT_LEADER.
+    pub hub_endpoints: Vec<String>,
     /// Timeouts and keepalives of the link to the hub.
     pub hub_link: HubLink,
     /// Listener for the node's mTLS gRPC port.
@@ -450,7 +451,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         tls,
         crl_file,
         stale_crl,
-        hub_endpoint,
+        hub_endpoints,
         hub_link,
         grpc_listener,
         ops_listener,
@@ -500,21 +501,27 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
                 .and_then(|shared| shared.get().hub().map(|hub| hub.spiffe_id.clone()))
         })
     };
-    let channel = rcpfed_grpc::client_tls::checked_channel(
-        &hub_endpoint,
-        rcpfed_grpc::client_tls::ServerIdentityCheck {
-            files: tls.clone(),
-            crl: crl_file.clone(),
-            federation_id: federation_id.clone(),
-            expected: expected_hub,
-        },
-        rcpfed_grpc::client_tls::ChannelTiming {
-            connect_timeout: hub_link.connect_timeout,
-            keepalive_interval: hub_link.keepalive_interval,
-            keepalive_timeout: hub_link.keepalive_timeout,
-        },
-    )
-    .map_err(|e| NodeError::Config(format!("hub endpoint {hub_endpoint}: {e}")))?;
+    let mut channels = Vec::with_capacity(hub_endpoints.len());
+    for endpoint in &hub_endpoints {
+        let channel = rcpfed_grpc::client_tls::checked_channel(
+            endpoint,
+            rcpfed_grpc::client_tls::ServerIdentityCheck {
+                files: tls.clone(),
+                crl: crl_file.clone(),
+                federation_id: federation_id.clone(),
+                expected: expected_hub.clone(),
+            },
+            rcpfed_grpc::client_tls::ChannelTiming {
+                connect_timeout: hub_link.connect_timeout,
+                keepalive_interval: hub_link.keepalive_interval,
+                keepalive_timeout: hub_link.keepalive_timeout,
+            },
+        )
+        .map_err(|e| NodeError::Config(format!("hub endpoint {endpoint}: {e}")))?;
+        channels.push((endpoint.clone(), channel));
+    }
+    let channel = rcpfed_grpc::failover::FailoverChannel::new(channels)
+        .ok_or_else(|| NodeError::Config("no hub endpoint is configured".into()))?;
     let state = Arc::new(NodeState::default());
     let (node_registry, in_force) = registry::NodeRegistry::bootstrap(
         &trust,
@@ -691,7 +698,7 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     health
         .set_serving::<IndicatorServiceServer<IndicatorRpc>>()
         .await;
-    tracing::info!(%addr, node = %node_id, hub = %hub_endpoint, "node serving (mTLS)");
+    tracing::info!(%addr, node = %node_id, hub = %hub_endpoints.join(", "), "node serving (mTLS)");
 
     // Started after the start-up SERVING, which would otherwise hide a stale CRL.
     let crl_watch = rcpfed_grpc::acceptor::watch_crl_freshness(

@@ -22,6 +22,7 @@ use rcpfed_core::receipt::{Acknowledged, Receipt};
 use rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE;
 use rcpfed_core::statement::{Body, ChunkManifest, Statement};
 use rcpfed_grpc::BACKLOG_END_HEADER;
+use rcpfed_grpc::failover::FailoverChannel as Channel;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_store::{
@@ -30,7 +31,6 @@ use rcpfed_store::{
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// Checks one feed entry completely: statement signature by a key of its issuer, payload
 /// decodes, hub receipt signature, and receipt naming this statement at this feed index.

@@ -15,6 +15,7 @@ use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
 use rcpfed_core::receipt::{Acknowledged, Receipt};
 use rcpfed_core::statement::{Body, ChunkManifest, Statement};
+use rcpfed_grpc::failover::FailoverChannel as Channel;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_store::OwnStatement;
@@ -23,7 +24,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// First retry delay.
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -293,6 +293,10 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                         status.message()
                     );
                     tracing::debug!(seq = own.seq, %problem, "delivery will be retried");
+                    if rcpfed_grpc::status::is_not_leader(&status) {
+                        // The next try goes to the next hub endpoint, which may lead: soon.
+                        backoff = BACKOFF_START / 2;
+                    }
                     mark(&store, own.seq, Err(problem.clone()), false).await;
                     state.set_error(problem);
                     stalled = true;

@@ -15,12 +15,12 @@ use rcpfed_core::registry::{
     verify_next, verify_root_signatures,
 };
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
+use rcpfed_grpc::failover::FailoverChannel as Channel;
 use rcpfed_grpc::shared::SharedFederation;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
-use tonic::transport::Channel;
 
 struct InForce {
     registry: Registry,

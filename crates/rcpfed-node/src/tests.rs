@@ -734,7 +734,7 @@ impl HubService for FakeHub {
     }
 }
 
-async fn serve(hub: FakeHub) -> HubServiceClient<tonic::transport::Channel> {
+async fn serve(hub: FakeHub) -> HubServiceClient<rcpfed_grpc::failover::FailoverChannel> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -747,7 +747,10 @@ async fn serve(hub: FakeHub) -> HubServiceClient<tonic::transport::Channel> {
         .connect()
         .await
         .unwrap();
-    HubServiceClient::new(channel)
+    HubServiceClient::new(rcpfed_grpc::failover::FailoverChannel::single(
+        &addr.to_string(),
+        channel,
+    ))
 }
 
 fn chunked(n: usize, per_chunk: usize) -> (ChunkManifest, Vec<Vec<u8>>) {

@@ -19,13 +19,13 @@ use rcpfed_core::members::Federation;
 use rcpfed_core::merkle::{self, Hash};
 use rcpfed_core::note::{NoteSignature, NoteVerifier};
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
+use rcpfed_grpc::failover::FailoverChannel as Channel;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_store::{NodeStore, StoreError, TrustedCheckpoint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 

@@ -28,6 +28,10 @@ pub enum StoreError {
     /// free before it; nothing was changed.
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
+    /// The write was refused because this process does not hold the hub lease (a standby, or a
+    /// leader whose term another process has taken over); nothing was written.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
 }
 
 impl StoreError {
@@ -61,6 +65,7 @@ impl StoreError {
             ),
             #[cfg(feature = "postgres")]
             StoreError::Postgres(e) => crate::pg::is_unavailable(e),
+            StoreError::NotLeader(_) => true,
             _ => false,
         }
     }

@@ -286,6 +286,11 @@ pub trait HubStore: Send + Sync + 'static {
     fn flag_statements(&self, flags: &[FlagRecord]) -> Result<u32, StoreError>;
     /// Flags with id > after_id, ascending, at most limit.
     fn list_flags(&self, after_id: u64, limit: usize) -> Result<Vec<StoredFlag>, StoreError>;
+    /// The lease that lets several hub processes share this store (one sequences, the others
+    /// stand by); None for a store only one process can open (SQLite).
+    fn lease(&self) -> Option<&dyn crate::HubLease> {
+        None
+    }
 }
 
 /// Schema of the hub database. Append new migrations; never edit shipped ones.

@@ -21,6 +21,7 @@ mod error;
 pub mod hub;
 pub mod indicators;
 mod indicators_sql;
+pub mod lease;
 pub mod node;
 #[cfg(feature = "postgres")]
 mod pg;
@@ -33,6 +34,7 @@ pub use db::{MAX_READERS, READER_WAIT, current_deadline, with_deadline};
 pub use error::StoreError;
 pub use hub::*;
 pub use indicators::*;
+pub use lease::{HubLease, LeaseHolder};
 pub use node::*;
 #[cfg(feature = "postgres")]
 pub use pg::{PgHubStore, copy as pg_copy, is_postgres_url};

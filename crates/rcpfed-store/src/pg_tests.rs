@@ -464,3 +464,104 @@ fn measure<S: HubStore + IndicatorStore>(name: &str, store: &S, n: usize) {
         n as f64 / applied.as_secs_f64()
     );
 }
+
+/// A log node to write: any write goes through the fence.
+fn write_one(store: &PgHubStore, index: u64) -> Result<(), StoreError> {
+    store.append(&[], &[], &[], &[(0, index, hash(&index.to_string()))], None)
+}
+
+#[test]
+fn the_lease_has_one_holder_and_fences_a_lost_term() {
+    use crate::HubLease;
+    let Some(schemas) = Schemas::new() else {
+        return;
+    };
+    let url = schemas.fresh();
+    let a = PgHubStore::open(&url).unwrap();
+    let b = PgHubStore::open(&url).unwrap();
+    let ttl = Duration::from_millis(400);
+    a.enable_fencing(ttl).unwrap();
+    b.enable_fencing(ttl).unwrap();
+
+    // Nobody holds it: writes are refused on both; the first to try takes term 1.
+    assert!(matches!(write_one(&a, 0), Err(StoreError::NotLeader(_))));
+    assert_eq!(a.try_acquire("a", "https://a:1", ttl).unwrap(), Some(1));
+    assert_eq!(b.try_acquire("b", "https://b:1", ttl).unwrap(), None);
+    let current = b.current().unwrap();
+    assert_eq!(
+        (
+            current.holder.as_str(),
+            current.endpoint.as_str(),
+            current.epoch,
+            current.live
+        ),
+        ("a", "https://a:1", 1, true)
+    );
+    write_one(&a, 0).unwrap();
+    let refused = write_one(&b, 1).unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::NotLeader(m) if m.contains("standby")),
+        "{refused}"
+    );
+    assert!(refused.is_unavailable());
+
+    // Renewed, it stays a's; left to expire, b takes term 2 and a's next write is refused.
+    assert!(a.renew(1, ttl).unwrap());
+    std::thread::sleep(ttl + Duration::from_millis(200));
+    assert_eq!(b.try_acquire("b", "https://b:1", ttl).unwrap(), Some(2));
+    assert_eq!(a.held_epoch(), Some(1), "a has not noticed yet");
+    let refused = write_one(&a, 1).unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::NotLeader(m) if m.contains("term 1 is over")),
+        "{refused}"
+    );
+    assert_eq!(a.held_epoch(), None, "the refused write ended a's term");
+    assert!(!a.renew(1, ttl).unwrap());
+    write_one(&b, 1).unwrap();
+    assert_eq!(b.held_epoch(), Some(2));
+
+    // Released, a may take it at once (term 3), and b is fenced.
+    b.release(2).unwrap();
+    assert!(matches!(write_one(&b, 2), Err(StoreError::NotLeader(_))));
+    assert_eq!(a.try_acquire("a", "https://a:1", ttl).unwrap(), Some(3));
+    write_one(&a, 2).unwrap();
+    assert_eq!(a.log_node(0, 2).unwrap(), Some(hash("2")));
+    assert_eq!(
+        a.log_node(0, 1).unwrap(),
+        Some(hash("1")),
+        "b's write in its term"
+    );
+}
+
+#[test]
+fn a_takeover_waits_for_the_holders_write_in_progress() {
+    use crate::HubLease;
+    let Some(schemas) = Schemas::new() else {
+        return;
+    };
+    let url = schemas.fresh();
+    let a = PgHubStore::open(&url).unwrap();
+    a.enable_fencing(Duration::from_millis(300)).unwrap();
+    assert_eq!(
+        a.try_acquire("a", "", Duration::from_millis(300)).unwrap(),
+        Some(1)
+    );
+    // A write transaction of a's holds the lease row shared (as a paused leader's would)...
+    let mut holder = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut tx = holder.transaction().unwrap();
+    tx.query("SELECT epoch FROM hub_lease FOR SHARE", &[])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    // ...so b cannot take the expired lease until it ends.
+    let b = PgHubStore::open(&url).unwrap();
+    b.enable_fencing(Duration::from_millis(300)).unwrap();
+    assert_eq!(
+        b.try_acquire("b", "", Duration::from_millis(300)).unwrap(),
+        None
+    );
+    tx.commit().unwrap();
+    assert_eq!(
+        b.try_acquire("b", "", Duration::from_millis(300)).unwrap(),
+        Some(2)
+    );
+}

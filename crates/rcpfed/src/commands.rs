@@ -215,6 +215,7 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
                 )?;
                 Ok(store as Arc<dyn rcpfed_hub::HubBackend>)
             }),
+            standby: config.standby(),
         },
         shutdown,
     )
@@ -314,7 +315,7 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             tls: tls_files(&config.tls),
             crl_file: config.crl_file.clone(),
             stale_crl: config.stale_crl.into(),
-            hub_endpoint: config.hub_endpoint.clone(),
+            hub_endpoints: config.hub_endpoints(),
             hub_link: config.hub_link(),
             grpc_listener,
             ops_listener,

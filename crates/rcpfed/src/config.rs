@@ -260,10 +260,32 @@ pub struct HubConfig {
     /// from this file every few seconds, so raising it takes effect without a restart.
     #[serde(default)]
     pub max_db_bytes: Option<u64>,
+    /// Run as one of several hub processes sharing the PostgreSQL database of `database_url`:
+    /// the one holding the hub lease sequences and signs, the others serve reads, answer
+    /// writes with NOT_LEADER and take over when the lease expires. Every process must have
+    /// the same hub identity (certificate, signing key).
+    #[serde(default)]
+    pub standby: bool,
+    /// With `standby`: how long the hub lease lasts unrenewed, in milliseconds (the leader
+    /// renews it every third of this; a standby takes over at most this long after the leader
+    /// stopped).
+    pub lease_ms: u64,
+    /// With `standby`: the gRPC endpoint ("https://host:port") this process advertises while it
+    /// leads; standbys name it in their NOT_LEADER answers. Unset: none is named.
+    #[serde(default)]
+    pub advertise_endpoint: Option<String>,
 }
 }
 
 impl HubConfig {
+    /// How this hub shares its database with standbys; None when it runs alone.
+    pub fn standby(&self) -> Option<rcpfed_hub::Standby> {
+        self.standby.then(|| rcpfed_hub::Standby {
+            lease: std::time::Duration::from_millis(self.lease_ms),
+            advertise: self.advertise_endpoint.clone().unwrap_or_default(),
+        })
+    }
+
     /// The per-member quotas these settings ask for.
     pub fn quotas(&self) -> rcpfed_hub::quotas::Quotas {
         rcpfed_hub::quotas::Quotas {
@@ -307,6 +329,9 @@ impl Default for HubConfig {
             .unwrap_or(u64::MAX),
             snapshot_min_rate_bytes: rcpfed_hub::quotas::DEFAULT_SNAPSHOT_MIN_RATE,
             max_db_bytes: None,
+            standby: false,
+            lease_ms: 3000,
+            advertise_endpoint: None,
         }
     }
 }
@@ -320,6 +345,11 @@ pub struct NodeConfig {
     pub node_id: String,
     /// The hub's endpoint, "https://host:port".
     pub hub_endpoint: String,
+    /// The endpoints of a hub with standbys (one logical hub): calls go to the first and move
+    /// to the next on a connection failure or a NOT_LEADER answer. When set, it replaces
+    /// `hub_endpoint`. Environment: `RCPFED_NODE_HUB_ENDPOINTS='["https://a:1", "https://b:2"]'`.
+    #[serde(default)]
+    pub hub_endpoints: Vec<String>,
     /// The GFMD root keys and threshold (trust anchor of the registry).
     pub root_trust_file: PathBuf,
     /// A registry version 1 file; optional: without it the node fetches every version from the
@@ -374,6 +404,7 @@ impl Default for NodeConfig {
         NodeConfig {
             node_id: String::new(),
             hub_endpoint: "https://localhost:50051".into(),
+            hub_endpoints: Vec::new(),
             root_trust_file: "root-trust.toml".into(),
             registry_file: None,
             data_dir: "data/node".into(),
@@ -400,6 +431,15 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
+    /// The hub endpoints to use, in order: `hub_endpoints` when set, else `hub_endpoint`.
+    pub fn hub_endpoints(&self) -> Vec<String> {
+        if self.hub_endpoints.is_empty() {
+            vec![self.hub_endpoint.clone()]
+        } else {
+            self.hub_endpoints.clone()
+        }
+    }
+
     /// The timeouts and keepalives of the node's link to the hub.
     pub fn hub_link(&self) -> rcpfed_node::HubLink {
         use std::time::Duration;
@@ -641,6 +681,23 @@ impl HubConfig {
                 );
             }
         }
+        if self.standby && self.database_url.is_none() {
+            bail!(
+                "standby = true needs database_url: the hub and its standbys share one \
+                 PostgreSQL database (a SQLite file cannot be shared)"
+            );
+        }
+        if self.lease_ms < 300 {
+            bail!(
+                "lease_ms must be at least 300 (the leader renews every third of it), got {}",
+                self.lease_ms
+            );
+        }
+        if let Some(endpoint) = &self.advertise_endpoint
+            && !endpoint.starts_with("https://")
+        {
+            bail!("advertise_endpoint must start with https://, got {endpoint:?}");
+        }
         for (what, p) in [
             ("root_trust_file", &self.root_trust_file),
             ("registry_file", &self.registry_file),
@@ -725,6 +782,13 @@ impl NodeConfig {
                 "hub_endpoint {:?} must start with https:// (mTLS is required)",
                 self.hub_endpoint
             );
+        }
+        if let Some(bad) = self
+            .hub_endpoints
+            .iter()
+            .find(|e| !e.starts_with("https://"))
+        {
+            bail!("hub_endpoints: {bad:?} must start with https:// (mTLS is required)");
         }
         for (what, p) in [
             ("root_trust_file", &self.root_trust_file),
@@ -889,6 +953,49 @@ mod tests {
             "{error}"
         );
         assert!(!error.contains("default."), "{error}");
+    }
+
+    #[test]
+    fn a_standby_needs_a_shared_database_a_sane_lease_and_an_https_endpoint() {
+        let error = hub_error(&format!("standby = true\n{TLS}"));
+        assert!(
+            error.starts_with("standby = true needs database_url"),
+            "{error}"
+        );
+        let error = hub_error(&format!(
+            "database_url = \"postgres://hub@db/rcpfed\"\nstandby = true\nlease_ms = 100\n{TLS}"
+        ));
+        assert!(
+            error.starts_with("lease_ms must be at least 300"),
+            "{error}"
+        );
+        let error = hub_error(&format!(
+            "database_url = \"postgres://hub@db/rcpfed\"\nstandby = true\n\
+             advertise_endpoint = \"hub-a:50051\"\n{TLS}"
+        ));
+        assert!(
+            error.starts_with("advertise_endpoint must start with https://"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_node_takes_several_hub_endpoints_all_over_https() {
+        let (_dir, file) = config_file(&format!(
+            "node_id = \"colombo\"\nhub_endpoints = [\"https://a:1\", \"http://b:2\"]\n{TLS}"
+        ));
+        let error = NodeConfig::load(&file, &ListenOverrides::default())
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("hub_endpoints: \"http://b:2\" must start with https://"),
+            "{error}"
+        );
+        let mut config = NodeConfig::default();
+        assert_eq!(config.hub_endpoints(), vec![config.hub_endpoint.clone()]);
+        config.hub_endpoints = vec!["https://a:1".into(), "https://b:2".into()];
+        assert_eq!(config.hub_endpoints(), ["https://a:1", "https://b:2"]);
     }
 
     #[test]

@@ -23,7 +23,8 @@ use rcpfed_core::merkle::Hash;
 /// rowid implicitly).
 pub(crate) const HUB_SCHEMA: PgSchema = PgSchema {
     name: "hub",
-    migrations: &[r#"
+    migrations: &[
+        r#"
         CREATE TABLE statements (
             feed_index     BIGINT PRIMARY KEY CHECK (feed_index >= 1),
             node_id        TEXT COLLATE "C" NOT NULL,
@@ -145,7 +146,21 @@ pub(crate) const HUB_SCHEMA: PgSchema = PgSchema {
             sha256 BYTEA PRIMARY KEY CHECK (octet_length(sha256) = 32),
             bytes  BYTEA NOT NULL
         );
-    "#],
+    "#,
+        // The hub lease (see lease.rs): one row, timed by the database's clock; epoch 0 and an
+        // expiry in the past mean nobody ever held it.
+        r#"
+        CREATE TABLE hub_lease (
+            id         BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
+            holder     TEXT        NOT NULL,
+            endpoint   TEXT        NOT NULL,
+            epoch      BIGINT      NOT NULL CHECK (epoch >= 0),
+            expires_at TIMESTAMPTZ NOT NULL
+        );
+        INSERT INTO hub_lease (holder, endpoint, epoch, expires_at)
+            VALUES ('', '', 0, '-infinity');
+    "#,
+    ],
 };
 
 /// Column list matching [`statement_from_row`].
@@ -673,6 +688,10 @@ impl HubStore for PgHubStore {
             }
             Ok(new)
         })
+    }
+
+    fn lease(&self) -> Option<&dyn crate::HubLease> {
+        Some(self)
     }
 
     fn list_flags(&self, after_id: u64, max: usize) -> Result<Vec<StoredFlag>, StoreError> {

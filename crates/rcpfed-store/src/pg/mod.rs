@@ -7,12 +7,15 @@
 //! - one writer at a time: each write transaction first takes a transaction-scoped advisory
 //!   lock, the counterpart of `BEGIN IMMEDIATE`, so read-then-write rules (feed continuity,
 //!   the checkpoint compare-and-swap) hold even with several processes on one database;
+//! - with a standby hub, fencing: each write transaction also checks, under a key-share lock, that
+//!   the hub lease row still holds this process's term (see [`crate::HubLease`]);
 //! - reads run in `REPEATABLE READ READ ONLY` transactions (one snapshot per call) and honour
 //!   the caller's deadline ([`crate::with_deadline`]) through `statement_timeout`.
 
 pub mod copy;
 pub(crate) mod hub;
 mod indicators;
+mod lease;
 
 pub use hub::PgHubStore;
 
@@ -25,6 +28,7 @@ use postgres::{Client, Config, IsolationLevel, NoTls, Row, Statement, Transactio
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -158,12 +162,76 @@ pub(crate) struct PgSchema {
     pub migrations: &'static [&'static str],
 }
 
+/// The epoch every write must find in the hub lease row, once fencing is on (a hub with
+/// standbys; see [`crate::HubLease`]).
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    enabled: AtomicBool,
+    /// The term this process holds; 0: none (a standby, or a leader that lost its term).
+    epoch: AtomicI64,
+    /// Longest a write transaction may sit idle before the server ends it, in milliseconds.
+    idle_ms: AtomicU64,
+}
+
+impl Fence {
+    pub(crate) fn enable(&self, idle_ms: u64) {
+        self.idle_ms.store(idle_ms.max(1), Ordering::SeqCst);
+        self.enabled.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn set_epoch(&self, epoch: i64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// Forgets term `epoch` (unless a newer one was taken meanwhile).
+    pub(crate) fn lose(&self, epoch: i64) {
+        let _ = self
+            .epoch
+            .compare_exchange(epoch, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub(crate) fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Checks, inside a write transaction, that the lease row holds this process's term. The
+    /// key-share lock on the row makes a takeover (which locks it `FOR UPDATE`) wait until this
+    /// transaction ends, while a renewal (an update of non-key columns) never waits for it.
+    fn check(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let held = self.epoch();
+        let row = tx.query_opt("SELECT epoch, holder FROM hub_lease FOR KEY SHARE", &[])?;
+        let Some(row) = row else {
+            return Err(StoreError::Corrupt("the hub lease row is missing".into()));
+        };
+        let current: i64 = row.try_get(0)?;
+        let holder: String = row.try_get(1)?;
+        if held != 0 && current == held {
+            return Ok(());
+        }
+        if held != 0 {
+            self.lose(held);
+            return Err(StoreError::NotLeader(format!(
+                "this hub's term {held} is over: {holder} holds the lease in term {current}"
+            )));
+        }
+        Err(StoreError::NotLeader(format!(
+            "this hub is a standby; {holder} holds the lease (term {current})"
+        )))
+    }
+}
+
 /// One PostgreSQL database (and schema): a writer connection and a bounded reader pool.
 pub(crate) struct PgDb {
     config: Config,
     /// None after the connection broke: the next write reconnects.
     writer: Mutex<Option<Conn>>,
     readers: ReaderPool<Conn>,
+    /// The lease's own connection, so a renewal never queues behind a long write.
+    lease: Mutex<Option<Conn>>,
+    pub(crate) fence: Fence,
 }
 
 impl std::fmt::Debug for PgDb {
@@ -189,6 +257,8 @@ impl PgDb {
             config,
             writer: Mutex::new(None),
             readers: ReaderPool::new(Vec::new()),
+            lease: Mutex::new(None),
+            fence: Fence::default(),
         };
         let writer = off_async(|| {
             let mut writer = db.connect()?;
@@ -203,6 +273,13 @@ impl PgDb {
         let mut client = self.config.connect(NoTls)?;
         // An acknowledged write must survive a server crash, whatever the server's default.
         client.batch_execute("SET synchronous_commit = on")?;
+        if self.fence.enabled.load(Ordering::SeqCst) {
+            // A paused hub's open transaction would hold the lease row and the write lock.
+            let idle_ms = self.fence.idle_ms.load(Ordering::SeqCst);
+            client.batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = {idle_ms}"
+            ))?;
+        }
         Ok(Conn {
             client,
             cache: HashMap::new(),
@@ -230,11 +307,58 @@ impl PgDb {
         let Some(conn) = guard.as_mut() else {
             return Err(StoreError::Corrupt("the writer connection vanished".into()));
         };
-        let out = run_write(conn, f);
+        let out = run_write(conn, &self.fence, f);
         if conn.client.is_closed() {
             *guard = None;
         }
         out
+    }
+
+    /// Drops the writer connection, so the next write connects with the current settings.
+    pub(crate) fn reset_writer(&self) {
+        let old = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        off_async(move || drop(old));
+    }
+
+    /// Runs `f` in a transaction of the lease's own connection: no write lock, no fence, and a
+    /// lock wait of at most `wait` (a paused holder's transaction must not stall the caller).
+    pub fn lease_tx<T: Send>(
+        &self,
+        wait: Duration,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        off_async(|| {
+            let mut guard = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+            if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+                *guard = None;
+                *guard = Some(self.connect()?);
+            }
+            let Some(conn) = guard.as_mut() else {
+                return Err(StoreError::Corrupt("the lease connection vanished".into()));
+            };
+            let out = (|| {
+                let mut tx = Tx {
+                    tx: conn.client.transaction()?,
+                    cache: &mut conn.cache,
+                };
+                let ms = wait.as_millis().max(1);
+                tx.batch(&format!(
+                    "SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {}",
+                    ms.saturating_mul(2)
+                ))?;
+                let out = f(&mut tx)?;
+                tx.commit()?;
+                Ok(out)
+            })();
+            if conn.client.is_closed() {
+                *guard = None;
+            }
+            out
+        })
     }
 
     /// Runs `f` in a read-only snapshot transaction on a pooled connection, bound by the
@@ -276,8 +400,13 @@ impl Drop for PgDb {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        let lease = self
+            .lease
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let readers = self.readers.take_idle();
-        off_async(move || drop((writer, readers)));
+        off_async(move || drop((writer, lease, readers)));
     }
 }
 
@@ -299,6 +428,7 @@ fn off_async<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 fn run_write<T>(
     conn: &mut Conn,
+    fence: &Fence,
     f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let mut tx = Tx {
@@ -306,6 +436,7 @@ fn run_write<T>(
         cache: &mut conn.cache,
     };
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+    fence.check(&mut tx)?;
     let out = f(&mut tx)?;
     tx.commit()?;
     Ok(out)
