@@ -700,7 +700,10 @@ async fn registry_in_force(
         .ok_or_else(|| HubError::Config("the member file names no hub".into()))?
         .id
         .clone();
-    Ok((rcpfed_grpc::shared::SharedFederation::new(federation), hub_id))
+    Ok((
+        rcpfed_grpc::shared::SharedFederation::new(federation),
+        hub_id,
+    ))
 }
 
 async fn not_serving(health: &tonic_health::server::HealthReporter) {

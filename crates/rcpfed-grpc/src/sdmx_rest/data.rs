@@ -91,7 +91,16 @@ struct OpenSet {
     provider: String,
     feed_index: u64,
     action: SdmxAction,
-    keys: HashSet<Vec<(String, String)>>,
+    /// A 64-bit hash of each key (the keys themselves could take hundreds of MB at a million
+    /// observations; a collision only starts a data set early, which changes no value).
+    keys: HashSet<u64>,
+}
+
+fn key_hash(key: &[(String, String)]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// Decides when a new data set starts (see the module documentation).
@@ -114,7 +123,7 @@ impl DataSets {
         let same = self.open.as_ref().is_some_and(|o| {
             o.provider == p.node_id
                 && (!per_statement || (o.feed_index == p.feed_index && o.action == action))
-                && !o.keys.contains(key)
+                && !o.keys.contains(&key_hash(key))
         });
         if !same {
             self.open = Some(OpenSet {
@@ -126,7 +135,7 @@ impl DataSets {
             self.count += 1;
         }
         if let Some(open) = self.open.as_mut() {
-            open.keys.insert(key.to_vec());
+            open.keys.insert(key_hash(key));
         }
         !same
     }
@@ -205,7 +214,13 @@ impl XmlDataWriter {
             attr("xsi:type", "ns1:DataSetType", out);
         }
         attr(&format!("{prefix}action"), action.json_name(), out);
-        let moment = rfc3339_ms(p.accepted_at_ms);
+        // Only a history's data sets are one statement each; a current view mixes statements,
+        // so it has no single moment to state.
+        let moment = if self.structure.history {
+            rfc3339_ms(p.accepted_at_ms)
+        } else {
+            String::new()
+        };
         if !moment.is_empty() {
             // A deletion's data set says until when the values were valid; others from when.
             let bound = if action == SdmxAction::Delete {

@@ -978,10 +978,15 @@ async fn data_query(
                     ),
                 ));
             }
-            query
+            // A version stored under an earlier catalogue may have a dimension the one in
+            // force lacks: it is left out (and logged) rather than failing the whole answer.
+            if let Err(e) = query
                 .structure
                 .check_dimensions(&row.observation, &row.provenance)
-                .map_err(|e| RestError::internal("checking an observation against its structure", &e))?;
+            {
+                tracing::warn!(error = %e, "SDMX REST: an observation outside the structure in force is left out");
+                return Ok(());
+            }
             if !providers.contains(&row.provenance.node_id) {
                 providers.insert(row.provenance.node_id.clone());
             }
@@ -1044,6 +1049,13 @@ async fn data_query(
             let mut filter = query.filter.clone();
             filter.node_ids = vec![provider.clone()];
             scan(store.as_ref(), &query, &filter, |row| {
+                if query
+                    .structure
+                    .check_dimensions(&row.observation, &row.provenance)
+                    .is_err()
+                {
+                    return Ok(());
+                }
                 writer.row(row, &mut out).map_err(|e| {
                     RestError::internal("writing an observation (the data changed meanwhile)", &e)
                 })?;
