@@ -490,26 +490,10 @@ async fn follow_registry(
     hub: &Arc<Hub>,
     federation: &rcpfed_grpc::shared::SharedFederation,
 ) {
-    let loaded = {
-        let ctx = Arc::clone(ctx);
-        tokio::task::spawn_blocking(move || {
-            registry::load(
-                ctx.store.as_ref(),
-                &ctx.trust,
-                &ctx.federation_id,
-                &ctx.initial_registry,
-            )
-        })
-        .await
-    };
-    let loaded = match loaded {
-        Ok(Ok(loaded)) => loaded,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "standby cannot verify the logged registry versions");
-            return;
-        }
+    let loaded = match load_registry(ctx).await {
+        Ok(loaded) => loaded,
         Err(e) => {
-            tracing::warn!(error = %e, "standby registry loader panicked");
+            tracing::warn!(error = %e, "standby cannot verify the logged registry versions");
             return;
         }
     };
@@ -545,20 +529,7 @@ async fn standby_hub(
     )>,
     HubError,
 > {
-    let loaded = {
-        let ctx = Arc::clone(ctx);
-        tokio::task::spawn_blocking(move || {
-            registry::load(
-                ctx.store.as_ref(),
-                &ctx.trust,
-                &ctx.federation_id,
-                &ctx.initial_registry,
-            )
-        })
-        .await
-        .map_err(|e| HubError::Config(format!("registry loader panicked: {e}")))?
-        .map_err(HubError::Config)?
-    };
+    let loaded = load_registry(ctx).await?;
     if loaded.needs_logging {
         return Ok(None);
     }
@@ -671,25 +642,28 @@ fn start_public_http(
     )?)
 }
 
+/// The registry in force: the versions in the log verified from the root keys, or version 1.
+async fn load_registry(ctx: &Arc<Ctx>) -> Result<registry::Loaded, HubError> {
+    let ctx = Arc::clone(ctx);
+    tokio::task::spawn_blocking(move || {
+        registry::load(
+            ctx.store.as_ref(),
+            &ctx.trust,
+            &ctx.federation_id,
+            &ctx.initial_registry,
+        )
+    })
+    .await
+    .map_err(|e| HubError::Config(format!("registry loader panicked: {e}")))?
+    .map_err(HubError::Config)
+}
+
 /// The federation of the registry in force in the store (or of registry version 1 before any
 /// is logged), and the hub's member id.
 async fn registry_in_force(
     ctx: &Arc<Ctx>,
 ) -> Result<(rcpfed_grpc::shared::SharedFederation, String), HubError> {
-    let loaded = {
-        let ctx = Arc::clone(ctx);
-        tokio::task::spawn_blocking(move || {
-            registry::load(
-                ctx.store.as_ref(),
-                &ctx.trust,
-                &ctx.federation_id,
-                &ctx.initial_registry,
-            )
-        })
-        .await
-        .map_err(|e| HubError::Config(format!("registry loader panicked: {e}")))?
-        .map_err(HubError::Config)?
-    };
+    let loaded = load_registry(ctx).await?;
     let federation = loaded
         .state
         .registry
@@ -758,20 +732,7 @@ async fn lead(
     let store = Arc::clone(&ctx.store);
     let witness_quorum = ctx.witness_quorum;
     // The registry in force: versions in the log verified from the root keys, or version 1.
-    let loaded = {
-        let ctx = Arc::clone(ctx);
-        tokio::task::spawn_blocking(move || {
-            registry::load(
-                ctx.store.as_ref(),
-                &ctx.trust,
-                &ctx.federation_id,
-                &ctx.initial_registry,
-            )
-        })
-        .await
-        .map_err(|e| HubError::Config(format!("registry loader panicked: {e}")))?
-        .map_err(HubError::Config)?
-    };
+    let loaded = load_registry(ctx).await?;
     let federation = Arc::new(
         loaded
             .state
