@@ -151,6 +151,8 @@ def provider_refs(text):
             for ds in doc.iter("{*}DataSet")]
 
 def rows(msg, refs):
+    # One provider reference per data set sdmx1 read, or the comparison below would be cut.
+    assert len(msg.data) == len(refs), (len(msg.data), refs)
     found = []
     for ds, (provider, action) in zip(msg.data, refs):
         for o in ds.obs:
@@ -224,7 +226,8 @@ csv_rows = []
 for ds in pcsv.data:
     df = ds.data
     for _, r in df.iterrows():
-        csv_rows.append([str(r["PROVIDER"]), str(r["REF_AREA"]), str(r["TIME_PERIOD"]), float(r["OBS_VALUE"])])
+        csv_rows.append([str(r["PROVIDER"]), str(r["REF_AREA"]), str(r["TIME_PERIOD"]), float(r["OBS_VALUE"]),
+                         str(r["STATEMENT_DIGEST"]).lower(), int(r["FEED_INDEX"])])
 out["pysdmx_csv"] = sorted(csv_rows, key=repr)
 json_msg = get(f"/data/{flow}", "application/vnd.sdmx.data+json;version=2.0.0")
 out["json_content_type"] = json_msg.headers["content-type"]
@@ -518,16 +521,29 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
     );
 
     // SDMX-CSV (pysdmx) and SDMX-JSON.
-    let csv_expected: Vec<serde_json::Value> = current
+    // With each observation's provenance: the signed statement and its place in the feed.
+    let csv_expected: Vec<serde_json::Value> = records(&c, &all)
+        .await
         .iter()
-        .map(|(p, area, period, value)| serde_json::json!([p, area, period, value]))
+        .map(|r| {
+            let o = r.observation.as_ref().expect("observation");
+            let p = r.provenance.as_ref().expect("provenance");
+            serde_json::json!([
+                p.node_id,
+                o.ref_area,
+                o.time_period,
+                o.obs_value,
+                hex::encode(&p.statement_digest),
+                p.feed_index
+            ])
+        })
         .collect();
     let mut csv_expected_sorted = csv_expected.clone();
     csv_expected_sorted.sort_by_key(|r| r.to_string());
     assert_eq!(
         sorted(&read["pysdmx_csv"]),
         csv_expected_sorted,
-        "SDMX-CSV read by pysdmx"
+        "SDMX-CSV read by pysdmx: values, providers and provenance"
     );
     assert_eq!(read["json_observations"], current.len());
 
