@@ -156,9 +156,16 @@ async function loadLog() {
     l.witnesses.map((w) => [w.id, w.state, w.cosigned_size === null ? '—' : String(w.cosigned_size)]));
 }
 
+// The browser's first language the summary is written in: the same tag, else the same
+// primary language ("pt-BR" reads "pt" or "pt-PT"); English next; else the first one given.
 function preferredLanguage(languages) {
-  const wanted = (navigator.languages || [navigator.language || 'en']).map((t) => t.split('-')[0]);
-  for (const w of wanted.concat(['en'])) if (languages.includes(w)) return w;
+  const primary = (tag) => tag.toLowerCase().split('-')[0];
+  const wanted = (navigator.languages || [navigator.language || 'en']).concat(['en']);
+  for (const w of wanted) {
+    const same = languages.find((l) => l.toLowerCase() === w.toLowerCase()) ||
+      languages.find((l) => primary(l) === primary(w));
+    if (same) return same;
+  }
   return languages[0];
 }
 
