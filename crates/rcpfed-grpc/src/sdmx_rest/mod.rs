@@ -440,10 +440,6 @@ const NOT_IMPLEMENTED: [&str; 22] = [
     "transformationscheme",
 ];
 
-fn now_ms() -> i64 {
-    rcpfed_core::clock::now_ms()
-}
-
 async fn handle(State(source): State<Arc<SdmxSource>>, uri: Uri, headers: HeaderMap) -> Response {
     match route(source, &uri, &headers).await {
         Ok(response) => response,
@@ -585,12 +581,14 @@ async fn structure_query(
     }
     let artefacts = structures.with_references(&selected, references);
     let mut body = String::new();
+    // One moment names the message and dates it.
+    let prepared_ms = rcpfed_core::clock::now_ms();
     structures.write_message(
         &artefacts,
         &selected,
         &keep,
-        &format!("RCPFED-STRUCTURE-{}", now_ms()),
-        now_ms(),
+        &format!("RCPFED-STRUCTURE-{prepared_ms}"),
+        prepared_ms,
         &mut body,
     );
     Ok((
@@ -946,7 +944,7 @@ async fn data_query(
     // The second pass reads the store as of the first one (the later of this server's clock
     // when it started and the latest acceptance it saw, since a node's clock may lag the
     // hub's), so a revision accepted in between cannot make it write a key twice.
-    let started_ms = now_ms();
+    let started_ms = rcpfed_core::clock::now_ms();
     // Streaming answers at once: each holds a blocking thread while its client reads.
     let stream_slot = Arc::clone(&source.streams)
         .try_acquire_owned()
@@ -1011,7 +1009,7 @@ async fn data_query(
     // Second pass, streamed: provider by provider, so each provider's rows form its data set.
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let store = Arc::clone(&source.store);
-    let prepared_ms = now_ms();
+    let prepared_ms = rcpfed_core::clock::now_ms();
     let message_id = format!("RCPFED-{}-{prepared_ms}", query.filter.indicator);
     let failed = tx.clone();
     let task = tokio::task::spawn_blocking(move || {
