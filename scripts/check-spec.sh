@@ -16,7 +16,7 @@ fail() {
 
 # 1. No source file names.
 if grep -nE '\.rs\b' "$spec"/*.md; then
-  fail "the lines above name a source file; describe the wire behaviour instead (implementation notes go to ARCHITECTURE.md)"
+  fail "the lines above name a source file; describe the wire behaviour instead (implementation notes go to ARCHITECTURE.md or docs/internals/)"
 fi
 
 # 2. No crate names. Protocol identifiers (formats, a header, the proto baseline image) that

@@ -27,7 +27,7 @@ pub use status::{ERROR_DOMAIN, rejection_status};
 /// subscriber knows which entry ends the backlog (docs/spec/feed-and-nodes.md §1).
 pub const BACKLOG_END_HEADER: &str = "rcpfed-backlog-end";
 
-/// Server-side limits, chosen deliberately (see ARCHITECTURE.md).
+/// Server-side limits, chosen deliberately (see docs/internals/limits.md).
 pub mod limits {
     use std::time::Duration;
 
