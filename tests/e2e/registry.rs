@@ -56,14 +56,14 @@ fn cli_fails(args: &[&str]) -> String {
 }
 
 /// The registry workflow's files for one test: `<root>/registry-work/…`.
-struct Work {
+pub(crate) struct Work {
     fed: PathBuf,
     dir: PathBuf,
     hub: String,
 }
 
 impl Work {
-    fn new(c: &Cluster) -> Work {
+    pub(crate) fn new(c: &Cluster) -> Work {
         let dir = c.root().join("registry-work");
         std::fs::create_dir_all(&dir).expect("work dir");
         Work {
@@ -78,7 +78,7 @@ impl Work {
     }
 
     /// Registry version 1 as `rcpfed pki init` wrote it.
-    fn v1(&self) -> PathBuf {
+    pub(crate) fn v1(&self) -> PathBuf {
         self.fed.join("registry").join("registry.v1.json")
     }
 
@@ -93,7 +93,7 @@ impl Work {
     }
 
     /// `rcpfed registry draft --from <from> --out <name>.toml <edits>`; returns the draft's path.
-    fn draft(&self, from: &Path, name: &str, edits: &[&str]) -> PathBuf {
+    pub(crate) fn draft(&self, from: &Path, name: &str, edits: &[&str]) -> PathBuf {
         let out = self.path(&format!("{name}.toml"));
         let mut args = vec![
             "registry",
@@ -138,7 +138,7 @@ impl Work {
 
     /// Builds `draft` and signs it with the root keys `signers`, one `rcpfed registry sign` per
     /// holder, as each would on their own machine; returns the signed file.
-    fn build_and_sign(&self, draft: &Path, name: &str, signers: &[usize]) -> PathBuf {
+    pub(crate) fn build_and_sign(&self, draft: &Path, name: &str, signers: &[usize]) -> PathBuf {
         let mut file = self.build(draft, name);
         for (n, i) in signers.iter().enumerate() {
             let out = self.path(&format!("{name}.sig{}.json", n + 1));
@@ -164,7 +164,7 @@ impl Work {
     }
 
     /// Publishes as the operator; panics unless the hub accepts.
-    fn publish_ok(&self, file: &Path) -> String {
+    pub(crate) fn publish_ok(&self, file: &Path) -> String {
         let (code, stdout, stderr) = self.publish(file, "operator");
         assert_eq!(
             code,

@@ -467,3 +467,54 @@ async fn a_node_that_reaches_the_standby_first_moves_to_the_leader() {
         "the mirror matches the log"
     );
 }
+
+/// A standby follows the registry: a version published through the leader is put in force on
+/// the standby too (its read RPCs and admission use it) without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_puts_a_new_registry_version_in_force() {
+    let Some(c) = Cluster::start_with_standby(&["colombo"], STANDBY_ENV).await else {
+        return;
+    };
+    let (standby_grpc, _) = c.standby_addrs();
+    let mut standby = hub_at(&c, standby_grpc, "operator").await;
+    let in_force = |r: v1::GetRegistryResponse| r.document.map(|d| d.version);
+    let before = standby
+        .get_registry(v1::GetRegistryRequest { version: 0 })
+        .await
+        .unwrap_or_else(|s| panic!("GetRegistry on the standby: {}", describe(&s)))
+        .into_inner();
+    assert_eq!(in_force(before), Some(1));
+
+    let w = crate::registry::Work::new(&c);
+    let draft = w.draft(&w.v1(), "v2", &["--state-until", "colombo:LKA=2020-01-01"]);
+    let signed = w.build_and_sign(&draft, "v2", &[1, 2]);
+    let out = w.publish_ok(&signed);
+    assert!(out.contains("published registry version 2"), "{out}");
+
+    let mut version = None;
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        let answer = standby
+            .get_registry(v1::GetRegistryRequest { version: 0 })
+            .await
+            .unwrap_or_else(|s| panic!("GetRegistry on the standby: {}", describe(&s)))
+            .into_inner();
+        version = in_force(answer);
+        if version == Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        version,
+        Some(2),
+        "the standby did not put version 2 in force\n{}",
+        c.logs()
+    );
+    // Still a standby: writes there are refused with NOT_LEADER.
+    let refused = standby
+        .publish_registry(v1::PublishRegistryRequest { registry: None })
+        .await
+        .expect_err("a write on the standby");
+    assert_eq!(reason(&refused), "NOT_LEADER", "{}", describe(&refused));
+}
