@@ -388,6 +388,9 @@ async fn stand_by(
     // The read service being served, to put later registry versions in force.
     let mut serving: Option<(Arc<Hub>, rcpfed_grpc::shared::SharedFederation)> = None;
     let mut registry_checked = tokio::time::Instant::now();
+    // The feed grew since the last look for a registry version: a growth inside the one-second
+    // pause is remembered, not lost (the leader may log nothing more for a long time).
+    let mut registry_unchecked = false;
     let mut said_waiting = false;
     let mut known_epoch = u64::MAX;
     let stop = |server: Option<tokio::task::JoinHandle<_>>| {
@@ -431,11 +434,13 @@ async fn stand_by(
             });
             // A registry version the leader logged is put in force here too (admission and
             // reads follow it), looked for at most once a second.
-            if grew
+            registry_unchecked |= grew;
+            if registry_unchecked
                 && registry_checked.elapsed() >= REGISTRY_RECHECK
                 && let Some((hub, federation)) = &serving
             {
                 registry_checked = tokio::time::Instant::now();
+                registry_unchecked = false;
                 follow_registry(ctx, hub, federation).await;
             }
         }
