@@ -154,8 +154,25 @@ impl PublicHttp {
     /// Sends `request` (a whole HTTP/1.1 request with `Connection: close`) over HTTPS and
     /// returns everything the server sent back before closing.
     pub fn exchange(&self, request: &[u8]) -> std::io::Result<Vec<u8>> {
-        use rustls_pki_types::pem::PemObject as _;
         use std::io::Read as _;
+        let mut tls = self.open()?;
+        tls.write_all(request)?;
+        let mut answer = Vec::new();
+        match tls.read_to_end(&mut answer) {
+            Ok(_) => Ok(answer),
+            // A close without close_notify after a complete answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {
+                Ok(answer)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A TLS connection to the listener (HTTP/1.1 by ALPN), with a 10 s read timeout.
+    pub fn open(
+        &self,
+    ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+        use rustls_pki_types::pem::PemObject as _;
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pki_types::CertificateDer::pem_file_iter(&self.ca)
             .map_err(std::io::Error::other)?
@@ -191,17 +208,7 @@ impl PublicHttp {
             .map_err(std::io::Error::other)?;
         let tcp = std::net::TcpStream::connect(self.addr)?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut tls = rustls::StreamOwned::new(session, tcp);
-        tls.write_all(request)?;
-        let mut answer = Vec::new();
-        match tls.read_to_end(&mut answer) {
-            Ok(_) => Ok(answer),
-            // A close without close_notify after a complete answer.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {
-                Ok(answer)
-            }
-            Err(e) => Err(e),
-        }
+        Ok(rustls::StreamOwned::new(session, tcp))
     }
 }
 

@@ -585,3 +585,180 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
         "a bad key is explained: {body}"
     );
 }
+
+/// SDG 10.7.3 (deaths and disappearances during migration) for every colombo member state,
+/// sex and age, over `years`: 288 observations a year, each an APPEND.
+fn deaths(years: std::ops::RangeInclusive<u32>) -> Vec<v1::Observation> {
+    const AREAS: [&str; 12] = [
+        "AFG", "BGD", "KHM", "CHN", "IND", "IDN", "NPL", "PAK", "PHL", "LKA", "THA", "VNM",
+    ];
+    const SEXES: [&str; 3] = ["F", "M", "_T"];
+    const AGES: [&str; 8] = [
+        "_T", "Y_LT15", "Y_LT18", "Y_GE18", "Y15T24", "Y15T64", "Y_GE15", "Y_GE65",
+    ];
+    let mut observations = Vec::new();
+    for year in years {
+        for area in AREAS {
+            for sex in SEXES {
+                for age in AGES {
+                    observations.push(v1::Observation {
+                        action: v1::ObservationAction::Append as i32,
+                        ref_area: area.into(),
+                        time_period: year.to_string(),
+                        dimensions: vec![
+                            v1::Dimension {
+                                id: "SEX".into(),
+                                value: sex.into(),
+                            },
+                            v1::Dimension {
+                                id: "AGE".into(),
+                                value: age.into(),
+                            },
+                        ],
+                        obs_value: Some(f64::from(year % 97)),
+                        obs_status: "A".into(),
+                        unit_measure: "persons".into(),
+                        unit_mult: 0,
+                        conf_status: String::new(),
+                        footnote: String::new(),
+                        source: "synthetic e2e figure".into(),
+                    });
+                }
+            }
+        }
+    }
+    observations
+}
+
+/// A data request sent on a connection of its own, its answer's head read, and the body left
+/// unread: the client holds one of the server's streaming slots. None when the answer is not
+/// 200 (then the connection is closed).
+fn stalled_reader(
+    public: &crate::harness::PublicHttp,
+    path: &str,
+) -> Option<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    use std::io::{Read as _, Write as _};
+    let mut tls = public.open().expect("connect to the public listener");
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .expect("send the request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).expect("the answer's head");
+        head.push(byte[0]);
+    }
+    head.starts_with(b"HTTP/1.1 200").then_some(tls)
+}
+
+/// A status code and body over HTTPS, `Connection: close`.
+fn status_of(public: &crate::harness::PublicHttp, path: &str) -> (u16, String) {
+    let raw = public
+        .exchange(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("an answer");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Hostile readers (issue 9 applied to issue 13): clients that ask for a large data answer and
+/// stop reading hold at most the streaming slots (4), a further data request is answered 503
+/// at once while structure queries still answer, a reader that goes away frees its slot, and
+/// one that stays connected without reading is dropped after the send timeout (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_that_stop_reading_hold_only_the_streaming_slots() {
+    let c =
+        Cluster::start_with_env(&["colombo"], &[("RCPFED_HUB_HTTP_LISTEN", "127.0.0.1:0")]).await;
+    c.wait_for_catalogue("colombo").await;
+    // About 10 000 observations in two statements: an answer of several MB, far more than the
+    // socket and channel buffers between the server and a client that stopped reading.
+    for (name, years) in [("early", 1990..=2009), ("late", 2010..=2024)] {
+        c.node_client("colombo", "operator")
+            .await
+            .publish_document(v1::PublishDocumentRequest {
+                document: format!("regions/colombo/indicators/deaths/{name}"),
+                body: Some(v1::publish_document_request::Body::IndicatorSnapshot(
+                    v1::IndicatorSnapshot {
+                        indicator: "SDG_10_7_3".into(),
+                        observations: deaths(years),
+                        chunks: None,
+                    },
+                )),
+                validate_only: false,
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("publishing {name}: {}\n{}", describe(&s), c.logs()));
+    }
+    let hub = c.hub_http();
+    let data = "/sdmx/data/SDG_10_7_3?startPeriod=1990";
+    let public = hub.clone();
+    let all_in = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            let (status, text) = status_of(&public, "/sdmx/data/SDG_10_7_3/LKA..?startPeriod=2024");
+            if status == 200 && text.contains("2024") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    })
+    .await
+    .expect("poll");
+    assert!(
+        all_in,
+        "the hub never served the published data\n{}",
+        c.logs()
+    );
+
+    let public = hub.clone();
+    let logs = c.logs();
+    tokio::task::spawn_blocking(move || {
+        let hold = |n: usize| -> Vec<_> {
+            (0..n)
+                .map(|i| {
+                    stalled_reader(&public, data).unwrap_or_else(|| panic!("slot {i} refused"))
+                })
+                .collect()
+        };
+        let one_lka = || status_of(&public, "/sdmx/data/SDG_10_7_3/LKA..?startPeriod=2024").0;
+        let silent_since = std::time::Instant::now();
+        let mut silent = hold(4);
+        // Every slot is held: a fifth data request is refused at once, in plain words.
+        let (status, text) = status_of(&public, data);
+        assert_eq!(status, 503, "{text}\n{logs}");
+        assert!(text.contains("data answers are being sent"), "{text}");
+        // Structure queries do not need a slot.
+        let (status, text) = status_of(&public, "/sdmx/dataflow");
+        assert_eq!(status, 200, "{text}");
+
+        // A reader that goes away frees its slot.
+        drop(silent.pop());
+        let freed = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            one_lka() == 200
+        });
+        assert!(freed, "a closed connection kept its slot");
+
+        // Readers still connected but silent are dropped after the send timeout (30 s): past
+        // it, four new readers get a slot each although the three old connections are open.
+        let past_timeout = Duration::from_secs(36);
+        std::thread::sleep(past_timeout.saturating_sub(silent_since.elapsed()));
+        let fresh = hold(4);
+        assert_eq!(
+            status_of(&public, data).0,
+            503,
+            "still at most four at once"
+        );
+        drop((silent, fresh));
+    })
+    .await
+    .expect("the hostile readers");
+}
