@@ -326,7 +326,10 @@ fn chain_heads_uses_indexes() {
     let plan: Vec<String> = store
         .db
         .read(|conn| {
-            let sql = format!("EXPLAIN QUERY PLAN {}", crate::hub::CHAIN_HEADS_SQL);
+            let sql = format!(
+                "EXPLAIN QUERY PLAN {}",
+                crate::hub_sql::CHAIN_HEADS.text(crate::sql::Dialect::Sqlite)
+            );
             let mut stmt = conn.prepare(&sql)?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -525,7 +528,11 @@ fn log_queries_use_indexes() {
         .db
         .write(|tx| Ok(tx.execute_batch("ANALYZE")?))
         .unwrap();
-    let plan = hub_plan(&store, crate::hub::LATEST_FINAL_SQL, &[&2]);
+    let plan = hub_plan(
+        &store,
+        crate::hub_sql::LATEST_FINAL.text(crate::sql::Dialect::Sqlite),
+        &[&2],
+    );
     for step in &plan {
         assert!(
             !step.contains("SCAN checkpoints")

@@ -757,7 +757,7 @@ fn query_observations(
 }
 
 fn applied_feed_size(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
-    super::hub::last_feed_index(tx)
+    crate::hub_sql::last_feed_index(tx)
 }
 
 /// Candidate conflicts, as the SQLite query finds them (see `CONFLICT_CANDIDATES_SQL`).

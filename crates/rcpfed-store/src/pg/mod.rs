@@ -26,7 +26,6 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, IsolationLevel, NoTls, Row, Statement, Transaction};
 use rcpfed_core::Digest;
-use rcpfed_core::merkle::Hash;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -601,18 +600,6 @@ pub(crate) fn get_digest(row: &Row, idx: usize) -> Result<Digest, StoreError> {
     Digest::from_slice(bytes).ok_or_else(|| {
         StoreError::Corrupt(format!(
             "column {} holds a {}-byte digest",
-            column_name(row, idx),
-            bytes.len()
-        ))
-    })
-}
-
-/// Reads a 32-byte BYTEA column as a Merkle tree hash.
-pub(crate) fn get_hash(row: &Row, idx: usize) -> Result<Hash, StoreError> {
-    let bytes: &[u8] = row.try_get(idx)?;
-    Hash::try_from(bytes).map_err(|_| {
-        StoreError::Corrupt(format!(
-            "column {} holds a {}-byte hash",
             column_name(row, idx),
             bytes.len()
         ))
