@@ -5,6 +5,7 @@
 use crate::StoreError;
 use crate::db::{Db, Schema, constraint_message};
 use crate::hub_sql::{self, StatementClash};
+use crate::indicator_queries;
 use crate::indicators_sql::{
     self, Log, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_tables_sql,
 };
@@ -471,8 +472,8 @@ impl HubStore for SqliteHubStore {
         // Any error returns before commit; the dropped transaction rolls everything back.
         self.db.write(|tx| {
             // Before the statements: their apply step reads the chunks from the table.
-            indicators_sql::stage_chunks(tx, chunks)?;
             let mut tx = Lite(tx);
+            indicator_queries::stage_chunks(&mut tx, chunks)?;
             hub_sql::insert_statements(&mut tx, statements, statement_clash, |tx, entry| {
                 indicators_sql::apply_entry(tx.0, Log::Hub, entry)
             })?;

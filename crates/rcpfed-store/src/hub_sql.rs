@@ -15,6 +15,9 @@ use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use std::fmt::Write as _;
 
+/// Rows fetched per round trip while a byte-bounded listing streams (PostgreSQL).
+const LISTING_FETCH: usize = 16;
+
 /// Column list matching [`statement_at`].
 macro_rules! statement_columns {
     () => {
@@ -403,15 +406,20 @@ pub(crate) fn list_feed(
 ) -> Result<Vec<StoredStatement>, StoreError> {
     let mut out = Vec::new();
     let mut used = 0usize;
-    tx.stream(&FEED, &[&bound(after_index), &limit(max_rows)], |row| {
-        let size = row.size(0)?;
-        if !out.is_empty() && used.saturating_add(size) > max_bytes {
-            return Ok(false);
-        }
-        used = used.saturating_add(size);
-        out.push(statement_at(row, 1)?);
-        Ok(true)
-    })?;
+    tx.stream(
+        &FEED,
+        &[&bound(after_index), &limit(max_rows)],
+        LISTING_FETCH,
+        |row| {
+            let size = row.size(0)?;
+            if !out.is_empty() && used.saturating_add(size) > max_bytes {
+                return Ok(false);
+            }
+            used = used.saturating_add(size);
+            out.push(statement_at(row, 1)?);
+            Ok(true)
+        },
+    )?;
     Ok(out)
 }
 
@@ -431,6 +439,7 @@ pub(crate) fn list_equivocations_within(
     tx.stream(
         &EQUIVOCATIONS,
         &[&bound(after_id), &node_id, &fetch],
+        LISTING_FETCH,
         |row| {
             let size = row.size(0)?;
             if out.len() >= max || (!out.is_empty() && used.saturating_add(size) > max_bytes) {

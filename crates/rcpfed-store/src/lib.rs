@@ -20,6 +20,7 @@ mod db;
 mod error;
 pub mod hub;
 mod hub_sql;
+mod indicator_queries;
 pub mod indicators;
 mod indicators_sql;
 pub mod lease;

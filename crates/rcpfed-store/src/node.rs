@@ -480,7 +480,7 @@ impl NodeStore for SqliteNodeStore {
         let seq = db::int(st.seq, "seq")?;
         self.db.write(|tx| {
             // Rolled back with the statement when the append is refused.
-            crate::indicators_sql::stage_chunks(tx, chunks)?;
+            crate::indicator_queries::stage_chunks(&mut crate::sql::Lite(tx), chunks)?;
             // Checked inside the write transaction: no other writer can move the head between
             // this read and the insert.
             let head: i64 = tx

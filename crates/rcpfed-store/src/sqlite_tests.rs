@@ -1118,7 +1118,10 @@ fn indicator_queries_use_indexes() {
     );
     // Conflicts: one scan of the index of the versions in force (in key order), then searches
     // of it by key; never a search of observations_key per candidate.
-    let steps = plan(crate::indicators_sql::CONFLICT_CANDIDATES_SQL, &[]);
+    let steps = plan(
+        crate::indicator_queries::CONFLICT_CANDIDATES.text(crate::sql::Dialect::Sqlite),
+        &[],
+    );
     assert!(
         steps
             .iter()
@@ -1138,7 +1141,7 @@ fn indicator_queries_use_indexes() {
     }
     let int = rusqlite::types::Value::Integer;
     let steps = plan(
-        crate::indicators_sql::PREDECESSOR_SQL,
+        crate::indicator_queries::PREDECESSOR.text(crate::sql::Dialect::Sqlite),
         &[
             text("IND"),
             text("LKA"),

@@ -238,7 +238,7 @@ impl HubStore for PgHubStore {
         // Any error returns before commit; the dropped transaction rolls everything back.
         self.db.write(|tx| {
             // Before the statements: their apply step reads the chunks from the table.
-            view::stage_chunks(tx, chunks)?;
+            crate::indicator_queries::stage_chunks(tx, chunks)?;
             hub_sql::insert_statements(tx, statements, statement_clash, view::apply_entry)?;
             hub_sql::insert_evidence(tx, evidence)?;
             hub_sql::insert_log_nodes(tx, log_nodes)?;

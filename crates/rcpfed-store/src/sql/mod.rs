@@ -138,7 +138,10 @@ pub(crate) type Params<'p> = [&'p dyn Param];
 pub(crate) trait SqlRow {
     fn i64(&self, idx: usize) -> Result<i64, StoreError>;
     fn opt_i64(&self, idx: usize) -> Result<Option<i64>, StoreError>;
+    fn opt_f64(&self, idx: usize) -> Result<Option<f64>, StoreError>;
     fn text(&self, idx: usize) -> Result<String, StoreError>;
+    /// A text column, borrowed from the row (no copy).
+    fn str(&self, idx: usize) -> Result<&str, StoreError>;
     fn bytes(&self, idx: usize) -> Result<&[u8], StoreError>;
     /// The column's name, for messages about corrupt values.
     fn column_name(&self, idx: usize) -> &str;
@@ -158,6 +161,12 @@ pub(crate) trait SqlRow {
     fn u32(&self, idx: usize) -> Result<u32, StoreError> {
         let v = self.i64(idx)?;
         u32::try_from(v).map_err(|_| self.out_of_range(idx, v))
+    }
+
+    /// An integer column that must fit an i32.
+    fn i32(&self, idx: usize) -> Result<i32, StoreError> {
+        let v = self.i64(idx)?;
+        i32::try_from(v).map_err(|_| self.out_of_range(idx, v))
     }
 
     /// A 32-byte column as a digest.
@@ -213,12 +222,14 @@ pub(crate) trait Sql {
         each: impl FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError>;
 
-    /// Like [`Sql::each`] for a result that may be large: the rows are fetched a few at a
-    /// time, so those past the point where `each` stops are never read into memory.
+    /// Like [`Sql::each`] for a result that may be large: the rows are fetched `fetch` at a
+    /// time (from a server; SQLite steps one by one), so those past the point where `each`
+    /// stops are never read into memory.
     fn stream(
         &mut self,
         sql: &(impl AsSql + ?Sized),
         params: &Params<'_>,
+        fetch: usize,
         each: impl FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError>;
 

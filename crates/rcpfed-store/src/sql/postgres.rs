@@ -6,9 +6,6 @@ use crate::pg::Tx;
 use postgres::Row;
 use postgres::types::ToSql;
 
-/// Rows fetched per round trip by [`Sql::stream`].
-const STREAM_BATCH: i32 = 16;
-
 fn bind<'p>(params: &'p Params<'_>) -> Vec<&'p (dyn ToSql + Sync)> {
     params.iter().map(|p| *p as &(dyn ToSql + Sync)).collect()
 }
@@ -46,14 +43,13 @@ impl Sql for Tx<'_> {
         &mut self,
         sql: &(impl AsSql + ?Sized),
         params: &Params<'_>,
+        fetch: usize,
         mut each: impl FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        self.for_each_row(
-            sql.sql(Dialect::Postgres),
-            &bind(params),
-            STREAM_BATCH,
-            |row| each(row),
-        )
+        let fetch = i32::try_from(fetch.max(1)).unwrap_or(i32::MAX);
+        self.for_each_row(sql.sql(Dialect::Postgres), &bind(params), fetch, |row| {
+            each(row)
+        })
     }
 }
 
@@ -66,7 +62,15 @@ impl SqlRow for Row {
         Ok(self.try_get(idx)?)
     }
 
+    fn opt_f64(&self, idx: usize) -> Result<Option<f64>, StoreError> {
+        Ok(self.try_get(idx)?)
+    }
+
     fn text(&self, idx: usize) -> Result<String, StoreError> {
+        Ok(self.try_get(idx)?)
+    }
+
+    fn str(&self, idx: usize) -> Result<&str, StoreError> {
         Ok(self.try_get(idx)?)
     }
 

@@ -51,6 +51,7 @@ impl Sql for Lite<'_> {
         &mut self,
         sql: &(impl AsSql + ?Sized),
         params: &Params<'_>,
+        _fetch: usize,
         each: impl FnMut(&dyn SqlRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         self.each(sql, params, each)
@@ -66,8 +67,16 @@ impl SqlRow for Row<'_> {
         Ok(self.get(idx)?)
     }
 
+    fn opt_f64(&self, idx: usize) -> Result<Option<f64>, StoreError> {
+        Ok(self.get(idx)?)
+    }
+
     fn text(&self, idx: usize) -> Result<String, StoreError> {
         Ok(self.get(idx)?)
+    }
+
+    fn str(&self, idx: usize) -> Result<&str, StoreError> {
+        Ok(self.get_ref(idx)?.as_str().map_err(rusqlite::Error::from)?)
     }
 
     fn bytes(&self, idx: usize) -> Result<&[u8], StoreError> {
