@@ -4,13 +4,13 @@
 //! the node's `mirror`); both have the columns used here.
 
 use crate::StoreError;
-use crate::db::{self, get_digest, get_u32, get_u64};
+use crate::db;
 use crate::indicator_queries;
 use crate::indicators::{
     CATALOGUE_KIND, CoherenceRows, ConflictRows, ObservationCursor, ObservationFilter,
     ObservationRow, RevisionRows,
 };
-use crate::sql::Lite;
+use crate::sql::{Lite, SqlRow};
 use rcpfed_core::Digest;
 use rcpfed_core::chunks;
 use rcpfed_core::dates::{PeriodRange, parse_time_period};
@@ -737,7 +737,7 @@ pub(crate) fn backfill(tx: &Transaction<'_>, log: Log) -> Result<(), StoreError>
     while let Some(row) = rows.next()? {
         let node_id: String = row.get(0)?;
         let kind: String = row.get(1)?;
-        let digest = get_digest(row, 2)?;
+        let digest = row.digest(2)?;
         let document: String = row.get(3)?;
         let envelope = row.get_ref(7)?.as_blob().map_err(rusqlite::Error::from)?;
         apply_entry(
@@ -748,8 +748,8 @@ pub(crate) fn backfill(tx: &Transaction<'_>, log: Log) -> Result<(), StoreError>
                 kind: &kind,
                 digest: &digest,
                 document: &document,
-                revision: get_u32(row, 4)?,
-                feed_index: get_u64(row, 5)?,
+                revision: row.u32(4)?,
+                feed_index: row.u64(5)?,
                 accepted_at_ms: row.get(6)?,
                 envelope,
             },

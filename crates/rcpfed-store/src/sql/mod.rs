@@ -142,7 +142,9 @@ pub(crate) trait SqlRow {
     fn text(&self, idx: usize) -> Result<String, StoreError>;
     /// A text column, borrowed from the row (no copy).
     fn str(&self, idx: usize) -> Result<&str, StoreError>;
+    fn opt_text(&self, idx: usize) -> Result<Option<String>, StoreError>;
     fn bytes(&self, idx: usize) -> Result<&[u8], StoreError>;
+    fn opt_bytes(&self, idx: usize) -> Result<Option<Vec<u8>>, StoreError>;
     /// The column's name, for messages about corrupt values.
     fn column_name(&self, idx: usize) -> &str;
 
@@ -155,6 +157,16 @@ pub(crate) trait SqlRow {
     fn u64(&self, idx: usize) -> Result<u64, StoreError> {
         let v = self.i64(idx)?;
         u64::try_from(v).map_err(|_| self.out_of_range(idx, v))
+    }
+
+    /// A nullable non-negative integer column as u64.
+    fn opt_u64(&self, idx: usize) -> Result<Option<u64>, StoreError> {
+        match self.opt_i64(idx)? {
+            None => Ok(None),
+            Some(v) => u64::try_from(v)
+                .map(Some)
+                .map_err(|_| self.out_of_range(idx, v)),
+        }
     }
 
     /// An integer column that must fit a u32.

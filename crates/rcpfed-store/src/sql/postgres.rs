@@ -78,6 +78,14 @@ impl SqlRow for Row {
         Ok(self.try_get(idx)?)
     }
 
+    fn opt_text(&self, idx: usize) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(idx)?)
+    }
+
+    fn opt_bytes(&self, idx: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.try_get(idx)?)
+    }
+
     fn column_name(&self, idx: usize) -> &str {
         self.columns().get(idx).map_or("?", |c| c.name())
     }

@@ -86,6 +86,14 @@ impl SqlRow for Row<'_> {
             .map_err(rusqlite::Error::from)?)
     }
 
+    fn opt_text(&self, idx: usize) -> Result<Option<String>, StoreError> {
+        Ok(self.get(idx)?)
+    }
+
+    fn opt_bytes(&self, idx: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(idx)?)
+    }
+
     fn column_name(&self, idx: usize) -> &str {
         self.as_ref().column_name(idx).unwrap_or("?")
     }
