@@ -304,23 +304,11 @@ fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), StoreError> {
             )));
         }
     }
-    if found > supported {
-        return Err(StoreError::SchemaTooNew { found, supported });
-    }
-    if found < 0 {
-        return Err(StoreError::Corrupt(format!(
-            "negative schema version {found}"
-        )));
-    }
-    if found == supported {
+    let pending = crate::sql::pending_migrations(schema.name, schema.migrations, found)?;
+    if pending.is_empty() {
         return Ok(());
     }
-    for (version, sql) in schema.migrations.iter().enumerate().skip(found as usize) {
-        tracing::info!(
-            store = schema.name,
-            to = version + 1,
-            "applying schema migration"
-        );
+    for sql in pending {
         tx.execute_batch(sql)?;
     }
     if let Some(upgrade) = schema.upgrade {

@@ -95,6 +95,32 @@ macro_rules! query {
 }
 pub(crate) use query;
 
+/// The migrations a database at schema version `found` still needs, in order (none when it
+/// is current); each is logged. A version newer than `migrations` knows, or
+/// a negative one, is refused: opening it could damage it.
+pub(crate) fn pending_migrations(
+    store: &'static str,
+    migrations: &'static [&'static str],
+    found: i64,
+) -> Result<Vec<&'static str>, StoreError> {
+    let supported = i64::try_from(migrations.len())
+        .map_err(|_| StoreError::Corrupt("too many migrations".into()))?;
+    if found > supported {
+        return Err(StoreError::SchemaTooNew { found, supported });
+    }
+    let done = usize::try_from(found)
+        .map_err(|_| StoreError::Corrupt(format!("negative schema version {found}")))?;
+    Ok(migrations
+        .iter()
+        .enumerate()
+        .skip(done)
+        .map(|(version, sql)| {
+            tracing::info!(store, to = version + 1, "applying schema migration");
+            *sql
+        })
+        .collect())
+}
+
 /// SQL text ready for one dialect: a [`Query`], or text assembled at run time for it.
 pub(crate) trait AsSql {
     fn sql(&self, dialect: Dialect) -> &str;
