@@ -4,7 +4,7 @@
 
 use crate::StoreError;
 use crate::db::{Db, Schema, constraint_message};
-use crate::hub_sql::{self, StatementClash};
+use crate::hub_sql::{self, HubBackend, StatementClash};
 use crate::indicator_queries;
 use crate::indicators_sql::{
     self, Log, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_tables_sql,
@@ -419,41 +419,40 @@ impl SqliteHubStore {
     }
 }
 
-// Every query and row mapping is in hub_sql, shared with the PostgreSQL store; here each call
-// only chooses its connection (a pooled reader, or the writer's IMMEDIATE transaction).
-impl HubStore for SqliteHubStore {
-    fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
-        self.db.read(|conn| hub_sql::chain_heads(&mut Lite(conn)))
-    }
+// Every query, row mapping and HubStore method is in hub_sql, shared with the PostgreSQL store;
+// here are the connections (a pooled reader, or the writer's IMMEDIATE transaction) and the
+// append's SQLite steps.
+impl HubBackend for SqliteHubStore {
+    type Conn<'c> = Lite<'c>;
 
-    fn last_feed_index(&self) -> Result<u64, StoreError> {
-        self.db
-            .read(|conn| hub_sql::last_feed_index(&mut Lite(conn)))
-    }
-
-    fn statement_by_digest(&self, digest: &Digest) -> Result<Option<StoredStatement>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::statement_by_digest(&mut Lite(conn), digest))
-    }
-
-    fn statement_by_node_seq(
+    fn read_tx<T: Send>(
         &self,
-        node_id: &str,
-        seq: u64,
-    ) -> Result<Option<StoredStatement>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::statement_by_node_seq(&mut Lite(conn), node_id, seq))
+        f: impl for<'c> FnOnce(&mut Lite<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.db.read(|conn| f(&mut Lite(conn)))
     }
 
-    fn statement_by_feed_index(
+    fn snapshot_tx<T: Send>(
         &self,
-        feed_index: u64,
-    ) -> Result<Option<StoredStatement>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::statement_by_feed_index(&mut Lite(conn), feed_index))
+        f: impl for<'c> FnOnce(&mut Lite<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.db.read(|conn| {
+            // A read transaction holds one WAL snapshot for all the reads of `f`.
+            let tx = conn.unchecked_transaction()?;
+            let out = f(&mut Lite(&tx))?;
+            tx.commit()?;
+            Ok(out)
+        })
     }
 
-    fn append(
+    fn write_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Lite<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.db.write(|tx| f(&mut Lite(tx)))
+    }
+
+    fn append_batch(
         &self,
         statements: &[StoredStatement],
         chunks: &[(Digest, Vec<u8>)],
@@ -461,14 +460,6 @@ impl HubStore for SqliteHubStore {
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,
     ) -> Result<(), StoreError> {
-        if statements.is_empty()
-            && chunks.is_empty()
-            && evidence.is_empty()
-            && log_nodes.is_empty()
-            && checkpoint.is_none()
-        {
-            return Ok(());
-        }
         // Any error returns before commit; the dropped transaction rolls everything back.
         self.db.write(|tx| {
             // Before the statements: their apply step reads the chunks from the table.
@@ -484,111 +475,6 @@ impl HubStore for SqliteHubStore {
             }
             Ok(())
         })
-    }
-
-    fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::log_node(&mut Lite(conn), level, index))
-    }
-
-    fn log_nodes(&self, keys: &[(u8, u64)]) -> Result<Vec<Option<Hash>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.db.read(|conn| {
-            // One snapshot for all reads: a proof is never assembled from two tree states.
-            let tx = conn.unchecked_transaction()?;
-            let out = hub_sql::log_nodes(&mut Lite(&tx), keys)?;
-            tx.commit()?;
-            Ok(out)
-        })
-    }
-
-    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::latest_checkpoint(&mut Lite(conn)))
-    }
-
-    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::checkpoint_at(&mut Lite(conn), size))
-    }
-
-    fn latest_final_checkpoint(&self, quorum: u32) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::latest_final_checkpoint(&mut Lite(conn), quorum))
-    }
-
-    fn add_cosignature(&self, c: &Cosignature) -> Result<u32, StoreError> {
-        self.db
-            .write(|tx| hub_sql::add_cosignature(&mut Lite(tx), c))
-    }
-
-    fn cosignatures(&self, size: u64) -> Result<Vec<Cosignature>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::cosignatures(&mut Lite(conn), size))
-    }
-
-    fn list_statements(
-        &self,
-        filter: &StatementFilter,
-        after_index: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredStatement>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::list_statements(&mut Lite(conn), filter, after_index, limit))
-    }
-
-    fn list_equivocations(
-        &self,
-        node_id: Option<&str>,
-        after_id: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEquivocation>, StoreError> {
-        Ok(self
-            .list_equivocations_within(node_id, after_id, limit, usize::MAX)?
-            .0)
-    }
-
-    fn list_feed(
-        &self,
-        after_index: u64,
-        max_rows: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<StoredStatement>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::list_feed(&mut Lite(conn), after_index, max_rows, max_bytes))
-    }
-
-    fn list_equivocations_within(
-        &self,
-        node_id: Option<&str>,
-        after_id: u64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<(Vec<StoredEquivocation>, bool), StoreError> {
-        self.db.read(|conn| {
-            hub_sql::list_equivocations_within(&mut Lite(conn), node_id, after_id, limit, max_bytes)
-        })
-    }
-
-    fn count_statements(&self) -> Result<u64, StoreError> {
-        self.db
-            .read(|conn| hub_sql::count_statements(&mut Lite(conn)))
-    }
-
-    fn flag_statements(&self, flags: &[FlagRecord]) -> Result<u32, StoreError> {
-        if flags.is_empty() {
-            return Ok(0);
-        }
-        // Any error returns before commit; the dropped transaction rolls everything back.
-        self.db
-            .write(|tx| hub_sql::flag_statements(&mut Lite(tx), flags))
-    }
-
-    fn list_flags(&self, after_id: u64, limit: usize) -> Result<Vec<StoredFlag>, StoreError> {
-        self.db
-            .read(|conn| hub_sql::list_flags(&mut Lite(conn), after_id, limit))
     }
 }
 

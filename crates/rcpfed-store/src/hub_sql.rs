@@ -1,16 +1,17 @@
 //! The hub store's SQL and row mapping, once for both backends ([`crate::SqliteHubStore`] and
 //! the PostgreSQL one): each function runs on a connection or transaction the backend opened
-//! (the backend decides read or write, and the snapshot), through [`Sql`].
+//! (the backend decides read or write, and the snapshot), through [`Sql`]; and [`HubStore`]
+//! once for both, over what each backend provides ([`HubBackend`]).
 
-use crate::StoreError;
 use crate::db::{bound, int, key, limit};
 use crate::hub::{
-    ChainHead, Cosignature, FlagRecord, LogNode, MAX_EQUIVOCATIONS_PER_MEMBER, NewCheckpoint,
-    NewEquivocation, StatementFilter, StoredCheckpoint, StoredEquivocation, StoredFlag,
-    StoredStatement,
+    ChainHead, Cosignature, FlagRecord, HubStore, LogNode, MAX_EQUIVOCATIONS_PER_MEMBER,
+    NewCheckpoint, NewEquivocation, StatementFilter, StoredCheckpoint, StoredEquivocation,
+    StoredFlag, StoredStatement,
 };
 use crate::indicators_sql::Entry;
 use crate::sql::{Param, Query, Sql, SqlRow, query};
+use crate::{HubLease, StoreError};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use std::fmt::Write as _;
@@ -698,4 +699,184 @@ pub(crate) fn insert_checkpoint(tx: &mut impl Sql, cp: &NewCheckpoint) -> Result
         &[&size, &&cp.root[..], &cp.note, &cp.created_at_ms],
     )?;
     Ok(())
+}
+
+/// What a hub store's backend provides: its transactions, and its `append` (the one write
+/// whose steps differ: the apply step and the reading of a failed insert). Every other
+/// [`HubStore`] method is written once, below, over these.
+pub(crate) trait HubBackend: Send + Sync + 'static {
+    /// A connection or transaction the shared queries run on.
+    type Conn<'c>: Sql;
+
+    /// Runs `f` on a read connection, bound by the caller's deadline.
+    fn read_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Self::Conn<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError>;
+
+    /// Like [`HubBackend::read_tx`], with every read of `f` in one snapshot.
+    fn snapshot_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Self::Conn<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError>;
+
+    /// Runs `f` in the store's write transaction and commits; any error rolls it back.
+    fn write_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Self::Conn<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError>;
+
+    /// See [`HubStore::append`] (called with something to store).
+    fn append_batch(
+        &self,
+        statements: &[StoredStatement],
+        chunks: &[(Digest, Vec<u8>)],
+        evidence: &[NewEquivocation],
+        log_nodes: &[LogNode],
+        checkpoint: Option<&NewCheckpoint>,
+    ) -> Result<(), StoreError>;
+
+    /// See [`HubStore::lease`].
+    fn backend_lease(&self) -> Option<&dyn HubLease> {
+        None
+    }
+}
+
+impl<B: HubBackend> HubStore for B {
+    fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
+        self.read_tx(|tx| chain_heads(tx))
+    }
+
+    fn last_feed_index(&self) -> Result<u64, StoreError> {
+        self.read_tx(|tx| last_feed_index(tx))
+    }
+
+    fn statement_by_digest(&self, digest: &Digest) -> Result<Option<StoredStatement>, StoreError> {
+        self.read_tx(|tx| statement_by_digest(tx, digest))
+    }
+
+    fn statement_by_node_seq(
+        &self,
+        node_id: &str,
+        seq: u64,
+    ) -> Result<Option<StoredStatement>, StoreError> {
+        self.read_tx(|tx| statement_by_node_seq(tx, node_id, seq))
+    }
+
+    fn statement_by_feed_index(
+        &self,
+        feed_index: u64,
+    ) -> Result<Option<StoredStatement>, StoreError> {
+        self.read_tx(|tx| statement_by_feed_index(tx, feed_index))
+    }
+
+    fn append(
+        &self,
+        statements: &[StoredStatement],
+        chunks: &[(Digest, Vec<u8>)],
+        evidence: &[NewEquivocation],
+        log_nodes: &[LogNode],
+        checkpoint: Option<&NewCheckpoint>,
+    ) -> Result<(), StoreError> {
+        if statements.is_empty()
+            && chunks.is_empty()
+            && evidence.is_empty()
+            && log_nodes.is_empty()
+            && checkpoint.is_none()
+        {
+            return Ok(());
+        }
+        self.append_batch(statements, chunks, evidence, log_nodes, checkpoint)
+    }
+
+    fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError> {
+        self.read_tx(|tx| log_node(tx, level, index))
+    }
+
+    fn log_nodes(&self, keys: &[(u8, u64)]) -> Result<Vec<Option<Hash>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One snapshot: a proof is never assembled from two tree states.
+        self.snapshot_tx(|tx| log_nodes(tx, keys))
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.read_tx(|tx| latest_checkpoint(tx))
+    }
+
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.read_tx(|tx| checkpoint_at(tx, size))
+    }
+
+    fn latest_final_checkpoint(&self, quorum: u32) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.read_tx(|tx| latest_final_checkpoint(tx, quorum))
+    }
+
+    fn add_cosignature(&self, c: &Cosignature) -> Result<u32, StoreError> {
+        self.write_tx(|tx| add_cosignature(tx, c))
+    }
+
+    fn cosignatures(&self, size: u64) -> Result<Vec<Cosignature>, StoreError> {
+        self.read_tx(|tx| cosignatures(tx, size))
+    }
+
+    fn list_statements(
+        &self,
+        filter: &StatementFilter,
+        after_index: u64,
+        max: usize,
+    ) -> Result<Vec<StoredStatement>, StoreError> {
+        self.read_tx(|tx| list_statements(tx, filter, after_index, max))
+    }
+
+    fn list_equivocations(
+        &self,
+        node_id: Option<&str>,
+        after_id: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEquivocation>, StoreError> {
+        Ok(self
+            .list_equivocations_within(node_id, after_id, max, usize::MAX)?
+            .0)
+    }
+
+    fn list_feed(
+        &self,
+        after_index: u64,
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredStatement>, StoreError> {
+        self.read_tx(|tx| list_feed(tx, after_index, max_rows, max_bytes))
+    }
+
+    fn list_equivocations_within(
+        &self,
+        node_id: Option<&str>,
+        after_id: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredEquivocation>, bool), StoreError> {
+        self.read_tx(|tx| list_equivocations_within(tx, node_id, after_id, max, max_bytes))
+    }
+
+    fn count_statements(&self) -> Result<u64, StoreError> {
+        self.read_tx(|tx| count_statements(tx))
+    }
+
+    fn flag_statements(&self, flags: &[FlagRecord]) -> Result<u32, StoreError> {
+        if flags.is_empty() {
+            return Ok(0);
+        }
+        // Any error returns before commit: the whole batch rolls back.
+        self.write_tx(|tx| flag_statements(tx, flags))
+    }
+
+    fn list_flags(&self, after_id: u64, max: usize) -> Result<Vec<StoredFlag>, StoreError> {
+        self.read_tx(|tx| list_flags(tx, after_id, max))
+    }
+
+    fn lease(&self) -> Option<&dyn HubLease> {
+        self.backend_lease()
+    }
 }

@@ -2,15 +2,11 @@
 //! view as [`crate::SqliteHubStore`], with the same rules (see [`HubStore`]).
 
 use super::indicators as view;
-use super::{PgDb, PgSchema, violated_constraint};
+use super::{PgDb, PgSchema, Tx, violated_constraint};
 use crate::StoreError;
-use crate::hub::{
-    ChainHead, Cosignature, FlagRecord, HubStore, LogNode, NewCheckpoint, NewEquivocation,
-    StatementFilter, StoredCheckpoint, StoredEquivocation, StoredFlag, StoredStatement,
-};
-use crate::hub_sql::{self, StatementClash};
+use crate::hub::{LogNode, NewCheckpoint, NewEquivocation, StoredStatement};
+use crate::hub_sql::{self, HubBackend, StatementClash};
 use rcpfed_core::Digest;
-use rcpfed_core::merkle::Hash;
 
 /// Schema of the hub database on PostgreSQL. Append new migrations; never edit shipped ones.
 ///
@@ -187,39 +183,35 @@ fn statement_clash(err: &StoreError) -> Option<StatementClash> {
     })
 }
 
-// Every query and row mapping is in hub_sql, shared with the SQLite store; here each call only
-// chooses its transaction (a read-only snapshot, or a write under the write lock and fence).
-impl HubStore for PgHubStore {
-    fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
-        self.db.read(|tx| hub_sql::chain_heads(tx))
-    }
+// Every query, row mapping and HubStore method is in hub_sql, shared with the SQLite store;
+// here are the transactions (a read-only snapshot, or a write under the write lock and fence)
+// and the append's PostgreSQL steps.
+impl HubBackend for PgHubStore {
+    type Conn<'c> = Tx<'c>;
 
-    fn last_feed_index(&self) -> Result<u64, StoreError> {
-        self.db.read(|tx| hub_sql::last_feed_index(tx))
-    }
-
-    fn statement_by_digest(&self, digest: &Digest) -> Result<Option<StoredStatement>, StoreError> {
-        self.db.read(|tx| hub_sql::statement_by_digest(tx, digest))
-    }
-
-    fn statement_by_node_seq(
+    fn read_tx<T: Send>(
         &self,
-        node_id: &str,
-        seq: u64,
-    ) -> Result<Option<StoredStatement>, StoreError> {
-        self.db
-            .read(|tx| hub_sql::statement_by_node_seq(tx, node_id, seq))
+        f: impl for<'c> FnOnce(&mut Tx<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.db.read(f)
     }
 
-    fn statement_by_feed_index(
+    fn snapshot_tx<T: Send>(
         &self,
-        feed_index: u64,
-    ) -> Result<Option<StoredStatement>, StoreError> {
-        self.db
-            .read(|tx| hub_sql::statement_by_feed_index(tx, feed_index))
+        f: impl for<'c> FnOnce(&mut Tx<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        // Every read transaction is one snapshot (REPEATABLE READ).
+        self.db.read(f)
     }
 
-    fn append(
+    fn write_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Tx<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.db.write(f)
+    }
+
+    fn append_batch(
         &self,
         statements: &[StoredStatement],
         chunks: &[(Digest, Vec<u8>)],
@@ -227,14 +219,6 @@ impl HubStore for PgHubStore {
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,
     ) -> Result<(), StoreError> {
-        if statements.is_empty()
-            && chunks.is_empty()
-            && evidence.is_empty()
-            && log_nodes.is_empty()
-            && checkpoint.is_none()
-        {
-            return Ok(());
-        }
         // Any error returns before commit; the dropped transaction rolls everything back.
         self.db.write(|tx| {
             // Before the statements: their apply step reads the chunks from the table.
@@ -249,97 +233,7 @@ impl HubStore for PgHubStore {
         })
     }
 
-    fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError> {
-        self.db.read(|tx| hub_sql::log_node(tx, level, index))
-    }
-
-    fn log_nodes(&self, keys: &[(u8, u64)]) -> Result<Vec<Option<Hash>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One read transaction is one snapshot: a proof is never assembled from two trees.
-        self.db.read(|tx| hub_sql::log_nodes(tx, keys))
-    }
-
-    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.db.read(|tx| hub_sql::latest_checkpoint(tx))
-    }
-
-    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.db.read(|tx| hub_sql::checkpoint_at(tx, size))
-    }
-
-    fn latest_final_checkpoint(&self, quorum: u32) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.db
-            .read(|tx| hub_sql::latest_final_checkpoint(tx, quorum))
-    }
-
-    fn add_cosignature(&self, c: &Cosignature) -> Result<u32, StoreError> {
-        self.db.write(|tx| hub_sql::add_cosignature(tx, c))
-    }
-
-    fn cosignatures(&self, size: u64) -> Result<Vec<Cosignature>, StoreError> {
-        self.db.read(|tx| hub_sql::cosignatures(tx, size))
-    }
-
-    fn list_statements(
-        &self,
-        filter: &StatementFilter,
-        after_index: u64,
-        max: usize,
-    ) -> Result<Vec<StoredStatement>, StoreError> {
-        self.db
-            .read(|tx| hub_sql::list_statements(tx, filter, after_index, max))
-    }
-
-    fn list_equivocations(
-        &self,
-        node_id: Option<&str>,
-        after_id: u64,
-        max: usize,
-    ) -> Result<Vec<StoredEquivocation>, StoreError> {
-        Ok(self
-            .list_equivocations_within(node_id, after_id, max, usize::MAX)?
-            .0)
-    }
-
-    fn list_feed(
-        &self,
-        after_index: u64,
-        max_rows: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<StoredStatement>, StoreError> {
-        self.db
-            .read(|tx| hub_sql::list_feed(tx, after_index, max_rows, max_bytes))
-    }
-
-    fn list_equivocations_within(
-        &self,
-        node_id: Option<&str>,
-        after_id: u64,
-        max: usize,
-        max_bytes: usize,
-    ) -> Result<(Vec<StoredEquivocation>, bool), StoreError> {
-        self.db
-            .read(|tx| hub_sql::list_equivocations_within(tx, node_id, after_id, max, max_bytes))
-    }
-
-    fn count_statements(&self) -> Result<u64, StoreError> {
-        self.db.read(|tx| hub_sql::count_statements(tx))
-    }
-
-    fn flag_statements(&self, flags: &[FlagRecord]) -> Result<u32, StoreError> {
-        if flags.is_empty() {
-            return Ok(0);
-        }
-        self.db.write(|tx| hub_sql::flag_statements(tx, flags))
-    }
-
-    fn lease(&self) -> Option<&dyn crate::HubLease> {
+    fn backend_lease(&self) -> Option<&dyn crate::HubLease> {
         Some(self)
-    }
-
-    fn list_flags(&self, after_id: u64, max: usize) -> Result<Vec<StoredFlag>, StoreError> {
-        self.db.read(|tx| hub_sql::list_flags(tx, after_id, max))
     }
 }
