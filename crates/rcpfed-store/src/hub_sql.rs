@@ -233,285 +233,17 @@ fn equivocation_at(row: &dyn SqlRow, first: usize) -> Result<StoredEquivocation,
     })
 }
 
-pub(crate) fn chain_heads(tx: &mut impl Sql) -> Result<Vec<ChainHead>, StoreError> {
-    tx.all(&CHAIN_HEADS, &[], |row| {
-        Ok(ChainHead {
-            node_id: row.text(0)?,
-            seq: row.u64(1)?,
-            digest: row.digest(2)?,
-        })
-    })
-}
-
+/// Highest feed index stored (0 when empty).
 pub(crate) fn last_feed_index(tx: &mut impl Sql) -> Result<u64, StoreError> {
     tx.one(&LAST_FEED_INDEX, &[], |row| row.u64(0))
 }
 
-pub(crate) fn statement_by_digest(
-    tx: &mut impl Sql,
-    digest: &Digest,
-) -> Result<Option<StoredStatement>, StoreError> {
-    tx.first(&STATEMENT_BY_DIGEST, &[&&digest.0[..]], statement_from_row)
-}
-
-pub(crate) fn statement_by_node_seq(
-    tx: &mut impl Sql,
-    node_id: &str,
-    seq: u64,
-) -> Result<Option<StoredStatement>, StoreError> {
-    let Some(seq) = key(seq) else {
-        return Ok(None);
-    };
-    tx.first(
-        &STATEMENT_BY_NODE_SEQ,
-        &[&node_id, &seq],
-        statement_from_row,
-    )
-}
-
-pub(crate) fn statement_by_feed_index(
-    tx: &mut impl Sql,
-    feed_index: u64,
-) -> Result<Option<StoredStatement>, StoreError> {
-    let Some(feed_index) = key(feed_index) else {
-        return Ok(None);
-    };
-    tx.first(&STATEMENT_BY_FEED_INDEX, &[&feed_index], statement_from_row)
-}
-
 /// The hash of the complete subtree at (level, index), if stored.
-pub(crate) fn log_node(
-    tx: &mut impl Sql,
-    level: u8,
-    index: u64,
-) -> Result<Option<Hash>, StoreError> {
+fn log_node(tx: &mut impl Sql, level: u8, index: u64) -> Result<Option<Hash>, StoreError> {
     let Some(index) = key(index) else {
         return Ok(None);
     };
     tx.first(&LOG_NODE, &[&i64::from(level), &index], |row| row.hash(0))
-}
-
-/// Several log nodes in the order of `keys`; the caller runs this in one snapshot.
-pub(crate) fn log_nodes(
-    tx: &mut impl Sql,
-    keys: &[(u8, u64)],
-) -> Result<Vec<Option<Hash>>, StoreError> {
-    keys.iter()
-        .map(|&(level, index)| log_node(tx, level, index))
-        .collect()
-}
-
-pub(crate) fn latest_checkpoint(tx: &mut impl Sql) -> Result<Option<StoredCheckpoint>, StoreError> {
-    tx.first(&LATEST_CHECKPOINT, &[], checkpoint_from_row)
-}
-
-pub(crate) fn checkpoint_at(
-    tx: &mut impl Sql,
-    size: u64,
-) -> Result<Option<StoredCheckpoint>, StoreError> {
-    let Some(size) = key(size) else {
-        return Ok(None);
-    };
-    tx.first(&CHECKPOINT_AT, &[&size], checkpoint_from_row)
-}
-
-pub(crate) fn latest_final_checkpoint(
-    tx: &mut impl Sql,
-    quorum: u32,
-) -> Result<Option<StoredCheckpoint>, StoreError> {
-    tx.first(&LATEST_FINAL, &[&i64::from(quorum)], checkpoint_from_row)
-}
-
-/// Stores (upserts) a cosignature and the checkpoint's count of distinct witnesses; run in a
-/// write transaction.
-pub(crate) fn add_cosignature(tx: &mut impl Sql, c: &Cosignature) -> Result<u32, StoreError> {
-    let size = int(c.size, "checkpoint size")?;
-    let timestamp = int(c.timestamp, "cosignature timestamp")?;
-    if !tx.exists(&CHECKPOINT_TO_COSIGN, &[&size])? {
-        return Err(StoreError::Conflict(format!(
-            "no checkpoint of size {} to cosign (witness {})",
-            c.size, c.witness_id
-        )));
-    }
-    tx.exec(
-        &UPSERT_COSIGNATURE,
-        &[&size, &c.witness_id, &c.line, &timestamp],
-    )?;
-    // Counted, not incremented: an upsert of a known witness leaves the count as is.
-    // O(witnesses of this size) through the primary key.
-    let count = tx.one(&COUNT_COSIGNATURES, &[&size], |row| row.i64(0))?;
-    tx.exec(&SET_COSIGNATURE_COUNT, &[&size, &count])?;
-    u32::try_from(count)
-        .map_err(|_| StoreError::Corrupt(format!("cosignature count {count} out of range")))
-}
-
-pub(crate) fn cosignatures(tx: &mut impl Sql, size: u64) -> Result<Vec<Cosignature>, StoreError> {
-    let Some(size) = key(size) else {
-        return Ok(Vec::new());
-    };
-    tx.all(&COSIGNATURES, &[&size], |row| {
-        Ok(Cosignature {
-            size: row.u64(0)?,
-            witness_id: row.text(1)?,
-            line: row.text(2)?,
-            timestamp: row.u64(3)?,
-        })
-    })
-}
-
-pub(crate) fn list_statements(
-    tx: &mut impl Sql,
-    filter: &StatementFilter,
-    after_index: u64,
-    max: usize,
-) -> Result<Vec<StoredStatement>, StoreError> {
-    let dialect = tx.dialect();
-    let after = bound(after_index);
-    let max = limit(max);
-    let mut sql = String::from(concat!(
-        "SELECT ",
-        statement_columns!(),
-        " FROM statements WHERE feed_index > "
-    ));
-    sql.push_str(&dialect.placeholder(1));
-    let mut args: Vec<&dyn Param> = vec![&after];
-    // One statement per filter combination (eight, each prepared once) rather than
-    // "($2 IS NULL OR col = $2)": the planner then sees which columns are constrained, and
-    // SQLite uses the indexes.
-    for (column, value) in [
-        ("node_id", &filter.node_id),
-        ("kind", &filter.kind),
-        ("document", &filter.document),
-    ] {
-        if let Some(value) = value {
-            args.push(value);
-            let _ = write!(sql, " AND {column} = {}", dialect.placeholder(args.len()));
-        }
-    }
-    args.push(&max);
-    let _ = write!(
-        sql,
-        " ORDER BY feed_index LIMIT {}",
-        dialect.placeholder(args.len())
-    );
-    tx.all(&sql, &args, statement_from_row)
-}
-
-/// Feed entries after `after_index`: at most `max_rows`, and no more once their envelopes and
-/// receipts reach `max_bytes` (at least one).
-pub(crate) fn list_feed(
-    tx: &mut impl Sql,
-    after_index: u64,
-    max_rows: usize,
-    max_bytes: usize,
-) -> Result<Vec<StoredStatement>, StoreError> {
-    let mut out = Vec::new();
-    let mut used = 0usize;
-    tx.stream(
-        &FEED,
-        &[&bound(after_index), &limit(max_rows)],
-        LISTING_FETCH,
-        |row| {
-            let size = row.size(0)?;
-            if !out.is_empty() && used.saturating_add(size) > max_bytes {
-                return Ok(false);
-            }
-            used = used.saturating_add(size);
-            out.push(statement_at(row, 1)?);
-            Ok(true)
-        },
-    )?;
-    Ok(out)
-}
-
-/// Evidence after `after_id`: at most `max` entries whose envelopes add up to at most
-/// `max_bytes` (at least one), and whether more follow.
-pub(crate) fn list_equivocations_within(
-    tx: &mut impl Sql,
-    node_id: Option<&str>,
-    after_id: u64,
-    max: usize,
-    max_bytes: usize,
-) -> Result<(Vec<StoredEquivocation>, bool), StoreError> {
-    let fetch = limit(max.saturating_add(1));
-    let mut out = Vec::new();
-    let mut used = 0usize;
-    let mut more = false;
-    tx.stream(
-        &EQUIVOCATIONS,
-        &[&bound(after_id), &node_id, &fetch],
-        LISTING_FETCH,
-        |row| {
-            let size = row.size(0)?;
-            if out.len() >= max || (!out.is_empty() && used.saturating_add(size) > max_bytes) {
-                more = true;
-                return Ok(false);
-            }
-            used = used.saturating_add(size);
-            out.push(equivocation_at(row, 1)?);
-            Ok(true)
-        },
-    )?;
-    Ok((out, more))
-}
-
-pub(crate) fn count_statements(tx: &mut impl Sql) -> Result<u64, StoreError> {
-    tx.one(&COUNT_STATEMENTS, &[], |row| row.u64(0))
-}
-
-/// Inserts flags (see [`crate::HubStore::flag_statements`]); run in a write transaction,
-/// which any error rolls back whole.
-pub(crate) fn flag_statements(tx: &mut impl Sql, flags: &[FlagRecord]) -> Result<u32, StoreError> {
-    let mut new = 0u32;
-    for f in flags {
-        let stored = match key(f.seq) {
-            Some(seq) => tx.exists(&STATEMENT_EXISTS, &[&f.node_id, &seq])?,
-            None => false,
-        };
-        if !stored {
-            return Err(StoreError::Conflict(format!(
-                "cannot flag node {} seq {}: no such statement is stored",
-                f.node_id, f.seq
-            )));
-        }
-        let inserted = tx.exec(
-            &INSERT_FLAG,
-            &[
-                &f.node_id,
-                &int(f.seq, "seq")?,
-                &f.reason,
-                &f.key_id,
-                &int(f.registry_version, "registry version")?,
-                &f.flagged_at_ms,
-            ],
-        )?;
-        if inserted > 0 {
-            new = new.checked_add(1).ok_or_else(|| {
-                StoreError::Conflict("more than u32::MAX flags in one batch".into())
-            })?;
-        }
-    }
-    Ok(new)
-}
-
-pub(crate) fn list_flags(
-    tx: &mut impl Sql,
-    after_id: u64,
-    max: usize,
-) -> Result<Vec<StoredFlag>, StoreError> {
-    tx.all(&FLAGS, &[&bound(after_id), &limit(max)], |row| {
-        Ok(StoredFlag {
-            id: row.u64(0)?,
-            flag: FlagRecord {
-                node_id: row.text(1)?,
-                seq: row.u64(2)?,
-                reason: row.text(3)?,
-                key_id: row.text(4)?,
-                registry_version: row.u64(5)?,
-                flagged_at_ms: row.i64(6)?,
-            },
-        })
-    })
 }
 
 /// The uniqueness rule a failed statement insert broke; each backend reads its own error.
@@ -702,8 +434,8 @@ pub(crate) fn insert_checkpoint(tx: &mut impl Sql, cp: &NewCheckpoint) -> Result
 }
 
 /// What a hub store's backend provides: its transactions, and its `append` (the one write
-/// whose steps differ: the apply step and the reading of a failed insert). Every other
-/// [`HubStore`] method is written once, below, over these.
+/// whose steps differ: the apply step and the reading of a failed insert; it calls the
+/// `insert_*` functions above). Every other [`HubStore`] method is written once, below.
 pub(crate) trait HubBackend: Send + Sync + 'static {
     /// A connection or transaction the shared queries run on.
     type Conn<'c>: Sql;
@@ -744,7 +476,15 @@ pub(crate) trait HubBackend: Send + Sync + 'static {
 
 impl<B: HubBackend> HubStore for B {
     fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
-        self.read_tx(|tx| chain_heads(tx))
+        self.read_tx(|tx| {
+            tx.all(&CHAIN_HEADS, &[], |row| {
+                Ok(ChainHead {
+                    node_id: row.text(0)?,
+                    seq: row.u64(1)?,
+                    digest: row.digest(2)?,
+                })
+            })
+        })
     }
 
     fn last_feed_index(&self) -> Result<u64, StoreError> {
@@ -752,7 +492,7 @@ impl<B: HubBackend> HubStore for B {
     }
 
     fn statement_by_digest(&self, digest: &Digest) -> Result<Option<StoredStatement>, StoreError> {
-        self.read_tx(|tx| statement_by_digest(tx, digest))
+        self.read_tx(|tx| tx.first(&STATEMENT_BY_DIGEST, &[&&digest.0[..]], statement_from_row))
     }
 
     fn statement_by_node_seq(
@@ -760,14 +500,26 @@ impl<B: HubBackend> HubStore for B {
         node_id: &str,
         seq: u64,
     ) -> Result<Option<StoredStatement>, StoreError> {
-        self.read_tx(|tx| statement_by_node_seq(tx, node_id, seq))
+        let Some(seq) = key(seq) else {
+            return Ok(None);
+        };
+        self.read_tx(|tx| {
+            tx.first(
+                &STATEMENT_BY_NODE_SEQ,
+                &[&node_id, &seq],
+                statement_from_row,
+            )
+        })
     }
 
     fn statement_by_feed_index(
         &self,
         feed_index: u64,
     ) -> Result<Option<StoredStatement>, StoreError> {
-        self.read_tx(|tx| statement_by_feed_index(tx, feed_index))
+        let Some(feed_index) = key(feed_index) else {
+            return Ok(None);
+        };
+        self.read_tx(|tx| tx.first(&STATEMENT_BY_FEED_INDEX, &[&feed_index], statement_from_row))
     }
 
     fn append(
@@ -798,27 +550,66 @@ impl<B: HubBackend> HubStore for B {
             return Ok(Vec::new());
         }
         // One snapshot: a proof is never assembled from two tree states.
-        self.snapshot_tx(|tx| log_nodes(tx, keys))
+        self.snapshot_tx(|tx| {
+            keys.iter()
+                .map(|&(level, index)| log_node(tx, level, index))
+                .collect()
+        })
     }
 
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.read_tx(|tx| latest_checkpoint(tx))
+        self.read_tx(|tx| tx.first(&LATEST_CHECKPOINT, &[], checkpoint_from_row))
     }
 
     fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.read_tx(|tx| checkpoint_at(tx, size))
+        let Some(size) = key(size) else {
+            return Ok(None);
+        };
+        self.read_tx(|tx| tx.first(&CHECKPOINT_AT, &[&size], checkpoint_from_row))
     }
 
     fn latest_final_checkpoint(&self, quorum: u32) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.read_tx(|tx| latest_final_checkpoint(tx, quorum))
+        let quorum = i64::from(quorum);
+        self.read_tx(|tx| tx.first(&LATEST_FINAL, &[&quorum], checkpoint_from_row))
     }
 
     fn add_cosignature(&self, c: &Cosignature) -> Result<u32, StoreError> {
-        self.write_tx(|tx| add_cosignature(tx, c))
+        let size = int(c.size, "checkpoint size")?;
+        let timestamp = int(c.timestamp, "cosignature timestamp")?;
+        self.write_tx(|tx| {
+            if !tx.exists(&CHECKPOINT_TO_COSIGN, &[&size])? {
+                return Err(StoreError::Conflict(format!(
+                    "no checkpoint of size {} to cosign (witness {})",
+                    c.size, c.witness_id
+                )));
+            }
+            tx.exec(
+                &UPSERT_COSIGNATURE,
+                &[&size, &c.witness_id, &c.line, &timestamp],
+            )?;
+            // Counted, not incremented: an upsert of a known witness leaves the count as is.
+            // O(witnesses of this size) through the primary key.
+            let count = tx.one(&COUNT_COSIGNATURES, &[&size], |row| row.i64(0))?;
+            tx.exec(&SET_COSIGNATURE_COUNT, &[&size, &count])?;
+            u32::try_from(count)
+                .map_err(|_| StoreError::Corrupt(format!("cosignature count {count} out of range")))
+        })
     }
 
     fn cosignatures(&self, size: u64) -> Result<Vec<Cosignature>, StoreError> {
-        self.read_tx(|tx| cosignatures(tx, size))
+        let Some(size) = key(size) else {
+            return Ok(Vec::new());
+        };
+        self.read_tx(|tx| {
+            tx.all(&COSIGNATURES, &[&size], |row| {
+                Ok(Cosignature {
+                    size: row.u64(0)?,
+                    witness_id: row.text(1)?,
+                    line: row.text(2)?,
+                    timestamp: row.u64(3)?,
+                })
+            })
+        })
     }
 
     fn list_statements(
@@ -827,7 +618,38 @@ impl<B: HubBackend> HubStore for B {
         after_index: u64,
         max: usize,
     ) -> Result<Vec<StoredStatement>, StoreError> {
-        self.read_tx(|tx| list_statements(tx, filter, after_index, max))
+        let after = bound(after_index);
+        let max = limit(max);
+        self.read_tx(|tx| {
+            let dialect = tx.dialect();
+            let mut sql = String::from(concat!(
+                "SELECT ",
+                statement_columns!(),
+                " FROM statements WHERE feed_index > "
+            ));
+            sql.push_str(&dialect.placeholder(1));
+            let mut args: Vec<&dyn Param> = vec![&after];
+            // One statement per filter combination (eight, each prepared once) rather than
+            // "($2 IS NULL OR col = $2)": the planner then sees which columns are constrained,
+            // and SQLite uses the indexes.
+            for (column, value) in [
+                ("node_id", &filter.node_id),
+                ("kind", &filter.kind),
+                ("document", &filter.document),
+            ] {
+                if let Some(value) = value {
+                    args.push(value);
+                    let _ = write!(sql, " AND {column} = {}", dialect.placeholder(args.len()));
+                }
+            }
+            args.push(&max);
+            let _ = write!(
+                sql,
+                " ORDER BY feed_index LIMIT {}",
+                dialect.placeholder(args.len())
+            );
+            tx.all(&sql, &args, statement_from_row)
+        })
     }
 
     fn list_equivocations(
@@ -847,7 +669,22 @@ impl<B: HubBackend> HubStore for B {
         max_rows: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredStatement>, StoreError> {
-        self.read_tx(|tx| list_feed(tx, after_index, max_rows, max_bytes))
+        let after = bound(after_index);
+        let max = limit(max_rows);
+        self.read_tx(|tx| {
+            let mut out = Vec::new();
+            let mut used = 0usize;
+            tx.stream(&FEED, &[&after, &max], LISTING_FETCH, |row| {
+                let size = row.size(0)?;
+                if !out.is_empty() && used.saturating_add(size) > max_bytes {
+                    return Ok(false);
+                }
+                used = used.saturating_add(size);
+                out.push(statement_at(row, 1)?);
+                Ok(true)
+            })?;
+            Ok(out)
+        })
     }
 
     fn list_equivocations_within(
@@ -857,11 +694,36 @@ impl<B: HubBackend> HubStore for B {
         max: usize,
         max_bytes: usize,
     ) -> Result<(Vec<StoredEquivocation>, bool), StoreError> {
-        self.read_tx(|tx| list_equivocations_within(tx, node_id, after_id, max, max_bytes))
+        let after = bound(after_id);
+        // One more than asked: whether more follow.
+        let fetch = limit(max.saturating_add(1));
+        self.read_tx(|tx| {
+            let mut out = Vec::new();
+            let mut used = 0usize;
+            let mut more = false;
+            tx.stream(
+                &EQUIVOCATIONS,
+                &[&after, &node_id, &fetch],
+                LISTING_FETCH,
+                |row| {
+                    let size = row.size(0)?;
+                    if out.len() >= max
+                        || (!out.is_empty() && used.saturating_add(size) > max_bytes)
+                    {
+                        more = true;
+                        return Ok(false);
+                    }
+                    used = used.saturating_add(size);
+                    out.push(equivocation_at(row, 1)?);
+                    Ok(true)
+                },
+            )?;
+            Ok((out, more))
+        })
     }
 
     fn count_statements(&self) -> Result<u64, StoreError> {
-        self.read_tx(|tx| count_statements(tx))
+        self.read_tx(|tx| tx.one(&COUNT_STATEMENTS, &[], |row| row.u64(0)))
     }
 
     fn flag_statements(&self, flags: &[FlagRecord]) -> Result<u32, StoreError> {
@@ -869,11 +731,58 @@ impl<B: HubBackend> HubStore for B {
             return Ok(0);
         }
         // Any error returns before commit: the whole batch rolls back.
-        self.write_tx(|tx| flag_statements(tx, flags))
+        self.write_tx(|tx| {
+            let mut new = 0u32;
+            for f in flags {
+                let stored = match key(f.seq) {
+                    Some(seq) => tx.exists(&STATEMENT_EXISTS, &[&f.node_id, &seq])?,
+                    None => false,
+                };
+                if !stored {
+                    return Err(StoreError::Conflict(format!(
+                        "cannot flag node {} seq {}: no such statement is stored",
+                        f.node_id, f.seq
+                    )));
+                }
+                let inserted = tx.exec(
+                    &INSERT_FLAG,
+                    &[
+                        &f.node_id,
+                        &int(f.seq, "seq")?,
+                        &f.reason,
+                        &f.key_id,
+                        &int(f.registry_version, "registry version")?,
+                        &f.flagged_at_ms,
+                    ],
+                )?;
+                if inserted > 0 {
+                    new = new.checked_add(1).ok_or_else(|| {
+                        StoreError::Conflict("more than u32::MAX flags in one batch".into())
+                    })?;
+                }
+            }
+            Ok(new)
+        })
     }
 
     fn list_flags(&self, after_id: u64, max: usize) -> Result<Vec<StoredFlag>, StoreError> {
-        self.read_tx(|tx| list_flags(tx, after_id, max))
+        let after = bound(after_id);
+        let max = limit(max);
+        self.read_tx(|tx| {
+            tx.all(&FLAGS, &[&after, &max], |row| {
+                Ok(StoredFlag {
+                    id: row.u64(0)?,
+                    flag: FlagRecord {
+                        node_id: row.text(1)?,
+                        seq: row.u64(2)?,
+                        reason: row.text(3)?,
+                        key_id: row.text(4)?,
+                        registry_version: row.u64(5)?,
+                        flagged_at_ms: row.i64(6)?,
+                    },
+                })
+            })
+        })
     }
 
     fn lease(&self) -> Option<&dyn HubLease> {
