@@ -1,11 +1,9 @@
 //! SQLite plumbing shared by the hub and node stores: connection setup, migrations, the single
-//! writer and the reader pool, and column conversions.
+//! writer and the reader pool, and integer conversions for binding.
 
 use crate::StoreError;
 use crate::pool::{IDLE_READERS, ReaderPool};
-use rcpfed_core::Digest;
-use rcpfed_core::merkle::Hash;
-use rusqlite::{Connection, ErrorCode, OpenFlags, Row, Transaction, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -306,23 +304,11 @@ fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), StoreError> {
             )));
         }
     }
-    if found > supported {
-        return Err(StoreError::SchemaTooNew { found, supported });
-    }
-    if found < 0 {
-        return Err(StoreError::Corrupt(format!(
-            "negative schema version {found}"
-        )));
-    }
-    if found == supported {
+    let pending = crate::sql::pending_migrations(schema.name, schema.migrations, found)?;
+    if pending.is_empty() {
         return Ok(());
     }
-    for (version, sql) in schema.migrations.iter().enumerate().skip(found as usize) {
-        tracing::info!(
-            store = schema.name,
-            to = version + 1,
-            "applying schema migration"
-        );
+    for sql in pending {
         tx.execute_batch(sql)?;
     }
     if let Some(upgrade) = schema.upgrade {
@@ -354,59 +340,6 @@ pub(crate) fn key(value: u64) -> Option<i64> {
 /// A LIMIT value, clamped.
 pub(crate) fn limit(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Reads a non-negative INTEGER column as u64.
-pub(crate) fn get_u64(row: &Row<'_>, idx: usize) -> Result<u64, StoreError> {
-    let v: i64 = row.get(idx)?;
-    u64::try_from(v).map_err(|_| corrupt_column(row, idx, v))
-}
-
-/// Reads an INTEGER column that must fit a u32.
-pub(crate) fn get_u32(row: &Row<'_>, idx: usize) -> Result<u32, StoreError> {
-    let v: i64 = row.get(idx)?;
-    u32::try_from(v).map_err(|_| corrupt_column(row, idx, v))
-}
-
-/// Reads a nullable non-negative INTEGER column as u64.
-pub(crate) fn get_opt_u64(row: &Row<'_>, idx: usize) -> Result<Option<u64>, StoreError> {
-    match row.get::<_, Option<i64>>(idx)? {
-        None => Ok(None),
-        Some(v) => u64::try_from(v)
-            .map(Some)
-            .map_err(|_| corrupt_column(row, idx, v)),
-    }
-}
-
-/// Reads a 32-byte BLOB column as a digest.
-pub(crate) fn get_digest(row: &Row<'_>, idx: usize) -> Result<Digest, StoreError> {
-    let bytes = row.get_ref(idx)?.as_blob().map_err(rusqlite::Error::from)?;
-    Digest::from_slice(bytes).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "column {} holds a {}-byte digest",
-            row.as_ref().column_name(idx).unwrap_or("?"),
-            bytes.len()
-        ))
-    })
-}
-
-/// Reads a 32-byte BLOB column as a Merkle tree hash.
-pub(crate) fn get_hash(row: &Row<'_>, idx: usize) -> Result<Hash, StoreError> {
-    let bytes = row.get_ref(idx)?.as_blob().map_err(rusqlite::Error::from)?;
-    Hash::try_from(bytes).map_err(|_| {
-        StoreError::Corrupt(format!(
-            "column {} holds a {}-byte hash",
-            row.as_ref().column_name(idx).unwrap_or("?"),
-            bytes.len()
-        ))
-    })
-}
-
-fn corrupt_column(row: &Row<'_>, idx: usize, value: i64) -> StoreError {
-    StoreError::Corrupt(format!(
-        "column {} holds out-of-range value {value}",
-        row.as_ref().column_name(idx).unwrap_or("?")
-    ))
 }
 
 /// The SQLite message of a constraint violation, or None for any other error.

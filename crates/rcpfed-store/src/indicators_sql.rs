@@ -4,12 +4,13 @@
 //! the node's `mirror`); both have the columns used here.
 
 use crate::StoreError;
-use crate::db::{self, get_digest, get_u32, get_u64};
+use crate::db;
+use crate::indicator_queries;
 use crate::indicators::{
-    CATALOGUE_KIND, CoherenceRows, ConflictRows, CoverageData, HubDocument, ObservationCursor,
-    ObservationFilter, ObservationProvenance, ObservationRow, PolicyCoverageData, RevisionRows,
-    dimension_key,
+    CATALOGUE_KIND, CoherenceRows, ConflictRows, ObservationCursor, ObservationFilter,
+    ObservationRow, RevisionRows,
 };
+use crate::sql::{Lite, SqlRow};
 use rcpfed_core::Digest;
 use rcpfed_core::chunks;
 use rcpfed_core::dates::{PeriodRange, parse_time_period};
@@ -20,8 +21,8 @@ use rcpfed_core::statement::{
     Body, DocumentKind, IndicatorSnapshot, Observation, ObservationAction, Statement,
 };
 use rusqlite::types::{ToSql, Value};
-use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, Transaction, params};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The indicator view's tables, created identically in the hub and the node database (one
@@ -736,7 +737,7 @@ pub(crate) fn backfill(tx: &Transaction<'_>, log: Log) -> Result<(), StoreError>
     while let Some(row) = rows.next()? {
         let node_id: String = row.get(0)?;
         let kind: String = row.get(1)?;
-        let digest = get_digest(row, 2)?;
+        let digest = row.digest(2)?;
         let document: String = row.get(3)?;
         let envelope = row.get_ref(7)?.as_blob().map_err(rusqlite::Error::from)?;
         apply_entry(
@@ -747,8 +748,8 @@ pub(crate) fn backfill(tx: &Transaction<'_>, log: Log) -> Result<(), StoreError>
                 kind: &kind,
                 digest: &digest,
                 document: &document,
-                revision: get_u32(row, 4)?,
-                feed_index: get_u64(row, 5)?,
+                revision: row.u32(4)?,
+                feed_index: row.u64(5)?,
                 accepted_at_ms: row.get(6)?,
                 envelope,
             },
@@ -759,7 +760,7 @@ pub(crate) fn backfill(tx: &Transaction<'_>, log: Log) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Column list matching [`observation_from_row`].
+/// Column list matching [`crate::indicator_queries::observation_from_row`].
 macro_rules! observation_columns {
     () => {
         "indicator, ref_area, time_period, dims, action, obs_value, obs_status, unit_measure, \
@@ -767,38 +768,7 @@ macro_rules! observation_columns {
          feed_index, position, accepted_at_ms, superseded_at_ms"
     };
 }
-#[cfg(feature = "postgres")]
 pub(crate) use observation_columns;
-
-fn observation_from_row(row: &Row<'_>) -> Result<ObservationRow, StoreError> {
-    let dims: String = row.get(3)?;
-    Ok(ObservationRow {
-        indicator: row.get(0)?,
-        observation: Observation {
-            action: action_from_code(row.get(4)?)?,
-            ref_area: row.get(1)?,
-            time_period: row.get(2)?,
-            dimensions: parse_dims(&dims)?,
-            obs_value: row.get(5)?,
-            obs_status: row.get(6)?,
-            unit_measure: row.get(7)?,
-            unit_mult: row.get(8)?,
-            conf_status: row.get(9)?,
-            footnote: row.get(10)?,
-            source: row.get(11)?,
-        },
-        provenance: ObservationProvenance {
-            node_id: row.get(12)?,
-            digest: get_digest(row, 13)?,
-            document: row.get(14)?,
-            revision: get_u32(row, 15)?,
-            feed_index: get_u64(row, 16)?,
-            position: get_u64(row, 17)?,
-            accepted_at_ms: row.get(18)?,
-        },
-        superseded_at_ms: row.get(19)?,
-    })
-}
 
 /// The inverse of [`dimension_key`].
 pub(crate) fn parse_dims(dims: &str) -> Result<Vec<(String, String)>, StoreError> {
@@ -823,7 +793,7 @@ fn collect_rows(
     let mut rows = stmt.query(args)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(observation_from_row(row)?);
+        out.push(indicator_queries::observation_from_row(row)?);
     }
     Ok(out)
 }
@@ -967,16 +937,6 @@ pub(crate) fn observation_query(
     (sql, args)
 }
 
-/// Highest feed index stored (and therefore applied).
-pub(crate) fn applied_feed_size(conn: &Connection, log: Log) -> Result<u64, StoreError> {
-    let sql = log.pick(
-        "SELECT coalesce(max(feed_index), 0) FROM statements",
-        "SELECT coalesce(max(feed_index), 0) FROM mirror",
-    );
-    let max: i64 = conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
-    u64::try_from(max).map_err(|_| StoreError::Corrupt(format!("negative feed index {max}")))
-}
-
 /// `OBS_VALUE × 10^UNIT_MULT` as an exact decimal: the shortest decimal that round-trips the
 /// stored double, its point shifted by UNIT_MULT, as `[-]DIGITSeEXP` with no trailing zeros.
 /// So 5.9 at UNIT_MULT 9 and 5900000000 at 0 compare equal, which a float product may not.
@@ -1004,41 +964,7 @@ pub(crate) fn scaled_value(value: Option<f64>, unit_mult: i32) -> String {
     format!("{sign}{digits}e{exponent}")
 }
 
-/// Candidate conflicts: keys reported by more than one node among the versions in force
-/// (tombstones excluded) whose raw values, multipliers or units are not all equal, with the
-/// versions in force of each, ordered by key then node. The exact comparison of the scaled
-/// values happens in Rust ([`scaled_value`]).
-///
-/// Every step reads the index of the versions in force, which is in (key, node) order: `c`,
-/// the keys in force at more than one node (tombstones included), is one scan of the index
-/// alone; `k` and the outer query search it by key. (Grouping the whole table and joining
-/// back on `observations_key` read every version of an area and period per candidate: minutes
-/// at a million observations.) A key has at most one version in force per node, so count(*)
-/// counts nodes.
-pub(crate) const CONFLICT_CANDIDATES_SQL: &str = concat!(
-    "SELECT ",
-    observation_columns!(),
-    " FROM (SELECT v.indicator, v.ref_area, v.time_period, v.dims
-           FROM (SELECT indicator, ref_area, time_period, dims FROM observations
-                 WHERE superseded_at_ms IS NULL
-                 GROUP BY indicator, ref_area, time_period, dims
-                 HAVING count(*) > 1) c
-           JOIN observations v
-             ON v.indicator = c.indicator AND v.ref_area = c.ref_area
-            AND v.time_period = c.time_period AND v.dims = c.dims
-           WHERE v.superseded_at_ms IS NULL AND v.action != 3
-           GROUP BY v.indicator, v.ref_area, v.time_period, v.dims
-           HAVING count(*) > 1
-              AND (min(v.obs_value) IS NOT max(v.obs_value)
-                   OR min(v.unit_mult) != max(v.unit_mult)
-                   OR min(v.unit_measure) != max(v.unit_measure)
-                   OR count(v.obs_value) NOT IN (0, count(*)))) k
-     JOIN observations o USING (indicator, ref_area, time_period, dims)
-     WHERE o.superseded_at_ms IS NULL AND o.action != 3
-     ORDER BY o.indicator, o.ref_area, o.time_period, o.dims, o.node_id"
-);
-
-/// One candidate key while [`conflicts`] reads its versions.
+/// One candidate key while [`indicator_queries::conflicts`] reads its versions.
 struct ConflictGroup {
     /// (indicator, ref_area, time_period, dims).
     key: [String; 4],
@@ -1052,7 +978,7 @@ struct ConflictGroup {
     rows: Vec<ObservationRow>,
 }
 
-/// Groups the candidate rows (in key order, as [`CONFLICT_CANDIDATES_SQL`] lists them) into
+/// Groups the candidate rows (in key order, as [`indicator_queries::CONFLICT_CANDIDATES`] lists them) into
 /// the keys whose scaled values or units really differ; both backends feed it their rows.
 pub(crate) struct ConflictCollector {
     limit: usize,
@@ -1131,101 +1057,6 @@ impl ConflictCollector {
     }
 }
 
-pub(crate) fn conflicts(
-    conn: &Connection,
-    limit: usize,
-) -> Result<(Vec<ConflictRows>, u64), StoreError> {
-    let mut stmt = conn.prepare_cached(CONFLICT_CANDIDATES_SQL)?;
-    let mut rows = stmt.query([])?;
-    let mut collector = ConflictCollector::new(limit);
-    while let Some(row) = rows.next()? {
-        // Columns as observation_columns!() lists them; read without copying until needed.
-        let text = |i: usize| -> Result<&str, rusqlite::Error> { Ok(row.get_ref(i)?.as_str()?) };
-        collector.push(
-            [text(0)?, text(1)?, text(2)?, text(3)?],
-            row.get(5)?,
-            text(7)?,
-            row.get(8)?,
-            || observation_from_row(row),
-        )?;
-    }
-    Ok(collector.finish())
-}
-
-pub(crate) fn coverage(conn: &Connection) -> Result<Vec<CoverageData>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT node_id, indicator, ref_area, min(time_period), max(time_period), count(*)
-         FROM observations WHERE superseded_at_ms IS NULL AND action != 3
-         GROUP BY node_id, indicator, ref_area
-         ORDER BY node_id, indicator, ref_area",
-    )?;
-    let mut rows = stmt.query([])?;
-    let mut out: Vec<CoverageData> = Vec::new();
-    while let Some(row) = rows.next()? {
-        let node_id: String = row.get(0)?;
-        let indicator: String = row.get(1)?;
-        let ref_area: String = row.get(2)?;
-        let first: String = row.get(3)?;
-        let last: String = row.get(4)?;
-        let count = get_u64(row, 5)?;
-        match out.last_mut() {
-            Some(c) if c.node_id == node_id && c.indicator == indicator => {
-                c.ref_areas.push(ref_area);
-                if first < c.first_period {
-                    c.first_period = first;
-                }
-                if last > c.last_period {
-                    c.last_period = last;
-                }
-                c.observation_count += count;
-            }
-            _ => out.push(CoverageData {
-                node_id,
-                indicator,
-                ref_areas: vec![ref_area],
-                first_period: first,
-                last_period: last,
-                observation_count: count,
-            }),
-        }
-    }
-    Ok(out)
-}
-
-pub(crate) fn policy_coverage(conn: &Connection) -> Result<Vec<PolicyCoverageData>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT node_id, document, objective FROM policy_objectives ORDER BY node_id",
-    )?;
-    let mut rows = stmt.query([])?;
-    let mut nodes: BTreeMap<String, (BTreeSet<u32>, BTreeSet<String>)> = BTreeMap::new();
-    while let Some(row) = rows.next()? {
-        let node_id: String = row.get(0)?;
-        let document: String = row.get(1)?;
-        let objective: Option<u32> = row.get(2)?;
-        let (objectives, documents) = nodes.entry(node_id).or_default();
-        objectives.extend(objective);
-        documents.insert(document);
-    }
-    Ok(nodes
-        .into_iter()
-        .map(|(node_id, (objectives, documents))| PolicyCoverageData {
-            node_id,
-            gcm_objectives: objectives.into_iter().collect(),
-            policy_documents: documents.len() as u64,
-        })
-        .collect())
-}
-
-/// The version a REPLACE or DELETE superseded: its key's latest earlier version.
-pub(crate) const PREDECESSOR_SQL: &str = concat!(
-    "SELECT ",
-    observation_columns!(),
-    " FROM observations
-      WHERE indicator = ?1 AND ref_area = ?2 AND time_period = ?3
-        AND node_id = ?4 AND dims = ?5 AND (feed_index, position) < (?6, ?7)
-      ORDER BY feed_index DESC, position DESC LIMIT 1"
-);
-
 pub(crate) fn revisions_since(
     conn: &Connection,
     after_feed_index: u64,
@@ -1233,63 +1064,9 @@ pub(crate) fn revisions_since(
 ) -> Result<(Vec<RevisionRows>, u64), StoreError> {
     // One snapshot for the page, the predecessors and the count.
     let tx = conn.unchecked_transaction()?;
-    let out = revisions_in(&tx, after_feed_index, limit)?;
+    let out = indicator_queries::revisions_in(&mut Lite(&tx), after_feed_index, limit)?;
     tx.commit()?;
     Ok(out)
-}
-
-/// [`revisions_since`] inside the caller's read transaction.
-fn revisions_in(
-    tx: &Connection,
-    after_feed_index: u64,
-    limit: usize,
-) -> Result<(Vec<RevisionRows>, u64), StoreError> {
-    let after = db::bound(after_feed_index);
-    let new_rows = collect_rows(
-        tx,
-        concat!(
-            "SELECT ",
-            observation_columns!(),
-            " FROM observations WHERE feed_index > ?1 AND action IN (2, 3)
-              ORDER BY feed_index, position LIMIT ?2"
-        ),
-        &[&after, &db::limit(limit)],
-    )?;
-    let mut out = Vec::with_capacity(new_rows.len());
-    for new in new_rows {
-        let o = &new.observation;
-        let p = &new.provenance;
-        let dims = dimension_key(&o.dimensions);
-        let old = collect_rows(
-            tx,
-            PREDECESSOR_SQL,
-            &[
-                &new.indicator,
-                &o.ref_area,
-                &o.time_period,
-                &p.node_id,
-                &dims,
-                &db::bound(p.feed_index),
-                &db::bound(p.position),
-            ],
-        )?
-        .pop()
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "the revision at feed index {} position {} supersedes no stored version",
-                p.feed_index, p.position
-            ))
-        })?;
-        out.push(RevisionRows { old, new });
-    }
-    let total: i64 = tx
-        .prepare_cached(
-            "SELECT count(*) FROM observations WHERE feed_index > ?1 AND action IN (2, 3)",
-        )?
-        .query_row([after], |r| r.get(0))?;
-    let total =
-        u64::try_from(total).map_err(|_| StoreError::Corrupt(format!("negative count {total}")))?;
-    Ok((out, total))
 }
 
 /// Everything a coherence report reads, in one read transaction (one WAL snapshot): the
@@ -1302,57 +1079,22 @@ pub(crate) fn coherence_rows(
     limit: usize,
 ) -> Result<CoherenceRows, StoreError> {
     let tx = conn.unchecked_transaction()?;
+    let mut read = Lite(&tx);
     let rows = CoherenceRows {
-        feed_size: applied_feed_size(&tx, log)?,
-        conflicts: conflicts(&tx, limit)?,
-        coverage: coverage(&tx)?,
-        policy_coverage: policy_coverage(&tx)?,
-        revisions: revisions_in(&tx, revisions_after, limit)?,
+        feed_size: indicator_queries::applied_feed_size(&mut read, log)?,
+        conflicts: indicator_queries::conflicts(&mut read, limit)?,
+        coverage: indicator_queries::coverage(&mut read)?,
+        policy_coverage: indicator_queries::policy_coverage(&mut read)?,
+        revisions: indicator_queries::revisions_in(&mut read, revisions_after, limit)?,
     };
     tx.commit()?;
     Ok(rows)
 }
 
-/// Highest feed index of an indicator snapshot or policy summary: two index probes (one per
-/// kind) on the log's kind index.
-pub(crate) fn last_content_feed_index(conn: &Connection, log: Log) -> Result<u64, StoreError> {
-    let sql = log.pick(
-        "SELECT coalesce(max(m), 0) FROM (
-             SELECT max(feed_index) AS m FROM statements WHERE kind = 'indicator_snapshot'
-             UNION ALL
-             SELECT max(feed_index) FROM statements WHERE kind = 'policy_summary')",
-        "SELECT coalesce(max(m), 0) FROM (
-             SELECT max(feed_index) AS m FROM mirror WHERE kind = 'indicator_snapshot'
-             UNION ALL
-             SELECT max(feed_index) FROM mirror WHERE kind = 'policy_summary')",
-    );
-    let max: i64 = conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
-    u64::try_from(max).map_err(|_| StoreError::Corrupt(format!("negative feed index {max}")))
-}
-
-pub(crate) fn stage_chunks(
-    tx: &Connection,
-    chunks: &[(Digest, Vec<u8>)],
-) -> Result<(), StoreError> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO chunks (sha256, bytes) VALUES (?1, ?2) ON CONFLICT (sha256) DO NOTHING",
-    )?;
-    for (sha256, bytes) in chunks {
-        insert.execute(params![&sha256.0[..], bytes])?;
-    }
-    Ok(())
-}
-
 /// Whether each chunk is stored, in one read transaction.
 pub(crate) fn has_chunks(conn: &Connection, sha256s: &[Digest]) -> Result<Vec<bool>, StoreError> {
     let tx = conn.unchecked_transaction()?;
-    let out = {
-        let mut probe = tx.prepare_cached("SELECT 1 FROM chunks WHERE sha256 = ?1")?;
-        sha256s
-            .iter()
-            .map(|sha256| Ok(probe.exists([&sha256.0[..]])?))
-            .collect::<Result<Vec<_>, StoreError>>()?
-    };
+    let out = indicator_queries::has_chunks(&mut Lite(&tx), sha256s)?;
     tx.commit()?;
     Ok(out)
 }
@@ -1367,57 +1109,9 @@ pub(crate) fn query_observations_at(
 ) -> Result<(Vec<ObservationRow>, u64), StoreError> {
     let tx = conn.unchecked_transaction()?;
     let rows = query_observations(&tx, filter, after, limit)?;
-    let feed_size = applied_feed_size(&tx, log)?;
+    let feed_size = indicator_queries::applied_feed_size(&mut Lite(&tx), log)?;
     tx.commit()?;
     Ok((rows, feed_size))
-}
-
-pub(crate) fn chunk(conn: &Connection, sha256: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT bytes FROM chunks WHERE sha256 = ?1")?
-        .query_row([&sha256.0[..]], |r| r.get(0))
-        .optional()?)
-}
-
-pub(crate) fn hub_document(
-    conn: &Connection,
-    log: Log,
-    chain: &str,
-    seq: Option<u64>,
-) -> Result<Option<HubDocument>, StoreError> {
-    let sql = match seq {
-        Some(_) => log.pick(
-            "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM statements
-             WHERE node_id = ?1 AND seq = ?2",
-            "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM mirror
-             WHERE node_id = ?1 AND seq = ?2",
-        ),
-        None => log.pick(
-            "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM statements
-             WHERE node_id = ?1 AND ?2 IS NULL ORDER BY seq DESC LIMIT 1",
-            "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM mirror
-             WHERE node_id = ?1 AND ?2 IS NULL ORDER BY seq DESC LIMIT 1",
-        ),
-    };
-    let seq = match seq {
-        Some(seq) => match db::key(seq) {
-            Some(seq) => Some(seq),
-            None => return Ok(None),
-        },
-        None => None,
-    };
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params![chain, seq])?;
-    match rows.next()? {
-        Some(row) => Ok(Some(HubDocument {
-            feed_index: get_u64(row, 0)?,
-            seq: get_u64(row, 1)?,
-            digest: get_digest(row, 2)?,
-            envelope: row.get(3)?,
-            accepted_at_ms: row.get(4)?,
-        })),
-        None => Ok(None),
-    }
 }
 
 /// Implements [`crate::IndicatorStore`] for a store with a `db: Db` field over `$log`.
@@ -1466,28 +1160,33 @@ macro_rules! impl_indicator_store {
             }
 
             fn applied_feed_size(&self) -> Result<u64, $crate::StoreError> {
-                self.db
-                    .read(|conn| $crate::indicators_sql::applied_feed_size(conn, $log))
+                self.db.read(|conn| {
+                    $crate::indicator_queries::applied_feed_size(&mut $crate::sql::Lite(conn), $log)
+                })
             }
 
             fn conflicts(
                 &self,
                 limit: usize,
             ) -> Result<(Vec<$crate::indicators::ConflictRows>, u64), $crate::StoreError> {
-                self.db
-                    .read(|conn| $crate::indicators_sql::conflicts(conn, limit))
+                self.db.read(|conn| {
+                    $crate::indicator_queries::conflicts(&mut $crate::sql::Lite(conn), limit)
+                })
             }
 
             fn coverage(
                 &self,
             ) -> Result<Vec<$crate::indicators::CoverageData>, $crate::StoreError> {
-                self.db.read($crate::indicators_sql::coverage)
+                self.db
+                    .read(|conn| $crate::indicator_queries::coverage(&mut $crate::sql::Lite(conn)))
             }
 
             fn policy_coverage(
                 &self,
             ) -> Result<Vec<$crate::indicators::PolicyCoverageData>, $crate::StoreError> {
-                self.db.read($crate::indicators_sql::policy_coverage)
+                self.db.read(|conn| {
+                    $crate::indicator_queries::policy_coverage(&mut $crate::sql::Lite(conn))
+                })
             }
 
             fn revisions_since(
@@ -1511,8 +1210,12 @@ macro_rules! impl_indicator_store {
             }
 
             fn last_content_feed_index(&self) -> Result<u64, $crate::StoreError> {
-                self.db
-                    .read(|conn| $crate::indicators_sql::last_content_feed_index(conn, $log))
+                self.db.read(|conn| {
+                    $crate::indicator_queries::last_content_feed_index(
+                        &mut $crate::sql::Lite(conn),
+                        $log,
+                    )
+                })
             }
 
             fn stage_chunks(
@@ -1522,8 +1225,9 @@ macro_rules! impl_indicator_store {
                 if chunks.is_empty() {
                     return Ok(());
                 }
-                self.db
-                    .write(|tx| $crate::indicators_sql::stage_chunks(tx, chunks))
+                self.db.write(|tx| {
+                    $crate::indicator_queries::stage_chunks(&mut $crate::sql::Lite(tx), chunks)
+                })
             }
 
             fn has_chunks(
@@ -1541,8 +1245,9 @@ macro_rules! impl_indicator_store {
                 &self,
                 sha256: &rcpfed_core::Digest,
             ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
-                self.db
-                    .read(|conn| $crate::indicators_sql::chunk(conn, sha256))
+                self.db.read(|conn| {
+                    $crate::indicator_queries::chunk(&mut $crate::sql::Lite(conn), sha256)
+                })
             }
 
             fn hub_document(
@@ -1550,8 +1255,14 @@ macro_rules! impl_indicator_store {
                 chain: &str,
                 seq: Option<u64>,
             ) -> Result<Option<$crate::indicators::HubDocument>, $crate::StoreError> {
-                self.db
-                    .read(|conn| $crate::indicators_sql::hub_document(conn, $log, chain, seq))
+                self.db.read(|conn| {
+                    $crate::indicator_queries::hub_document(
+                        &mut $crate::sql::Lite(conn),
+                        $log,
+                        chain,
+                        seq,
+                    )
+                })
             }
         }
     };

@@ -19,6 +19,8 @@ pub mod backup;
 mod db;
 mod error;
 pub mod hub;
+mod hub_sql;
+mod indicator_queries;
 pub mod indicators;
 mod indicators_sql;
 pub mod lease;
@@ -26,6 +28,7 @@ pub mod node;
 #[cfg(feature = "postgres")]
 mod pg;
 mod pool;
+mod sql;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

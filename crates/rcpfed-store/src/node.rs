@@ -2,16 +2,15 @@
 //! verified mirror of the hub's feed.
 
 use crate::StoreError;
-use crate::db::{
-    self, Db, Schema, constraint_message, get_digest, get_hash, get_opt_u64, get_u32, get_u64,
-};
+use crate::db::{self, Db, Schema, constraint_message};
+use crate::indicator_queries;
 use crate::indicators_sql::{
     self, Entry, Log, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_tables_sql,
 };
+use crate::sql::{Lite, Param, Params, Sql, SqlRow};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
-use rusqlite::types::ToSql;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -323,21 +322,20 @@ macro_rules! own_columns {
     };
 }
 
-fn own_from_row(row: &Row<'_>) -> Result<OwnStatement, StoreError> {
-    let state: String = row.get(7)?;
+fn own_from_row(row: &dyn SqlRow) -> Result<OwnStatement, StoreError> {
     Ok(OwnStatement {
-        seq: get_u64(row, 0)?,
-        digest: get_digest(row, 1)?,
-        document: row.get(2)?,
-        revision: get_u32(row, 3)?,
-        envelope: row.get(4)?,
-        created_at_ms: row.get(5)?,
-        request_id: row.get(6)?,
-        state: state.parse()?,
-        attempts: get_u32(row, 8)?,
-        last_error: row.get(9)?,
-        receipt: row.get(10)?,
-        feed_index: get_opt_u64(row, 11)?,
+        seq: row.u64(0)?,
+        digest: row.digest(1)?,
+        document: row.text(2)?,
+        revision: row.u32(3)?,
+        envelope: row.blob(4)?,
+        created_at_ms: row.i64(5)?,
+        request_id: row.opt_text(6)?,
+        state: row.str(7)?.parse()?,
+        attempts: row.u32(8)?,
+        last_error: row.text(9)?,
+        receipt: row.opt_bytes(10)?,
+        feed_index: row.opt_u64(11)?,
     })
 }
 
@@ -349,54 +347,34 @@ macro_rules! mirror_columns {
     };
 }
 
-fn mirrored_from_row(row: &Row<'_>) -> Result<MirroredStatement, StoreError> {
+fn mirrored_from_row(row: &dyn SqlRow) -> Result<MirroredStatement, StoreError> {
     Ok(MirroredStatement {
-        feed_index: get_u64(row, 0)?,
-        node_id: row.get(1)?,
-        seq: get_u64(row, 2)?,
-        digest: get_digest(row, 3)?,
-        kind: row.get(4)?,
-        document: row.get(5)?,
-        revision: get_u32(row, 6)?,
-        envelope: row.get(7)?,
-        receipt: row.get(8)?,
-        accepted_at_ms: row.get(9)?,
-        mirrored_at_ms: row.get(10)?,
+        feed_index: row.u64(0)?,
+        node_id: row.text(1)?,
+        seq: row.u64(2)?,
+        digest: row.digest(3)?,
+        kind: row.text(4)?,
+        document: row.text(5)?,
+        revision: row.u32(6)?,
+        envelope: row.blob(7)?,
+        receipt: row.blob(8)?,
+        accepted_at_ms: row.i64(9)?,
+        mirrored_at_ms: row.i64(10)?,
     })
 }
 
-fn query_rows<T>(
-    conn: &Connection,
-    sql: &str,
-    params: &[&dyn ToSql],
-    map: fn(&Row<'_>) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(map(row)?);
-    }
-    Ok(out)
-}
-
 fn read_trusted(conn: &Connection) -> Result<Option<TrustedCheckpoint>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT size, root, note FROM trusted_checkpoint WHERE id = 1")?;
-    let mut rows = stmt.query([])?;
-    match rows.next()? {
-        Some(row) => Ok(Some(TrustedCheckpoint {
-            size: get_u64(row, 0)?,
-            root: get_hash(row, 1)?,
-            note: row.get(2)?,
-        })),
-        None => Ok(None),
-    }
-}
-
-fn count(conn: &Connection, sql: &str) -> Result<u64, StoreError> {
-    let n: i64 = conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
-    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative value {n} from {sql}")))
+    Lite(conn).first(
+        "SELECT size, root, note FROM trusted_checkpoint WHERE id = 1",
+        &[],
+        |row| {
+            Ok(TrustedCheckpoint {
+                size: row.u64(0)?,
+                root: row.hash(1)?,
+                note: row.text(2)?,
+            })
+        },
+    )
 }
 
 /// The node store on SQLite.
@@ -420,12 +398,12 @@ impl SqliteNodeStore {
     }
 
     /// Runs an UPDATE on one own statement, failing if that seq does not exist.
-    fn update_own(&self, seq: u64, sql: &str, args: &[&dyn ToSql]) -> Result<(), StoreError> {
+    fn update_own(&self, seq: u64, sql: &str, args: &Params<'_>) -> Result<(), StoreError> {
         let seq_sql = db::int(seq, "seq")?;
         self.db.write(|tx| {
-            let mut all: Vec<&dyn ToSql> = vec![&seq_sql];
+            let mut all: Vec<&dyn Param> = vec![&seq_sql];
             all.extend_from_slice(args);
-            let changed = tx.prepare_cached(sql)?.execute(&*all)?;
+            let changed = Lite(tx).exec(sql, &all)?;
             if changed == 0 {
                 return Err(StoreError::Conflict(format!(
                     "no own statement with seq {seq}"
@@ -439,25 +417,21 @@ impl SqliteNodeStore {
 impl NodeStore for SqliteNodeStore {
     fn head(&self) -> Result<Option<(u64, Digest)>, StoreError> {
         self.db.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+            Lite(conn).first(
                 "SELECT seq, digest FROM own_statements ORDER BY seq DESC LIMIT 1",
-            )?;
-            let mut rows = stmt.query([])?;
-            match rows.next()? {
-                Some(row) => Ok(Some((get_u64(row, 0)?, get_digest(row, 1)?))),
-                None => Ok(None),
-            }
+                &[],
+                |row| Ok((row.u64(0)?, row.digest(1)?)),
+            )
         })
     }
 
     fn latest_revision(&self, document: &str) -> Result<u32, StoreError> {
         self.db.read(|conn| {
-            let v: i64 = conn
-                .prepare_cached(
-                    "SELECT coalesce(max(revision), 0) FROM own_statements WHERE document = ?1",
-                )?
-                .query_row([document], |r| r.get(0))?;
-            u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("revision {v} out of range")))
+            Lite(conn).one(
+                "SELECT coalesce(max(revision), 0) FROM own_statements WHERE document = ?1",
+                &[&document],
+                |row| row.u32(0),
+            )
         })
     }
 
@@ -468,7 +442,7 @@ impl NodeStore for SqliteNodeStore {
                 own_columns!(),
                 " FROM own_statements WHERE request_id = ?1"
             );
-            Ok(query_rows(conn, sql, &[&request_id], own_from_row)?.pop())
+            Lite(conn).first(sql, &[&request_id], own_from_row)
         })
     }
 
@@ -480,7 +454,7 @@ impl NodeStore for SqliteNodeStore {
         let seq = db::int(st.seq, "seq")?;
         self.db.write(|tx| {
             // Rolled back with the statement when the append is refused.
-            crate::indicators_sql::stage_chunks(tx, chunks)?;
+            indicator_queries::stage_chunks(&mut Lite(tx), chunks)?;
             // Checked inside the write transaction: no other writer can move the head between
             // this read and the insert.
             let head: i64 = tx
@@ -536,7 +510,7 @@ impl NodeStore for SqliteNodeStore {
                 own_columns!(),
                 " FROM own_statements WHERE state = 'pending' ORDER BY seq LIMIT ?1"
             );
-            query_rows(conn, sql, &[&limit], own_from_row)
+            Lite(conn).all(sql, &[&limit], own_from_row)
         })
     }
 
@@ -576,30 +550,32 @@ impl NodeStore for SqliteNodeStore {
                 own_columns!(),
                 " FROM own_statements WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
             );
-            query_rows(conn, sql, &[&before, &limit], own_from_row)
+            Lite(conn).all(sql, &[&before, &limit], own_from_row)
         })
     }
 
     fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         self.db.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT state, count(*) FROM own_statements GROUP BY state")?;
-            let mut rows = stmt.query([])?;
+            let mut conn = Lite(conn);
             let mut counts = OutboxCounts::default();
-            while let Some(row) = rows.next()? {
-                let state: String = row.get(0)?;
-                let n = get_u64(row, 1)?;
-                match state.parse()? {
-                    DeliveryState::Pending => counts.pending = n,
-                    DeliveryState::Delivered => counts.delivered = n,
-                    DeliveryState::Rejected => counts.rejected = n,
-                }
-            }
-            counts.oldest_pending_ms = conn
-                .prepare_cached(
-                    "SELECT min(created_at_ms) FROM own_statements WHERE state = 'pending'",
-                )?
-                .query_row([], |r| r.get(0))?;
+            conn.each(
+                "SELECT state, count(*) FROM own_statements GROUP BY state",
+                &[],
+                |row| {
+                    let n = row.u64(1)?;
+                    match row.str(0)?.parse()? {
+                        DeliveryState::Pending => counts.pending = n,
+                        DeliveryState::Delivered => counts.delivered = n,
+                        DeliveryState::Rejected => counts.rejected = n,
+                    }
+                    Ok(true)
+                },
+            )?;
+            counts.oldest_pending_ms = conn.one(
+                "SELECT min(created_at_ms) FROM own_statements WHERE state = 'pending'",
+                &[],
+                |row| row.opt_i64(0),
+            )?;
             Ok(counts)
         })
     }
@@ -619,7 +595,7 @@ impl NodeStore for SqliteNodeStore {
 
     fn mirror_cursor(&self) -> Result<u64, StoreError> {
         self.db
-            .read(|conn| count(conn, "SELECT coalesce(max(feed_index), 0) FROM mirror"))
+            .read(|conn| indicator_queries::applied_feed_size(&mut Lite(conn), Log::Node))
     }
 
     fn mirror_list_kind(
@@ -631,8 +607,7 @@ impl NodeStore for SqliteNodeStore {
         let after = db::bound(after_index);
         let limit = db::limit(limit);
         self.db.read(|conn| {
-            query_rows(
-                conn,
+            Lite(conn).all(
                 concat!(
                     "SELECT ",
                     mirror_columns!(),
@@ -654,8 +629,7 @@ impl NodeStore for SqliteNodeStore {
         let after = db::bound(after_index);
         let limit = db::limit(limit);
         self.db.read(|conn| match node_id {
-            Some(node_id) => query_rows(
-                conn,
+            Some(node_id) => Lite(conn).all(
                 concat!(
                     "SELECT ",
                     mirror_columns!(),
@@ -665,8 +639,7 @@ impl NodeStore for SqliteNodeStore {
                 &[&after, &node_id, &limit],
                 mirrored_from_row,
             ),
-            None => query_rows(
-                conn,
+            None => Lite(conn).all(
                 concat!(
                     "SELECT ",
                     mirror_columns!(),
@@ -680,7 +653,7 @@ impl NodeStore for SqliteNodeStore {
 
     fn mirror_count(&self) -> Result<u64, StoreError> {
         self.db
-            .read(|conn| count(conn, "SELECT count(*) FROM mirror"))
+            .read(|conn| Lite(conn).one("SELECT count(*) FROM mirror", &[], |row| row.u64(0)))
     }
 
     fn mirror_by_node_seq(
@@ -697,7 +670,7 @@ impl NodeStore for SqliteNodeStore {
                 mirror_columns!(),
                 " FROM mirror WHERE node_id = ?1 AND seq = ?2"
             );
-            Ok(query_rows(conn, sql, &[&node_id, &seq], mirrored_from_row)?.pop())
+            Lite(conn).first(sql, &[&node_id, &seq], mirrored_from_row)
         })
     }
 
@@ -774,18 +747,17 @@ impl NodeStore for SqliteNodeStore {
 
     fn forks(&self) -> Result<Vec<ForkRecord>, StoreError> {
         self.db.read(|conn| {
-            query_rows(
-                conn,
+            Lite(conn).all(
                 "SELECT id, trusted_note, conflicting_note, problem, detected_at_ms
                  FROM forks ORDER BY id",
                 &[],
                 |row| {
                     Ok(ForkRecord {
-                        id: get_u64(row, 0)?,
-                        trusted_note: row.get(1)?,
-                        conflicting_note: row.get(2)?,
-                        problem: row.get(3)?,
-                        detected_at_ms: row.get(4)?,
+                        id: row.u64(0)?,
+                        trusted_note: row.text(1)?,
+                        conflicting_note: row.text(2)?,
+                        problem: row.text(3)?,
+                        detected_at_ms: row.i64(4)?,
                     })
                 },
             )

@@ -326,7 +326,10 @@ fn chain_heads_uses_indexes() {
     let plan: Vec<String> = store
         .db
         .read(|conn| {
-            let sql = format!("EXPLAIN QUERY PLAN {}", crate::hub::CHAIN_HEADS_SQL);
+            let sql = format!(
+                "EXPLAIN QUERY PLAN {}",
+                crate::hub_sql::CHAIN_HEADS.text(crate::sql::Dialect::Sqlite)
+            );
             let mut stmt = conn.prepare(&sql)?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -525,7 +528,11 @@ fn log_queries_use_indexes() {
         .db
         .write(|tx| Ok(tx.execute_batch("ANALYZE")?))
         .unwrap();
-    let plan = hub_plan(&store, crate::hub::LATEST_FINAL_SQL, &[&2]);
+    let plan = hub_plan(
+        &store,
+        crate::hub_sql::LATEST_FINAL.text(crate::sql::Dialect::Sqlite),
+        &[&2],
+    );
     for step in &plan {
         assert!(
             !step.contains("SCAN checkpoints")
@@ -1111,7 +1118,10 @@ fn indicator_queries_use_indexes() {
     );
     // Conflicts: one scan of the index of the versions in force (in key order), then searches
     // of it by key; never a search of observations_key per candidate.
-    let steps = plan(crate::indicators_sql::CONFLICT_CANDIDATES_SQL, &[]);
+    let steps = plan(
+        crate::indicator_queries::CONFLICT_CANDIDATES.text(crate::sql::Dialect::Sqlite),
+        &[],
+    );
     assert!(
         steps
             .iter()
@@ -1131,7 +1141,7 @@ fn indicator_queries_use_indexes() {
     }
     let int = rusqlite::types::Value::Integer;
     let steps = plan(
-        crate::indicators_sql::PREDECESSOR_SQL,
+        crate::indicator_queries::PREDECESSOR.text(crate::sql::Dialect::Sqlite),
         &[
             text("IND"),
             text("LKA"),

@@ -1,19 +1,12 @@
 //! The hub store on PostgreSQL: the same log, evidence, transparency log, flags and indicator
 //! view as [`crate::SqliteHubStore`], with the same rules (see [`HubStore`]).
 
-use super::indicators::{self as view, Entry};
-use super::{PgDb, PgSchema, Tx, get_digest, get_hash, get_u32, get_u64, int, violated_constraint};
+use super::indicators as view;
+use super::{PgDb, PgSchema, Tx, violated_constraint};
 use crate::StoreError;
-use crate::db::{bound, key, limit};
-use crate::hub::{
-    ChainHead, Cosignature, FlagRecord, HubStore, LogNode, MAX_EQUIVOCATIONS_PER_MEMBER,
-    NewCheckpoint, NewEquivocation, StatementFilter, StoredCheckpoint, StoredEquivocation,
-    StoredFlag, StoredStatement,
-};
-use postgres::Row;
-use postgres::types::ToSql;
+use crate::hub::{LogNode, NewCheckpoint, NewEquivocation, StoredStatement};
+use crate::hub_sql::{self, HubBackend, StatementClash};
 use rcpfed_core::Digest;
-use rcpfed_core::merkle::Hash;
 
 /// Schema of the hub database on PostgreSQL. Append new migrations; never edit shipped ones.
 ///
@@ -163,99 +156,6 @@ pub(crate) const HUB_SCHEMA: PgSchema = PgSchema {
     ],
 };
 
-/// Column list matching [`statement_from_row`].
-macro_rules! statement_columns {
-    () => {
-        "feed_index, node_id, seq, digest, payload_type, kind, document, revision, envelope, \
-         receipt, accepted_at_ms"
-    };
-}
-
-/// Column list matching [`checkpoint_from_row`].
-macro_rules! checkpoint_columns {
-    () => {
-        "size, root, note, created_at_ms, cosignature_count"
-    };
-}
-
-/// Every node's latest statement: walks the distinct node ids through the (node_id, seq)
-/// index (a loose index scan), then one probe per node. O(nodes · log n).
-const CHAIN_HEADS_SQL: &str = "
-    WITH RECURSIVE nodes(node_id) AS (
-        SELECT (SELECT min(node_id) FROM statements)
-        UNION ALL
-        SELECT (SELECT min(s.node_id) FROM statements s WHERE s.node_id > nodes.node_id)
-        FROM nodes WHERE nodes.node_id IS NOT NULL
-    )
-    SELECT s.node_id, s.seq, s.digest
-    FROM nodes n
-    JOIN LATERAL (SELECT node_id, seq, digest FROM statements m WHERE m.node_id = n.node_id
-                  ORDER BY seq DESC LIMIT 1) s ON TRUE
-    WHERE n.node_id IS NOT NULL
-    ORDER BY n.node_id";
-
-/// The latest checkpoint with cosignature_count >= $1: a loose scan of the distinct counts
-/// (a handful: never more than the witnesses), one probe per count.
-const LATEST_FINAL_SQL: &str = concat!(
-    "WITH RECURSIVE counts(c) AS (
-        SELECT (SELECT min(cosignature_count) FROM checkpoints WHERE cosignature_count >= $1)
-        UNION ALL
-        SELECT (SELECT min(k.cosignature_count) FROM checkpoints k
-                WHERE k.cosignature_count > counts.c)
-        FROM counts WHERE counts.c IS NOT NULL
-    )
-    SELECT ",
-    checkpoint_columns!(),
-    " FROM checkpoints WHERE size = (
-        SELECT max((SELECT max(m.size) FROM checkpoints m WHERE m.cosignature_count = counts.c))
-        FROM counts WHERE counts.c IS NOT NULL
-    )"
-);
-
-fn statement_from_row(row: &Row) -> Result<StoredStatement, StoreError> {
-    statement_at(row, 0)
-}
-
-/// The statement whose columns start at `first`.
-fn statement_at(row: &Row, first: usize) -> Result<StoredStatement, StoreError> {
-    Ok(StoredStatement {
-        feed_index: get_u64(row, first)?,
-        node_id: row.try_get(first + 1)?,
-        seq: get_u64(row, first + 2)?,
-        digest: get_digest(row, first + 3)?,
-        payload_type: row.try_get(first + 4)?,
-        kind: row.try_get(first + 5)?,
-        document: row.try_get(first + 6)?,
-        revision: get_u32(row, first + 7)?,
-        envelope: row.try_get(first + 8)?,
-        receipt: row.try_get(first + 9)?,
-        accepted_at_ms: row.try_get(first + 10)?,
-    })
-}
-
-fn checkpoint_from_row(row: &Row) -> Result<StoredCheckpoint, StoreError> {
-    Ok(StoredCheckpoint {
-        size: get_u64(row, 0)?,
-        root: get_hash(row, 1)?,
-        note: row.try_get(2)?,
-        created_at_ms: row.try_get(3)?,
-        cosignature_count: get_u32(row, 4)?,
-    })
-}
-
-fn equivocation_at(row: &Row, first: usize) -> Result<StoredEquivocation, StoreError> {
-    Ok(StoredEquivocation {
-        id: get_u64(row, first)?,
-        node_id: row.try_get(first + 1)?,
-        seq: get_u64(row, first + 2)?,
-        accepted_digest: get_digest(row, first + 3)?,
-        accepted_envelope: row.try_get(first + 4)?,
-        conflicting_digest: get_digest(row, first + 5)?,
-        conflicting_envelope: row.try_get(first + 6)?,
-        detected_at_ms: row.try_get(first + 7)?,
-    })
-}
-
 /// The hub store on PostgreSQL, at the database (and schema, through the URL's
 /// `options=-csearch_path=...`) a connection URL names.
 #[derive(Debug)]
@@ -273,109 +173,45 @@ impl PgHubStore {
     }
 }
 
-fn query_statements(
-    tx: &mut Tx<'_>,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<StoredStatement>, StoreError> {
-    tx.query(sql, params)?
-        .iter()
-        .map(statement_from_row)
-        .collect()
+/// Explains which statement rule a failed insert broke, by the constraint's name.
+fn statement_clash(err: &StoreError) -> Option<StatementClash> {
+    Some(match violated_constraint(err)? {
+        "statements_digest" => StatementClash::Digest,
+        "statements_node_seq" => StatementClash::NodeSeq,
+        "statements_pkey" => StatementClash::FeedIndex,
+        other => StatementClash::Other(format!("the constraint {other}")),
+    })
 }
 
-fn query_checkpoint(
-    tx: &mut Tx<'_>,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Option<StoredCheckpoint>, StoreError> {
-    tx.query_opt(sql, params)?
-        .map(|row| checkpoint_from_row(&row))
-        .transpose()
-}
+// Every query, row mapping and HubStore method is in hub_sql, shared with the SQLite store;
+// here are the transactions (a read-only snapshot, or a write under the write lock and fence)
+// and the append's PostgreSQL steps.
+impl HubBackend for PgHubStore {
+    type Conn<'c> = Tx<'c>;
 
-pub(crate) fn last_feed_index(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
-    let row = tx.query_one("SELECT coalesce(max(feed_index), 0) FROM statements", &[])?;
-    get_u64(&row, 0)
-}
-
-fn read_log_node(tx: &mut Tx<'_>, level: u8, index: i64) -> Result<Option<Hash>, StoreError> {
-    tx.query_opt(
-        "SELECT hash FROM log_nodes WHERE level = $1 AND idx = $2",
-        &[&i64::from(level), &index],
-    )?
-    .map(|row| get_hash(&row, 0))
-    .transpose()
-}
-
-impl HubStore for PgHubStore {
-    fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
-        self.db.read(|tx| {
-            tx.query(CHAIN_HEADS_SQL, &[])?
-                .iter()
-                .map(|row| {
-                    Ok(ChainHead {
-                        node_id: row.try_get(0)?,
-                        seq: get_u64(row, 1)?,
-                        digest: get_digest(row, 2)?,
-                    })
-                })
-                .collect()
-        })
-    }
-
-    fn last_feed_index(&self) -> Result<u64, StoreError> {
-        self.db.read(last_feed_index)
-    }
-
-    fn statement_by_digest(&self, digest: &Digest) -> Result<Option<StoredStatement>, StoreError> {
-        let digest = &digest.0[..];
-        self.db.read(|tx| {
-            let sql = concat!(
-                "SELECT ",
-                statement_columns!(),
-                " FROM statements WHERE digest = $1"
-            );
-            Ok(query_statements(tx, sql, &[&digest])?.pop())
-        })
-    }
-
-    fn statement_by_node_seq(
+    fn read_tx<T: Send>(
         &self,
-        node_id: &str,
-        seq: u64,
-    ) -> Result<Option<StoredStatement>, StoreError> {
-        let Some(seq) = key(seq) else {
-            return Ok(None);
-        };
-        self.db.read(|tx| {
-            let sql = concat!(
-                "SELECT ",
-                statement_columns!(),
-                " FROM statements WHERE node_id = $1 AND seq = $2"
-            );
-            Ok(query_statements(tx, sql, &[&node_id, &seq])?.pop())
-        })
+        f: impl for<'c> FnOnce(&mut Tx<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.db.read(f)
     }
 
-    fn statement_by_feed_index(
+    fn snapshot_tx<T: Send>(
         &self,
-        feed_index: u64,
-    ) -> Result<Option<StoredStatement>, StoreError> {
-        let Some(feed_index) = key(feed_index) else {
-            return Ok(None);
-        };
-        self.db.read(|tx| {
-            let sql = concat!(
-                "SELECT ",
-                statement_columns!(),
-                " FROM statements WHERE feed_index = $1"
-            );
-            Ok(query_statements(tx, sql, &[&feed_index])?.pop())
-        })
+        f: impl for<'c> FnOnce(&mut Tx<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        // Every read transaction is one snapshot (REPEATABLE READ).
+        self.db.read(f)
     }
 
-    fn append(
+    fn write_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Tx<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.db.write(f)
+    }
+
+    fn append_batch(
         &self,
         statements: &[StoredStatement],
         chunks: &[(Digest, Vec<u8>)],
@@ -383,535 +219,21 @@ impl HubStore for PgHubStore {
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,
     ) -> Result<(), StoreError> {
-        if statements.is_empty()
-            && chunks.is_empty()
-            && evidence.is_empty()
-            && log_nodes.is_empty()
-            && checkpoint.is_none()
-        {
-            return Ok(());
-        }
         // Any error returns before commit; the dropped transaction rolls everything back.
         self.db.write(|tx| {
             // Before the statements: their apply step reads the chunks from the table.
-            view::stage_chunks(tx, chunks)?;
-            insert_statements(tx, statements)?;
-            insert_evidence(tx, evidence)?;
-            insert_log_nodes(tx, log_nodes)?;
+            crate::indicator_queries::stage_chunks(tx, chunks)?;
+            hub_sql::insert_statements(tx, statements, statement_clash, view::apply_entry)?;
+            hub_sql::insert_evidence(tx, evidence)?;
+            hub_sql::insert_log_nodes(tx, log_nodes)?;
             if let Some(checkpoint) = checkpoint {
-                insert_checkpoint(tx, checkpoint)?;
+                hub_sql::insert_checkpoint(tx, checkpoint)?;
             }
             Ok(())
         })
     }
 
-    fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError> {
-        let Some(index) = key(index) else {
-            return Ok(None);
-        };
-        self.db.read(|tx| read_log_node(tx, level, index))
-    }
-
-    fn log_nodes(&self, keys: &[(u8, u64)]) -> Result<Vec<Option<Hash>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One read transaction is one snapshot: a proof is never assembled from two trees.
-        self.db.read(|tx| {
-            keys.iter()
-                .map(|&(level, index)| match key(index) {
-                    Some(index) => read_log_node(tx, level, index),
-                    None => Ok(None),
-                })
-                .collect()
-        })
-    }
-
-    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.db.read(|tx| {
-            let sql = concat!(
-                "SELECT ",
-                checkpoint_columns!(),
-                " FROM checkpoints ORDER BY size DESC LIMIT 1"
-            );
-            query_checkpoint(tx, sql, &[])
-        })
-    }
-
-    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let Some(size) = key(size) else {
-            return Ok(None);
-        };
-        self.db.read(|tx| {
-            let sql = concat!(
-                "SELECT ",
-                checkpoint_columns!(),
-                " FROM checkpoints WHERE size = $1"
-            );
-            query_checkpoint(tx, sql, &[&size])
-        })
-    }
-
-    fn latest_final_checkpoint(&self, quorum: u32) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let quorum = i64::from(quorum);
-        self.db
-            .read(|tx| query_checkpoint(tx, LATEST_FINAL_SQL, &[&quorum]))
-    }
-
-    fn add_cosignature(&self, c: &Cosignature) -> Result<u32, StoreError> {
-        let size = int(c.size, "checkpoint size")?;
-        let timestamp = int(c.timestamp, "cosignature timestamp")?;
-        self.db.write(|tx| {
-            // FOR UPDATE: the count below is of this checkpoint's row as locked.
-            let exists = tx
-                .query_opt(
-                    "SELECT 1 FROM checkpoints WHERE size = $1 FOR UPDATE",
-                    &[&size],
-                )?
-                .is_some();
-            if !exists {
-                return Err(StoreError::Conflict(format!(
-                    "no checkpoint of size {} to cosign (witness {})",
-                    c.size, c.witness_id
-                )));
-            }
-            tx.execute(
-                "INSERT INTO cosignatures (size, witness_id, line, timestamp)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (size, witness_id)
-                 DO UPDATE SET line = excluded.line, timestamp = excluded.timestamp",
-                &[&size, &c.witness_id, &c.line, &timestamp],
-            )?;
-            // Counted, not incremented: an upsert of a known witness leaves the count as is.
-            let count: i64 = tx
-                .query_one(
-                    "SELECT count(*) FROM cosignatures WHERE size = $1",
-                    &[&size],
-                )?
-                .try_get(0)?;
-            tx.execute(
-                "UPDATE checkpoints SET cosignature_count = $2 WHERE size = $1",
-                &[&size, &count],
-            )?;
-            u32::try_from(count)
-                .map_err(|_| StoreError::Corrupt(format!("cosignature count {count} out of range")))
-        })
-    }
-
-    fn cosignatures(&self, size: u64) -> Result<Vec<Cosignature>, StoreError> {
-        let Some(size) = key(size) else {
-            return Ok(Vec::new());
-        };
-        self.db.read(|tx| {
-            tx.query(
-                "SELECT size, witness_id, line, timestamp FROM cosignatures
-                 WHERE size = $1 ORDER BY witness_id",
-                &[&size],
-            )?
-            .iter()
-            .map(|row| {
-                Ok(Cosignature {
-                    size: get_u64(row, 0)?,
-                    witness_id: row.try_get(1)?,
-                    line: row.try_get(2)?,
-                    timestamp: get_u64(row, 3)?,
-                })
-            })
-            .collect()
-        })
-    }
-
-    fn list_statements(
-        &self,
-        filter: &StatementFilter,
-        after_index: u64,
-        max: usize,
-    ) -> Result<Vec<StoredStatement>, StoreError> {
-        let after = bound(after_index);
-        let max = limit(max);
-        let mut sql = String::from(concat!(
-            "SELECT ",
-            statement_columns!(),
-            " FROM statements WHERE feed_index > $1"
-        ));
-        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&after];
-        // One statement per filter combination (eight, each prepared once), so the planner
-        // sees which columns are constrained.
-        for (column, value) in [
-            ("node_id", &filter.node_id),
-            ("kind", &filter.kind),
-            ("document", &filter.document),
-        ] {
-            if let Some(value) = value {
-                args.push(value);
-                sql.push_str(&format!(" AND {column} = ${}", args.len()));
-            }
-        }
-        args.push(&max);
-        sql.push_str(&format!(" ORDER BY feed_index LIMIT ${}", args.len()));
-        self.db.read(|tx| query_statements(tx, &sql, &args))
-    }
-
-    fn list_equivocations(
-        &self,
-        node_id: Option<&str>,
-        after_id: u64,
-        max: usize,
-    ) -> Result<Vec<StoredEquivocation>, StoreError> {
-        Ok(self
-            .list_equivocations_within(node_id, after_id, max, usize::MAX)?
-            .0)
-    }
-
-    fn list_feed(
-        &self,
-        after_index: u64,
-        max_rows: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<StoredStatement>, StoreError> {
-        let after = bound(after_index);
-        let max = limit(max_rows);
-        self.db.read(|tx| {
-            let mut out = Vec::new();
-            let mut used = 0usize;
-            // Fetched a few rows at a time, sizes first: rows past the budget are never read
-            // into memory.
-            tx.for_each_row(
-                concat!(
-                    "SELECT octet_length(envelope) + octet_length(receipt), ",
-                    statement_columns!(),
-                    " FROM statements WHERE feed_index > $1 ORDER BY feed_index LIMIT $2"
-                ),
-                &[&after, &max],
-                16,
-                |row| {
-                    let size = usize::try_from(row.try_get::<_, i32>(0)?).unwrap_or(usize::MAX);
-                    if !out.is_empty() && used.saturating_add(size) > max_bytes {
-                        return Ok(false);
-                    }
-                    used = used.saturating_add(size);
-                    out.push(statement_at(row, 1)?);
-                    Ok(true)
-                },
-            )?;
-            Ok(out)
-        })
-    }
-
-    fn list_equivocations_within(
-        &self,
-        node_id: Option<&str>,
-        after_id: u64,
-        max: usize,
-        max_bytes: usize,
-    ) -> Result<(Vec<StoredEquivocation>, bool), StoreError> {
-        let after = bound(after_id);
-        let fetch = limit(max.saturating_add(1));
-        self.db.read(|tx| {
-            let mut out = Vec::new();
-            let mut used = 0usize;
-            let mut more = false;
-            tx.for_each_row(
-                "SELECT octet_length(s.envelope) + octet_length(e.conflicting_envelope), e.id,
-                        e.node_id, e.seq, e.accepted_digest, s.envelope, e.conflicting_digest,
-                        e.conflicting_envelope, e.detected_at_ms
-                 FROM equivocations e JOIN statements s ON s.digest = e.accepted_digest
-                 WHERE e.id > $1 AND ($2::text IS NULL OR e.node_id = $2::text)
-                 ORDER BY e.id LIMIT $3",
-                &[&after, &node_id, &fetch],
-                16,
-                |row| {
-                    let size = usize::try_from(row.try_get::<_, i32>(0)?).unwrap_or(usize::MAX);
-                    if out.len() >= max
-                        || (!out.is_empty() && used.saturating_add(size) > max_bytes)
-                    {
-                        more = true;
-                        return Ok(false);
-                    }
-                    used = used.saturating_add(size);
-                    out.push(equivocation_at(row, 1)?);
-                    Ok(true)
-                },
-            )?;
-            Ok((out, more))
-        })
-    }
-
-    fn count_statements(&self) -> Result<u64, StoreError> {
-        self.db.read(|tx| {
-            let row = tx.query_one("SELECT count(*) FROM statements", &[])?;
-            get_u64(&row, 0)
-        })
-    }
-
-    fn flag_statements(&self, flags: &[FlagRecord]) -> Result<u32, StoreError> {
-        if flags.is_empty() {
-            return Ok(0);
-        }
-        self.db.write(|tx| {
-            let mut new = 0u32;
-            for f in flags {
-                let stored = match key(f.seq) {
-                    Some(seq) => tx
-                        .query_opt(
-                            "SELECT 1 FROM statements WHERE node_id = $1 AND seq = $2",
-                            &[&f.node_id, &seq],
-                        )?
-                        .is_some(),
-                    None => false,
-                };
-                if !stored {
-                    return Err(StoreError::Conflict(format!(
-                        "cannot flag node {} seq {}: no such statement is stored",
-                        f.node_id, f.seq
-                    )));
-                }
-                let inserted = tx.execute(
-                    "INSERT INTO statement_flags (node_id, seq, reason, key_id,
-                         registry_version, flagged_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (node_id, seq, key_id, registry_version) DO NOTHING",
-                    &[
-                        &f.node_id,
-                        &int(f.seq, "seq")?,
-                        &f.reason,
-                        &f.key_id,
-                        &int(f.registry_version, "registry version")?,
-                        &f.flagged_at_ms,
-                    ],
-                )?;
-                if inserted > 0 {
-                    new = new.checked_add(1).ok_or_else(|| {
-                        StoreError::Conflict("more than u32::MAX flags in one batch".into())
-                    })?;
-                }
-            }
-            Ok(new)
-        })
-    }
-
-    fn lease(&self) -> Option<&dyn crate::HubLease> {
+    fn backend_lease(&self) -> Option<&dyn crate::HubLease> {
         Some(self)
     }
-
-    fn list_flags(&self, after_id: u64, max: usize) -> Result<Vec<StoredFlag>, StoreError> {
-        let after = bound(after_id);
-        let max = limit(max);
-        self.db.read(|tx| {
-            tx.query(
-                "SELECT id, node_id, seq, reason, key_id, registry_version, flagged_at_ms
-                 FROM statement_flags WHERE id > $1 ORDER BY id LIMIT $2",
-                &[&after, &max],
-            )?
-            .iter()
-            .map(|row| {
-                Ok(StoredFlag {
-                    id: get_u64(row, 0)?,
-                    flag: FlagRecord {
-                        node_id: row.try_get(1)?,
-                        seq: get_u64(row, 2)?,
-                        reason: row.try_get(3)?,
-                        key_id: row.try_get(4)?,
-                        registry_version: get_u64(row, 5)?,
-                        flagged_at_ms: row.try_get(6)?,
-                    },
-                })
-            })
-            .collect()
-        })
-    }
-}
-
-fn insert_statements(tx: &mut Tx<'_>, statements: &[StoredStatement]) -> Result<(), StoreError> {
-    if statements.is_empty() {
-        return Ok(());
-    }
-    let mut expected = last_feed_index(tx)?;
-    for st in statements {
-        expected += 1;
-        if st.feed_index != expected {
-            return Err(StoreError::Conflict(format!(
-                "feed index {} does not continue the log (expected {expected})",
-                st.feed_index
-            )));
-        }
-        let res = tx.execute(
-            concat!(
-                "INSERT INTO statements (",
-                statement_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ),
-            &[
-                &int(st.feed_index, "feed index")?,
-                &st.node_id,
-                &int(st.seq, "seq")?,
-                &&st.digest.0[..],
-                &st.payload_type,
-                &st.kind,
-                &st.document,
-                &i64::from(st.revision),
-                &st.envelope,
-                &st.receipt,
-                &st.accepted_at_ms,
-            ],
-        );
-        if let Err(err) = res {
-            return Err(statement_conflict(err, st));
-        }
-        // In feed order, in this transaction: the view never lags the log.
-        view::apply_entry(
-            tx,
-            &Entry {
-                node_id: &st.node_id,
-                kind: &st.kind,
-                digest: &st.digest,
-                document: &st.document,
-                revision: st.revision,
-                feed_index: st.feed_index,
-                accepted_at_ms: st.accepted_at_ms,
-                envelope: &st.envelope,
-            },
-        )?;
-    }
-    Ok(())
-}
-
-/// Explains a failed statement insert in plain words.
-fn statement_conflict(err: StoreError, st: &StoredStatement) -> StoreError {
-    let Some(constraint) = violated_constraint(&err) else {
-        return err;
-    };
-    let what = match constraint {
-        "statements_digest" => format!("a statement with digest {} is already stored", st.digest),
-        "statements_node_seq" => format!(
-            "node {} already has a statement at seq {}",
-            st.node_id, st.seq
-        ),
-        "statements_pkey" => format!("feed index {} is already used", st.feed_index),
-        other => format!(
-            "statement {} (node {} seq {}) violates the constraint {other}",
-            st.digest, st.node_id, st.seq
-        ),
-    };
-    StoreError::Conflict(what)
-}
-
-fn insert_evidence(tx: &mut Tx<'_>, evidence: &[NewEquivocation]) -> Result<(), StoreError> {
-    for ev in evidence {
-        let seq = int(ev.seq, "seq")?;
-        let owner = tx
-            .query_opt(
-                "SELECT node_id, seq FROM statements WHERE digest = $1",
-                &[&&ev.accepted_digest.0[..]],
-            )?
-            .map(|row| -> Result<(String, i64), StoreError> {
-                Ok((row.try_get(0)?, row.try_get(1)?))
-            })
-            .transpose()?;
-        // Evidence must point at the statement it contradicts, or it proves nothing.
-        if owner.as_ref() != Some(&(ev.node_id.clone(), seq)) {
-            return Err(StoreError::Conflict(format!(
-                "equivocation evidence for node {} seq {} names accepted digest {}, \
-                 which is not that statement in the log",
-                ev.node_id, ev.seq, ev.accepted_digest
-            )));
-        }
-        if ev.conflicting_digest == ev.accepted_digest {
-            return Err(StoreError::Conflict(format!(
-                "equivocation evidence for node {} seq {} conflicts with itself",
-                ev.node_id, ev.seq
-            )));
-        }
-        // Bounded per member: the first conflicting statement of a seq proves it.
-        let kept_for_seq = tx
-            .query_opt(
-                "SELECT 1 FROM equivocations WHERE node_id = $1 AND seq = $2 LIMIT 1",
-                &[&ev.node_id, &seq],
-            )?
-            .is_some();
-        if kept_for_seq {
-            continue;
-        }
-        let kept: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM equivocations WHERE node_id = $1",
-                &[&ev.node_id],
-            )?
-            .try_get(0)?;
-        if usize::try_from(kept).unwrap_or(usize::MAX) >= MAX_EQUIVOCATIONS_PER_MEMBER {
-            tracing::warn!(
-                node = %ev.node_id,
-                seq = ev.seq,
-                "equivocation evidence not stored: the member already has the most kept"
-            );
-            continue;
-        }
-        tx.execute(
-            "INSERT INTO equivocations (node_id, seq, accepted_digest, conflicting_digest,
-                 conflicting_envelope, detected_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (node_id, seq, conflicting_digest) DO NOTHING",
-            &[
-                &ev.node_id,
-                &seq,
-                &&ev.accepted_digest.0[..],
-                &&ev.conflicting_digest.0[..],
-                &ev.conflicting_envelope,
-                &ev.detected_at_ms,
-            ],
-        )?;
-    }
-    Ok(())
-}
-
-/// Inserts log nodes; a key already stored is read back only then and must hold the same hash.
-fn insert_log_nodes(tx: &mut Tx<'_>, nodes: &[LogNode]) -> Result<(), StoreError> {
-    for (level, index, hash) in nodes {
-        if *level > 63 {
-            return Err(StoreError::Conflict(format!(
-                "log node level {level} is beyond a 64-bit tree"
-            )));
-        }
-        let idx = int(*index, "log node index")?;
-        let inserted = tx.execute(
-            "INSERT INTO log_nodes (level, idx, hash) VALUES ($1, $2, $3)
-             ON CONFLICT (level, idx) DO NOTHING",
-            &[&i64::from(*level), &idx, &&hash[..]],
-        )?;
-        if inserted == 0 {
-            match read_log_node(tx, *level, idx)? {
-                Some(stored) if stored == *hash => {}
-                _ => {
-                    return Err(StoreError::Conflict(format!(
-                        "log node (level {level}, index {index}) is already stored with a \
-                         different hash; the log's history is never rewritten"
-                    )));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Stores a checkpoint only if it is larger than every stored one (compare-and-swap; the
-/// write lock makes the read and the insert one step).
-fn insert_checkpoint(tx: &mut Tx<'_>, cp: &NewCheckpoint) -> Result<(), StoreError> {
-    let size = int(cp.size, "checkpoint size")?;
-    let latest: Option<i64> = tx
-        .query_one("SELECT max(size) FROM checkpoints", &[])?
-        .try_get(0)?;
-    if let Some(latest) = latest
-        && size <= latest
-    {
-        return Err(StoreError::Conflict(format!(
-            "checkpoint size {} does not exceed the latest stored checkpoint size {latest}",
-            cp.size
-        )));
-    }
-    tx.execute(
-        "INSERT INTO checkpoints (size, root, note, created_at_ms, cosignature_count)
-         VALUES ($1, $2, $3, $4, 0)",
-        &[&size, &&cp.root[..], &cp.note, &cp.created_at_ms],
-    )?;
-    Ok(())
 }

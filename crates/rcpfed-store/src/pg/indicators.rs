@@ -4,20 +4,18 @@
 //! only the SQL differs, so both backends answer alike.
 
 use super::hub::PgHubStore;
-use super::{Tx, get_digest, get_i32, get_u32, get_u64, int};
+use super::{Tx, int};
 use crate::StoreError;
-use crate::db::{bound, key, limit};
+use crate::db::{bound, limit};
+use crate::indicator_queries::{self as shared, observation_from_row};
 use crate::indicators::{
     CATALOGUE_KIND, CoherenceRows, ConflictRows, CoverageData, HubDocument, IndicatorStore,
-    ObservationCursor, ObservationFilter, ObservationProvenance, ObservationRow,
-    PolicyCoverageData, RevisionRows, dimension_key,
+    ObservationCursor, ObservationFilter, ObservationRow, PolicyCoverageData, RevisionRows,
 };
 pub(crate) use crate::indicators_sql::Entry;
 use crate::indicators_sql::{
-    ConflictCollector, InForce, action_code, action_from_code, cached_key_rule,
-    observation_columns, parse_dims, period_dates, refusal, step,
+    InForce, Log, action_code, cached_key_rule, observation_columns, period_dates, refusal, step,
 };
-use postgres::Row;
 use postgres::types::ToSql;
 use rcpfed_core::Digest;
 use rcpfed_core::chunks;
@@ -26,7 +24,7 @@ use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::obskey::{self, KeyRule};
 use rcpfed_core::rejection::Violation;
 use rcpfed_core::statement::{Body, DocumentKind, IndicatorSnapshot, Observation, Statement};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// A version in force: (feed_index, position, action, defaulted).
@@ -544,49 +542,6 @@ fn apply_policy(tx: &mut Tx<'_>, entry: &Entry<'_>, objectives: &[u32]) -> Resul
     Ok(())
 }
 
-pub(crate) fn stage_chunks(
-    tx: &mut Tx<'_>,
-    chunks: &[(Digest, Vec<u8>)],
-) -> Result<(), StoreError> {
-    for (sha256, bytes) in chunks {
-        tx.execute(
-            "INSERT INTO chunks (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
-            &[&&sha256.0[..], bytes],
-        )?;
-    }
-    Ok(())
-}
-
-fn observation_from_row(row: &Row) -> Result<ObservationRow, StoreError> {
-    let dims: &str = row.try_get(3)?;
-    Ok(ObservationRow {
-        indicator: row.try_get(0)?,
-        observation: Observation {
-            action: action_from_code(row.try_get(4)?)?,
-            ref_area: row.try_get(1)?,
-            time_period: row.try_get(2)?,
-            dimensions: parse_dims(dims)?,
-            obs_value: row.try_get(5)?,
-            obs_status: row.try_get(6)?,
-            unit_measure: row.try_get(7)?,
-            unit_mult: get_i32(row, 8)?,
-            conf_status: row.try_get(9)?,
-            footnote: row.try_get(10)?,
-            source: row.try_get(11)?,
-        },
-        provenance: ObservationProvenance {
-            node_id: row.try_get(12)?,
-            digest: get_digest(row, 13)?,
-            document: row.try_get(14)?,
-            revision: get_u32(row, 15)?,
-            feed_index: get_u64(row, 16)?,
-            position: get_u64(row, 17)?,
-            accepted_at_ms: row.try_get(18)?,
-        },
-        superseded_at_ms: row.try_get(19)?,
-    })
-}
-
 fn collect_rows(
     tx: &mut Tx<'_>,
     sql: &str,
@@ -594,7 +549,7 @@ fn collect_rows(
 ) -> Result<Vec<ObservationRow>, StoreError> {
     tx.query(sql, args)?
         .iter()
-        .map(observation_from_row)
+        .map(|row| observation_from_row(row))
         .collect()
 }
 
@@ -756,232 +711,6 @@ fn query_observations(
     collect_rows(tx, &sql, &args)
 }
 
-fn applied_feed_size(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
-    super::hub::last_feed_index(tx)
-}
-
-/// Candidate conflicts, as the SQLite query finds them (see `CONFLICT_CANDIDATES_SQL`).
-const CONFLICT_CANDIDATES_SQL: &str = concat!(
-    "SELECT ",
-    observation_columns!(),
-    " FROM (SELECT v.indicator, v.ref_area, v.time_period, v.dims
-           FROM (SELECT indicator, ref_area, time_period, dims FROM observations
-                 WHERE superseded_at_ms IS NULL
-                 GROUP BY indicator, ref_area, time_period, dims
-                 HAVING count(*) > 1) c
-           JOIN observations v
-             ON v.indicator = c.indicator AND v.ref_area = c.ref_area
-            AND v.time_period = c.time_period AND v.dims = c.dims
-           WHERE v.superseded_at_ms IS NULL AND v.action != 3
-           GROUP BY v.indicator, v.ref_area, v.time_period, v.dims
-           HAVING count(*) > 1
-              AND (min(v.obs_value) IS DISTINCT FROM max(v.obs_value)
-                   OR min(v.unit_mult) != max(v.unit_mult)
-                   OR min(v.unit_measure) != max(v.unit_measure)
-                   OR count(v.obs_value) NOT IN (0, count(*)))) k
-     JOIN observations o USING (indicator, ref_area, time_period, dims)
-     WHERE o.superseded_at_ms IS NULL AND o.action != 3
-     ORDER BY indicator, ref_area, time_period, dims, o.node_id"
-);
-
-fn conflicts(tx: &mut Tx<'_>, max: usize) -> Result<(Vec<ConflictRows>, u64), StoreError> {
-    let mut collector = ConflictCollector::new(max);
-    tx.for_each_row(CONFLICT_CANDIDATES_SQL, &[], 512, |row| {
-        let key: [&str; 4] = [
-            row.try_get(0)?,
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
-        ];
-        collector.push(
-            key,
-            row.try_get(5)?,
-            row.try_get(7)?,
-            get_i32(row, 8)?,
-            || observation_from_row(row),
-        )?;
-        Ok(true)
-    })?;
-    Ok(collector.finish())
-}
-
-fn coverage(tx: &mut Tx<'_>) -> Result<Vec<CoverageData>, StoreError> {
-    let rows = tx.query(
-        "SELECT node_id, indicator, ref_area, min(time_period), max(time_period), count(*)
-         FROM observations WHERE superseded_at_ms IS NULL AND action != 3
-         GROUP BY node_id, indicator, ref_area
-         ORDER BY node_id, indicator, ref_area",
-        &[],
-    )?;
-    let mut out: Vec<CoverageData> = Vec::new();
-    for row in &rows {
-        let node_id: String = row.try_get(0)?;
-        let indicator: String = row.try_get(1)?;
-        let ref_area: String = row.try_get(2)?;
-        let first: String = row.try_get(3)?;
-        let last: String = row.try_get(4)?;
-        let count = get_u64(row, 5)?;
-        match out.last_mut() {
-            Some(c) if c.node_id == node_id && c.indicator == indicator => {
-                c.ref_areas.push(ref_area);
-                if first < c.first_period {
-                    c.first_period = first;
-                }
-                if last > c.last_period {
-                    c.last_period = last;
-                }
-                c.observation_count += count;
-            }
-            _ => out.push(CoverageData {
-                node_id,
-                indicator,
-                ref_areas: vec![ref_area],
-                first_period: first,
-                last_period: last,
-                observation_count: count,
-            }),
-        }
-    }
-    Ok(out)
-}
-
-fn policy_coverage(tx: &mut Tx<'_>) -> Result<Vec<PolicyCoverageData>, StoreError> {
-    let rows = tx.query(
-        "SELECT node_id, document, objective FROM policy_objectives ORDER BY node_id",
-        &[],
-    )?;
-    let mut nodes: BTreeMap<String, (BTreeSet<u32>, BTreeSet<String>)> = BTreeMap::new();
-    for row in &rows {
-        let node_id: String = row.try_get(0)?;
-        let document: String = row.try_get(1)?;
-        let objective: Option<i64> = row.try_get(2)?;
-        let objective = objective
-            .map(|o| {
-                u32::try_from(o)
-                    .map_err(|_| StoreError::Corrupt(format!("GCM objective {o} out of range")))
-            })
-            .transpose()?;
-        let (objectives, documents) = nodes.entry(node_id).or_default();
-        objectives.extend(objective);
-        documents.insert(document);
-    }
-    Ok(nodes
-        .into_iter()
-        .map(|(node_id, (objectives, documents))| PolicyCoverageData {
-            node_id,
-            gcm_objectives: objectives.into_iter().collect(),
-            policy_documents: documents.len() as u64,
-        })
-        .collect())
-}
-
-const PREDECESSOR_SQL: &str = concat!(
-    "SELECT ",
-    observation_columns!(),
-    " FROM observations
-      WHERE indicator = $1 AND ref_area = $2 AND time_period = $3
-        AND node_id = $4 AND dims = $5 AND (feed_index, position) < ($6, $7)
-      ORDER BY feed_index DESC, position DESC LIMIT 1"
-);
-
-fn revisions_in(
-    tx: &mut Tx<'_>,
-    after_feed_index: u64,
-    max: usize,
-) -> Result<(Vec<RevisionRows>, u64), StoreError> {
-    let after = bound(after_feed_index);
-    let new_rows = collect_rows(
-        tx,
-        concat!(
-            "SELECT ",
-            observation_columns!(),
-            " FROM observations WHERE feed_index > $1 AND action IN (2, 3)
-              ORDER BY feed_index, position LIMIT $2"
-        ),
-        &[&after, &limit(max)],
-    )?;
-    let mut out = Vec::with_capacity(new_rows.len());
-    for new in new_rows {
-        let o = &new.observation;
-        let p = &new.provenance;
-        let dims = dimension_key(&o.dimensions);
-        let old = collect_rows(
-            tx,
-            PREDECESSOR_SQL,
-            &[
-                &new.indicator,
-                &o.ref_area,
-                &o.time_period,
-                &p.node_id,
-                &dims,
-                &bound(p.feed_index),
-                &bound(p.position),
-            ],
-        )?
-        .pop()
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "the revision at feed index {} position {} supersedes no stored version",
-                p.feed_index, p.position
-            ))
-        })?;
-        out.push(RevisionRows { old, new });
-    }
-    let total = get_u64(
-        &tx.query_one(
-            "SELECT count(*) FROM observations WHERE feed_index > $1 AND action IN (2, 3)",
-            &[&after],
-        )?,
-        0,
-    )?;
-    Ok((out, total))
-}
-
-fn last_content_feed_index(tx: &mut Tx<'_>) -> Result<u64, StoreError> {
-    let row = tx.query_one(
-        "SELECT coalesce(max(m), 0) FROM (
-             SELECT max(feed_index) AS m FROM statements WHERE kind = 'indicator_snapshot'
-             UNION ALL
-             SELECT max(feed_index) FROM statements WHERE kind = 'policy_summary') AS k",
-        &[],
-    )?;
-    get_u64(&row, 0)
-}
-
-fn hub_document(
-    tx: &mut Tx<'_>,
-    chain: &str,
-    seq: Option<u64>,
-) -> Result<Option<HubDocument>, StoreError> {
-    let row = match seq {
-        Some(seq) => {
-            let Some(seq) = key(seq) else {
-                return Ok(None);
-            };
-            tx.query_opt(
-                "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM statements
-                 WHERE node_id = $1 AND seq = $2",
-                &[&chain, &seq],
-            )?
-        }
-        None => tx.query_opt(
-            "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM statements
-             WHERE node_id = $1 ORDER BY seq DESC LIMIT 1",
-            &[&chain],
-        )?,
-    };
-    row.map(|row| {
-        Ok(HubDocument {
-            feed_index: get_u64(&row, 0)?,
-            seq: get_u64(&row, 1)?,
-            digest: get_digest(&row, 2)?,
-            envelope: row.try_get(3)?,
-            accepted_at_ms: row.try_get(4)?,
-        })
-    })
-    .transpose()
-}
-
 impl IndicatorStore for PgHubStore {
     fn check_observation_actions(
         &self,
@@ -1013,24 +742,24 @@ impl IndicatorStore for PgHubStore {
         // One snapshot: the feed size bounds every row returned.
         self.db.read(|tx| {
             let rows = query_observations(tx, filter, after, max)?;
-            Ok((rows, applied_feed_size(tx)?))
+            Ok((rows, shared::applied_feed_size(tx, Log::Hub)?))
         })
     }
 
     fn applied_feed_size(&self) -> Result<u64, StoreError> {
-        self.db.read(applied_feed_size)
+        self.db.read(|tx| shared::applied_feed_size(tx, Log::Hub))
     }
 
     fn conflicts(&self, max: usize) -> Result<(Vec<ConflictRows>, u64), StoreError> {
-        self.db.read(|tx| conflicts(tx, max))
+        self.db.read(|tx| shared::conflicts(tx, max))
     }
 
     fn coverage(&self) -> Result<Vec<CoverageData>, StoreError> {
-        self.db.read(coverage)
+        self.db.read(|tx| shared::coverage(tx))
     }
 
     fn policy_coverage(&self) -> Result<Vec<PolicyCoverageData>, StoreError> {
-        self.db.read(policy_coverage)
+        self.db.read(|tx| shared::policy_coverage(tx))
     }
 
     fn revisions_since(
@@ -1038,7 +767,8 @@ impl IndicatorStore for PgHubStore {
         after_feed_index: u64,
         max: usize,
     ) -> Result<(Vec<RevisionRows>, u64), StoreError> {
-        self.db.read(|tx| revisions_in(tx, after_feed_index, max))
+        self.db
+            .read(|tx| shared::revisions_in(tx, after_feed_index, max))
     }
 
     fn coherence_rows(
@@ -1049,51 +779,37 @@ impl IndicatorStore for PgHubStore {
         // One snapshot for the whole report.
         self.db.read(|tx| {
             Ok(CoherenceRows {
-                feed_size: applied_feed_size(tx)?,
-                conflicts: conflicts(tx, max)?,
-                coverage: coverage(tx)?,
-                policy_coverage: policy_coverage(tx)?,
-                revisions: revisions_in(tx, revisions_after, max)?,
+                feed_size: shared::applied_feed_size(tx, Log::Hub)?,
+                conflicts: shared::conflicts(tx, max)?,
+                coverage: shared::coverage(tx)?,
+                policy_coverage: shared::policy_coverage(tx)?,
+                revisions: shared::revisions_in(tx, revisions_after, max)?,
             })
         })
     }
 
     fn last_content_feed_index(&self) -> Result<u64, StoreError> {
-        self.db.read(last_content_feed_index)
+        self.db
+            .read(|tx| shared::last_content_feed_index(tx, Log::Hub))
     }
 
     fn stage_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), StoreError> {
         if chunks.is_empty() {
             return Ok(());
         }
-        self.db.write(|tx| stage_chunks(tx, chunks))
+        self.db.write(|tx| shared::stage_chunks(tx, chunks))
     }
 
     fn has_chunks(&self, sha256s: &[Digest]) -> Result<Vec<bool>, StoreError> {
         if sha256s.is_empty() {
             return Ok(Vec::new());
         }
-        self.db.read(|tx| {
-            sha256s
-                .iter()
-                .map(|sha256| {
-                    Ok(tx
-                        .query_opt("SELECT 1 FROM chunks WHERE sha256 = $1", &[&&sha256.0[..]])?
-                        .is_some())
-                })
-                .collect()
-        })
+        // One read transaction is one snapshot.
+        self.db.read(|tx| shared::has_chunks(tx, sha256s))
     }
 
     fn chunk(&self, sha256: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.read(|tx| {
-            tx.query_opt(
-                "SELECT bytes FROM chunks WHERE sha256 = $1",
-                &[&&sha256.0[..]],
-            )?
-            .map(|r| Ok(r.try_get(0)?))
-            .transpose()
-        })
+        self.db.read(|tx| shared::chunk(tx, sha256))
     }
 
     fn hub_document(
@@ -1101,6 +817,7 @@ impl IndicatorStore for PgHubStore {
         chain: &str,
         seq: Option<u64>,
     ) -> Result<Option<HubDocument>, StoreError> {
-        self.db.read(|tx| hub_document(tx, chain, seq))
+        self.db
+            .read(|tx| shared::hub_document(tx, Log::Hub, chain, seq))
     }
 }

@@ -4,7 +4,8 @@
 //! ([`super::Fence`]): a takeover waits for a write in progress, a renewal does not.
 
 use super::hub::PgHubStore;
-use super::{get_u64, int};
+use super::int;
+use crate::sql::SqlRow;
 use crate::{HubLease, LeaseHolder, StoreError};
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ impl HubLease for PgHubStore {
                  WHERE expires_at < now() RETURNING epoch",
                 &[&holder, &endpoint, &ms],
             )?
-            .map(|row| get_u64(&row, 0))
+            .map(|row| row.u64(0))
             .transpose()
         });
         match taken {
@@ -112,7 +113,7 @@ impl HubLease for PgHubStore {
             Ok(LeaseHolder {
                 holder: row.try_get(0)?,
                 endpoint: row.try_get(1)?,
-                epoch: get_u64(&row, 2)?,
+                epoch: row.u64(2)?,
                 live: row.try_get(3)?,
             })
         })

@@ -25,8 +25,6 @@ use crate::pool::ReaderPool;
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, IsolationLevel, NoTls, Row, Statement, Transaction};
-use rcpfed_core::Digest;
-use rcpfed_core::merkle::Hash;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -545,23 +543,11 @@ fn migrate(conn: &mut Conn, schema: &PgSchema) -> Result<(), StoreError> {
         )?;
         0
     };
-    if found > supported {
-        return Err(StoreError::SchemaTooNew { found, supported });
-    }
-    if found < 0 {
-        return Err(StoreError::Corrupt(format!(
-            "negative schema version {found}"
-        )));
-    }
-    if found == supported {
+    let pending = crate::sql::pending_migrations(schema.name, schema.migrations, found)?;
+    if pending.is_empty() {
         return Ok(());
     }
-    for (version, sql) in schema.migrations.iter().enumerate().skip(found as usize) {
-        tracing::info!(
-            store = schema.name,
-            to = version + 1,
-            "applying PostgreSQL schema migration"
-        );
+    for sql in pending {
         tx.batch(sql)?;
     }
     tx.execute("DELETE FROM rcpfed_schema", &[])?;
@@ -575,59 +561,6 @@ fn migrate(conn: &mut Conn, schema: &PgSchema) -> Result<(), StoreError> {
 /// A u64 for a BIGINT column.
 pub(crate) fn int(value: u64, what: &str) -> Result<i64, StoreError> {
     crate::db::int(value, what)
-}
-
-/// Reads a non-negative BIGINT column as u64.
-pub(crate) fn get_u64(row: &Row, idx: usize) -> Result<u64, StoreError> {
-    let v: i64 = row.try_get(idx)?;
-    u64::try_from(v).map_err(|_| corrupt_column(row, idx, v))
-}
-
-/// Reads a BIGINT column that must fit a u32.
-pub(crate) fn get_u32(row: &Row, idx: usize) -> Result<u32, StoreError> {
-    let v: i64 = row.try_get(idx)?;
-    u32::try_from(v).map_err(|_| corrupt_column(row, idx, v))
-}
-
-/// Reads a BIGINT column that must fit an i32.
-pub(crate) fn get_i32(row: &Row, idx: usize) -> Result<i32, StoreError> {
-    let v: i64 = row.try_get(idx)?;
-    i32::try_from(v).map_err(|_| corrupt_column(row, idx, v))
-}
-
-/// Reads a 32-byte BYTEA column as a digest.
-pub(crate) fn get_digest(row: &Row, idx: usize) -> Result<Digest, StoreError> {
-    let bytes: &[u8] = row.try_get(idx)?;
-    Digest::from_slice(bytes).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "column {} holds a {}-byte digest",
-            column_name(row, idx),
-            bytes.len()
-        ))
-    })
-}
-
-/// Reads a 32-byte BYTEA column as a Merkle tree hash.
-pub(crate) fn get_hash(row: &Row, idx: usize) -> Result<Hash, StoreError> {
-    let bytes: &[u8] = row.try_get(idx)?;
-    Hash::try_from(bytes).map_err(|_| {
-        StoreError::Corrupt(format!(
-            "column {} holds a {}-byte hash",
-            column_name(row, idx),
-            bytes.len()
-        ))
-    })
-}
-
-fn column_name(row: &Row, idx: usize) -> &str {
-    row.columns().get(idx).map_or("?", |c| c.name())
-}
-
-fn corrupt_column(row: &Row, idx: usize, value: i64) -> StoreError {
-    StoreError::Corrupt(format!(
-        "column {} holds out-of-range value {value}",
-        column_name(row, idx)
-    ))
 }
 
 /// The name of the unique or foreign-key constraint a write broke, or None for any other error.

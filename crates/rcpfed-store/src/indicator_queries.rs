@@ -1,0 +1,344 @@
+//! The indicator view's read queries and row mapping, once for the SQLite stores (hub and
+//! node) and the PostgreSQL hub store: each function runs on a connection or transaction the
+//! backend opened (the backend decides the snapshot), through [`Sql`]. The apply step and the
+//! observation query's filter SQL stay with each backend (bulk arrays on PostgreSQL, JSON lists
+//! on SQLite).
+
+use crate::StoreError;
+use crate::db::{bound, key, limit};
+use crate::hub_sql;
+use crate::indicators::{
+    ConflictRows, CoverageData, HubDocument, ObservationProvenance, ObservationRow,
+    PolicyCoverageData, RevisionRows, dimension_key,
+};
+use crate::indicators_sql::{
+    ConflictCollector, Log, action_from_code, observation_columns, parse_dims,
+};
+use crate::sql::{Query, Sql, SqlRow, query};
+use rcpfed_core::Digest;
+use rcpfed_core::statement::Observation;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Rows fetched per round trip while the conflict candidates stream (PostgreSQL).
+const CONFLICT_FETCH: usize = 512;
+
+/// Candidate conflicts: keys reported by more than one node among the versions in force
+/// (tombstones excluded) whose raw values, multipliers or units are not all equal, with the
+/// versions in force of each, ordered by key then node. The exact comparison of the scaled
+/// values happens in Rust ([`crate::indicators_sql::scaled_value`]).
+///
+/// Every step reads the index of the versions in force, which is in (key, node) order: `c`,
+/// the keys in force at more than one node (tombstones included), is one scan of the index
+/// alone; `k` and the outer query search it by key. (Grouping the whole table and joining
+/// back on `observations_key` read every version of an area and period per candidate: minutes
+/// at a million observations.) A key has at most one version in force per node, so count(*)
+/// counts nodes.
+pub(crate) const CONFLICT_CANDIDATES: Query = query!(concat!(
+    "SELECT ",
+    observation_columns!(),
+    " FROM (SELECT v.indicator, v.ref_area, v.time_period, v.dims
+           FROM (SELECT indicator, ref_area, time_period, dims FROM observations
+                 WHERE superseded_at_ms IS NULL
+                 GROUP BY indicator, ref_area, time_period, dims
+                 HAVING count(*) > 1) c
+           JOIN observations v
+             ON v.indicator = c.indicator AND v.ref_area = c.ref_area
+            AND v.time_period = c.time_period AND v.dims = c.dims
+           WHERE v.superseded_at_ms IS NULL AND v.action != 3
+           GROUP BY v.indicator, v.ref_area, v.time_period, v.dims
+           HAVING count(*) > 1
+              AND (min(v.obs_value) IS DISTINCT FROM max(v.obs_value)
+                   OR min(v.unit_mult) != max(v.unit_mult)
+                   OR min(v.unit_measure) != max(v.unit_measure)
+                   OR count(v.obs_value) NOT IN (0, count(*)))) k
+     JOIN observations o USING (indicator, ref_area, time_period, dims)
+     WHERE o.superseded_at_ms IS NULL AND o.action != 3
+     ORDER BY o.indicator, o.ref_area, o.time_period, o.dims, o.node_id"
+));
+
+const COVERAGE: Query = query!(
+    "SELECT node_id, indicator, ref_area, min(time_period), max(time_period), count(*)
+     FROM observations WHERE superseded_at_ms IS NULL AND action != 3
+     GROUP BY node_id, indicator, ref_area
+     ORDER BY node_id, indicator, ref_area"
+);
+const POLICY_OBJECTIVES: Query =
+    query!("SELECT node_id, document, objective FROM policy_objectives ORDER BY node_id");
+
+const REVISIONS: Query = query!(concat!(
+    "SELECT ",
+    observation_columns!(),
+    " FROM observations WHERE feed_index > $1 AND action IN (2, 3)
+      ORDER BY feed_index, position LIMIT $2"
+));
+/// The version a REPLACE or DELETE superseded: its key's latest earlier version.
+pub(crate) const PREDECESSOR: Query = query!(concat!(
+    "SELECT ",
+    observation_columns!(),
+    " FROM observations
+      WHERE indicator = $1 AND ref_area = $2 AND time_period = $3
+        AND node_id = $4 AND dims = $5 AND (feed_index, position) < ($6, $7)
+      ORDER BY feed_index DESC, position DESC LIMIT 1"
+));
+const COUNT_REVISIONS: Query =
+    query!("SELECT count(*) FROM observations WHERE feed_index > $1 AND action IN (2, 3)");
+
+const MIRROR_CURSOR: Query = query!("SELECT coalesce(max(feed_index), 0) FROM mirror");
+/// Two index probes (one per kind) on the log's kind index.
+const LAST_CONTENT: [Query; 2] = [
+    query!(
+        "SELECT coalesce(max(m), 0) FROM (
+             SELECT max(feed_index) AS m FROM statements WHERE kind = 'indicator_snapshot'
+             UNION ALL
+             SELECT max(feed_index) FROM statements WHERE kind = 'policy_summary') AS k"
+    ),
+    query!(
+        "SELECT coalesce(max(m), 0) FROM (
+             SELECT max(feed_index) AS m FROM mirror WHERE kind = 'indicator_snapshot'
+             UNION ALL
+             SELECT max(feed_index) FROM mirror WHERE kind = 'policy_summary') AS k"
+    ),
+];
+
+const STAGE_CHUNK: Query =
+    query!("INSERT INTO chunks (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING");
+const HAS_CHUNK: Query = query!("SELECT 1 FROM chunks WHERE sha256 = $1");
+const CHUNK: Query = query!("SELECT bytes FROM chunks WHERE sha256 = $1");
+
+/// A hub document revision by (chain, seq), per log table.
+const DOCUMENT_AT: [Query; 2] = [
+    query!(
+        "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM statements
+         WHERE node_id = $1 AND seq = $2"
+    ),
+    query!(
+        "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM mirror
+         WHERE node_id = $1 AND seq = $2"
+    ),
+];
+/// A hub document chain's latest revision, per log table.
+const DOCUMENT_LATEST: [Query; 2] = [
+    query!(
+        "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM statements
+         WHERE node_id = $1 ORDER BY seq DESC LIMIT 1"
+    ),
+    query!(
+        "SELECT feed_index, seq, digest, envelope, accepted_at_ms FROM mirror
+         WHERE node_id = $1 ORDER BY seq DESC LIMIT 1"
+    ),
+];
+
+/// The query of `log`'s table among a pair written for (hub, node).
+fn of(log: Log, pair: &[Query; 2]) -> &Query {
+    match log {
+        Log::Hub => &pair[0],
+        Log::Node => &pair[1],
+    }
+}
+
+/// An observation version, from the columns `observation_columns!()` lists.
+pub(crate) fn observation_from_row(row: &dyn SqlRow) -> Result<ObservationRow, StoreError> {
+    Ok(ObservationRow {
+        indicator: row.text(0)?,
+        observation: Observation {
+            action: action_from_code(row.i64(4)?)?,
+            ref_area: row.text(1)?,
+            time_period: row.text(2)?,
+            dimensions: parse_dims(row.str(3)?)?,
+            obs_value: row.opt_f64(5)?,
+            obs_status: row.text(6)?,
+            unit_measure: row.text(7)?,
+            unit_mult: row.i32(8)?,
+            conf_status: row.text(9)?,
+            footnote: row.text(10)?,
+            source: row.text(11)?,
+        },
+        provenance: ObservationProvenance {
+            node_id: row.text(12)?,
+            digest: row.digest(13)?,
+            document: row.text(14)?,
+            revision: row.u32(15)?,
+            feed_index: row.u64(16)?,
+            position: row.u64(17)?,
+            accepted_at_ms: row.i64(18)?,
+        },
+        superseded_at_ms: row.opt_i64(19)?,
+    })
+}
+
+/// Highest feed index stored in `log` (and therefore applied to the view).
+pub(crate) fn applied_feed_size(tx: &mut impl Sql, log: Log) -> Result<u64, StoreError> {
+    match log {
+        Log::Hub => hub_sql::last_feed_index(tx),
+        Log::Node => tx.one(&MIRROR_CURSOR, &[], |row| row.u64(0)),
+    }
+}
+
+/// The keys whose versions in force disagree (at most `max` listed) and how many there are.
+pub(crate) fn conflicts(
+    tx: &mut impl Sql,
+    max: usize,
+) -> Result<(Vec<ConflictRows>, u64), StoreError> {
+    let mut collector = ConflictCollector::new(max);
+    tx.stream(&CONFLICT_CANDIDATES, &[], CONFLICT_FETCH, |row| {
+        // Read without copying until the group is listed.
+        collector.push(
+            [row.str(0)?, row.str(1)?, row.str(2)?, row.str(3)?],
+            row.opt_f64(5)?,
+            row.str(7)?,
+            row.i32(8)?,
+            || observation_from_row(row),
+        )?;
+        Ok(true)
+    })?;
+    Ok(collector.finish())
+}
+
+pub(crate) fn coverage(tx: &mut impl Sql) -> Result<Vec<CoverageData>, StoreError> {
+    let mut out: Vec<CoverageData> = Vec::new();
+    tx.each(&COVERAGE, &[], |row| {
+        let node_id = row.text(0)?;
+        let indicator = row.text(1)?;
+        let ref_area = row.text(2)?;
+        let first = row.text(3)?;
+        let last = row.text(4)?;
+        let count = row.u64(5)?;
+        match out.last_mut() {
+            Some(c) if c.node_id == node_id && c.indicator == indicator => {
+                c.ref_areas.push(ref_area);
+                if first < c.first_period {
+                    c.first_period = first;
+                }
+                if last > c.last_period {
+                    c.last_period = last;
+                }
+                c.observation_count += count;
+            }
+            _ => out.push(CoverageData {
+                node_id,
+                indicator,
+                ref_areas: vec![ref_area],
+                first_period: first,
+                last_period: last,
+                observation_count: count,
+            }),
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+pub(crate) fn policy_coverage(tx: &mut impl Sql) -> Result<Vec<PolicyCoverageData>, StoreError> {
+    let mut nodes: BTreeMap<String, (BTreeSet<u32>, BTreeSet<String>)> = BTreeMap::new();
+    tx.each(&POLICY_OBJECTIVES, &[], |row| {
+        let objective = match row.opt_i64(2)? {
+            Some(o) => Some(u32::try_from(o).map_err(|_| row.out_of_range(2, o))?),
+            None => None,
+        };
+        let (objectives, documents) = nodes.entry(row.text(0)?).or_default();
+        objectives.extend(objective);
+        documents.insert(row.text(1)?);
+        Ok(true)
+    })?;
+    Ok(nodes
+        .into_iter()
+        .map(|(node_id, (objectives, documents))| PolicyCoverageData {
+            node_id,
+            gcm_objectives: objectives.into_iter().collect(),
+            policy_documents: documents.len() as u64,
+        })
+        .collect())
+}
+
+/// REPLACE and DELETE versions after `after_feed_index` (at most `max`), each with the version
+/// it superseded, and how many there are; the caller runs this in one snapshot.
+pub(crate) fn revisions_in(
+    tx: &mut impl Sql,
+    after_feed_index: u64,
+    max: usize,
+) -> Result<(Vec<RevisionRows>, u64), StoreError> {
+    let after = bound(after_feed_index);
+    let new_rows = tx.all(&REVISIONS, &[&after, &limit(max)], observation_from_row)?;
+    let mut out = Vec::with_capacity(new_rows.len());
+    for new in new_rows {
+        let o = &new.observation;
+        let p = &new.provenance;
+        let dims = dimension_key(&o.dimensions);
+        let old = tx
+            .first(
+                &PREDECESSOR,
+                &[
+                    &new.indicator,
+                    &o.ref_area,
+                    &o.time_period,
+                    &p.node_id,
+                    &dims,
+                    &bound(p.feed_index),
+                    &bound(p.position),
+                ],
+                observation_from_row,
+            )?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the revision at feed index {} position {} supersedes no stored version",
+                    p.feed_index, p.position
+                ))
+            })?;
+        out.push(RevisionRows { old, new });
+    }
+    let total = tx.one(&COUNT_REVISIONS, &[&after], |row| row.u64(0))?;
+    Ok((out, total))
+}
+
+/// Highest feed index of an indicator snapshot or policy summary in `log`.
+pub(crate) fn last_content_feed_index(tx: &mut impl Sql, log: Log) -> Result<u64, StoreError> {
+    tx.one(of(log, &LAST_CONTENT), &[], |row| row.u64(0))
+}
+
+/// Stores chunks content-addressed; a chunk already stored is a no-op.
+pub(crate) fn stage_chunks(
+    tx: &mut impl Sql,
+    chunks: &[(Digest, Vec<u8>)],
+) -> Result<(), StoreError> {
+    for (sha256, bytes) in chunks {
+        tx.exec(&STAGE_CHUNK, &[&&sha256.0[..], bytes])?;
+    }
+    Ok(())
+}
+
+/// Whether each chunk is stored; the caller runs this in one snapshot.
+pub(crate) fn has_chunks(tx: &mut impl Sql, sha256s: &[Digest]) -> Result<Vec<bool>, StoreError> {
+    sha256s
+        .iter()
+        .map(|sha256| tx.exists(&HAS_CHUNK, &[&&sha256.0[..]]))
+        .collect()
+}
+
+pub(crate) fn chunk(tx: &mut impl Sql, sha256: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+    tx.first(&CHUNK, &[&&sha256.0[..]], |row| row.blob(0))
+}
+
+/// Revision `seq` of a hub document chain (None: its latest) as `log` holds it.
+pub(crate) fn hub_document(
+    tx: &mut impl Sql,
+    log: Log,
+    chain: &str,
+    seq: Option<u64>,
+) -> Result<Option<HubDocument>, StoreError> {
+    let document = |row: &dyn SqlRow| {
+        Ok(HubDocument {
+            feed_index: row.u64(0)?,
+            seq: row.u64(1)?,
+            digest: row.digest(2)?,
+            envelope: row.blob(3)?,
+            accepted_at_ms: row.i64(4)?,
+        })
+    };
+    match seq {
+        Some(seq) => match key(seq) {
+            Some(seq) => tx.first(of(log, &DOCUMENT_AT), &[&chain, &seq], document),
+            None => Ok(None),
+        },
+        None => tx.first(of(log, &DOCUMENT_LATEST), &[&chain], document),
+    }
+}
