@@ -1,0 +1,184 @@
+//! Admission: the rules a statement meets before a node signs it and again when the hub accepts
+//! it, in domain types and in one place: the statement and catalogue rules
+//! ([`admit_statement`]), the chunk rules ([`admit_chunked_observations`],
+//! [`chunks_required`]) and the action rules ([`actions`]). The node runs them before signing so
+//! that it reports what the hub would refuse; the hub runs them at ingest and is authoritative.
+
+pub mod actions;
+
+use crate::catalogue::{Catalogue, validate_observations_against};
+use crate::members::{Federation, Member};
+use crate::obskey;
+use crate::rejection::{RejectClass, Rejection, Violation, reasons};
+use crate::statement::{Body, IndicatorSnapshot, Observation, Statement};
+use crate::validate::{
+    Findings, ValidationContext, check_observations_all, check_statement, repeated_keys,
+    validate_statement,
+};
+use std::collections::HashSet;
+use time::OffsetDateTime;
+
+/// What one statement is admitted against: the receiver's federation, the member it must come
+/// from, the receiver's clock, and the indicator catalogue in force (None: none known, so
+/// observations meet the statement rules only).
+#[derive(Clone, Copy, Debug)]
+pub struct AdmissionContext<'a> {
+    /// The receiver's federation id.
+    pub federation_id: &'a str,
+    /// The member the statement must come from.
+    pub member: &'a Member,
+    /// The receiver's current time.
+    pub now: OffsetDateTime,
+    /// The catalogue in force.
+    pub catalogue: Option<&'a Catalogue>,
+}
+
+impl<'a> AdmissionContext<'a> {
+    /// The context for `member_id`'s statements; PEER_NOT_A_MEMBER for a non-member.
+    pub fn new(
+        federation: &'a Federation,
+        member_id: &str,
+        now: OffsetDateTime,
+        catalogue: Option<&'a Catalogue>,
+    ) -> Result<Self, Rejection> {
+        let member = federation.member(member_id).ok_or_else(|| {
+            Rejection::new(
+                RejectClass::Forbidden,
+                reasons::PEER_NOT_A_MEMBER,
+                format!("node {member_id} is not in the member file"),
+            )
+        })?;
+        Ok(AdmissionContext {
+            federation_id: &federation.federation_id,
+            member,
+            now,
+            catalogue,
+        })
+    }
+
+    /// The same context judging observations against `catalogue`.
+    pub fn with_catalogue<'c>(self, catalogue: Option<&'c Catalogue>) -> AdmissionContext<'c>
+    where
+        'a: 'c,
+    {
+        AdmissionContext {
+            federation_id: self.federation_id,
+            member: self.member,
+            now: self.now,
+            catalogue,
+        }
+    }
+
+    /// The statement rules' view: the catalogue's aggregate areas are exempt from the
+    /// membership rule.
+    pub fn validation(&self) -> ValidationContext<'a> {
+        ValidationContext {
+            federation_id: self.federation_id,
+            member: self.member,
+            now: self.now,
+            aggregates: self.catalogue.map_or(&[], |c| c.area_aggregates()),
+        }
+    }
+}
+
+/// The statement rules and, for an indicator snapshot with inline observations, the catalogue
+/// rules, in one pass ([`check_statement`]): one refusal lists every problem. A chunked
+/// snapshot's observations are admitted once its chunks are in
+/// ([`admit_chunked_observations`]).
+pub fn admit_statement(st: &Statement, cx: &AdmissionContext) -> Result<Findings, Rejection> {
+    let inline = matches!(&st.body, Body::Indicators(s) if s.chunks.is_none());
+    check_statement(st, &cx.validation(), cx.catalogue.filter(|_| inline))
+}
+
+/// The statement rules alone, on the form that is signed (for a large snapshot, its chunk
+/// manifest): what the hub checks first.
+pub fn admit_signed_form(st: &Statement, cx: &AdmissionContext) -> Result<(), Rejection> {
+    validate_statement(st, &cx.validation())
+}
+
+/// A chunked snapshot's observations once all chunks are in, in one pass: the statement rules
+/// an inline snapshot meets (membership, duplicate keys under the catalogue's key rule, values)
+/// and the catalogue rules.
+pub fn admit_chunked_observations(
+    indicator: &str,
+    observations: &[Observation],
+    cx: &AdmissionContext,
+) -> Findings {
+    check_observations_all(indicator, observations, &cx.validation(), cx.catalogue)
+}
+
+/// UNKNOWN_INDICATOR unless `catalogue` lists `indicator`: a chunked snapshot is refused for
+/// it before any chunk is read.
+pub fn known_indicator(catalogue: &Catalogue, indicator: &str) -> Result<(), Rejection> {
+    validate_observations_against(catalogue, indicator, &[])
+        .into_result()
+        .map(|_| ())
+}
+
+/// A CHUNKS_REQUIRED refusal: a chunked snapshot sent where its chunks cannot follow, or a
+/// statement without chunks sent where they must.
+pub fn chunks_required(message: &str) -> Rejection {
+    Rejection::invalid(reasons::CHUNKS_REQUIRED, message).with_violations(vec![Violation::new(
+        "indicator_snapshot.chunks",
+        reasons::CHUNKS_REQUIRED,
+        message,
+    )])
+}
+
+/// A draft to sign carries its observations themselves: the node cuts the chunks and signs
+/// their manifest, so a draft with a manifest is refused (CHUNKS_REQUIRED).
+pub fn admit_draft_body(body: &Body) -> Result<(), Rejection> {
+    match body {
+        Body::Indicators(snapshot) if snapshot.chunks.is_some() => {
+            let field = "indicator_snapshot.chunks";
+            let description = "must be empty: send the observations themselves (NodeService.PublishSnapshot for large snapshots); the node cuts the chunks and signs their manifest";
+            Err(
+                Rejection::invalid(reasons::CHUNKS_REQUIRED, format!("{field}: {description}"))
+                    .with_violations(vec![Violation::new(
+                        field,
+                        reasons::CHUNKS_REQUIRED,
+                        description,
+                    )]),
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Fills in every optional dimension that the catalogue defaults and an observation leaves
+/// out ([`obskey::fill_defaults`]), so a signed statement carries one key per observation; an
+/// indicator the catalogue does not know is left as it is (and refused).
+pub fn fill_key_defaults(catalogue: &Catalogue, snapshot: &mut IndicatorSnapshot) {
+    let Some(indicator) = catalogue.indicator(&snapshot.indicator) else {
+        return;
+    };
+    let defaults = indicator.key_defaults();
+    if defaults.is_empty() {
+        return;
+    }
+    for o in &mut snapshot.observations {
+        obskey::fill_defaults(&defaults, &mut o.dimensions);
+    }
+}
+
+/// Adds the action violations [`actions::check`] found with `limit` to `findings`, in document
+/// order with the others. A key repeated within the snapshot is refused as DUPLICATE_KEY
+/// already, so its second touch adds nothing.
+pub fn add_action_findings(
+    findings: &mut Findings,
+    mut violations: Vec<Violation>,
+    observations: &[Observation],
+    limit: usize,
+) {
+    // As actions::refusal counts them: a full list means the check stopped there.
+    let at_least = violations.len() >= limit;
+    if !violations.is_empty() {
+        let repeats: HashSet<String> = repeated_keys(observations, &[])
+            .into_iter()
+            .map(|(i, _)| format!("indicator_snapshot.observations[{i}]"))
+            .collect();
+        violations.retain(|v| !repeats.contains(&v.field));
+    }
+    let found = violations.len();
+    findings.add_errors(violations, found, at_least);
+}
