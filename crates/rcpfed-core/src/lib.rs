@@ -15,6 +15,7 @@ pub mod coherence;
 pub mod dates;
 pub mod digest;
 pub mod envelope;
+pub mod feed;
 pub mod iso3166;
 pub mod keys;
 pub mod limits;

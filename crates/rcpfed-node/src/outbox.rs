@@ -12,6 +12,7 @@
 
 use crate::{NodeState, NodeStorage};
 use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::feed::LogProof;
 use rcpfed_core::members::Federation;
 use rcpfed_core::receipt::{Acknowledged, Receipt};
 use rcpfed_core::statement::{Body, ChunkManifest, Statement};
@@ -69,11 +70,10 @@ pub fn check_receipt(
     federation: &Federation,
     node_id: &str,
     own: &OwnStatement,
-    receipt: &v1::Envelope,
+    receipt: &SignedEnvelope,
 ) -> Result<Receipt, String> {
-    let envelope = SignedEnvelope::from_proto(receipt.clone());
     Receipt::verify_for(
-        &envelope,
+        receipt,
         federation,
         Acknowledged {
             node_id,
@@ -172,7 +172,7 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                     break;
                 }
             };
-            let envelope_for_log = SignedEnvelope::from_proto(envelope.clone());
+            let envelope_for_log = envelope.clone();
             let sent = match manifest {
                 Some(manifest) => {
                     // An upload of up to a thousand chunks: its own, longer bound (a dead link
@@ -192,17 +192,13 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                 None => crate::bounded(
                     call_timeout,
                     client.submit_statement(v1::SubmitStatementRequest {
-                        envelope: Some(envelope),
+                        envelope: Some(envelope.to_proto()),
                     }),
                 )
                 .await
                 .map(|r| {
                     let r = r.into_inner();
-                    Answer {
-                        receipt: r.receipt,
-                        duplicate: r.duplicate,
-                        log: r.log,
-                    }
+                    Answer::from_proto(r.receipt, r.duplicate, r.log)
                 })
                 .map_err(Failed::Hub),
             };
@@ -238,10 +234,7 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                     }
                     match checked {
                         Ok(receipt) => {
-                            let bytes = response
-                                .receipt
-                                .map(|r| prost::Message::encode_to_vec(&r))
-                                .unwrap_or_default();
+                            let bytes = response.receipt.map(|r| r.encode()).unwrap_or_default();
                             let store2 = Arc::clone(&store);
                             let seq = own.seq;
                             let index = receipt.feed_index;
@@ -330,9 +323,24 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
 
 /// The hub's answer to SubmitStatement or SubmitSnapshot (the same fields).
 pub(crate) struct Answer {
-    pub(crate) receipt: Option<v1::Envelope>,
+    pub(crate) receipt: Option<SignedEnvelope>,
     pub(crate) duplicate: bool,
-    pub(crate) log: Option<v1::LogProof>,
+    pub(crate) log: Option<LogProof>,
+}
+
+impl Answer {
+    /// The edge: the response's fields as domain types.
+    fn from_proto(
+        receipt: Option<v1::Envelope>,
+        duplicate: bool,
+        log: Option<v1::LogProof>,
+    ) -> Self {
+        Answer {
+            receipt: receipt.map(SignedEnvelope::from_proto),
+            duplicate,
+            log: log.map(LogProof::from_proto),
+        }
+    }
 }
 
 /// Why a delivery attempt failed.
@@ -343,15 +351,15 @@ pub(crate) enum Failed {
     Local(String),
 }
 
-/// The stored envelope in wire form, and its chunk manifest when it is a large snapshot.
-fn decode_own(own: &OwnStatement) -> Result<(v1::Envelope, Option<ChunkManifest>), String> {
+/// The stored envelope, and its chunk manifest when it is a large snapshot.
+fn decode_own(own: &OwnStatement) -> Result<(SignedEnvelope, Option<ChunkManifest>), String> {
     let envelope = SignedEnvelope::decode(&own.envelope).map_err(|e| e.to_string())?;
     let statement = Statement::decode(&envelope.payload).map_err(|e| e.to_string())?;
     let manifest = match statement.body {
         Body::Indicators(s) => s.chunks,
         Body::Policy(_) => None,
     };
-    Ok((envelope.to_proto(), manifest))
+    Ok((envelope, manifest))
 }
 
 /// Chunks in flight between the store reader and the gRPC stream: bounded memory however
@@ -364,7 +372,7 @@ pub(crate) async fn submit_snapshot(
     client: &mut HubServiceClient<Channel>,
     store: &Arc<dyn NodeStorage>,
     seq: u64,
-    envelope: v1::Envelope,
+    envelope: SignedEnvelope,
     manifest: ChunkManifest,
 ) -> Result<Answer, Failed> {
     use v1::submit_snapshot_request::Part;
@@ -372,7 +380,7 @@ pub(crate) async fn submit_snapshot(
     let store = Arc::clone(store);
     let reader = tokio::spawn(async move {
         let first = v1::SubmitSnapshotRequest {
-            part: Some(Part::Envelope(envelope)),
+            part: Some(Part::Envelope(envelope.to_proto())),
         };
         if tx.send(first).await.is_err() {
             return Ok(()); // the call ended; its answer says why
@@ -410,11 +418,7 @@ pub(crate) async fn submit_snapshot(
     answer
         .map(|r| {
             let r = r.into_inner();
-            Answer {
-                receipt: r.receipt,
-                duplicate: r.duplicate,
-                log: r.log,
-            }
+            Answer::from_proto(r.receipt, r.duplicate, r.log)
         })
         .map_err(Failed::Hub)
 }

@@ -14,6 +14,7 @@
 
 use rcpfed_core::checkpoint::{Checkpoint, cosign, open_checkpoint};
 use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::feed::LogProof;
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
 use rcpfed_core::merkle::{self, Hash};
@@ -490,7 +491,7 @@ impl Witness {
 pub fn verify_inclusion(
     cp: &Checkpoint,
     envelope: &rcpfed_core::envelope::SignedEnvelope,
-    proof: &v1::LogProof,
+    proof: &LogProof,
 ) -> Result<(), Rejection> {
     if proof.tree_size != cp.size {
         return Err(Rejection::new(
@@ -600,7 +601,7 @@ pub async fn check_logged(
     hub: &mut HubServiceClient<Channel>,
     feed_index: u64,
     envelope: &SignedEnvelope,
-    log: Option<&v1::LogProof>,
+    log: Option<&LogProof>,
     call_timeout: Duration,
 ) -> Result<(), Rejection> {
     let log = log.ok_or_else(|| {
