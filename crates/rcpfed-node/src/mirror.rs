@@ -96,8 +96,10 @@ pub fn check_catalogue_entry(
     now_ms: i64,
 ) -> Result<(MirroredStatement, SignedCatalogue), String> {
     let (signed, receipt) = (&entry.envelope, &entry.receipt);
-    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
-    let catalogue = verify_catalogue(signed, &hub_keys, &federation.federation_id, in_force)
+    let hub = federation
+        .hub()
+        .ok_or_else(|| format!("the member file has no hub member {}", federation.hub_id))?;
+    let catalogue = verify_catalogue(signed, &hub.keys, &federation.federation_id, in_force)
         .map_err(|e| format!("catalogue: {e}"))?;
     let mirrored = hub_document_record(
         federation,

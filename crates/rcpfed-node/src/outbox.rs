@@ -215,8 +215,11 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                         .receipt
                         .as_ref()
                         .ok_or_else(|| "hub answered without a receipt".to_string())
-                        .and_then(|r| check_receipt(&federation.get(), &node_id, &own, r));
-                    if let Ok(receipt) = &checked {
+                        .and_then(|r| {
+                            check_receipt(&federation.get(), &node_id, &own, r)
+                                .map(|receipt| (receipt, r.encode()))
+                        });
+                    if let Ok((receipt, _)) = &checked {
                         // The receipt counts only once its inclusion in the witnessed log
                         // verifies.
                         if let Err(e) = crate::witness::check_logged(
@@ -233,17 +236,18 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                         }
                     }
                     match checked {
-                        Ok(receipt) => {
-                            let bytes = response.receipt.map(|r| r.encode()).unwrap_or_default();
+                        Ok((receipt, bytes)) => {
                             let store2 = Arc::clone(&store);
                             let seq = own.seq;
                             let index = receipt.feed_index;
-                            match tokio::task::spawn_blocking(move || {
+                            let recorded = tokio::task::spawn_blocking(move || {
                                 store2.mark_delivered(seq, &bytes, index)
                             })
                             .await
-                            {
-                                Ok(Ok(())) => {
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string()));
+                            match recorded {
+                                Ok(()) => {
                                     tracing::info!(
                                         seq,
                                         feed_index = index,
@@ -253,7 +257,8 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                                     backoff = BACKOFF_START;
                                     state.clear_error();
                                 }
-                                _ => {
+                                Err(error) => {
+                                    tracing::error!(seq, %error, "cannot record delivery");
                                     state.set_error("cannot record delivery".into());
                                     stalled = true;
                                     break;
@@ -425,10 +430,17 @@ pub(crate) async fn submit_snapshot(
 
 async fn mark(store: &Arc<dyn NodeStorage>, seq: u64, outcome: Result<(), String>, refused: bool) {
     let store = Arc::clone(store);
-    let _ = tokio::task::spawn_blocking(move || match outcome {
+    let recorded = tokio::task::spawn_blocking(move || match outcome {
         Ok(()) => Ok(()),
         Err(e) if refused => store.mark_rejected(seq, &e),
         Err(e) => store.record_attempt_failure(seq, &e),
     })
     .await;
+    // Delivery goes on either way (the statement is retried from the outbox), but the
+    // operator must learn that its status was not recorded.
+    match recorded {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(seq, error = %e, "cannot record the delivery attempt"),
+        Err(e) => tracing::error!(seq, error = %e, "recording the delivery attempt failed"),
+    }
 }

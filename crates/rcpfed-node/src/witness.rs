@@ -196,7 +196,17 @@ impl Witness {
             problem.clone(),
         );
         let now = crate::now_ms();
-        let _ = tokio::task::spawn_blocking(move || store.record_fork(&t, &c, &p, now)).await;
+        // The fork stops cosigning whether or not its evidence could be kept; a lost record is
+        // logged so the operator can save the checkpoints from this log.
+        match tokio::task::spawn_blocking(move || store.record_fork(&t, &c, &p, now)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, trusted, conflicting, "cannot store the fork evidence")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, trusted, conflicting, "storing the fork evidence failed")
+            }
+        }
         self.forked.store(true, Ordering::Relaxed);
         self.health
             .set_service_status(WITNESS_SERVICE, ServingStatus::NotServing)
