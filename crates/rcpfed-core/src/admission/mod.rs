@@ -182,3 +182,126 @@ pub fn add_action_findings(
     let found = violations.len();
     findings.add_errors(violations, found, at_least);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunks::encode_chunks;
+    use crate::members::{Membership, Role};
+    use crate::statement::samples;
+    use time::macros::datetime;
+
+    fn colombo() -> Member {
+        Member {
+            id: "colombo".into(),
+            name: "Colombo Process".into(),
+            kind: "RCP".into(),
+            roles: [Role::Publisher].into_iter().collect(),
+            spiffe_id: "spiffe://rcp-federation/node/colombo".into(),
+            keys: Vec::new(),
+            states: vec![Membership {
+                iso3: "LKA".into(),
+                since: None,
+                until: None,
+            }],
+        }
+    }
+
+    fn catalogue() -> Catalogue {
+        Catalogue::from_toml(crate::catalogue::embedded_catalogue_toml()).expect("catalogue")
+    }
+
+    fn snapshot_of(st: &mut Statement) -> Option<&mut IndicatorSnapshot> {
+        match &mut st.body {
+            Body::Indicators(s) => Some(s),
+            Body::Policy(_) => None,
+        }
+    }
+
+    fn reasons_of(findings: &Findings) -> Vec<&'static str> {
+        findings.errors.iter().map(|v| v.reason).collect()
+    }
+
+    #[test]
+    fn the_catalogue_judges_inline_observations_and_leaves_a_manifest_to_its_chunks() {
+        let (member, catalogue) = (colombo(), catalogue());
+        let cx = AdmissionContext {
+            federation_id: "rcp-federation",
+            member: &member,
+            now: datetime!(2024-05-17 10:00 UTC),
+            catalogue: Some(&catalogue),
+        };
+        // ZZ_UNKNOWN is a well-formed code the shipped catalogue does not list.
+        let mut inline = samples::indicators();
+        snapshot_of(&mut inline)
+            .expect("an indicator sample")
+            .indicator = "ZZ_UNKNOWN".into();
+        let findings = admit_statement(&inline, &cx).expect("the header is in place");
+        assert_eq!(reasons_of(&findings), [reasons::UNKNOWN_INDICATOR]);
+        assert_eq!(
+            findings.rule_errors, 0,
+            "a catalogue error, not a rule error"
+        );
+
+        let mut chunked = inline.clone();
+        let snapshot = snapshot_of(&mut chunked).expect("an indicator sample");
+        let observations = std::mem::take(&mut snapshot.observations);
+        snapshot.chunks = Some(encode_chunks(&observations, 10).0);
+        let findings = admit_statement(&chunked, &cx).expect("the header is in place");
+        assert!(findings.is_ok(), "{:?}", findings.errors);
+        assert_eq!(admit_signed_form(&chunked, &cx), Ok(()));
+        let later = admit_chunked_observations("ZZ_UNKNOWN", &observations, &cx);
+        assert_eq!(reasons_of(&later), [reasons::UNKNOWN_INDICATOR]);
+        assert_eq!(
+            known_indicator(&catalogue, "ZZ_UNKNOWN").map_err(|r| r.reason),
+            Err(reasons::UNKNOWN_INDICATOR)
+        );
+        assert_eq!(known_indicator(&catalogue, "REMIT_INFLOW"), Ok(()));
+    }
+
+    #[test]
+    fn a_draft_to_sign_carries_its_observations_not_a_manifest() {
+        let mut draft = samples::indicators();
+        assert_eq!(admit_draft_body(&draft.body), Ok(()));
+        let snapshot = snapshot_of(&mut draft).expect("an indicator sample");
+        snapshot.chunks = Some(encode_chunks(&snapshot.observations, 10).0);
+        let refusal = admit_draft_body(&draft.body).err();
+        assert_eq!(
+            refusal
+                .as_ref()
+                .map(|r| (r.reason, r.violations[0].field.as_str())),
+            Some((reasons::CHUNKS_REQUIRED, "indicator_snapshot.chunks"))
+        );
+        let hub = chunks_required("send it with SubmitSnapshot");
+        assert_eq!(hub.message, "send it with SubmitSnapshot");
+        assert_eq!(hub.violations[0].field, "indicator_snapshot.chunks");
+    }
+
+    #[test]
+    fn action_findings_skip_repeated_keys_and_count_a_full_list_as_a_lower_bound() {
+        let mut st = samples::indicators();
+        let snapshot = snapshot_of(&mut st).expect("an indicator sample");
+        let first = snapshot.observations[0].clone();
+        let mut other = first.clone();
+        other.time_period = "2024".into();
+        snapshot.observations = vec![first.clone(), other, first];
+        let violation = |i: usize| {
+            Violation::new(
+                format!("indicator_snapshot.observations[{i}]"),
+                reasons::OBSERVATION_EXISTS,
+                "appends a key in force",
+            )
+        };
+        let mut findings = Findings::default();
+        add_action_findings(
+            &mut findings,
+            vec![violation(1), violation(2)],
+            &snapshot.observations,
+            2,
+        );
+        let fields: Vec<&str> = findings.errors.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["indicator_snapshot.observations[1]"]);
+        assert_eq!(findings.total_errors, 1);
+        assert!(findings.errors_at_least, "the check stopped at its limit");
+    }
+}
