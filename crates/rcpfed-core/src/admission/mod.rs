@@ -7,10 +7,14 @@
 pub mod actions;
 
 use crate::catalogue::{Catalogue, validate_observations_against};
-use crate::members::{Federation, Member};
+use crate::envelope::SignedEnvelope;
+use crate::limits;
+use crate::members::{Federation, KeyState, Member};
 use crate::obskey;
 use crate::rejection::{RejectClass, Rejection, Violation, reasons};
-use crate::statement::{Body, IndicatorSnapshot, Observation, Statement};
+use crate::statement::{
+    Body, IndicatorSnapshot, Observation, Statement, verify_statement_signature,
+};
 use crate::validate::{
     Findings, ValidationContext, check_observations_all, check_statement, repeated_keys,
     validate_statement,
@@ -79,6 +83,41 @@ impl<'a> AdmissionContext<'a> {
             aggregates: self.catalogue.map_or(&[], |c| c.area_aggregates()),
         }
     }
+}
+
+/// The envelope rules at ingest, before its payload is decoded: every size bound of the whole
+/// envelope before any hashing or signature work (what is accepted must fit every feed entry
+/// and response), a signature by a key of `member_id`, and that key's lifecycle in the
+/// registry at the receiver's clock `now` (the signer controls `issued_at`, so it cannot date
+/// a statement back before a retirement).
+pub fn admit_envelope(
+    envelope: &SignedEnvelope,
+    federation: &Federation,
+    member_id: &str,
+    now: OffsetDateTime,
+) -> Result<(), Rejection> {
+    limits::check_envelope(envelope, limits::MAX_PAYLOAD_BYTES)?;
+    let signed_by = verify_statement_signature(envelope, federation)?;
+    signed_by.owned_by(member_id)?;
+    let key_id = &signed_by.key.key_id;
+    let refusal = match federation.key_state(key_id, now) {
+        KeyState::Active => return Ok(()),
+        KeyState::Retired { at } => (
+            reasons::KEY_RETIRED,
+            format!("was retired at {at}; sign with the member's current key"),
+        ),
+        KeyState::Revoked { at } => (reasons::KEY_REVOKED, format!("was revoked at {at}")),
+        KeyState::NotYetValid => (reasons::KEY_NOT_YET_VALID, "is not valid yet".into()),
+        // The signature check found the key in this registry; kept for completeness.
+        KeyState::Unknown => (reasons::UNKNOWN_KEY_ID, "is not in the registry".into()),
+    };
+    let (reason, what) = refusal;
+    Err(Rejection::new(
+        RejectClass::Forbidden,
+        reason,
+        format!("key {key_id} of {member_id} {what}"),
+    )
+    .with_meta("key_id", key_id.clone()))
 }
 
 /// The statement rules and, for an indicator snapshot with inline observations, the catalogue

@@ -17,7 +17,7 @@ use crate::metrics::HubMetrics;
 use crate::quotas::{self, CpuPool, PerMember, Quotas, quota_status};
 use rcpfed_core::Digest;
 use rcpfed_core::admission::{
-    AdmissionContext, admit_chunked_observations, admit_statement, chunks_required,
+    AdmissionContext, admit_chunked_observations, admit_envelope, admit_statement, chunks_required,
 };
 use rcpfed_core::catalogue::SignedCatalogue;
 use rcpfed_core::chunks::decode_chunk;
@@ -255,8 +255,9 @@ impl Hub {
         }
     }
 
-    /// Everything before the chain rules: envelope shape, payload type, signature, owner,
-    /// decoding and validation. Pure CPU; runs concurrently across requests.
+    /// Everything before the chain rules: the envelope's admission (bounds, payload type,
+    /// signature, owner, key lifecycle), decoding and the statement's admission. Pure CPU;
+    /// runs concurrently across requests.
     fn verify(
         &self,
         federation: &Federation,
@@ -264,37 +265,13 @@ impl Hub {
         envelope: v1::Envelope,
     ) -> Result<Verified, Rejection> {
         let signed = SignedEnvelope::from_proto(envelope);
-        // Every bound of the whole envelope, before any hashing or signature work: what is
-        // accepted must fit every feed entry and response (docs/spec/limits.md).
-        rcpfed_core::limits::check_envelope(&signed, rcpfed_core::limits::MAX_PAYLOAD_BYTES)?;
-        let signed_by = rcpfed_core::statement::verify_statement_signature(&signed, federation)?;
-        signed_by.owned_by(member_id)?;
-        let key = signed_by.key;
+        admit_envelope(
+            &signed,
+            federation,
+            member_id,
+            time::OffsetDateTime::now_utc(),
+        )?;
         let envelope_bytes = signed.encode();
-        // The key's lifecycle in the registry, judged at the hub's clock (the signer controls
-        // issued_at, so it cannot date a statement back before a retirement).
-        use rcpfed_core::members::KeyState;
-        let refusal = match federation.key_state(&key.key_id, time::OffsetDateTime::now_utc()) {
-            KeyState::Active => None,
-            KeyState::Retired { at } => Some((
-                reasons::KEY_RETIRED,
-                format!("was retired at {at}; sign with the member's current key"),
-            )),
-            KeyState::Revoked { at } => {
-                Some((reasons::KEY_REVOKED, format!("was revoked at {at}")))
-            }
-            KeyState::NotYetValid => Some((reasons::KEY_NOT_YET_VALID, "is not valid yet".into())),
-            // verify_signatures found the key in this registry; kept for completeness.
-            KeyState::Unknown => Some((reasons::UNKNOWN_KEY_ID, "is not in the registry".into())),
-        };
-        if let Some((reason, what)) = refusal {
-            return Err(Rejection::new(
-                RejectClass::Forbidden,
-                reason,
-                format!("key {} of {member_id} {what}", key.key_id),
-            )
-            .with_meta("key_id", key.key_id.clone()));
-        }
         let statement = Statement::decode(&signed.payload)?;
         let catalogue = self.catalogue.get();
         // Steps 9c and 9e in one pass, so one refusal lists every problem: the field rules
