@@ -561,7 +561,7 @@ mod log_bench {
     use anyhow::{Context as _, Result, anyhow, bail};
     use rcpfed_core::Digest;
     use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
-    use rcpfed_core::envelope::{EnvelopeSignature, STATEMENT_PAYLOAD_TYPE, SignedEnvelope, pae};
+    use rcpfed_core::envelope::{EnvelopeSignature, STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
     use rcpfed_core::keys::SecretKey;
     use rcpfed_core::merkle::{self, Frontier, Hash, HashSource};
     use rcpfed_core::statement::{
@@ -954,7 +954,7 @@ mod log_bench {
                 sig: vec![0; 64],
             }],
         };
-        let leaf = merkle::leaf_hash(&pae(&env.payload_type, &env.payload));
+        let leaf = env.leaf_hash();
         let st = StoredStatement {
             feed_index: f,
             node_id: node.id.clone(),

@@ -5,6 +5,7 @@
 //! (`to_proto`/`from_proto`/`encode`/`decode` and [`wire`]); the rest of the crate, and its
 //! callers, work with the domain types defined here.
 
+pub mod admission;
 pub mod bundle;
 pub mod catalogue;
 pub mod checkpoint;
@@ -14,6 +15,7 @@ pub mod coherence;
 pub mod dates;
 pub mod digest;
 pub mod envelope;
+pub mod feed;
 pub mod iso3166;
 pub mod keys;
 pub mod limits;

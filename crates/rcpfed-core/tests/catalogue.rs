@@ -892,7 +892,7 @@ fn signed_versions_chain_and_refuse_forgeries() {
     assert_eq!(v1.version, 1);
     assert_eq!(v1.digest, env1.digest());
     assert_eq!(v1.issued_at, issued());
-    assert_eq!(v1.document, doc1);
+    assert_eq!(v1.previous_digest, None);
     assert_eq!(*v1.catalogue, cat);
     assert_eq!(v1.envelope, env1);
 
@@ -902,6 +902,7 @@ fn signed_versions_chain_and_refuse_forgeries() {
     let env2 = sign_catalogue(&doc2, &key);
     let v2 = verify_catalogue(&env2, &keys, FED, Some((1, v1.digest)));
     assert_eq!(v2.as_ref().map(|v| v.version), Ok(2));
+    assert_eq!(v2.as_ref().map(|v| v.previous_digest), Ok(Some(v1.digest)));
     assert!(v2.is_ok_and(|v| *v.catalogue == changed));
 
     // Tampered payload: the signature no longer verifies (checked before decoding).

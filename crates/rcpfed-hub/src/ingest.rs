@@ -17,6 +17,7 @@
 //! statement of that node (its chain order must not change).
 
 use rcpfed_core::Digest;
+use rcpfed_core::admission::actions;
 use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::merkle::{self, Frontier, Hash};
@@ -25,7 +26,6 @@ use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::statement::Observation;
 use rcpfed_store::{
     HubStore, NewCheckpoint, NewEquivocation, StoreError, StoredCheckpoint, StoredStatement,
-    action_refusal,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ use tokio::sync::{oneshot, watch};
 pub const MAX_BATCH: usize = 512;
 
 /// Most revision-check violations reported for one snapshot.
-pub const MAX_ACTION_VIOLATIONS: usize = 100;
+pub use actions::MAX_ACTION_VIOLATIONS;
 
 /// A snapshot's observations (inline, or every chunk's in order), for the revision check.
 #[derive(Debug)]
@@ -581,7 +581,7 @@ impl Sequencer {
                 MAX_ACTION_VIOLATIONS,
             ) {
                 Ok(violations) => {
-                    if let Some(refusal) = action_refusal(violations, MAX_ACTION_VIOLATIONS) {
+                    if let Some(refusal) = actions::refusal(violations, MAX_ACTION_VIOLATIONS) {
                         return Decision::Refuse(refusal);
                     }
                 }

@@ -17,6 +17,7 @@ use rcpfed_core::catalogue::{CATALOGUE_PAYLOAD_TYPE, SignedCatalogue, verify_cat
 use rcpfed_core::chunks::{check_manifest, decode_chunk};
 use rcpfed_core::coherence::{COHERENCE_REPORT_PAYLOAD_TYPE, verify_report};
 use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::feed::FeedEntry;
 use rcpfed_core::members::Federation;
 use rcpfed_core::receipt::{Acknowledged, Receipt};
 use rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE;
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 /// decodes, hub receipt signature, and receipt naming this statement at this feed index.
 pub fn verify_entry(
     federation: &Federation,
-    entry: &v1::SubscribeFeedResponse,
+    entry: &FeedEntry,
     now_ms: i64,
 ) -> Result<MirroredStatement, String> {
     verify_statement_entry(federation, entry, now_ms).map(|(m, _)| m)
@@ -45,11 +46,11 @@ pub fn verify_entry(
 /// [`verify_entry`], also returning the decoded statement (the mirror needs its manifest).
 fn verify_statement_entry(
     federation: &Federation,
-    entry: &v1::SubscribeFeedResponse,
+    entry: &FeedEntry,
     now_ms: i64,
 ) -> Result<(MirroredStatement, Statement), String> {
-    let (signed, receipt_env) = entry_envelopes(entry)?;
-    let signed_by = rcpfed_core::statement::verify_statement_signature(&signed, federation)
+    let (signed, receipt_env) = (&entry.envelope, &entry.receipt);
+    let signed_by = rcpfed_core::statement::verify_statement_signature(signed, federation)
         .map_err(|e| format!("statement signature: {e}"))?;
     let statement = Statement::decode(&signed.payload).map_err(|e| format!("statement: {e}"))?;
     signed_by
@@ -58,7 +59,7 @@ fn verify_statement_entry(
     let digest = signed.digest();
     let r = entry_receipt(
         federation,
-        &receipt_env,
+        receipt_env,
         entry.feed_index,
         &digest,
         &statement.header.node_id,
@@ -90,19 +91,21 @@ fn ms(t: time::OffsetDateTime) -> i64 {
 /// this feed index. The caller puts it in force only after it is stored.
 pub fn check_catalogue_entry(
     federation: &Federation,
-    entry: &v1::SubscribeFeedResponse,
+    entry: &FeedEntry,
     in_force: Option<(u64, Digest)>,
     now_ms: i64,
 ) -> Result<(MirroredStatement, SignedCatalogue), String> {
-    let (signed, receipt) = entry_envelopes(entry)?;
-    let hub_keys = federation.hub().map(|h| h.keys.clone()).unwrap_or_default();
-    let catalogue = verify_catalogue(&signed, &hub_keys, &federation.federation_id, in_force)
+    let (signed, receipt) = (&entry.envelope, &entry.receipt);
+    let hub = federation
+        .hub()
+        .ok_or_else(|| format!("the member file has no hub member {}", federation.hub_id))?;
+    let catalogue = verify_catalogue(signed, &hub.keys, &federation.federation_id, in_force)
         .map_err(|e| format!("catalogue: {e}"))?;
     let mirrored = hub_document_record(
         federation,
         entry.feed_index,
-        &signed,
-        &receipt,
+        signed,
+        receipt,
         HubDoc {
             chain: catalogue_chain(&federation.hub_id),
             seq: catalogue.version,
@@ -120,12 +123,12 @@ pub fn check_catalogue_entry(
 /// number) at this feed index.
 pub fn check_coherence_entry(
     federation: &Federation,
-    entry: &v1::SubscribeFeedResponse,
+    entry: &FeedEntry,
     previous: Option<(u64, Digest)>,
     now_ms: i64,
 ) -> Result<MirroredStatement, String> {
-    let (signed, receipt) = entry_envelopes(entry)?;
-    let report = verify_report(&signed, federation)?.report;
+    let (signed, receipt) = (&entry.envelope, &entry.receipt);
+    let report = verify_report(signed, federation)?.report;
     let expected = previous.map_or(1, |(n, _)| n.saturating_add(1));
     if report.number != expected {
         return Err(format!(
@@ -146,8 +149,8 @@ pub fn check_coherence_entry(
     hub_document_record(
         federation,
         entry.feed_index,
-        &signed,
-        &receipt,
+        signed,
+        receipt,
         HubDoc {
             chain: coherence_chain(&federation.hub_id),
             seq: report.number,
@@ -282,6 +285,19 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
                     };
                     match next {
                         Ok(Some(entry)) => {
+                            // The edge: from here on the entry is a domain type.
+                            let index = entry.feed_index;
+                            let entry = match FeedEntry::from_proto(entry) {
+                                Ok(entry) => entry,
+                                Err(problem) => {
+                                    if let Err((index, failure)) = mirror.flush(&mut pending).await
+                                    {
+                                        report(&state, index, failure);
+                                    }
+                                    report(&state, index, Failure::Verify(problem));
+                                    break;
+                                }
+                            };
                             if (pending.len() >= MAX_BATCH || stored_in_order(&entry))
                                 && let Err((index, failure)) = mirror.flush(&mut pending).await
                             {
@@ -361,10 +377,10 @@ const MAX_BATCH: usize = 512;
 /// Whether an entry must be handled with everything before it stored: registry and catalogue
 /// versions take effect once stored, and a coherence report is checked against the last one
 /// stored.
-fn stored_in_order(entry: &v1::SubscribeFeedResponse) -> bool {
+fn stored_in_order(entry: &FeedEntry) -> bool {
     matches!(
-        entry.envelope.as_ref().map(|e| e.payload_type.as_str()),
-        Some(REGISTRY_PAYLOAD_TYPE | CATALOGUE_PAYLOAD_TYPE | COHERENCE_REPORT_PAYLOAD_TYPE)
+        entry.envelope.payload_type.as_str(),
+        REGISTRY_PAYLOAD_TYPE | CATALOGUE_PAYLOAD_TYPE | COHERENCE_REPORT_PAYLOAD_TYPE
     )
 }
 
@@ -426,17 +442,12 @@ impl Mirror {
     async fn handle(
         &self,
         client: &mut HubServiceClient<Channel>,
-        entry: &v1::SubscribeFeedResponse,
+        entry: &FeedEntry,
         shutdown: &CancellationToken,
     ) -> Result<Option<MirroredStatement>, Failure> {
         let federation = self.federation.get();
         let now = crate::now_ms();
-        let payload_type = entry
-            .envelope
-            .as_ref()
-            .map(|e| e.payload_type.as_str())
-            .unwrap_or_default();
-        let checked = match payload_type {
+        let checked = match entry.envelope.payload_type.as_str() {
             REGISTRY_PAYLOAD_TYPE => {
                 check_registry_entry(&federation, entry, now).map(Checked::Registry)
             }
@@ -468,16 +479,11 @@ impl Mirror {
             }),
         }
         .map_err(Failure::Verify)?;
-        let envelope = entry
-            .envelope
-            .clone()
-            .map(SignedEnvelope::from_proto)
-            .ok_or_else(|| Failure::Verify("feed entry has no envelope".into()))?;
         crate::witness::check_logged(
             &self.witness,
             client,
             entry.feed_index,
-            &envelope,
+            &entry.envelope,
             entry.log.as_ref(),
             self.call_timeout,
         )
@@ -491,10 +497,8 @@ impl Mirror {
                     i128::from(m.accepted_at_ms) * 1_000_000,
                 )
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-                let envelope =
-                    SignedEnvelope::from_proto(entry.envelope.clone().unwrap_or_default());
                 self.registry
-                    .observe(&envelope, logged_at)
+                    .observe(&entry.envelope, logged_at)
                     .await
                     .map_err(|e| Failure::Verify(format!("registry version: {e}")))?;
                 self.insert(m).await.map(|()| None)
@@ -689,17 +693,17 @@ async fn first_missing(
 /// [`crate::registry::NodeRegistry::observe`], once its log inclusion has verified.
 pub fn check_registry_entry(
     federation: &Federation,
-    entry: &v1::SubscribeFeedResponse,
+    entry: &FeedEntry,
     now_ms: i64,
 ) -> Result<MirroredStatement, String> {
-    let (signed, receipt) = entry_envelopes(entry)?;
+    let (signed, receipt) = (&entry.envelope, &entry.receipt);
     let version = rcpfed_core::registry::decode_and_check(&signed.payload)
         .map_err(|e| format!("registry version: {e}"))?;
     hub_document_record(
         federation,
         entry.feed_index,
-        &signed,
-        &receipt,
+        signed,
+        receipt,
         HubDoc {
             chain: version.hub_id.clone(),
             seq: version.version,
@@ -708,18 +712,6 @@ pub fn check_registry_entry(
         },
         now_ms,
     )
-}
-
-/// A feed entry's envelope and receipt (both required).
-fn entry_envelopes(
-    entry: &v1::SubscribeFeedResponse,
-) -> Result<(SignedEnvelope, SignedEnvelope), String> {
-    let envelope = entry.envelope.clone().ok_or("feed entry has no envelope")?;
-    let receipt = entry.receipt.clone().ok_or("feed entry has no receipt")?;
-    Ok((
-        SignedEnvelope::from_proto(envelope),
-        SignedEnvelope::from_proto(receipt),
-    ))
 }
 
 /// Which hub-issued document a feed entry is: its chain (`node_id`), seq, kind and document.

@@ -12,6 +12,7 @@
 
 use crate::{NodeState, NodeStorage};
 use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::feed::LogProof;
 use rcpfed_core::members::Federation;
 use rcpfed_core::receipt::{Acknowledged, Receipt};
 use rcpfed_core::statement::{Body, ChunkManifest, Statement};
@@ -69,11 +70,10 @@ pub fn check_receipt(
     federation: &Federation,
     node_id: &str,
     own: &OwnStatement,
-    receipt: &v1::Envelope,
+    receipt: &SignedEnvelope,
 ) -> Result<Receipt, String> {
-    let envelope = SignedEnvelope::from_proto(receipt.clone());
     Receipt::verify_for(
-        &envelope,
+        receipt,
         federation,
         Acknowledged {
             node_id,
@@ -172,7 +172,7 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                     break;
                 }
             };
-            let envelope_for_log = SignedEnvelope::from_proto(envelope.clone());
+            let envelope_for_log = envelope.clone();
             let sent = match manifest {
                 Some(manifest) => {
                     // An upload of up to a thousand chunks: its own, longer bound (a dead link
@@ -192,17 +192,13 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                 None => crate::bounded(
                     call_timeout,
                     client.submit_statement(v1::SubmitStatementRequest {
-                        envelope: Some(envelope),
+                        envelope: Some(envelope.to_proto()),
                     }),
                 )
                 .await
                 .map(|r| {
                     let r = r.into_inner();
-                    Answer {
-                        receipt: r.receipt,
-                        duplicate: r.duplicate,
-                        log: r.log,
-                    }
+                    Answer::from_proto(r.receipt, r.duplicate, r.log)
                 })
                 .map_err(Failed::Hub),
             };
@@ -219,8 +215,11 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                         .receipt
                         .as_ref()
                         .ok_or_else(|| "hub answered without a receipt".to_string())
-                        .and_then(|r| check_receipt(&federation.get(), &node_id, &own, r));
-                    if let Ok(receipt) = &checked {
+                        .and_then(|r| {
+                            check_receipt(&federation.get(), &node_id, &own, r)
+                                .map(|receipt| (receipt, r.encode()))
+                        });
+                    if let Ok((receipt, _)) = &checked {
                         // The receipt counts only once its inclusion in the witnessed log
                         // verifies.
                         if let Err(e) = crate::witness::check_logged(
@@ -237,20 +236,18 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                         }
                     }
                     match checked {
-                        Ok(receipt) => {
-                            let bytes = response
-                                .receipt
-                                .map(|r| prost::Message::encode_to_vec(&r))
-                                .unwrap_or_default();
+                        Ok((receipt, bytes)) => {
                             let store2 = Arc::clone(&store);
                             let seq = own.seq;
                             let index = receipt.feed_index;
-                            match tokio::task::spawn_blocking(move || {
+                            let recorded = tokio::task::spawn_blocking(move || {
                                 store2.mark_delivered(seq, &bytes, index)
                             })
                             .await
-                            {
-                                Ok(Ok(())) => {
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string()));
+                            match recorded {
+                                Ok(()) => {
                                     tracing::info!(
                                         seq,
                                         feed_index = index,
@@ -260,7 +257,8 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
                                     backoff = BACKOFF_START;
                                     state.clear_error();
                                 }
-                                _ => {
+                                Err(error) => {
+                                    tracing::error!(seq, %error, "cannot record delivery");
                                     state.set_error("cannot record delivery".into());
                                     stalled = true;
                                     break;
@@ -330,9 +328,24 @@ pub async fn run(outbox: Outbox, channel: Channel, shutdown: CancellationToken) 
 
 /// The hub's answer to SubmitStatement or SubmitSnapshot (the same fields).
 pub(crate) struct Answer {
-    pub(crate) receipt: Option<v1::Envelope>,
+    pub(crate) receipt: Option<SignedEnvelope>,
     pub(crate) duplicate: bool,
-    pub(crate) log: Option<v1::LogProof>,
+    pub(crate) log: Option<LogProof>,
+}
+
+impl Answer {
+    /// The edge: the response's fields as domain types.
+    fn from_proto(
+        receipt: Option<v1::Envelope>,
+        duplicate: bool,
+        log: Option<v1::LogProof>,
+    ) -> Self {
+        Answer {
+            receipt: receipt.map(SignedEnvelope::from_proto),
+            duplicate,
+            log: log.map(LogProof::from_proto),
+        }
+    }
 }
 
 /// Why a delivery attempt failed.
@@ -343,15 +356,15 @@ pub(crate) enum Failed {
     Local(String),
 }
 
-/// The stored envelope in wire form, and its chunk manifest when it is a large snapshot.
-fn decode_own(own: &OwnStatement) -> Result<(v1::Envelope, Option<ChunkManifest>), String> {
+/// The stored envelope, and its chunk manifest when it is a large snapshot.
+fn decode_own(own: &OwnStatement) -> Result<(SignedEnvelope, Option<ChunkManifest>), String> {
     let envelope = SignedEnvelope::decode(&own.envelope).map_err(|e| e.to_string())?;
     let statement = Statement::decode(&envelope.payload).map_err(|e| e.to_string())?;
     let manifest = match statement.body {
         Body::Indicators(s) => s.chunks,
         Body::Policy(_) => None,
     };
-    Ok((envelope.to_proto(), manifest))
+    Ok((envelope, manifest))
 }
 
 /// Chunks in flight between the store reader and the gRPC stream: bounded memory however
@@ -364,7 +377,7 @@ pub(crate) async fn submit_snapshot(
     client: &mut HubServiceClient<Channel>,
     store: &Arc<dyn NodeStorage>,
     seq: u64,
-    envelope: v1::Envelope,
+    envelope: SignedEnvelope,
     manifest: ChunkManifest,
 ) -> Result<Answer, Failed> {
     use v1::submit_snapshot_request::Part;
@@ -372,7 +385,7 @@ pub(crate) async fn submit_snapshot(
     let store = Arc::clone(store);
     let reader = tokio::spawn(async move {
         let first = v1::SubmitSnapshotRequest {
-            part: Some(Part::Envelope(envelope)),
+            part: Some(Part::Envelope(envelope.to_proto())),
         };
         if tx.send(first).await.is_err() {
             return Ok(()); // the call ended; its answer says why
@@ -410,21 +423,24 @@ pub(crate) async fn submit_snapshot(
     answer
         .map(|r| {
             let r = r.into_inner();
-            Answer {
-                receipt: r.receipt,
-                duplicate: r.duplicate,
-                log: r.log,
-            }
+            Answer::from_proto(r.receipt, r.duplicate, r.log)
         })
         .map_err(Failed::Hub)
 }
 
 async fn mark(store: &Arc<dyn NodeStorage>, seq: u64, outcome: Result<(), String>, refused: bool) {
     let store = Arc::clone(store);
-    let _ = tokio::task::spawn_blocking(move || match outcome {
+    let recorded = tokio::task::spawn_blocking(move || match outcome {
         Ok(()) => Ok(()),
         Err(e) if refused => store.mark_rejected(seq, &e),
         Err(e) => store.record_attempt_failure(seq, &e),
     })
     .await;
+    // Delivery goes on either way (the statement is retried from the outbox), but the
+    // operator must learn that its status was not recorded.
+    match recorded {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(seq, error = %e, "cannot record the delivery attempt"),
+        Err(e) => tracing::error!(seq, error = %e, "recording the delivery attempt failed"),
+    }
 }

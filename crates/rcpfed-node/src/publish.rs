@@ -11,21 +11,20 @@
 use crate::NodeStorage;
 use crate::catalogue::CatalogueInForce;
 use rcpfed_core::Digest;
-use rcpfed_core::catalogue::{Catalogue, SignedCatalogue};
+use rcpfed_core::admission::actions::MAX_ACTION_VIOLATIONS;
+use rcpfed_core::admission::{
+    AdmissionContext, add_action_findings, admit_draft_body, admit_signed_form, admit_statement,
+    fill_key_defaults,
+};
+use rcpfed_core::catalogue::SignedCatalogue;
 use rcpfed_core::chunks::{MAX_CHUNK_BYTES, MAX_CHUNKS, OBSERVATIONS_PER_CHUNK, encode_chunks};
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
-use rcpfed_core::obskey;
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
-use rcpfed_core::statement::{
-    Body, ChunkManifest, DocumentKind, Header, IndicatorSnapshot, Observation, Statement,
-};
-use rcpfed_core::validate::{
-    Findings, MAX_VIOLATIONS, ValidationContext, check_statement, repeated_keys, validate_statement,
-};
+use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Header, Observation, Statement};
+use rcpfed_core::validate::{Findings, MAX_VIOLATIONS};
 use rcpfed_store::{DeliveryState, OwnStatement, StoreError};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// What to publish.
@@ -169,49 +168,26 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
     }
     let head = cx.store.head()?;
     let revision = cx.store.latest_revision(&document)? + 1;
-    let member = cx.federation.member(&cx.node_id).ok_or_else(|| {
-        Rejection::new(
-            RejectClass::Forbidden,
-            reasons::PEER_NOT_A_MEMBER,
-            format!("node {} is not in the member file", cx.node_id),
-        )
-    })?;
+    let now = rcpfed_core::clock::now_utc();
+    let member = AdmissionContext::new(&cx.federation, &cx.node_id, now, None)?;
+    admit_draft_body(&body)?;
     let catalogue = match &body {
-        Body::Indicators(snapshot) => {
-            if snapshot.chunks.is_some() {
-                let field = "indicator_snapshot.chunks";
-                let description = "must be empty: send the observations themselves (NodeService.PublishSnapshot for large snapshots); the node cuts the chunks and signs their manifest";
-                return Err(Rejection::invalid(
-                    reasons::CHUNKS_REQUIRED,
-                    format!("{field}: {description}"),
-                )
-                .with_violations(vec![Violation::new(
-                    field,
-                    reasons::CHUNKS_REQUIRED,
-                    description,
-                )])
-                .into());
-            }
-            // Without the catalogue the node cannot check codes, units or ranges, nor tell
-            // aggregates from states, so it refuses rather than sign unchecked data.
-            Some(cx.catalogue.clone().ok_or_else(|| {
-                Rejection::new(
-                    RejectClass::Precondition,
-                    reasons::NO_CATALOGUE,
-                    "the hub's indicator catalogue has not reached this node yet; try again once the node's feed has caught up (see GetNodeStatus)",
-                )
-            })?)
-        }
+        // Without the catalogue the node cannot check codes, units or ranges, nor tell
+        // aggregates from states, so it refuses rather than sign unchecked data.
+        Body::Indicators(_) => Some(cx.catalogue.clone().ok_or_else(|| {
+            Rejection::new(
+                RejectClass::Precondition,
+                reasons::NO_CATALOGUE,
+                "the hub's indicator catalogue has not reached this node yet; try again once the node's feed has caught up (see GetNodeStatus)",
+            )
+        })?),
         Body::Policy(_) => None,
     };
     // One key per observation: a dimension left out is signed as its catalogue default.
     if let (Body::Indicators(snapshot), Some(catalogue)) = (&mut body, &catalogue) {
-        fill_defaults(&catalogue.catalogue, snapshot);
+        fill_key_defaults(&catalogue.catalogue, snapshot);
     }
-    let aggregates: &[String] = catalogue
-        .as_ref()
-        .map(|c| c.catalogue.area_aggregates())
-        .unwrap_or(&[]);
+    let admission = member.with_catalogue(catalogue.as_ref().map(|c| c.catalogue.as_ref()));
     let (head_seq, prev_digest) = match head {
         Some((seq, digest)) => (seq, Some(digest)),
         None => (0, None),
@@ -220,7 +196,6 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         Body::Policy(_) => DocumentKind::PolicySummary,
         Body::Indicators(_) => DocumentKind::IndicatorSnapshot,
     };
-    let now = rcpfed_core::clock::now_utc();
     let mut statement = Statement {
         header: Header {
             federation_id: cx.federation.federation_id.clone(),
@@ -235,19 +210,9 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         },
         body,
     };
-    let ctx = ValidationContext {
-        federation_id: &cx.federation.federation_id,
-        member,
-        now,
-        aggregates,
-    };
-    // The same validation the hub runs, so problems are reported here, before signing, all in
+    // The same admission the hub runs, so problems are reported here, before signing, all in
     // one pass: the statement rules, the catalogue and the actions against the mirror.
-    let mut findings = check_statement(
-        &statement,
-        &ctx,
-        catalogue.as_ref().map(|c| c.catalogue.as_ref()),
-    )?;
+    let mut findings = admit_statement(&statement, &admission)?;
     let mut notes = Vec::new();
     if let (Body::Indicators(snapshot), Some(catalogue)) = (&statement.body, &catalogue)
         && catalogue.catalogue.indicator(&snapshot.indicator).is_some()
@@ -268,7 +233,7 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
             warnings.push(note);
         }
     }
-    let (payload, chunks) = seal(&mut statement, &ctx)?;
+    let (payload, chunks) = seal(&mut statement, &admission)?;
     let (observation_count, chunk_count) = counts(&statement);
     if validate_only {
         return Ok((
@@ -329,22 +294,6 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
     ))
 }
 
-/// Fills in every optional dimension that the catalogue defaults and an observation leaves
-/// out ([`rcpfed_core::obskey::fill_defaults`]), so the signed statement carries one key per
-/// observation; an indicator the catalogue does not know is left as it is (and refused).
-fn fill_defaults(catalogue: &Catalogue, snapshot: &mut IndicatorSnapshot) {
-    let Some(indicator) = catalogue.indicator(&snapshot.indicator) else {
-        return;
-    };
-    let defaults = indicator.key_defaults();
-    if defaults.is_empty() {
-        return;
-    }
-    for o in &mut snapshot.observations {
-        obskey::fill_defaults(&defaults, &mut o.dimensions);
-    }
-}
-
 /// Checks the snapshot's actions (APPEND of a new key, REPLACE/DELETE of one in force)
 /// against this node's observations in its mirror, adding what it finds to `findings`. The
 /// hub's check is authoritative: the mirror knows this node's statements only once they come
@@ -369,21 +318,13 @@ fn check_actions(
         ));
         return Ok(());
     }
-    let mut violations =
-        cx.store
-            .check_observation_actions(&cx.node_id, indicator, observations, MAX_VIOLATIONS)?;
-    // As action_refusal counts them: a full list means the check stopped there.
-    let at_least = violations.len() >= MAX_VIOLATIONS;
-    // A repeated key is refused as DUPLICATE_KEY already; its second touch says nothing more.
-    if !violations.is_empty() {
-        let repeats: HashSet<String> = repeated_keys(observations, &[])
-            .into_iter()
-            .map(|(i, _)| format!("indicator_snapshot.observations[{i}]"))
-            .collect();
-        violations.retain(|v| !repeats.contains(&v.field));
-    }
-    let found = violations.len();
-    findings.add_errors(violations, found, at_least);
+    let violations = cx.store.check_observation_actions(
+        &cx.node_id,
+        indicator,
+        observations,
+        MAX_ACTION_VIOLATIONS,
+    )?;
+    add_action_findings(findings, violations, observations, MAX_ACTION_VIOLATIONS);
     Ok(())
 }
 
@@ -411,7 +352,7 @@ type Sealed = (Vec<u8>, Vec<(Digest, Vec<u8>)>);
 /// snapshot with more than [`OBSERVATIONS_PER_CHUNK`] observations, or whose inline form would
 /// exceed the hub's payload limit, is signed as a chunk manifest: the signature stays cheap and
 /// no message nears a size limit.
-fn seal(statement: &mut Statement, ctx: &ValidationContext) -> Result<Sealed, Rejection> {
+fn seal(statement: &mut Statement, admission: &AdmissionContext) -> Result<Sealed, Rejection> {
     let max = rcpfed_core::limits::MAX_PAYLOAD_BYTES;
     let inline_fits = match &statement.body {
         Body::Indicators(s) => s.observations.len() <= OBSERVATIONS_PER_CHUNK,
@@ -452,7 +393,7 @@ fn seal(statement: &mut Statement, ctx: &ValidationContext) -> Result<Sealed, Re
         .collect();
     snapshot.chunks = Some(manifest);
     // The manifest form is what the hub checks first: run the same rules on it.
-    validate_statement(statement, ctx)?;
+    admit_signed_form(statement, admission)?;
     let payload = statement.encode();
     if payload.len() > max {
         return Err(Rejection::new(

@@ -15,6 +15,7 @@ use rcpfed_core::catalogue::{
 use rcpfed_core::chunks::{OBSERVATIONS_PER_CHUNK, decode_chunk, encode_chunks};
 use rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE;
 use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::feed::FeedEntry;
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
 use rcpfed_core::receipt::Receipt;
@@ -450,12 +451,7 @@ async fn actions_are_checked_against_the_mirror_once_it_has_caught_up() {
 // ---- hub documents in the feed ----
 
 /// A feed entry for `envelope`, with the hub's receipt naming (`node_id`, `seq`).
-fn feed_entry(
-    envelope: &SignedEnvelope,
-    feed_index: u64,
-    node_id: &str,
-    seq: u64,
-) -> v1::SubscribeFeedResponse {
+fn feed_entry(envelope: &SignedEnvelope, feed_index: u64, node_id: &str, seq: u64) -> FeedEntry {
     let receipt = Receipt {
         federation_id: FED.into(),
         hub_id: "gfmd".into(),
@@ -466,10 +462,10 @@ fn feed_entry(
         accepted_at: time::OffsetDateTime::now_utc(),
     }
     .sign(&hub_key());
-    v1::SubscribeFeedResponse {
+    FeedEntry {
         feed_index,
-        envelope: Some(envelope.to_proto()),
-        receipt: Some(receipt.to_proto()),
+        envelope: envelope.clone(),
+        receipt,
         log: None,
     }
 }
@@ -838,7 +834,7 @@ async fn the_outbox_sends_the_envelope_then_every_chunk_in_order() {
         &mut client,
         &f.store,
         own.seq,
-        env.to_proto(),
+        env.clone(),
         manifest.clone(),
     )
     .await

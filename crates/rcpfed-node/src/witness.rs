@@ -14,6 +14,7 @@
 
 use rcpfed_core::checkpoint::{Checkpoint, cosign, open_checkpoint};
 use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::feed::LogProof;
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
 use rcpfed_core::merkle::{self, Hash};
@@ -195,7 +196,17 @@ impl Witness {
             problem.clone(),
         );
         let now = crate::now_ms();
-        let _ = tokio::task::spawn_blocking(move || store.record_fork(&t, &c, &p, now)).await;
+        // The fork stops cosigning whether or not its evidence could be kept; a lost record is
+        // logged so the operator can save the checkpoints from this log.
+        match tokio::task::spawn_blocking(move || store.record_fork(&t, &c, &p, now)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, trusted, conflicting, "cannot store the fork evidence")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, trusted, conflicting, "storing the fork evidence failed")
+            }
+        }
         self.forked.store(true, Ordering::Relaxed);
         self.health
             .set_service_status(WITNESS_SERVICE, ServingStatus::NotServing)
@@ -490,7 +501,7 @@ impl Witness {
 pub fn verify_inclusion(
     cp: &Checkpoint,
     envelope: &rcpfed_core::envelope::SignedEnvelope,
-    proof: &v1::LogProof,
+    proof: &LogProof,
 ) -> Result<(), Rejection> {
     if proof.tree_size != cp.size {
         return Err(Rejection::new(
@@ -600,7 +611,7 @@ pub async fn check_logged(
     hub: &mut HubServiceClient<Channel>,
     feed_index: u64,
     envelope: &SignedEnvelope,
-    log: Option<&v1::LogProof>,
+    log: Option<&LogProof>,
     call_timeout: Duration,
 ) -> Result<(), Rejection> {
     let log = log.ok_or_else(|| {

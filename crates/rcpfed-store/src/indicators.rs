@@ -16,8 +16,8 @@
 
 use crate::StoreError;
 use rcpfed_core::Digest;
-use rcpfed_core::rejection::{ProblemCount, Rejection, Violation};
-use rcpfed_core::statement::{Observation, ObservationAction};
+use rcpfed_core::rejection::Violation;
+use rcpfed_core::statement::Observation;
 
 /// Which observation versions to read (the store-level form of the `ObservationQuery` message).
 ///
@@ -194,32 +194,14 @@ pub fn dimension_key(dimensions: &[(String, String)]) -> String {
     rcpfed_core::obskey::dimension_key(dimensions, &[]).0
 }
 
-/// Whether an action needs a value in force for its key (REPLACE, DELETE) or none (APPEND).
-pub fn needs_existing(action: ObservationAction) -> bool {
-    !matches!(action, ObservationAction::Append)
-}
-
-/// The refusal of a snapshot whose actions do not fit the observations in force, from what
-/// [`IndicatorStore::check_observation_actions`] found with `limit`; None when it found
-/// nothing. The hub and the node refuse with the same words.
-pub fn action_refusal(violations: Vec<Violation>, limit: usize) -> Option<Rejection> {
-    let count = if violations.len() >= limit {
-        ProblemCount::AtLeast(violations.len())
-    } else {
-        ProblemCount::Exactly(violations.len())
-    };
-    Rejection::from_violations(violations, count)
-}
-
 /// The indicator view, implemented by the hub store and the node store with the same code.
 pub trait IndicatorStore: Send + Sync + 'static {
-    /// Checks a snapshot's actions against the versions in force for `node_id` (read only):
-    /// APPEND of a key with a value in force → OBSERVATION_EXISTS, REPLACE/DELETE of a key
-    /// without one → OBSERVATION_NOT_FOUND. Keys are checked in position order, as the apply
-    /// step applies them: a key touched earlier in the same snapshot is checked against that
-    /// touch. Violations name `indicator_snapshot.observations[{position}]` and say the key
-    /// in words. At most `limit` violations are returned. A snapshot that passes applies
-    /// without a Conflict if nothing of that node is stored in between.
+    /// Checks a snapshot's actions against the versions in force for `node_id` (read only),
+    /// keyed under the catalogue in force, with the action rule of
+    /// [`rcpfed_core::admission::actions::check`]: APPEND of a key with a value in force →
+    /// OBSERVATION_EXISTS, REPLACE/DELETE of a key without one → OBSERVATION_NOT_FOUND. At
+    /// most `limit` violations are returned. A snapshot that passes applies without a
+    /// Conflict if nothing of that node is stored in between.
     fn check_observation_actions(
         &self,
         node_id: &str,

@@ -12,11 +12,12 @@ use crate::indicators::{
 };
 use crate::sql::{Lite, SqlRow};
 use rcpfed_core::Digest;
+use rcpfed_core::admission::actions::{self, ActionScope, InForce};
 use rcpfed_core::chunks;
 use rcpfed_core::dates::{PeriodRange, parse_time_period};
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::obskey::{self, KeyRule};
-use rcpfed_core::rejection::{Violation, reasons};
+use rcpfed_core::rejection::Violation;
 use rcpfed_core::statement::{
     Body, DocumentKind, IndicatorSnapshot, Observation, ObservationAction, Statement,
 };
@@ -173,82 +174,9 @@ pub(crate) fn action_from_code(code: i64) -> Result<ObservationAction, StoreErro
     }
 }
 
-/// What a key has in force for one node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum InForce {
-    /// Never published.
-    Nothing,
-    /// Deleted: a tombstone is in force.
-    Tombstone,
-    /// A value is in force.
-    Value,
-}
-
-impl InForce {
-    pub(crate) fn from_action(code: Option<i64>) -> Self {
-        match code {
-            None => InForce::Nothing,
-            Some(ACTION_DELETE) => InForce::Tombstone,
-            Some(_) => InForce::Value,
-        }
-    }
-}
-
-/// The action rule: the state after `action`, or the reason it is refused. The apply step and
-/// the read-only check share it, so a check that passes predicts an apply that succeeds.
-pub(crate) fn step(state: InForce, action: ObservationAction) -> Result<InForce, &'static str> {
-    match (action, state) {
-        (ObservationAction::Append, InForce::Nothing | InForce::Tombstone) => Ok(InForce::Value),
-        (ObservationAction::Append, InForce::Value) => Err(reasons::OBSERVATION_EXISTS),
-        (ObservationAction::Replace, InForce::Value) => Ok(InForce::Value),
-        (ObservationAction::Delete, InForce::Value) => Ok(InForce::Tombstone),
-        (ObservationAction::Replace | ObservationAction::Delete, _) => {
-            Err(reasons::OBSERVATION_NOT_FOUND)
-        }
-    }
-}
-
-/// The key in words, e.g. `REMIT_INFLOW LKA 2023 (SEX=_T)`.
-fn key_words(indicator: &str, o: &Observation, dims: &str) -> String {
-    if dims.is_empty() {
-        format!("{indicator} {} {}", o.ref_area, o.time_period)
-    } else {
-        format!(
-            "{indicator} {} {} ({})",
-            o.ref_area,
-            o.time_period,
-            dims.replace(';', ", ")
-        )
-    }
-}
-
-/// Why `o` is refused when the key has `state`, in plain words.
-pub(crate) fn refusal(
-    node_id: &str,
-    indicator: &str,
-    o: &Observation,
-    dims: &str,
-    state: InForce,
-) -> String {
-    let key = key_words(indicator, o, dims);
-    match (o.action, state) {
-        (ObservationAction::Append, _) => format!(
-            "appends {key}, but node {node_id} already has a value in force for it; use \
-             REPLACE to revise it or DELETE to withdraw it"
-        ),
-        (ObservationAction::Replace, InForce::Tombstone) => {
-            format!("replaces {key}, but node {node_id} deleted it; use APPEND to publish it again")
-        }
-        (ObservationAction::Replace, _) => {
-            format!("replaces {key}, but node {node_id} has no value for it; use APPEND to add it")
-        }
-        (ObservationAction::Delete, InForce::Tombstone) => {
-            format!("deletes {key}, but node {node_id} already deleted it")
-        }
-        (ObservationAction::Delete, _) => {
-            format!("deletes {key}, but node {node_id} has no value for it")
-        }
-    }
+/// What a key has in force, from the action code of its version in force (None: none).
+pub(crate) fn in_force(code: Option<i64>) -> Result<InForce, StoreError> {
+    Ok(InForce::after(code.map(action_from_code).transpose()?))
 }
 
 /// The version in force of a key: (feed_index, position, action, defaulted).
@@ -355,8 +283,8 @@ pub(crate) fn cached_key_rule(
     Ok(rule)
 }
 
-/// Checks `observations` against what `node_id` has in force, in position order (a key
-/// touched twice in one snapshot is checked against its state after the first touch).
+/// Checks `observations` against what `node_id` has in force with the action rule
+/// ([`actions::check`]), one probe per key.
 pub(crate) fn check_observation_actions(
     conn: &Connection,
     log: Log,
@@ -365,45 +293,36 @@ pub(crate) fn check_observation_actions(
     observations: &[Observation],
     limit: usize,
 ) -> Result<Vec<Violation>, StoreError> {
-    let mut out = Vec::new();
     if limit == 0 || observations.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     // One read transaction: every probe sees the same committed state.
     let tx = conn.unchecked_transaction()?;
-    {
+    let out = {
         // The catalogue in force now is the one the entry will be applied with.
         let rule = key_rule_before(&tx, log, None)?;
-        let defaults = rule.defaults(indicator);
+        let scope = ActionScope {
+            node_id,
+            indicator,
+            defaults: rule.defaults(indicator),
+            limit,
+            batch: 1,
+        };
         let mut find = tx.prepare_cached(FIND_IN_FORCE_SQL)?;
-        let mut touched: HashMap<(&str, &str, String), InForce> = HashMap::new();
-        for (position, o) in observations.iter().enumerate() {
-            let dims = obskey::dimension_key(&o.dimensions, defaults).0;
-            let key = (o.ref_area.as_str(), o.time_period.as_str(), dims);
-            let state = match touched.get(&key) {
-                Some(state) => *state,
-                None => InForce::from_action(
-                    find_in_force(&mut find, node_id, indicator, o, &key.2)?.map(|r| r.2),
-                ),
-            };
-            match step(state, o.action) {
-                Ok(next) => {
-                    touched.insert(key, next);
-                }
-                Err(reason) => {
-                    out.push(Violation::new(
-                        format!("indicator_snapshot.observations[{position}]"),
-                        reason,
-                        refusal(node_id, indicator, o, &key.2, state),
-                    ));
-                    if out.len() >= limit {
-                        break;
-                    }
-                    touched.insert(key, state);
-                }
-            }
-        }
-    }
+        actions::check(&scope, observations, |keys| {
+            keys.iter()
+                .map(|(ref_area, time_period, dims)| {
+                    let action: Option<i64> = find
+                        .query_row(
+                            params![node_id, indicator, ref_area, time_period, dims],
+                            |r| r.get(2),
+                        )
+                        .optional()?;
+                    in_force(action)
+                })
+                .collect()
+        })?
+    };
     tx.commit()?;
     Ok(out)
 }
@@ -588,14 +507,14 @@ impl<'c, 'e> Applier<'c, 'e> {
             }
         }
         let current = find_in_force(&mut self.find, e.node_id, self.indicator, o, &dims)?;
-        let state = InForce::from_action(current.map(|r| r.2));
-        if step(state, o.action).is_err() {
+        let state = in_force(current.map(|r| r.2))?;
+        if actions::step(state, o.action).is_err() {
             let merged = defaulted || current.is_some_and(|r| r.3);
             if !merged {
                 return Err(e.conflict(format!(
                     "observation {} {}",
                     self.position,
-                    refusal(e.node_id, self.indicator, o, &dims, state)
+                    actions::refusal_words(e.node_id, self.indicator, o, &dims, state)
                 )));
             }
             self.tolerated += 1;

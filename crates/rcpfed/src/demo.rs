@@ -410,7 +410,8 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
             receipt: record.receipt.clone(),
             log: record.log.clone(),
         };
-        rcpfed_node::mirror::verify_entry(&trusted, &entry, 0)
+        rcpfed_core::feed::FeedEntry::from_proto(entry)
+            .and_then(|entry| rcpfed_node::mirror::verify_entry(&trusted, &entry, 0))
             .map_err(|e| anyhow::anyhow!("hub statement {} does not verify: {e}", record.name))?;
         verified += 1;
     }

@@ -35,8 +35,8 @@ pub struct SignedCatalogue {
     pub digest: Digest,
     /// When the hub issued it.
     pub issued_at: OffsetDateTime,
-    /// The decoded document, as signed.
-    pub document: pb::CatalogueDocument,
+    /// The digest of the version before it (None for version 1), as signed.
+    pub previous_digest: Option<Digest>,
     /// The catalogue it carries, shared by the validators without copying.
     pub catalogue: Arc<Catalogue>,
     /// The envelope, for mirroring and re-serving.
@@ -438,7 +438,7 @@ pub fn verify_catalogue(
         version,
         digest: envelope.digest(),
         issued_at,
-        document,
+        previous_digest: previous.map(|(_, d)| d),
         catalogue: Arc::new(catalogue),
         envelope: envelope.clone(),
     })

@@ -16,13 +16,16 @@ use crate::ingest::{Ingest, IngestError, IngestOutcome, VerifiedStatement};
 use crate::metrics::HubMetrics;
 use crate::quotas::{self, CpuPool, PerMember, Quotas, quota_status};
 use rcpfed_core::Digest;
-use rcpfed_core::catalogue::{SignedCatalogue, validate_observations_against};
+use rcpfed_core::admission::{
+    AdmissionContext, admit_chunked_observations, admit_envelope, admit_statement, chunks_required,
+};
+use rcpfed_core::catalogue::SignedCatalogue;
 use rcpfed_core::chunks::decode_chunk;
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Observation, Statement};
-use rcpfed_core::validate::{Findings, ValidationContext, check_observations_all, check_statement};
+use rcpfed_core::validate::Findings;
 use rcpfed_grpc::records::{RecordParts, statement_record};
 use rcpfed_grpc::status::{internal, invalid_field};
 use rcpfed_grpc::{limits, rejection_status};
@@ -101,31 +104,6 @@ struct Answer {
 struct Warnings {
     total: usize,
     first: Option<Violation>,
-}
-
-/// Checks observations against the catalogue: errors refuse, warnings come back.
-fn catalogue_check(
-    catalogue: &SignedCatalogue,
-    indicator: &str,
-    observations: &[Observation],
-) -> Result<Warnings, Rejection> {
-    let check = validate_observations_against(&catalogue.catalogue, indicator, observations);
-    let total = check.total_warnings;
-    let warnings = check.into_result()?;
-    Ok(Warnings {
-        total,
-        first: warnings.into_iter().next(),
-    })
-}
-
-/// A chunked snapshot sent where its chunks cannot follow, or a statement without chunks
-/// sent where they must.
-fn chunks_required(message: &str) -> Rejection {
-    Rejection::invalid(reasons::CHUNKS_REQUIRED, message).with_violations(vec![Violation::new(
-        "indicator_snapshot.chunks",
-        reasons::CHUNKS_REQUIRED,
-        message,
-    )])
 }
 
 /// A CHUNK_MISMATCH refusal naming message `index` of the chunks.
@@ -209,33 +187,25 @@ fn kind_filter(kind: i32) -> Result<Option<String>, Status> {
     }
 }
 
-/// What the hub validates `member_id`'s statements against: its federation, its clock now and
-/// the catalogue's aggregate areas; refused with PEER_NOT_A_MEMBER for a non-member. One place,
-/// so inline statements and large snapshots (checked once their chunks are in) meet the same
+/// What the hub admits `member_id`'s statements against: its federation, its clock now and
+/// the catalogue in force; refused with PEER_NOT_A_MEMBER for a non-member. One place, so
+/// inline statements and large snapshots (checked once their chunks are in) meet the same
 /// rules.
-fn hub_validation_context<'a>(
+fn hub_admission<'a>(
     federation: &'a Federation,
     member_id: &str,
     catalogue: &'a SignedCatalogue,
-) -> Result<ValidationContext<'a>, Rejection> {
-    let member = federation.member(member_id).ok_or_else(|| {
-        Rejection::new(
-            RejectClass::Forbidden,
-            reasons::PEER_NOT_A_MEMBER,
-            "caller is not a member",
-        )
-    })?;
-    Ok(ValidationContext {
-        federation_id: &federation.federation_id,
-        member,
-        now: rcpfed_core::clock::now_utc(),
-        aggregates: catalogue.catalogue.area_aggregates(),
-    })
+) -> Result<AdmissionContext<'a>, Rejection> {
+    AdmissionContext::new(
+        federation,
+        member_id,
+        rcpfed_core::clock::now_utc(),
+        Some(&catalogue.catalogue),
+    )
 }
 
-/// Every check of a large snapshot's observations once all chunks are in, in one pass: the
-/// statement rules an inline snapshot meets (membership, duplicate keys under the catalogue's
-/// key rule, values) and the catalogue.
+/// Every check of a large snapshot's observations once all chunks are in, in one pass
+/// ([`admit_chunked_observations`]).
 fn check_all(
     federation: &Federation,
     member_id: &str,
@@ -243,13 +213,8 @@ fn check_all(
     indicator: &str,
     observations: &[Observation],
 ) -> Result<Warnings, Rejection> {
-    let ctx = hub_validation_context(federation, member_id, catalogue)?;
-    checked_warnings(check_observations_all(
-        indicator,
-        observations,
-        &ctx,
-        Some(&catalogue.catalogue),
-    ))
+    let cx = hub_admission(federation, member_id, catalogue)?;
+    checked_warnings(admit_chunked_observations(indicator, observations, &cx))
 }
 
 /// The warnings of findings without errors; otherwise the one refusal of all of them.
@@ -290,8 +255,9 @@ impl Hub {
         }
     }
 
-    /// Everything before the chain rules: envelope shape, payload type, signature, owner,
-    /// decoding and validation. Pure CPU; runs concurrently across requests.
+    /// Everything before the chain rules: the envelope's admission (bounds, payload type,
+    /// signature, owner, key lifecycle), decoding and the statement's admission. Pure CPU;
+    /// runs concurrently across requests.
     fn verify(
         &self,
         federation: &Federation,
@@ -299,47 +265,22 @@ impl Hub {
         envelope: v1::Envelope,
     ) -> Result<Verified, Rejection> {
         let signed = SignedEnvelope::from_proto(envelope);
-        // Every bound of the whole envelope, before any hashing or signature work: what is
-        // accepted must fit every feed entry and response (docs/spec/limits.md).
-        rcpfed_core::limits::check_envelope(&signed, rcpfed_core::limits::MAX_PAYLOAD_BYTES)?;
-        let signed_by = rcpfed_core::statement::verify_statement_signature(&signed, federation)?;
-        signed_by.owned_by(member_id)?;
-        let key = signed_by.key;
+        admit_envelope(
+            &signed,
+            federation,
+            member_id,
+            time::OffsetDateTime::now_utc(),
+        )?;
         let envelope_bytes = signed.encode();
-        // The key's lifecycle in the registry, judged at the hub's clock (the signer controls
-        // issued_at, so it cannot date a statement back before a retirement).
-        use rcpfed_core::members::KeyState;
-        let refusal = match federation.key_state(&key.key_id, time::OffsetDateTime::now_utc()) {
-            KeyState::Active => None,
-            KeyState::Retired { at } => Some((
-                reasons::KEY_RETIRED,
-                format!("was retired at {at}; sign with the member's current key"),
-            )),
-            KeyState::Revoked { at } => {
-                Some((reasons::KEY_REVOKED, format!("was revoked at {at}")))
-            }
-            KeyState::NotYetValid => Some((reasons::KEY_NOT_YET_VALID, "is not valid yet".into())),
-            // verify_signatures found the key in this registry; kept for completeness.
-            KeyState::Unknown => Some((reasons::UNKNOWN_KEY_ID, "is not in the registry".into())),
-        };
-        if let Some((reason, what)) = refusal {
-            return Err(Rejection::new(
-                RejectClass::Forbidden,
-                reason,
-                format!("key {} of {member_id} {what}", key.key_id),
-            )
-            .with_meta("key_id", key.key_id.clone()));
-        }
         let statement = Statement::decode(&signed.payload)?;
         let catalogue = self.catalogue.get();
         // Steps 9c and 9e in one pass, so one refusal lists every problem: the field rules
         // and, for an inline snapshot, the catalogue rules (duplicate keys under its key
         // rule). A chunked snapshot's observations are checked once its chunks are in.
         let inline = matches!(&statement.body, Body::Indicators(s) if s.chunks.is_none());
-        let findings = check_statement(
+        let findings = admit_statement(
             &statement,
-            &hub_validation_context(federation, member_id, &catalogue)?,
-            inline.then_some(catalogue.catalogue.as_ref()),
+            &hub_admission(federation, member_id, &catalogue)?,
         )?;
         // The field rules refuse whether or not the statement is stored (docs/spec/ingest.md §1,
         // notes); the refusal lists the catalogue's errors too. Catalogue errors alone are step

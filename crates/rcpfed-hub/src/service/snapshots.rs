@@ -1,10 +1,11 @@
 //! HubService, large snapshots: the chunked submission and the chunks served to mirrors.
 
-use super::{Hub, blocking, catalogue_check, check_all, chunks_required, reject, stored_manifest};
+use super::{Hub, blocking, check_all, chunks_required, reject, stored_manifest};
 use crate::ingest::SnapshotPayload;
 use crate::quotas::{self, quota_status};
 use prost::Message as _;
 use rcpfed_core::Digest;
+use rcpfed_core::admission::known_indicator;
 use rcpfed_core::members::Role;
 use rcpfed_core::rejection::{Rejection, reasons};
 use rcpfed_core::statement::Body;
@@ -92,7 +93,7 @@ impl Hub {
         }
         let catalogue = self.catalogue.get();
         // An unknown indicator is refused before any chunk is read.
-        catalogue_check(&catalogue, &snapshot.indicator, &[]).map_err(refused)?;
+        known_indicator(&catalogue.catalogue, &snapshot.indicator).map_err(refused)?;
         // Memory: only a few snapshots in flight. Held until the statement is committed or
         // refused; waiting counts against the call's own deadline.
         let _permit = self.snapshot_turn(deadline).await?;

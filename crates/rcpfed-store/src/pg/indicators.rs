@@ -14,10 +14,12 @@ use crate::indicators::{
 };
 pub(crate) use crate::indicators_sql::Entry;
 use crate::indicators_sql::{
-    InForce, Log, action_code, cached_key_rule, observation_columns, period_dates, refusal, step,
+    ConflictCollector, Log, action_code, action_from_code, cached_key_rule, in_force,
+    observation_columns, parse_dims, period_dates,
 };
 use postgres::types::ToSql;
 use rcpfed_core::Digest;
+use rcpfed_core::admission::actions::{self, ActionScope, ObservationKey};
 use rcpfed_core::chunks;
 use rcpfed_core::dates::parse_time_period;
 use rcpfed_core::envelope::SignedEnvelope;
@@ -54,6 +56,8 @@ fn key_rule_before(tx: &mut Tx<'_>, before: Option<u64>) -> Result<Arc<KeyRule>,
     })
 }
 
+/// Checks `observations` against what `node_id` has in force with the action rule
+/// ([`actions::check`]), reading the keys of [`APPLY_BATCH`] observations per query.
 fn check_observation_actions(
     tx: &mut Tx<'_>,
     node_id: &str,
@@ -61,55 +65,24 @@ fn check_observation_actions(
     observations: &[Observation],
     max: usize,
 ) -> Result<Vec<Violation>, StoreError> {
-    let mut out = Vec::new();
     if max == 0 || observations.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     // The catalogue in force now is the one the entry will be applied with.
     let rule = key_rule_before(tx, None)?;
-    let defaults = rule.defaults(indicator);
-    let mut touched: HashMap<Key, InForce> = HashMap::new();
-    for (batch_no, batch) in observations.chunks(APPLY_BATCH).enumerate() {
-        let keys: Vec<Key> = batch
-            .iter()
-            .map(|o| {
-                let dims = obskey::dimension_key(&o.dimensions, defaults).0;
-                (o.ref_area.clone(), o.time_period.clone(), dims)
-            })
-            .collect();
-        // One query for the batch's keys not touched yet.
-        let unseen: Vec<&Key> = {
-            let mut seen = BTreeSet::new();
-            keys.iter()
-                .filter(|k| !touched.contains_key(*k) && seen.insert(*k))
-                .collect()
-        };
-        let stored = load_in_force(tx, node_id, indicator, &unseen)?;
-        for (i, (o, key)) in batch.iter().zip(keys).enumerate() {
-            let position = batch_no * APPLY_BATCH + i;
-            let state = match touched.get(&key) {
-                Some(state) => *state,
-                None => InForce::from_action(stored.get(&key).map(|r| r.2)),
-            };
-            match step(state, o.action) {
-                Ok(next) => {
-                    touched.insert(key, next);
-                }
-                Err(reason) => {
-                    out.push(Violation::new(
-                        format!("indicator_snapshot.observations[{position}]"),
-                        reason,
-                        refusal(node_id, indicator, o, &key.2, state),
-                    ));
-                    if out.len() >= max {
-                        return Ok(out);
-                    }
-                    touched.insert(key, state);
-                }
-            }
-        }
-    }
-    Ok(out)
+    let scope = ActionScope {
+        node_id,
+        indicator,
+        defaults: rule.defaults(indicator),
+        limit: max,
+        batch: APPLY_BATCH,
+    };
+    actions::check(&scope, observations, |keys| {
+        let stored = load_in_force(tx, node_id, indicator, keys)?;
+        keys.iter()
+            .map(|key| in_force(stored.get(*key).map(|r| r.2)))
+            .collect()
+    })
 }
 
 /// Applies one stored feed entry to the view inside the transaction that stores it (see the
@@ -202,7 +175,7 @@ fn apply_snapshot(
 const APPLY_BATCH: usize = 2_000;
 
 /// An observation key within one (node, indicator): (REF_AREA, TIME_PERIOD, dims).
-type Key = (String, String, String);
+type Key = ObservationKey;
 
 /// The versions in force of `keys` for `node_id` (those that have one), in one query.
 fn load_in_force(
@@ -346,14 +319,14 @@ impl Applier<'_> {
                     (Some(action), d)
                 }
             };
-            let state = InForce::from_action(action);
-            if step(state, o.action).is_err() {
+            let state = in_force(action)?;
+            if actions::step(state, o.action).is_err() {
                 // Entries accepted before the key rule (see the SQLite applier).
                 if !(defaulted || was_defaulted) {
                     return Err(e.conflict(format!(
                         "observation {} {}",
                         self.position,
-                        refusal(e.node_id, self.indicator, o, &key.2, state)
+                        actions::refusal_words(e.node_id, self.indicator, o, &key.2, state)
                     )));
                 }
                 self.tolerated += 1;
