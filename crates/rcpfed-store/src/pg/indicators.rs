@@ -14,8 +14,7 @@ use crate::indicators::{
 };
 pub(crate) use crate::indicators_sql::Entry;
 use crate::indicators_sql::{
-    ConflictCollector, Log, action_code, action_from_code, cached_key_rule, in_force,
-    observation_columns, parse_dims, period_dates,
+    Log, action_code, cached_key_rule, in_force, observation_columns, period_dates,
 };
 use postgres::types::ToSql;
 use rcpfed_core::Digest;
