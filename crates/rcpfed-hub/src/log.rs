@@ -189,29 +189,81 @@ pub fn log_proof(
 }
 
 /// Inclusion proofs of several leaves against one checkpoint; its note and cosignatures are
-/// read once, not once per leaf (the feed sends a batch of entries at a time).
+/// read once, not once per leaf (the feed sends a batch of entries at a time), and every node
+/// the proofs need is read in one store call (one read transaction), each node once.
 pub fn log_proofs(
     store: &dyn HubStore,
     leaf_indexes: &[u64],
     checkpoint: &StoredCheckpoint,
 ) -> Result<Vec<v1::LogProof>, StoreError> {
     let note = note_with_cosignatures(&checkpoint.note, &store.cosignatures(checkpoint.size)?);
-    leaf_indexes
+    let size = checkpoint.size;
+    let proofs = read_once(store, |source| {
+        leaf_indexes
+            .iter()
+            .map(|&leaf_index| merkle::inclusion_proof(&source, leaf_index, size))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(|e| match e {
+        merkle::ProofError::OutOfRange(m) => StoreError::Corrupt(m),
+        merkle::ProofError::Source(e) => e,
+    })?;
+    Ok(leaf_indexes
         .iter()
-        .map(|&leaf_index| {
-            let proof = merkle::inclusion_proof(&StoreSource(store), leaf_index, checkpoint.size)
-                .map_err(|e| match e {
-                merkle::ProofError::OutOfRange(m) => StoreError::Corrupt(m),
-                merkle::ProofError::Source(e) => e,
-            })?;
-            Ok(v1::LogProof {
-                leaf_index,
-                tree_size: checkpoint.size,
-                checkpoint: note.clone(),
-                inclusion_proof: proof.iter().map(|h| h.to_vec()).collect(),
-            })
+        .zip(proofs)
+        .map(|(&leaf_index, proof)| v1::LogProof {
+            leaf_index,
+            tree_size: size,
+            checkpoint: note.clone(),
+            inclusion_proof: proof.iter().map(|h| h.to_vec()).collect(),
         })
-        .collect()
+        .collect())
+}
+
+/// Runs `proofs` on the nodes it needs, read in one store call (one read transaction, each
+/// node once) instead of one call per node: which nodes a proof reads depends only on the
+/// indexes and sizes, so a first run with placeholder hashes names them.
+fn read_once<T>(
+    store: &dyn HubStore,
+    proofs: impl Fn(&dyn HashSource<Error = StoreError>) -> Result<T, merkle::ProofError<StoreError>>,
+) -> Result<T, merkle::ProofError<StoreError>> {
+    let wanted = NodesRead::default();
+    proofs(&wanted)?;
+    let mut keys = wanted.0.into_inner();
+    keys.sort_unstable();
+    keys.dedup();
+    let read = store.log_nodes(&keys).map_err(merkle::ProofError::Source)?;
+    let nodes = keys
+        .into_iter()
+        .zip(read)
+        .filter_map(|(key, hash)| hash.map(|h| (key, h)))
+        .collect();
+    proofs(&NodesFetched(nodes))
+}
+
+/// Records the nodes a proof asks for (answering a placeholder hash).
+#[derive(Default)]
+struct NodesRead(std::cell::RefCell<Vec<(u8, u64)>>);
+
+impl HashSource for NodesRead {
+    type Error = StoreError;
+    fn node(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
+        self.0.borrow_mut().push((level, index));
+        Ok([0; 32])
+    }
+}
+
+/// The nodes [`NodesRead`] named, as read from the store.
+struct NodesFetched(HashMap<(u8, u64), Hash>);
+
+impl HashSource for NodesFetched {
+    type Error = StoreError;
+    fn node(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
+        self.0
+            .get(&(level, index))
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))
+    }
 }
 
 /// Consistency proof between two sizes.
@@ -220,7 +272,9 @@ pub fn consistency(
     old_size: u64,
     new_size: u64,
 ) -> Result<Vec<Hash>, merkle::ProofError<StoreError>> {
-    merkle::consistency_proof(&StoreSource(store), old_size, new_size)
+    read_once(store, |source| {
+        merkle::consistency_proof(&source, old_size, new_size)
+    })
 }
 
 /// Parses the checkpoint body of a stored note.
@@ -391,6 +445,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Proofs read from the store in one call each are those of the whole tree.
+    #[test]
+    fn stored_proofs_are_the_whole_tree_proofs() {
+        use rcpfed_store::{NewCheckpoint, SqliteHubStore};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteHubStore::open(&dir.path().join("hub.sqlite")).expect("store");
+        let mut frontier = Frontier::new();
+        for batch in [1u64, 12, 24] {
+            let created: Vec<(u8, u64, Hash)> = (frontier.size()..batch)
+                .flat_map(|i| frontier.append(leaf(i)))
+                .collect();
+            let cp = NewCheckpoint {
+                size: frontier.size(),
+                root: frontier.root(),
+                note: format!("note {}\n", frontier.size()),
+                created_at_ms: 0,
+            };
+            store
+                .append(&[], &[], &[], &created, Some(&cp))
+                .expect("append");
+        }
+        let size = frontier.size();
+        let leaves: Vec<Hash> = (0..size).map(leaf).collect();
+        let whole = MemorySource::from_leaves(&leaves);
+        let latest = store
+            .latest_checkpoint()
+            .expect("read")
+            .expect("a checkpoint");
+        let all: Vec<u64> = (0..size).collect();
+        let proofs = log_proofs(&store, &all, &latest).expect("proofs");
+        for (i, proof) in all.iter().zip(&proofs) {
+            let want = merkle::inclusion_proof(&whole, *i, size).expect("proof");
+            let want: Vec<Vec<u8>> = want.iter().map(|h| h.to_vec()).collect();
+            assert_eq!(proof.inclusion_proof, want, "leaf {i}");
+        }
+        for old in 1..=size {
+            assert_eq!(
+                consistency(&store, old, size).expect("consistency"),
+                merkle::consistency_proof(&whole, old, size).expect("consistency"),
+                "from {old}"
+            );
+        }
+        assert!(
+            log_proofs(&store, &[size], &latest).is_err(),
+            "no such leaf"
+        );
     }
 
     /// A wrong node is caught before a proof leaves, and so is another checkpoint.
