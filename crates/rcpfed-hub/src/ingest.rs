@@ -243,6 +243,8 @@ struct Known {
 /// once the committer reports on the batch.
 #[derive(Default)]
 struct InFlight {
+    /// Jobs in the batch (decided, deferred ones not counted).
+    jobs: usize,
     statements: Vec<(String, u64)>,
     snapshots: Vec<(String, String)>,
 }
@@ -517,6 +519,18 @@ impl Sequencer {
                     }
                 }
             }
+            // Deciding early shrinks batches when few jobs wait (each node has one statement
+            // in flight, and the callers of the batch being written are waiting for it):
+            // the next batch is decided while one is written only if at least as many jobs
+            // wait as it holds; otherwise the write ends first and the batch takes all.
+            if deferred.is_empty() && self.pending.back().is_some_and(|last| rx.len() < last.jobs) {
+                while !self.pending.is_empty() {
+                    match done.recv() {
+                        Ok(finished) => self.finished(finished),
+                        Err(_) => return,
+                    }
+                }
+            }
             let mut jobs = std::mem::take(&mut deferred);
             if jobs.is_empty() {
                 match rx.blocking_recv() {
@@ -641,6 +655,7 @@ impl Sequencer {
                 Err(e) => unsigned = Some(e),
             }
         }
+        in_flight.jobs = decided.len();
         self.pending.push_back(in_flight);
         let batch = Batch {
             generation: self.generation,
