@@ -6,7 +6,8 @@
 //! batch's checkpoint, and hands the batch to a committer thread, which writes it in one
 //! durable transaction (group commit) and only then answers its callers and wakes feed
 //! subscribers. The two are pipelined: batch N+1 is decided and signed while batch N is
-//! written and synced, and batches are committed in the order they were decided.
+//! written and synced (when at least as many jobs wait as N holds, so batches do not shrink),
+//! and batches are committed in the order they were decided.
 //!
 //! Invariant: nothing is acknowledged before it is durable. The in-memory heads are the
 //! stored heads plus the batches in flight; when a batch fails, it and every batch decided
