@@ -545,6 +545,11 @@ impl Sequencer {
                     Err(_) => break,
                 }
             }
+            // A failure reported while this thread waited for jobs: reload before deciding,
+            // rather than decide on top of it and have the batch refused.
+            while let Ok(finished) = done.try_recv() {
+                self.finished(finished);
+            }
             let (batch, later) = self.decide_batch(jobs);
             deferred = later;
             if to_commit.send(batch).is_err() {
