@@ -2,32 +2,37 @@
 //!
 //! Handlers verify signatures and validate content concurrently, then hand verified statements
 //! to one sequencer thread. It drains whatever is waiting (up to [`MAX_BATCH`]), applies the
-//! chain rules in arrival order against the in-memory chain heads, signs receipts, and commits
-//! the whole batch in one durable transaction (group commit) before it answers anyone. Only
-//! after the commit do callers get their receipts and do feed subscribers wake up.
+//! chain rules in arrival order against the in-memory chain heads, signs receipts and the
+//! batch's checkpoint, and hands the batch to a committer thread, which writes it in one
+//! durable transaction (group commit) and only then answers its callers and wakes feed
+//! subscribers. The two are pipelined: batch N+1 is decided and signed while batch N is
+//! written and synced (when at least as many jobs wait as N holds, so batches do not shrink),
+//! and batches are committed in the order they were decided.
 //!
-//! Invariant: nothing is acknowledged before it is durable, and the in-memory heads always
-//! equal the stored heads between batches (a failed commit reloads them from the store).
+//! Invariant: nothing is acknowledged before it is durable. The in-memory heads are the
+//! stored heads plus the batches in flight; when a batch fails, it and every batch decided
+//! on top of it are refused (none of them acknowledged) and the sequencer reloads its state
+//! from the store before it decides anything else.
 //!
 //! Indicator snapshots also get their revision check here (APPEND needs no value in force,
 //! REPLACE and DELETE need one), after the chain rules so that a resubmitted accepted
 //! snapshot still gets its original receipt. The check reads the committed view, which
-//! does not yet hold this batch's statements: a second snapshot of the same node and
-//! indicator in one batch is therefore deferred to the next batch, together with every later
-//! statement of that node (its chain order must not change).
+//! does not yet hold the statements in flight: a snapshot of a node and indicator that has
+//! one in flight is therefore deferred until what is in flight is committed, together with
+//! every later statement of that node (its chain order must not change).
 
 use rcpfed_core::Digest;
 use rcpfed_core::admission::actions;
 use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
 use rcpfed_core::keys::SecretKey;
-use rcpfed_core::merkle::{self, Frontier, Hash};
+use rcpfed_core::merkle::{Frontier, Hash};
 use rcpfed_core::receipt::Receipt;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::statement::Observation;
 use rcpfed_store::{
     HubStore, NewCheckpoint, NewEquivocation, StoreError, StoredCheckpoint, StoredStatement,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
@@ -87,6 +92,8 @@ pub enum IngestOutcome {
         leaf_index: u64,
         /// The checkpoint committed with it.
         checkpoint: Arc<StoredCheckpoint>,
+        /// The log nodes its inclusion proof against that checkpoint is built from.
+        tree: Arc<crate::log::BatchTree>,
     },
     /// Already accepted earlier; the original receipt.
     Duplicate {
@@ -143,7 +150,8 @@ pub struct ReceiptSigner {
 }
 
 impl Ingest {
-    /// Loads the chain heads (cheap at any log size) and starts the sequencer thread.
+    /// Loads the chain heads (cheap at any log size) and starts the sequencer thread and the
+    /// committer thread behind it.
     pub fn start(
         store: Arc<dyn crate::HubBackend>,
         signer: ReceiptSigner,
@@ -151,9 +159,35 @@ impl Ingest {
     ) -> Result<Self, StoreError> {
         let (mut sequencer, feed_head) = Sequencer::load(store, signer, metrics)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(4 * MAX_BATCH);
+        let mut committer = sequencer
+            .committer
+            .take()
+            .ok_or_else(|| StoreError::Corrupt("the committer was already started".into()))?;
+        // A rendezvous: at most one decided batch waits while the one before it is written,
+        // so a batch holds what arrived during that write.
+        let (to_commit, batches) = std::sync::mpsc::sync_channel::<Batch>(0);
+        let (done_tx, done) = std::sync::mpsc::channel::<Finished>();
+        std::thread::Builder::new()
+            .name("rcpfed-commit".into())
+            .spawn(move || {
+                for batch in batches {
+                    let generation = batch.generation;
+                    let committed = committer.commit(batch);
+                    if done_tx
+                        .send(Finished {
+                            generation,
+                            committed,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the commit thread: {e}")))?;
         std::thread::Builder::new()
             .name("rcpfed-ingest".into())
-            .spawn(move || sequencer.run(rx))
+            .spawn(move || sequencer.run(rx, to_commit, done))
             .map_err(|e| StoreError::Corrupt(format!("cannot start ingest thread: {e}")))?;
         Ok(Ingest {
             tx: Some(tx),
@@ -197,20 +231,207 @@ fn load_heads(store: &dyn HubStore) -> Result<HashMap<String, (u64, Digest)>, St
         .collect())
 }
 
+/// What the sequencer remembers of a statement accepted in a batch that may not be committed
+/// yet: enough to answer a retry with its receipt or to see an equivocation.
+#[derive(Clone)]
+struct Known {
+    digest: Digest,
+    receipt: Vec<u8>,
+    feed_index: u64,
+}
+
+/// What a batch handed to the committer added to the sequencer's in-flight state, forgotten
+/// once the committer reports on the batch.
+#[derive(Default)]
+struct InFlight {
+    /// Jobs in the batch (decided, deferred ones not counted).
+    jobs: usize,
+    statements: Vec<(String, u64)>,
+    snapshots: Vec<(String, String)>,
+}
+
+/// The committer's report on one batch, in batch order.
+struct Finished {
+    generation: u64,
+    committed: bool,
+}
+
+/// A decided batch: what the committer stores in one transaction, and the answers it sends
+/// once that is durable.
+struct Batch {
+    /// The sequencer's generation when it decided the batch (see [`Committer::failed`]).
+    generation: u64,
+    accepted: Vec<StoredStatement>,
+    /// The chunks of the accepted chunked snapshots, stored with them.
+    chunks: Vec<(Digest, Vec<u8>)>,
+    evidence: Vec<NewEquivocation>,
+    log_nodes: Vec<(u8, u64, Hash)>,
+    checkpoint: Option<NewCheckpoint>,
+    /// The nodes the receipts' inclusion proofs are built from.
+    tree: Option<Arc<crate::log::BatchTree>>,
+    /// Why the batch cannot be committed at all (its checkpoint could not be signed).
+    unsigned: Option<StoreError>,
+    decided: Vec<(Job, Decision)>,
+    /// The feed head once the batch is committed.
+    last_index: u64,
+}
+
+/// Why a batch was not committed, as its callers are told.
+#[derive(Clone)]
+enum Failure {
+    Unavailable(Arc<StoreError>),
+    Other(String),
+}
+
+impl Failure {
+    fn of(error: StoreError) -> Self {
+        if error.is_unavailable() {
+            Failure::Unavailable(Arc::new(error))
+        } else {
+            Failure::Other(error.to_string())
+        }
+    }
+
+    fn answer(&self) -> IngestError {
+        match self {
+            Failure::Unavailable(e) => IngestError::Unavailable(Arc::clone(e)),
+            Failure::Other(message) => IngestError::Store(message.clone()),
+        }
+    }
+}
+
+/// Writes decided batches in order, each in one durable transaction, then answers its jobs
+/// and wakes the feed. Runs on a thread of its own, so the sequencer decides and signs the
+/// next batch while this one is written and synced.
+struct Committer {
+    store: Arc<dyn crate::HubBackend>,
+    metrics: crate::metrics::HubMetrics,
+    feed_tx: watch::Sender<u64>,
+    /// The generation of the last batch that failed, and why. Every later batch of that
+    /// generation was decided on top of the failed one, so it is refused the same way; the
+    /// sequencer reloads from the store and starts a new generation.
+    failed: Option<(u64, Failure)>,
+}
+
+impl Committer {
+    /// Commits one batch and answers its jobs; false if nothing of it was committed.
+    fn commit(&mut self, batch: Batch) -> bool {
+        let Batch {
+            generation,
+            accepted,
+            chunks,
+            evidence,
+            log_nodes,
+            checkpoint,
+            tree,
+            unsigned,
+            decided,
+            last_index,
+        } = batch;
+        if let Some((failed, failure)) = &self.failed
+            && *failed == generation
+        {
+            refuse_batch(decided, failure);
+            return false;
+        }
+        if let Some(e) = unsigned {
+            tracing::error!(error = %e, "refusing to sign a checkpoint; nothing in this batch is acknowledged");
+            return self.fail(generation, decided, e);
+        }
+        if !accepted.is_empty() || !evidence.is_empty() {
+            let started = std::time::Instant::now();
+            if let Err(e) = self.store.append(
+                &accepted,
+                &chunks,
+                &evidence,
+                &log_nodes,
+                checkpoint.as_ref(),
+            ) {
+                tracing::error!(error = %e, batch = decided.len(), "commit failed; nothing in this batch is acknowledged");
+                return self.fail(generation, decided, e);
+            }
+            drop(chunks);
+            self.metrics
+                .observe_commit(accepted.len(), started.elapsed());
+            if let Some(cp) = &checkpoint {
+                self.metrics.checkpoint_issued(cp.size, cp.created_at_ms);
+            }
+            for st in &accepted {
+                self.metrics.accepted(&st.node_id);
+            }
+            let _ = self.feed_tx.send(last_index);
+        }
+        let committed = checkpoint.map(|cp| {
+            Arc::new(StoredCheckpoint {
+                size: cp.size,
+                root: cp.root,
+                note: cp.note,
+                created_at_ms: cp.created_at_ms,
+                cosignature_count: 0,
+            })
+        });
+        for (job, decision) in decided {
+            let answer = match decision {
+                Decision::Accept(receipt, leaf_index) => match (&committed, &tree) {
+                    (Some(cp), Some(tree)) => Ok(IngestOutcome::Accepted {
+                        receipt,
+                        leaf_index,
+                        checkpoint: Arc::clone(cp),
+                        tree: Arc::clone(tree),
+                    }),
+                    _ => Err(IngestError::Store("accepted without a checkpoint".into())),
+                },
+                Decision::Duplicate(receipt, leaf_index) => {
+                    self.metrics.duplicate();
+                    Ok(IngestOutcome::Duplicate {
+                        receipt,
+                        leaf_index,
+                    })
+                }
+                Decision::Refuse(rejection) => {
+                    self.metrics.rejected(rejection.reason);
+                    Err(IngestError::Rejected(rejection))
+                }
+                Decision::Fail(message) => Err(IngestError::Store(message)),
+            };
+            let _ = job.reply.send(answer);
+        }
+        true
+    }
+
+    fn fail(&mut self, generation: u64, decided: Vec<(Job, Decision)>, error: StoreError) -> bool {
+        let failure = Failure::of(error);
+        refuse_batch(decided, &failure);
+        self.failed = Some((generation, failure));
+        false
+    }
+}
+
 struct Sequencer {
     store: Arc<dyn crate::HubBackend>,
     signer: ReceiptSigner,
     heads: HashMap<String, (u64, Digest)>,
     last_index: u64,
-    feed_tx: watch::Sender<u64>,
     metrics: crate::metrics::HubMetrics,
-    /// Right edge of the log, always equal to the committed log between batches.
+    /// Right edge of the log, including the batches handed to the committer.
     frontier: Frontier,
     /// Log origin and key name.
     origin: String,
     /// The latest time stamped on a receipt or checkpoint (unix ms): stamps never go below it,
     /// so a clock stepping backwards cannot put receipts or checkpoints out of order.
     last_stamp_ms: i64,
+    /// Statements accepted in batches not yet reported committed, by (node, seq): the store
+    /// does not show them yet.
+    in_flight: HashMap<(String, u64), Known>,
+    /// (node, indicator) of snapshots accepted in batches not yet reported committed: the
+    /// committed view the revision check reads does not show them yet.
+    in_flight_snapshots: HashSet<(String, String)>,
+    /// Batches handed to the committer and not yet reported on, oldest first.
+    pending: VecDeque<InFlight>,
+    /// Bumped whenever a batch fails and the state is reloaded from the store.
+    generation: u64,
+    /// Taken by [`Ingest::start`] onto its own thread; kept here for [`Sequencer::process`].
+    committer: Option<Committer>,
 }
 
 impl Sequencer {
@@ -241,16 +462,26 @@ impl Sequencer {
         let last_stamp_ms = store
             .latest_checkpoint()?
             .map_or(i64::MIN, |cp| cp.created_at_ms);
+        let committer = Committer {
+            store: Arc::clone(&store),
+            metrics: metrics.clone(),
+            feed_tx,
+            failed: None,
+        };
         let sequencer = Sequencer {
             store,
             signer,
             heads,
             last_index,
-            feed_tx,
             metrics,
             frontier,
             origin,
             last_stamp_ms,
+            in_flight: HashMap::new(),
+            in_flight_snapshots: HashSet::new(),
+            pending: VecDeque::new(),
+            generation: 0,
+            committer: Some(committer),
         };
         Ok((sequencer, feed_head))
     }
@@ -265,10 +496,42 @@ enum Decision {
 }
 
 impl Sequencer {
-    fn run(&mut self, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+    /// Decides batch after batch and hands each to the committer; the next batch is decided
+    /// while the previous one is written.
+    fn run(
+        &mut self,
+        mut rx: tokio::sync::mpsc::Receiver<Job>,
+        to_commit: std::sync::mpsc::SyncSender<Batch>,
+        done: std::sync::mpsc::Receiver<Finished>,
+    ) {
         // Jobs deferred by the previous batch go first, in their arrival order.
         let mut deferred: Vec<Job> = Vec::new();
         loop {
+            while let Ok(finished) = done.try_recv() {
+                self.finished(finished);
+            }
+            // Deferred jobs wait for what is in flight to be committed (a snapshot's revision
+            // check reads the committed view).
+            if !deferred.is_empty() {
+                while !self.pending.is_empty() {
+                    match done.recv() {
+                        Ok(finished) => self.finished(finished),
+                        Err(_) => return,
+                    }
+                }
+            }
+            // Deciding early shrinks batches when few jobs wait (each node has one statement
+            // in flight, and the callers of the batch being written are waiting for it):
+            // the next batch is decided while one is written only if at least as many jobs
+            // wait as it holds; otherwise the write ends first and the batch takes all.
+            if deferred.is_empty() && self.pending.back().is_some_and(|last| rx.len() < last.jobs) {
+                while !self.pending.is_empty() {
+                    match done.recv() {
+                        Ok(finished) => self.finished(finished),
+                        Err(_) => return,
+                    }
+                }
+            }
             let mut jobs = std::mem::take(&mut deferred);
             if jobs.is_empty() {
                 match rx.blocking_recv() {
@@ -282,33 +545,84 @@ impl Sequencer {
                     Err(_) => break,
                 }
             }
-            deferred = self.process(jobs);
+            // A failure reported while this thread waited for jobs: reload before deciding,
+            // rather than decide on top of it and have the batch refused.
+            while let Ok(finished) = done.try_recv() {
+                self.finished(finished);
+            }
+            let (batch, later) = self.decide_batch(jobs);
+            deferred = later;
+            if to_commit.send(batch).is_err() {
+                tracing::error!("the commit thread has stopped; no more statements are accepted");
+                break;
+            }
         }
         tracing::info!("ingest sequencer stopped");
     }
 
-    /// Decides and commits one batch; returns the jobs deferred to the next batch.
+    /// Decides one batch and commits it on this thread; returns the jobs deferred to the
+    /// next batch.
+    #[cfg(test)]
     fn process(&mut self, jobs: Vec<Job>) -> Vec<Job> {
+        let (batch, deferred) = self.decide_batch(jobs);
+        let generation = batch.generation;
+        let committed = match self.committer.as_mut() {
+            Some(committer) => committer.commit(batch),
+            None => false,
+        };
+        self.finished(Finished {
+            generation,
+            committed,
+        });
+        deferred
+    }
+
+    /// The committer's report on the oldest batch in flight.
+    fn finished(&mut self, finished: Finished) {
+        if finished.generation != self.generation {
+            // A batch decided on top of a failed one: already refused, state already reloaded.
+            return;
+        }
+        if !finished.committed {
+            // Nothing after the last committed batch stands: back to what the store holds.
+            self.reload();
+            self.generation += 1;
+            self.pending.clear();
+            self.in_flight.clear();
+            self.in_flight_snapshots.clear();
+            return;
+        }
+        if let Some(batch) = self.pending.pop_front() {
+            for key in batch.statements {
+                self.in_flight.remove(&key);
+            }
+            for key in batch.snapshots {
+                self.in_flight_snapshots.remove(&key);
+            }
+        }
+    }
+
+    /// Applies the chain rules to a batch in arrival order, signs its receipts and its
+    /// checkpoint; returns it for the committer and the jobs deferred to the next batch.
+    fn decide_batch(&mut self, jobs: Vec<Job>) -> (Batch, Vec<Job>) {
         let mut accepted: Vec<StoredStatement> = Vec::new();
-        // The chunks of the accepted chunked snapshots, stored with them.
         let mut chunks: Vec<(Digest, Vec<u8>)> = Vec::new();
         let mut evidence: Vec<NewEquivocation> = Vec::new();
         let mut log_nodes: Vec<(u8, u64, Hash)> = Vec::new();
         let mut decided: Vec<(Job, Decision)> = Vec::with_capacity(jobs.len());
         let mut deferred: Vec<Job> = Vec::new();
-        // Statements accepted earlier in this batch, not yet in the store.
-        let mut in_batch: HashMap<(String, u64), usize> = HashMap::new();
-        // (node, indicator) of snapshots accepted in this batch: the committed view the
-        // revision check reads does not show them yet.
-        let mut snapshots: HashSet<(String, String)> = HashSet::new();
+        let mut in_flight = InFlight::default();
         // Nodes with a deferred job: their later jobs wait too, to keep chain order.
         let mut held: HashSet<String> = HashSet::new();
+        // The right edge before the batch: with the batch's own nodes, every proof of it.
+        let edge = crate::log::right_edge(&self.frontier);
         let now_ms = self.stamp();
         for mut job in jobs {
             let st = &job.statement;
             let wait = held.contains(&st.node_id)
                 || st.snapshot.as_ref().is_some_and(|s| {
-                    snapshots.contains(&(st.node_id.clone(), s.indicator.clone()))
+                    self.in_flight_snapshots
+                        .contains(&(st.node_id.clone(), s.indicator.clone()))
                 });
             if wait {
                 held.insert(st.node_id.clone());
@@ -316,12 +630,14 @@ impl Sequencer {
                 deferred.push(job);
                 continue;
             }
-            let decision = self.decide(st, now_ms, &mut accepted, &in_batch, &mut evidence);
+            let decision = self.decide(st, now_ms, &mut accepted, &mut evidence);
             if let Decision::Accept(..) = decision {
                 log_nodes.extend(self.frontier.append(st.leaf_hash));
-                in_batch.insert((st.node_id.clone(), st.seq), accepted.len() - 1);
+                in_flight.statements.push((st.node_id.clone(), st.seq));
                 if let Some(s) = &st.snapshot {
-                    snapshots.insert((st.node_id.clone(), s.indicator.clone()));
+                    let key = (st.node_id.clone(), s.indicator.clone());
+                    self.in_flight_snapshots.insert(key.clone());
+                    in_flight.snapshots.push(key);
                 }
                 chunks.append(&mut job.statement.chunks);
             } else {
@@ -333,107 +649,41 @@ impl Sequencer {
             job.statement.snapshot = None;
             decided.push((job, decision));
         }
-        // The tentative statements were pushed by `decide`; commit them with the evidence.
-        let mut checkpoint = None;
+        let (mut checkpoint, mut tree, mut unsigned) = (None, None, None);
         if !accepted.is_empty() {
-            match self.checkpoint(&log_nodes, now_ms) {
-                Ok(cp) => checkpoint = Some(cp),
-                Err(e) => {
-                    tracing::error!(error = %e, "refusing to sign a checkpoint; nothing in this batch is acknowledged");
-                    self.reload();
-                    refuse_batch(decided, e);
-                    return deferred;
+            match self.checkpoint(now_ms) {
+                Ok(cp) => {
+                    tree = Some(Arc::new(crate::log::BatchTree::new(
+                        edge, &log_nodes, cp.size, cp.root,
+                    )));
+                    checkpoint = Some(cp);
                 }
+                Err(e) => unsigned = Some(e),
             }
         }
-        if !accepted.is_empty() || !evidence.is_empty() {
-            let started = std::time::Instant::now();
-            if let Err(e) = self.store.append(
-                &accepted,
-                &chunks,
-                &evidence,
-                &log_nodes,
-                checkpoint.as_ref(),
-            ) {
-                tracing::error!(error = %e, batch = decided.len(), "commit failed; nothing in this batch is acknowledged");
-                self.reload();
-                refuse_batch(decided, e);
-                return deferred;
-            }
-            drop(chunks);
-            self.metrics
-                .observe_commit(accepted.len(), started.elapsed());
-            if let Some(cp) = &checkpoint {
-                self.metrics.checkpoint_issued(cp.size, cp.created_at_ms);
-            }
-            for st in &accepted {
-                self.metrics.accepted(&st.node_id);
-            }
-            let _ = self.feed_tx.send(self.last_index);
-        }
-        let committed = checkpoint.map(|cp| {
-            Arc::new(StoredCheckpoint {
-                size: cp.size,
-                root: cp.root,
-                note: cp.note,
-                created_at_ms: cp.created_at_ms,
-                cosignature_count: 0,
-            })
-        });
-        for (job, decision) in decided {
-            let answer = match decision {
-                Decision::Accept(receipt, leaf_index) => match &committed {
-                    Some(cp) => Ok(IngestOutcome::Accepted {
-                        receipt,
-                        leaf_index,
-                        checkpoint: Arc::clone(cp),
-                    }),
-                    None => Err(IngestError::Store("accepted without a checkpoint".into())),
-                },
-                Decision::Duplicate(receipt, leaf_index) => {
-                    self.metrics.duplicate();
-                    Ok(IngestOutcome::Duplicate {
-                        receipt,
-                        leaf_index,
-                    })
-                }
-                Decision::Refuse(rejection) => {
-                    self.metrics.rejected(rejection.reason);
-                    Err(IngestError::Rejected(rejection))
-                }
-                Decision::Fail(message) => Err(IngestError::Store(message)),
-            };
-            let _ = job.reply.send(answer);
-        }
-        deferred
+        in_flight.jobs = decided.len();
+        self.pending.push_back(in_flight);
+        let batch = Batch {
+            generation: self.generation,
+            accepted,
+            chunks,
+            evidence,
+            log_nodes,
+            checkpoint,
+            tree,
+            unsigned,
+            decided,
+            last_index: self.last_index,
+        };
+        (batch, deferred)
     }
 
-    /// Signs the checkpoint for the log after this batch, after recomputing the root from the
-    /// stored and new nodes and checking it against the frontier (a corrupted node must never
-    /// be signed into a checkpoint).
-    fn checkpoint(
-        &self,
-        log_nodes: &[(u8, u64, Hash)],
-        now_ms: i64,
-    ) -> Result<NewCheckpoint, StoreError> {
+    /// Signs the checkpoint for the log after this batch. Its root is the in-memory
+    /// frontier's; each receipt's inclusion proof is checked against it before it is sent,
+    /// which catches a wrong node (see [`crate::log::BatchTree`]).
+    fn checkpoint(&self, now_ms: i64) -> Result<NewCheckpoint, StoreError> {
         let size = self.frontier.size();
         let root = self.frontier.root();
-        let pending: HashMap<(u8, u64), Hash> = log_nodes
-            .iter()
-            .map(|(level, index, hash)| ((*level, *index), *hash))
-            .collect();
-        let recomputed = merkle::root(
-            &crate::log::OverlaySource {
-                store: self.store.as_ref(),
-                pending: &pending,
-            },
-            size,
-        )?;
-        if recomputed != root {
-            return Err(StoreError::Corrupt(format!(
-                "recomputed root of size {size} differs from the in-memory root: the stored log is damaged"
-            )));
-        }
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size,
@@ -486,17 +736,22 @@ impl Sequencer {
         st: &VerifiedStatement,
         now_ms: i64,
         accepted: &mut Vec<StoredStatement>,
-        in_batch: &HashMap<(String, u64), usize>,
         evidence: &mut Vec<NewEquivocation>,
     ) -> Decision {
         let head = self.heads.get(&st.node_id).copied();
         let head_seq = head.map(|(seq, _)| seq).unwrap_or(0);
         if st.seq <= head_seq {
             // Already used: a retry of the same statement, or equivocation.
-            let existing = match in_batch.get(&(st.node_id.clone(), st.seq)) {
-                Some(&i) => accepted.get(i).cloned(),
+            // In flight (this batch or one being written) or committed: a statement leaves
+            // `in_flight` only once the store holds it.
+            let existing = match self.in_flight.get(&(st.node_id.clone(), st.seq)) {
+                Some(known) => Some(known.clone()),
                 None => match self.store.statement_by_node_seq(&st.node_id, st.seq) {
-                    Ok(found) => found,
+                    Ok(found) => found.map(|s| Known {
+                        digest: s.digest,
+                        receipt: s.receipt,
+                        feed_index: s.feed_index,
+                    }),
                     Err(e) => return Decision::Fail(e.to_string()),
                 },
             };
@@ -618,20 +873,22 @@ impl Sequencer {
             accepted_at_ms: now_ms,
         };
         accepted.push(stored);
+        self.in_flight.insert(
+            (st.node_id.clone(), st.seq),
+            Known {
+                digest: st.digest,
+                receipt: receipt.clone(),
+                feed_index: self.last_index,
+            },
+        );
         Decision::Accept(receipt, self.last_index - 1)
     }
 }
 
 /// Answers every job of a batch that could not be committed: none of it is acknowledged.
-fn refuse_batch(decided: Vec<(Job, Decision)>, error: StoreError) {
-    let message = error.to_string();
-    let unavailable = error.is_unavailable().then(|| Arc::new(error));
+fn refuse_batch(decided: Vec<(Job, Decision)>, failure: &Failure) {
     for (job, _) in decided {
-        let answer = match &unavailable {
-            Some(e) => IngestError::Unavailable(Arc::clone(e)),
-            None => IngestError::Store(message.clone()),
-        };
-        let _ = job.reply.send(Err(answer));
+        let _ = job.reply.send(Err(failure.answer()));
     }
 }
 
@@ -1054,5 +1311,208 @@ mod tests {
             }
             other => panic!("expected the original receipt, got {other:?}"),
         }
+    }
+
+    /// Jobs for `statements`, and where their answers arrive.
+    fn jobs(statements: Vec<VerifiedStatement>) -> (Vec<Job>, Vec<Reply>) {
+        statements
+            .into_iter()
+            .map(|statement| {
+                let (reply, answer) = oneshot::channel();
+                (Job { statement, reply }, answer)
+            })
+            .unzip()
+    }
+
+    fn commit(f: &mut Fixture, batch: Batch) -> bool {
+        f.sequencer
+            .committer
+            .as_mut()
+            .expect("the committer of a test sequencer")
+            .commit(batch)
+    }
+
+    /// Batch N+1 is decided on top of batch N before N is written. When N fails, N+1 is
+    /// refused too, even though it could be written alone, and the sequencer goes back to
+    /// what the store holds.
+    #[test]
+    fn a_failed_batch_refuses_the_batches_decided_on_top_of_it() {
+        let mut f = fixture();
+        // Large enough to need new database pages.
+        let many = (0..400)
+            .map(|i| obs(ObservationAction::Append, &format!("A{i:03}"), Some(1.0)))
+            .collect();
+        let first = f.snapshot("colombo", "MIGRANT_STOCK", many);
+        let (jobs_n, mut replies_n) = jobs(vec![first]);
+        let (batch_n, deferred) = f.sequencer.decide_batch(jobs_n);
+        assert!(deferred.is_empty());
+        // On top of it: colombo's next statement, and another node's.
+        let next = f.snapshot(
+            "colombo",
+            "REMITTANCES",
+            vec![obs(ObservationAction::Append, "BGD", Some(2.0))],
+        );
+        let other = f.snapshot(
+            "midwa",
+            "REMITTANCES",
+            vec![obs(ObservationAction::Append, "BGD", Some(3.0))],
+        );
+        let (jobs_n1, mut replies_n1) = jobs(vec![next, other]);
+        let (batch_n1, deferred) = f.sequencer.decide_batch(jobs_n1);
+        assert!(deferred.is_empty());
+        assert_eq!(f.sequencer.last_index, 3, "decided ahead of the store");
+
+        f.store.set_max_db_bytes(Some(1)).expect("cap");
+        assert!(!commit(&mut f, batch_n), "the full store refuses batch N");
+        f.store.set_max_db_bytes(None).expect("lift the cap");
+        let generation = batch_n1.generation;
+        assert!(
+            !commit(&mut f, batch_n1),
+            "batch N+1 is refused although the store has room again"
+        );
+        // N's failure (the store is full), not one of N+1's own: written alone, N+1 would be
+        // refused as a Conflict (its feed indices do not continue the stored log).
+        for reply in replies_n.iter_mut().chain(replies_n1.iter_mut()) {
+            assert!(matches!(answered(reply), Err(IngestError::Unavailable(_))));
+        }
+        assert_eq!(f.store.count_statements().expect("count"), 0);
+
+        // The reports reach the sequencer: the first reloads, the second is stale.
+        for _ in 0..2 {
+            f.sequencer.finished(Finished {
+                generation,
+                committed: false,
+            });
+        }
+        assert_eq!(f.sequencer.generation, generation + 1);
+        assert_eq!(f.sequencer.last_index, 0);
+        assert_eq!(f.sequencer.frontier.size(), 0);
+        assert!(f.sequencer.heads.is_empty() && f.sequencer.in_flight.is_empty());
+
+        // Sent again, all of it is accepted from feed index 1.
+        f.built.clear();
+        let again = vec![
+            f.snapshot(
+                "colombo",
+                "MIGRANT_STOCK",
+                vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
+            ),
+            f.snapshot(
+                "colombo",
+                "REMITTANCES",
+                vec![obs(ObservationAction::Append, "BGD", Some(2.0))],
+            ),
+            f.snapshot(
+                "midwa",
+                "REMITTANCES",
+                vec![obs(ObservationAction::Append, "BGD", Some(3.0))],
+            ),
+        ];
+        let (mut replies, deferred) = f.batch(again);
+        assert!(deferred.is_empty());
+        for (i, reply) in replies.iter_mut().enumerate() {
+            match answered(reply) {
+                Ok(IngestOutcome::Accepted { leaf_index, .. }) => assert_eq!(leaf_index, i as u64),
+                other => panic!("expected acceptance, got {other:?}"),
+            }
+        }
+        assert_eq!(f.store.count_statements().expect("count"), 3);
+    }
+
+    /// A retry of a statement whose batch is still being written is a duplicate (not a missing
+    /// statement), answered with the original receipt only once its own batch is committed.
+    #[test]
+    fn a_retry_of_a_statement_in_flight_gets_its_receipt_after_the_commit() {
+        let mut f = fixture();
+        let first = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
+        );
+        let mut retry = f.snapshot("colombo", "MIGRANT_STOCK", Vec::new());
+        retry.seq = 1;
+        retry.prev_digest = None;
+        retry.digest = first.digest;
+        retry.envelope = first.envelope.clone();
+        retry.snapshot = None;
+        let (jobs_n, mut replies_n) = jobs(vec![first]);
+        let (batch_n, _) = f.sequencer.decide_batch(jobs_n);
+        let (jobs_n1, mut replies_n1) = jobs(vec![retry]);
+        let (batch_n1, _) = f.sequencer.decide_batch(jobs_n1);
+        assert!(
+            replies_n[0].try_recv().is_err(),
+            "nothing answered before the commit"
+        );
+
+        assert!(commit(&mut f, batch_n));
+        let receipt = match answered(&mut replies_n[0]) {
+            Ok(IngestOutcome::Accepted {
+                receipt,
+                leaf_index,
+                checkpoint,
+                tree,
+            }) => {
+                let proof = tree.log_proof(leaf_index, &checkpoint).expect("proof");
+                assert_eq!((proof.leaf_index, proof.tree_size), (0, 1));
+                receipt
+            }
+            other => panic!("expected acceptance, got {other:?}"),
+        };
+        assert!(
+            replies_n1[0].try_recv().is_err(),
+            "the retry waits for its batch"
+        );
+        assert!(commit(&mut f, batch_n1));
+        match answered(&mut replies_n1[0]) {
+            Ok(IngestOutcome::Duplicate {
+                receipt: again,
+                leaf_index,
+            }) => {
+                assert_eq!(again, receipt);
+                assert_eq!(leaf_index, 0);
+            }
+            other => panic!("expected the original receipt, got {other:?}"),
+        }
+    }
+
+    /// A snapshot revision waits while the snapshot it revises is being written: the revision
+    /// check reads the committed view.
+    #[test]
+    fn a_revision_waits_for_the_snapshot_in_flight_it_revises() {
+        let mut f = fixture();
+        let first = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
+        );
+        let revision = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Replace, "BGD", Some(2.0))],
+        );
+        let (jobs_n, mut replies_n) = jobs(vec![first]);
+        let (batch_n, _) = f.sequencer.decide_batch(jobs_n);
+        let (jobs_n1, mut replies_n1) = jobs(vec![revision]);
+        let (batch_n1, deferred) = f.sequencer.decide_batch(jobs_n1);
+        assert_eq!(deferred.len(), 1, "the revision waits");
+        let generation = batch_n.generation;
+        for batch in [batch_n, batch_n1] {
+            assert!(commit(&mut f, batch));
+            f.sequencer.finished(Finished {
+                generation,
+                committed: true,
+            });
+        }
+        assert!(matches!(
+            answered(&mut replies_n[0]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        assert!(f.sequencer.pending.is_empty() && f.sequencer.in_flight_snapshots.is_empty());
+        assert!(f.sequencer.process(deferred).is_empty());
+        assert!(matches!(
+            answered(&mut replies_n1[0]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        assert_eq!(f.values("colombo"), [Some(2.0)]);
     }
 }

@@ -32,7 +32,7 @@ use rcpfed_grpc::{limits, rejection_status};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_server::HubService;
 use rcpfed_proto::v1::submit_snapshot_request::Part;
-use rcpfed_store::{StoredCheckpoint, StoredStatement};
+use rcpfed_store::StoredStatement;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -371,20 +371,12 @@ impl Hub {
         .await
     }
 
-    /// The inclusion proof of `leaf_index` against `checkpoint`, or the latest one.
-    async fn proof(
-        &self,
-        leaf_index: u64,
-        checkpoint: Option<Arc<StoredCheckpoint>>,
-    ) -> Result<Option<v1::LogProof>, Status> {
-        // Built after the commit, off the sequencer, from committed nodes.
+    /// The inclusion proof of `leaf_index` against the latest checkpoint (a duplicate's: a
+    /// new acceptance's proof comes with it from the sequencer).
+    async fn proof(&self, leaf_index: u64) -> Result<Option<v1::LogProof>, Status> {
         let store = Arc::clone(&self.store);
         blocking("building the inclusion proof", move || {
-            let checkpoint = match checkpoint {
-                Some(cp) => Some((*cp).clone()),
-                None => store.latest_checkpoint()?,
-            };
-            match checkpoint {
+            match store.latest_checkpoint()? {
                 Some(cp) => crate::log::log_proof(store.as_ref(), leaf_index, &cp).map(Some),
                 None => Ok(None),
             }
@@ -395,20 +387,25 @@ impl Hub {
     /// Hands a verified statement to the sequencer and waits for its receipt.
     async fn sequence(&self, verified: VerifiedStatement) -> Result<Answer, Status> {
         let (node, seq) = (verified.node_id.clone(), verified.seq);
-        let (receipt, duplicate, leaf_index, checkpoint) = match self.ingest.submit(verified).await
-        {
+        let (receipt, duplicate, log) = match self.ingest.submit(verified).await {
             Ok(IngestOutcome::Accepted {
                 receipt,
                 leaf_index,
                 checkpoint,
+                tree,
             }) => {
                 tracing::debug!(%node, seq, leaf_index, "statement accepted");
-                (receipt, false, leaf_index, Some(checkpoint))
+                // From the batch's nodes in memory, checked against its root: no store read.
+                let log = tree.log_proof(leaf_index, &checkpoint).map_err(|e| {
+                    tracing::error!(%node, seq, leaf_index, error = %e, "the receipt's inclusion proof could not be built");
+                    internal("building the inclusion proof", &e)
+                })?;
+                (receipt, false, Some(log))
             }
             Ok(IngestOutcome::Duplicate {
                 receipt,
                 leaf_index,
-            }) => (receipt, true, leaf_index, None),
+            }) => (receipt, true, self.proof(leaf_index).await?),
             Err(IngestError::Rejected(rejection)) => {
                 tracing::info!(%node, seq, reason = rejection.reason, message = %rejection.message, "statement refused");
                 return Err(reject(rejection));
@@ -430,7 +427,6 @@ impl Hub {
                 ));
             }
         };
-        let log = self.proof(leaf_index, checkpoint).await?;
         Ok(Answer {
             receipt,
             duplicate,

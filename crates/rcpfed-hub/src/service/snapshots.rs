@@ -84,7 +84,7 @@ impl Hub {
         };
         // A resubmission of an accepted snapshot: its original receipt, without the chunks.
         if let Some(stored) = self.stored(verified.digest).await? {
-            let log = self.proof(stored.feed_index - 1, None).await?;
+            let log = self.proof(stored.feed_index - 1).await?;
             return Ok(Response::new(v1::SubmitSnapshotResponse {
                 receipt: v1::Envelope::decode(stored.receipt.as_slice()).ok(),
                 duplicate: true,
