@@ -27,14 +27,11 @@ use rcpfed_grpc::indicators::IndicatorRpc;
 use rcpfed_grpc::limits;
 use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_proto::v1::hub_service_server::HubServiceServer;
-use rcpfed_proto::v1::indicator_service_server::IndicatorServiceServer;
 use rcpfed_store::{HubStore, IndicatorStore};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic_health::ServingStatus;
 
 pub use service::{Hub, NOT_A_CHUNKED_SNAPSHOT};
 
@@ -126,6 +123,18 @@ pub enum HubError {
     Io(#[from] std::io::Error),
 }
 
+impl From<rcpfed_grpc::server::ServerError> for HubError {
+    fn from(e: rcpfed_grpc::server::ServerError) -> Self {
+        use rcpfed_grpc::server::ServerError;
+        match e {
+            ServerError::Tls(e) => HubError::Tls(e),
+            ServerError::Transport(e) => HubError::Transport(e),
+            ServerError::Reflection(e) => HubError::Reflection(e),
+            ServerError::Io(e) => HubError::Io(e),
+        }
+    }
+}
+
 /// Runs the hub until `shutdown` is cancelled.
 pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(), HubError> {
     let HubSettings {
@@ -159,23 +168,13 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     let configured_catalogue = rcpfed_core::catalogue::Catalogue::from_toml(catalogue_text)
         .map_err(|e| HubError::Config(format!("the configured catalogue is not valid: {e}")))?;
 
-    let (health, _) = tonic_health::server::health_reporter();
-    // tonic-health starts "" as SERVING; we are not serving until the store is open.
-    not_serving(&health).await;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = metrics::HubMetrics::register(&mut registry);
-    let rpc_metrics = rcpfed_grpc::rpc_metrics::RpcMetrics::register(&mut registry);
-    rcpfed_grpc::ops::register_build_info(&mut registry);
-    let ops_addr = ops_listener.local_addr()?;
-    let ops_shutdown = shutdown.clone();
-    let ops = tokio::spawn(rcpfed_grpc::ops::serve_ops(
+    let (ops, metrics) = rcpfed_grpc::server::OpsPort::start(
         ops_listener,
-        health.clone(),
-        Arc::new(registry),
-        async move { ops_shutdown.cancelled().await },
-    ));
-    tracing::info!(%ops_addr, "ops port (health, /metrics) listening");
-
+        HUB_SERVICES,
+        shutdown.clone(),
+        metrics::HubMetrics::register,
+    )
+    .await?;
     let store = tokio::task::spawn_blocking(open_store)
         .await
         .map_err(|e| HubError::Config(format!("store opener panicked: {e}")))??;
@@ -193,9 +192,9 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         coherence_interval,
         quotas,
         store,
-        health,
+        health: ops.health.clone(),
         metrics,
-        rpc_metrics,
+        rpc_metrics: ops.rpc_metrics.clone(),
         shutdown: shutdown.clone(),
     });
     let ran = match standby {
@@ -207,9 +206,13 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         Some(standby) => run_with_standby(&ctx, http, &standby).await,
     };
     shutdown.cancel();
-    let _ = ops.await;
+    ops.stopped(tokio::time::Instant::now() + OPS_STOP_GRACE)
+        .await;
     ran
 }
+
+/// How long the ops port may take to stop once the hub has.
+const OPS_STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Running as one of several hub processes on one database (see [`Standby`]): stand by until
 /// the lease is free, lead while it is held, stand by again after losing it.
@@ -258,7 +261,9 @@ async fn run_with_standby(
         let keeper = tokio::spawn(keep_lease(Arc::clone(&ctx.store), epoch, ttl, term.clone()));
         let led = lead(ctx, PublicHttp::None, term.clone()).await;
         term.cancel();
-        let _ = keeper.await;
+        if let Err(e) = keeper.await {
+            tracing::error!(error = %e, epoch, "the hub lease keeper failed");
+        }
         ctx.metrics.role(false, epoch);
         // Released in every case: nothing of this process is written from here on, and a
         // standby takes over without waiting for the lease to expire.
@@ -278,7 +283,7 @@ async fn run_with_standby(
         }
     }
     if let Some(public_http) = public_http {
-        let _ = public_http.await;
+        rcpfed_grpc::server::log_failure("public HTTP", public_http).await;
     }
     result
 }
@@ -680,16 +685,6 @@ async fn registry_in_force(
     ))
 }
 
-async fn not_serving(health: &tonic_health::server::HealthReporter) {
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health.set_not_serving::<HubServiceServer<Hub>>().await;
-    health
-        .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
-        .await;
-}
-
 fn new_hub(
     ctx: &Ctx,
     federation: rcpfed_grpc::shared::SharedFederation,
@@ -882,12 +877,20 @@ async fn lead(
     )
     .await;
     term.cancel();
-    let _ = coherence.await;
+    if let Err(e) = coherence.await {
+        tracing::error!(error = %e, "the coherence reporter failed");
+    }
     if let Some(public_http) = public_http {
-        let _ = public_http.await;
+        rcpfed_grpc::server::log_failure("public HTTP", public_http).await;
     }
     served
 }
+
+/// The rcpfed services the hub serves on its gRPC port (health and reflection list them).
+const HUB_SERVICES: &[&str] = &[
+    rcpfed_proto::v1::hub_service_server::SERVICE_NAME,
+    rcpfed_proto::v1::indicator_service_server::SERVICE_NAME,
+];
 
 /// Serves HubService, IndicatorService, health and reflection on a duplicate of the gRPC
 /// socket until `phase` ends, then drains (bounded).
@@ -899,87 +902,54 @@ async fn serve(
     phase: CancellationToken,
 ) -> Result<(), HubError> {
     let leading = hub.standby.is_none();
-    let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services(&[
-        rcpfed_proto::v1::hub_service_server::SERVICE_NAME,
-        rcpfed_proto::v1::indicator_service_server::SERVICE_NAME,
-    ])?;
-    let grpc_listener = TcpListener::from_std(ctx.grpc_listener.try_clone()?)?;
-    let grpc_addr: SocketAddr = grpc_listener.local_addr()?;
-    // mTLS on rustls with the CRL, reloaded when it changes (tonic's TLS has no CRL hook).
-    let (incoming, acceptor) = rcpfed_grpc::acceptor::mtls_incoming_with_acceptor(
-        grpc_listener,
-        &ctx.tls,
-        ctx.crl_file.as_deref(),
-    )?;
-    acceptor.set_stale_crl(ctx.stale_crl);
-
-    let health = ctx.health.clone();
-    health.set_service_status("", ServingStatus::Serving).await;
-    health.set_serving::<HubServiceServer<Hub>>().await;
-    health
-        .set_serving::<IndicatorServiceServer<IndicatorRpc>>()
-        .await;
+    let listening = rcpfed_grpc::server::GrpcServer {
+        listener: TcpListener::from_std(ctx.grpc_listener.try_clone()?)?,
+        tls: &ctx.tls,
+        crl_file: ctx.crl_file.as_deref(),
+        stale_crl: ctx.stale_crl,
+        health: ctx.health.clone(),
+        rpc_metrics: ctx.rpc_metrics.clone(),
+        federation,
+        rules: rcpfed_grpc::admission::HUB_RULES,
+        self_bounded: rcpfed_grpc::deadline::HUB_SELF_BOUNDED,
+        reflected: HUB_SERVICES,
+        serving: HUB_SERVICES,
+    }
+    .listen(phase)
+    .await?;
+    let grpc_addr = listening.addr();
     if leading {
         tracing::info!(%grpc_addr, federation = %ctx.federation_id, "hub serving (mTLS)");
     } else {
         tracing::info!(%grpc_addr, federation = %ctx.federation_id, "standby hub serving reads (mTLS); writes answer NOT_LEADER");
     }
-
-    // Started after the start-up SERVING, which would otherwise hide a stale CRL.
-    let crl_watch =
-        rcpfed_grpc::acceptor::watch_crl_freshness(acceptor.clone(), health.clone(), phase.clone());
-    let health_on_shutdown = health.clone();
+    let health = ctx.health.clone();
     let process_shutdown = ctx.shutdown.clone();
-    let server_shutdown = phase.clone();
-    let serve = tonic::transport::Server::builder()
-        // Outermost, so every answer is counted, refusals by the layers below included.
-        .layer(rcpfed_grpc::rpc_metrics::RpcMetricsLayer::new(
-            ctx.rpc_metrics.clone(),
-        ))
-        // Who may call what, and how large each message may be, before any body is read.
-        .layer(rcpfed_grpc::admission::AdmissionLayer::new(
-            federation,
+    let on_shutdown = async move {
+        if process_shutdown.is_cancelled() {
+            // Probes must see NOT_SERVING as soon as shutdown starts.
+            rcpfed_grpc::server::mark_not_serving(&health, HUB_SERVICES).await;
+            tracing::info!("hub shutting down");
+        } else if leading {
+            tracing::info!("leader's server ending: the term is over");
+        } else {
+            tracing::info!("standby's read server ending: this process leads now");
+        }
+    };
+    let hub_service = HubServiceServer::from_arc(hub)
+        .max_decoding_message_size(rcpfed_grpc::admission::max_message_bytes(
             rcpfed_grpc::admission::HUB_RULES,
         ))
-        .layer(rcpfed_grpc::deadline::DeadlineLayer {
-            timeout: limits::REQUEST_TIMEOUT,
-            self_bounded: rcpfed_grpc::deadline::HUB_SELF_BOUNDED,
-        })
-        .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
-        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
-        .tcp_keepalive(Some(limits::TCP_KEEPALIVE))
-        .add_service(tonic_health::pb::health_server::HealthServer::new(
-            tonic_health::server::HealthService::from_health_reporter(ctx.health.clone()),
-        ))
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            HubServiceServer::from_arc(hub)
-                .max_decoding_message_size(rcpfed_grpc::admission::max_message_bytes(
-                    rcpfed_grpc::admission::HUB_RULES,
-                ))
-                .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
+        .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
+    listening
+        .serve(
+            |routes| {
+                routes
+                    .add_service(hub_service)
+                    .add_service(indicators.into_server())
+            },
+            on_shutdown,
         )
-        .add_service(indicators.into_server())
-        .serve_with_incoming_shutdown(incoming, async move {
-            server_shutdown.cancelled().await;
-            if process_shutdown.is_cancelled() {
-                // Probes must see NOT_SERVING as soon as shutdown starts.
-                not_serving(&health_on_shutdown).await;
-                tracing::info!("hub shutting down");
-            } else if leading {
-                tracing::info!("leader's server ending: the term is over");
-            } else {
-                tracing::info!("standby's read server ending: this process leads now");
-            }
-        });
-    // A bounded drain: silent or stuck peers cannot keep the process from stopping.
-    let served = rcpfed_grpc::acceptor::serve_with_bounded_drain(serve, phase.clone(), acceptor)
-        .await
-        .unwrap_or(Ok(()));
-    phase.cancel();
-    let _ = crl_watch.await;
-    served?;
+        .await?;
     Ok(())
 }
