@@ -285,6 +285,14 @@ impl Deadline {
     fn passed(&self) -> bool {
         self.started.elapsed() > self.timeout
     }
+
+    /// An error saying `what` did not happen in time, once the deadline has passed.
+    fn check(&self, what: &str) -> Result<()> {
+        if self.passed() {
+            bail!("{what} within {} s", self.timeout.as_secs());
+        }
+        Ok(())
+    }
 }
 
 /// Step 3: each node signs its sample documents (policy, indicators) and queues them for the
@@ -677,7 +685,10 @@ async fn conflict_and_revision(
     trusted: &rcpfed_core::members::Federation,
     timeout: Duration,
 ) -> Result<()> {
-    let started = Instant::now();
+    let clock = Deadline {
+        started: Instant::now(),
+        timeout,
+    };
     let node = |id: &str| {
         nodes
             .iter()
@@ -688,6 +699,53 @@ async fn conflict_and_revision(
     println!(
         "8. a real conflict and a real revision, from data/sample/figures.csv (Colombo Process and Abu Dhabi Dialogue overlap):"
     );
+    let replace_digest = publish_conflict_and_revision(dir, colombo, abu_dhabi).await?;
+    let operator = client::identity_in(dir, "operator");
+    let hub_endpoint = format!("https://localhost:{}", port(&hub.grpc));
+    let mut hub_client = client::hub_client(&hub_endpoint, "--hub", &operator).await?;
+    let revision_index = revision_feed_index(&mut hub_client, &replace_digest, clock).await?;
+    // The first report that covers it lists the revision; the conflict stays in every report
+    // until one side changes.
+    let mut rpc = rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient::new(
+        client::connect(&hub_endpoint, "--hub", &operator).await?,
+    );
+    let (latest, latest_index) = loop {
+        if let Some((r, i)) = verified_report(&mut rpc, trusted, 0).await?
+            && r.feed_size >= revision_index
+        {
+            break (r, i);
+        }
+        clock.check("no coherence report covered the new figures")?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut with_revision = latest.clone();
+    while with_revision.previous_feed_size >= revision_index && with_revision.number > 1 {
+        match verified_report(&mut rpc, trusted, with_revision.number - 1).await? {
+            Some((r, _)) => with_revision = r,
+            None => break,
+        }
+    }
+    println!(
+        "9. coherence report {} (feed index {latest_index}), its signature verified against the hub's key:",
+        latest.number
+    );
+    print_conflict(&latest)?;
+    print_revision(&with_revision)?;
+    println!(
+        "   the whole report: rcpfed report coherence --pki {} --hub {hub_endpoint}",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Publishes the figures of step 8: the conflict (Colombo and Abu Dhabi report different
+/// editions of one figure) and the revision (Colombo replaces its own figure). Returns the
+/// digest of the revision.
+async fn publish_conflict_and_revision(
+    dir: &Path,
+    colombo: &Proc,
+    abu_dhabi: &Proc,
+) -> Result<Vec<u8>> {
     // The 2024 revision of the 2020 world migrant stock, as figures.csv records it, and the
     // 2020 edition's figure that the same row says it revised.
     let revised_stock = figure("MIG_STOCK", "WLD", "2020")?;
@@ -708,17 +766,17 @@ async fn conflict_and_revision(
     let replace_digest =
         publish_figure(dir, colombo, "lmc-aggregate", "REMIT_INFLOW", december).await?;
 
-    let operator = client::identity_in(dir, "operator");
-    let hub_endpoint = format!("https://localhost:{}", port(&hub.grpc));
-    let mut hub_client = client::hub_client(&hub_endpoint, "--hub", &operator).await?;
-    let deadline = |what: &str| -> Result<()> {
-        if started.elapsed() > timeout {
-            bail!("{what} within {} s", timeout.as_secs());
-        }
-        Ok(())
-    };
-    // The feed index of the revision, once the hub has accepted it.
-    let revision_index = loop {
+    Ok(replace_digest)
+}
+
+/// The feed index of the statement with `digest` (Colombo's revision), once the hub has
+/// accepted it.
+async fn revision_feed_index(
+    hub_client: &mut HubServiceClient<Channel>,
+    digest: &[u8],
+    clock: Deadline,
+) -> Result<u64> {
+    loop {
         let listed = hub_client
             .list_statements(v1::ListStatementsRequest {
                 node_id: "colombo".into(),
@@ -733,67 +791,47 @@ async fn conflict_and_revision(
             .await
             .map_err(|s| anyhow::anyhow!("{}", client::describe_status(&s)))?
             .into_inner();
-        if let Some(r) = listed
-            .statements
-            .iter()
-            .find(|r| r.digest == replace_digest)
-        {
-            break r.feed_index;
+        if let Some(r) = listed.statements.iter().find(|r| r.digest == digest) {
+            return Ok(r.feed_index);
         }
-        deadline("the hub did not accept the revision")?;
+        clock.check("the hub did not accept the revision")?;
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // The first report that covers it lists the revision; the conflict stays in every report
-    // until one side changes.
-    let tls = operator.clone();
-    let mut rpc = rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient::new(
-        client::connect(&hub_endpoint, "--hub", &tls).await?,
-    );
-    let mut get = async |number: u64| -> Result<Option<(v1::CoherenceReport, u64)>> {
-        match rpc
-            .get_coherence_report(v1::GetCoherenceReportRequest { number })
-            .await
-        {
-            Ok(r) => {
-                let r = r.into_inner();
-                let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(
-                    r.envelope
-                        .context("the hub answered without the signed report")?,
-                );
-                let (report, _) = crate::report::verify_report(
-                    &envelope,
-                    trusted,
-                    (number > 0).then_some(number),
-                )?;
-                Ok(Some((report, r.feed_index)))
-            }
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => bail!("{}", client::describe_status(&s)),
-        }
-    };
-    let (latest, latest_index) = loop {
-        if let Some((r, i)) = get(0).await?
-            && r.feed_size >= revision_index
-        {
-            break (r, i);
-        }
-        deadline("no coherence report covered the new figures")?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let mut with_revision = latest.clone();
-    while with_revision.previous_feed_size >= revision_index && with_revision.number > 1 {
-        match get(with_revision.number - 1).await? {
-            Some((r, _)) => with_revision = r,
-            None => break,
-        }
     }
-    println!(
-        "9. coherence report {} (feed index {latest_index}), its signature verified against the hub's key:",
-        latest.number
-    );
-    let is_key = |k: Option<&v1::ObservationKey>, indicator: &str, area: &str, period: &str| {
-        k.is_some_and(|k| k.indicator == indicator && k.ref_area == area && k.time_period == period)
-    };
+}
+
+/// Coherence report `number` (0: the latest) with its feed index, its signature verified
+/// against the hub's key; None when the hub has no such report.
+async fn verified_report(
+    rpc: &mut rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient<Channel>,
+    trusted: &rcpfed_core::members::Federation,
+    number: u64,
+) -> Result<Option<(v1::CoherenceReport, u64)>> {
+    match rpc
+        .get_coherence_report(v1::GetCoherenceReportRequest { number })
+        .await
+    {
+        Ok(r) => {
+            let r = r.into_inner();
+            let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(
+                r.envelope
+                    .context("the hub answered without the signed report")?,
+            );
+            let (report, _) =
+                crate::report::verify_report(&envelope, trusted, (number > 0).then_some(number))?;
+            Ok(Some((report, r.feed_index)))
+        }
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => bail!("{}", client::describe_status(&s)),
+    }
+}
+
+/// Whether `k` is the key (indicator, area, period).
+fn is_key(k: Option<&v1::ObservationKey>, indicator: &str, area: &str, period: &str) -> bool {
+    k.is_some_and(|k| k.indicator == indicator && k.ref_area == area && k.time_period == period)
+}
+
+/// Prints the MIG_STOCK WLD 2020 conflict of `latest`: both values, who signed them, sources.
+fn print_conflict(latest: &v1::CoherenceReport) -> Result<()> {
     let conflict = latest
         .conflicts
         .iter()
@@ -821,6 +859,11 @@ async fn conflict_and_revision(
             o.source
         );
     }
+    Ok(())
+}
+
+/// Prints the REMIT_INFLOW LMC_AGG 2023 revision that `with_revision` lists.
+fn print_revision(with_revision: &v1::CoherenceReport) -> Result<()> {
     let revision = with_revision
         .revisions
         .iter()
@@ -849,10 +892,6 @@ async fn conflict_and_revision(
                 .and_then(|v| v.observation.as_ref())
                 .map_or(0, |o| o.action)
         )
-    );
-    println!(
-        "   the whole report: rcpfed report coherence --pki {} --hub {hub_endpoint}",
-        dir.display()
     );
     Ok(())
 }
