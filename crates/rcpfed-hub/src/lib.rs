@@ -411,44 +411,26 @@ async fn stand_by(
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot reach the hub lease; retrying"),
         }
-        if let Ok(current) = with_lease(&ctx.store, |l| l.current()).await {
-            ctx.metrics.role(false, current.epoch);
-            if current.epoch != known_epoch {
-                known_epoch = current.epoch;
-                tracing::info!(leader = %current.holder, endpoint = %current.endpoint, epoch = current.epoch, live = current.live, "standing by; the lease is held by");
-            }
-            leader_tx.send_if_modified(|known| {
-                let changed = *known != current.endpoint;
-                if changed {
-                    known.clone_from(&current.endpoint);
-                }
-                changed
-            });
-        }
-        let store = Arc::clone(&ctx.store);
-        if let Ok(Ok(size)) = tokio::task::spawn_blocking(move || store.last_feed_index()).await {
-            let grew = feed_tx.send_if_modified(|head| {
-                let grew = size > *head;
-                if grew {
-                    *head = size;
-                }
-                grew
-            });
-            // A registry version the leader logged is put in force here too (admission and
-            // reads follow it), looked for at most once a second.
-            if grew
-                && registry_checked.elapsed() >= REGISTRY_RECHECK
-                && let Some((hub, federation)) = &serving
-            {
-                registry_checked = tokio::time::Instant::now();
-                follow_registry(ctx, hub, federation).await;
-            }
-        }
-        if let Some(running) = server.take_if(|running| running.is_finished())
-            && let Ok(Err(e)) = running.await
+        observe_leader(ctx, &leader_tx, &mut known_epoch).await;
+        // A registry version the leader logged is put in force here too (admission and reads
+        // follow it), looked for at most once a second.
+        if observe_feed(ctx, &feed_tx).await
+            && registry_checked.elapsed() >= REGISTRY_RECHECK
+            && let Some((hub, federation)) = &serving
         {
-            phase.cancel();
-            return Err(e);
+            registry_checked = tokio::time::Instant::now();
+            follow_registry(ctx, hub, federation).await;
+        }
+        if let Some(running) = server.take_if(|running| running.is_finished()) {
+            match running.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    phase.cancel();
+                    return Err(e);
+                }
+                // Started again below.
+                Err(e) => tracing::error!(error = %e, "the standby's read server failed"),
+            }
         }
         if server.is_none() {
             match standby_hub(ctx, leader_rx.clone(), feed_rx.clone(), phase.clone()).await {
@@ -483,6 +465,59 @@ async fn stand_by(
             _ = tokio::time::sleep(poll) => {}
         }
     }
+}
+
+/// Reads who holds the lease: the role gauge, a log line when the term changes, and the
+/// leader's endpoint that NOT_LEADER refusals name.
+async fn observe_leader(
+    ctx: &Arc<Ctx>,
+    leader_tx: &tokio::sync::watch::Sender<String>,
+    known_epoch: &mut u64,
+) {
+    let current = match with_lease(&ctx.store, |l| l.current()).await {
+        Ok(current) => current,
+        Err(e) => {
+            // Asked again at the next poll; the failed acquisition above said it already.
+            tracing::debug!(error = %e, "cannot read the hub lease");
+            return;
+        }
+    };
+    ctx.metrics.role(false, current.epoch);
+    if current.epoch != *known_epoch {
+        *known_epoch = current.epoch;
+        tracing::info!(leader = %current.holder, endpoint = %current.endpoint, epoch = current.epoch, live = current.live, "standing by; the lease is held by");
+    }
+    leader_tx.send_if_modified(|known| {
+        let changed = *known != current.endpoint;
+        if changed {
+            known.clone_from(&current.endpoint);
+        }
+        changed
+    });
+}
+
+/// Reads the shared log's last feed index for the standby's feed subscribers; true when it
+/// grew.
+async fn observe_feed(ctx: &Arc<Ctx>, feed_tx: &tokio::sync::watch::Sender<u64>) -> bool {
+    let store = Arc::clone(&ctx.store);
+    let size = match tokio::task::spawn_blocking(move || store.last_feed_index()).await {
+        Ok(Ok(size)) => size,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "standby cannot read the log's size; retrying");
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "standby's log size reader failed; retrying");
+            return false;
+        }
+    };
+    feed_tx.send_if_modified(|head| {
+        let grew = size > *head;
+        if grew {
+            *head = size;
+        }
+        grew
+    })
 }
 
 /// How often at most a standby looks for a registry version logged by the leader.
@@ -724,64 +759,17 @@ async fn lead(
     public_http: PublicHttp,
     term: CancellationToken,
 ) -> Result<(), HubError> {
-    let store = Arc::clone(&ctx.store);
-    let witness_quorum = ctx.witness_quorum;
     // The registry in force: versions in the log verified from the root keys, or version 1.
     let loaded = load_registry(ctx).await?;
-    let federation = Arc::new(
-        loaded
-            .state
-            .registry
-            .to_federation()
-            .map_err(|e| HubError::Config(e.to_string()))?,
-    );
+    let federation = loaded
+        .state
+        .registry
+        .to_federation()
+        .map_err(|e| HubError::Config(e.to_string()))?;
     tracing::info!(version = loaded.state.registry.version, "registry in force");
-    {
-        // The log gauges start from what is stored, not from zero.
-        let store = Arc::clone(&store);
-        let (latest, final_cp) = tokio::task::spawn_blocking(move || {
-            Ok::<_, rcpfed_store::StoreError>((
-                store.latest_checkpoint()?,
-                store.latest_final_checkpoint(witness_quorum)?,
-            ))
-        })
-        .await
-        .map_err(|e| HubError::Config(format!("checkpoint reader panicked: {e}")))?
-        .map_err(|e| HubError::Config(format!("cannot read the latest checkpoint: {e}")))?;
-        if let Some(cp) = latest {
-            ctx.metrics.checkpoint_issued(cp.size, cp.created_at_ms);
-        }
-        if let Some(cp) = final_cp {
-            ctx.metrics.final_checkpoint(cp.size);
-        }
-    }
-    let hub_member = federation
-        .hub()
-        .ok_or_else(|| HubError::Config("the member file names no hub".into()))?;
-    let signing_key = ctx.signing_key.clone();
-    // Witnesses verify checkpoints with the hub member's first key (logkeys::log_verifier), so
-    // that is the only key the hub may sign with.
-    if hub_member.keys.first().map(|k| k.key_id.as_str()) != Some(signing_key.key_id()) {
-        return Err(HubError::Config(format!(
-            "signing key {} is not the first key of hub member {} in the member file; witnesses would refuse every checkpoint",
-            signing_key.key_id(),
-            hub_member.id
-        )));
-    }
-
-    let ingest = {
-        let store = Arc::clone(&store);
-        let signer = ingest::ReceiptSigner {
-            federation_id: federation.federation_id.clone(),
-            hub_id: hub_member.id.clone(),
-            key: signing_key.clone(),
-        };
-        let metrics = ctx.metrics.clone();
-        // Loading reads the database (the chain heads and the log's right edge).
-        tokio::task::spawn_blocking(move || ingest::Ingest::start(store, signer, metrics))
-            .await
-            .map_err(|e| HubError::Config(format!("sequencer loader panicked: {e}")))??
-    };
+    restore_log_gauges(ctx).await?;
+    let hub_member = signing_member(&federation, &ctx.signing_key)?;
+    let ingest = start_sequencer(ctx, &federation.federation_id, &hub_member.id).await?;
     if loaded.needs_logging {
         // A new hub: registry version 1 becomes the first entry of the log and the feed.
         match ingest
@@ -796,59 +784,29 @@ async fn lead(
             }
         }
     }
-    // The catalogue in force: the logged chain verified with the hub's keys, and the configured
-    // catalogue logged as the next version when its content differs.
+    let catalogue = catalogue_in_force(ctx, &ingest, &federation.federation_id, hub_member).await?;
     let hub_id = hub_member.id.clone();
-    let in_force = catalogue::establish(
-        Arc::clone(&store),
-        &ingest,
-        catalogue::Issuer {
-            federation_id: federation.federation_id.clone(),
-            hub_id: hub_id.clone(),
-            hub_keys: hub_member.keys.clone(),
-            key: signing_key.clone(),
-        },
-        ctx.configured_catalogue.clone(),
-    )
-    .await
-    .map_err(HubError::Config)?;
-    tracing::info!(
-        version = in_force.version,
-        catalogue = %in_force.catalogue.catalogue.id,
-        content_version = %in_force.catalogue.catalogue.version,
-        "catalogue in force"
-    );
-    let catalogue = catalogue::SharedCatalogue::new(in_force);
-    let shared_federation = rcpfed_grpc::shared::SharedFederation::new((*federation).clone());
+    let shared_federation = rcpfed_grpc::shared::SharedFederation::new(federation.clone());
     let indicators = IndicatorRpc::new(
-        Arc::clone(&store) as Arc<dyn IndicatorStore>,
+        Arc::clone(&ctx.store) as Arc<dyn IndicatorStore>,
         hub_id.clone(),
         rcpfed_grpc::indicators::reader_role(shared_federation.clone()),
     )
     .with_data_providers(shared_federation.clone());
-    let public_hub_id = hub_id.clone();
     let coherence = tokio::spawn(coherence::run(
         coherence::Reporter {
-            store: Arc::clone(&store),
+            store: Arc::clone(&ctx.store),
             ingest: ingest.clone(),
             federation: shared_federation.clone(),
             catalogue: catalogue.clone(),
-            hub_id,
-            key: signing_key,
+            hub_id: hub_id.clone(),
+            key: ctx.signing_key.clone(),
             metrics: ctx.metrics.clone(),
         },
         ctx.coherence_interval,
         term.clone(),
     ));
-    let quotas = &ctx.quotas;
-    tracing::info!(
-        cpu_threads = quotas.pool_size(),
-        submissions_in_flight = quotas.submissions_in_flight,
-        feed_subscriptions = quotas.feed_subscriptions,
-        snapshot_chunk_idle_ms = quotas.snapshot_chunk_idle.as_millis(),
-        snapshot_min_rate = quotas.snapshot_min_rate,
-        "per-member quotas"
-    );
+    log_quotas(&ctx.quotas);
     let hub = new_hub(
         ctx,
         shared_federation.clone(),
@@ -864,7 +822,7 @@ async fn lead(
             ctx,
             http,
             shared_federation.clone(),
-            public_hub_id,
+            hub_id,
         )?),
         PublicHttp::Later(None) | PublicHttp::None => None,
     };
@@ -884,6 +842,111 @@ async fn lead(
         rcpfed_grpc::server::log_failure("public HTTP", public_http).await;
     }
     served
+}
+
+/// The log gauges start from what is stored, not from zero.
+async fn restore_log_gauges(ctx: &Arc<Ctx>) -> Result<(), HubError> {
+    let store = Arc::clone(&ctx.store);
+    let witness_quorum = ctx.witness_quorum;
+    let (latest, final_cp) = tokio::task::spawn_blocking(move || {
+        Ok::<_, rcpfed_store::StoreError>((
+            store.latest_checkpoint()?,
+            store.latest_final_checkpoint(witness_quorum)?,
+        ))
+    })
+    .await
+    .map_err(|e| HubError::Config(format!("checkpoint reader panicked: {e}")))?
+    .map_err(|e| HubError::Config(format!("cannot read the latest checkpoint: {e}")))?;
+    if let Some(cp) = latest {
+        ctx.metrics.checkpoint_issued(cp.size, cp.created_at_ms);
+    }
+    if let Some(cp) = final_cp {
+        ctx.metrics.final_checkpoint(cp.size);
+    }
+    Ok(())
+}
+
+/// The hub member of `federation`, refused unless `signing_key` is its first key: witnesses
+/// verify checkpoints with that key (logkeys::log_verifier), so it is the only key the hub may
+/// sign with.
+fn signing_member<'f>(
+    federation: &'f rcpfed_core::members::Federation,
+    signing_key: &SecretKey,
+) -> Result<&'f rcpfed_core::members::Member, HubError> {
+    let hub_member = federation
+        .hub()
+        .ok_or_else(|| HubError::Config("the member file names no hub".into()))?;
+    if hub_member.keys.first().map(|k| k.key_id.as_str()) != Some(signing_key.key_id()) {
+        return Err(HubError::Config(format!(
+            "signing key {} is not the first key of hub member {} in the member file; witnesses would refuse every checkpoint",
+            signing_key.key_id(),
+            hub_member.id
+        )));
+    }
+    Ok(hub_member)
+}
+
+/// Starts the sequencer, which first reads the database (the chain heads and the log's right
+/// edge).
+async fn start_sequencer(
+    ctx: &Arc<Ctx>,
+    federation_id: &str,
+    hub_id: &str,
+) -> Result<ingest::Ingest, HubError> {
+    let store = Arc::clone(&ctx.store);
+    let signer = ingest::ReceiptSigner {
+        federation_id: federation_id.to_string(),
+        hub_id: hub_id.to_string(),
+        key: ctx.signing_key.clone(),
+    };
+    let metrics = ctx.metrics.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || ingest::Ingest::start(store, signer, metrics))
+            .await
+            .map_err(|e| HubError::Config(format!("sequencer loader panicked: {e}")))??,
+    )
+}
+
+/// The catalogue in force: the logged chain verified with the hub's keys, and the configured
+/// catalogue logged as the next version when its content differs.
+async fn catalogue_in_force(
+    ctx: &Arc<Ctx>,
+    ingest: &ingest::Ingest,
+    federation_id: &str,
+    hub_member: &rcpfed_core::members::Member,
+) -> Result<catalogue::SharedCatalogue, HubError> {
+    let in_force = catalogue::establish(
+        Arc::clone(&ctx.store),
+        ingest,
+        catalogue::Issuer {
+            federation_id: federation_id.to_string(),
+            hub_id: hub_member.id.clone(),
+            hub_keys: hub_member.keys.clone(),
+            key: ctx.signing_key.clone(),
+        },
+        ctx.configured_catalogue.clone(),
+    )
+    .await
+    .map_err(HubError::Config)?;
+    tracing::info!(
+        version = in_force.version,
+        catalogue = %in_force.catalogue.catalogue.id,
+        content_version = %in_force.catalogue.catalogue.version,
+        "catalogue in force"
+    );
+    Ok(catalogue::SharedCatalogue::new(in_force))
+}
+
+/// Logs the per-member quotas in force.
+fn log_quotas(quotas: &quotas::Quotas) {
+    tracing::info!(
+        cpu_threads = quotas.pool_size(),
+        submissions_in_flight = quotas.submissions_in_flight,
+        feed_subscriptions = quotas.feed_subscriptions,
+        snapshot_chunk_idle_ms = quotas.snapshot_chunk_idle.as_millis(),
+        snapshot_min_rate = quotas.snapshot_min_rate,
+        "per-member quotas"
+    );
 }
 
 /// The rcpfed services the hub serves on its gRPC port (health and reflection list them).
