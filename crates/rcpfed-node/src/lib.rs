@@ -528,21 +528,19 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         &federation_id,
         &hub_link,
     )?;
-    let (node_registry, in_force) = registry::NodeRegistry::bootstrap(
-        &trust,
-        &federation_id,
-        initial_registry.as_ref(),
-        registry_cache,
-        channel.clone(),
-        hub_link.call_timeout,
+    let node_registry = establish_registry(
+        RegistrySource {
+            trust: &trust,
+            federation_id: &federation_id,
+            initial: initial_registry.as_ref(),
+            cache: registry_cache,
+        },
+        &channel,
+        &hub_link,
         &shutdown,
+        &registry_in_force,
     )
-    .await
-    .map_err(NodeError::Config)?;
-    let node_registry = Arc::new(node_registry);
-    // Set once, here: a second set cannot happen.
-    let _ = registry_in_force.set(node_registry.shared());
-    tracing::info!(version = in_force.version, "registry in force");
+    .await?;
     let shared = node_registry.shared();
     let federation = shared.get();
     check_signing_key(&federation, &node_id, &signing_key)?;
@@ -590,19 +588,14 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         witness_interval,
         &shutdown,
     );
-    let listening = rcpfed_grpc::server::GrpcServer {
-        listener: grpc_listener,
-        tls: &tls,
-        crl_file: crl_file.as_deref(),
+    let listening = node_server(
+        grpc_listener,
+        &tls,
+        crl_file.as_deref(),
         stale_crl,
-        health: ops.health.clone(),
-        rpc_metrics: ops.rpc_metrics.clone(),
-        federation: shared.clone(),
-        rules: rcpfed_grpc::admission::NODE_RULES,
-        self_bounded: rcpfed_grpc::deadline::NODE_SELF_BOUNDED,
-        reflected: NODE_SERVICES,
-        serving: SERVING_WITH_THE_SERVER,
-    }
+        &ops,
+        &shared,
+    )
     .listen(shutdown.clone())
     .await?;
     let addr = listening.addr();
@@ -755,6 +748,65 @@ fn hub_channel(
     let channel = rcpfed_grpc::failover::FailoverChannel::new(channels)
         .ok_or_else(|| NodeError::Config("no hub endpoint is configured".into()))?;
     Ok((channel, registry_in_force))
+}
+
+/// Where the registry in force at start-up comes from: the cache, the configured version 1,
+/// or the hub.
+struct RegistrySource<'a> {
+    trust: &'a rcpfed_core::registry::RootSet,
+    federation_id: &'a str,
+    initial: Option<&'a rcpfed_core::envelope::SignedEnvelope>,
+    cache: std::path::PathBuf,
+}
+
+/// The registry in force at start-up (fetched from the hub if need be, retrying until
+/// `shutdown`), also handed to the channel's check of the hub's identity.
+async fn establish_registry(
+    source: RegistrySource<'_>,
+    channel: &rcpfed_grpc::failover::FailoverChannel,
+    hub_link: &HubLink,
+    shutdown: &CancellationToken,
+    registry_in_force: &std::sync::OnceLock<rcpfed_grpc::shared::SharedFederation>,
+) -> Result<Arc<registry::NodeRegistry>, NodeError> {
+    let (node_registry, in_force) = registry::NodeRegistry::bootstrap(
+        source.trust,
+        source.federation_id,
+        source.initial,
+        source.cache,
+        channel.clone(),
+        hub_link.call_timeout,
+        shutdown,
+    )
+    .await
+    .map_err(NodeError::Config)?;
+    // Set once, here: a second set cannot happen.
+    let _ = registry_in_force.set(node_registry.shared());
+    tracing::info!(version = in_force.version, "registry in force");
+    Ok(Arc::new(node_registry))
+}
+
+/// The node's mTLS gRPC server: the node's admission rules and its services.
+fn node_server<'a>(
+    grpc_listener: TcpListener,
+    tls: &'a TlsFiles,
+    crl_file: Option<&'a std::path::Path>,
+    stale_crl: rcpfed_grpc::acceptor::StaleCrl,
+    ops: &rcpfed_grpc::server::OpsPort,
+    shared: &rcpfed_grpc::shared::SharedFederation,
+) -> rcpfed_grpc::server::GrpcServer<'a> {
+    rcpfed_grpc::server::GrpcServer {
+        listener: grpc_listener,
+        tls,
+        crl_file,
+        stale_crl,
+        health: ops.health.clone(),
+        rpc_metrics: ops.rpc_metrics.clone(),
+        federation: shared.clone(),
+        rules: rcpfed_grpc::admission::NODE_RULES,
+        self_bounded: rcpfed_grpc::deadline::NODE_SELF_BOUNDED,
+        reflected: NODE_SERVICES,
+        serving: SERVING_WITH_THE_SERVER,
+    }
 }
 
 /// Refuses to start with a signing key the member file does not give this node.
