@@ -570,8 +570,56 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         o.observations,
         loadavg()
     );
-
     // 1. The synthetic CSV.
+    let input = generate_csv(o, dir)?;
+    // 2. The sqlite3 baseline, on core 0 alone, and read + parse alone.
+    let baseline = sqlite_baseline(o, dir, &input.csv).await?;
+    let parse_only = read_and_parse(o, &input.csv)?;
+    // 3. The federation: fresh PKI, the real hub and the colombo node; the timed path.
+    let pki = init_pki(o, dir)?;
+    let mut fed = start_federation(o, dir, &pki).await?;
+    let timed = timed_path(o, dir, &pki, &input, &mut fed).await?;
+    // 4. Two small snapshots of the same indicator from two more regions.
+    let mut small = small_snapshots(
+        o,
+        dir,
+        &pki,
+        &input.plan.indicator,
+        &mut fed,
+        timed.feed_index,
+    )
+    .await?;
+    // 5. Query latency on the hub.
+    let queries = query_latency(o, &input.plan.indicator, &mut fed).await?;
+    let hub_rss_end = rss_mb(fed.hub.pid());
+    for (_, p, _) in &mut small.procs {
+        stop(p).await;
+    }
+    stop(&mut fed.big).await;
+    stop(&mut fed.hub).await;
+    print_summary(
+        o,
+        sqlite_version,
+        input,
+        baseline,
+        parse_only,
+        timed,
+        hub_rss_end,
+        small,
+        queries,
+    );
+    Ok(())
+}
+
+/// The synthetic CSV of the large snapshot.
+struct Input {
+    csv: PathBuf,
+    plan: rcpfed_import::SyntheticPlan,
+    csv_mb: f64,
+}
+
+/// Writes the synthetic CSV of `o.observations` rows for the large node.
+fn generate_csv(o: &Options, dir: &Path) -> Result<Input> {
     let csv = dir.join("synthetic-snapshot.csv");
     let plan = rcpfed_import::synthetic_plan()?;
     let t = Instant::now();
@@ -590,27 +638,48 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         secs(t.elapsed())
     );
 
-    // 2. The sqlite3 baseline, on core 0 alone.
+    Ok(Input { csv, plan, csv_mb })
+}
+
+/// The `sqlite3 .import` runs of the CSV.
+struct Baseline {
+    times: Vec<Duration>,
+    median: Duration,
+}
+
+/// Imports the CSV with `sqlite3 .import` `o.sqlite_runs` times (at least once), each into a
+/// fresh file.
+async fn sqlite_baseline(o: &Options, dir: &Path, csv: &Path) -> Result<Baseline> {
     let mut sqlite_times = Vec::new();
     for i in 0..o.sqlite_runs.max(1) {
         let took = sqlite_import(
             &o.sqlite3,
-            &csv,
+            csv,
             &dir.join(format!("baseline-{i}.sqlite")),
             o.observations,
         )
         .await?;
         println!("  sqlite3 .import run {}: {:.2} s", i + 1, secs(took));
         sqlite_times.push(took);
-        let _ = std::fs::remove_file(dir.join(format!("baseline-{i}.sqlite")));
+        // Each run's file is only measured; one left behind takes space, nothing else.
+        if let Err(e) = std::fs::remove_file(dir.join(format!("baseline-{i}.sqlite"))) {
+            println!("  (cannot remove baseline-{i}.sqlite: {e})");
+        }
     }
     let sqlite_median = median(sqlite_times.clone());
 
-    // Read + parse alone (information: the rcpfed path's first stage, in this process).
+    Ok(Baseline {
+        times: sqlite_times,
+        median: sqlite_median,
+    })
+}
+
+/// Read + parse alone (information: the rcpfed path's first stage, in this process).
+fn read_and_parse(o: &Options, csv: &Path) -> Result<Duration> {
     let t = Instant::now();
     let mut parsed = 0usize;
     for b in rcpfed_import::IndicatorCsvBatches::new(
-        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&csv)?),
+        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(csv)?),
         o.batch,
     )
     .map_err(|e| anyhow!("{e:?}"))?
@@ -629,7 +698,11 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         secs(parse_only)
     );
 
-    // 3. The federation: fresh PKI, the real hub and the colombo node.
+    Ok(parse_only)
+}
+
+/// A fresh federation PKI under `dir`/fed: the hub, the large and the small nodes, the operator.
+fn init_pki(o: &Options, dir: &Path) -> Result<PathBuf> {
     let pki = dir.join("fed");
     let out = std::process::Command::new(&o.rcpfed)
         .args(["pki", "init", "--dir"])
@@ -650,6 +723,22 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    Ok(pki)
+}
+
+/// The hub and the large node, running, with the clients the benchmark calls them with.
+struct Federation {
+    hub: Proc,
+    big: Proc,
+    hub_endpoint: String,
+    hub_rpc: HubServiceClient<Channel>,
+    hub_ix: IndicatorServiceClient<Channel>,
+    big_node: NodeServiceClient<Channel>,
+    big_ix: IndicatorServiceClient<Channel>,
+}
+
+/// Starts the hub and the large node, and waits until the hub's catalogue has reached the node.
+async fn start_federation(o: &Options, dir: &Path, pki: &Path) -> Result<Federation> {
     let mut hub = spawn(&o.rcpfed, 0, dir, "hub", &pki.join("hub.toml"), None).await?;
     let hub_endpoint = hub.endpoint();
     let mut big = spawn(
@@ -661,11 +750,11 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         Some(&hub_endpoint),
     )
     .await?;
-    let hub_channel = connect(&hub_endpoint, &pki).await?;
-    let mut hub_rpc = HubServiceClient::new(hub_channel.clone());
-    let mut hub_ix = IndicatorServiceClient::new(hub_channel.clone());
-    let big_channel = connect(&big.endpoint(), &pki).await?;
-    let mut big_node = NodeServiceClient::new(big_channel.clone())
+    let hub_channel = connect(&hub_endpoint, pki).await?;
+    let hub_rpc = HubServiceClient::new(hub_channel.clone());
+    let hub_ix = IndicatorServiceClient::new(hub_channel.clone());
+    let big_channel = connect(&big.endpoint(), pki).await?;
+    let big_node = NodeServiceClient::new(big_channel.clone())
         .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
     let big_ix = IndicatorServiceClient::new(big_channel.clone());
 
@@ -684,14 +773,61 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         secs(t.elapsed())
     );
 
-    // The timed rcpfed path.
+    Ok(Federation {
+        hub,
+        big,
+        hub_endpoint,
+        hub_rpc,
+        hub_ix,
+        big_node,
+        big_ix,
+    })
+}
+
+/// What the timed path and the catch-up after it measured.
+struct Timed {
+    published: Published,
+    feed_index: u64,
+    stored_at: Duration,
+    delivered: Duration,
+    visible_at: Duration,
+    commits_before: Option<Commits>,
+    commits_after: Option<Commits>,
+    hub_rss: Option<(f64, f64)>,
+    node_rss: Option<(f64, f64)>,
+    hub_db_mb: f64,
+    node_db_mb: f64,
+    mirror_catch_up: Duration,
+    report_catch_up: Duration,
+    hub_rss_after_report: Option<(f64, f64)>,
+}
+
+/// The timed rcpfed path: the CSV streamed to the large node until the hub has stored and
+/// applied it; then, untimed, the node's mirror and the coherence report catching up.
+async fn timed_path(
+    o: &Options,
+    dir: &Path,
+    pki: &Path,
+    input: &Input,
+    fed: &mut Federation,
+) -> Result<Timed> {
+    let Federation {
+        hub,
+        big,
+        hub_rpc,
+        hub_ix,
+        big_node,
+        big_ix,
+        ..
+    } = fed;
+    let (csv, plan) = (&input.csv, &input.plan);
     let commits_before = hub_commits(dir);
     println!(
         "  publishing {} observations to {BIG_NODE} …",
         o.observations
     );
     let start = Instant::now();
-    let published = publish_csv(&mut big_node, csv.clone(), BIG_NODE, o.batch, start).await?;
+    let published = publish_csv(big_node, csv.clone(), BIG_NODE, o.batch, start).await?;
     if published.observations != o.observations as u64 {
         bail!(
             "the node published {} observations, expected {}",
@@ -702,72 +838,32 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
     // Three pollers, each on its own: the hub storing the statement (GetStatement), the node
     // holding the hub's receipt (GetNodeStatus), and the hub's indicator view answering with
     // a feed size that includes it (QueryObservations).
-    let stored_task = {
-        let mut hub_rpc = hub_rpc.clone();
-        let seq = published.seq;
-        tokio::spawn(async move {
-            loop {
-                if let Some(fi) = hub_feed_index(&mut hub_rpc, BIG_NODE, seq).await {
-                    return (fi, start.elapsed());
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        })
-    };
-    let delivered_task = {
-        let mut node = big_node.clone();
-        let seq = published.seq;
-        tokio::spawn(async move {
-            loop {
-                if let Ok(s) = node
-                    .get_node_status(v1::GetNodeStatusRequest {})
-                    .await
-                    .map(|r| r.into_inner())
-                {
-                    if s.outbox_rejected > 0 {
-                        return Err(anyhow!("the hub refused the snapshot: {}", s.last_error));
-                    }
-                    if s.outbox_delivered >= seq {
-                        return Ok(start.elapsed());
-                    }
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        })
-    };
+    let stored_task = tokio::spawn(poll_stored(hub_rpc.clone(), published.seq, start));
+    let delivered_task = tokio::spawn(poll_delivered(big_node.clone(), published.seq, start));
     let (feed_index, stored_at) = join_watched(
         "the hub storing the snapshot",
-        &mut [&mut hub, &mut big],
+        &mut [&mut *hub, &mut *big],
         stored_task,
     )
     .await?;
-    let total = stored_at;
     let indicator = plan.indicator.clone();
-    // The hub applies a snapshot's observations in the transaction that stores it, so `total`
+    // The hub applies a snapshot's observations in the transaction that stores it, so `stored_at`
     // is also when it is applied; this confirms that the indicator view answers with it.
-    let visible_task = {
-        let (mut ix, ind) = (hub_ix.clone(), indicator.clone());
-        tokio::spawn(async move {
-            loop {
-                if applied_feed_size(&mut ix, &ind)
-                    .await
-                    .is_some_and(|n| n >= feed_index)
-                {
-                    return start.elapsed();
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        })
-    };
+    let visible_task = tokio::spawn(poll_visible(
+        hub_ix.clone(),
+        indicator.clone(),
+        feed_index,
+        start,
+    ));
     let delivered = join_watched(
         "the node holding the receipt",
-        &mut [&mut hub, &mut big],
+        &mut [&mut *hub, &mut *big],
         delivered_task,
     )
     .await??;
     let visible_at = join_watched(
         "the hub's view answering",
-        &mut [&mut hub, &mut big],
+        &mut [&mut *hub, &mut *big],
         visible_task,
     )
     .await?;
@@ -778,12 +874,11 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
     let hub_db_mb = file_mb(std::slice::from_ref(&hub_db));
     let node_db_mb = file_mb(&[pki.join(format!("data/{BIG_NODE}/node.sqlite"))]);
 
-    // After the timed part: the node's mirror and the coherence report catch up.
     let t = Instant::now();
     wait_applied(
         "the colombo node's mirror applying the snapshot",
-        &mut [&mut hub, &mut big],
-        &big_ix,
+        &mut [&mut *hub, &mut *big],
+        big_ix,
         &indicator,
         feed_index,
     )
@@ -792,15 +887,141 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
     let t = Instant::now();
     wait_report(
         "the coherence report covering the snapshot",
-        &mut [&mut hub],
-        &hub_ix,
+        &mut [&mut *hub],
+        hub_ix,
         feed_index,
     )
     .await?;
     let report_catch_up = t.elapsed();
     let hub_rss_after_report = rss_mb(hub.pid());
 
-    // 4. Two small snapshots of the same indicator from two more regions.
+    Ok(Timed {
+        published,
+        feed_index,
+        stored_at,
+        delivered,
+        visible_at,
+        commits_before,
+        commits_after,
+        hub_rss,
+        node_rss,
+        hub_db_mb,
+        node_db_mb,
+        mirror_catch_up,
+        report_catch_up,
+        hub_rss_after_report,
+    })
+}
+
+/// Polls until the hub has stored the large node's statement `seq`; gives its feed index and
+/// when it was found (from `start`).
+async fn poll_stored(
+    mut hub_rpc: HubServiceClient<Channel>,
+    seq: u64,
+    start: Instant,
+) -> (u64, Duration) {
+    loop {
+        if let Some(fi) = hub_feed_index(&mut hub_rpc, BIG_NODE, seq).await {
+            return (fi, start.elapsed());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls until the node holds the hub's receipt for its statement `seq` (an error if the hub
+/// refused it); gives when (from `start`). A failed status call is asked again.
+async fn poll_delivered(
+    mut node: NodeServiceClient<Channel>,
+    seq: u64,
+    start: Instant,
+) -> Result<Duration> {
+    loop {
+        if let Ok(s) = node
+            .get_node_status(v1::GetNodeStatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+        {
+            if s.outbox_rejected > 0 {
+                return Err(anyhow!("the hub refused the snapshot: {}", s.last_error));
+            }
+            if s.outbox_delivered >= seq {
+                return Ok(start.elapsed());
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls until the hub's indicator view answers with a feed size of at least `feed_index`;
+/// gives when (from `start`).
+async fn poll_visible(
+    mut ix: IndicatorServiceClient<Channel>,
+    indicator: String,
+    feed_index: u64,
+    start: Instant,
+) -> Duration {
+    loop {
+        if applied_feed_size(&mut ix, &indicator)
+            .await
+            .is_some_and(|n| n >= feed_index)
+        {
+            return start.elapsed();
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The small snapshots and the quiet wait before the queries.
+struct Small {
+    procs: Vec<(&'static str, Proc, IndicatorServiceClient<Channel>)>,
+    summary: Vec<String>,
+    quiet_steps: Vec<String>,
+    report: v1::CoherenceReport,
+}
+
+/// Writes the synthetic CSV of `o.small` observations of `indicator` by `node_id`, over its
+/// current member states.
+fn small_csv(
+    o: &Options,
+    dir: &Path,
+    cat: &rcpfed_core::catalogue::Catalogue,
+    indicator: &str,
+    node_id: &str,
+) -> Result<(PathBuf, rcpfed_import::SyntheticPlan)> {
+    let (_, _, states) = rcpfed_import::sample::member_plan(node_id)
+        .with_context(|| format!("no member plan for {node_id}"))?;
+    let areas: Vec<String> = states
+        .into_iter()
+        .filter(|s| s.since.is_empty() && s.until.is_empty())
+        .map(|s| s.iso3)
+        .collect();
+    let small_plan = rcpfed_import::SyntheticPlan::for_indicator(cat, indicator, node_id, &areas)
+        .map_err(|e| anyhow!("{node_id}: {e}"))?;
+    let path = dir.join(format!("synthetic-{node_id}.csv"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    small_plan.write_csv(o.small, 7, v1::ObservationAction::Append, &mut f)?;
+    f.flush()?;
+    Ok((path, small_plan))
+}
+
+/// Two small snapshots of `indicator` from two more regions, each stored by the hub; then
+/// quiet: the hub has applied everything, every node's mirror has caught up and the coherence
+/// report covers the last snapshot.
+async fn small_snapshots(
+    o: &Options,
+    dir: &Path,
+    pki: &Path,
+    indicator: &str,
+    fed: &mut Federation,
+    feed_index: u64,
+) -> Result<Small> {
+    let Federation {
+        hub,
+        hub_endpoint,
+        hub_rpc,
+        hub_ix,
+        ..
+    } = fed;
     let cat = rcpfed_core::catalogue::Catalogue::from_toml(
         rcpfed_core::catalogue::embedded_catalogue_toml(),
     )
@@ -809,38 +1030,23 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
     let mut last_feed_index = feed_index;
     let mut small_summary = Vec::new();
     for node_id in SMALL_NODES {
-        let (_, _, states) = rcpfed_import::sample::member_plan(node_id)
-            .with_context(|| format!("no member plan for {node_id}"))?;
-        let areas: Vec<String> = states
-            .into_iter()
-            .filter(|s| s.since.is_empty() && s.until.is_empty())
-            .map(|s| s.iso3)
-            .collect();
-        let small_plan =
-            rcpfed_import::SyntheticPlan::for_indicator(&cat, &indicator, node_id, &areas)
-                .map_err(|e| anyhow!("{node_id}: {e}"))?;
-        let path = dir.join(format!("synthetic-{node_id}.csv"));
-        {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
-            small_plan.write_csv(o.small, 7, v1::ObservationAction::Append, &mut f)?;
-            f.flush()?;
-        }
+        let (path, small_plan) = small_csv(o, dir, &cat, indicator, node_id)?;
         let mut p = spawn(
             &o.rcpfed,
             1,
             dir,
             "node",
             &pki.join(format!("{node_id}.toml")),
-            Some(&hub_endpoint),
+            Some(hub_endpoint),
         )
         .await?;
-        let ch = connect(&p.endpoint(), &pki).await?;
+        let ch = connect(&p.endpoint(), pki).await?;
         let mut node = NodeServiceClient::new(ch.clone())
             .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
         let ix = IndicatorServiceClient::new(ch);
         wait_catalogue(
             &format!("the catalogue at {node_id}"),
-            &mut [&mut hub, &mut p],
+            &mut [&mut *hub, &mut p],
             &ix,
         )
         .await?;
@@ -848,7 +1054,7 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         let pubd = publish_csv(&mut node, path, node_id, o.batch, t).await?;
         let fi = poll_until(
             &format!("{node_id}'s snapshot at the hub"),
-            &mut [&mut hub, &mut p],
+            &mut [&mut *hub, &mut p],
             || {
                 let mut h = hub_rpc.clone();
                 async move { hub_feed_index(&mut h, node_id, pubd.seq).await }
@@ -870,9 +1076,9 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
     let t = Instant::now();
     wait_applied(
         "the hub applying the small snapshots",
-        &mut [&mut hub],
-        &hub_ix,
-        &indicator,
+        &mut [&mut *hub],
+        hub_ix,
+        indicator,
         last_feed_index,
     )
     .await?;
@@ -880,9 +1086,9 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
     for (node_id, p, ix) in &mut small_procs {
         wait_applied(
             &format!("{node_id}'s mirror catching up"),
-            &mut [&mut hub, p],
+            &mut [&mut *hub, p],
             ix,
-            &indicator,
+            indicator,
             last_feed_index,
         )
         .await?;
@@ -893,8 +1099,8 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
     }
     let report = wait_report(
         "the coherence report covering every snapshot",
-        &mut [&mut hub],
-        &hub_ix,
+        &mut [&mut *hub],
+        hub_ix,
         last_feed_index,
     )
     .await?;
@@ -905,12 +1111,67 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         secs(quiet_after)
     ));
 
-    // 5. Query latency on the hub, one connection, the kinds interleaved so that the machine's
-    // noise falls on all of them alike.
+    Ok(Small {
+        procs: small_procs,
+        summary: small_summary,
+        quiet_steps,
+        report,
+    })
+}
+
+/// The hub's query latency by kind.
+struct Queries {
+    area: String,
+    series_name: String,
+    series_rows: usize,
+    regions: Vec<&'static str>,
+    checkpoint: Lat,
+    list: Lat,
+    q_all: Lat,
+    q_area: Lat,
+    q_series: Lat,
+}
+
+/// Query latency on the hub, one connection, the kinds interleaved so that the machine's noise
+/// falls on all of them alike; first, untimed, a check that the view holds what was sent.
+async fn query_latency(o: &Options, indicator: &str, fed: &mut Federation) -> Result<Queries> {
+    let Federation {
+        hub_rpc, hub_ix, ..
+    } = fed;
+    let views = views(indicator, hub_ix).await?;
+    let checked = check_views(o, indicator, hub_ix, &views).await?;
+    let [checkpoint, list, q_all, q_area, q_series] =
+        time_queries(o, hub_rpc, hub_ix, &views).await?;
+    Ok(Queries {
+        area: views.area,
+        series_name: checked.series_name,
+        series_rows: checked.series_rows,
+        regions: checked.regions,
+        checkpoint,
+        list,
+        q_all,
+        q_area,
+        q_series,
+    })
+}
+
+/// The three observation queries timed: all regions, one area, one series.
+struct Views {
+    all_regions: v1::QueryObservationsRequest,
+    one_area: v1::QueryObservationsRequest,
+    series: v1::QueryObservationsRequest,
+    /// The area of `one_area` and `series`.
+    area: String,
+    /// The first page of `one_area`.
+    filtered: v1::QueryObservationsResponse,
+}
+
+/// Builds the timed observation queries from what the hub's view holds.
+async fn views(indicator: &str, hub_ix: &mut IndicatorServiceClient<Channel>) -> Result<Views> {
     let query = |ref_areas: Vec<String>, start_period: &str, end_period: &str| {
         v1::QueryObservationsRequest {
             query: Some(v1::ObservationQuery {
-                indicator: indicator.clone(),
+                indicator: indicator.to_string(),
                 ref_areas,
                 start_period: start_period.into(),
                 end_period: end_period.into(),
@@ -965,7 +1226,36 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         }
         q
     };
-    // Sanity, untimed: every region is in the view, and the first page is full.
+    Ok(Views {
+        all_regions,
+        one_area,
+        series,
+        area,
+        filtered,
+    })
+}
+
+/// What [`check_views`] found.
+struct Checked {
+    regions: Vec<&'static str>,
+    series_name: String,
+    series_rows: usize,
+}
+
+/// Sanity, untimed: every region is in the view, and the first page is full.
+async fn check_views(
+    o: &Options,
+    indicator: &str,
+    hub_ix: &mut IndicatorServiceClient<Channel>,
+    views: &Views,
+) -> Result<Checked> {
+    let Views {
+        all_regions,
+        series,
+        area,
+        filtered,
+        ..
+    } = views;
     let mut regions = Vec::new();
     for n in std::iter::once(BIG_NODE).chain(SMALL_NODES) {
         let mut q = all_regions.clone();
@@ -1006,7 +1296,7 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         page_bytes(&first) / 1024,
         !first.next_page_token.is_empty(),
         filtered.observations.len(),
-        page_bytes(&filtered) / 1024,
+        page_bytes(filtered) / 1024,
         small_page.observations.len()
     );
     let in_view = o.observations + 2 * o.small;
@@ -1020,6 +1310,27 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
             in_view.min(1000)
         );
     }
+    Ok(Checked {
+        regions,
+        series_name,
+        series_rows: small_page.observations.len(),
+    })
+}
+
+/// Times `o.queries` rounds (after ten rounds of warm-up) of five kinds of call, interleaved:
+/// GetCheckpoint, ListStatements, and the three observation queries of `views`.
+async fn time_queries(
+    o: &Options,
+    hub_rpc: &mut HubServiceClient<Channel>,
+    hub_ix: &mut IndicatorServiceClient<Channel>,
+    views: &Views,
+) -> Result<[Lat; 5]> {
+    let Views {
+        all_regions,
+        one_area,
+        series,
+        ..
+    } = views;
     let kinds = 5;
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds];
     for round in 0..(o.queries + 10) {
@@ -1059,21 +1370,47 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
             }
         }
     }
-    let [checkpoint, list, q_all, q_area, q_series]: [Lat; 5] = times
+    times
         .into_iter()
         .map(lat)
         .collect::<Vec<_>>()
         .try_into()
-        .map_err(|_| anyhow!("five kinds"))?;
+        .map_err(|_| anyhow!("five kinds"))
+}
 
-    let hub_rss_end = rss_mb(hub.pid());
-    for (_, p, _) in &mut small_procs {
-        stop(p).await;
-    }
-    stop(&mut big).await;
-    stop(&mut hub).await;
-
-    // Summary.
+/// Prints what the benchmark measured.
+#[allow(clippy::too_many_arguments)]
+fn print_summary(
+    o: &Options,
+    sqlite_version: &str,
+    input: Input,
+    baseline: Baseline,
+    parse_only: Duration,
+    timed: Timed,
+    hub_rss_end: Option<(f64, f64)>,
+    small: Small,
+    queries: Queries,
+) {
+    let Input { plan, csv_mb, .. } = input;
+    let Timed {
+        published,
+        feed_index,
+        stored_at,
+        delivered,
+        visible_at,
+        commits_before,
+        commits_after,
+        hub_rss,
+        node_rss,
+        hub_db_mb,
+        node_db_mb,
+        mirror_catch_up,
+        report_catch_up,
+        hub_rss_after_report,
+    } = timed;
+    let indicator = &plan.indicator;
+    let total = stored_at;
+    let (sqlite_times, sqlite_median) = (baseline.times, baseline.median);
     let ratio = secs(total) / secs(sqlite_median);
     let rss = |r: Option<(f64, f64)>| match r {
         Some((hwm, now)) => format!("peak {hwm:.0} MB, now {now:.0} MB"),
@@ -1151,6 +1488,28 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
         secs(mirror_catch_up),
         secs(report_catch_up)
     );
+    print_small_and_queries(o, indicator, small, queries);
+}
+
+/// Prints the small snapshots, the quiet before the queries, and the query latency by kind.
+fn print_small_and_queries(o: &Options, indicator: &str, small: Small, queries: Queries) {
+    let Queries {
+        area,
+        series_name,
+        series_rows,
+        regions,
+        checkpoint,
+        list,
+        q_all,
+        q_area,
+        q_series,
+    } = queries;
+    let Small {
+        summary: small_summary,
+        quiet_steps,
+        report,
+        ..
+    } = small;
     for s in &small_summary {
         println!("{s}");
     }
@@ -1184,14 +1543,10 @@ async fn run_in(o: &Options, dir: &Path, sqlite_version: &str) -> Result<()> {
     );
     row(&format!("  … REF_AREA={area}, page of 1000"), &q_area);
     row(
-        &format!(
-            "  … one series: {series_name} ({} rows)",
-            small_page.observations.len()
-        ),
+        &format!("  … one series: {series_name} ({} rows)", series_rows),
         &q_series,
     );
     println!("regions in the view: {}", regions.join(", "));
-    Ok(())
 }
 
 /// The hub's group-commit counters.

@@ -16,6 +16,7 @@ pub mod records;
 pub mod rpc_metrics;
 pub mod sdmx;
 pub mod sdmx_rest;
+pub mod server;
 pub mod shared;
 pub mod status;
 pub mod tls;

@@ -27,14 +27,11 @@ use rcpfed_grpc::indicators::IndicatorRpc;
 use rcpfed_grpc::limits;
 use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_proto::v1::hub_service_server::HubServiceServer;
-use rcpfed_proto::v1::indicator_service_server::IndicatorServiceServer;
 use rcpfed_store::{HubStore, IndicatorStore};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic_health::ServingStatus;
 
 pub use service::{Hub, NOT_A_CHUNKED_SNAPSHOT};
 
@@ -126,6 +123,18 @@ pub enum HubError {
     Io(#[from] std::io::Error),
 }
 
+impl From<rcpfed_grpc::server::ServerError> for HubError {
+    fn from(e: rcpfed_grpc::server::ServerError) -> Self {
+        use rcpfed_grpc::server::ServerError;
+        match e {
+            ServerError::Tls(e) => HubError::Tls(e),
+            ServerError::Transport(e) => HubError::Transport(e),
+            ServerError::Reflection(e) => HubError::Reflection(e),
+            ServerError::Io(e) => HubError::Io(e),
+        }
+    }
+}
+
 /// Runs the hub until `shutdown` is cancelled.
 pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(), HubError> {
     let HubSettings {
@@ -159,23 +168,13 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
     let configured_catalogue = rcpfed_core::catalogue::Catalogue::from_toml(catalogue_text)
         .map_err(|e| HubError::Config(format!("the configured catalogue is not valid: {e}")))?;
 
-    let (health, _) = tonic_health::server::health_reporter();
-    // tonic-health starts "" as SERVING; we are not serving until the store is open.
-    not_serving(&health).await;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = metrics::HubMetrics::register(&mut registry);
-    let rpc_metrics = rcpfed_grpc::rpc_metrics::RpcMetrics::register(&mut registry);
-    rcpfed_grpc::ops::register_build_info(&mut registry);
-    let ops_addr = ops_listener.local_addr()?;
-    let ops_shutdown = shutdown.clone();
-    let ops = tokio::spawn(rcpfed_grpc::ops::serve_ops(
+    let (ops, metrics) = rcpfed_grpc::server::OpsPort::start(
         ops_listener,
-        health.clone(),
-        Arc::new(registry),
-        async move { ops_shutdown.cancelled().await },
-    ));
-    tracing::info!(%ops_addr, "ops port (health, /metrics) listening");
-
+        HUB_SERVICES,
+        shutdown.clone(),
+        metrics::HubMetrics::register,
+    )
+    .await?;
     let store = tokio::task::spawn_blocking(open_store)
         .await
         .map_err(|e| HubError::Config(format!("store opener panicked: {e}")))??;
@@ -193,9 +192,9 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         coherence_interval,
         quotas,
         store,
-        health,
+        health: ops.health.clone(),
         metrics,
-        rpc_metrics,
+        rpc_metrics: ops.rpc_metrics.clone(),
         shutdown: shutdown.clone(),
     });
     let ran = match standby {
@@ -207,9 +206,13 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         Some(standby) => run_with_standby(&ctx, http, &standby).await,
     };
     shutdown.cancel();
-    let _ = ops.await;
+    ops.stopped(tokio::time::Instant::now() + OPS_STOP_GRACE)
+        .await;
     ran
 }
+
+/// How long the ops port may take to stop once the hub has.
+const OPS_STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Running as one of several hub processes on one database (see [`Standby`]): stand by until
 /// the lease is free, lead while it is held, stand by again after losing it.
@@ -258,7 +261,9 @@ async fn run_with_standby(
         let keeper = tokio::spawn(keep_lease(Arc::clone(&ctx.store), epoch, ttl, term.clone()));
         let led = lead(ctx, PublicHttp::None, term.clone()).await;
         term.cancel();
-        let _ = keeper.await;
+        if let Err(e) = keeper.await {
+            tracing::error!(error = %e, epoch, "the hub lease keeper failed");
+        }
         ctx.metrics.role(false, epoch);
         // Released in every case: nothing of this process is written from here on, and a
         // standby takes over without waiting for the lease to expire.
@@ -278,7 +283,7 @@ async fn run_with_standby(
         }
     }
     if let Some(public_http) = public_http {
-        let _ = public_http.await;
+        rcpfed_grpc::server::log_failure("public HTTP", public_http).await;
     }
     result
 }
@@ -409,46 +414,28 @@ async fn stand_by(
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot reach the hub lease; retrying"),
         }
-        if let Ok(current) = with_lease(&ctx.store, |l| l.current()).await {
-            ctx.metrics.role(false, current.epoch);
-            if current.epoch != known_epoch {
-                known_epoch = current.epoch;
-                tracing::info!(leader = %current.holder, endpoint = %current.endpoint, epoch = current.epoch, live = current.live, "standing by; the lease is held by");
-            }
-            leader_tx.send_if_modified(|known| {
-                let changed = *known != current.endpoint;
-                if changed {
-                    known.clone_from(&current.endpoint);
-                }
-                changed
-            });
-        }
-        let store = Arc::clone(&ctx.store);
-        if let Ok(Ok(size)) = tokio::task::spawn_blocking(move || store.last_feed_index()).await {
-            let grew = feed_tx.send_if_modified(|head| {
-                let grew = size > *head;
-                if grew {
-                    *head = size;
-                }
-                grew
-            });
-            // A registry version the leader logged is put in force here too (admission and
-            // reads follow it), looked for at most once a second.
-            registry_unchecked |= grew;
-            if registry_unchecked
-                && registry_checked.elapsed() >= REGISTRY_RECHECK
-                && let Some((hub, federation)) = &serving
-            {
-                registry_checked = tokio::time::Instant::now();
-                registry_unchecked = false;
-                follow_registry(ctx, hub, federation).await;
-            }
-        }
-        if let Some(running) = server.take_if(|running| running.is_finished())
-            && let Ok(Err(e)) = running.await
+        observe_leader(ctx, &leader_tx, &mut known_epoch).await;
+        // A registry version the leader logged is put in force here too (admission and reads
+        // follow it), looked for at most once a second.
+        registry_unchecked |= observe_feed(ctx, &feed_tx).await;
+        if registry_unchecked
+            && registry_checked.elapsed() >= REGISTRY_RECHECK
+            && let Some((hub, federation)) = &serving
         {
-            phase.cancel();
-            return Err(e);
+            registry_checked = tokio::time::Instant::now();
+            registry_unchecked = false;
+            follow_registry(ctx, hub, federation).await;
+        }
+        if let Some(running) = server.take_if(|running| running.is_finished()) {
+            match running.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    phase.cancel();
+                    return Err(e);
+                }
+                // Started again below.
+                Err(e) => tracing::error!(error = %e, "the standby's read server failed"),
+            }
         }
         if server.is_none() {
             match standby_hub(ctx, leader_rx.clone(), feed_rx.clone(), phase.clone()).await {
@@ -483,6 +470,59 @@ async fn stand_by(
             _ = tokio::time::sleep(poll) => {}
         }
     }
+}
+
+/// Reads who holds the lease: the role gauge, a log line when the term changes, and the
+/// leader's endpoint that NOT_LEADER refusals name.
+async fn observe_leader(
+    ctx: &Arc<Ctx>,
+    leader_tx: &tokio::sync::watch::Sender<String>,
+    known_epoch: &mut u64,
+) {
+    let current = match with_lease(&ctx.store, |l| l.current()).await {
+        Ok(current) => current,
+        Err(e) => {
+            // Asked again at the next poll; the failed acquisition above said it already.
+            tracing::debug!(error = %e, "cannot read the hub lease");
+            return;
+        }
+    };
+    ctx.metrics.role(false, current.epoch);
+    if current.epoch != *known_epoch {
+        *known_epoch = current.epoch;
+        tracing::info!(leader = %current.holder, endpoint = %current.endpoint, epoch = current.epoch, live = current.live, "standing by; the lease is held by");
+    }
+    leader_tx.send_if_modified(|known| {
+        let changed = *known != current.endpoint;
+        if changed {
+            known.clone_from(&current.endpoint);
+        }
+        changed
+    });
+}
+
+/// Reads the shared log's last feed index for the standby's feed subscribers; true when it
+/// grew.
+async fn observe_feed(ctx: &Arc<Ctx>, feed_tx: &tokio::sync::watch::Sender<u64>) -> bool {
+    let store = Arc::clone(&ctx.store);
+    let size = match tokio::task::spawn_blocking(move || store.last_feed_index()).await {
+        Ok(Ok(size)) => size,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "standby cannot read the log's size; retrying");
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "standby's log size reader failed; retrying");
+            return false;
+        }
+    };
+    feed_tx.send_if_modified(|head| {
+        let grew = size > *head;
+        if grew {
+            *head = size;
+        }
+        grew
+    })
 }
 
 /// How often at most a standby looks for a registry version logged by the leader.
@@ -685,16 +725,6 @@ async fn registry_in_force(
     ))
 }
 
-async fn not_serving(health: &tonic_health::server::HealthReporter) {
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health.set_not_serving::<HubServiceServer<Hub>>().await;
-    health
-        .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
-        .await;
-}
-
 fn new_hub(
     ctx: &Ctx,
     federation: rcpfed_grpc::shared::SharedFederation,
@@ -734,64 +764,17 @@ async fn lead(
     public_http: PublicHttp,
     term: CancellationToken,
 ) -> Result<(), HubError> {
-    let store = Arc::clone(&ctx.store);
-    let witness_quorum = ctx.witness_quorum;
     // The registry in force: versions in the log verified from the root keys, or version 1.
     let loaded = load_registry(ctx).await?;
-    let federation = Arc::new(
-        loaded
-            .state
-            .registry
-            .to_federation()
-            .map_err(|e| HubError::Config(e.to_string()))?,
-    );
+    let federation = loaded
+        .state
+        .registry
+        .to_federation()
+        .map_err(|e| HubError::Config(e.to_string()))?;
     tracing::info!(version = loaded.state.registry.version, "registry in force");
-    {
-        // The log gauges start from what is stored, not from zero.
-        let store = Arc::clone(&store);
-        let (latest, final_cp) = tokio::task::spawn_blocking(move || {
-            Ok::<_, rcpfed_store::StoreError>((
-                store.latest_checkpoint()?,
-                store.latest_final_checkpoint(witness_quorum)?,
-            ))
-        })
-        .await
-        .map_err(|e| HubError::Config(format!("checkpoint reader panicked: {e}")))?
-        .map_err(|e| HubError::Config(format!("cannot read the latest checkpoint: {e}")))?;
-        if let Some(cp) = latest {
-            ctx.metrics.checkpoint_issued(cp.size, cp.created_at_ms);
-        }
-        if let Some(cp) = final_cp {
-            ctx.metrics.final_checkpoint(cp.size);
-        }
-    }
-    let hub_member = federation
-        .hub()
-        .ok_or_else(|| HubError::Config("the member file names no hub".into()))?;
-    let signing_key = ctx.signing_key.clone();
-    // Witnesses verify checkpoints with the hub member's first key (logkeys::log_verifier), so
-    // that is the only key the hub may sign with.
-    if hub_member.keys.first().map(|k| k.key_id.as_str()) != Some(signing_key.key_id()) {
-        return Err(HubError::Config(format!(
-            "signing key {} is not the first key of hub member {} in the member file; witnesses would refuse every checkpoint",
-            signing_key.key_id(),
-            hub_member.id
-        )));
-    }
-
-    let ingest = {
-        let store = Arc::clone(&store);
-        let signer = ingest::ReceiptSigner {
-            federation_id: federation.federation_id.clone(),
-            hub_id: hub_member.id.clone(),
-            key: signing_key.clone(),
-        };
-        let metrics = ctx.metrics.clone();
-        // Loading reads the database (the chain heads and the log's right edge).
-        tokio::task::spawn_blocking(move || ingest::Ingest::start(store, signer, metrics))
-            .await
-            .map_err(|e| HubError::Config(format!("sequencer loader panicked: {e}")))??
-    };
+    restore_log_gauges(ctx).await?;
+    let hub_member = signing_member(&federation, &ctx.signing_key)?;
+    let ingest = start_sequencer(ctx, &federation.federation_id, &hub_member.id).await?;
     if loaded.needs_logging {
         // A new hub: registry version 1 becomes the first entry of the log and the feed.
         match ingest
@@ -806,59 +789,29 @@ async fn lead(
             }
         }
     }
-    // The catalogue in force: the logged chain verified with the hub's keys, and the configured
-    // catalogue logged as the next version when its content differs.
+    let catalogue = catalogue_in_force(ctx, &ingest, &federation.federation_id, hub_member).await?;
     let hub_id = hub_member.id.clone();
-    let in_force = catalogue::establish(
-        Arc::clone(&store),
-        &ingest,
-        catalogue::Issuer {
-            federation_id: federation.federation_id.clone(),
-            hub_id: hub_id.clone(),
-            hub_keys: hub_member.keys.clone(),
-            key: signing_key.clone(),
-        },
-        ctx.configured_catalogue.clone(),
-    )
-    .await
-    .map_err(HubError::Config)?;
-    tracing::info!(
-        version = in_force.version,
-        catalogue = %in_force.catalogue.catalogue.id,
-        content_version = %in_force.catalogue.catalogue.version,
-        "catalogue in force"
-    );
-    let catalogue = catalogue::SharedCatalogue::new(in_force);
-    let shared_federation = rcpfed_grpc::shared::SharedFederation::new((*federation).clone());
+    let shared_federation = rcpfed_grpc::shared::SharedFederation::new(federation.clone());
     let indicators = IndicatorRpc::new(
-        Arc::clone(&store) as Arc<dyn IndicatorStore>,
+        Arc::clone(&ctx.store) as Arc<dyn IndicatorStore>,
         hub_id.clone(),
         rcpfed_grpc::indicators::reader_role(shared_federation.clone()),
     )
     .with_data_providers(shared_federation.clone());
-    let public_hub_id = hub_id.clone();
     let coherence = tokio::spawn(coherence::run(
         coherence::Reporter {
-            store: Arc::clone(&store),
+            store: Arc::clone(&ctx.store),
             ingest: ingest.clone(),
             federation: shared_federation.clone(),
             catalogue: catalogue.clone(),
-            hub_id,
-            key: signing_key,
+            hub_id: hub_id.clone(),
+            key: ctx.signing_key.clone(),
             metrics: ctx.metrics.clone(),
         },
         ctx.coherence_interval,
         term.clone(),
     ));
-    let quotas = &ctx.quotas;
-    tracing::info!(
-        cpu_threads = quotas.pool_size(),
-        submissions_in_flight = quotas.submissions_in_flight,
-        feed_subscriptions = quotas.feed_subscriptions,
-        snapshot_chunk_idle_ms = quotas.snapshot_chunk_idle.as_millis(),
-        snapshot_min_rate = quotas.snapshot_min_rate,
-        "per-member quotas"
-    );
+    log_quotas(&ctx.quotas);
     let hub = new_hub(
         ctx,
         shared_federation.clone(),
@@ -874,7 +827,7 @@ async fn lead(
             ctx,
             http,
             shared_federation.clone(),
-            public_hub_id,
+            hub_id,
         )?),
         PublicHttp::Later(None) | PublicHttp::None => None,
     };
@@ -887,12 +840,125 @@ async fn lead(
     )
     .await;
     term.cancel();
-    let _ = coherence.await;
+    if let Err(e) = coherence.await {
+        tracing::error!(error = %e, "the coherence reporter failed");
+    }
     if let Some(public_http) = public_http {
-        let _ = public_http.await;
+        rcpfed_grpc::server::log_failure("public HTTP", public_http).await;
     }
     served
 }
+
+/// The log gauges start from what is stored, not from zero.
+async fn restore_log_gauges(ctx: &Arc<Ctx>) -> Result<(), HubError> {
+    let store = Arc::clone(&ctx.store);
+    let witness_quorum = ctx.witness_quorum;
+    let (latest, final_cp) = tokio::task::spawn_blocking(move || {
+        Ok::<_, rcpfed_store::StoreError>((
+            store.latest_checkpoint()?,
+            store.latest_final_checkpoint(witness_quorum)?,
+        ))
+    })
+    .await
+    .map_err(|e| HubError::Config(format!("checkpoint reader panicked: {e}")))?
+    .map_err(|e| HubError::Config(format!("cannot read the latest checkpoint: {e}")))?;
+    if let Some(cp) = latest {
+        ctx.metrics.checkpoint_issued(cp.size, cp.created_at_ms);
+    }
+    if let Some(cp) = final_cp {
+        ctx.metrics.final_checkpoint(cp.size);
+    }
+    Ok(())
+}
+
+/// The hub member of `federation`, refused unless `signing_key` is its first key: witnesses
+/// verify checkpoints with that key (logkeys::log_verifier), so it is the only key the hub may
+/// sign with.
+fn signing_member<'f>(
+    federation: &'f rcpfed_core::members::Federation,
+    signing_key: &SecretKey,
+) -> Result<&'f rcpfed_core::members::Member, HubError> {
+    let hub_member = federation
+        .hub()
+        .ok_or_else(|| HubError::Config("the member file names no hub".into()))?;
+    if hub_member.keys.first().map(|k| k.key_id.as_str()) != Some(signing_key.key_id()) {
+        return Err(HubError::Config(format!(
+            "signing key {} is not the first key of hub member {} in the member file; witnesses would refuse every checkpoint",
+            signing_key.key_id(),
+            hub_member.id
+        )));
+    }
+    Ok(hub_member)
+}
+
+/// Starts the sequencer, which first reads the database (the chain heads and the log's right
+/// edge).
+async fn start_sequencer(
+    ctx: &Arc<Ctx>,
+    federation_id: &str,
+    hub_id: &str,
+) -> Result<ingest::Ingest, HubError> {
+    let store = Arc::clone(&ctx.store);
+    let signer = ingest::ReceiptSigner {
+        federation_id: federation_id.to_string(),
+        hub_id: hub_id.to_string(),
+        key: ctx.signing_key.clone(),
+    };
+    let metrics = ctx.metrics.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || ingest::Ingest::start(store, signer, metrics))
+            .await
+            .map_err(|e| HubError::Config(format!("sequencer loader panicked: {e}")))??,
+    )
+}
+
+/// The catalogue in force: the logged chain verified with the hub's keys, and the configured
+/// catalogue logged as the next version when its content differs.
+async fn catalogue_in_force(
+    ctx: &Arc<Ctx>,
+    ingest: &ingest::Ingest,
+    federation_id: &str,
+    hub_member: &rcpfed_core::members::Member,
+) -> Result<catalogue::SharedCatalogue, HubError> {
+    let in_force = catalogue::establish(
+        Arc::clone(&ctx.store),
+        ingest,
+        catalogue::Issuer {
+            federation_id: federation_id.to_string(),
+            hub_id: hub_member.id.clone(),
+            hub_keys: hub_member.keys.clone(),
+            key: ctx.signing_key.clone(),
+        },
+        ctx.configured_catalogue.clone(),
+    )
+    .await
+    .map_err(HubError::Config)?;
+    tracing::info!(
+        version = in_force.version,
+        catalogue = %in_force.catalogue.catalogue.id,
+        content_version = %in_force.catalogue.catalogue.version,
+        "catalogue in force"
+    );
+    Ok(catalogue::SharedCatalogue::new(in_force))
+}
+
+/// Logs the per-member quotas in force.
+fn log_quotas(quotas: &quotas::Quotas) {
+    tracing::info!(
+        cpu_threads = quotas.pool_size(),
+        submissions_in_flight = quotas.submissions_in_flight,
+        feed_subscriptions = quotas.feed_subscriptions,
+        snapshot_chunk_idle_ms = quotas.snapshot_chunk_idle.as_millis(),
+        snapshot_min_rate = quotas.snapshot_min_rate,
+        "per-member quotas"
+    );
+}
+
+/// The rcpfed services the hub serves on its gRPC port (health and reflection list them).
+const HUB_SERVICES: &[&str] = &[
+    rcpfed_proto::v1::hub_service_server::SERVICE_NAME,
+    rcpfed_proto::v1::indicator_service_server::SERVICE_NAME,
+];
 
 /// Serves HubService, IndicatorService, health and reflection on a duplicate of the gRPC
 /// socket until `phase` ends, then drains (bounded).
@@ -904,87 +970,54 @@ async fn serve(
     phase: CancellationToken,
 ) -> Result<(), HubError> {
     let leading = hub.standby.is_none();
-    let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services(&[
-        rcpfed_proto::v1::hub_service_server::SERVICE_NAME,
-        rcpfed_proto::v1::indicator_service_server::SERVICE_NAME,
-    ])?;
-    let grpc_listener = TcpListener::from_std(ctx.grpc_listener.try_clone()?)?;
-    let grpc_addr: SocketAddr = grpc_listener.local_addr()?;
-    // mTLS on rustls with the CRL, reloaded when it changes (tonic's TLS has no CRL hook).
-    let (incoming, acceptor) = rcpfed_grpc::acceptor::mtls_incoming_with_acceptor(
-        grpc_listener,
-        &ctx.tls,
-        ctx.crl_file.as_deref(),
-    )?;
-    acceptor.set_stale_crl(ctx.stale_crl);
-
-    let health = ctx.health.clone();
-    health.set_service_status("", ServingStatus::Serving).await;
-    health.set_serving::<HubServiceServer<Hub>>().await;
-    health
-        .set_serving::<IndicatorServiceServer<IndicatorRpc>>()
-        .await;
+    let listening = rcpfed_grpc::server::GrpcServer {
+        listener: TcpListener::from_std(ctx.grpc_listener.try_clone()?)?,
+        tls: &ctx.tls,
+        crl_file: ctx.crl_file.as_deref(),
+        stale_crl: ctx.stale_crl,
+        health: ctx.health.clone(),
+        rpc_metrics: ctx.rpc_metrics.clone(),
+        federation,
+        rules: rcpfed_grpc::admission::HUB_RULES,
+        self_bounded: rcpfed_grpc::deadline::HUB_SELF_BOUNDED,
+        reflected: HUB_SERVICES,
+        serving: HUB_SERVICES,
+    }
+    .listen(phase)
+    .await?;
+    let grpc_addr = listening.addr();
     if leading {
         tracing::info!(%grpc_addr, federation = %ctx.federation_id, "hub serving (mTLS)");
     } else {
         tracing::info!(%grpc_addr, federation = %ctx.federation_id, "standby hub serving reads (mTLS); writes answer NOT_LEADER");
     }
-
-    // Started after the start-up SERVING, which would otherwise hide a stale CRL.
-    let crl_watch =
-        rcpfed_grpc::acceptor::watch_crl_freshness(acceptor.clone(), health.clone(), phase.clone());
-    let health_on_shutdown = health.clone();
+    let health = ctx.health.clone();
     let process_shutdown = ctx.shutdown.clone();
-    let server_shutdown = phase.clone();
-    let serve = tonic::transport::Server::builder()
-        // Outermost, so every answer is counted, refusals by the layers below included.
-        .layer(rcpfed_grpc::rpc_metrics::RpcMetricsLayer::new(
-            ctx.rpc_metrics.clone(),
-        ))
-        // Who may call what, and how large each message may be, before any body is read.
-        .layer(rcpfed_grpc::admission::AdmissionLayer::new(
-            federation,
+    let on_shutdown = async move {
+        if process_shutdown.is_cancelled() {
+            // Probes must see NOT_SERVING as soon as shutdown starts.
+            rcpfed_grpc::server::mark_not_serving(&health, HUB_SERVICES).await;
+            tracing::info!("hub shutting down");
+        } else if leading {
+            tracing::info!("leader's server ending: the term is over");
+        } else {
+            tracing::info!("standby's read server ending: this process leads now");
+        }
+    };
+    let hub_service = HubServiceServer::from_arc(hub)
+        .max_decoding_message_size(rcpfed_grpc::admission::max_message_bytes(
             rcpfed_grpc::admission::HUB_RULES,
         ))
-        .layer(rcpfed_grpc::deadline::DeadlineLayer {
-            timeout: limits::REQUEST_TIMEOUT,
-            self_bounded: rcpfed_grpc::deadline::HUB_SELF_BOUNDED,
-        })
-        .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
-        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
-        .tcp_keepalive(Some(limits::TCP_KEEPALIVE))
-        .add_service(tonic_health::pb::health_server::HealthServer::new(
-            tonic_health::server::HealthService::from_health_reporter(ctx.health.clone()),
-        ))
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            HubServiceServer::from_arc(hub)
-                .max_decoding_message_size(rcpfed_grpc::admission::max_message_bytes(
-                    rcpfed_grpc::admission::HUB_RULES,
-                ))
-                .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
+        .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
+    listening
+        .serve(
+            |routes| {
+                routes
+                    .add_service(hub_service)
+                    .add_service(indicators.into_server())
+            },
+            on_shutdown,
         )
-        .add_service(indicators.into_server())
-        .serve_with_incoming_shutdown(incoming, async move {
-            server_shutdown.cancelled().await;
-            if process_shutdown.is_cancelled() {
-                // Probes must see NOT_SERVING as soon as shutdown starts.
-                not_serving(&health_on_shutdown).await;
-                tracing::info!("hub shutting down");
-            } else if leading {
-                tracing::info!("leader's server ending: the term is over");
-            } else {
-                tracing::info!("standby's read server ending: this process leads now");
-            }
-        });
-    // A bounded drain: silent or stuck peers cannot keep the process from stopping.
-    let served = rcpfed_grpc::acceptor::serve_with_bounded_drain(serve, phase.clone(), acceptor)
-        .await
-        .unwrap_or(Ok(()));
-    phase.cancel();
-    let _ = crl_watch.await;
-    served?;
+        .await?;
     Ok(())
 }

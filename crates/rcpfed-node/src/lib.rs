@@ -17,7 +17,6 @@ use rcpfed_core::keys::SecretKey;
 use rcpfed_grpc::indicators::{IndicatorRpc, reader_role};
 use rcpfed_grpc::limits;
 use rcpfed_grpc::tls::TlsFiles;
-use rcpfed_proto::v1::indicator_service_server::IndicatorServiceServer;
 use rcpfed_proto::v1::node_service_server::NodeServiceServer;
 use rcpfed_store::{IndicatorStore, NodeStore};
 use std::sync::Arc;
@@ -100,6 +99,7 @@ impl NodeState {
         retry_in: std::time::Duration,
     ) {
         let now = now_ms();
+        // Only the first failure of a run sets the time; a later one leaves it as it is.
         let _ = self.hub.failing_since_ms.compare_exchange(
             0,
             now,
@@ -148,17 +148,21 @@ impl NodeState {
 
     /// The last error in plain words.
     pub fn last_error(&self) -> String {
+        // A writer that panicked leaves the last error it wrote, still worth showing.
         self.last_error
             .lock()
             .map(|e| e.clone())
-            .unwrap_or_default()
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 }
 
 /// Up to 25% random extra delay, so nodes that lost the hub together do not return together.
 pub fn jitter(base: std::time::Duration) -> std::time::Duration {
     let mut byte = [0u8; 1];
-    let _ = getrandom::fill(&mut byte);
+    // Without randomness the delay is just `base`: the retry still happens.
+    if let Err(e) = getrandom::fill(&mut byte) {
+        tracing::debug!(error = %e, "no random jitter");
+    }
     base + base.mul_f64(f64::from(byte[0]) / 255.0 * 0.25)
 }
 
@@ -438,6 +442,54 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
 }
 
+impl From<rcpfed_grpc::server::ServerError> for NodeError {
+    fn from(e: rcpfed_grpc::server::ServerError) -> Self {
+        use rcpfed_grpc::server::ServerError;
+        match e {
+            ServerError::Tls(e) => NodeError::Tls(e),
+            ServerError::Transport(e) => NodeError::Transport(e),
+            ServerError::Reflection(e) => NodeError::Reflection(e),
+            ServerError::Io(e) => NodeError::Io(e),
+        }
+    }
+}
+
+/// The rcpfed services the node serves on its gRPC port (reflection lists them).
+const NODE_SERVICES: &[&str] = &[
+    rcpfed_proto::v1::node_service_server::SERVICE_NAME,
+    rcpfed_proto::v1::witness_service_server::SERVICE_NAME,
+    rcpfed_proto::v1::indicator_service_server::SERVICE_NAME,
+];
+
+/// The services whose health follows the server's; the witness reports its own
+/// ([`witness::WITNESS_SERVICE`]).
+const SERVING_WITH_THE_SERVER: &[&str] = &[
+    rcpfed_proto::v1::node_service_server::SERVICE_NAME,
+    rcpfed_proto::v1::indicator_service_server::SERVICE_NAME,
+];
+
+/// The node's own metrics, registered on the ops port.
+struct NodeMetrics {
+    proof_failures: prometheus_client::metrics::counter::Counter<u64>,
+    link_gauges: HubLinkGauges,
+}
+
+impl NodeMetrics {
+    fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let proof_failures = prometheus_client::metrics::counter::Counter::<u64>::default();
+        registry.register(
+            "rcpfed_witness_proof_failures",
+            "Consistency proofs from the hub that did not verify (retried; not a fork)",
+            proof_failures.clone(),
+        );
+        let link_gauges = HubLinkGauges::register(registry);
+        NodeMetrics {
+            proof_failures,
+            link_gauges,
+        }
+    }
+}
+
 /// Runs the node until `shutdown` is cancelled.
 pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<(), NodeError> {
     let NodeSettings {
@@ -459,35 +511,208 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         witness_interval,
         open_store,
     } = settings;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health.set_not_serving::<NodeServiceServer<Node>>().await;
-    health
-        .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
-        .await;
-    let mut metrics = prometheus_client::registry::Registry::default();
-    let proof_failures = prometheus_client::metrics::counter::Counter::<u64>::default();
-    metrics.register(
-        "rcpfed_witness_proof_failures",
-        "Consistency proofs from the hub that did not verify (retried; not a fork)",
-        proof_failures.clone(),
-    );
-    let link_gauges = HubLinkGauges::register(&mut metrics);
-    let rpc_metrics = rcpfed_grpc::rpc_metrics::RpcMetrics::register(&mut metrics);
-    rcpfed_grpc::ops::register_build_info(&mut metrics);
-    let ops_shutdown = shutdown.clone();
-    let ops = tokio::spawn(rcpfed_grpc::ops::serve_ops(
+    let (ops, metrics) = rcpfed_grpc::server::OpsPort::start(
         ops_listener,
-        health.clone(),
-        Arc::new(metrics),
-        async move { ops_shutdown.cancelled().await },
-    ));
-
+        SERVING_WITH_THE_SERVER,
+        shutdown.clone(),
+        NodeMetrics::register,
+    )
+    .await?;
     let store = tokio::task::spawn_blocking(open_store)
         .await
         .map_err(|e| NodeError::Config(format!("store opener panicked: {e}")))??;
+    let (channel, registry_in_force) = hub_channel(
+        &hub_endpoints,
+        &tls,
+        crl_file.as_ref(),
+        &federation_id,
+        &hub_link,
+    )?;
+    let node_registry = establish_registry(
+        RegistrySource {
+            trust: &trust,
+            federation_id: &federation_id,
+            initial: initial_registry.as_ref(),
+            cache: registry_cache,
+        },
+        &channel,
+        &hub_link,
+        &shutdown,
+        &registry_in_force,
+    )
+    .await?;
+    let shared = node_registry.shared();
+    let federation = shared.get();
+    check_signing_key(&federation, &node_id, &signing_key)?;
+    let catalogue_in_force = load_catalogue(&store, &federation).await?;
+    let witness = start_witness(
+        &federation,
+        &node_id,
+        &signing_key,
+        &store,
+        &ops,
+        metrics.proof_failures,
+        &hub_link,
+    )
+    .await?;
+    let state = Arc::new(NodeState::default());
+    let wakeup = Arc::new(tokio::sync::Notify::new());
+    let own_chain = Arc::new(own_chain::OwnChainGate::new(restore_marker));
+    let publisher = publish::Publisher::new(
+        shared.clone(),
+        catalogue_in_force.clone(),
+        node_id.clone(),
+        signing_key,
+        Arc::clone(&store),
+        Arc::clone(&wakeup),
+    )
+    .with_own_chain_gate(Arc::clone(&own_chain));
+    let tasks = BackgroundTasks::spawn(
+        Roles {
+            node_id: &node_id,
+            shared: &shared,
+            store: &store,
+            state: &state,
+            witness: &witness,
+            health: &ops.health,
+        },
+        metrics.link_gauges,
+        Mirroring {
+            own_chain,
+            registry: node_registry,
+            catalogue: catalogue_in_force,
+        },
+        wakeup,
+        channel,
+        &hub_link,
+        witness_interval,
+        &shutdown,
+    );
+    let listening = node_server(
+        grpc_listener,
+        &tls,
+        crl_file.as_deref(),
+        stale_crl,
+        &ops,
+        &shared,
+    )
+    .listen(shutdown.clone())
+    .await?;
+    let addr = listening.addr();
+    tracing::info!(%addr, node = %node_id, hub = %hub_endpoints.join(", "), "node serving (mTLS)");
+    let public_http = match http {
+        Some(http) => Some(http.spawn(
+            crl_file,
+            shared.clone(),
+            public_routes(&store, &node_id, &shared, &federation.hub_id),
+            "/sdmx/ (SDMX REST 1.5.0) and the dashboard at /dashboard/ (JSON under /dashboard/api/)",
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
+    let services = NodeServices {
+        witness: service::WitnessRpc {
+            federation: shared.clone(),
+            witness,
+        },
+        indicators: mirror_indicators(&store, &federation.hub_id, &shared),
+        node: Node {
+            federation: shared,
+            node_id,
+            store: store as Arc<dyn NodeStore>,
+            publisher,
+            state,
+        },
+    };
+    let served = listening
+        .serve(
+            |routes| services.add_to(routes),
+            shutting_down(ops.health.clone()),
+        )
+        .await;
+    shutdown.cancel();
+    stop_the_rest(tasks, ops, public_http).await;
+    served?;
+    Ok(())
+}
+
+/// The node's witness of the hub's log, its health reported (NOT_SERVING for good once it has
+/// recorded a fork).
+#[allow(clippy::too_many_arguments)]
+async fn start_witness(
+    federation: &rcpfed_core::members::Federation,
+    node_id: &str,
+    signing_key: &SecretKey,
+    store: &Arc<dyn NodeStorage>,
+    ops: &rcpfed_grpc::server::OpsPort,
+    proof_failures: prometheus_client::metrics::counter::Counter<u64>,
+    hub_link: &HubLink,
+) -> Result<Arc<witness::Witness>, NodeError> {
+    let witness = Arc::new(
+        witness::Witness::new(
+            federation,
+            node_id,
+            signing_key.clone(),
+            Arc::clone(store) as Arc<dyn NodeStore>,
+            ops.health.clone(),
+        )
+        .map_err(NodeError::Config)?
+        .with_proof_counter(proof_failures)
+        .with_call_timeout(hub_link.call_timeout),
+    );
+    witness.report_health().await;
+    if witness.is_forked() {
+        tracing::error!(
+            "this node has recorded a fork of the hub's log: the witness role stays NOT_SERVING"
+        );
+    }
+    Ok(witness)
+}
+
+/// What the node does when its server starts to stop: probes see NOT_SERVING at once, the
+/// witness role included.
+async fn shutting_down(health: tonic_health::server::HealthReporter) {
+    rcpfed_grpc::server::mark_not_serving(&health, SERVING_WITH_THE_SERVER).await;
+    health
+        .set_service_status(witness::WITNESS_SERVICE, ServingStatus::NotServing)
+        .await;
+    tracing::info!("node shutting down");
+}
+
+/// Once the gRPC server has stopped: one grace period for the background tasks, the ops port
+/// and the public port, not one each.
+async fn stop_the_rest(
+    tasks: BackgroundTasks,
+    ops: rcpfed_grpc::server::OpsPort,
+    public_http: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+) {
+    let stop_by = tokio::time::Instant::now() + TASK_STOP_GRACE;
+    tasks.stop(stop_by).await;
+    ops.stopped(stop_by).await;
+    if let Some(public_http) = public_http {
+        let ended = rcpfed_grpc::server::log_failure("public HTTP", public_http);
+        if tokio::time::timeout_at(stop_by, ended).await.is_err() {
+            tracing::warn!("public HTTP server did not stop in time");
+        }
+    }
+}
+
+/// The channel to the hub (one logical hub over its endpoints, tried in order), and the
+/// registry in force the channel checks the hub's identity against once it is known.
+#[allow(clippy::type_complexity)]
+fn hub_channel(
+    hub_endpoints: &[String],
+    tls: &TlsFiles,
+    crl_file: Option<&std::path::PathBuf>,
+    federation_id: &str,
+    hub_link: &HubLink,
+) -> Result<
+    (
+        rcpfed_grpc::failover::FailoverChannel,
+        Arc<std::sync::OnceLock<rcpfed_grpc::shared::SharedFederation>>,
+    ),
+    NodeError,
+> {
     // The hub must present the SPIFFE id of the hub member in the registry in force (read at
     // every dial, so a registry change of hub takes effect); before the registry is known, any
     // node identity of this federation, whose answers are verified from the root keys anyway.
@@ -502,13 +727,13 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         })
     };
     let mut channels = Vec::with_capacity(hub_endpoints.len());
-    for endpoint in &hub_endpoints {
+    for endpoint in hub_endpoints {
         let channel = rcpfed_grpc::client_tls::checked_channel(
             endpoint,
             rcpfed_grpc::client_tls::ServerIdentityCheck {
                 files: tls.clone(),
-                crl: crl_file.clone(),
-                federation_id: federation_id.clone(),
+                crl: crl_file.cloned(),
+                federation_id: federation_id.to_string(),
                 expected: expected_hub.clone(),
             },
             rcpfed_grpc::client_tls::ChannelTiming {
@@ -522,25 +747,76 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     }
     let channel = rcpfed_grpc::failover::FailoverChannel::new(channels)
         .ok_or_else(|| NodeError::Config("no hub endpoint is configured".into()))?;
-    let state = Arc::new(NodeState::default());
+    Ok((channel, registry_in_force))
+}
+
+/// Where the registry in force at start-up comes from: the cache, the configured version 1,
+/// or the hub.
+struct RegistrySource<'a> {
+    trust: &'a rcpfed_core::registry::RootSet,
+    federation_id: &'a str,
+    initial: Option<&'a rcpfed_core::envelope::SignedEnvelope>,
+    cache: std::path::PathBuf,
+}
+
+/// The registry in force at start-up (fetched from the hub if need be, retrying until
+/// `shutdown`), also handed to the channel's check of the hub's identity.
+async fn establish_registry(
+    source: RegistrySource<'_>,
+    channel: &rcpfed_grpc::failover::FailoverChannel,
+    hub_link: &HubLink,
+    shutdown: &CancellationToken,
+    registry_in_force: &std::sync::OnceLock<rcpfed_grpc::shared::SharedFederation>,
+) -> Result<Arc<registry::NodeRegistry>, NodeError> {
     let (node_registry, in_force) = registry::NodeRegistry::bootstrap(
-        &trust,
-        &federation_id,
-        initial_registry.as_ref(),
-        registry_cache,
+        source.trust,
+        source.federation_id,
+        source.initial,
+        source.cache,
         channel.clone(),
         hub_link.call_timeout,
-        &shutdown,
+        shutdown,
     )
     .await
     .map_err(NodeError::Config)?;
-    let node_registry = Arc::new(node_registry);
+    // Set once, here: a second set cannot happen.
     let _ = registry_in_force.set(node_registry.shared());
     tracing::info!(version = in_force.version, "registry in force");
-    let shared = node_registry.shared();
-    let federation = shared.get();
+    Ok(Arc::new(node_registry))
+}
+
+/// The node's mTLS gRPC server: the node's admission rules and its services.
+fn node_server<'a>(
+    grpc_listener: TcpListener,
+    tls: &'a TlsFiles,
+    crl_file: Option<&'a std::path::Path>,
+    stale_crl: rcpfed_grpc::acceptor::StaleCrl,
+    ops: &rcpfed_grpc::server::OpsPort,
+    shared: &rcpfed_grpc::shared::SharedFederation,
+) -> rcpfed_grpc::server::GrpcServer<'a> {
+    rcpfed_grpc::server::GrpcServer {
+        listener: grpc_listener,
+        tls,
+        crl_file,
+        stale_crl,
+        health: ops.health.clone(),
+        rpc_metrics: ops.rpc_metrics.clone(),
+        federation: shared.clone(),
+        rules: rcpfed_grpc::admission::NODE_RULES,
+        self_bounded: rcpfed_grpc::deadline::NODE_SELF_BOUNDED,
+        reflected: NODE_SERVICES,
+        serving: SERVING_WITH_THE_SERVER,
+    }
+}
+
+/// Refuses to start with a signing key the member file does not give this node.
+fn check_signing_key(
+    federation: &rcpfed_core::members::Federation,
+    node_id: &str,
+    signing_key: &SecretKey,
+) -> Result<(), NodeError> {
     let member = federation
-        .member(&node_id)
+        .member(node_id)
         .ok_or_else(|| NodeError::Config(format!("node {node_id} is not in the member file")))?;
     if member.key(signing_key.key_id()).is_none() {
         return Err(NodeError::Config(format!(
@@ -548,265 +824,201 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
             signing_key.key_id()
         )));
     }
-
-    // The catalogue this node last mirrored, checked again: its signature by the hub and its
-    // link to the version before it.
-    let catalogue_in_force = catalogue::CatalogueInForce::empty();
-    {
-        let store = Arc::clone(&store);
-        let federation = Arc::clone(&federation);
-        let loaded = tokio::task::spawn_blocking(move || {
-            catalogue::CatalogueInForce::load(&*store, &federation)
-        })
-        .await
-        .map_err(|e| NodeError::Config(format!("catalogue loader panicked: {e}")))?
-        .map_err(NodeError::Config)?;
-        match loaded {
-            Some(c) => {
-                tracing::info!(version = c.version, "indicator catalogue in force");
-                catalogue_in_force.set(c);
-            }
-            None => tracing::info!(
-                "no indicator catalogue mirrored yet; indicator snapshots wait for the hub's"
-            ),
-        }
-    }
-
-    let witness = Arc::new(
-        witness::Witness::new(
-            &federation,
-            &node_id,
-            signing_key.clone(),
-            Arc::clone(&store) as Arc<dyn NodeStore>,
-            health.clone(),
-        )
-        .map_err(NodeError::Config)?
-        .with_proof_counter(proof_failures)
-        .with_call_timeout(hub_link.call_timeout),
-    );
-    witness.report_health().await;
-
-    if witness.is_forked() {
-        tracing::error!(
-            "this node has recorded a fork of the hub's log: the witness role stays NOT_SERVING"
-        );
-    }
-    let wakeup = Arc::new(tokio::sync::Notify::new());
-    let own_chain = Arc::new(own_chain::OwnChainGate::new(restore_marker));
-    let publisher = publish::Publisher::new(
-        shared.clone(),
-        catalogue_in_force.clone(),
-        node_id.clone(),
-        signing_key,
-        Arc::clone(&store),
-        Arc::clone(&wakeup),
-    )
-    .with_own_chain_gate(Arc::clone(&own_chain));
-    let link_task = tokio::spawn(report_hub_link(
-        Arc::clone(&state),
-        Arc::clone(&store),
-        health.clone(),
-        link_gauges,
-        Arc::clone(&witness),
-        shutdown.clone(),
-    ));
-    let outbox_task = tokio::spawn(outbox::run(
-        outbox::Outbox {
-            federation: shared.clone(),
-            node_id: node_id.clone(),
-            store: Arc::clone(&store),
-            wakeup: Arc::clone(&wakeup),
-            state: Arc::clone(&state),
-            witness: Arc::clone(&witness),
-            call_timeout: hub_link.call_timeout,
-        },
-        channel.clone(),
-        shutdown.clone(),
-    ));
-    let mirror_task = tokio::spawn(mirror::run(
-        mirror::Mirror {
-            node_id: node_id.clone(),
-            own_chain,
-            federation: shared.clone(),
-            store: Arc::clone(&store),
-            state: Arc::clone(&state),
-            witness: Arc::clone(&witness),
-            registry: Arc::clone(&node_registry),
-            catalogue: catalogue_in_force,
-            call_timeout: hub_link.call_timeout,
-        },
-        channel.clone(),
-        shutdown.clone(),
-    ));
-    let witness_task = tokio::spawn(witness::run(
-        Arc::clone(&witness),
-        channel,
-        witness_interval,
-        hub_link.call_timeout,
-        shutdown.clone(),
-    ));
-    let witness_rpc = service::WitnessRpc {
-        federation: shared.clone(),
-        witness: Arc::clone(&witness),
-    };
-    // The same IndicatorService as the hub's, over this node's mirror, with the reader role
-    // check of the node's other read RPCs.
-    let indicators = IndicatorRpc::new(
-        Arc::clone(&store) as Arc<dyn IndicatorStore>,
-        federation.hub_id.clone(),
-        reader_role(shared.clone()),
-    )
-    .with_data_providers(shared.clone());
-    // The hub's SDMX REST API, answered from this node's mirror.
-    let sdmx_source = rcpfed_grpc::sdmx_rest::SdmxSource::new(
-        Arc::clone(&store) as Arc<dyn IndicatorStore>,
-        federation.hub_id.clone(),
-        shared.clone(),
-    );
-    // The dashboard reads the verified mirror, like the IndicatorService above.
-    let dashboard = rcpfed_grpc::dashboard::router(
-        Arc::new(dashboard::NodeDashboard::new(
-            Arc::clone(&store) as Arc<dyn NodeStore>,
-            node_id.clone(),
-        )),
-        Arc::clone(&store) as Arc<dyn IndicatorStore>,
-        shared.clone(),
-        federation.hub_id.clone(),
-    );
-    let node = Node {
-        federation: shared.clone(),
-        node_id: node_id.clone(),
-        store: store as Arc<dyn NodeStore>,
-        publisher,
-        state,
-    };
-    let (reflection_v1, reflection_v1alpha) = rcpfed_grpc::reflection_services(&[
-        rcpfed_proto::v1::node_service_server::SERVICE_NAME,
-        rcpfed_proto::v1::witness_service_server::SERVICE_NAME,
-        rcpfed_proto::v1::indicator_service_server::SERVICE_NAME,
-    ])?;
-    let addr = grpc_listener.local_addr()?;
-    // mTLS on rustls with the CRL, reloaded when it changes (tonic's TLS has no CRL hook).
-    let (incoming, acceptor) = rcpfed_grpc::acceptor::mtls_incoming_with_acceptor(
-        grpc_listener,
-        &tls,
-        crl_file.as_deref(),
-    )?;
-    acceptor.set_stale_crl(stale_crl);
-    health.set_service_status("", ServingStatus::Serving).await;
-    health.set_serving::<NodeServiceServer<Node>>().await;
-    health
-        .set_serving::<IndicatorServiceServer<IndicatorRpc>>()
-        .await;
-    tracing::info!(%addr, node = %node_id, hub = %hub_endpoints.join(", "), "node serving (mTLS)");
-
-    // Started after the start-up SERVING, which would otherwise hide a stale CRL.
-    let crl_watch = rcpfed_grpc::acceptor::watch_crl_freshness(
-        acceptor.clone(),
-        health.clone(),
-        shutdown.clone(),
-    );
-    let public_http = match http {
-        Some(http) => Some(http.spawn(
-            crl_file.clone(),
-            shared.clone(),
-            public_routes(sdmx_source, dashboard),
-            "/sdmx/ (SDMX REST 1.5.0) and the dashboard at /dashboard/ (JSON under /dashboard/api/)",
-            shutdown.clone(),
-        )?),
-        None => None,
-    };
-    let health_on_shutdown = health.clone();
-    let server_shutdown = shutdown.clone();
-    let serve = tonic::transport::Server::builder()
-        // Outermost, so every answer is counted, refusals by the layers below included.
-        .layer(rcpfed_grpc::rpc_metrics::RpcMetricsLayer::new(rpc_metrics))
-        // Who may call what, and how large each message may be, before any body is read.
-        .layer(rcpfed_grpc::admission::AdmissionLayer::new(
-            shared.clone(),
-            rcpfed_grpc::admission::NODE_RULES,
-        ))
-        .layer(rcpfed_grpc::deadline::DeadlineLayer {
-            timeout: limits::REQUEST_TIMEOUT,
-            self_bounded: rcpfed_grpc::deadline::NODE_SELF_BOUNDED,
-        })
-        .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
-        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            rcpfed_proto::v1::witness_service_server::WitnessServiceServer::new(witness_rpc)
-                .max_decoding_message_size(rcpfed_grpc::admission::max_message_bytes(
-                    rcpfed_grpc::admission::NODE_RULES,
-                ))
-                .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            NodeServiceServer::new(node)
-                .max_decoding_message_size(rcpfed_grpc::admission::max_message_bytes(
-                    rcpfed_grpc::admission::NODE_RULES,
-                ))
-                .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
-        )
-        .add_service(indicators.into_server())
-        .serve_with_incoming_shutdown(incoming, async move {
-            server_shutdown.cancelled().await;
-            health_on_shutdown
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            health_on_shutdown
-                .set_not_serving::<NodeServiceServer<Node>>()
-                .await;
-            health_on_shutdown
-                .set_not_serving::<IndicatorServiceServer<IndicatorRpc>>()
-                .await;
-            health_on_shutdown
-                .set_service_status(witness::WITNESS_SERVICE, ServingStatus::NotServing)
-                .await;
-            tracing::info!("node shutting down");
-        });
-    // A bounded drain: silent or stuck peers cannot keep the process from stopping.
-    let served = rcpfed_grpc::acceptor::serve_with_bounded_drain(serve, shutdown.clone(), acceptor)
-        .await
-        .unwrap_or(Ok(()));
-    shutdown.cancel();
-    let _ = crl_watch.await;
-    // Each task stops at its next await on `shutdown`; one stuck in a call to a hub that does
-    // not answer is aborted after a short grace (its work is in the store, resumed at start-up).
-    // One grace period for all of them, not one each.
-    let stop_by = tokio::time::Instant::now() + TASK_STOP_GRACE;
-    for (name, task) in [
-        ("outbox", outbox_task),
-        ("mirror", mirror_task),
-        ("witness", witness_task),
-        ("hub link", link_task),
-    ] {
-        let abort = task.abort_handle();
-        if tokio::time::timeout_at(stop_by, task).await.is_err() {
-            tracing::warn!(task = name, "task did not stop in time; aborted");
-            abort.abort();
-        }
-    }
-    if tokio::time::timeout_at(stop_by, ops).await.is_err() {
-        tracing::warn!("ops server did not stop in time");
-    }
-    if let Some(public_http) = public_http
-        && tokio::time::timeout_at(stop_by, public_http).await.is_err()
-    {
-        tracing::warn!("public HTTP server did not stop in time");
-    }
-    served?;
     Ok(())
 }
 
-/// What the node's public HTTP listener serves, from the verified mirror: the SDMX REST API
-/// and the dashboard.
+/// The catalogue this node last mirrored, checked again: its signature by the hub and its
+/// link to the version before it (empty before the first one is mirrored).
+async fn load_catalogue(
+    store: &Arc<dyn NodeStorage>,
+    federation: &Arc<rcpfed_core::members::Federation>,
+) -> Result<catalogue::CatalogueInForce, NodeError> {
+    let catalogue_in_force = catalogue::CatalogueInForce::empty();
+    let store = Arc::clone(store);
+    let federation = Arc::clone(federation);
+    let loaded = tokio::task::spawn_blocking(move || {
+        catalogue::CatalogueInForce::load(&*store, &federation)
+    })
+    .await
+    .map_err(|e| NodeError::Config(format!("catalogue loader panicked: {e}")))?
+    .map_err(NodeError::Config)?;
+    match loaded {
+        Some(c) => {
+            tracing::info!(version = c.version, "indicator catalogue in force");
+            catalogue_in_force.set(c);
+        }
+        None => tracing::info!(
+            "no indicator catalogue mirrored yet; indicator snapshots wait for the hub's"
+        ),
+    }
+    Ok(catalogue_in_force)
+}
+
+/// What the node's background tasks share.
+struct Roles<'a> {
+    node_id: &'a str,
+    shared: &'a rcpfed_grpc::shared::SharedFederation,
+    store: &'a Arc<dyn NodeStorage>,
+    state: &'a Arc<NodeState>,
+    witness: &'a Arc<witness::Witness>,
+    health: &'a tonic_health::server::HealthReporter,
+}
+
+/// What the mirror keeps up to date besides the mirror itself.
+struct Mirroring {
+    /// Opens publishing again once the mirror has caught up after a restore.
+    own_chain: Arc<own_chain::OwnChainGate>,
+    /// The registry in force, advanced by the registry versions in the feed.
+    registry: Arc<registry::NodeRegistry>,
+    /// The catalogue in force, advanced by the catalogue versions in the feed.
+    catalogue: catalogue::CatalogueInForce,
+}
+
+/// The node's work besides answering RPCs: sending the outbox, mirroring the feed, witnessing
+/// checkpoints and reporting the hub link.
+struct BackgroundTasks {
+    tasks: [(&'static str, tokio::task::JoinHandle<()>); 4],
+}
+
+impl BackgroundTasks {
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        roles: Roles<'_>,
+        link_gauges: HubLinkGauges,
+        mirroring: Mirroring,
+        wakeup: Arc<tokio::sync::Notify>,
+        channel: rcpfed_grpc::failover::FailoverChannel,
+        hub_link: &HubLink,
+        witness_interval: std::time::Duration,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let link_task = tokio::spawn(report_hub_link(
+            Arc::clone(roles.state),
+            Arc::clone(roles.store),
+            roles.health.clone(),
+            link_gauges,
+            Arc::clone(roles.witness),
+            shutdown.clone(),
+        ));
+        let outbox_task = tokio::spawn(outbox::run(
+            outbox::Outbox {
+                federation: roles.shared.clone(),
+                node_id: roles.node_id.to_string(),
+                store: Arc::clone(roles.store),
+                wakeup,
+                state: Arc::clone(roles.state),
+                witness: Arc::clone(roles.witness),
+                call_timeout: hub_link.call_timeout,
+            },
+            channel.clone(),
+            shutdown.clone(),
+        ));
+        let mirror = mirror::Mirror {
+            node_id: roles.node_id.to_string(),
+            own_chain: mirroring.own_chain,
+            federation: roles.shared.clone(),
+            store: Arc::clone(roles.store),
+            state: Arc::clone(roles.state),
+            witness: Arc::clone(roles.witness),
+            registry: mirroring.registry,
+            catalogue: mirroring.catalogue,
+            call_timeout: hub_link.call_timeout,
+        };
+        let mirror_task = tokio::spawn(mirror::run(mirror, channel.clone(), shutdown.clone()));
+        let witness_task = tokio::spawn(witness::run(
+            Arc::clone(roles.witness),
+            channel,
+            witness_interval,
+            hub_link.call_timeout,
+            shutdown.clone(),
+        ));
+        BackgroundTasks {
+            tasks: [
+                ("outbox", outbox_task),
+                ("mirror", mirror_task),
+                ("witness", witness_task),
+                ("hub link", link_task),
+            ],
+        }
+    }
+
+    /// Each task stops at its next await on the shutdown token; one stuck in a call to a hub
+    /// that does not answer is aborted at `stop_by` (its work is in the store, resumed at
+    /// start-up).
+    async fn stop(self, stop_by: tokio::time::Instant) {
+        for (name, task) in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(stop_by, task).await.is_err() {
+                tracing::warn!(task = name, "task did not stop in time; aborted");
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// The same IndicatorService as the hub's, over this node's mirror, with the reader role check
+/// of the node's other read RPCs.
+fn mirror_indicators(
+    store: &Arc<dyn NodeStorage>,
+    hub_id: &str,
+    shared: &rcpfed_grpc::shared::SharedFederation,
+) -> IndicatorRpc {
+    IndicatorRpc::new(
+        Arc::clone(store) as Arc<dyn IndicatorStore>,
+        hub_id.to_string(),
+        reader_role(shared.clone()),
+    )
+    .with_data_providers(shared.clone())
+}
+
+/// The node's own gRPC services.
+struct NodeServices {
+    witness: service::WitnessRpc,
+    indicators: IndicatorRpc,
+    node: Node,
+}
+
+impl NodeServices {
+    fn add_to(self, routes: tonic::service::Routes) -> tonic::service::Routes {
+        let max_decoding =
+            rcpfed_grpc::admission::max_message_bytes(rcpfed_grpc::admission::NODE_RULES);
+        routes
+            .add_service(
+                rcpfed_proto::v1::witness_service_server::WitnessServiceServer::new(self.witness)
+                    .max_decoding_message_size(max_decoding)
+                    .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                NodeServiceServer::new(self.node)
+                    .max_decoding_message_size(max_decoding)
+                    .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
+            )
+            .add_service(self.indicators.into_server())
+    }
+}
+
+/// What the node's public HTTP listener serves, from the verified mirror: the hub's SDMX REST
+/// API and the dashboard (like the IndicatorService).
 fn public_routes(
-    sdmx: rcpfed_grpc::sdmx_rest::SdmxSource,
-    dashboard: axum::Router,
+    store: &Arc<dyn NodeStorage>,
+    node_id: &str,
+    shared: &rcpfed_grpc::shared::SharedFederation,
+    hub_id: &str,
 ) -> axum::Router {
+    let sdmx = rcpfed_grpc::sdmx_rest::SdmxSource::new(
+        Arc::clone(store) as Arc<dyn IndicatorStore>,
+        hub_id.to_string(),
+        shared.clone(),
+    );
+    let dashboard = rcpfed_grpc::dashboard::router(
+        Arc::new(dashboard::NodeDashboard::new(
+            Arc::clone(store) as Arc<dyn NodeStore>,
+            node_id.to_string(),
+        )),
+        Arc::clone(store) as Arc<dyn IndicatorStore>,
+        shared.clone(),
+        hub_id.to_string(),
+    );
     axum::Router::new()
         .nest("/sdmx", rcpfed_grpc::sdmx_rest::router(sdmx))
         .merge(dashboard)

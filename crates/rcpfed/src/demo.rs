@@ -9,11 +9,14 @@ use crate::commands::{PkiInitArgs, PublishWhat, cancel_on_signal, documents_for,
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use rcpfed_proto::v1;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use rcpfed_proto::v1::node_service_client::NodeServiceClient;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 /// Arguments of `rcpfed demo`.
 #[derive(Args)]
@@ -213,136 +216,15 @@ fn reason_of(status: &tonic::Status) -> String {
         .unwrap_or_default()
 }
 
+/// Steps 3 to 8: publish, wait for delivery and mirroring, verify the hub's listing, wait for
+/// the witnesses, verify a bundle offline, then the conflict and the revision.
 async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> Result<()> {
     let operator = client::identity_in(dir, "operator");
     let started = Instant::now();
-    let mut expected_total = 0u64;
-    let mut expected_per_node = Vec::new();
-    println!("3. each node signs its sample documents and queues them for the hub:");
-    let samples = std::env::temp_dir().join(format!("rcpfed-demo-samples-{}", std::process::id()));
-    std::fs::create_dir_all(&samples)?;
-    for p in nodes {
-        let mut node = client::node_client(
-            &format!("https://localhost:{}", port(&p.grpc)),
-            "--node",
-            &operator,
-        )
-        .await?;
-        let mut what = Vec::new();
-        if let Some(policy) = rcpfed_import::sample::policy_toml(&p.name) {
-            let file = samples.join(format!("{}-policy.toml", p.name));
-            std::fs::write(&file, policy)?;
-            what.push(PublishWhat::Policy { file });
-        }
-        if let Some(csv) = rcpfed_import::sample::indicator_csv(&p.name) {
-            let file = samples.join(format!(
-                "{}-{}.csv",
-                p.name,
-                rcpfed_import::sample::INDICATOR_DOCUMENT_NAME
-            ));
-            std::fs::write(&file, csv)?;
-            what.push(PublishWhat::Indicators {
-                file,
-                name: Some(rcpfed_import::sample::INDICATOR_DOCUMENT_NAME.into()),
-                stream: false,
-            });
-        }
-        let mut count = 0u64;
-        for w in &what {
-            for doc in documents_for(w, &p.name)? {
-                let name = doc.document.clone();
-                // A node checks indicators against the catalogue it mirrors from the hub; just
-                // after start-up the catalogue may not have reached it yet (NO_CATALOGUE, a
-                // state that passes): wait for it, within the demo's timeout.
-                let r = loop {
-                    match node.publish_document(doc.clone()).await {
-                        Ok(r) => break r.into_inner(),
-                        Err(s)
-                            if reason_of(&s) == "NO_CATALOGUE" && started.elapsed() < timeout =>
-                        {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(s) => {
-                            return Err(anyhow::anyhow!(
-                                "{} refused {name}: {}",
-                                p.name,
-                                client::describe_status(&s)
-                            ));
-                        }
-                    }
-                };
-                println!(
-                    "   {:<9} #{} {} (revision {}) digest {}…",
-                    p.name,
-                    r.seq,
-                    r.document,
-                    r.revision,
-                    &hex::encode(&r.digest)[..16]
-                );
-                count += 1;
-            }
-        }
-        expected_total += count;
-        expected_per_node.push(count);
-    }
-    let _ = std::fs::remove_dir_all(&samples);
-
-    println!(
-        "4. waiting for delivery (verified hub receipts) and for every node's mirror to fill…"
-    );
-    loop {
-        let mut done = true;
-        let mut lines = Vec::new();
-        for (p, expected) in nodes.iter().zip(&expected_per_node) {
-            let mut node = client::node_client(
-                &format!("https://localhost:{}", port(&p.grpc)),
-                "--node",
-                &operator,
-            )
-            .await?;
-            let s = node
-                .get_node_status(v1::GetNodeStatusRequest {})
-                .await?
-                .into_inner();
-            if s.outbox_rejected > 0 {
-                bail!("{}: the hub refused a statement: {}", p.name, s.last_error);
-            }
-            // The feed also carries the hub's first documents: registry version 1 and
-            // catalogue version 1, the log's first entries.
-            if s.outbox_delivered < *expected || s.mirror_count < expected_total + HUB_PRELUDE {
-                done = false;
-            }
-            lines.push(format!(
-                "   {:<9} delivered {}/{} · mirror {}/{} · feed {}",
-                p.name,
-                s.outbox_delivered,
-                expected,
-                s.mirror_count,
-                expected_total + HUB_PRELUDE,
-                if s.feed_connected {
-                    "connected"
-                } else {
-                    "disconnected"
-                }
-            ));
-        }
-        if done {
-            for l in lines {
-                println!("{l}");
-            }
-            break;
-        }
-        if started.elapsed() > timeout {
-            for l in lines {
-                println!("{l}");
-            }
-            bail!(
-                "not everything was delivered and mirrored within {} s",
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let clock = Deadline { started, timeout };
+    let expected_per_node = publish_samples(nodes, &operator, clock).await?;
+    let expected_total: u64 = expected_per_node.iter().sum();
+    wait_for_delivery(nodes, &operator, &expected_per_node, clock).await?;
     let took = started.elapsed();
 
     // Independent check from the hub's own listing: every statement and receipt verifies.
@@ -359,8 +241,224 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
         })
         .await?
         .into_inner();
-    // First the registry versions in the log, verified from the GFMD root keys alone; then
-    // every statement against the federation they define (not the readable member file).
+    let registry = verified_registry(dir, &listed)?;
+    let trusted = registry.to_federation()?;
+    let counted = verify_listing(&listed, &trusted)?;
+    if counted.statements != expected_total {
+        bail!(
+            "hub lists {} statements, expected {expected_total}",
+            counted.statements
+        );
+    }
+    println!(
+        "5. done in {:.2} s: {expected_total} statements signed by {} nodes, accepted by the hub, each signature and receipt verified here, each log inclusion proof verified by the nodes, mirrored on all {} nodes",
+        took.as_secs_f64(),
+        nodes.len(),
+        nodes.len()
+    );
+    if counted.hub_documents > 0 {
+        println!(
+            "   and {} hub-issued document(s) (indicator catalogue, coherence reports) in the log, each verified against the hub's key",
+            counted.hub_documents
+        );
+    }
+    println!(
+        "   registry version {} (threshold {} of {} GFMD root keys) verified from the root keys; it is the log's first entry",
+        registry.version,
+        registry.root.threshold,
+        registry.root.keys.len()
+    );
+    let final_cp =
+        wait_for_final_checkpoint(&mut hub_client, listed.statements.len() as u64, clock).await?;
+    verify_bundle_offline(dir, &mut hub_client, &trusted, final_cp.quorum as usize).await?;
+    conflict_and_revision(dir, hub, nodes, &trusted, timeout).await
+}
+
+/// When the demo's waiting ends.
+#[derive(Clone, Copy)]
+struct Deadline {
+    started: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn passed(&self) -> bool {
+        self.started.elapsed() > self.timeout
+    }
+
+    /// An error saying `what` did not happen in time, once the deadline has passed.
+    fn check(&self, what: &str) -> Result<()> {
+        if self.passed() {
+            bail!("{what} within {} s", self.timeout.as_secs());
+        }
+        Ok(())
+    }
+}
+
+/// Step 3: each node signs its sample documents (policy, indicators) and queues them for the
+/// hub. Returns how many each node signed.
+async fn publish_samples(
+    nodes: &[Proc],
+    operator: &rcpfed_grpc::tls::TlsFiles,
+    clock: Deadline,
+) -> Result<Vec<u64>> {
+    println!("3. each node signs its sample documents and queues them for the hub:");
+    let samples = std::env::temp_dir().join(format!("rcpfed-demo-samples-{}", std::process::id()));
+    std::fs::create_dir_all(&samples)?;
+    let mut expected_per_node = Vec::new();
+    for p in nodes {
+        let mut node = client::node_client(
+            &format!("https://localhost:{}", port(&p.grpc)),
+            "--node",
+            operator,
+        )
+        .await?;
+        let mut count = 0u64;
+        for w in &sample_documents(&samples, &p.name)? {
+            for doc in documents_for(w, &p.name)? {
+                let r = publish_when_catalogue_arrives(&mut node, &p.name, doc, clock).await?;
+                println!(
+                    "   {:<9} #{} {} (revision {}) digest {}…",
+                    p.name,
+                    r.seq,
+                    r.document,
+                    r.revision,
+                    &hex::encode(&r.digest)[..16]
+                );
+                count += 1;
+            }
+        }
+        expected_per_node.push(count);
+    }
+    // Only temporary copies of the bundled samples: one left behind does no harm.
+    if let Err(e) = std::fs::remove_dir_all(&samples) {
+        tracing::debug!(error = %e, dir = %samples.display(), "cannot remove the sample copies");
+    }
+    Ok(expected_per_node)
+}
+
+/// The bundled sample documents of node `name`, written under `samples` for publishing.
+fn sample_documents(samples: &Path, name: &str) -> Result<Vec<PublishWhat>> {
+    let mut what = Vec::new();
+    if let Some(policy) = rcpfed_import::sample::policy_toml(name) {
+        let file = samples.join(format!("{name}-policy.toml"));
+        std::fs::write(&file, policy)?;
+        what.push(PublishWhat::Policy { file });
+    }
+    if let Some(csv) = rcpfed_import::sample::indicator_csv(name) {
+        let file = samples.join(format!(
+            "{name}-{}.csv",
+            rcpfed_import::sample::INDICATOR_DOCUMENT_NAME
+        ));
+        std::fs::write(&file, csv)?;
+        what.push(PublishWhat::Indicators {
+            file,
+            name: Some(rcpfed_import::sample::INDICATOR_DOCUMENT_NAME.into()),
+            stream: false,
+        });
+    }
+    Ok(what)
+}
+
+/// Publishes `doc` at the node. A node checks indicators against the catalogue it mirrors
+/// from the hub; just after start-up the catalogue may not have reached it yet
+/// (NO_CATALOGUE, a state that passes): wait for it, within the demo's timeout.
+async fn publish_when_catalogue_arrives(
+    node: &mut NodeServiceClient<Channel>,
+    node_name: &str,
+    doc: v1::PublishDocumentRequest,
+    clock: Deadline,
+) -> Result<v1::PublishDocumentResponse> {
+    let name = doc.document.clone();
+    loop {
+        match node.publish_document(doc.clone()).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if reason_of(&s) == "NO_CATALOGUE" && !clock.passed() => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(s) => {
+                return Err(anyhow::anyhow!(
+                    "{node_name} refused {name}: {}",
+                    client::describe_status(&s)
+                ));
+            }
+        }
+    }
+}
+
+/// Step 4: waits until every node has its statements delivered (verified hub receipts) and
+/// its mirror holds every statement of every node.
+async fn wait_for_delivery(
+    nodes: &[Proc],
+    operator: &rcpfed_grpc::tls::TlsFiles,
+    expected_per_node: &[u64],
+    clock: Deadline,
+) -> Result<()> {
+    println!(
+        "4. waiting for delivery (verified hub receipts) and for every node's mirror to fill…"
+    );
+    // The feed also carries the hub's first documents: registry version 1 and catalogue
+    // version 1, the log's first entries.
+    let mirrored = expected_per_node.iter().sum::<u64>() + HUB_PRELUDE;
+    loop {
+        let mut done = true;
+        let mut lines = Vec::new();
+        for (p, expected) in nodes.iter().zip(expected_per_node) {
+            let mut node = client::node_client(
+                &format!("https://localhost:{}", port(&p.grpc)),
+                "--node",
+                operator,
+            )
+            .await?;
+            let s = node
+                .get_node_status(v1::GetNodeStatusRequest {})
+                .await?
+                .into_inner();
+            if s.outbox_rejected > 0 {
+                bail!("{}: the hub refused a statement: {}", p.name, s.last_error);
+            }
+            if s.outbox_delivered < *expected || s.mirror_count < mirrored {
+                done = false;
+            }
+            lines.push(format!(
+                "   {:<9} delivered {}/{} · mirror {}/{} · feed {}",
+                p.name,
+                s.outbox_delivered,
+                expected,
+                s.mirror_count,
+                mirrored,
+                if s.feed_connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
+            ));
+        }
+        if done || clock.passed() {
+            for l in lines {
+                println!("{l}");
+            }
+        }
+        if done {
+            return Ok(());
+        }
+        if clock.passed() {
+            bail!(
+                "not everything was delivered and mirrored within {} s",
+                clock.timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The registry versions in the hub's listing, verified from the GFMD root keys alone (the
+/// statements are then checked against the federation they define, not the readable member
+/// file).
+fn verified_registry(
+    dir: &Path,
+    listed: &v1::ListStatementsResponse,
+) -> Result<rcpfed_core::registry::Registry> {
     let registry_versions: Vec<rcpfed_core::envelope::SignedEnvelope> = listed
         .statements
         .iter()
@@ -370,38 +468,52 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
         .collect();
     let trust_text = std::fs::read_to_string(dir.join("root-trust.toml"))?;
     let trust_file = rcpfed_core::registry::RootTrustFile::from_toml(&trust_text)?;
-    let registry = rcpfed_core::registry::verify_chain(
+    Ok(rcpfed_core::registry::verify_chain(
         &trust_file.to_root_set()?,
         &trust_file.federation_id,
         &registry_versions,
         time::OffsetDateTime::now_utc(),
-    )?;
-    let trusted = registry.to_federation()?;
+    )?)
+}
+
+/// What [`verify_listing`] verified.
+struct Verified {
+    /// Node statements: signature, receipt and entry.
+    statements: u64,
+    /// Hub-issued documents: the hub's signature.
+    hub_documents: u64,
+}
+
+/// Verifies every entry of the hub's listing other than registry versions: node statements
+/// (signature and receipt) and hub-issued documents (catalogue versions, coherence reports,
+/// signed by the hub).
+fn verify_listing(
+    listed: &v1::ListStatementsResponse,
+    trusted: &rcpfed_core::members::Federation,
+) -> Result<Verified> {
     let hub_member = trusted
         .hub()
         .ok_or_else(|| anyhow::anyhow!("the registry names no hub member"))?;
-    let mut verified = 0u64;
-    let mut hub_documents = 0u64;
+    let mut counted = Verified {
+        statements: 0,
+        hub_documents: 0,
+    };
     for record in &listed.statements {
-        let payload_type = record
-            .envelope
-            .as_ref()
-            .map(|e| e.payload_type.as_str())
-            .unwrap_or_default();
+        let Some(envelope) = &record.envelope else {
+            bail!("hub statement {} has no envelope", record.name);
+        };
+        let payload_type = envelope.payload_type.as_str();
         if payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE {
             continue;
         }
-        // Hub-issued documents (catalogue versions, coherence reports): signed by the hub.
         if payload_type == rcpfed_core::catalogue::CATALOGUE_PAYLOAD_TYPE
             || payload_type == rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE
         {
-            let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(
-                record.envelope.clone().unwrap_or_default(),
-            );
+            let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(envelope.clone());
             rcpfed_core::envelope::verify_signatures(&envelope, |id| hub_member.key(id)).map_err(
                 |e| anyhow::anyhow!("hub document {} is not signed by the hub: {e}", record.name),
             )?;
-            hub_documents += 1;
+            counted.hub_documents += 1;
             continue;
         }
         let entry = v1::SubscribeFeedResponse {
@@ -411,37 +523,26 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
             log: record.log.clone(),
         };
         rcpfed_core::feed::FeedEntry::from_proto(entry)
-            .and_then(|entry| rcpfed_node::mirror::verify_entry(&trusted, &entry, 0))
+            .and_then(|entry| rcpfed_node::mirror::verify_entry(trusted, &entry, 0))
             .map_err(|e| anyhow::anyhow!("hub statement {} does not verify: {e}", record.name))?;
-        verified += 1;
+        counted.statements += 1;
     }
-    if verified != expected_total {
-        bail!("hub lists {verified} statements, expected {expected_total}");
-    }
-    println!(
-        "5. done in {:.2} s: {expected_total} statements signed by {} nodes, accepted by the hub, each signature and receipt verified here, each log inclusion proof verified by the nodes, mirrored on all {} nodes",
-        took.as_secs_f64(),
-        nodes.len(),
-        nodes.len()
-    );
-    if hub_documents > 0 {
-        println!(
-            "   and {hub_documents} hub-issued document(s) (indicator catalogue, coherence reports) in the log, each verified against the hub's key"
-        );
-    }
-    println!(
-        "   registry version {} (threshold {} of {} GFMD root keys) verified from the root keys; it is the log's first entry",
-        registry.version,
-        registry.root.threshold,
-        registry.root.keys.len()
-    );
+    Ok(counted)
+}
 
-    // The regional nodes witness the hub's log: wait until a checkpoint covering everything
-    // has the quorum of cosignatures.
+/// Step 6: the regional nodes witness the hub's log; waits until a checkpoint covering
+/// `log_size` entries has the quorum of cosignatures, and prints it.
+async fn wait_for_final_checkpoint(
+    hub_client: &mut HubServiceClient<Channel>,
+    log_size: u64,
+    clock: Deadline,
+) -> Result<v1::GetCheckpointResponse> {
     println!(
         "6. waiting for the witnesses (the regional nodes) to cosign a checkpoint of the whole log…"
     );
     let final_cp = loop {
+        // A refusal (no final checkpoint yet) or a failed call is asked again until the
+        // deadline.
         let cp = hub_client
             .get_checkpoint(v1::GetCheckpointRequest {
                 final_only: true,
@@ -450,13 +551,13 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
             .await
             .ok()
             .map(|r| r.into_inner());
-        if let Some(cp) = cp.filter(|cp| cp.tree_size >= listed.statements.len() as u64) {
+        if let Some(cp) = cp.filter(|cp| cp.tree_size >= log_size) {
             break cp;
         }
-        if started.elapsed() > timeout {
+        if clock.passed() {
             bail!(
                 "no checkpoint of the whole log reached the witness quorum within {} s",
-                timeout.as_secs()
+                clock.timeout.as_secs()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -468,18 +569,23 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
     for line in final_cp.checkpoint.lines() {
         println!("   │ {line}");
     }
+    Ok(final_cp)
+}
 
-    // One statement bundle, verified the way a third party would: offline, from the member
-    // file alone.
+/// Step 7: one statement bundle, verified the way a third party would: offline, from the
+/// member file alone.
+async fn verify_bundle_offline(
+    dir: &Path,
+    hub_client: &mut HubServiceClient<Channel>,
+    trusted: &rcpfed_core::members::Federation,
+    quorum: usize,
+) -> Result<()> {
     let statement = "nodes/colombo/statements/2";
-    let (bundle, _, _) = crate::verify::fetch_bundle(&mut hub_client, statement, true).await?;
+    let (bundle, _, _) = crate::verify::fetch_bundle(hub_client, statement, true).await?;
     let bundle_path = dir.join("colombo-2.bundle.json");
     std::fs::write(&bundle_path, bundle.to_json() + "\n")?;
-    let anchors = rcpfed_core::bundle::TrustAnchors::from_federation(
-        trusted.clone(),
-        final_cp.quorum as usize,
-    )
-    .ok_or_else(|| anyhow::anyhow!("the member file has no hub key"))?;
+    let anchors = rcpfed_core::bundle::TrustAnchors::from_federation(trusted.clone(), quorum)
+        .ok_or_else(|| anyhow::anyhow!("the member file has no hub key"))?;
     let steps = rcpfed_core::bundle::verify_bundle(&bundle, &anchors);
     println!(
         "7. offline verification of {statement} ({}):",
@@ -502,8 +608,7 @@ async fn exchange(dir: &Path, hub: &Proc, nodes: &[Proc], timeout: Duration) -> 
         dir.join("root-trust.toml").display(),
         dir.join("registry").join("registry.v1.json").display()
     );
-
-    conflict_and_revision(dir, hub, nodes, &trusted, timeout).await
+    Ok(())
 }
 
 /// The observation of `data/sample/figures.csv` for this key.
@@ -581,7 +686,10 @@ async fn conflict_and_revision(
     trusted: &rcpfed_core::members::Federation,
     timeout: Duration,
 ) -> Result<()> {
-    let started = Instant::now();
+    let clock = Deadline {
+        started: Instant::now(),
+        timeout,
+    };
     let node = |id: &str| {
         nodes
             .iter()
@@ -592,6 +700,53 @@ async fn conflict_and_revision(
     println!(
         "8. a real conflict and a real revision, from data/sample/figures.csv (Colombo Process and Abu Dhabi Dialogue overlap):"
     );
+    let replace_digest = publish_conflict_and_revision(dir, colombo, abu_dhabi).await?;
+    let operator = client::identity_in(dir, "operator");
+    let hub_endpoint = format!("https://localhost:{}", port(&hub.grpc));
+    let mut hub_client = client::hub_client(&hub_endpoint, "--hub", &operator).await?;
+    let revision_index = revision_feed_index(&mut hub_client, &replace_digest, clock).await?;
+    // The first report that covers it lists the revision; the conflict stays in every report
+    // until one side changes.
+    let mut rpc = rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient::new(
+        client::connect(&hub_endpoint, "--hub", &operator).await?,
+    );
+    let (latest, latest_index) = loop {
+        if let Some((r, i)) = verified_report(&mut rpc, trusted, 0).await?
+            && r.feed_size >= revision_index
+        {
+            break (r, i);
+        }
+        clock.check("no coherence report covered the new figures")?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut with_revision = latest.clone();
+    while with_revision.previous_feed_size >= revision_index && with_revision.number > 1 {
+        match verified_report(&mut rpc, trusted, with_revision.number - 1).await? {
+            Some((r, _)) => with_revision = r,
+            None => break,
+        }
+    }
+    println!(
+        "9. coherence report {} (feed index {latest_index}), its signature verified against the hub's key:",
+        latest.number
+    );
+    print_conflict(&latest)?;
+    print_revision(&with_revision)?;
+    println!(
+        "   the whole report: rcpfed report coherence --pki {} --hub {hub_endpoint}",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Publishes the figures of step 8: the conflict (Colombo and Abu Dhabi report different
+/// editions of one figure) and the revision (Colombo replaces its own figure). Returns the
+/// digest of the revision.
+async fn publish_conflict_and_revision(
+    dir: &Path,
+    colombo: &Proc,
+    abu_dhabi: &Proc,
+) -> Result<Vec<u8>> {
     // The 2024 revision of the 2020 world migrant stock, as figures.csv records it, and the
     // 2020 edition's figure that the same row says it revised.
     let revised_stock = figure("MIG_STOCK", "WLD", "2020")?;
@@ -612,17 +767,17 @@ async fn conflict_and_revision(
     let replace_digest =
         publish_figure(dir, colombo, "lmc-aggregate", "REMIT_INFLOW", december).await?;
 
-    let operator = client::identity_in(dir, "operator");
-    let hub_endpoint = format!("https://localhost:{}", port(&hub.grpc));
-    let mut hub_client = client::hub_client(&hub_endpoint, "--hub", &operator).await?;
-    let deadline = |what: &str| -> Result<()> {
-        if started.elapsed() > timeout {
-            bail!("{what} within {} s", timeout.as_secs());
-        }
-        Ok(())
-    };
-    // The feed index of the revision, once the hub has accepted it.
-    let revision_index = loop {
+    Ok(replace_digest)
+}
+
+/// The feed index of the statement with `digest` (Colombo's revision), once the hub has
+/// accepted it.
+async fn revision_feed_index(
+    hub_client: &mut HubServiceClient<Channel>,
+    digest: &[u8],
+    clock: Deadline,
+) -> Result<u64> {
+    loop {
         let listed = hub_client
             .list_statements(v1::ListStatementsRequest {
                 node_id: "colombo".into(),
@@ -637,67 +792,47 @@ async fn conflict_and_revision(
             .await
             .map_err(|s| anyhow::anyhow!("{}", client::describe_status(&s)))?
             .into_inner();
-        if let Some(r) = listed
-            .statements
-            .iter()
-            .find(|r| r.digest == replace_digest)
-        {
-            break r.feed_index;
+        if let Some(r) = listed.statements.iter().find(|r| r.digest == digest) {
+            return Ok(r.feed_index);
         }
-        deadline("the hub did not accept the revision")?;
+        clock.check("the hub did not accept the revision")?;
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // The first report that covers it lists the revision; the conflict stays in every report
-    // until one side changes.
-    let tls = operator.clone();
-    let mut rpc = rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient::new(
-        client::connect(&hub_endpoint, "--hub", &tls).await?,
-    );
-    let mut get = async |number: u64| -> Result<Option<(v1::CoherenceReport, u64)>> {
-        match rpc
-            .get_coherence_report(v1::GetCoherenceReportRequest { number })
-            .await
-        {
-            Ok(r) => {
-                let r = r.into_inner();
-                let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(
-                    r.envelope
-                        .context("the hub answered without the signed report")?,
-                );
-                let (report, _) = crate::report::verify_report(
-                    &envelope,
-                    trusted,
-                    (number > 0).then_some(number),
-                )?;
-                Ok(Some((report, r.feed_index)))
-            }
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => bail!("{}", client::describe_status(&s)),
-        }
-    };
-    let (latest, latest_index) = loop {
-        if let Some((r, i)) = get(0).await?
-            && r.feed_size >= revision_index
-        {
-            break (r, i);
-        }
-        deadline("no coherence report covered the new figures")?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let mut with_revision = latest.clone();
-    while with_revision.previous_feed_size >= revision_index && with_revision.number > 1 {
-        match get(with_revision.number - 1).await? {
-            Some((r, _)) => with_revision = r,
-            None => break,
-        }
     }
-    println!(
-        "9. coherence report {} (feed index {latest_index}), its signature verified against the hub's key:",
-        latest.number
-    );
-    let is_key = |k: Option<&v1::ObservationKey>, indicator: &str, area: &str, period: &str| {
-        k.is_some_and(|k| k.indicator == indicator && k.ref_area == area && k.time_period == period)
-    };
+}
+
+/// Coherence report `number` (0: the latest) with its feed index, its signature verified
+/// against the hub's key; None when the hub has no such report.
+async fn verified_report(
+    rpc: &mut rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient<Channel>,
+    trusted: &rcpfed_core::members::Federation,
+    number: u64,
+) -> Result<Option<(v1::CoherenceReport, u64)>> {
+    match rpc
+        .get_coherence_report(v1::GetCoherenceReportRequest { number })
+        .await
+    {
+        Ok(r) => {
+            let r = r.into_inner();
+            let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(
+                r.envelope
+                    .context("the hub answered without the signed report")?,
+            );
+            let (report, _) =
+                crate::report::verify_report(&envelope, trusted, (number > 0).then_some(number))?;
+            Ok(Some((report, r.feed_index)))
+        }
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => bail!("{}", client::describe_status(&s)),
+    }
+}
+
+/// Whether `k` is the key (indicator, area, period).
+fn is_key(k: Option<&v1::ObservationKey>, indicator: &str, area: &str, period: &str) -> bool {
+    k.is_some_and(|k| k.indicator == indicator && k.ref_area == area && k.time_period == period)
+}
+
+/// Prints the MIG_STOCK WLD 2020 conflict of `latest`: both values, who signed them, sources.
+fn print_conflict(latest: &v1::CoherenceReport) -> Result<()> {
     let conflict = latest
         .conflicts
         .iter()
@@ -725,6 +860,11 @@ async fn conflict_and_revision(
             o.source
         );
     }
+    Ok(())
+}
+
+/// Prints the REMIT_INFLOW LMC_AGG 2023 revision that `with_revision` lists.
+fn print_revision(with_revision: &v1::CoherenceReport) -> Result<()> {
     let revision = with_revision
         .revisions
         .iter()
@@ -753,10 +893,6 @@ async fn conflict_and_revision(
                 .and_then(|v| v.observation.as_ref())
                 .map_or(0, |o| o.action)
         )
-    );
-    println!(
-        "   the whole report: rcpfed report coherence --pki {} --hub {hub_endpoint}",
-        dir.display()
     );
     Ok(())
 }

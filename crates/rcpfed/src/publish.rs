@@ -651,51 +651,17 @@ where
             },
         )),
     };
-    {
-        let lines = Arc::clone(&lines);
-        let bar = bar.clone();
-        // A plain thread, not the runtime's blocking pool: if the call ends early it may stay
-        // blocked on a full channel, and must not hold the process open.
-        std::thread::spawn(move || {
-            let mut sent = 0usize;
-            let result = (|| {
-                if tx.blocking_send(Frame::Message(header)).is_err() {
-                    return Ok(sent);
-                }
-                for item in source {
-                    let (batch, at) = item?;
-                    let n = batch.observations.len();
-                    if let Ok(mut index) = lines.lock() {
-                        index.push(batch.first_index, batch.lines);
-                    }
-                    let message = v1::PublishSnapshotRequest {
-                        part: Some(v1::publish_snapshot_request::Part::Batch(
-                            v1::ObservationBatch {
-                                observations: batch.observations,
-                            },
-                        )),
-                    };
-                    if tx.blocking_send(Frame::Message(message)).is_err() {
-                        // The call is over (the node answered early).
-                        return Ok(sent);
-                    }
-                    sent += n;
-                    if total_bytes > 0 {
-                        bar.set_position(at.min(total_bytes));
-                    }
-                    bar.set_message(format!("{sent} observations sent"));
-                }
-                let _ = tx.blocking_send(Frame::End);
-                Ok(sent)
-            })();
-            if result.is_ok() && total_bytes > 0 {
-                bar.set_position(total_bytes);
-            }
-            let _ = done_tx.send(result);
-        });
-    }
+    spawn_reader(
+        source,
+        header,
+        tx,
+        Arc::clone(&lines),
+        bar.clone(),
+        total_bytes,
+        done_tx,
+    );
     // A second handle for the delivery check: the streaming call borrows `node` to the end.
-    let mut status_client = node.clone();
+    let status_client = node.clone();
     let call = node.publish_snapshot(RequestStream { rx, ended: false });
     tokio::pin!(call);
     let mut done_rx = done_rx;
@@ -724,54 +690,7 @@ where
     bar.finish_and_clear();
     locator.lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
     match response {
-        Ok(r) => {
-            let r = r.into_inner();
-            let warned: Vec<&str> = r
-                .warnings
-                .iter()
-                .filter_map(|w| w.split_once(": ").map(|(f, _)| f))
-                .collect();
-            let cells = locator.locate_all(&warned);
-            let by_field: HashMap<&str, Option<CellRef>> =
-                warned.iter().copied().zip(cells).collect();
-            for w in &r.warnings {
-                eprintln!(
-                    "{}",
-                    warning_line(w, |f| by_field.get(f).cloned().flatten())
-                );
-            }
-            if options.dry_run {
-                println!(
-                    "{}",
-                    dry_run_line(
-                        &r.document,
-                        &format!(
-                            "would be revision {}; {} observations in {} chunks",
-                            r.revision, r.observation_count, r.chunk_count
-                        ),
-                        options
-                    )
-                );
-            } else {
-                println!(
-                    "signed: {} revision {} as {node_id}#{} digest {} ({} observations in {} chunks, streamed)",
-                    r.document,
-                    r.revision,
-                    r.seq,
-                    hex::encode(&r.digest),
-                    r.observation_count,
-                    r.chunk_count
-                );
-                return crate::delivery::report(
-                    &mut status_client,
-                    node_id,
-                    r.seq,
-                    options.wait_delivery,
-                )
-                .await;
-            }
-            Ok(true)
-        }
+        Ok(r) => report_streamed(r.into_inner(), &locator, node_id, status_client, options).await,
         Err(s) => {
             eprintln!("refused: {document} ({}):", locator.path.display());
             for line in refusal_lines(&s, |fields| locator.locate_all(fields)) {
@@ -780,6 +699,112 @@ where
             Ok(false)
         }
     }
+}
+
+/// Reads `source` on a thread of its own and sends the header, then each batch, then the end
+/// of the stream on `tx`; `done` gets how many observations were sent, or why reading failed.
+/// A plain thread, not the runtime's blocking pool: if the call ends early it may stay blocked
+/// on a full channel, and must not hold the process open.
+fn spawn_reader<I>(
+    source: I,
+    header: v1::PublishSnapshotRequest,
+    tx: mpsc::Sender<Frame>,
+    lines: Arc<Mutex<LineIndex>>,
+    bar: indicatif::ProgressBar,
+    total_bytes: u64,
+    done: oneshot::Sender<Result<usize, ImportError>>,
+) where
+    I: Iterator<Item = Result<(ObservationBatch, u64), ImportError>> + Send + 'static,
+{
+    std::thread::spawn(move || {
+        let mut sent = 0usize;
+        let result = (|| {
+            if tx.blocking_send(Frame::Message(header)).is_err() {
+                return Ok(sent);
+            }
+            for item in source {
+                let (batch, at) = item?;
+                let n = batch.observations.len();
+                if let Ok(mut index) = lines.lock() {
+                    index.push(batch.first_index, batch.lines);
+                }
+                let message = v1::PublishSnapshotRequest {
+                    part: Some(v1::publish_snapshot_request::Part::Batch(
+                        v1::ObservationBatch {
+                            observations: batch.observations,
+                        },
+                    )),
+                };
+                if tx.blocking_send(Frame::Message(message)).is_err() {
+                    // The call is over (the node answered early).
+                    return Ok(sent);
+                }
+                sent += n;
+                if total_bytes > 0 {
+                    bar.set_position(at.min(total_bytes));
+                }
+                bar.set_message(format!("{sent} observations sent"));
+            }
+            // A call already over (the node answered early) needs no end marker.
+            let _ = tx.blocking_send(Frame::End);
+            Ok(sent)
+        })();
+        if result.is_ok() && total_bytes > 0 {
+            bar.set_position(total_bytes);
+        }
+        // The caller stopped waiting only when the call was already over.
+        let _ = done.send(result);
+    });
+}
+
+/// Prints the node's answer to a streamed snapshot: its warnings located in the file, then
+/// what was signed (and its delivery) or, for a dry run, what would be.
+async fn report_streamed(
+    r: v1::PublishSnapshotResponse,
+    locator: &StreamLocator,
+    node_id: &str,
+    mut status_client: NodeServiceClient<Channel>,
+    options: &Options,
+) -> Result<bool> {
+    let warned: Vec<&str> = r
+        .warnings
+        .iter()
+        .filter_map(|w| w.split_once(": ").map(|(f, _)| f))
+        .collect();
+    let cells = locator.locate_all(&warned);
+    let by_field: HashMap<&str, Option<CellRef>> = warned.iter().copied().zip(cells).collect();
+    for w in &r.warnings {
+        eprintln!(
+            "{}",
+            warning_line(w, |f| by_field.get(f).cloned().flatten())
+        );
+    }
+    if options.dry_run {
+        println!(
+            "{}",
+            dry_run_line(
+                &r.document,
+                &format!(
+                    "would be revision {}; {} observations in {} chunks",
+                    r.revision, r.observation_count, r.chunk_count
+                ),
+                options
+            )
+        );
+    } else {
+        println!(
+            "signed: {} revision {} as {node_id}#{} digest {} ({} observations in {} chunks, streamed)",
+            r.document,
+            r.revision,
+            r.seq,
+            hex::encode(&r.digest),
+            r.observation_count,
+            r.chunk_count
+        );
+        return crate::delivery::report(&mut status_client, node_id, r.seq, options.wait_delivery)
+            .await;
+    }
+    Ok(true)
 }
 
 /// The id of the node behind `node` (GetNodeStatus).

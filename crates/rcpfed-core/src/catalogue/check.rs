@@ -150,6 +150,7 @@ impl Plan<'_> {
         }
     }
 
+    /// Checks observation `i` against every catalogue rule, leaving out the fields in `faults`.
     fn check(
         &self,
         i: usize,
@@ -158,10 +159,27 @@ impl Plan<'_> {
         first_freq: &mut Option<(usize, Frequency)>,
         out: &mut CatalogueCheck,
     ) {
-        let ind = self.ind;
+        self.check_ref_area(i, o, faults, out);
+        self.check_time_period(i, o, faults, first_freq, out);
+        self.check_dimensions(i, o, faults, out);
+        self.check_coded_attributes(i, o, faults, out);
+        // Units and ranges: appends and replaces only (a delete names a key).
+        if o.action == ObservationAction::Delete {
+            return;
+        }
+        self.check_units(i, o, faults, out);
+        self.check_range(i, o, out);
+    }
 
-        // REF_AREA: a code of the area codelist (ISO 3166-1 or an aggregate; any publisher
-        // may report aggregates, membership of states is crate::validate's rule).
+    /// REF_AREA: a code of the area codelist (ISO 3166-1 or an aggregate; any publisher may
+    /// report aggregates, membership of states is crate::validate's rule).
+    fn check_ref_area(
+        &self,
+        i: usize,
+        o: &Observation,
+        faults: &RowFaults,
+        out: &mut CatalogueCheck,
+    ) {
         if faults.ref_area {
             // Refused by the statement rules already.
         } else if o.ref_area.is_empty() {
@@ -182,8 +200,19 @@ impl Plan<'_> {
                 )
             });
         }
+    }
 
-        // TIME_PERIOD and frequency.
+    /// TIME_PERIOD: a time period of a frequency the indicator allows, the same for the whole
+    /// snapshot (`first_freq`: the first one seen).
+    fn check_time_period(
+        &self,
+        i: usize,
+        o: &Observation,
+        faults: &RowFaults,
+        first_freq: &mut Option<(usize, Frequency)>,
+        out: &mut CatalogueCheck,
+    ) {
+        let ind = self.ind;
         if faults.time_period {
             // Refused by the statement rules already.
         } else if o.time_period.is_empty() {
@@ -231,8 +260,18 @@ impl Plan<'_> {
                 },
             }
         }
+    }
 
-        // Disaggregations.
+    /// Disaggregations: dimensions of the indicator, with codes of their codelists, and every
+    /// required one given.
+    fn check_dimensions(
+        &self,
+        i: usize,
+        o: &Observation,
+        faults: &RowFaults,
+        out: &mut CatalogueCheck,
+    ) {
+        let ind = self.ind;
         for (j, (id, value)) in o.dimensions.iter().enumerate() {
             if faults.dimensions.contains(&j) {
                 continue;
@@ -273,8 +312,16 @@ impl Plan<'_> {
                 });
             }
         }
+    }
 
-        // Coded attributes.
+    /// Coded attributes: OBS_STATUS and CONF_STATUS, when given, are codes of their codelists.
+    fn check_coded_attributes(
+        &self,
+        i: usize,
+        o: &Observation,
+        faults: &RowFaults,
+        out: &mut CatalogueCheck,
+    ) {
         for (column, code, cl, concept) in [
             (".obs_status", &o.obs_status, self.obs_status, "OBS_STATUS"),
             (
@@ -304,11 +351,11 @@ impl Plan<'_> {
                 });
             }
         }
+    }
 
-        // Units and ranges: appends and replaces only (a delete names a key).
-        if o.action == ObservationAction::Delete {
-            return;
-        }
+    /// Units: a unit and a multiplier of the indicator.
+    fn check_units(&self, i: usize, o: &Observation, faults: &RowFaults, out: &mut CatalogueCheck) {
+        let ind = self.ind;
         if faults.unit_measure {
             // Refused by the statement rules already (too long).
         } else if o.unit_measure.is_empty() {
@@ -349,6 +396,12 @@ impl Plan<'_> {
                 )
             });
         }
+    }
+
+    /// Ranges: the value, scaled by its multiplier, within the indicator's plausible ranges
+    /// (an error range refuses it, a warning range warns).
+    fn check_range(&self, i: usize, o: &Observation, out: &mut CatalogueCheck) {
+        let ind = self.ind;
         let Some(value) = o.obs_value.filter(|x| x.is_finite()) else {
             return;
         };

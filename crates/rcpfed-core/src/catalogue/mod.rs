@@ -566,166 +566,202 @@ impl Catalogue {
 
     /// Indicators: codes, dimensions, frequencies, units and ranges.
     fn indicator_problems(&self, v: &mut Vec<Violation>) {
-        let mut push = |field: String, reason: &'static str, description: String| {
-            v.push(Violation::new(field, reason, description));
-        };
         let mut codes = BTreeSet::new();
         for (i, ind) in self.indicators.iter().enumerate() {
             let f = format!("indicators[{i}]");
-            if !is_indicator_code(&ind.code) {
+            Self::naming_problems(&f, ind, &mut codes, v);
+            self.unit_and_frequency_problems(&f, ind, v);
+            self.dimension_problems(&f, ind, v);
+            Self::range_problems(&f, ind, v);
+        }
+    }
+
+    /// An indicator's code (well formed, defined once), SDG series, name and custodian.
+    fn naming_problems<'c>(
+        f: &str,
+        ind: &'c Indicator,
+        codes: &mut BTreeSet<&'c str>,
+        v: &mut Vec<Violation>,
+    ) {
+        let mut push = |field: String, reason: &'static str, description: String| {
+            v.push(Violation::new(field, reason, description));
+        };
+        if !is_indicator_code(&ind.code) {
+            push(
+                format!("{f}.code"),
+                reasons::INVALID_INDICATOR_CODE,
+                format!(
+                    "{:?} is not an indicator code such as \"SDG_10_7_3\"",
+                    ind.code
+                ),
+            );
+        } else if !codes.insert(ind.code.as_str()) {
+            push(
+                format!("{f}.code"),
+                reasons::DUPLICATE_KEY,
+                format!("indicator {} is defined more than once", ind.code),
+            );
+        }
+        if !ind.sdg_series.is_empty() && !is_concept_id(&ind.sdg_series) {
+            push(
+                format!("{f}.sdg_series"),
+                reasons::INVALID_INDICATOR_CODE,
+                format!(
+                    "{:?} is not an SDG series code such as \"SM_DTH_MIGR\"",
+                    ind.sdg_series
+                ),
+            );
+        }
+        for (name, value) in [("name", &ind.name), ("custodian", &ind.custodian)] {
+            if value.trim().is_empty() {
                 push(
-                    format!("{f}.code"),
-                    reasons::INVALID_INDICATOR_CODE,
-                    format!(
-                        "{:?} is not an indicator code such as \"SDG_10_7_3\"",
-                        ind.code
-                    ),
-                );
-            } else if !codes.insert(ind.code.as_str()) {
-                push(
-                    format!("{f}.code"),
-                    reasons::DUPLICATE_KEY,
-                    format!("indicator {} is defined more than once", ind.code),
-                );
-            }
-            if !ind.sdg_series.is_empty() && !is_concept_id(&ind.sdg_series) {
-                push(
-                    format!("{f}.sdg_series"),
-                    reasons::INVALID_INDICATOR_CODE,
-                    format!(
-                        "{:?} is not an SDG series code such as \"SM_DTH_MIGR\"",
-                        ind.sdg_series
-                    ),
-                );
-            }
-            for (name, value) in [("name", &ind.name), ("custodian", &ind.custodian)] {
-                if value.trim().is_empty() {
-                    push(
-                        format!("{f}.{name}"),
-                        reasons::FIELD_REQUIRED,
-                        "must not be empty".into(),
-                    );
-                }
-            }
-            if ind.units.is_empty() || ind.units.iter().any(|u| u.trim().is_empty()) {
-                push(
-                    format!("{f}.units"),
+                    format!("{f}.{name}"),
                     reasons::FIELD_REQUIRED,
-                    "needs at least one unit, none of them empty".into(),
+                    "must not be empty".into(),
                 );
             }
-            if ind.unit_mults.is_empty() {
+        }
+    }
+
+    /// An indicator's units, UNIT_MULT values and frequencies.
+    fn unit_and_frequency_problems(&self, f: &str, ind: &Indicator, v: &mut Vec<Violation>) {
+        let mut push = |field: String, reason: &'static str, description: String| {
+            v.push(Violation::new(field, reason, description));
+        };
+        if ind.units.is_empty() || ind.units.iter().any(|u| u.trim().is_empty()) {
+            push(
+                format!("{f}.units"),
+                reasons::FIELD_REQUIRED,
+                "needs at least one unit, none of them empty".into(),
+            );
+        }
+        if ind.unit_mults.is_empty() {
+            push(
+                format!("{f}.unit_mults"),
+                reasons::FIELD_REQUIRED,
+                "needs at least one UNIT_MULT value".into(),
+            );
+        }
+        for (k, m) in ind.unit_mults.iter().enumerate() {
+            if !(0..=12).contains(m) {
                 push(
-                    format!("{f}.unit_mults"),
-                    reasons::FIELD_REQUIRED,
-                    "needs at least one UNIT_MULT value".into(),
+                    format!("{f}.unit_mults[{k}]"),
+                    reasons::INVALID_UNIT_MULT,
+                    format!("{m} is not a power of ten from 0 to 12"),
                 );
             }
-            for (k, m) in ind.unit_mults.iter().enumerate() {
-                if !(0..=12).contains(m) {
-                    push(
-                        format!("{f}.unit_mults[{k}]"),
-                        reasons::INVALID_UNIT_MULT,
-                        format!("{m} is not a power of ten from 0 to 12"),
-                    );
-                }
-            }
-            if ind.frequencies.is_empty() {
+        }
+        if ind.frequencies.is_empty() {
+            push(
+                format!("{f}.frequencies"),
+                reasons::FIELD_REQUIRED,
+                "needs at least one frequency".into(),
+            );
+        }
+        let freq_list = self.codelists.get(FREQ_CODELIST);
+        for (k, code) in ind.frequencies.iter().enumerate() {
+            if !freq_list.is_some_and(|cl| cl.contains(code)) {
                 push(
-                    format!("{f}.frequencies"),
-                    reasons::FIELD_REQUIRED,
-                    "needs at least one frequency".into(),
+                    format!("{f}.frequencies[{k}]"),
+                    reasons::FREQUENCY_NOT_ALLOWED,
+                    format!("{code:?} is not a code of {FREQ_CODELIST}"),
                 );
             }
-            let freq_list = self.codelists.get(FREQ_CODELIST);
-            for (k, code) in ind.frequencies.iter().enumerate() {
-                if !freq_list.is_some_and(|cl| cl.contains(code)) {
-                    push(
-                        format!("{f}.frequencies[{k}]"),
-                        reasons::FREQUENCY_NOT_ALLOWED,
-                        format!("{code:?} is not a code of {FREQ_CODELIST}"),
-                    );
-                }
+        }
+    }
+
+    /// An indicator's disaggregations: defined once each, under [dimensions], and a default
+    /// only for an optional one, from its codelist.
+    fn dimension_problems(&self, f: &str, ind: &Indicator, v: &mut Vec<Violation>) {
+        let mut push = |field: String, reason: &'static str, description: String| {
+            v.push(Violation::new(field, reason, description));
+        };
+        let mut dim_ids = BTreeSet::new();
+        for (k, d) in ind.dimensions.iter().enumerate() {
+            let df = format!("{f}.dimensions[{k}]");
+            if d.id == REF_AREA || d.id == TIME_PERIOD {
+                push(
+                    format!("{df}.id"),
+                    reasons::INVALID_DIMENSION,
+                    format!("{} is implicit: list only disaggregations", d.id),
+                );
+                continue;
             }
-            let mut dim_ids = BTreeSet::new();
-            for (k, d) in ind.dimensions.iter().enumerate() {
-                let df = format!("{f}.dimensions[{k}]");
-                if d.id == REF_AREA || d.id == TIME_PERIOD {
-                    push(
-                        format!("{df}.id"),
-                        reasons::INVALID_DIMENSION,
-                        format!("{} is implicit: list only disaggregations", d.id),
-                    );
-                    continue;
-                }
-                if !dim_ids.insert(d.id.as_str()) {
-                    push(
-                        format!("{df}.id"),
-                        reasons::INVALID_DIMENSION,
-                        format!("{} is listed more than once", d.id),
-                    );
-                }
-                if !self.dimensions.contains_key(&d.id) {
-                    push(
-                        format!("{df}.id"),
-                        reasons::UNKNOWN_DIMENSION,
-                        format!("{:?} is not defined under [dimensions]", d.id),
-                    );
-                }
-                match (&d.default, d.required) {
-                    (Some(_), true) => push(
-                        format!("{df}.default"),
-                        reasons::INVALID_DIMENSION,
-                        "a required dimension has no default".into(),
-                    ),
-                    (Some(def), false) => {
-                        if let Some(cl) = self.dimension_codelist(&d.id)
-                            && !cl.contains(def)
-                        {
-                            push(
-                                format!("{df}.default"),
-                                reasons::CODE_NOT_IN_CODELIST,
-                                format!("{def:?} is not a code of {}'s codelist", d.id),
-                            );
-                        }
+            if !dim_ids.insert(d.id.as_str()) {
+                push(
+                    format!("{df}.id"),
+                    reasons::INVALID_DIMENSION,
+                    format!("{} is listed more than once", d.id),
+                );
+            }
+            if !self.dimensions.contains_key(&d.id) {
+                push(
+                    format!("{df}.id"),
+                    reasons::UNKNOWN_DIMENSION,
+                    format!("{:?} is not defined under [dimensions]", d.id),
+                );
+            }
+            match (&d.default, d.required) {
+                (Some(_), true) => push(
+                    format!("{df}.default"),
+                    reasons::INVALID_DIMENSION,
+                    "a required dimension has no default".into(),
+                ),
+                (Some(def), false) => {
+                    if let Some(cl) = self.dimension_codelist(&d.id)
+                        && !cl.contains(def)
+                    {
+                        push(
+                            format!("{df}.default"),
+                            reasons::CODE_NOT_IN_CODELIST,
+                            format!("{def:?} is not a code of {}'s codelist", d.id),
+                        );
                     }
-                    _ => {}
                 }
+                _ => {}
             }
-            for (k, r) in ind.ranges.iter().enumerate() {
-                let rf = format!("{f}.ranges[{k}]");
-                if r.min.is_none() && r.max.is_none() {
-                    push(
-                        rf.clone(),
-                        reasons::FIELD_REQUIRED,
-                        "a range needs min, max or both".into(),
-                    );
-                }
-                if r.min.is_some_and(|x| !x.is_finite()) || r.max.is_some_and(|x| !x.is_finite()) {
-                    push(
-                        rf.clone(),
-                        reasons::NON_FINITE_VALUE,
-                        "min and max must be finite numbers".into(),
-                    );
-                }
-                if let (Some(lo), Some(hi)) = (r.min, r.max)
-                    && lo > hi
-                {
-                    push(
-                        rf.clone(),
-                        reasons::VALUE_OUT_OF_RANGE,
-                        format!("min {lo} is above max {hi}"),
-                    );
-                }
-                if let Some(u) = &r.unit
-                    && !ind.units.contains(u)
-                {
-                    push(
-                        format!("{rf}.unit"),
-                        reasons::UNIT_MISMATCH,
-                        format!("{u:?} is not one of the indicator's units"),
-                    );
-                }
+        }
+    }
+
+    /// An indicator's plausible ranges: a finite bound at least, min not above max, a unit of
+    /// the indicator's.
+    fn range_problems(f: &str, ind: &Indicator, v: &mut Vec<Violation>) {
+        let mut push = |field: String, reason: &'static str, description: String| {
+            v.push(Violation::new(field, reason, description));
+        };
+        for (k, r) in ind.ranges.iter().enumerate() {
+            let rf = format!("{f}.ranges[{k}]");
+            if r.min.is_none() && r.max.is_none() {
+                push(
+                    rf.clone(),
+                    reasons::FIELD_REQUIRED,
+                    "a range needs min, max or both".into(),
+                );
+            }
+            if r.min.is_some_and(|x| !x.is_finite()) || r.max.is_some_and(|x| !x.is_finite()) {
+                push(
+                    rf.clone(),
+                    reasons::NON_FINITE_VALUE,
+                    "min and max must be finite numbers".into(),
+                );
+            }
+            if let (Some(lo), Some(hi)) = (r.min, r.max)
+                && lo > hi
+            {
+                push(
+                    rf.clone(),
+                    reasons::VALUE_OUT_OF_RANGE,
+                    format!("min {lo} is above max {hi}"),
+                );
+            }
+            if let Some(u) = &r.unit
+                && !ind.units.contains(u)
+            {
+                push(
+                    format!("{rf}.unit"),
+                    reasons::UNIT_MISMATCH,
+                    format!("{u:?} is not one of the indicator's units"),
+                );
             }
         }
     }

@@ -327,7 +327,8 @@ impl ReloadingTlsAcceptor {
                     break;
                 };
                 let acceptor = ReloadingTlsAcceptor { shared };
-                // File reads and certificate parsing: keep them off the async workers.
+                // File reads and certificate parsing: keep them off the async workers. The
+                // outcome is logged where it happens (a failed reload keeps the configuration).
                 let _ = tokio::task::spawn_blocking(move || acceptor.reload_if_changed()).await;
             }
         })

@@ -736,6 +736,51 @@ fn parse_data_query(
             segments.len()
         )));
     }
+    let id = dataflow_id(structures, flow)?;
+    let dims = structures.key_dimensions(&id);
+    let key = parse_key(segments.get(1).map(String::as_str), &dims)?;
+    let node_ids = provider_ids(structures, segments.get(2))?;
+    let (include_history, updated_after) = history_parameters(params)?;
+    refuse_unserved_parameters(params, &dims)?;
+    // Single codes other than the default one are selected by the store; the rest (several
+    // codes, or a default code that also stands for an absent dimension) by `matches`.
+    let structure = SdmxStructure::new(
+        &id,
+        Some(&structures.catalogue),
+        &structures.agency,
+        &BTreeSet::new(),
+        include_history || updated_after.is_some(),
+    );
+    let dimensions = store_dimensions(&structure, &key);
+    let query = v1::ObservationQuery {
+        indicator: id.clone(),
+        ref_areas: key.first().cloned().flatten().unwrap_or_default(),
+        start_period: params.get("startPeriod").cloned().unwrap_or_default(),
+        end_period: params.get("endPeriod").cloned().unwrap_or_default(),
+        dimensions,
+        node_ids,
+        as_of: None,
+        updated_after,
+        include_history,
+    };
+    let filter = observation_filter(Some(query)).map_err(|status| {
+        let message = status.message();
+        let message = message
+            .replace("query.start_period", "startPeriod")
+            .replace("query.end_period", "endPeriod")
+            .replace("start_period", "startPeriod")
+            .replace("end_period", "endPeriod");
+        RestError::bad(message)
+    })?;
+    Ok(DataQuery {
+        structure,
+        filter,
+        key,
+    })
+}
+
+/// The indicator a data query's flowRef names; 404 naming the dataflows when there is none.
+fn dataflow_id(structures: &Structures, flow: &str) -> Result<String, RestError> {
     let (agencies, id, versions) = flow_ref(flow)?;
     let known = structures.catalogue.indicators.iter().any(|i| i.code == id);
     if !known || !agencies.matches(&structures.agency) || !versions.matches(&structures.version) {
@@ -756,11 +801,16 @@ fn parse_data_query(
             }
         )));
     }
-    let dims = structures.key_dimensions(&id);
-    let key = parse_key(segments.get(1).map(String::as_str), &dims)?;
+    Ok(id)
+}
 
+/// The node ids of a data query's providerRef (`all` or absent: every provider).
+fn provider_ids(
+    structures: &Structures,
+    providers: Option<&String>,
+) -> Result<Vec<String>, RestError> {
     let mut node_ids = Vec::new();
-    if let Some(providers) = segments.get(2).filter(|p| p.as_str() != "all") {
+    if let Some(providers) = providers.filter(|p| p.as_str() != "all") {
         let refs: Vec<&str> = providers.split('+').collect();
         if refs.len() > limits::MAX_VALUES {
             return Err(RestError::bad(format!(
@@ -788,6 +838,13 @@ fn parse_data_query(
         }
     }
 
+    Ok(node_ids)
+}
+
+/// `includeHistory` and `updatedAfter`.
+fn history_parameters(
+    params: &BTreeMap<String, String>,
+) -> Result<(bool, Option<prost_types::Timestamp>), RestError> {
     let include_history = match params.get("includeHistory").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -811,6 +868,15 @@ fn parse_data_query(
                 })
         })
         .transpose()?;
+    Ok((include_history, updated_after))
+}
+
+/// The parameters SDMX REST defines that this server serves only at one value (or not at all):
+/// 501 for another defined value, 400 for a value SDMX REST does not define.
+fn refuse_unserved_parameters(
+    params: &BTreeMap<String, String>,
+    dims: &[String],
+) -> Result<(), RestError> {
     for (name, supported) in [
         ("firstNObservations", None),
         ("lastNObservations", None),
@@ -847,15 +913,12 @@ fn parse_data_query(
         )));
     }
 
-    // Single codes other than the default one are selected by the store; the rest (several
-    // codes, or a default code that also stands for an absent dimension) by `matches`.
-    let structure = SdmxStructure::new(
-        &id,
-        Some(&structures.catalogue),
-        &structures.agency,
-        &BTreeSet::new(),
-        include_history || updated_after.is_some(),
-    );
+    Ok(())
+}
+
+/// The single-code key parts the store selects itself: every disaggregation given one code
+/// other than its default one.
+fn store_dimensions(structure: &SdmxStructure, key: &[Option<Vec<String>>]) -> Vec<v1::Dimension> {
     let mut dimensions = Vec::new();
     for (i, values) in key.iter().enumerate().skip(1) {
         if let Some([value]) = values.as_deref() {
@@ -868,31 +931,7 @@ fn parse_data_query(
             }
         }
     }
-    let query = v1::ObservationQuery {
-        indicator: id.clone(),
-        ref_areas: key.first().cloned().flatten().unwrap_or_default(),
-        start_period: params.get("startPeriod").cloned().unwrap_or_default(),
-        end_period: params.get("endPeriod").cloned().unwrap_or_default(),
-        dimensions,
-        node_ids,
-        as_of: None,
-        updated_after,
-        include_history,
-    };
-    let filter = observation_filter(Some(query)).map_err(|status| {
-        let message = status.message();
-        let message = message
-            .replace("query.start_period", "startPeriod")
-            .replace("query.end_period", "endPeriod")
-            .replace("start_period", "startPeriod")
-            .replace("end_period", "endPeriod");
-        RestError::bad(message)
-    })?;
-    Ok(DataQuery {
-        structure,
-        filter,
-        key,
-    })
+    dimensions
 }
 
 /// Reads every row the query selects, in batches, calling `each` for each matching one.
@@ -959,8 +998,31 @@ async fn data_query(
         })?;
 
     // First pass: which providers have matching rows, and how many rows there are.
+    let (mut query, providers, latest_accepted) = count_rows(&source, query).await?;
+    if providers.is_empty() {
+        return Err(RestError::not_found(format!(
+            "no observations match {}{} (SDMX error 100, no results)",
+            uri.path(),
+            uri.query().map(|q| format!("?{q}")).unwrap_or_default()
+        )));
+    }
+
+    if query.filter.as_of_ms.is_none() {
+        query.filter.as_of_ms = Some(started_ms.max(latest_accepted));
+    }
+
+    // Second pass, streamed: provider by provider, so each provider's rows form its data set.
+    Ok(stream_rows(&source, query, providers, format, stream_slot))
+}
+
+/// The first pass of a data query: the providers with matching rows and the latest acceptance
+/// among them; 413 past [`limits::MAX_OBSERVATIONS`] rows.
+async fn count_rows(
+    source: &SdmxSource,
+    query: DataQuery,
+) -> Result<(DataQuery, BTreeSet<String>, i64), RestError> {
     let store = Arc::clone(&source.store);
-    let (mut query, providers, latest_accepted) = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut providers = BTreeSet::new();
         let mut count = 0u64;
         let mut latest_accepted = i64::MIN;
@@ -993,20 +1055,18 @@ async fn data_query(
         Ok::<_, RestError>((query, providers, latest_accepted))
     })
     .await
-    .map_err(|e| RestError::internal("reading observations", &e))??;
-    if providers.is_empty() {
-        return Err(RestError::not_found(format!(
-            "no observations match {}{} (SDMX error 100, no results)",
-            uri.path(),
-            uri.query().map(|q| format!("?{q}")).unwrap_or_default()
-        )));
-    }
+    .map_err(|e| RestError::internal("reading observations", &e))?
+}
 
-    if query.filter.as_of_ms.is_none() {
-        query.filter.as_of_ms = Some(started_ms.max(latest_accepted));
-    }
-
-    // Second pass, streamed: provider by provider, so each provider's rows form its data set.
+/// The second pass of a data query, streamed: provider by provider, each provider's rows a
+/// data set, in pieces of [`limits::PIECE_BYTES`].
+fn stream_rows(
+    source: &SdmxSource,
+    query: DataQuery,
+    providers: BTreeSet<String>,
+    format: DataFormat,
+    stream_slot: tokio::sync::OwnedSemaphorePermit,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let store = Arc::clone(&source.store);
     let prepared_ms = rcpfed_core::clock::now_ms();
@@ -1074,6 +1134,7 @@ async fn data_query(
             Ok(Err(e)) => e.message,
             Err(e) => e.to_string(),
         };
+        // A client already gone receives nothing, and needs nothing.
         let _ = failed
             .send(Err(std::io::Error::other(format!(
                 "the SDMX answer stopped early: {outcome}"
@@ -1081,7 +1142,7 @@ async fn data_query(
             .await;
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    Ok((
+    (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, format.media_type()),
@@ -1089,7 +1150,7 @@ async fn data_query(
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 #[cfg(test)]
