@@ -462,15 +462,18 @@ async fn log_metrics_show_size_age_cosignatures_and_lags() {
         .is_some_and(|t| (now - t).abs() < 600.0),
         "the oldest pending statement's time is exported"
     );
-    // After a restart the hub's gauges come from the store.
+    // After a restart the hub's gauges come from the store (the ops port answers from the
+    // start, before the store is open, so the gauges are awaited).
     c.start_hub().await;
-    let m = http_get(&c.hub_ops().to_string(), "/metrics").await;
-    assert!(
-        sample(&m, "rcpfed_hub_log_size").is_some_and(|n| n >= size as f64),
-        "log size after restart:\n{m}"
-    );
-    assert!(
-        sample(&m, "rcpfed_hub_final_log_size").is_some_and(|n| n >= size as f64),
-        "final size after restart:\n{m}"
+    let hub_ops = c.hub_ops().to_string();
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        {
+            let m = http_get(&hub_ops, "/metrics").await;
+            sample(&m, "rcpfed_hub_log_size").is_some_and(|n| n >= size as f64)
+                && sample(&m, "rcpfed_hub_final_log_size").is_some_and(|n| n >= size as f64)
+        },
+        "log size and final size after restart"
     );
 }
