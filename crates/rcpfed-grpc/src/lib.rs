@@ -70,7 +70,8 @@ pub mod limits {
     pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
     /// How long to wait for a keepalive ping answer.
     pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-    /// TCP keepalive.
+    /// TCP keepalive of every accepted connection (gRPC and public HTTP): idle time before the
+    /// kernel starts probing the peer.
     pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 }
 

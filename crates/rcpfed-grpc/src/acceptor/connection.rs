@@ -5,7 +5,7 @@
 use super::config::time_now;
 use super::reloading::{ReloadingTlsAcceptor, StaleCrl, TrackedConnection};
 use crate::limits::{
-    HANDSHAKE_TIMEOUT, MAX_PENDING_HANDSHAKES, MAX_PENDING_HANDSHAKES_PER_ADDRESS,
+    HANDSHAKE_TIMEOUT, MAX_PENDING_HANDSHAKES, MAX_PENDING_HANDSHAKES_PER_ADDRESS, TCP_KEEPALIVE,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -192,6 +192,15 @@ impl AsyncWrite for RevocableTcp {
     }
 }
 
+/// Socket options of every accepted connection: no Nagle delay (small gRPC frames), and TCP
+/// keepalive, so that a peer that vanished without a FIN (power loss, a dropped NAT entry) is
+/// found by the kernel too, not only by HTTP/2 pings (which an HTTP/1.1 client lacks).
+fn tune_accepted(tcp: &TcpStream) -> io::Result<()> {
+    tcp.set_nodelay(true)?;
+    socket2::SockRef::from(tcp)
+        .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))
+}
+
 /// Same connection info as a plain `TcpStream`, so tonic's `TlsStream` impl yields
 /// `TlsConnectInfo<TcpConnectInfo>`, which is what `Request::peer_certs()` reads.
 impl Connected for RevocableTcp {
@@ -272,7 +281,9 @@ pub fn incoming_with(listener: TcpListener, acceptor: ReloadingTlsAcceptor) -> M
                 );
                 continue;
             }
-            let _ = tcp.set_nodelay(true);
+            if let Err(e) = tune_accepted(&tcp) {
+                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY or TCP keepalive");
+            }
             let tx = tx.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
@@ -385,5 +396,23 @@ pub async fn serve_with_bounded_drain<F: Future>(
             tracing::warn!("shutdown: the gRPC server did not stop; leaving it behind");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay_and_tcp_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        tune_accepted(&accepted).expect("socket options");
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(accepted.nodelay().expect("TCP_NODELAY"));
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
     }
 }
