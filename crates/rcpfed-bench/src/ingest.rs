@@ -787,6 +787,12 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
                 })
                 .collect();
             let chains = make_chains(&fed, &keys, &heads, o.per_client, o.payload_bytes);
+            let stem = if which == 0 { "hub-empty" } else { "hub-large" };
+            let addr_file = dir.join(format!("{stem}.addr.json"));
+            // The previous round's address file would be taken for this hub's.
+            if addr_file.exists() {
+                std::fs::remove_file(&addr_file)?;
+            }
             let mut hub = snap::spawn(&o.rcpfed, 0, dir, "hub", &configs[which], None).await?;
             let endpoint = hub.endpoint();
             let run = load(
@@ -799,8 +805,7 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
                 pace,
             )
             .await;
-            let stem = if which == 0 { "hub-empty" } else { "hub-large" };
-            let ops = std::fs::read_to_string(dir.join(format!("{stem}.addr.json")))
+            let ops = std::fs::read_to_string(&addr_file)
                 .ok()
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
                 .and_then(|v| v["ops"].as_str().map(str::to_string))
