@@ -103,7 +103,7 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
             )?)?)
         })
         .collect::<Result<_>>()?;
-    let chains = make_chains(&fed, &keys, o.per_client, o.payload_bytes);
+    let chains = make_chains(&fed, &keys, &[], o.per_client, o.payload_bytes);
     let total = o.clients * o.per_client;
     let payload_len = chains
         .first()
@@ -643,4 +643,266 @@ fn threads_on(cpu: usize) -> (usize, usize) {
         }
     }
     (on, all)
+}
+
+/// Command-line options of `rcpfed-bench ingest --from-log`.
+pub struct OnLogOptions {
+    pub rcpfed: PathBuf,
+    /// A directory grown by `rcpfed-bench log --dir`: its PKI (`fed/`) and hub database
+    /// (`data/`).
+    pub log_dir: PathBuf,
+    pub clients: usize,
+    pub per_client: usize,
+    pub payload_bytes: usize,
+    pub mirrors: usize,
+    pub rate: Option<f64>,
+    pub rounds: usize,
+}
+
+/// One hub run of `--from-log`.
+struct OnLogRun {
+    /// Log entries when the hub started.
+    entries_before: u64,
+    run: LoadRun,
+    commits: String,
+}
+
+/// Ingest on a large existing log against ingest on an empty log, in one run: the same PKI
+/// (the `log` benchmark's, so the hub's registry, keys and catalogue match its database), the
+/// same clients and payload size, the hub pinned to core 0 and the load to core 1. The large
+/// database is a copy, so the grown one is left as it was. Each client's chain continues from
+/// its head in the database it is sent to (the `log` benchmark's synthetic nodes are the
+/// clients). Rounds alternate empty and large so drift on a shared machine hits both alike.
+pub async fn run_on_log(o: OnLogOptions) -> Result<()> {
+    if !o.rcpfed.is_file() {
+        bail!(
+            "{} not found; build it first: cargo build --release -p rcpfed",
+            o.rcpfed.display()
+        );
+    }
+    if o.clients == 0 || o.per_client == 0 || o.rounds == 0 {
+        bail!("--clients, --per-client and --rounds must be at least 1");
+    }
+    if o.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--rate must be a positive number of statements per second");
+    }
+    if o.mirrors != 0 {
+        bail!(
+            "--from-log needs --mirrors 0: the log benchmark's PKI has no regional nodes, and a mirror would first have to replay the whole log"
+        );
+    }
+    let log_dir = std::path::absolute(&o.log_dir)
+        .with_context(|| format!("--from-log {}", o.log_dir.display()))?;
+    let pki = log_dir.join("fed");
+    let source = log_dir.join("data");
+    if !pki.join("federation.toml").is_file() || !source.join("hub.sqlite").is_file() {
+        bail!(
+            "--from-log {}: no fed/federation.toml and data/hub.sqlite there; grow one with `rcpfed-bench log --dir {0}`",
+            log_dir.display()
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("rcpfed-bench-ingest-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_on_log_in(&o, &pki, &source, &dir).await;
+    if result.is_err() {
+        println!("working directory kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) -> Result<()> {
+    use rcpfed_store::{HubStore as _, SqliteHubStore};
+
+    let fed = Federation::from_toml(&std::fs::read_to_string(pki.join("federation.toml"))?)?;
+    let keys: Vec<SecretKey> = (0..o.clients)
+        .map(|i| {
+            let path = pki.join("members").join(member_id(i)).join("signing.key");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "{} is missing: --clients must not exceed the log's synthetic nodes (`log --nodes`)",
+                    path.display()
+                )
+            })?;
+            Ok(SecretKey::from_file_text(&text)?)
+        })
+        .collect::<Result<_>>()?;
+
+    // The hub writes into the database it serves: copy the grown one (the hub was stopped,
+    // so the files are consistent).
+    let large = dir.join("large");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&large)?;
+    std::fs::create_dir_all(&empty)?;
+    let copy_start = Instant::now();
+    let mut copied = 0u64;
+    for entry in std::fs::read_dir(source)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            copied += std::fs::copy(entry.path(), large.join(entry.file_name()))
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    let large_db = large.join("hub.sqlite");
+    let empty_db = empty.join("hub.sqlite");
+    let large_entries = SqliteHubStore::open(&large_db)?.last_feed_index()?;
+    let pinned = pin_self(1, true);
+    println!(
+        "rcpfed-bench ingest --from-log: {} clients × {} statements per run, payload ~{} bytes (synthetic), {} round(s) alternating an empty log and a copy of {} ({large_entries} entries, {:.2} GB copied in {:.1} s); hub on core 0, load on core 1: {pinned}; load average {}",
+        o.clients,
+        o.per_client,
+        o.payload_bytes,
+        o.rounds,
+        source.join("hub.sqlite").display(),
+        copied as f64 / 1e9,
+        copy_start.elapsed().as_secs_f64(),
+        snap::loadavg()
+    );
+
+    let configs = [
+        write_hub_config(dir, "hub-empty.toml", pki, &empty)?,
+        write_hub_config(dir, "hub-large.toml", pki, &large)?,
+    ];
+    let dbs = [&empty_db, &large_db];
+    let labels = ["empty log", "large log"];
+    let pace = o
+        .rate
+        .map(|r| Duration::from_secs_f64(o.clients as f64 / r));
+    let mut runs: [Vec<OnLogRun>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..o.rounds {
+        for which in 0..2 {
+            // Each chain continues from the client's head in this database.
+            let store = SqliteHubStore::open(dbs[which])?;
+            let entries_before = store.last_feed_index()?;
+            let stored = store.chain_heads()?;
+            drop(store);
+            let heads: Vec<_> = (0..o.clients)
+                .map(|i| {
+                    let id = member_id(i);
+                    stored
+                        .iter()
+                        .find(|h| h.node_id == id)
+                        .map(|h| (h.seq, h.digest))
+                })
+                .collect();
+            let chains = make_chains(&fed, &keys, &heads, o.per_client, o.payload_bytes);
+            let stem = if which == 0 { "hub-empty" } else { "hub-large" };
+            let addr_file = dir.join(format!("{stem}.addr.json"));
+            // The previous round's address file would be taken for this hub's.
+            if addr_file.exists() {
+                std::fs::remove_file(&addr_file)?;
+            }
+            let mut hub = snap::spawn(&o.rcpfed, 0, dir, "hub", &configs[which], None).await?;
+            let endpoint = hub.endpoint();
+            let run = load(
+                &endpoint,
+                pki,
+                o.clients,
+                o.clients,
+                chains,
+                hub.pid(),
+                pace,
+            )
+            .await;
+            let ops = std::fs::read_to_string(&addr_file)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["ops"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            let commits = commit_metrics(&ops);
+            snap::stop(&mut hub).await;
+            let run = run?;
+            let total = o.clients * o.per_client;
+            if run.receipts.len() != total {
+                bail!(
+                    "{}: {} of {total} receipts carried a log entry",
+                    labels[which],
+                    run.receipts.len()
+                );
+            }
+            println!(
+                "  round {} {:<9} ({entries_before:>9} entries): {:>7.0} statements/s   {}",
+                round + 1,
+                labels[which],
+                run.rate(),
+                run.describe()
+            );
+            if !commits.is_empty() {
+                println!("      hub commits: {commits}");
+            }
+            runs[which].push(OnLogRun {
+                entries_before,
+                run,
+                commits,
+            });
+        }
+    }
+
+    let median = |v: &[OnLogRun]| {
+        let mut rates: Vec<f64> = v.iter().map(|r| r.run.rate()).collect();
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+    };
+    let (empty_rate, large_rate) = (median(&runs[0]), median(&runs[1]));
+    let per_round: Vec<String> = runs[0]
+        .iter()
+        .zip(&runs[1])
+        .map(|(e, l)| format!("{:.2}", l.run.rate() / e.run.rate()))
+        .collect();
+    let cpu = |v: &[OnLogRun]| {
+        let mut c: Vec<f64> = v.iter().filter_map(|r| r.run.cpu_per_statement()).collect();
+        c.sort_by(f64::total_cmp);
+        c.get(c.len() / 2).map(|s| s * 1e6)
+    };
+    println!();
+    println!(
+        "ingest on an empty log                      : {empty_rate:>9.0} statements/s (median of {})",
+        o.rounds
+    );
+    println!(
+        "ingest on a {:>9}-entry log              : {large_rate:>9.0} statements/s (median of {})",
+        runs[1].first().map_or(large_entries, |r| r.entries_before),
+        o.rounds
+    );
+    if let (Some(e), Some(l)) = (cpu(&runs[0]), cpu(&runs[1])) {
+        println!("hub CPU per statement, empty / large log    : {e:.1} µs / {l:.1} µs");
+    }
+    for (label, v) in labels.iter().zip(&runs) {
+        if let Some(last) = v.last().filter(|r| !r.commits.is_empty()) {
+            println!(
+                "hub commits, {label:<9} (last round)       : {}",
+                last.commits
+            );
+        }
+    }
+    println!(
+        "ratio large log / empty log                 : {:>9.2}   (target ≥ 0.90; per round {})",
+        large_rate / empty_rate,
+        per_round.join(" ")
+    );
+    println!(
+        "load average                                : {}",
+        snap::loadavg()
+    );
+    Ok(())
+}
+
+/// A hub configuration on the `log` benchmark's PKI serving the database in `data_dir`
+/// (absolute paths; revocation off as in the `log` benchmark, whose PKI has no CRL).
+fn write_hub_config(dir: &Path, name: &str, pki: &Path, data_dir: &Path) -> Result<PathBuf> {
+    let p = |rel: &str| pki.join(rel).to_string_lossy().into_owned();
+    let text = format!(
+        "# rcpfed-bench ingest --from-log: synthetic hub configuration\nroot_trust_file = {:?}\nregistry_file = {:?}\nrevocation = \"disabled\"\ndata_dir = {:?}\nsigning_key = {:?}\n[tls]\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n",
+        p("root-trust.toml"),
+        p("registry/registry.v1.json"),
+        data_dir.to_string_lossy(),
+        p("members/gfmd/signing.key"),
+        p("ca.pem"),
+        p("members/gfmd/tls.pem"),
+        p("members/gfmd/tls.key"),
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path)
 }

@@ -79,6 +79,14 @@ enum Cmd {
         /// loop, latency from each scheduled send). Unset: as fast as possible.
         #[arg(long)]
         rate: Option<f64>,
+        /// A `log --dir` directory: instead of the baselines, compare ingest on a copy of its
+        /// grown hub database with ingest on an empty one (same PKI, clients and payload), and
+        /// print the ratio. Needs `--clients` ≤ its `--nodes` and `--mirrors 0`.
+        #[arg(long)]
+        from_log: Option<PathBuf>,
+        /// With `--from-log`: runs on each database, alternating empty and large.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// Transparency log at scale: proof latency and hub start-up time at growing log sizes.
     Log {
@@ -161,11 +169,25 @@ fn main() -> Result<()> {
             bare_connections,
             bare_inflight,
             rate,
+            from_log,
+            rounds,
         } => {
             if inflight != 1 {
                 bail!(
                     "--inflight must be 1: statements of one node are chained and must arrive in order"
                 );
+            }
+            if let Some(log_dir) = from_log {
+                return rt.block_on(ingest::run_on_log(ingest::OnLogOptions {
+                    rcpfed,
+                    log_dir,
+                    clients,
+                    per_client,
+                    payload_bytes,
+                    mirrors,
+                    rate,
+                    rounds,
+                }));
             }
             rt.block_on(ingest::run(ingest::Options {
                 rcpfed,
@@ -346,10 +368,13 @@ async fn wait_addr(path: &Path, child: &mut tokio::process::Child) -> Result<Str
     }
 }
 
-/// Synthetic statements: one chain per client, each a ~`size`-byte policy summary.
+/// Synthetic statements: one chain per client, each a ~`size`-byte policy summary. Client i's
+/// chain continues after `heads[i]` (its last stored seq and digest; none: it starts at seq 1),
+/// so a chain can be sent to a hub whose log already holds that client's statements.
 fn make_chains(
     fed: &Federation,
     keys: &[SecretKey],
+    heads: &[Option<(u64, rcpfed_core::Digest)>],
     per_client: usize,
     size: usize,
 ) -> Vec<Vec<v1::Envelope>> {
@@ -358,8 +383,10 @@ fn make_chains(
         .enumerate()
         .map(|(i, key)| {
             let id = member_id(i);
-            let mut prev = None;
-            (1..=per_client as u64)
+            let head = heads.get(i).copied().flatten();
+            let first = head.map_or(1, |(seq, _)| seq + 1);
+            let mut prev = head.map(|(_, digest)| digest);
+            (first..first + per_client as u64)
                 .map(|seq| {
                     let st = Statement {
                         header: Header {

@@ -156,3 +156,66 @@ fn snapshot_runs_end_to_end() {
         assert!(out.contains(line), "no {line:?} in:\n{out}");
     }
 }
+
+#[test]
+fn ingest_on_a_grown_log_against_an_empty_one() {
+    let dir = std::env::temp_dir().join(format!(
+        "rcpfed-bench-smoke-ingest-log-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.to_string_lossy().into_owned();
+    bench(&[
+        "log",
+        "--sizes",
+        "2000",
+        "--batch",
+        "500",
+        "--samples",
+        "5",
+        "--startups",
+        "1",
+        "--nodes",
+        "2",
+        "--dir",
+        dir_arg.as_str(),
+    ]);
+    // Two rounds: the second continues each client's chain in both databases.
+    let out = bench(&[
+        "ingest",
+        "--from-log",
+        dir_arg.as_str(),
+        "--clients",
+        "2",
+        "--per-client",
+        "10",
+        "--mirrors",
+        "0",
+        "--rounds",
+        "2",
+    ]);
+    for line in [
+        "round 2 large log",
+        "2000-entry log",
+        "ratio large log / empty log",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    // The grown database is copied, never written: a second run starts from 2000 entries again.
+    let again = bench(&[
+        "ingest",
+        "--from-log",
+        dir_arg.as_str(),
+        "--clients",
+        "2",
+        "--per-client",
+        "5",
+        "--mirrors",
+        "0",
+    ]);
+    assert!(
+        again.contains("(     2000 entries)"),
+        "the grown database changed:\n{again}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
