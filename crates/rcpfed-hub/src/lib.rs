@@ -11,6 +11,7 @@
 
 pub mod catalogue;
 pub mod coherence;
+mod cosign;
 pub mod dashboard;
 pub mod ingest;
 pub mod log;
@@ -744,6 +745,7 @@ fn new_hub(
         snapshot_slots: quotas::PerMember::default(),
         federation,
         store: Arc::clone(&ctx.store),
+        cosignatures: cosign::CosignatureWriter::start(Arc::clone(&ctx.store)),
         ingest,
         shutdown: phase,
         quorum: ctx.witness_quorum,

@@ -30,6 +30,7 @@ pub fn hub_suite(new_store: &dyn Fn() -> Arc<dyn HubStore>) {
     hub_log_node_conflict_writes_nothing(&*new_store());
     hub_checkpoint_cas(&*new_store());
     hub_cosignatures(&*new_store());
+    hub_cosignature_batch(&*new_store());
     hub_latest_final_checkpoint(&*new_store());
     hub_flags(&*new_store());
 }
@@ -1163,6 +1164,65 @@ pub fn hub_cosignatures(store: &dyn HubStore) {
         store.checkpoint_at(3).unwrap().unwrap().cosignature_count,
         3
     );
+}
+
+/// A batch of cosignatures is stored in one call: each counted as if stored alone and in order,
+/// a refused one (no such checkpoint, a size beyond i64) leaving the others stored.
+pub fn hub_cosignature_batch(store: &dyn HubStore) {
+    assert!(store.add_cosignatures(&[]).unwrap().is_empty());
+    store
+        .append(&[], &[], &[], &[], Some(&checkpoint(2, "b")))
+        .unwrap();
+    store
+        .append(&[], &[], &[], &[], Some(&checkpoint(5, "b")))
+        .unwrap();
+    let rewritten = Cosignature {
+        timestamp: 1_800_000_000,
+        ..cosignature(5, "w1", "later")
+    };
+    let batch = [
+        cosignature(5, "w1", "a"),
+        cosignature(4, "w1", "a"),
+        cosignature(5, "w2", "a"),
+        cosignature(2, "w1", "a"),
+        rewritten.clone(),
+        cosignature(u64::MAX, "w1", "a"),
+        cosignature(5, "w3", "a"),
+    ];
+    let outcomes = store.add_cosignatures(&batch).unwrap();
+    assert_eq!(outcomes.len(), batch.len());
+    let mut outcomes = outcomes.into_iter();
+    let mut next = || outcomes.next().unwrap();
+    assert_eq!(next().unwrap(), 1);
+    assert_conflict(next(), "no checkpoint of size 4");
+    assert_eq!(next().unwrap(), 2);
+    assert_eq!(next().unwrap(), 1);
+    // The same witness twice in one batch: the later line wins, counted once.
+    assert_eq!(next().unwrap(), 2);
+    assert_conflict(next(), "size beyond i64");
+    assert_eq!(next().unwrap(), 3);
+    assert_eq!(
+        store.cosignatures(5).unwrap(),
+        vec![
+            rewritten,
+            cosignature(5, "w2", "a"),
+            cosignature(5, "w3", "a")
+        ]
+    );
+    assert!(store.cosignatures(4).unwrap().is_empty());
+    assert_eq!(
+        store.cosignatures(2).unwrap(),
+        vec![cosignature(2, "w1", "a")]
+    );
+    assert_eq!(
+        store.checkpoint_at(5).unwrap().unwrap().cosignature_count,
+        3
+    );
+    assert_eq!(
+        store.checkpoint_at(2).unwrap().unwrap().cosignature_count,
+        1
+    );
+    assert_eq!(store.latest_final_checkpoint(3).unwrap().unwrap().size, 5);
 }
 
 /// latest_final_checkpoint picks the largest checkpoint that reached the quorum.

@@ -245,6 +245,14 @@ pub trait HubStore: Send + Sync + 'static {
     /// checkpoint's cosignature_count in the same transaction; returns the number of distinct
     /// witnesses that cosigned that size. Conflict if no checkpoint of that size is stored.
     fn add_cosignature(&self, c: &Cosignature) -> Result<u32, StoreError>;
+    /// Stores several cosignatures in one durable transaction, each as [`HubStore::add_cosignature`]
+    /// would, in order; returns one outcome per cosignature (one refused, e.g. Conflict for a
+    /// size with no checkpoint, does not keep the others from being stored). Err: the transaction
+    /// failed and none of them was stored.
+    fn add_cosignatures(
+        &self,
+        batch: &[Cosignature],
+    ) -> Result<Vec<Result<u32, StoreError>>, StoreError>;
     /// The cosignatures of the checkpoint of this size, ordered by witness_id.
     fn cosignatures(&self, size: u64) -> Result<Vec<Cosignature>, StoreError>;
     /// Statements with feed_index > after_index matching the filter, ascending, at most limit.

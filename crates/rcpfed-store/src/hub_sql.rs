@@ -316,6 +316,38 @@ pub(crate) fn insert_statements<S: Sql>(
 }
 
 /// Explains a failed statement insert in plain words.
+/// Upserts one cosignature inside `tx` and sets its checkpoint's count. The inner result is
+/// this cosignature's own refusal (checked before anything is written, so the transaction
+/// stays usable for the others); the outer one a failure of the transaction itself.
+fn store_cosignature(
+    tx: &mut impl Sql,
+    c: &Cosignature,
+) -> Result<Result<u32, StoreError>, StoreError> {
+    let (size, timestamp) = match (
+        int(c.size, "checkpoint size"),
+        int(c.timestamp, "cosignature timestamp"),
+    ) {
+        (Ok(size), Ok(timestamp)) => (size, timestamp),
+        (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+    };
+    if !tx.exists(&CHECKPOINT_TO_COSIGN, &[&size])? {
+        return Ok(Err(StoreError::Conflict(format!(
+            "no checkpoint of size {} to cosign (witness {})",
+            c.size, c.witness_id
+        ))));
+    }
+    tx.exec(
+        &UPSERT_COSIGNATURE,
+        &[&size, &c.witness_id, &c.line, &timestamp],
+    )?;
+    // Counted, not incremented: an upsert of a known witness leaves the count as is.
+    // O(witnesses of this size) through the primary key.
+    let count = tx.one(&COUNT_COSIGNATURES, &[&size], |row| row.i64(0))?;
+    tx.exec(&SET_COSIGNATURE_COUNT, &[&size, &count])?;
+    Ok(u32::try_from(count)
+        .map_err(|_| StoreError::Corrupt(format!("cosignature count {count} out of range"))))
+}
+
 fn statement_conflict(clash: StatementClash, st: &StoredStatement) -> StoreError {
     StoreError::Conflict(match clash {
         StatementClash::Digest => {
@@ -574,25 +606,21 @@ impl<B: HubBackend> HubStore for B {
     }
 
     fn add_cosignature(&self, c: &Cosignature) -> Result<u32, StoreError> {
-        let size = int(c.size, "checkpoint size")?;
-        let timestamp = int(c.timestamp, "cosignature timestamp")?;
+        self.write_tx(|tx| store_cosignature(tx, c))?
+    }
+
+    fn add_cosignatures(
+        &self,
+        batch: &[Cosignature],
+    ) -> Result<Vec<Result<u32, StoreError>>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         self.write_tx(|tx| {
-            if !tx.exists(&CHECKPOINT_TO_COSIGN, &[&size])? {
-                return Err(StoreError::Conflict(format!(
-                    "no checkpoint of size {} to cosign (witness {})",
-                    c.size, c.witness_id
-                )));
-            }
-            tx.exec(
-                &UPSERT_COSIGNATURE,
-                &[&size, &c.witness_id, &c.line, &timestamp],
-            )?;
-            // Counted, not incremented: an upsert of a known witness leaves the count as is.
-            // O(witnesses of this size) through the primary key.
-            let count = tx.one(&COUNT_COSIGNATURES, &[&size], |row| row.i64(0))?;
-            tx.exec(&SET_COSIGNATURE_COUNT, &[&size, &count])?;
-            u32::try_from(count)
-                .map_err(|_| StoreError::Corrupt(format!("cosignature count {count} out of range")))
+            batch
+                .iter()
+                .map(|c| store_cosignature(tx, c))
+                .collect::<Result<Vec<_>, _>>()
         })
     }
 

@@ -284,7 +284,6 @@ impl Hub {
                 )
             })));
         };
-        let store = Arc::clone(&self.store);
         let line = signature.to_line();
         let cosignature = rcpfed_store::Cosignature {
             size,
@@ -292,10 +291,8 @@ impl Hub {
             line,
             timestamp,
         };
-        let count = blocking("storing a cosignature", move || {
-            store.add_cosignature(&cosignature)
-        })
-        .await?;
+        // Durable before the answer; written in one transaction with any that arrive meanwhile.
+        let count = self.cosignatures.store(cosignature).await?;
         tracing::info!(%witness, size, count, quorum = self.quorum, "checkpoint cosigned");
         self.metrics.cosigned(&witness, size, count >= self.quorum);
         Ok(Response::new(v1::SubmitCosignatureResponse {

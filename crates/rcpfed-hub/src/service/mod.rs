@@ -64,6 +64,8 @@ pub struct Hub {
     pub(crate) federation: rcpfed_grpc::shared::SharedFederation,
     pub(crate) store: Arc<dyn HubBackend>,
     pub(crate) ingest: Ingest,
+    /// Stores verified cosignatures in groups, one transaction each.
+    pub(crate) cosignatures: crate::cosign::CosignatureWriter,
     pub(crate) shutdown: CancellationToken,
     /// Cosignatures that make a checkpoint final.
     pub(crate) quorum: u32,
