@@ -9,13 +9,12 @@
 //! as SDMX REST describes for `includeHistory`: replaying the data sets of one provider in
 //! order gives its values in force.
 
-use super::xml::{self, NS_COMMON, NS_GENERIC, NS_MESSAGE, NS_STRUCTURE_SPECIFIC, NS_XSI, attr};
-use crate::sdmx::{
-    JsonMeta, SdmxAction, SdmxError, SdmxJsonWriter, SdmxStructure, csv_header, csv_row,
-    rfc3339_ms, sdmx_id,
-};
+use crate::csv_write::{csv_header, csv_row};
+use crate::json::{JsonMeta, SdmxJsonWriter};
+use crate::layout::{SdmxAction, SdmxError, SdmxStructure, rfc3339_ms, sdmx_id};
+use crate::xml::{self, NS_COMMON, NS_GENERIC, NS_MESSAGE, NS_STRUCTURE_SPECIFIC, NS_XSI, attr};
 use rcpfed_core::statement::Observation;
-use rcpfed_store::ObservationRow;
+use rcpfed_core::versions::ObservationRow;
 use std::collections::HashSet;
 
 /// The data formats of the REST API.
@@ -41,9 +40,9 @@ impl DataFormat {
             DataFormat::StructureSpecific => {
                 "application/vnd.sdmx.structurespecificdata+xml;version=2.1"
             }
-            DataFormat::Json => crate::sdmx::JSON_MEDIA_TYPE,
-            DataFormat::Json1 => crate::sdmx::JSON_1_MEDIA_TYPE,
-            DataFormat::Csv => crate::sdmx::CSV_MEDIA_TYPE,
+            DataFormat::Json => crate::layout::JSON_MEDIA_TYPE,
+            DataFormat::Json1 => crate::layout::JSON_1_MEDIA_TYPE,
+            DataFormat::Csv => crate::layout::CSV_MEDIA_TYPE,
         }
     }
 }
@@ -59,7 +58,7 @@ fn component_values(structure: &SdmxStructure, obs: &Observation) -> Vec<(String
             .find(|(id, _)| id == &d.id)
             .map(|(_, v)| v.clone())
             .or_else(|| d.default_code.clone())
-            .unwrap_or_else(|| crate::sdmx::NOT_APPLICABLE.to_string());
+            .unwrap_or_else(|| crate::layout::NOT_APPLICABLE.to_string());
         values.push((d.id.clone(), value));
     }
     values.push(("TIME_PERIOD".to_string(), obs.time_period.clone()));
@@ -380,7 +379,7 @@ mod tests {
     use super::*;
     use rcpfed_core::Digest;
     use rcpfed_core::statement::ObservationAction;
-    use rcpfed_store::ObservationProvenance;
+    use rcpfed_core::versions::ObservationProvenance;
     use std::collections::BTreeSet;
 
     fn row(node: &str, feed_index: u64, action: ObservationAction, area: &str) -> ObservationRow {
