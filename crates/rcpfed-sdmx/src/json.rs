@@ -263,6 +263,16 @@ impl SdmxJsonWriter {
         if self.open.take().is_some() {
             out.push_str("}}");
         }
+        self.write_structure_head(out);
+        self.write_dimensions(out);
+        self.write_attributes(out);
+        self.write_annotations(out);
+        out.push_str(if self.version_1 { "}}" } else { "}]}}" });
+    }
+
+    /// Closes `dataSets` and opens the structure: its name, the data sets it describes (2.0)
+    /// and the link to the dataflow.
+    fn write_structure_head(&self, out: &mut String) {
         let s = &self.structure;
         out.push_str(if self.version_1 {
             "],\"structure\":{\"name\":"
@@ -278,15 +288,18 @@ impl SdmxJsonWriter {
         }
         out.push_str(",\"links\":[{\"rel\":\"dataflow\",\"urn\":");
         json_string(&s.dataflow_urn(), out);
-        out.push_str(if self.version_1 {
-            "}],\"dimensions\":{\"dataSet\":[],\"series\":[],\"observation\":["
-        } else {
-            "}],\"dimensions\":{\"observation\":["
-        });
+        out.push_str("}]");
+    }
 
-        // Dimensions in key order; one without values (no rows at all) is left out, since
-        // SDMX-JSON requires at least one value per dimension.
-        let last = self.dims.len() - 1;
+    /// The dimensions in key order, each with the values the data sets index into. One
+    /// without values (no rows at all) is left out, since SDMX-JSON requires at least one
+    /// value per dimension.
+    fn write_dimensions(&self, out: &mut String) {
+        out.push_str(if self.version_1 {
+            ",\"dimensions\":{\"dataSet\":[],\"series\":[],\"observation\":["
+        } else {
+            ",\"dimensions\":{\"observation\":["
+        });
         let mut first = true;
         for (i, list) in self.dims.iter().enumerate() {
             if list.values.is_empty() {
@@ -296,47 +309,59 @@ impl SdmxJsonWriter {
                 out.push(',');
             }
             first = false;
-            let (id, name, names, role) = if i == 0 {
-                (
-                    REF_AREA,
-                    s.ref_area.name.as_str(),
-                    Some(&s.ref_area.code_names),
-                    Some(REF_AREA),
-                )
-            } else if i == last {
-                (TIME_PERIOD, "Time period", None, Some(TIME_PERIOD))
-            } else {
-                let d = &s.disaggregations[i - 1];
-                (d.id.as_str(), d.name.as_str(), Some(&d.code_names), None)
-            };
-            out.push_str("{\"id\":");
-            json_string(id, out);
-            out.push_str(",\"name\":");
-            json_string(name, out);
-            out.push_str(&format!(",\"keyPosition\":{i}"));
-            if let Some(role) = role {
-                out.push_str(",\"roles\":[");
-                json_string(role, out);
-                out.push(']');
-            }
-            out.push_str(",\"values\":[");
-            for (j, value) in list.values.iter().enumerate() {
-                if j > 0 {
-                    out.push(',');
-                }
-                let name = names.and_then(|n| n.get(value)).map(String::as_str);
-                if i == last {
-                    time_value(value, out);
-                } else {
-                    coded_value(value, name, out);
-                }
-            }
-            out.push_str("]}");
+            self.write_dimension(i, list, out);
         }
-        if self.version_1 {
-            out.push_str("]},\"attributes\":{\"dataSet\":[],\"series\":[],\"observation\":[");
+        out.push_str("]}");
+    }
+
+    /// Dimension `i` of the key (REF_AREA, the disaggregations, TIME_PERIOD) with its values.
+    fn write_dimension(&self, i: usize, list: &ValueList, out: &mut String) {
+        let s = &self.structure;
+        let last = self.dims.len() - 1;
+        let (id, name, names, role) = if i == 0 {
+            (
+                REF_AREA,
+                s.ref_area.name.as_str(),
+                Some(&s.ref_area.code_names),
+                Some(REF_AREA),
+            )
+        } else if i == last {
+            (TIME_PERIOD, "Time period", None, Some(TIME_PERIOD))
         } else {
-            out.push_str("]},\"measures\":{\"observation\":[{\"id\":\"OBS_VALUE\",\"name\":\"Observation value\",\"roles\":[\"OBS_VALUE\"]}]}");
+            let d = &s.disaggregations[i - 1];
+            (d.id.as_str(), d.name.as_str(), Some(&d.code_names), None)
+        };
+        out.push_str("{\"id\":");
+        json_string(id, out);
+        out.push_str(",\"name\":");
+        json_string(name, out);
+        out.push_str(&format!(",\"keyPosition\":{i}"));
+        if let Some(role) = role {
+            out.push_str(",\"roles\":[");
+            json_string(role, out);
+            out.push(']');
+        }
+        out.push_str(",\"values\":[");
+        for (j, value) in list.values.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let name = names.and_then(|n| n.get(value)).map(String::as_str);
+            if i == last {
+                time_value(value, out);
+            } else {
+                coded_value(value, name, out);
+            }
+        }
+        out.push_str("]}");
+    }
+
+    /// The measure (2.0 only) and the observation attributes with their values.
+    fn write_attributes(&self, out: &mut String) {
+        if self.version_1 {
+            out.push_str(",\"attributes\":{\"dataSet\":[],\"series\":[],\"observation\":[");
+        } else {
+            out.push_str(",\"measures\":{\"observation\":[{\"id\":\"OBS_VALUE\",\"name\":\"Observation value\",\"roles\":[\"OBS_VALUE\"]}]}");
             out.push_str(",\"attributes\":{\"observation\":[");
         }
         for (i, ((id, name), list)) in ATTRIBUTES.iter().zip(&self.attrs).enumerate() {
@@ -351,51 +376,60 @@ impl SdmxJsonWriter {
             // An attribute no row gives has no `values`: its entries are then the (null)
             // values themselves, which the schema allows.
             if !list.values.is_empty() {
-                out.push_str(",\"values\":[");
-                for (j, value) in list.values.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
-                    }
-                    let code_name = match *id {
-                        "OBS_STATUS" => s.obs_status_names.get(value).map(String::as_str),
-                        "CONF_STATUS" => s.conf_status_names.get(value).map(String::as_str),
-                        "UNIT_MULT" => unit_mult_name(value),
-                        _ => None,
-                    };
-                    if ATTRIBUTE_CODED[i] {
-                        coded_value(value, code_name, out);
-                    } else {
-                        // Free text: SDMX-JSON 2.0 gives it as `value`, 1.0 as `name`.
-                        out.push_str(if self.version_1 {
-                            "{\"name\":"
-                        } else {
-                            "{\"value\":"
-                        });
-                        json_string(value, out);
-                        out.push('}');
-                    }
-                }
-                out.push(']');
+                self.write_attribute_values(id, ATTRIBUTE_CODED[i], list, out);
             }
             out.push('}');
         }
         out.push_str("]}");
+    }
 
-        if !self.annotations.is_empty() {
-            out.push_str(",\"annotations\":[");
-            for (i, (kind, value)) in self.annotations.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str("{\"type\":");
-                json_string(kind, out);
-                out.push_str(",\"value\":");
+    /// `,"values":[…]` of attribute `id`, given as codes (`coded`) or as free text.
+    fn write_attribute_values(&self, id: &str, coded: bool, list: &ValueList, out: &mut String) {
+        let s = &self.structure;
+        out.push_str(",\"values\":[");
+        for (j, value) in list.values.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let code_name = match id {
+                "OBS_STATUS" => s.obs_status_names.get(value).map(String::as_str),
+                "CONF_STATUS" => s.conf_status_names.get(value).map(String::as_str),
+                "UNIT_MULT" => unit_mult_name(value),
+                _ => None,
+            };
+            if coded {
+                coded_value(value, code_name, out);
+            } else {
+                // Free text: SDMX-JSON 2.0 gives it as `value`, 1.0 as `name`.
+                out.push_str(if self.version_1 {
+                    "{\"name\":"
+                } else {
+                    "{\"value\":"
+                });
                 json_string(value, out);
                 out.push('}');
             }
-            out.push(']');
         }
-        out.push_str(if self.version_1 { "}}" } else { "}]}}" });
+        out.push(']');
+    }
+
+    /// The provenance annotations the data sets refer to, when there are any.
+    fn write_annotations(&self, out: &mut String) {
+        if self.annotations.is_empty() {
+            return;
+        }
+        out.push_str(",\"annotations\":[");
+        for (i, (kind, value)) in self.annotations.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"type\":");
+            json_string(kind, out);
+            out.push_str(",\"value\":");
+            json_string(value, out);
+            out.push('}');
+        }
+        out.push(']');
     }
 }
 
@@ -667,6 +701,32 @@ mod tests {
         assert!(
             sets.iter()
                 .all(|s| s["annotations"] == serde_json::json!([0, 1, 2]))
+        );
+    }
+
+    #[test]
+    fn json_message_bytes_are_stable() {
+        // The exact bytes of a small SDMX-JSON 1.0 message, as written before `finish` was
+        // split into its steps.
+        let r = row(
+            "node-a",
+            2,
+            0,
+            obs(ObservationAction::Append, "FRA", "2023", &[("SEX", "F")]),
+        );
+        let mut w = SdmxJsonWriter::new(structure(false, &["SEX", "ZED"])).version_1();
+        let meta = JsonMeta {
+            id: "M".into(),
+            prepared_ms: 5,
+            sender: "G".into(),
+        };
+        let mut out = String::new();
+        w.begin(&meta, &mut out);
+        w.row(&r, &mut out).expect("row");
+        w.finish(&mut out);
+        assert_eq!(
+            out,
+            r#"{"header":{"id":"M","test":false,"prepared":"1970-01-01T00:00:00.005Z","sender":{"id":"G"}},"dataSets":[{"action":"Information","validFrom":"2024-05-01T12:00:00Z","links":[{"rel":"dataflow","urn":"urn:sdmx:org.sdmx.infomodel.datastructure.Dataflow=GFMD:SDG_10_7_3(1.2.0)"}],"annotations":[0,1,2],"observations":{"0:0:0:0:0":[12.5,0,null,0,0,0,0]}}],"structure":{"name":"Migrant deaths","links":[{"rel":"dataflow","urn":"urn:sdmx:org.sdmx.infomodel.datastructure.Dataflow=GFMD:SDG_10_7_3(1.2.0)"}],"dimensions":{"dataSet":[],"series":[],"observation":[{"id":"REF_AREA","name":"Reference area","keyPosition":0,"roles":["REF_AREA"],"values":[{"id":"FRA","name":"FRA"}]},{"id":"SEX","name":"Sex","keyPosition":1,"values":[{"id":"F","name":"Female"}]},{"id":"AGE","name":"Age","keyPosition":2,"values":[{"id":"_T","name":"_T"}]},{"id":"ZED","name":"ZED","keyPosition":3,"values":[{"id":"_Z","name":"_Z"}]},{"id":"TIME_PERIOD","name":"Time period","keyPosition":4,"roles":["TIME_PERIOD"],"values":[{"id":"2023","name":"2023","start":"2023-01-01T00:00:00Z","end":"2023-12-31T23:59:59Z"}]}]},"attributes":{"dataSet":[],"series":[],"observation":[{"id":"OBS_STATUS","name":"Observation status","relationship":{"observation":{}},"values":[{"id":"A","name":"Normal value"}]},{"id":"CONF_STATUS","name":"Confidentiality status","relationship":{"observation":{}}},{"id":"UNIT_MEASURE","name":"Unit of measure","relationship":{"observation":{}},"values":[{"name":"persons"}]},{"id":"UNIT_MULT","name":"Unit multiplier","relationship":{"observation":{}},"values":[{"id":"3","name":"Thousands"}]},{"id":"COMMENT_OBS","name":"Observation comment","relationship":{"observation":{}},"values":[{"name":"say \"hi\", twice"}]},{"id":"SOURCE_DETAIL","name":"Source details","relationship":{"observation":{}},"values":[{"name":"IOM"}]}]},"annotations":[{"type":"PROVIDER","value":"node-a"},{"type":"STATEMENT_DIGEST","value":"66570ff05a2074043084d4aca94293ef067530dde94ff4e92b8d8459253eb779"},{"type":"FEED_INDEX","value":"2"}]}}"#
         );
     }
 
