@@ -7,7 +7,8 @@
 //! parsers are pure functions on `&str` (no I/O, no clock), so they can be fuzzed; errors name
 //! the line and, for CSV, the column ([`ImportError`]). Every observation keeps its line
 //! ([`IndicatorDoc::lines`]), so a receiver's violation on
-//! `indicator_snapshot.observations[i].ref_area` can be reported as "line N, column REF_AREA" ([`IndicatorDoc::locate`], [`IndicatorDoc::error_at`]).
+//! `indicator_snapshot.observations[i].ref_area` can be reported as "line N, column REF_AREA"
+//! ([`IndicatorDoc::locate`], [`IndicatorDoc::error_at`]).
 //!
 //! Large files are read in batches without holding them in memory
 //! ([`IndicatorCsvBatches`], [`read_indicator_csv_streaming`]), and [`synthetic_indicator_csv`]

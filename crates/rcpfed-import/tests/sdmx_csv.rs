@@ -399,3 +399,75 @@ fn detection_and_dispatch() {
     let batches = IndicatorCsvBatches::new(GOOD.as_bytes(), 10).unwrap();
     assert_eq!(batches.format(), CsvFormat::SdmxCsv);
 }
+
+/// rcpfed's own SDMX-CSV export, as rcpfed-sdmx writes it, imports again with the same
+/// observations (the absent dimension as its written `_Z`, a deletion as a delete).
+#[test]
+fn the_sdmx_csv_writer_output_imports_again() {
+    use rcpfed_core::Digest;
+    use rcpfed_core::statement::{Observation, ObservationAction as Action};
+    use rcpfed_core::versions::{ObservationProvenance, ObservationRow};
+
+    let written = |feed_index: u64, action: Action, area: &str| ObservationRow {
+        indicator: "MIG_STOCK".into(),
+        observation: Observation {
+            action,
+            ref_area: area.into(),
+            time_period: "2023".into(),
+            dimensions: vec![("SEX".into(), "F".into())],
+            obs_value: (action != Action::Delete).then_some(1e21),
+            obs_status: "A".into(),
+            unit_measure: "persons".into(),
+            unit_mult: 6,
+            conf_status: String::new(),
+            footnote: "two\r\nlines, \"quoted\"".into(),
+            source: "UN DESA".into(),
+        },
+        provenance: ObservationProvenance {
+            node_id: "colombo".into(),
+            digest: Digest::of(area.as_bytes()),
+            document: "stock".into(),
+            revision: 1,
+            feed_index,
+            position: 0,
+            accepted_at_ms: 1_714_564_800_000,
+        },
+        superseded_at_ms: None,
+    };
+    let rows = [
+        written(3, Action::Append, "LKA"),
+        written(4, Action::Delete, "IND"),
+    ];
+    let found = std::collections::BTreeSet::from(["SEX".to_string(), "AGE".to_string()]);
+    let structure = rcpfed_sdmx::SdmxStructure::new("MIG_STOCK", None, "GFMD", &found, false);
+    let mut text = String::new();
+    rcpfed_sdmx::csv_header(&structure, &mut text);
+    for r in &rows {
+        rcpfed_sdmx::csv_row(&structure, r, &mut text).unwrap();
+    }
+    let docs = parse_any_indicator_csv(&text, "colombo", "again").unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].snapshot.indicator, "MIG_STOCK");
+    let read = &docs[0].snapshot.observations;
+    assert_eq!(read.len(), 2);
+    let (kept, deleted) = (&read[0], &read[1]);
+    assert_eq!(kept.action, ObservationAction::Append as i32);
+    assert_eq!(
+        (kept.ref_area.as_str(), kept.time_period.as_str()),
+        ("LKA", "2023")
+    );
+    let dims: Vec<(&str, &str)> = kept
+        .dimensions
+        .iter()
+        .map(|d| (d.id.as_str(), d.value.as_str()))
+        .collect();
+    // The export names every dimension of the structure: AGE, which the row lacks, as `_Z`.
+    assert_eq!(dims, [("AGE", "_Z"), ("SEX", "F")]);
+    assert_eq!(kept.obs_value, Some(1e21));
+    assert_eq!(kept.unit_mult, 6);
+    assert_eq!(kept.footnote, "two\r\nlines, \"quoted\"");
+    assert_eq!(kept.source, "UN DESA");
+    assert_eq!(deleted.action, ObservationAction::Delete as i32);
+    assert_eq!(deleted.ref_area, "IND");
+    assert_eq!(deleted.obs_value, None);
+}

@@ -11,7 +11,10 @@
 
 use crate::csv_write::{csv_header, csv_row};
 use crate::json::{JsonMeta, SdmxJsonWriter};
-use crate::layout::{SdmxAction, SdmxError, SdmxStructure, rfc3339_ms, sdmx_id};
+use crate::layout::{
+    ATTRIBUTES, SdmxAction, SdmxError, SdmxStructure, attribute_values, dimension_value, number,
+    rfc3339_ms, sdmx_id,
+};
 use crate::xml::{self, NS_COMMON, NS_GENERIC, NS_MESSAGE, NS_STRUCTURE_SPECIFIC, NS_XSI, attr};
 use rcpfed_core::statement::Observation;
 use rcpfed_core::versions::ObservationRow;
@@ -52,36 +55,24 @@ fn component_values(structure: &SdmxStructure, obs: &Observation) -> Vec<(String
     let mut values = Vec::with_capacity(structure.disaggregations.len() + 2);
     values.push(("REF_AREA".to_string(), obs.ref_area.clone()));
     for d in &structure.disaggregations {
-        let value = obs
-            .dimensions
-            .iter()
-            .find(|(id, _)| id == &d.id)
-            .map(|(_, v)| v.clone())
-            .or_else(|| d.default_code.clone())
-            .unwrap_or_else(|| crate::layout::NOT_APPLICABLE.to_string());
-        values.push((d.id.clone(), value));
+        values.push((d.id.clone(), dimension_value(d, obs).to_string()));
     }
     values.push(("TIME_PERIOD".to_string(), obs.time_period.clone()));
     values
 }
 
 /// The attribute values an observation gives (absent ones left out).
-fn attribute_values(obs: &Observation) -> Vec<(&'static str, String)> {
-    [
-        ("OBS_STATUS", obs.obs_status.clone()),
-        ("CONF_STATUS", obs.conf_status.clone()),
-        ("UNIT_MEASURE", obs.unit_measure.clone()),
-        ("UNIT_MULT", obs.unit_mult.to_string()),
-        ("COMMENT_OBS", obs.footnote.clone()),
-        ("SOURCE_DETAIL", obs.source.clone()),
-    ]
-    .into_iter()
-    .filter(|(_, v)| !v.is_empty())
-    .collect()
+fn present_attributes(obs: &Observation) -> Vec<(&'static str, String)> {
+    ATTRIBUTES
+        .iter()
+        .map(|(id, _)| *id)
+        .zip(attribute_values(obs))
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
 }
 
 fn value_text(value: Option<f64>) -> Option<String> {
-    value.filter(|v| v.is_finite()).map(|v| format!("{v}"))
+    value.filter(|v| v.is_finite()).map(number)
 }
 
 /// Where a data set ends: the provider, the statement and the action of the open one, and
@@ -254,7 +245,7 @@ impl XmlDataWriter {
         let attributes = if action == SdmxAction::Delete {
             Vec::new()
         } else {
-            attribute_values(obs)
+            present_attributes(obs)
         };
         if self.generic {
             out.push_str("<generic:Obs><generic:ObsKey>");
