@@ -249,12 +249,7 @@ impl XmlDataWriter {
         };
         if self.generic {
             out.push_str("<generic:Obs><generic:ObsKey>");
-            for (id, v) in &key {
-                out.push_str("<generic:Value");
-                attr("id", id, out);
-                attr("value", v, out);
-                out.push_str("/>");
-            }
+            generic_values(key.iter().map(|(id, v)| (id.as_str(), v.as_str())), out);
             out.push_str("</generic:ObsKey>");
             if let Some(value) = value {
                 out.push_str("<generic:ObsValue");
@@ -263,12 +258,7 @@ impl XmlDataWriter {
             }
             if !attributes.is_empty() {
                 out.push_str("<generic:Attributes>");
-                for (id, v) in &attributes {
-                    out.push_str("<generic:Value");
-                    attr("id", id, out);
-                    attr("value", v, out);
-                    out.push_str("/>");
-                }
+                generic_values(attributes.iter().map(|(id, v)| (*id, v.as_str())), out);
                 out.push_str("</generic:Attributes>");
             }
             out.push_str("</generic:Obs>");
@@ -298,6 +288,17 @@ impl XmlDataWriter {
         } else {
             "</message:StructureSpecificData>\n"
         });
+    }
+}
+
+/// `<generic:Value id="…" value="…"/>` for each (id, value), as generic data writes a key and
+/// attributes.
+fn generic_values<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, out: &mut String) {
+    for (id, value) in pairs {
+        out.push_str("<generic:Value");
+        attr("id", id, out);
+        attr("value", value, out);
+        out.push_str("/>");
     }
 }
 

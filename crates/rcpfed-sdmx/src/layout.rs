@@ -339,7 +339,7 @@ impl SdmxStructure {
 }
 
 /// The value of disaggregation `dim` in `obs`: as given, else the default code, else `_Z`.
-pub(crate) fn dimension_value<'a>(dim: &'a SdmxDimension, obs: &'a Observation) -> &'a str {
+pub fn dimension_value<'a>(dim: &'a SdmxDimension, obs: &'a Observation) -> &'a str {
     obs.dimensions
         .iter()
         .find(|(id, _)| id == &dim.id)

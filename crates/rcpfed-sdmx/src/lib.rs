@@ -31,6 +31,6 @@ pub use data::{DataFormat, DataWriter, XmlDataWriter};
 pub use json::{JsonMeta, SdmxJsonWriter, json_string};
 pub use layout::{
     CSV_MEDIA_TYPE, DEFAULT_VERSION, JSON_1_MEDIA_TYPE, JSON_MEDIA_TYPE, JSON_SCHEMA_URL,
-    NOT_APPLICABLE, SdmxAction, SdmxDimension, SdmxError, SdmxStructure, is_sdmx_code, rfc3339_ms,
-    sdmx_id,
+    NOT_APPLICABLE, SdmxAction, SdmxDimension, SdmxError, SdmxStructure, dimension_value,
+    is_sdmx_code, rfc3339_ms, sdmx_id,
 };

@@ -21,7 +21,7 @@ use rcpfed_proto::v1;
 use rcpfed_sdmx::structure::{
     self, Artefact, References, Resource, STRUCTURE_MEDIA_TYPE, Structures,
 };
-use rcpfed_sdmx::{DataFormat, DataWriter, NOT_APPLICABLE, SdmxStructure, is_sdmx_code};
+use rcpfed_sdmx::{DataFormat, DataWriter, SdmxStructure, dimension_value, is_sdmx_code};
 use rcpfed_store::{IndicatorStore, ObservationCursor, ObservationFilter, ObservationRow};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -617,13 +617,7 @@ impl DataQuery {
             let value = if i == 0 {
                 obs.ref_area.as_str()
             } else {
-                let dim = &self.structure.disaggregations[i - 1];
-                obs.dimensions
-                    .iter()
-                    .find(|(id, _)| id == &dim.id)
-                    .map(|(_, v)| v.as_str())
-                    .or(dim.default_code.as_deref())
-                    .unwrap_or(NOT_APPLICABLE)
+                dimension_value(&self.structure.disaggregations[i - 1], obs)
             };
             values.iter().any(|v| v == value)
         })
