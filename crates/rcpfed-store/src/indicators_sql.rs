@@ -23,7 +23,7 @@ use rcpfed_core::statement::{
 };
 use rusqlite::types::{ToSql, Value};
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The indicator view's tables, created identically in the hub and the node database (one
@@ -132,6 +132,30 @@ macro_rules! indicator_key_rule_sql {
     };
 }
 pub(crate) use indicator_key_rule_sql;
+
+/// Policy coverage counted as policy summaries are applied (hub version 7, node version 6),
+/// shared like [`indicator_tables_sql`]: per node, objective 0 counts its documents and
+/// objective k the documents whose latest revision addresses GCM objective k. The coherence
+/// pass reads these few rows instead of every document's objectives. Filled here from the
+/// rows already recorded; kept up to date by the apply step.
+macro_rules! indicator_policy_coverage_sql {
+    () => {
+        r#"
+        CREATE TABLE policy_coverage (
+            node_id   TEXT    NOT NULL,
+            objective INTEGER NOT NULL CHECK (objective BETWEEN 0 AND 23),
+            documents INTEGER NOT NULL CHECK (documents >= 0),
+            PRIMARY KEY (node_id, objective)
+        ) WITHOUT ROWID;
+        INSERT INTO policy_coverage (node_id, objective, documents)
+            SELECT node_id, 0, count(DISTINCT document) FROM policy_objectives GROUP BY node_id;
+        INSERT INTO policy_coverage (node_id, objective, documents)
+            SELECT node_id, objective, count(*) FROM policy_objectives
+             WHERE objective IS NOT NULL GROUP BY node_id, objective;
+        "#
+    };
+}
+pub(crate) use indicator_policy_coverage_sql;
 
 /// Which log table holds the feed entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,7 +409,7 @@ pub(crate) fn apply_entry(tx: &Connection, log: Log, entry: &Entry<'_>) -> Resul
             apply_snapshot(tx, entry, snapshot, &defaults)
         }
         Body::Policy(policy) if entry.kind == policy_kind => {
-            apply_policy(tx, entry, &policy.gcm_objectives)
+            indicator_queries::apply_policy(&mut Lite(tx), entry, &policy.gcm_objectives)
         }
         other => Err(entry.conflict(format!(
             "its body is a {}, not a {}",
@@ -597,46 +621,6 @@ pub(crate) fn period_dates(p: &PeriodRange) -> (String, String) {
         format!("{:04}-{:02}-{:02}", s.year(), u8::from(s.month()), s.day()),
         format!("{:04}-{:02}-{:02}", e.year(), u8::from(e.month()), e.day()),
     )
-}
-
-/// Records the objectives of a policy document revision, replacing older revisions' rows; a
-/// revision older than the one recorded changes nothing.
-fn apply_policy(tx: &Connection, entry: &Entry<'_>, objectives: &[u32]) -> Result<(), StoreError> {
-    let latest: Option<i64> = tx
-        .prepare_cached(
-            "SELECT max(revision) FROM policy_objectives WHERE node_id = ?1 AND document = ?2",
-        )?
-        .query_row(params![entry.node_id, entry.document], |r| r.get(0))?;
-    if latest.is_some_and(|latest| latest > i64::from(entry.revision)) {
-        return Ok(());
-    }
-    tx.prepare_cached("DELETE FROM policy_objectives WHERE node_id = ?1 AND document = ?2")?
-        .execute(params![entry.node_id, entry.document])?;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO policy_objectives (node_id, document, revision, feed_index, objective)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    let feed_index = db::int(entry.feed_index, "feed index")?;
-    let distinct: BTreeSet<u32> = objectives.iter().copied().collect();
-    if distinct.is_empty() {
-        insert.execute(params![
-            entry.node_id,
-            entry.document,
-            entry.revision,
-            feed_index,
-            None::<u32>
-        ])?;
-    }
-    for objective in distinct {
-        insert.execute(params![
-            entry.node_id,
-            entry.document,
-            entry.revision,
-            feed_index,
-            objective
-        ])?;
-    }
-    Ok(())
 }
 
 /// Rebuilds the view from the log when a file from before the view is upgraded: every entry

@@ -5,7 +5,8 @@ use crate::StoreError;
 use crate::db::{self, Db, Schema, constraint_message};
 use crate::indicator_queries;
 use crate::indicators_sql::{
-    self, Entry, Log, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_tables_sql,
+    self, Entry, Log, indicator_indexes_v2_sql, indicator_key_rule_sql,
+    indicator_policy_coverage_sql, indicator_tables_sql,
 };
 use crate::sql::{Lite, Param, Params, Sql, SqlRow};
 use rcpfed_core::Digest;
@@ -301,6 +302,7 @@ pub(crate) const NODE_SCHEMA: Schema = Schema {
         ),
         indicator_indexes_v2_sql!(),
         indicator_key_rule_sql!(),
+        indicator_policy_coverage_sql!(),
     ],
     upgrade: Some(upgrade_node),
 };

@@ -110,7 +110,7 @@ pub(crate) fn apply_entry(tx: &mut Tx<'_>, entry: &Entry<'_>) -> Result<(), Stor
             apply_snapshot(tx, entry, snapshot, &defaults)
         }
         Body::Policy(policy) if entry.kind == policy_kind => {
-            apply_policy(tx, entry, &policy.gcm_objectives)
+            shared::apply_policy(tx, entry, &policy.gcm_objectives)
         }
         other => Err(entry.conflict(format!(
             "its body is a {}, not a {}",
@@ -472,46 +472,6 @@ impl Applier<'_> {
             );
         }
     }
-}
-
-/// Records the objectives of a policy document revision, replacing older revisions' rows.
-fn apply_policy(tx: &mut Tx<'_>, entry: &Entry<'_>, objectives: &[u32]) -> Result<(), StoreError> {
-    let latest: Option<i64> = tx
-        .query_one(
-            "SELECT max(revision) FROM policy_objectives WHERE node_id = $1 AND document = $2",
-            &[&entry.node_id, &entry.document],
-        )?
-        .try_get(0)?;
-    if latest.is_some_and(|latest| latest > i64::from(entry.revision)) {
-        return Ok(());
-    }
-    tx.execute(
-        "DELETE FROM policy_objectives WHERE node_id = $1 AND document = $2",
-        &[&entry.node_id, &entry.document],
-    )?;
-    let feed_index = int(entry.feed_index, "feed index")?;
-    let revision = i64::from(entry.revision);
-    let distinct: BTreeSet<u32> = objectives.iter().copied().collect();
-    let rows: Vec<Option<i64>> = if distinct.is_empty() {
-        // A document addressing none still counts: one row with objective NULL.
-        vec![None]
-    } else {
-        distinct.into_iter().map(|o| Some(i64::from(o))).collect()
-    };
-    for objective in rows {
-        tx.execute(
-            "INSERT INTO policy_objectives (node_id, document, revision, feed_index, objective)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &entry.node_id,
-                &entry.document,
-                &revision,
-                &feed_index,
-                &objective,
-            ],
-        )?;
-    }
-    Ok(())
 }
 
 fn collect_rows(
