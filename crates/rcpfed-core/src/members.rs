@@ -424,13 +424,12 @@ impl Federation {
 
     /// The file form, for writing; key lifecycles and the registry version are written as the
     /// optional `valid_from`/`status`/`status_at` fields of each key and `registry_version`.
-    pub fn to_toml(&self) -> String {
+    /// An error, never an empty text, if it cannot be written.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         if self.lifecycle == FederationLifecycle::default() {
-            return toml::to_string_pretty(&self.file).unwrap_or_default();
+            return toml::to_string_pretty(&self.file);
         }
-        let Ok(mut table) = toml::Table::try_from(&self.file) else {
-            return String::new();
-        };
+        let mut table = toml::Table::try_from(&self.file)?;
         if self.lifecycle.registry_version > 0 {
             let version = i64::try_from(self.lifecycle.registry_version).unwrap_or(i64::MAX);
             table.insert("registry_version".into(), toml::Value::Integer(version));
@@ -459,7 +458,7 @@ impl Federation {
                 }
             }
         }
-        toml::to_string_pretty(&table).unwrap_or_default()
+        toml::to_string_pretty(&table)
     }
 
     /// The registry version this federation was built from; 0 for a plain member file.

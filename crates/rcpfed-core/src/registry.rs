@@ -348,9 +348,9 @@ impl RootTrustFile {
             .map_err(|e| invalid_root(format!("the root trust file is not valid: {e}")))
     }
 
-    /// The TOML form.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    /// The TOML form; an error, never an empty text, if it cannot be written.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
     }
 
     /// The root set, with every check of [`RootSet::check`], keys valid, strong and matching
