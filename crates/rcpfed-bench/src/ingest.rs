@@ -125,44 +125,7 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     let verify_rate = verify_rate(&fed, &chains, total)?;
 
     // (a) the bare ack service over the same mTLS: at the hub's concurrency, then driven hard.
-    let exe = std::env::current_exe()?;
-    let bare_addr_file = dir.join("bare.addr.json");
-    let mut bare = pinned_command(0, &exe);
-    bare.arg("bare-server")
-        .arg("--pki")
-        .arg(&pki)
-        .arg("--addr-file")
-        .arg(&bare_addr_file);
-    let mut bare = bare.spawn()?;
-    let addr = wait_addr(&bare_addr_file, &mut bare).await?;
-    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
-    let bare_endpoint = format!("https://localhost:{port}");
-    let bare_same = load(
-        &bare_endpoint,
-        &pki,
-        o.clients,
-        o.clients,
-        chains.clone(),
-        bare.id(),
-        None,
-    )
-    .await?;
-    let lanes = o.bare_connections * o.bare_inflight;
-    let mut hard: Vec<Vec<v1::Envelope>> = vec![Vec::new(); lanes];
-    for (i, env) in chains.iter().flatten().enumerate() {
-        hard[i % lanes].push(env.clone());
-    }
-    let bare_hard = load(
-        &bare_endpoint,
-        &pki,
-        o.clients,
-        o.bare_connections,
-        hard,
-        bare.id(),
-        None,
-    )
-    .await?;
-    bare.kill().await?;
+    let (bare_same, bare_hard) = bare_runs(o, dir, &pki, &chains).await?;
 
     // The real hub, durable before each receipt, with the mirrors following its feed.
     let mut hub = snap::spawn(&o.rcpfed, 0, dir, "hub", &pki.join("hub.toml"), None).await?;
@@ -248,6 +211,55 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The bare ack service over the same mTLS: the load at the hub's concurrency, then driven
+/// hard (`bare_connections` × `bare_inflight` lanes).
+async fn bare_runs(
+    o: &Options,
+    dir: &Path,
+    pki: &Path,
+    chains: &[Vec<v1::Envelope>],
+) -> Result<(LoadRun, LoadRun)> {
+    let exe = std::env::current_exe()?;
+    let bare_addr_file = dir.join("bare.addr.json");
+    let mut bare = pinned_command(0, &exe);
+    bare.arg("bare-server")
+        .arg("--pki")
+        .arg(pki)
+        .arg("--addr-file")
+        .arg(&bare_addr_file);
+    let mut bare = bare.spawn()?;
+    let addr = wait_addr(&bare_addr_file, &mut bare).await?;
+    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+    let bare_endpoint = format!("https://localhost:{port}");
+    let bare_same = load(
+        &bare_endpoint,
+        pki,
+        o.clients,
+        o.clients,
+        chains.to_vec(),
+        bare.id(),
+        None,
+    )
+    .await?;
+    let lanes = o.bare_connections * o.bare_inflight;
+    let mut hard: Vec<Vec<v1::Envelope>> = vec![Vec::new(); lanes];
+    for (i, env) in chains.iter().flatten().enumerate() {
+        hard[i % lanes].push(env.clone());
+    }
+    let bare_hard = load(
+        &bare_endpoint,
+        pki,
+        o.clients,
+        o.bare_connections,
+        hard,
+        bare.id(),
+        None,
+    )
+    .await?;
+    bare.kill().await?;
+    Ok((bare_same, bare_hard))
+}
+
 /// Statements per second that `verify_strict` checks on one core, over the same statements;
 /// all of them must verify.
 fn verify_rate(fed: &Federation, chains: &[Vec<v1::Envelope>], total: usize) -> Result<f64> {
@@ -318,9 +330,8 @@ fn print_report(r: &IngestReport<'_>) {
         hub_run,
         commits,
         caught_up,
-        threads_pinned,
-        threads,
         ref feed_latency,
+        ..
     } = *r;
     let hub_rate = hub_run.rate();
     println!();
@@ -366,6 +377,22 @@ fn print_report(r: &IngestReport<'_>) {
             caught_up.as_secs_f64()
         );
     }
+    print_ratios(r);
+}
+
+/// The ratios of the hub to the bare ack service and to verify_strict, and where the load
+/// ran.
+fn print_ratios(r: &IngestReport<'_>) {
+    let IngestReport {
+        verify_rate,
+        bare_same,
+        bare_hard,
+        hub_run,
+        threads_pinned,
+        threads,
+        ..
+    } = *r;
+    let hub_rate = hub_run.rate();
     let busy = bare_hard.server_busy().unwrap_or(0.0);
     let load_busy = bare_hard.load_busy().unwrap_or(0.0);
     if busy < 0.9 {
