@@ -139,7 +139,14 @@ fn main() {
     let env2 = fx::sign_registry_payload(v2.encode());
     write(&dir, "envelope-v2", &moded(2, &env2.encode()));
     let trust: RootTrustFile = v1.root.to_trust_file(fx::FED);
-    write(&dir, "root-trust", &moded(3, trust.to_toml().as_bytes()));
+    write(
+        &dir,
+        "root-trust",
+        &moded(
+            3,
+            trust.to_toml().expect("root trust file as TOML").as_bytes(),
+        ),
+    );
 
     // note and checkpoint: a real signed, cosigned checkpoint and the log's verifier key.
     let st = &statements[0].1;

@@ -889,7 +889,8 @@ async fn key_rotation_keeps_old_statements_verifiable() {
     }
     // …and offline: a bundle of colombo#1 verifies against the member file of version 2.
     let members = w.path("members-v2.toml");
-    std::fs::write(&members, federation.to_toml()).expect("member file");
+    std::fs::write(&members, federation.to_toml().expect("member file as TOML"))
+        .expect("member file");
     let bundle = w.path("colombo-1.bundle.json");
     cli_ok(&[
         "export",
@@ -1010,7 +1011,10 @@ async fn key_revocation_flags_later_statements() {
     let members = w.path("members-v2.toml");
     std::fs::write(
         &members,
-        v2.to_federation().expect("v2 federation").to_toml(),
+        v2.to_federation()
+            .expect("v2 federation")
+            .to_toml()
+            .expect("v2 member file as TOML"),
     )
     .expect("member file");
     for (seq, should_verify) in [(3, true), (5, false)] {

@@ -122,63 +122,10 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     );
 
     // (b) single-core verify_strict of the same statements, in this process.
-    let start = Instant::now();
-    let mut verified = 0usize;
-    for chain in &chains {
-        for env in chain {
-            let (_, key) = fed.key_owner(&env.signatures[0].key_id).context("key")?;
-            if key.verify_strict(
-                &pae(&env.payload_type, &env.payload),
-                &env.signatures[0].sig,
-            ) {
-                verified += 1;
-            }
-        }
-    }
-    if verified != total {
-        bail!("only {verified} of {total} synthetic statements verify");
-    }
-    let verify_rate = verified as f64 / start.elapsed().as_secs_f64();
+    let verify_rate = verify_rate(&fed, &chains, total)?;
 
     // (a) the bare ack service over the same mTLS: at the hub's concurrency, then driven hard.
-    let exe = std::env::current_exe()?;
-    let bare_addr_file = dir.join("bare.addr.json");
-    let mut bare = pinned_command(0, &exe);
-    bare.arg("bare-server")
-        .arg("--pki")
-        .arg(&pki)
-        .arg("--addr-file")
-        .arg(&bare_addr_file);
-    let mut bare = bare.spawn()?;
-    let addr = wait_addr(&bare_addr_file, &mut bare).await?;
-    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
-    let bare_endpoint = format!("https://localhost:{port}");
-    let bare_same = load(
-        &bare_endpoint,
-        &pki,
-        o.clients,
-        o.clients,
-        chains.clone(),
-        bare.id(),
-        None,
-    )
-    .await?;
-    let lanes = o.bare_connections * o.bare_inflight;
-    let mut hard: Vec<Vec<v1::Envelope>> = vec![Vec::new(); lanes];
-    for (i, env) in chains.iter().flatten().enumerate() {
-        hard[i % lanes].push(env.clone());
-    }
-    let bare_hard = load(
-        &bare_endpoint,
-        &pki,
-        o.clients,
-        o.bare_connections,
-        hard,
-        bare.id(),
-        None,
-    )
-    .await?;
-    bare.kill().await?;
+    let (bare_same, bare_hard) = bare_runs(o, dir, &pki, &chains).await?;
 
     // The real hub, durable before each receipt, with the mirrors following its feed.
     let mut hub = snap::spawn(&o.rcpfed, 0, dir, "hub", &pki.join("hub.toml"), None).await?;
@@ -243,23 +190,149 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     snap::stop(&mut hub).await;
     let (threads_pinned, threads) = threads_on(1);
 
-    // Feed latency of each entry: receipt at the client → the last mirror to apply it.
-    let mut feed_latency = Vec::new();
-    if !samples.is_empty() {
-        for &(index, receipt) in &hub_run.receipts {
-            let mut latest = receipt;
-            for s in &samples {
-                let k = s.partition_point(|&(_, cursor)| cursor < index);
-                let at = s
-                    .get(k)
-                    .map(|&(t, _)| t)
-                    .with_context(|| format!("no mirror sample reached feed index {index}"))?;
-                latest = latest.max(at);
+    let feed_latency = feed_latency(&hub_run.receipts, &samples)?;
+
+    print_report(&IngestReport {
+        o,
+        total,
+        verify_rate,
+        bare_same: &bare_same,
+        bare_hard: &bare_hard,
+        hub_run: &hub_run,
+        commits: &commits,
+        feed_latency,
+        caught_up,
+        threads_pinned,
+        threads,
+    });
+    if pinned && threads_pinned != threads {
+        bail!("{threads_pinned} of this process's {threads} threads are pinned to core 1");
+    }
+    Ok(())
+}
+
+/// The bare ack service over the same mTLS: the load at the hub's concurrency, then driven
+/// hard (`bare_connections` × `bare_inflight` lanes).
+async fn bare_runs(
+    o: &Options,
+    dir: &Path,
+    pki: &Path,
+    chains: &[Vec<v1::Envelope>],
+) -> Result<(LoadRun, LoadRun)> {
+    let exe = std::env::current_exe()?;
+    let bare_addr_file = dir.join("bare.addr.json");
+    let mut bare = pinned_command(0, &exe);
+    bare.arg("bare-server")
+        .arg("--pki")
+        .arg(pki)
+        .arg("--addr-file")
+        .arg(&bare_addr_file);
+    let mut bare = bare.spawn()?;
+    let addr = wait_addr(&bare_addr_file, &mut bare).await?;
+    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+    let bare_endpoint = format!("https://localhost:{port}");
+    let bare_same = load(
+        &bare_endpoint,
+        pki,
+        o.clients,
+        o.clients,
+        chains.to_vec(),
+        bare.id(),
+        None,
+    )
+    .await?;
+    let lanes = o.bare_connections * o.bare_inflight;
+    let mut hard: Vec<Vec<v1::Envelope>> = vec![Vec::new(); lanes];
+    for (i, env) in chains.iter().flatten().enumerate() {
+        hard[i % lanes].push(env.clone());
+    }
+    let bare_hard = load(
+        &bare_endpoint,
+        pki,
+        o.clients,
+        o.bare_connections,
+        hard,
+        bare.id(),
+        None,
+    )
+    .await?;
+    bare.kill().await?;
+    Ok((bare_same, bare_hard))
+}
+
+/// Statements per second that `verify_strict` checks on one core, over the same statements;
+/// all of them must verify.
+fn verify_rate(fed: &Federation, chains: &[Vec<v1::Envelope>], total: usize) -> Result<f64> {
+    let start = Instant::now();
+    let mut verified = 0usize;
+    for chain in chains {
+        for env in chain {
+            let (_, key) = fed.key_owner(&env.signatures[0].key_id).context("key")?;
+            if key.verify_strict(
+                &pae(&env.payload_type, &env.payload),
+                &env.signatures[0].sig,
+            ) {
+                verified += 1;
             }
-            feed_latency.push(latest.saturating_duration_since(receipt));
         }
     }
+    if verified != total {
+        bail!("only {verified} of {total} synthetic statements verify");
+    }
+    Ok(verified as f64 / start.elapsed().as_secs_f64())
+}
 
+/// Feed latency of each entry: receipt at the client → the last mirror to apply it (each
+/// mirror's samples are (time, cursor) in cursor order). Empty without mirrors.
+fn feed_latency(receipts: &[(u64, Instant)], samples: &[CursorSamples]) -> Result<Vec<Duration>> {
+    let mut feed_latency = Vec::new();
+    if samples.is_empty() {
+        return Ok(feed_latency);
+    }
+    for &(index, receipt) in receipts {
+        let mut latest = receipt;
+        for s in samples {
+            let k = s.partition_point(|&(_, cursor)| cursor < index);
+            let at = s
+                .get(k)
+                .map(|&(t, _)| t)
+                .with_context(|| format!("no mirror sample reached feed index {index}"))?;
+            latest = latest.max(at);
+        }
+        feed_latency.push(latest.saturating_duration_since(receipt));
+    }
+    Ok(feed_latency)
+}
+
+/// What an ingest run measured, for [`print_report`].
+struct IngestReport<'a> {
+    o: &'a Options,
+    total: usize,
+    verify_rate: f64,
+    bare_same: &'a LoadRun,
+    bare_hard: &'a LoadRun,
+    hub_run: &'a LoadRun,
+    commits: &'a str,
+    feed_latency: Vec<Duration>,
+    caught_up: Duration,
+    threads_pinned: usize,
+    threads: usize,
+}
+
+/// Prints the rates, latencies and ratios of an ingest run.
+fn print_report(r: &IngestReport<'_>) {
+    let IngestReport {
+        o,
+        total,
+        verify_rate,
+        bare_same,
+        bare_hard,
+        hub_run,
+        commits,
+        caught_up,
+        ref feed_latency,
+        ..
+    } = *r;
     let hub_rate = hub_run.rate();
     println!();
     println!("verify_strict, 1 core, same statements     : {verify_rate:>9.0} statements/s");
@@ -293,7 +366,7 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     );
     println!("hub commits                                : {commits}");
     if o.mirrors > 0 {
-        let l = Percentiles::of(feed_latency);
+        let l = Percentiles::of(feed_latency.clone());
         println!(
             "feed latency, receipt → all {} mirrors      : p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (poll every {} ms); all caught up {:.2} s after the last receipt",
             o.mirrors,
@@ -304,6 +377,22 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
             caught_up.as_secs_f64()
         );
     }
+    print_ratios(r);
+}
+
+/// The ratios of the hub to the bare ack service and to verify_strict, and where the load
+/// ran.
+fn print_ratios(r: &IngestReport<'_>) {
+    let IngestReport {
+        verify_rate,
+        bare_same,
+        bare_hard,
+        hub_run,
+        threads_pinned,
+        threads,
+        ..
+    } = *r;
+    let hub_rate = hub_run.rate();
     let busy = bare_hard.server_busy().unwrap_or(0.0);
     let load_busy = bare_hard.load_busy().unwrap_or(0.0);
     if busy < 0.9 {
@@ -346,10 +435,6 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         "load generator threads pinned to core 1    : {threads_pinned} of {threads}; load average {}",
         snap::loadavg()
     );
-    if pinned && threads_pinned != threads {
-        bail!("{threads_pinned} of this process's {threads} threads are pinned to core 1");
-    }
-    Ok(())
 }
 
 /// What one load run gave.

@@ -386,9 +386,8 @@ impl Federation {
         file: FederationFile,
         lifecycle: FederationLifecycle,
     ) -> Result<Self, FederationError> {
-        let invalid = |m: String| FederationError::Invalid(m);
         if !is_valid_member_id(&file.federation_id) {
-            return Err(invalid(format!(
+            return Err(FederationError::Invalid(format!(
                 "federation_id {:?} must be lowercase letters, digits and '-'",
                 file.federation_id
             )));
@@ -397,94 +396,21 @@ impl Federation {
         let mut by_spiffe = BTreeMap::new();
         let mut key_owner = BTreeMap::new();
         for m in &file.members {
-            if !is_valid_member_id(&m.id) {
-                return Err(invalid(format!(
-                    "member id {:?} must be lowercase letters, digits and '-'",
-                    m.id
-                )));
-            }
-            let prefix = format!("spiffe://{}/", file.federation_id);
-            if !m.spiffe_id.starts_with(&prefix) {
-                return Err(invalid(format!(
-                    "member {}: spiffe_id {:?} is not in trust domain {}",
-                    m.id, m.spiffe_id, file.federation_id
-                )));
-            }
-            if by_spiffe
-                .insert(m.spiffe_id.clone(), m.id.clone())
-                .is_some()
-            {
-                return Err(invalid(format!(
-                    "spiffe_id {:?} is listed twice",
-                    m.spiffe_id
-                )));
-            }
-            let mut keys = Vec::new();
-            for k in &m.keys {
-                let key = VerifyKey::from_base64(&k.public_key).map_err(|e: KeyError| {
-                    invalid(format!("member {}: key {}: {e}", m.id, k.key_id))
-                })?;
-                if key.key_id != k.key_id {
-                    return Err(invalid(format!(
-                        "member {}: key id {} does not match its public key (expected {})",
-                        m.id, k.key_id, key.key_id
-                    )));
-                }
-                if key_owner.insert(key.key_id.clone(), m.id.clone()).is_some() {
-                    return Err(invalid(format!("key {} is listed twice", key.key_id)));
-                }
-                keys.push(key);
-            }
-            if m.roles.contains(&Role::Publisher) && keys.is_empty() {
-                return Err(invalid(format!(
-                    "member {} has the publisher role but no signing key",
-                    m.id
-                )));
-            }
-            let mut states = Vec::new();
-            for s in &m.states {
-                if !crate::iso3166::is_alpha3(&s.iso3) {
-                    return Err(invalid(format!(
-                        "member {}: {:?} is not an ISO 3166-1 alpha-3 code",
-                        m.id, s.iso3
-                    )));
-                }
-                states.push(Membership {
-                    iso3: s.iso3.clone(),
-                    since: parse_date(&s.since, "since")?,
-                    until: parse_date(&s.until, "until")?,
-                });
-            }
-            let member = Member {
-                id: m.id.clone(),
-                name: m.name.clone(),
-                kind: m.kind.clone(),
-                roles: m.roles.iter().copied().collect(),
-                spiffe_id: m.spiffe_id.clone(),
-                keys,
-                states,
-            };
+            let member = member_from_file(&file.federation_id, m, &mut by_spiffe, &mut key_owner)?;
             if members.insert(m.id.clone(), member).is_some() {
-                return Err(invalid(format!("member id {} is listed twice", m.id)));
+                return Err(FederationError::Invalid(format!(
+                    "member id {} is listed twice",
+                    m.id
+                )));
             }
         }
         if !members.contains_key(&file.hub_id) {
-            return Err(invalid(format!("hub_id {} is not a member", file.hub_id)));
+            return Err(FederationError::Invalid(format!(
+                "hub_id {} is not a member",
+                file.hub_id
+            )));
         }
-        for (key_id, info) in &lifecycle.keys {
-            if !key_owner.contains_key(key_id) {
-                return Err(invalid(format!(
-                    "key {key_id} has a lifecycle but no member lists it"
-                )));
-            }
-            if let (Some(from), Some(at)) = (info.valid_from, info.status.status_at())
-                && at < from
-            {
-                return Err(invalid(format!(
-                    "key {key_id}: status_at is before valid_from"
-                )));
-            }
-        }
+        check_lifecycle(&lifecycle, &key_owner)?;
         Ok(Federation {
             federation_id: file.federation_id.clone(),
             hub_id: file.hub_id.clone(),
@@ -498,13 +424,12 @@ impl Federation {
 
     /// The file form, for writing; key lifecycles and the registry version are written as the
     /// optional `valid_from`/`status`/`status_at` fields of each key and `registry_version`.
-    pub fn to_toml(&self) -> String {
+    /// An error, never an empty text, if it cannot be written.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         if self.lifecycle == FederationLifecycle::default() {
-            return toml::to_string_pretty(&self.file).unwrap_or_default();
+            return toml::to_string_pretty(&self.file);
         }
-        let Ok(mut table) = toml::Table::try_from(&self.file) else {
-            return String::new();
-        };
+        let mut table = toml::Table::try_from(&self.file)?;
         if self.lifecycle.registry_version > 0 {
             let version = i64::try_from(self.lifecycle.registry_version).unwrap_or(i64::MAX);
             table.insert("registry_version".into(), toml::Value::Integer(version));
@@ -533,7 +458,7 @@ impl Federation {
                 }
             }
         }
-        toml::to_string_pretty(&table).unwrap_or_default()
+        toml::to_string_pretty(&table)
     }
 
     /// The registry version this federation was built from; 0 for a plain member file.
@@ -593,4 +518,121 @@ impl Federation {
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
     }
+}
+
+/// One member of a federation file, checked: a valid id, a SPIFFE id in the trust domain and
+/// not listed before (recorded in `by_spiffe`), its keys, its states.
+fn member_from_file(
+    federation_id: &str,
+    m: &MemberFile,
+    by_spiffe: &mut BTreeMap<String, String>,
+    key_owner: &mut BTreeMap<String, String>,
+) -> Result<Member, FederationError> {
+    let invalid = FederationError::Invalid;
+    if !is_valid_member_id(&m.id) {
+        return Err(invalid(format!(
+            "member id {:?} must be lowercase letters, digits and '-'",
+            m.id
+        )));
+    }
+    let prefix = format!("spiffe://{federation_id}/");
+    if !m.spiffe_id.starts_with(&prefix) {
+        return Err(invalid(format!(
+            "member {}: spiffe_id {:?} is not in trust domain {federation_id}",
+            m.id, m.spiffe_id
+        )));
+    }
+    if by_spiffe
+        .insert(m.spiffe_id.clone(), m.id.clone())
+        .is_some()
+    {
+        return Err(invalid(format!(
+            "spiffe_id {:?} is listed twice",
+            m.spiffe_id
+        )));
+    }
+    let keys = member_keys(m, key_owner)?;
+    if m.roles.contains(&Role::Publisher) && keys.is_empty() {
+        return Err(invalid(format!(
+            "member {} has the publisher role but no signing key",
+            m.id
+        )));
+    }
+    Ok(Member {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        kind: m.kind.clone(),
+        roles: m.roles.iter().copied().collect(),
+        spiffe_id: m.spiffe_id.clone(),
+        keys,
+        states: member_states(m)?,
+    })
+}
+
+/// A member's keys: each decodes, its id matches its bytes, and no other key of the file has
+/// that id (recorded in `key_owner`).
+fn member_keys(
+    m: &MemberFile,
+    key_owner: &mut BTreeMap<String, String>,
+) -> Result<Vec<VerifyKey>, FederationError> {
+    let invalid = FederationError::Invalid;
+    let mut keys = Vec::new();
+    for k in &m.keys {
+        let key = VerifyKey::from_base64(&k.public_key)
+            .map_err(|e: KeyError| invalid(format!("member {}: key {}: {e}", m.id, k.key_id)))?;
+        if key.key_id != k.key_id {
+            return Err(invalid(format!(
+                "member {}: key id {} does not match its public key (expected {})",
+                m.id, k.key_id, key.key_id
+            )));
+        }
+        if key_owner.insert(key.key_id.clone(), m.id.clone()).is_some() {
+            return Err(invalid(format!("key {} is listed twice", key.key_id)));
+        }
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// A member's states: ISO 3166-1 alpha-3 codes with valid dates.
+fn member_states(m: &MemberFile) -> Result<Vec<Membership>, FederationError> {
+    m.states
+        .iter()
+        .map(|s| {
+            if !crate::iso3166::is_alpha3(&s.iso3) {
+                return Err(FederationError::Invalid(format!(
+                    "member {}: {:?} is not an ISO 3166-1 alpha-3 code",
+                    m.id, s.iso3
+                )));
+            }
+            Ok(Membership {
+                iso3: s.iso3.clone(),
+                since: parse_date(&s.since, "since")?,
+                until: parse_date(&s.until, "until")?,
+            })
+        })
+        .collect()
+}
+
+/// Every key with a lifecycle is a key of the file, and none is retired or revoked before its
+/// `valid_from`.
+fn check_lifecycle(
+    lifecycle: &FederationLifecycle,
+    key_owner: &BTreeMap<String, String>,
+) -> Result<(), FederationError> {
+    for (key_id, info) in &lifecycle.keys {
+        if !key_owner.contains_key(key_id) {
+            return Err(FederationError::Invalid(format!(
+                "key {key_id} has a lifecycle but no member lists it"
+            )));
+        }
+        if let (Some(from), Some(at)) = (info.valid_from, info.status.status_at())
+            && at < from
+        {
+            return Err(FederationError::Invalid(format!(
+                "key {key_id}: status_at is before valid_from"
+            )));
+        }
+    }
+    Ok(())
 }

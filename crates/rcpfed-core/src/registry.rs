@@ -348,9 +348,9 @@ impl RootTrustFile {
             .map_err(|e| invalid_root(format!("the root trust file is not valid: {e}")))
     }
 
-    /// The TOML form.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    /// The TOML form; an error, never an empty text, if it cannot be written.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
     }
 
     /// The root set, with every check of [`RootSet::check`], keys valid, strong and matching
@@ -658,6 +658,29 @@ impl Registry {
     /// with `since` before `until`; `hub_id` is a member. Generic rules: REGISTRY_INVALID.
     pub fn check(&self) -> Result<(), Rejection> {
         let mut p = Problems::default();
+        self.check_header(&mut p);
+        self.root.check_into("root", &mut p);
+        let mut seen = SeenMembers::with_root_keys(&self.root);
+        for (i, m) in self.members.iter().enumerate() {
+            let f = format!("members[{i}]");
+            self.check_member_identity(&f, m, &mut seen, &mut p);
+            check_member_roles(&f, m, &mut p);
+            check_member_keys(&f, m, &mut seen, &mut p);
+            check_key_windows(&f, m, &mut p);
+            check_member_states(&f, m, &mut p);
+        }
+        if !self.members.iter().any(|m| m.id == self.hub_id) {
+            p.add(
+                "hub_id",
+                reasons::REGISTRY_INVALID,
+                format!("hub_id {:?} is not a member", self.hub_id),
+            );
+        }
+        p.finish(&format!("registry version {} is not valid", self.version))
+    }
+
+    /// The federation id, the version and its chain link, and the validity period.
+    fn check_header(&self, p: &mut Problems) {
         let generic = reasons::REGISTRY_INVALID;
         if !is_valid_member_id(&self.federation_id) {
             p.add(
@@ -691,153 +714,52 @@ impl Registry {
         if self.expires_at <= self.issued_at {
             p.add("expires_at", generic, "expires_at must be after issued_at");
         }
-        self.root.check_into("root", &mut p);
+    }
 
-        let mut ids = BTreeSet::new();
-        let mut spiffe_ids = BTreeSet::new();
-        let mut key_seen: BTreeMap<[u8; 32], String> = BTreeMap::new();
-        let mut key_ids_seen: BTreeMap<String, String> = BTreeMap::new();
-        for (i, (key, _)) in self.root.keys.iter().enumerate() {
-            key_seen
-                .entry(key.to_bytes())
-                .or_insert_with(|| format!("root.keys[{i}]"));
-            key_ids_seen
-                .entry(key.key_id.clone())
-                .or_insert_with(|| format!("root.keys[{i}]"));
-        }
-        for (i, m) in self.members.iter().enumerate() {
-            let f = format!("members[{i}]");
-            if !is_valid_member_id(&m.id) {
-                p.add(
-                    format!("{f}.id"),
-                    generic,
-                    format!(
-                        "member id {:?} must be lowercase letters, digits and '-', starting with a letter",
-                        m.id
-                    ),
-                );
-            } else if !ids.insert(m.id.as_str()) {
-                p.add(
-                    format!("{f}.id"),
-                    generic,
-                    format!("member id {} is listed twice", m.id),
-                );
-            }
-            match SpiffeId::parse(&m.spiffe_id) {
-                Some(s) if s.trust_domain == self.federation_id => {
-                    if !spiffe_ids.insert(m.spiffe_id.as_str()) {
-                        p.add(
-                            format!("{f}.spiffe_id"),
-                            generic,
-                            format!("spiffe_id {} is listed twice", m.spiffe_id),
-                        );
-                    }
-                }
-                _ => p.add(
-                    format!("{f}.spiffe_id"),
-                    generic,
-                    format!(
-                        "spiffe_id {:?} is not spiffe://{}/node/<id> or spiffe://{}/operator/<name>",
-                        m.spiffe_id, self.federation_id, self.federation_id
-                    ),
-                ),
-            }
-            let mut roles = BTreeSet::new();
-            for (j, r) in m.roles.iter().enumerate() {
-                if !roles.insert(*r) {
-                    p.add(
-                        format!("{f}.roles[{j}]"),
-                        generic,
-                        format!("role {} is listed twice", r.as_str()),
-                    );
-                }
-            }
-            if m.keys.is_empty()
-                && let Some(role) = [Role::Publisher, Role::Witness]
-                    .into_iter()
-                    .find(|r| roles.contains(r))
-            {
-                p.add(
-                    format!("{f}.keys"),
-                    reasons::MEMBER_WITHOUT_KEY,
-                    format!(
-                        "member {} has the {} role but no signing key",
-                        m.id,
-                        role.as_str()
-                    ),
-                );
-            }
-            for (j, k) in m.keys.iter().enumerate() {
-                let kf = format!("{f}.keys[{j}]");
-                let first = key_seen
-                    .get(&k.key.to_bytes())
-                    .or_else(|| key_ids_seen.get(&k.key.key_id));
-                if let Some(first) = first {
-                    p.add(
-                        kf.clone(),
-                        reasons::DUPLICATE_KEY_ID,
-                        format!("key {} is listed twice (first at {first})", k.key.key_id),
-                    );
-                } else {
-                    key_seen.insert(k.key.to_bytes(), kf.clone());
-                    key_ids_seen.insert(k.key.key_id.clone(), kf.clone());
-                }
-                if let Some(at) = k.status.status_at()
-                    && at < k.valid_from
-                {
-                    p.add(
-                        format!("{kf}.status_at"),
-                        generic,
-                        format!(
-                            "key {} is {} before its valid_from",
-                            k.key.key_id,
-                            k.status.status_str()
-                        ),
-                    );
-                }
-            }
-            for (j, a) in m.keys.iter().enumerate() {
-                for (l, b) in m.keys.iter().enumerate().skip(j + 1) {
-                    if windows_overlap(a.window(), b.window()) {
-                        p.add(
-                            format!("{f}.keys[{l}]"),
-                            reasons::OVERLAPPING_KEY_WINDOWS,
-                            format!(
-                                "keys {} and {} of member {} may both sign at the same moment; \
-                                 retire or revoke the old key at or before the new key's valid_from",
-                                a.key.key_id, b.key.key_id, m.id
-                            ),
-                        );
-                    }
-                }
-            }
-            for (j, s) in m.states.iter().enumerate() {
-                if !crate::iso3166::is_alpha3(&s.iso3) {
-                    p.add(
-                        format!("{f}.states[{j}].iso3"),
-                        reasons::INVALID_COUNTRY_CODE,
-                        format!("{:?} is not an ISO 3166-1 alpha-3 code", s.iso3),
-                    );
-                }
-                if let (Some(since), Some(until)) = (s.since, s.until)
-                    && until <= since
-                {
-                    p.add(
-                        format!("{f}.states[{j}].until"),
-                        generic,
-                        "until must be after since",
-                    );
-                }
-            }
-        }
-        if !self.members.iter().any(|m| m.id == self.hub_id) {
+    /// A member's id and SPIFFE id: well formed and not listed before.
+    fn check_member_identity<'a>(
+        &self,
+        f: &str,
+        m: &'a RegistryMemberEntry,
+        seen: &mut SeenMembers<'a>,
+        p: &mut Problems,
+    ) {
+        let generic = reasons::REGISTRY_INVALID;
+        if !is_valid_member_id(&m.id) {
             p.add(
-                "hub_id",
+                format!("{f}.id"),
                 generic,
-                format!("hub_id {:?} is not a member", self.hub_id),
+                format!(
+                    "member id {:?} must be lowercase letters, digits and '-', starting with a letter",
+                    m.id
+                ),
+            );
+        } else if !seen.ids.insert(m.id.as_str()) {
+            p.add(
+                format!("{f}.id"),
+                generic,
+                format!("member id {} is listed twice", m.id),
             );
         }
-        p.finish(&format!("registry version {} is not valid", self.version))
+        match SpiffeId::parse(&m.spiffe_id) {
+            Some(s) if s.trust_domain == self.federation_id => {
+                if !seen.spiffe_ids.insert(m.spiffe_id.as_str()) {
+                    p.add(
+                        format!("{f}.spiffe_id"),
+                        generic,
+                        format!("spiffe_id {} is listed twice", m.spiffe_id),
+                    );
+                }
+            }
+            _ => p.add(
+                format!("{f}.spiffe_id"),
+                generic,
+                format!(
+                    "spiffe_id {:?} is not spiffe://{}/node/<id> or spiffe://{}/operator/<name>",
+                    m.spiffe_id, self.federation_id, self.federation_id
+                ),
+            ),
+        }
     }
 
     /// The member with `id`.
@@ -925,6 +847,135 @@ impl Registry {
     /// add theirs with [`add_root_signature`].
     pub fn sign(&self, key: &SecretKey) -> SignedEnvelope {
         SignedEnvelope::sign(REGISTRY_PAYLOAD_TYPE, self.encode(), key)
+    }
+}
+
+/// What the registry check has met so far: member ids, SPIFFE ids, and keys (by bytes and by
+/// key id, each with the field where it was first listed; root keys first).
+#[derive(Default)]
+struct SeenMembers<'a> {
+    ids: BTreeSet<&'a str>,
+    spiffe_ids: BTreeSet<&'a str>,
+    key_bytes: BTreeMap<[u8; 32], String>,
+    key_ids: BTreeMap<String, String>,
+}
+
+impl SeenMembers<'_> {
+    fn with_root_keys(root: &RootSet) -> Self {
+        let mut seen = SeenMembers::default();
+        for (i, (key, _)) in root.keys.iter().enumerate() {
+            seen.key_bytes
+                .entry(key.to_bytes())
+                .or_insert_with(|| format!("root.keys[{i}]"));
+            seen.key_ids
+                .entry(key.key_id.clone())
+                .or_insert_with(|| format!("root.keys[{i}]"));
+        }
+        seen
+    }
+}
+
+/// No role twice; a publisher or witness has a signing key.
+fn check_member_roles(f: &str, m: &RegistryMemberEntry, p: &mut Problems) {
+    let mut roles = BTreeSet::new();
+    for (j, r) in m.roles.iter().enumerate() {
+        if !roles.insert(*r) {
+            p.add(
+                format!("{f}.roles[{j}]"),
+                reasons::REGISTRY_INVALID,
+                format!("role {} is listed twice", r.as_str()),
+            );
+        }
+    }
+    if m.keys.is_empty()
+        && let Some(role) = [Role::Publisher, Role::Witness]
+            .into_iter()
+            .find(|r| roles.contains(r))
+    {
+        p.add(
+            format!("{f}.keys"),
+            reasons::MEMBER_WITHOUT_KEY,
+            format!(
+                "member {} has the {} role but no signing key",
+                m.id,
+                role.as_str()
+            ),
+        );
+    }
+}
+
+/// No key listed twice anywhere in the registry; no key's status before its valid_from.
+fn check_member_keys(f: &str, m: &RegistryMemberEntry, seen: &mut SeenMembers, p: &mut Problems) {
+    for (j, k) in m.keys.iter().enumerate() {
+        let kf = format!("{f}.keys[{j}]");
+        let first = seen
+            .key_bytes
+            .get(&k.key.to_bytes())
+            .or_else(|| seen.key_ids.get(&k.key.key_id));
+        if let Some(first) = first {
+            p.add(
+                kf.clone(),
+                reasons::DUPLICATE_KEY_ID,
+                format!("key {} is listed twice (first at {first})", k.key.key_id),
+            );
+        } else {
+            seen.key_bytes.insert(k.key.to_bytes(), kf.clone());
+            seen.key_ids.insert(k.key.key_id.clone(), kf.clone());
+        }
+        if let Some(at) = k.status.status_at()
+            && at < k.valid_from
+        {
+            p.add(
+                format!("{kf}.status_at"),
+                reasons::REGISTRY_INVALID,
+                format!(
+                    "key {} is {} before its valid_from",
+                    k.key.key_id,
+                    k.status.status_str()
+                ),
+            );
+        }
+    }
+}
+
+/// No two keys of one member may sign at the same moment.
+fn check_key_windows(f: &str, m: &RegistryMemberEntry, p: &mut Problems) {
+    for (j, a) in m.keys.iter().enumerate() {
+        for (l, b) in m.keys.iter().enumerate().skip(j + 1) {
+            if windows_overlap(a.window(), b.window()) {
+                p.add(
+                    format!("{f}.keys[{l}]"),
+                    reasons::OVERLAPPING_KEY_WINDOWS,
+                    format!(
+                        "keys {} and {} of member {} may both sign at the same moment; \
+                         retire or revoke the old key at or before the new key's valid_from",
+                        a.key.key_id, b.key.key_id, m.id
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Member states are ISO 3166-1 alpha-3 codes with `since` before `until`.
+fn check_member_states(f: &str, m: &RegistryMemberEntry, p: &mut Problems) {
+    for (j, s) in m.states.iter().enumerate() {
+        if !crate::iso3166::is_alpha3(&s.iso3) {
+            p.add(
+                format!("{f}.states[{j}].iso3"),
+                reasons::INVALID_COUNTRY_CODE,
+                format!("{:?} is not an ISO 3166-1 alpha-3 code", s.iso3),
+            );
+        }
+        if let (Some(since), Some(until)) = (s.since, s.until)
+            && until <= since
+        {
+            p.add(
+                format!("{f}.states[{j}].until"),
+                reasons::REGISTRY_INVALID,
+                "until must be after since",
+            );
+        }
     }
 }
 

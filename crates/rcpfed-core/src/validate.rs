@@ -909,187 +909,228 @@ fn check_row(
     v: &mut Violations,
     catalogue: Option<&mut CatalogueRows<'_>>,
 ) {
-    {
-        // What this row's rules refuse; the catalogue leaves those fields alone.
-        let mut faults = RowFaults::default();
-        let period = parse_time_period(&o.time_period);
-        if period.is_none() {
-            faults.time_period = true;
-            v.push_with(reasons::INVALID_TIME_PERIOD, || {
-                let description = format!(
-                    "{:?} is not a time period such as \"2024\", \"2024-S1\", \"2024-Q3\", \"2024-05\" or \"2024-05-17\"",
-                    o.time_period
-                );
-                (obs_field(i, ".time_period"), description)
-            });
-        }
-        if is_alpha3(&o.ref_area) {
-            if let Some(range) = period
-                && !ctx
-                    .member
-                    .has_state_during(&o.ref_area, range.start, range.end)
-            {
-                faults.ref_area = true;
-                v.push_with(reasons::NOT_A_MEMBER_STATE, || {
-                    (
-                        obs_field(i, ".ref_area"),
-                        format!(
-                            "{:?} is not a member state of {} for the whole of {}",
-                            o.ref_area, ctx.member.id, o.time_period
-                        ),
-                    )
-                });
-            }
-        } else if !ctx.aggregates.contains(&o.ref_area) {
+    // What this row's rules refuse; the catalogue leaves those fields alone.
+    let mut faults = RowFaults::default();
+    check_period_and_area(i, o, ctx, &mut faults, v);
+    check_dimensions(i, o, &mut faults, v);
+    check_value_for_action(i, o, v);
+    check_status_codes(i, o, &mut faults, v);
+    check_note_lengths(i, o, &mut faults, v);
+    if let Some(first) = repeat_of {
+        push_duplicate_key(i, first, o, defaults, v);
+    }
+    if let Some(rows) = catalogue {
+        rows.check(i, o, &faults);
+    }
+}
+
+/// TIME_PERIOD must parse; REF_AREA must be a member state over that whole period, or an
+/// aggregate.
+fn check_period_and_area(
+    i: usize,
+    o: &Observation,
+    ctx: &ValidationContext,
+    faults: &mut RowFaults,
+    v: &mut Violations,
+) {
+    let period = parse_time_period(&o.time_period);
+    if period.is_none() {
+        faults.time_period = true;
+        v.push_with(reasons::INVALID_TIME_PERIOD, || {
+            let description = format!(
+                "{:?} is not a time period such as \"2024\", \"2024-S1\", \"2024-Q3\", \"2024-05\" or \"2024-05-17\"",
+                o.time_period
+            );
+            (obs_field(i, ".time_period"), description)
+        });
+    }
+    if is_alpha3(&o.ref_area) {
+        if let Some(range) = period
+            && !ctx
+                .member
+                .has_state_during(&o.ref_area, range.start, range.end)
+        {
             faults.ref_area = true;
-            v.push_with(reasons::INVALID_COUNTRY_CODE, || {
-                let description = if ctx.aggregates.is_empty() {
-                    format!(
-                        "{:?} is not an ISO 3166-1 alpha-3 code such as \"LKA\"",
-                        o.ref_area
-                    )
-                } else {
-                    format!(
-                        "{:?} is neither an ISO 3166-1 alpha-3 code such as \"LKA\" nor an aggregate ({})",
-                        o.ref_area,
-                        ctx.aggregates.join(", ")
-                    )
-                };
-                (obs_field(i, ".ref_area"), description)
-            });
-        }
-        for (j, (id, value)) in o.dimensions.iter().enumerate() {
-            let df = |what: &str| obs_field(i, &format!(".dimensions[{j}].{what}"));
-            let dimension_ok = is_dimension_id(id)
-                && id != "REF_AREA"
-                && id != "TIME_PERIOD"
-                && !o.dimensions[..j].iter().any(|(earlier, _)| earlier == id)
-                && !value.is_empty();
-            if !dimension_ok {
-                faults.dimensions.push(j);
-            }
-            if !is_dimension_id(id) {
-                v.push_with(reasons::INVALID_DIMENSION, || {
-                    let description = format!(
-                        "{id:?} is not a dimension id such as \"SEX\" (upper-case letters, digits, '_')"
-                    );
-                    (df("id"), description)
-                });
-            } else if id == "REF_AREA" || id == "TIME_PERIOD" {
-                v.push_with(reasons::INVALID_DIMENSION, || {
-                    (
-                        df("id"),
-                        format!("{id} is set by the observation's own field, not as a dimension"),
-                    )
-                });
-            } else if o.dimensions[..j].iter().any(|(earlier, _)| earlier == id) {
-                v.push_with(reasons::INVALID_DIMENSION, || {
-                    (df("id"), format!("{id} appears more than once"))
-                });
-            }
-            if value.is_empty() {
-                v.push_with(reasons::INVALID_DIMENSION, || {
-                    (df("value"), format!("dimension {id} needs a value"))
-                });
-            }
-        }
-        match (o.action, o.obs_value) {
-            (ObservationAction::Append | ObservationAction::Replace, None) => {
-                v.push_with(reasons::VALUE_REQUIRED, || {
-                    (
-                        obs_field(i, ".obs_value"),
-                        "is required to append or replace an observation",
-                    )
-                })
-            }
-            (ObservationAction::Append | ObservationAction::Replace, Some(x)) if !x.is_finite() => {
-                v.push_with(reasons::NON_FINITE_VALUE, || {
-                    (
-                        obs_field(i, ".obs_value"),
-                        format!("{x} is not a finite number"),
-                    )
-                })
-            }
-            (ObservationAction::Delete, Some(_)) => v.push_with(reasons::VALUE_NOT_ALLOWED, || {
+            v.push_with(reasons::NOT_A_MEMBER_STATE, || {
                 (
-                    obs_field(i, ".obs_value"),
-                    "must be absent when deleting an observation",
-                )
-            }),
-            _ => {}
-        }
-        if !o.obs_status.is_empty() && !OBS_STATUS.contains(&o.obs_status.as_str()) {
-            faults.obs_status = true;
-            v.push_with(reasons::INVALID_OBS_STATUS, || {
-                (
-                    obs_field(i, ".obs_status"),
+                    obs_field(i, ".ref_area"),
                     format!(
-                        "{:?} is not an SDMX OBS_STATUS code such as \"A\", \"E\" or \"P\"",
-                        o.obs_status
+                        "{:?} is not a member state of {} for the whole of {}",
+                        o.ref_area, ctx.member.id, o.time_period
                     ),
                 )
             });
         }
-        if !o.conf_status.is_empty() && !CONF_STATUS.contains(&o.conf_status.as_str()) {
-            faults.conf_status = true;
-            v.push_with(reasons::INVALID_CONF_STATUS, || {
+    } else if !ctx.aggregates.contains(&o.ref_area) {
+        faults.ref_area = true;
+        v.push_with(reasons::INVALID_COUNTRY_CODE, || {
+            let description = if ctx.aggregates.is_empty() {
+                format!(
+                    "{:?} is not an ISO 3166-1 alpha-3 code such as \"LKA\"",
+                    o.ref_area
+                )
+            } else {
+                format!(
+                    "{:?} is neither an ISO 3166-1 alpha-3 code such as \"LKA\" nor an aggregate ({})",
+                    o.ref_area,
+                    ctx.aggregates.join(", ")
+                )
+            };
+            (obs_field(i, ".ref_area"), description)
+        });
+    }
+}
+
+/// Each dimension: a well-formed id, not REF_AREA or TIME_PERIOD, not repeated, with a value.
+fn check_dimensions(i: usize, o: &Observation, faults: &mut RowFaults, v: &mut Violations) {
+    for (j, (id, value)) in o.dimensions.iter().enumerate() {
+        let df = |what: &str| obs_field(i, &format!(".dimensions[{j}].{what}"));
+        let repeated = o.dimensions[..j].iter().any(|(earlier, _)| earlier == id);
+        let dimension_ok = is_dimension_id(id)
+            && id != "REF_AREA"
+            && id != "TIME_PERIOD"
+            && !repeated
+            && !value.is_empty();
+        if !dimension_ok {
+            faults.dimensions.push(j);
+        }
+        if !is_dimension_id(id) {
+            v.push_with(reasons::INVALID_DIMENSION, || {
+                let description = format!(
+                    "{id:?} is not a dimension id such as \"SEX\" (upper-case letters, digits, '_')"
+                );
+                (df("id"), description)
+            });
+        } else if id == "REF_AREA" || id == "TIME_PERIOD" {
+            v.push_with(reasons::INVALID_DIMENSION, || {
                 (
-                    obs_field(i, ".conf_status"),
-                    format!(
-                        "{:?} is not an SDMX CONF_STATUS code such as \"F\" or \"C\"",
-                        o.conf_status
-                    ),
+                    df("id"),
+                    format!("{id} is set by the observation's own field, not as a dimension"),
                 )
             });
-        }
-        if !(0..=12).contains(&o.unit_mult) {
-            faults.unit_mult = true;
-            v.push_with(reasons::INVALID_UNIT_MULT, || {
-                (
-                    obs_field(i, ".unit_mult"),
-                    format!("{} is not a power of ten from 0 to 12", o.unit_mult),
-                )
+        } else if repeated {
+            v.push_with(reasons::INVALID_DIMENSION, || {
+                (df("id"), format!("{id} appears more than once"))
             });
         }
-        for (column, text) in [
-            (".footnote", &o.footnote),
-            (".source", &o.source),
-            (".unit_measure", &o.unit_measure),
-        ] {
-            // A string of at most MAX_NOTE_CHARS bytes has at most as many characters.
-            if text.len() > MAX_NOTE_CHARS {
-                let before = v.1;
-                v.too_long(&obs_field(i, column), text, MAX_NOTE_CHARS);
-                faults.unit_measure |= column == ".unit_measure" && v.1 > before;
-            }
-        }
-        if let Some(first) = repeat_of {
-            v.push_with(reasons::DUPLICATE_KEY, || {
-                let (pairs, filled) = key_pairs(&o.dimensions, defaults);
-                let dims: Vec<String> = pairs.iter().map(|(id, c)| format!("{id}={c}")).collect();
-                let dims = if dims.is_empty() {
-                    "no dimensions".to_string()
-                } else {
-                    dims.join(", ")
-                };
-                let note = if filled {
-                    "; a dimension left out counts as its catalogue default"
-                } else {
-                    ""
-                };
-                (
-                    obs_field(i, ""),
-                    format!(
-                        "has the same key as observation {first} ({}, {}, {dims}){note}",
-                        o.ref_area, o.time_period
-                    ),
-                )
+        if value.is_empty() {
+            v.push_with(reasons::INVALID_DIMENSION, || {
+                (df("value"), format!("dimension {id} needs a value"))
             });
-        }
-        if let Some(rows) = catalogue {
-            rows.check(i, o, &faults);
         }
     }
+}
+
+/// Append and replace carry a finite value; delete carries none.
+fn check_value_for_action(i: usize, o: &Observation, v: &mut Violations) {
+    match (o.action, o.obs_value) {
+        (ObservationAction::Append | ObservationAction::Replace, None) => {
+            v.push_with(reasons::VALUE_REQUIRED, || {
+                (
+                    obs_field(i, ".obs_value"),
+                    "is required to append or replace an observation",
+                )
+            })
+        }
+        (ObservationAction::Append | ObservationAction::Replace, Some(x)) if !x.is_finite() => v
+            .push_with(reasons::NON_FINITE_VALUE, || {
+                (
+                    obs_field(i, ".obs_value"),
+                    format!("{x} is not a finite number"),
+                )
+            }),
+        (ObservationAction::Delete, Some(_)) => v.push_with(reasons::VALUE_NOT_ALLOWED, || {
+            (
+                obs_field(i, ".obs_value"),
+                "must be absent when deleting an observation",
+            )
+        }),
+        _ => {}
+    }
+}
+
+/// OBS_STATUS and CONF_STATUS (when given) are SDMX codes; UNIT_MULT is 0 to 12.
+fn check_status_codes(i: usize, o: &Observation, faults: &mut RowFaults, v: &mut Violations) {
+    if !o.obs_status.is_empty() && !OBS_STATUS.contains(&o.obs_status.as_str()) {
+        faults.obs_status = true;
+        v.push_with(reasons::INVALID_OBS_STATUS, || {
+            (
+                obs_field(i, ".obs_status"),
+                format!(
+                    "{:?} is not an SDMX OBS_STATUS code such as \"A\", \"E\" or \"P\"",
+                    o.obs_status
+                ),
+            )
+        });
+    }
+    if !o.conf_status.is_empty() && !CONF_STATUS.contains(&o.conf_status.as_str()) {
+        faults.conf_status = true;
+        v.push_with(reasons::INVALID_CONF_STATUS, || {
+            (
+                obs_field(i, ".conf_status"),
+                format!(
+                    "{:?} is not an SDMX CONF_STATUS code such as \"F\" or \"C\"",
+                    o.conf_status
+                ),
+            )
+        });
+    }
+    if !(0..=12).contains(&o.unit_mult) {
+        faults.unit_mult = true;
+        v.push_with(reasons::INVALID_UNIT_MULT, || {
+            (
+                obs_field(i, ".unit_mult"),
+                format!("{} is not a power of ten from 0 to 12", o.unit_mult),
+            )
+        });
+    }
+}
+
+/// Footnote, source and unit of measure are at most [`MAX_NOTE_CHARS`] characters.
+fn check_note_lengths(i: usize, o: &Observation, faults: &mut RowFaults, v: &mut Violations) {
+    for (column, text) in [
+        (".footnote", &o.footnote),
+        (".source", &o.source),
+        (".unit_measure", &o.unit_measure),
+    ] {
+        // A string of at most MAX_NOTE_CHARS bytes has at most as many characters.
+        if text.len() > MAX_NOTE_CHARS {
+            let before = v.1;
+            v.too_long(&obs_field(i, column), text, MAX_NOTE_CHARS);
+            faults.unit_measure |= column == ".unit_measure" && v.1 > before;
+        }
+    }
+}
+
+/// The `DUPLICATE_KEY` violation of observation `i`, whose key repeats observation `first`'s.
+fn push_duplicate_key(
+    i: usize,
+    first: usize,
+    o: &Observation,
+    defaults: &[(String, String)],
+    v: &mut Violations,
+) {
+    v.push_with(reasons::DUPLICATE_KEY, || {
+        let (pairs, filled) = key_pairs(&o.dimensions, defaults);
+        let dims: Vec<String> = pairs.iter().map(|(id, c)| format!("{id}={c}")).collect();
+        let dims = if dims.is_empty() {
+            "no dimensions".to_string()
+        } else {
+            dims.join(", ")
+        };
+        let note = if filled {
+            "; a dimension left out counts as its catalogue default"
+        } else {
+            ""
+        };
+        (
+            obs_field(i, ""),
+            format!(
+                "has the same key as observation {first} ({}, {}, {dims}){note}",
+                o.ref_area, o.time_period
+            ),
+        )
+    });
 }
 
 #[cfg(test)]

@@ -237,7 +237,7 @@ fn places(public: &[u8]) -> Vec<(&'static str, Option<(String, String)>)> {
     });
     out.push(("registry root key", got));
 
-    let trust = reg.root.to_trust_file("rcp-federation").to_toml();
+    let trust = reg.root.to_trust_file("rcp-federation").to_toml().unwrap();
     let root_b64 = reg.root.keys[0].0.to_base64();
     let root_id = reg.root.keys[0].0.key_id.clone();
     let trust = trust.replace(&root_b64, &b64).replace(&root_id, &id);
@@ -247,7 +247,7 @@ fn places(public: &[u8]) -> Vec<(&'static str, Option<(String, String)>)> {
         .map(|e| (e.reason.to_string(), e.message));
     out.push(("root trust file", got));
 
-    let members = reg.to_federation().unwrap().to_toml();
+    let members = reg.to_federation().unwrap().to_toml().unwrap();
     assert!(members.contains(&old_b64) && members.contains(&old_id));
     let members = members.replace(&old_b64, &b64).replace(&old_id, &id);
     let got = Federation::from_toml(&members)

@@ -155,7 +155,7 @@ fn now() -> OffsetDateTime {
 fn v1_verifies_from_the_root_trust_file() {
     let (k, root) = roots([1, 2, 3]);
     let trust = root.to_trust_file(FED);
-    let text = trust.to_toml();
+    let text = trust.to_toml().unwrap();
     assert!(text.contains("threshold = 2"), "{text}");
     let loaded = RootTrustFile::from_toml(&text).unwrap();
     assert_eq!(loaded, trust);
@@ -876,7 +876,7 @@ fn to_federation_keeps_roles_states_keys_and_lifecycles() {
     assert_eq!(fed.key_state(k[0].key_id(), now()), KeyState::Unknown);
 
     // The member-file form keeps the lifecycle and version.
-    let text = fed.to_toml();
+    let text = fed.to_toml().unwrap();
     assert!(text.contains("registry_version = 1"), "{text}");
     assert!(text.contains("status = \"retired\""), "{text}");
     assert!(
@@ -894,7 +894,7 @@ fn to_federation_keeps_roles_states_keys_and_lifecycles() {
         again.key_state(key(22).key_id(), revoke_at),
         KeyState::Revoked { at: revoke_at }
     );
-    assert_eq!(again.to_toml(), text);
+    assert_eq!(again.to_toml().unwrap(), text);
 }
 
 #[test]
@@ -938,7 +938,7 @@ iso3 = "LKA"
         assert_eq!(fed.key_state(k.key_id(), at), KeyState::Active);
     }
     assert_eq!(fed.key_state(key(22).key_id(), now()), KeyState::Unknown);
-    let written = fed.to_toml();
+    let written = fed.to_toml().unwrap();
     assert!(!written.contains("status"), "{written}");
     assert!(!written.contains("registry_version"), "{written}");
     assert!(Federation::from_toml(&written).is_ok());

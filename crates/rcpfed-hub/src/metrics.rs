@@ -76,92 +76,107 @@ impl HubMetrics {
             leader: Gauge::default(),
             lease_epoch: Gauge::default(),
         };
+        m.register_role(registry);
+        m.register_ingest(registry);
+        m.register_log(registry);
+        m
+    }
+
+    /// Whether this process leads (sequences and signs), and its lease term.
+    fn register_role(&self, registry: &mut Registry) {
         registry.register(
             "rcpfed_hub_leader",
             "1 while this hub process sequences and signs (holds the hub lease, or runs without standbys), 0 while it stands by",
-            m.leader.clone(),
+            self.leader.clone(),
         );
         registry.register(
             "rcpfed_hub_lease_epoch",
             "The hub lease term this process holds or last saw held (0: no lease in use)",
-            m.lease_epoch.clone(),
+            self.lease_epoch.clone(),
         );
+    }
+
+    /// What happened to submissions: accepted, refused, duplicated, deferred, committed.
+    fn register_ingest(&self, registry: &mut Registry) {
         registry.register(
             "rcpfed_hub_statements_accepted",
             "Statements accepted, by node",
-            m.accepted.clone(),
+            self.accepted.clone(),
         );
         registry.register(
             "rcpfed_hub_statements_rejected",
             "Statements refused, by reason",
-            m.rejected.clone(),
+            self.rejected.clone(),
         );
         registry.register(
             "rcpfed_hub_statements_duplicate",
             "Resubmissions answered with the original receipt",
-            m.duplicates.clone(),
+            self.duplicates.clone(),
         );
         registry.register(
             "rcpfed_hub_equivocations",
             "Equivocations detected, by node",
-            m.equivocations.clone(),
+            self.equivocations.clone(),
         );
         registry.register(
             "rcpfed_hub_commit_batch_size",
             "Statements per group commit",
-            m.batch_size.clone(),
+            self.batch_size.clone(),
         );
         registry.register(
             "rcpfed_hub_commit_seconds",
             "Duration of a group commit",
-            m.commit_seconds.clone(),
+            self.commit_seconds.clone(),
         );
         registry.register(
             "rcpfed_hub_statements_deferred",
             "Statements deferred to the next batch so their revision check sees an earlier snapshot of the same node committed",
-            m.deferred.clone(),
+            self.deferred.clone(),
         );
         registry.register(
             "rcpfed_hub_catalogue_warnings",
             "Catalogue warnings (values outside a warning-severity plausible range) in submissions that passed the catalogue check",
-            m.catalogue_warnings.clone(),
+            self.catalogue_warnings.clone(),
         );
         registry.register(
             "rcpfed_hub_coherence_reports",
             "Coherence reports issued and logged",
-            m.coherence_reports.clone(),
+            self.coherence_reports.clone(),
         );
         registry.register(
             "rcpfed_hub_quota_refusals",
             "Calls refused because a member was over a quota (RESOURCE_EXHAUSTED), by reason",
-            m.quota_refusals.clone(),
+            self.quota_refusals.clone(),
         );
+    }
+
+    /// The transparency log: its size, latest checkpoint, and what the witnesses cosigned.
+    fn register_log(&self, registry: &mut Registry) {
         registry.register(
             "rcpfed_hub_log_size",
             "Entries in the transparency log (size of the latest checkpoint)",
-            m.log_size.clone(),
+            self.log_size.clone(),
         );
         registry.register(
             "rcpfed_hub_checkpoint_timestamp_seconds",
             "When the latest checkpoint was signed (Unix time; its age is time() minus this)",
-            m.checkpoint_time.clone(),
+            self.checkpoint_time.clone(),
         );
         registry.register(
             "rcpfed_hub_final_log_size",
             "Size of the largest checkpoint cosigned by the witness quorum (final)",
-            m.final_size.clone(),
+            self.final_size.clone(),
         );
         registry.register(
             "rcpfed_hub_cosignatures",
             "Witness cosignatures accepted, by witness",
-            m.cosignatures.clone(),
+            self.cosignatures.clone(),
         );
         registry.register(
             "rcpfed_hub_witnessed_log_size",
             "Size of the largest checkpoint each witness has cosigned since start-up (its lag is rcpfed_hub_log_size minus this)",
-            m.witnessed_size.clone(),
+            self.witnessed_size.clone(),
         );
-        m
     }
 
     /// A checkpoint of `size` entries signed at `at_ms` is durable (also at start-up: the

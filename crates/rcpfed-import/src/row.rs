@@ -265,43 +265,86 @@ pub(crate) fn parse_row_all<'r>(
         return None;
     }
     let before = problems.len();
-    let sdmx = header.format == CsvFormat::SdmxCsv;
-    let mut indicator: Option<(&'r str, &str)> = None;
-    let mut dataflow: Option<(&'r str, &str)> = None;
-    let mut value_cell = None;
-    let mut mult_cell = None;
-    let mut freq_cell = None;
-    let mut action = ObservationAction::Append;
-    let mut action_read = true;
+    let mut pass = RowPass::new(line, header.format == CsvFormat::SdmxCsv);
     // One UTF-8 check of the whole record; a field boundary inside a character (or invalid
     // text) falls back to checking the field alone, which names the column.
     let all = std::str::from_utf8(record.as_slice()).ok();
     reset(obs);
-    let mut dims = 0;
     let columns = header.cols.iter().zip(&header.names).zip(record.iter());
     for (i, ((col, name), raw)) in columns.enumerate() {
-        let err = |message: String| ImportError::at_cell(line, name, message);
         let cell = match all.and_then(|a| a.get(record.range(i)?)) {
             Some(cell) => cell,
             None => match std::str::from_utf8(raw) {
                 Ok(cell) => cell,
                 Err(_) => {
-                    problems.push(err("is not valid UTF-8 text".to_owned()));
+                    problems.push(ImportError::at_cell(line, name, "is not valid UTF-8 text"));
                     if *col == Col::Action {
-                        action_read = false;
+                        pass.action_read = false;
                     }
                     continue;
                 }
             },
         }
         .trim();
+        pass.read_cell(col, name, cell, obs, problems);
+    }
+    pass.finish(header, obs, problems, before)
+}
+
+/// One row's column pass: the cells that fill `obs` directly are set as they come; those
+/// judged with the rest of the row (indicator, value, UNIT_MULT, FREQ, action) are kept
+/// until [`RowPass::finish`].
+struct RowPass<'r, 'h> {
+    line: usize,
+    sdmx: bool,
+    /// Each cell with its column's name.
+    indicator: Option<(&'r str, &'h str)>,
+    dataflow: Option<(&'r str, &'h str)>,
+    value_cell: Option<(&'r str, &'h str)>,
+    mult_cell: Option<(&'r str, &'h str)>,
+    freq_cell: Option<(&'r str, &'h str)>,
+    action: ObservationAction,
+    /// False when the action cell could not be read (the value is then not judged).
+    action_read: bool,
+    /// Dimensions set so far (the vector's slots are reused row to row).
+    dims: usize,
+}
+
+impl<'r, 'h> RowPass<'r, 'h> {
+    fn new(line: usize, sdmx: bool) -> Self {
+        RowPass {
+            line,
+            sdmx,
+            indicator: None,
+            dataflow: None,
+            value_cell: None,
+            mult_cell: None,
+            freq_cell: None,
+            action: ObservationAction::Append,
+            action_read: true,
+            dims: 0,
+        }
+    }
+
+    /// Reads the trimmed `cell` of the column `col` named `name`.
+    fn read_cell(
+        &mut self,
+        col: &'h Col,
+        name: &'h str,
+        cell: &'r str,
+        obs: &mut Observation,
+        problems: &mut Vec<ImportError>,
+    ) {
+        let sdmx = self.sdmx;
+        let err = |message: String| ImportError::at_cell(self.line, name, message);
         // SDMX-CSV `labels=both` writes coded values as "CODE: Name".
         let code = if sdmx { sdmx::strip_label(cell) } else { cell };
+        let no_wildcards = if sdmx { sdmx::NO_WILDCARDS } else { "" };
         match col {
-            Col::Indicator => indicator = Some((cell, name)),
-            Col::Dataflow => dataflow = Some((dataflow_code(cell), name)),
+            Col::Indicator => self.indicator = Some((cell, name)),
+            Col::Dataflow => self.dataflow = Some((dataflow_code(cell), name)),
             Col::StructureId => match sdmx::structure_id_code(cell) {
-                Ok(id) => dataflow = Some((id, name)),
+                Ok(id) => self.dataflow = Some((id, name)),
                 Err(message) => problems.push(err(message)),
             },
             Col::Structure => {
@@ -312,8 +355,7 @@ pub(crate) fn parse_row_all<'r>(
             Col::RefArea => {
                 if code.is_empty() {
                     problems.push(err(format!(
-                        "is empty; give an ISO 3166-1 alpha-3 code such as \"LKA\"{}",
-                        if sdmx { sdmx::NO_WILDCARDS } else { "" }
+                        "is empty; give an ISO 3166-1 alpha-3 code such as \"LKA\"{no_wildcards}"
                     )));
                 }
                 set(&mut obs.ref_area, code);
@@ -321,47 +363,30 @@ pub(crate) fn parse_row_all<'r>(
             Col::TimePeriod => {
                 if code.is_empty() {
                     problems.push(err(format!(
-                        "is empty; give a period such as \"2024\" or \"2024-Q3\"{}",
-                        if sdmx { sdmx::NO_WILDCARDS } else { "" }
+                        "is empty; give a period such as \"2024\" or \"2024-Q3\"{no_wildcards}"
                     )));
                 }
                 set(&mut obs.time_period, code);
             }
-            Col::ObsValue => value_cell = Some((cell, name)),
+            Col::ObsValue => self.value_cell = Some((cell, name)),
             Col::UnitMeasure => set(&mut obs.unit_measure, code),
-            Col::UnitMult => mult_cell = Some((code, name)),
+            Col::UnitMult => self.mult_cell = Some((code, name)),
             Col::ObsStatus => set(&mut obs.obs_status, code),
-            Col::Action => {
-                let read = if sdmx {
-                    sdmx::action_of(code).ok_or_else(|| {
-                        err(format!(
-                            "{cell:?} is not an SDMX-CSV action; use I (information, read as \
-                             append), A (append), R (replace) or D (delete)"
-                        ))
-                    })
-                } else {
-                    action_of(cell).ok_or_else(|| {
-                        err(format!(
-                            "{cell:?} is not an action; use append, replace or delete"
-                        ))
-                    })
-                };
-                match read {
-                    Ok(a) => action = a,
-                    Err(e) => {
-                        problems.push(e);
-                        action_read = false;
-                    }
+            Col::Action => match self.read_action(cell, code, name) {
+                Ok(a) => self.action = a,
+                Err(e) => {
+                    problems.push(e);
+                    self.action_read = false;
                 }
-            }
+            },
             Col::ConfStatus => set(&mut obs.conf_status, code),
             Col::Footnote => set(&mut obs.footnote, cell),
             Col::Source => set(&mut obs.source, cell),
-            Col::Freq => freq_cell = Some((code, name)),
+            Col::Freq => self.freq_cell = Some((code, name)),
             Col::Ignored => {}
             Col::Dimension(id) => {
                 if !code.is_empty() {
-                    match obs.dimensions.get_mut(dims) {
+                    match obs.dimensions.get_mut(self.dims) {
                         Some(d) => {
                             set(&mut d.id, id);
                             set(&mut d.value, code);
@@ -371,74 +396,132 @@ pub(crate) fn parse_row_all<'r>(
                             value: code.to_owned(),
                         }),
                     }
-                    dims += 1;
+                    self.dims += 1;
                 }
             }
         }
     }
-    obs.dimensions.truncate(dims);
-    obs.action = action as i32;
-    let delete = action == ObservationAction::Delete;
-    if sdmx && delete {
-        // On a delete row SDMX-CSV marks values to delete with "-"; rcpfed deletes the whole
-        // observation, so the marks carry nothing.
-        for s in [
-            &mut obs.unit_measure,
-            &mut obs.obs_status,
-            &mut obs.conf_status,
-            &mut obs.footnote,
-            &mut obs.source,
-        ] {
-            if s == "-" {
-                s.clear();
-            }
+
+    /// The action of an ACTION cell: SDMX-CSV's letters, or the simple format's words.
+    fn read_action(
+        &self,
+        cell: &str,
+        code: &str,
+        name: &str,
+    ) -> Result<ObservationAction, ImportError> {
+        let err = |message: String| ImportError::at_cell(self.line, name, message);
+        if self.sdmx {
+            sdmx::action_of(code).ok_or_else(|| {
+                err(format!(
+                    "{cell:?} is not an SDMX-CSV action; use I (information, read as \
+                     append), A (append), R (replace) or D (delete)"
+                ))
+            })
+        } else {
+            action_of(cell).ok_or_else(|| {
+                err(format!(
+                    "{cell:?} is not an action; use append, replace or delete"
+                ))
+            })
         }
     }
-    let code = match indicator.or(dataflow) {
-        Some((code, code_column)) => {
-            if code.is_empty() {
-                problems.push(ImportError::at_cell(
-                    line,
-                    code_column,
-                    "is empty; give an indicator code such as \"REMIT_INFLOW\"",
+
+    /// The checks across columns, once every cell is read; the row's indicator code when it
+    /// has one. `before` is the number of problems before this row.
+    fn finish(
+        self,
+        header: &Header,
+        obs: &mut Observation,
+        problems: &mut Vec<ImportError>,
+        before: usize,
+    ) -> Option<&'r str> {
+        obs.dimensions.truncate(self.dims);
+        obs.action = self.action as i32;
+        let delete = self.action == ObservationAction::Delete;
+        if self.sdmx && delete {
+            clear_delete_marks(obs);
+        }
+        let code = self.indicator_code(problems, before);
+        if let Some((cell, column)) = self.mult_cell
+            && !cell.is_empty()
+            && !(self.sdmx && delete && cell == "-")
+        {
+            match cell.parse::<i32>() {
+                Ok(mult) => obs.unit_mult = mult,
+                Err(_) => problems.push(ImportError::at_cell(
+                    self.line,
+                    column,
+                    format!("{cell:?} is not a whole number"),
+                )),
+            }
+        }
+        // Whether a value belongs here depends on the action: not judged when it is unreadable.
+        if let Some((cell, column)) = self.value_cell
+            && self.action_read
+        {
+            match parse_value(header, cell, delete) {
+                Ok(value) => obs.obs_value = value,
+                Err(message) => problems.push(ImportError::at_cell(self.line, column, message)),
+            }
+        }
+        if let Some((freq, column)) = self.freq_cell {
+            check_freq(self.line, freq, column, obs, problems);
+        }
+        code
+    }
+
+    /// The indicator code from the INDICATOR or dataflow column; a missing or empty one is a
+    /// problem.
+    fn indicator_code(&self, problems: &mut Vec<ImportError>, before: usize) -> Option<&'r str> {
+        match self.indicator.or(self.dataflow) {
+            Some((code, code_column)) => {
+                if code.is_empty() {
+                    problems.push(ImportError::at_cell(
+                        self.line,
+                        code_column,
+                        "is empty; give an indicator code such as \"REMIT_INFLOW\"",
+                    ));
+                }
+                Some(code)
+            }
+            // A STRUCTURE_ID cell that could not be read has said so already.
+            None if problems.len() > before => None,
+            None => {
+                problems.push(ImportError::at_line(
+                    self.line,
+                    "the row has no indicator column",
                 ));
+                None
             }
-            Some(code)
-        }
-        // A STRUCTURE_ID cell that could not be read has said so already.
-        None if problems.len() > before => None,
-        None => {
-            problems.push(ImportError::at_line(
-                line,
-                "the row has no indicator column",
-            ));
-            None
-        }
-    };
-    if let Some((cell, column)) = mult_cell
-        && !cell.is_empty()
-        && !(sdmx && delete && cell == "-")
-    {
-        match cell.parse::<i32>() {
-            Ok(mult) => obs.unit_mult = mult,
-            Err(_) => problems.push(ImportError::at_cell(
-                line,
-                column,
-                format!("{cell:?} is not a whole number"),
-            )),
         }
     }
-    // Whether a value belongs here depends on the action: not judged when it is unreadable.
-    if let Some((cell, column)) = value_cell
-        && action_read
-    {
-        match parse_value(header, cell, delete) {
-            Ok(value) => obs.obs_value = value,
-            Err(message) => problems.push(ImportError::at_cell(line, column, message)),
+}
+
+/// On a delete row SDMX-CSV marks values to delete with "-"; rcpfed deletes the whole
+/// observation, so the marks carry nothing.
+fn clear_delete_marks(obs: &mut Observation) {
+    for s in [
+        &mut obs.unit_measure,
+        &mut obs.obs_status,
+        &mut obs.conf_status,
+        &mut obs.footnote,
+        &mut obs.source,
+    ] {
+        if s == "-" {
+            s.clear();
         }
     }
-    if let Some((freq, column)) = freq_cell
-        && !freq.is_empty()
+}
+
+/// A FREQ cell, when given, must be the frequency TIME_PERIOD is written in.
+fn check_freq(
+    line: usize,
+    freq: &str,
+    column: &str,
+    obs: &Observation,
+    problems: &mut Vec<ImportError>,
+) {
+    if !freq.is_empty()
         && let Some(f) = Frequency::of_time_period(&obs.time_period)
         && f.code() != freq
     {
@@ -454,7 +537,6 @@ pub(crate) fn parse_row_all<'r>(
             ),
         ));
     }
-    code
 }
 
 /// OBS_VALUE: required on append and replace rows, empty on delete rows (SDMX-CSV also

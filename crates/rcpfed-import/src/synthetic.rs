@@ -331,26 +331,7 @@ impl SyntheticPlan {
         out: &mut impl Write,
     ) -> io::Result<()> {
         if observations as u64 > self.capacity() {
-            let combos: u64 = self
-                .dimensions
-                .iter()
-                .map(|(_, c)| c.len() as u64)
-                .product();
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "the catalogue allows at most {} distinct keys of {} for node {} ({} member \
-                     states × {} {} periods from {MIN_YEAR} to {MAX_YEAR} × {combos} \
-                     combinations of disaggregations); ask for fewer observations, or give the \
-                     indicator a finer frequency or more disaggregations in the catalogue",
-                    self.capacity(),
-                    self.indicator,
-                    self.node,
-                    self.areas.len(),
-                    self.periods,
-                    self.frequency.word(),
-                ),
-            ));
+            return Err(self.over_capacity());
         }
         let action_word = match action {
             ObservationAction::Replace => "replace",
@@ -359,12 +340,7 @@ impl SyntheticPlan {
         };
         let delete = action == ObservationAction::Delete;
         let mut w = io::BufWriter::with_capacity(1 << 16, out);
-        let dims: Vec<String> = self.dimensions.iter().map(|(id, _)| csv_cell(id)).collect();
-        write!(w, "INDICATOR,REF_AREA,TIME_PERIOD,")?;
-        for d in &dims {
-            write!(w, "{d},")?;
-        }
-        writeln!(w, "OBS_VALUE,UNIT_MEASURE,UNIT_MULT,ACTION,SOURCE")?;
+        self.write_header(&mut w)?;
 
         let indicator = csv_cell(&self.indicator);
         let unit = csv_cell(&self.unit_measure);
@@ -375,13 +351,7 @@ impl SyntheticPlan {
             .iter()
             .map(|(_, c)| c.iter().map(|c| csv_cell(c)).collect())
             .collect();
-        // Integers when the range is wide, otherwise hundredths; always inside [min, max].
-        let decimals = if self.max - self.min >= 1000.0 { 0 } else { 2 };
-        let factor = 10f64.powi(decimals);
-        let lo = (self.min * factor).ceil();
-        let hi = (self.max * factor).floor();
-        let span = (hi - lo).max(0.0) as u64 + 1;
-
+        let values = ValueDraw::new(self.min, self.max, seed);
         let mut periods = Periods::new(self.frequency);
         let mut period = String::new();
         let mut odometer = vec![0usize; codes.len()];
@@ -398,13 +368,7 @@ impl SyntheticPlan {
                         write!(w, "{},", list[i])?;
                     }
                     if !delete {
-                        let r = splitmix64(seed ^ splitmix64(written as u64));
-                        let v = lo + (r % span) as f64;
-                        if decimals == 0 {
-                            write!(w, "{v:.0}")?;
-                        } else {
-                            write!(w, "{:.2}", v / factor)?;
-                        }
+                        values.write(&mut w, written)?;
                     }
                     writeln!(
                         w,
@@ -423,6 +387,78 @@ impl SyntheticPlan {
             }
         }
         w.flush()
+    }
+
+    /// Why more than [`SyntheticPlan::capacity`] observations cannot be written, naming what
+    /// limits the keys.
+    fn over_capacity(&self) -> io::Error {
+        let combos: u64 = self
+            .dimensions
+            .iter()
+            .map(|(_, c)| c.len() as u64)
+            .product();
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the catalogue allows at most {} distinct keys of {} for node {} ({} member \
+                 states × {} {} periods from {MIN_YEAR} to {MAX_YEAR} × {combos} \
+                 combinations of disaggregations); ask for fewer observations, or give the \
+                 indicator a finer frequency or more disaggregations in the catalogue",
+                self.capacity(),
+                self.indicator,
+                self.node,
+                self.areas.len(),
+                self.periods,
+                self.frequency.word(),
+            ),
+        )
+    }
+
+    /// The header row: the fixed columns around this indicator's dimensions.
+    fn write_header(&self, w: &mut impl Write) -> io::Result<()> {
+        write!(w, "INDICATOR,REF_AREA,TIME_PERIOD,")?;
+        for (id, _) in &self.dimensions {
+            write!(w, "{},", csv_cell(id))?;
+        }
+        writeln!(w, "OBS_VALUE,UNIT_MEASURE,UNIT_MULT,ACTION,SOURCE")
+    }
+}
+
+/// Synthetic values inside [min, max]: integers when the range is wide, otherwise
+/// hundredths, drawn from a seed and the row number.
+struct ValueDraw {
+    seed: u64,
+    decimals: i32,
+    factor: f64,
+    lo: f64,
+    span: u64,
+}
+
+impl ValueDraw {
+    fn new(min: f64, max: f64, seed: u64) -> Self {
+        let decimals = if max - min >= 1000.0 { 0 } else { 2 };
+        let factor = 10f64.powi(decimals);
+        let lo = (min * factor).ceil();
+        let hi = (max * factor).floor();
+        let span = (hi - lo).max(0.0) as u64 + 1;
+        ValueDraw {
+            seed,
+            decimals,
+            factor,
+            lo,
+            span,
+        }
+    }
+
+    /// Writes the value of row `row`.
+    fn write(&self, w: &mut impl Write, row: usize) -> io::Result<()> {
+        let r = splitmix64(self.seed ^ splitmix64(row as u64));
+        let v = self.lo + (r % self.span) as f64;
+        if self.decimals == 0 {
+            write!(w, "{v:.0}")
+        } else {
+            write!(w, "{:.2}", v / self.factor)
+        }
     }
 }
 

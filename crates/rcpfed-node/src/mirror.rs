@@ -211,156 +211,24 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
     let state = Arc::clone(&mirror.state);
     let mut backoff = Duration::from_millis(200);
     loop {
-        // Where to resume. A store that cannot say is an error to retry, never a reason to
+        // A store that cannot say where to resume is an error to retry, never a reason to
         // start the feed over from the beginning.
-        let cursor = {
-            let store = Arc::clone(&mirror.store);
-            match tokio::task::spawn_blocking(move || store.mirror_cursor()).await {
-                Ok(Ok(c)) => Some(c),
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot read the mirror's cursor; retrying");
-                    state.set_error(format!("mirror cursor: {e}"));
-                    None
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "reading the mirror's cursor failed; retrying");
-                    None
-                }
-            }
-        };
-        let Some(cursor) = cursor else {
-            tokio::select! {
-                () = tokio::time::sleep(crate::jitter(backoff)) => {}
+        if let Some(cursor) = read_cursor(&mirror).await {
+            let stream = tokio::select! {
+                s = crate::bounded(mirror.call_timeout, client.subscribe_feed(v1::SubscribeFeedRequest { after_index: cursor })) => s,
                 () = shutdown.cancelled() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-            continue;
-        };
-        let stream = tokio::select! {
-            s = crate::bounded(mirror.call_timeout, client.subscribe_feed(v1::SubscribeFeedRequest { after_index: cursor })) => s,
-            () = shutdown.cancelled() => return,
-        };
-        match stream {
-            Ok(response) => {
-                state.hub_answered();
-                // The feed's end when the hub opened it; reaching it means caught up.
-                let backlog_end = response
-                    .metadata()
-                    .get(BACKLOG_END_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                if backlog_end.is_some_and(|end| cursor >= end) {
-                    mirror.own_chain.caught_up();
-                }
-                let mut stream = response.into_inner();
-                state
-                    .feed_connected
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                backoff = Duration::from_millis(200);
-                // Verified statements not yet stored: written in one transaction when the
-                // stream has nothing more ready, when the batch is full, or before an entry
-                // that must see everything before it stored.
-                let mut pending: Vec<MirroredStatement> = Vec::new();
-                loop {
-                    let next = if pending.is_empty() {
-                        tokio::select! {
-                            m = stream.message() => m,
-                            () = shutdown.cancelled() => {
-                                state.feed_connected.store(false, std::sync::atomic::Ordering::Relaxed);
-                                return;
-                            }
-                        }
-                    } else {
-                        // `message` is cancel-safe: a message not ready yet stays in the stream.
-                        match ready_now(stream.message()) {
-                            Some(m) => m,
-                            None => match mirror.flush(&mut pending).await {
-                                Ok(()) => continue,
-                                Err((index, failure)) => {
-                                    report(&state, index, failure);
-                                    break;
-                                }
-                            },
-                        }
-                    };
-                    match next {
-                        Ok(Some(entry)) => {
-                            // The edge: from here on the entry is a domain type.
-                            let index = entry.feed_index;
-                            let entry = match FeedEntry::from_proto(entry) {
-                                Ok(entry) => entry,
-                                Err(problem) => {
-                                    if let Err((index, failure)) = mirror.flush(&mut pending).await
-                                    {
-                                        report(&state, index, failure);
-                                    }
-                                    report(&state, index, Failure::Verify(problem));
-                                    break;
-                                }
-                            };
-                            if (pending.len() >= MAX_BATCH || stored_in_order(&entry))
-                                && let Err((index, failure)) = mirror.flush(&mut pending).await
-                            {
-                                report(&state, index, failure);
-                                break;
-                            }
-                            match mirror.handle(&mut client, &entry, &shutdown).await {
-                                Ok(verified) => {
-                                    match verified {
-                                        Some(m) => pending.push(m),
-                                        None => tracing::debug!(
-                                            feed_index = entry.feed_index,
-                                            "mirrored"
-                                        ),
-                                    }
-                                    // Own statements are adopted as they are verified, so the
-                                    // own chain is whole once the backlog's end is, stored or
-                                    // still in the batch.
-                                    if backlog_end.is_some_and(|end| entry.feed_index >= end) {
-                                        mirror.own_chain.caught_up();
-                                    }
-                                }
-                                Err(failure) => {
-                                    // What verified before it is kept; this entry is retried.
-                                    if let Err((index, failure)) = mirror.flush(&mut pending).await
-                                    {
-                                        report(&state, index, failure);
-                                    }
-                                    report(&state, entry.feed_index, failure);
-                                    break;
-                                }
-                            }
-                        }
-                        Ok(None) => {
-                            if let Err((index, failure)) = mirror.flush(&mut pending).await {
-                                report(&state, index, failure);
-                            }
-                            break;
-                        }
-                        Err(status) => {
-                            if let Err((index, failure)) = mirror.flush(&mut pending).await {
-                                report(&state, index, failure);
-                            }
-                            if crate::hub_not_reached(&status) {
-                                state.hub_unreachable("mirror", &status, backoff);
-                            }
-                            state.set_error(format!("feed: {}", status.message()));
-                            break;
-                        }
+            };
+            match stream {
+                Ok(response) => {
+                    backoff = Duration::from_millis(200);
+                    let end =
+                        follow_feed(&mirror, &mut client, response, cursor, backoff, &shutdown)
+                            .await;
+                    if end == FeedEnd::Shutdown {
+                        return;
                     }
                 }
-                state
-                    .feed_connected
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(status) => {
-                if crate::hub_not_reached(&status) {
-                    state.hub_unreachable("mirror", &status, backoff);
-                } else {
-                    state.hub_answered();
-                    tracing::warn!(code = ?status.code(), message = status.message(), "the hub refused the feed subscription; retrying");
-                }
-                state.set_error(format!("feed subscription: {}", status.message()));
+                Err(status) => subscription_failed(&state, &status, backoff),
             }
         }
         tokio::select! {
@@ -369,6 +237,114 @@ pub async fn run(mirror: Mirror, channel: Channel, shutdown: CancellationToken) 
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
+}
+
+/// The feed index to resume after; None (logged and shown) when the store cannot say.
+async fn read_cursor(mirror: &Mirror) -> Option<u64> {
+    let store = Arc::clone(&mirror.store);
+    match tokio::task::spawn_blocking(move || store.mirror_cursor()).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot read the mirror's cursor; retrying");
+            mirror.state.set_error(format!("mirror cursor: {e}"));
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading the mirror's cursor failed; retrying");
+            None
+        }
+    }
+}
+
+/// Logs and shows why the feed subscription failed.
+fn subscription_failed(state: &NodeState, status: &tonic::Status, backoff: Duration) {
+    if crate::hub_not_reached(status) {
+        state.hub_unreachable("mirror", status, backoff);
+    } else {
+        state.hub_answered();
+        tracing::warn!(code = ?status.code(), message = status.message(), "the hub refused the feed subscription; retrying");
+    }
+    state.set_error(format!("feed subscription: {}", status.message()));
+}
+
+/// How following one feed stream ended.
+#[derive(PartialEq, Eq)]
+enum FeedEnd {
+    /// The node is shutting down.
+    Shutdown,
+    /// The stream ended or failed, or an entry did not verify: subscribe again.
+    Dropped,
+}
+
+/// Follows one opened feed stream, storing what verifies, until it ends or fails.
+async fn follow_feed(
+    mirror: &Mirror,
+    client: &mut HubServiceClient<Channel>,
+    response: tonic::Response<tonic::Streaming<v1::SubscribeFeedResponse>>,
+    cursor: u64,
+    backoff: Duration,
+    shutdown: &CancellationToken,
+) -> FeedEnd {
+    let state = &mirror.state;
+    state.hub_answered();
+    // The feed's end when the hub opened it; reaching it means caught up.
+    let backlog_end = response
+        .metadata()
+        .get(BACKLOG_END_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if backlog_end.is_some_and(|end| cursor >= end) {
+        mirror.own_chain.caught_up();
+    }
+    let mut stream = response.into_inner();
+    state
+        .feed_connected
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Verified statements not yet stored: written in one transaction when the stream has
+    // nothing more ready, when the batch is full, or before an entry that must see
+    // everything before it stored.
+    let mut pending: Vec<MirroredStatement> = Vec::new();
+    let end = loop {
+        let next = if pending.is_empty() {
+            tokio::select! {
+                m = stream.message() => m,
+                () = shutdown.cancelled() => break FeedEnd::Shutdown,
+            }
+        } else {
+            // `message` is cancel-safe: a message not ready yet stays in the stream.
+            match ready_now(stream.message()) {
+                Some(m) => m,
+                None if mirror.flush_or_report(&mut pending).await => continue,
+                None => break FeedEnd::Dropped,
+            }
+        };
+        match next {
+            Ok(Some(entry)) => {
+                let taken = mirror
+                    .take_entry(client, entry, &mut pending, backlog_end, shutdown)
+                    .await;
+                if !taken {
+                    break FeedEnd::Dropped;
+                }
+            }
+            Ok(None) => {
+                mirror.flush_or_report(&mut pending).await;
+                break FeedEnd::Dropped;
+            }
+            Err(status) => {
+                mirror.flush_or_report(&mut pending).await;
+                if crate::hub_not_reached(&status) {
+                    state.hub_unreachable("mirror", &status, backoff);
+                }
+                state.set_error(format!("feed: {}", status.message()));
+                break FeedEnd::Dropped;
+            }
+        }
+    };
+    state
+        .feed_connected
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    end
 }
 
 /// Most verified statements written in one transaction.
@@ -417,6 +393,65 @@ fn report(state: &NodeState, feed_index: u64, failure: Failure) {
 }
 
 impl Mirror {
+    /// [`Self::flush`], reporting a failure; whether the batch was stored.
+    async fn flush_or_report(&self, pending: &mut Vec<MirroredStatement>) -> bool {
+        match self.flush(pending).await {
+            Ok(()) => true,
+            Err((index, failure)) => {
+                report(&self.state, index, failure);
+                false
+            }
+        }
+    }
+
+    /// Verifies one entry of the stream and queues it in `pending` (storing the batch first
+    /// when it is full or the entry must follow everything before it); false, after
+    /// reporting why, when the stream must be dropped and the entry retried.
+    async fn take_entry(
+        &self,
+        client: &mut HubServiceClient<Channel>,
+        entry: v1::SubscribeFeedResponse,
+        pending: &mut Vec<MirroredStatement>,
+        backlog_end: Option<u64>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        // The edge: from here on the entry is a domain type.
+        let index = entry.feed_index;
+        let entry = match FeedEntry::from_proto(entry) {
+            Ok(entry) => entry,
+            Err(problem) => {
+                self.flush_or_report(pending).await;
+                report(&self.state, index, Failure::Verify(problem));
+                return false;
+            }
+        };
+        if (pending.len() >= MAX_BATCH || stored_in_order(&entry))
+            && !self.flush_or_report(pending).await
+        {
+            return false;
+        }
+        match self.handle(client, &entry, shutdown).await {
+            Ok(verified) => {
+                match verified {
+                    Some(m) => pending.push(m),
+                    None => tracing::debug!(feed_index = entry.feed_index, "mirrored"),
+                }
+                // Own statements are adopted as they are verified, so the own chain is whole
+                // once the backlog's end is, stored or still in the batch.
+                if backlog_end.is_some_and(|end| entry.feed_index >= end) {
+                    self.own_chain.caught_up();
+                }
+                true
+            }
+            Err(failure) => {
+                // What verified before it is kept; this entry is retried.
+                self.flush_or_report(pending).await;
+                report(&self.state, entry.feed_index, failure);
+                false
+            }
+        }
+    }
+
     /// Stores the verified statements of `pending` in one transaction, and empties it; on
     /// failure gives the first feed index of the batch.
     async fn flush(&self, pending: &mut Vec<MirroredStatement>) -> Result<(), (u64, Failure)> {

@@ -325,6 +325,15 @@ pub fn render_table(r: &v1::CoherenceReport) -> String {
         r.catalogue_version
     );
 
+    push_conflicts(&mut out, r);
+    push_coverage(&mut out, r);
+    push_policy_coverage(&mut out, r);
+    push_revisions(&mut out, r);
+    out
+}
+
+/// The Conflicts section: each key reported with different values, one row per value.
+fn push_conflicts(out: &mut String, r: &v1::CoherenceReport) {
     out.push('\n');
     out.push_str(&listed("Conflicts", r.conflicts.len(), r.total_conflicts));
     out.push('\n');
@@ -354,11 +363,14 @@ pub fn render_table(r: &v1::CoherenceReport) -> String {
         }
     }
     push_section(
-        &mut out,
+        out,
         &t,
         "no conflicts: no key is reported with different values",
     );
+}
 
+/// The Coverage section: one row per node and indicator.
+fn push_coverage(out: &mut String, r: &v1::CoherenceReport) {
     out.push_str(&format!(
         "\nCoverage (node × indicator, {} rows)\n",
         r.coverage.len()
@@ -389,8 +401,11 @@ pub fn render_table(r: &v1::CoherenceReport) -> String {
             },
         ]);
     }
-    push_section(&mut out, &t, "no observations in force");
+    push_section(out, &t, "no observations in force");
+}
 
+/// The Policy coverage section, and the GCM objectives no node addresses.
+fn push_policy_coverage(out: &mut String, r: &v1::CoherenceReport) {
     out.push_str(&format!(
         "\nPolicy coverage ({} node(s); GCM objectives 1–23)\n",
         r.policy_coverage.len()
@@ -403,7 +418,7 @@ pub fn render_table(r: &v1::CoherenceReport) -> String {
             objectives(&p.gcm_objectives),
         ]);
     }
-    push_section(&mut out, &t, "no policy summaries");
+    push_section(out, &t, "no policy summaries");
     if r.unaddressed_gcm_objectives.is_empty() {
         out.push_str("  every GCM objective is addressed by at least one node\n");
     } else {
@@ -412,7 +427,10 @@ pub fn render_table(r: &v1::CoherenceReport) -> String {
             objectives(&r.unaddressed_gcm_objectives)
         ));
     }
+}
 
+/// The Revisions section: observations revised since the previous report.
+fn push_revisions(out: &mut String, r: &v1::CoherenceReport) {
     out.push('\n');
     out.push_str(&listed(
         "Revisions since the previous report",
@@ -432,8 +450,7 @@ pub fn render_table(r: &v1::CoherenceReport) -> String {
             view::source(e.new_value.as_ref().and_then(|v| v.provenance.as_ref())),
         ]);
     }
-    push_section(&mut out, &t, "no revisions");
-    out
+    push_section(out, &t, "no revisions");
 }
 
 /// The observation a revision replaced and the one that replaced it, each empty when the

@@ -274,6 +274,44 @@ pub async fn fetch_bundle(
     statement: &str,
     final_only: bool,
 ) -> Result<(Bundle, v1::GetCheckpointResponse, &'static str)> {
+    let logged = fetch_statement(hub, statement).await?;
+    let leaf_index = logged.leaf_index;
+    let (cp, which) = fetch_checkpoint_including(hub, final_only, leaf_index).await?;
+    let (inclusion_proof, proof_checkpoint) =
+        fetch_inclusion_proof(hub, logged.envelope.digest(), leaf_index, cp.tree_size).await?;
+    let checkpoint = if proof_checkpoint.is_empty() {
+        cp.checkpoint.clone()
+    } else {
+        fuller_checkpoint(cp.checkpoint.clone(), proof_checkpoint)
+    };
+    let bundle = Bundle {
+        federation_id: logged.federation_id,
+        envelope: logged.envelope,
+        receipt: logged.receipt,
+        log: BundleLog {
+            leaf_index,
+            tree_size: cp.tree_size,
+            inclusion_proof,
+            checkpoint,
+        },
+    };
+    Ok((bundle, cp, which))
+}
+
+/// A statement as the hub logged it.
+struct LoggedStatement {
+    envelope: SignedEnvelope,
+    receipt: Option<SignedEnvelope>,
+    /// From the statement's own header.
+    federation_id: String,
+    leaf_index: u64,
+}
+
+/// The statement named `statement`, its receipt and its place in the log.
+async fn fetch_statement(
+    hub: &mut HubServiceClient<Channel>,
+    statement: &str,
+) -> Result<LoggedStatement> {
     let record = hub
         .get_statement(v1::GetStatementRequest {
             name: statement.to_string(),
@@ -294,11 +332,24 @@ pub async fn fetch_bundle(
         .map_err(|e| anyhow::anyhow!("the statement's payload does not decode: {e}"))?
         .header
         .federation_id;
-    let digest = envelope.digest();
     let Some(leaf_index) = record.feed_index.checked_sub(1) else {
         bail!("the hub's statement record has feed index 0");
     };
+    Ok(LoggedStatement {
+        envelope,
+        receipt,
+        federation_id,
+        leaf_index,
+    })
+}
 
+/// The latest (or latest final) checkpoint, which must already include `leaf_index`; with
+/// the words that name which one it is.
+async fn fetch_checkpoint_including(
+    hub: &mut HubServiceClient<Channel>,
+    final_only: bool,
+    leaf_index: u64,
+) -> Result<(v1::GetCheckpointResponse, &'static str)> {
     let cp = hub
         .get_checkpoint(v1::GetCheckpointRequest {
             final_only,
@@ -324,13 +375,23 @@ pub async fn fetch_bundle(
             }
         );
     }
+    Ok((cp, which))
+}
 
+/// The inclusion proof of the statement with `digest` at `leaf_index` in the tree of
+/// `tree_size`: its hashes, and the checkpoint text the hub sent with it (empty if none).
+async fn fetch_inclusion_proof(
+    hub: &mut HubServiceClient<Channel>,
+    digest: rcpfed_core::Digest,
+    leaf_index: u64,
+    tree_size: u64,
+) -> Result<(Vec<Hash>, String)> {
     let proof = hub
         .get_inclusion_proof(v1::GetInclusionProofRequest {
             leaf: Some(v1::get_inclusion_proof_request::Leaf::StatementDigest(
                 digest.0.to_vec(),
             )),
-            tree_size: cp.tree_size,
+            tree_size,
         })
         .await
         .map_err(client::status_error)
@@ -338,12 +399,11 @@ pub async fn fetch_bundle(
         .into_inner()
         .proof
         .context("the hub answered GetInclusionProof without a proof")?;
-    if proof.tree_size != cp.tree_size || proof.leaf_index != leaf_index {
+    if proof.tree_size != tree_size || proof.leaf_index != leaf_index {
         bail!(
-            "the hub's inclusion proof is for leaf {} in a tree of size {}, but leaf {leaf_index} in size {} was asked for",
+            "the hub's inclusion proof is for leaf {} in a tree of size {}, but leaf {leaf_index} in size {tree_size} was asked for",
             proof.leaf_index,
             proof.tree_size,
-            cp.tree_size
         );
     }
     let inclusion_proof = proof
@@ -359,24 +419,7 @@ pub async fn fetch_bundle(
             })
         })
         .collect::<Result<Vec<Hash>>>()?;
-    let checkpoint = if proof.checkpoint.is_empty() {
-        cp.checkpoint.clone()
-    } else {
-        fuller_checkpoint(cp.checkpoint.clone(), proof.checkpoint)
-    };
-
-    let bundle = Bundle {
-        federation_id,
-        envelope,
-        receipt,
-        log: BundleLog {
-            leaf_index,
-            tree_size: cp.tree_size,
-            inclusion_proof,
-            checkpoint,
-        },
-    };
-    Ok((bundle, cp, which))
+    Ok((inclusion_proof, proof.checkpoint))
 }
 
 /// `rcpfed export bundle`.

@@ -178,126 +178,15 @@ impl Catalogue {
     /// [`Catalogue::from_toml`]. The inverse of [`Catalogue::to_document`].
     pub fn from_document(doc: &pb::CatalogueDocument) -> Result<Catalogue, Rejection> {
         let mut p = Problems::default();
-        let mut dimensions = BTreeMap::new();
-        for (k, c) in doc.dimensions.iter().enumerate() {
-            let concept = Concept {
-                name: c.name.clone(),
-                codelist: c.codelist.clone(),
-            };
-            if dimensions.insert(c.id.clone(), concept).is_some() {
-                repeated(&mut p, format!("dimensions[{k}].id"), &c.id);
-            }
-        }
-        let (mut obs_status, mut conf_status) = (None, None);
-        for (k, c) in doc.attributes.iter().enumerate() {
-            let slot = match c.id.as_str() {
-                "OBS_STATUS" => &mut obs_status,
-                "CONF_STATUS" => &mut conf_status,
-                other => {
-                    p.add(
-                        format!("attributes[{k}].id"),
-                        reasons::INVALID_DIMENSION,
-                        format!(
-                            "{other:?} is not a coded attribute: use OBS_STATUS or CONF_STATUS"
-                        ),
-                    );
-                    continue;
-                }
-            };
-            let concept = Concept {
-                name: c.name.clone(),
-                codelist: c.codelist.clone(),
-            };
-            if slot.replace(concept).is_some() {
-                repeated(&mut p, format!("attributes[{k}].id"), &c.id);
-            }
-        }
-        for (id, slot) in [("OBS_STATUS", &obs_status), ("CONF_STATUS", &conf_status)] {
-            if slot.is_none() {
-                p.add(
-                    "attributes".into(),
-                    reasons::FIELD_REQUIRED,
-                    format!("{id} and its codelist are required"),
-                );
-            }
-        }
-        let mut codelists = BTreeMap::new();
-        for (k, cl) in doc.codelists.iter().enumerate() {
-            let mut codes = BTreeMap::new();
-            let mut last: Option<&str> = None;
-            for (m, code) in cl.codes.iter().enumerate() {
-                let field = format!("codelists[{k}].codes[{m}].id");
-                if last.is_some_and(|l| l >= code.id.as_str()) {
-                    if codes.contains_key(&code.id) {
-                        repeated(&mut p, field, &code.id);
-                    } else {
-                        p.add(
-                            field,
-                            reasons::CATALOGUE_INVALID,
-                            format!("{:?} is out of order: codes are sorted by id", code.id),
-                        );
-                    }
-                }
-                last = Some(&code.id);
-                codes.insert(code.id.clone(), code.name.clone());
-            }
-            let list = Codelist {
-                name: cl.name.clone(),
-                official: cl.official,
-                iso3166_alpha3: cl.iso3166_alpha3,
-                codes,
-                aggregates: cl.aggregates.clone(),
-            };
-            if codelists.insert(cl.id.clone(), list).is_some() {
-                repeated(&mut p, format!("codelists[{k}].id"), &cl.id);
-            }
-        }
-        let mut indicators = Vec::with_capacity(doc.indicators.len());
-        for (i, ind) in doc.indicators.iter().enumerate() {
-            let mut ranges = Vec::with_capacity(ind.ranges.len());
-            for (k, r) in ind.ranges.iter().enumerate() {
-                let severity = match pb::RangeSeverity::try_from(r.severity) {
-                    Ok(pb::RangeSeverity::Error) => Severity::Error,
-                    Ok(pb::RangeSeverity::Warning) => Severity::Warning,
-                    _ => {
-                        p.add(
-                            format!("indicators[{i}].ranges[{k}].severity"),
-                            reasons::FIELD_REQUIRED,
-                            format!(
-                                "{} is not a severity: use RANGE_SEVERITY_ERROR or RANGE_SEVERITY_WARNING",
-                                r.severity
-                            ),
-                        );
-                        Severity::Error
-                    }
-                };
-                ranges.push(Range {
-                    unit: (!r.unit.is_empty()).then(|| r.unit.clone()),
-                    min: r.min,
-                    max: r.max,
-                    severity,
-                });
-            }
-            indicators.push(Indicator {
-                code: ind.code.clone(),
-                sdg_series: ind.sdg_series.clone(),
-                name: ind.name.clone(),
-                custodian: ind.custodian.clone(),
-                units: ind.units.clone(),
-                unit_mults: ind.unit_mults.clone(),
-                frequencies: ind.frequencies.clone(),
-                dimensions: ind
-                    .dimensions
-                    .iter()
-                    .map(|d| IndicatorDimension {
-                        id: d.id.clone(),
-                        required: d.required,
-                        default: (!d.default_code.is_empty()).then(|| d.default_code.clone()),
-                    })
-                    .collect(),
-                ranges,
-            });
-        }
+        let dimensions = dimensions_from(doc, &mut p);
+        let (obs_status, conf_status) = attributes_from(doc, &mut p);
+        let codelists = codelists_from(doc, &mut p);
+        let indicators = doc
+            .indicators
+            .iter()
+            .enumerate()
+            .map(|(i, ind)| indicator_from(i, ind, &mut p))
+            .collect();
         let (Some(obs_status), Some(conf_status), true) = (obs_status, conf_status, p.0.is_empty())
         else {
             return Err(inconsistent(p.0));
@@ -323,6 +212,146 @@ impl Catalogue {
         } else {
             Err(inconsistent(v))
         }
+    }
+}
+
+/// The document's dimensions by id; a repeated id is a problem.
+fn dimensions_from(doc: &pb::CatalogueDocument, p: &mut Problems) -> BTreeMap<String, Concept> {
+    let mut dimensions = BTreeMap::new();
+    for (k, c) in doc.dimensions.iter().enumerate() {
+        let concept = Concept {
+            name: c.name.clone(),
+            codelist: c.codelist.clone(),
+        };
+        if dimensions.insert(c.id.clone(), concept).is_some() {
+            repeated(p, format!("dimensions[{k}].id"), &c.id);
+        }
+    }
+    dimensions
+}
+
+/// The OBS_STATUS and CONF_STATUS attributes (None when missing, which is a problem); any
+/// other attribute or a repeated one is a problem too.
+fn attributes_from(
+    doc: &pb::CatalogueDocument,
+    p: &mut Problems,
+) -> (Option<Concept>, Option<Concept>) {
+    let (mut obs_status, mut conf_status) = (None, None);
+    for (k, c) in doc.attributes.iter().enumerate() {
+        let slot = match c.id.as_str() {
+            "OBS_STATUS" => &mut obs_status,
+            "CONF_STATUS" => &mut conf_status,
+            other => {
+                p.add(
+                    format!("attributes[{k}].id"),
+                    reasons::INVALID_DIMENSION,
+                    format!("{other:?} is not a coded attribute: use OBS_STATUS or CONF_STATUS"),
+                );
+                continue;
+            }
+        };
+        let concept = Concept {
+            name: c.name.clone(),
+            codelist: c.codelist.clone(),
+        };
+        if slot.replace(concept).is_some() {
+            repeated(p, format!("attributes[{k}].id"), &c.id);
+        }
+    }
+    for (id, slot) in [("OBS_STATUS", &obs_status), ("CONF_STATUS", &conf_status)] {
+        if slot.is_none() {
+            p.add(
+                "attributes".into(),
+                reasons::FIELD_REQUIRED,
+                format!("{id} and its codelist are required"),
+            );
+        }
+    }
+    (obs_status, conf_status)
+}
+
+/// The codelists by id, each with its codes sorted by id (out of order or repeated codes and
+/// repeated codelist ids are problems).
+fn codelists_from(doc: &pb::CatalogueDocument, p: &mut Problems) -> BTreeMap<String, Codelist> {
+    let mut codelists = BTreeMap::new();
+    for (k, cl) in doc.codelists.iter().enumerate() {
+        let mut codes = BTreeMap::new();
+        let mut last: Option<&str> = None;
+        for (m, code) in cl.codes.iter().enumerate() {
+            let field = format!("codelists[{k}].codes[{m}].id");
+            if last.is_some_and(|l| l >= code.id.as_str()) {
+                if codes.contains_key(&code.id) {
+                    repeated(p, field, &code.id);
+                } else {
+                    p.add(
+                        field,
+                        reasons::CATALOGUE_INVALID,
+                        format!("{:?} is out of order: codes are sorted by id", code.id),
+                    );
+                }
+            }
+            last = Some(&code.id);
+            codes.insert(code.id.clone(), code.name.clone());
+        }
+        let list = Codelist {
+            name: cl.name.clone(),
+            official: cl.official,
+            iso3166_alpha3: cl.iso3166_alpha3,
+            codes,
+            aggregates: cl.aggregates.clone(),
+        };
+        if codelists.insert(cl.id.clone(), list).is_some() {
+            repeated(p, format!("codelists[{k}].id"), &cl.id);
+        }
+    }
+    codelists
+}
+
+/// Indicator `i` of the document; a range without a known severity is a problem (and is kept
+/// as an error range, so later checks still see it).
+fn indicator_from(i: usize, ind: &pb::IndicatorDefinition, p: &mut Problems) -> Indicator {
+    let mut ranges = Vec::with_capacity(ind.ranges.len());
+    for (k, r) in ind.ranges.iter().enumerate() {
+        let severity = match pb::RangeSeverity::try_from(r.severity) {
+            Ok(pb::RangeSeverity::Error) => Severity::Error,
+            Ok(pb::RangeSeverity::Warning) => Severity::Warning,
+            _ => {
+                p.add(
+                    format!("indicators[{i}].ranges[{k}].severity"),
+                    reasons::FIELD_REQUIRED,
+                    format!(
+                        "{} is not a severity: use RANGE_SEVERITY_ERROR or RANGE_SEVERITY_WARNING",
+                        r.severity
+                    ),
+                );
+                Severity::Error
+            }
+        };
+        ranges.push(Range {
+            unit: (!r.unit.is_empty()).then(|| r.unit.clone()),
+            min: r.min,
+            max: r.max,
+            severity,
+        });
+    }
+    Indicator {
+        code: ind.code.clone(),
+        sdg_series: ind.sdg_series.clone(),
+        name: ind.name.clone(),
+        custodian: ind.custodian.clone(),
+        units: ind.units.clone(),
+        unit_mults: ind.unit_mults.clone(),
+        frequencies: ind.frequencies.clone(),
+        dimensions: ind
+            .dimensions
+            .iter()
+            .map(|d| IndicatorDimension {
+                id: d.id.clone(),
+                required: d.required,
+                default: (!d.default_code.is_empty()).then(|| d.default_code.clone()),
+            })
+            .collect(),
+        ranges,
     }
 }
 

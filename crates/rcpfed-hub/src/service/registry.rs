@@ -70,26 +70,7 @@ impl Hub {
         let mut current = self.registry.lock().await;
         if envelope.digest() == current.digest {
             // A retry of the version in force: answer as the first time.
-            let version = current.registry.version;
-            let store = Arc::clone(&self.store);
-            let hub_id = current.registry.hub_id.clone();
-            let log = blocking("building the inclusion proof", move || {
-                let Some(st) = store.statement_by_node_seq(&hub_id, version)? else {
-                    return Ok(None);
-                };
-                match store.latest_checkpoint()? {
-                    Some(cp) => {
-                        crate::log::log_proof(store.as_ref(), st.feed_index - 1, &cp).map(Some)
-                    }
-                    None => Ok(None),
-                }
-            })
-            .await?;
-            return Ok(Response::new(v1::PublishRegistryResponse {
-                version,
-                log,
-                newly_flagged: 0,
-            }));
+            return self.answer_registry_retry(&current).await;
         }
         let next = rcpfed_core::registry::verify_next(
             &current.registry,
@@ -108,38 +89,7 @@ impl Hub {
             envelope,
         };
         let statement = crate::registry::as_statement(&state, Some(current.digest));
-        let (leaf_index, checkpoint) = match self.ingest.submit(statement).await {
-            Ok(IngestOutcome::Accepted {
-                leaf_index,
-                checkpoint,
-                ..
-            }) => (leaf_index, checkpoint),
-            Ok(IngestOutcome::Duplicate { .. }) => {
-                return Err(internal(
-                    "logging the registry version",
-                    &"it was already logged",
-                ));
-            }
-            Err(IngestError::Rejected(r)) => return Err(reject(r)),
-            Err(IngestError::Stopped) => {
-                return Err(Status::unavailable("the hub is shutting down; retry later"));
-            }
-            Err(IngestError::NotLeader) => {
-                return Err(rcpfed_grpc::status::not_leader(
-                    "the registry version was refused: this hub is a standby",
-                    None,
-                ));
-            }
-            Err(e @ IngestError::Store(_)) => {
-                return Err(internal("logging the registry version", &e));
-            }
-            Err(IngestError::Unavailable(e)) => {
-                return Err(rcpfed_grpc::status::store_status(
-                    "logging the registry version",
-                    &e,
-                ));
-            }
-        };
+        let (leaf_index, checkpoint) = self.log_registry_version(statement).await?;
         // Logged and durable: put it in force, then flag what its revocations reach.
         self.federation.set(federation);
         let previous = std::mem::replace(&mut *current, state);
@@ -166,6 +116,64 @@ impl Hub {
             log,
             newly_flagged,
         }))
+    }
+
+    /// The answer to a retried publication of the version in force: its inclusion proof
+    /// against the latest checkpoint, as the first time.
+    async fn answer_registry_retry(
+        &self,
+        current: &crate::registry::RegistryState,
+    ) -> Result<Response<v1::PublishRegistryResponse>, Status> {
+        let version = current.registry.version;
+        let store = Arc::clone(&self.store);
+        let hub_id = current.registry.hub_id.clone();
+        let log = blocking("building the inclusion proof", move || {
+            let Some(st) = store.statement_by_node_seq(&hub_id, version)? else {
+                return Ok(None);
+            };
+            match store.latest_checkpoint()? {
+                Some(cp) => crate::log::log_proof(store.as_ref(), st.feed_index - 1, &cp).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await?;
+        Ok(Response::new(v1::PublishRegistryResponse {
+            version,
+            log,
+            newly_flagged: 0,
+        }))
+    }
+
+    /// Logs a new registry version through the ingest pipeline: its leaf index and the
+    /// checkpoint committed with it.
+    async fn log_registry_version(
+        &self,
+        statement: crate::ingest::VerifiedStatement,
+    ) -> Result<(u64, Arc<rcpfed_store::StoredCheckpoint>), Status> {
+        match self.ingest.submit(statement).await {
+            Ok(IngestOutcome::Accepted {
+                leaf_index,
+                checkpoint,
+                ..
+            }) => Ok((leaf_index, checkpoint)),
+            Ok(IngestOutcome::Duplicate { .. }) => Err(internal(
+                "logging the registry version",
+                &"it was already logged",
+            )),
+            Err(IngestError::Rejected(r)) => Err(reject(r)),
+            Err(IngestError::Stopped) => {
+                Err(Status::unavailable("the hub is shutting down; retry later"))
+            }
+            Err(IngestError::NotLeader) => Err(rcpfed_grpc::status::not_leader(
+                "the registry version was refused: this hub is a standby",
+                None,
+            )),
+            Err(e @ IngestError::Store(_)) => Err(internal("logging the registry version", &e)),
+            Err(IngestError::Unavailable(e)) => Err(rcpfed_grpc::status::store_status(
+                "logging the registry version",
+                &e,
+            )),
+        }
     }
 
     pub(super) async fn get_registry(

@@ -64,7 +64,12 @@ pub fn create_root_keys(
     );
     write_new(
         &dir.join("root-trust.toml"),
-        &format!("{header}{}", trust.to_toml()),
+        &format!(
+            "{header}{}",
+            trust
+                .to_toml()
+                .context("cannot write the root trust file as TOML")?
+        ),
         false,
     )?;
     Ok((root, secrets))

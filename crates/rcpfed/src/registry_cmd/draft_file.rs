@@ -215,19 +215,7 @@ impl DraftFile {
     /// of [`Registry::from_proto`] applies (unknown roles, invalid keys, bad dates…). The
     /// semantic rules are [`Registry::check`], which the caller runs.
     pub fn to_registry(&self) -> Result<Registry, Rejection> {
-        let previous_digest = if self.previous_digest.trim().is_empty() {
-            Vec::new()
-        } else {
-            Digest::from_hex(self.previous_digest.trim())
-                .map(|d| d.0.to_vec())
-                .ok_or_else(|| {
-                    field_error(
-                        "previous_digest",
-                        reasons::INVALID_DIGEST,
-                        format!("{:?} is not 64 hex digits", self.previous_digest),
-                    )
-                })?
-        };
+        let previous_digest = self.previous_digest_bytes()?;
         let root_keys = self
             .root
             .keys
@@ -244,60 +232,12 @@ impl DraftFile {
                 })
             })
             .collect::<Result<Vec<_>, Rejection>>()?;
-        let mut members = Vec::with_capacity(self.members.len());
-        for (i, m) in self.members.iter().enumerate() {
-            let mut keys = Vec::with_capacity(m.keys.len());
-            for (j, k) in m.keys.iter().enumerate() {
-                let f = format!("members[{i}].keys[{j}]");
-                let status = match k.status.as_str() {
-                    "active" => pb::KeyStatus::Active,
-                    "retired" => pb::KeyStatus::Retired,
-                    "revoked" => pb::KeyStatus::Revoked,
-                    other => {
-                        return Err(field_error(
-                            format!("{f}.status"),
-                            reasons::INVALID_ENUM,
-                            format!("{other:?} is not \"active\", \"retired\" or \"revoked\""),
-                        ));
-                    }
-                };
-                let status_at = if k.status_at.trim().is_empty() {
-                    None
-                } else {
-                    Some(timestamp_to_proto(parse_time_field(
-                        &k.status_at,
-                        &format!("{f}.status_at"),
-                    )?))
-                };
-                keys.push(pb::RegistryKey {
-                    key_id: k.key_id.clone(),
-                    public_key: decode_key_bytes(&k.public_key, &format!("{f}.public_key"))?,
-                    valid_from: Some(timestamp_to_proto(parse_time_field(
-                        &k.valid_from,
-                        &format!("{f}.valid_from"),
-                    )?)),
-                    status: status as i32,
-                    status_at,
-                });
-            }
-            members.push(pb::RegistryMember {
-                id: m.id.clone(),
-                name: m.name.clone(),
-                kind: m.kind.clone(),
-                roles: m.roles.clone(),
-                spiffe_id: m.spiffe_id.clone(),
-                keys,
-                states: m
-                    .states
-                    .iter()
-                    .map(|s| pb::StateMembership {
-                        iso3: s.iso3.clone(),
-                        since: s.since.clone(),
-                        until: s.until.clone(),
-                    })
-                    .collect(),
-            });
-        }
+        let members = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m.to_proto(i))
+            .collect::<Result<Vec<_>, Rejection>>()?;
         let doc = pb::RegistryDocument {
             federation_id: self.federation_id.clone(),
             version: self.version,
@@ -320,6 +260,22 @@ impl DraftFile {
         Registry::from_proto(doc)
     }
 
+    /// The previous version's digest as bytes; none (empty) for version 1.
+    fn previous_digest_bytes(&self) -> Result<Vec<u8>, Rejection> {
+        if self.previous_digest.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        Digest::from_hex(self.previous_digest.trim())
+            .map(|d| d.0.to_vec())
+            .ok_or_else(|| {
+                field_error(
+                    "previous_digest",
+                    reasons::INVALID_DIGEST,
+                    format!("{:?} is not 64 hex digits", self.previous_digest),
+                )
+            })
+    }
+
     /// The TOML text, with a comment header.
     pub fn to_toml(&self) -> Result<String> {
         let body = toml::to_string_pretty(self).context("cannot write the draft as TOML")?;
@@ -333,5 +289,70 @@ impl DraftFile {
     /// Parses the TOML text (unknown fields are refused).
     pub fn from_toml(text: &str) -> Result<Self> {
         toml::from_str(text).context("the draft is not valid")
+    }
+}
+
+impl DraftMember {
+    /// The wire form of the draft's member `i`.
+    fn to_proto(&self, i: usize) -> Result<pb::RegistryMember, Rejection> {
+        let keys = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(j, k)| k.to_proto(&format!("members[{i}].keys[{j}]")))
+            .collect::<Result<Vec<_>, Rejection>>()?;
+        Ok(pb::RegistryMember {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            roles: self.roles.clone(),
+            spiffe_id: self.spiffe_id.clone(),
+            keys,
+            states: self
+                .states
+                .iter()
+                .map(|s| pb::StateMembership {
+                    iso3: s.iso3.clone(),
+                    since: s.since.clone(),
+                    until: s.until.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+impl DraftKey {
+    /// The wire form of this key; `f` names it in errors.
+    fn to_proto(&self, f: &str) -> Result<pb::RegistryKey, Rejection> {
+        let status = match self.status.as_str() {
+            "active" => pb::KeyStatus::Active,
+            "retired" => pb::KeyStatus::Retired,
+            "revoked" => pb::KeyStatus::Revoked,
+            other => {
+                return Err(field_error(
+                    format!("{f}.status"),
+                    reasons::INVALID_ENUM,
+                    format!("{other:?} is not \"active\", \"retired\" or \"revoked\""),
+                ));
+            }
+        };
+        let status_at = if self.status_at.trim().is_empty() {
+            None
+        } else {
+            Some(timestamp_to_proto(parse_time_field(
+                &self.status_at,
+                &format!("{f}.status_at"),
+            )?))
+        };
+        Ok(pb::RegistryKey {
+            key_id: self.key_id.clone(),
+            public_key: decode_key_bytes(&self.public_key, &format!("{f}.public_key"))?,
+            valid_from: Some(timestamp_to_proto(parse_time_field(
+                &self.valid_from,
+                &format!("{f}.valid_from"),
+            )?)),
+            status: status as i32,
+            status_at,
+        })
     }
 }

@@ -64,166 +64,201 @@ pub(super) fn apply_edits(
 ) -> Result<Vec<String>> {
     let mut changes = Vec::new();
     if let Some(path) = &args.new_root {
-        let (file, root) = load_trust(path)?;
-        if file.federation_id != next.federation_id {
-            bail!(
-                "{} is for federation {:?}, not {:?}",
-                path.display(),
-                file.federation_id,
-                next.federation_id
-            );
-        }
-        if root.same_trust(&next.root) {
-            changes.push("the root keys stay the same (--new-root lists the current set)".into());
-        } else {
-            let old = &next.root;
-            let added: Vec<&str> = root
-                .keys
-                .iter()
-                .filter(|(k, _)| !old.keys.iter().any(|(o, _)| o.to_bytes() == k.to_bytes()))
-                .map(|(k, _)| k.key_id.as_str())
-                .collect();
-            let removed: Vec<&str> = old
-                .keys
-                .iter()
-                .filter(|(k, _)| !root.keys.iter().any(|(n, _)| n.to_bytes() == k.to_bytes()))
-                .map(|(k, _)| k.key_id.as_str())
-                .collect();
-            changes.push(format!(
-                "the root keys change from {} to {}: added {}; removed {}. This version must be signed by {} of the current root keys AND {} of the new ones.",
-                root_summary(old),
-                root_summary(&root),
-                if added.is_empty() { "none".into() } else { added.join(", ") },
-                if removed.is_empty() { "none".into() } else { removed.join(", ") },
-                old.threshold,
-                root.threshold
-            ));
-        }
-        next.root = root;
+        changes.push(replace_root(next, path)?);
     }
     for spec in &args.rotate_key {
-        let (member_id, key_text) = spec.split_once('=').ok_or_else(|| {
-            anyhow!("--rotate-key {spec:?}: expected <member>=<key file or base64 public key>")
-        })?;
-        let key = parse_new_key(key_text)?;
-        if next
-            .members
-            .iter()
-            .flat_map(|m| &m.keys)
-            .any(|k| k.key.to_bytes() == key.to_bytes())
-        {
-            bail!(
-                "--rotate-key: key {} is already in the registry",
-                key.key_id
-            );
-        }
-        let member = next
-            .members
-            .iter_mut()
-            .find(|m| m.id == member_id)
-            .ok_or_else(|| anyhow!("--rotate-key: no member {member_id:?}"))?;
-        let mut retired = Vec::new();
-        for k in &mut member.keys {
-            if k.status == KeyLifecycle::Active {
-                k.status = KeyLifecycle::Retired(now);
-                retired.push(k.key.key_id.clone());
-            }
-        }
-        member.keys.push(KeyEntry {
-            key: key.clone(),
-            valid_from: now,
-            status: KeyLifecycle::Active,
-        });
-        changes.push(format!(
-            "member {member_id} rotates its signing key: new key {} is active from {}{}",
-            key.key_id,
-            rfc3339(now),
-            if retired.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; {} retired at the same moment (what it signed before still verifies)",
-                    retired.join(", ")
-                )
-            }
-        ));
+        changes.push(rotate_key(next, spec, now)?);
     }
     for spec in &args.retire_key {
-        let (key_id, at) = match spec.split_once('@') {
-            Some((key_id, at)) => (
-                key_id,
-                parse_rfc3339(at).map_err(|e| anyhow!("--retire-key {spec:?}: {e}"))?,
-            ),
-            None => (spec.as_str(), now),
-        };
-        let (member, entry) = find_key_mut(next, key_id)?;
-        if entry.status != KeyLifecycle::Active {
-            bail!(
-                "--retire-key: key {key_id} of {member} is already {} at {}",
-                entry.status.status_str(),
-                entry.status.status_at().map(rfc3339).unwrap_or_default()
-            );
-        }
-        entry.status = KeyLifecycle::Retired(at);
-        changes.push(format!(
-            "key {key_id} of member {member} is retired at {}: statements it signed before still verify, later ones are refused (KEY_RETIRED)",
-            rfc3339(at)
-        ));
+        changes.push(retire_key(next, spec, now)?);
     }
     for spec in &args.revoke_key {
-        let (key_id, at) = spec
-            .split_once('@')
-            .ok_or_else(|| anyhow!("--revoke-key {spec:?}: expected <key_id>@<RFC 3339 time>"))?;
-        let at = parse_rfc3339(at).map_err(|e| anyhow!("--revoke-key {spec:?}: {e}"))?;
-        let (member, entry) = find_key_mut(next, key_id)?;
-        let (at, note) = match entry.status {
-            KeyLifecycle::Retired(retired) if retired < at => (
-                retired,
-                format!(
-                    " (it was retired at {}, so the revocation takes effect from then)",
-                    rfc3339(retired)
-                ),
-            ),
-            KeyLifecycle::Revoked(_) => {
-                bail!("--revoke-key: key {key_id} of {member} is already revoked")
-            }
-            _ => (at, String::new()),
-        };
-        entry.status = KeyLifecycle::Revoked(at);
-        changes.push(format!(
-            "key {key_id} of member {member} is revoked at {}{note}: statements it signed from then on are refused (KEY_REVOKED) and the hub flags those it already accepted",
-            rfc3339(at)
-        ));
+        changes.push(revoke_key(next, spec)?);
     }
     for spec in &args.state_until {
-        let parsed = spec
-            .split_once(':')
-            .and_then(|(m, rest)| rest.split_once('=').map(|(iso3, date)| (m, iso3, date)));
-        let Some((member_id, iso3, date)) = parsed else {
-            bail!("--state-until {spec:?}: expected <member>:<ISO3>=<YYYY-MM-DD>");
-        };
-        let until = rcpfed_core::dates::parse_date(date)
-            .ok_or_else(|| anyhow!("--state-until {spec:?}: {date:?} is not a YYYY-MM-DD date"))?;
-        let member = next
-            .members
-            .iter_mut()
-            .find(|m| m.id == member_id)
-            .ok_or_else(|| anyhow!("--state-until: no member {member_id:?}"))?;
-        let state = member
-            .states
-            .iter_mut()
-            .rev()
-            .find(|s| s.iso3 == iso3 && s.until.is_none())
-            .ok_or_else(|| {
-                anyhow!("--state-until: {iso3} is not a current member state of {member_id}")
-            })?;
-        state.until = Some(until);
-        changes.push(format!(
-            "{iso3} stops belonging to {member_id} on {} (its observations for periods from that day are refused)",
-            format_date(until)
-        ));
+        changes.push(end_state_membership(next, spec)?);
     }
     Ok(changes)
+}
+
+/// `--new-root`: the root key set of the trust file at `path` replaces the current one.
+fn replace_root(next: &mut Registry, path: &Path) -> Result<String> {
+    let (file, root) = load_trust(path)?;
+    if file.federation_id != next.federation_id {
+        bail!(
+            "{} is for federation {:?}, not {:?}",
+            path.display(),
+            file.federation_id,
+            next.federation_id
+        );
+    }
+    let change = if root.same_trust(&next.root) {
+        "the root keys stay the same (--new-root lists the current set)".to_string()
+    } else {
+        let old = &next.root;
+        let added: Vec<&str> = root
+            .keys
+            .iter()
+            .filter(|(k, _)| !old.keys.iter().any(|(o, _)| o.to_bytes() == k.to_bytes()))
+            .map(|(k, _)| k.key_id.as_str())
+            .collect();
+        let removed: Vec<&str> = old
+            .keys
+            .iter()
+            .filter(|(k, _)| !root.keys.iter().any(|(n, _)| n.to_bytes() == k.to_bytes()))
+            .map(|(k, _)| k.key_id.as_str())
+            .collect();
+        format!(
+            "the root keys change from {} to {}: added {}; removed {}. This version must be signed by {} of the current root keys AND {} of the new ones.",
+            root_summary(old),
+            root_summary(&root),
+            if added.is_empty() {
+                "none".into()
+            } else {
+                added.join(", ")
+            },
+            if removed.is_empty() {
+                "none".into()
+            } else {
+                removed.join(", ")
+            },
+            old.threshold,
+            root.threshold
+        )
+    };
+    next.root = root;
+    Ok(change)
+}
+
+/// `--rotate-key <member>=<key>`: the new key is active from `now`; the member's active
+/// keys are retired at that moment.
+fn rotate_key(next: &mut Registry, spec: &str, now: OffsetDateTime) -> Result<String> {
+    let (member_id, key_text) = spec.split_once('=').ok_or_else(|| {
+        anyhow!("--rotate-key {spec:?}: expected <member>=<key file or base64 public key>")
+    })?;
+    let key = parse_new_key(key_text)?;
+    if next
+        .members
+        .iter()
+        .flat_map(|m| &m.keys)
+        .any(|k| k.key.to_bytes() == key.to_bytes())
+    {
+        bail!(
+            "--rotate-key: key {} is already in the registry",
+            key.key_id
+        );
+    }
+    let member = next
+        .members
+        .iter_mut()
+        .find(|m| m.id == member_id)
+        .ok_or_else(|| anyhow!("--rotate-key: no member {member_id:?}"))?;
+    let mut retired = Vec::new();
+    for k in &mut member.keys {
+        if k.status == KeyLifecycle::Active {
+            k.status = KeyLifecycle::Retired(now);
+            retired.push(k.key.key_id.clone());
+        }
+    }
+    member.keys.push(KeyEntry {
+        key: key.clone(),
+        valid_from: now,
+        status: KeyLifecycle::Active,
+    });
+    Ok(format!(
+        "member {member_id} rotates its signing key: new key {} is active from {}{}",
+        key.key_id,
+        rfc3339(now),
+        if retired.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} retired at the same moment (what it signed before still verifies)",
+                retired.join(", ")
+            )
+        }
+    ))
+}
+
+/// `--retire-key <key_id>[@<time>]`: an active key is retired (at `now` by default).
+fn retire_key(next: &mut Registry, spec: &str, now: OffsetDateTime) -> Result<String> {
+    let (key_id, at) = match spec.split_once('@') {
+        Some((key_id, at)) => (
+            key_id,
+            parse_rfc3339(at).map_err(|e| anyhow!("--retire-key {spec:?}: {e}"))?,
+        ),
+        None => (spec, now),
+    };
+    let (member, entry) = find_key_mut(next, key_id)?;
+    if entry.status != KeyLifecycle::Active {
+        bail!(
+            "--retire-key: key {key_id} of {member} is already {} at {}",
+            entry.status.status_str(),
+            entry.status.status_at().map(rfc3339).unwrap_or_default()
+        );
+    }
+    entry.status = KeyLifecycle::Retired(at);
+    Ok(format!(
+        "key {key_id} of member {member} is retired at {}: statements it signed before still verify, later ones are refused (KEY_RETIRED)",
+        rfc3339(at)
+    ))
+}
+
+/// `--revoke-key <key_id>@<time>`: a key is revoked (from its retirement, if earlier).
+fn revoke_key(next: &mut Registry, spec: &str) -> Result<String> {
+    let (key_id, at) = spec
+        .split_once('@')
+        .ok_or_else(|| anyhow!("--revoke-key {spec:?}: expected <key_id>@<RFC 3339 time>"))?;
+    let at = parse_rfc3339(at).map_err(|e| anyhow!("--revoke-key {spec:?}: {e}"))?;
+    let (member, entry) = find_key_mut(next, key_id)?;
+    let (at, note) = match entry.status {
+        KeyLifecycle::Retired(retired) if retired < at => (
+            retired,
+            format!(
+                " (it was retired at {}, so the revocation takes effect from then)",
+                rfc3339(retired)
+            ),
+        ),
+        KeyLifecycle::Revoked(_) => {
+            bail!("--revoke-key: key {key_id} of {member} is already revoked")
+        }
+        _ => (at, String::new()),
+    };
+    entry.status = KeyLifecycle::Revoked(at);
+    Ok(format!(
+        "key {key_id} of member {member} is revoked at {}{note}: statements it signed from then on are refused (KEY_REVOKED) and the hub flags those it already accepted",
+        rfc3339(at)
+    ))
+}
+
+/// `--state-until <member>:<ISO3>=<date>`: a current member state stops belonging on `date`.
+fn end_state_membership(next: &mut Registry, spec: &str) -> Result<String> {
+    let parsed = spec
+        .split_once(':')
+        .and_then(|(m, rest)| rest.split_once('=').map(|(iso3, date)| (m, iso3, date)));
+    let Some((member_id, iso3, date)) = parsed else {
+        bail!("--state-until {spec:?}: expected <member>:<ISO3>=<YYYY-MM-DD>");
+    };
+    let until = rcpfed_core::dates::parse_date(date)
+        .ok_or_else(|| anyhow!("--state-until {spec:?}: {date:?} is not a YYYY-MM-DD date"))?;
+    let member = next
+        .members
+        .iter_mut()
+        .find(|m| m.id == member_id)
+        .ok_or_else(|| anyhow!("--state-until: no member {member_id:?}"))?;
+    let state = member
+        .states
+        .iter_mut()
+        .rev()
+        .find(|s| s.iso3 == iso3 && s.until.is_none())
+        .ok_or_else(|| {
+            anyhow!("--state-until: {iso3} is not a current member state of {member_id}")
+        })?;
+    state.until = Some(until);
+    Ok(format!(
+        "{iso3} stops belonging to {member_id} on {} (its observations for periods from that day are refused)",
+        format_date(until)
+    ))
 }
 
 /// The draft of the version after the one in `from`, with the edits applied and checked.
