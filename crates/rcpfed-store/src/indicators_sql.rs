@@ -1,7 +1,10 @@
 //! The one SQLite implementation of [`IndicatorStore`], shared by the hub store and the node
-//! store: the schema of the view, the apply step both stores run inside the transaction that
-//! stores a feed entry, and every query. Only the log table differs (the hub's `statements`,
-//! the node's `mirror`); both have the columns used here.
+//! store: the schema of the view and every query. Only the log table differs (the hub's
+//! `statements`, the node's `mirror`); both have the columns used here.
+//!
+//! Also the apply step every store runs inside the transaction that stores a feed entry
+//! ([`apply_to_view`]), once for SQLite and PostgreSQL: decoding the entry, the key rule, the
+//! action rule per observation; a backend only says how it writes a batch ([`ViewWriter`]).
 
 use crate::StoreError;
 use crate::db;
@@ -10,9 +13,9 @@ use crate::indicators::{
     CATALOGUE_KIND, CoherenceRows, ConflictRows, ObservationCursor, ObservationFilter,
     ObservationRow, RevisionRows,
 };
-use crate::sql::{Lite, SqlRow};
+use crate::sql::{Dialect, Lite, Param, Query, Sql, SqlRow, query};
 use rcpfed_core::Digest;
-use rcpfed_core::admission::actions::{self, ActionScope, InForce};
+use rcpfed_core::admission::actions::{self, ActionScope, InForce, ObservationKey};
 use rcpfed_core::chunks;
 use rcpfed_core::dates::{PeriodRange, parse_time_period};
 use rcpfed_core::envelope::SignedEnvelope;
@@ -22,7 +25,7 @@ use rcpfed_core::statement::{
     Body, DocumentKind, IndicatorSnapshot, Observation, ObservationAction, Statement,
 };
 use rusqlite::types::{ToSql, Value};
-use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -143,7 +146,7 @@ pub(crate) enum Log {
 }
 
 impl Log {
-    fn pick(self, hub: &'static str, node: &'static str) -> &'static str {
+    fn pick<T>(self, hub: T, node: T) -> T {
         match self {
             Log::Hub => hub,
             Log::Node => node,
@@ -180,27 +183,32 @@ pub(crate) fn in_force(code: Option<i64>) -> Result<InForce, StoreError> {
 }
 
 /// The version in force of a key: (feed_index, position, action, defaulted).
-pub(crate) const FIND_IN_FORCE_SQL: &str = "SELECT feed_index, position, action, defaulted
+pub(crate) const FIND_IN_FORCE: Query = query!(
+    "SELECT feed_index, position, action, defaulted
      FROM observations
-     WHERE node_id = ?1 AND indicator = ?2 AND ref_area = ?3 AND time_period = ?4 AND dims = ?5
-       AND superseded_at_ms IS NULL";
+     WHERE node_id = $1 AND indicator = $2 AND ref_area = $3 AND time_period = $4 AND dims = $5
+       AND superseded_at_ms IS NULL"
+);
 
-type InForceRow = (i64, i64, i64, bool);
+/// A version in force: (feed_index, position, action, defaulted).
+pub(crate) type InForceRow = (i64, i64, i64, bool);
 
-fn find_in_force(
-    find: &mut CachedStatement<'_>,
-    node_id: &str,
-    indicator: &str,
-    o: &Observation,
-    dims: &str,
-) -> Result<Option<InForceRow>, StoreError> {
-    Ok(find
-        .query_row(
-            params![node_id, indicator, o.ref_area, o.time_period, dims],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?)
-}
+/// The latest catalogue version logged before a feed index: (feed_index, digest).
+const LATEST_CATALOGUE: [Query; 2] = [
+    query!(
+        "SELECT feed_index, digest FROM statements WHERE kind = $1 AND feed_index < $2
+         ORDER BY feed_index DESC LIMIT 1"
+    ),
+    query!(
+        "SELECT feed_index, digest FROM mirror WHERE kind = $1 AND feed_index < $2
+         ORDER BY feed_index DESC LIMIT 1"
+    ),
+];
+/// The envelope logged at a feed index.
+const ENVELOPE_AT: [Query; 2] = [
+    query!("SELECT envelope FROM statements WHERE feed_index = $1"),
+    query!("SELECT envelope FROM mirror WHERE feed_index = $1"),
+];
 
 /// Key rules of the catalogue versions seen lately, by the payload digest of the version: a
 /// rule is read from its document once per process, not once per snapshot.
@@ -213,34 +221,21 @@ const KEY_RULES_KEPT: usize = 8;
 /// when it accepted the entry; no defaults when none was logged yet. Hub and nodes read it
 /// from the same feed, so they key every entry alike.
 pub(crate) fn key_rule_before(
-    conn: &Connection,
+    sql: &mut impl Sql,
     log: Log,
     before: Option<u64>,
 ) -> Result<Arc<KeyRule>, StoreError> {
-    let sql = log.pick(
-        "SELECT feed_index, digest FROM statements WHERE kind = ?1 AND feed_index < ?2
-         ORDER BY feed_index DESC LIMIT 1",
-        "SELECT feed_index, digest FROM mirror WHERE kind = ?1 AND feed_index < ?2
-         ORDER BY feed_index DESC LIMIT 1",
-    );
+    let [hub, node] = LATEST_CATALOGUE;
     let before = before.map_or(i64::MAX, db::bound);
-    let latest = conn
-        .prepare_cached(sql)?
-        .query_row(params![CATALOGUE_KIND, before], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get_ref(1)?.as_blob()?.to_vec()))
-        })
-        .optional()?;
+    let latest = sql.first(&log.pick(hub, node), &[&CATALOGUE_KIND, &before], |r| {
+        Ok((r.i64(0)?, r.blob(1)?))
+    })?;
     let Some((feed_index, digest)) = latest else {
         return Ok(Arc::new(KeyRule::none()));
     };
-    let sql = log.pick(
-        "SELECT envelope FROM statements WHERE feed_index = ?1",
-        "SELECT envelope FROM mirror WHERE feed_index = ?1",
-    );
+    let [hub, node] = ENVELOPE_AT;
     cached_key_rule(feed_index, &digest, || {
-        Ok(conn
-            .prepare_cached(sql)?
-            .query_row([feed_index], |r| r.get(0))?)
+        sql.one(&log.pick(hub, node), &[&feed_index], |r| r.blob(0))
     })
 }
 
@@ -300,7 +295,7 @@ pub(crate) fn check_observation_actions(
     let tx = conn.unchecked_transaction()?;
     let out = {
         // The catalogue in force now is the one the entry will be applied with.
-        let rule = key_rule_before(&tx, log, None)?;
+        let rule = key_rule_before(&mut Lite(&tx), log, None)?;
         let scope = ActionScope {
             node_id,
             indicator,
@@ -308,7 +303,7 @@ pub(crate) fn check_observation_actions(
             limit,
             batch: 1,
         };
-        let mut find = tx.prepare_cached(FIND_IN_FORCE_SQL)?;
+        let mut find = tx.prepare_cached(FIND_IN_FORCE.text(Dialect::Sqlite))?;
         actions::check(&scope, observations, |keys| {
             keys.iter()
                 .map(|(ref_area, time_period, dims)| {
@@ -356,11 +351,39 @@ impl Entry<'_> {
     }
 }
 
+/// Observations probed, ruled on and written per round: a backend writes a batch in one
+/// statement per step (PostgreSQL) or row by row (SQLite).
+pub(crate) const APPLY_BATCH: usize = 2_000;
+
+/// How a backend writes a batch of the view's rows; everything else of the apply step is
+/// [`apply_to_view`]'s, through [`Sql`].
+pub(crate) trait ViewWriter: Sql {
+    /// Marks `batch.supersede` superseded at the entry's acceptance, then inserts the batch's
+    /// rows at `feed_index` (in that order, so the index of the versions in force never sees
+    /// two). A row a constraint refuses is the entry's conflict.
+    fn write_batch(
+        &mut self,
+        entry: &Entry<'_>,
+        indicator: &str,
+        feed_index: i64,
+        batch: &Batch,
+    ) -> Result<(), StoreError>;
+}
+
+/// Applies one stored feed entry to the view (SQLite), inside the transaction that stores it.
+pub(crate) fn apply_entry(tx: &Connection, log: Log, entry: &Entry<'_>) -> Result<(), StoreError> {
+    apply_to_view(&mut Lite(tx), log, entry)
+}
+
 /// Applies one stored feed entry to the view, inside the transaction that stores it: an
 /// indicator snapshot's observations (inline or from the staged chunks) or a policy summary's
 /// objectives; other kinds change nothing. Any error leaves the caller's transaction to roll
 /// back, so the entry and its view are stored together or not at all.
-pub(crate) fn apply_entry(tx: &Connection, log: Log, entry: &Entry<'_>) -> Result<(), StoreError> {
+pub(crate) fn apply_to_view(
+    tx: &mut impl ViewWriter,
+    log: Log,
+    entry: &Entry<'_>,
+) -> Result<(), StoreError> {
     let indicator_kind = DocumentKind::IndicatorSnapshot.as_str();
     let policy_kind = DocumentKind::PolicySummary.as_str();
     if entry.kind != indicator_kind && entry.kind != policy_kind {
@@ -395,18 +418,29 @@ pub(crate) fn apply_entry(tx: &Connection, log: Log, entry: &Entry<'_>) -> Resul
     }
 }
 
+const CHUNK_BYTES: Query = query!("SELECT bytes FROM chunks WHERE sha256 = $1");
+
 fn apply_snapshot(
-    tx: &Connection,
+    tx: &mut impl ViewWriter,
     entry: &Entry<'_>,
     snapshot: IndicatorSnapshot,
     defaults: &[(String, String)],
 ) -> Result<(), StoreError> {
-    let mut applier = Applier::new(tx, entry, &snapshot.indicator, defaults)?;
+    let mut applier = Applier {
+        entry,
+        indicator: &snapshot.indicator,
+        defaults,
+        feed_index: db::int(entry.feed_index, "feed index")?,
+        position: 0,
+        tolerated: 0,
+        periods: HashMap::new(),
+        state: HashMap::new(),
+        batch: Batch::default(),
+    };
     let Some(manifest) = &snapshot.chunks else {
-        snapshot
-            .observations
-            .iter()
-            .try_for_each(|o| applier.apply(o))?;
+        for batch in snapshot.observations.chunks(APPLY_BATCH) {
+            applier.apply(tx, batch)?;
+        }
         applier.note_tolerated();
         return Ok(());
     };
@@ -414,24 +448,60 @@ fn apply_snapshot(
         return Err(entry.conflict("it carries both inline observations and chunks"));
     }
     chunks::check_manifest(manifest).map_err(|e| entry.conflict(e))?;
-    let mut read = tx.prepare_cached("SELECT bytes FROM chunks WHERE sha256 = ?1")?;
     for (index, chunk) in manifest.chunks.iter().enumerate() {
-        let bytes: Option<Vec<u8>> = read
-            .query_row([&chunk.sha256.0[..]], |r| r.get(0))
-            .optional()?;
+        let bytes = tx.first(&CHUNK_BYTES, &[&&chunk.sha256.0[..]], |r| r.blob(0))?;
         let Some(bytes) = bytes else {
             return Err(entry.conflict(format!("chunk {index} ({}) is not staged", chunk.sha256)));
         };
         let observations =
             chunks::decode_chunk(manifest, index, &bytes).map_err(|e| entry.conflict(e))?;
-        observations.iter().try_for_each(|o| applier.apply(o))?;
+        for batch in observations.chunks(APPLY_BATCH) {
+            applier.apply(tx, batch)?;
+        }
     }
     applier.note_tolerated();
     Ok(())
 }
 
-/// Applies a snapshot's observations one by one with three cached statements.
-struct Applier<'c, 'e> {
+/// Where a key's version in force is, while a snapshot is applied.
+#[derive(Clone, Copy)]
+enum Current {
+    /// Nothing in force.
+    None,
+    /// A stored row: (feed_index, position, action, defaulted).
+    Stored(InForceRow),
+    /// A row of the batch being built: (index in the batch, action, defaulted).
+    Pending(usize, i64, bool),
+}
+
+/// Rows of the batch being built, column by column (PostgreSQL sends them as arrays).
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub position: Vec<i64>,
+    pub ref_area: Vec<String>,
+    pub time_period: Vec<String>,
+    pub dims: Vec<String>,
+    pub period_start: Vec<String>,
+    pub period_end: Vec<String>,
+    pub action: Vec<i64>,
+    pub obs_value: Vec<Option<f64>>,
+    pub obs_status: Vec<String>,
+    pub unit_measure: Vec<String>,
+    pub unit_mult: Vec<i64>,
+    pub conf_status: Vec<String>,
+    pub footnote: Vec<String>,
+    pub source: Vec<String>,
+    pub defaulted: Vec<bool>,
+    /// Set on a row that a later row of the same snapshot supersedes.
+    pub superseded_at_ms: Vec<Option<i64>>,
+    /// Stored rows these observations supersede: (feed_index, position).
+    pub supersede: Vec<(i64, i64)>,
+}
+
+/// Applies a snapshot's observations a batch at a time: the versions in force of a batch's
+/// new keys are read with one exact probe each, the action rule runs in memory (a key touched
+/// twice in a snapshot sees its first touch), then the backend writes the batch.
+struct Applier<'e> {
     entry: &'e Entry<'e>,
     indicator: &'e str,
     /// The key rule's defaults for the indicator.
@@ -443,94 +513,166 @@ struct Applier<'c, 'e> {
     tolerated: u64,
     /// `YYYY-MM-DD` bounds per TIME_PERIOD: a snapshot repeats few periods many times.
     periods: HashMap<String, (String, String)>,
-    find: CachedStatement<'c>,
-    supersede: CachedStatement<'c>,
-    insert: CachedStatement<'c>,
+    /// Keys touched by this snapshot so far, and where their version in force is.
+    state: HashMap<ObservationKey, Current>,
+    batch: Batch,
 }
 
-impl<'c, 'e> Applier<'c, 'e> {
-    fn new(
-        tx: &'c Connection,
-        entry: &'e Entry<'e>,
-        indicator: &'e str,
-        defaults: &'e [(String, String)],
-    ) -> Result<Self, StoreError> {
-        Ok(Applier {
-            entry,
-            indicator,
-            defaults,
-            feed_index: db::int(entry.feed_index, "feed index")?,
-            position: 0,
-            tolerated: 0,
-            periods: HashMap::new(),
-            find: tx.prepare_cached(FIND_IN_FORCE_SQL)?,
-            supersede: tx.prepare_cached(
-                "UPDATE observations SET superseded_at_ms = ?3
-                 WHERE feed_index = ?1 AND position = ?2",
-            )?,
-            insert: tx.prepare_cached(
-                "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
-                     time_period, dims, period_start, period_end, action, obs_value, obs_status,
-                     unit_measure, unit_mult, conf_status, footnote, source, digest, document,
-                     revision, accepted_at_ms, defaulted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19, ?20, ?21, ?22)",
-            )?,
-        })
-    }
-
-    /// Applies one observation under its canonical key. The action rule is the check's, with
+impl Applier<'_> {
+    /// Applies observations under their canonical keys. The action rule is the check's, with
     /// one exception for entries accepted before the key rule existed: when the rule refuses
     /// an observation and the observation or the version in force was keyed with a default
     /// filled in, the two were different keys when the entry was accepted, so the observation
     /// is applied as the key's next version (the later one wins). An entry accepted under the
     /// key rule never needs this: its actions were checked against the same keys.
-    fn apply(&mut self, o: &Observation) -> Result<(), StoreError> {
+    fn apply(
+        &mut self,
+        tx: &mut impl ViewWriter,
+        observations: &[Observation],
+    ) -> Result<(), StoreError> {
         let e = self.entry;
-        let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
-        if !self.periods.contains_key(&o.time_period) {
-            let Some(period) = parse_time_period(&o.time_period) else {
-                return Err(e.conflict(format!(
-                    "observation {} has time period {:?}, which is not an SDMX period",
-                    self.position, o.time_period
-                )));
+        let keyed: Vec<(ObservationKey, bool)> = observations
+            .iter()
+            .map(|o| {
+                let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
+                ((o.ref_area.clone(), o.time_period.clone(), dims), defaulted)
+            })
+            .collect();
+        let stored = self.stored_in_force(tx, &keyed)?;
+        for (o, (key, defaulted)) in observations.iter().zip(keyed) {
+            self.note_period(o)?;
+            let current = match self.state.get(&key) {
+                Some(current) => *current,
+                None => stored
+                    .get(&key)
+                    .map_or(Current::None, |r| Current::Stored(*r)),
             };
-            self.periods
-                .insert(o.time_period.clone(), period_dates(&period));
+            let (action, was_defaulted) = match current {
+                Current::None => (None, false),
+                Current::Stored((_, _, action, d)) | Current::Pending(_, action, d) => {
+                    (Some(action), d)
+                }
+            };
+            let state = in_force(action)?;
+            if actions::step(state, o.action).is_err() {
+                if !(defaulted || was_defaulted) {
+                    return Err(e.conflict(format!(
+                        "observation {} {}",
+                        self.position,
+                        actions::refusal_words(e.node_id, self.indicator, o, &key.2, state)
+                    )));
+                }
+                self.tolerated += 1;
+            }
+            match current {
+                Current::None => {}
+                Current::Stored((feed_index, position, _, _)) => {
+                    self.batch.supersede.push((feed_index, position));
+                }
+                Current::Pending(index, _, _) => {
+                    self.batch.superseded_at_ms[index] = Some(e.accepted_at_ms);
+                }
+            }
+            let index = self.push(o, &key, defaulted);
+            self.state.insert(
+                key,
+                Current::Pending(index, action_code(o.action), defaulted),
+            );
         }
-        // The common case, an APPEND of a new key, is one INSERT: the unique index of the
-        // versions in force refuses it if the key has one, and only then do we look.
-        if o.action == ObservationAction::Append {
-            match self.insert(o, &dims, defaulted) {
-                Err(err) if db::constraint_message(&err).is_some() => {}
-                other => return other.map_err(StoreError::from),
+        self.flush(tx)
+    }
+
+    /// The stored versions in force of the keys this snapshot has not touched yet. One exact
+    /// probe of the index of the versions in force per key: within the transaction that
+    /// applies a snapshot, PostgreSQL's planner does not know the rows it added and plans a
+    /// batched form of the probe as a scan per key.
+    fn stored_in_force(
+        &self,
+        tx: &mut impl ViewWriter,
+        keyed: &[(ObservationKey, bool)],
+    ) -> Result<HashMap<ObservationKey, InForceRow>, StoreError> {
+        let mut stored = HashMap::new();
+        let mut seen = BTreeSet::new();
+        for (key, _) in keyed {
+            if self.state.contains_key(key) || !seen.insert(key) {
+                continue;
+            }
+            let (area, period, dims) = key;
+            let row = tx.first(
+                &FIND_IN_FORCE,
+                &[&self.entry.node_id, &self.indicator, area, period, dims],
+                |r| Ok((r.i64(0)?, r.i64(1)?, r.i64(2)?, r.bool(3)?)),
+            )?;
+            if let Some(row) = row {
+                stored.insert(key.clone(), row);
             }
         }
-        let current = find_in_force(&mut self.find, e.node_id, self.indicator, o, &dims)?;
-        let state = in_force(current.map(|r| r.2))?;
-        if actions::step(state, o.action).is_err() {
-            let merged = defaulted || current.is_some_and(|r| r.3);
-            if !merged {
-                return Err(e.conflict(format!(
-                    "observation {} {}",
-                    self.position,
-                    actions::refusal_words(e.node_id, self.indicator, o, &dims, state)
-                )));
-            }
-            self.tolerated += 1;
+        Ok(stored)
+    }
+
+    /// Keeps the `YYYY-MM-DD` bounds of `o`'s TIME_PERIOD; refuses a period that is not SDMX.
+    fn note_period(&mut self, o: &Observation) -> Result<(), StoreError> {
+        if self.periods.contains_key(&o.time_period) {
+            return Ok(());
         }
-        let Some((feed_index, position, _, _)) = current else {
-            if o.action == ObservationAction::Append {
-                // Refused by another constraint: say which.
-                return self.insert(o, &dims, defaulted).map_err(|err| {
-                    e.conflict(format!("observation {} is refused: {err}", self.position))
-                });
-            }
-            return Ok(self.insert(o, &dims, defaulted)?);
+        let Some(period) = parse_time_period(&o.time_period) else {
+            return Err(self.entry.conflict(format!(
+                "observation {} has time period {:?}, which is not an SDMX period",
+                self.position, o.time_period
+            )));
         };
-        self.supersede
-            .execute(params![feed_index, position, e.accepted_at_ms])?;
-        Ok(self.insert(o, &dims, defaulted)?)
+        self.periods
+            .insert(o.time_period.clone(), period_dates(&period));
+        Ok(())
+    }
+
+    /// Adds `o` to the batch at the next position; returns its index in the batch.
+    fn push(&mut self, o: &Observation, key: &ObservationKey, defaulted: bool) -> usize {
+        let (period_start, period_end) = self
+            .periods
+            .get(&o.time_period)
+            .cloned()
+            .unwrap_or_default();
+        let b = &mut self.batch;
+        b.position.push(self.position);
+        b.ref_area.push(key.0.clone());
+        b.time_period.push(key.1.clone());
+        b.dims.push(key.2.clone());
+        b.period_start.push(period_start);
+        b.period_end.push(period_end);
+        b.action.push(action_code(o.action));
+        b.obs_value.push(o.obs_value);
+        b.obs_status.push(o.obs_status.clone());
+        b.unit_measure.push(o.unit_measure.clone());
+        b.unit_mult.push(i64::from(o.unit_mult));
+        b.conf_status.push(o.conf_status.clone());
+        b.footnote.push(o.footnote.clone());
+        b.source.push(o.source.clone());
+        b.defaulted.push(defaulted);
+        b.superseded_at_ms.push(None);
+        self.position += 1;
+        b.position.len() - 1
+    }
+
+    /// Has the backend write the batch; its keys then point at stored rows.
+    fn flush(&mut self, tx: &mut impl ViewWriter) -> Result<(), StoreError> {
+        let b = std::mem::take(&mut self.batch);
+        if !b.supersede.is_empty() || !b.position.is_empty() {
+            tx.write_batch(self.entry, self.indicator, self.feed_index, &b)?;
+        }
+        // What was pending is stored now, in force or not.
+        for current in self.state.values_mut() {
+            if let Current::Pending(index, action, defaulted) = *current {
+                *current = match b.superseded_at_ms[index] {
+                    None => {
+                        Current::Stored((self.feed_index, b.position[index], action, defaulted))
+                    }
+                    // Superseded within the batch: the key's current is a later row.
+                    Some(_) => *current,
+                };
+            }
+        }
+        Ok(())
     }
 
     /// Logs how many observations of the entry were applied under the exception of
@@ -548,44 +690,65 @@ impl<'c, 'e> Applier<'c, 'e> {
             );
         }
     }
+}
 
-    /// Inserts `o` at the next position.
-    fn insert(
+/// SQLite writes a batch row by row with two cached statements: no array type, and a
+/// statement costs no round trip.
+impl ViewWriter for Lite<'_> {
+    fn write_batch(
         &mut self,
-        o: &Observation,
-        dims: &str,
-        defaulted: bool,
-    ) -> Result<(), rusqlite::Error> {
-        let e = self.entry;
-        let (period_start, period_end) = self
-            .periods
-            .get(&o.time_period)
-            .map_or(("", ""), |(s, e)| (s.as_str(), e.as_str()));
-        self.insert.execute(params![
-            self.feed_index,
-            self.position,
-            e.node_id,
-            self.indicator,
-            o.ref_area,
-            o.time_period,
-            dims,
-            period_start,
-            period_end,
-            action_code(o.action),
-            o.obs_value,
-            o.obs_status,
-            o.unit_measure,
-            o.unit_mult,
-            o.conf_status,
-            o.footnote,
-            o.source,
-            &e.digest.0[..],
-            e.document,
-            e.revision,
-            e.accepted_at_ms,
-            defaulted,
-        ])?;
-        self.position += 1;
+        entry: &Entry<'_>,
+        indicator: &str,
+        feed_index: i64,
+        b: &Batch,
+    ) -> Result<(), StoreError> {
+        let mut supersede = self.0.prepare_cached(
+            "UPDATE observations SET superseded_at_ms = ?3
+             WHERE feed_index = ?1 AND position = ?2",
+        )?;
+        for (feed_index, position) in &b.supersede {
+            supersede.execute(params![feed_index, position, entry.accepted_at_ms])?;
+        }
+        let mut insert = self.0.prepare_cached(
+            "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
+                 time_period, dims, period_start, period_end, action, obs_value, obs_status,
+                 unit_measure, unit_mult, conf_status, footnote, source, digest, document,
+                 revision, accepted_at_ms, defaulted, superseded_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+        )?;
+        for (i, position) in b.position.iter().enumerate() {
+            insert
+                .execute(params![
+                    feed_index,
+                    position,
+                    entry.node_id,
+                    indicator,
+                    b.ref_area[i],
+                    b.time_period[i],
+                    b.dims[i],
+                    b.period_start[i],
+                    b.period_end[i],
+                    b.action[i],
+                    b.obs_value[i],
+                    b.obs_status[i],
+                    b.unit_measure[i],
+                    b.unit_mult[i],
+                    b.conf_status[i],
+                    b.footnote[i],
+                    b.source[i],
+                    &entry.digest.0[..],
+                    entry.document,
+                    entry.revision,
+                    entry.accepted_at_ms,
+                    b.defaulted[i],
+                    b.superseded_at_ms[i],
+                ])
+                .map_err(|err| match db::constraint_message(&err) {
+                    Some(_) => entry.conflict(format!("observation {position} is refused: {err}")),
+                    None => err.into(),
+                })?;
+        }
         Ok(())
     }
 }
@@ -599,42 +762,48 @@ pub(crate) fn period_dates(p: &PeriodRange) -> (String, String) {
     )
 }
 
+const LATEST_POLICY_REVISION: Query =
+    query!("SELECT max(revision) FROM policy_objectives WHERE node_id = $1 AND document = $2");
+const DELETE_POLICY_OBJECTIVES: Query =
+    query!("DELETE FROM policy_objectives WHERE node_id = $1 AND document = $2");
+const INSERT_POLICY_OBJECTIVE: Query = query!(
+    "INSERT INTO policy_objectives (node_id, document, revision, feed_index, objective)
+     VALUES ($1, $2, $3, $4, $5)"
+);
+
 /// Records the objectives of a policy document revision, replacing older revisions' rows; a
 /// revision older than the one recorded changes nothing.
-fn apply_policy(tx: &Connection, entry: &Entry<'_>, objectives: &[u32]) -> Result<(), StoreError> {
-    let latest: Option<i64> = tx
-        .prepare_cached(
-            "SELECT max(revision) FROM policy_objectives WHERE node_id = ?1 AND document = ?2",
-        )?
-        .query_row(params![entry.node_id, entry.document], |r| r.get(0))?;
-    if latest.is_some_and(|latest| latest > i64::from(entry.revision)) {
+fn apply_policy(
+    tx: &mut impl Sql,
+    entry: &Entry<'_>,
+    objectives: &[u32],
+) -> Result<(), StoreError> {
+    let document = [&entry.node_id as &dyn Param, &entry.document];
+    let latest = tx.one(&LATEST_POLICY_REVISION, &document, |r| r.opt_i64(0))?;
+    let revision = i64::from(entry.revision);
+    if latest.is_some_and(|latest| latest > revision) {
         return Ok(());
     }
-    tx.prepare_cached("DELETE FROM policy_objectives WHERE node_id = ?1 AND document = ?2")?
-        .execute(params![entry.node_id, entry.document])?;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO policy_objectives (node_id, document, revision, feed_index, objective)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
+    tx.exec(&DELETE_POLICY_OBJECTIVES, &document)?;
     let feed_index = db::int(entry.feed_index, "feed index")?;
     let distinct: BTreeSet<u32> = objectives.iter().copied().collect();
-    if distinct.is_empty() {
-        insert.execute(params![
-            entry.node_id,
-            entry.document,
-            entry.revision,
-            feed_index,
-            None::<u32>
-        ])?;
-    }
-    for objective in distinct {
-        insert.execute(params![
-            entry.node_id,
-            entry.document,
-            entry.revision,
-            feed_index,
-            objective
-        ])?;
+    let rows: Vec<Option<i64>> = if distinct.is_empty() {
+        // A document addressing none still counts: one row with objective NULL.
+        vec![None]
+    } else {
+        distinct.into_iter().map(|o| Some(i64::from(o))).collect()
+    };
+    for objective in rows {
+        tx.exec(
+            &INSERT_POLICY_OBJECTIVE,
+            &[
+                &entry.node_id,
+                &entry.document,
+                &revision,
+                &feed_index,
+                &objective,
+            ],
+        )?;
     }
     Ok(())
 }
