@@ -15,7 +15,7 @@ use crate::indicators::{
 };
 use crate::sql::{Dialect, Lite, Param, Query, Sql, SqlRow, query};
 use rcpfed_core::Digest;
-use rcpfed_core::admission::actions::{self, ActionScope, InForce, ObservationKey};
+use rcpfed_core::admission::actions::{self, ActionScope, InForce};
 use rcpfed_core::chunks;
 use rcpfed_core::dates::{PeriodRange, parse_time_period};
 use rcpfed_core::envelope::SignedEnvelope;
@@ -27,6 +27,7 @@ use rcpfed_core::statement::{
 use rusqlite::types::{ToSql, Value};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The indicator view's tables, created identically in the hub and the node database (one
@@ -366,7 +367,7 @@ pub(crate) trait ViewWriter: Sql {
         entry: &Entry<'_>,
         indicator: &str,
         feed_index: i64,
-        batch: &Batch,
+        batch: &Batch<'_>,
     ) -> Result<(), StoreError>;
 }
 
@@ -434,8 +435,6 @@ fn apply_snapshot(
         position: 0,
         tolerated: 0,
         periods: HashMap::new(),
-        state: HashMap::new(),
-        batch: Batch::default(),
     };
     let Some(manifest) = &snapshot.chunks else {
         for batch in snapshot.observations.chunks(APPLY_BATCH) {
@@ -463,44 +462,43 @@ fn apply_snapshot(
     Ok(())
 }
 
-/// Where a key's version in force is, while a snapshot is applied.
+/// Where a key's version in force is, while a batch is ruled on.
 #[derive(Clone, Copy)]
 enum Current {
     /// Nothing in force.
     None,
     /// A stored row: (feed_index, position, action, defaulted).
     Stored(InForceRow),
-    /// A row of the batch being built: (index in the batch, action, defaulted).
+    /// A row of the batch: (index in the batch, action, defaulted).
     Pending(usize, i64, bool),
 }
 
-/// Rows of the batch being built, column by column (PostgreSQL sends them as arrays).
+/// One observation of a batch as the view stores it.
+pub(crate) struct BatchRow<'o> {
+    pub observation: &'o Observation,
+    pub position: i64,
+    /// The canonical dimension key.
+    pub dims: String,
+    /// The period's first and last day.
+    pub period: Rc<(String, String)>,
+    /// Whether the key rule filled in a default.
+    pub defaulted: bool,
+    /// Set when a later row of the same batch supersedes this one.
+    pub superseded_at_ms: Option<i64>,
+}
+
+/// What a backend writes for one batch.
 #[derive(Default)]
-pub(crate) struct Batch {
-    pub position: Vec<i64>,
-    pub ref_area: Vec<String>,
-    pub time_period: Vec<String>,
-    pub dims: Vec<String>,
-    pub period_start: Vec<String>,
-    pub period_end: Vec<String>,
-    pub action: Vec<i64>,
-    pub obs_value: Vec<Option<f64>>,
-    pub obs_status: Vec<String>,
-    pub unit_measure: Vec<String>,
-    pub unit_mult: Vec<i64>,
-    pub conf_status: Vec<String>,
-    pub footnote: Vec<String>,
-    pub source: Vec<String>,
-    pub defaulted: Vec<bool>,
-    /// Set on a row that a later row of the same snapshot supersedes.
-    pub superseded_at_ms: Vec<Option<i64>>,
+pub(crate) struct Batch<'o> {
+    pub rows: Vec<BatchRow<'o>>,
     /// Stored rows these observations supersede: (feed_index, position).
     pub supersede: Vec<(i64, i64)>,
 }
 
-/// Applies a snapshot's observations a batch at a time: the versions in force of a batch's
-/// new keys are read with one exact probe each, the action rule runs in memory (a key touched
-/// twice in a snapshot sees its first touch), then the backend writes the batch.
+/// Applies a snapshot's observations a batch at a time: the action rule runs in memory over
+/// the batch (a key touched twice sees its first touch), the version in force of a key the
+/// batch has not touched yet is one exact probe, then the backend writes the batch. Keys of
+/// earlier batches are stored by then, so their probe finds them.
 struct Applier<'e> {
     entry: &'e Entry<'e>,
     indicator: &'e str,
@@ -512,10 +510,7 @@ struct Applier<'e> {
     /// default merged two keys the entry was accepted under (see [`Applier::apply`]).
     tolerated: u64,
     /// `YYYY-MM-DD` bounds per TIME_PERIOD: a snapshot repeats few periods many times.
-    periods: HashMap<String, (String, String)>,
-    /// Keys touched by this snapshot so far, and where their version in force is.
-    state: HashMap<ObservationKey, Current>,
-    batch: Batch,
+    periods: HashMap<String, Rc<(String, String)>>,
 }
 
 impl Applier<'_> {
@@ -531,21 +526,15 @@ impl Applier<'_> {
         observations: &[Observation],
     ) -> Result<(), StoreError> {
         let e = self.entry;
-        let keyed: Vec<(ObservationKey, bool)> = observations
-            .iter()
-            .map(|o| {
-                let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
-                ((o.ref_area.clone(), o.time_period.clone(), dims), defaulted)
-            })
-            .collect();
-        let stored = self.stored_in_force(tx, &keyed)?;
-        for (o, (key, defaulted)) in observations.iter().zip(keyed) {
-            self.note_period(o)?;
-            let current = match self.state.get(&key) {
+        let mut batch = Batch::default();
+        let mut touched: HashMap<(&str, &str, String), Current> = HashMap::new();
+        for o in observations {
+            let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
+            let period = self.period(o)?;
+            let key = (o.ref_area.as_str(), o.time_period.as_str(), dims);
+            let current = match touched.get(&key) {
                 Some(current) => *current,
-                None => stored
-                    .get(&key)
-                    .map_or(Current::None, |r| Current::Stored(*r)),
+                None => self.stored_in_force(tx, &key)?,
             };
             let (action, was_defaulted) = match current {
                 Current::None => (None, false),
@@ -567,53 +556,53 @@ impl Applier<'_> {
             match current {
                 Current::None => {}
                 Current::Stored((feed_index, position, _, _)) => {
-                    self.batch.supersede.push((feed_index, position));
+                    batch.supersede.push((feed_index, position));
                 }
                 Current::Pending(index, _, _) => {
-                    self.batch.superseded_at_ms[index] = Some(e.accepted_at_ms);
+                    batch.rows[index].superseded_at_ms = Some(e.accepted_at_ms);
                 }
             }
-            let index = self.push(o, &key, defaulted);
-            self.state.insert(
+            let index = batch.rows.len();
+            batch.rows.push(BatchRow {
+                observation: o,
+                position: self.position,
+                dims: key.2.clone(),
+                period,
+                defaulted,
+                superseded_at_ms: None,
+            });
+            self.position += 1;
+            touched.insert(
                 key,
                 Current::Pending(index, action_code(o.action), defaulted),
             );
         }
-        self.flush(tx)
+        if batch.rows.is_empty() {
+            return Ok(());
+        }
+        tx.write_batch(e, self.indicator, self.feed_index, &batch)
     }
 
-    /// The stored versions in force of the keys this snapshot has not touched yet. One exact
-    /// probe of the index of the versions in force per key: within the transaction that
-    /// applies a snapshot, PostgreSQL's planner does not know the rows it added and plans a
-    /// batched form of the probe as a scan per key.
+    /// The stored version in force of a key: one exact probe of the index of the versions in
+    /// force. (Within the transaction that applies a snapshot, PostgreSQL's planner does not
+    /// know the rows it added and plans a batched form of the probe as a scan per key.)
     fn stored_in_force(
         &self,
         tx: &mut impl ViewWriter,
-        keyed: &[(ObservationKey, bool)],
-    ) -> Result<HashMap<ObservationKey, InForceRow>, StoreError> {
-        let mut stored = HashMap::new();
-        let mut seen = BTreeSet::new();
-        for (key, _) in keyed {
-            if self.state.contains_key(key) || !seen.insert(key) {
-                continue;
-            }
-            let (area, period, dims) = key;
-            let row = tx.first(
-                &FIND_IN_FORCE,
-                &[&self.entry.node_id, &self.indicator, area, period, dims],
-                |r| Ok((r.i64(0)?, r.i64(1)?, r.i64(2)?, r.bool(3)?)),
-            )?;
-            if let Some(row) = row {
-                stored.insert(key.clone(), row);
-            }
-        }
-        Ok(stored)
+        (area, period, dims): &(&str, &str, String),
+    ) -> Result<Current, StoreError> {
+        let row = tx.first(
+            &FIND_IN_FORCE,
+            &[&self.entry.node_id, &self.indicator, area, period, dims],
+            |r| Ok((r.i64(0)?, r.i64(1)?, r.i64(2)?, r.bool(3)?)),
+        )?;
+        Ok(row.map_or(Current::None, Current::Stored))
     }
 
-    /// Keeps the `YYYY-MM-DD` bounds of `o`'s TIME_PERIOD; refuses a period that is not SDMX.
-    fn note_period(&mut self, o: &Observation) -> Result<(), StoreError> {
-        if self.periods.contains_key(&o.time_period) {
-            return Ok(());
+    /// The `YYYY-MM-DD` bounds of `o`'s TIME_PERIOD; a period that is not SDMX is refused.
+    fn period(&mut self, o: &Observation) -> Result<Rc<(String, String)>, StoreError> {
+        if let Some(period) = self.periods.get(&o.time_period) {
+            return Ok(Rc::clone(period));
         }
         let Some(period) = parse_time_period(&o.time_period) else {
             return Err(self.entry.conflict(format!(
@@ -621,58 +610,10 @@ impl Applier<'_> {
                 self.position, o.time_period
             )));
         };
+        let period = Rc::new(period_dates(&period));
         self.periods
-            .insert(o.time_period.clone(), period_dates(&period));
-        Ok(())
-    }
-
-    /// Adds `o` to the batch at the next position; returns its index in the batch.
-    fn push(&mut self, o: &Observation, key: &ObservationKey, defaulted: bool) -> usize {
-        let (period_start, period_end) = self
-            .periods
-            .get(&o.time_period)
-            .cloned()
-            .unwrap_or_default();
-        let b = &mut self.batch;
-        b.position.push(self.position);
-        b.ref_area.push(key.0.clone());
-        b.time_period.push(key.1.clone());
-        b.dims.push(key.2.clone());
-        b.period_start.push(period_start);
-        b.period_end.push(period_end);
-        b.action.push(action_code(o.action));
-        b.obs_value.push(o.obs_value);
-        b.obs_status.push(o.obs_status.clone());
-        b.unit_measure.push(o.unit_measure.clone());
-        b.unit_mult.push(i64::from(o.unit_mult));
-        b.conf_status.push(o.conf_status.clone());
-        b.footnote.push(o.footnote.clone());
-        b.source.push(o.source.clone());
-        b.defaulted.push(defaulted);
-        b.superseded_at_ms.push(None);
-        self.position += 1;
-        b.position.len() - 1
-    }
-
-    /// Has the backend write the batch; its keys then point at stored rows.
-    fn flush(&mut self, tx: &mut impl ViewWriter) -> Result<(), StoreError> {
-        let b = std::mem::take(&mut self.batch);
-        if !b.supersede.is_empty() || !b.position.is_empty() {
-            tx.write_batch(self.entry, self.indicator, self.feed_index, &b)?;
-        }
-        // What was pending is stored now, in force or not.
-        for current in self.state.values_mut() {
-            if let Current::Pending(index, action, defaulted) = *current {
-                *current = match b.superseded_at_ms[index] {
-                    None => {
-                        Current::Stored((self.feed_index, b.position[index], action, defaulted))
-                    }
-                    // Superseded within the batch: the key's current is a later row.
-                    Some(_) => *current,
-                };
-            }
-        }
-        Ok(())
+            .insert(o.time_period.clone(), Rc::clone(&period));
+        Ok(period)
     }
 
     /// Logs how many observations of the entry were applied under the exception of
@@ -700,13 +641,13 @@ impl ViewWriter for Lite<'_> {
         entry: &Entry<'_>,
         indicator: &str,
         feed_index: i64,
-        b: &Batch,
+        batch: &Batch<'_>,
     ) -> Result<(), StoreError> {
         let mut supersede = self.0.prepare_cached(
             "UPDATE observations SET superseded_at_ms = ?3
              WHERE feed_index = ?1 AND position = ?2",
         )?;
-        for (feed_index, position) in &b.supersede {
+        for (feed_index, position) in &batch.supersede {
             supersede.execute(params![feed_index, position, entry.accepted_at_ms])?;
         }
         let mut insert = self.0.prepare_cached(
@@ -717,35 +658,38 @@ impl ViewWriter for Lite<'_> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                  ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
         )?;
-        for (i, position) in b.position.iter().enumerate() {
+        for row in &batch.rows {
+            let o = row.observation;
             insert
                 .execute(params![
                     feed_index,
-                    position,
+                    row.position,
                     entry.node_id,
                     indicator,
-                    b.ref_area[i],
-                    b.time_period[i],
-                    b.dims[i],
-                    b.period_start[i],
-                    b.period_end[i],
-                    b.action[i],
-                    b.obs_value[i],
-                    b.obs_status[i],
-                    b.unit_measure[i],
-                    b.unit_mult[i],
-                    b.conf_status[i],
-                    b.footnote[i],
-                    b.source[i],
+                    o.ref_area,
+                    o.time_period,
+                    row.dims,
+                    row.period.0,
+                    row.period.1,
+                    action_code(o.action),
+                    o.obs_value,
+                    o.obs_status,
+                    o.unit_measure,
+                    o.unit_mult,
+                    o.conf_status,
+                    o.footnote,
+                    o.source,
                     &entry.digest.0[..],
                     entry.document,
                     entry.revision,
                     entry.accepted_at_ms,
-                    b.defaulted[i],
-                    b.superseded_at_ms[i],
+                    row.defaulted,
+                    row.superseded_at_ms,
                 ])
                 .map_err(|err| match db::constraint_message(&err) {
-                    Some(_) => entry.conflict(format!("observation {position} is refused: {err}")),
+                    Some(_) => {
+                        entry.conflict(format!("observation {} is refused: {err}", row.position))
+                    }
                     None => err.into(),
                 })?;
         }

@@ -14,8 +14,8 @@ use crate::indicators::{
 };
 pub(crate) use crate::indicators_sql::Entry;
 use crate::indicators_sql::{
-    APPLY_BATCH, Batch, InForceRow, Log, ViewWriter, apply_to_view, in_force, key_rule_before,
-    observation_columns,
+    APPLY_BATCH, Batch, BatchRow, InForceRow, Log, ViewWriter, action_code, apply_to_view,
+    in_force, key_rule_before, observation_columns,
 };
 use postgres::types::ToSql;
 use rcpfed_core::Digest;
@@ -67,8 +67,9 @@ impl ViewWriter for Tx<'_> {
         e: &Entry<'_>,
         indicator: &str,
         feed_index: i64,
-        b: &Batch,
+        batch: &Batch<'_>,
     ) -> Result<(), StoreError> {
+        let b = &batch;
         if !b.supersede.is_empty() {
             let (feed_indexes, positions): (Vec<i64>, Vec<i64>) =
                 b.supersede.iter().copied().unzip();
@@ -82,9 +83,24 @@ impl ViewWriter for Tx<'_> {
             )?;
             self.batch("SET LOCAL enable_seqscan = on")?;
         }
-        let Some(first) = b.position.first() else {
+        let Some(first) = b.rows.first().map(|r| r.position) else {
             return Ok(());
         };
+        let rows = &b.rows;
+        let column =
+            |f: for<'r> fn(&'r BatchRow<'_>) -> &'r str| rows.iter().map(f).collect::<Vec<_>>();
+        let position: Vec<i64> = rows.iter().map(|r| r.position).collect();
+        let action: Vec<i64> = rows
+            .iter()
+            .map(|r| action_code(r.observation.action))
+            .collect();
+        let obs_value: Vec<Option<f64>> = rows.iter().map(|r| r.observation.obs_value).collect();
+        let unit_mult: Vec<i64> = rows
+            .iter()
+            .map(|r| i64::from(r.observation.unit_mult))
+            .collect();
+        let defaulted: Vec<bool> = rows.iter().map(|r| r.defaulted).collect();
+        let superseded_at_ms: Vec<Option<i64>> = rows.iter().map(|r| r.superseded_at_ms).collect();
         self.execute(
             "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
                  time_period, dims, period_start, period_end, action, obs_value, obs_status,
@@ -109,22 +125,22 @@ impl ViewWriter for Tx<'_> {
                 &e.document,
                 &i64::from(e.revision),
                 &e.accepted_at_ms,
-                &b.position,
-                &b.ref_area,
-                &b.time_period,
-                &b.dims,
-                &b.period_start,
-                &b.period_end,
-                &b.action,
-                &b.obs_value,
-                &b.obs_status,
-                &b.unit_measure,
-                &b.unit_mult,
-                &b.conf_status,
-                &b.footnote,
-                &b.source,
-                &b.defaulted,
-                &b.superseded_at_ms,
+                &position,
+                &column(|r| &r.observation.ref_area),
+                &column(|r| &r.observation.time_period),
+                &column(|r| &r.dims),
+                &column(|r| &r.period.0),
+                &column(|r| &r.period.1),
+                &action,
+                &obs_value,
+                &column(|r| &r.observation.obs_status),
+                &column(|r| &r.observation.unit_measure),
+                &unit_mult,
+                &column(|r| &r.observation.conf_status),
+                &column(|r| &r.observation.footnote),
+                &column(|r| &r.observation.source),
+                &defaulted,
+                &superseded_at_ms,
             ],
         )
         .map_err(|err| match super::violated_constraint(&err) {
