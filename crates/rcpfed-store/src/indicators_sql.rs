@@ -26,7 +26,7 @@ use rcpfed_core::statement::{
 };
 use rusqlite::types::{ToSql, Value};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -352,23 +352,27 @@ impl Entry<'_> {
     }
 }
 
-/// Observations probed, ruled on and written per round: a backend writes a batch in one
+/// Observations keyed, ruled on and written per round: a backend writes a batch in one
 /// statement per step (PostgreSQL) or row by row (SQLite).
 pub(crate) const APPLY_BATCH: usize = 2_000;
 
-/// How a backend writes a batch of the view's rows; everything else of the apply step is
+/// How a backend writes the view's rows; everything else of the apply step is
 /// [`apply_to_view`]'s, through [`Sql`].
 pub(crate) trait ViewWriter: Sql {
-    /// Marks `batch.supersede` superseded at the entry's acceptance, then inserts the batch's
-    /// rows at `feed_index` (in that order, so the index of the versions in force never sees
-    /// two). A row a constraint refuses is the entry's conflict.
-    fn write_batch(
+    /// Marks the stored rows at `rows` (feed_index, position) superseded at `accepted_at_ms`.
+    fn supersede(&mut self, accepted_at_ms: i64, rows: &[(i64, i64)]) -> Result<(), StoreError>;
+
+    /// Inserts `rows` at `feed_index`, except a row in force whose key already has a version
+    /// in force: the index of the versions in force leaves it out, and its position is
+    /// returned (in the order of `rows`). Any other constraint a row breaks is the entry's
+    /// conflict.
+    fn insert_unless_in_force(
         &mut self,
         entry: &Entry<'_>,
         indicator: &str,
         feed_index: i64,
-        batch: &Batch<'_>,
-    ) -> Result<(), StoreError>;
+        rows: &[BatchRow<'_>],
+    ) -> Result<Vec<i64>, StoreError>;
 }
 
 /// Applies one stored feed entry to the view (SQLite), inside the transaction that stores it.
@@ -478,7 +482,7 @@ pub(crate) struct BatchRow<'o> {
     pub observation: &'o Observation,
     pub position: i64,
     /// The canonical dimension key.
-    pub dims: String,
+    pub dims: &'o str,
     /// The period's first and last day.
     pub period: Rc<(String, String)>,
     /// Whether the key rule filled in a default.
@@ -487,18 +491,32 @@ pub(crate) struct BatchRow<'o> {
     pub superseded_at_ms: Option<i64>,
 }
 
-/// What a backend writes for one batch.
+/// What the rule step writes for one batch, after its new keys went in.
 #[derive(Default)]
-pub(crate) struct Batch<'o> {
-    pub rows: Vec<BatchRow<'o>>,
+struct Batch<'o> {
+    rows: Vec<BatchRow<'o>>,
     /// Stored rows these observations supersede: (feed_index, position).
-    pub supersede: Vec<(i64, i64)>,
+    supersede: Vec<(i64, i64)>,
 }
 
-/// Applies a snapshot's observations a batch at a time: the action rule runs in memory over
-/// the batch (a key touched twice sees its first touch), the version in force of a key the
-/// batch has not touched yet is one exact probe, then the backend writes the batch. Keys of
-/// earlier batches are stored by then, so their probe finds them.
+/// An observation under the key rule.
+struct Keyed {
+    /// The canonical dimension key.
+    dims: String,
+    /// Whether the key rule filled in a default.
+    defaulted: bool,
+    /// The period's first and last day; None when TIME_PERIOD is not an SDMX period.
+    period: Option<Rc<(String, String)>>,
+}
+
+/// Applies a snapshot's observations a batch at a time, in two steps:
+/// 1. each APPEND of a key the batch has not touched before goes straight in: the index of
+///    the versions in force leaves it out when the key has one (the common case, a new key,
+///    then costs one insert and no lookup);
+/// 2. every other observation, in order, gets the action rule against its key's version in
+///    force: a row of this batch's second step (in memory), else one exact probe of the
+///    index, which also finds the rows of step 1 and of earlier batches. Then the backend
+///    marks the superseded rows and inserts the new ones.
 struct Applier<'e> {
     entry: &'e Entry<'e>,
     indicator: &'e str,
@@ -507,34 +525,101 @@ struct Applier<'e> {
     feed_index: i64,
     position: i64,
     /// Observations applied as revisions although the action rule refused them, because a
-    /// default merged two keys the entry was accepted under (see [`Applier::apply`]).
+    /// default merged two keys the entry was accepted under (see [`Applier::rule`]).
     tolerated: u64,
     /// `YYYY-MM-DD` bounds per TIME_PERIOD: a snapshot repeats few periods many times.
     periods: HashMap<String, Rc<(String, String)>>,
 }
 
 impl Applier<'_> {
-    /// Applies observations under their canonical keys. The action rule is the check's, with
-    /// one exception for entries accepted before the key rule existed: when the rule refuses
-    /// an observation and the observation or the version in force was keyed with a default
-    /// filled in, the two were different keys when the entry was accepted, so the observation
-    /// is applied as the key's next version (the later one wins). An entry accepted under the
-    /// key rule never needs this: its actions were checked against the same keys.
     fn apply(
         &mut self,
         tx: &mut impl ViewWriter,
         observations: &[Observation],
     ) -> Result<(), StoreError> {
+        let keyed: Vec<Keyed> = observations.iter().map(|o| self.key(o)).collect();
+        let inserted = self.insert_new_keys(tx, observations, &keyed)?;
+        self.rule(tx, observations, &keyed, &inserted)?;
+        self.position += offset(observations.len())?;
+        Ok(())
+    }
+
+    /// Step 1: inserts the APPENDs of keys the batch touches first; says per observation
+    /// whether it is stored now.
+    fn insert_new_keys(
+        &self,
+        tx: &mut impl ViewWriter,
+        observations: &[Observation],
+        keyed: &[Keyed],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut seen = HashSet::with_capacity(observations.len());
+        let mut rows = Vec::new();
+        let mut inserted = vec![false; observations.len()];
+        for (i, (o, k)) in observations.iter().zip(keyed).enumerate() {
+            let first_touch = seen.insert((&o.ref_area, &o.time_period, &k.dims));
+            let Some(period) = k.period.as_ref().filter(|_| first_touch) else {
+                continue;
+            };
+            if o.action == ObservationAction::Append {
+                rows.push(BatchRow {
+                    observation: o,
+                    position: self.position + offset(i)?,
+                    dims: &k.dims,
+                    period: Rc::clone(period),
+                    defaulted: k.defaulted,
+                    superseded_at_ms: None,
+                });
+                inserted[i] = true;
+            }
+        }
+        if rows.is_empty() {
+            return Ok(inserted);
+        }
+        for position in
+            tx.insert_unless_in_force(self.entry, self.indicator, self.feed_index, &rows)?
+        {
+            if let Some(left_out) = usize::try_from(position - self.position)
+                .ok()
+                .and_then(|i| inserted.get_mut(i))
+            {
+                *left_out = false;
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// Step 2: rules on the observations step 1 did not store, in order, and writes them.
+    /// The action rule is the check's, with one exception for entries accepted before the
+    /// key rule existed: when the rule refuses an observation and the observation or the
+    /// version in force was keyed with a default filled in, the two were different keys when
+    /// the entry was accepted, so the observation is applied as the key's next version (the
+    /// later one wins). An entry accepted under the key rule never needs this: its actions
+    /// were checked against the same keys.
+    fn rule<'o>(
+        &mut self,
+        tx: &mut impl ViewWriter,
+        observations: &'o [Observation],
+        keyed: &'o [Keyed],
+        inserted: &[bool],
+    ) -> Result<(), StoreError> {
         let e = self.entry;
         let mut batch = Batch::default();
-        let mut touched: HashMap<(&str, &str, String), Current> = HashMap::new();
-        for o in observations {
-            let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
-            let period = self.period(o)?;
-            let key = (o.ref_area.as_str(), o.time_period.as_str(), dims);
+        let mut touched: HashMap<(&str, &str, &str), Current> = HashMap::new();
+        for ((i, o), k) in observations.iter().enumerate().zip(keyed) {
+            if inserted[i] {
+                continue;
+            }
+            let position = self.position + offset(i)?;
+            let Some(period) = &k.period else {
+                return Err(e.conflict(format!(
+                    "observation {position} has time period {:?}, which is not an SDMX period",
+                    o.time_period
+                )));
+            };
+            let key = (o.ref_area.as_str(), o.time_period.as_str(), k.dims.as_str());
             let current = match touched.get(&key) {
                 Some(current) => *current,
-                None => self.stored_in_force(tx, &key)?,
+                None => self.stored_in_force(tx, key)?,
             };
             let (action, was_defaulted) = match current {
                 Current::None => (None, false),
@@ -544,11 +629,10 @@ impl Applier<'_> {
             };
             let state = in_force(action)?;
             if actions::step(state, o.action).is_err() {
-                if !(defaulted || was_defaulted) {
+                if !(k.defaulted || was_defaulted) {
                     return Err(e.conflict(format!(
-                        "observation {} {}",
-                        self.position,
-                        actions::refusal_words(e.node_id, self.indicator, o, &key.2, state)
+                        "observation {position} {}",
+                        actions::refusal_words(e.node_id, self.indicator, o, &k.dims, state)
                     )));
                 }
                 self.tolerated += 1;
@@ -562,25 +646,44 @@ impl Applier<'_> {
                     batch.rows[index].superseded_at_ms = Some(e.accepted_at_ms);
                 }
             }
-            let index = batch.rows.len();
-            batch.rows.push(BatchRow {
-                observation: o,
-                position: self.position,
-                dims: key.2.clone(),
-                period,
-                defaulted,
-                superseded_at_ms: None,
-            });
-            self.position += 1;
             touched.insert(
                 key,
-                Current::Pending(index, action_code(o.action), defaulted),
+                Current::Pending(batch.rows.len(), action_code(o.action), k.defaulted),
             );
+            batch.rows.push(BatchRow {
+                observation: o,
+                position,
+                dims: &k.dims,
+                period: Rc::clone(period),
+                defaulted: k.defaulted,
+                superseded_at_ms: None,
+            });
+        }
+        if !batch.supersede.is_empty() {
+            tx.supersede(e.accepted_at_ms, &batch.supersede)?;
         }
         if batch.rows.is_empty() {
             return Ok(());
         }
-        tx.write_batch(e, self.indicator, self.feed_index, &batch)
+        // Every key's version in force was looked up or superseded: none may be left out.
+        let left_out =
+            tx.insert_unless_in_force(e, self.indicator, self.feed_index, &batch.rows)?;
+        match left_out.first() {
+            Some(position) => Err(e.conflict(format!(
+                "observation {position} is refused: its key already has a version in force"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// `o` under the key rule, with its period's bounds.
+    fn key(&mut self, o: &Observation) -> Keyed {
+        let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
+        Keyed {
+            dims,
+            defaulted,
+            period: self.period(&o.time_period),
+        }
     }
 
     /// The stored version in force of a key: one exact probe of the index of the versions in
@@ -589,35 +692,29 @@ impl Applier<'_> {
     fn stored_in_force(
         &self,
         tx: &mut impl ViewWriter,
-        (area, period, dims): &(&str, &str, String),
+        (area, period, dims): (&str, &str, &str),
     ) -> Result<Current, StoreError> {
         let row = tx.first(
             &FIND_IN_FORCE,
-            &[&self.entry.node_id, &self.indicator, area, period, dims],
+            &[&self.entry.node_id, &self.indicator, &area, &period, &dims],
             |r| Ok((r.i64(0)?, r.i64(1)?, r.i64(2)?, r.bool(3)?)),
         )?;
         Ok(row.map_or(Current::None, Current::Stored))
     }
 
-    /// The `YYYY-MM-DD` bounds of `o`'s TIME_PERIOD; a period that is not SDMX is refused.
-    fn period(&mut self, o: &Observation) -> Result<Rc<(String, String)>, StoreError> {
-        if let Some(period) = self.periods.get(&o.time_period) {
-            return Ok(Rc::clone(period));
+    /// The `YYYY-MM-DD` bounds of a TIME_PERIOD; None when it is not an SDMX period.
+    fn period(&mut self, time_period: &str) -> Option<Rc<(String, String)>> {
+        if let Some(period) = self.periods.get(time_period) {
+            return Some(Rc::clone(period));
         }
-        let Some(period) = parse_time_period(&o.time_period) else {
-            return Err(self.entry.conflict(format!(
-                "observation {} has time period {:?}, which is not an SDMX period",
-                self.position, o.time_period
-            )));
-        };
-        let period = Rc::new(period_dates(&period));
+        let period = Rc::new(period_dates(&parse_time_period(time_period)?));
         self.periods
-            .insert(o.time_period.clone(), Rc::clone(&period));
-        Ok(period)
+            .insert(time_period.to_string(), Rc::clone(&period));
+        Some(period)
     }
 
     /// Logs how many observations of the entry were applied under the exception of
-    /// [`Applier::apply`].
+    /// [`Applier::rule`].
     fn note_tolerated(&self) {
         if self.tolerated > 0 {
             let e = self.entry;
@@ -633,34 +730,49 @@ impl Applier<'_> {
     }
 }
 
-/// SQLite writes a batch row by row with two cached statements: no array type, and a
-/// statement costs no round trip.
+/// An index within a batch as a position offset.
+fn offset(index: usize) -> Result<i64, StoreError> {
+    i64::try_from(index)
+        .map_err(|_| StoreError::Corrupt(format!("batch index {index} exceeds a position")))
+}
+
+/// SQLite writes row by row with cached statements: no array type, and a statement costs no
+/// round trip.
 impl ViewWriter for Lite<'_> {
-    fn write_batch(
-        &mut self,
-        entry: &Entry<'_>,
-        indicator: &str,
-        feed_index: i64,
-        batch: &Batch<'_>,
-    ) -> Result<(), StoreError> {
+    fn supersede(&mut self, accepted_at_ms: i64, rows: &[(i64, i64)]) -> Result<(), StoreError> {
         let mut supersede = self.0.prepare_cached(
             "UPDATE observations SET superseded_at_ms = ?3
              WHERE feed_index = ?1 AND position = ?2",
         )?;
-        for (feed_index, position) in &batch.supersede {
-            supersede.execute(params![feed_index, position, entry.accepted_at_ms])?;
+        for (feed_index, position) in rows {
+            supersede.execute(params![feed_index, position, accepted_at_ms])?;
         }
+        Ok(())
+    }
+
+    fn insert_unless_in_force(
+        &mut self,
+        entry: &Entry<'_>,
+        indicator: &str,
+        feed_index: i64,
+        rows: &[BatchRow<'_>],
+    ) -> Result<Vec<i64>, StoreError> {
+        // The conflict target names the index of the versions in force: any other constraint
+        // still fails the insert.
         let mut insert = self.0.prepare_cached(
             "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
                  time_period, dims, period_start, period_end, action, obs_value, obs_status,
                  unit_measure, unit_mult, conf_status, footnote, source, digest, document,
                  revision, accepted_at_ms, defaulted, superseded_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23)
+             ON CONFLICT (indicator, ref_area, time_period, dims, node_id)
+                 WHERE superseded_at_ms IS NULL DO NOTHING",
         )?;
-        for row in &batch.rows {
+        let mut left_out = Vec::new();
+        for row in rows {
             let o = row.observation;
-            insert
+            let stored = insert
                 .execute(params![
                     feed_index,
                     row.position,
@@ -692,8 +804,11 @@ impl ViewWriter for Lite<'_> {
                     }
                     None => err.into(),
                 })?;
+            if stored == 0 {
+                left_out.push(row.position);
+            }
         }
-        Ok(())
+        Ok(left_out)
     }
 }
 

@@ -14,15 +14,15 @@ use crate::indicators::{
 };
 pub(crate) use crate::indicators_sql::Entry;
 use crate::indicators_sql::{
-    APPLY_BATCH, Batch, BatchRow, InForceRow, Log, ViewWriter, action_code, apply_to_view,
-    in_force, key_rule_before, observation_columns,
+    APPLY_BATCH, BatchRow, InForceRow, Log, ViewWriter, action_code, apply_to_view, in_force,
+    key_rule_before, observation_columns,
 };
 use postgres::types::ToSql;
 use rcpfed_core::Digest;
 use rcpfed_core::admission::actions::{self, ActionScope, ObservationKey};
 use rcpfed_core::rejection::Violation;
 use rcpfed_core::statement::Observation;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Checks `observations` against what `node_id` has in force with the action rule
 /// ([`actions::check`]), reading the keys of [`APPLY_BATCH`] observations per query.
@@ -59,34 +59,33 @@ pub(crate) fn apply_entry(tx: &mut Tx<'_>, entry: &Entry<'_>) -> Result<(), Stor
     apply_to_view(tx, Log::Hub, entry)
 }
 
-/// PostgreSQL writes a batch with one statement per step, its rows travelling as arrays: one
-/// round trip each instead of one or two per observation.
+/// PostgreSQL writes with one statement per step, the rows travelling as arrays: one round
+/// trip each instead of one or two per observation.
 impl ViewWriter for Tx<'_> {
-    fn write_batch(
+    fn supersede(&mut self, accepted_at_ms: i64, rows: &[(i64, i64)]) -> Result<(), StoreError> {
+        let (feed_indexes, positions): (Vec<i64>, Vec<i64>) = rows.iter().copied().unzip();
+        // One primary-key probe per superseded row (see load_in_force).
+        self.batch("SET LOCAL enable_seqscan = off")?;
+        self.execute(
+            "UPDATE observations o SET superseded_at_ms = $1
+             FROM unnest($2::bigint[], $3::bigint[]) AS s(feed_index, position)
+             WHERE o.feed_index = s.feed_index AND o.position = s.position",
+            &[&accepted_at_ms, &feed_indexes, &positions],
+        )?;
+        self.batch("SET LOCAL enable_seqscan = on")?;
+        Ok(())
+    }
+
+    fn insert_unless_in_force(
         &mut self,
         e: &Entry<'_>,
         indicator: &str,
         feed_index: i64,
-        batch: &Batch<'_>,
-    ) -> Result<(), StoreError> {
-        let b = &batch;
-        if !b.supersede.is_empty() {
-            let (feed_indexes, positions): (Vec<i64>, Vec<i64>) =
-                b.supersede.iter().copied().unzip();
-            // One primary-key probe per superseded row (see load_in_force).
-            self.batch("SET LOCAL enable_seqscan = off")?;
-            self.execute(
-                "UPDATE observations o SET superseded_at_ms = $1
-                 FROM unnest($2::bigint[], $3::bigint[]) AS s(feed_index, position)
-                 WHERE o.feed_index = s.feed_index AND o.position = s.position",
-                &[&e.accepted_at_ms, &feed_indexes, &positions],
-            )?;
-            self.batch("SET LOCAL enable_seqscan = on")?;
-        }
-        let Some(first) = b.rows.first().map(|r| r.position) else {
-            return Ok(());
+        rows: &[BatchRow<'_>],
+    ) -> Result<Vec<i64>, StoreError> {
+        let Some(first) = rows.first().map(|r| r.position) else {
+            return Ok(Vec::new());
         };
-        let rows = &b.rows;
         let column =
             |f: for<'r> fn(&'r BatchRow<'_>) -> &'r str| rows.iter().map(f).collect::<Vec<_>>();
         let position: Vec<i64> = rows.iter().map(|r| r.position).collect();
@@ -101,55 +100,68 @@ impl ViewWriter for Tx<'_> {
             .collect();
         let defaulted: Vec<bool> = rows.iter().map(|r| r.defaulted).collect();
         let superseded_at_ms: Vec<Option<i64>> = rows.iter().map(|r| r.superseded_at_ms).collect();
-        self.execute(
-            "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
-                 time_period, dims, period_start, period_end, action, obs_value, obs_status,
-                 unit_measure, unit_mult, conf_status, footnote, source, digest, document,
-                 revision, accepted_at_ms, defaulted, superseded_at_ms)
-             SELECT $1, r.position, $2, $3, r.ref_area, r.time_period, r.dims,
-                 r.period_start, r.period_end, r.action, r.obs_value, r.obs_status,
-                 r.unit_measure, r.unit_mult, r.conf_status, r.footnote, r.source, $4, $5,
-                 $6, $7, r.defaulted, r.superseded_at_ms
-             FROM unnest($8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[],
-                 $13::text[], $14::bigint[], $15::float8[], $16::text[], $17::text[],
-                 $18::bigint[], $19::text[], $20::text[], $21::text[], $22::bool[],
-                 $23::bigint[])
-               AS r(position, ref_area, time_period, dims, period_start, period_end, action,
-                 obs_value, obs_status, unit_measure, unit_mult, conf_status, footnote,
-                 source, defaulted, superseded_at_ms)",
-            &[
-                &feed_index,
-                &e.node_id,
-                &indicator,
-                &&e.digest.0[..],
-                &e.document,
-                &i64::from(e.revision),
-                &e.accepted_at_ms,
-                &position,
-                &column(|r| &r.observation.ref_area),
-                &column(|r| &r.observation.time_period),
-                &column(|r| &r.dims),
-                &column(|r| &r.period.0),
-                &column(|r| &r.period.1),
-                &action,
-                &obs_value,
-                &column(|r| &r.observation.obs_status),
-                &column(|r| &r.observation.unit_measure),
-                &unit_mult,
-                &column(|r| &r.observation.conf_status),
-                &column(|r| &r.observation.footnote),
-                &column(|r| &r.observation.source),
-                &defaulted,
-                &superseded_at_ms,
-            ],
-        )
-        .map_err(|err| match super::violated_constraint(&err) {
-            Some(_) => e.conflict(format!(
-                "observations from position {first} are refused: {err}"
-            )),
-            None => err,
-        })?;
-        Ok(())
+        // The conflict target names the index of the versions in force: any other constraint
+        // still fails the statement. RETURNING lists the rows stored.
+        let stored = self
+            .query(
+                "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
+                     time_period, dims, period_start, period_end, action, obs_value, obs_status,
+                     unit_measure, unit_mult, conf_status, footnote, source, digest, document,
+                     revision, accepted_at_ms, defaulted, superseded_at_ms)
+                 SELECT $1, r.position, $2, $3, r.ref_area, r.time_period, r.dims,
+                     r.period_start, r.period_end, r.action, r.obs_value, r.obs_status,
+                     r.unit_measure, r.unit_mult, r.conf_status, r.footnote, r.source, $4, $5,
+                     $6, $7, r.defaulted, r.superseded_at_ms
+                 FROM unnest($8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[],
+                     $13::text[], $14::bigint[], $15::float8[], $16::text[], $17::text[],
+                     $18::bigint[], $19::text[], $20::text[], $21::text[], $22::bool[],
+                     $23::bigint[])
+                   AS r(position, ref_area, time_period, dims, period_start, period_end, action,
+                     obs_value, obs_status, unit_measure, unit_mult, conf_status, footnote,
+                     source, defaulted, superseded_at_ms)
+                 ON CONFLICT (indicator, ref_area, time_period, dims, node_id)
+                     WHERE superseded_at_ms IS NULL DO NOTHING
+                 RETURNING position",
+                &[
+                    &feed_index,
+                    &e.node_id,
+                    &indicator,
+                    &&e.digest.0[..],
+                    &e.document,
+                    &i64::from(e.revision),
+                    &e.accepted_at_ms,
+                    &position,
+                    &column(|r| &r.observation.ref_area),
+                    &column(|r| &r.observation.time_period),
+                    &column(|r| r.dims),
+                    &column(|r| &r.period.0),
+                    &column(|r| &r.period.1),
+                    &action,
+                    &obs_value,
+                    &column(|r| &r.observation.obs_status),
+                    &column(|r| &r.observation.unit_measure),
+                    &unit_mult,
+                    &column(|r| &r.observation.conf_status),
+                    &column(|r| &r.observation.footnote),
+                    &column(|r| &r.observation.source),
+                    &defaulted,
+                    &superseded_at_ms,
+                ],
+            )
+            .map_err(|err| match super::violated_constraint(&err) {
+                Some(_) => e.conflict(format!(
+                    "observations from position {first} are refused: {err}"
+                )),
+                None => err,
+            })?;
+        let stored = stored
+            .iter()
+            .map(|r| r.try_get::<_, i64>(0))
+            .collect::<Result<HashSet<i64>, _>>()?;
+        Ok(position
+            .into_iter()
+            .filter(|p| !stored.contains(p))
+            .collect())
     }
 }
 
