@@ -362,10 +362,10 @@ pub(crate) trait ViewWriter: Sql {
     /// Marks the stored rows at `rows` (feed_index, position) superseded at `accepted_at_ms`.
     fn supersede(&mut self, accepted_at_ms: i64, rows: &[(i64, i64)]) -> Result<(), StoreError>;
 
-    /// Inserts `rows` at `feed_index`, except a row in force whose key already has a version
-    /// in force: the index of the versions in force leaves it out, and its position is
-    /// returned (in the order of `rows`). Any other constraint a row breaks is the entry's
-    /// conflict.
+    /// Inserts `rows` at `feed_index` in their order, except a row in force whose key already
+    /// has a version in force (stored before, or an earlier row of `rows`): the index of the
+    /// versions in force leaves it out, and its position is returned (in the order of
+    /// `rows`). Any other constraint a row breaks is the entry's conflict.
     fn insert_unless_in_force(
         &mut self,
         entry: &Entry<'_>,
@@ -510,13 +510,13 @@ struct Keyed {
 }
 
 /// Applies a snapshot's observations a batch at a time, in two steps:
-/// 1. each APPEND of a key the batch has not touched before goes straight in: the index of
-///    the versions in force leaves it out when the key has one (the common case, a new key,
-///    then costs one insert and no lookup);
+/// 1. the APPENDs go straight in ([`Applier::insert_new_keys`]): the index of the versions in
+///    force leaves one out when its key has one, so the common case, a new key, costs one
+///    insert and no lookup;
 /// 2. every other observation, in order, gets the action rule against its key's version in
-///    force: a row of this batch's second step (in memory), else one exact probe of the
-///    index, which also finds the rows of step 1 and of earlier batches. Then the backend
-///    marks the superseded rows and inserts the new ones.
+///    force: a row of this step (in memory), else one exact probe of the index, which also
+///    finds the rows of step 1 and of earlier batches. Then the backend marks the superseded
+///    rows and inserts the new ones.
 struct Applier<'e> {
     entry: &'e Entry<'e>,
     indicator: &'e str,
@@ -544,33 +544,41 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Step 1: inserts the APPENDs of keys the batch touches first; says per observation
-    /// whether it is stored now.
+    /// Step 1: inserts, in order, every APPEND whose key no earlier REPLACE or DELETE of the
+    /// batch touched; says per observation whether it is stored now. Inserted in order, a
+    /// repeated APPEND is left out by the first one, so every APPEND left out meets in step 2
+    /// the same version in force as it would one by one; an inserted one had nothing in force.
     fn insert_new_keys(
         &self,
         tx: &mut impl ViewWriter,
         observations: &[Observation],
         keyed: &[Keyed],
     ) -> Result<Vec<bool>, StoreError> {
-        let mut seen = HashSet::with_capacity(observations.len());
+        // Usually empty: a snapshot of new data only appends, and then nothing is hashed.
+        let mut changed = HashSet::new();
         let mut rows = Vec::new();
         let mut inserted = vec![false; observations.len()];
         for (i, (o, k)) in observations.iter().zip(keyed).enumerate() {
-            let first_touch = seen.insert((&o.ref_area, &o.time_period, &k.dims));
-            let Some(period) = k.period.as_ref().filter(|_| first_touch) else {
+            let key = (o.ref_area.as_str(), o.time_period.as_str(), k.dims.as_str());
+            if o.action != ObservationAction::Append {
+                changed.insert(key);
+                continue;
+            }
+            let Some(period) = &k.period else {
                 continue;
             };
-            if o.action == ObservationAction::Append {
-                rows.push(BatchRow {
-                    observation: o,
-                    position: self.position + offset(i)?,
-                    dims: &k.dims,
-                    period: Rc::clone(period),
-                    defaulted: k.defaulted,
-                    superseded_at_ms: None,
-                });
-                inserted[i] = true;
+            if !changed.is_empty() && changed.contains(&key) {
+                continue;
             }
+            rows.push(BatchRow {
+                observation: o,
+                position: self.position + offset(i)?,
+                dims: &k.dims,
+                period: Rc::clone(period),
+                defaulted: k.defaulted,
+                superseded_at_ms: None,
+            });
+            inserted[i] = true;
         }
         if rows.is_empty() {
             return Ok(inserted);

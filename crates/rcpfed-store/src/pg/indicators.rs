@@ -101,7 +101,8 @@ impl ViewWriter for Tx<'_> {
         let defaulted: Vec<bool> = rows.iter().map(|r| r.defaulted).collect();
         let superseded_at_ms: Vec<Option<i64>> = rows.iter().map(|r| r.superseded_at_ms).collect();
         // The conflict target names the index of the versions in force: any other constraint
-        // still fails the statement. RETURNING lists the rows stored.
+        // still fails the statement. Rows go in in position order, so of two rows in force
+        // with one key the first is stored; RETURNING lists the rows stored.
         let stored = self
             .query(
                 "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
@@ -119,6 +120,7 @@ impl ViewWriter for Tx<'_> {
                    AS r(position, ref_area, time_period, dims, period_start, period_end, action,
                      obs_value, obs_status, unit_measure, unit_mult, conf_status, footnote,
                      source, defaulted, superseded_at_ms)
+                 ORDER BY r.position
                  ON CONFLICT (indicator, ref_area, time_period, dims, node_id)
                      WHERE superseded_at_ms IS NULL DO NOTHING
                  RETURNING position",
