@@ -2328,3 +2328,118 @@ async fn cli_dry_run_reports_every_kind_of_problem_in_one_pass() {
     assert_ne!(code, 0, "{stdout}{stderr}");
     assert!(c.outbox("colombo").await.is_empty(), "nothing was signed");
 }
+
+/// The scratch files of `PublishSnapshot` streams in `node`'s data directory.
+fn publish_staging_files(c: &Cluster, node: &str) -> usize {
+    let dir = c
+        .fed_dir()
+        .join("data")
+        .join(node)
+        .join("node.sqlite.publish-staging");
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The messages of a `PublishSnapshot` of `observations` on colombo, in batches of 5000.
+fn publish_snapshot_messages(
+    name: &str,
+    observations: &[Observation],
+) -> Vec<v1::PublishSnapshotRequest> {
+    use v1::publish_snapshot_request::Part;
+    let mut parts = vec![v1::PublishSnapshotRequest {
+        part: Some(Part::Header(v1::PublishSnapshotHeader {
+            document: format!("regions/colombo/indicators/mig_stock/{name}"),
+            indicator: "MIG_STOCK".into(),
+            validate_only: false,
+            request_id: String::new(),
+        })),
+    }];
+    parts.extend(
+        observations
+            .chunks(5000)
+            .map(|batch| v1::PublishSnapshotRequest {
+                part: Some(Part::Batch(v1::ObservationBatch {
+                    observations: batch.iter().map(Observation::to_proto).collect(),
+                })),
+            }),
+    );
+    parts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_stream_leaves_no_staging_behind_even_when_its_node_is_killed() {
+    let mut c = start(&["colombo"]).await;
+    wait_for_catalogue(&c, "colombo").await;
+    let observations = mig_stock(&undated_states(&c, "colombo"), OBSERVATIONS_PER_CHUNK + 100);
+
+    // Refused for a row of its second chunk: nothing signed, nothing staged.
+    let mut bad = observations.clone();
+    bad[OBSERVATIONS_PER_CHUNK + 50].ref_area = "ZZZ".into();
+    let mut node = c.node_client("colombo", "operator").await;
+    let refused = node
+        .publish_snapshot(tokio_stream::iter(publish_snapshot_messages("bad", &bad)))
+        .await;
+    let s = assert_refused(refused, Code::InvalidArgument, "INVALID_COUNTRY_CODE");
+    assert_eq!(
+        field_violations(&s)
+            .iter()
+            .map(|v| v.0.as_str())
+            .collect::<Vec<_>>(),
+        ["indicator_snapshot.observations[10050].ref_area"]
+    );
+    assert_eq!(publish_staging_files(&c, "colombo"), 0, "a refused stream");
+
+    // A stream still open when its node is killed: its scratch file stays behind until the node
+    // starts again.
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    for part in publish_snapshot_messages("cut-short", &observations)
+        .into_iter()
+        .take(4)
+    {
+        sender.send(part).await.expect("queued");
+    }
+    let mut streaming = c.node_client("colombo", "operator").await;
+    let call = tokio::spawn(async move {
+        streaming
+            .publish_snapshot(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        publish_staging_files(&c, "colombo") == 1,
+        "the open stream stages its chunks"
+    );
+    c.kill_node("colombo").await;
+    assert!(call.await.expect("call task").is_err(), "the node died");
+    drop(sender);
+    assert_eq!(publish_staging_files(&c, "colombo"), 1, "left by the kill");
+    c.restart_node("colombo").await;
+    // The node writes its address file before it opens its store, then clears the leftovers.
+    assert_eq!(c.node_status("colombo").await.head_seq, 0, "nothing signed");
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        publish_staging_files(&c, "colombo") == 0,
+        "removed when the node starts"
+    );
+
+    // The whole snapshot, sent again, is signed as a chunk manifest and leaves nothing staged.
+    let mut node = c.node_client("colombo", "operator").await;
+    let published = node
+        .publish_snapshot(tokio_stream::iter(publish_snapshot_messages(
+            "whole",
+            &observations,
+        )))
+        .await
+        .unwrap_or_else(|s| panic!("the whole snapshot: {}", describe(&s)))
+        .into_inner();
+    assert_eq!(
+        (
+            published.seq,
+            published.observation_count,
+            published.chunk_count
+        ),
+        (1, (OBSERVATIONS_PER_CHUNK + 100) as u64, 2)
+    );
+    assert_eq!(publish_staging_files(&c, "colombo"), 0);
+}

@@ -56,6 +56,13 @@ pub fn encode_chunks(
     )
 }
 
+/// Appends `o` to the bytes of a chunk being cut: a chunk is its observations' fields one after
+/// another, so a chunk built this way, one observation at a time, has exactly the bytes
+/// [`encode_chunks`] gives for the same observations.
+pub fn append_to_chunk(chunk: &mut Vec<u8>, o: &Observation) {
+    prost::encoding::message::encode(1, &o.to_proto(), chunk);
+}
+
 /// A manifest rejection whose reason and field violation are both INVALID_CHUNK_MANIFEST.
 fn manifest_error(field: String, reason: &'static str, description: String) -> Rejection {
     Rejection::invalid(reason, format!("{field}: {description}"))
@@ -195,6 +202,20 @@ mod tests {
             footnote: String::new(),
             source: String::new(),
         }
+    }
+
+    #[test]
+    fn a_chunk_built_one_observation_at_a_time_has_the_bytes_of_encode_chunks() {
+        let mut observations: Vec<Observation> = (0..7).map(obs).collect();
+        observations[3].footnote = "a note, with \u{e9}".into();
+        observations[4].dimensions = vec![("SEX".into(), "F".into())];
+        let (manifest, whole) = encode_chunks(&observations, observations.len());
+        let mut built = Vec::new();
+        for o in &observations {
+            append_to_chunk(&mut built, o);
+        }
+        assert_eq!(whole, [built.clone()]);
+        assert_eq!(manifest.chunks[0].sha256, Digest::of(&built));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod statement;
 pub mod suggest;
 pub mod tiles;
 pub mod validate;
+pub mod versions;
 pub mod wire;
 
 pub use digest::Digest;

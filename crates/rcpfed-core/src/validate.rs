@@ -265,6 +265,15 @@ impl Findings {
         }
     }
 
+    /// Adds everything `other` found (another part of the same document).
+    pub fn absorb(&mut self, other: Findings) {
+        self.add_errors(other.errors, other.total_errors, other.errors_at_least);
+        self.rule_errors += other.rule_errors;
+        self.total_warnings += other.total_warnings;
+        let room = MAX_VIOLATIONS.saturating_sub(self.warnings.len());
+        self.warnings.extend(other.warnings.into_iter().take(room));
+    }
+
     fn add_rules(&mut self, v: Violations) {
         let Violations(list, total) = v;
         self.rule_errors += total;
@@ -350,6 +359,113 @@ pub fn check_observations_all(
     findings.add_rules(v);
     findings.add_catalogue_rows(rows, unknown);
     findings
+}
+
+/// The header rules alone ([`check_statement`] without the body): the identity checks, which
+/// stop at the first failure, then every header field rule. For a snapshot that streams, whose
+/// observations [`ObservationRows`] checks as they arrive.
+pub fn check_header_rules(st: &Statement, ctx: &ValidationContext) -> Result<Findings, Rejection> {
+    check_identity(st, ctx)?;
+    let mut v = Violations::default();
+    check_header(st, ctx, &mut v);
+    let mut findings = Findings::default();
+    findings.add_rules(v);
+    Ok(findings)
+}
+
+/// The observation rules of [`check_observations_all`] for a snapshot that arrives in pieces:
+/// each row is checked when it comes ([`ObservationRows::check`]), so the snapshot never has
+/// to be held whole. The caller decides the one cross-row rule of the statement rules, the
+/// duplicate key (it passes the position of the earlier observation with the same key, under
+/// [`ObservationRows::key_defaults`]); the catalogue's one cross-row rule, one frequency per
+/// snapshot, is kept here. Rows must come in position order, from 0. What [`Self::finish`]
+/// gives equals what [`check_observations_all`] gives for the whole list.
+pub struct ObservationRows<'c> {
+    ctx: ValidationContext<'c>,
+    defaults: Vec<(String, String)>,
+    rules: Violations,
+    catalogue: Option<CatalogueRows<'c>>,
+    unknown: Option<CatalogueCheck>,
+    rows: usize,
+}
+
+impl<'c> ObservationRows<'c> {
+    /// The checks of `indicator`'s observations under `ctx` and, when given, `catalogue`.
+    pub fn new(
+        indicator: &str,
+        ctx: ValidationContext<'c>,
+        catalogue: Option<&'c Catalogue>,
+    ) -> Self {
+        let mut rules = Violations::default();
+        check_indicator_code(indicator, &mut rules);
+        let (rows, unknown) = catalogue_rows(catalogue, indicator);
+        ObservationRows {
+            ctx,
+            defaults: key_defaults(catalogue, indicator),
+            rules,
+            catalogue: rows,
+            unknown,
+            rows: 0,
+        }
+    }
+
+    /// The catalogue defaults of the key rule: an observation that leaves one out has it.
+    pub fn key_defaults(&self) -> &[(String, String)] {
+        &self.defaults
+    }
+
+    /// Checks observation `i` (the next one); `repeat_of`: the earlier observation with the
+    /// same key, if any.
+    pub fn check(&mut self, i: usize, o: &Observation, repeat_of: Option<usize>) {
+        self.rows += 1;
+        check_row(
+            i,
+            o,
+            repeat_of,
+            &self.ctx,
+            &self.defaults,
+            &mut self.rules,
+            self.catalogue.as_mut(),
+        );
+    }
+
+    /// Whether an error was found so far.
+    pub fn has_errors(&self) -> bool {
+        self.rules.1 > 0
+            || self.unknown.as_ref().is_some_and(|u| !u.is_ok())
+            || self.catalogue.as_ref().is_some_and(|c| c.has_errors())
+    }
+
+    /// Everything the rows gave.
+    pub fn finish(self) -> Findings {
+        let mut rules = self.rules;
+        if self.rows == 0 {
+            push_no_observations(&mut rules);
+        }
+        let mut findings = Findings::default();
+        findings.add_rules(rules);
+        findings.add_catalogue_rows(self.catalogue, self.unknown);
+        findings
+    }
+}
+
+/// The key of an observation as bytes, equal for two observations exactly when the duplicate
+/// rule ([`repeated_keys`]) calls their keys the same: REF_AREA, TIME_PERIOD and the
+/// dimensions with the absent `defaults` filled in, sorted, each length-prefixed.
+pub fn key_bytes(o: &Observation, defaults: &[(String, String)]) -> Vec<u8> {
+    let (ref_area, time_period, pairs) = canonical_key(o, defaults);
+    let mut out = Vec::with_capacity(64);
+    let mut put = |text: &str| {
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+    };
+    put(ref_area);
+    put(time_period);
+    for (id, value) in pairs {
+        put(id);
+        put(value);
+    }
+    out
 }
 
 /// The catalogue's row checks for `indicator`, or its `UNKNOWN_INDICATOR` refusal; neither
@@ -764,14 +880,36 @@ fn check_observations(
 ) {
     check_indicator_code(indicator, v);
     if observations.is_empty() {
-        v.push(
-            "indicator_snapshot.observations",
-            reasons::NO_OBSERVATIONS,
-            "needs at least one observation",
-        );
+        push_no_observations(v);
     }
     let mut repeats = repeated_keys(observations, defaults).into_iter().peekable();
     for (i, o) in observations.iter().enumerate() {
+        let repeat_of = repeats.next_if(|(r, _)| *r == i).map(|(_, first)| first);
+        check_row(i, o, repeat_of, ctx, defaults, v, catalogue.as_deref_mut());
+    }
+}
+
+fn push_no_observations(v: &mut Violations) {
+    v.push(
+        "indicator_snapshot.observations",
+        reasons::NO_OBSERVATIONS,
+        "needs at least one observation",
+    );
+}
+
+/// The rules of observation `i` alone, then the catalogue's for it; `repeat_of` is the
+/// position of the earlier observation with the same key, if any (the one cross-row rule,
+/// decided by the caller: in memory for a whole snapshot, in a staging index for a stream).
+fn check_row(
+    i: usize,
+    o: &Observation,
+    repeat_of: Option<usize>,
+    ctx: &ValidationContext,
+    defaults: &[(String, String)],
+    v: &mut Violations,
+    catalogue: Option<&mut CatalogueRows<'_>>,
+) {
+    {
         // What this row's rules refuse; the catalogue leaves those fields alone.
         let mut faults = RowFaults::default();
         let period = parse_time_period(&o.time_period);
@@ -925,7 +1063,7 @@ fn check_observations(
                 faults.unit_measure |= column == ".unit_measure" && v.1 > before;
             }
         }
-        if let Some((_, first)) = repeats.next_if(|(r, _)| *r == i) {
+        if let Some(first) = repeat_of {
             v.push_with(reasons::DUPLICATE_KEY, || {
                 let (pairs, filled) = key_pairs(&o.dimensions, defaults);
                 let dims: Vec<String> = pairs.iter().map(|(id, c)| format!("{id}={c}")).collect();
@@ -948,7 +1086,7 @@ fn check_observations(
                 )
             });
         }
-        if let Some(rows) = catalogue.as_deref_mut() {
+        if let Some(rows) = catalogue {
             rows.check(i, o, &faults);
         }
     }

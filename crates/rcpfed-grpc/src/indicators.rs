@@ -5,10 +5,6 @@
 //! the node differ only in their store and in how they check the caller, which they plug in
 //! as a [`ReaderCheck`] (normally [`reader_role`]).
 
-use crate::sdmx::{
-    CSV_MEDIA_TYPE, JSON_MEDIA_TYPE, JsonMeta, SdmxError, SdmxJsonWriter, SdmxStructure,
-    csv_header, csv_row,
-};
 use crate::shared::SharedFederation;
 use crate::status::{ERROR_DOMAIN, blocking, internal, invalid_field, rejection_status};
 use crate::{authorize, limits, timestamp_from_ms};
@@ -20,6 +16,11 @@ use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::validate::is_indicator_code;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::indicator_service_server::{IndicatorService, IndicatorServiceServer};
+use rcpfed_sdmx::structure::STRUCTURE_MEDIA_TYPE;
+use rcpfed_sdmx::{
+    CSV_MEDIA_TYPE, JSON_MEDIA_TYPE, JsonMeta, SdmxError, SdmxJsonWriter, SdmxStructure,
+    csv_header, csv_row,
+};
 use rcpfed_store::{
     HubDocument, IndicatorStore, ObservationCursor, ObservationFilter, ObservationProvenance,
     ObservationRow, catalogue_chain, coherence_chain,
@@ -516,7 +517,7 @@ impl IndicatorService for IndicatorRpc {
             let providers = self
                 .providers
                 .as_ref()
-                .map(|f| crate::sdmx_rest::structure::providers(&f.get()));
+                .map(|f| rcpfed_sdmx::structure::providers(&f.get()));
             let pieces =
                 structure_export(&self.store, &self.hub_id, &filter.indicator, providers).await?;
             return Ok(Response::new(Box::pin(tokio_stream::iter(
@@ -579,7 +580,7 @@ impl ExportFormat {
         match self {
             ExportFormat::Csv => CSV_MEDIA_TYPE,
             ExportFormat::Json => JSON_MEDIA_TYPE,
-            ExportFormat::Structure => crate::sdmx_rest::STRUCTURE_MEDIA_TYPE,
+            ExportFormat::Structure => STRUCTURE_MEDIA_TYPE,
         }
     }
 }
@@ -590,9 +591,9 @@ async fn structure_export(
     store: &Arc<dyn IndicatorStore>,
     hub_id: &str,
     indicator: &str,
-    providers: Option<Vec<crate::sdmx_rest::structure::Provider>>,
+    providers: Option<Vec<rcpfed_sdmx::structure::Provider>>,
 ) -> Result<Vec<v1::ExportSdmxResponse>, Status> {
-    use crate::sdmx_rest::structure::{Artefact, References, Structures};
+    use rcpfed_sdmx::structure::{Artefact, References, Structures};
     let reader = Arc::clone(store);
     let hub = hub_id.to_string();
     let catalogue = blocking("reading the catalogue", move || {

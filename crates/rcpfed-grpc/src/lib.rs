@@ -14,7 +14,6 @@ pub mod peer;
 pub mod public_http;
 pub mod records;
 pub mod rpc_metrics;
-pub mod sdmx;
 pub mod sdmx_rest;
 pub mod server;
 pub mod shared;

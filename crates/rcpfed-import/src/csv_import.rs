@@ -1,5 +1,6 @@
 //! Indicator observations written as CSV: the project's simple SDMX-CSV-like format and
-//! SDMX-CSV 2.0 data messages (see [`crate::sdmx`] for what is specific to the latter).
+//! SDMX-CSV 2.0 data messages (see [`rcpfed_sdmx::csv_read`] for what is specific to the
+//! latter).
 
 use crate::reader::{Engine, Mode};
 use crate::row::fill_defaults;
@@ -331,8 +332,8 @@ pub fn parse_indicator_csv(
 
 /// Parses an SDMX-CSV 2.0 data message into one snapshot per `STRUCTURE_ID` (one dataflow
 /// per indicator), in order of first appearance; observations keep the file's order. See
-/// [`crate::sdmx`] for the columns and how SDMX actions and conventions are read. The result
-/// is the same as [`parse_indicator_csv`]'s; documents are named the same way.
+/// [`rcpfed_sdmx::csv_read`] for the columns and how SDMX actions and conventions are read. The
+/// result is the same as [`parse_indicator_csv`]'s; documents are named the same way.
 pub fn parse_sdmx_csv(
     text: &str,
     node_id: &str,

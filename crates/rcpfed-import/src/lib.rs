@@ -2,12 +2,13 @@
 //!
 //! Secretariats write policy summaries as TOML ([`parse_policy_toml`]) and indicator
 //! observations as CSV: the project's simple SDMX-CSV-like format ([`parse_indicator_csv`]) or
-//! SDMX-CSV 2.0 data messages as statistical systems export them ([`parse_sdmx_csv`], see
-//! [`sdmx`]); [`parse_any_indicator_csv`] reads either. The parsers are pure functions on
-//! `&str` (no I/O, no clock), so they can be fuzzed; errors name the line and, for CSV, the
-//! column ([`ImportError`]). Every observation keeps its line ([`IndicatorDoc::lines`]), so a
-//! receiver's violation on `indicator_snapshot.observations[i].ref_area` can be reported as
-//! "line N, column REF_AREA" ([`IndicatorDoc::locate`], [`IndicatorDoc::error_at`]).
+//! SDMX-CSV 2.0 data messages as statistical systems export them ([`parse_sdmx_csv`], with the
+//! SDMX-CSV rules of [`rcpfed_sdmx::csv_read`]); [`parse_any_indicator_csv`] reads either. The
+//! parsers are pure functions on `&str` (no I/O, no clock), so they can be fuzzed; errors name
+//! the line and, for CSV, the column ([`ImportError`]). Every observation keeps its line
+//! ([`IndicatorDoc::lines`]), so a receiver's violation on
+//! `indicator_snapshot.observations[i].ref_area` can be reported as "line N, column REF_AREA"
+//! ([`IndicatorDoc::locate`], [`IndicatorDoc::error_at`]).
 //!
 //! Large files are read in batches without holding them in memory
 //! ([`IndicatorCsvBatches`], [`read_indicator_csv_streaming`]), and [`synthetic_indicator_csv`]
@@ -26,8 +27,10 @@ mod policy;
 mod reader;
 mod row;
 pub mod sample;
-pub mod sdmx;
 mod synthetic;
+
+// The SDMX-CSV header and cell rules, applied by the CSV engine here.
+use rcpfed_sdmx::csv_read as sdmx;
 
 pub use columns::CsvFormat;
 pub use csv_import::{
@@ -97,6 +100,16 @@ impl std::fmt::Display for ImportError {
 }
 
 impl std::error::Error for ImportError {}
+
+impl From<rcpfed_sdmx::columns::CellError> for ImportError {
+    fn from(e: rcpfed_sdmx::columns::CellError) -> Self {
+        ImportError {
+            line: Some(e.line),
+            column: Some(e.column),
+            message: e.message,
+        }
+    }
+}
 
 /// The 1-based line of byte offset `offset` in `text` (clamped to the text).
 fn line_of(text: &str, offset: usize) -> usize {

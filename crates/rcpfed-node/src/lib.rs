@@ -11,6 +11,7 @@ pub mod own_chain;
 pub mod publish;
 pub mod registry;
 mod service;
+mod snapshot_stream;
 pub mod witness;
 
 use rcpfed_core::keys::SecretKey;
@@ -521,6 +522,14 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     let store = tokio::task::spawn_blocking(open_store)
         .await
         .map_err(|e| NodeError::Config(format!("store opener panicked: {e}")))??;
+    // A PublishSnapshot stream cut short by a stop left its scratch file; it was never signed.
+    let cleared = store.clear_publish_staging()?;
+    if cleared > 0 {
+        tracing::info!(
+            files = cleared,
+            "removed the staging of snapshot streams the last run did not finish"
+        );
+    }
     let (channel, registry_in_force) = hub_channel(
         &hub_endpoints,
         &tls,

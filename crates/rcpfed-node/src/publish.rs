@@ -153,6 +153,189 @@ impl Publisher {
     }
 }
 
+/// A snapshot streamed with `PublishSnapshot`, once its stream has ended normally.
+pub struct StreamedDraft {
+    /// Logical document name.
+    pub document: String,
+    /// Check everything, sign and store nothing.
+    pub validate_only: bool,
+    /// Makes retries safe: a repeated id answers with the first result.
+    pub request_id: Option<String>,
+    pub(crate) snapshot: crate::snapshot_stream::StreamedSnapshot,
+}
+
+impl Publisher {
+    /// What a `PublishSnapshot` stream is checked against, taken when it starts: the refusals
+    /// that need no observation come before any is read.
+    pub(crate) fn stream_context(
+        &self,
+        indicator: String,
+    ) -> Result<crate::snapshot_stream::StreamContext, PublishError> {
+        let federation = self.federation.get();
+        // A non-member is refused before its stream is read.
+        AdmissionContext::new(
+            &federation,
+            &self.node_id,
+            rcpfed_core::clock::now_utc(),
+            None,
+        )?;
+        let catalogue = self.catalogue.get().ok_or_else(no_catalogue)?;
+        let head_seq = self.store.head()?.map(|(seq, _)| seq).unwrap_or(0);
+        Ok(crate::snapshot_stream::StreamContext {
+            federation,
+            catalogue,
+            node_id: self.node_id.clone(),
+            store: Arc::clone(&self.store),
+            indicator,
+            head_seq,
+        })
+    }
+
+    /// Signs a streamed snapshot as the next revision of its document (unless
+    /// `validate_only`), as [`Publisher::publish`] does a whole one.
+    pub async fn publish_streamed(&self, draft: StreamedDraft) -> Result<Published, PublishError> {
+        let _guard = self.lock.lock().await;
+        if !draft.validate_only {
+            self.own_chain.check()?;
+        }
+        let cx = Context {
+            federation: self.federation.get(),
+            catalogue: None,
+            node_id: self.node_id.clone(),
+            key: self.key.clone(),
+            store: Arc::clone(&self.store),
+        };
+        let (published, signed) =
+            tokio::task::spawn_blocking(move || publish_streamed_blocking(&cx, draft))
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("publish task failed: {e}")))??;
+        if signed {
+            self.outbox_wakeup.notify_one();
+        }
+        Ok(published)
+    }
+}
+
+/// NO_CATALOGUE: without the catalogue the node cannot check codes, units or ranges, nor tell
+/// aggregates from states, so it refuses rather than sign unchecked data.
+fn no_catalogue() -> Rejection {
+    Rejection::new(
+        RejectClass::Precondition,
+        reasons::NO_CATALOGUE,
+        "the hub's indicator catalogue has not reached this node yet; try again once the node's feed has caught up (see GetNodeStatus)",
+    )
+}
+
+/// The end of a streamed publication: the header, the findings of the stream, the actions,
+/// then the signed form (inline or the manifest of the staged chunks), signature and outbox.
+fn publish_streamed_blocking(
+    cx: &Context,
+    draft: StreamedDraft,
+) -> Result<(Published, bool), PublishError> {
+    use crate::snapshot_stream::{ActionCheck, StreamedBody};
+    let StreamedDraft {
+        document,
+        validate_only,
+        request_id,
+        snapshot: streamed,
+    } = draft;
+    if let Some(id) = &request_id
+        && let Some(own) = cx.store.own_by_request_id(id)?
+    {
+        return Ok((published_from_own(&own)?, false));
+    }
+    let head = cx.store.head()?;
+    let revision = cx.store.latest_revision(&document)? + 1;
+    let now = rcpfed_core::clock::now_utc();
+    let member = AdmissionContext::new(&cx.federation, &cx.node_id, now, None)?;
+    let admission = member.with_catalogue(Some(&streamed.catalogue.catalogue));
+    let (head_seq, prev_digest) = match head {
+        Some((seq, digest)) => (seq, Some(digest)),
+        None => (0, None),
+    };
+    let mut statement = Statement {
+        header: Header {
+            federation_id: cx.federation.federation_id.clone(),
+            node_id: cx.node_id.clone(),
+            seq: head_seq + 1,
+            prev_digest,
+            issued_at: now,
+            kind: DocumentKind::IndicatorSnapshot,
+            schema_version: 1,
+            document: document.clone(),
+            revision,
+        },
+        body: Body::Indicators(rcpfed_core::statement::IndicatorSnapshot {
+            indicator: streamed.indicator.clone(),
+            observations: Vec::new(),
+            chunks: None,
+        }),
+    };
+    let mut findings =
+        rcpfed_core::validate::check_header_rules(&statement, &admission.validation())?;
+    findings.absorb(streamed.findings.clone());
+    let mut notes = Vec::new();
+    match &streamed.actions {
+        // Judged against the mirror of the head this statement follows.
+        ActionCheck::Checked {
+            head_seq: checked_at,
+            violations,
+            at_least,
+        } if *checked_at == head_seq => {
+            findings.add_errors(violations.clone(), violations.len(), *at_least);
+        }
+        // Another statement was signed while the snapshot streamed: the check judged an older
+        // state, so it counts as not done.
+        ActionCheck::Checked { .. } => notes.push(actions_not_checked(head_seq)),
+        ActionCheck::Skipped(note) => notes.push(note.clone()),
+        ActionCheck::NotApplicable => {}
+    }
+    let total_warnings = findings.total_warnings;
+    let mut warnings = warning_lines(findings.into_result()?, total_warnings);
+    for note in notes {
+        if warnings.len() < MAX_VIOLATIONS {
+            warnings.push(note);
+        }
+    }
+    if let Some(refusal) = &streamed.cut_error {
+        return Err(refusal.clone().into());
+    }
+    match &streamed.body {
+        StreamedBody::Small(observations) => {
+            if let Body::Indicators(snapshot) = &mut statement.body {
+                snapshot.observations = observations.clone();
+            }
+            let (payload, chunks) = seal(&mut statement, &admission)?;
+            let mut chunks = chunks.into_iter();
+            sign_and_queue(
+                cx,
+                Sealed {
+                    statement,
+                    payload,
+                    warnings,
+                    validate_only,
+                    request_id,
+                },
+                &mut || Ok(chunks.next()),
+            )
+        }
+        StreamedBody::Chunked { manifest, .. } => {
+            let payload = seal_manifest(&mut statement, manifest.clone(), &admission)?;
+            sign_and_queue(
+                cx,
+                Sealed {
+                    statement,
+                    payload,
+                    warnings,
+                    validate_only,
+                    request_id,
+                },
+                &mut streamed.chunk_reader(),
+            )
+        }
+    }
+}
+
 /// The whole publication; returns whether a new statement was signed.
 fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), PublishError> {
     let Draft {
@@ -174,13 +357,7 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
     let catalogue = match &body {
         // Without the catalogue the node cannot check codes, units or ranges, nor tell
         // aggregates from states, so it refuses rather than sign unchecked data.
-        Body::Indicators(_) => Some(cx.catalogue.clone().ok_or_else(|| {
-            Rejection::new(
-                RejectClass::Precondition,
-                reasons::NO_CATALOGUE,
-                "the hub's indicator catalogue has not reached this node yet; try again once the node's feed has caught up (see GetNodeStatus)",
-            )
-        })?),
+        Body::Indicators(_) => Some(cx.catalogue.clone().ok_or_else(no_catalogue)?),
         Body::Policy(_) => None,
     };
     // One key per observation: a dimension left out is signed as its catalogue default.
@@ -234,6 +411,45 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         }
     }
     let (payload, chunks) = seal(&mut statement, &admission)?;
+    let mut chunks = chunks.into_iter();
+    sign_and_queue(
+        cx,
+        Sealed {
+            statement,
+            payload,
+            warnings,
+            validate_only,
+            request_id,
+        },
+        &mut || Ok(chunks.next()),
+    )
+}
+
+/// A statement checked and in its signed form, with what its answer needs.
+struct Sealed {
+    statement: Statement,
+    payload: Vec<u8>,
+    warnings: Vec<String>,
+    validate_only: bool,
+    request_id: Option<String>,
+}
+
+/// Signs `sealed` and queues it with its chunks (read one at a time from `next_chunk`) in one
+/// transaction, or only answers for a validation-only run.
+fn sign_and_queue(
+    cx: &Context,
+    sealed: Sealed,
+    next_chunk: &mut dyn FnMut() -> Result<Option<(Digest, Vec<u8>)>, StoreError>,
+) -> Result<(Published, bool), PublishError> {
+    let Sealed {
+        statement,
+        payload,
+        warnings,
+        validate_only,
+        request_id,
+    } = sealed;
+    let document = statement.header.document.clone();
+    let revision = statement.header.revision;
     let (observation_count, chunk_count) = counts(&statement);
     if validate_only {
         return Ok((
@@ -270,7 +486,7 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
     // The chunks are stored in the statement's transaction: the outbox sends them from the
     // store and the mirror's apply step reads them there; a refused append (a concurrent
     // publish took the seq) stores none.
-    cx.store.append_own(&own, &chunks)?;
+    cx.store.append_own_streamed(&own, next_chunk)?;
     tracing::info!(
         seq = own.seq,
         %document,
@@ -313,9 +529,7 @@ fn check_actions(
             .mirror_by_node_seq(&cx.node_id, head_seq)?
             .is_some();
     if !mirrored {
-        notes.push(format!(
-            "indicator_snapshot.observations: the actions (append, replace, delete) were not checked against earlier revisions, because statement {head_seq} of this node has not come back through the hub's feed yet; the hub checks them on delivery"
-        ));
+        notes.push(actions_not_checked(head_seq));
         return Ok(());
     }
     let violations = cx.store.check_observation_actions(
@@ -326,6 +540,14 @@ fn check_actions(
     )?;
     add_action_findings(findings, violations, observations, MAX_ACTION_VIOLATIONS);
     Ok(())
+}
+
+/// The note of a publication whose actions were not checked: this node's statement
+/// `head_seq` has not come back through the feed, so the mirror would judge an old state.
+pub(crate) fn actions_not_checked(head_seq: u64) -> String {
+    format!(
+        "indicator_snapshot.observations: the actions (append, replace, delete) were not checked against earlier revisions, because statement {head_seq} of this node has not come back through the hub's feed yet; the hub checks them on delivery"
+    )
 }
 
 /// Catalogue warnings as plain lines "field: description", at most [`MAX_VIOLATIONS`]; the
@@ -346,13 +568,16 @@ fn warning_lines(listed: Vec<Violation>, total: usize) -> Vec<String> {
 }
 
 /// The payload to sign and the chunks to stage (SHA-256, bytes) before it is stored.
-type Sealed = (Vec<u8>, Vec<(Digest, Vec<u8>)>);
+type PayloadAndChunks = (Vec<u8>, Vec<(Digest, Vec<u8>)>);
 
 /// Puts the statement in its signed form and returns the payload and the chunks to stage. A
 /// snapshot with more than [`OBSERVATIONS_PER_CHUNK`] observations, or whose inline form would
 /// exceed the hub's payload limit, is signed as a chunk manifest: the signature stays cheap and
 /// no message nears a size limit.
-fn seal(statement: &mut Statement, admission: &AdmissionContext) -> Result<Sealed, Rejection> {
+fn seal(
+    statement: &mut Statement,
+    admission: &AdmissionContext,
+) -> Result<PayloadAndChunks, Rejection> {
     let max = rcpfed_core::limits::MAX_PAYLOAD_BYTES;
     let inline_fits = match &statement.body {
         Body::Indicators(s) => s.observations.len() <= OBSERVATIONS_PER_CHUNK,
@@ -391,7 +616,22 @@ fn seal(statement: &mut Statement, admission: &AdmissionContext) -> Result<Seale
         .map(|c| c.sha256)
         .zip(bytes)
         .collect();
-    snapshot.chunks = Some(manifest);
+    let payload = seal_manifest(statement, manifest, admission)?;
+    Ok((payload, chunks))
+}
+
+/// Puts `manifest` in the snapshot `statement` carries and returns the payload to sign, after
+/// the rules the hub checks first on that form.
+fn seal_manifest(
+    statement: &mut Statement,
+    manifest: ChunkManifest,
+    admission: &AdmissionContext,
+) -> Result<Vec<u8>, Rejection> {
+    let max = rcpfed_core::limits::MAX_PAYLOAD_BYTES;
+    if let Body::Indicators(snapshot) = &mut statement.body {
+        snapshot.observations = Vec::new();
+        snapshot.chunks = Some(manifest);
+    }
     // The manifest form is what the hub checks first: run the same rules on it.
     admit_signed_form(statement, admission)?;
     let payload = statement.encode();
@@ -405,7 +645,7 @@ fn seal(statement: &mut Statement, admission: &AdmissionContext) -> Result<Seale
             ),
         ));
     }
-    Ok((payload, chunks))
+    Ok(payload)
 }
 
 /// Chunks of at most [`OBSERVATIONS_PER_CHUNK`] observations, fewer per chunk when long texts

@@ -1,7 +1,8 @@
 //! `rcpfed.v1.NodeService`.
 
 use crate::NodeState;
-use crate::publish::{Draft, PublishError, Published, Publisher};
+use crate::publish::{Draft, PublishError, Published, Publisher, StreamedDraft};
+use crate::snapshot_stream::{BATCHES_IN_FLIGHT, StreamMessage, check_and_stage};
 use rcpfed_core::members::Role;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::statement::{Body, IndicatorSnapshot, Observation, PolicySummary};
@@ -46,18 +47,98 @@ fn digest_bytes(p: &Published) -> Vec<u8> {
     p.digest.map(|d| d.0.to_vec()).unwrap_or_default()
 }
 
-impl Node {
-    /// The one publish path of PublishDocument and PublishSnapshot.
-    async fn publish(&self, draft: Draft) -> Result<Published, Status> {
-        match self.publisher.publish(draft).await {
-            Ok(p) => Ok(p),
-            Err(PublishError::Rejected(r)) => Err(rejection_status(&r)),
-            Err(PublishError::Store(e)) => Err(rcpfed_grpc::status::store_status(
-                "signing and queueing the statement",
-                &e,
-            )),
+/// The answer to a publication that failed.
+fn publish_status(e: PublishError) -> Status {
+    match e {
+        PublishError::Rejected(r) => rejection_status(&r),
+        PublishError::Store(e) => {
+            rcpfed_grpc::status::store_status("signing and queueing the statement", &e)
         }
     }
+}
+
+impl Node {
+    /// The publish path of PublishDocument.
+    async fn publish(&self, draft: Draft) -> Result<Published, Status> {
+        self.publisher.publish(draft).await.map_err(publish_status)
+    }
+}
+
+/// A `PublishSnapshot` stream with its own time limits.
+struct SnapshotStream {
+    stream: tonic::Streaming<v1::PublishSnapshotRequest>,
+    deadline: tokio::time::Instant,
+}
+
+impl SnapshotStream {
+    /// The next message, within the idle limit and the overall deadline.
+    async fn next(&mut self) -> Result<Option<v1::PublishSnapshotRequest>, Status> {
+        let idle = tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_IDLE_TIMEOUT;
+        match tokio::time::timeout_at(self.deadline.min(idle), self.stream.message()).await {
+            Ok(message) => message,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the snapshot stream sent nothing for {} s or took longer than {} s in all",
+                rcpfed_grpc::deadline::SNAPSHOT_IDLE_TIMEOUT.as_secs(),
+                rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Reads the batches of a `PublishSnapshot` stream after its header and passes their
+/// observations on to the checker, numbered across the whole snapshot; an error refuses the
+/// stream. The checker stopping (an error of its own) ends the reading.
+async fn read_batches(
+    stream: &mut SnapshotStream,
+    batches: &tokio::sync::mpsc::Sender<StreamMessage>,
+) -> Result<(), Status> {
+    let mut count = 0usize;
+    // Messages are counted from 1, the header.
+    let mut message = 1usize;
+    while let Some(next) = stream.next().await? {
+        message += 1;
+        let batch = match next.part {
+            Some(Part::Batch(b)) => b,
+            Some(Part::Header(_)) => {
+                return Err(invalid_field(
+                    "header",
+                    reasons::INVALID_ARGUMENT,
+                    format!(
+                        "message {message} carries a second header; only the first message may"
+                    ),
+                ));
+            }
+            None => {
+                return Err(invalid_field(
+                    "batch",
+                    reasons::FIELD_REQUIRED,
+                    format!("message {message} carries neither a header nor a batch"),
+                ));
+            }
+        };
+        if count + batch.observations.len() > MAX_STREAMED_OBSERVATIONS {
+            return Err(rejection_status(&Rejection::new(
+                RejectClass::TooLarge,
+                reasons::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a snapshot holds at most {MAX_STREAMED_OBSERVATIONS} observations; split it into several documents"
+                ),
+            )));
+        }
+        let mut observations = Vec::with_capacity(batch.observations.len());
+        for o in batch.observations {
+            observations.push(Observation::from_proto(count, o).map_err(|r| rejection_status(&r))?);
+            count += 1;
+        }
+        if batches
+            .send(StreamMessage::Batch(observations))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -189,22 +270,13 @@ impl NodeService for Node {
         request: Request<tonic::Streaming<v1::PublishSnapshotRequest>>,
     ) -> Result<Response<v1::PublishSnapshotResponse>, Status> {
         authorize(&request, &self.federation.get(), Role::Admin)?;
-        let mut stream = request.into_inner();
-        // The server's per-call deadline exempts this stream (see rcpfed_grpc::deadline), so it
-        // bounds itself: an idle limit between messages and an overall limit.
-        let deadline = tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT;
-        let mut next_message = async || {
-            let idle = tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_IDLE_TIMEOUT;
-            match tokio::time::timeout_at(deadline.min(idle), stream.message()).await {
-                Ok(message) => message,
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "the snapshot stream sent nothing for {} s or took longer than {} s in all",
-                    rcpfed_grpc::deadline::SNAPSHOT_IDLE_TIMEOUT.as_secs(),
-                    rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT.as_secs()
-                ))),
-            }
+        let mut stream = SnapshotStream {
+            stream: request.into_inner(),
+            // The server's per-call deadline exempts this stream (see rcpfed_grpc::deadline),
+            // so it bounds itself: an idle limit between messages and an overall limit.
+            deadline: tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT,
         };
-        let header = match next_message().await?.and_then(|m| m.part) {
+        let header = match stream.next().await?.and_then(|m| m.part) {
             Some(Part::Header(h)) => h,
             Some(Part::Batch(_)) => {
                 return Err(invalid_field(
@@ -221,58 +293,47 @@ impl NodeService for Node {
                 ));
             }
         };
-        let mut observations: Vec<Observation> = Vec::new();
-        // Messages are counted from 1, the header.
-        let mut message = 1usize;
-        while let Some(next) = next_message().await? {
-            message += 1;
-            let batch = match next.part {
-                Some(Part::Batch(b)) => b,
-                Some(Part::Header(_)) => {
-                    return Err(invalid_field(
-                        "header",
-                        reasons::INVALID_ARGUMENT,
-                        format!(
-                            "message {message} carries a second header; only the first message may"
-                        ),
-                    ));
-                }
-                None => {
-                    return Err(invalid_field(
-                        "batch",
-                        reasons::FIELD_REQUIRED,
-                        format!("message {message} carries neither a header nor a batch"),
-                    ));
-                }
-            };
-            if observations.len() + batch.observations.len() > MAX_STREAMED_OBSERVATIONS {
-                return Err(rejection_status(&Rejection::new(
-                    RejectClass::TooLarge,
-                    reasons::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "a snapshot holds at most {MAX_STREAMED_OBSERVATIONS} observations; split it into several documents"
-                    ),
-                )));
+        let cx = self
+            .publisher
+            .stream_context(header.indicator)
+            .map_err(publish_status)?;
+        // The observations are checked and cut on a thread of their own as they arrive
+        // (crate::snapshot_stream); this loop only reads the stream and converts them.
+        let (batches, received) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+        let checker = tokio::task::spawn_blocking(move || check_and_stage(cx, received));
+        let read = read_batches(&mut stream, &batches).await;
+        let ended = match read {
+            Ok(()) => batches.send(StreamMessage::End).await.is_ok(),
+            Err(status) => {
+                // The checker sees the stream abandoned and drops what it staged.
+                drop(batches);
+                return Err(status);
             }
-            observations.reserve(batch.observations.len());
-            for o in batch.observations {
-                let position = observations.len();
-                observations
-                    .push(Observation::from_proto(position, o).map_err(|r| rejection_status(&r))?);
+        };
+        drop(batches);
+        let checked = checker
+            .await
+            .map_err(|e| Status::internal(format!("the snapshot checker failed: {e}")))?
+            .map_err(publish_status)?;
+        let snapshot = match (ended, checked) {
+            (true, Some(snapshot)) => snapshot,
+            // The checker stopped reading: only an error of its own does that, returned above.
+            _ => {
+                return Err(Status::internal(
+                    "the snapshot checker stopped before the stream ended",
+                ));
             }
-        }
+        };
         let published = self
-            .publish(Draft {
+            .publisher
+            .publish_streamed(StreamedDraft {
                 document: header.document,
-                body: Body::Indicators(IndicatorSnapshot {
-                    indicator: header.indicator,
-                    observations,
-                    chunks: None,
-                }),
                 validate_only: header.validate_only,
                 request_id: request_id(header.request_id),
+                snapshot,
             })
-            .await?;
+            .await
+            .map_err(publish_status)?;
         Ok(Response::new(v1::PublishSnapshotResponse {
             seq: published.seq,
             digest: digest_bytes(&published),

@@ -1028,3 +1028,194 @@ async fn every_kind_of_problem_is_refused_in_one_pass() {
     }
     assert!(f.store.head().unwrap().is_none(), "nothing signed");
 }
+
+// ---- PublishSnapshot: checked and cut as the stream arrives ----
+
+/// Publishes `draft`'s observations as `PublishSnapshot` does: batches of `batch` passed to the
+/// stream checker as they come, then the streamed path of the publisher.
+async fn publish_streaming(
+    f: &Fixture,
+    draft: Draft,
+    batch: usize,
+) -> Result<Published, PublishError> {
+    use crate::snapshot_stream::{BATCHES_IN_FLIGHT, StreamMessage, check_and_stage};
+    let Body::Indicators(snapshot) = draft.body else {
+        panic!("not a snapshot")
+    };
+    let cx = f.publisher.stream_context(snapshot.indicator.clone())?;
+    let (batches, received) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+    let checker = tokio::task::spawn_blocking(move || check_and_stage(cx, received));
+    for part in snapshot.observations.chunks(batch) {
+        if batches
+            .send(StreamMessage::Batch(part.to_vec()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = batches.send(StreamMessage::End).await;
+    let streamed = checker.await.unwrap()?.expect("the stream ended normally");
+    f.publisher
+        .publish_streamed(crate::publish::StreamedDraft {
+            document: draft.document,
+            validate_only: draft.validate_only,
+            request_id: draft.request_id,
+            snapshot: streamed,
+        })
+        .await
+}
+
+/// Scratch files of snapshot streams left in the node's data directory.
+fn staging_files(f: &Fixture) -> usize {
+    let dir = rcpfed_store::publish_staging::publish_staging_dir(&f._dir.path().join("node.db"));
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The manifest of own statement `seq`.
+fn own_manifest(store: &Arc<dyn NodeStorage>, seq: u64) -> ChunkManifest {
+    let own = store
+        .list_own(u64::MAX, 1000)
+        .unwrap()
+        .into_iter()
+        .find(|o| o.seq == seq)
+        .unwrap();
+    let st = Statement::decode(&SignedEnvelope::decode(&own.envelope).unwrap().payload).unwrap();
+    match st.body {
+        Body::Indicators(s) => s.chunks.expect("a chunk manifest"),
+        Body::Policy(_) => panic!("not a snapshot"),
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_snapshot_with_errors_in_several_chunks_is_refused_as_a_whole_one() {
+    let n = 2 * OBSERVATIONS_PER_CHUNK + 500;
+    let mut observations = many_appends(n);
+    observations[3].ref_area = "XKX".into();
+    observations[12_000].obs_status = "Z".into();
+    observations[15_000].time_period = "2020-Q1".into();
+    observations[20_100] = observations[5].clone();
+    // More problems than a refusal lists: the count says all of them.
+    for o in observations.iter_mut().skip(20_200).take(150) {
+        o.unit_measure = "tonnes".into();
+    }
+    let whole = rejected(
+        fixture(true)
+            .publisher
+            .publish(snapshot_draft("MIG_STOCK", observations.clone()))
+            .await,
+    );
+    let f = fixture(true);
+    let streamed =
+        rejected(publish_streaming(&f, snapshot_draft("MIG_STOCK", observations), 5000).await);
+    assert_eq!(streamed, whole, "the same refusal, word for word");
+    assert_eq!(streamed.violations.len(), 100);
+    assert!(
+        streamed.message.contains("(and 153 more problems)"),
+        "{}",
+        streamed.message
+    );
+    let fields: Vec<&str> = streamed.violations[..4]
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "indicator_snapshot.observations[3].ref_area",
+            "indicator_snapshot.observations[12000].obs_status",
+            "indicator_snapshot.observations[15000].time_period",
+            "indicator_snapshot.observations[20100]",
+        ]
+    );
+    assert_eq!(f.store.head().unwrap(), None, "nothing signed");
+    assert_eq!(
+        staging_files(&f),
+        0,
+        "a refused stream leaves no staged chunk"
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_snapshot_is_signed_with_the_chunks_of_a_whole_one() {
+    let n = 2 * OBSERVATIONS_PER_CHUNK + 1;
+    let observations = many_appends(n);
+    let whole = fixture(true);
+    whole
+        .publisher
+        .publish(snapshot_draft("MIG_STOCK", observations.clone()))
+        .await
+        .unwrap();
+    let f = fixture(true);
+    let p = publish_streaming(&f, snapshot_draft("MIG_STOCK", observations), 4999)
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.seq, p.observation_count, p.chunk_count),
+        (1, n as u64, 3)
+    );
+    let manifest = own_manifest(&f.store, 1);
+    assert_eq!(manifest, own_manifest(&whole.store, 1));
+    for c in &manifest.chunks {
+        assert!(f.store.chunk(&c.sha256).unwrap().is_some(), "chunk stored");
+    }
+    assert_eq!(staging_files(&f), 0, "the staging went with the stream");
+    // Once mirrored, the streamed observations are judged against the view.
+    mirror_own(&f.store, 1, 1);
+    let again = many_appends(OBSERVATIONS_PER_CHUNK + 1);
+    let r = rejected(publish_streaming(&f, snapshot_draft("MIG_STOCK", again), 5000).await);
+    assert_eq!(r.reason, reasons::OBSERVATION_EXISTS);
+    assert!(r.message.contains("(and at least"), "{}", r.message);
+    assert_eq!(staging_files(&f), 0);
+}
+
+#[tokio::test]
+async fn long_rows_halve_every_chunk_as_when_the_snapshot_is_cut_whole() {
+    // About 2 KB a row: 10 000 rows would be 20 MB, so chunks of 1 250 rows.
+    let n = OBSERVATIONS_PER_CHUNK + 1;
+    let mut observations = many_appends(n);
+    for (i, o) in observations.iter_mut().enumerate() {
+        o.footnote = format!("{i:>1000}");
+        o.source = "s".repeat(1000);
+    }
+    let whole = fixture(true);
+    whole
+        .publisher
+        .publish(snapshot_draft("MIG_STOCK", observations.clone()))
+        .await
+        .unwrap();
+    let f = fixture(true);
+    let p = publish_streaming(&f, snapshot_draft("MIG_STOCK", observations), 3000)
+        .await
+        .unwrap();
+    let manifest = own_manifest(&f.store, 1);
+    assert_eq!(manifest, own_manifest(&whole.store, 1));
+    assert_eq!(p.chunk_count, 9);
+    assert_eq!(manifest.chunks[0].observation_count, 1250);
+    assert_eq!(staging_files(&f), 0);
+}
+
+#[tokio::test]
+async fn an_abandoned_stream_leaves_nothing_and_a_small_one_is_signed_inline() {
+    use crate::snapshot_stream::{StreamMessage, check_and_stage};
+    let f = fixture(true);
+    let cx = f.publisher.stream_context("MIG_STOCK".into()).unwrap();
+    let (batches, received) = tokio::sync::mpsc::channel(1);
+    let checker = tokio::task::spawn_blocking(move || check_and_stage(cx, received));
+    batches
+        .send(StreamMessage::Batch(many_appends(
+            OBSERVATIONS_PER_CHUNK + 10,
+        )))
+        .await
+        .unwrap();
+    // The client went away: no End.
+    drop(batches);
+    assert!(checker.await.unwrap().unwrap().is_none(), "abandoned");
+    assert_eq!(staging_files(&f), 0);
+    assert_eq!(f.store.head().unwrap(), None);
+    let small = publish_streaming(&f, snapshot_draft("MIG_STOCK", many_appends(10)), 3)
+        .await
+        .unwrap();
+    assert_eq!((small.observation_count, small.chunk_count), (10, 0));
+    assert_eq!(signed_observations(&f.store, 1).len(), 10, "signed inline");
+}

@@ -155,6 +155,11 @@ impl Db {
         Ok(u64::try_from(kept).unwrap_or(0).saturating_mul(page_size))
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction and commits; any error rolls back.
     ///
     /// IMMEDIATE takes the write lock up front, so a read-then-write never hits SQLITE_BUSY

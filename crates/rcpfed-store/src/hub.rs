@@ -7,7 +7,8 @@ use crate::db::{Db, Schema, constraint_message};
 use crate::hub_sql::{self, HubBackend, StatementClash};
 use crate::indicator_queries;
 use crate::indicators_sql::{
-    self, Log, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_tables_sql,
+    self, Log, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_policy_coverage_sql,
+    indicator_tables_sql,
 };
 use crate::sql::Lite;
 use rcpfed_core::Digest;
@@ -393,6 +394,7 @@ pub(crate) const HUB_SCHEMA: Schema = Schema {
         indicator_tables_sql!(),
         indicator_indexes_v2_sql!(),
         indicator_key_rule_sql!(),
+        indicator_policy_coverage_sql!(),
     ],
     upgrade: Some(upgrade_hub),
 };

@@ -1,18 +1,19 @@
 //! The indicator view's read queries and row mapping, once for the SQLite stores (hub and
 //! node) and the PostgreSQL hub store: each function runs on a connection or transaction the
-//! backend opened (the backend decides the snapshot), through [`Sql`]. The observation
-//! query's filter SQL stays with each backend (arrays on PostgreSQL, JSON lists on SQLite); so
-//! does how the apply step writes a batch (`indicators_sql::ViewWriter`).
+//! backend opened (the backend decides the snapshot), through [`Sql`]. So is the policy part of
+//! the apply step ([`apply_policy`]). The observation query's filter SQL stays with each
+//! backend (arrays on PostgreSQL, JSON lists on SQLite); so does how the apply step writes
+//! observation rows (`indicators_sql::ViewWriter`).
 
 use crate::StoreError;
-use crate::db::{bound, key, limit};
+use crate::db::{bound, int, key, limit};
 use crate::hub_sql;
 use crate::indicators::{
     ConflictRows, CoverageData, HubDocument, ObservationProvenance, ObservationRow,
     PolicyCoverageData, RevisionRows, dimension_key,
 };
 use crate::indicators_sql::{
-    ConflictCollector, Log, action_from_code, observation_columns, parse_dims,
+    ConflictCollector, Entry, Log, action_from_code, observation_columns, parse_dims,
 };
 use crate::sql::{Query, Sql, SqlRow, query};
 use rcpfed_core::Digest;
@@ -62,8 +63,32 @@ const COVERAGE: Query = query!(
      GROUP BY node_id, indicator, ref_area
      ORDER BY node_id, indicator, ref_area"
 );
-const POLICY_OBJECTIVES: Query =
-    query!("SELECT node_id, document, objective FROM policy_objectives ORDER BY node_id");
+/// Coverage per node: objective 0 counts the node's documents, objective k the documents that
+/// address GCM objective k (see [`apply_policy`]).
+const POLICY_COVERAGE: Query = query!(
+    "SELECT node_id, objective, documents FROM policy_coverage
+     WHERE documents > 0 ORDER BY node_id, objective"
+);
+const POLICY_REVISIONS: Query = query!(
+    "SELECT revision, objective FROM policy_objectives WHERE node_id = $1 AND document = $2"
+);
+const POLICY_FORGET: Query =
+    query!("DELETE FROM policy_objectives WHERE node_id = $1 AND document = $2");
+const POLICY_RECORD: Query = query!(
+    "INSERT INTO policy_objectives (node_id, document, revision, feed_index, objective)
+     VALUES ($1, $2, $3, $4, $5)"
+);
+const POLICY_COUNT: Query = query!(
+    "INSERT INTO policy_coverage (node_id, objective, documents) VALUES ($1, $2, 1)
+     ON CONFLICT (node_id, objective) DO UPDATE SET documents = policy_coverage.documents + 1"
+);
+// An UPDATE, not the upsert above with -1: the engines check a row's CHECK constraints on the
+// row to insert before they find the conflict.
+const POLICY_UNCOUNT: Query = query!(
+    "UPDATE policy_coverage SET documents = documents - 1 WHERE node_id = $1 AND objective = $2"
+);
+/// The `policy_coverage` row that counts a node's documents (GCM objectives are 1 to 23).
+const ALL_DOCUMENTS: i64 = 0;
 
 const REVISIONS: Query = query!(concat!(
     "SELECT ",
@@ -228,26 +253,89 @@ pub(crate) fn coverage(tx: &mut impl Sql) -> Result<Vec<CoverageData>, StoreErro
     Ok(out)
 }
 
+/// The GCM objectives each node's policy documents address, read from the counts the apply
+/// step keeps (one row per node and objective), so a coherence pass costs the same on a log of
+/// millions of policy summaries as on an empty one.
 pub(crate) fn policy_coverage(tx: &mut impl Sql) -> Result<Vec<PolicyCoverageData>, StoreError> {
-    let mut nodes: BTreeMap<String, (BTreeSet<u32>, BTreeSet<String>)> = BTreeMap::new();
-    tx.each(&POLICY_OBJECTIVES, &[], |row| {
-        let objective = match row.opt_i64(2)? {
-            Some(o) => Some(u32::try_from(o).map_err(|_| row.out_of_range(2, o))?),
-            None => None,
-        };
-        let (objectives, documents) = nodes.entry(row.text(0)?).or_default();
-        objectives.extend(objective);
-        documents.insert(row.text(1)?);
+    let mut nodes: BTreeMap<String, PolicyCoverageData> = BTreeMap::new();
+    tx.each(&POLICY_COVERAGE, &[], |row| {
+        let node_id = row.text(0)?;
+        let objective = row.i64(1)?;
+        let documents = row.u64(2)?;
+        let node = nodes
+            .entry(node_id.clone())
+            .or_insert_with(|| PolicyCoverageData {
+                node_id,
+                gcm_objectives: Vec::new(),
+                policy_documents: 0,
+            });
+        if objective == ALL_DOCUMENTS {
+            node.policy_documents = documents;
+        } else {
+            let objective = u32::try_from(objective).map_err(|_| row.out_of_range(1, objective))?;
+            node.gcm_objectives.push(objective);
+        }
         Ok(true)
     })?;
-    Ok(nodes
-        .into_iter()
-        .map(|(node_id, (objectives, documents))| PolicyCoverageData {
-            node_id,
-            gcm_objectives: objectives.into_iter().collect(),
-            policy_documents: documents.len() as u64,
-        })
-        .collect())
+    Ok(nodes.into_values().collect())
+}
+
+/// The apply step for a policy summary, on either engine: records the objectives of a
+/// document's revision in place of older revisions' rows (a revision older than the one
+/// recorded changes nothing), and keeps `policy_coverage` counting, per node, its documents
+/// and the documents that address each objective.
+pub(crate) fn apply_policy(
+    tx: &mut impl Sql,
+    entry: &Entry<'_>,
+    objectives: &[u32],
+) -> Result<(), StoreError> {
+    let mut latest: Option<i64> = None;
+    let mut before = BTreeSet::new();
+    tx.each(
+        &POLICY_REVISIONS,
+        &[&entry.node_id, &entry.document],
+        |row| {
+            let revision = row.i64(0)?;
+            latest = Some(latest.map_or(revision, |l| l.max(revision)));
+            before.extend(row.opt_i64(1)?);
+            Ok(true)
+        },
+    )?;
+    let revision = i64::from(entry.revision);
+    if latest.is_some_and(|latest| latest > revision) {
+        return Ok(());
+    }
+    tx.exec(&POLICY_FORGET, &[&entry.node_id, &entry.document])?;
+    let feed_index = int(entry.feed_index, "feed index")?;
+    let after: BTreeSet<i64> = objectives.iter().map(|&o| i64::from(o)).collect();
+    // A document addressing none still counts: one row with objective NULL.
+    let rows: Vec<Option<i64>> = if after.is_empty() {
+        vec![None]
+    } else {
+        after.iter().map(|&o| Some(o)).collect()
+    };
+    for objective in rows {
+        tx.exec(
+            &POLICY_RECORD,
+            &[
+                &entry.node_id,
+                &entry.document,
+                &revision,
+                &feed_index,
+                &objective,
+            ],
+        )?;
+    }
+    if latest.is_none() {
+        tx.exec(&POLICY_COUNT, &[&entry.node_id, &ALL_DOCUMENTS])?;
+    }
+    for dropped in before.difference(&after) {
+        tx.exec(&POLICY_UNCOUNT, &[&entry.node_id, dropped])?;
+    }
+    for added in after.difference(&before) {
+        tx.exec(&POLICY_COUNT, &[&entry.node_id, added])?;
+    }
+    Ok(())
 }
 
 /// REPLACE and DELETE versions after `after_feed_index` (at most `max`), each with the version

@@ -18,6 +18,8 @@ use crate::StoreError;
 use rcpfed_core::Digest;
 use rcpfed_core::rejection::Violation;
 use rcpfed_core::statement::Observation;
+// The row types live with the domain so the SDMX writers read them without the store.
+pub use rcpfed_core::versions::{ObservationProvenance, ObservationRow};
 
 /// Which observation versions to read (the store-level form of the `ObservationQuery` message).
 ///
@@ -58,38 +60,6 @@ pub struct ObservationFilter {
     pub updated_after_ms: Option<i64>,
     /// Superseded versions too (and tombstones): the history, not only what is in force.
     pub include_history: bool,
-}
-
-/// Where an observation version comes from.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ObservationProvenance {
-    /// The publishing node.
-    pub node_id: String,
-    /// SHA-256 of the statement payload.
-    pub digest: Digest,
-    /// The statement's document.
-    pub document: String,
-    /// The document revision.
-    pub revision: u32,
-    /// The statement's feed index (its log leaf index is feed_index - 1).
-    pub feed_index: u64,
-    /// Position of the observation in the snapshot (0-based, across chunks).
-    pub position: u64,
-    /// When the hub accepted the statement (unix ms).
-    pub accepted_at_ms: i64,
-}
-
-/// One stored observation version.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ObservationRow {
-    /// The indicator.
-    pub indicator: String,
-    /// The observation as signed (dimensions sorted by id).
-    pub observation: Observation,
-    /// Its source.
-    pub provenance: ObservationProvenance,
-    /// When a later version superseded it (unix ms); None while in force.
-    pub superseded_at_ms: Option<i64>,
 }
 
 /// Paging position: the (feed_index, position) of the last row returned.

@@ -13,7 +13,7 @@ use crate::indicators::{
     CATALOGUE_KIND, CoherenceRows, ConflictRows, ObservationCursor, ObservationFilter,
     ObservationRow, RevisionRows,
 };
-use crate::sql::{Dialect, Lite, Param, Query, Sql, SqlRow, query};
+use crate::sql::{Dialect, Lite, Query, Sql, SqlRow, query};
 use rcpfed_core::Digest;
 use rcpfed_core::admission::actions::{self, ActionScope, InForce};
 use rcpfed_core::chunks;
@@ -26,7 +26,7 @@ use rcpfed_core::statement::{
 };
 use rusqlite::types::{ToSql, Value};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -136,6 +136,30 @@ macro_rules! indicator_key_rule_sql {
     };
 }
 pub(crate) use indicator_key_rule_sql;
+
+/// Policy coverage counted as policy summaries are applied (hub version 7, node version 6),
+/// shared like [`indicator_tables_sql`]: per node, objective 0 counts its documents and
+/// objective k the documents whose latest revision addresses GCM objective k. The coherence
+/// pass reads these few rows instead of every document's objectives. Filled here from the
+/// rows already recorded; kept up to date by the apply step.
+macro_rules! indicator_policy_coverage_sql {
+    () => {
+        r#"
+        CREATE TABLE policy_coverage (
+            node_id   TEXT    NOT NULL,
+            objective INTEGER NOT NULL CHECK (objective BETWEEN 0 AND 23),
+            documents INTEGER NOT NULL CHECK (documents >= 0),
+            PRIMARY KEY (node_id, objective)
+        ) WITHOUT ROWID;
+        INSERT INTO policy_coverage (node_id, objective, documents)
+            SELECT node_id, 0, count(DISTINCT document) FROM policy_objectives GROUP BY node_id;
+        INSERT INTO policy_coverage (node_id, objective, documents)
+            SELECT node_id, objective, count(*) FROM policy_objectives
+             WHERE objective IS NOT NULL GROUP BY node_id, objective;
+        "#
+    };
+}
+pub(crate) use indicator_policy_coverage_sql;
 
 /// Which log table holds the feed entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -413,7 +437,7 @@ pub(crate) fn apply_to_view(
             apply_snapshot(tx, entry, snapshot, &defaults)
         }
         Body::Policy(policy) if entry.kind == policy_kind => {
-            apply_policy(tx, entry, &policy.gcm_objectives)
+            indicator_queries::apply_policy(tx, entry, &policy.gcm_objectives)
         }
         other => Err(entry.conflict(format!(
             "its body is a {}, not a {}",
@@ -827,52 +851,6 @@ pub(crate) fn period_dates(p: &PeriodRange) -> (String, String) {
         format!("{:04}-{:02}-{:02}", s.year(), u8::from(s.month()), s.day()),
         format!("{:04}-{:02}-{:02}", e.year(), u8::from(e.month()), e.day()),
     )
-}
-
-const LATEST_POLICY_REVISION: Query =
-    query!("SELECT max(revision) FROM policy_objectives WHERE node_id = $1 AND document = $2");
-const DELETE_POLICY_OBJECTIVES: Query =
-    query!("DELETE FROM policy_objectives WHERE node_id = $1 AND document = $2");
-const INSERT_POLICY_OBJECTIVE: Query = query!(
-    "INSERT INTO policy_objectives (node_id, document, revision, feed_index, objective)
-     VALUES ($1, $2, $3, $4, $5)"
-);
-
-/// Records the objectives of a policy document revision, replacing older revisions' rows; a
-/// revision older than the one recorded changes nothing.
-fn apply_policy(
-    tx: &mut impl Sql,
-    entry: &Entry<'_>,
-    objectives: &[u32],
-) -> Result<(), StoreError> {
-    let document = [&entry.node_id as &dyn Param, &entry.document];
-    let latest = tx.one(&LATEST_POLICY_REVISION, &document, |r| r.opt_i64(0))?;
-    let revision = i64::from(entry.revision);
-    if latest.is_some_and(|latest| latest > revision) {
-        return Ok(());
-    }
-    tx.exec(&DELETE_POLICY_OBJECTIVES, &document)?;
-    let feed_index = db::int(entry.feed_index, "feed index")?;
-    let distinct: BTreeSet<u32> = objectives.iter().copied().collect();
-    let rows: Vec<Option<i64>> = if distinct.is_empty() {
-        // A document addressing none still counts: one row with objective NULL.
-        vec![None]
-    } else {
-        distinct.into_iter().map(|o| Some(i64::from(o))).collect()
-    };
-    for objective in rows {
-        tx.exec(
-            &INSERT_POLICY_OBJECTIVE,
-            &[
-                &entry.node_id,
-                &entry.document,
-                &revision,
-                &feed_index,
-                &objective,
-            ],
-        )?;
-    }
-    Ok(())
 }
 
 /// Rebuilds the view from the log when a file from before the view is upgraded: every entry

@@ -28,6 +28,7 @@ pub mod node;
 #[cfg(feature = "postgres")]
 mod pg;
 mod pool;
+pub mod publish_staging;
 mod sql;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -41,6 +42,7 @@ pub use lease::{HubLease, LeaseHolder};
 pub use node::*;
 #[cfg(feature = "postgres")]
 pub use pg::{PgHubStore, copy as pg_copy, is_postgres_url};
+pub use publish_staging::PublishStaging;
 /// A SHA-256 Merkle tree hash (log nodes, checkpoint roots).
 pub use rcpfed_core::merkle::Hash;
 

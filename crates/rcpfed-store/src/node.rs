@@ -5,7 +5,8 @@ use crate::StoreError;
 use crate::db::{self, Db, Schema, constraint_message};
 use crate::indicator_queries;
 use crate::indicators_sql::{
-    self, Entry, Log, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_tables_sql,
+    self, Entry, Log, indicator_indexes_v2_sql, indicator_key_rule_sql,
+    indicator_policy_coverage_sql, indicator_tables_sql,
 };
 use crate::sql::{Lite, Param, Params, Sql, SqlRow};
 use rcpfed_core::Digest;
@@ -165,6 +166,18 @@ pub trait NodeStore: Send + Sync + 'static {
     /// Appends a newly signed own statement as Pending (the state, attempts, last_error, receipt and feed_index of `st` are ignored), in a BEGIN IMMEDIATE transaction that first checks seq == head+1 (else StoreError::Conflict), so concurrent publishers never fork the chain. Request id and digest are unique (Conflict). `chunks` are the bytes of a chunked snapshot's chunks, keyed by SHA-256 (the outbox sends them from the store); they are stored content-addressed in the same transaction, so a refused append stores none.
     fn append_own(&self, st: &OwnStatement, chunks: &[(Digest, Vec<u8>)])
     -> Result<(), StoreError>;
+    /// [`NodeStore::append_own`] with the chunks read one at a time from `next_chunk` (None:
+    /// no more) inside the transaction, so a snapshot of any size is stored in bounded memory.
+    fn append_own_streamed(
+        &self,
+        st: &OwnStatement,
+        next_chunk: &mut dyn FnMut() -> Result<Option<(Digest, Vec<u8>)>, StoreError>,
+    ) -> Result<(), StoreError>;
+    /// A new scratch file for a snapshot that streams in ([`crate::PublishStaging`]), next to
+    /// the database; it is removed when dropped.
+    fn publish_staging(&self) -> Result<crate::PublishStaging, StoreError>;
+    /// Removes the scratch files of streams a stopped process left; returns how many.
+    fn clear_publish_staging(&self) -> Result<usize, StoreError>;
     /// Pending own statements in seq order, at most limit.
     fn pending(&self, limit: usize) -> Result<Vec<OwnStatement>, StoreError>;
     /// Records the hub's receipt and feed index; the statement becomes Delivered.
@@ -301,6 +314,7 @@ pub(crate) const NODE_SCHEMA: Schema = Schema {
         ),
         indicator_indexes_v2_sql!(),
         indicator_key_rule_sql!(),
+        indicator_policy_coverage_sql!(),
     ],
     upgrade: Some(upgrade_node),
 };
@@ -451,10 +465,29 @@ impl NodeStore for SqliteNodeStore {
         st: &OwnStatement,
         chunks: &[(Digest, Vec<u8>)],
     ) -> Result<(), StoreError> {
+        let mut chunks = chunks.iter();
+        self.append_own_streamed(st, &mut || Ok(chunks.next().cloned()))
+    }
+
+    fn publish_staging(&self) -> Result<crate::PublishStaging, StoreError> {
+        crate::PublishStaging::create(self.db.path())
+    }
+
+    fn clear_publish_staging(&self) -> Result<usize, StoreError> {
+        crate::publish_staging::clear_publish_staging(self.db.path())
+    }
+
+    fn append_own_streamed(
+        &self,
+        st: &OwnStatement,
+        next_chunk: &mut dyn FnMut() -> Result<Option<(Digest, Vec<u8>)>, StoreError>,
+    ) -> Result<(), StoreError> {
         let seq = db::int(st.seq, "seq")?;
         self.db.write(|tx| {
             // Rolled back with the statement when the append is refused.
-            indicator_queries::stage_chunks(&mut Lite(tx), chunks)?;
+            while let Some(chunk) = next_chunk()? {
+                indicator_queries::stage_chunks(&mut Lite(tx), std::slice::from_ref(&chunk))?;
+            }
             // Checked inside the write transaction: no other writer can move the head between
             // this read and the insert.
             let head: i64 = tx

@@ -212,6 +212,37 @@ fn set_user_version(path: &std::path::Path, version: i64) {
     conn.pragma_update(None, "user_version", version).unwrap();
 }
 
+/// A hub file of version 6 (before `policy_coverage`) gets the counts from the objectives it
+/// already recorded, and they match a store that counted as it applied.
+#[test]
+fn policy_coverage_is_counted_on_upgrade() {
+    let paths = Paths::new();
+    let path = paths.fresh();
+    let counted = {
+        let target = indicators::hub_target(Arc::new(SqliteHubStore::open(&path).unwrap()));
+        indicators::add_all(
+            &target,
+            &[
+                indicators::policy_entry(1, "node-a", 1, "doc-1", 1, &[2, 1], 1_000),
+                indicators::policy_entry(2, "node-a", 2, "doc-2", 1, &[], 2_000),
+                indicators::policy_entry(3, "node-b", 1, "doc-1", 1, &[5, 2], 3_000),
+                indicators::policy_entry(4, "node-a", 3, "doc-1", 2, &[3, 2], 4_000),
+            ],
+        );
+        target.view.policy_coverage().unwrap()
+    };
+    assert_eq!(counted.len(), 2);
+    assert_eq!(counted[0].gcm_objectives, [2, 3]);
+    assert_eq!(counted[0].policy_documents, 2);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE policy_coverage").unwrap();
+    }
+    set_user_version(&path, 6);
+    let upgraded = SqliteHubStore::open(&path).unwrap();
+    assert_eq!(upgraded.policy_coverage().unwrap(), counted);
+}
+
 #[test]
 fn newer_schema_is_refused() {
     let paths = Paths::new();
@@ -221,18 +252,18 @@ fn newer_schema_is_refused() {
     match SqliteHubStore::open(&hub) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 6,
+            supported: 7,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     let node = paths.fresh();
     drop(SqliteNodeStore::open(&node).unwrap());
-    set_user_version(&node, 6);
+    set_user_version(&node, 7);
     assert!(matches!(
         SqliteNodeStore::open(&node),
         Err(StoreError::SchemaTooNew {
-            found: 6,
-            supported: 5
+            found: 7,
+            supported: 6
         })
     ));
 }

@@ -107,6 +107,11 @@ impl<'c> CatalogueRows<'c> {
             .check(i, o, faults, &mut self.first_freq, &mut self.out);
     }
 
+    /// Whether an error was found so far.
+    pub(crate) fn has_errors(&self) -> bool {
+        !self.out.is_ok()
+    }
+
     /// What the rows gave.
     pub(crate) fn finish(self) -> CatalogueCheck {
         self.out

@@ -10,24 +10,21 @@
 //! observations (so an empty answer is a 404 and an oversized one a 413 before anything is
 //! sent).
 
-pub mod data;
-pub mod structure;
-pub mod xml;
-
 use crate::indicators::{latest_catalogue, observation_filter};
-use crate::sdmx::{SdmxStructure, is_sdmx_code};
 use crate::shared::SharedFederation;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use data::{DataFormat, DataWriter};
 use http::{HeaderMap, StatusCode, Uri, header};
 use rcpfed_proto::v1;
+use rcpfed_sdmx::structure::{
+    self, Artefact, References, Resource, STRUCTURE_MEDIA_TYPE, Structures,
+};
+use rcpfed_sdmx::{DataFormat, DataWriter, SdmxStructure, dimension_value, is_sdmx_code};
 use rcpfed_store::{IndicatorStore, ObservationCursor, ObservationFilter, ObservationRow};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use structure::{Artefact, References, Resource, Structures};
 use tokio::sync::mpsc;
 
 /// Bounds on requests and answers, checked before any work.
@@ -386,9 +383,6 @@ fn data_format(headers: &HeaderMap) -> Result<DataFormat, RestError> {
     ))
 }
 
-/// The structure media type: SDMX-ML 2.1 structure.
-pub const STRUCTURE_MEDIA_TYPE: &str = "application/vnd.sdmx.structure+xml;version=2.1";
-
 fn structure_format(headers: &HeaderMap) -> Result<(), RestError> {
     let acceptable = accepted(headers)?.is_none_or(|wanted| {
         wanted.iter().any(|(media, version)| {
@@ -623,13 +617,7 @@ impl DataQuery {
             let value = if i == 0 {
                 obs.ref_area.as_str()
             } else {
-                let dim = &self.structure.disaggregations[i - 1];
-                obs.dimensions
-                    .iter()
-                    .find(|(id, _)| id == &dim.id)
-                    .map(|(_, v)| v.as_str())
-                    .or(dim.default_code.as_deref())
-                    .unwrap_or(crate::sdmx::NOT_APPLICABLE)
+                dimension_value(&self.structure.disaggregations[i - 1], obs)
             };
             values.iter().any(|v| v == value)
         })

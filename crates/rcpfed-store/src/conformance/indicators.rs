@@ -363,7 +363,8 @@ fn query(t: &Target, f: &ObservationFilter) -> Vec<ObservationRow> {
     t.view.query_observations(f, None, 1000).unwrap()
 }
 
-fn add_all(t: &Target, entries: &[FeedEntry]) {
+/// Stores `entries` in order.
+pub fn add_all(t: &Target, entries: &[FeedEntry]) {
     for e in entries {
         (t.add)(e).unwrap();
     }
@@ -1321,6 +1322,16 @@ pub fn policy_coverage_latest_revisions(t: &Target) {
     // A new revision addressing nothing keeps the document counted.
     (t.add)(&policy_entry(6, "node-a", 4, "doc-1", 3, &[], 6_000)).unwrap();
     assert_eq!(v.policy_coverage().unwrap(), coverage(Vec::new()));
+    // A revision older than the one recorded changes nothing, counts included.
+    (t.add)(&policy_entry(7, "node-a", 5, "doc-1", 1, &[7], 7_000)).unwrap();
+    assert_eq!(v.policy_coverage().unwrap(), coverage(Vec::new()));
+    // doc-2 (none so far) now addresses 4 and 2; doc-1 comes back to 2: counted once each.
+    (t.add)(&policy_entry(8, "node-a", 6, "doc-2", 2, &[4, 2], 8_000)).unwrap();
+    (t.add)(&policy_entry(9, "node-a", 7, "doc-1", 4, &[2], 9_000)).unwrap();
+    assert_eq!(v.policy_coverage().unwrap(), coverage(vec![2, 4]));
+    // Dropping 2 from one of the two documents that address it keeps it covered.
+    (t.add)(&policy_entry(10, "node-a", 8, "doc-1", 5, &[], 10_000)).unwrap();
+    assert_eq!(v.policy_coverage().unwrap(), coverage(vec![2, 4]));
 }
 
 /// The observations of a chunked test snapshot: `n` APPENDs for LKA, one year each.

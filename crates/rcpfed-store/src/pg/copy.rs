@@ -27,6 +27,7 @@ pub const HUB_TABLES: &[&str] = &[
     "statement_flags",
     "observations",
     "policy_objectives",
+    "policy_coverage",
     "chunks",
 ];
 

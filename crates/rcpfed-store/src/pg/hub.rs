@@ -153,6 +153,22 @@ pub(crate) const HUB_SCHEMA: PgSchema = PgSchema {
         INSERT INTO hub_lease (holder, endpoint, epoch, expires_at)
             VALUES ('', '', 0, '-infinity');
     "#,
+        // Policy coverage counted as policy summaries are applied: per node, objective 0
+        // counts its documents and objective k the documents whose latest revision addresses
+        // GCM objective k (the SQLite stores' `indicator_policy_coverage_sql`).
+        r#"
+        CREATE TABLE policy_coverage (
+            node_id   TEXT COLLATE "C" NOT NULL,
+            objective BIGINT NOT NULL CHECK (objective BETWEEN 0 AND 23),
+            documents BIGINT NOT NULL CHECK (documents >= 0),
+            PRIMARY KEY (node_id, objective)
+        );
+        INSERT INTO policy_coverage (node_id, objective, documents)
+            SELECT node_id, 0, count(DISTINCT document) FROM policy_objectives GROUP BY node_id;
+        INSERT INTO policy_coverage (node_id, objective, documents)
+            SELECT node_id, objective, count(*) FROM policy_objectives
+             WHERE objective IS NOT NULL GROUP BY node_id, objective;
+    "#,
     ],
 };
 

@@ -1,6 +1,6 @@
 //! The bits of SDMX-ML 2.1 every message shares: namespaces, escaping, the header.
 
-use crate::sdmx::{rfc3339_ms, sdmx_id};
+use crate::layout::{rfc3339_ms, sdmx_id};
 
 /// SDMX-ML 2.1 message namespace.
 pub const NS_MESSAGE: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/message";

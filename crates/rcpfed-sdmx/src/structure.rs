@@ -14,12 +14,14 @@
 //! All are maintained by the catalogue's agency and carry its content version (the provider
 //! scheme: `1.0`, as SDMX requires).
 
-use super::xml::{self, NS_COMMON, NS_MESSAGE, NS_STRUCTURE, attr};
-use crate::sdmx::{DEFAULT_VERSION, sdmx_id};
+use crate::layout::{DEFAULT_VERSION, sdmx_id};
+use crate::xml::{self, NS_COMMON, NS_MESSAGE, NS_STRUCTURE, attr};
 use rcpfed_core::members::{Federation, Role};
 use rcpfed_proto::v1;
 use std::collections::BTreeSet;
 
+/// The structure media type: SDMX-ML 2.1 structure.
+pub const STRUCTURE_MEDIA_TYPE: &str = "application/vnd.sdmx.structure+xml;version=2.1";
 /// Id of the concept scheme holding every concept of the structures.
 pub const CONCEPT_SCHEME_ID: &str = "RCPFED_CONCEPTS";
 /// Id SDMX 2.1 prescribes for a data provider scheme.

@@ -9,13 +9,15 @@
 //! as SDMX REST describes for `includeHistory`: replaying the data sets of one provider in
 //! order gives its values in force.
 
-use super::xml::{self, NS_COMMON, NS_GENERIC, NS_MESSAGE, NS_STRUCTURE_SPECIFIC, NS_XSI, attr};
-use crate::sdmx::{
-    JsonMeta, SdmxAction, SdmxError, SdmxJsonWriter, SdmxStructure, csv_header, csv_row,
+use crate::csv_write::{csv_header, csv_row};
+use crate::json::{JsonMeta, SdmxJsonWriter};
+use crate::layout::{
+    ATTRIBUTES, SdmxAction, SdmxError, SdmxStructure, attribute_values, dimension_value, number,
     rfc3339_ms, sdmx_id,
 };
+use crate::xml::{self, NS_COMMON, NS_GENERIC, NS_MESSAGE, NS_STRUCTURE_SPECIFIC, NS_XSI, attr};
 use rcpfed_core::statement::Observation;
-use rcpfed_store::ObservationRow;
+use rcpfed_core::versions::ObservationRow;
 use std::collections::HashSet;
 
 /// The data formats of the REST API.
@@ -41,9 +43,9 @@ impl DataFormat {
             DataFormat::StructureSpecific => {
                 "application/vnd.sdmx.structurespecificdata+xml;version=2.1"
             }
-            DataFormat::Json => crate::sdmx::JSON_MEDIA_TYPE,
-            DataFormat::Json1 => crate::sdmx::JSON_1_MEDIA_TYPE,
-            DataFormat::Csv => crate::sdmx::CSV_MEDIA_TYPE,
+            DataFormat::Json => crate::layout::JSON_MEDIA_TYPE,
+            DataFormat::Json1 => crate::layout::JSON_1_MEDIA_TYPE,
+            DataFormat::Csv => crate::layout::CSV_MEDIA_TYPE,
         }
     }
 }
@@ -53,36 +55,24 @@ fn component_values(structure: &SdmxStructure, obs: &Observation) -> Vec<(String
     let mut values = Vec::with_capacity(structure.disaggregations.len() + 2);
     values.push(("REF_AREA".to_string(), obs.ref_area.clone()));
     for d in &structure.disaggregations {
-        let value = obs
-            .dimensions
-            .iter()
-            .find(|(id, _)| id == &d.id)
-            .map(|(_, v)| v.clone())
-            .or_else(|| d.default_code.clone())
-            .unwrap_or_else(|| crate::sdmx::NOT_APPLICABLE.to_string());
-        values.push((d.id.clone(), value));
+        values.push((d.id.clone(), dimension_value(d, obs).to_string()));
     }
     values.push(("TIME_PERIOD".to_string(), obs.time_period.clone()));
     values
 }
 
 /// The attribute values an observation gives (absent ones left out).
-fn attribute_values(obs: &Observation) -> Vec<(&'static str, String)> {
-    [
-        ("OBS_STATUS", obs.obs_status.clone()),
-        ("CONF_STATUS", obs.conf_status.clone()),
-        ("UNIT_MEASURE", obs.unit_measure.clone()),
-        ("UNIT_MULT", obs.unit_mult.to_string()),
-        ("COMMENT_OBS", obs.footnote.clone()),
-        ("SOURCE_DETAIL", obs.source.clone()),
-    ]
-    .into_iter()
-    .filter(|(_, v)| !v.is_empty())
-    .collect()
+fn present_attributes(obs: &Observation) -> Vec<(&'static str, String)> {
+    ATTRIBUTES
+        .iter()
+        .map(|(id, _)| *id)
+        .zip(attribute_values(obs))
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
 }
 
 fn value_text(value: Option<f64>) -> Option<String> {
-    value.filter(|v| v.is_finite()).map(|v| format!("{v}"))
+    value.filter(|v| v.is_finite()).map(number)
 }
 
 /// Where a data set ends: the provider, the statement and the action of the open one, and
@@ -255,16 +245,11 @@ impl XmlDataWriter {
         let attributes = if action == SdmxAction::Delete {
             Vec::new()
         } else {
-            attribute_values(obs)
+            present_attributes(obs)
         };
         if self.generic {
             out.push_str("<generic:Obs><generic:ObsKey>");
-            for (id, v) in &key {
-                out.push_str("<generic:Value");
-                attr("id", id, out);
-                attr("value", v, out);
-                out.push_str("/>");
-            }
+            generic_values(key.iter().map(|(id, v)| (id.as_str(), v.as_str())), out);
             out.push_str("</generic:ObsKey>");
             if let Some(value) = value {
                 out.push_str("<generic:ObsValue");
@@ -273,12 +258,7 @@ impl XmlDataWriter {
             }
             if !attributes.is_empty() {
                 out.push_str("<generic:Attributes>");
-                for (id, v) in &attributes {
-                    out.push_str("<generic:Value");
-                    attr("id", id, out);
-                    attr("value", v, out);
-                    out.push_str("/>");
-                }
+                generic_values(attributes.iter().map(|(id, v)| (*id, v.as_str())), out);
                 out.push_str("</generic:Attributes>");
             }
             out.push_str("</generic:Obs>");
@@ -308,6 +288,17 @@ impl XmlDataWriter {
         } else {
             "</message:StructureSpecificData>\n"
         });
+    }
+}
+
+/// `<generic:Value id="…" value="…"/>` for each (id, value), as generic data writes a key and
+/// attributes.
+fn generic_values<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, out: &mut String) {
+    for (id, value) in pairs {
+        out.push_str("<generic:Value");
+        attr("id", id, out);
+        attr("value", value, out);
+        out.push_str("/>");
     }
 }
 
@@ -380,7 +371,7 @@ mod tests {
     use super::*;
     use rcpfed_core::Digest;
     use rcpfed_core::statement::ObservationAction;
-    use rcpfed_store::ObservationProvenance;
+    use rcpfed_core::versions::ObservationProvenance;
     use std::collections::BTreeSet;
 
     fn row(node: &str, feed_index: u64, action: ObservationAction, area: &str) -> ObservationRow {

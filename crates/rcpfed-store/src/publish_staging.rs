@@ -1,0 +1,224 @@
+//! Staging of a snapshot a node is publishing while it streams in (`PublishSnapshot`): the
+//! chunks cut so far and the keys seen so far, in a scratch SQLite file next to the node's
+//! database, so the node's memory does not grow with the snapshot.
+//!
+//! The file is the stream's alone: no journal and no fsync (a crash loses a stream that was
+//! never acknowledged anyway), removed when the stream ends (dropped) and, for a process that
+//! was killed, when the node starts ([`clear_publish_staging`]). Nothing in it is published
+//! until the node copies the chunks into its store in the transaction that queues the
+//! signed statement ([`crate::NodeStore::append_own_streamed`]).
+
+use crate::StoreError;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The directory of the staging files of the node database at `db_path`.
+pub fn publish_staging_dir(db_path: &Path) -> PathBuf {
+    let name = db_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "node".into());
+    db_path.with_file_name(format!("{name}.publish-staging"))
+}
+
+/// Removes every staging file under the node database at `db_path` (left by streams of a
+/// process that stopped mid-way); returns how many there were.
+pub fn clear_publish_staging(db_path: &Path) -> Result<usize, StoreError> {
+    let dir = publish_staging_dir(db_path);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_error("reading", &dir, &e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let path = entry.map_err(|e| io_error("reading", &dir, &e))?.path();
+        std::fs::remove_file(&path).map_err(|e| io_error("removing", &path, &e))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// A file-system failure as SQLite's I/O error, so it reads as a condition of the machine
+/// ([`StoreError::is_unavailable`]).
+fn io_error(what: &str, path: &Path, e: &std::io::Error) -> StoreError {
+    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some(format!(
+            "{what} the publish staging {}: {e}",
+            path.display()
+        )),
+    ))
+}
+
+/// Page cache of a staging file: the key index of a ten-million-row snapshot does not fit, and
+/// need not (the operating system caches the file too).
+const STAGING_CACHE_KIB: i64 = 32 * 1024;
+
+/// Tells apart the staging files of one process.
+static NEXT_STAGING: AtomicU64 = AtomicU64::new(0);
+
+/// One streamed snapshot's scratch file; removed when dropped.
+pub struct PublishStaging {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for PublishStaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishStaging")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl PublishStaging {
+    /// A new, empty staging file for the node database at `db_path`.
+    pub fn create(db_path: &Path) -> Result<Self, StoreError> {
+        let dir = publish_staging_dir(db_path);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, &e))?;
+        let path = dir.join(format!(
+            "{}-{}.sqlite",
+            std::process::id(),
+            NEXT_STAGING.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A file of the same name is a leftover of an earlier process with this pid.
+        let _ = std::fs::remove_file(&path);
+        let conn = Connection::open(&path)?;
+        // From here on the file is removed on drop, also when the set-up below fails.
+        let staging = PublishStaging { conn, path };
+        staging.conn.execute_batch(&format!(
+            "PRAGMA journal_mode = OFF;
+             PRAGMA synchronous = OFF;
+             PRAGMA temp_store = FILE;
+             PRAGMA cache_size = -{STAGING_CACHE_KIB};
+             CREATE TABLE keys (key BLOB PRIMARY KEY, position INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE chunks (id INTEGER PRIMARY KEY, bytes BLOB NOT NULL);"
+        ))?;
+        Ok(staging)
+    }
+
+    /// Where the file is (for tests and logs).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records `keys` (a key and the position of its observation, in stream order) and
+    /// answers, for each, the position of the first observation with that key when an
+    /// earlier one had it (in this call or an earlier one).
+    pub fn first_positions(
+        &mut self,
+        keys: &[(Vec<u8>, u64)],
+    ) -> Result<Vec<Option<u64>>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(keys.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO keys (key, position) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            )?;
+            let mut first = tx.prepare_cached("SELECT position FROM keys WHERE key = ?1")?;
+            for (key, position) in keys {
+                let position = i64::try_from(*position)
+                    .map_err(|_| StoreError::Corrupt(format!("position {position} too large")))?;
+                if insert.execute(params![key, position])? == 1 {
+                    out.push(None);
+                } else {
+                    let earlier: i64 = first.query_row(params![key], |r| r.get(0))?;
+                    out.push(u64::try_from(earlier).ok());
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Stages a chunk's bytes; returns its id.
+    pub fn put_chunk(&mut self, bytes: &[u8]) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached("INSERT INTO chunks (bytes) VALUES (?1)")?
+            .execute(params![bytes])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The bytes of staged chunk `id`.
+    pub fn chunk(&self, id: i64) -> Result<Vec<u8>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT bytes FROM chunks WHERE id = ?1")?
+            .query_row(params![id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::Corrupt(format!("staged chunk {id} is missing")))
+    }
+
+    /// Drops staged chunks `ids` (a cut that was redone with smaller chunks).
+    pub fn remove_chunks(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
+            for id in ids {
+                delete.execute(params![id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Drop for PublishStaging {
+    fn drop(&mut self) {
+        // Nothing of a stream outlives it; a file that cannot be removed now goes at the next
+        // start.
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a publish staging file");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_answer_their_first_position_and_the_file_goes_with_the_stream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("node.sqlite");
+        let mut staging = PublishStaging::create(&db).expect("staging");
+        let path = staging.path().to_path_buf();
+        assert!(path.exists());
+        let k = |s: &str| s.as_bytes().to_vec();
+        let first = staging
+            .first_positions(&[(k("a"), 0), (k("b"), 1), (k("a"), 2)])
+            .expect("keys");
+        assert_eq!(first, [None, None, Some(0)]);
+        let later = staging
+            .first_positions(&[(k("b"), 3), (k("c"), 4)])
+            .expect("keys");
+        assert_eq!(later, [Some(1), None]);
+        let id = staging.put_chunk(b"chunk bytes").expect("chunk");
+        assert_eq!(staging.chunk(id).expect("read"), b"chunk bytes");
+        staging.remove_chunks(&[id]).expect("remove");
+        assert!(staging.chunk(id).is_err(), "a removed chunk is gone");
+        drop(staging);
+        assert!(!path.exists(), "the file goes with the stream");
+    }
+
+    #[test]
+    fn a_start_clears_what_a_killed_process_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("node.sqlite");
+        assert_eq!(clear_publish_staging(&db).expect("nothing there"), 0);
+        let staging = PublishStaging::create(&db).expect("staging");
+        // As a killed process leaves it: the file stays.
+        std::mem::forget(staging);
+        assert_eq!(clear_publish_staging(&db).expect("cleared"), 1);
+        assert_eq!(
+            std::fs::read_dir(publish_staging_dir(&db))
+                .expect("dir")
+                .count(),
+            0
+        );
+    }
+}
