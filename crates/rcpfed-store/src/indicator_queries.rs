@@ -1,8 +1,9 @@
 //! The indicator view's read queries and row mapping, once for the SQLite stores (hub and
 //! node) and the PostgreSQL hub store: each function runs on a connection or transaction the
 //! backend opened (the backend decides the snapshot), through [`Sql`]. So is the policy part of
-//! the apply step ([`apply_policy`]). The observations' apply step and the observation query's
-//! filter SQL stay with each backend (bulk arrays on PostgreSQL, JSON lists on SQLite).
+//! the apply step ([`apply_policy`]). The observation query's filter SQL stays with each
+//! backend (arrays on PostgreSQL, JSON lists on SQLite); so does how the apply step writes
+//! observation rows (`indicators_sql::ViewWriter`).
 
 use crate::StoreError;
 use crate::db::{bound, int, key, limit};

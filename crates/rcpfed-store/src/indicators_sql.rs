@@ -1,7 +1,10 @@
 //! The one SQLite implementation of [`IndicatorStore`], shared by the hub store and the node
-//! store: the schema of the view, the apply step both stores run inside the transaction that
-//! stores a feed entry, and every query. Only the log table differs (the hub's `statements`,
-//! the node's `mirror`); both have the columns used here.
+//! store: the schema of the view and every query. Only the log table differs (the hub's
+//! `statements`, the node's `mirror`); both have the columns used here.
+//!
+//! Also the apply step every store runs inside the transaction that stores a feed entry
+//! ([`apply_to_view`]), once for SQLite and PostgreSQL: decoding the entry, the key rule, the
+//! action rule per observation; a backend only says how it writes a batch ([`ViewWriter`]).
 
 use crate::StoreError;
 use crate::db;
@@ -10,7 +13,7 @@ use crate::indicators::{
     CATALOGUE_KIND, CoherenceRows, ConflictRows, ObservationCursor, ObservationFilter,
     ObservationRow, RevisionRows,
 };
-use crate::sql::{Lite, SqlRow};
+use crate::sql::{Dialect, Lite, Query, Sql, SqlRow, query};
 use rcpfed_core::Digest;
 use rcpfed_core::admission::actions::{self, ActionScope, InForce};
 use rcpfed_core::chunks;
@@ -22,8 +25,9 @@ use rcpfed_core::statement::{
     Body, DocumentKind, IndicatorSnapshot, Observation, ObservationAction, Statement,
 };
 use rusqlite::types::{ToSql, Value};
-use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
-use std::collections::HashMap;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The indicator view's tables, created identically in the hub and the node database (one
@@ -167,7 +171,7 @@ pub(crate) enum Log {
 }
 
 impl Log {
-    fn pick(self, hub: &'static str, node: &'static str) -> &'static str {
+    fn pick<T>(self, hub: T, node: T) -> T {
         match self {
             Log::Hub => hub,
             Log::Node => node,
@@ -204,27 +208,32 @@ pub(crate) fn in_force(code: Option<i64>) -> Result<InForce, StoreError> {
 }
 
 /// The version in force of a key: (feed_index, position, action, defaulted).
-pub(crate) const FIND_IN_FORCE_SQL: &str = "SELECT feed_index, position, action, defaulted
+pub(crate) const FIND_IN_FORCE: Query = query!(
+    "SELECT feed_index, position, action, defaulted
      FROM observations
-     WHERE node_id = ?1 AND indicator = ?2 AND ref_area = ?3 AND time_period = ?4 AND dims = ?5
-       AND superseded_at_ms IS NULL";
+     WHERE node_id = $1 AND indicator = $2 AND ref_area = $3 AND time_period = $4 AND dims = $5
+       AND superseded_at_ms IS NULL"
+);
 
-type InForceRow = (i64, i64, i64, bool);
+/// A version in force: (feed_index, position, action, defaulted).
+pub(crate) type InForceRow = (i64, i64, i64, bool);
 
-fn find_in_force(
-    find: &mut CachedStatement<'_>,
-    node_id: &str,
-    indicator: &str,
-    o: &Observation,
-    dims: &str,
-) -> Result<Option<InForceRow>, StoreError> {
-    Ok(find
-        .query_row(
-            params![node_id, indicator, o.ref_area, o.time_period, dims],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?)
-}
+/// The latest catalogue version logged before a feed index: (feed_index, digest).
+const LATEST_CATALOGUE: [Query; 2] = [
+    query!(
+        "SELECT feed_index, digest FROM statements WHERE kind = $1 AND feed_index < $2
+         ORDER BY feed_index DESC LIMIT 1"
+    ),
+    query!(
+        "SELECT feed_index, digest FROM mirror WHERE kind = $1 AND feed_index < $2
+         ORDER BY feed_index DESC LIMIT 1"
+    ),
+];
+/// The envelope logged at a feed index.
+const ENVELOPE_AT: [Query; 2] = [
+    query!("SELECT envelope FROM statements WHERE feed_index = $1"),
+    query!("SELECT envelope FROM mirror WHERE feed_index = $1"),
+];
 
 /// Key rules of the catalogue versions seen lately, by the payload digest of the version: a
 /// rule is read from its document once per process, not once per snapshot.
@@ -237,34 +246,21 @@ const KEY_RULES_KEPT: usize = 8;
 /// when it accepted the entry; no defaults when none was logged yet. Hub and nodes read it
 /// from the same feed, so they key every entry alike.
 pub(crate) fn key_rule_before(
-    conn: &Connection,
+    sql: &mut impl Sql,
     log: Log,
     before: Option<u64>,
 ) -> Result<Arc<KeyRule>, StoreError> {
-    let sql = log.pick(
-        "SELECT feed_index, digest FROM statements WHERE kind = ?1 AND feed_index < ?2
-         ORDER BY feed_index DESC LIMIT 1",
-        "SELECT feed_index, digest FROM mirror WHERE kind = ?1 AND feed_index < ?2
-         ORDER BY feed_index DESC LIMIT 1",
-    );
+    let [hub, node] = LATEST_CATALOGUE;
     let before = before.map_or(i64::MAX, db::bound);
-    let latest = conn
-        .prepare_cached(sql)?
-        .query_row(params![CATALOGUE_KIND, before], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get_ref(1)?.as_blob()?.to_vec()))
-        })
-        .optional()?;
+    let latest = sql.first(&log.pick(hub, node), &[&CATALOGUE_KIND, &before], |r| {
+        Ok((r.i64(0)?, r.blob(1)?))
+    })?;
     let Some((feed_index, digest)) = latest else {
         return Ok(Arc::new(KeyRule::none()));
     };
-    let sql = log.pick(
-        "SELECT envelope FROM statements WHERE feed_index = ?1",
-        "SELECT envelope FROM mirror WHERE feed_index = ?1",
-    );
+    let [hub, node] = ENVELOPE_AT;
     cached_key_rule(feed_index, &digest, || {
-        Ok(conn
-            .prepare_cached(sql)?
-            .query_row([feed_index], |r| r.get(0))?)
+        sql.one(&log.pick(hub, node), &[&feed_index], |r| r.blob(0))
     })
 }
 
@@ -324,7 +320,7 @@ pub(crate) fn check_observation_actions(
     let tx = conn.unchecked_transaction()?;
     let out = {
         // The catalogue in force now is the one the entry will be applied with.
-        let rule = key_rule_before(&tx, log, None)?;
+        let rule = key_rule_before(&mut Lite(&tx), log, None)?;
         let scope = ActionScope {
             node_id,
             indicator,
@@ -332,7 +328,7 @@ pub(crate) fn check_observation_actions(
             limit,
             batch: 1,
         };
-        let mut find = tx.prepare_cached(FIND_IN_FORCE_SQL)?;
+        let mut find = tx.prepare_cached(FIND_IN_FORCE.text(Dialect::Sqlite))?;
         actions::check(&scope, observations, |keys| {
             keys.iter()
                 .map(|(ref_area, time_period, dims)| {
@@ -380,11 +376,43 @@ impl Entry<'_> {
     }
 }
 
+/// Observations keyed, ruled on and written per round: a backend writes a batch in one
+/// statement per step (PostgreSQL) or row by row (SQLite).
+pub(crate) const APPLY_BATCH: usize = 2_000;
+
+/// How a backend writes the view's rows; everything else of the apply step is
+/// [`apply_to_view`]'s, through [`Sql`].
+pub(crate) trait ViewWriter: Sql {
+    /// Marks the stored rows at `rows` (feed_index, position) superseded at `accepted_at_ms`.
+    fn supersede(&mut self, accepted_at_ms: i64, rows: &[(i64, i64)]) -> Result<(), StoreError>;
+
+    /// Inserts `rows` at `feed_index` in their order, except a row in force whose key already
+    /// has a version in force (stored before, or an earlier row of `rows`): the index of the
+    /// versions in force leaves it out, and its position is returned (in the order of
+    /// `rows`). Any other constraint a row breaks is the entry's conflict.
+    fn insert_unless_in_force(
+        &mut self,
+        entry: &Entry<'_>,
+        indicator: &str,
+        feed_index: i64,
+        rows: &[BatchRow<'_>],
+    ) -> Result<Vec<i64>, StoreError>;
+}
+
+/// Applies one stored feed entry to the view (SQLite), inside the transaction that stores it.
+pub(crate) fn apply_entry(tx: &Connection, log: Log, entry: &Entry<'_>) -> Result<(), StoreError> {
+    apply_to_view(&mut Lite(tx), log, entry)
+}
+
 /// Applies one stored feed entry to the view, inside the transaction that stores it: an
 /// indicator snapshot's observations (inline or from the staged chunks) or a policy summary's
 /// objectives; other kinds change nothing. Any error leaves the caller's transaction to roll
 /// back, so the entry and its view are stored together or not at all.
-pub(crate) fn apply_entry(tx: &Connection, log: Log, entry: &Entry<'_>) -> Result<(), StoreError> {
+pub(crate) fn apply_to_view(
+    tx: &mut impl ViewWriter,
+    log: Log,
+    entry: &Entry<'_>,
+) -> Result<(), StoreError> {
     let indicator_kind = DocumentKind::IndicatorSnapshot.as_str();
     let policy_kind = DocumentKind::PolicySummary.as_str();
     if entry.kind != indicator_kind && entry.kind != policy_kind {
@@ -409,7 +437,7 @@ pub(crate) fn apply_entry(tx: &Connection, log: Log, entry: &Entry<'_>) -> Resul
             apply_snapshot(tx, entry, snapshot, &defaults)
         }
         Body::Policy(policy) if entry.kind == policy_kind => {
-            indicator_queries::apply_policy(&mut Lite(tx), entry, &policy.gcm_objectives)
+            indicator_queries::apply_policy(tx, entry, &policy.gcm_objectives)
         }
         other => Err(entry.conflict(format!(
             "its body is a {}, not a {}",
@@ -419,18 +447,27 @@ pub(crate) fn apply_entry(tx: &Connection, log: Log, entry: &Entry<'_>) -> Resul
     }
 }
 
+const CHUNK_BYTES: Query = query!("SELECT bytes FROM chunks WHERE sha256 = $1");
+
 fn apply_snapshot(
-    tx: &Connection,
+    tx: &mut impl ViewWriter,
     entry: &Entry<'_>,
     snapshot: IndicatorSnapshot,
     defaults: &[(String, String)],
 ) -> Result<(), StoreError> {
-    let mut applier = Applier::new(tx, entry, &snapshot.indicator, defaults)?;
+    let mut applier = Applier {
+        entry,
+        indicator: &snapshot.indicator,
+        defaults,
+        feed_index: db::int(entry.feed_index, "feed index")?,
+        position: 0,
+        tolerated: 0,
+        periods: HashMap::new(),
+    };
     let Some(manifest) = &snapshot.chunks else {
-        snapshot
-            .observations
-            .iter()
-            .try_for_each(|o| applier.apply(o))?;
+        for batch in snapshot.observations.chunks(APPLY_BATCH) {
+            applier.apply(tx, batch)?;
+        }
         applier.note_tolerated();
         return Ok(());
     };
@@ -438,24 +475,73 @@ fn apply_snapshot(
         return Err(entry.conflict("it carries both inline observations and chunks"));
     }
     chunks::check_manifest(manifest).map_err(|e| entry.conflict(e))?;
-    let mut read = tx.prepare_cached("SELECT bytes FROM chunks WHERE sha256 = ?1")?;
     for (index, chunk) in manifest.chunks.iter().enumerate() {
-        let bytes: Option<Vec<u8>> = read
-            .query_row([&chunk.sha256.0[..]], |r| r.get(0))
-            .optional()?;
+        let bytes = tx.first(&CHUNK_BYTES, &[&&chunk.sha256.0[..]], |r| r.blob(0))?;
         let Some(bytes) = bytes else {
             return Err(entry.conflict(format!("chunk {index} ({}) is not staged", chunk.sha256)));
         };
         let observations =
             chunks::decode_chunk(manifest, index, &bytes).map_err(|e| entry.conflict(e))?;
-        observations.iter().try_for_each(|o| applier.apply(o))?;
+        for batch in observations.chunks(APPLY_BATCH) {
+            applier.apply(tx, batch)?;
+        }
     }
     applier.note_tolerated();
     Ok(())
 }
 
-/// Applies a snapshot's observations one by one with three cached statements.
-struct Applier<'c, 'e> {
+/// Where a key's version in force is, while a batch is ruled on.
+#[derive(Clone, Copy)]
+enum Current {
+    /// Nothing in force.
+    None,
+    /// A stored row: (feed_index, position, action, defaulted).
+    Stored(InForceRow),
+    /// A row of the batch: (index in the batch, action, defaulted).
+    Pending(usize, i64, bool),
+}
+
+/// One observation of a batch as the view stores it.
+pub(crate) struct BatchRow<'o> {
+    pub observation: &'o Observation,
+    pub position: i64,
+    /// The canonical dimension key.
+    pub dims: &'o str,
+    /// The period's first and last day.
+    pub period: Rc<(String, String)>,
+    /// Whether the key rule filled in a default.
+    pub defaulted: bool,
+    /// Set when a later row of the same batch supersedes this one.
+    pub superseded_at_ms: Option<i64>,
+}
+
+/// What the rule step writes for one batch, after its new keys went in.
+#[derive(Default)]
+struct Batch<'o> {
+    rows: Vec<BatchRow<'o>>,
+    /// Stored rows these observations supersede: (feed_index, position).
+    supersede: Vec<(i64, i64)>,
+}
+
+/// An observation under the key rule.
+struct Keyed {
+    /// The canonical dimension key.
+    dims: String,
+    /// Whether the key rule filled in a default.
+    defaulted: bool,
+    /// The period's first and last day; None when TIME_PERIOD is not an SDMX period.
+    period: Option<Rc<(String, String)>>,
+}
+
+/// Applies a snapshot's observations a batch at a time, in two steps:
+/// 1. the APPENDs go straight in ([`Applier::insert_new_keys`]): the index of the versions in
+///    force leaves one out when its key has one, so the common case, a new key, costs one
+///    insert and no lookup;
+/// 2. every other observation, in order, gets the action rule against its key's version in
+///    force: a row of this step (in memory), else one exact probe of the index, which also
+///    finds the rows of step 1 and of earlier batches. Then the backend marks the superseded
+///    rows and inserts the new ones.
+struct Applier<'e> {
     entry: &'e Entry<'e>,
     indicator: &'e str,
     /// The key rule's defaults for the indicator.
@@ -463,102 +549,204 @@ struct Applier<'c, 'e> {
     feed_index: i64,
     position: i64,
     /// Observations applied as revisions although the action rule refused them, because a
-    /// default merged two keys the entry was accepted under (see [`Applier::apply`]).
+    /// default merged two keys the entry was accepted under (see [`Applier::rule`]).
     tolerated: u64,
     /// `YYYY-MM-DD` bounds per TIME_PERIOD: a snapshot repeats few periods many times.
-    periods: HashMap<String, (String, String)>,
-    find: CachedStatement<'c>,
-    supersede: CachedStatement<'c>,
-    insert: CachedStatement<'c>,
+    periods: HashMap<String, Rc<(String, String)>>,
 }
 
-impl<'c, 'e> Applier<'c, 'e> {
-    fn new(
-        tx: &'c Connection,
-        entry: &'e Entry<'e>,
-        indicator: &'e str,
-        defaults: &'e [(String, String)],
-    ) -> Result<Self, StoreError> {
-        Ok(Applier {
-            entry,
-            indicator,
-            defaults,
-            feed_index: db::int(entry.feed_index, "feed index")?,
-            position: 0,
-            tolerated: 0,
-            periods: HashMap::new(),
-            find: tx.prepare_cached(FIND_IN_FORCE_SQL)?,
-            supersede: tx.prepare_cached(
-                "UPDATE observations SET superseded_at_ms = ?3
-                 WHERE feed_index = ?1 AND position = ?2",
-            )?,
-            insert: tx.prepare_cached(
-                "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
-                     time_period, dims, period_start, period_end, action, obs_value, obs_status,
-                     unit_measure, unit_mult, conf_status, footnote, source, digest, document,
-                     revision, accepted_at_ms, defaulted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19, ?20, ?21, ?22)",
-            )?,
-        })
+impl Applier<'_> {
+    fn apply(
+        &mut self,
+        tx: &mut impl ViewWriter,
+        observations: &[Observation],
+    ) -> Result<(), StoreError> {
+        let keyed: Vec<Keyed> = observations.iter().map(|o| self.key(o)).collect();
+        let inserted = self.insert_new_keys(tx, observations, &keyed)?;
+        self.rule(tx, observations, &keyed, &inserted)?;
+        self.position += offset(observations.len())?;
+        Ok(())
     }
 
-    /// Applies one observation under its canonical key. The action rule is the check's, with
-    /// one exception for entries accepted before the key rule existed: when the rule refuses
-    /// an observation and the observation or the version in force was keyed with a default
-    /// filled in, the two were different keys when the entry was accepted, so the observation
-    /// is applied as the key's next version (the later one wins). An entry accepted under the
-    /// key rule never needs this: its actions were checked against the same keys.
-    fn apply(&mut self, o: &Observation) -> Result<(), StoreError> {
+    /// Step 1: inserts, in order, every APPEND whose key no earlier REPLACE or DELETE of the
+    /// batch touched; says per observation whether it is stored now. Inserted in order, a
+    /// repeated APPEND is left out by the first one, so every APPEND left out meets in step 2
+    /// the same version in force as it would one by one; an inserted one had nothing in force.
+    fn insert_new_keys(
+        &self,
+        tx: &mut impl ViewWriter,
+        observations: &[Observation],
+        keyed: &[Keyed],
+    ) -> Result<Vec<bool>, StoreError> {
+        // Usually empty: a snapshot of new data only appends, and then nothing is hashed.
+        let mut changed = HashSet::new();
+        let mut rows = Vec::new();
+        let mut inserted = vec![false; observations.len()];
+        for (i, (o, k)) in observations.iter().zip(keyed).enumerate() {
+            let key = (o.ref_area.as_str(), o.time_period.as_str(), k.dims.as_str());
+            if o.action != ObservationAction::Append {
+                changed.insert(key);
+                continue;
+            }
+            let Some(period) = &k.period else {
+                continue;
+            };
+            if !changed.is_empty() && changed.contains(&key) {
+                continue;
+            }
+            rows.push(BatchRow {
+                observation: o,
+                position: self.position + offset(i)?,
+                dims: &k.dims,
+                period: Rc::clone(period),
+                defaulted: k.defaulted,
+                superseded_at_ms: None,
+            });
+            inserted[i] = true;
+        }
+        if rows.is_empty() {
+            return Ok(inserted);
+        }
+        for position in
+            tx.insert_unless_in_force(self.entry, self.indicator, self.feed_index, &rows)?
+        {
+            if let Some(left_out) = usize::try_from(position - self.position)
+                .ok()
+                .and_then(|i| inserted.get_mut(i))
+            {
+                *left_out = false;
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// Step 2: rules on the observations step 1 did not store, in order, and writes them.
+    /// The action rule is the check's, with one exception for entries accepted before the
+    /// key rule existed: when the rule refuses an observation and the observation or the
+    /// version in force was keyed with a default filled in, the two were different keys when
+    /// the entry was accepted, so the observation is applied as the key's next version (the
+    /// later one wins). An entry accepted under the key rule never needs this: its actions
+    /// were checked against the same keys.
+    fn rule<'o>(
+        &mut self,
+        tx: &mut impl ViewWriter,
+        observations: &'o [Observation],
+        keyed: &'o [Keyed],
+        inserted: &[bool],
+    ) -> Result<(), StoreError> {
         let e = self.entry;
-        let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
-        if !self.periods.contains_key(&o.time_period) {
-            let Some(period) = parse_time_period(&o.time_period) else {
+        let mut batch = Batch::default();
+        let mut touched: HashMap<(&str, &str, &str), Current> = HashMap::new();
+        for ((i, o), k) in observations.iter().enumerate().zip(keyed) {
+            if inserted[i] {
+                continue;
+            }
+            let position = self.position + offset(i)?;
+            let Some(period) = &k.period else {
                 return Err(e.conflict(format!(
-                    "observation {} has time period {:?}, which is not an SDMX period",
-                    self.position, o.time_period
+                    "observation {position} has time period {:?}, which is not an SDMX period",
+                    o.time_period
                 )));
             };
-            self.periods
-                .insert(o.time_period.clone(), period_dates(&period));
-        }
-        // The common case, an APPEND of a new key, is one INSERT: the unique index of the
-        // versions in force refuses it if the key has one, and only then do we look.
-        if o.action == ObservationAction::Append {
-            match self.insert(o, &dims, defaulted) {
-                Err(err) if db::constraint_message(&err).is_some() => {}
-                other => return other.map_err(StoreError::from),
+            let key = (o.ref_area.as_str(), o.time_period.as_str(), k.dims.as_str());
+            let current = match touched.get(&key) {
+                Some(current) => *current,
+                None => self.stored_in_force(tx, key)?,
+            };
+            let (action, was_defaulted) = match current {
+                Current::None => (None, false),
+                Current::Stored((_, _, action, d)) | Current::Pending(_, action, d) => {
+                    (Some(action), d)
+                }
+            };
+            let state = in_force(action)?;
+            if actions::step(state, o.action).is_err() {
+                if !(k.defaulted || was_defaulted) {
+                    return Err(e.conflict(format!(
+                        "observation {position} {}",
+                        actions::refusal_words(e.node_id, self.indicator, o, &k.dims, state)
+                    )));
+                }
+                self.tolerated += 1;
             }
-        }
-        let current = find_in_force(&mut self.find, e.node_id, self.indicator, o, &dims)?;
-        let state = in_force(current.map(|r| r.2))?;
-        if actions::step(state, o.action).is_err() {
-            let merged = defaulted || current.is_some_and(|r| r.3);
-            if !merged {
-                return Err(e.conflict(format!(
-                    "observation {} {}",
-                    self.position,
-                    actions::refusal_words(e.node_id, self.indicator, o, &dims, state)
-                )));
+            match current {
+                Current::None => {}
+                Current::Stored((feed_index, position, _, _)) => {
+                    batch.supersede.push((feed_index, position));
+                }
+                Current::Pending(index, _, _) => {
+                    batch.rows[index].superseded_at_ms = Some(e.accepted_at_ms);
+                }
             }
-            self.tolerated += 1;
+            touched.insert(
+                key,
+                Current::Pending(batch.rows.len(), action_code(o.action), k.defaulted),
+            );
+            batch.rows.push(BatchRow {
+                observation: o,
+                position,
+                dims: &k.dims,
+                period: Rc::clone(period),
+                defaulted: k.defaulted,
+                superseded_at_ms: None,
+            });
         }
-        let Some((feed_index, position, _, _)) = current else {
-            if o.action == ObservationAction::Append {
-                // Refused by another constraint: say which.
-                return self.insert(o, &dims, defaulted).map_err(|err| {
-                    e.conflict(format!("observation {} is refused: {err}", self.position))
-                });
-            }
-            return Ok(self.insert(o, &dims, defaulted)?);
-        };
-        self.supersede
-            .execute(params![feed_index, position, e.accepted_at_ms])?;
-        Ok(self.insert(o, &dims, defaulted)?)
+        if !batch.supersede.is_empty() {
+            tx.supersede(e.accepted_at_ms, &batch.supersede)?;
+        }
+        if batch.rows.is_empty() {
+            return Ok(());
+        }
+        // Every key's version in force was looked up or superseded: none may be left out.
+        let left_out =
+            tx.insert_unless_in_force(e, self.indicator, self.feed_index, &batch.rows)?;
+        match left_out.first() {
+            Some(position) => Err(e.conflict(format!(
+                "observation {position} is refused: its key already has a version in force"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// `o` under the key rule, with its period's bounds.
+    fn key(&mut self, o: &Observation) -> Keyed {
+        let (dims, defaulted) = obskey::dimension_key(&o.dimensions, self.defaults);
+        Keyed {
+            dims,
+            defaulted,
+            period: self.period(&o.time_period),
+        }
+    }
+
+    /// The stored version in force of a key: one exact probe of the index of the versions in
+    /// force. (Within the transaction that applies a snapshot, PostgreSQL's planner does not
+    /// know the rows it added and plans a batched form of the probe as a scan per key.)
+    fn stored_in_force(
+        &self,
+        tx: &mut impl ViewWriter,
+        (area, period, dims): (&str, &str, &str),
+    ) -> Result<Current, StoreError> {
+        let row = tx.first(
+            &FIND_IN_FORCE,
+            &[&self.entry.node_id, &self.indicator, &area, &period, &dims],
+            |r| Ok((r.i64(0)?, r.i64(1)?, r.i64(2)?, r.bool(3)?)),
+        )?;
+        Ok(row.map_or(Current::None, Current::Stored))
+    }
+
+    /// The `YYYY-MM-DD` bounds of a TIME_PERIOD; None when it is not an SDMX period.
+    fn period(&mut self, time_period: &str) -> Option<Rc<(String, String)>> {
+        if let Some(period) = self.periods.get(time_period) {
+            return Some(Rc::clone(period));
+        }
+        let period = Rc::new(period_dates(&parse_time_period(time_period)?));
+        self.periods
+            .insert(time_period.to_string(), Rc::clone(&period));
+        Some(period)
     }
 
     /// Logs how many observations of the entry were applied under the exception of
-    /// [`Applier::apply`].
+    /// [`Applier::rule`].
     fn note_tolerated(&self) {
         if self.tolerated > 0 {
             let e = self.entry;
@@ -572,45 +760,87 @@ impl<'c, 'e> Applier<'c, 'e> {
             );
         }
     }
+}
 
-    /// Inserts `o` at the next position.
-    fn insert(
-        &mut self,
-        o: &Observation,
-        dims: &str,
-        defaulted: bool,
-    ) -> Result<(), rusqlite::Error> {
-        let e = self.entry;
-        let (period_start, period_end) = self
-            .periods
-            .get(&o.time_period)
-            .map_or(("", ""), |(s, e)| (s.as_str(), e.as_str()));
-        self.insert.execute(params![
-            self.feed_index,
-            self.position,
-            e.node_id,
-            self.indicator,
-            o.ref_area,
-            o.time_period,
-            dims,
-            period_start,
-            period_end,
-            action_code(o.action),
-            o.obs_value,
-            o.obs_status,
-            o.unit_measure,
-            o.unit_mult,
-            o.conf_status,
-            o.footnote,
-            o.source,
-            &e.digest.0[..],
-            e.document,
-            e.revision,
-            e.accepted_at_ms,
-            defaulted,
-        ])?;
-        self.position += 1;
+/// An index within a batch as a position offset.
+fn offset(index: usize) -> Result<i64, StoreError> {
+    i64::try_from(index)
+        .map_err(|_| StoreError::Corrupt(format!("batch index {index} exceeds a position")))
+}
+
+/// SQLite writes row by row with cached statements: no array type, and a statement costs no
+/// round trip.
+impl ViewWriter for Lite<'_> {
+    fn supersede(&mut self, accepted_at_ms: i64, rows: &[(i64, i64)]) -> Result<(), StoreError> {
+        let mut supersede = self.0.prepare_cached(
+            "UPDATE observations SET superseded_at_ms = ?3
+             WHERE feed_index = ?1 AND position = ?2",
+        )?;
+        for (feed_index, position) in rows {
+            supersede.execute(params![feed_index, position, accepted_at_ms])?;
+        }
         Ok(())
+    }
+
+    fn insert_unless_in_force(
+        &mut self,
+        entry: &Entry<'_>,
+        indicator: &str,
+        feed_index: i64,
+        rows: &[BatchRow<'_>],
+    ) -> Result<Vec<i64>, StoreError> {
+        // The conflict target names the index of the versions in force: any other constraint
+        // still fails the insert.
+        let mut insert = self.0.prepare_cached(
+            "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
+                 time_period, dims, period_start, period_end, action, obs_value, obs_status,
+                 unit_measure, unit_mult, conf_status, footnote, source, digest, document,
+                 revision, accepted_at_ms, defaulted, superseded_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23)
+             ON CONFLICT (indicator, ref_area, time_period, dims, node_id)
+                 WHERE superseded_at_ms IS NULL DO NOTHING",
+        )?;
+        let mut left_out = Vec::new();
+        for row in rows {
+            let o = row.observation;
+            let stored = insert
+                .execute(params![
+                    feed_index,
+                    row.position,
+                    entry.node_id,
+                    indicator,
+                    o.ref_area,
+                    o.time_period,
+                    row.dims,
+                    row.period.0,
+                    row.period.1,
+                    action_code(o.action),
+                    o.obs_value,
+                    o.obs_status,
+                    o.unit_measure,
+                    o.unit_mult,
+                    o.conf_status,
+                    o.footnote,
+                    o.source,
+                    &entry.digest.0[..],
+                    entry.document,
+                    entry.revision,
+                    entry.accepted_at_ms,
+                    row.defaulted,
+                    row.superseded_at_ms,
+                ])
+                .map_err(|err| match db::constraint_message(&err) {
+                    Some(_) => {
+                        entry.conflict(format!("observation {} is refused: {err}", row.position))
+                    }
+                    None => err.into(),
+                })?;
+            if stored == 0 {
+                left_out.push(row.position);
+            }
+        }
+        Ok(left_out)
     }
 }
 

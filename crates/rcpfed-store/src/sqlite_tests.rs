@@ -1050,7 +1050,7 @@ fn indicator_queries_use_indexes() {
     };
     let text = |s: &str| rusqlite::types::Value::Text(s.to_string());
     let find = plan(
-        crate::indicators_sql::FIND_IN_FORCE_SQL,
+        crate::indicators_sql::FIND_IN_FORCE.text(crate::sql::Dialect::Sqlite),
         &[
             text("node-a"),
             text("IND"),

@@ -114,6 +114,7 @@ pub fn node_target<S: NodeStore + IndicatorStore>(store: Arc<S>) -> Target {
 pub fn indicator_suite(new_target: &dyn Fn() -> Target) {
     history_as_of_updated_after(&new_target());
     refused_entries_write_nothing(&new_target());
+    actions_apply_in_position_order(&new_target());
     query_filters(&new_target());
     check_actions(&new_target());
     revisions(&new_target());
@@ -627,6 +628,75 @@ pub fn refused_entries_write_nothing(t: &Target) {
     // Another node may append the same key: keys are per node.
     let e = ind_entry(6, "node-b", 1, vec![append("LKA", "2020", 9.0)], 6_000);
     (t.add)(&e).unwrap();
+}
+
+/// One snapshot that mixes actions on a key, across the apply step's batches: every
+/// observation meets the version in force its predecessors left, whether the apply step
+/// inserted it straight away (an APPEND) or looked its key up first.
+pub fn actions_apply_in_position_order(t: &Target) {
+    let batch = crate::indicators_sql::APPLY_BATCH;
+    let first = ind_entry(
+        1,
+        "node-a",
+        1,
+        vec![append("LKA", "2020", 1.0), delete("LKA", "2020")],
+        1_000,
+    );
+    (t.add)(&first).unwrap();
+    let mut observations = vec![
+        // A stored tombstone: appending again is allowed.
+        append("LKA", "2020", 2.0),
+        append("NPL", "2020", 1.0),
+        delete("NPL", "2020"),
+        append("NPL", "2020", 3.0),
+    ];
+    observations.extend((0..batch).map(|i| append(&format!("X{i}"), "2020", 1.0)));
+    // In the next batch: the key's version in force is the first batch's last.
+    observations.push(replace("NPL", "2020", 4.0));
+    let last = u64::try_from(observations.len() - 1).expect("position");
+    (t.add)(&ind_entry(2, "node-a", 2, observations, 2_000)).unwrap();
+    let history = |area: &str| {
+        let rows = query(
+            t,
+            &ObservationFilter {
+                ref_areas: vec![area.to_string()],
+                include_history: true,
+                ..filter("IND")
+            },
+        );
+        let values: Vec<Option<f64>> = rows.iter().map(|r| r.observation.obs_value).collect();
+        (positions(&rows), values)
+    };
+    assert_eq!(
+        history("LKA").0,
+        vec![(1, 0, Some(1_000)), (1, 1, Some(2_000)), (2, 0, None)]
+    );
+    assert_eq!(
+        history("NPL"),
+        (
+            vec![
+                (2, 1, Some(2_000)),
+                (2, 2, Some(2_000)),
+                (2, 3, Some(2_000)),
+                (2, last, None)
+            ],
+            vec![Some(1.0), None, Some(3.0), Some(4.0)]
+        )
+    );
+    // An APPEND of a key in force is refused after a new key went in, and neither is kept.
+    let refused = ind_entry(
+        3,
+        "node-a",
+        3,
+        vec![append("BGD", "2020", 1.0), append("X7", "2020", 2.0)],
+        3_000,
+    );
+    match (t.add)(&refused) {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("observation 1 "), "{m}"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert!(history("BGD").0.is_empty());
+    assert_eq!(t.view.applied_feed_size().unwrap(), 2);
 }
 
 /// ref_areas, start/end dates, dimension pairs and node ids.

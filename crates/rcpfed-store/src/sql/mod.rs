@@ -60,7 +60,7 @@ impl Query {
     }
 
     /// The text for `dialect`.
-    pub fn text(&self, dialect: Dialect) -> &'static str {
+    pub const fn text(&self, dialect: Dialect) -> &'static str {
         match dialect {
             Dialect::Sqlite => self.sqlite,
             Dialect::Postgres => self.postgres,
@@ -165,6 +165,8 @@ pub(crate) trait SqlRow {
     fn i64(&self, idx: usize) -> Result<i64, StoreError>;
     fn opt_i64(&self, idx: usize) -> Result<Option<i64>, StoreError>;
     fn opt_f64(&self, idx: usize) -> Result<Option<f64>, StoreError>;
+    /// A boolean column (SQLite's 0/1 INTEGER, PostgreSQL's BOOLEAN).
+    fn bool(&self, idx: usize) -> Result<bool, StoreError>;
     fn text(&self, idx: usize) -> Result<String, StoreError>;
     /// A text column, borrowed from the row (no copy).
     fn str(&self, idx: usize) -> Result<&str, StoreError>;

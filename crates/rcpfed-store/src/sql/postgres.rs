@@ -66,6 +66,10 @@ impl SqlRow for Row {
         Ok(self.try_get(idx)?)
     }
 
+    fn bool(&self, idx: usize) -> Result<bool, StoreError> {
+        Ok(self.try_get(idx)?)
+    }
+
     fn text(&self, idx: usize) -> Result<String, StoreError> {
         Ok(self.try_get(idx)?)
     }

@@ -71,6 +71,10 @@ impl SqlRow for Row<'_> {
         Ok(self.get(idx)?)
     }
 
+    fn bool(&self, idx: usize) -> Result<bool, StoreError> {
+        Ok(self.get(idx)?)
+    }
+
     fn text(&self, idx: usize) -> Result<String, StoreError> {
         Ok(self.get(idx)?)
     }
