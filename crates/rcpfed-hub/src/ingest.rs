@@ -564,7 +564,7 @@ impl Sequencer {
             let mut jobs = std::mem::take(&mut deferred);
             if jobs.is_empty() {
                 match self.next_job(&mut rx, &timer) {
-                    Received::Job(first) => jobs.push(first),
+                    Received::Job(first) => jobs.push(*first),
                     Received::ParkedDue => continue,
                     Received::Closed => break,
                 }
@@ -614,7 +614,7 @@ impl Sequencer {
             }
         };
         match received {
-            Some(job) => Received::Job(job),
+            Some(job) => Received::Job(Box::new(job)),
             None => Received::Closed,
         }
     }
@@ -1069,7 +1069,7 @@ struct Decided {
 
 /// What the sequencer's wait for a job ended with.
 enum Received {
-    Job(Job),
+    Job(Box<Job>),
     /// The earliest parked statement's wait is over.
     ParkedDue,
     /// Every sender is gone (shutdown).
