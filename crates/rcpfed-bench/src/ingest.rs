@@ -39,6 +39,8 @@ pub struct Options {
     pub rcpfed: PathBuf,
     pub clients: usize,
     pub per_client: usize,
+    /// Statements each client keeps in flight (at most the protocol's in-flight window).
+    pub inflight: usize,
     pub payload_bytes: usize,
     pub mirrors: usize,
     pub bare_connections: usize,
@@ -114,9 +116,10 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     // inherit it.
     let pinned = pin_self(1, true);
     println!(
-        "rcpfed-bench ingest: {} clients × {} statements, payload {payload_len} bytes (synthetic), {} mirror node(s), hub and bare server on core 0, load and mirrors on core 1: {pinned}; load average {}",
+        "rcpfed-bench ingest: {} clients × {} statements, {} in flight per client, payload {payload_len} bytes (synthetic), {} mirror node(s), hub and bare server on core 0, load and mirrors on core 1: {pinned}; load average {}",
         o.clients,
         o.per_client,
+        o.inflight,
         o.mirrors,
         snap::loadavg()
     );
@@ -159,6 +162,7 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         o.clients,
         o.clients,
         chains.clone(),
+        o.inflight,
         bare.id(),
         None,
     )
@@ -174,6 +178,7 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         o.clients,
         o.bare_connections,
         hard,
+        1,
         bare.id(),
         None,
     )
@@ -216,6 +221,7 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         o.clients,
         o.clients,
         chains,
+        o.inflight,
         hub.pid(),
         pace,
     )
@@ -407,7 +413,8 @@ impl LoadRun {
     }
 }
 
-/// Sends `lanes`, each a sequence of envelopes with one request in flight, over `connections`
+/// Sends `lanes`, each a sequence of envelopes with `window` requests in flight (started in
+/// order, each as soon as the oldest of a full window is answered), over `connections`
 /// mTLS connections (lane i on connection i mod connections; connection c authenticated as
 /// synthetic member c mod identities). Connections are made before the clock starts. With
 /// `pace`, lane i sends its k-th envelope at `start + (k + i / lanes) × pace` (or as soon as the
@@ -418,6 +425,7 @@ async fn load(
     identities: usize,
     connections: usize,
     lanes: Vec<Vec<v1::Envelope>>,
+    window: usize,
     server_pid: Option<u32>,
     pace: Option<Duration>,
 ) -> Result<LoadRun> {
@@ -447,6 +455,7 @@ async fn load(
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(lane.len());
             let mut receipts = Vec::with_capacity(lane.len());
+            let mut in_flight = std::collections::VecDeque::with_capacity(window);
             for (k, env) in lane.into_iter().enumerate() {
                 let t = match (pace, offset) {
                     (Some(pace), Some(offset)) => {
@@ -456,17 +465,21 @@ async fn load(
                     }
                     _ => Instant::now(),
                 };
-                let answer = client
-                    .submit_statement(v1::SubmitStatementRequest {
-                        envelope: Some(env),
-                    })
-                    .await
-                    .map_err(|s| anyhow!("submit failed: {:?} {}", s.code(), s.message()))?;
-                let now = Instant::now();
-                latencies.push(now - t);
-                if let Some(log) = answer.into_inner().log {
-                    receipts.push((log.leaf_index + 1, now));
+                if in_flight.len() >= window.max(1) {
+                    settle(&mut in_flight, &mut latencies, &mut receipts).await?;
                 }
+                let mut sender = client.clone();
+                let call = tokio::spawn(async move {
+                    sender
+                        .submit_statement(v1::SubmitStatementRequest {
+                            envelope: Some(env),
+                        })
+                        .await
+                });
+                in_flight.push_back((t, call));
+            }
+            while !in_flight.is_empty() {
+                settle(&mut in_flight, &mut latencies, &mut receipts).await?;
             }
             Ok::<_, anyhow::Error>((latencies, receipts))
         }));
@@ -495,6 +508,32 @@ async fn load(
         server_cpu,
         load_cpu,
     })
+}
+
+/// A submission in flight: when it was (scheduled to be) sent, and the call.
+type Submission = (
+    Instant,
+    tokio::task::JoinHandle<Result<tonic::Response<v1::SubmitStatementResponse>, tonic::Status>>,
+);
+
+/// Waits for the oldest submission in flight and records its latency and log entry.
+async fn settle(
+    in_flight: &mut std::collections::VecDeque<Submission>,
+    latencies: &mut Vec<Duration>,
+    receipts: &mut Vec<(u64, Instant)>,
+) -> Result<()> {
+    let Some((t, call)) = in_flight.pop_front() else {
+        return Ok(());
+    };
+    let answer = call
+        .await?
+        .map_err(|s| anyhow!("submit failed: {:?} {}", s.code(), s.message()))?;
+    let now = Instant::now();
+    latencies.push(now - t);
+    if let Some(log) = answer.into_inner().log {
+        receipts.push((log.leaf_index + 1, now));
+    }
+    Ok(())
 }
 
 /// One mirror's feed cursor at each change: (when the poll answered, cursor).
@@ -653,6 +692,8 @@ pub struct OnLogOptions {
     pub log_dir: PathBuf,
     pub clients: usize,
     pub per_client: usize,
+    /// Statements each client keeps in flight.
+    pub inflight: usize,
     pub payload_bytes: usize,
     pub mirrors: usize,
     pub rate: Option<f64>,
@@ -749,9 +790,10 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
     let large_entries = SqliteHubStore::open(&large_db)?.last_feed_index()?;
     let pinned = pin_self(1, true);
     println!(
-        "rcpfed-bench ingest --from-log: {} clients × {} statements per run, payload ~{} bytes (synthetic), {} round(s) alternating an empty log and a copy of {} ({large_entries} entries, {:.2} GB copied in {:.1} s); hub on core 0, load on core 1: {pinned}; load average {}",
+        "rcpfed-bench ingest --from-log: {} clients × {} statements per run, {} in flight per client, payload ~{} bytes (synthetic), {} round(s) alternating an empty log and a copy of {} ({large_entries} entries, {:.2} GB copied in {:.1} s); hub on core 0, load on core 1: {pinned}; load average {}",
         o.clients,
         o.per_client,
+        o.inflight,
         o.payload_bytes,
         o.rounds,
         source.join("hub.sqlite").display(),
@@ -801,6 +843,7 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
                 o.clients,
                 o.clients,
                 chains,
+                o.inflight,
                 hub.pid(),
                 pace,
             )
