@@ -162,9 +162,11 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         o.clients,
         o.clients,
         chains.clone(),
-        o.inflight,
         bare.id(),
-        None,
+        Sending {
+            window: o.inflight,
+            pace: None,
+        },
     )
     .await?;
     let lanes = o.bare_connections * o.bare_inflight;
@@ -178,9 +180,11 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         o.clients,
         o.bare_connections,
         hard,
-        1,
         bare.id(),
-        None,
+        Sending {
+            window: 1,
+            pace: None,
+        },
     )
     .await?;
     bare.kill().await?;
@@ -221,9 +225,11 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         o.clients,
         o.clients,
         chains,
-        o.inflight,
         hub.pid(),
-        pace,
+        Sending {
+            window: o.inflight,
+            pace,
+        },
     )
     .await?;
     let load_end = Instant::now();
@@ -425,9 +431,8 @@ async fn load(
     identities: usize,
     connections: usize,
     lanes: Vec<Vec<v1::Envelope>>,
-    window: usize,
     server_pid: Option<u32>,
-    pace: Option<Duration>,
+    Sending { window, pace }: Sending,
 ) -> Result<LoadRun> {
     let mut clients = Vec::with_capacity(connections);
     for c in 0..connections {
@@ -449,7 +454,7 @@ async fn load(
     let lane_count = lanes.len().max(1);
     let mut tasks = Vec::with_capacity(lanes.len());
     for (i, lane) in lanes.into_iter().enumerate() {
-        let mut client = clients[i % connections].clone();
+        let client = clients[i % connections].clone();
         // Lanes are spread over the interval, so the offered load is even.
         let offset = pace.map(|p| p.mul_f64(i as f64 / lane_count as f64));
         tasks.push(tokio::spawn(async move {
@@ -508,6 +513,13 @@ async fn load(
         server_cpu,
         load_cpu,
     })
+}
+
+/// How each lane sends: requests in flight, and the interval between scheduled sends.
+#[derive(Clone, Copy)]
+struct Sending {
+    window: usize,
+    pace: Option<Duration>,
 }
 
 /// A submission in flight: when it was (scheduled to be) sent, and the call.
@@ -843,9 +855,11 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
                 o.clients,
                 o.clients,
                 chains,
-                o.inflight,
                 hub.pid(),
-                pace,
+                Sending {
+                    window: o.inflight,
+                    pace,
+                },
             )
             .await;
             let ops = std::fs::read_to_string(&addr_file)

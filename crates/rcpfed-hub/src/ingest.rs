@@ -728,6 +728,11 @@ impl Sequencer {
                 return;
             }
             let head_seq = self.head_seq(&st.node_id);
+            // Statements whose callers gave up (a node that resends after abandoning a
+            // window) free their places.
+            if let Some(waiting) = self.parked.get_mut(&st.node_id) {
+                waiting.retain(|parked| !parked.job.reply.is_closed());
+            }
             if self.may_park(st, head_seq) {
                 let node = st.node_id.clone();
                 self.parked.entry(node).or_default().push(Parked {
