@@ -300,8 +300,8 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         );
     }
     println!(
-        "  ({total} statements from {} clients × 1 in flight; {} mirror(s) subscribed)",
-        o.clients, o.mirrors
+        "  ({total} statements from {} clients × {} in flight; {} mirror(s) subscribed)",
+        o.clients, o.inflight, o.mirrors
     );
     println!("hub commits                                : {commits}");
     if o.mirrors > 0 {
