@@ -276,8 +276,9 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     println!();
     println!("verify_strict, 1 core, same statements     : {verify_rate:>9.0} statements/s");
     println!(
-        "bare tonic ack, same mTLS, {:>3} conn × 1    : {:>9.0} statements/s   {}",
+        "bare tonic ack, same mTLS, {:>3} conn × {}    : {:>9.0} statements/s   {}",
         o.clients,
+        o.inflight,
         bare_same.rate(),
         bare_same.describe()
     );
