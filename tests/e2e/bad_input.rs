@@ -325,6 +325,81 @@ async fn unknown_payload_type_is_refused() {
     assert_unchanged(&c, &before).await;
 }
 
+/// Statements in flight: seq 3 sent before seq 2 (within the window) waits for it, and both are
+/// accepted in seq order. A member that then sends seq 6 with no 4 and 5 delays nobody: another
+/// member is served meanwhile, and seq 6 gets `SEQ_GAP` once its wait (5 s) is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_ahead_waits_for_its_predecessor_and_stalls_nobody() {
+    use std::time::{Duration, Instant};
+    let (c, mut raw, _, _) = setup().await;
+    let second = raw.policy("Second");
+    let second_env = raw.sign(&second);
+    let mut third = raw.policy("Third");
+    third.header.seq = 3;
+    third.header.prev_digest = Some(second_env.digest());
+    let third_env = raw.sign(&third);
+    let mut early = raw.client.clone();
+    let sent_third = tokio::spawn(async move {
+        early
+            .submit_statement(v1::SubmitStatementRequest {
+                envelope: Some(third_env.to_proto()),
+            })
+            .await
+    });
+    // Seq 3 reaches the hub first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second_answer = raw
+        .submit(second_env.to_proto())
+        .await
+        .unwrap_or_else(|s| panic!("seq 2 refused: {}", describe(&s)));
+    let third_answer = sent_third
+        .await
+        .expect("joined")
+        .unwrap_or_else(|s| panic!("seq 3 refused: {}", describe(&s)))
+        .into_inner();
+    let leaf = |answer: &v1::SubmitStatementResponse| answer.log.as_ref().expect("log").leaf_index;
+    assert_eq!(
+        leaf(&third_answer),
+        leaf(&second_answer) + 1,
+        "seq 3 is logged right after seq 2"
+    );
+    raw.seq = 3;
+    raw.head = Some(raw.sign(&third).digest());
+
+    let mut hostile = raw.policy("Skips two");
+    hostile.header.seq = 6;
+    let hostile_env = raw.sign(&hostile);
+    let mut ahead = raw.client.clone();
+    let started = Instant::now();
+    let waiting = tokio::spawn(async move {
+        let answer = ahead
+            .submit_statement(v1::SubmitStatementRequest {
+                envelope: Some(hostile_env.to_proto()),
+            })
+            .await;
+        (answer, started.elapsed())
+    });
+    let mut midwa = RawNode::connect(&c, "midwa").await;
+    let served = midwa.policy("Served meanwhile");
+    midwa.accept(&served).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "another member waited {:?}",
+        started.elapsed()
+    );
+    let (answer, waited) = waiting.await.expect("joined");
+    let status = assert_refused(answer, Code::FailedPrecondition, "SEQ_GAP");
+    assert!(
+        status.message().contains("did not arrive") && status.message().contains("must have seq 4"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_secs(10),
+        "refused after {waited:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skipped_seq_is_seq_gap() {
     let (c, mut raw, before, _) = setup().await;

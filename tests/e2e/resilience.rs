@@ -221,3 +221,53 @@ async fn an_offline_node_catches_up_with_the_feed() {
     let s = c.node_status("midwa").await;
     assert_eq!((s.mirror_count, s.feed_cursor), (size, size));
 }
+
+/// The value of `series` (a metric name with its labels, as exposed) in a Prometheus text
+/// exposition.
+fn metric(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// A burst queued while the hub is down goes out with several statements in flight: the hub
+/// commits some of one node's statements together (impossible one at a time), and every
+/// statement arrives once, in seq order, chained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_delivered_with_several_statements_in_flight_in_order() {
+    use crate::harness::http_get;
+    const BURST: u64 = 40;
+    let mut c = Cluster::start(&["colombo"]).await;
+    c.stop_hub().await;
+    for i in 1..=BURST {
+        c.publish_policy("colombo", &format!("Burst {i}")).await;
+    }
+    c.start_hub().await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        c.delivered("colombo", BURST).await,
+        "the burst is delivered"
+    );
+    assert_chain_at_hub(&c, "colombo", BURST).await;
+    let outbox = c.outbox("colombo").await;
+    assert_eq!(outbox.len() as u64, BURST);
+    assert!(
+        outbox
+            .iter()
+            .all(|e| e.state == v1::DeliveryState::Delivered as i32),
+        "every statement delivered: {outbox:?}"
+    );
+    let exposition = http_get(&c.hub_ops().to_string(), "/metrics").await;
+    let batches = metric(&exposition, "rcpfed_hub_commit_batch_size_count").expect("batch count");
+    let single = metric(
+        &exposition,
+        r#"rcpfed_hub_commit_batch_size_bucket{le="1.0"}"#,
+    )
+    .expect("batches of one");
+    assert!(
+        single < batches,
+        "some batch held more than one of colombo's statements ({single} of {batches} held one)"
+    );
+}

@@ -39,6 +39,8 @@ pub struct Options {
     pub rcpfed: PathBuf,
     pub clients: usize,
     pub per_client: usize,
+    /// Statements each client keeps in flight (at most the protocol's in-flight window).
+    pub inflight: usize,
     pub payload_bytes: usize,
     pub mirrors: usize,
     pub bare_connections: usize,
@@ -114,9 +116,10 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     // inherit it.
     let pinned = pin_self(1, true);
     println!(
-        "rcpfed-bench ingest: {} clients × {} statements, payload {payload_len} bytes (synthetic), {} mirror node(s), hub and bare server on core 0, load and mirrors on core 1: {pinned}; load average {}",
+        "rcpfed-bench ingest: {} clients × {} statements, {} in flight per client, payload {payload_len} bytes (synthetic), {} mirror node(s), hub and bare server on core 0, load and mirrors on core 1: {pinned}; load average {}",
         o.clients,
         o.per_client,
+        o.inflight,
         o.mirrors,
         snap::loadavg()
     );
@@ -164,7 +167,10 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         o.clients,
         chains,
         hub.pid(),
-        pace,
+        Sending {
+            window: o.inflight,
+            pace,
+        },
     )
     .await?;
     let load_end = Instant::now();
@@ -238,7 +244,10 @@ async fn bare_runs(
         o.clients,
         chains.to_vec(),
         bare.id(),
-        None,
+        Sending {
+            window: o.inflight,
+            pace: None,
+        },
     )
     .await?;
     let lanes = o.bare_connections * o.bare_inflight;
@@ -253,7 +262,10 @@ async fn bare_runs(
         o.bare_connections,
         hard,
         bare.id(),
-        None,
+        Sending {
+            window: 1,
+            pace: None,
+        },
     )
     .await?;
     bare.kill().await?;
@@ -337,8 +349,9 @@ fn print_report(r: &IngestReport<'_>) {
     println!();
     println!("verify_strict, 1 core, same statements     : {verify_rate:>9.0} statements/s");
     println!(
-        "bare tonic ack, same mTLS, {:>3} conn × 1    : {:>9.0} statements/s   {}",
+        "bare tonic ack, same mTLS, {:>3} conn × {}    : {:>9.0} statements/s   {}",
         o.clients,
+        o.inflight,
         bare_same.rate(),
         bare_same.describe()
     );
@@ -361,8 +374,8 @@ fn print_report(r: &IngestReport<'_>) {
         );
     }
     println!(
-        "  ({total} statements from {} clients × 1 in flight; {} mirror(s) subscribed)",
-        o.clients, o.mirrors
+        "  ({total} statements from {} clients × {} in flight; {} mirror(s) subscribed)",
+        o.clients, o.inflight, o.mirrors
     );
     println!("hub commits                                : {commits}");
     if o.mirrors > 0 {
@@ -492,7 +505,8 @@ impl LoadRun {
     }
 }
 
-/// Sends `lanes`, each a sequence of envelopes with one request in flight, over `connections`
+/// Sends `lanes`, each a sequence of envelopes with `window` requests in flight (started in
+/// order, each as soon as the oldest of a full window is answered), over `connections`
 /// mTLS connections (lane i on connection i mod connections; connection c authenticated as
 /// synthetic member c mod identities). Connections are made before the clock starts. With
 /// `pace`, lane i sends its k-th envelope at `start + (k + i / lanes) × pace` (or as soon as the
@@ -504,7 +518,7 @@ async fn load(
     connections: usize,
     lanes: Vec<Vec<v1::Envelope>>,
     server_pid: Option<u32>,
-    pace: Option<Duration>,
+    Sending { window, pace }: Sending,
 ) -> Result<LoadRun> {
     let mut clients = Vec::with_capacity(connections);
     for c in 0..connections {
@@ -526,12 +540,13 @@ async fn load(
     let lane_count = lanes.len().max(1);
     let mut tasks = Vec::with_capacity(lanes.len());
     for (i, lane) in lanes.into_iter().enumerate() {
-        let mut client = clients[i % connections].clone();
+        let client = clients[i % connections].clone();
         // Lanes are spread over the interval, so the offered load is even.
         let offset = pace.map(|p| p.mul_f64(i as f64 / lane_count as f64));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(lane.len());
             let mut receipts = Vec::with_capacity(lane.len());
+            let mut in_flight = std::collections::VecDeque::with_capacity(window);
             for (k, env) in lane.into_iter().enumerate() {
                 let t = match (pace, offset) {
                     (Some(pace), Some(offset)) => {
@@ -541,17 +556,21 @@ async fn load(
                     }
                     _ => Instant::now(),
                 };
-                let answer = client
-                    .submit_statement(v1::SubmitStatementRequest {
-                        envelope: Some(env),
-                    })
-                    .await
-                    .map_err(|s| anyhow!("submit failed: {:?} {}", s.code(), s.message()))?;
-                let now = Instant::now();
-                latencies.push(now - t);
-                if let Some(log) = answer.into_inner().log {
-                    receipts.push((log.leaf_index + 1, now));
+                if in_flight.len() >= window.max(1) {
+                    settle(&mut in_flight, &mut latencies, &mut receipts).await?;
                 }
+                let mut sender = client.clone();
+                let call = tokio::spawn(async move {
+                    sender
+                        .submit_statement(v1::SubmitStatementRequest {
+                            envelope: Some(env),
+                        })
+                        .await
+                });
+                in_flight.push_back((t, call));
+            }
+            while !in_flight.is_empty() {
+                settle(&mut in_flight, &mut latencies, &mut receipts).await?;
             }
             Ok::<_, anyhow::Error>((latencies, receipts))
         }));
@@ -580,6 +599,39 @@ async fn load(
         server_cpu,
         load_cpu,
     })
+}
+
+/// How each lane sends: requests in flight, and the interval between scheduled sends.
+#[derive(Clone, Copy)]
+struct Sending {
+    window: usize,
+    pace: Option<Duration>,
+}
+
+/// A submission in flight: when it was (scheduled to be) sent, and the call.
+type Submission = (
+    Instant,
+    tokio::task::JoinHandle<Result<tonic::Response<v1::SubmitStatementResponse>, tonic::Status>>,
+);
+
+/// Waits for the oldest submission in flight and records its latency and log entry.
+async fn settle(
+    in_flight: &mut std::collections::VecDeque<Submission>,
+    latencies: &mut Vec<Duration>,
+    receipts: &mut Vec<(u64, Instant)>,
+) -> Result<()> {
+    let Some((t, call)) = in_flight.pop_front() else {
+        return Ok(());
+    };
+    let answer = call
+        .await?
+        .map_err(|s| anyhow!("submit failed: {:?} {}", s.code(), s.message()))?;
+    let now = Instant::now();
+    latencies.push(now - t);
+    if let Some(log) = answer.into_inner().log {
+        receipts.push((log.leaf_index + 1, now));
+    }
+    Ok(())
 }
 
 /// One mirror's feed cursor at each change: (when the poll answered, cursor).
@@ -738,6 +790,8 @@ pub struct OnLogOptions {
     pub log_dir: PathBuf,
     pub clients: usize,
     pub per_client: usize,
+    /// Statements each client keeps in flight.
+    pub inflight: usize,
     pub payload_bytes: usize,
     pub mirrors: usize,
     pub rate: Option<f64>,
@@ -834,9 +888,10 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
     let large_entries = SqliteHubStore::open(&large_db)?.last_feed_index()?;
     let pinned = pin_self(1, true);
     println!(
-        "rcpfed-bench ingest --from-log: {} clients × {} statements per run, payload ~{} bytes (synthetic), {} round(s) alternating an empty log and a copy of {} ({large_entries} entries, {:.2} GB copied in {:.1} s); hub on core 0, load on core 1: {pinned}; load average {}",
+        "rcpfed-bench ingest --from-log: {} clients × {} statements per run, {} in flight per client, payload ~{} bytes (synthetic), {} round(s) alternating an empty log and a copy of {} ({large_entries} entries, {:.2} GB copied in {:.1} s); hub on core 0, load on core 1: {pinned}; load average {}",
         o.clients,
         o.per_client,
+        o.inflight,
         o.payload_bytes,
         o.rounds,
         source.join("hub.sqlite").display(),
@@ -887,7 +942,10 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
                 o.clients,
                 chains,
                 hub.pid(),
-                pace,
+                Sending {
+                    window: o.inflight,
+                    pace,
+                },
             )
             .await;
             let ops = std::fs::read_to_string(&addr_file)

@@ -62,7 +62,8 @@ enum Cmd {
         /// Approximate payload size in bytes.
         #[arg(long, default_value_t = 2048)]
         payload_bytes: usize,
-        /// In-flight requests per client. Must be 1: a node's chain is sequential.
+        /// Statements in flight per client (1 to the protocol's in-flight window, 8): each
+        /// client sends its chain in order, up to this many before the oldest is answered.
         #[arg(long, default_value_t = 1)]
         inflight: usize,
         /// Real nodes (colombo, abu-dhabi, midwa; 0 to 3) whose mirrors follow the hub's feed
@@ -172,9 +173,10 @@ fn main() -> Result<()> {
             from_log,
             rounds,
         } => {
-            if inflight != 1 {
+            let window = usize::try_from(rcpfed_core::limits::IN_FLIGHT_WINDOW).unwrap_or(1);
+            if inflight == 0 || inflight > window {
                 bail!(
-                    "--inflight must be 1: statements of one node are chained and must arrive in order"
+                    "--inflight must be 1 to {window}: a hub holds at most {window} statements of a node ahead of its head"
                 );
             }
             if let Some(log_dir) = from_log {
@@ -183,6 +185,7 @@ fn main() -> Result<()> {
                     log_dir,
                     clients,
                     per_client,
+                    inflight,
                     payload_bytes,
                     mirrors,
                     rate,
@@ -193,6 +196,7 @@ fn main() -> Result<()> {
                 rcpfed,
                 clients,
                 per_client,
+                inflight,
                 payload_bytes,
                 mirrors,
                 bare_connections,

@@ -64,6 +64,16 @@ pub const MAX_SUBMIT_REQUEST_BYTES: usize = MAX_ENVELOPE_BYTES + 64;
 /// Largest `PublishRegistry` request the hub needs to decode.
 pub const MAX_REGISTRY_REQUEST_BYTES: usize = MAX_HUB_ENVELOPE_BYTES + 64;
 
+/// Statements of one node that may be in flight at once (docs/spec/ingest.md §1 step 11): a
+/// statement up to this many seqs ahead of its node's head waits at the hub for its
+/// predecessors instead of being refused with `SEQ_GAP`. A node sends at most this many
+/// `SubmitStatement` calls at a time. The same as the hub's default per-member bound on
+/// submissions in flight, so a full window is never refused as too many.
+pub const IN_FLIGHT_WINDOW: u64 = 8;
+/// Longest time a statement that arrived ahead of its node's head waits at the hub for its
+/// predecessor before it is refused with `SEQ_GAP`, in milliseconds.
+pub const IN_FLIGHT_WAIT_MS: u64 = 5_000;
+
 /// Whether `key_id` has the one key id form, `ed25519:` and 16 lowercase hex digits.
 pub fn is_key_id(key_id: &str) -> bool {
     key_id.len() == KEY_ID_BYTES

@@ -25,6 +25,7 @@ use rcpfed_core::Digest;
 use rcpfed_core::admission::actions;
 use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
 use rcpfed_core::keys::SecretKey;
+use rcpfed_core::limits::{IN_FLIGHT_WAIT_MS, IN_FLIGHT_WINDOW};
 use rcpfed_core::merkle::{Frontier, Hash};
 use rcpfed_core::receipt::Receipt;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
@@ -34,6 +35,7 @@ use rcpfed_store::{
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 /// Most statements committed in one transaction.
@@ -432,7 +434,20 @@ struct Sequencer {
     generation: u64,
     /// Taken by [`Ingest::start`] onto its own thread; kept here for [`Sequencer::process`].
     committer: Option<Committer>,
+    /// Statements that arrived ahead of their node's next seq (within [`IN_FLIGHT_WINDOW`]),
+    /// by node, waiting for their predecessor: at most [`IN_FLIGHT_WINDOW`] per node.
+    parked: HashMap<String, Vec<Parked>>,
 }
+
+/// A statement waiting for its predecessor to be decided.
+struct Parked {
+    job: Job,
+    /// When it is refused with `SEQ_GAP` if its predecessor has not been decided by then.
+    until: Instant,
+}
+
+/// How long a statement ahead of its node's head waits for its predecessor.
+const PARK_WAIT: Duration = Duration::from_millis(IN_FLIGHT_WAIT_MS);
 
 impl Sequencer {
     /// Loads the chain heads and the log's right edge (building the log for statements
@@ -482,6 +497,7 @@ impl Sequencer {
             pending: VecDeque::new(),
             generation: 0,
             committer: Some(committer),
+            parked: HashMap::new(),
         };
         Ok((sequencer, feed_head))
     }
@@ -504,6 +520,18 @@ impl Sequencer {
         to_commit: std::sync::mpsc::SyncSender<Batch>,
         done: std::sync::mpsc::Receiver<Finished>,
     ) {
+        // Only a clock: a parked statement is refused when its wait is over even if no other
+        // statement arrives.
+        let timer = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(timer) => timer,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the sequencer's timer; no statements are accepted");
+                return;
+            }
+        };
         // Jobs deferred by the previous batch go first, in their arrival order.
         let mut deferred: Vec<Job> = Vec::new();
         loop {
@@ -532,11 +560,13 @@ impl Sequencer {
                     }
                 }
             }
+            self.expire_parked(Instant::now());
             let mut jobs = std::mem::take(&mut deferred);
             if jobs.is_empty() {
-                match rx.blocking_recv() {
-                    Some(first) => jobs.push(first),
-                    None => break,
+                match self.next_job(&mut rx, &timer) {
+                    Received::Job(first) => jobs.push(*first),
+                    Received::ParkedDue => continue,
+                    Received::Closed => break,
                 }
             }
             while jobs.len() < MAX_BATCH {
@@ -558,6 +588,35 @@ impl Sequencer {
             }
         }
         tracing::info!("ingest sequencer stopped");
+    }
+
+    /// The next job; or nothing once the earliest parked statement's wait is over.
+    fn next_job(
+        &self,
+        rx: &mut tokio::sync::mpsc::Receiver<Job>,
+        timer: &tokio::runtime::Runtime,
+    ) -> Received {
+        let due = self
+            .parked
+            .values()
+            .flatten()
+            .map(|parked| parked.until)
+            .min();
+        let received = match due {
+            None => rx.blocking_recv(),
+            Some(due) => {
+                // The timer is made inside the runtime, which drives it.
+                let wait = async { tokio::time::timeout_at(due.into(), rx.recv()).await };
+                match timer.block_on(wait) {
+                    Ok(received) => received,
+                    Err(_) => return Received::ParkedDue,
+                }
+            }
+        };
+        match received {
+            Some(job) => Received::Job(Box::new(job)),
+            None => Received::Closed,
+        }
     }
 
     /// Decides one batch and commits it on this thread; returns the jobs deferred to the
@@ -605,50 +664,23 @@ impl Sequencer {
     /// Applies the chain rules to a batch in arrival order, signs its receipts and its
     /// checkpoint; returns it for the committer and the jobs deferred to the next batch.
     fn decide_batch(&mut self, jobs: Vec<Job>) -> (Batch, Vec<Job>) {
-        let mut accepted: Vec<StoredStatement> = Vec::new();
-        let mut chunks: Vec<(Digest, Vec<u8>)> = Vec::new();
-        let mut evidence: Vec<NewEquivocation> = Vec::new();
-        let mut log_nodes: Vec<(u8, u64, Hash)> = Vec::new();
-        let mut decided: Vec<(Job, Decision)> = Vec::with_capacity(jobs.len());
-        let mut deferred: Vec<Job> = Vec::new();
-        let mut in_flight = InFlight::default();
-        // Nodes with a deferred job: their later jobs wait too, to keep chain order.
-        let mut held: HashSet<String> = HashSet::new();
         // The right edge before the batch: with the batch's own nodes, every proof of it.
         let edge = crate::log::right_edge(&self.frontier);
         let now_ms = self.stamp();
-        for mut job in jobs {
-            let st = &job.statement;
-            let wait = held.contains(&st.node_id)
-                || st.snapshot.as_ref().is_some_and(|s| {
-                    self.in_flight_snapshots
-                        .contains(&(st.node_id.clone(), s.indicator.clone()))
-                });
-            if wait {
-                held.insert(st.node_id.clone());
-                self.metrics.deferred();
-                deferred.push(job);
-                continue;
-            }
-            let decision = self.decide(st, now_ms, &mut accepted, &mut evidence);
-            if let Decision::Accept(..) = decision {
-                log_nodes.extend(self.frontier.append(st.leaf_hash));
-                in_flight.statements.push((st.node_id.clone(), st.seq));
-                if let Some(s) = &st.snapshot {
-                    let key = (st.node_id.clone(), s.indicator.clone());
-                    self.in_flight_snapshots.insert(key.clone());
-                    in_flight.snapshots.push(key);
-                }
-                chunks.append(&mut job.statement.chunks);
-            } else {
-                // Refused, a duplicate or failed: its chunks are never stored.
-                job.statement.chunks = Vec::new();
-            }
-            // The observations were needed only for the action check: not held through the
-            // commit (the apply step decodes the chunks again, one at a time).
-            job.statement.snapshot = None;
-            decided.push((job, decision));
+        let mut d = Decided::default();
+        for job in jobs {
+            self.take_job(job, now_ms, &mut d);
         }
+        let Decided {
+            accepted,
+            chunks,
+            evidence,
+            log_nodes,
+            decided,
+            deferred,
+            mut in_flight,
+            held: _,
+        } = d;
         let (mut checkpoint, mut tree, mut unsigned) = (None, None, None);
         if !accepted.is_empty() {
             match self.checkpoint(now_ms) {
@@ -676,6 +708,138 @@ impl Sequencer {
             last_index: self.last_index,
         };
         (batch, deferred)
+    }
+
+    /// Decides one job, or defers it or parks it; then decides the statements of its node
+    /// that were parked and are now next in its chain, in seq order.
+    fn take_job(&mut self, job: Job, now_ms: i64, d: &mut Decided) {
+        let mut next = Some(job);
+        while let Some(mut job) = next.take() {
+            let st = &job.statement;
+            let wait = d.held.contains(&st.node_id)
+                || st.snapshot.as_ref().is_some_and(|s| {
+                    self.in_flight_snapshots
+                        .contains(&(st.node_id.clone(), s.indicator.clone()))
+                });
+            if wait {
+                d.held.insert(st.node_id.clone());
+                self.metrics.deferred();
+                d.deferred.push(job);
+                return;
+            }
+            let head_seq = self.head_seq(&st.node_id);
+            // Statements whose callers gave up (a node that resends after abandoning a
+            // window) free their places.
+            if let Some(waiting) = self.parked.get_mut(&st.node_id) {
+                waiting.retain(|parked| !parked.job.reply.is_closed());
+            }
+            if self.may_park(st, head_seq) {
+                let node = st.node_id.clone();
+                self.parked.entry(node).or_default().push(Parked {
+                    job,
+                    until: Instant::now() + PARK_WAIT,
+                });
+                return;
+            }
+            let node = st.node_id.clone();
+            let decision = self.decide(st, now_ms, &mut d.accepted, &mut d.evidence);
+            let accepted = matches!(decision, Decision::Accept(..));
+            if accepted {
+                d.log_nodes.extend(self.frontier.append(st.leaf_hash));
+                d.in_flight.statements.push((st.node_id.clone(), st.seq));
+                if let Some(s) = &st.snapshot {
+                    let key = (st.node_id.clone(), s.indicator.clone());
+                    self.in_flight_snapshots.insert(key.clone());
+                    d.in_flight.snapshots.push(key);
+                }
+                d.chunks.append(&mut job.statement.chunks);
+            } else {
+                // Refused, a duplicate or failed: its chunks are never stored.
+                job.statement.chunks = Vec::new();
+            }
+            let next_refused = !accepted && job.statement.seq == head_seq + 1;
+            // The observations were needed only for the action check: not held through the
+            // commit (the apply step decodes the chunks again, one at a time).
+            job.statement.snapshot = None;
+            d.decided.push((job, decision));
+            if next_refused {
+                self.refuse_parked(&node, head_seq + 1, d);
+            } else {
+                next = self.unpark(&node);
+            }
+        }
+    }
+
+    /// The seq of `node`'s head, including the batches in flight (0 before its first).
+    fn head_seq(&self, node: &str) -> u64 {
+        self.heads.get(node).map_or(0, |(seq, _)| *seq)
+    }
+
+    /// Whether `st` waits for its predecessor: ahead of its node's head, but within the
+    /// window, and not a chunked snapshot (whose chunks would be held in memory).
+    fn may_park(&self, st: &VerifiedStatement, head_seq: u64) -> bool {
+        let waiting = self.parked.get(&st.node_id).map_or(0, Vec::len);
+        st.seq > head_seq + 1
+            && st.seq <= head_seq.saturating_add(IN_FLIGHT_WINDOW)
+            && st.chunks.is_empty()
+            && (waiting as u64) < IN_FLIGHT_WINDOW
+    }
+
+    /// Takes `node`'s parked statement that is now next in its chain (or a retry of one
+    /// already decided), the lowest seq first.
+    fn unpark(&mut self, node: &str) -> Option<Job> {
+        let next_seq = self.head_seq(node) + 1;
+        let waiting = self.parked.get_mut(node)?;
+        // The first of equal seqs: a retry is decided after the statement it repeats.
+        let index = waiting
+            .iter()
+            .enumerate()
+            .filter(|(_, parked)| parked.job.statement.seq <= next_seq)
+            .min_by_key(|(_, parked)| parked.job.statement.seq)
+            .map(|(index, _)| index)?;
+        let parked = waiting.remove(index);
+        if waiting.is_empty() {
+            self.parked.remove(node);
+        }
+        Some(parked.job)
+    }
+
+    /// `node`'s statement `refused_seq` was refused: every statement of it waiting for that
+    /// one is refused too, answered after it.
+    fn refuse_parked(&mut self, node: &str, refused_seq: u64, d: &mut Decided) {
+        for parked in self.parked.remove(node).unwrap_or_default() {
+            let seq = parked.job.statement.seq;
+            let why = format!("it waited for {node}'s statement {refused_seq}, which was refused");
+            d.decided.push((
+                parked.job,
+                Decision::Refuse(seq_gap(node, seq, refused_seq, &why)),
+            ));
+        }
+    }
+
+    /// Refuses the parked statements whose wait is over: their predecessor did not come.
+    /// Answered at once: nothing of theirs is stored.
+    fn expire_parked(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        self.parked.retain(|_, waiting| {
+            let (over, still): (Vec<Parked>, Vec<Parked>) =
+                waiting.drain(..).partition(|parked| parked.until <= now);
+            expired.extend(over);
+            *waiting = still;
+            !waiting.is_empty()
+        });
+        for parked in expired {
+            let st = &parked.job.statement;
+            let expected = self.head_seq(&st.node_id) + 1;
+            let why = format!(
+                "it waited {} s for {}'s statement {expected}, which did not arrive",
+                PARK_WAIT.as_secs(),
+                st.node_id
+            );
+            let refusal = seq_gap(&st.node_id, st.seq, expected, &why);
+            self.metrics.rejected(refusal.reason);
+            let _ = parked.job.reply.send(Err(IngestError::Rejected(refusal)));
+        }
     }
 
     /// Signs the checkpoint for the log after this batch. Its root is the in-memory
@@ -796,17 +960,14 @@ impl Sequencer {
         }
         let expected = head_seq + 1;
         if st.seq != expected {
-            return Decision::Refuse(
-                Rejection::new(
-                    RejectClass::Precondition,
-                    reasons::SEQ_GAP,
-                    format!(
-                        "seq {} skips ahead: the next statement of {} must have seq {expected}",
-                        st.seq, st.node_id
-                    ),
-                )
-                .with_meta("expected_seq", expected.to_string()),
-            );
+            let why = if st.seq > head_seq.saturating_add(IN_FLIGHT_WINDOW) {
+                format!("it is more than {IN_FLIGHT_WINDOW} ahead of the node's head")
+            } else if !st.chunks.is_empty() {
+                "a chunked snapshot does not wait for its predecessor".to_string()
+            } else {
+                format!("{IN_FLIGHT_WINDOW} statements of the node already wait")
+            };
+            return Decision::Refuse(seq_gap(&st.node_id, st.seq, expected, &why));
         }
         let expected_prev = head.map(|(_, digest)| digest);
         if st.prev_digest != expected_prev {
@@ -883,6 +1044,41 @@ impl Sequencer {
         );
         Decision::Accept(receipt, self.last_index - 1)
     }
+}
+
+/// The `SEQ_GAP` refusal of `node`'s statement `seq`, whose chain needs `expected` first.
+fn seq_gap(node: &str, seq: u64, expected: u64, why: &str) -> Rejection {
+    Rejection::new(
+        RejectClass::Precondition,
+        reasons::SEQ_GAP,
+        format!(
+            "seq {seq} skips ahead ({why}): the next statement of {node} must have seq {expected}"
+        ),
+    )
+    .with_meta("expected_seq", expected.to_string())
+}
+
+/// What deciding one batch collects.
+#[derive(Default)]
+struct Decided {
+    accepted: Vec<StoredStatement>,
+    chunks: Vec<(Digest, Vec<u8>)>,
+    evidence: Vec<NewEquivocation>,
+    log_nodes: Vec<(u8, u64, Hash)>,
+    decided: Vec<(Job, Decision)>,
+    deferred: Vec<Job>,
+    in_flight: InFlight,
+    /// Nodes with a deferred job: their later jobs wait too, to keep chain order.
+    held: HashSet<String>,
+}
+
+/// What the sequencer's wait for a job ended with.
+enum Received {
+    Job(Box<Job>),
+    /// The earliest parked statement's wait is over.
+    ParkedDue,
+    /// Every sender is gone (shutdown).
+    Closed,
 }
 
 /// Answers every job of a batch that could not be committed: none of it is acknowledged.
@@ -1514,5 +1710,202 @@ mod tests {
             Ok(IngestOutcome::Accepted { .. })
         ));
         assert_eq!(f.values("colombo"), [Some(2.0)]);
+    }
+
+    /// `count` statements of `node`, chained, each of its own indicator (so none waits for
+    /// another's revision check).
+    fn chain(f: &mut Fixture, node: &str, count: usize) -> Vec<VerifiedStatement> {
+        (0..count)
+            .map(|i| {
+                f.snapshot(
+                    node,
+                    &format!("INDICATOR_{i}"),
+                    vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
+                )
+            })
+            .collect()
+    }
+
+    fn leaf_index(outcome: Result<IngestOutcome, IngestError>) -> u64 {
+        match outcome {
+            Ok(IngestOutcome::Accepted { leaf_index, .. }) => leaf_index,
+            other => panic!("expected acceptance, got {other:?}"),
+        }
+    }
+
+    /// Statements that arrive out of order within the window wait for their predecessors and
+    /// are accepted in seq order, in one batch or across batches.
+    #[test]
+    fn statements_ahead_within_the_window_are_accepted_in_seq_order() {
+        let mut f = fixture();
+        let mut statements = chain(&mut f, "colombo", 7).into_iter();
+        let mut next = || statements.next().expect("built");
+        let (s1, s2, s3, s4) = (next(), next(), next(), next());
+        let (mut replies, deferred) = f.batch(vec![s3, s2, s4, s1]);
+        assert!(deferred.is_empty());
+        let leaves: Vec<u64> = replies
+            .iter_mut()
+            .map(|r| leaf_index(answered(r)))
+            .collect();
+        assert_eq!(
+            leaves,
+            [2, 1, 3, 0],
+            "feed order is seq order, not arrival order"
+        );
+
+        // Across batches: 7 arrives, then 6, then 5; nothing is answered before 5 comes.
+        let (s5, s6, s7) = (next(), next(), next());
+        let (mut late, _) = f.batch(vec![s7]);
+        let (mut middle, _) = f.batch(vec![s6]);
+        assert!(late[0].try_recv().is_err() && middle[0].try_recv().is_err());
+        assert_eq!(f.sequencer.parked.get("colombo").map(Vec::len), Some(2));
+        let (mut first, _) = f.batch(vec![s5]);
+        assert_eq!(leaf_index(answered(&mut first[0])), 4);
+        assert_eq!(leaf_index(answered(&mut middle[0])), 5);
+        assert_eq!(leaf_index(answered(&mut late[0])), 6);
+        assert!(f.sequencer.parked.is_empty());
+        let stored = f
+            .store
+            .statement_by_node_seq("colombo", 7)
+            .expect("read")
+            .expect("stored");
+        assert_eq!(stored.feed_index, 7);
+    }
+
+    /// A statement beyond the window, or a chunked snapshot ahead of its head, is refused at
+    /// once.
+    #[test]
+    fn a_statement_beyond_the_window_gets_seq_gap_at_once() {
+        let mut f = fixture();
+        let window = usize::try_from(IN_FLIGHT_WINDOW).expect("small");
+        let statements = chain(&mut f, "colombo", window + 1);
+        let beyond = statements.into_iter().last().expect("built");
+        let (mut replies, _) = f.batch(vec![beyond]);
+        match answered(&mut replies[0]) {
+            Err(IngestError::Rejected(r)) => {
+                assert_eq!(r.reason, reasons::SEQ_GAP);
+                assert!(r.message.contains("must have seq 1"), "{}", r.message);
+            }
+            other => panic!("expected SEQ_GAP, got {other:?}"),
+        }
+        let chunked = crate::testkit::snapshot_cut(
+            &f.key,
+            "midwa",
+            2,
+            None,
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
+            Some(1),
+        );
+        let (mut replies, _) = f.batch(vec![chunked]);
+        assert_eq!(reason(answered(&mut replies[0])), reasons::SEQ_GAP);
+        assert!(f.sequencer.parked.is_empty());
+    }
+
+    /// When the statement a parked one waits for is refused, the parked one is refused with
+    /// `SEQ_GAP`, answered after it.
+    #[test]
+    fn statements_waiting_for_a_refused_one_get_seq_gap() {
+        let mut f = fixture();
+        let first = chain(&mut f, "colombo", 1);
+        let (mut replies, _) = f.batch(first);
+        leaf_index(answered(&mut replies[0]));
+        // Seq 2 replaces a value that does not exist: refused.
+        let refused = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Replace, "NPL", Some(1.0))],
+        );
+        let waiting = chain(&mut f, "colombo", 2);
+        let (mut parked, _) = f.batch(waiting);
+        assert!(parked.iter_mut().all(|r| r.try_recv().is_err()));
+        let (mut replies, _) = f.batch(vec![refused]);
+        assert_eq!(
+            reason(answered(&mut replies[0])),
+            reasons::OBSERVATION_NOT_FOUND
+        );
+        for reply in &mut parked {
+            match answered(reply) {
+                Err(IngestError::Rejected(r)) => {
+                    assert_eq!(r.reason, reasons::SEQ_GAP);
+                    assert!(r.message.contains("which was refused"), "{}", r.message);
+                }
+                other => panic!("expected SEQ_GAP, got {other:?}"),
+            }
+        }
+        assert!(f.sequencer.parked.is_empty());
+        assert_eq!(f.sequencer.head_seq("colombo"), 1);
+    }
+
+    /// A parked statement whose predecessor does not come is refused once its wait is over.
+    #[test]
+    fn a_parked_statement_is_refused_when_its_wait_is_over() {
+        let mut f = fixture();
+        let statements = chain(&mut f, "colombo", 3);
+        let third = statements.into_iter().last().expect("built");
+        let (mut replies, _) = f.batch(vec![third]);
+        f.sequencer.expire_parked(Instant::now());
+        assert!(replies[0].try_recv().is_err(), "still within its wait");
+        f.sequencer.expire_parked(Instant::now() + PARK_WAIT);
+        match answered(&mut replies[0]) {
+            Err(IngestError::Rejected(r)) => {
+                assert_eq!(r.reason, reasons::SEQ_GAP);
+                assert!(r.message.contains("did not arrive"), "{}", r.message);
+            }
+            other => panic!("expected SEQ_GAP, got {other:?}"),
+        }
+        assert!(f.sequencer.parked.is_empty());
+    }
+
+    /// A hostile member sends seq 5 with no 2-4: another member is served at once, and the
+    /// hostile statement gets `SEQ_GAP` within the wait bound, through the running sequencer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_ahead_of_its_chain_stalls_nobody_and_gets_seq_gap_in_time() {
+        let mut f = fixture();
+        let colombo = chain(&mut f, "colombo", 5);
+        let midwa = chain(&mut f, "midwa", 2);
+        let metrics = crate::metrics::HubMetrics::register(
+            &mut prometheus_client::registry::Registry::default(),
+        );
+        let ingest = Ingest::start(
+            Arc::clone(&f.store) as Arc<dyn crate::HubBackend>,
+            ReceiptSigner {
+                federation_id: crate::testkit::FEDERATION.into(),
+                hub_id: "gfmd".into(),
+                key: f.key.clone(),
+            },
+            metrics,
+        )
+        .expect("start");
+        let mut colombo = colombo.into_iter();
+        let first = colombo.next().expect("built");
+        let fifth = colombo.last().expect("built");
+        assert!(matches!(
+            ingest.submit(first).await,
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        let started = Instant::now();
+        let hostile = {
+            let ingest = ingest.clone();
+            tokio::spawn(async move { ingest.submit(fifth).await })
+        };
+        for statement in midwa {
+            assert!(matches!(
+                ingest.submit(statement).await,
+                Ok(IngestOutcome::Accepted { .. })
+            ));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "another member waited {:?}",
+            started.elapsed()
+        );
+        let answer = hostile.await.expect("joined");
+        let waited = started.elapsed();
+        assert_eq!(reason(answer), reasons::SEQ_GAP);
+        assert!(
+            waited >= PARK_WAIT - Duration::from_millis(100) && waited < PARK_WAIT * 2,
+            "refused after {waited:?}"
+        );
     }
 }
