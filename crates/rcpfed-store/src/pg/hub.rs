@@ -153,6 +153,7 @@ pub(crate) const HUB_SCHEMA: PgSchema = PgSchema {
         INSERT INTO hub_lease (holder, endpoint, epoch, expires_at)
             VALUES ('', '', 0, '-infinity');
     "#,
+        hub_sql::view_cursor_sql!(),
     ],
 };
 
@@ -223,7 +224,12 @@ impl HubBackend for PgHubStore {
         self.db.write(|tx| {
             // Before the statements: their apply step reads the chunks from the table.
             crate::indicator_queries::stage_chunks(tx, chunks)?;
-            hub_sql::insert_statements(tx, statements, statement_clash, view::apply_entry)?;
+            hub_sql::insert_statements_and_view(
+                tx,
+                statements,
+                statement_clash,
+                view::apply_entry,
+            )?;
             hub_sql::insert_evidence(tx, evidence)?;
             hub_sql::insert_log_nodes(tx, log_nodes)?;
             if let Some(checkpoint) = checkpoint {
@@ -235,5 +241,12 @@ impl HubBackend for PgHubStore {
 
     fn backend_lease(&self) -> Option<&dyn crate::HubLease> {
         Some(self)
+    }
+
+    fn apply_view_entry(
+        tx: &mut Tx<'_>,
+        entry: &crate::indicators_sql::Entry<'_>,
+    ) -> Result<(), StoreError> {
+        view::apply_entry(tx, entry)
     }
 }
