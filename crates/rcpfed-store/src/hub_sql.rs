@@ -274,18 +274,54 @@ fn set_view_applied_through(tx: &mut impl Sql, feed_index: u64) -> Result<(), St
 /// member's statements for seconds). An entry that does not decode is applied inline, where
 /// the apply step refuses it in plain words.
 pub(crate) fn applied_in_background(entry: &Entry<'_>) -> bool {
+    background_manifest(entry).is_some()
+}
+
+/// The chunk manifest of an entry applied in the background (see [`applied_in_background`]).
+fn background_manifest(entry: &Entry<'_>) -> Option<rcpfed_core::statement::ChunkManifest> {
     use rcpfed_core::envelope::SignedEnvelope;
     use rcpfed_core::statement::{Body, DocumentKind, Statement};
     if entry.kind != DocumentKind::IndicatorSnapshot.as_str() {
-        return false;
+        return None;
     }
-    let Ok(envelope) = SignedEnvelope::decode(entry.envelope) else {
-        return false;
-    };
-    matches!(
-        Statement::decode(&envelope.payload).map(|s| s.body),
-        Ok(Body::Indicators(snapshot)) if snapshot.chunks.is_some()
-    )
+    let envelope = SignedEnvelope::decode(entry.envelope).ok()?;
+    match Statement::decode(&envelope.payload).ok()?.body {
+        Body::Indicators(snapshot) => snapshot.chunks,
+        Body::Policy(_) => None,
+    }
+}
+
+const CHUNK_LENGTH: Query = Query::per_dialect(
+    "SELECT length(bytes) FROM chunks WHERE sha256 = ?1",
+    "SELECT octet_length(bytes) FROM chunks WHERE sha256 = $1",
+);
+
+/// Refuses a snapshot stored without its view unless every chunk of its manifest is stored
+/// with the manifest's length: the view applier and the mirrors read them from here later.
+/// (The apply step checks each chunk's hash again as it decodes it.)
+fn check_chunks_stored(
+    tx: &mut impl Sql,
+    entry: &Entry<'_>,
+    manifest: &rcpfed_core::statement::ChunkManifest,
+) -> Result<(), StoreError> {
+    for (index, chunk) in manifest.chunks.iter().enumerate() {
+        let stored = tx.first(&CHUNK_LENGTH, &[&&chunk.sha256.0[..]], |row| row.u64(0))?;
+        match stored {
+            None => {
+                return Err(
+                    entry.conflict(format!("chunk {index} ({}) is not stored", chunk.sha256))
+                );
+            }
+            Some(length) if length != u64::from(chunk.byte_length) => {
+                return Err(entry.conflict(format!(
+                    "chunk {index} ({}) is stored with {length} bytes, the manifest says {}",
+                    chunk.sha256, chunk.byte_length
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Inserts accepted statements like [`insert_statements`] and applies each to the view in the
@@ -306,7 +342,10 @@ pub(crate) fn insert_statements_and_view<S: Sql>(
     let mut current = applied == last_feed_index(tx)?;
     let mut through = applied;
     insert_statements(tx, statements, clash, |tx, entry| {
-        current = current && !applied_in_background(entry);
+        if let Some(manifest) = background_manifest(entry) {
+            check_chunks_stored(tx, entry, &manifest)?;
+            current = false;
+        }
         if current {
             apply(tx, entry)?;
             through = entry.feed_index;

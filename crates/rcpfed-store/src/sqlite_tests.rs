@@ -221,7 +221,7 @@ fn newer_schema_is_refused() {
     match SqliteHubStore::open(&hub) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 6,
+            supported: 7,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -892,6 +892,7 @@ fn key_rule_rates() {
                 .write(|tx| {
                     tx.execute_batch(
                         "ALTER TABLE observations DROP COLUMN defaulted;
+                         DROP TABLE view_cursor;
                          PRAGMA user_version = 5;",
                     )?;
                     Ok(())
