@@ -293,7 +293,7 @@ fn background_manifest(entry: &Entry<'_>) -> Option<rcpfed_core::statement::Chun
 
 const CHUNK_LENGTH: Query = Query::per_dialect(
     "SELECT length(bytes) FROM chunks WHERE sha256 = ?1",
-    "SELECT octet_length(bytes) FROM chunks WHERE sha256 = $1",
+    "SELECT octet_length(bytes)::bigint FROM chunks WHERE sha256 = $1",
 );
 
 /// Refuses a snapshot stored without its view unless every chunk of its manifest is stored
