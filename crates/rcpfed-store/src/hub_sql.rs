@@ -610,6 +610,16 @@ pub(crate) trait HubBackend: Send + Sync + 'static {
         f: impl for<'c> FnOnce(&mut Self::Conn<'c>) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError>;
 
+    /// The background view apply's transaction: the write transaction by default. A backend
+    /// whose writers do not exclude each other (PostgreSQL) runs it beside the commits, so a
+    /// snapshot's apply does not hold them up; with one writer (SQLite) they wait for it.
+    fn view_write_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Self::Conn<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.write_tx(f)
+    }
+
     /// See [`HubStore::append`] (called with something to store).
     fn append_batch(
         &self,
@@ -701,11 +711,14 @@ impl<B: HubBackend> HubStore for B {
     }
 
     fn apply_view_step(&self) -> Result<u64, StoreError> {
-        self.write_tx(|tx| {
-            let start = view_applied_through(tx)?;
+        self.view_write_tx(|tx| {
+            // The head first, then the cursor: on a backend where this runs beside the
+            // commits, a commit in between that applied its own entries moved the cursor
+            // past them too, so nothing here is applied twice.
             let last = last_feed_index(tx)?;
+            let start = view_applied_through(tx)?;
             let mut through = start;
-            while through < last && through - start < VIEW_STEP_ENTRIES {
+            while through < last && through.saturating_sub(start) < VIEW_STEP_ENTRIES {
                 let index = int(through + 1, "feed index")?;
                 let st = tx
                     .first(&STATEMENT_BY_FEED_INDEX, &[&index], statement_from_row)?

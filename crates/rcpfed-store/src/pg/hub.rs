@@ -212,6 +212,13 @@ impl HubBackend for PgHubStore {
         self.db.write(f)
     }
 
+    fn view_write_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Tx<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.db.write_beside(f)
+    }
+
     fn append_batch(
         &self,
         statements: &[StoredStatement],
