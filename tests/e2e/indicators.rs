@@ -1894,8 +1894,27 @@ async fn large_snapshot_travels_in_chunks_and_a_tampered_chunk_is_refused() {
         .expect("one chunk");
     assert_eq!(tail.index, 2);
 
-    // Hub and a mirror that fetched the chunks give the same 25,000 records.
+    // Hub and a mirror that fetched the chunks give the same 25,000 records, the hub once its
+    // view applier has applied the snapshot (after the receipt, in the background).
     let q = query("MIG_STOCK");
+    let hub_feed_size = || async {
+        c.indicators("hub")
+            .await
+            .query_observations(v1::QueryObservationsRequest {
+                query: Some(q.clone()),
+                page_size: 1,
+                page_token: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().feed_size)
+            .unwrap_or(0)
+    };
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        hub_feed_size().await >= record.feed_index,
+        "the hub's view has the snapshot"
+    );
     let (at_hub, pages) = c.query_observations("hub", &q, 10_000).await.expect("hub");
     assert_eq!(at_hub.len(), N);
     assert!(pages >= 3);
@@ -1985,7 +2004,13 @@ async fn large_snapshot_travels_in_chunks_and_a_tampered_chunk_is_refused() {
         .await
         .unwrap_or_else(|s| panic!("the untampered snapshot was refused: {}", describe(&s)));
     assert!(!accepted.duplicate);
-    assert_eq!(midwa_stored_at_hub(&c).await, OBSERVATIONS_PER_CHUNK + 50);
+    // Its view is applied after the receipt, in the background.
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        midwa_stored_at_hub(&c).await == OBSERVATIONS_PER_CHUNK + 50,
+        "the snapshot's observations at the hub"
+    );
 }
 
 // ----- 8. a hub crash loses nothing acknowledged -----------------------------------------------

@@ -35,6 +35,7 @@ mod registry;
 mod resilience;
 mod revocation;
 mod sdmx_rest;
+mod snapshot_view;
 mod standby;
 mod strict_config;
 mod tiles;

@@ -20,6 +20,12 @@
 //! does not yet hold the statements in flight: a snapshot of a node and indicator that has
 //! one in flight is therefore deferred until what is in flight is committed, together with
 //! every later statement of that node (its chain order must not change).
+//!
+//! The commit stores a chunked snapshot and its chunks but not its view: a view applier
+//! thread applies it afterwards from the stored chunks (see `HubStore::apply_view_step`),
+//! so a large snapshot never holds up other members' statements. Until it has, the view
+//! lags the log, and a later snapshot of the same node and indicator is deferred the same
+//! way, until the view applier has passed the earlier one.
 
 use rcpfed_core::Digest;
 use rcpfed_core::admission::actions;
@@ -139,6 +145,8 @@ pub struct Ingest {
     /// None on a standby hub, which sequences nothing.
     tx: Option<tokio::sync::mpsc::Sender<Job>>,
     feed_head: watch::Receiver<u64>,
+    /// How far the view is applied (the store's view cursor).
+    view_applied: watch::Receiver<u64>,
 }
 
 /// Identity the sequencer signs receipts with.
@@ -160,6 +168,7 @@ impl Ingest {
         metrics: crate::metrics::HubMetrics,
     ) -> Result<Self, StoreError> {
         let (mut sequencer, feed_head) = Sequencer::load(store, signer, metrics)?;
+        let view_applied = sequencer.view_applied.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(4 * MAX_BATCH);
         let mut committer = sequencer
             .committer
@@ -169,12 +178,25 @@ impl Ingest {
         // so a batch holds what arrived during that write.
         let (to_commit, batches) = std::sync::mpsc::sync_channel::<Batch>(0);
         let (done_tx, done) = std::sync::mpsc::channel::<Finished>();
+        let applier = sequencer
+            .view_applier
+            .take()
+            .ok_or_else(|| StoreError::Corrupt("the view applier was already started".into()))?;
+        let wake_applier = applier.wake_sender();
+        std::thread::Builder::new()
+            .name("rcpfed-view".into())
+            .spawn(move || applier.run())
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the view applier: {e}")))?;
         std::thread::Builder::new()
             .name("rcpfed-commit".into())
             .spawn(move || {
                 for batch in batches {
                     let generation = batch.generation;
                     let committed = committer.commit(batch);
+                    // Whatever the commit left to the background (a chunked snapshot's view).
+                    if committed {
+                        let _ = wake_applier.send(());
+                    }
                     if done_tx
                         .send(Finished {
                             generation,
@@ -194,6 +216,7 @@ impl Ingest {
         Ok(Ingest {
             tx: Some(tx),
             feed_head,
+            view_applied,
         })
     }
 
@@ -202,6 +225,7 @@ impl Ingest {
     pub fn standby(feed_head: watch::Receiver<u64>) -> Self {
         Ingest {
             tx: None,
+            view_applied: feed_head.clone(),
             feed_head,
         }
     }
@@ -222,6 +246,82 @@ impl Ingest {
     /// Watch the highest committed feed index.
     pub fn feed_head(&self) -> watch::Receiver<u64> {
         self.feed_head.clone()
+    }
+
+    /// Watch how far the indicator view is applied (at most the feed head; below it while
+    /// the view applier works through a chunked snapshot).
+    pub fn view_applied(&self) -> watch::Receiver<u64> {
+        self.view_applied.clone()
+    }
+}
+
+/// Applies to the view what the commits left to the background, in feed order, on a thread
+/// of its own; woken by the committer after each commit. Its work is durable transaction by
+/// transaction, so after a crash it resumes from the store's view cursor.
+struct ViewApplier {
+    store: Arc<dyn crate::HubBackend>,
+    feed_head: watch::Receiver<u64>,
+    applied: watch::Sender<u64>,
+    wake: std::sync::mpsc::Receiver<()>,
+    wake_tx: std::sync::mpsc::Sender<()>,
+}
+
+/// How long the view applier waits after a failed step before it tries again.
+const VIEW_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ViewApplier {
+    fn wake_sender(&self) -> std::sync::mpsc::Sender<()> {
+        self.wake_tx.clone()
+    }
+
+    /// Runs until every wake sender (the committer) is gone.
+    fn run(self) {
+        let ViewApplier {
+            store,
+            feed_head,
+            applied,
+            wake,
+            wake_tx,
+        } = self;
+        drop(wake_tx);
+        loop {
+            let head = *feed_head.borrow();
+            if *applied.borrow() < head {
+                match Self::catch_up(store.as_ref(), head) {
+                    Ok(through) => {
+                        applied.send_replace(through);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, applied = *applied.borrow(), head, "the view could not be applied; trying again");
+                        std::thread::sleep(VIEW_RETRY);
+                        continue;
+                    }
+                }
+            }
+            if wake.recv().is_err() {
+                break;
+            }
+            while wake.try_recv().is_ok() {}
+        }
+    }
+
+    /// One step towards `head`: nothing to do when the commit applied the view itself (a
+    /// read), otherwise one transaction of the store's background apply.
+    fn catch_up(store: &dyn crate::HubBackend, head: u64) -> Result<u64, StoreError> {
+        let through = store.applied_feed_size()?;
+        if through >= head {
+            return Ok(through);
+        }
+        let started = std::time::Instant::now();
+        let through = store.apply_view_step()?;
+        tracing::debug!(
+            through,
+            head,
+            ms = started.elapsed().as_millis(),
+            "view applied in the background"
+        );
+        Ok(through)
     }
 }
 
@@ -430,6 +530,14 @@ struct Sequencer {
     in_flight_snapshots: HashSet<(String, String)>,
     /// Batches handed to the committer and not yet reported on, oldest first.
     pending: VecDeque<InFlight>,
+    /// (node, indicator) of accepted snapshots, with the feed index of the latest one, whose
+    /// view may not be applied yet: deferred like `in_flight_snapshots` until the view
+    /// applier has passed that index. Forgotten once it has.
+    awaiting_view: HashMap<(String, String), u64>,
+    /// How far the view is applied, as the view applier reports it.
+    view_applied: watch::Receiver<u64>,
+    /// Taken by [`Ingest::start`] onto its own thread.
+    view_applier: Option<ViewApplier>,
     /// Bumped whenever a batch fails and the state is reloaded from the store.
     generation: u64,
     /// Taken by [`Ingest::start`] onto its own thread; kept here for [`Sequencer::process`].
@@ -472,6 +580,17 @@ impl Sequencer {
             )));
         }
         let (feed_tx, feed_head) = watch::channel(last_index);
+        let applied_through = store.applied_feed_size()?;
+        let awaiting_view = unapplied_snapshots(store.as_ref(), applied_through, last_index)?;
+        let (applied_tx, view_applied) = watch::channel(applied_through);
+        let (wake_tx, wake) = std::sync::mpsc::channel();
+        let view_applier = ViewApplier {
+            store: Arc::clone(&store),
+            feed_head: feed_head.clone(),
+            applied: applied_tx,
+            wake,
+            wake_tx,
+        };
         let origin = crate::log::origin(&signer.federation_id);
         // Every accepted batch stores a checkpoint stamped like its receipts.
         let last_stamp_ms = store
@@ -495,6 +614,9 @@ impl Sequencer {
             in_flight: HashMap::new(),
             in_flight_snapshots: HashSet::new(),
             pending: VecDeque::new(),
+            awaiting_view,
+            view_applied,
+            view_applier: Some(view_applier),
             generation: 0,
             committer: Some(committer),
             parked: HashMap::new(),
@@ -547,6 +669,15 @@ impl Sequencer {
                         Err(_) => return,
                     }
                 }
+                // Jobs waiting for the view applier: new jobs of other nodes go ahead, and
+                // so does the refusal of a parked statement whose wait is over.
+                while rx.is_empty()
+                    && !rx.is_closed()
+                    && self.all_wait_for_view(&deferred)
+                    && !self.parked_wait_over(Instant::now())
+                {
+                    std::thread::sleep(VIEW_POLL);
+                }
             }
             // Deciding early shrinks batches when few jobs wait (each node has one statement
             // in flight, and the callers of the batch being written are waiting for it):
@@ -590,6 +721,14 @@ impl Sequencer {
         tracing::info!("ingest sequencer stopped");
     }
 
+    /// Whether some parked statement has waited its time.
+    fn parked_wait_over(&self, now: Instant) -> bool {
+        self.parked
+            .values()
+            .flatten()
+            .any(|parked| parked.until <= now)
+    }
+
     /// The next job; or nothing once the earliest parked statement's wait is over.
     fn next_job(
         &self,
@@ -629,11 +768,52 @@ impl Sequencer {
             Some(committer) => committer.commit(batch),
             None => false,
         };
+        self.catch_up_view();
         self.finished(Finished {
             generation,
             committed,
         });
         deferred
+    }
+
+    /// Whether every job of `jobs` would be deferred again for a view not yet applied (its
+    /// own snapshot's, or an earlier job's of its node).
+    fn all_wait_for_view(&mut self, jobs: &[Job]) -> bool {
+        let applied = *self.view_applied.borrow();
+        self.awaiting_view.retain(|_, index| *index > applied);
+        let mut held: HashSet<&str> = HashSet::new();
+        for job in jobs {
+            let st = &job.statement;
+            if !held.contains(st.node_id.as_str()) && !self.waits_for_view(st) {
+                return false;
+            }
+            held.insert(&st.node_id);
+        }
+        true
+    }
+
+    /// Whether `st` is a snapshot of a node and indicator with a snapshot whose view is not
+    /// applied yet (the action check would read a view without it).
+    fn waits_for_view(&self, st: &VerifiedStatement) -> bool {
+        st.snapshot.as_ref().is_some_and(|s| {
+            self.awaiting_view
+                .get(&(st.node_id.clone(), s.indicator.clone()))
+                .is_some_and(|index| *index > *self.view_applied.borrow())
+        })
+    }
+
+    /// The view applier's work, done on this thread at once.
+    #[cfg(test)]
+    fn catch_up_view(&self) {
+        if let Some(applier) = &self.view_applier {
+            let head = *applier.feed_head.borrow();
+            while let Ok(through) = ViewApplier::catch_up(applier.store.as_ref(), head) {
+                applier.applied.send_replace(through);
+                if through >= head {
+                    break;
+                }
+            }
+        }
     }
 
     /// The committer's report on the oldest batch in flight.
@@ -649,6 +829,9 @@ impl Sequencer {
             self.pending.clear();
             self.in_flight.clear();
             self.in_flight_snapshots.clear();
+            // Feed indexes above the committed head will be given again.
+            let last = self.last_index;
+            self.awaiting_view.retain(|_, index| *index <= last);
             return;
         }
         if let Some(batch) = self.pending.pop_front() {
@@ -720,7 +903,8 @@ impl Sequencer {
                 || st.snapshot.as_ref().is_some_and(|s| {
                     self.in_flight_snapshots
                         .contains(&(st.node_id.clone(), s.indicator.clone()))
-                });
+                })
+                || self.waits_for_view(st);
             if wait {
                 d.held.insert(st.node_id.clone());
                 self.metrics.deferred();
@@ -750,6 +934,7 @@ impl Sequencer {
                 if let Some(s) = &st.snapshot {
                     let key = (st.node_id.clone(), s.indicator.clone());
                     self.in_flight_snapshots.insert(key.clone());
+                    self.awaiting_view.insert(key.clone(), self.last_index);
                     d.in_flight.snapshots.push(key);
                 }
                 d.chunks.append(&mut job.statement.chunks);
@@ -1079,6 +1264,37 @@ enum Received {
     ParkedDue,
     /// Every sender is gone (shutdown).
     Closed,
+}
+
+/// How often jobs deferred for the view look whether the view applier has moved on.
+const VIEW_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The (node, indicator) of every snapshot stored after the view cursor, with the feed index
+/// of the latest: at start-up, what the view applier has still to apply.
+fn unapplied_snapshots(
+    store: &dyn crate::HubBackend,
+    applied_through: u64,
+    last_index: u64,
+) -> Result<HashMap<(String, String), u64>, StoreError> {
+    use rcpfed_core::envelope::SignedEnvelope;
+    use rcpfed_core::statement::{Body, Statement};
+    let mut awaiting = HashMap::new();
+    for index in applied_through + 1..=last_index {
+        let Some(st) = store.statement_by_feed_index(index)? else {
+            continue;
+        };
+        let statement = SignedEnvelope::decode(&st.envelope)
+            .ok()
+            .and_then(|envelope| Statement::decode(&envelope.payload).ok());
+        if let Some(Statement {
+            body: Body::Indicators(snapshot),
+            ..
+        }) = statement
+        {
+            awaiting.insert((st.node_id, snapshot.indicator), index);
+        }
+    }
+    Ok(awaiting)
 }
 
 /// Answers every job of a batch that could not be committed: none of it is acknowledged.
@@ -1521,11 +1737,14 @@ mod tests {
     }
 
     fn commit(f: &mut Fixture, batch: Batch) -> bool {
-        f.sequencer
+        let committed = f
+            .sequencer
             .committer
             .as_mut()
             .expect("the committer of a test sequencer")
-            .commit(batch)
+            .commit(batch);
+        f.sequencer.catch_up_view();
+        committed
     }
 
     /// Batch N+1 is decided on top of batch N before N is written. When N fails, N+1 is
@@ -1907,5 +2126,80 @@ mod tests {
             waited >= PARK_WAIT - Duration::from_millis(100) && waited < PARK_WAIT * 2,
             "refused after {waited:?}"
         );
+    }
+
+    /// A chunked snapshot is stored without its view; the view applier applies it afterwards.
+    /// Until it has, a revision of the same node and indicator waits, another node does not.
+    #[test]
+    fn a_chunked_snapshot_is_applied_after_its_commit_and_its_revision_waits_for_it() {
+        let mut f = fixture();
+        let first = crate::testkit::snapshot_cut(
+            &f.key,
+            "colombo",
+            1,
+            None,
+            "MIGRANT_STOCK",
+            vec![
+                obs(ObservationAction::Append, "BGD", Some(1.0)),
+                obs(ObservationAction::Append, "LKA", Some(2.0)),
+            ],
+            Some(1),
+        );
+        let first_digest = first.digest;
+        f.built.insert("colombo".into(), (1, first_digest));
+        let (jobs_n, mut replies_n) = jobs(vec![first]);
+        let (batch, deferred) = f.sequencer.decide_batch(jobs_n);
+        assert!(deferred.is_empty());
+        let generation = batch.generation;
+        let committed = f
+            .sequencer
+            .committer
+            .as_mut()
+            .expect("the committer of a test sequencer")
+            .commit(batch);
+        assert!(committed);
+        f.sequencer.finished(Finished {
+            generation,
+            committed,
+        });
+        assert!(matches!(
+            answered(&mut replies_n[0]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        // Stored and receipted, its view not applied yet.
+        assert!(
+            f.store
+                .statement_by_digest(&first_digest)
+                .expect("read")
+                .is_some()
+        );
+        assert_eq!(f.store.applied_feed_size().expect("applied"), 0);
+        assert!(f.values("colombo").is_empty());
+
+        let revision = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Replace, "BGD", Some(3.0))],
+        );
+        let other_node = f.snapshot(
+            "kathmandu",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "NPL", Some(4.0))],
+        );
+        let (mut replies, deferred) = f.batch(vec![revision, other_node]);
+        assert_eq!(deferred.len(), 1, "the revision waits for the view");
+        assert!(matches!(
+            answered(&mut replies[1]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        // `batch` ran the view applier's work: the first snapshot is applied now.
+        assert_eq!(f.values("colombo"), [Some(1.0), Some(2.0)]);
+        assert_eq!(f.store.applied_feed_size().expect("applied"), 2);
+        assert!(f.sequencer.process(deferred).is_empty());
+        assert!(matches!(
+            answered(&mut replies[0]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        assert_eq!(f.values("colombo"), [Some(2.0), Some(3.0)]);
     }
 }

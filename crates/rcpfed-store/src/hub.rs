@@ -4,7 +4,7 @@
 
 use crate::StoreError;
 use crate::db::{Db, Schema, constraint_message};
-use crate::hub_sql::{self, HubBackend, StatementClash};
+use crate::hub_sql::{self, HubBackend, StatementClash, view_cursor_sql};
 use crate::indicator_queries;
 use crate::indicators_sql::{
     self, Log, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_policy_coverage_sql,
@@ -207,7 +207,10 @@ pub trait HubStore: Send + Sync + 'static {
     /// - Statements: feed indexes are assigned by the caller and must continue last_feed_index
     ///   without gaps; (node_id, seq) and digest are unique. Each is applied to the indicator
     ///   view in feed order (see [`crate::IndicatorStore`]); a snapshot breaking an action
-    ///   rule or missing a chunk is a Conflict.
+    ///   rule or missing a chunk is a Conflict. Except: from the first chunked snapshot on, or
+    ///   from the start when the view lags the log, entries are stored without their view;
+    ///   [`HubStore::apply_view_step`] applies them afterwards, and the view's
+    ///   `applied_feed_size` stays behind until it has.
     /// - Chunks: the bytes of the chunked snapshots among `statements`, keyed by SHA-256 (the
     ///   caller has checked each against the signed manifest; the apply step checks again).
     ///   They are stored content-addressed (a chunk already stored is a no-op) in this same
@@ -230,6 +233,13 @@ pub trait HubStore: Send + Sync + 'static {
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,
     ) -> Result<(), StoreError>;
+    /// Applies to the indicator view, in one durable transaction, the next stored entries the
+    /// commit left to the background (see `append`): in feed order from the view cursor, a
+    /// chunked snapshot alone in its transaction (readers see all of it or none of it), a
+    /// run of small entries together. Returns the view cursor after it, which equals
+    /// `last_feed_index` once everything is applied. Crash safe: the cursor moves in the
+    /// transaction that applies the entries, so a restart resumes after the last one applied.
+    fn apply_view_step(&self) -> Result<u64, StoreError>;
     /// The hash of the complete subtree at (level, index), if stored. One B-tree probe.
     fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError>;
     /// Several log nodes, in the order of `keys`, read in one read transaction (one consistent
@@ -395,6 +405,7 @@ pub(crate) const HUB_SCHEMA: Schema = Schema {
         indicator_indexes_v2_sql!(),
         indicator_key_rule_sql!(),
         indicator_policy_coverage_sql!(),
+        view_cursor_sql!(),
     ],
     upgrade: Some(upgrade_hub),
 };
@@ -475,9 +486,12 @@ impl HubBackend for SqliteHubStore {
             // Before the statements: their apply step reads the chunks from the table.
             let mut tx = Lite(tx);
             indicator_queries::stage_chunks(&mut tx, chunks)?;
-            hub_sql::insert_statements(&mut tx, statements, statement_clash, |tx, entry| {
-                indicators_sql::apply_entry(tx.0, Log::Hub, entry)
-            })?;
+            hub_sql::insert_statements_and_view(
+                &mut tx,
+                statements,
+                statement_clash,
+                |tx, entry| indicators_sql::apply_entry(tx.0, Log::Hub, entry),
+            )?;
             hub_sql::insert_evidence(&mut tx, evidence)?;
             hub_sql::insert_log_nodes(&mut tx, log_nodes)?;
             if let Some(checkpoint) = checkpoint {
@@ -485,6 +499,13 @@ impl HubBackend for SqliteHubStore {
             }
             Ok(())
         })
+    }
+
+    fn apply_view_entry(
+        tx: &mut Lite<'_>,
+        entry: &indicators_sql::Entry<'_>,
+    ) -> Result<(), StoreError> {
+        indicators_sql::apply_entry(tx.0, Log::Hub, entry)
     }
 }
 

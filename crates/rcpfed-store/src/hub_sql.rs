@@ -16,6 +16,23 @@ use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use std::fmt::Write as _;
 
+/// The view cursor (hub version 7 on SQLite, 4 on PostgreSQL; the same text for both): how far
+/// the indicator view is applied (see [`view_applied_through`]). A store from before it had
+/// every stored entry applied in its commit.
+macro_rules! view_cursor_sql {
+    () => {
+        r#"
+        CREATE TABLE view_cursor (
+            id              INTEGER PRIMARY KEY CHECK (id = 1),
+            applied_through BIGINT  NOT NULL CHECK (applied_through >= 0)
+        );
+        INSERT INTO view_cursor (id, applied_through)
+            SELECT 1, coalesce(max(feed_index), 0) FROM statements;
+        "#
+    };
+}
+pub(crate) use view_cursor_sql;
+
 /// Rows fetched per round trip while a byte-bounded listing streams (PostgreSQL).
 const LISTING_FETCH: usize = 16;
 
@@ -97,6 +114,8 @@ const STATEMENT_BY_NODE_SEQ: Query = query!(concat!(
     statement_columns!(),
     " FROM statements WHERE node_id = $1 AND seq = $2"
 ));
+const VIEW_CURSOR: Query = query!("SELECT applied_through FROM view_cursor WHERE id = 1");
+const SET_VIEW_CURSOR: Query = query!("UPDATE view_cursor SET applied_through = $1 WHERE id = 1");
 const STATEMENT_BY_FEED_INDEX: Query = query!(concat!(
     "SELECT ",
     statement_columns!(),
@@ -236,6 +255,107 @@ fn equivocation_at(row: &dyn SqlRow, first: usize) -> Result<StoredEquivocation,
 /// Highest feed index stored (0 when empty).
 pub(crate) fn last_feed_index(tx: &mut impl Sql) -> Result<u64, StoreError> {
     tx.one(&LAST_FEED_INDEX, &[], |row| row.u64(0))
+}
+
+/// The view cursor: every entry up to this feed index is applied to the indicator view, none
+/// after it. It equals [`last_feed_index`] except while the background applier works through
+/// the entries a commit left to it (see [`insert_statements_and_view`]).
+pub(crate) fn view_applied_through(tx: &mut impl Sql) -> Result<u64, StoreError> {
+    tx.one(&VIEW_CURSOR, &[], |row| row.u64(0))
+}
+
+fn set_view_applied_through(tx: &mut impl Sql, feed_index: u64) -> Result<(), StoreError> {
+    tx.exec(&SET_VIEW_CURSOR, &[&int(feed_index, "view cursor")?])?;
+    Ok(())
+}
+
+/// Whether an entry's view is left to the background applier: a chunked indicator snapshot,
+/// whose observations can run to millions (applying them in the commit would hold every other
+/// member's statements for seconds). An entry that does not decode is applied inline, where
+/// the apply step refuses it in plain words.
+pub(crate) fn applied_in_background(entry: &Entry<'_>) -> bool {
+    background_manifest(entry).is_some()
+}
+
+/// The chunk manifest of an entry applied in the background (see [`applied_in_background`]).
+fn background_manifest(entry: &Entry<'_>) -> Option<rcpfed_core::statement::ChunkManifest> {
+    use rcpfed_core::envelope::SignedEnvelope;
+    use rcpfed_core::statement::{Body, DocumentKind, Statement};
+    if entry.kind != DocumentKind::IndicatorSnapshot.as_str() {
+        return None;
+    }
+    let envelope = SignedEnvelope::decode(entry.envelope).ok()?;
+    match Statement::decode(&envelope.payload).ok()?.body {
+        Body::Indicators(snapshot) => snapshot.chunks,
+        Body::Policy(_) => None,
+    }
+}
+
+const CHUNK_LENGTH: Query = Query::per_dialect(
+    "SELECT length(bytes) FROM chunks WHERE sha256 = ?1",
+    "SELECT octet_length(bytes)::bigint FROM chunks WHERE sha256 = $1",
+);
+
+/// Refuses a snapshot stored without its view unless every chunk of its manifest is stored
+/// with the manifest's length: the view applier and the mirrors read them from here later.
+/// (The apply step checks each chunk's hash again as it decodes it.)
+fn check_chunks_stored(
+    tx: &mut impl Sql,
+    entry: &Entry<'_>,
+    manifest: &rcpfed_core::statement::ChunkManifest,
+) -> Result<(), StoreError> {
+    for (index, chunk) in manifest.chunks.iter().enumerate() {
+        let stored = tx.first(&CHUNK_LENGTH, &[&&chunk.sha256.0[..]], |row| row.u64(0))?;
+        match stored {
+            None => {
+                return Err(
+                    entry.conflict(format!("chunk {index} ({}) is not stored", chunk.sha256))
+                );
+            }
+            Some(length) if length != u64::from(chunk.byte_length) => {
+                return Err(entry.conflict(format!(
+                    "chunk {index} ({}) is stored with {length} bytes, the manifest says {}",
+                    chunk.sha256, chunk.byte_length
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Inserts accepted statements like [`insert_statements`] and applies each to the view in the
+/// same transaction with `apply`, as long as the view is current: from the first chunked
+/// snapshot on (or from the start, when the view already lags the log), entries are stored
+/// only and the view cursor stays behind; the background applier ([`HubStore::apply_view_step`])
+/// applies them in feed order afterwards. Readers see the view up to the cursor.
+pub(crate) fn insert_statements_and_view<S: Sql>(
+    tx: &mut S,
+    statements: &[StoredStatement],
+    clash: impl Fn(&StoreError) -> Option<StatementClash>,
+    mut apply: impl FnMut(&mut S, &Entry<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    if statements.is_empty() {
+        return Ok(());
+    }
+    let applied = view_applied_through(tx)?;
+    let mut current = applied == last_feed_index(tx)?;
+    let mut through = applied;
+    insert_statements(tx, statements, clash, |tx, entry| {
+        if let Some(manifest) = background_manifest(entry) {
+            check_chunks_stored(tx, entry, &manifest)?;
+            current = false;
+        }
+        if current {
+            apply(tx, entry)?;
+            through = entry.feed_index;
+        }
+        Ok(())
+    })?;
+    if through != applied {
+        set_view_applied_through(tx, through)?;
+    }
+    Ok(())
 }
 
 /// The hash of the complete subtree at (level, index), if stored.
@@ -490,6 +610,16 @@ pub(crate) trait HubBackend: Send + Sync + 'static {
         f: impl for<'c> FnOnce(&mut Self::Conn<'c>) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError>;
 
+    /// The background view apply's transaction: the write transaction by default. A backend
+    /// whose writers do not exclude each other (PostgreSQL) runs it beside the commits, so a
+    /// snapshot's apply does not hold them up; with one writer (SQLite) they wait for it.
+    fn view_write_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Self::Conn<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.write_tx(f)
+    }
+
     /// See [`HubStore::append`] (called with something to store).
     fn append_batch(
         &self,
@@ -504,7 +634,14 @@ pub(crate) trait HubBackend: Send + Sync + 'static {
     fn backend_lease(&self) -> Option<&dyn HubLease> {
         None
     }
+
+    /// The backend's apply step: one stored feed entry applied to the view inside `tx`.
+    fn apply_view_entry(tx: &mut Self::Conn<'_>, entry: &Entry<'_>) -> Result<(), StoreError>;
 }
+
+/// Most entries the background applier applies in one transaction (small ones; a chunked
+/// snapshot always gets a transaction of its own).
+const VIEW_STEP_ENTRIES: u64 = 256;
 
 impl<B: HubBackend> HubStore for B {
     fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
@@ -571,6 +708,53 @@ impl<B: HubBackend> HubStore for B {
             return Ok(());
         }
         self.append_batch(statements, chunks, evidence, log_nodes, checkpoint)
+    }
+
+    fn apply_view_step(&self) -> Result<u64, StoreError> {
+        self.view_write_tx(|tx| {
+            // The head first, then the cursor: on a backend where this runs beside the
+            // commits, a commit in between that applied its own entries moved the cursor
+            // past them too, so nothing here is applied twice.
+            let last = last_feed_index(tx)?;
+            let start = view_applied_through(tx)?;
+            let mut through = start;
+            while through < last && through.saturating_sub(start) < VIEW_STEP_ENTRIES {
+                let index = int(through + 1, "feed index")?;
+                let st = tx
+                    .first(&STATEMENT_BY_FEED_INDEX, &[&index], statement_from_row)?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "feed entry {} is missing below the feed head {last}",
+                            through + 1
+                        ))
+                    })?;
+                let entry = Entry {
+                    node_id: &st.node_id,
+                    kind: &st.kind,
+                    digest: &st.digest,
+                    document: &st.document,
+                    revision: st.revision,
+                    feed_index: st.feed_index,
+                    accepted_at_ms: st.accepted_at_ms,
+                    envelope: &st.envelope,
+                };
+                let large = applied_in_background(&entry);
+                // A chunked snapshot gets a transaction of its own: readers see all of it or
+                // none, and the small entries before it are not held back by it.
+                if large && through > start {
+                    break;
+                }
+                B::apply_view_entry(tx, &entry)?;
+                through += 1;
+                if large {
+                    break;
+                }
+            }
+            if through != start {
+                set_view_applied_through(tx, through)?;
+            }
+            Ok(through)
+        })
     }
 
     fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError> {

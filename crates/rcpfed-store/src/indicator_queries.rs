@@ -191,10 +191,12 @@ pub(crate) fn observation_from_row(row: &dyn SqlRow) -> Result<ObservationRow, S
     })
 }
 
-/// Highest feed index stored in `log` (and therefore applied to the view).
+/// Highest feed index applied to the view: every entry up to it is, none after it. The node
+/// applies each mirrored entry as it stores it; the hub may store a chunked snapshot (and the
+/// entries after it) before its background applier has applied them.
 pub(crate) fn applied_feed_size(tx: &mut impl Sql, log: Log) -> Result<u64, StoreError> {
     match log {
-        Log::Hub => hub_sql::last_feed_index(tx),
+        Log::Hub => hub_sql::view_applied_through(tx),
         Log::Node => tx.one(&MIRROR_CURSOR, &[], |row| row.u64(0)),
     }
 }

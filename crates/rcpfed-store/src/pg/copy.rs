@@ -201,6 +201,14 @@ pub fn pg_hub_to_sqlite(url: &str, out: &Path) -> Result<CopyReport, StoreError>
             }
             report.tables.push((table, count));
         }
+        // How far the view is applied: the copied view holds exactly that much.
+        let applied: i64 = pg
+            .query_one("SELECT applied_through FROM view_cursor WHERE id = 1", &[])?
+            .try_get(0)?;
+        target.execute(
+            "UPDATE view_cursor SET applied_through = ?1 WHERE id = 1",
+            [applied],
+        )?;
         target.commit()?;
         pg.commit()?;
         sqlite.close().map_err(|(_, e)| e)?;
@@ -277,6 +285,16 @@ pub fn sqlite_hub_to_pg(file: &Path, url: &str) -> Result<CopyReport, StoreError
         writer.finish()?;
         report.tables.push((table, count));
     }
+    // How far the view is applied: the copied view holds exactly that much.
+    let applied: i64 = source.query_row(
+        "SELECT applied_through FROM view_cursor WHERE id = 1",
+        [],
+        |row| row.get(0),
+    )?;
+    pg.execute(
+        "UPDATE view_cursor SET applied_through = $1 WHERE id = 1",
+        &[&applied],
+    )?;
     // Identity columns go on after the copied rows.
     for table in ["equivocations", "statement_flags"] {
         pg.batch_execute(&format!(

@@ -169,6 +169,7 @@ pub(crate) const HUB_SCHEMA: PgSchema = PgSchema {
             SELECT node_id, objective, count(*) FROM policy_objectives
              WHERE objective IS NOT NULL GROUP BY node_id, objective;
     "#,
+        hub_sql::view_cursor_sql!(),
     ],
 };
 
@@ -227,6 +228,13 @@ impl HubBackend for PgHubStore {
         self.db.write(f)
     }
 
+    fn view_write_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Tx<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.db.write_beside(f)
+    }
+
     fn append_batch(
         &self,
         statements: &[StoredStatement],
@@ -239,7 +247,12 @@ impl HubBackend for PgHubStore {
         self.db.write(|tx| {
             // Before the statements: their apply step reads the chunks from the table.
             crate::indicator_queries::stage_chunks(tx, chunks)?;
-            hub_sql::insert_statements(tx, statements, statement_clash, view::apply_entry)?;
+            hub_sql::insert_statements_and_view(
+                tx,
+                statements,
+                statement_clash,
+                view::apply_entry,
+            )?;
             hub_sql::insert_evidence(tx, evidence)?;
             hub_sql::insert_log_nodes(tx, log_nodes)?;
             if let Some(checkpoint) = checkpoint {
@@ -251,5 +264,12 @@ impl HubBackend for PgHubStore {
 
     fn backend_lease(&self) -> Option<&dyn crate::HubLease> {
         Some(self)
+    }
+
+    fn apply_view_entry(
+        tx: &mut Tx<'_>,
+        entry: &crate::indicators_sql::Entry<'_>,
+    ) -> Result<(), StoreError> {
+        view::apply_entry(tx, entry)
     }
 }

@@ -226,6 +226,8 @@ pub(crate) struct PgDb {
     config: Config,
     /// None after the connection broke: the next write reconnects.
     writer: Mutex<Option<Conn>>,
+    /// The view applier's own connection (see [`PgDb::write_beside`]).
+    beside: Mutex<Option<Conn>>,
     readers: ReaderPool<Conn>,
     /// The lease's own connection, so a renewal never queues behind a long write.
     lease: Mutex<Option<Conn>>,
@@ -254,6 +256,7 @@ impl PgDb {
         let db = PgDb {
             config,
             writer: Mutex::new(None),
+            beside: Mutex::new(None),
             readers: ReaderPool::new(Vec::new()),
             lease: Mutex::new(None),
             fence: Fence::default(),
@@ -310,6 +313,37 @@ impl PgDb {
             *guard = None;
         }
         out
+    }
+
+    /// A write transaction beside the writer's: on its own connection and without the writer
+    /// lock, so it runs while the writer commits (the lease fence is checked as for every
+    /// write). Only for writes whose rows the writer's transactions do not touch meanwhile:
+    /// the hub's background view apply, which the commit leaves alone while the view lags.
+    pub fn write_beside<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        off_async(|| {
+            let mut guard = self.beside.lock().unwrap_or_else(PoisonError::into_inner);
+            if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+                *guard = None;
+                *guard = Some(self.connect()?);
+            }
+            let Some(conn) = guard.as_mut() else {
+                return Err(StoreError::Corrupt("the view connection vanished".into()));
+            };
+            let mut tx = Tx {
+                tx: conn.client.transaction()?,
+                cache: &mut conn.cache,
+            };
+            self.fence.check(&mut tx)?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            if conn.client.is_closed() {
+                *guard = None;
+            }
+            Ok(out)
+        })
     }
 
     /// Drops the writer connection, so the next write connects with the current settings.
