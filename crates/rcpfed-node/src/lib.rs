@@ -519,35 +519,19 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         NodeMetrics::register,
     )
     .await?;
-    let store = tokio::task::spawn_blocking(open_store)
-        .await
-        .map_err(|e| NodeError::Config(format!("store opener panicked: {e}")))??;
-    // A PublishSnapshot stream cut short by a stop left its scratch file; it was never signed.
-    let cleared = store.clear_publish_staging()?;
-    if cleared > 0 {
-        tracing::info!(
-            files = cleared,
-            "removed the staging of snapshot streams the last run did not finish"
-        );
-    }
-    let (channel, registry_in_force) = hub_channel(
+    let store = open_node_store(open_store).await?;
+    let (channel, node_registry) = connect_to_hub(
         &hub_endpoints,
         &tls,
         crl_file.as_ref(),
-        &federation_id,
-        &hub_link,
-    )?;
-    let node_registry = establish_registry(
         RegistrySource {
             trust: &trust,
             federation_id: &federation_id,
             initial: initial_registry.as_ref(),
             cache: registry_cache,
         },
-        &channel,
         &hub_link,
         &shutdown,
-        &registry_in_force,
     )
     .await?;
     let shared = node_registry.shared();
@@ -609,30 +593,36 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     .await?;
     let addr = listening.addr();
     tracing::info!(%addr, node = %node_id, hub = %hub_endpoints.join(", "), "node serving (mTLS)");
-    let public_http = match http {
-        Some(http) => Some(http.spawn(
-            crl_file,
-            shared.clone(),
-            public_routes(&store, &node_id, &shared, &federation.hub_id),
-            "/sdmx/ (SDMX REST 1.5.0) and the dashboard at /dashboard/ (JSON under /dashboard/api/)",
-            shutdown.clone(),
-        )?),
-        None => None,
-    };
-    let services = NodeServices {
-        witness: service::WitnessRpc {
-            federation: shared.clone(),
-            witness,
-        },
-        indicators: mirror_indicators(&store, &federation.hub_id, &shared),
-        node: Node {
-            federation: shared,
-            node_id,
-            store: store as Arc<dyn NodeStore>,
-            publisher,
-            state,
-        },
-    };
+    let public_http = spawn_public_http(
+        http,
+        crl_file,
+        &store,
+        &node_id,
+        &shared,
+        &federation.hub_id,
+        &shutdown,
+    )?;
+    let services = NodeServices::new(
+        shared,
+        &federation.hub_id,
+        witness,
+        store,
+        node_id,
+        publisher,
+        state,
+    );
+    serve_until_stopped(listening, services, shutdown, tasks, ops, public_http).await
+}
+
+/// Serves the node's services until the server stops, then stops everything else.
+async fn serve_until_stopped(
+    listening: rcpfed_grpc::server::Listening,
+    services: NodeServices,
+    shutdown: CancellationToken,
+    tasks: BackgroundTasks,
+    ops: rcpfed_grpc::server::OpsPort,
+    public_http: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+) -> Result<(), NodeError> {
     let served = listening
         .serve(
             |routes| services.add_to(routes),
@@ -643,6 +633,81 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     stop_the_rest(tasks, ops, public_http).await;
     served?;
     Ok(())
+}
+
+/// The channel to the hub and the registry in force at start-up, which the channel then checks
+/// the hub's identity against.
+async fn connect_to_hub(
+    hub_endpoints: &[String],
+    tls: &TlsFiles,
+    crl_file: Option<&std::path::PathBuf>,
+    registry_source: RegistrySource<'_>,
+    hub_link: &HubLink,
+    shutdown: &CancellationToken,
+) -> Result<
+    (
+        rcpfed_grpc::failover::FailoverChannel,
+        Arc<registry::NodeRegistry>,
+    ),
+    NodeError,
+> {
+    let (channel, registry_in_force) = hub_channel(
+        hub_endpoints,
+        tls,
+        crl_file,
+        registry_source.federation_id,
+        hub_link,
+    )?;
+    let node_registry = establish_registry(
+        registry_source,
+        &channel,
+        hub_link,
+        shutdown,
+        &registry_in_force,
+    )
+    .await?;
+    Ok((channel, node_registry))
+}
+
+/// Opens the node's store off the async threads, then removes what an unfinished run left.
+async fn open_node_store(
+    open_store: Box<dyn FnOnce() -> Result<Arc<dyn NodeStorage>, rcpfed_store::StoreError> + Send>,
+) -> Result<Arc<dyn NodeStorage>, NodeError> {
+    let store = tokio::task::spawn_blocking(open_store)
+        .await
+        .map_err(|e| NodeError::Config(format!("store opener panicked: {e}")))??;
+    // A PublishSnapshot stream cut short by a stop left its scratch file; it was never signed.
+    let cleared = store.clear_publish_staging()?;
+    if cleared > 0 {
+        tracing::info!(
+            files = cleared,
+            "removed the staging of snapshot streams the last run did not finish"
+        );
+    }
+    Ok(store)
+}
+
+/// The node's public HTTP listener, if configured (SDMX REST and the dashboard over the
+/// mirror), serving in a task of its own until `shutdown`.
+fn spawn_public_http(
+    http: Option<rcpfed_grpc::public_http::HttpSettings>,
+    crl_file: Option<std::path::PathBuf>,
+    store: &Arc<dyn NodeStorage>,
+    node_id: &str,
+    shared: &rcpfed_grpc::shared::SharedFederation,
+    hub_id: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, NodeError> {
+    let Some(http) = http else {
+        return Ok(None);
+    };
+    Ok(Some(http.spawn(
+        crl_file,
+        shared.clone(),
+        public_routes(store, node_id, shared, hub_id),
+        "/sdmx/ (SDMX REST 1.5.0) and the dashboard at /dashboard/ (JSON under /dashboard/api/)",
+        shutdown.clone(),
+    )?))
 }
 
 /// The node's witness of the hub's log, its health reported (NOT_SERVING for good once it has
@@ -988,6 +1053,33 @@ struct NodeServices {
 }
 
 impl NodeServices {
+    /// The witness, the mirror's IndicatorService of `hub_id`'s log and the NodeService, over
+    /// `store`.
+    fn new(
+        shared: rcpfed_grpc::shared::SharedFederation,
+        hub_id: &str,
+        witness: Arc<witness::Witness>,
+        store: Arc<dyn NodeStorage>,
+        node_id: String,
+        publisher: publish::Publisher,
+        state: Arc<NodeState>,
+    ) -> Self {
+        NodeServices {
+            witness: service::WitnessRpc {
+                federation: shared.clone(),
+                witness,
+            },
+            indicators: mirror_indicators(&store, hub_id, &shared),
+            node: Node {
+                federation: shared,
+                node_id,
+                store: store as Arc<dyn NodeStore>,
+                publisher,
+                state,
+            },
+        }
+    }
+
     fn add_to(self, routes: tonic::service::Routes) -> tonic::service::Routes {
         let max_decoding =
             rcpfed_grpc::admission::max_message_bytes(rcpfed_grpc::admission::NODE_RULES);

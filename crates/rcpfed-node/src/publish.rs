@@ -232,7 +232,6 @@ fn publish_streamed_blocking(
     cx: &Context,
     draft: StreamedDraft,
 ) -> Result<(Published, bool), PublishError> {
-    use crate::snapshot_stream::{ActionCheck, StreamedBody};
     let StreamedDraft {
         document,
         validate_only,
@@ -253,26 +252,51 @@ fn publish_streamed_blocking(
         Some((seq, digest)) => (seq, Some(digest)),
         None => (0, None),
     };
-    let mut statement = Statement {
-        header: Header {
-            federation_id: cx.federation.federation_id.clone(),
-            node_id: cx.node_id.clone(),
-            seq: head_seq + 1,
-            prev_digest,
-            issued_at: now,
-            kind: DocumentKind::IndicatorSnapshot,
-            schema_version: 1,
-            document: document.clone(),
-            revision,
-        },
+    let header = Header {
+        federation_id: cx.federation.federation_id.clone(),
+        node_id: cx.node_id.clone(),
+        seq: head_seq + 1,
+        prev_digest,
+        issued_at: now,
+        kind: DocumentKind::IndicatorSnapshot,
+        schema_version: 1,
+        document: document.clone(),
+        revision,
+    };
+    let statement = Statement {
+        header,
         body: Body::Indicators(rcpfed_core::statement::IndicatorSnapshot {
             indicator: streamed.indicator.clone(),
             observations: Vec::new(),
             chunks: None,
         }),
     };
+    let warnings = streamed_warnings(&streamed, &statement, &admission, head_seq)?;
+    if let Some(refusal) = &streamed.cut_error {
+        return Err(refusal.clone().into());
+    }
+    sign_streamed(
+        cx,
+        &streamed,
+        statement,
+        &admission,
+        warnings,
+        validate_only,
+        request_id,
+    )
+}
+
+/// The findings of a streamed snapshot: its header's, the stream's, and the actions' (checked
+/// against the head this statement follows); the warnings with notes on what was not checked.
+fn streamed_warnings(
+    streamed: &crate::snapshot_stream::StreamedSnapshot,
+    statement: &Statement,
+    admission: &AdmissionContext,
+    head_seq: u64,
+) -> Result<Vec<String>, PublishError> {
+    use crate::snapshot_stream::ActionCheck;
     let mut findings =
-        rcpfed_core::validate::check_header_rules(&statement, &admission.validation())?;
+        rcpfed_core::validate::check_header_rules(statement, &admission.validation())?;
     findings.absorb(streamed.findings.clone());
     let mut notes = Vec::new();
     match &streamed.actions {
@@ -297,15 +321,27 @@ fn publish_streamed_blocking(
             warnings.push(note);
         }
     }
-    if let Some(refusal) = &streamed.cut_error {
-        return Err(refusal.clone().into());
-    }
+    Ok(warnings)
+}
+
+/// Seals a streamed snapshot in its signed form (inline, or the manifest of its staged
+/// chunks), then signs and queues it.
+fn sign_streamed(
+    cx: &Context,
+    streamed: &crate::snapshot_stream::StreamedSnapshot,
+    mut statement: Statement,
+    admission: &AdmissionContext,
+    warnings: Vec<String>,
+    validate_only: bool,
+    request_id: Option<String>,
+) -> Result<(Published, bool), PublishError> {
+    use crate::snapshot_stream::StreamedBody;
     match &streamed.body {
         StreamedBody::Small(observations) => {
             if let Body::Indicators(snapshot) = &mut statement.body {
                 snapshot.observations = observations.clone();
             }
-            let (payload, chunks) = seal(&mut statement, &admission)?;
+            let (payload, chunks) = seal(&mut statement, admission)?;
             let mut chunks = chunks.into_iter();
             sign_and_queue(
                 cx,
@@ -320,7 +356,7 @@ fn publish_streamed_blocking(
             )
         }
         StreamedBody::Chunked { manifest, .. } => {
-            let payload = seal_manifest(&mut statement, manifest.clone(), &admission)?;
+            let payload = seal_manifest(&mut statement, manifest.clone(), admission)?;
             sign_and_queue(
                 cx,
                 Sealed {

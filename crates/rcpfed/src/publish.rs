@@ -324,68 +324,133 @@ pub async fn publish_indicators(
             return Ok(false);
         }
     };
-    // Read ahead just enough to know whether the snapshot is large.
-    let mut head: Vec<ObservationBatch> = Vec::new();
-    let mut count = 0usize;
-    let mut failed = false;
-    while count <= STREAM_ABOVE {
-        match batches.next() {
-            Some(Ok(b)) => {
-                count += b.observations.len();
-                head.push(b);
-            }
-            Some(Err(_)) => {
-                failed = true;
-                break;
-            }
-            None => break,
-        }
-    }
-    if !failed && (count > STREAM_ABOVE || options.stream) {
+    let head = read_ahead(&mut batches);
+    if !head.failed && (head.count > STREAM_ABOVE || options.stream) {
         // One indicator, large: stream it from the file.
-        let indicator = head
-            .first()
-            .map(|b| b.indicator.clone())
-            .unwrap_or_default();
-        let locator = StreamLocator {
-            path: file.to_path_buf(),
-            indicator: indicator.clone(),
-            columns: batches.columns().clone(),
-            lines: LineIndex::default(),
-            reread: true,
+        let source = FileToStream {
+            file,
+            name: &name,
+            total_bytes,
         };
-        let document = rcpfed_import::indicator_document(node_id, &indicator, &name);
-        let at = batches.bytes_read();
-        let catalogue = catalogue.cloned().map(Arc::new);
-        let fill = move |mut batch: ObservationBatch| {
-            if let Some(c) = &catalogue {
-                batch.fill_defaults(c);
-            }
-            batch
-        };
-        let fill_too = fill.clone();
-        let source = head
-            .into_iter()
-            .map(move |b| Ok((fill(b), at)))
-            .chain(FileBatches(batches).map(move |b| b.map(|(b, at)| (fill_too(b), at))));
-        return stream_snapshot(
+        return stream_from_file(
             node,
             node_id,
-            &document,
-            &indicator,
             source,
-            total_bytes,
-            locator,
+            head.first_batches,
+            batches,
             options,
+            catalogue,
         )
         .await;
     }
     drop(head);
     drop(batches);
     // Small, or several indicators, or rows the whole-file reader names best.
+    publish_whole_file(node, node_id, file, &name, options, catalogue).await
+}
+
+/// The first batches of a CSV file: just enough to know whether its snapshot is large.
+struct ReadAhead {
+    first_batches: Vec<ObservationBatch>,
+    /// Observations in `first_batches`.
+    count: usize,
+    /// A row could not be read: the whole-file reader names the problems best.
+    failed: bool,
+}
+
+/// Reads batches until more than [`STREAM_ABOVE`] observations, the end, or a row that cannot
+/// be read.
+fn read_ahead(batches: &mut IndicatorCsvBatches<BufReader<std::fs::File>>) -> ReadAhead {
+    let mut head = ReadAhead {
+        first_batches: Vec::new(),
+        count: 0,
+        failed: false,
+    };
+    while head.count <= STREAM_ABOVE {
+        match batches.next() {
+            Some(Ok(b)) => {
+                head.count += b.observations.len();
+                head.first_batches.push(b);
+            }
+            Some(Err(_)) => {
+                head.failed = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    head
+}
+
+/// The file a large snapshot is streamed from, and its name as a document.
+struct FileToStream<'a> {
+    file: &'a Path,
+    name: &'a str,
+    total_bytes: u64,
+}
+
+/// Streams one large indicator's snapshot from the file: the batches read ahead, then the
+/// rest of `batches`, blank optional dimensions filled from `catalogue`.
+async fn stream_from_file(
+    node: &mut NodeServiceClient<Channel>,
+    node_id: &str,
+    source: FileToStream<'_>,
+    head: Vec<ObservationBatch>,
+    batches: IndicatorCsvBatches<BufReader<std::fs::File>>,
+    options: &Options,
+    catalogue: Option<&Catalogue>,
+) -> Result<bool> {
+    let indicator = head
+        .first()
+        .map(|b| b.indicator.clone())
+        .unwrap_or_default();
+    let locator = StreamLocator {
+        path: source.file.to_path_buf(),
+        indicator: indicator.clone(),
+        columns: batches.columns().clone(),
+        lines: LineIndex::default(),
+        reread: true,
+    };
+    let document = rcpfed_import::indicator_document(node_id, &indicator, source.name);
+    let at = batches.bytes_read();
+    let catalogue = catalogue.cloned().map(Arc::new);
+    let fill = move |mut batch: ObservationBatch| {
+        if let Some(c) = &catalogue {
+            batch.fill_defaults(c);
+        }
+        batch
+    };
+    let fill_too = fill.clone();
+    let batches = head
+        .into_iter()
+        .map(move |b| Ok((fill(b), at)))
+        .chain(FileBatches(batches).map(move |b| b.map(|(b, at)| (fill_too(b), at))));
+    stream_snapshot(
+        node,
+        node_id,
+        &document,
+        &indicator,
+        batches,
+        source.total_bytes,
+        locator,
+        options,
+    )
+    .await
+}
+
+/// Reads the whole file and publishes each indicator's snapshot; with rows that cannot be
+/// read, lists them and sends the rest for checking only.
+async fn publish_whole_file(
+    node: &mut NodeServiceClient<Channel>,
+    node_id: &str,
+    file: &Path,
+    name: &str,
+    options: &Options,
+    catalogue: Option<&Catalogue>,
+) -> Result<bool> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let report = match rcpfed_import::read_any_indicator_csv(&text, node_id, &name) {
+    let report = match rcpfed_import::read_any_indicator_csv(&text, node_id, name) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("error: {}: {e}", file.display());
@@ -399,17 +464,7 @@ pub async fn publish_indicators(
         total_problems,
     } = report;
     if total_problems > 0 {
-        eprintln!(
-            "error: {}: {total_problems} problem{} in rows that cannot be read:",
-            file.display(),
-            if total_problems == 1 { "" } else { "s" }
-        );
-        for p in &problems {
-            eprintln!("  {p}");
-        }
-        if total_problems > problems.len() {
-            eprintln!("  and {} more", total_problems - problems.len());
-        }
+        print_unreadable_rows(file, &problems, total_problems);
         if docs.is_empty() {
             return Ok(false);
         }
@@ -433,6 +488,21 @@ pub async fn publish_indicators(
         ok &= accepted;
     }
     Ok(ok)
+}
+
+/// Lists the rows of `file` that cannot be read (the first `problems` of `total_problems`).
+fn print_unreadable_rows(file: &Path, problems: &[ImportError], total_problems: usize) {
+    eprintln!(
+        "error: {}: {total_problems} problem{} in rows that cannot be read:",
+        file.display(),
+        if total_problems == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        eprintln!("  {p}");
+    }
+    if total_problems > problems.len() {
+        eprintln!("  and {} more", total_problems - problems.len());
+    }
 }
 
 /// What a dry run that passed says: "valid", or, when rows of the file were left out, that the

@@ -1,14 +1,16 @@
 //! HubService, large snapshots: the chunked submission and the chunks served to mirrors.
 
-use super::{Hub, blocking, check_all, chunks_required, reject, stored_manifest};
+use super::{Hub, Warnings, blocking, check_all, chunks_required, reject, stored_manifest};
 use crate::ingest::SnapshotPayload;
 use crate::quotas::{self, quota_status};
 use prost::Message as _;
 use rcpfed_core::Digest;
 use rcpfed_core::admission::known_indicator;
+use rcpfed_core::catalogue::SignedCatalogue;
+use rcpfed_core::members::Federation;
 use rcpfed_core::members::Role;
 use rcpfed_core::rejection::{Rejection, reasons};
-use rcpfed_core::statement::Body;
+use rcpfed_core::statement::{Body, ChunkManifest, IndicatorSnapshot, Observation};
 use rcpfed_grpc::authorize;
 use rcpfed_grpc::status::{internal, invalid_field, not_found};
 use rcpfed_proto::v1;
@@ -17,6 +19,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+
+/// The snapshot of a statement sent with SubmitSnapshot and its chunk manifest; a policy
+/// summary or an inline snapshot belongs to SubmitStatement.
+fn chunked_snapshot(body: Body) -> Result<(IndicatorSnapshot, ChunkManifest), Rejection> {
+    let mut snapshot = match body {
+        Body::Indicators(snapshot) => snapshot,
+        Body::Policy(_) => {
+            return Err(chunks_required(
+                "a policy summary has no chunks; send it with SubmitStatement",
+            ));
+        }
+    };
+    let Some(manifest) = snapshot.chunks.take() else {
+        return Err(chunks_required(
+            "this snapshot carries its observations inline; send it with SubmitStatement",
+        ));
+    };
+    Ok((snapshot, manifest))
+}
 
 impl Hub {
     pub(super) async fn submit_snapshot(
@@ -34,54 +55,16 @@ impl Hub {
             reject(rejection)
         };
         // One large snapshot per member at a time, so one member cannot hold every turn.
-        let _slot = self.snapshot_slots.try_take(&member_id, 1).ok_or_else(|| {
-            self.metrics.quota_refused(quotas::SNAPSHOT_SLOT_BUSY);
-            tracing::info!(member = %member_id, "snapshot refused: the member is already sending one");
-            quota_status(
-                quotas::SNAPSHOT_SLOT_BUSY,
-                1,
-                format!(
-                    "{member_id} is already sending a snapshot; send one at a time, this one when the other is answered"
-                ),
-            )
-        })?;
+        let _slot = self.take_snapshot_slot(&member_id)?;
         let deadline = tokio::time::Instant::now() + rcpfed_grpc::deadline::SNAPSHOT_TIMEOUT;
         let mut parts = request.into_inner();
-        let envelope = match self.next_part(&mut parts, deadline).await? {
-            Some(Part::Envelope(envelope)) => envelope,
-            Some(Part::Chunk(_)) => {
-                return Err(invalid_field(
-                    "envelope",
-                    reasons::ENVELOPE_MALFORMED,
-                    "the first message must carry the signed envelope; the chunks follow it",
-                ));
-            }
-            None => {
-                return Err(invalid_field(
-                    "envelope",
-                    reasons::ENVELOPE_MALFORMED,
-                    "the stream ended before the envelope",
-                ));
-            }
-        };
+        let envelope = self.first_envelope(&mut parts, deadline).await?;
         // Signature, decoding and the statement rules (the manifest among them).
         let (mut verified, statement, _) = self
             .verify_on_pool(&federation, &member_id, envelope)
             .await?
             .map_err(refused)?;
-        let snapshot = match statement.body {
-            Body::Indicators(snapshot) => snapshot,
-            Body::Policy(_) => {
-                return Err(refused(chunks_required(
-                    "a policy summary has no chunks; send it with SubmitStatement",
-                )));
-            }
-        };
-        let Some(manifest) = snapshot.chunks else {
-            return Err(refused(chunks_required(
-                "this snapshot carries its observations inline; send it with SubmitStatement",
-            )));
-        };
+        let (snapshot, manifest) = chunked_snapshot(statement.body).map_err(refused)?;
         // A resubmission of an accepted snapshot: its original receipt, without the chunks.
         if let Some(stored) = self.stored(verified.digest).await? {
             let log = self.proof(stored.feed_index - 1).await?;
@@ -114,28 +97,15 @@ impl Hub {
             })?;
         // The whole snapshot, with the rules an inline one meets.
         let indicator = snapshot.indicator;
-        let checked = {
-            let lane = member_id.clone();
-            let (federation, member_id, catalogue) = (
-                Arc::clone(&federation),
-                member_id.clone(),
-                Arc::clone(&catalogue),
-            );
-            let indicator = indicator.clone();
-            self.pool
-                .run(&lane, "validating a snapshot", move || {
-                    let result = check_all(
-                        &federation,
-                        &member_id,
-                        &catalogue,
-                        &indicator,
-                        &observations,
-                    );
-                    (observations, result)
-                })
-                .await?
-        };
-        let (observations, result) = checked;
+        let (observations, result) = self
+            .check_snapshot_on_pool(
+                &federation,
+                &member_id,
+                &catalogue,
+                &indicator,
+                observations,
+            )
+            .await?;
         let warnings = result.map_err(refused)?;
         self.note_warnings(&member_id, &indicator, warnings);
         // The chunks go to the sequencer with the statement: they are stored in the same
@@ -151,6 +121,68 @@ impl Hub {
             duplicate: answer.duplicate,
             log: answer.log,
         }))
+    }
+
+    /// The member's one snapshot slot, or RESOURCE_EXHAUSTED while it is sending another.
+    fn take_snapshot_slot(&self, member_id: &str) -> Result<quotas::Held, Status> {
+        self.snapshot_slots.try_take(member_id, 1).ok_or_else(|| {
+            self.metrics.quota_refused(quotas::SNAPSHOT_SLOT_BUSY);
+            tracing::info!(member = %member_id, "snapshot refused: the member is already sending one");
+            quota_status(
+                quotas::SNAPSHOT_SLOT_BUSY,
+                1,
+                format!(
+                    "{member_id} is already sending a snapshot; send one at a time, this one when the other is answered"
+                ),
+            )
+        })
+    }
+
+    /// The signed envelope the SubmitSnapshot stream must open with.
+    async fn first_envelope(
+        &self,
+        parts: &mut tonic::Streaming<v1::SubmitSnapshotRequest>,
+        deadline: tokio::time::Instant,
+    ) -> Result<v1::Envelope, Status> {
+        match self.next_part(parts, deadline).await? {
+            Some(Part::Envelope(envelope)) => Ok(envelope),
+            Some(Part::Chunk(_)) => Err(invalid_field(
+                "envelope",
+                reasons::ENVELOPE_MALFORMED,
+                "the first message must carry the signed envelope; the chunks follow it",
+            )),
+            None => Err(invalid_field(
+                "envelope",
+                reasons::ENVELOPE_MALFORMED,
+                "the stream ended before the envelope",
+            )),
+        }
+    }
+
+    /// Checks the received observations with the rules an inline snapshot meets, on the CPU
+    /// pool in the member's lane; hands the observations back with the outcome.
+    async fn check_snapshot_on_pool(
+        &self,
+        federation: &Arc<Federation>,
+        member_id: &str,
+        catalogue: &Arc<SignedCatalogue>,
+        indicator: &str,
+        observations: Vec<Observation>,
+    ) -> Result<(Vec<Observation>, Result<Warnings, Rejection>), Status> {
+        let (federation, catalogue) = (Arc::clone(federation), Arc::clone(catalogue));
+        let (publisher, indicator) = (member_id.to_string(), indicator.to_string());
+        self.pool
+            .run(member_id, "validating a snapshot", move || {
+                let result = check_all(
+                    &federation,
+                    &publisher,
+                    &catalogue,
+                    &indicator,
+                    &observations,
+                );
+                (observations, result)
+            })
+            .await
     }
 
     pub(super) async fn get_snapshot_chunks(
