@@ -1061,66 +1061,28 @@ mod log_bench {
             .collect();
         let start = Instant::now();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(1);
+        let mut batches = BatchProducer {
+            frontier,
+            heads,
+            base,
+            nodes,
+            hub_key,
+            origin,
+        };
         let batch = batch as u64;
         let done = std::thread::scope(|s| -> Result<u64> {
             let producer = s.spawn(move || -> Result<()> {
-                let mut frontier: Frontier = frontier;
-                let mut heads = heads;
                 let mut next = have + 1;
                 while next <= target {
                     let end = (next + batch - 1).min(target);
-                    let now = now_ms();
-                    let mut statements = Vec::with_capacity((end - next + 1) as usize);
-                    let mut log_nodes = Vec::with_capacity(2 * (end - next + 1) as usize);
-                    for f in next..=end {
-                        let slot = ((f - base - 1) % nodes.len() as u64) as usize;
-                        let (st, leaf) = synthetic(f, base, nodes, heads[slot], now)?;
-                        heads[slot] = Some(st.digest);
-                        statements.push(st);
-                        log_nodes.extend(frontier.append(leaf));
-                    }
-                    let cp = Checkpoint {
-                        origin: origin.to_string(),
-                        size: frontier.size(),
-                        root: frontier.root(),
-                        extensions: Vec::new(),
-                    };
-                    let note = sign_checkpoint(&cp, origin, hub_key)
-                        .map_err(|e| anyhow!("cannot sign checkpoint: {e}"))?;
-                    let b = Batch {
-                        statements,
-                        nodes: log_nodes,
-                        checkpoint: NewCheckpoint {
-                            size: cp.size,
-                            root: cp.root,
-                            note,
-                            created_at_ms: now,
-                        },
-                    };
-                    if tx.send(b).is_err() {
+                    if tx.send(batches.next_batch(next, end)?).is_err() {
                         break; // the committer stopped on an error
                     }
                     next = end + 1;
                 }
                 Ok(())
             });
-            let committed = (move || -> Result<u64> {
-                let mut done = have;
-                let mut reported = Instant::now();
-                for b in rx {
-                    store.append(&b.statements, &[], &[], &b.nodes, Some(&b.checkpoint))?;
-                    done = b.checkpoint.size;
-                    if reported.elapsed() > Duration::from_secs(15) {
-                        reported = Instant::now();
-                        let secs = start.elapsed().as_secs_f64();
-                        eprintln!(
-                            "  … {done} entries, {:.0} rows/s so far",
-                            (done - have) as f64 / secs
-                        );
-                    }
-                }
-                Ok(done)
-            })();
+            let committed = commit_batches(&store, rx, have, start);
             producer
                 .join()
                 .map_err(|_| anyhow!("the batch producer panicked"))??;
@@ -1130,6 +1092,75 @@ mod log_bench {
             bail!("the build stopped at {done} of {target} entries");
         }
         Ok(Some((target - have, start.elapsed())))
+    }
+
+    /// What the producer thread of `grow` carries from one batch to the next.
+    struct BatchProducer<'a> {
+        frontier: Frontier,
+        heads: Vec<Option<Digest>>,
+        base: u64,
+        nodes: &'a [Node],
+        hub_key: &'a SecretKey,
+        origin: &'a str,
+    }
+
+    impl BatchProducer<'_> {
+        /// The statements, log nodes and signed checkpoint of feed entries `next..=end`.
+        fn next_batch(&mut self, next: u64, end: u64) -> Result<Batch> {
+            let now = now_ms();
+            let mut statements = Vec::with_capacity((end - next + 1) as usize);
+            let mut log_nodes = Vec::with_capacity(2 * (end - next + 1) as usize);
+            for f in next..=end {
+                let slot = ((f - self.base - 1) % self.nodes.len() as u64) as usize;
+                let (st, leaf) = synthetic(f, self.base, self.nodes, self.heads[slot], now)?;
+                self.heads[slot] = Some(st.digest);
+                statements.push(st);
+                log_nodes.extend(self.frontier.append(leaf));
+            }
+            let cp = Checkpoint {
+                origin: self.origin.to_string(),
+                size: self.frontier.size(),
+                root: self.frontier.root(),
+                extensions: Vec::new(),
+            };
+            let note = sign_checkpoint(&cp, self.origin, self.hub_key)
+                .map_err(|e| anyhow!("cannot sign checkpoint: {e}"))?;
+            Ok(Batch {
+                statements,
+                nodes: log_nodes,
+                checkpoint: NewCheckpoint {
+                    size: cp.size,
+                    root: cp.root,
+                    note,
+                    created_at_ms: now,
+                },
+            })
+        }
+    }
+
+    /// Appends every batch received to the store, with a progress line every 15 s; returns the
+    /// log size reached.
+    fn commit_batches(
+        store: &SqliteHubStore,
+        rx: std::sync::mpsc::Receiver<Batch>,
+        have: u64,
+        start: Instant,
+    ) -> Result<u64> {
+        let mut done = have;
+        let mut reported = Instant::now();
+        for b in rx {
+            store.append(&b.statements, &[], &[], &b.nodes, Some(&b.checkpoint))?;
+            done = b.checkpoint.size;
+            if reported.elapsed() > Duration::from_secs(15) {
+                reported = Instant::now();
+                let secs = start.elapsed().as_secs_f64();
+                eprintln!(
+                    "  … {done} entries, {:.0} rows/s so far",
+                    (done - have) as f64 / secs
+                );
+            }
+        }
+        Ok(done)
     }
 
     /// Times, in this process, the store reads the hub makes at start-up
