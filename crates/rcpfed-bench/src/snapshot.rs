@@ -817,7 +817,6 @@ async fn timed_path(
         hub_rpc,
         hub_ix,
         big_node,
-        big_ix,
         ..
     } = fed;
     let (csv, plan) = (&input.csv, &input.plan);
@@ -827,14 +826,7 @@ async fn timed_path(
         o.observations
     );
     let start = Instant::now();
-    let published = publish_csv(big_node, csv.clone(), BIG_NODE, o.batch, start).await?;
-    if published.observations != o.observations as u64 {
-        bail!(
-            "the node published {} observations, expected {}",
-            published.observations,
-            o.observations
-        );
-    }
+    let published = publish_all(o, big_node, csv, start).await?;
     // Three pollers, each on its own: the hub storing the statement (GetStatement), the node
     // holding the hub's receipt (GetNodeStatus), and the hub's indicator view answering with
     // a feed size that includes it (QueryObservations).
@@ -874,26 +866,8 @@ async fn timed_path(
     let hub_db_mb = file_mb(std::slice::from_ref(&hub_db));
     let node_db_mb = file_mb(&[pki.join(format!("data/{BIG_NODE}/node.sqlite"))]);
 
-    let t = Instant::now();
-    wait_applied(
-        "the colombo node's mirror applying the snapshot",
-        &mut [&mut *hub, &mut *big],
-        big_ix,
-        &indicator,
-        feed_index,
-    )
-    .await?;
-    let mirror_catch_up = t.elapsed();
-    let t = Instant::now();
-    wait_report(
-        "the coherence report covering the snapshot",
-        &mut [&mut *hub],
-        hub_ix,
-        feed_index,
-    )
-    .await?;
-    let report_catch_up = t.elapsed();
-    let hub_rss_after_report = rss_mb(hub.pid());
+    let (mirror_catch_up, report_catch_up, hub_rss_after_report) =
+        catch_up(fed, &indicator, feed_index).await?;
 
     Ok(Timed {
         published,
@@ -911,6 +885,60 @@ async fn timed_path(
         report_catch_up,
         hub_rss_after_report,
     })
+}
+
+/// Streams the CSV to the large node and checks it published every observation.
+async fn publish_all(
+    o: &Options,
+    big_node: &mut NodeServiceClient<Channel>,
+    csv: &Path,
+    start: Instant,
+) -> Result<Published> {
+    let published = publish_csv(big_node, csv.to_path_buf(), BIG_NODE, o.batch, start).await?;
+    if published.observations != o.observations as u64 {
+        bail!(
+            "the node published {} observations, expected {}",
+            published.observations,
+            o.observations
+        );
+    }
+    Ok(published)
+}
+
+/// Untimed: how long the node's mirror, then the coherence report, take to cover the snapshot
+/// at `feed_index`, and the hub's RSS after that.
+async fn catch_up(
+    fed: &mut Federation,
+    indicator: &str,
+    feed_index: u64,
+) -> Result<(Duration, Duration, Option<(f64, f64)>)> {
+    let Federation {
+        hub,
+        big,
+        hub_ix,
+        big_ix,
+        ..
+    } = fed;
+    let t = Instant::now();
+    wait_applied(
+        "the colombo node's mirror applying the snapshot",
+        &mut [&mut *hub, &mut *big],
+        big_ix,
+        indicator,
+        feed_index,
+    )
+    .await?;
+    let mirror_catch_up = t.elapsed();
+    let t = Instant::now();
+    wait_report(
+        "the coherence report covering the snapshot",
+        &mut [&mut *hub],
+        hub_ix,
+        feed_index,
+    )
+    .await?;
+    let report_catch_up = t.elapsed();
+    Ok((mirror_catch_up, report_catch_up, rss_mb(hub.pid())))
 }
 
 /// Polls until the hub has stored the large node's statement `seq`; gives its feed index and
