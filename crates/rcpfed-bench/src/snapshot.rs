@@ -1043,13 +1043,6 @@ async fn small_snapshots(
     fed: &mut Federation,
     feed_index: u64,
 ) -> Result<Small> {
-    let Federation {
-        hub,
-        hub_endpoint,
-        hub_rpc,
-        hub_ix,
-        ..
-    } = fed;
     let cat = rcpfed_core::catalogue::Catalogue::from_toml(
         rcpfed_core::catalogue::embedded_catalogue_toml(),
     )
@@ -1058,49 +1051,89 @@ async fn small_snapshots(
     let mut last_feed_index = feed_index;
     let mut small_summary = Vec::new();
     for node_id in SMALL_NODES {
-        let (path, small_plan) = small_csv(o, dir, &cat, indicator, node_id)?;
-        let mut p = spawn(
-            &o.rcpfed,
-            1,
-            dir,
-            "node",
-            &pki.join(format!("{node_id}.toml")),
-            Some(hub_endpoint),
-        )
-        .await?;
-        let ch = connect(&p.endpoint(), pki).await?;
-        let mut node = NodeServiceClient::new(ch.clone())
-            .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
-        let ix = IndicatorServiceClient::new(ch);
-        wait_catalogue(
-            &format!("the catalogue at {node_id}"),
-            &mut [&mut *hub, &mut p],
-            &ix,
-        )
-        .await?;
-        let t = Instant::now();
-        let pubd = publish_csv(&mut node, path, node_id, o.batch, t).await?;
-        let fi = poll_until(
-            &format!("{node_id}'s snapshot at the hub"),
-            &mut [&mut *hub, &mut p],
-            || {
-                let mut h = hub_rpc.clone();
-                async move { hub_feed_index(&mut h, node_id, pubd.seq).await }
-            },
-        )
-        .await?;
+        let (p, ix, fi, summary) =
+            one_small_snapshot(o, dir, pki, &cat, indicator, fed, node_id).await?;
         last_feed_index = last_feed_index.max(fi);
-        small_summary.push(format!(
-            "{node_id}: {} observations ({} member states) stored by the hub in {:.2} s",
-            pubd.observations,
-            small_plan.areas.len(),
-            secs(t.elapsed())
-        ));
+        small_summary.push(summary);
         small_procs.push((node_id, p, ix));
     }
-    // Quiet before the queries: the hub has applied everything, every node's mirror has caught
-    // up (they fetch the large snapshot's chunks from the hub), and the coherence report
-    // covers the last snapshot.
+    let (quiet_steps, report) =
+        wait_quiet(fed, &mut small_procs, indicator, last_feed_index).await?;
+    Ok(Small {
+        procs: small_procs,
+        summary: small_summary,
+        quiet_steps,
+        report,
+    })
+}
+
+/// Starts small node `node_id` (core 1), publishes its snapshot and waits until the hub stores
+/// it; gives the node, its indicator client, the snapshot's feed index and a summary line.
+async fn one_small_snapshot(
+    o: &Options,
+    dir: &Path,
+    pki: &Path,
+    cat: &rcpfed_core::catalogue::Catalogue,
+    indicator: &str,
+    fed: &mut Federation,
+    node_id: &'static str,
+) -> Result<(Proc, IndicatorServiceClient<Channel>, u64, String)> {
+    let Federation {
+        hub,
+        hub_endpoint,
+        hub_rpc,
+        ..
+    } = fed;
+    let (path, small_plan) = small_csv(o, dir, cat, indicator, node_id)?;
+    let mut p = spawn(
+        &o.rcpfed,
+        1,
+        dir,
+        "node",
+        &pki.join(format!("{node_id}.toml")),
+        Some(hub_endpoint),
+    )
+    .await?;
+    let ch = connect(&p.endpoint(), pki).await?;
+    let mut node = NodeServiceClient::new(ch.clone())
+        .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
+    let ix = IndicatorServiceClient::new(ch);
+    wait_catalogue(
+        &format!("the catalogue at {node_id}"),
+        &mut [&mut *hub, &mut p],
+        &ix,
+    )
+    .await?;
+    let t = Instant::now();
+    let pubd = publish_csv(&mut node, path, node_id, o.batch, t).await?;
+    let fi = poll_until(
+        &format!("{node_id}'s snapshot at the hub"),
+        &mut [&mut *hub, &mut p],
+        || {
+            let mut h = hub_rpc.clone();
+            async move { hub_feed_index(&mut h, node_id, pubd.seq).await }
+        },
+    )
+    .await?;
+    let summary = format!(
+        "{node_id}: {} observations ({} member states) stored by the hub in {:.2} s",
+        pubd.observations,
+        small_plan.areas.len(),
+        secs(t.elapsed())
+    );
+    Ok((p, ix, fi, summary))
+}
+
+/// Quiet before the queries: the hub has applied everything, every node's mirror has caught
+/// up (they fetch the large snapshot's chunks from the hub), and the coherence report covers
+/// the last snapshot. Gives the steps with their times and the report.
+async fn wait_quiet(
+    fed: &mut Federation,
+    small_procs: &mut [(&'static str, Proc, IndicatorServiceClient<Channel>)],
+    indicator: &str,
+    last_feed_index: u64,
+) -> Result<(Vec<String>, v1::CoherenceReport)> {
+    let Federation { hub, hub_ix, .. } = fed;
     let t = Instant::now();
     wait_applied(
         "the hub applying the small snapshots",
@@ -1111,7 +1144,7 @@ async fn small_snapshots(
     )
     .await?;
     let mut quiet_steps = vec![format!("hub applied both {:.2} s", secs(t.elapsed()))];
-    for (node_id, p, ix) in &mut small_procs {
+    for (node_id, p, ix) in small_procs.iter_mut() {
         wait_applied(
             &format!("{node_id}'s mirror catching up"),
             &mut [&mut *hub, p],
@@ -1138,13 +1171,7 @@ async fn small_snapshots(
         report.number,
         secs(quiet_after)
     ));
-
-    Ok(Small {
-        procs: small_procs,
-        summary: small_summary,
-        quiet_steps,
-        report,
-    })
+    Ok((quiet_steps, report))
 }
 
 /// The hub's query latency by kind.
