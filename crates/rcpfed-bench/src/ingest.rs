@@ -851,22 +851,23 @@ pub async fn run_on_log(o: OnLogOptions) -> Result<()> {
     result
 }
 
+/// What every timed run on the grown log shares.
+struct OnLogSetup<'a> {
+    o: &'a OnLogOptions,
+    pki: &'a Path,
+    dir: &'a Path,
+    fed: Federation,
+    keys: Vec<SecretKey>,
+    pace: Option<Duration>,
+}
+
+const ON_LOG_LABELS: [&str; 2] = ["empty log", "large log"];
+
 async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) -> Result<()> {
     use rcpfed_store::{HubStore as _, SqliteHubStore};
 
     let fed = Federation::from_toml(&std::fs::read_to_string(pki.join("federation.toml"))?)?;
-    let keys: Vec<SecretKey> = (0..o.clients)
-        .map(|i| {
-            let path = pki.join("members").join(member_id(i)).join("signing.key");
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "{} is missing: --clients must not exceed the log's synthetic nodes (`log --nodes`)",
-                    path.display()
-                )
-            })?;
-            Ok(SecretKey::from_file_text(&text)?)
-        })
-        .collect::<Result<_>>()?;
+    let keys = member_signing_keys(pki, o.clients)?;
 
     // The hub writes into the database it serves: copy the grown one (the hub was stopped,
     // so the files are consistent).
@@ -875,14 +876,7 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
     std::fs::create_dir_all(&large)?;
     std::fs::create_dir_all(&empty)?;
     let copy_start = Instant::now();
-    let mut copied = 0u64;
-    for entry in std::fs::read_dir(source)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            copied += std::fs::copy(entry.path(), large.join(entry.file_name()))
-                .with_context(|| format!("copying {}", entry.path().display()))?;
-        }
-    }
+    let copied = copy_files(source, &large)?;
     let large_db = large.join("hub.sqlite");
     let empty_db = empty.join("hub.sqlite");
     let large_entries = SqliteHubStore::open(&large_db)?.last_feed_index()?;
@@ -905,83 +899,145 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
         write_hub_config(dir, "hub-large.toml", pki, &large)?,
     ];
     let dbs = [&empty_db, &large_db];
-    let labels = ["empty log", "large log"];
-    let pace = o
-        .rate
-        .map(|r| Duration::from_secs_f64(o.clients as f64 / r));
+    let setup = OnLogSetup {
+        o,
+        pki,
+        dir,
+        fed,
+        keys,
+        pace: o
+            .rate
+            .map(|r| Duration::from_secs_f64(o.clients as f64 / r)),
+    };
     let mut runs: [Vec<OnLogRun>; 2] = [Vec::new(), Vec::new()];
     for round in 0..o.rounds {
         for which in 0..2 {
-            // Each chain continues from the client's head in this database.
-            let store = SqliteHubStore::open(dbs[which])?;
-            let entries_before = store.last_feed_index()?;
-            let stored = store.chain_heads()?;
-            drop(store);
-            let heads: Vec<_> = (0..o.clients)
-                .map(|i| {
-                    let id = member_id(i);
-                    stored
-                        .iter()
-                        .find(|h| h.node_id == id)
-                        .map(|h| (h.seq, h.digest))
-                })
-                .collect();
-            let chains = make_chains(&fed, &keys, &heads, o.per_client, o.payload_bytes);
-            let stem = if which == 0 { "hub-empty" } else { "hub-large" };
-            let addr_file = dir.join(format!("{stem}.addr.json"));
-            // The previous round's address file would be taken for this hub's.
-            if addr_file.exists() {
-                std::fs::remove_file(&addr_file)?;
-            }
-            let mut hub = snap::spawn(&o.rcpfed, 0, dir, "hub", &configs[which], None).await?;
-            let endpoint = hub.endpoint();
-            let run = load(
-                &endpoint,
-                pki,
-                o.clients,
-                o.clients,
-                chains,
-                hub.pid(),
-                Sending {
-                    window: o.inflight,
-                    pace,
-                },
-            )
-            .await;
-            let ops = std::fs::read_to_string(&addr_file)
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v["ops"].as_str().map(str::to_string))
-                .unwrap_or_default();
-            let commits = commit_metrics(&ops);
-            snap::stop(&mut hub).await;
-            let run = run?;
-            let total = o.clients * o.per_client;
-            if run.receipts.len() != total {
-                bail!(
-                    "{}: {} of {total} receipts carried a log entry",
-                    labels[which],
-                    run.receipts.len()
-                );
-            }
+            let run = one_run_on_log(&setup, which, dbs[which], &configs[which]).await?;
             println!(
-                "  round {} {:<9} ({entries_before:>9} entries): {:>7.0} statements/s   {}",
+                "  round {} {:<9} ({:>9} entries): {:>7.0} statements/s   {}",
                 round + 1,
-                labels[which],
-                run.rate(),
-                run.describe()
+                ON_LOG_LABELS[which],
+                run.entries_before,
+                run.run.rate(),
+                run.run.describe()
             );
-            if !commits.is_empty() {
-                println!("      hub commits: {commits}");
+            if !run.commits.is_empty() {
+                println!("      hub commits: {}", run.commits);
             }
-            runs[which].push(OnLogRun {
-                entries_before,
-                run,
-                commits,
-            });
+            runs[which].push(run);
         }
     }
+    print_on_log_summary(o, &runs, large_entries);
+    Ok(())
+}
 
+/// The signing keys of the first `clients` synthetic members of the log's PKI.
+fn member_signing_keys(pki: &Path, clients: usize) -> Result<Vec<SecretKey>> {
+    (0..clients)
+        .map(|i| {
+            let path = pki.join("members").join(member_id(i)).join("signing.key");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "{} is missing: --clients must not exceed the log's synthetic nodes (`log --nodes`)",
+                    path.display()
+                )
+            })?;
+            Ok(SecretKey::from_file_text(&text)?)
+        })
+        .collect()
+}
+
+/// Copies the regular files of `source` into `target`; returns the bytes copied.
+fn copy_files(source: &Path, target: &Path) -> Result<u64> {
+    let mut copied = 0u64;
+    for entry in std::fs::read_dir(source)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            copied += std::fs::copy(entry.path(), target.join(entry.file_name()))
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(copied)
+}
+
+/// One timed run: starts the hub on database `db` (config `config`), sends every client's
+/// next chain and stops the hub.
+async fn one_run_on_log(
+    setup: &OnLogSetup<'_>,
+    which: usize,
+    db: &Path,
+    config: &Path,
+) -> Result<OnLogRun> {
+    use rcpfed_store::{HubStore as _, SqliteHubStore};
+
+    let o = setup.o;
+    // Each chain continues from the client's head in this database.
+    let store = SqliteHubStore::open(db)?;
+    let entries_before = store.last_feed_index()?;
+    let stored = store.chain_heads()?;
+    drop(store);
+    let heads: Vec<_> = (0..o.clients)
+        .map(|i| {
+            let id = member_id(i);
+            stored
+                .iter()
+                .find(|h| h.node_id == id)
+                .map(|h| (h.seq, h.digest))
+        })
+        .collect();
+    let chains = make_chains(
+        &setup.fed,
+        &setup.keys,
+        &heads,
+        o.per_client,
+        o.payload_bytes,
+    );
+    let stem = if which == 0 { "hub-empty" } else { "hub-large" };
+    let addr_file = setup.dir.join(format!("{stem}.addr.json"));
+    // The previous round's address file would be taken for this hub's.
+    if addr_file.exists() {
+        std::fs::remove_file(&addr_file)?;
+    }
+    let mut hub = snap::spawn(&o.rcpfed, 0, setup.dir, "hub", config, None).await?;
+    let endpoint = hub.endpoint();
+    let run = load(
+        &endpoint,
+        setup.pki,
+        o.clients,
+        o.clients,
+        chains,
+        hub.pid(),
+        Sending {
+            window: o.inflight,
+            pace: setup.pace,
+        },
+    )
+    .await;
+    let ops = std::fs::read_to_string(&addr_file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["ops"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let commits = commit_metrics(&ops);
+    snap::stop(&mut hub).await;
+    let run = run?;
+    let total = o.clients * o.per_client;
+    if run.receipts.len() != total {
+        bail!(
+            "{}: {} of {total} receipts carried a log entry",
+            ON_LOG_LABELS[which],
+            run.receipts.len()
+        );
+    }
+    Ok(OnLogRun {
+        entries_before,
+        run,
+        commits,
+    })
+}
+
+/// The medians over the rounds and the large / empty ratio.
+fn print_on_log_summary(o: &OnLogOptions, runs: &[Vec<OnLogRun>; 2], large_entries: u64) {
     let median = |v: &[OnLogRun]| {
         let mut rates: Vec<f64> = v.iter().map(|r| r.run.rate()).collect();
         rates.sort_by(f64::total_cmp);
@@ -1011,7 +1067,7 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
     if let (Some(e), Some(l)) = (cpu(&runs[0]), cpu(&runs[1])) {
         println!("hub CPU per statement, empty / large log    : {e:.1} µs / {l:.1} µs");
     }
-    for (label, v) in labels.iter().zip(&runs) {
+    for (label, v) in ON_LOG_LABELS.iter().zip(runs) {
         if let Some(last) = v.last().filter(|r| !r.commits.is_empty()) {
             println!(
                 "hub commits, {label:<9} (last round)       : {}",
@@ -1028,7 +1084,6 @@ async fn run_on_log_in(o: &OnLogOptions, pki: &Path, source: &Path, dir: &Path) 
         "load average                                : {}",
         snap::loadavg()
     );
-    Ok(())
 }
 
 /// A hub configuration on the `log` benchmark's PKI serving the database in `data_dir`

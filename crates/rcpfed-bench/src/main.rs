@@ -757,50 +757,13 @@ mod log_bench {
         if !pki.join("federation.toml").is_file() {
             super::pki_init(&o.rcpfed, &pki, FEDERATION, o.nodes, &[])?;
         }
-        let read_key = |id: &str| -> Result<SecretKey> {
-            let path = pki.join("members").join(id).join("signing.key");
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Ok(SecretKey::from_file_text(&text)?)
-        };
-        let hub_key = read_key(HUB)?;
-        let nodes = (0..o.nodes)
-            .map(|i| {
-                let id = node_id(i);
-                let key_id = read_key(&id)?.key_id().to_string();
-                Ok(Node { id, key_id })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let (hub_key, nodes) = hub_and_node_keys(&pki, o.nodes)?;
         let origin = rcpfed_core::logkeys::log_origin(FEDERATION);
 
         let config = write_config(dir, "hub.toml", "data")?;
         let config_empty = write_config(dir, "hub-empty.toml", "empty")?;
         let db = dir.join("data").join("hub.sqlite");
-        let db_empty = dir.join("empty").join("hub.sqlite");
-        std::fs::create_dir_all(dir.join("data"))?;
-        std::fs::create_dir_all(dir.join("empty"))?;
-        // A new hub logs its registry and catalogue at its first start. Let it, on both
-        // databases, before any synthetic entry: the synthetic entries then follow the hub's
-        // own, and no later start-up writes anything (checked after each size).
-        let base = first_start(&o.rcpfed, &config, dir, &db, &nodes, "first").await?;
-        let base_empty = first_start(
-            &o.rcpfed,
-            &config_empty,
-            dir,
-            &db_empty,
-            &nodes,
-            "empty-first",
-        )
-        .await?;
-        if SqliteHubStore::open(&db_empty)?.last_feed_index()? != base_empty {
-            bail!(
-                "{} holds more than the hub's own {base_empty} entries",
-                db_empty.display()
-            );
-        }
-        if let Some(&small) = o.sizes.iter().find(|&&s| s <= base) {
-            bail!("--sizes: {small} entries is not more than the hub's own {base} entries");
-        }
+        let base = first_starts(o, dir, &db, &config, &config_empty, &nodes).await?;
 
         let affinity = current_affinity();
         println!(
@@ -813,6 +776,16 @@ mod log_bench {
             affinity.is_some(),
             dir.display()
         );
+        let bench = LogBench {
+            o,
+            dir,
+            db: &db,
+            config: &config,
+            config_empty: &config_empty,
+            base,
+            nodes: &nodes,
+            affinity: &affinity,
+        };
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut rows = Vec::new();
         for &size in &o.sizes {
@@ -824,26 +797,113 @@ mod log_bench {
                     rows as f64 / took.as_secs_f64()
                 );
             }
+            let m = bench.measure(size, build, &mut rng).await?;
+            println!("  load average after measuring at {size}: {}", loadavg());
+            print_row(&m);
+            rows.push(m);
+        }
+        print_table(&rows);
+        Ok(())
+    }
+
+    /// The hub's signing key and the synthetic nodes with their key ids, from the PKI.
+    fn hub_and_node_keys(pki: &Path, count: usize) -> Result<(SecretKey, Vec<Node>)> {
+        let read_key = |id: &str| -> Result<SecretKey> {
+            let path = pki.join("members").join(id).join("signing.key");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok(SecretKey::from_file_text(&text)?)
+        };
+        let hub_key = read_key(HUB)?;
+        let nodes = (0..count)
+            .map(|i| {
+                let id = node_id(i);
+                let key_id = read_key(&id)?.key_id().to_string();
+                Ok(Node { id, key_id })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((hub_key, nodes))
+    }
+
+    /// A new hub logs its registry and catalogue at its first start. Let it, on both
+    /// databases, before any synthetic entry: the synthetic entries then follow the hub's
+    /// own, and no later start-up writes anything (checked after each size). Returns the
+    /// number of the hub's own entries.
+    async fn first_starts(
+        o: &Options,
+        dir: &Path,
+        db: &Path,
+        config: &Path,
+        config_empty: &Path,
+        nodes: &[Node],
+    ) -> Result<u64> {
+        let db_empty = dir.join("empty").join("hub.sqlite");
+        std::fs::create_dir_all(dir.join("data"))?;
+        std::fs::create_dir_all(dir.join("empty"))?;
+        let base = first_start(&o.rcpfed, config, dir, db, nodes, "first").await?;
+        let base_empty = first_start(
+            &o.rcpfed,
+            config_empty,
+            dir,
+            &db_empty,
+            nodes,
+            "empty-first",
+        )
+        .await?;
+        if SqliteHubStore::open(&db_empty)?.last_feed_index()? != base_empty {
+            bail!(
+                "{} holds more than the hub's own {base_empty} entries",
+                db_empty.display()
+            );
+        }
+        if let Some(&small) = o.sizes.iter().find(|&&s| s <= base) {
+            bail!("--sizes: {small} entries is not more than the hub's own {base} entries");
+        }
+        Ok(base)
+    }
+
+    /// What the measurement at every size shares.
+    struct LogBench<'a> {
+        o: &'a Options,
+        dir: &'a Path,
+        db: &'a Path,
+        config: &'a Path,
+        config_empty: &'a Path,
+        base: u64,
+        nodes: &'a [Node],
+        affinity: &'a Option<String>,
+    }
+
+    impl LogBench<'_> {
+        /// Start-up reads, proofs and hub start-ups on the log grown to `size`.
+        async fn measure(
+            &self,
+            size: u64,
+            build: Option<(u64, Duration)>,
+            rng: &mut Rng,
+        ) -> Result<Measured> {
+            let (o, dir, db) = (self.o, self.dir, self.db);
             // Measure on core 1 while the hub runs on core 0; the build uses both.
-            if affinity.is_some() {
+            if self.affinity.is_some() {
                 set_affinity("1");
             }
             println!("  load average before measuring at {size}: {}", loadavg());
-            let steps = startup_steps(&db, size, base, &nodes)?;
+            let steps = startup_steps(db, size, self.base, self.nodes)?;
             println!("  in-process start-up reads at {size}: {steps}");
-            let proofs = proofs(&db, size, o.samples, &mut rng)?;
+            let proofs = proofs(db, size, o.samples, rng)?;
             let mut full = Vec::new();
             let mut empty = Vec::new();
             for k in 0..o.startups {
                 // Interleaved so drift on a shared machine hits both alike.
-                empty
-                    .push(hub_startup(&o.rcpfed, &config_empty, dir, &format!("empty-{k}")).await?);
-                full.push(hub_startup(&o.rcpfed, &config, dir, &format!("{size}-{k}")).await?);
+                empty.push(
+                    hub_startup(&o.rcpfed, self.config_empty, dir, &format!("empty-{k}")).await?,
+                );
+                full.push(hub_startup(&o.rcpfed, self.config, dir, &format!("{size}-{k}")).await?);
             }
-            if let Some(all) = &affinity {
+            if let Some(all) = self.affinity {
                 set_affinity(all);
             }
-            let after = SqliteHubStore::open(&db)?.last_feed_index()?;
+            let after = SqliteHubStore::open(db)?.last_feed_index()?;
             if after != size {
                 bail!("the hub's start-ups changed the log from {size} to {after} entries");
             }
@@ -858,21 +918,16 @@ mod log_bench {
                 list(&full),
                 list(&empty)
             );
-            let m = Measured {
+            Ok(Measured {
                 size,
                 build,
                 proofs,
                 startup: median_min(full),
                 startup_empty: median_min(empty),
-                db_bytes: db_bytes(&db),
+                db_bytes: db_bytes(db),
                 steps,
-            };
-            println!("  load average after measuring at {size}: {}", loadavg());
-            print_row(&m);
-            rows.push(m);
+            })
         }
-        print_table(&rows);
-        Ok(())
     }
 
     /// Starts the real hub once on `db` if it is new (it logs its registry and catalogue), and
@@ -1061,66 +1116,28 @@ mod log_bench {
             .collect();
         let start = Instant::now();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(1);
+        let mut batches = BatchProducer {
+            frontier,
+            heads,
+            base,
+            nodes,
+            hub_key,
+            origin,
+        };
         let batch = batch as u64;
         let done = std::thread::scope(|s| -> Result<u64> {
             let producer = s.spawn(move || -> Result<()> {
-                let mut frontier: Frontier = frontier;
-                let mut heads = heads;
                 let mut next = have + 1;
                 while next <= target {
                     let end = (next + batch - 1).min(target);
-                    let now = now_ms();
-                    let mut statements = Vec::with_capacity((end - next + 1) as usize);
-                    let mut log_nodes = Vec::with_capacity(2 * (end - next + 1) as usize);
-                    for f in next..=end {
-                        let slot = ((f - base - 1) % nodes.len() as u64) as usize;
-                        let (st, leaf) = synthetic(f, base, nodes, heads[slot], now)?;
-                        heads[slot] = Some(st.digest);
-                        statements.push(st);
-                        log_nodes.extend(frontier.append(leaf));
-                    }
-                    let cp = Checkpoint {
-                        origin: origin.to_string(),
-                        size: frontier.size(),
-                        root: frontier.root(),
-                        extensions: Vec::new(),
-                    };
-                    let note = sign_checkpoint(&cp, origin, hub_key)
-                        .map_err(|e| anyhow!("cannot sign checkpoint: {e}"))?;
-                    let b = Batch {
-                        statements,
-                        nodes: log_nodes,
-                        checkpoint: NewCheckpoint {
-                            size: cp.size,
-                            root: cp.root,
-                            note,
-                            created_at_ms: now,
-                        },
-                    };
-                    if tx.send(b).is_err() {
+                    if tx.send(batches.next_batch(next, end)?).is_err() {
                         break; // the committer stopped on an error
                     }
                     next = end + 1;
                 }
                 Ok(())
             });
-            let committed = (move || -> Result<u64> {
-                let mut done = have;
-                let mut reported = Instant::now();
-                for b in rx {
-                    store.append(&b.statements, &[], &[], &b.nodes, Some(&b.checkpoint))?;
-                    done = b.checkpoint.size;
-                    if reported.elapsed() > Duration::from_secs(15) {
-                        reported = Instant::now();
-                        let secs = start.elapsed().as_secs_f64();
-                        eprintln!(
-                            "  … {done} entries, {:.0} rows/s so far",
-                            (done - have) as f64 / secs
-                        );
-                    }
-                }
-                Ok(done)
-            })();
+            let committed = commit_batches(&store, rx, have, start);
             producer
                 .join()
                 .map_err(|_| anyhow!("the batch producer panicked"))??;
@@ -1130,6 +1147,75 @@ mod log_bench {
             bail!("the build stopped at {done} of {target} entries");
         }
         Ok(Some((target - have, start.elapsed())))
+    }
+
+    /// What the producer thread of `grow` carries from one batch to the next.
+    struct BatchProducer<'a> {
+        frontier: Frontier,
+        heads: Vec<Option<Digest>>,
+        base: u64,
+        nodes: &'a [Node],
+        hub_key: &'a SecretKey,
+        origin: &'a str,
+    }
+
+    impl BatchProducer<'_> {
+        /// The statements, log nodes and signed checkpoint of feed entries `next..=end`.
+        fn next_batch(&mut self, next: u64, end: u64) -> Result<Batch> {
+            let now = now_ms();
+            let mut statements = Vec::with_capacity((end - next + 1) as usize);
+            let mut log_nodes = Vec::with_capacity(2 * (end - next + 1) as usize);
+            for f in next..=end {
+                let slot = ((f - self.base - 1) % self.nodes.len() as u64) as usize;
+                let (st, leaf) = synthetic(f, self.base, self.nodes, self.heads[slot], now)?;
+                self.heads[slot] = Some(st.digest);
+                statements.push(st);
+                log_nodes.extend(self.frontier.append(leaf));
+            }
+            let cp = Checkpoint {
+                origin: self.origin.to_string(),
+                size: self.frontier.size(),
+                root: self.frontier.root(),
+                extensions: Vec::new(),
+            };
+            let note = sign_checkpoint(&cp, self.origin, self.hub_key)
+                .map_err(|e| anyhow!("cannot sign checkpoint: {e}"))?;
+            Ok(Batch {
+                statements,
+                nodes: log_nodes,
+                checkpoint: NewCheckpoint {
+                    size: cp.size,
+                    root: cp.root,
+                    note,
+                    created_at_ms: now,
+                },
+            })
+        }
+    }
+
+    /// Appends every batch received to the store, with a progress line every 15 s; returns the
+    /// log size reached.
+    fn commit_batches(
+        store: &SqliteHubStore,
+        rx: std::sync::mpsc::Receiver<Batch>,
+        have: u64,
+        start: Instant,
+    ) -> Result<u64> {
+        let mut done = have;
+        let mut reported = Instant::now();
+        for b in rx {
+            store.append(&b.statements, &[], &[], &b.nodes, Some(&b.checkpoint))?;
+            done = b.checkpoint.size;
+            if reported.elapsed() > Duration::from_secs(15) {
+                reported = Instant::now();
+                let secs = start.elapsed().as_secs_f64();
+                eprintln!(
+                    "  … {done} entries, {:.0} rows/s so far",
+                    (done - have) as f64 / secs
+                );
+            }
+        }
+        Ok(done)
     }
 
     /// Times, in this process, the store reads the hub makes at start-up

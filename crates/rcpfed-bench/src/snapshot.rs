@@ -817,7 +817,6 @@ async fn timed_path(
         hub_rpc,
         hub_ix,
         big_node,
-        big_ix,
         ..
     } = fed;
     let (csv, plan) = (&input.csv, &input.plan);
@@ -827,14 +826,7 @@ async fn timed_path(
         o.observations
     );
     let start = Instant::now();
-    let published = publish_csv(big_node, csv.clone(), BIG_NODE, o.batch, start).await?;
-    if published.observations != o.observations as u64 {
-        bail!(
-            "the node published {} observations, expected {}",
-            published.observations,
-            o.observations
-        );
-    }
+    let published = publish_all(o, big_node, csv, start).await?;
     // Three pollers, each on its own: the hub storing the statement (GetStatement), the node
     // holding the hub's receipt (GetNodeStatus), and the hub's indicator view answering with
     // a feed size that includes it (QueryObservations).
@@ -874,26 +866,8 @@ async fn timed_path(
     let hub_db_mb = file_mb(std::slice::from_ref(&hub_db));
     let node_db_mb = file_mb(&[pki.join(format!("data/{BIG_NODE}/node.sqlite"))]);
 
-    let t = Instant::now();
-    wait_applied(
-        "the colombo node's mirror applying the snapshot",
-        &mut [&mut *hub, &mut *big],
-        big_ix,
-        &indicator,
-        feed_index,
-    )
-    .await?;
-    let mirror_catch_up = t.elapsed();
-    let t = Instant::now();
-    wait_report(
-        "the coherence report covering the snapshot",
-        &mut [&mut *hub],
-        hub_ix,
-        feed_index,
-    )
-    .await?;
-    let report_catch_up = t.elapsed();
-    let hub_rss_after_report = rss_mb(hub.pid());
+    let (mirror_catch_up, report_catch_up, hub_rss_after_report) =
+        catch_up(fed, &indicator, feed_index).await?;
 
     Ok(Timed {
         published,
@@ -911,6 +885,60 @@ async fn timed_path(
         report_catch_up,
         hub_rss_after_report,
     })
+}
+
+/// Streams the CSV to the large node and checks it published every observation.
+async fn publish_all(
+    o: &Options,
+    big_node: &mut NodeServiceClient<Channel>,
+    csv: &Path,
+    start: Instant,
+) -> Result<Published> {
+    let published = publish_csv(big_node, csv.to_path_buf(), BIG_NODE, o.batch, start).await?;
+    if published.observations != o.observations as u64 {
+        bail!(
+            "the node published {} observations, expected {}",
+            published.observations,
+            o.observations
+        );
+    }
+    Ok(published)
+}
+
+/// Untimed: how long the node's mirror, then the coherence report, take to cover the snapshot
+/// at `feed_index`, and the hub's RSS after that.
+async fn catch_up(
+    fed: &mut Federation,
+    indicator: &str,
+    feed_index: u64,
+) -> Result<(Duration, Duration, Option<(f64, f64)>)> {
+    let Federation {
+        hub,
+        big,
+        hub_ix,
+        big_ix,
+        ..
+    } = fed;
+    let t = Instant::now();
+    wait_applied(
+        "the colombo node's mirror applying the snapshot",
+        &mut [&mut *hub, &mut *big],
+        big_ix,
+        indicator,
+        feed_index,
+    )
+    .await?;
+    let mirror_catch_up = t.elapsed();
+    let t = Instant::now();
+    wait_report(
+        "the coherence report covering the snapshot",
+        &mut [&mut *hub],
+        hub_ix,
+        feed_index,
+    )
+    .await?;
+    let report_catch_up = t.elapsed();
+    Ok((mirror_catch_up, report_catch_up, rss_mb(hub.pid())))
 }
 
 /// Polls until the hub has stored the large node's statement `seq`; gives its feed index and
@@ -1015,13 +1043,6 @@ async fn small_snapshots(
     fed: &mut Federation,
     feed_index: u64,
 ) -> Result<Small> {
-    let Federation {
-        hub,
-        hub_endpoint,
-        hub_rpc,
-        hub_ix,
-        ..
-    } = fed;
     let cat = rcpfed_core::catalogue::Catalogue::from_toml(
         rcpfed_core::catalogue::embedded_catalogue_toml(),
     )
@@ -1030,49 +1051,89 @@ async fn small_snapshots(
     let mut last_feed_index = feed_index;
     let mut small_summary = Vec::new();
     for node_id in SMALL_NODES {
-        let (path, small_plan) = small_csv(o, dir, &cat, indicator, node_id)?;
-        let mut p = spawn(
-            &o.rcpfed,
-            1,
-            dir,
-            "node",
-            &pki.join(format!("{node_id}.toml")),
-            Some(hub_endpoint),
-        )
-        .await?;
-        let ch = connect(&p.endpoint(), pki).await?;
-        let mut node = NodeServiceClient::new(ch.clone())
-            .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
-        let ix = IndicatorServiceClient::new(ch);
-        wait_catalogue(
-            &format!("the catalogue at {node_id}"),
-            &mut [&mut *hub, &mut p],
-            &ix,
-        )
-        .await?;
-        let t = Instant::now();
-        let pubd = publish_csv(&mut node, path, node_id, o.batch, t).await?;
-        let fi = poll_until(
-            &format!("{node_id}'s snapshot at the hub"),
-            &mut [&mut *hub, &mut p],
-            || {
-                let mut h = hub_rpc.clone();
-                async move { hub_feed_index(&mut h, node_id, pubd.seq).await }
-            },
-        )
-        .await?;
+        let (p, ix, fi, summary) =
+            one_small_snapshot(o, dir, pki, &cat, indicator, fed, node_id).await?;
         last_feed_index = last_feed_index.max(fi);
-        small_summary.push(format!(
-            "{node_id}: {} observations ({} member states) stored by the hub in {:.2} s",
-            pubd.observations,
-            small_plan.areas.len(),
-            secs(t.elapsed())
-        ));
+        small_summary.push(summary);
         small_procs.push((node_id, p, ix));
     }
-    // Quiet before the queries: the hub has applied everything, every node's mirror has caught
-    // up (they fetch the large snapshot's chunks from the hub), and the coherence report
-    // covers the last snapshot.
+    let (quiet_steps, report) =
+        wait_quiet(fed, &mut small_procs, indicator, last_feed_index).await?;
+    Ok(Small {
+        procs: small_procs,
+        summary: small_summary,
+        quiet_steps,
+        report,
+    })
+}
+
+/// Starts small node `node_id` (core 1), publishes its snapshot and waits until the hub stores
+/// it; gives the node, its indicator client, the snapshot's feed index and a summary line.
+async fn one_small_snapshot(
+    o: &Options,
+    dir: &Path,
+    pki: &Path,
+    cat: &rcpfed_core::catalogue::Catalogue,
+    indicator: &str,
+    fed: &mut Federation,
+    node_id: &'static str,
+) -> Result<(Proc, IndicatorServiceClient<Channel>, u64, String)> {
+    let Federation {
+        hub,
+        hub_endpoint,
+        hub_rpc,
+        ..
+    } = fed;
+    let (path, small_plan) = small_csv(o, dir, cat, indicator, node_id)?;
+    let mut p = spawn(
+        &o.rcpfed,
+        1,
+        dir,
+        "node",
+        &pki.join(format!("{node_id}.toml")),
+        Some(hub_endpoint),
+    )
+    .await?;
+    let ch = connect(&p.endpoint(), pki).await?;
+    let mut node = NodeServiceClient::new(ch.clone())
+        .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
+    let ix = IndicatorServiceClient::new(ch);
+    wait_catalogue(
+        &format!("the catalogue at {node_id}"),
+        &mut [&mut *hub, &mut p],
+        &ix,
+    )
+    .await?;
+    let t = Instant::now();
+    let pubd = publish_csv(&mut node, path, node_id, o.batch, t).await?;
+    let fi = poll_until(
+        &format!("{node_id}'s snapshot at the hub"),
+        &mut [&mut *hub, &mut p],
+        || {
+            let mut h = hub_rpc.clone();
+            async move { hub_feed_index(&mut h, node_id, pubd.seq).await }
+        },
+    )
+    .await?;
+    let summary = format!(
+        "{node_id}: {} observations ({} member states) stored by the hub in {:.2} s",
+        pubd.observations,
+        small_plan.areas.len(),
+        secs(t.elapsed())
+    );
+    Ok((p, ix, fi, summary))
+}
+
+/// Quiet before the queries: the hub has applied everything, every node's mirror has caught
+/// up (they fetch the large snapshot's chunks from the hub), and the coherence report covers
+/// the last snapshot. Gives the steps with their times and the report.
+async fn wait_quiet(
+    fed: &mut Federation,
+    small_procs: &mut [(&'static str, Proc, IndicatorServiceClient<Channel>)],
+    indicator: &str,
+    last_feed_index: u64,
+) -> Result<(Vec<String>, v1::CoherenceReport)> {
+    let Federation { hub, hub_ix, .. } = fed;
     let t = Instant::now();
     wait_applied(
         "the hub applying the small snapshots",
@@ -1083,7 +1144,7 @@ async fn small_snapshots(
     )
     .await?;
     let mut quiet_steps = vec![format!("hub applied both {:.2} s", secs(t.elapsed()))];
-    for (node_id, p, ix) in &mut small_procs {
+    for (node_id, p, ix) in small_procs.iter_mut() {
         wait_applied(
             &format!("{node_id}'s mirror catching up"),
             &mut [&mut *hub, p],
@@ -1110,13 +1171,7 @@ async fn small_snapshots(
         report.number,
         secs(quiet_after)
     ));
-
-    Ok(Small {
-        procs: small_procs,
-        summary: small_summary,
-        quiet_steps,
-        report,
-    })
+    Ok((quiet_steps, report))
 }
 
 /// The hub's query latency by kind.
@@ -1392,30 +1447,6 @@ fn print_summary(
     queries: Queries,
 ) {
     let Input { plan, csv_mb, .. } = input;
-    let Timed {
-        published,
-        feed_index,
-        stored_at,
-        delivered,
-        visible_at,
-        commits_before,
-        commits_after,
-        hub_rss,
-        node_rss,
-        hub_db_mb,
-        node_db_mb,
-        mirror_catch_up,
-        report_catch_up,
-        hub_rss_after_report,
-    } = timed;
-    let indicator = &plan.indicator;
-    let total = stored_at;
-    let (sqlite_times, sqlite_median) = (baseline.times, baseline.median);
-    let ratio = secs(total) / secs(sqlite_median);
-    let rss = |r: Option<(f64, f64)>| match r {
-        Some((hwm, now)) => format!("peak {hwm:.0} MB, now {now:.0} MB"),
-        None => "unknown".into(),
-    };
     println!();
     println!(
         "snapshot of {} synthetic observations ({} {}, {csv_mb:.1} MB CSV), load average {}",
@@ -1426,14 +1457,35 @@ fn print_summary(
     );
     println!(
         "sqlite3 {sqlite_version} .import --csv (fresh file, rollback journal, core 0): median {:.2} s of {} runs ({})",
-        secs(sqlite_median),
-        sqlite_times.len(),
-        sqlite_times
+        secs(baseline.median),
+        baseline.times.len(),
+        baseline
+            .times
             .iter()
             .map(|d| format!("{:.2}", secs(*d)))
             .collect::<Vec<_>>()
             .join(", ")
     );
+    print_timed_steps(&timed, parse_only);
+    // The total is the time until the hub stored (and applied) the snapshot.
+    let total = timed.stored_at;
+    let ratio = secs(total) / secs(baseline.median);
+    println!(
+        "ratio rcpfed / sqlite3 .import              : {ratio:>7.2}     (target ≤ 2: {})",
+        if ratio <= 2.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "throughput                                  : {:>7.0} observations/s (sqlite3 {:.0}/s)",
+        o.observations as f64 / secs(total),
+        o.observations as f64 / secs(baseline.median)
+    );
+    print_memory_and_catch_up(&timed, hub_rss_end);
+    print_small_and_queries(o, &plan.indicator, small, queries);
+}
+
+/// Prints when each step of the timed snapshot was done, from the first byte read.
+fn print_timed_steps(timed: &Timed, parse_only: Duration) {
+    let published = &timed.published;
     println!("rcpfed, from the first byte read:");
     println!(
         "  CSV read and parsed, streamed to the node : {:>7.2} s   (read + parse alone: {:.2} s)",
@@ -1447,48 +1499,51 @@ fn print_summary(
         published.seq
     );
     println!(
-        "  hub stored it (GetStatement finds it)     : {:>7.2} s   (feed index {feed_index})",
-        secs(stored_at)
+        "  hub stored it (GetStatement finds it)     : {:>7.2} s   (feed index {})",
+        secs(timed.stored_at),
+        timed.feed_index
     );
     println!(
         "  node holds the hub's receipt              : {:>7.2} s",
-        secs(delivered)
+        secs(timed.delivered)
     );
     println!(
         "  total: stored and applied (one transaction): {:>6.2} s   (QueryObservations answered with it at {:.2} s)",
-        secs(total),
-        secs(visible_at)
+        secs(timed.stored_at),
+        secs(timed.visible_at)
     );
-    if let (Some(a), Some(b)) = (commits_before, commits_after) {
+    if let (Some(a), Some(b)) = (&timed.commits_before, &timed.commits_after) {
         println!(
             "  of which the hub's commit of the snapshot : {:>7.2} s   ({} group commit(s) meanwhile: statement, log entry and the observations applied)",
             b.seconds - a.seconds,
             b.batches - a.batches
         );
     }
-    println!(
-        "ratio rcpfed / sqlite3 .import              : {ratio:>7.2}     (target ≤ 2: {})",
-        if ratio <= 2.0 { "met" } else { "NOT met" }
-    );
-    println!(
-        "throughput                                  : {:>7.0} observations/s (sqlite3 {:.0}/s)",
-        o.observations as f64 / secs(total),
-        o.observations as f64 / secs(sqlite_median)
-    );
+}
+
+/// Prints the processes' memory, the databases' sizes and how long the mirror and the
+/// coherence report took to catch up.
+fn print_memory_and_catch_up(timed: &Timed, hub_rss_end: Option<(f64, f64)>) {
+    let rss = |r: Option<(f64, f64)>| match r {
+        Some((hwm, now)) => format!("peak {hwm:.0} MB, now {now:.0} MB"),
+        None => "unknown".into(),
+    };
     println!(
         "hub RSS after the import: {}; after the coherence report: {}; at the end: {}",
-        rss(hub_rss),
-        rss(hub_rss_after_report),
+        rss(timed.hub_rss),
+        rss(timed.hub_rss_after_report),
         rss(hub_rss_end)
     );
-    println!("node RSS after the import: {}", rss(node_rss));
-    println!("hub database {hub_db_mb:.0} MB, node database {node_db_mb:.0} MB (with WAL)");
+    println!("node RSS after the import: {}", rss(timed.node_rss));
+    println!(
+        "hub database {:.0} MB, node database {:.0} MB (with WAL)",
+        timed.hub_db_mb, timed.node_db_mb
+    );
     println!(
         "after the timed part: the {BIG_NODE} mirror applied it {:.2} s later, the coherence report covered it {:.2} s after that",
-        secs(mirror_catch_up),
-        secs(report_catch_up)
+        secs(timed.mirror_catch_up),
+        secs(timed.report_catch_up)
     );
-    print_small_and_queries(o, indicator, small, queries);
 }
 
 /// Prints the small snapshots, the quiet before the queries, and the query latency by kind.
