@@ -375,10 +375,11 @@ pub(crate) enum StatementClash {
     Other(String),
 }
 
-/// Inserts accepted statements, which must continue the feed without gaps, applying each to
-/// the indicator view with `apply` in feed order in the same transaction (the view never lags
-/// the log). `clash` tells which rule a failed insert broke, for a plain-words Conflict.
-pub(crate) fn insert_statements<S: Sql>(
+/// Inserts accepted statements, which must continue the feed without gaps, and hands each
+/// stored entry to `apply` in feed order in the same transaction ([`insert_statements_and_view`]
+/// decides which of them the view takes now). `clash` tells which rule a failed insert broke,
+/// for a plain-words Conflict.
+fn insert_statements<S: Sql>(
     tx: &mut S,
     statements: &[StoredStatement],
     clash: impl Fn(&StoreError) -> Option<StatementClash>,
