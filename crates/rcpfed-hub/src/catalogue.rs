@@ -125,7 +125,6 @@ pub fn next_version(
         envelope: envelope.encode(),
         leaf_hash: envelope.leaf_hash(),
         snapshot: None,
-        chunks: Vec::new(),
     };
     Ok(Some((signed, statement)))
 }

@@ -330,7 +330,6 @@ impl Reporter {
             envelope: envelope.encode(),
             leaf_hash: envelope.leaf_hash(),
             snapshot: None,
-            chunks: Vec::new(),
         }))
     }
 

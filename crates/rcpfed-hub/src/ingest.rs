@@ -27,6 +27,7 @@
 //! lags the log, and a later snapshot of the same node and indicator is deferred the same
 //! way, until the view applier has passed the earlier one.
 
+use crate::staged::{StagedChunks, StagedSnapshot};
 use rcpfed_core::Digest;
 use rcpfed_core::admission::actions;
 use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
@@ -50,13 +51,45 @@ pub const MAX_BATCH: usize = 512;
 /// Most revision-check violations reported for one snapshot.
 pub use actions::MAX_ACTION_VIOLATIONS;
 
-/// A snapshot's observations (inline, or every chunk's in order), for the revision check.
+/// A snapshot's observations, for the revision check.
 #[derive(Debug)]
 pub struct SnapshotPayload {
     /// The indicator.
     pub indicator: String,
     /// The observations, in snapshot order.
-    pub observations: Vec<Observation>,
+    pub observations: SnapshotObservations,
+}
+
+/// Where a snapshot's observations are.
+#[derive(Debug)]
+pub enum SnapshotObservations {
+    /// In the statement itself (bounded by the payload limit).
+    Inline(Vec<Observation>),
+    /// A chunked snapshot's chunks, staged as they arrived, checked against the signed
+    /// manifest. They are stored in the transaction that stores the statement, and only if
+    /// it is accepted: a refused snapshot leaves no chunk behind.
+    Staged(Arc<StagedSnapshot>),
+}
+
+impl SnapshotPayload {
+    /// The action check of these observations against what `node_id` has in force.
+    fn check_actions(
+        &self,
+        store: &dyn crate::HubBackend,
+        node_id: &str,
+    ) -> Result<Vec<rcpfed_core::rejection::Violation>, StoreError> {
+        match &self.observations {
+            SnapshotObservations::Inline(observations) => store.check_observation_actions(
+                node_id,
+                &self.indicator,
+                observations,
+                MAX_ACTION_VIOLATIONS,
+            ),
+            SnapshotObservations::Staged(staged) => {
+                staged.check_actions(store, node_id, &self.indicator, MAX_ACTION_VIOLATIONS)
+            }
+        }
+    }
 }
 
 /// A statement whose signature and content have been checked.
@@ -83,10 +116,16 @@ pub struct VerifiedStatement {
     pub leaf_hash: Hash,
     /// For an indicator snapshot: its observations, checked against the committed view.
     pub snapshot: Option<Arc<SnapshotPayload>>,
-    /// For a chunked snapshot: its chunks (SHA-256, bytes), checked against the signed
-    /// manifest. They are stored in the transaction that stores the statement, and only if
-    /// it is accepted: a refused snapshot leaves no chunk behind.
-    pub chunks: Vec<(Digest, Vec<u8>)>,
+}
+
+impl VerifiedStatement {
+    /// A chunked snapshot's staged chunks.
+    pub fn staged(&self) -> Option<&Arc<StagedSnapshot>> {
+        match &self.snapshot.as_deref()?.observations {
+            SnapshotObservations::Staged(staged) => Some(staged),
+            SnapshotObservations::Inline(_) => None,
+        }
+    }
 }
 
 /// What the sequencer answers.
@@ -364,8 +403,8 @@ struct Batch {
     /// The sequencer's generation when it decided the batch (see [`Committer::failed`]).
     generation: u64,
     accepted: Vec<StoredStatement>,
-    /// The chunks of the accepted chunked snapshots, stored with them.
-    chunks: Vec<(Digest, Vec<u8>)>,
+    /// The staged chunks of the accepted chunked snapshots, stored with them.
+    staged: Vec<Arc<StagedSnapshot>>,
     evidence: Vec<NewEquivocation>,
     log_nodes: Vec<(u8, u64, Hash)>,
     checkpoint: Option<NewCheckpoint>,
@@ -421,7 +460,7 @@ impl Committer {
         let Batch {
             generation,
             accepted,
-            chunks,
+            staged,
             evidence,
             log_nodes,
             checkpoint,
@@ -442,9 +481,9 @@ impl Committer {
         }
         if !accepted.is_empty() || !evidence.is_empty() {
             let started = std::time::Instant::now();
-            if let Err(e) = self.store.append(
+            if let Err(e) = self.store.append_streamed(
                 &accepted,
-                &chunks,
+                &mut StagedChunks::new(&staged),
                 &evidence,
                 &log_nodes,
                 checkpoint.as_ref(),
@@ -452,7 +491,8 @@ impl Committer {
                 tracing::error!(error = %e, batch = decided.len(), "commit failed; nothing in this batch is acknowledged");
                 return self.fail(generation, decided, e);
             }
-            drop(chunks);
+            // The scratch files go.
+            drop(staged);
             self.metrics
                 .observe_commit(accepted.len(), started.elapsed());
             if let Some(cp) = &checkpoint {
@@ -856,7 +896,7 @@ impl Sequencer {
         }
         let Decided {
             accepted,
-            chunks,
+            staged,
             evidence,
             log_nodes,
             decided,
@@ -881,7 +921,7 @@ impl Sequencer {
         let batch = Batch {
             generation: self.generation,
             accepted,
-            chunks,
+            staged,
             evidence,
             log_nodes,
             checkpoint,
@@ -937,14 +977,14 @@ impl Sequencer {
                     self.awaiting_view.insert(key.clone(), self.last_index);
                     d.in_flight.snapshots.push(key);
                 }
-                d.chunks.append(&mut job.statement.chunks);
-            } else {
-                // Refused, a duplicate or failed: its chunks are never stored.
-                job.statement.chunks = Vec::new();
+                if let Some(staged) = job.statement.staged() {
+                    d.staged.push(Arc::clone(staged));
+                }
             }
             let next_refused = !accepted && job.statement.seq == head_seq + 1;
             // The observations were needed only for the action check: not held through the
-            // commit (the apply step decodes the chunks again, one at a time).
+            // commit (the apply step decodes the chunks again, one at a time). A refused,
+            // duplicate or failed snapshot's staged chunks go now, never stored.
             job.statement.snapshot = None;
             d.decided.push((job, decision));
             if next_refused {
@@ -966,7 +1006,7 @@ impl Sequencer {
         let waiting = self.parked.get(&st.node_id).map_or(0, Vec::len);
         st.seq > head_seq + 1
             && st.seq <= head_seq.saturating_add(IN_FLIGHT_WINDOW)
-            && st.chunks.is_empty()
+            && st.staged().is_none()
             && (waiting as u64) < IN_FLIGHT_WINDOW
     }
 
@@ -1147,7 +1187,7 @@ impl Sequencer {
         if st.seq != expected {
             let why = if st.seq > head_seq.saturating_add(IN_FLIGHT_WINDOW) {
                 format!("it is more than {IN_FLIGHT_WINDOW} ahead of the node's head")
-            } else if !st.chunks.is_empty() {
+            } else if st.staged().is_some() {
                 "a chunked snapshot does not wait for its predecessor".to_string()
             } else {
                 format!("{IN_FLIGHT_WINDOW} statements of the node already wait")
@@ -1175,12 +1215,7 @@ impl Sequencer {
             );
         }
         if let Some(snapshot) = &st.snapshot {
-            match self.store.check_observation_actions(
-                &st.node_id,
-                &snapshot.indicator,
-                &snapshot.observations,
-                MAX_ACTION_VIOLATIONS,
-            ) {
+            match snapshot.check_actions(self.store.as_ref(), &st.node_id) {
                 Ok(violations) => {
                     if let Some(refusal) = actions::refusal(violations, MAX_ACTION_VIOLATIONS) {
                         return Decision::Refuse(refusal);
@@ -1247,7 +1282,7 @@ fn seq_gap(node: &str, seq: u64, expected: u64, why: &str) -> Rejection {
 #[derive(Default)]
 struct Decided {
     accepted: Vec<StoredStatement>,
-    chunks: Vec<(Digest, Vec<u8>)>,
+    staged: Vec<Arc<StagedSnapshot>>,
     evidence: Vec<NewEquivocation>,
     log_nodes: Vec<(u8, u64, Hash)>,
     decided: Vec<(Job, Decision)>,
@@ -1625,7 +1660,7 @@ mod tests {
             )
         };
         let digests = |st: &VerifiedStatement| -> Vec<Digest> {
-            st.chunks.iter().map(|(sha, _)| *sha).collect()
+            st.staged().map(|s| s.digests()).unwrap_or_default()
         };
         let first = chunked(
             &f,
@@ -1710,7 +1745,11 @@ mod tests {
         retry.envelope = envelope;
         retry.snapshot = Some(Arc::new(SnapshotPayload {
             indicator: "MIGRANT_STOCK".into(),
-            observations: vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
+            observations: SnapshotObservations::Inline(vec![obs(
+                ObservationAction::Append,
+                "BGD",
+                Some(1.0),
+            )]),
         }));
         let (mut replies, _) = f.batch(vec![retry]);
         match answered(&mut replies[0]) {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod quotas;
 pub mod registry;
 mod service;
+pub mod staged;
 #[cfg(test)]
 mod testkit;
 pub mod tiles;
@@ -82,6 +83,10 @@ pub struct HubSettings {
         Box<dyn FnOnce() -> Result<Arc<dyn HubBackend>, rcpfed_store::StoreError> + Send>,
     /// Run as one of several hub processes on one shared database; None: the only one.
     pub standby: Option<Standby>,
+    /// Where large snapshots are staged while their chunks arrive (scratch files in a
+    /// directory of this process, removed when each transfer ends and, left by a stopped hub
+    /// process, at start-up). Hubs may share it.
+    pub staging_dir: std::path::PathBuf,
 }
 
 /// How a hub shares its database with standbys: whoever holds the lease (a row in the
@@ -155,6 +160,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         quotas,
         open_store,
         standby,
+        staging_dir,
     } = settings;
     if witness_quorum == 0 {
         return Err(HubError::Config(
@@ -176,6 +182,10 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         metrics::HubMetrics::register,
     )
     .await?;
+    let (staging, left) = rcpfed_store::snapshot_staging::StagingArea::open(&staging_dir)?;
+    if left > 0 {
+        tracing::info!(processes = left, dir = %staging_dir.display(), "removed the staging of snapshots that stopped hub processes did not finish");
+    }
     let store = tokio::task::spawn_blocking(open_store)
         .await
         .map_err(|e| HubError::Config(format!("store opener panicked: {e}")))??;
@@ -197,6 +207,7 @@ pub async fn run(settings: HubSettings, shutdown: CancellationToken) -> Result<(
         metrics,
         rpc_metrics: ops.rpc_metrics.clone(),
         shutdown: shutdown.clone(),
+        staging,
     });
     let ran = match standby {
         None => {
@@ -644,6 +655,8 @@ struct Ctx {
     metrics: metrics::HubMetrics,
     rpc_metrics: rcpfed_grpc::rpc_metrics::RpcMetrics,
     shutdown: CancellationToken,
+    /// This process's staging directory, held while it runs.
+    staging: rcpfed_store::snapshot_staging::StagingArea,
 }
 
 /// When the public HTTP port starts.
@@ -756,6 +769,7 @@ fn new_hub(
             limits::MAX_CONCURRENT_SNAPSHOTS,
         )),
         standby,
+        staging_dir: ctx.staging.dir().to_path_buf(),
     })
 }
 

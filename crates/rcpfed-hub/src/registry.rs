@@ -147,7 +147,6 @@ pub fn as_statement(state: &RegistryState, previous: Option<Digest>) -> Verified
         envelope: state.envelope.encode(),
         leaf_hash: state.envelope.leaf_hash(),
         snapshot: None,
-        chunks: Vec::new(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Builders shared by the crate's unit tests: real signed statements, so the store's apply
 //! step (which decodes the envelope) sees what a node would send.
 
-use crate::ingest::{SnapshotPayload, VerifiedStatement};
+use crate::ingest::{SnapshotObservations, SnapshotPayload, VerifiedStatement};
 use prost::Message as _;
 use rcpfed_core::Digest;
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
@@ -54,18 +54,14 @@ pub fn snapshot_cut(
     observations: Vec<Observation>,
     per_chunk: Option<usize>,
 ) -> VerifiedStatement {
-    let (manifest, chunks) = match per_chunk {
+    let (manifest, staged) = match per_chunk {
         Some(per_chunk) => {
             let (manifest, bytes) = rcpfed_core::chunks::encode_chunks(&observations, per_chunk);
-            let chunks = manifest
-                .chunks
-                .iter()
-                .map(|c| c.sha256)
-                .zip(bytes)
-                .collect();
-            (Some(manifest), chunks)
+            let staged = crate::staged::stage_for_test(manifest.clone(), &bytes)
+                .expect("staging the test chunks");
+            (Some(manifest), Some(Arc::new(staged)))
         }
-        None => (None, Vec::new()),
+        None => (None, None),
     };
     let inline = if manifest.is_some() {
         Vec::new()
@@ -110,8 +106,10 @@ pub fn snapshot_cut(
         leaf_hash: envelope.leaf_hash(),
         snapshot: Some(Arc::new(SnapshotPayload {
             indicator: indicator.into(),
-            observations,
+            observations: match staged {
+                Some(staged) => SnapshotObservations::Staged(staged),
+                None => SnapshotObservations::Inline(observations),
+            },
         })),
-        chunks,
     }
 }

@@ -172,6 +172,7 @@ async fn start_hub_in(dir: tempfile::TempDir, layout: PkiLayout, catalogue: Opti
             Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn rcpfed_hub::HubBackend>)
         }),
         standby: None,
+        staging_dir: dir.path().join("staging"),
     };
     let done = tokio::spawn(rcpfed_hub::run(settings, shutdown.clone()));
     Hub {
@@ -648,6 +649,7 @@ async fn a_new_catalogue_version_is_issued_only_when_the_content_changes() {
                 Ok(Arc::new(SqliteHubStore::open(&db)?) as Arc<dyn rcpfed_hub::HubBackend>)
             }),
             standby: None,
+            staging_dir: dir.path().join("staging"),
         },
         CancellationToken::new(),
     )

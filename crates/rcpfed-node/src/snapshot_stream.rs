@@ -1,5 +1,5 @@
 //! `PublishSnapshot` in bounded memory: the observations are checked, keyed and cut into chunks
-//! as the batches arrive, and each full chunk goes to a scratch file ([`PublishStaging`]); the
+//! as the batches arrive, and each full chunk goes to a scratch file ([`SnapshotStaging`]); the
 //! node never holds more than a batch and one chunk, whatever the snapshot's size.
 //!
 //! The checks are the ones `PublishDocument` runs on a whole snapshot, row by row
@@ -16,7 +16,7 @@
 use crate::NodeStorage;
 use crate::publish::PublishError;
 use rcpfed_core::admission::AdmissionContext;
-use rcpfed_core::admission::actions::MAX_ACTION_VIOLATIONS;
+use rcpfed_core::admission::actions::{self, MAX_ACTION_VIOLATIONS};
 use rcpfed_core::catalogue::SignedCatalogue;
 use rcpfed_core::chunks::{
     MAX_CHUNK_BYTES, MAX_CHUNKS, OBSERVATIONS_PER_CHUNK, append_to_chunk, decode_chunk,
@@ -27,7 +27,7 @@ use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
 use rcpfed_core::statement::{ChunkManifest, ChunkRef, Observation};
 use rcpfed_core::validate::{Findings, ObservationRows, key_bytes};
 use rcpfed_core::{Digest, clock};
-use rcpfed_store::{PublishStaging, StoreError};
+use rcpfed_store::{SnapshotStaging, StoreError};
 use std::sync::Arc;
 
 /// Batches waiting between the gRPC stream and the checker: the stream waits (HTTP/2 flow
@@ -94,7 +94,7 @@ pub(crate) struct StreamedSnapshot {
     pub(crate) cut_error: Option<Rejection>,
     pub(crate) body: StreamedBody,
     /// The scratch file of the staged chunks; removed when dropped.
-    pub(crate) staging: PublishStaging,
+    pub(crate) staging: SnapshotStaging,
 }
 
 impl StreamedSnapshot {
@@ -255,7 +255,7 @@ impl Actions {
         *returned += found.len();
         for v in found {
             // The store names positions within the batch.
-            let Some(k) = batch_position(&v.field) else {
+            let Some(k) = actions::observation_position(&v.field) else {
                 return Err(StoreError::Corrupt(format!(
                     "the action check named {:?}, not an observation",
                     v.field
@@ -294,18 +294,9 @@ impl Actions {
     }
 }
 
-/// `k` of a field `indicator_snapshot.observations[k]`.
-fn batch_position(field: &str) -> Option<usize> {
-    field
-        .strip_prefix("indicator_snapshot.observations[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
 /// Cuts chunks as observations arrive (docs/spec/indicators.md §7).
 struct Cutter {
-    staging: PublishStaging,
+    staging: SnapshotStaging,
     /// Observations per chunk: 10 000, halved while a chunk would exceed 4 MiB.
     per_chunk: usize,
     /// The chunks cut so far: (staging id, manifest entry).
@@ -316,7 +307,7 @@ struct Cutter {
 }
 
 impl Cutter {
-    fn new(staging: PublishStaging) -> Self {
+    fn new(staging: SnapshotStaging) -> Self {
         Cutter {
             staging,
             per_chunk: OBSERVATIONS_PER_CHUNK,

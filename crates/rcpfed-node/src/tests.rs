@@ -1068,7 +1068,7 @@ async fn publish_streaming(
 
 /// Scratch files of snapshot streams left in the node's data directory.
 fn staging_files(f: &Fixture) -> usize {
-    let dir = rcpfed_store::publish_staging::publish_staging_dir(&f._dir.path().join("node.db"));
+    let dir = rcpfed_store::snapshot_staging::publish_staging_dir(&f._dir.path().join("node.db"));
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 

@@ -181,6 +181,27 @@ pub struct StoredFlag {
     pub flag: FlagRecord,
 }
 
+/// Chunks handed to a write one at a time (see [`HubStore::append_streamed`]).
+pub trait ChunkSource: Send {
+    /// The next chunk (its SHA-256 and bytes); None after the last.
+    fn next_chunk(&mut self) -> Result<Option<(Digest, Vec<u8>)>, StoreError>;
+    /// Whether there are none at all (a write with nothing else to store is skipped).
+    fn is_empty(&self) -> bool;
+}
+
+/// Chunks already in memory.
+pub struct SliceChunks<'a>(pub std::slice::Iter<'a, (Digest, Vec<u8>)>);
+
+impl ChunkSource for SliceChunks<'_> {
+    fn next_chunk(&mut self) -> Result<Option<(Digest, Vec<u8>)>, StoreError> {
+        Ok(self.0.next().cloned())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+}
+
 /// The hub's storage.
 pub trait HubStore: Send + Sync + 'static {
     /// The latest statement of every node (seq, digest): the chain heads the ingest pipeline checks against. Cheap at any log size; called at start-up.
@@ -229,6 +250,24 @@ pub trait HubStore: Send + Sync + 'static {
         &self,
         statements: &[StoredStatement],
         chunks: &[(Digest, Vec<u8>)],
+        evidence: &[NewEquivocation],
+        log_nodes: &[LogNode],
+        checkpoint: Option<&NewCheckpoint>,
+    ) -> Result<(), StoreError> {
+        self.append_streamed(
+            statements,
+            &mut SliceChunks(chunks.iter()),
+            evidence,
+            log_nodes,
+            checkpoint,
+        )
+    }
+    /// [`HubStore::append`] with the chunks read one at a time from `chunks` inside the
+    /// transaction, so a large snapshot's chunks are never all in memory.
+    fn append_streamed(
+        &self,
+        statements: &[StoredStatement],
+        chunks: &mut dyn ChunkSource,
         evidence: &[NewEquivocation],
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,
@@ -476,7 +515,7 @@ impl HubBackend for SqliteHubStore {
     fn append_batch(
         &self,
         statements: &[StoredStatement],
-        chunks: &[(Digest, Vec<u8>)],
+        chunks: &mut dyn crate::ChunkSource,
         evidence: &[NewEquivocation],
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,
@@ -485,7 +524,7 @@ impl HubBackend for SqliteHubStore {
         self.db.write(|tx| {
             // Before the statements: their apply step reads the chunks from the table.
             let mut tx = Lite(tx);
-            indicator_queries::stage_chunks(&mut tx, chunks)?;
+            indicator_queries::stage_chunk_source(&mut tx, chunks)?;
             hub_sql::insert_statements_and_view(
                 &mut tx,
                 statements,

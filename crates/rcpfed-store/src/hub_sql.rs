@@ -11,7 +11,7 @@ use crate::hub::{
 };
 use crate::indicators_sql::Entry;
 use crate::sql::{Param, Query, Sql, SqlRow, query};
-use crate::{HubLease, StoreError};
+use crate::{ChunkSource, HubLease, StoreError};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use std::fmt::Write as _;
@@ -621,11 +621,11 @@ pub(crate) trait HubBackend: Send + Sync + 'static {
         self.write_tx(f)
     }
 
-    /// See [`HubStore::append`] (called with something to store).
+    /// See [`HubStore::append_streamed`] (called with something to store).
     fn append_batch(
         &self,
         statements: &[StoredStatement],
-        chunks: &[(Digest, Vec<u8>)],
+        chunks: &mut dyn ChunkSource,
         evidence: &[NewEquivocation],
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,
@@ -692,10 +692,10 @@ impl<B: HubBackend> HubStore for B {
         self.read_tx(|tx| tx.first(&STATEMENT_BY_FEED_INDEX, &[&feed_index], statement_from_row))
     }
 
-    fn append(
+    fn append_streamed(
         &self,
         statements: &[StoredStatement],
-        chunks: &[(Digest, Vec<u8>)],
+        chunks: &mut dyn ChunkSource,
         evidence: &[NewEquivocation],
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,

@@ -396,6 +396,17 @@ pub(crate) fn stage_chunks(
     Ok(())
 }
 
+/// Stores the chunks `source` gives, one at a time, like [`stage_chunks`].
+pub(crate) fn stage_chunk_source(
+    tx: &mut impl Sql,
+    source: &mut dyn crate::ChunkSource,
+) -> Result<(), StoreError> {
+    while let Some((sha256, bytes)) = source.next_chunk()? {
+        tx.exec(&STAGE_CHUNK, &[&&sha256.0[..], &bytes])?;
+    }
+    Ok(())
+}
+
 /// Whether each chunk is stored; the caller runs this in one snapshot.
 pub(crate) fn has_chunks(tx: &mut impl Sql, sha256s: &[Digest]) -> Result<Vec<bool>, StoreError> {
     sha256s

@@ -28,7 +28,7 @@ pub mod node;
 #[cfg(feature = "postgres")]
 mod pg;
 mod pool;
-pub mod publish_staging;
+pub mod snapshot_staging;
 mod sql;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -42,9 +42,9 @@ pub use lease::{HubLease, LeaseHolder};
 pub use node::*;
 #[cfg(feature = "postgres")]
 pub use pg::{PgHubStore, copy as pg_copy, is_postgres_url};
-pub use publish_staging::PublishStaging;
 /// A SHA-256 Merkle tree hash (log nodes, checkpoint roots).
 pub use rcpfed_core::merkle::Hash;
+pub use snapshot_staging::SnapshotStaging;
 
 #[cfg(all(test, feature = "postgres"))]
 mod pg_tests;

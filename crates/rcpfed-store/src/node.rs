@@ -173,9 +173,9 @@ pub trait NodeStore: Send + Sync + 'static {
         st: &OwnStatement,
         next_chunk: &mut dyn FnMut() -> Result<Option<(Digest, Vec<u8>)>, StoreError>,
     ) -> Result<(), StoreError>;
-    /// A new scratch file for a snapshot that streams in ([`crate::PublishStaging`]), next to
+    /// A new scratch file for a snapshot that streams in ([`crate::SnapshotStaging`]), next to
     /// the database; it is removed when dropped.
-    fn publish_staging(&self) -> Result<crate::PublishStaging, StoreError>;
+    fn publish_staging(&self) -> Result<crate::SnapshotStaging, StoreError>;
     /// Removes the scratch files of streams a stopped process left; returns how many.
     fn clear_publish_staging(&self) -> Result<usize, StoreError>;
     /// Pending own statements in seq order, at most limit.
@@ -469,12 +469,12 @@ impl NodeStore for SqliteNodeStore {
         self.append_own_streamed(st, &mut || Ok(chunks.next().cloned()))
     }
 
-    fn publish_staging(&self) -> Result<crate::PublishStaging, StoreError> {
-        crate::PublishStaging::create(self.db.path())
+    fn publish_staging(&self) -> Result<crate::SnapshotStaging, StoreError> {
+        crate::SnapshotStaging::create(self.db.path())
     }
 
     fn clear_publish_staging(&self) -> Result<usize, StoreError> {
-        crate::publish_staging::clear_publish_staging(self.db.path())
+        crate::snapshot_staging::clear_publish_staging(self.db.path())
     }
 
     fn append_own_streamed(

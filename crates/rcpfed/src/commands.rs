@@ -216,6 +216,7 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
                 Ok(store as Arc<dyn rcpfed_hub::HubBackend>)
             }),
             standby: config.standby(),
+            staging_dir: config.data_dir.join("snapshot-staging"),
         },
         shutdown,
     )

@@ -185,6 +185,26 @@ pub fn refusal(violations: Vec<Violation>, limit: usize) -> Option<Rejection> {
     Rejection::from_violations(violations, count)
 }
 
+/// The observation a violation of [`check`] names: `k` of `indicator_snapshot.observations[k]`.
+pub fn observation_position(field: &str) -> Option<usize> {
+    field
+        .strip_prefix("indicator_snapshot.observations[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// A violation found by checking a part of a snapshot that starts at observation `offset`,
+/// named for the whole snapshot; None if it names no observation.
+pub fn at_offset(v: Violation, offset: usize) -> Option<Violation> {
+    let k = observation_position(&v.field)?;
+    Some(Violation::new(
+        format!("indicator_snapshot.observations[{}]", offset + k),
+        v.reason,
+        v.description,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

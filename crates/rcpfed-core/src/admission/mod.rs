@@ -16,7 +16,7 @@ use crate::statement::{
     Body, IndicatorSnapshot, Observation, Statement, verify_statement_signature,
 };
 use crate::validate::{
-    Findings, ValidationContext, check_observations_all, check_statement, repeated_keys,
+    Findings, ObservationRows, ValidationContext, check_statement, repeated_keys,
     validate_statement,
 };
 use std::collections::HashSet;
@@ -135,15 +135,15 @@ pub fn admit_signed_form(st: &Statement, cx: &AdmissionContext) -> Result<(), Re
     validate_statement(st, &cx.validation())
 }
 
-/// A chunked snapshot's observations once all chunks are in, in one pass: the statement rules
-/// an inline snapshot meets (membership, duplicate keys under the catalogue's key rule, values)
-/// and the catalogue rules.
-pub fn admit_chunked_observations(
+/// The checks of a chunked snapshot's observations, row by row as its chunks arrive: the
+/// statement rules an inline snapshot meets (membership, values; the caller finds repeated
+/// keys under [`ObservationRows::key_defaults`]) and the catalogue rules. What it finishes
+/// with equals the check of the whole list at once.
+pub fn chunked_observation_rows<'a>(
     indicator: &str,
-    observations: &[Observation],
-    cx: &AdmissionContext,
-) -> Findings {
-    check_observations_all(indicator, observations, &cx.validation(), cx.catalogue)
+    cx: &AdmissionContext<'a>,
+) -> ObservationRows<'a> {
+    ObservationRows::new(indicator, cx.validation(), cx.catalogue)
 }
 
 /// UNKNOWN_INDICATOR unless `catalogue` lists `indicator`: a chunked snapshot is refused for
@@ -289,8 +289,11 @@ mod tests {
         let findings = admit_statement(&chunked, &cx).expect("the header is in place");
         assert!(findings.is_ok(), "{:?}", findings.errors);
         assert_eq!(admit_signed_form(&chunked, &cx), Ok(()));
-        let later = admit_chunked_observations("ZZ_UNKNOWN", &observations, &cx);
-        assert_eq!(reasons_of(&later), [reasons::UNKNOWN_INDICATOR]);
+        let mut later = chunked_observation_rows("ZZ_UNKNOWN", &cx);
+        for (i, o) in observations.iter().enumerate() {
+            later.check(i, o, None);
+        }
+        assert_eq!(reasons_of(&later.finish()), [reasons::UNKNOWN_INDICATOR]);
         assert_eq!(
             known_indicator(&catalogue, "ZZ_UNKNOWN").map_err(|r| r.reason),
             Err(reasons::UNKNOWN_INDICATOR)

@@ -15,16 +15,14 @@ use crate::catalogue::SharedCatalogue;
 use crate::ingest::{Ingest, IngestError, IngestOutcome, VerifiedStatement};
 use crate::metrics::HubMetrics;
 use crate::quotas::{self, CpuPool, PerMember, Quotas, quota_status};
+use crate::staged::{ReceiveContext, ReceiveError, Received, check_and_stage};
 use rcpfed_core::Digest;
-use rcpfed_core::admission::{
-    AdmissionContext, admit_chunked_observations, admit_envelope, admit_statement, chunks_required,
-};
+use rcpfed_core::admission::{AdmissionContext, admit_envelope, admit_statement, chunks_required};
 use rcpfed_core::catalogue::SignedCatalogue;
-use rcpfed_core::chunks::decode_chunk;
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
-use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Observation, Statement};
+use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Statement};
 use rcpfed_core::validate::Findings;
 use rcpfed_grpc::records::{RecordParts, statement_record};
 use rcpfed_grpc::status::{internal, invalid_field};
@@ -93,6 +91,8 @@ pub struct Hub {
     /// None while this process leads; on a standby, the endpoint the leader advertises ("" when
     /// unknown), named in the NOT_LEADER answer to every write.
     pub(crate) standby: Option<tokio::sync::watch::Receiver<String>>,
+    /// Where large snapshots are staged while their chunks arrive.
+    pub(crate) staging_dir: std::path::PathBuf,
 }
 
 /// What a submission gets back: the receipt, whether it was a resubmission, the log proof.
@@ -206,19 +206,6 @@ fn hub_admission<'a>(
     )
 }
 
-/// Every check of a large snapshot's observations once all chunks are in, in one pass
-/// ([`admit_chunked_observations`]).
-fn check_all(
-    federation: &Federation,
-    member_id: &str,
-    catalogue: &SignedCatalogue,
-    indicator: &str,
-    observations: &[Observation],
-) -> Result<Warnings, Rejection> {
-    let cx = hub_admission(federation, member_id, catalogue)?;
-    checked_warnings(admit_chunked_observations(indicator, observations, &cx))
-}
-
 /// The warnings of findings without errors; otherwise the one refusal of all of them.
 fn checked_warnings(findings: Findings) -> Result<Warnings, Rejection> {
     let total = findings.total_warnings;
@@ -304,7 +291,6 @@ impl Hub {
             envelope: envelope_bytes,
             leaf_hash: signed.leaf_hash(),
             snapshot: None,
-            chunks: Vec::new(),
         };
         Ok((verified, statement, catalogue_outcome))
     }
@@ -502,19 +488,21 @@ impl Hub {
         }
     }
 
-    /// Reads and checks exactly the chunks `manifest` lists, in order, and the end of the
-    /// stream after them. Each chunk's length and SHA-256 are checked before it is decoded.
+    /// Reads exactly the chunks the manifest lists, in order, and the end of the stream after
+    /// them; a checker on a blocking thread checks each chunk as it comes (length and SHA-256
+    /// before it is decoded, then every observation rule) and stages it on disk
+    /// ([`crate::staged::check_and_stage`]), so at most a few chunks are in memory at once.
     async fn receive_chunks(
         &self,
         parts: &mut tonic::Streaming<v1::SubmitSnapshotRequest>,
-        manifest: Arc<ChunkManifest>,
+        cx: ReceiveContext,
         deadline: tokio::time::Instant,
-        member_id: &str,
-    ) -> Result<(Vec<(Digest, Vec<u8>)>, Vec<Observation>), Status> {
-        let n = manifest.chunks.len();
-        let mut staged = Vec::with_capacity(n);
-        let mut observations = Vec::new();
-        for (index, chunk) in manifest.chunks.iter().enumerate() {
+    ) -> Result<Received, Status> {
+        let n = cx.manifest.chunks.len();
+        // One chunk waits while the checker works on the one before.
+        let (chunks, for_checker) = tokio::sync::mpsc::channel(1);
+        let checker = tokio::task::spawn_blocking(move || check_and_stage(cx, for_checker));
+        for index in 0..n {
             let bytes = match self.next_part(parts, deadline).await? {
                 Some(Part::Chunk(bytes)) => bytes,
                 Some(Part::Envelope(_)) => {
@@ -534,26 +522,39 @@ impl Hub {
                     ));
                 }
             };
-            let m = Arc::clone(&manifest);
-            // Hashing and decoding up to 4 MiB is CPU work: on the pool.
-            let (bytes, decoded) = self
-                .pool
-                .run(member_id, "checking a chunk", move || {
-                    let decoded = decode_chunk(&m, index, &bytes);
-                    (bytes, decoded)
-                })
-                .await?;
-            let decoded = decoded.map_err(|r| rejection_status(&chunk_violation(index, r)))?;
-            observations.extend(decoded);
-            staged.push((chunk.sha256, bytes));
+            if chunks.send(bytes).await.is_err() {
+                // The checker stopped at a bad chunk: its answer says which.
+                break;
+            }
         }
+        drop(chunks);
+        let received = match checker.await {
+            Ok(Ok(Some(received))) => received,
+            Ok(Ok(None)) => {
+                return Err(internal(
+                    "receiving a snapshot",
+                    &"the checker stopped before the last chunk",
+                ));
+            }
+            Ok(Err(ReceiveError::Chunk(index, r))) => {
+                return Err(rejection_status(&chunk_violation(index, r)));
+            }
+            Ok(Err(ReceiveError::Refused(r))) => return Err(reject(r)),
+            Ok(Err(ReceiveError::Store(e))) => {
+                return Err(rcpfed_grpc::status::store_status(
+                    "staging the snapshot",
+                    &e,
+                ));
+            }
+            Err(e) => return Err(internal("receiving a snapshot", &e)),
+        };
         if self.next_part(parts, deadline).await?.is_some() {
             return Err(chunk_mismatch(
                 n,
                 format!("more messages followed the {n} chunks the signed manifest lists"),
             ));
         }
-        Ok((staged, observations))
+        Ok(received)
     }
 }
 

@@ -1,16 +1,15 @@
 //! HubService, large snapshots: the chunked submission and the chunks served to mirrors.
 
-use super::{Hub, Warnings, blocking, check_all, chunks_required, reject, stored_manifest};
-use crate::ingest::SnapshotPayload;
+use super::{Hub, blocking, checked_warnings, chunks_required, reject, stored_manifest};
+use crate::ingest::{SnapshotObservations, SnapshotPayload};
 use crate::quotas::{self, quota_status};
+use crate::staged::ReceiveContext;
 use prost::Message as _;
 use rcpfed_core::Digest;
 use rcpfed_core::admission::known_indicator;
-use rcpfed_core::catalogue::SignedCatalogue;
-use rcpfed_core::members::Federation;
 use rcpfed_core::members::Role;
 use rcpfed_core::rejection::{Rejection, reasons};
-use rcpfed_core::statement::{Body, ChunkManifest, IndicatorSnapshot, Observation};
+use rcpfed_core::statement::{Body, ChunkManifest, IndicatorSnapshot};
 use rcpfed_grpc::authorize;
 use rcpfed_grpc::status::{internal, invalid_field, not_found};
 use rcpfed_proto::v1;
@@ -89,31 +88,30 @@ impl Hub {
             .sum();
         let transfer_deadline = deadline
             .min(tokio::time::Instant::now() + self.quotas.snapshot_transfer_limit(total_bytes));
-        let (chunks, observations) = self
-            .receive_chunks(&mut parts, Arc::new(manifest), transfer_deadline, &member_id)
+        let indicator = snapshot.indicator;
+        let cx = ReceiveContext {
+            federation: Arc::clone(&federation),
+            catalogue: Arc::clone(&catalogue),
+            member_id: member_id.clone(),
+            indicator: indicator.clone(),
+            manifest: Arc::new(manifest),
+            staging_dir: self.staging_dir.clone(),
+        };
+        // The chunks are checked with the rules an inline snapshot meets, and staged, as they
+        // arrive.
+        let received = self
+            .receive_chunks(&mut parts, cx, transfer_deadline)
             .await
             .inspect_err(|status| {
                 tracing::info!(member = %member_id, code = ?status.code(), message = status.message(), "snapshot chunks refused");
             })?;
-        // The whole snapshot, with the rules an inline one meets.
-        let indicator = snapshot.indicator;
-        let (observations, result) = self
-            .check_snapshot_on_pool(
-                &federation,
-                &member_id,
-                &catalogue,
-                &indicator,
-                observations,
-            )
-            .await?;
-        let warnings = result.map_err(refused)?;
+        let warnings = checked_warnings(received.findings).map_err(refused)?;
         self.note_warnings(&member_id, &indicator, warnings);
-        // The chunks go to the sequencer with the statement: they are stored in the same
-        // transaction, only if it is accepted, so a refusal leaves nothing behind.
-        verified.chunks = chunks;
+        // The staged chunks go to the sequencer with the statement: they are stored in the
+        // same transaction, only if it is accepted, so a refusal leaves nothing behind.
         verified.snapshot = Some(Arc::new(SnapshotPayload {
             indicator,
-            observations,
+            observations: SnapshotObservations::Staged(Arc::new(received.staged)),
         }));
         let answer = self.sequence(verified).await?;
         Ok(Response::new(v1::SubmitSnapshotResponse {
@@ -157,32 +155,6 @@ impl Hub {
                 "the stream ended before the envelope",
             )),
         }
-    }
-
-    /// Checks the received observations with the rules an inline snapshot meets, on the CPU
-    /// pool in the member's lane; hands the observations back with the outcome.
-    async fn check_snapshot_on_pool(
-        &self,
-        federation: &Arc<Federation>,
-        member_id: &str,
-        catalogue: &Arc<SignedCatalogue>,
-        indicator: &str,
-        observations: Vec<Observation>,
-    ) -> Result<(Vec<Observation>, Result<Warnings, Rejection>), Status> {
-        let (federation, catalogue) = (Arc::clone(federation), Arc::clone(catalogue));
-        let (publisher, indicator) = (member_id.to_string(), indicator.to_string());
-        self.pool
-            .run(member_id, "validating a snapshot", move || {
-                let result = check_all(
-                    &federation,
-                    &publisher,
-                    &catalogue,
-                    &indicator,
-                    &observations,
-                );
-                (observations, result)
-            })
-            .await
     }
 
     pub(super) async fn get_snapshot_chunks(

@@ -1,7 +1,7 @@
 //! HubService, statements: submission, reads, lists, flags and equivocation evidence.
 
 use super::{Hub, blocking, chunks_required, kind_filter, non_empty, record, reject};
-use crate::ingest::SnapshotPayload;
+use crate::ingest::{SnapshotObservations, SnapshotPayload};
 use crate::quotas::{self};
 use prost::Message as _;
 use rcpfed_core::members::Role;
@@ -62,7 +62,7 @@ impl Hub {
             }
             verified.snapshot = Some(Arc::new(SnapshotPayload {
                 indicator: snapshot.indicator,
-                observations: snapshot.observations,
+                observations: SnapshotObservations::Inline(snapshot.observations),
             }));
         }
         let answer = self.sequence(verified).await?;

@@ -6,7 +6,6 @@ use super::{PgDb, PgSchema, Tx, violated_constraint};
 use crate::StoreError;
 use crate::hub::{LogNode, NewCheckpoint, NewEquivocation, StoredStatement};
 use crate::hub_sql::{self, HubBackend, StatementClash};
-use rcpfed_core::Digest;
 
 /// Schema of the hub database on PostgreSQL. Append new migrations; never edit shipped ones.
 ///
@@ -238,7 +237,7 @@ impl HubBackend for PgHubStore {
     fn append_batch(
         &self,
         statements: &[StoredStatement],
-        chunks: &[(Digest, Vec<u8>)],
+        chunks: &mut dyn crate::ChunkSource,
         evidence: &[NewEquivocation],
         log_nodes: &[LogNode],
         checkpoint: Option<&NewCheckpoint>,
@@ -246,7 +245,7 @@ impl HubBackend for PgHubStore {
         // Any error returns before commit; the dropped transaction rolls everything back.
         self.db.write(|tx| {
             // Before the statements: their apply step reads the chunks from the table.
-            crate::indicator_queries::stage_chunks(tx, chunks)?;
+            crate::indicator_queries::stage_chunk_source(tx, chunks)?;
             hub_sql::insert_statements_and_view(
                 tx,
                 statements,

@@ -1,12 +1,14 @@
-//! Staging of a snapshot a node is publishing while it streams in (`PublishSnapshot`): the
-//! chunks cut so far and the keys seen so far, in a scratch SQLite file next to the node's
-//! database, so the node's memory does not grow with the snapshot.
+//! Staging of a snapshot that streams in, so memory does not grow with its size: the chunks
+//! so far and the keys seen so far, in a scratch SQLite file. A node stages a snapshot it is
+//! publishing (`PublishSnapshot`) next to its database; a hub stages the chunks of a snapshot
+//! it is receiving (`SubmitSnapshot`) in its staging directory.
 //!
 //! The file is the stream's alone: no journal and no fsync (a crash loses a stream that was
 //! never acknowledged anyway), removed when the stream ends (dropped) and, for a process that
-//! was killed, when the node starts ([`clear_publish_staging`]). Nothing in it is published
-//! until the node copies the chunks into its store in the transaction that queues the
-//! signed statement ([`crate::NodeStore::append_own_streamed`]).
+//! was killed, when the process starts ([`clear_staging_dir`]). Nothing in it is published or
+//! logged until the chunks are copied into the store in the transaction that stores the
+//! statement listing them ([`crate::NodeStore::append_own_streamed`],
+//! [`crate::HubStore::append_streamed`]).
 
 use crate::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -25,7 +27,13 @@ pub fn publish_staging_dir(db_path: &Path) -> PathBuf {
 /// Removes every staging file under the node database at `db_path` (left by streams of a
 /// process that stopped mid-way); returns how many there were.
 pub fn clear_publish_staging(db_path: &Path) -> Result<usize, StoreError> {
-    let dir = publish_staging_dir(db_path);
+    clear_staging_dir(&publish_staging_dir(db_path))
+}
+
+/// Removes every staging file in `dir` (left by streams of a process that stopped mid-way);
+/// returns how many there were.
+pub fn clear_staging_dir(dir: &Path) -> Result<usize, StoreError> {
+    let dir = dir.to_path_buf();
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -40,13 +48,70 @@ pub fn clear_publish_staging(db_path: &Path) -> Result<usize, StoreError> {
     Ok(removed)
 }
 
+/// The staging directory of one process among several that may share a parent directory
+/// (a hub and its standbys on one data directory): `<parent>/<pid>`, held by a lock on its
+/// `lock` file for as long as this value lives. Opening one removes the directories whose
+/// process is gone (their lock is free) with whatever they staged.
+#[derive(Debug)]
+pub struct StagingArea {
+    dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl StagingArea {
+    /// This process's staging directory under `parent`, after the leftovers of processes
+    /// that stopped mid-transfer are removed; returns it and how many were removed.
+    pub fn open(parent: &Path) -> Result<(Self, usize), StoreError> {
+        std::fs::create_dir_all(parent).map_err(|e| io_error("creating", parent, &e))?;
+        let mut removed = 0;
+        let entries = std::fs::read_dir(parent).map_err(|e| io_error("reading", parent, &e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| io_error("reading", parent, &e))?.path();
+            if path.is_dir() && lock_if_free(&path.join("lock"))?.is_some() {
+                std::fs::remove_dir_all(&path).map_err(|e| io_error("removing", &path, &e))?;
+                removed += 1;
+            }
+        }
+        let dir = parent.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, &e))?;
+        let Some(lock) = lock_if_free(&dir.join("lock"))? else {
+            return Err(io_error(
+                "locking",
+                &dir,
+                &std::io::Error::other("another process holds it"),
+            ));
+        };
+        Ok((StagingArea { dir, _lock: lock }, removed))
+    }
+
+    /// Where this process's staging files go.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The lock file at `path` (created if missing), locked; None if another process holds it.
+fn lock_if_free(path: &Path) -> Result<Option<std::fs::File>, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| io_error("opening", path, &e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error("locking", path, &e)),
+    }
+}
+
 /// A file-system failure as SQLite's I/O error, so it reads as a condition of the machine
 /// ([`StoreError::is_unavailable`]).
 fn io_error(what: &str, path: &Path, e: &std::io::Error) -> StoreError {
     StoreError::Sqlite(rusqlite::Error::SqliteFailure(
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
         Some(format!(
-            "{what} the publish staging {}: {e}",
+            "{what} the snapshot staging {}: {e}",
             path.display()
         )),
     ))
@@ -60,23 +125,28 @@ const STAGING_CACHE_KIB: i64 = 32 * 1024;
 static NEXT_STAGING: AtomicU64 = AtomicU64::new(0);
 
 /// One streamed snapshot's scratch file; removed when dropped.
-pub struct PublishStaging {
+pub struct SnapshotStaging {
     conn: Connection,
     path: PathBuf,
 }
 
-impl std::fmt::Debug for PublishStaging {
+impl std::fmt::Debug for SnapshotStaging {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublishStaging")
+        f.debug_struct("SnapshotStaging")
             .field("path", &self.path)
             .finish()
     }
 }
 
-impl PublishStaging {
+impl SnapshotStaging {
     /// A new, empty staging file for the node database at `db_path`.
     pub fn create(db_path: &Path) -> Result<Self, StoreError> {
-        let dir = publish_staging_dir(db_path);
+        Self::create_in(&publish_staging_dir(db_path))
+    }
+
+    /// A new, empty staging file in `dir` (created if missing).
+    pub fn create_in(dir: &Path) -> Result<Self, StoreError> {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, &e))?;
         let path = dir.join(format!(
             "{}-{}.sqlite",
@@ -87,7 +157,7 @@ impl PublishStaging {
         let _ = std::fs::remove_file(&path);
         let conn = Connection::open(&path)?;
         // From here on the file is removed on drop, also when the set-up below fails.
-        let staging = PublishStaging { conn, path };
+        let staging = SnapshotStaging { conn, path };
         staging.conn.execute_batch(&format!(
             "PRAGMA journal_mode = OFF;
              PRAGMA synchronous = OFF;
@@ -164,14 +234,14 @@ impl PublishStaging {
     }
 }
 
-impl Drop for PublishStaging {
+impl Drop for SnapshotStaging {
     fn drop(&mut self) {
         // Nothing of a stream outlives it; a file that cannot be removed now goes at the next
         // start.
         if let Err(e) = std::fs::remove_file(&self.path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a publish staging file");
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a snapshot staging file");
         }
     }
 }
@@ -182,10 +252,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_staging_area_is_held_while_it_lives_and_removed_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory left by a process that is gone: its lock is free.
+        let gone = dir.path().join("999999999");
+        std::fs::create_dir_all(&gone).expect("mkdir");
+        std::fs::write(gone.join("1-0.sqlite"), b"left over").expect("write");
+        let (area, removed) = StagingArea::open(dir.path()).expect("open");
+        assert_eq!(removed, 1);
+        assert!(!gone.exists());
+        let staging = SnapshotStaging::create_in(area.dir()).expect("staging");
+        // Held: a second opening (another process sharing the parent) leaves it alone.
+        let held = lock_if_free(&area.dir().join("lock")).expect("lock");
+        assert!(held.is_none(), "the area's lock is held while it lives");
+        drop(staging);
+        let own = area.dir().to_path_buf();
+        drop(area);
+        let (_again, removed) = StagingArea::open(dir.path()).expect("open again");
+        // Its own directory, now free, was removed and made again.
+        assert_eq!(removed, 1);
+        assert!(own.exists());
+    }
+
+    #[test]
     fn keys_answer_their_first_position_and_the_file_goes_with_the_stream() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("node.sqlite");
-        let mut staging = PublishStaging::create(&db).expect("staging");
+        let mut staging = SnapshotStaging::create(&db).expect("staging");
         let path = staging.path().to_path_buf();
         assert!(path.exists());
         let k = |s: &str| s.as_bytes().to_vec();
@@ -210,7 +303,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("node.sqlite");
         assert_eq!(clear_publish_staging(&db).expect("nothing there"), 0);
-        let staging = PublishStaging::create(&db).expect("staging");
+        let staging = SnapshotStaging::create(&db).expect("staging");
         // As a killed process leaves it: the file stays.
         std::mem::forget(staging);
         assert_eq!(clear_publish_staging(&db).expect("cleared"), 1);
