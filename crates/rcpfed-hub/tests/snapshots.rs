@@ -586,6 +586,14 @@ async fn catalogue_checks_large_snapshots_and_the_report() {
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "OBSERVATION_EXISTS", "{err:?}");
+    // Checked chunk by chunk, named by their place in the whole snapshot.
+    assert_eq!(
+        violations(&err),
+        (0..3)
+            .map(|k| format!("indicator_snapshot.observations[{k}]"))
+            .collect::<Vec<_>>(),
+        "{err:?}"
+    );
 
     let (dir, _) = hub.stop().await;
     let store = SqliteHubStore::open(&dir.path().join("hub.sqlite")).unwrap();
@@ -594,6 +602,167 @@ async fn catalogue_checks_large_snapshots_and_the_report() {
         vec![false; refused_digests.len()]
     );
     assert_eq!(store.has_chunks(&accepted_digests).unwrap(), [true; 3]);
+}
+
+/// The scratch files of snapshots being received, in every process directory under the
+/// hub's staging directory.
+fn staged_files(hub: &Hub) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(hub.dir.path().join("staging")) else {
+        return out;
+    };
+    for dir in dirs.flatten() {
+        for file in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if file.path().extension().is_some_and(|e| e == "sqlite") {
+                out.push(file.path());
+            }
+        }
+    }
+    out
+}
+
+/// Waits until no staging file is left (the checker thread ends shortly after its stream).
+async fn no_staging_left(hub: &Hub, what: &str) {
+    for _ in 0..100 {
+        if staged_files(hub).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: staging left behind: {:?}", staged_files(hub));
+}
+
+/// The hub checks a large snapshot chunk by chunk as it arrives and keeps it on disk, not in
+/// memory: rules across chunks still hold (a key repeated in a later chunk), every rule error
+/// of every chunk is reported in one answer, and nothing is left behind by a refusal, an
+/// acceptance, an abandoned transfer or a hub process that was stopped mid-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_snapshot_is_checked_and_staged_chunk_by_chunk() {
+    // Left by a hub process that is gone: removed when the hub starts.
+    let dir = tempfile::tempdir().unwrap();
+    let layout = pki(&dir);
+    let gone = dir.path().join("staging").join("4000000000");
+    std::fs::create_dir_all(&gone).unwrap();
+    std::fs::write(gone.join("7-0.sqlite"), b"half a snapshot").unwrap();
+    let hub = start_hub_in(dir, layout, None).await;
+    let channel = hub.channel("colombo").await;
+    assert!(
+        !gone.exists(),
+        "a dead process's staging is removed at start"
+    );
+    let mut client = HubServiceClient::new(channel.clone())
+        .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
+    let mut colombo = Node::new(&hub.layout, "colombo");
+    let chunked = |manifest| IndicatorSnapshot {
+        indicator: INDICATOR.into(),
+        observations: Vec::new(),
+        chunks: Some(manifest),
+    };
+
+    // Observation 250 (in the third chunk) repeats the key of observation 5 (the first).
+    let mut repeated = many(300);
+    repeated[250] = repeated[5].clone();
+    let (manifest, chunks) = encode_chunks(&repeated, 100);
+    let envelope = colombo.snapshot(chunked(manifest), false);
+    let err = submit_snapshot(&mut client, envelope, chunks)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(reason(&err), "DUPLICATE_KEY", "{err:?}");
+    assert!(
+        violations(&err)
+            .iter()
+            .any(|f| f.starts_with("indicator_snapshot.observations[250]")),
+        "{err:?}"
+    );
+    assert!(err.message().contains("same key as observation 5 "), "{err:?}");
+    no_staging_left(&hub, "a refused snapshot").await;
+
+    // Errors in the first and the last chunk: both in one answer.
+    let mut two_bad = many(300);
+    two_bad[3].unit_measure = "tonnes".into();
+    two_bad[299].ref_area = "ZZZ".into();
+    let (manifest, chunks) = encode_chunks(&two_bad, 100);
+    let envelope = colombo.snapshot(chunked(manifest), false);
+    let err = submit_snapshot(&mut client, envelope, chunks)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields = violations(&err);
+    for position in [3, 299] {
+        assert!(
+            fields
+                .iter()
+                .any(|f| f.starts_with(&format!("indicator_snapshot.observations[{position}]"))),
+            "observation {position}: {err:?}"
+        );
+    }
+    no_staging_left(&hub, "a snapshot with two bad chunks").await;
+
+    // Abandoned after its first chunk: the transfer's staging goes with it.
+    let all = many(300);
+    let (manifest, chunks) = encode_chunks(&all, 100);
+    let envelope = colombo.snapshot(chunked(manifest.clone()), false);
+    let (parts, receiver) = tokio::sync::mpsc::channel(4);
+    use v1::submit_snapshot_request::Part;
+    for part in [
+        Part::Envelope(envelope.clone()),
+        Part::Chunk(chunks[0].clone()),
+    ] {
+        parts
+            .send(v1::SubmitSnapshotRequest { part: Some(part) })
+            .await
+            .unwrap();
+    }
+    let mut abandoning = client.clone();
+    let call = tokio::spawn(async move {
+        abandoning
+            .submit_snapshot(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    // The hub has the first chunk staged while it waits for the second.
+    let mut staged = false;
+    for _ in 0..100 {
+        if !staged_files(&hub).is_empty() {
+            staged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        staged,
+        "the first chunk is staged while the second is awaited"
+    );
+    call.abort();
+    drop(parts);
+    no_staging_left(&hub, "an abandoned snapshot").await;
+
+    // The whole snapshot: accepted, stored from the staging, which then goes.
+    let digest = Digest::of(&envelope.payload);
+    let accepted = submit_snapshot(&mut client, envelope, chunks.clone())
+        .await
+        .unwrap();
+    assert!(!accepted.duplicate);
+    let mut served = Vec::new();
+    let mut stream = client
+        .get_snapshot_chunks(v1::GetSnapshotChunksRequest {
+            digest: digest.as_bytes().to_vec(),
+            first_chunk: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(c) = stream.message().await.unwrap() {
+        served.push(c.chunk);
+    }
+    assert_eq!(served, chunks, "the stored chunks are the ones sent");
+    no_staging_left(&hub, "an accepted snapshot").await;
+    hub.stop().await;
 }
 
 async fn latest_catalogue(hub: &Hub) -> (u64, u64) {
