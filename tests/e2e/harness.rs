@@ -1160,6 +1160,108 @@ pub fn observation(ref_area: &str, time_period: &str, value: f64) -> Observation
     }
 }
 
+/// `member`'s undated member states (members throughout every period).
+pub fn undated_states(c: &Cluster, member: &str) -> Vec<String> {
+    c.federation()
+        .members()
+        .find(|m| m.id == member)
+        .expect("member")
+        .states
+        .iter()
+        .filter(|s| s.since.is_none() && s.until.is_none())
+        .map(|s| s.iso3.clone())
+        .collect()
+}
+
+/// Every ISO 3166-1 alpha-3 code, for many distinct keys per area.
+pub fn every_alpha3() -> Vec<String> {
+    let letters: Vec<char> = ('A'..='Z').collect();
+    let mut codes = Vec::new();
+    for a in &letters {
+        for b in &letters {
+            for d in &letters {
+                let code: String = [*a, *b, *d].iter().collect();
+                if rcpfed_core::iso3166::is_alpha3(&code) {
+                    codes.push(code);
+                }
+            }
+        }
+    }
+    codes
+}
+
+/// Generated MIG_STOCK observations, synthetic and labelled so: distinct valid keys, years ×
+/// areas × origins × SEX × AGE in that order, each an APPEND in persons with status A.
+pub struct MigStock {
+    /// TIME_PERIODs, the outermost loop.
+    pub years: Vec<String>,
+    /// REF_AREAs.
+    pub areas: Vec<String>,
+    /// COUNTERPART_AREAs.
+    pub origins: Vec<String>,
+    /// The OBS_VALUE of the observation at each index.
+    pub value: fn(usize) -> f64,
+    /// The footnote of every observation.
+    pub footnote: String,
+    /// The source of every observation.
+    pub source: String,
+}
+
+impl MigStock {
+    /// Over `areas` in 2020 with ten origins, each valued by its index, no footnote.
+    pub fn new(areas: Vec<String>) -> Self {
+        let origins = [
+            "AFG", "BGD", "CHN", "DEU", "EGY", "FRA", "GHA", "IND", "JPN", "KEN",
+        ];
+        MigStock {
+            years: vec!["2020".into()],
+            areas,
+            origins: origins.iter().map(|o| o.to_string()).collect(),
+            value: |index| index as f64,
+            footnote: String::new(),
+            source: "SYNTHETIC e2e test data - not real".into(),
+        }
+    }
+
+    /// The first `n` observations; panics when there are fewer distinct keys.
+    pub fn take(&self, n: usize) -> Vec<Observation> {
+        let keys = self.years.iter().flat_map(|year| {
+            self.areas.iter().flat_map(move |area| {
+                self.origins.iter().flat_map(move |origin| {
+                    ["_T", "F", "M"].into_iter().flat_map(move |sex| {
+                        ["_T", "Y_LT15", "Y15T64", "Y_GE65"]
+                            .into_iter()
+                            .map(move |age| (year, area, origin, sex, age))
+                    })
+                })
+            })
+        });
+        let out: Vec<Observation> = keys
+            .take(n)
+            .enumerate()
+            .map(|(index, (year, area, origin, sex, age))| Observation {
+                action: ObservationAction::Append,
+                ref_area: area.clone(),
+                time_period: year.clone(),
+                dimensions: vec![
+                    ("AGE".into(), age.into()),
+                    ("COUNTERPART_AREA".into(), origin.clone()),
+                    ("SEX".into(), sex.into()),
+                ],
+                obs_value: Some((self.value)(index)),
+                obs_status: "A".into(),
+                unit_measure: "persons".into(),
+                unit_mult: 0,
+                conf_status: String::new(),
+                footnote: self.footnote.clone(),
+                source: self.source.clone(),
+            })
+            .collect();
+        assert_eq!(out.len(), n, "only {} distinct keys, {n} wanted", out.len());
+        out
+    }
+}
+
 /// The status in plain words with its reason and field violations.
 pub fn describe(status: &Status) -> String {
     format!(

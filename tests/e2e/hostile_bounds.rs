@@ -5,13 +5,14 @@
 //! Most tests act as colombo directly (`RawNode`: its TLS identity and signing key) next to a
 //! real node (midwa) whose mirror must keep up.
 
-use crate::harness::{Cluster, RawNode, assert_refused, connect, describe, run_rcpfed_async};
+use crate::harness::{
+    Cluster, MigStock, RawNode, assert_refused, connect, describe, run_rcpfed_async, undated_states,
+};
 use rcpfed_core::chunks::{MAX_CHUNK_BYTES, OBSERVATIONS_PER_CHUNK, encode_chunks};
 use rcpfed_core::envelope::{EnvelopeSignature, SignedEnvelope};
 use rcpfed_core::limits::{MAX_PAGE_BYTES, MAX_PAYLOAD_BYTES, MAX_SIGNATURES};
 use rcpfed_core::statement::{
-    Body, DocumentKind, Header, IndicatorSnapshot, LocalizedText, Observation, ObservationAction,
-    Statement,
+    Body, DocumentKind, Header, IndicatorSnapshot, LocalizedText, Observation, Statement,
 };
 use rcpfed_core::validate::MAX_NOTE_CHARS;
 use rcpfed_proto::v1;
@@ -435,53 +436,13 @@ async fn inputs_out_of_range_are_refused() {
 /// Observations of colombo's undated member states with the longest footnote and source the
 /// rules allow, `n` distinct keys (years 2019 and 2020).
 fn longest_observations(c: &Cluster, n: usize) -> Vec<Observation> {
-    let areas: Vec<String> = c
-        .federation()
-        .members()
-        .find(|m| m.id == "colombo")
-        .expect("colombo")
-        .states
-        .iter()
-        .filter(|s| s.since.is_none() && s.until.is_none())
-        .map(|s| s.iso3.clone())
-        .collect();
-    let origins = [
-        "AFG", "BGD", "CHN", "DEU", "EGY", "FRA", "GHA", "IND", "JPN", "KEN",
-    ];
-    let mut out = Vec::with_capacity(n);
-    for year in ["2019", "2020"] {
-        for area in &areas {
-            for origin in origins {
-                for sex in ["_T", "F", "M"] {
-                    for age in ["_T", "Y_LT15", "Y15T64", "Y_GE65"] {
-                        if out.len() == n {
-                            return out;
-                        }
-                        out.push(Observation {
-                            action: ObservationAction::Append,
-                            ref_area: area.clone(),
-                            time_period: year.into(),
-                            dimensions: vec![
-                                ("AGE".into(), age.into()),
-                                ("COUNTERPART_AREA".into(), origin.into()),
-                                ("SEX".into(), sex.into()),
-                            ],
-                            obs_value: Some(out.len() as f64),
-                            obs_status: "A".into(),
-                            unit_measure: "persons".into(),
-                            unit_mult: 0,
-                            conf_status: String::new(),
-                            footnote: "f".repeat(MAX_NOTE_CHARS),
-                            source: "SYNTHETIC e2e test data, not real. ".repeat(30)
-                                [..MAX_NOTE_CHARS]
-                                .to_string(),
-                        });
-                    }
-                }
-            }
-        }
+    MigStock {
+        years: vec!["2019".into(), "2020".into()],
+        footnote: "f".repeat(MAX_NOTE_CHARS),
+        source: "SYNTHETIC e2e test data, not real. ".repeat(30)[..MAX_NOTE_CHARS].to_string(),
+        ..MigStock::new(undated_states(c, "colombo"))
     }
-    panic!("only {} distinct keys, {n} wanted", out.len());
+    .take(n)
 }
 
 /// The largest acceptable snapshot chunk (cut as close to the 4 MiB chunk limit as the node's

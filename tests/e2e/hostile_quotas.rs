@@ -3,12 +3,12 @@
 //! limit and its `RESOURCE_EXHAUSTED` reason (with `RetryInfo`), and that the federation still
 //! works for everyone else.
 
-use crate::harness::{Cluster, RawNode, TIMEOUT, connect, describe, reason};
+use crate::harness::{
+    Cluster, MigStock, RawNode, TIMEOUT, connect, describe, reason, undated_states,
+};
 use rcpfed_core::chunks::encode_chunks;
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
-use rcpfed_core::statement::{
-    Body, DocumentKind, Header, IndicatorSnapshot, Observation, ObservationAction, Statement,
-};
+use rcpfed_core::statement::{Body, DocumentKind, Header, IndicatorSnapshot, Statement};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::submit_snapshot_request::Part;
 use std::sync::Arc;
@@ -429,54 +429,6 @@ async fn list_equivocations_pages_large_evidence_by_bytes() {
 
 // ----- finding 8: snapshot slots and a trickling publisher ---------------------------------
 
-/// `n` distinct valid MIG_STOCK observations of `member`'s undated member states.
-fn mig_stock(c: &Cluster, member: &str, n: usize) -> Vec<Observation> {
-    let areas: Vec<String> = c
-        .federation()
-        .members()
-        .find(|m| m.id == member)
-        .expect("member")
-        .states
-        .iter()
-        .filter(|s| s.since.is_none() && s.until.is_none())
-        .map(|s| s.iso3.clone())
-        .collect();
-    let origins = [
-        "AFG", "BGD", "CHN", "DEU", "EGY", "FRA", "GHA", "IND", "JPN", "KEN",
-    ];
-    let mut out = Vec::with_capacity(n);
-    'all: for area in &areas {
-        for origin in origins {
-            for sex in ["_T", "F", "M"] {
-                for age in ["_T", "Y_LT15", "Y15T64", "Y_GE65"] {
-                    if out.len() == n {
-                        break 'all;
-                    }
-                    out.push(Observation {
-                        action: ObservationAction::Append,
-                        ref_area: area.clone(),
-                        time_period: "2020".into(),
-                        dimensions: vec![
-                            ("AGE".into(), age.into()),
-                            ("COUNTERPART_AREA".into(), origin.into()),
-                            ("SEX".into(), sex.into()),
-                        ],
-                        obs_value: Some(out.len() as f64),
-                        obs_status: "A".into(),
-                        unit_measure: "persons".into(),
-                        unit_mult: 0,
-                        conf_status: String::new(),
-                        footnote: String::new(),
-                        source: "SYNTHETIC e2e test data - not real".into(),
-                    });
-                }
-            }
-        }
-    }
-    assert_eq!(out.len(), n, "not enough distinct keys");
-    out
-}
-
 /// A signed chunked MIG_STOCK snapshot of `raw`'s next seq in `chunks` chunks of 10
 /// observations, and the chunk bytes.
 fn chunked(
@@ -485,7 +437,7 @@ fn chunked(
     document: &str,
     chunks: usize,
 ) -> (v1::Envelope, Vec<Vec<u8>>) {
-    let observations = mig_stock(c, &raw.node_id, chunks * 10);
+    let observations = MigStock::new(undated_states(c, &raw.node_id)).take(chunks * 10);
     let (manifest, bytes) = encode_chunks(&observations, 10);
     let statement = Statement {
         header: Header {

@@ -7,8 +7,8 @@
 //! acknowledged observations survive a hub crash.
 
 use crate::harness::{
-    Cluster, FAST_COHERENCE, HUB_ID, RawNode, TIMEOUT, assert_refused, describe, field_violations,
-    observation, run_rcpfed_async,
+    Cluster, FAST_COHERENCE, HUB_ID, MigStock, RawNode, TIMEOUT, assert_refused, describe,
+    every_alpha3, field_violations, observation, run_rcpfed_async, undated_states,
 };
 use prost::Message as _;
 use rcpfed_core::Digest;
@@ -361,67 +361,15 @@ async fn export(
     (String::from_utf8(data).expect("UTF-8 export"), media_type)
 }
 
-/// Undated member states of `member` (members throughout every period).
-fn undated_states(c: &Cluster, member: &str) -> Vec<String> {
-    c.federation()
-        .members()
-        .find(|m| m.id == member)
-        .expect("member")
-        .states
-        .iter()
-        .filter(|s| s.since.is_none() && s.until.is_none())
-        .map(|s| s.iso3.clone())
-        .collect()
-}
-
 /// `n` distinct, valid MIG_STOCK observations (2020, persons) over `areas` × every ISO 3166-1
 /// origin × SEX × AGE.
 fn mig_stock(areas: &[String], n: usize) -> Vec<Observation> {
-    let letters: Vec<char> = ('A'..='Z').collect();
-    let mut origins = Vec::new();
-    for a in &letters {
-        for b in &letters {
-            for d in &letters {
-                let code: String = [*a, *b, *d].iter().collect();
-                if rcpfed_core::iso3166::is_alpha3(&code) {
-                    origins.push(code);
-                }
-            }
-        }
+    MigStock {
+        origins: every_alpha3(),
+        value: |index| f64::from(u32::try_from(index % 5000).unwrap_or(0)),
+        ..MigStock::new(areas.to_vec())
     }
-    let sexes = ["_T", "F", "M"];
-    let ages = ["_T", "Y_LT15", "Y15T64", "Y_GE65"];
-    let mut out = Vec::with_capacity(n);
-    'all: for area in areas {
-        for origin in &origins {
-            for sex in sexes {
-                for age in ages {
-                    if out.len() == n {
-                        break 'all;
-                    }
-                    out.push(Observation {
-                        action: ObservationAction::Append,
-                        ref_area: area.clone(),
-                        time_period: "2020".into(),
-                        dimensions: vec![
-                            ("AGE".into(), age.into()),
-                            ("COUNTERPART_AREA".into(), origin.clone()),
-                            ("SEX".into(), sex.into()),
-                        ],
-                        obs_value: Some(f64::from(u32::try_from(out.len() % 5000).unwrap_or(0))),
-                        obs_status: "A".into(),
-                        unit_measure: "persons".into(),
-                        unit_mult: 0,
-                        conf_status: String::new(),
-                        footnote: String::new(),
-                        source: "SYNTHETIC e2e test data - not real".into(),
-                    });
-                }
-            }
-        }
-    }
-    assert_eq!(out.len(), n, "not enough distinct keys");
-    out
+    .take(n)
 }
 
 /// Writes observations as the project's simple CSV format.

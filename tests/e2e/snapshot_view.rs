@@ -2,7 +2,7 @@
 //! for it, readers see it all or not at all (`feed_size` says how far the view is), a SIGKILL of
 //! the hub during the apply loses nothing, and another member's statement is not held up by it.
 
-use crate::harness::{Cluster, RawNode, TIMEOUT, describe};
+use crate::harness::{Cluster, MigStock, RawNode, TIMEOUT, describe, undated_states};
 use rcpfed_core::chunks::encode_chunks;
 use rcpfed_core::statement::{
     Body, DocumentKind, Header, IndicatorSnapshot, Observation, ObservationAction, Statement,
@@ -16,52 +16,11 @@ const PER_CHUNK: usize = 5_000;
 /// `n` distinct valid MIG_STOCK observations of `member`'s undated member states, one year each
 /// from 1950 on.
 fn mig_stock(c: &Cluster, member: &str, n: usize) -> Vec<Observation> {
-    let areas: Vec<String> = c
-        .federation()
-        .members()
-        .find(|m| m.id == member)
-        .expect("member")
-        .states
-        .iter()
-        .filter(|s| s.since.is_none() && s.until.is_none())
-        .map(|s| s.iso3.clone())
-        .collect();
-    let origins = [
-        "AFG", "BGD", "CHN", "DEU", "EGY", "FRA", "GHA", "IND", "JPN", "KEN",
-    ];
-    let mut out = Vec::with_capacity(n);
-    'all: for year in 1950..2025 {
-        for area in &areas {
-            for origin in origins {
-                for sex in ["_T", "F", "M"] {
-                    for age in ["_T", "Y_LT15", "Y15T64", "Y_GE65"] {
-                        if out.len() == n {
-                            break 'all;
-                        }
-                        out.push(Observation {
-                            action: ObservationAction::Append,
-                            ref_area: area.clone(),
-                            time_period: year.to_string(),
-                            dimensions: vec![
-                                ("AGE".into(), age.into()),
-                                ("COUNTERPART_AREA".into(), origin.into()),
-                                ("SEX".into(), sex.into()),
-                            ],
-                            obs_value: Some(out.len() as f64),
-                            obs_status: "A".into(),
-                            unit_measure: "persons".into(),
-                            unit_mult: 0,
-                            conf_status: String::new(),
-                            footnote: String::new(),
-                            source: "SYNTHETIC e2e test data - not real".into(),
-                        });
-                    }
-                }
-            }
-        }
+    MigStock {
+        years: (1950..2025).map(|year| year.to_string()).collect(),
+        ..MigStock::new(undated_states(c, member))
     }
-    assert_eq!(out.len(), n, "not enough distinct keys");
-    out
+    .take(n)
 }
 
 /// Sends `raw`'s next statement: a chunked MIG_STOCK snapshot of `n` observations; returns

@@ -88,41 +88,12 @@ pub async fn run(o: Options) -> Result<()> {
 
 async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     let pki = dir.join("fed");
-    // The real `rcpfed pki init`, so the hub runs on a threshold-signed registry as in
-    // production; the synthetic client nodes are labelled synthetic.
-    super::pki_init(
-        &o.rcpfed,
-        &pki,
-        FEDERATION,
-        o.clients,
-        &MIRROR_NODES[..o.mirrors],
-    )?;
-    let fed = Federation::from_toml(&std::fs::read_to_string(pki.join("federation.toml"))?)?;
-    let keys: Vec<SecretKey> = (0..o.clients)
-        .map(|i| {
-            Ok(SecretKey::from_file_text(&std::fs::read_to_string(
-                pki.join("members").join(member_id(i)).join("signing.key"),
-            )?)?)
-        })
-        .collect::<Result<_>>()?;
-    let chains = make_chains(&fed, &keys, &[], o.per_client, o.payload_bytes);
+    let (fed, chains) = synthetic_statements(o, &pki)?;
     let total = o.clients * o.per_client;
-    let payload_len = chains
-        .first()
-        .and_then(|c| c.first())
-        .map(|e| e.payload.len())
-        .unwrap_or(0);
     // Every thread of this process, the runtime's workers included; threads started later
     // inherit it.
     let pinned = pin_self(1, true);
-    println!(
-        "rcpfed-bench ingest: {} clients × {} statements, {} in flight per client, payload {payload_len} bytes (synthetic), {} mirror node(s), hub and bare server on core 0, load and mirrors on core 1: {pinned}; load average {}",
-        o.clients,
-        o.per_client,
-        o.inflight,
-        o.mirrors,
-        snap::loadavg()
-    );
+    print_setup(o, &chains, pinned);
 
     // (b) single-core verify_strict of the same statements, in this process.
     let verify_rate = verify_rate(&fed, &chains, total)?;
@@ -131,69 +102,10 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     let (bare_same, bare_hard) = bare_runs(o, dir, &pki, &chains).await?;
 
     // The real hub, durable before each receipt, with the mirrors following its feed.
-    let mut hub = snap::spawn(&o.rcpfed, 0, dir, "hub", &pki.join("hub.toml"), None).await?;
-    let hub_endpoint = hub.endpoint();
-    let mut mirrors = Vec::new();
-    for id in &MIRROR_NODES[..o.mirrors] {
-        mirrors.push(
-            snap::spawn(
-                &o.rcpfed,
-                1,
-                dir,
-                "node",
-                &pki.join(format!("{id}.toml")),
-                Some(&hub_endpoint),
-            )
-            .await?,
-        );
-    }
-    let feed = Feed::watch(&pki, &mirrors).await?;
-    // The mirrors first catch up with the hub's own entries (registry, catalogue).
-    let mut hub_rpc = HubServiceClient::new(snap::connect(&hub_endpoint, &pki).await?);
-    let before = hub_rpc
-        .get_checkpoint(v1::GetCheckpointRequest::default())
-        .await?
-        .into_inner()
-        .tree_size;
-    feed.wait_all(before, &mut hub, &mut mirrors).await?;
-    // Each client's interval between scheduled sends, when paced.
-    let pace = o
-        .rate
-        .map(|r| Duration::from_secs_f64(o.clients as f64 / r));
-    let hub_run = load(
-        &hub_endpoint,
-        &pki,
-        o.clients,
-        o.clients,
-        chains,
-        hub.pid(),
-        Sending {
-            window: o.inflight,
-            pace,
-        },
-    )
-    .await?;
-    let load_end = Instant::now();
-    let last = hub_run.receipts.iter().map(|r| r.0).max().unwrap_or(before);
-    if hub_run.receipts.len() != total {
-        bail!(
-            "{} of {total} receipts carried a log entry",
-            hub_run.receipts.len()
-        );
-    }
-    feed.wait_all(last, &mut hub, &mut mirrors).await?;
-    let caught_up = load_end.elapsed();
-    let samples = feed.stop().await?;
-    let ops = std::fs::read_to_string(dir.join("hub.addr.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["ops"].as_str().map(str::to_string))
-        .unwrap_or_default();
-    let commits = commit_metrics(&ops);
-    for m in &mut mirrors {
-        snap::stop(m).await;
-    }
-    snap::stop(&mut hub).await;
+    let mut hub = HubWithMirrors::start(o, dir, &pki).await?;
+    let before = hub.catch_up(&pki).await?;
+    let (hub_run, caught_up) = hub.timed_run(o, &pki, chains, total, before).await?;
+    let (samples, commits) = hub.stop(dir).await?;
     let (threads_pinned, threads) = threads_on(1);
 
     let feed_latency = feed_latency(&hub_run.receipts, &samples)?;
@@ -215,6 +127,157 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         bail!("{threads_pinned} of this process's {threads} threads are pinned to core 1");
     }
     Ok(())
+}
+
+/// The federation made by the real `rcpfed pki init` in `pki` (so the hub runs on a
+/// threshold-signed registry as in production; the client nodes are labelled synthetic), and
+/// each client's chain of signed synthetic statements.
+fn synthetic_statements(o: &Options, pki: &Path) -> Result<(Federation, Vec<Vec<v1::Envelope>>)> {
+    super::pki_init(
+        &o.rcpfed,
+        pki,
+        FEDERATION,
+        o.clients,
+        &MIRROR_NODES[..o.mirrors],
+    )?;
+    let fed = Federation::from_toml(&std::fs::read_to_string(pki.join("federation.toml"))?)?;
+    let keys: Vec<SecretKey> = (0..o.clients)
+        .map(|i| {
+            Ok(SecretKey::from_file_text(&std::fs::read_to_string(
+                pki.join("members").join(member_id(i)).join("signing.key"),
+            )?)?)
+        })
+        .collect::<Result<_>>()?;
+    let chains = make_chains(&fed, &keys, &[], o.per_client, o.payload_bytes);
+    Ok((fed, chains))
+}
+
+/// The run's first line: its shape, where it runs, and the load on the machine.
+fn print_setup(o: &Options, chains: &[Vec<v1::Envelope>], pinned: bool) {
+    let payload_len = chains
+        .first()
+        .and_then(|c| c.first())
+        .map(|e| e.payload.len())
+        .unwrap_or(0);
+    println!(
+        "rcpfed-bench ingest: {} clients × {} statements, {} in flight per client, payload {payload_len} bytes (synthetic), {} mirror node(s), hub and bare server on core 0, load and mirrors on core 1: {pinned}; load average {}",
+        o.clients,
+        o.per_client,
+        o.inflight,
+        o.mirrors,
+        snap::loadavg()
+    );
+}
+
+/// The real hub on core 0 and the first `--mirrors` nodes on core 1 following its feed, each
+/// mirror's feed cursor polled.
+struct HubWithMirrors {
+    hub: Proc,
+    endpoint: String,
+    mirrors: Vec<Proc>,
+    feed: Feed,
+}
+
+impl HubWithMirrors {
+    async fn start(o: &Options, dir: &Path, pki: &Path) -> Result<Self> {
+        let hub = snap::spawn(&o.rcpfed, 0, dir, "hub", &pki.join("hub.toml"), None).await?;
+        let endpoint = hub.endpoint();
+        let mut mirrors = Vec::new();
+        for id in &MIRROR_NODES[..o.mirrors] {
+            mirrors.push(
+                snap::spawn(
+                    &o.rcpfed,
+                    1,
+                    dir,
+                    "node",
+                    &pki.join(format!("{id}.toml")),
+                    Some(&endpoint),
+                )
+                .await?,
+            );
+        }
+        let feed = Feed::watch(pki, &mirrors).await?;
+        Ok(HubWithMirrors {
+            hub,
+            endpoint,
+            mirrors,
+            feed,
+        })
+    }
+
+    /// Waits until the mirrors have caught up with the hub's own entries (registry,
+    /// catalogue); returns the log size they reached.
+    async fn catch_up(&mut self, pki: &Path) -> Result<u64> {
+        let mut hub_rpc = HubServiceClient::new(snap::connect(&self.endpoint, pki).await?);
+        let before = hub_rpc
+            .get_checkpoint(v1::GetCheckpointRequest::default())
+            .await?
+            .into_inner()
+            .tree_size;
+        self.feed
+            .wait_all(before, &mut self.hub, &mut self.mirrors)
+            .await?;
+        Ok(before)
+    }
+
+    /// The timed load on the hub (paced with `--rate`), every statement with a log entry in
+    /// its receipt; then the time from the load's end until every mirror has applied the
+    /// last entry.
+    async fn timed_run(
+        &mut self,
+        o: &Options,
+        pki: &Path,
+        chains: Vec<Vec<v1::Envelope>>,
+        total: usize,
+        before: u64,
+    ) -> Result<(LoadRun, Duration)> {
+        // Each client's interval between scheduled sends, when paced.
+        let pace = o
+            .rate
+            .map(|r| Duration::from_secs_f64(o.clients as f64 / r));
+        let hub_run = load(
+            &self.endpoint,
+            pki,
+            o.clients,
+            o.clients,
+            chains,
+            self.hub.pid(),
+            Sending {
+                window: o.inflight,
+                pace,
+            },
+        )
+        .await?;
+        let load_end = Instant::now();
+        let last = hub_run.receipts.iter().map(|r| r.0).max().unwrap_or(before);
+        if hub_run.receipts.len() != total {
+            bail!(
+                "{} of {total} receipts carried a log entry",
+                hub_run.receipts.len()
+            );
+        }
+        self.feed
+            .wait_all(last, &mut self.hub, &mut self.mirrors)
+            .await?;
+        Ok((hub_run, load_end.elapsed()))
+    }
+
+    /// Stops the pollers, reads the hub's commit metrics from its ops port, and stops the
+    /// mirrors and the hub; returns each mirror's cursor samples and the metrics.
+    async fn stop(mut self, dir: &Path) -> Result<(Vec<CursorSamples>, String)> {
+        let samples = self.feed.stop().await?;
+        let ops = std::fs::read_to_string(dir.join("hub.addr.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["ops"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let commits = commit_metrics(&ops);
+        for m in &mut self.mirrors {
+            snap::stop(m).await;
+        }
+        snap::stop(&mut self.hub).await;
+        Ok((samples, commits))
+    }
 }
 
 /// The bare ack service over the same mTLS: the load at the hub's concurrency, then driven

@@ -512,6 +512,87 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
         witness_interval,
         open_store,
     } = settings;
+    let hub = HubAccess {
+        endpoints: &hub_endpoints,
+        tls: &tls,
+        crl_file: crl_file.as_ref(),
+        link: &hub_link,
+    };
+    let registry_source = RegistrySource {
+        trust: &trust,
+        federation_id: &federation_id,
+        initial: initial_registry.as_ref(),
+        cache: registry_cache,
+    };
+    let started = start_up(
+        ops_listener,
+        open_store,
+        &hub,
+        registry_source,
+        &node_id,
+        &signing_key,
+        &shutdown,
+    )
+    .await?;
+    let running = started.start_roles(
+        restore_marker,
+        node_id,
+        signing_key,
+        witness_interval,
+        &hub_link,
+        &shutdown,
+    );
+    let listening = node_server(
+        grpc_listener,
+        &tls,
+        crl_file.as_deref(),
+        stale_crl,
+        &running.ops,
+        &running.shared,
+    )
+    .listen(shutdown.clone())
+    .await?;
+    let addr = listening.addr();
+    tracing::info!(%addr, node = %running.node_id, hub = %hub_endpoints.join(", "), "node serving (mTLS)");
+    let public_http = running.spawn_public_http(http, crl_file, &shutdown)?;
+    running.serve(listening, public_http, shutdown).await
+}
+
+/// How the node reaches the hub: its endpoints, the TLS material and CRL the channel checks
+/// the hub with, and the link's timeouts.
+struct HubAccess<'a> {
+    endpoints: &'a [String],
+    tls: &'a TlsFiles,
+    crl_file: Option<&'a std::path::PathBuf>,
+    link: &'a HubLink,
+}
+
+/// What start-up has ready once its checks pass: the ops port, the store, the channel to the
+/// hub, and the registry, catalogue and witness in force.
+struct Started {
+    ops: rcpfed_grpc::server::OpsPort,
+    link_gauges: HubLinkGauges,
+    store: Arc<dyn NodeStorage>,
+    channel: rcpfed_grpc::failover::FailoverChannel,
+    node_registry: Arc<registry::NodeRegistry>,
+    shared: rcpfed_grpc::shared::SharedFederation,
+    /// The hub of the registry in force at start-up.
+    hub_id: String,
+    catalogue: catalogue::CatalogueInForce,
+    witness: Arc<witness::Witness>,
+}
+
+/// Starts the ops port, opens the store, connects to the hub, and checks the signing key and
+/// the mirrored catalogue against the registry in force before the witness starts.
+async fn start_up(
+    ops_listener: TcpListener,
+    open_store: Box<dyn FnOnce() -> Result<Arc<dyn NodeStorage>, rcpfed_store::StoreError> + Send>,
+    hub: &HubAccess<'_>,
+    registry_source: RegistrySource<'_>,
+    node_id: &str,
+    signing_key: &SecretKey,
+    shutdown: &CancellationToken,
+) -> Result<Started, NodeError> {
     let (ops, metrics) = rcpfed_grpc::server::OpsPort::start(
         ops_listener,
         SERVING_WITH_THE_SERVER,
@@ -520,129 +601,162 @@ pub async fn run(settings: NodeSettings, shutdown: CancellationToken) -> Result<
     )
     .await?;
     let store = open_node_store(open_store).await?;
-    let (channel, node_registry) = connect_to_hub(
-        &hub_endpoints,
-        &tls,
-        crl_file.as_ref(),
-        RegistrySource {
-            trust: &trust,
-            federation_id: &federation_id,
-            initial: initial_registry.as_ref(),
-            cache: registry_cache,
-        },
-        &hub_link,
-        &shutdown,
-    )
-    .await?;
+    let (channel, node_registry) = connect_to_hub(hub, registry_source, shutdown).await?;
     let shared = node_registry.shared();
     let federation = shared.get();
-    check_signing_key(&federation, &node_id, &signing_key)?;
-    let catalogue_in_force = load_catalogue(&store, &federation).await?;
+    check_signing_key(&federation, node_id, signing_key)?;
+    let catalogue = load_catalogue(&store, &federation).await?;
     let witness = start_witness(
         &federation,
-        &node_id,
-        &signing_key,
+        node_id,
+        signing_key,
         &store,
         &ops,
         metrics.proof_failures,
-        &hub_link,
+        hub.link,
     )
     .await?;
-    let state = Arc::new(NodeState::default());
-    let wakeup = Arc::new(tokio::sync::Notify::new());
-    let own_chain = Arc::new(own_chain::OwnChainGate::new(restore_marker));
-    let publisher = publish::Publisher::new(
-        shared.clone(),
-        catalogue_in_force.clone(),
-        node_id.clone(),
-        signing_key,
-        Arc::clone(&store),
-        Arc::clone(&wakeup),
-    )
-    .with_own_chain_gate(Arc::clone(&own_chain));
-    let tasks = BackgroundTasks::spawn(
-        Roles {
-            node_id: &node_id,
-            shared: &shared,
-            store: &store,
-            state: &state,
-            witness: &witness,
-            health: &ops.health,
-        },
-        metrics.link_gauges,
-        Mirroring {
-            own_chain,
-            registry: node_registry,
-            catalogue: catalogue_in_force,
-        },
-        wakeup,
-        channel,
-        &hub_link,
-        witness_interval,
-        &shutdown,
-    );
-    let listening = node_server(
-        grpc_listener,
-        &tls,
-        crl_file.as_deref(),
-        stale_crl,
-        &ops,
-        &shared,
-    )
-    .listen(shutdown.clone())
-    .await?;
-    let addr = listening.addr();
-    tracing::info!(%addr, node = %node_id, hub = %hub_endpoints.join(", "), "node serving (mTLS)");
-    let public_http = spawn_public_http(
-        http,
-        crl_file,
-        &store,
-        &node_id,
-        &shared,
-        &federation.hub_id,
-        &shutdown,
-    )?;
-    let services = NodeServices::new(
-        shared,
-        &federation.hub_id,
-        witness,
+    Ok(Started {
+        ops,
+        link_gauges: metrics.link_gauges,
         store,
-        node_id,
-        publisher,
-        state,
-    );
-    serve_until_stopped(listening, services, shutdown, tasks, ops, public_http).await
+        channel,
+        node_registry,
+        shared,
+        hub_id: federation.hub_id.clone(),
+        catalogue,
+        witness,
+    })
 }
 
-/// Serves the node's services until the server stops, then stops everything else.
-async fn serve_until_stopped(
-    listening: rcpfed_grpc::server::Listening,
-    services: NodeServices,
-    shutdown: CancellationToken,
-    tasks: BackgroundTasks,
-    ops: rcpfed_grpc::server::OpsPort,
-    public_http: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-) -> Result<(), NodeError> {
-    let served = listening
-        .serve(
-            |routes| services.add_to(routes),
-            shutting_down(ops.health.clone()),
+impl Started {
+    /// Starts the node's roles: the signing publisher (closed while a restore is pending), and
+    /// the outbox, mirror, witness and hub-link tasks.
+    fn start_roles(
+        self,
+        restore_marker: Option<std::path::PathBuf>,
+        node_id: String,
+        signing_key: SecretKey,
+        witness_interval: std::time::Duration,
+        hub_link: &HubLink,
+        shutdown: &CancellationToken,
+    ) -> Running {
+        let state = Arc::new(NodeState::default());
+        let wakeup = Arc::new(tokio::sync::Notify::new());
+        let own_chain = Arc::new(own_chain::OwnChainGate::new(restore_marker));
+        let publisher = publish::Publisher::new(
+            self.shared.clone(),
+            self.catalogue.clone(),
+            node_id.clone(),
+            signing_key,
+            Arc::clone(&self.store),
+            Arc::clone(&wakeup),
         )
-        .await;
-    shutdown.cancel();
-    stop_the_rest(tasks, ops, public_http).await;
-    served?;
-    Ok(())
+        .with_own_chain_gate(Arc::clone(&own_chain));
+        let tasks = BackgroundTasks::spawn(
+            Roles {
+                node_id: &node_id,
+                shared: &self.shared,
+                store: &self.store,
+                state: &state,
+                witness: &self.witness,
+                health: &self.ops.health,
+            },
+            self.link_gauges,
+            Mirroring {
+                own_chain,
+                registry: self.node_registry,
+                catalogue: self.catalogue,
+            },
+            wakeup,
+            self.channel,
+            hub_link,
+            witness_interval,
+            shutdown,
+        );
+        Running {
+            ops: self.ops,
+            store: self.store,
+            shared: self.shared,
+            hub_id: self.hub_id,
+            witness: self.witness,
+            node_id,
+            state,
+            publisher,
+            tasks,
+        }
+    }
+}
+
+/// The node with its roles started, before its gRPC services serve.
+struct Running {
+    ops: rcpfed_grpc::server::OpsPort,
+    store: Arc<dyn NodeStorage>,
+    shared: rcpfed_grpc::shared::SharedFederation,
+    hub_id: String,
+    witness: Arc<witness::Witness>,
+    node_id: String,
+    state: Arc<NodeState>,
+    publisher: publish::Publisher,
+    tasks: BackgroundTasks,
+}
+
+impl Running {
+    /// The node's public HTTP listener, if configured (SDMX REST and the dashboard over the
+    /// mirror), serving in a task of its own until `shutdown`.
+    fn spawn_public_http(
+        &self,
+        http: Option<rcpfed_grpc::public_http::HttpSettings>,
+        crl_file: Option<std::path::PathBuf>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, NodeError> {
+        let Some(http) = http else {
+            return Ok(None);
+        };
+        Ok(Some(http.spawn(
+            crl_file,
+            self.shared.clone(),
+            public_routes(&self.store, &self.node_id, &self.shared, &self.hub_id),
+            "/sdmx/ (SDMX REST 1.5.0) and the dashboard at /dashboard/ (JSON under /dashboard/api/)",
+            shutdown.clone(),
+        )?))
+    }
+
+    /// Serves the node's services on `listening` until the server stops, then stops everything
+    /// else: the background tasks, the ops port and the public port.
+    async fn serve(
+        self,
+        listening: rcpfed_grpc::server::Listening,
+        public_http: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), NodeError> {
+        let services = NodeServices::new(
+            self.shared,
+            &self.hub_id,
+            self.witness,
+            self.store,
+            self.node_id,
+            self.publisher,
+            self.state,
+        );
+        let served = listening
+            .serve(
+                |routes| services.add_to(routes),
+                shutting_down(self.ops.health.clone()),
+            )
+            .await;
+        shutdown.cancel();
+        stop_the_rest(self.tasks, self.ops, public_http).await;
+        served?;
+        Ok(())
+    }
 }
 
 /// The channel to the hub and the registry in force at start-up, which the channel then checks
 /// the hub's identity against.
 async fn connect_to_hub(
-    hub_endpoints: &[String],
-    tls: &TlsFiles,
-    crl_file: Option<&std::path::PathBuf>,
+    hub: &HubAccess<'_>,
     registry_source: RegistrySource<'_>,
-    hub_link: &HubLink,
     shutdown: &CancellationToken,
 ) -> Result<
     (
@@ -652,16 +766,16 @@ async fn connect_to_hub(
     NodeError,
 > {
     let (channel, registry_in_force) = hub_channel(
-        hub_endpoints,
-        tls,
-        crl_file,
+        hub.endpoints,
+        hub.tls,
+        hub.crl_file,
         registry_source.federation_id,
-        hub_link,
+        hub.link,
     )?;
     let node_registry = establish_registry(
         registry_source,
         &channel,
-        hub_link,
+        hub.link,
         shutdown,
         &registry_in_force,
     )
@@ -685,29 +799,6 @@ async fn open_node_store(
         );
     }
     Ok(store)
-}
-
-/// The node's public HTTP listener, if configured (SDMX REST and the dashboard over the
-/// mirror), serving in a task of its own until `shutdown`.
-fn spawn_public_http(
-    http: Option<rcpfed_grpc::public_http::HttpSettings>,
-    crl_file: Option<std::path::PathBuf>,
-    store: &Arc<dyn NodeStorage>,
-    node_id: &str,
-    shared: &rcpfed_grpc::shared::SharedFederation,
-    hub_id: &str,
-    shutdown: &CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, NodeError> {
-    let Some(http) = http else {
-        return Ok(None);
-    };
-    Ok(Some(http.spawn(
-        crl_file,
-        shared.clone(),
-        public_routes(store, node_id, shared, hub_id),
-        "/sdmx/ (SDMX REST 1.5.0) and the dashboard at /dashboard/ (JSON under /dashboard/api/)",
-        shutdown.clone(),
-    )?))
 }
 
 /// The node's witness of the hub's log, its health reported (NOT_SERVING for good once it has

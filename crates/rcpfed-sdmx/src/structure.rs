@@ -14,7 +14,7 @@
 //! All are maintained by the catalogue's agency and carry its content version (the provider
 //! scheme: `1.0`, as SDMX requires).
 
-use crate::layout::{DEFAULT_VERSION, sdmx_id};
+use crate::layout::{ATTRIBUTES, DEFAULT_VERSION, sdmx_id};
 use crate::xml::{self, NS_COMMON, NS_MESSAGE, NS_STRUCTURE, attr};
 use rcpfed_core::members::{Federation, Role};
 use rcpfed_proto::v1;
@@ -40,21 +40,15 @@ const FIXED_CONCEPTS: [(&str, &str); 6] = [
     ("SOURCE_DETAIL", "Source details"),
 ];
 
-/// The observation attributes, in data-message order, and how each is represented: a
-/// catalogue concept with a codelist, or a text format.
-const ATTRIBUTES: [(&str, AttributeFormat); 6] = [
-    ("OBS_STATUS", AttributeFormat::Coded),
-    ("CONF_STATUS", AttributeFormat::Coded),
-    ("UNIT_MEASURE", AttributeFormat::Text("String")),
-    ("UNIT_MULT", AttributeFormat::Text("Integer")),
-    ("COMMENT_OBS", AttributeFormat::Text("String")),
-    ("SOURCE_DETAIL", AttributeFormat::Text("String")),
-];
-
-#[derive(Clone, Copy)]
-enum AttributeFormat {
-    Coded,
-    Text(&'static str),
+/// The text format of an observation attribute ([`ATTRIBUTES`]) whose concept has no codelist
+/// in the catalogue (OBS_STATUS and CONF_STATUS normally have one): UNIT_MULT is a power of
+/// ten, the others are free text.
+fn attribute_text_type(id: &str) -> &'static str {
+    if id == "UNIT_MULT" {
+        "Integer"
+    } else {
+        "String"
+    }
 }
 
 /// The structure resources this API serves.
@@ -575,17 +569,13 @@ impl Structures {
         self.concept_identity("TIME_PERIOD", out);
         out.push_str("<structure:LocalRepresentation><structure:TextFormat textType=\"ObservationalTimePeriod\"/></structure:LocalRepresentation></structure:TimeDimension></structure:DimensionList>");
         out.push_str("<structure:AttributeList id=\"AttributeDescriptor\">");
-        for (id, format) in ATTRIBUTES {
+        for (id, _) in ATTRIBUTES {
             out.push_str("<structure:Attribute");
             attr("id", id, out);
             attr("assignmentStatus", "Conditional", out);
             out.push('>');
             self.concept_identity(id, out);
-            let text = match format {
-                AttributeFormat::Coded => "String",
-                AttributeFormat::Text(t) => t,
-            };
-            self.representation(id, text, out);
+            self.representation(id, attribute_text_type(id), out);
             out.push_str("<structure:AttributeRelationship><structure:PrimaryMeasure><Ref id=\"OBS_VALUE\"/></structure:PrimaryMeasure></structure:AttributeRelationship></structure:Attribute>");
         }
         out.push_str("</structure:AttributeList><structure:MeasureList id=\"MeasureDescriptor\"><structure:PrimaryMeasure id=\"OBS_VALUE\">");

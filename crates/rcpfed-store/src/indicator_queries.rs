@@ -1,21 +1,22 @@
 //! The indicator view's read queries and row mapping, once for the SQLite stores (hub and
 //! node) and the PostgreSQL hub store: each function runs on a connection or transaction the
 //! backend opened (the backend decides the snapshot), through [`Sql`]. So is the policy part of
-//! the apply step ([`apply_policy`]). The observation query's filter SQL stays with each
-//! backend (arrays on PostgreSQL, JSON lists on SQLite); so does how the apply step writes
-//! observation rows (`indicators_sql::ViewWriter`).
+//! the apply step ([`apply_policy`]), and the observation query's text ([`observation_query`]:
+//! only its list terms differ, arrays on PostgreSQL and JSON lists on SQLite; each backend
+//! binds its arguments). How the apply step writes observation rows stays with each backend
+//! (`indicators_sql::ViewWriter`).
 
 use crate::StoreError;
 use crate::db::{bound, int, key, limit};
 use crate::hub_sql;
 use crate::indicators::{
-    ConflictRows, CoverageData, HubDocument, ObservationProvenance, ObservationRow,
-    PolicyCoverageData, RevisionRows, dimension_key,
+    ConflictRows, CoverageData, HubDocument, ObservationCursor, ObservationFilter,
+    ObservationProvenance, ObservationRow, PolicyCoverageData, RevisionRows, dimension_key,
 };
 use crate::indicators_sql::{
     ConflictCollector, Entry, Log, action_from_code, observation_columns, parse_dims,
 };
-use crate::sql::{Query, Sql, SqlRow, query};
+use crate::sql::{Dialect, Query, Sql, SqlRow, query};
 use rcpfed_core::Digest;
 use rcpfed_core::statement::Observation;
 use std::collections::{BTreeMap, BTreeSet};
@@ -189,6 +190,176 @@ pub(crate) fn observation_from_row(row: &dyn SqlRow) -> Result<ObservationRow, S
         },
         superseded_at_ms: row.opt_i64(19)?,
     })
+}
+
+/// An argument of the observation query, which each backend binds in its own type: a list is
+/// one argument (a JSON array on SQLite, an array on PostgreSQL), so any length shares a
+/// statement.
+pub(crate) enum FilterArg {
+    Text(String),
+    Integer(i64),
+    List(Vec<String>),
+}
+
+/// The observation query's terms that test a column against a list, per engine; each `?` is
+/// the list's one argument.
+struct ListTerms {
+    areas: &'static str,
+    dimensions: &'static str,
+    nodes: &'static str,
+}
+
+const SQLITE_LISTS: ListTerms = ListTerms {
+    // A set of ranges of `observations_area`, merged by a sort.
+    areas: " AND ref_area IN (SELECT value FROM json_each(?))",
+    // Each listed pair must be one of the `;`-separated pairs of the canonical key.
+    dimensions: " AND NOT EXISTS (SELECT 1 FROM json_each(?) j
+                  WHERE instr(';' || dims || ';', ';' || j.value || ';') = 0)",
+    // "+": not through the index of the versions in force, which would sort a node's whole
+    // series for every page; a node filter is rarely selective, so the scan of the indicator
+    // in paging order fills a page quickly.
+    nodes: " AND +node_id IN (SELECT value FROM json_each(?))",
+};
+
+const POSTGRES_LISTS: ListTerms = ListTerms {
+    areas: " AND ref_area = ANY(?)",
+    dimensions: " AND NOT EXISTS (SELECT 1 FROM unnest(?::text[]) AS j(pair)
+                  WHERE strpos(';' || dims || ';', ';' || j.pair || ';') = 0)",
+    nodes: " AND node_id = ANY(?)",
+};
+
+/// An observation query as it is assembled: its text and its arguments, numbered in order.
+struct FilterQuery {
+    dialect: Dialect,
+    sql: String,
+    args: Vec<FilterArg>,
+}
+
+impl FilterQuery {
+    /// Adds `arg`; its placeholder.
+    fn arg(&mut self, arg: FilterArg) -> String {
+        self.args.push(arg);
+        self.dialect.placeholder(self.args.len())
+    }
+
+    /// Appends `text`, its one `?` standing for `arg`.
+    fn term(&mut self, text: &str, arg: FilterArg) {
+        let placeholder = self.arg(arg);
+        self.sql.push_str(&text.replace('?', &placeholder));
+    }
+}
+
+/// The SQL and arguments of an observation query (see [`ObservationFilter`] for the rules),
+/// the same on both engines but for the list terms. Built per combination of filters (each
+/// variant a cached statement) rather than with "(? IS NULL OR ...)" terms, which stop SQLite
+/// from using the indexes.
+pub(crate) fn observation_query(
+    dialect: Dialect,
+    filter: &ObservationFilter,
+    after: Option<ObservationCursor>,
+    max: usize,
+) -> (String, Vec<FilterArg>) {
+    let lists = match dialect {
+        Dialect::Sqlite => &SQLITE_LISTS,
+        Dialect::Postgres => &POSTGRES_LISTS,
+    };
+    let mut q = FilterQuery {
+        dialect,
+        sql: String::from(concat!(
+            "SELECT ",
+            observation_columns!(),
+            " FROM observations"
+        )),
+        args: Vec::new(),
+    };
+    q.term(
+        " WHERE indicator = ?",
+        FilterArg::Text(filter.indicator.clone()),
+    );
+    match filter.ref_areas.as_slice() {
+        [] => {}
+        // One area (the common case) reads `observations_area` in paging order: a page costs
+        // about a page of rows.
+        [area] => q.term(" AND ref_area = ?", FilterArg::Text(area.clone())),
+        areas => q.term(lists.areas, FilterArg::List(areas.to_vec())),
+    }
+    period_terms(&mut q, filter);
+    if !filter.dimensions.is_empty() {
+        let pairs = filter
+            .dimensions
+            .iter()
+            .map(|(id, value)| format!("{id}={value}"))
+            .collect();
+        q.term(lists.dimensions, FilterArg::List(pairs));
+    }
+    if !filter.node_ids.is_empty() {
+        q.term(lists.nodes, FilterArg::List(filter.node_ids.clone()));
+    }
+    version_terms(&mut q, filter);
+    if let Some((feed_index, position)) = after {
+        let feed_index = q.arg(FilterArg::Integer(bound(feed_index)));
+        let position = q.arg(FilterArg::Integer(bound(position)));
+        q.sql.push_str(&format!(
+            " AND (feed_index, position) > ({feed_index}, {position})"
+        ));
+    }
+    q.term(
+        " ORDER BY feed_index, position LIMIT ?",
+        FilterArg::Integer(limit(max)),
+    );
+    (q.sql, q.args)
+}
+
+/// The filter's date bounds. Every TIME_PERIOD starts with the 4-digit year of its first day,
+/// and its last day falls in the same year. So the date bounds imply bounds on TIME_PERIOD as
+/// text, which are stated too: they change no answer, and let a query by area and period read
+/// the area's periods through an index on TIME_PERIOD when the planner finds that cheaper.
+fn period_terms(q: &mut FilterQuery, filter: &ObservationFilter) {
+    let year = |date: &str| {
+        date.get(..4)
+            .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_string)
+    };
+    if let Some(start) = &filter.start_date {
+        q.term(" AND period_start >= ?", FilterArg::Text(start.clone()));
+        if let Some(first_year) = year(start) {
+            q.term(" AND time_period >= ?", FilterArg::Text(first_year));
+        }
+    }
+    if let Some(end) = &filter.end_date {
+        q.term(" AND period_end <= ?", FilterArg::Text(end.clone()));
+        if let Some(last_year) = year(end) {
+            // ':' sorts after every character that follows the year ('-', digits).
+            q.term(
+                " AND time_period < ?",
+                FilterArg::Text(format!("{last_year}:")),
+            );
+        }
+    }
+}
+
+/// Which versions the filter reads: accepted in its window, and unless it asks for the
+/// history, only those in force (at `as_of_ms` if set), tombstones left out unless it asks
+/// for what changed.
+fn version_terms(q: &mut FilterQuery, filter: &ObservationFilter) {
+    if let Some(updated_after) = filter.updated_after_ms {
+        q.term(" AND accepted_at_ms > ?", FilterArg::Integer(updated_after));
+    }
+    if let Some(as_of) = filter.as_of_ms {
+        q.term(" AND accepted_at_ms <= ?", FilterArg::Integer(as_of));
+    }
+    if !filter.include_history {
+        match filter.as_of_ms {
+            Some(as_of) => q.term(
+                " AND (superseded_at_ms IS NULL OR superseded_at_ms > ?)",
+                FilterArg::Integer(as_of),
+            ),
+            None => q.sql.push_str(" AND superseded_at_ms IS NULL"),
+        }
+        if filter.updated_after_ms.is_none() {
+            q.sql.push_str(" AND action != 3");
+        }
+    }
 }
 
 /// Highest feed index applied to the view: every entry up to it is, none after it. The node

@@ -8,7 +8,7 @@
 
 use crate::StoreError;
 use crate::db;
-use crate::indicator_queries;
+use crate::indicator_queries::{self, FilterArg};
 use crate::indicators::{
     CATALOGUE_KIND, CoherenceRows, ConflictRows, ObservationCursor, ObservationFilter,
     ObservationRow, RevisionRows,
@@ -965,108 +965,22 @@ pub(crate) fn query_observations(
     collect_rows(conn, &sql, &args)
 }
 
-/// The SQL and arguments of a query. Built per combination of filters (each variant cached)
-/// rather than with "(? IS NULL OR ...)" terms, which stop SQLite from using the indexes;
-/// lists travel as one JSON argument so any length shares a statement.
+/// The SQL and arguments of an observation query on SQLite
+/// ([`indicator_queries::observation_query`]); a list travels as one JSON argument.
 pub(crate) fn observation_query(
     filter: &ObservationFilter,
     after: Option<ObservationCursor>,
     limit: usize,
 ) -> (String, Vec<Value>) {
-    let mut sql = String::from(concat!(
-        "SELECT ",
-        observation_columns!(),
-        " FROM observations WHERE indicator = ?"
-    ));
-    let mut args = vec![Value::Text(filter.indicator.clone())];
-    match filter.ref_areas.as_slice() {
-        [] => {}
-        // One area (the common case) reads `observations_area` in paging order: a page costs
-        // about a page of rows. A list is a set of ranges of it, merged by a sort.
-        [area] => {
-            sql.push_str(" AND ref_area = ?");
-            args.push(Value::Text(area.clone()));
-        }
-        areas => {
-            sql.push_str(" AND ref_area IN (SELECT value FROM json_each(?))");
-            args.push(Value::Text(json_array(areas.iter().map(String::as_str))));
-        }
-    }
-    // Every TIME_PERIOD starts with the 4-digit year of its first day, and its last day falls
-    // in the same year. So the date bounds imply bounds on TIME_PERIOD as text, which are
-    // stated too: they change no answer, and let a query by area and period read the area's
-    // periods through `observations_key` when the planner finds that cheaper.
-    let year = |date: &str| {
-        date.get(..4)
-            .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
-            .map(str::to_string)
-    };
-    if let Some(start) = &filter.start_date {
-        sql.push_str(" AND period_start >= ?");
-        args.push(Value::Text(start.clone()));
-        if let Some(first_year) = year(start) {
-            sql.push_str(" AND time_period >= ?");
-            args.push(Value::Text(first_year));
-        }
-    }
-    if let Some(end) = &filter.end_date {
-        sql.push_str(" AND period_end <= ?");
-        args.push(Value::Text(end.clone()));
-        if let Some(last_year) = year(end) {
-            // ':' sorts after every character that follows the year ('-', digits).
-            sql.push_str(" AND time_period < ?");
-            args.push(Value::Text(format!("{last_year}:")));
-        }
-    }
-    if !filter.dimensions.is_empty() {
-        // Each listed pair must be one of the `;`-separated pairs of the canonical key.
-        sql.push_str(
-            " AND NOT EXISTS (SELECT 1 FROM json_each(?) j
-                  WHERE instr(';' || dims || ';', ';' || j.value || ';') = 0)",
-        );
-        let pairs: Vec<String> = filter
-            .dimensions
-            .iter()
-            .map(|(id, value)| format!("{id}={value}"))
-            .collect();
-        args.push(Value::Text(json_array(pairs.iter().map(String::as_str))));
-    }
-    if !filter.node_ids.is_empty() {
-        // "+": not through the index of the versions in force, which would sort a node's
-        // whole series for every page; a node filter is rarely selective, so the scan of the
-        // indicator in paging order fills a page quickly.
-        sql.push_str(" AND +node_id IN (SELECT value FROM json_each(?))");
-        args.push(Value::Text(json_array(
-            filter.node_ids.iter().map(String::as_str),
-        )));
-    }
-    if let Some(updated_after) = filter.updated_after_ms {
-        sql.push_str(" AND accepted_at_ms > ?");
-        args.push(Value::Integer(updated_after));
-    }
-    if let Some(as_of) = filter.as_of_ms {
-        sql.push_str(" AND accepted_at_ms <= ?");
-        args.push(Value::Integer(as_of));
-    }
-    if !filter.include_history {
-        match filter.as_of_ms {
-            Some(as_of) => {
-                sql.push_str(" AND (superseded_at_ms IS NULL OR superseded_at_ms > ?)");
-                args.push(Value::Integer(as_of));
-            }
-            None => sql.push_str(" AND superseded_at_ms IS NULL"),
-        }
-        if filter.updated_after_ms.is_none() {
-            sql.push_str(" AND action != 3");
-        }
-    }
-    if let Some((feed_index, position)) = after {
-        sql.push_str(" AND (feed_index, position) > (?, ?)");
-        args.push(Value::Integer(db::bound(feed_index)));
-        args.push(Value::Integer(db::bound(position)));
-    }
-    sql.push_str(" ORDER BY feed_index, position LIMIT ?");
-    args.push(Value::Integer(db::limit(limit)));
+    let (sql, args) = indicator_queries::observation_query(Dialect::Sqlite, filter, after, limit);
+    let args = args
+        .into_iter()
+        .map(|arg| match arg {
+            FilterArg::Text(text) => Value::Text(text),
+            FilterArg::Integer(n) => Value::Integer(n),
+            FilterArg::List(items) => Value::Text(json_array(items.iter().map(String::as_str))),
+        })
+        .collect();
     (sql, args)
 }
 

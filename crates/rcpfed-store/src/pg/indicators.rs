@@ -6,8 +6,7 @@
 use super::Tx;
 use super::hub::PgHubStore;
 use crate::StoreError;
-use crate::db::{bound, limit};
-use crate::indicator_queries::{self as shared, observation_from_row};
+use crate::indicator_queries::{self as shared, FilterArg, observation_from_row};
 use crate::indicators::{
     CoherenceRows, ConflictRows, CoverageData, HubDocument, IndicatorStore, ObservationCursor,
     ObservationFilter, ObservationRow, PolicyCoverageData, RevisionRows,
@@ -15,8 +14,9 @@ use crate::indicators::{
 pub(crate) use crate::indicators_sql::Entry;
 use crate::indicators_sql::{
     APPLY_BATCH, BatchRow, InForceRow, Log, ViewWriter, action_code, apply_to_view, in_force,
-    key_rule_before, observation_columns,
+    key_rule_before,
 };
+use crate::sql::Dialect;
 use postgres::types::ToSql;
 use rcpfed_core::Digest;
 use rcpfed_core::admission::actions::{self, ActionScope, ObservationKey};
@@ -213,144 +213,24 @@ fn collect_rows(
 /// A query argument of any of the types the filters use.
 type Arg = Box<dyn ToSql + Sync + Send>;
 
-/// The SQL and arguments of a query, built per combination of filters like the SQLite one;
-/// lists travel as one array argument.
+/// The SQL and arguments of an observation query on PostgreSQL
+/// ([`shared::observation_query`]); a list travels as one array argument.
 fn observation_query(
     filter: &ObservationFilter,
     after: Option<ObservationCursor>,
     max: usize,
 ) -> (String, Vec<Arg>) {
-    let mut sql = String::from(concat!(
-        "SELECT ",
-        observation_columns!(),
-        " FROM observations WHERE indicator = $1"
-    ));
-    let mut args: Vec<Arg> = vec![Box::new(filter.indicator.clone())];
-    let term = |sql: &mut String, args: &mut Vec<Arg>, text: &str, arg: Arg| {
-        args.push(arg);
-        sql.push_str(&text.replace('?', &format!("${}", args.len())));
-    };
-    match filter.ref_areas.as_slice() {
-        [] => {}
-        [area] => term(
-            &mut sql,
-            &mut args,
-            " AND ref_area = ?",
-            Box::new(area.clone()),
-        ),
-        areas => term(
-            &mut sql,
-            &mut args,
-            " AND ref_area = ANY(?)",
-            Box::new(areas.to_vec()),
-        ),
-    }
-    // The year bounds on TIME_PERIOD change no answer and let an index on it be used (see
-    // the SQLite query).
-    let year = |date: &str| {
-        date.get(..4)
-            .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
-            .map(str::to_string)
-    };
-    if let Some(start) = &filter.start_date {
-        term(
-            &mut sql,
-            &mut args,
-            " AND period_start >= ?",
-            Box::new(start.clone()),
-        );
-        if let Some(first_year) = year(start) {
-            term(
-                &mut sql,
-                &mut args,
-                " AND time_period >= ?",
-                Box::new(first_year),
-            );
-        }
-    }
-    if let Some(end) = &filter.end_date {
-        term(
-            &mut sql,
-            &mut args,
-            " AND period_end <= ?",
-            Box::new(end.clone()),
-        );
-        if let Some(last_year) = year(end) {
-            term(
-                &mut sql,
-                &mut args,
-                " AND time_period < ?",
-                Box::new(format!("{last_year}:")),
-            );
-        }
-    }
-    if !filter.dimensions.is_empty() {
-        let pairs: Vec<String> = filter
-            .dimensions
-            .iter()
-            .map(|(id, value)| format!("{id}={value}"))
-            .collect();
-        term(
-            &mut sql,
-            &mut args,
-            " AND NOT EXISTS (SELECT 1 FROM unnest(?::text[]) AS j(pair)
-                  WHERE strpos(';' || dims || ';', ';' || j.pair || ';') = 0)",
-            Box::new(pairs),
-        );
-    }
-    if !filter.node_ids.is_empty() {
-        term(
-            &mut sql,
-            &mut args,
-            " AND node_id = ANY(?)",
-            Box::new(filter.node_ids.clone()),
-        );
-    }
-    if let Some(updated_after) = filter.updated_after_ms {
-        term(
-            &mut sql,
-            &mut args,
-            " AND accepted_at_ms > ?",
-            Box::new(updated_after),
-        );
-    }
-    if let Some(as_of) = filter.as_of_ms {
-        term(
-            &mut sql,
-            &mut args,
-            " AND accepted_at_ms <= ?",
-            Box::new(as_of),
-        );
-    }
-    if !filter.include_history {
-        match filter.as_of_ms {
-            Some(as_of) => term(
-                &mut sql,
-                &mut args,
-                " AND (superseded_at_ms IS NULL OR superseded_at_ms > ?)",
-                Box::new(as_of),
-            ),
-            None => sql.push_str(" AND superseded_at_ms IS NULL"),
-        }
-        if filter.updated_after_ms.is_none() {
-            sql.push_str(" AND action != 3");
-        }
-    }
-    if let Some((feed_index, position)) = after {
-        args.push(Box::new(bound(feed_index)));
-        args.push(Box::new(bound(position)));
-        sql.push_str(&format!(
-            " AND (feed_index, position) > (${}, ${})",
-            args.len() - 1,
-            args.len()
-        ));
-    }
-    term(
-        &mut sql,
-        &mut args,
-        " ORDER BY feed_index, position LIMIT ?",
-        Box::new(limit(max)),
-    );
+    let (sql, args) = shared::observation_query(Dialect::Postgres, filter, after, max);
+    let args = args
+        .into_iter()
+        .map(|arg| -> Arg {
+            match arg {
+                FilterArg::Text(text) => Box::new(text),
+                FilterArg::Integer(n) => Box::new(n),
+                FilterArg::List(items) => Box::new(items),
+            }
+        })
+        .collect();
     (sql, args)
 }
 
