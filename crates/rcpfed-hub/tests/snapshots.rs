@@ -680,7 +680,10 @@ async fn a_large_snapshot_is_checked_and_staged_chunk_by_chunk() {
             .any(|f| f.starts_with("indicator_snapshot.observations[250]")),
         "{err:?}"
     );
-    assert!(err.message().contains("same key as observation 5 "), "{err:?}");
+    assert!(
+        err.message().contains("same key as observation 5 "),
+        "{err:?}"
+    );
     no_staging_left(&hub, "a refused snapshot").await;
 
     // Errors in the first and the last chunk: both in one answer.
