@@ -27,7 +27,7 @@
 //! lags the log, and a later snapshot of the same node and indicator is deferred the same
 //! way, until the view applier has passed the earlier one.
 
-use crate::staged::{StagedChunks, StagedSnapshot};
+use crate::staged::{ActionsChecked, StagedChunks, StagedSnapshot};
 use rcpfed_core::Digest;
 use rcpfed_core::admission::actions;
 use rcpfed_core::checkpoint::{Checkpoint, sign_checkpoint};
@@ -88,6 +88,14 @@ impl SnapshotPayload {
             SnapshotObservations::Staged(staged) => {
                 staged.check_actions(store, node_id, &self.indicator, MAX_ACTION_VIOLATIONS)
             }
+        }
+    }
+
+    /// The action check made while a chunked snapshot arrived.
+    fn actions_checked(&self) -> Option<&crate::staged::ActionsChecked> {
+        match &self.observations {
+            SnapshotObservations::Staged(staged) => staged.actions_checked(),
+            SnapshotObservations::Inline(_) => None,
         }
     }
 }
@@ -576,6 +584,13 @@ struct Sequencer {
     awaiting_view: HashMap<(String, String), u64>,
     /// How far the view is applied, as the view applier reports it.
     view_applied: watch::Receiver<u64>,
+    /// (node, indicator) of snapshots accepted since this sequencer started, and of those
+    /// stored but not in the view when it started, with the feed index of the latest: an
+    /// action check made before against the view applied through `i` stands if nothing of
+    /// its node and indicator here is after `i` (and `i` is at least `view_at_start`).
+    latest_snapshot: HashMap<(String, String), u64>,
+    /// How far the view was applied when this sequencer started.
+    view_at_start: u64,
     /// Taken by [`Ingest::start`] onto its own thread.
     view_applier: Option<ViewApplier>,
     /// Bumped whenever a batch fails and the state is reloaded from the store.
@@ -622,6 +637,7 @@ impl Sequencer {
         let (feed_tx, feed_head) = watch::channel(last_index);
         let applied_through = store.applied_feed_size()?;
         let awaiting_view = unapplied_snapshots(store.as_ref(), applied_through, last_index)?;
+        let latest_snapshot = awaiting_view.clone();
         let (applied_tx, view_applied) = watch::channel(applied_through);
         let (wake_tx, wake) = std::sync::mpsc::channel();
         let view_applier = ViewApplier {
@@ -656,6 +672,8 @@ impl Sequencer {
             pending: VecDeque::new(),
             awaiting_view,
             view_applied,
+            latest_snapshot,
+            view_at_start: applied_through,
             view_applier: Some(view_applier),
             generation: 0,
             committer: Some(committer),
@@ -975,6 +993,8 @@ impl Sequencer {
                     let key = (st.node_id.clone(), s.indicator.clone());
                     self.in_flight_snapshots.insert(key.clone());
                     self.awaiting_view.insert(key.clone(), self.last_index);
+                    // Kept when a batch fails too: a later index only makes it stricter.
+                    self.latest_snapshot.insert(key.clone(), self.last_index);
                     d.in_flight.snapshots.push(key);
                 }
                 if let Some(staged) = job.statement.staged() {
@@ -993,6 +1013,19 @@ impl Sequencer {
                 next = self.unpark(&node);
             }
         }
+    }
+
+    /// Whether an action check made before against the view applied through
+    /// `checked.view_at` still holds: no snapshot of `node` and `indicator` accepted after that
+    /// index (only those change what it checked against), as far as this sequencer knows.
+    fn check_stands(&self, node: &str, indicator: &str, checked: &ActionsChecked) -> bool {
+        let key = (node.to_string(), indicator.to_string());
+        checked.view_at >= self.view_at_start
+            && !self.in_flight_snapshots.contains(&key)
+            && self
+                .latest_snapshot
+                .get(&key)
+                .is_none_or(|latest| *latest <= checked.view_at)
     }
 
     /// The seq of `node`'s head, including the batches in flight (0 before its first).
@@ -1215,7 +1248,13 @@ impl Sequencer {
             );
         }
         if let Some(snapshot) = &st.snapshot {
-            match snapshot.check_actions(self.store.as_ref(), &st.node_id) {
+            let checked = match snapshot.actions_checked() {
+                Some(checked) if self.check_stands(&st.node_id, &snapshot.indicator, checked) => {
+                    Ok(checked.violations.clone())
+                }
+                _ => snapshot.check_actions(self.store.as_ref(), &st.node_id),
+            };
+            match checked {
                 Ok(violations) => {
                     if let Some(refusal) = actions::refusal(violations, MAX_ACTION_VIOLATIONS) {
                         return Decision::Refuse(refusal);
@@ -1498,6 +1537,79 @@ mod tests {
             Err(IngestError::Rejected(r)) => r.reason,
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    /// The action check `SubmitSnapshot` made while the chunks arrived decides, unless a
+    /// snapshot of the same node and indicator was accepted after the view it read: then the
+    /// sequencer checks again. (The recorded checks below disagree with the store on purpose,
+    /// to show which one decided.)
+    #[test]
+    fn an_action_check_made_on_arrival_stands_until_the_view_moves_for_its_node() {
+        let mut f = fixture();
+        let chunked = |f: &mut Fixture, area: &str, view_at: u64| {
+            let (seq, prev) = match f.built.get("colombo") {
+                Some((seq, digest)) => (seq + 1, Some(*digest)),
+                None => (1, None),
+            };
+            let said = rcpfed_core::rejection::Violation::new(
+                "indicator_snapshot.observations[0]",
+                reasons::OBSERVATION_EXISTS,
+                "recorded on arrival",
+            );
+            let st = crate::testkit::snapshot_checked(
+                &f.key,
+                "colombo",
+                seq,
+                prev,
+                "MIGRANT_STOCK",
+                vec![obs(ObservationAction::Append, area, Some(1.0))],
+                Some(1),
+                Some(ActionsChecked {
+                    view_at,
+                    violations: vec![said],
+                }),
+            );
+            (st, seq, prev)
+        };
+        // Checked against the view as it is: the recorded refusal stands, though the store
+        // would accept (nothing of colombo is in force).
+        let view_at = f.store.applied_feed_size().expect("cursor");
+        let (fresh, _, _) = chunked(&mut f, "BGD", view_at);
+        let (mut replies, _) = f.batch(vec![fresh]);
+        match answered(&mut replies[0]) {
+            Err(IngestError::Rejected(r)) => {
+                assert_eq!(r.reason, reasons::OBSERVATION_EXISTS);
+                assert!(r.message.contains("recorded on arrival"), "{r:?}");
+            }
+            other => panic!("expected the recorded refusal, got {other:?}"),
+        }
+        // A snapshot of colombo's MIGRANT_STOCK is accepted after that view.
+        let inline = f.snapshot(
+            "colombo",
+            "MIGRANT_STOCK",
+            vec![obs(ObservationAction::Append, "LKA", Some(2.0))],
+        );
+        let (mut replies, _) = f.batch(vec![inline]);
+        assert!(matches!(
+            answered(&mut replies[0]),
+            Ok(IngestOutcome::Accepted { .. })
+        ));
+        f.sequencer.catch_up_view();
+        // A check recorded against the older view no longer stands: the sequencer checks the
+        // staged chunks itself, and NPL is new.
+        let (stale, seq, _) = chunked(&mut f, "NPL", view_at);
+        let digest = stale.digest;
+        let (mut replies, _) = f.batch(vec![stale]);
+        assert!(
+            matches!(
+                answered(&mut replies[0]),
+                Ok(IngestOutcome::Accepted { .. })
+            ),
+            "checked again against the view"
+        );
+        f.built.insert("colombo".into(), (seq, digest));
+        f.sequencer.catch_up_view();
+        assert_eq!(f.values("colombo"), [Some(2.0), Some(1.0)]);
     }
 
     #[test]

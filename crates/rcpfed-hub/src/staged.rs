@@ -4,13 +4,16 @@
 //! file ([`SnapshotStaging`]), whose key index also finds keys repeated across chunks. The
 //! hub holds at most a few chunks of a snapshot in memory, whatever its size.
 //!
-//! The sequencer's action check and the commit read the staged chunks back one at a time
-//! ([`StagedSnapshot::check_actions`], [`StagedChunks`]); the scratch file goes when the last
+//! The action check is made chunk by chunk too, against the view as it stands
+//! ([`ActionsChecked`]), so the sequencer, which every member's statements go through, need
+//! not read a large snapshot again unless the view it was checked against has changed for that
+//! node and indicator ([`StagedSnapshot::check_actions`]). The commit reads the staged chunks
+//! back one at a time ([`StagedChunks`]); the scratch file goes when the last
 //! holder drops it (refused, abandoned or committed), and leftovers of a killed hub go when
 //! it starts.
 
 use rcpfed_core::Digest;
-use rcpfed_core::admission::actions;
+use rcpfed_core::admission::actions::{self, MAX_ACTION_VIOLATIONS};
 use rcpfed_core::admission::{AdmissionContext, chunked_observation_rows};
 use rcpfed_core::catalogue::SignedCatalogue;
 use rcpfed_core::chunks::decode_chunk;
@@ -28,6 +31,20 @@ pub struct StagedSnapshot {
     staging: Mutex<SnapshotStaging>,
     /// The id of each chunk in the staging file, in manifest order.
     ids: Vec<i64>,
+    /// The action check made while the chunks arrived, if it was made.
+    actions: Option<ActionsChecked>,
+}
+
+/// The action check of a snapshot made against the view as it was applied through feed index
+/// `view_at`: it stands as long as no snapshot of the same node and indicator after `view_at`
+/// has been accepted (only those change what that node has in force for that indicator), so
+/// the sequencer need not read the snapshot again.
+#[derive(Debug, Clone)]
+pub struct ActionsChecked {
+    /// How far the view was applied when the check started.
+    pub view_at: u64,
+    /// What it found (at most the limit), named by position in the whole snapshot.
+    pub violations: Vec<Violation>,
 }
 
 impl std::fmt::Debug for StagedSnapshot {
@@ -50,6 +67,11 @@ impl StagedSnapshot {
         };
         let staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
         Ok((entry.sha256, staging.chunk(*id)?))
+    }
+
+    /// The action check made while the chunks arrived, if it was made.
+    pub fn actions_checked(&self) -> Option<&ActionsChecked> {
+        self.actions.as_ref()
     }
 
     /// How many chunks are staged.
@@ -138,6 +160,8 @@ impl ChunkSource for StagedChunks<'_> {
 
 /// What a snapshot's chunks are checked against, fixed when the first chunk is read.
 pub(crate) struct ReceiveContext {
+    /// The view the action check reads.
+    pub(crate) store: Arc<dyn crate::HubBackend>,
     pub(crate) federation: Arc<Federation>,
     pub(crate) catalogue: Arc<SignedCatalogue>,
     pub(crate) member_id: String,
@@ -188,6 +212,10 @@ pub(crate) fn check_and_stage(
     let mut rows = chunked_observation_rows(&cx.indicator, &member);
     let mut ids = Vec::with_capacity(cx.manifest.chunks.len());
     let mut seen = 0usize;
+    // The action check, chunk by chunk while the observations are in memory, against the view
+    // as applied from here on (see ActionsChecked for when the sequencer may rely on it).
+    let view_at = cx.store.applied_feed_size()?;
+    let mut violations = Vec::new();
     for index in 0..cx.manifest.chunks.len() {
         let Some(bytes) = chunks.blocking_recv() else {
             return Ok(None);
@@ -204,11 +232,26 @@ pub(crate) fn check_and_stage(
         for (k, (o, repeat_of)) in observations.iter().zip(&repeats).enumerate() {
             rows.check(seen + k, o, repeat_of.map(|p| p as usize));
         }
-        seen += observations.len();
-        // A refused snapshot is never stored: its bytes need not be kept.
+        // A refused snapshot is never stored: its bytes need not be kept, nor its actions
+        // checked (every key is distinct once the rows pass).
         if !rows.has_errors() {
             ids.push(staging.put_chunk(&bytes)?);
+            let room = MAX_ACTION_VIOLATIONS.saturating_sub(violations.len());
+            if room > 0 {
+                let found = cx.store.check_observation_actions(
+                    &cx.member_id,
+                    &cx.indicator,
+                    &observations,
+                    room,
+                )?;
+                for v in found {
+                    violations.push(actions::at_offset(v, seen).ok_or_else(|| {
+                        StoreError::Corrupt("the action check named no observation".into())
+                    })?);
+                }
+            }
         }
+        seen += observations.len();
     }
     let findings = rows.finish();
     Ok(Some(Received {
@@ -216,17 +259,22 @@ pub(crate) fn check_and_stage(
             manifest: cx.manifest,
             staging: Mutex::new(staging),
             ids,
+            actions: Some(ActionsChecked {
+                view_at,
+                violations,
+            }),
         },
         findings,
     }))
 }
 
 /// Stages already-encoded chunks of `manifest` at once (unit tests: what [`check_and_stage`]
-/// leaves for an acceptable snapshot).
+/// leaves for an acceptable snapshot, with the action check `actions` if given).
 #[cfg(test)]
 pub(crate) fn stage_for_test(
     manifest: ChunkManifest,
     bytes: &[Vec<u8>],
+    actions: Option<ActionsChecked>,
 ) -> Result<StagedSnapshot, StoreError> {
     let mut staging =
         SnapshotStaging::create_in(&std::env::temp_dir().join("rcpfed-hub-test-staging"))?;
@@ -238,5 +286,6 @@ pub(crate) fn stage_for_test(
         manifest: Arc::new(manifest),
         staging: Mutex::new(staging),
         ids,
+        actions,
     })
 }

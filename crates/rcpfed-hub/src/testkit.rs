@@ -54,10 +54,34 @@ pub fn snapshot_cut(
     observations: Vec<Observation>,
     per_chunk: Option<usize>,
 ) -> VerifiedStatement {
+    snapshot_checked(
+        key,
+        node,
+        seq,
+        prev,
+        indicator,
+        observations,
+        per_chunk,
+        None,
+    )
+}
+
+/// [`snapshot_cut`] with the action check a `SubmitSnapshot` made while the chunks arrived.
+#[allow(clippy::too_many_arguments)]
+pub fn snapshot_checked(
+    key: &SecretKey,
+    node: &str,
+    seq: u64,
+    prev: Option<Digest>,
+    indicator: &str,
+    observations: Vec<Observation>,
+    per_chunk: Option<usize>,
+    actions: Option<crate::staged::ActionsChecked>,
+) -> VerifiedStatement {
     let (manifest, staged) = match per_chunk {
         Some(per_chunk) => {
             let (manifest, bytes) = rcpfed_core::chunks::encode_chunks(&observations, per_chunk);
-            let staged = crate::staged::stage_for_test(manifest.clone(), &bytes)
+            let staged = crate::staged::stage_for_test(manifest.clone(), &bytes, actions)
                 .expect("staging the test chunks");
             (Some(manifest), Some(Arc::new(staged)))
         }

@@ -467,20 +467,29 @@ async fn catalogue_checks_large_snapshots_and_the_report() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
-    // Observations are in the view, with provenance.
-    let page = indicators
-        .query_observations(v1::QueryObservationsRequest {
-            query: Some(v1::ObservationQuery {
-                indicator: INDICATOR.into(),
-                ..Default::default()
-            }),
-            page_size: 1000,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(page.observations.len(), 250);
+    // Observations are in the view once the view applier has applied it (in the background,
+    // after the receipt), with provenance.
+    let mut in_view = 0;
+    for _ in 0..100 {
+        let page = indicators
+            .query_observations(v1::QueryObservationsRequest {
+                query: Some(v1::ObservationQuery {
+                    indicator: INDICATOR.into(),
+                    ..Default::default()
+                }),
+                page_size: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        in_view = page.observations.len();
+        if in_view > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(in_view, 250, "all of the snapshot or none of it");
 
     // Revisions: APPEND of a key in force is refused; REPLACE is accepted.
     let exists = colombo.snapshot(

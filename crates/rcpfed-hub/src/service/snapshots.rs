@@ -90,6 +90,7 @@ impl Hub {
             .min(tokio::time::Instant::now() + self.quotas.snapshot_transfer_limit(total_bytes));
         let indicator = snapshot.indicator;
         let cx = ReceiveContext {
+            store: Arc::clone(&self.store),
             federation: Arc::clone(&federation),
             catalogue: Arc::clone(&catalogue),
             member_id: member_id.clone(),
