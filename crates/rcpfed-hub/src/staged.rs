@@ -20,7 +20,7 @@ use rcpfed_core::chunks::decode_chunk;
 use rcpfed_core::members::Federation;
 use rcpfed_core::rejection::{Rejection, Violation};
 use rcpfed_core::statement::{ChunkManifest, Observation};
-use rcpfed_core::validate::{Findings, key_bytes};
+use rcpfed_core::validate::Findings;
 use rcpfed_store::{ChunkSource, IndicatorStore, SnapshotStaging, StoreError};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -111,15 +111,22 @@ impl StagedSnapshot {
                 break;
             }
             let observations = self.observations(position)?;
-            for v in store.check_observation_actions(node_id, indicator, &observations, room)? {
-                found.push(actions::at_offset(v, offset).ok_or_else(|| {
-                    StoreError::Corrupt("the action check named no observation".into())
-                })?);
-            }
+            let part = store.check_observation_actions(node_id, indicator, &observations, room)?;
+            found.extend(named_for_snapshot(part, offset, &[])?);
             offset += observations.len();
         }
         Ok(found)
     }
+}
+
+/// What the store's action check found in a part of a snapshot, named for the whole snapshot.
+fn named_for_snapshot(
+    found: Vec<Violation>,
+    offset: usize,
+    repeats: &[Option<u64>],
+) -> Result<Vec<Violation>, StoreError> {
+    actions::in_whole_snapshot(found, offset, repeats)
+        .ok_or_else(|| StoreError::Corrupt("the action check named no observation".into()))
 }
 
 /// The chunks of several staged snapshots, one at a time, for the commit that stores them.
@@ -222,16 +229,7 @@ pub(crate) fn check_and_stage(
         };
         let observations =
             decode_chunk(&cx.manifest, index, &bytes).map_err(|r| ReceiveError::Chunk(index, r))?;
-        let keys: Vec<(Vec<u8>, u64)> = observations
-            .iter()
-            .enumerate()
-            .map(|(k, o)| (key_bytes(o, rows.key_defaults()), (seen + k) as u64))
-            .collect();
-        let repeats = staging.first_positions(&keys)?;
-        drop(keys);
-        for (k, (o, repeat_of)) in observations.iter().zip(&repeats).enumerate() {
-            rows.check(seen + k, o, repeat_of.map(|p| p as usize));
-        }
+        let repeats = staging.check_rows(&mut rows, seen, &observations)?;
         // A refused snapshot is never stored: its bytes need not be kept, nor its actions
         // checked (every key is distinct once the rows pass).
         if !rows.has_errors() {
@@ -244,11 +242,7 @@ pub(crate) fn check_and_stage(
                     &observations,
                     room,
                 )?;
-                for v in found {
-                    violations.push(actions::at_offset(v, seen).ok_or_else(|| {
-                        StoreError::Corrupt("the action check named no observation".into())
-                    })?);
-                }
+                violations.extend(named_for_snapshot(found, seen, &repeats)?);
             }
         }
         seen += observations.len();

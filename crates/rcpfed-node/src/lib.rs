@@ -11,7 +11,6 @@ pub mod own_chain;
 pub mod publish;
 pub mod registry;
 mod service;
-mod snapshot_stream;
 pub mod witness;
 
 use rcpfed_core::keys::SecretKey;

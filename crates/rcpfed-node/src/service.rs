@@ -1,8 +1,8 @@
 //! `rcpfed.v1.NodeService`.
 
 use crate::NodeState;
+use crate::publish::stream::{BATCHES_IN_FLIGHT, StreamMessage, check_and_stage};
 use crate::publish::{Draft, PublishError, Published, Publisher, StreamedDraft};
-use crate::snapshot_stream::{BATCHES_IN_FLIGHT, StreamMessage, check_and_stage};
 use rcpfed_core::members::Role;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::statement::{Body, IndicatorSnapshot, Observation, PolicySummary};
@@ -298,7 +298,7 @@ impl NodeService for Node {
             .stream_context(header.indicator)
             .map_err(publish_status)?;
         // The observations are checked and cut on a thread of their own as they arrive
-        // (crate::snapshot_stream); this loop only reads the stream and converts them.
+        // (crate::publish::stream); this loop only reads the stream and converts them.
         let (batches, received) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
         let checker = tokio::task::spawn_blocking(move || check_and_stage(cx, received));
         let read = read_batches(&mut stream, &batches).await;

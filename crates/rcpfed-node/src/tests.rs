@@ -1038,7 +1038,7 @@ async fn publish_streaming(
     draft: Draft,
     batch: usize,
 ) -> Result<Published, PublishError> {
-    use crate::snapshot_stream::{BATCHES_IN_FLIGHT, StreamMessage, check_and_stage};
+    use crate::publish::stream::{BATCHES_IN_FLIGHT, StreamMessage, check_and_stage};
     let Body::Indicators(snapshot) = draft.body else {
         panic!("not a snapshot")
     };
@@ -1197,7 +1197,7 @@ async fn long_rows_halve_every_chunk_as_when_the_snapshot_is_cut_whole() {
 
 #[tokio::test]
 async fn an_abandoned_stream_leaves_nothing_and_a_small_one_is_signed_inline() {
-    use crate::snapshot_stream::{StreamMessage, check_and_stage};
+    use crate::publish::stream::{StreamMessage, check_and_stage};
     let f = fixture(true);
     let cx = f.publisher.stream_context("MIG_STOCK".into()).unwrap();
     let (batches, received) = tokio::sync::mpsc::channel(1);

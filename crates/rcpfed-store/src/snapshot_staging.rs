@@ -11,6 +11,8 @@
 //! [`crate::HubStore::append_streamed`]).
 
 use crate::StoreError;
+use rcpfed_core::statement::Observation;
+use rcpfed_core::validate::{ObservationRows, key_bytes};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -201,6 +203,28 @@ impl SnapshotStaging {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Checks the next `observations` of a snapshot (positions `offset`…) with `rows`, the
+    /// duplicate-key rule across everything recorded so far decided through this file's key
+    /// index; returns, for each, the position of the earlier observation with its key.
+    pub fn check_rows(
+        &mut self,
+        rows: &mut ObservationRows<'_>,
+        offset: usize,
+        observations: &[Observation],
+    ) -> Result<Vec<Option<u64>>, StoreError> {
+        let keys: Vec<(Vec<u8>, u64)> = observations
+            .iter()
+            .enumerate()
+            .map(|(k, o)| (key_bytes(o, rows.key_defaults()), (offset + k) as u64))
+            .collect();
+        let repeats = self.first_positions(&keys)?;
+        drop(keys);
+        for (k, (o, repeat_of)) in observations.iter().zip(&repeats).enumerate() {
+            rows.check(offset + k, o, repeat_of.map(|p| p as usize));
+        }
+        Ok(repeats)
     }
 
     /// Stages a chunk's bytes; returns its id.

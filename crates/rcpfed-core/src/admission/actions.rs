@@ -194,15 +194,29 @@ pub fn observation_position(field: &str) -> Option<usize> {
         .ok()
 }
 
-/// A violation found by checking a part of a snapshot that starts at observation `offset`,
-/// named for the whole snapshot; None if it names no observation.
-pub fn at_offset(v: Violation, offset: usize) -> Option<Violation> {
-    let k = observation_position(&v.field)?;
-    Some(Violation::new(
-        format!("indicator_snapshot.observations[{}]", offset + k),
-        v.reason,
-        v.description,
-    ))
+/// The violations [`check`] found in a part of a snapshot that starts at observation `offset`,
+/// named for the whole snapshot. Those of an observation that repeats an earlier key
+/// (`repeats[k]` set, for the part's observation `k`) are left out: that observation is
+/// refused as DUPLICATE_KEY, and its second touch is no action error. None if a violation
+/// names no observation.
+pub fn in_whole_snapshot(
+    found: Vec<Violation>,
+    offset: usize,
+    repeats: &[Option<u64>],
+) -> Option<Vec<Violation>> {
+    let mut out = Vec::with_capacity(found.len());
+    for v in found {
+        let k = observation_position(&v.field)?;
+        if repeats.get(k).is_some_and(Option::is_some) {
+            continue;
+        }
+        out.push(Violation::new(
+            format!("indicator_snapshot.observations[{}]", offset + k),
+            v.reason,
+            v.description,
+        ));
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -191,12 +191,17 @@ pub fn fill_key_defaults(catalogue: &Catalogue, snapshot: &mut IndicatorSnapshot
     let Some(indicator) = catalogue.indicator(&snapshot.indicator) else {
         return;
     };
-    let defaults = indicator.key_defaults();
+    fill_defaults_of_rows(&indicator.key_defaults(), &mut snapshot.observations);
+}
+
+/// [`fill_key_defaults`] for rows of a snapshot that arrives in pieces, with the indicator's
+/// `defaults` looked up once.
+pub fn fill_defaults_of_rows(defaults: &[(String, String)], observations: &mut [Observation]) {
     if defaults.is_empty() {
         return;
     }
-    for o in &mut snapshot.observations {
-        obskey::fill_defaults(&defaults, &mut o.dimensions);
+    for o in observations {
+        obskey::fill_defaults(defaults, &mut o.dimensions);
     }
 }
 

@@ -13,19 +13,18 @@
 //! A stream that ends with a refusal, is abandoned or whose node stops leaves nothing: the
 //! scratch file goes with the stream, and a node removes leftovers when it starts.
 
+use super::PublishError;
 use crate::NodeStorage;
-use crate::publish::PublishError;
-use rcpfed_core::admission::AdmissionContext;
 use rcpfed_core::admission::actions::{self, MAX_ACTION_VIOLATIONS};
+use rcpfed_core::admission::{AdmissionContext, chunked_observation_rows, fill_defaults_of_rows};
 use rcpfed_core::catalogue::SignedCatalogue;
 use rcpfed_core::chunks::{
     MAX_CHUNK_BYTES, MAX_CHUNKS, OBSERVATIONS_PER_CHUNK, append_to_chunk, decode_chunk,
 };
 use rcpfed_core::members::Federation;
-use rcpfed_core::obskey;
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
 use rcpfed_core::statement::{ChunkManifest, ChunkRef, Observation};
-use rcpfed_core::validate::{Findings, ObservationRows, key_bytes};
+use rcpfed_core::validate::Findings;
 use rcpfed_core::{Digest, clock};
 use rcpfed_store::{SnapshotStaging, StoreError};
 use std::sync::Arc;
@@ -126,7 +125,7 @@ pub(crate) fn check_and_stage(
     let catalogue = &cx.catalogue.catalogue;
     let member = AdmissionContext::new(&cx.federation, &cx.node_id, clock::now_utc(), None)?
         .with_catalogue(Some(catalogue));
-    let mut rows = ObservationRows::new(&cx.indicator, member.validation(), Some(catalogue));
+    let mut rows = chunked_observation_rows(&cx.indicator, &member);
     // The defaults the signed statement names (filled in before anything is checked, as for
     // PublishDocument).
     let fill: Vec<(String, String)> = catalogue
@@ -145,21 +144,8 @@ pub(crate) fn check_and_stage(
             None => return Ok(None),
         };
         let mut batch = batch;
-        if !fill.is_empty() {
-            for o in &mut batch {
-                obskey::fill_defaults(&fill, &mut o.dimensions);
-            }
-        }
-        let keys: Vec<(Vec<u8>, u64)> = batch
-            .iter()
-            .enumerate()
-            .map(|(k, o)| (key_bytes(o, rows.key_defaults()), (seen + k) as u64))
-            .collect();
-        let repeats = cutter.staging.first_positions(&keys)?;
-        drop(keys);
-        for (k, (o, repeat_of)) in batch.iter().zip(&repeats).enumerate() {
-            rows.check(seen + k, o, repeat_of.map(|p| p as usize));
-        }
+        fill_defaults_of_rows(&fill, &mut batch);
+        let repeats = cutter.staging.check_rows(&mut rows, seen, &batch)?;
         actions.check(&cx, seen, &batch, &repeats)?;
         seen += batch.len();
         // A refused snapshot is not signed: cutting it would be wasted work.
@@ -211,15 +197,8 @@ impl Actions {
             return Ok(Actions::NotApplicable);
         }
         let head_seq = cx.head_seq;
-        let mirrored = head_seq == 0
-            || cx
-                .store
-                .mirror_by_node_seq(&cx.node_id, head_seq)?
-                .is_some();
-        if !mirrored {
-            return Ok(Actions::Skipped(crate::publish::actions_not_checked(
-                head_seq,
-            )));
+        if !super::own_head_mirrored(cx.store.as_ref(), &cx.node_id, head_seq)? {
+            return Ok(Actions::Skipped(super::actions_not_checked(head_seq)));
         }
         Ok(Actions::Checking {
             head_seq,
@@ -253,23 +232,10 @@ impl Actions {
             .store
             .check_observation_actions(&cx.node_id, &cx.indicator, batch, room)?;
         *returned += found.len();
-        for v in found {
-            // The store names positions within the batch.
-            let Some(k) = actions::observation_position(&v.field) else {
-                return Err(StoreError::Corrupt(format!(
-                    "the action check named {:?}, not an observation",
-                    v.field
-                )));
-            };
-            if repeats.get(k).is_some_and(Option::is_some) {
-                continue;
-            }
-            violations.push(Violation::new(
-                format!("indicator_snapshot.observations[{}]", offset + k),
-                v.reason,
-                v.description,
-            ));
-        }
+        // The store names positions within the batch.
+        let named = actions::in_whole_snapshot(found, offset, repeats)
+            .ok_or_else(|| StoreError::Corrupt("the action check named no observation".into()))?;
+        violations.extend(named);
         Ok(())
     }
 

@@ -8,6 +8,8 @@
 //! refuses an own statement whose seq is not head + 1 in the same transaction that inserts it.
 //! Invariant: nothing unchecked is signed; every refusal happens before the signature.
 
+pub(crate) mod stream;
+
 use crate::NodeStorage;
 use crate::catalogue::CatalogueInForce;
 use rcpfed_core::Digest;
@@ -161,7 +163,7 @@ pub struct StreamedDraft {
     pub validate_only: bool,
     /// Makes retries safe: a repeated id answers with the first result.
     pub request_id: Option<String>,
-    pub(crate) snapshot: crate::snapshot_stream::StreamedSnapshot,
+    pub(crate) snapshot: stream::StreamedSnapshot,
 }
 
 impl Publisher {
@@ -170,7 +172,7 @@ impl Publisher {
     pub(crate) fn stream_context(
         &self,
         indicator: String,
-    ) -> Result<crate::snapshot_stream::StreamContext, PublishError> {
+    ) -> Result<stream::StreamContext, PublishError> {
         let federation = self.federation.get();
         // A non-member is refused before its stream is read.
         AdmissionContext::new(
@@ -181,7 +183,7 @@ impl Publisher {
         )?;
         let catalogue = self.catalogue.get().ok_or_else(no_catalogue)?;
         let head_seq = self.store.head()?.map(|(seq, _)| seq).unwrap_or(0);
-        Ok(crate::snapshot_stream::StreamContext {
+        Ok(stream::StreamContext {
             federation,
             catalogue,
             node_id: self.node_id.clone(),
@@ -289,12 +291,12 @@ fn publish_streamed_blocking(
 /// The findings of a streamed snapshot: its header's, the stream's, and the actions' (checked
 /// against the head this statement follows); the warnings with notes on what was not checked.
 fn streamed_warnings(
-    streamed: &crate::snapshot_stream::StreamedSnapshot,
+    streamed: &stream::StreamedSnapshot,
     statement: &Statement,
     admission: &AdmissionContext,
     head_seq: u64,
 ) -> Result<Vec<String>, PublishError> {
-    use crate::snapshot_stream::ActionCheck;
+    use stream::ActionCheck;
     let mut findings =
         rcpfed_core::validate::check_header_rules(statement, &admission.validation())?;
     findings.absorb(streamed.findings.clone());
@@ -328,14 +330,14 @@ fn streamed_warnings(
 /// chunks), then signs and queues it.
 fn sign_streamed(
     cx: &Context,
-    streamed: &crate::snapshot_stream::StreamedSnapshot,
+    streamed: &stream::StreamedSnapshot,
     mut statement: Statement,
     admission: &AdmissionContext,
     warnings: Vec<String>,
     validate_only: bool,
     request_id: Option<String>,
 ) -> Result<(Published, bool), PublishError> {
-    use crate::snapshot_stream::StreamedBody;
+    use stream::StreamedBody;
     match &streamed.body {
         StreamedBody::Small(observations) => {
             if let Body::Indicators(snapshot) = &mut statement.body {
@@ -546,6 +548,17 @@ fn sign_and_queue(
     ))
 }
 
+/// Whether this node's own statement `head_seq` (its head; 0: none yet) has come back through
+/// the feed into its mirror: only then does the mirror show what the hub will check the next
+/// snapshot's actions against.
+pub(crate) fn own_head_mirrored(
+    store: &dyn crate::NodeStorage,
+    node_id: &str,
+    head_seq: u64,
+) -> Result<bool, StoreError> {
+    Ok(head_seq == 0 || store.mirror_by_node_seq(node_id, head_seq)?.is_some())
+}
+
 /// Checks the snapshot's actions (APPEND of a new key, REPLACE/DELETE of one in force)
 /// against this node's observations in its mirror, adding what it finds to `findings`. The
 /// hub's check is authoritative: the mirror knows this node's statements only once they come
@@ -559,12 +572,7 @@ fn check_actions(
     findings: &mut Findings,
     notes: &mut Vec<String>,
 ) -> Result<(), PublishError> {
-    let mirrored = head_seq == 0
-        || cx
-            .store
-            .mirror_by_node_seq(&cx.node_id, head_seq)?
-            .is_some();
-    if !mirrored {
+    if !own_head_mirrored(cx.store.as_ref(), &cx.node_id, head_seq)? {
         notes.push(actions_not_checked(head_seq));
         return Ok(());
     }
