@@ -294,8 +294,14 @@ fn parse_instant(text: &str, what: &str) -> Result<Option<OffsetDateTime>, Feder
         })
 }
 
-fn format_instant(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+/// `t` as RFC 3339; an instant RFC 3339 cannot write (a year beyond 9999) is an error, never
+/// an empty field.
+fn format_instant(t: OffsetDateTime) -> Result<String, toml::ser::Error> {
+    t.format(&Rfc3339).map_err(|e| {
+        <toml::ser::Error as serde::ser::Error>::custom(format!(
+            "the instant {t} cannot be written as RFC 3339: {e}"
+        ))
+    })
 }
 
 impl LifecycleOverlay {
@@ -450,11 +456,11 @@ impl Federation {
                     continue;
                 };
                 if let Some(from) = info.valid_from {
-                    key.insert("valid_from".into(), format_instant(from).into());
+                    key.insert("valid_from".into(), format_instant(from)?.into());
                 }
                 key.insert("status".into(), info.status.status_str().into());
                 if let Some(at) = info.status.status_at() {
-                    key.insert("status_at".into(), format_instant(at).into());
+                    key.insert("status_at".into(), format_instant(at)?.into());
                 }
             }
         }

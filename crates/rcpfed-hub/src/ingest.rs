@@ -1357,14 +1357,14 @@ fn unapplied_snapshots(
         let Some(st) = store.statement_by_feed_index(index)? else {
             continue;
         };
+        if st.kind != rcpfed_core::statement::DocumentKind::IndicatorSnapshot.as_str() {
+            continue;
+        }
+        // A stored snapshot that does not decode is damage to the store, not "no snapshot".
         let statement = SignedEnvelope::decode(&st.envelope)
-            .ok()
-            .and_then(|envelope| Statement::decode(&envelope.payload).ok());
-        if let Some(Statement {
-            body: Body::Indicators(snapshot),
-            ..
-        }) = statement
-        {
+            .and_then(|envelope| Statement::decode(&envelope.payload))
+            .map_err(|e| StoreError::Corrupt(format!("feed entry {index} as stored: {e}")))?;
+        if let Body::Indicators(snapshot) = statement.body {
             awaiting.insert((st.node_id, snapshot.indicator), index);
         }
     }

@@ -241,24 +241,35 @@ impl NodeService for Node {
         let next_page_token = next_page(&mut rows, limit, |r| r.seq);
         let entries = rows
             .into_iter()
-            .map(|o| v1::OutboxEntry {
-                seq: o.seq,
-                digest: o.digest.0.to_vec(),
-                document: o.document,
-                revision: o.revision,
-                state: match o.state {
-                    DeliveryState::Pending => v1::DeliveryState::Pending,
-                    DeliveryState::Delivered => v1::DeliveryState::Delivered,
-                    DeliveryState::Rejected => v1::DeliveryState::Rejected,
-                } as i32,
-                attempts: o.attempts,
-                last_error: o.last_error,
-                created_at: Some(rcpfed_grpc::timestamp_from_ms(o.created_at_ms)),
-                receipt: o
+            .map(|o| {
+                // A stored receipt that does not decode is damage to the store, not "none".
+                let receipt = o
                     .receipt
-                    .and_then(|r| prost::Message::decode(r.as_slice()).ok()),
+                    .map(|r| prost::Message::decode(r.as_slice()))
+                    .transpose()
+                    .map_err(|e| {
+                        rcpfed_grpc::status::internal(
+                            &format!("the receipt of own statement {}", o.seq),
+                            &e,
+                        )
+                    })?;
+                Ok(v1::OutboxEntry {
+                    seq: o.seq,
+                    digest: o.digest.0.to_vec(),
+                    document: o.document,
+                    revision: o.revision,
+                    state: match o.state {
+                        DeliveryState::Pending => v1::DeliveryState::Pending,
+                        DeliveryState::Delivered => v1::DeliveryState::Delivered,
+                        DeliveryState::Rejected => v1::DeliveryState::Rejected,
+                    } as i32,
+                    attempts: o.attempts,
+                    last_error: o.last_error,
+                    created_at: Some(rcpfed_grpc::timestamp_from_ms(o.created_at_ms)),
+                    receipt,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(v1::ListOutboxResponse {
             entries,
             next_page_token,

@@ -85,10 +85,25 @@ impl Hub {
                 let mut proofs = proofs.into_iter();
                 for st in rows {
                     cursor = st.feed_index;
+                    // A stored entry that no longer decodes is damage to the log: say so and
+                    // end the stream, rather than send a hole every mirror would stall on.
+                    let decoded = v1::Envelope::decode(st.envelope.as_slice())
+                        .and_then(|e| Ok((e, v1::Envelope::decode(st.receipt.as_slice())?)));
+                    let (envelope, receipt) = match decoded {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            let status = rcpfed_grpc::status::internal(
+                                &format!("feed entry {} as stored", st.feed_index),
+                                &e,
+                            );
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    };
                     let item = v1::SubscribeFeedResponse {
                         feed_index: st.feed_index,
-                        envelope: v1::Envelope::decode(st.envelope.as_slice()).ok(),
-                        receipt: v1::Envelope::decode(st.receipt.as_slice()).ok(),
+                        envelope: Some(envelope),
+                        receipt: Some(receipt),
                         log: proofs.next(),
                     };
                     tokio::select! {

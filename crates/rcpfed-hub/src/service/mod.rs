@@ -102,6 +102,12 @@ struct Answer {
     log: Option<v1::LogProof>,
 }
 
+/// A signed receipt as the hub stored or just signed it, for an answer; one that does not
+/// decode is damage to the store (INTERNAL), never an answer without its receipt.
+fn receipt_envelope(receipt: &[u8]) -> Result<v1::Envelope, Status> {
+    <v1::Envelope as prost::Message>::decode(receipt).map_err(|e| internal("a stored receipt", &e))
+}
+
 /// Catalogue warnings of a snapshot that passed the catalogue check.
 struct Warnings {
     total: usize,
@@ -258,7 +264,7 @@ impl Hub {
             &signed,
             federation,
             member_id,
-            time::OffsetDateTime::now_utc(),
+            rcpfed_core::clock::now_utc(),
         )?;
         let envelope_bytes = signed.encode();
         let statement = Statement::decode(&signed.payload)?;

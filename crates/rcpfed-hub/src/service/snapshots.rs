@@ -1,10 +1,11 @@
 //! HubService, large snapshots: the chunked submission and the chunks served to mirrors.
 
-use super::{Hub, blocking, checked_warnings, chunks_required, reject, stored_manifest};
+use super::{
+    Hub, blocking, checked_warnings, chunks_required, receipt_envelope, reject, stored_manifest,
+};
 use crate::ingest::{SnapshotObservations, SnapshotPayload};
 use crate::quotas::{self, quota_status};
 use crate::staged::ReceiveContext;
-use prost::Message as _;
 use rcpfed_core::Digest;
 use rcpfed_core::admission::known_indicator;
 use rcpfed_core::members::Role;
@@ -68,7 +69,7 @@ impl Hub {
         if let Some(stored) = self.stored(verified.digest).await? {
             let log = self.proof(stored.feed_index - 1).await?;
             return Ok(Response::new(v1::SubmitSnapshotResponse {
-                receipt: v1::Envelope::decode(stored.receipt.as_slice()).ok(),
+                receipt: Some(receipt_envelope(&stored.receipt)?),
                 duplicate: true,
                 log,
             }));
@@ -116,7 +117,7 @@ impl Hub {
         }));
         let answer = self.sequence(verified).await?;
         Ok(Response::new(v1::SubmitSnapshotResponse {
-            receipt: v1::Envelope::decode(answer.receipt.as_slice()).ok(),
+            receipt: Some(receipt_envelope(&answer.receipt)?),
             duplicate: answer.duplicate,
             log: answer.log,
         }))

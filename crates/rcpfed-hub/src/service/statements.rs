@@ -1,6 +1,8 @@
 //! HubService, statements: submission, reads, lists, flags and equivocation evidence.
 
-use super::{Hub, blocking, chunks_required, kind_filter, non_empty, record, reject};
+use super::{
+    Hub, blocking, chunks_required, kind_filter, non_empty, receipt_envelope, record, reject,
+};
 use crate::ingest::{SnapshotObservations, SnapshotPayload};
 use crate::quotas::{self};
 use prost::Message as _;
@@ -67,7 +69,7 @@ impl Hub {
         }
         let answer = self.sequence(verified).await?;
         Ok(Response::new(v1::SubmitStatementResponse {
-            receipt: v1::Envelope::decode(answer.receipt.as_slice()).ok(),
+            receipt: Some(receipt_envelope(&answer.receipt)?),
             duplicate: answer.duplicate,
             log: answer.log,
         }))
