@@ -8,6 +8,7 @@
 //! refuses an own statement whose seq is not head + 1 in the same transaction that inserts it.
 //! Invariant: nothing unchecked is signed; every refusal happens before the signature.
 
+mod cut;
 pub(crate) mod stream;
 
 use crate::NodeStorage;
@@ -19,7 +20,7 @@ use rcpfed_core::admission::{
     fill_key_defaults,
 };
 use rcpfed_core::catalogue::SignedCatalogue;
-use rcpfed_core::chunks::{MAX_CHUNK_BYTES, MAX_CHUNKS, OBSERVATIONS_PER_CHUNK, encode_chunks};
+use rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK;
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
@@ -652,8 +653,7 @@ fn seal(
         ));
     };
     let observations = std::mem::take(&mut snapshot.observations);
-    let (manifest, bytes) = cut(&observations)?;
-    drop(observations);
+    let (manifest, bytes) = cut::cut_whole(observations)?;
     let chunks = manifest
         .chunks
         .iter()
@@ -690,41 +690,6 @@ fn seal_manifest(
         ));
     }
     Ok(payload)
-}
-
-/// Chunks of at most [`OBSERVATIONS_PER_CHUNK`] observations, fewer per chunk when long texts
-/// would make a chunk larger than [`MAX_CHUNK_BYTES`].
-fn cut(observations: &[Observation]) -> Result<(ChunkManifest, Vec<Vec<u8>>), Rejection> {
-    let mut per_chunk = OBSERVATIONS_PER_CHUNK;
-    loop {
-        let (manifest, bytes) = encode_chunks(observations, per_chunk);
-        if manifest.chunks.len() > MAX_CHUNKS {
-            return Err(Rejection::new(
-                RejectClass::TooLarge,
-                reasons::PAYLOAD_TOO_LARGE,
-                format!(
-                    "{} observations need {} chunks; a snapshot has at most {MAX_CHUNKS} chunks of at most {MAX_CHUNK_BYTES} bytes, so split it into several documents",
-                    observations.len(),
-                    manifest.chunks.len()
-                ),
-            ));
-        }
-        if manifest
-            .chunks
-            .iter()
-            .all(|c| c.byte_length <= MAX_CHUNK_BYTES)
-        {
-            return Ok((manifest, bytes));
-        }
-        if per_chunk == 1 {
-            return Err(Rejection::new(
-                RejectClass::TooLarge,
-                reasons::PAYLOAD_TOO_LARGE,
-                format!("an observation is larger than {MAX_CHUNK_BYTES} bytes"),
-            ));
-        }
-        per_chunk /= 2;
-    }
 }
 
 /// Observation and chunk counts of a statement in its signed form.

@@ -14,15 +14,13 @@
 //! scratch file goes with the stream, and a node removes leftovers when it starts.
 
 use super::PublishError;
+use super::cut::{CutError, Cutter};
 use crate::NodeStorage;
 use rcpfed_core::admission::actions::{self, MAX_ACTION_VIOLATIONS};
 use rcpfed_core::admission::{AdmissionContext, chunked_observation_rows, fill_defaults_of_rows};
 use rcpfed_core::catalogue::SignedCatalogue;
-use rcpfed_core::chunks::{
-    MAX_CHUNK_BYTES, MAX_CHUNKS, OBSERVATIONS_PER_CHUNK, append_to_chunk, decode_chunk,
-};
 use rcpfed_core::members::Federation;
-use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
+use rcpfed_core::rejection::{Rejection, Violation};
 use rcpfed_core::statement::{ChunkManifest, ChunkRef, Observation};
 use rcpfed_core::validate::Findings;
 use rcpfed_core::{Digest, clock};
@@ -145,7 +143,7 @@ pub(crate) fn check_and_stage(
         };
         let mut batch = batch;
         fill_defaults_of_rows(&fill, &mut batch);
-        let repeats = cutter.staging.check_rows(&mut rows, seen, &batch)?;
+        let repeats = cutter.shelf.check_rows(&mut rows, seen, &batch)?;
         actions.check(&cx, seen, &batch, &repeats)?;
         seen += batch.len();
         // A refused snapshot is not signed: cutting it would be wasted work.
@@ -153,8 +151,8 @@ pub(crate) fn check_and_stage(
             for o in batch {
                 if let Err(e) = cutter.push(o) {
                     match e {
-                        PublishError::Rejected(r) => cut_error = Some(r),
-                        store => return Err(store),
+                        CutError::Rejected(r) => cut_error = Some(r),
+                        CutError::Shelf(store) => return Err(store.into()),
                     }
                     break;
                 }
@@ -165,7 +163,7 @@ pub(crate) fn check_and_stage(
     let body = if cut_error.is_some() || !findings.is_ok() || actions.found_any() {
         StreamedBody::Small(Vec::new())
     } else {
-        cutter.finish(seen)?
+        streamed_body(&mut cutter, seen)?
     };
     Ok(Some(StreamedSnapshot {
         indicator: cx.indicator,
@@ -174,8 +172,24 @@ pub(crate) fn check_and_stage(
         actions: actions.into_check(),
         cut_error,
         body,
-        staging: cutter.staging,
+        staging: cutter.shelf,
     }))
+}
+
+/// The snapshot's body once all `total` observations are in: kept in memory while it fits
+/// one chunk (it may still be signed inline), otherwise its staged chunks.
+fn streamed_body(
+    cutter: &mut Cutter<SnapshotStaging>,
+    total: usize,
+) -> Result<StreamedBody, PublishError> {
+    if cutter.is_one_chunk() {
+        return Ok(StreamedBody::Small(cutter.take_current()));
+    }
+    match cutter.finish(total) {
+        Ok((manifest, staged)) => Ok(StreamedBody::Chunked { manifest, staged }),
+        Err(CutError::Rejected(r)) => Err(r.into()),
+        Err(CutError::Shelf(store)) => Err(store.into()),
+    }
 }
 
 /// The action check of a stream, one batch at a time.
@@ -258,156 +272,4 @@ impl Actions {
             Actions::NotApplicable => ActionCheck::NotApplicable,
         }
     }
-}
-
-/// Cuts chunks as observations arrive (docs/spec/indicators.md §7).
-struct Cutter {
-    staging: SnapshotStaging,
-    /// Observations per chunk: 10 000, halved while a chunk would exceed 4 MiB.
-    per_chunk: usize,
-    /// The chunks cut so far: (staging id, manifest entry).
-    staged: Vec<(i64, ChunkRef)>,
-    /// The chunk being filled: its observations and its bytes.
-    current: Vec<Observation>,
-    bytes: Vec<u8>,
-}
-
-impl Cutter {
-    fn new(staging: SnapshotStaging) -> Self {
-        Cutter {
-            staging,
-            per_chunk: OBSERVATIONS_PER_CHUNK,
-            staged: Vec::new(),
-            current: Vec::new(),
-            bytes: Vec::new(),
-        }
-    }
-
-    /// Adds the next observation; cuts again with smaller chunks when one outgrows 4 MiB.
-    fn push(&mut self, o: Observation) -> Result<(), PublishError> {
-        if self.push_one(o)? {
-            self.cut_smaller()?;
-        }
-        if self.staged.len() >= MAX_CHUNKS {
-            // The chunk being filled would be one more than a manifest may list.
-            return Err(too_many_chunks().into());
-        }
-        Ok(())
-    }
-
-    /// Adds `o` to the chunk being filled (staging the previous one when it is full, only now,
-    /// so a snapshot of at most one chunk stays in memory for the inline form); true when the
-    /// chunk is now over 4 MiB.
-    fn push_one(&mut self, o: Observation) -> Result<bool, StoreError> {
-        if self.current.len() >= self.per_chunk {
-            self.stage_current()?;
-        }
-        append_to_chunk(&mut self.bytes, &o);
-        self.current.push(o);
-        Ok(self.bytes.len() > MAX_CHUNK_BYTES as usize)
-    }
-
-    fn stage_current(&mut self) -> Result<(), StoreError> {
-        if self.current.is_empty() {
-            return Ok(());
-        }
-        let id = self.staging.put_chunk(&self.bytes)?;
-        self.staged.push((
-            id,
-            ChunkRef {
-                sha256: Digest::of(&self.bytes),
-                observation_count: self.current.len() as u32,
-                byte_length: self.bytes.len() as u32,
-            },
-        ));
-        self.current.clear();
-        self.bytes.clear();
-        Ok(())
-    }
-
-    /// Halves the chunk size and cuts everything so far again, from the staged chunks' own
-    /// bytes (checked against their hashes) and the chunk being filled, until every chunk fits.
-    fn cut_smaller(&mut self) -> Result<(), PublishError> {
-        let old = std::mem::take(&mut self.staged);
-        let old_manifest = ChunkManifest {
-            observation_count: old
-                .iter()
-                .map(|(_, r)| u64::from(r.observation_count))
-                .sum(),
-            chunks: old.iter().map(|(_, r)| r.clone()).collect(),
-        };
-        let tail = std::mem::take(&mut self.current);
-        loop {
-            if self.per_chunk == 1 {
-                return Err(Rejection::new(
-                    RejectClass::TooLarge,
-                    reasons::PAYLOAD_TOO_LARGE,
-                    format!("an observation is larger than {MAX_CHUNK_BYTES} bytes"),
-                )
-                .into());
-            }
-            self.per_chunk /= 2;
-            self.current.clear();
-            self.bytes.clear();
-            let mut over = false;
-            'replay: for (index, (id, _)) in old.iter().enumerate() {
-                let bytes = self.staging.chunk(*id)?;
-                let observations = decode_chunk(&old_manifest, index, &bytes).map_err(|r| {
-                    StoreError::Corrupt(format!("a staged chunk does not read back: {r}"))
-                })?;
-                for o in observations {
-                    if self.push_one(o)? {
-                        over = true;
-                        break 'replay;
-                    }
-                }
-            }
-            if !over {
-                for o in &tail {
-                    if self.push_one(o.clone())? {
-                        over = true;
-                        break;
-                    }
-                }
-            }
-            if !over {
-                let ids: Vec<i64> = old.iter().map(|(id, _)| *id).collect();
-                self.staging.remove_chunks(&ids)?;
-                return Ok(());
-            }
-            // Still too large: drop this attempt and halve again.
-            let partial: Vec<i64> = self.staged.drain(..).map(|(id, _)| id).collect();
-            self.staging.remove_chunks(&partial)?;
-        }
-    }
-
-    /// The snapshot's body once all `total` observations are in.
-    fn finish(&mut self, total: usize) -> Result<StreamedBody, PublishError> {
-        if self.staged.is_empty() && total <= OBSERVATIONS_PER_CHUNK {
-            return Ok(StreamedBody::Small(std::mem::take(&mut self.current)));
-        }
-        self.stage_current()?;
-        if self.staged.len() > MAX_CHUNKS {
-            return Err(too_many_chunks().into());
-        }
-        let staged = std::mem::take(&mut self.staged);
-        let manifest = ChunkManifest {
-            observation_count: total as u64,
-            chunks: staged.iter().map(|(_, r)| r.clone()).collect(),
-        };
-        Ok(StreamedBody::Chunked {
-            manifest,
-            staged: staged.into_iter().map(|(id, _)| id).collect(),
-        })
-    }
-}
-
-fn too_many_chunks() -> Rejection {
-    Rejection::new(
-        RejectClass::TooLarge,
-        reasons::PAYLOAD_TOO_LARGE,
-        format!(
-            "the observations need more than {MAX_CHUNKS} chunks; a snapshot has at most {MAX_CHUNKS} chunks of at most {MAX_CHUNK_BYTES} bytes, so split it into several documents"
-        ),
-    )
 }
