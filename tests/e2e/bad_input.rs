@@ -398,6 +398,23 @@ async fn a_statement_ahead_waits_for_its_predecessor_and_stalls_nobody() {
         waited >= Duration::from_millis(4500) && waited < Duration::from_secs(10),
         "refused after {waited:?}"
     );
+    // The operator sees it: two statements waited (seq 3, then seq 6), none waits now.
+    let metrics = crate::harness::http_get(&c.hub_ops().to_string(), "/metrics").await;
+    let value = |series: &str| {
+        metrics.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    assert_eq!(value("rcpfed_hub_statements_parked_total"), Some(2.0), "{metrics}");
+    assert_eq!(
+        value("rcpfed_hub_statements_waiting_for_predecessor"),
+        Some(0.0),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -935,6 +935,8 @@ impl Sequencer {
             }
         }
         in_flight.jobs = decided.len();
+        // Statements unparked or refused with their predecessor in this batch.
+        self.metrics.waiting(self.parked_count());
         self.pending.push_back(in_flight);
         let batch = Batch {
             generation: self.generation,
@@ -981,6 +983,7 @@ impl Sequencer {
                     job,
                     until: Instant::now() + PARK_WAIT,
                 });
+                self.metrics.parked(self.parked_count());
                 return;
             }
             let node = st.node_id.clone();
@@ -1075,6 +1078,11 @@ impl Sequencer {
         }
     }
 
+    /// How many statements wait for their predecessor, all nodes together.
+    fn parked_count(&self) -> usize {
+        self.parked.values().map(Vec::len).sum()
+    }
+
     /// Refuses the parked statements whose wait is over: their predecessor did not come.
     /// Answered at once: nothing of theirs is stored.
     fn expire_parked(&mut self, now: Instant) {
@@ -1098,6 +1106,7 @@ impl Sequencer {
             self.metrics.rejected(refusal.reason);
             let _ = parked.job.reply.send(Err(IngestError::Rejected(refusal)));
         }
+        self.metrics.waiting(self.parked_count());
     }
 
     /// Signs the checkpoint for the log after this batch. Its root is the in-memory

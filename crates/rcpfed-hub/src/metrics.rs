@@ -33,6 +33,8 @@ pub struct HubMetrics {
     batch_size: Histogram,
     commit_seconds: Histogram,
     deferred: Counter,
+    parked: Counter,
+    waiting: Gauge,
     catalogue_warnings: Counter,
     coherence_reports: Counter,
     quota_refusals: Family<ReasonLabel, Counter>,
@@ -65,6 +67,8 @@ impl HubMetrics {
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
             ]),
             deferred: Counter::default(),
+            parked: Counter::default(),
+            waiting: Gauge::default(),
             catalogue_warnings: Counter::default(),
             coherence_reports: Counter::default(),
             quota_refusals: Family::default(),
@@ -132,6 +136,16 @@ impl HubMetrics {
             "rcpfed_hub_statements_deferred",
             "Statements deferred to the next batch so their revision check sees an earlier snapshot of the same node committed",
             self.deferred.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_statements_parked",
+            "Statements that arrived ahead of their node's next seq (within the in-flight window) and waited for their predecessor",
+            self.parked.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_statements_waiting_for_predecessor",
+            "Statements waiting now for their predecessor (at most the in-flight window per node)",
+            self.waiting.clone(),
         );
         registry.register(
             "rcpfed_hub_catalogue_warnings",
@@ -213,6 +227,17 @@ impl HubMetrics {
 
     pub(crate) fn deferred(&self) {
         self.deferred.inc();
+    }
+
+    /// A statement waits for its predecessor; `waiting` wait now in all.
+    pub(crate) fn parked(&self, waiting: usize) {
+        self.parked.inc();
+        self.waiting(waiting);
+    }
+
+    /// How many statements wait for their predecessor now.
+    pub(crate) fn waiting(&self, waiting: usize) {
+        self.waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn catalogue_warnings(&self, count: usize) {
