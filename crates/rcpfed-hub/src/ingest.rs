@@ -1252,6 +1252,7 @@ impl Sequencer {
             envelope: st.envelope.clone(),
             receipt: receipt.clone(),
             accepted_at_ms: now_ms,
+            decoded: rcpfed_store::DecodedStatement::default(),
         };
         accepted.push(stored);
         self.in_flight.insert(

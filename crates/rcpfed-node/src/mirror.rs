@@ -27,7 +27,8 @@ use rcpfed_grpc::failover::FailoverChannel as Channel;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_store::{
-    CATALOGUE_KIND, COHERENCE_KIND, MirroredStatement, catalogue_chain, coherence_chain,
+    CATALOGUE_KIND, COHERENCE_KIND, DecodedStatement, MirroredStatement, catalogue_chain,
+    coherence_chain,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +78,7 @@ fn verify_statement_entry(
         receipt: receipt_env.encode(),
         accepted_at_ms: ms(r.accepted_at),
         mirrored_at_ms: now_ms,
+        decoded: DecodedStatement::default(),
     };
     Ok((mirrored, statement))
 }
@@ -784,6 +786,7 @@ fn hub_document_record(
         receipt: receipt.encode(),
         accepted_at_ms: ms(r.accepted_at),
         mirrored_at_ms: now_ms,
+        decoded: DecodedStatement::default(),
     })
 }
 

@@ -146,6 +146,7 @@ mod tests {
             receipt: format!("receipt {seq}").into_bytes(),
             accepted_at_ms: 1_700_000_000_000,
             mirrored_at_ms: 1_700_000_000_001,
+            decoded: rcpfed_store::DecodedStatement::default(),
         }
     }
 

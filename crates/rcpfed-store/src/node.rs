@@ -114,6 +114,9 @@ pub struct MirroredStatement {
     pub accepted_at_ms: i64,
     /// When this node mirrored it (unix ms, UTC).
     pub mirrored_at_ms: i64,
+    /// The envelope's decoded statement, when the mirror hands the one it verified (none
+    /// when read back).
+    pub decoded: crate::DecodedStatement,
 }
 
 /// Own statements per delivery state.
@@ -374,6 +377,7 @@ fn mirrored_from_row(row: &dyn SqlRow) -> Result<MirroredStatement, StoreError> 
         receipt: row.blob(8)?,
         accepted_at_ms: row.i64(9)?,
         mirrored_at_ms: row.i64(10)?,
+        decoded: crate::DecodedStatement::default(),
     })
 }
 
@@ -850,6 +854,7 @@ fn insert_mirrored(tx: &Connection, st: &MirroredStatement) -> Result<(), StoreE
                 feed_index: st.feed_index,
                 accepted_at_ms: st.accepted_at_ms,
                 envelope: &st.envelope,
+                statement: st.decoded.get(),
             },
         ),
         Err(err) => match constraint_message(&err) {

@@ -64,6 +64,28 @@ fn node_indicator_conformance() {
     });
 }
 
+/// The apply step given the statement its caller decoded (the hub's commit, the node's mirror)
+/// writes what it writes from the envelope alone.
+#[test]
+fn indicator_conformance_with_handed_statements() {
+    let paths = Paths::new();
+    indicators::indicator_suite(&|| {
+        indicators::hub_target_handing_statements(Arc::new(
+            SqliteHubStore::open(&paths.fresh()).unwrap(),
+        ))
+    });
+    indicators::indicator_suite(&|| {
+        indicators::node_target_handing_statements(Arc::new(
+            SqliteNodeStore::open(&paths.fresh()).unwrap(),
+        ))
+    });
+    let decoding = indicators::hub_target(Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap()));
+    let handed = indicators::node_target_handing_statements(Arc::new(
+        SqliteNodeStore::open(&paths.fresh()).unwrap(),
+    ));
+    indicators::same_answers(&decoding, &handed);
+}
+
 #[test]
 fn hub_chunks_stored_with_statement() {
     let paths = Paths::new();
