@@ -41,15 +41,16 @@ pub fn verify_entry(
     entry: &FeedEntry,
     now_ms: i64,
 ) -> Result<MirroredStatement, String> {
-    verify_statement_entry(federation, entry, now_ms).map(|(m, _)| m)
+    verify_statement_entry(federation, entry, now_ms)
 }
 
-/// [`verify_entry`], also returning the decoded statement (the mirror needs its manifest).
+/// [`verify_entry`], the mirrored record carrying the decoded statement (for the store's apply
+/// step; the mirror reads its manifest).
 fn verify_statement_entry(
     federation: &Federation,
     entry: &FeedEntry,
     now_ms: i64,
-) -> Result<(MirroredStatement, Statement), String> {
+) -> Result<MirroredStatement, String> {
     let (signed, receipt_env) = (&entry.envelope, &entry.receipt);
     let signed_by = rcpfed_core::statement::verify_statement_signature(signed, federation)
         .map_err(|e| format!("statement signature: {e}"))?;
@@ -66,7 +67,7 @@ fn verify_statement_entry(
         &statement.header.node_id,
         statement.header.seq,
     )?;
-    let mirrored = MirroredStatement {
+    Ok(MirroredStatement {
         feed_index: entry.feed_index,
         node_id: statement.header.node_id.clone(),
         seq: statement.header.seq,
@@ -78,9 +79,8 @@ fn verify_statement_entry(
         receipt: receipt_env.encode(),
         accepted_at_ms: ms(r.accepted_at),
         mirrored_at_ms: now_ms,
-        decoded: DecodedStatement::default(),
-    };
-    Ok((mirrored, statement))
+        decoded: DecodedStatement::of(Arc::new(statement)),
+    })
 }
 
 fn ms(t: time::OffsetDateTime) -> i64 {
@@ -200,7 +200,7 @@ pub(crate) enum Failure {
 
 /// A verified entry, before it is stored.
 enum Checked {
-    Statement(MirroredStatement, Option<ChunkManifest>),
+    Statement(MirroredStatement),
     Registry(MirroredStatement),
     Catalogue(MirroredStatement, Box<SignedCatalogue>),
     Coherence(MirroredStatement),
@@ -507,13 +507,7 @@ impl Mirror {
                         .map(|d| (d.seq, d.digest));
                 check_coherence_entry(&federation, entry, previous, now).map(Checked::Coherence)
             }
-            _ => verify_statement_entry(&federation, entry, now).map(|(m, st)| {
-                let manifest = match st.body {
-                    Body::Indicators(s) => s.chunks,
-                    Body::Policy(_) => None,
-                };
-                Checked::Statement(m, manifest)
-            }),
+            _ => verify_statement_entry(&federation, entry, now).map(Checked::Statement),
         }
         .map_err(Failure::Verify)?;
         crate::witness::check_logged(
@@ -540,13 +534,13 @@ impl Mirror {
                     .map_err(|e| Failure::Verify(format!("registry version: {e}")))?;
                 self.insert(m).await.map(|()| None)
             }
-            Checked::Statement(m, manifest) => {
-                if let Some(manifest) = manifest {
+            Checked::Statement(m) => {
+                if let Some(manifest) = chunk_manifest(&m) {
                     stage_chunks(
                         client,
                         &self.store,
                         &m.digest,
-                        &manifest,
+                        manifest,
                         self.call_timeout,
                         shutdown,
                     )
@@ -613,6 +607,14 @@ impl Mirror {
             Ok(Err(e)) => Err(Failure::Store(e.to_string())),
             Err(e) => Err(Failure::Store(format!("mirror task failed: {e}"))),
         }
+    }
+}
+
+/// The chunk manifest of a verified large snapshot (from the statement its check decoded).
+fn chunk_manifest(m: &MirroredStatement) -> Option<&ChunkManifest> {
+    match &m.decoded.get()?.body {
+        Body::Indicators(snapshot) => snapshot.chunks.as_ref(),
+        Body::Policy(_) => None,
     }
 }
 
