@@ -100,6 +100,7 @@ pub fn own(seq: u64, salt: &str, request_id: Option<&str>) -> OwnStatement {
         last_error: String::new(),
         receipt: None,
         feed_index: None,
+        chunked: false,
     }
 }
 

@@ -1566,13 +1566,17 @@ pub fn node_chunks_stored_with_own_statement<S: NodeStore + IndicatorStore>(stor
         "seq 2 does not follow the head",
     );
     assert_eq!(store.has_chunks(&shas).unwrap(), vec![false; shas.len()]);
-    store
-        .append_own(&crate::conformance::own(1, "c", None), &chunks)
-        .unwrap();
+    let chunked = crate::OwnStatement {
+        chunked: true,
+        ..crate::conformance::own(1, "c", None)
+    };
+    store.append_own(&chunked, &chunks).unwrap();
     assert_eq!(store.has_chunks(&shas).unwrap(), vec![true; shas.len()]);
     for (sha, bytes) in &chunks {
         assert_eq!(store.chunk(sha).unwrap().as_ref(), Some(bytes));
     }
+    // The outbox finds it chunked without decoding it.
+    assert_eq!(store.pending(10).unwrap(), vec![chunked]);
 }
 
 /// hub_document finds a chain's latest document or the one of a seq.
