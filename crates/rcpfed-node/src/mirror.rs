@@ -7,8 +7,9 @@
 //! in force once stored) and coherence reports. A large snapshot's chunks are fetched from
 //! the hub and checked against its signed manifest before the snapshot is stored, because the
 //! store applies its observations in the same transaction. Verified node statements are stored
-//! in batches, one transaction each, as the stream delivers them (at most [`MAX_BATCH`], and
-//! never ahead of a registry, catalogue or coherence entry, which are stored one at a time).
+//! in batches, one transaction each, as the stream delivers them (at most [`MAX_BATCH`] or
+//! [`MAX_BATCH_BYTES`], and never ahead of a registry, catalogue or coherence entry, which are
+//! stored one at a time).
 
 use crate::catalogue::CatalogueInForce;
 use crate::{NodeState, NodeStorage};
@@ -352,6 +353,17 @@ async fn follow_feed(
 /// Most verified statements written in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Most envelope bytes of the verified statements waiting for one transaction: each also holds
+/// its decoded statement until it is stored, so a backlog of large inline snapshots is written
+/// in smaller batches rather than held 512 at a time.
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Whether `pending` is to be stored before another entry joins it.
+fn batch_full(pending: &[MirroredStatement]) -> bool {
+    pending.len() >= MAX_BATCH
+        || pending.iter().map(|m| m.envelope.len()).sum::<usize>() >= MAX_BATCH_BYTES
+}
+
 /// Whether an entry must be handled with everything before it stored: registry and catalogue
 /// versions take effect once stored, and a coherence report is checked against the last one
 /// stored.
@@ -427,8 +439,7 @@ impl Mirror {
                 return false;
             }
         };
-        if (pending.len() >= MAX_BATCH || stored_in_order(&entry))
-            && !self.flush_or_report(pending).await
+        if (batch_full(pending) || stored_in_order(&entry)) && !self.flush_or_report(pending).await
         {
             return false;
         }
@@ -813,4 +824,43 @@ fn entry_receipt(
         },
     )
     .map_err(|e| format!("receipt of {node_id}#{seq} at feed index {feed_index}: {e}"))
+}
+
+#[cfg(test)]
+mod batch_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn verified(feed_index: u64, envelope_bytes: usize) -> MirroredStatement {
+        MirroredStatement {
+            feed_index,
+            node_id: "colombo".into(),
+            seq: feed_index,
+            digest: Digest::of(&feed_index.to_be_bytes()),
+            kind: "policy_summary".into(),
+            document: "regions/colombo/policies/p".into(),
+            revision: 1,
+            envelope: vec![0; envelope_bytes],
+            receipt: Vec::new(),
+            accepted_at_ms: 0,
+            mirrored_at_ms: 0,
+            decoded: DecodedStatement::default(),
+        }
+    }
+
+    /// Small statements fill a batch by count, large ones by bytes.
+    #[test]
+    fn a_batch_is_full_at_its_count_or_its_bytes() {
+        let small: Vec<_> = (1..MAX_BATCH as u64).map(|i| verified(i, 2_048)).collect();
+        assert!(!batch_full(&small));
+        let mut at_count = small.clone();
+        at_count.push(verified(MAX_BATCH as u64, 2_048));
+        assert!(batch_full(&at_count));
+
+        let per_large = 1024 * 1024;
+        let mut large: Vec<_> = (1..16).map(|i| verified(i, per_large)).collect();
+        assert!(!batch_full(&large));
+        large.push(verified(16, per_large));
+        assert!(batch_full(&large));
+    }
 }
