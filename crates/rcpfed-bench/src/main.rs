@@ -1053,6 +1053,7 @@ mod log_bench {
             envelope: env.encode(),
             receipt: Vec::new(),
             accepted_at_ms: now_ms,
+            decoded: rcpfed_store::DecodedStatement::default(),
         };
         Ok((st, leaf))
     }

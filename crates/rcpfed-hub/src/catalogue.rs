@@ -125,6 +125,7 @@ pub fn next_version(
         envelope: envelope.encode(),
         leaf_hash: envelope.leaf_hash(),
         snapshot: None,
+        decoded: rcpfed_store::DecodedStatement::default(),
     };
     Ok(Some((signed, statement)))
 }

@@ -330,6 +330,7 @@ impl Reporter {
             envelope: envelope.encode(),
             leaf_hash: envelope.leaf_hash(),
             snapshot: None,
+            decoded: rcpfed_store::DecodedStatement::default(),
         }))
     }
 

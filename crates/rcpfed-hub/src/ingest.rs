@@ -36,9 +36,10 @@ use rcpfed_core::limits::{IN_FLIGHT_WAIT_MS, IN_FLIGHT_WINDOW};
 use rcpfed_core::merkle::{Frontier, Hash};
 use rcpfed_core::receipt::Receipt;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
-use rcpfed_core::statement::Observation;
+use rcpfed_core::statement::{Body, Observation, Statement};
 use rcpfed_store::{
-    HubStore, NewCheckpoint, NewEquivocation, StoreError, StoredCheckpoint, StoredStatement,
+    DecodedStatement, HubStore, NewCheckpoint, NewEquivocation, StoreError, StoredCheckpoint,
+    StoredStatement,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -63,8 +64,9 @@ pub struct SnapshotPayload {
 /// Where a snapshot's observations are.
 #[derive(Debug)]
 pub enum SnapshotObservations {
-    /// In the statement itself (bounded by the payload limit).
-    Inline(Vec<Observation>),
+    /// In the statement itself (bounded by the payload limit): the decoded statement, shared
+    /// with [`VerifiedStatement::decoded`].
+    Inline(Arc<Statement>),
     /// A chunked snapshot's chunks, staged as they arrived, checked against the signed
     /// manifest. They are stored in the transaction that stores the statement, and only if
     /// it is accepted: a refused snapshot leaves no chunk behind.
@@ -79,10 +81,10 @@ impl SnapshotPayload {
         node_id: &str,
     ) -> Result<Vec<rcpfed_core::rejection::Violation>, StoreError> {
         match &self.observations {
-            SnapshotObservations::Inline(observations) => store.check_observation_actions(
+            SnapshotObservations::Inline(statement) => store.check_observation_actions(
                 node_id,
                 &self.indicator,
-                observations,
+                inline_observations(statement),
                 MAX_ACTION_VIOLATIONS,
             ),
             SnapshotObservations::Staged(staged) => {
@@ -97,6 +99,14 @@ impl SnapshotPayload {
             SnapshotObservations::Staged(staged) => staged.actions_checked(),
             SnapshotObservations::Inline(_) => None,
         }
+    }
+}
+
+/// The observations of an inline snapshot (none for any other body).
+fn inline_observations(statement: &Statement) -> &[Observation] {
+    match &statement.body {
+        Body::Indicators(snapshot) => &snapshot.observations,
+        Body::Policy(_) => &[],
     }
 }
 
@@ -124,6 +134,10 @@ pub struct VerifiedStatement {
     pub leaf_hash: Hash,
     /// For an indicator snapshot: its observations, checked against the committed view.
     pub snapshot: Option<Arc<SnapshotPayload>>,
+    /// The statement as verified, handed to the store's apply step at the commit so that it
+    /// does not decode the envelope again (none for hub documents and chunked snapshots,
+    /// whose view the store applies from the stored envelope and chunks).
+    pub decoded: DecodedStatement,
 }
 
 impl VerifiedStatement {
@@ -1005,10 +1019,12 @@ impl Sequencer {
                 }
             }
             let next_refused = !accepted && job.statement.seq == head_seq + 1;
-            // The observations were needed only for the action check: not held through the
-            // commit (the apply step decodes the chunks again, one at a time). A refused,
-            // duplicate or failed snapshot's staged chunks go now, never stored.
+            // The staged chunks were needed only for the action check: not held through the
+            // commit (the apply step decodes them again, one at a time). A refused, duplicate
+            // or failed snapshot's staged chunks go now, never stored. The decoded statement
+            // stays only in an accepted one's stored form, until its commit.
             job.statement.snapshot = None;
+            job.statement.decoded = DecodedStatement::default();
             d.decided.push((job, decision));
             if next_refused {
                 self.refuse_parked(&node, head_seq + 1, d);
@@ -1300,6 +1316,7 @@ impl Sequencer {
             envelope: st.envelope.clone(),
             receipt: receipt.clone(),
             accepted_at_ms: now_ms,
+            decoded: st.decoded.clone(),
         };
         accepted.push(stored);
         self.in_flight.insert(
@@ -1360,7 +1377,6 @@ fn unapplied_snapshots(
     last_index: u64,
 ) -> Result<HashMap<(String, String), u64>, StoreError> {
     use rcpfed_core::envelope::SignedEnvelope;
-    use rcpfed_core::statement::{Body, Statement};
     let mut awaiting = HashMap::new();
     for index in applied_through + 1..=last_index {
         let Some(st) = store.statement_by_feed_index(index)? else {
@@ -1853,6 +1869,7 @@ mod tests {
             vec![obs(ObservationAction::Append, "BGD", Some(1.0))],
         );
         let (original_digest, envelope) = (first.digest, first.envelope.clone());
+        let first_snapshot = first.snapshot.clone();
         let (mut replies, _) = f.batch(vec![first]);
         let receipt = match answered(&mut replies[0]) {
             Ok(IngestOutcome::Accepted { receipt, .. }) => receipt,
@@ -1864,14 +1881,7 @@ mod tests {
         retry.prev_digest = None;
         retry.digest = original_digest;
         retry.envelope = envelope;
-        retry.snapshot = Some(Arc::new(SnapshotPayload {
-            indicator: "MIGRANT_STOCK".into(),
-            observations: SnapshotObservations::Inline(vec![obs(
-                ObservationAction::Append,
-                "BGD",
-                Some(1.0),
-            )]),
-        }));
+        retry.snapshot = first_snapshot;
         let (mut replies, _) = f.batch(vec![retry]);
         match answered(&mut replies[0]) {
             Ok(IngestOutcome::Duplicate {

@@ -147,6 +147,7 @@ pub fn as_statement(state: &RegistryState, previous: Option<Digest>) -> Verified
         envelope: state.envelope.encode(),
         leaf_hash: state.envelope.leaf_hash(),
         snapshot: None,
+        decoded: rcpfed_store::DecodedStatement::default(),
     }
 }
 

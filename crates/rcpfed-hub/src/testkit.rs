@@ -9,6 +9,7 @@ use rcpfed_core::keys::SecretKey;
 use rcpfed_core::statement::{
     Body, DocumentKind, Header, IndicatorSnapshot, Observation, ObservationAction, Statement,
 };
+use rcpfed_store::DecodedStatement;
 use std::sync::Arc;
 
 /// Federation id of the test statements.
@@ -90,7 +91,7 @@ pub fn snapshot_checked(
     let inline = if manifest.is_some() {
         Vec::new()
     } else {
-        observations.clone()
+        observations
     };
     let document = format!("regions/{node}/{}", indicator.to_lowercase());
     let revision = u32::try_from(seq).unwrap_or(u32::MAX);
@@ -117,6 +118,19 @@ pub fn snapshot_checked(
         statement.to_proto().encode_to_vec(),
         key,
     );
+    // As the hub's services hand them: an inline snapshot with its decoded statement, a
+    // chunked one with its staged chunks.
+    let statement = Arc::new(statement);
+    let (observations, decoded) = match staged {
+        Some(staged) => (
+            SnapshotObservations::Staged(staged),
+            DecodedStatement::default(),
+        ),
+        None => (
+            SnapshotObservations::Inline(Arc::clone(&statement)),
+            DecodedStatement::of(statement),
+        ),
+    };
     VerifiedStatement {
         node_id: node.into(),
         seq,
@@ -130,10 +144,8 @@ pub fn snapshot_checked(
         leaf_hash: envelope.leaf_hash(),
         snapshot: Some(Arc::new(SnapshotPayload {
             indicator: indicator.into(),
-            observations: match staged {
-                Some(staged) => SnapshotObservations::Staged(staged),
-                None => SnapshotObservations::Inline(observations),
-            },
+            observations,
         })),
+        decoded,
     }
 }

@@ -7,8 +7,9 @@
 //! in force once stored) and coherence reports. A large snapshot's chunks are fetched from
 //! the hub and checked against its signed manifest before the snapshot is stored, because the
 //! store applies its observations in the same transaction. Verified node statements are stored
-//! in batches, one transaction each, as the stream delivers them (at most [`MAX_BATCH`], and
-//! never ahead of a registry, catalogue or coherence entry, which are stored one at a time).
+//! in batches, one transaction each, as the stream delivers them (at most [`MAX_BATCH`] or
+//! [`MAX_BATCH_BYTES`], and never ahead of a registry, catalogue or coherence entry, which are
+//! stored one at a time).
 
 use crate::catalogue::CatalogueInForce;
 use crate::{NodeState, NodeStorage};
@@ -27,7 +28,8 @@ use rcpfed_grpc::failover::FailoverChannel as Channel;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_store::{
-    CATALOGUE_KIND, COHERENCE_KIND, MirroredStatement, catalogue_chain, coherence_chain,
+    CATALOGUE_KIND, COHERENCE_KIND, DecodedStatement, MirroredStatement, catalogue_chain,
+    coherence_chain,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,15 +42,16 @@ pub fn verify_entry(
     entry: &FeedEntry,
     now_ms: i64,
 ) -> Result<MirroredStatement, String> {
-    verify_statement_entry(federation, entry, now_ms).map(|(m, _)| m)
+    verify_statement_entry(federation, entry, now_ms)
 }
 
-/// [`verify_entry`], also returning the decoded statement (the mirror needs its manifest).
+/// [`verify_entry`], the mirrored record carrying the decoded statement (for the store's apply
+/// step; the mirror reads its manifest).
 fn verify_statement_entry(
     federation: &Federation,
     entry: &FeedEntry,
     now_ms: i64,
-) -> Result<(MirroredStatement, Statement), String> {
+) -> Result<MirroredStatement, String> {
     let (signed, receipt_env) = (&entry.envelope, &entry.receipt);
     let signed_by = rcpfed_core::statement::verify_statement_signature(signed, federation)
         .map_err(|e| format!("statement signature: {e}"))?;
@@ -65,7 +68,7 @@ fn verify_statement_entry(
         &statement.header.node_id,
         statement.header.seq,
     )?;
-    let mirrored = MirroredStatement {
+    Ok(MirroredStatement {
         feed_index: entry.feed_index,
         node_id: statement.header.node_id.clone(),
         seq: statement.header.seq,
@@ -77,8 +80,8 @@ fn verify_statement_entry(
         receipt: receipt_env.encode(),
         accepted_at_ms: ms(r.accepted_at),
         mirrored_at_ms: now_ms,
-    };
-    Ok((mirrored, statement))
+        decoded: DecodedStatement::of(Arc::new(statement)),
+    })
 }
 
 fn ms(t: time::OffsetDateTime) -> i64 {
@@ -198,7 +201,7 @@ pub(crate) enum Failure {
 
 /// A verified entry, before it is stored.
 enum Checked {
-    Statement(MirroredStatement, Option<ChunkManifest>),
+    Statement(MirroredStatement),
     Registry(MirroredStatement),
     Catalogue(MirroredStatement, Box<SignedCatalogue>),
     Coherence(MirroredStatement),
@@ -350,6 +353,17 @@ async fn follow_feed(
 /// Most verified statements written in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Most envelope bytes of the verified statements waiting for one transaction: each also holds
+/// its decoded statement until it is stored, so a backlog of large inline snapshots is written
+/// in smaller batches rather than held 512 at a time.
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Whether `pending` is to be stored before another entry joins it.
+fn batch_full(pending: &[MirroredStatement]) -> bool {
+    pending.len() >= MAX_BATCH
+        || pending.iter().map(|m| m.envelope.len()).sum::<usize>() >= MAX_BATCH_BYTES
+}
+
 /// Whether an entry must be handled with everything before it stored: registry and catalogue
 /// versions take effect once stored, and a coherence report is checked against the last one
 /// stored.
@@ -425,8 +439,7 @@ impl Mirror {
                 return false;
             }
         };
-        if (pending.len() >= MAX_BATCH || stored_in_order(&entry))
-            && !self.flush_or_report(pending).await
+        if (batch_full(pending) || stored_in_order(&entry)) && !self.flush_or_report(pending).await
         {
             return false;
         }
@@ -505,13 +518,7 @@ impl Mirror {
                         .map(|d| (d.seq, d.digest));
                 check_coherence_entry(&federation, entry, previous, now).map(Checked::Coherence)
             }
-            _ => verify_statement_entry(&federation, entry, now).map(|(m, st)| {
-                let manifest = match st.body {
-                    Body::Indicators(s) => s.chunks,
-                    Body::Policy(_) => None,
-                };
-                Checked::Statement(m, manifest)
-            }),
+            _ => verify_statement_entry(&federation, entry, now).map(Checked::Statement),
         }
         .map_err(Failure::Verify)?;
         crate::witness::check_logged(
@@ -538,13 +545,13 @@ impl Mirror {
                     .map_err(|e| Failure::Verify(format!("registry version: {e}")))?;
                 self.insert(m).await.map(|()| None)
             }
-            Checked::Statement(m, manifest) => {
-                if let Some(manifest) = manifest {
+            Checked::Statement(m) => {
+                if let Some(manifest) = chunk_manifest(&m) {
                     stage_chunks(
                         client,
                         &self.store,
                         &m.digest,
-                        &manifest,
+                        manifest,
                         self.call_timeout,
                         shutdown,
                     )
@@ -611,6 +618,14 @@ impl Mirror {
             Ok(Err(e)) => Err(Failure::Store(e.to_string())),
             Err(e) => Err(Failure::Store(format!("mirror task failed: {e}"))),
         }
+    }
+}
+
+/// The chunk manifest of a verified large snapshot (from the statement its check decoded).
+fn chunk_manifest(m: &MirroredStatement) -> Option<&ChunkManifest> {
+    match &m.decoded.get()?.body {
+        Body::Indicators(snapshot) => snapshot.chunks.as_ref(),
+        Body::Policy(_) => None,
     }
 }
 
@@ -784,6 +799,7 @@ fn hub_document_record(
         receipt: receipt.encode(),
         accepted_at_ms: ms(r.accepted_at),
         mirrored_at_ms: now_ms,
+        decoded: DecodedStatement::default(),
     })
 }
 
@@ -808,4 +824,43 @@ fn entry_receipt(
         },
     )
     .map_err(|e| format!("receipt of {node_id}#{seq} at feed index {feed_index}: {e}"))
+}
+
+#[cfg(test)]
+mod batch_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn verified(feed_index: u64, envelope_bytes: usize) -> MirroredStatement {
+        MirroredStatement {
+            feed_index,
+            node_id: "colombo".into(),
+            seq: feed_index,
+            digest: Digest::of(&feed_index.to_be_bytes()),
+            kind: "policy_summary".into(),
+            document: "regions/colombo/policies/p".into(),
+            revision: 1,
+            envelope: vec![0; envelope_bytes],
+            receipt: Vec::new(),
+            accepted_at_ms: 0,
+            mirrored_at_ms: 0,
+            decoded: DecodedStatement::default(),
+        }
+    }
+
+    /// Small statements fill a batch by count, large ones by bytes.
+    #[test]
+    fn a_batch_is_full_at_its_count_or_its_bytes() {
+        let small: Vec<_> = (1..MAX_BATCH as u64).map(|i| verified(i, 2_048)).collect();
+        assert!(!batch_full(&small));
+        let mut at_count = small.clone();
+        at_count.push(verified(MAX_BATCH as u64, 2_048));
+        assert!(batch_full(&at_count));
+
+        let per_large = 1024 * 1024;
+        let mut large: Vec<_> = (1..16).map(|i| verified(i, per_large)).collect();
+        assert!(!batch_full(&large));
+        large.push(verified(16, per_large));
+        assert!(batch_full(&large));
+    }
 }

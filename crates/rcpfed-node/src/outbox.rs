@@ -532,15 +532,19 @@ pub(crate) enum Failed {
     Local(String),
 }
 
-/// The stored envelope, and its chunk manifest when it is a large snapshot.
+/// The stored envelope, and its chunk manifest when it is a large snapshot. Only a large
+/// snapshot's payload is decoded (its observations are in the chunks, so it is small): the
+/// store recorded which statements are.
 fn decode_own(own: &OwnStatement) -> Result<(SignedEnvelope, Option<ChunkManifest>), String> {
     let envelope = SignedEnvelope::decode(&own.envelope).map_err(|e| e.to_string())?;
+    if !own.chunked {
+        return Ok((envelope, None));
+    }
     let statement = Statement::decode(&envelope.payload).map_err(|e| e.to_string())?;
-    let manifest = match statement.body {
-        Body::Indicators(s) => s.chunks,
-        Body::Policy(_) => None,
-    };
-    Ok((envelope, manifest))
+    match statement.body {
+        Body::Indicators(snapshot) if snapshot.chunks.is_some() => Ok((envelope, snapshot.chunks)),
+        _ => Err("it is stored as a chunked snapshot but lists no chunks".to_string()),
+    }
 }
 
 /// Chunks in flight between the store reader and the gRPC stream: bounded memory however

@@ -7,7 +7,9 @@
 //! the mirror has caught up with the feed once, the publisher signs nothing new; `rcpfed
 //! restore node` leaves a marker file in the data directory that turns this wait on.
 
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::rejection::{RejectClass, Rejection};
+use rcpfed_core::statement::{Body, DocumentKind, Statement};
 use rcpfed_store::{DeliveryState, MirroredStatement, NodeStore, OwnStatement, StoreError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +84,31 @@ pub enum Adoption {
     Adopted,
 }
 
+/// Whether an own statement met in the feed is a chunked snapshot, from the statement the
+/// mirror decoded to verify it (the envelope is decoded only when it has none).
+fn is_chunked(m: &MirroredStatement) -> Result<bool, StoreError> {
+    if m.kind != DocumentKind::IndicatorSnapshot.as_str() {
+        return Ok(false);
+    }
+    let decoded;
+    let statement = match m.decoded.get() {
+        Some(statement) => statement,
+        None => {
+            decoded = SignedEnvelope::decode(&m.envelope)
+                .ok()
+                .and_then(|envelope| Statement::decode(&envelope.payload).ok())
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "this node's statement {} in the feed does not decode",
+                        m.seq
+                    ))
+                })?;
+            &decoded
+        }
+    };
+    Ok(matches!(&statement.body, Body::Indicators(s) if s.chunks.is_some()))
+}
+
 /// Takes one of this node's own statements from the hub's feed (already verified and logged)
 /// into the outbox as delivered when the outbox lacks it. A different statement at the same
 /// sequence number in the outbox is this node's own equivocation: Conflict.
@@ -117,6 +144,7 @@ pub fn adopt(store: &dyn NodeStore, m: &MirroredStatement) -> Result<Adoption, S
             last_error: String::new(),
             receipt: None,
             feed_index: None,
+            chunked: is_chunked(m)?,
         },
         &[],
     )?;
@@ -146,6 +174,7 @@ mod tests {
             receipt: format!("receipt {seq}").into_bytes(),
             accepted_at_ms: 1_700_000_000_000,
             mirrored_at_ms: 1_700_000_000_001,
+            decoded: rcpfed_store::DecodedStatement::default(),
         }
     }
 

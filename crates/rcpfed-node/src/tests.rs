@@ -206,6 +206,7 @@ fn mirror_own(store: &Arc<dyn NodeStorage>, seq: u64, feed_index: u64) {
             receipt: vec![1],
             accepted_at_ms: 1_000 * feed_index as i64,
             mirrored_at_ms: 0,
+            decoded: rcpfed_store::DecodedStatement::default(),
         })
         .unwrap();
 }

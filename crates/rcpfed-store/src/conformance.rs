@@ -81,6 +81,7 @@ pub fn statement(feed_index: u64, node_id: &str, seq: u64, salt: &str) -> Stored
         envelope: format!("envelope {node_id} {seq} {salt}").into_bytes(),
         receipt: format!("receipt {feed_index}").into_bytes(),
         accepted_at_ms: 1_700_000_000_000 + i64::try_from(feed_index).unwrap(),
+        decoded: crate::DecodedStatement::default(),
     }
 }
 
@@ -99,6 +100,7 @@ pub fn own(seq: u64, salt: &str, request_id: Option<&str>) -> OwnStatement {
         last_error: String::new(),
         receipt: None,
         feed_index: None,
+        chunked: false,
     }
 }
 
@@ -117,6 +119,7 @@ pub fn mirrored(feed_index: u64, node_id: &str, seq: u64, salt: &str) -> Mirrore
         receipt: st.receipt,
         accepted_at_ms: st.accepted_at_ms,
         mirrored_at_ms: st.accepted_at_ms + 5,
+        decoded: crate::DecodedStatement::default(),
     }
 }
 

@@ -42,6 +42,9 @@ pub struct StoredStatement {
     pub receipt: Vec<u8>,
     /// When the hub accepted it (unix ms, UTC).
     pub accepted_at_ms: i64,
+    /// The envelope's decoded statement, when the sequencer hands it to the commit (none
+    /// when read back).
+    pub decoded: crate::DecodedStatement,
 }
 
 /// The latest accepted statement of one node.

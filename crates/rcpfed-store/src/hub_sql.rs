@@ -11,10 +11,11 @@ use crate::hub::{
 };
 use crate::indicators_sql::Entry;
 use crate::sql::{Param, Query, Sql, SqlRow, query};
-use crate::{ChunkSource, HubLease, StoreError};
+use crate::{ChunkSource, DecodedStatement, HubLease, StoreError};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// The view cursor (hub version 7 on SQLite, 4 on PostgreSQL; the same text for both): how far
 /// the indicator view is applied (see [`view_applied_through`]). A store from before it had
@@ -221,6 +222,7 @@ fn statement_at(row: &dyn SqlRow, first: usize) -> Result<StoredStatement, Store
         envelope: row.blob(first + 8)?,
         receipt: row.blob(first + 9)?,
         accepted_at_ms: row.i64(first + 10)?,
+        decoded: DecodedStatement::default(),
     })
 }
 
@@ -279,15 +281,28 @@ pub(crate) fn applied_in_background(entry: &Entry<'_>) -> bool {
 
 /// The chunk manifest of an entry applied in the background (see [`applied_in_background`]).
 fn background_manifest(entry: &Entry<'_>) -> Option<rcpfed_core::statement::ChunkManifest> {
-    use rcpfed_core::envelope::SignedEnvelope;
-    use rcpfed_core::statement::{Body, DocumentKind, Statement};
+    use rcpfed_core::statement::{Body, DocumentKind};
     if entry.kind != DocumentKind::IndicatorSnapshot.as_str() {
         return None;
     }
-    let envelope = SignedEnvelope::decode(entry.envelope).ok()?;
-    match Statement::decode(&envelope.payload).ok()?.body {
-        Body::Indicators(snapshot) => snapshot.chunks,
+    match &entry.statement().ok()?.body {
+        Body::Indicators(snapshot) => snapshot.chunks.clone(),
         Body::Policy(_) => None,
+    }
+}
+
+/// The apply step's view of a stored statement, with the decoded statement it carries.
+fn entry_of(st: &StoredStatement) -> Entry<'_> {
+    Entry {
+        node_id: &st.node_id,
+        kind: &st.kind,
+        digest: &st.digest,
+        document: &st.document,
+        revision: st.revision,
+        feed_index: st.feed_index,
+        accepted_at_ms: st.accepted_at_ms,
+        envelope: &st.envelope,
+        statement: st.decoded.get(),
     }
 }
 
@@ -419,19 +434,7 @@ fn insert_statements<S: Sql>(
                 None => err,
             });
         }
-        apply(
-            tx,
-            &Entry {
-                node_id: &st.node_id,
-                kind: &st.kind,
-                digest: &st.digest,
-                document: &st.document,
-                revision: st.revision,
-                feed_index: st.feed_index,
-                accepted_at_ms: st.accepted_at_ms,
-                envelope: &st.envelope,
-            },
-        )?;
+        apply(tx, &entry_of(st))?;
     }
     Ok(())
 }
@@ -721,7 +724,7 @@ impl<B: HubBackend> HubStore for B {
             let mut through = start;
             while through < last && through.saturating_sub(start) < VIEW_STEP_ENTRIES {
                 let index = int(through + 1, "feed index")?;
-                let st = tx
+                let mut st = tx
                     .first(&STATEMENT_BY_FEED_INDEX, &[&index], statement_from_row)?
                     .ok_or_else(|| {
                         StoreError::Corrupt(format!(
@@ -729,16 +732,13 @@ impl<B: HubBackend> HubStore for B {
                             through + 1
                         ))
                     })?;
-                let entry = Entry {
-                    node_id: &st.node_id,
-                    kind: &st.kind,
-                    digest: &st.digest,
-                    document: &st.document,
-                    revision: st.revision,
-                    feed_index: st.feed_index,
-                    accepted_at_ms: st.accepted_at_ms,
-                    envelope: &st.envelope,
-                };
+                // Decoded once, for both the choice below and the apply step.
+                let stored = entry_of(&st);
+                if stored.changes_view() {
+                    let statement = stored.statement()?.into_owned();
+                    st.decoded = DecodedStatement::of(Arc::new(statement));
+                }
+                let entry = entry_of(&st);
                 let large = applied_in_background(&entry);
                 // A chunked snapshot gets a transaction of its own: readers see all of it or
                 // none, and the small entries before it are not held back by it.

@@ -26,6 +26,7 @@ use rcpfed_core::statement::{
 };
 use rusqlite::types::{ToSql, Value};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -365,6 +366,9 @@ pub(crate) struct Entry<'a> {
     pub accepted_at_ms: i64,
     /// The signed envelope.
     pub envelope: &'a [u8],
+    /// The envelope's statement as the caller decoded and verified it; None to have the apply
+    /// step decode the envelope (an entry read back from the database).
+    pub statement: Option<&'a Statement>,
 }
 
 impl Entry<'_> {
@@ -373,6 +377,28 @@ impl Entry<'_> {
             "feed entry {} (node {}, {} {} revision {}) cannot be applied: {what}",
             self.feed_index, self.node_id, self.kind, self.document, self.revision
         ))
+    }
+
+    /// Whether the apply step reads this entry's statement: an indicator snapshot or a policy
+    /// summary. Other kinds (hub documents) leave the view as it is.
+    pub(crate) fn changes_view(&self) -> bool {
+        self.kind == DocumentKind::IndicatorSnapshot.as_str()
+            || self.kind == DocumentKind::PolicySummary.as_str()
+    }
+
+    /// The entry's statement: the caller's, or else decoded from the stored envelope, whose
+    /// payload must hash to the entry's digest (the view's provenance names it).
+    pub(crate) fn statement(&self) -> Result<Cow<'_, Statement>, StoreError> {
+        if let Some(statement) = self.statement {
+            return Ok(Cow::Borrowed(statement));
+        }
+        let envelope = SignedEnvelope::decode(self.envelope).map_err(|e| self.conflict(e))?;
+        if Digest::of(&envelope.payload) != *self.digest {
+            return Err(self.conflict("the envelope's payload does not hash to the entry's digest"));
+        }
+        Statement::decode(&envelope.payload)
+            .map(Cow::Owned)
+            .map_err(|e| self.conflict(e))
     }
 }
 
@@ -413,30 +439,23 @@ pub(crate) fn apply_to_view(
     log: Log,
     entry: &Entry<'_>,
 ) -> Result<(), StoreError> {
-    let indicator_kind = DocumentKind::IndicatorSnapshot.as_str();
-    let policy_kind = DocumentKind::PolicySummary.as_str();
-    if entry.kind != indicator_kind && entry.kind != policy_kind {
+    if !entry.changes_view() {
         return Ok(());
     }
-    let envelope = SignedEnvelope::decode(entry.envelope).map_err(|e| entry.conflict(e))?;
-    // The view's provenance names this digest; it must be the envelope's.
-    if Digest::of(&envelope.payload) != *entry.digest {
-        return Err(entry.conflict("the envelope's payload does not hash to the entry's digest"));
-    }
-    let statement = Statement::decode(&envelope.payload).map_err(|e| entry.conflict(e))?;
+    let statement = entry.statement()?;
     if statement.header.node_id != entry.node_id {
         return Err(entry.conflict(format!(
             "the statement is signed as node {}",
             statement.header.node_id
         )));
     }
-    match statement.body {
-        Body::Indicators(snapshot) if entry.kind == indicator_kind => {
+    match &statement.body {
+        Body::Indicators(snapshot) if entry.kind == DocumentKind::IndicatorSnapshot.as_str() => {
             let rule = key_rule_before(tx, log, Some(entry.feed_index))?;
             let defaults = rule.defaults(&snapshot.indicator).to_vec();
             apply_snapshot(tx, entry, snapshot, &defaults)
         }
-        Body::Policy(policy) if entry.kind == policy_kind => {
+        Body::Policy(policy) if entry.kind == DocumentKind::PolicySummary.as_str() => {
             indicator_queries::apply_policy(tx, entry, &policy.gcm_objectives)
         }
         other => Err(entry.conflict(format!(
@@ -452,7 +471,7 @@ const CHUNK_BYTES: Query = query!("SELECT bytes FROM chunks WHERE sha256 = $1");
 fn apply_snapshot(
     tx: &mut impl ViewWriter,
     entry: &Entry<'_>,
-    snapshot: IndicatorSnapshot,
+    snapshot: &IndicatorSnapshot,
     defaults: &[(String, String)],
 ) -> Result<(), StoreError> {
     let mut applier = Applier {
@@ -885,6 +904,7 @@ pub(crate) fn backfill(tx: &Transaction<'_>, log: Log) -> Result<(), StoreError>
                 feed_index: row.u64(5)?,
                 accepted_at_ms: row.get(6)?,
                 envelope,
+                statement: None,
             },
         )?;
         applied += 1;

@@ -17,6 +17,7 @@
 
 pub mod backup;
 mod db;
+mod decoded;
 mod error;
 pub mod hub;
 mod hub_sql;
@@ -35,6 +36,7 @@ mod sql;
 pub mod conformance;
 
 pub use db::{MAX_READERS, READER_WAIT, current_deadline, with_deadline};
+pub use decoded::DecodedStatement;
 pub use error::StoreError;
 pub use hub::*;
 pub use indicators::*;

@@ -86,6 +86,10 @@ pub struct OwnStatement {
     pub receipt: Option<Vec<u8>>,
     /// The hub feed index, once delivered.
     pub feed_index: Option<u64>,
+    /// Whether it is a chunked snapshot, sent with its chunks (`SubmitSnapshot`): recorded when
+    /// it is stored, so the outbox decodes only such a statement's payload (a manifest, small)
+    /// to find its chunks, never an inline one's.
+    pub chunked: bool,
 }
 
 /// A verified statement copied from the hub's feed.
@@ -114,6 +118,9 @@ pub struct MirroredStatement {
     pub accepted_at_ms: i64,
     /// When this node mirrored it (unix ms, UTC).
     pub mirrored_at_ms: i64,
+    /// The envelope's decoded statement, when the mirror hands the one it verified (none
+    /// when read back).
+    pub decoded: crate::DecodedStatement,
 }
 
 /// Own statements per delivery state.
@@ -315,15 +322,53 @@ pub(crate) const NODE_SCHEMA: Schema = Schema {
         indicator_indexes_v2_sql!(),
         indicator_key_rule_sql!(),
         indicator_policy_coverage_sql!(),
+        // Filled for the statements stored before it by `upgrade_node`.
+        "ALTER TABLE own_statements ADD COLUMN chunked INTEGER NOT NULL DEFAULT 0 \
+         CHECK (chunked IN (0, 1));",
     ],
     upgrade: Some(upgrade_node),
 };
 
 /// Version 3 added the indicator view and version 5 the observation key rule, which empties
-/// the view: a file from before version 5 gets the view rebuilt from its mirror.
+/// the view: a file from before version 5 gets the view rebuilt from its mirror. Version 7
+/// added `own_statements.chunked`: a file from before it gets it from each own statement.
 fn upgrade_node(tx: &Transaction<'_>, from_version: i64) -> Result<(), StoreError> {
     if (1..5).contains(&from_version) {
         indicators_sql::backfill(tx, Log::Node)?;
+    }
+    if (1..7).contains(&from_version) {
+        mark_chunked_own_statements(tx)?;
+    }
+    Ok(())
+}
+
+/// Sets `chunked` on the own statements that are chunked snapshots, decoding each once. One
+/// whose payload does not decode is left as it is: the outbox refuses to send it either way.
+fn mark_chunked_own_statements(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    use rcpfed_core::envelope::SignedEnvelope;
+    use rcpfed_core::statement::{Body, Statement};
+    let mut chunked = Vec::new();
+    {
+        let mut stmt = tx.prepare("SELECT seq, envelope FROM own_statements")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let envelope = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+            let statement = SignedEnvelope::decode(envelope)
+                .ok()
+                .and_then(|envelope| Statement::decode(&envelope.payload).ok());
+            if let Some(Statement {
+                body: Body::Indicators(snapshot),
+                ..
+            }) = statement
+                && snapshot.chunks.is_some()
+            {
+                chunked.push(row.get::<_, i64>(0)?);
+            }
+        }
+    }
+    let mut mark = tx.prepare("UPDATE own_statements SET chunked = 1 WHERE seq = ?1")?;
+    for seq in chunked {
+        mark.execute([seq])?;
     }
     Ok(())
 }
@@ -332,7 +377,7 @@ fn upgrade_node(tx: &Transaction<'_>, from_version: i64) -> Result<(), StoreErro
 macro_rules! own_columns {
     () => {
         "seq, digest, document, revision, envelope, created_at_ms, request_id, state, attempts, \
-         last_error, receipt, feed_index"
+         last_error, receipt, feed_index, chunked"
     };
 }
 
@@ -350,6 +395,7 @@ fn own_from_row(row: &dyn SqlRow) -> Result<OwnStatement, StoreError> {
         last_error: row.text(9)?,
         receipt: row.opt_bytes(10)?,
         feed_index: row.opt_u64(11)?,
+        chunked: row.i64(12)? != 0,
     })
 }
 
@@ -374,6 +420,7 @@ fn mirrored_from_row(row: &dyn SqlRow) -> Result<MirroredStatement, StoreError> 
         receipt: row.blob(8)?,
         accepted_at_ms: row.i64(9)?,
         mirrored_at_ms: row.i64(10)?,
+        decoded: crate::DecodedStatement::default(),
     })
 }
 
@@ -502,8 +549,8 @@ impl NodeStore for SqliteNodeStore {
             let res = tx
                 .prepare_cached(
                     "INSERT INTO own_statements (seq, digest, document, revision, envelope,
-                         created_at_ms, request_id, state, attempts, last_error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, '')",
+                         created_at_ms, request_id, state, attempts, last_error, chunked)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, '', ?8)",
                 )?
                 .execute(params![
                     seq,
@@ -513,6 +560,7 @@ impl NodeStore for SqliteNodeStore {
                     st.envelope,
                     st.created_at_ms,
                     st.request_id,
+                    st.chunked,
                 ]);
             match res {
                 Ok(_) => Ok(()),
@@ -850,6 +898,7 @@ fn insert_mirrored(tx: &Connection, st: &MirroredStatement) -> Result<(), StoreE
                 feed_index: st.feed_index,
                 accepted_at_ms: st.accepted_at_ms,
                 envelope: &st.envelope,
+                statement: st.decoded.get(),
             },
         ),
         Err(err) => match constraint_message(&err) {

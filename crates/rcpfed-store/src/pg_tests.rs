@@ -105,6 +105,16 @@ fn hub_indicator_conformance() {
     indicators::indicator_suite(&|| indicators::hub_target(schemas.hub()));
 }
 
+/// The apply step given the statement the sequencer decoded writes what it writes from the
+/// envelope alone.
+#[test]
+fn hub_indicator_conformance_with_handed_statements() {
+    let Some(schemas) = Schemas::new() else {
+        return;
+    };
+    indicators::indicator_suite(&|| indicators::hub_target_handing_statements(schemas.hub()));
+}
+
 #[test]
 fn hub_chunks_stored_with_statement() {
     let Some(schemas) = Schemas::new() else {

@@ -64,6 +64,28 @@ fn node_indicator_conformance() {
     });
 }
 
+/// The apply step given the statement its caller decoded (the hub's commit, the node's mirror)
+/// writes what it writes from the envelope alone.
+#[test]
+fn indicator_conformance_with_handed_statements() {
+    let paths = Paths::new();
+    indicators::indicator_suite(&|| {
+        indicators::hub_target_handing_statements(Arc::new(
+            SqliteHubStore::open(&paths.fresh()).unwrap(),
+        ))
+    });
+    indicators::indicator_suite(&|| {
+        indicators::node_target_handing_statements(Arc::new(
+            SqliteNodeStore::open(&paths.fresh()).unwrap(),
+        ))
+    });
+    let decoding = indicators::hub_target(Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap()));
+    let handed = indicators::node_target_handing_statements(Arc::new(
+        SqliteNodeStore::open(&paths.fresh()).unwrap(),
+    ));
+    indicators::same_answers(&decoding, &handed);
+}
+
 #[test]
 fn hub_chunks_stored_with_statement() {
     let paths = Paths::new();
@@ -260,12 +282,12 @@ fn newer_schema_is_refused() {
     }
     let node = paths.fresh();
     drop(SqliteNodeStore::open(&node).unwrap());
-    set_user_version(&node, 7);
+    set_user_version(&node, 8);
     assert!(matches!(
         SqliteNodeStore::open(&node),
         Err(StoreError::SchemaTooNew {
-            found: 7,
-            supported: 6
+            found: 8,
+            supported: 7
         })
     ));
 }
@@ -666,6 +688,56 @@ fn indicator_view_is_rebuilt_on_upgrade() {
         );
         assert_eq!(store.applied_feed_size().unwrap(), 10);
     }
+}
+
+/// A node file from before `own_statements.chunked` (version 6) gets it from each own
+/// statement when opened: the chunked snapshot is marked, the inline one is not.
+#[test]
+fn own_statements_are_marked_chunked_on_upgrade() {
+    let paths = Paths::new();
+    let path = paths.fresh();
+    let observations = indicators::chunked_observations(25);
+    let (manifest, _) = rcpfed_core::chunks::encode_chunks(&observations, 10);
+    let entries = [
+        indicators::snapshot_entry(1, "node-a", 1, 1, "IND", observations.clone(), None, 1_000),
+        indicators::snapshot_entry(2, "node-a", 2, 2, "IND", Vec::new(), Some(manifest), 2_000),
+    ];
+    let schema = &crate::node::NODE_SCHEMA;
+    let old = Schema {
+        name: schema.name,
+        application_id: schema.application_id,
+        migrations: &schema.migrations[..6],
+        upgrade: None,
+    };
+    Db::open(&path, &old)
+        .unwrap()
+        .write(|tx| {
+            for e in &entries {
+                tx.execute(
+                    "INSERT INTO own_statements (seq, digest, document, revision, envelope,
+                         created_at_ms, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+                    rusqlite::params![
+                        e.seq as i64,
+                        &e.digest.0[..],
+                        e.document,
+                        e.revision,
+                        e.envelope,
+                        e.accepted_at_ms
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let node = SqliteNodeStore::open(&path).unwrap();
+    let chunked: Vec<(u64, bool)> = node
+        .pending(10)
+        .unwrap()
+        .iter()
+        .map(|o| (o.seq, o.chunked))
+        .collect();
+    assert_eq!(chunked, vec![(1, false), (2, true)]);
 }
 
 /// Files from before the observation key rule (hub version 5, node version 4) hold the view

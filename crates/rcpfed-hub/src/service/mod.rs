@@ -297,6 +297,7 @@ impl Hub {
             envelope: envelope_bytes,
             leaf_hash: signed.leaf_hash(),
             snapshot: None,
+            decoded: rcpfed_store::DecodedStatement::default(),
         };
         Ok((verified, statement, catalogue_outcome))
     }

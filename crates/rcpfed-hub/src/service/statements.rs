@@ -13,7 +13,7 @@ use rcpfed_grpc::authorize;
 use rcpfed_grpc::records::parse_statement_name;
 use rcpfed_grpc::status::{invalid_field, next_page, not_found, page_size, parse_page_token};
 use rcpfed_proto::v1;
-use rcpfed_store::{StatementFilter, StoredFlag};
+use rcpfed_store::{DecodedStatement, StatementFilter, StoredFlag};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -45,7 +45,7 @@ impl Hub {
             .verify_on_pool(&federation, &member_id, envelope)
             .await?
             .map_err(refused)?;
-        if let Body::Indicators(snapshot) = statement.body {
+        if let Body::Indicators(snapshot) = &statement.body {
             if snapshot.chunks.is_some() {
                 return Err(refused(chunks_required(
                     "this snapshot lists chunks in a manifest; send it with SubmitSnapshot, followed by its chunks",
@@ -62,10 +62,15 @@ impl Hub {
                 }
                 Some(Err(_)) | None => {}
             }
+            let indicator = snapshot.indicator.clone();
+            let statement = Arc::new(statement);
             verified.snapshot = Some(Arc::new(SnapshotPayload {
-                indicator: snapshot.indicator,
-                observations: SnapshotObservations::Inline(snapshot.observations),
+                indicator,
+                observations: SnapshotObservations::Inline(Arc::clone(&statement)),
             }));
+            verified.decoded = DecodedStatement::of(statement);
+        } else {
+            verified.decoded = DecodedStatement::of(Arc::new(statement));
         }
         let answer = self.sequence(verified).await?;
         Ok(Response::new(v1::SubmitStatementResponse {

@@ -521,6 +521,7 @@ fn sign_and_queue(
         last_error: String::new(),
         receipt: None,
         feed_index: None,
+        chunked: matches!(&statement.body, Body::Indicators(s) if s.chunks.is_some()),
     };
     // The chunks are stored in the statement's transaction: the outbox sends them from the
     // store and the mirror's apply step reads them there; a refused append (a concurrent

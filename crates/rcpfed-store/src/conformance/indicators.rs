@@ -6,9 +6,9 @@
 //! they decode production ones.
 
 use crate::{
-    ConflictRows, CoverageData, HubDocument, HubStore, IndicatorStore, MirroredStatement,
-    NodeStore, ObservationCursor, ObservationFilter, ObservationProvenance, ObservationRow,
-    PolicyCoverageData, StoreError, StoredStatement,
+    ConflictRows, CoverageData, DecodedStatement, HubDocument, HubStore, IndicatorStore,
+    MirroredStatement, NodeStore, ObservationCursor, ObservationFilter, ObservationProvenance,
+    ObservationRow, PolicyCoverageData, StoreError, StoredStatement,
 };
 use rcpfed_core::Digest;
 use rcpfed_core::catalogue::{Catalogue, sign_catalogue};
@@ -60,7 +60,22 @@ impl FeedEntry {
             envelope: self.envelope.clone(),
             receipt: format!("receipt {}", self.feed_index).into_bytes(),
             accepted_at_ms: self.accepted_at_ms,
+            decoded: DecodedStatement::default(),
         }
+    }
+
+    /// The envelope's statement decoded, as a verifier hands it to the store; none for a hub
+    /// document or an envelope that does not decode (the store then decodes and refuses it).
+    pub fn decoded(&self) -> DecodedStatement {
+        let statement_kinds = [DocumentKind::IndicatorSnapshot, DocumentKind::PolicySummary];
+        if !statement_kinds.iter().any(|k| k.as_str() == self.kind) {
+            return DecodedStatement::default();
+        }
+        SignedEnvelope::decode(&self.envelope)
+            .ok()
+            .and_then(|envelope| Statement::decode(&envelope.payload).ok())
+            .map(|statement| DecodedStatement::of(Arc::new(statement)))
+            .unwrap_or_default()
     }
 
     /// The entry as a node mirrors it.
@@ -77,6 +92,7 @@ impl FeedEntry {
             receipt: format!("receipt {}", self.feed_index).into_bytes(),
             accepted_at_ms: self.accepted_at_ms,
             mirrored_at_ms: self.accepted_at_ms + 5,
+            decoded: DecodedStatement::default(),
         }
     }
 }
@@ -105,6 +121,23 @@ pub fn hub_target<S: HubStore + IndicatorStore>(store: Arc<S>) -> Target {
     }
 }
 
+/// [`hub_target`] whose entries come with their decoded statement, as the hub's sequencer
+/// hands them to the commit: the view must be the same as from the envelopes alone.
+pub fn hub_target_handing_statements<S: HubStore + IndicatorStore>(store: Arc<S>) -> Target {
+    let hub = Arc::clone(&store);
+    Target {
+        add: Box::new(move |e| {
+            let stored = StoredStatement {
+                decoded: e.decoded(),
+                ..e.stored()
+            };
+            hub.append(&[stored], &[], &[], &[], None)?;
+            catch_up_view(&*hub)
+        }),
+        view: store,
+    }
+}
+
 /// Runs the hub's background apply step until the view has applied every stored entry.
 pub fn catch_up_view<S: HubStore + IndicatorStore + ?Sized>(hub: &S) -> Result<(), StoreError> {
     let last = hub.last_feed_index()?;
@@ -117,6 +150,21 @@ pub fn node_target<S: NodeStore + IndicatorStore>(store: Arc<S>) -> Target {
     let node = Arc::clone(&store);
     Target {
         add: Box::new(move |e| node.mirror_insert(&e.mirrored())),
+        view: store,
+    }
+}
+
+/// [`node_target`] whose entries come with their decoded statement, as the node's mirror
+/// hands the one it verified.
+pub fn node_target_handing_statements<S: NodeStore + IndicatorStore>(store: Arc<S>) -> Target {
+    let node = Arc::clone(&store);
+    Target {
+        add: Box::new(move |e| {
+            node.mirror_insert(&MirroredStatement {
+                decoded: e.decoded(),
+                ..e.mirrored()
+            })
+        }),
         view: store,
     }
 }
@@ -1518,13 +1566,17 @@ pub fn node_chunks_stored_with_own_statement<S: NodeStore + IndicatorStore>(stor
         "seq 2 does not follow the head",
     );
     assert_eq!(store.has_chunks(&shas).unwrap(), vec![false; shas.len()]);
-    store
-        .append_own(&crate::conformance::own(1, "c", None), &chunks)
-        .unwrap();
+    let chunked = crate::OwnStatement {
+        chunked: true,
+        ..crate::conformance::own(1, "c", None)
+    };
+    store.append_own(&chunked, &chunks).unwrap();
     assert_eq!(store.has_chunks(&shas).unwrap(), vec![true; shas.len()]);
     for (sha, bytes) in &chunks {
         assert_eq!(store.chunk(sha).unwrap().as_ref(), Some(bytes));
     }
+    // The outbox finds it chunked without decoding it.
+    assert_eq!(store.pending(10).unwrap(), vec![chunked]);
 }
 
 /// hub_document finds a chain's latest document or the one of a seq.
