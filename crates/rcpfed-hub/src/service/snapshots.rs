@@ -6,6 +6,7 @@ use super::{
 use crate::ingest::{SnapshotObservations, SnapshotPayload};
 use crate::quotas::{self, quota_status};
 use crate::staged::ReceiveContext;
+use rcpfed_store::DecodedStatement;
 use rcpfed_core::Digest;
 use rcpfed_core::admission::known_indicator;
 use rcpfed_core::members::Role;
@@ -64,6 +65,9 @@ impl Hub {
             .verify_on_pool(&federation, &member_id, envelope)
             .await?
             .map_err(refused)?;
+        // The commit reads the manifest from the statement as decoded here (it is small: the
+        // observations travel in the chunks).
+        let decoded = DecodedStatement::of(Arc::new(statement.clone()));
         let (snapshot, manifest) = chunked_snapshot(statement.body).map_err(refused)?;
         // A resubmission of an accepted snapshot: its original receipt, without the chunks.
         if let Some(stored) = self.stored(verified.digest).await? {
@@ -115,6 +119,7 @@ impl Hub {
             indicator,
             observations: SnapshotObservations::Staged(Arc::new(received.staged)),
         }));
+        verified.decoded = decoded;
         let answer = self.sequence(verified).await?;
         Ok(Response::new(v1::SubmitSnapshotResponse {
             receipt: Some(receipt_envelope(&answer.receipt)?),
