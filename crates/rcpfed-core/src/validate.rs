@@ -16,6 +16,7 @@ use crate::catalogue::{Catalogue, CatalogueCheck, CatalogueRows, RowFaults};
 use crate::chunks::check_manifest;
 use crate::dates::{parse_date, parse_time_period};
 use crate::iso3166::is_alpha3;
+use crate::limits::MAX_VIOLATIONS;
 use crate::members::Member;
 use crate::obskey::key_pairs;
 use crate::rejection::{ProblemCount, RejectClass, Rejection, Violation, reasons};
@@ -34,8 +35,6 @@ pub const MAX_FUTURE_SKEW: time::Duration = time::Duration::minutes(5);
 pub const SCHEMA_VERSION: u32 = 1;
 /// Earliest plausible `issued_at` year.
 pub const MIN_ISSUED_YEAR: i32 = 2000;
-/// At most this many violations are reported.
-pub const MAX_VIOLATIONS: usize = 100;
 /// Longest document name, in bytes.
 pub const MAX_DOCUMENT_LEN: usize = 200;
 /// Longest title, in characters.

@@ -8,8 +8,8 @@ use super::{
 use crate::Digest;
 use crate::envelope::{SignedEnvelope, verify_signatures};
 use crate::keys::{SecretKey, VerifyKey};
+use crate::limits::MAX_VIOLATIONS;
 use crate::rejection::{RejectClass, Rejection, Violation, reasons};
-use crate::validate::MAX_VIOLATIONS;
 use crate::wire::{timestamp_from_proto, timestamp_to_proto};
 use prost::Message as _;
 use rcpfed_proto::v1 as pb;

@@ -38,8 +38,9 @@
 
 use crate::dates::parse_time_period;
 use crate::iso3166::is_alpha3;
+use crate::limits::MAX_VIOLATIONS;
 use crate::rejection::{ProblemCount, RejectClass, Rejection, Violation, reasons};
-use crate::validate::{MAX_VIOLATIONS, is_indicator_code};
+use crate::validate::is_indicator_code;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
