@@ -858,6 +858,7 @@ mod tests {
         let good = Receipt::verify(
             b.receipt.as_ref().expect("receipt"),
             &[hub().verify_key().clone()],
+            FED,
         )
         .expect("valid");
         b.receipt = Some(good.sign(&colombo()));

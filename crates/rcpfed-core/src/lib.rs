@@ -16,6 +16,7 @@ pub mod dates;
 pub mod digest;
 pub mod envelope;
 pub mod feed;
+pub mod hub_document;
 pub mod iso3166;
 pub mod keys;
 pub mod limits;
