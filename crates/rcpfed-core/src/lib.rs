@@ -14,6 +14,7 @@ pub mod clock;
 pub mod coherence;
 pub mod dates;
 pub mod digest;
+pub mod dsse_json;
 pub mod envelope;
 pub mod feed;
 pub mod hub_document;
