@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod checkpoint;
 pub mod chunks;
 pub mod clock;
+pub mod codes;
 pub mod coherence;
 pub mod dates;
 pub mod digest;
