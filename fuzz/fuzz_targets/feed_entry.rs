@@ -42,7 +42,7 @@ fn verify_entry(fed: &Federation, entry: &pb::SubscribeFeedResponse) -> Option<S
     if owner != statement.header.node_id {
         return None;
     }
-    let r = Receipt::verify(&receipt_env, &hub_keys).ok()?;
+    let r = Receipt::verify(&receipt_env, &hub_keys, &fed.federation_id).ok()?;
     let matches = r.statement_digest == signed.digest()
         && r.feed_index == entry.feed_index
         && r.node_id == statement.header.node_id

@@ -155,7 +155,7 @@ async fn three_nodes_publish_and_every_mirror_matches_the_hub() {
             let published = &expected[node][(entry.seq - 1) as usize];
             assert_eq!(entry.digest, published.digest, "{node}#{}", entry.seq);
             let env = SignedEnvelope::from_proto(entry.receipt.clone().expect("receipt"));
-            let receipt = Receipt::verify(&env, &hub_keys)
+            let receipt = Receipt::verify(&env, &hub_keys, &federation.federation_id)
                 .unwrap_or_else(|e| panic!("{node}#{} receipt does not verify: {e}", entry.seq));
             assert_eq!(receipt.federation_id, federation.federation_id);
             assert_eq!(receipt.hub_id, federation.hub_id);

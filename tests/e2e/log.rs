@@ -313,7 +313,8 @@ async fn receipts_and_mirrors_carry_verified_inclusion_proofs() {
         for entry in &outbox {
             assert_eq!(entry.state, v1::DeliveryState::Delivered as i32);
             let receipt = SignedEnvelope::from_proto(entry.receipt.clone().expect("receipt"));
-            let r = Receipt::verify(&receipt, &hub_keys).expect("the hub's receipt verifies");
+            let r = Receipt::verify(&receipt, &hub_keys, &fed.federation_id)
+                .expect("the hub's receipt verifies");
             assert_eq!(r.statement_digest.0.to_vec(), entry.digest);
             assert_eq!((r.node_id.as_str(), r.seq), (node, entry.seq));
             let record = records

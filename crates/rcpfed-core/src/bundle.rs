@@ -8,7 +8,8 @@
 
 use crate::Digest;
 use crate::checkpoint::{Checkpoint, cosignature_quorum, open_checkpoint, verify_cosignature};
-use crate::envelope::{EnvelopeSignature, SignedEnvelope};
+use crate::dsse_json::{DsseEnvelopeJson, DsseJsonError};
+use crate::envelope::SignedEnvelope;
 use crate::logkeys;
 use crate::members::{Federation, Member};
 use crate::merkle::{Hash, verify_inclusion};
@@ -58,25 +59,10 @@ pub struct BundleError(pub String);
 struct JsonBundle {
     format: String,
     federation_id: String,
-    envelope: JsonEnvelope,
+    envelope: DsseEnvelopeJson,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    receipt: Option<JsonEnvelope>,
+    receipt: Option<DsseEnvelopeJson>,
     log: JsonLog,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonEnvelope {
-    payload_type: String,
-    payload: String,
-    signatures: Vec<JsonSignature>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonSignature {
-    key_id: String,
-    sig: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,40 +79,9 @@ fn decode_b64(text: &str, what: &str) -> Result<Vec<u8>, BundleError> {
         .map_err(|_| BundleError(format!("{what} is not standard base64 with padding")))
 }
 
-impl JsonEnvelope {
-    fn from_domain(env: &SignedEnvelope) -> Self {
-        JsonEnvelope {
-            payload_type: env.payload_type.clone(),
-            payload: B64.encode(&env.payload),
-            signatures: env
-                .signatures
-                .iter()
-                .map(|s| JsonSignature {
-                    key_id: s.key_id.clone(),
-                    sig: B64.encode(&s.sig),
-                })
-                .collect(),
-        }
-    }
-
-    fn into_domain(self, what: &str) -> Result<SignedEnvelope, BundleError> {
-        let payload = decode_b64(&self.payload, &format!("{what}.payload"))?;
-        let signatures = self
-            .signatures
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| {
-                Ok(EnvelopeSignature {
-                    sig: decode_b64(&s.sig, &format!("{what}.signatures[{i}].sig"))?,
-                    key_id: s.key_id,
-                })
-            })
-            .collect::<Result<_, BundleError>>()?;
-        Ok(SignedEnvelope {
-            payload_type: self.payload_type,
-            payload,
-            signatures,
-        })
+impl From<DsseJsonError> for BundleError {
+    fn from(e: DsseJsonError) -> Self {
+        BundleError(e.0)
     }
 }
 
@@ -136,8 +91,8 @@ impl Bundle {
         let json = JsonBundle {
             format: BUNDLE_FORMAT.to_owned(),
             federation_id: self.federation_id.clone(),
-            envelope: JsonEnvelope::from_domain(&self.envelope),
-            receipt: self.receipt.as_ref().map(JsonEnvelope::from_domain),
+            envelope: DsseEnvelopeJson::from_envelope(&self.envelope),
+            receipt: self.receipt.as_ref().map(DsseEnvelopeJson::from_envelope),
             log: JsonLog {
                 leaf_index: self.log.leaf_index,
                 tree_size: self.log.tree_size,
@@ -183,8 +138,11 @@ impl Bundle {
             .collect::<Result<_, _>>()?;
         Ok(Bundle {
             federation_id: json.federation_id,
-            envelope: json.envelope.into_domain("envelope")?,
-            receipt: json.receipt.map(|r| r.into_domain("receipt")).transpose()?,
+            envelope: json.envelope.into_envelope("envelope")?,
+            receipt: json
+                .receipt
+                .map(|r| r.into_envelope("receipt"))
+                .transpose()?,
             log: BundleLog {
                 leaf_index: json.log.leaf_index,
                 tree_size: json.log.tree_size,
@@ -797,6 +755,35 @@ mod tests {
     }
 
     #[test]
+    fn bundles_are_written_with_dsse_names_and_the_older_names_still_read() {
+        let f = fixture();
+        let json = f.bundle.to_json();
+        let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+        for envelope in [&v["envelope"], &v["receipt"]] {
+            assert!(envelope["payloadType"].is_string(), "{json}");
+            assert!(envelope["signatures"][0]["keyid"].is_string(), "{json}");
+        }
+        assert!(!json.contains("payload_type") && !json.contains("key_id"));
+        // A bundle written before the DSSE names: still read, and it still verifies.
+        let older = json
+            .replace("\"payloadType\"", "\"payload_type\"")
+            .replace("\"keyid\"", "\"key_id\"");
+        let read = Bundle::from_json(&older).expect("an older bundle is read");
+        assert_eq!(read, f.bundle);
+        assert!(all_ok(&verify_bundle(&read, &anchors(2))));
+        // The fuzzer's seed bundle, as an older version wrote it.
+        let seed = include_str!("../../../fuzz/seeds/bundle/valid.json");
+        assert!(Bundle::from_json(seed).is_ok());
+        // One member in both spellings is a duplicate.
+        let both = json.replacen(
+            "\"payloadType\"",
+            "\"payload_type\": \"x\",\n    \"payloadType\"",
+            1,
+        );
+        assert!(Bundle::from_json(&both).is_err_and(|e| e.0.contains("duplicate field")));
+    }
+
+    #[test]
     fn flipped_payload_byte_fails_the_statement_signature() {
         let mut b = fixture().bundle;
         b.envelope.payload[10] ^= 0x01;
@@ -858,6 +845,7 @@ mod tests {
         let good = Receipt::verify(
             b.receipt.as_ref().expect("receipt"),
             &[hub().verify_key().clone()],
+            FED,
         )
         .expect("valid");
         b.receipt = Some(good.sign(&colombo()));

@@ -1,14 +1,22 @@
 //! The hub's coherence reports as signed documents: their payload type and the one check a
 //! reader makes of a report envelope before believing it.
 
-use crate::envelope::{SignedEnvelope, verify_signatures};
+use crate::envelope::SignedEnvelope;
+use crate::hub_document::{HubDocument, HubDocumentError, verify_hub_document};
 use crate::members::Federation;
-use prost::Message as _;
 use rcpfed_proto::v1 as pb;
 
 /// Payload type of a coherence report signed by the hub.
 pub const COHERENCE_REPORT_PAYLOAD_TYPE: &str =
     "application/vnd.rcpfed.coherence-report.v1+protobuf";
+
+impl HubDocument for pb::CoherenceReport {
+    const PAYLOAD_TYPE: &'static str = COHERENCE_REPORT_PAYLOAD_TYPE;
+    const MESSAGE_NAME: &'static str = "rcpfed.v1.CoherenceReport";
+    fn federation_id(&self) -> &str {
+        &self.federation_id
+    }
+}
 
 /// A report that verified, and the id of the hub key that signed it.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,31 +34,28 @@ pub fn verify_report(
     envelope: &SignedEnvelope,
     federation: &Federation,
 ) -> Result<VerifiedReport, String> {
-    if envelope.payload_type != COHERENCE_REPORT_PAYLOAD_TYPE {
-        return Err(format!(
-            "the envelope has payload type {:?}, not a coherence report ({COHERENCE_REPORT_PAYLOAD_TYPE:?})",
-            envelope.payload_type
-        ));
-    }
     let hub = federation
         .hub()
         .ok_or_else(|| format!("the registry names no hub member {}", federation.hub_id))?;
-    let key = verify_signatures(envelope, |id| hub.key(id)).map_err(|e| {
-        format!(
+    let verified = verify_hub_document::<pb::CoherenceReport>(
+        envelope,
+        &hub.keys,
+        &federation.federation_id,
+    )
+    .map_err(|e| match e {
+        HubDocumentError::PayloadType { found, expected } => {
+            format!(
+                "the envelope has payload type {found:?}, not a coherence report ({expected:?})"
+            )
+        }
+        HubDocumentError::Signature(e) => format!(
             "the coherence report is not signed by the hub {}: {} [{}]",
             hub.id, e.message, e.reason
-        )
+        ),
+        other => format!("the coherence report does not verify: {other}"),
     })?;
-    let report = pb::CoherenceReport::decode(envelope.payload.as_slice())
-        .map_err(|e| format!("the signed report is not a valid rcpfed.v1.CoherenceReport: {e}"))?;
-    if report.federation_id != federation.federation_id {
-        return Err(format!(
-            "coherence report {} is for federation {:?}, not {:?}",
-            report.number, report.federation_id, federation.federation_id
-        ));
-    }
     Ok(VerifiedReport {
-        report,
-        key_id: key.key_id.clone(),
+        report: verified.document,
+        key_id: verified.key.key_id.clone(),
     })
 }

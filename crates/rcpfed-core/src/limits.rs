@@ -73,6 +73,9 @@ pub const IN_FLIGHT_WINDOW: u64 = 8;
 /// Longest time a statement that arrived ahead of its node's head waits at the hub for its
 /// predecessor before it is refused with `SEQ_GAP`, in milliseconds.
 pub const IN_FLIGHT_WAIT_MS: u64 = 5_000;
+/// Most violations one refusal lists, in the validator's findings and in the gRPC status (the
+/// last listed may then say how many more there are).
+pub const MAX_VIOLATIONS: usize = 100;
 
 /// Whether `key_id` has the one key id form, `ed25519:` and 16 lowercase hex digits.
 pub fn is_key_id(key_id: &str) -> bool {

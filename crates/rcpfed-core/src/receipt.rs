@@ -1,7 +1,8 @@
 //! The hub's signed receipt for an accepted statement.
 
 use crate::Digest;
-use crate::envelope::{RECEIPT_PAYLOAD_TYPE, SignedEnvelope, verify_signatures};
+use crate::envelope::{RECEIPT_PAYLOAD_TYPE, SignedEnvelope};
+use crate::hub_document::{HubDocument, HubDocumentError, verify_hub_document};
 use crate::keys::{SecretKey, VerifyKey};
 use crate::rejection::{RejectClass, Rejection, reasons};
 use crate::wire::{timestamp_from_proto, timestamp_to_proto};
@@ -75,21 +76,38 @@ impl Receipt {
         SignedEnvelope::sign(RECEIPT_PAYLOAD_TYPE, self.to_proto().encode_to_vec(), key)
     }
 
-    /// Checks the payload type and a signature by one of `hub_keys`, then decodes.
-    pub fn verify(env: &SignedEnvelope, hub_keys: &[VerifyKey]) -> Result<Receipt, Rejection> {
-        if env.payload_type != RECEIPT_PAYLOAD_TYPE {
-            return Err(Rejection::new(
-                RejectClass::Invalid,
-                reasons::UNKNOWN_PAYLOAD_TYPE,
-                format!(
-                    "payload type {:?} is not a receipt ({RECEIPT_PAYLOAD_TYPE})",
-                    env.payload_type
+    /// Checks `env` as a hub document ([`verify_hub_document`]: payload type, a signature by
+    /// one of `hub_keys`, decoding, `federation_id`), then the receipt's own fields.
+    pub fn verify(
+        env: &SignedEnvelope,
+        hub_keys: &[VerifyKey],
+        federation_id: &str,
+    ) -> Result<Receipt, Rejection> {
+        let verified = verify_hub_document::<pb::Receipt>(env, hub_keys, federation_id).map_err(
+            |e| match e {
+                HubDocumentError::PayloadType { found, expected } => Rejection::new(
+                    RejectClass::Invalid,
+                    reasons::UNKNOWN_PAYLOAD_TYPE,
+                    format!("payload type {found:?} is not a receipt ({expected})"),
                 ),
-            ));
-        }
-        verify_signatures(env, |id| hub_keys.iter().find(|k| k.key_id == id))?;
-        let p = pb::Receipt::decode(env.payload.as_slice()).map_err(malformed)?;
-        Self::from_proto(p)
+                HubDocumentError::Signature(e) => e,
+                HubDocumentError::Undecodable { error, .. } => malformed(error),
+                HubDocumentError::OtherFederation { found, expected } => Rejection::new(
+                    RejectClass::Forbidden,
+                    reasons::WRONG_FEDERATION,
+                    format!("the receipt is of federation {found:?}, not {expected:?}"),
+                ),
+            },
+        )?;
+        Self::from_proto(verified.document)
+    }
+}
+
+impl HubDocument for pb::Receipt {
+    const PAYLOAD_TYPE: &'static str = RECEIPT_PAYLOAD_TYPE;
+    const MESSAGE_NAME: &'static str = "rcpfed.v1.Receipt";
+    fn federation_id(&self) -> &str {
+        &self.federation_id
     }
 }
 
@@ -119,7 +137,10 @@ impl Receipt {
         let hub = federation
             .hub()
             .ok_or_else(|| format!("the member file has no hub member {}", federation.hub_id))?;
-        let r = Receipt::verify(env, &hub.keys).map_err(|e| {
+        let r = Receipt::verify(env, &hub.keys, &federation.federation_id).map_err(|e| {
+            if e.reason == reasons::WRONG_FEDERATION {
+                return e.message;
+            }
             format!(
                 "not a receipt signed by the hub {}: {} [{}]",
                 hub.id, e.message, e.reason
@@ -137,7 +158,7 @@ impl Receipt {
                 r.node_id, r.seq, statement.node_id, statement.seq
             ));
         }
-        if r.federation_id != federation.federation_id || r.hub_id != hub.id {
+        if r.hub_id != hub.id {
             return Err(format!(
                 "the receipt is by hub {:?} of federation {:?}, not {} of {:?}",
                 r.hub_id, r.federation_id, hub.id, federation.federation_id
@@ -160,9 +181,11 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
+    const FED: &str = "rcp-federation";
+
     fn sample() -> Receipt {
         Receipt {
-            federation_id: "rcp-federation".into(),
+            federation_id: FED.into(),
             hub_id: "gfmd".into(),
             node_id: "colombo".into(),
             seq: 7,
@@ -178,7 +201,7 @@ mod tests {
         let keys = [hub.verify_key().clone()];
         let env = sample().sign(&hub);
         assert_eq!(env.payload_type, RECEIPT_PAYLOAD_TYPE);
-        assert_eq!(Receipt::verify(&env, &keys), Ok(sample()));
+        assert_eq!(Receipt::verify(&env, &keys, FED), Ok(sample()));
     }
 
     #[test]
@@ -191,22 +214,26 @@ mod tests {
         let mut r = sample();
         r.feed_index = 43;
         tampered.payload = r.to_proto().encode_to_vec();
-        let e = Receipt::verify(&tampered, &keys).err();
+        let e = Receipt::verify(&tampered, &keys, FED).err();
         assert_eq!(e.map(|e| e.reason), Some(reasons::BAD_SIGNATURE));
 
         let other = SecretKey::from_seed(&[8; 32]);
-        let e = Receipt::verify(&sample().sign(&other), &keys).err();
+        let e = Receipt::verify(&sample().sign(&other), &keys, FED).err();
         assert_eq!(e.map(|e| e.reason), Some(reasons::UNKNOWN_KEY_ID));
 
         let mut retyped = env.clone();
         retyped.payload_type = crate::envelope::STATEMENT_PAYLOAD_TYPE.into();
-        let e = Receipt::verify(&retyped, &keys).err();
+        let e = Receipt::verify(&retyped, &keys, FED).err();
         assert_eq!(e.map(|e| e.reason), Some(reasons::UNKNOWN_PAYLOAD_TYPE));
 
         // Signed but not a receipt: malformed after the signature check.
         let junk = SignedEnvelope::sign(RECEIPT_PAYLOAD_TYPE, vec![0x2a, 0x01], &hub);
-        let e = Receipt::verify(&junk, &keys).err();
+        let e = Receipt::verify(&junk, &keys, FED).err();
         assert_eq!(e.map(|e| e.reason), Some(reasons::PAYLOAD_MALFORMED));
+
+        // Signed by the hub, but for another federation.
+        let e = Receipt::verify(&env, &keys, "other-federation").err();
+        assert_eq!(e.map(|e| e.reason), Some(reasons::WRONG_FEDERATION));
     }
 
     #[test]

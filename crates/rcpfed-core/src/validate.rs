@@ -14,14 +14,16 @@
 
 use crate::catalogue::{Catalogue, CatalogueCheck, CatalogueRows, RowFaults};
 use crate::chunks::check_manifest;
+use crate::codes::{is_dimension_id, is_indicator_code};
 use crate::dates::{parse_date, parse_time_period};
 use crate::iso3166::is_alpha3;
+use crate::limits::MAX_VIOLATIONS;
 use crate::members::Member;
 use crate::obskey::key_pairs;
 use crate::rejection::{ProblemCount, RejectClass, Rejection, Violation, reasons};
 use crate::statement::{
     Body, IndicatorSnapshot, LocalizedText, Observation, ObservationAction, PolicySummary,
-    Statement,
+    Statement, obs_field,
 };
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, HashSet};
@@ -34,8 +36,6 @@ pub const MAX_FUTURE_SKEW: time::Duration = time::Duration::minutes(5);
 pub const SCHEMA_VERSION: u32 = 1;
 /// Earliest plausible `issued_at` year.
 pub const MIN_ISSUED_YEAR: i32 = 2000;
-/// At most this many violations are reported.
-pub const MAX_VIOLATIONS: usize = 100;
 /// Longest document name, in bytes.
 pub const MAX_DOCUMENT_LEN: usize = 200;
 /// Longest title, in characters.
@@ -733,15 +733,6 @@ fn check_policy(p: &PolicySummary, v: &mut Violations) {
     }
 }
 
-/// Whether `code` is an indicator code: upper-case letter, then up to 63 of A-Z, 0-9, '_'.
-pub fn is_indicator_code(code: &str) -> bool {
-    code.len() <= 64
-        && code.starts_with(|c: char| c.is_ascii_uppercase())
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}
-
 fn check_indicators(
     s: &IndicatorSnapshot,
     ctx: &ValidationContext,
@@ -786,20 +777,6 @@ fn check_indicator_code(indicator: &str, v: &mut Violations) {
             ),
         );
     }
-}
-
-/// The field of column `column` (".ref_area", "" for the row) of observation `i`; built only
-/// when a rule is broken, so a million clean rows allocate no messages.
-pub(crate) fn obs_field(i: usize, column: &str) -> String {
-    format!("indicator_snapshot.observations[{i}]{column}")
-}
-
-/// Whether `id` is a dimension id: upper-case letter, then A-Z, 0-9, '_'.
-pub fn is_dimension_id(id: &str) -> bool {
-    id.starts_with(|c: char| c.is_ascii_uppercase())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// An observation's key in canonical form: REF_AREA, TIME_PERIOD, and the dimensions with the

@@ -646,7 +646,7 @@ fn violations_are_capped_but_counted() {
         .collect();
     let c = check(&cat, &snap("MIG_STOCK", list));
     assert_eq!(c.total_errors, 150);
-    assert_eq!(c.errors.len(), rcpfed_core::validate::MAX_VIOLATIONS);
+    assert_eq!(c.errors.len(), rcpfed_core::limits::MAX_VIOLATIONS);
     let e = c.into_result().err();
     assert!(e.is_some_and(
         |e| e.reason == reasons::VALUE_OUT_OF_RANGE && e.message.contains("and 149 more")

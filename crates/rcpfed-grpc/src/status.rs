@@ -1,5 +1,6 @@
 //! Domain rejections → gRPC status with `google.rpc.ErrorInfo` and `google.rpc.BadRequest`.
 
+use rcpfed_core::limits::MAX_VIOLATIONS;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use std::collections::HashMap;
 use tonic::{Code, Status};
@@ -27,8 +28,6 @@ pub fn code_for(class: RejectClass) -> Code {
 /// instead of the rejection. So a long list is cut and its last entry says how many problems
 /// are not listed.
 pub const MAX_VIOLATION_BYTES: usize = 2 * 1024;
-/// Most field violations in one status (the last one may say how many are not listed).
-pub const MAX_VIOLATIONS: usize = 100;
 /// Longest field path of one violation, in bytes.
 pub const MAX_VIOLATION_FIELD_BYTES: usize = 256;
 /// Longest description of one violation, in bytes.

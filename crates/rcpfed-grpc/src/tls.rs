@@ -1,12 +1,10 @@
 //! Mutual TLS with the federation CA. Every channel is authenticated both ways; the server
-//! refuses a client without a certificate signed by the federation CA.
+//! refuses a client without a certificate signed by the federation CA. This module holds the
+//! member's TLS files and tonic's own TLS configs; servers use [`crate::acceptor`] (rustls with
+//! a CRL, reloaded without restart), which reads the files named here.
 
 use std::path::{Path, PathBuf};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
-
-/// Servers: mutual TLS built on rustls with a CRL, reloaded without restart (see
-/// [`crate::acceptor`]).
-pub use crate::acceptor::{MtlsIncoming, ReloadingTlsAcceptor, load_server_config, mtls_incoming};
 
 /// Where a member's TLS material lives.
 #[derive(Clone, Debug)]
@@ -39,7 +37,8 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 impl TlsFiles {
     /// Server side with tonic's own TLS: present our certificate, require a client certificate
-    /// from the CA. It cannot check a CRL; the hub and the nodes use [`mtls_incoming`] instead.
+    /// from the CA. It cannot check a CRL; the hub and the nodes use
+    /// [`crate::acceptor::mtls_incoming`] instead.
     pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
         Ok(ServerTlsConfig::new()
             .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))

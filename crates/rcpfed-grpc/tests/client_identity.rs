@@ -4,10 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use rcpfed_grpc::acceptor::mtls_incoming;
 use rcpfed_grpc::client_tls::{
     ChannelTiming, IdentityRefused, ServerIdentityCheck, checked_channel, connect_checked,
 };
-use rcpfed_grpc::tls::{TlsFiles, mtls_incoming};
+use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_pki::{MemberPlan, PkiLayout, PkiPlan, RevocationReason, RevokeTarget};
 use std::sync::Arc;
 use tonic_health::pb::HealthCheckRequest;

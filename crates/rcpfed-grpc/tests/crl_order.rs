@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rcpfed_grpc::acceptor::ReloadOutcome;
-use rcpfed_grpc::tls::{ReloadingTlsAcceptor, TlsFiles};
+use rcpfed_grpc::acceptor::ReloadingTlsAcceptor;
+use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_pki::{MemberPlan, PkiPlan, RevocationReason, RevokeTarget};
 
 use std::time::Duration;
@@ -83,7 +84,7 @@ async fn a_stale_crl_refuses_connections() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let incoming =
-        rcpfed_grpc::tls::mtls_incoming(listener, &tls(&layout, "gfmd"), Some(&layout.crl()))
+        rcpfed_grpc::acceptor::mtls_incoming(listener, &tls(&layout, "gfmd"), Some(&layout.crl()))
             .unwrap();
     let reporter = tonic_health::server::HealthReporter::new();
     tokio::spawn(

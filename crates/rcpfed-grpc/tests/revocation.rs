@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rcpfed_grpc::tls::{TlsFiles, mtls_incoming};
+use rcpfed_grpc::acceptor::mtls_incoming;
+use rcpfed_grpc::tls::TlsFiles;
 use rcpfed_pki::{MemberPlan, PkiLayout, PkiPlan, RevocationReason, RevokeTarget};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -242,13 +243,13 @@ fn a_missing_or_bad_crl_at_start_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = pki(&tmp.path().join("pki"), "rcp-federation");
     let files = tls(&layout, "gfmd");
-    assert!(rcpfed_grpc::tls::load_server_config(&files, None).is_ok());
-    let loaded = rcpfed_grpc::tls::load_server_config(&files, Some(&layout.crl())).unwrap();
+    assert!(rcpfed_grpc::acceptor::load_server_config(&files, None).is_ok());
+    let loaded = rcpfed_grpc::acceptor::load_server_config(&files, Some(&layout.crl())).unwrap();
     assert!(loaded.revoked.is_empty());
     let missing = tmp.path().join("nope.pem");
-    assert!(rcpfed_grpc::tls::load_server_config(&files, Some(&missing)).is_err());
+    assert!(rcpfed_grpc::acceptor::load_server_config(&files, Some(&missing)).is_err());
     std::fs::write(tmp.path().join("bad.pem"), "junk").unwrap();
-    let err = rcpfed_grpc::tls::load_server_config(&files, Some(&tmp.path().join("bad.pem")))
+    let err = rcpfed_grpc::acceptor::load_server_config(&files, Some(&tmp.path().join("bad.pem")))
         .err()
         .unwrap();
     assert!(err.to_string().contains("no CRL"), "{err}");

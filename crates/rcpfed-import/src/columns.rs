@@ -5,7 +5,7 @@
 pub(crate) use rcpfed_sdmx::columns::{Column as Col, check_duplicate};
 
 /// The one rule for how a dimension id is written, shared with the node's and the hub's checks.
-pub(crate) use rcpfed_core::validate::is_dimension_id;
+pub(crate) use rcpfed_core::codes::is_dimension_id;
 
 /// The two indicator CSV formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -43,7 +43,7 @@
 //! for a key that already has a value (`OBSERVATION_EXISTS`), so send revisions as `R`.
 
 use crate::columns::{CellError, Column, check_duplicate};
-use rcpfed_core::validate::is_dimension_id;
+use rcpfed_core::codes::is_dimension_id;
 use rcpfed_proto::v1::ObservationAction;
 
 /// Appended to the messages about an empty REF_AREA or TIME_PERIOD.

@@ -176,10 +176,10 @@ pub async fn run_hub(args: ServeArgs) -> Result<ExitCode> {
     // The SQLite file is the data directory's: one process at a time (PostgreSQL serialises
     // writers itself).
     let _data_dir_lock = match database_url {
-        None => Some(crate::backup::lock_data_dir(&config.data_dir, "hub")?),
+        None => Some(crate::data_dir::lock_data_dir(&config.data_dir, "hub")?),
         Some(_) => None,
     };
-    let db = crate::backup::hub_db(&config.data_dir);
+    let db = crate::data_dir::hub_db(&config.data_dir);
     let max_db_bytes = config.max_db_bytes;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -299,8 +299,8 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             http.as_ref().map(|h| h.listener.local_addr()).transpose()?,
         )?;
     }
-    let _data_dir_lock = crate::backup::lock_data_dir(&config.data_dir, "node")?;
-    let db = crate::backup::node_db(&config.data_dir);
+    let _data_dir_lock = crate::data_dir::lock_data_dir(&config.data_dir, "node")?;
+    let db = crate::data_dir::node_db(&config.data_dir);
     let max_db_bytes = config.max_db_bytes;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -310,7 +310,7 @@ pub async fn run_node(args: ServeArgs) -> Result<ExitCode> {
             federation_id,
             initial_registry,
             registry_cache: config.data_dir.join("registry-trusted.bin"),
-            restore_marker: Some(crate::backup::restore_marker(&config.data_dir)),
+            restore_marker: Some(crate::data_dir::restore_marker(&config.data_dir)),
             node_id: config.node_id.clone(),
             signing_key,
             tls: tls_files(&config.tls),

@@ -480,13 +480,13 @@ fn verified_registry(
 struct Verified {
     /// Node statements: signature, receipt and entry.
     statements: u64,
-    /// Hub-issued documents: the hub's signature.
+    /// Hub-issued documents: each checked as its kind (catalogue versions as a chain).
     hub_documents: u64,
 }
 
-/// Verifies every entry of the hub's listing other than registry versions: node statements
-/// (signature and receipt) and hub-issued documents (catalogue versions, coherence reports,
-/// signed by the hub).
+/// Verifies every entry of the hub's listing (its first page, from the start) other than
+/// registry versions: node statements (signature and receipt) and hub-issued documents with
+/// their own verifiers (catalogue versions in chain order from version 1, coherence reports).
 fn verify_listing(
     listed: &v1::ListStatementsResponse,
     trusted: &rcpfed_core::members::Federation,
@@ -498,6 +498,8 @@ fn verify_listing(
         statements: 0,
         hub_documents: 0,
     };
+    // The catalogue version verified last: the next one must follow it.
+    let mut catalogue_in_force: Option<(u64, rcpfed_core::Digest)> = None;
     for record in &listed.statements {
         let Some(envelope) = &record.envelope else {
             bail!("hub statement {} has no envelope", record.name);
@@ -506,13 +508,24 @@ fn verify_listing(
         if payload_type == rcpfed_core::registry::REGISTRY_PAYLOAD_TYPE {
             continue;
         }
-        if payload_type == rcpfed_core::catalogue::CATALOGUE_PAYLOAD_TYPE
-            || payload_type == rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE
-        {
+        if payload_type == rcpfed_core::catalogue::CATALOGUE_PAYLOAD_TYPE {
             let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(envelope.clone());
-            rcpfed_core::envelope::verify_signatures(&envelope, |id| hub_member.key(id)).map_err(
-                |e| anyhow::anyhow!("hub document {} is not signed by the hub: {e}", record.name),
-            )?;
+            let catalogue = rcpfed_core::catalogue::verify_catalogue(
+                &envelope,
+                &hub_member.keys,
+                &trusted.federation_id,
+                catalogue_in_force,
+            )
+            .map_err(|e| anyhow::anyhow!("catalogue {} does not verify: {e}", record.name))?;
+            catalogue_in_force = Some((catalogue.version, catalogue.digest));
+            counted.hub_documents += 1;
+            continue;
+        }
+        if payload_type == rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE {
+            let envelope = rcpfed_core::envelope::SignedEnvelope::from_proto(envelope.clone());
+            rcpfed_core::coherence::verify_report(&envelope, trusted).map_err(|e| {
+                anyhow::anyhow!("coherence report {} does not verify: {e}", record.name)
+            })?;
             counted.hub_documents += 1;
             continue;
         }

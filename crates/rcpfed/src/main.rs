@@ -4,6 +4,7 @@ mod backup;
 mod client;
 mod commands;
 mod config;
+mod data_dir;
 mod delivery;
 mod demo;
 mod logging;

@@ -6,8 +6,8 @@ use super::{
 };
 use crate::members::Member;
 use crate::rejection::reasons;
+use crate::statement::obs_field;
 use crate::statement::{IndicatorSnapshot, Observation, ObservationAction};
-use crate::validate::obs_field;
 /// `value × 10^mult` in words, for messages.
 pub(super) fn scaled_words(value: f64, mult: i32, scaled: f64) -> String {
     if mult == 0 {

@@ -6,10 +6,11 @@ use super::{
     Severity,
 };
 use crate::Digest;
-use crate::envelope::{SignedEnvelope, verify_signatures};
+use crate::envelope::SignedEnvelope;
+use crate::hub_document::{HubDocument, HubDocumentError, verify_hub_document};
 use crate::keys::{SecretKey, VerifyKey};
+use crate::limits::MAX_VIOLATIONS;
 use crate::rejection::{RejectClass, Rejection, Violation, reasons};
-use crate::validate::MAX_VIOLATIONS;
 use crate::wire::{timestamp_from_proto, timestamp_to_proto};
 use prost::Message as _;
 use rcpfed_proto::v1 as pb;
@@ -361,6 +362,38 @@ pub fn sign_catalogue(doc: &pb::CatalogueDocument, key: &SecretKey) -> SignedEnv
     SignedEnvelope::sign(CATALOGUE_PAYLOAD_TYPE, doc.encode_to_vec(), key)
 }
 
+impl HubDocument for pb::CatalogueDocument {
+    const PAYLOAD_TYPE: &'static str = CATALOGUE_PAYLOAD_TYPE;
+    const MESSAGE_NAME: &'static str = "rcpfed.v1.CatalogueDocument";
+    fn federation_id(&self) -> &str {
+        &self.federation_id
+    }
+}
+
+/// The refusal of a catalogue version that failed the check of every hub document: the
+/// signature's own reasons, the rest as the catalogue rules word them.
+fn hub_document_refusal(e: HubDocumentError) -> Rejection {
+    match e {
+        HubDocumentError::PayloadType { found, expected } => Rejection::new(
+            RejectClass::Invalid,
+            reasons::UNKNOWN_PAYLOAD_TYPE,
+            format!("payload type {found:?} is not {expected:?}"),
+        ),
+        HubDocumentError::Signature(e) => Rejection {
+            message: format!("the catalogue is not signed by the hub: {}", e.message),
+            ..e
+        },
+        HubDocumentError::Undecodable { message, error } => chain_error(
+            RejectClass::Invalid,
+            format!("the payload is not a valid {message}: {error}"),
+        ),
+        HubDocumentError::OtherFederation { found, expected } => chain_error(
+            RejectClass::Forbidden,
+            format!("the catalogue version is for federation {found:?}, not {expected:?}"),
+        ),
+    }
+}
+
 /// A CATALOGUE_INVALID refusal of class `class`.
 pub(super) fn chain_error(class: RejectClass, message: String) -> Rejection {
     Rejection::new(class, reasons::CATALOGUE_INVALID, message)
@@ -379,38 +412,10 @@ pub fn verify_catalogue(
     federation_id: &str,
     previous: Option<(u64, Digest)>,
 ) -> Result<SignedCatalogue, Rejection> {
-    if envelope.payload_type != CATALOGUE_PAYLOAD_TYPE {
-        return Err(Rejection::new(
-            RejectClass::Invalid,
-            reasons::UNKNOWN_PAYLOAD_TYPE,
-            format!(
-                "payload type {:?} is not {CATALOGUE_PAYLOAD_TYPE:?}",
-                envelope.payload_type
-            ),
-        ));
-    }
-    verify_signatures(envelope, |id| hub_keys.iter().find(|k| k.key_id == id)).map_err(|e| {
-        Rejection {
-            message: format!("the catalogue is not signed by the hub: {}", e.message),
-            ..e
-        }
-    })?;
-    let document = pb::CatalogueDocument::decode(envelope.payload.as_slice()).map_err(|e| {
-        chain_error(
-            RejectClass::Invalid,
-            format!("the payload is not a valid rcpfed.v1.CatalogueDocument: {e}"),
-        )
-    })?;
+    let document = verify_hub_document::<pb::CatalogueDocument>(envelope, hub_keys, federation_id)
+        .map_err(hub_document_refusal)?
+        .document;
     let version = document.version;
-    if document.federation_id != federation_id {
-        return Err(chain_error(
-            RejectClass::Forbidden,
-            format!(
-                "catalogue version {version} is for federation {:?}, not {federation_id:?}",
-                document.federation_id
-            ),
-        ));
-    }
     let expected = previous.map_or(1, |(v, _)| v.saturating_add(1));
     if version != expected {
         let (class, words) = match previous {

@@ -36,10 +36,11 @@
 //! Layout: this file holds the model and its consistency rules; `document.rs` the signed,
 //! chained document; `check.rs` the row-by-row check of observations.
 
+use crate::codes::is_indicator_code;
 use crate::dates::parse_time_period;
 use crate::iso3166::is_alpha3;
+use crate::limits::MAX_VIOLATIONS;
 use crate::rejection::{ProblemCount, RejectClass, Rejection, Violation, reasons};
-use crate::validate::{MAX_VIOLATIONS, is_indicator_code};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 

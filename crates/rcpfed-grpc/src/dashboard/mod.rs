@@ -16,8 +16,8 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use rcpfed_core::Digest;
+use rcpfed_core::codes::is_indicator_code;
 use rcpfed_core::merkle::Hash;
-use rcpfed_core::validate::is_indicator_code;
 use rcpfed_store::{
     IndicatorStore, ObservationFilter, StoreError, catalogue_chain, coherence_chain,
 };

@@ -26,7 +26,7 @@ use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Header, Observation, Statement};
-use rcpfed_core::validate::{Findings, MAX_VIOLATIONS};
+use rcpfed_core::{limits::MAX_VIOLATIONS, validate::Findings};
 use rcpfed_store::{DeliveryState, OwnStatement, StoreError};
 use std::sync::Arc;
 

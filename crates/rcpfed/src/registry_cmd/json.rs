@@ -1,82 +1,26 @@
 //! Signed registry versions on disk as DSSE JSON, and refusals in plain words.
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use rcpfed_core::envelope::{EnvelopeSignature, SignedEnvelope};
+pub use rcpfed_core::dsse_json::envelope_to_json;
+use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::registry::{REGISTRY_PAYLOAD_TYPE, Registry, decode_and_check};
 use rcpfed_core::rejection::Rejection;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct EnvelopeJson {
-    #[serde(rename = "payloadType")]
-    payload_type: String,
-    payload: String,
-    signatures: Vec<SignatureJson>,
-}
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SignatureJson {
-    keyid: String,
-    sig: String,
-}
-
-/// The DSSE JSON form of an envelope (pretty-printed, with a final newline).
-pub fn envelope_to_json(env: &SignedEnvelope) -> String {
-    let json = EnvelopeJson {
-        payload_type: env.payload_type.clone(),
-        payload: B64.encode(&env.payload),
-        signatures: env
-            .signatures
-            .iter()
-            .map(|s| SignatureJson {
-                keyid: s.key_id.clone(),
-                sig: B64.encode(&s.sig),
-            })
-            .collect(),
-    };
-    // Serializing strings and vectors of strings cannot fail.
-    let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
-    text.push('\n');
-    text
-}
-
-/// Parses the DSSE JSON form strictly: exactly the fields `payloadType`, `payload` and
-/// `signatures` (each with exactly `keyid` and `sig`), no field twice, canonical standard
-/// base64, a non-empty payload type, payload and key ids.
+/// Parses the DSSE JSON form strictly (see `rcpfed_core::dsse_json::envelope_from_json`) and
+/// refuses what a registry version file may not hold: an empty payload type, payload or key id.
 pub fn envelope_from_json(text: &str) -> Result<SignedEnvelope> {
-    let json: EnvelopeJson = serde_json::from_str(text)
-        .context("not a DSSE JSON envelope (payloadType, payload, signatures)")?;
-    if json.payload_type.is_empty() {
+    let env = rcpfed_core::dsse_json::envelope_from_json(text)?;
+    if env.payload_type.is_empty() {
         bail!("payloadType is empty");
     }
-    let payload = B64
-        .decode(&json.payload)
-        .context("payload is not standard base64")?;
-    if payload.is_empty() {
+    if env.payload.is_empty() {
         bail!("payload is empty");
     }
-    let mut signatures = Vec::with_capacity(json.signatures.len());
-    for (i, s) in json.signatures.into_iter().enumerate() {
-        if s.keyid.is_empty() {
-            bail!("signatures[{i}].keyid is empty");
-        }
-        let sig = B64
-            .decode(&s.sig)
-            .with_context(|| format!("signatures[{i}].sig is not standard base64"))?;
-        signatures.push(EnvelopeSignature {
-            key_id: s.keyid,
-            sig,
-        });
+    if let Some(i) = env.signatures.iter().position(|s| s.key_id.is_empty()) {
+        bail!("signatures[{i}].keyid is empty");
     }
-    Ok(SignedEnvelope {
-        payload_type: json.payload_type,
-        payload,
-        signatures,
-    })
+    Ok(env)
 }
 
 pub(super) fn read_envelope(path: &Path) -> Result<SignedEnvelope> {
