@@ -409,7 +409,11 @@ async fn a_statement_ahead_waits_for_its_predecessor_and_stalls_nobody() {
                 .ok()
         })
     };
-    assert_eq!(value("rcpfed_hub_statements_parked_total"), Some(2.0), "{metrics}");
+    assert_eq!(
+        value("rcpfed_hub_statements_parked_total"),
+        Some(2.0),
+        "{metrics}"
+    );
     assert_eq!(
         value("rcpfed_hub_statements_waiting_for_predecessor"),
         Some(0.0),

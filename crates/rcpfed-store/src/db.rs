@@ -2,6 +2,8 @@
 //! writer and the reader pool, and integer conversions for binding.
 
 use crate::StoreError;
+#[cfg(test)]
+use crate::pool::MAX_READERS;
 use crate::pool::{IDLE_READERS, ReaderPool};
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use std::cell::Cell;
@@ -11,12 +13,6 @@ use std::time::{Duration, Instant};
 
 /// How long a connection waits for another process's lock before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
-/// Most read connections open at once: each holds a page cache and a WAL snapshot, so an
-/// unbounded number under load would exhaust memory and file handles. A caller finding all of
-/// them busy waits, at most until its deadline (or [`READER_WAIT`] without one).
-pub const MAX_READERS: usize = 16;
-/// Longest wait for a free read connection when the caller has no deadline of its own.
-pub const READER_WAIT: Duration = Duration::from_secs(30);
 /// SQLite virtual-machine steps between two deadline checks of a running query (a check is
 /// one clock read; 10,000 steps take well under a millisecond).
 const DEADLINE_CHECK_STEPS: i32 = 10_000;

@@ -9,8 +9,8 @@ use crate::hub::{
     NewCheckpoint, NewEquivocation, StatementFilter, StoredCheckpoint, StoredEquivocation,
     StoredFlag, StoredStatement,
 };
-use crate::indicators_sql::Entry;
 use crate::sql::{Param, Query, Sql, SqlRow, query};
+use crate::view_rows::Entry;
 use crate::{ChunkSource, DecodedStatement, HubLease, StoreError};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;

@@ -13,10 +13,10 @@ use crate::indicators::{
     ConflictRows, CoverageData, HubDocument, ObservationCursor, ObservationFilter,
     ObservationProvenance, ObservationRow, PolicyCoverageData, RevisionRows, dimension_key,
 };
-use crate::indicators_sql::{
+use crate::sql::{Dialect, Query, Sql, SqlRow, query};
+use crate::view_rows::{
     ConflictCollector, Entry, Log, action_from_code, observation_columns, parse_dims,
 };
-use crate::sql::{Dialect, Query, Sql, SqlRow, query};
 use rcpfed_core::Digest;
 use rcpfed_core::statement::Observation;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +27,7 @@ const CONFLICT_FETCH: usize = 512;
 /// Candidate conflicts: keys reported by more than one node among the versions in force
 /// (tombstones excluded) whose raw values, multipliers or units are not all equal, with the
 /// versions in force of each, ordered by key then node. The exact comparison of the scaled
-/// values happens in Rust ([`crate::indicators_sql::scaled_value`]).
+/// values happens in Rust ([`crate::view_rows::scaled_value`]).
 ///
 /// Every step reads the index of the versions in force, which is in (key, node) order: `c`,
 /// the keys in force at more than one node (tombstones included), is one scan of the index

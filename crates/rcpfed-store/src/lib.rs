@@ -21,6 +21,7 @@ mod decoded;
 mod error;
 pub mod hub;
 mod hub_sql;
+mod hub_sqlite;
 mod indicator_queries;
 pub mod indicators;
 mod indicators_sql;
@@ -31,19 +32,22 @@ mod pg;
 mod pool;
 pub mod snapshot_staging;
 mod sql;
+mod view_rows;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use db::{MAX_READERS, READER_WAIT, current_deadline, with_deadline};
+pub use db::{current_deadline, with_deadline};
 pub use decoded::DecodedStatement;
 pub use error::StoreError;
 pub use hub::*;
+pub use hub_sqlite::SqliteHubStore;
 pub use indicators::*;
 pub use lease::{HubLease, LeaseHolder};
 pub use node::*;
 #[cfg(feature = "postgres")]
 pub use pg::{PgHubStore, copy as pg_copy, is_postgres_url};
+pub use pool::{MAX_READERS, READER_WAIT};
 /// A SHA-256 Merkle tree hash (log nodes, checkpoint roots).
 pub use rcpfed_core::merkle::Hash;
 pub use snapshot_staging::SnapshotStaging;

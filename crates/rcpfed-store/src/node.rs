@@ -5,10 +5,11 @@ use crate::StoreError;
 use crate::db::{self, Db, Schema, constraint_message};
 use crate::indicator_queries;
 use crate::indicators_sql::{
-    self, Entry, Log, indicator_indexes_v2_sql, indicator_key_rule_sql,
-    indicator_policy_coverage_sql, indicator_tables_sql,
+    self, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_policy_coverage_sql,
+    indicator_tables_sql,
 };
 use crate::sql::{Lite, Param, Params, Sql, SqlRow};
+use crate::view_rows::{Entry, Log};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};

@@ -1,9 +1,15 @@
 //! The bounded pool of read connections both backends lend their readers from.
 
 use crate::StoreError;
-use crate::db::{MAX_READERS, READER_WAIT};
 use std::sync::{Condvar, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Most read connections open at once: each holds a page cache and a WAL snapshot, so an
+/// unbounded number under load would exhaust memory and file handles. A caller finding all of
+/// them busy waits, at most until its deadline (or [`READER_WAIT`] without one).
+pub const MAX_READERS: usize = 16;
+/// Longest wait for a free read connection when the caller has no deadline of its own.
+pub const READER_WAIT: Duration = Duration::from_secs(30);
 
 /// Idle read connections kept; more are opened on demand up to [`MAX_READERS`].
 pub(crate) const IDLE_READERS: usize = 4;

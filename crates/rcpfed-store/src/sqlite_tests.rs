@@ -499,7 +499,7 @@ fn open_v1(path: &std::path::Path, schema: &Schema) -> Db {
 fn version_1_files_are_migrated_in_place() {
     let paths = Paths::new();
     let hub = paths.fresh();
-    drop(open_v1(&hub, &crate::hub::HUB_SCHEMA));
+    drop(open_v1(&hub, &crate::hub_sqlite::HUB_SCHEMA));
     {
         let store = SqliteHubStore::open(&hub).unwrap();
         store
@@ -509,7 +509,7 @@ fn version_1_files_are_migrated_in_place() {
     // Write a statement with the old layout, then upgrade.
     let old = paths.fresh();
     {
-        let db = open_v1(&old, &crate::hub::HUB_SCHEMA);
+        let db = open_v1(&old, &crate::hub_sqlite::HUB_SCHEMA);
         db.write(|tx| {
             tx.execute(
                 "INSERT INTO statements VALUES (1, 'node-a', 1, zeroblob(32), 't', 'k', 'd', 1,
@@ -631,7 +631,7 @@ fn indicator_view_is_rebuilt_on_upgrade() {
     let hub = paths.fresh();
     let node = paths.fresh();
     for (path, schema, versions) in [
-        (&hub, &crate::hub::HUB_SCHEMA, 3),
+        (&hub, &crate::hub_sqlite::HUB_SCHEMA, 3),
         (&node, &crate::node::NODE_SCHEMA, 2),
     ] {
         let old = Schema {
@@ -803,7 +803,7 @@ fn blank_keys_are_migrated_to_their_defaults() {
     let hub = paths.fresh();
     let node = paths.fresh();
     for (path, schema, versions) in [
-        (&hub, &crate::hub::HUB_SCHEMA, 5),
+        (&hub, &crate::hub_sqlite::HUB_SCHEMA, 5),
         (&node, &crate::node::NODE_SCHEMA, 4),
     ] {
         let old = Schema {

@@ -6,7 +6,6 @@ use super::{
 use crate::ingest::{SnapshotObservations, SnapshotPayload};
 use crate::quotas::{self, quota_status};
 use crate::staged::ReceiveContext;
-use rcpfed_store::DecodedStatement;
 use rcpfed_core::Digest;
 use rcpfed_core::admission::known_indicator;
 use rcpfed_core::members::Role;
@@ -16,6 +15,7 @@ use rcpfed_grpc::authorize;
 use rcpfed_grpc::status::{internal, invalid_field, not_found};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::submit_snapshot_request::Part;
+use rcpfed_store::DecodedStatement;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;

@@ -8,8 +8,8 @@
 //! is one consistent state of a hub that keeps serving; rows are streamed, not collected. A
 //! restore is one transaction with `COPY … BINARY`: all or nothing.
 
+use crate::SqliteHubStore;
 use crate::StoreError;
-use crate::hub::SqliteHubStore;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use postgres::{Config, IsolationLevel, NoTls};

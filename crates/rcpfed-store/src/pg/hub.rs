@@ -267,7 +267,7 @@ impl HubBackend for PgHubStore {
 
     fn apply_view_entry(
         tx: &mut Tx<'_>,
-        entry: &crate::indicators_sql::Entry<'_>,
+        entry: &crate::view_rows::Entry<'_>,
     ) -> Result<(), StoreError> {
         view::apply_entry(tx, entry)
     }

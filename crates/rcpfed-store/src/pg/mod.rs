@@ -14,8 +14,10 @@
 
 pub mod copy;
 pub(crate) mod hub;
+mod indicator_store;
 mod indicators;
 mod lease;
+mod sql;
 
 pub use hub::PgHubStore;
 

@@ -11,8 +11,6 @@
 
 mod sqlite;
 pub(crate) use sqlite::Lite;
-#[cfg(feature = "postgres")]
-mod postgres;
 
 use crate::StoreError;
 use rcpfed_core::Digest;

@@ -1,8 +1,8 @@
 //! The shared SQL layer on the PostgreSQL client.
 
-use super::{AsSql, Dialect, Params, Sql, SqlRow};
+use super::Tx;
 use crate::StoreError;
-use crate::pg::Tx;
+use crate::sql::{AsSql, Dialect, Params, Sql, SqlRow};
 use postgres::Row;
 use postgres::types::ToSql;
 
