@@ -329,7 +329,12 @@ impl ReloadingTlsAcceptor {
                 let acceptor = ReloadingTlsAcceptor { shared };
                 // File reads and certificate parsing: keep them off the async workers. The
                 // outcome is logged where it happens (a failed reload keeps the configuration).
-                let _ = tokio::task::spawn_blocking(move || acceptor.reload_if_changed()).await;
+                if let Err(e) =
+                    tokio::task::spawn_blocking(move || acceptor.reload_if_changed()).await
+                {
+                    // A panic while reloading keeps the configuration in force; say so.
+                    tracing::error!(error = %e, "the TLS reload check failed; the certificates in force stay");
+                }
             }
         })
     }
