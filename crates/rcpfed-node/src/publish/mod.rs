@@ -344,18 +344,13 @@ fn sign_streamed(
             if let Body::Indicators(snapshot) = &mut statement.body {
                 snapshot.observations = observations.clone();
             }
-            let (payload, chunks) = seal(&mut statement, admission)?;
-            let mut chunks = chunks.into_iter();
-            sign_and_queue(
+            seal_sign_and_queue(
                 cx,
-                Sealed {
-                    statement,
-                    payload,
-                    warnings,
-                    validate_only,
-                    request_id,
-                },
-                &mut || Ok(chunks.next()),
+                statement,
+                admission,
+                warnings,
+                validate_only,
+                request_id,
             )
         }
         StreamedBody::Chunked { manifest, .. } => {
@@ -412,7 +407,7 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         Body::Policy(_) => DocumentKind::PolicySummary,
         Body::Indicators(_) => DocumentKind::IndicatorSnapshot,
     };
-    let mut statement = Statement {
+    let statement = Statement {
         header: Header {
             federation_id: cx.federation.federation_id.clone(),
             node_id: cx.node_id.clone(),
@@ -449,7 +444,27 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
             warnings.push(note);
         }
     }
-    let (payload, chunks) = seal(&mut statement, &admission)?;
+    seal_sign_and_queue(
+        cx,
+        statement,
+        &admission,
+        warnings,
+        validate_only,
+        request_id,
+    )
+}
+
+/// Puts a statement whose observations are in memory in its signed form ([`seal`]: inline,
+/// or cut into chunks), then signs and queues it.
+fn seal_sign_and_queue(
+    cx: &Context,
+    mut statement: Statement,
+    admission: &AdmissionContext,
+    warnings: Vec<String>,
+    validate_only: bool,
+    request_id: Option<String>,
+) -> Result<(Published, bool), PublishError> {
+    let (payload, chunks) = seal(&mut statement, admission)?;
     let mut chunks = chunks.into_iter();
     sign_and_queue(
         cx,
