@@ -48,13 +48,24 @@ impl FeedEntry {
     /// From the wire form; the envelope and the receipt are required, and the error says
     /// which is missing.
     pub fn from_proto(entry: pb::SubscribeFeedResponse) -> Result<Self, String> {
-        let envelope = entry.envelope.ok_or("feed entry has no envelope")?;
-        let receipt = entry.receipt.ok_or("feed entry has no receipt")?;
+        Self::from_parts(entry.feed_index, entry.envelope, entry.receipt, entry.log)
+    }
+
+    /// From the wire parts of an entry wherever the hub lists them (a feed message, a
+    /// statement record): the envelope and the receipt are required.
+    pub fn from_parts(
+        feed_index: u64,
+        envelope: Option<pb::Envelope>,
+        receipt: Option<pb::Envelope>,
+        log: Option<pb::LogProof>,
+    ) -> Result<Self, String> {
+        let envelope = envelope.ok_or("feed entry has no envelope")?;
+        let receipt = receipt.ok_or("feed entry has no receipt")?;
         Ok(FeedEntry {
-            feed_index: entry.feed_index,
+            feed_index,
             envelope: SignedEnvelope::from_proto(envelope),
             receipt: SignedEnvelope::from_proto(receipt),
-            log: entry.log.map(LogProof::from_proto),
+            log: log.map(LogProof::from_proto),
         })
     }
 }

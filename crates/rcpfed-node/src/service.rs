@@ -439,10 +439,27 @@ impl v1::witness_service_server::WitnessService for WitnessRpc {
         request: Request<v1::GetWitnessStatusRequest>,
     ) -> Result<Response<v1::GetWitnessStatusResponse>, Status> {
         authorize(&request, &self.federation.get(), Role::Reader)?;
-        self.witness
+        let status = self
+            .witness
             .status()
             .await
-            .map(Response::new)
-            .map_err(|r| rejection_status(&r))
+            .map_err(|r| rejection_status(&r))?;
+        let (trusted_checkpoint, trusted_size) = status.trusted.unwrap_or_default();
+        Ok(Response::new(v1::GetWitnessStatusResponse {
+            trusted_checkpoint,
+            trusted_size,
+            forked: status.forked,
+            evidence: status
+                .forks
+                .into_iter()
+                .map(|f| v1::ForkEvidence {
+                    trusted_checkpoint: f.trusted_note,
+                    conflicting_checkpoint: f.conflicting_note,
+                    problem: f.problem,
+                    detected_at: Some(rcpfed_grpc::timestamp_from_ms(f.detected_at_ms)),
+                })
+                .collect(),
+            witness_name: status.name,
+        }))
     }
 }

@@ -33,6 +33,19 @@ use tonic_health::server::HealthReporter;
 /// Health service name of the witness role.
 pub const WITNESS_SERVICE: &str = "rcpfed.v1.WitnessService";
 
+/// The witness's state, as `GetWitnessStatus` reports it.
+#[derive(Debug)]
+pub struct WitnessStatus {
+    /// The checkpoint it trusts (note, size), once it has one.
+    pub trusted: Option<(String, u64)>,
+    /// Whether it has seen a checkpoint that contradicts the one it trusts.
+    pub forked: bool,
+    /// The contradictions it recorded, oldest first.
+    pub forks: Vec<rcpfed_store::ForkRecord>,
+    /// Its name (the note's key name).
+    pub name: String,
+}
+
 /// This node's witness.
 pub struct Witness {
     store: Arc<dyn NodeStore>,
@@ -471,28 +484,19 @@ impl Witness {
         Ok((cp, None))
     }
 
-    /// The witness status for `GetWitnessStatus`.
-    pub async fn status(&self) -> Result<v1::GetWitnessStatusResponse, Rejection> {
+    /// What the witness trusts and what it has seen contradict it (`GetWitnessStatus`).
+    pub async fn status(&self) -> Result<WitnessStatus, Rejection> {
         let trusted = self.trusted().await?;
         let store = Arc::clone(&self.store);
         let forks = tokio::task::spawn_blocking(move || store.forks())
             .await
             .map_err(|e| store_error(StoreError::Corrupt(e.to_string())))?
             .map_err(store_error)?;
-        Ok(v1::GetWitnessStatusResponse {
-            trusted_checkpoint: trusted.as_ref().map(|t| t.note.clone()).unwrap_or_default(),
-            trusted_size: trusted.as_ref().map(|t| t.size).unwrap_or(0),
+        Ok(WitnessStatus {
+            trusted: trusted.map(|t| (t.note, t.size)),
             forked: self.is_forked(),
-            evidence: forks
-                .into_iter()
-                .map(|f| v1::ForkEvidence {
-                    trusted_checkpoint: f.trusted_note,
-                    conflicting_checkpoint: f.conflicting_note,
-                    problem: f.problem,
-                    detected_at: Some(rcpfed_grpc::timestamp_from_ms(f.detected_at_ms)),
-                })
-                .collect(),
-            witness_name: self.name.clone(),
+            forks,
+            name: self.name.clone(),
         })
     }
 }

@@ -529,15 +529,14 @@ fn verify_listing(
             counted.hub_documents += 1;
             continue;
         }
-        let entry = v1::SubscribeFeedResponse {
-            feed_index: record.feed_index,
-            envelope: record.envelope.clone(),
-            receipt: record.receipt.clone(),
-            log: record.log.clone(),
-        };
-        rcpfed_core::feed::FeedEntry::from_proto(entry)
-            .and_then(|entry| rcpfed_node::mirror::verify_entry(trusted, &entry, 0))
-            .map_err(|e| anyhow::anyhow!("hub statement {} does not verify: {e}", record.name))?;
+        rcpfed_core::feed::FeedEntry::from_parts(
+            record.feed_index,
+            record.envelope.clone(),
+            record.receipt.clone(),
+            record.log.clone(),
+        )
+        .and_then(|entry| rcpfed_node::mirror::verify_entry(trusted, &entry, 0))
+        .map_err(|e| anyhow::anyhow!("hub statement {} does not verify: {e}", record.name))?;
         counted.statements += 1;
     }
     Ok(counted)
