@@ -85,26 +85,12 @@ impl Hub {
                 let mut proofs = proofs.into_iter();
                 for st in rows {
                     cursor = st.feed_index;
-                    // A stored entry that no longer decodes is damage to the log: say so and
-                    // end the stream, rather than send a hole every mirror would stall on.
-                    let decoded = v1::Envelope::decode(st.envelope.as_slice())
-                        .and_then(|e| Ok((e, v1::Envelope::decode(st.receipt.as_slice())?)));
-                    let (envelope, receipt) = match decoded {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            let status = rcpfed_grpc::status::internal(
-                                &format!("feed entry {} as stored", st.feed_index),
-                                &e,
-                            );
+                    let item = match feed_item(&st, proofs.next()) {
+                        Ok(item) => item,
+                        Err(status) => {
                             let _ = tx.send(Err(status)).await;
                             return;
                         }
-                    };
-                    let item = v1::SubscribeFeedResponse {
-                        feed_index: st.feed_index,
-                        envelope: Some(envelope),
-                        receipt: Some(receipt),
-                        log: proofs.next(),
                     };
                     tokio::select! {
                         sent = tx.send(Ok(item)) => if sent.is_err() { return },
@@ -120,4 +106,23 @@ impl Hub {
             .insert(BACKLOG_END_HEADER, backlog_end.into());
         Ok(response)
     }
+}
+
+/// A stored entry as a feed message. One that no longer decodes is damage to the log: INTERNAL,
+/// and the stream ends, rather than a hole every mirror would stall on.
+fn feed_item(
+    st: &rcpfed_store::StoredStatement,
+    log: Option<v1::LogProof>,
+) -> Result<v1::SubscribeFeedResponse, Status> {
+    let decoded = v1::Envelope::decode(st.envelope.as_slice())
+        .and_then(|e| Ok((e, v1::Envelope::decode(st.receipt.as_slice())?)));
+    let (envelope, receipt) = decoded.map_err(|e| {
+        rcpfed_grpc::status::internal(&format!("feed entry {} as stored", st.feed_index), &e)
+    })?;
+    Ok(v1::SubscribeFeedResponse {
+        feed_index: st.feed_index,
+        envelope: Some(envelope),
+        receipt: Some(receipt),
+        log,
+    })
 }
