@@ -639,27 +639,20 @@ fn seal(
     statement: &mut Statement,
     admission: &AdmissionContext,
 ) -> Result<PayloadAndChunks, Rejection> {
-    let max = rcpfed_core::limits::MAX_PAYLOAD_BYTES;
     let inline_fits = match &statement.body {
         Body::Indicators(s) => s.observations.len() <= OBSERVATIONS_PER_CHUNK,
         Body::Policy(_) => true,
     };
     if inline_fits {
         let payload = statement.encode();
-        if payload.len() <= max {
-            return Ok((payload, Vec::new()));
-        }
-        if matches!(statement.body, Body::Policy(_)) {
+        let fits = within_payload_limit(&payload, "signed statement", ", so split the document");
+        match fits {
+            Ok(()) => return Ok((payload, Vec::new())),
             // The hub refuses payloads over the limit; refusing here keeps them out of the
             // chain, where one would block every later statement.
-            return Err(Rejection::new(
-                RejectClass::TooLarge,
-                reasons::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the signed statement would be {} bytes; the hub accepts at most {max} bytes per statement, so split the document",
-                    payload.len()
-                ),
-            ));
+            Err(too_large) if matches!(statement.body, Body::Policy(_)) => return Err(too_large),
+            // A snapshot is cut into chunks instead.
+            Err(_) => {}
         }
     }
     let Body::Indicators(snapshot) = &mut statement.body else {
@@ -687,7 +680,6 @@ fn seal_manifest(
     manifest: ChunkManifest,
     admission: &AdmissionContext,
 ) -> Result<Vec<u8>, Rejection> {
-    let max = rcpfed_core::limits::MAX_PAYLOAD_BYTES;
     if let Body::Indicators(snapshot) = &mut statement.body {
         snapshot.observations = Vec::new();
         snapshot.chunks = Some(manifest);
@@ -695,17 +687,25 @@ fn seal_manifest(
     // The manifest form is what the hub checks first: run the same rules on it.
     admit_signed_form(statement, admission)?;
     let payload = statement.encode();
-    if payload.len() > max {
-        return Err(Rejection::new(
-            RejectClass::TooLarge,
-            reasons::PAYLOAD_TOO_LARGE,
-            format!(
-                "the chunk manifest would be {} bytes; the hub accepts at most {max} bytes per statement",
-                payload.len()
-            ),
-        ));
-    }
+    within_payload_limit(&payload, "chunk manifest", "")?;
     Ok(payload)
+}
+
+/// PAYLOAD_TOO_LARGE unless `payload` (the `form` to be signed) is within the hub's payload
+/// limit; `advice` ends the message.
+fn within_payload_limit(payload: &[u8], form: &str, advice: &str) -> Result<(), Rejection> {
+    let max = rcpfed_core::limits::MAX_PAYLOAD_BYTES;
+    if payload.len() <= max {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        RejectClass::TooLarge,
+        reasons::PAYLOAD_TOO_LARGE,
+        format!(
+            "the {form} would be {} bytes; the hub accepts at most {max} bytes per statement{advice}",
+            payload.len()
+        ),
+    ))
 }
 
 /// Observation and chunk counts of a statement in its signed form.
