@@ -241,33 +241,15 @@ fn publish_streamed_blocking(
         request_id,
         snapshot: streamed,
     } = draft;
-    if let Some(id) = &request_id
-        && let Some(own) = cx.store.own_by_request_id(id)?
-    {
-        return Ok((published_from_own(&own)?, false));
-    }
-    let head = cx.store.head()?;
-    let revision = cx.store.latest_revision(&document)? + 1;
-    let now = rcpfed_core::clock::now_utc();
-    let member = AdmissionContext::new(&cx.federation, &cx.node_id, now, None)?;
+    let next = match next_in_chain(cx, request_id.as_deref(), &document)? {
+        Next::Answered(answer) => return Ok(answer),
+        Next::Sign(next) => next,
+    };
+    let member = AdmissionContext::new(&cx.federation, &cx.node_id, next.now, None)?;
     let admission = member.with_catalogue(Some(&streamed.catalogue.catalogue));
-    let (head_seq, prev_digest) = match head {
-        Some((seq, digest)) => (seq, Some(digest)),
-        None => (0, None),
-    };
-    let header = Header {
-        federation_id: cx.federation.federation_id.clone(),
-        node_id: cx.node_id.clone(),
-        seq: head_seq + 1,
-        prev_digest,
-        issued_at: now,
-        kind: DocumentKind::IndicatorSnapshot,
-        schema_version: 1,
-        document: document.clone(),
-        revision,
-    };
+    let head_seq = next.head_seq;
     let statement = Statement {
-        header,
+        header: next.header(cx, DocumentKind::IndicatorSnapshot, &document),
         body: Body::Indicators(rcpfed_core::statement::IndicatorSnapshot {
             indicator: streamed.indicator.clone(),
             observations: Vec::new(),
@@ -370,6 +352,64 @@ fn sign_streamed(
     }
 }
 
+/// Where a publication stands before anything is checked.
+enum Next {
+    /// The request id was used before: the first publication's answer.
+    Answered((Published, bool)),
+    /// A new statement goes next in the chain.
+    Sign(NextStatement),
+}
+
+/// The place of the next statement in this node's chain, read when the publication starts.
+struct NextStatement {
+    /// The chain's head (0 before the first statement).
+    head_seq: u64,
+    prev_digest: Option<Digest>,
+    /// The document's next revision.
+    revision: u32,
+    now: time::OffsetDateTime,
+}
+
+impl NextStatement {
+    /// The header of the next statement: `kind`, revision of `document`.
+    fn header(&self, cx: &Context, kind: DocumentKind, document: &str) -> Header {
+        Header {
+            federation_id: cx.federation.federation_id.clone(),
+            node_id: cx.node_id.clone(),
+            seq: self.head_seq + 1,
+            prev_digest: self.prev_digest,
+            issued_at: self.now,
+            kind,
+            schema_version: 1,
+            document: document.to_string(),
+            revision: self.revision,
+        }
+    }
+}
+
+/// The answer to a repeated request id, or where the next statement of `document` goes.
+fn next_in_chain(
+    cx: &Context,
+    request_id: Option<&str>,
+    document: &str,
+) -> Result<Next, PublishError> {
+    if let Some(id) = request_id
+        && let Some(own) = cx.store.own_by_request_id(id)?
+    {
+        return Ok(Next::Answered((published_from_own(&own)?, false)));
+    }
+    let (head_seq, prev_digest) = match cx.store.head()? {
+        Some((seq, digest)) => (seq, Some(digest)),
+        None => (0, None),
+    };
+    Ok(Next::Sign(NextStatement {
+        head_seq,
+        prev_digest,
+        revision: cx.store.latest_revision(document)? + 1,
+        now: rcpfed_core::clock::now_utc(),
+    }))
+}
+
 /// The whole publication; returns whether a new statement was signed.
 fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), PublishError> {
     let Draft {
@@ -378,15 +418,11 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         validate_only,
         request_id,
     } = draft;
-    if let Some(id) = &request_id
-        && let Some(own) = cx.store.own_by_request_id(id)?
-    {
-        return Ok((published_from_own(&own)?, false));
-    }
-    let head = cx.store.head()?;
-    let revision = cx.store.latest_revision(&document)? + 1;
-    let now = rcpfed_core::clock::now_utc();
-    let member = AdmissionContext::new(&cx.federation, &cx.node_id, now, None)?;
+    let next = match next_in_chain(cx, request_id.as_deref(), &document)? {
+        Next::Answered(answer) => return Ok(answer),
+        Next::Sign(next) => next,
+    };
+    let member = AdmissionContext::new(&cx.federation, &cx.node_id, next.now, None)?;
     admit_draft_body(&body)?;
     let catalogue = match &body {
         // Without the catalogue the node cannot check codes, units or ranges, nor tell
@@ -399,26 +435,13 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
         fill_key_defaults(&catalogue.catalogue, snapshot);
     }
     let admission = member.with_catalogue(catalogue.as_ref().map(|c| c.catalogue.as_ref()));
-    let (head_seq, prev_digest) = match head {
-        Some((seq, digest)) => (seq, Some(digest)),
-        None => (0, None),
-    };
+    let head_seq = next.head_seq;
     let kind = match &body {
         Body::Policy(_) => DocumentKind::PolicySummary,
         Body::Indicators(_) => DocumentKind::IndicatorSnapshot,
     };
     let statement = Statement {
-        header: Header {
-            federation_id: cx.federation.federation_id.clone(),
-            node_id: cx.node_id.clone(),
-            seq: head_seq + 1,
-            prev_digest,
-            issued_at: now,
-            kind,
-            schema_version: 1,
-            document: document.clone(),
-            revision,
-        },
+        header: next.header(cx, kind, &document),
         body,
     };
     // The same admission the hub runs, so problems are reported here, before signing, all in
