@@ -74,11 +74,6 @@ struct JsonLog {
     checkpoint: String,
 }
 
-fn decode_b64(text: &str, what: &str) -> Result<Vec<u8>, BundleError> {
-    B64.decode(text)
-        .map_err(|_| BundleError(format!("{what} is not standard base64 with padding")))
-}
-
 impl From<DsseJsonError> for BundleError {
     fn from(e: DsseJsonError) -> Self {
         BundleError(e.0)
@@ -127,7 +122,7 @@ impl Bundle {
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                let raw = decode_b64(h, &format!("log.inclusion_proof[{i}]"))?;
+                let raw = crate::dsse_json::decode_b64(h, &format!("log.inclusion_proof[{i}]"))?;
                 Hash::try_from(raw.as_slice()).map_err(|_| {
                     BundleError(format!(
                         "log.inclusion_proof[{i}] is {} bytes, not 32",

@@ -4,11 +4,7 @@
 
 /// Whether `code` is an indicator code: upper-case letter, then up to 63 of A-Z, 0-9, '_'.
 pub fn is_indicator_code(code: &str) -> bool {
-    code.len() <= 64
-        && code.starts_with(|c: char| c.is_ascii_uppercase())
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    code.len() <= 64 && is_dimension_id(code)
 }
 
 /// Whether `id` is a dimension id: upper-case letter, then A-Z, 0-9, '_'.

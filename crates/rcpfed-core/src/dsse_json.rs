@@ -49,7 +49,7 @@ impl fmt::Display for DsseJsonError {
 
 impl std::error::Error for DsseJsonError {}
 
-fn decode_b64(text: &str, what: &str) -> Result<Vec<u8>, DsseJsonError> {
+pub(crate) fn decode_b64(text: &str, what: &str) -> Result<Vec<u8>, DsseJsonError> {
     B64.decode(text)
         .map_err(|_| DsseJsonError(format!("{what} is not standard base64 with padding")))
 }

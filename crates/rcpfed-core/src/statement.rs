@@ -621,7 +621,6 @@ impl Statement {
     }
 }
 
-/// Sample statements shared by this crate's tests.
 /// The field of column `column` (".ref_area", "" for the row) of observation `i` of an
 /// indicator snapshot, as violations name it; built only when a rule is broken, so a million
 /// clean rows allocate no messages.
@@ -629,6 +628,7 @@ pub(crate) fn obs_field(i: usize, column: &str) -> String {
     format!("indicator_snapshot.observations[{i}]{column}")
 }
 
+/// Sample statements shared by this crate's tests.
 #[cfg(test)]
 pub(crate) mod samples {
     use super::*;

@@ -276,17 +276,21 @@ fn set_view_applied_through(tx: &mut impl Sql, feed_index: u64) -> Result<(), St
 /// member's statements for seconds). An entry that does not decode is applied inline, where
 /// the apply step refuses it in plain words.
 pub(crate) fn applied_in_background(entry: &Entry<'_>) -> bool {
-    background_manifest(entry).is_some()
+    with_background_manifest(entry, |_| ()).is_some()
 }
 
-/// The chunk manifest of an entry applied in the background (see [`applied_in_background`]).
-fn background_manifest(entry: &Entry<'_>) -> Option<rcpfed_core::statement::ChunkManifest> {
+/// `f` of the chunk manifest of an entry applied in the background (see
+/// [`applied_in_background`]); None for any other entry.
+fn with_background_manifest<T>(
+    entry: &Entry<'_>,
+    f: impl FnOnce(&rcpfed_core::statement::ChunkManifest) -> T,
+) -> Option<T> {
     use rcpfed_core::statement::{Body, DocumentKind};
     if entry.kind != DocumentKind::IndicatorSnapshot.as_str() {
         return None;
     }
     match &entry.statement().ok()?.body {
-        Body::Indicators(snapshot) => snapshot.chunks.clone(),
+        Body::Indicators(snapshot) => snapshot.chunks.as_ref().map(f),
         Body::Policy(_) => None,
     }
 }
@@ -357,8 +361,9 @@ pub(crate) fn insert_statements_and_view<S: Sql>(
     let mut current = applied == last_feed_index(tx)?;
     let mut through = applied;
     insert_statements(tx, statements, clash, |tx, entry| {
-        if let Some(manifest) = background_manifest(entry) {
-            check_chunks_stored(tx, entry, &manifest)?;
+        if let Some(stored) = with_background_manifest(entry, |m| check_chunks_stored(tx, entry, m))
+        {
+            stored?;
             current = false;
         }
         if current {

@@ -37,9 +37,9 @@ pub fn run(command: TilesCommand) -> Result<ExitCode> {
     let TilesCommand::Write(args) = command;
     let db = match (&args.config, &args.db) {
         (_, Some(db)) => db.clone(),
-        (Some(config), None) => HubConfig::load(config, &ListenOverrides::default())?
-            .data_dir
-            .join("hub.sqlite"),
+        (Some(config), None) => {
+            crate::data_dir::hub_db(&HubConfig::load(config, &ListenOverrides::default())?.data_dir)
+        }
         (None, None) => bail!("name the hub's database: --config hub.toml or --db hub.sqlite"),
     };
     // Opening a missing file would create an empty database.

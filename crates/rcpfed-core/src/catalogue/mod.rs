@@ -368,10 +368,8 @@ fn is_code_id(id: &str) -> bool {
 
 /// Whether `id` is a concept or codelist id: upper-case letter, then A-Z, 0-9, '_'.
 fn is_concept_id(id: &str) -> bool {
-    id.starts_with(|c: char| c.is_ascii_uppercase())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    // Concept ids follow the dimension id syntax.
+    crate::codes::is_dimension_id(id)
 }
 
 impl Catalogue {
