@@ -2,7 +2,6 @@
 
 use super::{BACKLOG_END_HEADER, FeedStream, Hub, blocking};
 use crate::quotas::{self, quota_status};
-use prost::Message as _;
 use rcpfed_core::members::Role;
 use rcpfed_grpc::authorize;
 use rcpfed_proto::v1;
@@ -114,15 +113,11 @@ fn feed_item(
     st: &rcpfed_store::StoredStatement,
     log: Option<v1::LogProof>,
 ) -> Result<v1::SubscribeFeedResponse, Status> {
-    let decoded = v1::Envelope::decode(st.envelope.as_slice())
-        .and_then(|e| Ok((e, v1::Envelope::decode(st.receipt.as_slice())?)));
-    let (envelope, receipt) = decoded.map_err(|e| {
-        rcpfed_grpc::status::internal(&format!("feed entry {} as stored", st.feed_index), &e)
-    })?;
+    let what = format!("feed entry {} as stored", st.feed_index);
     Ok(v1::SubscribeFeedResponse {
         feed_index: st.feed_index,
-        envelope: Some(envelope),
-        receipt: Some(receipt),
+        envelope: Some(super::stored_envelope(&what, &st.envelope)?),
+        receipt: Some(super::stored_envelope(&what, &st.receipt)?),
         log,
     })
 }

@@ -105,7 +105,13 @@ struct Answer {
 /// A signed receipt as the hub stored or just signed it, for an answer; one that does not
 /// decode is damage to the store (INTERNAL), never an answer without its receipt.
 fn receipt_envelope(receipt: &[u8]) -> Result<v1::Envelope, Status> {
-    <v1::Envelope as prost::Message>::decode(receipt).map_err(|e| internal("a stored receipt", &e))
+    stored_envelope("a stored receipt", receipt)
+}
+
+/// An envelope (`what`) as the hub stored it; one that does not decode is damage to the store:
+/// INTERNAL, never an answer with a hole.
+fn stored_envelope(what: &str, bytes: &[u8]) -> Result<v1::Envelope, Status> {
+    <v1::Envelope as prost::Message>::decode(bytes).map_err(|e| internal(what, &e))
 }
 
 /// Catalogue warnings of a snapshot that passed the catalogue check.

@@ -45,6 +45,8 @@ impl Hub {
             .verify_on_pool(&federation, &member_id, envelope)
             .await?
             .map_err(refused)?;
+        // Decoded once here, shared by the action check and the commit's apply step.
+        let statement = Arc::new(statement);
         if let Body::Indicators(snapshot) = &statement.body {
             if snapshot.chunks.is_some() {
                 return Err(refused(chunks_required(
@@ -62,16 +64,12 @@ impl Hub {
                 }
                 Some(Err(_)) | None => {}
             }
-            let indicator = snapshot.indicator.clone();
-            let statement = Arc::new(statement);
             verified.snapshot = Some(Arc::new(SnapshotPayload {
-                indicator,
+                indicator: snapshot.indicator.clone(),
                 observations: SnapshotObservations::Inline(Arc::clone(&statement)),
             }));
-            verified.decoded = DecodedStatement::of(statement);
-        } else {
-            verified.decoded = DecodedStatement::of(Arc::new(statement));
         }
+        verified.decoded = DecodedStatement::of(statement);
         let answer = self.sequence(verified).await?;
         Ok(Response::new(v1::SubmitStatementResponse {
             receipt: Some(receipt_envelope(&answer.receipt)?),
