@@ -398,7 +398,8 @@ async fn a_statement_ahead_waits_for_its_predecessor_and_stalls_nobody() {
         waited >= Duration::from_millis(4500) && waited < Duration::from_secs(10),
         "refused after {waited:?}"
     );
-    // The operator sees it: two statements waited (seq 3, then seq 6), none waits now.
+    // The operator sees it: seq 6 waited (and seq 3 too, unless seq 2 overtook it on a busy
+    // machine), none waits now.
     let metrics = crate::harness::http_get(&c.hub_ops().to_string(), "/metrics").await;
     let value = |series: &str| {
         metrics.lines().find_map(|line| {
@@ -409,11 +410,8 @@ async fn a_statement_ahead_waits_for_its_predecessor_and_stalls_nobody() {
                 .ok()
         })
     };
-    assert_eq!(
-        value("rcpfed_hub_statements_parked_total"),
-        Some(2.0),
-        "{metrics}"
-    );
+    let parked = value("rcpfed_hub_statements_parked_total").unwrap_or(0.0);
+    assert!((1.0..=2.0).contains(&parked), "{metrics}");
     assert_eq!(
         value("rcpfed_hub_statements_waiting_for_predecessor"),
         Some(0.0),
