@@ -68,24 +68,27 @@ async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
     );
 
     let first = run_foreign_node(&c, "midwa", 1).await;
+    // A policy summary (seq 1), then an indicator snapshot (seq 2) built from the catalogue.
     assert_eq!(first["own_seq"], 1, "{first}");
+    assert_eq!(first["snapshot_seq"], 2, "{first}");
     assert!(
         first["counts"]["foreign-implementation"].as_u64() >= Some(1),
         "the foreign node verified no statement of the Rust node: {first}"
     );
     assert!(first["consistency_proofs"].as_u64() >= Some(1), "{first}");
 
-    // The hub's feed holds the foreign statement where the receipt said.
+    // The hub's feed holds the foreign statements, the first where its receipt said.
     let on_hub = c.hub_statements_of("midwa").await;
-    assert_eq!(on_hub.len(), 1, "midwa's statements on the hub: {on_hub:?}");
+    assert_eq!(on_hub.len(), 2, "midwa's statements on the hub: {on_hub:?}");
     assert_eq!(hex::encode(&on_hub[0].digest), first["own_digest"]);
     assert_eq!(on_hub[0].feed_index, first["own_feed_index"]);
+    assert_eq!(hex::encode(&on_hub[1].digest), first["snapshot_digest"]);
     // The Rust node verified and mirrored it like any entry.
     assert_eventually!(
         c,
         TIMEOUT,
         c.mirrors_match_hub(&["colombo"]).await,
-        "colombo mirrors the hub, the foreign statement included"
+        "colombo mirrors the hub (and applies the snapshot to its view), the foreign statements included"
     );
 
     // Both ways again: the Rust node publishes after the foreign one, which resumes its chain.
@@ -98,19 +101,20 @@ async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
         "colombo#2 delivered"
     );
     let second = run_foreign_node(&c, "midwa", 2).await;
-    assert_eq!(second["own_seq"], 2, "{second}");
+    assert_eq!(second["own_seq"], 3, "{second}");
+    assert_eq!(second["snapshot_seq"], 4, "{second}");
     assert!(
         second["counts"]["foreign-implementation"].as_u64() >= Some(2),
         "{second}"
     );
-    assert_eq!(c.hub_statements_of("midwa").await.len(), 2);
+    assert_eq!(c.hub_statements_of("midwa").await.len(), 4);
     assert_eventually!(
         c,
         TIMEOUT,
         c.mirrors_match_hub(&["colombo"]).await,
-        "colombo mirrors both foreign statements"
+        "colombo mirrors every foreign statement"
     );
-    // Each run left one equivocation (its deliberate bad input), stored as evidence.
+    // Each run left one equivocation at its head (its deliberate bad input), stored as evidence.
     let evidence = c.equivocations().await;
     assert_eq!(
         evidence
@@ -118,6 +122,6 @@ async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
             .filter(|e| e.node_id == "midwa")
             .map(|e| e.seq)
             .collect::<Vec<_>>(),
-        vec![1, 2]
+        vec![2, 4]
     );
 }

@@ -372,6 +372,8 @@ class ForeignNode:
         self.registry = None
         self.registry_history = {}
         self.catalogue = None  # (version, digest)
+        self.catalogue_doc = None
+        self.own_observations = {}  # observation key -> value in force (indicators.md §4)
         self.coherence = None  # (number, digest)
         self.mirrored = {}  # feed index -> (digest, node_id, seq)
         self.by_digest = {}
@@ -592,6 +594,8 @@ class ForeignNode:
             if header.seq > self.own_head[0]:
                 self.own_head = (header.seq, digest(env.payload))
             self.own_revisions[header.document] = max(self.own_revisions.get(header.document, 0), header.revision)
+            if statement.WhichOneof("body") == "indicator_snapshot":
+                self.apply_own_snapshot(statement.indicator_snapshot)
         else:
             self.counts["foreign-implementation"] += 1
         log(f"{what}: statement {header.node_id}#{header.seq} ({self.st_pb.DocumentKind.Name(header.kind)}) verified")
@@ -645,6 +649,7 @@ class ForeignNode:
         self.store(entry, f"{self.registry.hub_id}/{chain}", number)
         if chain == "catalogue":
             self.catalogue = (number, digest(env.payload))
+            self.catalogue_doc = doc
         else:
             self.coherence = (number, digest(env.payload))
         self.counts[chain] += 1
@@ -702,6 +707,105 @@ class ForeignNode:
         ps.gcm_objectives.append(23)
         ps.sdg_targets.append("10.7")
         return s
+
+    # -- indicator snapshots (statement.md §4, indicators.md §3–4) ------------------------------
+
+    def indicator_definition(self, code):
+        for indicator in self.catalogue_doc.indicators:
+            if indicator.code == code:
+                return indicator
+        return None
+
+    def observation_key(self, indicator_code, observation):
+        """statement.md §4: left-out optional dimensions with a default count as that default."""
+        pairs = {d.id: d.value for d in observation.dimensions}
+        definition = self.indicator_definition(indicator_code)
+        for dim in definition.dimensions if definition else ():
+            if not dim.required and dim.default_code and dim.id not in pairs:
+                pairs[dim.id] = dim.default_code
+        dims = ";".join(f"{k}={v}" for k, v in sorted(pairs.items()))
+        return (indicator_code, observation.ref_area, observation.time_period, dims)
+
+    def apply_own_snapshot(self, snapshot):
+        for observation in snapshot.observations:
+            key = self.observation_key(snapshot.indicator, observation)
+            if observation.action == self.st_pb.OBSERVATION_ACTION_DELETE:
+                self.own_observations.pop(key, None)
+            else:
+                self.own_observations[key] = observation.obs_value
+
+    def member_state_for(self, start, end):
+        """statement.md §5: a state of ours for the whole period [start, end]."""
+        for state in self.registry.members[self.member].states:
+            if (not state.since or state.since <= start) and (not state.until or end < state.until):
+                return state.iso3
+        return None
+
+    def snapshot_statement(self, seq, prev_digest):
+        """A valid one-observation snapshot built from the catalogue in force alone."""
+        if self.catalogue_doc is None:
+            fail("no catalogue version in the feed: cannot build a snapshot (NO_CATALOGUE)")
+        codelists = {c.id: c for c in self.catalogue_doc.codelists}
+        concepts = {c.id: c.codelist for c in self.catalogue_doc.dimensions}
+        periods = {"A": ("2020", "2020-01-01", "2020-12-31"), "S": ("2020-S1", "2020-01-01", "2020-06-30"),
+                   "Q": ("2020-Q1", "2020-01-01", "2020-03-31"), "M": ("2020-01", "2020-01-01", "2020-01-31"),
+                   "D": ("2020-01-15", "2020-01-15", "2020-01-15")}
+        for indicator in self.catalogue_doc.indicators:
+            if not indicator.units or not indicator.unit_mults or not indicator.frequencies:
+                continue
+            period, start, end = periods[indicator.frequencies[0]]
+            ref_area = self.member_state_for(start, end)
+            if ref_area is None:
+                continue
+            break
+        else:
+            fail("no indicator of the catalogue fits one of our member states")
+        s = self.st_pb.Statement()
+        h = s.header
+        h.federation_id = self.registry.federation_id
+        h.node_id = self.member
+        h.seq = seq
+        h.prev_digest = prev_digest
+        h.issued_at.FromDatetime(now_utc().replace(tzinfo=None))
+        h.kind = self.st_pb.DOCUMENT_KIND_INDICATOR_SNAPSHOT
+        h.schema_version = 1
+        h.document = f"regions/{self.member}/indicators/{indicator.code.lower().replace('_', '-')}"
+        h.revision = self.own_revisions.get(h.document, 0) + 1
+        snapshot = s.indicator_snapshot
+        snapshot.indicator = indicator.code
+        o = snapshot.observations.add()
+        o.ref_area = ref_area
+        o.time_period = period
+        for dim in indicator.dimensions:
+            value = dim.default_code or codelists[concepts[dim.id]].codes[0].id
+            o.dimensions.add(id=dim.id, value=value)
+        o.unit_measure = indicator.units[0]
+        o.unit_mult = indicator.unit_mults[0]
+        # A value inside every range that applies (indicators.md §3), in units of 10^UNIT_MULT.
+        low, high = None, None
+        for r in indicator.ranges:
+            if r.unit in ("", o.unit_measure):
+                if r.HasField("min"):
+                    low = r.min if low is None else max(low, r.min)
+                if r.HasField("max"):
+                    high = r.max if high is None else min(high, r.max)
+        scaled = 1.0 if low is None and high is None else (low + high) / 2 if low is not None and high is not None else (low if low is not None else high)
+        o.obs_value = scaled / 10 ** o.unit_mult
+        o.obs_status = "A"
+        key = self.observation_key(indicator.code, o)
+        o.action = self.st_pb.OBSERVATION_ACTION_REPLACE if key in self.own_observations else self.st_pb.OBSERVATION_ACTION_APPEND
+        return s
+
+    def publish_own_snapshot(self):
+        seq, prev = self.own_head[0] + 1, self.own_head[1]
+        statement = self.snapshot_statement(seq, prev)
+        payload = statement.SerializeToString()
+        answer = self.submit(self.envelope(payload))
+        receipt = self.check_own_receipt(answer, payload, seq, "own snapshot")
+        o = statement.indicator_snapshot.observations[0]
+        action = self.st_pb.ObservationAction.Name(o.action)
+        log(f"published {self.member}#{seq}: {statement.indicator_snapshot.indicator} {o.ref_area} {o.time_period} {action}, feed index {receipt.feed_index}")
+        return seq, payload, receipt
 
     def envelope(self, payload, key=None, key_id=None, payload_type=STATEMENT_TYPE):
         env = self.env_pb.Envelope(payload_type=payload_type, payload=payload)
@@ -792,16 +896,28 @@ class ForeignNode:
             fail(f"google.rpc.Status code {status.code} differs from the gRPC status {error.code().name}")
         return info, violations
 
-    def expect_refusal(self, label, env, code, reason, metadata=None):
+    def expect_refusal(self, label, env, code, reason, metadata=None, violation=None):
         try:
             self.submit(env)
         except self.grpc.RpcError as error:
-            info, _ = self.error_info(error)
+            info, violations = self.error_info(error)
             if error.code().name != code or info.reason != reason:
                 fail(f"{label}: got {error.code().name}/{info.reason} ({error.details()}), expected {code}/{reason}")
             for key, value in (metadata or {}).items():
                 if info.metadata.get(key) != value:
                     fail(f"{label}: metadata {key}={info.metadata.get(key)!r}, expected {value!r}")
+            if violation is not None:
+                # statement.md §6: the violations in document order, each described in plain
+                # words then " (REASON)"; the status message is "{first field}: {first
+                # description}" without that suffix, then " (and N more problems)".
+                fields = [field for field, _ in violations]
+                if fields != violation or not all(d.endswith(f" ({reason})") for _, d in violations):
+                    fail(f"{label}: violations {violations}, expected fields {violation}, each ... ({reason})")
+                message = f"{violation[0]}: {violations[0][1][: -len(f' ({reason})')]}"
+                if len(violation) > 1:
+                    message += f" (and {len(violation) - 1} more problems)"
+                if error.details() != message:
+                    fail(f"{label}: status message {error.details()!r}, expected {message!r}")
             log(f"bad input {label}: {code}/{reason} {dict(info.metadata)} as errors.md says")
             return
         fail(f"{label}: accepted, expected {code}/{reason}")
@@ -848,6 +964,15 @@ class ForeignNode:
         others = [m for m in self.registry.members if m != self.member]
         other_node = self.statement(nxt, head_digest, "Not mine", node_id=others[0], document=f"regions/{others[0]}/policies/x", revision=1).SerializeToString()
         self.expect_refusal("node mismatch", self.envelope(other_node), "PERMISSION_DENIED", "NODE_MISMATCH")
+
+        # Field rules: the only title blank breaks two rows of statement.md §3 (at least one
+        # title that is not blank; no blank title text), both reported (§6).
+        blank = self.statement(nxt, head_digest, "   ")
+        self.expect_refusal("blank title", self.envelope(blank.SerializeToString()), "INVALID_ARGUMENT", "EMPTY_TITLE", violation=["policy_summary.title", "policy_summary.title[0].text"])
+        # Catalogue rules: an indicator the catalogue does not define (indicators.md §3).
+        unknown = self.snapshot_statement(nxt, head_digest)
+        unknown.indicator_snapshot.indicator = "NO_SUCH_INDICATOR"
+        self.expect_refusal("unknown indicator", self.envelope(unknown.SerializeToString()), "INVALID_ARGUMENT", "UNKNOWN_INDICATOR", violation=["indicator_snapshot.indicator"])
 
         # A second, different statement at our head seq: equivocation (evidence stored).
         previous = self.by_chain_digest(self.member, head_seq - 1) if head_seq > 1 else b""
@@ -910,8 +1035,12 @@ def main():
         if node.by_chain.get((node.member, seq)) != receipt.feed_index:
             fail(f"our statement {node.member}#{seq} is not at feed index {receipt.feed_index}")
         log(f"saw our own statement on the feed at index {receipt.feed_index}")
+        snap_seq, snap_payload, snap_receipt = node.publish_own_snapshot()
+        node.mirror_until_backlog_end(want=snap_receipt.feed_index)
+        if node.by_chain.get((node.member, snap_seq)) != snap_receipt.feed_index:
+            fail(f"our snapshot {node.member}#{snap_seq} is not at feed index {snap_receipt.feed_index}")
         node.cosign_trusted()
-        node.bad_inputs(seq, payload)
+        node.bad_inputs(snap_seq, snap_payload)
         node.mirror_until_backlog_end()
         log(f"checkpoints opened {node.checkpoints_seen}, consistency proofs verified {node.consistency_checked}, trusted size {node.trusted_cp.size}")
         if args.summary:
@@ -922,6 +1051,8 @@ def main():
                         "own_seq": seq,
                         "own_feed_index": receipt.feed_index,
                         "own_digest": digest(payload).hex(),
+                        "snapshot_seq": snap_seq,
+                        "snapshot_digest": digest(snap_payload).hex(),
                         "feed_size": node.cursor,
                         "counts": node.counts,
                         "checkpoints_opened": node.checkpoints_seen,
