@@ -48,8 +48,10 @@ RPC_STATUS_PROTO = """
 syntax = "proto3";
 package google.rpc;
 import "google/protobuf/any.proto";
+import "google/protobuf/duration.proto";
 message Status { int32 code = 1; string message = 2; repeated google.protobuf.Any details = 3; }
 message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
+message RetryInfo { google.protobuf.Duration retry_delay = 1; }
 message BadRequest {
   message FieldViolation { string field = 1; string description = 2; string reason = 3; }
   repeated FieldViolation field_violations = 1;
@@ -527,8 +529,14 @@ class ForeignNode:
     def mirror_until_backlog_end(self, want=None):
         """Subscribes after the cursor and verifies every entry up to the backlog end (and, with
         `want`, until that feed index has arrived). Returns the backlog end."""
-        call = self.hub.SubscribeFeed(self.hub_pb.SubscribeFeedRequest(after_index=self.cursor), timeout=60)
-        headers = dict(call.initial_metadata())
+        for _ in range(50):
+            call = self.hub.SubscribeFeed(self.hub_pb.SubscribeFeedRequest(after_index=self.cursor), timeout=60)
+            headers = dict(call.initial_metadata())
+            if not (call.done() and call.code() == self.grpc.StatusCode.RESOURCE_EXHAUSTED):
+                break
+            # Our streams of a moment ago may not be given back yet: wait as RetryInfo says.
+            self.error_info(call)
+            time.sleep(self.last_retry or 1.0)
         if "rcpfed-backlog-end" not in headers:
             fail(f"SubscribeFeed: no rcpfed-backlog-end header in {sorted(headers)}")
         backlog_end = int(headers["rcpfed-backlog-end"])
@@ -879,8 +887,12 @@ class ForeignNode:
             fail(f"{error.code().name} {error.details()!r} carries no grpc-status-details-bin")
         status = self.rpc_pb.Status()
         status.ParseFromString(details)
-        info, violations = None, []
+        info, violations, self.last_retry = None, [], None
         for any_detail in status.details:
+            if any_detail.type_url == "type.googleapis.com/google.rpc.RetryInfo":
+                retry = self.rpc_pb.RetryInfo()
+                retry.ParseFromString(any_detail.value)
+                self.last_retry = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
             if any_detail.type_url == "type.googleapis.com/google.rpc.ErrorInfo":
                 info = self.rpc_pb.ErrorInfo()
                 info.ParseFromString(any_detail.value)
@@ -979,6 +991,33 @@ class ForeignNode:
         twin = self.statement(head_seq, previous, "A different statement at the same seq").SerializeToString()
         self.expect_refusal("equivocation", self.envelope(twin), "ALREADY_EXISTS", "EQUIVOCATION", {"node_id": self.member, "seq": str(head_seq), "accepted_digest": head_digest.hex()})
 
+    def check_feed_subscription_limit(self):
+        """feed-and-nodes.md §1: a member holds at most `max_feed_subscriptions` streams; one
+        more is RESOURCE_EXHAUSTED / TOO_MANY_FEED_SUBSCRIPTIONS with `limit` and RetryInfo."""
+        streams = []
+        try:
+            for _ in range(64):
+                call = self.hub.SubscribeFeed(self.hub_pb.SubscribeFeedRequest(after_index=self.cursor), timeout=5)
+                try:
+                    call.initial_metadata()
+                    if call.done() and call.code() != self.grpc.StatusCode.OK:
+                        raise call
+                except self.grpc.RpcError as error:
+                    info, _ = self.error_info(error)
+                    if error.code().name != "RESOURCE_EXHAUSTED" or info.reason != "TOO_MANY_FEED_SUBSCRIPTIONS":
+                        fail(f"stream {len(streams) + 1}: {error.code().name}/{info.reason}, expected RESOURCE_EXHAUSTED/TOO_MANY_FEED_SUBSCRIPTIONS")
+                    if info.metadata.get("limit") != str(len(streams)):
+                        fail(f"refused after {len(streams)} open streams, but metadata limit={info.metadata.get('limit')!r}")
+                    if self.last_retry is None:
+                        fail("TOO_MANY_FEED_SUBSCRIPTIONS without RetryInfo")
+                    log(f"stream {len(streams) + 1}: RESOURCE_EXHAUSTED/TOO_MANY_FEED_SUBSCRIPTIONS limit={len(streams)} RetryInfo {self.last_retry} s")
+                    return
+                streams.append(call)
+            fail(f"{len(streams)} feed streams open at once and none refused")
+        finally:
+            for call in streams:
+                call.cancel()
+
     def by_chain_digest(self, node_id, seq):
         index = self.by_chain.get((node_id, seq))
         if index is None:
@@ -1042,6 +1081,7 @@ def main():
         node.cosign_trusted()
         node.bad_inputs(snap_seq, snap_payload)
         node.mirror_until_backlog_end()
+        node.check_feed_subscription_limit()
         log(f"checkpoints opened {node.checkpoints_seen}, consistency proofs verified {node.consistency_checked}, trusted size {node.trusted_cp.size}")
         if args.summary:
             with open(args.summary, "w") as f:
