@@ -908,7 +908,7 @@ class ForeignNode:
             fail(f"google.rpc.Status code {status.code} differs from the gRPC status {error.code().name}")
         return info, violations
 
-    def expect_refusal(self, label, env, code, reason, metadata=None, violation=None):
+    def expect_refusal(self, label, env, code, reason, metadata=None, violation=None, statement_rules=True):
         try:
             self.submit(env)
         except self.grpc.RpcError as error:
@@ -928,7 +928,9 @@ class ForeignNode:
                 message = f"{violation[0]}: {violations[0][1][: -len(f' ({reason})')]}"
                 if len(violation) > 1:
                     message += f" (and {len(violation) - 1} more problems)"
-                if error.details() != message:
+                # The message form is that of statement validation (statement.md §6); errors.md
+                # §1 only says plain words for other refusals.
+                if statement_rules and error.details() != message:
                     fail(f"{label}: status message {error.details()!r}, expected {message!r}")
             log(f"bad input {label}: {code}/{reason} {dict(info.metadata)} as errors.md says")
             return
@@ -961,6 +963,21 @@ class ForeignNode:
 
         stranger_id = ed25519_strict.key_id(stranger.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
         self.expect_refusal("unknown key", self.envelope(good, stranger, stranger_id), "UNAUTHENTICATED", "UNKNOWN_KEY_ID", {"key_id": stranger_id})
+
+        # Envelope form (envelope.md §1, ingest.md §1 steps 5–7).
+        env = self.envelope(good)
+        del env.signatures[:]
+        self.expect_refusal("no signature", env, "UNAUTHENTICATED", "MISSING_SIGNATURE")
+        env = self.envelope(good, key_id=self.key_id.upper().replace("ED25519:", "ed25519:"))
+        self.expect_refusal("upper-case key id", env, "INVALID_ARGUMENT", "INVALID_KEY_ID", violation=["envelope.signatures[0].key_id"], statement_rules=False)
+        self.expect_refusal("receipt payload type", self.envelope(good, payload_type=RECEIPT_TYPE), "INVALID_ARGUMENT", "UNKNOWN_PAYLOAD_TYPE")
+
+        # Header field rules (statement.md §1 d, h).
+        future = self.statement(nxt, head_digest, "From the future")
+        future.header.issued_at.FromDatetime((now_utc() + datetime.timedelta(minutes=10)).replace(tzinfo=None))
+        self.expect_refusal("issued in the future", self.envelope(future.SerializeToString()), "INVALID_ARGUMENT", "ISSUED_AT_IN_FUTURE", violation=["header.issued_at"])
+        seq_zero = self.statement(0, b"", "Seq zero")
+        self.expect_refusal("seq 0", self.envelope(seq_zero.SerializeToString()), "INVALID_ARGUMENT", "INVALID_SEQ", violation=["header.seq"])
 
         # Sequence far beyond the in-flight window: refused at once.
         far = self.statement(nxt + 100, head_digest, "Far ahead").SerializeToString()
