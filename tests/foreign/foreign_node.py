@@ -336,7 +336,7 @@ class ForeignNode:
     def __init__(self, args):
         import grpc
         from rcpfed.v1 import hub_service_pb2, hub_service_pb2_grpc, envelope_pb2, statement_pb2, registry_pb2
-        from rcpfed.v1 import catalogue_pb2, indicator_service_pb2
+        from rcpfed.v1 import catalogue_pb2, indicator_service_pb2, indicator_service_pb2_grpc
         from foreign_rpc import status_pb2
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -370,6 +370,7 @@ class ForeignNode:
         credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
         self.channel = grpc.secure_channel(f"{self.host}:{self.port}", credentials, options=[("grpc.max_receive_message_length", 64 << 20)])
         self.hub = hub_service_pb2_grpc.HubServiceStub(self.channel)
+        self.indicators = indicator_service_pb2_grpc.IndicatorServiceStub(self.channel)
         # Mirror state: the registry and hub documents in force, the witness's trusted checkpoint.
         self.registry = None
         self.registry_history = {}
@@ -797,7 +798,16 @@ class ForeignNode:
                     low = r.min if low is None else max(low, r.min)
                 if r.HasField("max"):
                     high = r.max if high is None else min(high, r.max)
-        scaled = 1.0 if low is None and high is None else (low + high) / 2 if low is not None and high is not None else (low if low is not None else high)
+        # A different value at each seq, so a REPLACE revises the view visibly.
+        share = 0.25 + 0.5 * (seq % 7) / 7
+        if low is not None and high is not None:
+            scaled = low + (high - low) * share
+        elif low is not None:
+            scaled = low + seq
+        elif high is not None:
+            scaled = high - seq
+        else:
+            scaled = float(seq)
         o.obs_value = scaled / 10 ** o.unit_mult
         o.obs_status = "A"
         key = self.observation_key(indicator.code, o)
@@ -1014,7 +1024,7 @@ class ForeignNode:
         streams = []
         try:
             for _ in range(64):
-                call = self.hub.SubscribeFeed(self.hub_pb.SubscribeFeedRequest(after_index=self.cursor), timeout=5)
+                call = self.hub.SubscribeFeed(self.hub_pb.SubscribeFeedRequest(after_index=self.cursor), timeout=30)
                 try:
                     call.initial_metadata()
                     if call.done() and call.code() != self.grpc.StatusCode.OK:
@@ -1034,6 +1044,76 @@ class ForeignNode:
         finally:
             for call in streams:
                 call.cancel()
+
+    def audit_log(self):
+        """log.md §4 ListLogEntries: every leaf of the trusted tree, each the leaf hash of the
+        mirrored entry at that index, and together the trusted checkpoint's root."""
+        size = self.trusted_cp.size
+        leaves, start = [], 0
+        while start < size:
+            page = self.hub.ListLogEntries(self.hub_pb.ListLogEntriesRequest(start_index=start, page_size=1000), timeout=30)
+            if not page.entries:
+                fail(f"ListLogEntries: nothing from leaf {start} of {size}")
+            for entry in page.entries:
+                if entry.leaf_index != start:
+                    fail(f"ListLogEntries: leaf {entry.leaf_index} where {start} was due")
+                leaf = tlog.leaf_hash(entry.envelope.payload_type, entry.envelope.payload)
+                if bytes(entry.leaf_hash) != leaf:
+                    fail(f"ListLogEntries: leaf {start}'s hash is not that of its envelope")
+                mirrored = self.mirrored.get(start + 1)
+                if mirrored is not None and mirrored[0] != digest(entry.envelope.payload):
+                    fail(f"ListLogEntries: leaf {start} is not the feed's entry {start + 1}")
+                leaves.append(leaf)
+                start += 1
+            if page.next_start_index != start:
+                fail(f"ListLogEntries: next_start_index {page.next_start_index}, expected {start}")
+        if tlog.tree_root(leaves[:size]) != self.trusted_cp.root:
+            fail(f"the {size} logged leaves do not hash to the trusted checkpoint's root")
+        log(f"log audit: all {size} leaves listed, match the feed, and hash to the trusted root")
+
+    def read_back(self, seq, payload):
+        """ingest.md §6 GetStatement: our statement with its receipt and a proof in the latest
+        checkpoint."""
+        name = f"nodes/{self.member}/statements/{seq}"
+        record = self.hub.GetStatement(self.hub_pb.GetStatementRequest(name=name), timeout=20).statement
+        if record.name != name or record.node_id != self.member or record.seq != seq:
+            fail(f"GetStatement({name}): answers {record.name}")
+        if record.envelope.payload != payload or bytes(record.digest) != digest(payload):
+            fail(f"GetStatement({name}): payload or digest is not what we signed")
+        receipt = self.verify_receipt(record.receipt, name)
+        self.check_receipt_names(receipt, payload, record.feed_index, self.member, seq, name)
+        self.verify_in_log(record.log if record.HasField("log") else None, record.feed_index, STATEMENT_TYPE, payload, name)
+        log(f"GetStatement({name}): envelope, receipt and proof verified")
+
+    def check_view(self, statement_payload, feed_index):
+        """indicators.md §4–5: the hub's view holds our observation in force, with its
+        provenance (our statement, its feed index and log leaf)."""
+        statement = self.st_pb.Statement()
+        statement.ParseFromString(statement_payload)
+        snapshot = statement.indicator_snapshot
+        sent = snapshot.observations[0]
+        query = self.ind_pb.ObservationQuery(indicator=snapshot.indicator, ref_areas=[sent.ref_area], node_ids=[self.member])
+        query.start_period = query.end_period = sent.time_period
+        for _ in range(100):
+            answer = self.indicators.QueryObservations(self.ind_pb.QueryObservationsRequest(query=query), timeout=20)
+            if answer.feed_size >= feed_index:
+                break
+            time.sleep(0.05)
+        else:
+            fail(f"the hub's view did not reach feed index {feed_index}")
+        records = list(answer.observations)
+        if len(records) != 1:
+            fail(f"QueryObservations: {len(records)} records in force for our key, expected 1")
+        record = records[0]
+        p = record.provenance
+        if (record.indicator, record.observation.ref_area, record.observation.time_period) != (snapshot.indicator, sent.ref_area, sent.time_period):
+            fail(f"QueryObservations: another observation {record}")
+        if record.observation.obs_value != sent.obs_value or record.observation.action != sent.action:
+            fail(f"QueryObservations: value {record.observation.obs_value} ({record.observation.action}), we sent {sent.obs_value} ({sent.action})")
+        if (p.node_id, bytes(p.statement_digest), p.document, p.revision, p.feed_index, p.leaf_index) != (
+            self.member, digest(statement_payload), statement.header.document, statement.header.revision, feed_index, feed_index - 1):
+            fail(f"QueryObservations: provenance {p} does not name our statement at feed index {feed_index}")
+        log(f"the hub's indicator view holds our {snapshot.indicator} {sent.ref_area} {sent.time_period} = {sent.obs_value}, provenance verified")
 
     def by_chain_digest(self, node_id, seq):
         index = self.by_chain.get((node_id, seq))
@@ -1098,6 +1178,9 @@ def main():
         node.cosign_trusted()
         node.bad_inputs(snap_seq, snap_payload)
         node.mirror_until_backlog_end()
+        node.read_back(seq, payload)
+        node.check_view(snap_payload, snap_receipt.feed_index)
+        node.audit_log()
         node.check_feed_subscription_limit()
         log(f"checkpoints opened {node.checkpoints_seen}, consistency proofs verified {node.consistency_checked}, trusted size {node.trusted_cp.size}")
         if args.summary:

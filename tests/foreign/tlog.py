@@ -35,6 +35,18 @@ def _node(left, right):
     return sha256(b"\x01" + left + right)
 
 
+def tree_root(leaves):
+    """RFC 9162 §2.1.1 MTH over leaf hashes: split at the largest power of two below n."""
+    if not leaves:
+        return sha256(b"")
+    if len(leaves) == 1:
+        return leaves[0]
+    split = 1
+    while split * 2 < len(leaves):
+        split *= 2
+    return _node(tree_root(leaves[:split]), tree_root(leaves[split:]))
+
+
 def verify_inclusion(leaf_index, tree_size, leaf, proof, root):
     """RFC 9162 §2.1.3.2."""
     if leaf_index >= tree_size:
