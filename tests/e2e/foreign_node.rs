@@ -7,7 +7,7 @@
 //! hub's refusals; the Rust node then mirrors the Python-signed statement, which it verifies
 //! with its own rules. So the spec and the proto are shown to be enough, at every commit.
 
-use crate::harness::{Cluster, TIMEOUT};
+use crate::harness::{Cluster, FAST_COHERENCE, TIMEOUT};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,7 +57,8 @@ async fn run_foreign_node(c: &Cluster, member: &str, run: u32) -> serde_json::Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
-    let c = Cluster::start(&["colombo"]).await;
+    // Coherence reports on, so the feed also carries the third kind of hub document.
+    let c = Cluster::start_with_env(&["colombo"], &[FAST_COHERENCE]).await;
     c.publish_policy("colombo", "Colombo before the foreign node")
         .await;
     assert_eventually!(
@@ -91,6 +92,14 @@ async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
         "colombo mirrors the hub (and applies the snapshot to its view), the foreign statements included"
     );
 
+    // The hub reports on the new content (the foreign snapshot among it).
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        !c.hub_statements_of("gfmd/coherence").await.is_empty(),
+        "a coherence report on the hub"
+    );
+
     // Both ways again: the Rust node publishes after the foreign one, which resumes its chain.
     c.publish_policy("colombo", "Colombo after the foreign node")
         .await;
@@ -103,6 +112,10 @@ async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
     let second = run_foreign_node(&c, "midwa", 2).await;
     assert_eq!(second["own_seq"], 3, "{second}");
     assert_eq!(second["snapshot_seq"], 4, "{second}");
+    assert!(
+        second["counts"]["coherence"].as_u64() >= Some(1),
+        "{second}"
+    );
     assert!(
         second["counts"]["foreign-implementation"].as_u64() >= Some(2),
         "{second}"
