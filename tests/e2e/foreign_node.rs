@@ -69,9 +69,11 @@ async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
     );
 
     let first = run_foreign_node(&c, "midwa", 1).await;
-    // A policy summary (seq 1), then an indicator snapshot (seq 2) built from the catalogue.
+    // A policy summary (seq 1), then indicator snapshots built from the catalogue: one in two
+    // chunks through SubmitSnapshot (seq 2), one inline (seq 3).
     assert_eq!(first["own_seq"], 1, "{first}");
-    assert_eq!(first["snapshot_seq"], 2, "{first}");
+    assert_eq!(first["chunked_seq"], 2, "{first}");
+    assert_eq!(first["snapshot_seq"], 3, "{first}");
     assert!(
         first["counts"]["foreign-implementation"].as_u64() >= Some(1),
         "the foreign node verified no statement of the Rust node: {first}"
@@ -80,16 +82,16 @@ async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
 
     // The hub's feed holds the foreign statements, the first where its receipt said.
     let on_hub = c.hub_statements_of("midwa").await;
-    assert_eq!(on_hub.len(), 2, "midwa's statements on the hub: {on_hub:?}");
+    assert_eq!(on_hub.len(), 3, "midwa's statements on the hub: {on_hub:?}");
     assert_eq!(hex::encode(&on_hub[0].digest), first["own_digest"]);
     assert_eq!(on_hub[0].feed_index, first["own_feed_index"]);
-    assert_eq!(hex::encode(&on_hub[1].digest), first["snapshot_digest"]);
+    assert_eq!(hex::encode(&on_hub[2].digest), first["snapshot_digest"]);
     // The Rust node verified and mirrored it like any entry.
     assert_eventually!(
         c,
         TIMEOUT,
         c.mirrors_match_hub(&["colombo"]).await,
-        "colombo mirrors the hub (and applies the snapshot to its view), the foreign statements included"
+        "colombo mirrors the hub (fetching the chunks, applying the snapshots to its view), the foreign statements included"
     );
 
     // The hub reports on the new content (the foreign snapshot among it).
@@ -110,8 +112,8 @@ async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
         "colombo#2 delivered"
     );
     let second = run_foreign_node(&c, "midwa", 2).await;
-    assert_eq!(second["own_seq"], 3, "{second}");
-    assert_eq!(second["snapshot_seq"], 4, "{second}");
+    assert_eq!(second["own_seq"], 4, "{second}");
+    assert_eq!(second["snapshot_seq"], 6, "{second}");
     assert!(
         second["counts"]["coherence"].as_u64() >= Some(1),
         "{second}"
@@ -120,7 +122,7 @@ async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
         second["counts"]["foreign-implementation"].as_u64() >= Some(2),
         "{second}"
     );
-    assert_eq!(c.hub_statements_of("midwa").await.len(), 4);
+    assert_eq!(c.hub_statements_of("midwa").await.len(), 6);
     assert_eventually!(
         c,
         TIMEOUT,
@@ -135,6 +137,6 @@ async fn foreign_python_node_interoperates_with_the_hub_and_a_rust_node() {
             .filter(|e| e.node_id == "midwa")
             .map(|e| e.seq)
             .collect::<Vec<_>>(),
-        vec![2, 4]
+        vec![3, 6]
     );
 }

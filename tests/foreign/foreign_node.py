@@ -387,7 +387,7 @@ class ForeignNode:
         self.consistency_checked = 0
         self.own_head = (0, b"")
         self.own_revisions = {}
-        self.counts = {"statement": 0, "registry": 0, "catalogue": 0, "coherence": 0, "foreign-implementation": 0}
+        self.counts = {"statement": 0, "registry": 0, "catalogue": 0, "coherence": 0, "chunks": 0, "foreign-implementation": 0}
 
     # -- transport ------------------------------------------------------------------------------
 
@@ -597,6 +597,8 @@ class ForeignNode:
         receipt = self.verify_receipt(entry.receipt, what)
         self.check_receipt_names(receipt, env.payload, entry.feed_index, header.node_id, header.seq, what)
         self.verify_in_log(entry.log if entry.HasField("log") else None, entry.feed_index, env.payload_type, env.payload, what)
+        if statement.WhichOneof("body") == "indicator_snapshot" and statement.indicator_snapshot.HasField("chunks"):
+            self.fetch_chunks(statement.indicator_snapshot, digest(env.payload), what)
         self.store(entry, header.node_id, header.seq)
         self.counts["statement"] += 1
         if header.node_id == self.member:
@@ -608,6 +610,30 @@ class ForeignNode:
         else:
             self.counts["foreign-implementation"] += 1
         log(f"{what}: statement {header.node_id}#{header.seq} ({self.st_pb.DocumentKind.Name(header.kind)}) verified")
+
+    def fetch_chunks(self, snapshot, statement_digest, what):
+        """feed-and-nodes.md §2 step 9 and indicators.md §7: every chunk of the signed manifest,
+        checked (index, length, SHA-256) before it is decoded, then its observation count. The
+        observations join the snapshot, so the mirror applies them like inline ones."""
+        manifest = snapshot.chunks
+        call = self.hub.GetSnapshotChunks(self.hub_pb.GetSnapshotChunksRequest(digest=statement_digest, first_chunk=0), timeout=60)
+        observations = []
+        for expected_index, answer in enumerate(call):
+            if expected_index >= len(manifest.chunks) or answer.index != expected_index:
+                fail(f"{what}: chunk {answer.index} where {expected_index} was due (CHUNK_MISMATCH)")
+            listed = manifest.chunks[expected_index]
+            data = bytes(answer.chunk)
+            if len(data) != listed.byte_length or digest(data) != bytes(listed.sha256):
+                fail(f"{what}: chunk {expected_index} does not match the signed manifest (CHUNK_MISMATCH)")
+            chunk = self.st_pb.ObservationChunk()
+            chunk.ParseFromString(data)
+            if len(chunk.observations) != listed.observation_count:
+                fail(f"{what}: chunk {expected_index} holds {len(chunk.observations)} observations, the manifest says {listed.observation_count}")
+            observations.extend(chunk.observations)
+        if len(observations) != manifest.observation_count or expected_index + 1 != len(manifest.chunks):
+            fail(f"{what}: {len(observations)} observations in the chunks, the manifest says {manifest.observation_count}")
+        snapshot.observations.extend(observations)
+        self.counts["chunks"] += len(manifest.chunks)
 
     def decode_statement(self, payload, what):
         """Decoding with the structural rules of statement.md §1."""
@@ -750,23 +776,22 @@ class ForeignNode:
                 return state.iso3
         return None
 
-    def snapshot_statement(self, seq, prev_digest):
-        """A valid one-observation snapshot built from the catalogue in force alone."""
+    def snapshot_statement(self, seq, prev_digest, years=(2020,), chunk_sizes=None):
+        """A valid snapshot built from the catalogue in force alone: one observation per year,
+        inline, or (with `chunk_sizes`) in chunks of those sizes behind a signed manifest
+        (indicators.md §7). Returns (statement, chunk bytes)."""
         if self.catalogue_doc is None:
             fail("no catalogue version in the feed: cannot build a snapshot (NO_CATALOGUE)")
         codelists = {c.id: c for c in self.catalogue_doc.codelists}
         concepts = {c.id: c.codelist for c in self.catalogue_doc.dimensions}
-        periods = {"A": ("2020", "2020-01-01", "2020-12-31"), "S": ("2020-S1", "2020-01-01", "2020-06-30"),
-                   "Q": ("2020-Q1", "2020-01-01", "2020-03-31"), "M": ("2020-01", "2020-01-01", "2020-01-31"),
-                   "D": ("2020-01-15", "2020-01-15", "2020-01-15")}
+        period_forms = {"A": "{}", "S": "{}-S1", "Q": "{}-Q1", "M": "{}-01", "D": "{}-01-15"}
         for indicator in self.catalogue_doc.indicators:
             if not indicator.units or not indicator.unit_mults or not indicator.frequencies:
                 continue
-            period, start, end = periods[indicator.frequencies[0]]
-            ref_area = self.member_state_for(start, end)
-            if ref_area is None:
-                continue
-            break
+            # A state of ours for every whole year used (statement.md §5).
+            ref_area = self.member_state_for(f"{min(years)}-01-01", f"{max(years)}-12-31")
+            if ref_area is not None:
+                break
         else:
             fail("no indicator of the catalogue fits one of our member states")
         s = self.st_pb.Statement()
@@ -782,47 +807,77 @@ class ForeignNode:
         h.revision = self.own_revisions.get(h.document, 0) + 1
         snapshot = s.indicator_snapshot
         snapshot.indicator = indicator.code
-        o = snapshot.observations.add()
-        o.ref_area = ref_area
-        o.time_period = period
-        for dim in indicator.dimensions:
-            value = dim.default_code or codelists[concepts[dim.id]].codes[0].id
-            o.dimensions.add(id=dim.id, value=value)
-        o.unit_measure = indicator.units[0]
-        o.unit_mult = indicator.unit_mults[0]
-        # A value inside every range that applies (indicators.md §3), in units of 10^UNIT_MULT.
+        observations = []
+        for year in years:
+            o = self.st_pb.Observation()
+            o.ref_area = ref_area
+            o.time_period = period_forms[indicator.frequencies[0]].format(year)
+            for dim in indicator.dimensions:
+                value = dim.default_code or codelists[concepts[dim.id]].codes[0].id
+                o.dimensions.add(id=dim.id, value=value)
+            o.unit_measure = indicator.units[0]
+            o.unit_mult = indicator.unit_mults[0]
+            o.obs_value = self.plausible_value(indicator, o.unit_measure, seq + year) / 10**o.unit_mult
+            o.obs_status = "A"
+            key = self.observation_key(indicator.code, o)
+            o.action = self.st_pb.OBSERVATION_ACTION_REPLACE if key in self.own_observations else self.st_pb.OBSERVATION_ACTION_APPEND
+            observations.append(o)
+        if chunk_sizes is None:
+            snapshot.observations.extend(observations)
+            return s, []
+        chunks, at = [], 0
+        snapshot.chunks.observation_count = len(observations)
+        for size in chunk_sizes:
+            chunk = self.st_pb.ObservationChunk(observations=observations[at : at + size]).SerializeToString()
+            at += size
+            snapshot.chunks.chunks.add(sha256=digest(chunk), observation_count=size, byte_length=len(chunk))
+            chunks.append(chunk)
+        return s, chunks
+
+    @staticmethod
+    def plausible_value(indicator, unit, salt):
+        """A value × 10^UNIT_MULT inside every range that applies (indicators.md §3), different
+        for each salt so that a REPLACE revises the view visibly."""
         low, high = None, None
         for r in indicator.ranges:
-            if r.unit in ("", o.unit_measure):
+            if r.unit in ("", unit):
                 if r.HasField("min"):
                     low = r.min if low is None else max(low, r.min)
                 if r.HasField("max"):
                     high = r.max if high is None else min(high, r.max)
-        # A different value at each seq, so a REPLACE revises the view visibly.
-        share = 0.25 + 0.5 * (seq % 7) / 7
+        share = 0.25 + 0.5 * (salt % 7) / 7
         if low is not None and high is not None:
-            scaled = low + (high - low) * share
-        elif low is not None:
-            scaled = low + seq
-        elif high is not None:
-            scaled = high - seq
-        else:
-            scaled = float(seq)
-        o.obs_value = scaled / 10 ** o.unit_mult
-        o.obs_status = "A"
-        key = self.observation_key(indicator.code, o)
-        o.action = self.st_pb.OBSERVATION_ACTION_REPLACE if key in self.own_observations else self.st_pb.OBSERVATION_ACTION_APPEND
-        return s
+            return low + (high - low) * share
+        if low is not None:
+            return low + salt % 7
+        if high is not None:
+            return high - salt % 7
+        return float(salt % 7 + 1)
 
     def publish_own_snapshot(self):
         seq, prev = self.own_head[0] + 1, self.own_head[1]
-        statement = self.snapshot_statement(seq, prev)
+        statement, _ = self.snapshot_statement(seq, prev)
         payload = statement.SerializeToString()
         answer = self.submit(self.envelope(payload))
         receipt = self.check_own_receipt(answer, payload, seq, "own snapshot")
         o = statement.indicator_snapshot.observations[0]
         action = self.st_pb.ObservationAction.Name(o.action)
         log(f"published {self.member}#{seq}: {statement.indicator_snapshot.indicator} {o.ref_area} {o.time_period} {action}, feed index {receipt.feed_index}")
+        return seq, payload, receipt
+
+    def submit_snapshot(self, env, chunks):
+        messages = [self.hub_pb.SubmitSnapshotRequest(envelope=env)] + [self.hub_pb.SubmitSnapshotRequest(chunk=c) for c in chunks]
+        return self.hub.SubmitSnapshot(iter(messages), timeout=60)
+
+    def publish_own_chunked_snapshot(self):
+        """indicators.md §7: a small snapshot may travel chunked too; SubmitSnapshot sends the
+        envelope, then every chunk in manifest order."""
+        seq, prev = self.own_head[0] + 1, self.own_head[1]
+        statement, chunks = self.snapshot_statement(seq, prev, years=(2017, 2018, 2019), chunk_sizes=(2, 1))
+        payload = statement.SerializeToString()
+        answer = self.submit_snapshot(self.envelope(payload), chunks)
+        receipt = self.check_own_receipt(answer, payload, seq, "own chunked snapshot")
+        log(f"published {self.member}#{seq}: {statement.indicator_snapshot.indicator}, 3 observations in 2 chunks, feed index {receipt.feed_index}")
         return seq, payload, receipt
 
     def envelope(self, payload, key=None, key_id=None, payload_type=STATEMENT_TYPE):
@@ -918,9 +973,12 @@ class ForeignNode:
             fail(f"google.rpc.Status code {status.code} differs from the gRPC status {error.code().name}")
         return info, violations
 
-    def expect_refusal(self, label, env, code, reason, metadata=None, violation=None, statement_rules=True):
+    def expect_refusal(self, label, env, code, reason, metadata=None, violation=None, statement_rules=True, chunks=None):
         try:
-            self.submit(env)
+            if chunks is None:
+                self.submit(env)
+            else:
+                self.submit_snapshot(env, chunks)
         except self.grpc.RpcError as error:
             info, violations = self.error_info(error)
             if error.code().name != code or info.reason != reason:
@@ -1009,9 +1067,19 @@ class ForeignNode:
         blank = self.statement(nxt, head_digest, "   ")
         self.expect_refusal("blank title", self.envelope(blank.SerializeToString()), "INVALID_ARGUMENT", "EMPTY_TITLE", violation=["policy_summary.title", "policy_summary.title[0].text"])
         # Catalogue rules: an indicator the catalogue does not define (indicators.md §3).
-        unknown = self.snapshot_statement(nxt, head_digest)
+        unknown, _ = self.snapshot_statement(nxt, head_digest)
         unknown.indicator_snapshot.indicator = "NO_SUCH_INDICATOR"
         self.expect_refusal("unknown indicator", self.envelope(unknown.SerializeToString()), "INVALID_ARGUMENT", "UNKNOWN_INDICATOR", violation=["indicator_snapshot.indicator"])
+
+        # Large snapshots (indicators.md §7): a manifest needs SubmitSnapshot, and a chunk must
+        # match the signed manifest (checked before it is decoded).
+        chunked, chunks = self.snapshot_statement(nxt, head_digest, years=(2017, 2018, 2019), chunk_sizes=(2, 1))
+        chunked_env = self.envelope(chunked.SerializeToString())
+        self.expect_refusal("manifest via SubmitStatement", chunked_env, "INVALID_ARGUMENT", "CHUNKS_REQUIRED", violation=["indicator_snapshot.chunks"], statement_rules=False)
+        altered = bytearray(chunks[0])
+        altered[-1] ^= 1
+        self.expect_refusal("altered chunk", chunked_env, "INVALID_ARGUMENT", "CHUNK_MISMATCH", {"chunk_index": "0"}, chunks=[bytes(altered), chunks[1]])
+        self.expect_refusal("missing chunk", chunked_env, "INVALID_ARGUMENT", "CHUNK_MISMATCH", {"chunk_index": "1"}, chunks=chunks[:1])
 
         # A second, different statement at our head seq: equivocation (evidence stored).
         previous = self.by_chain_digest(self.member, head_seq - 1) if head_seq > 1 else b""
@@ -1171,6 +1239,10 @@ def main():
         if node.by_chain.get((node.member, seq)) != receipt.feed_index:
             fail(f"our statement {node.member}#{seq} is not at feed index {receipt.feed_index}")
         log(f"saw our own statement on the feed at index {receipt.feed_index}")
+        chunked_seq, _, chunked_receipt = node.publish_own_chunked_snapshot()
+        node.mirror_until_backlog_end(want=chunked_receipt.feed_index)
+        if node.by_chain.get((node.member, chunked_seq)) != chunked_receipt.feed_index or node.counts["chunks"] < 2:
+            fail(f"our chunked snapshot {node.member}#{chunked_seq} is not at feed index {chunked_receipt.feed_index} with its chunks")
         snap_seq, snap_payload, snap_receipt = node.publish_own_snapshot()
         node.mirror_until_backlog_end(want=snap_receipt.feed_index)
         if node.by_chain.get((node.member, snap_seq)) != snap_receipt.feed_index:
@@ -1191,6 +1263,7 @@ def main():
                         "own_seq": seq,
                         "own_feed_index": receipt.feed_index,
                         "own_digest": digest(payload).hex(),
+                        "chunked_seq": chunked_seq,
                         "snapshot_seq": snap_seq,
                         "snapshot_digest": digest(snap_payload).hex(),
                         "feed_size": node.cursor,
