@@ -969,8 +969,8 @@ class ForeignNode:
             fail(f"{error.code().name}: no google.rpc.ErrorInfo among {[d.type_url for d in status.details]}")
         if info.domain != ERROR_DOMAIN:
             fail(f"ErrorInfo domain {info.domain!r}, expected {ERROR_DOMAIN!r}")
-        if status.code != error.code().value[0]:
-            fail(f"google.rpc.Status code {status.code} differs from the gRPC status {error.code().name}")
+        if status.code != error.code().value[0] or status.message != error.details():
+            fail(f"google.rpc.Status {status.code} {status.message!r} differs from the gRPC status {error.code().name} {error.details()!r}")
         return info, violations
 
     def expect_refusal(self, label, env, code, reason, metadata=None, violation=None, statement_rules=True, chunks=None):
