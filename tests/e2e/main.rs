@@ -15,6 +15,7 @@ mod dashboard;
 mod demo;
 mod exchange;
 mod faultproxy;
+mod foreign_node;
 mod grpcurl;
 mod hostile_bounds;
 mod hostile_corpus;
