@@ -45,7 +45,7 @@ fi
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== end-to-end scenarios again with the hub on PostgreSQL (exchange, log, registry, indicators)"
-RCPFED_E2E_HUB_POSTGRES=1 cargo test --locked -p rcpfed-e2e -- exchange:: log:: registry:: indicators::
+RCPFED_E2E_HUB_POSTGRES=1 cargo test --locked -p rcpfed-e2e -- exchange:: log:: registry:: indicators:: foreign_node::
 fuzz_seconds="${RCPFED_FUZZ_SECONDS:-20}"
 if [ "$fuzz_seconds" != "0" ]; then
   echo "== fuzz (cargo-fuzz on nightly, ${fuzz_seconds} s per target)"
