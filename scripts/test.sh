@@ -44,7 +44,7 @@ if [ "${RCPFED_SKIP_BROWSER:-0}" != 1 ]; then
 fi
 echo "== cargo test"
 cargo test --workspace --locked
-echo "== end-to-end scenarios again with the hub on PostgreSQL (exchange, log, registry, indicators)"
+echo "== end-to-end scenarios again with the hub on PostgreSQL (exchange, log, registry, indicators, foreign node)"
 RCPFED_E2E_HUB_POSTGRES=1 cargo test --locked -p rcpfed-e2e -- exchange:: log:: registry:: indicators:: foreign_node::
 fuzz_seconds="${RCPFED_FUZZ_SECONDS:-20}"
 if [ "$fuzz_seconds" != "0" ]; then
