@@ -600,7 +600,7 @@ mod tests {
              [[members.states]]\niso3 = \"BGD\"\n\
              [[members.states]]\niso3 = \"LKA\"\n\
              [[members.states]]\niso3 = \"NPL\"\nuntil = \"2001-01-01\"\n",
-            fed = crate::testkit::FEDERATION,
+            fed = crate::ingest::testkit::FEDERATION,
             id = hub.key_id(),
             pk = hub.verify_key().to_base64(),
             node_id = node.key_id(),
@@ -616,7 +616,7 @@ mod tests {
     /// chained to the previous one, with conflicts, gaps and revisions.
     #[tokio::test]
     async fn reports_are_issued_on_new_content_and_chained() {
-        use crate::testkit::{obs, snapshot};
+        use crate::ingest::testkit::{obs, snapshot};
         use rcpfed_core::catalogue::{Catalogue, embedded_catalogue_toml};
         use rcpfed_store::SqliteHubStore;
 
@@ -628,7 +628,7 @@ mod tests {
         let ingest = Ingest::start(
             Arc::clone(&store),
             crate::ingest::ReceiptSigner {
-                federation_id: crate::testkit::FEDERATION.into(),
+                federation_id: crate::ingest::testkit::FEDERATION.into(),
                 hub_id: "gfmd".into(),
                 key: key.clone(),
             },
@@ -636,7 +636,7 @@ mod tests {
         )
         .expect("sequencer");
         let issuer = crate::catalogue::Issuer {
-            federation_id: crate::testkit::FEDERATION.into(),
+            federation_id: crate::ingest::testkit::FEDERATION.into(),
             hub_id: "gfmd".into(),
             hub_keys: vec![key.verify_key().clone()],
             key: key.clone(),
