@@ -9,6 +9,7 @@ use crate::view;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use prost::Message as _;
+use rcpfed_core::coherence::CoherenceReport;
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
 use rcpfed_proto::v1;
@@ -210,7 +211,7 @@ pub fn verify_report(
     envelope: &SignedEnvelope,
     federation: &Federation,
     number: Option<u64>,
-) -> Result<(v1::CoherenceReport, String)> {
+) -> Result<(CoherenceReport, String)> {
     let verified =
         rcpfed_core::coherence::verify_report(envelope, federation).map_err(anyhow::Error::msg)?;
     if let Some(n) = number
@@ -251,7 +252,10 @@ pub async fn coherence(args: &CoherenceArgs) -> Result<ExitCode> {
             .context("the hub answered without the signed report")?,
     );
     let (report, key_id) = verify_report(&envelope, &federation, args.number)?;
-    if response.report.as_ref().is_some_and(|r| *r != report) {
+    if response
+        .report
+        .is_some_and(|r| CoherenceReport::from_proto(r).as_ref() != Ok(&report))
+    {
         bail!("the hub's decoded report differs from the one it signed; not printing it");
     }
     let verified = format!(
@@ -264,6 +268,9 @@ pub async fn coherence(args: &CoherenceArgs) -> Result<ExitCode> {
         root_trust.display()
     );
     let mut out = Output::open(args.out.as_deref())?;
+    // The printers show the wire form: the JSON output is its protobuf JSON mapping, and the
+    // table and CSV share their cell helpers with the commands that print gRPC answers.
+    let report = report.to_proto();
     match args.format {
         Format::Table => {
             if !out.is_file() {
@@ -629,6 +636,12 @@ mod tests {
             node_id: node.into(),
             statement_digest: vec![byte; 32],
             feed_index,
+            // As the hub writes them: the leaf before the feed index, a time in ms.
+            leaf_index: feed_index - 1,
+            accepted_at: Some(prost_types::Timestamp {
+                seconds: 1_735_689_000,
+                nanos: 0,
+            }),
             ..Default::default()
         }
     }
@@ -800,7 +813,8 @@ mod tests {
         let payload = report.encode_to_vec();
         let signed = SignedEnvelope::sign(COHERENCE_REPORT_PAYLOAD_TYPE, payload.clone(), &hub_key);
         let (decoded, key_id) = verify_report(&signed, &federation, None).unwrap();
-        assert_eq!(decoded, report);
+        // The domain report carries everything the signed one says.
+        assert_eq!(decoded.to_proto(), report);
         assert_eq!(key_id, hub_key.key_id());
         assert!(verify_report(&signed, &federation, Some(4)).is_err());
         // A member's key is not the hub's.

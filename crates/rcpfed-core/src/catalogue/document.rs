@@ -356,10 +356,19 @@ fn indicator_from(i: usize, ind: &pb::IndicatorDefinition, p: &mut Problems) -> 
     }
 }
 
-/// The envelope the hub logs for `doc`: the exact encoding signed with `key` (the hub
-/// member's statement signing key).
-pub fn sign_catalogue(doc: &pb::CatalogueDocument, key: &SecretKey) -> SignedEnvelope {
-    SignedEnvelope::sign(CATALOGUE_PAYLOAD_TYPE, doc.encode_to_vec(), key)
+/// The envelope the hub logs for `catalogue` as feed version `version` of `federation_id`:
+/// the encoding of [`Catalogue::to_document`] signed with `key` (the hub member's statement
+/// signing key).
+pub fn sign_catalogue(
+    catalogue: &Catalogue,
+    federation_id: &str,
+    version: u64,
+    issued_at: OffsetDateTime,
+    previous_digest: Option<Digest>,
+    key: &SecretKey,
+) -> SignedEnvelope {
+    let document = catalogue.to_document(federation_id, version, issued_at, previous_digest);
+    SignedEnvelope::sign(CATALOGUE_PAYLOAD_TYPE, document.encode_to_vec(), key)
 }
 
 impl HubDocument for pb::CatalogueDocument {
