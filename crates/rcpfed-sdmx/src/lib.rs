@@ -14,6 +14,13 @@
 //!
 //! The gRPC `ExportSdmx` RPC and the SDMX REST listener (rcpfed-grpc) page through the store
 //! and hand each row to these writers; the exact bytes are tested here.
+//!
+//! Types: rows are core's domain `ObservationRow`s and the SDMX-CSV reader's actions are
+//! core's `ObservationAction`. The catalogue comes in as the signed `CatalogueDocument`
+//! (protobuf), because this crate is an output edge that republishes that document as SDMX
+//! structures (names, codelists and order as the hub signed them) and its callers, the gRPC
+//! and REST services, hold the stored document; core's `Catalogue` would carry the same
+//! content, so the structures could take it instead without a change of output.
 
 pub mod columns;
 pub mod csv_read;
