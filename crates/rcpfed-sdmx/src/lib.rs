@@ -16,11 +16,13 @@
 //! and hand each row to these writers; the exact bytes are tested here.
 //!
 //! Types: rows are core's domain `ObservationRow`s and the SDMX-CSV reader's actions are
-//! core's `ObservationAction`. The catalogue comes in as the signed `CatalogueDocument`
-//! (protobuf), because this crate is an output edge that republishes that document as SDMX
-//! structures (names, codelists and order as the hub signed them) and its callers, the gRPC
-//! and REST services, hold the stored document; core's `Catalogue` would carry the same
-//! content, so the structures could take it instead without a change of output.
+//! core's `ObservationAction`. The catalogue comes in as the stored `CatalogueDocument`
+//! (protobuf) on purpose: the structures render the version in force as it was logged, without
+//! judging it again. Core's `Catalogue` exists only for a document that passes this build's
+//! consistency rules (`Catalogue::from_document`), and a node serves versions it mirrored under
+//! the rules of its build at the time (the reason the key rule reads logged versions leniently,
+//! `KeyRule::from_catalogue_payload`); converting would turn a rule change into failed
+//! exports.
 
 pub mod columns;
 pub mod csv_read;
