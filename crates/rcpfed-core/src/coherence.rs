@@ -454,3 +454,131 @@ pub fn verify_report(
         key_id: verified.key.key_id.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statement::ObservationAction;
+
+    fn value(node: &str, feed_index: u64, obs_value: f64) -> ReportedValue {
+        ReportedValue {
+            observation: Observation {
+                action: ObservationAction::Append,
+                ref_area: "WLD".into(),
+                time_period: "2020".into(),
+                dimensions: vec![("SEX".into(), "_T".into())],
+                obs_value: Some(obs_value),
+                obs_status: "A".into(),
+                unit_measure: "persons".into(),
+                unit_mult: 6,
+                conf_status: String::new(),
+                footnote: String::new(),
+                source: "UN DESA".into(),
+            },
+            provenance: ObservationProvenance {
+                node_id: node.into(),
+                digest: Digest::of(node.as_bytes()),
+                document: "figures".into(),
+                revision: 1,
+                feed_index,
+                position: 0,
+                accepted_at_ms: 1_714_564_800_123,
+            },
+        }
+    }
+
+    fn report() -> CoherenceReport {
+        let key = ObservationKey {
+            indicator: "MIG_STOCK".into(),
+            ref_area: "WLD".into(),
+            time_period: "2020".into(),
+            dimensions: vec![("SEX".into(), "_T".into())],
+        };
+        CoherenceReport {
+            federation_id: "fed".into(),
+            number: 2,
+            generated_at_ms: 1_700_000_000_500,
+            feed_size: 9,
+            previous_feed_size: 4,
+            previous_digest: Some(Digest::of(b"report 1")),
+            catalogue_version: 1,
+            conflicts: vec![Conflict {
+                key: key.clone(),
+                values: vec![value("abu-dhabi", 5, 281.0), value("colombo", 6, 275.0)],
+                relative_difference: 6.0 / 281.0,
+            }],
+            total_conflicts: 1,
+            coverage: vec![CoverageRow {
+                node_id: "colombo".into(),
+                indicator: "MIG_STOCK".into(),
+                ref_areas: vec!["WLD".into()],
+                missing_member_states: vec!["LKA".into()],
+                first_period: "2020".into(),
+                last_period: "2020".into(),
+                observation_count: 1,
+            }],
+            policy_coverage: vec![PolicyCoverage {
+                node_id: "colombo".into(),
+                gcm_objectives: vec![1, 23],
+                policy_documents: 1,
+            }],
+            unaddressed_gcm_objectives: (2..=22).collect(),
+            revisions: vec![RevisionEntry {
+                node_id: "colombo".into(),
+                key,
+                old_value: value("colombo", 3, 270.0),
+                new_value: value("colombo", 6, 275.0),
+            }],
+            total_revisions: 1,
+        }
+    }
+
+    #[test]
+    fn the_payload_carries_the_whole_report() {
+        let r = report();
+        assert_eq!(
+            CoherenceReport::decode_payload(&r.encode_payload()),
+            Ok(r.clone())
+        );
+        let wire = r.to_proto();
+        let provenance = wire.conflicts[0].values[1]
+            .provenance
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(provenance.leaf_index, 5, "the leaf before feed index 6");
+        let first = CoherenceReport {
+            previous_digest: None,
+            ..r
+        };
+        assert!(first.to_proto().previous_digest.is_empty());
+    }
+
+    #[test]
+    fn a_report_missing_parts_is_refused_in_words() {
+        let mut wire = report().to_proto();
+        wire.previous_digest = vec![1; 5];
+        assert_eq!(
+            CoherenceReport::from_proto(wire.clone()).err().as_deref(),
+            Some("previous_digest is not 32 bytes")
+        );
+        wire.previous_digest.clear();
+        wire.revisions[0].old_value = None;
+        assert_eq!(
+            CoherenceReport::from_proto(wire.clone()).err().as_deref(),
+            Some("revisions[0].old_value is missing")
+        );
+        wire.revisions.clear();
+        wire.conflicts[0].key = None;
+        assert_eq!(
+            CoherenceReport::from_proto(wire).err().as_deref(),
+            Some("conflicts[0] has no key")
+        );
+        let e = CoherenceReport::decode_payload(&[0xff, 0xff]).err();
+        assert!(
+            e.as_deref().is_some_and(
+                |e| e.starts_with("the payload is not a valid rcpfed.v1.CoherenceReport")
+            ),
+            "{e:?}"
+        );
+    }
+}
