@@ -132,8 +132,7 @@ pub fn admit_envelope(
 
 /// The statement rules and, for an indicator snapshot with inline observations, the catalogue
 /// rules, in one pass ([`check_statement`]): one refusal lists every problem. A chunked
-/// snapshot's observations are admitted once its chunks are in
-/// ([`admit_chunked_observations`]).
+/// snapshot's observations are admitted once its chunks are in ([`ChunkedAdmission`]).
 pub fn admit_statement(st: &Statement, cx: &AdmissionContext) -> Result<Findings, Rejection> {
     let inline = matches!(&st.body, Body::Indicators(s) if s.chunks.is_none());
     check_statement(st, &cx.validation(), cx.catalogue.filter(|_| inline))
