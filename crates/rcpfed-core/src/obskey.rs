@@ -18,7 +18,7 @@
 //!   dimension left out (by an older node) is one key with its explicit form, on the hub and
 //!   on every mirror alike.
 
-use crate::catalogue::{Catalogue, Indicator};
+use crate::catalogue::{Catalogue, Indicator, IndicatorDimension, dimensions_of};
 use crate::rejection::{RejectClass, Rejection, reasons};
 use prost::Message as _;
 use rcpfed_proto::v1 as pb;
@@ -39,23 +39,21 @@ impl KeyRule {
 
     /// The rule of `catalogue`.
     pub fn of(catalogue: &Catalogue) -> KeyRule {
-        let mut defaults = BTreeMap::new();
-        for indicator in &catalogue.indicators {
-            let pairs = indicator.key_defaults();
-            // The first definition of a code counts, as `Catalogue::indicator` finds it.
-            if !pairs.is_empty() && !defaults.contains_key(&indicator.code) {
-                defaults.insert(indicator.code.clone(), pairs);
-            }
-        }
-        KeyRule { defaults }
+        KeyRule::from_indicators(
+            catalogue
+                .indicators
+                .iter()
+                .map(|i| (i.code.as_str(), i.key_defaults())),
+        )
     }
 
     /// The rule of a logged catalogue version, from its payload (a serialized
-    /// `rcpfed.v1.CatalogueDocument`, verified when it was logged or mirrored). Only what the
-    /// rule needs is read (each indicator's dimensions: id, `required`, `default_code`), the
-    /// same fields [`Catalogue::from_document`] reads them from, so a version logged under
-    /// other consistency rules still keys its entries; a payload that does not decode is
-    /// refused (`CATALOGUE_INVALID`).
+    /// `rcpfed.v1.CatalogueDocument`, verified when it was logged or mirrored). Lenient where
+    /// [`Catalogue::from_document`] is strict, so that a version logged under older consistency
+    /// rules still keys its entries: only each indicator's dimensions are read, by the same
+    /// function that reads them for the strict path, and the defaults are derived by the same
+    /// rule as [`Indicator::key_defaults`]. The only refusal is a payload that does not decode
+    /// (`CATALOGUE_INVALID`).
     pub fn from_catalogue_payload(payload: &[u8]) -> Result<KeyRule, Rejection> {
         let document = pb::CatalogueDocument::decode(payload).map_err(|e| {
             Rejection::new(
@@ -64,21 +62,23 @@ impl KeyRule {
                 format!("the payload is not a valid rcpfed.v1.CatalogueDocument: {e}"),
             )
         })?;
-        let mut defaults: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-        for indicator in &document.indicators {
-            let mut pairs: Vec<(String, String)> = indicator
-                .dimensions
-                .iter()
-                .filter(|d| !d.required && !d.default_code.is_empty())
-                .map(|d| (d.id.clone(), d.default_code.clone()))
-                .collect();
-            pairs.sort();
-            // The first definition of a code counts, as `Catalogue::indicator` finds it.
-            if !pairs.is_empty() && !defaults.contains_key(&indicator.code) {
-                defaults.insert(indicator.code.clone(), pairs);
+        Ok(KeyRule::from_indicators(document.indicators.iter().map(
+            |i| (i.code.as_str(), defaults_of(&dimensions_of(i))),
+        )))
+    }
+
+    /// The rule of indicators given as (code, defaults); the first definition of a code
+    /// counts, as `Catalogue::indicator` finds it.
+    fn from_indicators<'a>(
+        indicators: impl Iterator<Item = (&'a str, Vec<(String, String)>)>,
+    ) -> KeyRule {
+        let mut defaults = BTreeMap::new();
+        for (code, pairs) in indicators {
+            if !pairs.is_empty() && !defaults.contains_key(code) {
+                defaults.insert(code.to_string(), pairs);
             }
         }
-        Ok(KeyRule { defaults })
+        KeyRule { defaults }
     }
 
     /// The (id, default) pairs of `indicator`, sorted by id; empty for an indicator without
@@ -97,16 +97,21 @@ impl Indicator {
     /// The optional dimensions with a default code, as (id, default) sorted by id: what an
     /// observation that leaves them out means ([`crate::obskey`]).
     pub fn key_defaults(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .dimensions
-            .iter()
-            .filter(|d| !d.required)
-            .filter_map(|d| Some((d.id.clone(), d.default.clone()?)))
-            .filter(|(_, code)| !code.is_empty())
-            .collect();
-        out.sort();
-        out
+        defaults_of(&self.dimensions)
     }
+}
+
+/// The optional dimensions of `dimensions` with a non-empty default, as (id, default) sorted
+/// by id: the key rule of one indicator, whichever path read its dimensions.
+fn defaults_of(dimensions: &[IndicatorDimension]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = dimensions
+        .iter()
+        .filter(|d| !d.required)
+        .filter_map(|d| Some((d.id.clone(), d.default.clone()?)))
+        .filter(|(_, code)| !code.is_empty())
+        .collect();
+    out.sort();
+    out
 }
 
 /// The defaults of `defaults` whose dimension is not among `given` (the ids an observation
@@ -210,6 +215,17 @@ mod tests {
         );
         let err = KeyRule::from_catalogue_payload(b"\xff\xff not a document").unwrap_err();
         assert_eq!(err.reason, reasons::CATALOGUE_INVALID);
+        // A version the strict reading refuses (here: an indicator without units, as an older
+        // rule may have allowed) still keys its entries, with the same defaults.
+        let mut older = doc.clone();
+        for indicator in &mut older.indicators {
+            indicator.units.clear();
+        }
+        assert!(Catalogue::from_document(&older).is_err());
+        assert_eq!(
+            KeyRule::from_catalogue_payload(&older.encode_to_vec()).unwrap(),
+            rule
+        );
     }
 
     #[test]

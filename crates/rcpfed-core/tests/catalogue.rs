@@ -876,6 +876,11 @@ fn reason(r: Result<SignedCatalogue, Rejection>) -> Option<&'static str> {
     r.err().map(|e| e.reason)
 }
 
+/// Signs a document as the hub would, whatever it says (the tests forge bad ones).
+fn sign_document(doc: &pb::CatalogueDocument, key: &SecretKey) -> SignedEnvelope {
+    SignedEnvelope::sign(CATALOGUE_PAYLOAD_TYPE, doc.encode_to_vec(), key)
+}
+
 #[test]
 fn signed_versions_chain_and_refuse_forgeries() {
     let cat = catalogue();
@@ -883,7 +888,9 @@ fn signed_versions_chain_and_refuse_forgeries() {
     let keys = [key.verify_key().clone()];
 
     let doc1 = cat.to_document(FED, 1, issued(), None);
-    let env1 = sign_catalogue(&doc1, &key);
+    let env1 = sign_catalogue(&cat, FED, 1, issued(), None, &key);
+    // What the hub signs is the encoding of its document, nothing else.
+    assert_eq!(env1, sign_document(&doc1, &key));
     assert_eq!(env1.payload_type, CATALOGUE_PAYLOAD_TYPE);
     let v1 = match verify_catalogue(&env1, &keys, FED, None) {
         Ok(v) => v,
@@ -899,7 +906,7 @@ fn signed_versions_chain_and_refuse_forgeries() {
     let mut changed = cat.clone();
     changed.catalogue.version = "1.1.0".into();
     let doc2 = changed.to_document(FED, 2, issued(), Some(v1.digest));
-    let env2 = sign_catalogue(&doc2, &key);
+    let env2 = sign_document(&doc2, &key);
     let v2 = verify_catalogue(&env2, &keys, FED, Some((1, v1.digest)));
     assert_eq!(v2.as_ref().map(|v| v.version), Ok(2));
     assert_eq!(v2.as_ref().map(|v| v.previous_digest), Ok(Some(v1.digest)));
@@ -921,7 +928,7 @@ fn signed_versions_chain_and_refuse_forgeries() {
     );
 
     // Signed by a key that is not the hub's.
-    let stranger = sign_catalogue(&doc1, &SecretKey::from_seed(&[8; 32]));
+    let stranger = sign_document(&doc1, &SecretKey::from_seed(&[8; 32]));
     assert_eq!(
         reason(verify_catalogue(&stranger, &keys, FED, None)),
         Some(reasons::UNKNOWN_KEY_ID)
@@ -954,7 +961,7 @@ fn signed_versions_chain_and_refuse_forgeries() {
 
     // Version gap, rollback, and a chain that does not start at 1.
     let doc3 = changed.to_document(FED, 3, issued(), Some(v1.digest));
-    let env3 = sign_catalogue(&doc3, &key);
+    let env3 = sign_document(&doc3, &key);
     let e = verify_catalogue(&env3, &keys, FED, Some((1, v1.digest))).err();
     assert!(e.as_ref().is_some_and(|e| e.message.contains("skips")));
     assert_eq!(e.map(|e| e.reason), Some(reasons::CATALOGUE_INVALID));
@@ -969,14 +976,14 @@ fn signed_versions_chain_and_refuse_forgeries() {
 
     // Wrong previous digest: a fork, or version 1 claiming a predecessor.
     let fork = changed.to_document(FED, 2, issued(), Some(Digest::of(b"another version 1")));
-    let fork = sign_catalogue(&fork, &key);
+    let fork = sign_document(&fork, &key);
     let e = verify_catalogue(&fork, &keys, FED, Some((1, v1.digest))).err();
     assert!(
         e.as_ref()
             .is_some_and(|e| e.message.contains("previous_digest"))
     );
     assert_eq!(e.map(|e| e.reason), Some(reasons::CATALOGUE_INVALID));
-    let claims = sign_catalogue(&cat.to_document(FED, 1, issued(), Some(v1.digest)), &key);
+    let claims = sign_document(&cat.to_document(FED, 1, issued(), Some(v1.digest)), &key);
     assert_eq!(
         reason(verify_catalogue(&claims, &keys, FED, None)),
         Some(reasons::CATALOGUE_INVALID)
@@ -985,7 +992,7 @@ fn signed_versions_chain_and_refuse_forgeries() {
     // issued_at is required.
     let mut no_time = doc1.clone();
     no_time.issued_at = None;
-    let no_time = sign_catalogue(&no_time, &key);
+    let no_time = sign_document(&no_time, &key);
     assert_eq!(
         reason(verify_catalogue(&no_time, &keys, FED, None)),
         Some(reasons::CATALOGUE_INVALID)
@@ -994,7 +1001,7 @@ fn signed_versions_chain_and_refuse_forgeries() {
     // Inconsistent content, properly signed, is refused with its field.
     let mut bad = doc1.clone();
     bad.indicators[3].units.clear();
-    let e = verify_catalogue(&sign_catalogue(&bad, &key), &keys, FED, None).err();
+    let e = verify_catalogue(&sign_document(&bad, &key), &keys, FED, None).err();
     assert_eq!(
         e.as_ref().map(|e| e.reason),
         Some(reasons::CATALOGUE_INVALID)

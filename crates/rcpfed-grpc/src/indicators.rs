@@ -22,8 +22,8 @@ use rcpfed_sdmx::{
     csv_header, csv_row,
 };
 use rcpfed_store::{
-    HubDocument, IndicatorStore, ObservationCursor, ObservationFilter, ObservationProvenance,
-    ObservationRow, catalogue_chain, coherence_chain,
+    HubDocument, IndicatorStore, ObservationCursor, ObservationFilter, ObservationRow,
+    catalogue_chain, coherence_chain,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
@@ -286,26 +286,12 @@ pub fn parse_cursor_token(token: &str) -> Result<Option<ObservationCursor>, Stat
         })
 }
 
-/// The wire form of a version's provenance.
-pub fn provenance_proto(p: &ObservationProvenance) -> v1::Provenance {
-    v1::Provenance {
-        node_id: p.node_id.clone(),
-        statement_digest: p.digest.as_bytes().to_vec(),
-        document: p.document.clone(),
-        revision: p.revision,
-        feed_index: p.feed_index,
-        leaf_index: p.feed_index.saturating_sub(1),
-        position: p.position,
-        accepted_at: Some(timestamp_from_ms(p.accepted_at_ms)),
-    }
-}
-
 /// The wire form of a stored version.
 pub fn observation_record(row: &ObservationRow) -> v1::ObservationRecord {
     v1::ObservationRecord {
         indicator: row.indicator.clone(),
         observation: Some(row.observation.to_proto()),
-        provenance: Some(provenance_proto(&row.provenance)),
+        provenance: Some(row.provenance.to_proto()),
         superseded_at: row.superseded_at_ms.map(timestamp_from_ms),
     }
 }
@@ -985,7 +971,7 @@ mod tests {
         ObservationRow {
             indicator: "SDG_10_7_3".into(),
             observation: o,
-            provenance: ObservationProvenance {
+            provenance: rcpfed_store::ObservationProvenance {
                 node_id: "node-a".into(),
                 digest: Digest::of(&feed_index.to_be_bytes()),
                 document: "deaths".into(),

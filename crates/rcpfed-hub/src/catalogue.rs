@@ -107,9 +107,14 @@ pub fn next_version(
     }
     let previous = latest.map(|c| (c.version, c.digest));
     let version = previous.map_or(1, |(v, _)| v + 1);
-    let document =
-        configured.to_document(&issuer.federation_id, version, now, previous.map(|p| p.1));
-    let envelope = sign_catalogue(&document, &issuer.key);
+    let envelope = sign_catalogue(
+        configured,
+        &issuer.federation_id,
+        version,
+        now,
+        previous.map(|p| p.1),
+        &issuer.key,
+    );
     // Sign nothing a node would refuse.
     let signed = verify_catalogue(&envelope, &issuer.hub_keys, &issuer.federation_id, previous)
         .map_err(|e| format!("catalogue version {version} does not verify after signing: {e}"))?;

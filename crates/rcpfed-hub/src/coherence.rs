@@ -12,14 +12,15 @@ use crate::HubBackend;
 use crate::catalogue::SharedCatalogue;
 use crate::ingest::{Ingest, IngestError, IngestOutcome, VerifiedStatement};
 use crate::metrics::HubMetrics;
-use prost::Message as _;
 use rcpfed_core::Digest;
+use rcpfed_core::coherence::{
+    COHERENCE_REPORT_PAYLOAD_TYPE, CoherenceReport, Conflict, CoverageRow, ObservationKey,
+    PolicyCoverage, ReportedValue, RevisionEntry, sign_report,
+};
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
-use rcpfed_grpc::indicators::provenance_proto;
 use rcpfed_grpc::shared::SharedFederation;
-use rcpfed_proto::v1;
 use rcpfed_store::{
     COHERENCE_KIND, ConflictRows, CoverageData, HubDocument, ObservationRow, PolicyCoverageData,
     RevisionRows, coherence_chain,
@@ -28,10 +29,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Payload type of an envelope carrying a `rcpfed.v1.CoherenceReport`. (Defined here because
-/// only the hub issues reports; readers match the string in the protocol.)
-use rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE;
 
 /// Document name of coherence reports in the log.
 pub const COHERENCE_DOCUMENT: &str = "coherence";
@@ -93,27 +90,21 @@ pub fn member_states_now(
 }
 
 /// The key of an observation, without its node.
-fn key_of(row: &ObservationRow) -> v1::ObservationKey {
-    let mut dimensions: Vec<&(String, String)> = row.observation.dimensions.iter().collect();
+fn key_of(row: &ObservationRow) -> ObservationKey {
+    let mut dimensions = row.observation.dimensions.clone();
     dimensions.sort();
-    v1::ObservationKey {
+    ObservationKey {
         indicator: row.indicator.clone(),
         ref_area: row.observation.ref_area.clone(),
         time_period: row.observation.time_period.clone(),
-        dimensions: dimensions
-            .into_iter()
-            .map(|(id, value)| v1::Dimension {
-                id: id.clone(),
-                value: value.clone(),
-            })
-            .collect(),
+        dimensions,
     }
 }
 
-fn reported(row: &ObservationRow) -> v1::ReportedValue {
-    v1::ReportedValue {
-        observation: Some(row.observation.to_proto()),
-        provenance: Some(provenance_proto(&row.provenance)),
+fn reported(row: &ObservationRow) -> ReportedValue {
+    ReportedValue {
+        observation: row.observation.clone(),
+        provenance: row.provenance.clone(),
     }
 }
 
@@ -142,7 +133,7 @@ pub fn relative_difference(rows: &[ObservationRow]) -> f64 {
 }
 
 /// Builds the report from its inputs.
-pub fn assemble(inputs: ReportInputs) -> v1::CoherenceReport {
+pub fn assemble(inputs: ReportInputs) -> CoherenceReport {
     let ReportInputs {
         federation_id,
         number,
@@ -161,8 +152,8 @@ pub fn assemble(inputs: ReportInputs) -> v1::CoherenceReport {
         .iter()
         .filter_map(|c| {
             let first = c.values.first()?;
-            Some(v1::Conflict {
-                key: Some(key_of(first)),
+            Some(Conflict {
+                key: key_of(first),
                 values: c.values.iter().map(reported).collect(),
                 relative_difference: relative_difference(&c.values),
             })
@@ -174,7 +165,7 @@ pub fn assemble(inputs: ReportInputs) -> v1::CoherenceReport {
         .map(|c| {
             let states = member_states.get(&c.node_id).unwrap_or(&no_states);
             let reported: BTreeSet<&str> = c.ref_areas.iter().map(String::as_str).collect();
-            v1::CoverageRow {
+            CoverageRow {
                 missing_member_states: states
                     .iter()
                     .filter(|s| !reported.contains(s.as_str()))
@@ -197,7 +188,7 @@ pub fn assemble(inputs: ReportInputs) -> v1::CoherenceReport {
     // Per node, objectives sorted and distinct (the store says so; the report guarantees it).
     let policy_coverage = policy_coverage
         .into_iter()
-        .map(|p| v1::PolicyCoverage {
+        .map(|p| PolicyCoverage {
             gcm_objectives: p
                 .gcm_objectives
                 .into_iter()
@@ -210,22 +201,20 @@ pub fn assemble(inputs: ReportInputs) -> v1::CoherenceReport {
         .collect();
     let revisions = revisions
         .iter()
-        .map(|r| v1::RevisionEntry {
+        .map(|r| RevisionEntry {
             node_id: r.new.provenance.node_id.clone(),
-            key: Some(key_of(&r.new)),
-            old_value: Some(reported(&r.old)),
-            new_value: Some(reported(&r.new)),
+            key: key_of(&r.new),
+            old_value: reported(&r.old),
+            new_value: reported(&r.new),
         })
         .collect();
-    v1::CoherenceReport {
+    CoherenceReport {
         federation_id,
         number,
-        generated_at: Some(rcpfed_grpc::timestamp_from_ms(generated_at_ms)),
+        generated_at_ms,
         feed_size,
         previous_feed_size,
-        previous_digest: previous_digest
-            .map(|d| d.as_bytes().to_vec())
-            .unwrap_or_default(),
+        previous_digest,
         catalogue_version,
         conflicts,
         total_conflicts,
@@ -259,7 +248,7 @@ pub struct Reporter {
 fn previous_report(doc: &HubDocument) -> Result<(u64, u64, Digest), String> {
     let envelope = SignedEnvelope::decode(&doc.envelope)
         .map_err(|e| format!("logged coherence report {} does not decode: {e}", doc.seq))?;
-    let report = v1::CoherenceReport::decode(envelope.payload.as_slice())
+    let report = CoherenceReport::decode_payload(&envelope.payload)
         .map_err(|e| format!("logged coherence report {} does not decode: {e}", doc.seq))?;
     Ok((doc.seq, report.feed_size, doc.digest))
 }
@@ -305,11 +294,7 @@ impl Reporter {
             policy_coverage: rows.policy_coverage,
             revisions: rows.revisions,
         });
-        let envelope = SignedEnvelope::sign(
-            COHERENCE_REPORT_PAYLOAD_TYPE,
-            report.encode_to_vec(),
-            &self.key,
-        );
+        let envelope = sign_report(&report, &self.key);
         // A report the feed could not hand on whole is not logged (docs/spec/limits.md).
         if let Err(r) = rcpfed_core::limits::check_envelope(
             &envelope,
@@ -492,15 +477,13 @@ mod tests {
         assert_eq!(r.number, 3);
         assert_eq!(r.feed_size, 42);
         assert_eq!(r.previous_feed_size, 30);
-        assert_eq!(
-            r.previous_digest,
-            Digest::of(b"report 2").as_bytes().to_vec()
-        );
+        assert_eq!(r.previous_digest, Some(Digest::of(b"report 2")));
         assert_eq!(r.catalogue_version, 2);
         assert_eq!(r.total_conflicts, 7);
         assert_eq!(r.total_revisions, 1);
+        assert_eq!(r.generated_at_ms, 1_700_000_000_500);
         assert_eq!(
-            r.generated_at,
+            r.to_proto().generated_at,
             Some(prost_types::Timestamp {
                 seconds: 1_700_000_000,
                 nanos: 500_000_000
@@ -512,7 +495,7 @@ mod tests {
             previous_digest: None,
             ..inputs()
         });
-        assert!(first.previous_digest.is_empty());
+        assert!(first.previous_digest.is_none());
     }
 
     #[test]
@@ -520,26 +503,23 @@ mod tests {
         let r = assemble(inputs());
         assert_eq!(r.conflicts.len(), 1);
         let c = &r.conflicts[0];
-        let key = c.key.as_ref().expect("key");
+        let key = &c.key;
         assert_eq!(key.indicator, "SDG_10_7_3");
         assert_eq!(key.ref_area, "BGD");
         assert_eq!(key.time_period, "2020");
         // Dimensions sorted by id.
-        let dims: Vec<&str> = key.dimensions.iter().map(|d| d.id.as_str()).collect();
+        let dims: Vec<&str> = key.dimensions.iter().map(|d| d.0.as_str()).collect();
         assert_eq!(dims, ["AGE", "SEX"]);
         let nodes: Vec<&str> = c
             .values
             .iter()
-            .map(|v| v.provenance.as_ref().map_or("", |p| p.node_id.as_str()))
+            .map(|v| v.provenance.node_id.as_str())
             .collect();
         assert_eq!(nodes, ["abu-dhabi", "colombo"]);
-        let p = c.values[1].provenance.as_ref().expect("provenance");
-        assert_eq!(
-            p.statement_digest,
-            Digest::of(b"colombo").as_bytes().to_vec()
-        );
+        let p = &c.values[1].provenance;
+        assert_eq!(p.digest, Digest::of(b"colombo"));
         assert_eq!(p.feed_index, 12);
-        assert_eq!(p.leaf_index, 11);
+        assert_eq!(p.to_proto().leaf_index, 11);
         // 1 × 10^3 = 1000 against 800: (1000 − 800) / 1000.
         assert!((c.relative_difference - 0.2).abs() < 1e-12);
     }
@@ -579,14 +559,9 @@ mod tests {
         assert_eq!(r.revisions.len(), 1);
         let rev = &r.revisions[0];
         assert_eq!(rev.node_id, "colombo");
-        assert_eq!(rev.key.as_ref().map(|k| k.ref_area.as_str()), Some("LKA"));
-        let value = |v: &Option<v1::ReportedValue>| {
-            v.as_ref()
-                .and_then(|v| v.observation.as_ref())
-                .and_then(|o| o.obs_value)
-        };
-        assert_eq!(value(&rev.old_value), Some(5.0));
-        assert_eq!(value(&rev.new_value), Some(6.0));
+        assert_eq!(rev.key.ref_area, "LKA");
+        assert_eq!(rev.old_value.observation.obs_value, Some(5.0));
+        assert_eq!(rev.new_value.observation.obs_value, Some(6.0));
     }
 
     fn federation(hub: &SecretKey) -> Federation {
@@ -600,7 +575,7 @@ mod tests {
              [[members.states]]\niso3 = \"BGD\"\n\
              [[members.states]]\niso3 = \"LKA\"\n\
              [[members.states]]\niso3 = \"NPL\"\nuntil = \"2001-01-01\"\n",
-            fed = crate::testkit::FEDERATION,
+            fed = crate::ingest::testkit::FEDERATION,
             id = hub.key_id(),
             pk = hub.verify_key().to_base64(),
             node_id = node.key_id(),
@@ -616,7 +591,7 @@ mod tests {
     /// chained to the previous one, with conflicts, gaps and revisions.
     #[tokio::test]
     async fn reports_are_issued_on_new_content_and_chained() {
-        use crate::testkit::{obs, snapshot};
+        use crate::ingest::testkit::{obs, snapshot};
         use rcpfed_core::catalogue::{Catalogue, embedded_catalogue_toml};
         use rcpfed_store::SqliteHubStore;
 
@@ -628,7 +603,7 @@ mod tests {
         let ingest = Ingest::start(
             Arc::clone(&store),
             crate::ingest::ReceiptSigner {
-                federation_id: crate::testkit::FEDERATION.into(),
+                federation_id: crate::ingest::testkit::FEDERATION.into(),
                 hub_id: "gfmd".into(),
                 key: key.clone(),
             },
@@ -636,7 +611,7 @@ mod tests {
         )
         .expect("sequencer");
         let issuer = crate::catalogue::Issuer {
-            federation_id: crate::testkit::FEDERATION.into(),
+            federation_id: crate::ingest::testkit::FEDERATION.into(),
             hub_id: "gfmd".into(),
             hub_keys: vec![key.verify_key().clone()],
             key: key.clone(),
@@ -712,14 +687,14 @@ mod tests {
             );
             (
                 doc.digest,
-                v1::CoherenceReport::decode(envelope.payload.as_slice()).expect("report"),
+                CoherenceReport::decode_payload(&envelope.payload).expect("report"),
             )
         };
         let (digest_1, first) = read(1);
         assert_eq!(first.number, 1);
         assert_eq!(first.feed_size, 2);
         assert_eq!(first.catalogue_version, 1);
-        assert!(first.previous_digest.is_empty());
+        assert!(first.previous_digest.is_none());
         assert_eq!(first.total_conflicts, 1);
         assert_eq!(first.conflicts[0].values.len(), 2);
         let colombo = first
@@ -743,7 +718,7 @@ mod tests {
         assert_eq!(reporter.tick().await, Ok(Some(2)));
         let (_, second) = read(2);
         assert_eq!(second.number, 2);
-        assert_eq!(second.previous_digest, digest_1.as_bytes().to_vec());
+        assert_eq!(second.previous_digest, Some(digest_1));
         assert_eq!(second.previous_feed_size, first.feed_size);
         // Report 1 is feed entry 3; the revision is entry 4.
         assert_eq!(second.feed_size, 4);
@@ -754,13 +729,8 @@ mod tests {
         assert_eq!(second.total_revisions, 1);
         let revision = &second.revisions[0];
         assert_eq!(revision.node_id, "colombo");
-        let value = |v: &Option<v1::ReportedValue>| {
-            v.as_ref()
-                .and_then(|v| v.observation.as_ref())
-                .and_then(|o| o.obs_value)
-        };
-        assert_eq!(value(&revision.old_value), Some(100.0));
-        assert_eq!(value(&revision.new_value), Some(120.0));
+        assert_eq!(revision.old_value.observation.obs_value, Some(100.0));
+        assert_eq!(revision.new_value.observation.obs_value, Some(120.0));
     }
 
     #[test]

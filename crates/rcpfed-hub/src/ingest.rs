@@ -1461,11 +1461,13 @@ fn backfill_log(
 }
 
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::obs;
     use rcpfed_core::statement::ObservationAction;
     use rcpfed_store::{IndicatorStore, ObservationFilter, SqliteHubStore};
+    use testkit::obs;
     use tokio::sync::oneshot::Receiver;
 
     type Reply = Receiver<Result<IngestOutcome, IngestError>>;
@@ -1489,7 +1491,7 @@ mod tests {
         let (sequencer, _) = Sequencer::load(
             Arc::clone(&store) as Arc<dyn crate::HubBackend>,
             ReceiptSigner {
-                federation_id: crate::testkit::FEDERATION.into(),
+                federation_id: testkit::FEDERATION.into(),
                 hub_id: "gfmd".into(),
                 key: key.clone(),
             },
@@ -1517,7 +1519,7 @@ mod tests {
                 Some((seq, digest)) => (seq + 1, Some(*digest)),
                 None => (1, None),
             };
-            let st = crate::testkit::snapshot(&self.key, node, seq, prev, indicator, observations);
+            let st = testkit::snapshot(&self.key, node, seq, prev, indicator, observations);
             self.built.insert(node.to_string(), (seq, st.digest));
             st
         }
@@ -1581,7 +1583,7 @@ mod tests {
                 reasons::OBSERVATION_EXISTS,
                 "recorded on arrival",
             );
-            let st = crate::testkit::snapshot_checked(
+            let st = testkit::snapshot_checked(
                 &f.key,
                 "colombo",
                 seq,
@@ -1786,7 +1788,7 @@ mod tests {
         let mut f = fixture();
         let chunked = |f: &Fixture, seq: u64, observations: Vec<Observation>| {
             let prev = f.sequencer.heads.get("colombo").map(|(_, d)| *d);
-            crate::testkit::snapshot_cut(
+            testkit::snapshot_cut(
                 &f.key,
                 "colombo",
                 seq,
@@ -1841,7 +1843,7 @@ mod tests {
         );
 
         // An equivocation at seq 1: evidence is kept, its chunks are not.
-        let other = crate::testkit::snapshot_cut(
+        let other = testkit::snapshot_cut(
             &f.key,
             "colombo",
             1,
@@ -2177,7 +2179,7 @@ mod tests {
             }
             other => panic!("expected SEQ_GAP, got {other:?}"),
         }
-        let chunked = crate::testkit::snapshot_cut(
+        let chunked = testkit::snapshot_cut(
             &f.key,
             "midwa",
             2,
@@ -2259,7 +2261,7 @@ mod tests {
         let ingest = Ingest::start(
             Arc::clone(&f.store) as Arc<dyn crate::HubBackend>,
             ReceiptSigner {
-                federation_id: crate::testkit::FEDERATION.into(),
+                federation_id: testkit::FEDERATION.into(),
                 hub_id: "gfmd".into(),
                 key: f.key.clone(),
             },
@@ -2303,7 +2305,7 @@ mod tests {
     #[test]
     fn a_chunked_snapshot_is_applied_after_its_commit_and_its_revision_waits_for_it() {
         let mut f = fixture();
-        let first = crate::testkit::snapshot_cut(
+        let first = testkit::snapshot_cut(
             &f.key,
             "colombo",
             1,

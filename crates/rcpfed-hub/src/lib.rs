@@ -20,8 +20,6 @@ pub mod quotas;
 pub mod registry;
 mod service;
 pub mod staged;
-#[cfg(test)]
-mod testkit;
 pub mod tiles;
 
 use rcpfed_core::keys::SecretKey;

@@ -13,8 +13,8 @@
 //! it starts.
 
 use rcpfed_core::Digest;
-use rcpfed_core::admission::actions::{self, MAX_ACTION_VIOLATIONS};
-use rcpfed_core::admission::{AdmissionContext, chunked_observation_rows};
+use rcpfed_core::admission::actions;
+use rcpfed_core::admission::{AdmissionContext, ChunkedAdmission, ChunkedFindings};
 use rcpfed_core::catalogue::SignedCatalogue;
 use rcpfed_core::chunks::decode_chunk;
 use rcpfed_core::members::Federation;
@@ -125,8 +125,12 @@ fn named_for_snapshot(
     offset: usize,
     repeats: &[Option<u64>],
 ) -> Result<Vec<Violation>, StoreError> {
-    actions::in_whole_snapshot(found, offset, repeats)
-        .ok_or_else(|| StoreError::Corrupt("the action check named no observation".into()))
+    actions::in_whole_snapshot(found, offset, repeats).ok_or_else(unnamed_action_violation)
+}
+
+/// A view whose action check named no observation.
+fn unnamed_action_violation() -> StoreError {
+    StoreError::Corrupt("the action check named no observation".into())
 }
 
 /// The chunks of several staged snapshots, one at a time, for the commit that stores them.
@@ -216,25 +220,24 @@ pub(crate) fn check_and_stage(
         Some(&cx.catalogue.catalogue),
     )
     .map_err(ReceiveError::Refused)?;
-    let mut rows = chunked_observation_rows(&cx.indicator, &member);
+    let mut admission = ChunkedAdmission::start(&cx.indicator, &member);
     let mut ids = Vec::with_capacity(cx.manifest.chunks.len());
-    let mut seen = 0usize;
     // The action check, chunk by chunk while the observations are in memory, against the view
     // as applied from here on (see ActionsChecked for when the sequencer may rely on it).
     let view_at = cx.store.applied_feed_size()?;
-    let mut violations = Vec::new();
     for index in 0..cx.manifest.chunks.len() {
         let Some(bytes) = chunks.blocking_recv() else {
             return Ok(None);
         };
         let observations =
             decode_chunk(&cx.manifest, index, &bytes).map_err(|r| ReceiveError::Chunk(index, r))?;
-        let repeats = staging.check_rows(&mut rows, seen, &observations)?;
+        let (rows, offset) = admission.rows();
+        let repeats = staging.check_rows(rows, offset, &observations)?;
         // A refused snapshot is never stored: its bytes need not be kept, nor its actions
         // checked (every key is distinct once the rows pass).
-        if !rows.has_errors() {
+        if !admission.has_errors() {
             ids.push(staging.put_chunk(&bytes)?);
-            let room = MAX_ACTION_VIOLATIONS.saturating_sub(violations.len());
+            let room = admission.action_room();
             if room > 0 {
                 let found = cx.store.check_observation_actions(
                     &cx.member_id,
@@ -242,12 +245,18 @@ pub(crate) fn check_and_stage(
                     &observations,
                     room,
                 )?;
-                violations.extend(named_for_snapshot(found, seen, &repeats)?);
+                admission
+                    .add_actions(found, &repeats)
+                    .ok_or_else(unnamed_action_violation)?;
             }
         }
-        seen += observations.len();
+        admission.advance(observations.len());
     }
-    let findings = rows.finish();
+    let ChunkedFindings {
+        findings,
+        action_violations: violations,
+        ..
+    } = admission.finish();
     Ok(Some(Received {
         staged: StagedSnapshot {
             manifest: cx.manifest,

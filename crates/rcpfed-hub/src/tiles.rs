@@ -336,8 +336,8 @@ pub fn write_dir(store: &dyn HubStore, dir: &Path) -> Result<WriteSummary, Write
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::testkit::{FEDERATION, obs, snapshot};
     use crate::ingest::{Ingest, ReceiptSigner};
-    use crate::testkit::{FEDERATION, obs, snapshot};
     use rcpfed_core::keys::SecretKey;
     use rcpfed_core::merkle::{leaf_hash, root_from_leaves};
     use rcpfed_core::statement::ObservationAction;

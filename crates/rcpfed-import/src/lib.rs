@@ -20,6 +20,13 @@
 //! `inf` parse here as numbers so that the receiver's validation can be exercised.
 //!
 //! [`sample`] embeds the demo's bundled data (`data/sample/`).
+//!
+//! An edge crate: its products are the protobuf messages the CLI sends to a node's gRPC API
+//! (`PublishDocument` bodies, `PublishSnapshot` batches) and the benchmark feeds to it, so it
+//! builds them directly, as `rcpfed_proto::v1::Observation` rows. Converting to core's domain
+//! `Observation` first would only add a second conversion on the way to the wire; the rules
+//! it applies (catalogue defaults, the SDMX-CSV reading) are core's and rcpfed-sdmx's, in
+//! domain types.
 
 mod columns;
 mod csv_import;

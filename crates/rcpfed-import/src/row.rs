@@ -411,7 +411,7 @@ impl<'r, 'h> RowPass<'r, 'h> {
     ) -> Result<ObservationAction, ImportError> {
         let err = |message: String| ImportError::at_cell(self.line, name, message);
         if self.sdmx {
-            sdmx::action_of(code).ok_or_else(|| {
+            sdmx::action_of(code).map(|a| a.to_proto()).ok_or_else(|| {
                 err(format!(
                     "{cell:?} is not an SDMX-CSV action; use I (information, read as \
                      append), A (append), R (replace) or D (delete)"

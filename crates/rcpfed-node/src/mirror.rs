@@ -139,10 +139,7 @@ pub fn check_coherence_entry(
             report.number
         ));
     }
-    let linked = match &previous {
-        None => report.previous_digest.is_empty(),
-        Some((_, d)) => Digest::from_slice(&report.previous_digest).as_ref() == Some(d),
-    };
+    let linked = report.previous_digest == previous.map(|(_, d)| d);
     if !linked {
         return Err(format!(
             "coherence report {}'s previous_digest does not name the mirrored report before it",

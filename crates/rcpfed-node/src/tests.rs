@@ -7,13 +7,12 @@ use crate::NodeStorage;
 use crate::catalogue::CatalogueInForce;
 use crate::mirror::{Failure, check_catalogue_entry, check_coherence_entry, stage_chunks};
 use crate::publish::{Draft, PublishError, Published, Publisher};
-use prost::Message as _;
 use rcpfed_core::Digest;
 use rcpfed_core::catalogue::{
     Catalogue, SignedCatalogue, embedded_catalogue_toml, sign_catalogue, verify_catalogue,
 };
 use rcpfed_core::chunks::{OBSERVATIONS_PER_CHUNK, decode_chunk, encode_chunks};
-use rcpfed_core::coherence::COHERENCE_REPORT_PAYLOAD_TYPE;
+use rcpfed_core::coherence::{CoherenceReport, sign_report};
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::feed::FeedEntry;
 use rcpfed_core::keys::SecretKey;
@@ -73,8 +72,14 @@ fn federation() -> Federation {
 /// Catalogue version 1 signed by the hub, and its envelope.
 fn catalogue_v1() -> SignedCatalogue {
     let cat = Catalogue::from_toml(embedded_catalogue_toml()).unwrap();
-    let doc = cat.to_document(FED, 1, time::OffsetDateTime::now_utc(), None);
-    let env = sign_catalogue(&doc, &hub_key());
+    let env = sign_catalogue(
+        &cat,
+        FED,
+        1,
+        time::OffsetDateTime::now_utc(),
+        None,
+        &hub_key(),
+    );
     verify_catalogue(&env, &[hub_key().verify_key().clone()], FED, None).unwrap()
 }
 
@@ -473,8 +478,14 @@ fn feed_entry(envelope: &SignedEnvelope, feed_index: u64, node_id: &str, seq: u6
 
 fn catalogue_envelope(version: u64, previous: Option<Digest>, key: &SecretKey) -> SignedEnvelope {
     let cat = Catalogue::from_toml(embedded_catalogue_toml()).unwrap();
-    let doc = cat.to_document(FED, version, time::OffsetDateTime::now_utc(), previous);
-    sign_catalogue(&doc, key)
+    sign_catalogue(
+        &cat,
+        FED,
+        version,
+        time::OffsetDateTime::now_utc(),
+        previous,
+        key,
+    )
 }
 
 #[test]
@@ -522,13 +533,13 @@ fn catalogue_entries_follow_the_chain_in_force() {
 }
 
 fn report_envelope(number: u64, previous: Option<Digest>, key: &SecretKey) -> SignedEnvelope {
-    let report = v1::CoherenceReport {
+    let report = CoherenceReport {
         federation_id: FED.into(),
         number,
-        previous_digest: previous.map(|d| d.0.to_vec()).unwrap_or_default(),
+        previous_digest: previous,
         ..Default::default()
     };
-    SignedEnvelope::sign(COHERENCE_REPORT_PAYLOAD_TYPE, report.encode_to_vec(), key)
+    sign_report(&report, key)
 }
 
 #[test]

@@ -44,7 +44,7 @@
 
 use crate::columns::{CellError, Column, check_duplicate};
 use rcpfed_core::codes::is_dimension_id;
-use rcpfed_proto::v1::ObservationAction;
+use rcpfed_core::statement::ObservationAction;
 
 /// Appended to the messages about an empty REF_AREA or TIME_PERIOD.
 pub const NO_WILDCARDS: &str =

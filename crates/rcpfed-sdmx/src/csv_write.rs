@@ -91,7 +91,8 @@ pub fn csv_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{obs, row, structure};
+    use crate::layout::tests::structure;
+    use crate::test_support::{obs, row};
     use rcpfed_core::Digest;
     use rcpfed_core::statement::ObservationAction;
 

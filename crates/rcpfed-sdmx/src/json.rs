@@ -475,7 +475,8 @@ fn time_value(value: &str, out: &mut String) {
 mod tests {
     use super::*;
     use crate::csv_write::csv_row;
-    use crate::test_support::{obs, row, structure};
+    use crate::layout::tests::structure;
+    use crate::test_support::{obs, row};
     use rcpfed_core::statement::ObservationAction;
 
     #[test]

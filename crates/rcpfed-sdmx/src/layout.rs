@@ -361,9 +361,16 @@ pub(crate) fn attribute_values(obs: &Observation) -> [String; 6] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::test_support::structure;
+    use crate::test_support::catalogue;
+
+    /// The writers' test structure: the test catalogue's SDG_10_7_3 with the dimensions
+    /// `found` in the data.
+    pub(crate) fn structure(history: bool, found: &[&str]) -> SdmxStructure {
+        let found: BTreeSet<String> = found.iter().map(|s| (*s).to_string()).collect();
+        SdmxStructure::new("SDG_10_7_3", Some(&catalogue()), "hub", &found, history)
+    }
 
     #[test]
     fn structure_follows_the_catalogue_then_found_dimensions() {

@@ -14,6 +14,15 @@
 //!
 //! The gRPC `ExportSdmx` RPC and the SDMX REST listener (rcpfed-grpc) page through the store
 //! and hand each row to these writers; the exact bytes are tested here.
+//!
+//! Types: rows are core's domain `ObservationRow`s and the SDMX-CSV reader's actions are
+//! core's `ObservationAction`. The catalogue comes in as the stored `CatalogueDocument`
+//! (protobuf) on purpose: the structures render the version in force as it was logged, without
+//! judging it again. Core's `Catalogue` exists only for a document that passes this build's
+//! consistency rules (`Catalogue::from_document`), and a node serves versions it mirrored under
+//! the rules of its build at the time (the reason the key rule reads logged versions leniently,
+//! `KeyRule::from_catalogue_payload`); converting would turn a rule change into failed
+//! exports.
 
 pub mod columns;
 pub mod csv_read;

@@ -1,11 +1,10 @@
-//! Observations, rows and a catalogue shared by the writers' unit tests.
+//! Observations, rows and a catalogue shared by the writers' unit tests (the structure built
+//! from them is `layout::tests::structure`, so this module needs nothing of the crate).
 
-use crate::layout::SdmxStructure;
 use rcpfed_core::Digest;
 use rcpfed_core::statement::{Observation, ObservationAction};
 use rcpfed_core::versions::{ObservationProvenance, ObservationRow};
 use rcpfed_proto::v1;
-use std::collections::BTreeSet;
 
 pub(crate) fn obs(
     action: ObservationAction,
@@ -111,9 +110,4 @@ pub(crate) fn catalogue() -> v1::CatalogueDocument {
         }],
         ..Default::default()
     }
-}
-
-pub(crate) fn structure(history: bool, found: &[&str]) -> SdmxStructure {
-    let found: BTreeSet<String> = found.iter().map(|s| (*s).to_string()).collect();
-    SdmxStructure::new("SDG_10_7_3", Some(&catalogue()), "hub", &found, history)
 }

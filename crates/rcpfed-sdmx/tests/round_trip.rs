@@ -5,7 +5,6 @@
 use rcpfed_core::Digest;
 use rcpfed_core::statement::{Observation, ObservationAction};
 use rcpfed_core::versions::{ObservationProvenance, ObservationRow};
-use rcpfed_proto::v1::ObservationAction as WireAction;
 use rcpfed_sdmx::columns::Column;
 use rcpfed_sdmx::csv_read::{
     action_of, check_structure, detect, header_columns, structure_id_code,
@@ -99,8 +98,8 @@ fn sdmx_csv_reads_back_under_the_import_rules() -> Result<(), Box<dyn std::error
             "MIG_STOCK"
         );
         let expected_action = match obs.action {
-            ObservationAction::Append | ObservationAction::Replace => WireAction::Replace,
-            ObservationAction::Delete => WireAction::Delete,
+            ObservationAction::Append | ObservationAction::Replace => ObservationAction::Replace,
+            ObservationAction::Delete => ObservationAction::Delete,
         };
         assert_eq!(action_of(&cell(&Column::Action)?), Some(expected_action));
         assert_eq!(cell(&Column::RefArea)?, obs.ref_area);

@@ -8,6 +8,7 @@ use crate::client;
 use crate::commands::{PkiInitArgs, PublishWhat, cancel_on_signal, documents_for, pki_init};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use rcpfed_core::coherence::{CoherenceReport, ObservationKey, ReportedValue};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_proto::v1::node_service_client::NodeServiceClient;
@@ -818,7 +819,7 @@ async fn verified_report(
     rpc: &mut rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient<Channel>,
     trusted: &rcpfed_core::members::Federation,
     number: u64,
-) -> Result<Option<(v1::CoherenceReport, u64)>> {
+) -> Result<Option<(CoherenceReport, u64)>> {
     match rpc
         .get_coherence_report(v1::GetCoherenceReportRequest { number })
         .await
@@ -839,72 +840,55 @@ async fn verified_report(
 }
 
 /// Whether `k` is the key (indicator, area, period).
-fn is_key(k: Option<&v1::ObservationKey>, indicator: &str, area: &str, period: &str) -> bool {
-    k.is_some_and(|k| k.indicator == indicator && k.ref_area == area && k.time_period == period)
+fn is_key(k: &ObservationKey, indicator: &str, area: &str, period: &str) -> bool {
+    k.indicator == indicator && k.ref_area == area && k.time_period == period
+}
+
+/// A reported value as the demo prints it: the value with its unit and its source in short.
+fn shown(v: &ReportedValue) -> (String, String) {
+    (
+        crate::view::value_with_unit(&v.observation.to_proto()),
+        crate::view::source(Some(&v.provenance.to_proto())),
+    )
 }
 
 /// Prints the MIG_STOCK WLD 2020 conflict of `latest`: both values, who signed them, sources.
-fn print_conflict(latest: &v1::CoherenceReport) -> Result<()> {
+fn print_conflict(latest: &CoherenceReport) -> Result<()> {
     let conflict = latest
         .conflicts
         .iter()
-        .find(|c| is_key(c.key.as_ref(), "MIG_STOCK", "WLD", "2020"))
+        .find(|c| is_key(&c.key, "MIG_STOCK", "WLD", "2020"))
         .context("the coherence report does not list the MIG_STOCK WLD 2020 conflict")?;
     println!(
         "   conflict {} (relative difference {:.1}%):",
-        conflict
-            .key
-            .as_ref()
-            .map(crate::view::key)
-            .unwrap_or_default(),
+        crate::view::key(&conflict.key.to_proto()),
         conflict.relative_difference * 100.0
     );
     for v in &conflict.values {
-        let o = v.observation.clone().unwrap_or_default();
+        let (value, source) = shown(v);
         println!(
             "     {:<9} {:<18} signed statement {} — {}",
-            v.provenance
-                .as_ref()
-                .map(|p| p.node_id.as_str())
-                .unwrap_or_default(),
-            crate::view::value_with_unit(&o),
-            crate::view::source(v.provenance.as_ref()),
-            o.source
+            v.provenance.node_id, value, source, v.observation.source
         );
     }
     Ok(())
 }
 
 /// Prints the REMIT_INFLOW LMC_AGG 2023 revision that `with_revision` lists.
-fn print_revision(with_revision: &v1::CoherenceReport) -> Result<()> {
+fn print_revision(with_revision: &CoherenceReport) -> Result<()> {
     let revision = with_revision
         .revisions
         .iter()
-        .find(|e| is_key(e.key.as_ref(), "REMIT_INFLOW", "LMC_AGG", "2023"))
+        .find(|e| is_key(&e.key, "REMIT_INFLOW", "LMC_AGG", "2023"))
         .context("no coherence report lists the REMIT_INFLOW LMC_AGG 2023 revision")?;
-    let value = |v: Option<&v1::ReportedValue>| {
-        v.and_then(|v| v.observation.as_ref())
-            .map(crate::view::value_with_unit)
-            .unwrap_or_default()
-    };
     println!(
         "   revision (report {}): {} {}: {} → {} ({})",
         with_revision.number,
         revision.node_id,
-        revision
-            .key
-            .as_ref()
-            .map(crate::view::key)
-            .unwrap_or_default(),
-        value(revision.old_value.as_ref()),
-        value(revision.new_value.as_ref()),
-        crate::view::action(
-            revision
-                .new_value
-                .as_ref()
-                .and_then(|v| v.observation.as_ref())
-                .map_or(0, |o| o.action)
-        )
+        crate::view::key(&revision.key.to_proto()),
+        shown(&revision.old_value).0,
+        shown(&revision.new_value).0,
+        crate::view::action(revision.new_value.observation.action.to_proto() as i32)
     );
     Ok(())
 }

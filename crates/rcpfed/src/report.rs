@@ -9,6 +9,7 @@ use crate::view;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use prost::Message as _;
+use rcpfed_core::coherence::{CoherenceReport, ObservationKey, RevisionEntry};
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
 use rcpfed_proto::v1;
@@ -210,7 +211,7 @@ pub fn verify_report(
     envelope: &SignedEnvelope,
     federation: &Federation,
     number: Option<u64>,
-) -> Result<(v1::CoherenceReport, String)> {
+) -> Result<(CoherenceReport, String)> {
     let verified =
         rcpfed_core::coherence::verify_report(envelope, federation).map_err(anyhow::Error::msg)?;
     if let Some(n) = number
@@ -251,7 +252,10 @@ pub async fn coherence(args: &CoherenceArgs) -> Result<ExitCode> {
             .context("the hub answered without the signed report")?,
     );
     let (report, key_id) = verify_report(&envelope, &federation, args.number)?;
-    if response.report.as_ref().is_some_and(|r| *r != report) {
+    if response
+        .report
+        .is_some_and(|r| CoherenceReport::from_proto(r).as_ref() != Ok(&report))
+    {
         bail!("the hub's decoded report differs from the one it signed; not printing it");
     }
     let verified = format!(
@@ -273,7 +277,9 @@ pub async fn coherence(args: &CoherenceArgs) -> Result<ExitCode> {
         }
         Format::Csv => out.write_all(report_csv(&report).to_csv()?.as_bytes())?,
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &crate::pbjson::coherence_report(&report))?;
+            // The protobuf JSON mapping of the signed message.
+            let json = crate::pbjson::coherence_report(&report.to_proto());
+            serde_json::to_writer_pretty(&mut out, &json)?;
             out.write_all(b"\n")?;
         }
     }
@@ -314,12 +320,12 @@ fn listed(what: &str, listed: usize, total: u64) -> String {
 
 /// The report as the terminal shows it: a title, then the sections Conflicts, Coverage,
 /// Policy coverage and Revisions, each a table (or a line saying it is empty).
-pub fn render_table(r: &v1::CoherenceReport) -> String {
+pub fn render_table(r: &CoherenceReport) -> String {
     let mut out = format!(
         "Coherence report {} of {} — generated {}, covers feed entries 1–{} (revisions after entry {}), catalogue version {}\n",
         r.number,
         r.federation_id,
-        view::timestamp(r.generated_at.as_ref()),
+        view::timestamp(r.to_proto().generated_at.as_ref()),
         r.feed_size,
         r.previous_feed_size,
         r.catalogue_version
@@ -333,20 +339,16 @@ pub fn render_table(r: &v1::CoherenceReport) -> String {
 }
 
 /// The Conflicts section: each key reported with different values, one row per value.
-fn push_conflicts(out: &mut String, r: &v1::CoherenceReport) {
+fn push_conflicts(out: &mut String, r: &CoherenceReport) {
     out.push('\n');
     out.push_str(&listed("Conflicts", r.conflicts.len(), r.total_conflicts));
     out.push('\n');
     let mut t = Table::new(["KEY", "DIFF", "NODE", "VALUE", "STATUS", "SOURCE"]);
     for c in &r.conflicts {
-        let key = c.key.as_ref().map(view::key).unwrap_or_default();
+        let key = view::key(&c.key.to_proto());
         for (i, v) in c.values.iter().enumerate() {
-            let o = v.observation.clone().unwrap_or_default();
-            let node = v
-                .provenance
-                .as_ref()
-                .map(|p| p.node_id.clone())
-                .unwrap_or_default();
+            let o = v.observation.to_proto();
+            let node = v.provenance.node_id.clone();
             let first = i == 0;
             t.push([
                 if first { key.clone() } else { String::new() },
@@ -358,7 +360,7 @@ fn push_conflicts(out: &mut String, r: &v1::CoherenceReport) {
                 node,
                 view::value_with_unit(&o),
                 o.obs_status.clone(),
-                view::source(v.provenance.as_ref()),
+                view::source(Some(&v.provenance.to_proto())),
             ]);
         }
     }
@@ -370,7 +372,7 @@ fn push_conflicts(out: &mut String, r: &v1::CoherenceReport) {
 }
 
 /// The Coverage section: one row per node and indicator.
-fn push_coverage(out: &mut String, r: &v1::CoherenceReport) {
+fn push_coverage(out: &mut String, r: &CoherenceReport) {
     out.push_str(&format!(
         "\nCoverage (node × indicator, {} rows)\n",
         r.coverage.len()
@@ -405,7 +407,7 @@ fn push_coverage(out: &mut String, r: &v1::CoherenceReport) {
 }
 
 /// The Policy coverage section, and the GCM objectives no node addresses.
-fn push_policy_coverage(out: &mut String, r: &v1::CoherenceReport) {
+fn push_policy_coverage(out: &mut String, r: &CoherenceReport) {
     out.push_str(&format!(
         "\nPolicy coverage ({} node(s); GCM objectives 1–23)\n",
         r.policy_coverage.len()
@@ -430,7 +432,7 @@ fn push_policy_coverage(out: &mut String, r: &v1::CoherenceReport) {
 }
 
 /// The Revisions section: observations revised since the previous report.
-fn push_revisions(out: &mut String, r: &v1::CoherenceReport) {
+fn push_revisions(out: &mut String, r: &CoherenceReport) {
     out.push('\n');
     out.push_str(&listed(
         "Revisions since the previous report",
@@ -443,26 +445,24 @@ fn push_revisions(out: &mut String, r: &v1::CoherenceReport) {
         let (old, new) = revision_observations(e);
         t.push([
             e.node_id.clone(),
-            e.key.as_ref().map(view::key).unwrap_or_default(),
+            view::key(&e.key.to_proto()),
             view::value_with_unit(&old),
             view::value_with_unit(&new),
             view::action(new.action),
-            view::source(e.new_value.as_ref().and_then(|v| v.provenance.as_ref())),
+            view::source(Some(&e.new_value.provenance.to_proto())),
         ]);
     }
     push_section(out, &t, "no revisions");
 }
 
-/// The observation a revision replaced and the one that replaced it, each empty when the
-/// report leaves it out; the table and the CSV show the same pair.
-fn revision_observations(e: &v1::RevisionEntry) -> (v1::Observation, v1::Observation) {
-    let observation = |value: &Option<v1::ReportedValue>| {
-        value
-            .as_ref()
-            .and_then(|v| v.observation.clone())
-            .unwrap_or_default()
-    };
-    (observation(&e.old_value), observation(&e.new_value))
+/// The observation a revision replaced and the one that replaced it, in the wire form the
+/// cell formatters share with the commands that print gRPC answers; the table and the CSV show
+/// the same pair.
+fn revision_observations(e: &RevisionEntry) -> (v1::Observation, v1::Observation) {
+    (
+        e.old_value.observation.to_proto(),
+        e.new_value.observation.to_proto(),
+    )
 }
 
 fn push_section(out: &mut String, t: &Table, empty: &str) {
@@ -522,8 +522,8 @@ impl Row {
         self
     }
 
-    fn key(self, k: Option<&v1::ObservationKey>) -> Self {
-        let k = k.cloned().unwrap_or_default();
+    fn key(self, k: &ObservationKey) -> Self {
+        let k = k.to_proto();
         self.set("indicator", k.indicator)
             .set("ref_area", k.ref_area)
             .set("time_period", k.time_period)
@@ -533,15 +533,15 @@ impl Row {
 
 /// The report as one flat table (see [`CSV_HEADER`]). Values are OBS_VALUE × 10^UNIT_MULT;
 /// lists are separated by spaces.
-pub fn report_csv(r: &v1::CoherenceReport) -> Table {
+pub fn report_csv(r: &CoherenceReport) -> Table {
     let mut t = Table::new(CSV_HEADER);
     for c in &r.conflicts {
         for v in &c.values {
-            let o = v.observation.clone().unwrap_or_default();
-            let p = v.provenance.clone().unwrap_or_default();
+            let o = v.observation.to_proto();
+            let p = &v.provenance;
             let row = Row::new("conflict")
-                .key(c.key.as_ref())
-                .set("node_id", p.node_id)
+                .key(&c.key)
+                .set("node_id", p.node_id.clone())
                 .set("obs_value", view::raw(&o))
                 .set("unit_mult", o.unit_mult.to_string())
                 .set("unit_measure", o.unit_measure.clone())
@@ -549,7 +549,7 @@ pub fn report_csv(r: &v1::CoherenceReport) -> Table {
                 .set("obs_status", o.obs_status.clone())
                 .set("action", view::action(o.action))
                 .set("relative_difference", format!("{}", c.relative_difference))
-                .set("statement_digest", hex::encode(&p.statement_digest))
+                .set("statement_digest", p.digest.to_hex())
                 .set("feed_index", p.feed_index.to_string());
             t.rows.push(row.0);
         }
@@ -581,13 +581,9 @@ pub fn report_csv(r: &v1::CoherenceReport) -> Table {
     }
     for e in &r.revisions {
         let (old, new) = revision_observations(e);
-        let p = e
-            .new_value
-            .as_ref()
-            .and_then(|v| v.provenance.clone())
-            .unwrap_or_default();
+        let p = &e.new_value.provenance;
         let row = Row::new("revision")
-            .key(e.key.as_ref())
+            .key(&e.key)
             .set("node_id", e.node_id.clone())
             .set("obs_value", view::raw(&new))
             .set("unit_mult", new.unit_mult.to_string())
@@ -597,7 +593,7 @@ pub fn report_csv(r: &v1::CoherenceReport) -> Table {
             .set("action", view::action(new.action))
             .set("old_value", view::scaled(&old))
             .set("new_value", view::scaled(&new))
-            .set("statement_digest", hex::encode(&p.statement_digest))
+            .set("statement_digest", p.digest.to_hex())
             .set("feed_index", p.feed_index.to_string());
         t.rows.push(row.0);
     }
@@ -629,6 +625,12 @@ mod tests {
             node_id: node.into(),
             statement_digest: vec![byte; 32],
             feed_index,
+            // As the hub writes them: the leaf before the feed index, a time in ms.
+            leaf_index: feed_index - 1,
+            accepted_at: Some(prost_types::Timestamp {
+                seconds: 1_735_689_000,
+                nanos: 0,
+            }),
             ..Default::default()
         }
     }
@@ -640,6 +642,11 @@ mod tests {
             time_period: period.into(),
             dimensions: Vec::new(),
         }
+    }
+
+    /// The sample as the CLI holds it once verified.
+    pub(super) fn domain(r: v1::CoherenceReport) -> CoherenceReport {
+        CoherenceReport::from_proto(r).unwrap()
     }
 
     pub(super) fn sample() -> v1::CoherenceReport {
@@ -703,7 +710,7 @@ mod tests {
 
     #[test]
     fn the_table_has_every_section() {
-        let text = render_table(&sample());
+        let text = render_table(&domain(sample()));
         assert!(
             text.starts_with("Coherence report 3 of rcp-federation"),
             "{text}"
@@ -739,7 +746,7 @@ mod tests {
 
     #[test]
     fn empty_sections_say_so() {
-        let r = v1::CoherenceReport {
+        let r = CoherenceReport {
             number: 1,
             ..Default::default()
         };
@@ -751,7 +758,7 @@ mod tests {
 
     #[test]
     fn the_csv_is_one_flat_table_with_a_section_column() {
-        let csv = report_csv(&sample()).to_csv().unwrap();
+        let csv = report_csv(&domain(sample())).to_csv().unwrap();
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         let header: Vec<String> = reader
             .headers()
@@ -800,7 +807,8 @@ mod tests {
         let payload = report.encode_to_vec();
         let signed = SignedEnvelope::sign(COHERENCE_REPORT_PAYLOAD_TYPE, payload.clone(), &hub_key);
         let (decoded, key_id) = verify_report(&signed, &federation, None).unwrap();
-        assert_eq!(decoded, report);
+        // The domain report carries everything the signed one says.
+        assert_eq!(decoded.to_proto(), report);
         assert_eq!(key_id, hub_key.key_id());
         assert!(verify_report(&signed, &federation, Some(4)).is_err());
         // A member's key is not the hub's.

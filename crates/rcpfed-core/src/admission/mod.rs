@@ -1,10 +1,21 @@
 //! Admission: the rules a statement meets before a node signs it and again when the hub accepts
-//! it, in domain types and in one place: the statement and catalogue rules
-//! ([`admit_statement`]), the chunk rules ([`admit_chunked_observations`],
-//! [`chunks_required`]) and the action rules ([`actions`]). The node runs them before signing so
-//! that it reports what the hub would refuse; the hub runs them at ingest and is authoritative.
+//! it, in domain types and in one place, with one entry per form that node and hub both call:
+//! - a statement that carries its observations (or a policy summary, or a chunked snapshot's
+//!   signed manifest): [`admit_inline`], the statement and catalogue rules in one pass, then
+//!   the action rules;
+//! - a snapshot whose observations arrive in pieces (the node's stream, the hub's chunks):
+//!   [`ChunkedAdmission`], the same rules row by row and piece by piece.
+//!
+//! Around them: the envelope rules at the hub ([`admit_envelope`]), the draft rules at the node
+//! ([`admit_draft_body`], [`fill_key_defaults`]), the chunk rules ([`chunks_required`],
+//! [`known_indicator`]) and the action rules themselves ([`actions`]). The node runs them
+//! before signing so that it reports what the hub would refuse; the hub runs them at ingest and
+//! is authoritative.
 
 pub mod actions;
+mod chunked;
+
+pub use chunked::{ChunkedAdmission, ChunkedFindings};
 
 use crate::catalogue::{Catalogue, validate_observations_against};
 use crate::envelope::SignedEnvelope;
@@ -16,8 +27,7 @@ use crate::statement::{
     Body, IndicatorSnapshot, Observation, Statement, verify_statement_signature,
 };
 use crate::validate::{
-    Findings, ObservationRows, ValidationContext, check_statement, repeated_keys,
-    validate_statement,
+    Findings, ValidationContext, check_statement, repeated_keys, validate_statement,
 };
 use std::collections::HashSet;
 use time::OffsetDateTime;
@@ -122,28 +132,50 @@ pub fn admit_envelope(
 
 /// The statement rules and, for an indicator snapshot with inline observations, the catalogue
 /// rules, in one pass ([`check_statement`]): one refusal lists every problem. A chunked
-/// snapshot's observations are admitted once its chunks are in
-/// ([`admit_chunked_observations`]).
+/// snapshot's observations are admitted once its chunks are in ([`ChunkedAdmission`]).
 pub fn admit_statement(st: &Statement, cx: &AdmissionContext) -> Result<Findings, Rejection> {
     let inline = matches!(&st.body, Body::Indicators(s) if s.chunks.is_none());
     check_statement(st, &cx.validation(), cx.catalogue.filter(|_| inline))
+}
+
+/// The admission of a statement in its inline form: the statement rules and, for an inline
+/// snapshot, the catalogue rules in one pass ([`admit_statement`]); then, for an inline
+/// snapshot of an indicator the catalogue lists, the action rules: `check_actions` judges the
+/// observations against the caller's view and gives its violations (at most
+/// [`actions::MAX_ACTION_VIOLATIONS`]; None: not checked), which join the findings in
+/// document order ([`add_action_findings`]).
+///
+/// Where the paths differ, and why: the node passes the check against its mirror, so that its
+/// one report before signing lists every problem; the hub passes none, because its action check
+/// must judge the view at the statement's place in the log, which only the sequencer knows
+/// (it refuses with [`actions::refusal`] there).
+pub fn admit_inline<E: From<Rejection>>(
+    st: &Statement,
+    cx: &AdmissionContext,
+    check_actions: impl FnOnce(&str, &[Observation]) -> Result<Option<Vec<Violation>>, E>,
+) -> Result<Findings, E> {
+    let mut findings = admit_statement(st, cx)?;
+    if let Body::Indicators(snapshot) = &st.body
+        && snapshot.chunks.is_none()
+        && cx
+            .catalogue
+            .is_some_and(|c| c.indicator(&snapshot.indicator).is_some())
+        && let Some(violations) = check_actions(&snapshot.indicator, &snapshot.observations)?
+    {
+        add_action_findings(
+            &mut findings,
+            violations,
+            &snapshot.observations,
+            actions::MAX_ACTION_VIOLATIONS,
+        );
+    }
+    Ok(findings)
 }
 
 /// The statement rules alone, on the form that is signed (for a large snapshot, its chunk
 /// manifest): what the hub checks first.
 pub fn admit_signed_form(st: &Statement, cx: &AdmissionContext) -> Result<(), Rejection> {
     validate_statement(st, &cx.validation())
-}
-
-/// The checks of a chunked snapshot's observations, row by row as its chunks arrive: the
-/// statement rules an inline snapshot meets (membership, values; the caller finds repeated
-/// keys under [`ObservationRows::key_defaults`]) and the catalogue rules. What it finishes
-/// with equals the check of the whole list at once.
-pub fn chunked_observation_rows<'a>(
-    indicator: &str,
-    cx: &AdmissionContext<'a>,
-) -> ObservationRows<'a> {
-    ObservationRows::new(indicator, cx.validation(), cx.catalogue)
 }
 
 /// UNKNOWN_INDICATOR unless `catalogue` lists `indicator`: a chunked snapshot is refused for
@@ -294,11 +326,16 @@ mod tests {
         let findings = admit_statement(&chunked, &cx).expect("the header is in place");
         assert!(findings.is_ok(), "{:?}", findings.errors);
         assert_eq!(admit_signed_form(&chunked, &cx), Ok(()));
-        let mut later = chunked_observation_rows("ZZ_UNKNOWN", &cx);
+        let mut later = ChunkedAdmission::start("ZZ_UNKNOWN", &cx);
+        let (rows, offset) = later.rows();
         for (i, o) in observations.iter().enumerate() {
-            later.check(i, o, None);
+            rows.check(offset + i, o, None);
         }
-        assert_eq!(reasons_of(&later.finish()), [reasons::UNKNOWN_INDICATOR]);
+        later.advance(observations.len());
+        assert_eq!(
+            reasons_of(&later.finish().findings),
+            [reasons::UNKNOWN_INDICATOR]
+        );
         assert_eq!(
             known_indicator(&catalogue, "ZZ_UNKNOWN").map_err(|r| r.reason),
             Err(reasons::UNKNOWN_INDICATOR)

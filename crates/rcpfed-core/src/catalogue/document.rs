@@ -343,23 +343,39 @@ fn indicator_from(i: usize, ind: &pb::IndicatorDefinition, p: &mut Problems) -> 
         units: ind.units.clone(),
         unit_mults: ind.unit_mults.clone(),
         frequencies: ind.frequencies.clone(),
-        dimensions: ind
-            .dimensions
-            .iter()
-            .map(|d| IndicatorDimension {
-                id: d.id.clone(),
-                required: d.required,
-                default: (!d.default_code.is_empty()).then(|| d.default_code.clone()),
-            })
-            .collect(),
+        dimensions: dimensions_of(ind),
         ranges,
     }
 }
 
-/// The envelope the hub logs for `doc`: the exact encoding signed with `key` (the hub
-/// member's statement signing key).
-pub fn sign_catalogue(doc: &pb::CatalogueDocument, key: &SecretKey) -> SignedEnvelope {
-    SignedEnvelope::sign(CATALOGUE_PAYLOAD_TYPE, doc.encode_to_vec(), key)
+/// The dimensions an indicator definition declares, as read from the wire (an empty
+/// `default_code` is no default). The one reading of them: [`Catalogue::from_document`] checks
+/// the catalogue they are part of, [`crate::obskey::KeyRule::from_catalogue_payload`] reads
+/// them from logged versions without that check.
+pub(crate) fn dimensions_of(ind: &pb::IndicatorDefinition) -> Vec<IndicatorDimension> {
+    ind.dimensions
+        .iter()
+        .map(|d| IndicatorDimension {
+            id: d.id.clone(),
+            required: d.required,
+            default: (!d.default_code.is_empty()).then(|| d.default_code.clone()),
+        })
+        .collect()
+}
+
+/// The envelope the hub logs for `catalogue` as feed version `version` of `federation_id`:
+/// the encoding of [`Catalogue::to_document`] signed with `key` (the hub member's statement
+/// signing key).
+pub fn sign_catalogue(
+    catalogue: &Catalogue,
+    federation_id: &str,
+    version: u64,
+    issued_at: OffsetDateTime,
+    previous_digest: Option<Digest>,
+    key: &SecretKey,
+) -> SignedEnvelope {
+    let document = catalogue.to_document(federation_id, version, issued_at, previous_digest);
+    SignedEnvelope::sign(CATALOGUE_PAYLOAD_TYPE, document.encode_to_vec(), key)
 }
 
 impl HubDocument for pb::CatalogueDocument {

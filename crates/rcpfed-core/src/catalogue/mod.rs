@@ -46,6 +46,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod check;
 mod document;
+pub(crate) use document::dimensions_of;
 
 pub(crate) use check::{CatalogueRows, RowFaults};
 pub use check::{validate_observations_against, validate_snapshot};

@@ -17,7 +17,7 @@ use crate::metrics::HubMetrics;
 use crate::quotas::{self, CpuPool, PerMember, Quotas, quota_status};
 use crate::staged::{ReceiveContext, ReceiveError, Received, check_and_stage};
 use rcpfed_core::Digest;
-use rcpfed_core::admission::{AdmissionContext, admit_envelope, admit_statement, chunks_required};
+use rcpfed_core::admission::{AdmissionContext, admit_envelope, admit_inline, chunks_required};
 use rcpfed_core::catalogue::SignedCatalogue;
 use rcpfed_core::envelope::SignedEnvelope;
 use rcpfed_core::members::Federation;
@@ -279,9 +279,12 @@ impl Hub {
         // and, for an inline snapshot, the catalogue rules (duplicate keys under its key
         // rule). A chunked snapshot's observations are checked once its chunks are in.
         let inline = matches!(&statement.body, Body::Indicators(s) if s.chunks.is_none());
-        let findings = admit_statement(
+        // The actions are judged by the sequencer, at the statement's place in the log (see
+        // admit_inline).
+        let findings = admit_inline(
             &statement,
             &hub_admission(federation, member_id, &catalogue)?,
+            |_, _| Ok::<_, Rejection>(None),
         )?;
         // The field rules refuse whether or not the statement is stored (docs/spec/ingest.md §1,
         // notes); the refusal lists the catalogue's errors too. Catalogue errors alone are step

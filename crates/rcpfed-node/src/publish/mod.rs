@@ -16,17 +16,16 @@ use crate::catalogue::CatalogueInForce;
 use rcpfed_core::Digest;
 use rcpfed_core::admission::actions::MAX_ACTION_VIOLATIONS;
 use rcpfed_core::admission::{
-    AdmissionContext, add_action_findings, admit_draft_body, admit_signed_form, admit_statement,
-    fill_key_defaults,
+    AdmissionContext, admit_draft_body, admit_inline, admit_signed_form, fill_key_defaults,
 };
 use rcpfed_core::catalogue::SignedCatalogue;
 use rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK;
 use rcpfed_core::envelope::{STATEMENT_PAYLOAD_TYPE, SignedEnvelope};
 use rcpfed_core::keys::SecretKey;
+use rcpfed_core::limits::MAX_VIOLATIONS;
 use rcpfed_core::members::Federation;
 use rcpfed_core::rejection::{RejectClass, Rejection, Violation, reasons};
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Header, Observation, Statement};
-use rcpfed_core::{limits::MAX_VIOLATIONS, validate::Findings};
 use rcpfed_store::{DeliveryState, OwnStatement, StoreError};
 use std::sync::Arc;
 
@@ -446,20 +445,10 @@ fn publish_blocking(cx: &Context, draft: Draft) -> Result<(Published, bool), Pub
     };
     // The same admission the hub runs, so problems are reported here, before signing, all in
     // one pass: the statement rules, the catalogue and the actions against the mirror.
-    let mut findings = admit_statement(&statement, &admission)?;
     let mut notes = Vec::new();
-    if let (Body::Indicators(snapshot), Some(catalogue)) = (&statement.body, &catalogue)
-        && catalogue.catalogue.indicator(&snapshot.indicator).is_some()
-    {
-        check_actions(
-            cx,
-            head_seq,
-            &snapshot.indicator,
-            &snapshot.observations,
-            &mut findings,
-            &mut notes,
-        )?;
-    }
+    let findings = admit_inline(&statement, &admission, |indicator, observations| {
+        check_actions(cx, head_seq, indicator, observations, &mut notes)
+    })?;
     let total_warnings = findings.total_warnings;
     let mut warnings = warning_lines(findings.into_result()?, total_warnings);
     for note in notes {
@@ -600,21 +589,20 @@ pub(crate) fn own_head_mirrored(
 }
 
 /// Checks the snapshot's actions (APPEND of a new key, REPLACE/DELETE of one in force)
-/// against this node's observations in its mirror, adding what it finds to `findings`. The
-/// hub's check is authoritative: the mirror knows this node's statements only once they come
-/// back through the feed, so while one of them has not, the check would judge against an old
-/// state and is skipped with a note.
+/// against this node's observations in its mirror, for [`admit_inline`]. The hub's check is
+/// authoritative: the mirror knows this node's statements only once they come back through
+/// the feed, so while one of them has not, the check would judge against an old state and is
+/// skipped with a note (None).
 fn check_actions(
     cx: &Context,
     head_seq: u64,
     indicator: &str,
     observations: &[Observation],
-    findings: &mut Findings,
     notes: &mut Vec<String>,
-) -> Result<(), PublishError> {
+) -> Result<Option<Vec<Violation>>, PublishError> {
     if !own_head_mirrored(cx.store.as_ref(), &cx.node_id, head_seq)? {
         notes.push(actions_not_checked(head_seq));
-        return Ok(());
+        return Ok(None);
     }
     let violations = cx.store.check_observation_actions(
         &cx.node_id,
@@ -622,8 +610,7 @@ fn check_actions(
         observations,
         MAX_ACTION_VIOLATIONS,
     )?;
-    add_action_findings(findings, violations, observations, MAX_ACTION_VIOLATIONS);
-    Ok(())
+    Ok(Some(violations))
 }
 
 /// The note of a publication whose actions were not checked: this node's statement

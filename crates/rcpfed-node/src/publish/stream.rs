@@ -16,8 +16,9 @@
 use super::PublishError;
 use super::cut::{CutError, Cutter};
 use crate::NodeStorage;
-use rcpfed_core::admission::actions::{self, MAX_ACTION_VIOLATIONS};
-use rcpfed_core::admission::{AdmissionContext, chunked_observation_rows, fill_defaults_of_rows};
+use rcpfed_core::admission::{
+    AdmissionContext, ChunkedAdmission, ChunkedFindings, fill_defaults_of_rows,
+};
 use rcpfed_core::catalogue::SignedCatalogue;
 use rcpfed_core::members::Federation;
 use rcpfed_core::rejection::{Rejection, Violation};
@@ -123,17 +124,13 @@ pub(crate) fn check_and_stage(
     let catalogue = &cx.catalogue.catalogue;
     let member = AdmissionContext::new(&cx.federation, &cx.node_id, clock::now_utc(), None)?
         .with_catalogue(Some(catalogue));
-    let mut rows = chunked_observation_rows(&cx.indicator, &member);
+    let mut admission = ChunkedAdmission::start(&cx.indicator, &member);
     // The defaults the signed statement names (filled in before anything is checked, as for
     // PublishDocument).
-    let fill: Vec<(String, String)> = catalogue
-        .indicator(&cx.indicator)
-        .map(|i| i.key_defaults())
-        .unwrap_or_default();
-    let mut actions = Actions::start(&cx)?;
+    let fill = admission.key_defaults().to_vec();
+    let actions = Actions::start(&cx)?;
     let mut cutter = Cutter::new(staging);
     let mut cut_error = None;
-    let mut seen = 0usize;
     loop {
         let batch = match messages.blocking_recv() {
             Some(StreamMessage::Batch(batch)) => batch,
@@ -143,11 +140,12 @@ pub(crate) fn check_and_stage(
         };
         let mut batch = batch;
         fill_defaults_of_rows(&fill, &mut batch);
-        let repeats = cutter.shelf.check_rows(&mut rows, seen, &batch)?;
-        actions.check(&cx, seen, &batch, &repeats)?;
-        seen += batch.len();
+        let (rows, offset) = admission.rows();
+        let repeats = cutter.shelf.check_rows(rows, offset, &batch)?;
+        actions.check(&cx, &mut admission, &batch, &repeats)?;
+        admission.advance(batch.len());
         // A refused snapshot is not signed: cutting it would be wasted work.
-        if cut_error.is_none() && !rows.has_errors() && !actions.found_any() {
+        if cut_error.is_none() && !admission.has_errors() && !admission.found_actions() {
             for o in batch {
                 if let Err(e) = cutter.push(o) {
                     match e {
@@ -159,8 +157,13 @@ pub(crate) fn check_and_stage(
             }
         }
     }
-    let findings = rows.finish();
-    let body = if cut_error.is_some() || !findings.is_ok() || actions.found_any() {
+    let seen = admission.seen();
+    let ChunkedFindings {
+        findings,
+        action_violations,
+        actions_at_least,
+    } = admission.finish();
+    let body = if cut_error.is_some() || !findings.is_ok() || !action_violations.is_empty() {
         StreamedBody::Small(Vec::new())
     } else {
         streamed_body(&mut cutter, seen)?
@@ -169,7 +172,7 @@ pub(crate) fn check_and_stage(
         indicator: cx.indicator,
         catalogue: Arc::clone(&cx.catalogue),
         findings,
-        actions: actions.into_check(),
+        actions: actions.into_check(action_violations, actions_at_least),
         cut_error,
         body,
         staging: cutter.shelf,
@@ -192,13 +195,11 @@ fn streamed_body(
     }
 }
 
-/// The action check of a stream, one batch at a time.
+/// Whether and how a stream's actions are checked; what they found is the admission's.
 enum Actions {
+    /// Against the mirror as it is at this node's head `head_seq`.
     Checking {
         head_seq: u64,
-        /// Violations the store returned (its limit counts them all).
-        returned: usize,
-        violations: Vec<Violation>,
     },
     Skipped(String),
     /// The indicator is not in the catalogue: refused for that, nothing to look up.
@@ -214,59 +215,40 @@ impl Actions {
         if !super::own_head_mirrored(cx.store.as_ref(), &cx.node_id, head_seq)? {
             return Ok(Actions::Skipped(super::actions_not_checked(head_seq)));
         }
-        Ok(Actions::Checking {
-            head_seq,
-            returned: 0,
-            violations: Vec::new(),
-        })
+        Ok(Actions::Checking { head_seq })
     }
 
-    /// Checks `batch` (observations `offset`…): `repeats` says which repeat an earlier key;
-    /// their second touch is the duplicate rule's, not the action rule's.
+    /// Checks `batch` (the admission's current piece) against the mirror: `repeats` says
+    /// which repeat an earlier key; their second touch is the duplicate rule's, not the action
+    /// rule's.
     fn check(
-        &mut self,
+        &self,
         cx: &StreamContext,
-        offset: usize,
+        admission: &mut ChunkedAdmission<'_>,
         batch: &[Observation],
         repeats: &[Option<u64>],
     ) -> Result<(), StoreError> {
-        let Actions::Checking {
-            returned,
-            violations,
-            ..
-        } = self
-        else {
+        if !matches!(self, Actions::Checking { .. }) {
             return Ok(());
-        };
-        let room = MAX_ACTION_VIOLATIONS.saturating_sub(*returned);
+        }
+        let room = admission.action_room();
         if room == 0 {
             return Ok(());
         }
         let found = cx
             .store
             .check_observation_actions(&cx.node_id, &cx.indicator, batch, room)?;
-        *returned += found.len();
-        // The store names positions within the batch.
-        let named = actions::in_whole_snapshot(found, offset, repeats)
-            .ok_or_else(|| StoreError::Corrupt("the action check named no observation".into()))?;
-        violations.extend(named);
-        Ok(())
+        admission
+            .add_actions(found, repeats)
+            .ok_or_else(|| StoreError::Corrupt("the action check named no observation".into()))
     }
 
-    fn found_any(&self) -> bool {
-        matches!(self, Actions::Checking { violations, .. } if !violations.is_empty())
-    }
-
-    fn into_check(self) -> ActionCheck {
+    fn into_check(self, violations: Vec<Violation>, at_least: bool) -> ActionCheck {
         match self {
-            Actions::Checking {
-                head_seq,
-                returned,
-                violations,
-            } => ActionCheck::Checked {
+            Actions::Checking { head_seq } => ActionCheck::Checked {
                 head_seq,
                 violations,
-                at_least: returned >= MAX_ACTION_VIOLATIONS,
+                at_least,
             },
             Actions::Skipped(note) => ActionCheck::Skipped(note),
             Actions::NotApplicable => ActionCheck::NotApplicable,

@@ -365,13 +365,14 @@ pub fn hub_document_entry(
     accepted_at_ms: i64,
 ) -> FeedEntry {
     let env = if kind == crate::CATALOGUE_KIND {
-        let document = shipped_catalogue().to_document(
+        sign_catalogue(
+            &shipped_catalogue(),
             "rcp-federation",
             seq,
             time::OffsetDateTime::UNIX_EPOCH,
             None,
-        );
-        sign_catalogue(&document, &node_key("hub"))
+            &node_key("hub"),
+        )
     } else {
         SignedEnvelope::sign(
             "application/vnd.rcpfed.catalogue.v1+protobuf",
