@@ -156,14 +156,7 @@ impl ObservationKey {
             indicator: self.indicator.clone(),
             ref_area: self.ref_area.clone(),
             time_period: self.time_period.clone(),
-            dimensions: self
-                .dimensions
-                .iter()
-                .map(|(id, value)| pb::Dimension {
-                    id: id.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
+            dimensions: crate::statement::dimensions_to_proto(&self.dimensions),
         }
     }
 

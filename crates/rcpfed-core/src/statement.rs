@@ -404,14 +404,7 @@ impl Observation {
             action: self.action.to_proto() as i32,
             ref_area: self.ref_area.clone(),
             time_period: self.time_period.clone(),
-            dimensions: self
-                .dimensions
-                .iter()
-                .map(|(id, value)| pb::Dimension {
-                    id: id.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
+            dimensions: dimensions_to_proto(&self.dimensions),
             obs_value: self.obs_value,
             obs_status: self.obs_status.clone(),
             unit_measure: self.unit_measure.clone(),
@@ -629,6 +622,18 @@ pub(crate) fn obs_field(i: usize, column: &str) -> String {
 }
 
 /// Sample statements shared by this crate's tests.
+/// Optional dimensions (id, value) in their wire form, as observations and observation keys
+/// carry them.
+pub(crate) fn dimensions_to_proto(dimensions: &[(String, String)]) -> Vec<pb::Dimension> {
+    dimensions
+        .iter()
+        .map(|(id, value)| pb::Dimension {
+            id: id.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod samples {
     use super::*;
