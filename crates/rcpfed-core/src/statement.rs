@@ -621,7 +621,6 @@ pub(crate) fn obs_field(i: usize, column: &str) -> String {
     format!("indicator_snapshot.observations[{i}]{column}")
 }
 
-/// Sample statements shared by this crate's tests.
 /// Optional dimensions (id, value) in their wire form, as observations and observation keys
 /// carry them.
 pub(crate) fn dimensions_to_proto(dimensions: &[(String, String)]) -> Vec<pb::Dimension> {
@@ -634,6 +633,7 @@ pub(crate) fn dimensions_to_proto(dimensions: &[(String, String)]) -> Vec<pb::Di
         .collect()
 }
 
+/// Sample statements shared by this crate's tests.
 #[cfg(test)]
 pub(crate) mod samples {
     use super::*;
