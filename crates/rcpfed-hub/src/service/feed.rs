@@ -43,35 +43,40 @@ impl Hub {
         tokio::spawn(async move {
             let _subscription = subscription;
             loop {
-                // Each entry carries its inclusion proof against the latest checkpoint, so the
-                // subscriber can check it against what it has witnessed.
-                let page = tokio::select! {
-                    page = pages.page(&store, cursor) => page,
+                // The head moves only once a commit is durable: at or below the cursor, nothing
+                // new is committed, and the wait below needs no store read.
+                let behind = *head.borrow_and_update() > cursor;
+                if behind {
+                    // Each entry carries its inclusion proof against the latest checkpoint, so
+                    // the subscriber can check it against what it has witnessed.
+                    let page = tokio::select! {
+                        page = pages.page(&store, cursor) => page,
+                        () = shutdown.cancelled() => return,
+                        () = tx.closed() => return,
+                    };
+                    match page {
+                        Ok(Some(page)) if !page.entries().is_empty() => {
+                            for entry in page.entries() {
+                                cursor = entry.feed_index;
+                                tokio::select! {
+                                    sent = tx.send(Ok(entry.clone())) => if sent.is_err() { return },
+                                    () = shutdown.cancelled() => return,
+                                }
+                            }
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                }
+                // Caught up: wait for the next commit, or stop on shutdown.
+                tokio::select! {
+                    changed = head.changed() => if changed.is_err() { return },
                     () = shutdown.cancelled() => return,
                     () = tx.closed() => return,
-                };
-                let page = match page {
-                    Ok(Some(page)) if !page.entries().is_empty() => page,
-                    Ok(_) => {
-                        // Caught up: wait for the next commit, or stop on shutdown.
-                        tokio::select! {
-                            changed = head.changed() => if changed.is_err() { return },
-                            () = shutdown.cancelled() => return,
-                            () = tx.closed() => return,
-                        }
-                        continue;
-                    }
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                };
-                for entry in page.entries() {
-                    cursor = entry.feed_index;
-                    tokio::select! {
-                        sent = tx.send(Ok(entry.clone())) => if sent.is_err() { return },
-                        () = shutdown.cancelled() => return,
-                    }
                 }
             }
         });
