@@ -3,7 +3,9 @@
 //! Caught-up mirrors all ask for the entries after the same cursor right after each commit. A
 //! page (the entries after a cursor, each with its inclusion proof against the latest
 //! checkpoint, cosignatures included) is built by the first subscriber that asks; the others
-//! wait for it and get the same `Arc`. A page is keyed by its cursor and by the checkpoint its
+//! wait for it and get the same `Arc`; a subscriber whose cursor falls inside a page built
+//! against the same checkpoint gets that page's tail (mirrors that lag read at different
+//! cursors). A page is keyed by its cursor and by the checkpoint its
 //! proofs are against (size and cosignature count), so nobody gets proofs against an older
 //! checkpoint than the one it just read. A few pages are kept, bounded in count and bytes; a
 //! subscriber keeps the page it is sending after it is evicted, so its memory stays one page
@@ -36,10 +38,11 @@ pub struct FeedPage {
 }
 
 impl FeedPage {
-    /// The entries, in feed order (none when the store holds no entry after the cursor that
-    /// the checkpoint covers).
-    pub fn entries(&self) -> &[v1::SubscribeFeedResponse] {
-        &self.entries
+    /// Where the entries after `after` start, if this page holds the next one.
+    fn start_after(&self, after: u64) -> Option<usize> {
+        let start = self.entries.partition_point(|e| e.feed_index <= after);
+        let next = after.checked_add(1)?;
+        (self.entries.get(start)?.feed_index == next).then_some(start)
     }
 }
 
@@ -68,13 +71,15 @@ impl FeedPages {
         }
     }
 
-    /// The page after `after` against the latest checkpoint: built here, or by another
-    /// subscriber that asked first. None while no entry follows the cursor.
+    /// The entries after `after` with proofs against the latest checkpoint: a page built
+    /// here, or one another subscriber built (from this cursor, or from an earlier one
+    /// against the same checkpoint, whose tail this is). None while no entry follows the
+    /// cursor.
     pub async fn page(
         &self,
         store: &Arc<dyn HubBackend>,
         after: u64,
-    ) -> Result<Option<Arc<FeedPage>>, Status> {
+    ) -> Result<Option<PageFrom>, Status> {
         let read = Arc::clone(store);
         let checkpoint = blocking("reading the latest checkpoint", move || {
             read.latest_checkpoint()
@@ -92,7 +97,13 @@ impl FeedPages {
             checkpoint_size: checkpoint.size,
             cosignatures: checkpoint.cosignature_count,
         };
-        let slot = self.slot(key);
+        let slot = match self.slot(key) {
+            Kept::Tail(page, start) => {
+                self.metrics.feed_page_shared();
+                return Ok(Some(PageFrom { page, start }));
+            }
+            Kept::Slot(slot) => slot,
+        };
         let mut built_here = false;
         let page = slot
             .get_or_try_init(|| {
@@ -114,24 +125,43 @@ impl FeedPages {
         } else {
             self.metrics.feed_page_shared();
         }
-        Ok(Some(page))
+        Ok(Some(PageFrom { page, start: 0 }))
     }
 
-    /// The slot of `key`, new (and the oldest evicted past the bounds) if none is kept.
-    fn slot(&self, key: PageKey) -> Slot {
+    /// The kept page for `key`: its slot (being built or built), the tail of a page built
+    /// from an earlier cursor against the same checkpoint, or a new slot (the oldest evicted
+    /// past the bounds).
+    fn slot(&self, key: PageKey) -> Kept {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, slot)) = slots.iter().find(|(k, _)| *k == key) {
-            return Arc::clone(slot);
+            return Kept::Slot(Arc::clone(slot));
+        }
+        let tail = slots
+            .iter()
+            .filter(|(k, _)| {
+                k.after < key.after
+                    && k.checkpoint_size == key.checkpoint_size
+                    && k.cosignatures == key.cosignatures
+            })
+            .filter_map(|(_, slot)| slot.get())
+            .find_map(|page| Some((Arc::clone(page), page.start_after(key.after)?)));
+        if let Some((page, start)) = tail {
+            return Kept::Tail(page, start);
         }
         let slot = Slot::default();
         slots.push((key, Arc::clone(&slot)));
-        evict_past_bounds(&mut slots);
-        slot
+        let evicted = evict_past_bounds(&mut slots);
+        // Pages are freed outside the lock.
+        drop(slots);
+        drop(evicted);
+        Kept::Slot(slot)
     }
 
     /// Drops the oldest pages past the bounds (a page just built adds its bytes).
     fn evict(&self) {
-        evict_past_bounds(&mut self.slots.lock().unwrap_or_else(PoisonError::into_inner));
+        let evicted =
+            evict_past_bounds(&mut self.slots.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(evicted);
     }
 
     /// Pages kept now (for tests).
@@ -144,7 +174,31 @@ impl FeedPages {
     }
 }
 
-fn evict_past_bounds(slots: &mut Vec<(PageKey, Slot)>) {
+/// What [`FeedPages::slot`] found.
+enum Kept {
+    /// A built page whose entries from this position on follow the cursor.
+    Tail(Arc<FeedPage>, usize),
+    /// The cursor's own slot.
+    Slot(Slot),
+}
+
+/// A page as one subscriber sends it: the entries after its cursor.
+#[derive(Debug)]
+pub struct PageFrom {
+    page: Arc<FeedPage>,
+    start: usize,
+}
+
+impl PageFrom {
+    /// The entries after the cursor, in feed order (none when the store holds no entry after
+    /// the cursor that the checkpoint covers).
+    pub fn entries(&self) -> &[v1::SubscribeFeedResponse] {
+        self.page.entries.get(self.start..).unwrap_or_default()
+    }
+}
+
+/// Takes the oldest pages out past the bounds; the caller frees them after the lock.
+fn evict_past_bounds(slots: &mut Vec<(PageKey, Slot)>) -> Vec<(PageKey, Slot)> {
     let bytes = |slots: &[(PageKey, Slot)]| -> usize {
         slots
             .iter()
@@ -156,7 +210,7 @@ fn evict_past_bounds(slots: &mut Vec<(PageKey, Slot)>) {
     while excess < slots.len() && bytes(&slots[excess..]) > CACHED_FEED_BYTES {
         excess += 1;
     }
-    slots.drain(..excess);
+    slots.drain(..excess).collect()
 }
 
 /// The entries after `after` that `checkpoint` covers (at most a batch, bounded in rows and
@@ -271,7 +325,7 @@ mod tests {
         let (first, second) = tokio::join!(pages.page(&f.store, 0), pages.page(&f.store, 0));
         let first = first.expect("page").expect("entries after 0");
         let second = second.expect("page").expect("entries after 0");
-        assert!(Arc::ptr_eq(&first, &second), "one page for both");
+        assert!(Arc::ptr_eq(&first.page, &second.page), "one page for both");
         assert_eq!(f.metrics.feed_pages(), (1, 1), "(built, shared)");
         let indexes: Vec<u64> = first.entries().iter().map(|e| e.feed_index).collect();
         assert_eq!(indexes, [1, 2, 3]);
@@ -290,7 +344,7 @@ mod tests {
             .await
             .expect("page")
             .expect("entries");
-        assert!(Arc::ptr_eq(&first, &third));
+        assert!(Arc::ptr_eq(&first.page, &third.page));
         assert_eq!(f.metrics.feed_pages(), (1, 2));
     }
 
@@ -320,11 +374,34 @@ mod tests {
             .await
             .expect("page")
             .expect("entry 2");
-        assert!(!Arc::ptr_eq(&before, &after));
+        assert!(!Arc::ptr_eq(&before.page, &after.page));
         assert_eq!(f.metrics.feed_pages(), (2, 0));
-        let note = |page: &FeedPage| page.entries()[0].log.clone().expect("a proof").checkpoint;
+        let note = |page: &PageFrom| page.entries()[0].log.clone().expect("a proof").checkpoint;
         assert!(!note(&before).contains(line));
         assert!(note(&after).ends_with(line), "{}", note(&after));
+    }
+
+    /// A cursor inside a page built against the same checkpoint gets that page's tail, built
+    /// nowhere again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_cursor_gets_the_tail_of_a_page_built_from_an_earlier_one() {
+        let f = log_of(6).await;
+        let pages = FeedPages::new(f.metrics.clone());
+        let whole = pages
+            .page(&f.store, 0)
+            .await
+            .expect("page")
+            .expect("entries");
+        let tail = pages
+            .page(&f.store, 4)
+            .await
+            .expect("page")
+            .expect("entries");
+        assert!(Arc::ptr_eq(&whole.page, &tail.page));
+        let indexes: Vec<u64> = tail.entries().iter().map(|e| e.feed_index).collect();
+        assert_eq!(indexes, [5, 6]);
+        assert_eq!(tail.entries(), &whole.entries()[4..]);
+        assert_eq!(f.metrics.feed_pages(), (1, 1));
     }
 
     /// A caught-up cursor has no page; the cache keeps at most its bound of pages, and a
@@ -335,12 +412,13 @@ mod tests {
         let f = log_of(entries).await;
         let pages = FeedPages::new(f.metrics.clone());
         assert!(pages.page(&f.store, entries).await.expect("read").is_none());
+        // From the last cursor back, so no kept page holds the next one's entries.
         let oldest = pages
-            .page(&f.store, 0)
+            .page(&f.store, entries - 1)
             .await
             .expect("page")
             .expect("entries");
-        for after in 1..entries {
+        for after in (0..entries - 1).rev() {
             let page = pages
                 .page(&f.store, after)
                 .await
@@ -352,13 +430,7 @@ mod tests {
         }
         assert_eq!(pages.kept(), CACHED_FEED_PAGES);
         assert_eq!(f.metrics.feed_pages(), (entries, 0));
-        assert_eq!(oldest.entries().len() as u64, entries, "still held");
-        // The oldest was evicted: asking again builds it again.
-        pages
-            .page(&f.store, 0)
-            .await
-            .expect("page")
-            .expect("entries");
-        assert_eq!(f.metrics.feed_pages(), (entries + 1, 0));
+        let held: Vec<u64> = oldest.entries().iter().map(|e| e.feed_index).collect();
+        assert_eq!(held, [entries], "still held after its eviction");
     }
 }
