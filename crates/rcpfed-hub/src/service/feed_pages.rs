@@ -5,9 +5,9 @@
 //! checkpoint, cosignatures included) is built by the first subscriber that asks; the others
 //! wait for it and get the same `Arc`; a subscriber whose cursor falls inside a page built
 //! against the same checkpoint gets that page's tail (mirrors that lag read at different
-//! cursors). A page is keyed by its cursor and by the checkpoint its
-//! proofs are against (size and cosignature count), so nobody gets proofs against an older
-//! checkpoint than the one it just read. A few pages are kept, bounded in count and bytes; a
+//! cursors). A page is keyed by its cursor and by the checkpoint its proofs are against (size
+//! and cosignature count), so nobody gets proofs against an older checkpoint than the one it
+//! just read. A few pages are kept, bounded in count and bytes; a
 //! subscriber keeps the page it is sending after it is evicted, so its memory stays one page
 //! plus its queue. The build runs before any sending: a slow subscriber never holds a page
 //! others wait for, and if its task ends mid-build the next one waiting builds instead.
