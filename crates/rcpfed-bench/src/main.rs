@@ -348,11 +348,21 @@ fn commit_metrics(ops: &str) -> String {
     if batches == 0.0 {
         return String::new();
     }
-    format!(
+    let mut out = format!(
         "{batches:.0} group commits, {:.1} statements per commit, {:.2} ms per commit",
         statements / batches,
         seconds / batches * 1000.0
-    )
+    );
+    // Feed pages read from the store, and handed as built to another subscriber at the same
+    // cursor (hubs before the shared pages have neither).
+    let built = value("rcpfed_hub_feed_pages_built_total");
+    if built > 0.0 {
+        let shared = value("rcpfed_hub_feed_pages_shared_total");
+        out.push_str(&format!(
+            "; feed pages built {built:.0}, shared {shared:.0}"
+        ));
+    }
+    out
 }
 
 async fn wait_addr(path: &Path, child: &mut tokio::process::Child) -> Result<String> {

@@ -45,6 +45,8 @@ pub struct HubMetrics {
     witnessed_size: Family<WitnessLabel, Gauge>,
     leader: Gauge,
     lease_epoch: Gauge,
+    feed_pages_built: Counter,
+    feed_pages_shared: Counter,
 }
 
 impl HubMetrics {
@@ -79,10 +81,13 @@ impl HubMetrics {
             witnessed_size: Family::default(),
             leader: Gauge::default(),
             lease_epoch: Gauge::default(),
+            feed_pages_built: Counter::default(),
+            feed_pages_shared: Counter::default(),
         };
         m.register_role(registry);
         m.register_ingest(registry);
         m.register_log(registry);
+        m.register_feed(registry);
         m
     }
 
@@ -191,6 +196,35 @@ impl HubMetrics {
             "Size of the largest checkpoint each witness has cosigned since start-up (its lag is rcpfed_hub_log_size minus this)",
             self.witnessed_size.clone(),
         );
+    }
+
+    /// The feed's shared pages: how many were built, how many handed to a subscriber that
+    /// found them built or being built.
+    fn register_feed(&self, registry: &mut Registry) {
+        registry.register(
+            "rcpfed_hub_feed_pages_built",
+            "Feed pages (entries after a cursor with their proofs against the latest checkpoint) built from the store",
+            self.feed_pages_built.clone(),
+        );
+        registry.register(
+            "rcpfed_hub_feed_pages_shared",
+            "Feed pages handed to a subscriber as another subscriber built them, without reading the store again",
+            self.feed_pages_shared.clone(),
+        );
+    }
+
+    pub(crate) fn feed_page_built(&self) {
+        self.feed_pages_built.inc();
+    }
+
+    pub(crate) fn feed_page_shared(&self) {
+        self.feed_pages_shared.inc();
+    }
+
+    /// Feed pages (built, shared) so far.
+    #[cfg(test)]
+    pub(crate) fn feed_pages(&self) -> (u64, u64) {
+        (self.feed_pages_built.get(), self.feed_pages_shared.get())
     }
 
     /// A checkpoint of `size` entries signed at `at_ms` is durable (also at start-up: the

@@ -1,6 +1,6 @@
 //! HubService, the feed: a subscription streams every accepted entry with its proofs, then follows the log.
 
-use super::{BACKLOG_END_HEADER, FeedStream, Hub, blocking};
+use super::{BACKLOG_END_HEADER, FeedStream, Hub};
 use crate::quotas::{self, quota_status};
 use rcpfed_core::members::Role;
 use rcpfed_grpc::authorize;
@@ -31,70 +31,52 @@ impl Hub {
         })?;
         let mut cursor = request.into_inner().after_index;
         let store = Arc::clone(&self.store);
+        let pages = Arc::clone(&self.feed_pages);
         let mut head = self.ingest.feed_head();
         // The end of the backlog, told to the subscriber in the response headers.
         let backlog_end = *head.borrow();
         let shutdown = self.shutdown.clone();
-        // Memory per subscriber: one batch (bounded by bytes) plus a few queued entries.
+        // Memory per subscriber: the page it is sending (bounded by bytes, shared with the
+        // other subscribers at the same cursor) plus a few queued entries.
         let (tx, rx) = tokio::sync::mpsc::channel(quotas::FEED_QUEUE);
         tracing::info!(%member, after = cursor, "feed subscriber connected");
         tokio::spawn(async move {
             let _subscription = subscription;
             loop {
-                let batch_store = Arc::clone(&store);
-                let after = cursor;
-                let rows = match blocking("reading the feed", move || {
-                    batch_store.list_feed(after, quotas::FEED_BATCH_ROWS, quotas::FEED_BATCH_BYTES)
-                })
-                .await
-                {
-                    Ok(rows) => rows,
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                };
-                if rows.is_empty() {
-                    // Caught up: wait for the next commit, or stop on shutdown.
-                    tokio::select! {
-                        changed = head.changed() => if changed.is_err() { return },
+                // The head moves only once a commit is durable: at or below the cursor, nothing
+                // new is committed, and the wait below needs no store read.
+                let behind = *head.borrow_and_update() > cursor;
+                if behind {
+                    // Each entry carries its inclusion proof against the latest checkpoint, so
+                    // the subscriber can check it against what it has witnessed.
+                    let page = tokio::select! {
+                        page = pages.page(&store, cursor) => page,
                         () = shutdown.cancelled() => return,
                         () = tx.closed() => return,
-                    }
-                    continue;
-                }
-                // Each entry carries its inclusion proof against the latest checkpoint, so
-                // the subscriber can check it against what it has witnessed.
-                let proof_store = Arc::clone(&store);
-                let indexes: Vec<u64> = rows.iter().map(|r| r.feed_index - 1).collect();
-                let proofs = match blocking("building inclusion proofs", move || {
-                    let Some(cp) = proof_store.latest_checkpoint()? else {
-                        return Ok(Vec::new());
                     };
-                    crate::log::log_proofs(proof_store.as_ref(), &indexes, &cp)
-                })
-                .await
-                {
-                    Ok(p) => p,
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                };
-                let mut proofs = proofs.into_iter();
-                for st in rows {
-                    cursor = st.feed_index;
-                    let item = match feed_item(&st, proofs.next()) {
-                        Ok(item) => item,
+                    match page {
+                        Ok(Some(page)) if !page.entries().is_empty() => {
+                            for entry in page.entries() {
+                                cursor = entry.feed_index;
+                                tokio::select! {
+                                    sent = tx.send(Ok(entry.clone())) => if sent.is_err() { return },
+                                    () = shutdown.cancelled() => return,
+                                }
+                            }
+                            continue;
+                        }
+                        Ok(_) => {}
                         Err(status) => {
                             let _ = tx.send(Err(status)).await;
                             return;
                         }
-                    };
-                    tokio::select! {
-                        sent = tx.send(Ok(item)) => if sent.is_err() { return },
-                        () = shutdown.cancelled() => return,
                     }
+                }
+                // Caught up: wait for the next commit, or stop on shutdown.
+                tokio::select! {
+                    changed = head.changed() => if changed.is_err() { return },
+                    () = shutdown.cancelled() => return,
+                    () = tx.closed() => return,
                 }
             }
         });
@@ -105,19 +87,4 @@ impl Hub {
             .insert(BACKLOG_END_HEADER, backlog_end.into());
         Ok(response)
     }
-}
-
-/// A stored entry as a feed message. One that no longer decodes is damage to the log: INTERNAL,
-/// and the stream ends, rather than a hole every mirror would stall on.
-fn feed_item(
-    st: &rcpfed_store::StoredStatement,
-    log: Option<v1::LogProof>,
-) -> Result<v1::SubscribeFeedResponse, Status> {
-    let what = format!("feed entry {} as stored", st.feed_index);
-    Ok(v1::SubscribeFeedResponse {
-        feed_index: st.feed_index,
-        envelope: Some(super::stored_envelope(&what, &st.envelope)?),
-        receipt: Some(super::stored_envelope(&what, &st.receipt)?),
-        log,
-    })
 }

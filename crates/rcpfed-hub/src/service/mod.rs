@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 mod feed;
+mod feed_pages;
 mod log;
 mod registry;
 mod snapshots;
@@ -47,6 +48,7 @@ mod statements;
 /// no chunks: a policy summary, an inline snapshot or a hub document.
 pub const NOT_A_CHUNKED_SNAPSHOT: &str = "NOT_A_CHUNKED_SNAPSHOT";
 
+pub(crate) use feed_pages::FeedPages;
 pub use rcpfed_grpc::BACKLOG_END_HEADER;
 
 /// Store work off the async runtime (store errors become INTERNAL).
@@ -86,6 +88,8 @@ pub struct Hub {
     pub(crate) submissions: PerMember,
     /// Feed streams each member holds.
     pub(crate) subscriptions: PerMember,
+    /// Feed pages built once for every subscriber at the same cursor.
+    pub(crate) feed_pages: Arc<FeedPages>,
     /// Large snapshots each member is sending (at most one).
     pub(crate) snapshot_slots: PerMember,
     /// None while this process leads; on a standby, the endpoint the leader advertises ("" when
