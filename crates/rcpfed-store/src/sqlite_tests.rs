@@ -1265,11 +1265,28 @@ fn indicator_queries_use_indexes() {
     );
 }
 
+/// CPU time (user and system) of the calling thread so far, in ms, from /proc (Linux; 0
+/// elsewhere): on a shared machine it varies less than the wall clock.
+fn thread_cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses: utime and stime are the
+    // 12th and 13th of them, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks * 10
+}
+
 /// The coherence report's store calls at the size of the `snapshot` benchmark: a large
 /// snapshot of one node (`RCPFED_COHERENCE_N`, default a million) keyed like the synthetic
 /// one (years × 12 areas × SEX × AGE × COUNTERPART_AREA), then 10 000 observations from each
 /// of two more nodes, the first overlapping the large one on every key with other values.
-/// Run with `cargo test -p rcpfed-store --release -- --ignored --nocapture coherence_rate`.
+/// Run with `cargo test -p rcpfed-store --release -- --ignored --nocapture coherence_rate`;
+/// `RCPFED_COHERENCE_SQL` is SQL run on the hub file first (a schema variant to compare).
 #[test]
 #[ignore = "performance measurement"]
 fn coherence_rate() {
@@ -1282,6 +1299,10 @@ fn coherence_rate() {
     let small = 10_000;
     let paths = Paths::new();
     let hub = Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap());
+    // A schema variant to measure (an index dropped, a pragma), run before the snapshots.
+    if let Ok(variant) = std::env::var("RCPFED_COHERENCE_SQL") {
+        hub.db.write(|tx| Ok(tx.execute_batch(&variant)?)).unwrap();
+    }
     let areas = [
         "AFG", "BGD", "BTN", "IND", "IDN", "LKA", "MDV", "NPL", "PAK", "PHL", "THA", "VNM",
     ];
@@ -1359,12 +1380,19 @@ fn coherence_rate() {
             1_000 * i64::try_from(feed_index).unwrap(),
         );
         let start = Instant::now();
+        let cpu_start = thread_cpu_ms();
         hub.append(&[entry.stored()], &[], &[], &[], None).unwrap();
+        let stored = start.elapsed();
+        // A chunked snapshot's view is applied after the commit, as the hub's applier does.
+        while hub.applied_feed_size().unwrap() < feed_index {
+            hub.apply_view_step().unwrap();
+        }
         let took = start.elapsed();
         println!(
-            "{node}: {} observations applied in {took:?} ({:.0}/s)",
+            "{node}: {} observations stored in {stored:?}, applied in {took:?} ({:.0}/s; {} ms of this thread's CPU)",
             obs.len(),
-            obs.len() as f64 / took.as_secs_f64()
+            obs.len() as f64 / took.as_secs_f64(),
+            thread_cpu_ms() - cpu_start
         );
     };
     add("colombo", observations(n, &areas, 0.0));
