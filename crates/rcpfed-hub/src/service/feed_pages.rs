@@ -257,7 +257,7 @@ fn feed_item(st: &StoredStatement, log: v1::LogProof) -> Result<v1::SubscribeFee
 mod tests {
     use super::*;
     use crate::ingest::{Ingest, IngestOutcome, ReceiptSigner};
-    use crate::testkit::obs;
+    use crate::ingest::testkit::obs;
     use rcpfed_core::Digest;
     use rcpfed_core::keys::SecretKey;
     use rcpfed_core::statement::ObservationAction;
@@ -279,7 +279,7 @@ mod tests {
         let ingest = Ingest::start(
             Arc::clone(&store),
             ReceiptSigner {
-                federation_id: crate::testkit::FEDERATION.into(),
+                federation_id: crate::ingest::testkit::FEDERATION.into(),
                 hub_id: "gfmd".into(),
                 key: key.clone(),
             },
@@ -288,7 +288,7 @@ mod tests {
         .expect("sequencer");
         let mut prev: Option<Digest> = None;
         for seq in 1..=entries {
-            let st = crate::testkit::snapshot(
+            let st = crate::ingest::testkit::snapshot(
                 &key,
                 "colombo",
                 seq,
