@@ -256,8 +256,8 @@ fn feed_item(st: &StoredStatement, log: v1::LogProof) -> Result<v1::SubscribeFee
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::{Ingest, IngestOutcome, ReceiptSigner};
     use crate::ingest::testkit::obs;
+    use crate::ingest::{Ingest, IngestOutcome, ReceiptSigner};
     use rcpfed_core::Digest;
     use rcpfed_core::keys::SecretKey;
     use rcpfed_core::statement::ObservationAction;
