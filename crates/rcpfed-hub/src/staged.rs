@@ -226,9 +226,9 @@ pub(crate) fn check_and_stage(
     // The action check, chunk by chunk while the observations are in memory, against the view
     // as applied from here on (see ActionsChecked for when the sequencer may rely on it).
     let view_at = cx.store.applied_feed_size()?;
-    // Read after view_at: a snapshot of this node and indicator applied in between is after
+    // Read after view_at: a snapshot of this indicator applied in between is after
     // view_at too, so the sequencer checks again (ActionsChecked).
-    let nothing_in_force = nothing_in_force(cx.store.as_ref(), &cx.member_id, &cx.indicator)?;
+    let nothing_in_force = nothing_in_force(cx.store.as_ref(), &cx.indicator)?;
     for index in 0..cx.manifest.chunks.len() {
         let Some(bytes) = chunks.blocking_recv() else {
             return Ok(None);

@@ -258,18 +258,17 @@ impl SnapshotStaging {
     }
 }
 
-/// Whether the view holds no version at all (tombstones and superseded ones included) of
-/// `node_id`'s observations of `indicator`: then every key has nothing in force, and a
-/// streamed snapshot's pieces need no probe per key ([`needs_action_probes`]). One query per
-/// snapshot instead of one per observation.
+/// Whether the view holds no version at all (tombstones and superseded ones included) of any
+/// node's observations of `indicator`: then no key of any node is in force, and a streamed
+/// snapshot's pieces need no probe per key ([`needs_action_probes`]). Asked of the whole
+/// indicator, not of one node: that is one index probe per snapshot, where finding one node's
+/// rows could mean reading past every other node's rows of the indicator.
 pub fn nothing_in_force<S: IndicatorStore + ?Sized>(
     store: &S,
-    node_id: &str,
     indicator: &str,
 ) -> Result<bool, StoreError> {
     let filter = ObservationFilter {
         indicator: indicator.to_string(),
-        node_ids: vec![node_id.to_string()],
         include_history: true,
         ..ObservationFilter::default()
     };
@@ -277,7 +276,7 @@ pub fn nothing_in_force<S: IndicatorStore + ?Sized>(
 }
 
 /// Whether a piece of a streamed snapshot must have its keys probed for the action rule.
-/// Not when nothing is in force for the node and indicator ([`nothing_in_force`]), every
+/// Not when nothing is in force for the indicator ([`nothing_in_force`]), every
 /// observation of the piece appends and none repeats an earlier key (`repeats`, from
 /// [`SnapshotStaging::check_rows`]): each append then finds no value in force, which is the
 /// rule, so the probe could find nothing; a REPLACE, a DELETE or a repeated key is probed as

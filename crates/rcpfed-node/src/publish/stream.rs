@@ -200,7 +200,7 @@ enum Actions {
     /// Against the mirror as it is at this node's head `head_seq`.
     Checking {
         head_seq: u64,
-        /// The mirror holds nothing of this node and indicator: appends need no probe.
+        /// The mirror holds nothing of this indicator (of any node): appends need no probe.
         nothing_in_force: bool,
     },
     Skipped(String),
@@ -218,7 +218,7 @@ impl Actions {
             return Ok(Actions::Skipped(super::actions_not_checked(head_seq)));
         }
         let nothing_in_force =
-            snapshot_staging::nothing_in_force(cx.store.as_ref(), &cx.node_id, &cx.indicator)?;
+            snapshot_staging::nothing_in_force(cx.store.as_ref(), &cx.indicator)?;
         Ok(Actions::Checking {
             head_seq,
             nothing_in_force,
