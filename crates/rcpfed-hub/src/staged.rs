@@ -21,6 +21,7 @@ use rcpfed_core::members::Federation;
 use rcpfed_core::rejection::{Rejection, Violation};
 use rcpfed_core::statement::{ChunkManifest, Observation};
 use rcpfed_core::validate::Findings;
+use rcpfed_store::snapshot_staging::{needs_action_probes, nothing_in_force};
 use rcpfed_store::{ChunkSource, IndicatorStore, SnapshotStaging, StoreError};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -225,6 +226,9 @@ pub(crate) fn check_and_stage(
     // The action check, chunk by chunk while the observations are in memory, against the view
     // as applied from here on (see ActionsChecked for when the sequencer may rely on it).
     let view_at = cx.store.applied_feed_size()?;
+    // Read after view_at: a snapshot of this indicator applied in between is after
+    // view_at too, so the sequencer checks again (ActionsChecked).
+    let nothing_in_force = nothing_in_force(cx.store.as_ref(), &cx.indicator)?;
     for index in 0..cx.manifest.chunks.len() {
         let Some(bytes) = chunks.blocking_recv() else {
             return Ok(None);
@@ -238,7 +242,7 @@ pub(crate) fn check_and_stage(
         if !admission.has_errors() {
             ids.push(staging.put_chunk(&bytes)?);
             let room = admission.action_room();
-            if room > 0 {
+            if room > 0 && needs_action_probes(nothing_in_force, &observations, &repeats) {
                 let found = cx.store.check_observation_actions(
                     &cx.member_id,
                     &cx.indicator,

@@ -10,8 +10,8 @@
 //! statement listing them ([`crate::NodeStore::append_own_streamed`],
 //! [`crate::HubStore::append_streamed`]).
 
-use crate::StoreError;
-use rcpfed_core::statement::Observation;
+use crate::{IndicatorStore, ObservationFilter, StoreError};
+use rcpfed_core::statement::{Observation, ObservationAction};
 use rcpfed_core::validate::{ObservationRows, key_bytes};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -258,6 +258,41 @@ impl SnapshotStaging {
     }
 }
 
+/// Whether the view holds no version at all (tombstones and superseded ones included) of any
+/// node's observations of `indicator`: then no key of any node is in force, and a streamed
+/// snapshot's pieces need no probe per key ([`needs_action_probes`]). Asked of the whole
+/// indicator, not of one node: that is one index probe per snapshot, where finding one node's
+/// rows could mean reading past every other node's rows of the indicator.
+pub fn nothing_in_force<S: IndicatorStore + ?Sized>(
+    store: &S,
+    indicator: &str,
+) -> Result<bool, StoreError> {
+    let filter = ObservationFilter {
+        indicator: indicator.to_string(),
+        include_history: true,
+        ..ObservationFilter::default()
+    };
+    Ok(store.query_observations(&filter, None, 1)?.is_empty())
+}
+
+/// Whether a piece of a streamed snapshot must have its keys probed for the action rule.
+/// Not when nothing is in force for the indicator ([`nothing_in_force`]), every
+/// observation of the piece appends and none repeats an earlier key (`repeats`, from
+/// [`SnapshotStaging::check_rows`]): each append then finds no value in force, which is the
+/// rule, so the probe could find nothing; a REPLACE, a DELETE or a repeated key is probed as
+/// before, so what is reported does not change.
+pub fn needs_action_probes(
+    nothing_in_force: bool,
+    observations: &[Observation],
+    repeats: &[Option<u64>],
+) -> bool {
+    !nothing_in_force
+        || repeats.iter().any(Option::is_some)
+        || observations
+            .iter()
+            .any(|o| o.action != ObservationAction::Append)
+}
+
 impl Drop for SnapshotStaging {
     fn drop(&mut self) {
         // Nothing of a stream outlives it; a file that cannot be removed now goes at the next
@@ -320,6 +355,38 @@ mod tests {
         assert!(staging.chunk(id).is_err(), "a removed chunk is gone");
         drop(staging);
         assert!(!path.exists(), "the file goes with the stream");
+    }
+
+    #[test]
+    fn only_a_piece_of_fresh_appends_skips_the_action_probes() {
+        let obs = |action| Observation {
+            action,
+            ref_area: "LKA".into(),
+            time_period: "2024".into(),
+            dimensions: Vec::new(),
+            obs_value: Some(1.0),
+            obs_status: String::new(),
+            unit_measure: "PS".into(),
+            unit_mult: 0,
+            conf_status: String::new(),
+            footnote: String::new(),
+            source: String::new(),
+        };
+        let appends = [
+            obs(ObservationAction::Append),
+            obs(ObservationAction::Append),
+        ];
+        let fresh = [None, None];
+        assert!(!needs_action_probes(true, &appends, &fresh));
+        // Something of the node is in force: every key is probed.
+        assert!(needs_action_probes(false, &appends, &fresh));
+        // A repeated key: its second touch is probed as before.
+        assert!(needs_action_probes(true, &appends, &[None, Some(0)]));
+        // A revision needs a value in force: probed, so it is refused in the same words.
+        for action in [ObservationAction::Replace, ObservationAction::Delete] {
+            let mixed = [obs(ObservationAction::Append), obs(action)];
+            assert!(needs_action_probes(true, &mixed, &fresh));
+        }
     }
 
     #[test]

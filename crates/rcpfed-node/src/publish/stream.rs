@@ -25,7 +25,7 @@ use rcpfed_core::rejection::{Rejection, Violation};
 use rcpfed_core::statement::{ChunkManifest, ChunkRef, Observation};
 use rcpfed_core::validate::Findings;
 use rcpfed_core::{Digest, clock};
-use rcpfed_store::{SnapshotStaging, StoreError};
+use rcpfed_store::{SnapshotStaging, StoreError, snapshot_staging};
 use std::sync::Arc;
 
 /// Batches waiting between the gRPC stream and the checker: the stream waits (HTTP/2 flow
@@ -200,6 +200,8 @@ enum Actions {
     /// Against the mirror as it is at this node's head `head_seq`.
     Checking {
         head_seq: u64,
+        /// The mirror holds nothing of this indicator (of any node): appends need no probe.
+        nothing_in_force: bool,
     },
     Skipped(String),
     /// The indicator is not in the catalogue: refused for that, nothing to look up.
@@ -215,7 +217,12 @@ impl Actions {
         if !super::own_head_mirrored(cx.store.as_ref(), &cx.node_id, head_seq)? {
             return Ok(Actions::Skipped(super::actions_not_checked(head_seq)));
         }
-        Ok(Actions::Checking { head_seq })
+        let nothing_in_force =
+            snapshot_staging::nothing_in_force(cx.store.as_ref(), &cx.indicator)?;
+        Ok(Actions::Checking {
+            head_seq,
+            nothing_in_force,
+        })
     }
 
     /// Checks `batch` (the admission's current piece) against the mirror: `repeats` says
@@ -228,11 +235,14 @@ impl Actions {
         batch: &[Observation],
         repeats: &[Option<u64>],
     ) -> Result<(), StoreError> {
-        if !matches!(self, Actions::Checking { .. }) {
+        let Actions::Checking {
+            nothing_in_force, ..
+        } = self
+        else {
             return Ok(());
-        }
+        };
         let room = admission.action_room();
-        if room == 0 {
+        if room == 0 || !snapshot_staging::needs_action_probes(*nothing_in_force, batch, repeats) {
             return Ok(());
         }
         let found = cx
@@ -245,7 +255,7 @@ impl Actions {
 
     fn into_check(self, violations: Vec<Violation>, at_least: bool) -> ActionCheck {
         match self {
-            Actions::Checking { head_seq } => ActionCheck::Checked {
+            Actions::Checking { head_seq, .. } => ActionCheck::Checked {
                 head_seq,
                 violations,
                 at_least,
