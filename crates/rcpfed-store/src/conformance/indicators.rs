@@ -185,6 +185,7 @@ pub fn indicator_suite(new_target: &dyn Fn() -> Target) {
     hub_documents(&new_target());
     coherence_rows_in_one_read(&new_target());
     key_rule(&new_target());
+    nothing_in_force_is_asked_per_indicator(&new_target());
 }
 
 /// The test signing key of a node.
@@ -1992,4 +1993,19 @@ pub fn key_rule(t: &Target) {
         "an APPEND of an explicit key in force",
     );
     assert_eq!(v.applied_feed_size().unwrap(), 6);
+}
+
+/// The streamed snapshot's skip of the per-key action probes rests on this answer: "nothing"
+/// only while the view holds no version of the indicator from any node, and a key deleted
+/// since still counts as something (its tombstone is a version).
+pub fn nothing_in_force_is_asked_per_indicator(t: &Target) {
+    let v = &*t.view;
+    let nothing =
+        |indicator: &str| crate::snapshot_staging::nothing_in_force(v, indicator).unwrap();
+    assert!(nothing("IND"), "an empty view");
+    add_all(t, &history_feed()[..1]);
+    assert!(!nothing("IND"), "node-a's rows of IND");
+    assert!(nothing("OTHER"), "another indicator's view is still empty");
+    add_all(t, &history_feed()[1..3]);
+    assert!(!nothing("IND"), "LKA 2020 deleted, BGD 2020 in force");
 }
