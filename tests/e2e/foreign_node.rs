@@ -8,29 +8,17 @@
 //! with its own rules. So the spec and the proto are shown to be enough, at every commit.
 
 use crate::harness::{Cluster, FAST_COHERENCE, TIMEOUT};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-/// The venv Python with grpcio, grpcio-tools and cryptography: $RCPFED_PYTHON (scripts/test.sh
-/// sets it), else .tools/venv. Never skipped: without it the test fails.
-fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("RCPFED_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
-    assert!(
-        installed.is_file(),
-        "no Python with grpcio and cryptography: set RCPFED_PYTHON or run scripts/install-tools.sh"
-    );
-    installed
-}
 
 /// Runs the foreign node as `member` once; returns its summary (what it verified and
 /// published). Panics with its output unless it exits 0.
 async fn run_foreign_node(c: &Cluster, member: &str, run: u32) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../foreign/foreign_node.py");
     let summary = c.root().join(format!("foreign-{member}-{run}.json"));
-    let mut cmd = tokio::process::Command::new(python());
+    let mut cmd = tokio::process::Command::new(crate::harness::venv_python(
+        "grpcio, grpcio-tools and cryptography",
+    ));
     cmd.arg(&script)
         .args(["--hub", &format!("localhost:{}", c.hub_addr().port())])
         .arg("--pki")

@@ -1788,3 +1788,18 @@ impl Cluster {
         status
     }
 }
+
+/// The venv Python the tests' scripts run with: $RCPFED_PYTHON (scripts/test.sh sets it), else
+/// .tools/venv. Never skipped: without it the test fails, naming the packages (`needs`) it
+/// would have used.
+pub fn venv_python(needs: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os("RCPFED_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
+    assert!(
+        installed.is_file(),
+        "no Python with {needs}: set RCPFED_PYTHON or run scripts/install-tools.sh (it installs them into .tools/venv)"
+    );
+    installed
+}

@@ -296,24 +296,10 @@ async fn midwa_stored_at_hub(c: &Cluster) -> usize {
     .len()
 }
 
-/// The venv Python with pysdmx: $RCPFED_PYTHON (scripts/test.sh sets it), else the copy in
-/// .tools/venv. Never skipped: without it the test fails.
-fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("RCPFED_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
-    assert!(
-        installed.is_file(),
-        "no Python with pysdmx: set RCPFED_PYTHON or run scripts/test.sh (it installs pysdmx and sdmx1 into .tools/venv)"
-    );
-    installed
-}
-
 /// Runs a Python script with the venv's Python; returns its standard output; panics unless
 /// it exits 0.
 async fn run_python(script: &str, args: &[&Path]) -> String {
-    let mut cmd = tokio::process::Command::new(python());
+    let mut cmd = tokio::process::Command::new(crate::harness::venv_python("pysdmx and sdmx1"));
     cmd.arg("-c").arg(script).args(args).kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await

@@ -12,7 +12,6 @@
 use crate::harness::{Cluster, FAST_COHERENCE, TIMEOUT, describe};
 use rcpfed_proto::v1;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const INDICATOR: &str = "REMIT_INFLOW";
@@ -85,20 +84,6 @@ async fn records(c: &Cluster, q: &v1::ObservationQuery) -> Vec<v1::ObservationRe
         .await
         .unwrap_or_else(|s| panic!("QueryObservations: {}\n{}", describe(&s), c.logs()))
         .0
-}
-
-/// The venv Python with sdmx1, pysdmx and lxml ($RCPFED_PYTHON, else .tools/venv).
-fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("RCPFED_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let installed =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
-    assert!(
-        installed.is_file(),
-        "no Python with sdmx1 and pysdmx: set RCPFED_PYTHON or run scripts/test.sh"
-    );
-    installed
 }
 
 /// The client script: everything it reads, as one JSON object on stdout.
@@ -371,7 +356,8 @@ async fn sdmx_rest_is_read_by_sdmx1_and_pysdmx() {
     let base = format!("{}sdmx", hub.url());
     let node_base = format!("{}sdmx", c.node_http("colombo").url());
     let agency = "GFMD";
-    let mut cmd = tokio::process::Command::new(python());
+    let mut cmd =
+        tokio::process::Command::new(crate::harness::venv_python("sdmx1, pysdmx and lxml"));
     cmd.arg("-c")
         .arg(CLIENT)
         .args([&base, agency, INDICATOR, &node_base])
