@@ -214,8 +214,14 @@ impl ReportedValue {
         let observation = v
             .observation
             .ok_or_else(|| format!("{what} has no observation"))?;
-        let observation = Observation::from_proto(0, observation)
-            .map_err(|e| format!("{what}'s observation: {}", e.message))?;
+        let observation = Observation::from_proto(0, observation).map_err(|e| {
+            // The statement rules name the field as in a snapshot; here it is the report's.
+            let detail = e
+                .message
+                .strip_prefix("indicator_snapshot.observations[0].")
+                .unwrap_or(&e.message);
+            format!("{what}'s observation {detail}")
+        })?;
         let provenance = v
             .provenance
             .ok_or_else(|| format!("{what} has no provenance"))?;

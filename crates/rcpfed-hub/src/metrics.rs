@@ -208,7 +208,7 @@ impl HubMetrics {
         );
         registry.register(
             "rcpfed_hub_feed_pages_shared",
-            "Feed pages handed to a subscriber as another subscriber built them, without reading the store again",
+            "Feed pages handed to a subscriber as another subscriber built them (only the latest checkpoint is read again)",
             self.feed_pages_shared.clone(),
         );
     }

@@ -378,7 +378,7 @@ mod tests {
         ];
         let fresh = [None, None];
         assert!(!needs_action_probes(true, &appends, &fresh));
-        // Something of the node is in force: every key is probed.
+        // Something of the indicator is in the view: every key is probed.
         assert!(needs_action_probes(false, &appends, &fresh));
         // A repeated key: its second touch is probed as before.
         assert!(needs_action_probes(true, &appends, &[None, Some(0)]));

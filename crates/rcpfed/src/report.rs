@@ -277,8 +277,12 @@ pub async fn coherence(args: &CoherenceArgs) -> Result<ExitCode> {
         }
         Format::Csv => out.write_all(report_csv(&report).to_csv()?.as_bytes())?,
         Format::Json => {
-            // The protobuf JSON mapping of the signed message.
-            let json = crate::pbjson::coherence_report(&report.to_proto());
+            // The protobuf JSON mapping of the signed message, decoded from the signed
+            // bytes themselves (not rebuilt from the domain report).
+            let signed =
+                <v1::CoherenceReport as prost::Message>::decode(envelope.payload.as_slice())
+                    .context("the signed report does not decode")?;
+            let json = crate::pbjson::coherence_report(&signed);
             serde_json::to_writer_pretty(&mut out, &json)?;
             out.write_all(b"\n")?;
         }
