@@ -8,6 +8,7 @@ use crate::pool::{IDLE_READERS, ReaderPool};
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ const WAL_SIZE_LIMIT: i64 = 64 << 20;
 /// Longest pause between two checkpoints while commits keep coming; an idle store is
 /// checkpointed once after its last commit.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// Longest wait of [`Db::write_after_waiting`] for the callers ahead of it.
+const YIELD_AT_MOST: Duration = Duration::from_millis(500);
 
 /// Data work run after the SQL migrations, given the version the file had (0 when new).
 pub(crate) type Upgrade = fn(&Transaction<'_>, i64) -> Result<(), StoreError>;
@@ -78,6 +81,9 @@ pub(crate) struct Db {
     // Readers drop first so the writer closes last and checkpoints and removes the WAL file.
     readers: ReaderPool<Connection>,
     writer: Mutex<Connection>,
+    /// Callers of [`Db::write`] waiting for the writer: [`Db::write_after_waiting`] lets them
+    /// go first.
+    waiting_writers: AtomicUsize,
 }
 
 impl std::fmt::Debug for Db {
@@ -129,6 +135,7 @@ impl Db {
             path: path.to_path_buf(),
             readers: ReaderPool::new(readers),
             writer: Mutex::new(writer),
+            waiting_writers: AtomicUsize::new(0),
         })
     }
 
@@ -166,7 +173,39 @@ impl Db {
     ) -> Result<T, StoreError> {
         // A panic while holding the lock leaves the connection usable: the dropped
         // transaction rolled back.
-        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting_writers.fetch_add(1, Ordering::SeqCst);
+        let conn = self.writer.lock();
+        self.waiting_writers.fetch_sub(1, Ordering::SeqCst);
+        self.write_on(conn.unwrap_or_else(PoisonError::into_inner), f)
+    }
+
+    /// [`Db::write`] for background work that may come second: it first lets every caller
+    /// already waiting for the writer go (at most [`YIELD_AT_MOST`]), so a run of such
+    /// transactions (the pieces of a snapshot's view) never keeps a commit waiting for more
+    /// than one of them. (The writer's mutex is not fair: released and taken again at once,
+    /// it would usually go to the same thread.)
+    pub fn write_after_waiting<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let until = Instant::now() + YIELD_AT_MOST;
+        while self.waiting_writers.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.write_on(conn, f)
+    }
+
+    /// Whether a caller of [`Db::write`] is waiting for the writer.
+    pub fn writers_waiting(&self) -> bool {
+        self.waiting_writers.load(Ordering::SeqCst) > 0
+    }
+
+    fn write_on<T>(
+        &self,
+        mut conn: std::sync::MutexGuard<'_, Connection>,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
@@ -383,6 +422,57 @@ mod tests {
 
     fn count(db: &Db) -> Result<i64, StoreError> {
         db.read(|c| Ok(c.query_row("SELECT count(*) FROM blob", [], |r| r.get(0))?))
+    }
+
+    /// A background write (a piece of a snapshot's view) lets a commit that is already
+    /// waiting for the writer go first, although the writer's mutex is not fair.
+    #[test]
+    fn a_waiting_commit_goes_before_background_work() {
+        let (_dir, db) = open();
+        let db = Arc::new(db);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let holding = Arc::new(Barrier::new(2));
+        let release = Arc::new(Barrier::new(2));
+        let holder = {
+            let (db, holding, release) =
+                (Arc::clone(&db), Arc::clone(&holding), Arc::clone(&release));
+            std::thread::spawn(move || {
+                db.write(|_| {
+                    holding.wait();
+                    release.wait();
+                    Ok(())
+                })
+            })
+        };
+        holding.wait();
+        let commit = {
+            let (db, order) = (Arc::clone(&db), Arc::clone(&order));
+            std::thread::spawn(move || {
+                db.write(|_| {
+                    order.lock().unwrap().push("commit");
+                    Ok(())
+                })
+            })
+        };
+        while !db.writers_waiting() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let background = {
+            let (db, order) = (Arc::clone(&db), Arc::clone(&order));
+            std::thread::spawn(move || {
+                db.write_after_waiting(|_| {
+                    order.lock().unwrap().push("background");
+                    Ok(())
+                })
+            })
+        };
+        // The background writer is now polling behind the waiting commit.
+        std::thread::sleep(Duration::from_millis(20));
+        release.wait();
+        holder.join().unwrap().unwrap();
+        commit.join().unwrap().unwrap();
+        background.join().unwrap().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["commit", "background"]);
     }
 
     #[test]

@@ -4,16 +4,17 @@
 use crate::StoreError;
 use crate::db::{Db, Schema, constraint_message};
 use crate::hub::{LogNode, NewCheckpoint, NewEquivocation, StoredStatement};
-use crate::hub_sql::{self, HubBackend, StatementClash, view_cursor_sql};
+use crate::hub_sql::{self, HubBackend, StatementClash, ViewPiece, view_cursor_sql};
 use crate::indicator_queries;
 use crate::indicators_sql::{
     self, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_policy_coverage_sql,
     indicator_tables_sql,
 };
 use crate::sql::Lite;
-use crate::view_rows::Log;
+use crate::view_rows::{Log, PieceLimit, PieceStart};
 use rusqlite::Transaction;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Schema of the hub database. Append new migrations; never edit shipped ones.
 pub(crate) const HUB_SCHEMA: Schema = Schema {
@@ -124,6 +125,10 @@ fn upgrade_hub(tx: &Transaction<'_>, from_version: i64) -> Result<(), StoreError
 #[derive(Debug)]
 pub struct SqliteHubStore {
     pub(crate) db: Db,
+    /// The chunked snapshot whose view is being applied a piece per transaction, if any.
+    view_piece: Mutex<Option<ViewPiece>>,
+    /// Most observations per piece ([`hub_sql::VIEW_PIECE_MAX`]; smaller in tests).
+    pub(crate) view_piece_max: usize,
 }
 
 impl SqliteHubStore {
@@ -131,6 +136,8 @@ impl SqliteHubStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(SqliteHubStore {
             db: Db::open(path, &HUB_SCHEMA)?,
+            view_piece: Mutex::new(None),
+            view_piece_max: hub_sql::VIEW_PIECE_MAX,
         })
     }
 
@@ -207,6 +214,37 @@ impl HubBackend for SqliteHubStore {
         entry: &crate::view_rows::Entry<'_>,
     ) -> Result<(), StoreError> {
         indicators_sql::apply_entry(tx.0, Log::Hub, entry)
+    }
+
+    /// One writer: a commit waits for whatever view transaction runs, so a large snapshot's
+    /// view goes in a piece at a time.
+    fn view_pieces(&self) -> Option<&Mutex<Option<ViewPiece>>> {
+        Some(&self.view_piece)
+    }
+
+    fn commit_waiting(&self) -> bool {
+        self.db.writers_waiting()
+    }
+
+    fn view_piece_max(&self) -> usize {
+        self.view_piece_max
+    }
+
+    fn apply_view_piece(
+        tx: &mut Lite<'_>,
+        entry: &crate::view_rows::Entry<'_>,
+        from: PieceStart,
+        limit: &PieceLimit<'_>,
+    ) -> Result<Option<PieceStart>, StoreError> {
+        indicators_sql::apply_piece(tx.0, Log::Hub, entry, from, limit)
+    }
+
+    /// Yields to a commit waiting for the writer between two pieces of a snapshot's view.
+    fn view_write_tx<T: Send>(
+        &self,
+        f: impl for<'c> FnOnce(&mut Lite<'c>) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.db.write_after_waiting(|tx| f(&mut Lite(tx)))
     }
 }
 

@@ -35,18 +35,35 @@ const CONFLICT_FETCH: usize = 512;
 /// back on `observations_key` read every version of an area and period per candidate: minutes
 /// at a million observations.) A key has at most one version in force per node, so count(*)
 /// counts nodes.
+/// The view's rows readers see: those of entries up to the view cursor. The hub's SQLite
+/// store writes a large snapshot's rows a piece per transaction before the cursor passes it
+/// (`hub_sql::VIEW_PIECE_OBSERVATIONS`), and no query shows them until it does. (The node's
+/// `view_cursor` is a view of its mirror's head: it applies each entry as it stores it.) In
+/// the searches by key the term is written `+feed_index`, so that the planner keeps searching
+/// the index of the versions in force by the whole key rather than `observations_key` by a
+/// range of feed indexes.
+macro_rules! applied_rows {
+    () => {
+        "feed_index <= (SELECT applied_through FROM view_cursor WHERE id = 1)"
+    };
+}
+
 pub(crate) const CONFLICT_CANDIDATES: Query = query!(concat!(
     "SELECT ",
     observation_columns!(),
     " FROM (SELECT v.indicator, v.ref_area, v.time_period, v.dims
            FROM (SELECT indicator, ref_area, time_period, dims FROM observations
-                 WHERE superseded_at_ms IS NULL
+                 WHERE superseded_at_ms IS NULL AND ",
+    applied_rows!(),
+    "
                  GROUP BY indicator, ref_area, time_period, dims
                  HAVING count(*) > 1) c
            JOIN observations v
              ON v.indicator = c.indicator AND v.ref_area = c.ref_area
             AND v.time_period = c.time_period AND v.dims = c.dims
-           WHERE v.superseded_at_ms IS NULL AND v.action != 3
+           WHERE v.superseded_at_ms IS NULL AND v.action != 3 AND +v.",
+    applied_rows!(),
+    "
            GROUP BY v.indicator, v.ref_area, v.time_period, v.dims
            HAVING count(*) > 1
               AND (min(v.obs_value) IS DISTINCT FROM max(v.obs_value)
@@ -54,16 +71,20 @@ pub(crate) const CONFLICT_CANDIDATES: Query = query!(concat!(
                    OR min(v.unit_measure) != max(v.unit_measure)
                    OR count(v.obs_value) NOT IN (0, count(*)))) k
      JOIN observations o USING (indicator, ref_area, time_period, dims)
-     WHERE o.superseded_at_ms IS NULL AND o.action != 3
+     WHERE o.superseded_at_ms IS NULL AND o.action != 3 AND +o.",
+    applied_rows!(),
+    "
      ORDER BY o.indicator, o.ref_area, o.time_period, o.dims, o.node_id"
 ));
 
-const COVERAGE: Query = query!(
+const COVERAGE: Query = query!(concat!(
     "SELECT node_id, indicator, ref_area, min(time_period), max(time_period), count(*)
-     FROM observations WHERE superseded_at_ms IS NULL AND action != 3
+     FROM observations WHERE superseded_at_ms IS NULL AND action != 3 AND ",
+    applied_rows!(),
+    "
      GROUP BY node_id, indicator, ref_area
      ORDER BY node_id, indicator, ref_area"
-);
+));
 /// Coverage per node: objective 0 counts the node's documents, objective k the documents that
 /// address GCM objective k (see [`apply_policy`]).
 const POLICY_COVERAGE: Query = query!(
@@ -94,7 +115,9 @@ const ALL_DOCUMENTS: i64 = 0;
 const REVISIONS: Query = query!(concat!(
     "SELECT ",
     observation_columns!(),
-    " FROM observations WHERE feed_index > $1 AND action IN (2, 3)
+    " FROM observations WHERE feed_index > $1 AND action IN (2, 3) AND ",
+    applied_rows!(),
+    "
       ORDER BY feed_index, position LIMIT $2"
 ));
 /// The version a REPLACE or DELETE superseded: its key's latest earlier version.
@@ -106,8 +129,10 @@ pub(crate) const PREDECESSOR: Query = query!(concat!(
         AND node_id = $4 AND dims = $5 AND (feed_index, position) < ($6, $7)
       ORDER BY feed_index DESC, position DESC LIMIT 1"
 ));
-const COUNT_REVISIONS: Query =
-    query!("SELECT count(*) FROM observations WHERE feed_index > $1 AND action IN (2, 3)");
+const COUNT_REVISIONS: Query = query!(concat!(
+    "SELECT count(*) FROM observations WHERE feed_index > $1 AND action IN (2, 3) AND ",
+    applied_rows!()
+));
 
 const MIRROR_CURSOR: Query = query!("SELECT coalesce(max(feed_index), 0) FROM mirror");
 /// Two index probes (one per kind) on the log's kind index.
@@ -296,6 +321,7 @@ pub(crate) fn observation_query(
         q.term(lists.nodes, FilterArg::List(filter.node_ids.clone()));
     }
     version_terms(&mut q, filter);
+    q.sql.push_str(concat!(" AND ", applied_rows!()));
     if let Some((feed_index, position)) = after {
         let feed_index = q.arg(FilterArg::Integer(bound(feed_index)));
         let position = q.arg(FilterArg::Integer(bound(position)));

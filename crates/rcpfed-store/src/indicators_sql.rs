@@ -14,7 +14,7 @@ use crate::indicators::{
     RevisionRows,
 };
 use crate::sql::{Dialect, Lite, Query, Sql, SqlRow, query};
-use crate::view_rows::{Entry, Log, action_code, in_force};
+use crate::view_rows::{Entry, Log, PieceLimit, PieceStart, action_code, in_force};
 use rcpfed_core::Digest;
 use rcpfed_core::admission::actions::{self, ActionScope};
 use rcpfed_core::chunks;
@@ -339,8 +339,37 @@ pub(crate) fn apply_to_view(
     log: Log,
     entry: &Entry<'_>,
 ) -> Result<(), StoreError> {
+    apply_part(tx, log, entry, None).map(|_| ())
+}
+
+/// Applies a piece of a chunked snapshot's view (SQLite): its observations from `from` on,
+/// until `limit` ends the piece. Returns where the next piece starts, or None once the last
+/// observation is applied. The caller runs each piece in a transaction of its own, and only
+/// for a snapshot whose rows no later piece supersedes from outside the snapshot (see
+/// `hub_sql::applies_in_pieces`).
+pub(crate) fn apply_piece(
+    tx: &Connection,
+    log: Log,
+    entry: &Entry<'_>,
+    from: PieceStart,
+    limit: &PieceLimit<'_>,
+) -> Result<Option<PieceStart>, StoreError> {
+    apply_part(&mut Lite(tx), log, entry, Some((from, limit)))
+}
+
+/// Observations applied between two looks at [`PieceLimit::yield_now`]: a commit that starts
+/// waiting waits for at most this many (a few milliseconds on SQLite).
+const PIECE_BATCH: usize = 500;
+
+/// [`apply_to_view`], or with `piece` only a piece of a chunked snapshot (see [`apply_piece`]).
+fn apply_part(
+    tx: &mut impl ViewWriter,
+    log: Log,
+    entry: &Entry<'_>,
+    piece: Option<(PieceStart, &PieceLimit<'_>)>,
+) -> Result<Option<PieceStart>, StoreError> {
     if !entry.changes_view() {
-        return Ok(());
+        return Ok(None);
     }
     let statement = entry.statement()?;
     if statement.header.node_id != entry.node_id {
@@ -353,10 +382,10 @@ pub(crate) fn apply_to_view(
         Body::Indicators(snapshot) if entry.kind == DocumentKind::IndicatorSnapshot.as_str() => {
             let rule = key_rule_before(tx, log, Some(entry.feed_index))?;
             let defaults = rule.defaults(&snapshot.indicator).to_vec();
-            apply_snapshot(tx, entry, snapshot, &defaults)
+            apply_snapshot(tx, entry, snapshot, &defaults, piece)
         }
         Body::Policy(policy) if entry.kind == DocumentKind::PolicySummary.as_str() => {
-            indicator_queries::apply_policy(tx, entry, &policy.gcm_objectives)
+            indicator_queries::apply_policy(tx, entry, &policy.gcm_objectives).map(|()| None)
         }
         other => Err(entry.conflict(format!(
             "its body is a {}, not a {}",
@@ -368,18 +397,25 @@ pub(crate) fn apply_to_view(
 
 const CHUNK_BYTES: Query = query!("SELECT bytes FROM chunks WHERE sha256 = $1");
 
+/// Applies a snapshot's observations, all of them, or with `piece` those from its start on
+/// until its limit ends the piece (see [`apply_piece`]).
 fn apply_snapshot(
     tx: &mut impl ViewWriter,
     entry: &Entry<'_>,
     snapshot: &IndicatorSnapshot,
     defaults: &[(String, String)],
-) -> Result<(), StoreError> {
+    piece: Option<(PieceStart, &PieceLimit<'_>)>,
+) -> Result<Option<PieceStart>, StoreError> {
+    let (from, limit) = match piece {
+        Some((from, limit)) => (from, Some(limit)),
+        None => (PieceStart::default(), None),
+    };
     let mut applier = Applier {
         entry,
         indicator: &snapshot.indicator,
         defaults,
         feed_index: db::int(entry.feed_index, "feed index")?,
-        position: 0,
+        position: from.position,
         tolerated: 0,
         periods: HashMap::new(),
     };
@@ -388,25 +424,67 @@ fn apply_snapshot(
             applier.apply(tx, batch)?;
         }
         applier.note_tolerated();
-        return Ok(());
+        return Ok(None);
     };
     if !snapshot.observations.is_empty() {
         return Err(entry.conflict("it carries both inline observations and chunks"));
     }
     chunks::check_manifest(manifest).map_err(|e| entry.conflict(e))?;
-    for (index, chunk) in manifest.chunks.iter().enumerate() {
-        let bytes = tx.first(&CHUNK_BYTES, &[&&chunk.sha256.0[..]], |r| r.blob(0))?;
-        let Some(bytes) = bytes else {
-            return Err(entry.conflict(format!("chunk {index} ({}) is not staged", chunk.sha256)));
+    let batch_size = if limit.is_some() {
+        PIECE_BATCH
+    } else {
+        APPLY_BATCH
+    };
+    let mut applied = 0usize;
+    let mut skip = from.applied_in_chunk;
+    let mut decoded = from.decoded;
+    for (index, chunk) in manifest.chunks.iter().enumerate().skip(from.chunk) {
+        let observations = match decoded.take() {
+            Some(observations) => observations,
+            None => {
+                let bytes = tx.first(&CHUNK_BYTES, &[&&chunk.sha256.0[..]], |r| r.blob(0))?;
+                let Some(bytes) = bytes else {
+                    return Err(
+                        entry.conflict(format!("chunk {index} ({}) is not staged", chunk.sha256))
+                    );
+                };
+                Arc::new(
+                    chunks::decode_chunk(manifest, index, &bytes).map_err(|e| entry.conflict(e))?,
+                )
+            }
         };
-        let observations =
-            chunks::decode_chunk(manifest, index, &bytes).map_err(|e| entry.conflict(e))?;
-        for batch in observations.chunks(APPLY_BATCH) {
+        let rest = observations.get(skip..).unwrap_or_default();
+        for (i, batch) in rest.chunks(batch_size).enumerate() {
             applier.apply(tx, batch)?;
+            applied += batch.len();
+            let done_in_chunk = skip + (i * batch_size) + batch.len();
+            let more = done_in_chunk < observations.len() || index + 1 < manifest.chunks.len();
+            let ends =
+                |l: &PieceLimit<'_>| applied >= l.max || (applied >= l.min && (l.yield_now)());
+            if more && limit.is_some_and(ends) {
+                applier.note_tolerated();
+                let next = if done_in_chunk < observations.len() {
+                    PieceStart {
+                        chunk: index,
+                        applied_in_chunk: done_in_chunk,
+                        position: applier.position,
+                        decoded: Some(Arc::clone(&observations)),
+                    }
+                } else {
+                    PieceStart {
+                        chunk: index + 1,
+                        applied_in_chunk: 0,
+                        position: applier.position,
+                        decoded: None,
+                    }
+                };
+                return Ok(Some(next));
+            }
         }
+        skip = 0;
     }
     applier.note_tolerated();
-    Ok(())
+    Ok(None)
 }
 
 /// Where a key's version in force is, while a batch is ruled on.

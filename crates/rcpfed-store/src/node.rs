@@ -326,6 +326,11 @@ pub(crate) const NODE_SCHEMA: Schema = Schema {
         // Filled for the statements stored before it by `upgrade_node`.
         "ALTER TABLE own_statements ADD COLUMN chunked INTEGER NOT NULL DEFAULT 0 \
          CHECK (chunked IN (0, 1));",
+        // The view's cursor under the hub's name, so the shared queries read only the rows
+        // applied (see `indicator_queries::applied_rows`): the node applies each mirrored
+        // entry in the transaction that stores it, so its view is at the mirror's head.
+        "CREATE VIEW view_cursor (id, applied_through) AS
+             SELECT 1, coalesce(max(feed_index), 0) FROM mirror;",
     ],
     upgrade: Some(upgrade_node),
 };

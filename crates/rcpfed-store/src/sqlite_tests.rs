@@ -100,6 +100,98 @@ fn node_chunks_stored_with_own_statement() {
     );
 }
 
+/// On SQLite a commit waits for any view transaction, so a large snapshot of an indicator the
+/// view holds nothing of is applied a piece per transaction: a commit goes through between
+/// two pieces, readers see none of the snapshot until its last piece moves the view cursor,
+/// and a store reopened half-way (a stopped process) applies it again from its start, with no
+/// row twice.
+#[test]
+fn a_large_snapshot_view_goes_in_pieces_that_readers_never_see_half_of() {
+    let paths = Paths::new();
+    let path = paths.fresh();
+    // 3 chunks of 2 500, in pieces of 2 000: the second piece ends in chunk 1.
+    let n = 7_500;
+    let observations = indicators::chunked_observations(n);
+    let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(&observations, 2_500);
+    assert_eq!(chunks.len(), 3);
+    let staged: Vec<_> = manifest
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .zip(chunks)
+        .collect();
+    let large =
+        indicators::snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
+    let visible = |hub: &SqliteHubStore| {
+        let rows = hub
+            .query_observations(&indicators::filter("IND"), None, 10_000)
+            .unwrap()
+            .len();
+        let covered: u64 = hub
+            .coverage()
+            .unwrap()
+            .iter()
+            .map(|c| c.observation_count)
+            .sum();
+        (rows, covered, hub.applied_feed_size().unwrap())
+    };
+    let rows_stored = |hub: &SqliteHubStore| -> i64 {
+        hub.db
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM observations", [], |r| r.get(0))?))
+            .unwrap()
+    };
+    {
+        // Pieces of at most 2 000 (in the hub, a piece also ends when a commit waits).
+        let mut hub = SqliteHubStore::open(&path).unwrap();
+        hub.view_piece_max = 2_000;
+        hub.stage_chunks(&staged).unwrap();
+        hub.append(&[large.stored()], &[], &[], &[], None).unwrap();
+        assert_eq!(
+            hub.apply_view_step().unwrap(),
+            0,
+            "one piece, the cursor stays"
+        );
+        assert_eq!(rows_stored(&hub), 2_000, "a piece is written");
+        assert_eq!(visible(&hub), (0, 0, 0), "and no reader sees them");
+        // A commit between two pieces: stored, its view left to the applier (in order).
+        let policy = indicators::policy_entry(2, "node-b", 1, "node-b/doc", 1, &[5], 2_000);
+        hub.append(&[policy.stored()], &[], &[], &[], None).unwrap();
+        assert_eq!(hub.applied_feed_size().unwrap(), 0);
+        assert_eq!(hub.apply_view_step().unwrap(), 0);
+        assert_eq!(rows_stored(&hub), 4_000);
+        assert_eq!(visible(&hub), (0, 0, 0));
+        // The process stops here, half-way through chunk 1.
+    }
+    let mut hub = SqliteHubStore::open(&path).unwrap();
+    hub.view_piece_max = 2_000;
+    assert_eq!(visible(&hub), (0, 0, 0));
+    let mut steps = 0;
+    while hub.applied_feed_size().unwrap() < 2 {
+        hub.apply_view_step().unwrap();
+        steps += 1;
+        assert!(steps <= 6, "the view never caught up");
+    }
+    // Started over: four pieces for the snapshot, then the policy summary.
+    assert_eq!(steps, 5);
+    assert_eq!(rows_stored(&hub), i64::try_from(n).unwrap(), "no row twice");
+    assert_eq!(visible(&hub), (n, n as u64, 2));
+    assert_eq!(hub.policy_coverage().unwrap().len(), 1);
+    // A later snapshot of the same indicator may supersede these rows: one transaction.
+    let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(&observations[..5_000], 2_500);
+    let staged: Vec<_> = manifest
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .zip(chunks)
+        .collect();
+    hub.stage_chunks(&staged).unwrap();
+    let other =
+        indicators::snapshot_entry(3, "node-b", 2, 1, "IND", Vec::new(), Some(manifest), 3_000);
+    hub.append(&[other.stored()], &[], &[], &[], None).unwrap();
+    assert_eq!(hub.apply_view_step().unwrap(), 3);
+    assert_eq!(rows_stored(&hub), i64::try_from(n + 5_000).unwrap());
+}
+
 /// A thread that appends `entries` snapshots of node-a to `store`, one a feed entry: LKA 2020
 /// appended, then replaced by each later entry.
 fn spawn_lka_writer(store: &Arc<SqliteHubStore>, entries: u64) -> std::thread::JoinHandle<()> {
@@ -282,12 +374,12 @@ fn newer_schema_is_refused() {
     }
     let node = paths.fresh();
     drop(SqliteNodeStore::open(&node).unwrap());
-    set_user_version(&node, 8);
+    set_user_version(&node, 9);
     assert!(matches!(
         SqliteNodeStore::open(&node),
         Err(StoreError::SchemaTooNew {
-            found: 8,
-            supported: 7
+            found: 9,
+            supported: 8
         })
     ));
 }
@@ -1236,6 +1328,10 @@ fn indicator_queries_use_indexes() {
         "{steps:#?}"
     );
     for step in &steps {
+        // The view cursor, read once per query (the rows readers see end there).
+        if step.contains("SEARCH view_cursor USING INTEGER PRIMARY KEY") {
+            continue;
+        }
         let reads_table = step.contains("observations");
         let uses_in_force = step.contains("observations_in_force");
         let by_key = step.contains(
@@ -1279,6 +1375,110 @@ fn thread_cpu_ms() -> u64 {
         .filter_map(|f| f.parse::<u64>().ok())
         .sum();
     ticks * 10
+}
+
+/// How long commits wait while a large snapshot's view is applied: the view in one
+/// transaction (as before issue 11's pieces) against a piece per transaction, on two fresh
+/// stores in one run, with a policy summary committed every 5 ms meanwhile. Run with
+/// `RCPFED_COMMIT_WAIT_N=1000000 cargo test -p rcpfed-store --release -- --ignored --nocapture commit_wait_behind_a_snapshot_view`.
+#[test]
+#[ignore = "performance measurement"]
+fn commit_wait_behind_a_snapshot_view() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let n: usize = std::env::var("RCPFED_COMMIT_WAIT_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let observations = indicators::chunked_observations(n);
+    let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(
+        &observations,
+        rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK,
+    );
+    let staged: Vec<_> = manifest
+        .chunks
+        .iter()
+        .map(|c| c.sha256)
+        .zip(chunks)
+        .collect();
+    let large =
+        indicators::snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
+    let paths = Paths::new();
+    for pieces in [false, true] {
+        let hub = Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap());
+        hub.stage_chunks(&staged).unwrap();
+        hub.append(&[large.stored()], &[], &[], &[], None).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let applier = {
+            let (hub, done, large) = (Arc::clone(&hub), Arc::clone(&done), large.stored());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                if pieces {
+                    while hub.applied_feed_size().unwrap() < 1 {
+                        hub.apply_view_step().unwrap();
+                    }
+                } else {
+                    let entry = crate::view_rows::Entry {
+                        node_id: &large.node_id,
+                        kind: &large.kind,
+                        digest: &large.digest,
+                        document: &large.document,
+                        revision: large.revision,
+                        feed_index: large.feed_index,
+                        accepted_at_ms: large.accepted_at_ms,
+                        envelope: &large.envelope,
+                        statement: None,
+                    };
+                    hub.db
+                        .write(|tx| {
+                            crate::indicators_sql::apply_entry(
+                                tx,
+                                crate::view_rows::Log::Hub,
+                                &entry,
+                            )
+                        })
+                        .unwrap();
+                }
+                done.store(true, Ordering::SeqCst);
+                started.elapsed()
+            })
+        };
+        let mut waits = Vec::new();
+        let mut feed_index = 1;
+        while !done.load(Ordering::SeqCst) {
+            feed_index += 1;
+            let seq = feed_index - 1;
+            let policy = indicators::policy_entry(
+                feed_index,
+                "node-b",
+                seq,
+                &format!("node-b/doc-{seq}"),
+                1,
+                &[5],
+                2_000,
+            );
+            let started = Instant::now();
+            hub.append(&[policy.stored()], &[], &[], &[], None).unwrap();
+            waits.push(started.elapsed());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let applied_in = applier.join().unwrap();
+        waits.sort();
+        let at = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize];
+        println!(
+            "{}: {n} observations applied in {applied_in:?}; {} commits meanwhile, \
+             wait p50 {:?}, p99 {:?}, max {:?}",
+            if pieces {
+                "a piece per transaction"
+            } else {
+                "one transaction"
+            },
+            waits.len(),
+            at(0.5),
+            at(0.99),
+            waits[waits.len() - 1]
+        );
+    }
 }
 
 /// The coherence report's store calls at the size of the `snapshot` benchmark: a large

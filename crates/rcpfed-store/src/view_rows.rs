@@ -253,3 +253,23 @@ impl ConflictCollector {
         (self.out, self.total)
     }
 }
+
+/// Where the next piece of a chunked snapshot's view starts, when the view is applied a piece
+/// per transaction: a chunk, how many of its observations are applied, and the position of
+/// the next one in the whole snapshot; with the chunk's observations once decoded, so a chunk
+/// split over several pieces is read and decoded once.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PieceStart {
+    pub chunk: usize,
+    pub applied_in_chunk: usize,
+    pub position: i64,
+    pub decoded: Option<std::sync::Arc<Vec<rcpfed_core::statement::Observation>>>,
+}
+
+/// When a piece of a snapshot's view ends: after `max` observations, or after `min` or more,
+/// at the end of a batch, once `yield_now` says a commit is waiting for the writer.
+pub(crate) struct PieceLimit<'a> {
+    pub min: usize,
+    pub max: usize,
+    pub yield_now: &'a (dyn Fn() -> bool + Sync),
+}
