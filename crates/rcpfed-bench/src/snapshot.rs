@@ -118,7 +118,12 @@ pub(crate) async fn spawn(
         .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
         .arg("--addr-file")
         .arg(&addr_file)
-        .env("RCPFED_LOG", "warn")
+        // RCPFED_BENCH_LOG: what the processes log to `<dir>/<role>.log` (with --dir), e.g.
+        // "warn,rcpfed_hub::ingest=debug" for each step of the hub's view applier.
+        .env(
+            "RCPFED_LOG",
+            std::env::var("RCPFED_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&log)?));
     if let Some(hub) = hub_endpoint {

@@ -1413,6 +1413,7 @@ fn commit_wait_behind_a_snapshot_view() {
             let (hub, done, large) = (Arc::clone(&hub), Arc::clone(&done), large.stored());
             std::thread::spawn(move || {
                 let started = Instant::now();
+                let cpu = thread_cpu_ms();
                 if pieces {
                     while hub.applied_feed_size().unwrap() < 1 {
                         hub.apply_view_step().unwrap();
@@ -1440,11 +1441,16 @@ fn commit_wait_behind_a_snapshot_view() {
                         .unwrap();
                 }
                 done.store(true, Ordering::SeqCst);
-                started.elapsed()
+                (started.elapsed(), thread_cpu_ms() - cpu)
             })
         };
         let mut waits = Vec::new();
         let mut feed_index = 1;
+        // RCPFED_COMMIT_WAIT_IDLE=1: no commits meanwhile (what the pieces cost by themselves).
+        let idle = std::env::var("RCPFED_COMMIT_WAIT_IDLE").is_ok_and(|v| v == "1");
+        while idle && !done.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         while !done.load(Ordering::SeqCst) {
             feed_index += 1;
             let seq = feed_index - 1;
@@ -1462,12 +1468,20 @@ fn commit_wait_behind_a_snapshot_view() {
             waits.push(started.elapsed());
             std::thread::sleep(Duration::from_millis(5));
         }
-        let applied_in = applier.join().unwrap();
+        let (applied_in, cpu_ms) = applier.join().unwrap();
+        if waits.is_empty() {
+            println!(
+                "{}: {n} observations applied in {applied_in:?} ({cpu_ms} ms of the applying \
+                 thread's CPU), no commits meanwhile",
+                if pieces { "pieces" } else { "one transaction" }
+            );
+            continue;
+        }
         waits.sort();
         let at = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize];
         println!(
-            "{}: {n} observations applied in {applied_in:?}; {} commits meanwhile, \
-             wait p50 {:?}, p99 {:?}, max {:?}",
+            "{}: {n} observations applied in {applied_in:?} ({cpu_ms} ms of the applying \
+             thread's CPU); {} commits meanwhile, wait p50 {:?}, p99 {:?}, max {:?}",
             if pieces {
                 "a piece per transaction"
             } else {
