@@ -424,16 +424,8 @@ fn measure<S: HubStore + IndicatorStore>(name: &str, store: &S, n: usize) {
         COMMITS as f64 / commits.as_secs_f64(),
     );
     let observations = indicators::chunked_observations(n);
-    let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(
-        &observations,
-        rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK,
-    );
-    let staged: Vec<_> = manifest
-        .chunks
-        .iter()
-        .map(|c| c.sha256)
-        .zip(chunks)
-        .collect();
+    let (manifest, staged) =
+        indicators::chunks_of(&observations, rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK);
     let entry = indicators::snapshot_entry(
         COMMITS + 1,
         "node-a",

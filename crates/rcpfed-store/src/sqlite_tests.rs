@@ -112,14 +112,8 @@ fn a_large_snapshot_view_goes_in_pieces_that_readers_never_see_half_of() {
     // 3 chunks of 2 500, in pieces of 2 000: the second piece ends in chunk 1.
     let n = 7_500;
     let observations = indicators::chunked_observations(n);
-    let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(&observations, 2_500);
-    assert_eq!(chunks.len(), 3);
-    let staged: Vec<_> = manifest
-        .chunks
-        .iter()
-        .map(|c| c.sha256)
-        .zip(chunks)
-        .collect();
+    let (manifest, staged) = indicators::chunks_of(&observations, 2_500);
+    assert_eq!(staged.len(), 3);
     let large =
         indicators::snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
     let visible = |hub: &SqliteHubStore| {
@@ -177,13 +171,7 @@ fn a_large_snapshot_view_goes_in_pieces_that_readers_never_see_half_of() {
     assert_eq!(visible(&hub), (n, n as u64, 2));
     assert_eq!(hub.policy_coverage().unwrap().len(), 1);
     // A later snapshot of the same indicator may supersede these rows: one transaction.
-    let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(&observations[..5_000], 2_500);
-    let staged: Vec<_> = manifest
-        .chunks
-        .iter()
-        .map(|c| c.sha256)
-        .zip(chunks)
-        .collect();
+    let (manifest, staged) = indicators::chunks_of(&observations[..5_000], 2_500);
     hub.stage_chunks(&staged).unwrap();
     let other =
         indicators::snapshot_entry(3, "node-b", 2, 1, "IND", Vec::new(), Some(manifest), 3_000);
@@ -1044,16 +1032,8 @@ fn key_rule_rates() {
                 o
             })
             .collect();
-        let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(
-            &observations,
-            rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK,
-        );
-        let staged: Vec<_> = manifest
-            .chunks
-            .iter()
-            .map(|c| c.sha256)
-            .zip(chunks)
-            .collect();
+        let (manifest, staged) =
+            indicators::chunks_of(&observations, rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK);
         let catalogue =
             indicators::hub_document_entry(1, "hub/catalogue", 1, crate::CATALOGUE_KIND, 500);
         hub.append(&[catalogue.stored()], &[], &[], &[], None)
@@ -1140,16 +1120,8 @@ fn apply_rate() {
         .unwrap_or(1_000_000);
     let hub = Arc::new(SqliteHubStore::open(&paths.fresh()).unwrap());
     let observations = indicators::chunked_observations(n);
-    let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(
-        &observations,
-        rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK,
-    );
-    let staged: Vec<_> = manifest
-        .chunks
-        .iter()
-        .map(|c| c.sha256)
-        .zip(chunks)
-        .collect();
+    let (manifest, staged) =
+        indicators::chunks_of(&observations, rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK);
     let entry =
         indicators::snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
     let start = Instant::now();
@@ -1391,16 +1363,8 @@ fn commit_wait_behind_a_snapshot_view() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let observations = indicators::chunked_observations(n);
-    let (manifest, chunks) = rcpfed_core::chunks::encode_chunks(
-        &observations,
-        rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK,
-    );
-    let staged: Vec<_> = manifest
-        .chunks
-        .iter()
-        .map(|c| c.sha256)
-        .zip(chunks)
-        .collect();
+    let (manifest, staged) =
+        indicators::chunks_of(&observations, rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK);
     let large =
         indicators::snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
     let paths = Paths::new();
@@ -1574,14 +1538,8 @@ fn coherence_rate() {
     let mut feed_index = 0;
     let mut add = |node: &str, obs: Vec<Observation>| {
         feed_index += 1;
-        let (manifest, chunks) =
-            rcpfed_core::chunks::encode_chunks(&obs, rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK);
-        let staged: Vec<_> = manifest
-            .chunks
-            .iter()
-            .map(|c| c.sha256)
-            .zip(chunks)
-            .collect();
+        let (manifest, staged) =
+            indicators::chunks_of(&obs, rcpfed_core::chunks::OBSERVATIONS_PER_CHUNK);
         hub.stage_chunks(&staged).unwrap();
         let entry = indicators::snapshot_entry(
             feed_index,

@@ -1479,7 +1479,7 @@ pub fn chunked_snapshot(t: &Target) {
 }
 
 /// Chunks (SHA-256, bytes) of `observations` cut `per_chunk` at a time, and the manifest.
-fn chunks_of(
+pub fn chunks_of(
     observations: &[Observation],
     per_chunk: usize,
 ) -> (ChunkManifest, Vec<(Digest, Vec<u8>)>) {
