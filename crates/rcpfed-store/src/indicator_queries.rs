@@ -24,6 +24,19 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Rows fetched per round trip while the conflict candidates stream (PostgreSQL).
 const CONFLICT_FETCH: usize = 512;
 
+/// The view's rows readers see: those of entries up to the view cursor. The hub's SQLite
+/// store writes a large snapshot's rows a piece per transaction before the cursor passes it
+/// (`hub_sql::apply_view_step`), and no query shows them until it does. (The node's
+/// `view_cursor` is a view of its mirror's head: it applies each entry as it stores it.) In
+/// the searches by key the term is written `+feed_index`, so that the planner keeps searching
+/// the index of the versions in force by the whole key rather than `observations_key` by a
+/// range of feed indexes.
+macro_rules! applied_rows {
+    () => {
+        "feed_index <= (SELECT applied_through FROM view_cursor WHERE id = 1)"
+    };
+}
+
 /// Candidate conflicts: keys reported by more than one node among the versions in force
 /// (tombstones excluded) whose raw values, multipliers or units are not all equal, with the
 /// versions in force of each, ordered by key then node. The exact comparison of the scaled
@@ -35,19 +48,6 @@ const CONFLICT_FETCH: usize = 512;
 /// back on `observations_key` read every version of an area and period per candidate: minutes
 /// at a million observations.) A key has at most one version in force per node, so count(*)
 /// counts nodes.
-/// The view's rows readers see: those of entries up to the view cursor. The hub's SQLite
-/// store writes a large snapshot's rows a piece per transaction before the cursor passes it
-/// (`hub_sql::VIEW_PIECE_OBSERVATIONS`), and no query shows them until it does. (The node's
-/// `view_cursor` is a view of its mirror's head: it applies each entry as it stores it.) In
-/// the searches by key the term is written `+feed_index`, so that the planner keeps searching
-/// the index of the versions in force by the whole key rather than `observations_key` by a
-/// range of feed indexes.
-macro_rules! applied_rows {
-    () => {
-        "feed_index <= (SELECT applied_through FROM view_cursor WHERE id = 1)"
-    };
-}
-
 pub(crate) const CONFLICT_CANDIDATES: Query = query!(concat!(
     "SELECT ",
     observation_columns!(),
