@@ -1,6 +1,7 @@
 //! A large snapshot's view is applied in the background (issue 11): the receipt does not wait
 //! for it, readers see it all or not at all (`feed_size` says how far the view is), a SIGKILL of
-//! the hub during the apply loses nothing, and another member's statement is not held up by it.
+//! the hub during the apply loses nothing, and another member's statement is not held up by it,
+//! at the hub nor in a node's mirror.
 
 use crate::harness::{Cluster, MigStock, RawNode, TIMEOUT, describe, undated_states};
 use rcpfed_core::chunks::encode_chunks;
@@ -76,8 +77,18 @@ fn of_node(node: &str) -> v1::ObservationQuery {
 
 /// One page of the hub's view: (`feed_size`, records on it).
 async fn hub_view(c: &Cluster, query: &v1::ObservationQuery, page_size: i32) -> (u64, usize) {
+    view_at(c, "hub", query, page_size).await
+}
+
+/// One page of the view at `at` (the hub or a node): (`feed_size`, records on it).
+async fn view_at(
+    c: &Cluster,
+    at: &str,
+    query: &v1::ObservationQuery,
+    page_size: i32,
+) -> (u64, usize) {
     let page = c
-        .indicators("hub")
+        .indicators(at)
         .await
         .query_observations(v1::QueryObservationsRequest {
             query: Some(query.clone()),
@@ -191,4 +202,53 @@ async fn another_members_statement_does_not_wait_for_a_snapshot_view() {
         "the view is applied through the small statement too"
     );
     assert!(assert_all_or_nothing(&c, "colombo", index, N).await);
+}
+
+/// A node's mirror stores a large snapshot once its chunks are fetched and goes on with the
+/// feed while its own view applier applies the snapshot's view: a statement sent after the
+/// snapshot reaches the node's mirror before the node's view reaches the snapshot, and the
+/// node's readers see the snapshot all or nothing. (Before, the mirror applied the whole view
+/// in the transaction that stored the snapshot, and every later entry waited for it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_mirror_goes_on_while_a_large_snapshot_view_is_applied() {
+    const N: usize = 100_000;
+    let c = Cluster::start(&["colombo", "abu-dhabi"]).await;
+    let mut raw = RawNode::connect(&c, "colombo").await;
+    let index = send_large_snapshot(&c, &mut raw, N).await;
+    let policy = raw.policy("sent after the large snapshot");
+    raw.accept(&policy).await;
+    let after = c
+        .hub_statements_of("colombo")
+        .await
+        .pop()
+        .expect("the statement is stored")
+        .feed_index;
+    assert!(after > index);
+    // Every sample: the node's view shows the snapshot entirely or not at all.
+    let mut mirrored_ahead_of_view = false;
+    assert_eventually!(
+        c,
+        TIMEOUT * 3,
+        {
+            let mirrored = c.node_status("abu-dhabi").await.feed_cursor;
+            let (feed_size, records) = view_at(&c, "abu-dhabi", &of_node("colombo"), 1).await;
+            if feed_size < index {
+                assert_eq!(records, 0, "feed_size {feed_size}: no part of the snapshot");
+            }
+            if mirrored >= after && feed_size < index {
+                mirrored_ahead_of_view = true;
+            }
+            feed_size >= after
+        },
+        "the node's view is applied through the statement after the snapshot"
+    );
+    assert!(
+        mirrored_ahead_of_view,
+        "the statement after the snapshot was mirrored before the snapshot's view was applied"
+    );
+    let (all, _) = c
+        .query_observations("abu-dhabi", &of_node("colombo"), 10_000)
+        .await
+        .expect("query");
+    assert_eq!(all.len(), N, "the whole snapshot at the node");
 }

@@ -805,6 +805,10 @@ struct Timed {
     mirror_catch_up: Duration,
     report_catch_up: Duration,
     hub_rss_after_report: Option<(f64, f64)>,
+    /// When the large node's own mirror stored the snapshot (from the start).
+    node_mirrored_at: Duration,
+    /// When that node's view had applied it (from the start).
+    node_view_at: Duration,
 }
 
 /// The timed rcpfed path: the CSV streamed to the large node until the hub has stored and
@@ -822,6 +826,7 @@ async fn timed_path(
         hub_rpc,
         hub_ix,
         big_node,
+        big_ix: fed_big_ix,
         ..
     } = fed;
     let (csv, plan) = (&input.csv, &input.plan);
@@ -844,6 +849,15 @@ async fn timed_path(
     )
     .await?;
     let indicator = plan.indicator.clone();
+    // The node's own mirror of it, from here on: stored (once its chunks are fetched back from
+    // the hub), then applied to the node's view in the background.
+    let node_mirror_task = tokio::spawn(poll_node_mirror(
+        big_node.clone(),
+        fed_big_ix.clone(),
+        indicator.clone(),
+        feed_index,
+        start,
+    ));
     // The hub applies a snapshot's observations in the transaction that stores it, so `stored_at`
     // is also when it is applied; this confirms that the indicator view answers with it.
     let visible_task = tokio::spawn(poll_visible(
@@ -865,6 +879,12 @@ async fn timed_path(
     )
     .await?;
     let commits_after = hub_commits(dir);
+    let (node_mirrored_at, node_view_at) = join_watched(
+        "the node's mirror storing and applying the snapshot",
+        &mut [&mut *hub, &mut *big],
+        node_mirror_task,
+    )
+    .await?;
     let hub_rss = rss_mb(hub.pid());
     let node_rss = rss_mb(big.pid());
     let hub_db = pki.join("data/gfmd/hub.sqlite");
@@ -889,6 +909,8 @@ async fn timed_path(
         mirror_catch_up,
         report_catch_up,
         hub_rss_after_report,
+        node_mirrored_at,
+        node_view_at,
     })
 }
 
@@ -980,6 +1002,35 @@ async fn poll_delivered(
             if s.outbox_delivered >= seq {
                 return Ok(start.elapsed());
             }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls the node until its mirror holds the entry at `feed_index` (`GetNodeStatus`) and its
+/// indicator view has applied it (`QueryObservations`' feed size); gives when each was first
+/// seen (from `start`). The mirror stores a chunked snapshot without its view and goes on
+/// with the feed; the node's view applier follows.
+async fn poll_node_mirror(
+    mut node: NodeServiceClient<Channel>,
+    mut ix: IndicatorServiceClient<Channel>,
+    indicator: String,
+    feed_index: u64,
+    start: Instant,
+) -> (Duration, Duration) {
+    let mut mirrored = None;
+    loop {
+        if mirrored.is_none()
+            && let Ok(s) = node.get_node_status(v1::GetNodeStatusRequest {}).await
+            && s.into_inner().feed_cursor >= feed_index
+        {
+            mirrored = Some(start.elapsed());
+        }
+        if let Some(n) = applied_feed_size(&mut ix, &indicator).await
+            && n >= feed_index
+        {
+            let viewed = start.elapsed();
+            return (mirrored.unwrap_or(viewed), viewed);
         }
         tokio::time::sleep(POLL).await;
     }
@@ -1543,6 +1594,12 @@ fn print_memory_and_catch_up(timed: &Timed, hub_rss_end: Option<(f64, f64)>) {
     println!(
         "hub database {:.0} MB, node database {:.0} MB (with WAL)",
         timed.hub_db_mb, timed.node_db_mb
+    );
+    println!(
+        "the {BIG_NODE} node's own mirror: stored the snapshot at {:.2} s (the hub stored it at {:.2} s), its view applied it at {:.2} s",
+        secs(timed.node_mirrored_at),
+        secs(timed.stored_at),
+        secs(timed.node_view_at)
     );
     println!(
         "after the timed part: the {BIG_NODE} mirror applied it {:.2} s later, the coherence report covered it {:.2} s after that",

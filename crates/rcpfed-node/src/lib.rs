@@ -11,6 +11,7 @@ pub mod own_chain;
 pub mod publish;
 pub mod registry;
 mod service;
+pub mod view;
 pub mod witness;
 
 use rcpfed_core::keys::SecretKey;
@@ -1038,10 +1039,10 @@ struct Mirroring {
     catalogue: catalogue::CatalogueInForce,
 }
 
-/// The node's work besides answering RPCs: sending the outbox, mirroring the feed, witnessing
-/// checkpoints and reporting the hub link.
+/// The node's work besides answering RPCs: sending the outbox, mirroring the feed, applying
+/// the indicator view, witnessing checkpoints and reporting the hub link.
 struct BackgroundTasks {
-    tasks: [(&'static str, tokio::task::JoinHandle<()>); 4],
+    tasks: [(&'static str, tokio::task::JoinHandle<()>); 5],
 }
 
 impl BackgroundTasks {
@@ -1077,6 +1078,7 @@ impl BackgroundTasks {
             channel.clone(),
             shutdown.clone(),
         ));
+        let view_wake = Arc::new(tokio::sync::Notify::new());
         let mirror = mirror::Mirror {
             node_id: roles.node_id.to_string(),
             own_chain: mirroring.own_chain,
@@ -1087,8 +1089,15 @@ impl BackgroundTasks {
             registry: mirroring.registry,
             catalogue: mirroring.catalogue,
             call_timeout: hub_link.call_timeout,
+            view_wake: Arc::clone(&view_wake),
         };
         let mirror_task = tokio::spawn(mirror::run(mirror, channel.clone(), shutdown.clone()));
+        let view_task = tokio::spawn(view::run(
+            Arc::clone(roles.store),
+            Arc::clone(roles.state),
+            view_wake,
+            shutdown.clone(),
+        ));
         let witness_task = tokio::spawn(witness::run(
             Arc::clone(roles.witness),
             channel,
@@ -1100,6 +1109,7 @@ impl BackgroundTasks {
             tasks: [
                 ("outbox", outbox_task),
                 ("mirror", mirror_task),
+                ("indicator view", view_task),
                 ("witness", witness_task),
                 ("hub link", link_task),
             ],

@@ -5,8 +5,8 @@
 //! Entries are node statements, registry versions (handed to [`crate::registry`]), and the
 //! hub's own documents: catalogue versions (verified against the catalogue in force, then put
 //! in force once stored) and coherence reports. A large snapshot's chunks are fetched from
-//! the hub and checked against its signed manifest before the snapshot is stored, because the
-//! store applies its observations in the same transaction. Verified node statements are stored
+//! the hub and checked against its signed manifest before the snapshot is stored; its
+//! observations reach the indicator view afterwards ([`crate::view`]). Verified node statements are stored
 //! in batches, one transaction each, as the stream delivers them (at most [`MAX_BATCH`] or
 //! [`MAX_BATCH_BYTES`], and never ahead of a registry, catalogue or coherence entry, which are
 //! stored one at a time).
@@ -182,6 +182,9 @@ pub struct Mirror {
     /// Bound on each call to the hub and on opening each stream (a stream that then goes
     /// silent is caught by the channel's keepalive pings).
     pub call_timeout: Duration,
+    /// Told each time entries are stored: the view applier ([`crate::view`]) applies what
+    /// the store left to it.
+    pub view_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Why an entry was not mirrored; the stream stops and the entry is retried, never skipped.
@@ -474,6 +477,7 @@ impl Mirror {
         match tokio::task::spawn_blocking(move || store.mirror_insert_batch(&batch)).await {
             Ok(Ok(())) => {
                 tracing::debug!(first, last, "mirrored");
+                self.view_wake.notify_one();
                 Ok(())
             }
             Ok(Err(e)) => Err((first, Failure::Store(e.to_string()))),
@@ -611,7 +615,10 @@ impl Mirror {
     async fn insert(&self, m: MirroredStatement) -> Result<(), Failure> {
         let store = Arc::clone(&self.store);
         match tokio::task::spawn_blocking(move || store.mirror_insert(&m)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                self.view_wake.notify_one();
+                Ok(())
+            }
             Ok(Err(e)) => Err(Failure::Store(e.to_string())),
             Err(e) => Err(Failure::Store(format!("mirror task failed: {e}"))),
         }

@@ -190,7 +190,8 @@ fn many_appends(n: usize) -> Vec<Observation> {
     out
 }
 
-/// Mirrors the node's own statement `seq` as the hub would feed it back at `feed_index`.
+/// Mirrors the node's own statement `seq` as the hub would feed it back at `feed_index`, and
+/// applies the view.
 fn mirror_own(store: &Arc<dyn NodeStorage>, seq: u64, feed_index: u64) {
     let own = store
         .list_own(u64::MAX, 1000)
@@ -214,6 +215,10 @@ fn mirror_own(store: &Arc<dyn NodeStorage>, seq: u64, feed_index: u64) {
             decoded: rcpfed_store::DecodedStatement::default(),
         })
         .unwrap();
+    // As the view applier does: a chunked snapshot is stored before its view is applied.
+    while store.applied_feed_size().unwrap() < store.mirror_cursor().unwrap() {
+        store.apply_view_step().unwrap();
+    }
 }
 
 #[tokio::test]

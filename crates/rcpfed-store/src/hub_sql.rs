@@ -10,11 +10,14 @@ use crate::hub::{
     StoredFlag, StoredStatement,
 };
 use crate::sql::{Param, Query, Sql, SqlRow, query};
-use crate::view_rows::{Entry, PieceLimit, PieceStart};
+use crate::view_rows::{Entry, PieceLimit, PieceStart, entry_of_stored};
+use crate::view_step::{self, InlineView, Pieces, StoredEntry, ViewPiece, ViewSteps};
 use crate::{ChunkSource, DecodedStatement, HubLease, StoreError};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
+use rcpfed_core::statement::Statement;
 use std::fmt::Write as _;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The view cursor (hub version 7 on SQLite, 4 on PostgreSQL; the same text for both): how far
@@ -115,8 +118,6 @@ const STATEMENT_BY_NODE_SEQ: Query = query!(concat!(
     statement_columns!(),
     " FROM statements WHERE node_id = $1 AND seq = $2"
 ));
-const VIEW_CURSOR: Query = query!("SELECT applied_through FROM view_cursor WHERE id = 1");
-const SET_VIEW_CURSOR: Query = query!("UPDATE view_cursor SET applied_through = $1 WHERE id = 1");
 const STATEMENT_BY_FEED_INDEX: Query = query!(concat!(
     "SELECT ",
     statement_columns!(),
@@ -259,110 +260,16 @@ pub(crate) fn last_feed_index(tx: &mut impl Sql) -> Result<u64, StoreError> {
     tx.one(&LAST_FEED_INDEX, &[], |row| row.u64(0))
 }
 
-/// The view cursor: every entry up to this feed index is applied to the indicator view, none
-/// after it. It equals [`last_feed_index`] except while the background applier works through
-/// the entries a commit left to it (see [`insert_statements_and_view`]).
-pub(crate) fn view_applied_through(tx: &mut impl Sql) -> Result<u64, StoreError> {
-    tx.one(&VIEW_CURSOR, &[], |row| row.u64(0))
-}
-
-fn set_view_applied_through(tx: &mut impl Sql, feed_index: u64) -> Result<(), StoreError> {
-    tx.exec(&SET_VIEW_CURSOR, &[&int(feed_index, "view cursor")?])?;
-    Ok(())
-}
-
-/// Whether an entry's view is left to the background applier: a chunked indicator snapshot,
-/// whose observations can run to millions (applying them in the commit would hold every other
-/// member's statements for seconds). An entry that does not decode is applied inline, where
-/// the apply step refuses it in plain words.
-pub(crate) fn applied_in_background(entry: &Entry<'_>) -> bool {
-    with_background_manifest(entry, |_| ()).is_some()
-}
-
-/// Whether a chunked snapshot's view may be applied in pieces: it has more than one chunk and
-/// the view holds nothing of its indicator from before it ([`INDICATOR_IN_VIEW`]).
-fn applies_in_pieces(tx: &mut impl Sql, entry: &Entry<'_>) -> Result<bool, StoreError> {
-    use rcpfed_core::statement::Body;
-    let statement = entry.statement()?;
-    let Body::Indicators(snapshot) = &statement.body else {
-        return Ok(false);
-    };
-    if snapshot.chunks.as_ref().is_none_or(|m| m.chunks.len() < 2) {
-        return Ok(false);
-    }
-    let feed_index = int(entry.feed_index, "feed index")?;
-    Ok(!tx.exists(&INDICATOR_IN_VIEW, &[&snapshot.indicator, &feed_index])?)
-}
-
-/// `f` of the chunk manifest of an entry applied in the background (see
-/// [`applied_in_background`]); None for any other entry.
-fn with_background_manifest<T>(
-    entry: &Entry<'_>,
-    f: impl FnOnce(&rcpfed_core::statement::ChunkManifest) -> T,
-) -> Option<T> {
-    use rcpfed_core::statement::{Body, DocumentKind};
-    if entry.kind != DocumentKind::IndicatorSnapshot.as_str() {
-        return None;
-    }
-    match &entry.statement().ok()?.body {
-        Body::Indicators(snapshot) => snapshot.chunks.as_ref().map(f),
-        Body::Policy(_) => None,
-    }
-}
-
 /// The apply step's view of a stored statement, with the decoded statement it carries.
 fn entry_of(st: &StoredStatement) -> Entry<'_> {
-    Entry {
-        node_id: &st.node_id,
-        kind: &st.kind,
-        digest: &st.digest,
-        document: &st.document,
-        revision: st.revision,
-        feed_index: st.feed_index,
-        accepted_at_ms: st.accepted_at_ms,
-        envelope: &st.envelope,
-        statement: st.decoded.get(),
-    }
-}
-
-const CHUNK_LENGTH: Query = Query::per_dialect(
-    "SELECT length(bytes) FROM chunks WHERE sha256 = ?1",
-    "SELECT octet_length(bytes)::bigint FROM chunks WHERE sha256 = $1",
-);
-
-/// Refuses a snapshot stored without its view unless every chunk of its manifest is stored
-/// with the manifest's length: the view applier and the mirrors read them from here later.
-/// (The apply step checks each chunk's hash again as it decodes it.)
-fn check_chunks_stored(
-    tx: &mut impl Sql,
-    entry: &Entry<'_>,
-    manifest: &rcpfed_core::statement::ChunkManifest,
-) -> Result<(), StoreError> {
-    for (index, chunk) in manifest.chunks.iter().enumerate() {
-        let stored = tx.first(&CHUNK_LENGTH, &[&&chunk.sha256.0[..]], |row| row.u64(0))?;
-        match stored {
-            None => {
-                return Err(
-                    entry.conflict(format!("chunk {index} ({}) is not stored", chunk.sha256))
-                );
-            }
-            Some(length) if length != u64::from(chunk.byte_length) => {
-                return Err(entry.conflict(format!(
-                    "chunk {index} ({}) is stored with {length} bytes, the manifest says {}",
-                    chunk.sha256, chunk.byte_length
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
+    entry_of_stored!(st)
 }
 
 /// Inserts accepted statements like [`insert_statements`] and applies each to the view in the
 /// same transaction with `apply`, as long as the view is current: from the first chunked
 /// snapshot on (or from the start, when the view already lags the log), entries are stored
 /// only and the view cursor stays behind; the background applier ([`HubStore::apply_view_step`])
-/// applies them in feed order afterwards. Readers see the view up to the cursor.
+/// applies them in feed order afterwards (see [`crate::view_step`]).
 pub(crate) fn insert_statements_and_view<S: Sql>(
     tx: &mut S,
     statements: &[StoredStatement],
@@ -372,24 +279,12 @@ pub(crate) fn insert_statements_and_view<S: Sql>(
     if statements.is_empty() {
         return Ok(());
     }
-    let applied = view_applied_through(tx)?;
-    let mut current = applied == last_feed_index(tx)?;
-    let mut through = applied;
+    let head = last_feed_index(tx)?;
+    let mut view = InlineView::start(tx, head)?;
     insert_statements(tx, statements, clash, |tx, entry| {
-        if let Some(stored) = with_background_manifest(entry, |m| check_chunks_stored(tx, entry, m))
-        {
-            stored?;
-            current = false;
-        }
-        if current {
-            apply(tx, entry)?;
-            through = entry.feed_index;
-        }
-        Ok(())
+        view.entry(tx, entry, &mut apply)
     })?;
-    if through != applied {
-        set_view_applied_through(tx, through)?;
-    }
+    view.finish(tx)?;
     Ok(())
 }
 
@@ -680,7 +575,7 @@ pub(crate) trait HubBackend: Send + Sync + 'static {
 
     /// Most observations of a piece ([`PieceLimit::max`]).
     fn view_piece_max(&self) -> usize {
-        VIEW_PIECE_MAX
+        view_step::VIEW_PIECE_MAX
     }
 
     /// One piece of a chunked snapshot's view, from `from` on, until `limit` ends it: where
@@ -699,38 +594,53 @@ pub(crate) trait HubBackend: Send + Sync + 'static {
     }
 }
 
-/// A chunked snapshot whose view is applied in pieces, and where its next piece starts.
-#[derive(Clone, Debug)]
-pub(crate) struct ViewPiece {
-    feed_index: u64,
-    next: PieceStart,
+/// The hub's stored statements and apply steps, for the background applier's [`view_step::step`].
+struct HubSteps<B>(PhantomData<B>);
+
+impl StoredEntry for StoredStatement {
+    fn entry(&self) -> Entry<'_> {
+        entry_of(self)
+    }
+
+    fn hold_decoded(&mut self, statement: Arc<Statement>) {
+        self.decoded = DecodedStatement::of(statement);
+    }
 }
 
-/// Most entries the background applier applies in one transaction (small ones; a chunked
-/// snapshot always gets a transaction of its own).
-const VIEW_STEP_ENTRIES: u64 = 256;
+impl<'c, B: HubBackend> ViewSteps<B::Conn<'c>> for HubSteps<B> {
+    type Stored = StoredStatement;
 
-/// Fewest observations of a piece before it ends for a waiting commit: each transaction
-/// writes the index pages it touched to the WAL again, so smaller pieces make the whole apply
-/// slower. Measured with a commit every ~5 ms during a million-observation apply
-/// (`commit_wait_behind_a_snapshot_view`): pieces of ~600 took 2.2 × the one transaction's
-/// time and commits waited at most 39 ms; pieces of at least 4 000, 1.5 × and 111 ms; one
-/// transaction, 11 s.
-pub(crate) const VIEW_PIECE_MIN: usize = 4_000;
+    fn next_after(
+        &self,
+        tx: &mut B::Conn<'c>,
+        after: u64,
+    ) -> Result<Option<StoredStatement>, StoreError> {
+        // The log has no gaps: the entry after the cursor is there.
+        let index = int(after + 1, "feed index")?;
+        tx.first(&STATEMENT_BY_FEED_INDEX, &[&index], statement_from_row)?
+            .map(Some)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "feed entry {} is missing below the feed head",
+                    after + 1
+                ))
+            })
+    }
 
-/// Most observations of a piece when a snapshot's view is applied in pieces (about 1–2 s of
-/// work on SQLite): with no commit waiting, a million observations take ten transactions, so
-/// the WAL is checkpointed between them and does not grow with the snapshot.
-pub(crate) const VIEW_PIECE_MAX: usize = 100_000;
+    fn apply_entry(&self, tx: &mut B::Conn<'c>, entry: &Entry<'_>) -> Result<(), StoreError> {
+        B::apply_view_entry(tx, entry)
+    }
 
-/// Whether the view holds any row of the indicator from before `feed_index`: if not, nothing
-/// a snapshot at `feed_index` applies supersedes a row outside it, so its rows can be written
-/// a piece per transaction while readers, who see nothing past the view cursor, see none of
-/// them until the last piece moves the cursor (see [`HubBackend::view_pieces`]).
-const INDICATOR_IN_VIEW: Query =
-    query!("SELECT 1 FROM observations WHERE indicator = $1 AND feed_index < $2 LIMIT 1");
-/// The rows of a snapshot whose pieces a stopped process left behind: its apply starts over.
-const FORGET_PIECES: Query = query!("DELETE FROM observations WHERE feed_index = $1");
+    fn apply_piece(
+        &self,
+        tx: &mut B::Conn<'c>,
+        entry: &Entry<'_>,
+        from: PieceStart,
+        limit: &PieceLimit<'_>,
+    ) -> Result<Option<PieceStart>, StoreError> {
+        B::apply_view_piece(tx, entry, from, limit)
+    }
+}
 
 impl<B: HubBackend> HubStore for B {
     fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
@@ -803,70 +713,17 @@ impl<B: HubBackend> HubStore for B {
         let pieces = self.view_pieces();
         let resumed = pieces.and_then(|p| p.lock().unwrap_or_else(PoisonError::into_inner).clone());
         let (through, next_piece) = self.view_write_tx(|tx| {
-            // The head first, then the cursor: on a backend where this runs beside the
-            // commits, a commit in between that applied its own entries moved the cursor
-            // past them too, so nothing here is applied twice.
-            let last = last_feed_index(tx)?;
-            let start = view_applied_through(tx)?;
-            let mut through = start;
-            let mut next_piece = None;
-            while through < last && through.saturating_sub(start) < VIEW_STEP_ENTRIES {
-                let index = int(through + 1, "feed index")?;
-                let mut st = tx
-                    .first(&STATEMENT_BY_FEED_INDEX, &[&index], statement_from_row)?
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "feed entry {} is missing below the feed head {last}",
-                            through + 1
-                        ))
-                    })?;
-                // Decoded once, for both the choice below and the apply step.
-                let stored = entry_of(&st);
-                if stored.changes_view() {
-                    let statement = stored.statement()?.into_owned();
-                    st.decoded = DecodedStatement::of(Arc::new(statement));
-                }
-                let entry = entry_of(&st);
-                let large = applied_in_background(&entry);
-                // A chunked snapshot gets a transaction of its own, or one per piece: readers
-                // see all of it or none, and the small entries before it are not held back.
-                if large && through > start {
-                    break;
-                }
-                if large && pieces.is_some() && applies_in_pieces(tx, &entry)? {
-                    let from = match &resumed {
-                        Some(p) if p.feed_index == entry.feed_index => p.next.clone(),
-                        _ => {
-                            tx.exec(&FORGET_PIECES, &[&index])?;
-                            PieceStart::default()
-                        }
-                    };
-                    let limit = PieceLimit {
-                        min: VIEW_PIECE_MIN,
-                        max: self.view_piece_max(),
-                        yield_now: &|| self.commit_waiting(),
-                    };
-                    match B::apply_view_piece(tx, &entry, from, &limit)? {
-                        Some(next) => {
-                            next_piece = Some(ViewPiece {
-                                feed_index: entry.feed_index,
-                                next,
-                            });
-                        }
-                        None => through += 1,
-                    }
-                    break;
-                }
-                B::apply_view_entry(tx, &entry)?;
-                through += 1;
-                if large {
-                    break;
-                }
-            }
-            if through != start {
-                set_view_applied_through(tx, through)?;
-            }
-            Ok((through, next_piece))
+            // The head first, then the cursor (read by the step): on a backend where this
+            // runs beside the commits, a commit in between that applied its own entries moved
+            // the cursor past them too, so nothing here is applied twice.
+            let head = last_feed_index(tx)?;
+            let commit_waiting = || self.commit_waiting();
+            let pieces = pieces.map(|_| Pieces {
+                resumed,
+                max: self.view_piece_max(),
+                commit_waiting: &commit_waiting,
+            });
+            view_step::step(tx, &HubSteps::<B>(PhantomData), head, pieces)
         })?;
         // Only once the piece is committed: a failed one is applied again from the same start.
         if let Some(pieces) = pieces {

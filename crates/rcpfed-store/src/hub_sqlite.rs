@@ -4,7 +4,7 @@
 use crate::StoreError;
 use crate::db::{Db, Schema, constraint_message};
 use crate::hub::{LogNode, NewCheckpoint, NewEquivocation, StoredStatement};
-use crate::hub_sql::{self, HubBackend, StatementClash, ViewPiece, view_cursor_sql};
+use crate::hub_sql::{self, HubBackend, StatementClash, view_cursor_sql};
 use crate::indicator_queries;
 use crate::indicators_sql::{
     self, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_policy_coverage_sql,
@@ -12,6 +12,7 @@ use crate::indicators_sql::{
 };
 use crate::sql::Lite;
 use crate::view_rows::{Log, PieceLimit, PieceStart};
+use crate::view_step::{self, ViewPiece};
 use rusqlite::Transaction;
 use std::path::Path;
 use std::sync::Mutex;
@@ -127,7 +128,7 @@ pub struct SqliteHubStore {
     pub(crate) db: Db,
     /// The chunked snapshot whose view is being applied a piece per transaction, if any.
     view_piece: Mutex<Option<ViewPiece>>,
-    /// Most observations per piece ([`hub_sql::VIEW_PIECE_MAX`]; smaller in tests).
+    /// Most observations per piece ([`view_step::VIEW_PIECE_MAX`]; smaller in tests).
     pub(crate) view_piece_max: usize,
 }
 
@@ -137,7 +138,7 @@ impl SqliteHubStore {
         Ok(SqliteHubStore {
             db: Db::open(path, &HUB_SCHEMA)?,
             view_piece: Mutex::new(None),
-            view_piece_max: hub_sql::VIEW_PIECE_MAX,
+            view_piece_max: view_step::VIEW_PIECE_MAX,
         })
     }
 

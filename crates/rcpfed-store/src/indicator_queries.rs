@@ -8,7 +8,6 @@
 
 use crate::StoreError;
 use crate::db::{bound, int, key, limit};
-use crate::hub_sql;
 use crate::indicators::{
     ConflictRows, CoverageData, HubDocument, ObservationCursor, ObservationFilter,
     ObservationProvenance, ObservationRow, PolicyCoverageData, RevisionRows, dimension_key,
@@ -17,6 +16,7 @@ use crate::sql::{Dialect, Query, Sql, SqlRow, query};
 use crate::view_rows::{
     ConflictCollector, Entry, Log, action_from_code, observation_columns, parse_dims,
 };
+use crate::view_step;
 use rcpfed_core::Digest;
 use rcpfed_core::statement::Observation;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,8 +26,7 @@ const CONFLICT_FETCH: usize = 512;
 
 /// The view's rows readers see: those of entries up to the view cursor. The hub's SQLite
 /// store writes a large snapshot's rows a piece per transaction before the cursor passes it
-/// (`hub_sql::apply_view_step`), and no query shows them until it does. (The node's
-/// `view_cursor` is a view of its mirror's head: it applies each entry as it stores it.) In
+/// (`view_step::step`), and no query shows them until it does; so does the node's. In
 /// the searches by key the term is written `+feed_index`, so that the planner keeps searching
 /// the index of the versions in force by the whole key rather than `observations_key` by a
 /// range of feed indexes.
@@ -134,7 +133,6 @@ const COUNT_REVISIONS: Query = query!(concat!(
     applied_rows!()
 ));
 
-const MIRROR_CURSOR: Query = query!("SELECT coalesce(max(feed_index), 0) FROM mirror");
 /// Two index probes (one per kind) on the log's kind index.
 const LAST_CONTENT: [Query; 2] = [
     query!(
@@ -388,14 +386,11 @@ fn version_terms(q: &mut FilterQuery, filter: &ObservationFilter) {
     }
 }
 
-/// Highest feed index applied to the view: every entry up to it is, none after it. The node
-/// applies each mirrored entry as it stores it; the hub may store a chunked snapshot (and the
-/// entries after it) before its background applier has applied them.
-pub(crate) fn applied_feed_size(tx: &mut impl Sql, log: Log) -> Result<u64, StoreError> {
-    match log {
-        Log::Hub => hub_sql::view_applied_through(tx),
-        Log::Node => tx.one(&MIRROR_CURSOR, &[], |row| row.u64(0)),
-    }
+/// Highest feed index applied to the view: every entry up to it is, none after it. Hub and
+/// node store a chunked snapshot (and the entries after it) before their background applier
+/// has applied them (see [`crate::view_step`]).
+pub(crate) fn applied_feed_size(tx: &mut impl Sql) -> Result<u64, StoreError> {
+    view_step::view_applied_through(tx)
 }
 
 /// The keys whose versions in force disagree (at most `max` listed) and how many there are.

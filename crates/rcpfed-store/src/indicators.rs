@@ -3,9 +3,10 @@
 //!
 //! Architecture invariant: the hub store and the node store fill these tables with the SAME
 //! code (the private `indicators_sql` module), inside the same transaction that stores the statement (the hub's
-//! `append`, the node's `mirror_insert`), in feed order. Given the same feed, hub and nodes
-//! therefore answer every query identically, and a view never lags the statements it is built
-//! from.
+//! `append`, the node's `mirror_insert`), in feed order; a chunked snapshot, and the entries
+//! stored after it, in the background applier's transactions instead (`view_step`), readers
+//! seeing the view up to its cursor. Given the same feed, hub and nodes therefore answer every
+//! query identically at the same feed size.
 //!
 //! Observation identity: (publishing node, indicator, REF_AREA, TIME_PERIOD, dimensions). The
 //! dimensions are kept in canonical form: `ID=VALUE` pairs sorted by id, joined by `;` (empty

@@ -975,14 +975,13 @@ pub(crate) fn revisions_since(
 /// exactly where this one's end.
 pub(crate) fn coherence_rows(
     conn: &Connection,
-    log: Log,
     revisions_after: u64,
     limit: usize,
 ) -> Result<CoherenceRows, StoreError> {
     let tx = conn.unchecked_transaction()?;
     let mut read = Lite(&tx);
     let rows = CoherenceRows {
-        feed_size: indicator_queries::applied_feed_size(&mut read, log)?,
+        feed_size: indicator_queries::applied_feed_size(&mut read)?,
         conflicts: indicator_queries::conflicts(&mut read, limit)?,
         coverage: indicator_queries::coverage(&mut read)?,
         policy_coverage: indicator_queries::policy_coverage(&mut read)?,
@@ -1003,14 +1002,13 @@ pub(crate) fn has_chunks(conn: &Connection, sha256s: &[Digest]) -> Result<Vec<bo
 /// A page of observations and the applied feed size, in one read transaction.
 pub(crate) fn query_observations_at(
     conn: &Connection,
-    log: Log,
     filter: &ObservationFilter,
     after: Option<ObservationCursor>,
     limit: usize,
 ) -> Result<(Vec<ObservationRow>, u64), StoreError> {
     let tx = conn.unchecked_transaction()?;
     let rows = query_observations(&tx, filter, after, limit)?;
-    let feed_size = indicator_queries::applied_feed_size(&mut Lite(&tx), log)?;
+    let feed_size = indicator_queries::applied_feed_size(&mut Lite(&tx))?;
     tx.commit()?;
     Ok((rows, feed_size))
 }
@@ -1056,13 +1054,13 @@ macro_rules! impl_indicator_store {
                 limit: usize,
             ) -> Result<(Vec<$crate::indicators::ObservationRow>, u64), $crate::StoreError> {
                 self.db.read(|conn| {
-                    $crate::indicators_sql::query_observations_at(conn, $log, filter, after, limit)
+                    $crate::indicators_sql::query_observations_at(conn, filter, after, limit)
                 })
             }
 
             fn applied_feed_size(&self) -> Result<u64, $crate::StoreError> {
                 self.db.read(|conn| {
-                    $crate::indicator_queries::applied_feed_size(&mut $crate::sql::Lite(conn), $log)
+                    $crate::indicator_queries::applied_feed_size(&mut $crate::sql::Lite(conn))
                 })
             }
 
@@ -1106,7 +1104,7 @@ macro_rules! impl_indicator_store {
                 limit: usize,
             ) -> Result<$crate::indicators::CoherenceRows, $crate::StoreError> {
                 self.db.read(|conn| {
-                    $crate::indicators_sql::coherence_rows(conn, $log, revisions_after, limit)
+                    $crate::indicators_sql::coherence_rows(conn, revisions_after, limit)
                 })
             }
 

@@ -33,6 +33,7 @@ mod pool;
 pub mod snapshot_staging;
 mod sql;
 mod view_rows;
+mod view_step;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

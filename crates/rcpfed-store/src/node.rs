@@ -9,13 +9,16 @@ use crate::indicators_sql::{
     indicator_tables_sql,
 };
 use crate::sql::{Lite, Param, Params, Sql, SqlRow};
-use crate::view_rows::{Entry, Log};
+use crate::view_rows::{Entry, Log, PieceLimit, PieceStart, entry_of_stored};
+use crate::view_step::{self, InlineView, Pieces, StoredEntry, ViewPiece, ViewSteps};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
+use rcpfed_core::statement::Statement;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Where an own statement is in its delivery to the hub.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -198,7 +201,7 @@ pub trait NodeStore: Send + Sync + 'static {
     fn list_own(&self, before_seq: u64, limit: usize) -> Result<Vec<OwnStatement>, StoreError>;
     /// Own statements per delivery state.
     fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
-    /// Inserts a verified mirrored statement and applies it to the indicator view in the same transaction (a snapshot breaking an action rule or missing a staged chunk → StoreError::Conflict, nothing written). Its chunks are staged first with [`crate::IndicatorStore::stage_chunks`], one at a time as they are fetched (bounded memory): the entry is already accepted by the hub, so they are never orphaned for long (a mirror that fails to insert retries the same entry). The mirror cursor is max(feed_index), so insert and cursor advance are one atomic write. Inserting an already present feed_index with the same digest is a no-op; with a different digest (or a digest or (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub showed two histories).
+    /// Inserts a verified mirrored statement and, while the view is current, applies it to the indicator view in the same transaction (a snapshot breaking an action rule or missing a staged chunk → StoreError::Conflict, nothing written). A chunked snapshot, and every entry after it until the view catches up, is stored only: [`Self::apply_view_step`] applies it in the background, and readers see the view up to [`crate::IndicatorStore::applied_feed_size`]. Its chunks are staged first with [`crate::IndicatorStore::stage_chunks`], one at a time as they are fetched (bounded memory): the entry is already accepted by the hub, so they are never orphaned for long (a mirror that fails to insert retries the same entry). The mirror cursor is max(feed_index), so insert and cursor advance are one atomic write. Inserting an already present feed_index with the same digest is a no-op; with a different digest (or a digest or (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub showed two histories).
     fn mirror_insert(&self, st: &MirroredStatement) -> Result<(), StoreError>;
     /// Inserts verified mirrored statements in order, each exactly as [`Self::mirror_insert`]
     /// does, stopping at the first error. A store that can should write them in one
@@ -210,6 +213,12 @@ pub trait NodeStore: Send + Sync + 'static {
     }
     /// Highest mirrored feed index (0 if none).
     fn mirror_cursor(&self) -> Result<u64, StoreError>;
+    /// Applies to the indicator view, in one transaction, what the mirror stored without
+    /// applying it (see [`Self::mirror_insert`]): small entries in feed order, or a chunked
+    /// snapshot alone (a piece of it when its indicator is new to the view, the piece ending
+    /// early when another write waits for the database). Gives how far the view is applied;
+    /// below [`Self::mirror_cursor`], call again.
+    fn apply_view_step(&self) -> Result<u64, StoreError>;
     /// Mirrored statements with feed_index > after_index (optionally one node), ascending, at most limit.
     fn mirror_list(
         &self,
@@ -331,6 +340,17 @@ pub(crate) const NODE_SCHEMA: Schema = Schema {
         // entry in the transaction that stores it, so its view is at the mirror's head.
         "CREATE VIEW view_cursor (id, applied_through) AS
              SELECT 1, coalesce(max(feed_index), 0) FROM mirror;",
+        // Version 9: the view may lag the mirror while a chunked snapshot is applied in the
+        // background (`view_step`), so the cursor becomes a table like the hub's.
+        r#"
+        DROP VIEW view_cursor;
+        CREATE TABLE view_cursor (
+            id              INTEGER PRIMARY KEY CHECK (id = 1),
+            applied_through INTEGER NOT NULL CHECK (applied_through >= 0)
+        );
+        INSERT INTO view_cursor (id, applied_through)
+            SELECT 1, coalesce(max(feed_index), 0) FROM mirror;
+        "#,
     ],
     upgrade: Some(upgrade_node),
 };
@@ -448,6 +468,10 @@ fn read_trusted(conn: &Connection) -> Result<Option<TrustedCheckpoint>, StoreErr
 #[derive(Debug)]
 pub struct SqliteNodeStore {
     pub(crate) db: Db,
+    /// The chunked snapshot whose view is being applied a piece per transaction, if any.
+    view_piece: Mutex<Option<ViewPiece>>,
+    /// Most observations per piece ([`view_step::VIEW_PIECE_MAX`]; smaller in tests).
+    pub(crate) view_piece_max: usize,
 }
 
 impl SqliteNodeStore {
@@ -455,6 +479,8 @@ impl SqliteNodeStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(SqliteNodeStore {
             db: Db::open(path, &NODE_SCHEMA)?,
+            view_piece: Mutex::new(None),
+            view_piece_max: view_step::VIEW_PIECE_MAX,
         })
     }
 
@@ -668,7 +694,7 @@ impl NodeStore for SqliteNodeStore {
     }
 
     fn mirror_insert(&self, st: &MirroredStatement) -> Result<(), StoreError> {
-        self.db.write(|tx| insert_mirrored(tx, st))
+        self.mirror_insert_batch(std::slice::from_ref(st))
     }
 
     fn mirror_insert_batch(&self, batch: &[MirroredStatement]) -> Result<(), StoreError> {
@@ -676,13 +702,46 @@ impl NodeStore for SqliteNodeStore {
             return Ok(());
         }
         // One transaction, one durable commit: any error rolls the whole batch back.
-        self.db
-            .write(|tx| batch.iter().try_for_each(|st| insert_mirrored(tx, st)))
+        self.db.write(|tx| {
+            let head = mirror_head(tx)?;
+            let mut view = InlineView::start(&mut Lite(tx), head)?;
+            for st in batch {
+                if insert_mirrored(tx, st)? {
+                    view.entry(&mut Lite(tx), &entry_of(st), |tx, entry| {
+                        indicators_sql::apply_entry(tx.0, Log::Node, entry)
+                    })?;
+                }
+            }
+            view.finish(&mut Lite(tx))
+        })
     }
 
     fn mirror_cursor(&self) -> Result<u64, StoreError> {
-        self.db
-            .read(|conn| indicator_queries::applied_feed_size(&mut Lite(conn), Log::Node))
+        self.db.read(mirror_head)
+    }
+
+    fn apply_view_step(&self) -> Result<u64, StoreError> {
+        let resumed = self
+            .view_piece
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let (through, next_piece) = self.db.write_after_waiting(|tx| {
+            let head = mirror_head(tx)?;
+            let commit_waiting = || self.db.writers_waiting();
+            let pieces = Pieces {
+                resumed,
+                max: self.view_piece_max,
+                commit_waiting: &commit_waiting,
+            };
+            view_step::step(&mut Lite(tx), &NodeSteps, head, Some(pieces))
+        })?;
+        // Only once the piece is committed: a failed one is applied again from the same start.
+        *self
+            .view_piece
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = next_piece;
+        Ok(through)
     }
 
     fn mirror_list_kind(
@@ -852,9 +911,72 @@ impl NodeStore for SqliteNodeStore {
     }
 }
 
-/// Inserts one verified mirrored statement and applies it to the view, in the caller's
-/// transaction (see [`NodeStore::mirror_insert`]).
-fn insert_mirrored(tx: &Connection, st: &MirroredStatement) -> Result<(), StoreError> {
+const MIRROR_HEAD: &str = "SELECT coalesce(max(feed_index), 0) FROM mirror";
+const MIRROR_NEXT: &str = concat!(
+    "SELECT ",
+    mirror_columns!(),
+    " FROM mirror WHERE feed_index > ?1 ORDER BY feed_index LIMIT 1"
+);
+
+/// The highest feed index mirrored (0: none).
+fn mirror_head(conn: &Connection) -> Result<u64, StoreError> {
+    let head: i64 = conn
+        .prepare_cached(MIRROR_HEAD)?
+        .query_row([], |r| r.get(0))?;
+    u64::try_from(head).map_err(|_| StoreError::Corrupt(format!("mirror head {head}")))
+}
+
+/// The apply step's view of a mirrored statement.
+fn entry_of(st: &MirroredStatement) -> Entry<'_> {
+    entry_of_stored!(st)
+}
+
+impl StoredEntry for MirroredStatement {
+    fn entry(&self) -> Entry<'_> {
+        entry_of(self)
+    }
+
+    fn hold_decoded(&mut self, statement: Arc<Statement>) {
+        self.decoded = crate::DecodedStatement::of(statement);
+    }
+}
+
+/// The mirror's entries and the node's apply steps, for [`view_step::step`].
+struct NodeSteps;
+
+impl ViewSteps<Lite<'_>> for NodeSteps {
+    type Stored = MirroredStatement;
+
+    fn next_after(
+        &self,
+        tx: &mut Lite<'_>,
+        after: u64,
+    ) -> Result<Option<MirroredStatement>, StoreError> {
+        let after = db::int(after, "feed index")?;
+        tx.0.prepare_cached(MIRROR_NEXT)?
+            .query_row([after], |row| Ok(mirrored_from_row(row)))
+            .optional()?
+            .transpose()
+    }
+
+    fn apply_entry(&self, tx: &mut Lite<'_>, entry: &Entry<'_>) -> Result<(), StoreError> {
+        indicators_sql::apply_entry(tx.0, Log::Node, entry)
+    }
+
+    fn apply_piece(
+        &self,
+        tx: &mut Lite<'_>,
+        entry: &Entry<'_>,
+        from: PieceStart,
+        limit: &PieceLimit<'_>,
+    ) -> Result<Option<PieceStart>, StoreError> {
+        indicators_sql::apply_piece(tx.0, Log::Node, entry, from, limit)
+    }
+}
+
+/// Inserts one verified mirrored statement in the caller's transaction (see
+/// [`NodeStore::mirror_insert`]): whether it was new (the view is the caller's to apply).
+fn insert_mirrored(tx: &Connection, st: &MirroredStatement) -> Result<bool, StoreError> {
     let feed_index = db::int(st.feed_index, "feed index")?;
     let seq = db::int(st.seq, "seq")?;
     let existing: Option<Vec<u8>> = tx
@@ -863,7 +985,7 @@ fn insert_mirrored(tx: &Connection, st: &MirroredStatement) -> Result<(), StoreE
         .optional()?;
     if let Some(existing) = existing {
         if existing == st.digest.0 {
-            return Ok(());
+            return Ok(false);
         }
         return Err(StoreError::Conflict(format!(
             "feed index {} is already mirrored with a different digest \
@@ -891,22 +1013,7 @@ fn insert_mirrored(tx: &Connection, st: &MirroredStatement) -> Result<(), StoreE
             st.mirrored_at_ms,
         ]);
     match res {
-        // In this transaction: the view never lags the mirror.
-        Ok(_) => indicators_sql::apply_entry(
-            tx,
-            Log::Node,
-            &Entry {
-                node_id: &st.node_id,
-                kind: &st.kind,
-                digest: &st.digest,
-                document: &st.document,
-                revision: st.revision,
-                feed_index: st.feed_index,
-                accepted_at_ms: st.accepted_at_ms,
-                envelope: &st.envelope,
-                statement: st.decoded.get(),
-            },
-        ),
+        Ok(_) => Ok(true),
         Err(err) => match constraint_message(&err) {
             Some(msg) => Err(StoreError::Conflict(format!(
                 "mirrored statement at feed index {} (node {} seq {}, digest {}) \

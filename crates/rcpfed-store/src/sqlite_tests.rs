@@ -100,6 +100,27 @@ fn node_chunks_stored_with_own_statement() {
     );
 }
 
+/// What readers see of indicator IND: (rows, observations covered, applied feed size).
+fn visible_of_ind(store: &dyn IndicatorStore) -> (usize, u64, u64) {
+    let rows = store
+        .query_observations(&indicators::filter("IND"), None, 10_000)
+        .unwrap()
+        .len();
+    let covered: u64 = store
+        .coverage()
+        .unwrap()
+        .iter()
+        .map(|c| c.observation_count)
+        .sum();
+    (rows, covered, store.applied_feed_size().unwrap())
+}
+
+/// Every row the view's table holds, readers' or not (pieces of a snapshot included).
+fn view_rows_stored(db: &Db) -> i64 {
+    db.read(|c| Ok(c.query_row("SELECT count(*) FROM observations", [], |r| r.get(0))?))
+        .unwrap()
+}
+
 /// On SQLite a commit waits for any view transaction, so a large snapshot of an indicator the
 /// view holds nothing of is applied a piece per transaction: a commit goes through between
 /// two pieces, readers see none of the snapshot until its last piece moves the view cursor,
@@ -116,24 +137,8 @@ fn a_large_snapshot_view_goes_in_pieces_that_readers_never_see_half_of() {
     assert_eq!(staged.len(), 3);
     let large =
         indicators::snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
-    let visible = |hub: &SqliteHubStore| {
-        let rows = hub
-            .query_observations(&indicators::filter("IND"), None, 10_000)
-            .unwrap()
-            .len();
-        let covered: u64 = hub
-            .coverage()
-            .unwrap()
-            .iter()
-            .map(|c| c.observation_count)
-            .sum();
-        (rows, covered, hub.applied_feed_size().unwrap())
-    };
-    let rows_stored = |hub: &SqliteHubStore| -> i64 {
-        hub.db
-            .read(|c| Ok(c.query_row("SELECT count(*) FROM observations", [], |r| r.get(0))?))
-            .unwrap()
-    };
+    let visible = |hub: &SqliteHubStore| visible_of_ind(hub);
+    let rows_stored = |hub: &SqliteHubStore| view_rows_stored(&hub.db);
     {
         // Pieces of at most 2 000 (in the hub, a piece also ends when a commit waits).
         let mut hub = SqliteHubStore::open(&path).unwrap();
@@ -178,6 +183,90 @@ fn a_large_snapshot_view_goes_in_pieces_that_readers_never_see_half_of() {
     hub.append(&[other.stored()], &[], &[], &[], None).unwrap();
     assert_eq!(hub.apply_view_step().unwrap(), 3);
     assert_eq!(rows_stored(&hub), i64::try_from(n + 5_000).unwrap());
+}
+
+/// The node's mirror stores a chunked snapshot at once and leaves its view to the background
+/// applier (`apply_view_step`), a piece per transaction as at the hub; entries mirrored after
+/// it are stored and wait for it in feed order; readers see none of the snapshot until its
+/// last piece; a store reopened half-way applies it again from its start; once the view has
+/// caught up, a small entry is applied as it is mirrored.
+#[test]
+fn the_mirror_stores_a_large_snapshot_at_once_and_its_view_follows_in_pieces() {
+    let paths = Paths::new();
+    let path = paths.fresh();
+    let n = 7_500;
+    let observations = indicators::chunked_observations(n);
+    let (manifest, staged) = indicators::chunks_of(&observations, 2_500);
+    let large =
+        indicators::snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
+    let visible = |node: &SqliteNodeStore| visible_of_ind(node);
+    let rows_stored = |node: &SqliteNodeStore| view_rows_stored(&node.db);
+    {
+        let mut node = SqliteNodeStore::open(&path).unwrap();
+        node.view_piece_max = 2_000;
+        node.stage_chunks(&staged).unwrap();
+        node.mirror_insert(&large.mirrored()).unwrap();
+        assert_eq!(node.mirror_cursor().unwrap(), 1, "mirrored");
+        assert_eq!(
+            rows_stored(&node),
+            0,
+            "its view is not applied in the mirror's commit"
+        );
+        assert_eq!(visible(&node), (0, 0, 0));
+        // Mirrored after it: stored, its view waits for the snapshot's.
+        let policy = indicators::policy_entry(2, "node-b", 1, "node-b/doc", 1, &[5], 2_000);
+        node.mirror_insert_batch(&[policy.mirrored()]).unwrap();
+        assert_eq!(node.mirror_cursor().unwrap(), 2);
+        assert_eq!(node.applied_feed_size().unwrap(), 0);
+        assert!(node.policy_coverage().unwrap().is_empty());
+        assert_eq!(
+            node.apply_view_step().unwrap(),
+            0,
+            "one piece, the cursor stays"
+        );
+        assert_eq!(rows_stored(&node), 2_000);
+        assert_eq!(visible(&node), (0, 0, 0), "no reader sees a piece");
+        // The process stops here.
+    }
+    let mut node = SqliteNodeStore::open(&path).unwrap();
+    node.view_piece_max = 2_000;
+    assert_eq!(visible(&node), (0, 0, 0));
+    let mut steps = 0;
+    while node.applied_feed_size().unwrap() < node.mirror_cursor().unwrap() {
+        node.apply_view_step().unwrap();
+        steps += 1;
+        assert!(steps <= 6, "the view never caught up");
+    }
+    assert_eq!(
+        steps, 5,
+        "four pieces from the start, then the policy summary"
+    );
+    assert_eq!(
+        rows_stored(&node),
+        i64::try_from(n).unwrap(),
+        "no row twice"
+    );
+    assert_eq!(visible(&node), (n, n as u64, 2));
+    assert_eq!(node.policy_coverage().unwrap().len(), 1);
+    // The view is current again: a small entry is applied as it is mirrored.
+    let small = indicators::snapshot_entry(
+        3,
+        "node-b",
+        2,
+        1,
+        "OTHER",
+        vec![indicators::append("LKA", "2020", 1.0)],
+        None,
+        3_000,
+    );
+    node.mirror_insert(&small.mirrored()).unwrap();
+    assert_eq!(node.applied_feed_size().unwrap(), 3);
+    assert_eq!(
+        node.query_observations(&indicators::filter("OTHER"), None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// A thread that appends `entries` snapshots of node-a to `store`, one a feed entry: LKA 2020
@@ -362,12 +451,12 @@ fn newer_schema_is_refused() {
     }
     let node = paths.fresh();
     drop(SqliteNodeStore::open(&node).unwrap());
-    set_user_version(&node, 9);
+    set_user_version(&node, 10);
     assert!(matches!(
         SqliteNodeStore::open(&node),
         Err(StoreError::SchemaTooNew {
-            found: 9,
-            supported: 8
+            found: 10,
+            supported: 9
         })
     ));
 }

@@ -79,6 +79,25 @@ pub(crate) struct Entry<'a> {
     pub statement: Option<&'a Statement>,
 }
 
+/// The [`Entry`] of a stored statement (the hub's `StoredStatement`, a node's
+/// `MirroredStatement`: the same fields), with the decoded statement it carries.
+macro_rules! entry_of_stored {
+    ($st:expr) => {
+        $crate::view_rows::Entry {
+            node_id: &$st.node_id,
+            kind: &$st.kind,
+            digest: &$st.digest,
+            document: &$st.document,
+            revision: $st.revision,
+            feed_index: $st.feed_index,
+            accepted_at_ms: $st.accepted_at_ms,
+            envelope: &$st.envelope,
+            statement: $st.decoded.get(),
+        }
+    };
+}
+pub(crate) use entry_of_stored;
+
 impl Entry<'_> {
     pub(crate) fn conflict(&self, what: impl std::fmt::Display) -> StoreError {
         StoreError::Conflict(format!(

@@ -578,14 +578,20 @@ fn sign_and_queue(
 }
 
 /// Whether this node's own statement `head_seq` (its head; 0: none yet) has come back through
-/// the feed into its mirror: only then does the mirror show what the hub will check the next
-/// snapshot's actions against.
+/// the feed into its mirror and is applied to its view: only then does the view show what the
+/// hub will check the next snapshot's actions against.
 pub(crate) fn own_head_mirrored(
     store: &dyn crate::NodeStorage,
     node_id: &str,
     head_seq: u64,
 ) -> Result<bool, StoreError> {
-    Ok(head_seq == 0 || store.mirror_by_node_seq(node_id, head_seq)?.is_some())
+    if head_seq == 0 {
+        return Ok(true);
+    }
+    let Some(mirrored) = store.mirror_by_node_seq(node_id, head_seq)? else {
+        return Ok(false);
+    };
+    Ok(store.applied_feed_size()? >= mirrored.feed_index)
 }
 
 /// Checks the snapshot's actions (APPEND of a new key, REPLACE/DELETE of one in force)
@@ -614,10 +620,11 @@ fn check_actions(
 }
 
 /// The note of a publication whose actions were not checked: this node's statement
-/// `head_seq` has not come back through the feed, so the mirror would judge an old state.
+/// `head_seq` has not come back through the feed into the view, so the view would judge an old
+/// state.
 pub(crate) fn actions_not_checked(head_seq: u64) -> String {
     format!(
-        "indicator_snapshot.observations: the actions (append, replace, delete) were not checked against earlier revisions, because statement {head_seq} of this node has not come back through the hub's feed yet; the hub checks them on delivery"
+        "indicator_snapshot.observations: the actions (append, replace, delete) were not checked against earlier revisions, because statement {head_seq} of this node has not come back through the hub's feed into this node's indicator view yet; the hub checks them on delivery"
     )
 }
 

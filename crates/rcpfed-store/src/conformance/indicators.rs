@@ -145,11 +145,21 @@ pub fn catch_up_view<S: HubStore + IndicatorStore + ?Sized>(hub: &S) -> Result<(
     Ok(())
 }
 
-/// A node store as a target: entries go through `mirror_insert`.
+/// Runs the node's background apply step until the view has applied every mirrored entry.
+pub fn catch_up_node_view<S: NodeStore + ?Sized>(node: &S) -> Result<(), StoreError> {
+    let last = node.mirror_cursor()?;
+    while node.apply_view_step()? < last {}
+    Ok(())
+}
+
+/// A node store as a target: entries go through `mirror_insert` (and the view applier).
 pub fn node_target<S: NodeStore + IndicatorStore>(store: Arc<S>) -> Target {
     let node = Arc::clone(&store);
     Target {
-        add: Box::new(move |e| node.mirror_insert(&e.mirrored())),
+        add: Box::new(move |e| {
+            node.mirror_insert(&e.mirrored())?;
+            catch_up_node_view(&*node)
+        }),
         view: store,
     }
 }
@@ -163,7 +173,8 @@ pub fn node_target_handing_statements<S: NodeStore + IndicatorStore>(store: Arc<
             node.mirror_insert(&MirroredStatement {
                 decoded: e.decoded(),
                 ..e.mirrored()
-            })
+            })?;
+            catch_up_node_view(&*node)
         }),
         view: store,
     }

@@ -45,12 +45,12 @@ impl IndicatorStore for PgHubStore {
         // One snapshot: the feed size bounds every row returned.
         self.db.read(|tx| {
             let rows = query_observations(tx, filter, after, max)?;
-            Ok((rows, shared::applied_feed_size(tx, Log::Hub)?))
+            Ok((rows, shared::applied_feed_size(tx)?))
         })
     }
 
     fn applied_feed_size(&self) -> Result<u64, StoreError> {
-        self.db.read(|tx| shared::applied_feed_size(tx, Log::Hub))
+        self.db.read(|tx| shared::applied_feed_size(tx))
     }
 
     fn conflicts(&self, max: usize) -> Result<(Vec<ConflictRows>, u64), StoreError> {
@@ -82,7 +82,7 @@ impl IndicatorStore for PgHubStore {
         // One snapshot for the whole report.
         self.db.read(|tx| {
             Ok(CoherenceRows {
-                feed_size: shared::applied_feed_size(tx, Log::Hub)?,
+                feed_size: shared::applied_feed_size(tx)?,
                 conflicts: shared::conflicts(tx, max)?,
                 coverage: shared::coverage(tx)?,
                 policy_coverage: shared::policy_coverage(tx)?,
