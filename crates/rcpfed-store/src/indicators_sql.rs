@@ -346,7 +346,7 @@ pub(crate) fn apply_to_view(
 /// until `limit` ends the piece. Returns where the next piece starts, or None once the last
 /// observation is applied. The caller runs each piece in a transaction of its own, and only
 /// for a snapshot whose rows no later piece supersedes from outside the snapshot (see
-/// `hub_sql::applies_in_pieces`).
+/// `view_step::applies_in_pieces`).
 pub(crate) fn apply_piece(
     tx: &Connection,
     log: Log,
@@ -463,22 +463,13 @@ fn apply_snapshot(
                 |l: &PieceLimit<'_>| applied >= l.max || (applied >= l.min && (l.yield_now)());
             if more && limit.is_some_and(ends) {
                 applier.note_tolerated();
-                let next = if done_in_chunk < observations.len() {
-                    PieceStart {
-                        chunk: index,
-                        applied_in_chunk: done_in_chunk,
-                        position: applier.position,
-                        decoded: Some(Arc::clone(&observations)),
-                    }
-                } else {
-                    PieceStart {
-                        chunk: index + 1,
-                        applied_in_chunk: 0,
-                        position: applier.position,
-                        decoded: None,
-                    }
-                };
-                return Ok(Some(next));
+                // A chunk applied to its end is left at once by the next piece.
+                return Ok(Some(PieceStart {
+                    chunk: index,
+                    applied_in_chunk: done_in_chunk,
+                    position: applier.position,
+                    decoded: Some(Arc::clone(&observations)),
+                }));
             }
         }
         skip = 0;

@@ -196,7 +196,8 @@ fn the_mirror_stores_a_large_snapshot_at_once_and_its_view_follows_in_pieces() {
     let path = paths.fresh();
     let n = 7_500;
     let observations = indicators::chunked_observations(n);
-    let (manifest, staged) = indicators::chunks_of(&observations, 2_500);
+    // Chunks of 2 000 and pieces of 2 000: every piece ends at the end of a chunk.
+    let (manifest, staged) = indicators::chunks_of(&observations, 2_000);
     let large =
         indicators::snapshot_entry(1, "node-a", 1, 1, "IND", Vec::new(), Some(manifest), 1_000);
     let visible = |node: &SqliteNodeStore| visible_of_ind(node);
