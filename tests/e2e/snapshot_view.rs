@@ -211,7 +211,7 @@ async fn another_members_statement_does_not_wait_for_a_snapshot_view() {
 /// in the transaction that stored the snapshot, and every later entry waited for it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_mirror_goes_on_while_a_large_snapshot_view_is_applied() {
-    const N: usize = 100_000;
+    const N: usize = 60_000;
     let c = Cluster::start(&["colombo", "abu-dhabi"]).await;
     let mut raw = RawNode::connect(&c, "colombo").await;
     let index = send_large_snapshot(&c, &mut raw, N).await;
@@ -226,9 +226,10 @@ async fn a_nodes_mirror_goes_on_while_a_large_snapshot_view_is_applied() {
     assert!(after > index);
     // Every sample: the node's view shows the snapshot entirely or not at all.
     let mut mirrored_ahead_of_view = false;
+    // The hub's view and the node's are applied side by side, in debug builds.
     assert_eventually!(
         c,
-        TIMEOUT * 3,
+        TIMEOUT * 6,
         {
             let mirrored = c.node_status("abu-dhabi").await.feed_cursor;
             let (feed_size, records) = view_at(&c, "abu-dhabi", &of_node("colombo"), 1).await;

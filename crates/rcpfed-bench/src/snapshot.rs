@@ -1526,9 +1526,10 @@ fn print_summary(
     // The total is the time until the hub stored (and applied) the snapshot.
     let total = timed.stored_at;
     let ratio = secs(total) / secs(baseline.median);
+    let queryable = secs(timed.visible_at) / secs(baseline.median);
     println!(
-        "ratio rcpfed / sqlite3 .import              : {ratio:>7.2}     (target ≤ 2: {})",
-        if ratio <= 2.0 { "met" } else { "NOT met" }
+        "ratio rcpfed / sqlite3 .import              : {ratio:>7.2} to stored, {queryable:.2} to stored and queryable (target ≤ 2 to queryable: {})",
+        if queryable <= 2.0 { "met" } else { "NOT met" }
     );
     println!(
         "throughput                                  : {:>7.0} observations/s (sqlite3 {:.0}/s)",
@@ -1564,13 +1565,13 @@ fn print_timed_steps(timed: &Timed, parse_only: Duration) {
         secs(timed.delivered)
     );
     println!(
-        "  total: stored and applied (one transaction): {:>6.2} s   (QueryObservations answered with it at {:.2} s)",
+        "  total: stored (the receipt)               : {:>7.2} s   (the view follows in the background: QueryObservations answered with it at {:.2} s)",
         secs(timed.stored_at),
         secs(timed.visible_at)
     );
     if let (Some(a), Some(b)) = (&timed.commits_before, &timed.commits_after) {
         println!(
-            "  of which the hub's commit of the snapshot : {:>7.2} s   ({} group commit(s) meanwhile: statement, log entry and the observations applied)",
+            "  of which the hub's commit of the snapshot : {:>7.2} s   ({} group commit(s) meanwhile: statement, log entry and chunks; not the view)",
             b.seconds - a.seconds,
             b.batches - a.batches
         );
