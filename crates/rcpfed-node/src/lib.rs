@@ -1093,9 +1093,13 @@ impl BackgroundTasks {
         };
         let mirror_task = tokio::spawn(mirror::run(mirror, channel.clone(), shutdown.clone()));
         let view_task = tokio::spawn(view::run(
-            Arc::clone(roles.store),
-            Arc::clone(roles.state),
-            view_wake,
+            view::ViewApplier {
+                store: Arc::clone(roles.store),
+                state: Arc::clone(roles.state),
+                wake: view_wake,
+                call_timeout: hub_link.call_timeout,
+            },
+            channel.clone(),
             shutdown.clone(),
         ));
         let witness_task = tokio::spawn(witness::run(

@@ -4,9 +4,10 @@
 //!
 //! Entries are node statements, registry versions (handed to [`crate::registry`]), and the
 //! hub's own documents: catalogue versions (verified against the catalogue in force, then put
-//! in force once stored) and coherence reports. A large snapshot's chunks are fetched from
-//! the hub and checked against its signed manifest before the snapshot is stored; its
-//! observations reach the indicator view afterwards ([`crate::view`]). Verified node statements are stored
+//! in force once stored) and coherence reports. A large snapshot is stored as soon as it
+//! verifies; its chunks are fetched from the hub and checked against its signed manifest by
+//! the view applier ([`crate::view`]), which then applies its observations, so the entries
+//! after it are not held up. Verified node statements are stored
 //! in batches, one transaction each, as the stream delivers them (at most [`MAX_BATCH`] or
 //! [`MAX_BATCH_BYTES`], and never ahead of a registry, catalogue or coherence entry, which are
 //! stored one at a time).
@@ -324,7 +325,7 @@ async fn follow_feed(
         match next {
             Ok(Some(entry)) => {
                 let taken = mirror
-                    .take_entry(client, entry, &mut pending, backlog_end, shutdown)
+                    .take_entry(client, entry, &mut pending, backlog_end)
                     .await;
                 if !taken {
                     break FeedEnd::Dropped;
@@ -427,7 +428,6 @@ impl Mirror {
         entry: v1::SubscribeFeedResponse,
         pending: &mut Vec<MirroredStatement>,
         backlog_end: Option<u64>,
-        shutdown: &CancellationToken,
     ) -> bool {
         // The edge: from here on the entry is a domain type.
         let index = entry.feed_index;
@@ -443,7 +443,7 @@ impl Mirror {
         {
             return false;
         }
-        match self.handle(client, &entry, shutdown).await {
+        match self.handle(client, &entry).await {
             Ok(verified) => {
                 match verified {
                     Some(m) => pending.push(m),
@@ -486,13 +486,12 @@ impl Mirror {
     }
 
     /// Verifies one entry and checks its place in the witnessed log. A node statement is
-    /// given back to be stored in the caller's next batch (its chunks, if any, are staged
-    /// already); any other entry is stored here.
+    /// given back to be stored in the caller's next batch (a large snapshot's chunks are the
+    /// view applier's to fetch); any other entry is stored here.
     async fn handle(
         &self,
         client: &mut HubServiceClient<Channel>,
         entry: &FeedEntry,
-        shutdown: &CancellationToken,
     ) -> Result<Option<MirroredStatement>, Failure> {
         let federation = self.federation.get();
         let now = crate::now_ms();
@@ -547,16 +546,11 @@ impl Mirror {
                 self.insert(m).await.map(|()| None)
             }
             Checked::Statement(m) => {
+                // Its chunks are fetched by the view applier, so the entries after it are not
+                // held up; a manifest that breaks the chunk rules is refused here.
                 if let Some(manifest) = chunk_manifest(&m) {
-                    stage_chunks(
-                        client,
-                        &self.store,
-                        &m.digest,
-                        manifest,
-                        self.call_timeout,
-                        shutdown,
-                    )
-                    .await?;
+                    check_manifest(manifest)
+                        .map_err(|e| Failure::Verify(format!("chunk manifest: {e}")))?;
                 }
                 // Only while recovering from a restore: otherwise this node signed it from
                 // its own outbox, which holds it already.
@@ -633,10 +627,24 @@ fn chunk_manifest(m: &MirroredStatement) -> Option<&ChunkManifest> {
     }
 }
 
+/// The chunk manifest of a mirrored entry read back from the store, if it is a large snapshot
+/// (the mirror verified its envelope when it stored it).
+pub(crate) fn stored_chunk_manifest(m: &MirroredStatement) -> Option<ChunkManifest> {
+    if m.kind != rcpfed_core::statement::DocumentKind::IndicatorSnapshot.as_str() {
+        return None;
+    }
+    let envelope = SignedEnvelope::decode(&m.envelope).ok()?;
+    match Statement::decode(&envelope.payload).ok()?.body {
+        Body::Indicators(snapshot) => snapshot.chunks,
+        Body::Policy(_) => None,
+    }
+}
+
 /// Makes sure every chunk of a large snapshot is staged locally: the missing ones are
 /// fetched from the hub (resuming at the first missing chunk) and each is checked against
 /// the signed manifest (length, SHA-256, count) before it is staged. A chunk that does not
-/// match is hub misbehaviour like a bad receipt: the entry is not mirrored.
+/// match is hub misbehaviour like a bad receipt: it is not staged, and the snapshot's view
+/// waits (the view applier reports it and tries again).
 pub(crate) async fn stage_chunks(
     client: &mut HubServiceClient<Channel>,
     store: &Arc<dyn NodeStorage>,

@@ -1,42 +1,59 @@
 //! The node's view applier: applies to the indicator view what the mirror stored without
 //! applying it (a chunked snapshot, and the entries after it until the view catches up; see
-//! `NodeStore::apply_view_step`). The mirror stores such a snapshot in a short transaction and
-//! goes on with the feed, and this node's own writes wait at most for one piece of its view,
-//! instead of both waiting seconds for a million observations. Readers see the view up to its
-//! cursor. Each step is durable, so after a restart the applier resumes from the store.
+//! `NodeStore::apply_view_step`). The mirror stores such a snapshot as soon as it verifies and
+//! goes on with the feed; this task fetches its chunks from the hub (each checked against the
+//! signed manifest, `mirror::stage_chunks`) and applies its view, a piece per transaction, so
+//! neither the feed nor this node's own writes wait for a million observations. Readers see
+//! the view up to its cursor. Each step is durable, so after a restart the applier resumes
+//! from the store.
 
+use crate::mirror::{Failure, stage_chunks, stored_chunk_manifest};
 use crate::{NodeState, NodeStorage};
+use rcpfed_grpc::failover::FailoverChannel as Channel;
+use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// What the view applier works with.
+pub struct ViewApplier {
+    /// The node's store (mirror, chunks, indicator view).
+    pub store: Arc<dyn NodeStorage>,
+    /// Status shown to operators.
+    pub state: Arc<NodeState>,
+    /// Told by the mirror each time it stores entries.
+    pub wake: Arc<Notify>,
+    /// Bound on each call to the hub.
+    pub call_timeout: Duration,
+}
+
 /// How long the applier waits after a failed step before it tries again.
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown`: catches the view up with the mirror at start, then each time the
-/// mirror stores entries (`wake`).
-pub async fn run(
-    store: Arc<dyn NodeStorage>,
-    state: Arc<NodeState>,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
+/// mirror stores entries.
+pub async fn run(applier: ViewApplier, channel: Channel, shutdown: CancellationToken) {
+    let mut client = HubServiceClient::new(channel)
+        .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
     loop {
-        let caught_up = tokio::select! {
-            r = catch_up(&store) => r,
-            () = shutdown.cancelled() => return,
-        };
-        match caught_up {
+        match applier.catch_up(&mut client, &shutdown).await {
             Ok(()) => {
                 tokio::select! {
-                    () = wake.notified() => {}
+                    () = applier.wake.notified() => {}
                     () = shutdown.cancelled() => return,
                 }
             }
-            Err(problem) => {
+            Err(Failure::Shutdown) => return,
+            Err(failure) => {
+                let problem = match failure {
+                    Failure::Verify(p) | Failure::Hub(p) | Failure::Store(p) => p,
+                    Failure::Shutdown => String::new(),
+                };
                 tracing::error!(%problem, "the indicator view could not be applied; trying again");
-                state.set_error(format!("indicator view: {problem}"));
+                applier
+                    .state
+                    .set_error(format!("indicator view: {problem}"));
                 tokio::select! {
                     () = tokio::time::sleep(RETRY) => {}
                     () = shutdown.cancelled() => return,
@@ -46,31 +63,49 @@ pub async fn run(
     }
 }
 
-/// Steps until the view is applied up to the mirror's head (one transaction each, on the
-/// blocking pool).
-async fn catch_up(store: &Arc<dyn NodeStorage>) -> Result<(), String> {
-    loop {
-        let store = Arc::clone(store);
-        let step = tokio::task::spawn_blocking(move || {
-            let head = store.mirror_cursor()?;
-            if store.applied_feed_size()? >= head {
-                return Ok(None);
+impl ViewApplier {
+    /// Steps until the view is applied up to the mirror's head (one transaction each, on the
+    /// blocking pool), fetching a chunked snapshot's chunks before its first step.
+    async fn catch_up(
+        &self,
+        client: &mut HubServiceClient<Channel>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Failure> {
+        loop {
+            let store = Arc::clone(&self.store);
+            let next = blocking(move || store.first_unapplied()).await?;
+            let Some(next) = next else {
+                return Ok(());
+            };
+            if let Some(manifest) = stored_chunk_manifest(&next) {
+                stage_chunks(
+                    client,
+                    &self.store,
+                    &next.digest,
+                    &manifest,
+                    self.call_timeout,
+                    shutdown,
+                )
+                .await?;
             }
+            let store = Arc::clone(&self.store);
             let started = std::time::Instant::now();
-            let through = store.apply_view_step()?;
-            Ok::<_, rcpfed_store::StoreError>(Some((through, head, started.elapsed())))
-        })
-        .await
-        .map_err(|e| format!("view task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
-        match step {
-            None => return Ok(()),
-            Some((through, head, took)) => tracing::debug!(
+            let through = blocking(move || store.apply_view_step()).await?;
+            tracing::debug!(
                 through,
-                head,
-                ms = took.as_millis(),
+                ms = started.elapsed().as_millis(),
                 "indicator view applied in the background"
-            ),
+            );
         }
     }
+}
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, rcpfed_store::StoreError> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Failure::Store(format!("view task failed: {e}")))?
+        .map_err(|e| Failure::Store(e.to_string()))
 }

@@ -11,7 +11,7 @@ use crate::hub::{
 };
 use crate::sql::{Param, Query, Sql, SqlRow, query};
 use crate::view_rows::{Entry, PieceLimit, PieceStart, entry_of_stored};
-use crate::view_step::{self, InlineView, Pieces, StoredEntry, ViewPiece, ViewSteps};
+use crate::view_step::{self, Chunks, InlineView, Pieces, StoredEntry, ViewPiece, ViewSteps};
 use crate::{ChunkSource, DecodedStatement, HubLease, StoreError};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
@@ -280,7 +280,7 @@ pub(crate) fn insert_statements_and_view<S: Sql>(
         return Ok(());
     }
     let head = last_feed_index(tx)?;
-    let mut view = InlineView::start(tx, head)?;
+    let mut view = InlineView::start(tx, head, Chunks::WithTheEntry)?;
     insert_statements(tx, statements, clash, |tx, entry| {
         view.entry(tx, entry, &mut apply)
     })?;

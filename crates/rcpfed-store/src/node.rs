@@ -10,7 +10,7 @@ use crate::indicators_sql::{
 };
 use crate::sql::{Lite, Param, Params, Sql, SqlRow};
 use crate::view_rows::{Entry, Log, PieceLimit, PieceStart, entry_of_stored};
-use crate::view_step::{self, InlineView, Pieces, StoredEntry, ViewPiece, ViewSteps};
+use crate::view_step::{self, Chunks, InlineView, Pieces, StoredEntry, ViewPiece, ViewSteps};
 use rcpfed_core::Digest;
 use rcpfed_core::merkle::Hash;
 use rcpfed_core::statement::Statement;
@@ -201,7 +201,17 @@ pub trait NodeStore: Send + Sync + 'static {
     fn list_own(&self, before_seq: u64, limit: usize) -> Result<Vec<OwnStatement>, StoreError>;
     /// Own statements per delivery state.
     fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
-    /// Inserts a verified mirrored statement and, while the view is current, applies it to the indicator view in the same transaction (a snapshot breaking an action rule or missing a staged chunk → StoreError::Conflict, nothing written). A chunked snapshot, and every entry after it until the view catches up, is stored only: [`Self::apply_view_step`] applies it in the background, and readers see the view up to [`crate::IndicatorStore::applied_feed_size`]. Its chunks are staged first with [`crate::IndicatorStore::stage_chunks`], one at a time as they are fetched (bounded memory): the entry is already accepted by the hub, so they are never orphaned for long (a mirror that fails to insert retries the same entry). The mirror cursor is max(feed_index), so insert and cursor advance are one atomic write. Inserting an already present feed_index with the same digest is a no-op; with a different digest (or a digest or (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub showed two histories).
+    /// Inserts a verified mirrored statement and, while the view is current, applies it to the
+    /// indicator view in the same transaction (an inline snapshot breaking an action rule →
+    /// StoreError::Conflict, nothing written). A chunked snapshot, and every entry after it
+    /// until the view catches up, is stored only: its chunks are staged afterwards with
+    /// [`crate::IndicatorStore::stage_chunks`], one at a time as they are fetched (bounded
+    /// memory), then [`Self::apply_view_step`] applies it; readers see the view up to
+    /// [`crate::IndicatorStore::applied_feed_size`]. The mirror cursor is max(feed_index), so
+    /// insert and cursor advance are one atomic write. Inserting an already present
+    /// feed_index with the same digest is a no-op; with a different digest (or a digest or
+    /// (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub
+    /// showed two histories).
     fn mirror_insert(&self, st: &MirroredStatement) -> Result<(), StoreError>;
     /// Inserts verified mirrored statements in order, each exactly as [`Self::mirror_insert`]
     /// does, stopping at the first error. A store that can should write them in one
@@ -219,6 +229,9 @@ pub trait NodeStore: Send + Sync + 'static {
     /// early when another write waits for the database). Gives how far the view is applied;
     /// below [`Self::mirror_cursor`], call again.
     fn apply_view_step(&self) -> Result<u64, StoreError>;
+    /// The first mirrored entry the view has not applied, if any: when it is a chunked
+    /// snapshot, its chunks are staged before the next [`Self::apply_view_step`].
+    fn first_unapplied(&self) -> Result<Option<MirroredStatement>, StoreError>;
     /// Mirrored statements with feed_index > after_index (optionally one node), ascending, at most limit.
     fn mirror_list(
         &self,
@@ -704,7 +717,7 @@ impl NodeStore for SqliteNodeStore {
         // One transaction, one durable commit: any error rolls the whole batch back.
         self.db.write(|tx| {
             let head = mirror_head(tx)?;
-            let mut view = InlineView::start(&mut Lite(tx), head)?;
+            let mut view = InlineView::start(&mut Lite(tx), head, Chunks::BeforeTheView)?;
             for st in batch {
                 if insert_mirrored(tx, st)? {
                     view.entry(&mut Lite(tx), &entry_of(st), |tx, entry| {
@@ -718,6 +731,14 @@ impl NodeStore for SqliteNodeStore {
 
     fn mirror_cursor(&self) -> Result<u64, StoreError> {
         self.db.read(mirror_head)
+    }
+
+    fn first_unapplied(&self) -> Result<Option<MirroredStatement>, StoreError> {
+        self.db.read(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let applied = view_step::view_applied_through(&mut Lite(&tx))?;
+            NodeSteps.next_after(&mut Lite(&tx), applied)
+        })
     }
 
     fn apply_view_step(&self) -> Result<u64, StoreError> {

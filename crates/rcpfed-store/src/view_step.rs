@@ -104,29 +104,47 @@ pub(crate) struct InlineView {
     applied: u64,
     through: u64,
     current: bool,
+    chunks: Chunks,
+}
+
+/// When a chunked snapshot's chunks are stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunks {
+    /// With the statement, in the same commit (the hub): checked there.
+    WithTheEntry,
+    /// Before its view is applied (a node's mirror fetches them after storing the entry).
+    BeforeTheView,
 }
 
 impl InlineView {
     /// Before the commit's first entry; `head` is the highest feed index stored before it.
-    pub(crate) fn start(tx: &mut impl Sql, head: u64) -> Result<Self, StoreError> {
+    pub(crate) fn start(tx: &mut impl Sql, head: u64, chunks: Chunks) -> Result<Self, StoreError> {
         let applied = view_applied_through(tx)?;
         Ok(InlineView {
             applied,
             through: applied,
             current: applied == head,
+            chunks,
         })
     }
 
-    /// One entry just stored: a chunked snapshot (whose chunks must be stored) ends the
-    /// inline applies; any other entry is applied with `apply` while the view is current.
+    /// One entry just stored: a chunked snapshot ends the inline applies (its chunks checked
+    /// when they come with it); any other entry is applied with `apply` while the view is
+    /// current.
     pub(crate) fn entry<S: Sql>(
         &mut self,
         tx: &mut S,
         entry: &Entry<'_>,
         apply: impl FnOnce(&mut S, &Entry<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        if let Some(stored) = with_background_manifest(entry, |m| check_chunks_stored(tx, entry, m))
-        {
+        let with_entry = self.chunks == Chunks::WithTheEntry;
+        if let Some(stored) = with_background_manifest(entry, |m| {
+            if with_entry {
+                check_chunks_stored(tx, entry, m)
+            } else {
+                Ok(())
+            }
+        }) {
             stored?;
             self.current = false;
         }
