@@ -37,7 +37,11 @@ pub async fn run(applier: ViewApplier, channel: Channel, shutdown: CancellationT
     let mut client = HubServiceClient::new(channel)
         .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
     loop {
-        match applier.catch_up(&mut client, &shutdown).await {
+        let caught_up = tokio::select! {
+            r = applier.catch_up(&mut client, &shutdown) => r,
+            () = shutdown.cancelled() => return,
+        };
+        match caught_up {
             Ok(()) => {
                 tokio::select! {
                     () = applier.wake.notified() => {}
