@@ -204,8 +204,8 @@ async fn another_members_statement_does_not_wait_for_a_snapshot_view() {
     assert!(assert_all_or_nothing(&c, "colombo", index, N).await);
 }
 
-/// A node's mirror stores a large snapshot once its chunks are fetched and goes on with the
-/// feed while its own view applier applies the snapshot's view: a statement sent after the
+/// A node's mirror stores a large snapshot as soon as it verifies and goes on with the feed
+/// while its own view applier fetches the snapshot's chunks and applies its view: a statement sent after the
 /// snapshot reaches the node's mirror before the node's view reaches the snapshot, and the
 /// node's readers see the snapshot all or nothing. (Before, the mirror applied the whole view
 /// in the transaction that stored the snapshot, and every later entry waited for it.)
