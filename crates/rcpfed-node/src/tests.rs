@@ -829,6 +829,116 @@ async fn a_chunk_that_does_not_match_the_manifest_is_not_staged() {
     assert!(f.store.chunk(&manifest.chunks[1].sha256).unwrap().is_none());
 }
 
+/// A node's mirror stores another node's large snapshot without its chunks; the view applier
+/// fetches them before it applies the snapshot, refuses a chunk that does not match the
+/// manifest (the view stays before the snapshot, nothing of it visible) and applies it once
+/// the hub serves the right chunks.
+#[tokio::test]
+async fn the_view_applier_fetches_a_mirrored_snapshots_chunks_and_refuses_a_wrong_one() {
+    let n = OBSERVATIONS_PER_CHUNK + 5;
+    // Signed (with its chunks) by colombo's publisher in a store of its own.
+    let publisher = fixture(true);
+    publisher
+        .publisher
+        .publish(snapshot_draft("MIG_STOCK", many_appends(n)))
+        .await
+        .unwrap();
+    let own = publisher.store.pending(10).unwrap().remove(0);
+    let env = SignedEnvelope::decode(&own.envelope).unwrap();
+    let Body::Indicators(snapshot) = Statement::decode(&env.payload).unwrap().body else {
+        panic!("not a snapshot")
+    };
+    let manifest = snapshot.chunks.unwrap();
+    let bytes: Vec<Vec<u8>> = manifest
+        .chunks
+        .iter()
+        .map(|c| publisher.store.chunk(&c.sha256).unwrap().unwrap())
+        .collect();
+    assert_eq!(bytes.len(), 2);
+
+    // Mirrored by another node, which holds none of its chunks.
+    let f = fixture(false);
+    f.store
+        .mirror_insert(&MirroredStatement {
+            feed_index: 1,
+            node_id: "colombo".into(),
+            seq: own.seq,
+            digest: own.digest,
+            kind: "indicator_snapshot".into(),
+            document: own.document,
+            revision: own.revision,
+            envelope: own.envelope,
+            receipt: vec![1],
+            accepted_at_ms: 1_000,
+            mirrored_at_ms: 0,
+            decoded: rcpfed_store::DecodedStatement::default(),
+        })
+        .unwrap();
+    assert_eq!(
+        f.store.mirror_cursor().unwrap(),
+        1,
+        "stored without its chunks"
+    );
+    assert_eq!(f.store.applied_feed_size().unwrap(), 0);
+    let applier = crate::view::ViewApplier {
+        store: Arc::clone(&f.store),
+        state: Arc::new(crate::NodeState::default()),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        call_timeout: std::time::Duration::from_secs(30),
+    };
+    let visible = || {
+        f.store
+            .query_observations(
+                &rcpfed_store::ObservationFilter {
+                    indicator: "MIG_STOCK".into(),
+                    ..Default::default()
+                },
+                None,
+                10,
+            )
+            .unwrap()
+            .len()
+    };
+
+    let mut tampered = bytes.clone();
+    let last = tampered[1].len() - 1;
+    tampered[1][last] ^= 1;
+    let mut hub = serve(FakeHub {
+        chunks: Arc::new(tampered),
+        ..FakeHub::default()
+    })
+    .await;
+    match applier.catch_up(&mut hub, &CancellationToken::new()).await {
+        Err(Failure::Verify(problem)) => assert!(problem.contains("chunk 1"), "{problem}"),
+        _ => panic!("a tampered chunk must fail verification"),
+    }
+    assert_eq!(f.store.applied_feed_size().unwrap(), 0);
+    assert_eq!(visible(), 0);
+
+    let mut hub = serve(FakeHub {
+        chunks: Arc::new(bytes),
+        ..FakeHub::default()
+    })
+    .await;
+    if applier
+        .catch_up(&mut hub, &CancellationToken::new())
+        .await
+        .is_err()
+    {
+        panic!("the right chunks must apply");
+    }
+    assert_eq!(f.store.applied_feed_size().unwrap(), 1);
+    assert_eq!(visible(), 10);
+    let all = f
+        .store
+        .coverage()
+        .unwrap()
+        .iter()
+        .map(|c| c.observation_count)
+        .sum::<u64>();
+    assert_eq!(all, n as u64);
+}
+
 #[tokio::test]
 async fn the_outbox_sends_the_envelope_then_every_chunk_in_order() {
     let f = fixture(true);

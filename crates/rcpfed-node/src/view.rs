@@ -70,7 +70,7 @@ pub async fn run(applier: ViewApplier, channel: Channel, shutdown: CancellationT
 impl ViewApplier {
     /// Steps until the view is applied up to the mirror's head (one transaction each, on the
     /// blocking pool), fetching a chunked snapshot's chunks before its first step.
-    async fn catch_up(
+    pub(crate) async fn catch_up(
         &self,
         client: &mut HubServiceClient<Channel>,
         shutdown: &CancellationToken,
