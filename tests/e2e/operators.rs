@@ -431,13 +431,14 @@ async fn log_metrics_show_size_age_cosignatures_and_lags() {
                 [
                     "rcpfed_node_hub_log_size",
                     "rcpfed_node_mirror_entries",
+                    "rcpfed_node_view_applied",
                     "rcpfed_node_witnessed_log_size",
                 ]
                 .iter()
                 .all(|series| sample(&m, series) == Some(size as f64))
                     && sample(&m, "rcpfed_node_mirror_lag_seconds") == Some(0.0)
             },
-            "{node} reports the hub's log size, its mirror and its witness caught up"
+            "{node} reports the hub's log size, its mirror, its view and its witness caught up"
         );
         let m = http_get(&node_ops, "/metrics").await;
         assert_eq!(sample(&m, "rcpfed_node_witness_forked"), Some(0.0), "{m}");

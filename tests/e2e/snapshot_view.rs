@@ -231,7 +231,12 @@ async fn a_nodes_mirror_goes_on_while_a_large_snapshot_view_is_applied() {
         c,
         TIMEOUT * 6,
         {
-            let mirrored = c.node_status("abu-dhabi").await.feed_cursor;
+            let status = c.node_status("abu-dhabi").await;
+            let mirrored = status.feed_cursor;
+            assert!(
+                status.view_applied <= mirrored,
+                "the view never passes the mirror"
+            );
             let (feed_size, records) = view_at(&c, "abu-dhabi", &of_node("colombo"), 1).await;
             if feed_size < index {
                 assert_eq!(records, 0, "feed_size {feed_size}: no part of the snapshot");
@@ -246,6 +251,11 @@ async fn a_nodes_mirror_goes_on_while_a_large_snapshot_view_is_applied() {
     assert!(
         mirrored_ahead_of_view,
         "the statement after the snapshot was mirrored before the snapshot's view was applied"
+    );
+    let status = c.node_status("abu-dhabi").await;
+    assert!(
+        status.view_applied >= after,
+        "GetNodeStatus tells how far the view is"
     );
     let (all, _) = c
         .query_observations("abu-dhabi", &of_node("colombo"), 10_000)

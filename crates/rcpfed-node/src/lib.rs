@@ -29,8 +29,9 @@ use tonic_health::ServingStatus;
 
 pub use service::{MAX_STREAMED_OBSERVATIONS, Node};
 
-/// A node's storage: the outbox and mirror, and the indicator view the mirror fills (one
-/// SQLite file, one transaction per mirrored entry).
+/// A node's storage: the outbox and mirror, and the indicator view filled from the mirror (one
+/// SQLite file; entries applied as they are mirrored, or by the view applier behind a large
+/// snapshot).
 pub trait NodeStorage: NodeStore + IndicatorStore {}
 
 impl<T: NodeStore + IndicatorStore> NodeStorage for T {}
@@ -185,6 +186,7 @@ struct HubLinkGauges {
     mirror_lag_seconds: prometheus_client::metrics::gauge::Gauge,
     hub_log_size: prometheus_client::metrics::gauge::Gauge,
     mirror_entries: prometheus_client::metrics::gauge::Gauge,
+    view_applied: prometheus_client::metrics::gauge::Gauge,
     witnessed_size: prometheus_client::metrics::gauge::Gauge,
     forked: prometheus_client::metrics::gauge::Gauge,
 }
@@ -200,6 +202,7 @@ impl HubLinkGauges {
             mirror_lag_seconds: Default::default(),
             hub_log_size: Default::default(),
             mirror_entries: Default::default(),
+            view_applied: Default::default(),
             witnessed_size: Default::default(),
             forked: Default::default(),
         };
@@ -242,6 +245,11 @@ impl HubLinkGauges {
             "rcpfed_node_mirror_entries",
             "Feed entries verified and applied to this node's mirror (the mirror lags the hub by rcpfed_node_hub_log_size minus this)",
             gauges.mirror_entries.clone(),
+        );
+        registry.register(
+            "rcpfed_node_view_applied",
+            "Highest feed index applied to the indicator view (below the mirror's while a large snapshot is fetched and applied)",
+            gauges.view_applied.clone(),
         );
         registry.register(
             "rcpfed_node_witnessed_log_size",
@@ -309,11 +317,15 @@ async fn report_hub_link(
         let read = tokio::task::spawn_blocking(move || {
             let counts = counts_store.outbox_counts()?;
             let mirrored = counts_store.mirror_cursor()?;
+            let applied = counts_store.applied_feed_size()?;
             let witnessed = counts_store.trusted_checkpoint()?.map_or(0, |t| t.size);
-            Ok::<_, rcpfed_store::StoreError>((counts, mirrored, witnessed))
+            Ok::<_, rcpfed_store::StoreError>((counts, mirrored, applied, witnessed))
         })
         .await;
-        if let Ok(Ok((counts, mirrored, witnessed))) = read {
+        if let Ok(Ok((counts, mirrored, applied, witnessed))) = read {
+            gauges
+                .view_applied
+                .set(i64::try_from(applied).unwrap_or(i64::MAX));
             gauges
                 .outbox_pending
                 .set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
@@ -1177,7 +1189,7 @@ impl NodeServices {
             node: Node {
                 federation: shared,
                 node_id,
-                store: store as Arc<dyn NodeStore>,
+                store,
                 publisher,
                 state,
             },

@@ -12,7 +12,7 @@ use rcpfed_grpc::{authorize, rejection_status};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::node_service_server::NodeService;
 use rcpfed_proto::v1::publish_snapshot_request::Part;
-use rcpfed_store::{DeliveryState, NodeStore};
+use rcpfed_store::DeliveryState;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -28,7 +28,7 @@ async fn blocking<T: Send + 'static>(
 pub struct Node {
     pub(crate) federation: rcpfed_grpc::shared::SharedFederation,
     pub(crate) node_id: String,
-    pub(crate) store: Arc<dyn NodeStore>,
+    pub(crate) store: Arc<dyn crate::NodeStorage>,
     pub(crate) publisher: Publisher,
     pub(crate) state: Arc<NodeState>,
 }
@@ -149,15 +149,17 @@ impl NodeService for Node {
     ) -> Result<Response<v1::GetNodeStatusResponse>, Status> {
         authorize(&request, &self.federation.get(), Role::Reader)?;
         let store = Arc::clone(&self.store);
-        let (head, counts, mirror_count, cursor) = blocking("reading node status", move || {
-            Ok((
-                store.head()?,
-                store.outbox_counts()?,
-                store.mirror_count()?,
-                store.mirror_cursor()?,
-            ))
-        })
-        .await?;
+        let (head, counts, mirror_count, cursor, view_applied) =
+            blocking("reading node status", move || {
+                Ok((
+                    store.head()?,
+                    store.outbox_counts()?,
+                    store.mirror_count()?,
+                    store.mirror_cursor()?,
+                    store.applied_feed_size()?,
+                ))
+            })
+            .await?;
         Ok(Response::new(v1::GetNodeStatusResponse {
             node_id: self.node_id.clone(),
             federation_id: self.federation.get().federation_id.clone(),
@@ -174,6 +176,7 @@ impl NodeService for Node {
                 .load(std::sync::atomic::Ordering::Relaxed),
             last_error: self.state.last_error(),
             hub_reachable: self.state.hub_reachable(),
+            view_applied,
             last_hub_answer: self
                 .state
                 .last_hub_answer_ms()

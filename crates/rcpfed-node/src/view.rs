@@ -2,8 +2,10 @@
 //! applying it (a chunked snapshot, and the entries after it until the view catches up; see
 //! `NodeStore::apply_view_step`). The mirror stores such a snapshot as soon as it verifies and
 //! goes on with the feed; this task fetches its chunks from the hub (each checked against the
-//! signed manifest, `mirror::stage_chunks`) and applies its view, a piece per transaction, so
-//! neither the feed nor this node's own writes wait for a million observations. Readers see
+//! signed manifest, `mirror::stage_chunks`) and applies its view, so the feed never waits for
+//! a large snapshot. For an indicator new to the view it goes a piece per transaction, so this
+//! node's own writes do not wait for it either; a later snapshot of an indicator the view holds
+//! is one transaction (its supersessions would otherwise show piece by piece), as at the hub. Readers see
 //! the view up to its cursor. Each step is durable, so after a restart the applier resumes
 //! from the store.
 
@@ -28,14 +30,18 @@ pub struct ViewApplier {
     pub call_timeout: Duration,
 }
 
-/// How long the applier waits after a failed step before it tries again.
-const RETRY: Duration = Duration::from_secs(1);
+/// How long the applier waits after a failed step before it tries again: doubling from the
+/// first to the last, with jitter, like the mirror's reconnects (a hub serving a bad chunk is
+/// not asked again every second).
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_LAST: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown`: catches the view up with the mirror at start, then each time the
 /// mirror stores entries.
 pub async fn run(applier: ViewApplier, channel: Channel, shutdown: CancellationToken) {
     let mut client = HubServiceClient::new(channel)
         .max_decoding_message_size(rcpfed_grpc::limits::MAX_MESSAGE_BYTES);
+    let mut backoff = RETRY_FIRST;
     loop {
         let caught_up = tokio::select! {
             r = applier.catch_up(&mut client, &shutdown) => r,
@@ -43,6 +49,7 @@ pub async fn run(applier: ViewApplier, channel: Channel, shutdown: CancellationT
         };
         match caught_up {
             Ok(()) => {
+                backoff = RETRY_FIRST;
                 tokio::select! {
                     () = applier.wake.notified() => {}
                     () = shutdown.cancelled() => return,
@@ -59,9 +66,10 @@ pub async fn run(applier: ViewApplier, channel: Channel, shutdown: CancellationT
                     .state
                     .set_error(format!("indicator view: {problem}"));
                 tokio::select! {
-                    () = tokio::time::sleep(RETRY) => {}
+                    () = tokio::time::sleep(crate::jitter(backoff)) => {}
                     () = shutdown.cancelled() => return,
                 }
+                backoff = (backoff * 2).min(RETRY_LAST);
             }
         }
     }

@@ -701,7 +701,7 @@ pub fn node_mirror_batch(store: &dyn NodeStore) {
     assert!(store.mirror_by_node_seq("node-b", 3).unwrap().is_none());
 }
 
-/// Mirror inserts are idempotent and refuse a second history.
+/// Mirror inserts are idempotent and refuse a second history or a feed that goes back.
 pub fn node_mirror(store: &dyn NodeStore) {
     assert_eq!(store.mirror_cursor().unwrap(), 0);
     assert_eq!(store.mirror_count().unwrap(), 0);
@@ -729,6 +729,10 @@ pub fn node_mirror(store: &dyn NodeStore) {
     assert_conflict(
         store.mirror_insert(&mirrored(6, "node-a", 1, "forged")),
         "same (node, seq) at another index",
+    );
+    assert_conflict(
+        store.mirror_insert(&mirrored(3, "node-b", 2, "m")),
+        "a new entry below the mirror's head (the feed went back)",
     );
     assert_eq!(store.mirror_count().unwrap(), 3);
     assert_eq!(store.mirror_cursor().unwrap(), 5);

@@ -240,14 +240,15 @@ pub trait IndicatorStore: Send + Sync + 'static {
 
     /// Stores chunk bytes under their SHA-256 (content-addressed; storing the same chunk twice
     /// is a no-op, the first bytes stay). The caller has checked the hash; the apply step
-    /// checks every chunk against the signed manifest again. Storing a snapshot statement
-    /// whose chunks are not all stored, or do not match, is a Conflict. Chunks are kept
-    /// afterwards: mirrors fetch them from the hub.
+    /// checks every chunk against the signed manifest again. At the hub, storing a snapshot
+    /// statement whose chunks are not all stored is a Conflict; applying one whose chunks are
+    /// missing or do not match is a Conflict anywhere. Chunks are kept afterwards: mirrors
+    /// fetch them from the hub.
     ///
-    /// Only the node's mirror stages chunks ahead of their statement, one at a time as it
-    /// fetches them (the entry is already accepted by the hub). The hub's `append` and the
-    /// node's `append_own` take a new statement's chunks and store them in the statement's
-    /// own transaction, so a refused statement leaves no chunk behind.
+    /// Only a node stages chunks apart from their statement: its view applier, one at a time
+    /// as it fetches them for a snapshot the mirror stored (accepted by the hub already). The
+    /// hub's `append` and the node's `append_own` take a new statement's chunks and store them
+    /// in the statement's own transaction, so a refused statement leaves no chunk behind.
     fn stage_chunks(&self, chunks: &[(Digest, Vec<u8>)]) -> Result<(), StoreError>;
 
     /// Whether each chunk is stored, in the order of `sha256s` (an existence probe per chunk,

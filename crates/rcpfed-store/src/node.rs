@@ -211,7 +211,8 @@ pub trait NodeStore: Send + Sync + 'static {
     /// insert and cursor advance are one atomic write. Inserting an already present
     /// feed_index with the same digest is a no-op; with a different digest (or a digest or
     /// (node_id, seq) already mirrored at another index) → StoreError::Conflict (the hub
-    /// showed two histories).
+    /// showed two histories); a new entry at or below the highest mirrored feed index →
+    /// StoreError::Conflict (the feed went back).
     fn mirror_insert(&self, st: &MirroredStatement) -> Result<(), StoreError>;
     /// Inserts verified mirrored statements in order, each exactly as [`Self::mirror_insert`]
     /// does, stopping at the first error. A store that can should write them in one
@@ -716,10 +717,11 @@ impl NodeStore for SqliteNodeStore {
         }
         // One transaction, one durable commit: any error rolls the whole batch back.
         self.db.write(|tx| {
-            let head = mirror_head(tx)?;
+            let mut head = mirror_head(tx)?;
             let mut view = InlineView::start(&mut Lite(tx), head, Chunks::BeforeTheView)?;
             for st in batch {
-                if insert_mirrored(tx, st)? {
+                if insert_mirrored(tx, st, head)? {
+                    head = st.feed_index;
                     view.entry(&mut Lite(tx), &entry_of(st), |tx, entry| {
                         indicators_sql::apply_entry(tx.0, Log::Node, entry)
                     })?;
@@ -996,8 +998,10 @@ impl ViewSteps<Lite<'_>> for NodeSteps {
 }
 
 /// Inserts one verified mirrored statement in the caller's transaction (see
-/// [`NodeStore::mirror_insert`]): whether it was new (the view is the caller's to apply).
-fn insert_mirrored(tx: &Connection, st: &MirroredStatement) -> Result<bool, StoreError> {
+/// [`NodeStore::mirror_insert`]): whether it was new (the view is the caller's to apply). A
+/// new entry must come after the mirror's `head`: the feed never goes back, and the view
+/// applies the entries past its cursor in order, so one stored below them would never be.
+fn insert_mirrored(tx: &Connection, st: &MirroredStatement, head: u64) -> Result<bool, StoreError> {
     let feed_index = db::int(st.feed_index, "feed index")?;
     let seq = db::int(st.seq, "seq")?;
     let existing: Option<Vec<u8>> = tx
@@ -1011,6 +1015,13 @@ fn insert_mirrored(tx: &Connection, st: &MirroredStatement) -> Result<bool, Stor
         return Err(StoreError::Conflict(format!(
             "feed index {} is already mirrored with a different digest \
              (the hub showed two histories)",
+            st.feed_index
+        )));
+    }
+    if st.feed_index <= head {
+        return Err(StoreError::Conflict(format!(
+            "feed index {} comes after feed index {head} in the hub's feed \
+             (the hub's feed went back)",
             st.feed_index
         )));
     }

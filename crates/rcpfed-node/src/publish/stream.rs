@@ -47,14 +47,14 @@ pub(crate) struct StreamContext {
     pub(crate) node_id: String,
     pub(crate) store: Arc<dyn NodeStorage>,
     pub(crate) indicator: String,
-    /// This node's head when the stream started: the actions are checked against the mirror
-    /// only if that statement has come back through the feed.
+    /// This node's head when the stream started: the actions are checked against the view
+    /// only if that statement has come back through the feed and is applied to it.
     pub(crate) head_seq: u64,
 }
 
 /// How the actions were judged.
 pub(crate) enum ActionCheck {
-    /// Against the mirror as it was when the stream started at head `head_seq`: the
+    /// Against the view as it was when the stream started at head `head_seq`: the
     /// violations in document order (repeated keys' second touches left out) and whether the
     /// check stopped at its limit.
     Checked {
