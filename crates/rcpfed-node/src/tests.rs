@@ -26,7 +26,7 @@ use rcpfed_grpc::shared::SharedFederation;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_proto::v1::hub_service_server::{HubService, HubServiceServer};
-use rcpfed_store::{MirroredStatement, SqliteNodeStore, catalogue_chain};
+use rcpfed_store::{MirroredStatement, OwnStatement, SqliteNodeStore, catalogue_chain};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -190,6 +190,24 @@ fn many_appends(n: usize) -> Vec<Observation> {
     out
 }
 
+/// Colombo's own snapshot statement as the hub's feed gives it back at `feed_index`.
+fn as_fed_back(own: OwnStatement, feed_index: u64) -> MirroredStatement {
+    MirroredStatement {
+        feed_index,
+        node_id: "colombo".into(),
+        seq: own.seq,
+        digest: own.digest,
+        kind: "indicator_snapshot".into(),
+        document: own.document,
+        revision: own.revision,
+        envelope: own.envelope,
+        receipt: vec![1],
+        accepted_at_ms: 1_000 * feed_index as i64,
+        mirrored_at_ms: 0,
+        decoded: rcpfed_store::DecodedStatement::default(),
+    }
+}
+
 /// Mirrors the node's own statement `seq` as the hub would feed it back at `feed_index`, and
 /// applies the view.
 fn mirror_own(store: &Arc<dyn NodeStorage>, seq: u64, feed_index: u64) {
@@ -199,22 +217,7 @@ fn mirror_own(store: &Arc<dyn NodeStorage>, seq: u64, feed_index: u64) {
         .into_iter()
         .find(|o| o.seq == seq)
         .unwrap();
-    store
-        .mirror_insert(&MirroredStatement {
-            feed_index,
-            node_id: "colombo".into(),
-            seq,
-            digest: own.digest,
-            kind: "indicator_snapshot".into(),
-            document: own.document,
-            revision: own.revision,
-            envelope: own.envelope,
-            receipt: vec![1],
-            accepted_at_ms: 1_000 * feed_index as i64,
-            mirrored_at_ms: 0,
-            decoded: rcpfed_store::DecodedStatement::default(),
-        })
-        .unwrap();
+    store.mirror_insert(&as_fed_back(own, feed_index)).unwrap();
     // As the view applier does: a chunked snapshot is stored before its view is applied.
     while store.applied_feed_size().unwrap() < store.mirror_cursor().unwrap() {
         store.apply_view_step().unwrap();
@@ -766,8 +769,37 @@ async fn serve(hub: FakeHub) -> HubServiceClient<rcpfed_grpc::failover::Failover
     ))
 }
 
+/// A fake hub serving `chunks` (every call from the chunk asked for to the last).
+async fn serve_chunks(
+    chunks: Vec<Vec<u8>>,
+) -> HubServiceClient<rcpfed_grpc::failover::FailoverChannel> {
+    serve(FakeHub {
+        chunks: Arc::new(chunks),
+        ..FakeHub::default()
+    })
+    .await
+}
+
+/// `chunks` with the last byte of chunk 1 flipped.
+fn with_chunk_1_tampered(mut chunks: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let last = chunks[1].len() - 1;
+    chunks[1][last] ^= 1;
+    chunks
+}
+
 fn chunked(n: usize, per_chunk: usize) -> (ChunkManifest, Vec<Vec<u8>>) {
     encode_chunks(&many_appends(n), per_chunk)
+}
+
+/// The oldest pending own statement, a large snapshot, and its signed chunk manifest.
+fn first_pending_manifest(store: &Arc<dyn NodeStorage>) -> (OwnStatement, ChunkManifest) {
+    let own = store.pending(1).unwrap().remove(0);
+    let env = SignedEnvelope::decode(&own.envelope).unwrap();
+    let Body::Indicators(snapshot) = Statement::decode(&env.payload).unwrap().body else {
+        panic!("not a snapshot")
+    };
+    let manifest = snapshot.chunks.unwrap();
+    (own, manifest)
 }
 
 #[tokio::test]
@@ -804,14 +836,8 @@ async fn the_mirror_fetches_missing_chunks_and_resumes() {
 #[tokio::test]
 async fn a_chunk_that_does_not_match_the_manifest_is_not_staged() {
     let f = fixture(false);
-    let (manifest, mut bytes) = chunked(30, 10);
-    let last = bytes[1].len() - 1;
-    bytes[1][last] ^= 1;
-    let mut client = serve(FakeHub {
-        chunks: Arc::new(bytes),
-        ..FakeHub::default()
-    })
-    .await;
+    let (manifest, bytes) = chunked(30, 10);
+    let mut client = serve_chunks(with_chunk_1_tampered(bytes)).await;
     let result = stage_chunks(
         &mut client,
         &f.store,
@@ -843,12 +869,7 @@ async fn the_view_applier_fetches_a_mirrored_snapshots_chunks_and_refuses_a_wron
         .publish(snapshot_draft("MIG_STOCK", many_appends(n)))
         .await
         .unwrap();
-    let own = publisher.store.pending(10).unwrap().remove(0);
-    let env = SignedEnvelope::decode(&own.envelope).unwrap();
-    let Body::Indicators(snapshot) = Statement::decode(&env.payload).unwrap().body else {
-        panic!("not a snapshot")
-    };
-    let manifest = snapshot.chunks.unwrap();
+    let (own, manifest) = first_pending_manifest(&publisher.store);
     let bytes: Vec<Vec<u8>> = manifest
         .chunks
         .iter()
@@ -858,22 +879,7 @@ async fn the_view_applier_fetches_a_mirrored_snapshots_chunks_and_refuses_a_wron
 
     // Mirrored by another node, which holds none of its chunks.
     let f = fixture(false);
-    f.store
-        .mirror_insert(&MirroredStatement {
-            feed_index: 1,
-            node_id: "colombo".into(),
-            seq: own.seq,
-            digest: own.digest,
-            kind: "indicator_snapshot".into(),
-            document: own.document,
-            revision: own.revision,
-            envelope: own.envelope,
-            receipt: vec![1],
-            accepted_at_ms: 1_000,
-            mirrored_at_ms: 0,
-            decoded: rcpfed_store::DecodedStatement::default(),
-        })
-        .unwrap();
+    f.store.mirror_insert(&as_fed_back(own, 1)).unwrap();
     assert_eq!(
         f.store.mirror_cursor().unwrap(),
         1,
@@ -900,14 +906,7 @@ async fn the_view_applier_fetches_a_mirrored_snapshots_chunks_and_refuses_a_wron
             .len()
     };
 
-    let mut tampered = bytes.clone();
-    let last = tampered[1].len() - 1;
-    tampered[1][last] ^= 1;
-    let mut hub = serve(FakeHub {
-        chunks: Arc::new(tampered),
-        ..FakeHub::default()
-    })
-    .await;
+    let mut hub = serve_chunks(with_chunk_1_tampered(bytes.clone())).await;
     match applier.catch_up(&mut hub, &CancellationToken::new()).await {
         Err(Failure::Verify(problem)) => assert!(problem.contains("chunk 1"), "{problem}"),
         _ => panic!("a tampered chunk must fail verification"),
@@ -915,11 +914,7 @@ async fn the_view_applier_fetches_a_mirrored_snapshots_chunks_and_refuses_a_wron
     assert_eq!(f.store.applied_feed_size().unwrap(), 0);
     assert_eq!(visible(), 0);
 
-    let mut hub = serve(FakeHub {
-        chunks: Arc::new(bytes),
-        ..FakeHub::default()
-    })
-    .await;
+    let mut hub = serve_chunks(bytes).await;
     if applier
         .catch_up(&mut hub, &CancellationToken::new())
         .await
@@ -949,12 +944,8 @@ async fn the_outbox_sends_the_envelope_then_every_chunk_in_order() {
         ))
         .await
         .unwrap();
-    let own = f.store.pending(1).unwrap().remove(0);
+    let (own, manifest) = first_pending_manifest(&f.store);
     let env = SignedEnvelope::decode(&own.envelope).unwrap();
-    let Body::Indicators(s) = Statement::decode(&env.payload).unwrap().body else {
-        panic!("not a snapshot")
-    };
-    let manifest = s.chunks.unwrap();
     let hub = FakeHub::default();
     let mut client = serve(hub.clone()).await;
     let answer = crate::outbox::submit_snapshot(

@@ -58,10 +58,17 @@ pub async fn run(applier: ViewApplier, channel: Channel, shutdown: CancellationT
             Err(Failure::Shutdown) => return,
             Err(failure) => {
                 let problem = match failure {
-                    Failure::Verify(p) | Failure::Hub(p) | Failure::Store(p) => p,
+                    // The hub unreachable is the network's doing, not this store's or the hub's.
+                    Failure::Hub(p) => {
+                        tracing::warn!(problem = %p, "cannot fetch a snapshot's chunks; trying again");
+                        p
+                    }
+                    Failure::Verify(p) | Failure::Store(p) => {
+                        tracing::error!(problem = %p, "the indicator view could not be applied; trying again");
+                        p
+                    }
                     Failure::Shutdown => String::new(),
                 };
-                tracing::error!(%problem, "the indicator view could not be applied; trying again");
                 applier
                     .state
                     .set_error(format!("indicator view: {problem}"));
