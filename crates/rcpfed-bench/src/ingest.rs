@@ -105,7 +105,14 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     let mut hub = HubWithMirrors::start(o, dir, &pki).await?;
     let before = hub.catch_up(&pki).await?;
     let (hub_run, caught_up) = hub.timed_run(o, &pki, chains, total, before).await?;
-    let (samples, commits) = hub.stop(dir).await?;
+    let (samples, commits) = hub.stop_mirrors(dir).await?;
+    let late = if o.mirrors > 0 {
+        let last = hub_run.receipts.iter().map(|r| r.0).max().unwrap_or(before);
+        Some(hub.late_mirror(o, dir, &pki, last).await?)
+    } else {
+        None
+    };
+    hub.stop().await;
     let (threads_pinned, threads) = threads_on(1);
 
     let feed_latency = feed_latency(&hub_run.receipts, &samples)?;
@@ -120,6 +127,7 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
         commits: &commits,
         feed_latency,
         caught_up,
+        late,
         threads_pinned,
         threads,
     });
@@ -263,8 +271,8 @@ impl HubWithMirrors {
     }
 
     /// Stops the pollers, reads the hub's commit metrics from its ops port, and stops the
-    /// mirrors and the hub; returns each mirror's cursor samples and the metrics.
-    async fn stop(mut self, dir: &Path) -> Result<(Vec<CursorSamples>, String)> {
+    /// mirrors; returns each mirror's cursor samples and the metrics.
+    async fn stop_mirrors(&mut self, dir: &Path) -> Result<(Vec<CursorSamples>, String)> {
         let samples = self.feed.stop().await?;
         let ops = std::fs::read_to_string(dir.join("hub.addr.json"))
             .ok()
@@ -275,9 +283,72 @@ impl HubWithMirrors {
         for m in &mut self.mirrors {
             snap::stop(m).await;
         }
-        snap::stop(&mut self.hub).await;
         Ok((samples, commits))
     }
+
+    /// A node that joins once the load is over: the first mirror's configuration with an
+    /// empty data directory, on both cores, mirroring the whole log from its start while the
+    /// hub only serves the feed; its time and CPU to reach `last`.
+    async fn late_mirror(
+        &mut self,
+        o: &Options,
+        dir: &Path,
+        pki: &Path,
+        last: u64,
+    ) -> Result<CatchUp> {
+        let id = MIRROR_NODES[0];
+        let text = std::fs::read_to_string(pki.join(format!("{id}.toml")))?;
+        let late_text = text.replace(
+            &format!("data_dir = \"data/{id}\""),
+            &format!("data_dir = \"data/{id}-late\""),
+        );
+        if late_text == text {
+            bail!("no data_dir = \"data/{id}\" in {id}.toml to move");
+        }
+        let config = pki.join(format!("{id}-late.toml"));
+        std::fs::write(&config, late_text)?;
+        let start = Instant::now();
+        let mut node =
+            snap::spawn_on(&o.rcpfed, "0,1", dir, "node", &config, Some(&self.endpoint)).await?;
+        let client = NodeServiceClient::new(snap::connect(&node.endpoint(), pki).await?);
+        let pid = node.pid();
+        snap::poll_until(
+            &format!("a late node mirroring the feed up to {last}"),
+            &mut [&mut node, &mut self.hub],
+            || {
+                let mut client = client.clone();
+                async move {
+                    let status = client
+                        .get_node_status(v1::GetNodeStatusRequest::default())
+                        .await
+                        .ok()?
+                        .into_inner();
+                    (status.feed_cursor >= last).then_some(())
+                }
+            },
+        )
+        .await?;
+        let took = start.elapsed();
+        let cpu = pid.and_then(cpu_seconds);
+        snap::stop(&mut node).await;
+        Ok(CatchUp {
+            entries: last,
+            took,
+            cpu,
+        })
+    }
+
+    async fn stop(mut self) {
+        snap::stop(&mut self.hub).await;
+    }
+}
+
+/// A late node's catch-up: the log it mirrored, how long it took from its start, and its CPU
+/// seconds (start-up included).
+struct CatchUp {
+    entries: u64,
+    took: Duration,
+    cpu: Option<f64>,
 }
 
 /// The bare ack service over the same mTLS: the load at the hub's concurrency, then driven
@@ -390,6 +461,8 @@ struct IngestReport<'a> {
     commits: &'a str,
     feed_latency: Vec<Duration>,
     caught_up: Duration,
+    /// A node that joined after the load, mirroring the whole log.
+    late: Option<CatchUp>,
     threads_pinned: usize,
     threads: usize,
 }
@@ -451,6 +524,20 @@ fn print_report(r: &IngestReport<'_>) {
             l.max,
             POLL.as_millis(),
             caught_up.as_secs_f64()
+        );
+    }
+    if let Some(late) = &r.late {
+        let rate = late.entries as f64 / late.took.as_secs_f64();
+        // Each entry costs a mirror two signature checks: the statement's and the receipt's.
+        let single_core = verify_rate / 2.0;
+        println!(
+            "late node, whole log mirrored (both cores) : {:>9.0} entries/s   ({} entries in {:.2} s from its start, node CPU {}; {:.2} × the single-core rate of two verify_strict per entry, {:.0}/s)",
+            rate,
+            late.entries,
+            late.took.as_secs_f64(),
+            late.cpu.map_or("unknown".into(), |c| format!("{c:.2} s")),
+            rate / single_core,
+            single_core
         );
     }
     print_ratios(r);
@@ -623,12 +710,15 @@ async fn load(
                     settle(&mut in_flight, &mut latencies, &mut receipts).await?;
                 }
                 let mut sender = client.clone();
+                // The answer's time is taken as it arrives: with one request in flight the
+                // lane only collects it at its next scheduled send.
                 let call = tokio::spawn(async move {
-                    sender
+                    let answer = sender
                         .submit_statement(v1::SubmitStatementRequest {
                             envelope: Some(env),
                         })
-                        .await
+                        .await;
+                    (answer, Instant::now())
                 });
                 in_flight.push_back((t, call));
             }
@@ -671,10 +761,14 @@ struct Sending {
     pace: Option<Duration>,
 }
 
-/// A submission in flight: when it was (scheduled to be) sent, and the call.
+/// A submission in flight: when it was (scheduled to be) sent, and the call, which gives the
+/// answer and when it arrived.
 type Submission = (
     Instant,
-    tokio::task::JoinHandle<Result<tonic::Response<v1::SubmitStatementResponse>, tonic::Status>>,
+    tokio::task::JoinHandle<(
+        Result<tonic::Response<v1::SubmitStatementResponse>, tonic::Status>,
+        Instant,
+    )>,
 );
 
 /// Waits for the oldest submission in flight and records its latency and log entry.
@@ -686,13 +780,11 @@ async fn settle(
     let Some((t, call)) = in_flight.pop_front() else {
         return Ok(());
     };
-    let answer = call
-        .await?
-        .map_err(|s| anyhow!("submit failed: {:?} {}", s.code(), s.message()))?;
-    let now = Instant::now();
-    latencies.push(now - t);
+    let (answer, answered) = call.await?;
+    let answer = answer.map_err(|s| anyhow!("submit failed: {:?} {}", s.code(), s.message()))?;
+    latencies.push(answered.saturating_duration_since(t));
     if let Some(log) = answer.into_inner().log {
-        receipts.push((log.leaf_index + 1, now));
+        receipts.push((log.leaf_index + 1, answered));
     }
     Ok(())
 }
@@ -760,10 +852,10 @@ impl Feed {
         .await
     }
 
-    async fn stop(self) -> Result<Vec<CursorSamples>> {
+    async fn stop(&mut self) -> Result<Vec<CursorSamples>> {
         self.stop.store(true, Ordering::Relaxed);
         let mut out = Vec::new();
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             out.push(t.await??);
         }
         Ok(out)

@@ -306,6 +306,11 @@ fn pin_self(cpu: usize, all_threads: bool) -> bool {
 }
 
 fn pinned_command(cpu: usize, program: &Path) -> tokio::process::Command {
+    pinned_to(&cpu.to_string(), program)
+}
+
+/// [`pinned_command`] on a list of cores in `taskset -c` form, e.g. "0,1".
+fn pinned_to(cpus: &str, program: &Path) -> tokio::process::Command {
     let has_taskset = std::process::Command::new("taskset")
         .arg("-V")
         .stdout(Stdio::null())
@@ -314,7 +319,7 @@ fn pinned_command(cpu: usize, program: &Path) -> tokio::process::Command {
         .is_ok();
     let mut cmd = if has_taskset {
         let mut c = tokio::process::Command::new("taskset");
-        c.arg("-c").arg(cpu.to_string()).arg(program);
+        c.arg("-c").arg(cpus).arg(program);
         c
     } else {
         tokio::process::Command::new(program)

@@ -104,6 +104,18 @@ pub(crate) async fn spawn(
     config: &Path,
     hub_endpoint: Option<&str>,
 ) -> Result<Proc> {
+    spawn_on(rcpfed, &cpu.to_string(), dir, role, config, hub_endpoint).await
+}
+
+/// [`spawn`] on the cores `cpus` ("0,1": both).
+pub(crate) async fn spawn_on(
+    rcpfed: &Path,
+    cpus: &str,
+    dir: &Path,
+    role: &str,
+    config: &Path,
+    hub_endpoint: Option<&str>,
+) -> Result<Proc> {
     let tag = config
         .file_stem()
         .and_then(|s| s.to_str())
@@ -111,7 +123,7 @@ pub(crate) async fn spawn(
         .to_string();
     let addr_file = dir.join(format!("{tag}.addr.json"));
     let log = dir.join(format!("{tag}.log"));
-    let mut cmd = pinned_command(cpu, rcpfed);
+    let mut cmd = super::pinned_to(cpus, rcpfed);
     cmd.arg(role)
         .arg("--config")
         .arg(config)

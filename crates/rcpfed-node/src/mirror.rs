@@ -322,26 +322,37 @@ async fn follow_feed(
                 None => break FeedEnd::Dropped,
             }
         };
-        match next {
-            Ok(Some(entry)) => {
-                let taken = mirror
-                    .take_entry(client, entry, &mut pending, backlog_end)
-                    .await;
-                if !taken {
-                    break FeedEnd::Dropped;
-                }
-            }
-            Ok(None) => {
-                mirror.flush_or_report(&mut pending).await;
-                break FeedEnd::Dropped;
-            }
+        let first = match next {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break mirror.stream_ended(&mut pending, None, backoff).await,
             Err(status) => {
-                mirror.flush_or_report(&mut pending).await;
-                if crate::hub_not_reached(&status) {
-                    state.hub_unreachable("mirror", &status, backoff);
-                }
-                state.set_error(format!("feed: {}", status.message()));
-                break FeedEnd::Dropped;
+                break mirror
+                    .stream_ended(&mut pending, Some(status), backoff)
+                    .await;
+            }
+        };
+        // The entries the stream holds ready join the first: their signatures are checked in
+        // parallel, then each is handled in feed order.
+        let (run, after) = ready_run(first, &mut stream);
+        let mut taken = true;
+        for (entry, verified) in mirror.verify_in_parallel(run).await {
+            taken = mirror
+                .take_entry(client, entry, verified, &mut pending, backlog_end)
+                .await;
+            if !taken {
+                break;
+            }
+        }
+        if !taken {
+            break FeedEnd::Dropped;
+        }
+        match after {
+            StreamAfterRun::Open => {}
+            StreamAfterRun::Ended => break mirror.stream_ended(&mut pending, None, backoff).await,
+            StreamAfterRun::Failed(status) => {
+                break mirror
+                    .stream_ended(&mut pending, Some(status), backoff)
+                    .await;
             }
         }
     };
@@ -369,10 +380,143 @@ fn batch_full(pending: &[MirroredStatement]) -> bool {
 /// versions take effect once stored, and a coherence report is checked against the last one
 /// stored.
 fn stored_in_order(entry: &FeedEntry) -> bool {
+    in_order_payload(&entry.envelope.payload_type)
+}
+
+/// [`stored_in_order`] by payload type: any other entry is a node statement.
+fn in_order_payload(payload_type: &str) -> bool {
     matches!(
-        entry.envelope.payload_type.as_str(),
+        payload_type,
         REGISTRY_PAYLOAD_TYPE | CATALOGUE_PAYLOAD_TYPE | COHERENCE_REPORT_PAYLOAD_TYPE
     )
+}
+
+/// Most entries taken from the stream at once, to be verified in parallel.
+const MAX_RUN: usize = 256;
+
+/// Most payload bytes in one run: a backlog of large inline snapshots is taken a few at a
+/// time (each also holds its decoded statement once verified).
+const MAX_RUN_BYTES: usize = 8 * 1024 * 1024;
+
+/// Node statements verified by one blocking task, at least: fewer are not worth a thread.
+const MIN_PER_TASK: usize = 8;
+
+/// How the stream stood once a run was taken from it.
+enum StreamAfterRun {
+    /// Open: the next message is awaited as usual.
+    Open,
+    /// It ended after the run.
+    Ended,
+    /// It failed after the run.
+    Failed(tonic::Status),
+}
+
+/// An entry of a run: its feed index and the entry, or why it is not one.
+pub(crate) type RunEntry = (u64, Result<FeedEntry, String>);
+
+/// `first` and the entries the stream has ready after it, up to [`MAX_RUN`] entries or
+/// [`MAX_RUN_BYTES`]; the run ends after a registry, catalogue or coherence entry, since the
+/// entries after it may be checked against what it puts in force.
+fn ready_run(
+    first: v1::SubscribeFeedResponse,
+    stream: &mut tonic::Streaming<v1::SubscribeFeedResponse>,
+) -> (Vec<RunEntry>, StreamAfterRun) {
+    let payload = |m: &v1::SubscribeFeedResponse| {
+        m.envelope.as_ref().map_or((0, false), |e| {
+            (e.payload.len(), in_order_payload(&e.payload_type))
+        })
+    };
+    let (mut bytes, mut in_order) = payload(&first);
+    let mut run = vec![first];
+    let mut after = StreamAfterRun::Open;
+    while !in_order && run.len() < MAX_RUN && bytes < MAX_RUN_BYTES {
+        match ready_now(stream.message()) {
+            Some(Ok(Some(m))) => {
+                let (len, order) = payload(&m);
+                bytes += len;
+                in_order = order;
+                run.push(m);
+            }
+            Some(Ok(None)) => {
+                after = StreamAfterRun::Ended;
+                break;
+            }
+            Some(Err(status)) => {
+                after = StreamAfterRun::Failed(status);
+                break;
+            }
+            None => break,
+        }
+    }
+    let run = run
+        .into_iter()
+        .map(|m| (m.feed_index, FeedEntry::from_proto(m)))
+        .collect();
+    (run, after)
+}
+
+/// Whether `entry` is a node statement, checked alike whatever comes before it in the feed
+/// (see [`verify_statement_entry`]).
+fn verified_alike(entry: &RunEntry) -> bool {
+    matches!(&entry.1, Ok(e) if !stored_in_order(e))
+}
+
+/// An entry of a run with the result of its verification, when it was verified with the run.
+pub(crate) type VerifiedRunEntry = (RunEntry, Option<Result<MirroredStatement, String>>);
+
+/// Verifies the node statements of `run` under `federation` on the blocking pool, spread over
+/// the cores, and gives each entry back in order with its result; the other entries (and a
+/// run with fewer than two statements) get None and are verified in turn by
+/// [`Mirror::handle`]. Every statement of a run is checked under the same registry version,
+/// as in turn: a run ends at the first entry that could change it ([`ready_run`]).
+pub(crate) async fn verify_run(
+    federation: Arc<Federation>,
+    run: Vec<RunEntry>,
+) -> Vec<VerifiedRunEntry> {
+    let statements = run.iter().filter(|e| verified_alike(e)).count();
+    if statements < 2 {
+        return run.into_iter().map(|e| (e, None)).collect();
+    }
+    let tasks = verify_threads().min(statements / MIN_PER_TASK).max(1);
+    let now = crate::now_ms();
+    let run = Arc::new(run);
+    let per_task = run.len().div_ceil(tasks);
+    let mut handles = Vec::with_capacity(tasks);
+    for start in (0..run.len()).step_by(per_task) {
+        let end = (start + per_task).min(run.len());
+        let (run, federation) = (Arc::clone(&run), Arc::clone(&federation));
+        let handle = tokio::task::spawn_blocking(move || {
+            run[start..end]
+                .iter()
+                .map(|e| match e {
+                    (_, Ok(entry)) if !stored_in_order(entry) => {
+                        Some(verify_statement_entry(&federation, entry, now))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        });
+        handles.push((end - start, handle));
+    }
+    let mut verified = Vec::with_capacity(run.len());
+    for (len, handle) in handles {
+        match handle.await {
+            Ok(results) => verified.extend(results),
+            // Left to be verified in turn.
+            Err(e) => {
+                tracing::warn!(error = %e, "a verification task failed");
+                verified.extend(std::iter::repeat_with(|| None).take(len));
+            }
+        }
+    }
+    let run = Arc::unwrap_or_clone(run);
+    run.into_iter().zip(verified).collect()
+}
+
+/// Cores the mirror verifies on.
+fn verify_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The output of `fut` if it is ready at once, without waiting.
@@ -408,6 +552,28 @@ fn report(state: &NodeState, feed_index: u64, failure: Failure) {
 }
 
 impl Mirror {
+    /// Stores what verified before the stream ended (`None`) or failed, and shows why.
+    async fn stream_ended(
+        &self,
+        pending: &mut Vec<MirroredStatement>,
+        failure: Option<tonic::Status>,
+        backoff: Duration,
+    ) -> FeedEnd {
+        self.flush_or_report(pending).await;
+        if let Some(status) = failure {
+            if crate::hub_not_reached(&status) {
+                self.state.hub_unreachable("mirror", &status, backoff);
+            }
+            self.state.set_error(format!("feed: {}", status.message()));
+        }
+        FeedEnd::Dropped
+    }
+
+    /// [`verify_run`] under the registry in force.
+    async fn verify_in_parallel(&self, run: Vec<RunEntry>) -> Vec<VerifiedRunEntry> {
+        verify_run(self.federation.get(), run).await
+    }
+
     /// [`Self::flush`], reporting a failure; whether the batch was stored.
     async fn flush_or_report(&self, pending: &mut Vec<MirroredStatement>) -> bool {
         match self.flush(pending).await {
@@ -425,13 +591,12 @@ impl Mirror {
     async fn take_entry(
         &self,
         client: &mut HubServiceClient<Channel>,
-        entry: v1::SubscribeFeedResponse,
+        (index, entry): RunEntry,
+        verified: Option<Result<MirroredStatement, String>>,
         pending: &mut Vec<MirroredStatement>,
         backlog_end: Option<u64>,
     ) -> bool {
-        // The edge: from here on the entry is a domain type.
-        let index = entry.feed_index;
-        let entry = match FeedEntry::from_proto(entry) {
+        let entry = match entry {
             Ok(entry) => entry,
             Err(problem) => {
                 self.flush_or_report(pending).await;
@@ -443,7 +608,7 @@ impl Mirror {
         {
             return false;
         }
-        match self.handle(client, &entry).await {
+        match self.handle(client, &entry, verified).await {
             Ok(verified) => {
                 match verified {
                     Some(m) => pending.push(m),
@@ -485,13 +650,15 @@ impl Mirror {
         }
     }
 
-    /// Verifies one entry and checks its place in the witnessed log. A node statement is
-    /// given back to be stored in the caller's next batch (a large snapshot's chunks are the
-    /// view applier's to fetch); any other entry is stored here.
+    /// Verifies one entry (a node statement may come `verified` already) and checks its place
+    /// in the witnessed log. A node statement is given back to be stored in the caller's next
+    /// batch (a large snapshot's chunks are the view applier's to fetch); any other entry is
+    /// stored here.
     async fn handle(
         &self,
         client: &mut HubServiceClient<Channel>,
         entry: &FeedEntry,
+        verified: Option<Result<MirroredStatement, String>>,
     ) -> Result<Option<MirroredStatement>, Failure> {
         let federation = self.federation.get();
         let now = crate::now_ms();
@@ -518,7 +685,9 @@ impl Mirror {
                         .map(|d| (d.seq, d.digest));
                 check_coherence_entry(&federation, entry, previous, now).map(Checked::Coherence)
             }
-            _ => verify_statement_entry(&federation, entry, now).map(Checked::Statement),
+            _ => verified
+                .unwrap_or_else(|| verify_statement_entry(&federation, entry, now))
+                .map(Checked::Statement),
         }
         .map_err(Failure::Verify)?;
         crate::witness::check_logged(

@@ -484,6 +484,64 @@ fn feed_entry(envelope: &SignedEnvelope, feed_index: u64, node_id: &str, seq: u6
     }
 }
 
+/// The node statements of a run are verified in parallel and come back in feed order, each
+/// with its own result: a statement whose signature was altered fails at its place (the
+/// mirror stores what comes before it and stops there), a hub document is left to be
+/// verified in turn, and so is a statement alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_statements_are_verified_in_parallel_and_come_back_in_order() {
+    let f = fixture(true);
+    for year in 1990..2030 {
+        f.publisher
+            .publish(snapshot_draft(
+                "MIG_STOCK",
+                vec![obs(ObservationAction::Append, "LKA", year, Some(1.0))],
+            ))
+            .await
+            .unwrap();
+    }
+    let own = f.store.list_own(u64::MAX, 1000).unwrap();
+    assert_eq!(own.len(), 40);
+    let entry = |index: u64, o: &OwnStatement| -> crate::mirror::RunEntry {
+        let envelope = SignedEnvelope::decode(&o.envelope).unwrap();
+        (index, Ok(feed_entry(&envelope, index, "colombo", o.seq)))
+    };
+    let mut run: Vec<_> = (1..).zip(&own).map(|(i, o)| entry(i, o)).collect();
+    if let (_, Ok(e)) = &mut run[17] {
+        e.envelope.signatures[0].sig[0] ^= 1;
+    }
+    let catalogue = catalogue_envelope(2, None, &hub_key());
+    run.push((41, Ok(feed_entry(&catalogue, 41, "gfmd", 2))));
+
+    let out = crate::mirror::verify_run(Arc::new(federation()), run).await;
+    assert_eq!(out.len(), 41);
+    for (i, ((index, entry), verified)) in out.iter().enumerate() {
+        assert_eq!(*index, i as u64 + 1);
+        assert_eq!(entry.as_ref().unwrap().feed_index, *index);
+        match (i, verified) {
+            (17, Some(Err(problem))) => {
+                assert!(problem.starts_with("statement signature"), "{problem}")
+            }
+            (40, None) => {}
+            (i, Some(Ok(m))) if i != 17 && i != 40 => {
+                assert_eq!(m.feed_index, *index);
+                assert_eq!(m.seq, own[i].seq);
+                assert_eq!(m.digest, own[i].digest);
+            }
+            (i, other) => panic!(
+                "entry {i}: unexpected {:?}",
+                other.as_ref().map(|r| r.as_ref().map(|m| m.feed_index))
+            ),
+        }
+    }
+
+    let alone = crate::mirror::verify_run(Arc::new(federation()), vec![entry(1, &own[0])]).await;
+    assert!(
+        alone[0].1.is_none(),
+        "a statement alone is verified in turn"
+    );
+}
+
 fn catalogue_envelope(version: u64, previous: Option<Digest>, key: &SecretKey) -> SignedEnvelope {
     let cat = Catalogue::from_toml(embedded_catalogue_toml()).unwrap();
     sign_catalogue(
