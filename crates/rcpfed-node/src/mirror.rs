@@ -11,6 +11,11 @@
 //! in batches, one transaction each, as the stream delivers them (at most [`MAX_BATCH`] or
 //! [`MAX_BATCH_BYTES`], and never ahead of a registry, catalogue or coherence entry, which are
 //! stored one at a time).
+//!
+//! The signatures are the mirror's main cost (a statement's and the hub's receipt's per entry),
+//! so the node statements the stream already holds are taken as a run ([`ready_run`]) and
+//! checked in parallel on the blocking pool ([`verify_run`]); the log check, the batching and
+//! every decision then follow feed order exactly as if each had been checked in turn.
 
 use crate::catalogue::CatalogueInForce;
 use crate::{NodeState, NodeStorage};
@@ -34,6 +39,7 @@ use rcpfed_store::{
 };
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
 /// Checks one feed entry completely: statement signature by a key of its issuer, payload
@@ -300,66 +306,124 @@ async fn follow_feed(
     if backlog_end.is_some_and(|end| cursor >= end) {
         mirror.own_chain.caught_up();
     }
-    let mut stream = response.into_inner();
+    let stream = response.into_inner();
     state
         .feed_connected
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    // Verified statements not yet stored: written in one transaction when the stream has
-    // nothing more ready, when the batch is full, or before an entry that must see
-    // everything before it stored.
-    let mut pending: Vec<MirroredStatement> = Vec::new();
-    let end = loop {
-        let next = if pending.is_empty() {
-            tokio::select! {
-                m = stream.message() => m,
-                () = shutdown.cancelled() => break FeedEnd::Shutdown,
-            }
-        } else {
-            // `message` is cancel-safe: a message not ready yet stays in the stream.
-            match ready_now(stream.message()) {
-                Some(m) => m,
-                None if mirror.flush_or_report(&mut pending).await => continue,
-                None => break FeedEnd::Dropped,
-            }
-        };
-        let first = match next {
-            Ok(Some(entry)) => entry,
-            Ok(None) => break mirror.stream_ended(&mut pending, None, backoff).await,
-            Err(status) => {
-                break mirror
-                    .stream_ended(&mut pending, Some(status), backoff)
+    // One run ahead: the next run's signatures are checked while this one is handled and
+    // stored.
+    let (runs, mut verified_runs) = tokio::sync::mpsc::channel::<VerifiedRun>(1);
+    let reader = read_runs(&mirror.federation, stream, runs, shutdown);
+    let handler = async move {
+        // Verified statements not yet stored: written in one transaction when no verified
+        // run is waiting, when the batch is full, or before an entry that must see everything
+        // before it stored.
+        let mut pending: Vec<MirroredStatement> = Vec::new();
+        loop {
+            let run = if pending.is_empty() {
+                verified_runs.recv().await
+            } else {
+                match verified_runs.try_recv() {
+                    Ok(run) => Some(run),
+                    Err(TryRecvError::Empty) if mirror.flush_or_report(&mut pending).await => {
+                        continue;
+                    }
+                    Err(TryRecvError::Empty) => return FeedEnd::Dropped,
+                    Err(TryRecvError::Disconnected) => None,
+                }
+            };
+            // The reader stops without a last run only on shutdown.
+            let Some(run) = run else {
+                mirror.flush_or_report(&mut pending).await;
+                return FeedEnd::Shutdown;
+            };
+            for (entry, verified) in run.entries {
+                let taken = mirror
+                    .take_entry(client, entry, verified, &mut pending, backlog_end)
                     .await;
+                if !taken {
+                    return FeedEnd::Dropped;
+                }
             }
-        };
-        // The entries the stream holds ready join the first: their signatures are checked in
-        // parallel, then each is handled in feed order.
-        let (run, after) = ready_run(first, &mut stream);
-        let mut taken = true;
-        for (entry, verified) in mirror.verify_in_parallel(run).await {
-            taken = mirror
-                .take_entry(client, entry, verified, &mut pending, backlog_end)
-                .await;
-            if !taken {
-                break;
+            if let Some(handled) = run.handled {
+                let _ = handled.send(());
             }
-        }
-        if !taken {
-            break FeedEnd::Dropped;
-        }
-        match after {
-            StreamAfterRun::Open => {}
-            StreamAfterRun::Ended => break mirror.stream_ended(&mut pending, None, backoff).await,
-            StreamAfterRun::Failed(status) => {
-                break mirror
-                    .stream_ended(&mut pending, Some(status), backoff)
-                    .await;
+            match run.after {
+                StreamAfterRun::Open => {}
+                StreamAfterRun::Ended => {
+                    return mirror.stream_ended(&mut pending, None, backoff).await;
+                }
+                StreamAfterRun::Failed(status) => {
+                    return mirror
+                        .stream_ended(&mut pending, Some(status), backoff)
+                        .await;
+                }
             }
         }
     };
+    let ((), end) = tokio::join!(reader, handler);
     state
         .feed_connected
         .store(false, std::sync::atomic::Ordering::Relaxed);
     end
+}
+
+/// A run verified ahead of the handler ([`read_runs`]).
+struct VerifiedRun {
+    entries: Vec<VerifiedRunEntry>,
+    /// How the stream stood after the run; the reader stops unless it is open.
+    after: StreamAfterRun,
+    /// Told once the run is handled, when it ends with a registry, catalogue or coherence
+    /// entry: the next run is verified under what that entry puts in force.
+    handled: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Takes runs from `stream` ([`ready_run`]) and verifies each ([`verify_run`]) while the
+/// handler works on the one before, until the stream ends or fails (told with the last run,
+/// which may be empty), `shutdown`, or the handler stops listening.
+async fn read_runs(
+    federation: &rcpfed_grpc::shared::SharedFederation,
+    mut stream: tonic::Streaming<v1::SubscribeFeedResponse>,
+    runs: tokio::sync::mpsc::Sender<VerifiedRun>,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            m = stream.message() => m,
+            () = shutdown.cancelled() => return,
+            () = runs.closed() => return,
+        };
+        let (run, after) = match next {
+            Ok(Some(first)) => ready_run(first, &mut stream),
+            Ok(None) => (Vec::new(), StreamAfterRun::Ended),
+            Err(status) => (Vec::new(), StreamAfterRun::Failed(status)),
+        };
+        let ends_in_order = run
+            .last()
+            .is_some_and(|(_, e)| e.as_ref().is_ok_and(stored_in_order));
+        let entries = verify_run(federation.get(), run).await;
+        let (handled, wait) = if ends_in_order {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let open = matches!(after, StreamAfterRun::Open);
+        let sent = runs.send(VerifiedRun {
+            entries,
+            after,
+            handled,
+        });
+        if sent.await.is_err() || !open {
+            return;
+        }
+        // A dropped sender: the handler stopped before the run's end.
+        if let Some(wait) = wait
+            && wait.await.is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Most verified statements written in one transaction.
@@ -567,11 +631,6 @@ impl Mirror {
             self.state.set_error(format!("feed: {}", status.message()));
         }
         FeedEnd::Dropped
-    }
-
-    /// [`verify_run`] under the registry in force.
-    async fn verify_in_parallel(&self, run: Vec<RunEntry>) -> Vec<VerifiedRunEntry> {
-        verify_run(self.federation.get(), run).await
     }
 
     /// [`Self::flush`], reporting a failure; whether the batch was stored.
