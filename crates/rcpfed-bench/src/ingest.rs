@@ -19,6 +19,9 @@
 //! request that starts late because the previous one was slow is timed from its scheduled
 //! start, so queueing shows in the latency). Run once without it to find the maximum rate,
 //! then with half of it for "p99 feed latency at half the maximum ingest rate".
+//!
+//! With mirrors, a late node then joins: the first mirror's configuration with an empty data
+//! directory, on both cores, timed mirroring the whole log from its start.
 
 use super::snapshot::{self as snap, Proc};
 use super::{commit_metrics, make_chains, member_id, pin_self, pinned_command, tls_of, wait_addr};

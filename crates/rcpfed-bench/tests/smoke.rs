@@ -74,6 +74,7 @@ fn ingest_runs_with_mirrors() {
     for line in [
         "rcpfed hub, durable before each receipt",
         "feed latency, receipt → all 3 mirrors",
+        "late node, whole log mirrored (both cores)",
         "ratio hub / bare ack driven hard",
         "load generator threads pinned to core 1",
     ] {
