@@ -458,9 +458,11 @@ fn in_order_payload(payload_type: &str) -> bool {
 /// Most entries taken from the stream at once, to be verified in parallel.
 const MAX_RUN: usize = 256;
 
-/// Most payload bytes in one run: a backlog of large inline snapshots is taken a few at a
-/// time (each also holds its decoded statement once verified).
-const MAX_RUN_BYTES: usize = 8 * 1024 * 1024;
+/// Most payload bytes in one run (give or take its last entry): a backlog of large inline
+/// snapshots is taken a few at a time. Each entry also holds its decoded statement once
+/// verified, and up to three runs are held at once (one being handled, one verified and
+/// waiting, one being verified), beside the batch waiting to be stored ([`MAX_BATCH_BYTES`]).
+const MAX_RUN_BYTES: usize = 4 * 1024 * 1024;
 
 /// Node statements verified by one blocking task, at least: fewer are not worth a thread.
 const MIN_PER_TASK: usize = 8;
