@@ -394,7 +394,7 @@ async fn read_runs(
             () = runs.closed() => return,
         };
         let (run, after) = match next {
-            Ok(Some(first)) => ready_run(first, &mut stream),
+            Ok(Some(first)) => ready_run(first, || ready_now(stream.message())),
             Ok(None) => (Vec::new(), StreamAfterRun::Ended),
             Err(status) => (Vec::new(), StreamAfterRun::Failed(status)),
         };
@@ -480,12 +480,15 @@ enum StreamAfterRun {
 /// An entry of a run: its feed index and the entry, or why it is not one.
 pub(crate) type RunEntry = (u64, Result<FeedEntry, String>);
 
-/// `first` and the entries the stream has ready after it, up to [`MAX_RUN`] entries or
-/// [`MAX_RUN_BYTES`]; the run ends after a registry, catalogue or coherence entry, since the
-/// entries after it may be checked against what it puts in force.
+/// What the stream holds ready without waiting: None when nothing is.
+type ReadyMessage = Option<Result<Option<v1::SubscribeFeedResponse>, tonic::Status>>;
+
+/// `first` and the entries the stream has ready after it (`next_ready`), up to [`MAX_RUN`]
+/// entries or [`MAX_RUN_BYTES`]; the run ends after a registry, catalogue or coherence entry,
+/// since the entries after it may be checked against what it puts in force.
 fn ready_run(
     first: v1::SubscribeFeedResponse,
-    stream: &mut tonic::Streaming<v1::SubscribeFeedResponse>,
+    mut next_ready: impl FnMut() -> ReadyMessage,
 ) -> (Vec<RunEntry>, StreamAfterRun) {
     let payload = |m: &v1::SubscribeFeedResponse| {
         m.envelope.as_ref().map_or((0, false), |e| {
@@ -496,7 +499,7 @@ fn ready_run(
     let mut run = vec![first];
     let mut after = StreamAfterRun::Open;
     while !in_order && run.len() < MAX_RUN && bytes < MAX_RUN_BYTES {
-        match ready_now(stream.message()) {
+        match next_ready() {
             Some(Ok(Some(m))) => {
                 let (len, order) = payload(&m);
                 bytes += len;
@@ -521,10 +524,10 @@ fn ready_run(
     (run, after)
 }
 
-/// Whether `entry` is a node statement, checked alike whatever comes before it in the feed
+/// The entry if it is a node statement, checked alike whatever comes before it in the feed
 /// (see [`verify_statement_entry`]).
-fn verified_alike(entry: &RunEntry) -> bool {
-    matches!(&entry.1, Ok(e) if !stored_in_order(e))
+fn statement_of(entry: &RunEntry) -> Option<&FeedEntry> {
+    entry.1.as_ref().ok().filter(|e| !stored_in_order(e))
 }
 
 /// An entry of a run with the result of its verification, when it was verified with the run.
@@ -539,7 +542,7 @@ pub(crate) async fn verify_run(
     federation: Arc<Federation>,
     run: Vec<RunEntry>,
 ) -> Vec<VerifiedRunEntry> {
-    let statements = run.iter().filter(|e| verified_alike(e)).count();
+    let statements = run.iter().filter_map(statement_of).count();
     if statements < 2 {
         return run.into_iter().map(|e| (e, None)).collect();
     }
@@ -554,12 +557,7 @@ pub(crate) async fn verify_run(
         let handle = tokio::task::spawn_blocking(move || {
             run[start..end]
                 .iter()
-                .map(|e| match e {
-                    (_, Ok(entry)) if !stored_in_order(entry) => {
-                        Some(verify_statement_entry(&federation, entry, now))
-                    }
-                    _ => None,
-                })
+                .map(|e| statement_of(e).map(|e| verify_statement_entry(&federation, e, now)))
                 .collect::<Vec<_>>()
         });
         handles.push((end - start, handle));
@@ -1066,6 +1064,80 @@ fn entry_receipt(
         },
     )
     .map_err(|e| format!("receipt of {node_id}#{seq} at feed index {feed_index}: {e}"))
+}
+
+#[cfg(test)]
+mod run_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn message(feed_index: u64, payload_type: &str, bytes: usize) -> v1::SubscribeFeedResponse {
+        v1::SubscribeFeedResponse {
+            feed_index,
+            envelope: Some(v1::Envelope {
+                payload_type: payload_type.into(),
+                payload: vec![0; bytes],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A run taken from `messages` (then nothing ready): its feed indexes and how it ended.
+    fn run_of(messages: Vec<ReadyMessage>) -> (Vec<u64>, StreamAfterRun, usize) {
+        let mut messages = messages.into_iter();
+        let first = messages.next().flatten().unwrap().unwrap().unwrap();
+        let (run, after) = ready_run(first, || messages.next().flatten());
+        let left = messages.len();
+        (run.into_iter().map(|(i, _)| i).collect(), after, left)
+    }
+
+    const STATEMENT: &str = rcpfed_core::envelope::STATEMENT_PAYLOAD_TYPE;
+
+    /// A hub that floods the stream gets its entries taken a bounded run at a time: by count,
+    /// by payload bytes, and never past a registry entry; an error or the end after some
+    /// entries comes after them.
+    #[test]
+    fn a_run_is_bounded_by_count_bytes_and_in_order_entries() {
+        let small: Vec<ReadyMessage> = (1..=1000)
+            .map(|i| Some(Ok(Some(message(i, STATEMENT, 2_048)))))
+            .collect();
+        let (run, after, left) = run_of(small);
+        assert_eq!(run, (1..=MAX_RUN as u64).collect::<Vec<_>>());
+        assert!(matches!(after, StreamAfterRun::Open));
+        assert_eq!(left, 1000 - MAX_RUN);
+
+        let large: Vec<ReadyMessage> = (1..=20)
+            .map(|i| Some(Ok(Some(message(i, STATEMENT, 1024 * 1024)))))
+            .collect();
+        let (run, _, _) = run_of(large);
+        assert_eq!(run.len(), MAX_RUN_BYTES / (1024 * 1024));
+
+        let registry = vec![
+            Some(Ok(Some(message(1, STATEMENT, 10)))),
+            Some(Ok(Some(message(2, REGISTRY_PAYLOAD_TYPE, 10)))),
+            Some(Ok(Some(message(3, STATEMENT, 10)))),
+        ];
+        let (run, after, left) = run_of(registry);
+        assert_eq!(run, vec![1, 2]);
+        assert!(matches!(after, StreamAfterRun::Open));
+        assert_eq!(left, 1);
+
+        let failing = vec![
+            Some(Ok(Some(message(1, STATEMENT, 10)))),
+            Some(Ok(Some(message(2, STATEMENT, 10)))),
+            Some(Err(tonic::Status::internal("gone"))),
+        ];
+        let (run, after, _) = run_of(failing);
+        assert_eq!(run, vec![1, 2]);
+        assert!(matches!(after, StreamAfterRun::Failed(_)));
+
+        let ended = vec![Some(Ok(Some(message(1, STATEMENT, 10)))), Some(Ok(None))];
+        assert!(matches!(run_of(ended).1, StreamAfterRun::Ended));
+
+        let quiet = vec![Some(Ok(Some(message(1, STATEMENT, 10)))), None];
+        assert_eq!(run_of(quiet).0, vec![1]);
+    }
 }
 
 #[cfg(test)]
