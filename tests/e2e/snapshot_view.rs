@@ -28,11 +28,22 @@ fn mig_stock(c: &Cluster, member: &str, n: usize) -> Vec<Observation> {
 /// the feed index the hub gave it.
 async fn send_large_snapshot(c: &Cluster, raw: &mut RawNode, n: usize) -> u64 {
     let observations = mig_stock(c, &raw.node_id, n);
-    let (manifest, bytes) = encode_chunks(&observations, PER_CHUNK);
-    drop(observations);
+    send_chunked(c, raw, &observations, 1).await
+}
+
+/// Sends `raw`'s next statement: revision `revision` of its large MIG_STOCK snapshot, chunked;
+/// returns the feed index the hub gave it.
+async fn send_chunked(
+    c: &Cluster,
+    raw: &mut RawNode,
+    observations: &[Observation],
+    revision: u32,
+) -> u64 {
+    let (manifest, bytes) = encode_chunks(observations, PER_CHUNK);
     let statement = Statement {
         header: Header {
             document: format!("regions/{}/indicators/mig_stock/large", raw.node_id),
+            revision,
             ..raw.header(DocumentKind::IndicatorSnapshot)
         },
         body: Body::Indicators(IndicatorSnapshot {
@@ -170,6 +181,99 @@ async fn a_large_snapshot_view_is_applied_in_the_background_and_survives_a_sigki
         }),
     };
     raw.accept(&revision).await;
+}
+
+/// A later large snapshot that replaces every key of an earlier one is applied a piece per
+/// transaction on SQLite too (before, in one transaction that every commit waited for):
+/// another member's statement gets its receipt before the view reaches the snapshot, and every
+/// page a reader gets, read in one transaction, holds all of one area's earlier values or all
+/// of its new ones, never a mix and never a key missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_snapshot_over_versions_in_force_holds_up_no_one_and_shows_all_or_nothing() {
+    const N: usize = 60_000;
+    let c = Cluster::start(&["colombo", "abu-dhabi"]).await;
+    let mut raw = RawNode::connect(&c, "colombo").await;
+    let mut other = RawNode::connect(&c, "abu-dhabi").await;
+    let earlier = mig_stock(&c, "colombo", N);
+    let first = send_chunked(&c, &mut raw, &earlier, 1).await;
+    assert_eventually!(
+        c,
+        TIMEOUT * 3,
+        hub_view(&c, &of_node("colombo"), 1).await.0 >= first,
+        "the first snapshot's view is applied"
+    );
+    let replacing: Vec<Observation> = earlier
+        .iter()
+        .map(|o| Observation {
+            action: ObservationAction::Replace,
+            obs_value: o.obs_value.map(|v| v + 0.5),
+            ..o.clone()
+        })
+        .collect();
+    let second = send_chunked(&c, &mut raw, &replacing, 2).await;
+    let policy = other.policy("sent while the replacing view is applied");
+    let (_, small) = other.accept(&policy).await;
+    assert!(small.receipt.is_some());
+    let (feed_size, _) = hub_view(&c, &of_node("colombo"), 1).await;
+    assert!(
+        feed_size < second,
+        "the small statement's receipt came before the replacing snapshot's view was applied \
+         (feed_size {feed_size}, snapshot at {second})"
+    );
+    // One area's observations: fewer than a page, so each sample is one read.
+    let area = earlier[0].ref_area.clone();
+    let in_area = earlier.iter().filter(|o| o.ref_area == area).count();
+    let query = v1::ObservationQuery {
+        ref_areas: vec![area],
+        ..of_node("colombo")
+    };
+    let (mut saw_earlier, mut saw_new) = (0, 0);
+    assert_eventually!(
+        c,
+        TIMEOUT * 6,
+        {
+            let page = c
+                .indicators("hub")
+                .await
+                .query_observations(v1::QueryObservationsRequest {
+                    query: Some(query.clone()),
+                    page_size: 10_000,
+                    page_token: String::new(),
+                })
+                .await
+                .unwrap_or_else(|s| panic!("QueryObservations: {}", describe(&s)))
+                .into_inner();
+            let halves = page
+                .observations
+                .iter()
+                .filter(|r| {
+                    r.observation
+                        .as_ref()
+                        .and_then(|o| o.obs_value)
+                        .is_some_and(|v| v.fract() == 0.5)
+                })
+                .count();
+            assert_eq!(page.observations.len(), in_area, "every key, once");
+            if page.feed_size < second {
+                assert_eq!(
+                    halves, 0,
+                    "feed_size {}: only earlier values",
+                    page.feed_size
+                );
+                saw_earlier += 1;
+            } else {
+                assert_eq!(
+                    halves, in_area,
+                    "feed_size {}: only new values",
+                    page.feed_size
+                );
+                saw_new += 1;
+            }
+            page.feed_size >= second
+        },
+        "the replacing snapshot's view is applied"
+    );
+    eprintln!("samples before the replacing view: {saw_earlier}, after: {saw_new}");
 }
 
 /// While a large snapshot's view is applied, another member's statement gets its receipt

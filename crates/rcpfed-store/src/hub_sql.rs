@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// The view cursor (hub version 7 on SQLite, 4 on PostgreSQL; the same text for both): how far
+/// The view cursor (hub version 8 on SQLite, 4 on PostgreSQL; the same text for both): how far
 /// the indicator view is applied (see [`view_applied_through`]). A store from before it had
 /// every stored entry applied in its commit.
 macro_rules! view_cursor_sql {
@@ -36,6 +36,24 @@ macro_rules! view_cursor_sql {
     };
 }
 pub(crate) use view_cursor_sql;
+
+/// Which versions a superseding snapshot's pieces replaced (hub version 9 on SQLite, 5 on
+/// PostgreSQL, node version 10; the same text for all three): `superseded_by` is the feed
+/// index of the version that superseded a row (NULL for a version in force, and for one
+/// superseded before this migration), and `view_cursor.superseding` the chunked snapshot
+/// whose view is being applied in pieces over versions in force (NULL when none is). While it
+/// is set, readers take a row superseded by an entry past the view cursor as still in force
+/// (`indicator_queries::ViewReading`), so they see the view as it was before that snapshot
+/// until its last piece moves the cursor.
+macro_rules! superseded_by_sql {
+    () => {
+        r#"
+        ALTER TABLE observations ADD COLUMN superseded_by BIGINT CHECK (superseded_by >= 1);
+        ALTER TABLE view_cursor ADD COLUMN superseding BIGINT CHECK (superseding >= 1);
+        "#
+    };
+}
+pub(crate) use superseded_by_sql;
 
 /// Rows fetched per round trip while a byte-bounded listing streams (PostgreSQL).
 const LISTING_FETCH: usize = 16;

@@ -4,7 +4,7 @@
 use crate::StoreError;
 use crate::db::{Db, Schema, constraint_message};
 use crate::hub::{LogNode, NewCheckpoint, NewEquivocation, StoredStatement};
-use crate::hub_sql::{self, HubBackend, StatementClash, view_cursor_sql};
+use crate::hub_sql::{self, HubBackend, StatementClash, superseded_by_sql, view_cursor_sql};
 use crate::indicator_queries;
 use crate::indicators_sql::{
     self, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_policy_coverage_sql,
@@ -109,6 +109,7 @@ pub(crate) const HUB_SCHEMA: Schema = Schema {
         indicator_key_rule_sql!(),
         indicator_policy_coverage_sql!(),
         view_cursor_sql!(),
+        superseded_by_sql!(),
     ],
     upgrade: Some(upgrade_hub),
 };

@@ -36,6 +36,46 @@ macro_rules! applied_rows {
     };
 }
 
+/// How readers tell the versions in force, which a read finds in the view cursor's row
+/// ([`view_reading`]) in its own read transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ViewReading {
+    /// The versions in force are those not marked superseded (the index of the versions in
+    /// force holds exactly those).
+    Settled,
+    /// The pieces of the snapshot just past the view cursor have marked versions superseded
+    /// (`view_step::superseding`): a version superseded by an entry past the cursor is still
+    /// in force for readers, who so see the view as it was before that snapshot until its last
+    /// piece. The index of the versions in force cannot serve this test; it lasts as long as
+    /// the pieces.
+    Superseding,
+}
+
+/// How readers tell the versions in force right now (see [`ViewReading`]).
+pub(crate) fn view_reading(tx: &mut impl Sql) -> Result<ViewReading, StoreError> {
+    Ok(match view_step::superseding(tx)? {
+        Some(_) => ViewReading::Superseding,
+        None => ViewReading::Settled,
+    })
+}
+
+/// The test "a version in force" on the columns of table alias `$alias` (with its dot, or
+/// ""), in each [`ViewReading`].
+macro_rules! in_force {
+    (Settled, $alias:literal) => {
+        concat!($alias, "superseded_at_ms IS NULL")
+    };
+    (Superseding, $alias:literal) => {
+        concat!(
+            "(",
+            $alias,
+            "superseded_at_ms IS NULL OR ",
+            $alias,
+            "superseded_by > (SELECT applied_through FROM view_cursor WHERE id = 1))"
+        )
+    };
+}
+
 /// Candidate conflicts: keys reported by more than one node among the versions in force
 /// (tombstones excluded) whose raw values, multipliers or units are not all equal, with the
 /// versions in force of each, ordered by key then node. The exact comparison of the scaled
@@ -47,43 +87,65 @@ macro_rules! applied_rows {
 /// back on `observations_key` read every version of an area and period per candidate: minutes
 /// at a million observations.) A key has at most one version in force per node, so count(*)
 /// counts nodes.
-pub(crate) const CONFLICT_CANDIDATES: Query = query!(concat!(
-    "SELECT ",
-    observation_columns!(),
-    " FROM (SELECT v.indicator, v.ref_area, v.time_period, v.dims
-           FROM (SELECT indicator, ref_area, time_period, dims FROM observations
-                 WHERE superseded_at_ms IS NULL AND ",
-    applied_rows!(),
-    "
-                 GROUP BY indicator, ref_area, time_period, dims
-                 HAVING count(*) > 1) c
-           JOIN observations v
-             ON v.indicator = c.indicator AND v.ref_area = c.ref_area
-            AND v.time_period = c.time_period AND v.dims = c.dims
-           WHERE v.superseded_at_ms IS NULL AND v.action != 3 AND +v.",
-    applied_rows!(),
-    "
-           GROUP BY v.indicator, v.ref_area, v.time_period, v.dims
-           HAVING count(*) > 1
-              AND (min(v.obs_value) IS DISTINCT FROM max(v.obs_value)
-                   OR min(v.unit_mult) != max(v.unit_mult)
-                   OR min(v.unit_measure) != max(v.unit_measure)
-                   OR count(v.obs_value) NOT IN (0, count(*)))) k
-     JOIN observations o USING (indicator, ref_area, time_period, dims)
-     WHERE o.superseded_at_ms IS NULL AND o.action != 3 AND +o.",
-    applied_rows!(),
-    "
-     ORDER BY o.indicator, o.ref_area, o.time_period, o.dims, o.node_id"
-));
+macro_rules! conflict_candidates {
+    ($reading:ident) => {
+        concat!(
+            "SELECT ",
+            observation_columns!($reading),
+            " FROM (SELECT v.indicator, v.ref_area, v.time_period, v.dims
+                   FROM (SELECT indicator, ref_area, time_period, dims FROM observations
+                         WHERE ",
+            in_force!($reading, ""),
+            " AND ",
+            applied_rows!(),
+            "
+                         GROUP BY indicator, ref_area, time_period, dims
+                         HAVING count(*) > 1) c
+                   JOIN observations v
+                     ON v.indicator = c.indicator AND v.ref_area = c.ref_area
+                    AND v.time_period = c.time_period AND v.dims = c.dims
+                   WHERE ",
+            in_force!($reading, "v."),
+            " AND v.action != 3 AND +v.",
+            applied_rows!(),
+            "
+                   GROUP BY v.indicator, v.ref_area, v.time_period, v.dims
+                   HAVING count(*) > 1
+                      AND (min(v.obs_value) IS DISTINCT FROM max(v.obs_value)
+                           OR min(v.unit_mult) != max(v.unit_mult)
+                           OR min(v.unit_measure) != max(v.unit_measure)
+                           OR count(v.obs_value) NOT IN (0, count(*)))) k
+             JOIN observations o USING (indicator, ref_area, time_period, dims)
+             WHERE ",
+            in_force!($reading, "o."),
+            " AND o.action != 3 AND +o.",
+            applied_rows!(),
+            "
+             ORDER BY o.indicator, o.ref_area, o.time_period, o.dims, o.node_id"
+        )
+    };
+}
 
-const COVERAGE: Query = query!(concat!(
-    "SELECT node_id, indicator, ref_area, min(time_period), max(time_period), count(*)
-     FROM observations WHERE superseded_at_ms IS NULL AND action != 3 AND ",
-    applied_rows!(),
-    "
-     GROUP BY node_id, indicator, ref_area
-     ORDER BY node_id, indicator, ref_area"
-));
+/// [`conflict_candidates`] in each [`ViewReading`].
+pub(crate) const CONFLICT_CANDIDATES: Query = query!(conflict_candidates!(Settled));
+const CONFLICT_CANDIDATES_SUPERSEDING: Query = query!(conflict_candidates!(Superseding));
+
+macro_rules! coverage {
+    ($reading:ident) => {
+        concat!(
+            "SELECT node_id, indicator, ref_area, min(time_period), max(time_period), count(*)
+             FROM observations WHERE ",
+            in_force!($reading, ""),
+            " AND action != 3 AND ",
+            applied_rows!(),
+            "
+             GROUP BY node_id, indicator, ref_area
+             ORDER BY node_id, indicator, ref_area"
+        )
+    };
+}
+const COVERAGE: Query = query!(coverage!(Settled));
+const COVERAGE_SUPERSEDING: Query = query!(coverage!(Superseding));
 /// Coverage per node: objective 0 counts the node's documents, objective k the documents that
 /// address GCM objective k (see [`apply_policy`]).
 const POLICY_COVERAGE: Query = query!(
@@ -278,6 +340,7 @@ impl FilterQuery {
 /// from using the indexes.
 pub(crate) fn observation_query(
     dialect: Dialect,
+    reading: ViewReading,
     filter: &ObservationFilter,
     after: Option<ObservationCursor>,
     max: usize,
@@ -286,13 +349,13 @@ pub(crate) fn observation_query(
         Dialect::Sqlite => &SQLITE_LISTS,
         Dialect::Postgres => &POSTGRES_LISTS,
     };
+    let columns = match reading {
+        ViewReading::Settled => observation_columns!(Settled),
+        ViewReading::Superseding => observation_columns!(Superseding),
+    };
     let mut q = FilterQuery {
         dialect,
-        sql: String::from(concat!(
-            "SELECT ",
-            observation_columns!(),
-            " FROM observations"
-        )),
+        sql: format!("SELECT {columns} FROM observations"),
         args: Vec::new(),
     };
     q.term(
@@ -318,7 +381,7 @@ pub(crate) fn observation_query(
     if !filter.node_ids.is_empty() {
         q.term(lists.nodes, FilterArg::List(filter.node_ids.clone()));
     }
-    version_terms(&mut q, filter);
+    version_terms(&mut q, reading, filter);
     q.sql.push_str(concat!(" AND ", applied_rows!()));
     if let Some((feed_index, position)) = after {
         let feed_index = q.arg(FilterArg::Integer(bound(feed_index)));
@@ -365,7 +428,7 @@ fn period_terms(q: &mut FilterQuery, filter: &ObservationFilter) {
 /// Which versions the filter reads: accepted in its window, and unless it asks for the
 /// history, only those in force (at `as_of_ms` if set), tombstones left out unless it asks
 /// for what changed.
-fn version_terms(q: &mut FilterQuery, filter: &ObservationFilter) {
+fn version_terms(q: &mut FilterQuery, reading: ViewReading, filter: &ObservationFilter) {
     if let Some(updated_after) = filter.updated_after_ms {
         q.term(" AND accepted_at_ms > ?", FilterArg::Integer(updated_after));
     }
@@ -373,12 +436,19 @@ fn version_terms(q: &mut FilterQuery, filter: &ObservationFilter) {
         q.term(" AND accepted_at_ms <= ?", FilterArg::Integer(as_of));
     }
     if !filter.include_history {
+        let in_force = match reading {
+            ViewReading::Settled => in_force!(Settled, ""),
+            ViewReading::Superseding => in_force!(Superseding, ""),
+        };
         match filter.as_of_ms {
             Some(as_of) => q.term(
-                " AND (superseded_at_ms IS NULL OR superseded_at_ms > ?)",
+                &format!(" AND ({in_force} OR superseded_at_ms > ?)"),
                 FilterArg::Integer(as_of),
             ),
-            None => q.sql.push_str(" AND superseded_at_ms IS NULL"),
+            None => {
+                q.sql.push_str(" AND ");
+                q.sql.push_str(in_force);
+            }
         }
         if filter.updated_after_ms.is_none() {
             q.sql.push_str(" AND action != 3");
@@ -398,8 +468,12 @@ pub(crate) fn conflicts(
     tx: &mut impl Sql,
     max: usize,
 ) -> Result<(Vec<ConflictRows>, u64), StoreError> {
+    let candidates = match view_reading(tx)? {
+        ViewReading::Settled => &CONFLICT_CANDIDATES,
+        ViewReading::Superseding => &CONFLICT_CANDIDATES_SUPERSEDING,
+    };
     let mut collector = ConflictCollector::new(max);
-    tx.stream(&CONFLICT_CANDIDATES, &[], CONFLICT_FETCH, |row| {
+    tx.stream(candidates, &[], CONFLICT_FETCH, |row| {
         // Read without copying until the group is listed.
         collector.push(
             [row.str(0)?, row.str(1)?, row.str(2)?, row.str(3)?],
@@ -415,7 +489,11 @@ pub(crate) fn conflicts(
 
 pub(crate) fn coverage(tx: &mut impl Sql) -> Result<Vec<CoverageData>, StoreError> {
     let mut out: Vec<CoverageData> = Vec::new();
-    tx.each(&COVERAGE, &[], |row| {
+    let coverage = match view_reading(tx)? {
+        ViewReading::Settled => &COVERAGE,
+        ViewReading::Superseding => &COVERAGE_SUPERSEDING,
+    };
+    tx.each(coverage, &[], |row| {
         let node_id = row.text(0)?;
         let indicator = row.text(1)?;
         let ref_area = row.text(2)?;

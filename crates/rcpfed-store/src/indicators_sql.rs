@@ -8,7 +8,7 @@
 
 use crate::StoreError;
 use crate::db;
-use crate::indicator_queries::{self, FilterArg};
+use crate::indicator_queries::{self, FilterArg, ViewReading};
 use crate::indicators::{
     CATALOGUE_KIND, CoherenceRows, ObservationCursor, ObservationFilter, ObservationRow,
     RevisionRows,
@@ -309,8 +309,14 @@ pub(crate) const APPLY_BATCH: usize = 2_000;
 /// How a backend writes the view's rows; everything else of the apply step is
 /// [`apply_to_view`]'s, through [`Sql`].
 pub(crate) trait ViewWriter: Sql {
-    /// Marks the stored rows at `rows` (feed_index, position) superseded at `accepted_at_ms`.
-    fn supersede(&mut self, accepted_at_ms: i64, rows: &[(i64, i64)]) -> Result<(), StoreError>;
+    /// Marks the stored rows at `rows` (feed_index, position) superseded at `accepted_at_ms`
+    /// by the entry at feed index `by`.
+    fn supersede(
+        &mut self,
+        accepted_at_ms: i64,
+        by: i64,
+        rows: &[(i64, i64)],
+    ) -> Result<(), StoreError>;
 
     /// Inserts `rows` at `feed_index` in their order, except a row in force whose key already
     /// has a version in force (stored before, or an earlier row of `rows`): the index of the
@@ -344,9 +350,9 @@ pub(crate) fn apply_to_view(
 
 /// Applies a piece of a chunked snapshot's view (SQLite): its observations from `from` on,
 /// until `limit` ends the piece. Returns where the next piece starts, or None once the last
-/// observation is applied. The caller runs each piece in a transaction of its own, and only
-/// for a snapshot whose rows no later piece supersedes from outside the snapshot (see
-/// `view_step::applies_in_pieces`).
+/// observation is applied. The caller runs each piece in a transaction of its own; when the
+/// pieces supersede versions in force, it has the readers keep seeing those until the last
+/// piece (`view_step::superseding`).
 pub(crate) fn apply_piece(
     tx: &Connection,
     log: Log,
@@ -459,8 +465,9 @@ fn apply_snapshot(
             applied += batch.len();
             let done_in_chunk = skip + (i * batch_size) + batch.len();
             let more = done_in_chunk < observations.len() || index + 1 < manifest.chunks.len();
-            let ends =
-                |l: &PieceLimit<'_>| applied >= l.max || (applied >= l.min && (l.yield_now)());
+            let ends = |l: &PieceLimit<'_>| {
+                applied >= l.max || (l.started.elapsed() >= l.min_time && (l.yield_now)())
+            };
             if more && limit.is_some_and(ends) {
                 applier.note_tolerated();
                 // A chunk applied to its end is left at once by the next piece.
@@ -499,7 +506,8 @@ pub(crate) struct BatchRow<'o> {
     pub period: Rc<(String, String)>,
     /// Whether the key rule filled in a default.
     pub defaulted: bool,
-    /// Set when a later row of the same batch supersedes this one.
+    /// Set when a later row of the same batch supersedes this one (`superseded_by` is then
+    /// the row's own feed index).
     pub superseded_at_ms: Option<i64>,
 }
 
@@ -680,7 +688,7 @@ impl Applier<'_> {
             });
         }
         if !batch.supersede.is_empty() {
-            tx.supersede(e.accepted_at_ms, &batch.supersede)?;
+            tx.supersede(e.accepted_at_ms, self.feed_index, &batch.supersede)?;
         }
         if batch.rows.is_empty() {
             return Ok(());
@@ -759,13 +767,18 @@ fn offset(index: usize) -> Result<i64, StoreError> {
 /// SQLite writes row by row with cached statements: no array type, and a statement costs no
 /// round trip.
 impl ViewWriter for Lite<'_> {
-    fn supersede(&mut self, accepted_at_ms: i64, rows: &[(i64, i64)]) -> Result<(), StoreError> {
+    fn supersede(
+        &mut self,
+        accepted_at_ms: i64,
+        by: i64,
+        rows: &[(i64, i64)],
+    ) -> Result<(), StoreError> {
         let mut supersede = self.0.prepare_cached(
-            "UPDATE observations SET superseded_at_ms = ?3
+            "UPDATE observations SET superseded_at_ms = ?3, superseded_by = ?4
              WHERE feed_index = ?1 AND position = ?2",
         )?;
         for (feed_index, position) in rows {
-            supersede.execute(params![feed_index, position, accepted_at_ms])?;
+            supersede.execute(params![feed_index, position, accepted_at_ms, by])?;
         }
         Ok(())
     }
@@ -783,9 +796,9 @@ impl ViewWriter for Lite<'_> {
             "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
                  time_period, dims, period_start, period_end, action, obs_value, obs_status,
                  unit_measure, unit_mult, conf_status, footnote, source, digest, document,
-                 revision, accepted_at_ms, defaulted, superseded_at_ms)
+                 revision, accepted_at_ms, defaulted, superseded_at_ms, superseded_by)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20, ?21, ?22, ?23)
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, CASE WHEN ?23 IS NULL THEN NULL ELSE ?1 END)
              ON CONFLICT (indicator, ref_area, time_period, dims, node_id)
                  WHERE superseded_at_ms IS NULL DO NOTHING",
         )?;
@@ -918,26 +931,50 @@ fn json_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
     out
 }
 
-/// See [`ObservationFilter`] for the rules.
+/// See [`ObservationFilter`] for the rules; one read transaction.
 pub(crate) fn query_observations(
     conn: &Connection,
     filter: &ObservationFilter,
     after: Option<ObservationCursor>,
     limit: usize,
 ) -> Result<Vec<ObservationRow>, StoreError> {
-    let (sql, args) = observation_query(filter, after, limit);
+    in_read_tx(conn, |tx| query_observations_in(tx, filter, after, limit))
+}
+
+/// [`query_observations`] inside the caller's read transaction `tx`.
+fn query_observations_in(
+    tx: &Connection,
+    filter: &ObservationFilter,
+    after: Option<ObservationCursor>,
+    limit: usize,
+) -> Result<Vec<ObservationRow>, StoreError> {
+    let reading = indicator_queries::view_reading(&mut Lite(tx))?;
+    let (sql, args) = observation_query(reading, filter, after, limit);
     let args: Vec<&dyn ToSql> = args.iter().map(|a| a as &dyn ToSql).collect();
-    collect_rows(conn, &sql, &args)
+    collect_rows(tx, &sql, &args)
+}
+
+/// `f` in one read transaction on `conn` (one WAL snapshot for all its statements).
+pub(crate) fn in_read_tx<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 /// The SQL and arguments of an observation query on SQLite
 /// ([`indicator_queries::observation_query`]); a list travels as one JSON argument.
 pub(crate) fn observation_query(
+    reading: ViewReading,
     filter: &ObservationFilter,
     after: Option<ObservationCursor>,
     limit: usize,
 ) -> (String, Vec<Value>) {
-    let (sql, args) = indicator_queries::observation_query(Dialect::Sqlite, filter, after, limit);
+    let (sql, args) =
+        indicator_queries::observation_query(Dialect::Sqlite, reading, filter, after, limit);
     let args = args
         .into_iter()
         .map(|arg| match arg {
@@ -997,11 +1034,11 @@ pub(crate) fn query_observations_at(
     after: Option<ObservationCursor>,
     limit: usize,
 ) -> Result<(Vec<ObservationRow>, u64), StoreError> {
-    let tx = conn.unchecked_transaction()?;
-    let rows = query_observations(&tx, filter, after, limit)?;
-    let feed_size = indicator_queries::applied_feed_size(&mut Lite(&tx))?;
-    tx.commit()?;
-    Ok((rows, feed_size))
+    in_read_tx(conn, |tx| {
+        let rows = query_observations_in(tx, filter, after, limit)?;
+        let feed_size = indicator_queries::applied_feed_size(&mut Lite(tx))?;
+        Ok((rows, feed_size))
+    })
 }
 
 /// Implements [`crate::IndicatorStore`] for a store with a `db: Db` field over `$log`.
@@ -1060,15 +1097,20 @@ macro_rules! impl_indicator_store {
                 limit: usize,
             ) -> Result<(Vec<$crate::indicators::ConflictRows>, u64), $crate::StoreError> {
                 self.db.read(|conn| {
-                    $crate::indicator_queries::conflicts(&mut $crate::sql::Lite(conn), limit)
+                    $crate::indicators_sql::in_read_tx(conn, |tx| {
+                        $crate::indicator_queries::conflicts(&mut $crate::sql::Lite(tx), limit)
+                    })
                 })
             }
 
             fn coverage(
                 &self,
             ) -> Result<Vec<$crate::indicators::CoverageData>, $crate::StoreError> {
-                self.db
-                    .read(|conn| $crate::indicator_queries::coverage(&mut $crate::sql::Lite(conn)))
+                self.db.read(|conn| {
+                    $crate::indicators_sql::in_read_tx(conn, |tx| {
+                        $crate::indicator_queries::coverage(&mut $crate::sql::Lite(tx))
+                    })
+                })
             }
 
             fn policy_coverage(

@@ -365,6 +365,7 @@ pub(crate) const NODE_SCHEMA: Schema = Schema {
         INSERT INTO view_cursor (id, applied_through)
             SELECT 1, coalesce(max(feed_index), 0) FROM mirror;
         "#,
+        crate::hub_sql::superseded_by_sql!(),
     ],
     upgrade: Some(upgrade_node),
 };

@@ -136,6 +136,19 @@ macro_rules! observation_columns {
          unit_mult, conf_status, footnote, source, node_id, digest, document, revision, \
          feed_index, position, accepted_at_ms, superseded_at_ms"
     };
+    // While a snapshot's pieces supersede versions in force (see
+    // `indicator_queries::ViewReading`): a version superseded by an entry past the view cursor
+    // is shown as not superseded.
+    (Superseding) => {
+        "indicator, ref_area, time_period, dims, action, obs_value, obs_status, unit_measure, \
+         unit_mult, conf_status, footnote, source, node_id, digest, document, revision, \
+         feed_index, position, accepted_at_ms, \
+         CASE WHEN superseded_by > (SELECT applied_through FROM view_cursor WHERE id = 1) \
+         THEN NULL ELSE superseded_at_ms END"
+    };
+    (Settled) => {
+        observation_columns!()
+    };
 }
 pub(crate) use observation_columns;
 
@@ -285,10 +298,12 @@ pub(crate) struct PieceStart {
     pub decoded: Option<std::sync::Arc<Vec<rcpfed_core::statement::Observation>>>,
 }
 
-/// When a piece of a snapshot's view ends: after `max` observations, or after `min` or more,
-/// at the end of a batch, once `yield_now` says a commit is waiting for the writer.
+/// When a piece of a snapshot's view ends: after `max` observations, or at the end of a batch
+/// once the piece has run `min_time` since `started` and `yield_now` says a commit is waiting
+/// for the writer.
 pub(crate) struct PieceLimit<'a> {
-    pub min: usize,
+    pub started: std::time::Instant,
+    pub min_time: std::time::Duration,
     pub max: usize,
     pub yield_now: &'a (dyn Fn() -> bool + Sync),
 }

@@ -1,9 +1,10 @@
 //! How stored feed entries reach the indicator view, once for the hub and the node: a commit
 //! applies its entries in its own transaction while the view is current ([`InlineView`]); from
 //! the first chunked snapshot on, entries are stored only and the view cursor stays behind,
-//! and a background applier works through them in feed order ([`step`]), a large snapshot of
-//! an indicator new to the view a piece per transaction on SQLite. Readers see the view up to
-//! the cursor (`indicator_queries::applied_rows`).
+//! and a background applier works through them in feed order ([`step`]), a large snapshot a
+//! piece per transaction on SQLite. Readers see the view up to the cursor
+//! (`indicator_queries::applied_rows`), and while the pieces of a snapshot supersede versions
+//! in force, those versions as still in force ([`superseding`]).
 
 use crate::StoreError;
 use crate::db::int;
@@ -11,6 +12,7 @@ use crate::sql::{Query, Sql, query};
 use crate::view_rows::{Entry, PieceLimit, PieceStart};
 use rcpfed_core::statement::{Body, ChunkManifest, DocumentKind, Statement};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const VIEW_CURSOR: Query = query!("SELECT applied_through FROM view_cursor WHERE id = 1");
 const SET_VIEW_CURSOR: Query = query!("UPDATE view_cursor SET applied_through = $1 WHERE id = 1");
@@ -35,18 +37,18 @@ pub(crate) fn applied_in_background(entry: &Entry<'_>) -> bool {
     with_background_manifest(entry, |_| ()).is_some()
 }
 
-/// Whether a chunked snapshot's view may be applied in pieces: it has more than one chunk and
-/// the view holds nothing of its indicator from before it ([`INDICATOR_IN_VIEW`]).
-fn applies_in_pieces(tx: &mut impl Sql, entry: &Entry<'_>) -> Result<bool, StoreError> {
+/// The indicator of a chunked snapshot whose view is applied in pieces where the backend
+/// takes pieces: one with more than one chunk. None for any other entry.
+fn indicator_in_pieces(entry: &Entry<'_>) -> Result<Option<String>, StoreError> {
     let statement = entry.statement()?;
     let Body::Indicators(snapshot) = &statement.body else {
-        return Ok(false);
+        return Ok(None);
     };
-    if snapshot.chunks.as_ref().is_none_or(|m| m.chunks.len() < 2) {
-        return Ok(false);
-    }
-    let feed_index = int(entry.feed_index, "feed index")?;
-    Ok(!tx.exists(&INDICATOR_IN_VIEW, &[&snapshot.indicator, &feed_index])?)
+    Ok(snapshot
+        .chunks
+        .as_ref()
+        .filter(|m| m.chunks.len() >= 2)
+        .map(|_| snapshot.indicator.clone()))
 }
 
 /// `f` of the chunk manifest of an entry applied in the background (see
@@ -176,27 +178,68 @@ pub(crate) struct ViewPiece {
 /// snapshot always gets a transaction of its own).
 const VIEW_STEP_ENTRIES: u64 = 256;
 
-/// Fewest observations of a piece before it ends for a waiting commit: each transaction
-/// writes the index pages it touched to the WAL again, so smaller pieces make the whole apply
-/// slower. Measured with a commit every ~5 ms during a million-observation apply
-/// (`commit_wait_behind_a_snapshot_view`): pieces of ~600 took 2.2 × the one transaction's
-/// time and commits waited at most 39 ms; pieces of at least 4 000, 1.5 × and 111 ms; one
-/// transaction, 11 s.
-pub(crate) const VIEW_PIECE_MIN: usize = 4_000;
+/// Least work in a piece before it ends for a waiting commit: each transaction writes the
+/// index pages it touched to the WAL again, so smaller pieces make the whole apply slower.
+/// Measured with a commit every ~5 ms during a million-observation apply
+/// (`commit_wait_behind_a_snapshot_view`): pieces of ~600 observations took 2.2 × the one
+/// transaction's time and commits waited at most 39 ms; pieces of at least 4 000, 1.5 × and
+/// 111 ms; one transaction, 11 s. A time rather than a count, because an observation that
+/// supersedes a version in force costs about 1.5 × one that does not.
+pub(crate) const VIEW_PIECE_MIN_TIME: Duration = Duration::from_millis(50);
 
 /// Most observations of a piece when a snapshot's view is applied in pieces (about 1–2 s of
 /// work on SQLite): with no commit waiting, a million observations take ten transactions, so
 /// the WAL is checkpointed between them and does not grow with the snapshot.
 pub(crate) const VIEW_PIECE_MAX: usize = 100_000;
 
-/// Whether the view holds any row of the indicator from before `feed_index`: if not, nothing
-/// a snapshot at `feed_index` applies supersedes a row outside it, so its rows can be written
-/// a piece per transaction while readers, who see nothing past the view cursor, see none of
-/// them until the last piece moves the cursor.
+/// Whether the view holds any row of the indicator from before `feed_index`: if so, a
+/// snapshot at `feed_index` may supersede versions in force, and while its pieces are applied
+/// readers must keep seeing those versions ([`superseding`]). (A snapshot supersedes only its
+/// own node's versions; asking per indicator keeps this one probe of `observations_indicator`.)
 const INDICATOR_IN_VIEW: Query =
     query!("SELECT 1 FROM observations WHERE indicator = $1 AND feed_index < $2 LIMIT 1");
 /// The rows of a snapshot whose pieces a stopped process left behind: its apply starts over.
 const FORGET_PIECES: Query = query!("DELETE FROM observations WHERE feed_index = $1");
+/// The versions those pieces superseded, in force again (once the pieces' rows are gone: the
+/// index of the versions in force allows one per key). A scan, run only after a stop in the
+/// middle of a superseding snapshot.
+const RESTORE_SUPERSEDED: Query = query!(
+    "UPDATE observations SET superseded_at_ms = NULL, superseded_by = NULL
+     WHERE superseded_by = $1"
+);
+const SUPERSEDING: Query = query!("SELECT superseding FROM view_cursor WHERE id = 1");
+const SET_SUPERSEDING: Query = query!("UPDATE view_cursor SET superseding = $1 WHERE id = 1");
+
+/// The chunked snapshot whose view is being applied in pieces over versions in force, if any:
+/// its pieces mark the versions they replace superseded (`superseded_by` its feed index), and
+/// readers take those as still in force until the view cursor passes it. It is always the
+/// entry just past the cursor.
+pub(crate) fn superseding(tx: &mut impl Sql) -> Result<Option<u64>, StoreError> {
+    let at = tx.one(&SUPERSEDING, &[], |row| row.opt_i64(0))?;
+    at.map(|i| {
+        u64::try_from(i).map_err(|_| StoreError::Corrupt(format!("superseding feed index {i}")))
+    })
+    .transpose()
+}
+
+fn set_superseding(tx: &mut impl Sql, feed_index: Option<u64>) -> Result<(), StoreError> {
+    let at = feed_index.map(|i| int(i, "feed index")).transpose()?;
+    tx.exec(&SET_SUPERSEDING, &[&at])?;
+    Ok(())
+}
+
+/// Undoes whatever pieces of the snapshot at `feed_index` an earlier process applied and
+/// did not finish (a stop, or a backup taken meanwhile and restored): its rows go, and the
+/// versions they superseded are in force again. Usually there is nothing to undo.
+fn forget_pieces(tx: &mut impl Sql, feed_index: u64) -> Result<(), StoreError> {
+    let at = int(feed_index, "feed index")?;
+    tx.exec(&FORGET_PIECES, &[&at])?;
+    if superseding(tx)? == Some(feed_index) {
+        tx.exec(&RESTORE_SUPERSEDED, &[&at])?;
+        set_superseding(tx, None)?;
+    }
+    Ok(())
+}
 
 /// A stored feed entry as the background applier reads it back.
 pub(crate) trait StoredEntry {
@@ -233,10 +276,61 @@ pub(crate) struct Pieces<'a> {
     pub(crate) commit_waiting: &'a (dyn Fn() -> bool + Sync),
 }
 
+/// A chunked snapshot at the view cursor, before it is applied: whatever an earlier process
+/// left of it is undone unless its pieces resume, and where the backend takes pieces and it
+/// has several chunks, one piece of it is applied. Then Some(where its next piece starts, or
+/// None once applied); None when it is to be applied in one go by the caller.
+fn large_entry<S: Sql, V: ViewSteps<S>>(
+    tx: &mut S,
+    store: &V,
+    entry: &Entry<'_>,
+    pieces: Option<&Pieces<'_>>,
+) -> Result<Option<Option<ViewPiece>>, StoreError> {
+    let resumed = pieces
+        .and_then(|p| p.resumed.clone())
+        .filter(|p| p.feed_index == entry.feed_index);
+    if resumed.is_none() {
+        forget_pieces(tx, entry.feed_index)?;
+    }
+    let Some(pieces) = pieces else {
+        return Ok(None);
+    };
+    let Some(indicator) = indicator_in_pieces(entry)? else {
+        return Ok(None);
+    };
+    let from = match resumed {
+        Some(p) => p.next,
+        None => {
+            let feed_index = int(entry.feed_index, "feed index")?;
+            if tx.exists(&INDICATOR_IN_VIEW, &[&indicator, &feed_index])? {
+                set_superseding(tx, Some(entry.feed_index))?;
+            }
+            PieceStart::default()
+        }
+    };
+    let limit = PieceLimit {
+        started: Instant::now(),
+        min_time: VIEW_PIECE_MIN_TIME,
+        max: pieces.max,
+        yield_now: pieces.commit_waiting,
+    };
+    match store.apply_piece(tx, entry, from, &limit)? {
+        Some(next) => Ok(Some(Some(ViewPiece {
+            feed_index: entry.feed_index,
+            next,
+        }))),
+        None => {
+            // The last piece: readers see the snapshot, and only it, from this transaction on.
+            set_superseding(tx, None)?;
+            Ok(Some(None))
+        }
+    }
+}
+
 /// One transaction of the background applier, on `tx` (the caller's write transaction): the
 /// entries from the view cursor to `head` in feed order, at most [`VIEW_STEP_ENTRIES`] small
-/// ones, or one chunked snapshot alone (with `pieces`, one piece of it when its indicator is
-/// new to the view). Gives the new cursor and, when a snapshot is left half-applied, where
+/// ones, or one chunked snapshot alone (with `pieces`, one piece of it when it has several
+/// chunks). Gives the new cursor and, when a snapshot is left half-applied, where
 /// its next piece starts (to be handed back once this transaction has committed).
 pub(crate) fn step<S: Sql, V: ViewSteps<S>>(
     tx: &mut S,
@@ -271,28 +365,9 @@ pub(crate) fn step<S: Sql, V: ViewSteps<S>>(
         if large && applied > 0 {
             break;
         }
-        if let Some(pieces) = pieces.as_ref().filter(|_| large)
-            && applies_in_pieces(tx, &entry)?
-        {
-            let from = match &pieces.resumed {
-                Some(p) if p.feed_index == entry.feed_index => p.next.clone(),
-                _ => {
-                    tx.exec(&FORGET_PIECES, &[&int(entry.feed_index, "feed index")?])?;
-                    PieceStart::default()
-                }
-            };
-            let limit = PieceLimit {
-                min: VIEW_PIECE_MIN,
-                max: pieces.max,
-                yield_now: pieces.commit_waiting,
-            };
-            match store.apply_piece(tx, &entry, from, &limit)? {
-                Some(next) => {
-                    next_piece = Some(ViewPiece {
-                        feed_index: entry.feed_index,
-                        next,
-                    });
-                }
+        if large && let Some(piece) = large_entry(tx, store, &entry, pieces.as_ref())? {
+            match piece {
+                Some(next) => next_piece = Some(next),
                 None => through = entry.feed_index,
             }
             break;

@@ -1425,6 +1425,18 @@ pub fn chunked_observations(n: usize) -> Vec<Observation> {
         .collect()
 }
 
+/// `observations` as a later snapshot that replaces each of them: REPLACE, value + `by`.
+pub fn replacing(observations: &[Observation], by: f64) -> Vec<Observation> {
+    observations
+        .iter()
+        .map(|o| Observation {
+            action: ObservationAction::Replace,
+            obs_value: o.obs_value.map(|v| v + by),
+            ..o.clone()
+        })
+        .collect()
+}
+
 /// A missing or wrong chunk refuses a chunked snapshot's view: the hub refuses the entry; a
 /// node stores it and its view applier refuses to apply it until the chunks are right.
 pub fn chunked_snapshot_refused(t: &Target) {

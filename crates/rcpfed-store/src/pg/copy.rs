@@ -201,13 +201,16 @@ pub fn pg_hub_to_sqlite(url: &str, out: &Path) -> Result<CopyReport, StoreError>
             }
             report.tables.push((table, count));
         }
-        // How far the view is applied: the copied view holds exactly that much.
-        let applied: i64 = pg
-            .query_one("SELECT applied_through FROM view_cursor WHERE id = 1", &[])?
-            .try_get(0)?;
+        // How far the view is applied: the copied view holds exactly that much (and the
+        // pieces of a snapshot being applied over versions in force, which the applier undoes).
+        let cursor = pg.query_one(
+            "SELECT applied_through, superseding FROM view_cursor WHERE id = 1",
+            &[],
+        )?;
+        let (applied, superseding): (i64, Option<i64>) = (cursor.try_get(0)?, cursor.try_get(1)?);
         target.execute(
-            "UPDATE view_cursor SET applied_through = ?1 WHERE id = 1",
-            [applied],
+            "UPDATE view_cursor SET applied_through = ?1, superseding = ?2 WHERE id = 1",
+            rusqlite::params![applied, superseding],
         )?;
         target.commit()?;
         pg.commit()?;
@@ -285,15 +288,16 @@ pub fn sqlite_hub_to_pg(file: &Path, url: &str) -> Result<CopyReport, StoreError
         writer.finish()?;
         report.tables.push((table, count));
     }
-    // How far the view is applied: the copied view holds exactly that much.
-    let applied: i64 = source.query_row(
-        "SELECT applied_through FROM view_cursor WHERE id = 1",
+    // How far the view is applied: the copied view holds exactly that much (and the pieces
+    // of a snapshot being applied over versions in force, which the applier undoes).
+    let (applied, superseding): (i64, Option<i64>) = source.query_row(
+        "SELECT applied_through, superseding FROM view_cursor WHERE id = 1",
         [],
-        |row| row.get(0),
+        |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
     pg.execute(
-        "UPDATE view_cursor SET applied_through = $1 WHERE id = 1",
-        &[&applied],
+        "UPDATE view_cursor SET applied_through = $1, superseding = $2 WHERE id = 1",
+        &[&applied, &superseding],
     )?;
     // Identity columns go on after the copied rows.
     for table in ["equivocations", "statement_flags"] {

@@ -169,6 +169,7 @@ pub(crate) const HUB_SCHEMA: PgSchema = PgSchema {
              WHERE objective IS NOT NULL GROUP BY node_id, objective;
     "#,
         hub_sql::view_cursor_sql!(),
+        hub_sql::superseded_by_sql!(),
     ],
 };
 

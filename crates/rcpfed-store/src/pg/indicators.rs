@@ -5,7 +5,7 @@
 
 use super::Tx;
 use crate::StoreError;
-use crate::indicator_queries::{self as shared, FilterArg, observation_from_row};
+use crate::indicator_queries::{self as shared, FilterArg, ViewReading, observation_from_row};
 use crate::indicators::{ObservationCursor, ObservationFilter, ObservationRow};
 use crate::indicators_sql::{
     APPLY_BATCH, BatchRow, InForceRow, ViewWriter, apply_to_view, key_rule_before,
@@ -57,15 +57,20 @@ pub(crate) fn apply_entry(tx: &mut Tx<'_>, entry: &Entry<'_>) -> Result<(), Stor
 /// PostgreSQL writes with one statement per step, the rows travelling as arrays: one round
 /// trip each instead of one or two per observation.
 impl ViewWriter for Tx<'_> {
-    fn supersede(&mut self, accepted_at_ms: i64, rows: &[(i64, i64)]) -> Result<(), StoreError> {
+    fn supersede(
+        &mut self,
+        accepted_at_ms: i64,
+        by: i64,
+        rows: &[(i64, i64)],
+    ) -> Result<(), StoreError> {
         let (feed_indexes, positions): (Vec<i64>, Vec<i64>) = rows.iter().copied().unzip();
         // One primary-key probe per superseded row (see load_in_force).
         self.batch("SET LOCAL enable_seqscan = off")?;
         self.execute(
-            "UPDATE observations o SET superseded_at_ms = $1
+            "UPDATE observations o SET superseded_at_ms = $1, superseded_by = $4
              FROM unnest($2::bigint[], $3::bigint[]) AS s(feed_index, position)
              WHERE o.feed_index = s.feed_index AND o.position = s.position",
-            &[&accepted_at_ms, &feed_indexes, &positions],
+            &[&accepted_at_ms, &feed_indexes, &positions, &by],
         )?;
         self.batch("SET LOCAL enable_seqscan = on")?;
         Ok(())
@@ -103,11 +108,12 @@ impl ViewWriter for Tx<'_> {
                 "INSERT INTO observations (feed_index, position, node_id, indicator, ref_area,
                      time_period, dims, period_start, period_end, action, obs_value, obs_status,
                      unit_measure, unit_mult, conf_status, footnote, source, digest, document,
-                     revision, accepted_at_ms, defaulted, superseded_at_ms)
+                     revision, accepted_at_ms, defaulted, superseded_at_ms, superseded_by)
                  SELECT $1, r.position, $2, $3, r.ref_area, r.time_period, r.dims,
                      r.period_start, r.period_end, r.action, r.obs_value, r.obs_status,
                      r.unit_measure, r.unit_mult, r.conf_status, r.footnote, r.source, $4, $5,
-                     $6, $7, r.defaulted, r.superseded_at_ms
+                     $6, $7, r.defaulted, r.superseded_at_ms,
+                     CASE WHEN r.superseded_at_ms IS NULL THEN NULL ELSE $1::bigint END
                  FROM unnest($8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[],
                      $13::text[], $14::bigint[], $15::float8[], $16::text[], $17::text[],
                      $18::bigint[], $19::text[], $20::text[], $21::text[], $22::bool[],
@@ -211,11 +217,12 @@ type Arg = Box<dyn ToSql + Sync + Send>;
 /// The SQL and arguments of an observation query on PostgreSQL
 /// ([`shared::observation_query`]); a list travels as one array argument.
 fn observation_query(
+    reading: ViewReading,
     filter: &ObservationFilter,
     after: Option<ObservationCursor>,
     max: usize,
 ) -> (String, Vec<Arg>) {
-    let (sql, args) = shared::observation_query(Dialect::Postgres, filter, after, max);
+    let (sql, args) = shared::observation_query(Dialect::Postgres, reading, filter, after, max);
     let args = args
         .into_iter()
         .map(|arg| -> Arg {
@@ -235,7 +242,8 @@ pub(super) fn query_observations(
     after: Option<ObservationCursor>,
     max: usize,
 ) -> Result<Vec<ObservationRow>, StoreError> {
-    let (sql, args) = observation_query(filter, after, max);
+    let reading = shared::view_reading(tx)?;
+    let (sql, args) = observation_query(reading, filter, after, max);
     let args: Vec<&(dyn ToSql + Sync)> = args
         .iter()
         .map(|a| a.as_ref() as &(dyn ToSql + Sync))
