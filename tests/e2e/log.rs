@@ -2031,3 +2031,72 @@ async fn feed_subscribers_at_one_cursor_share_one_page() {
         "three subscribers at cursor 0 never shared one page: (built, shared) per try {deltas:?}"
     );
 }
+
+/// A caught-up subscriber gets what is committed in quick succession in few pages, each entry
+/// with its inclusion proof against its page's checkpoint: the hub sends it a page at most
+/// every 25 ms (`FEED_PAGE_INTERVAL`), so a node checks and witnesses one checkpoint per page
+/// rather than one per commit (issue 11). Three members send ten statements each at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_up_subscriber_gets_a_burst_of_commits_in_few_pages() {
+    const EACH: u64 = 10;
+    let c = Cluster::start(&ALL_NODES).await;
+    let fed = c.federation();
+    let hub = c.hub_client("colombo").await;
+    let subscribe = |after_index| {
+        let mut hub = hub.clone();
+        async move {
+            hub.subscribe_feed(v1::SubscribeFeedRequest { after_index })
+                .await
+                .unwrap_or_else(|s| panic!("SubscribeFeed: {}", describe(&s)))
+        }
+    };
+    let head: u64 = subscribe(0)
+        .await
+        .metadata()
+        .get("rcpfed-backlog-end")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("rcpfed-backlog-end header");
+    let mut stream = subscribe(head).await.into_inner();
+    let burst = |member: &'static str| {
+        let c = &c;
+        async move {
+            let mut raw = RawNode::connect(c, member).await;
+            for i in 0..EACH {
+                let mut policy = raw.policy(&format!("burst {i}"));
+                policy.header.document = format!("regions/{member}/policies/burst-{i}");
+                raw.accept(&policy).await;
+            }
+        }
+    };
+    let started = Instant::now();
+    tokio::join!(burst("colombo"), burst("abu-dhabi"), burst("midwa"));
+    let mut sizes = BTreeMap::new();
+    let mut last_index = head;
+    while last_index < head + 3 * EACH {
+        let entry = tokio::time::timeout(TIMEOUT, stream.message())
+            .await
+            .expect("the burst in time")
+            .expect("an entry")
+            .expect("the stream stays open");
+        assert_eq!(entry.feed_index, last_index + 1, "in feed order, no gap");
+        last_index = entry.feed_index;
+        let log = entry.log.as_ref().expect("a log proof");
+        let envelope = entry.envelope.as_ref().expect("an envelope");
+        check_proof(&fed, envelope, log, entry.feed_index - 1);
+        *sizes.entry(log.tree_size).or_insert(0u32) += 1;
+    }
+    let elapsed = started.elapsed();
+    // One checkpoint per page, a page at most every 25 ms, and the first one at once.
+    let most = elapsed.as_millis() / 25 + 2;
+    eprintln!(
+        "{} entries in {elapsed:?} came against {} checkpoints: {sizes:?}",
+        3 * EACH,
+        sizes.len()
+    );
+    assert!(
+        sizes.len() as u128 <= most,
+        "{} checkpoints in {elapsed:?}, more than a page per 25 ms: {sizes:?}",
+        sizes.len()
+    );
+}
