@@ -891,6 +891,10 @@ mod tests {
             Ok(self.feed_size)
         }
 
+        fn view_superseding(&self) -> Result<Option<u64>, StoreError> {
+            Ok(None)
+        }
+
         fn conflicts(&self, _: usize) -> Result<(Vec<ConflictRows>, u64), StoreError> {
             Ok((Vec::new(), 0))
         }

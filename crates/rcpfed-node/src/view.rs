@@ -3,11 +3,10 @@
 //! `NodeStore::apply_view_step`). The mirror stores such a snapshot as soon as it verifies and
 //! goes on with the feed; this task fetches its chunks from the hub (each checked against the
 //! signed manifest, `mirror::stage_chunks`) and applies its view, so the feed never waits for
-//! a large snapshot. For an indicator new to the view it goes a piece per transaction, so this
-//! node's own writes do not wait for it either; a later snapshot of an indicator the view holds
-//! is one transaction (its supersessions would otherwise show piece by piece), as at the hub. Readers see
-//! the view up to its cursor. Each step is durable, so after a restart the applier resumes
-//! from the store.
+//! a large snapshot. It goes a piece per transaction, so this node's own writes do not wait for
+//! it either, as at the hub; while the pieces of a snapshot supersede versions in force, readers
+//! keep seeing those (`view_step::superseding`). Readers see the view up to its cursor. Each
+//! step is durable, so after a restart the applier resumes from the store.
 
 use crate::mirror::{Failure, stage_chunks, stored_chunk_manifest};
 use crate::{NodeState, NodeStorage};

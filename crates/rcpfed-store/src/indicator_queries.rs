@@ -173,14 +173,23 @@ const POLICY_UNCOUNT: Query = query!(
 /// The `policy_coverage` row that counts a node's documents (GCM objectives are 1 to 23).
 const ALL_DOCUMENTS: i64 = 0;
 
-const REVISIONS: Query = query!(concat!(
-    "SELECT ",
-    observation_columns!(),
-    " FROM observations WHERE feed_index > $1 AND action IN (2, 3) AND ",
-    applied_rows!(),
-    "
-      ORDER BY feed_index, position LIMIT $2"
-));
+/// Revisions (REPLACE and DELETE versions) applied after a feed index, in each
+/// [`ViewReading`] (while a snapshot's pieces go in, one of them may already be marked
+/// superseded by it).
+macro_rules! revisions {
+    ($reading:ident) => {
+        concat!(
+            "SELECT ",
+            observation_columns!($reading),
+            " FROM observations WHERE feed_index > $1 AND action IN (2, 3) AND ",
+            applied_rows!(),
+            "
+              ORDER BY feed_index, position LIMIT $2"
+        )
+    };
+}
+const REVISIONS: Query = query!(revisions!(Settled));
+const REVISIONS_SUPERSEDING: Query = query!(revisions!(Superseding));
 /// The version a REPLACE or DELETE superseded: its key's latest earlier version.
 pub(crate) const PREDECESSOR: Query = query!(concat!(
     "SELECT ",
@@ -618,7 +627,11 @@ pub(crate) fn revisions_in(
     max: usize,
 ) -> Result<(Vec<RevisionRows>, u64), StoreError> {
     let after = bound(after_feed_index);
-    let new_rows = tx.all(&REVISIONS, &[&after, &limit(max)], observation_from_row)?;
+    let revisions = match view_reading(tx)? {
+        ViewReading::Settled => &REVISIONS,
+        ViewReading::Superseding => &REVISIONS_SUPERSEDING,
+    };
+    let new_rows = tx.all(revisions, &[&after, &limit(max)], observation_from_row)?;
     let mut out = Vec::with_capacity(new_rows.len());
     for new in new_rows {
         let o = &new.observation;

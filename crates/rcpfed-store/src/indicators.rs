@@ -204,6 +204,11 @@ pub trait IndicatorStore: Send + Sync + 'static {
     /// Highest feed index whose entry has been stored and applied (0 when empty).
     fn applied_feed_size(&self) -> Result<u64, StoreError>;
 
+    /// The feed index of the snapshot whose view is being applied a piece at a time over
+    /// versions in force, if one is. Meanwhile readers see the view as it was before it, and
+    /// the queries of the versions in force cannot use the index of them (they scan).
+    fn view_superseding(&self) -> Result<Option<u64>, StoreError>;
+
     /// Conflicts among the versions in force, ordered by (indicator, ref_area, time_period,
     /// dims), at most `limit`; and the total number of conflicting keys. Values are compared
     /// as exact decimals: the shortest decimal form of OBS_VALUE with its point shifted by

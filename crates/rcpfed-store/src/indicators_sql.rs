@@ -162,7 +162,11 @@ macro_rules! indicator_policy_coverage_sql {
 }
 pub(crate) use indicator_policy_coverage_sql;
 
-/// The version in force of a key: (feed_index, position, action, defaulted).
+/// The version in force of a key: (feed_index, position, action, defaulted). The writer's
+/// view: it ignores the view cursor, so while a snapshot's pieces go in it finds the pieces'
+/// rows. Its readers outside the apply step are safe: the hub defers a snapshot of a node and
+/// indicator until the view has passed that node's earlier one, and a node checks its own
+/// publications only once its own head is in its view.
 pub(crate) const FIND_IN_FORCE: Query = query!(
     "SELECT feed_index, position, action, defaulted
      FROM observations
@@ -1090,6 +1094,11 @@ macro_rules! impl_indicator_store {
                 self.db.read(|conn| {
                     $crate::indicator_queries::applied_feed_size(&mut $crate::sql::Lite(conn))
                 })
+            }
+
+            fn view_superseding(&self) -> Result<Option<u64>, $crate::StoreError> {
+                self.db
+                    .read(|conn| $crate::view_step::superseding(&mut $crate::sql::Lite(conn)))
             }
 
             fn conflicts(

@@ -152,6 +152,11 @@ fn a_large_snapshot_view_goes_in_pieces_that_readers_never_see_half_of() {
         );
         assert_eq!(rows_stored(&hub), 2_000, "a piece is written");
         assert_eq!(visible(&hub), (0, 0, 0), "and no reader sees them");
+        assert_eq!(
+            hub.view_superseding().unwrap(),
+            None,
+            "an indicator new to the view: nothing superseded"
+        );
         // A commit between two pieces: stored, its view left to the applier (in order).
         let policy = indicators::policy_entry(2, "node-b", 1, "node-b/doc", 1, &[5], 2_000);
         hub.append(&[policy.stored()], &[], &[], &[], None).unwrap();
@@ -180,14 +185,16 @@ fn a_large_snapshot_view_goes_in_pieces_that_readers_never_see_half_of() {
 /// What readers see of the view, every way they look (counts, so a difference reads short):
 /// IND's versions in force (how many, how many from feed entry 1, the sum of their values;
 /// none shown superseded), the history's rows shown superseded, the rows in force at
-/// `as_of_ms` = 2 500, coverage, conflicts and the applied feed size.
+/// `as_of_ms` = 3 500, the revisions shown superseded, coverage, conflicts and the applied
+/// feed size.
 #[derive(Debug, PartialEq)]
 struct ReadersView {
     in_force: usize,
     in_force_from_1: usize,
     value_sum: f64,
     shown_superseded: usize,
-    in_force_at_2500: usize,
+    in_force_at_3500: usize,
+    revisions_shown_superseded: usize,
     covered: u64,
     conflicts: u64,
     feed_size: u64,
@@ -207,7 +214,7 @@ fn readers_view(store: &dyn IndicatorStore) -> ReadersView {
         .filter(|r| r.superseded_at_ms.is_some())
         .count();
     let mut as_of = indicators::filter("IND");
-    as_of.as_of_ms = Some(2_500);
+    as_of.as_of_ms = Some(3_500);
     ReadersView {
         in_force: in_force.len(),
         in_force_from_1: in_force
@@ -219,10 +226,17 @@ fn readers_view(store: &dyn IndicatorStore) -> ReadersView {
             .filter_map(|r| r.observation.obs_value)
             .sum(),
         shown_superseded,
-        in_force_at_2500: store
+        in_force_at_3500: store
             .query_observations(&as_of, None, 100_000)
             .unwrap()
             .len(),
+        revisions_shown_superseded: store
+            .revisions_since(0, 100_000)
+            .unwrap()
+            .0
+            .iter()
+            .filter(|r| r.new.superseded_at_ms.is_some())
+            .count(),
         covered: store
             .coverage()
             .unwrap()
@@ -256,22 +270,20 @@ fn a_large_snapshot_over_versions_in_force_goes_in_pieces_that_readers_never_see
     let mut theirs = first[7_000].clone();
     theirs.obs_value = theirs.obs_value.map(|v| v + 0.5);
     let node_b = indicators::snapshot_entry(2, "node-b", 1, 1, "IND", vec![theirs], None, 2_000);
+    // A revision of node a's first key (+ 0.25), which the large snapshot's first piece
+    // supersedes.
+    let revised = indicators::replacing(&first[..1], 0.25);
+    let revision = indicators::snapshot_entry(3, "node-a", 2, 2, "IND", revised, None, 2_500);
     let (manifest, staged_second) = indicators::chunks_of(&second, 2_500);
     let second_entry =
-        indicators::snapshot_entry(3, "node-a", 2, 2, "IND", Vec::new(), Some(manifest), 3_000);
+        indicators::snapshot_entry(4, "node-a", 3, 3, "IND", Vec::new(), Some(manifest), 3_000);
     let before = {
         let mut hub = SqliteHubStore::open(&path).unwrap();
         hub.view_piece_max = 2_000;
         hub.stage_chunks(&staged).unwrap();
-        hub.append(
-            &[first_entry.stored(), node_b.stored()],
-            &[],
-            &[],
-            &[],
-            None,
-        )
-        .unwrap();
-        while hub.applied_feed_size().unwrap() < 2 {
+        let entries = [first_entry.stored(), node_b.stored(), revision.stored()];
+        hub.append(&entries, &[], &[], &[], None).unwrap();
+        while hub.applied_feed_size().unwrap() < 3 {
             hub.apply_view_step().unwrap();
         }
         let before = readers_view(&hub);
@@ -280,13 +292,14 @@ fn a_large_snapshot_over_versions_in_force_goes_in_pieces_that_readers_never_see
             before,
             ReadersView {
                 in_force: n + 1,
-                in_force_from_1: n,
-                value_sum: sum + 7_000.5,
-                shown_superseded: 0,
-                in_force_at_2500: n + 1,
+                in_force_from_1: n - 1,
+                value_sum: sum + 0.25 + 7_000.5,
+                shown_superseded: 1,
+                in_force_at_3500: n + 1,
+                revisions_shown_superseded: 0,
                 covered: n as u64 + 1,
                 conflicts: 1,
-                feed_size: 2,
+                feed_size: 3,
             }
         );
         hub.stage_chunks(&staged_second).unwrap();
@@ -294,18 +307,19 @@ fn a_large_snapshot_over_versions_in_force_goes_in_pieces_that_readers_never_see
             .unwrap();
         assert_eq!(
             hub.apply_view_step().unwrap(),
-            2,
+            3,
             "one piece, the cursor stays"
         );
         assert_eq!(
             view_rows_stored(&hub.db),
-            i64::try_from(n + 1 + 2_000).unwrap()
+            i64::try_from(n + 2 + 2_000).unwrap()
         );
         assert_eq!(readers_view(&hub), before, "no reader sees a piece");
+        assert_eq!(hub.view_superseding().unwrap(), Some(4));
         // A commit between two pieces goes through.
-        let policy = indicators::policy_entry(4, "node-b", 2, "node-b/doc", 1, &[5], 4_000);
+        let policy = indicators::policy_entry(5, "node-b", 2, "node-b/doc", 1, &[5], 4_000);
         hub.append(&[policy.stored()], &[], &[], &[], None).unwrap();
-        assert_eq!(hub.apply_view_step().unwrap(), 2);
+        assert_eq!(hub.apply_view_step().unwrap(), 3);
         assert_eq!(readers_view(&hub), before);
         before
         // The process stops here, half-way through chunk 1.
@@ -314,10 +328,10 @@ fn a_large_snapshot_over_versions_in_force_goes_in_pieces_that_readers_never_see
     hub.view_piece_max = 2_000;
     assert_eq!(readers_view(&hub), before);
     let mut steps = 0;
-    while hub.applied_feed_size().unwrap() < 4 {
+    while hub.applied_feed_size().unwrap() < 5 {
         hub.apply_view_step().unwrap();
         steps += 1;
-        if hub.applied_feed_size().unwrap() < 3 {
+        if hub.applied_feed_size().unwrap() < 4 {
             assert_eq!(readers_view(&hub), before);
         }
         assert!(steps <= 6, "the view never caught up");
@@ -328,7 +342,7 @@ fn a_large_snapshot_over_versions_in_force_goes_in_pieces_that_readers_never_see
     );
     assert_eq!(
         view_rows_stored(&hub.db),
-        i64::try_from(2 * n + 1).unwrap(),
+        i64::try_from(2 * n + 2).unwrap(),
         "no row twice"
     );
     let sum: f64 = second.iter().filter_map(|o| o.obs_value).sum();
@@ -338,14 +352,16 @@ fn a_large_snapshot_over_versions_in_force_goes_in_pieces_that_readers_never_see
             in_force: n + 1,
             in_force_from_1: 0,
             value_sum: sum + 7_000.5,
-            shown_superseded: n,
-            in_force_at_2500: n + 1,
+            shown_superseded: n + 1,
+            in_force_at_3500: n + 1,
+            revisions_shown_superseded: 1,
             covered: n as u64 + 1,
             conflicts: 0,
-            feed_size: 4,
+            feed_size: 5,
         },
         "the whole snapshot at once"
     );
+    assert_eq!(hub.view_superseding().unwrap(), None);
 }
 
 /// The same at a node: its mirror's view applier puts a snapshot that replaces versions in

@@ -53,6 +53,10 @@ impl IndicatorStore for PgHubStore {
         self.db.read(|tx| shared::applied_feed_size(tx))
     }
 
+    fn view_superseding(&self) -> Result<Option<u64>, StoreError> {
+        self.db.read(|tx| crate::view_step::superseding(tx))
+    }
+
     fn conflicts(&self, max: usize) -> Result<(Vec<ConflictRows>, u64), StoreError> {
         self.db.read(|tx| shared::conflicts(tx, max))
     }
