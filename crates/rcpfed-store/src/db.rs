@@ -12,6 +12,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// `f` in one read transaction on `conn`: one WAL snapshot for all its statements (a reader
+/// that reads a flag and then the rows it chooses, or a page and its count).
+pub(crate) fn in_read_tx<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
 /// How long a connection waits for another process's lock before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 /// SQLite virtual-machine steps between two deadline checks of a running query (a check is
@@ -211,6 +223,14 @@ impl Db {
         tx.commit()?;
         self.checkpointer.committed();
         Ok(out)
+    }
+
+    /// [`Db::read`] in one read transaction ([`in_read_tx`]).
+    pub fn read_snapshot<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.read(|conn| in_read_tx(conn, f))
     }
 
     /// Runs `f` on a read-only connection from the pool, bound by the thread's deadline

@@ -167,13 +167,7 @@ impl HubBackend for SqliteHubStore {
         &self,
         f: impl for<'c> FnOnce(&mut Lite<'c>) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
-        self.db.read(|conn| {
-            // A read transaction holds one WAL snapshot for all the reads of `f`.
-            let tx = conn.unchecked_transaction()?;
-            let out = f(&mut Lite(&tx))?;
-            tx.commit()?;
-            Ok(out)
-        })
+        self.db.read_snapshot(|tx| f(&mut Lite(tx)))
     }
 
     fn write_tx<T: Send>(

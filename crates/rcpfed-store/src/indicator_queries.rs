@@ -51,6 +51,16 @@ pub(crate) enum ViewReading {
     Superseding,
 }
 
+impl ViewReading {
+    /// This reading's item of a pair written for (Settled, Superseding).
+    fn pick<T: ?Sized>(self, pair: &[&'static T; 2]) -> &'static T {
+        match self {
+            ViewReading::Settled => pair[0],
+            ViewReading::Superseding => pair[1],
+        }
+    }
+}
+
 /// How readers tell the versions in force right now (see [`ViewReading`]).
 pub(crate) fn view_reading(tx: &mut impl Sql) -> Result<ViewReading, StoreError> {
     Ok(match view_step::superseding(tx)? {
@@ -127,8 +137,10 @@ macro_rules! conflict_candidates {
 }
 
 /// [`conflict_candidates`] in each [`ViewReading`].
-pub(crate) const CONFLICT_CANDIDATES: Query = query!(conflict_candidates!(Settled));
-const CONFLICT_CANDIDATES_SUPERSEDING: Query = query!(conflict_candidates!(Superseding));
+pub(crate) const CONFLICT_CANDIDATES: [&Query; 2] = [
+    &query!(conflict_candidates!(Settled)),
+    &query!(conflict_candidates!(Superseding)),
+];
 
 macro_rules! coverage {
     ($reading:ident) => {
@@ -144,8 +156,7 @@ macro_rules! coverage {
         )
     };
 }
-const COVERAGE: Query = query!(coverage!(Settled));
-const COVERAGE_SUPERSEDING: Query = query!(coverage!(Superseding));
+const COVERAGE: [&Query; 2] = [&query!(coverage!(Settled)), &query!(coverage!(Superseding))];
 /// Coverage per node: objective 0 counts the node's documents, objective k the documents that
 /// address GCM objective k (see [`apply_policy`]).
 const POLICY_COVERAGE: Query = query!(
@@ -188,8 +199,10 @@ macro_rules! revisions {
         )
     };
 }
-const REVISIONS: Query = query!(revisions!(Settled));
-const REVISIONS_SUPERSEDING: Query = query!(revisions!(Superseding));
+const REVISIONS: [&Query; 2] = [
+    &query!(revisions!(Settled)),
+    &query!(revisions!(Superseding)),
+];
 /// The version a REPLACE or DELETE superseded: its key's latest earlier version.
 pub(crate) const PREDECESSOR: Query = query!(concat!(
     "SELECT ",
@@ -358,10 +371,10 @@ pub(crate) fn observation_query(
         Dialect::Sqlite => &SQLITE_LISTS,
         Dialect::Postgres => &POSTGRES_LISTS,
     };
-    let columns = match reading {
-        ViewReading::Settled => observation_columns!(Settled),
-        ViewReading::Superseding => observation_columns!(Superseding),
-    };
+    let columns = reading.pick(&[
+        observation_columns!(Settled),
+        observation_columns!(Superseding),
+    ]);
     let mut q = FilterQuery {
         dialect,
         sql: format!("SELECT {columns} FROM observations"),
@@ -445,10 +458,7 @@ fn version_terms(q: &mut FilterQuery, reading: ViewReading, filter: &Observation
         q.term(" AND accepted_at_ms <= ?", FilterArg::Integer(as_of));
     }
     if !filter.include_history {
-        let in_force = match reading {
-            ViewReading::Settled => in_force!(Settled, ""),
-            ViewReading::Superseding => in_force!(Superseding, ""),
-        };
+        let in_force = reading.pick(&[in_force!(Settled, ""), in_force!(Superseding, "")]);
         match filter.as_of_ms {
             Some(as_of) => q.term(
                 &format!(" AND ({in_force} OR superseded_at_ms > ?)"),
@@ -477,10 +487,7 @@ pub(crate) fn conflicts(
     tx: &mut impl Sql,
     max: usize,
 ) -> Result<(Vec<ConflictRows>, u64), StoreError> {
-    let candidates = match view_reading(tx)? {
-        ViewReading::Settled => &CONFLICT_CANDIDATES,
-        ViewReading::Superseding => &CONFLICT_CANDIDATES_SUPERSEDING,
-    };
+    let candidates = view_reading(tx)?.pick(&CONFLICT_CANDIDATES);
     let mut collector = ConflictCollector::new(max);
     tx.stream(candidates, &[], CONFLICT_FETCH, |row| {
         // Read without copying until the group is listed.
@@ -498,10 +505,7 @@ pub(crate) fn conflicts(
 
 pub(crate) fn coverage(tx: &mut impl Sql) -> Result<Vec<CoverageData>, StoreError> {
     let mut out: Vec<CoverageData> = Vec::new();
-    let coverage = match view_reading(tx)? {
-        ViewReading::Settled => &COVERAGE,
-        ViewReading::Superseding => &COVERAGE_SUPERSEDING,
-    };
+    let coverage = view_reading(tx)?.pick(&COVERAGE);
     tx.each(coverage, &[], |row| {
         let node_id = row.text(0)?;
         let indicator = row.text(1)?;
@@ -627,10 +631,7 @@ pub(crate) fn revisions_in(
     max: usize,
 ) -> Result<(Vec<RevisionRows>, u64), StoreError> {
     let after = bound(after_feed_index);
-    let revisions = match view_reading(tx)? {
-        ViewReading::Settled => &REVISIONS,
-        ViewReading::Superseding => &REVISIONS_SUPERSEDING,
-    };
+    let revisions = view_reading(tx)?.pick(&REVISIONS);
     let new_rows = tx.all(revisions, &[&after, &limit(max)], observation_from_row)?;
     let mut out = Vec::with_capacity(new_rows.len());
     for new in new_rows {

@@ -7,7 +7,7 @@
 //! action rule per observation; a backend only says how it writes a batch ([`ViewWriter`]).
 
 use crate::StoreError;
-use crate::db;
+use crate::db::{self, in_read_tx};
 use crate::indicator_queries::{self, FilterArg, ViewReading};
 use crate::indicators::{
     CATALOGUE_KIND, CoherenceRows, ObservationCursor, ObservationFilter, ObservationRow,
@@ -276,10 +276,9 @@ pub(crate) fn check_observation_actions(
         return Ok(Vec::new());
     }
     // One read transaction: every probe sees the same committed state.
-    let tx = conn.unchecked_transaction()?;
-    let out = {
+    in_read_tx(conn, |tx| {
         // The catalogue in force now is the one the entry will be applied with.
-        let rule = key_rule_before(&mut Lite(&tx), log, None)?;
+        let rule = key_rule_before(&mut Lite(tx), log, None)?;
         let scope = ActionScope {
             node_id,
             indicator,
@@ -300,10 +299,8 @@ pub(crate) fn check_observation_actions(
                     in_force(action)
                 })
                 .collect()
-        })?
-    };
-    tx.commit()?;
-    Ok(out)
+        })
+    })
 }
 
 /// Observations keyed, ruled on and written per round: a backend writes a batch in one
@@ -958,17 +955,6 @@ fn query_observations_in(
     collect_rows(tx, &sql, &args)
 }
 
-/// `f` in one read transaction on `conn` (one WAL snapshot for all its statements).
-pub(crate) fn in_read_tx<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let tx = conn.unchecked_transaction()?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
-}
-
 /// The SQL and arguments of an observation query on SQLite
 /// ([`indicator_queries::observation_query`]); a list travels as one JSON argument.
 pub(crate) fn observation_query(
@@ -996,10 +982,9 @@ pub(crate) fn revisions_since(
     limit: usize,
 ) -> Result<(Vec<RevisionRows>, u64), StoreError> {
     // One snapshot for the page, the predecessors and the count.
-    let tx = conn.unchecked_transaction()?;
-    let out = indicator_queries::revisions_in(&mut Lite(&tx), after_feed_index, limit)?;
-    tx.commit()?;
-    Ok(out)
+    in_read_tx(conn, |tx| {
+        indicator_queries::revisions_in(&mut Lite(tx), after_feed_index, limit)
+    })
 }
 
 /// Everything a coherence report reads, in one read transaction (one WAL snapshot): the
@@ -1010,25 +995,23 @@ pub(crate) fn coherence_rows(
     revisions_after: u64,
     limit: usize,
 ) -> Result<CoherenceRows, StoreError> {
-    let tx = conn.unchecked_transaction()?;
-    let mut read = Lite(&tx);
-    let rows = CoherenceRows {
-        feed_size: indicator_queries::applied_feed_size(&mut read)?,
-        conflicts: indicator_queries::conflicts(&mut read, limit)?,
-        coverage: indicator_queries::coverage(&mut read)?,
-        policy_coverage: indicator_queries::policy_coverage(&mut read)?,
-        revisions: indicator_queries::revisions_in(&mut read, revisions_after, limit)?,
-    };
-    tx.commit()?;
-    Ok(rows)
+    in_read_tx(conn, |tx| {
+        let mut read = Lite(tx);
+        Ok(CoherenceRows {
+            feed_size: indicator_queries::applied_feed_size(&mut read)?,
+            conflicts: indicator_queries::conflicts(&mut read, limit)?,
+            coverage: indicator_queries::coverage(&mut read)?,
+            policy_coverage: indicator_queries::policy_coverage(&mut read)?,
+            revisions: indicator_queries::revisions_in(&mut read, revisions_after, limit)?,
+        })
+    })
 }
 
 /// Whether each chunk is stored, in one read transaction.
 pub(crate) fn has_chunks(conn: &Connection, sha256s: &[Digest]) -> Result<Vec<bool>, StoreError> {
-    let tx = conn.unchecked_transaction()?;
-    let out = indicator_queries::has_chunks(&mut Lite(&tx), sha256s)?;
-    tx.commit()?;
-    Ok(out)
+    in_read_tx(conn, |tx| {
+        indicator_queries::has_chunks(&mut Lite(tx), sha256s)
+    })
 }
 
 /// A page of observations and the applied feed size, in one read transaction.
@@ -1106,7 +1089,7 @@ macro_rules! impl_indicator_store {
                 limit: usize,
             ) -> Result<(Vec<$crate::indicators::ConflictRows>, u64), $crate::StoreError> {
                 self.db.read(|conn| {
-                    $crate::indicators_sql::in_read_tx(conn, |tx| {
+                    $crate::db::in_read_tx(conn, |tx| {
                         $crate::indicator_queries::conflicts(&mut $crate::sql::Lite(tx), limit)
                     })
                 })
@@ -1116,7 +1099,7 @@ macro_rules! impl_indicator_store {
                 &self,
             ) -> Result<Vec<$crate::indicators::CoverageData>, $crate::StoreError> {
                 self.db.read(|conn| {
-                    $crate::indicators_sql::in_read_tx(conn, |tx| {
+                    $crate::db::in_read_tx(conn, |tx| {
                         $crate::indicator_queries::coverage(&mut $crate::sql::Lite(tx))
                     })
                 })

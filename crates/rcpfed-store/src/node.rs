@@ -737,10 +737,9 @@ impl NodeStore for SqliteNodeStore {
     }
 
     fn first_unapplied(&self) -> Result<Option<MirroredStatement>, StoreError> {
-        self.db.read(|conn| {
-            let tx = conn.unchecked_transaction()?;
-            let applied = view_step::view_applied_through(&mut Lite(&tx))?;
-            NodeSteps.next_after(&mut Lite(&tx), applied)
+        self.db.read_snapshot(|tx| {
+            let applied = view_step::view_applied_through(&mut Lite(tx))?;
+            NodeSteps.next_after(&mut Lite(tx), applied)
         })
     }
 

@@ -1629,7 +1629,7 @@ fn indicator_queries_use_indexes() {
     // Conflicts: one scan of the index of the versions in force (in key order), then searches
     // of it by key; never a search of observations_key per candidate.
     let steps = plan(
-        crate::indicator_queries::CONFLICT_CANDIDATES.text(crate::sql::Dialect::Sqlite),
+        crate::indicator_queries::CONFLICT_CANDIDATES[0].text(crate::sql::Dialect::Sqlite),
         &[],
     );
     assert!(

@@ -276,16 +276,26 @@ pub(crate) struct Pieces<'a> {
     pub(crate) commit_waiting: &'a (dyn Fn() -> bool + Sync),
 }
 
+/// What [`large_entry`] did with a chunked snapshot.
+enum Large {
+    /// Nothing of its view yet: the caller applies it in one go (a backend without pieces, or
+    /// a snapshot of one chunk).
+    Whole,
+    /// One piece of it; the next starts there.
+    Piece(ViewPiece),
+    /// Its last piece: it is applied.
+    Applied,
+}
+
 /// A chunked snapshot at the view cursor, before it is applied: whatever an earlier process
 /// left of it is undone unless its pieces resume, and where the backend takes pieces and it
-/// has several chunks, one piece of it is applied. Then Some(where its next piece starts, or
-/// None once applied); None when it is to be applied in one go by the caller.
+/// has several chunks, one piece of it is applied.
 fn large_entry<S: Sql, V: ViewSteps<S>>(
     tx: &mut S,
     store: &V,
     entry: &Entry<'_>,
     pieces: Option<&Pieces<'_>>,
-) -> Result<Option<Option<ViewPiece>>, StoreError> {
+) -> Result<Large, StoreError> {
     let resumed = pieces
         .and_then(|p| p.resumed.clone())
         .filter(|p| p.feed_index == entry.feed_index);
@@ -293,10 +303,10 @@ fn large_entry<S: Sql, V: ViewSteps<S>>(
         forget_pieces(tx, entry.feed_index)?;
     }
     let Some(pieces) = pieces else {
-        return Ok(None);
+        return Ok(Large::Whole);
     };
     let Some(indicator) = indicator_in_pieces(entry)? else {
-        return Ok(None);
+        return Ok(Large::Whole);
     };
     let from = match resumed {
         Some(p) => p.next,
@@ -315,14 +325,14 @@ fn large_entry<S: Sql, V: ViewSteps<S>>(
         yield_now: pieces.commit_waiting,
     };
     match store.apply_piece(tx, entry, from, &limit)? {
-        Some(next) => Ok(Some(Some(ViewPiece {
+        Some(next) => Ok(Large::Piece(ViewPiece {
             feed_index: entry.feed_index,
             next,
-        }))),
+        })),
         None => {
             // The last piece: readers see the snapshot, and only it, from this transaction on.
             set_superseding(tx, None)?;
-            Ok(Some(None))
+            Ok(Large::Applied)
         }
     }
 }
@@ -365,12 +375,18 @@ pub(crate) fn step<S: Sql, V: ViewSteps<S>>(
         if large && applied > 0 {
             break;
         }
-        if large && let Some(piece) = large_entry(tx, store, &entry, pieces.as_ref())? {
-            match piece {
-                Some(next) => next_piece = Some(next),
-                None => through = entry.feed_index,
+        if large {
+            match large_entry(tx, store, &entry, pieces.as_ref())? {
+                Large::Whole => {}
+                Large::Piece(next) => {
+                    next_piece = Some(next);
+                    break;
+                }
+                Large::Applied => {
+                    through = entry.feed_index;
+                    break;
+                }
             }
-            break;
         }
         store.apply_entry(tx, &entry)?;
         through = entry.feed_index;
