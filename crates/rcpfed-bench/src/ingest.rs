@@ -26,9 +26,11 @@
 use super::snapshot::{self as snap, Proc};
 use super::{commit_metrics, make_chains, member_id, pin_self, pinned_command, tls_of, wait_addr};
 use anyhow::{Context as _, Result, anyhow, bail};
+use rcpfed_core::digest::Digest;
 use rcpfed_core::envelope::pae;
 use rcpfed_core::keys::SecretKey;
 use rcpfed_core::members::Federation;
+use rcpfed_core::receipt::Receipt;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
 use rcpfed_proto::v1::node_service_client::NodeServiceClient;
@@ -98,8 +100,9 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     let pinned = pin_self(1, true);
     print_setup(o, &chains, pinned);
 
-    // (b) single-core verify_strict of the same statements, in this process.
-    let verify_rate = verify_rate(&fed, &chains, total)?;
+    // (b) single-core verify_strict of the same statements, in this process; with the hub's
+    // own check and its receipt signature, for the one-core floor.
+    let signatures = signature_rates(&fed, &chains, total)?;
 
     // (a) the bare ack service over the same mTLS: at the hub's concurrency, then driven hard.
     let (bare_same, bare_hard) = bare_runs(o, dir, &pki, &chains).await?;
@@ -107,7 +110,7 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     // The real hub, durable before each receipt, with the mirrors following its feed.
     let mut hub = HubWithMirrors::start(o, dir, &pki).await?;
     let before = hub.catch_up(&pki).await?;
-    let (hub_run, caught_up) = hub.timed_run(o, &pki, chains, total, before).await?;
+    let (hub_run, caught_up, mirror_cpu) = hub.timed_run(o, &pki, chains, total, before).await?;
     let (samples, commits) = hub.stop_mirrors(dir).await?;
     let late = if o.mirrors > 0 {
         let last = hub_run.receipts.iter().map(|r| r.0).max().unwrap_or(before);
@@ -123,13 +126,14 @@ async fn run_in(o: &Options, dir: &Path) -> Result<()> {
     print_report(&IngestReport {
         o,
         total,
-        verify_rate,
+        signatures,
         bare_same: &bare_same,
         bare_hard: &bare_hard,
         hub_run: &hub_run,
         commits: &commits,
         feed_latency,
         caught_up,
+        mirror_cpu,
         late,
         threads_pinned,
         threads,
@@ -233,7 +237,8 @@ impl HubWithMirrors {
 
     /// The timed load on the hub (paced with `--rate`), every statement with a log entry in
     /// its receipt; then the time from the load's end until every mirror has applied the
-    /// last entry.
+    /// last entry, and the mirrors' CPU seconds from the load's start until then (None when
+    /// unknown or without mirrors).
     async fn timed_run(
         &mut self,
         o: &Options,
@@ -241,7 +246,8 @@ impl HubWithMirrors {
         chains: Vec<Vec<v1::Envelope>>,
         total: usize,
         before: u64,
-    ) -> Result<(LoadRun, Duration)> {
+    ) -> Result<(LoadRun, Duration, Option<f64>)> {
+        let mirrors_before = self.mirrors_cpu();
         // Each client's interval between scheduled sends, when paced.
         let pace = o
             .rate
@@ -270,7 +276,23 @@ impl HubWithMirrors {
         self.feed
             .wait_all(last, &mut self.hub, &mut self.mirrors)
             .await?;
-        Ok((hub_run, load_end.elapsed()))
+        let caught_up = load_end.elapsed();
+        let mirror_cpu = match (mirrors_before, self.mirrors_cpu()) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        Ok((hub_run, caught_up, mirror_cpu))
+    }
+
+    /// CPU seconds of all the mirror nodes so far; None without mirrors or when one is unknown.
+    fn mirrors_cpu(&self) -> Option<f64> {
+        if self.mirrors.is_empty() {
+            return None;
+        }
+        self.mirrors
+            .iter()
+            .map(|m| m.pid().and_then(cpu_seconds))
+            .sum()
     }
 
     /// Stops the pollers, reads the hub's commit metrics from its ops port, and stops the
@@ -409,26 +431,77 @@ async fn bare_runs(
     Ok((bare_same, bare_hard))
 }
 
-/// Statements per second that `verify_strict` checks on one core, over the same statements;
-/// all of them must verify.
-fn verify_rate(fed: &Federation, chains: &[Vec<v1::Envelope>], total: usize) -> Result<f64> {
+/// Single-core rates of the signature work a hub cannot avoid, over the same statements.
+#[derive(Clone, Copy)]
+struct SignatureRates {
+    /// ed25519-dalek's `verify_strict`: the baseline.
+    verify_strict: f64,
+    /// rcpfed's check (`VerifyKey::verify`: the same outcome as `verify_strict`, without
+    /// decoding R), which the hub runs on every statement.
+    rcpfed_verify: f64,
+    /// The hub's signature of one receipt per statement.
+    receipt_sign: f64,
+}
+
+/// Measures [`SignatureRates`] on this core; every statement must verify both ways.
+fn signature_rates(
+    fed: &Federation,
+    chains: &[Vec<v1::Envelope>],
+    total: usize,
+) -> Result<SignatureRates> {
+    let mut checks = Vec::with_capacity(total);
+    for env in chains.iter().flatten() {
+        let (_, key) = fed.key_owner(&env.signatures[0].key_id).context("key")?;
+        let dalek = ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes())?;
+        let sig = <[u8; 64]>::try_from(env.signatures[0].sig.as_slice())?;
+        checks.push((key, dalek, env, ed25519_dalek::Signature::from_bytes(&sig)));
+    }
     let start = Instant::now();
-    let mut verified = 0usize;
-    for chain in chains {
-        for env in chain {
-            let (_, key) = fed.key_owner(&env.signatures[0].key_id).context("key")?;
-            if key.verify_strict(
+    let strict = checks
+        .iter()
+        .filter(|(_, dalek, env, sig)| {
+            dalek
+                .verify_strict(&pae(&env.payload_type, &env.payload), sig)
+                .is_ok()
+        })
+        .count();
+    let verify_strict = strict as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let ours = checks
+        .iter()
+        .filter(|(key, _, env, _)| {
+            key.verify_strict(
                 &pae(&env.payload_type, &env.payload),
                 &env.signatures[0].sig,
-            ) {
-                verified += 1;
-            }
-        }
+            )
+        })
+        .count();
+    let rcpfed_verify = ours as f64 / start.elapsed().as_secs_f64();
+    if strict != total || ours != total {
+        bail!(
+            "of {total} synthetic statements, {strict} pass verify_strict and {ours} rcpfed's check"
+        );
     }
-    if verified != total {
-        bail!("only {verified} of {total} synthetic statements verify");
+    let hub_key = SecretKey::generate()?;
+    let start = Instant::now();
+    for (i, (_, _, env, _)) in checks.iter().enumerate() {
+        let receipt = Receipt {
+            federation_id: FEDERATION.into(),
+            hub_id: "gfmd".into(),
+            node_id: member_id(i % chains.len().max(1)),
+            seq: i as u64 + 1,
+            statement_digest: Digest::of(&env.payload),
+            feed_index: i as u64 + 1,
+            accepted_at: time::OffsetDateTime::now_utc(),
+        };
+        std::hint::black_box(receipt.sign(&hub_key));
     }
-    Ok(verified as f64 / start.elapsed().as_secs_f64())
+    let receipt_sign = total as f64 / start.elapsed().as_secs_f64();
+    Ok(SignatureRates {
+        verify_strict,
+        rcpfed_verify,
+        receipt_sign,
+    })
 }
 
 /// Feed latency of each entry: receipt at the client → the last mirror to apply it (each
@@ -457,13 +530,15 @@ fn feed_latency(receipts: &[(u64, Instant)], samples: &[CursorSamples]) -> Resul
 struct IngestReport<'a> {
     o: &'a Options,
     total: usize,
-    verify_rate: f64,
+    signatures: SignatureRates,
     bare_same: &'a LoadRun,
     bare_hard: &'a LoadRun,
     hub_run: &'a LoadRun,
     commits: &'a str,
     feed_latency: Vec<Duration>,
     caught_up: Duration,
+    /// All the mirrors' CPU seconds from the load's start until they caught up.
+    mirror_cpu: Option<f64>,
     /// A node that joined after the load, mirroring the whole log.
     late: Option<CatchUp>,
     threads_pinned: usize,
@@ -475,7 +550,7 @@ fn print_report(r: &IngestReport<'_>) {
     let IngestReport {
         o,
         total,
-        verify_rate,
+        signatures,
         bare_same,
         bare_hard,
         hub_run,
@@ -485,8 +560,13 @@ fn print_report(r: &IngestReport<'_>) {
         ..
     } = *r;
     let hub_rate = hub_run.rate();
+    let verify_rate = signatures.verify_strict;
     println!();
     println!("verify_strict, 1 core, same statements     : {verify_rate:>9.0} statements/s");
+    println!(
+        "  rcpfed's check (same outcome, R not decoded): {:>7.0}/s; the hub's receipt signature {:.0}/s",
+        signatures.rcpfed_verify, signatures.receipt_sign
+    );
     println!(
         "bare tonic ack, same mTLS, {:>3} conn × {}    : {:>9.0} statements/s   {}",
         o.clients,
@@ -528,13 +608,14 @@ fn print_report(r: &IngestReport<'_>) {
             POLL.as_millis(),
             caught_up.as_secs_f64()
         );
+        print_mirror_core(r);
     }
     if let Some(late) = &r.late {
         let rate = late.entries as f64 / late.took.as_secs_f64();
         // Each entry costs a mirror two signature checks: the statement's and the receipt's.
-        let single_core = verify_rate / 2.0;
+        let single_core = signatures.rcpfed_verify / 2.0;
         println!(
-            "late node, whole log mirrored (both cores) : {:>9.0} entries/s   ({} entries in {:.2} s from its start, node CPU {}; {:.2} × the single-core rate of two verify_strict per entry, {:.0}/s)",
+            "late node, whole log mirrored (both cores) : {:>9.0} entries/s   ({} entries in {:.2} s from its start, node CPU {}; {:.2} × the single-core rate of two signature checks per entry, {:.0}/s)",
             rate,
             late.entries,
             late.took.as_secs_f64(),
@@ -546,11 +627,59 @@ fn print_report(r: &IngestReport<'_>) {
     print_ratios(r);
 }
 
+/// What the mirrors cost and how fast their shared core can keep up: each node's CPU per
+/// feed entry, and the rate at which the mirrors and the load generator fill core 1.
+fn print_mirror_core(r: &IngestReport<'_>) {
+    let (Some(mirror_cpu), Some(load_cpu)) = (r.mirror_cpu, r.hub_run.load_cpu) else {
+        return;
+    };
+    let entries = r.hub_run.sent as f64;
+    let per_entry = mirror_cpu / entries / r.o.mirrors as f64;
+    let load_per_statement = load_cpu / entries;
+    let core_full = 1.0 / (per_entry * r.o.mirrors as f64 + load_per_statement);
+    println!(
+        "mirror CPU per feed entry, each node       : {:>9.1} µs   (load generator {:.1} µs per statement; together they fill core 1 at {:.0} statements/s{})",
+        per_entry * 1e6,
+        load_per_statement * 1e6,
+        core_full,
+        r.o.rate
+            .map(|rate| format!(
+                ", {:.0} % of it at the offered rate",
+                rate / core_full * 100.0
+            ))
+            .unwrap_or_default()
+    );
+}
+
+/// The most any hub could reach on one core: the bare server's transport cost plus the work
+/// no hub can skip, one signature check per statement and one receipt signature (no storage,
+/// log or feed at all), and the ratios that floor allows against the two baselines.
+fn print_floor(bare_cpu: Option<f64>, signatures: SignatureRates) {
+    let Some(bare_cpu) = bare_cpu else {
+        println!(
+            "one core's floor for any hub              :   unknown (the bare server's CPU was too small to measure)"
+        );
+        return;
+    };
+    let verify = 1.0 / signatures.rcpfed_verify;
+    let sign = 1.0 / signatures.receipt_sign;
+    let floor = bare_cpu + verify + sign;
+    println!(
+        "one core's floor for any hub              : {:>9.1} µs per statement   (transport {:.1} + signature check {:.1} + receipt signature {:.1}; at most {:.0}/s: {:.2} × bare ack's capacity, {:.2} × verify_strict)",
+        floor * 1e6,
+        bare_cpu * 1e6,
+        verify * 1e6,
+        sign * 1e6,
+        1.0 / floor,
+        bare_cpu / floor,
+        1.0 / floor / signatures.verify_strict
+    );
+}
+
 /// The ratios of the hub to the bare ack service and to verify_strict, and where the load
 /// ran.
 fn print_ratios(r: &IngestReport<'_>) {
     let IngestReport {
-        verify_rate,
         bare_same,
         bare_hard,
         hub_run,
@@ -585,6 +714,7 @@ fn print_ratios(r: &IngestReport<'_>) {
             1.0 / hub_cpu
         );
     }
+    print_floor(bare_hard.cpu_per_statement(), r.signatures);
     println!(
         "ratio hub / bare ack driven hard           : {:>9.2}   (target ≥ 0.50)",
         hub_rate / bare_hard.rate()
@@ -595,7 +725,7 @@ fn print_ratios(r: &IngestReport<'_>) {
     );
     println!(
         "ratio hub / single-core verify_strict      : {:>9.2}   (target ≥ 0.50)",
-        hub_rate / verify_rate
+        hub_rate / r.signatures.verify_strict
     );
     println!(
         "load generator threads pinned to core 1    : {threads_pinned} of {threads}; load average {}",

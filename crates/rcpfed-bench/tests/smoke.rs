@@ -75,6 +75,8 @@ fn ingest_runs_with_mirrors() {
         "rcpfed hub, durable before each receipt",
         "feed latency, receipt → all 3 mirrors",
         "late node, whole log mirrored (both cores)",
+        "mirror CPU per feed entry, each node",
+        "one core's floor for any hub",
         "ratio hub / bare ack driven hard",
         "load generator threads pinned to core 1",
     ] {

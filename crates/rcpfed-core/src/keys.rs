@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::IsIdentity as _;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
 /// First line of a secret key file.
@@ -167,6 +167,14 @@ pub fn key_id_of(public_key: &[u8; 32]) -> String {
     format!("ed25519:{}", hex::encode(&hash[..8]))
 }
 
+/// The canonical encoding of the identity point (y = 1, x = 0): the one small-order R whose
+/// encoding [S]B - [k]A can have under a key of prime order.
+const IDENTITY_ENCODING: [u8; 32] = {
+    let mut bytes = [0u8; 32];
+    bytes[0] = 1;
+    bytes
+};
+
 /// A public key that verifies statements, with its id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyKey {
@@ -223,12 +231,20 @@ impl VerifyKey {
     /// prime-order subgroup, so does [S]B - [k]A, and the byte equality also refuses a
     /// non-canonical or mixed-order R; the checks of [`SignatureRefusal::classify`] only name the
     /// reason, after a refusal.
+    ///
+    /// Computed without decoding R (a square root, about a tenth of a verification): the
+    /// cofactorless equation as bytes (ed25519-dalek's `verify`: S < L, then the encoding of
+    /// [S]B - [k]A compared with R) and R not the identity's encoding. That is `verify_strict`
+    /// exactly, for a key of prime order: when the bytes match, R is the canonical encoding of a
+    /// point of the prime-order subgroup, which decodes, and has small order only when it is the
+    /// identity.
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> Result<(), SignatureRefusal> {
         let bytes: &[u8; 64] = sig.try_into().map_err(|_| SignatureRefusal::Length)?;
-        if self
-            .key
-            .verify_strict(message, &Signature::from_bytes(bytes))
-            .is_ok()
+        if bytes[..32] != IDENTITY_ENCODING
+            && self
+                .key
+                .verify(message, &Signature::from_bytes(bytes))
+                .is_ok()
         {
             return Ok(());
         }
