@@ -454,13 +454,22 @@ async fn connections_per_identity_and_streams_per_connection_are_capped() {
 
     // abu-dhabi fills its connections (this one counts too)... Each sends the HTTP/2 preface,
     // so that on a loaded machine, where opening them all may take longer than the preface
-    // timeout, the first ones are not closed for silence before the last one is open.
+    // timeout, the first ones are not closed for silence before the last one is open; and
+    // waits for the server's first frame, which the hub sends once its side of the handshake
+    // is done and the connection counted (the client's side finishes first: without the wait,
+    // on a loaded machine, the extra connection below could be counted before the last of
+    // these, and that one closed instead).
     let mut held = vec![one];
     for _ in 1..MAX_CONNECTIONS_PER_IDENTITY {
         let mut conn = silent_tls(&c, c.hub_addr(), "abu-dhabi").await;
         conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
             .await
             .expect("preface");
+        let mut header = [0u8; 9];
+        tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut header))
+            .await
+            .expect("the server's first frame in time")
+            .expect("a frame header");
         held.push(conn);
     }
     // ...so its next one is closed at once, not held until the preface timeout.

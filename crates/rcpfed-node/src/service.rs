@@ -149,17 +149,8 @@ impl NodeService for Node {
     ) -> Result<Response<v1::GetNodeStatusResponse>, Status> {
         authorize(&request, &self.federation.get(), Role::Reader)?;
         let store = Arc::clone(&self.store);
-        let (head, counts, mirror_count, cursor, view_applied) =
-            blocking("reading node status", move || {
-                Ok((
-                    store.head()?,
-                    store.outbox_counts()?,
-                    store.mirror_count()?,
-                    store.mirror_cursor()?,
-                    store.applied_feed_size()?,
-                ))
-            })
-            .await?;
+        let status = blocking("reading node status", move || store.status()).await?;
+        let (head, counts) = (status.head, status.outbox);
         Ok(Response::new(v1::GetNodeStatusResponse {
             node_id: self.node_id.clone(),
             federation_id: self.federation.get().federation_id.clone(),
@@ -168,15 +159,15 @@ impl NodeService for Node {
             outbox_pending: counts.pending,
             outbox_delivered: counts.delivered,
             outbox_rejected: counts.rejected,
-            mirror_count,
-            feed_cursor: cursor,
+            mirror_count: status.mirror_count,
+            feed_cursor: status.mirror_cursor,
             feed_connected: self
                 .state
                 .feed_connected
                 .load(std::sync::atomic::Ordering::Relaxed),
             last_error: self.state.last_error(),
             hub_reachable: self.state.hub_reachable(),
-            view_applied,
+            view_applied: status.view_applied,
             last_hub_answer: self
                 .state
                 .last_hub_answer_ms()

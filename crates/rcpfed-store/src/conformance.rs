@@ -158,7 +158,7 @@ fn stored(cp: &NewCheckpoint, cosignature_count: u32) -> StoredCheckpoint {
     }
 }
 
-fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, context: &str) {
+pub(crate) fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, context: &str) {
     match result {
         Err(StoreError::Conflict(_)) => {}
         other => panic!("{context}: expected Conflict, got {other:?}"),

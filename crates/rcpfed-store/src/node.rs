@@ -140,6 +140,21 @@ pub struct OutboxCounts {
     pub oldest_pending_ms: Option<i64>,
 }
 
+/// What a node's status shows of its store, read in one snapshot ([`NodeStore::status`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStoreStatus {
+    /// The own chain's head (seq, digest), None before the first statement.
+    pub head: Option<(u64, Digest)>,
+    /// Own statements per delivery state.
+    pub outbox: OutboxCounts,
+    /// Mirrored statements ([`NodeStore::mirror_count`]).
+    pub mirror_count: u64,
+    /// The mirror's cursor ([`NodeStore::mirror_cursor`]).
+    pub mirror_cursor: u64,
+    /// How far the indicator view is applied.
+    pub view_applied: u64,
+}
+
 /// The hub checkpoint a node currently trusts (the last one it verified consistent).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrustedCheckpoint {
@@ -201,6 +216,9 @@ pub trait NodeStore: Send + Sync + 'static {
     fn list_own(&self, before_seq: u64, limit: usize) -> Result<Vec<OwnStatement>, StoreError>;
     /// Own statements per delivery state.
     fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
+    /// The head, outbox counts, mirror count and cursor and the view's progress, from one
+    /// snapshot of the store, at a cost that does not grow with the mirror.
+    fn status(&self) -> Result<NodeStoreStatus, StoreError>;
     /// Inserts a verified mirrored statement and, while the view is current, applies it to the
     /// indicator view in the same transaction (an inline snapshot breaking an action rule →
     /// StoreError::Conflict, nothing written). A chunked snapshot, and every entry after it
@@ -366,6 +384,19 @@ pub(crate) const NODE_SCHEMA: Schema = Schema {
             SELECT 1, coalesce(max(feed_index), 0) FROM mirror;
         "#,
         crate::hub_sql::superseded_by_sql!(),
+        // Version 11: the number of mirrored statements, kept by the inserts, so a node's
+        // status does not count a mirror of millions of rows each time it is asked.
+        r#"
+        CREATE TABLE mirror_count (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            n  INTEGER NOT NULL CHECK (n >= 0)
+        );
+        INSERT INTO mirror_count (id, n) SELECT 1, count(*) FROM mirror;
+        CREATE TRIGGER mirror_counted AFTER INSERT ON mirror
+            BEGIN UPDATE mirror_count SET n = n + 1 WHERE id = 1; END;
+        CREATE TRIGGER mirror_uncounted AFTER DELETE ON mirror
+            BEGIN UPDATE mirror_count SET n = n - 1 WHERE id = 1; END;
+        "#,
     ],
     upgrade: Some(upgrade_node),
 };
@@ -524,13 +555,7 @@ impl SqliteNodeStore {
 
 impl NodeStore for SqliteNodeStore {
     fn head(&self) -> Result<Option<(u64, Digest)>, StoreError> {
-        self.db.read(|conn| {
-            Lite(conn).first(
-                "SELECT seq, digest FROM own_statements ORDER BY seq DESC LIMIT 1",
-                &[],
-                |row| Ok((row.u64(0)?, row.digest(1)?)),
-            )
-        })
+        self.db.read(own_head)
     }
 
     fn latest_revision(&self, document: &str) -> Result<u32, StoreError> {
@@ -683,28 +708,18 @@ impl NodeStore for SqliteNodeStore {
     }
 
     fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
-        self.db.read(|conn| {
-            let mut conn = Lite(conn);
-            let mut counts = OutboxCounts::default();
-            conn.each(
-                "SELECT state, count(*) FROM own_statements GROUP BY state",
-                &[],
-                |row| {
-                    let n = row.u64(1)?;
-                    match row.str(0)?.parse()? {
-                        DeliveryState::Pending => counts.pending = n,
-                        DeliveryState::Delivered => counts.delivered = n,
-                        DeliveryState::Rejected => counts.rejected = n,
-                    }
-                    Ok(true)
-                },
-            )?;
-            counts.oldest_pending_ms = conn.one(
-                "SELECT min(created_at_ms) FROM own_statements WHERE state = 'pending'",
-                &[],
-                |row| row.opt_i64(0),
-            )?;
-            Ok(counts)
+        self.db.read(outbox_counts)
+    }
+
+    fn status(&self) -> Result<NodeStoreStatus, StoreError> {
+        self.db.read_snapshot(|conn| {
+            Ok(NodeStoreStatus {
+                head: own_head(conn)?,
+                outbox: outbox_counts(conn)?,
+                mirror_count: mirror_count(conn)?,
+                mirror_cursor: mirror_head(conn)?,
+                view_applied: crate::indicator_queries::applied_feed_size(&mut Lite(conn))?,
+            })
         })
     }
 
@@ -821,8 +836,7 @@ impl NodeStore for SqliteNodeStore {
     }
 
     fn mirror_count(&self) -> Result<u64, StoreError> {
-        self.db
-            .read(|conn| Lite(conn).one("SELECT count(*) FROM mirror", &[], |row| row.u64(0)))
+        self.db.read(mirror_count)
     }
 
     fn mirror_by_node_seq(
@@ -942,6 +956,47 @@ const MIRROR_NEXT: &str = concat!(
 );
 
 /// The highest feed index mirrored (0: none).
+/// The own chain's head (seq, digest).
+fn own_head(conn: &Connection) -> Result<Option<(u64, Digest)>, StoreError> {
+    Lite(conn).first(
+        "SELECT seq, digest FROM own_statements ORDER BY seq DESC LIMIT 1",
+        &[],
+        |row| Ok((row.u64(0)?, row.digest(1)?)),
+    )
+}
+
+/// Own statements per delivery state, and when the oldest pending one was signed.
+fn outbox_counts(conn: &Connection) -> Result<OutboxCounts, StoreError> {
+    let mut conn = Lite(conn);
+    let mut counts = OutboxCounts::default();
+    conn.each(
+        "SELECT state, count(*) FROM own_statements GROUP BY state",
+        &[],
+        |row| {
+            let n = row.u64(1)?;
+            match row.str(0)?.parse()? {
+                DeliveryState::Pending => counts.pending = n,
+                DeliveryState::Delivered => counts.delivered = n,
+                DeliveryState::Rejected => counts.rejected = n,
+            }
+            Ok(true)
+        },
+    )?;
+    counts.oldest_pending_ms = conn.one(
+        "SELECT min(created_at_ms) FROM own_statements WHERE state = 'pending'",
+        &[],
+        |row| row.opt_i64(0),
+    )?;
+    Ok(counts)
+}
+
+/// Mirrored statements, as counted by the triggers on `mirror` (schema version 11).
+fn mirror_count(conn: &Connection) -> Result<u64, StoreError> {
+    Lite(conn).one("SELECT n FROM mirror_count WHERE id = 1", &[], |row| {
+        row.u64(0)
+    })
+}
+
 fn mirror_head(conn: &Connection) -> Result<u64, StoreError> {
     let head: i64 = conn
         .prepare_cached(MIRROR_HEAD)?

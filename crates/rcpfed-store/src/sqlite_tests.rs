@@ -3,12 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::conformance::{
-    self, checkpoint, cosignature, hash, indicators, mirrored, own, statement, trusted,
+    self, assert_conflict, checkpoint, cosignature, hash, indicators, mirrored, own, statement,
+    trusted,
 };
 use crate::db::{Db, Schema};
 use crate::{
-    HubStore, IndicatorStore, NodeStore, ObservationFilter, SqliteHubStore, SqliteNodeStore,
-    StoreError,
+    HubStore, IndicatorStore, NodeStore, NodeStoreStatus, ObservationFilter, SqliteHubStore,
+    SqliteNodeStore, StoreError,
 };
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -635,6 +636,53 @@ fn node_reopen_persists() {
     assert_eq!(store.mirror_cursor().unwrap(), 3);
 }
 
+/// A node's status is read in one snapshot, its mirror count kept by the inserts; a file of
+/// version 10 (before the count) gets it from its rows.
+#[test]
+fn node_status_counts_the_mirror_without_counting_rows_and_upgrades() {
+    let paths = Paths::new();
+    let path = paths.fresh();
+    {
+        let store = SqliteNodeStore::open(&path).unwrap();
+        assert_eq!(store.status().unwrap(), NodeStoreStatus::default());
+        store.append_own(&own(1, "p", None), &[]).unwrap();
+        store.mirror_insert(&mirrored(1, "node-b", 1, "p")).unwrap();
+        store.mirror_insert(&mirrored(1, "node-b", 1, "p")).unwrap(); // repeated: a no-op
+        store.mirror_insert(&mirrored(4, "node-b", 2, "p")).unwrap();
+        let status = store.status().unwrap();
+        assert_eq!(status.head, Some((1, own(1, "p", None).digest)));
+        assert_eq!(status.outbox.pending, 1);
+        assert_eq!((status.mirror_count, status.mirror_cursor), (2, 4));
+        assert_eq!(status.view_applied, 4);
+        assert_conflict(
+            store.mirror_insert(&mirrored(4, "node-b", 2, "forged")),
+            "same index, other digest",
+        );
+        assert_eq!(
+            store.mirror_count().unwrap(),
+            2,
+            "a refused insert counts nothing"
+        );
+    }
+    // Back to version 10: no count table, and a row stored meanwhile.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER mirror_counted; DROP TRIGGER mirror_uncounted; DROP TABLE mirror_count;
+             INSERT INTO mirror SELECT feed_index + 1, node_id, seq + 10, randomblob(32), kind,
+                 document, revision, envelope, receipt, accepted_at_ms, mirrored_at_ms
+             FROM mirror WHERE feed_index = 4;
+             PRAGMA user_version = 10;",
+        )
+        .unwrap();
+    }
+    let store = SqliteNodeStore::open(&path).unwrap();
+    assert_eq!(store.mirror_count().unwrap(), 3);
+    store.mirror_insert(&mirrored(7, "node-c", 1, "p")).unwrap();
+    let status = store.status().unwrap();
+    assert_eq!((status.mirror_count, status.mirror_cursor), (4, 7));
+}
+
 fn set_user_version(path: &std::path::Path, version: i64) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.pragma_update(None, "user_version", version).unwrap();
@@ -691,12 +739,12 @@ fn newer_schema_is_refused() {
     }
     let node = paths.fresh();
     drop(SqliteNodeStore::open(&node).unwrap());
-    set_user_version(&node, 11);
+    set_user_version(&node, 12);
     assert!(matches!(
         SqliteNodeStore::open(&node),
         Err(StoreError::SchemaTooNew {
-            found: 11,
-            supported: 10
+            found: 12,
+            supported: 11
         })
     ));
 }
