@@ -443,12 +443,16 @@ struct SignatureRates {
     receipt_sign: f64,
 }
 
-/// Measures [`SignatureRates`] on this core; every statement must verify both ways.
+/// Measures [`SignatureRates`] on this core; every statement must verify both ways. The three
+/// are timed in turn over the same batch of statements, batch after batch (which one goes first
+/// alternating), and each rate is that of its fastest batch: on a shared machine a batch the
+/// scheduler interrupted says nothing about the work, and the fastest is the core's capacity.
 fn signature_rates(
     fed: &Federation,
     chains: &[Vec<v1::Envelope>],
     total: usize,
 ) -> Result<SignatureRates> {
+    const BATCH: usize = 100;
     let mut checks = Vec::with_capacity(total);
     for env in chains.iter().flatten() {
         let (_, key) = fed.key_owner(&env.signatures[0].key_id).context("key")?;
@@ -456,47 +460,62 @@ fn signature_rates(
         let sig = <[u8; 64]>::try_from(env.signatures[0].sig.as_slice())?;
         checks.push((key, dalek, env, ed25519_dalek::Signature::from_bytes(&sig)));
     }
-    let start = Instant::now();
-    let strict = checks
-        .iter()
-        .filter(|(_, dalek, env, sig)| {
-            dalek
-                .verify_strict(&pae(&env.payload_type, &env.payload), sig)
-                .is_ok()
-        })
-        .count();
-    let verify_strict = strict as f64 / start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let ours = checks
-        .iter()
-        .filter(|(key, _, env, _)| {
-            key.verify_strict(
-                &pae(&env.payload_type, &env.payload),
-                &env.signatures[0].sig,
-            )
-        })
-        .count();
-    let rcpfed_verify = ours as f64 / start.elapsed().as_secs_f64();
+    let hub_key = SecretKey::generate()?;
+    let (mut strict, mut ours) = (0usize, 0usize);
+    // The fastest time per statement of each, over the batches.
+    let mut best = [f64::INFINITY; 3];
+    for (b, batch) in checks.chunks(BATCH).enumerate() {
+        for turn in 0..3 {
+            let which = (turn + b) % 3;
+            let start = Instant::now();
+            match which {
+                0 => {
+                    strict += batch
+                        .iter()
+                        .filter(|(_, dalek, env, sig)| {
+                            dalek
+                                .verify_strict(&pae(&env.payload_type, &env.payload), sig)
+                                .is_ok()
+                        })
+                        .count();
+                }
+                1 => {
+                    ours += batch
+                        .iter()
+                        .filter(|(key, _, env, _)| {
+                            key.verify_strict(
+                                &pae(&env.payload_type, &env.payload),
+                                &env.signatures[0].sig,
+                            )
+                        })
+                        .count();
+                }
+                _ => {
+                    for (i, (_, _, env, _)) in batch.iter().enumerate() {
+                        let n = b * BATCH + i;
+                        let receipt = Receipt {
+                            federation_id: FEDERATION.into(),
+                            hub_id: "gfmd".into(),
+                            node_id: member_id(n % chains.len().max(1)),
+                            seq: n as u64 + 1,
+                            statement_digest: Digest::of(&env.payload),
+                            feed_index: n as u64 + 1,
+                            accepted_at: time::OffsetDateTime::now_utc(),
+                        };
+                        std::hint::black_box(receipt.sign(&hub_key));
+                    }
+                }
+            }
+            let per_statement = start.elapsed().as_secs_f64() / batch.len() as f64;
+            best[which] = best[which].min(per_statement);
+        }
+    }
     if strict != total || ours != total {
         bail!(
             "of {total} synthetic statements, {strict} pass verify_strict and {ours} rcpfed's check"
         );
     }
-    let hub_key = SecretKey::generate()?;
-    let start = Instant::now();
-    for (i, (_, _, env, _)) in checks.iter().enumerate() {
-        let receipt = Receipt {
-            federation_id: FEDERATION.into(),
-            hub_id: "gfmd".into(),
-            node_id: member_id(i % chains.len().max(1)),
-            seq: i as u64 + 1,
-            statement_digest: Digest::of(&env.payload),
-            feed_index: i as u64 + 1,
-            accepted_at: time::OffsetDateTime::now_utc(),
-        };
-        std::hint::black_box(receipt.sign(&hub_key));
-    }
-    let receipt_sign = total as f64 / start.elapsed().as_secs_f64();
+    let [verify_strict, rcpfed_verify, receipt_sign] = best.map(|t| 1.0 / t);
     Ok(SignatureRates {
         verify_strict,
         rcpfed_verify,
@@ -652,8 +671,11 @@ fn print_mirror_core(r: &IngestReport<'_>) {
 }
 
 /// The most any hub could reach on one core: the bare server's transport cost plus the work
-/// no hub can skip, one signature check per statement and one receipt signature (no storage,
-/// log or feed at all), and the ratios that floor allows against the two baselines.
+/// no hub can skip, one strict signature check per statement (batch verification is not
+/// strict-equivalent) and one receipt signature (no storage, log or feed at all), and the
+/// ratios that floor allows against the two baselines. Against the bare server the ratio is
+/// to its capacity, which is its rate only when the load saturates its core (as the target
+/// asks); an unsaturated baseline makes the measured throughput ratio flatter the hub.
 fn print_floor(bare_cpu: Option<f64>, signatures: SignatureRates) {
     let Some(bare_cpu) = bare_cpu else {
         println!(
@@ -665,7 +687,7 @@ fn print_floor(bare_cpu: Option<f64>, signatures: SignatureRates) {
     let sign = 1.0 / signatures.receipt_sign;
     let floor = bare_cpu + verify + sign;
     println!(
-        "one core's floor for any hub              : {:>9.1} µs per statement   (transport {:.1} + signature check {:.1} + receipt signature {:.1}; at most {:.0}/s: {:.2} × bare ack's capacity, {:.2} × verify_strict)",
+        "one core's floor for any hub              : {:>9.1} µs per statement   (transport {:.1} + one strict check {:.1} + receipt signature {:.1}; at most {:.0}/s: {:.2} × bare ack's capacity, its rate when it saturates its core, and {:.2} × verify_strict)",
         floor * 1e6,
         bare_cpu * 1e6,
         verify * 1e6,

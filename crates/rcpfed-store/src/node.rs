@@ -955,7 +955,6 @@ const MIRROR_NEXT: &str = concat!(
     " FROM mirror WHERE feed_index > ?1 ORDER BY feed_index LIMIT 1"
 );
 
-/// The highest feed index mirrored (0: none).
 /// The own chain's head (seq, digest).
 fn own_head(conn: &Connection) -> Result<Option<(u64, Digest)>, StoreError> {
     Lite(conn).first(
@@ -997,6 +996,7 @@ fn mirror_count(conn: &Connection) -> Result<u64, StoreError> {
     })
 }
 
+/// The highest feed index mirrored (0: none).
 fn mirror_head(conn: &Connection) -> Result<u64, StoreError> {
     let head: i64 = conn
         .prepare_cached(MIRROR_HEAD)?
