@@ -3,7 +3,7 @@
 //! is the one every witness holds, and the federation carries on from it.
 
 use crate::harness::{Cluster, TIMEOUT, publish_request, run_rcpfed};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -151,8 +151,20 @@ async fn online_backup_then_restore_of_a_lost_hub_database() {
 
     // A node restored from a backup older than its last statement: it keeps the database it
     // replaces, takes back from the hub's feed what it signed after the backup, and signs
-    // nothing new before that (else it would reuse seq 4: equivocation).
+    // nothing new before that (else it would reuse seq 4: equivocation). The backup is made to
+    // look as if an earlier release wrote it (node schema 10, before the kept mirror count):
+    // the restore checks and upgrades a copy, and leaves the backup's bytes as they were.
     c.stop_node("colombo").await;
+    {
+        let conn = rusqlite::Connection::open(&node_backup).expect("open the node backup");
+        conn.execute_batch(
+            "DROP TRIGGER mirror_counted; DROP TRIGGER mirror_uncounted;
+             DROP TABLE mirror_count; PRAGMA user_version = 10;
+             PRAGMA journal_mode = DELETE;",
+        )
+        .expect("make the backup a version 10 file");
+    }
+    let backup_bytes = std::fs::read(&node_backup).expect("read the node backup");
     let out = succeeds(&[
         "restore",
         "node",
@@ -164,6 +176,14 @@ async fn online_backup_then_restore_of_a_lost_hub_database() {
     ]);
     assert!(out.contains("kept the previous database as"), "{out}");
     assert!(out.contains("node database restored"), "{out}");
+    assert!(
+        std::fs::read(&node_backup).expect("read the node backup again") == backup_bytes,
+        "restoring changed the backup file"
+    );
+    for wal in ["-wal", "-shm"] {
+        let beside = PathBuf::from(format!("{}{wal}", node_backup.display()));
+        assert!(!beside.exists(), "restoring left {}", beside.display());
+    }
     let marker = c
         .fed_dir()
         .join("data")
@@ -202,6 +222,18 @@ async fn online_backup_then_restore_of_a_lost_hub_database() {
         "the restored node's new statement is delivered"
     );
     assert!(c.equivocations().await.is_empty(), "no equivocation");
+    // The count the upgrade took from the restored rows, kept since by the inserts.
+    let status = c
+        .node_client("colombo", "operator")
+        .await
+        .get_node_status(rcpfed_proto::v1::GetNodeStatusRequest::default())
+        .await
+        .expect("colombo's status")
+        .into_inner();
+    assert_eq!(
+        status.mirror_count, status.feed_cursor,
+        "every feed entry mirrored once: {status:?}"
+    );
     assert!(
         !marker.exists(),
         "the restore marker is removed once caught up"

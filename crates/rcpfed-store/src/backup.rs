@@ -73,18 +73,64 @@ pub fn sqlite_integrity(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Puts the backup `from` in place of the database `db`, which must not be open (the caller
-/// holds the data directory's lock). A database already at `db` is kept next to it, renamed
-/// with `aside_suffix` together with its WAL files, never deleted. The copy is synced before
-/// the rename that makes it the database. Returns where the old database went, if any.
+/// holds the data directory's lock): [`stage_restore`] then [`install_restore`], with nothing
+/// checked in between. Returns where the old database went, if any.
 pub fn sqlite_restore(
     from: &Path,
     db: &Path,
     aside_suffix: &str,
 ) -> Result<Option<std::path::PathBuf>, StoreError> {
-    let restoring = with_suffix(db, ".restoring");
-    let _ = std::fs::remove_file(&restoring);
-    std::fs::copy(from, &restoring).map_err(io("copying the backup"))?;
-    std::fs::File::open(&restoring)
+    let staged = stage_restore(from, db)?;
+    install_restore(&staged, db, aside_suffix)
+}
+
+/// Copies the backup `from` next to the database `db` (as `<db>.restoring`, replacing a
+/// leftover of an interrupted restore), so that it can be opened and checked there: the
+/// backup itself is only read, never opened by SQLite, so it is not migrated, switched to WAL
+/// or written beside, and may sit on read-only media. Returns the copy's path.
+pub fn stage_restore(from: &Path, db: &Path) -> Result<std::path::PathBuf, StoreError> {
+    let staged = with_suffix(db, ".restoring");
+    discard_staged(&staged);
+    // A new file, not `fs::copy`, which would carry over a read-only backup's permissions.
+    let mut source = std::fs::File::open(from).map_err(io("opening the backup"))?;
+    let mut copy = std::fs::File::create(&staged).map_err(io("creating the restored copy"))?;
+    std::io::copy(&mut source, &mut copy).map_err(io("copying the backup"))?;
+    Ok(staged)
+}
+
+/// Removes a staged copy and any WAL files SQLite left beside it (after a refused check).
+pub fn discard_staged(staged: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(with_suffix(staged, suffix));
+    }
+}
+
+/// Puts the staged copy (see [`stage_restore`]; possibly opened and checked since, with every
+/// connection to it closed) in place of the database `db`. Its WAL is first folded into it
+/// (journal mode DELETE), so the one file carries everything; the copy is synced before the
+/// rename that makes it the database. A database already at `db` is kept next to it, renamed
+/// with `aside_suffix` together with its WAL files, never deleted. Returns where the old
+/// database went, if any.
+pub fn install_restore(
+    staged: &Path,
+    db: &Path,
+    aside_suffix: &str,
+) -> Result<Option<std::path::PathBuf>, StoreError> {
+    {
+        let conn = Connection::open_with_flags(
+            staged,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(StoreError::Corrupt(format!(
+                "{} cannot leave WAL mode (got {mode})",
+                staged.display()
+            )));
+        }
+    }
+    std::fs::File::open(staged)
         .and_then(|f| f.sync_all())
         .map_err(io("syncing the restored copy"))?;
     let mut aside = None;
@@ -107,7 +153,7 @@ pub fn sqlite_restore(
             std::fs::rename(&file, &target).map_err(io("moving the old WAL files aside"))?;
         }
     }
-    std::fs::rename(&restoring, db).map_err(io("moving the restored copy into place"))?;
+    std::fs::rename(staged, db).map_err(io("moving the restored copy into place"))?;
     sync_parent(db)?;
     Ok(aside)
 }

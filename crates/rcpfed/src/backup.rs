@@ -9,7 +9,9 @@ use crate::config::{HubConfig, ListenOverrides, NodeConfig};
 use crate::data_dir::{hub_db, lock_data_dir, node_db, restore_marker};
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
-use rcpfed_store::backup::{sqlite_backup, sqlite_integrity, sqlite_restore};
+use rcpfed_store::backup::{
+    discard_staged, install_restore, sqlite_backup, sqlite_integrity, stage_restore,
+};
 use rcpfed_store::{NodeStore as _, SqliteHubStore, SqliteNodeStore};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -139,21 +141,30 @@ pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
             ),
         };
         let _lock = lock_data_dir(&data_dir, role)?;
-        // Checked before anything in the data directory changes.
-        let summary = match &command {
-            RestoreCommand::Hub(args) => {
-                let config = HubConfig::load(&args.config, &overrides(&args.data_dir))?;
-                check_hub_file(&config, &args.from)
-            }
-            RestoreCommand::Node(args) => check_node_file(&args.from),
-        }
-        .with_context(|| format!("the backup {} does not check", args.from.display()))?;
         let db = if role == "hub" {
             hub_db(&data_dir)
         } else {
             node_db(&data_dir)
         };
+        // Checked as a copy beside the database (the backup is only read), before anything
+        // else in the data directory changes; the copy checked is the one put in place.
+        let staged = stage_restore(&args.from, &db)
+            .with_context(|| format!("copying the backup {}", args.from.display()))?;
+        let checked = match &command {
+            RestoreCommand::Hub(args) => HubConfig::load(&args.config, &overrides(&args.data_dir))
+                .and_then(|config| check_hub_file(&config, &staged)),
+            RestoreCommand::Node(_) => check_node_file(&staged),
+        };
+        let summary = match checked {
+            Ok(summary) => summary,
+            Err(e) => {
+                discard_staged(&staged);
+                return Err(e)
+                    .with_context(|| format!("the backup {} does not check", args.from.display()));
+            }
+        };
         if db.exists() && !args.force {
+            discard_staged(&staged);
             bail!(
                 "a database is already at {}; nothing changed. Give --force to restore anyway \
                  (the database in place is kept, renamed with the suffix .before-restore-<time>)",
@@ -171,7 +182,7 @@ pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
             .with_context(|| format!("writing {}", marker.display()))?;
         }
         let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let aside = sqlite_restore(&args.from, &db, &format!(".before-restore-{stamp}"))
+        let aside = install_restore(&staged, &db, &format!(".before-restore-{stamp}"))
             .with_context(|| format!("restoring into {}", db.display()))?;
         if let Some(aside) = aside {
             println!("kept the previous database as {}", aside.display());
@@ -199,10 +210,14 @@ pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
 /// `rcpfed restore hub` for a hub on PostgreSQL: the file is checked, copied into the (empty)
 /// database in one transaction, and the database checked again.
 fn restore_hub_to_postgres(config: &HubConfig, url: &str, from: &Path) -> Result<ExitCode> {
-    let summary = check_hub_file(config, from)
+    // Checked and copied from a copy, so the backup itself is only read.
+    let scratch = tempfile::tempdir().context("a scratch directory for the backup's copy")?;
+    let staged = stage_restore(from, &scratch.path().join("hub.sqlite"))
+        .with_context(|| format!("copying the backup {}", from.display()))?;
+    let summary = check_hub_file(config, &staged)
         .with_context(|| format!("the backup {} does not check", from.display()))?;
     println!("backup checked: {summary}");
-    let report = rcpfed_store::pg_copy::sqlite_hub_to_pg(from, url)
+    let report = rcpfed_store::pg_copy::sqlite_hub_to_pg(&staged, url)
         .context("restoring into the hub's PostgreSQL database")?;
     let store = rcpfed_store::PgHubStore::open(url)?;
     let summary = check_hub_store(config, &store)
