@@ -453,12 +453,23 @@ fn signature_rates(
     total: usize,
 ) -> Result<SignatureRates> {
     const BATCH: usize = 100;
+    // Each statement with its key both ways, its signature for dalek, and its receipt.
     let mut checks = Vec::with_capacity(total);
-    for env in chains.iter().flatten() {
-        let (_, key) = fed.key_owner(&env.signatures[0].key_id).context("key")?;
+    for (n, env) in chains.iter().flatten().enumerate() {
+        let (owner, key) = fed.key_owner(&env.signatures[0].key_id).context("key")?;
         let dalek = ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes())?;
         let sig = <[u8; 64]>::try_from(env.signatures[0].sig.as_slice())?;
-        checks.push((key, dalek, env, ed25519_dalek::Signature::from_bytes(&sig)));
+        let receipt = Receipt {
+            federation_id: FEDERATION.into(),
+            hub_id: "gfmd".into(),
+            node_id: owner.id.clone(),
+            seq: n as u64 + 1,
+            statement_digest: Digest::of(&env.payload),
+            feed_index: n as u64 + 1,
+            accepted_at: time::OffsetDateTime::now_utc(),
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(&sig);
+        checks.push((key, dalek, env, sig, receipt));
     }
     let hub_key = SecretKey::generate()?;
     let (mut strict, mut ours) = (0usize, 0usize);
@@ -472,7 +483,7 @@ fn signature_rates(
                 0 => {
                     strict += batch
                         .iter()
-                        .filter(|(_, dalek, env, sig)| {
+                        .filter(|(_, dalek, env, sig, _)| {
                             dalek
                                 .verify_strict(&pae(&env.payload_type, &env.payload), sig)
                                 .is_ok()
@@ -482,7 +493,7 @@ fn signature_rates(
                 1 => {
                     ours += batch
                         .iter()
-                        .filter(|(key, _, env, _)| {
+                        .filter(|(key, _, env, _, _)| {
                             key.verify_strict(
                                 &pae(&env.payload_type, &env.payload),
                                 &env.signatures[0].sig,
@@ -491,17 +502,7 @@ fn signature_rates(
                         .count();
                 }
                 _ => {
-                    for (i, (_, _, env, _)) in batch.iter().enumerate() {
-                        let n = b * BATCH + i;
-                        let receipt = Receipt {
-                            federation_id: FEDERATION.into(),
-                            hub_id: "gfmd".into(),
-                            node_id: member_id(n % chains.len().max(1)),
-                            seq: n as u64 + 1,
-                            statement_digest: Digest::of(&env.payload),
-                            feed_index: n as u64 + 1,
-                            accepted_at: time::OffsetDateTime::now_utc(),
-                        };
+                    for (_, _, _, _, receipt) in batch {
                         std::hint::black_box(receipt.sign(&hub_key));
                     }
                 }

@@ -72,18 +72,6 @@ pub fn sqlite_integrity(path: &Path) -> Result<(), StoreError> {
     )))
 }
 
-/// Puts the backup `from` in place of the database `db`, which must not be open (the caller
-/// holds the data directory's lock): [`stage_restore`] then [`install_restore`], with nothing
-/// checked in between. Returns where the old database went, if any.
-pub fn sqlite_restore(
-    from: &Path,
-    db: &Path,
-    aside_suffix: &str,
-) -> Result<Option<std::path::PathBuf>, StoreError> {
-    let staged = stage_restore(from, db)?;
-    install_restore(&staged, db, aside_suffix)
-}
-
 /// Copies the backup `from` next to the database `db` (as `<db>.restoring`, replacing a
 /// leftover of an interrupted restore), so that it can be opened and checked there: the
 /// backup itself is only read, never opened by SQLite, so it is not migrated, switched to WAL
@@ -106,7 +94,8 @@ pub fn discard_staged(staged: &Path) {
 }
 
 /// Puts the staged copy (see [`stage_restore`]; possibly opened and checked since, with every
-/// connection to it closed) in place of the database `db`. Its WAL is first folded into it
+/// connection to it closed) in place of the database `db`, which must not be open (the caller
+/// holds the data directory's lock). Its WAL is first folded into it
 /// (journal mode DELETE), so the one file carries everything; the copy is synced before the
 /// rename that makes it the database. A database already at `db` is kept next to it, renamed
 /// with `aside_suffix` together with its WAL files, never deleted. Returns where the old
@@ -121,14 +110,7 @@ pub fn install_restore(
             staged,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("delete") {
-            return Err(StoreError::Corrupt(format!(
-                "{} cannot leave WAL mode (got {mode})",
-                staged.display()
-            )));
-        }
+        crate::db::set_journal_mode(&conn, staged, "DELETE")?;
     }
     std::fs::File::open(staged)
         .and_then(|f| f.sync_all())
@@ -223,7 +205,8 @@ mod tests {
         sqlite_backup(&db, &out).unwrap();
         append(&store, 3, 2);
         drop(store);
-        let aside = sqlite_restore(&out, &db, ".before-restore").unwrap();
+        let staged = stage_restore(&out, &db).unwrap();
+        let aside = install_restore(&staged, &db, ".before-restore").unwrap();
         assert_eq!(aside, Some(dir.path().join("hub.sqlite.before-restore")));
         assert_eq!(
             SqliteHubStore::open(&db)

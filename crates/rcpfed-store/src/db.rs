@@ -24,6 +24,23 @@ pub(crate) fn in_read_tx<T>(
     Ok(out)
 }
 
+/// Sets the journal mode of the database at `path` and checks SQLite took it (it answers with
+/// the mode in force, which differs when it cannot switch).
+pub(crate) fn set_journal_mode(
+    conn: &Connection,
+    path: &Path,
+    mode: &str,
+) -> Result<(), StoreError> {
+    let now: String = conn.pragma_update_and_check(None, "journal_mode", mode, |r| r.get(0))?;
+    if !now.eq_ignore_ascii_case(mode) {
+        return Err(StoreError::Corrupt(format!(
+            "{} cannot use the {mode} journal mode (got {now})",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// How long a connection waits for another process's lock before SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 /// SQLite virtual-machine steps between two deadline checks of a running query (a check is
@@ -117,14 +134,7 @@ impl Db {
         )?;
         writer.busy_timeout(BUSY_TIMEOUT)?;
         writer.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        let mode: String =
-            writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt(format!(
-                "{} cannot use WAL journal mode (got {mode})",
-                path.display()
-            )));
-        }
+        set_journal_mode(&writer, path, "WAL")?;
         // FULL: in WAL mode NORMAL may lose the last commits on power loss, and an
         // acknowledged statement must survive.
         writer.pragma_update(None, "synchronous", "FULL")?;

@@ -126,18 +126,20 @@ pub async fn backup(command: BackupCommand) -> Result<ExitCode> {
 /// `rcpfed restore`.
 pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
     tokio::task::spawn_blocking(move || {
-        let (role, args, data_dir) = match &command {
+        // The hub's configuration, to check a hub backup with; None for a node.
+        let (role, args, data_dir, hub_config) = match &command {
             RestoreCommand::Hub(args) => {
                 let config = HubConfig::load(&args.config, &overrides(&args.data_dir))?;
                 if let Some(url) = &config.database_url {
                     return restore_hub_to_postgres(&config, url, &args.from);
                 }
-                ("hub", args, config.data_dir)
+                ("hub", args, config.data_dir.clone(), Some(config))
             }
             RestoreCommand::Node(args) => (
                 "node",
                 args,
                 NodeConfig::load(&args.config, &overrides(&args.data_dir))?.data_dir,
+                None,
             ),
         };
         let _lock = lock_data_dir(&data_dir, role)?;
@@ -150,10 +152,9 @@ pub async fn restore(command: RestoreCommand) -> Result<ExitCode> {
         // else in the data directory changes; the copy checked is the one put in place.
         let staged = stage_restore(&args.from, &db)
             .with_context(|| format!("copying the backup {}", args.from.display()))?;
-        let checked = match &command {
-            RestoreCommand::Hub(args) => HubConfig::load(&args.config, &overrides(&args.data_dir))
-                .and_then(|config| check_hub_file(&config, &staged)),
-            RestoreCommand::Node(_) => check_node_file(&staged),
+        let checked = match &hub_config {
+            Some(config) => check_hub_file(config, &staged),
+            None => check_node_file(&staged),
         };
         let summary = match checked {
             Ok(summary) => summary,
