@@ -25,6 +25,7 @@ if [ ! -x .tools/cargo/bin/cargo-fuzz ]; then
   mkdir -p .tools/cargo
   CARGO_TARGET_DIR="$PWD/.tools/cargo-build" \
     cargo +nightly install cargo-fuzz --version 0.13.2 --locked --root .tools/cargo --quiet
+  rm -rf .tools/cargo-build
 fi
 export PATH="$PWD/.tools/cargo/bin:$PATH"
 # The fuzz project has its own target dir (fuzz/target); a CARGO_TARGET_DIR from the

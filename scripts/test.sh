@@ -28,9 +28,6 @@ echo "== buf breaking (against the committed v1 baseline image)"
 buf breaking --against proto/baseline/rcpfed-v1.binpb
 echo "== spec (docs/spec names no source file or crate; every reason code in errors.md)"
 scripts/check-spec.sh
-echo "== deploy kit (systemd-analyze, kubernetes-validate)"
-cargo build --locked -p rcpfed --bin rcpfed
-scripts/check-deploy.sh
 echo "== throwaway PostgreSQL server (scripts/pg-test-cluster.sh), removed on exit"
 eval "$(scripts/pg-test-cluster.sh start)"
 trap 'scripts/pg-test-cluster.sh stop "$RCPFED_TEST_POSTGRES_DIR"' EXIT
@@ -44,6 +41,11 @@ if [ "${RCPFED_SKIP_BROWSER:-0}" != 1 ]; then
 fi
 echo "== cargo test"
 cargo test --workspace --locked
+# After the tests: they built target/debug/rcpfed, which the systemd check points ExecStart at
+# (a `cargo build -p rcpfed` before them resolves features differently and builds every
+# dependency a second time).
+echo "== deploy kit (systemd-analyze, kubernetes-validate)"
+scripts/check-deploy.sh
 echo "== end-to-end scenarios again with the hub on PostgreSQL (exchange, log, registry, indicators, foreign node)"
 RCPFED_E2E_HUB_POSTGRES=1 cargo test --locked -p rcpfed-e2e -- exchange:: log:: registry:: indicators:: foreign_node::
 fuzz_seconds="${RCPFED_FUZZ_SECONDS:-20}"
