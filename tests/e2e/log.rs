@@ -1850,9 +1850,26 @@ async fn older_checkpoints_and_the_end_of_the_feed_backlog() {
     let c = Cluster::start_with_env(&ALL_NODES, &FAST_WITNESS).await;
     let fed = c.federation();
     let mut raw = RawNode::connect(&c, "colombo").await;
+    let mut hub = c.hub_client("operator").await;
+    let at = |tree_size: u64, final_only: bool| v1::GetCheckpointRequest {
+        final_only,
+        tree_size,
+    };
     // One at a time, so the hub signs a checkpoint at each size.
     let (_, first) = raw.accept(&raw.policy("Older checkpoint 1")).await;
     let older = first.log.expect("a log proof").tree_size;
+    // The older checkpoint gathers its own cosignatures: witnesses that saw it cosign it. The
+    // next statement waits for that: committed within one feed page interval, it would be
+    // sent to the witnesses with the first, both proved against the newer checkpoint only.
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        hub.clone()
+            .get_checkpoint(at(older, false))
+            .await
+            .is_ok_and(|r| r.into_inner().cosignature_count >= 1),
+        "the checkpoint of size {older} is cosigned"
+    );
     raw.accept(&raw.policy("Older checkpoint 2")).await;
     let total = HUB_PRELUDE + 2;
     assert_eventually!(
@@ -1862,22 +1879,6 @@ async fn older_checkpoints_and_the_end_of_the_feed_backlog() {
             .await
             .is_some_and(|cp| cp.tree_size == total),
         "the latest checkpoint covers both statements"
-    );
-
-    let mut hub = c.hub_client("operator").await;
-    let at = |tree_size: u64, final_only: bool| v1::GetCheckpointRequest {
-        final_only,
-        tree_size,
-    };
-    // The older checkpoint gathers its own cosignatures: witnesses that saw it cosign it.
-    assert_eventually!(
-        c,
-        TIMEOUT,
-        hub.clone()
-            .get_checkpoint(at(older, false))
-            .await
-            .is_ok_and(|r| r.into_inner().cosignature_count >= 1),
-        "the checkpoint of size {older} is cosigned"
     );
     let cp = hub
         .get_checkpoint(at(older, false))
