@@ -17,6 +17,7 @@ use rcpfed_core::statement::{
 use rcpfed_core::validate::MAX_NOTE_CHARS;
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::hub_service_client::HubServiceClient;
+use rcpfed_proto::v1::node_service_client::NodeServiceClient;
 use rcpfed_proto::v1::submit_snapshot_request::Part;
 use std::time::Duration;
 use tonic::Code;
@@ -257,6 +258,35 @@ async fn the_largest_statements_travel_everywhere() {
         token = page.next_page_token;
     }
     assert_eq!(listed, hub.len(), "ListStatements lists every statement");
+    // midwa's node lists its mirror the same way: each record also carries the decoded
+    // statement (about twice the envelope), and a page still fits the default client.
+    let channel = connect(c.node_addr("midwa").port(), &c.tls("operator"))
+        .await
+        .expect("connecting to midwa's node");
+    let mut node = NodeServiceClient::new(channel);
+    let mut token = String::new();
+    let mut mirrored = 0;
+    loop {
+        let page = node
+            .list_mirrored_statements(v1::ListMirroredStatementsRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("ListMirroredStatements: {}", describe(&s)))
+            .into_inner();
+        mirrored += page.statements.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        mirrored,
+        hub.len(),
+        "ListMirroredStatements lists every statement"
+    );
 
     let bundle = c.root().join("largest.json");
     let (code, stdout, stderr) = run_rcpfed_async(vec![

@@ -21,6 +21,7 @@ mod hostile_bounds;
 mod hostile_corpus;
 mod hostile_identity;
 mod hostile_quotas;
+mod hostile_reads;
 mod hostile_store;
 mod hostile_transport;
 mod indicators;

@@ -16,7 +16,7 @@ const PER_CHUNK: usize = 5_000;
 
 /// `n` distinct valid MIG_STOCK observations of `member`'s undated member states, one year each
 /// from 1950 on.
-fn mig_stock(c: &Cluster, member: &str, n: usize) -> Vec<Observation> {
+pub(crate) fn mig_stock(c: &Cluster, member: &str, n: usize) -> Vec<Observation> {
     MigStock {
         years: (1950..2025).map(|year| year.to_string()).collect(),
         ..MigStock::new(undated_states(c, member))
@@ -26,7 +26,7 @@ fn mig_stock(c: &Cluster, member: &str, n: usize) -> Vec<Observation> {
 
 /// Sends `raw`'s next statement: a chunked MIG_STOCK snapshot of `n` observations; returns
 /// the feed index the hub gave it.
-async fn send_large_snapshot(c: &Cluster, raw: &mut RawNode, n: usize) -> u64 {
+pub(crate) async fn send_large_snapshot(c: &Cluster, raw: &mut RawNode, n: usize) -> u64 {
     let observations = mig_stock(c, &raw.node_id, n);
     send_chunked(c, raw, &observations, 1).await
 }
@@ -78,7 +78,7 @@ async fn send_chunked(
     record.feed_index
 }
 
-fn of_node(node: &str) -> v1::ObservationQuery {
+pub(crate) fn of_node(node: &str) -> v1::ObservationQuery {
     v1::ObservationQuery {
         indicator: "MIG_STOCK".into(),
         node_ids: vec![node.into()],
@@ -87,7 +87,11 @@ fn of_node(node: &str) -> v1::ObservationQuery {
 }
 
 /// One page of the hub's view: (`feed_size`, records on it).
-async fn hub_view(c: &Cluster, query: &v1::ObservationQuery, page_size: i32) -> (u64, usize) {
+pub(crate) async fn hub_view(
+    c: &Cluster,
+    query: &v1::ObservationQuery,
+    page_size: i32,
+) -> (u64, usize) {
     view_at(c, "hub", query, page_size).await
 }
 

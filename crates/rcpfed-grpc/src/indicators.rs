@@ -28,6 +28,9 @@ use rcpfed_store::{
 use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
@@ -55,17 +58,34 @@ pub const MAX_FILTER_VALUES: usize = 1000;
 pub const EXPORT_BATCH: usize = 5000;
 /// ExportSdmx sends the text in pieces of about this size (always whole rows).
 pub const EXPORT_PIECE_BYTES: usize = 64 * 1024;
+/// ExportSdmx streams one member may have open at once. Each holds a blocking thread while
+/// its client reads, so they are counted per member and in all ([`MAX_EXPORTS`]).
+pub const MAX_EXPORTS_PER_MEMBER: usize = 2;
+/// ExportSdmx streams open at once on this server, whoever reads them: far below the blocking
+/// threads (512) the store's reads share.
+pub const MAX_EXPORTS: usize = 16;
+/// How long an export waits for its client to take a piece before it gives up (and its thread
+/// and slot with it).
+pub const EXPORT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// `ErrorInfo.reason` (RESOURCE_EXHAUSTED, with RetryInfo): the caller already has
+/// [`MAX_EXPORTS_PER_MEMBER`] exports open, or the server [`MAX_EXPORTS`].
+pub const TOO_MANY_EXPORTS: &str = "TOO_MANY_EXPORTS";
+/// `ErrorInfo.reason` (ABORTED): the export stopped before its end, because its client took no
+/// piece for [`EXPORT_SEND_TIMEOUT`] (or the export failed without a status); what was sent is
+/// not the whole message.
+pub const EXPORT_INCOMPLETE: &str = "EXPORT_INCOMPLETE";
 
 /// Decides whether the caller may use the IndicatorService (every call needs the reader
-/// role). It sees the request's metadata and extensions (the TLS peer certificates) with an
-/// empty message, so the hub and the node can reuse their own check: see [`reader_role`].
-pub type ReaderCheck = Arc<dyn Fn(&Request<()>) -> Result<(), Status> + Send + Sync>;
+/// role) and names it (the member id its quotas are counted under). It sees the request's
+/// metadata and extensions (the TLS peer certificates) with an empty message, so the hub and
+/// the node can reuse their own check: see [`reader_role`].
+pub type ReaderCheck = Arc<dyn Fn(&Request<()>) -> Result<String, Status> + Send + Sync>;
 
 /// The reader-role check the hub and the node apply to their other read RPCs:
 /// [`authorize`] against the federation in force.
 pub fn reader_role(federation: SharedFederation) -> ReaderCheck {
     Arc::new(move |request: &Request<()>| {
-        authorize(request, &federation.get(), Role::Reader).map(|_| ())
+        authorize(request, &federation.get(), Role::Reader).map(|member| member.id.clone())
     })
 }
 
@@ -77,6 +97,10 @@ pub struct IndicatorRpc {
     /// The federation in force, whose publishers are the SDMX data providers of a structure
     /// export; None: the export has no data provider scheme.
     providers: Option<SharedFederation>,
+    /// Open exports, per member and in all.
+    exports: ExportSlots,
+    /// [`EXPORT_SEND_TIMEOUT`], shorter in unit tests.
+    send_timeout: Duration,
 }
 
 impl IndicatorRpc {
@@ -96,6 +120,8 @@ impl IndicatorRpc {
             hub_id: hub_id.into(),
             authorize,
             providers: None,
+            exports: ExportSlots::default(),
+            send_timeout: EXPORT_SEND_TIMEOUT,
         }
     }
 
@@ -114,10 +140,130 @@ impl IndicatorRpc {
 
     /// Runs the caller check and hands back the message.
     fn admit<T>(&self, request: Request<T>) -> Result<T, Status> {
+        self.admit_member(request).map(|(_, message)| message)
+    }
+
+    /// Runs the caller check and hands back the caller's member id and the message.
+    fn admit_member<T>(&self, request: Request<T>) -> Result<(String, T), Status> {
         let (metadata, extensions, message) = request.into_parts();
         let probe = Request::from_parts(metadata, extensions, ());
-        (self.authorize)(&probe)?;
-        Ok(message)
+        let member = (self.authorize)(&probe)?;
+        Ok((member, message))
+    }
+}
+
+/// The ExportSdmx streams open now, per member and in all; an [`ExportSlot`] gives its place
+/// back when dropped.
+#[derive(Clone, Default)]
+struct ExportSlots {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl ExportSlots {
+    /// A place for one more export of `member`, or the quota refusal.
+    fn take(&self, member: &str) -> Result<ExportSlot, Status> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let of_member = open.get(member).copied().unwrap_or(0);
+        let total: usize = open.values().sum();
+        let refusal = if of_member >= MAX_EXPORTS_PER_MEMBER {
+            Some((
+                MAX_EXPORTS_PER_MEMBER,
+                format!(
+                    "{member} already has {MAX_EXPORTS_PER_MEMBER} exports open; finish or cancel one and export again"
+                ),
+            ))
+        } else if total >= MAX_EXPORTS {
+            Some((
+                MAX_EXPORTS,
+                format!("{MAX_EXPORTS} exports are being sent; try again in a moment"),
+            ))
+        } else {
+            None
+        };
+        if let Some((limit, message)) = refusal {
+            let mut details = ErrorDetails::new();
+            details.set_error_info(
+                TOO_MANY_EXPORTS,
+                ERROR_DOMAIN,
+                HashMap::from([("limit".to_string(), limit.to_string())]),
+            );
+            details.set_retry_info(Some(Duration::from_secs(1)));
+            return Err(Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                details,
+            ));
+        }
+        *open.entry(member.to_string()).or_insert(0) += 1;
+        Ok(ExportSlot {
+            slots: self.clone(),
+            member: member.to_string(),
+        })
+    }
+}
+
+/// One open export's place in [`ExportSlots`].
+struct ExportSlot {
+    slots: ExportSlots,
+    member: String,
+}
+
+impl Drop for ExportSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.member) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.member);
+            }
+        }
+    }
+}
+
+/// An export's pieces as the client receives them. The stream ends with OK only when the export
+/// said it finished: an export that stopped early (its client too slow, a panic) ends with
+/// [`EXPORT_INCOMPLETE`], never looking like a whole message.
+struct ExportStream {
+    pieces: mpsc::Receiver<Result<v1::ExportSdmxResponse, Status>>,
+    finished: Arc<AtomicBool>,
+    ended: bool,
+}
+
+impl Stream for ExportStream {
+    type Item = Result<v1::ExportSdmxResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.pieces.poll_recv(cx) {
+            Poll::Ready(Some(Err(status))) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(status)))
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                if self.finished.load(Ordering::Acquire) {
+                    Poll::Ready(None)
+                } else {
+                    let mut details = ErrorDetails::new();
+                    details.set_error_info(EXPORT_INCOMPLETE, ERROR_DOMAIN, HashMap::new());
+                    Poll::Ready(Some(Err(Status::with_error_details(
+                        Code::Aborted,
+                        format!(
+                            "the export stopped before its end (no piece was taken for {} s, or it failed); what was received is not the whole message: export again",
+                            EXPORT_SEND_TIMEOUT.as_secs()
+                        ),
+                        details,
+                    ))))
+                }
+            }
+            other => other,
+        }
     }
 }
 
@@ -484,7 +630,7 @@ impl IndicatorService for IndicatorRpc {
         &self,
         request: Request<v1::ExportSdmxRequest>,
     ) -> Result<Response<Self::ExportSdmxStream>, Status> {
-        let req = self.admit(request)?;
+        let (member, req) = self.admit_member(request)?;
         let format = match v1::SdmxFormat::try_from(req.format) {
             Ok(v1::SdmxFormat::Csv) => ExportFormat::Csv,
             Ok(v1::SdmxFormat::Json) => ExportFormat::Json,
@@ -510,19 +656,28 @@ impl IndicatorService for IndicatorRpc {
                 pieces.into_iter().map(Ok),
             ))));
         }
+        // Counted before any store read: a member that opens exports and never reads them
+        // holds at most its own slots, never the threads everyone's reads need.
+        let slot = self.exports.take(&member)?;
         let (tx, rx) = mpsc::channel(4);
+        let finished = Arc::new(AtomicBool::new(false));
+        let export_finished = Arc::clone(&finished);
         let store = Arc::clone(&self.store);
         let hub_id = self.hub_id.clone();
+        let send_timeout = self.send_timeout;
         let prepared_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        let export_tx = tx.clone();
         // The export is store work from start to end: it runs on the blocking pool and
-        // pushes pieces with backpressure (a slow client slows the reading down).
-        let export = tokio::task::spawn_blocking(move || {
+        // pushes pieces with backpressure (a slow client slows the reading down, a client that
+        // takes nothing for the send timeout ends it).
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let mut sink = Sink {
-                tx: export_tx.clone(),
+                tx,
+                runtime: tokio::runtime::Handle::current(),
+                send_timeout,
                 media_type: format.media_type(),
                 buf: String::new(),
                 sent: false,
@@ -535,21 +690,18 @@ impl IndicatorService for IndicatorRpc {
                 prepared_ms,
                 &mut sink,
             ) {
-                Ok(()) | Err(Stop::Gone) => {}
+                Ok(()) => export_finished.store(true, Ordering::Release),
+                Err(Stop::Gone) => {}
                 Err(Stop::Failed(status)) => {
-                    let _ = export_tx.blocking_send(Err(status));
+                    let _ = sink.send(Err(status));
                 }
             }
         });
-        // A panicking export must not look like a complete one: end the stream with an error.
-        tokio::spawn(async move {
-            if let Err(e) = export.await {
-                let _ = tx.send(Err(internal("exporting observations", &e))).await;
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(ExportStream {
+            pieces: rx,
+            finished,
+            ended: false,
+        })))
     }
 }
 
@@ -665,6 +817,9 @@ impl From<SdmxError> for Stop {
 /// the media type (and is sent even when the message is short).
 struct Sink {
     tx: mpsc::Sender<Result<v1::ExportSdmxResponse, Status>>,
+    /// The runtime the export's thread waits on for its client (it is a blocking-pool thread).
+    runtime: tokio::runtime::Handle,
+    send_timeout: Duration,
     media_type: &'static str,
     buf: String,
     sent: bool,
@@ -692,7 +847,26 @@ impl Sink {
             },
         };
         self.sent = true;
-        self.tx.blocking_send(Ok(piece)).map_err(|_| Stop::Gone)
+        self.send(Ok(piece))
+    }
+
+    /// Hands one item to the client's stream: Gone when the client went away or took nothing
+    /// for the send timeout.
+    fn send(&self, item: Result<v1::ExportSdmxResponse, Status>) -> Result<(), Stop> {
+        match self
+            .runtime
+            .block_on(tokio::time::timeout(self.send_timeout, self.tx.send(item)))
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Stop::Gone),
+            Err(_) => {
+                tracing::info!(
+                    timeout_s = self.send_timeout.as_secs(),
+                    "an SDMX export is abandoned: its client took nothing for the send timeout"
+                );
+                Err(Stop::Gone)
+            }
+        }
     }
 }
 
@@ -1004,7 +1178,7 @@ mod tests {
     }
 
     fn allow() -> ReaderCheck {
-        Arc::new(|_: &Request<()>| Ok(()))
+        Arc::new(|_: &Request<()>| Ok("reader".to_string()))
     }
 
     fn rpc(store: FakeStore) -> IndicatorRpc {
@@ -1343,6 +1517,111 @@ mod tests {
             store.rows.push(row(1 + i / 1000, i % 1000, o));
         }
         store
+    }
+
+    /// A reader check that names the caller by its `x-member` metadata.
+    fn member_from_metadata() -> ReaderCheck {
+        Arc::new(|request: &Request<()>| {
+            Ok(request
+                .metadata()
+                .get("x-member")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("reader")
+                .to_string())
+        })
+    }
+
+    /// Opens an export of `service` as `member` and reads nothing of it.
+    async fn open_export(
+        service: &IndicatorRpc,
+        member: &str,
+    ) -> Result<<IndicatorRpc as IndicatorService>::ExportSdmxStream, Status> {
+        let mut request = Request::new(v1::ExportSdmxRequest {
+            query: query("SDG_10_7_3"),
+            format: v1::SdmxFormat::Csv as i32,
+        });
+        request
+            .metadata_mut()
+            .insert("x-member", member.parse().expect("ASCII"));
+        Ok(service.export_sdmx(request).await?.into_inner())
+    }
+
+    fn assert_too_many_exports(status: &Status) {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert_eq!(reason(status), TOO_MANY_EXPORTS);
+        assert!(status.get_error_details().retry_info().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exports_are_capped_per_member_and_in_all() {
+        // Far more text than the pieces queued for a client that reads nothing.
+        let service = IndicatorRpc::new(Arc::new(big_store(40_000)), "hub", member_from_metadata());
+        let mut held = Vec::new();
+        for _ in 0..MAX_EXPORTS_PER_MEMBER {
+            held.push(
+                open_export(&service, "greedy")
+                    .await
+                    .expect("within the quota"),
+            );
+        }
+        let over = open_export(&service, "greedy").await.err().expect("over");
+        assert_too_many_exports(&over);
+        // Others still export, up to the server's total.
+        let mut member = 0;
+        while held.len() < MAX_EXPORTS {
+            member += 1;
+            held.push(
+                open_export(&service, &format!("m{member}"))
+                    .await
+                    .expect("within the total"),
+            );
+        }
+        let over = open_export(&service, "late").await.err().expect("over");
+        assert_too_many_exports(&over);
+        // A client that goes away gives its place back once its export notices.
+        drop(held.swap_remove(0));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match open_export(&service, "late").await {
+                Ok(stream) => {
+                    held.push(stream);
+                    break;
+                }
+                Err(status) => {
+                    assert_too_many_exports(&status);
+                    assert!(tokio::time::Instant::now() < deadline, "the slot came back");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_export_nobody_reads_is_abandoned_and_ends_incomplete() {
+        let mut service =
+            IndicatorRpc::new(Arc::new(big_store(40_000)), "hub", member_from_metadata());
+        service.send_timeout = Duration::from_millis(200);
+        let mut stalled = open_export(&service, "slow").await.expect("export");
+        // The export gives up on its client, and its slot with it.
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let _a = open_export(&service, "slow")
+            .await
+            .expect("the slot came back");
+        let _b = open_export(&service, "slow").await.expect("both slots");
+        // What was queued is still delivered, then an error: never a truncated message ending
+        // with OK.
+        let mut pieces = 0;
+        let status = loop {
+            match stalled.next().await {
+                Some(Ok(_)) => pieces += 1,
+                Some(Err(status)) => break status,
+                None => panic!("an abandoned export ended as if complete"),
+            }
+        };
+        assert!(pieces > 0);
+        assert_eq!(status.code(), Code::Aborted);
+        assert_eq!(reason(&status), EXPORT_INCOMPLETE);
+        assert!(stalled.next().await.is_none());
     }
 
     #[tokio::test]

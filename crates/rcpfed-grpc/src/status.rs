@@ -292,6 +292,21 @@ pub fn next_page<T>(rows: &mut Vec<T>, limit: usize, position: impl Fn(&T) -> u6
     }
 }
 
+/// The next page token of a page that sent the first `sent` of `rows` (read with a byte bound,
+/// `more` when the store left rows out): after the last one sent, or empty when nothing was
+/// left out.
+pub fn next_page_after<T>(
+    rows: &[T],
+    sent: usize,
+    more: bool,
+    position: impl Fn(&T) -> u64,
+) -> String {
+    match rows.get(..sent).and_then(|sent_rows| sent_rows.last()) {
+        Some(last) if more || sent < rows.len() => position(last).to_string(),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

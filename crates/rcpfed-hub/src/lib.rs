@@ -753,6 +753,7 @@ fn new_hub(
         quotas,
         submissions: quotas::PerMember::default(),
         subscriptions: quotas::PerMember::default(),
+        chunk_streams: quotas::PerMember::default(),
         feed_pages: Arc::new(service::FeedPages::new(ctx.metrics.clone())),
         snapshot_slots: quotas::PerMember::default(),
         federation,

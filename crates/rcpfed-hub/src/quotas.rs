@@ -17,6 +17,9 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 pub const TOO_MANY_SUBMISSIONS_IN_FLIGHT: &str = "TOO_MANY_SUBMISSIONS_IN_FLIGHT";
 /// `ErrorInfo.reason`: the member already holds [`Quotas::feed_subscriptions`] feed streams.
 pub const TOO_MANY_FEED_SUBSCRIPTIONS: &str = "TOO_MANY_FEED_SUBSCRIPTIONS";
+/// `ErrorInfo.reason`: the member already holds [`CHUNK_STREAMS_PER_MEMBER`]
+/// `GetSnapshotChunks` streams.
+pub const TOO_MANY_CHUNK_STREAMS: &str = "TOO_MANY_CHUNK_STREAMS";
 /// `ErrorInfo.reason`: the member is already sending a large snapshot (one at a time each).
 pub const SNAPSHOT_SLOT_BUSY: &str = "SNAPSHOT_SLOT_BUSY";
 /// `ErrorInfo.reason`: a snapshot's chunks arrived too slowly (a gap over the idle limit, or
@@ -29,6 +32,10 @@ pub const DEFAULT_SUBMISSIONS_IN_FLIGHT: usize = 8;
 /// Default of [`Quotas::feed_subscriptions`]: a node's mirror holds one; a reconnect may
 /// briefly overlap the stream it replaces.
 pub const DEFAULT_FEED_SUBSCRIPTIONS: usize = 4;
+/// Open `GetSnapshotChunks` streams per member. Each holds up to three chunks (4 MiB each:
+/// one being read, two queued) whether or not its client reads; a node fetches one snapshot
+/// at a time.
+pub const CHUNK_STREAMS_PER_MEMBER: usize = 2;
 /// Default of [`Quotas::snapshot_chunk_idle`]: the longest gap between two messages of a
 /// `SubmitSnapshot` stream.
 pub const DEFAULT_SNAPSHOT_CHUNK_IDLE: Duration = Duration::from_secs(30);

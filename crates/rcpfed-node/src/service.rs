@@ -7,7 +7,7 @@ use rcpfed_core::members::Role;
 use rcpfed_core::rejection::{RejectClass, Rejection, reasons};
 use rcpfed_core::statement::{Body, IndicatorSnapshot, Observation, PolicySummary};
 use rcpfed_grpc::records::{RecordParts, statement_record};
-use rcpfed_grpc::status::{invalid_field, next_page, page_size, parse_page_token};
+use rcpfed_grpc::status::{invalid_field, next_page, next_page_after, page_size, parse_page_token};
 use rcpfed_grpc::{authorize, rejection_status};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::node_service_server::NodeService;
@@ -364,25 +364,37 @@ impl NodeService for Node {
             Some(req.node_id)
         };
         let store = Arc::clone(&self.store);
-        let mut rows = blocking("listing the mirror", move || {
-            store.mirror_list(node.as_deref(), after, limit + 1)
+        // Paged by bytes as the hub's ListStatements: read row by row up to MAX_PAGE_BYTES of
+        // stored bytes, then cut before MAX_PAGE_BYTES encoded (each record also carries the
+        // decoded statement), so a page of large snapshots fits a default 4 MiB client.
+        let (rows, more) = blocking("listing the mirror", move || {
+            store.mirror_list(
+                node.as_deref(),
+                after,
+                limit,
+                rcpfed_core::limits::MAX_PAGE_BYTES,
+            )
         })
         .await?;
-        let next_page_token = next_page(&mut rows, limit, |r| r.feed_index);
-        let statements = rows
-            .iter()
-            .map(|m| {
-                statement_record(RecordParts {
-                    node_id: &m.node_id,
-                    seq: m.seq,
-                    digest: m.digest.as_bytes(),
-                    feed_index: m.feed_index,
-                    accepted_at_ms: m.accepted_at_ms,
-                    envelope: &m.envelope,
-                    receipt: &m.receipt,
-                })
-            })
-            .collect();
+        let mut statements = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        for m in &rows {
+            let record = statement_record(RecordParts {
+                node_id: &m.node_id,
+                seq: m.seq,
+                digest: m.digest.as_bytes(),
+                feed_index: m.feed_index,
+                accepted_at_ms: m.accepted_at_ms,
+                envelope: &m.envelope,
+                receipt: &m.receipt,
+            });
+            bytes += prost::Message::encoded_len(&record) + 8;
+            if !statements.is_empty() && bytes > rcpfed_core::limits::MAX_PAGE_BYTES {
+                break;
+            }
+            statements.push(record);
+        }
+        let next_page_token = next_page_after(&rows, statements.len(), more, |m| m.feed_index);
         Ok(Response::new(v1::ListMirroredStatementsResponse {
             statements,
             next_page_token,

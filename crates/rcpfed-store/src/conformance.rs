@@ -386,6 +386,37 @@ pub fn hub_list_filters_and_paging(store: &dyn HubStore) {
         store.list_statements(&filter, 28, usize::MAX).unwrap(),
         all[28..].to_vec()
     );
+    // By bytes: a page stops before its envelopes and receipts pass the bound (at least one
+    // statement), and says that more follow; paging by bytes sees every statement once.
+    let size = |s: &StoredStatement| s.envelope.len() + s.receipt.len();
+    let (one, more) = store.list_statements_within(&filter, 0, 100, 1).unwrap();
+    assert_eq!((one, more), (all[..1].to_vec(), true));
+    let two = size(&all[0]) + size(&all[1]);
+    let (page, more) = store.list_statements_within(&filter, 0, 100, two).unwrap();
+    assert_eq!((page, more), (all[..2].to_vec(), true));
+    let (page, more) = store
+        .list_statements_within(&filter, 0, 2, usize::MAX)
+        .unwrap();
+    assert_eq!((page, more), (all[..2].to_vec(), true));
+    let (page, more) = store
+        .list_statements_within(&filter, 28, 100, usize::MAX)
+        .unwrap();
+    assert_eq!((page, more), (all[28..].to_vec(), false));
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let (page, more) = store
+            .list_statements_within(&filter, after, 100, two)
+            .unwrap();
+        if let Some(last) = page.last() {
+            after = last.feed_index;
+        }
+        paged.extend(page);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(paged, all);
 }
 
 /// Evidence is stored once, listed with both envelopes, filtered and paged.
@@ -675,7 +706,7 @@ pub fn node_mirror_batch(store: &dyn NodeStore) {
         .unwrap();
     assert_eq!(store.mirror_cursor().unwrap(), 3);
     assert_eq!(
-        store.mirror_list(None, 0, 10).unwrap(),
+        store.mirror_list(None, 0, 10, usize::MAX).unwrap().0,
         vec![m1.clone(), m2.clone(), m3.clone()]
     );
     // Entries already mirrored are no-ops in a batch too.
@@ -738,19 +769,48 @@ pub fn node_mirror(store: &dyn NodeStore) {
     assert_eq!(store.mirror_cursor().unwrap(), 5);
 
     assert_eq!(
-        store.mirror_list(None, 0, 10).unwrap(),
+        store.mirror_list(None, 0, 10, usize::MAX).unwrap().0,
         vec![m1.clone(), m2.clone(), m5.clone()]
     );
     assert_eq!(
-        store.mirror_list(Some("node-a"), 0, 10).unwrap(),
+        store
+            .mirror_list(Some("node-a"), 0, 10, usize::MAX)
+            .unwrap()
+            .0,
         vec![m1.clone(), m5.clone()]
     );
-    assert_eq!(store.mirror_list(None, 1, 1).unwrap(), vec![m2.clone()]);
     assert_eq!(
-        store.mirror_list(Some("node-a"), 1, 10).unwrap(),
+        store.mirror_list(None, 1, 1, usize::MAX).unwrap().0,
+        vec![m2.clone()]
+    );
+    assert_eq!(
+        store
+            .mirror_list(Some("node-a"), 1, 10, usize::MAX)
+            .unwrap()
+            .0,
         vec![m5.clone()]
     );
-    assert!(store.mirror_list(None, 5, 10).unwrap().is_empty());
+    assert!(
+        store
+            .mirror_list(None, 5, 10, usize::MAX)
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    // By bytes: at least one statement, and whether more follow.
+    assert_eq!(
+        store.mirror_list(None, 0, 10, 1).unwrap(),
+        (vec![m1.clone()], true)
+    );
+    let two = m1.envelope.len() + m1.receipt.len() + m2.envelope.len() + m2.receipt.len();
+    assert_eq!(
+        store.mirror_list(None, 0, 10, two).unwrap(),
+        (vec![m1.clone(), m2.clone()], true)
+    );
+    assert_eq!(
+        store.mirror_list(None, 0, 3, usize::MAX).unwrap(),
+        (vec![m1.clone(), m2.clone(), m5.clone()], false)
+    );
 
     // By kind: the test kind follows the seq (odd: m1, m2; even: m5).
     assert_ne!(m1.kind, m5.kind);

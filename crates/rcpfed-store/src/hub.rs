@@ -305,6 +305,16 @@ pub trait HubStore: Send + Sync + 'static {
         after_index: u64,
         limit: usize,
     ) -> Result<Vec<StoredStatement>, StoreError>;
+    /// Like [`HubStore::list_statements`], but no more once the statements' envelopes and
+    /// receipts reach `max_bytes` (at least one), read row by row so a page of large
+    /// statements is never held whole; also says whether more statements follow.
+    fn list_statements_within(
+        &self,
+        filter: &StatementFilter,
+        after_index: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredStatement>, bool), StoreError>;
     /// Evidence with id > after_id (optionally for one node), ascending, at most limit. accepted_envelope is joined from the statements table.
     fn list_equivocations(
         &self,

@@ -823,12 +823,25 @@ impl<B: HubBackend> HubStore for B {
         after_index: u64,
         max: usize,
     ) -> Result<Vec<StoredStatement>, StoreError> {
+        Ok(self
+            .list_statements_within(filter, after_index, max, usize::MAX)?
+            .0)
+    }
+
+    fn list_statements_within(
+        &self,
+        filter: &StatementFilter,
+        after_index: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredStatement>, bool), StoreError> {
         let after = bound(after_index);
-        let max = limit(max);
+        // One more than asked: whether more follow.
+        let fetch = limit(max.saturating_add(1));
         self.read_tx(|tx| {
             let dialect = tx.dialect();
             let mut sql = String::from(concat!(
-                "SELECT ",
+                "SELECT CAST(length(envelope) AS BIGINT) + length(receipt), ",
                 statement_columns!(),
                 " FROM statements WHERE feed_index > "
             ));
@@ -847,13 +860,26 @@ impl<B: HubBackend> HubStore for B {
                     let _ = write!(sql, " AND {column} = {}", dialect.placeholder(args.len()));
                 }
             }
-            args.push(&max);
+            args.push(&fetch);
             let _ = write!(
                 sql,
                 " ORDER BY feed_index LIMIT {}",
                 dialect.placeholder(args.len())
             );
-            tx.all(&sql, &args, statement_from_row)
+            let mut out = Vec::new();
+            let mut used = 0usize;
+            let mut more = false;
+            tx.stream(&sql, &args, LISTING_FETCH, |row| {
+                let size = row.size(0)?;
+                if out.len() >= max || (!out.is_empty() && used.saturating_add(size) > max_bytes) {
+                    more = true;
+                    return Ok(false);
+                }
+                used = used.saturating_add(size);
+                out.push(statement_at(row, 1)?);
+                Ok(true)
+            })?;
+            Ok((out, more))
         })
     }
 

@@ -251,13 +251,17 @@ pub trait NodeStore: Send + Sync + 'static {
     /// The first mirrored entry the view has not applied, if any: when it is a chunked
     /// snapshot, its chunks are staged before the next [`Self::apply_view_step`].
     fn first_unapplied(&self) -> Result<Option<MirroredStatement>, StoreError>;
-    /// Mirrored statements with feed_index > after_index (optionally one node), ascending, at most limit.
+    /// Mirrored statements with feed_index > after_index (optionally one node), ascending, at
+    /// most limit, and no more once their envelopes and receipts reach `max_bytes` (at least
+    /// one; read row by row, so a page of large statements is never held whole); also says
+    /// whether more follow.
     fn mirror_list(
         &self,
         node_id: Option<&str>,
         after_index: u64,
         limit: usize,
-    ) -> Result<Vec<MirroredStatement>, StoreError>;
+        max_bytes: usize,
+    ) -> Result<(Vec<MirroredStatement>, bool), StoreError>;
     /// Mirrored statements of this `kind` ("policy_summary", ...) with feed_index >
     /// after_index, ascending, at most limit (an index on kind serves it).
     fn mirror_list_kind(
@@ -480,18 +484,23 @@ macro_rules! mirror_columns {
 }
 
 fn mirrored_from_row(row: &dyn SqlRow) -> Result<MirroredStatement, StoreError> {
+    mirrored_at(row, 0)
+}
+
+/// A mirrored statement from [`mirror_columns`] starting at column `first`.
+fn mirrored_at(row: &dyn SqlRow, first: usize) -> Result<MirroredStatement, StoreError> {
     Ok(MirroredStatement {
-        feed_index: row.u64(0)?,
-        node_id: row.text(1)?,
-        seq: row.u64(2)?,
-        digest: row.digest(3)?,
-        kind: row.text(4)?,
-        document: row.text(5)?,
-        revision: row.u32(6)?,
-        envelope: row.blob(7)?,
-        receipt: row.blob(8)?,
-        accepted_at_ms: row.i64(9)?,
-        mirrored_at_ms: row.i64(10)?,
+        feed_index: row.u64(first)?,
+        node_id: row.text(first + 1)?,
+        seq: row.u64(first + 2)?,
+        digest: row.digest(first + 3)?,
+        kind: row.text(first + 4)?,
+        document: row.text(first + 5)?,
+        revision: row.u32(first + 6)?,
+        envelope: row.blob(first + 7)?,
+        receipt: row.blob(first + 8)?,
+        accepted_at_ms: row.i64(first + 9)?,
+        mirrored_at_ms: row.i64(first + 10)?,
         decoded: crate::DecodedStatement::default(),
     })
 }
@@ -809,29 +818,48 @@ impl NodeStore for SqliteNodeStore {
         node_id: Option<&str>,
         after_index: u64,
         limit: usize,
-    ) -> Result<Vec<MirroredStatement>, StoreError> {
+        max_bytes: usize,
+    ) -> Result<(Vec<MirroredStatement>, bool), StoreError> {
         let after = db::bound(after_index);
-        let limit = db::limit(limit);
-        self.db.read(|conn| match node_id {
-            Some(node_id) => Lite(conn).all(
-                concat!(
-                    "SELECT ",
-                    mirror_columns!(),
-                    " FROM mirror WHERE feed_index > ?1 AND node_id = ?2 \
-                     ORDER BY feed_index LIMIT ?3"
-                ),
-                &[&after, &node_id, &limit],
-                mirrored_from_row,
-            ),
-            None => Lite(conn).all(
-                concat!(
-                    "SELECT ",
-                    mirror_columns!(),
-                    " FROM mirror WHERE feed_index > ?1 ORDER BY feed_index LIMIT ?2"
-                ),
-                &[&after, &limit],
-                mirrored_from_row,
-            ),
+        // One more than asked: whether more follow.
+        let fetch = db::limit(limit.saturating_add(1));
+        self.db.read(|conn| {
+            let mut out = Vec::new();
+            let mut used = 0usize;
+            let mut more = false;
+            let mut each = |row: &dyn SqlRow| {
+                let size = row.size(0)?;
+                if out.len() >= limit || (!out.is_empty() && used.saturating_add(size) > max_bytes)
+                {
+                    more = true;
+                    return Ok(false);
+                }
+                used = used.saturating_add(size);
+                out.push(mirrored_at(row, 1)?);
+                Ok(true)
+            };
+            match node_id {
+                Some(node_id) => Lite(conn).each(
+                    concat!(
+                        "SELECT length(envelope) + length(receipt), ",
+                        mirror_columns!(),
+                        " FROM mirror WHERE feed_index > ?1 AND node_id = ?2 \
+                         ORDER BY feed_index LIMIT ?3"
+                    ),
+                    &[&after, &node_id, &fetch],
+                    &mut each,
+                )?,
+                None => Lite(conn).each(
+                    concat!(
+                        "SELECT length(envelope) + length(receipt), ",
+                        mirror_columns!(),
+                        " FROM mirror WHERE feed_index > ?1 ORDER BY feed_index LIMIT ?2"
+                    ),
+                    &[&after, &fetch],
+                    &mut each,
+                )?,
+            }
+            Ok((out, more))
         })
     }
 

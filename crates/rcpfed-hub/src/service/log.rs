@@ -208,9 +208,16 @@ impl Hub {
         let limit = page_size(req.page_size)?;
         let store = Arc::clone(&self.store);
         let start = req.start_index;
-        let rows = blocking("listing log entries", move || {
+        let (rows, _) = blocking("listing log entries", move || {
             // Leaf i is feed entry i + 1, so entries from `start` follow feed index `start`.
-            store.list_statements(&StatementFilter::default(), start, limit)
+            // Read row by row up to MAX_PAGE_BYTES: a page of large envelopes is never held
+            // whole.
+            store.list_statements_within(
+                &StatementFilter::default(),
+                start,
+                limit,
+                rcpfed_core::limits::MAX_PAGE_BYTES,
+            )
         })
         .await?;
         let mut entries = Vec::with_capacity(rows.len());

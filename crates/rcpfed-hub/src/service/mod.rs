@@ -88,6 +88,8 @@ pub struct Hub {
     pub(crate) submissions: PerMember,
     /// Feed streams each member holds.
     pub(crate) subscriptions: PerMember,
+    /// `GetSnapshotChunks` streams each member holds.
+    pub(crate) chunk_streams: PerMember,
     /// Feed pages built once for every subscriber at the same cursor.
     pub(crate) feed_pages: Arc<FeedPages>,
     /// Large snapshots each member is sending (at most one).

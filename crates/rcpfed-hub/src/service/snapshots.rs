@@ -171,7 +171,9 @@ impl Hub {
         Response<Pin<Box<dyn Stream<Item = Result<v1::GetSnapshotChunksResponse, Status>> + Send>>>,
         Status,
     > {
-        authorize(&request, &self.federation.get(), Role::Reader)?;
+        let member = authorize(&request, &self.federation.get(), Role::Reader)?
+            .id
+            .clone();
         let req = request.into_inner();
         let digest = Digest::from_slice(&req.digest).ok_or_else(|| {
             invalid_field(
@@ -202,11 +204,26 @@ impl Hub {
                 ),
             ));
         }
+        // Held by the stream's task: a member that opens streams and reads none holds at most
+        // CHUNK_STREAMS_PER_MEMBER of them.
+        let limit = quotas::CHUNK_STREAMS_PER_MEMBER;
+        let stream_slot = self.chunk_streams.try_take(&member, limit).ok_or_else(|| {
+            self.metrics.quota_refused(quotas::TOO_MANY_CHUNK_STREAMS);
+            tracing::info!(%member, limit, "snapshot chunk stream refused: too many open");
+            quota_status(
+                quotas::TOO_MANY_CHUNK_STREAMS,
+                limit,
+                format!(
+                    "{member} already has {limit} GetSnapshotChunks streams open; finish or cancel one and ask again"
+                ),
+            )
+        })?;
         // Two chunks in flight at most (each up to 4 MiB): memory stays bounded per reader.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let store = Arc::clone(&self.store);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let _stream_slot = stream_slot;
             for (index, chunk) in manifest.chunks.into_iter().enumerate().skip(first) {
                 let chunk_store = Arc::clone(&store);
                 let sha256 = chunk.sha256;

@@ -11,7 +11,9 @@ use rcpfed_core::rejection::{Rejection, reasons};
 use rcpfed_core::statement::Body;
 use rcpfed_grpc::authorize;
 use rcpfed_grpc::records::parse_statement_name;
-use rcpfed_grpc::status::{invalid_field, next_page, not_found, page_size, parse_page_token};
+use rcpfed_grpc::status::{
+    invalid_field, next_page, next_page_after, not_found, page_size, parse_page_token,
+};
 use rcpfed_proto::v1;
 use rcpfed_store::{DecodedStatement, StatementFilter, StoredFlag};
 use std::sync::Arc;
@@ -128,16 +130,17 @@ impl Hub {
             document: non_empty(req.document),
         };
         let store = Arc::clone(&self.store);
-        // One extra row tells whether there is a next page.
-        let mut rows = blocking("listing statements", move || {
-            store.list_statements(&filter, after, limit + 1)
+        // Read row by row up to MAX_PAGE_BYTES of stored bytes: a page of the largest
+        // statements is never held whole.
+        let (rows, more) = blocking("listing statements", move || {
+            store.list_statements_within(&filter, after, limit, rcpfed_core::limits::MAX_PAGE_BYTES)
         })
         .await?;
-        // A page stops before MAX_PAGE_BYTES (always at least one record), so a page of the
-        // largest statements still fits a default 4 MiB client.
-        let mut statements = Vec::with_capacity(rows.len().min(limit));
+        // A page stops before MAX_PAGE_BYTES encoded (always at least one record), so a page of
+        // the largest statements still fits a default 4 MiB client.
+        let mut statements = Vec::with_capacity(rows.len());
         let mut bytes = 0;
-        for row in rows.iter().take(limit) {
+        for row in &rows {
             let r = record(row);
             bytes += r.encoded_len() + 8;
             if !statements.is_empty() && bytes > rcpfed_core::limits::MAX_PAGE_BYTES {
@@ -145,7 +148,7 @@ impl Hub {
             }
             statements.push(r);
         }
-        let next_page_token = next_page(&mut rows, statements.len(), |r| r.feed_index);
+        let next_page_token = next_page_after(&rows, statements.len(), more, |r| r.feed_index);
         Ok(Response::new(v1::ListStatementsResponse {
             statements,
             next_page_token,
