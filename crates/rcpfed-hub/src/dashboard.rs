@@ -92,14 +92,20 @@ impl DashboardSource for HubDashboard {
         })
     }
 
-    fn policy_page(&self, after: u64, limit: usize) -> Result<Vec<PolicyStatement>, StoreError> {
+    fn policy_page(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<PolicyStatement>, bool), StoreError> {
         let filter = StatementFilter {
             kind: Some(DocumentKind::PolicySummary.as_str().to_string()),
             ..StatementFilter::default()
         };
-        Ok(self
+        let (rows, more) = self
             .store
-            .list_statements(&filter, after, limit)?
+            .list_statements_within(&filter, after, limit, max_bytes)?;
+        let page = rows
             .into_iter()
             .map(|s| PolicyStatement {
                 node_id: s.node_id,
@@ -110,7 +116,8 @@ impl DashboardSource for HubDashboard {
                 accepted_at_ms: s.accepted_at_ms,
                 envelope: s.envelope,
             })
-            .collect())
+            .collect();
+        Ok((page, more))
     }
 }
 

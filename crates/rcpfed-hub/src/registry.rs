@@ -9,6 +9,7 @@
 use crate::ingest::VerifiedStatement;
 use rcpfed_core::Digest;
 use rcpfed_core::envelope::SignedEnvelope;
+use rcpfed_core::limits::MAX_PAGE_BYTES;
 use rcpfed_core::members::KeyLifecycle;
 use rcpfed_core::registry::{REGISTRY_PAYLOAD_TYPE, Registry, RootSet, verify_chain, verify_first};
 use rcpfed_core::rejection::{Rejection, reasons};
@@ -61,7 +62,8 @@ pub fn stored_versions(
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let rows = store.list_statements(&filter, after, 500)?;
+        // Bounded by bytes too: a member's statements may each be 1 MiB.
+        let (rows, _) = store.list_statements_within(&filter, after, 500, MAX_PAGE_BYTES)?;
         let Some(last) = rows.last() else { break };
         after = last.feed_index;
         for row in rows {
@@ -195,7 +197,8 @@ pub fn flag_revoked(
         };
         let mut after = 0;
         loop {
-            let rows = store.list_statements(&filter, after, 500)?;
+            // Bounded by bytes too: a member's statements may each be 1 MiB.
+            let (rows, _) = store.list_statements_within(&filter, after, 500, MAX_PAGE_BYTES)?;
             let Some(last) = rows.last() else { break };
             after = last.feed_index;
             for row in rows.iter().filter(|r| r.accepted_at_ms >= at_ms) {

@@ -85,10 +85,19 @@ impl DashboardSource for NodeDashboard {
         })
     }
 
-    fn policy_page(&self, after: u64, limit: usize) -> Result<Vec<PolicyStatement>, StoreError> {
-        Ok(self
-            .store
-            .mirror_list_kind(DocumentKind::PolicySummary.as_str(), after, limit)?
+    fn policy_page(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<PolicyStatement>, bool), StoreError> {
+        let (rows, more) = self.store.mirror_list_kind(
+            DocumentKind::PolicySummary.as_str(),
+            after,
+            limit,
+            max_bytes,
+        )?;
+        let page = rows
             .into_iter()
             .map(|s| PolicyStatement {
                 node_id: s.node_id,
@@ -99,7 +108,8 @@ impl DashboardSource for NodeDashboard {
                 accepted_at_ms: s.accepted_at_ms,
                 envelope: s.envelope,
             })
-            .collect())
+            .collect();
+        Ok((page, more))
     }
 }
 
@@ -163,6 +173,9 @@ mod tests {
             forked.witnesses[0].state,
             "recorded 1 fork(s) of the hub's log and stopped cosigning; the first: two roots for size 4"
         );
-        assert_eq!(dashboard.policy_page(0, 10).unwrap(), Vec::new());
+        assert_eq!(
+            dashboard.policy_page(0, 10, usize::MAX).unwrap(),
+            (Vec::new(), false)
+        );
     }
 }

@@ -815,19 +815,42 @@ pub fn node_mirror(store: &dyn NodeStore) {
     // By kind: the test kind follows the seq (odd: m1, m2; even: m5).
     assert_ne!(m1.kind, m5.kind);
     assert_eq!(
-        store.mirror_list_kind(&m1.kind, 0, 10).unwrap(),
+        store
+            .mirror_list_kind(&m1.kind, 0, 10, usize::MAX)
+            .unwrap()
+            .0,
         vec![m1.clone(), m2.clone()]
     );
-    assert_eq!(store.mirror_list_kind(&m1.kind, 1, 1).unwrap(), vec![m2]);
     assert_eq!(
-        store.mirror_list_kind(&m5.kind, 0, 10).unwrap(),
+        store
+            .mirror_list_kind(&m1.kind, 1, 1, usize::MAX)
+            .unwrap()
+            .0,
+        vec![m2]
+    );
+    assert_eq!(
+        store
+            .mirror_list_kind(&m5.kind, 0, 10, usize::MAX)
+            .unwrap()
+            .0,
         vec![m5.clone()]
     );
-    assert!(store.mirror_list_kind(&m5.kind, 5, 10).unwrap().is_empty());
     assert!(
         store
-            .mirror_list_kind("coherence_report", 0, 10)
+            .mirror_list_kind(&m5.kind, 5, 10, usize::MAX)
             .unwrap()
+            .0
+            .is_empty()
+    );
+    assert_eq!(
+        store.mirror_list_kind(&m1.kind, 0, 10, 1).unwrap(),
+        (vec![m1.clone()], true)
+    );
+    assert!(
+        store
+            .mirror_list_kind("coherence_report", 0, 10, usize::MAX)
+            .unwrap()
+            .0
             .is_empty()
     );
 }

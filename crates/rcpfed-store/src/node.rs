@@ -263,13 +263,15 @@ pub trait NodeStore: Send + Sync + 'static {
         max_bytes: usize,
     ) -> Result<(Vec<MirroredStatement>, bool), StoreError>;
     /// Mirrored statements of this `kind` ("policy_summary", ...) with feed_index >
-    /// after_index, ascending, at most limit (an index on kind serves it).
+    /// after_index, ascending, at most limit (an index on kind serves it), bounded by
+    /// `max_bytes` as [`NodeStore::mirror_list`]; also says whether more follow.
     fn mirror_list_kind(
         &self,
         kind: &str,
         after_index: u64,
         limit: usize,
-    ) -> Result<Vec<MirroredStatement>, StoreError>;
+        max_bytes: usize,
+    ) -> Result<(Vec<MirroredStatement>, bool), StoreError>;
     /// Number of mirrored statements.
     fn mirror_count(&self) -> Result<u64, StoreError>;
     /// The mirrored statement at (node, seq).
@@ -485,6 +487,33 @@ macro_rules! mirror_columns {
 
 fn mirrored_from_row(row: &dyn SqlRow) -> Result<MirroredStatement, StoreError> {
     mirrored_at(row, 0)
+}
+
+/// The rows of a mirror listing `sql` (the envelope and receipt bytes, then
+/// [`mirror_columns`]), stepped one by one: at most `limit`, and no more once their bytes reach
+/// `max_bytes` (at least one); also whether more follow (`sql` reads one row more than
+/// `limit`).
+fn mirror_rows_within(
+    conn: &Connection,
+    sql: &str,
+    params: &Params<'_>,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<(Vec<MirroredStatement>, bool), StoreError> {
+    let mut out = Vec::new();
+    let mut used = 0usize;
+    let mut more = false;
+    Lite(conn).each(sql, params, |row| {
+        let size = row.size(0)?;
+        if out.len() >= limit || (!out.is_empty() && used.saturating_add(size) > max_bytes) {
+            more = true;
+            return Ok(false);
+        }
+        used = used.saturating_add(size);
+        out.push(mirrored_at(row, 1)?);
+        Ok(true)
+    })?;
+    Ok((out, more))
 }
 
 /// A mirrored statement from [`mirror_columns`] starting at column `first`.
@@ -796,19 +825,23 @@ impl NodeStore for SqliteNodeStore {
         kind: &str,
         after_index: u64,
         limit: usize,
-    ) -> Result<Vec<MirroredStatement>, StoreError> {
+        max_bytes: usize,
+    ) -> Result<(Vec<MirroredStatement>, bool), StoreError> {
         let after = db::bound(after_index);
-        let limit = db::limit(limit);
+        // One more than asked: whether more follow.
+        let fetch = db::limit(limit.saturating_add(1));
         self.db.read(|conn| {
-            Lite(conn).all(
+            mirror_rows_within(
+                conn,
                 concat!(
-                    "SELECT ",
+                    "SELECT length(envelope) + length(receipt), ",
                     mirror_columns!(),
                     " FROM mirror WHERE kind = ?1 AND feed_index > ?2 \
                      ORDER BY feed_index LIMIT ?3"
                 ),
-                &[&kind, &after, &limit],
-                mirrored_from_row,
+                &[&kind, &after, &fetch],
+                limit,
+                max_bytes,
             )
         })
     }
@@ -823,43 +856,30 @@ impl NodeStore for SqliteNodeStore {
         let after = db::bound(after_index);
         // One more than asked: whether more follow.
         let fetch = db::limit(limit.saturating_add(1));
-        self.db.read(|conn| {
-            let mut out = Vec::new();
-            let mut used = 0usize;
-            let mut more = false;
-            let mut each = |row: &dyn SqlRow| {
-                let size = row.size(0)?;
-                if out.len() >= limit || (!out.is_empty() && used.saturating_add(size) > max_bytes)
-                {
-                    more = true;
-                    return Ok(false);
-                }
-                used = used.saturating_add(size);
-                out.push(mirrored_at(row, 1)?);
-                Ok(true)
-            };
-            match node_id {
-                Some(node_id) => Lite(conn).each(
-                    concat!(
-                        "SELECT length(envelope) + length(receipt), ",
-                        mirror_columns!(),
-                        " FROM mirror WHERE feed_index > ?1 AND node_id = ?2 \
-                         ORDER BY feed_index LIMIT ?3"
-                    ),
-                    &[&after, &node_id, &fetch],
-                    &mut each,
-                )?,
-                None => Lite(conn).each(
-                    concat!(
-                        "SELECT length(envelope) + length(receipt), ",
-                        mirror_columns!(),
-                        " FROM mirror WHERE feed_index > ?1 ORDER BY feed_index LIMIT ?2"
-                    ),
-                    &[&after, &fetch],
-                    &mut each,
-                )?,
-            }
-            Ok((out, more))
+        self.db.read(|conn| match node_id {
+            Some(node_id) => mirror_rows_within(
+                conn,
+                concat!(
+                    "SELECT length(envelope) + length(receipt), ",
+                    mirror_columns!(),
+                    " FROM mirror WHERE feed_index > ?1 AND node_id = ?2 \
+                     ORDER BY feed_index LIMIT ?3"
+                ),
+                &[&after, &node_id, &fetch],
+                limit,
+                max_bytes,
+            ),
+            None => mirror_rows_within(
+                conn,
+                concat!(
+                    "SELECT length(envelope) + length(receipt), ",
+                    mirror_columns!(),
+                    " FROM mirror WHERE feed_index > ?1 ORDER BY feed_index LIMIT ?2"
+                ),
+                &[&after, &fetch],
+                limit,
+                max_bytes,
+            ),
         })
     }
 

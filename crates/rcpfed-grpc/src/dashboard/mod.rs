@@ -119,12 +119,22 @@ pub trait DashboardSource: Send + Sync + 'static {
         &self,
         federation: &rcpfed_core::members::Federation,
     ) -> Result<LogView, StoreError>;
-    /// Policy summary statements after feed index `after`, in feed order, at most `limit`.
-    fn policy_page(&self, after: u64, limit: usize) -> Result<Vec<PolicyStatement>, StoreError>;
+    /// Policy summary statements after feed index `after`, in feed order: at most `limit`, and
+    /// no more once their envelopes and receipts reach `max_bytes` (at least one); also whether
+    /// more follow.
+    fn policy_page(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<PolicyStatement>, bool), StoreError>;
 }
 
 /// Policy statements read per page while looking for the latest revisions.
 const POLICY_PAGE: usize = 200;
+/// Most bytes of policy statements read per page (at least one statement): summaries may each
+/// be 1 MiB.
+const POLICY_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The latest revision of each policy document, the most recently accepted first chosen: at
 /// most `max_documents`, and no more once their envelopes reach `max_bytes` (at least one).
@@ -140,13 +150,12 @@ pub fn latest_policies(
         std::collections::HashMap::new();
     let mut after = 0;
     loop {
-        let page = source.policy_page(after, POLICY_PAGE)?;
-        let done = page.len() < POLICY_PAGE;
+        let (page, more) = source.policy_page(after, POLICY_PAGE, POLICY_PAGE_BYTES)?;
         for s in page {
             after = s.feed_index;
             latest.insert((s.node_id, s.document), (s.feed_index, s.envelope.len()));
         }
-        if done {
+        if !more {
             break;
         }
     }
@@ -171,15 +180,14 @@ pub fn latest_policies(
     // Only from just before the oldest chosen one: nothing earlier is wanted.
     let mut after = first.map_or(u64::MAX, |f| f.saturating_sub(1));
     while out.len() < chosen.len() {
-        let page = source.policy_page(after, POLICY_PAGE)?;
-        let done = page.len() < POLICY_PAGE;
+        let (page, more) = source.policy_page(after, POLICY_PAGE, POLICY_PAGE_BYTES)?;
         for s in page {
             after = s.feed_index;
             if chosen.contains(&s.feed_index) {
                 out.push(s);
             }
         }
-        if done {
+        if !more {
             break;
         }
     }

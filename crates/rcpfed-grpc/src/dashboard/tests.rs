@@ -53,14 +53,22 @@ impl DashboardSource for FixedSource {
         })
     }
 
-    fn policy_page(&self, after: u64, limit: usize) -> Result<Vec<PolicyStatement>, StoreError> {
-        Ok(self
-            .policies
-            .iter()
-            .filter(|p| p.feed_index > after)
-            .take(limit)
-            .cloned()
-            .collect())
+    fn policy_page(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<PolicyStatement>, bool), StoreError> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for p in self.policies.iter().filter(|p| p.feed_index > after) {
+            if page.len() == limit || (!page.is_empty() && bytes + p.envelope.len() > max_bytes) {
+                return Ok((page, true));
+            }
+            bytes += p.envelope.len();
+            page.push(p.clone());
+        }
+        Ok((page, false))
     }
 }
 
@@ -350,4 +358,30 @@ fn latest_policies_are_the_newest_revision_of_the_newest_documents() {
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].document, "regions/gfmd/policies/c");
     assert!(left_out);
+}
+
+#[test]
+fn latest_policies_read_large_summaries_a_few_at_a_time() {
+    let key = SecretKey::from_seed(&[4; 32]);
+    // Nine documents of about 1 MiB each: pages of a few statements (POLICY_PAGE_BYTES), not of
+    // POLICY_PAGE; every document is still found.
+    let policies: Vec<PolicyStatement> = (1..=9u64)
+        .map(|feed_index| {
+            let mut p = policy(&key, 1, feed_index, &"x".repeat(1 << 20));
+            p.document = format!("regions/gfmd/policies/p{feed_index}");
+            p
+        })
+        .collect();
+    let source = FixedSource { policies };
+    let (first, more) = source
+        .policy_page(0, POLICY_PAGE, POLICY_PAGE_BYTES)
+        .unwrap();
+    assert!(
+        more && first.len() < 9,
+        "{} statements in one page",
+        first.len()
+    );
+    let (all, left_out) = latest_policies(&source, 100, usize::MAX).unwrap();
+    assert_eq!(all.len(), 9);
+    assert!(!left_out);
 }
