@@ -931,7 +931,7 @@ async fn key_rotation_keeps_old_statements_verifiable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_revocation_flags_later_statements() {
-    let c = Cluster::start(&[]).await;
+    let mut c = Cluster::start(&[]).await;
     let w = Work::new(&c);
     let mut raw = RawNode::connect(&c, "colombo").await;
     for i in 1..=5 {
@@ -994,6 +994,25 @@ async fn key_revocation_flags_later_statements() {
     assert_eq!(again.newly_flagged, 0);
     assert_eq!(flagged(&c).await.len(), later.len());
 
+    // Flags lost between logging the version and flagging (a hub killed there, a full store):
+    // publishing the version again adds them, and so does a restart.
+    delete_flags(&c);
+    assert!(flagged(&c).await.is_empty());
+    let again = publish_grpc(&c, "operator", &signed)
+        .await
+        .unwrap_or_else(|s| panic!("retrying v2: {}", describe(&s)));
+    assert_eq!(again.newly_flagged as usize, later.len());
+    assert_eq!(flagged(&c).await.len(), later.len());
+    c.stop_hub().await;
+    delete_flags(&c);
+    c.start_hub().await;
+    assert_eventually!(
+        c,
+        TIMEOUT,
+        flagged(&c).await.len() == later.len(),
+        "the restarted hub flags what the registry in force revokes"
+    );
+
     // A new statement signed with the revoked key: refused, nothing stored.
     let before = c.hub_snapshot().await;
     let st = raw.policy("After the revocation");
@@ -1044,6 +1063,25 @@ async fn key_revocation_flags_later_statements() {
         } else {
             assert_ne!(code, 0, "colombo#{seq} must not verify:\n{stdout}");
             assert!(stdout.contains("revoked at"), "{stdout}");
+        }
+    }
+}
+
+/// Deletes every flag the hub stored, behind its back.
+fn delete_flags(c: &Cluster) {
+    const DELETE: &str = "DELETE FROM statement_flags";
+    match c.hub_postgres() {
+        Some(pg) => {
+            pg.with_client(|client| client.execute(DELETE, &[]))
+                .expect("deleting the flags");
+        }
+        None => {
+            rusqlite::Connection::open(c.hub_db())
+                .and_then(|db| {
+                    db.busy_timeout(Duration::from_secs(10))?;
+                    db.execute(DELETE, [])
+                })
+                .expect("deleting the flags");
         }
     }
 }

@@ -715,6 +715,31 @@ async fn load_registry(ctx: &Arc<Ctx>) -> Result<registry::Loaded, HubError> {
     .map_err(HubError::Config)
 }
 
+/// In the background, adds the flags the registry version in force calls for that are
+/// missing: a hub stopped between logging that version and flagging what it revokes.
+fn complete_flags(ctx: &Ctx, state: &registry::RegistryState) {
+    if state.previous.is_none() {
+        return;
+    }
+    let store = Arc::clone(&ctx.store);
+    let state = state.clone();
+    tokio::task::spawn_blocking(
+        move || match registry::reflag_in_force(store.as_ref(), &state) {
+            Ok(0) => {}
+            Ok(newly_flagged) => tracing::warn!(
+                version = state.registry.version,
+                newly_flagged,
+                "statements flagged at start-up: signed with keys revoked before their acceptance"
+            ),
+            Err(e) => tracing::error!(
+                version = state.registry.version,
+                error = %e,
+                "cannot check the flags of the registry version in force; publishing it again retries"
+            ),
+        },
+    );
+}
+
 /// The federation of the registry in force in the store (or of registry version 1 before any
 /// is logged), and the hub's member id.
 async fn registry_in_force(
@@ -828,6 +853,7 @@ async fn lead(
         term.clone(),
     ));
     log_quotas(&ctx.quotas);
+    complete_flags(ctx, &loaded.state);
     let hub = new_hub(
         ctx,
         shared_federation.clone(),

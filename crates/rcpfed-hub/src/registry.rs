@@ -30,6 +30,9 @@ pub struct RegistryState {
     pub digest: Digest,
     /// The envelope as published.
     pub envelope: SignedEnvelope,
+    /// The version before it, whose keys its revocations are compared with when statements
+    /// are flagged ([`flag_revoked`]); None for version 1.
+    pub previous: Option<Registry>,
 }
 
 /// Verifies a chain, tolerating an expired last version at start-up: a hub must be able to
@@ -110,6 +113,7 @@ pub fn load(
                 registry: first,
                 digest: initial.digest(),
                 envelope: initial.clone(),
+                previous: None,
             },
             needs_logging: true,
         });
@@ -125,11 +129,21 @@ pub fn load(
         );
     }
     let envelope = versions.last().cloned().ok_or("no registry version")?;
+    // The chain without its last version verifies too (it is a prefix of a verified chain).
+    let previous = match versions.split_last() {
+        Some((_, earlier)) if !earlier.is_empty() => Some(
+            verify_chain_at_startup(trust, federation_id, earlier)
+                .map_err(|e| format!("the registry version before the one in force: {e}"))?
+                .0,
+        ),
+        _ => None,
+    };
     Ok(Loaded {
         state: RegistryState {
             registry,
             digest: envelope.digest(),
             envelope,
+            previous,
         },
         needs_logging: false,
     })
@@ -177,6 +191,17 @@ fn newly_revoked(previous: &Registry, next: &Registry) -> Vec<(String, String, O
         }
     }
     out
+}
+
+/// Flags again what the version in force revokes, adding only the flags that are missing
+/// (a flag is stored once): a hub stopped, or a store full, between logging a version and
+/// flagging what it revokes would otherwise leave those statements unflagged for good. Run at
+/// start-up and when the version in force is published again. Returns how many flags are new.
+pub fn reflag_in_force(store: &dyn HubStore, state: &RegistryState) -> Result<u32, StoreError> {
+    match &state.previous {
+        Some(previous) => flag_revoked(store, previous, &state.registry),
+        None => Ok(0),
+    }
 }
 
 /// Flags every stored statement signed by a key `next` revokes, accepted at or after the

@@ -87,6 +87,7 @@ impl Hub {
             registry: next,
             digest: envelope.digest(),
             envelope,
+            previous: Some(current.registry.clone()),
         };
         let statement = crate::registry::as_statement(&state, Some(current.digest));
         let (leaf_index, checkpoint) = self.log_registry_version(statement).await?;
@@ -119,28 +120,44 @@ impl Hub {
     }
 
     /// The answer to a retried publication of the version in force: its inclusion proof
-    /// against the latest checkpoint, as the first time.
+    /// against the latest checkpoint, as the first time, and the flags its revocations call for
+    /// that are still missing (the first publication may have been cut short between logging
+    /// and flagging).
     async fn answer_registry_retry(
         &self,
         current: &crate::registry::RegistryState,
     ) -> Result<Response<v1::PublishRegistryResponse>, Status> {
         let version = current.registry.version;
         let store = Arc::clone(&self.store);
-        let hub_id = current.registry.hub_id.clone();
-        let log = blocking("building the inclusion proof", move || {
-            let Some(st) = store.statement_by_node_seq(&hub_id, version)? else {
-                return Ok(None);
+        let state = current.clone();
+        let (log, newly_flagged) = blocking("building the inclusion proof", move || {
+            let flagged = crate::registry::reflag_in_force(store.as_ref(), &state)?;
+            let hub_id = &state.registry.hub_id;
+            let Some(st) = store.statement_by_node_seq(hub_id, version)? else {
+                return Ok((None, flagged));
             };
-            match store.latest_checkpoint()? {
-                Some(cp) => crate::log::log_proof(store.as_ref(), st.feed_index - 1, &cp).map(Some),
-                None => Ok(None),
-            }
+            let log = match store.latest_checkpoint()? {
+                Some(cp) => Some(crate::log::log_proof(
+                    store.as_ref(),
+                    st.feed_index - 1,
+                    &cp,
+                )?),
+                None => None,
+            };
+            Ok((log, flagged))
         })
         .await?;
+        if newly_flagged > 0 {
+            tracing::warn!(
+                version,
+                newly_flagged,
+                "statements flagged on a retry: signed with keys revoked before their acceptance"
+            );
+        }
         Ok(Response::new(v1::PublishRegistryResponse {
             version,
             log,
-            newly_flagged: 0,
+            newly_flagged,
         }))
     }
 
