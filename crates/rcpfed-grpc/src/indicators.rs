@@ -101,6 +101,9 @@ pub struct IndicatorRpc {
     exports: ExportSlots,
     /// [`EXPORT_SEND_TIMEOUT`], shorter in unit tests.
     send_timeout: Duration,
+    /// Export threads running, for unit tests to wait on.
+    #[cfg(test)]
+    export_threads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl IndicatorRpc {
@@ -122,6 +125,8 @@ impl IndicatorRpc {
             providers: None,
             exports: ExportSlots::default(),
             send_timeout: EXPORT_SEND_TIMEOUT,
+            #[cfg(test)]
+            export_threads: Arc::default(),
         }
     }
 
@@ -220,6 +225,17 @@ impl Drop for ExportSlot {
     }
 }
 
+/// Counts an export thread out when it ends (unit tests wait on it).
+#[cfg(test)]
+struct ThreadCount(Arc<std::sync::atomic::AtomicUsize>);
+
+#[cfg(test)]
+impl Drop for ThreadCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// An export's pieces as the client receives them. The stream ends with OK only when the export
 /// said it finished: an export that stopped early (its client too slow, a panic) ends with
 /// [`EXPORT_INCOMPLETE`], never looking like a whole message.
@@ -227,6 +243,9 @@ struct ExportStream {
     pieces: mpsc::Receiver<Result<v1::ExportSdmxResponse, Status>>,
     finished: Arc<AtomicBool>,
     ended: bool,
+    /// Shared with the export's thread: the place is given back when both are gone, so what
+    /// an abandoned export left queued stays counted until the call ends.
+    _slot: Arc<ExportSlot>,
 }
 
 impl Stream for ExportStream {
@@ -658,7 +677,10 @@ impl IndicatorService for IndicatorRpc {
         }
         // Counted before any store read: a member that opens exports and never reads them
         // holds at most its own slots, never the threads everyone's reads need.
-        let slot = self.exports.take(&member)?;
+        let slot = Arc::new(self.exports.take(&member).inspect_err(|_| {
+            tracing::info!(%member, "SDMX export refused: too many open");
+        })?);
+        let stream_slot = Arc::clone(&slot);
         let (tx, rx) = mpsc::channel(4);
         let finished = Arc::new(AtomicBool::new(false));
         let export_finished = Arc::clone(&finished);
@@ -672,7 +694,14 @@ impl IndicatorService for IndicatorRpc {
         // The export is store work from start to end: it runs on the blocking pool and
         // pushes pieces with backpressure (a slow client slows the reading down, a client that
         // takes nothing for the send timeout ends it).
+        #[cfg(test)]
+        let running = {
+            self.export_threads.fetch_add(1, Ordering::SeqCst);
+            ThreadCount(Arc::clone(&self.export_threads))
+        };
         tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            let _running = running;
             let _slot = slot;
             let mut sink = Sink {
                 tx,
@@ -701,6 +730,7 @@ impl IndicatorService for IndicatorRpc {
             pieces: rx,
             finished,
             ended: false,
+            _slot: stream_slot,
         })))
     }
 }
@@ -1602,12 +1632,18 @@ mod tests {
             IndicatorRpc::new(Arc::new(big_store(40_000)), "hub", member_from_metadata());
         service.send_timeout = Duration::from_millis(200);
         let mut stalled = open_export(&service, "slow").await.expect("export");
-        // The export gives up on its client, and its slot with it.
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
-        let _a = open_export(&service, "slow")
-            .await
-            .expect("the slot came back");
-        let _b = open_export(&service, "slow").await.expect("both slots");
+        let _second = open_export(&service, "slow").await.expect("export");
+        // The export gives up on its client, but the unread stream still holds its place.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while service.export_threads.load(Ordering::SeqCst) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the exports gave up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let over = open_export(&service, "slow").await.err().expect("over");
+        assert_too_many_exports(&over);
         // What was queued is still delivered, then an error: never a truncated message ending
         // with OK.
         let mut pieces = 0;
@@ -1622,6 +1658,11 @@ mod tests {
         assert_eq!(status.code(), Code::Aborted);
         assert_eq!(reason(&status), EXPORT_INCOMPLETE);
         assert!(stalled.next().await.is_none());
+        // The call ended: its place is back.
+        drop(stalled);
+        let _third = open_export(&service, "slow")
+            .await
+            .expect("the place of the ended call");
     }
 
     #[tokio::test]

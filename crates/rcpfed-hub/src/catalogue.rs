@@ -68,8 +68,8 @@ pub fn load_chain(
     let mut latest: Option<SignedCatalogue> = None;
     let mut after = 0;
     loop {
-        let rows = store
-            .list_statements(&filter, after, 100)
+        let (rows, _) = store
+            .list_statements_within(&filter, after, 100, rcpfed_core::limits::MAX_PAGE_BYTES)
             .map_err(|e| format!("cannot read the logged catalogue versions: {e}"))?;
         let Some(last) = rows.last() else { break };
         after = last.feed_index;

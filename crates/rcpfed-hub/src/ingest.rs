@@ -1418,8 +1418,13 @@ fn backfill_log(
     );
     let mut after = frontier.size();
     while after < last_index {
-        let rows =
-            store.list_statements(&rcpfed_store::StatementFilter::default(), after, 10_000)?;
+        // Bounded by bytes too: statements may each be 1 MiB.
+        let (rows, _) = store.list_statements_within(
+            &rcpfed_store::StatementFilter::default(),
+            after,
+            10_000,
+            64 * 1024 * 1024,
+        )?;
         if rows.is_empty() {
             break;
         }

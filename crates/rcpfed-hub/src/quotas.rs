@@ -201,6 +201,31 @@ pub struct Held {
     member: String,
 }
 
+/// A response stream that holds a unit of a quota for as long as the stream exists: what it
+/// has queued for a client that reads nothing stays counted until the call ends.
+pub struct HeldStream<S> {
+    inner: S,
+    _held: Held,
+}
+
+impl<S> HeldStream<S> {
+    /// `inner`, holding `held` until it is dropped.
+    pub fn new(inner: S, held: Held) -> Self {
+        HeldStream { inner, _held: held }
+    }
+}
+
+impl<S: tokio_stream::Stream + Unpin> tokio_stream::Stream for HeldStream<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         let mut held = self.owner.held.lock().unwrap_or_else(|p| p.into_inner());

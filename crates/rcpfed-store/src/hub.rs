@@ -305,9 +305,9 @@ pub trait HubStore: Send + Sync + 'static {
         after_index: u64,
         limit: usize,
     ) -> Result<Vec<StoredStatement>, StoreError>;
-    /// Like [`HubStore::list_statements`], but no more once the statements' envelopes and
-    /// receipts reach `max_bytes` (at least one), read row by row so a page of large
-    /// statements is never held whole; also says whether more statements follow.
+    /// Like [`HubStore::list_statements`], but no more once the next statement's envelope and
+    /// receipt would take the page past `max_bytes` (at least one), read row by row so a page
+    /// of large statements is never held whole; also says whether more statements follow.
     fn list_statements_within(
         &self,
         filter: &StatementFilter,

@@ -252,9 +252,9 @@ pub trait NodeStore: Send + Sync + 'static {
     /// snapshot, its chunks are staged before the next [`Self::apply_view_step`].
     fn first_unapplied(&self) -> Result<Option<MirroredStatement>, StoreError>;
     /// Mirrored statements with feed_index > after_index (optionally one node), ascending, at
-    /// most limit, and no more once their envelopes and receipts reach `max_bytes` (at least
-    /// one; read row by row, so a page of large statements is never held whole); also says
-    /// whether more follow.
+    /// most limit, and no more once the next one's envelope and receipt would take the page
+    /// past `max_bytes` (at least one; read row by row, so a page of large statements is never
+    /// held whole); also says whether more follow.
     fn mirror_list(
         &self,
         node_id: Option<&str>,
@@ -490,9 +490,9 @@ fn mirrored_from_row(row: &dyn SqlRow) -> Result<MirroredStatement, StoreError> 
 }
 
 /// The rows of a mirror listing `sql` (the envelope and receipt bytes, then
-/// [`mirror_columns`]), stepped one by one: at most `limit`, and no more once their bytes reach
-/// `max_bytes` (at least one); also whether more follow (`sql` reads one row more than
-/// `limit`).
+/// [`mirror_columns`]), stepped one by one: at most `limit`, and no more once the next row would
+/// take them past `max_bytes` (at least one); also whether more follow (`sql` reads one row more
+/// than `limit`).
 fn mirror_rows_within(
     conn: &Connection,
     sql: &str,

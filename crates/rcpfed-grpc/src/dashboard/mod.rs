@@ -120,8 +120,8 @@ pub trait DashboardSource: Send + Sync + 'static {
         federation: &rcpfed_core::members::Federation,
     ) -> Result<LogView, StoreError>;
     /// Policy summary statements after feed index `after`, in feed order: at most `limit`, and
-    /// no more once their envelopes and receipts reach `max_bytes` (at least one); also whether
-    /// more follow.
+    /// no more once the next one's envelope and receipt would take the page past `max_bytes`
+    /// (at least one); also whether more follow.
     fn policy_page(
         &self,
         after: u64,

@@ -204,8 +204,8 @@ impl Hub {
                 ),
             ));
         }
-        // Held by the stream's task: a member that opens streams and reads none holds at most
-        // CHUNK_STREAMS_PER_MEMBER of them.
+        // Held by the response stream, so until the call ends: a member that opens streams
+        // and reads none holds at most CHUNK_STREAMS_PER_MEMBER of them, with what they queued.
         let limit = quotas::CHUNK_STREAMS_PER_MEMBER;
         let stream_slot = self.chunk_streams.try_take(&member, limit).ok_or_else(|| {
             self.metrics.quota_refused(quotas::TOO_MANY_CHUNK_STREAMS);
@@ -223,7 +223,6 @@ impl Hub {
         let store = Arc::clone(&self.store);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            let _stream_slot = stream_slot;
             for (index, chunk) in manifest.chunks.into_iter().enumerate().skip(first) {
                 let chunk_store = Arc::clone(&store);
                 let sha256 = chunk.sha256;
@@ -253,8 +252,9 @@ impl Hub {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(Box::pin(quotas::HeldStream::new(
             tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+            stream_slot,
+        ))))
     }
 }
