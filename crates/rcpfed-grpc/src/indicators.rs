@@ -1009,7 +1009,7 @@ fn run_export(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rcpfed_core::Digest;
     use rcpfed_core::rejection::Violation;
@@ -1023,7 +1023,7 @@ mod tests {
     /// An in-memory store: rows in feed order, filtered like the real one on the fields these
     /// tests use.
     #[derive(Default)]
-    struct FakeStore {
+    pub(crate) struct FakeStore {
         rows: Vec<ObservationRow>,
         documents: Vec<(String, HubDocument)>,
         feed_size: u64,
@@ -1538,7 +1538,8 @@ mod tests {
         Ok((media_type, String::from_utf8(data).expect("UTF-8")))
     }
 
-    fn big_store(n: u64) -> FakeStore {
+    /// `n` rows of one indicator (`SDG_10_7_3`), a thousand per feed index.
+    pub(crate) fn big_store(n: u64) -> FakeStore {
         let mut store = FakeStore::default();
         for i in 0..n {
             let mut o = observation(ObservationAction::Append, "FRA", "2024");

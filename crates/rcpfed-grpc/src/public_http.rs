@@ -34,9 +34,10 @@ use tokio::task::JoinSet;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-/// Requests answered at once on the public listener; more get 503 at once rather than queue
-/// (each may hold an entry bundle of up to 16 MiB while it is sent), so anonymous readers
-/// cannot take the hub's memory or its store readers.
+/// Requests answered at once on the public listener, counted until their answer's body is
+/// dropped (sent, or its client gone); more get 503 at once rather than queue (each may hold an
+/// entry bundle of up to 16 MiB while it is sent), so anonymous readers cannot take the hub's
+/// memory or its store readers.
 pub const MAX_CONCURRENT_REQUESTS: usize = 32;
 /// Open connections on the public listener; one over it is closed at once.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -365,13 +366,43 @@ fn with_limits(routes: axum::Router, served: &'static str) -> axum::Router {
                 let slots = Arc::clone(&slots);
                 async move {
                     match slots.try_acquire_owned() {
-                        // Held until the answer is built (a body streamed later is not counted).
-                        Ok(_slot) => next.run(request).await,
+                        // Held by the answer's body: an answer built whole stays counted while
+                        // a client that reads nothing holds it.
+                        Ok(slot) => next
+                            .run(request)
+                            .await
+                            .map(|body| axum::body::Body::new(HeldBody { body, _slot: slot })),
                         Err(_) => busy(),
                     }
                 }
             },
         ))
+}
+
+/// An answer's body holding its request slot until it is dropped.
+struct HeldBody {
+    body: axum::body::Body,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// What a connection whose certificate may not read is answered, whatever it asks: 401
@@ -510,6 +541,74 @@ mod tests {
         }
         // Slots are given back.
         assert_eq!(get(addr, "/elsewhere").await, "HTTP/1.1 404 Not Found");
+    }
+
+    /// Sends one HTTP/1.1 GET from 127.0.0.`source` and returns the status line, with the
+    /// connection (the rest of the answer unread).
+    async fn status_only(
+        source: u8,
+        addr: SocketAddr,
+        path: &str,
+    ) -> (String, tokio::net::TcpStream) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, source], 0)))
+            .unwrap();
+        let mut tcp = socket.connect(addr).await.unwrap();
+        tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            tcp.read_exact(&mut byte).await.unwrap();
+            line.push(byte[0]);
+        }
+        (String::from_utf8_lossy(&line).trim_end().to_string(), tcp)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_being_sent_keeps_its_request_slot() {
+        // An answer whose body never ends: its client holds it as one that reads nothing would.
+        let routes = axum::Router::new().route(
+            "/endless",
+            axum::routing::get(|| async {
+                axum::body::Body::from_stream(tokio_stream::pending::<
+                    Result<bytes::Bytes, std::io::Error>,
+                >())
+            }),
+        );
+        const SOURCES: usize = 4;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            plain(listener),
+            routes,
+            "/endless",
+            std::future::pending(),
+        ));
+        let mut held = Vec::new();
+        for i in 0..MAX_CONCURRENT_REQUESTS {
+            let source = u8::try_from(1 + i % SOURCES).unwrap();
+            let (status, tcp) = status_only(source, addr, "/endless").await;
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            held.push(tcp);
+        }
+        // The answers were built long ago, but they are still being sent: no slot is free.
+        let (status, _tcp) = status_only(5, addr, "/endless").await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        // A client gone gives its slot back.
+        drop(held.pop());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, tcp) = status_only(5, addr, "/endless").await;
+            if status == "HTTP/1.1 200 OK" {
+                held.push(tcp);
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,10 @@ pub mod limits {
     pub const MAX_OBSERVATIONS: u64 = 1_000_000;
     /// Rows read from the store per batch.
     pub const BATCH: usize = 5000;
+    /// Most rows one answer may read from the store, matching or not: a key part the store
+    /// cannot select itself (several codes, a default code) is filtered after reading, so the
+    /// observation cap alone does not bound the reading. More is refused with 413.
+    pub const MAX_ROWS_READ: u64 = 10_000_000;
     /// A data answer is sent in pieces of about this size.
     pub const PIECE_BYTES: usize = 64 * 1024;
     /// Data answers streamed at once (each holds a blocking thread while it is read); one more
@@ -922,18 +926,49 @@ fn store_dimensions(structure: &SdmxStructure, key: &[Option<Vec<String>>]) -> V
     dimensions
 }
 
-/// Reads every row the query selects, in batches, calling `each` for each matching one.
+/// Reads every row the query selects, in batches, calling `each` for each matching one. Stops
+/// between batches once `gone` says the client went away, and with 413 past
+/// [`limits::MAX_ROWS_READ`] rows read.
 fn scan(
     store: &dyn IndicatorStore,
     query: &DataQuery,
     filter: &ObservationFilter,
+    gone: &dyn Fn() -> bool,
     mut each: impl FnMut(&ObservationRow) -> Result<(), RestError>,
 ) -> Result<(), RestError> {
+    scan_within(store, query, filter, gone, limits::MAX_ROWS_READ, &mut each)
+}
+
+/// [`scan`] reading at most `max_read` rows.
+fn scan_within(
+    store: &dyn IndicatorStore,
+    query: &DataQuery,
+    filter: &ObservationFilter,
+    gone: &dyn Fn() -> bool,
+    max_read: u64,
+    each: &mut dyn FnMut(&ObservationRow) -> Result<(), RestError>,
+) -> Result<(), RestError> {
     let mut after: Option<ObservationCursor> = None;
+    let mut read = 0u64;
     loop {
+        if gone() {
+            return Err(RestError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the client went away",
+            ));
+        }
+        if read >= max_read {
+            return Err(RestError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the answer would need more than {max_read} stored observations read (SDMX error 510); narrow the key, the periods or the providers"
+                ),
+            ));
+        }
         let rows = store
             .query_observations(filter, after, limits::BATCH)
             .map_err(|e| RestError::internal("reading observations", &e))?;
+        read += rows.len() as u64;
         for row in rows.iter().filter(|r| query.matches(r)) {
             each(row)?;
         }
@@ -1010,11 +1045,16 @@ async fn count_rows(
     query: DataQuery,
 ) -> Result<(DataQuery, BTreeSet<String>, i64), RestError> {
     let store = Arc::clone(&source.store);
+    // Set when this call is dropped (the client reset the stream or went away): the blocking
+    // pass, which dropping the call does not stop, stops at its next batch.
+    let gone = GoneOnDrop::default();
+    let gone_flag = gone.flag();
     tokio::task::spawn_blocking(move || {
         let mut providers = BTreeSet::new();
         let mut count = 0u64;
         let mut latest_accepted = i64::MIN;
-        scan(store.as_ref(), &query, &query.filter, |row| {
+        let gone = || gone_flag.load(std::sync::atomic::Ordering::Relaxed);
+        scan(store.as_ref(), &query, &query.filter, &gone, |row| {
             count += 1;
             latest_accepted = latest_accepted.max(row.provenance.accepted_at_ms);
             if count > limits::MAX_OBSERVATIONS {
@@ -1044,6 +1084,22 @@ async fn count_rows(
     })
     .await
     .map_err(|e| RestError::internal("reading observations", &e))?
+}
+
+/// Says, once dropped, that the call holding it is gone.
+#[derive(Default)]
+struct GoneOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl GoneOnDrop {
+    fn flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.0)
+    }
+}
+
+impl Drop for GoneOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The second pass of a data query, streamed: provider by provider, each provider's rows a
@@ -1094,7 +1150,7 @@ fn stream_rows(
         for provider in &providers {
             let mut filter = query.filter.clone();
             filter.node_ids = vec![provider.clone()];
-            scan(store.as_ref(), &query, &filter, |row| {
+            scan(store.as_ref(), &query, &filter, &|| tx.is_closed(), |row| {
                 if query
                     .structure
                     .check_dimensions(&row.observation, &row.provenance)
@@ -1144,6 +1200,60 @@ fn stream_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A query for `SDG_10_7_3` whose REF_AREA part has two codes (the store cannot select
+    /// them: every row is read, none matches).
+    fn unselective_query() -> DataQuery {
+        DataQuery {
+            structure: SdmxStructure::new("SDG_10_7_3", None, "hub", &BTreeSet::new(), false),
+            filter: ObservationFilter {
+                indicator: "SDG_10_7_3".into(),
+                ..Default::default()
+            },
+            key: vec![Some(vec!["ZZ1".into(), "ZZ2".into()])],
+        }
+    }
+
+    #[test]
+    fn a_scan_stops_at_its_reading_budget_and_when_the_client_is_gone() {
+        let store = crate::indicators::tests::big_store(30_000);
+        let query = unselective_query();
+        let mut matched = 0;
+        let error = scan_within(
+            &store,
+            &query,
+            &query.filter,
+            &|| false,
+            10_000,
+            &mut |_| {
+                matched += 1;
+                Ok(())
+            },
+        )
+        .expect_err("over the budget");
+        assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(matched, 0);
+        // Within the budget, the whole table is read and nothing matches.
+        scan_within(
+            &store,
+            &query,
+            &query.filter,
+            &|| false,
+            100_000,
+            &mut |_| Ok(()),
+        )
+        .expect("within the budget");
+        let error = scan_within(
+            &store,
+            &query,
+            &query.filter,
+            &|| true,
+            100_000,
+            &mut |_| Ok(()),
+        )
+        .expect_err("gone");
+        assert_eq!(error.status, StatusCode::REQUEST_TIMEOUT);
+    }
 
     fn accept(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
