@@ -41,7 +41,8 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_CONCURRENT_REQUESTS: usize = 32;
 /// Open connections on the public listener; one over it is closed at once.
 pub const MAX_CONNECTIONS: usize = 512;
-/// Open connections from one IP address; one over it is closed at once.
+/// Open connections from one source (an IPv4 address, or an IPv6 /64: one host or site can
+/// use a whole /64); one over it is closed at once.
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 16;
 /// How long an HTTP/1.1 client has to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -287,8 +288,10 @@ async fn serve_connection<I>(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .keep_alive_interval(crate::limits::KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(crate::limits::KEEPALIVE_TIMEOUT);
+        // No server pings: a client's answer to them would count as traffic, and an idle
+        // HTTP/2 connection would never reach IDLE_TIMEOUT. A dead peer is found by the
+        // silence watchdog and TCP keepalive instead.
+        .keep_alive_interval(None);
     let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(connection);
     tokio::select! {
@@ -301,11 +304,26 @@ async fn serve_connection<I>(
     drop(slot);
 }
 
-/// Open connections, in total and per address.
+/// Open connections, in total and per source ([`source_of`]).
 #[derive(Default)]
 struct ConnectionTable {
     total: usize,
     per_address: HashMap<IpAddr, usize>,
+}
+
+/// The source a connection is counted under: an IPv4 address (also when mapped into IPv6),
+/// or the /64 of an IPv6 address.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
 }
 
 /// One open connection, counted in the table until dropped.
@@ -321,7 +339,8 @@ impl ConnectionSlot {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let from_address = t.per_address.get(&peer.ip()).copied().unwrap_or(0);
+        let source = source_of(peer.ip());
+        let from_address = t.per_address.get(&source).copied().unwrap_or(0);
         if t.total >= MAX_CONNECTIONS || from_address >= MAX_CONNECTIONS_PER_ADDRESS {
             tracing::info!(
                 %peer,
@@ -332,10 +351,10 @@ impl ConnectionSlot {
             return None;
         }
         t.total += 1;
-        *t.per_address.entry(peer.ip()).or_insert(0) += 1;
+        *t.per_address.entry(source).or_insert(0) += 1;
         Some(ConnectionSlot {
             table: Arc::clone(table),
-            ip: peer.ip(),
+            ip: source,
         })
     }
 }
@@ -609,6 +628,25 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "{status}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[test]
+    fn connections_are_counted_per_ipv4_address_and_per_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source_of(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(source_of(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(
+            source_of(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            source_of(ip("2001:db8:1:2::1")),
+            source_of(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            source_of(ip("2001:db8:1:2::1")),
+            source_of(ip("2001:db8:1:3::1"))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
