@@ -60,6 +60,13 @@ pub mod limits {
     /// How long a client may leave a piece of a data answer unread before the answer is
     /// abandoned.
     pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    /// Slowest a client may take a data answer, bytes per second of the time the answer waited
+    /// for it, once it has waited [`SEND_GRACE`] in all: a client taking one piece just inside
+    /// [`SEND_TIMEOUT`] cannot hold one of the [`MAX_STREAMS`] for hours. (Time the server
+    /// spends reading the store is not counted.)
+    pub const MIN_SEND_RATE: u64 = 32 * 1024;
+    /// How long a data answer may wait for its client in all before [`MIN_SEND_RATE`] applies.
+    pub const SEND_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 }
 
 /// What the API reads: the store (the hub's, or a node's mirror), the hub's member id (its
@@ -1086,6 +1093,12 @@ async fn count_rows(
     .map_err(|e| RestError::internal("reading observations", &e))?
 }
 
+/// Whether a client that took `sent` bytes of a data answer that waited `waited` for it in all
+/// reads below [`limits::MIN_SEND_RATE`] (never within [`limits::SEND_GRACE`]).
+fn reads_too_slowly(sent: u64, waited: std::time::Duration) -> bool {
+    waited > limits::SEND_GRACE && sent < limits::MIN_SEND_RATE.saturating_mul(waited.as_secs())
+}
+
 /// Says, once dropped, that the call holding it is gone.
 #[derive(Default)]
 struct GoneOnDrop(Arc<std::sync::atomic::AtomicBool>);
@@ -1119,15 +1132,28 @@ fn stream_rows(
     let task = tokio::task::spawn_blocking(move || {
         let _stream_slot = stream_slot;
         let runtime = tokio::runtime::Handle::current();
+        // Bytes handed to the client, and how long the answer waited for it to take them.
+        let sent = std::cell::Cell::new(0u64);
+        let waited = std::cell::Cell::new(std::time::Duration::ZERO);
         let send = |text: &mut String| {
             let piece = Bytes::from(std::mem::take(text));
+            if reads_too_slowly(sent.get(), waited.get()) {
+                return Err(RestError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the client reads too slowly",
+                ));
+            }
+            sent.set(sent.get() + piece.len() as u64);
+            let waiting = std::time::Instant::now();
+            let taken = runtime.block_on(tokio::time::timeout(
+                limits::SEND_TIMEOUT,
+                tx.send(Ok(piece)),
+            ));
+            waited.set(waited.get() + waiting.elapsed());
             // The body's receiver is gone with the client, or the client stopped reading: stop
             // (this thread is the blocking pool's, shared with the store's other readers).
             // The status is never sent; nobody is left to receive it.
-            match runtime.block_on(tokio::time::timeout(
-                limits::SEND_TIMEOUT,
-                tx.send(Ok(piece)),
-            )) {
+            match taken {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(RestError::new(
                     StatusCode::REQUEST_TIMEOUT,
@@ -1212,6 +1238,18 @@ mod tests {
             },
             key: vec![Some(vec!["ZZ1".into(), "ZZ2".into()])],
         }
+    }
+
+    #[test]
+    fn a_client_reading_too_slowly_is_told_only_after_the_grace() {
+        let secs = std::time::Duration::from_secs;
+        // Within the grace, however little was taken.
+        assert!(!reads_too_slowly(0, secs(59)));
+        // One 64 KiB piece every 25 s is 2.6 KiB/s: too slow once past the grace.
+        assert!(reads_too_slowly(3 * 64 * 1024, secs(75)));
+        // At the minimum rate or faster, never.
+        assert!(!reads_too_slowly(limits::MIN_SEND_RATE * 600, secs(600)));
+        assert!(!reads_too_slowly(u64::MAX, secs(100_000)));
     }
 
     #[test]
