@@ -23,6 +23,7 @@ use rcpfed_sdmx::structure::{
 };
 use rcpfed_sdmx::{DataFormat, DataWriter, SdmxStructure, dimension_value, is_sdmx_code};
 use rcpfed_store::{IndicatorStore, ObservationCursor, ObservationFilter, ObservationRow};
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -1093,6 +1094,51 @@ async fn count_rows(
     .map_err(|e| RestError::internal("reading observations", &e))?
 }
 
+/// The client of a data answer, as the thread writing the answer sees it.
+struct Client<'a> {
+    tx: &'a mpsc::Sender<Result<Bytes, std::io::Error>>,
+    /// The runtime the writing thread (a blocking-pool thread) waits on for the client.
+    runtime: tokio::runtime::Handle,
+    /// Bytes handed to the client so far.
+    sent: Cell<u64>,
+    /// How long the answer waited for the client to take them, in all.
+    waited: Cell<std::time::Duration>,
+}
+
+impl Client<'_> {
+    /// Hands `text` to the client. Stops the answer when the client went away, took nothing
+    /// for [`limits::SEND_TIMEOUT`] or reads too slowly ([`reads_too_slowly`]). (This thread is
+    /// the blocking pool's, shared with the store's other readers; the status is never sent,
+    /// nobody is left to receive it.)
+    fn send(&self, text: &mut String) -> Result<(), RestError> {
+        let piece = Bytes::from(std::mem::take(text));
+        if reads_too_slowly(self.sent.get(), self.waited.get()) {
+            return Err(RestError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the client reads too slowly",
+            ));
+        }
+        self.sent.set(self.sent.get() + piece.len() as u64);
+        let waiting = std::time::Instant::now();
+        let taken = self.runtime.block_on(tokio::time::timeout(
+            limits::SEND_TIMEOUT,
+            self.tx.send(Ok(piece)),
+        ));
+        self.waited.set(self.waited.get() + waiting.elapsed());
+        match taken {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(RestError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the client went away",
+            )),
+            Err(_) => Err(RestError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the client read nothing for too long",
+            )),
+        }
+    }
+}
+
 /// Whether a client that took `sent` bytes of a data answer that waited `waited` for it in all
 /// reads below [`limits::MIN_SEND_RATE`] (never within [`limits::SEND_GRACE`]).
 fn reads_too_slowly(sent: u64, waited: std::time::Duration) -> bool {
@@ -1131,40 +1177,13 @@ fn stream_rows(
     let failed = tx.clone();
     let task = tokio::task::spawn_blocking(move || {
         let _stream_slot = stream_slot;
-        let runtime = tokio::runtime::Handle::current();
-        // Bytes handed to the client, and how long the answer waited for it to take them.
-        let sent = std::cell::Cell::new(0u64);
-        let waited = std::cell::Cell::new(std::time::Duration::ZERO);
-        let send = |text: &mut String| {
-            let piece = Bytes::from(std::mem::take(text));
-            if reads_too_slowly(sent.get(), waited.get()) {
-                return Err(RestError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the client reads too slowly",
-                ));
-            }
-            sent.set(sent.get() + piece.len() as u64);
-            let waiting = std::time::Instant::now();
-            let taken = runtime.block_on(tokio::time::timeout(
-                limits::SEND_TIMEOUT,
-                tx.send(Ok(piece)),
-            ));
-            waited.set(waited.get() + waiting.elapsed());
-            // The body's receiver is gone with the client, or the client stopped reading: stop
-            // (this thread is the blocking pool's, shared with the store's other readers).
-            // The status is never sent; nobody is left to receive it.
-            match taken {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(RestError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the client went away",
-                )),
-                Err(_) => Err(RestError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the client read nothing for too long",
-                )),
-            }
+        let client = Client {
+            tx: &tx,
+            runtime: tokio::runtime::Handle::current(),
+            sent: Cell::new(0),
+            waited: Cell::new(std::time::Duration::ZERO),
         };
+        let send = |text: &mut String| client.send(text);
         let mut out = String::new();
         let mut writer = DataWriter::begin(
             format,
