@@ -20,7 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt as _;
 
 /// Asserts a quota refusal: RESOURCE_EXHAUSTED, this reason, and when to retry.
-fn assert_quota(status: &Status, expected: &str) {
+pub(crate) fn assert_quota(status: &Status, expected: &str) {
     assert_eq!(
         status.code(),
         Code::ResourceExhausted,

@@ -4,33 +4,17 @@
 //! and submission), and every `GetSnapshotChunks` stream up to three 4 MiB chunks, without a
 //! per-member limit.
 
-use crate::harness::{Cluster, RawNode, TIMEOUT, connect, describe, reason};
+use crate::harness::{Cluster, RawNode, TIMEOUT, connect, describe};
+use crate::hostile_quotas::assert_quota;
 use crate::snapshot_view::{hub_view, of_node, send_large_snapshot};
 use rcpfed_proto::v1;
 use rcpfed_proto::v1::indicator_service_client::IndicatorServiceClient;
 use std::time::Duration;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
-use tonic_types::StatusExt as _;
 
 /// Observations of the snapshot read below: several MiB of CSV, far more than a connection's
 /// flow-control windows and the server's queue hold for a client that reads nothing.
 const N: usize = 40_000;
-
-fn assert_quota(status: &Status, expected: &str) {
-    assert_eq!(
-        status.code(),
-        Code::ResourceExhausted,
-        "{}",
-        describe(status)
-    );
-    assert_eq!(reason(status), expected, "{}", describe(status));
-    assert!(
-        status.get_error_details().retry_info().is_some(),
-        "a quota refusal says when to retry: {}",
-        describe(status)
-    );
-}
 
 /// The hub's IndicatorService as `member`, on a connection of its own.
 async fn indicators_as(c: &Cluster, member: &str) -> IndicatorServiceClient<Channel> {
