@@ -71,6 +71,11 @@ async fn unread_exports_hold_only_their_members_quota() {
         .expect_err("a third export of one member is refused");
     assert_quota(&over, "TOO_MANY_EXPORTS");
     eprintln!("third export: {}", describe(&over));
+    let metrics = crate::harness::http_get(&c.hub_ops().to_string(), "/metrics").await;
+    assert!(
+        metrics.contains("rcpfed_hub_quota_refusals_total{reason=\"TOO_MANY_EXPORTS\"} 1"),
+        "the refusal is counted: {metrics}"
+    );
 
     // Another member exports the whole snapshot meanwhile, and publishing goes on.
     let mut whole = indicators_as(&c, "midwa")

@@ -81,6 +81,9 @@ pub const EXPORT_INCOMPLETE: &str = "EXPORT_INCOMPLETE";
 /// the node can reuse their own check: see [`reader_role`].
 pub type ReaderCheck = Arc<dyn Fn(&Request<()>) -> Result<String, Status> + Send + Sync>;
 
+/// Told the `ErrorInfo` reason of a quota refusal.
+pub type QuotaRefusalHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// The reader-role check the hub and the node apply to their other read RPCs:
 /// [`authorize`] against the federation in force.
 pub fn reader_role(federation: SharedFederation) -> ReaderCheck {
@@ -99,6 +102,8 @@ pub struct IndicatorRpc {
     providers: Option<SharedFederation>,
     /// Open exports, per member and in all.
     exports: ExportSlots,
+    /// Told the reason of every quota refusal (the hub counts them in its metrics).
+    on_quota_refusal: Option<QuotaRefusalHook>,
     /// [`EXPORT_SEND_TIMEOUT`], shorter in unit tests.
     send_timeout: Duration,
     /// Export threads running, for unit tests to wait on.
@@ -124,10 +129,17 @@ impl IndicatorRpc {
             authorize,
             providers: None,
             exports: ExportSlots::default(),
+            on_quota_refusal: None,
             send_timeout: EXPORT_SEND_TIMEOUT,
             #[cfg(test)]
             export_threads: Arc::default(),
         }
+    }
+
+    /// Calls `hook` with the `ErrorInfo` reason of every quota refusal (`TOO_MANY_EXPORTS`).
+    pub fn on_quota_refusal(mut self, hook: QuotaRefusalHook) -> Self {
+        self.on_quota_refusal = Some(hook);
+        self
     }
 
     /// Names the data providers (the publishers of `federation`) in structure exports.
@@ -679,6 +691,9 @@ impl IndicatorService for IndicatorRpc {
         // holds at most its own slots, never the threads everyone's reads need.
         let slot = Arc::new(self.exports.take(&member).inspect_err(|_| {
             tracing::info!(%member, "SDMX export refused: too many open");
+            if let Some(hook) = &self.on_quota_refusal {
+                hook(TOO_MANY_EXPORTS);
+            }
         })?);
         let stream_slot = Arc::clone(&slot);
         let (tx, rx) = mpsc::channel(4);

@@ -619,7 +619,8 @@ async fn standby_hub(
         hub_member.id.clone(),
         rcpfed_grpc::indicators::reader_role(shared_federation.clone()),
     )
-    .with_data_providers(shared_federation.clone());
+    .with_data_providers(shared_federation.clone())
+    .on_quota_refusal(quota_metric(&ctx.metrics));
     let hub = new_hub(
         ctx,
         shared_federation.clone(),
@@ -713,6 +714,12 @@ async fn load_registry(ctx: &Arc<Ctx>) -> Result<registry::Loaded, HubError> {
     .await
     .map_err(|e| HubError::Config(format!("registry loader panicked: {e}")))?
     .map_err(HubError::Config)
+}
+
+/// Counts the IndicatorService's quota refusals in the hub's quota-refusal metric.
+fn quota_metric(metrics: &metrics::HubMetrics) -> rcpfed_grpc::indicators::QuotaRefusalHook {
+    let metrics = metrics.clone();
+    Arc::new(move |reason| metrics.quota_refused(reason))
 }
 
 /// In the background, adds the flags the registry version in force calls for that are
@@ -838,7 +845,8 @@ async fn lead(
         hub_id.clone(),
         rcpfed_grpc::indicators::reader_role(shared_federation.clone()),
     )
-    .with_data_providers(shared_federation.clone());
+    .with_data_providers(shared_federation.clone())
+    .on_quota_refusal(quota_metric(&ctx.metrics));
     let coherence = tokio::spawn(coherence::run(
         coherence::Reporter {
             store: Arc::clone(&ctx.store),
