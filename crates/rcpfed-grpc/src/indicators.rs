@@ -5,6 +5,7 @@
 //! the node differ only in their store and in how they check the caller, which they plug in
 //! as a [`ReaderCheck`] (normally [`reader_role`]).
 
+use crate::per_member::{Held, PerMember, quota_status};
 use crate::shared::SharedFederation;
 use crate::status::{ERROR_DOMAIN, blocking, internal, invalid_field, rejection_status};
 use crate::{authorize, limits, timestamp_from_ms};
@@ -28,7 +29,6 @@ use rcpfed_store::{
 use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -171,70 +171,54 @@ impl IndicatorRpc {
 
 /// The ExportSdmx streams open now, per member and in all; an [`ExportSlot`] gives its place
 /// back when dropped.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct ExportSlots {
-    open: Arc<Mutex<HashMap<String, usize>>>,
+    per_member: PerMember,
+    total: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for ExportSlots {
+    fn default() -> Self {
+        ExportSlots {
+            per_member: PerMember::default(),
+            total: Arc::new(tokio::sync::Semaphore::new(MAX_EXPORTS)),
+        }
+    }
 }
 
 impl ExportSlots {
     /// A place for one more export of `member`, or the quota refusal.
     fn take(&self, member: &str) -> Result<ExportSlot, Status> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let of_member = open.get(member).copied().unwrap_or(0);
-        let total: usize = open.values().sum();
-        let refusal = if of_member >= MAX_EXPORTS_PER_MEMBER {
-            Some((
-                MAX_EXPORTS_PER_MEMBER,
-                format!(
-                    "{member} already has {MAX_EXPORTS_PER_MEMBER} exports open; finish or cancel one and export again"
-                ),
-            ))
-        } else if total >= MAX_EXPORTS {
-            Some((
+        let of_member = self
+            .per_member
+            .try_take(member, MAX_EXPORTS_PER_MEMBER)
+            .ok_or_else(|| {
+                quota_status(
+                    TOO_MANY_EXPORTS,
+                    MAX_EXPORTS_PER_MEMBER,
+                    format!(
+                        "{member} already has {MAX_EXPORTS_PER_MEMBER} exports open; finish or cancel one and export again"
+                    ),
+                )
+            })?;
+        let in_all = Arc::clone(&self.total).try_acquire_owned().map_err(|_| {
+            quota_status(
+                TOO_MANY_EXPORTS,
                 MAX_EXPORTS,
                 format!("{MAX_EXPORTS} exports are being sent; try again in a moment"),
-            ))
-        } else {
-            None
-        };
-        if let Some((limit, message)) = refusal {
-            let mut details = ErrorDetails::new();
-            details.set_error_info(
-                TOO_MANY_EXPORTS,
-                ERROR_DOMAIN,
-                HashMap::from([("limit".to_string(), limit.to_string())]),
-            );
-            details.set_retry_info(Some(Duration::from_secs(1)));
-            return Err(Status::with_error_details(
-                Code::ResourceExhausted,
-                message,
-                details,
-            ));
-        }
-        *open.entry(member.to_string()).or_insert(0) += 1;
+            )
+        })?;
         Ok(ExportSlot {
-            slots: self.clone(),
-            member: member.to_string(),
+            _of_member: of_member,
+            _in_all: in_all,
         })
     }
 }
 
 /// One open export's place in [`ExportSlots`].
 struct ExportSlot {
-    slots: ExportSlots,
-    member: String,
-}
-
-impl Drop for ExportSlot {
-    fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.member) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.member);
-            }
-        }
-    }
+    _of_member: Held,
+    _in_all: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Counts an export thread out when it ends (unit tests wait on it).

@@ -11,6 +11,7 @@ pub mod failover;
 pub mod indicators;
 pub mod ops;
 pub mod peer;
+pub mod per_member;
 pub mod public_http;
 pub mod records;
 pub mod rpc_metrics;

@@ -9,7 +9,7 @@ use crate::hub::{
     NewCheckpoint, NewEquivocation, StatementFilter, StoredCheckpoint, StoredEquivocation,
     StoredFlag, StoredStatement,
 };
-use crate::sql::{Param, Query, Sql, SqlRow, query};
+use crate::sql::{BytePage, Param, Query, Sql, SqlRow, query};
 use crate::view_rows::{Entry, PieceLimit, PieceStart, entry_of_stored};
 use crate::view_step::{self, Chunks, InlineView, Pieces, StoredEntry, ViewPiece, ViewSteps};
 use crate::{ChunkSource, DecodedStatement, HubLease, StoreError};
@@ -866,20 +866,11 @@ impl<B: HubBackend> HubStore for B {
                 " ORDER BY feed_index LIMIT {}",
                 dialect.placeholder(args.len())
             );
-            let mut out = Vec::new();
-            let mut used = 0usize;
-            let mut more = false;
+            let mut page = BytePage::new(max, max_bytes);
             tx.stream(&sql, &args, LISTING_FETCH, |row| {
-                let size = row.size(0)?;
-                if out.len() >= max || (!out.is_empty() && used.saturating_add(size) > max_bytes) {
-                    more = true;
-                    return Ok(false);
-                }
-                used = used.saturating_add(size);
-                out.push(statement_at(row, 1)?);
-                Ok(true)
+                page.take(row, |row| statement_at(row, 1))
             })?;
-            Ok((out, more))
+            Ok(page.finish())
         })
     }
 
@@ -903,18 +894,11 @@ impl<B: HubBackend> HubStore for B {
         let after = bound(after_index);
         let max = limit(max_rows);
         self.read_tx(|tx| {
-            let mut out = Vec::new();
-            let mut used = 0usize;
+            let mut page = BytePage::new(usize::MAX, max_bytes);
             tx.stream(&FEED, &[&after, &max], LISTING_FETCH, |row| {
-                let size = row.size(0)?;
-                if !out.is_empty() && used.saturating_add(size) > max_bytes {
-                    return Ok(false);
-                }
-                used = used.saturating_add(size);
-                out.push(statement_at(row, 1)?);
-                Ok(true)
+                page.take(row, |row| statement_at(row, 1))
             })?;
-            Ok(out)
+            Ok(page.finish().0)
         })
     }
 
@@ -929,27 +913,14 @@ impl<B: HubBackend> HubStore for B {
         // One more than asked: whether more follow.
         let fetch = limit(max.saturating_add(1));
         self.read_tx(|tx| {
-            let mut out = Vec::new();
-            let mut used = 0usize;
-            let mut more = false;
+            let mut page = BytePage::new(max, max_bytes);
             tx.stream(
                 &EQUIVOCATIONS,
                 &[&after, &node_id, &fetch],
                 LISTING_FETCH,
-                |row| {
-                    let size = row.size(0)?;
-                    if out.len() >= max
-                        || (!out.is_empty() && used.saturating_add(size) > max_bytes)
-                    {
-                        more = true;
-                        return Ok(false);
-                    }
-                    used = used.saturating_add(size);
-                    out.push(equivocation_at(row, 1)?);
-                    Ok(true)
-                },
+                |row| page.take(row, |row| equivocation_at(row, 1)),
             )?;
-            Ok((out, more))
+            Ok(page.finish())
         })
     }
 

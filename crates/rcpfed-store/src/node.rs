@@ -8,7 +8,7 @@ use crate::indicators_sql::{
     self, indicator_indexes_v2_sql, indicator_key_rule_sql, indicator_policy_coverage_sql,
     indicator_tables_sql,
 };
-use crate::sql::{Lite, Param, Params, Sql, SqlRow};
+use crate::sql::{BytePage, Lite, Param, Params, Sql, SqlRow};
 use crate::view_rows::{Entry, Log, PieceLimit, PieceStart, entry_of_stored};
 use crate::view_step::{self, Chunks, InlineView, Pieces, StoredEntry, ViewPiece, ViewSteps};
 use rcpfed_core::Digest;
@@ -500,20 +500,9 @@ fn mirror_rows_within(
     limit: usize,
     max_bytes: usize,
 ) -> Result<(Vec<MirroredStatement>, bool), StoreError> {
-    let mut out = Vec::new();
-    let mut used = 0usize;
-    let mut more = false;
-    Lite(conn).each(sql, params, |row| {
-        let size = row.size(0)?;
-        if out.len() >= limit || (!out.is_empty() && used.saturating_add(size) > max_bytes) {
-            more = true;
-            return Ok(false);
-        }
-        used = used.saturating_add(size);
-        out.push(mirrored_at(row, 1)?);
-        Ok(true)
-    })?;
-    Ok((out, more))
+    let mut page = BytePage::new(limit, max_bytes);
+    Lite(conn).each(sql, params, |row| page.take(row, |row| mirrored_at(row, 1)))?;
+    Ok(page.finish())
 }
 
 /// A mirrored statement from [`mirror_columns`] starting at column `first`.

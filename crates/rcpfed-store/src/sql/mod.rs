@@ -157,6 +157,52 @@ impl<T: rusqlite::ToSql + Sync> Param for T {}
 /// Query parameters.
 pub(crate) type Params<'p> = [&'p dyn Param];
 
+/// A listing's page read row by row: at most `limit` rows, and no more once the next row would
+/// take it past `max_bytes` (at least one row), each row's size in bytes in its column 0. Read
+/// one row more than `limit` to learn whether more follow.
+pub(crate) struct BytePage<T> {
+    rows: Vec<T>,
+    used: usize,
+    more: bool,
+    limit: usize,
+    max_bytes: usize,
+}
+
+impl<T> BytePage<T> {
+    pub(crate) fn new(limit: usize, max_bytes: usize) -> Self {
+        BytePage {
+            rows: Vec::new(),
+            used: 0,
+            more: false,
+            limit,
+            max_bytes,
+        }
+    }
+
+    /// Takes `row`, mapped by `map`, if the page has room; false (stop reading) once it is full.
+    pub(crate) fn take(
+        &mut self,
+        row: &dyn SqlRow,
+        map: impl FnOnce(&dyn SqlRow) -> Result<T, StoreError>,
+    ) -> Result<bool, StoreError> {
+        let size = row.size(0)?;
+        if self.rows.len() >= self.limit
+            || (!self.rows.is_empty() && self.used.saturating_add(size) > self.max_bytes)
+        {
+            self.more = true;
+            return Ok(false);
+        }
+        self.used = self.used.saturating_add(size);
+        self.rows.push(map(row)?);
+        Ok(true)
+    }
+
+    /// The rows taken, and whether a row was left out.
+    pub(crate) fn finish(self) -> (Vec<T>, bool) {
+        (self.rows, self.more)
+    }
+}
+
 /// The column reads of a result row, whichever driver produced it. Integer columns are 64-bit
 /// on both engines (a computed int4 on PostgreSQL must be cast to BIGINT in the SQL).
 pub(crate) trait SqlRow {
